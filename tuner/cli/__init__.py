@@ -1,0 +1,10 @@
+"""The ``tuner`` command line (Typer)."""
+
+from tuner.cli._app import app
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,332 @@
+"""The ``tuner`` command line."""
+
+from __future__ import annotations
+
+import functools
+import signal
+import sys
+import warnings
+from collections.abc import Callable
+from enum import Enum
+
+from typing import Annotated, Any, TypeVar
+
+import optuna
+import typer
+
+from tuner import __version__
+from tuner.cli._output import (
+    TrialProgress,
+    err,
+    out,
+    print_best_config,
+    print_json,
+    print_summary,
+    study_summary,
+)
+from tuner.errors import TunerError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Tune a PyTorch model's optimizer settings with Optuna.")
+study_app = typer.Typer(no_args_is_help=True, help="Create, run and inspect studies.")
+spaces_app = typer.Typer(no_args_is_help=True, help="Built-in search spaces.")
+objectives_app = typer.Typer(no_args_is_help=True, help="Built-in objectives.")
+app.add_typer(study_app, name="study")
+app.add_typer(spaces_app, name="spaces")
+app.add_typer(objectives_app, name="objectives")
+
+_state = {"debug": False}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Format(str, Enum):
+    text = "text"
+    json = "json"
+
+
+def _quiet_libraries() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message=".*independent sampl.*")
+
+
+def handle_errors(fn: F) -> F:
+    """User errors become one red line and exit code 1; Ctrl-C exits 130 and SIGTERM 143."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _quiet_libraries()
+        previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            return fn(*args, **kwargs)
+        except TunerError as exc:
+            if _state["debug"]:
+                raise
+            err.print(f"[red]error:[/] {exc}", markup=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("interrupted; the running trial was recorded as failed. `tuner study run NAME` resumes.")
+            raise typer.Exit(130) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    err.print("terminated; the running trial was recorded as failed. `tuner study run NAME` resumes.")
+    raise SystemExit(143)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"tuner {__version__} (optuna {optuna.__version__})")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for user errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Tune a PyTorch model's optimizer settings with Optuna."""
+    _state["debug"] = debug
+
+
+StorageOpt = Annotated[str | None, typer.Option("--storage", envvar="TUNER_STORAGE",
+                                                help="Storage URL [default: sqlite:///tuner.db].")]
+FormatOpt = Annotated[Format, typer.Option("--format", help="text, or json for scripts.")]
+
+
+def _run(study: optuna.Study, prepared: Any, fmt: Format, n_trials: int, timeout: float | None) -> None:
+    from tuner.study import run_trials
+
+    with TrialProgress(study, n_trials, quiet=fmt is Format.json) as progress:
+        run = run_trials(study, prepared, n_trials=n_trials, timeout=timeout, on_trial=progress)
+    summary = study_summary(study)
+    if fmt is Format.json:
+        print_json({**summary, "run": {"trials": len(run.outcomes), "seconds": round(run.seconds, 2),
+                                       "stopped_by": run.stopped_by}})
+        return
+    out.print(f"ran {len(run.outcomes)} trial(s) in {run.seconds:.1f}s"
+              + (" (timeout reached)" if run.stopped_by == "timeout" else ""))
+    print_summary(summary)
+    print_best_config(summary)
+
+
+@study_app.command("create")
+@handle_errors
+def study_create(
+    spec: Annotated[str | None, typer.Argument(help="Study spec: a YAML file or a built-in name "
+                                                    "[default: quickstart].")] = None,
+    *,
+    name: Annotated[str | None, typer.Option(help="Study name.")] = None,
+    objective: Annotated[str | None, typer.Option(help="Built-in objective, path/file.py:attr or module:attr.")] = None,
+    space: Annotated[str | None, typer.Option(help="Built-in search space or a YAML file.")] = None,
+    sampler: Annotated[str | None, typer.Option(help="tpe, random, qmc, cmaes, gp or grid.")] = None,
+    pruner: Annotated[str | None, typer.Option(help="median, percentile, successive_halving, hyperband, "
+                                                    "wilcoxon, patient or none.")] = None,
+    n_trials: Annotated[int | None, typer.Option(help="Trials to finish (complete or pruned).")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds after which no new trial starts.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs per trial.")] = None,
+    storage: StorageOpt = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the sampler and the trials.")] = None,
+    data: Annotated[str | None, typer.Option(help="CSV file (objective 'tabular').")] = None,
+    target: Annotated[str | None, typer.Option(help="Target column (objective 'tabular').")] = None,
+    no_run: Annotated[bool, typer.Option("--no-run", help="Only create the study.")] = False,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Create a study from a spec file and/or flags, then run it (flags override the file)."""
+    from tuner.study import StudySpec, create_or_join, load_spec, prepare
+
+    base = load_spec(spec) if spec else (load_spec("quickstart") if objective is None else StudySpec())
+    spec_obj = base.with_overrides(
+        name=name, objective=objective, space=space, sampler=sampler, pruner=pruner, n_trials=n_trials,
+        timeout=timeout, epochs=epochs, storage=storage, device=device, seed=seed, data=data, target=target,
+    )
+    prepared = prepare(spec_obj)
+    study = create_or_join(prepared)
+    if fmt is Format.text:
+        out.print(f"study [bold]{prepared.name}[/] in {_masked(prepared.storage_url)}: objective "
+                  f"{prepared.objective.name}, space {prepared.space.name}, {spec_obj.n_trials} trials x "
+                  f"{spec_obj.epochs} epochs on {prepared.trainer.device}")
+    if no_run:
+        if fmt is Format.json:
+            print_json(study_summary(study))
+        else:
+            out.print(f"created; run it with: tuner study run {_quote(prepared.name)}")
+        return
+    _run(study, prepared, fmt, spec_obj.n_trials, spec_obj.timeout)
+
+
+@study_app.command("run")
+@handle_errors
+def study_run(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    *,
+    storage: StorageOpt = None,
+    n_trials: Annotated[int | None, typer.Option(help="Raise or lower the study's trial budget.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds after which no new trial starts.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Continue (or join) a study: the spec and space come from the storage."""
+    from tuner.study import create_or_join, prepare, stored_spec
+
+    spec_obj, space_data = stored_spec(name, storage)
+    spec_obj = spec_obj.with_overrides(n_trials=n_trials, timeout=timeout, device=device)
+    prepared = prepare(spec_obj, space_data=space_data)
+    study = create_or_join(prepared)
+    _run(study, prepared, fmt, spec_obj.n_trials, spec_obj.timeout)
+
+
+@study_app.command("list")
+@handle_errors
+def study_list(*, storage: StorageOpt = None, fmt: FormatOpt = Format.text) -> None:
+    """List the studies in a storage."""
+    from tuner.study import default_storage, open_storage
+    from tuner.study._storage import storage_exists
+
+    url = storage or default_storage()
+    rows = []
+    if storage_exists(url):
+        for s in optuna.get_all_study_summaries(open_storage(url), include_best_trial=True):
+            spec = s.user_attrs.get("tuner:spec", {})
+            rows.append({"name": s.study_name, "trials": s.n_trials, "objective": spec.get("objective"),
+                         "best": s.best_trial.value if s.best_trial else None,
+                         "created": s.datetime_start.isoformat(timespec="seconds") if s.datetime_start else None})
+    if fmt is Format.json:
+        print_json(rows)
+        return
+    if not rows:
+        out.print(f"no studies in {_masked(url)}")
+        return
+    from rich.table import Table
+
+    table = Table()
+    for col in ("name", "objective", "trials", "best", "created"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], str(r["objective"] or "-"), str(r["trials"]),
+                      "-" if r["best"] is None else f"{r['best']:.4f}", str(r["created"] or "-"))
+    out.print(table)
+
+
+@study_app.command("show")
+@handle_errors
+def study_show(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    *,
+    storage: StorageOpt = None,
+    top: Annotated[int, typer.Option(help="Number of best trials to list.")] = 10,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Best trials, counts of pruned and failed trials with their reasons, and the best config."""
+    from tuner.study import open_study
+
+    summary = study_summary(open_study(name, storage), top=top)
+    if fmt is Format.json:
+        print_json(summary)
+        return
+    print_summary(summary)
+    print_best_config(summary)
+
+
+@spaces_app.command("list")
+@handle_errors
+def spaces_list(fmt: FormatOpt = Format.text) -> None:
+    """List the built-in search spaces."""
+    from tuner.spaces import list_spaces, load_space
+
+    rows = {name: load_space(name).description for name in list_spaces()}
+    if fmt is Format.json:
+        print_json(rows)
+        return
+    for name, description in rows.items():
+        out.print(f"[bold]{name:<12}[/] {description}")
+
+
+@spaces_app.command("show")
+@handle_errors
+def spaces_show(name: Annotated[str, typer.Argument(help="Built-in name or YAML file.")],
+                fmt: FormatOpt = Format.text) -> None:
+    """Print a search space: its YAML and the Optuna parameters it suggests."""
+    from tuner.spaces import load_space
+
+    space = load_space(name)
+    dists = {k: str(v) for k, v in space.distributions().items()}
+    if fmt is Format.json:
+        print_json({"name": space.name, "source": space.source, "space": space.raw, "parameters": dists})
+        return
+    out.print(f"# {space.source}", markup=False)
+    out.print(space.to_yaml().rstrip(), markup=False)
+    out.print(f"\n# {len(dists)} tunable parameters", markup=False)
+    for key, dist in dists.items():
+        out.print(f"#   {key}: {dist}", markup=False)
+
+
+@objectives_app.command("list")
+@handle_errors
+def objectives_list(fmt: FormatOpt = Format.text) -> None:
+    """List the built-in objectives."""
+    from tuner.objectives import list_objectives
+    from tuner.objectives._loader import _import_file
+
+    rows = {}
+    for name, path in list_objectives().items():
+        obj = getattr(_import_file(path), "objective")
+        rows[name] = obj.description if hasattr(obj, "description") else (obj.__doc__ or "").strip() or \
+            (sys.modules[obj.__module__].__doc__ or "").strip().splitlines()[0]
+    if fmt is Format.json:
+        print_json(rows)
+        return
+    for name, description in rows.items():
+        out.print(f"[bold]{name:<12}[/] {description}")
+
+
+@objectives_app.command("show")
+@handle_errors
+def objectives_show(
+    name: Annotated[str, typer.Argument(help="Built-in name, path/file.py:attr or module:attr.")],
+    data: Annotated[str | None, typer.Option(help="CSV file (objective 'tabular').")] = None,
+    target: Annotated[str | None, typer.Option(help="Target column (objective 'tabular').")] = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Describe an objective: its data splits, model and metric."""
+    from tuner.objectives import load_objective
+
+    obj = load_objective(name, data=data, target=target)
+    d = obj.load_data()
+    model = obj.build_model(d)
+    info = {
+        "name": obj.name, "description": obj.description, "metric": obj.metric, "direction": obj.direction,
+        "task": "classification" if d.n_classes else "regression", "classes": d.n_classes,
+        "input_shape": list(d.input_shape), "train": len(d.x_train), "validation": len(d.x_val),
+        "test": None if d.x_test is None else len(d.x_test),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "dropout_modules": sum(1 for m in model.modules() if "Dropout" in type(m).__name__),
+    }
+    if fmt is Format.json:
+        print_json(info)
+        return
+    for key, value in info.items():
+        out.print(f"{key:>16}: {value}")
+    out.print(str(model), markup=False)
+
+
+def _masked(url: str) -> str:
+    from tuner.study import mask_url
+
+    return mask_url(url)
+
+
+def _quote(name: str) -> str:
+    import shlex
+
+    return shlex.quote(name)
+
+
+

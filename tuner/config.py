@@ -1,0 +1,289 @@
+"""``TrainConfig``: the optimizer settings a study tunes, the trainer consumes and users deploy."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tuner import regularization
+from tuner._validate import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Bound, check_param
+from tuner.errors import ConfigError, unknown_name_message
+from tuner.init import apply_init, get_init
+from tuner.optim import build_optimizer, build_scheduler, get_optimizer, get_schedule
+
+__all__ = ["TrainConfig", "OptimizerConfig", "ScheduleConfig", "InitConfig", "Regularization", "load_config"]
+
+
+def _named_dict(value: Any, where: str, default_name: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Accepts ``"adam"`` or ``{"name": "adam", ...}``; returns (name, other keys)."""
+    if isinstance(value, str):
+        return value, {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a name or a mapping with a 'name' key. Got {value!r} instead.")
+    params = dict(value)
+    name = params.pop("name", default_name)
+    if name is None:
+        raise ConfigError(f"{where}: the 'name' key is missing.")
+    return name, params
+
+
+@dataclass
+class OptimizerConfig:
+    """An optimizer name, its learning rate and its other hyperparameters (torch keyword arguments)."""
+
+    name: str = "adam"
+    lr: float = 1e-3
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        info = get_optimizer(self.name)
+        checked = info.check({"lr": self.lr, **self.params}, where="optimizer")
+        self.lr = checked.pop("lr")
+        self.params = checked
+
+    def to_dict(self) -> dict[str, Any]:
+        params = {k: list(v) if isinstance(v, tuple) else v for k, v in self.params.items()}
+        return {"name": self.name, "lr": self.lr, **params}
+
+    @classmethod
+    def from_dict(cls, value: Any) -> OptimizerConfig:
+        name, params = _named_dict(value, "optimizer")
+        get_optimizer(name)
+        lr = params.pop("lr", get_optimizer(name).defaults["lr"])
+        return cls(name, lr, params)
+
+
+@dataclass
+class ScheduleConfig:
+    """A learning-rate schedule name and its parameters."""
+
+    name: str = "constant"
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.params = get_schedule(self.name).check(self.params, where="schedule")
+
+    @property
+    def interval(self) -> str:
+        """``batch``: call ``scheduler.step()`` after every batch; ``epoch``: after every epoch with the metric."""
+        return get_schedule(self.name).interval
+
+    def to_dict(self) -> dict[str, Any]:
+        params = {k: list(v) if isinstance(v, tuple) else v for k, v in self.params.items()}
+        return {"name": self.name, **params}
+
+    @classmethod
+    def from_dict(cls, value: Any) -> ScheduleConfig:
+        return cls(*_named_dict(value, "schedule"))
+
+
+@dataclass
+class InitConfig:
+    """A weight initialiser name and its parameters."""
+
+    name: str = "default"
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.params = get_init(self.name).check(self.params, where="init")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params}
+
+    @classmethod
+    def from_dict(cls, value: Any) -> InitConfig:
+        return cls(*_named_dict(value, "init"))
+
+
+_REG_BOUNDS = {"weight_decay": NON_NEGATIVE, "l1": NON_NEGATIVE, "dropout": Bound("float", 0.0, 1.0, high_open=True)}
+
+
+@dataclass
+class Regularization:
+    """L2 (weight decay, never on biases or norm scales), an L1 penalty, and the model's dropout rate.
+
+    ``dropout=None`` leaves the model's own dropout rates alone.
+    """
+
+    weight_decay: float = 0.0
+    l1: float = 0.0
+    dropout: float | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("weight_decay", "l1", "dropout"):
+            value = getattr(self, key)
+            if value is not None:
+                setattr(self, key, check_param(_REG_BOUNDS, key, value, "regularization", "regularization"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weight_decay": self.weight_decay, "l1": self.l1, "dropout": self.dropout}
+
+    @classmethod
+    def from_dict(cls, value: Any) -> Regularization:
+        if not isinstance(value, dict):
+            raise ConfigError(f"regularization: expected a mapping. Got {value!r} instead.")
+        unknown = set(value) - set(_REG_BOUNDS)
+        if unknown:
+            raise ConfigError(f"regularization: unknown key {sorted(unknown)[0]!r}. "
+                              f"Valid keys: {', '.join(_REG_BOUNDS)}.")
+        return cls(**value)
+
+
+_TOP_KEYS = ("optimizer", "schedule", "batch_size", "init", "regularization", "grad_clip_norm", "epochs", "seed")
+
+
+@dataclass
+class TrainConfig:
+    """Everything about *how* a model is trained, independent of the model and the data.
+
+    Example:
+        >>> config = TrainConfig.from_dict({"optimizer": {"name": "adamw", "lr": 3e-3},
+        ...                                 "schedule": {"name": "warmup_cosine"}, "epochs": 20})
+        >>> optimizer, scheduler = config.build(model, steps_per_epoch=len(loader))
+    """
+
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    batch_size: int = 64
+    init: InitConfig = field(default_factory=InitConfig)
+    regularization: Regularization = field(default_factory=Regularization)
+    grad_clip_norm: float | None = None
+    epochs: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        table = {"batch_size": POSITIVE_INT, "epochs": POSITIVE_INT,
+                 "seed": Bound("int", 0, 2**63 - 1), "grad_clip_norm": POSITIVE}
+        for key in ("batch_size", "epochs", "seed", "grad_clip_norm"):
+            value = getattr(self, key)
+            if value is not None or key != "grad_clip_norm":
+                setattr(self, key, check_param(table, key, value, "the train config", key))
+
+    # -- serialisation ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.to_dict(),
+            "schedule": self.schedule.to_dict(),
+            "batch_size": self.batch_size,
+            "init": self.init.to_dict(),
+            "regularization": self.regularization.to_dict(),
+            "grad_clip_norm": self.grad_clip_norm,
+            "epochs": self.epochs,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TrainConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"A train config must be a mapping. Got {type(data).__name__} instead.")
+        unknown = [k for k in data if k not in _TOP_KEYS and k != "metadata"]
+        if unknown:
+            raise ConfigError(unknown_name_message("train-config key", unknown[0], _TOP_KEYS))
+        kwargs: dict[str, Any] = {}
+        if "optimizer" in data:
+            kwargs["optimizer"] = OptimizerConfig.from_dict(data["optimizer"])
+        if "schedule" in data:
+            kwargs["schedule"] = ScheduleConfig.from_dict(data["schedule"])
+        if "init" in data:
+            kwargs["init"] = InitConfig.from_dict(data["init"])
+        if "regularization" in data:
+            kwargs["regularization"] = Regularization.from_dict(data["regularization"] or {})
+        for key in ("batch_size", "grad_clip_norm", "epochs", "seed"):
+            if key in data:
+                kwargs[key] = data[key]
+        return cls(**kwargs)
+
+    def to_json(self, **metadata: Any) -> str:
+        data = self.to_dict()
+        if metadata:
+            data["metadata"] = metadata
+        return json.dumps(data, indent=2)
+
+    def to_yaml(self, **metadata: Any) -> str:
+        import yaml
+
+        data = self.to_dict()
+        if metadata:
+            data["metadata"] = metadata
+        return yaml.safe_dump(data, sort_keys=False)
+
+    def save(self, path: str | Path, **metadata: Any) -> Path:
+        """Writes YAML, or JSON when the file name ends in ``.json``."""
+        path = Path(path)
+        text = self.to_json(**metadata) if path.suffix == ".json" else self.to_yaml(**metadata)
+        path.write_text(text + ("\n" if not text.endswith("\n") else ""))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        from tuner._yaml import load_yaml_file
+
+        path = Path(path)
+        data = load_yaml_file(path)  # JSON is YAML
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    # -- use with a model ------------------------------------------------------------------------------
+    def build(
+        self, model: nn.Module, steps_per_epoch: int = 1, mode: str = "max"
+    ) -> tuple[torch.optim.Optimizer, Any]:
+        """Returns ``(optimizer, scheduler)`` for ``model``.
+
+        Call ``scheduler.step()`` after every batch when ``steps_per_epoch`` is the number of batches per
+        epoch; for ``plateau`` (``config.schedule.interval == "epoch"``) call ``scheduler.step(metric)`` once
+        per epoch, ``mode`` saying whether the metric is maximised or minimised.
+        """
+        info = get_optimizer(self.optimizer.name)
+        weight_decay = self.regularization.weight_decay if info.supports_weight_decay else 0.0
+        optimizer = build_optimizer(
+            self.optimizer.name, model, {"lr": self.optimizer.lr, **self.optimizer.params}, weight_decay
+        )
+        scheduler = build_scheduler(
+            self.schedule.name, optimizer, self.schedule.params,
+            epochs=self.epochs, steps_per_epoch=steps_per_epoch, mode=mode,
+        )
+        return optimizer, scheduler
+
+    def apply_init(self, model: nn.Module) -> int:
+        """Initialises the model's weights in place; returns how many tensors were set."""
+        return apply_init(model, self.init.name, self.init.params)
+
+    def apply_dropout(self, model: nn.Module) -> int:
+        """Sets every ``nn.Dropout`` of the model to the configured rate; returns how many were set."""
+        if self.regularization.dropout is None:
+            return 0
+        return regularization.set_dropout(model, self.regularization.dropout)
+
+    def l1_penalty(self, model: nn.Module) -> torch.Tensor | float:
+        return regularization.l1_penalty(model, self.regularization.l1)
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | float:
+        """The loss terms the optimizer does not apply itself: L1, and L2 for optimizers without weight decay."""
+        total = self.l1_penalty(model)
+        if not get_optimizer(self.optimizer.name).supports_weight_decay:
+            total = total + regularization.l2_penalty(model, self.regularization.weight_decay)
+        return total
+
+    def summary(self) -> str:
+        """A one-line description: ``adamw lr=3e-03 warmup_cosine bs=64 wd=1e-02``."""
+        parts = [f"{self.optimizer.name} lr={self.optimizer.lr:.2e}", self.schedule.name, f"bs={self.batch_size}"]
+        if self.regularization.weight_decay:
+            parts.append(f"wd={self.regularization.weight_decay:.1e}")
+        if self.regularization.dropout:
+            parts.append(f"dropout={self.regularization.dropout:.2f}")
+        if self.init.name != "default":
+            parts.append(f"init={self.init.name}")
+        return " ".join(parts)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Reads a ``TrainConfig`` from a YAML or JSON file (as written by ``tuner study export``)."""
+    return TrainConfig.load(path)
+

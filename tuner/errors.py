@@ -1,0 +1,39 @@
+"""Errors a user can act on. The CLI prints their message as one line and exits 1."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = ["TunerError", "ConfigError", "DataError", "StudyError", "unknown_name_message"]
+
+
+class TunerError(Exception):
+    """Base class for errors caused by the user's input rather than by a bug."""
+
+
+class ConfigError(TunerError, ValueError):
+    """A config, search space or study spec is invalid. Raised before anything is written."""
+
+
+class DataError(TunerError, ValueError):
+    """The data an objective loads cannot be trained on (empty, missing column, too small)."""
+
+
+class StudyError(TunerError):
+    """A study cannot be created, found or continued as asked."""
+
+
+def closest(name: str, valid: Iterable[str]) -> str | None:
+    matches = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.5)
+    return matches[0] if matches else None
+
+
+def unknown_name_message(kind: str, name: object, valid: Iterable[str]) -> str:
+    """``Unknown optimizer 'adamw2'. Valid: adam, adamw, ... Did you mean 'adamw'?``"""
+    valid = sorted(valid)
+    message = f"Unknown {kind} {name!r}. Valid: {', '.join(valid)}."
+    suggestion = closest(str(name), valid)
+    if suggestion is not None:
+        message += f" Did you mean {suggestion!r}?"
+    return message

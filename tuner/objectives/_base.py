@@ -1,0 +1,133 @@
+"""What a workload is: data, a model builder, a loss and a metric with its direction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from tuner._registry import Registry
+from tuner.errors import DataError
+
+__all__ = ["Dataset", "Objective", "Metric", "get_metric", "list_metrics"]
+
+
+@dataclass
+class Dataset:
+    """Train/validation/test tensors. The test split is only touched once a trial has finished."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor | None = None
+    y_test: torch.Tensor | None = None
+    n_classes: int | None = None  # None for regression
+
+    def __post_init__(self) -> None:
+        for split, x, y in (("train", self.x_train, self.y_train), ("validation", self.x_val, self.y_val),
+                            ("test", self.x_test, self.y_test)):
+            if x is None:
+                continue
+            if len(x) == 0:
+                raise DataError(f"The {split} split is empty: there is nothing to train or evaluate on.")
+            if len(x) != len(y):
+                raise DataError(f"The {split} split has {len(x)} inputs but {len(y)} targets.")
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x_train[0].numel())
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def to(self, device: torch.device) -> Dataset:
+        move = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        return Dataset(**move)
+
+    def nbytes(self) -> int:
+        return sum(v.numel() * v.element_size() for v in self.__dict__.values() if isinstance(v, torch.Tensor))
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    direction: str  # maximize | minimize
+
+
+def _accuracy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (out.argmax(1) == y).float().mean()
+
+
+def _mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (out.reshape(y.shape) - y).pow(2).mean()
+
+
+def _r2(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    residual = (out.reshape(y.shape) - y).pow(2).sum()
+    total = (y - y.mean()).pow(2).sum().clamp_min(1e-12)
+    return 1 - residual / total
+
+
+_METRICS: Registry[Metric] = Registry("metric")
+for _m in (Metric("accuracy", _accuracy, "maximize"), Metric("r2", _r2, "maximize"),
+           Metric("mse", _mse, "minimize"), Metric("rmse", lambda o, y: _mse(o, y).sqrt(), "minimize")):
+    _METRICS.register(_m.name, _m)
+
+
+def get_metric(name: str) -> Metric:
+    return _METRICS.get(name)
+
+
+def list_metrics() -> list[str]:
+    return _METRICS.names()
+
+
+def _regression_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return nn.functional.mse_loss(out.reshape(y.shape), y)
+
+
+@dataclass
+class Objective:
+    """A workload to tune on.
+
+    Args:
+        name: shown in listings and stored with the study.
+        load_data: returns the ``Dataset`` (called once per worker; cache expensive work).
+        build_model: ``build_model(data) -> nn.Module``; put ``nn.Dropout`` modules where dropout belongs,
+            since the tuned dropout rate is applied to them.
+        metric: ``accuracy``, ``r2``, ``mse`` or ``rmse``; its direction is the study's direction.
+        loss: ``loss(outputs, targets)``; defaults to cross-entropy with classes, MSE without.
+        description: one line for ``tuner objectives list``.
+
+    Example:
+        >>> objective = Objective("my-task", load_data=my_data, build_model=lambda d: MyNet(d.n_features))
+    """
+
+    name: str
+    load_data: Callable[[], Dataset]
+    build_model: Callable[[Dataset], nn.Module]
+    metric: str = "accuracy"
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    description: str = ""
+    options: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        get_metric(self.metric)
+
+    @property
+    def direction(self) -> str:
+        return get_metric(self.metric).direction
+
+    def loss_fn(self, data: Dataset) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        if self.loss is not None:
+            return self.loss
+        return nn.functional.cross_entropy if data.n_classes else _regression_loss
+
+
+

@@ -1,0 +1,105 @@
+"""Finds an objective by built-in name, ``path/to/file.py:attr`` or ``package.module:attr``."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+from tuner._builtin import builtin_names
+from tuner.errors import ConfigError, unknown_name_message
+from tuner.objectives._base import Objective
+
+__all__ = ["load_objective", "list_objectives"]
+
+DEFAULT_ATTR = "objective"
+
+
+def list_objectives() -> dict[str, Path]:
+    """The built-in objectives, by name (``mnist1d-cnn`` is ``objectives/mnist1d_cnn.py``)."""
+    return builtin_names("objectives", (".py",))
+
+
+def _import_file(path: Path) -> Any:
+    module_name = f"tuner_objective_{abs(hash(str(path.resolve())))}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{path}: cannot be imported as a Python file.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
+def _split(ref: str) -> tuple[str, str]:
+    head, sep, attr = ref.rpartition(":")
+    if not sep or not head or "/" in attr or "\\" in attr:  # a bare name, or a Windows drive letter
+        return ref, DEFAULT_ATTR
+    return head, attr
+
+
+def load_objective(ref: str, **options: Any) -> Objective:
+    """Loads and instantiates an objective.
+
+    ``ref`` is a built-in name (``tuner objectives list``), ``path/file.py[:attr]`` or ``module:attr``.
+    The attribute is an ``Objective`` or a callable returning one; ``options`` (e.g. ``data`` and
+    ``target`` for ``tabular``) are passed to the callable.
+    """
+    if not isinstance(ref, str) or not ref.strip():
+        raise ConfigError("The objective must be a built-in name, path/to/file.py:attr or module:attr.")
+    target, attr = _split(ref)
+    builtin = list_objectives()
+    if target in builtin:
+        module = _import_file(builtin[target])
+    elif target.endswith(".py") or "/" in target:
+        path = Path(target)
+        if not path.is_file():
+            raise ConfigError(f"Objective file {str(path)!r} does not exist.")
+        module = _import_file(path)
+    elif ":" in ref:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise ConfigError(f"Cannot import objective module {target!r}: {exc}") from None
+    else:
+        raise ConfigError(unknown_name_message("objective", ref, builtin)
+                          + " Or give path/to/file.py:attr or module:attr.")
+    if not hasattr(module, attr):
+        public = [n for n in vars(module) if not n.startswith("_")]
+        raise ConfigError(f"{ref}: " + unknown_name_message("attribute", attr, public))
+    return _instantiate(getattr(module, attr), ref, options)
+
+
+def _instantiate(obj: Any, ref: str, options: dict[str, Any]) -> Objective:
+    options = {k: v for k, v in options.items() if v is not None}
+    if isinstance(obj, Objective):
+        if options:
+            raise ConfigError(f"Objective {ref!r} takes no options; got {', '.join(sorted(options))}.")
+        return obj
+    if not callable(obj):
+        raise ConfigError(f"{ref}: expected an Objective or a function returning one; got {type(obj).__name__}.")
+    params = inspect.signature(obj).parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = [k for k in options if k not in params and not accepts_any]
+    if unknown:
+        raise ConfigError(f"Objective {ref!r} takes no option {unknown[0]!r}. "
+                          f"Valid options: {', '.join(params) or 'none'}.")
+    missing = [n for n, p in params.items() if p.default is inspect.Parameter.empty
+               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in options]
+    if missing:
+        flags = " ".join(f"--{m} ..." for m in missing)
+        raise ConfigError(f"Objective {ref!r} needs option {missing[0]!r} (e.g. {flags}).")
+    result = obj(**options)
+    if not isinstance(result, Objective):
+        raise ConfigError(f"{ref}: the function returned {type(result).__name__}, not an Objective.")
+    result.options = options or None
+    return result

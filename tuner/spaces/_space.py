@@ -1,0 +1,307 @@
+"""``SearchSpace``: a declarative YAML space over optimizer settings that samples ``TrainConfig``s.
+
+Conditional parameters get one Optuna name per branch (``adamw.lr``, ``nesterov.momentum``), so a trial
+only ever holds the hyperparameters its optimizer takes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from tuner._builtin import builtin_names
+from tuner._validate import NON_NEGATIVE, Bound
+from tuner._yaml import LineDict, load_yaml_file
+from tuner.config import TrainConfig
+from tuner.errors import ConfigError, unknown_name_message
+from tuner.init import get_init
+from tuner.optim import get_optimizer, get_schedule
+from tuner.spaces._params import Param, location, parse_param
+
+__all__ = ["SearchSpace", "load_space", "list_spaces"]
+
+_TOP_KEYS = ("description", "optimizer", "schedule", "batch_size", "init", "regularization", "grad_clip_norm")
+_REG_KEYS = {"weight_decay": NON_NEGATIVE, "l1": NON_NEGATIVE, "dropout": Bound("float", 0.0, 1.0, high_open=True)}
+_GRAD_CLIP = Bound("float", 0.0, float("inf"), low_open=True)
+_ONE_MINUS = "one_minus_"
+
+Branch = dict[str, Param]
+
+
+def _branch_keys(bounds: dict[str, Bound]) -> dict[str, tuple[str, Bound]]:
+    """Space keys accepted for an entry: its own parameters, ``beta1``/``beta2`` for ``betas``, and
+    ``one_minus_<key>`` for parameters in [0, 1] (momentum, betas, rho, alpha)."""
+    keys: dict[str, tuple[str, Bound]] = {}
+    for key, bound in bounds.items():
+        if bound.kind == "pair" and key == "betas":
+            scalar = Bound("float", bound.low, bound.high, bound.low_open, bound.high_open)
+            keys[key] = (key, bound)
+            for sub in ("beta1", "beta2"):
+                keys[sub] = (sub, scalar)
+                keys[_ONE_MINUS + sub] = (sub, scalar)
+            continue
+        keys[key] = (key, bound)
+        if bound.kind == "float" and bound.low >= 0.0 and bound.high <= 1.0:
+            keys[_ONE_MINUS + key] = (key, bound)
+    return keys
+
+
+@dataclass
+class SearchSpace:
+    """A validated search space.
+
+    Example:
+        >>> space = load_space("default")
+        >>> config = space.sample(trial)          # a TrainConfig
+    """
+
+    name: str
+    source: str
+    optimizer: dict[str, Branch]
+    schedule: dict[str, Branch]
+    init: dict[str, Branch]
+    batch_size: Param
+    regularization: dict[str, Param]
+    grad_clip_norm: Param
+    description: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # -- loading --------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Any, name: str = "<space>", source: str = "<space>") -> SearchSpace:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: a search space must be a mapping of keys "
+                              f"({', '.join(_TOP_KEYS)}). Got {type(data).__name__} instead.")
+        for key in data:
+            if key not in _TOP_KEYS:
+                raise ConfigError(f"{location(source, data, key, key)}: "
+                                  + unknown_name_message("search-space key", key, _TOP_KEYS))
+        if "optimizer" not in data:
+            raise ConfigError(f"{source}: the 'optimizer' key is missing: name the optimizers to search, "
+                              f"e.g. 'optimizer: {{adamw: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}}}'.")
+        optimizer = _parse_choices(data, "optimizer", source, "optimizer", get_optimizer, optimizer_mode=True)
+        schedule = _parse_choices(data, "schedule", source, "schedule", get_schedule, default="constant")
+        init = _parse_choices(data, "init", source, "initialiser", get_init, default="default")
+        batch_size = _parse_checked(data, "batch_size", source, "batch_size", Bound("int", 1, float("inf")), 64)
+        reg_raw = data.get("regularization") or {}
+        if not isinstance(reg_raw, dict):
+            raise ConfigError(f"{location(source, data, 'regularization', 'regularization')}: expected a mapping "
+                              f"with keys {', '.join(_REG_KEYS)}.")
+        for key in reg_raw:
+            if key not in _REG_KEYS:
+                raise ConfigError(f"{location(source, reg_raw, key, 'regularization.' + key)}: "
+                                  + unknown_name_message("regularization key", key, _REG_KEYS))
+        regularization = {
+            key: _parse_checked(reg_raw, key, source, f"regularization.{key}", bound, None if key == "dropout" else 0.0)
+            for key, bound in _REG_KEYS.items()
+        }
+        grad_clip = _parse_checked(data, "grad_clip_norm", source, "grad_clip_norm", _GRAD_CLIP, None)
+        description = data.get("description") or ""
+        return cls(name, source, optimizer, schedule, init, batch_size, regularization, grad_clip,
+                   str(description).strip(), _plain(data))
+
+    # -- sampling -------------------------------------------------------------------------------------
+    def sample(self, trial: optuna.Trial, *, epochs: int = 10, seed: int = 0) -> TrainConfig:
+        """Samples one ``TrainConfig``; only the chosen optimizer's hyperparameters are suggested."""
+        opt_name = _choose(trial, "optimizer", self.optimizer)
+        opt_values = {k: p.sample(trial, f"{opt_name}.{k}") for k, p in self.optimizer[opt_name].items()}
+        weight_decay = opt_values.pop("weight_decay", None)
+        if weight_decay is None:
+            weight_decay = self.regularization["weight_decay"].sample(trial, "weight_decay")
+        sched_name = _choose(trial, "schedule", self.schedule)
+        sched_values = {k: p.sample(trial, f"{sched_name}.{k}") for k, p in self.schedule[sched_name].items()}
+        init_name = _choose(trial, "init", self.init)
+        init_values = {k: p.sample(trial, f"{init_name}.{k}") for k, p in self.init[init_name].items()}
+        info = get_optimizer(opt_name)
+        return TrainConfig.from_dict({
+            "optimizer": {"name": opt_name, **_resolve(opt_values, info.defaults)},
+            "schedule": {"name": sched_name, **_resolve(sched_values, {})},
+            "init": {"name": init_name, **_resolve(init_values, {})},
+            "batch_size": self.batch_size.sample(trial, "batch_size"),
+            "regularization": {
+                "weight_decay": weight_decay,
+                "l1": self.regularization["l1"].sample(trial, "l1"),
+                "dropout": self.regularization["dropout"].sample(trial, "dropout"),
+            },
+            "grad_clip_norm": self.grad_clip_norm.sample(trial, "grad_clip_norm"),
+            "epochs": epochs,
+            "seed": seed,
+        })
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """Every Optuna parameter the space can suggest, by name (conditional ones included)."""
+        out: dict[str, Any] = {}
+        for group, key in ((self.optimizer, "optimizer"), (self.schedule, "schedule"), (self.init, "init")):
+            if len(group) > 1:
+                out[key] = optuna.distributions.CategoricalDistribution(list(group))
+            for branch, params in group.items():
+                out.update({f"{branch}.{k}": p.distribution for k, p in params.items() if not p.fixed})
+        singles = {"batch_size": self.batch_size, "grad_clip_norm": self.grad_clip_norm, **self.regularization}
+        out.update({k: p.distribution for k, p in singles.items() if not p.fixed})
+        return out
+
+    def grid(self, points: int = 3) -> dict[str, list[Any]]:
+        """A grid for ``GridSampler``: categoricals as they are, ranges as ``points`` values (int steps kept)."""
+        import numpy as np
+
+        grid: dict[str, list[Any]] = {}
+        for name, d in self.distributions().items():
+            if isinstance(d, optuna.distributions.CategoricalDistribution):
+                grid[name] = list(d.choices)
+            elif isinstance(d, optuna.distributions.IntDistribution) and (d.high - d.low) // d.step < points:
+                grid[name] = list(range(d.low, d.high + 1, d.step))
+            else:
+                values = np.geomspace(d.low, d.high, points) if d.log else np.linspace(d.low, d.high, points)
+                cast = int if isinstance(d, optuna.distributions.IntDistribution) else float
+                grid[name] = sorted({cast(round(float(v), 12)) for v in values})
+        return grid
+
+    def fingerprint(self) -> str:
+        """A hash of the distributions; a study refuses to resume with a space whose fingerprint differs."""
+        canon = {k: optuna.distributions.distribution_to_json(d) for k, d in sorted(self.distributions().items())}
+        text = json.dumps({"dists": canon, "fixed": self.fixed_values()}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def fixed_values(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for group in (self.optimizer, self.schedule, self.init):
+            for branch, params in group.items():
+                out.update({f"{branch}.{k}": p.value for k, p in params.items() if p.fixed})
+        singles = {"batch_size": self.batch_size, "grad_clip_norm": self.grad_clip_norm, **self.regularization}
+        out.update({k: p.value for k, p in singles.items() if p.fixed})
+        return out
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.raw, sort_keys=False)
+
+    def max_batch_size(self) -> int:
+        return int(max(v for v in self.batch_size.endpoints() if v is not None))
+
+
+def _choose(trial: optuna.Trial, key: str, group: dict[str, Branch]) -> str:
+    names = list(group)
+    return names[0] if len(names) == 1 else trial.suggest_categorical(key, names)
+
+
+def _resolve(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """Turns ``one_minus_x`` into ``x`` and ``beta1``/``beta2`` into ``betas``."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key.startswith(_ONE_MINUS):
+            key, value = key[len(_ONE_MINUS):], 1.0 - value
+        out[key] = value
+    if "beta1" in out or "beta2" in out:
+        b1, b2 = defaults.get("betas", (0.9, 0.999))
+        out["betas"] = [out.pop("beta1", b1), out.pop("beta2", b2)]
+    return out
+
+
+def _parse_choices(data: Any, key: str, source: str, kind: str, lookup: Any, *, default: str | None = None,
+                   optimizer_mode: bool = False) -> dict[str, Branch]:
+    raw = data.get(key, default)
+    if isinstance(raw, str):
+        raw = {raw: {}}
+    if isinstance(raw, list) and all(isinstance(v, str) for v in raw):
+        raw = {name: {} for name in raw}
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{location(source, data, key, key)}: expected a {kind} name, a list of names, or a "
+                          f"mapping of {kind} names to their hyperparameters. Got {raw!r} instead.")
+    branches: dict[str, Branch] = {}
+    for name, params in raw.items():
+        where = location(source, raw, name, f"{key}.{name}")
+        try:
+            info = lookup(name)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        params = params if params is not None else {}
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}: expected a mapping of hyperparameters. Got {params!r} instead.")
+        accepted = _branch_keys(info.bounds)
+        if optimizer_mode:
+            # Per-optimizer weight decay: decoupled and coupled decay want different ranges.
+            accepted["weight_decay"] = ("weight_decay", NON_NEGATIVE)
+        branch: Branch = {}
+        for pkey, praw in params.items():
+            pwhere = location(source, params, pkey, f"{key}.{name}.{pkey}")
+            if pkey not in accepted:
+                raise ConfigError(f"{pwhere}: the {name!r} {kind} takes no parameter {pkey!r}. "
+                                  f"Valid parameters: {', '.join(sorted(accepted))}.")
+            param = parse_param(praw, pwhere)
+            target, bound = accepted[pkey]
+            _check_range(param, bound, pwhere, target, negate=pkey.startswith(_ONE_MINUS))
+            branch[pkey] = param
+        if optimizer_mode and "lr" not in branch:
+            branch["lr"] = Param(info.defaults["lr"])
+        _check_exclusive(branch, where)
+        branches[name] = branch
+    return branches
+
+
+def _check_exclusive(branch: Branch, where: str) -> None:
+    for key in list(branch):
+        plain = key[len(_ONE_MINUS):] if key.startswith(_ONE_MINUS) else None
+        if plain and plain in branch:
+            raise ConfigError(f"{where}: give either {plain!r} or {key!r}, not both.")
+    if "betas" in branch and any(k in branch for k in ("beta1", "beta2", "one_minus_beta1", "one_minus_beta2")):
+        raise ConfigError(f"{where}: give either 'betas' or 'beta1'/'beta2', not both.")
+
+
+def _check_range(param: Param, bound: Bound, where: str, target: str, negate: bool = False) -> None:
+    for value in param.endpoints():
+        if value is None:
+            continue
+        checked = 1.0 - value if negate and isinstance(value, (int, float)) else value
+        try:
+            bound.check(checked)
+        except ValueError as exc:
+            shown = f"1 - {value!r} = {checked!r}" if negate else repr(value)
+            raise ConfigError(f"{where}: {target!r} must be {exc}. Got {shown} instead.") from None
+
+
+def _parse_checked(data: Any, key: str, source: str, path: str, bound: Bound, default: Any) -> Param:
+    if key not in data or data[key] is None:
+        return Param(default)
+    where = location(source, data, key, path)
+    param = parse_param(data[key], where)
+    _check_range(param, bound, where, key)
+    return param
+
+
+def _plain(value: Any) -> Any:
+    """Drops the line bookkeeping so the space can be stored as JSON."""
+    if isinstance(value, LineDict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def list_spaces() -> dict[str, Path]:
+    """The built-in search spaces, by name."""
+    return builtin_names("search_spaces", (".yaml", ".yml"))
+
+
+def load_space(ref: str | Path | dict[str, Any]) -> SearchSpace:
+    """Loads a built-in space by name (``default``), a YAML file path, or a dict."""
+    if isinstance(ref, dict):
+        return SearchSpace.from_dict(ref)
+    text = str(ref)
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml") or "/" in text or path.exists():
+        if not path.exists():
+            raise ConfigError(f"{path}: no such search-space file")
+        return SearchSpace.from_dict(load_yaml_file(path), name=path.stem, source=str(path))
+    builtin = list_spaces()
+    if text not in builtin:
+        raise ConfigError(unknown_name_message("search space", text, builtin) + " Or give a path to a YAML file.")
+    return SearchSpace.from_dict(load_yaml_file(builtin[text]), name=text, source=str(builtin[text]))
+

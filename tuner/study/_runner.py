@@ -1,0 +1,166 @@
+"""Runs trials with ask/tell: every trial ends COMPLETE, PRUNED or FAIL with its reason stored.
+
+``study.optimize`` is not used: when its final write fails it raises ``AssertionError`` and leaves the trial
+RUNNING. Here each outcome is recorded by one retried ``tell``, and an interrupt marks the running trial
+failed before it propagates.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from tuner.config import TrainConfig
+from tuner.errors import StudyError
+from tuner.study._prepare import PreparedStudy
+from tuner.train import Diverged
+
+__all__ = ["TrialOutcome", "RunSummary", "run_trials", "trial_seed", "counts", "FINISHED"]
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+TELL_RETRIES = 3
+
+
+@dataclass
+class TrialOutcome:
+    number: int
+    state: str
+    value: float | None
+    test_value: float | None
+    reason: str | None
+    seconds: float
+    config: TrainConfig
+
+
+@dataclass
+class RunSummary:
+    outcomes: list[TrialOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+    stopped_by: str = "budget"  # budget | timeout | failures
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    return (study_seed * 1_000_003 + number) % 2**31
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    out = {s.name: 0 for s in TrialState}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name] += 1
+    return out
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> None:
+    for attempt in range(TELL_RETRIES):
+        try:
+            study.tell(trial, skip_if_finished=True, **kwargs)
+            return
+        except Exception:
+            if attempt == TELL_RETRIES - 1:
+                raise
+            time.sleep(0.5 * 2**attempt)
+
+
+def _pruner_name(prepared: PreparedStudy) -> str:
+    pruner = prepared.spec.pruner
+    return pruner if isinstance(pruner, str) else pruner["name"]
+
+
+def run_one(study: optuna.Study, prepared: PreparedStudy) -> TrialOutcome:
+    """Asks for one trial, trains it, and tells its outcome."""
+    trial = study.ask()
+    spec = prepared.spec
+    start = time.perf_counter()
+    config = prepared.space.sample(trial, epochs=spec.epochs, seed=trial_seed(spec.seed, trial.number))
+    trial.set_user_attr("config", config.to_dict())
+    pruner = _pruner_name(prepared)
+
+    def report(epoch: int, value: float) -> None:
+        trial.report(value, epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned by the {pruner} pruner after epoch {epoch + 1} "
+                                     f"(validation {value:.4g})")
+
+    def finish(state: TrialState, reason: str | None, value: float | None = None,
+               test: float | None = None) -> TrialOutcome:
+        seconds = time.perf_counter() - start
+        trial.set_user_attr("seconds", round(seconds, 3))
+        if reason:
+            trial.set_user_attr("reason", reason)
+        _tell(study, trial, values=value if state == TrialState.COMPLETE else None, state=state)
+        return TrialOutcome(trial.number, state.name, value, test, reason, seconds, config)
+
+    try:
+        result = prepared.trainer.fit(config, report=report)
+    except optuna.TrialPruned as exc:
+        return finish(TrialState.PRUNED, str(exc) or f"pruned by the {pruner} pruner")
+    except Diverged as exc:
+        trial.set_user_attr("diverged", True)
+        return finish(TrialState.PRUNED, exc.reason)
+    except (KeyboardInterrupt, SystemExit):
+        finish(TrialState.FAIL, "interrupted")
+        raise
+    except Exception as exc:
+        trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
+        return finish(TrialState.FAIL, f"{type(exc).__name__}: {exc}"[:1000])
+    trial.set_user_attr("test_value", result.test_value)
+    trial.set_user_attr("val_history", [round(v, 6) for v in result.val_history])
+    trial.set_user_attr("epoch_times", [round(t, 4) for t in result.epoch_times])
+    return finish(TrialState.COMPLETE, None, result.value, result.test_value)
+
+
+def run_trials(
+    study: optuna.Study,
+    prepared: PreparedStudy,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    workers: int = 1,
+    max_consecutive_failures: int = 5,
+    on_trial: Callable[[TrialOutcome, optuna.Study], None] | None = None,
+) -> RunSummary:
+    """Runs trials until the study holds ``n_trials`` finished (complete or pruned) trials.
+
+    The budget is the study's, not this call's: a resumed study only runs what is missing.
+    """
+    n_trials = n_trials or prepared.spec.n_trials
+    timeout = timeout if timeout is not None else prepared.spec.timeout
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers)))
+    summary = RunSummary()
+    start = time.monotonic()
+    consecutive = 0
+    while True:
+        if timeout is not None and time.monotonic() - start >= timeout:
+            summary.stopped_by = "timeout"
+            break
+        if len(study.get_trials(deepcopy=False, states=FINISHED)) >= n_trials:
+            break
+        outcome = run_one(study, prepared)
+        summary.outcomes.append(outcome)
+        consecutive = consecutive + 1 if outcome.state == "FAIL" else 0
+        if on_trial is not None:
+            on_trial(outcome, study)
+        if consecutive >= max_consecutive_failures:
+            summary.seconds = time.monotonic() - start
+            raise StudyError(f"Study {study.study_name!r} stopped after {consecutive} consecutive failed trials; "
+                             f"the last failed with: {outcome.reason}")
+    summary.seconds = time.monotonic() - start
+    return summary
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.value is not None and math.isfinite(t.value)]
+    if not complete:
+        return None
+    pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+    return pick(complete, key=lambda t: t.value)

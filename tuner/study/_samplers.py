@@ -1,0 +1,120 @@
+"""Sampler and pruner registries: names -> Optuna objects, with options checked against their signatures."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from tuner._registry import Registry
+from tuner.errors import ConfigError
+
+__all__ = ["build_sampler", "build_pruner", "list_samplers", "list_pruners"]
+
+
+@dataclass(frozen=True)
+class Factory:
+    name: str
+    cls: type
+    defaults: Callable[[dict[str, Any]], dict[str, Any]]
+    description: str
+
+    def build(self, options: dict[str, Any], context: dict[str, Any], kind: str) -> Any:
+        params = inspect.signature(self.cls.__init__).parameters
+        valid = [p for p in params if p not in ("self", "args", "kwargs", "wrapped_pruner", "search_space")]
+        for key in options:
+            if key not in valid:
+                raise ConfigError(f"The {self.name!r} {kind} takes no option {key!r}. "
+                                  f"Valid options: {', '.join(valid) or 'none'}.")
+        kwargs = {**self.defaults(context), **options}
+        try:
+            return self.cls(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"Invalid options for the {self.name!r} {kind}: {exc}") from None
+
+
+def _seed(ctx: dict[str, Any]) -> dict[str, Any]:
+    return {"seed": ctx.get("seed")}
+
+
+_SAMPLERS: Registry[Factory] = Registry("sampler")
+for _f in (
+    # multivariate + group model the conditional, per-optimizer parameters jointly.
+    Factory("tpe", optuna.samplers.TPESampler,
+            lambda c: {"seed": c.get("seed"), "multivariate": True, "group": True, "constant_liar": True,
+                       "n_startup_trials": 10},
+            "Tree-structured Parzen Estimator (multivariate, grouped by optimizer)"),
+    Factory("random", optuna.samplers.RandomSampler, _seed, "independent uniform sampling"),
+    Factory("qmc", optuna.samplers.QMCSampler,
+            lambda c: {"seed": c.get("seed"), "scramble": True, "warn_independent_sampling": False},
+            "scrambled Sobol quasi-random sequence"),
+    Factory("cmaes", optuna.samplers.CmaEsSampler,
+            lambda c: {"seed": c.get("seed"), "warn_independent_sampling": False},
+            "CMA-ES on numeric parameters; categoricals sampled independently"),
+    Factory("gp", optuna.samplers.GPSampler,
+            lambda c: {"seed": c.get("seed"), "warn_independent_sampling": False},
+            "Gaussian-process Bayesian optimisation"),
+    Factory("grid", optuna.samplers.GridSampler, lambda c: {"search_space": c["grid"], "seed": c.get("seed")},
+            "every combination of categoricals and a few points per range"),
+):
+    _SAMPLERS.register(_f.name, _f)
+
+
+def _warmup(ctx: dict[str, Any]) -> int:
+    return max(1, int(ctx.get("epochs", 10)) // 5)
+
+
+_PRUNERS: Registry[Factory] = Registry("pruner")
+for _f in (
+    Factory("median", optuna.pruners.MedianPruner,
+            lambda c: {"n_startup_trials": 5, "n_warmup_steps": _warmup(c)},
+            "stop a trial below the median of earlier trials at the same epoch"),
+    Factory("percentile", optuna.pruners.PercentilePruner,
+            lambda c: {"percentile": 25.0, "n_startup_trials": 5, "n_warmup_steps": _warmup(c)},
+            "stop a trial outside the top percentile at the same epoch"),
+    Factory("successive_halving", optuna.pruners.SuccessiveHalvingPruner,
+            lambda c: {"min_resource": max(1, int(c.get("epochs", 10)) // 9), "reduction_factor": 3},
+            "asynchronous successive halving over epochs"),
+    Factory("hyperband", optuna.pruners.HyperbandPruner,
+            lambda c: {"min_resource": max(1, int(c.get("epochs", 10)) // 9),
+                       "max_resource": int(c.get("epochs", 10)), "reduction_factor": 3},
+            "Hyperband: several successive-halving brackets"),
+    Factory("wilcoxon", optuna.pruners.WilcoxonPruner, lambda c: {"p_threshold": 0.1},
+            "Wilcoxon signed-rank test against the best trial's per-epoch values"),
+    Factory("patient", optuna.pruners.PatientPruner,
+            lambda c: {"wrapped_pruner": optuna.pruners.MedianPruner(n_startup_trials=5,
+                                                                      n_warmup_steps=_warmup(c)),
+                       "patience": 3},
+            "median pruning that waits until a trial has not improved for `patience` epochs"),
+    Factory("none", optuna.pruners.NopPruner, lambda c: {}, "never prune"),
+):
+    _PRUNERS.register(_f.name, _f)
+
+
+def _named(spec: str | dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    if isinstance(spec, str):
+        return spec, {}
+    options = dict(spec)
+    return options.pop("name"), options
+
+
+def build_sampler(spec: str | dict[str, Any], context: dict[str, Any]) -> optuna.samplers.BaseSampler:
+    """``spec`` is a name or ``{"name": ..., **options}``; ``context`` holds seed, epochs and grid."""
+    name, options = _named(spec)
+    return _SAMPLERS.get(name).build(options, context, "sampler")
+
+
+def build_pruner(spec: str | dict[str, Any], context: dict[str, Any]) -> optuna.pruners.BasePruner:
+    name, options = _named(spec)
+    return _PRUNERS.get(name).build(options, context, "pruner")
+
+
+def list_samplers() -> dict[str, str]:
+    return {n: _SAMPLERS.get(n).description for n in _SAMPLERS}
+
+
+def list_pruners() -> dict[str, str]:
+    return {n: _PRUNERS.get(n).description for n in _PRUNERS}

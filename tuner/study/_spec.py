@@ -1,0 +1,128 @@
+"""``StudySpec``: what a study tunes, how it searches and for how long; a YAML file or CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tuner._builtin import builtin_names
+from tuner._yaml import line_of, load_yaml_file
+from tuner.errors import ConfigError, unknown_name_message
+
+__all__ = ["StudySpec", "load_spec", "list_specs", "IDENTITY_FIELDS"]
+
+# Fields that change what a study's trials mean. A study may not be continued with other values for them;
+# the budget (n_trials, timeout), device and storage may change from one run to the next.
+IDENTITY_FIELDS = ("objective", "data", "target", "space", "sampler", "pruner", "epochs", "seed")
+MAX_NAME_LENGTH = 512
+
+
+class StudySpec(BaseModel):
+    """A study's full description.
+
+    Example (``studies/mnist1d-cnn.yaml``)::
+
+        name: mnist1d-cnn
+        objective: mnist1d-cnn
+        space: default
+        sampler: tpe
+        pruner: median
+        n_trials: 60
+        epochs: 30
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: str | None = Field(None, description="study name; default: <objective>-<space>")
+    objective: str = Field("mnist1d-cnn", description="built-in name, path/file.py:attr or module:attr")
+    data: str | None = Field(None, description="CSV file for the tabular objective")
+    target: str | None = Field(None, description="target column for the tabular objective")
+    space: str | dict[str, Any] = Field("default", description="built-in space name, YAML path, or mapping")
+    sampler: str | dict[str, Any] = Field("tpe", description="tpe, random, qmc, cmaes, gp or grid")
+    pruner: str | dict[str, Any] = Field("median", description="median, percentile, successive_halving, "
+                                                                "hyperband, wilcoxon, patient or none")
+    n_trials: int = Field(30, gt=0, description="trials to finish (complete or pruned) in the study")
+    timeout: float | None = Field(None, gt=0, description="seconds after which no new trial starts")
+    epochs: int = Field(20, gt=0, description="training epochs per trial")
+    storage: str | None = Field(None, description="storage URL; default $TUNER_STORAGE or sqlite:///tuner.db")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    seed: int = Field(0, ge=0, description="seed of the sampler and of every trial's training")
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.strip():
+            raise ValueError("must not be empty")
+        if len(value) > MAX_NAME_LENGTH:
+            raise ValueError(f"must be at most {MAX_NAME_LENGTH} characters (got {len(value)})")
+        if any(ord(c) < 32 for c in value):
+            raise ValueError("must not contain control characters")
+        return value
+
+    @field_validator("sampler", "pruner")
+    @classmethod
+    def _check_named(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
+        if isinstance(value, dict) and not isinstance(value.get("name"), str):
+            raise ValueError("a mapping needs a 'name' key, e.g. {name: tpe, n_startup_trials: 5}")
+        return value
+
+    @property
+    def study_name(self) -> str:
+        if self.name:
+            return self.name
+        space = self.space if isinstance(self.space, str) else "custom"
+        return f"{Path(self.objective.split(':')[0]).stem}-{Path(space).stem}"
+
+    def objective_options(self) -> dict[str, Any]:
+        return {k: v for k, v in (("data", self.data), ("target", self.target)) if v is not None}
+
+    @classmethod
+    def from_mapping(cls, data: Any, source: str = "<spec>") -> StudySpec:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: a study spec must be a mapping. Got {type(data).__name__} instead.")
+        try:
+            return cls(**data)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, data, source)) from None
+        except TypeError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    def with_overrides(self, **overrides: Any) -> StudySpec:
+        """A copy with the given fields replaced (``None`` values are ignored), validated."""
+        merged = {**self.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+        return StudySpec.from_mapping(merged, "command line")
+
+
+def _describe(exc: ValidationError, data: dict[str, Any], source: str) -> str:
+    err = exc.errors()[0]
+    key = str(err["loc"][0]) if err["loc"] else ""
+    line = line_of(data, key) if key in data else line_of(data)
+    where = f"{source}:{line}" if line else source
+    if err["type"] == "extra_forbidden":
+        return f"{where}: " + unknown_name_message("study-spec key", key, StudySpec.model_fields)
+    message = err["msg"].removeprefix("Value error, ")
+    got = data.get(key, None)
+    return f"{where}: key {key!r}: {message}. Got {got!r} instead."
+
+
+def list_specs() -> dict[str, Path]:
+    """The built-in study specs, by name."""
+    return builtin_names("studies", (".yaml", ".yml"))
+
+
+def load_spec(ref: str | Path) -> StudySpec:
+    """Loads a spec from a YAML path or a built-in spec name (``quickstart``)."""
+    text = str(ref)
+    path = Path(text)
+    if not path.exists() and "/" not in text and path.suffix not in (".yaml", ".yml"):
+        builtin = list_specs()
+        if text not in builtin:
+            raise ConfigError(unknown_name_message("study spec", text, builtin) + " Or give a path to a YAML file.")
+        path = builtin[text]
+    data = load_yaml_file(path)
+    return StudySpec.from_mapping(data, str(path))

@@ -1,0 +1,73 @@
+"""Storage URLs: the embedded default, SQLite, Optuna's journal file, PostgreSQL and MySQL."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import optuna
+
+from tuner.errors import ConfigError, StudyError
+
+__all__ = ["default_storage", "open_storage", "mask_url", "storage_exists"]
+
+DEFAULT_FILE = "tuner.db"
+_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgresql+psycopg", "mysql", "mysql+pymysql")
+
+
+def default_storage() -> str:
+    """``$TUNER_STORAGE``, else a SQLite file ``tuner.db`` in the working directory."""
+    return os.environ.get("TUNER_STORAGE") or f"sqlite:///{DEFAULT_FILE}"
+
+
+def mask_url(url: str) -> str:
+    """Hides passwords: ``postgresql://u:***@host/db``, and ``password=`` style query values."""
+    masked = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return re.sub(r"((?:ssl)?password=)[^&]*", r"\1***", masked, flags=re.IGNORECASE)
+
+
+def _journal_path(url: str) -> Path | None:
+    if url.startswith("journal:"):
+        return Path(url[len("journal:"):].removeprefix("//"))
+    if "://" not in url and url.endswith((".journal", ".log", ".jsonl")):
+        return Path(url)
+    return None
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0] if "://" in url else ""
+
+
+def storage_exists(url: str) -> bool:
+    """False when the storage is a local file that does not exist yet (so reading it would create it)."""
+    journal = _journal_path(url)
+    if journal is not None:
+        return journal.exists()
+    if _scheme(url) == "sqlite":
+        path = url.split(":///", 1)[-1]
+        return path in ("", ":memory:") or Path(path).exists()
+    return True
+
+
+def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
+    """Opens (and for local files, creates) the storage behind a URL."""
+    url = url or default_storage()
+    journal = _journal_path(url)
+    if journal is not None:
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(journal)))
+    scheme = _scheme(url)
+    if scheme not in _SCHEMES:
+        raise ConfigError(f"Unknown storage {mask_url(url)!r}. Valid: sqlite:///FILE, postgresql://USER@HOST/DB, "
+                          f"mysql://..., journal:FILE (or a FILE ending in .journal).")
+    engine_kwargs: dict[str, object] = {"pool_pre_ping": True}
+    if scheme == "sqlite":
+        engine_kwargs = {"connect_args": {"timeout": 30}}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except Exception as exc:  # driver missing, server unreachable, bad credentials
+        message = mask_url(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+        raise StudyError(f"Cannot open storage {mask_url(url)}: {message}") from None

@@ -1,0 +1,199 @@
+"""The trainer: one ``TrainConfig`` on one objective, on CPU or GPU, reporting every epoch.
+
+Small data sets live on the device as tensors and are batched by indexing a shuffled permutation, which
+avoids a DataLoader's per-batch Python overhead. A loss that turns non-finite or grows far beyond its
+starting value stops the run at once with ``Diverged``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from tuner.config import TrainConfig
+from tuner.errors import ConfigError, DataError
+from tuner.objectives import Dataset, Objective, get_metric
+from tuner.optim import get_optimizer
+
+__all__ = ["Trainer", "TrainResult", "Diverged", "resolve_device"]
+
+ReportFn = Callable[[int, float], None]
+EVAL_BATCH = 4096
+
+
+class Diverged(Exception):
+    """The training loss became non-finite or exploded; ``reason`` says when and how."""
+
+    def __init__(self, reason: str, epoch: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.epoch = epoch
+
+
+@dataclass
+class TrainResult:
+    value: float
+    test_value: float | None
+    val_history: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    epoch_times: list[float] = field(default_factory=list)
+    model: nn.Module | None = None
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; an explicit device must exist."""
+    name = str(device).strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"Unknown device {device!r}. Valid: auto, cpu, cuda, cuda:N, mps.") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"Unknown device {device!r}. Valid: auto, cpu, cuda, cuda:N, mps.")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"Device {device!r} was asked for, but CUDA is not available on this machine "
+                              f"(torch {torch.__version__}). Use --device cpu or auto.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"Device {device!r} does not exist: this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s).")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"Device {device!r} was asked for, but MPS is not available on this machine.")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Trains models for one objective; the data is loaded and placed once, then reused by every ``fit``.
+
+    Args:
+        objective: the workload.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        divergence_factor: stop when an epoch's mean training loss exceeds this multiple of the first
+            batch's loss.
+
+    Example:
+        >>> result = Trainer(load_objective("digits-mlp")).fit(TrainConfig(epochs=5))
+    """
+
+    def __init__(self, objective: Objective, device: str = "auto", divergence_factor: float = 20.0,
+                 data: Dataset | None = None) -> None:
+        self.objective = objective
+        self.device = resolve_device(device)
+        self.divergence_factor = divergence_factor
+        self.cpu_data = data if data is not None else objective.load_data()
+        self.data = self._place(self.cpu_data)
+        self.metric = get_metric(objective.metric)
+        self.loss_fn = objective.loss_fn(self.cpu_data)
+
+    def _place(self, data: Dataset) -> Dataset:
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if data.nbytes() > 0.5 * free:
+                return data  # batches are copied to the GPU one at a time
+        return data.to(self.device)
+
+    def check_batch_size(self, batch_size: int) -> None:
+        n = len(self.data.x_train)
+        if batch_size > n:
+            raise DataError(f"batch_size {batch_size} is larger than the {n} training samples of "
+                            f"objective {self.objective.name!r}.")
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+        model.eval()
+        outs = [model(x[i:i + EVAL_BATCH].to(self.device, non_blocking=True)) for i in range(0, len(x), EVAL_BATCH)]
+        return float(self.metric.fn(torch.cat(outs), y.to(self.device)))
+
+    def fit(self, config: TrainConfig, report: ReportFn | None = None, keep_model: bool = False) -> TrainResult:
+        """Trains one model; ``report(epoch, value)`` is called after every epoch and may raise to stop."""
+        self.check_batch_size(config.batch_size)
+        seed_everything(config.seed)
+        data, device = self.data, self.device
+        model = self.objective.build_model(self.cpu_data)
+        config.apply_init(model)
+        config.apply_dropout(model)
+        model.to(device)
+        n, bs = len(data.x_train), config.batch_size
+        steps_per_epoch = math.ceil(n / bs)
+        mode = "max" if self.metric.direction == "maximize" else "min"
+        optimizer, scheduler = config.build(model, steps_per_epoch=steps_per_epoch, mode=mode)
+        per_batch = config.schedule.interval == "batch"
+        needs_closure = get_optimizer(config.optimizer.name).needs_closure
+        reg = config.regularization
+        has_penalty = reg.l1 > 0 or (not get_optimizer(config.optimizer.name).supports_weight_decay
+                                     and reg.weight_decay > 0)
+        clip = config.grad_clip_norm
+        generator = torch.Generator(device=data.x_train.device).manual_seed(config.seed)
+        loss_fn = self.loss_fn
+        result = TrainResult(value=math.nan, test_value=None)
+        initial_loss: float | None = None
+
+        for epoch in range(config.epochs):
+            start = time.perf_counter()
+            model.train()
+            perm = torch.randperm(n, generator=generator, device=data.x_train.device)
+            total = torch.zeros((), device=device)
+            for i in range(0, n, bs):
+                idx = perm[i:i + bs]
+                xb = data.x_train[idx].to(device, non_blocking=True)
+                yb = data.y_train[idx].to(device, non_blocking=True)
+
+                def closure(xb: torch.Tensor = xb, yb: torch.Tensor = yb) -> torch.Tensor:
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = loss_fn(model(xb), yb)
+                    (loss + config.penalty(model) if has_penalty else loss).backward()
+                    if clip is not None:
+                        nn.utils.clip_grad_norm_(model.parameters(), clip)
+                    return loss
+
+                if needs_closure:
+                    loss = optimizer.step(closure)
+                else:
+                    loss = closure()
+                    optimizer.step()
+                if per_batch:
+                    scheduler.step()
+                if initial_loss is None:
+                    initial_loss = abs(float(loss.detach())) + 1e-8
+                total += loss.detach()
+            mean_loss = float(total) / steps_per_epoch
+            result.train_loss.append(mean_loss)
+            if not math.isfinite(mean_loss):
+                raise Diverged(f"diverged: training loss became {mean_loss} in epoch {epoch + 1}", epoch)
+            if initial_loss is not None and mean_loss > self.divergence_factor * initial_loss:
+                raise Diverged(f"diverged: training loss {mean_loss:.4g} in epoch {epoch + 1} is over "
+                               f"{self.divergence_factor:g}x the initial {initial_loss:.4g}", epoch)
+            value = self.evaluate(model, data.x_val, data.y_val)
+            if not math.isfinite(value):
+                raise Diverged(f"diverged: validation {self.metric.name} is {value} in epoch {epoch + 1}", epoch)
+            if not per_batch:
+                scheduler.step(value)
+            result.epoch_times.append(time.perf_counter() - start)
+            result.val_history.append(value)
+            result.value = value
+            if report is not None:
+                report(epoch, value)
+
+        if data.x_test is not None:
+            result.test_value = self.evaluate(model, data.x_test, data.y_test)
+        if keep_model:
+            result.model = model
+        return result
