@@ -128,7 +128,10 @@ def tabular_csv(path: str | Path, target: str, task: str = "auto") -> Dataset:
         numeric_int = pd.api.types.is_integer_dtype(y_raw) or pd.api.types.is_bool_dtype(y_raw)
         text = not pd.api.types.is_numeric_dtype(y_raw)
         task = "classification" if text or (numeric_int and y_raw.nunique() <= 20) else "regression"
-    features = pd.get_dummies(frame, dtype=np.float32) if any(frame.dtypes == object) else frame
+    # Text columns are object dtype in pandas 2 and "str" dtype in pandas 3: test for "not numeric or bool".
+    text_cols = [c for c in frame.columns if not (pd.api.types.is_numeric_dtype(frame[c])
+                                                  or pd.api.types.is_bool_dtype(frame[c]))]
+    features = pd.get_dummies(frame, columns=text_cols, dtype=np.float32) if text_cols else frame
     x = features.to_numpy(dtype=np.float32)
     if task == "classification":
         classes, y = np.unique(y_raw.to_numpy(), return_inverse=True)
