@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,11 @@ class _LineLoader(yaml.SafeLoader):
 
 
 _LineLoader.add_constructor("tag:yaml.org,2002:map", _LineLoader.construct_mapping)
+# YAML 1.1 (PyYAML) reads ``1e-05`` -- no dot -- as a string, but JSON (``json.dumps(1e-5)``) and YAML 1.2
+# write floats that way; without this, a config saved as JSON would not load back.
+_LineLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 def load_yaml_text(text: str, source: str = "<string>") -> Any:

@@ -8,7 +8,6 @@ import sys
 import warnings
 from collections.abc import Callable
 from enum import Enum
-
 from typing import Annotated, Any, TypeVar
 
 import optuna
@@ -277,7 +276,7 @@ def objectives_list(fmt: FormatOpt = Format.text) -> None:
 
     rows = {}
     for name, path in list_objectives().items():
-        obj = getattr(_import_file(path), "objective")
+        obj = _import_file(path).objective
         rows[name] = obj.description if hasattr(obj, "description") else (obj.__doc__ or "").strip() or \
             (sys.modules[obj.__module__].__doc__ or "").strip().splitlines()[0]
     if fmt is Format.json:

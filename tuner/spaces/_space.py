@@ -16,7 +16,7 @@ import optuna
 
 from tuner._builtin import builtin_names
 from tuner._validate import NON_NEGATIVE, Bound
-from tuner._yaml import LineDict, load_yaml_file
+from tuner._yaml import LineDict, line_of, load_yaml_file
 from tuner.config import TrainConfig
 from tuner.errors import ConfigError, unknown_name_message
 from tuner.init import get_init
@@ -207,9 +207,13 @@ def _parse_choices(data: Any, key: str, source: str, kind: str, lookup: Any, *, 
                    optimizer_mode: bool = False) -> dict[str, Branch]:
     raw = data.get(key, default)
     if isinstance(raw, str):
-        raw = {raw: {}}
+        raw = [raw]
     if isinstance(raw, list) and all(isinstance(v, str) for v in raw):
-        raw = {name: {} for name in raw}
+        # Short forms ``schedule: cosine`` and ``init: [a, b]``: errors point at the key's line.
+        names = raw
+        raw = LineDict({name: {} for name in names})
+        raw.line = (line_of(data, key) if key in data else None) or 0
+        raw.lines = {name: raw.line for name in names}
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"{location(source, data, key, key)}: expected a {kind} name, a list of names, or a "
                           f"mapping of {kind} names to their hyperparameters. Got {raw!r} instead.")

@@ -1,0 +1,315 @@
+"""TrainConfig: round trips through dicts and files, building optimizers and schedulers, and validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from tuner import (
+    ConfigError,
+    InitConfig,
+    OptimizerConfig,
+    Regularization,
+    ScheduleConfig,
+    TrainConfig,
+    load_config,
+)
+from tuner.optim import list_optimizers, list_schedules
+
+
+def _mlp() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Dropout(0.1), nn.Linear(8, 2))
+
+
+FULL = {
+    "optimizer": {"name": "adamw", "lr": 3e-3, "betas": [0.85, 0.995], "eps": 1e-7},
+    "schedule": {"name": "warmup_cosine", "warmup_fraction": 0.1, "min_lr_ratio": 0.01},
+    "batch_size": 32,
+    "init": {"name": "kaiming_normal", "mode": "fan_out"},
+    "regularization": {"weight_decay": 1e-5, "l1": 1e-6, "dropout": 0.2},
+    "grad_clip_norm": 1.0,
+    "epochs": 7,
+    "seed": 3,
+}
+
+CONFIGS = [
+    FULL,
+    {},
+    {"optimizer": "sgd"},
+    {"optimizer": {"name": "lbfgs", "lr": 0.5, "line_search_fn": "strong_wolfe", "history_size": 5},
+     "regularization": {"weight_decay": 1e-4}},
+    {"optimizer": {"name": "nesterov", "momentum": 0.95},
+     "schedule": {"name": "multistep", "milestones": [0.3, 0.6]}},
+    {"optimizer": {"name": "rmsprop", "centered": True}, "schedule": "plateau", "init": "orthogonal"},
+]
+
+
+@pytest.mark.parametrize("data", CONFIGS)
+def test_dict_round_trip(data: dict) -> None:
+    config = TrainConfig.from_dict(data)
+    again = TrainConfig.from_dict(config.to_dict())
+    assert again == config
+    assert again.to_dict() == config.to_dict()
+    json.dumps(config.to_dict())  # plain JSON-able values only
+
+
+def test_from_dict_values() -> None:
+    config = TrainConfig.from_dict(FULL)
+    assert config.optimizer == OptimizerConfig("adamw", 3e-3, {"betas": (0.85, 0.995), "eps": 1e-7})
+    assert config.schedule == ScheduleConfig("warmup_cosine", {"warmup_fraction": 0.1, "min_lr_ratio": 0.01})
+    assert config.init == InitConfig("kaiming_normal", {"mode": "fan_out"})
+    assert config.regularization == Regularization(1e-5, 1e-6, 0.2)
+    assert (config.batch_size, config.grad_clip_norm, config.epochs, config.seed) == (32, 1.0, 7, 3)
+    assert config.to_dict()["optimizer"] == {"name": "adamw", "lr": 3e-3, "betas": [0.85, 0.995], "eps": 1e-7}
+
+
+def test_defaults() -> None:
+    config = TrainConfig.from_dict({})
+    assert config == TrainConfig()
+    assert config.optimizer.name == "adam" and config.optimizer.lr == 1e-3
+    assert config.schedule.name == "constant" and config.init.name == "default"
+    assert config.regularization.dropout is None
+    # An optimizer given without lr gets the registry default.
+    assert TrainConfig.from_dict({"optimizer": "sgd"}).optimizer.lr == 0.1
+    assert TrainConfig.from_dict({"optimizer": {"name": "adadelta"}}).optimizer.lr == 1.0
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".yml", ".json"])
+@pytest.mark.parametrize("data", CONFIGS)
+def test_file_round_trip(tmp_path, suffix: str, data: dict) -> None:
+    config = TrainConfig.from_dict(data)
+    path = config.save(tmp_path / f"best{suffix}", trial=12, value=0.93)
+    text = path.read_text()
+    assert text.endswith("\n")
+    if suffix == ".json":
+        parsed = json.loads(text)
+        assert parsed["metadata"] == {"trial": 12, "value": 0.93}
+    else:
+        assert "metadata:" in text and text.lstrip().startswith("optimizer:")
+    loaded = load_config(path)
+    assert loaded == config
+    assert TrainConfig.load(str(path)) == config
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_file_round_trip_small_floats(tmp_path, suffix: str) -> None:
+    # json.dumps writes 1e-05 (no dot), which YAML 1.1 would read as a string.
+    config = TrainConfig.from_dict({"optimizer": {"name": "adam", "lr": 1e-5, "eps": 1e-10},
+                                    "regularization": {"weight_decay": 1e-6, "l1": 2e-7}})
+    path = config.save(tmp_path / f"c{suffix}")
+    loaded = load_config(path)
+    assert loaded == config
+    assert loaded.optimizer.lr == 1e-5
+
+
+def test_yaml_written_by_hand(tmp_path) -> None:
+    path = tmp_path / "hand.yaml"
+    path.write_text("optimizer: {name: adamw, lr: 1e-3}\nschedule: onecycle\nbatch_size: 16\n"
+                    "regularization: {weight_decay: 0.01}\n")
+    config = load_config(path)
+    assert config.optimizer.lr == 1e-3
+    assert config.schedule.name == "onecycle"
+    assert config.batch_size == 16
+    assert config.regularization.weight_decay == 0.01
+
+
+# -- build -------------------------------------------------------------------------------------------------
+def test_build_param_groups_and_lambda_scheduler() -> None:
+    config = TrainConfig.from_dict(FULL)
+    model = _mlp()
+    optimizer, scheduler = config.build(model, steps_per_epoch=4)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR)
+    assert len(optimizer.param_groups) == 2
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 1e-5 and no_decay["weight_decay"] == 0.0
+    assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[3].weight)}
+    assert {id(p) for p in no_decay["params"]} == {id(model[0].bias), id(model[3].bias)}
+    for group in optimizer.param_groups:
+        assert group["initial_lr"] == 3e-3
+        assert group["betas"] == (0.85, 0.995)
+        assert group["eps"] == 1e-7
+    # warmup_fraction 0.1 of 7 * 4 = 28 steps -> 3 warmup steps, starting at 1/3 of lr.
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
+def test_build_without_weight_decay_gives_one_group() -> None:
+    optimizer, scheduler = TrainConfig().build(_mlp())
+    assert isinstance(optimizer, torch.optim.Adam)
+    assert len(optimizer.param_groups) == 1
+    assert optimizer.param_groups[0]["lr"] == 1e-3
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_build_plateau(mode: str) -> None:
+    config = TrainConfig.from_dict({"optimizer": "momentum", "schedule": {"name": "plateau", "patience": 1}})
+    assert config.schedule.interval == "epoch"
+    optimizer, scheduler = config.build(_mlp(), mode=mode)
+    assert isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    assert scheduler.mode == mode
+    assert scheduler.patience == 1
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.param_groups[0]["momentum"] == 0.9
+
+
+def test_build_lbfgs_puts_weight_decay_in_penalty() -> None:
+    config = TrainConfig.from_dict({"optimizer": "lbfgs", "regularization": {"weight_decay": 0.1}})
+    model = _mlp()
+    optimizer, _ = config.build(model)
+    assert isinstance(optimizer, torch.optim.LBFGS)
+    assert len(optimizer.param_groups) == 1
+    assert len(optimizer.param_groups[0]["params"]) == 4
+
+
+@pytest.mark.parametrize("name", list_optimizers())
+def test_every_optimizer_builds_from_config(name: str) -> None:
+    config = TrainConfig.from_dict({"optimizer": name, "regularization": {"weight_decay": 0.01}})
+    optimizer, _ = config.build(_mlp())
+    assert optimizer.param_groups[0]["lr"] == config.optimizer.lr
+
+
+@pytest.mark.parametrize("name", list_schedules())
+def test_every_schedule_builds_from_config(name: str) -> None:
+    config = TrainConfig.from_dict({"schedule": name})
+    _, scheduler = config.build(_mlp(), steps_per_epoch=3)
+    expected = (torch.optim.lr_scheduler.ReduceLROnPlateau if config.schedule.interval == "epoch"
+                else torch.optim.lr_scheduler.LambdaLR)
+    assert isinstance(scheduler, expected)
+
+
+def test_apply_init_and_dropout() -> None:
+    model = _mlp()
+    config = TrainConfig.from_dict({"init": "orthogonal", "regularization": {"dropout": 0.4}})
+    assert config.apply_init(model) == 2
+    assert torch.count_nonzero(model[0].bias) == 0
+    assert config.apply_dropout(model) == 1
+    assert model[2].p == 0.4
+    assert TrainConfig().apply_dropout(model) == 0
+    assert model[2].p == 0.4
+
+
+# -- penalty -------------------------------------------------------------------------------------------------
+def _value(x: torch.Tensor | float) -> float:
+    return x.item() if isinstance(x, torch.Tensor) else float(x)
+
+
+def _known_model() -> nn.Sequential:
+    model = nn.Sequential(nn.Linear(2, 1))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[3.0, -4.0]]))
+        model[0].bias.fill_(9.0)
+    return model
+
+
+@pytest.mark.parametrize("name", list_optimizers())
+def test_penalty_adds_l2_for_lbfgs_only(name: str) -> None:
+    config = TrainConfig.from_dict({"optimizer": name, "regularization": {"weight_decay": 0.2, "l1": 0.1}})
+    penalty = config.penalty(_known_model())
+    l1 = 0.1 * 7.0
+    l2 = 0.5 * 0.2 * 25.0
+    expected = l1 + l2 if name == "lbfgs" else l1
+    assert _value(penalty) == pytest.approx(expected)
+
+
+def test_penalty_zero_without_regularization() -> None:
+    assert TrainConfig().penalty(_known_model()) == 0.0
+    lbfgs_l2 = TrainConfig.from_dict({"optimizer": "lbfgs", "regularization": {"weight_decay": 0.2}})
+    assert _value(lbfgs_l2.penalty(_known_model())) == pytest.approx(2.5)
+    assert _value(lbfgs_l2.l1_penalty(_known_model())) == 0.0
+
+
+def test_summary() -> None:
+    summary = TrainConfig.from_dict(FULL).summary()
+    assert summary.startswith("adamw lr=3.00e-03 warmup_cosine bs=32")
+    assert "wd=1.0e-05" in summary and "dropout=0.20" in summary and "init=kaiming_normal" in summary
+    assert TrainConfig().summary() == "adam lr=1.00e-03 constant bs=64"
+
+
+# -- validation ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"optimizer": {"name": "adam", "lr": -0.1}},
+         ["optimizer:", "'lr' parameter of the 'adam' optimizer must be a float in the range (0, inf)",
+          "Got -0.1"]),
+        ({"optimizer": {"name": "sgd", "lr": 0}}, ["(0, inf)", "Got 0"]),
+        ({"optimizer": "adamw2"}, ["Unknown optimizer 'adamw2'", "Did you mean 'adamw'?", "lbfgs, momentum"]),
+        ({"schedule": "cosin"}, ["Unknown schedule 'cosin'", "Did you mean 'cosine'?", "warmup_cosine"]),
+        ({"init": {"name": "xavier_unifrom"}}, ["Unknown initialiser 'xavier_unifrom'",
+                                                "Did you mean 'xavier_uniform'?"]),
+        ({"optimzer": "adam"}, ["Unknown train-config key 'optimzer'", "Did you mean 'optimizer'?",
+                                "batch_size", "regularization"]),
+        ({"regularization": {"weight_decya": 0.1}}, ["unknown key 'weight_decya'",
+                                                     "Valid keys: weight_decay, l1, dropout"]),
+        ({"optimizer": {"name": "adam", "betas": [0.9, 1.0]}},
+         ["'betas' parameter of the 'adam' optimizer must be a pair of floats, each in the range [0, 1)"]),
+        ({"optimizer": {"name": "adam", "betas": [0.9]}}, ["must be a pair of floats"]),
+        ({"optimizer": {"name": "adam", "betas": [-0.1, 0.9]}}, ["must be a pair of floats"]),
+        ({"optimizer": {"name": "adam", "momentum": 0.9}},
+         ["the 'adam' optimizer takes no parameter 'momentum'", "Valid parameters: amsgrad, betas, eps, lr"]),
+        ({"optimizer": {"name": "adam", "weight_decay": 0.1}}, ["takes no parameter 'weight_decay'"]),
+        ({"batch_size": 0},
+         ["batch_size:", "'batch_size' parameter of the train config must be an int in the range [1, inf)",
+          "Got 0"]),
+        ({"batch_size": 32.0}, ["must be an int"]),
+        ({"epochs": -1}, ["'epochs'", "[1, inf)"]),
+        ({"seed": -1}, ["'seed'"]),
+        ({"grad_clip_norm": 0.0}, ["'grad_clip_norm'", "(0, inf)"]),
+        ({"regularization": {"dropout": 1.0}},
+         ["'dropout' parameter of regularization must be a float in the range [0, 1)"]),
+        ({"regularization": {"weight_decay": -1e-4}}, ["'weight_decay'", "[0, inf)"]),
+        ({"regularization": [0.1]}, ["regularization: expected a mapping"]),
+        ({"optimizer": {"lr": 0.1}}, ["optimizer: the 'name' key is missing"]),
+        ({"optimizer": 3}, ["optimizer: expected a name or a mapping"]),
+        ({"schedule": {"name": "step", "gamma": 2.0}},
+         ["schedule:", "'gamma' parameter of the 'step' schedule"]),
+        ({"schedule": {"name": "step", "size": 2}}, ["takes no parameter 'size'",
+                                                     "Valid parameters: gamma, step_size, warmup_fraction"]),
+        ({"init": {"name": "normal", "std": 0}}, ["init:", "'std' parameter of the 'normal' initialiser"]),
+        ({"optimizer": {"name": "rmsprop", "centered": "yes"}}, ["must be a bool"]),
+    ],
+)
+def test_bad_inputs(data: dict, expected: list[str]) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        TrainConfig.from_dict(data)
+    message = str(excinfo.value)
+    for part in expected:
+        assert part in message, message
+
+
+def test_not_a_mapping() -> None:
+    with pytest.raises(ConfigError, match="must be a mapping. Got list"):
+        TrainConfig.from_dict([1, 2])
+
+
+def test_direct_construction_is_validated() -> None:
+    with pytest.raises(ConfigError, match="'lr' parameter"):
+        OptimizerConfig("adam", -1.0)
+    with pytest.raises(ConfigError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="Unknown schedule"):
+        ScheduleConfig("nope")
+
+
+def test_load_errors_name_the_file(tmp_path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("optimizer: {name: adam, lr: -1.0}\n")
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path)
+    assert str(excinfo.value).startswith(f"{path}: optimizer: ")
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"optimizer": {"name": "adam",\n "lr": }')
+    with pytest.raises(ConfigError, match=r"broken\.json:2: invalid YAML"):
+        load_config(broken)
+
+
+def test_metadata_is_ignored_on_load(tmp_path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("optimizer: sgd\nmetadata: {study: x, anything: [1, 2]}\n")
+    assert load_config(path) == TrainConfig.from_dict({"optimizer": "sgd"})
