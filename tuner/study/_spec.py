@@ -64,6 +64,23 @@ class StudySpec(BaseModel):
             raise ValueError("must not contain control characters")
         return value
 
+    @field_validator("objective")
+    @classmethod
+    def _absolute_objective(cls, value: str) -> str:
+        # A study is continued from any directory (or machine), so a local file is stored by absolute path.
+        head, sep, attr = value.rpartition(":")
+        path, suffix = (head, sep + attr) if sep and "/" not in attr else (value, "")
+        if path.endswith(".py") and Path(path).is_file():
+            return str(Path(path).resolve()) + suffix
+        return value
+
+    @field_validator("data")
+    @classmethod
+    def _absolute_data(cls, value: str | None) -> str | None:
+        if value is not None and Path(value).is_file():
+            return str(Path(value).resolve())
+        return value
+
     @field_validator("sampler", "pruner")
     @classmethod
     def _check_named(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:

@@ -1,0 +1,252 @@
+"""The ``tuner`` command line, in process with Typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from tuner import __version__
+from tuner.cli import app
+from tuner.errors import ConfigError
+from tuner.objectives import list_objectives
+from tuner.spaces import list_spaces
+
+
+@pytest.fixture
+def cli(tmp_cwd: Path):
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args])
+
+    return invoke
+
+
+def _json(result) -> object:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _create_args(objective_ref: str, storage_url: str, *extra: str) -> list[str]:
+    return ["study", "create", "--objective", objective_ref, "--n-trials", "3", "--epochs", "2",
+            "--storage", storage_url, "--sampler", "random", "--device", "cpu", "--name", "cli", *extra]
+
+
+def _assert_user_error(result, *fragments: str) -> str:
+    """Exit code 1, one 'error:' line naming the problem, no traceback."""
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+def test_version(cli):
+    result = cli("--version")
+    assert result.exit_code == 0
+    assert result.stdout.startswith(f"tuner {__version__} (optuna {optuna.__version__})")
+
+
+def test_create_runs_a_study_with_json_output(cli, objective_ref: str, storage_url: str, db_path: Path):
+    summary = _json(cli(*_create_args(objective_ref, storage_url, "--format", "json")))
+    assert summary["name"] == "cli"
+    assert summary["objective"] == objective_ref
+    assert summary["direction"] == "maximize"
+    assert summary["n_trials"] == 3
+    assert summary["counts"] == {"complete": 3, "pruned": 0, "failed": 0, "running": 0}
+    assert summary["run"]["trials"] == 3 and summary["run"]["stopped_by"] == "budget"
+    assert 0.0 <= summary["best"]["value"] <= 1.0
+    assert summary["best"]["config"]["epochs"] == 2
+    assert len(summary["top"]) == 3
+    assert db_path.is_file()
+    study = optuna.load_study(study_name="cli", storage=storage_url)
+    assert len(study.trials) == 3
+
+
+def test_create_text_output(cli, objective_ref: str, storage_url: str):
+    result = cli(*_create_args(objective_ref, storage_url))
+    assert result.exit_code == 0, result.output
+    assert "study cli in sqlite:///" in result.stdout
+    assert "objective synthetic" in result.stdout and "3 trials x 2 epochs on cpu" in result.stdout
+    assert result.stdout.count(" COMPLETE ") == 3
+    assert "ran 3 trial(s)" in result.stdout
+    assert "trials: 3 complete, 0 pruned, 0 failed (budget 3)" in result.stdout
+    assert "best config" in result.stdout
+
+
+def test_no_run_then_study_run(cli, objective_ref: str, storage_url: str):
+    created = _json(cli(*_create_args(objective_ref, storage_url, "--no-run", "--format", "json")))
+    assert created["counts"]["complete"] == 0 and created["best"] is None
+    text = cli(*_create_args(objective_ref, storage_url, "--no-run"))
+    assert text.exit_code == 0 and "created; run it with: tuner study run cli" in text.stdout
+
+    ran = _json(cli("study", "run", "cli", "--storage", storage_url, "--format", "json"))
+    assert ran["counts"]["complete"] == 3 and ran["run"]["trials"] == 3
+    again = _json(cli("study", "run", "cli", "--storage", storage_url, "--format", "json"))
+    assert again["run"]["trials"] == 0
+    more = _json(cli("study", "run", "cli", "--storage", storage_url, "--n-trials", "4", "--format", "json"))
+    assert more["run"]["trials"] == 1 and more["counts"]["complete"] == 4
+
+
+def test_study_run_uses_the_default_storage(cli, objective_ref: str, tmp_cwd: Path):
+    args = ["study", "create", "--objective", objective_ref, "--n-trials", "1", "--epochs", "1", "--device",
+            "cpu", "--no-run"]
+    assert cli(*args).exit_code == 0
+    assert (tmp_cwd / "tuner.db").is_file()
+    name = Path(objective_ref.split(":")[0]).stem + "-default"
+    ran = _json(cli("study", "run", name, "--format", "json"))
+    assert ran["run"]["trials"] == 1
+
+
+def test_create_refuses_a_different_spec_under_the_same_name(cli, objective_ref: str, storage_url: str):
+    assert cli(*_create_args(objective_ref, storage_url, "--no-run")).exit_code == 0
+    result = cli(*_create_args(objective_ref, storage_url, "--no-run", "--seed", "3"))
+    _assert_user_error(result, "Study 'cli' already exists", "seed: 0 -> 3", "Nothing was changed")
+
+
+def test_study_list_and_show(cli, objective_ref: str, storage_url: str):
+    empty = cli("study", "list", "--storage", storage_url)
+    assert empty.exit_code == 0 and "no studies in" in empty.stdout
+    assert _json(cli("study", "list", "--storage", storage_url, "--format", "json")) == []
+
+    assert cli(*_create_args(objective_ref, storage_url)).exit_code == 0
+    rows = _json(cli("study", "list", "--storage", storage_url, "--format", "json"))
+    assert [(r["name"], r["trials"], r["objective"]) for r in rows] == [("cli", 3, objective_ref)]
+    assert 0.0 <= rows[0]["best"] <= 1.0
+    listed = cli("study", "list", "--storage", storage_url)
+    assert listed.exit_code == 0 and "cli" in listed.stdout
+
+    shown = _json(cli("study", "show", "cli", "--storage", storage_url, "--format", "json", "--top", "2"))
+    assert shown["counts"]["complete"] == 3 and len(shown["top"]) == 2
+    assert shown["best"]["value"] == max(r["value"] for r in shown["top"])
+    text = cli("study", "show", "cli", "--storage", storage_url)
+    assert text.exit_code == 0
+    assert "trials: 3 complete" in text.stdout and "best trials" in text.stdout and "best config" in text.stdout
+    assert "optimizer:" in text.stdout
+
+
+def test_show_unknown_study(cli, objective_ref: str, storage_url: str, db_path: Path):
+    _assert_user_error(cli("study", "show", "cli", "--storage", storage_url), "does not exist yet")
+    assert not db_path.exists()
+    _assert_user_error(cli("study", "run", "cli", "--storage", storage_url), "does not exist yet")
+    assert not db_path.exists()
+    assert cli(*_create_args(objective_ref, storage_url, "--no-run")).exit_code == 0
+    _assert_user_error(cli("study", "show", "clj", "--storage", storage_url), "Unknown study 'clj'",
+                       "Did you mean 'cli'?")
+
+
+def test_spaces_list_and_show(cli):
+    rows = _json(cli("spaces", "list", "--format", "json"))
+    assert set(rows) == set(list_spaces())
+    assert {"default", "full", "lr-only"} <= set(rows)
+    assert all(rows.values())
+    text = cli("spaces", "list")
+    assert text.exit_code == 0 and "lr-only" in text.stdout
+
+    shown = _json(cli("spaces", "show", "lr-only", "--format", "json"))
+    assert shown["name"] == "lr-only"
+    assert shown["parameters"] == {"adam.lr": "FloatDistribution(high=0.1, log=True, low=1e-05, step=None)"}
+    text = cli("spaces", "show", "default")
+    assert text.exit_code == 0
+    assert "adamw:" in text.stdout and "tunable parameters" in text.stdout
+
+
+def test_objectives_list_and_show(cli, objective_ref: str):
+    rows = _json(cli("objectives", "list", "--format", "json"))
+    assert set(rows) == set(list_objectives())
+    assert "MNIST-1D" in rows["mnist1d-cnn"]
+    text = cli("objectives", "list")
+    assert text.exit_code == 0 and "digits-mlp" in text.stdout
+
+    digits = _json(cli("objectives", "show", "digits-mlp", "--format", "json"))
+    assert digits["task"] == "classification" and digits["classes"] == 10
+    assert digits["input_shape"] == [64]
+    assert digits["train"] + digits["validation"] + digits["test"] == 1797
+    assert digits["dropout_modules"] == 2
+    user = _json(cli("objectives", "show", objective_ref, "--format", "json"))
+    assert (user["name"], user["train"], user["validation"], user["test"]) == ("synthetic", 128, 32, 40)
+    text = cli("objectives", "show", "digits-mlp")
+    assert text.exit_code == 0 and "Dropout" in text.stdout
+
+
+def test_objectives_show_tabular(cli, tmp_cwd: Path):
+    (tmp_cwd / "d.csv").write_text("x,y,target\n" + "".join(f"{i},{i % 5},{i * 0.5}\n" for i in range(40)))
+    info = _json(cli("objectives", "show", "tabular", "--data", "d.csv", "--target", "target", "--format",
+                     "json"))
+    assert info["task"] == "regression" and info["metric"] == "r2" and info["classes"] is None
+
+
+# -- user errors ------------------------------------------------------------------------------------------
+
+def test_unknown_optimizer_in_space_file(cli, objective_ref: str, storage_url: str, db_path: Path,
+                                         tmp_cwd: Path):
+    (tmp_cwd / "space.yaml").write_text("optimizer:\n  adamx:\n    lr: {low: 1.0e-4, high: 1.0e-2}\n")
+    result = cli(*_create_args(objective_ref, storage_url, "--space", "space.yaml"))
+    _assert_user_error(result, "space.yaml:2", "Unknown optimizer 'adamx'", "Did you mean 'adamax'?")
+    assert not db_path.exists()
+
+
+def test_unknown_sampler(cli, objective_ref: str, storage_url: str, db_path: Path):
+    result = cli(*_create_args(objective_ref, storage_url, "--sampler", "tpee"))
+    _assert_user_error(result, "Unknown sampler 'tpee'", "Did you mean 'tpe'?")
+    assert not db_path.exists()
+
+
+def test_malformed_yaml_spec(cli, storage_url: str, db_path: Path, tmp_cwd: Path):
+    (tmp_cwd / "spec.yaml").write_text("name: x\nobjective: [digits-mlp\nepochs: 2\n")
+    result = cli("study", "create", "spec.yaml", "--storage", storage_url)
+    _assert_user_error(result, "spec.yaml:", "invalid YAML")
+    assert not db_path.exists()
+
+
+def test_python_tags_in_yaml_spec_are_refused(cli, storage_url: str, db_path: Path, tmp_cwd: Path):
+    (tmp_cwd / "evil.yaml").write_text("name: !!python/object/apply:os.system ['echo hi']\n")
+    _assert_user_error(cli("study", "create", "evil.yaml", "--storage", storage_url), "not allowed")
+    assert not db_path.exists()
+
+
+def test_unknown_key_in_yaml_spec(cli, storage_url: str, db_path: Path, tmp_cwd: Path):
+    (tmp_cwd / "spec.yaml").write_text("name: x\nobjective: digits-mlp\nepoch: 2\n")
+    result = cli("study", "create", "spec.yaml", "--storage", storage_url)
+    _assert_user_error(result, "spec.yaml:3", "Unknown study-spec key 'epoch'", "Did you mean 'epochs'?")
+    assert not db_path.exists()
+
+
+def test_missing_csv_target(cli, storage_url: str, db_path: Path, tmp_cwd: Path):
+    (tmp_cwd / "d.csv").write_text("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(30)))
+    result = cli("study", "create", "--objective", "tabular", "--data", "d.csv", "--target", "lable",
+                 "--storage", storage_url)
+    _assert_user_error(result, "d.csv", "Unknown target column 'lable'", "Valid: a, b, label.")
+    assert not db_path.exists()
+
+
+def test_bad_option_values(cli, objective_ref: str, storage_url: str, db_path: Path):
+    _assert_user_error(cli(*_create_args(objective_ref, storage_url, "--device", "tpu")), "Unknown device 'tpu'")
+    _assert_user_error(cli(*_create_args(objective_ref, storage_url, "--epochs", "0")), "key 'epochs'")
+    _assert_user_error(cli(*_create_args(objective_ref, storage_url, "--pruner", "medain")),
+                       "Did you mean 'median'?")
+    _assert_user_error(cli(*_create_args("digits-mlpp", storage_url)), "Unknown objective 'digits-mlpp'")
+    assert not db_path.exists()
+
+
+def test_debug_shows_the_exception(cli, objective_ref: str, storage_url: str, db_path: Path):
+    result = cli("--debug", *_create_args(objective_ref, storage_url, "--sampler", "tpee"))
+    assert result.exit_code == 1
+    assert isinstance(result.exception, ConfigError)
+    assert "Unknown sampler 'tpee'" in str(result.exception)
+    assert not db_path.exists()
+    # --debug does not stick to later invocations
+    _assert_user_error(cli(*_create_args(objective_ref, storage_url, "--sampler", "tpee")), "tpee")
+
+
+def test_no_arguments_shows_help(cli):
+    result = cli()
+    assert "study" in result.output and "spaces" in result.output and "objectives" in result.output

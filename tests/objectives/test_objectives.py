@@ -1,0 +1,310 @@
+"""Built-in and user objectives: loading, data splits, models, and CSV data checks."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from tuner.errors import ConfigError, DataError
+from tuner.objectives import Objective, cache_dir, list_objectives, load_objective, tabular_csv
+from tuner.study import StudySpec, create_or_join, prepare
+from tuner.train import Trainer
+
+BUILTIN = ("mnist1d-mlp", "mnist1d-cnn", "digits-mlp", "tabular")
+
+
+def _csv(path: Path, frame: pd.DataFrame) -> Path:
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def classification_csv(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    n = 100
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    return _csv(tmp_path / "cls.csv", pd.DataFrame({"a": a, "b": b, "label": (a + b > 0).astype(int)}))
+
+
+@pytest.fixture
+def regression_csv(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    n = 100
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    return _csv(tmp_path / "reg.csv", pd.DataFrame({"a": a, "b": b, "price": 3 * a - b + 10.0}))
+
+
+# -- built-in objectives --------------------------------------------------------------------------------
+
+def test_builtin_objectives_are_listed():
+    listed = list_objectives()
+    assert set(BUILTIN) <= set(listed)
+    for name, path in listed.items():
+        assert path.is_file() and path.suffix == ".py", name
+
+
+def _load_builtin(name: str, tmp_path: Path) -> Objective:
+    if name != "tabular":
+        return load_objective(name)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    frame = pd.DataFrame(x, columns=["f1", "f2", "f3"]).assign(label=(x[:, 0] > 0).astype(int))
+    return load_objective("tabular", data=str(_csv(tmp_path / "t.csv", frame)), target="label")
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_builtin_objective_loads_and_its_model_has_dropout(name: str, tmp_path: Path):
+    objective = _load_builtin(name, tmp_path)
+    assert isinstance(objective, Objective)
+    assert objective.metric == "accuracy" and objective.direction == "maximize"
+    data = objective.load_data()
+    assert data.n_classes is not None and data.n_classes >= 2
+    assert len(data.x_train) > len(data.x_val) > 0
+    assert data.x_test is not None and len(data.x_test) > 0
+    model = objective.build_model(data)
+    dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    assert dropouts, f"{name}: the tuned dropout rate would have nothing to act on"
+    model.eval()
+    with torch.no_grad():
+        out = model(data.x_val[:7])
+    assert out.shape == (7, data.n_classes)
+    assert torch.isfinite(out).all()
+
+
+def test_mnist1d_splits_and_cache():
+    objective = load_objective("mnist1d-mlp")
+    data = objective.load_data()
+    assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (3200, 800, 1000)
+    assert data.input_shape == (40,)
+    assert data.n_classes == 10
+    for y in (data.y_train, data.y_val, data.y_test):
+        assert y.dtype == torch.int64
+        assert set(y.unique().tolist()) == set(range(10))
+    assert data.x_train.dtype == torch.float32
+    # generated once into the session's private cache, and shared by the CNN objective
+    assert (cache_dir() / "mnist1d-seed42.npz").is_file()
+    assert not str(cache_dir()).startswith(str(Path.home() / ".cache"))
+    cnn_data = load_objective("mnist1d-cnn").load_data()
+    assert torch.equal(cnn_data.x_test, data.x_test)
+    assert torch.equal(cnn_data.y_train, data.y_train)
+
+
+def test_mnist1d_cnn_matches_the_paper_architecture():
+    objective = load_objective("mnist1d-cnn")
+    model = objective.build_model(objective.load_data())
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv1d)]
+    assert [c.out_channels for c in convs] == [25, 25, 25]
+    assert [c.kernel_size[0] for c in convs] == [5, 3, 3]
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [(lin.in_features, lin.out_features) for lin in linear] == [(125, 10)]
+
+
+# -- loading by reference ----------------------------------------------------------------------------
+
+def test_load_by_path_with_and_without_attribute(objective_file: Path):
+    by_attr = load_objective(f"{objective_file}:objective")
+    assert by_attr.name == "synthetic"
+    assert load_objective(str(objective_file)) is by_attr  # ':objective' is the default attribute
+
+
+def test_load_by_path_missing_attribute_lists_public_names(objective_file: Path):
+    with pytest.raises(ConfigError) as info:
+        load_objective(f"{objective_file}:objectiv")
+    message = str(info.value)
+    assert "objectiv" in message and "build_model" in message and "Did you mean 'objective'?" in message
+
+
+def test_load_missing_file():
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_objective("no/such/file.py:objective")
+
+
+def test_load_by_module_and_attribute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, objective_file: Path):
+    module = tmp_path / "tuner_test_user_objectives.py"
+    module.write_text(textwrap.dedent(
+        f"""
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("_synthetic", {str(objective_file)!r})
+        _mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(_mod)
+
+        ready = _mod.objective
+
+        def make(hidden=8):
+            from tuner.objectives import Objective
+            return Objective(f"made-{{hidden}}", load_data=_mod.load_data, build_model=_mod.build_model)
+        """
+    ))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert load_objective("tuner_test_user_objectives:ready").name == "synthetic"
+    made = load_objective("tuner_test_user_objectives:make", hidden=4)
+    assert made.name == "made-4"
+    assert made.options == {"hidden": 4}
+    with pytest.raises(ConfigError, match="takes no option 'depth'"):
+        load_objective("tuner_test_user_objectives:make", depth=2)
+    with pytest.raises(ConfigError, match="takes no options"):
+        load_objective("tuner_test_user_objectives:ready", hidden=2)
+    with pytest.raises(ConfigError, match="Cannot import objective module"):
+        load_objective("tuner_no_such_module_xyz:objective")
+
+
+def test_unknown_objective_lists_valid_names_and_the_closest():
+    with pytest.raises(ConfigError) as info:
+        load_objective("mnist1d-cn")
+    message = str(info.value)
+    assert message.startswith("Unknown objective 'mnist1d-cn'. Valid: ")
+    for name in BUILTIN:
+        assert name in message
+    assert "Did you mean 'mnist1d-cnn'?" in message
+
+
+def test_tabular_needs_its_options():
+    with pytest.raises(ConfigError, match="needs option 'data'"):
+        load_objective("tabular")
+
+
+# -- tabular CSV ---------------------------------------------------------------------------------------
+
+def test_tabular_integer_target_is_classification(classification_csv: Path):
+    data = tabular_csv(classification_csv, "label")
+    assert data.n_classes == 2
+    assert data.y_train.dtype == torch.int64
+    assert data.input_shape == (2,)
+    # 20% test, then 20% of the rest for validation
+    assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (64, 16, 20)
+    # standardised with the training split's statistics
+    assert torch.allclose(data.x_train.mean(0), torch.zeros(2), atol=1e-5)
+    objective = load_objective("tabular", data=str(classification_csv), target="label")
+    assert objective.metric == "accuracy"
+
+
+def test_tabular_float_target_is_regression(regression_csv: Path):
+    data = tabular_csv(regression_csv, "price")
+    assert data.n_classes is None
+    assert data.y_train.dtype == torch.float32
+    assert abs(float(data.y_train.mean())) < 1e-4  # targets standardised too
+    objective = load_objective("tabular", data=str(regression_csv), target="price")
+    assert objective.metric == "r2" and objective.direction == "maximize"
+    model = objective.build_model(data)
+    assert model(data.x_val).shape == (len(data.x_val), 1)
+
+
+def test_tabular_many_integer_values_are_regression_and_task_overrides(tmp_path: Path):
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"a": rng.normal(size=80), "y": np.arange(80) % 40})
+    path = _csv(tmp_path / "ints.csv", frame)
+    assert tabular_csv(path, "y").n_classes is None  # 40 distinct integers
+    assert tabular_csv(path, "y", task="classification").n_classes == 40
+    with pytest.raises(DataError, match="Unknown task"):
+        tabular_csv(path, "y", task="ranking")
+
+
+def test_tabular_text_target_and_text_features(tmp_path: Path):
+    rng = np.random.default_rng(3)
+    n = 60
+    frame = pd.DataFrame({
+        "a": rng.normal(size=n),
+        "color": rng.choice(["red", "green", "blue"], n),
+        "kind": rng.choice(["cat", "dog"], n),
+    })
+    data = tabular_csv(_csv(tmp_path / "text.csv", frame), "kind")
+    assert data.n_classes == 2
+    # 'a' plus one column per colour
+    assert data.input_shape == (4,)
+    assert torch.isfinite(data.x_train).all()
+
+
+def test_tabular_missing_target_names_file_and_columns(classification_csv: Path):
+    with pytest.raises(DataError) as info:
+        tabular_csv(classification_csv, "lable")
+    message = str(info.value)
+    assert str(classification_csv) in message
+    assert "Valid: a, b, label." in message
+    assert "Did you mean 'label'?" in message
+
+
+def test_tabular_empty_csv(tmp_path: Path):
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+    with pytest.raises(DataError, match="empty") as info:
+        tabular_csv(path, "label")
+    assert str(path) in str(info.value)
+
+
+def test_tabular_header_only_csv(tmp_path: Path):
+    path = tmp_path / "header.csv"
+    path.write_text("a,b,label\n")
+    with pytest.raises(DataError, match="header but no rows"):
+        tabular_csv(path, "label")
+
+
+def test_tabular_missing_file(tmp_path: Path):
+    with pytest.raises(DataError, match="no such CSV file"):
+        tabular_csv(tmp_path / "absent.csv", "label")
+
+
+def test_tabular_nan_in_features(classification_csv: Path, tmp_path: Path):
+    frame = pd.read_csv(classification_csv)
+    frame.loc[[3, 7], "b"] = np.nan
+    path = _csv(tmp_path / "nan.csv", frame)
+    with pytest.raises(DataError, match=r"missing values in feature columns: b \(2\)"):
+        tabular_csv(path, "label")
+    with pytest.raises(DataError):
+        load_objective("tabular", data=str(path), target="label")
+
+
+def test_tabular_nan_in_target(classification_csv: Path, tmp_path: Path):
+    frame = pd.read_csv(classification_csv)
+    frame["label"] = frame["label"].astype(float)
+    frame.loc[0, "label"] = np.nan
+    with pytest.raises(DataError, match="target column 'label' has 1 missing values"):
+        tabular_csv(_csv(tmp_path / "nan_target.csv", frame), "label")
+
+
+def test_tabular_single_class_and_too_few_rows(tmp_path: Path):
+    one_class = _csv(tmp_path / "one.csv", pd.DataFrame({"a": np.arange(20.0), "label": ["x"] * 20}))
+    with pytest.raises(DataError, match="single class"):
+        tabular_csv(one_class, "label")
+    tiny = _csv(tmp_path / "tiny.csv", pd.DataFrame({"a": [1.0, 2.0, 3.0], "label": [0, 1, 0]}))
+    with pytest.raises(DataError, match="too few"):
+        tabular_csv(tiny, "label")
+
+
+def test_tabular_target_only_csv(tmp_path: Path):
+    path = _csv(tmp_path / "target_only.csv", pd.DataFrame({"label": [0, 1] * 10}))
+    with pytest.raises(DataError, match="no feature columns"):
+        tabular_csv(path, "label")
+
+
+# -- batch size against the data ----------------------------------------------------------------------
+
+def test_batch_size_larger_than_data_fails_before_a_study_exists(
+    tmp_path: Path, objective_ref: str, assert_nothing_written
+):
+    space = tmp_path / "big_batches.yaml"
+    space.write_text("optimizer: adam\nbatch_size: {choices: [32, 512]}\n")
+    db = tmp_path / "s.db"
+    spec = StudySpec(objective=objective_ref, space=str(space), n_trials=2, epochs=1,
+                     storage=f"sqlite:///{db}", device="cpu")
+    with pytest.raises(ConfigError) as info:
+        create_or_join(prepare(spec))
+    message = str(info.value)
+    assert "512" in message and "128 training samples" in message and str(space) in message
+    assert not db.exists()
+    assert_nothing_written(db)
+
+
+def test_trainer_refuses_a_batch_larger_than_the_data(objective_ref: str):
+    from tuner import TrainConfig
+
+    trainer = Trainer(load_objective(objective_ref), device="cpu")
+    trainer.check_batch_size(128)
+    with pytest.raises(DataError, match="batch_size 129 is larger than the 128 training samples"):
+        trainer.fit(TrainConfig(batch_size=129, epochs=1))

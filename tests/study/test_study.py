@@ -1,0 +1,419 @@
+"""Study specs, samplers and pruners, create/join/resume, failures and storage, on the synthetic objective."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tuner.errors import ConfigError, StudyError, TunerError
+from tuner.study import (
+    StudySpec,
+    counts,
+    create_or_join,
+    list_pruners,
+    list_samplers,
+    load_spec,
+    open_study,
+    prepare,
+    run_trials,
+    stored_spec,
+)
+from tuner.study._prepare import SPEC_ATTR
+
+SAMPLER_CLASSES = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "qmc": optuna.samplers.QMCSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "gp": optuna.samplers.GPSampler,
+    "grid": optuna.samplers.GridSampler,
+}
+PRUNER_CLASSES = {
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "wilcoxon": optuna.pruners.WilcoxonPruner,
+    "patient": optuna.pruners.PatientPruner,
+    "none": optuna.pruners.NopPruner,
+}
+
+
+@pytest.fixture
+def make_spec(objective_ref: str, space_file: Path, storage_url: str):
+    def make(**overrides) -> StudySpec:
+        fields = {"name": "s", "objective": objective_ref, "space": str(space_file), "sampler": "random",
+                  "pruner": "none", "n_trials": 3, "epochs": 2, "storage": storage_url, "device": "cpu"}
+        return StudySpec.from_mapping({**fields, **overrides}, "test")
+
+    return make
+
+
+def _create(spec: StudySpec) -> tuple[optuna.Study, object]:
+    prepared = prepare(spec)
+    return create_or_join(prepared), prepared
+
+
+def _finished(study: optuna.Study) -> int:
+    c = counts(study)
+    return c["COMPLETE"] + c["PRUNED"]
+
+
+# -- spec validation ----------------------------------------------------------------------------------
+
+def test_unknown_spec_key_lists_valid_keys_with_file_and_line(tmp_path: Path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("name: x\nobjective: digits-mlp\nsampler: tpe\nn_trial: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:4: Unknown study-spec key 'n_trial'. Valid: ")
+    for key in ("objective", "space", "sampler", "pruner", "n_trials", "epochs", "storage"):
+        assert key in message
+    assert "Did you mean 'n_trials'?" in message
+
+
+def test_bad_spec_value_points_at_its_line(tmp_path: Path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("name: x\n\nepochs: -2\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:3: key 'epochs': .*greater than 0.*Got -2 instead"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_n_trials_must_be_positive(value: int):
+    with pytest.raises(ConfigError, match="key 'n_trials'.*greater than 0"):
+        StudySpec.from_mapping({"n_trials": value})
+    with pytest.raises(ConfigError, match="^command line: key 'n_trials'"):
+        StudySpec().with_overrides(n_trials=value)
+
+
+def test_spec_must_be_a_mapping_and_names_are_checked(tmp_path: Path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_spec(path)
+    with pytest.raises(ConfigError, match="key 'name': must not be empty"):
+        StudySpec.from_mapping({"name": "  "})
+    with pytest.raises(ConfigError, match="needs a 'name' key"):
+        StudySpec.from_mapping({"sampler": {"n_startup_trials": 3}})
+
+
+def test_unknown_builtin_spec_name():
+    with pytest.raises(ConfigError, match="Unknown study spec 'quikstart'.*Did you mean 'quickstart'"):
+        load_spec("quikstart")
+    assert load_spec("quickstart").study_name == "quickstart"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("sampler", "tpee", "Unknown sampler 'tpee'. Valid: cmaes, gp, grid, qmc, random, tpe. Did you mean 'tpe'?"),
+        ("pruner", "medain", "Unknown pruner 'medain'. Valid: hyperband, median, none, patient, percentile, "
+                             "successive_halving, wilcoxon. Did you mean 'median'?"),
+    ],
+)
+def test_unknown_sampler_or_pruner(make_spec, db_path: Path, assert_nothing_written, field, value, expected):
+    with pytest.raises(ConfigError) as info:
+        _create(make_spec(**{field: value}))
+    assert str(info.value) == expected
+    assert_nothing_written(db_path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("sampler", {"name": "tpe", "bogus": 1},
+         "'tpe' sampler takes no option 'bogus'. Valid options: .*n_startup_trials"),
+        ("sampler", {"name": "random", "seed": "x"}, "Invalid options for the 'random' sampler"),
+        ("sampler", {"name": "qmc", "qmc_type": "nope"}, "Invalid options for the 'qmc' sampler"),
+        ("pruner", {"name": "percentile", "percentile": 150}, "Invalid options for the 'percentile' pruner"),
+        ("pruner", {"name": "median", "n_warmup": 1}, "'median' pruner takes no option 'n_warmup'"),
+    ],
+)
+def test_bad_sampler_and_pruner_options(make_spec, db_path: Path, assert_nothing_written, field, value, match):
+    with pytest.raises(ConfigError, match=match):
+        _create(make_spec(**{field: value}))
+    assert_nothing_written(db_path)
+
+
+def test_sampler_options_are_applied(make_spec):
+    prepared = prepare(make_spec(sampler={"name": "tpe", "n_startup_trials": 2}, pruner={"name": "median",
+                                                                                         "n_startup_trials": 1}))
+    assert isinstance(prepared.sampler, optuna.samplers.TPESampler)
+    assert prepared.sampler._n_startup_trials == 2
+    assert prepared.pruner._n_startup_trials == 1
+
+
+# -- every sampler and pruner --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sampler", list(list_samplers()))
+def test_every_sampler_runs_a_study(make_spec, sampler: str):
+    assert set(list_samplers()) == set(SAMPLER_CLASSES)
+    study, prepared = _create(make_spec(name=f"sampler-{sampler}", sampler=sampler, n_trials=3))
+    assert isinstance(study.sampler, SAMPLER_CLASSES[sampler])
+    summary = run_trials(study, prepared)
+    assert [o.state for o in summary.outcomes] == ["COMPLETE"] * 3
+    assert summary.stopped_by == "budget"
+    trials = study.get_trials()
+    assert len(trials) == 3
+    for trial in trials:
+        assert 0.0 <= trial.value <= 1.0
+        config = trial.user_attrs["config"]
+        assert config["optimizer"]["name"] in ("adam", "sgd")
+        assert config["batch_size"] in (16, 32)
+        assert config["epochs"] == 2
+        assert len(trial.user_attrs["val_history"]) == 2
+        assert trial.user_attrs["test_value"] is not None
+    assert study.user_attrs[SPEC_ATTR]["sampler"] == sampler
+
+
+@pytest.mark.parametrize("pruner", list(list_pruners()))
+def test_every_pruner_runs_a_study(make_spec, pruner: str):
+    assert set(list_pruners()) == set(PRUNER_CLASSES)
+    study, prepared = _create(make_spec(name=f"pruner-{pruner}", pruner=pruner, n_trials=4, epochs=3))
+    assert isinstance(study.pruner, PRUNER_CLASSES[pruner])
+    summary = run_trials(study, prepared)
+    assert len(summary.outcomes) == 4
+    assert _finished(study) == 4
+    for trial in study.get_trials():
+        assert trial.state.name in ("COMPLETE", "PRUNED")
+        reported = sorted(trial.intermediate_values)
+        if trial.state.name == "PRUNED":
+            assert reported == list(range(len(reported)))
+            assert trial.user_attrs["reason"].startswith(
+                f"pruned by the {pruner} pruner after epoch {len(reported)} (validation ")
+        else:
+            assert reported == [0, 1, 2]
+    if pruner == "none":
+        assert counts(study)["PRUNED"] == 0
+
+
+def test_median_pruner_stops_a_hopeless_trial(make_spec, tmp_path: Path):
+    space = tmp_path / "sgd.yaml"
+    space.write_text("optimizer:\n  sgd:\n    lr: {low: 1.0e-6, high: 0.3, log: true}\nbatch_size: 16\n")
+    spec = make_spec(space=str(space), n_trials=2, epochs=4,
+                     pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0})
+    study, prepared = _create(spec)
+    study.enqueue_trial({"sgd.lr": 0.3})
+    study.enqueue_trial({"sgd.lr": 1.0e-6})  # learns nothing in 4 epochs
+    summary = run_trials(study, prepared)
+    assert [o.state for o in summary.outcomes] == ["COMPLETE", "PRUNED"]
+    pruned = study.get_trials()[1]
+    assert pruned.params == {"sgd.lr": 1.0e-6}
+    assert pruned.user_attrs["reason"].startswith("pruned by the median pruner after epoch ")
+    assert len(pruned.intermediate_values) < 4
+
+
+# -- create, join, resume -------------------------------------------------------------------------------
+
+def test_existing_name_with_different_spec_is_refused_and_nothing_changes(make_spec, space_file: Path):
+    study, prepared = _create(make_spec(n_trials=2))
+    run_trials(study, prepared)
+    before = open_study("s", make_spec().storage)
+    attrs_before, n_before = dict(before.user_attrs), len(before.trials)
+    assert n_before == 2
+
+    other_space = space_file.parent / "other.yaml"
+    other_space.write_text("optimizer: adam\nbatch_size: 16\n")
+    for change, detail in [({"epochs": 3}, "epochs: 2 -> 3"), ({"seed": 5}, "seed: 0 -> 5"),
+                           ({"sampler": "tpe"}, "sampler: 'random' -> 'tpe'"),
+                           ({"space": str(other_space)}, "space: the search space differs")]:
+        with pytest.raises(StudyError) as info:
+            _create(make_spec(**change))
+        message = str(info.value)
+        assert detail in message and "Nothing was changed" in message and "tuner study run s" in message
+        after = open_study("s", make_spec().storage)
+        assert len(after.trials) == n_before
+        assert after.user_attrs == attrs_before
+    assert len(optuna.get_all_study_names(make_spec().storage)) == 1
+
+
+def test_same_spec_joins_and_budget_fields_may_change(make_spec):
+    study, prepared = _create(make_spec(n_trials=2))
+    run_trials(study, prepared)
+    joined, _ = _create(make_spec(n_trials=5, device="cpu"))
+    assert joined._study_id == study._study_id
+    assert len(joined.trials) == 2
+    assert len(optuna.get_all_study_names(make_spec().storage)) == 1
+
+
+def test_study_not_created_by_tuner_is_refused(make_spec, storage_url: str):
+    optuna.create_study(study_name="s", storage=storage_url)
+    with pytest.raises(StudyError, match="was not created by tuner"):
+        _create(make_spec())
+    with pytest.raises(StudyError, match="has no stored spec"):
+        stored_spec("s", storage_url)
+
+
+def test_resumed_study_runs_only_the_missing_trials(make_spec, storage_url: str):
+    study, prepared = _create(make_spec(n_trials=2))
+    first = run_trials(study, prepared)
+    assert len(first.outcomes) == 2
+
+    # `tuner study run s --n-trials 5`: the spec and space come from the storage
+    spec, space_data = stored_spec("s", storage_url)
+    assert spec.epochs == 2 and spec.sampler == "random" and spec.n_trials == 2
+    assert space_data["optimizer"]["adam"]["lr"] == {"low": 1.0e-3, "high": 3.0e-2, "log": True}
+    prepared = prepare(spec.with_overrides(n_trials=5), space_data=space_data)
+    resumed = create_or_join(prepared)
+    second = run_trials(resumed, prepared)
+    assert len(second.outcomes) == 3
+    assert [o.number for o in second.outcomes] == [2, 3, 4]
+    assert _finished(resumed) == 5
+
+    # complete: running it again runs nothing
+    third = run_trials(resumed, prepared)
+    assert third.outcomes == []
+    assert len(open_study("s", storage_url).trials) == 5
+
+
+def test_trials_use_distinct_seeds_and_the_study_seed(make_spec):
+    study, prepared = _create(make_spec(n_trials=3, seed=4))
+    run_trials(study, prepared)
+    seeds = [t.user_attrs["config"]["seed"] for t in study.get_trials()]
+    assert len(set(seeds)) == 3
+    assert seeds[0] == 4 * 1_000_003 % 2**31
+
+
+# -- failures --------------------------------------------------------------------------------------------
+
+def _flaky_objective(tmp_path: Path, fail_first: int) -> str:
+    """An objective whose ``build_model`` raises on its first ``fail_first`` calls."""
+    path = tmp_path / f"flaky_{fail_first}.py"
+    path.write_text(textwrap.dedent(
+        f"""
+        from torch import nn
+        from tuner.objectives import Objective, from_arrays
+        import numpy as np
+
+        _calls = [0]
+
+        def load_data():
+            rng = np.random.default_rng(0)
+            x = rng.normal(size=(60, 4))
+            y = (x[:, 0] > 0).astype(int)
+            return from_arrays(x[:40], y[:40], x[40:], y[40:], n_classes=2)
+
+        def build_model(data):
+            _calls[0] += 1
+            if _calls[0] <= {fail_first}:
+                raise RuntimeError(f"boom {{_calls[0]}}")
+            return nn.Sequential(nn.Linear(4, 2), nn.Dropout(0.0))
+
+        objective = Objective("flaky", load_data=load_data, build_model=build_model)
+        """
+    ))
+    return f"{path}:objective"
+
+
+def test_failing_trial_is_recorded_and_the_study_continues(make_spec, tmp_path: Path):
+    spec = make_spec(objective=_flaky_objective(tmp_path, fail_first=1), n_trials=2)
+    study, prepared = _create(spec)
+    summary = run_trials(study, prepared)
+    assert [o.state for o in summary.outcomes] == ["FAIL", "COMPLETE", "COMPLETE"]
+    failed = study.get_trials()[0]
+    assert failed.state.name == "FAIL"
+    assert failed.user_attrs["reason"] == "RuntimeError: boom 1"
+    assert "boom 1" in failed.user_attrs["traceback"]
+    assert counts(study) == {**counts(study), "COMPLETE": 2, "FAIL": 1, "RUNNING": 0}
+
+
+def test_consecutive_failures_stop_the_study(make_spec, tmp_path: Path):
+    spec = make_spec(objective=_flaky_objective(tmp_path, fail_first=100), n_trials=5)
+    study, prepared = _create(spec)
+    seen: list[str] = []
+    with pytest.raises(StudyError, match="stopped after 3 consecutive failed trials.*RuntimeError: boom 3"):
+        run_trials(study, prepared, max_consecutive_failures=3, on_trial=lambda o, s: seen.append(o.state))
+    assert seen == ["FAIL"] * 3
+    c = counts(study)
+    assert (c["FAIL"], c["COMPLETE"], c["RUNNING"]) == (3, 0, 0)
+
+
+# -- storage ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("form", ["journal:{dir}/studies.journal", "{dir}/studies.journal"])
+def test_journal_storage(make_spec, tmp_path: Path, form: str):
+    url = form.format(dir=tmp_path)
+    journal = tmp_path / "studies.journal"
+    assert not journal.exists()
+    study, prepared = _create(make_spec(storage=url, n_trials=3))
+    run_trials(study, prepared)
+    assert journal.is_file() and journal.stat().st_size > 0
+    reopened = open_study("s", url)
+    assert _finished(reopened) == 3
+    spec, _ = stored_spec("s", url)
+    assert spec.epochs == 2
+    raw = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    assert optuna.get_all_study_names(raw) == ["s"]
+
+
+def test_opening_a_missing_storage_creates_nothing(tmp_path: Path):
+    db = tmp_path / "absent.db"
+    for url in (f"sqlite:///{db}", f"journal:{tmp_path / 'absent.journal'}"):
+        with pytest.raises(StudyError, match="does not exist yet"):
+            open_study("s", url)
+        with pytest.raises(StudyError, match="does not exist yet"):
+            stored_spec("s", url)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_study_name_lists_names(make_spec, storage_url: str):
+    _create(make_spec(name="alpha"))
+    with pytest.raises(StudyError, match="Unknown study 'alpah'. Valid: alpha. Did you mean 'alpha'"):
+        open_study("alpah", storage_url)
+
+
+def test_default_storage_is_tuner_db_in_the_working_directory(tmp_cwd: Path, make_spec):
+    study, prepared = _create(make_spec(storage=None, n_trials=1))
+    assert prepared.storage_url == "sqlite:///tuner.db"
+    run_trials(study, prepared)
+    assert (tmp_cwd / "tuner.db").is_file()
+
+
+def _csv_with_columns(tmp_path: Path) -> Path:
+    path = tmp_path / "data.csv"
+    path.write_text("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(30)))
+    return path
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["sampler", "pruner", "sampler_option", "optimizer_in_space", "space_file", "objective", "device",
+     "csv_target", "batch_size", "storage_scheme"],
+)
+def test_bad_input_writes_nothing(case: str, make_spec, tmp_path: Path, db_path: Path, assert_nothing_written):
+    space = tmp_path / "space.yaml"
+    if case == "optimizer_in_space":
+        space.write_text("optimizer:\n  adamx:\n    lr: 0.01\n")
+    elif case == "batch_size":
+        space.write_text("optimizer: adam\nbatch_size: 1024\n")
+    overrides = {
+        "sampler": {"sampler": "nope"},
+        "pruner": {"pruner": "nope"},
+        "sampler_option": {"sampler": {"name": "gp", "n_startup": 3}},
+        "optimizer_in_space": {"space": str(space)},
+        "space_file": {"space": str(tmp_path / "missing.yaml")},
+        "objective": {"objective": "mnist2d-cnn"},
+        "device": {"device": "tpu"},
+        "csv_target": {"objective": "tabular", "data": str(_csv_with_columns(tmp_path)), "target": "y"},
+        "batch_size": {"space": str(space)},
+        "storage_scheme": {"storage": "redis://localhost/0"},
+    }[case]
+    with pytest.raises(TunerError):
+        _create(make_spec(**overrides))
+    assert_nothing_written(db_path)
+    assert not db_path.exists()
+
+
+def test_spec_stores_local_files_by_absolute_path(tmp_path, monkeypatch):
+    (tmp_path / "obj.py").write_text("objective = None\n")
+    (tmp_path / "d.csv").write_text("a,b\n1,2\n")
+    monkeypatch.chdir(tmp_path)
+    spec = StudySpec(objective="obj.py:objective", data="d.csv", target="b")
+    assert spec.objective == f"{tmp_path.resolve()}/obj.py:objective"
+    assert spec.data == str((tmp_path / "d.csv").resolve())
+    assert StudySpec(objective="mnist1d-cnn").objective == "mnist1d-cnn"

@@ -1,0 +1,129 @@
+"""The installed ``tuner`` script in a subprocess, and the wheel's contents."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = Path(sys.executable).parent / ("tuner.exe" if os.name == "nt" else "tuner")
+
+
+def _tuner(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    if not SCRIPT.exists():
+        pytest.fail(f"the tuner script is not installed next to {sys.executable}")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("TUNER_STORAGE", None)
+    return subprocess.run([str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_script_runs_a_tiny_study(tmp_path: Path, objective_ref: str):
+    db = tmp_path / "script.db"
+    result = _tuner("study", "create", "--objective", objective_ref, "--name", "script", "--n-trials", "3",
+                    "--epochs", "2", "--sampler", "random", "--device", "cpu", "--storage", f"sqlite:///{db}",
+                    cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "study script in sqlite:///" in result.stdout
+    assert "ran 3 trial(s)" in result.stdout
+    assert "trials: 3 complete, 0 pruned, 0 failed (budget 3)" in result.stdout
+    assert "best config" in result.stdout
+
+    assert db.is_file()
+    with sqlite3.connect(db) as con:
+        assert [r[0] for r in con.execute("SELECT study_name FROM studies")] == ["script"]
+        states = [r[0] for r in con.execute("SELECT state FROM trials ORDER BY number")]
+    assert states == ["COMPLETE"] * 3
+
+    listed = _tuner("study", "list", "--storage", f"sqlite:///{db}", "--format", "json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert [(r["name"], r["trials"]) for r in json.loads(listed.stdout)] == [("script", 3)]
+
+
+def test_script_user_error_is_one_line_and_debug_shows_the_traceback(tmp_path: Path, objective_ref: str):
+    args = ["study", "create", "--objective", objective_ref, "--sampler", "tpee", "--device", "cpu",
+            "--storage", f"sqlite:///{tmp_path / 'x.db'}"]
+    result = _tuner(*args, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "error: Unknown sampler 'tpee'. Valid: cmaes, gp, grid, qmc, random, tpe. Did you mean 'tpe'?"
+    ]
+    debug = _tuner("--debug", *args, cwd=tmp_path)
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr and "ConfigError" in debug.stderr
+    assert not (tmp_path / "x.db").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def _build_wheel(source: Path, out: Path) -> Path:
+    if importlib.util.find_spec("build") is not None:
+        cmd = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(source)]
+    else:
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-cache-dir",
+               "--disable-pip-version-check", "-w", str(out), str(source)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    wheels = list(out.glob("tuner-*.whl"))
+    assert len(wheels) == 1, wheels
+    return wheels[0]
+
+
+def test_wheel_ships_the_builtins_and_no_generated_files(tmp_path: Path):
+    # A copy of the checkout with the files a user's runs leave next to the built-ins: none may ship.
+    source = tmp_path / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "venv", "build", "dist", "*.egg-info", ".pytest_cache", ".ruff_cache"))
+    for stray in ("tuner.db", "objectives/tuner.db", "studies/run.journal", "search_spaces/x.db",
+                  "tuner/stray.db", "objectives/__pycache__/digits_mlp.cpython-311.pyc", "objectives/old.pyc",
+                  "tuner/__pycache__/config.cpython-311.pyc"):
+        (source / stray).parent.mkdir(parents=True, exist_ok=True)
+        (source / stray).write_bytes(b"")
+
+    wheel = _build_wheel(source, tmp_path / "dist")
+    names = zipfile.ZipFile(wheel).namelist()
+    for required in ("tuner/_builtin/search_spaces/default.yaml", "tuner/_builtin/objectives/mnist1d_cnn.py",
+                     "tuner/_builtin/studies/quickstart.yaml", "tuner/__init__.py", "tuner/cli/_app.py",
+                     "tuner/py.typed"):
+        assert required in names
+    for folder, suffix in (("search_spaces", ".yaml"), ("objectives", ".py"), ("studies", ".yaml")):
+        expected = {p.name for p in (REPO / folder).iterdir() if p.suffix == suffix}
+        shipped = {Path(n).name for n in names if n.startswith(f"tuner/_builtin/{folder}/")}
+        assert shipped == expected, folder
+    generated = [n for n in names if n.endswith((".db", ".journal", ".pyc")) or "__pycache__" in n]
+    assert generated == []
+    assert not any(n.startswith(("tests/", "search_spaces/", "objectives/", "studies/")) for n in names)
+
+    # Installed from the wheel (outside the checkout), the package finds its built-ins.
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile", "--quiet",
+                    "--disable-pip-version-check", "--target", str(target), str(wheel)], check=True, timeout=300)
+    probe = (
+        "import json, tuner, tuner._builtin as b\n"
+        "from tuner.objectives import list_objectives\n"
+        "from tuner.spaces import list_spaces\n"
+        "from tuner.study import list_specs\n"
+        "print(json.dumps({'file': tuner.__file__, 'objectives': b.builtin_dir('objectives').as_posix(),\n"
+        "  'names': sorted(list_objectives()), 'spaces': sorted(list_spaces()), 'specs': sorted(list_specs())}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert Path(info["file"]).is_relative_to(target)
+    assert info["objectives"] == (target / "tuner" / "_builtin" / "objectives").as_posix()
+    assert {"mnist1d-mlp", "mnist1d-cnn", "digits-mlp", "tabular"} <= set(info["names"])
+    assert {"default", "lr-only", "full"} <= set(info["spaces"])
+    assert "quickstart" in info["specs"]

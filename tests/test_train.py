@@ -1,0 +1,141 @@
+"""The trainer on the tiny synthetic objective: reporting, learning, divergence, L-BFGS, determinism, devices."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from tuner import TrainConfig
+from tuner.errors import ConfigError
+from tuner.objectives import load_objective
+from tuner.optim import list_optimizers
+from tuner.study import StudySpec, create_or_join, prepare, run_trials
+from tuner.train import Diverged, Trainer, resolve_device
+
+CHANCE = 1 / 3  # three balanced classes
+
+
+@pytest.fixture(scope="module")
+def trainer(objective_ref: str) -> Trainer:
+    return Trainer(load_objective(objective_ref), device="cpu")
+
+
+def _config(name: str = "adam", lr: float = 1e-2, epochs: int = 3, **extra) -> TrainConfig:
+    return TrainConfig.from_dict({"optimizer": {"name": name, "lr": lr}, "epochs": epochs, "batch_size": 16,
+                                  **extra})
+
+
+def test_reports_every_epoch_and_learns(trainer: Trainer):
+    reports: list[tuple[int, float]] = []
+    result = trainer.fit(_config(epochs=8), report=lambda epoch, value: reports.append((epoch, value)))
+    assert [epoch for epoch, _ in reports] == list(range(8))
+    assert [value for _, value in reports] == result.val_history
+    assert result.value == result.val_history[-1]
+    assert len(result.train_loss) == len(result.epoch_times) == 8
+    assert result.value > CHANCE + 0.2
+    assert result.test_value is not None and result.test_value > CHANCE + 0.2
+    assert result.train_loss[-1] < result.train_loss[0]
+    assert result.model is None
+    assert trainer.fit(_config(epochs=1), keep_model=True).model is not None
+
+
+def test_report_can_stop_training(trainer: Trainer):
+    class Stop(Exception):
+        pass
+
+    seen: list[int] = []
+
+    def report(epoch: int, value: float) -> None:
+        seen.append(epoch)
+        if epoch == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        trainer.fit(_config(epochs=5), report=report)
+    assert seen == [0, 1]
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_divergence_guard(trainer: Trainer, name: str):
+    reports: list[int] = []
+    with pytest.raises(Diverged) as info:
+        trainer.fit(_config(name, lr=10.0, epochs=3), report=lambda e, v: reports.append(e))
+    assert info.value.reason.startswith("diverged")
+    assert info.value.epoch == 0
+    assert reports == []  # stopped before the first report
+
+
+def test_diverged_trial_is_pruned_with_its_reason(tmp_path: Path, objective_ref: str):
+    space = tmp_path / "explode.yaml"
+    space.write_text("optimizer:\n  sgd:\n    lr: 10.0\nbatch_size: 16\n")
+    spec = StudySpec(name="explode", objective=objective_ref, space=str(space), sampler="random", pruner="none",
+                     n_trials=2, epochs=3, storage=f"sqlite:///{tmp_path / 's.db'}", device="cpu")
+    prepared = prepare(spec)
+    study = create_or_join(prepared)
+    summary = run_trials(study, prepared)
+    assert [o.state for o in summary.outcomes] == ["PRUNED", "PRUNED"]
+    for trial in study.get_trials():
+        assert trial.state.name == "PRUNED"
+        assert trial.user_attrs["reason"].startswith("diverged")
+        assert trial.user_attrs["diverged"] is True
+        assert trial.user_attrs["config"]["optimizer"] == {"name": "sgd", "lr": 10.0}
+
+
+def test_lbfgs_trains(trainer: Trainer):
+    result = trainer.fit(_config("lbfgs", lr=0.5, epochs=4, batch_size=32))
+    assert all(math.isfinite(v) for v in result.train_loss)
+    assert result.train_loss[-1] < result.train_loss[0]
+    assert result.value > CHANCE + 0.1
+
+
+@pytest.mark.parametrize("name", list_optimizers())
+def test_every_optimizer_runs_through_the_trainer(trainer: Trainer, name: str):
+    result = trainer.fit(TrainConfig.from_dict({"optimizer": name, "epochs": 2, "batch_size": 32,
+                                                "regularization": {"weight_decay": 1e-4, "l1": 1e-5}}))
+    assert len(result.val_history) == 2
+    assert all(math.isfinite(v) for v in result.train_loss)
+    assert 0.0 <= result.value <= 1.0
+
+
+def test_same_config_and_seed_give_identical_results(trainer: Trainer, objective_ref: str):
+    config = _config(epochs=3, seed=7, regularization={"dropout": 0.2})
+    first = trainer.fit(config)
+    second = trainer.fit(config)
+    fresh = Trainer(load_objective(objective_ref), device="cpu").fit(config)
+    for other in (second, fresh):
+        assert other.train_loss == first.train_loss
+        assert other.val_history == first.val_history
+        assert other.test_value == first.test_value
+    other_seed = trainer.fit(_config(epochs=3, seed=8, regularization={"dropout": 0.2}))
+    assert other_seed.train_loss != first.train_loss
+
+
+def test_device_validation():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(" CPU ") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    for bad in ("tpu", "banana", "cuda:99"):
+        with pytest.raises(ConfigError):
+            resolve_device(bad)
+    with pytest.raises(ConfigError, match="Unknown device 'tpu'. Valid: auto, cpu, cuda"):
+        resolve_device("tpu")
+    if torch.cuda.is_available():
+        assert resolve_device("cuda").type == "cuda"
+    else:
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_trainer_validates_its_device(objective_ref: str):
+    with pytest.raises(ConfigError, match="Unknown device"):
+        Trainer(load_objective(objective_ref), device="tpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_matches_metric_range(objective_ref: str):
+    result = Trainer(load_objective(objective_ref), device="cuda").fit(_config(epochs=5))
+    assert all(math.isfinite(v) for v in result.train_loss)
+    assert result.value > CHANCE + 0.1
