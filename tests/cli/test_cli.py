@@ -250,3 +250,14 @@ def test_debug_shows_the_exception(cli, objective_ref: str, storage_url: str, db
 def test_no_arguments_shows_help(cli):
     result = cli()
     assert "study" in result.output and "spaces" in result.output and "objectives" in result.output
+
+
+def test_create_again_joins_the_study_and_runs_nothing_more(cli, objective_ref: str, storage_url: str):
+    first = cli(*_create_args(objective_ref, storage_url))
+    assert first.exit_code == 0, first.output
+    again = cli(*_create_args(objective_ref, storage_url))
+    assert again.exit_code == 0, again.output
+    assert "already has its 3 finished trials" in again.output
+    more = cli(*_create_args(objective_ref, storage_url), "--n-trials", "4")
+    assert more.exit_code == 0, more.output
+    assert "ran 1 trial(s)" in more.output

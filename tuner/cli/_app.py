@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import signal
-import sys
 import warnings
 from collections.abc import Callable
 from enum import Enum
@@ -109,8 +108,11 @@ def _run(study: optuna.Study, prepared: Any, fmt: Format, n_trials: int, timeout
         print_json({**summary, "run": {"trials": len(run.outcomes), "seconds": round(run.seconds, 2),
                                        "stopped_by": run.stopped_by}})
         return
-    out.print(f"ran {len(run.outcomes)} trial(s) in {run.seconds:.1f}s"
-              + (" (timeout reached)" if run.stopped_by == "timeout" else ""))
+    if not run.outcomes and run.stopped_by == "budget":
+        out.print(f"the study already has its {n_trials} finished trials; raise the budget with --n-trials")
+    else:
+        out.print(f"ran {len(run.outcomes)} trial(s) in {run.seconds:.1f}s"
+                  + (" (timeout reached)" if run.stopped_by == "timeout" else ""))
     print_summary(summary)
     print_best_config(summary)
 
@@ -271,14 +273,14 @@ def spaces_show(name: Annotated[str, typer.Argument(help="Built-in name or YAML 
 @handle_errors
 def objectives_list(fmt: FormatOpt = Format.text) -> None:
     """List the built-in objectives."""
-    from tuner.objectives import list_objectives
+    from tuner.objectives import Objective, list_objectives
     from tuner.objectives._loader import _import_file
 
     rows = {}
     for name, path in list_objectives().items():
-        obj = _import_file(path).objective
-        rows[name] = obj.description if hasattr(obj, "description") else (obj.__doc__ or "").strip() or \
-            (sys.modules[obj.__module__].__doc__ or "").strip().splitlines()[0]
+        module = _import_file(path)
+        obj = getattr(module, "objective", None)
+        rows[name] = obj.description if isinstance(obj, Objective) else (module.__doc__ or "").strip().splitlines()[0]
     if fmt is Format.json:
         print_json(rows)
         return
