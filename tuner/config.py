@@ -284,6 +284,6 @@ class TrainConfig:
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    """Reads a ``TrainConfig`` from a YAML or JSON file (as written by ``tuner study export``)."""
+    """Reads a ``TrainConfig`` from a YAML or JSON file (as written by ``TrainConfig.save``)."""
     return TrainConfig.load(path)
 

@@ -26,6 +26,7 @@ __all__ = ["Trainer", "TrainResult", "Diverged", "resolve_device"]
 
 ReportFn = Callable[[int, float], None]
 EVAL_BATCH = 4096
+DIVERGENCE_CHECK_EVERY = 32  # batches between mid-epoch checks (each one waits for the device)
 
 
 class Diverged(Exception):
@@ -74,6 +75,18 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
+def _load(objective: Objective) -> Dataset:
+    try:
+        data = objective.load_data()
+    except (DataError, ConfigError):
+        raise
+    except Exception as exc:
+        raise DataError(f"Objective {objective.name!r} could not load its data: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(data, Dataset):
+        raise DataError(f"Objective {objective.name!r}: load_data() returned {type(data).__name__}, not a Dataset.")
+    return data
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -98,7 +111,7 @@ class Trainer:
         self.objective = objective
         self.device = resolve_device(device)
         self.divergence_factor = divergence_factor
-        self.cpu_data = data if data is not None else objective.load_data()
+        self.cpu_data = data if data is not None else _load(objective)
         self.data = self._place(self.cpu_data)
         self.metric = get_metric(objective.metric)
         self.loss_fn = objective.loss_fn(self.cpu_data)
@@ -109,6 +122,17 @@ class Trainer:
             if data.nbytes() > 0.5 * free:
                 return data  # batches are copied to the GPU one at a time
         return data.to(self.device)
+
+    def check_model(self) -> None:
+        """One forward and backward pass on two samples: a model that does not fit its data is reported
+        before a study exists, not as a run of failed trials."""
+        model = self.objective.build_model(self.cpu_data).to(self.device)
+        try:
+            loss = self.loss_fn(model(self.data.x_train[:2].to(self.device)), self.data.y_train[:2].to(self.device))
+            loss.backward()
+        except Exception as exc:
+            raise ConfigError(f"The model of objective {self.objective.name!r} does not fit its data: "
+                              f"{type(exc).__name__}: {exc}") from exc
 
     def check_batch_size(self, batch_size: int) -> None:
         n = len(self.data.x_train)
@@ -145,35 +169,43 @@ class Trainer:
         loss_fn = self.loss_fn
         result = TrainResult(value=math.nan, test_value=None)
         initial_loss: float | None = None
+        data_loss: list[torch.Tensor] = []
+
+        def closure() -> torch.Tensor:
+            # Returns the full objective (data loss + penalties): L-BFGS's line search must see the function
+            # whose gradient it follows. The data loss alone is kept for the record.
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb), yb)
+            full = loss + config.penalty(model) if has_penalty else loss
+            full.backward()
+            if clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip)
+            data_loss.append(loss.detach())
+            return full
 
         for epoch in range(config.epochs):
             start = time.perf_counter()
             model.train()
             perm = torch.randperm(n, generator=generator, device=data.x_train.device)
             total = torch.zeros((), device=device)
-            for i in range(0, n, bs):
+            for step, i in enumerate(range(0, n, bs)):
                 idx = perm[i:i + bs]
                 xb = data.x_train[idx].to(device, non_blocking=True)
                 yb = data.y_train[idx].to(device, non_blocking=True)
-
-                def closure(xb: torch.Tensor = xb, yb: torch.Tensor = yb) -> torch.Tensor:
-                    optimizer.zero_grad(set_to_none=True)
-                    loss = loss_fn(model(xb), yb)
-                    (loss + config.penalty(model) if has_penalty else loss).backward()
-                    if clip is not None:
-                        nn.utils.clip_grad_norm_(model.parameters(), clip)
-                    return loss
-
+                data_loss.clear()
                 if needs_closure:
-                    loss = optimizer.step(closure)
+                    optimizer.step(closure)
                 else:
-                    loss = closure()
+                    closure()
                     optimizer.step()
                 if per_batch:
                     scheduler.step()
+                loss = data_loss[0]
                 if initial_loss is None:
-                    initial_loss = abs(float(loss.detach())) + 1e-8
-                total += loss.detach()
+                    initial_loss = abs(float(loss)) + 1e-8
+                total += loss
+                if step % DIVERGENCE_CHECK_EVERY == DIVERGENCE_CHECK_EVERY - 1 and not torch.isfinite(total):
+                    raise Diverged(f"diverged: training loss became {float(total)} in epoch {epoch + 1}", epoch)
             mean_loss = float(total) / steps_per_epoch
             result.train_loss.append(mean_loss)
             if not math.isfinite(mean_loss):

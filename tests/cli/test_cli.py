@@ -261,3 +261,46 @@ def test_create_again_joins_the_study_and_runs_nothing_more(cli, objective_ref: 
     more = cli(*_create_args(objective_ref, storage_url), "--n-trials", "4")
     assert more.exit_code == 0, more.output
     assert "ran 1 trial(s)" in more.output
+
+
+def test_spec_file_storage_beats_the_environment(cli, tmp_cwd: Path, objective_ref: str, monkeypatch):
+    (tmp_cwd / "sp.yaml").write_text(f"name: sp\nobjective: {objective_ref}\nstorage: sqlite:///spec.db\n")
+    monkeypatch.setenv("TUNER_STORAGE", "sqlite:///env.db")
+    result = cli("study", "create", "sp.yaml", "--no-run")
+    assert result.exit_code == 0, result.output
+    assert (tmp_cwd / "spec.db").exists() and not (tmp_cwd / "env.db").exists()
+    assert "tuner study run sp --storage sqlite:///spec.db" in result.output
+    # with no storage in the file or on the command line, the environment's is used
+    result = cli("study", "create", "--objective", objective_ref, "--name", "env", "--no-run")
+    assert result.exit_code == 0, result.output
+    assert (tmp_cwd / "env.db").exists()
+
+
+def test_spec_paths_are_relative_to_the_spec_file(cli, tmp_cwd: Path, objective_file: Path):
+    project = tmp_cwd / "project"
+    project.mkdir()
+    (project / "model.py").write_text(objective_file.read_text())
+    (project / "space.yaml").write_text("optimizer: {adam: {lr: {low: 0.001, high: 0.01, log: true}}}\n"
+                                        "batch_size: 16\n")
+    (project / "study.yaml").write_text("name: rel\nobjective: model.py\nspace: space.yaml\nn_trials: 1\n"
+                                        "epochs: 1\n")
+    result = cli("study", "create", "project/study.yaml", "--format", "json")
+    summary = _json(result)
+    assert summary["counts"]["complete"] == 1
+
+
+def test_errors_in_a_user_objective_file_are_one_line(cli, tmp_cwd: Path):
+    (tmp_cwd / "broken.py").write_text("import torch\n\ndef f(:\n")
+    line = _assert_user_error(cli("study", "create", "--objective", "broken.py"), "broken.py:3",
+                              "importing the objective file failed: SyntaxError")
+    assert "Traceback" not in line
+    (tmp_cwd / "missing.py").write_text("import no_such_module_here\n")
+    _assert_user_error(cli("study", "create", "--objective", "missing.py:objective"),
+                       "ModuleNotFoundError", "no_such_module_here")
+
+
+def test_module_attr_objective_is_found_in_the_working_directory(cli, tmp_cwd: Path, objective_file: Path):
+    (tmp_cwd / "my_model_mod.py").write_text(objective_file.read_text())
+    result = cli("objectives", "show", "my_model_mod:objective", "--format", "json")
+    info = _json(result)
+    assert info["train"] > 0 and info["dropout_modules"] >= 1

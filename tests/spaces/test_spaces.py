@@ -202,10 +202,29 @@ def test_space_from_file_and_grid(tmp_path) -> None:
                             "schedule: [constant, step]\nbatch_size: {choices: [8, 16]}\n", "mine.yml")
     space = load_space(str(path))
     assert space.name == "mine" and space.source == str(path)
-    grid = space.grid(points=3)
-    assert grid["momentum.lr"] == pytest.approx([0.01, 0.1, 1.0])
-    assert grid["schedule"] == ["constant", "step"]
-    assert grid["batch_size"] == [8, 16]
+    grid = space.grid_points(points=3)
+    assert len(grid) == 3 * 2 * 2
+    assert sorted({p["momentum.lr"] for p in grid}) == pytest.approx([0.01, 0.1, 1.0])
+    assert {p["schedule"] for p in grid} == {"constant", "step"}
+    assert {p["batch_size"] for p in grid} == {8, 16}
+
+
+def test_grid_combines_each_optimizer_only_with_its_own_parameters(tmp_path) -> None:
+    path = _write(tmp_path, "optimizer:\n  adam:\n    lr: {low: 0.001, high: 0.1, log: true}\n"
+                            "    weight_decay: {choices: [0.0, 0.1]}\n"
+                            "  sgd:\n    lr: {low: 0.025, high: 0.125, step: 0.025}\n"
+                            "batch_size: {type: int, low: 16, high: 256, step: 16}\n"
+                            "regularization: {weight_decay: {choices: [0.0, 0.01]}}\n", "g.yaml")
+    grid = load_space(path).grid_points(points=3)
+    adam = [p for p in grid if p["optimizer"] == "adam"]
+    sgd = [p for p in grid if p["optimizer"] == "sgd"]
+    # adam: 3 lr x its own 2 weight decays (the global one does not apply) x 3 batch sizes
+    assert len(adam) == 3 * 2 * 3 and all("sgd.lr" not in p and "weight_decay" not in p for p in adam)
+    # sgd: 3 points on its 0.025 step grid x 2 global weight decays x 3 batch sizes
+    assert len(sgd) == 3 * 2 * 3 and all("adam.lr" not in p for p in sgd)
+    assert sorted({p["sgd.lr"] for p in sgd}) == pytest.approx([0.025, 0.075, 0.125])
+    assert {p["batch_size"] for p in grid} <= set(range(16, 257, 16))
+    assert len({tuple(sorted(p.items())) for p in grid}) == len(grid)
 
 
 # -- errors --------------------------------------------------------------------------------------------
@@ -365,3 +384,10 @@ def test_sampled_values_respect_bounds_on_edges() -> None:
         assert math.isfinite(config.optimizer.lr)
         optimizer, _ = config.build(_mlp())
         assert isinstance(optimizer, torch.optim.RMSprop)
+
+
+def test_multistep_milestones_out_of_order_are_refused_at_load(tmp_path) -> None:
+    path = _write(tmp_path, "optimizer: {adam: {lr: 0.01}}\nschedule:\n  multistep:\n"
+                            "    milestones: [0.8, 0.3]\n", "ms.yaml")
+    with pytest.raises(ConfigError, match=r"ms\.yaml:3: key 'schedule\.multistep'.*milestones.*must increase"):
+        load_space(path)

@@ -29,7 +29,7 @@ SAMPLER_CLASSES = {
     "qmc": optuna.samplers.QMCSampler,
     "cmaes": optuna.samplers.CmaEsSampler,
     "gp": optuna.samplers.GPSampler,
-    "grid": optuna.samplers.GridSampler,
+    "grid": optuna.samplers.RandomSampler,  # the grid's points are enqueued trials
 }
 PRUNER_CLASSES = {
     "median": optuna.pruners.MedianPruner,
@@ -171,6 +171,17 @@ def test_every_sampler_runs_a_study(make_spec, sampler: str):
     assert study.user_attrs[SPEC_ATTR]["sampler"] == sampler
 
 
+def test_grid_runs_each_point_once_and_stops_at_the_grid_size(make_spec):
+    study, prepared = _create(make_spec(name="grid", sampler="grid", n_trials=1000))
+    size = len(prepared.space.grid_points())
+    assert prepared.spec.n_trials == size
+    summary = run_trials(study, prepared)
+    assert len(summary.outcomes) == size and summary.stopped_by == "budget"
+    params = [tuple(sorted(t.params.items())) for t in study.get_trials()]
+    assert len(set(params)) == size
+    assert sorted(params) == sorted(tuple(sorted(p.items())) for p in prepared.space.grid_points())
+
+
 @pytest.mark.parametrize("pruner", list(list_pruners()))
 def test_every_pruner_runs_a_study(make_spec, pruner: str):
     assert set(list_pruners()) == set(PRUNER_CLASSES)
@@ -241,6 +252,57 @@ def test_same_spec_joins_and_budget_fields_may_change(make_spec):
     assert len(optuna.get_all_study_names(make_spec().storage)) == 1
 
 
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_resume_does_not_repeat_the_first_run_s_parameters(make_spec, storage_url: str, sampler: str):
+    study, prepared = _create(make_spec(n_trials=3, sampler=sampler))
+    run_trials(study, prepared)
+    spec, space_data = stored_spec("s", storage_url)
+    prepared = prepare(spec.with_overrides(n_trials=6), space_data=space_data)
+    resumed = create_or_join(prepared)
+    run_trials(resumed, prepared)
+    lrs = [next(v for k, v in t.params.items() if k.endswith(".lr")) for t in resumed.get_trials()]
+    assert len(lrs) == 6
+    assert set(lrs[3:]).isdisjoint(lrs[:3])
+
+
+def test_raised_budget_is_saved_for_later_runs(make_spec, storage_url: str):
+    study, prepared = _create(make_spec(n_trials=2))
+    run_trials(study, prepared)
+    spec, space_data = stored_spec("s", storage_url)
+    prepared = prepare(spec.with_overrides(n_trials=3), space_data=space_data)
+    run_trials(create_or_join(prepared), prepared)
+    spec, _ = stored_spec("s", storage_url)
+    assert spec.n_trials == 3
+
+
+def test_interrupt_while_sampling_leaves_no_running_trial(make_spec, monkeypatch):
+    from tuner.spaces import SearchSpace
+
+    study, prepared = _create(make_spec(n_trials=3))
+    original = SearchSpace.sample
+    calls = []
+
+    def sample(self, trial, **kwargs):
+        calls.append(trial.number)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, trial, **kwargs)
+
+    monkeypatch.setattr(SearchSpace, "sample", sample)
+    with pytest.raises(KeyboardInterrupt):
+        run_trials(study, prepared)
+    states = [(t.number, t.state.name, t.user_attrs.get("reason")) for t in study.get_trials()]
+    assert states == [(0, "COMPLETE", None), (1, "FAIL", "interrupted")]
+
+
+def test_failing_sampler_is_a_clear_error_and_leaves_no_running_trial(make_spec):
+    study, prepared = _create(make_spec(n_trials=3, sampler={"name": "tpe", "n_startup_trials": 1,
+                                                             "n_ei_candidates": 0}))
+    with pytest.raises(StudyError, match="'tpe' sampler could not propose a trial .*check its options"):
+        run_trials(study, prepared)
+    assert counts(study)["RUNNING"] == 0
+
+
 def test_study_not_created_by_tuner_is_refused(make_spec, storage_url: str):
     optuna.create_study(study_name="s", storage=storage_url)
     with pytest.raises(StudyError, match="was not created by tuner"):
@@ -282,7 +344,8 @@ def test_trials_use_distinct_seeds_and_the_study_seed(make_spec):
 # -- failures --------------------------------------------------------------------------------------------
 
 def _flaky_objective(tmp_path: Path, fail_first: int) -> str:
-    """An objective whose ``build_model`` raises on its first ``fail_first`` calls."""
+    """An objective whose ``build_model`` raises on ``fail_first`` calls after the first (the first one is
+    the check ``prepare`` makes before a study exists)."""
     path = tmp_path / f"flaky_{fail_first}.py"
     path.write_text(textwrap.dedent(
         f"""
@@ -300,7 +363,7 @@ def _flaky_objective(tmp_path: Path, fail_first: int) -> str:
 
         def build_model(data):
             _calls[0] += 1
-            if _calls[0] <= {fail_first}:
+            if 2 <= _calls[0] <= {fail_first} + 1:
                 raise RuntimeError(f"boom {{_calls[0]}}")
             return nn.Sequential(nn.Linear(4, 2), nn.Dropout(0.0))
 
@@ -317,16 +380,36 @@ def test_failing_trial_is_recorded_and_the_study_continues(make_spec, tmp_path: 
     assert [o.state for o in summary.outcomes] == ["FAIL", "COMPLETE", "COMPLETE"]
     failed = study.get_trials()[0]
     assert failed.state.name == "FAIL"
-    assert failed.user_attrs["reason"] == "RuntimeError: boom 1"
-    assert "boom 1" in failed.user_attrs["traceback"]
+    assert failed.user_attrs["reason"] == "RuntimeError: boom 2"
+    assert "boom 2" in failed.user_attrs["traceback"]
     assert counts(study) == {**counts(study), "COMPLETE": 2, "FAIL": 1, "RUNNING": 0}
+
+
+def test_model_that_does_not_fit_its_data_is_refused_before_the_study_exists(make_spec, tmp_path, db_path):
+    path = tmp_path / "misfit.py"
+    path.write_text(textwrap.dedent(
+        """
+        import numpy as np
+        from torch import nn
+        from tuner.objectives import Objective, from_arrays
+
+        def load_data():
+            x = np.random.default_rng(0).normal(size=(60, 4))
+            return from_arrays(x[:40], (x[:40, 0] > 0).astype(int), x[40:], (x[40:, 0] > 0).astype(int), n_classes=2)
+
+        objective = Objective("misfit", load_data=load_data, build_model=lambda d: nn.Linear(7, 2))
+        """
+    ))
+    with pytest.raises(ConfigError, match="model of objective 'misfit' does not fit its data: RuntimeError"):
+        prepare(make_spec(objective=f"{path}:objective"))
+    assert not db_path.exists()
 
 
 def test_consecutive_failures_stop_the_study(make_spec, tmp_path: Path):
     spec = make_spec(objective=_flaky_objective(tmp_path, fail_first=100), n_trials=5)
     study, prepared = _create(spec)
     seen: list[str] = []
-    with pytest.raises(StudyError, match="stopped after 3 consecutive failed trials.*RuntimeError: boom 3"):
+    with pytest.raises(StudyError, match="stopped after 3 consecutive failed trials.*RuntimeError: boom 4"):
         run_trials(study, prepared, max_consecutive_failures=3, on_trial=lambda o, s: seen.append(o.state))
     assert seen == ["FAIL"] * 3
     c = counts(study)

@@ -64,7 +64,7 @@ def handle_errors(fn: F) -> F:
             err.print(f"[red]error:[/] {exc}", markup=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            err.print("interrupted; the running trial was recorded as failed. `tuner study run NAME` resumes.")
+            err.print("interrupted; a running trial is recorded as failed. `tuner study run NAME` resumes.")
             raise typer.Exit(130) from None
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -73,7 +73,7 @@ def handle_errors(fn: F) -> F:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    err.print("terminated; the running trial was recorded as failed. `tuner study run NAME` resumes.")
+    err.print("terminated; a running trial is recorded as failed. `tuner study run NAME` resumes.")
     raise SystemExit(143)
 
 
@@ -93,8 +93,9 @@ def root(
     _state["debug"] = debug
 
 
-StorageOpt = Annotated[str | None, typer.Option("--storage", envvar="TUNER_STORAGE",
-                                                help="Storage URL [default: sqlite:///tuner.db].")]
+# No envvar here: TUNER_STORAGE is the default when neither the flag nor the spec file names a storage.
+StorageOpt = Annotated[str | None, typer.Option("--storage", help="Storage URL [default: $TUNER_STORAGE, "
+                                                                  "else sqlite:///tuner.db].")]
 FormatOpt = Annotated[Format, typer.Option("--format", help="text, or json for scripts.")]
 
 
@@ -158,7 +159,8 @@ def study_create(
         if fmt is Format.json:
             print_json(study_summary(study))
         else:
-            out.print(f"created; run it with: tuner study run {_quote(prepared.name)}")
+            storage_flag = f" --storage {_quote(prepared.storage_url)}" if spec_obj.storage else ""
+            out.print(f"created; run it with: tuner study run {_quote(prepared.name)}{storage_flag}", markup=False)
         return
     _run(study, prepared, fmt, spec_obj.n_trials, spec_obj.timeout)
 

@@ -73,8 +73,9 @@ class TrialProgress:
                 self.progress.console.print(f"[red]trial {outcome.number} failed:[/] {outcome.reason}")
             return
         best = best_trial(study)
+        config = outcome.config.summary() if outcome.config else "-"
         line = (f"trial {outcome.number:>4} {outcome.state:<8} val {fmt(outcome.value)} test {fmt(outcome.test_value)}"
-                f" {outcome.seconds:6.1f}s  {outcome.config.summary()}  | done {self.done}/{self.n_trials}"
+                f" {outcome.seconds:6.1f}s  {config}  | done {self.done}/{self.n_trials}"
                 f" best {fmt(best.value if best else None)}")
         if outcome.reason and outcome.state != "COMPLETE":
             line += f"  ({outcome.reason})"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from tuner._builtin import builtin_names
-from tuner.errors import ConfigError, unknown_name_message
+from tuner.errors import ConfigError, TunerError, unknown_name_message
 from tuner.objectives._base import Objective
 
 __all__ = ["load_objective", "list_objectives"]
@@ -34,9 +35,10 @@ def _import_file(path: Path) -> Any:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception:
+    except Exception as exc:
         del sys.modules[module_name]
-        raise
+        where = f"{path}:{exc.lineno}" if isinstance(exc, SyntaxError) and exc.lineno else str(path)
+        raise ConfigError(f"{where}: importing the objective file failed: {type(exc).__name__}: {exc}") from exc
     return module
 
 
@@ -66,10 +68,14 @@ def load_objective(ref: str, **options: Any) -> Objective:
             raise ConfigError(f"Objective file {str(path)!r} does not exist.")
         module = _import_file(path)
     elif ":" in ref:
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # as `python -m` would: a module next to the user is found
         try:
             module = importlib.import_module(target)
         except ImportError as exc:
             raise ConfigError(f"Cannot import objective module {target!r}: {exc}") from None
+        except Exception as exc:
+            raise ConfigError(f"Importing objective module {target!r} failed: {type(exc).__name__}: {exc}") from exc
     else:
         raise ConfigError(unknown_name_message("objective", ref, builtin)
                           + " Or give path/to/file.py:attr or module:attr.")
@@ -98,7 +104,12 @@ def _instantiate(obj: Any, ref: str, options: dict[str, Any]) -> Objective:
     if missing:
         flags = " ".join(f"--{m} ..." for m in missing)
         raise ConfigError(f"Objective {ref!r} needs option {missing[0]!r} (e.g. {flags}).")
-    result = obj(**options)
+    try:
+        result = obj(**options)
+    except TunerError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"Objective {ref!r} failed to build: {type(exc).__name__}: {exc}") from exc
     if not isinstance(result, Objective):
         raise ConfigError(f"{ref}: the function returned {type(result).__name__}, not an Objective.")
     result.options = options or None

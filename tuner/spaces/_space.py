@@ -7,6 +7,7 @@ only ever holds the hyperparameters its optimizer takes.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,20 +146,37 @@ class SearchSpace:
         out.update({k: p.distribution for k, p in singles.items() if not p.fixed})
         return out
 
-    def grid(self, points: int = 3) -> dict[str, list[Any]]:
-        """A grid for ``GridSampler``: categoricals as they are, ranges as ``points`` values (int steps kept)."""
-        import numpy as np
+    def grid_points(self, points: int = 3) -> list[dict[str, Any]]:
+        """Every combination a grid search runs, as Optuna params: conditional parameters only combine with
+        their own branch, ranges become ``points`` values (on the ``step`` grid when there is one)."""
+        def branches(key: str, group: dict[str, Branch], extra: dict[str, Param] | None = None) -> list[dict]:
+            combos = []
+            for name, params in group.items():
+                free = {f"{name}.{k}": _grid_values(p, points) for k, p in params.items() if not p.fixed}
+                if extra:
+                    free.update({k: _grid_values(p, points) for k, p in extra.items()
+                                 if not p.fixed and k not in params})
+                for values in itertools.product(*free.values()):
+                    combos.append({**({key: name} if len(group) > 1 else {}), **dict(zip(free, values, strict=True))})
+            return combos
 
-        grid: dict[str, list[Any]] = {}
-        for name, d in self.distributions().items():
-            if isinstance(d, optuna.distributions.CategoricalDistribution):
-                grid[name] = list(d.choices)
-            elif isinstance(d, optuna.distributions.IntDistribution) and (d.high - d.low) // d.step < points:
-                grid[name] = list(range(d.low, d.high + 1, d.step))
-            else:
-                values = np.geomspace(d.low, d.high, points) if d.log else np.linspace(d.low, d.high, points)
-                cast = int if isinstance(d, optuna.distributions.IntDistribution) else float
-                grid[name] = sorted({cast(round(float(v), 12)) for v in values})
+        shared = {"batch_size": self.batch_size, "grad_clip_norm": self.grad_clip_norm,
+                  "l1": self.regularization["l1"], "dropout": self.regularization["dropout"]}
+        parts = [
+            # The global weight decay only applies to optimizers without their own.
+            branches("optimizer", self.optimizer, {"weight_decay": self.regularization["weight_decay"]}),
+            branches("schedule", self.schedule),
+            branches("init", self.init),
+            [dict(zip(shared, values, strict=True)) for values in itertools.product(
+                *[_grid_values(p, points) if not p.fixed else [None] for p in shared.values()])],
+        ]
+        fixed_shared = {k for k, p in shared.items() if p.fixed}
+        grid = []
+        for combo in itertools.product(*parts):
+            point: dict[str, Any] = {}
+            for part in combo:
+                point.update({k: v for k, v in part.items() if k not in fixed_shared})
+            grid.append(point)
         return grid
 
     def fingerprint(self) -> str:
@@ -183,6 +201,24 @@ class SearchSpace:
 
     def max_batch_size(self) -> int:
         return int(max(v for v in self.batch_size.endpoints() if v is not None))
+
+
+def _grid_values(param: Param, points: int) -> list[Any]:
+    import numpy as np
+
+    d = param.distribution
+    if isinstance(d, optuna.distributions.CategoricalDistribution):
+        return list(d.choices)
+    if d.step is not None and (d.high - d.low) / d.step < points:
+        count = int(round((d.high - d.low) / d.step)) + 1
+        return [d.low + i * d.step for i in range(count)]
+    if d.step is not None:
+        steps = np.linspace(0, (d.high - d.low) // d.step, points).round()
+        values = [d.low + k * d.step for k in steps]
+    else:
+        values = list(np.geomspace(d.low, d.high, points) if d.log else np.linspace(d.low, d.high, points))
+    cast = int if isinstance(d, optuna.distributions.IntDistribution) else float
+    return sorted({cast(round(float(v), 12)) for v in values})
 
 
 def _choose(trial: optuna.Trial, key: str, group: dict[str, Branch]) -> str:
@@ -244,6 +280,9 @@ def _parse_choices(data: Any, key: str, source: str, kind: str, lookup: Any, *, 
         if optimizer_mode and "lr" not in branch:
             branch["lr"] = Param(info.defaults["lr"])
         _check_exclusive(branch, where)
+        fixed = _resolve({k: p.value for k, p in branch.items() if p.fixed and k != "weight_decay"},
+                         getattr(info, "defaults", {}))
+        info.check(fixed, where=where)  # checks across parameters, e.g. multistep milestones in order
         branches[name] = branch
     return branches
 

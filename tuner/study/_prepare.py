@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +30,7 @@ SPEC_ATTR = "tuner:spec"
 SPACE_ATTR = "tuner:space"
 FINGERPRINT_ATTR = "tuner:space_fingerprint"
 VERSION_ATTR = "tuner:version"
-GRID_LIMIT = 10_000
+GRID_LIMIT = 100_000
 
 
 @dataclass
@@ -41,6 +43,7 @@ class PreparedStudy:
     trainer: Trainer
     sampler: optuna.samplers.BaseSampler
     pruner: optuna.pruners.BasePruner
+    grid: list[dict[str, Any]]
 
     @property
     def name(self) -> str:
@@ -66,19 +69,31 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None) -> Prepar
     if too_big:
         raise ConfigError(f"{space.source}: key 'batch_size': {max(too_big)} is larger than the {n_train} "
                           f"training samples of objective {objective.name!r}.")
-    context: dict[str, Any] = {"seed": spec.seed, "epochs": spec.epochs}
-    sampler_name = spec.sampler if isinstance(spec.sampler, str) else spec.sampler.get("name")
-    if sampler_name == "grid":
-        context["grid"] = space.grid()
-        size = 1
-        for values in context["grid"].values():
-            size *= len(values)
-        if size > GRID_LIMIT:
-            raise ConfigError(f"The grid over space {space.name!r} has {size} points (over {GRID_LIMIT}); "
+    trainer.check_model()
+    grid: list[dict[str, Any]] = []
+    if _sampler_name(spec) == "grid":
+        grid = space.grid_points()
+        if len(grid) > GRID_LIMIT:
+            raise ConfigError(f"The grid over space {space.name!r} has {len(grid)} points (over {GRID_LIMIT}); "
                               f"use a smaller space or another sampler.")
+        if spec.n_trials > len(grid):
+            spec = spec.with_overrides(n_trials=len(grid))
+        # Spread a partial grid (n_trials below the grid's size) over the whole grid.
+        random.Random(spec.seed).shuffle(grid)
+    context = {"seed": spec.seed, "epochs": spec.epochs}
     sampler = build_sampler(spec.sampler, context)
     pruner = build_pruner(spec.pruner, context)
-    return PreparedStudy(spec, space, objective, trainer, sampler, pruner)
+    return PreparedStudy(spec, space, objective, trainer, sampler, pruner, grid)
+
+
+def _sampler_name(spec: StudySpec) -> str:
+    return spec.sampler if isinstance(spec.sampler, str) else str(spec.sampler.get("name"))
+
+
+def _joining_seed(seed: int, n_existing: int) -> int:
+    """A study that already has trials gets a sampler seed of its own in every process, or each resume (and
+    each extra worker) would propose the same parameters again."""
+    return (seed * 1_000_003 + n_existing * 7919 + os.getpid()) % 2**31
 
 
 def _identity(spec: dict[str, Any], fingerprint: str) -> dict[str, Any]:
@@ -119,13 +134,37 @@ def create_or_join(prepared: PreparedStudy) -> optuna.Study:
             raise StudyError(f"Study {name!r} already exists in {mask_url(prepared.storage_url)} with a different "
                              f"spec ({details}). Nothing was changed. Choose another --name, or continue it "
                              f"with `tuner study run {name}`.")
-        return optuna.load_study(study_name=name, storage=storage, sampler=prepared.sampler,
-                                 pruner=prepared.pruner)
+        study = optuna.load_study(study_name=name, storage=storage, pruner=prepared.pruner,
+                                  sampler=_joining_sampler(prepared, existing[name].n_trials))
+        _update_budget(study, prepared.spec)
+        _enqueue_grid(study, prepared)
+        return study
     study = optuna.create_study(study_name=name, storage=storage, sampler=prepared.sampler,
                                 pruner=prepared.pruner, direction=prepared.direction, load_if_exists=True)
     for key, value in _stored_attrs(prepared).items():
         study.set_user_attr(key, value)
+    _enqueue_grid(study, prepared)
     return study
+
+
+def _enqueue_grid(study: optuna.Study, prepared: PreparedStudy) -> None:
+    for params in prepared.grid[:prepared.spec.n_trials]:
+        study.enqueue_trial(params, skip_if_exists=True)
+
+
+def _joining_sampler(prepared: PreparedStudy, n_existing: int) -> optuna.samplers.BaseSampler:
+    if n_existing == 0:
+        return prepared.sampler
+    context = {"seed": _joining_seed(prepared.spec.seed, n_existing), "epochs": prepared.spec.epochs}
+    return build_sampler(prepared.spec.sampler, context)
+
+
+def _update_budget(study: optuna.Study, spec: StudySpec) -> None:
+    """A raised or lowered budget is saved, so that a later ``study run NAME`` keeps it."""
+    stored = dict(study.user_attrs.get(SPEC_ATTR, {}))
+    if stored and (stored.get("n_trials"), stored.get("timeout")) != (spec.n_trials, spec.timeout):
+        stored.update(n_trials=spec.n_trials, timeout=spec.timeout)
+        study.set_user_attr(SPEC_ATTR, stored)
 
 
 def stored_spec(name: str, storage_url: str | None = None) -> tuple[StudySpec, dict[str, Any]]:

@@ -38,7 +38,7 @@ class TrialOutcome:
     test_value: float | None
     reason: str | None
     seconds: float
-    config: TrainConfig
+    config: TrainConfig | None
 
 
 @dataclass
@@ -59,7 +59,7 @@ def counts(study: optuna.Study) -> dict[str, int]:
     return out
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> None:
+def _tell(study: optuna.Study, trial: optuna.Trial | int, **kwargs: Any) -> None:
     for attempt in range(TELL_RETRIES):
         try:
             study.tell(trial, skip_if_finished=True, **kwargs)
@@ -75,14 +75,35 @@ def _pruner_name(prepared: PreparedStudy) -> str:
     return pruner if isinstance(pruner, str) else pruner["name"]
 
 
+class _SamplerFailed(Exception):
+    pass
+
+
+def _sampler_error(prepared: PreparedStudy, exc: BaseException) -> StudyError:
+    sampler = prepared.spec.sampler if isinstance(prepared.spec.sampler, str) else prepared.spec.sampler["name"]
+    return StudyError(f"The {sampler!r} sampler could not propose a trial ({type(exc).__name__}: {exc}); "
+                      f"check its options.")
+
+
+def _ask(study: optuna.Study, prepared: PreparedStudy) -> optuna.Trial:
+    """``study.ask()``; when the sampler fails, the trial it created is failed and a StudyError raised."""
+    before = max((t.number for t in study.get_trials(deepcopy=False)), default=-1)
+    try:
+        return study.ask()
+    except Exception as exc:
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.number > before and "config" not in t.user_attrs:
+                _tell(study, t.number, state=TrialState.FAIL)
+        raise _sampler_error(prepared, exc) from exc
+
+
 def run_one(study: optuna.Study, prepared: PreparedStudy) -> TrialOutcome:
-    """Asks for one trial, trains it, and tells its outcome."""
-    trial = study.ask()
+    """Asks for one trial, trains it, and tells its outcome; no path leaves the trial RUNNING."""
+    trial = _ask(study, prepared)
     spec = prepared.spec
     start = time.perf_counter()
-    config = prepared.space.sample(trial, epochs=spec.epochs, seed=trial_seed(spec.seed, trial.number))
-    trial.set_user_attr("config", config.to_dict())
     pruner = _pruner_name(prepared)
+    config: TrainConfig | None = None
 
     def report(epoch: int, value: float) -> None:
         trial.report(value, epoch)
@@ -90,32 +111,46 @@ def run_one(study: optuna.Study, prepared: PreparedStudy) -> TrialOutcome:
             raise optuna.TrialPruned(f"pruned by the {pruner} pruner after epoch {epoch + 1} "
                                      f"(validation {value:.4g})")
 
-    def finish(state: TrialState, reason: str | None, value: float | None = None,
-               test: float | None = None) -> TrialOutcome:
+    def finish(state: TrialState, reason: str | None, value: float | None = None, test: float | None = None,
+               attrs: dict[str, Any] | None = None) -> TrialOutcome:
         seconds = time.perf_counter() - start
-        trial.set_user_attr("seconds", round(seconds, 3))
+        attrs = {**(attrs or {}), "seconds": round(seconds, 3)}
         if reason:
-            trial.set_user_attr("reason", reason)
-        _tell(study, trial, values=value if state == TrialState.COMPLETE else None, state=state)
+            attrs["reason"] = reason
+        try:
+            for key, val in attrs.items():
+                trial.set_user_attr(key, val)
+        finally:
+            _tell(study, trial, values=value if state == TrialState.COMPLETE else None, state=state)
         return TrialOutcome(trial.number, state.name, value, test, reason, seconds, config)
 
     try:
+        try:
+            config = prepared.space.sample(trial, epochs=spec.epochs, seed=trial_seed(spec.seed, trial.number))
+        except Exception as exc:
+            raise _SamplerFailed from exc
+        trial.set_user_attr("config", config.to_dict())
         result = prepared.trainer.fit(config, report=report)
+    except _SamplerFailed as exc:
+        # Systematic (bad sampler options), not one unlucky trial: stop at once.
+        cause = exc.__cause__ or exc
+        finish(TrialState.FAIL, f"sampler: {type(cause).__name__}: {cause}"[:1000])
+        raise _sampler_error(prepared, cause) from cause
     except optuna.TrialPruned as exc:
         return finish(TrialState.PRUNED, str(exc) or f"pruned by the {pruner} pruner")
     except Diverged as exc:
-        trial.set_user_attr("diverged", True)
-        return finish(TrialState.PRUNED, exc.reason)
+        return finish(TrialState.PRUNED, exc.reason, attrs={"diverged": True})
     except (KeyboardInterrupt, SystemExit):
         finish(TrialState.FAIL, "interrupted")
         raise
     except Exception as exc:
-        trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
-        return finish(TrialState.FAIL, f"{type(exc).__name__}: {exc}"[:1000])
-    trial.set_user_attr("test_value", result.test_value)
-    trial.set_user_attr("val_history", [round(v, 6) for v in result.val_history])
-    trial.set_user_attr("epoch_times", [round(t, 4) for t in result.epoch_times])
-    return finish(TrialState.COMPLETE, None, result.value, result.test_value)
+        return finish(TrialState.FAIL, f"{type(exc).__name__}: {exc}"[:1000],
+                      attrs={"traceback": traceback.format_exc()[-4000:]})
+    return finish(TrialState.COMPLETE, None, result.value, result.test_value, attrs={
+        "test_value": result.test_value,
+        "val_history": [round(v, 6) for v in result.val_history],
+        "epoch_times": [round(t, 4) for t in result.epoch_times],
+    })
 
 
 def run_trials(

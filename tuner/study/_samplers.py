@@ -57,8 +57,10 @@ for _f in (
     Factory("gp", optuna.samplers.GPSampler,
             lambda c: {"seed": c.get("seed"), "warn_independent_sampling": False},
             "Gaussian-process Bayesian optimisation"),
-    Factory("grid", optuna.samplers.GridSampler, lambda c: {"search_space": c["grid"], "seed": c.get("seed")},
-            "every combination of categoricals and a few points per range"),
+    # The grid's points are enqueued when the study is created (one combination per optimizer branch, not the
+    # product of all branches' parameters); the sampler itself only runs once they are used up.
+    Factory("grid", optuna.samplers.RandomSampler, _seed,
+            "every combination of choices and 3 points per range, each optimizer with its own parameters"),
 ):
     _SAMPLERS.register(_f.name, _f)
 

@@ -69,7 +69,7 @@ class StudySpec(BaseModel):
     def _absolute_objective(cls, value: str) -> str:
         # A study is continued from any directory (or machine), so a local file is stored by absolute path.
         head, sep, attr = value.rpartition(":")
-        path, suffix = (head, sep + attr) if sep and "/" not in attr else (value, "")
+        path, suffix = (head, sep + attr) if sep and "/" not in attr else (value, ":objective")
         if path.endswith(".py") and Path(path).is_file():
             return str(Path(path).resolve()) + suffix
         return value
@@ -142,4 +142,19 @@ def load_spec(ref: str | Path) -> StudySpec:
             raise ConfigError(unknown_name_message("study spec", text, builtin) + " Or give a path to a YAML file.")
         path = builtin[text]
     data = load_yaml_file(path)
+    if isinstance(data, dict):
+        _resolve_relative(data, path.parent)
     return StudySpec.from_mapping(data, str(path))
+
+
+def _resolve_relative(data: dict[str, Any], base: Path) -> None:
+    """Files named in a spec are found next to the spec first, then in the working directory."""
+    for key in ("space", "objective", "data"):
+        value = data.get(key)
+        if not isinstance(value, str) or Path(value).is_absolute():
+            continue
+        head, sep, attr = value.rpartition(":") if key == "objective" else ("", "", "")
+        file_part = head if sep and "/" not in attr else value
+        candidate = base / file_part
+        if candidate.is_file() and not Path(file_part).is_file():
+            data[key] = str(candidate.resolve()) + (value[len(file_part):])

@@ -45,7 +45,7 @@ def storage_exists(url: str) -> bool:
     if journal is not None:
         return journal.exists()
     if _scheme(url) == "sqlite":
-        path = url.split(":///", 1)[-1]
+        path = url.split(":///", 1)[-1].split("?", 1)[0]
         return path in ("", ":memory:") or Path(path).exists()
     return True
 
