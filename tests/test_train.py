@@ -82,6 +82,10 @@ def test_diverged_trial_is_pruned_with_its_reason(tmp_path: Path, objective_ref:
         assert trial.user_attrs["reason"].startswith("diverged")
         assert trial.user_attrs["diverged"] is True
         assert trial.user_attrs["config"]["optimizer"] == {"name": "sgd", "lr": 10.0}
+        # the record keeps how far it got: no finished epoch, a non-finite or exploding training loss
+        assert trial.user_attrs["val_history"] == []
+        losses = trial.user_attrs["train_loss"]
+        assert len(losses) == 1 and (isinstance(losses[0], str) or losses[0] > 20)
 
 
 def test_lbfgs_trains(trainer: Trainer):

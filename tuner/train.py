@@ -114,6 +114,7 @@ class Trainer:
         self.cpu_data = data if data is not None else _load(objective)
         self.data = self._place(self.cpu_data)
         self.metric = get_metric(objective.metric)
+        self.last_result: TrainResult | None = None
         self.loss_fn = objective.loss_fn(self.cpu_data)
 
     def _place(self, data: Dataset) -> Dataset:
@@ -148,6 +149,7 @@ class Trainer:
 
     def fit(self, config: TrainConfig, report: ReportFn | None = None, keep_model: bool = False) -> TrainResult:
         """Trains one model; ``report(epoch, value)`` is called after every epoch and may raise to stop."""
+        self.last_result = None
         self.check_batch_size(config.batch_size)
         seed_everything(config.seed)
         data, device = self.data, self.device
@@ -168,6 +170,7 @@ class Trainer:
         generator = torch.Generator(device=data.x_train.device).manual_seed(config.seed)
         loss_fn = self.loss_fn
         result = TrainResult(value=math.nan, test_value=None)
+        self.last_result = result  # what a pruned or diverged run got through, for the record
         initial_loss: float | None = None
         data_loss: list[torch.Tensor] = []
 

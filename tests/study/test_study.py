@@ -217,6 +217,8 @@ def test_median_pruner_stops_a_hopeless_trial(make_spec, tmp_path: Path):
     assert pruned.params == {"sgd.lr": 1.0e-6}
     assert pruned.user_attrs["reason"].startswith("pruned by the median pruner after epoch ")
     assert len(pruned.intermediate_values) < 4
+    assert len(pruned.user_attrs["epoch_times"]) == len(pruned.intermediate_values)
+    assert pruned.user_attrs["val_history"] == list(pruned.intermediate_values.values())
 
 
 # -- create, join, resume -------------------------------------------------------------------------------

@@ -137,20 +137,26 @@ def run_one(study: optuna.Study, prepared: PreparedStudy) -> TrialOutcome:
         finish(TrialState.FAIL, f"sampler: {type(cause).__name__}: {cause}"[:1000])
         raise _sampler_error(prepared, cause) from cause
     except optuna.TrialPruned as exc:
-        return finish(TrialState.PRUNED, str(exc) or f"pruned by the {pruner} pruner")
+        return finish(TrialState.PRUNED, str(exc) or f"pruned by the {pruner} pruner", attrs=_history(prepared))
     except Diverged as exc:
-        return finish(TrialState.PRUNED, exc.reason, attrs={"diverged": True})
+        return finish(TrialState.PRUNED, exc.reason, attrs={"diverged": True, **_history(prepared)})
     except (KeyboardInterrupt, SystemExit):
         finish(TrialState.FAIL, "interrupted")
         raise
     except Exception as exc:
         return finish(TrialState.FAIL, f"{type(exc).__name__}: {exc}"[:1000],
                       attrs={"traceback": traceback.format_exc()[-4000:]})
-    return finish(TrialState.COMPLETE, None, result.value, result.test_value, attrs={
-        "test_value": result.test_value,
-        "val_history": [round(v, 6) for v in result.val_history],
-        "epoch_times": [round(t, 4) for t in result.epoch_times],
-    })
+    return finish(TrialState.COMPLETE, None, result.value, result.test_value,
+                  attrs={"test_value": result.test_value, **_history(prepared)})
+
+
+def _history(prepared: PreparedStudy) -> dict[str, Any]:
+    result = prepared.trainer.last_result
+    if result is None:
+        return {}
+    return {"val_history": [round(v, 6) for v in result.val_history],
+            "epoch_times": [round(t, 4) for t in result.epoch_times],
+            "train_loss": [round(v, 6) if math.isfinite(v) else str(v) for v in result.train_loss]}
 
 
 def run_trials(
