@@ -186,29 +186,36 @@ class Trainer:
             data_loss.append(loss.detach())
             return full
 
+        on_device = data.x_train.device == device
+        # A constant rate without warmup never changes: skip the per-batch scheduler call.
+        step_schedule = per_batch and not (config.schedule.name == "constant"
+                                           and not config.schedule.params.get("warmup_fraction"))
         for epoch in range(config.epochs):
             start = time.perf_counter()
             model.train()
             perm = torch.randperm(n, generator=generator, device=data.x_train.device)
-            total = torch.zeros((), device=device)
+            losses: list[torch.Tensor] = []
             for step, i in enumerate(range(0, n, bs)):
                 idx = perm[i:i + bs]
-                xb = data.x_train[idx].to(device, non_blocking=True)
-                yb = data.y_train[idx].to(device, non_blocking=True)
+                xb, yb = data.x_train[idx], data.y_train[idx]
+                if not on_device:
+                    xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
                 data_loss.clear()
                 if needs_closure:
                     optimizer.step(closure)
                 else:
                     closure()
                     optimizer.step()
-                if per_batch:
+                if step_schedule:
                     scheduler.step()
-                loss = data_loss[0]
+                losses.append(data_loss[0])
                 if initial_loss is None:
-                    initial_loss = abs(float(loss)) + 1e-8
-                total += loss
-                if step % DIVERGENCE_CHECK_EVERY == DIVERGENCE_CHECK_EVERY - 1 and not torch.isfinite(total):
-                    raise Diverged(f"diverged: training loss became {float(total)} in epoch {epoch + 1}", epoch)
+                    initial_loss = abs(float(losses[0])) + 1e-8
+                if step % DIVERGENCE_CHECK_EVERY == DIVERGENCE_CHECK_EVERY - 1:
+                    partial = torch.stack(losses[-DIVERGENCE_CHECK_EVERY:]).sum()
+                    if not torch.isfinite(partial):
+                        raise Diverged(f"diverged: training loss became {float(partial)} in epoch {epoch + 1}", epoch)
+            total = torch.stack(losses).sum()
             mean_loss = float(total) / steps_per_epoch
             result.train_loss.append(mean_loss)
             if not math.isfinite(mean_loss):

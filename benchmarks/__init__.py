@@ -1,0 +1,1 @@
+"""Speed and search-quality benchmarks of tuner against plain Optuna + PyTorch (``python -m benchmarks.run``)."""

@@ -1,0 +1,78 @@
+"""Search quality and time-to-target: ``tuner study create`` with its defaults against the plain-Optuna peer.
+
+For each workload and seed: the peer script with TPE, then with random search (60 trials x 30 epochs, median
+pruning, as in the reference figures); then ``tuner study create --objective W --seed S`` with its default
+space, sampler, pruner and epochs, given the wall-clock budget the peer's TPE run took (``--timeout``). Both
+tools' clocks start after data loading, at their first trial.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+import optuna
+
+PEER = Path(__file__).with_name("peer_optuna.py")
+PEER_MODEL = {"mnist1d-mlp": "mlp", "mnist1d-cnn": "cnn", "digits-mlp": "digits"}
+
+
+def run_peer(workload: str, sampler: str, seed: int, trials: int, epochs: int) -> dict:
+    cmd = [sys.executable, str(PEER), "--model", PEER_MODEL[workload], "--sampler", sampler, "--seed", str(seed),
+           "--trials", str(trials), "--epochs", str(epochs)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    summary = rows[-1]
+    curve = [(r["t"], r["best"]) for r in rows[:-1] if r["best"] is not None]
+    states = [r["state"] for r in rows[:-1]]
+    return {
+        "tool": f"peer-{sampler}", "workload": workload, "seed": seed, "wall_s": summary["wall_s"],
+        "best_val": summary["best_val"], "test_of_best": summary["best_test"],
+        "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"), "failed": states.count("FAIL"),
+        "curve": curve, "best_config": summary["best_params"],
+    }
+
+
+def run_tuner(workload: str, seed: int, budget_s: float, extra: list[str] | None = None,
+              label: str = "tuner") -> dict:
+    """``tuner study create`` as a user runs it, with only the workload, seed, budget and storage given."""
+    with tempfile.TemporaryDirectory() as tmp:
+        storage = f"sqlite:///{tmp}/bench.db"
+        tuner = Path(sys.executable).with_name("tuner")
+        cmd = [str(tuner), "study", "create", "--objective", workload, "--seed", str(seed), "--name", "bench",
+               "--timeout", f"{budget_s:.1f}", "--n-trials", "100000", "--storage", storage, "--format", "json",
+               *(extra or [])]
+        subprocess.run(cmd, capture_output=True, text=True, check=True)
+        study = optuna.load_study(study_name="bench", storage=storage)
+        trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    start = min(t.datetime_start for t in trials)
+    curve, best, best_trial = [], None, None
+    # Only trials finished within the budget count: --timeout stops new trials, and the last one may run over.
+    finished = [t for t in trials if t.datetime_complete and _seconds(t.datetime_complete, start) <= budget_s]
+    for t in sorted(finished, key=lambda t: t.datetime_complete):
+        if t.state.name == "COMPLETE" and (best is None or t.value > best):
+            best, best_trial = t.value, t
+        if best is not None:
+            curve.append((round(_seconds(t.datetime_complete, start), 2), best))
+    states = [t.state.name for t in finished]
+    end = max(t.datetime_complete for t in trials if t.datetime_complete)
+    return {
+        "tool": label, "workload": workload, "seed": seed, "wall_s": round(_seconds(end, start), 1),
+        "best_val": best, "test_of_best": best_trial.user_attrs.get("test_value") if best_trial else None,
+        "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"), "failed": states.count("FAIL"),
+        "curve": curve, "best_config": best_trial.user_attrs.get("config") if best_trial else None,
+        "trials_over_budget": len(trials) - len(finished),
+    }
+
+
+def _seconds(a: datetime, b: datetime) -> float:
+    return (a - b).total_seconds()
+
+
+def time_to_target(curve: list[tuple[float, float]], target: float) -> float | None:
+    """Seconds until the running best reached ``target`` (None if never)."""
+    return next((t for t, best in curve if best >= target), None)
