@@ -308,3 +308,20 @@ def test_trainer_refuses_a_batch_larger_than_the_data(objective_ref: str):
     trainer.check_batch_size(128)
     with pytest.raises(DataError, match="batch_size 129 is larger than the 128 training samples"):
         trainer.fit(TrainConfig(batch_size=129, epochs=1))
+
+
+def test_mnist1d_validation_split_is_the_reference_protocol():
+    """The first 20% of a seed-0 torch permutation of the 4000 training samples, as the plain-Optuna reference
+    holds out, so that validation accuracies compare directly."""
+    import torch
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    from tuner.objectives import mnist1d
+
+    raw = make_dataset(get_dataset_args())
+    x = torch.tensor(raw["x"], dtype=torch.float32)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    data = mnist1d()
+    assert torch.equal(data.x_val, x[perm[:800]])
+    assert torch.equal(data.x_train, x[perm[800:]])
+    assert torch.equal(data.y_val, torch.tensor(raw["y"])[perm[:800]])

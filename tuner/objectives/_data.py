@@ -48,8 +48,12 @@ def mnist1d(seed: int = 42) -> Dataset:
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
-    x_tr, y_tr, x_val, y_val = split_arrays(arrays["x"], arrays["y"])
-    return from_arrays(x_tr, y_tr, x_val, y_val, arrays["x_test"], arrays["y_test"], n_classes=10)
+    # The reference protocol: a seeded torch permutation, the first 20% held out for validation.
+    x, y = arrays["x"], arrays["y"]
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(SPLIT_SEED)).numpy()
+    n_val = int(len(x) * VAL_FRACTION)
+    val, train = perm[:n_val], perm[n_val:]
+    return from_arrays(x[train], y[train], x[val], y[val], arrays["x_test"], arrays["y_test"], n_classes=10)
 
 
 def split_arrays(x: np.ndarray, y: np.ndarray, fraction: float = VAL_FRACTION, seed: int = SPLIT_SEED,
