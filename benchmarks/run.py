@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--seeds", type=int, default=None, help="seeds per tool (default 3, quick 1)")
     parser.add_argument("--device", default="cpu", help="device of the throughput benchmark (cpu, cuda)")
     parser.add_argument("--skip-search", action="store_true", help="only the throughput benchmark")
+    parser.add_argument("--skip-throughput", action="store_true", help="only the search benchmark")
+    parser.add_argument("--tuner-args", default="", help="extra `tuner study create` flags, to compare a "
+                                                          "changed default against the current one")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args(argv)
     seeds = args.seeds or (1 if args.quick else 3)
@@ -47,7 +51,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     throughput = []
     devices = ["cpu"] + (["cuda"] if args.device.startswith("cuda") else [])
-    for workload in args.workloads:
+    for workload in [] if args.skip_throughput else args.workloads:
         for device in devices:
             for threads in sorted({1, os.cpu_count() or 1}):
                 row = measure(workload, epochs=2 if args.quick else 30, repeats=1 if args.quick else 5,
@@ -62,7 +66,8 @@ def main(argv: list[str] | None = None) -> Path:
             for seed in range(seeds):
                 tpe = run_peer(workload, "tpe", seed, trials, epochs)
                 rnd = run_peer(workload, "random", seed, trials, epochs)
-                tun = run_tuner(workload, seed, budget_s=tpe["wall_s"])
+                tun = run_tuner(workload, seed, budget_s=tpe["wall_s"], extra=shlex.split(args.tuner_args),
+                                label="tuner " + args.tuner_args if args.tuner_args else "tuner")
                 for run in (tpe, rnd, tun):
                     run["budget_s"] = tpe["wall_s"]
                     run["target"] = tpe["best_val"]
