@@ -143,3 +143,12 @@ def test_cuda_training_matches_metric_range(objective_ref: str):
     result = Trainer(load_objective(objective_ref), device="cuda").fit(_config(epochs=5))
     assert all(math.isfinite(v) for v in result.train_loss)
     assert result.value > CHANCE + 0.1
+
+
+def test_fastest_threads_picks_one_of_the_candidates_and_restores_the_setting(trainer: Trainer):
+    import torch
+
+    before = torch.get_num_threads()
+    assert trainer.fastest_threads([1, 2], steps=3) in (1, 2)
+    assert trainer.fastest_threads([3]) == 3
+    assert torch.get_num_threads() == before

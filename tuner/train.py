@@ -135,6 +135,31 @@ class Trainer:
             raise ConfigError(f"The model of objective {self.objective.name!r} does not fit its data: "
                               f"{type(exc).__name__}: {exc}") from exc
 
+    def fastest_threads(self, candidates: list[int], steps: int = 30, batch_size: int = 64) -> int:
+        """Times a few training steps with each torch thread count and returns the fastest. Small models
+        often train faster on one thread than on several; larger ones the other way round."""
+        candidates = sorted(set(candidates))
+        if len(candidates) == 1 or self.device.type != "cpu":
+            return candidates[-1]
+        previous = torch.get_num_threads()
+        x, y = self.data.x_train[:batch_size], self.data.y_train[:batch_size]
+        timings = {}
+        model = self.objective.build_model(self.cpu_data).to(self.device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        try:
+            for threads in candidates:
+                torch.set_num_threads(threads)
+                for i in range(steps + 5):
+                    if i == 5:
+                        start = time.perf_counter()
+                    optimizer.zero_grad()
+                    self.loss_fn(model(x), y).backward()
+                    optimizer.step()
+                timings[threads] = time.perf_counter() - start
+        finally:
+            torch.set_num_threads(previous)
+        return min(timings, key=timings.get)
+
     def check_batch_size(self, batch_size: int) -> None:
         n = len(self.data.x_train)
         if batch_size > n:

@@ -46,7 +46,8 @@ PRUNER_CLASSES = {
 def make_spec(objective_ref: str, space_file: Path, storage_url: str):
     def make(**overrides) -> StudySpec:
         fields = {"name": "s", "objective": objective_ref, "space": str(space_file), "sampler": "random",
-                  "pruner": "none", "n_trials": 3, "epochs": 2, "storage": storage_url, "device": "cpu"}
+                  "pruner": "none", "n_trials": 3, "epochs": 2, "storage": storage_url, "device": "cpu",
+                  "threads": 1}
         return StudySpec.from_mapping({**fields, **overrides}, "test")
 
     return make
@@ -502,3 +503,13 @@ def test_spec_stores_local_files_by_absolute_path(tmp_path, monkeypatch):
     assert spec.objective == f"{tmp_path.resolve()}/obj.py:objective"
     assert spec.data == str((tmp_path / "d.csv").resolve())
     assert StudySpec(objective="mnist1d-cnn").objective == "mnist1d-cnn"
+
+
+def test_threads_pinned_by_the_spec_are_used(make_spec):
+    import torch
+
+    study, prepared = _create(make_spec(n_trials=1, threads=1))
+    summary = run_trials(study, prepared)
+    assert summary.threads == 1 and torch.get_num_threads() == 1
+    study, prepared = _create(make_spec(name="auto", n_trials=1, threads=None))
+    assert run_trials(study, prepared).threads in (1, max(1, (__import__("os").cpu_count() or 1)))

@@ -107,12 +107,12 @@ def _run(study: optuna.Study, prepared: Any, fmt: Format, n_trials: int, timeout
     summary = study_summary(study)
     if fmt is Format.json:
         print_json({**summary, "run": {"trials": len(run.outcomes), "seconds": round(run.seconds, 2),
-                                       "stopped_by": run.stopped_by}})
+                                       "stopped_by": run.stopped_by, "threads": run.threads}})
         return
     if not run.outcomes and run.stopped_by == "budget":
         out.print(f"the study already has its {n_trials} finished trials; raise the budget with --n-trials")
     else:
-        out.print(f"ran {len(run.outcomes)} trial(s) in {run.seconds:.1f}s"
+        out.print(f"ran {len(run.outcomes)} trial(s) in {run.seconds:.1f}s on {run.threads} thread(s)"
                   + (" (timeout reached)" if run.stopped_by == "timeout" else ""))
     print_summary(summary)
     print_best_config(summary)
@@ -136,6 +136,7 @@ def study_create(
     storage: StorageOpt = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the sampler and the trials.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads [default: timed at start].")] = None,
     data: Annotated[str | None, typer.Option(help="CSV file (objective 'tabular').")] = None,
     target: Annotated[str | None, typer.Option(help="Target column (objective 'tabular').")] = None,
     no_run: Annotated[bool, typer.Option("--no-run", help="Only create the study.")] = False,
@@ -148,6 +149,7 @@ def study_create(
     spec_obj = base.with_overrides(
         name=name, objective=objective, space=space, sampler=sampler, pruner=pruner, n_trials=n_trials,
         timeout=timeout, epochs=epochs, storage=storage, device=device, seed=seed, data=data, target=target,
+        threads=threads,
     )
     prepared = prepare(spec_obj)
     study = create_or_join(prepared)
@@ -174,13 +176,14 @@ def study_run(
     n_trials: Annotated[int | None, typer.Option(help="Raise or lower the study's trial budget.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds after which no new trial starts.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads [default: timed at start].")] = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Continue (or join) a study: the spec and space come from the storage."""
     from tuner.study import create_or_join, prepare, stored_spec
 
     spec_obj, space_data = stored_spec(name, storage)
-    spec_obj = spec_obj.with_overrides(n_trials=n_trials, timeout=timeout, device=device)
+    spec_obj = spec_obj.with_overrides(n_trials=n_trials, timeout=timeout, device=device, threads=threads)
     prepared = prepare(spec_obj, space_data=space_data)
     study = create_or_join(prepared)
     _run(study, prepared, fmt, spec_obj.n_trials, spec_obj.timeout)

@@ -46,6 +46,7 @@ class RunSummary:
     outcomes: list[TrialOutcome] = field(default_factory=list)
     seconds: float = 0.0
     stopped_by: str = "budget"  # budget | timeout | failures
+    threads: int = 1
 
 
 def trial_seed(study_seed: int, number: int) -> int:
@@ -175,8 +176,10 @@ def run_trials(
     """
     n_trials = n_trials or prepared.spec.n_trials
     timeout = timeout if timeout is not None else prepared.spec.timeout
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers)))
-    summary = RunSummary()
+    threads = prepared.spec.threads or prepared.trainer.fastest_threads(
+        [1, max(1, (os.cpu_count() or 1) // max(1, workers))])
+    torch.set_num_threads(threads)
+    summary = RunSummary(threads=threads)
     start = time.monotonic()
     consecutive = 0
     while True:

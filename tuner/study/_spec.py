@@ -49,6 +49,8 @@ class StudySpec(BaseModel):
     storage: str | None = Field(None, description="storage URL; default $TUNER_STORAGE or sqlite:///tuner.db")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     seed: int = Field(0, ge=0, description="seed of the sampler and of every trial's training")
+    threads: int | None = Field(None, gt=0, description="torch threads per worker; default: the faster of 1 "
+                                                         "and cores / workers, timed on the objective at start")
     description: str = ""
 
     @field_validator("name")
