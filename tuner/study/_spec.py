@@ -41,7 +41,7 @@ class StudySpec(BaseModel):
     target: str | None = Field(None, description="target column for the tabular objective")
     space: str | dict[str, Any] = Field("default", description="built-in space name, YAML path, or mapping")
     sampler: str | dict[str, Any] = Field("tpe", description="tpe, random, qmc, cmaes, gp or grid")
-    pruner: str | dict[str, Any] = Field("patient", description="median, percentile, successive_halving, "
+    pruner: str | dict[str, Any] = Field("median", description="median, percentile, successive_halving, "
                                                                 "hyperband, wilcoxon, patient or none")
     n_trials: int = Field(30, gt=0, description="trials to finish (complete or pruned) in the study")
     timeout: float | None = Field(None, gt=0, description="seconds after which no new trial starts")
