@@ -199,8 +199,6 @@ class SearchSpace:
 
         return yaml.safe_dump(self.raw, sort_keys=False)
 
-    def max_batch_size(self) -> int:
-        return int(max(v for v in self.batch_size.endpoints() if v is not None))
 
 
 def _grid_values(param: Param, points: int) -> list[Any]:

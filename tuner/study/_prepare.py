@@ -71,7 +71,7 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None) -> Prepar
                           f"training samples of objective {objective.name!r}.")
     trainer.check_model()
     grid: list[dict[str, Any]] = []
-    if _sampler_name(spec) == "grid":
+    if spec.sampler_name == "grid":
         grid = space.grid_points()
         if len(grid) > GRID_LIMIT:
             raise ConfigError(f"The grid over space {space.name!r} has {len(grid)} points (over {GRID_LIMIT}); "
@@ -84,10 +84,6 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None) -> Prepar
     sampler = build_sampler(spec.sampler, context)
     pruner = build_pruner(spec.pruner, context)
     return PreparedStudy(spec, space, objective, trainer, sampler, pruner, grid)
-
-
-def _sampler_name(spec: StudySpec) -> str:
-    return spec.sampler if isinstance(spec.sampler, str) else str(spec.sampler.get("name"))
 
 
 def _joining_seed(seed: int, n_existing: int) -> int:

@@ -71,19 +71,13 @@ def _tell(study: optuna.Study, trial: optuna.Trial | int, **kwargs: Any) -> None
             time.sleep(0.5 * 2**attempt)
 
 
-def _pruner_name(prepared: PreparedStudy) -> str:
-    pruner = prepared.spec.pruner
-    return pruner if isinstance(pruner, str) else pruner["name"]
-
-
 class _SamplerFailed(Exception):
     pass
 
 
 def _sampler_error(prepared: PreparedStudy, exc: BaseException) -> StudyError:
-    sampler = prepared.spec.sampler if isinstance(prepared.spec.sampler, str) else prepared.spec.sampler["name"]
-    return StudyError(f"The {sampler!r} sampler could not propose a trial ({type(exc).__name__}: {exc}); "
-                      f"check its options.")
+    return StudyError(f"The {prepared.spec.sampler_name!r} sampler could not propose a trial "
+                      f"({type(exc).__name__}: {exc}); check its options.")
 
 
 def _ask(study: optuna.Study, prepared: PreparedStudy) -> optuna.Trial:
@@ -103,7 +97,7 @@ def run_one(study: optuna.Study, prepared: PreparedStudy) -> TrialOutcome:
     trial = _ask(study, prepared)
     spec = prepared.spec
     start = time.perf_counter()
-    pruner = _pruner_name(prepared)
+    pruner = prepared.spec.pruner_name
     config: TrainConfig | None = None
 
     def report(epoch: int, value: float) -> None:

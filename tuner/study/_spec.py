@@ -97,6 +97,14 @@ class StudySpec(BaseModel):
         space = self.space if isinstance(self.space, str) else "custom"
         return f"{Path(self.objective.split(':')[0]).stem}-{Path(space).stem}"
 
+    @property
+    def sampler_name(self) -> str:
+        return self.sampler if isinstance(self.sampler, str) else self.sampler["name"]
+
+    @property
+    def pruner_name(self) -> str:
+        return self.pruner if isinstance(self.pruner, str) else self.pruner["name"]
+
     def objective_options(self) -> dict[str, Any]:
         return {k: v for k, v in (("data", self.data), ("target", self.target)) if v is not None}
 
