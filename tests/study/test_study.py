@@ -513,3 +513,30 @@ def test_threads_pinned_by_the_spec_are_used(make_spec):
     assert summary.threads == 1 and torch.get_num_threads() == 1
     study, prepared = _create(make_spec(name="auto", n_trials=1, threads=None))
     assert run_trials(study, prepared).threads in (1, max(1, (__import__("os").cpu_count() or 1)))
+
+
+def test_epochs_default_to_the_objectives_own(make_spec, tmp_path: Path, objective_file: Path, storage_url: str):
+    """A spec without ``epochs`` trains each trial for the objective's ``epochs`` (else 20); the resolved
+    number is stored, so resuming with the same spec joins the study."""
+    module = tmp_path / "long_objective.py"
+    module.write_text(objective_file.read_text().replace(
+        'description="make_classification, 200 samples, 3 classes")',
+        'description="make_classification, 200 samples, 3 classes", epochs=3)'))
+    spec = make_spec(objective=f"{module}:objective", epochs=None, n_trials=2)
+    study, prepared = _create(spec)
+    assert prepared.spec.epochs == 3
+    run_trials(study, prepared)
+    assert [len(t.intermediate_values) for t in study.trials] == [3, 3]
+    assert stored_spec("s", storage_url)[0].epochs == 3
+    _create(spec)  # same spec again: joins, no identity conflict
+    assert prepare(make_spec(epochs=None)).spec.epochs == 20
+    assert prepare(make_spec(objective=f"{module}:objective", epochs=5, name="t")).spec.epochs == 5
+
+
+def test_objective_epochs_must_be_positive(objective_file: Path, tmp_path: Path):
+    from tuner.objectives import load_objective
+
+    module = tmp_path / "bad_epochs.py"
+    module.write_text(objective_file.read_text().replace('3 classes")', '3 classes", epochs=0)'))
+    with pytest.raises(ConfigError, match="epochs must be a positive integer"):
+        load_objective(f"{module}:objective")

@@ -155,8 +155,8 @@ def study_create(
     study = create_or_join(prepared)
     if fmt is Format.text:
         out.print(f"study [bold]{prepared.name}[/] in {_masked(prepared.storage_url)}: objective "
-                  f"{prepared.objective.name}, space {prepared.space.name}, {spec_obj.n_trials} trials x "
-                  f"{spec_obj.epochs} epochs on {prepared.trainer.device}")
+                  f"{prepared.objective.name}, space {prepared.space.name}, {prepared.spec.n_trials} trials x "
+                  f"{prepared.spec.epochs} epochs on {prepared.trainer.device}")
     if no_run:
         if fmt is Format.json:
             print_json(study_summary(study))
@@ -164,7 +164,7 @@ def study_create(
             storage_flag = f" --storage {_quote(prepared.storage_url)}" if spec_obj.storage else ""
             out.print(f"created; run it with: tuner study run {_quote(prepared.name)}{storage_flag}", markup=False)
         return
-    _run(study, prepared, fmt, spec_obj.n_trials, spec_obj.timeout)
+    _run(study, prepared, fmt, prepared.spec.n_trials, prepared.spec.timeout)
 
 
 @study_app.command("run")
@@ -186,7 +186,7 @@ def study_run(
     spec_obj = spec_obj.with_overrides(n_trials=n_trials, timeout=timeout, device=device, threads=threads)
     prepared = prepare(spec_obj, space_data=space_data)
     study = create_or_join(prepared)
-    _run(study, prepared, fmt, spec_obj.n_trials, spec_obj.timeout)
+    _run(study, prepared, fmt, prepared.spec.n_trials, prepared.spec.timeout)
 
 
 @study_app.command("list")
@@ -314,6 +314,7 @@ def objectives_show(
         "test": None if d.x_test is None else len(d.x_test),
         "parameters": sum(p.numel() for p in model.parameters()),
         "dropout_modules": sum(1 for m in model.modules() if "Dropout" in type(m).__name__),
+        "epochs_per_trial": obj.trial_epochs,
     }
     if fmt is Format.json:
         print_json(info)

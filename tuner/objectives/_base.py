@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from tuner._registry import Registry
-from tuner.errors import DataError
+from tuner.errors import ConfigError, DataError
 
 __all__ = ["Dataset", "Objective", "Metric", "get_metric", "list_metrics"]
 
@@ -60,6 +60,9 @@ class Metric:
     direction: str  # maximize | minimize
 
 
+DEFAULT_EPOCHS = 20
+
+
 def _accuracy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (out.argmax(1) == y).float().mean()
 
@@ -104,6 +107,7 @@ class Objective:
         metric: ``accuracy``, ``r2``, ``mse`` or ``rmse``; its direction is the study's direction.
         loss: ``loss(outputs, targets)``; defaults to cross-entropy with classes, MSE without.
         description: one line for ``tuner objectives list``.
+        epochs: training epochs per trial that studies use unless their spec sets ``epochs`` (default 20).
 
     Example:
         >>> objective = Objective("my-task", load_data=my_data, build_model=lambda d: MyNet(d.n_features))
@@ -116,9 +120,17 @@ class Objective:
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     description: str = ""
     options: dict[str, Any] | None = None
+    epochs: int | None = None
 
     def __post_init__(self) -> None:
         get_metric(self.metric)
+        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
+            raise ConfigError(f"Objective {self.name!r}: epochs must be a positive integer (got {self.epochs!r}).")
+
+    @property
+    def trial_epochs(self) -> int:
+        """Epochs per trial for studies whose spec does not set them."""
+        return self.epochs or DEFAULT_EPOCHS
 
     @property
     def direction(self) -> str:

@@ -63,6 +63,8 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None) -> Prepar
     space = (SearchSpace.from_dict(space_data, name="stored", source=f"study {spec.study_name!r}")
              if space_data is not None else load_space(spec.space))
     objective = load_objective(spec.objective, **spec.objective_options())
+    if spec.epochs is None:
+        spec = spec.with_overrides(epochs=objective.trial_epochs)
     trainer = Trainer(objective, device=spec.device)
     n_train = len(trainer.data.x_train)
     too_big = [b for b in space.batch_size.endpoints() if isinstance(b, int) and b > n_train]

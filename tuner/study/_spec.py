@@ -45,7 +45,8 @@ class StudySpec(BaseModel):
                                                                 "hyperband, wilcoxon, patient or none")
     n_trials: int = Field(30, gt=0, description="trials to finish (complete or pruned) in the study")
     timeout: float | None = Field(None, gt=0, description="seconds after which no new trial starts")
-    epochs: int = Field(20, gt=0, description="training epochs per trial")
+    epochs: int | None = Field(None, gt=0, description="training epochs per trial; default: the objective's "
+                                                         "own (Objective.epochs), else 20")
     storage: str | None = Field(None, description="storage URL; default $TUNER_STORAGE or sqlite:///tuner.db")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     seed: int = Field(0, ge=0, description="seed of the sampler and of every trial's training")
