@@ -30,6 +30,7 @@ SPEC_ATTR = "tuner:spec"
 SPACE_ATTR = "tuner:space"
 FINGERPRINT_ATTR = "tuner:space_fingerprint"
 VERSION_ATTR = "tuner:version"
+METRIC_ATTR = "tuner:metric"
 GRID_LIMIT = 100_000
 
 
@@ -108,6 +109,7 @@ def _stored_attrs(prepared: PreparedStudy) -> dict[str, Any]:
         SPACE_ATTR: prepared.space.raw,
         FINGERPRINT_ATTR: prepared.space.fingerprint(),
         VERSION_ATTR: __version__,
+        METRIC_ATTR: prepared.objective.metric,
     }
 
 
@@ -171,6 +173,9 @@ def stored_spec(name: str, storage_url: str | None = None) -> tuple[StudySpec, d
     study = _load(name, url)
     attrs = study.user_attrs
     if SPEC_ATTR not in attrs:
+        if "tuner:tune" in attrs:
+            raise StudyError(f"Study {name!r} was created by tuner.tune() in Python: continue it by calling "
+                             f"tuner.tune() again with the same storage and study_name.")
         raise StudyError(f"Study {name!r} in {mask_url(url)} was not created by tuner: it has no stored spec.")
     spec = StudySpec.from_mapping({**attrs[SPEC_ATTR], "storage": storage_url}, f"study {name!r}")
     return spec, attrs.get(SPACE_ATTR) or {}

@@ -1,0 +1,140 @@
+"""``tuner study report|export|trials``: what a study found, as files a user can read or load."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tuner.cli._app import Format, FormatOpt, StorageOpt, _masked, handle_errors, study_app
+from tuner.cli._output import err, out, print_json
+from tuner.errors import ConfigError
+
+TopK = Annotated[int, typer.Option("--top-k", min=1, help="Best configs re-trained in the confirmation runs.")]
+Seeds = Annotated[int, typer.Option("--seeds", min=1, help="New seeds per config in the confirmation runs.")]
+NoConfirm = Annotated[bool, typer.Option("--no-confirm", help="Recommend the best trial as it is; no re-training "
+                                                             "(a stored confirmation is still used).")]
+
+
+class Evaluator(str, Enum):
+    ped_anova = "ped-anova"
+    fanova = "fanova"
+
+
+class ExportFormat(str, Enum):
+    yaml = "yaml"
+    json = "json"
+    python = "python"
+
+
+def _progress(quiet: bool):
+    def on_run(trial: int, seed: int, value: float) -> None:
+        if not quiet:
+            err.print(f"confirmation: trial {trial}, seed {seed}: {value:.4g}")
+    return on_run
+
+
+@study_app.command("report")
+@handle_errors
+def study_report(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    *,
+    storage: StorageOpt = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder [default: ./<name>-report].")] = None,
+    importance: Annotated[Evaluator, typer.Option(help="Importance evaluator.")] = Evaluator.ped_anova,
+    top_k: TopK = 3,
+    seeds: Seeds = 3,
+    no_confirm: NoConfirm = False,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Write report.html (self-contained), report.md, plots, recommended.yaml and narrowed-space.yaml."""
+    from tuner.report import study_fit, write_report
+    from tuner.study import default_storage, open_study
+
+    url = storage or default_storage()
+    study = open_study(name, url)
+    folder = output or Path(f"{name}-report")
+    quiet = fmt is Format.json
+    files = write_report(study, folder, storage_label=_masked(url),
+                         fit=None if no_confirm else study_fit(study, storage), evaluator=importance.value,
+                         top_k=top_k, seeds=seeds, confirm_runs=True, on_run=_progress(quiet))
+    if quiet:
+        print_json({k: str(v) for k, v in files.items()})
+        return
+    out.print(f"wrote {len(files)} files to {folder}/: open {folder / 'report.html'}", markup=False)
+
+
+@study_app.command("export")
+@handle_errors
+def study_export(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    *,
+    storage: StorageOpt = None,
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="yaml or json (a TrainConfig for "
+                                                               "tuner.load_config), or python (plain torch).")
+                   ] = ExportFormat.yaml,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="File [default: standard output].")] = None,
+    trial: Annotated[int | None, typer.Option(help="Export this trial's config instead of the recommendation.")
+                     ] = None,
+    top_k: TopK = 3,
+    seeds: Seeds = 3,
+    no_confirm: NoConfirm = False,
+) -> None:
+    """Export the recommended config (confirmed by re-training the top trials, stored for reuse)."""
+    from tuner.export import python_snippet
+    from tuner.report import study_recommendation
+    from tuner.report._confirm import _json_safe
+    from tuner.study import open_study
+    from tuner.study._prepare import METRIC_ATTR
+
+    study = open_study(name, storage)
+    rec = study_recommendation(study, storage, trial=trial, top_k=top_k, seeds=seeds, confirm_runs=not no_confirm,
+                               on_run=_progress(False))
+    meta = rec.metadata(study, study.user_attrs.get(METRIC_ATTR) or "value")
+    if fmt is ExportFormat.python:
+        value = meta.get("value")
+        shown = f"{meta['metric']} {value:.4g}" if isinstance(value, float) else ""
+        text = python_snippet(rec.config, title=f"study {name!r}, trial {rec.trial}, {shown} ({rec.source})")
+    elif fmt is ExportFormat.json:
+        text = rec.config.to_json(**_json_safe(meta))
+    else:
+        text = rec.config.to_yaml(**meta)
+    if not text.endswith("\n"):
+        text += "\n"
+    if output is None:
+        sys.stdout.write(text)
+        return
+    if output.is_dir():
+        raise ConfigError(f"{output}: is a folder; give a file name, e.g. {output / ('best.' + fmt.value)}")
+    output.write_text(text)
+    err.print(f"wrote {output} ({rec.config.summary()}; {rec.source})", markup=False)
+
+
+@study_app.command("trials")
+@handle_errors
+def study_trials(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    *,
+    storage: StorageOpt = None,
+    csv: Annotated[Path | None, typer.Option("--csv", help="Write the table to this CSV file.")] = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Every trial with its parameters and recorded attributes (flattened), as a table or CSV."""
+    from tuner.report import trials_frame
+    from tuner.study import open_study
+
+    frame = trials_frame(open_study(name, storage))
+    if csv is not None:
+        frame.to_csv(csv, index=False)
+        err.print(f"wrote {len(frame)} trials x {len(frame.columns)} columns to {csv}", markup=False)
+        return
+    if fmt is Format.json:
+        sys.stdout.write(frame.to_json(orient="records", date_format="iso") + "\n")
+        return
+    cols = [c for c in ("number", "state", "value", "test_value", "duration_s", "epochs_run",
+                        "config.optimizer.name", "config.optimizer.lr", "config.batch_size", "reason")
+            if c in frame.columns]
+    out.print(frame[cols].to_string(index=False, max_colwidth=60), markup=False)

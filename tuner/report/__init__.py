@@ -1,0 +1,186 @@
+"""What a study found: importances, plots, the recommended config, a narrowed space, and the report files.
+
+Example:
+    >>> from tuner.report import write_report
+    >>> paths = write_report(study, "report/", fit=study_fit(study, storage_url))
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from tuner.errors import StudyError, TunerError
+from tuner.report._analysis import (
+    EVALUATORS,
+    Importance,
+    complete_trials,
+    importances,
+    narrow_space,
+    per_optimizer_best,
+    trials_frame,
+)
+from tuner.report._confirm import (
+    CONFIRMATION_ATTR,
+    Candidate,
+    Confirmation,
+    FitFn,
+    Recommendation,
+    confirm,
+    recommend,
+    recommendation,
+    stored_confirmation,
+)
+from tuner.study._prepare import METRIC_ATTR, SPACE_ATTR, SPEC_ATTR
+
+__all__ = [
+    "CONFIRMATION_ATTR",
+    "EVALUATORS",
+    "Candidate",
+    "Confirmation",
+    "FitFn",
+    "Importance",
+    "Recommendation",
+    "confirm",
+    "importances",
+    "narrow_space",
+    "per_optimizer_best",
+    "recommend",
+    "recommendation",
+    "stored_confirmation",
+    "study_fit",
+    "study_recommendation",
+    "trials_frame",
+    "write_report",
+]
+
+log = logging.getLogger(__name__)
+
+
+
+class _StudyFit:
+    """Trains a config on the study's own objective (loaded lazily from the stored spec)."""
+
+    def __init__(self, study: optuna.Study, storage_url: str | None) -> None:
+        self.study, self.storage_url = study, storage_url
+        self._prepared: Any = None
+
+    def prepared(self) -> Any:
+        if self._prepared is None:
+            from tuner.study import prepare, stored_spec
+
+            spec, space = stored_spec(self.study.study_name, self.storage_url)
+            self._prepared = prepare(spec, space_data=space)
+            import torch
+
+            torch.set_num_threads(spec.threads or self._prepared.trainer.fastest_threads([1, max(1, _cores())]))
+        return self._prepared
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return math.ceil(len(self.prepared().trainer.data.x_train) / batch_size)
+
+    def __call__(self, config: Any) -> tuple[float, float | None]:
+        result = self.prepared().trainer.fit(config)
+        return result.value, result.test_value
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def study_fit(study: optuna.Study, storage_url: str | None = None) -> _StudyFit | None:
+    """A ``fit(config)`` that re-trains on the study's objective, or None for studies not created from a
+    spec (``tuner.tune`` studies: pass their ``train_fn`` to ``tuner.confirm`` instead)."""
+    spec = study.user_attrs.get(SPEC_ATTR) or {}
+    return _StudyFit(study, storage_url) if spec.get("objective") else None
+
+
+def _metric(study: optuna.Study) -> str:
+    return study.user_attrs.get(METRIC_ATTR) or "value"
+
+
+def study_recommendation(study: optuna.Study, storage_url: str | None = None, *, trial: int | None = None,
+                         top_k: int = 3, seeds: int = 3, confirm_runs: bool = True,
+                         on_run: Callable[[int, int, float], None] | None = None) -> Recommendation:
+    """The recommendation of a study created by ``tuner study create``: confirmed by re-training on its
+    objective unless stored already (or ``confirm_runs=False``)."""
+    spec = study.user_attrs.get(SPEC_ATTR) or {}
+    fit = study_fit(study, storage_url) if confirm_runs else None
+    return recommendation(study, fit, trial=trial, top_k=top_k, seeds=seeds, study_seed=int(spec.get("seed") or 0),
+                          confirm_runs=confirm_runs, on_run=on_run)
+
+
+def write_report(study: optuna.Study, out_dir: str | Path, *, storage_label: str = "", fit: FitFn | None = None,
+                 evaluator: str = "ped-anova", top_k: int = 3, seeds: int = 3, confirm_runs: bool = True,
+                 steps_per_epoch: int | None = None,
+                 on_run: Callable[[int, int, float], None] | None = None) -> dict[str, Path]:
+    """Writes ``report.md``, ``report.html`` (self-contained), the PNG plots, ``recommended.yaml`` and
+    ``narrowed-space.yaml`` into ``out_dir``; returns the files by name.
+
+    ``fit(config) -> (validation, test)`` re-trains configs for the confirmation runs; without it a stored
+    confirmation is used, else the best trial.
+    """
+    from tuner.report._plots import draw_all
+    from tuner.report._render import ReportData, reason_counts, render_html, render_markdown
+    from tuner.study import counts
+
+    if evaluator not in EVALUATORS:
+        from tuner.errors import ConfigError
+
+        raise ConfigError(f"Unknown importance evaluator {evaluator!r}. Valid choices: {', '.join(EVALUATORS)}.")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = dict(study.user_attrs.get(SPEC_ATTR) or {})
+    metric = _metric(study)
+    notes: list[str] = []
+    if not complete_trials(study):
+        raise StudyError(f"Study {study.study_name!r} has no complete trial yet: nothing to report. "
+                         f"Run it with `tuner study run {study.study_name}`.")
+    rec = recommendation(study, fit, top_k=top_k, seeds=seeds, study_seed=int(spec.get("seed") or 0),
+                         confirm_runs=confirm_runs, on_run=on_run)
+    if rec.confirmation is None:
+        notes.append("the recommendation is the best single trial: its config was not re-trained with other seeds")
+    files: dict[str, Path] = {}
+    files["recommended.yaml"] = rec.config.save(out / "recommended.yaml", **rec.metadata(study, metric))
+    try:
+        imps = importances(study, evaluator)
+    except TunerError as exc:
+        imps = []
+        notes.append(f"importances not computed: {exc}")
+    per_opt = []
+    for name, t in per_optimizer_best(study).items():
+        from tuner.config import TrainConfig
+
+        per_opt.append({"optimizer": name, "trial": t.number, "value": t.value,
+                        "test_value": t.user_attrs.get("test_value"),
+                        "summary": TrainConfig.from_dict(t.user_attrs["config"]).summary()})
+    narrowed_yaml, narrowed_notes = None, []
+    raw_space = study.user_attrs.get(SPACE_ATTR)
+    if raw_space:
+        try:
+            narrowed, narrowed_notes = narrow_space(study, raw_space, anchor=rec.trial)
+            narrowed["description"] = f"narrowed from study {study.study_name!r} around its best trials"
+            narrowed_yaml = yaml.safe_dump(narrowed, sort_keys=False)
+            files["narrowed-space.yaml"] = out / "narrowed-space.yaml"
+            files["narrowed-space.yaml"].write_text(narrowed_yaml)
+        except TunerError as exc:
+            notes.append(f"no narrowed space: {exc}")
+    if steps_per_epoch is None:
+        steps_per_epoch = fit.steps_per_epoch(rec.config.batch_size) if isinstance(fit, _StudyFit) else 100
+    plots, skipped = draw_all(study, out, metric, imps, evaluator, rec.config, steps_per_epoch)
+    files.update({p.name: p for p in plots.values()})
+    data = ReportData(study, metric, storage_label, spec, {k: v for k, v in counts(study).items()},
+                      reason_counts(study), rec, per_opt, imps, evaluator, narrowed_yaml, narrowed_notes, plots,
+                      skipped, notes)
+    files["report.md"] = render_markdown(data, out)
+    files["report.html"] = render_html(data, out)
+    return files
+

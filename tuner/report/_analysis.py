@@ -1,0 +1,361 @@
+"""Tables and statistics over a study's trials: the trials frame, importances with conditional parameters,
+per-optimizer bests and a narrowed search space."""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.errors import ConfigError, StudyError
+
+__all__ = ["trials_frame", "Importance", "importances", "per_optimizer_best", "narrow_space", "complete_trials",
+           "EVALUATORS"]
+
+EVALUATORS = ("ped-anova", "fanova")
+ABSENT = "(absent)"
+
+
+def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Complete trials with a finite value, best first."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None and math.isfinite(t.value)]
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(done, key=lambda t: (-t.value if maximize else t.value, t.number))
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif isinstance(value, (list, tuple)):
+        out[prefix] = ", ".join(str(v) for v in value) if all(not isinstance(v, dict) for v in value) else str(value)
+    else:
+        out[prefix] = value
+
+
+_LONG_ATTRS = ("val_history", "epoch_times", "train_loss", "traceback")
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: number, state, value, timing, every Optuna parameter (``params.<name>``) and every
+    user attribute flattened (``config.optimizer.lr``, ``test_value``, ``reason``, ...). Per-epoch histories
+    become ``epochs_run`` and ``last_val``."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row: dict[str, Any] = {
+            "number": t.number, "state": t.state.name, "value": t.value,
+            "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete,
+            "duration_s": (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start else None,
+        }
+        row.update({f"params.{k}": v for k, v in t.params.items()})
+        attrs = dict(t.user_attrs)
+        history = attrs.get("val_history") or list(t.intermediate_values.values())
+        row["epochs_run"] = len(history)
+        row["last_val"] = history[-1] if history else None
+        for key in _LONG_ATTRS:
+            attrs.pop(key, None)
+        flat: dict[str, Any] = {}
+        _flatten("", attrs, flat)
+        row.update(flat)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=["number", "state", "value"])
+    first = ["number", "state", "value", "test_value", "duration_s", "epochs_run", "last_val", "reason"]
+    lead = [c for c in first if c in frame.columns]
+    params = sorted(c for c in frame.columns if c.startswith("params."))
+    rest = sorted(c for c in frame.columns if c not in lead and c not in params)
+    return frame[lead + params + rest]
+
+
+# -- importances -----------------------------------------------------------------------------------------
+@dataclass
+class Importance:
+    """A parameter's share of the variation in the objective (shares sum to 1)."""
+
+    name: str
+    importance: float
+    present: float  # fraction of complete trials that have it
+    merged_from: list[str]  # per-branch parameters merged into this one (``adamw.lr``, ``sgd.lr`` -> ``lr``)
+
+    @property
+    def conditional(self) -> bool:
+        return self.present < 1.0
+
+
+def _merge_groups(trials: list[FrozenTrial]) -> dict[str, list[str]]:
+    """Per-branch parameters that every trial has exactly one of (every optimizer's ``lr``, each optimizer's
+    own ``weight_decay`` or the global one) merge into one parameter, all floats on one scale."""
+    names: set[str] = set()
+    dists: dict[str, Any] = {}
+    for t in trials:
+        names.update(t.params)
+        dists.update(t.distributions)
+    by_key: dict[str, list[str]] = {}
+    for name in sorted(names):
+        key = name.split(".", 1)[1] if "." in name else name
+        by_key.setdefault(key, []).append(name)
+    groups = {}
+    for key, members in by_key.items():
+        if len(members) < 2:
+            continue
+        if not all(isinstance(dists[m], FloatDistribution) for m in members):
+            continue
+        if len({dists[m].log for m in members}) != 1:
+            continue
+        if not all(sum(m in t.params for m in members) == 1 for t in trials):
+            continue
+        # Ranges that barely overlap (decoupled vs coupled weight decay) measure different things: merging
+        # them would turn the merged value into a proxy for the optimizer.
+        if all(_overlap(dists[a], dists[b]) >= 0.25 for a in members for b in members if a < b):
+            groups[key] = members
+    return groups
+
+
+def _overlap(a: FloatDistribution, b: FloatDistribution) -> float:
+    """The share of the narrower range that both ranges cover (on the log scale for log ranges)."""
+    f = math.log if a.log else float
+    lo, hi = max(f(a.low), f(b.low)), min(f(a.high), f(b.high))
+    narrower = min(f(a.high) - f(a.low), f(b.high) - f(b.low))
+    if narrower <= 0:
+        return 1.0 if lo <= hi else 0.0
+    return max(0.0, hi - lo) / narrower
+
+
+def _imputed_study(trials: list[FrozenTrial], direction: optuna.study.StudyDirection,
+                   groups: dict[str, list[str]]) -> tuple[optuna.Study, dict[str, float]]:
+    """An in-memory study in which every trial has every parameter: merged groups take the branch's value,
+    other absent parameters a value outside their range (or an ``(absent)`` category)."""
+    member_of = {m: key for key, members in groups.items() for m in members}
+    dists: dict[str, Any] = {}
+    for t in trials:
+        for name, dist in t.distributions.items():
+            target = member_of.get(name, name)
+            if target in dists and target in groups:
+                old = dists[target]
+                dists[target] = FloatDistribution(min(old.low, dist.low), max(old.high, dist.high), log=old.log)
+            else:
+                dists.setdefault(target, dist)
+    present = {name: 0 for name in dists}
+    rows = []
+    for t in trials:
+        row = {}
+        for name, value in t.params.items():
+            row[member_of.get(name, name)] = value
+        rows.append(row)
+        for name in row:
+            present[name] += 1
+    # Parameters that are absent from some trials get a value of their own.
+    final: dict[str, Any] = {}
+    for name, dist in dists.items():
+        if present[name] == len(trials):
+            final[name] = dist
+            continue
+        if isinstance(dist, CategoricalDistribution):
+            final[name] = CategoricalDistribution([*dist.choices, ABSENT])
+            fill: Any = ABSENT
+        elif isinstance(dist, IntDistribution):
+            final[name] = IntDistribution(dist.low - dist.step, dist.high, step=dist.step) if not dist.log else \
+                IntDistribution(max(1, dist.low // 2), dist.high, log=True)
+            fill = final[name].low
+        elif dist.log:
+            final[name] = FloatDistribution(dist.low / 10, dist.high, log=True)
+            fill = final[name].low
+        else:
+            span = (dist.high - dist.low) or 1.0
+            final[name] = FloatDistribution(dist.low - 0.1 * span, dist.high)
+            fill = final[name].low
+        for row in rows:
+            row.setdefault(name, fill)
+    imputed = optuna.create_study(direction=direction)
+    imputed.add_trials([
+        optuna.trial.create_trial(params=row, distributions=final, value=t.value)
+        for row, t in zip(rows, trials, strict=True)
+    ])
+    return imputed, {name: present[name] / len(trials) for name in final}
+
+
+def importances(study: optuna.Study, evaluator: str = "ped-anova", seed: int = 0,
+                min_trials: int = 5) -> list[Importance]:
+    """Hyperparameter importances over every parameter, conditional ones included, largest first.
+
+    PED-ANOVA (the default) compares where the best trials' values lie against all trials; fANOVA fits a
+    random forest. Per-branch parameters present in every trial under different names merge (``lr``);
+    parameters that only some trials have (``adamw.one_minus_beta1``) get a value of their own in the trials
+    without them, so that their presence counts as part of their effect.
+    """
+    if evaluator not in EVALUATORS:
+        raise ConfigError(f"Unknown importance evaluator {evaluator!r}. Valid choices: {', '.join(EVALUATORS)}.")
+    trials = complete_trials(study)
+    if len(trials) < min_trials:
+        raise StudyError(f"Study {study.study_name!r} has {len(trials)} complete trials; importances need at "
+                         f"least {min_trials}.")
+    groups = _merge_groups(trials)
+    imputed, present = _imputed_study(trials, study.direction, groups)
+    varying = [name for name, d in imputed.trials[0].distributions.items() if not d.single()]
+    if not varying:
+        return []
+    if evaluator == "fanova":
+        ev: optuna.importance.BaseImportanceEvaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+    else:
+        ev = optuna.importance.PedAnovaImportanceEvaluator()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = optuna.importance.get_param_importances(imputed, evaluator=ev, params=varying, normalize=False)
+    total = sum(raw.values())
+    shares = {k: (v / total if total > 0 else 1.0 / len(raw)) for k, v in raw.items()}
+    out = [Importance(name, share, present[name], groups.get(name, [])) for name, share in shares.items()]
+    return sorted(out, key=lambda i: -i.importance)
+
+
+# -- per-optimizer bests ---------------------------------------------------------------------------------
+def per_optimizer_best(study: optuna.Study) -> dict[str, FrozenTrial]:
+    """The best complete trial of each optimizer, best optimizer first."""
+    best: dict[str, FrozenTrial] = {}
+    for t in complete_trials(study):
+        name = (t.user_attrs.get("config") or {}).get("optimizer", {}).get("name") or t.params.get("optimizer")
+        if name and name not in best:
+            best[name] = t
+    return best
+
+
+# -- a narrowed space ------------------------------------------------------------------------------------
+_REG = ("weight_decay", "l1", "dropout")
+
+
+def _raw_slot(raw: dict[str, Any], name: str) -> tuple[dict[str, Any], str] | None:
+    """Where Optuna parameter ``name`` lives in a space's YAML mapping."""
+    if name in ("batch_size", "grad_clip_norm"):
+        return raw, name
+    if name in _REG:
+        return raw.setdefault("regularization", {}), name
+    if "." in name:
+        branch, key = name.split(".", 1)
+        for group in ("optimizer", "schedule", "init"):
+            entries = raw.get(group)
+            if isinstance(entries, dict) and isinstance(entries.get(branch), dict) and key in entries[branch]:
+                return entries[branch], key
+    return None
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.3g}")
+
+
+def narrow_space(study: optuna.Study, raw_space: dict[str, Any], top_fraction: float = 0.25, min_top: int = 5,
+                 edge: float = 0.05, anchor: int | None = None) -> tuple[dict[str, Any], list[str]]:
+    """A search space for a follow-up study around the best trials, and notes on what changed.
+
+    The top trials (``top_fraction`` of the complete ones, at least ``min_top``) decide: optimizers,
+    schedules and initialisers none of them chose are dropped, categorical choices they never took are
+    dropped, and each range shrinks to span their values with a margin. Where the best trial (or trial
+    ``anchor``, the recommended one) sits within ``edge`` of a range's end, that end is widened instead: the
+    optimum may lie outside.
+    """
+    trials = complete_trials(study)
+    if len(trials) < min_top:
+        raise StudyError(f"Study {study.study_name!r} has {len(trials)} complete trials; a narrowed space needs "
+                         f"at least {min_top}.")
+    top = trials[:max(min_top, math.ceil(top_fraction * len(trials)))]
+    best = next((t for t in trials if t.number == anchor), trials[0])
+    if best not in top:
+        top.append(best)
+    raw = copy.deepcopy(raw_space)
+    notes: list[str] = []
+    for group in ("optimizer", "schedule", "init"):
+        entries = raw.get(group)
+        chosen = {t.params.get(group) for t in top if group in t.params}
+        if isinstance(entries, dict) and len(entries) > 1 and chosen:
+            dropped = [name for name in entries if name not in chosen]
+            for name in dropped:
+                del entries[name]
+            if dropped:
+                notes.append(f"{group}: dropped {', '.join(dropped)} (not among the top {len(top)} trials)")
+    dists: dict[str, Any] = {}
+    for t in trials:
+        dists.update(t.distributions)
+    for name, dist in sorted(dists.items()):
+        if name in ("optimizer", "schedule", "init"):
+            continue
+        slot = _raw_slot(raw, name)
+        if slot is None:
+            continue
+        parent, key = slot
+        values = [t.params[name] for t in top if name in t.params]
+        if not values:
+            continue
+        if isinstance(dist, CategoricalDistribution):
+            keep = [c for c in dist.choices if c in values]
+            if len(keep) < len(dist.choices):
+                parent[key] = {"choices": keep} if len(keep) > 1 else keep[0]
+                notes.append(f"{name}: kept {', '.join(map(str, keep))} of {', '.join(map(str, dist.choices))}")
+            continue
+        before = parent[key]
+        for widen in (True, False):
+            parent[key], note = _narrow_range(name, dist, values, best.params.get(name), edge if widen else -1.0)
+            if _valid(raw):
+                break
+        else:
+            parent[key], note = before, None
+        if note:
+            notes.append(note)
+    return raw, notes
+
+
+def _valid(raw: dict[str, Any]) -> bool:
+    from tuner.spaces import SearchSpace
+
+    try:
+        SearchSpace.from_dict(raw)
+    except ConfigError:
+        return False
+    return True
+
+
+def _narrow_range(name: str, dist: Any, values: list[float], best: float | None, edge: float
+                  ) -> tuple[dict[str, Any], str | None]:
+    log = dist.log
+    fwd = math.log if log else (lambda v: v)
+    inv = math.exp if log else (lambda v: v)
+    lo, hi = fwd(dist.low), fwd(dist.high)
+    span = hi - lo
+    vlo, vhi = fwd(min(values)), fwd(max(values))
+    margin = 0.1 * span
+    new_lo, new_hi = max(lo, vlo - margin), min(hi, vhi + margin)
+    note = None
+    if best is not None and span > 0:
+        pos = (fwd(best) - lo) / span
+        widen = 0.5 * span
+        if pos <= edge:
+            new_lo = lo - widen
+            note = f"{name}: the best value {best:.3g} sits at the low end of [{dist.low:.3g}, {dist.high:.3g}]; " \
+                   f"widened down to {inv(new_lo):.3g}"
+        elif pos >= 1 - edge:
+            new_hi = hi + widen
+            note = f"{name}: the best value {best:.3g} sits at the high end of [{dist.low:.3g}, {dist.high:.3g}]; " \
+                   f"widened up to {inv(new_hi):.3g}"
+    low, high = inv(new_lo), inv(new_hi)
+    if isinstance(dist, IntDistribution):
+        low, high = int(math.floor(low)), int(math.ceil(high))
+        low = max(low, 1) if log else low
+    else:
+        low, high = _round(low), _round(high)
+    if note is None:
+        note = f"{name}: [{dist.low:.3g}, {dist.high:.3g}] -> [{low:.3g}, {high:.3g}]"
+    if high <= low:
+        return low, note
+    out: dict[str, Any] = {"low": low, "high": high}
+    if log:
+        out["log"] = True
+    if dist.step is not None and not (isinstance(dist, IntDistribution) and dist.step == 1):
+        out["step"] = dist.step
+    return out, note

@@ -1,0 +1,236 @@
+"""The recommended config: the top trials re-trained with fresh seeds, the best mean wins.
+
+One lucky seed can put a mediocre config at the top of a study. Re-training the top ``k`` configs with
+``n`` new seeds each and recommending the best mean makes the recommendation a config that is good, not one
+that was lucky. The results are stored in the study, so reports and exports reuse them.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from tuner.config import TrainConfig
+from tuner.errors import StudyError
+from tuner.report._analysis import complete_trials
+
+__all__ = ["Candidate", "Confirmation", "Recommendation", "confirm", "recommend", "recommendation",
+           "stored_confirmation", "CONFIRMATION_ATTR", "confirmation_seeds"]
+
+CONFIRMATION_ATTR = "tuner:confirmation"
+
+FitFn = Callable[[TrainConfig], tuple[float, float | None]]
+
+
+@dataclass
+class Candidate:
+    """One of the top trials and its re-runs."""
+
+    trial: int
+    trial_value: float
+    config: dict[str, Any]
+    seeds: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    test_values: list[float | None] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        finite = [v for v in self.values if math.isfinite(v)]
+        return statistics.fmean(finite) if finite and len(finite) == len(self.values) else math.nan
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.values) if len(self.values) > 1 and math.isfinite(self.mean) else 0.0
+
+    @property
+    def test_mean(self) -> float | None:
+        tests = [v for v in self.test_values if v is not None]
+        return statistics.fmean(tests) if tests and len(tests) == len(self.test_values) else None
+
+    @property
+    def test_std(self) -> float | None:
+        tests = [v for v in self.test_values if v is not None]
+        return statistics.stdev(tests) if len(tests) > 1 and self.test_mean is not None else None
+
+
+@dataclass
+class Confirmation:
+    """The top ``top_k`` trials, each re-trained with the same ``seeds``; ``recommended`` is a trial number."""
+
+    top_k: int
+    n_seeds: int
+    direction: str
+    candidates: list[Candidate]
+    recommended: int
+
+    @property
+    def best(self) -> Candidate:
+        return next(c for c in self.candidates if c.trial == self.recommended)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"top_k": self.top_k, "n_seeds": self.n_seeds, "direction": self.direction,
+                "recommended": self.recommended, "candidates": [asdict(c) for c in self.candidates]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Confirmation:
+        candidates = []
+        for c in data["candidates"]:
+            c = {**c, "values": [math.nan if v is None else v for v in c["values"]]}
+            candidates.append(Candidate(**c))
+        return cls(data["top_k"], data["n_seeds"], data["direction"], candidates, data["recommended"])
+
+
+def confirmation_seeds(study_seed: int, n: int) -> list[int]:
+    """Seeds no trial of the study used (trials use ``seed * 1_000_003 + number``)."""
+    return [(study_seed * 1_000_003 + 500_000 + 7919 * i) % 2**31 for i in range(n)]
+
+
+def recommend(candidates: list[Candidate], direction: str) -> Candidate:
+    """The candidate with the best mean over its seeds; a tie goes to the better-ranked trial. Candidates
+    whose re-runs failed or diverged (mean not finite) are never recommended while another is usable."""
+    usable = [c for c in candidates if math.isfinite(c.mean)]
+    if not usable:
+        raise StudyError("Every confirmation run failed or diverged; no config can be recommended. "
+                         + "; ".join(e for c in candidates for e in c.errors[:1]))
+    sign = -1.0 if direction == "maximize" else 1.0
+    return min(usable, key=lambda c: (sign * c.mean, candidates.index(c)))
+
+
+def stored_confirmation(study: optuna.Study) -> Confirmation | None:
+    data = study.user_attrs.get(CONFIRMATION_ATTR)
+    return Confirmation.from_dict(data) if data else None
+
+
+def _direction(study: optuna.Study) -> str:
+    return "maximize" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "minimize"
+
+
+def _top(study: optuna.Study, top_k: int) -> list[FrozenTrial]:
+    """The best ``top_k`` trials with distinct configs."""
+    seen, out = set(), []
+    for t in complete_trials(study):
+        config = t.user_attrs.get("config")
+        if config is None:
+            continue
+        key = repr({k: v for k, v in config.items() if k != "seed"})
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(t)
+        if len(out) == top_k:
+            break
+    return out
+
+
+def confirm(study: optuna.Study, fit: FitFn, *, top_k: int = 3, seeds: int = 3, study_seed: int = 0,
+            reuse: bool = True, on_run: Callable[[int, int, float], None] | None = None) -> Confirmation:
+    """Re-trains the top ``top_k`` configs with ``seeds`` new seeds each and stores the result in the study.
+
+    ``fit(config) -> (validation, test or None)`` trains one config. A stored confirmation of the same top
+    trials, ``top_k`` and ``seeds`` is returned as is (``reuse=False`` re-trains).
+    """
+    if top_k < 1 or seeds < 1:
+        raise StudyError(f"top_k and seeds must be at least 1 (got top_k={top_k}, seeds={seeds}).")
+    top = _top(study, top_k)
+    if not top:
+        raise StudyError(f"Study {study.study_name!r} has no complete trial to recommend from.")
+    stored = stored_confirmation(study)
+    if (reuse and stored is not None and stored.top_k == top_k and stored.n_seeds == seeds
+            and [c.trial for c in stored.candidates] == [t.number for t in top]):
+        return stored
+    seed_list = confirmation_seeds(study_seed, seeds)
+    candidates = []
+    for t in top:
+        cand = Candidate(t.number, float(t.value), t.user_attrs["config"])
+        for seed in seed_list:
+            config = TrainConfig.from_dict({**cand.config, "seed": seed})
+            try:
+                value, test = fit(config)
+            except Exception as exc:  # a diverging or crashing re-run counts against its config
+                value, test = math.nan, None
+                cand.errors.append(f"seed {seed}: {type(exc).__name__}: {exc}"[:300])
+            cand.seeds.append(seed)
+            cand.values.append(float(value))
+            cand.test_values.append(None if test is None else float(test))
+            if on_run is not None:
+                on_run(t.number, seed, float(value))
+        candidates.append(cand)
+    direction = _direction(study)
+    result = Confirmation(top_k, seeds, direction, candidates, recommend(candidates, direction).trial)
+    study.set_user_attr(CONFIRMATION_ATTR, _json_safe(result.to_dict()))
+    return result
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+@dataclass
+class Recommendation:
+    """The config handed to the user, where it came from, and how good it is."""
+
+    config: TrainConfig
+    trial: int
+    value: float  # the mean over confirmation seeds, or the trial's own value
+    std: float | None
+    test_value: float | None
+    test_std: float | None
+    source: str
+    confirmation: Confirmation | None = None
+
+    def metadata(self, study: optuna.Study, metric: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"study": study.study_name, "trial": self.trial, "metric": metric,
+                               "direction": _direction(study), "value": _json_safe(self.value)}
+        if self.std is not None:
+            out["value_std"] = self.std
+        if self.test_value is not None:
+            out["test_value"] = self.test_value
+        if self.test_std is not None:
+            out["test_std"] = self.test_std
+        out["source"] = self.source
+        return out
+
+
+def recommendation(study: optuna.Study, fit: FitFn | None = None, *, trial: int | None = None, top_k: int = 3,
+                   seeds: int = 3, study_seed: int = 0, confirm_runs: bool = True,
+                   on_run: Callable[[int, int, float], None] | None = None) -> Recommendation:
+    """The config to hand over: ``trial`` if given; else the confirmed best (stored, or computed with
+    ``fit`` when ``confirm_runs``); else the best trial."""
+    if trial is not None:
+        frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == trial), None)
+        if frozen is None or "config" not in frozen.user_attrs:
+            numbers = [t.number for t in study.get_trials(deepcopy=False) if "config" in t.user_attrs]
+            raise StudyError(f"Study {study.study_name!r} has no trial {trial} with a config "
+                             f"(trials {min(numbers, default=0)}..{max(numbers, default=-1)}).")
+        return Recommendation(TrainConfig.from_dict(frozen.user_attrs["config"]), trial, frozen.value, None,
+                              frozen.user_attrs.get("test_value"), None,
+                              f"trial {trial} ({frozen.state.name.lower()})")
+    conf = None
+    if confirm_runs and fit is not None:
+        conf = confirm(study, fit, top_k=top_k, seeds=seeds, study_seed=study_seed, on_run=on_run)
+    elif confirm_runs:
+        conf = stored_confirmation(study)
+    if conf is not None:
+        best = conf.best
+        return Recommendation(TrainConfig.from_dict(best.config), best.trial, best.mean, best.std, best.test_mean,
+                              best.test_std, f"best mean of the top {len(conf.candidates)} trials re-trained with "
+                              f"{conf.n_seeds} new seeds each", conf)
+    ranked = complete_trials(study)
+    if not ranked:
+        raise StudyError(f"Study {study.study_name!r} has no complete trial to recommend.")
+    best_t = ranked[0]
+    return Recommendation(TrainConfig.from_dict(best_t.user_attrs["config"]), best_t.number, best_t.value, None,
+                          best_t.user_attrs.get("test_value"), None, f"best trial ({best_t.number}), not re-run")

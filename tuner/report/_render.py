@@ -1,0 +1,196 @@
+"""``report.md`` and a self-contained ``report.html`` (images embedded) from a study's analysis."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from tuner.report._analysis import Importance
+from tuner.report._confirm import Recommendation
+from tuner.report._plots import PLOTS
+
+__all__ = ["ReportData", "render_markdown", "render_html", "reason_counts"]
+
+
+@dataclass
+class ReportData:
+    study: optuna.Study
+    metric: str
+    storage: str
+    spec: dict[str, Any]
+    counts: dict[str, int]
+    reasons: dict[str, list[tuple[str, int]]]
+    recommendation: Recommendation | None
+    per_optimizer: list[dict[str, Any]]
+    importances: list[Importance]
+    evaluator: str
+    narrowed_yaml: str | None
+    narrowed_notes: list[str]
+    plots: dict[str, Path]
+    skipped_plots: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+
+
+def _reason_kind(reason: str) -> str:
+    if reason.startswith("pruned by"):
+        return reason.split(" after ")[0]
+    if reason.startswith("diverged"):
+        return "diverged: " + ("non-finite loss" if "became" in reason else "loss blew up")
+    return reason[:120]
+
+
+def reason_counts(study: optuna.Study) -> dict[str, list[tuple[str, int]]]:
+    """Pruned and failed trials grouped by why they stopped."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for state in (optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL):
+        trials = study.get_trials(deepcopy=False, states=(state,))
+        kinds = Counter(_reason_kind(t.user_attrs.get("reason") or "no reason recorded") for t in trials)
+        if kinds:
+            out[state.name.lower()] = kinds.most_common()
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "nan" if not math.isfinite(value) else f"{value:.4g}"
+    return str(value)
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return _fmt(mean) + (f" ± {std:.2g}" if std is not None else "")
+
+
+def _tables(d: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of every table, shared by both renderings."""
+    tables = []
+    spec_rows = [[k, _fmt(v) if not isinstance(v, dict) else yaml.safe_dump(v, default_flow_style=True).strip()]
+                 for k, v in d.spec.items() if v not in (None, "") and k != "name"]
+    tables.append(("Study", ["key", "value"], [["study", d.study.study_name], ["storage", d.storage],
+                                               ["metric", f"{d.metric} ({d.study.direction.name.lower()})"],
+                                               *spec_rows]))
+    count_rows = [[state.lower(), str(n)] for state, n in d.counts.items() if n]
+    tables.append(("Trials", ["state", "count"], count_rows))
+    reason_rows = [[state, kind, str(n)] for state, kinds in d.reasons.items() for kind, n in kinds]
+    if reason_rows:
+        tables.append(("Why trials stopped early", ["state", "reason", "trials"], reason_rows))
+    rec = d.recommendation
+    if rec is not None and rec.confirmation is not None:
+        rows = []
+        for c in rec.confirmation.candidates:
+            mark = " (recommended)" if c.trial == rec.trial else ""
+            rows.append([f"{c.trial}{mark}", _fmt(c.trial_value), _pm(c.mean, c.std), _pm(c.test_mean, c.test_std),
+                         ", ".join(_fmt(v) for v in c.values),
+                         (c.config.get("optimizer") or {}).get("name", "")])
+        tables.append((f"Confirmation runs ({rec.confirmation.n_seeds} new seeds per config)",
+                       ["trial", "trial value", "mean ± std", "test mean ± std", "per seed", "optimizer"], rows))
+    if d.per_optimizer:
+        tables.append(("Best config per optimizer", ["optimizer", "trial", "value", "test", "config"],
+                       [[r["optimizer"], str(r["trial"]), _fmt(r["value"]), _fmt(r["test_value"]), r["summary"]]
+                        for r in d.per_optimizer]))
+    if d.importances:
+        tables.append((f"Hyperparameter importance ({d.evaluator})", ["parameter", "importance", "in trials", "merges"],
+                       [[i.name, f"{i.importance:.3f}", f"{100 * i.present:.0f}%", ", ".join(i.merged_from)]
+                        for i in d.importances]))
+    return tables
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    def cell(v: str) -> str:
+        return v.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _recommendation_lines(d: ReportData) -> list[str]:
+    rec = d.recommendation
+    if rec is None:
+        return ["No complete trial yet: nothing to recommend."]
+    lines = [f"**{rec.config.summary()}** (trial {rec.trial}; {rec.source})",
+             f"validation {d.metric}: {_pm(rec.value, rec.std)}; test {d.metric}: {_pm(rec.test_value, rec.test_std)}"]
+    return lines
+
+
+def render_markdown(d: ReportData, out_dir: Path) -> Path:
+    parts = [f"# Study report: {d.study.study_name}", ""]
+    parts += ["## Recommended config", "", *[line + "  " for line in _recommendation_lines(d)], ""]
+    if d.recommendation is not None:
+        parts += ["```yaml", d.recommendation.config.to_yaml().rstrip(), "```", ""]
+    parts += [f"- {n}" for n in d.notes] + ([""] if d.notes else [])
+    for title, header, rows in _tables(d):
+        parts += [f"## {title}", "", _md_table(header, rows), ""]
+    if d.narrowed_yaml is not None:
+        parts += ["## Narrowed search space for a follow-up study", "",
+                  "Saved as `narrowed-space.yaml`; run it with `tuner study create --space narrowed-space.yaml`.", ""]
+        parts += [f"- {n}" for n in d.narrowed_notes] + [""]
+        parts += ["```yaml", d.narrowed_yaml.rstrip(), "```", ""]
+    parts += ["## Plots", ""]
+    for key, title in PLOTS.items():
+        if key in d.plots:
+            parts += [f"### {title}", "", f"![{title}]({d.plots[key].name})", ""]
+        elif key in d.skipped_plots:
+            parts += [f"### {title}", "", f"Not drawn: {d.skipped_plots[key]}.", ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(parts))
+    return path
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.45}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;
+font-size:.9em;vertical-align:top}th{background:#f3f3f3}pre{background:#f6f6f6;padding:.8em;overflow:auto}
+img{max-width:100%;border:1px solid #eee;margin:.3em 0 1.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em}
+.rec{font-size:1.1em;background:#eef7f1;padding:.6em 1em;border-left:4px solid #1b9e77}
+"""
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def render_html(d: ReportData, out_dir: Path) -> Path:
+    e = html.escape
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>Study report: {e(d.study.study_name)}</title><style>{_CSS}</style></head><body>",
+             f"<h1>Study report: {e(d.study.study_name)}</h1>", "<h2>Recommended config</h2>",
+             '<div class="rec">' + "<br>".join(e(line).replace("**", "") for line in _recommendation_lines(d))
+             + "</div>"]
+    if d.recommendation is not None:
+        parts.append(f"<pre>{e(d.recommendation.config.to_yaml())}</pre>")
+    if d.notes:
+        parts.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in d.notes) + "</ul>")
+    for title, header, rows in _tables(d):
+        parts.append(f"<h2>{e(title)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{e(v)}</td>" for v in row) + "</tr>" for row in rows]
+        parts.append("</table>")
+    if d.narrowed_yaml is not None:
+        parts.append("<h2>Narrowed search space for a follow-up study</h2>"
+                     "<p>Saved as <code>narrowed-space.yaml</code>; run it with "
+                     "<code>tuner study create --space narrowed-space.yaml</code>.</p>")
+        parts.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in d.narrowed_notes) + "</ul>")
+        parts.append(f"<pre>{e(d.narrowed_yaml)}</pre>")
+    parts.append("<h2>Plots</h2>")
+    for key, title in PLOTS.items():
+        if key in d.plots:
+            parts.append(f"<h3>{e(title)}</h3>{_img(d.plots[key], title)}")
+        elif key in d.skipped_plots:
+            parts.append(f"<h3>{e(title)}</h3><p>Not drawn: {e(d.skipped_plots[key])}.</p>")
+    parts.append("</body></html>")
+    path = out_dir / "report.html"
+    path.write_text("\n".join(parts))
+    return path
