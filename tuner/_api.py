@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -172,8 +173,10 @@ def tune(
         raise ConfigError(f"n_trials and epochs must be at least 1 (got n_trials={n_trials}, epochs={epochs}).")
     search = _space(space)  # a bad space fails here, before any study exists
     context = {"seed": seed, "epochs": epochs}
-    built_sampler = build_sampler(sampler, context)
-    built_pruner = build_pruner(pruner, context)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        built_sampler = build_sampler(sampler, context)
+        built_pruner = build_pruner(pruner, context)
     name = study_name or f"tune-{getattr(train_fn, '__name__', 'fn')}-{search.name}"
     study = optuna.create_study(
         storage=open_storage(storage) if storage else None, study_name=name, direction=direction,

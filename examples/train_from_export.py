@@ -1,0 +1,103 @@
+"""Re-train a model from an exported config with your own training loop.
+
+    tuner study create                                   # the quickstart: mnist1d-cnn
+    tuner study export mnist1d-cnn-default -o best.yaml  # the recommended config
+    python examples/train_from_export.py best.yaml --seeds 3
+
+Only `torch`, `tuner` (for the config) and the data are used: the model, the loop and the evaluation are
+plain PyTorch, as in any training script. Prints the test accuracy of each seed and their mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+
+import torch
+from torch import nn
+
+import tuner
+from tuner.objectives import mnist1d  # the data only: MNIST-1D, 3200 train / 800 validation / 1000 test
+
+
+class CNN(nn.Module):
+    """The MNIST-1D paper's CNN: three Conv1d (25 channels), ReLU, flatten 125 -> Linear 10."""
+
+    def __init__(self, channels: int = 25, n_out: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, channels, 5, stride=2, padding=1)
+        self.conv2 = nn.Conv1d(channels, channels, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv1d(channels, channels, 3, stride=2, padding=1)
+        self.drop = nn.Dropout(0.0)
+        self.fc = nn.Linear(channels * 5, n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.unsqueeze(1)
+        x = self.conv1(x).relu()
+        x = self.conv2(x).relu()
+        x = self.conv3(x).relu()
+        return self.fc(self.drop(x.flatten(1)))
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+def train(config: tuner.TrainConfig, seed: int, epochs: int | None = None) -> tuple[float, float]:
+    if epochs is not None:  # the schedule's horizon follows the epochs actually trained
+        config = tuner.TrainConfig.from_dict({**config.to_dict(), "epochs": epochs})
+    data = mnist1d()
+    torch.manual_seed(seed)
+    model = CNN()
+    config.apply_init(model)      # weight initialisation
+    config.apply_dropout(model)   # dropout rate on the model's nn.Dropout modules
+    n, bs = len(data.x_train), config.batch_size
+    steps_per_epoch = math.ceil(n / bs)
+    optimizer, scheduler = config.build(model, steps_per_epoch=steps_per_epoch)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(config.epochs):
+        model.train()
+        perm = torch.randperm(n, generator=generator)
+        for i in range(0, n, bs):
+            idx = perm[i:i + bs]
+            xb, yb = data.x_train[idx], data.y_train[idx]
+
+            def closure() -> torch.Tensor:
+                optimizer.zero_grad()
+                loss = nn.functional.cross_entropy(model(xb), yb) + config.penalty(model)  # L1 (and L2 for L-BFGS)
+                loss.backward()
+                if config.grad_clip_norm is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
+                return loss
+
+            optimizer.step(closure)
+            if config.schedule.interval == "batch":
+                scheduler.step()
+        if config.schedule.interval == "epoch":  # plateau: once per epoch, on the validation metric
+            scheduler.step(accuracy(model, data.x_val, data.y_val))
+    return accuracy(model, data.x_val, data.y_val), accuracy(model, data.x_test, data.y_test)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="YAML or JSON written by `tuner study export`")
+    parser.add_argument("--seeds", type=int, default=3, help="training runs, each with its own seed")
+    parser.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # this small model trains fastest on one thread
+    config = tuner.load_config(args.config)
+    print(f"config: {config.summary()}, {args.epochs or config.epochs} epochs")
+    tests = []
+    for seed in range(args.seeds):
+        val, test = train(config, seed=1000 + seed, epochs=args.epochs)
+        tests.append(test)
+        print(f"seed {1000 + seed}: validation {val:.4f}, test {test:.4f}")
+    spread = f" ± {statistics.stdev(tests):.4f}" if len(tests) > 1 else ""
+    print(f"test accuracy: {statistics.fmean(tests):.4f}{spread} over {len(tests)} seed(s)")
+
+
+if __name__ == "__main__":
+    main()

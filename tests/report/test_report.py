@@ -1,0 +1,321 @@
+"""Importances, confirmation runs and the recommendation, narrowed spaces, report files, trials CSV and
+exports: on in-memory studies with known values and on a real study of the synthetic objective."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import subprocess
+import sys
+import textwrap
+from html.parser import HTMLParser
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from typer.testing import CliRunner
+
+import tuner
+from tuner.cli import app
+from tuner.config import TrainConfig
+from tuner.errors import StudyError
+from tuner.report import (
+    CONFIRMATION_ATTR,
+    Candidate,
+    confirm,
+    importances,
+    narrow_space,
+    recommend,
+    recommendation,
+    trials_frame,
+)
+from tuner.spaces import SearchSpace
+
+# Two optimizers with parameters of their own: momentum.momentum exists only in trials of the momentum optimizer.
+COND_SPACE = textwrap.dedent(
+    """\
+    optimizer:
+      adam:
+        lr: {low: 1.0e-3, high: 3.0e-2, log: true}
+        one_minus_beta1: {low: 0.02, high: 0.5, log: true}
+      momentum:
+        lr: {low: 1.0e-2, high: 0.3, log: true}
+        momentum: {low: 0.0, high: 0.95}
+    batch_size: {choices: [16, 32]}
+    regularization:
+      dropout: {low: 0.0, high: 0.3}
+    """
+)
+
+DISTS = {
+    "optimizer": CategoricalDistribution(["adam", "momentum"]),
+    "adam.lr": FloatDistribution(1e-3, 3e-2, log=True),
+    "adam.one_minus_beta1": FloatDistribution(0.02, 0.5, log=True),
+    "momentum.lr": FloatDistribution(1e-2, 0.3, log=True),
+    "momentum.momentum": FloatDistribution(0.0, 0.95),
+    "batch_size": CategoricalDistribution([16, 32]),
+}
+
+
+def _config(params: dict) -> dict:
+    opt = params["optimizer"]
+    return TrainConfig.from_dict({"optimizer": {"name": opt, "lr": params[f"{opt}.lr"]},
+                                  "batch_size": params["batch_size"], "epochs": 3}).to_dict()
+
+
+def known_study(n: int = 60, seed: int = 0) -> optuna.Study:
+    """Momentum-SGD trials' value is driven by momentum alone; Adam trials sit in the middle."""
+    rng = torch.Generator().manual_seed(seed)
+    study = optuna.create_study(direction="maximize")
+    for i in range(n):
+        u = torch.rand(4, generator=rng).tolist()
+        opt = "momentum" if i % 2 else "adam"
+        params = {"optimizer": opt, "batch_size": [16, 32][i % 3 == 0]}
+        if opt == "momentum":
+            params.update({"momentum.lr": 1e-2 * 30 ** u[0], "momentum.momentum": 0.95 * u[1]})
+            value = 0.5 + 0.45 * params["momentum.momentum"] / 0.95
+        else:
+            params.update({"adam.lr": 1e-3 * 30 ** u[0], "adam.one_minus_beta1": 0.02 * 25 ** u[1]})
+            value = 0.7 + 0.01 * u[2]
+        dists = {k: DISTS[k] for k in params}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=value,
+                                                  user_attrs={"config": _config(params), "test_value": value}))
+    return study
+
+
+@pytest.mark.parametrize("evaluator", ["ped-anova", "fanova"])
+def test_importances_sum_to_one_and_include_conditional_parameters(evaluator: str):
+    imps = {i.name: i for i in importances(known_study(), evaluator)}
+    assert math.isclose(sum(i.importance for i in imps.values()), 1.0, rel_tol=1e-9)
+    assert "momentum.momentum" in imps and imps["momentum.momentum"].conditional
+    assert imps["momentum.momentum"].present == pytest.approx(0.5)
+    assert imps["lr"].merged_from == ["adam.lr", "momentum.lr"] and not imps["lr"].conditional
+    # momentum drives the value: it outranks the learning rate and the batch size
+    assert imps["momentum.momentum"].importance > imps["lr"].importance
+    assert imps["momentum.momentum"].importance > imps["batch_size"].importance
+
+
+def test_importances_need_enough_trials():
+    with pytest.raises(StudyError, match="complete trials"):
+        importances(known_study(n=3))
+
+
+def test_importances_reject_an_unknown_evaluator():
+    with pytest.raises(tuner.ConfigError, match="ped-anova, fanova"):
+        importances(known_study(), "shap")
+
+
+def _noisy_fit(means: dict[float, list[float]], calls: list):
+    """fit(config): the validation value of each re-run, looked up by the config's learning rate."""
+    def fit(config: TrainConfig):
+        calls.append(config)
+        values = means[round(config.optimizer.lr, 6)]
+        return values[sum(1 for c in calls if c.optimizer.lr == config.optimizer.lr) - 1], 0.5
+    return fit
+
+
+def _three_trial_study() -> optuna.Study:
+    study = optuna.create_study(direction="maximize")
+    for lr, value in ((0.01, 0.95), (0.02, 0.93), (0.03, 0.91), (0.04, 0.5)):
+        cfg = TrainConfig.from_dict({"optimizer": {"name": "adam", "lr": lr}, "epochs": 2}).to_dict()
+        study.add_trial(optuna.trial.create_trial(
+            params={"adam.lr": lr}, distributions={"adam.lr": FloatDistribution(1e-3, 0.1, log=True)},
+            value=value, user_attrs={"config": cfg}))
+    return study
+
+
+def test_recommendation_is_the_best_mean_over_confirmation_seeds_and_is_stored():
+    study = _three_trial_study()
+    # The best single trial (lr 0.01) was lucky: its re-runs average 0.80; lr 0.02 averages 0.92.
+    means = {0.01: [0.85, 0.75, 0.80], 0.02: [0.93, 0.91, 0.92], 0.03: [0.90, 0.90, 0.90]}
+    calls: list = []
+    conf = confirm(study, _noisy_fit(means, calls), top_k=3, seeds=3)
+    assert conf.recommended == 1
+    assert conf.best.mean == pytest.approx(0.92) and conf.best.std == pytest.approx(0.01)
+    assert len(calls) == 9 and len({c.seed for c in calls}) == 3
+    assert study.user_attrs[CONFIRMATION_ATTR]["recommended"] == 1
+    # Reused: no re-training on the second call.
+    rec = recommendation(study, _noisy_fit(means, calls), top_k=3, seeds=3)
+    assert len(calls) == 9
+    assert rec.trial == 1 and rec.value == pytest.approx(0.92) and rec.test_value == pytest.approx(0.5)
+    assert rec.config.optimizer.lr == pytest.approx(0.02)
+    # A different number of seeds re-trains.
+    confirm(study, _noisy_fit({k: v * 2 for k, v in means.items()}, calls), top_k=3, seeds=2)
+    assert len(calls) == 15
+
+
+def test_failed_confirmation_runs_never_win():
+    cands = [Candidate(0, 0.9, {}, values=[math.nan, 0.99], errors=["seed 1: RuntimeError: boom"]),
+             Candidate(1, 0.8, {}, values=[0.7, 0.7])]
+    assert recommend(cands, "maximize").trial == 1
+    assert recommend([Candidate(0, 1.0, {}, values=[0.2]), Candidate(1, 1.0, {}, values=[0.1])],
+                     "minimize").trial == 1
+    with pytest.raises(StudyError, match="boom"):
+        recommend(cands[:1], "maximize")
+
+
+def test_confirm_records_a_crashing_rerun_and_recommends_another():
+    study = _three_trial_study()
+
+    def fit(config):
+        if config.optimizer.lr == 0.01:
+            raise RuntimeError("CUDA out of memory")
+        return 0.9, None
+
+    conf = confirm(study, fit, top_k=2, seeds=2)
+    assert conf.recommended == 1
+    assert "CUDA out of memory" in conf.candidates[0].errors[0]
+    assert json.dumps(study.user_attrs[CONFIRMATION_ATTR])  # stored as plain JSON (no NaN)
+
+
+def test_narrowed_space_loads_and_widens_at_an_edge():
+    study = known_study()
+    narrowed, notes = narrow_space(study, yaml.safe_load(COND_SPACE))
+    space = SearchSpace.from_dict(narrowed)
+    # The best SGD trials have momentum near 0.95, the top of its range: widened, within (0, 1).
+    assert any("momentum.momentum" in n and "high end" in n for n in notes), notes
+    momentum = space.optimizer["momentum"]["momentum"].distribution
+    assert momentum.high > 0.95 and momentum.high < 1.0
+    assert "adam" not in space.optimizer  # every top trial is SGD
+    assert any("dropped adam" in n for n in notes)
+
+
+# -- on a real study ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def real_study(tmp_path_factory, objective_ref: str):
+    """12 trials of the synthetic objective over a space with conditional parameters."""
+    root = tmp_path_factory.mktemp("report-study")
+    space = root / "cond.yaml"
+    space.write_text(COND_SPACE)
+    url = f"sqlite:///{root / 'r.db'}"
+    result = CliRunner().invoke(app, ["study", "create", "--objective", objective_ref, "--space", str(space),
+                                      "--n-trials", "12", "--epochs", "4", "--storage", url, "--name", "r",
+                                      "--sampler", "random", "--pruner", "none", "--device", "cpu",
+                                      "--threads", "1", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    return url, root
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.srcs: list[str] = []
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.srcs.append(attrs.get("src") or "")
+        if tag in ("link", "script") and (attrs.get("href") or attrs.get("src")):
+            self.links.append(attrs.get("href") or attrs.get("src"))
+
+
+def test_report_writes_self_contained_html_markdown_and_plots(real_study, tmp_path: Path):
+    url, _ = real_study
+    out = tmp_path / "rep"
+    result = CliRunner().invoke(app, ["study", "report", "r", "--storage", url, "-o", str(out), "--seeds", "2"])
+    assert result.exit_code == 0, result.output
+    for name in ("report.html", "report.md", "recommended.yaml", "narrowed-space.yaml", "history.png",
+                 "importance.png", "parallel.png", "slices.png", "lr_batch.png", "curves.png", "optimizers.png",
+                 "schedule.png"):
+        assert (out / name).stat().st_size > 200, name
+    parser = _Images()
+    parser.feed((out / "report.html").read_text())
+    assert len(parser.srcs) == 8 and not parser.links
+    for src in parser.srcs:
+        assert src.startswith("data:image/png;base64,")
+        png = base64.b64decode(src.split(",", 1)[1], validate=True)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+    md = (out / "report.md").read_text()
+    for ref in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
+        assert (out / ref).is_file()
+    assert "Confirmation runs (2 new seeds per config)" in md and "momentum.momentum" in md
+    assert "Best config per optimizer" in md
+    # The narrowed space is a valid space for a follow-up study.
+    tuner_space = SearchSpace.from_dict(yaml.safe_load((out / "narrowed-space.yaml").read_text()))
+    assert tuner_space.optimizer
+    rec = tuner.load_config(out / "recommended.yaml")
+    meta = yaml.safe_load((out / "recommended.yaml").read_text())["metadata"]
+    assert meta["study"] == "r" and meta["metric"] == "accuracy" and 0 <= meta["value"] <= 1
+    assert rec.epochs == 4
+
+
+def test_export_reuses_the_stored_confirmation_and_round_trips(real_study, tmp_path: Path):
+    url, _ = real_study
+    runner = CliRunner()
+    assert runner.invoke(app, ["study", "report", "r", "--storage", url, "-o", str(tmp_path / "rep"),
+                               "--seeds", "2"]).exit_code == 0
+    study = optuna.load_study(study_name="r", storage=url)
+    stored = study.user_attrs[CONFIRMATION_ATTR]
+    result = runner.invoke(app, ["study", "export", "r", "--storage", url, "--seeds", "2", "-o",
+                                 str(tmp_path / "best.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "confirmation:" not in result.output  # nothing re-trained
+    assert optuna.load_study(study_name="r", storage=url).user_attrs[CONFIRMATION_ATTR] == stored
+    config = tuner.load_config(tmp_path / "best.yaml")
+    trial = next(t for t in study.trials if t.number == stored["recommended"])
+    assert config.to_dict() == trial.user_attrs["config"]
+    # Same optimizer param groups and schedule as the trial's config.
+    original = TrainConfig.from_dict(trial.user_attrs["config"])
+    groups = []
+    for cfg in (config, original):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
+        opt, sched = cfg.build(model, steps_per_epoch=5)
+        lrs = []
+        for _ in range(20):
+            opt.step()
+            sched.step()
+            lrs.append(opt.param_groups[0]["lr"])
+        groups.append(([{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups],
+                       [[p.shape for p in g["params"]] for g in opt.param_groups], type(opt), lrs))
+    assert groups[0] == groups[1]
+    # JSON, and a chosen trial.
+    result = runner.invoke(app, ["study", "export", "r", "--storage", url, "--format", "json", "--trial", "0"])
+    data = json.loads(result.stdout)
+    assert data["metadata"]["trial"] == 0
+    assert TrainConfig.from_dict(data).to_dict() == study.trials[0].user_attrs["config"]
+
+
+def test_export_python_runs_without_tuner(real_study, tmp_path: Path):
+    url, _ = real_study
+    target = tmp_path / "best.py"
+    result = CliRunner().invoke(app, ["study", "export", "r", "--storage", url, "--format", "python", "--no-confirm",
+                                      "-o", str(target)])
+    assert result.exit_code == 0, result.output
+    source = target.read_text()
+    assert "import tuner" not in source and "from tuner" not in source
+    run = subprocess.run([sys.executable, str(target)], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ""}, timeout=120)
+    assert run.returncode == 0, run.stderr
+
+
+def test_export_errors_name_the_problem(real_study, tmp_path: Path):
+    url, _ = real_study
+    result = CliRunner().invoke(app, ["study", "export", "r", "--storage", url, "--trial", "999"])
+    assert result.exit_code == 1 and "no trial 999" in result.output
+    result = CliRunner().invoke(app, ["study", "export", "nope", "--storage", url])
+    assert result.exit_code == 1 and "Unknown study 'nope'. Valid: r" in result.output
+
+
+def test_trials_csv_has_flattened_params_and_attributes(real_study, tmp_path: Path):
+    url, _ = real_study
+    csv = tmp_path / "t.csv"
+    result = CliRunner().invoke(app, ["study", "trials", "r", "--storage", url, "--csv", str(csv)])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(csv)
+    assert len(frame) == 12
+    for col in ("number", "state", "value", "test_value", "params.optimizer", "params.momentum.momentum",
+                "config.optimizer.name", "config.optimizer.lr", "config.batch_size", "epochs_run", "seconds"):
+        assert col in frame.columns, col
+    sgd = frame[frame["params.optimizer"] == "momentum"]
+    assert sgd["params.adam.one_minus_beta1"].isna().all()
+    study = optuna.load_study(study_name="r", storage=url)
+    assert trials_frame(study)["value"].tolist()[:3] == pytest.approx([t.value for t in study.trials[:3]],
+                                                                    nan_ok=True)

@@ -1,0 +1,146 @@
+"""``tuner.tune`` (the user's own training function) and ``tuner.suggest`` (the user's own Optuna loop), and
+the example pipelines in ``examples/``."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+import tuner
+from tuner.errors import ConfigError, StudyError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _quadratic(ctx: tuner.TrialContext) -> float:
+    """A 'training run' whose value peaks at lr = 1e-2 and improves over epochs."""
+    lr = ctx.config.optimizer.lr
+    value = 0.0
+    for epoch in range(ctx.config.epochs):
+        value = (1 - (math.log10(lr) + 2) ** 2 / 10) * (epoch + 1) / ctx.config.epochs
+        ctx.report(epoch, value)
+    return value
+
+
+def test_tune_runs_the_budget_and_returns_the_best_config(tmp_path: Path):
+    result = tuner.tune(_quadratic, space="adam-family", n_trials=12, epochs=3, seed=0)
+    states = [t.state.name for t in result.study.trials]
+    assert states.count("COMPLETE") + states.count("PRUNED") == 12
+    assert isinstance(result.best_config, tuner.TrainConfig)
+    assert result.best_config.epochs == 3
+    assert result.best_value == max(t.value for t in result.study.trials if t.value is not None)
+    assert result.best_trial.user_attrs["val_history"]
+
+
+def test_tune_prunes_through_ctx_report():
+    def slow_starter(ctx):
+        for epoch in range(5):
+            ctx.report(epoch, ctx.config.optimizer.lr * (epoch + 1))
+        return ctx.config.optimizer.lr * 5
+
+    result = tuner.tune(slow_starter, space="lr-only", n_trials=20, epochs=5, pruner="median", sampler="random")
+    pruned = [t for t in result.study.trials if t.state.name == "PRUNED"]
+    assert pruned and all("pruned after epoch" in t.user_attrs["reason"] for t in pruned)
+
+
+def test_failing_and_diverging_trials_are_recorded_and_the_study_goes_on():
+    calls = []
+
+    def flaky(ctx):
+        calls.append(ctx.number)
+        if ctx.number % 3 == 1:
+            raise RuntimeError("CUDA error: an illegal memory access")
+        if ctx.number % 3 == 2:
+            ctx.report(0, float("nan"))
+        return 0.5
+
+    result = tuner.tune(flaky, space="lr-only", n_trials=4, epochs=2, pruner="none")
+    by_state = {}
+    for t in result.study.trials:
+        by_state.setdefault(t.state.name, []).append(t)
+    assert "illegal memory access" in by_state["FAIL"][0].user_attrs["reason"]
+    assert "traceback" in by_state["FAIL"][0].user_attrs
+    assert by_state["PRUNED"][0].user_attrs["reason"].startswith("diverged")
+    assert len(by_state["COMPLETE"]) + len(by_state["PRUNED"]) == 4
+
+
+def test_consecutive_failures_stop_the_study():
+    def broken(ctx):
+        raise ValueError("shape mismatch")
+
+    with pytest.raises(StudyError, match="3 consecutive failed trials.*shape mismatch"):
+        tuner.tune(broken, space="lr-only", n_trials=10, max_consecutive_failures=3)
+
+
+def test_tune_resumes_from_storage_and_refuses_another_space(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    tuner.tune(_quadratic, space="lr-only", n_trials=4, epochs=2, storage=url, study_name="s")
+    result = tuner.tune(_quadratic, space="lr-only", n_trials=6, epochs=2, storage=url, study_name="s")
+    assert len(result.study.trials) == 6  # only the missing two ran
+    with pytest.raises(StudyError, match="different search space"):
+        tuner.tune(_quadratic, space="adam-family", n_trials=6, storage=url, study_name="s")
+
+
+def test_bad_input_is_refused_before_a_study_exists(tmp_path: Path):
+    db = tmp_path / "t.db"
+    with pytest.raises(ConfigError, match="search space"):
+        tuner.tune(_quadratic, space="no-such-space", storage=f"sqlite:///{db}")
+    with pytest.raises(ConfigError, match="sampler"):
+        tuner.tune(_quadratic, sampler="annealing", storage=f"sqlite:///{db}")
+    with pytest.raises(ConfigError, match="direction"):
+        tuner.tune(_quadratic, direction="up")
+    assert not db.exists()
+
+
+def test_recommend_confirms_with_the_train_function():
+    result = tuner.tune(_quadratic, space="adam-family", n_trials=8, epochs=2)
+    rec = result.recommend(top_k=2, seeds=2)
+    assert rec.confirmation is not None and len(rec.confirmation.candidates) == 2
+    assert all(len(c.values) == 2 for c in rec.confirmation.candidates)
+    assert rec.trial in [c.trial for c in rec.confirmation.candidates]
+
+
+def test_suggest_in_a_users_own_optuna_loop():
+    seen = []
+
+    def objective(trial):
+        config = tuner.suggest(trial, "adam-family", epochs=4)
+        seen.append(config)
+        model = torch.nn.Linear(3, 2)
+        optimizer, scheduler = config.build(model, steps_per_epoch=2)
+        return optimizer.param_groups[0]["lr"]
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=5)
+    assert len(seen) == 5 and all(c.epochs == 4 for c in seen)
+    assert {c.optimizer.name for c in seen} <= {"adam", "adamw", "nadam", "radam", "adamax"}
+    assert all(f"{c.optimizer.name}.lr" in t.params for c, t in zip(seen, study.trials, strict=True))
+
+
+@pytest.mark.parametrize("script, args, expected", [
+    ("tune_own_loop.py", ["--trials", "5", "--epochs", "2"], "saved"),
+    ("optuna_loop.py", ["--trials", "4", "--epochs", "2"], "best validation accuracy"),
+])
+def test_examples_run(script: str, args: list[str], expected: str, tmp_path: Path):
+    run = subprocess.run([sys.executable, str(ROOT / "examples" / script), *args], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert expected in run.stdout
+
+
+def test_train_from_export_example_trains_an_exported_config(tmp_path: Path):
+    config = tuner.TrainConfig.from_dict({"optimizer": {"name": "adamw", "lr": 3e-3},
+                                          "schedule": {"name": "warmup_cosine", "warmup_fraction": 0.05},
+                                          "batch_size": 64, "epochs": 20})
+    path = config.save(tmp_path / "best.yaml", study="x", metric="accuracy", value=0.9)
+    run = subprocess.run([sys.executable, str(ROOT / "examples" / "train_from_export.py"), str(path), "--seeds", "1",
+                          "--epochs", "3"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    test_acc = float(run.stdout.strip().splitlines()[-1].split()[2])
+    assert 0.3 < test_acc <= 1.0  # three epochs of the CNN: well above chance (0.1)
