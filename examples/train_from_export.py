@@ -65,7 +65,7 @@ def train(config: tuner.TrainConfig, seed: int, epochs: int | None = None) -> tu
             idx = perm[i:i + bs]
             xb, yb = data.x_train[idx], data.y_train[idx]
 
-            def closure() -> torch.Tensor:
+            def closure(xb=xb, yb=yb) -> torch.Tensor:
                 optimizer.zero_grad()
                 loss = nn.functional.cross_entropy(model(xb), yb) + config.penalty(model)  # L1 (and L2 for L-BFGS)
                 loss.backward()

@@ -300,8 +300,10 @@ def narrow_space(study: optuna.Study, raw_space: dict[str, Any], top_fraction: f
                 notes.append(f"{name}: kept {', '.join(map(str, keep))} of {', '.join(map(str, dist.choices))}")
             continue
         before = parent[key]
-        for widen in (True, False):
-            parent[key], note = _narrow_range(name, dist, values, best.params.get(name), edge if widen else -1.0)
+        # Widen by half the range at an edge, or less where the parameter's bounds forbid that.
+        for widen in (0.5, 0.2, 0.05, 0.0):
+            parent[key], note = _narrow_range(name, dist, values, best.params.get(name), edge if widen else -1.0,
+                                              widen)
             if _valid(raw):
                 break
         else:
@@ -321,7 +323,7 @@ def _valid(raw: dict[str, Any]) -> bool:
     return True
 
 
-def _narrow_range(name: str, dist: Any, values: list[float], best: float | None, edge: float
+def _narrow_range(name: str, dist: Any, values: list[float], best: float | None, edge: float, widen_by: float
                   ) -> tuple[dict[str, Any], str | None]:
     log = dist.log
     fwd = math.log if log else (lambda v: v)
@@ -334,7 +336,7 @@ def _narrow_range(name: str, dist: Any, values: list[float], best: float | None,
     note = None
     if best is not None and span > 0:
         pos = (fwd(best) - lo) / span
-        widen = 0.5 * span
+        widen = widen_by * span
         if pos <= edge:
             new_lo = lo - widen
             note = f"{name}: the best value {best:.3g} sits at the low end of [{dist.low:.3g}, {dist.high:.3g}]; " \
@@ -349,7 +351,7 @@ def _narrow_range(name: str, dist: Any, values: list[float], best: float | None,
         low = max(low, 1) if log else low
     else:
         low, high = _round(low), _round(high)
-    if note is None:
+    if note is None and (f"{low:.3g}", f"{high:.3g}") != (f"{dist.low:.3g}", f"{dist.high:.3g}"):
         note = f"{name}: [{dist.low:.3g}, {dist.high:.3g}] -> [{low:.3g}, {high:.3g}]"
     if high <= low:
         return low, note
