@@ -1,7 +1,7 @@
 """Re-train a model from an exported config with your own training loop.
 
     tuner study create                                   # the quickstart: mnist1d-cnn
-    tuner study export mnist1d-cnn-default -o best.yaml  # the recommended config
+    tuner study export quickstart -o best.yaml           # the recommended config
     python examples/train_from_export.py best.yaml --seeds 3
 
 Only `torch`, `tuner` (for the config) and the data are used: the model, the loop and the evaluation are
@@ -88,7 +88,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
     args = parser.parse_args()
     torch.set_num_threads(1)  # this small model trains fastest on one thread
-    config = tuner.load_config(args.config)
+    try:
+        config = tuner.load_config(args.config)
+    except tuner.TunerError as exc:
+        parser.exit(2, f"error: {exc}\n")
     print(f"config: {config.summary()}, {args.epochs or config.epochs} epochs")
     tests = []
     for seed in range(args.seeds):

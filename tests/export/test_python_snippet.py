@@ -1,0 +1,339 @@
+"""python_snippet: the standalone PyTorch code rebuilds exactly what TrainConfig builds."""
+
+from __future__ import annotations
+
+import math
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from tuner import TrainConfig
+from tuner.export import python_snippet
+from tuner.init import list_inits
+from tuner.optim import list_optimizers, list_schedules
+
+FULL = {
+    "optimizer": {"name": "adamw", "lr": 3e-3, "betas": [0.85, 0.995], "eps": 1e-7},
+    "schedule": {"name": "warmup_cosine", "warmup_fraction": 0.1, "min_lr_ratio": 0.01},
+    "batch_size": 32,
+    "init": {"name": "kaiming_normal", "mode": "fan_out"},
+    "regularization": {"weight_decay": 1e-5, "l1": 1e-6, "dropout": 0.2},
+    "grad_clip_norm": 1.0,
+    "epochs": 7,
+    "seed": 3,
+}
+LBFGS_PLATEAU = {
+    "optimizer": {"name": "lbfgs", "lr": 0.5, "line_search_fn": "strong_wolfe", "history_size": 5},
+    "schedule": {"name": "plateau", "patience": 1, "factor": 0.5},
+    "init": "xavier_uniform",
+    "regularization": {"weight_decay": 1e-4, "l1": 1e-5},
+    "grad_clip_norm": 5.0,
+    "epochs": 4,
+}
+
+CONFIGS: list[dict[str, Any]] = [
+    {},
+    FULL,
+    LBFGS_PLATEAU,
+    # Every optimizer with defaults and weight decay (two groups; L-BFGS: an L2 penalty), and without.
+    *({"optimizer": name, "regularization": {"weight_decay": 0.01}} for name in list_optimizers()),
+    *({"optimizer": name, "regularization": {"l1": 1e-4}} for name in list_optimizers()),
+    # Non-default optimizer hyperparameters; an lr whose repr needs all 17 digits.
+    {"optimizer": {"name": "adam", "lr": 0.1 + 0.2, "amsgrad": True, "betas": [0.8, 0.9]}},
+    {"optimizer": {"name": "nesterov", "momentum": 0.95, "lr": 0.05}, "regularization": {"weight_decay": 5e-4}},
+    {"optimizer": {"name": "momentum", "momentum": 0.5}},
+    {"optimizer": {"name": "rmsprop", "centered": True, "momentum": 0.9, "alpha": 0.95, "eps": 1e-6}},
+    {"optimizer": {"name": "adagrad", "lr_decay": 1e-3, "initial_accumulator_value": 0.1, "eps": 1e-9}},
+    {"optimizer": {"name": "adadelta", "rho": 0.95}},
+    {"optimizer": {"name": "nadam", "momentum_decay": 1e-3}, "regularization": {"weight_decay": 1e-3, "l1": 1e-5}},
+    {"optimizer": {"name": "lbfgs", "max_iter": 2}, "regularization": {"weight_decay": 1e-3}},
+    # Every schedule with defaults, and with other values (warmup, restarts that grow, no-op terms).
+    *({"schedule": name, "epochs": 3} for name in list_schedules()),
+    {"schedule": {"name": "constant", "warmup_fraction": 0.25}, "epochs": 3},
+    {"schedule": {"name": "step", "step_size": 1, "gamma": 0.5, "warmup_fraction": 0.2}, "epochs": 4},
+    {"schedule": {"name": "step", "step_size": 2, "gamma": 0.3}, "epochs": 5},
+    {"schedule": {"name": "multistep", "milestones": [0.3, 0.6], "gamma": 0.2, "warmup_fraction": 0.1}},
+    {"schedule": {"name": "exponential", "gamma": 0.9, "warmup_fraction": 0.05}, "epochs": 6},
+    {"schedule": {"name": "cosine", "min_lr_ratio": 0.05, "warmup_fraction": 0.1}, "epochs": 3},
+    {"schedule": {"name": "cosine_restarts", "t0_epochs": 1, "t_mult": 2, "min_lr_ratio": 0.1}, "epochs": 5},
+    {"schedule": {"name": "cosine_restarts", "t0_epochs": 2, "t_mult": 1}, "epochs": 5},
+    {"schedule": {"name": "linear", "end_factor": 0.1, "warmup_fraction": 0.0}, "epochs": 3},
+    {"schedule": {"name": "warmup_cosine", "warmup_fraction": 0.3, "min_lr_ratio": 0.0}, "epochs": 2},
+    {"schedule": {"name": "onecycle", "pct_start": 0.25, "div_factor": 10.0, "final_div_factor": 100.0}},
+    {"schedule": {"name": "polynomial", "power": 2.0, "end_factor": 0.1, "warmup_fraction": 0.1}, "epochs": 3},
+    {"schedule": {"name": "polynomial", "power": 0.5}, "epochs": 2},
+    {"schedule": {"name": "plateau", "patience": 0, "factor": 0.5, "threshold": 0.01}},
+    # Every initialiser with defaults, and with other values.
+    *({"init": name} for name in list_inits()),
+    {"init": {"name": "uniform", "scale": 0.1}},
+    {"init": {"name": "normal", "std": 0.05}},
+    {"init": {"name": "xavier_normal", "nonlinearity": "tanh"}},
+    {"init": {"name": "kaiming_uniform", "mode": "fan_out", "nonlinearity": "leaky_relu"}},
+    {"init": {"name": "orthogonal", "gain": 0.5}},
+    {"init": {"name": "trunc_normal", "std": 0.1}},
+    # Regularisation and clipping.
+    {"regularization": {"dropout": 0.3}},
+    {"regularization": {"dropout": 0.0, "l1": 1e-3, "weight_decay": 0.1}, "optimizer": "adam"},
+    {"grad_clip_norm": 0.5, "batch_size": 8, "seed": 12345},
+]
+IDS = [f"{i}-{TrainConfig.from_dict(c).summary().replace(' ', '_')}" for i, c in enumerate(CONFIGS)]
+SUBPROCESS_CONFIGS = [FULL, LBFGS_PLATEAU]
+
+
+def _model() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.LayerNorm(16), nn.Dropout(0.1), nn.Linear(16, 3))
+
+
+def _zoo() -> nn.ModuleDict:
+    """Every kind of layer the initialisers touch, and some they do not."""
+    return nn.ModuleDict({
+        "mlp": _model(),
+        "embedding": nn.Embedding(10, 4),
+        "conv": nn.Conv1d(4, 6, 3),
+        "deconv": nn.ConvTranspose2d(2, 3, 2),
+        "gru": nn.GRU(4, 5),
+        "bilinear": nn.Bilinear(3, 4, 2),
+        "norm": nn.BatchNorm1d(4),
+        "dropouts": nn.Sequential(nn.Dropout2d(0.1), nn.AlphaDropout(0.1), nn.Dropout1d(0.2)),
+    })
+
+
+def _snippet(config: TrainConfig, folder: Path, title: str = "") -> tuple[str, dict[str, Any]]:
+    """The source for ``config`` and the namespace it defines, run from a file as users would."""
+    source = python_snippet(config, title=title)
+    path = folder / "snippet.py"
+    path.write_text(source)
+    return source, runpy.run_path(str(path))
+
+
+@pytest.fixture(scope="module", params=CONFIGS, ids=IDS)
+def case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig, str, dict]:
+    """(config, source, namespace), made once per config for all the tests below."""
+    config = TrainConfig.from_dict(request.param)
+    return (config, *_snippet(config, tmp_path_factory.mktemp("snippet")))
+
+
+@pytest.fixture
+def config(case: tuple[TrainConfig, str, dict]) -> TrainConfig:
+    return case[0]
+
+
+@pytest.fixture
+def ns(case: tuple[TrainConfig, str, dict]) -> dict[str, Any]:
+    return case[2]
+
+
+def _hyper(group: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in group.items() if k != "params"}
+
+
+def _lrs(optimizer: torch.optim.Optimizer) -> list[float]:
+    return [group["lr"] for group in optimizer.param_groups]
+
+
+# -- the module ------------------------------------------------------------------------------------------
+def test_defines_the_documented_names(case: tuple[TrainConfig, str, dict]) -> None:
+    config, source, ns = case
+    assert "import tuner" not in source and "from tuner" not in source
+    imports = {line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))}
+    assert imports <= {"math", "torch"}
+    assert ns["CONFIG"] == config.to_dict()
+    assert TrainConfig.from_dict(ns["CONFIG"]) == config
+    assert (ns["BATCH_SIZE"], ns["EPOCHS"], ns["SEED"]) == (config.batch_size, config.epochs, config.seed)
+    assert ns["GRAD_CLIP_NORM"] == config.grad_clip_norm
+    for name in ("apply_init", "apply_dropout", "build", "penalty", "train"):
+        assert callable(ns[name]), name
+    assert max(len(line) for line in source.splitlines()) <= 120
+
+
+def test_header_names_the_title_and_a_hostile_title_stays_a_comment(tmp_path: Path) -> None:
+    config = TrainConfig.from_dict(FULL)
+    source, _ = _snippet(config, tmp_path, title="digits-mlp")
+    assert source.startswith('"""Recommended optimizer settings from a tuner study: digits-mlp.')
+    assert config.summary() in source
+    source, ns = _snippet(config, tmp_path, title='evil """\nraise SystemExit(1) \\')
+    assert ns["__doc__"].startswith("Recommended optimizer settings from a tuner study: evil")
+    assert "SystemExit" in ns["__doc__"]
+    assert python_snippet(config).startswith('"""Recommended optimizer settings from a tuner study.\n')
+
+
+def test_rejects_anything_but_a_train_config() -> None:
+    with pytest.raises(TypeError, match="TrainConfig"):
+        python_snippet(FULL)  # type: ignore[arg-type]
+
+
+# -- build: the optimizer ----------------------------------------------------------------------------------
+def test_build_gives_the_same_optimizer_and_groups(config: TrainConfig, ns: dict[str, Any]) -> None:
+    model = _model()
+    model[2].bias.requires_grad_(False)  # frozen parameters are left out by both
+    mine, mine_sched = ns["build"](model, 4)
+    theirs, theirs_sched = config.build(model, steps_per_epoch=4)
+    assert type(mine) is type(theirs)
+    assert type(mine_sched) is type(theirs_sched)
+    assert mine.defaults == theirs.defaults
+    assert len(mine.param_groups) == len(theirs.param_groups)
+    for a, b in zip(mine.param_groups, theirs.param_groups, strict=True):
+        assert _hyper(a) == _hyper(b)
+        assert [id(p) for p in a["params"]] == [id(p) for p in b["params"]]
+    assert all(p is not model[2].bias for group in mine.param_groups for p in group["params"])
+
+
+def test_build_on_a_model_without_biases_drops_the_empty_group(tmp_path: Path) -> None:
+    config = TrainConfig.from_dict({"optimizer": "adamw", "regularization": {"weight_decay": 0.1}})
+    _, ns = _snippet(config, tmp_path)
+    model = nn.Sequential(nn.Linear(3, 4, bias=False), nn.Linear(4, 2, bias=False))
+    mine, _ = ns["build"](model, 1)
+    theirs, _ = config.build(model)
+    assert len(mine.param_groups) == len(theirs.param_groups) == 1
+    assert _hyper(mine.param_groups[0]) == _hyper(theirs.param_groups[0])
+
+
+# -- build: the schedule -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("steps_per_epoch", [1, 7])
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")
+def test_schedule_gives_the_same_lr_at_every_step(config: TrainConfig, ns: dict[str, Any],
+                                                  steps_per_epoch: int) -> None:
+    model = _model()
+    mine, mine_sched = ns["build"](model, steps_per_epoch)
+    theirs, theirs_sched = config.build(model, steps_per_epoch=steps_per_epoch)
+    if config.schedule.interval == "epoch":
+        # plateau steps on a metric, not per batch: compared with a metric sequence below
+        assert type(mine_sched) is type(theirs_sched) is torch.optim.lr_scheduler.ReduceLROnPlateau
+        return
+    steps = config.epochs * steps_per_epoch + 3  # and a few past the end of training
+    for step in range(steps + 1):
+        expected = _lrs(theirs)
+        assert _lrs(mine) == pytest.approx(expected, rel=1e-12, abs=0.0), f"step {step}"
+        mine_sched.step()
+        theirs_sched.step()
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+@pytest.mark.parametrize("schedule", [{"name": "plateau"}, LBFGS_PLATEAU["schedule"],
+                                      {"name": "plateau", "patience": 0, "factor": 0.3, "threshold": 0.05}])
+def test_plateau_reacts_to_the_metric_like_tuners(tmp_path: Path, mode: str, schedule: dict) -> None:
+    config = TrainConfig.from_dict({"optimizer": "momentum", "schedule": schedule,
+                                    "regularization": {"weight_decay": 1e-3}})
+    _, ns = _snippet(config, tmp_path)
+    model = _model()
+    mine, mine_sched = ns["build"](model, 5, mode=mode)
+    theirs, theirs_sched = config.build(model, steps_per_epoch=5, mode=mode)
+    assert isinstance(mine_sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    assert mine_sched.state_dict() == theirs_sched.state_dict()
+    metrics = [0.5, 0.6, 0.6, 0.55, 0.6, 0.61, 0.7, 0.7, 0.7, 0.7, 0.2, 0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1]
+    changed = False
+    for metric in metrics:
+        mine_sched.step(metric)
+        theirs_sched.step(metric)
+        assert _lrs(mine) == pytest.approx(_lrs(theirs), rel=1e-12, abs=0.0)
+        changed = changed or _lrs(theirs)[0] != config.optimizer.lr
+    assert changed  # the sequence exercises a reduction
+    # The default mode is tuner's default, "max".
+    assert ns["build"](model, 5)[1].mode == config.build(model, 5)[1].mode == "max"
+
+
+# -- initialisation, dropout, penalty -------------------------------------------------------------------------
+def test_apply_init_draws_the_same_weights(config: TrainConfig, ns: dict[str, Any]) -> None:
+    torch.manual_seed(5)
+    mine = _zoo()
+    torch.manual_seed(5)
+    theirs = _zoo()
+    before = {k: v.clone() for k, v in theirs.state_dict().items()}
+    torch.manual_seed(11)
+    ns["apply_init"](mine)
+    torch.manual_seed(11)
+    config.apply_init(theirs)
+    for (name, a), (other, b) in zip(mine.state_dict().items(), theirs.state_dict().items(), strict=True):
+        assert name == other and torch.equal(a, b), name
+    changed = any(not torch.equal(before[k], v) for k, v in theirs.state_dict().items())
+    assert changed == (config.init.name != "default")
+
+
+def test_apply_init_consumes_the_generator_like_tuner(config: TrainConfig, ns: dict[str, Any]) -> None:
+    torch.manual_seed(3)
+    ns["apply_init"](_zoo())
+    after_mine = torch.rand(4)
+    torch.manual_seed(3)
+    config.apply_init(_zoo())
+    assert torch.equal(after_mine, torch.rand(4))
+
+
+def test_apply_dropout_sets_the_same_rates(config: TrainConfig, ns: dict[str, Any]) -> None:
+    mine, theirs = _zoo(), _zoo()
+    ns["apply_dropout"](mine)
+    config.apply_dropout(theirs)
+    rates = [(name, getattr(m, "p", None)) for name, m in mine.named_modules()]
+    assert rates == [(name, getattr(m, "p", None)) for name, m in theirs.named_modules()]
+    if config.regularization.dropout is not None:
+        assert mine["mlp"][3].p == mine["dropouts"][1].p == config.regularization.dropout
+
+
+def test_penalty_is_tuners(config: TrainConfig, ns: dict[str, Any]) -> None:
+    torch.manual_seed(0)
+    model = _model()
+    model[0].weight.requires_grad_(False)  # frozen weights carry no penalty in either
+    mine, theirs = ns["penalty"](model), config.penalty(model)
+    assert type(mine) is type(theirs)
+    if isinstance(theirs, float):
+        assert mine == theirs == 0.0
+    else:
+        assert mine.item() == pytest.approx(theirs.item(), rel=1e-12, abs=0.0)
+        assert mine.requires_grad
+
+
+# -- running it -------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_runs_as_a_script_without_tuner(tmp_path: Path) -> None:
+    # The script's folder comes first on sys.path: a tuner there makes any import of it fail.
+    (tmp_path / "tuner.py").write_text('raise ImportError("the snippet imported tuner")\n')
+    env = {**os.environ, "PYTHONPATH": ""}
+    runs = []
+    for i, data in enumerate(SUBPROCESS_CONFIGS):  # started together: most of the time is importing torch
+        source = python_snippet(TrainConfig.from_dict(data), title="a study")
+        assert "import tuner" not in source and "from tuner" not in source
+        path = tmp_path / f"snippet_{i}.py"
+        path.write_text(source)
+        runs.append(subprocess.Popen([sys.executable, str(path)], cwd=tmp_path, env=env, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    for data, run in zip(SUBPROCESS_CONFIGS, runs, strict=True):
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, f"{data}: {err}"
+        assert "epoch 1/1: train loss" in out
+
+
+@pytest.mark.parametrize("data", [FULL, LBFGS_PLATEAU, {"optimizer": "momentum", "schedule": "onecycle"}],
+                         ids=["adamw", "lbfgs-plateau", "momentum-onecycle"])
+def test_train_reduces_the_loss(tmp_path: Path, data: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    config = TrainConfig.from_dict({**data, "epochs": 5, "batch_size": 32})
+    _, ns = _snippet(config, tmp_path)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 6, generator=generator)
+    y = (x[:, :2].sum(dim=1) > 0).long() + (x[:, 2] > 1).long()  # three classes, nearly separable
+    x_val, y_val = x[192:], y[192:]
+    x, y = x[:192], y[:192]
+
+    def fresh_start() -> nn.Module:
+        torch.manual_seed(1)
+        model = _model()
+        torch.manual_seed(config.seed)  # train() seeds the same way before its initialisation
+        ns["apply_init"](model)
+        return model.eval()
+
+    with torch.no_grad():
+        loss_before = nn.functional.cross_entropy(fresh_start()(x), y).item()
+    torch.manual_seed(1)
+    model = _model()
+    trained = ns["train"](model, x, y, x_val=x_val, y_val=y_val)
+    assert trained is model
+    with torch.no_grad():
+        loss_after = nn.functional.cross_entropy(trained.eval()(x), y).item()
+    assert math.isfinite(loss_after) and loss_after < 0.7 * loss_before
+    out = capsys.readouterr().out
+    assert out.count("validation loss") == config.epochs
