@@ -123,3 +123,86 @@ def assert_nothing_written() -> Callable[[Path], None]:
         assert study_names_in(path) == [], f"{path} holds studies {study_names_in(path)}"
 
     return check
+
+
+# -- a throwaway PostgreSQL server ---------------------------------------------------------------------------
+PG_PASSWORD = "S3cr3t-pg"
+
+
+def _pg_bin() -> Path | None:
+    import glob
+    import shutil
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory):
+    """A real PostgreSQL server (Debian's package, installed by .ci/install) on 127.0.0.1 in a temporary
+    directory, with password authentication; yields ``postgresql://postgres:PASSWORD@127.0.0.1:PORT``."""
+    import os
+    import shutil
+    import subprocess
+
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/install does it as root)")
+    import tempfile
+
+    # Not under pytest's temporary folder: its parents are private to root, and the server runs as postgres.
+    root = Path(tempfile.mkdtemp(prefix="tuner-pg-"))
+    data, sock = root / "data", root / "sock"
+    sock.mkdir()
+    pwfile = root / "pw"
+    pwfile.write_text(PG_PASSWORD + "\n")
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(root, "postgres")
+        for p in (sock, pwfile):
+            shutil.chown(p, "postgres")
+        root.chmod(0o700)
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+
+    def run(*cmd: str) -> None:
+        done = subprocess.run([*as_postgres, *cmd], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{cmd[0]} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+
+    run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(pwfile),
+        "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync")
+    opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    run(str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-w", "-t", "60", "-l", str(root / "log"), "start")
+    try:
+        yield f"postgresql://postgres:{PG_PASSWORD}@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_db(postgres_url: str):
+    """A fresh database on the throwaway server; yields its URL."""
+    import uuid
+
+    import sqlalchemy
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    engine = sqlalchemy.create_engine(f"{postgres_url}/postgres", isolation_level="AUTOCOMMIT")
+    with engine.connect() as con:
+        con.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    yield f"{postgres_url}/{name}"

@@ -99,9 +99,22 @@ StorageOpt = Annotated[str | None, typer.Option("--storage", help="Storage URL [
 FormatOpt = Annotated[Format, typer.Option("--format", help="text, or json for scripts.")]
 
 
-def _run(study: optuna.Study, prepared: Any, fmt: Format, n_trials: int, timeout: float | None) -> None:
-    from tuner.study import run_trials
+WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Worker processes on this machine, each with "
+                                                                 "torch threads = cores / N.")]
+DevicesOpt = Annotated[str | None, typer.Option("--devices", help="Comma-separated devices, one worker on each "
+                                                                  "(e.g. cuda:0,cuda:1); sets --workers.")]
 
+
+def _run(study: optuna.Study, prepared: Any, fmt: Format, n_trials: int, timeout: float | None,
+         workers: int = 1, devices: str | None = None) -> None:
+    from tuner.study import run_trials
+    from tuner.study._workers import parse_devices
+
+    device_list = parse_devices(devices)
+    workers = max(workers, len(device_list)) if device_list else workers
+    if workers > 1:
+        _run_pool(study, prepared, fmt, n_trials, workers, device_list)
+        return
     with TrialProgress(study, n_trials, quiet=fmt is Format.json) as progress:
         run = run_trials(study, prepared, n_trials=n_trials, timeout=timeout, on_trial=progress)
     summary = study_summary(study)
@@ -116,6 +129,46 @@ def _run(study: optuna.Study, prepared: Any, fmt: Format, n_trials: int, timeout
                   + (" (timeout reached)" if run.stopped_by == "timeout" else ""))
     print_summary(summary)
     print_best_config(summary)
+
+
+def _run_pool(study: optuna.Study, prepared: Any, fmt: Format, n_trials: int, workers: int,
+              devices: list[str]) -> None:
+    from tuner.study._runner import TrialOutcome
+    from tuner.study._workers import run_workers
+
+    spec = prepared.spec
+    overrides = {k: v for k, v in (("timeout", spec.timeout), ("threads", spec.threads),
+                                   ("device", None if devices else spec.device)) if v is not None}
+    with TrialProgress(study, n_trials, quiet=fmt is Format.json) as progress:
+        def on_trial(t: optuna.trial.FrozenTrial, s: optuna.Study) -> None:
+            from tuner.config import TrainConfig
+
+            config = t.user_attrs.get("config")
+            progress(TrialOutcome(t.number, t.state.name, t.value, t.user_attrs.get("test_value"),
+                                  t.user_attrs.get("reason"), float(t.user_attrs.get("seconds") or 0.0),
+                                  TrainConfig.from_dict(config) if config else None), s)
+
+        pool = run_workers(prepared.name, prepared.storage_url, workers, devices=devices, overrides=overrides,
+                           on_trial=on_trial)
+    summary = study_summary(study)
+    lost = [w for w in pool.failed_workers if w.exitcode not in (130, 143)]
+    if fmt is Format.json:
+        print_json({**summary, "run": {"workers": [w.__dict__ for w in pool.workers],
+                                       "seconds": round(pool.seconds, 2), "requeued": pool.reaped}})
+    else:
+        out.print(f"{workers} workers ran {sum(w.trials for w in pool.workers)} trial(s) in {pool.seconds:.1f}s"
+                  + (f"; trials {pool.reaped} of lost workers were queued again" if pool.reaped else ""))
+        for w in lost:
+            err.print(f"worker {w.index} (pid {w.pid}, {w.device}) stopped: "
+                      + (w.error or f"exit code {w.exitcode}"))
+        print_summary(summary)
+        print_best_config(summary)
+    if pool.interrupted is not None:
+        raise SystemExit(130 if pool.interrupted == signal.SIGINT else 143)
+    if lost and len(lost) == len(pool.workers):
+        from tuner.errors import StudyError
+
+        raise StudyError(f"every worker stopped with an error; the first: {lost[0].error or lost[0].exitcode}")
 
 
 @study_app.command("create")
@@ -140,6 +193,8 @@ def study_create(
     data: Annotated[str | None, typer.Option(help="CSV file (objective 'tabular').")] = None,
     target: Annotated[str | None, typer.Option(help="Target column (objective 'tabular').")] = None,
     no_run: Annotated[bool, typer.Option("--no-run", help="Only create the study.")] = False,
+    workers: WorkersOpt = 1,
+    devices: DevicesOpt = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Create a study from a spec file and/or flags, then run it (flags override the file)."""
@@ -164,7 +219,7 @@ def study_create(
             storage_flag = f" --storage {_quote(prepared.storage_url)}" if spec_obj.storage else ""
             out.print(f"created; run it with: tuner study run {_quote(prepared.name)}{storage_flag}", markup=False)
         return
-    _run(study, prepared, fmt, prepared.spec.n_trials, prepared.spec.timeout)
+    _run(study, prepared, fmt, prepared.spec.n_trials, prepared.spec.timeout, workers, devices)
 
 
 @study_app.command("run")
@@ -177,16 +232,19 @@ def study_run(
     timeout: Annotated[float | None, typer.Option(help="Seconds after which no new trial starts.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
     threads: Annotated[int | None, typer.Option(help="Torch threads [default: timed at start].")] = None,
+    workers: WorkersOpt = 1,
+    devices: DevicesOpt = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
-    """Continue (or join) a study: the spec and space come from the storage."""
+    """Continue (or join) a study: the spec and space come from the storage. Start it on every machine
+    (same --storage) to run one study on many."""
     from tuner.study import create_or_join, prepare, stored_spec
 
     spec_obj, space_data = stored_spec(name, storage)
     spec_obj = spec_obj.with_overrides(n_trials=n_trials, timeout=timeout, device=device, threads=threads)
     prepared = prepare(spec_obj, space_data=space_data)
     study = create_or_join(prepared)
-    _run(study, prepared, fmt, prepared.spec.n_trials, prepared.spec.timeout)
+    _run(study, prepared, fmt, prepared.spec.n_trials, prepared.spec.timeout, workers, devices)
 
 
 @study_app.command("list")

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from tuner.study import TrialOutcome, best_trial, counts
+from tuner.study._runner import reason_kind
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -96,7 +97,7 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
     for t in trials:
         if t.state in (TrialState.PRUNED, TrialState.FAIL):
             reason = str(t.user_attrs.get("reason", "no reason recorded"))
-            reasons[f"{t.state.name}: {_reason_kind(reason)}"] += 1
+            reasons[f"{t.state.name}: {reason_kind(reason)}"] += 1
     best = complete[0] if complete else None
     spec = study.user_attrs.get("tuner:spec", {})
     return {
@@ -110,14 +111,6 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
         "best": None if best is None else _trial_row(best),
         "top": [_trial_row(t) for t in complete[:top]],
     }
-
-
-def _reason_kind(reason: str) -> str:
-    if reason.startswith("pruned by"):
-        return reason.split(" after")[0]
-    if reason.startswith("diverged"):
-        return "diverged"
-    return reason[:120]
 
 
 def _trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import yaml
 from tuner.report._analysis import Importance
 from tuner.report._confirm import Recommendation
 from tuner.report._plots import PLOTS
+from tuner.study._runner import reason_kind
 
 __all__ = ["ReportData", "render_markdown", "render_html", "reason_counts"]
 
@@ -39,20 +40,12 @@ class ReportData:
     notes: list[str] = field(default_factory=list)
 
 
-def _reason_kind(reason: str) -> str:
-    if reason.startswith("pruned by"):
-        return reason.split(" after ")[0]
-    if reason.startswith("diverged"):
-        return "diverged: " + ("non-finite loss" if "became" in reason else "loss blew up")
-    return reason[:120]
-
-
 def reason_counts(study: optuna.Study) -> dict[str, list[tuple[str, int]]]:
     """Pruned and failed trials grouped by why they stopped."""
     out: dict[str, list[tuple[str, int]]] = {}
     for state in (optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL):
         trials = study.get_trials(deepcopy=False, states=(state,))
-        kinds = Counter(_reason_kind(t.user_attrs.get("reason") or "no reason recorded") for t in trials)
+        kinds = Counter(reason_kind(t.user_attrs.get("reason") or "no reason recorded") for t in trials)
         if kinds:
             out[state.name.lower()] = kinds.most_common()
     return out

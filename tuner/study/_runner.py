@@ -7,8 +7,12 @@ failed before it propagates.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging
 import math
 import os
+import socket
 import time
 import traceback
 from collections.abc import Callable
@@ -21,13 +25,17 @@ from optuna.trial import TrialState
 
 from tuner.config import TrainConfig
 from tuner.errors import StudyError
+from tuner.study._liveness import Heartbeat, reap_stale
 from tuner.study._prepare import PreparedStudy
+from tuner.study._storage import mask_url
 from tuner.train import Diverged
 
-__all__ = ["TrialOutcome", "RunSummary", "run_trials", "trial_seed", "counts", "FINISHED"]
+log = logging.getLogger(__name__)
+
+__all__ = ["TrialOutcome", "RunSummary", "run_trials", "trial_seed", "counts", "reason_kind", "FINISHED"]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-TELL_RETRIES = 3
+TELL_RETRIES = 4
 
 
 @dataclass
@@ -53,6 +61,21 @@ def trial_seed(study_seed: int, number: int) -> int:
     return (study_seed * 1_000_003 + number) % 2**31
 
 
+def reason_kind(reason: str) -> str:
+    """A trial's stop reason without its specifics, for grouping ("pruned by the median pruner")."""
+    if reason.startswith("pruned by"):
+        return reason.split(" after")[0]
+    if reason.startswith("diverged"):
+        return "diverged"
+    if reason.startswith("worker lost"):
+        return "worker lost (re-queued)"
+    if reason.startswith("out of memory"):
+        return "out of memory"
+    if reason.startswith("storage"):
+        return reason.split(":")[0]
+    return reason[:120]
+
+
 def counts(study: optuna.Study) -> dict[str, int]:
     out = {s.name: 0 for s in TrialState}
     for t in study.get_trials(deepcopy=False):
@@ -60,15 +83,57 @@ def counts(study: optuna.Study) -> dict[str, int]:
     return out
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial | int, **kwargs: Any) -> None:
-    for attempt in range(TELL_RETRIES):
+def _retried(fn: Callable[[], Any], retries: int = TELL_RETRIES) -> Any:
+    """Calls ``fn``, retrying storage errors with backoff (0.5, 1, 2 s); a finished trial is not retried."""
+    for attempt in range(retries):
         try:
-            study.tell(trial, skip_if_finished=True, **kwargs)
-            return
+            return fn()
+        except optuna.exceptions.UpdateFinishedTrialError:
+            raise
         except Exception:
-            if attempt == TELL_RETRIES - 1:
+            if attempt == retries - 1:
                 raise
             time.sleep(0.5 * 2**attempt)
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial | int, **kwargs: Any) -> None:
+    _retried(lambda: study.tell(trial, skip_if_finished=True, **kwargs))
+
+
+def _storage_reason(exc: BaseException) -> str:
+    # Optuna wraps the driver's error (e.g. SQLite's "database is locked") in a generic one: name the cause.
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(chain) < 10:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    root = chain[-1]
+    text = mask_url(str(root).splitlines()[0]) if str(root) else type(root).__name__
+    exc = root
+    busy = any(word in text.lower() for word in ("locked", "busy", "timeout", "timed out"))
+    return f"storage {'busy' if busy else 'error'}: could not record the result after {TELL_RETRIES} tries " \
+           f"({type(exc).__name__}: {text})"[:1000]
+
+
+@contextlib.contextmanager
+def _ask_lock(url: str | None):
+    """SQLite cannot pop an enqueued trial atomically across processes (two workers may both take it):
+    local workers take turns to ask, through a lock file next to the database."""
+    path = url.split(":///", 1)[1].split("?", 1)[0] if url and url.startswith("sqlite:///") else ""
+    if not path or path == ":memory:":
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: one process per SQLite file is the safe use
+        yield
+        return
+    with open(f"{path}.ask-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class _SamplerFailed(Exception):
@@ -84,7 +149,8 @@ def _ask(study: optuna.Study, prepared: PreparedStudy) -> optuna.Trial:
     """``study.ask()``; when the sampler fails, the trial it created is failed and a StudyError raised."""
     before = max((t.number for t in study.get_trials(deepcopy=False)), default=-1)
     try:
-        return study.ask()
+        with _ask_lock(prepared.storage_url):
+            return study.ask()
     except Exception as exc:
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if t.number > before and "config" not in t.user_attrs:
@@ -114,18 +180,33 @@ def run_one(study: optuna.Study, prepared: PreparedStudy) -> TrialOutcome:
             attrs["reason"] = reason
         try:
             for key, val in attrs.items():
-                trial.set_user_attr(key, val)
-        finally:
+                _retried(lambda key=key, val=val: trial.set_user_attr(key, val))
             _tell(study, trial, values=value if state == TrialState.COMPLETE else None, state=state)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Reaped while it ran (its heartbeat stalled): the trial is FAIL and its parameters queued again.
+            reason = "discarded: the trial was failed by another worker after its heartbeat stalled"
+            log.warning("trial %d: %s", trial.number, reason)
+            return TrialOutcome(trial.number, "FAIL", None, None, reason, seconds, config)
+        except Exception as exc:  # the storage kept failing: record what can be recorded, and go on
+            reason = _storage_reason(exc)
+            log.warning("trial %d: %s", trial.number, reason)
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("reason", reason)
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            return TrialOutcome(trial.number, "FAIL", None, None, reason, seconds, config)
         return TrialOutcome(trial.number, state.name, value, test, reason, seconds, config)
 
+    heartbeat = Heartbeat(study, trial._trial_id, spec.heartbeat_interval)
     try:
         try:
             config = prepared.space.sample(trial, epochs=spec.epochs, seed=trial_seed(spec.seed, trial.number))
         except Exception as exc:
             raise _SamplerFailed from exc
         trial.set_user_attr("config", config.to_dict())
-        result = prepared.trainer.fit(config, report=report)
+        trial.set_user_attr("worker", {"pid": os.getpid(), "host": socket.gethostname(),
+                                       "device": str(prepared.trainer.device)})
+        with heartbeat:
+            result = prepared.trainer.fit(config, report=report)
     except _SamplerFailed as exc:
         # Systematic (bad sampler options), not one unlucky trial: stop at once.
         cause = exc.__cause__ or exc
@@ -138,11 +219,24 @@ def run_one(study: optuna.Study, prepared: PreparedStudy) -> TrialOutcome:
     except (KeyboardInterrupt, SystemExit):
         finish(TrialState.FAIL, "interrupted")
         raise
+    except torch.cuda.OutOfMemoryError as exc:
+        reason = f"out of memory: {exc}".splitlines()[0][:1000]
+        attrs = {"oom": True, "traceback": traceback.format_exc()[-4000:], **_history(prepared)}
+        del exc
+        _release_memory(prepared)
+        return finish(TrialState.FAIL, reason, attrs=attrs)
     except Exception as exc:
         return finish(TrialState.FAIL, f"{type(exc).__name__}: {exc}"[:1000],
                       attrs={"traceback": traceback.format_exc()[-4000:]})
     return finish(TrialState.COMPLETE, None, result.value, result.test_value,
                   attrs={"test_value": result.test_value, **_history(prepared)})
+
+
+def _release_memory(prepared: PreparedStudy) -> None:
+    """After an out-of-memory error: drop what the failed trial held, and hand cached GPU memory back."""
+    gc.collect()
+    if prepared.trainer.device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _history(prepared: PreparedStudy) -> dict[str, Any]:
@@ -176,12 +270,20 @@ def run_trials(
     summary = RunSummary(threads=threads)
     start = time.monotonic()
     consecutive = 0
+    spec = prepared.spec
     while True:
         if timeout is not None and time.monotonic() - start >= timeout:
             summary.stopped_by = "timeout"
             break
-        if len(study.get_trials(deepcopy=False, states=FINISHED)) >= n_trials:
+        reap_stale(study, spec.grace_period)
+        trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        finished = sum(t.state in FINISHED for t in trials)
+        if finished >= n_trials:
             break
+        if len(trials) >= n_trials:
+            # The rest of the budget is in flight on other workers: wait, in case one of them fails.
+            time.sleep(min(1.0, spec.heartbeat_interval))
+            continue
         outcome = run_one(study, prepared)
         summary.outcomes.append(outcome)
         consecutive = consecutive + 1 if outcome.state == "FAIL" else 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuner._builtin import builtin_names
 from tuner._yaml import line_of, load_yaml_file
@@ -52,6 +52,10 @@ class StudySpec(BaseModel):
     seed: int = Field(0, ge=0, description="seed of the sampler and of every trial's training")
     threads: int | None = Field(None, gt=0, description="torch threads per worker; default: the faster of 1 "
                                                          "and cores / workers, timed on the objective at start")
+    heartbeat_interval: float = Field(2.0, gt=0, description="seconds between a running trial's heartbeats")
+    grace_period: float = Field(12.0, gt=0, description="seconds without a heartbeat after which a running "
+                                                        "trial's worker counts as lost: the trial is failed "
+                                                        "and its parameters queued again")
     description: str = ""
 
     @field_validator("name")
@@ -90,6 +94,13 @@ class StudySpec(BaseModel):
         if isinstance(value, dict) and not isinstance(value.get("name"), str):
             raise ValueError("a mapping needs a 'name' key, e.g. {name: tpe, n_startup_trials: 5}")
         return value
+
+    @model_validator(mode="after")
+    def _grace_over_heartbeats(self) -> StudySpec:
+        if self.grace_period < 2 * self.heartbeat_interval:
+            raise ValueError(f"grace_period ({self.grace_period:g}s) must be at least twice heartbeat_interval "
+                             f"({self.heartbeat_interval:g}s), or busy workers would be taken for lost")
+        return self
 
     @property
     def study_name(self) -> str:
@@ -134,6 +145,8 @@ def _describe(exc: ValidationError, data: dict[str, Any], source: str) -> str:
     if err["type"] == "extra_forbidden":
         return f"{where}: " + unknown_name_message("study-spec key", key, StudySpec.model_fields)
     message = err["msg"].removeprefix("Value error, ")
+    if not key:
+        return f"{where}: {message}."
     got = data.get(key, None)
     return f"{where}: key {key!r}: {message}. Got {got!r} instead."
 

@@ -50,6 +50,25 @@ def storage_exists(url: str) -> bool:
     return True
 
 
+SQLITE_TIMEOUT = 30.0  # seconds a writer waits for SQLite's lock before the write is retried
+
+
+def _use_wal(url: str) -> None:
+    """Write-ahead logging: readers never block the writer and workers wait less for each other. The mode
+    is stored in the database file, so setting it once, before Optuna opens it, is enough."""
+    import sqlite3
+
+    path = url.split(":///", 1)[-1].split("?", 1)[0]
+    if not path or path == ":memory:":
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with sqlite3.connect(path, timeout=SQLITE_TIMEOUT) as con:
+            con.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as exc:
+        raise StudyError(f"Cannot open storage {url}: {exc}") from None
+
+
 def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
     """Opens (and for local files, creates) the storage behind a URL."""
     url = url or default_storage()
@@ -64,8 +83,12 @@ def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
         raise ConfigError(f"Unknown storage {mask_url(url)!r}. Valid: sqlite:///FILE, postgresql://USER@HOST/DB, "
                           f"mysql://..., journal:FILE (or a FILE ending in .journal).")
     engine_kwargs: dict[str, object] = {"pool_pre_ping": True}
+    if scheme.startswith("postgresql"):
+        # An unreachable server is an error within seconds, not a hang.
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}
     if scheme == "sqlite":
-        engine_kwargs = {"connect_args": {"timeout": 30}}
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT}}
+        _use_wal(url)
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except Exception as exc:  # driver missing, server unreachable, bad credentials

@@ -1,0 +1,271 @@
+"""Many workers on one study, with real processes: the load test on SQLite and PostgreSQL, a worker killed
+with SIGKILL mid-trial, Ctrl-C and SIGTERM, a storage that stays busy, out-of-memory trials."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from conftest import SYNTHETIC_OBJECTIVE
+from optuna.trial import TrialState
+
+from tuner.errors import StudyError
+from tuner.study import StudySpec, create_or_join, prepare, run_trials
+
+# The synthetic objective, with each training batch taking `SLEEP` seconds: trials last long enough to be
+# killed or interrupted in the middle.
+SLOW_OBJECTIVE = SYNTHETIC_OBJECTIVE + '''
+
+import os
+import time
+
+SLEEP = float(os.environ.get("TUNER_TEST_SLEEP", "0.05"))
+
+
+class Slow(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        if self.training:
+            time.sleep(SLEEP)
+        return self.inner(x)
+
+
+slow = Objective("slow", load_data=load_data, build_model=lambda d: Slow(build_model(d)), metric="accuracy")
+
+
+class OOM(nn.Module):
+    """Raises CUDA's out-of-memory error for training batches over 16 rows, as a GPU would."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.buffer = None
+
+    def forward(self, x):
+        if self.training and x.shape[0] > 16:
+            import torch
+
+            self.buffer = torch.zeros(1_000_000)  # memory the failed trial must not keep
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner(x)
+
+
+oom = Objective("oom", load_data=load_data, build_model=lambda d: OOM(build_model(d)), metric="accuracy")
+'''
+
+TUNER = [str(Path(sys.executable).with_name("tuner"))]
+FAST = {"heartbeat_interval": 0.5, "grace_period": 2.0}
+
+
+@pytest.fixture(scope="module")
+def slow_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("slow") / "slow_objective.py"
+    path.write_text(SLOW_OBJECTIVE)
+    return path
+
+
+def _spec_file(tmp_path: Path, slow_file: Path, space_file: Path, attr: str = "slow", **fields) -> Path:
+    spec = {"name": "w", "objective": f"{slow_file}:{attr}", "space": str(space_file), "sampler": "random",
+            "pruner": "none", "n_trials": 8, "epochs": 2, "device": "cpu", "threads": 1, **FAST, **fields}
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def _env(**extra: str) -> dict[str, str]:
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), **extra}
+    env.pop("TUNER_STORAGE", None)
+    return env
+
+
+def _cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*TUNER, *args], capture_output=True, text=True, env=env or _env(), timeout=timeout)
+
+
+def _check_clean(study: optuna.Study, budget: int) -> list[optuna.trial.FrozenTrial]:
+    trials = study.get_trials(deepcopy=False)
+    assert [t.number for t in trials] == list(range(len(trials)))  # unique and contiguous
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == budget
+    return trials
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_load_four_workers_fifty_trials_each(backend: str, tmp_path: Path, slow_file: Path, space_file: Path,
+                                             request):
+    url = f"sqlite:///{tmp_path / 'load.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_db")
+    spec = _spec_file(tmp_path, slow_file, space_file, n_trials=200, epochs=1)
+    result = _cli("study", "create", str(spec), "--storage", url, "--workers", "4", "--format", "json",
+                  env=_env(TUNER_TEST_SLEEP="0"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads(result.stdout)["run"]
+    assert len(run["workers"]) == 4
+    assert all(w["exitcode"] == 0 and w["error"] is None for w in run["workers"]), run["workers"]
+    assert sum(w["trials"] for w in run["workers"]) == 200
+    study = optuna.load_study(study_name="w", storage=url)
+    trials = _check_clean(study, 200)
+    assert len(trials) == 200  # no overshoot, no failure
+    assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 4  # every worker took part
+    assert url.split("@")[0] not in result.stdout + result.stderr or "postgres:" not in url
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "journal", "postgresql"])
+def test_sigkilled_worker_trial_is_failed_and_rerun_with_its_params(backend: str, tmp_path: Path, slow_file: Path,
+                                                                    space_file: Path, request):
+    url = {"sqlite": f"sqlite:///{tmp_path / 'k.db'}", "journal": f"journal:{tmp_path / 'k.journal'}"}.get(backend)
+    url = url or request.getfixturevalue("postgres_db")
+    spec = _spec_file(tmp_path, slow_file, space_file, n_trials=8, epochs=6)
+    assert _cli("study", "create", str(spec), "--storage", url, "--no-run").returncode == 0
+    proc = subprocess.Popen([*TUNER, "study", "run", "w", "--storage", url, "--workers", "3", "--format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    study = optuna.load_study(study_name="w", storage=url)
+    victim = None
+    deadline = time.monotonic() + 120
+    while victim is None and time.monotonic() < deadline:
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if "worker" in t.user_attrs and len(t.intermediate_values) >= 1:
+                victim = t
+                break
+        time.sleep(0.1)
+    assert victim is not None, "no trial started"
+    os.kill(victim.user_attrs["worker"]["pid"], signal.SIGKILL)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+    study = optuna.load_study(study_name="w", storage=url)
+    trials = _check_clean(study, 8)
+    killed = trials[victim.number]
+    assert killed.state == TrialState.FAIL and killed.user_attrs["reason"].startswith("worker lost: no heartbeat")
+    retries = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == victim.params
+    run = json.loads(out)["run"]
+    assert sorted(w["exitcode"] for w in run["workers"]) == [-signal.SIGKILL, 0, 0]
+
+
+@pytest.mark.parametrize("workers, sig, code", [(1, signal.SIGINT, 130), (1, signal.SIGTERM, 143),
+                                                (2, signal.SIGINT, 130), (2, signal.SIGTERM, 143)])
+def test_interrupt_leaves_nothing_running_and_resumes(workers: int, sig: int, code: int, tmp_path: Path,
+                                                      slow_file: Path, space_file: Path):
+    url = f"sqlite:///{tmp_path / 'i.db'}"
+    spec = _spec_file(tmp_path, slow_file, space_file, n_trials=6, epochs=8)
+    proc = subprocess.Popen([*TUNER, "study", "create", str(spec), "--storage", url, "--workers", str(workers)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if Path(url[len("sqlite:///"):]).exists():
+            try:
+                running = optuna.load_study(study_name="w", storage=url).get_trials(states=(TrialState.RUNNING,))
+                if any(len(t.intermediate_values) >= 1 for t in running):
+                    break
+            except KeyError:
+                pass
+        time.sleep(0.1)
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)  # a terminal's Ctrl-C reaches the whole process group
+    else:
+        os.kill(proc.pid, sig)  # SIGTERM to the command only: it stops its workers itself
+    proc.communicate(timeout=120)
+    assert proc.returncode == code
+    study = optuna.load_study(study_name="w", storage=url)
+    states = [t.state for t in study.trials]
+    assert TrialState.RUNNING not in states
+    assert any(t.user_attrs.get("reason") == "interrupted" for t in study.trials)
+    resumed = _cli("study", "run", "w", "--storage", url)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    _check_clean(optuna.load_study(study_name="w", storage=url), 6)
+
+
+def _prepared(spec_fields: dict, slow_file: Path, space_file: Path, url: str, attr: str = "slow"):
+    spec = StudySpec.from_mapping({"name": "b", "objective": f"{slow_file}:{attr}", "space": str(space_file),
+                                   "sampler": "random", "pruner": "none", "epochs": 1, "device": "cpu",
+                                   "threads": 1, "storage": url, **FAST, **spec_fields}, "test")
+    prepared = prepare(spec)
+    return create_or_join(prepared), prepared
+
+
+@pytest.mark.parametrize("hold, expect", [(1.5, "COMPLETE"), (6.0, "FAIL")])
+def test_busy_storage_is_retried_then_recorded_and_the_worker_goes_on(hold: float, expect: str, tmp_path: Path,
+                                                                     slow_file: Path, space_file: Path,
+                                                                     monkeypatch):
+    """Another connection holds SQLite's write lock when a trial's result is written: held shortly, the retry
+    succeeds; held past every retry, the trial is recorded as failed ("storage busy") and the study goes on."""
+    from tuner.study import _storage
+
+    monkeypatch.setattr(_storage, "SQLITE_TIMEOUT", 0.2)
+    monkeypatch.setenv("TUNER_TEST_SLEEP", "0")
+    db = tmp_path / "busy.db"
+    study, prepared = _prepared({"n_trials": 3}, slow_file, space_file, f"sqlite:///{db}")
+    fit = prepared.trainer.fit
+    held = threading.Event()
+
+    def fit_then_lock(config, report=None, keep_model=False):
+        result = fit(config, report=report)
+        if not held.is_set():
+            held.set()
+
+            def hold_lock():
+                con = sqlite3.connect(db, timeout=5, isolation_level=None)
+                con.execute("BEGIN EXCLUSIVE")
+                locked.set()
+                time.sleep(hold)
+                con.execute("COMMIT")
+                con.close()
+
+            locked = threading.Event()
+            threading.Thread(target=hold_lock, daemon=True).start()
+            locked.wait(5)
+        return result
+
+    monkeypatch.setattr(prepared.trainer, "fit", fit_then_lock)
+    outcomes = run_trials(study, prepared).outcomes
+    assert outcomes[0].state == expect
+    if expect == "FAIL":
+        assert outcomes[0].reason.startswith("storage busy: could not record the result")
+    final = optuna.load_study(study_name="b", storage=f"sqlite:///{db}")
+    assert not final.get_trials(states=(TrialState.RUNNING,))
+    assert len(final.get_trials(states=(TrialState.COMPLETE,))) == 3  # the worker went on
+
+
+def test_out_of_memory_trials_fail_with_the_reason_and_the_study_goes_on(tmp_path: Path, slow_file: Path):
+    space = tmp_path / "bs.yaml"
+    space.write_text("optimizer: {adam: {lr: {low: 1.0e-3, high: 1.0e-2, log: true}}}\n"
+                     "batch_size: {choices: [16, 32]}\n")
+    study, prepared = _prepared({"n_trials": 6, "sampler": "grid"}, slow_file, space, f"sqlite:///{tmp_path / 'o.db'}",
+                                attr="oom")
+    run_trials(study, prepared)
+    trials = study.get_trials(deepcopy=False)
+    ooms = [t for t in trials if t.state == TrialState.FAIL]
+    assert ooms and all(t.params["batch_size"] == 32 for t in ooms)
+    assert all(t.user_attrs["oom"] and t.user_attrs["reason"].startswith("out of memory: CUDA out of memory")
+               for t in ooms)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) >= 3  # the batch-16 configs trained
+    # Nothing of the failed trials is kept alive: their models (and the buffers they held) were freed.
+    import gc
+
+    gc.collect()
+    leaked = [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.numel() == 1_000_000]
+    assert not leaked
+
+
+def test_consecutive_out_of_memory_failures_stop_the_study(tmp_path: Path, slow_file: Path):
+    space = tmp_path / "big.yaml"
+    space.write_text("optimizer: adam\nbatch_size: 64\n")
+    study, prepared = _prepared({"n_trials": 20}, slow_file, space, f"sqlite:///{tmp_path / 'o.db'}", attr="oom")
+    with pytest.raises(StudyError, match="5 consecutive failed trials; the last failed with: out of memory"):
+        run_trials(study, prepared)
+    assert len(study.trials) == 5

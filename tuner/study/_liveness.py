@@ -1,0 +1,117 @@
+"""Heartbeats for running trials, and a reaper that fails and re-queues the trials of dead workers.
+
+Optuna's own heartbeat only exists for RDB storages and only inside ``study.optimize``. Here one mechanism
+serves every storage (SQLite, PostgreSQL, the journal file): while a trial trains, a daemon thread writes
+the time into the trial's system attribute ``tuner:heartbeat`` every ``interval`` seconds. Any worker (and
+the supervisor of ``--workers``) calls ``reap_stale`` before asking for a trial: a RUNNING trial whose
+heartbeat is older than ``grace`` seconds is marked FAIL with the reason, and its parameters are enqueued
+again, so the budget is still met with the same configs. Only the process whose FAIL write wins re-queues
+(Optuna raises ``UpdateFinishedTrialError`` for the others).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
+
+__all__ = ["Heartbeat", "reap_stale", "HEARTBEAT_ATTR", "DEFAULT_INTERVAL", "DEFAULT_GRACE", "MAX_RETRIES"]
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_ATTR = "tuner:heartbeat"
+DEFAULT_INTERVAL = 2.0
+DEFAULT_GRACE = 12.0
+MAX_RETRIES = 2
+
+
+class Heartbeat:
+    """Writes the trial's heartbeat every ``interval`` seconds until stopped. A failed write (storage busy,
+    connection dropped) is logged and retried at the next beat: the thread never dies of it."""
+
+    def __init__(self, study: optuna.Study, trial_id: int, interval: float = DEFAULT_INTERVAL) -> None:
+        self.storage = study._storage
+        self.trial_id = trial_id
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"tuner-heartbeat-{trial_id}", daemon=True)
+        self.failures = 0
+
+    def beat(self) -> bool:
+        """Writes one heartbeat; False when the trial is finished (or was reaped) and needs no more."""
+        try:
+            self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT_ATTR, time.time())
+        except UpdateFinishedTrialError:
+            return False
+        except Exception as exc:  # transient storage trouble: try again at the next beat
+            self.failures += 1
+            log.warning("heartbeat of trial id %s failed (%s: %s); retrying", self.trial_id, type(exc).__name__, exc)
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            if not self.beat():
+                return
+
+    def __enter__(self) -> Heartbeat:
+        self.beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+
+
+def _last_sign_of_life(trial: optuna.trial.FrozenTrial) -> float:
+    beat = trial.system_attrs.get(HEARTBEAT_ATTR)
+    if isinstance(beat, (int, float)):
+        return float(beat)
+    start = trial.datetime_start or datetime.now(timezone.utc)
+    return start.timestamp()  # naive (RDB: local time) and aware datetimes both convert correctly
+
+
+def _retry_depth(trial: optuna.trial.FrozenTrial) -> int:
+    return int(trial.user_attrs.get("retry_depth", 0))
+
+
+def reap_stale(study: optuna.Study, grace: float = DEFAULT_GRACE, max_retries: int = MAX_RETRIES) -> list[int]:
+    """Fails the RUNNING trials whose heartbeat is older than ``grace`` seconds and re-queues their
+    parameters (at most ``max_retries`` times per original trial); returns the numbers of the trials failed."""
+    now = time.time()
+    reaped = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        silent = now - _last_sign_of_life(trial)
+        if silent <= grace:
+            continue
+        storage = study._storage
+        try:
+            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                continue
+        except UpdateFinishedTrialError:
+            continue  # another worker got there first, or the trial just finished
+        except Exception as exc:  # storage trouble: the next reaper call tries again
+            log.warning("could not fail stale trial %d: %s: %s", trial.number, type(exc).__name__, exc)
+            continue
+        reaped.append(trial.number)
+        worker = trial.user_attrs.get("worker") or {}
+        reason = (f"worker lost: no heartbeat for {silent:.0f}s (worker pid {worker.get('pid', '?')} on "
+                  f"{worker.get('host', '?')}); its parameters were queued again")
+        depth = _retry_depth(trial)
+        try:
+            storage.set_trial_user_attr(trial._trial_id, "reason", reason)
+        except Exception:
+            pass  # the reason is a courtesy; the re-queue below is what keeps the budget
+        if depth >= max_retries:
+            log.warning("trial %d lost its worker %d times; not retried again", trial.number, depth + 1)
+            continue
+        if trial.params:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retry_depth": depth + 1})
+        log.warning("trial %d: %s", trial.number, reason)
+    return reaped

@@ -1,0 +1,189 @@
+"""``--workers N``: N worker processes on one machine against one study, supervised.
+
+Each worker is a separate process (spawned, so CUDA and threads start clean) that loads the study's spec from
+the storage and runs trials until the study's budget is met; torch threads per worker default to cores / N
+and ``--devices`` gives each worker its own GPU. The supervisor shows progress, reaps the trials of workers
+that die (SIGKILL, OOM killer) so their parameters run again, and forwards Ctrl-C / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from tuner.errors import StudyError
+
+__all__ = ["WorkerReport", "PoolSummary", "run_workers", "parse_devices"]
+
+
+@dataclass
+class WorkerReport:
+    index: int
+    pid: int | None
+    device: str
+    exitcode: int | None = None
+    trials: int = 0
+    error: str | None = None
+
+
+@dataclass
+class PoolSummary:
+    workers: list[WorkerReport] = field(default_factory=list)
+    seconds: float = 0.0
+    reaped: list[int] = field(default_factory=list)
+    interrupted: int | None = None  # the signal that stopped the pool
+
+    @property
+    def failed_workers(self) -> list[WorkerReport]:
+        return [w for w in self.workers if w.exitcode not in (0, None) or w.error]
+
+
+def parse_devices(text: str | None) -> list[str]:
+    if not text:
+        return []
+    from tuner.train import resolve_device
+
+    devices = [d.strip() for d in text.split(",") if d.strip()]
+    for d in devices:
+        resolve_device(d)  # an unknown or missing device is a ConfigError now, not N failing workers
+    return devices
+
+
+def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], results: Any) -> None:
+    """One worker: the spec and space come from the storage, like ``tuner study run NAME``."""
+    # A terminal Ctrl-C reaches the whole process group: each worker records its running trial as failed.
+    from tuner.cli._app import _quiet_libraries
+
+    _quiet_libraries()
+    signal.signal(signal.SIGINT, _interrupt_once)
+    signal.signal(signal.SIGTERM, _interrupt_once)
+    report: dict[str, Any] = {"index": index, "trials": 0, "error": None}
+    code = 0
+    try:
+        from tuner.study import create_or_join, prepare, run_trials, stored_spec
+
+        spec, space = stored_spec(name, url)
+        spec = spec.with_overrides(**overrides)
+        prepared = prepare(spec, space_data=space)
+        study = create_or_join(prepared)
+        run = run_trials(study, prepared)
+        report["trials"] = len(run.outcomes)
+    except KeyboardInterrupt:
+        code = 130
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 143
+    except Exception as exc:  # reported by the supervisor; the other workers go on
+        report["error"] = f"{type(exc).__name__}: {exc}"
+        code = 1
+    finally:
+        try:
+            results.put(report)
+        except Exception:
+            pass
+    sys.exit(code)
+
+
+def _interrupt_once(signum: int, frame: Any) -> None:
+    """The first Ctrl-C or SIGTERM stops the worker (its running trial is recorded as failed); repeats, e.g.
+    the terminal's and the supervisor's copy of one Ctrl-C, are ignored so that the record gets written."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SystemExit(143)
+
+
+def run_workers(
+    name: str,
+    url: str,
+    n_workers: int,
+    *,
+    devices: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    reap: Callable[[optuna.Study], list[int]] | None = None,
+    on_trial: Callable[[optuna.trial.FrozenTrial, optuna.Study], None] | None = None,
+    poll: float = 1.0,
+) -> PoolSummary:
+    """Runs ``n_workers`` processes on study ``name`` until they stop; returns what each did."""
+    from tuner.study._liveness import reap_stale
+    from tuner.study._prepare import open_study
+
+    if n_workers < 1:
+        raise StudyError(f"--workers must be at least 1 (got {n_workers}).")
+    study = open_study(name, url)
+    base = dict(overrides or {})
+    cores = os.cpu_count() or 1
+    threads = base.pop("threads", None) or max(1, cores // n_workers)
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    procs: list[tuple[WorkerReport, Any]] = []
+    seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    summary = PoolSummary()
+    start = time.monotonic()
+    previous_env = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the spawned workers
+    try:
+        for i in range(n_workers):
+            device = devices[i % len(devices)] if devices else base.get("device")
+            worker_overrides = {**base, "threads": threads, **({"device": device} if device else {})}
+            proc = ctx.Process(target=_worker_main, args=(i, name, url, worker_overrides, results),
+                               name=f"tuner-worker-{i}", daemon=False)
+            proc.start()
+            procs.append((WorkerReport(i, proc.pid, device or "auto"), proc))
+    finally:
+        if previous_env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = previous_env
+
+    def forward(signum: int, frame: Any) -> None:
+        summary.interrupted = signum
+        for _, proc in procs:
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
+
+    old_int, old_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    grace = float((study.user_attrs.get("tuner:spec") or {}).get("grace_period") or 12.0)
+    try:
+        while any(proc.is_alive() for _, proc in procs):
+            time.sleep(poll)
+            try:
+                summary.reaped += (reap or (lambda s: reap_stale(s, grace)))(study)
+                for t in study.get_trials(deepcopy=False):
+                    if t.state.is_finished() and t.number not in seen:
+                        seen.add(t.number)
+                        if on_trial is not None:
+                            on_trial(t, study)
+            except Exception as exc:  # storage trouble: the workers retry on their own; keep supervising
+                print(f"supervisor: {type(exc).__name__}: {exc}", file=sys.stderr)
+        for rep, proc in procs:
+            proc.join()
+            rep.exitcode = proc.exitcode
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+    while True:
+        try:
+            data = results.get(timeout=0.5)
+        except queue.Empty:
+            break
+        rep = procs[data["index"]][0]
+        rep.trials, rep.error = data["trials"], data["error"]
+    for t in study.get_trials(deepcopy=False):
+        if t.state.is_finished() and t.number not in seen and on_trial is not None:
+            seen.add(t.number)
+            on_trial(t, study)
+    summary.workers = [rep for rep, _ in procs]
+    summary.seconds = time.monotonic() - start
+    return summary
