@@ -269,3 +269,20 @@ def test_consecutive_out_of_memory_failures_stop_the_study(tmp_path: Path, slow_
     with pytest.raises(StudyError, match="5 consecutive failed trials; the last failed with: out of memory"):
         run_trials(study, prepared)
     assert len(study.trials) == 5
+
+
+def test_a_torn_journal_tail_is_cut_and_the_study_goes_on(tmp_path: Path):
+    """A crash mid-append leaves ``{"op_code": 4, "worker_id"`` without a newline: the next open cuts it (and
+    keeps it aside), every earlier trial stays readable, and new trials append and parse."""
+    from tuner.study import open_storage
+
+    path = tmp_path / "t.journal"
+    study = optuna.create_study(storage=open_storage(f"journal:{path}"), study_name="j")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    with open(path, "ab") as f:
+        f.write(b'{"op_code": 4, "worker_id"')
+    study = optuna.load_study(storage=open_storage(f"journal:{path}"), study_name="j")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    fresh = optuna.load_study(storage=open_storage(f"journal:{path}"), study_name="j")
+    assert [t.state for t in fresh.trials] == [TrialState.COMPLETE] * 5
+    assert (tmp_path / "t.journal.torn").read_bytes() == b'{"op_code": 4, "worker_id"'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -50,6 +51,33 @@ def storage_exists(url: str) -> bool:
     return True
 
 
+def repair_journal_tail(path: Path, lock: object | None = None) -> bool:
+    """A process killed while appending can leave the journal's last line torn (no final newline); Optuna
+    would glue the next record onto it and make the whole file unreadable. Under the journal's lock, the
+    torn tail is cut off (kept in ``<file>.torn``); every complete record stays. Returns whether it cut."""
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    from optuna.storages.journal._file import get_lock_file
+
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return False
+    with get_lock_file(lock) if lock is not None else contextlib.nullcontext():
+        data = path.read_bytes()
+        if data.endswith(b"\n"):
+            return False
+        keep = data.rfind(b"\n") + 1
+        Path(f"{path}.torn").write_bytes(data[keep:])
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+    import logging
+
+    logging.getLogger(__name__).warning("%s: cut a torn last record (%d bytes, kept in %s.torn)", path,
+                                        len(data) - keep, path)
+    return True
+
+
 SQLITE_TIMEOUT = 30.0  # seconds a writer waits for SQLite's lock before the write is retried
 
 
@@ -77,7 +105,9 @@ def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         journal.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(journal)))
+        backend = JournalFileBackend(str(journal))
+        repair_journal_tail(journal, backend._lock)
+        return JournalStorage(backend)
     scheme = _scheme(url)
     if scheme not in _SCHEMES:
         raise ConfigError(f"Unknown storage {mask_url(url)!r}. Valid: sqlite:///FILE, postgresql://USER@HOST/DB, "
