@@ -284,7 +284,11 @@ def run_trials(
             # The rest of the budget is in flight on other workers: wait, in case one of them fails.
             time.sleep(min(1.0, spec.heartbeat_interval))
             continue
-        outcome = run_one(study, prepared)
+        try:
+            outcome = run_one(study, prepared)
+        except (KeyboardInterrupt, SystemExit):
+            _fail_own_running(study)
+            raise
         summary.outcomes.append(outcome)
         consecutive = consecutive + 1 if outcome.state == "FAIL" else 0
         if on_trial is not None:
@@ -295,6 +299,16 @@ def run_trials(
                              f"the last failed with: {outcome.reason}")
     summary.seconds = time.monotonic() - start
     return summary
+
+
+def _fail_own_running(study: optuna.Study) -> None:
+    """Safety net for an interrupt that lands while a result is being written: nothing this process ran is
+    left RUNNING."""
+    with contextlib.suppress(Exception):
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if (t.user_attrs.get("worker") or {}).get("pid") == os.getpid():
+                study._storage.set_trial_user_attr(t._trial_id, "reason", "interrupted")
+                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
