@@ -24,6 +24,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from tuner.study import open_storage
+
 TUNER = str(Path(sys.executable).with_name("tuner"))
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -39,15 +41,16 @@ def _create(storage: str, name: str, *extra: str, timeout: float = 3600) -> tupl
 
 
 def throughput(trials: int, epochs: int, workers_list: list[int]) -> list[dict]:
-    """mnist1d-mlp on the default space, no pruning (every trial does the same work): trials per hour."""
+    """mnist1d-mlp on the default space, no pruning (every trial does the same work): finished trials (complete,
+    or stopped as diverged) per hour."""
     rows = []
     for workers in workers_list:
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{tmp}/t.db"
             seconds, out = _create(url, "t", "--objective", "mnist1d-mlp", "--n-trials", str(trials), "--epochs",
                                    str(epochs), "--pruner", "none", "--workers", str(workers), "--seed", "0")
-            study = optuna.load_study(study_name="t", storage=url)
-            complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+            study = optuna.load_study(study_name="t", storage=open_storage(url))
+            complete = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
             first = min(t.datetime_start for t in study.trials)
             last = max(t.datetime_complete for t in study.trials if t.datetime_complete)
             span = (last - first).total_seconds()
@@ -68,7 +71,7 @@ def storages(workers: int, trials_each: int) -> list[dict]:
             seconds, out = _create(url, "s", "--objective", "digits-mlp", "--space", "lr-only", "--n-trials",
                                    str(total), "--epochs", "1", "--pruner", "none", "--workers", str(workers),
                                    "--threads", "1")
-            study = optuna.load_study(study_name="s", storage=url)
+            study = optuna.load_study(study_name="s", storage=open_storage(url))
             states = [t.state for t in study.trials]
             numbers = sorted(t.number for t in study.trials)
             storage_errors = sum("storage" in (t.user_attrs.get("reason") or "") for t in study.trials)
@@ -118,7 +121,7 @@ def sigkill(interval: float, grace: float, storage_kind: str = "sqlite") -> dict
                        capture_output=True)
         proc = subprocess.Popen([TUNER, "study", "run", "k", "--storage", url, "--workers", "3", "--format", "json"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        study = optuna.load_study(study_name="k", storage=url)
+        study = optuna.load_study(study_name="k", storage=open_storage(url))
         victim = None
         while victim is None:
             running = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if "worker" in t.user_attrs
@@ -137,7 +140,7 @@ def sigkill(interval: float, grace: float, storage_kind: str = "sqlite") -> dict
                 rerun_at = time.time()
             time.sleep(0.05)
         proc.communicate(timeout=600)
-        final = optuna.load_study(study_name="k", storage=url)
+        final = optuna.load_study(study_name="k", storage=open_storage(url))
         complete = sum(t.state == TrialState.COMPLETE for t in final.trials)
     row = {"storage": storage_kind, "heartbeat_interval": interval, "grace_period": grace,
            "kill_to_fail_s": round(failed_at - killed_at, 2) if failed_at else None,

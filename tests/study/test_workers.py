@@ -96,6 +96,12 @@ def _cli(*args: str, env: dict | None = None, timeout: float = 300) -> subproces
     return subprocess.run([*TUNER, *args], capture_output=True, text=True, env=env or _env(), timeout=timeout)
 
 
+def _load(name: str, url: str) -> optuna.Study:
+    from tuner.study import open_storage
+
+    return optuna.load_study(study_name=name, storage=open_storage(url))
+
+
 def _check_clean(study: optuna.Study, budget: int) -> list[optuna.trial.FrozenTrial]:
     trials = study.get_trials(deepcopy=False)
     assert [t.number for t in trials] == list(range(len(trials)))  # unique and contiguous
@@ -116,7 +122,7 @@ def test_load_four_workers_fifty_trials_each(backend: str, tmp_path: Path, slow_
     assert len(run["workers"]) == 4
     assert all(w["exitcode"] == 0 and w["error"] is None for w in run["workers"]), run["workers"]
     assert sum(w["trials"] for w in run["workers"]) == 200
-    study = optuna.load_study(study_name="w", storage=url)
+    study = _load("w", url)
     trials = _check_clean(study, 200)
     assert len(trials) == 200  # no overshoot, no failure
     assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 4  # every worker took part
@@ -132,7 +138,7 @@ def test_sigkilled_worker_trial_is_failed_and_rerun_with_its_params(backend: str
     assert _cli("study", "create", str(spec), "--storage", url, "--no-run").returncode == 0
     proc = subprocess.Popen([*TUNER, "study", "run", "w", "--storage", url, "--workers", "3", "--format", "json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-    study = optuna.load_study(study_name="w", storage=url)
+    study = _load("w", url)
     victim = None
     deadline = time.monotonic() + 120
     while victim is None and time.monotonic() < deadline:
@@ -145,7 +151,7 @@ def test_sigkilled_worker_trial_is_failed_and_rerun_with_its_params(backend: str
     os.kill(victim.user_attrs["worker"]["pid"], signal.SIGKILL)
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err[-3000:]
-    study = optuna.load_study(study_name="w", storage=url)
+    study = _load("w", url)
     trials = _check_clean(study, 8)
     killed = trials[victim.number]
     assert killed.state == TrialState.FAIL and killed.user_attrs["reason"].startswith("worker lost: no heartbeat")
@@ -169,10 +175,10 @@ def test_interrupt_leaves_nothing_running_and_resumes(workers: int, sig: int, co
     while time.monotonic() < deadline:
         if Path(url[len("sqlite:///"):]).exists():
             try:
-                running = optuna.load_study(study_name="w", storage=url).get_trials(states=(TrialState.RUNNING,))
+                running = _load("w", url).get_trials(states=(TrialState.RUNNING,))
                 if any(len(t.intermediate_values) >= 1 for t in running):
                     break
-            except KeyError:
+            except Exception:  # the command is still creating the storage
                 pass
         time.sleep(0.1)
     if sig == signal.SIGINT:
@@ -181,13 +187,13 @@ def test_interrupt_leaves_nothing_running_and_resumes(workers: int, sig: int, co
         os.kill(proc.pid, sig)  # SIGTERM to the command only: it stops its workers itself
     proc.communicate(timeout=120)
     assert proc.returncode == code
-    study = optuna.load_study(study_name="w", storage=url)
+    study = _load("w", url)
     states = [t.state for t in study.trials]
     assert TrialState.RUNNING not in states
     assert any(t.user_attrs.get("reason") == "interrupted" for t in study.trials)
     resumed = _cli("study", "run", "w", "--storage", url)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    _check_clean(optuna.load_study(study_name="w", storage=url), 6)
+    _check_clean(_load("w", url), 6)
 
 
 def _prepared(spec_fields: dict, slow_file: Path, space_file: Path, url: str, attr: str = "slow"):
@@ -236,7 +242,7 @@ def test_busy_storage_is_retried_then_recorded_and_the_worker_goes_on(hold: floa
     assert outcomes[0].state == expect
     if expect == "FAIL":
         assert outcomes[0].reason.startswith("storage busy: could not record the result")
-    final = optuna.load_study(study_name="b", storage=f"sqlite:///{db}")
+    final = _load("b", f"sqlite:///{db}")
     assert not final.get_trials(states=(TrialState.RUNNING,))
     assert len(final.get_trials(states=(TrialState.COMPLETE,))) == 3  # the worker went on
 
@@ -258,7 +264,7 @@ def test_out_of_memory_trials_fail_with_the_reason_and_the_study_goes_on(tmp_pat
     import gc
 
     gc.collect()
-    leaked = [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.numel() == 1_000_000]
+    leaked = [o for o in gc.get_objects() if type(o) is torch.Tensor and o.numel() == 1_000_000]
     assert not leaked
 
 

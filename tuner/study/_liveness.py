@@ -91,7 +91,15 @@ def reap_stale(study: optuna.Study, grace: float = DEFAULT_GRACE, max_retries: i
         if silent <= grace:
             continue
         storage = study._storage
+        worker = trial.user_attrs.get("worker") or {}
+        depth = _retry_depth(trial)
+        retry = bool(trial.params) and depth < max_retries
+        reason = (f"worker lost: no heartbeat for {silent:.0f}s (worker pid {worker.get('pid', '?')} on "
+                  f"{worker.get('host', '?')}); " + ("its parameters were queued again" if retry else
+                                                    f"not queued again (lost {depth + 1} times)"))
         try:
+            # The reason first: a finished trial's attributes can no longer be written.
+            storage.set_trial_user_attr(trial._trial_id, "reason", reason)
             if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
                 continue
         except UpdateFinishedTrialError:
@@ -100,18 +108,7 @@ def reap_stale(study: optuna.Study, grace: float = DEFAULT_GRACE, max_retries: i
             log.warning("could not fail stale trial %d: %s: %s", trial.number, type(exc).__name__, exc)
             continue
         reaped.append(trial.number)
-        worker = trial.user_attrs.get("worker") or {}
-        reason = (f"worker lost: no heartbeat for {silent:.0f}s (worker pid {worker.get('pid', '?')} on "
-                  f"{worker.get('host', '?')}); its parameters were queued again")
-        depth = _retry_depth(trial)
-        try:
-            storage.set_trial_user_attr(trial._trial_id, "reason", reason)
-        except Exception:
-            pass  # the reason is a courtesy; the re-queue below is what keeps the budget
-        if depth >= max_retries:
-            log.warning("trial %d lost its worker %d times; not retried again", trial.number, depth + 1)
-            continue
-        if trial.params:
+        if retry:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retry_depth": depth + 1})
         log.warning("trial %d: %s", trial.number, reason)
     return reaped

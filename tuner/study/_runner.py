@@ -116,24 +116,51 @@ def _storage_reason(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _ask_lock(url: str | None):
-    """SQLite cannot pop an enqueued trial atomically across processes (two workers may both take it):
-    local workers take turns to ask, through a lock file next to the database."""
-    path = url.split(":///", 1)[1].split("?", 1)[0] if url and url.startswith("sqlite:///") else ""
-    if not path or path == ":memory:":
-        yield
-        return
-    try:
-        import fcntl
-    except ImportError:  # not on POSIX: one process per SQLite file is the safe use
-        yield
-        return
-    with open(f"{path}.ask-lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+def _claim_lock(study: optuna.Study, url: str | None):
+    """Held while a worker checks the budget and takes its next trial, so that workers never start more
+    trials than the budget between them (and SQLite never hands one queued trial to two processes).
+
+    SQLite and the journal file: a lock file beside the storage (all workers are on one machine or share its
+    file system). PostgreSQL: an advisory lock per study, so machines take turns too. Other servers: none.
+    """
+    from tuner.study._storage import _journal_path, _scheme
+
+    url = url or ""
+    journal = _journal_path(url)
+    path = str(journal) if journal is not None else ""
+    if _scheme(url) == "sqlite":
+        path = url.split(":///", 1)[1].split("?", 1)[0]
+    if path and path != ":memory:":
         try:
+            import fcntl
+        except ImportError:  # not on POSIX: one process per local storage file is the safe use
             yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            return
+        with open(f"{path}.ask-lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    if _scheme(url).startswith("postgresql"):
+        import zlib
+
+        import sqlalchemy
+
+        engine = getattr(getattr(study._storage, "_backend", study._storage), "engine", None)
+        if engine is not None:
+            key = zlib.crc32(f"tuner:{study.study_name}".encode())
+            with engine.connect() as con:
+                con.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                con.commit()
+                try:
+                    yield
+                finally:
+                    con.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    con.commit()
+            return
+    yield
 
 
 class _SamplerFailed(Exception):
@@ -149,8 +176,7 @@ def _ask(study: optuna.Study, prepared: PreparedStudy) -> optuna.Trial:
     """``study.ask()``; when the sampler fails, the trial it created is failed and a StudyError raised."""
     before = max((t.number for t in study.get_trials(deepcopy=False)), default=-1)
     try:
-        with _ask_lock(prepared.storage_url):
-            return study.ask()
+        return study.ask()
     except Exception as exc:
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if t.number > before and "config" not in t.user_attrs:
@@ -158,9 +184,9 @@ def _ask(study: optuna.Study, prepared: PreparedStudy) -> optuna.Trial:
         raise _sampler_error(prepared, exc) from exc
 
 
-def run_one(study: optuna.Study, prepared: PreparedStudy) -> TrialOutcome:
-    """Asks for one trial, trains it, and tells its outcome; no path leaves the trial RUNNING."""
-    trial = _ask(study, prepared)
+def run_one(study: optuna.Study, prepared: PreparedStudy, trial: optuna.Trial | None = None) -> TrialOutcome:
+    """Asks for one trial (unless given one), trains it, and tells its outcome; no path leaves it RUNNING."""
+    trial = trial or _ask(study, prepared)
     spec = prepared.spec
     start = time.perf_counter()
     pruner = prepared.spec.pruner_name
@@ -276,16 +302,18 @@ def run_trials(
             summary.stopped_by = "timeout"
             break
         reap_stale(study, spec.grace_period)
-        trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-        finished = sum(t.state in FINISHED for t in trials)
+        with _claim_lock(study, prepared.storage_url):
+            trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+            finished = sum(t.state in FINISHED for t in trials)
+            trial = _ask(study, prepared) if len(trials) < n_trials else None
         if finished >= n_trials:
             break
-        if len(trials) >= n_trials:
+        if trial is None:
             # The rest of the budget is in flight on other workers: wait, in case one of them fails.
             time.sleep(min(1.0, spec.heartbeat_interval))
             continue
         try:
-            outcome = run_one(study, prepared)
+            outcome = run_one(study, prepared, trial)
         except (KeyboardInterrupt, SystemExit):
             _fail_own_running(study)
             raise
