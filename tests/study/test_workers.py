@@ -292,3 +292,30 @@ def test_a_torn_journal_tail_is_cut_and_the_study_goes_on(tmp_path: Path):
     fresh = optuna.load_study(storage=open_storage(f"journal:{path}"), study_name="j")
     assert [t.state for t in fresh.trials] == [TrialState.COMPLETE] * 5
     assert (tmp_path / "t.journal.torn").read_bytes() == b'{"op_code": 4, "worker_id"'
+
+
+def test_a_trial_reaped_while_alive_is_discarded_and_the_worker_goes_on(tmp_path: Path, slow_file: Path,
+                                                                        space_file: Path, monkeypatch):
+    """A worker that stalls past the grace period (SIGSTOP, a swapping machine) finds its trial failed by
+    another worker when it wakes: its result is discarded with a reason, the re-queued copy runs, and the
+    study completes its budget."""
+    from tuner.study._liveness import reap_stale
+
+    monkeypatch.setenv("TUNER_TEST_SLEEP", "0")
+    study, prepared = _prepared({"n_trials": 3}, slow_file, space_file, f"sqlite:///{tmp_path / 'r.db'}")
+    fit = prepared.trainer.fit
+    stalled = []
+
+    def fit_reaped_meanwhile(config, report=None, keep_model=False):
+        result = fit(config, report=report)
+        if not stalled:
+            stalled.append(True)
+            assert reap_stale(study, grace=-1.0)  # as another worker would after the grace period
+        return result
+
+    monkeypatch.setattr(prepared.trainer, "fit", fit_reaped_meanwhile)
+    outcomes = run_trials(study, prepared).outcomes
+    assert outcomes[0].state == "FAIL" and outcomes[0].reason.startswith("discarded:")
+    trials = _check_clean(_load("b", f"sqlite:///{tmp_path / 'r.db'}"), 3)
+    assert trials[0].user_attrs["reason"].startswith("worker lost")
+    assert trials[1].user_attrs["retry_of"] == 0 and trials[1].params == trials[0].params
