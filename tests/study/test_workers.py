@@ -168,9 +168,11 @@ def test_interrupt_leaves_nothing_running_and_resumes(workers: int, sig: int, co
                                                       slow_file: Path, space_file: Path):
     url = f"sqlite:///{tmp_path / 'i.db'}"
     spec = _spec_file(tmp_path, slow_file, space_file, n_trials=6, epochs=8)
+    # As from a terminal: a test runner started in the background (nohup, `&`) ignores SIGINT, and a child
+    # that inherits the ignored signal rightly keeps ignoring it.
     proc = subprocess.Popen([*TUNER, "study", "create", str(spec), "--storage", url, "--workers", str(workers)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if Path(url[len("sqlite:///"):]).exists():

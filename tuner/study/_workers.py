@@ -58,13 +58,15 @@ def parse_devices(text: str | None) -> list[str]:
     return devices
 
 
-def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], results: Any) -> None:
+def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], results: Any,
+                 ignore_sigint: bool = False) -> None:
     """One worker: the spec and space come from the storage, like ``tuner study run NAME``."""
     # A terminal Ctrl-C reaches the whole process group: each worker records its running trial as failed.
+    # A supervisor started with SIGINT ignored (nohup, a background job) has workers that ignore it too.
     from tuner.cli._app import _quiet_libraries
 
     _quiet_libraries()
-    signal.signal(signal.SIGINT, _interrupt_once)
+    signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else _interrupt_once)
     signal.signal(signal.SIGTERM, _interrupt_once)
     report: dict[str, Any] = {"index": index, "trials": 0, "error": None}
     code = 0
@@ -131,11 +133,12 @@ def run_workers(
     start = time.monotonic()
     previous_env = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the spawned workers
+    ignore_sigint = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     try:
         for i in range(n_workers):
             device = devices[i % len(devices)] if devices else base.get("device")
             worker_overrides = {**base, "threads": threads, **({"device": device} if device else {})}
-            proc = ctx.Process(target=_worker_main, args=(i, name, url, worker_overrides, results),
+            proc = ctx.Process(target=_worker_main, args=(i, name, url, worker_overrides, results, ignore_sigint),
                                name=f"tuner-worker-{i}", daemon=False)
             proc.start()
             procs.append((WorkerReport(i, proc.pid, device or "auto"), proc))
@@ -152,7 +155,8 @@ def run_workers(
                 os.kill(proc.pid, signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
 
     old_int, old_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGINT, forward)
+    if not ignore_sigint:
+        signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
     grace = float((study.user_attrs.get("tuner:spec") or {}).get("grace_period") or 12.0)
     try:
