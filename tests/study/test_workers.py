@@ -143,7 +143,8 @@ def test_sigkilled_worker_trial_is_failed_and_rerun_with_its_params(backend: str
     deadline = time.monotonic() + 120
     while victim is None and time.monotonic() < deadline:
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if "worker" in t.user_attrs and len(t.intermediate_values) >= 1:
+            # Early in its training, so that the kill lands mid-trial, not as it finishes.
+            if "worker" in t.user_attrs and 1 <= len(t.intermediate_values) <= 3:
                 victim = t
                 break
         time.sleep(0.1)
@@ -178,7 +179,7 @@ def test_interrupt_leaves_nothing_running_and_resumes(workers: int, sig: int, co
         if Path(url[len("sqlite:///"):]).exists():
             try:
                 running = _load("w", url).get_trials(states=(TrialState.RUNNING,))
-                if any(len(t.intermediate_values) >= 1 for t in running):
+                if any(1 <= len(t.intermediate_values) <= 4 for t in running):  # mid-trial
                     break
             except Exception:  # the command is still creating the storage
                 pass

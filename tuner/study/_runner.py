@@ -302,20 +302,21 @@ def run_trials(
             summary.stopped_by = "timeout"
             break
         reap_stale(study, spec.grace_period)
-        with _claim_lock(study, prepared.storage_url):
-            trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-            finished = sum(t.state in FINISHED for t in trials)
-            trial = _ask(study, prepared) if len(trials) < n_trials else None
-        if finished >= n_trials:
-            break
-        if trial is None:
-            # The rest of the budget is in flight on other workers: wait, in case one of them fails.
-            time.sleep(min(1.0, spec.heartbeat_interval))
-            continue
+        trial = None
         try:
+            with _claim_lock(study, prepared.storage_url):
+                trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+                finished = sum(t.state in FINISHED for t in trials)
+                trial = _ask(study, prepared) if len(trials) < n_trials else None
+            if finished >= n_trials:
+                break
+            if trial is None:
+                # The rest of the budget is in flight on other workers: wait, in case one of them fails.
+                time.sleep(min(1.0, spec.heartbeat_interval))
+                continue
             outcome = run_one(study, prepared, trial)
         except (KeyboardInterrupt, SystemExit):
-            _fail_own_running(study)
+            _fail_own_running(study, trial)
             raise
         summary.outcomes.append(outcome)
         consecutive = consecutive + 1 if outcome.state == "FAIL" else 0
@@ -329,12 +330,13 @@ def run_trials(
     return summary
 
 
-def _fail_own_running(study: optuna.Study) -> None:
-    """Safety net for an interrupt that lands while a result is being written: nothing this process ran is
-    left RUNNING."""
+def _fail_own_running(study: optuna.Study, asked: optuna.Trial | None = None) -> None:
+    """Safety net for an interrupt that lands between asking for a trial and training it, or while a result
+    is being written: nothing this process took is left RUNNING."""
     with contextlib.suppress(Exception):
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if (t.user_attrs.get("worker") or {}).get("pid") == os.getpid():
+            mine = asked is not None and t.number == asked.number
+            if mine or (t.user_attrs.get("worker") or {}).get("pid") == os.getpid():
                 study._storage.set_trial_user_attr(t._trial_id, "reason", "interrupted")
                 study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
 
