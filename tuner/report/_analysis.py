@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import random
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,6 @@ __all__ = ["trials_frame", "Importance", "importances", "per_optimizer_best", "n
            "EVALUATORS"]
 
 EVALUATORS = ("ped-anova", "fanova")
-ABSENT = "(absent)"
 
 
 def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -131,10 +131,23 @@ def _overlap(a: FloatDistribution, b: FloatDistribution) -> float:
     return max(0.0, hi - lo) / narrower
 
 
+def _random_value(dist: Any, rng: random.Random) -> Any:
+    if isinstance(dist, CategoricalDistribution):
+        return rng.choice(list(dist.choices))
+    if isinstance(dist, IntDistribution):
+        if dist.log:
+            return int(round(math.exp(rng.uniform(math.log(dist.low), math.log(dist.high)))))
+        return rng.randrange(dist.low, dist.high + 1, dist.step)
+    if dist.log:
+        return math.exp(rng.uniform(math.log(dist.low), math.log(dist.high)))
+    return rng.uniform(dist.low, dist.high)
+
+
 def _imputed_study(trials: list[FrozenTrial], direction: optuna.study.StudyDirection,
-                   groups: dict[str, list[str]]) -> tuple[optuna.Study, dict[str, float]]:
+                   groups: dict[str, list[str]], seed: int = 0, impute: bool = True
+                   ) -> tuple[optuna.Study, dict[str, float]]:
     """An in-memory study in which every trial has every parameter: merged groups take the branch's value,
-    other absent parameters a value outside their range (or an ``(absent)`` category)."""
+    other absent parameters random values from their distribution."""
     member_of = {m: key for key, members in groups.items() for m in members}
     dists: dict[str, Any] = {}
     for t in trials:
@@ -154,31 +167,21 @@ def _imputed_study(trials: list[FrozenTrial], direction: optuna.study.StudyDirec
         rows.append(row)
         for name in row:
             present[name] += 1
-    # Parameters that are absent from some trials get a value of their own.
+    # A parameter absent from some trials gets random values there (uniform over its range, on its scale):
+    # they carry no information, so its share measures its effect where it applies, and not whether its
+    # branch was chosen, which is the share of the branch's own parameter (``optimizer``).
+    rng = random.Random(seed)
     final: dict[str, Any] = {}
     for name, dist in dists.items():
-        if present[name] == len(trials):
-            final[name] = dist
+        final[name] = dist
+        if present[name] == len(trials) or not impute:
             continue
-        if isinstance(dist, CategoricalDistribution):
-            final[name] = CategoricalDistribution([*dist.choices, ABSENT])
-            fill: Any = ABSENT
-        elif isinstance(dist, IntDistribution):
-            final[name] = IntDistribution(dist.low - dist.step, dist.high, step=dist.step) if not dist.log else \
-                IntDistribution(max(1, dist.low // 2), dist.high, log=True)
-            fill = final[name].low
-        elif dist.log:
-            final[name] = FloatDistribution(dist.low / 10, dist.high, log=True)
-            fill = final[name].low
-        else:
-            span = (dist.high - dist.low) or 1.0
-            final[name] = FloatDistribution(dist.low - 0.1 * span, dist.high)
-            fill = final[name].low
         for row in rows:
-            row.setdefault(name, fill)
+            if name not in row:
+                row[name] = _random_value(dist, rng)
     imputed = optuna.create_study(direction=direction)
     imputed.add_trials([
-        optuna.trial.create_trial(params=row, distributions=final, value=t.value)
+        optuna.trial.create_trial(params=row, distributions={k: final[k] for k in row}, value=t.value)
         for row, t in zip(rows, trials, strict=True)
     ])
     return imputed, {name: present[name] / len(trials) for name in final}
@@ -190,8 +193,9 @@ def importances(study: optuna.Study, evaluator: str = "ped-anova", seed: int = 0
 
     PED-ANOVA (the default) compares where the best trials' values lie against all trials; fANOVA fits a
     random forest. Per-branch parameters present in every trial under different names merge (``lr``);
-    parameters that only some trials have (``adamw.one_minus_beta1``) get a value of their own in the trials
-    without them, so that their presence counts as part of their effect.
+    parameters that only some trials have (``adamw.one_minus_beta1``) get random values in the trials without
+    them, so their share is their effect where they apply; whether their branch was chosen is the share of
+    ``optimizer`` (or ``schedule``, ``init``).
     """
     if evaluator not in EVALUATORS:
         raise ConfigError(f"Unknown importance evaluator {evaluator!r}. Valid choices: {', '.join(EVALUATORS)}.")
@@ -200,8 +204,13 @@ def importances(study: optuna.Study, evaluator: str = "ped-anova", seed: int = 0
         raise StudyError(f"Study {study.study_name!r} has {len(trials)} complete trials; importances need at "
                          f"least {min_trials}.")
     groups = _merge_groups(trials)
-    imputed, present = _imputed_study(trials, study.direction, groups)
-    varying = [name for name, d in imputed.trials[0].distributions.items() if not d.single()]
+    # PED-ANOVA rates a parameter within the trials that have it, weighted by how many of the best trials
+    # do: conditional parameters need nothing more. fANOVA needs every parameter in every trial.
+    imputed, present = _imputed_study(trials, study.direction, groups, seed, impute=evaluator == "fanova")
+    dists_all: dict[str, Any] = {}
+    for t in imputed.trials:
+        dists_all.update(t.distributions)
+    varying = [name for name, d in dists_all.items() if not d.single()]
     if not varying:
         return []
     if evaluator == "fanova":
