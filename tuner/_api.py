@@ -243,9 +243,10 @@ def _finish(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: 
             attrs["test_value"] = ctx.test_value
     if reason:
         attrs["reason"] = reason
+    from tuner.study._runner import _tell
+
     try:
         for key, val in attrs.items():
             trial.set_user_attr(key, val)
     finally:
-        study.tell(trial, values=value if state == TrialState.COMPLETE else None, state=state,
-                   skip_if_finished=True)
+        _tell(study, trial, values=value if state == TrialState.COMPLETE else None, state=state)

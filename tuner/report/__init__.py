@@ -74,12 +74,11 @@ class _StudyFit:
     def prepared(self) -> Any:
         if self._prepared is None:
             from tuner.study import prepare, stored_spec
+            from tuner.study._runner import use_threads
 
             spec, space = stored_spec(self.study.study_name, self.storage_url)
             self._prepared = prepare(spec, space_data=space)
-            import torch
-
-            torch.set_num_threads(spec.threads or self._prepared.trainer.fastest_threads([1, max(1, _cores())]))
+            use_threads(self._prepared)
         return self._prepared
 
     def steps_per_epoch(self, batch_size: int) -> int:
@@ -88,12 +87,6 @@ class _StudyFit:
     def __call__(self, config: Any) -> tuple[float, float | None]:
         result = self.prepared().trainer.fit(config)
         return result.value, result.test_value
-
-
-def _cores() -> int:
-    import os
-
-    return os.cpu_count() or 1
 
 
 def study_fit(study: optuna.Study, storage_url: str | None = None) -> _StudyFit | None:

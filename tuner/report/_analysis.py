@@ -171,9 +171,7 @@ def _imputed_study(trials: list[FrozenTrial], direction: optuna.study.StudyDirec
     # they carry no information, so its share measures its effect where it applies, and not whether its
     # branch was chosen, which is the share of the branch's own parameter (``optimizer``).
     rng = random.Random(seed)
-    final: dict[str, Any] = {}
     for name, dist in dists.items():
-        final[name] = dist
         if present[name] == len(trials) or not impute:
             continue
         for row in rows:
@@ -181,10 +179,10 @@ def _imputed_study(trials: list[FrozenTrial], direction: optuna.study.StudyDirec
                 row[name] = _random_value(dist, rng)
     imputed = optuna.create_study(direction=direction)
     imputed.add_trials([
-        optuna.trial.create_trial(params=row, distributions={k: final[k] for k in row}, value=t.value)
+        optuna.trial.create_trial(params=row, distributions={k: dists[k] for k in row}, value=t.value)
         for row, t in zip(rows, trials, strict=True)
     ])
-    return imputed, {name: present[name] / len(trials) for name in final}
+    return imputed, {name: present[name] / len(trials) for name in dists}
 
 
 def importances(study: optuna.Study, evaluator: str = "ped-anova", seed: int = 0,

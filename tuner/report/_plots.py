@@ -143,7 +143,8 @@ def slices(study: optuna.Study, names: list[str], members: Members, metric: str,
         dist = _dists(trials, name, members)[0]
         if isinstance(dist, optuna.distributions.CategoricalDistribution):
             labels = [str(c) for c in dist.choices]
-            xs = [labels.index(str(p[0])) + np.random.default_rng(len(pts)).uniform(-0.15, 0.15) for p in pts]
+            jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(pts))
+            xs = [labels.index(str(p[0])) + j for p, j in zip(pts, jitter, strict=True)]
             ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=20)
         else:
             xs = [p[0] for p in pts]

@@ -109,10 +109,9 @@ def _storage_reason(exc: BaseException) -> str:
         cur = cur.__cause__ or cur.__context__
     root = chain[-1]
     text = mask_url(str(root).splitlines()[0]) if str(root) else type(root).__name__
-    exc = root
     busy = any(word in text.lower() for word in ("locked", "busy", "timeout", "timed out"))
     return f"storage {'busy' if busy else 'error'}: could not record the result after {TELL_RETRIES} tries " \
-           f"({type(exc).__name__}: {text})"[:1000]
+           f"({type(root).__name__}: {text})"[:1000]
 
 
 @contextlib.contextmanager
@@ -274,6 +273,15 @@ def _history(prepared: PreparedStudy) -> dict[str, Any]:
             "train_loss": [round(v, 6) if math.isfinite(v) else str(v) for v in result.train_loss]}
 
 
+def use_threads(prepared: PreparedStudy, workers: int = 1) -> int:
+    """Sets torch's thread count for this process: the spec's ``threads``, else the faster of 1 and
+    cores / workers, timed on the objective."""
+    threads = prepared.spec.threads or prepared.trainer.fastest_threads(
+        [1, max(1, (os.cpu_count() or 1) // max(1, workers))])
+    torch.set_num_threads(threads)
+    return threads
+
+
 def run_trials(
     study: optuna.Study,
     prepared: PreparedStudy,
@@ -290,9 +298,7 @@ def run_trials(
     """
     n_trials = n_trials or prepared.spec.n_trials
     timeout = timeout if timeout is not None else prepared.spec.timeout
-    threads = prepared.spec.threads or prepared.trainer.fastest_threads(
-        [1, max(1, (os.cpu_count() or 1) // max(1, workers))])
-    torch.set_num_threads(threads)
+    threads = use_threads(prepared, workers)
     summary = RunSummary(threads=threads)
     start = time.monotonic()
     consecutive = 0

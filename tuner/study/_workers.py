@@ -129,6 +129,14 @@ def run_workers(
     results = ctx.Queue()
     procs: list[tuple[WorkerReport, Any]] = []
     seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+
+    def report_new() -> None:
+        for t in study.get_trials(deepcopy=False):
+            if t.state.is_finished() and t.number not in seen:
+                seen.add(t.number)
+                if on_trial is not None:
+                    on_trial(t, study)
+
     summary = PoolSummary()
     start = time.monotonic()
     previous_env = os.environ.get("OMP_NUM_THREADS")
@@ -164,11 +172,7 @@ def run_workers(
             time.sleep(poll)
             try:
                 summary.reaped += (reap or (lambda s: reap_stale(s, grace)))(study)
-                for t in study.get_trials(deepcopy=False):
-                    if t.state.is_finished() and t.number not in seen:
-                        seen.add(t.number)
-                        if on_trial is not None:
-                            on_trial(t, study)
+                report_new()
             except Exception as exc:  # storage trouble: the workers retry on their own; keep supervising
                 print(f"supervisor: {type(exc).__name__}: {exc}", file=sys.stderr)
         for rep, proc in procs:
@@ -184,10 +188,7 @@ def run_workers(
             break
         rep = procs[data["index"]][0]
         rep.trials, rep.error = data["trials"], data["error"]
-    for t in study.get_trials(deepcopy=False):
-        if t.state.is_finished() and t.number not in seen and on_trial is not None:
-            seen.add(t.number)
-            on_trial(t, study)
+    report_new()
     summary.workers = [rep for rep, _ in procs]
     summary.seconds = time.monotonic() - start
     return summary
