@@ -34,7 +34,7 @@ class Bound:
         return f"{noun} in the range {interval}"
 
     def contains_number(self, value: float) -> bool:
-        if math.isnan(value):
+        if not math.isfinite(value):  # inf passes "(0, inf]"-style bounds, but is no learning rate
             return False
         above = value > self.low if self.low_open else value >= self.low
         below = value < self.high if self.high_open else value <= self.high
@@ -57,6 +57,8 @@ class Bound:
                 return value
         elif _is_number(value) and self.contains_number(float(value)):
             return float(value)
+        if _is_number(value) and not math.isfinite(float(value)):
+            raise ValueError(f"finite: {self.describe()}")
         raise ValueError(self.describe())
 
 

@@ -1,4 +1,9 @@
-"""Safe YAML loading that remembers the line of every key, so errors can point at ``file:line``."""
+"""Safe YAML loading that remembers the line of every key, so errors can point at ``file:line``.
+
+Hostile documents are refused quickly: no Python tags (``SafeLoader``), no duplicate keys, at most
+``MAX_DEPTH`` levels of nesting, and at most ``MAX_NODES`` values once aliases are expanded (an alias bomb
+is a few hundred bytes that expand to billions of values).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,20 @@ from typing import Any
 
 import yaml
 
+from tuner._files import MAX_INPUT_BYTES as MAX_BYTES
+from tuner._files import read_text
 from tuner.errors import ConfigError
 
-__all__ = ["LineDict", "load_yaml_file", "load_yaml_text", "line_of"]
+__all__ = ["LineDict", "load_yaml_file", "load_yaml_text", "line_of", "MAX_DEPTH", "MAX_NODES"]
+
+MAX_DEPTH = 50
+MAX_NODES = 100_000
+
+
+class _Refused(Exception):
+    def __init__(self, message: str, mark: Any) -> None:
+        super().__init__(message)
+        self.mark = mark
 
 
 class LineDict(dict):
@@ -25,7 +41,24 @@ class LineDict(dict):
 
 
 class _LineLoader(yaml.SafeLoader):
-    """SafeLoader (no Python tags, no code) that records lines and refuses duplicate keys."""
+    """SafeLoader (no Python tags, no code) that records lines, refuses duplicate keys, and bounds depth and
+    expanded size before anything is constructed."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(f"is nested more than {MAX_DEPTH} levels deep", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        _check_expanded_size(node)
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LineDict:  # type: ignore[override]
         self.flatten_mapping(node)
@@ -50,9 +83,40 @@ _LineLoader.add_implicit_resolver(
 )
 
 
+def _check_expanded_size(root: Any) -> None:
+    """Counts the values the document holds with every alias expanded, without expanding anything: a node's
+    size is computed once and reused wherever an alias points at it."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            sizes[id(node)] = 1
+            continue
+        children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else node.value
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+            continue
+        total = 1 + sum(sizes.get(id(c), 0) for c in children)
+        if total > MAX_NODES:
+            raise _Refused(f"holds over {MAX_NODES:,} values once its aliases are expanded (an alias bomb?)",
+                           node.start_mark)
+        sizes[id(node)] = total
+
+
 def load_yaml_text(text: str, source: str = "<string>") -> Any:
+    if len(text) > MAX_BYTES:
+        raise ConfigError(f"{source}: the document is {len(text):,} characters; at most {MAX_BYTES:,} are read.")
     try:
         return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+    except _Refused as exc:
+        where = f"{source}:{exc.mark.line + 1}" if exc.mark is not None else source
+        raise ConfigError(f"{where}: refused: the YAML {exc}.") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: refused: the YAML is nested too deeply.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
@@ -64,15 +128,9 @@ def load_yaml_text(text: str, source: str = "<string>") -> Any:
         raise ConfigError(f"{where}: invalid YAML: {problem.strip()}") from None
 
 
-def load_yaml_file(path: str | Path) -> Any:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    return load_yaml_text(text, str(path))
+def load_yaml_file(path: str | Path, what: str = "file") -> Any:
+    """Parses a YAML (or JSON) file: a regular UTF-8 file of at most 1 MiB, see ``tuner._files.read_text``."""
+    return load_yaml_text(read_text(path, what=what, limit=MAX_BYTES), str(path))
 
 
 def line_of(mapping: Any, key: Any = None) -> int | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["TunerError", "ConfigError", "DataError", "StudyError", "unknown_name_message"]
+__all__ = ["TunerError", "ConfigError", "DataError", "StudyError", "OutputError", "unknown_name_message"]
 
 
 class TunerError(Exception):
@@ -22,6 +22,10 @@ class DataError(TunerError, ValueError):
 
 class StudyError(TunerError):
     """A study cannot be created, found or continued as asked."""
+
+
+class OutputError(TunerError):
+    """A result (export, report, table) cannot be written where asked; nothing half-written is left."""
 
 
 def closest(name: str, valid: Iterable[str]) -> str | None:

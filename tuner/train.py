@@ -87,6 +87,11 @@ def _load(objective: Objective) -> Dataset:
     return data
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else "(no message)"
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -124,16 +129,32 @@ class Trainer:
                 return data  # batches are copied to the GPU one at a time
         return data.to(self.device)
 
-    def check_model(self) -> None:
-        """One forward and backward pass on two samples: a model that does not fit its data is reported
-        before a study exists, not as a run of failed trials."""
-        model = self.objective.build_model(self.cpu_data).to(self.device)
+    def check_model(self) -> tuple[int, ...]:
+        """Builds the model and runs one forward and backward pass on two samples, so that a model that cannot
+        be built or does not fit its data is reported before a study exists, not as a run of failed trials.
+        Returns the shape of one sample's output."""
+        name = self.objective.name
         try:
-            loss = self.loss_fn(model(self.data.x_train[:2].to(self.device)), self.data.y_train[:2].to(self.device))
+            model = self.objective.build_model(self.cpu_data)
+        except (ConfigError, DataError):
+            raise
+        except Exception as exc:  # MemoryError, torch's allocator errors and the user's own bugs alike
+            raise ConfigError(f"The model of objective {name!r} could not be built: {type(exc).__name__}: "
+                              f"{_first_line(exc)}") from exc
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"build_model of objective {name!r} returned {type(model).__name__}, "
+                              f"not a torch.nn.Module.")
+        try:
+            model.to(self.device)
+            out = model(self.data.x_train[:2].to(self.device))
+            loss = self.loss_fn(out, self.data.y_train[:2].to(self.device))
             loss.backward()
         except Exception as exc:
-            raise ConfigError(f"The model of objective {self.objective.name!r} does not fit its data: "
-                              f"{type(exc).__name__}: {exc}") from exc
+            raise ConfigError(f"The model of objective {name!r} does not fit its data: "
+                              f"{type(exc).__name__}: {_first_line(exc)}") from exc
+        if not isinstance(out, torch.Tensor):
+            raise ConfigError(f"The model of objective {name!r} returned {type(out).__name__}, not a tensor.")
+        return tuple(out.shape[1:])
 
     def fastest_threads(self, candidates: list[int], steps: int = 40, batch_size: int = 64, rounds: int = 3,
                         margin: float = 0.25) -> int:

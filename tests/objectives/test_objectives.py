@@ -136,10 +136,13 @@ def test_load_by_module_and_attribute(tmp_path: Path, monkeypatch: pytest.Monkey
         spec.loader.exec_module(_mod)
 
         ready = _mod.objective
+        from tuner.objectives import Objective
 
-        def make(hidden=8):
-            from tuner.objectives import Objective
+        def make(hidden=8) -> Objective:
             return Objective(f"made-{{hidden}}", load_data=_mod.load_data, build_model=_mod.build_model)
+
+        def unannotated(hidden=8):
+            raise SystemExit("called")
         """
     ))
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -153,6 +156,9 @@ def test_load_by_module_and_attribute(tmp_path: Path, monkeypatch: pytest.Monkey
         load_objective("tuner_test_user_objectives:ready", hidden=2)
     with pytest.raises(ConfigError, match="Cannot import objective module"):
         load_objective("tuner_no_such_module_xyz:objective")
+    # Only an Objective, or a function that declares it builds one, is used; nothing else is called.
+    with pytest.raises(ConfigError, match="annotated `-> Objective`.*not annotated.*Nothing was called"):
+        load_objective("tuner_test_user_objectives:unannotated")
 
 
 def test_unknown_objective_lists_valid_names_and_the_closest():

@@ -85,14 +85,37 @@ def load_objective(ref: str, **options: Any) -> Objective:
     return _instantiate(getattr(module, attr), ref, options)
 
 
+def _returns_objective(fn: Any) -> bool:
+    """Whether a function is annotated to return an ``Objective`` (read without evaluating anything)."""
+    annotation = getattr(fn, "__annotations__", {}).get("return")
+    if annotation is None:
+        return False
+    if isinstance(annotation, str):
+        return annotation.strip("'\" ").split(".")[-1] == "Objective"
+    return isinstance(annotation, type) and issubclass(annotation, Objective)
+
+
+def _describe(obj: Any) -> str:
+    if inspect.isbuiltin(obj) or type(obj).__name__ in ("builtin_function_or_method", "method-wrapper"):
+        return "a built-in function"
+    if inspect.isclass(obj):
+        return f"the class {obj.__name__}"
+    if inspect.isfunction(obj) or inspect.ismethod(obj):
+        return "a function not annotated to return an Objective"
+    return type(obj).__name__
+
+
 def _instantiate(obj: Any, ref: str, options: dict[str, Any]) -> Objective:
     options = {k: v for k, v in options.items() if v is not None}
     if isinstance(obj, Objective):
         if options:
             raise ConfigError(f"Objective {ref!r} takes no options; got {', '.join(sorted(options))}.")
         return obj
-    if not callable(obj):
-        raise ConfigError(f"{ref}: expected an Objective or a function returning one; got {type(obj).__name__}.")
+    # Nothing is called unless it declares that it builds an Objective: a reference such as os:abort,
+    # os:fork, builtins:breakpoint or pdb:set_trace is refused, not run.
+    if not (inspect.isfunction(obj) and _returns_objective(obj)):
+        raise ConfigError(f"{ref}: expected an Objective, or a function annotated `-> Objective` that builds "
+                          f"one; got {_describe(obj)}. Nothing was called.")
     params = inspect.signature(obj).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     unknown = [k for k in options if k not in params and not accepts_any]

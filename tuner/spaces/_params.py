@@ -14,6 +14,7 @@ from tuner.errors import ConfigError
 
 _SCALAR = (int, float, str, bool, type(None))
 _DIST_KEYS = {"type", "low", "high", "log", "step", "choices"}
+MAX_STEPS = 1e12  # values on a stepped range; beyond that a step only breaks Optuna's decimal arithmetic
 
 
 @dataclass(frozen=True)
@@ -120,10 +121,19 @@ def _numeric(raw: dict[str, Any], where: str) -> Param:
         raise ConfigError(f"{where}: 'step' must be positive. Got {step!r}.")
     if log and step is not None and not (kind == "int" and step == 1):
         raise ConfigError(f"{where}: 'step' cannot be combined with 'log: true'.")
-    if kind == "int":
-        return Param(distribution=IntDistribution(int(low), int(high), log=log, step=int(step or 1)))
-    return Param(distribution=FloatDistribution(float(low), float(high), log=log,
-                                                step=None if step is None else float(step)))
+    span = float(high) - float(low)
+    if not math.isfinite(span):
+        raise ConfigError(f"{where}: the range from {low!r} to {high!r} is too wide to sample.")
+    if step is not None and span / float(step) > MAX_STEPS:
+        raise ConfigError(f"{where}: 'step' {step!r} cuts the range into {span / float(step):.3g} values "
+                          f"(at most {MAX_STEPS:.0e}); use a larger step or no step.")
+    try:
+        if kind == "int":
+            return Param(distribution=IntDistribution(int(low), int(high), log=log, step=int(step or 1)))
+        return Param(distribution=FloatDistribution(float(low), float(high), log=log,
+                                                    step=None if step is None else float(step)))
+    except (ValueError, ArithmeticError) as exc:  # Optuna's own checks, e.g. Decimal on extreme steps
+        raise ConfigError(f"{where}: invalid range: {exc}") from None
 
 
 def location(source: str, mapping: Any, key: Any, path: str) -> str:

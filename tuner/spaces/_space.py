@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,36 +147,51 @@ class SearchSpace:
         out.update({k: p.distribution for k, p in singles.items() if not p.fixed})
         return out
 
-    def grid_points(self, points: int = 3) -> list[dict[str, Any]]:
-        """Every combination a grid search runs, as Optuna params: conditional parameters only combine with
-        their own branch, ranges become ``points`` values (on the ``step`` grid when there is one)."""
-        def branches(key: str, group: dict[str, Branch], extra: dict[str, Param] | None = None) -> list[dict]:
-            combos = []
+    def _grid_parts(self, points: int) -> list[list[tuple[dict[str, Any], dict[str, list[Any]]]]]:
+        """The grid as independent parts (optimizer, schedule, init, shared values); each part is a list of
+        (fixed params, {param: values}) alternatives whose value lists combine in a product."""
+        def branches(key: str, group: dict[str, Branch], extra: dict[str, Param] | None = None) -> list:
+            out = []
             for name, params in group.items():
                 free = {f"{name}.{k}": _grid_values(p, points) for k, p in params.items() if not p.fixed}
                 if extra:
                     free.update({k: _grid_values(p, points) for k, p in extra.items()
                                  if not p.fixed and k not in params})
-                for values in itertools.product(*free.values()):
-                    combos.append({**({key: name} if len(group) > 1 else {}), **dict(zip(free, values, strict=True))})
-            return combos
+                out.append(({key: name} if len(group) > 1 else {}, free))
+            return out
 
         shared = {"batch_size": self.batch_size, "grad_clip_norm": self.grad_clip_norm,
                   "l1": self.regularization["l1"], "dropout": self.regularization["dropout"]}
-        parts = [
+        return [
             # The global weight decay only applies to optimizers without their own.
             branches("optimizer", self.optimizer, {"weight_decay": self.regularization["weight_decay"]}),
             branches("schedule", self.schedule),
             branches("init", self.init),
-            [dict(zip(shared, values, strict=True)) for values in itertools.product(
-                *[_grid_values(p, points) if not p.fixed else [None] for p in shared.values()])],
+            [({}, {k: _grid_values(p, points) for k, p in shared.items() if not p.fixed})],
         ]
-        fixed_shared = {k for k, p in shared.items() if p.fixed}
+
+    def grid_size(self, points: int = 3) -> int:
+        """How many points ``grid_points`` would return, counted without building them."""
+        total = 1
+        for part in self._grid_parts(points):
+            total *= sum(math.prod(len(v) for v in free.values()) for _, free in part)
+        return total
+
+    def grid_points(self, points: int = 3) -> list[dict[str, Any]]:
+        """Every combination a grid search runs, as Optuna params: conditional parameters only combine with
+        their own branch, ranges become ``points`` values (on the ``step`` grid when there is one)."""
+        parts = []
+        for part in self._grid_parts(points):
+            combos = []
+            for fixed, free in part:
+                for values in itertools.product(*free.values()):
+                    combos.append({**fixed, **dict(zip(free, values, strict=True))})
+            parts.append(combos)
         grid = []
         for combo in itertools.product(*parts):
             point: dict[str, Any] = {}
-            for part in combo:
-                point.update({k: v for k, v in part.items() if k not in fixed_shared})
+            for piece in combo:
+                point.update(piece)
             grid.append(point)
         return grid
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,15 +26,33 @@ class Factory:
     def build(self, options: dict[str, Any], context: dict[str, Any], kind: str) -> Any:
         params = inspect.signature(self.cls.__init__).parameters
         valid = [p for p in params if p not in ("self", "args", "kwargs", "wrapped_pruner", "search_space")]
-        for key in options:
+        for key, value in options.items():
             if key not in valid:
                 raise ConfigError(f"The {self.name!r} {kind} takes no option {key!r}. "
                                   f"Valid options: {', '.join(valid) or 'none'}.")
+            bad = _non_finite(value)
+            if bad is not None:
+                raise ConfigError(f"The {key!r} option of the {self.name!r} {kind} must be a finite number. "
+                                  f"Got {bad!r} instead.")
         kwargs = {**self.defaults(context), **options}
         try:
             return self.cls(**kwargs)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"Invalid options for the {self.name!r} {kind}: {exc}") from None
+
+
+def _non_finite(value: Any) -> float | None:
+    """The first inf or nan inside an option value (numbers, lists and mappings), else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return value
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            bad = _non_finite(item)
+            if bad is not None:
+                return bad
+    return None
 
 
 def _seed(ctx: dict[str, Any]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ class StudySpec(BaseModel):
         epochs: 30
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     name: str | None = Field(None, description="study name; default: <objective>-<space>")
     objective: str = Field("mnist1d-cnn", description="built-in name, path/file.py:attr or module:attr")
@@ -49,7 +49,7 @@ class StudySpec(BaseModel):
                                                          "own (Objective.epochs), else 20")
     storage: str | None = Field(None, description="storage URL; default $TUNER_STORAGE or sqlite:///tuner.db")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
-    seed: int = Field(0, ge=0, description="seed of the sampler and of every trial's training")
+    seed: int = Field(0, ge=0, lt=2**32, description="seed of the sampler and of every trial's training")
     threads: int | None = Field(None, gt=0, description="torch threads per worker; default: the faster of 1 "
                                                          "and cores / workers, timed on the objective at start")
     heartbeat_interval: float = Field(2.0, gt=0, description="seconds between a running trial's heartbeats")
@@ -67,8 +67,12 @@ class StudySpec(BaseModel):
             raise ValueError("must not be empty")
         if len(value) > MAX_NAME_LENGTH:
             raise ValueError(f"must be at most {MAX_NAME_LENGTH} characters (got {len(value)})")
-        if any(ord(c) < 32 for c in value):
+        if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in value):
             raise ValueError("must not contain control characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid text (it holds bytes that are not UTF-8)") from None
         return value
 
     @field_validator("objective")
