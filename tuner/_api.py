@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import traceback
@@ -163,7 +164,7 @@ def tune(
     """
     from tuner.study._prepare import METRIC_ATTR, SPACE_ATTR
     from tuner.study._samplers import build_pruner, build_sampler
-    from tuner.study._storage import open_storage
+    from tuner.study._storage import mask_url, open_storage, storage_lock
 
     if not callable(train_fn):
         raise ConfigError(f"train_fn must be a function taking the trial context; got {type(train_fn).__name__}.")
@@ -178,20 +179,28 @@ def tune(
         built_sampler = build_sampler(sampler, context)
         built_pruner = build_pruner(pruner, context)
     name = study_name or f"tune-{getattr(train_fn, '__name__', 'fn')}-{search.name}"
-    study = optuna.create_study(
-        storage=open_storage(storage) if storage else None, study_name=name, direction=direction,
-        sampler=built_sampler, pruner=built_pruner, load_if_exists=True,
-    )
     fingerprint = search.fingerprint()
-    stored = study.user_attrs.get(TUNE_ATTR)
-    if stored and stored.get("space_fingerprint") != fingerprint:
-        raise StudyError(f"Study {name!r} was tuned over a different search space; use another study_name.")
-    if not stored:
-        study.set_user_attr(TUNE_ATTR, {"function": getattr(train_fn, "__qualname__", repr(train_fn)),
-                                        "space": search.name, "space_fingerprint": fingerprint, "epochs": epochs,
-                                        "seed": seed})
-        study.set_user_attr(SPACE_ATTR, search.raw)
-        study.set_user_attr(METRIC_ATTR, metric)
+    # Created (or joined) under the storage's lock: two processes tuning one study name over different
+    # spaces cannot both go ahead.
+    with storage_lock(storage, "create") if storage else contextlib.nullcontext():
+        study = optuna.create_study(
+            storage=open_storage(storage) if storage else None, study_name=name, direction=direction,
+            sampler=built_sampler, pruner=built_pruner, load_if_exists=True,
+        )
+        stored = study.user_attrs.get(TUNE_ATTR)
+        if stored and stored.get("space_fingerprint") != fingerprint:
+            raise StudyError(f"Study {name!r} was tuned over a different search space; use another study_name.")
+        if not stored:
+            if study.get_trials(deepcopy=False) or study.user_attrs:
+                from tuner.study._prepare import describe_kind
+
+                raise StudyError(f"Study {name!r} in {mask_url(storage or '')} is {describe_kind(study)}; "
+                                 f"use another study_name.")
+            study.set_user_attr(TUNE_ATTR, {"function": getattr(train_fn, "__qualname__", repr(train_fn)),
+                                            "space": search.name, "space_fingerprint": fingerprint,
+                                            "epochs": epochs, "seed": seed})
+            study.set_user_attr(SPACE_ATTR, search.raw)
+            study.set_user_attr(METRIC_ATTR, metric)
     start = time.monotonic()
     consecutive = 0
     while len(study.get_trials(deepcopy=False, states=FINISHED)) < n_trials:
@@ -230,6 +239,11 @@ def _run_one(study: optuna.Study, search: Any, train_fn: Callable[[TrialContext]
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"[:1000]
         attrs = {"traceback": traceback.format_exc()[-4000:]}
+    except BaseException as exc:
+        # CancelledError, GeneratorExit: recorded as failed with the reason, then passed on untouched.
+        _finish(study, trial, TrialState.FAIL, None, f"interrupted by {type(exc).__name__}"
+                + (f": {exc}" if str(exc) else ""), started, ctx, {"traceback": traceback.format_exc()[-4000:]})
+        raise
     _finish(study, trial, state, value, reason, started, ctx, attrs)
     return state, reason
 

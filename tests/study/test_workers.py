@@ -155,7 +155,8 @@ def test_sigkilled_worker_trial_is_failed_and_rerun_with_its_params(backend: str
     study = _load("w", url)
     trials = _check_clean(study, 8)
     killed = trials[victim.number]
-    assert killed.state == TrialState.FAIL and killed.user_attrs["reason"].startswith("worker lost: no heartbeat")
+    assert killed.state == TrialState.FAIL and killed.user_attrs["reason"].startswith("worker lost: ")
+    assert f"pid {victim.user_attrs['worker']['pid']} " in killed.user_attrs["reason"]
     retries = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == victim.params

@@ -11,17 +11,22 @@ again, so the budget is still met with the same configs. Only the process whose 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-__all__ = ["Heartbeat", "reap_stale", "HEARTBEAT_ATTR", "DEFAULT_INTERVAL", "DEFAULT_GRACE", "MAX_RETRIES"]
+__all__ = ["Heartbeat", "reap_stale", "worker_identity", "HEARTBEAT_ATTR", "DEFAULT_INTERVAL", "DEFAULT_GRACE",
+           "MAX_RETRIES"]
 
 log = logging.getLogger(__name__)
 
@@ -81,22 +86,63 @@ def _retry_depth(trial: optuna.trial.FrozenTrial) -> int:
     return int(trial.user_attrs.get("retry_depth", 0))
 
 
+def worker_identity(device: str = "") -> dict[str, Any]:
+    """Where a trial runs: pid and host, plus the boot and the pid namespace, so that a process on this very
+    machine can tell for certain that the worker is gone (a pid alone may belong to another container)."""
+    identity: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
+    with contextlib.suppress(OSError):
+        identity["boot"] = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    with contextlib.suppress(OSError):
+        identity["pidns"] = os.stat("/proc/self/ns/pid").st_ino
+    if device:
+        identity["device"] = device
+    return identity
+
+
+def _gone(worker: dict[str, Any]) -> bool:
+    """True only when the trial's worker ran in this machine's pid namespace and its process has exited."""
+    pid = worker.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid() or "boot" not in worker or "pidns" not in worker:
+        return False
+    here = worker_identity()
+    if any(worker.get(k) != here.get(k) for k in ("host", "boot", "pidns")):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def reap_stale(study: optuna.Study, grace: float = DEFAULT_GRACE, max_retries: int = MAX_RETRIES) -> list[int]:
-    """Fails the RUNNING trials whose heartbeat is older than ``grace`` seconds and re-queues their
-    parameters (at most ``max_retries`` times per original trial); returns the numbers of the trials failed."""
+    """Fails the RUNNING trials whose heartbeat is older than ``grace`` seconds, or whose worker process on
+    this machine is gone, and re-queues their parameters (at most ``max_retries`` times per original trial);
+    returns the numbers of the trials failed."""
     now = time.time()
     reaped = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         silent = now - _last_sign_of_life(trial)
-        if silent <= grace:
+        worker = trial.user_attrs.get("worker") or {}
+        gone = silent > 0.5 and _gone(worker)
+        if silent <= grace and not gone:
             continue
         storage = study._storage
-        worker = trial.user_attrs.get("worker") or {}
         depth = _retry_depth(trial)
         retry = bool(trial.params) and depth < max_retries
-        reason = (f"worker lost: no heartbeat for {silent:.0f}s (worker pid {worker.get('pid', '?')} on "
-                  f"{worker.get('host', '?')}); " + ("its parameters were queued again" if retry else
-                                                    f"not queued again (lost {depth + 1} times)"))
+        why = (f"its process (pid {worker.get('pid')} on {worker.get('host', '?')}) is gone" if gone and
+               silent <= grace else f"no heartbeat for {silent:.0f}s (worker pid {worker.get('pid', '?')} on "
+                                    f"{worker.get('host', '?')})")
+        reason = f"worker lost: {why}; " + ("its parameters were queued again" if retry else
+                                            f"not queued again (lost {depth + 1} times)")
         try:
             # The reason first: a finished trial's attributes can no longer be written.
             storage.set_trial_user_attr(trial._trial_id, "reason", reason)

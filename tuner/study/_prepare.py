@@ -6,11 +6,13 @@ checked before the storage is touched, so a bad spec leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -21,17 +23,31 @@ from tuner.objectives import Objective, load_objective
 from tuner.spaces import SearchSpace, load_space
 from tuner.study._samplers import build_pruner, build_sampler
 from tuner.study._spec import IDENTITY_FIELDS, StudySpec
-from tuner.study._storage import default_storage, mask_url, open_storage, storage_exists
+from tuner.study._storage import (
+    default_storage,
+    explain_storage_error,
+    mask_url,
+    open_storage,
+    storage_exists,
+    storage_lock,
+)
 from tuner.train import Trainer
 
-__all__ = ["PreparedStudy", "prepare", "create_or_join", "open_study", "stored_spec", "SPEC_ATTR"]
+__all__ = ["PreparedStudy", "prepare", "create_or_join", "open_study", "stored_spec", "study_kind", "SPEC_ATTR",
+           "objective_changes"]
+
+log = logging.getLogger(__name__)
 
 SPEC_ATTR = "tuner:spec"
 SPACE_ATTR = "tuner:space"
 FINGERPRINT_ATTR = "tuner:space_fingerprint"
+OBJECTIVE_ATTR = "tuner:objective_fingerprint"
+OBJECTIVE_HISTORY_ATTR = "tuner:objective_fingerprint_history"
 VERSION_ATTR = "tuner:version"
 METRIC_ATTR = "tuner:metric"
+TUNE_ATTR = "tuner:tune"
 GRID_LIMIT = 100_000
+MAX_THREADS_PER_CORE = 4
 
 
 @dataclass
@@ -45,6 +61,7 @@ class PreparedStudy:
     sampler: optuna.samplers.BaseSampler
     pruner: optuna.pruners.BasePruner
     grid: list[dict[str, Any]]
+    objective_fingerprint: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -66,19 +83,21 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None) -> Prepar
     objective = load_objective(spec.objective, **spec.objective_options())
     if spec.epochs is None:
         spec = spec.with_overrides(epochs=objective.trial_epochs)
+    _check_threads(spec.threads)
     trainer = Trainer(objective, device=spec.device)
     n_train = len(trainer.data.x_train)
     too_big = [b for b in space.batch_size.endpoints() if isinstance(b, int) and b > n_train]
     if too_big:
         raise ConfigError(f"{space.source}: key 'batch_size': {max(too_big)} is larger than the {n_train} "
                           f"training samples of objective {objective.name!r}.")
-    trainer.check_model()
+    output_shape = trainer.check_model()
     grid: list[dict[str, Any]] = []
     if spec.sampler_name == "grid":
-        grid = space.grid_points()
-        if len(grid) > GRID_LIMIT:
-            raise ConfigError(f"The grid over space {space.name!r} has {len(grid)} points (over {GRID_LIMIT}); "
+        size = space.grid_size()  # counted before anything is built: a huge grid is refused at once
+        if size > GRID_LIMIT:
+            raise ConfigError(f"The grid over space {space.name!r} has {size:,} points (over {GRID_LIMIT:,}); "
                               f"use a smaller space or another sampler.")
+        grid = space.grid_points()
         if spec.n_trials > len(grid):
             spec = spec.with_overrides(n_trials=len(grid))
         # Spread a partial grid (n_trials below the grid's size) over the whole grid.
@@ -86,7 +105,99 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None) -> Prepar
     context = {"seed": spec.seed, "epochs": spec.epochs}
     sampler = build_sampler(spec.sampler, context)
     pruner = build_pruner(spec.pruner, context)
-    return PreparedStudy(spec, space, objective, trainer, sampler, pruner, grid)
+    _dry_run(spec, space, context)
+    return PreparedStudy(spec, space, objective, trainer, sampler, pruner, grid,
+                         objective_fingerprint(objective, trainer, output_shape))
+
+
+def _check_threads(threads: int | None) -> None:
+    cores = os.cpu_count() or 1
+    limit = max(8, MAX_THREADS_PER_CORE * cores)
+    if threads is not None and threads > limit:
+        raise ConfigError(f"threads must be at most {limit} on this machine ({cores} cores). Got {threads} instead.")
+
+
+def _dry_run(spec: StudySpec, space: SearchSpace, context: dict[str, Any]) -> None:
+    """Asks a throwaway in-memory study for one trial with the spec's own sampler and pruner: options that
+    Optuna only checks when it first samples or prunes (``n_startup_trials: ten``) fail here, before the
+    study exists, not as its first trial."""
+    import warnings
+
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            study = optuna.create_study(sampler=build_sampler(spec.sampler, context),
+                                        pruner=build_pruner(spec.pruner, context), direction="maximize")
+            trial = study.ask()
+            space.sample(trial, epochs=spec.epochs or 1, seed=0)
+            trial.report(0.5, 0)
+            trial.should_prune()
+            study.tell(trial, 0.5)
+    except (ConfigError, StudyError):
+        raise
+    except Exception as exc:
+        raise ConfigError(f"The {spec.sampler_name!r} sampler or the {spec.pruner_name!r} pruner cannot run with "
+                          f"these options: {type(exc).__name__}: {exc}") from None
+    finally:
+        optuna.logging.set_verbosity(previous)
+
+
+def objective_fingerprint(objective: Objective, trainer: Trainer, output_shape: tuple[int, ...]) -> dict[str, Any]:
+    """What makes a study's values comparable: the objective's name, metric and direction, the model's output
+    shape, the shapes of the data splits, and a hash of the validation targets."""
+    data = trainer.cpu_data
+    targets = data.y_val.detach().cpu().contiguous()
+    digest = hashlib.sha256(str(targets.dtype).encode() + targets.numpy().tobytes()).hexdigest()[:16]
+    return {
+        "name": objective.name,
+        "metric": objective.metric,
+        "direction": objective.direction,
+        "output_shape": list(output_shape),
+        "train_shape": list(data.x_train.shape),
+        "validation_shape": list(data.x_val.shape),
+        "test_shape": None if data.x_test is None else list(data.x_test.shape),
+        "validation_targets": digest,
+    }
+
+
+_FINGERPRINT_LABELS = {"validation_targets": "validation targets", "output_shape": "model output shape",
+                       "train_shape": "training data shape", "validation_shape": "validation data shape",
+                       "test_shape": "test data shape"}
+
+
+def objective_changes(stored: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:
+    """What differs between a study's stored objective fingerprint and the objective as it loads now."""
+    if not stored:
+        return []
+    return [f"{_FINGERPRINT_LABELS.get(k, k)}: {stored.get(k)!r} -> {current.get(k)!r}"
+            for k in current if stored.get(k) != current.get(k)]
+
+
+def check_objective(study: optuna.Study, prepared: PreparedStudy, force: bool = False) -> None:
+    """Refuses to add trials (or confirmation runs) to a study whose objective changed since it was created:
+    values of another metric, direction or data would be mixed with the old ones. ``force`` continues
+    knowingly; the fingerprint is then updated and the old one kept in the study's history."""
+    stored = study.user_attrs.get(OBJECTIVE_ATTR)
+    current = prepared.objective_fingerprint
+    if not current:
+        return
+    changes = objective_changes(stored, current)
+    if not stored:
+        with contextlib.suppress(Exception):  # a study from before fingerprints: record it now (if writable)
+            study.set_user_attr(OBJECTIVE_ATTR, current)
+        return
+    if not changes:
+        return
+    if not force:
+        raise StudyError(f"The objective of study {study.study_name!r} changed since the study was created "
+                         f"({'; '.join(changes)}): its values would not compare with the stored ones. Create a "
+                         f"new study (--name), or pass --force to continue knowingly.")
+    log.warning("study %r: continuing with a changed objective (%s)", study.study_name, "; ".join(changes))
+    history = list(study.user_attrs.get(OBJECTIVE_HISTORY_ATTR) or [])
+    study.set_user_attr(OBJECTIVE_HISTORY_ATTR, [*history, stored])
+    study.set_user_attr(OBJECTIVE_ATTR, current)
 
 
 def _joining_seed(seed: int, n_existing: int) -> int:
@@ -108,20 +219,52 @@ def _stored_attrs(prepared: PreparedStudy) -> dict[str, Any]:
         SPEC_ATTR: json.loads(json.dumps(spec, default=str)),
         SPACE_ATTR: prepared.space.raw,
         FINGERPRINT_ATTR: prepared.space.fingerprint(),
+        OBJECTIVE_ATTR: prepared.objective_fingerprint,
         VERSION_ATTR: __version__,
         METRIC_ATTR: prepared.objective.metric,
     }
 
 
-def create_or_join(prepared: PreparedStudy) -> optuna.Study:
-    """Creates the study, or joins an existing one with the same spec; a different spec is refused."""
-    storage = open_storage(prepared.storage_url)
+def create_or_join(prepared: PreparedStudy, *, force: bool = False, worker: int | None = None) -> optuna.Study:
+    """Creates the study, or joins an existing one with the same spec; a different spec is refused.
+
+    The check and the creation happen under the storage's lock, so two processes creating one name with
+    different specs at the same moment cannot both succeed, and a fresh SQLite file is set up once.
+    ``worker`` (the index of a ``--workers`` process) gives each worker a sampler seed of its own.
+    """
+    url = prepared.storage_url
     name = prepared.name
+    try:
+        for attempt in range(2):
+            try:
+                with storage_lock(url, "create"):
+                    storage = open_storage(url)
+                    study, n_before = _create_or_load(storage, prepared, force)
+                break
+            except optuna.exceptions.DuplicatedStudyError:
+                if attempt:  # a storage without a lock (MySQL), and another process won the race twice
+                    raise StudyError(f"Study {name!r} was created by another process at the same moment; "
+                                     f"run the command again to join it.") from None
+    except StudyError:
+        raise
+    except Exception as exc:  # the storage failed under us: disk full, server gone
+        raise StudyError(f"Cannot create or open study {name!r} in {mask_url(url)}: "
+                         f"{explain_storage_error(exc, url)}") from None
+    if worker is not None or n_before > 0:
+        study.sampler = _joining_sampler(prepared, n_before, worker)
+    return study
+
+
+def _create_or_load(storage: optuna.storages.BaseStorage, prepared: PreparedStudy,
+                    force: bool) -> tuple[optuna.Study, int]:
+    """The study, and how many trials it had before (0 when it was created here)."""
+    name = prepared.name
+    url = prepared.storage_url
     existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     if name in existing:
         attrs = existing[name].user_attrs
         if SPEC_ATTR not in attrs:
-            raise StudyError(f"Study {name!r} in {mask_url(prepared.storage_url)} was not created by tuner; "
+            raise StudyError(f"Study {name!r} in {mask_url(url)} is {describe_kind(existing[name])}; "
                              f"choose another --name.")
         old = _identity(attrs[SPEC_ATTR], attrs.get(FINGERPRINT_ATTR, ""))
         new = _identity(_stored_attrs(prepared)[SPEC_ATTR], prepared.space.fingerprint())
@@ -131,20 +274,25 @@ def create_or_join(prepared: PreparedStudy) -> optuna.Study:
                 f"{k}: {old[k]!r} -> {new[k]!r}" if k != "space" else "space: the search space differs"
                 for k in changed
             )
-            raise StudyError(f"Study {name!r} already exists in {mask_url(prepared.storage_url)} with a different "
+            raise StudyError(f"Study {name!r} already exists in {mask_url(url)} with a different "
                              f"spec ({details}). Nothing was changed. Choose another --name, or continue it "
                              f"with `tuner study run {name}`.")
         study = optuna.load_study(study_name=name, storage=storage, pruner=prepared.pruner,
-                                  sampler=_joining_sampler(prepared, existing[name].n_trials))
+                                  sampler=prepared.sampler)
+        check_objective(study, prepared, force)
         _update_budget(study, prepared.spec)
         _enqueue_grid(study, prepared)
-        return study
+        return study, existing[name].n_trials
     study = optuna.create_study(study_name=name, storage=storage, sampler=prepared.sampler,
-                                pruner=prepared.pruner, direction=prepared.direction, load_if_exists=True)
+                                pruner=prepared.pruner, direction=prepared.direction, load_if_exists=False)
+    _store_attrs(study, prepared)
+    _enqueue_grid(study, prepared)
+    return study, 0
+
+
+def _store_attrs(study: optuna.Study, prepared: PreparedStudy) -> None:
     for key, value in _stored_attrs(prepared).items():
         study.set_user_attr(key, value)
-    _enqueue_grid(study, prepared)
-    return study
 
 
 def _enqueue_grid(study: optuna.Study, prepared: PreparedStudy) -> None:
@@ -152,10 +300,14 @@ def _enqueue_grid(study: optuna.Study, prepared: PreparedStudy) -> None:
         study.enqueue_trial(params, skip_if_exists=True)
 
 
-def _joining_sampler(prepared: PreparedStudy, n_existing: int) -> optuna.samplers.BaseSampler:
-    if n_existing == 0:
-        return prepared.sampler
-    context = {"seed": _joining_seed(prepared.spec.seed, n_existing), "epochs": prepared.spec.epochs}
+def _joining_sampler(prepared: PreparedStudy, n_existing: int, worker: int | None) -> optuna.samplers.BaseSampler:
+    seed = prepared.spec.seed
+    if worker is not None:
+        # Workers that start together on a fresh study would otherwise all draw the same first parameters.
+        seed = (seed * 1_000_003 + 7919 * (worker + 1) + n_existing) % 2**31
+    if n_existing > 0:
+        seed = _joining_seed(seed, n_existing)
+    context = {"seed": seed, "epochs": prepared.spec.epochs}
     return build_sampler(prepared.spec.sampler, context)
 
 
@@ -167,28 +319,63 @@ def _update_budget(study: optuna.Study, spec: StudySpec) -> None:
         study.set_user_attr(SPEC_ATTR, stored)
 
 
+def study_kind(user_attrs: dict[str, Any], n_directions: int = 1) -> str:
+    """``tuner`` (created from a spec), ``tune`` (by ``tuner.tune()``), ``optuna`` (by Optuna or another
+    tool) or ``multi-objective``."""
+    if n_directions > 1:
+        return "multi-objective"
+    if SPEC_ATTR in user_attrs:
+        return "tuner"
+    if TUNE_ATTR in user_attrs:
+        return "tune"
+    return "optuna"
+
+
+def describe_kind(study: Any) -> str:
+    """How a study that tuner did not create is described in an error message."""
+    directions = getattr(study, "directions", None) or [None]
+    kind = study_kind(study.user_attrs, len(directions))
+    if kind == "multi-objective":
+        return f"a multi-objective study ({len(directions)} objectives), which tuner does not handle"
+    if kind == "tune":
+        return "a study of tuner.tune()"
+    if kind == "optuna":
+        return "a plain Optuna study, not created by tuner (it has no tuner spec)"
+    return "a tuner study"
+
+
 def stored_spec(name: str, storage_url: str | None = None) -> tuple[StudySpec, dict[str, Any]]:
     """The spec and search space saved with a study."""
     url = storage_url or default_storage()
-    study = _load(name, url)
+    study = _load(name, url, readonly=True)
     attrs = study.user_attrs
-    if SPEC_ATTR not in attrs:
-        if "tuner:tune" in attrs:
+    if SPEC_ATTR not in attrs or len(study.directions) > 1:
+        if TUNE_ATTR in attrs and len(study.directions) == 1:
             raise StudyError(f"Study {name!r} was created by tuner.tune() in Python: continue it by calling "
                              f"tuner.tune() again with the same storage and study_name.")
-        raise StudyError(f"Study {name!r} in {mask_url(url)} was not created by tuner: it has no stored spec.")
+        raise StudyError(f"Study {name!r} in {mask_url(url)} is {describe_kind(study)}: "
+                         f"tuner cannot run it.")
     spec = StudySpec.from_mapping({**attrs[SPEC_ATTR], "storage": storage_url}, f"study {name!r}")
     return spec, attrs.get(SPACE_ATTR) or {}
 
 
-def open_study(name: str, storage_url: str | None = None) -> optuna.Study:
-    return _load(name, storage_url or default_storage())
+def open_study(name: str, storage_url: str | None = None, *, readonly: bool = True,
+               kinds: tuple[str, ...] = ("tuner", "tune")) -> optuna.Study:
+    """Loads a study to read it (``readonly``: the storage is not changed) or to write to it; a study of a
+    kind not in ``kinds`` (a plain Optuna or multi-objective study) is refused with one line saying what it is."""
+    url = storage_url or default_storage()
+    study = _load(name, url, readonly=readonly)
+    kind = study_kind(study.user_attrs, len(study.directions))
+    if kind not in kinds:
+        raise StudyError(f"Study {name!r} in {mask_url(url)} is {describe_kind(study)}; tuner lists it but "
+                         f"cannot show, report or export it (try optuna-dashboard).")
+    return study
 
 
-def _load(name: str, url: str) -> optuna.Study:
+def _load(name: str, url: str, readonly: bool = True) -> optuna.Study:
     if not storage_exists(url):
         raise StudyError(f"No study named {name!r}: storage {mask_url(url)} does not exist yet.")
-    storage = open_storage(url)
+    storage = open_storage(url, readonly=readonly)
     names = optuna.get_all_study_names(storage)
     if name not in names:
         from tuner.errors import unknown_name_message

@@ -12,7 +12,6 @@ import gc
 import logging
 import math
 import os
-import socket
 import time
 import traceback
 from collections.abc import Callable
@@ -25,9 +24,9 @@ from optuna.trial import TrialState
 
 from tuner.config import TrainConfig
 from tuner.errors import StudyError
-from tuner.study._liveness import Heartbeat, reap_stale
+from tuner.study._liveness import Heartbeat, reap_stale, worker_identity
 from tuner.study._prepare import PreparedStudy
-from tuner.study._storage import mask_url
+from tuner.study._storage import explain_storage_error, mask_url, storage_lock
 from tuner.train import Diverged
 
 log = logging.getLogger(__name__)
@@ -36,6 +35,7 @@ __all__ = ["TrialOutcome", "RunSummary", "run_trials", "trial_seed", "counts", "
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 TELL_RETRIES = 4
+MAX_DUPLICATE_ASKS = 3
 
 
 @dataclass
@@ -47,6 +47,9 @@ class TrialOutcome:
     reason: str | None
     seconds: float
     config: TrainConfig | None
+
+    def reason_kind(self) -> str:
+        return reason_kind(self.reason or "")
 
 
 @dataclass
@@ -71,7 +74,7 @@ def reason_kind(reason: str) -> str:
         return "worker lost (re-queued)"
     if reason.startswith("out of memory"):
         return "out of memory"
-    if reason.startswith("storage"):
+    if reason.startswith(("storage", "timeout", "duplicate", "interrupted")):
         return reason.split(":")[0]
     return reason[:120]
 
@@ -100,8 +103,10 @@ def _tell(study: optuna.Study, trial: optuna.Trial | int, **kwargs: Any) -> None
     _retried(lambda: study.tell(trial, skip_if_finished=True, **kwargs))
 
 
-def _storage_reason(exc: BaseException) -> str:
+def _storage_reason(exc: BaseException, url: str | None = None) -> str:
     # Optuna wraps the driver's error (e.g. SQLite's "database is locked") in a generic one: name the cause.
+    if url is not None and is_disk_full_error(exc, url):
+        return f"storage full: {explain_storage_error(exc, url)}; the result could not be recorded"
     chain: list[BaseException] = []
     cur: BaseException | None = exc
     while cur is not None and len(chain) < 10:
@@ -114,55 +119,49 @@ def _storage_reason(exc: BaseException) -> str:
            f"({type(root).__name__}: {text})"[:1000]
 
 
+def is_disk_full_error(exc: BaseException, url: str) -> bool:
+    return explain_storage_error(exc, url).startswith("disk full")
+
+
+def _is_storage_error(exc: BaseException) -> bool:
+    import sqlite3
+
+    cur: BaseException | None = exc
+    for _ in range(10):
+        if cur is None:
+            return False
+        if isinstance(cur, (optuna.exceptions.StorageInternalError, sqlite3.Error, OSError)):
+            return True
+        if type(cur).__module__.startswith(("sqlalchemy", "psycopg")):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _storage_stop(study: optuna.Study, prepared: PreparedStudy, exc: BaseException,
+                  trial: int | None = None) -> StudyError:
+    """The error that stops a study whose storage cannot be written (disk full, server gone)."""
+    url = prepared.storage_url
+    what = f"trial {trial} could not be recorded" if trial is not None else "no trial could be started"
+    return StudyError(f"Study {study.study_name!r} stopped: {explain_storage_error(exc, url)}; {what}. Free the "
+                      f"space (or fix the storage) and run `tuner study run {study.study_name}`: anything left "
+                      f"running is then marked failed.")
+
+
 @contextlib.contextmanager
 def _claim_lock(study: optuna.Study, url: str | None):
     """Held while a worker checks the budget and takes its next trial, so that workers never start more
-    trials than the budget between them (and SQLite never hands one queued trial to two processes).
-
-    SQLite and the journal file: a lock file beside the storage (all workers are on one machine or share its
-    file system). PostgreSQL: an advisory lock per study, so machines take turns too. Other servers: none.
-    """
-    from tuner.study._storage import _journal_path, _scheme
-
-    url = url or ""
-    journal = _journal_path(url)
-    path = str(journal) if journal is not None else ""
-    if _scheme(url) == "sqlite":
-        path = url.split(":///", 1)[1].split("?", 1)[0]
-    if path and path != ":memory:":
-        try:
-            import fcntl
-        except ImportError:  # not on POSIX: one process per local storage file is the safe use
-            yield
-            return
-        with open(f"{path}.ask-lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-        return
-    if _scheme(url).startswith("postgresql"):
-        import zlib
-
-        import sqlalchemy
-
-        engine = getattr(getattr(study._storage, "_backend", study._storage), "engine", None)
-        if engine is not None:
-            key = zlib.crc32(f"tuner:{study.study_name}".encode())
-            with engine.connect() as con:
-                con.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-                con.commit()
-                try:
-                    yield
-                finally:
-                    con.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                    con.commit()
-            return
-    yield
+    trials than the budget between them (and SQLite never hands one queued trial to two processes)."""
+    engine = getattr(getattr(study._storage, "_backend", study._storage), "engine", None)
+    with storage_lock(url or "", study.study_name, engine=engine):
+        yield
 
 
 class _SamplerFailed(Exception):
+    pass
+
+
+class _TimedOut(Exception):
     pass
 
 
@@ -177,25 +176,69 @@ def _ask(study: optuna.Study, prepared: PreparedStudy) -> optuna.Trial:
     try:
         return study.ask()
     except Exception as exc:
+        if _is_storage_error(exc):
+            raise _storage_stop(study, prepared, exc) from exc
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if t.number > before and "config" not in t.user_attrs:
                 _tell(study, t.number, state=TrialState.FAIL)
         raise _sampler_error(prepared, exc) from exc
 
 
-def run_one(study: optuna.Study, prepared: PreparedStudy, trial: optuna.Trial | None = None) -> TrialOutcome:
-    """Asks for one trial (unless given one), trains it, and tells its outcome; no path leaves it RUNNING."""
-    trial = trial or _ask(study, prepared)
+def _take(study: optuna.Study, prepared: PreparedStudy) -> tuple[optuna.Trial, TrainConfig]:
+    """Asks for a trial, marks it as this worker's and samples its config. A config that equals one a running
+    trial is training (two workers, one proposal) is set aside, recorded with the reason, and asked again."""
+    spec = prepared.spec
+    for attempt in range(MAX_DUPLICATE_ASKS + 1):
+        trial = _ask(study, prepared)
+        try:
+            trial.set_user_attr("worker", worker_identity(str(prepared.trainer.device)))
+            config = prepared.space.sample(trial, epochs=spec.epochs, seed=trial_seed(spec.seed, trial.number))
+        except Exception as exc:
+            if _is_storage_error(exc):
+                raise _storage_stop(study, prepared, exc, trial.number) from exc
+            # Systematic (bad sampler options), not one unlucky trial: stop at once.
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("reason", f"sampler: {type(exc).__name__}: {exc}"[:1000])
+                _tell(study, trial, state=TrialState.FAIL)
+            raise _sampler_error(prepared, exc) from exc
+        twin = _running_twin(study, trial)
+        if twin is None or attempt == MAX_DUPLICATE_ASKS:
+            return trial, config
+        trial.set_user_attr("reason", f"duplicate: the same parameters as trial {twin}, which is running; "
+                                      f"not trained, another config was asked for")
+        trial.set_user_attr("duplicate_of", twin)
+        _tell(study, trial, state=TrialState.FAIL)
+    raise AssertionError("unreachable")
+
+
+def _running_twin(study: optuna.Study, trial: optuna.Trial) -> int | None:
+    params = trial.params
+    if not params:
+        return None
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.number != trial.number and t.params == params:
+            return t.number
+    return None
+
+
+def run_one(study: optuna.Study, prepared: PreparedStudy, trial: optuna.Trial | None = None,
+            config: TrainConfig | None = None, deadline: float | None = None) -> TrialOutcome:
+    """Trains one trial (asked and sampled here unless given) and tells its outcome; no path leaves it
+    RUNNING. Past ``deadline`` (``time.monotonic()``), the trial stops at its next epoch end."""
+    if trial is None or config is None:
+        trial, config = _take(study, prepared)
     spec = prepared.spec
     start = time.perf_counter()
     pruner = prepared.spec.pruner_name
-    config: TrainConfig | None = None
 
     def report(epoch: int, value: float) -> None:
         trial.report(value, epoch)
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned by the {pruner} pruner after epoch {epoch + 1} "
                                      f"(validation {value:.4g})")
+        if deadline is not None and time.monotonic() >= deadline and epoch + 1 < config.epochs:
+            raise _TimedOut(f"timeout: the study's timeout ({spec.timeout:g}s) was reached; stopped after "
+                            f"epoch {epoch + 1} of {config.epochs}")
 
     def finish(state: TrialState, reason: str | None, value: float | None = None, test: float | None = None,
                attrs: dict[str, Any] | None = None) -> TrialOutcome:
@@ -213,6 +256,8 @@ def run_one(study: optuna.Study, prepared: PreparedStudy, trial: optuna.Trial | 
             log.warning("trial %d: %s", trial.number, reason)
             return TrialOutcome(trial.number, "FAIL", None, None, reason, seconds, config)
         except Exception as exc:  # the storage kept failing: record what can be recorded, and go on
+            if is_disk_full_error(exc, prepared.storage_url):
+                raise _storage_stop(study, prepared, exc, trial.number) from exc
             reason = _storage_reason(exc)
             log.warning("trial %d: %s", trial.number, reason)
             with contextlib.suppress(Exception):
@@ -223,24 +268,15 @@ def run_one(study: optuna.Study, prepared: PreparedStudy, trial: optuna.Trial | 
 
     heartbeat = Heartbeat(study, trial._trial_id, spec.heartbeat_interval)
     try:
-        try:
-            config = prepared.space.sample(trial, epochs=spec.epochs, seed=trial_seed(spec.seed, trial.number))
-        except Exception as exc:
-            raise _SamplerFailed from exc
         trial.set_user_attr("config", config.to_dict())
-        trial.set_user_attr("worker", {"pid": os.getpid(), "host": socket.gethostname(),
-                                       "device": str(prepared.trainer.device)})
         with heartbeat:
             result = prepared.trainer.fit(config, report=report)
-    except _SamplerFailed as exc:
-        # Systematic (bad sampler options), not one unlucky trial: stop at once.
-        cause = exc.__cause__ or exc
-        finish(TrialState.FAIL, f"sampler: {type(cause).__name__}: {cause}"[:1000])
-        raise _sampler_error(prepared, cause) from cause
     except optuna.TrialPruned as exc:
         return finish(TrialState.PRUNED, str(exc) or f"pruned by the {pruner} pruner", attrs=_history(prepared))
     except Diverged as exc:
         return finish(TrialState.PRUNED, exc.reason, attrs={"diverged": True, **_history(prepared)})
+    except _TimedOut as exc:
+        return finish(TrialState.FAIL, str(exc), attrs={"timed_out": True, **_history(prepared)})
     except (KeyboardInterrupt, SystemExit):
         finish(TrialState.FAIL, "interrupted")
         raise
@@ -251,8 +287,16 @@ def run_one(study: optuna.Study, prepared: PreparedStudy, trial: optuna.Trial | 
         _release_memory(prepared)
         return finish(TrialState.FAIL, reason, attrs=attrs)
     except Exception as exc:
+        if _is_storage_error(exc) and is_disk_full_error(exc, prepared.storage_url):
+            raise _storage_stop(study, prepared, exc, trial.number) from exc
         return finish(TrialState.FAIL, f"{type(exc).__name__}: {exc}"[:1000],
                       attrs={"traceback": traceback.format_exc()[-4000:]})
+    except BaseException as exc:
+        # CancelledError, GeneratorExit and the like: not the trial's fault, and not to be swallowed. The
+        # trial is recorded as failed with the reason, then the exception goes on with its own traceback.
+        finish(TrialState.FAIL, f"interrupted by {type(exc).__name__}" + (f": {exc}" if str(exc) else ""),
+               attrs={"traceback": traceback.format_exc()[-4000:]})
+        raise
     return finish(TrialState.COMPLETE, None, result.value, result.test_value,
                   attrs={"test_value": result.test_value, **_history(prepared)})
 
@@ -301,31 +345,38 @@ def run_trials(
     threads = use_threads(prepared, workers)
     summary = RunSummary(threads=threads)
     start = time.monotonic()
+    deadline = None if timeout is None else start + timeout
     consecutive = 0
     spec = prepared.spec
     while True:
-        if timeout is not None and time.monotonic() - start >= timeout:
+        if deadline is not None and time.monotonic() >= deadline:
             summary.stopped_by = "timeout"
             break
-        reap_stale(study, spec.grace_period)
+        try:
+            reap_stale(study, spec.grace_period)
+        except Exception as exc:
+            if _is_storage_error(exc):
+                raise _storage_stop(study, prepared, exc) from exc
+            raise
         trial = None
         try:
             with _claim_lock(study, prepared.storage_url):
                 trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
                 finished = sum(t.state in FINISHED for t in trials)
-                trial = _ask(study, prepared) if len(trials) < n_trials else None
+                taken = _take(study, prepared) if len(trials) < n_trials else None
             if finished >= n_trials:
                 break
-            if trial is None:
+            if taken is None:
                 # The rest of the budget is in flight on other workers: wait, in case one of them fails.
                 time.sleep(min(1.0, spec.heartbeat_interval))
                 continue
-            outcome = run_one(study, prepared, trial)
-        except (KeyboardInterrupt, SystemExit):
+            trial = taken[0]
+            outcome = run_one(study, prepared, *taken, deadline=deadline)
+        except BaseException:
             _fail_own_running(study, trial)
             raise
         summary.outcomes.append(outcome)
-        consecutive = consecutive + 1 if outcome.state == "FAIL" else 0
+        consecutive = consecutive + 1 if outcome.state == "FAIL" and not outcome.reason_kind() == "timeout" else 0
         if on_trial is not None:
             on_trial(outcome, study)
         if consecutive >= max_consecutive_failures:

@@ -1,37 +1,78 @@
-"""Storage URLs: the embedded default, SQLite, Optuna's journal file, PostgreSQL and MySQL."""
+"""Storage URLs: the embedded default, SQLite, Optuna's journal file, PostgreSQL and MySQL.
+
+A storage is opened either to write (create, run) or to read (list, show, trials, export, report). Reading
+never changes it: no tables are created, no journal mode is switched, no journal is repaired, and a local
+file that does not exist is not created. Either way, a local file that is not an Optuna storage (another
+application's SQLite database, a log file, a ``.jsonl`` of another program) is refused, byte for byte
+untouched. A journal is only ever a file named ``*.journal`` or given as ``journal:PATH``.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
-import re
+import shutil
+import stat
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 
+from tuner._files import is_disk_full, os_error_message
+from tuner._secrets import has_password, mask_url, remember_url
 from tuner.errors import ConfigError, StudyError
 
-__all__ = ["default_storage", "open_storage", "mask_url", "storage_exists"]
+__all__ = ["default_storage", "open_storage", "mask_url", "storage_exists", "storage_lock", "storage_label",
+           "storage_hint", "explain_storage_error", "local_path"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_FILE = "tuner.db"
 _SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgresql+psycopg", "mysql", "mysql+pymysql")
+# Optuna's tables; a SQLite file holding any other table belongs to another application.
+OPTUNA_TABLES = {
+    "studies", "study_directions", "study_user_attributes", "study_system_attributes", "trials", "trial_params",
+    "trial_values", "trial_intermediate_values", "trial_user_attributes", "trial_system_attributes",
+    "trial_heartbeats", "version_info", "alembic_version", "sqlite_sequence", "sqlite_stat1",
+}
+SQLITE_TIMEOUT = 30.0  # seconds a writer waits for SQLite's lock before the write is retried
+_held: dict[tuple[str, int], int] = {}  # local storage locks this process holds, by (lock file, thread)
+LOW_SPACE = 1 << 20  # bytes: below this much free space, a failed write is reported as a full disk
 
 
 def default_storage() -> str:
     """``$TUNER_STORAGE``, else a SQLite file ``tuner.db`` in the working directory."""
-    return os.environ.get("TUNER_STORAGE") or f"sqlite:///{DEFAULT_FILE}"
+    url = os.environ.get("TUNER_STORAGE") or f"sqlite:///{DEFAULT_FILE}"
+    remember_url(url)
+    return url
 
 
-def mask_url(url: str) -> str:
-    """Hides passwords: ``postgresql://u:***@host/db``, and ``password=`` style query values."""
-    masked = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-    return re.sub(r"((?:ssl)?password=)[^&]*", r"\1***", masked, flags=re.IGNORECASE)
+def storage_label(url: str) -> str:
+    """How a storage is shown to the user: its URL with any password masked."""
+    return mask_url(url)
+
+
+def storage_hint(url: str, given: bool) -> str:
+    """The ``--storage`` part of a command the user is told to run: the URL itself when it holds no secret,
+    else a placeholder (the URL with its password would end up in the shell history)."""
+    if not given:
+        return ""
+    if has_password(url):
+        return (" --storage <your URL>" if os.environ.get("TUNER_STORAGE") != url
+                else "")  # $TUNER_STORAGE already points there
+    import shlex
+
+    return f" --storage {shlex.quote(url)}"
 
 
 def _journal_path(url: str) -> Path | None:
     if url.startswith("journal:"):
         return Path(url[len("journal:"):].removeprefix("//"))
-    if "://" not in url and url.endswith((".journal", ".log", ".jsonl")):
+    if "://" not in url and url.endswith(".journal"):
         return Path(url)
     return None
 
@@ -40,15 +81,122 @@ def _scheme(url: str) -> str:
     return url.split("://", 1)[0] if "://" in url else ""
 
 
-def storage_exists(url: str) -> bool:
-    """False when the storage is a local file that does not exist yet (so reading it would create it)."""
+def _sqlite_path(url: str) -> str:
+    return url.split(":///", 1)[-1].split("?", 1)[0] if "://" in url else ""
+
+
+def local_path(url: str) -> Path | None:
+    """The file behind a SQLite or journal URL (None for servers and in-memory SQLite)."""
     journal = _journal_path(url)
     if journal is not None:
-        return journal.exists()
+        return journal
     if _scheme(url) == "sqlite":
-        path = url.split(":///", 1)[-1].split("?", 1)[0]
-        return path in ("", ":memory:") or Path(path).exists()
+        path = _sqlite_path(url)
+        return Path(path) if path and path != ":memory:" else None
+    return None
+
+
+def storage_exists(url: str) -> bool:
+    """False when the storage is a local file that does not exist yet (so reading it would create it)."""
+    path = local_path(url)
+    if path is not None:
+        return path.exists()
     return True
+
+
+def _check_scheme(url: str) -> None:
+    if _journal_path(url) is not None or _scheme(url) in _SCHEMES:
+        return
+    hint = ""
+    if "://" not in url:
+        hint = (f" A file needs a scheme: sqlite:///{url} (SQLite) or journal:{url} (Optuna's journal file; "
+                f"only files named *.journal are taken as journals without it).")
+    raise ConfigError(f"Unknown storage {mask_url(url)!r}. Valid: sqlite:///FILE, postgresql://USER@HOST/DB, "
+                      f"mysql://..., journal:FILE (or a FILE ending in .journal).{hint}")
+
+
+def _check_regular(path: Path, what: str) -> os.stat_result | None:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StudyError(f"Cannot open storage {path}: {os_error_message(exc, path)}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise StudyError(f"Cannot open storage {path}: it is a folder; give a {what} file inside it.")
+    if not stat.S_ISREG(info.st_mode):
+        raise StudyError(f"Cannot open storage {path}: it is not a regular file.")
+    return info
+
+
+def _ro_uri(path: Path) -> str:
+    from urllib.parse import quote
+
+    return f"file:{quote(str(path.resolve()))}?mode=ro"
+
+
+def _sqlite_tables(path: Path, readonly: bool) -> set[str] | None:
+    """The tables of an existing SQLite file, read without changing it; None for an empty (new) file.
+
+    The file is only ever opened through SQLite: a plain ``open``/``close`` of a database by a process that
+    also holds SQLite connections to it drops SQLite's POSIX locks, and another process may then delete
+    the write-ahead log under those connections."""
+    import sqlalchemy
+
+    info = _check_regular(path, "SQLite")
+    if info is None or info.st_size == 0:
+        return None
+    # Where the storage is only read, a read-only connection; it cannot recover a write-ahead log left by a
+    # killed writer, so a plain connection (which reads and writes nothing either) is the fallback.
+    uris = (f"sqlite:///{_ro_uri(path)}&uri=true", f"sqlite:///{path}") if readonly else (f"sqlite:///{path}",)
+    errors = []
+    for uri in uris:
+        engine = sqlalchemy.create_engine(uri, connect_args={"timeout": SQLITE_TIMEOUT},
+                                          poolclass=sqlalchemy.pool.NullPool)
+        try:
+            return set(sqlalchemy.inspect(engine).get_table_names())
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            errors.append(str(getattr(exc, "orig", None) or exc).splitlines()[0])
+        finally:
+            engine.dispose()
+    if any("not a database" in e for e in errors):
+        raise StudyError(f"{path} is not a SQLite database; tuner leaves it untouched. Give a new file name, "
+                         f"e.g. --storage sqlite:///tuner.db.")
+    raise StudyError(f"Cannot read SQLite database {path}: {errors[-1]}")
+
+
+def _check_sqlite(path: Path, readonly: bool) -> set[str] | None:
+    tables = _sqlite_tables(path, readonly)
+    if tables and not tables <= OPTUNA_TABLES:
+        foreign = sorted(tables - OPTUNA_TABLES)
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise StudyError(f"{path} is the SQLite database of another application (tables: {shown}) and holds no "
+                         f"Optuna storage; tuner leaves it untouched. Give another file, e.g. "
+                         f"--storage sqlite:///tuner.db.")
+    return tables
+
+
+def _journal_record(line: bytes) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and isinstance(record.get("op_code"), int) and "worker_id" in record
+
+
+def _check_journal(path: Path) -> None:
+    """A journal's first line is an Optuna record; a file whose only line is torn mid-record is one too."""
+    info = _check_regular(path, "journal")
+    if info is None or info.st_size == 0:
+        return
+    with open(path, "rb") as handle:
+        first = handle.readline(1 << 20)
+    complete = first.endswith(b"\n")
+    if (complete and _journal_record(first)) or (not complete and first.startswith(b'{"op_code"')):
+        return
+    shown = first[:40].decode("utf-8", errors="replace").rstrip()
+    raise StudyError(f"{path} is not an Optuna journal (its first line is {shown!r}); tuner leaves it "
+                     f"untouched. Give a new file, e.g. --storage journal:tuner.journal.")
 
 
 def repair_journal_tail(path: Path, lock: object | None = None) -> bool:
@@ -78,49 +226,169 @@ def repair_journal_tail(path: Path, lock: object | None = None) -> bool:
     return True
 
 
-SQLITE_TIMEOUT = 30.0  # seconds a writer waits for SQLite's lock before the write is retried
-
-
-def _use_wal(url: str) -> None:
+def _use_wal(path: Path) -> None:
     """Write-ahead logging: readers never block the writer and workers wait less for each other. The mode
     is stored in the database file, so setting it once, before Optuna opens it, is enough."""
     import sqlite3
 
-    path = url.split(":///", 1)[-1].split("?", 1)[0]
-    if not path or path == ":memory:":
-        return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path, timeout=SQLITE_TIMEOUT) as con:
+        con.execute("PRAGMA journal_mode=WAL")
+
+
+def explain_storage_error(exc: BaseException, url: str) -> str:
+    """One line for a failed storage operation: ``disk full (/path/tuner.db)`` when it is one."""
+    path = local_path(url)
+    where = str(path) if path is not None else mask_url(url)
+    if is_disk_full(exc) or (path is not None and _free_bytes(path) < LOW_SPACE):
+        return f"disk full ({where})"
+    cur: BaseException = exc
+    for _ in range(10):  # the driver's own message, not Optuna's generic wrapper
+        nxt = cur.__cause__ or cur.__context__
+        if nxt is None:
+            break
+        cur = nxt
+    text = str(cur).splitlines()[0] if str(cur) else type(cur).__name__
+    return mask_url(f"{type(cur).__name__}: {text}")[:500]
+
+
+def _free_bytes(path: Path) -> int:
+    folder = path.parent if not path.is_dir() else path
     try:
-        with sqlite3.connect(path, timeout=SQLITE_TIMEOUT) as con:
-            con.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.Error as exc:
-        raise StudyError(f"Cannot open storage {url}: {exc}") from None
+        return shutil.disk_usage(folder if folder.exists() else Path.cwd()).free
+    except OSError:
+        return 1 << 62
 
 
-def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
-    """Opens (and for local files, creates) the storage behind a URL."""
+def open_storage(url: str | None = None, *, readonly: bool = False) -> optuna.storages.BaseStorage:
+    """Opens the storage behind a URL: to write (a local file is created, a torn journal tail is cut) or,
+    with ``readonly``, to read without changing anything. Foreign files are refused either way."""
     url = url or default_storage()
+    remember_url(url)
+    _check_scheme(url)
     journal = _journal_path(url)
     if journal is not None:
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        journal.parent.mkdir(parents=True, exist_ok=True)
-        backend = JournalFileBackend(str(journal))
-        repair_journal_tail(journal, backend._lock)
-        return JournalStorage(backend)
+        return _open_journal(journal, url, readonly)
     scheme = _scheme(url)
-    if scheme not in _SCHEMES:
-        raise ConfigError(f"Unknown storage {mask_url(url)!r}. Valid: sqlite:///FILE, postgresql://USER@HOST/DB, "
-                          f"mysql://..., journal:FILE (or a FILE ending in .journal).")
-    engine_kwargs: dict[str, object] = {"pool_pre_ping": True}
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if scheme.startswith("postgresql"):
         # An unreachable server is an error within seconds, not a hang.
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
+    rdb_url = url
     if scheme == "sqlite":
         engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT}}
-        _use_wal(url)
+        path = local_path(url)
+        if path is not None:
+            tables = _check_sqlite(path, readonly)
+            if readonly:
+                if not tables or "studies" not in tables:
+                    return optuna.storages.InMemoryStorage()  # nothing stored yet; nothing created
+                try:
+                    return optuna.storages.RDBStorage(f"sqlite:///{_ro_uri(path)}&uri=true",
+                                                      engine_kwargs=engine_kwargs, skip_table_creation=True)
+                except Exception:  # see _sqlite_tables: read through a plain connection, creating nothing
+                    pass
+            else:
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StudyError(f"Cannot open storage {mask_url(url)}: {os_error_message(exc, path.parent)}"
+                                     ) from None
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except Exception as exc:  # driver missing, server unreachable, bad credentials
-        message = mask_url(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
-        raise StudyError(f"Cannot open storage {mask_url(url)}: {message}") from None
+        if readonly:
+            return optuna.storages.RDBStorage(rdb_url, engine_kwargs=engine_kwargs, skip_table_creation=True)
+        # Creating the tables of a new storage is not safe from two processes at once ("table ... already
+        # exists"): one process at a time sets a storage up.
+        with storage_lock(url, "init"):
+            if scheme == "sqlite" and local_path(url) is not None:
+                _use_wal(local_path(url))  # type: ignore[arg-type]
+            return optuna.storages.RDBStorage(rdb_url, engine_kwargs=engine_kwargs)
+    except StudyError:
+        raise
+    except Exception as exc:  # driver missing, server unreachable, bad credentials, disk full
+        raise StudyError(f"Cannot open storage {mask_url(url)}: {explain_storage_error(exc, url)}") from None
+
+
+def _open_journal(path: Path, url: str, readonly: bool) -> optuna.storages.BaseStorage:
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    _check_journal(path)
+    if readonly and not path.exists():
+        return optuna.storages.InMemoryStorage()
+    try:
+        if not readonly:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        backend = JournalFileBackend(str(path))
+        if not readonly:
+            repair_journal_tail(path, backend._lock)
+        return JournalStorage(backend)
+    except Exception as exc:
+        raise StudyError(f"Cannot open journal {path}: {explain_storage_error(exc, url)}") from None
+
+
+@contextlib.contextmanager
+def storage_lock(url: str, key: str, engine: Any = None) -> Iterator[None]:
+    """Serialises a critical section across processes sharing a storage: creating a study (``key`` "create")
+    or taking a study's next trial (``key`` the study name).
+
+    SQLite and the journal file: a lock file beside the storage (all workers are on one machine or share its
+    file system). PostgreSQL: an advisory lock, so machines take turns too. Other servers: none.
+    """
+    path = local_path(url)
+    if path is not None:
+        lock_file = f"{path}.ask-lock"
+        mine = (os.path.abspath(lock_file), threading.get_ident())
+        if _held.get(mine):  # this thread holds it already (one lock file serves every key): re-entered
+            _held[mine] += 1
+            try:
+                yield
+            finally:
+                _held[mine] -= 1
+            return
+        try:
+            import fcntl
+        except ImportError:  # not on POSIX: one process per local storage file is the safe use
+            yield
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(lock_file, "a")
+        except OSError as exc:
+            raise StudyError(f"Cannot lock storage {path}: {os_error_message(exc, lock_file)}") from None
+        with handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            _held[mine] = 1
+            try:
+                yield
+            finally:
+                _held.pop(mine, None)
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    if _scheme(url).startswith("postgresql"):
+        import zlib
+
+        import sqlalchemy
+
+        own = engine is None
+        lock_key = zlib.crc32(f"tuner:{key}".encode())
+        try:
+            if own:
+                engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 10},
+                                                  poolclass=sqlalchemy.pool.NullPool)
+            con = engine.connect()
+        except Exception as exc:
+            raise StudyError(f"Cannot open storage {mask_url(url)}: {explain_storage_error(exc, url)}") from None
+        try:
+            con.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": lock_key})
+            con.commit()
+            try:
+                yield
+            finally:
+                with contextlib.suppress(Exception):
+                    con.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key})
+                    con.commit()
+        finally:
+            con.close()
+            if own:
+                engine.dispose()
+        return
+    yield

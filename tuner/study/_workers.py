@@ -68,6 +68,7 @@ def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], res
     _quiet_libraries()
     signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else _interrupt_once)
     signal.signal(signal.SIGTERM, _interrupt_once)
+    _watch_parent(os.getppid())
     report: dict[str, Any] = {"index": index, "trials": 0, "error": None}
     code = 0
     try:
@@ -76,7 +77,7 @@ def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], res
         spec, space = stored_spec(name, url)
         spec = spec.with_overrides(**overrides)
         prepared = prepare(spec, space_data=space)
-        study = create_or_join(prepared)
+        study = create_or_join(prepared, worker=index)
         run = run_trials(study, prepared)
         report["trials"] = len(run.outcomes)
     except KeyboardInterrupt:
@@ -92,6 +93,24 @@ def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], res
         except Exception:
             pass
     sys.exit(code)
+
+
+PARENT_POLL = 0.5  # seconds between a worker's checks that its supervisor is still alive
+
+
+def _watch_parent(parent: int) -> None:
+    """A worker whose supervisor dies (SIGKILL, the OOM killer) would train on as an orphan until the budget
+    is met. A daemon thread notices the parent's death within ``PARENT_POLL`` seconds and stops the worker
+    the way SIGTERM would: its running trial is recorded as interrupted."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL)
+        print(f"worker {os.getpid()}: the supervisor (pid {parent}) is gone; stopping", file=sys.stderr, flush=True)
+        signal.raise_signal(signal.SIGTERM)
+
+    threading.Thread(target=watch, name="tuner-parent-watch", daemon=True).start()
 
 
 def _interrupt_once(signum: int, frame: Any) -> None:
