@@ -1,11 +1,38 @@
 """The ``tuner`` command line (Typer)."""
 
-from tuner.cli import _results  # noqa: F401  (registers study report|export|trials)
-from tuner.cli._app import app
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+__all__ = ["app", "main"]
 
 
 def main() -> None:
-    app()
+    """The ``tuner`` script. Before anything else is imported, every storage password the process can see
+    (``$TUNER_STORAGE``, URLs in the arguments) is remembered and standard output and error are wrapped to
+    redact them, so that no path (an error of a driver, a traceback under ``--debug``, a log line) prints one."""
+    from tuner._secrets import RedactingStream, remember_url
+
+    remember_url(os.environ.get("TUNER_STORAGE"))
+    for arg in sys.argv[1:]:
+        if "://" in arg:
+            remember_url(arg.split("=", 1)[1] if arg.startswith("--") and "=" in arg else arg)
+    original_out, original_err = sys.stdout, sys.stderr
+    sys.stdout = RedactingStream(lambda: original_out)  # type: ignore[assignment]
+    sys.stderr = RedactingStream(lambda: original_err)  # type: ignore[assignment]
+    _load_app()()
 
 
-__all__ = ["app", "main"]
+def _load_app() -> Any:
+    from tuner.cli import _results  # noqa: F401  (registers study report|export|trials)
+    from tuner.cli._app import app
+
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return _load_app()
+    raise AttributeError(f"module 'tuner.cli' has no attribute {name!r}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 import signal
+import sys
 import warnings
 from collections.abc import Callable
 from enum import Enum
@@ -11,20 +13,57 @@ from typing import Annotated, Any, TypeVar
 
 import optuna
 import typer
+from typer.core import TyperGroup
 
 from tuner import __version__
 from tuner.cli._output import (
     TrialProgress,
-    err,
-    out,
+    echo,
+    error_line,
+    one_line,
     print_best_config,
     print_json,
     print_summary,
+    print_table,
     study_summary,
 )
-from tuner.errors import TunerError
+from tuner.errors import ConfigError, TunerError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+try:  # Typer >= 0.20 carries its own copy of Click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older Typer uses Click itself
+    from click import exceptions as click_exceptions
+
+
+class OneLineErrors(TyperGroup):
+    """Click's usage errors (an unknown flag, a value of the wrong type) as one line on standard error, like
+    every other error of the CLI, with exit code 2; ``--help`` where the user typed too little."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_exceptions.NoArgsIsHelpError as exc:  # the help was printed when it was raised
+            rv = exc.exit_code
+        except click_exceptions.UsageError as exc:
+            message = exc.format_message().rstrip()
+            if message and message[-1] not in ".?!":
+                message += "."
+            where = f" See '{exc.ctx.command_path} --help'." if exc.ctx is not None else ""
+            error_line(f"{message}{where}")
+            rv = exc.exit_code
+        except click_exceptions.ClickException as exc:
+            error_line(exc.format_message())
+            rv = exc.exit_code
+        except typer.Abort:
+            error_line("aborted")
+            rv = 1
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Tune a PyTorch model's optimizer settings with Optuna.")
 study_app = typer.Typer(no_args_is_help=True, help="Create, run and inspect studies.")
 spaces_app = typer.Typer(no_args_is_help=True, help="Built-in search spaces.")
@@ -35,6 +74,7 @@ app.add_typer(objectives_app, name="objectives")
 
 _state = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
+MAX_WORKERS_PER_CORE = 8
 
 
 class Format(str, Enum):
@@ -49,7 +89,9 @@ def _quiet_libraries() -> None:
 
 
 def handle_errors(fn: F) -> F:
-    """User errors become one red line and exit code 1; Ctrl-C exits 130 and SIGTERM 143."""
+    """Every error becomes one line on standard error: user errors (exit 1) with their message, anything
+    unexpected with its type and message and a pointer to ``--debug`` for the traceback. Ctrl-C exits 130
+    and SIGTERM 143."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -58,14 +100,36 @@ def handle_errors(fn: F) -> F:
         signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, click_exceptions.ClickException):
+            raise
+        except KeyboardInterrupt:
+            echo("interrupted; a running trial is recorded as failed. `tuner study run NAME` resumes.", to_err=True)
+            raise typer.Exit(130) from None
+        except SystemExit:
+            raise
         except TunerError as exc:
             if _state["debug"]:
                 raise
-            err.print(f"[red]error:[/] {exc}", markup=True)
+            error_line(exc)
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            err.print("interrupted; a running trial is recorded as failed. `tuner study run NAME` resumes.")
-            raise typer.Exit(130) from None
+        except MemoryError:
+            if _state["debug"]:
+                raise
+            error_line("out of memory (MemoryError); nothing more could be done")
+            raise typer.Exit(1) from None
+        except OSError as exc:
+            if _state["debug"]:
+                raise
+            from tuner._files import os_error_message
+
+            error_line(os_error_message(exc, exc.filename or "?") if exc.filename else f"{type(exc).__name__}: "
+                                                                                    f"{exc}")
+            raise typer.Exit(1) from None
+        except BaseException as exc:  # a bug, or CancelledError/GeneratorExit from the user's code
+            if _state["debug"]:
+                raise
+            error_line(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+            raise typer.Exit(1) from None
         finally:
             signal.signal(signal.SIGTERM, previous)
 
@@ -73,13 +137,13 @@ def handle_errors(fn: F) -> F:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    err.print("terminated; a running trial is recorded as failed. `tuner study run NAME` resumes.")
+    echo("terminated; a running trial is recorded as failed. `tuner study run NAME` resumes.", to_err=True)
     raise SystemExit(143)
 
 
 def _version(value: bool) -> None:
     if value:
-        print(f"tuner {__version__} (optuna {optuna.__version__})")
+        echo(f"tuner {__version__} (optuna {optuna.__version__})")
         raise typer.Exit()
 
 
@@ -103,6 +167,18 @@ WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Worker proces
                                                                  "torch threads = cores / N.")]
 DevicesOpt = Annotated[str | None, typer.Option("--devices", help="Comma-separated devices, one worker on each "
                                                                   "(e.g. cuda:0,cuda:1); sets --workers.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Continue a study whose objective changed (metric, "
+                                                        "direction, data), mixing old and new values knowingly.")]
+TimeoutOpt = Annotated[float | None, typer.Option(help="Seconds of wall time: no trial starts after it, and a "
+                                                       "running trial stops at its next epoch end (recorded "
+                                                       "as failed, reason 'timeout').")]
+
+
+def _check_workers(workers: int) -> None:
+    cores = os.cpu_count() or 1
+    limit = max(16, MAX_WORKERS_PER_CORE * cores)
+    if workers > limit:
+        raise ConfigError(f"--workers must be at most {limit} on this machine ({cores} cores). Got {workers}.")
 
 
 def _run(study: optuna.Study, prepared: Any, fmt: Format, n_trials: int, timeout: float | None,
@@ -112,6 +188,7 @@ def _run(study: optuna.Study, prepared: Any, fmt: Format, n_trials: int, timeout
 
     device_list = parse_devices(devices)
     workers = max(workers, len(device_list)) if device_list else workers
+    _check_workers(workers)
     if workers > 1:
         _run_pool(study, prepared, fmt, n_trials, workers, device_list)
         return
@@ -123,10 +200,10 @@ def _run(study: optuna.Study, prepared: Any, fmt: Format, n_trials: int, timeout
                                        "stopped_by": run.stopped_by, "threads": run.threads}})
         return
     if not run.outcomes and run.stopped_by == "budget":
-        out.print(f"the study already has its {n_trials} finished trials; raise the budget with --n-trials")
+        echo(f"the study already has its {n_trials} finished trials; raise the budget with --n-trials")
     else:
-        out.print(f"ran {len(run.outcomes)} trial(s) in {run.seconds:.1f}s on {run.threads} thread(s)"
-                  + (" (timeout reached)" if run.stopped_by == "timeout" else ""))
+        echo(f"ran {len(run.outcomes)} trial(s) in {run.seconds:.1f}s on {run.threads} thread(s)"
+             + (" (timeout reached)" if run.stopped_by == "timeout" else ""))
     print_summary(summary)
     print_best_config(summary)
 
@@ -156,11 +233,12 @@ def _run_pool(study: optuna.Study, prepared: Any, fmt: Format, n_trials: int, wo
         print_json({**summary, "run": {"workers": [w.__dict__ for w in pool.workers],
                                        "seconds": round(pool.seconds, 2), "requeued": pool.reaped}})
     else:
-        out.print(f"{workers} workers ran {sum(w.trials for w in pool.workers)} trial(s) in {pool.seconds:.1f}s"
-                  + (f"; trials {pool.reaped} of lost workers were queued again" if pool.reaped else ""))
+        echo(f"{workers} workers ran {sum(w.trials for w in pool.workers)} trial(s) in {pool.seconds:.1f}s"
+             + (f"; trials {pool.reaped} of lost workers were queued again" if pool.reaped else ""))
         for w in lost:
-            err.print(f"worker {w.index} (pid {w.pid}, {w.device}) stopped: "
-                      + (w.error or f"exit code {w.exitcode}"))
+            echo(f"worker {w.index} (pid {w.pid}, {w.device}) stopped: " + one_line(w.error or f"exit code "
+                                                                                          f"{w.exitcode}"),
+                 to_err=True)
         print_summary(summary)
         print_best_config(summary)
     if pool.interrupted is not None:
@@ -184,7 +262,7 @@ def study_create(
     pruner: Annotated[str | None, typer.Option(help="median, percentile, successive_halving, hyperband, "
                                                     "wilcoxon, patient or none.")] = None,
     n_trials: Annotated[int | None, typer.Option(help="Trials to finish (complete or pruned).")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds after which no new trial starts.")] = None,
+    timeout: TimeoutOpt = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs per trial.")] = None,
     storage: StorageOpt = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
@@ -195,11 +273,14 @@ def study_create(
     no_run: Annotated[bool, typer.Option("--no-run", help="Only create the study.")] = False,
     workers: WorkersOpt = 1,
     devices: DevicesOpt = None,
+    force: ForceOpt = False,
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Create a study from a spec file and/or flags, then run it (flags override the file)."""
     from tuner.study import StudySpec, create_or_join, load_spec, prepare
+    from tuner.study._storage import storage_hint, storage_label
 
+    _check_workers(workers)
     base = load_spec(spec) if spec else (load_spec("quickstart") if objective is None else StudySpec())
     spec_obj = base.with_overrides(
         name=name, objective=objective, space=space, sampler=sampler, pruner=pruner, n_trials=n_trials,
@@ -207,17 +288,17 @@ def study_create(
         threads=threads,
     )
     prepared = prepare(spec_obj)
-    study = create_or_join(prepared)
+    study = create_or_join(prepared, force=force)
     if fmt is Format.text:
-        out.print(f"study [bold]{prepared.name}[/] in {_masked(prepared.storage_url)}: objective "
-                  f"{prepared.objective.name}, space {prepared.space.name}, {prepared.spec.n_trials} trials x "
-                  f"{prepared.spec.epochs} epochs on {prepared.trainer.device}")
+        echo("study ", (prepared.name, "bold"), f" in {storage_label(prepared.storage_url)}: objective "
+             f"{prepared.objective.name}, space {prepared.space.name}, {prepared.spec.n_trials} trials x "
+             f"{prepared.spec.epochs} epochs on {prepared.trainer.device}")
     if no_run:
         if fmt is Format.json:
             print_json(study_summary(study))
         else:
-            storage_flag = f" --storage {_quote(prepared.storage_url)}" if spec_obj.storage else ""
-            out.print(f"created; run it with: tuner study run {_quote(prepared.name)}{storage_flag}", markup=False)
+            hint = storage_hint(prepared.storage_url, given=bool(spec_obj.storage))
+            echo(f"created; run it with: tuner study run {_quote(prepared.name)}{hint}")
         return
     _run(study, prepared, fmt, prepared.spec.n_trials, prepared.spec.timeout, workers, devices)
 
@@ -229,54 +310,64 @@ def study_run(
     *,
     storage: StorageOpt = None,
     n_trials: Annotated[int | None, typer.Option(help="Raise or lower the study's trial budget.")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds after which no new trial starts.")] = None,
+    timeout: TimeoutOpt = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
     threads: Annotated[int | None, typer.Option(help="Torch threads [default: timed at start].")] = None,
     workers: WorkersOpt = 1,
     devices: DevicesOpt = None,
+    force: ForceOpt = False,
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Continue (or join) a study: the spec and space come from the storage. Start it on every machine
     (same --storage) to run one study on many."""
     from tuner.study import create_or_join, prepare, stored_spec
 
+    _check_workers(workers)
     spec_obj, space_data = stored_spec(name, storage)
     spec_obj = spec_obj.with_overrides(n_trials=n_trials, timeout=timeout, device=device, threads=threads)
     prepared = prepare(spec_obj, space_data=space_data)
-    study = create_or_join(prepared)
+    study = create_or_join(prepared, force=force)
     _run(study, prepared, fmt, prepared.spec.n_trials, prepared.spec.timeout, workers, devices)
 
 
 @study_app.command("list")
 @handle_errors
 def study_list(*, storage: StorageOpt = None, fmt: FormatOpt = Format.text) -> None:
-    """List the studies in a storage."""
+    """List the studies in a storage (tuner's own, and any other Optuna study in it). Changes nothing."""
     from tuner.study import default_storage, open_storage
-    from tuner.study._storage import storage_exists
+    from tuner.study._prepare import study_kind
+    from tuner.study._storage import storage_exists, storage_label
 
     url = storage or default_storage()
     rows = []
     if storage_exists(url):
-        for s in optuna.get_all_study_summaries(open_storage(url), include_best_trial=True):
+        for s in optuna.get_all_study_summaries(open_storage(url, readonly=True), include_best_trial=False):
             spec = s.user_attrs.get("tuner:spec", {})
-            rows.append({"name": s.study_name, "trials": s.n_trials, "objective": spec.get("objective"),
-                         "best": s.best_trial.value if s.best_trial else None,
+            kind = study_kind(s.user_attrs, len(s.directions))
+            rows.append({"name": s.study_name, "kind": kind, "trials": s.n_trials,
+                         "objective": spec.get("objective") if isinstance(spec, dict) else None,
+                         "best": _best_value(url, s) if kind != "multi-objective" else None,
                          "created": s.datetime_start.isoformat(timespec="seconds") if s.datetime_start else None})
     if fmt is Format.json:
         print_json(rows)
         return
     if not rows:
-        out.print(f"no studies in {_masked(url)}")
+        echo(f"no studies in {storage_label(url)}")
         return
-    from rich.table import Table
+    print_table(["name", "kind", "objective", "trials", "best", "created"],
+                [[r["name"], r["kind"], r["objective"] or "-", r["trials"],
+                  "-" if r["best"] is None else f"{r['best']:.4f}", r["created"] or "-"] for r in rows])
 
-    table = Table()
-    for col in ("name", "objective", "trials", "best", "created"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["name"], str(r["objective"] or "-"), str(r["trials"]),
-                      "-" if r["best"] is None else f"{r['best']:.4f}", str(r["created"] or "-"))
-    out.print(table)
+
+def _best_value(url: str, summary: Any) -> float | None:
+    from tuner.study import best_trial
+    from tuner.study._prepare import open_study
+
+    try:
+        best = best_trial(open_study(summary.study_name, url, kinds=("tuner", "tune", "optuna")))
+    except TunerError:
+        return None
+    return None if best is None else best.value
 
 
 @study_app.command("show")
@@ -289,7 +380,7 @@ def study_show(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Best trials, counts of pruned and failed trials with their reasons, and the best config."""
-    from tuner.study import open_study
+    from tuner.study._prepare import open_study
 
     summary = study_summary(open_study(name, storage), top=top)
     if fmt is Format.json:
@@ -310,7 +401,7 @@ def spaces_list(fmt: FormatOpt = Format.text) -> None:
         print_json(rows)
         return
     for name, description in rows.items():
-        out.print(f"[bold]{name:<12}[/] {description}")
+        echo((f"{name:<12}", "bold"), " ", description)
 
 
 @spaces_app.command("show")
@@ -325,11 +416,11 @@ def spaces_show(name: Annotated[str, typer.Argument(help="Built-in name or YAML 
     if fmt is Format.json:
         print_json({"name": space.name, "source": space.source, "space": space.raw, "parameters": dists})
         return
-    out.print(f"# {space.source}", markup=False)
-    out.print(space.to_yaml().rstrip(), markup=False)
-    out.print(f"\n# {len(dists)} tunable parameters", markup=False)
+    echo(f"# {space.source}")
+    echo(space.to_yaml().rstrip())
+    echo(f"\n# {len(dists)} tunable parameters")
     for key, dist in dists.items():
-        out.print(f"#   {key}: {dist}", markup=False)
+        echo(f"#   {key}: {dist}")
 
 
 @objectives_app.command("list")
@@ -348,7 +439,7 @@ def objectives_list(fmt: FormatOpt = Format.text) -> None:
         print_json(rows)
         return
     for name, description in rows.items():
-        out.print(f"[bold]{name:<12}[/] {description}")
+        echo((f"{name:<12}", "bold"), " ", description)
 
 
 @objectives_app.command("show")
@@ -378,14 +469,14 @@ def objectives_show(
         print_json(info)
         return
     for key, value in info.items():
-        out.print(f"{key:>16}: {value}")
-    out.print(str(model), markup=False)
+        echo(f"{key:>16}: {value}")
+    echo(str(model))
 
 
 def _masked(url: str) -> str:
-    from tuner.study import mask_url
+    from tuner.study._storage import storage_label
 
-    return mask_url(url)
+    return storage_label(url)
 
 
 def _quote(name: str) -> str:

@@ -1,9 +1,17 @@
-"""Rendering for the CLI: Rich on a terminal, plain lines otherwise, JSON on request."""
+"""Rendering for the CLI: Rich on a terminal, plain lines otherwise, JSON on request.
+
+Nothing a user or a library wrote is ever read as Rich markup: the consoles have markup and emoji codes
+off, styles are applied to the project's own words only (``Text``), and user text (study names, reasons,
+error messages, paths) is shown as it is, with control characters escaped so that it cannot move the
+cursor or recolour the terminal. Every byte written passes through ``redact``, so a storage password never
+reaches the screen.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import time
 from collections import Counter
@@ -14,12 +22,48 @@ from optuna.trial import TrialState
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
+from tuner._secrets import RedactingStream, redact
 from tuner.study import TrialOutcome, best_trial, counts
 from tuner.study._runner import reason_kind
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+stdout = RedactingStream(lambda: sys.stdout)
+stderr = RedactingStream(lambda: sys.stderr)
+out = Console(file=stdout, highlight=False, soft_wrap=True, markup=False, emoji=False)
+err = Console(file=stderr, highlight=False, soft_wrap=True, markup=False, emoji=False)
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean(text: object) -> str:
+    """User or library text made safe to show: control characters escaped (``\\x1b``), passwords redacted."""
+    return redact(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text)))
+
+
+def one_line(text: object) -> str:
+    """``clean`` text on a single line (an error message of several lines is joined)."""
+    return " ".join(clean(text).split())
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line from plain parts (user text, shown as it is) and ``(words, style)`` parts of our own."""
+    line = Text()
+    for part in parts:
+        if isinstance(part, tuple):
+            line.append(clean(part[0]), style=part[1])
+        else:
+            line.append(clean(part))
+    return line
+
+
+def echo(*parts: str | tuple[str, str], to_err: bool = False) -> None:
+    (err if to_err else out).print(styled(*parts))
+
+
+def error_line(message: object) -> None:
+    """``error: <message>`` as one red-labelled line on standard error."""
+    err.print(styled(("error:", "red"), " ", one_line(message)))
 
 
 def fmt(value: float | None, digits: int = 4) -> str:
@@ -43,12 +87,13 @@ class TrialProgress:
         self.progress: Progress | None = None
         if self.rich:
             self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                console=out, transient=False,
+                TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+                TextColumn("{task.completed}/{task.total}", markup=False),
+                TextColumn("{task.fields[stats]}", markup=False), TimeElapsedColumn(), TextColumn("eta"),
+                TimeRemainingColumn(), console=out, transient=False,
             )
-            self.task = self.progress.add_task(study.study_name, total=n_trials, completed=min(self.done, n_trials),
-                                               stats=self._stats(study))
+            self.task = self.progress.add_task(clean(study.study_name), total=n_trials,
+                                               completed=min(self.done, n_trials), stats=self._stats(study))
 
     def _stats(self, study: optuna.Study) -> str:
         best = best_trial(study)
@@ -71,7 +116,8 @@ class TrialProgress:
         if self.progress is not None:
             self.progress.update(self.task, completed=min(self.done, self.n_trials), stats=self._stats(study))
             if outcome.state == "FAIL":
-                self.progress.console.print(f"[red]trial {outcome.number} failed:[/] {outcome.reason}")
+                self.progress.console.print(styled((f"trial {outcome.number} failed:", "red"), " ",
+                                                   one_line(outcome.reason)))
             return
         best = best_trial(study)
         config = outcome.config.summary() if outcome.config else "-"
@@ -79,11 +125,10 @@ class TrialProgress:
                 f" {outcome.seconds:6.1f}s  {config}  | done {self.done}/{self.n_trials}"
                 f" best {fmt(best.value if best else None)}")
         if outcome.reason and outcome.state != "COMPLETE":
-            line += f"  ({outcome.reason})"
-        if not self.quiet:
-            print(line, flush=True)
-        else:
-            print(line, file=sys.stderr, flush=True)
+            line += f"  ({one_line(outcome.reason)})"
+        stream = stderr if self.quiet else stdout
+        stream.write(clean(line) + "\n")
+        stream.flush()
 
 
 def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
@@ -125,15 +170,15 @@ def _trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 def print_summary(summary: dict[str, Any]) -> None:
     c = summary["counts"]
-    out.print(f"[bold]{summary['name']}[/]: objective {summary['objective']}, space {summary['space']}, "
-              f"{summary['direction']}")
-    out.print(f"trials: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed"
-              + (f", {c['running']} running" if c["running"] else "")
-              + (f" (budget {summary['n_trials']})" if summary["n_trials"] else ""))
+    out.print(styled((summary["name"], "bold"), f": objective {summary['objective']}, space {summary['space']}, "
+                                                 f"{summary['direction']}"))
+    echo(f"trials: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed"
+         + (f", {c['running']} running" if c["running"] else "")
+         + (f" (budget {summary['n_trials']})" if summary["n_trials"] else ""))
     for reason, n in summary["reasons"].items():
-        out.print(f"  {n:>4} x {reason}")
+        echo(f"  {n:>4} x {one_line(reason)}")
     if not summary["top"]:
-        out.print("no complete trial yet")
+        echo("no complete trial yet")
         return
     table = Table(title="best trials", title_justify="left")
     for col in ("trial", "validation", "test", "seconds", "config"):
@@ -142,8 +187,9 @@ def print_summary(summary: dict[str, Any]) -> None:
 
     for row in summary["top"]:
         summary_text = TrainConfig.from_dict(row["config"]).summary() if row["config"] else "-"
-        table.add_row(str(row["number"]), fmt(row["value"]), fmt(row["test_value"]),
-                      fmt(row["seconds"], 1), summary_text)
+        table.add_row(*(Text(clean(cell)) for cell in (str(row["number"]), fmt(row["value"]),
+                                                        fmt(row["test_value"]), fmt(row["seconds"], 1),
+                                                        summary_text)))
     out.print(table)
 
 
@@ -152,12 +198,23 @@ def print_best_config(summary: dict[str, Any]) -> None:
 
     best = summary["best"]
     if best is None:
-        out.print("no complete trial: no best config")
+        echo("no complete trial: no best config")
         return
-    out.print(f"\n[bold]best config[/] (trial {best['number']}, validation {fmt(best['value'])}, "
-              f"test {fmt(best['test_value'])}):")
-    out.print(yaml.safe_dump(best["config"], sort_keys=False).rstrip(), markup=False)
+    out.print(styled("\n", ("best config", "bold"), f" (trial {best['number']}, validation {fmt(best['value'])}, "
+                                                     f"test {fmt(best['test_value'])}):"))
+    out.print(Text(clean(yaml.safe_dump(best["config"], sort_keys=False).rstrip())))
 
 
 def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
+    stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    stdout.flush()
+
+
+def print_table(columns: list[str], rows: list[list[Any]]) -> None:
+    """A table whose cells are user text, shown as it is."""
+    table = Table()
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(Text(clean(cell)) for cell in row))
+    out.print(table)

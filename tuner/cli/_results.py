@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -10,8 +9,7 @@ from typing import Annotated
 import typer
 
 from tuner.cli._app import Format, FormatOpt, StorageOpt, _masked, handle_errors, study_app
-from tuner.cli._output import err, out, print_json
-from tuner.errors import ConfigError
+from tuner.cli._output import echo, print_json, stdout
 
 TopK = Annotated[int, typer.Option("--top-k", min=1, help="Best configs re-trained in the confirmation runs.")]
 Seeds = Annotated[int, typer.Option("--seeds", min=1, help="New seeds per config in the confirmation runs.")]
@@ -33,8 +31,20 @@ class ExportFormat(str, Enum):
 def _progress(quiet: bool):
     def on_run(trial: int, seed: int, value: float) -> None:
         if not quiet:
-            err.print(f"confirmation: trial {trial}, seed {seed}: {value:.4g}")
+            echo(f"confirmation: trial {trial}, seed {seed}: {value:.4g}", to_err=True)
     return on_run
+
+
+def _open(name: str, storage: str | None, *, confirm: bool, trial: int | None = None, top_k: int = 3,
+          seeds: int = 3):
+    """The study, opened to read only, unless confirmation runs will have to store their result."""
+    from tuner.report import confirmation_is_stored
+    from tuner.study._prepare import open_study
+
+    study = open_study(name, storage)
+    if confirm and trial is None and not confirmation_is_stored(study, top_k, seeds):
+        study = open_study(name, storage, readonly=False)
+    return study
 
 
 @study_app.command("report")
@@ -51,12 +61,14 @@ def study_report(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Write report.html (self-contained), report.md, plots, recommended.yaml and narrowed-space.yaml."""
+    from tuner._files import safe_file_name
     from tuner.report import study_fit, write_report
-    from tuner.study import default_storage, open_study
+    from tuner.study import default_storage
 
     url = storage or default_storage()
-    study = open_study(name, url)
-    folder = output or Path(f"{name}-report")
+    study = _open(name, url, confirm=not no_confirm, top_k=top_k, seeds=seeds)
+    # The default folder is derived from the study name, which must not steer where files go ("../../x").
+    folder = output or Path(f"{safe_file_name(name)}-report")
     quiet = fmt is Format.json
     files = write_report(study, folder, storage_label=_masked(url),
                          fit=None if no_confirm else study_fit(study, storage), evaluator=importance.value,
@@ -64,7 +76,7 @@ def study_report(
     if quiet:
         print_json({k: str(v) for k, v in files.items()})
         return
-    out.print(f"wrote {len(files)} files to {folder}/: open {folder / 'report.html'}", markup=False)
+    echo(f"wrote {len(files)} files to {folder}/: open {folder / 'report.html'}")
 
 
 @study_app.command("export")
@@ -84,13 +96,13 @@ def study_export(
     no_confirm: NoConfirm = False,
 ) -> None:
     """Export the recommended config (confirmed by re-training the top trials, stored for reuse)."""
+    from tuner._files import write_text
     from tuner.export import python_snippet
     from tuner.report import study_recommendation
     from tuner.report._confirm import _json_safe
-    from tuner.study import open_study
     from tuner.study._prepare import METRIC_ATTR
 
-    study = open_study(name, storage)
+    study = _open(name, storage, confirm=not no_confirm, trial=trial, top_k=top_k, seeds=seeds)
     rec = study_recommendation(study, storage, trial=trial, top_k=top_k, seeds=seeds, confirm_runs=not no_confirm,
                                on_run=_progress(False))
     meta = rec.metadata(study, study.user_attrs.get(METRIC_ATTR) or "value")
@@ -105,12 +117,11 @@ def study_export(
     if not text.endswith("\n"):
         text += "\n"
     if output is None:
-        sys.stdout.write(text)
+        stdout.write(text)
+        stdout.flush()
         return
-    if output.is_dir():
-        raise ConfigError(f"{output}: is a folder; give a file name, e.g. {output / ('best.' + fmt.value)}")
-    output.write_text(text)
-    err.print(f"wrote {output} ({rec.config.summary()}; {rec.source})", markup=False)
+    write_text(output, text)
+    echo(f"wrote {output} ({rec.config.summary()}; {rec.source})", to_err=True)
 
 
 @study_app.command("trials")
@@ -123,18 +134,19 @@ def study_trials(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Every trial with its parameters and recorded attributes (flattened), as a table or CSV."""
+    from tuner._files import write_text
     from tuner.report import trials_frame
-    from tuner.study import open_study
+    from tuner.study._prepare import open_study
 
     frame = trials_frame(open_study(name, storage))
     if csv is not None:
-        frame.to_csv(csv, index=False)
-        err.print(f"wrote {len(frame)} trials x {len(frame.columns)} columns to {csv}", markup=False)
+        write_text(csv, frame.to_csv(index=False))
+        echo(f"wrote {len(frame)} trials x {len(frame.columns)} columns to {csv}", to_err=True)
         return
     if fmt is Format.json:
-        sys.stdout.write(frame.to_json(orient="records", date_format="iso") + "\n")
+        stdout.write(frame.to_json(orient="records", date_format="iso") + "\n")
         return
     cols = [c for c in ("number", "state", "value", "test_value", "duration_s", "epochs_run",
                         "config.optimizer.name", "config.optimizer.lr", "config.batch_size", "reason")
             if c in frame.columns]
-    out.print(frame[cols].to_string(index=False, max_colwidth=60), markup=False)
+    echo(frame[cols].to_string(index=False, max_colwidth=60))

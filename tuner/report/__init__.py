@@ -33,6 +33,7 @@ from tuner.report._confirm import (
     FitFn,
     Recommendation,
     confirm,
+    confirmation_is_stored,
     recommend,
     recommendation,
     stored_confirmation,
@@ -48,6 +49,7 @@ __all__ = [
     "Importance",
     "Recommendation",
     "confirm",
+    "confirmation_is_stored",
     "importances",
     "narrow_space",
     "per_optimizer_best",
@@ -74,11 +76,14 @@ class _StudyFit:
     def prepared(self) -> Any:
         if self._prepared is None:
             from tuner.study import prepare, stored_spec
+            from tuner.study._prepare import check_objective
             from tuner.study._runner import use_threads
 
             spec, space = stored_spec(self.study.study_name, self.storage_url)
-            self._prepared = prepare(spec, space_data=space)
-            use_threads(self._prepared)
+            prepared = prepare(spec, space_data=space)
+            check_objective(self.study, prepared)  # confirmation runs on changed data would not compare
+            use_threads(prepared)
+            self._prepared = prepared
         return self._prepared
 
     def steps_per_epoch(self, batch_size: int) -> int:
@@ -121,22 +126,42 @@ def write_report(study: optuna.Study, out_dir: str | Path, *, storage_label: str
     ``fit(config) -> (validation, test)`` re-trains configs for the confirmation runs; without it a stored
     confirmation is used, else the best trial.
     """
-    from tuner.report._plots import draw_all
-    from tuner.report._render import ReportData, reason_counts, render_html, render_markdown
-    from tuner.study import counts
+    from tuner._files import atomic_folder
 
     if evaluator not in EVALUATORS:
         from tuner.errors import ConfigError
 
         raise ConfigError(f"Unknown importance evaluator {evaluator!r}. Valid choices: {', '.join(EVALUATORS)}.")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    spec = dict(study.user_attrs.get(SPEC_ATTR) or {})
-    metric = _metric(study)
-    notes: list[str] = []
     if not complete_trials(study):
         raise StudyError(f"Study {study.study_name!r} has no complete trial yet: nothing to report. "
                          f"Run it with `tuner study run {study.study_name}`.")
+    # Written into a temporary folder beside ``out_dir`` and renamed into place when complete: an interrupted
+    # report leaves no half folder, and an earlier report is replaced whole.
+    with atomic_folder(out_dir, ours=_is_report_folder) as tmp:
+        files = _write_report(study, tmp, storage_label=storage_label, fit=fit, evaluator=evaluator, top_k=top_k,
+                              seeds=seeds, confirm_runs=confirm_runs, steps_per_epoch=steps_per_epoch,
+                              on_run=on_run)
+    return {name: Path(out_dir) / path.relative_to(tmp) for name, path in files.items()}
+
+
+REPORT_FILES = ("report.html", "report.md", "recommended.yaml", "narrowed-space.yaml")
+
+
+def _is_report_folder(names: list[str]) -> bool:
+    """A folder holding only what a report writes (an earlier report, maybe of an older version)."""
+    return all(n in REPORT_FILES or n.endswith(".png") for n in names) and "report.html" in names
+
+
+def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: FitFn | None, evaluator: str,
+                  top_k: int, seeds: int, confirm_runs: bool, steps_per_epoch: int | None,
+                  on_run: Callable[[int, int, float], None] | None) -> dict[str, Path]:
+    from tuner.report._plots import draw_all
+    from tuner.report._render import ReportData, reason_counts, render_html, render_markdown
+    from tuner.study import counts
+
+    spec = dict(study.user_attrs.get(SPEC_ATTR) or {})
+    metric = _metric(study)
+    notes: list[str] = []
     rec = recommendation(study, fit, top_k=top_k, seeds=seeds, study_seed=int(spec.get("seed") or 0),
                          confirm_runs=confirm_runs, on_run=on_run)
     if rec.confirmation is None:

@@ -129,6 +129,17 @@ def _top(study: optuna.Study, top_k: int) -> list[FrozenTrial]:
     return out
 
 
+def _reusable(stored: Confirmation, top: list[FrozenTrial], top_k: int, seeds: int) -> bool:
+    return (stored.top_k == top_k and stored.n_seeds == seeds
+            and [c.trial for c in stored.candidates] == [t.number for t in top])
+
+
+def confirmation_is_stored(study: optuna.Study, top_k: int = 3, seeds: int = 3) -> bool:
+    """Whether ``confirm`` would reuse the stored confirmation (and so train nothing and write nothing)."""
+    stored = stored_confirmation(study)
+    return stored is not None and _reusable(stored, _top(study, top_k), top_k, seeds)
+
+
 def confirm(study: optuna.Study, fit: FitFn, *, top_k: int = 3, seeds: int = 3, study_seed: int = 0,
             reuse: bool = True, on_run: Callable[[int, int, float], None] | None = None) -> Confirmation:
     """Re-trains the top ``top_k`` configs with ``seeds`` new seeds each and stores the result in the study.
@@ -142,8 +153,7 @@ def confirm(study: optuna.Study, fit: FitFn, *, top_k: int = 3, seeds: int = 3, 
     if not top:
         raise StudyError(f"Study {study.study_name!r} has no complete trial to recommend from.")
     stored = stored_confirmation(study)
-    if (reuse and stored is not None and stored.top_k == top_k and stored.n_seeds == seeds
-            and [c.trial for c in stored.candidates] == [t.number for t in top]):
+    if reuse and stored is not None and _reusable(stored, top, top_k, seeds):
         return stored
     seed_list = confirmation_seeds(study_seed, seeds)
     candidates = []
