@@ -164,7 +164,7 @@ def tune(
     """
     from tuner.study._prepare import METRIC_ATTR, SPACE_ATTR
     from tuner.study._samplers import build_pruner, build_sampler
-    from tuner.study._storage import mask_url, open_storage, storage_lock
+    from tuner.study._storage import check_storage, mask_url, open_storage, storage_lock
 
     if not callable(train_fn):
         raise ConfigError(f"train_fn must be a function taking the trial context; got {type(train_fn).__name__}.")
@@ -182,6 +182,8 @@ def tune(
     fingerprint = search.fingerprint()
     # Created (or joined) under the storage's lock: two processes tuning one study name over different
     # spaces cannot both go ahead.
+    if storage:
+        check_storage(storage)
     with storage_lock(storage, "create") if storage else contextlib.nullcontext():
         study = optuna.create_study(
             storage=open_storage(storage) if storage else None, study_name=name, direction=direction,

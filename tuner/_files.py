@@ -100,15 +100,16 @@ def read_text(path: str | Path, *, what: str = "file", limit: int = MAX_INPUT_BY
 
 def _target(path: str | Path) -> Path:
     """The file a write lands in: links followed, the folder checked to exist."""
-    path = Path(os.path.realpath(Path(path).expanduser()))
-    if path.is_dir():
-        raise OutputError(f"{path}: is a folder; give a file name inside it.")
-    parent = path.parent
+    shown = Path(path)
+    real = Path(os.path.realpath(shown.expanduser()))
+    if real.is_dir():
+        raise OutputError(f"{shown}: is a folder; give a file name inside it.")
+    parent = real.parent
     if not parent.exists():
-        raise OutputError(f"{path}: the folder {parent} does not exist.")
+        raise OutputError(f"{shown}: the folder {shown.parent} does not exist.")
     if not parent.is_dir():
-        raise OutputError(f"{path}: {parent} is a file, not a folder.")
-    return path
+        raise OutputError(f"{shown}: {shown.parent} is a file, not a folder.")
+    return real
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:

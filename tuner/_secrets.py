@@ -56,9 +56,9 @@ def remember_url(url: str | None) -> None:
     found += [m.group(2) for m in _QUERY_SECRET.finditer(url)]
     with _lock:
         for secret in found:
-            for form in {secret, unquote(secret)}:
-                if len(form) >= _MIN_SECRET:
-                    _secrets.add(form)
+            # A raw "@" or ":" in a password can make a driver take part of it for the host: its pieces too.
+            pieces = {secret, unquote(secret), *re.split(r"[@:/]", unquote(secret))}
+            _secrets.update(p for p in pieces if len(p) >= _MIN_SECRET)
 
 
 def mask_url(url: str) -> str:

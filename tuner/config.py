@@ -213,10 +213,13 @@ class TrainConfig:
         return yaml.safe_dump(data, sort_keys=False)
 
     def save(self, path: str | Path, **metadata: Any) -> Path:
-        """Writes YAML, or JSON when the file name ends in ``.json``."""
+        """Writes YAML, or JSON when the file name ends in ``.json``, atomically (a temporary file beside it
+        is renamed into place): an interrupted save never leaves half a config."""
+        from tuner._files import write_text
+
         path = Path(path)
         text = self.to_json(**metadata) if path.suffix == ".json" else self.to_yaml(**metadata)
-        path.write_text(text + ("\n" if not text.endswith("\n") else ""))
+        write_text(path, text + ("\n" if not text.endswith("\n") else ""))
         return path
 
     @classmethod

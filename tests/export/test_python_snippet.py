@@ -337,3 +337,18 @@ def test_train_reduces_the_loss(tmp_path: Path, data: dict, capsys: pytest.Captu
     assert math.isfinite(loss_after) and loss_after < 0.7 * loss_before
     out = capsys.readouterr().out
     assert out.count("validation loss") == config.epochs
+
+
+@pytest.mark.parametrize("name", ['x"""; import os; os.system("touch /tmp/tuner-snippet-pwned")  #',
+                                  'ends with a quote"', "back\\slash\\", "line\u2028separator\u2029and\x85nel"])
+def test_a_hostile_study_name_in_the_title_stays_text(name: str):
+    """The study name goes into the exported file's docstring: quotes, backslashes and Unicode line breaks
+    cannot end the docstring early or add code."""
+    import ast
+
+    source = python_snippet(TrainConfig(), title=f"study {name!r}, trial 3")
+    module = ast.parse(source)
+    docstring = ast.get_docstring(module) or ""
+    assert "study " in docstring and "trial 3" in docstring
+    assert "system" not in {n.attr for n in ast.walk(module) if isinstance(n, ast.Attribute)}
+    assert not any(isinstance(n, ast.Import) and any(a.name == "os" for a in n.names) for n in ast.walk(module))

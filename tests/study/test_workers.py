@@ -323,3 +323,77 @@ def test_a_trial_reaped_while_alive_is_discarded_and_the_worker_goes_on(tmp_path
     trials = _check_clean(_load("b", f"sqlite:///{tmp_path / 'r.db'}"), 3)
     assert trials[0].user_attrs["reason"].startswith("worker lost")
     assert trials[1].user_attrs["retry_of"] == 0 and trials[1].params == trials[0].params
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path, slow_file: Path, space_file: Path):
+    """SIGKILL to the supervisor of `--workers 2` (the OOM killer, a closed terminal): its workers notice
+    within seconds, record their running trials as interrupted and exit, instead of training on as orphans;
+    the next run leaves nothing RUNNING and meets the budget."""
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    spec = _spec_file(tmp_path, slow_file, space_file, n_trials=4, epochs=8)
+    proc = subprocess.Popen([*TUNER, "study", "create", str(spec), "--storage", url, "--workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    deadline = time.monotonic() + 120
+    workers: set[int] = set()
+    while len(workers) < 2 and time.monotonic() < deadline:
+        if Path(url[len("sqlite:///"):]).exists():
+            try:
+                workers = {t.user_attrs["worker"]["pid"] for t in _load("w", url).get_trials(
+                    states=(TrialState.RUNNING,)) if "worker" in t.user_attrs}
+            except Exception:  # still being created
+                pass
+        time.sleep(0.1)
+    assert len(workers) == 2, "the workers did not start"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    stop_by = time.monotonic() + 30
+    while any(_alive(pid) for pid in workers) and time.monotonic() < stop_by:
+        time.sleep(0.2)
+    assert not [pid for pid in workers if _alive(pid)], "orphaned workers kept training"
+    study = _load("w", url)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert sum(t.user_attrs.get("reason") == "interrupted" for t in study.trials) >= 1
+    assert _cli("study", "run", "w", "--storage", url, env=_env(TUNER_TEST_SLEEP="0")).returncode == 0
+    _check_clean(_load("w", url), 4)
+
+
+def test_workers_never_propose_the_same_config(tmp_path: Path, space_file: Path):
+    """Two workers starting together on a fresh study: each has its own sampler seed, so the first trials
+    differ (with one seed for both, every startup trial was proposed twice)."""
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    done = _cli("study", "create", "--objective", "digits-mlp",
+                "--space", "lr-only", "--name", "d", "--n-trials", "8", "--epochs", "1", "--threads", "1",
+                "--workers", "2", "--storage", url)
+    assert done.returncode == 0, done.stderr[-2000:]
+    trials = _load("d", url).trials
+    params = [t.params["adam.lr"] for t in trials if "adam.lr" in t.params]
+    assert len(params) >= 8 and len(set(params)) == len(params), params
+    assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 2
+
+
+def test_a_config_already_running_is_not_trained_twice(tmp_path: Path, slow_file: Path):
+    """On a space with one point, a second proposal of the running config is set aside with the reason, not
+    trained next to it."""
+    space = tmp_path / "one.yaml"
+    space.write_text("optimizer:\n  adam:\n    lr: {choices: [0.001, 0.01]}\nbatch_size: 16\n")
+    study, prepared = _prepared({"n_trials": 1, "sampler": "random"}, slow_file, space,
+                                f"sqlite:///{tmp_path / 'one.db'}")
+    from tuner.study._runner import _take
+
+    first, _ = _take(study, prepared)
+    second, _ = _take(study, prepared)
+    assert second.params != first.params
+    skipped = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.FAIL]
+    assert all(t.user_attrs["reason"].startswith(f"duplicate: the same parameters as trial {first.number}")
+               for t in skipped)
+    for trial in (first, second):
+        study.tell(trial, 0.5)

@@ -341,12 +341,13 @@ def study_list(*, storage: StorageOpt = None, fmt: FormatOpt = Format.text) -> N
     url = storage or default_storage()
     rows = []
     if storage_exists(url):
-        for s in optuna.get_all_study_summaries(open_storage(url, readonly=True), include_best_trial=False):
+        opened = open_storage(url, readonly=True)
+        for s in optuna.get_all_study_summaries(opened, include_best_trial=False):
             spec = s.user_attrs.get("tuner:spec", {})
             kind = study_kind(s.user_attrs, len(s.directions))
             rows.append({"name": s.study_name, "kind": kind, "trials": s.n_trials,
                          "objective": spec.get("objective") if isinstance(spec, dict) else None,
-                         "best": _best_value(url, s) if kind != "multi-objective" else None,
+                         "best": _best_value(opened, s.study_name) if kind != "multi-objective" else None,
                          "created": s.datetime_start.isoformat(timespec="seconds") if s.datetime_start else None})
     if fmt is Format.json:
         print_json(rows)
@@ -359,14 +360,10 @@ def study_list(*, storage: StorageOpt = None, fmt: FormatOpt = Format.text) -> N
                   "-" if r["best"] is None else f"{r['best']:.4f}", r["created"] or "-"] for r in rows])
 
 
-def _best_value(url: str, summary: Any) -> float | None:
+def _best_value(storage: Any, name: str) -> float | None:
     from tuner.study import best_trial
-    from tuner.study._prepare import open_study
 
-    try:
-        best = best_trial(open_study(summary.study_name, url, kinds=("tuner", "tune", "optuna")))
-    except TunerError:
-        return None
+    best = best_trial(optuna.load_study(study_name=name, storage=storage))
     return None if best is None else best.value
 
 

@@ -182,7 +182,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         return
     table = Table(title="best trials", title_justify="left")
     for col in ("trial", "validation", "test", "seconds", "config"):
-        table.add_column(col, justify="right" if col in ("trial", "validation", "test", "seconds") else "left")
+        table.add_column(col, justify="right" if col in ("trial", "validation", "test", "seconds") else "left",
+                         overflow="fold")
     from tuner.config import TrainConfig
 
     for row in summary["top"]:
@@ -214,7 +215,7 @@ def print_table(columns: list[str], rows: list[list[Any]]) -> None:
     """A table whose cells are user text, shown as it is."""
     table = Table()
     for col in columns:
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # a long name wraps; it is never cut short
     for row in rows:
         table.add_row(*(Text(clean(cell)) for cell in row))
     out.print(table)

@@ -24,6 +24,7 @@ from tuner.spaces import SearchSpace, load_space
 from tuner.study._samplers import build_pruner, build_sampler
 from tuner.study._spec import IDENTITY_FIELDS, StudySpec
 from tuner.study._storage import (
+    check_storage,
     default_storage,
     explain_storage_error,
     mask_url,
@@ -234,6 +235,7 @@ def create_or_join(prepared: PreparedStudy, *, force: bool = False, worker: int 
     """
     url = prepared.storage_url
     name = prepared.name
+    check_storage(url)  # a foreign file is refused before a lock file is made beside it
     try:
         for attempt in range(2):
             try:

@@ -26,8 +26,8 @@ from tuner._files import is_disk_full, os_error_message
 from tuner._secrets import has_password, mask_url, remember_url
 from tuner.errors import ConfigError, StudyError
 
-__all__ = ["default_storage", "open_storage", "mask_url", "storage_exists", "storage_lock", "storage_label",
-           "storage_hint", "explain_storage_error", "local_path"]
+__all__ = ["default_storage", "open_storage", "check_storage", "mask_url", "storage_exists", "storage_lock",
+           "storage_label", "storage_hint", "explain_storage_error", "local_path"]
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +257,18 @@ def _free_bytes(path: Path) -> int:
         return shutil.disk_usage(folder if folder.exists() else Path.cwd()).free
     except OSError:
         return 1 << 62
+
+
+def check_storage(url: str) -> None:
+    """Refuses a URL tuner cannot use, or a local file that is not an Optuna storage, without creating or
+    changing anything (not even a lock file beside it)."""
+    remember_url(url)
+    _check_scheme(url)
+    journal = _journal_path(url)
+    if journal is not None:
+        _check_journal(journal)
+    elif _scheme(url) == "sqlite" and local_path(url) is not None:
+        _check_sqlite(local_path(url), readonly=True)  # type: ignore[arg-type]
 
 
 def open_storage(url: str | None = None, *, readonly: bool = False) -> optuna.storages.BaseStorage:

@@ -1,0 +1,235 @@
+"""Storages under hostile conditions, with real processes and real files: reading changes nothing, creation
+is atomic across processes, a changed objective is refused, and a full disk is named and survived."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import SYNTHETIC_OBJECTIVE
+from optuna.trial import TrialState
+
+pytestmark = pytest.mark.slow
+
+TUNER = str(Path(sys.executable).with_name("tuner"))
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ}
+    env.pop("TUNER_STORAGE", None)
+    return env
+
+
+def _tuner(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([TUNER, *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def _state(path: Path) -> tuple[str, int]:
+    return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
+
+
+def _load(url: str, name: str = "s") -> optuna.Study:
+    from tuner.study import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=name, storage=open_storage(url, readonly=True))
+
+
+# -- read-only commands -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_read_only_commands_change_nothing(kind: str, tmp_path: Path, objective_ref: str, space_file: Path):
+    """list, show, trials (to the screen and to CSV), export and report without confirmation runs leave the
+    storage file byte for byte as it was; a torn journal tail is left for a command that writes to repair."""
+    url = "sqlite:///t.db" if kind == "sqlite" else "journal:t.journal"
+    made = _tuner("study", "create", "--objective", objective_ref, "--space", str(space_file), "--name", "s",
+                  "--n-trials", "3", "--epochs", "1", "--threads", "1", "--storage", url, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    store = tmp_path / ("t.db" if kind == "sqlite" else "t.journal")
+    if kind == "journal":
+        with open(store, "ab") as handle:
+            handle.write(b'{"op_code": 4, "worker_id"')  # a writer killed mid-record
+    before = _state(store)
+    commands = [["study", "list"], ["study", "show", "s"], ["study", "trials", "s", "--csv", "trials.csv"],
+                ["study", "export", "s", "--no-confirm"]]
+    if kind == "sqlite":
+        commands += [["study", "trials", "s"], ["study", "report", "s", "--no-confirm", "-o", "rep"]]
+    for args in commands:
+        done = _tuner(*args, "--storage", url, cwd=tmp_path)
+        assert done.returncode == 0, (args, done.stderr)
+        assert _state(store) == before, args
+    assert not (tmp_path / "t.journal.torn").exists()
+    if kind == "sqlite":
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as con:
+            assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        con.close()
+    else:  # a command that writes cuts the torn tail (kept aside) and goes on
+        assert _tuner("study", "run", "s", "--n-trials", "4", "--storage", url, cwd=tmp_path).returncode == 0
+        assert (tmp_path / "t.journal.torn").read_bytes() == b'{"op_code": 4, "worker_id"'
+        assert sum(t.state == TrialState.COMPLETE for t in _load(f"journal:{tmp_path}/t.journal").trials) == 4
+
+
+def test_a_missing_storage_is_not_created_by_reading(tmp_path: Path):
+    for url in ("sqlite:///absent.db", "journal:absent.journal"):
+        assert _tuner("study", "list", "--storage", url, cwd=tmp_path).returncode == 0
+        assert _tuner("study", "show", "s", "--storage", url, cwd=tmp_path).returncode == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- creation is atomic ----------------------------------------------------------------------------------
+
+def _other_space(tmp_path: Path) -> Path:
+    path = tmp_path / "other.yaml"
+    path.write_text("optimizer:\n  adam:\n    lr: {low: 1.0e-4, high: 1.0e-2, log: true}\nbatch_size: 16\n")
+    return path
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "journal", "postgresql"])
+def test_concurrent_creates_with_different_specs_one_wins(backend: str, tmp_path: Path, objective_ref: str,
+                                                          space_file: Path, request):
+    """Two `study create` of one name with different spaces, started together, in two rounds: exactly one
+    wins each time, the other is refused, and the stored space is the winner's."""
+    other = _other_space(tmp_path)
+    for round_ in range(2):
+        url = {"sqlite": f"sqlite:///{tmp_path}/c{round_}.db",
+               "journal": f"journal:{tmp_path}/c{round_}.journal"}.get(backend)
+        url = url or request.getfixturevalue("postgres_db")
+        procs = [subprocess.Popen([TUNER, "study", "create", "--objective", objective_ref, "--space", str(space),
+                                   "--name", "same", "--no-run", "--storage", url], cwd=tmp_path, env=_env(),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for space in (space_file, other)]
+        results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
+        codes = sorted(code for code, _, _ in results)
+        assert codes == [0, 1], results
+        loser = next(err for code, _, err in results if code == 1)
+        assert "already exists" in loser and "different spec" in loser and len(loser.strip().splitlines()) == 1
+        winner = 0 if results[0][0] == 0 else 1
+        stored = _load(url, "same").user_attrs["tuner:space"]
+        assert ("sgd" in stored["optimizer"]) == (winner == 0)
+        if backend == "postgresql":  # one database serves both rounds: start the next round afresh
+            from tuner.study import open_storage
+
+            optuna.delete_study(study_name="same", storage=open_storage(url))
+
+
+def test_concurrent_creates_on_a_fresh_sqlite_file_both_succeed(tmp_path: Path, objective_ref: str,
+                                                                space_file: Path):
+    for round_ in range(2):
+        url = f"sqlite:///{tmp_path}/fresh{round_}.db"
+        procs = [subprocess.Popen([TUNER, "study", "create", "--objective", objective_ref, "--space",
+                                   str(space_file), "--name", name, "--no-run", "--storage", url], cwd=tmp_path,
+                                  env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for name in ("a", "b")]
+        results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+        assert [code for code, _ in results] == [0, 0], results
+        assert sorted(optuna.get_all_study_names(url)) == ["a", "b"]
+
+
+# -- a changed objective -----------------------------------------------------------------------------------
+
+def test_a_changed_objective_is_refused_and_force_continues(tmp_path: Path, space_file: Path):
+    objective = tmp_path / "obj.py"
+    objective.write_text(SYNTHETIC_OBJECTIVE)
+    ref = f"{objective}:objective"
+    made = _tuner("study", "create", "--objective", ref, "--space", str(space_file), "--name", "s", "--n-trials",
+                  "2", "--epochs", "1", "--threads", "1", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    # The data changed under the study: other samples, so other validation targets.
+    objective.write_text(SYNTHETIC_OBJECTIVE.replace("random_state=0", "random_state=1"))
+    refused = _tuner("study", "run", "s", "--n-trials", "3", cwd=tmp_path)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
+    assert "objective of study 's' changed" in refused.stderr and "validation targets" in refused.stderr
+    assert "--force" in refused.stderr
+    assert len(_load("sqlite:///" + str(tmp_path / "tuner.db")).trials) == 2  # nothing ran
+    # A change of metric (and so of direction) is named too.
+    objective.write_text(SYNTHETIC_OBJECTIVE.replace('metric="accuracy"', 'metric="mse"'))
+    refused = _tuner("study", "run", "s", cwd=tmp_path)
+    assert refused.returncode == 1 and "metric: 'accuracy' -> 'mse'" in refused.stderr
+    assert "direction: 'maximize' -> 'minimize'" in refused.stderr
+    # --force continues knowingly; the old fingerprint is kept in the study's history.
+    objective.write_text(SYNTHETIC_OBJECTIVE.replace("random_state=0", "random_state=1"))
+    forced = _tuner("study", "run", "s", "--n-trials", "3", "--force", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    study = _load("sqlite:///" + str(tmp_path / "tuner.db"))
+    assert len(study.user_attrs["tuner:objective_fingerprint_history"]) == 1
+    assert _tuner("study", "run", "s", "--n-trials", "4", cwd=tmp_path).returncode == 0  # now it matches
+
+
+# -- a full disk ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs at ``tmp_path/disk`` (root only: a real file system that fills up)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a small tmpfs")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def _fill(disk: Path, leave: int) -> Path:
+    """Fills the disk until ``leave`` bytes are free; returns the filler file."""
+    filler = disk / "filler"
+    free = shutil.disk_usage(disk).free
+    with open(filler, "wb") as handle:
+        handle.write(b"\0" * max(0, free - leave))
+    return filler
+
+
+def test_disk_full_at_create_is_named_and_nothing_is_left(small_disk: Path, tmp_path: Path, objective_ref: str,
+                                                          space_file: Path):
+    filler = _fill(small_disk, 4096)
+    url = f"sqlite:///{small_disk}/t.db"
+    args = ["study", "create", "--objective", objective_ref, "--space", str(space_file), "--name", "s",
+            "--n-trials", "2", "--epochs", "1", "--threads", "1", "--storage", url]
+    full = _tuner(*args, cwd=tmp_path)
+    assert full.returncode == 1
+    assert full.stderr.strip().splitlines() == [full.stderr.strip()], full.stderr
+    assert f"disk full ({small_disk}/t.db)" in full.stderr and "Traceback" not in full.stderr
+    filler.unlink()
+    (small_disk / "t.db").unlink(missing_ok=True)
+    again = _tuner(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_disk_full_mid_run_stops_with_the_path_and_resumes(kind: str, small_disk: Path, tmp_path: Path,
+                                                           objective_ref: str, space_file: Path):
+    """The disk fills while trials run: the study stops with "disk full (path)" (not a sampler or a length
+    error), and once space is freed the next run fails what was left running and meets the budget."""
+    store = small_disk / ("t.db" if kind == "sqlite" else "t.journal")
+    url = f"sqlite:///{store}" if kind == "sqlite" else f"journal:{store}"
+    made = _tuner("study", "create", "--objective", objective_ref, "--space", str(space_file), "--name", "s",
+                  "--n-trials", "400", "--epochs", "2", "--threads", "1", "--sampler", "random", "--no-run",
+                  "--storage", url, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    filler = _fill(small_disk, 96 * 1024)
+    full = _tuner("study", "run", "s", "--storage", url, cwd=tmp_path)
+    assert full.returncode == 1, full.stdout[-2000:] + full.stderr[-2000:]
+    last = full.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and f"disk full ({store})" in last, full.stderr[-3000:]
+    assert "sampler" not in last and "Traceback" not in full.stderr
+    filler.unlink()
+    resumed = _tuner("study", "run", "s", "--n-trials", "30", "--storage", url, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    study = _load(url)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) >= 30
+
