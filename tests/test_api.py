@@ -144,3 +144,44 @@ def test_train_from_export_example_trains_an_exported_config(tmp_path: Path):
     assert run.returncode == 0, run.stderr
     test_acc = float(run.stdout.strip().splitlines()[-1].split()[2])
     assert 0.3 < test_acc <= 1.0  # three epochs of the CNN: well above chance (0.1)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"seed": 2**32}, "seed must be an int in the range"),
+    ({"seed": -1}, "seed must be an int in the range"),
+    ({"timeout": float("nan")}, "timeout must be a finite number"),
+    ({"timeout": float("inf")}, "timeout must be a finite number"),
+    ({"n_trials": 2.5}, "n_trials must be an int"),
+    ({"epochs": True}, "epochs must be an int"),
+])
+def test_tune_refuses_values_that_are_not_what_they_seem(kwargs: dict, message: str, tmp_path: Path):
+    import tuner
+
+    with pytest.raises(tuner.ConfigError, match=message):
+        tuner.tune(lambda ctx: 0.5, space="lr-only", storage=f"sqlite:///{tmp_path / 't.db'}", **kwargs)
+    assert not (tmp_path / "t.db").exists()
+
+
+def test_tune_refuses_to_resume_with_another_direction_or_metric(tmp_path: Path):
+    import tuner
+
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    tuner.tune(lambda ctx: 0.5, space="lr-only", n_trials=1, epochs=1, storage=url, study_name="t",
+               metric="accuracy")
+    with pytest.raises(tuner.StudyError, match="tuned to maximize 'accuracy', not to minimize 'loss'"):
+        tuner.tune(lambda ctx: 0.5, space="lr-only", n_trials=2, epochs=1, storage=url, study_name="t",
+                   direction="minimize", metric="loss")
+    with pytest.raises(tuner.StudyError, match="not to maximize 'f1'"):
+        tuner.tune(lambda ctx: 0.5, space="lr-only", n_trials=2, epochs=1, storage=url, study_name="t",
+                   metric="f1")
+
+
+def test_tune_refuses_a_foreign_file_as_storage(tmp_path: Path):
+    import tuner
+
+    log = tmp_path / "app.log"
+    log.write_text("not a journal\n")
+    for url in (str(log), f"journal:{log}"):
+        with pytest.raises(tuner.TunerError):
+            tuner.tune(lambda ctx: 0.5, space="lr-only", storage=url)
+    assert log.read_text() == "not a journal\n" and sorted(p.name for p in tmp_path.iterdir()) == ["app.log"]

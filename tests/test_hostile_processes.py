@@ -62,6 +62,38 @@ def _foreign_sqlite(path: Path) -> None:
     con.close()
 
 
+def _only_trials_table(path: Path) -> None:
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE trials (id INTEGER PRIMARY KEY, drug TEXT)")
+    con.close()
+
+
+def _hot_journal(path: Path) -> None:
+    """Another application's database as a crash leaves it: a rollback journal still beside it."""
+    scratch = path.with_name("scratch.db")
+    with sqlite3.connect(scratch) as con:
+        con.execute("CREATE TABLE ledger (id INTEGER PRIMARY KEY, amount REAL)")
+        con.execute("INSERT INTO ledger (amount) VALUES (1.0)")
+    con.close()
+    con = sqlite3.connect(scratch, isolation_level=None)
+    con.execute("PRAGMA journal_mode=DELETE")
+    con.execute("BEGIN IMMEDIATE")
+    con.execute("UPDATE ledger SET amount = 2.0")
+    con.execute("INSERT INTO ledger (amount) SELECT amount FROM ledger")
+    shutil.copy(scratch, path)  # mid-transaction: the database and its hot journal
+    shutil.copy(scratch.with_name("scratch.db-journal"), path.with_name(path.name + "-journal"))
+    con.execute("ROLLBACK")
+    con.close()
+    for leftover in scratch.parent.glob("scratch.db*"):
+        leftover.unlink()
+
+
+def _report_like(path: Path) -> None:
+    path.mkdir()
+    (path / "report.html").write_text("<h1>my own report</h1>")
+    (path / "screenshot.png").write_bytes(b"\x89PNG not really")
+
+
 def _plain_optuna(path: Path) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name="plain", storage=f"sqlite:///{path}")
@@ -169,6 +201,17 @@ CASES = [
     Case("folder as SQLite", ["study", "list", "--storage", "sqlite:///data"], ["is a folder"],
          {"data/keep.txt": "x"}),
     Case("device as SQLite", ["study", "list", "--storage", "sqlite:////dev/null"], ["not a regular file"]),
+    Case("a database whose only table is called trials", ["study", "create", "--objective", "{obj}", "--space",
+                                                         "{space}", "--storage", "sqlite:///clinic.db"],
+         ["another application", "trials"], {"clinic.db": _only_trials_table}),
+    Case("a SQLite URI file name", ["study", "create", "--objective", "{obj}", "--space", "{space}", "--storage",
+                                    "sqlite:///file:app.db?uri=true"], ["URI file names"],
+         {"app.db": _foreign_sqlite}),
+    Case("a foreign database with a hot journal, listed", ["study", "list", "--storage", "sqlite:///app.db"],
+         ["app.db", "leaves it untouched"], {"app.db": _hot_journal}),
+    Case("in-memory SQLite", ["study", "create", "--storage", "sqlite://"], ["in-memory database"]),
+    Case("in-memory SQLite, spelt out", ["study", "create", "--storage", "sqlite:///:memory:"],
+         ["in-memory database"]),
     # -- studies of other tools ------------------------------------------------------------------------
     Case("plain Optuna study: show", ["study", "show", "plain", "--storage", "sqlite:///o.db"],
          ["plain Optuna study"], {"o.db": _plain_optuna}),
@@ -190,6 +233,9 @@ CASES = [
     Case("report -o a folder of the user's", ["study", "report", "s", "-o", "mine", "--no-confirm"],
          ["mine: the folder is not empty and was not written by tuner"], {"mine/thesis.tex": "chapter 1\n"},
          study=True),
+    Case("report -o a folder with the user's own report.html", ["study", "report", "s", "-o", "docs",
+                                                                 "--no-confirm"],
+         ["docs: the folder is not empty and was not written by tuner"], {"docs": _report_like}, study=True),
     Case("export -o into a missing folder", ["study", "export", "s", "-o", "nodir/x.yaml", "--no-confirm"],
          ["the folder", "nodir does not exist"], study=True),
     Case("export -o a folder", ["study", "export", "s", "-o", "out", "--no-confirm"], ["out: is a folder"],
@@ -216,6 +262,11 @@ CASES = [
          {"spec.yaml": _alias_bomb("spec")}),
     Case("5000-deep nesting", ["study", "create", "--space", "space.yaml"], ["nested more than"],
          {"space.yaml": "optimizer: adam\ndescription: " + "[" * 5000 + "]" * 5000 + "\n"}),
+    Case("a recursive alias", ["study", "create", "spec.yaml"], ["recursive alias"], {"spec.yaml": "a: &x [*x]\n"}),
+    Case("a list as a mapping key", ["study", "create", "spec.yaml"], ["spec.yaml:1", "a key must be a plain value"],
+         {"spec.yaml": "? [a, b]\n: 1\n"}),
+    Case("a 5000-digit seed", ["study", "create", "spec.yaml"], ["spec.yaml", "digits"],
+         {"spec.yaml": "seed: " + "9" * 5000 + "\n"}),
     Case("/dev/zero as the space", ["study", "create", "--space", "/dev/zero"], ["/dev/zero", "not a regular file"]),
     Case("a FIFO as the space", ["study", "create", "--space", "pipe.yaml"], ["pipe.yaml", "named pipe"],
          {"pipe.yaml": _fifo}),
@@ -243,13 +294,13 @@ CASES = [
          ["data.csv", "cannot parse as CSV"], {"data.csv": "a,b,y\ncaf\xe9,1,0\nthé,2,1\n".encode("latin-1")}),
     # -- objective references that must not be called -------------------------------------------------
     Case("os:abort", ["study", "create", "--objective", "os:abort"], ["os:abort", "a built-in function",
-                                                                      "Nothing was called"]),
-    Case("os:fork", ["study", "create", "--objective", "os:fork"], ["os:fork", "Nothing was called"]),
-    Case("builtins:breakpoint", ["study", "create", "--objective", "builtins:breakpoint"], ["Nothing was called"]),
-    Case("time:time", ["study", "create", "--objective", "time:time"], ["time:time", "Nothing was called"]),
-    Case("pdb:set_trace", ["study", "create", "--objective", "pdb:set_trace"], ["not annotated", "Nothing was called"]),
+                                                                      "It was not called"]),
+    Case("os:fork", ["study", "create", "--objective", "os:fork"], ["os:fork", "It was not called"]),
+    Case("builtins:breakpoint", ["study", "create", "--objective", "builtins:breakpoint"], ["It was not called"]),
+    Case("time:time", ["study", "create", "--objective", "time:time"], ["time:time", "It was not called"]),
+    Case("pdb:set_trace", ["study", "create", "--objective", "pdb:set_trace"], ["not annotated", "It was not called"]),
     Case("an unannotated factory", ["study", "create", "--objective", "models.py:unannotated"],
-         ["not annotated", "Nothing was called"], {"models.py": MODELS}),
+         ["not annotated", "It was not called"], {"models.py": MODELS}),
     Case("build_model raises", ["study", "create", "--objective", "models.py:raises", "--space", "{space}"],
          ["could not be built", "ValueError: no GPU quota left for [bold]this[/bold] model"], {"models.py": MODELS}),
     Case("build_model allocates 10^13 elements", ["study", "create", "--objective", "models.py:huge", "--space",
@@ -271,6 +322,8 @@ CASES = [
          ["threads must be at most"]),
     Case("100000 workers", ["study", "create", "--workers", "100000"], ["--workers must be at most"]),
     Case("timeout of inf", ["study", "create", "--timeout", "inf"], ["timeout", "finite"]),
+    Case("a heartbeat every 1e10 seconds", ["study", "create", "spec.yaml"], ["heartbeat_interval", "3600"],
+         {"spec.yaml": "heartbeat_interval: 1.0e10\ngrace_period: 3.0e10\n"}),
     Case("a sampler option of .inf", ["study", "create", "spec.yaml"], ["'n_startup_trials'", "finite"],
          {"spec.yaml": "objective: {obj}\nspace: {space}\nsampler: {name: tpe, n_startup_trials: .inf}\n"}),
     Case("a sampler option of the wrong type", ["study", "create", "spec.yaml"], ["'tpe' sampler", "cannot run"],
@@ -421,6 +474,7 @@ def test_markup_and_escapes_in_names_and_reasons_are_shown_as_they_are(tmp_path:
     assert "\x1b[2J" not in created.stdout + created.stderr
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     optuna.create_study(study_name="plain\x1b]0;title\x07[/x]", storage=f"sqlite:///{tmp_path / 't.db'}")
+    optuna.create_study(study_name="two\nlines \u202eright-to-left", storage=f"sqlite:///{tmp_path / 't.db'}")
     for args in (["study", "list"], ["study", "show", name], ["study", "trials", name],
                  ["study", "list", "--format", "json"]):
         done = subprocess.run([TUNER, *args, *common], cwd=tmp_path, capture_output=True, text=True,
@@ -433,6 +487,8 @@ def test_markup_and_escapes_in_names_and_reasons_are_shown_as_they_are(tmp_path:
             assert name in done.stdout, done.stdout
         if args[1] == "list" and args[-1] != "json":
             assert "plain\\x1b]0;title\\x07[/x]" in done.stdout and "optuna" in done.stdout
+            # A line break cannot forge a row, a bidirectional override cannot reorder the table.
+            assert "two\\x0alines \\u202eright-to-left" in done.stdout and "\u202e" not in done.stdout
     shown = subprocess.run([TUNER, "study", "show", name, *common], cwd=tmp_path, capture_output=True, text=True,
                            timeout=CASE_TIMEOUT)
     assert "[bold red]boom[/]" in shown.stdout
@@ -597,3 +653,21 @@ def test_the_timeout_stops_a_running_trial(tmp_path: Path, objective_ref: str, s
     assert trials and all(t.state == optuna.trial.TrialState.FAIL for t in trials)
     assert trials[-1].user_attrs["reason"].startswith("timeout: the study's timeout (3s) was reached")
     assert 0 < len(trials[-1].intermediate_values) < 100000
+
+
+def test_the_progress_bar_on_a_terminal(tmp_path: Path, objective_ref: str, space_file: Path):
+    """On a real terminal (a pseudo-terminal from `script`), `study create` draws its progress bar, shows a
+    study name full of markup as it is, and finishes (the bar once wrote into itself without end)."""
+    if shutil.which("script") is None:
+        pytest.fail("util-linux `script` is needed to run tuner on a pseudo-terminal")
+    import shlex
+
+    command = shlex.join([TUNER, "study", "create", "--objective", objective_ref, "--space", str(space_file),
+                          "--name", "bar[/x]", "--n-trials", "3", "--epochs", "1", "--threads", "1"])
+    env = {**os.environ, "COLUMNS": "160", "TERM": "xterm"}
+    env.pop("TUNER_STORAGE", None)
+    done = subprocess.run(["script", "-q", "-e", "-c", command, "/dev/null"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=CASE_TIMEOUT, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "bar[/x]" in done.stdout and "3/3" in done.stdout and "best config" in done.stdout
+    assert "Traceback" not in done.stdout

@@ -170,8 +170,15 @@ def tune(
         raise ConfigError(f"train_fn must be a function taking the trial context; got {type(train_fn).__name__}.")
     if direction not in ("maximize", "minimize"):
         raise ConfigError(f"direction must be 'maximize' or 'minimize' (got {direction!r}).")
-    if n_trials < 1 or epochs < 1:
-        raise ConfigError(f"n_trials and epochs must be at least 1 (got n_trials={n_trials}, epochs={epochs}).")
+    for key, value in (("n_trials", n_trials), ("epochs", epochs), ("max_consecutive_failures",
+                                                                    max_consecutive_failures)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key} must be an int of at least 1 (got {value!r}).")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed must be an int in the range [0, 2**32) (got {seed!r}).")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not math.isfinite(timeout) or timeout <= 0):
+        raise ConfigError(f"timeout must be a finite number of seconds above 0, or None (got {timeout!r}).")
     search = _space(space)  # a bad space fails here, before any study exists
     context = {"seed": seed, "epochs": epochs}
     with warnings.catch_warnings():
@@ -192,6 +199,10 @@ def tune(
         stored = study.user_attrs.get(TUNE_ATTR)
         if stored and stored.get("space_fingerprint") != fingerprint:
             raise StudyError(f"Study {name!r} was tuned over a different search space; use another study_name.")
+        if study.direction.name.lower() != direction or (stored and study.user_attrs.get(METRIC_ATTR) != metric):
+            raise StudyError(f"Study {name!r} was tuned to {study.direction.name.lower()} "
+                             f"{study.user_attrs.get(METRIC_ATTR)!r}, not to {direction} {metric!r}: its values "
+                             f"would not compare. Use another study_name.")
         if not stored:
             if study.get_trials(deepcopy=False) or study.user_attrs:
                 from tuner.study._prepare import describe_kind

@@ -8,6 +8,7 @@ is a few hundred bytes that expand to billions of values).
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,9 @@ class _LineLoader(yaml.SafeLoader):
         mapping.line = node.start_mark.line + 1
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a key must be a plain value, not a {type(key).__name__}", key_node.start_mark)
             if key in mapping:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r} (first on line {mapping.lines[key]})", key_node.start_mark
@@ -87,6 +91,7 @@ def _check_expanded_size(root: Any) -> None:
     """Counts the values the document holds with every alias expanded, without expanding anything: a node's
     size is computed once and reused wherever an alias points at it."""
     sizes: dict[int, int] = {}
+    entered: set[int] = set()  # nodes whose children are being counted: meeting one again is a cycle
     stack: list[tuple[Any, bool]] = [(root, False)]
     while stack:
         node, children_done = stack.pop()
@@ -97,6 +102,9 @@ def _check_expanded_size(root: Any) -> None:
             continue
         children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else node.value
         if not children_done:
+            if id(node) in entered:  # ``a: &x [*x]``: a value that contains itself
+                raise _Refused("holds a recursive alias (a value that contains itself)", node.start_mark)
+            entered.add(id(node))
             stack.append((node, True))
             stack.extend((c, False) for c in children if id(c) not in sizes)
             continue
@@ -117,6 +125,8 @@ def load_yaml_text(text: str, source: str = "<string>") -> Any:
         raise ConfigError(f"{where}: refused: the YAML {exc}.") from None
     except RecursionError:
         raise ConfigError(f"{source}: refused: the YAML is nested too deeply.") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. an integer of 5,000 digits
+        raise ConfigError(f"{source}: invalid YAML: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source

@@ -157,7 +157,7 @@ def test_load_by_module_and_attribute(tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(ConfigError, match="Cannot import objective module"):
         load_objective("tuner_no_such_module_xyz:objective")
     # Only an Objective, or a function that declares it builds one, is used; nothing else is called.
-    with pytest.raises(ConfigError, match="annotated `-> Objective`.*not annotated.*Nothing was called"):
+    with pytest.raises(ConfigError, match="annotated `-> Objective`.*not annotated.*It was not called"):
         load_objective("tuner_test_user_objectives:unannotated")
 
 

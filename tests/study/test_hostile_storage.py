@@ -163,6 +163,11 @@ def test_a_changed_objective_is_refused_and_force_continues(tmp_path: Path, spac
     study = _load("sqlite:///" + str(tmp_path / "tuner.db"))
     assert len(study.user_attrs["tuner:objective_fingerprint_history"]) == 1
     assert _tuner("study", "run", "s", "--n-trials", "4", cwd=tmp_path).returncode == 0  # now it matches
+    # Confirmation runs on changed data would not compare either: export and report refuse to re-train.
+    objective.write_text(SYNTHETIC_OBJECTIVE.replace("random_state=0", "random_state=2"))
+    export = _tuner("study", "export", "s", cwd=tmp_path)
+    assert export.returncode == 1 and "objective of study 's' changed" in export.stderr
+    assert len(export.stderr.strip().splitlines()) == 1 and "confirmation" not in export.stderr
 
 
 # -- a full disk ----------------------------------------------------------------------------------------
@@ -233,3 +238,27 @@ def test_disk_full_mid_run_stops_with_the_path_and_resumes(kind: str, small_disk
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) >= 30
 
+
+
+def test_a_lock_held_too_long_on_postgresql_is_an_error_not_a_hang(postgres_db: str, monkeypatch):
+    """A machine that holds a study's lock and goes silent (its network gone) must not block the others
+    forever: after LOCK_TIMEOUT they stop with "storage busy"."""
+    import sqlalchemy
+
+    from tuner.errors import StudyError
+    from tuner.study import _storage
+
+    monkeypatch.setattr(_storage, "LOCK_TIMEOUT", 1.0)
+    engine = sqlalchemy.create_engine(postgres_db, poolclass=sqlalchemy.pool.NullPool)
+    with _storage.storage_lock(postgres_db, "s"):  # a lock that works is taken and released
+        pass
+    with engine.connect() as holder:
+        import zlib
+
+        holder.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": zlib.crc32(b"tuner:s")})
+        with pytest.raises(StudyError, match=r"storage busy: another process has held the lock .* for over 1s"), \
+                _storage.storage_lock(postgres_db, "s"):
+            pass
+    engine.dispose()
+    with _storage.storage_lock(postgres_db, "s"):  # released with its holder
+        pass

@@ -380,20 +380,20 @@ def test_workers_never_propose_the_same_config(tmp_path: Path, space_file: Path)
     assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 2
 
 
-def test_a_config_already_running_is_not_trained_twice(tmp_path: Path, slow_file: Path):
-    """On a space with one point, a second proposal of the running config is set aside with the reason, not
-    trained next to it."""
-    space = tmp_path / "one.yaml"
-    space.write_text("optimizer:\n  adam:\n    lr: {choices: [0.001, 0.01]}\nbatch_size: 16\n")
-    study, prepared = _prepared({"n_trials": 1, "sampler": "random"}, slow_file, space,
+def test_a_config_already_running_is_not_trained_twice(tmp_path: Path, slow_file: Path, space_file: Path):
+    """A proposal equal to the config a running trial trains (here: the running trial's parameters queued
+    again, as a retry would be) is set aside with the reason, and another config is asked for."""
+    study, prepared = _prepared({"n_trials": 1, "sampler": "random"}, slow_file, space_file,
                                 f"sqlite:///{tmp_path / 'one.db'}")
     from tuner.study._runner import _take
 
     first, _ = _take(study, prepared)
+    study.enqueue_trial(first.params)
     second, _ = _take(study, prepared)
     assert second.params != first.params
     skipped = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.FAIL]
-    assert all(t.user_attrs["reason"].startswith(f"duplicate: the same parameters as trial {first.number}")
-               for t in skipped)
+    assert len(skipped) == 1 and skipped[0].params == first.params
+    assert skipped[0].user_attrs["reason"].startswith(f"duplicate: the same parameters as trial {first.number}")
+    assert skipped[0].user_attrs["duplicate_of"] == first.number
     for trial in (first, second):
         study.tell(trial, 0.5)

@@ -33,12 +33,27 @@ stderr = RedactingStream(lambda: sys.stderr)
 out = Console(file=stdout, highlight=False, soft_wrap=True, markup=False, emoji=False)
 err = Console(file=stderr, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0 and C1 control characters but line feed and tab, and the invisible characters that reorder or break text
+# (bidirectional overrides and isolates, Unicode line and paragraph separators): shown as escapes.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_LINE_BREAKS = re.compile("[\n\t]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def clean(text: object) -> str:
-    """User or library text made safe to show: control characters escaped (``\\x1b``), passwords redacted."""
-    return redact(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text)))
+    """User or library text made safe to show: control and text-reordering characters escaped (``\\x1b``,
+    ``\\u202e``), passwords redacted. Line breaks stay (for YAML and other multi-line text)."""
+    return redact(_CONTROL.sub(_escape, str(text)))
+
+
+def cell(text: object) -> str:
+    """``clean`` text that must stay on one line (a name, a table cell): line breaks and tabs escaped too, so a
+    name cannot forge rows."""
+    return _LINE_BREAKS.sub(_escape, clean(text))
 
 
 def one_line(text: object) -> str:
@@ -91,8 +106,11 @@ class TrialProgress:
                 TextColumn("{task.completed}/{task.total}", markup=False),
                 TextColumn("{task.fields[stats]}", markup=False), TimeElapsedColumn(), TextColumn("eta"),
                 TimeRemainingColumn(), console=out, transient=False,
+                # The console writes through sys.stdout: a progress that swapped sys.stdout for its own proxy
+                # would write into itself without end. Trial lines go through progress.console instead.
+                redirect_stdout=False, redirect_stderr=False,
             )
-            self.task = self.progress.add_task(clean(study.study_name), total=n_trials,
+            self.task = self.progress.add_task(cell(study.study_name), total=n_trials,
                                                completed=min(self.done, n_trials), stats=self._stats(study))
 
     def _stats(self, study: optuna.Study) -> str:
@@ -170,8 +188,8 @@ def _trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 def print_summary(summary: dict[str, Any]) -> None:
     c = summary["counts"]
-    out.print(styled((summary["name"], "bold"), f": objective {summary['objective']}, space {summary['space']}, "
-                                                 f"{summary['direction']}"))
+    out.print(styled((cell(summary["name"]), "bold"), f": objective {cell(summary['objective'])}, space "
+                                                       f"{cell(summary['space'])}, {summary['direction']}"))
     echo(f"trials: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed"
          + (f", {c['running']} running" if c["running"] else "")
          + (f" (budget {summary['n_trials']})" if summary["n_trials"] else ""))
@@ -188,9 +206,9 @@ def print_summary(summary: dict[str, Any]) -> None:
 
     for row in summary["top"]:
         summary_text = TrainConfig.from_dict(row["config"]).summary() if row["config"] else "-"
-        table.add_row(*(Text(clean(cell)) for cell in (str(row["number"]), fmt(row["value"]),
-                                                        fmt(row["test_value"]), fmt(row["seconds"], 1),
-                                                        summary_text)))
+        table.add_row(*(Text(cell(value)) for value in (str(row["number"]), fmt(row["value"]),
+                                                         fmt(row["test_value"]), fmt(row["seconds"], 1),
+                                                         summary_text)))
     out.print(table)
 
 
@@ -217,5 +235,5 @@ def print_table(columns: list[str], rows: list[list[Any]]) -> None:
     for col in columns:
         table.add_column(col, overflow="fold")  # a long name wraps; it is never cut short
     for row in rows:
-        table.add_row(*(Text(clean(cell)) for cell in row))
+        table.add_row(*(Text(cell(value)) for value in row))
     out.print(table)

@@ -112,10 +112,11 @@ def _instantiate(obj: Any, ref: str, options: dict[str, Any]) -> Objective:
             raise ConfigError(f"Objective {ref!r} takes no options; got {', '.join(sorted(options))}.")
         return obj
     # Nothing is called unless it declares that it builds an Objective: a reference such as os:abort,
-    # os:fork, builtins:breakpoint or pdb:set_trace is refused, not run.
+    # os:fork, builtins:breakpoint or pdb:set_trace is refused, not run. (Naming a module imports it, and its
+    # top-level code runs, as `python -c "import module"` would.)
     if not (inspect.isfunction(obj) and _returns_objective(obj)):
         raise ConfigError(f"{ref}: expected an Objective, or a function annotated `-> Objective` that builds "
-                          f"one; got {_describe(obj)}. Nothing was called.")
+                          f"one; got {_describe(obj)}. It was not called.")
     params = inspect.signature(obj).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     unknown = [k for k in options if k not in params and not accepts_any]

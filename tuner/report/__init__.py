@@ -148,8 +148,12 @@ REPORT_FILES = ("report.html", "report.md", "recommended.yaml", "narrowed-space.
 
 
 def _is_report_folder(names: list[str]) -> bool:
-    """A folder holding only what a report writes (an earlier report, maybe of an older version)."""
-    return all(n in REPORT_FILES or n.endswith(".png") for n in names) and "report.html" in names
+    """A report written before reports carried their marker file: exactly the files a report writes, its
+    three main files among them. A folder of the user's with a report.html and screenshots is not one."""
+    from tuner.report._plots import PLOTS
+
+    known = set(REPORT_FILES) | {f"{name}.png" for name in PLOTS}
+    return set(names) <= known and {"report.html", "report.md", "recommended.yaml"} <= set(names)
 
 
 def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: FitFn | None, evaluator: str,

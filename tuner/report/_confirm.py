@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from tuner.config import TrainConfig
-from tuner.errors import StudyError
+from tuner.errors import StudyError, TunerError
 from tuner.report._analysis import complete_trials
 
 __all__ = ["Candidate", "Confirmation", "Recommendation", "confirm", "recommend", "recommendation",
@@ -163,6 +163,8 @@ def confirm(study: optuna.Study, fit: FitFn, *, top_k: int = 3, seeds: int = 3, 
             config = TrainConfig.from_dict({**cand.config, "seed": seed})
             try:
                 value, test = fit(config)
+            except TunerError:  # the objective changed, the data cannot load: not this config's fault
+                raise
             except Exception as exc:  # a diverging or crashing re-run counts against its config
                 value, test = math.nan, None
                 cand.errors.append(f"seed {seed}: {type(exc).__name__}: {exc}"[:300])

@@ -25,8 +25,8 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-__all__ = ["Heartbeat", "reap_stale", "worker_identity", "HEARTBEAT_ATTR", "DEFAULT_INTERVAL", "DEFAULT_GRACE",
-           "MAX_RETRIES"]
+__all__ = ["Heartbeat", "reap_stale", "worker_identity", "is_this_process", "HEARTBEAT_ATTR", "DEFAULT_INTERVAL",
+           "DEFAULT_GRACE", "MAX_RETRIES"]
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +99,22 @@ def worker_identity(device: str = "") -> dict[str, Any]:
     return identity
 
 
+def on_this_machine(worker: dict[str, Any]) -> bool:
+    """Whether a trial's worker ran on this machine, in this pid namespace (so its pid means the same here)."""
+    if "boot" not in worker or "pidns" not in worker:
+        return False
+    here = worker_identity()
+    return all(worker.get(k) == here.get(k) for k in ("host", "boot", "pidns"))
+
+
+def is_this_process(worker: dict[str, Any]) -> bool:
+    return worker.get("pid") == os.getpid() and on_this_machine(worker)
+
+
 def _gone(worker: dict[str, Any]) -> bool:
     """True only when the trial's worker ran in this machine's pid namespace and its process has exited."""
     pid = worker.get("pid")
-    if not isinstance(pid, int) or pid == os.getpid() or "boot" not in worker or "pidns" not in worker:
-        return False
-    here = worker_identity()
-    if any(worker.get(k) != here.get(k) for k in ("host", "boot", "pidns")):
+    if not isinstance(pid, int) or pid == os.getpid() or not on_this_machine(worker):
         return False
     try:
         os.kill(pid, 0)

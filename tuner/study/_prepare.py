@@ -147,10 +147,8 @@ def _dry_run(spec: StudySpec, space: SearchSpace, context: dict[str, Any]) -> No
 
 def objective_fingerprint(objective: Objective, trainer: Trainer, output_shape: tuple[int, ...]) -> dict[str, Any]:
     """What makes a study's values comparable: the objective's name, metric and direction, the model's output
-    shape, the shapes of the data splits, and a hash of the validation targets."""
+    shape, the shapes of the data splits, and hashes of the validation targets and inputs."""
     data = trainer.cpu_data
-    targets = data.y_val.detach().cpu().contiguous()
-    digest = hashlib.sha256(str(targets.dtype).encode() + targets.numpy().tobytes()).hexdigest()[:16]
     return {
         "name": objective.name,
         "metric": objective.metric,
@@ -159,11 +157,28 @@ def objective_fingerprint(objective: Objective, trainer: Trainer, output_shape: 
         "train_shape": list(data.x_train.shape),
         "validation_shape": list(data.x_val.shape),
         "test_shape": None if data.x_test is None else list(data.x_test.shape),
-        "validation_targets": digest,
+        "validation_targets": _digest(data.y_val),
+        # Labels alone can coincide (a stratified split of balanced classes gives the same label sequence
+        # for any data): the inputs are hashed too.
+        "validation_inputs": _digest(data.x_val),
     }
 
 
-_FINGERPRINT_LABELS = {"validation_targets": "validation targets", "output_shape": "model output shape",
+HASHED_BYTES = 64 << 20  # past this, an evenly spaced sample of rows is hashed
+
+
+def _digest(tensor: Any) -> str:
+    values = tensor.detach().cpu().contiguous()
+    if values.numel() * values.element_size() > HASHED_BYTES and len(values) > 1:
+        row_bytes = values[0].numel() * values.element_size()
+        step = max(1, (len(values) * row_bytes) // HASHED_BYTES)
+        values = values[::step].contiguous()
+    return hashlib.sha256(str((values.dtype, tuple(tensor.shape))).encode() + values.numpy().tobytes()
+                          ).hexdigest()[:16]
+
+
+_FINGERPRINT_LABELS = {"validation_targets": "validation targets", "validation_inputs": "validation inputs",
+                       "output_shape": "model output shape",
                        "train_shape": "training data shape", "validation_shape": "validation data shape",
                        "test_shape": "test data shape"}
 
@@ -172,8 +187,9 @@ def objective_changes(stored: dict[str, Any] | None, current: dict[str, Any]) ->
     """What differs between a study's stored objective fingerprint and the objective as it loads now."""
     if not stored:
         return []
+    # Only what both know is compared: a study from a version that stored fewer keys is not refused for it.
     return [f"{_FINGERPRINT_LABELS.get(k, k)}: {stored.get(k)!r} -> {current.get(k)!r}"
-            for k in current if stored.get(k) != current.get(k)]
+            for k in current if k in stored and stored.get(k) != current.get(k)]
 
 
 def check_objective(study: optuna.Study, prepared: PreparedStudy, force: bool = False) -> None:

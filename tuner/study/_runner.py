@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from tuner.config import TrainConfig
 from tuner.errors import StudyError
-from tuner.study._liveness import Heartbeat, reap_stale, worker_identity
+from tuner.study._liveness import Heartbeat, is_this_process, reap_stale, worker_identity
 from tuner.study._prepare import PreparedStudy
 from tuner.study._storage import explain_storage_error, mask_url, storage_lock
 from tuner.train import Diverged
@@ -393,7 +393,7 @@ def _fail_own_running(study: optuna.Study, asked: optuna.Trial | None = None) ->
     with contextlib.suppress(Exception):
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             mine = asked is not None and t.number == asked.number
-            if mine or (t.user_attrs.get("worker") or {}).get("pid") == os.getpid():
+            if mine or is_this_process(t.user_attrs.get("worker") or {}):
                 study._storage.set_trial_user_attr(t._trial_id, "reason", "interrupted")
                 study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
 

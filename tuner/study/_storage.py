@@ -16,6 +16,7 @@ import os
 import shutil
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,12 @@ _SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgresql+psycopg",
 OPTUNA_TABLES = {
     "studies", "study_directions", "study_user_attributes", "study_system_attributes", "trials", "trial_params",
     "trial_values", "trial_intermediate_values", "trial_user_attributes", "trial_system_attributes",
-    "trial_heartbeats", "version_info", "alembic_version", "sqlite_sequence", "sqlite_stat1",
+    "trial_heartbeats", "version_info", "alembic_version",
 }
+SQLITE_INTERNAL = {"sqlite_sequence", "sqlite_stat1", "sqlite_stat4"}
 SQLITE_TIMEOUT = 30.0  # seconds a writer waits for SQLite's lock before the write is retried
 _held: dict[tuple[str, int], int] = {}  # local storage locks this process holds, by (lock file, thread)
+LOCK_TIMEOUT = 300.0  # seconds a process waits for another's lock on a server storage
 LOW_SPACE = 1 << 20  # bytes: below this much free space, a failed write is reported as a full disk
 
 
@@ -105,6 +108,14 @@ def storage_exists(url: str) -> bool:
 
 
 def _check_scheme(url: str) -> None:
+    if _scheme(url) == "sqlite":
+        path = _sqlite_path(url)
+        if not path or path == ":memory:":
+            raise ConfigError(f"{url!r} is an in-memory database: the study would be lost when the command ends. "
+                              f"Give a file: sqlite:///tuner.db.")
+        if path.startswith("file:") or "uri=true" in url.split("?", 1)[-1].lower().replace(" ", ""):
+            raise ConfigError(f"SQLite URI file names are not taken ({mask_url(url)!r}): give the file as "
+                              f"sqlite:///PATH.")
     if _journal_path(url) is not None or _scheme(url) in _SCHEMES:
         return
     hint = ""
@@ -146,29 +157,30 @@ def _sqlite_tables(path: Path, readonly: bool) -> set[str] | None:
     info = _check_regular(path, "SQLite")
     if info is None or info.st_size == 0:
         return None
-    # Where the storage is only read, a read-only connection; it cannot recover a write-ahead log left by a
-    # killed writer, so a plain connection (which reads and writes nothing either) is the fallback.
-    uris = (f"sqlite:///{_ro_uri(path)}&uri=true", f"sqlite:///{path}") if readonly else (f"sqlite:///{path}",)
-    errors = []
-    for uri in uris:
-        engine = sqlalchemy.create_engine(uri, connect_args={"timeout": SQLITE_TIMEOUT},
-                                          poolclass=sqlalchemy.pool.NullPool)
-        try:
-            return set(sqlalchemy.inspect(engine).get_table_names())
-        except sqlalchemy.exc.SQLAlchemyError as exc:
-            errors.append(str(getattr(exc, "orig", None) or exc).splitlines()[0])
-        finally:
-            engine.dispose()
-    if any("not a database" in e for e in errors):
+    # Read through a read-only connection: whatever state the file is in (another application's, a rollback
+    # journal left by a crash), nothing is rolled back, checkpointed or created in it.
+    engine = sqlalchemy.create_engine(f"sqlite:///{_ro_uri(path)}&uri=true",
+                                      connect_args={"timeout": SQLITE_TIMEOUT}, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        return set(sqlalchemy.inspect(engine).get_table_names())
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        error = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    finally:
+        engine.dispose()
+    if "not a database" in error:
         raise StudyError(f"{path} is not a SQLite database; tuner leaves it untouched. Give a new file name, "
                          f"e.g. --storage sqlite:///tuner.db.")
-    raise StudyError(f"Cannot read SQLite database {path}: {errors[-1]}")
+    raise StudyError(f"Cannot read SQLite database {path}: {error}"
+                     + ("" if readonly else "; tuner leaves it untouched."))
 
 
 def _check_sqlite(path: Path, readonly: bool) -> set[str] | None:
     tables = _sqlite_tables(path, readonly)
-    if tables and not tables <= OPTUNA_TABLES:
-        foreign = sorted(tables - OPTUNA_TABLES)
+    own = (tables or set()) - SQLITE_INTERNAL
+    # An Optuna storage has only Optuna's tables, among them its version table; a file with a table called
+    # "trials" or "studies" and nothing else belongs to someone else.
+    if own and not (own <= OPTUNA_TABLES and "version_info" in own):
+        foreign = sorted(own - OPTUNA_TABLES) or sorted(own)
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise StudyError(f"{path} is the SQLite database of another application (tables: {shown}) and holds no "
                          f"Optuna storage; tuner leaves it untouched. Give another file, e.g. "
@@ -219,9 +231,7 @@ def repair_journal_tail(path: Path, lock: object | None = None) -> bool:
         Path(f"{path}.torn").write_bytes(data[keep:])
         with open(path, "r+b") as f:
             f.truncate(keep)
-    import logging
-
-    logging.getLogger(__name__).warning("%s: cut a torn last record (%d bytes, kept in %s.torn)", path,
+    log.warning("%s: cut a torn last record (%d bytes, kept in %s.torn)", path,
                                         len(data) - keep, path)
     return True
 
@@ -294,11 +304,7 @@ def open_storage(url: str | None = None, *, readonly: bool = False) -> optuna.st
             if readonly:
                 if not tables or "studies" not in tables:
                     return optuna.storages.InMemoryStorage()  # nothing stored yet; nothing created
-                try:
-                    return optuna.storages.RDBStorage(f"sqlite:///{_ro_uri(path)}&uri=true",
-                                                      engine_kwargs=engine_kwargs, skip_table_creation=True)
-                except Exception:  # see _sqlite_tables: read through a plain connection, creating nothing
-                    pass
+                rdb_url = f"sqlite:///{_ro_uri(path)}&uri=true"
             else:
                 try:
                     path.parent.mkdir(parents=True, exist_ok=True)
@@ -390,7 +396,15 @@ def storage_lock(url: str, key: str, engine: Any = None) -> Iterator[None]:
         except Exception as exc:
             raise StudyError(f"Cannot open storage {mask_url(url)}: {explain_storage_error(exc, url)}") from None
         try:
-            con.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": lock_key})
+            # Waited for with a deadline: a machine that lost its network while holding the lock cannot block
+            # every other worker until TCP gives up on it.
+            waited = time.monotonic() + LOCK_TIMEOUT
+            while not con.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key}).scalar():
+                con.commit()
+                if time.monotonic() > waited:
+                    raise StudyError(f"storage busy: another process has held the lock of {mask_url(url)} "
+                                     f"({key}) for over {LOCK_TIMEOUT:g}s")
+                time.sleep(0.05)
             con.commit()
             try:
                 yield

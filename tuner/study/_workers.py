@@ -59,16 +59,22 @@ def parse_devices(text: str | None) -> list[str]:
 
 
 def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], results: Any,
-                 ignore_sigint: bool = False) -> None:
+                 ignore_sigint: bool = False, supervisor: int | None = None) -> None:
     """One worker: the spec and space come from the storage, like ``tuner study run NAME``."""
     # A terminal Ctrl-C reaches the whole process group: each worker records its running trial as failed.
     # A supervisor started with SIGINT ignored (nohup, a background job) has workers that ignore it too.
+    from tuner._secrets import RedactingStream, remember_url
+
+    remember_url(url)  # this process's own output is redacted too, as the command's is
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout = RedactingStream(lambda: stdout)  # type: ignore[assignment]
+    sys.stderr = RedactingStream(lambda: stderr)  # type: ignore[assignment]
     from tuner.cli._app import _quiet_libraries
 
     _quiet_libraries()
     signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else _interrupt_once)
     signal.signal(signal.SIGTERM, _interrupt_once)
-    _watch_parent(os.getppid())
+    _watch_parent(supervisor if supervisor is not None else os.getppid())
     report: dict[str, Any] = {"index": index, "trials": 0, "error": None}
     code = 0
     try:
@@ -105,6 +111,8 @@ def _watch_parent(parent: int) -> None:
     import threading
 
     def watch() -> None:
+        # Compared with the pid the supervisor passed: one that died while this worker was still starting up
+        # is noticed at the first check, not missed because getppid() already names the new parent.
         while os.getppid() == parent:
             time.sleep(PARENT_POLL)
         print(f"worker {os.getpid()}: the supervisor (pid {parent}) is gone; stopping", file=sys.stderr, flush=True)
@@ -165,7 +173,8 @@ def run_workers(
         for i in range(n_workers):
             device = devices[i % len(devices)] if devices else base.get("device")
             worker_overrides = {**base, "threads": threads, **({"device": device} if device else {})}
-            proc = ctx.Process(target=_worker_main, args=(i, name, url, worker_overrides, results, ignore_sigint),
+            proc = ctx.Process(target=_worker_main, args=(i, name, url, worker_overrides, results, ignore_sigint,
+                                                          os.getpid()),
                                name=f"tuner-worker-{i}", daemon=False)
             proc.start()
             procs.append((WorkerReport(i, proc.pid, device or "auto"), proc))
