@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner._builtin import builtin_names
+from tuner._files import read_text
 from tuner.errors import ConfigError, TunerError, unknown_name_message
 from tuner.objectives._base import Objective
 
@@ -34,7 +35,13 @@ def _import_file(path: Path) -> Any:
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
+        # Compiled from the source every time: no __pycache__ is written beside the user's file, and an edit
+        # made within the second of the last run (same size, same mtime) is never hidden by a cached .pyc.
+        source = read_text(path, what="objective file", limit=16 << 20)
+        exec(compile(source, str(path), "exec"), module.__dict__)  # noqa: S102 - the user's own objective
+    except ConfigError:
+        del sys.modules[module_name]
+        raise
     except Exception as exc:
         del sys.modules[module_name]
         where = f"{path}:{exc.lineno}" if isinstance(exc, SyntaxError) and exc.lineno else str(path)
