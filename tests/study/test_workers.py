@@ -195,7 +195,7 @@ def test_interrupt_leaves_nothing_running_and_resumes(workers: int, sig: int, co
     states = [t.state for t in study.trials]
     assert TrialState.RUNNING not in states
     assert any(t.user_attrs.get("reason") == "interrupted" for t in study.trials)
-    resumed = _cli("study", "run", "w", "--storage", url)
+    resumed = _cli("study", "run", "w", "--storage", url, env=_env(TUNER_TEST_SLEEP="0"))  # no need to be slow now
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     _check_clean(_load("w", url), 6)
 

@@ -85,7 +85,9 @@ def _scheme(url: str) -> str:
 
 
 def _sqlite_path(url: str) -> str:
-    return url.split(":///", 1)[-1].split("?", 1)[0] if "://" in url else ""
+    """The file of ``sqlite:///relative.db`` or ``sqlite:////absolute.db``; "" for ``sqlite://`` (memory)."""
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    return rest[1:].split("?", 1)[0] if rest.startswith("/") else ""
 
 
 def local_path(url: str) -> Path | None:
