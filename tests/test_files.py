@@ -70,6 +70,7 @@ def test_a_folder_replaces_an_earlier_one_whole(tmp_path: Path):
         (tmp / "a.txt").write_text("first")
         (tmp / "old.txt").write_text("gone next time")
     assert (target / FOLDER_MARKER).exists()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o777 & ~_umask()  # not the temporary folder's 0700
     with atomic_folder(target) as tmp:
         assert not target.joinpath("b.txt").exists()
         (tmp / "b.txt").write_text("second")

@@ -187,6 +187,7 @@ def atomic_folder(path: str | Path, ours: Callable[[list[str]], bool] | None = N
         parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_partials(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{_PARTIAL}{os.getpid()}-", dir=parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result gets a folder's usual mode
     except OSError as exc:
         raise OutputError(f"cannot write: {os_error_message(exc, shown)}") from None
     try:
