@@ -106,6 +106,21 @@ def test_file_round_trip_small_floats(tmp_path, suffix: str) -> None:
     assert loaded.optimizer.lr == 1e-5
 
 
+@pytest.mark.parametrize("text, value", [("1e-05", 1e-5), ("1.0e10", 1e10), ("-2.5E-3", -2.5e-3),
+                                         (".5e1", 5.0), ("1_000.0e-3", 1.0), ("+3e2", 300.0)])
+def test_yaml_reads_every_float_spelling_as_a_number(text: str, value: float) -> None:
+    from tuner._yaml import load_yaml_text
+
+    assert load_yaml_text(f"x: {text}") == {"x": value}
+
+
+def test_yaml_keeps_non_numbers_as_text() -> None:
+    from tuner._yaml import load_yaml_text
+
+    assert load_yaml_text("a: 1e\nb: e10\nc: 1.2.3e4\nd: '1e5'") == {"a": "1e", "b": "e10", "c": "1.2.3e4",
+                                                                      "d": "1e5"}
+
+
 def test_yaml_written_by_hand(tmp_path) -> None:
     path = tmp_path / "hand.yaml"
     path.write_text("optimizer: {name: adamw, lr: 1e-3}\nschedule: onecycle\nbatch_size: 16\n"

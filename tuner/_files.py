@@ -181,7 +181,7 @@ def atomic_folder(path: str | Path, ours: Callable[[list[str]], bool] | None = N
         raise OutputError(f"{shown}: is a file, not a folder; give a folder for the report.")
     parent = target.parent
     if parent.exists() and not parent.is_dir():
-        raise OutputError(f"{shown}: {parent} is a file, not a folder.")
+        raise OutputError(f"{shown}: {shown.parent} is a file, not a folder.")
     _check_replaceable(target, shown, ours)
     try:
         parent.mkdir(parents=True, exist_ok=True)

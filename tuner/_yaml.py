@@ -80,10 +80,13 @@ class _LineLoader(yaml.SafeLoader):
 
 
 _LineLoader.add_constructor("tag:yaml.org,2002:map", _LineLoader.construct_mapping)
-# YAML 1.1 (PyYAML) reads ``1e-05`` -- no dot -- as a string, but JSON (``json.dumps(1e-5)``) and YAML 1.2
-# write floats that way; without this, a config saved as JSON would not load back.
+# YAML 1.1 (PyYAML) reads ``1e-05`` (no dot) and ``1.0e10`` (no exponent sign) as strings, but JSON
+# (``json.dumps(1e-5)``), YAML 1.2 and people write floats that way; without this, a config saved as JSON would
+# not load back and ``lr: {high: 1.0e1}`` would be a string.
 _LineLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"), list("-+0123456789")
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
 )
 
 
