@@ -380,6 +380,19 @@ def test_workers_never_propose_the_same_config(tmp_path: Path, space_file: Path)
     assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 2
 
 
+def test_workers_joining_a_fresh_study_at_once_get_their_own_seeds(tmp_path: Path, slow_file: Path,
+                                                                    space_file: Path):
+    """The race of the test above made deterministic: both workers join while the study has no trial yet
+    (the moment where one spec seed used to serve every worker), and still draw different parameters."""
+    study, prepared = _prepared({"n_trials": 4, "sampler": "random"}, slow_file, space_file,
+                                f"sqlite:///{tmp_path / 'fresh.db'}")
+    assert not study.trials
+    # Each worker process prepares the spec on its own; both join while the study has zero trials.
+    joined = [create_or_join(prepare(prepared.spec), worker=worker) for worker in (0, 1)]
+    drawn = [study.ask().suggest_float("x", 1e-5, 1.0, log=True) for study in joined]
+    assert drawn[0] != drawn[1]
+
+
 def test_a_config_already_running_is_not_trained_twice(tmp_path: Path, slow_file: Path, space_file: Path):
     """A proposal equal to the config a running trial trains (here: the running trial's parameters queued
     again, as a retry would be) is set aside with the reason, and another config is asked for."""
