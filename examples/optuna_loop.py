@@ -30,25 +30,23 @@ y_train, y_val = torch.tensor(y_train), torch.tensor(y_val)
 
 def objective(trial: optuna.Trial, epochs: int) -> float:
     config = tuner.suggest(trial, "adam-family", epochs=epochs)
-    torch.manual_seed(config.seed)
+    tuner.seed_everything(config.seed)
     model = nn.Sequential(nn.Linear(30, 32), nn.ReLU(), nn.Dropout(0.0), nn.Linear(32, 2))
-    config.apply_init(model)
-    config.apply_dropout(model)
     n, bs = len(x_train), config.batch_size
-    optimizer, scheduler = config.build(model, steps_per_epoch=math.ceil(n / bs))
+    setup = config.setup(model, steps_per_epoch=math.ceil(n / bs))
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(model(x_train[idx]), y_train[idx])
+
     for epoch in range(config.epochs):
         model.train()
         perm = torch.randperm(n)
         for i in range(0, n, bs):
-            idx = perm[i:i + bs]
-            optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(model(x_train[idx]), y_train[idx]) + config.penalty(model)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            setup.step(batch_loss, perm[i:i + bs])
         model.eval()
         with torch.no_grad():
             acc = (model(x_val).argmax(1) == y_val).float().mean().item()
+        setup.end_epoch(acc)
         trial.report(acc, epoch)
         if trial.should_prune():
             raise optuna.TrialPruned()

@@ -50,34 +50,25 @@ def train(config: tuner.TrainConfig, seed: int, epochs: int | None = None) -> tu
     if epochs is not None:  # the schedule's horizon follows the epochs actually trained
         config = tuner.TrainConfig.from_dict({**config.to_dict(), "epochs": epochs})
     data = mnist1d()
-    torch.manual_seed(seed)
+    tuner.seed_everything(seed)  # this run's seed, before the model is built
     model = CNN()
-    config.apply_init(model)      # weight initialisation
-    config.apply_dropout(model)   # dropout rate on the model's nn.Dropout modules
     n, bs = len(data.x_train), config.batch_size
-    steps_per_epoch = math.ceil(n / bs)
-    optimizer, scheduler = config.build(model, steps_per_epoch=steps_per_epoch)
+    # Weight initialisation, the dropout rate, the optimizer and the schedule. seed=False: this run's seed
+    # (set above) rather than the config's.
+    setup = config.setup(model, steps_per_epoch=math.ceil(n / bs), seed=False)
+
+    def batch_loss(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(model(xb), yb)
+
     generator = torch.Generator().manual_seed(seed)
     for _ in range(config.epochs):
         model.train()
         perm = torch.randperm(n, generator=generator)
         for i in range(0, n, bs):
             idx = perm[i:i + bs]
-            xb, yb = data.x_train[idx], data.y_train[idx]
-
-            def closure(xb=xb, yb=yb) -> torch.Tensor:
-                optimizer.zero_grad()
-                loss = nn.functional.cross_entropy(model(xb), yb) + config.penalty(model)  # L1 (and L2 for L-BFGS)
-                loss.backward()
-                if config.grad_clip_norm is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
-                return loss
-
-            optimizer.step(closure)
-            if config.schedule.interval == "batch":
-                scheduler.step()
-        if config.schedule.interval == "epoch":  # plateau: once per epoch, on the validation metric
-            scheduler.step(accuracy(model, data.x_val, data.y_val))
+            # L1 (and L2 for L-BFGS), gradient clipping, L-BFGS's closure, the per-batch schedule
+            setup.step(batch_loss, data.x_train[idx], data.y_train[idx])
+        setup.end_epoch(accuracy(model, data.x_val, data.y_val))  # plateau watches the validation accuracy
     return accuracy(model, data.x_val, data.y_val), accuracy(model, data.x_test, data.y_test)
 
 

@@ -34,32 +34,23 @@ def accuracy(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> float:
 
 def train(ctx: tuner.TrialContext) -> tuple[float, float]:
     config = ctx.config
-    torch.manual_seed(config.seed)
+    tuner.seed_everything(config.seed)  # before building the model: the same weights on every run
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.0), nn.Linear(128, 10))
-    config.apply_init(model)
-    config.apply_dropout(model)
     n, bs = len(x_train), config.batch_size
-    optimizer, scheduler = config.build(model, steps_per_epoch=math.ceil(n / bs))
+    # Initialisation, dropout, optimizer and schedule; the schedule spans epochs x steps_per_epoch batches.
+    setup = config.setup(model, steps_per_epoch=math.ceil(n / bs))
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(model(x_train[idx]), y_train[idx])
+
     for epoch in range(config.epochs):
         model.train()
         perm = torch.randperm(n)
         for i in range(0, n, bs):
-            idx = perm[i:i + bs]
-
-            def closure(idx=idx) -> torch.Tensor:
-                optimizer.zero_grad()
-                loss = nn.functional.cross_entropy(model(x_train[idx]), y_train[idx]) + config.penalty(model)
-                loss.backward()
-                if config.grad_clip_norm is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
-                return loss
-
-            optimizer.step(closure)
-            if config.schedule.interval == "batch":
-                scheduler.step()
+            # penalties, gradient clipping, L-BFGS's closure and the per-batch schedule
+            setup.step(batch_loss, perm[i:i + bs])
         val = accuracy(model, x_val, y_val)
-        if config.schedule.interval == "epoch":
-            scheduler.step(val)
+        setup.end_epoch(val)  # the plateau schedule watches the validation accuracy
         ctx.report(epoch, val)  # raises optuna.TrialPruned when the pruner stops this trial
     return val, accuracy(model, x_test, y_test)  # (validation, test): the test value is only recorded
 

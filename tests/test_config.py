@@ -153,7 +153,7 @@ def test_build_param_groups_and_lambda_scheduler() -> None:
 
 
 def test_build_without_weight_decay_gives_one_group() -> None:
-    optimizer, scheduler = TrainConfig().build(_mlp())
+    optimizer, scheduler = TrainConfig().build(_mlp(), steps_per_epoch=1)
     assert isinstance(optimizer, torch.optim.Adam)
     assert len(optimizer.param_groups) == 1
     assert optimizer.param_groups[0]["lr"] == 1e-3
@@ -163,7 +163,7 @@ def test_build_without_weight_decay_gives_one_group() -> None:
 def test_build_plateau(mode: str) -> None:
     config = TrainConfig.from_dict({"optimizer": "momentum", "schedule": {"name": "plateau", "patience": 1}})
     assert config.schedule.interval == "epoch"
-    optimizer, scheduler = config.build(_mlp(), mode=mode)
+    optimizer, scheduler = config.build(_mlp(), steps_per_epoch=5, mode=mode)
     assert isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     assert scheduler.mode == mode
     assert scheduler.patience == 1
@@ -174,7 +174,7 @@ def test_build_plateau(mode: str) -> None:
 def test_build_lbfgs_puts_weight_decay_in_penalty() -> None:
     config = TrainConfig.from_dict({"optimizer": "lbfgs", "regularization": {"weight_decay": 0.1}})
     model = _mlp()
-    optimizer, _ = config.build(model)
+    optimizer, _ = config.build(model, steps_per_epoch=1)
     assert isinstance(optimizer, torch.optim.LBFGS)
     assert len(optimizer.param_groups) == 1
     assert len(optimizer.param_groups[0]["params"]) == 4
@@ -183,8 +183,24 @@ def test_build_lbfgs_puts_weight_decay_in_penalty() -> None:
 @pytest.mark.parametrize("name", list_optimizers())
 def test_every_optimizer_builds_from_config(name: str) -> None:
     config = TrainConfig.from_dict({"optimizer": name, "regularization": {"weight_decay": 0.01}})
-    optimizer, _ = config.build(_mlp())
+    optimizer, _ = config.build(_mlp(), steps_per_epoch=1)
     assert optimizer.param_groups[0]["lr"] == config.optimizer.lr
+
+
+def test_build_requires_steps_per_epoch() -> None:
+    with pytest.raises(ConfigError, match=r"steps_per_epoch.*len\(loader\)"):
+        TrainConfig().build(_mlp())
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, "10", True, None])
+def test_build_refuses_a_wrong_steps_per_epoch(value) -> None:
+    with pytest.raises(ConfigError, match="steps_per_epoch"):
+        TrainConfig().build(_mlp(), steps_per_epoch=value)
+
+
+def test_build_refuses_an_unknown_mode() -> None:
+    with pytest.raises(ConfigError, match="mode must be 'max'.*or 'min'"):
+        TrainConfig().build(_mlp(), steps_per_epoch=2, mode="maximize")
 
 
 @pytest.mark.parametrize("name", list_schedules())

@@ -13,7 +13,7 @@ from tuner.errors import ConfigError
 from tuner.objectives import load_objective
 from tuner.optim import list_optimizers
 from tuner.study import StudySpec, create_or_join, prepare, run_trials
-from tuner.train import Diverged, Trainer, resolve_device
+from tuner.train import Diverged, Trainer, resolve_device, seed_everything
 
 CHANCE = 1 / 3  # three balanced classes
 
@@ -115,6 +115,36 @@ def test_same_config_and_seed_give_identical_results(trainer: Trainer, objective
         assert other.test_value == first.test_value
     other_seed = trainer.fit(_config(epochs=3, seed=8, regularization={"dropout": 0.2}))
     assert other_seed.train_loss != first.train_loss
+
+
+@pytest.mark.parametrize("extra", [
+    {"optimizer": {"name": "adamw", "lr": 3e-2}, "schedule": "warmup_cosine", "grad_clip_norm": 0.5,
+     "regularization": {"l1": 1e-4, "weight_decay": 1e-2, "dropout": 0.2}, "init": "kaiming_uniform"},
+    {"optimizer": {"name": "lbfgs", "lr": 0.5}, "schedule": {"name": "plateau", "patience": 0},
+     "regularization": {"weight_decay": 1e-3}, "batch_size": 32},
+])
+def test_the_trainer_trains_as_a_users_setup_loop(trainer: Trainer, extra: dict):
+    # A tuned config retrained with config.setup() in a user's loop gets the trainer's numbers: both use one
+    # training step. (seed=False: the trainer seeds before building the model, as the loop below does.)
+    config = TrainConfig.from_dict({"epochs": 3, "batch_size": 16, "seed": 5, **extra})
+    result = trainer.fit(config, keep_model=True)
+    data = trainer.cpu_data
+    seed_everything(config.seed)
+    model = trainer.objective.build_model(data)
+    n = len(data.x_train)
+    setup = config.setup(model, steps_per_epoch=math.ceil(n / config.batch_size), seed=False)
+    generator = torch.Generator().manual_seed(config.seed)
+    history = []
+    for _ in range(config.epochs):
+        model.train()
+        perm = torch.randperm(n, generator=generator)
+        for i in range(0, n, config.batch_size):
+            idx = perm[i:i + config.batch_size]
+            setup.step(lambda idx=idx: trainer.loss_fn(model(data.x_train[idx]), data.y_train[idx]))
+        history.append(trainer.evaluate(model, data.x_val, data.y_val))
+        setup.end_epoch(history[-1])
+    assert history == result.val_history
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), result.model.parameters(), strict=True))
 
 
 def test_device_validation():

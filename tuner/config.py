@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from tuner import regularization
+from tuner._setup import TrainingSetup, check_steps_per_epoch
 from tuner._validate import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Bound, check_param
 from tuner.errors import ConfigError, unknown_name_message
 from tuner.init import apply_init, get_init
@@ -70,7 +71,8 @@ class ScheduleConfig:
 
     @property
     def interval(self) -> str:
-        """``batch``: call ``scheduler.step()`` after every batch; ``epoch``: after every epoch with the metric."""
+        """``batch``: ``scheduler.step()`` after every batch (``setup.step`` does it); ``epoch``: once per epoch
+        with the validation metric (``setup.end_epoch(metric)``)."""
         return get_schedule(self.name).interval
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,15 +236,44 @@ class TrainConfig:
             raise ConfigError(f"{path}: {exc}") from None
 
     # -- use with a model ------------------------------------------------------------------------------
-    def build(
-        self, model: nn.Module, steps_per_epoch: int = 1, mode: str = "max"
-    ) -> tuple[torch.optim.Optimizer, Any]:
-        """Returns ``(optimizer, scheduler)`` for ``model``.
+    def setup(
+        self, model: nn.Module, steps_per_epoch: int | None = None, *, mode: str = "max", init: bool = True,
+        dropout: bool = True, seed: bool = True,
+    ) -> TrainingSetup:
+        """Applies this config to ``model`` and returns the ``TrainingSetup`` that trains it.
 
-        Call ``scheduler.step()`` after every batch when ``steps_per_epoch`` is the number of batches per
-        epoch; for ``plateau`` (``config.schedule.interval == "epoch"``) call ``scheduler.step(metric)`` once
-        per epoch, ``mode`` saying whether the metric is maximised or minimised.
+        ``steps_per_epoch`` is required: the number of batches in an epoch, ``len(loader)``. Seeds Python's
+        ``random``, NumPy and torch with ``seed`` (``seed=False`` to skip), then initialises the weights
+        (``init=False``) and sets the dropout rate (``dropout=False``), and builds the optimizer and scheduler;
+        ``mode`` is ``"max"`` when the validation metric given to ``end_epoch`` is maximised, ``"min"`` for a
+        loss (the ``plateau`` schedule). Then, per batch, ``setup.step(lambda: loss_fn(model(x), y))``
+        (penalties, gradient clipping, L-BFGS's closure, the schedule), and per epoch
+        ``setup.end_epoch(val_metric)``.
+
+        Example:
+            >>> setup = config.setup(model, steps_per_epoch=len(loader))
+            >>> for epoch in range(config.epochs):
+            ...     for x, y in loader:
+            ...         setup.step(lambda: loss_fn(model(x), y))
+            ...     setup.end_epoch(val_accuracy)
         """
+        return TrainingSetup(self, model, steps_per_epoch, mode=mode, init=init, dropout=dropout, seed=seed)
+
+    def build(
+        self, model: nn.Module, steps_per_epoch: int | None = None, mode: str = "max"
+    ) -> tuple[torch.optim.Optimizer, Any]:
+        """Returns ``(optimizer, scheduler)`` for ``model``; ``config.setup`` does the training step as well.
+
+        ``steps_per_epoch`` is required: the number of batches in an epoch, ``len(loader)``; the schedule spans
+        ``epochs * steps_per_epoch`` batches (stepped further, it holds its final value and warns). Call
+        ``scheduler.step()`` after every batch; for ``plateau`` (``config.schedule.interval == "epoch"``) call
+        ``scheduler.step(metric)`` once per epoch instead, ``mode`` saying whether the metric is maximised
+        (``"max"``) or minimised (``"min"``). Gradient clipping (``grad_clip_norm``) and ``penalty(model)``
+        are the loop's to apply.
+        """
+        steps_per_epoch = check_steps_per_epoch(steps_per_epoch)
+        if mode not in ("max", "min"):
+            raise ConfigError(f"mode must be 'max' (a metric such as accuracy) or 'min' (a loss). Got {mode!r}.")
         info = get_optimizer(self.optimizer.name)
         weight_decay = self.regularization.weight_decay if info.supports_weight_decay else 0.0
         optimizer = build_optimizer(

@@ -8,21 +8,19 @@ starting value stops the run at once with ``Diverged``.
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
+from tuner._setup import TrainingSetup, seed_everything
 from tuner.config import TrainConfig
 from tuner.errors import ConfigError, DataError
 from tuner.objectives import Dataset, Objective, get_metric
-from tuner.optim import get_optimizer
 
-__all__ = ["Trainer", "TrainResult", "Diverged", "resolve_device"]
+__all__ = ["Trainer", "TrainResult", "Diverged", "resolve_device", "seed_everything"]
 
 ReportFn = Callable[[int, float], None]
 EVAL_BATCH = 4096
@@ -90,12 +88,6 @@ def _load(objective: Objective) -> Dataset:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:500] if text else "(no message)"
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 class Trainer:
@@ -213,36 +205,21 @@ class Trainer:
         n, bs = len(data.x_train), config.batch_size
         steps_per_epoch = math.ceil(n / bs)
         mode = "max" if self.metric.direction == "maximize" else "min"
-        optimizer, scheduler = config.build(model, steps_per_epoch=steps_per_epoch, mode=mode)
-        per_batch = config.schedule.interval == "batch"
-        needs_closure = get_optimizer(config.optimizer.name).needs_closure
-        reg = config.regularization
-        has_penalty = reg.l1 > 0 or (not get_optimizer(config.optimizer.name).supports_weight_decay
-                                     and reg.weight_decay > 0)
-        clip = config.grad_clip_norm
+        # The same training step as a user's loop with config.setup(); seeding, initialisation and dropout
+        # are done above, before the model moves to its device. The losses are checked for divergence in
+        # bulk below rather than every batch, which would wait for the device each time.
+        setup = TrainingSetup(config, model, steps_per_epoch, mode=mode, init=False, dropout=False, seed=False)
+        train_step = setup._step
         generator = torch.Generator(device=data.x_train.device).manual_seed(config.seed)
         loss_fn = self.loss_fn
         result = TrainResult(value=math.nan, test_value=None)
         self.last_result = result  # what a pruned or diverged run got through, for the record
         initial_loss: float | None = None
-        data_loss: list[torch.Tensor] = []
 
-        def closure() -> torch.Tensor:
-            # Returns the full objective (data loss + penalties): L-BFGS's line search must see the function
-            # whose gradient it follows. The data loss alone is kept for the record.
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
-            full = loss + config.penalty(model) if has_penalty else loss
-            full.backward()
-            if clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), clip)
-            data_loss.append(loss.detach())
-            return full
+        def batch_loss() -> torch.Tensor:
+            return loss_fn(model(xb), yb)
 
         on_device = data.x_train.device == device
-        # A constant rate without warmup never changes: skip the per-batch scheduler call.
-        step_schedule = per_batch and not (config.schedule.name == "constant"
-                                           and not config.schedule.params.get("warmup_fraction"))
         for epoch in range(config.epochs):
             start = time.perf_counter()
             model.train()
@@ -253,15 +230,7 @@ class Trainer:
                 xb, yb = data.x_train[idx], data.y_train[idx]
                 if not on_device:
                     xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-                data_loss.clear()
-                if needs_closure:
-                    optimizer.step(closure)
-                else:
-                    closure()
-                    optimizer.step()
-                if step_schedule:
-                    scheduler.step()
-                losses.append(data_loss[0])
+                losses.append(train_step(batch_loss, False))
                 if initial_loss is None:
                     initial_loss = abs(float(losses[0])) + 1e-8
                 if step % DIVERGENCE_CHECK_EVERY == DIVERGENCE_CHECK_EVERY - 1:
@@ -279,8 +248,7 @@ class Trainer:
             value = self.evaluate(model, data.x_val, data.y_val)
             if not math.isfinite(value):
                 raise Diverged(f"diverged: validation {self.metric.name} is {value} in epoch {epoch + 1}", epoch)
-            if not per_batch:
-                scheduler.step(value)
+            setup.end_epoch(value)
             result.epoch_times.append(time.perf_counter() - start)
             result.val_history.append(value)
             result.value = value

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import math
+import warnings
 
 import pytest
 import torch
@@ -190,6 +192,48 @@ def test_scheduler_params_reach_lambda() -> None:
         optimizer.step()
         scheduler.step()
     assert lrs == pytest.approx([1.0, 1.0, 0.5, 0.5, 0.25, 0.25])
+
+
+@pytest.mark.parametrize("name", [n for n in list_schedules() if get_schedule(n).interval == "batch"])
+def test_stepped_past_its_plan_a_schedule_holds_and_warns_once(name: str) -> None:
+    optimizer = _optimizer(0.1)
+    scheduler = build_scheduler(name, optimizer, {}, epochs=3, steps_per_epoch=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the planned 6 steps: no warning
+        for _ in range(6):
+            optimizer.step()
+            scheduler.step()
+    final = optimizer.param_groups[0]["lr"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lrs = []
+        for _ in range(5):
+            optimizer.step()
+            scheduler.step()
+            lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == [final] * 5
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1
+    assert "planned for (epochs=3 x steps_per_epoch=2)" in messages[0]
+    assert "steps_per_epoch=len(loader)" in messages[0]
+
+
+def test_a_scheduler_checkpoint_loads_with_weights_only() -> None:
+    optimizer = _optimizer(1.0)
+    scheduler = build_scheduler("step", optimizer, {"step_size": 1, "gamma": 0.5}, epochs=4, steps_per_epoch=2)
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+    buffer = io.BytesIO()
+    torch.save(scheduler.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    resumed_optimizer = _optimizer(1.0)
+    resumed = build_scheduler("step", resumed_optimizer, {"step_size": 1, "gamma": 0.5}, epochs=4, steps_per_epoch=2)
+    resumed.load_state_dict(state)
+    resumed_optimizer.step()
+    resumed.step()
+    assert resumed_optimizer.param_groups[0]["lr"] == pytest.approx(0.25)  # step 4: two epochs in
 
 
 # -- validation ----------------------------------------------------------------------------------------------

@@ -382,7 +382,7 @@ def test_sampled_values_respect_bounds_on_edges() -> None:
         assert 0.0 <= config.optimizer.params["alpha"] <= 1.0
         assert 0.0 <= config.regularization.dropout <= 0.5
         assert math.isfinite(config.optimizer.lr)
-        optimizer, _ = config.build(_mlp())
+        optimizer, _ = config.build(_mlp(), steps_per_epoch=1)
         assert isinstance(optimizer, torch.optim.RMSprop)
 
 

@@ -1,0 +1,242 @@
+"""``TrainingSetup``: a ``TrainConfig`` applied to one model, and the training step that uses all of it.
+
+``config.setup(model, steps_per_epoch=len(loader))`` seeds, initialises the weights, sets the dropout rate and
+builds the optimizer and the scheduler; ``setup.step(lambda: loss_fn(model(x), y))`` then does everything a
+tuned config asks of one batch (penalties, gradient clipping, L-BFGS's closure, the per-batch schedule) and
+``setup.end_epoch(val_metric)`` what it asks of an epoch (the ``plateau`` schedule).
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+import random
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tuner.errors import ConfigError
+from tuner.optim import get_optimizer
+
+__all__ = ["TrainingSetup", "seed_everything", "check_steps_per_epoch", "steps_schedule_every_batch"]
+
+LossFn = Callable[[], torch.Tensor]
+# A tuner.TrainConfig. Not imported: tuner.config imports this module (config.setup and config.build use it).
+TrainConfig = Any
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python's ``random``, NumPy and torch on every device (``torch.manual_seed`` seeds CUDA too).
+
+    Call it before building the model for weights that are the same on every run.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def check_steps_per_epoch(value: Any, call: str = "config.build(model, steps_per_epoch=...)") -> int:
+    """Returns ``value`` as an int >= 1; a missing or wrong value raises a ConfigError saying what to pass."""
+    if value is None:
+        raise ConfigError(
+            f"{call} needs steps_per_epoch, the number of batches in an epoch: pass steps_per_epoch=len(loader) "
+            f"(or math.ceil(n_samples / config.batch_size)). The learning-rate schedule spans "
+            f"epochs x steps_per_epoch batches.")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(
+            f"steps_per_epoch must be an int >= 1, the number of batches in an epoch (len(loader)). "
+            f"Got {value!r} ({type(value).__name__}) instead.")
+    return int(value)
+
+
+def steps_schedule_every_batch(config: TrainConfig) -> bool:
+    """Whether the scheduler has to be stepped after every batch: a per-batch schedule that can change the
+    learning rate (a constant one without warmup never does)."""
+    schedule = config.schedule
+    return schedule.interval == "batch" and not (schedule.name == "constant"
+                                                 and not schedule.params.get("warmup_fraction"))
+
+
+class _NonFinite(Exception):
+    """Raised inside the closure to stop an update whose loss or gradient is not finite."""
+
+
+class TrainingSetup:
+    """A ``TrainConfig`` applied to a model: its optimizer and scheduler, and the step that uses them.
+
+    Made by ``config.setup(model, steps_per_epoch=len(loader))``, which, in this order, seeds Python's
+    ``random``, NumPy and torch with ``config.seed`` (``seed=False`` to skip), initialises the weights with the
+    config's initialiser (``init=False``), sets the rate of every ``nn.Dropout`` (``dropout=False``), and
+    builds the optimizer and the scheduler. Move the model to its device before.
+
+    Seeding comes before the initialiser, so two setups of one config on identically built models start from
+    the same weights. The layers' own default initialisation runs when the model is built, before ``setup``:
+    for weights that are the same on every run with the ``default`` initialiser, call
+    ``tuner.seed_everything(config.seed)`` before building the model.
+
+    Example:
+        >>> setup = config.setup(model, steps_per_epoch=len(loader))
+        >>> for epoch in range(config.epochs):
+        ...     model.train()
+        ...     for x, y in loader:
+        ...         loss = setup.step(lambda: loss_fn(model(x), y))
+        ...     setup.end_epoch(val_metric)     # needed by `plateau`; harmless for the others
+    """
+
+    def __init__(self, config: TrainConfig, model: nn.Module, steps_per_epoch: int | None = None, *,
+                 mode: str = "max", init: bool = True, dropout: bool = True, seed: bool = True) -> None:
+        steps_per_epoch = check_steps_per_epoch(steps_per_epoch, "config.setup(model, steps_per_epoch=...)")
+        if seed:
+            seed_everything(config.seed)
+        if init:
+            config.apply_init(model)
+        if dropout:
+            config.apply_dropout(model)
+        self.config = config
+        self.model = model
+        self.steps_per_epoch = steps_per_epoch
+        self.optimizer, self.scheduler = config.build(model, steps_per_epoch=steps_per_epoch, mode=mode)
+        #: training steps taken (``step`` calls), epochs ended (``end_epoch`` calls), updates skipped
+        self.steps = 0
+        self.epoch = 0
+        self.skipped_steps = 0
+        info = get_optimizer(config.optimizer.name)
+        reg = config.regularization
+        self._needs_closure = info.needs_closure
+        self._has_penalty = reg.l1 > 0 or (not info.supports_weight_decay and reg.weight_decay > 0)
+        self._clip = config.grad_clip_norm
+        self._params = list(model.parameters())
+        self._per_epoch_schedule = config.schedule.interval == "epoch"
+        self._step_schedule = steps_schedule_every_batch(config)
+        self._epoch_steps = 0
+        self._warned: set[str] = set()
+
+    @property
+    def lr(self) -> float:
+        """The current learning rate of the first parameter group."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def step(self, loss_fn: Callable[..., torch.Tensor], /, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Trains on one batch and returns its loss (detached; the data loss, without the penalties).
+
+        ``loss_fn(*args, **kwargs)`` returns the batch's loss as a scalar tensor: the forward pass, usually
+        ``lambda: loss_fn(model(x), y)``. It is called before ``step`` returns: once, or several times by
+        L-BFGS, whose step re-evaluates the loss. (So a lambda may use the loop's ``x`` and ``y``; where a linter
+        flags that, as bugbear's B023 does, pass them as arguments: ``setup.step(batch_loss, x, y)``.)
+        In order: the gradients are zeroed, the config's penalty (L1, and L2 for optimizers without weight
+        decay) is added to the loss, which is back-propagated, the gradients are clipped to ``grad_clip_norm``
+        when it is set, the optimizer steps, and a per-batch schedule steps.
+
+        When the loss or the gradient is not finite (NaN or inf), the update is skipped: the weights and the
+        optimizer's state are left as they were, a ``RuntimeWarning`` says so the first time, and
+        ``skipped_steps`` counts it. The non-finite loss is returned, so that a loop which checks it can stop.
+        (L-BFGS evaluates the loss several times in one step; the check is on the first evaluation, so a step
+        that goes astray later shows up as a non-finite loss on the next one.)
+        """
+        if not callable(loss_fn):
+            raise TypeError(
+                f"setup.step() takes a function that computes the batch loss, not the loss itself: "
+                f"setup.step(lambda: loss_fn(model(x), y)). Got a {type(loss_fn).__name__}.")
+        if args or kwargs:
+            loss_fn = functools.partial(loss_fn, *args, **kwargs)
+        return self._step(loss_fn, check=True)
+
+    def _step(self, loss_fn: LossFn, check: bool) -> torch.Tensor:
+        """``step`` without the argument check; ``check=False`` also skips the finiteness check, which waits
+        for the device every batch (the trainer checks the losses in bulk instead)."""
+        optimizer, model, config, params, clip = self.optimizer, self.model, self.config, self._params, self._clip
+        has_penalty = self._has_penalty
+        first: list[torch.Tensor] = []
+
+        def closure() -> torch.Tensor:
+            # The full objective (data loss + penalties): L-BFGS's line search must see the function whose
+            # gradient it follows. The data loss of the first evaluation is what the step returns.
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn()
+            full = loss + config.penalty(model) if has_penalty else loss
+            full.backward()
+            norm = nn.utils.clip_grad_norm_(params, clip) if clip is not None else None
+            if not first:
+                first.append(loss.detach())
+                if check:
+                    _check_finite(full, norm, params)
+            return full
+
+        self.steps += 1
+        self._epoch_steps += 1
+        try:
+            if self._needs_closure:
+                optimizer.step(closure)
+            else:
+                closure()
+                optimizer.step()
+        except _NonFinite:
+            self._skip(first[0])
+            if self._step_schedule:  # the batch still counts: the schedule stays in step with the epochs
+                with warnings.catch_warnings():  # torch's warning about a scheduler step before any update
+                    warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)`", UserWarning)
+                    self.scheduler.step()
+            return first[0]
+        if self._step_schedule:
+            self.scheduler.step()
+        return first[0]
+
+    def _skip(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        self._warn_once("non-finite", f"The loss ({float(loss):.4g}) or its gradient was not finite at step "
+                                      f"{self.steps}: the update was skipped and the weights are unchanged. "
+                                      f"setup.skipped_steps counts such steps; this warning is shown once. A "
+                                      f"lower learning rate, or grad_clip_norm, usually helps.", stacklevel=5)
+
+    def end_epoch(self, metric: float | torch.Tensor | None = None) -> None:
+        """Ends an epoch. ``metric`` is the epoch's validation metric (maximised, or minimised with
+        ``mode="min"``): the ``plateau`` schedule needs it and lowers the learning rate when it stops
+        improving; the other schedules step every batch in ``step`` and ignore it."""
+        if self._per_epoch_schedule:
+            if metric is None:
+                raise ConfigError(
+                    f"The {self.config.schedule.name!r} schedule lowers the learning rate when the validation "
+                    f"metric stops improving: pass the metric, setup.end_epoch(metric) (with "
+                    f"config.setup(..., mode='min') when lower is better).")
+            self.scheduler.step(float(metric))
+        if self._step_schedule and self._epoch_steps != self.steps_per_epoch:
+            self._warn_once("steps-per-epoch", (
+                f"Epoch {self.epoch + 1} had {self._epoch_steps} training steps, but steps_per_epoch is "
+                f"{self.steps_per_epoch}: the {self.config.schedule.name!r} schedule is planned over "
+                f"epochs x steps_per_epoch = {self.config.epochs * self.steps_per_epoch} steps, so it does not "
+                f"follow the epochs. Pass steps_per_epoch=len(loader), the number of setup.step() calls in an "
+                f"epoch."), stacklevel=3)
+        self.epoch += 1
+        self._epoch_steps = 0
+
+    def _warn_once(self, key: str, message: str, stacklevel: int) -> None:
+        # stacklevel counts from here to the caller of the public method: the user's line
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)
+
+    def __repr__(self) -> str:
+        return (f"TrainingSetup({self.config.summary()}, steps_per_epoch={self.steps_per_epoch}, "
+                f"epoch={self.epoch}, steps={self.steps}, lr={self.lr:.3g})")
+
+
+def _check_finite(full: torch.Tensor, norm: torch.Tensor | None, params: list[nn.Parameter]) -> None:
+    """Raises ``_NonFinite`` unless the loss and the gradients' total norm are finite (one device sync)."""
+    if norm is None:
+        norm = _total_norm([p.grad for p in params if p.grad is not None], full.device)
+    if not bool(torch.isfinite(full.detach() + norm.to(full.device))):
+        raise _NonFinite
+
+
+def _total_norm(grads: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    if not grads:
+        return torch.zeros((), device=device)
+    if hasattr(nn.utils, "get_total_norm"):  # torch >= 2.6
+        return nn.utils.get_total_norm(grads)
+    norms = [torch.linalg.vector_norm(g).to(device) for g in grads]
+    return torch.linalg.vector_norm(torch.stack(norms))
