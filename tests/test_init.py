@@ -204,3 +204,42 @@ def test_unknown_initialiser() -> None:
     assert "Unknown initialiser 'xavier'" in message
     assert "Did you mean 'xavier_normal'?" in message or "Did you mean 'xavier_uniform'?" in message
     assert all(name in message for name in list_inits())
+
+
+@pytest.mark.parametrize("params", [{}, {"scale": 0.3}, {"std": 1e-3}, {"nonlinearity": "tanh"}, {"mode": "fan_out"},
+                                    {"gain": 2.5}])
+@pytest.mark.parametrize("name", list_inits())
+def test_python_source_draws_what_fn_draws(name: str, params: dict) -> None:
+    """The call the Python export writes for a weight, run on its own, draws the same numbers as ``fn``."""
+    info = get_init(name)
+    params = {key: value for key, value in params.items() if key in info.bounds}
+    code = info.python_source(params)
+    if info.fn is None:
+        assert code is None
+        return
+    assert code.startswith("nn.init.") and "param" in code
+    torch.manual_seed(3)
+    expected = torch.empty(12, 5)
+    info.fn(expected, **{**info.defaults, **params})
+    torch.manual_seed(3)
+    param = torch.empty(12, 5)
+    exec(code, {"nn": nn, "param": param})  # the exported code under test
+    assert torch.equal(param, expected)
+
+
+def test_an_initialiser_cannot_be_made_without_its_export_source() -> None:
+    from tuner.init import InitInfo
+
+    def draw(w: torch.Tensor, std: float) -> None:
+        nn.init.normal_(w, 0.0, std)
+
+    with pytest.raises(TypeError, match="source"):
+        InitInfo("mine", draw, {"std": 0.1}, {}, "N(0, std^2)")  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="source exactly when fn is set"):
+        InitInfo("mine", draw, {"std": 0.1}, {}, "N(0, std^2)", source=None)
+    with pytest.raises(ValueError, match="source exactly when fn is set"):
+        InitInfo("mine", None, {}, {}, "PyTorch's", source="nn.init.zeros_(param)")
+    with pytest.raises(KeyError, match="scale"):  # the template names a parameter without a default
+        InitInfo("mine", draw, {"std": 0.1}, {}, "N(0, std^2)", source="nn.init.normal_(param, 0.0, {scale})")
+    info = InitInfo("mine", draw, {"std": 0.1}, {}, "N(0, std^2)", source="nn.init.normal_(param, 0.0, {std})")
+    assert info.python_source({"std": 0.1 + 0.2}) == "nn.init.normal_(param, 0.0, 0.30000000000000004)"

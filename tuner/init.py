@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from tuner._registry import Registry
+from tuner._source import literal
 from tuner._validate import NON_NEGATIVE, POSITIVE, Bound, check_param
 
 __all__ = ["InitInfo", "apply_init", "get_init", "list_inits"]
@@ -26,15 +27,38 @@ _INIT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, 
 
 @dataclass(frozen=True)
 class InitInfo:
+    """One initialiser.
+
+    Attributes:
+        fn: ``fn(weight, **params)`` draws one weight tensor in place; ``None`` keeps PyTorch's own weights.
+        source: what the Python export writes for ``fn``: one ``nn.init`` call on ``param`` as a template,
+            ``{name}`` standing for the value of parameter ``name`` (``nn.init.normal_(param, 0.0, {std})``).
+            It must draw exactly what ``fn`` draws, from the generator in the same order. ``None`` exactly
+            when ``fn`` is.
+    """
+
     name: str
     fn: Callable[..., None] | None
     defaults: dict[str, Any]
     bounds: dict[str, Bound]
     description: str
+    source: str | None
+
+    def __post_init__(self) -> None:
+        if (self.fn is None) != (self.source is None):
+            raise ValueError(f"initialiser {self.name!r}: give the Python export's source exactly when fn is set")
+        self.python_source({})  # every parameter of the template has a default
 
     def check(self, params: dict[str, Any], where: str = "") -> dict[str, Any]:
         owner = f"the {self.name!r} initialiser"
         return {key: check_param(self.bounds, key, value, owner, where) for key, value in params.items()}
+
+    def python_source(self, params: dict[str, Any]) -> str | None:
+        """The call that draws one weight ``param`` with ``params`` (checked) written in; ``None`` for ``default``."""
+        if self.source is None:
+            return None
+        values = {key: literal(value) for key, value in {**self.defaults, **params}.items()}
+        return self.source.format(**values)
 
 
 def _gain(nonlinearity: str) -> float:
@@ -46,30 +70,33 @@ def _trunc_normal(w: torch.Tensor, std: float) -> None:
 
 
 _REGISTRY: Registry[InitInfo] = Registry("initialiser")
+_KAIMING_BOUNDS = {"nonlinearity": _NONLINEARITY, "mode": Bound("choice", choices=("fan_in", "fan_out"))}
 for _info in [
-    InitInfo("default", None, {}, {}, "PyTorch's own initialisation (kaiming_uniform with a=sqrt(5))"),
+    InitInfo("default", None, {}, {}, "PyTorch's own initialisation (kaiming_uniform with a=sqrt(5))", source=None),
     InitInfo("uniform", lambda w, scale: nn.init.uniform_(w, -scale, scale), {"scale": 0.05},
-             {"scale": POSITIVE}, "U(-scale, scale)"),
+             {"scale": POSITIVE}, "U(-scale, scale)", source="nn.init.uniform_(param, -{scale}, {scale})"),
     InitInfo("normal", lambda w, std: nn.init.normal_(w, 0.0, std), {"std": 0.02}, {"std": POSITIVE},
-             "N(0, std^2)"),
+             "N(0, std^2)", source="nn.init.normal_(param, 0.0, {std})"),
     InitInfo("xavier_uniform", lambda w, nonlinearity: nn.init.xavier_uniform_(w, gain=_gain(nonlinearity)),
-             {"nonlinearity": "relu"}, {"nonlinearity": _NONLINEARITY}, "Glorot uniform, gain for the nonlinearity"),
+             {"nonlinearity": "relu"}, {"nonlinearity": _NONLINEARITY}, "Glorot uniform, gain for the nonlinearity",
+             source="nn.init.xavier_uniform_(param, gain=nn.init.calculate_gain({nonlinearity}))"),
     InitInfo("xavier_normal", lambda w, nonlinearity: nn.init.xavier_normal_(w, gain=_gain(nonlinearity)),
-             {"nonlinearity": "relu"}, {"nonlinearity": _NONLINEARITY}, "Glorot normal, gain for the nonlinearity"),
+             {"nonlinearity": "relu"}, {"nonlinearity": _NONLINEARITY}, "Glorot normal, gain for the nonlinearity",
+             source="nn.init.xavier_normal_(param, gain=nn.init.calculate_gain({nonlinearity}))"),
     InitInfo("kaiming_uniform",
              lambda w, nonlinearity, mode: nn.init.kaiming_uniform_(w, mode=mode, nonlinearity=nonlinearity),
-             {"nonlinearity": "relu", "mode": "fan_in"},
-             {"nonlinearity": _NONLINEARITY, "mode": Bound("choice", choices=("fan_in", "fan_out"))},
-             "He uniform"),
+             {"nonlinearity": "relu", "mode": "fan_in"}, dict(_KAIMING_BOUNDS), "He uniform",
+             source="nn.init.kaiming_uniform_(param, mode={mode}, nonlinearity={nonlinearity})"),
     InitInfo("kaiming_normal",
              lambda w, nonlinearity, mode: nn.init.kaiming_normal_(w, mode=mode, nonlinearity=nonlinearity),
-             {"nonlinearity": "relu", "mode": "fan_in"},
-             {"nonlinearity": _NONLINEARITY, "mode": Bound("choice", choices=("fan_in", "fan_out"))},
-             "He normal"),
+             {"nonlinearity": "relu", "mode": "fan_in"}, dict(_KAIMING_BOUNDS), "He normal",
+             source="nn.init.kaiming_normal_(param, mode={mode}, nonlinearity={nonlinearity})"),
     InitInfo("orthogonal", lambda w, gain: nn.init.orthogonal_(w, gain=gain), {"gain": 1.0},
-             {"gain": NON_NEGATIVE}, "(semi-)orthogonal matrix times gain"),
+             {"gain": NON_NEGATIVE}, "(semi-)orthogonal matrix times gain",
+             source="nn.init.orthogonal_(param, gain={gain})"),
     InitInfo("trunc_normal", lambda w, std: _trunc_normal(w, std), {"std": 0.02}, {"std": POSITIVE},
-             "N(0, std^2) truncated at +-2 std"),
+             "N(0, std^2) truncated at +-2 std",
+             source="nn.init.trunc_normal_(param, std={std}, a=-2 * {std}, b=2 * {std})"),
 ]:
     _REGISTRY.register(_info.name, _info)
 

@@ -7,6 +7,7 @@ import os
 import runpy
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -143,12 +144,16 @@ def test_defines_the_documented_names(case: tuple[TrainConfig, str, dict]) -> No
     config, source, ns = case
     assert "import tuner" not in source and "from tuner" not in source
     imports = {line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))}
-    assert imports <= {"math", "torch"}
+    assert imports <= {"math", "random", "torch"}
+    # NumPy is seeded when it is installed, and only then imported.
+    assert [line.strip() for line in source.splitlines() if "numpy" in line and "import" in line] == ["import numpy"]
+    assert "    try:\n        import numpy\n    except ImportError:" in source
     assert ns["CONFIG"] == config.to_dict()
     assert TrainConfig.from_dict(ns["CONFIG"]) == config
     assert (ns["BATCH_SIZE"], ns["EPOCHS"], ns["SEED"]) == (config.batch_size, config.epochs, config.seed)
     assert ns["GRAD_CLIP_NORM"] == config.grad_clip_norm
-    for name in ("apply_init", "apply_dropout", "build", "penalty", "train"):
+    for name in ("apply_init", "apply_dropout", "build", "penalty", "seed_everything", "setup", "TrainingSetup",
+                 "train"):
         assert callable(ns[name]), name
     assert max(len(line) for line in source.splitlines()) <= 120
 
@@ -190,7 +195,7 @@ def test_build_on_a_model_without_biases_drops_the_empty_group(tmp_path: Path) -
     _, ns = _snippet(config, tmp_path)
     model = nn.Sequential(nn.Linear(3, 4, bias=False), nn.Linear(4, 2, bias=False))
     mine, _ = ns["build"](model, 1)
-    theirs, _ = config.build(model)
+    theirs, _ = config.build(model, steps_per_epoch=1)
     assert len(mine.param_groups) == len(theirs.param_groups) == 1
     assert _hyper(mine.param_groups[0]) == _hyper(theirs.param_groups[0])
 
@@ -198,6 +203,7 @@ def test_build_on_a_model_without_biases_drops_the_empty_group(tmp_path: Path) -
 # -- build: the schedule -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("steps_per_epoch", [1, 7])
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")
+@pytest.mark.filterwarnings("ignore:The .* learning-rate schedule was stepped more often:RuntimeWarning")
 def test_schedule_gives_the_same_lr_at_every_step(config: TrainConfig, ns: dict[str, Any],
                                                   steps_per_epoch: int) -> None:
     model = _model()
@@ -207,7 +213,7 @@ def test_schedule_gives_the_same_lr_at_every_step(config: TrainConfig, ns: dict[
         # plateau steps on a metric, not per batch: compared with a metric sequence below
         assert type(mine_sched) is type(theirs_sched) is torch.optim.lr_scheduler.ReduceLROnPlateau
         return
-    steps = config.epochs * steps_per_epoch + 3  # and a few past the end of training
+    steps = config.epochs * steps_per_epoch + 3  # and a few past the end of training, where both hold
     for step in range(steps + 1):
         expected = _lrs(theirs)
         assert _lrs(mine) == pytest.approx(expected, rel=1e-12, abs=0.0), f"step {step}"
@@ -236,7 +242,7 @@ def test_plateau_reacts_to_the_metric_like_tuners(tmp_path: Path, mode: str, sch
         changed = changed or _lrs(theirs)[0] != config.optimizer.lr
     assert changed  # the sequence exercises a reduction
     # The default mode is tuner's default, "max".
-    assert ns["build"](model, 5)[1].mode == config.build(model, 5)[1].mode == "max"
+    assert ns["build"](model, 5)[1].mode == config.build(model, steps_per_epoch=5)[1].mode == "max"
 
 
 # -- initialisation, dropout, penalty -------------------------------------------------------------------------
@@ -289,25 +295,6 @@ def test_penalty_is_tuners(config: TrainConfig, ns: dict[str, Any]) -> None:
 
 
 # -- running it -------------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_runs_as_a_script_without_tuner(tmp_path: Path) -> None:
-    # The script's folder comes first on sys.path: a tuner there makes any import of it fail.
-    (tmp_path / "tuner.py").write_text('raise ImportError("the snippet imported tuner")\n')
-    env = {**os.environ, "PYTHONPATH": ""}
-    runs = []
-    for i, data in enumerate(SUBPROCESS_CONFIGS):  # started together: most of the time is importing torch
-        source = python_snippet(TrainConfig.from_dict(data), title="a study")
-        assert "import tuner" not in source and "from tuner" not in source
-        path = tmp_path / f"snippet_{i}.py"
-        path.write_text(source)
-        runs.append(subprocess.Popen([sys.executable, str(path)], cwd=tmp_path, env=env, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-    for data, run in zip(SUBPROCESS_CONFIGS, runs, strict=True):
-        out, err = run.communicate(timeout=120)
-        assert run.returncode == 0, f"{data}: {err}"
-        assert "epoch 1/1: train loss" in out
-
-
 @pytest.mark.parametrize("data", [FULL, LBFGS_PLATEAU, {"optimizer": "momentum", "schedule": "onecycle"}],
                          ids=["adamw", "lbfgs-plateau", "momentum-onecycle"])
 def test_train_reduces_the_loss(tmp_path: Path, data: dict, capsys: pytest.CaptureFixture[str]) -> None:
@@ -352,3 +339,287 @@ def test_a_hostile_study_name_in_the_title_stays_text(name: str):
     assert "study " in docstring and "trial 3" in docstring
     assert "system" not in {n.attr for n in ast.walk(module) if isinstance(n, ast.Attribute)}
     assert not any(isinstance(n, ast.Import) and any(a.name == "os" for a in n.names) for n in ast.walk(module))
+
+
+# -- setup: the training step, for every registered schedule, initialiser and optimizer ----------------------
+# Values other than the defaults for every parameter of every entry: a new entry without a case here fails
+# test_every_entry_has_a_case_with_other_values, and every test below runs its export.
+SCHEDULE_PARAMS: dict[str, dict[str, Any]] = {
+    "constant": {"warmup_fraction": 0.2},
+    "step": {"step_size": 2, "gamma": 0.5, "warmup_fraction": 0.1},
+    "multistep": {"milestones": [0.3, 0.6], "gamma": 0.2, "warmup_fraction": 0.1},
+    "exponential": {"gamma": 0.8, "warmup_fraction": 0.1},
+    "cosine": {"warmup_fraction": 0.1, "min_lr_ratio": 0.05},
+    "cosine_restarts": {"t0_epochs": 1, "t_mult": 2, "min_lr_ratio": 0.1},
+    "linear": {"warmup_fraction": 0.2, "end_factor": 0.1},
+    "warmup_cosine": {"warmup_fraction": 0.25, "min_lr_ratio": 0.02},
+    "onecycle": {"pct_start": 0.25, "div_factor": 10.0, "final_div_factor": 100.0},
+    "polynomial": {"power": 2.0, "end_factor": 0.1, "warmup_fraction": 0.1},
+    "plateau": {"factor": 0.5, "patience": 1, "threshold": 0.01},
+}
+INIT_PARAMS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "uniform": {"scale": 0.1},
+    "normal": {"std": 0.05},
+    "xavier_uniform": {"nonlinearity": "tanh"},
+    "xavier_normal": {"nonlinearity": "sigmoid"},
+    "kaiming_uniform": {"nonlinearity": "leaky_relu", "mode": "fan_out"},
+    "kaiming_normal": {"nonlinearity": "selu", "mode": "fan_out"},
+    "orthogonal": {"gain": 0.5},
+    "trunc_normal": {"std": 0.1},
+}
+# Learning rates that train the tiny problem below in a few epochs, and every other hyperparameter changed.
+OPTIMIZER_PARAMS: dict[str, dict[str, Any]] = {
+    "sgd": {"lr": 0.3},
+    "momentum": {"lr": 0.05, "momentum": 0.8},
+    "nesterov": {"lr": 0.05, "momentum": 0.8},
+    "adagrad": {"lr": 0.1, "eps": 1e-9, "lr_decay": 1e-3, "initial_accumulator_value": 0.1},
+    "adadelta": {"lr": 2.0, "rho": 0.8, "eps": 1e-5},
+    "rmsprop": {"lr": 3e-3, "alpha": 0.9, "eps": 1e-7, "momentum": 0.5, "centered": True},
+    "adam": {"lr": 1e-2, "betas": [0.8, 0.99], "eps": 1e-7, "amsgrad": True},
+    "adamw": {"lr": 1e-2, "betas": [0.85, 0.995], "eps": 1e-7, "amsgrad": True},
+    "nadam": {"lr": 1e-2, "betas": [0.85, 0.995], "eps": 1e-7, "momentum_decay": 1e-3},
+    "radam": {"lr": 0.1, "betas": [0.85, 0.995], "eps": 1e-7},
+    "adamax": {"lr": 2e-2, "betas": [0.85, 0.995], "eps": 1e-7},
+    "lbfgs": {"lr": 0.5, "max_iter": 3, "history_size": 5, "line_search_fn": "strong_wolfe"},
+}
+# One validation metric per epoch (lower is better) that makes a patient plateau schedule cut the rate.
+METRICS = [1.0, 0.9, 0.9, 0.95, 0.7, 0.7, 0.7, 0.72, 0.6, 0.6, 0.6, 0.6]
+
+
+def test_every_entry_has_a_case_with_other_values() -> None:
+    from tuner.init import get_init
+    from tuner.optim import get_optimizer, get_schedule
+
+    for cases, names, get in [(SCHEDULE_PARAMS, list_schedules(), get_schedule), (INIT_PARAMS, list_inits(), get_init),
+                              (OPTIMIZER_PARAMS, list_optimizers(), get_optimizer)]:
+        assert set(cases) == set(names)
+        for name, params in cases.items():
+            info = get(name)
+            info.check(params)  # valid values
+            changed = {key for key, value in params.items()
+                       if key not in info.defaults or _plain(value) != _plain(info.defaults[key])}
+            assert changed >= set(info.defaults) - {"lr"} and "lr" not in params or changed >= set(info.defaults), name
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _exported(data: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
+    """The config and the namespace its exported source defines, executed in a fresh namespace."""
+    config = TrainConfig.from_dict(data)
+    ns: dict[str, Any] = {"__name__": "exported"}
+    exec(compile(python_snippet(config), "exported.py", "exec"), ns)
+    return config, ns
+
+
+@pytest.mark.parametrize("steps_per_epoch", [1, 3])
+@pytest.mark.parametrize("params", ["defaults", "other"])
+@pytest.mark.parametrize("name", list_schedules())
+@pytest.mark.filterwarnings("ignore:The .* learning-rate schedule was stepped more often:RuntimeWarning")
+def test_setup_steps_every_schedule_like_tuner(name: str, params: str, steps_per_epoch: int) -> None:
+    """The lr at every step of training, and for an epoch past its end, is the one tuner's scheduler gives when
+    it is stepped as tuner's trainer steps it: after every batch, or once per epoch with the metric."""
+    schedule = {"name": name, **(SCHEDULE_PARAMS[name] if params == "other" else {})}
+    config, ns = _exported({"optimizer": {"name": "sgd", "lr": 0.05}, "schedule": schedule, "epochs": 8})
+    torch.manual_seed(0)
+    mine_model, theirs_model = _model(), _model()
+    x = torch.randn(8, 6)
+    training = ns["setup"](mine_model, steps_per_epoch, mode="min")
+    optimizer, scheduler = config.build(theirs_model, steps_per_epoch=steps_per_epoch, mode="min")
+    mine, theirs = [], []
+    for epoch in range(config.epochs + 1):  # one epoch past the end, where the lr holds its final value
+        for _ in range(steps_per_epoch):
+            mine += _lrs(training.optimizer)
+            theirs += _lrs(optimizer)
+            training.step(lambda: mine_model(x).square().mean())
+            optimizer.step()
+            if config.schedule.interval == "batch":
+                scheduler.step()
+        training.end_epoch(METRICS[epoch])
+        if config.schedule.interval == "epoch":
+            scheduler.step(METRICS[epoch])
+    assert mine == pytest.approx(theirs, rel=1e-12, abs=0.0)
+    end = config.epochs * steps_per_epoch
+    if config.schedule.interval == "batch":
+        assert mine[end:] == [mine[end]] * steps_per_epoch  # stepped past the end, it holds
+    if params == "other":
+        assert len(set(mine)) > 1  # the schedule does change the rate (some defaults do not in 8 epochs)
+
+
+def test_plateau_needs_the_metric_and_the_others_ignore_it() -> None:
+    _, ns = _exported({"schedule": "plateau"})
+    training = ns["setup"](_model(), 2)
+    with pytest.raises(ValueError, match="needs the validation metric"):
+        training.end_epoch()
+    training.end_epoch(torch.tensor(0.5))  # a tensor metric is read as a float
+    _, ns = _exported({"schedule": "cosine"})
+    training = ns["setup"](_model(), 2)
+    training.end_epoch()
+    assert training.scheduler.last_epoch == 0  # a per-batch schedule is stepped by step() only
+
+
+@pytest.mark.parametrize("params", ["defaults", "other"])
+@pytest.mark.parametrize("name", list_inits())
+def test_setup_initialises_every_initialiser_like_tuner(name: str, params: str) -> None:
+    """setup seeds with SEED and draws the same weights as tuner's apply_init after the same seed: the same
+    nn.init calls in the same order, so the same numbers from the generator (exact equality, no statistics)."""
+    import random
+
+    import numpy as np
+
+    from tuner.init import apply_init
+
+    init = {"name": name, **(INIT_PARAMS[name] if params == "other" else {})}
+    config, ns = _exported({"init": init, "seed": 7, "regularization": {"dropout": 0.3}})
+    torch.manual_seed(5)
+    mine = _zoo()
+    torch.manual_seed(5)
+    theirs = _zoo()
+    ns["setup"](mine, 3)
+    after = (random.random(), np.random.random(), torch.rand(3))
+    random.seed(7)
+    np.random.seed(7)
+    torch.manual_seed(7)
+    apply_init(theirs, name, config.init.params)
+    assert after[:2] == (random.random(), np.random.random())  # every generator is seeded with SEED
+    assert torch.equal(after[2], torch.rand(3))  # and the initialiser drew as many numbers as tuner's
+    for (key, a), (other, b) in zip(mine.state_dict().items(), theirs.state_dict().items(), strict=True):
+        assert key == other and torch.equal(a, b), key
+    assert mine["mlp"][3].p == mine["dropouts"][2].p == 0.3  # and the dropout rate is set
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(128, 6, generator=generator)
+    y = (x[:, :2].sum(dim=1) > 0).long() + (x[:, 2] > 1).long()  # three classes, nearly separable
+    return x, y
+
+
+@pytest.mark.parametrize("name", list_optimizers())
+def test_setup_step_is_tuners_step_with_clipping(name: str) -> None:
+    """One step of the exported setup changes the weights exactly as tuner's config.setup step does: the
+    penalties, the clipped gradient (norm <= grad_clip_norm, which a loss this large exceeds) and, for
+    L-BFGS, the closure it evaluates several times."""
+    clip = 0.25
+    config, ns = _exported({"optimizer": {"name": name, **OPTIMIZER_PARAMS[name]}, "grad_clip_norm": clip,
+                            "regularization": {"weight_decay": 1e-2, "l1": 1e-3}, "schedule": "onecycle"})
+    x, y = _batch()
+    torch.manual_seed(2)
+    mine_model, theirs_model = _model().eval(), _model().eval()  # no dropout: the same function in both
+    mine_model.load_state_dict(theirs_model.state_dict())
+    mine, theirs = ns["setup"](mine_model, 4), config.setup(theirs_model, steps_per_epoch=4)
+
+    def big_loss(model: nn.Module) -> torch.Tensor:
+        return 50 * nn.functional.cross_entropy(model(x), y)
+
+    probe = _model()
+    probe.load_state_dict(mine_model.state_dict())
+    big_loss(probe).backward()
+    assert nn.utils.get_total_norm([p.grad for p in probe.parameters()]) > 10 * clip  # clipping is needed
+    for _ in range(2):
+        loss = mine.step(lambda: big_loss(mine_model))
+        assert torch.equal(loss, theirs.step(lambda: big_loss(theirs_model)))
+        assert not loss.requires_grad
+        norm = nn.utils.get_total_norm([p.grad for p in mine_model.parameters() if p.grad is not None])
+        assert norm <= clip * (1 + 1e-5)
+        for a, b in zip(mine_model.parameters(), theirs_model.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        assert _lrs(mine.optimizer) == _lrs(theirs.optimizer)  # and the schedule stepped after the batch
+    assert mine.scheduler.last_epoch == 2
+
+
+@pytest.mark.parametrize("name", list_optimizers())
+def test_train_reduces_the_loss_with_every_optimizer(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    config, ns = _exported({"optimizer": {"name": name, **OPTIMIZER_PARAMS[name]}, "epochs": 6, "batch_size": 32,
+                            "grad_clip_norm": 1.0, "regularization": {"weight_decay": 1e-4, "l1": 1e-5}})
+    x, y = _batch()
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+    ns["train"](model, x, y)
+    losses = [float(line.split("train loss ")[1]) for line in capsys.readouterr().out.splitlines()]
+    assert len(losses) == config.epochs and all(math.isfinite(v) for v in losses)
+    assert losses[-1] < 0.8 * losses[0]
+
+
+@pytest.mark.filterwarnings("ignore:The .* learning-rate schedule was stepped more often:RuntimeWarning")
+def test_a_schedule_stepped_per_epoch_is_stepped_by_end_epoch() -> None:
+    """A schedule whose source steps once per epoch (no registered one does yet) is written so: end_epoch
+    steps it and the lr holds after EPOCHS epochs."""
+    from tuner.optim import _schedules
+
+    def halves(step: int, h: Any, rate: float = 0.5) -> float:
+        return rate ** step
+
+    def halves_source(p: dict[str, Any]) -> Any:
+        return _schedules.ScheduleSource("epoch", factor=(f"return {p['rate']!r} ** step",))
+
+    _schedules._register("test-halves", halves, {"rate": _schedules.FRACTION_POSITIVE}, "halves every epoch",
+                         interval="epoch", source=halves_source)
+    try:
+        _, ns = _exported({"schedule": {"name": "test-halves", "rate": 0.25}, "epochs": 2, "optimizer": "sgd"})
+    finally:
+        _schedules._REGISTRY._entries.pop("test-halves")
+    training = ns["setup"](_model(), 5)
+    seen = []
+    for _ in range(4):
+        seen.append(_lrs(training.optimizer)[0])
+        for _ in range(5):
+            training.step(lambda: training.model(torch.ones(2, 6)).sum())
+        training.end_epoch()
+    assert seen == pytest.approx([0.1, 0.025, 0.00625, 0.00625], rel=1e-12)
+
+
+@pytest.mark.slow
+def test_runs_as_a_script_without_tuner(tmp_path: Path) -> None:
+    """Run in one Python process in which importing tuner fails (the scripts' folder comes first on sys.path):
+    two exported scripts as programs (their demo trains for an epoch), and the export of every registered
+    schedule, initialiser and optimizer, with other values than the defaults: setup, steps, end of epochs."""
+    (tmp_path / "tuner.py").write_text('raise ImportError("the exported script imported tuner")\n')
+    configs = [{"schedule": {"name": n, **p}, "epochs": 2} for n, p in SCHEDULE_PARAMS.items()]
+    configs += [{"init": {"name": n, **p}} for n, p in INIT_PARAMS.items()]
+    configs += [{"optimizer": {"name": n, **p}, "grad_clip_norm": 1.0, "regularization": {"weight_decay": 1e-3}}
+                for n, p in OPTIMIZER_PARAMS.items()]
+    for i, data in enumerate(SUBPROCESS_CONFIGS):
+        source = python_snippet(TrainConfig.from_dict(data), title="a study")
+        assert "import tuner" not in source and "from tuner" not in source
+        (tmp_path / f"program_{i}.py").write_text(source)
+    for i, data in enumerate(configs):
+        (tmp_path / f"exported_{i}.py").write_text(python_snippet(TrainConfig.from_dict(data)))
+    (tmp_path / "driver.py").write_text(textwrap.dedent(f"""\
+        import runpy, sys, torch
+        for i in range({len(SUBPROCESS_CONFIGS)}):
+            runpy.run_path(f"program_{{i}}.py", run_name="__main__")
+        for i in range({len(configs)}):
+            ns = runpy.run_path(f"exported_{{i}}.py")
+            model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+            training = ns["setup"](model, 2)
+            x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+            for epoch in range(2):
+                for _ in range(2):
+                    loss = training.step(lambda: torch.nn.functional.cross_entropy(model(x), y))
+                training.end_epoch(loss.item())
+        assert "tuner" not in sys.modules
+        print("exported scripts run:", i + 1)
+        """))
+    run = subprocess.run([sys.executable, "driver.py"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""},
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("epoch 1/1: train loss") == len(SUBPROCESS_CONFIGS)
+    assert run.stdout.endswith(f"exported scripts run: {len(configs)}\n")
+
+
+def test_a_schedule_cannot_be_registered_without_its_export_source() -> None:
+    from tuner.optim import _schedules
+
+    bounds = {"warmup_fraction": _schedules._WARMUP}
+    with pytest.raises(TypeError, match="source"):
+        _schedules._register("test-no-source", _schedules._constant, bounds, "no source")  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="must step at interval 'batch'"):  # a per-batch factor written as plateau
+        _schedules._register("test-no-source", _schedules._constant, bounds, "wrong interval",
+                             source=_schedules._plateau_source)
+    with pytest.raises(ValueError, match="either a factor body or a scheduler"):
+        _schedules._register("test-no-source", _schedules._constant, bounds, "nothing written",
+                             source=lambda p: _schedules.ScheduleSource("batch"))
+    assert "test-no-source" not in list_schedules()

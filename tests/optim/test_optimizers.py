@@ -278,3 +278,35 @@ def test_dotted_or_foreign_names_rejected_without_import(name: object, monkeypat
         prefixes = {".".join(parts[: i + 1]) for i in range(len(parts))}
         assert not prefixes & set(imported), imported
     assert not {"os", "torch", "torch.optim", "subprocess"} & set(imported), imported
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+@pytest.mark.parametrize("name", list_optimizers())
+def test_python_source_builds_what_build_optimizer_builds(name: str, weight_decay: float) -> None:
+    """The lines the Python export writes for an optimizer, run on their own, give the optimizer, the groups and
+    the hyperparameters of ``build_optimizer``."""
+    info = get_optimizer(name)
+    weight_decay = weight_decay if info.supports_weight_decay else 0.0  # L-BFGS: an L2 penalty instead
+    model = _mlp()
+    model[2].bias.requires_grad_(False)  # frozen parameters are left out by both
+    params = {"lr": 0.1 + 0.2, **({"eps": 1e-7} if info.has_eps else {})}
+    namespace = {"torch": torch, "model": model}
+    exec("\n".join(info.python_source(params, weight_decay)), namespace)  # the exported code under test
+    mine, theirs = namespace["optimizer"], build_optimizer(name, model, params, weight_decay)
+    assert type(mine) is type(theirs) is info.cls
+    assert mine.defaults == theirs.defaults
+    assert len(mine.param_groups) == len(theirs.param_groups)
+    for a, b in zip(mine.param_groups, theirs.param_groups, strict=True):
+        assert {k: v for k, v in a.items() if k != "params"} == {k: v for k, v in b.items() if k != "params"}
+        assert [id(p) for p in a["params"]] == [id(p) for p in b["params"]]
+
+
+def test_python_source_writes_torch_optim_classes_only() -> None:
+    from tuner.optim import OptimizerInfo
+
+    class Mine(torch.optim.SGD):
+        pass
+
+    info = OptimizerInfo("mine", Mine, {"lr": 0.1}, {})
+    with pytest.raises(NotImplementedError, match="torch.optim classes only"):
+        info.python_source({"lr": 0.1}, 0.0)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from tuner._registry import Registry
+from tuner._source import INDENT, WIDTH, call, literal
 from tuner._validate import (
     BOOL,
     NON_NEGATIVE,
@@ -67,6 +68,48 @@ class OptimizerInfo:
     def check(self, params: dict[str, Any], where: str = "") -> dict[str, Any]:
         owner = f"the {self.name!r} optimizer"
         return {key: check_param(self.bounds, key, value, owner, where) for key, value in params.items()}
+
+    def kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments of ``cls`` for ``params`` (``lr`` included): defaults, then params, then fixed."""
+        return {**self.defaults, **params, **self.fixed}
+
+    def python_source(self, params: dict[str, Any], weight_decay: float) -> list[str]:
+        """What the Python export writes to build this optimizer as ``build_optimizer`` does.
+
+        Lines for a function body where ``model`` is defined, without its indentation, that assign
+        ``optimizer``: the parameter groups (weight decay on the weights only) and the ``torch.optim`` call
+        with ``params`` (``lr`` included) written in. ``weight_decay``: what the optimizer itself applies
+        (0.0 for one that takes none: the export adds that L2 term to the loss instead).
+        """
+        if getattr(torch.optim, self.cls.__name__, None) is not self.cls:
+            raise NotImplementedError(f"The Python export writes torch.optim classes only; the {self.name!r} "
+                                      f"optimizer is {self.cls.__module__}.{self.cls.__qualname__}.")
+        width = WIDTH - len(INDENT)
+        args = [f"{key}={literal(value)}" for key, value in self.kwargs(params).items()]
+        construct = f"optimizer = torch.optim.{self.cls.__name__}"
+        if not self.supports_weight_decay:
+            return ["params = [p for p in model.parameters() if p.requires_grad]",
+                    *call("", construct, ["params", *args], width)]
+        lines = [
+            "# Weights (dimension >= 2) in one list; biases and norm-layer scales (1-d) in the other.",
+            "decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]",
+            "no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]",
+        ]
+        if weight_decay == 0.0:
+            lines += [
+                "# No weight decay: a single group, weights first.",
+                'groups = [{"params": decay + no_decay, "weight_decay": 0.0}]',
+            ]
+        else:
+            how = ("decoupled: it shrinks the weights directly" if self.decoupled_weight_decay
+                   else "coupled: weight_decay * w is added to the gradient (L2)")
+            lines += [
+                f"# Weight decay ({how}) on the weights only.",
+                f'groups = [{{"params": decay, "weight_decay": {literal(weight_decay)}}},',
+                '          {"params": no_decay, "weight_decay": 0.0}]',
+                'groups = [group for group in groups if group["params"]]',
+            ]
+        return lines + call("", construct, ["groups", *args], width)
 
 
 _LR = {"lr": POSITIVE}
@@ -167,7 +210,7 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """Builds the optimizer with weight decay on the weights only (unless ``decay_bias_and_norm``)."""
     info = get_optimizer(name)
-    kwargs = {**info.defaults, **params, **info.fixed}
+    kwargs = info.kwargs(params)
     if not info.supports_weight_decay:
         return info.cls([p for p in model.parameters() if p.requires_grad], **kwargs)
     decay, no_decay = split_decay_params(model)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from tuner._registry import Registry
+from tuner._source import INDENT, WIDTH, call, literal
 from tuner._validate import (
     FRACTION_POSITIVE,
     NON_NEGATIVE,
@@ -56,6 +57,13 @@ class ScheduleInfo:
     factor: FactorFn | None = None
     interval: str = "batch"
     description: str = ""
+    source: Callable[[dict[str, Any]], ScheduleSource] | None = None  # what the Python export writes
+
+    def python_source(self, params: dict[str, Any]) -> ScheduleSource:
+        """What the Python export writes for this schedule with ``params`` (checked), defaults filled in."""
+        if self.source is None:
+            raise NotImplementedError(f"The {self.name!r} schedule has no source for the Python export.")
+        return self.source({**self.defaults, **params})
 
     def check(self, params: dict[str, Any], where: str = "") -> dict[str, Any]:
         owner = f"the {self.name!r} schedule"
@@ -69,6 +77,31 @@ class ScheduleInfo:
                 raise ConfigError(f"{prefix}The 'milestones' of the 'multistep' schedule must increase. "
                                   f"Got {list(milestones)!r} instead.")
         return checked
+
+
+@dataclass(frozen=True)
+class ScheduleSource:
+    """What the Python export writes for one schedule, its parameters' values written in.
+
+    The lines go into the function ``build(model, steps_per_epoch, mode)`` of the exported script, where
+    ``optimizer``, ``mode`` and the horizon are defined: ``steps_per_epoch`` (batches per epoch, at least 1)
+    and ``total_steps`` (``max(1, EPOCHS * steps_per_epoch)``), known only when the script runs. Lines are
+    written without the function's indentation.
+
+    Attributes:
+        interval: ``batch`` (``scheduler.step()`` after every batch), ``epoch`` (``scheduler.step()`` after
+            every epoch) or ``plateau`` (``scheduler.step(metric)`` after every epoch).
+        setup: lines run once, before the factor function (constants in batches: ``warmup_steps = ...``).
+        factor: the body of ``lr_factor(step)``, the multiplier of the base lr after ``step`` steps: the same
+            expressions as ``ScheduleInfo.factor``, so the same floats. The export wraps it in a ``LambdaLR``
+            and holds ``step`` at the end of training, as ``build_scheduler`` does.
+        scheduler: instead of ``factor``: lines that assign ``scheduler`` themselves (a torch scheduler).
+    """
+
+    interval: str
+    setup: tuple[str, ...] = ()
+    factor: tuple[str, ...] = ()
+    scheduler: tuple[str, ...] = ()
 
 
 def _warmup(step: int, h: Horizon, warmup_fraction: float) -> tuple[float, float]:
@@ -135,15 +168,136 @@ def _polynomial(step: int, h: Horizon, power: float = 1.0, end_factor: float = 0
     return warm * (end_factor + (1 - end_factor) * (1 - progress) ** power)
 
 
+# -- what the Python export writes for each schedule: the factor functions above, constants written in ---
+# Each expression is evaluated as above and in the same order, so the exported factors are the same floats;
+# terms like ``0.0 + x`` and ``1.0 * x`` are left out, which changes no value.
+def _warmup_setup(p: dict[str, Any]) -> tuple[str, ...]:
+    if p.get("warmup_fraction", 0.0) > 0.0:
+        return (f"warmup_steps = round({literal(p['warmup_fraction'])} * total_steps)  # linear warmup, in batches",)
+    return ()
+
+
+def _warm_times(p: dict[str, Any], expr: str, setup: tuple[str, ...] = ()) -> ScheduleSource:
+    """``warm * expr`` as ``_warmup`` gives ``warm``, for an ``expr`` that does not use the progress."""
+    if p.get("warmup_fraction", 0.0) > 0.0:
+        body = ("warm = (step + 1) / warmup_steps if step < warmup_steps else 1.0", f"return warm * {expr}")
+    else:
+        body = (f"return {expr}",)
+    return ScheduleSource("batch", setup=_warmup_setup(p) + setup, factor=body)
+
+
+def _warm_progress(p: dict[str, Any], expr: str) -> ScheduleSource:
+    """``warm * (expr)`` for an ``expr`` of ``progress``, which runs from 0 to 1 through the part after warmup."""
+    if p.get("warmup_fraction", 0.0) > 0.0:
+        body = (
+            "if step < warmup_steps:",
+            "    warm, progress = (step + 1) / warmup_steps, 0.0",
+            "else:",
+            "    warm = 1.0",
+            "    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))",
+            f"return warm * ({expr})",
+        )
+    else:
+        body = ("progress = min(1.0, step / total_steps)  # 0 -> 1 over training", f"return {expr}")
+    return ScheduleSource("batch", setup=_warmup_setup(p), factor=body)
+
+
+def _cosine_expr(min_lr_ratio: float, angle: str) -> str:
+    """``min + (1 - min) * 0.5 * (1 + cos(angle))``; with min = 0 the same value written shorter."""
+    half = f"0.5 * (1 + math.cos({angle}))"
+    if min_lr_ratio == 0.0:
+        return half
+    m = literal(min_lr_ratio)
+    return f"{m} + (1 - {m}) * {half}"
+
+
+def _constant_source(p: dict[str, Any]) -> ScheduleSource:
+    if p["warmup_fraction"] > 0.0:
+        return ScheduleSource("batch", setup=_warmup_setup(p),
+                              factor=("return (step + 1) / warmup_steps if step < warmup_steps else 1.0",))
+    return ScheduleSource("batch", factor=("return 1.0",))
+
+
+def _step_source(p: dict[str, Any]) -> ScheduleSource:
+    size = p["step_size"]
+    epochs = "step // steps_per_epoch" if size == 1 else f"(step // steps_per_epoch) // {literal(size)}"
+    return _warm_times(p, f"{literal(p['gamma'])} ** ({epochs})")
+
+
+def _multistep_source(p: dict[str, Any]) -> ScheduleSource:
+    milestones = ", ".join(f"int({literal(m)} * total_steps)" for m in p["milestones"])
+    return _warm_times(p, f"{literal(p['gamma'])} ** sum(step >= m for m in milestones)",
+                       setup=(f"milestones = [{milestones}]  # in batches",))
+
+
+def _exponential_source(p: dict[str, Any]) -> ScheduleSource:
+    return _warm_times(p, f"{literal(p['gamma'])} ** (step // steps_per_epoch)")
+
+
+def _cosine_source(p: dict[str, Any]) -> ScheduleSource:
+    return _warm_progress(p, _cosine_expr(p["min_lr_ratio"], "math.pi * progress"))
+
+
+def _cosine_restarts_source(p: dict[str, Any]) -> ScheduleSource:
+    setup = (f"cycle = {literal(p['t0_epochs'])} * steps_per_epoch  # the first cycle, in batches",)
+    if p["t_mult"] == 1:
+        return ScheduleSource("batch", setup=setup, factor=(
+            f"return {_cosine_expr(p['min_lr_ratio'], 'math.pi * (step % cycle) / cycle')}",))
+    return ScheduleSource("batch", setup=setup, factor=(
+        "position, length = step, cycle",
+        f"while position >= length:  # every cycle is {literal(p['t_mult'])} times longer than the last",
+        "    position -= length",
+        f"    length *= {literal(p['t_mult'])}",
+        f"return {_cosine_expr(p['min_lr_ratio'], 'math.pi * position / length')}",
+    ))
+
+
+def _linear_source(p: dict[str, Any]) -> ScheduleSource:
+    end = p["end_factor"]
+    return _warm_progress(p, "1 - progress" if end == 0.0 else f"1 - (1 - {literal(end)}) * progress")
+
+
+def _onecycle_source(p: dict[str, Any]) -> ScheduleSource:
+    div, final = literal(p["div_factor"]), literal(p["final_div_factor"])
+    return ScheduleSource("batch", setup=(
+        f"peak = max(1, int({literal(p['pct_start'])} * total_steps))  # the batch at which the lr peaks",
+        f"start, end = 1 / {div}, 1 / ({div} * {final})  # the first and the last factor",
+    ), factor=(
+        "if step < peak:  # rise from start to 1",
+        "    return start + (1 - start) * 0.5 * (1 - math.cos(math.pi * step / peak))",
+        "progress = min(1.0, (step - peak) / max(1, total_steps - peak))  # then anneal from 1 to end",
+        "return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))",
+    ))
+
+
+def _polynomial_source(p: dict[str, Any]) -> ScheduleSource:
+    end, decay = p["end_factor"], f"(1 - progress) ** {literal(p['power'])}"
+    return _warm_progress(p, decay if end == 0.0 else f"{literal(end)} + (1 - {literal(end)}) * {decay}")
+
+
+def _plateau_source(p: dict[str, Any]) -> ScheduleSource:
+    args = ["optimizer", "mode=mode", *(f"{key}={literal(value)}" for key, value in p.items())]
+    return ScheduleSource("plateau", scheduler=tuple(
+        call("", "scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau", args, width=WIDTH - len(INDENT))))
+
+
 _WARMUP = Bound("float", 0.0, 0.5)
 _REGISTRY: Registry[ScheduleInfo] = Registry("schedule")
 
 
 def _register(name: str, factor: FactorFn | None, bounds: dict[str, Bound], description: str,
-              defaults: dict[str, Any] | None = None, interval: str = "batch") -> None:
+              defaults: dict[str, Any] | None = None, interval: str = "batch", *,
+              source: Callable[[dict[str, Any]], ScheduleSource]) -> None:
+    """Registers a schedule with what the Python export writes for it (``source``), checked here."""
     if defaults is None:
         defaults = {k: v.default for k, v in _signature_defaults(factor).items()}
-    _REGISTRY.register(name, ScheduleInfo(name, defaults, bounds, factor, interval, description))
+    info = ScheduleInfo(name, defaults, bounds, factor, interval, description, source)
+    written = info.python_source({})
+    expected = "plateau" if factor is None else interval
+    if written.interval != expected or bool(written.factor) == bool(written.scheduler):
+        raise ValueError(f"schedule {name!r}: its source must step at interval {expected!r} and give either "
+                         f"a factor body or a scheduler. Got {written!r} instead.")
+    _REGISTRY.register(name, info)
 
 
 def _signature_defaults(fn: FactorFn | None) -> dict[str, Any]:
@@ -153,35 +307,38 @@ def _signature_defaults(fn: FactorFn | None) -> dict[str, Any]:
     return {p.name: p for p in params}
 
 
-_register("constant", _constant, {"warmup_fraction": _WARMUP}, "constant learning rate (optional warmup)")
+_register("constant", _constant, {"warmup_fraction": _WARMUP}, "constant learning rate (optional warmup)",
+          source=_constant_source)
 _register("step", _step, {"step_size": POSITIVE_INT, "gamma": FRACTION_POSITIVE, "warmup_fraction": _WARMUP},
-          "multiply by gamma every step_size epochs")
+          "multiply by gamma every step_size epochs", source=_step_source)
 _register("multistep", _multistep,
           {"milestones": Bound("pair", 0.0, 1.0, low_open=True, high_open=True), "gamma": FRACTION_POSITIVE,
            "warmup_fraction": _WARMUP},
-          "multiply by gamma at two milestones given as fractions of training")
+          "multiply by gamma at two milestones given as fractions of training", source=_multistep_source)
 _register("exponential", _exponential, {"gamma": FRACTION_POSITIVE, "warmup_fraction": _WARMUP},
-          "multiply by gamma every epoch")
+          "multiply by gamma every epoch", source=_exponential_source)
 _register("cosine", _cosine, {"warmup_fraction": _WARMUP, "min_lr_ratio": UNIT_OPEN},
-          "cosine decay to min_lr_ratio * lr (optional warmup)")
+          "cosine decay to min_lr_ratio * lr (optional warmup)", source=_cosine_source)
 _register("cosine_restarts", _cosine_restarts,
           {"t0_epochs": POSITIVE_INT, "t_mult": POSITIVE_INT, "min_lr_ratio": UNIT_OPEN},
-          "cosine decay restarted every t0_epochs, each cycle t_mult times longer (SGDR)")
+          "cosine decay restarted every t0_epochs, each cycle t_mult times longer (SGDR)",
+          source=_cosine_restarts_source)
 _register("linear", _linear, {"warmup_fraction": _WARMUP, "end_factor": UNIT},
-          "linear warmup, then linear decay to end_factor * lr")
+          "linear warmup, then linear decay to end_factor * lr", source=_linear_source)
 _register("warmup_cosine", _cosine, {"warmup_fraction": _WARMUP, "min_lr_ratio": UNIT_OPEN},
-          "linear warmup, then cosine decay", defaults={"warmup_fraction": 0.05, "min_lr_ratio": 0.0})
+          "linear warmup, then cosine decay", defaults={"warmup_fraction": 0.05, "min_lr_ratio": 0.0},
+          source=_cosine_source)
 _register("onecycle", _onecycle,
           {"pct_start": Bound("float", 0.0, 1.0, low_open=True, high_open=True),
            "div_factor": Bound("float", 1.0, math.inf), "final_div_factor": Bound("float", 1.0, math.inf)},
-          "one-cycle: rise from lr/div_factor to lr, then anneal far below it")
+          "one-cycle: rise from lr/div_factor to lr, then anneal far below it", source=_onecycle_source)
 _register("polynomial", _polynomial, {"power": POSITIVE, "end_factor": UNIT, "warmup_fraction": _WARMUP},
-          "polynomial decay to end_factor * lr")
+          "polynomial decay to end_factor * lr", source=_polynomial_source)
 _register("plateau", None,
           {"factor": Bound("float", 0.0, 1.0, low_open=True, high_open=True), "patience": NON_NEGATIVE_INT,
            "threshold": NON_NEGATIVE},
           "multiply by factor when the validation metric stops improving for patience epochs",
-          defaults={"factor": 0.1, "patience": 5, "threshold": 1e-4}, interval="epoch")
+          defaults={"factor": 0.1, "patience": 5, "threshold": 1e-4}, interval="epoch", source=_plateau_source)
 
 
 def get_schedule(name: str) -> ScheduleInfo:
@@ -207,13 +364,36 @@ def build_scheduler(
     Step it after every batch, except ``plateau`` (``get_schedule(name).interval == "epoch"``), which is
     stepped once per epoch with the validation metric. With ``steps_per_epoch=1`` every schedule is
     per-epoch.
+
+    The schedule spans ``epochs * steps_per_epoch`` calls of ``step()``. Stepped past that, it holds the
+    value it reached at the end and warns once (``RuntimeWarning``): a loop that steps every batch while
+    ``steps_per_epoch`` says otherwise would otherwise run the whole schedule in the first few batches.
     """
+    import warnings
+
     info = get_schedule(name)
     kwargs = {**info.defaults, **params}
     if info.factor is None:
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, **kwargs)
-    fn = functools.partial(info.factor, h=Horizon(epochs, max(1, steps_per_epoch)), **kwargs)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+    h = Horizon(epochs, max(1, steps_per_epoch))
+    fn = functools.partial(info.factor, h=h, **kwargs)
+    total, warned = h.total_steps, []
+
+    def factor(step: int) -> float:
+        # A plain function, not a callable object: LambdaLR.state_dict() stores nothing for it, so
+        # checkpoints stay loadable with torch.load(weights_only=True).
+        if step > total:
+            if not warned:
+                warned.append(True)
+                warnings.warn(
+                    f"The {name!r} learning-rate schedule was stepped more often than the {total} steps it was "
+                    f"planned for (epochs={h.epochs} x steps_per_epoch={h.steps_per_epoch}); it holds its "
+                    f"final value from here on. Step it once per batch and pass steps_per_epoch=len(loader), "
+                    f"the number of batches in an epoch.", RuntimeWarning, stacklevel=2)
+            step = total
+        return fn(step)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def lr_factors(name: str, params: dict[str, Any], *, epochs: int, steps_per_epoch: int) -> list[float]:
