@@ -46,7 +46,7 @@ def test_tune_prunes_through_ctx_report():
 
     result = tuner.tune(slow_starter, space="lr-only", n_trials=20, epochs=5, pruner="median", sampler="random")
     pruned = [t for t in result.study.trials if t.state.name == "PRUNED"]
-    assert pruned and all("pruned after epoch" in t.user_attrs["reason"] for t in pruned)
+    assert pruned and all(t.user_attrs["reason"].startswith("pruned by the median pruner after epoch") for t in pruned)
 
 
 def test_failing_and_diverging_trials_are_recorded_and_the_study_goes_on():

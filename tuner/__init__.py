@@ -3,7 +3,7 @@
 Example:
     >>> import tuner
     >>> config = tuner.load_config("best.yaml")
-    >>> optimizer, scheduler = config.build(model, steps_per_epoch=len(loader))
+    >>> setup = config.setup(model, steps_per_epoch=len(loader))   # then setup.step(lambda: ...) per batch
 
     >>> result = tuner.tune(train_fn, space="default", n_trials=30)   # train_fn(ctx): ctx.config, ctx.report
     >>> config = tuner.suggest(trial, "adam-family")                   # inside your own Optuna objective
@@ -11,8 +11,8 @@ Example:
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from tuner._setup import TrainingSetup, seed_everything
+from tuner._version import __version__
 from tuner.config import InitConfig, OptimizerConfig, Regularization, ScheduleConfig, TrainConfig, load_config
 from tuner.errors import ConfigError, DataError, StudyError, TunerError
 
@@ -29,9 +29,11 @@ __all__ = [
     "ScheduleConfig",
     "StudyError",
     "TrainConfig",
+    "TrainingSetup",
     "TunerError",
     "__version__",
     "load_config",
+    "seed_everything",
 ]
 
 

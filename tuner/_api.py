@@ -5,23 +5,20 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
-import traceback
+import sys
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from tuner.config import TrainConfig
 from tuner.errors import ConfigError, StudyError
+from tuner.study._engine import RunPlan, TrialContext, TrialOutcome, UserExecutor, run_config, run_trials
+from tuner.study._record import StudyKey, best_trial, direction_of, ranked_trials
 
 __all__ = ["TrialContext", "TuneResult", "suggest", "tune"]
-
-TUNE_ATTR = "tuner:tune"
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def _space(space: Any) -> Any:
@@ -37,47 +34,9 @@ def suggest(trial: optuna.Trial, space: Any = "default", *, epochs: int = 10, se
     Example:
         >>> def objective(trial):
         ...     config = tuner.suggest(trial, "adam-family", epochs=20)
-        ...     optimizer, scheduler = config.build(model, steps_per_epoch=len(loader))
+        ...     setup = config.setup(model, steps_per_epoch=len(loader))
     """
     return _space(space).sample(trial, epochs=epochs, seed=trial.number if seed is None else seed)
-
-
-class _Stop(Exception):
-    pass
-
-
-@dataclass
-class TrialContext:
-    """What ``train_fn`` gets: the sampled ``config``, and ``report(epoch, value)`` to call after every epoch
-    (it raises ``optuna.TrialPruned`` when the pruner stops the trial; let it propagate)."""
-
-    config: TrainConfig
-    trial: optuna.Trial | None = None
-    history: list[float] = field(default_factory=list)
-    test_value: float | None = None
-
-    @property
-    def number(self) -> int | None:
-        return None if self.trial is None else self.trial.number
-
-    def report(self, epoch: int, value: float) -> None:
-        value = float(value)
-        self.history.append(value)
-        if not math.isfinite(value):
-            raise _Diverged(f"diverged: reported value {value} in epoch {epoch + 1}")
-        if self.trial is None:
-            return
-        self.trial.report(value, epoch)
-        if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} (value {value:.4g})")
-
-    def set_test_value(self, value: float) -> None:
-        """Records the held-out test metric of this run; reports and exports show it."""
-        self.test_value = float(value)
-
-
-class _Diverged(Exception):
-    pass
 
 
 @dataclass
@@ -90,26 +49,24 @@ class TuneResult:
 
     @property
     def best_trial(self) -> optuna.trial.FrozenTrial:
-        from tuner.report import complete_trials
-
-        ranked = complete_trials(self.study)
-        if not ranked:
+        best = best_trial(self.study)
+        if best is None:
             raise StudyError(f"Study {self.study.study_name!r} has no complete trial.")
-        return ranked[0]
+        return best
 
     @property
     def best_config(self) -> TrainConfig:
-        return TrainConfig.from_dict(self.best_trial.user_attrs["config"])
+        from tuner.study._record import Key
+
+        return TrainConfig.from_dict(self.best_trial.user_attrs[Key.CONFIG])
 
     @property
     def best_value(self) -> float:
         return float(self.best_trial.value)
 
     def fit(self, config: TrainConfig) -> tuple[float, float | None]:
-        """Runs ``train_fn`` once on ``config`` outside the study (no pruning)."""
-        ctx = TrialContext(config)
-        value = _value(self.train_fn(ctx), ctx)
-        return value, ctx.test_value
+        """Runs ``train_fn`` once on ``config`` outside the study (no pruning; seeded from ``config.seed``)."""
+        return run_config(UserExecutor(self.train_fn), config)
 
     def recommend(self, top_k: int = 3, seeds: int = 3) -> Any:
         """Re-trains the top ``top_k`` configs with ``seeds`` new seeds each and returns the
@@ -119,16 +76,23 @@ class TuneResult:
         return recommendation(self.study, self.fit, top_k=top_k, seeds=seeds, study_seed=self.seed)
 
 
-def _value(returned: Any, ctx: TrialContext) -> float:
-    if returned is None:
-        if not ctx.history:
-            raise ConfigError("train_fn returned None and reported nothing: return the validation metric, or call "
-                              "ctx.report(epoch, value) every epoch.")
-        return ctx.history[-1]
-    if isinstance(returned, tuple) and len(returned) == 2:
-        ctx.set_test_value(returned[1])
-        returned = returned[0]
-    return float(returned)
+def _check_args(train_fn: Any, direction: str, ints: dict[str, Any], seed: Any, timeout: Any) -> None:
+    if not callable(train_fn):
+        raise ConfigError(f"train_fn must be a function taking the trial context; got {type(train_fn).__name__}.")
+    if direction not in ("maximize", "minimize"):
+        raise ConfigError(f"direction must be 'maximize' or 'minimize' (got {direction!r}).")
+    for key, value in ints.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key} must be an int of at least 1 (got {value!r}).")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed must be an int in the range [0, 2**32) (got {seed!r}).")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not math.isfinite(timeout) or timeout <= 0):
+        raise ConfigError(f"timeout must be a finite number of seconds above 0, or None (got {timeout!r}).")
+
+
+def _name_of(option: str | dict[str, Any]) -> str:
+    return option if isinstance(option, str) else str(option.get("name", "custom"))
 
 
 def tune(
@@ -146,39 +110,52 @@ def tune(
     pruner: str | dict[str, Any] = "median",
     seed: int = 0,
     max_consecutive_failures: int = 5,
+    verbose: bool = True,
+    workers: int = 1,
 ) -> TuneResult:
     """Tunes ``train_fn(ctx)``, the user's own training code, over ``space``.
 
-    ``train_fn`` reads ``ctx.config`` (a ``TrainConfig``: ``config.build(model, steps_per_epoch)`` gives the
-    optimizer and scheduler), calls ``ctx.report(epoch, value)`` after every epoch (pruning happens there),
-    and returns the final validation value (or ``(value, test_value)``).
+    ``train_fn`` reads ``ctx.config`` (a ``TrainConfig``: ``ctx.config.setup(model, steps_per_epoch=N)``
+    gives the optimizer, scheduler and a training step), calls ``ctx.report(epoch, value)`` after every
+    epoch (pruning happens there), and returns the final validation value (or ``(value, test_value)``).
+
+    Every trial runs on tuner's trial engine, as ``tuner study run`` does: Python's ``random``, NumPy and
+    torch are seeded from ``ctx.config.seed`` right before ``train_fn`` is called (so two calls with the same
+    ``seed`` give the same trials and values); a trial that raises is recorded as failed with its reason and
+    the file and line in your code, and the study goes on; ``max_consecutive_failures`` in a row stop it; a
+    non-finite value is recorded as diverged (pruned); a CUDA out-of-memory error fails the trial and frees
+    the cached memory; ``timeout`` (seconds) stops the running trial at its next ``ctx.report``; an interrupt
+    (Ctrl-C, ``CancelledError``) records the running trial as failed and is raised again.
 
     ``n_trials`` is the study's budget of finished trials: with a ``storage`` (``sqlite:///x.db``,
     ``journal:x.journal``, PostgreSQL) a second call with the same ``study_name`` resumes and runs only what
-    is missing. A trial that raises is recorded as failed with its reason and the study goes on;
-    ``max_consecutive_failures`` in a row stop it. A non-finite value is recorded as diverged (pruned).
+    is missing. ``verbose`` prints a line per trial and a summary to standard output.
+
+    ``workers=N`` trains in N processes on this machine (torch threads split between them), each asking the
+    shared study for trials; it needs a ``storage`` and a ``train_fn`` defined at the top level of a module or
+    script (the processes import it; guard the script's own code with ``if __name__ == "__main__":``).
 
     Example:
         >>> result = tuner.tune(train, space="adam-family", n_trials=20, epochs=10)
         >>> result.best_config.save("best.yaml")
     """
-    from tuner.study._prepare import METRIC_ATTR, SPACE_ATTR
     from tuner.study._samplers import build_pruner, build_sampler
-    from tuner.study._storage import check_storage, mask_url, open_storage, storage_lock
+    from tuner.study._session import trial_line
 
-    if not callable(train_fn):
-        raise ConfigError(f"train_fn must be a function taking the trial context; got {type(train_fn).__name__}.")
-    if direction not in ("maximize", "minimize"):
-        raise ConfigError(f"direction must be 'maximize' or 'minimize' (got {direction!r}).")
-    for key, value in (("n_trials", n_trials), ("epochs", epochs), ("max_consecutive_failures",
-                                                                    max_consecutive_failures)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{key} must be an int of at least 1 (got {value!r}).")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise ConfigError(f"seed must be an int in the range [0, 2**32) (got {seed!r}).")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                or not math.isfinite(timeout) or timeout <= 0):
-        raise ConfigError(f"timeout must be a finite number of seconds above 0, or None (got {timeout!r}).")
+    _check_args(train_fn, direction, {"n_trials": n_trials, "epochs": epochs,
+                                      "max_consecutive_failures": max_consecutive_failures}, seed, timeout)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be an int of at least 1 (got {workers!r}).")
+    ref = None
+    if workers > 1:
+        from tuner.study._session import check_workers
+        from tuner.study._user import function_ref
+
+        check_workers(workers)
+        if not storage:
+            raise ConfigError(f"workers={workers} needs a storage the processes share, e.g. "
+                              f"storage='sqlite:///tune.db'.")
+        ref = function_ref(train_fn)
     search = _space(space)  # a bad space fails here, before any study exists
     context = {"seed": seed, "epochs": epochs}
     with warnings.catch_warnings():
@@ -186,94 +163,94 @@ def tune(
         built_sampler = build_sampler(sampler, context)
         built_pruner = build_pruner(pruner, context)
     name = study_name or f"tune-{getattr(train_fn, '__name__', 'fn')}-{search.name}"
-    fingerprint = search.fingerprint()
-    # Created (or joined) under the storage's lock: two processes tuning one study name over different
-    # spaces cannot both go ahead.
-    if storage:
-        check_storage(storage)
-    with storage_lock(storage, "create") if storage else contextlib.nullcontext():
-        study = optuna.create_study(
-            storage=open_storage(storage) if storage else None, study_name=name, direction=direction,
-            sampler=built_sampler, pruner=built_pruner, load_if_exists=True,
-        )
-        stored = study.user_attrs.get(TUNE_ATTR)
-        if stored and stored.get("space_fingerprint") != fingerprint:
-            raise StudyError(f"Study {name!r} was tuned over a different search space; use another study_name.")
-        if study.direction.name.lower() != direction or (stored and study.user_attrs.get(METRIC_ATTR) != metric):
-            raise StudyError(f"Study {name!r} was tuned to {study.direction.name.lower()} "
-                             f"{study.user_attrs.get(METRIC_ATTR)!r}, not to {direction} {metric!r}: its values "
-                             f"would not compare. Use another study_name.")
-        if not stored:
-            if study.get_trials(deepcopy=False) or study.user_attrs:
-                from tuner.study._prepare import describe_kind
+    study = _create_or_join(train_fn, search, name, storage, direction, metric, epochs, seed, built_sampler,
+                            built_pruner)
+    plan = RunPlan(name=name, storage_url=storage, space=search, epochs=epochs, seed=seed, n_trials=n_trials,
+                   timeout=timeout, pruner_name=_name_of(pruner), sampler_name=_name_of(sampler),
+                   max_consecutive_failures=max_consecutive_failures)
+    done = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.state.name != "FAIL"])
 
-                raise StudyError(f"Study {name!r} in {mask_url(storage or '')} is {describe_kind(study)}; "
-                                 f"use another study_name.")
-            study.set_user_attr(TUNE_ATTR, {"function": getattr(train_fn, "__qualname__", repr(train_fn)),
-                                            "space": search.name, "space_fingerprint": fingerprint,
-                                            "epochs": epochs, "seed": seed})
-            study.set_user_attr(SPACE_ATTR, search.raw)
-            study.set_user_attr(METRIC_ATTR, metric)
-    start = time.monotonic()
-    consecutive = 0
-    while len(study.get_trials(deepcopy=False, states=FINISHED)) < n_trials:
-        if timeout is not None and time.monotonic() - start >= timeout:
-            break
-        state, reason = _run_one(study, search, train_fn, epochs, seed)
-        consecutive = consecutive + 1 if state == TrialState.FAIL else 0
-        if consecutive >= max_consecutive_failures:
-            raise StudyError(f"Study {name!r} stopped after {consecutive} consecutive failed trials; the last "
-                             f"failed with: {reason}")
+    def on_trial(outcome: TrialOutcome, s: optuna.Study) -> None:
+        nonlocal done
+        done += outcome.state in ("COMPLETE", "PRUNED")
+        if verbose:
+            best = best_trial(s)
+            print(trial_line(outcome, done, n_trials, best.value if best else None), flush=True)
+
+    if verbose:
+        print(f"tuning {getattr(train_fn, '__qualname__', 'train_fn')} over space {search.name!r}: study {name!r}, "
+              f"{n_trials} trials x {epochs} epochs, {direction} {metric!r}"
+              + (f", timeout {timeout:g}s" if timeout else ""), flush=True)
+    if ref is not None:
+        _run_workers(study, plan, ref, workers, sampler, pruner, on_trial, verbose)
+        return TuneResult(study, train_fn, seed)
+    run = run_trials(study, plan, UserExecutor(train_fn), on_trial=on_trial)
+    if verbose:
+        ranked = ranked_trials(study)
+        stop = " (timeout reached)" if run.stopped_by == "timeout" else ""
+        best = (f"; best trial {ranked[0].number}: {metric} {ranked[0].value:.4f}" if ranked else
+                "; no complete trial")
+        print(f"ran {len(run.outcomes)} trial(s) in {run.seconds:.1f}s{stop}{best}", file=sys.stdout, flush=True)
     return TuneResult(study, train_fn, seed)
 
 
-def _run_one(study: optuna.Study, search: Any, train_fn: Callable[[TrialContext], Any], epochs: int,
-             seed: int) -> tuple[TrialState, str | None]:
-    from tuner.study._runner import trial_seed
+def _run_workers(study: optuna.Study, plan: RunPlan, ref: dict[str, str], workers: int, sampler: Any, pruner: Any,
+                 on_trial: Callable[[TrialOutcome, optuna.Study], None], verbose: bool) -> None:
+    from tuner.study._session import outcome_of
+    from tuner.study._workers import run_workers
 
-    trial = study.ask()
-    started = time.perf_counter()
-    state, value, reason, attrs = TrialState.FAIL, None, None, {}
-    ctx: TrialContext | None = None
-    try:
-        ctx = TrialContext(suggest(trial, search, epochs=epochs, seed=trial_seed(seed, trial.number)), trial)
-        trial.set_user_attr("config", ctx.config.to_dict())
-        value = _value(train_fn(ctx), ctx)
-        if not math.isfinite(value):
-            raise _Diverged(f"diverged: train_fn returned {value}")
-        state = TrialState.COMPLETE
-    except optuna.TrialPruned as exc:
-        state, reason = TrialState.PRUNED, str(exc) or "pruned"
-    except _Diverged as exc:
-        state, reason, attrs = TrialState.PRUNED, str(exc), {"diverged": True}
-    except (KeyboardInterrupt, SystemExit):
-        _finish(study, trial, TrialState.FAIL, None, "interrupted", started, ctx, {})
-        raise
-    except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}"[:1000]
-        attrs = {"traceback": traceback.format_exc()[-4000:]}
-    except BaseException as exc:
-        # CancelledError, GeneratorExit: recorded as failed with the reason, then passed on untouched.
-        _finish(study, trial, TrialState.FAIL, None, f"interrupted by {type(exc).__name__}"
-                + (f": {exc}" if str(exc) else ""), started, ctx, {"traceback": traceback.format_exc()[-4000:]})
-        raise
-    _finish(study, trial, state, value, reason, started, ctx, attrs)
-    return state, reason
+    job = {"ref": ref, "epochs": plan.epochs, "seed": plan.seed, "n_trials": plan.n_trials, "timeout": plan.timeout,
+           "sampler": sampler, "pruner": pruner, "sampler_name": plan.sampler_name, "pruner_name": plan.pruner_name,
+           "space_name": plan.space.name, "max_consecutive_failures": plan.max_consecutive_failures}
+    pool = run_workers(plan.name, plan.storage_url or "", workers, job=job, grace=plan.grace_period,
+                       on_trial=lambda t, s: on_trial(outcome_of(t), s))
+    lost = [w for w in pool.failed_workers if w.exitcode not in (130, 143)]
+    if verbose:
+        print(f"{workers} workers ran {sum(w.trials for w in pool.workers)} trial(s) in {pool.seconds:.1f}s"
+              + (f"; trials {pool.reaped} of lost workers were queued again" if pool.reaped else ""), flush=True)
+        for w in lost:
+            print(f"worker {w.index} (pid {w.pid}) stopped: {w.error or f'exit code {w.exitcode}'}", flush=True)
+    if pool.interrupted is not None:
+        raise KeyboardInterrupt
+    if lost and len(lost) == len(pool.workers):
+        raise StudyError(f"every worker stopped with an error; the first: {lost[0].error or lost[0].exitcode}")
 
 
-def _finish(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None, reason: str | None,
-            started: float, ctx: TrialContext | None, attrs: dict[str, Any]) -> None:
-    attrs = {**attrs, "seconds": round(time.perf_counter() - started, 3)}
-    if ctx is not None:
-        attrs["val_history"] = [round(v, 6) if math.isfinite(v) else str(v) for v in ctx.history]
-        if ctx.test_value is not None:
-            attrs["test_value"] = ctx.test_value
-    if reason:
-        attrs["reason"] = reason
-    from tuner.study._runner import _tell
+def _create_or_join(train_fn: Any, search: Any, name: str, storage: str | None, direction: str, metric: str,
+                    epochs: int, seed: int, sampler: Any, pruner: Any) -> optuna.Study:
+    """Created (or joined) under the storage's lock: two processes tuning one study name over different
+    spaces cannot both go ahead."""
+    from tuner.study._prepare import describe_kind
+    from tuner.study._storage import check_storage, mask_url, open_storage, storage_lock
 
-    try:
-        for key, val in attrs.items():
-            trial.set_user_attr(key, val)
-    finally:
-        _tell(study, trial, values=value if state == TrialState.COMPLETE else None, state=state)
+    fingerprint = search.fingerprint()
+    if storage:
+        check_storage(storage)
+    with storage_lock(storage, "create") if storage else contextlib.nullcontext():
+        previous = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            study = optuna.create_study(
+                storage=open_storage(storage) if storage else None, study_name=name, direction=direction,
+                sampler=sampler, pruner=pruner, load_if_exists=True,
+            )
+        finally:
+            optuna.logging.set_verbosity(previous)
+        stored = study.user_attrs.get(StudyKey.TUNE)
+        if stored and stored.get("space_fingerprint") != fingerprint:
+            raise StudyError(f"Study {name!r} was tuned over a different search space; use another study_name.")
+        if direction_of(study) != direction or (stored and study.user_attrs.get(StudyKey.METRIC) != metric):
+            raise StudyError(f"Study {name!r} was tuned to {direction_of(study)} "
+                             f"{study.user_attrs.get(StudyKey.METRIC)!r}, not to {direction} {metric!r}: its "
+                             f"values would not compare. Use another study_name.")
+        if not stored:
+            if study.get_trials(deepcopy=False) or study.user_attrs:
+                raise StudyError(f"Study {name!r} in {mask_url(storage or '')} is {describe_kind(study)}; "
+                                 f"use another study_name.")
+            study.set_user_attr(StudyKey.TUNE, {"function": getattr(train_fn, "__qualname__", repr(train_fn)),
+                                                "module": getattr(train_fn, "__module__", None),
+                                                "space": search.name, "space_fingerprint": fingerprint,
+                                                "epochs": epochs, "seed": seed})
+            study.set_user_attr(StudyKey.SPACE, search.raw)
+            study.set_user_attr(StudyKey.METRIC, metric)
+    return study

@@ -26,7 +26,6 @@ from tuner.cli import app
 from tuner.config import TrainConfig
 from tuner.errors import StudyError
 from tuner.report import (
-    CONFIRMATION_ATTR,
     Candidate,
     confirm,
     importances,
@@ -36,6 +35,7 @@ from tuner.report import (
     trials_frame,
 )
 from tuner.spaces import SearchSpace
+from tuner.study._record import StudyKey
 
 # Two optimizers with parameters of their own: momentum.momentum exists only in trials of the momentum optimizer.
 COND_SPACE = textwrap.dedent(
@@ -139,7 +139,7 @@ def test_recommendation_is_the_best_mean_over_confirmation_seeds_and_is_stored()
     assert conf.recommended == 1
     assert conf.best.mean == pytest.approx(0.92) and conf.best.std == pytest.approx(0.01)
     assert len(calls) == 9 and len({c.seed for c in calls}) == 3
-    assert study.user_attrs[CONFIRMATION_ATTR]["recommended"] == 1
+    assert study.user_attrs[StudyKey.CONFIRMATION]["recommended"] == 1
     # Reused: no re-training on the second call.
     rec = recommendation(study, _noisy_fit(means, calls), top_k=3, seeds=3)
     assert len(calls) == 9
@@ -171,7 +171,7 @@ def test_confirm_records_a_crashing_rerun_and_recommends_another():
     conf = confirm(study, fit, top_k=2, seeds=2)
     assert conf.recommended == 1
     assert "CUDA out of memory" in conf.candidates[0].errors[0]
-    assert json.dumps(study.user_attrs[CONFIRMATION_ATTR])  # stored as plain JSON (no NaN)
+    assert json.dumps(study.user_attrs[StudyKey.CONFIRMATION])  # stored as plain JSON (no NaN)
 
 
 def test_narrowed_space_loads_and_widens_at_an_edge():
@@ -252,12 +252,12 @@ def test_export_reuses_the_stored_confirmation_and_round_trips(real_study, tmp_p
     assert runner.invoke(app, ["study", "report", "r", "--storage", url, "-o", str(tmp_path / "rep"),
                                "--seeds", "2"]).exit_code == 0
     study = optuna.load_study(study_name="r", storage=url)
-    stored = study.user_attrs[CONFIRMATION_ATTR]
+    stored = study.user_attrs[StudyKey.CONFIRMATION]
     result = runner.invoke(app, ["study", "export", "r", "--storage", url, "--seeds", "2", "-o",
                                  str(tmp_path / "best.yaml")])
     assert result.exit_code == 0, result.output
     assert "confirmation:" not in result.output  # nothing re-trained
-    assert optuna.load_study(study_name="r", storage=url).user_attrs[CONFIRMATION_ATTR] == stored
+    assert optuna.load_study(study_name="r", storage=url).user_attrs[StudyKey.CONFIRMATION] == stored
     config = tuner.load_config(tmp_path / "best.yaml")
     trial = next(t for t in study.trials if t.number == stored["recommended"])
     assert config.to_dict() == trial.user_attrs["config"]

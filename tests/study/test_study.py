@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from tuner.study import (
     run_trials,
     stored_spec,
 )
-from tuner.study._prepare import SPEC_ATTR
+from tuner.study._record import StudyKey
 
 SAMPLER_CLASSES = {
     "tpe": optuna.samplers.TPESampler,
@@ -169,7 +170,7 @@ def test_every_sampler_runs_a_study(make_spec, sampler: str):
         assert config["epochs"] == 2
         assert len(trial.user_attrs["val_history"]) == 2
         assert trial.user_attrs["test_value"] is not None
-    assert study.user_attrs[SPEC_ATTR]["sampler"] == sampler
+    assert study.user_attrs[StudyKey.SPEC]["sampler"] == sampler
 
 
 def test_grid_runs_each_point_once_and_stops_at_the_grid_size(make_spec):
@@ -383,7 +384,9 @@ def test_failing_trial_is_recorded_and_the_study_continues(make_spec, tmp_path: 
     assert [o.state for o in summary.outcomes] == ["FAIL", "COMPLETE", "COMPLETE"]
     failed = study.get_trials()[0]
     assert failed.state.name == "FAIL"
-    assert failed.user_attrs["reason"] == "RuntimeError: boom 2"
+    # The reason names the line of the user's code that raised (the objective file's build_model).
+    assert re.fullmatch(r"RuntimeError: boom 2 \(at .*flaky_1\.py:\d+ in build_model\)", failed.user_attrs["reason"])
+    assert failed.user_attrs["error_at"].endswith(" in build_model")
     assert "boom 2" in failed.user_attrs["traceback"]
     assert counts(study) == {**counts(study), "COMPLETE": 2, "FAIL": 1, "RUNNING": 0}
 

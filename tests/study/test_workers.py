@@ -398,11 +398,11 @@ def test_a_config_already_running_is_not_trained_twice(tmp_path: Path, slow_file
     again, as a retry would be) is set aside with the reason, and another config is asked for."""
     study, prepared = _prepared({"n_trials": 1, "sampler": "random"}, slow_file, space_file,
                                 f"sqlite:///{tmp_path / 'one.db'}")
-    from tuner.study._runner import _take
+    from tuner.study._engine import _take
 
-    first, _ = _take(study, prepared)
+    first, _ = _take(study, prepared.plan())
     study.enqueue_trial(first.params)
-    second, _ = _take(study, prepared)
+    second, _ = _take(study, prepared.plan())
     assert second.params != first.params
     skipped = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.FAIL]
     assert len(skipped) == 1 and skipped[0].params == first.params

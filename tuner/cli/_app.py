@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import functools
-import os
 import signal
 import sys
-import warnings
 from collections.abc import Callable
 from enum import Enum
 from typing import Annotated, Any, TypeVar
@@ -15,7 +13,8 @@ import optuna
 import typer
 from typer.core import TyperGroup
 
-from tuner import __version__
+from tuner._logs import quiet_libraries
+from tuner._version import __version__
 from tuner.cli._output import (
     TrialProgress,
     echo,
@@ -25,9 +24,8 @@ from tuner.cli._output import (
     print_json,
     print_summary,
     print_table,
-    study_summary,
 )
-from tuner.errors import ConfigError, TunerError
+from tuner.errors import TunerError
 
 try:  # Typer >= 0.20 carries its own copy of Click
     from typer._click import exceptions as click_exceptions
@@ -74,18 +72,11 @@ app.add_typer(objectives_app, name="objectives")
 
 _state = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
-MAX_WORKERS_PER_CORE = 8
 
 
 class Format(str, Enum):
     text = "text"
     json = "json"
-
-
-def _quiet_libraries() -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", message=".*independent sampl.*")
 
 
 def handle_errors(fn: F) -> F:
@@ -95,7 +86,7 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        _quiet_libraries()
+        quiet_libraries()
         previous = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, _on_sigterm)
         try:
@@ -174,79 +165,39 @@ TimeoutOpt = Annotated[float | None, typer.Option(help="Seconds of wall time: no
                                                        "as failed, reason 'timeout').")]
 
 
-def _check_workers(workers: int) -> None:
-    cores = os.cpu_count() or 1
-    limit = max(16, MAX_WORKERS_PER_CORE * cores)
-    if workers > limit:
-        raise ConfigError(f"--workers must be at most {limit} on this machine ({cores} cores). Got {workers}.")
+def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int = 1, devices: str | None = None) -> None:
+    from tuner.study._session import run_study, study_summary
 
-
-def _run(study: optuna.Study, prepared: Any, fmt: Format, n_trials: int, timeout: float | None,
-         workers: int = 1, devices: str | None = None) -> None:
-    from tuner.study import run_trials
-    from tuner.study._workers import parse_devices
-
-    device_list = parse_devices(devices)
-    workers = max(workers, len(device_list)) if device_list else workers
-    _check_workers(workers)
-    if workers > 1:
-        _run_pool(study, prepared, fmt, n_trials, workers, device_list)
-        return
-    with TrialProgress(study, n_trials, quiet=fmt is Format.json) as progress:
-        run = run_trials(study, prepared, n_trials=n_trials, timeout=timeout, on_trial=progress)
+    with TrialProgress(study, prepared.spec.n_trials, quiet=fmt is Format.json) as progress:
+        run = run_study(study, prepared, workers=workers, devices=devices, on_trial=progress)
     summary = study_summary(study)
+    if run.workers:
+        if fmt is Format.json:
+            print_json({**summary, "run": {"workers": [w.__dict__ for w in run.workers],
+                                           "seconds": round(run.seconds, 2), "requeued": run.requeued}})
+        else:
+            echo(f"{len(run.workers)} workers ran {run.trials} trial(s) in {run.seconds:.1f}s"
+                 + (f"; trials {run.requeued} of lost workers were queued again" if run.requeued else ""))
+            for w in run.lost_workers:
+                echo(f"worker {w.index} (pid {w.pid}, {w.device}) stopped: "
+                     + one_line(w.error or f"exit code {w.exitcode}"), to_err=True)
+            print_summary(summary)
+            print_best_config(summary)
+        if run.interrupted is not None:
+            raise SystemExit(130 if run.interrupted == signal.SIGINT else 143)
+        return
     if fmt is Format.json:
-        print_json({**summary, "run": {"trials": len(run.outcomes), "seconds": round(run.seconds, 2),
+        print_json({**summary, "run": {"trials": run.trials, "seconds": round(run.seconds, 2),
                                        "stopped_by": run.stopped_by, "threads": run.threads}})
         return
-    if not run.outcomes and run.stopped_by == "budget":
-        echo(f"the study already has its {n_trials} finished trials; raise the budget with --n-trials")
+    if not run.trials and run.stopped_by == "budget":
+        echo(f"the study already has its {prepared.spec.n_trials} finished trials; raise the budget with "
+             f"--n-trials")
     else:
-        echo(f"ran {len(run.outcomes)} trial(s) in {run.seconds:.1f}s on {run.threads} thread(s)"
+        echo(f"ran {run.trials} trial(s) in {run.seconds:.1f}s on {run.threads} thread(s)"
              + (" (timeout reached)" if run.stopped_by == "timeout" else ""))
     print_summary(summary)
     print_best_config(summary)
-
-
-def _run_pool(study: optuna.Study, prepared: Any, fmt: Format, n_trials: int, workers: int,
-              devices: list[str]) -> None:
-    from tuner.study._runner import TrialOutcome
-    from tuner.study._workers import run_workers
-
-    spec = prepared.spec
-    overrides = {k: v for k, v in (("timeout", spec.timeout), ("threads", spec.threads),
-                                   ("device", None if devices else spec.device)) if v is not None}
-    with TrialProgress(study, n_trials, quiet=fmt is Format.json) as progress:
-        def on_trial(t: optuna.trial.FrozenTrial, s: optuna.Study) -> None:
-            from tuner.config import TrainConfig
-
-            config = t.user_attrs.get("config")
-            progress(TrialOutcome(t.number, t.state.name, t.value, t.user_attrs.get("test_value"),
-                                  t.user_attrs.get("reason"), float(t.user_attrs.get("seconds") or 0.0),
-                                  TrainConfig.from_dict(config) if config else None), s)
-
-        pool = run_workers(prepared.name, prepared.storage_url, workers, devices=devices, overrides=overrides,
-                           on_trial=on_trial)
-    summary = study_summary(study)
-    lost = [w for w in pool.failed_workers if w.exitcode not in (130, 143)]
-    if fmt is Format.json:
-        print_json({**summary, "run": {"workers": [w.__dict__ for w in pool.workers],
-                                       "seconds": round(pool.seconds, 2), "requeued": pool.reaped}})
-    else:
-        echo(f"{workers} workers ran {sum(w.trials for w in pool.workers)} trial(s) in {pool.seconds:.1f}s"
-             + (f"; trials {pool.reaped} of lost workers were queued again" if pool.reaped else ""))
-        for w in lost:
-            echo(f"worker {w.index} (pid {w.pid}, {w.device}) stopped: " + one_line(w.error or f"exit code "
-                                                                                          f"{w.exitcode}"),
-                 to_err=True)
-        print_summary(summary)
-        print_best_config(summary)
-    if pool.interrupted is not None:
-        raise SystemExit(130 if pool.interrupted == signal.SIGINT else 143)
-    if lost and len(lost) == len(pool.workers):
-        from tuner.errors import StudyError
-
-        raise StudyError(f"every worker stopped with an error; the first: {lost[0].error or lost[0].exitcode}")
 
 
 @study_app.command("create")
@@ -278,9 +229,10 @@ def study_create(
 ) -> None:
     """Create a study from a spec file and/or flags, then run it (flags override the file)."""
     from tuner.study import StudySpec, create_or_join, load_spec, prepare
+    from tuner.study._session import check_workers, study_summary
     from tuner.study._storage import storage_hint, storage_label
 
-    _check_workers(workers)
+    check_workers(workers)
     base = load_spec(spec) if spec else (load_spec("quickstart") if objective is None else StudySpec())
     spec_obj = base.with_overrides(
         name=name, objective=objective, space=space, sampler=sampler, pruner=pruner, n_trials=n_trials,
@@ -300,7 +252,7 @@ def study_create(
             hint = storage_hint(prepared.storage_url, given=bool(spec_obj.storage))
             echo(f"created; run it with: tuner study run {_quote(prepared.name)}{hint}")
         return
-    _run(study, prepared, fmt, prepared.spec.n_trials, prepared.spec.timeout, workers, devices)
+    _run(study, prepared, fmt, workers, devices)
 
 
 @study_app.command("run")
@@ -321,34 +273,26 @@ def study_run(
     """Continue (or join) a study: the spec and space come from the storage. Start it on every machine
     (same --storage) to run one study on many."""
     from tuner.study import create_or_join, prepare, stored_spec
+    from tuner.study._session import check_workers
 
-    _check_workers(workers)
+    check_workers(workers)
     spec_obj, space_data = stored_spec(name, storage)
     spec_obj = spec_obj.with_overrides(n_trials=n_trials, timeout=timeout, device=device, threads=threads)
     prepared = prepare(spec_obj, space_data=space_data)
     study = create_or_join(prepared, force=force)
-    _run(study, prepared, fmt, prepared.spec.n_trials, prepared.spec.timeout, workers, devices)
+    _run(study, prepared, fmt, workers, devices)
 
 
 @study_app.command("list")
 @handle_errors
 def study_list(*, storage: StorageOpt = None, fmt: FormatOpt = Format.text) -> None:
     """List the studies in a storage (tuner's own, and any other Optuna study in it). Changes nothing."""
-    from tuner.study import default_storage, open_storage
-    from tuner.study._prepare import study_kind
-    from tuner.study._storage import storage_exists, storage_label
+    from tuner.study import default_storage
+    from tuner.study._session import list_studies
+    from tuner.study._storage import storage_label
 
     url = storage or default_storage()
-    rows = []
-    if storage_exists(url):
-        opened = open_storage(url, readonly=True)
-        for s in optuna.get_all_study_summaries(opened, include_best_trial=False):
-            spec = s.user_attrs.get("tuner:spec", {})
-            kind = study_kind(s.user_attrs, len(s.directions))
-            rows.append({"name": s.study_name, "kind": kind, "trials": s.n_trials,
-                         "objective": spec.get("objective") if isinstance(spec, dict) else None,
-                         "best": _best_value(opened, s.study_name) if kind != "multi-objective" else None,
-                         "created": s.datetime_start.isoformat(timespec="seconds") if s.datetime_start else None})
+    rows = list_studies(url)
     if fmt is Format.json:
         print_json(rows)
         return
@@ -358,13 +302,6 @@ def study_list(*, storage: StorageOpt = None, fmt: FormatOpt = Format.text) -> N
     print_table(["name", "kind", "objective", "trials", "best", "created"],
                 [[r["name"], r["kind"], r["objective"] or "-", r["trials"],
                   "-" if r["best"] is None else f"{r['best']:.4f}", r["created"] or "-"] for r in rows])
-
-
-def _best_value(storage: Any, name: str) -> float | None:
-    from tuner.study import best_trial
-
-    best = best_trial(optuna.load_study(study_name=name, storage=storage))
-    return None if best is None else best.value
 
 
 @study_app.command("show")
@@ -378,6 +315,7 @@ def study_show(
 ) -> None:
     """Best trials, counts of pruned and failed trials with their reasons, and the best config."""
     from tuner.study._prepare import open_study
+    from tuner.study._session import study_summary
 
     summary = study_summary(open_study(name, storage), top=top)
     if fmt is Format.json:

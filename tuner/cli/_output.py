@@ -14,19 +14,18 @@ import math
 import re
 import sys
 import time
-from collections import Counter
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 from tuner._secrets import RedactingStream, redact
-from tuner.study import TrialOutcome, best_trial, counts
-from tuner.study._runner import reason_kind
+from tuner.study._engine import TrialOutcome, counts
+from tuner.study._record import best_trial
+from tuner.study._session import trial_line
 
 stdout = RedactingStream(lambda: sys.stdout)
 stderr = RedactingStream(lambda: sys.stderr)
@@ -138,52 +137,10 @@ class TrialProgress:
                                                    one_line(outcome.reason)))
             return
         best = best_trial(study)
-        config = outcome.config.summary() if outcome.config else "-"
-        line = (f"trial {outcome.number:>4} {outcome.state:<8} val {fmt(outcome.value)} test {fmt(outcome.test_value)}"
-                f" {outcome.seconds:6.1f}s  {config}  | done {self.done}/{self.n_trials}"
-                f" best {fmt(best.value if best else None)}")
-        if outcome.reason and outcome.state != "COMPLETE":
-            line += f"  ({one_line(outcome.reason)})"
+        line = trial_line(outcome, self.done, self.n_trials, best.value if best else None)
         stream = stderr if self.quiet else stdout
         stream.write(clean(line) + "\n")
         stream.flush()
-
-
-def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
-    """Everything ``study show`` prints, as data."""
-    c = counts(study)
-    trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    complete.sort(key=lambda t: t.value, reverse=reverse)
-    reasons: Counter[str] = Counter()
-    for t in trials:
-        if t.state in (TrialState.PRUNED, TrialState.FAIL):
-            reason = str(t.user_attrs.get("reason", "no reason recorded"))
-            reasons[f"{t.state.name}: {reason_kind(reason)}"] += 1
-    best = complete[0] if complete else None
-    spec = study.user_attrs.get("tuner:spec", {})
-    return {
-        "name": study.study_name,
-        "direction": study.direction.name.lower(),
-        "objective": spec.get("objective"),
-        "space": spec.get("space") if isinstance(spec.get("space"), str) else "custom",
-        "n_trials": spec.get("n_trials"),
-        "counts": {"complete": c["COMPLETE"], "pruned": c["PRUNED"], "failed": c["FAIL"], "running": c["RUNNING"]},
-        "reasons": dict(reasons.most_common()),
-        "best": None if best is None else _trial_row(best),
-        "top": [_trial_row(t) for t in complete[:top]],
-    }
-
-
-def _trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    return {
-        "number": t.number,
-        "value": t.value,
-        "test_value": t.user_attrs.get("test_value"),
-        "seconds": t.user_attrs.get("seconds"),
-        "config": t.user_attrs.get("config"),
-    }
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -100,12 +100,12 @@ def study_export(
     from tuner.export import python_snippet
     from tuner.report import study_recommendation
     from tuner.report._confirm import _json_safe
-    from tuner.study._prepare import METRIC_ATTR
+    from tuner.study._record import StudyKey
 
     study = _open(name, storage, confirm=not no_confirm, trial=trial, top_k=top_k, seeds=seeds)
     rec = study_recommendation(study, storage, trial=trial, top_k=top_k, seeds=seeds, confirm_runs=not no_confirm,
                                on_run=_progress(False))
-    meta = rec.metadata(study, study.user_attrs.get(METRIC_ATTR) or "value")
+    meta = rec.metadata(study, study.user_attrs.get(StudyKey.METRIC) or "value")
     if fmt is ExportFormat.python:
         value = meta.get("value")
         shown = f"{meta['metric']} {value:.4g}" if isinstance(value, float) else ""

@@ -27,7 +27,6 @@ from tuner.report._analysis import (
     trials_frame,
 )
 from tuner.report._confirm import (
-    CONFIRMATION_ATTR,
     Candidate,
     Confirmation,
     FitFn,
@@ -38,10 +37,9 @@ from tuner.report._confirm import (
     recommendation,
     stored_confirmation,
 )
-from tuner.study._prepare import METRIC_ATTR, SPACE_ATTR, SPEC_ATTR
+from tuner.study._record import Key, StudyKey
 
 __all__ = [
-    "CONFIRMATION_ATTR",
     "EVALUATORS",
     "Candidate",
     "Confirmation",
@@ -76,13 +74,13 @@ class _StudyFit:
     def prepared(self) -> Any:
         if self._prepared is None:
             from tuner.study import prepare, stored_spec
+            from tuner.study._engine import use_threads
             from tuner.study._prepare import check_objective
-            from tuner.study._runner import use_threads
 
             spec, space = stored_spec(self.study.study_name, self.storage_url)
             prepared = prepare(spec, space_data=space)
             check_objective(self.study, prepared)  # confirmation runs on changed data would not compare
-            use_threads(prepared)
+            use_threads(prepared.trainer, prepared.spec.threads)
             self._prepared = prepared
         return self._prepared
 
@@ -90,19 +88,20 @@ class _StudyFit:
         return math.ceil(len(self.prepared().trainer.data.x_train) / batch_size)
 
     def __call__(self, config: Any) -> tuple[float, float | None]:
-        result = self.prepared().trainer.fit(config)
-        return result.value, result.test_value
+        from tuner.study._engine import run_config
+
+        return run_config(self.prepared().executor(), config)
 
 
 def study_fit(study: optuna.Study, storage_url: str | None = None) -> _StudyFit | None:
     """A ``fit(config)`` that re-trains on the study's objective, or None for studies not created from a
     spec (``tuner.tune`` studies: pass their ``train_fn`` to ``tuner.confirm`` instead)."""
-    spec = study.user_attrs.get(SPEC_ATTR) or {}
+    spec = study.user_attrs.get(StudyKey.SPEC) or {}
     return _StudyFit(study, storage_url) if spec.get("objective") else None
 
 
 def _metric(study: optuna.Study) -> str:
-    return study.user_attrs.get(METRIC_ATTR) or "value"
+    return study.user_attrs.get(StudyKey.METRIC) or "value"
 
 
 def study_recommendation(study: optuna.Study, storage_url: str | None = None, *, trial: int | None = None,
@@ -110,7 +109,7 @@ def study_recommendation(study: optuna.Study, storage_url: str | None = None, *,
                          on_run: Callable[[int, int, float], None] | None = None) -> Recommendation:
     """The recommendation of a study created by ``tuner study create``: confirmed by re-training on its
     objective unless stored already (or ``confirm_runs=False``)."""
-    spec = study.user_attrs.get(SPEC_ATTR) or {}
+    spec = study.user_attrs.get(StudyKey.SPEC) or {}
     fit = study_fit(study, storage_url) if confirm_runs else None
     return recommendation(study, fit, trial=trial, top_k=top_k, seeds=seeds, study_seed=int(spec.get("seed") or 0),
                           confirm_runs=confirm_runs, on_run=on_run)
@@ -163,7 +162,7 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
     from tuner.report._render import ReportData, reason_counts, render_html, render_markdown
     from tuner.study import counts
 
-    spec = dict(study.user_attrs.get(SPEC_ATTR) or {})
+    spec = dict(study.user_attrs.get(StudyKey.SPEC) or {})
     metric = _metric(study)
     notes: list[str] = []
     rec = recommendation(study, fit, top_k=top_k, seeds=seeds, study_seed=int(spec.get("seed") or 0),
@@ -182,10 +181,10 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
         from tuner.config import TrainConfig
 
         per_opt.append({"optimizer": name, "trial": t.number, "value": t.value,
-                        "test_value": t.user_attrs.get("test_value"),
-                        "summary": TrainConfig.from_dict(t.user_attrs["config"]).summary()})
+                        "test_value": t.user_attrs.get(Key.TEST_VALUE),
+                        "summary": TrainConfig.from_dict(t.user_attrs[Key.CONFIG]).summary()})
     narrowed_yaml, narrowed_notes = None, []
-    raw_space = study.user_attrs.get(SPACE_ATTR)
+    raw_space = study.user_attrs.get(StudyKey.SPACE)
     if raw_space:
         try:
             narrowed, narrowed_notes = narrow_space(study, raw_space, anchor=rec.trial)

@@ -13,9 +13,10 @@ from typing import Any
 import optuna
 import pandas as pd
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from tuner.errors import ConfigError, StudyError
+from tuner.study._record import Key, ranked_trials
 
 __all__ = ["trials_frame", "Importance", "importances", "per_optimizer_best", "narrow_space", "complete_trials",
            "EVALUATORS"]
@@ -24,11 +25,8 @@ EVALUATORS = ("ped-anova", "fanova")
 
 
 def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete trials with a finite value, best first."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.value is not None and math.isfinite(t.value)]
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    return sorted(done, key=lambda t: (-t.value if maximize else t.value, t.number))
+    """Complete trials with a finite value, best first (the study's one ranking: ``ranked_trials``)."""
+    return ranked_trials(study)
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
@@ -229,7 +227,7 @@ def per_optimizer_best(study: optuna.Study) -> dict[str, FrozenTrial]:
     """The best complete trial of each optimizer, best optimizer first."""
     best: dict[str, FrozenTrial] = {}
     for t in complete_trials(study):
-        name = (t.user_attrs.get("config") or {}).get("optimizer", {}).get("name") or t.params.get("optimizer")
+        name = (t.user_attrs.get(Key.CONFIG) or {}).get("optimizer", {}).get("name") or t.params.get("optimizer")
         if name and name not in best:
             best[name] = t
     return best

@@ -19,11 +19,12 @@ from optuna.trial import FrozenTrial
 from tuner.config import TrainConfig
 from tuner.errors import StudyError, TunerError
 from tuner.report._analysis import complete_trials
+from tuner.study._engine import RunFailed
+from tuner.study._record import Key, StudyKey, direction_of
 
 __all__ = ["Candidate", "Confirmation", "Recommendation", "confirm", "recommend", "recommendation",
-           "stored_confirmation", "CONFIRMATION_ATTR", "confirmation_seeds"]
+           "stored_confirmation", "confirmation_seeds"]
 
-CONFIRMATION_ATTR = "tuner:confirmation"
 
 FitFn = Callable[[TrainConfig], tuple[float, float | None]]
 
@@ -104,19 +105,15 @@ def recommend(candidates: list[Candidate], direction: str) -> Candidate:
 
 
 def stored_confirmation(study: optuna.Study) -> Confirmation | None:
-    data = study.user_attrs.get(CONFIRMATION_ATTR)
+    data = study.user_attrs.get(StudyKey.CONFIRMATION)
     return Confirmation.from_dict(data) if data else None
-
-
-def _direction(study: optuna.Study) -> str:
-    return "maximize" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "minimize"
 
 
 def _top(study: optuna.Study, top_k: int) -> list[FrozenTrial]:
     """The best ``top_k`` trials with distinct configs."""
     seen, out = set(), []
     for t in complete_trials(study):
-        config = t.user_attrs.get("config")
+        config = t.user_attrs.get(Key.CONFIG)
         if config is None:
             continue
         key = repr({k: v for k, v in config.items() if k != "seed"})
@@ -158,7 +155,7 @@ def confirm(study: optuna.Study, fit: FitFn, *, top_k: int = 3, seeds: int = 3, 
     seed_list = confirmation_seeds(study_seed, seeds)
     candidates = []
     for t in top:
-        cand = Candidate(t.number, float(t.value), t.user_attrs["config"])
+        cand = Candidate(t.number, float(t.value), t.user_attrs[Key.CONFIG])
         for seed in seed_list:
             config = TrainConfig.from_dict({**cand.config, "seed": seed})
             try:
@@ -167,16 +164,17 @@ def confirm(study: optuna.Study, fit: FitFn, *, top_k: int = 3, seeds: int = 3, 
                 raise
             except Exception as exc:  # a diverging or crashing re-run counts against its config
                 value, test = math.nan, None
-                cand.errors.append(f"seed {seed}: {type(exc).__name__}: {exc}"[:300])
+                detail = str(exc) if isinstance(exc, RunFailed) else f"{type(exc).__name__}: {exc}"
+                cand.errors.append(f"seed {seed}: {detail}"[:300])
             cand.seeds.append(seed)
             cand.values.append(float(value))
             cand.test_values.append(None if test is None else float(test))
             if on_run is not None:
                 on_run(t.number, seed, float(value))
         candidates.append(cand)
-    direction = _direction(study)
+    direction = direction_of(study)
     result = Confirmation(top_k, seeds, direction, candidates, recommend(candidates, direction).trial)
-    study.set_user_attr(CONFIRMATION_ATTR, _json_safe(result.to_dict()))
+    study.set_user_attr(StudyKey.CONFIRMATION, _json_safe(result.to_dict()))
     return result
 
 
@@ -205,7 +203,7 @@ class Recommendation:
 
     def metadata(self, study: optuna.Study, metric: str) -> dict[str, Any]:
         out: dict[str, Any] = {"study": study.study_name, "trial": self.trial, "metric": metric,
-                               "direction": _direction(study), "value": _json_safe(self.value)}
+                               "direction": direction_of(study), "value": _json_safe(self.value)}
         if self.std is not None:
             out["value_std"] = self.std
         if self.test_value is not None:
@@ -223,12 +221,12 @@ def recommendation(study: optuna.Study, fit: FitFn | None = None, *, trial: int 
     ``fit`` when ``confirm_runs``); else the best trial."""
     if trial is not None:
         frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == trial), None)
-        if frozen is None or "config" not in frozen.user_attrs:
-            numbers = [t.number for t in study.get_trials(deepcopy=False) if "config" in t.user_attrs]
+        if frozen is None or Key.CONFIG not in frozen.user_attrs:
+            numbers = [t.number for t in study.get_trials(deepcopy=False) if Key.CONFIG in t.user_attrs]
             raise StudyError(f"Study {study.study_name!r} has no trial {trial} with a config "
                              f"(trials {min(numbers, default=0)}..{max(numbers, default=-1)}).")
-        return Recommendation(TrainConfig.from_dict(frozen.user_attrs["config"]), trial, frozen.value, None,
-                              frozen.user_attrs.get("test_value"), None,
+        return Recommendation(TrainConfig.from_dict(frozen.user_attrs[Key.CONFIG]), trial, frozen.value, None,
+                              frozen.user_attrs.get(Key.TEST_VALUE), None,
                               f"trial {trial} ({frozen.state.name.lower()})")
     conf = None
     if confirm_runs and fit is not None:
@@ -244,5 +242,5 @@ def recommendation(study: optuna.Study, fit: FitFn | None = None, *, trial: int 
     if not ranked:
         raise StudyError(f"Study {study.study_name!r} has no complete trial to recommend.")
     best_t = ranked[0]
-    return Recommendation(TrainConfig.from_dict(best_t.user_attrs["config"]), best_t.number, best_t.value, None,
-                          best_t.user_attrs.get("test_value"), None, f"best trial ({best_t.number}), not re-run")
+    return Recommendation(TrainConfig.from_dict(best_t.user_attrs[Key.CONFIG]), best_t.number, best_t.value, None,
+                          best_t.user_attrs.get(Key.TEST_VALUE), None, f"best trial ({best_t.number}), not re-run")

@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from tuner.config import TrainConfig  # noqa: E402
 from tuner.optim import lr_factors  # noqa: E402
 from tuner.report._analysis import Importance, complete_trials, per_optimizer_best  # noqa: E402
+from tuner.study._record import Key, direction_of
 
 __all__ = ["draw_all", "PLOTS"]
 
@@ -37,7 +38,7 @@ def _metric_label(metric: str) -> str:
 
 
 def _maximize(study: optuna.Study) -> bool:
-    return study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return direction_of(study) == "maximize"
 
 
 def history(study: optuna.Study, metric: str, path: Path) -> Path:
@@ -166,7 +167,7 @@ def lr_batch_contour(study: optuna.Study, metric: str, path: Path) -> Path:
     """Learning rate (every optimizer's) against batch size, coloured by the validation metric."""
     pts = []
     for t in complete_trials(study):
-        config = t.user_attrs.get("config") or {}
+        config = t.user_attrs.get(Key.CONFIG) or {}
         lr, bs = (config.get("optimizer") or {}).get("lr"), config.get("batch_size")
         if lr and bs:
             pts.append((float(lr), float(bs), t.value, config["optimizer"]["name"]))
@@ -203,7 +204,7 @@ def learning_curves(study: optuna.Study, metric: str, path: Path) -> Path:
               TrialState.FAIL: ("#7570b3", 0.45)}
     seen = set()
     for t in study.get_trials(deepcopy=False):
-        hist = t.user_attrs.get("val_history") or [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
+        hist = t.user_attrs.get(Key.VAL_HISTORY) or [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
         if not hist or t.state not in styles:
             continue
         hist = [float(v) for v in hist]
@@ -215,7 +216,7 @@ def learning_curves(study: optuna.Study, metric: str, path: Path) -> Path:
         if t.state != TrialState.COMPLETE:
             ax.plot(epochs[-1], hist[-1], marker="x", color=color, ms=5, alpha=0.8)
     for t in best:
-        hist = t.user_attrs.get("val_history") or [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
+        hist = t.user_attrs.get(Key.VAL_HISTORY) or [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
         if hist:
             ax.plot(np.arange(1, len(hist) + 1), hist, color="k", lw=2, label=f"best (trial {t.number})")
     ax.set_xlabel("epoch")
@@ -233,7 +234,8 @@ def optimizer_comparison(study: optuna.Study, metric: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(names) + 2), 4))
     rng = np.random.default_rng(0)
     for i, name in enumerate(names):
-        vals = [t.value for t in trials if (t.user_attrs.get("config") or {}).get("optimizer", {}).get("name") == name]
+        vals = [t.value for t in trials
+                if (t.user_attrs.get(Key.CONFIG) or {}).get("optimizer", {}).get("name") == name]
         ax.scatter(i + rng.uniform(-0.15, 0.15, len(vals)), vals, s=12, alpha=0.5, color="0.4")
         ax.scatter([i], [bests[name].value], marker="*", s=180, color="#d95f02", zorder=3)
         ax.text(i, bests[name].value, f"  {bests[name].value:.4g}\n  n={len(vals)}", fontsize=7, va="bottom")

@@ -16,7 +16,7 @@ import yaml
 from tuner.report._analysis import Importance
 from tuner.report._confirm import Recommendation
 from tuner.report._plots import PLOTS
-from tuner.study._runner import reason_kind
+from tuner.study._record import direction_of, record_of
 
 __all__ = ["ReportData", "render_markdown", "render_html", "reason_counts"]
 
@@ -45,7 +45,8 @@ def reason_counts(study: optuna.Study) -> dict[str, list[tuple[str, int]]]:
     out: dict[str, list[tuple[str, int]]] = {}
     for state in (optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL):
         trials = study.get_trials(deepcopy=False, states=(state,))
-        kinds = Counter(reason_kind(t.user_attrs.get("reason") or "no reason recorded") for t in trials)
+        kinds = Counter(rec.reason.group if rec.reason else "no reason recorded"
+                        for rec in map(record_of, trials))
         if kinds:
             out[state.name.lower()] = kinds.most_common()
     return out
@@ -71,7 +72,7 @@ def _tables(d: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
     spec_rows = [[k, _fmt(v) if not isinstance(v, dict) else yaml.safe_dump(v, default_flow_style=True).strip()]
                  for k, v in d.spec.items() if v not in (None, "") and k != "name"]
     tables.append(("Study", ["key", "value"], [["study", d.study.study_name], ["storage", d.storage],
-                                               ["metric", f"{d.metric} ({d.study.direction.name.lower()})"],
+                                               ["metric", f"{d.metric} ({direction_of(d.study)})"],
                                                *spec_rows]))
     count_rows = [[state.lower(), str(n)] for state, n in d.counts.items() if n]
     tables.append(("Trials", ["state", "count"], count_rows))

@@ -1,8 +1,16 @@
-"""Runs trials with ask/tell: every trial ends COMPLETE, PRUNED or FAIL with its reason stored.
+"""The trial engine: the one loop that runs trials, for every caller.
+
+``study create`` / ``study run``, every ``--workers`` process, ``tuner.tune()`` and the report's confirmation
+re-runs all go through here: ask (under the storage's claim lock, with the budget checked there) -> sample a
+``TrainConfig`` -> train it with an *executor* -> tell, with a heartbeat while it trains, the reaper before
+each ask, retried writes, out-of-memory handling, the failure limit and interrupts. Every path ends the trial
+COMPLETE, PRUNED or FAIL with its reason stored; none leaves it RUNNING.
 
 ``study.optimize`` is not used: when its final write fails it raises ``AssertionError`` and leaves the trial
-RUNNING. Here each outcome is recorded by one retried ``tell``, and an interrupt marks the running trial
-failed before it propagates.
+RUNNING. Here each outcome is recorded by one retried ``tell``.
+
+An executor trains one config: ``TrainerExecutor`` on a built-in or file objective, ``UserExecutor`` on the
+user's ``train_fn`` (``tuner.tune``).
 """
 
 from __future__ import annotations
@@ -12,30 +20,179 @@ import gc
 import logging
 import math
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import optuna
 import torch
 from optuna.trial import TrialState
 
 from tuner.config import TrainConfig
-from tuner.errors import StudyError
+from tuner.errors import ConfigError, StudyError, TunerError
+from tuner.spaces import SearchSpace
 from tuner.study._liveness import Heartbeat, is_this_process, reap_stale, worker_identity
-from tuner.study._prepare import PreparedStudy
+from tuner.study._record import FINISHED, Key, StopKind, StopReason, best_trial, storage_of
 from tuner.study._storage import explain_storage_error, mask_url, storage_lock
-from tuner.train import Diverged
+from tuner.train import Diverged, seed_everything
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrialOutcome", "RunSummary", "run_trials", "trial_seed", "counts", "reason_kind", "FINISHED"]
+__all__ = ["RunPlan", "Executor", "Executed", "TrainerExecutor", "UserExecutor", "TrialContext", "TrialOutcome",
+           "RunSummary", "run_trials", "run_one", "run_config", "RunFailed", "trial_seed", "counts", "best_trial",
+           "FINISHED", "user_frame"]
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 TELL_RETRIES = 4
 MAX_DUPLICATE_ASKS = 3
+ReportFn = Callable[[int, float], None]
+
+
+# -- what the engine runs ----------------------------------------------------------------------------------
+
+@dataclass
+class RunPlan:
+    """What the engine needs to know about a study to run its trials, whoever created it."""
+
+    name: str
+    storage_url: str | None  # None: an in-memory study (``tune`` without a storage)
+    space: SearchSpace
+    epochs: int
+    seed: int
+    n_trials: int
+    timeout: float | None = None
+    heartbeat_interval: float = 2.0
+    grace_period: float = 12.0
+    pruner_name: str = "median"
+    sampler_name: str = "tpe"
+    max_consecutive_failures: int = 5
+
+
+@dataclass
+class Executed:
+    """A config trained to the end: its final validation value, its test value, and what to record."""
+
+    value: float
+    test_value: float | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+class Executor(Protocol):
+    """Trains one config; ``report(epoch, value)`` after every epoch (it raises to stop the run)."""
+
+    device: str
+
+    def execute(self, config: TrainConfig, report: ReportFn | None) -> Executed: ...
+
+    def partial(self) -> dict[str, Any]:
+        """What a run stopped early (pruned, diverged, timed out, failed) got through, to record."""
+        ...
+
+    def release_memory(self) -> None: ...
+
+
+class TrainerExecutor:
+    """A built-in or file objective, trained by ``tuner.train.Trainer``."""
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+        self.device = str(trainer.device)
+
+    def execute(self, config: TrainConfig, report: ReportFn | None) -> Executed:
+        result = self.trainer.fit(config, report=report)
+        return Executed(result.value, result.test_value, {Key.TEST_VALUE: result.test_value, **self.partial()})
+
+    def partial(self) -> dict[str, Any]:
+        result = self.trainer.last_result
+        if result is None:
+            return {}
+        return {Key.VAL_HISTORY: [round(v, 6) for v in result.val_history],
+                Key.EPOCH_TIMES: [round(t, 4) for t in result.epoch_times],
+                Key.TRAIN_LOSS: [round(v, 6) if math.isfinite(v) else str(v) for v in result.train_loss]}
+
+    def release_memory(self) -> None:
+        gc.collect()
+        if self.trainer.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+@dataclass
+class TrialContext:
+    """What ``train_fn`` gets: the sampled ``config``, and ``report(epoch, value)`` to call after every epoch
+    (it raises ``optuna.TrialPruned`` when the pruner stops the trial; let it propagate). ``trial`` is the
+    Optuna trial (None in confirmation re-runs)."""
+
+    config: TrainConfig
+    trial: optuna.Trial | None = None
+    history: list[float] = field(default_factory=list)
+    test_value: float | None = None
+    _report: ReportFn | None = None
+
+    @property
+    def number(self) -> int | None:
+        return None if self.trial is None else self.trial.number
+
+    def report(self, epoch: int, value: float) -> None:
+        value = float(value)
+        self.history.append(value)
+        if not math.isfinite(value):
+            raise Diverged(f"diverged: reported value {value} in epoch {epoch + 1}", epoch)
+        if self._report is not None:
+            self._report(epoch, value)
+
+    def set_test_value(self, value: float) -> None:
+        """Records the held-out test metric of this run; reports and exports show it."""
+        self.test_value = float(value)
+
+
+class TrainFnMisuse(ConfigError):
+    """``train_fn`` used the API wrongly (returned nothing usable): the same in every trial, so the study
+    stops at once with the fix, instead of failing trial after trial."""
+
+
+class UserExecutor:
+    """The user's ``train_fn(ctx)`` (``tuner.tune``). Python, NumPy and torch are seeded from
+    ``config.seed`` before every call, so equal seeds give equal runs."""
+
+    def __init__(self, train_fn: Callable[[TrialContext], Any], device: str = "") -> None:
+        self.train_fn = train_fn
+        self.device = device
+        self.trial: optuna.Trial | None = None
+        self._ctx: TrialContext | None = None
+
+    def execute(self, config: TrainConfig, report: ReportFn | None) -> Executed:
+        self._ctx = ctx = TrialContext(config, self.trial, _report=report)
+        seed_everything(config.seed)
+        returned = self.train_fn(ctx)
+        if returned is None:
+            if not ctx.history:
+                raise TrainFnMisuse("train_fn returned None and reported nothing: return the validation metric, "
+                                  "or call ctx.report(epoch, value) every epoch.")
+            returned = ctx.history[-1]
+        if isinstance(returned, tuple) and len(returned) == 2:
+            ctx.set_test_value(returned[1])
+            returned = returned[0]
+        try:
+            value = float(returned)
+        except (TypeError, ValueError):
+            raise TrainFnMisuse(f"train_fn must return the validation metric (a number) or (value, test_value); "
+                              f"got {type(returned).__name__}.") from None
+        if not math.isfinite(value):
+            raise Diverged(f"diverged: train_fn returned {value}", len(ctx.history))
+        return Executed(value, ctx.test_value, {Key.TEST_VALUE: ctx.test_value, **self.partial()})
+
+    def partial(self) -> dict[str, Any]:
+        if self._ctx is None:
+            return {}
+        return {Key.VAL_HISTORY: [round(v, 6) if math.isfinite(v) else str(v) for v in self._ctx.history]}
+
+    def release_memory(self) -> None:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 @dataclass
@@ -44,12 +201,12 @@ class TrialOutcome:
     state: str
     value: float | None
     test_value: float | None
-    reason: str | None
+    reason: StopReason | None
     seconds: float
     config: TrainConfig | None
 
     def reason_kind(self) -> str:
-        return reason_kind(self.reason or "")
+        return self.reason.group if self.reason else ""
 
 
 @dataclass
@@ -64,27 +221,48 @@ def trial_seed(study_seed: int, number: int) -> int:
     return (study_seed * 1_000_003 + number) % 2**31
 
 
-def reason_kind(reason: str) -> str:
-    """A trial's stop reason without its specifics, for grouping ("pruned by the median pruner")."""
-    if reason.startswith("pruned by"):
-        return reason.split(" after")[0]
-    if reason.startswith("diverged"):
-        return "diverged"
-    if reason.startswith("worker lost"):
-        return "worker lost (re-queued)"
-    if reason.startswith("out of memory"):
-        return "out of memory"
-    if reason.startswith(("storage", "timeout", "duplicate", "interrupted")):
-        return reason.split(":")[0]
-    return reason[:120]
-
-
 def counts(study: optuna.Study) -> dict[str, int]:
     out = {s.name: 0 for s in TrialState}
     for t in study.get_trials(deepcopy=False):
         out[t.state.name] += 1
     return out
 
+
+# -- errors of the user's code ----------------------------------------------------------------------------
+
+_LIBRARY_ROOTS = tuple({str(Path(p).resolve()) for p in (
+    Path(__file__).resolve().parents[1],  # the tuner package
+    Path(optuna.__file__).resolve().parent, Path(torch.__file__).resolve().parent,
+    sys.prefix, sys.base_prefix, sys.exec_prefix)})
+
+
+def user_frame(exc: BaseException) -> str | None:
+    """``file:line in function`` of the last frame of the traceback that is in the user's code (not in tuner,
+    Optuna, torch, the standard library or installed packages): where to look first."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    for frame in reversed(frames):
+        path = frame.filename
+        if path.startswith("<") and not path.startswith("<ipython"):
+            continue
+        resolved = str(Path(path).resolve()) if not path.startswith("<") else path
+        if "site-packages" in resolved or resolved.startswith(_LIBRARY_ROOTS):
+            continue
+        return f"{path}:{frame.lineno} in {frame.name}"
+    return None
+
+
+def _error_reason(exc: BaseException) -> tuple[StopReason, dict[str, Any]]:
+    where = user_frame(exc)
+    message = f"{type(exc).__name__}: {exc}".strip()
+    if where:
+        message = f"{message} (at {where})"
+    attrs: dict[str, Any] = {Key.TRACEBACK: traceback.format_exc()[-4000:]}
+    if where:
+        attrs[Key.ERROR_AT] = where
+    return StopReason(StopKind.ERROR, message[:1000]), attrs
+
+
+# -- storage writes -----------------------------------------------------------------------------------------
 
 def _retried(fn: Callable[[], Any], retries: int = TELL_RETRIES) -> Any:
     """Calls ``fn``, retrying storage errors with backoff (0.5, 1, 2 s); a finished trial is not retried."""
@@ -103,10 +281,11 @@ def _tell(study: optuna.Study, trial: optuna.Trial | int, **kwargs: Any) -> None
     _retried(lambda: study.tell(trial, skip_if_finished=True, **kwargs))
 
 
-def _storage_reason(exc: BaseException, url: str | None = None) -> str:
+def _storage_reason(exc: BaseException, url: str | None = None) -> StopReason:
     # Optuna wraps the driver's error (e.g. SQLite's "database is locked") in a generic one: name the cause.
     if url is not None and is_disk_full_error(exc, url):
-        return f"storage full: {explain_storage_error(exc, url)}; the result could not be recorded"
+        return StopReason(StopKind.STORAGE, f"storage full: {explain_storage_error(exc, url)}; the result could "
+                                            f"not be recorded")
     chain: list[BaseException] = []
     cur: BaseException | None = exc
     while cur is not None and len(chain) < 10:
@@ -115,12 +294,12 @@ def _storage_reason(exc: BaseException, url: str | None = None) -> str:
     root = chain[-1]
     text = mask_url(str(root).splitlines()[0]) if str(root) else type(root).__name__
     busy = any(word in text.lower() for word in ("locked", "busy", "timeout", "timed out"))
-    return f"storage {'busy' if busy else 'error'}: could not record the result after {TELL_RETRIES} tries " \
-           f"({type(root).__name__}: {text})"[:1000]
+    return StopReason(StopKind.STORAGE, f"storage {'busy' if busy else 'error'}: could not record the result "
+                                        f"after {TELL_RETRIES} tries ({type(root).__name__}: {text})"[:1000])
 
 
-def is_disk_full_error(exc: BaseException, url: str) -> bool:
-    return explain_storage_error(exc, url).startswith("disk full")
+def is_disk_full_error(exc: BaseException, url: str | None) -> bool:
+    return url is not None and explain_storage_error(exc, url).startswith("disk full")
 
 
 def _is_storage_error(exc: BaseException) -> bool:
@@ -138,10 +317,9 @@ def _is_storage_error(exc: BaseException) -> bool:
     return False
 
 
-def _storage_stop(study: optuna.Study, prepared: PreparedStudy, exc: BaseException,
-                  trial: int | None = None) -> StudyError:
+def _storage_stop(study: optuna.Study, plan: RunPlan, exc: BaseException, trial: int | None = None) -> StudyError:
     """The error that stops a study whose storage cannot be written (disk full, server gone)."""
-    url = prepared.storage_url
+    url = plan.storage_url or ""
     what = f"trial {trial} could not be recorded" if trial is not None else "no trial could be started"
     return StudyError(f"Study {study.study_name!r} stopped: {explain_storage_error(exc, url)}; {what}. Free the "
                       f"space (or fix the storage) and run `tuner study run {study.study_name}`: anything left "
@@ -152,61 +330,64 @@ def _storage_stop(study: optuna.Study, prepared: PreparedStudy, exc: BaseExcepti
 def _claim_lock(study: optuna.Study, url: str | None):
     """Held while a worker checks the budget and takes its next trial, so that workers never start more
     trials than the budget between them (and SQLite never hands one queued trial to two processes)."""
-    engine = getattr(getattr(study._storage, "_backend", study._storage), "engine", None)
-    with storage_lock(url or "", study.study_name, engine=engine):
+    if not url:
+        yield
+        return
+    storage = storage_of(study)
+    engine = getattr(getattr(storage, "_backend", storage), "engine", None)
+    with storage_lock(url, study.study_name, engine=engine):
         yield
 
 
-class _SamplerFailed(Exception):
-    pass
-
+# -- asking -------------------------------------------------------------------------------------------------
 
 class _TimedOut(Exception):
     pass
 
 
-def _sampler_error(prepared: PreparedStudy, exc: BaseException) -> StudyError:
-    return StudyError(f"The {prepared.spec.sampler_name!r} sampler could not propose a trial "
+def _sampler_error(plan: RunPlan, exc: BaseException) -> StudyError:
+    return StudyError(f"The {plan.sampler_name!r} sampler could not propose a trial "
                       f"({type(exc).__name__}: {exc}); check its options.")
 
 
-def _ask(study: optuna.Study, prepared: PreparedStudy) -> optuna.Trial:
+def _ask(study: optuna.Study, plan: RunPlan) -> optuna.Trial:
     """``study.ask()``; when the sampler fails, the trial it created is failed and a StudyError raised."""
     before = max((t.number for t in study.get_trials(deepcopy=False)), default=-1)
     try:
         return study.ask()
     except Exception as exc:
         if _is_storage_error(exc):
-            raise _storage_stop(study, prepared, exc) from exc
+            raise _storage_stop(study, plan, exc) from exc
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.number > before and "config" not in t.user_attrs:
+            if t.number > before and Key.CONFIG not in t.user_attrs:
                 _tell(study, t.number, state=TrialState.FAIL)
-        raise _sampler_error(prepared, exc) from exc
+        raise _sampler_error(plan, exc) from exc
 
 
-def _take(study: optuna.Study, prepared: PreparedStudy) -> tuple[optuna.Trial, TrainConfig]:
+def _take(study: optuna.Study, plan: RunPlan, device: str = "") -> tuple[optuna.Trial, TrainConfig]:
     """Asks for a trial, marks it as this worker's and samples its config. A config that equals one a running
     trial is training (two workers, one proposal) is set aside, recorded with the reason, and asked again."""
-    spec = prepared.spec
     for attempt in range(MAX_DUPLICATE_ASKS + 1):
-        trial = _ask(study, prepared)
+        trial = _ask(study, plan)
         try:
-            trial.set_user_attr("worker", worker_identity(str(prepared.trainer.device)))
-            config = prepared.space.sample(trial, epochs=spec.epochs, seed=trial_seed(spec.seed, trial.number))
+            trial.set_user_attr(Key.WORKER, worker_identity(device))
+            config = plan.space.sample(trial, epochs=plan.epochs, seed=trial_seed(plan.seed, trial.number))
         except Exception as exc:
             if _is_storage_error(exc):
-                raise _storage_stop(study, prepared, exc, trial.number) from exc
+                raise _storage_stop(study, plan, exc, trial.number) from exc
             # Systematic (bad sampler options), not one unlucky trial: stop at once.
             with contextlib.suppress(Exception):
-                trial.set_user_attr("reason", f"sampler: {type(exc).__name__}: {exc}"[:1000])
+                for key, value in StopReason(StopKind.SAMPLER, f"sampler: {type(exc).__name__}: {exc}").attrs().items():
+                    trial.set_user_attr(key, value)
                 _tell(study, trial, state=TrialState.FAIL)
-            raise _sampler_error(prepared, exc) from exc
+            raise _sampler_error(plan, exc) from exc
         twin = _running_twin(study, trial)
         if twin is None or attempt == MAX_DUPLICATE_ASKS:
             return trial, config
-        trial.set_user_attr("reason", f"duplicate: the same parameters as trial {twin}, which is running; "
-                                      f"not trained, another config was asked for")
-        trial.set_user_attr("duplicate_of", twin)
+        reason = StopReason(StopKind.DUPLICATE, f"duplicate: the same parameters as trial {twin}, which is "
+                                                f"running; not trained, another config was asked for")
+        for key, value in {**reason.attrs(), Key.DUPLICATE_OF: twin}.items():
+            trial.set_user_attr(key, value)
         _tell(study, trial, state=TrialState.FAIL)
     raise AssertionError("unreachable")
 
@@ -221,15 +402,16 @@ def _running_twin(study: optuna.Study, trial: optuna.Trial) -> int | None:
     return None
 
 
-def run_one(study: optuna.Study, prepared: PreparedStudy, trial: optuna.Trial | None = None,
+# -- one trial ----------------------------------------------------------------------------------------------
+
+def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optuna.Trial | None = None,
             config: TrainConfig | None = None, deadline: float | None = None) -> TrialOutcome:
     """Trains one trial (asked and sampled here unless given) and tells its outcome; no path leaves it
     RUNNING. Past ``deadline`` (``time.monotonic()``), the trial stops at its next epoch end."""
     if trial is None or config is None:
-        trial, config = _take(study, prepared)
-    spec = prepared.spec
+        trial, config = _take(study, plan, executor.device)
     start = time.perf_counter()
-    pruner = prepared.spec.pruner_name
+    pruner = plan.pruner_name
 
     def report(epoch: int, value: float) -> None:
         trial.report(value, epoch)
@@ -237,150 +419,167 @@ def run_one(study: optuna.Study, prepared: PreparedStudy, trial: optuna.Trial | 
             raise optuna.TrialPruned(f"pruned by the {pruner} pruner after epoch {epoch + 1} "
                                      f"(validation {value:.4g})")
         if deadline is not None and time.monotonic() >= deadline and epoch + 1 < config.epochs:
-            raise _TimedOut(f"timeout: the study's timeout ({spec.timeout:g}s) was reached; stopped after "
+            raise _TimedOut(f"timeout: the study's timeout ({plan.timeout:g}s) was reached; stopped after "
                             f"epoch {epoch + 1} of {config.epochs}")
 
-    def finish(state: TrialState, reason: str | None, value: float | None = None, test: float | None = None,
+    def finish(state: TrialState, reason: StopReason | None, value: float | None = None, test: float | None = None,
                attrs: dict[str, Any] | None = None) -> TrialOutcome:
         seconds = time.perf_counter() - start
-        attrs = {**(attrs or {}), "seconds": round(seconds, 3)}
-        if reason:
-            attrs["reason"] = reason
+        attrs = {**(attrs or {}), Key.SECONDS: round(seconds, 3)}
+        if reason is not None:
+            attrs.update(reason.attrs())
         try:
             for key, val in attrs.items():
                 _retried(lambda key=key, val=val: trial.set_user_attr(key, val))
             _tell(study, trial, values=value if state == TrialState.COMPLETE else None, state=state)
         except optuna.exceptions.UpdateFinishedTrialError:
             # Reaped while it ran (its heartbeat stalled): the trial is FAIL and its parameters queued again.
-            reason = "discarded: the trial was failed by another worker after its heartbeat stalled"
-            log.warning("trial %d: %s", trial.number, reason)
-            return TrialOutcome(trial.number, "FAIL", None, None, reason, seconds, config)
+            lost = StopReason(StopKind.DISCARDED, "discarded: the trial was failed by another worker after its "
+                                                  "heartbeat stalled")
+            log.warning("trial %d: %s", trial.number, lost)
+            return TrialOutcome(trial.number, "FAIL", None, None, lost, seconds, config)
         except Exception as exc:  # the storage kept failing: record what can be recorded, and go on
-            if is_disk_full_error(exc, prepared.storage_url):
-                raise _storage_stop(study, prepared, exc, trial.number) from exc
-            reason = _storage_reason(exc)
-            log.warning("trial %d: %s", trial.number, reason)
+            if is_disk_full_error(exc, plan.storage_url):
+                raise _storage_stop(study, plan, exc, trial.number) from exc
+            failed = _storage_reason(exc)
+            log.warning("trial %d: %s", trial.number, failed)
             with contextlib.suppress(Exception):
-                trial.set_user_attr("reason", reason)
+                for key, val in failed.attrs().items():
+                    trial.set_user_attr(key, val)
                 study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-            return TrialOutcome(trial.number, "FAIL", None, None, reason, seconds, config)
+            return TrialOutcome(trial.number, "FAIL", None, None, failed, seconds, config)
         return TrialOutcome(trial.number, state.name, value, test, reason, seconds, config)
 
-    heartbeat = Heartbeat(study, trial._trial_id, spec.heartbeat_interval)
+    if isinstance(executor, UserExecutor):
+        executor.trial = trial
+    heartbeat = Heartbeat(study, trial._trial_id, plan.heartbeat_interval) if plan.storage_url else None
     try:
-        trial.set_user_attr("config", config.to_dict())
-        with heartbeat:
-            result = prepared.trainer.fit(config, report=report)
+        trial.set_user_attr(Key.CONFIG, config.to_dict())
+        with heartbeat or contextlib.nullcontext():
+            done = executor.execute(config, report)
     except optuna.TrialPruned as exc:
-        return finish(TrialState.PRUNED, str(exc) or f"pruned by the {pruner} pruner", attrs=_history(prepared))
+        return finish(TrialState.PRUNED, StopReason(StopKind.PRUNED, str(exc) or f"pruned by the {pruner} pruner"),
+                      attrs=executor.partial())
     except Diverged as exc:
-        return finish(TrialState.PRUNED, exc.reason, attrs={"diverged": True, **_history(prepared)})
+        return finish(TrialState.PRUNED, StopReason(StopKind.DIVERGED, exc.reason),
+                      attrs={Key.DIVERGED: True, **executor.partial()})
     except _TimedOut as exc:
-        return finish(TrialState.FAIL, str(exc), attrs={"timed_out": True, **_history(prepared)})
+        return finish(TrialState.FAIL, StopReason(StopKind.TIMEOUT, str(exc)),
+                      attrs={Key.TIMED_OUT: True, **executor.partial()})
     except (KeyboardInterrupt, SystemExit):
-        finish(TrialState.FAIL, "interrupted")
+        finish(TrialState.FAIL, StopReason(StopKind.INTERRUPTED, "interrupted"))
         raise
     except torch.cuda.OutOfMemoryError as exc:
-        reason = f"out of memory: {exc}".splitlines()[0][:1000]
-        attrs = {"oom": True, "traceback": traceback.format_exc()[-4000:], **_history(prepared)}
+        reason = StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {exc}".splitlines()[0][:1000])
+        attrs = {Key.OOM: True, Key.TRACEBACK: traceback.format_exc()[-4000:], **executor.partial()}
         del exc
-        _release_memory(prepared)
+        executor.release_memory()
         return finish(TrialState.FAIL, reason, attrs=attrs)
     except Exception as exc:
-        if _is_storage_error(exc) and is_disk_full_error(exc, prepared.storage_url):
-            raise _storage_stop(study, prepared, exc, trial.number) from exc
-        return finish(TrialState.FAIL, f"{type(exc).__name__}: {exc}"[:1000],
-                      attrs={"traceback": traceback.format_exc()[-4000:]})
+        if _is_storage_error(exc) and is_disk_full_error(exc, plan.storage_url):
+            raise _storage_stop(study, plan, exc, trial.number) from exc
+        if isinstance(exc, TrainFnMisuse):
+            finish(TrialState.FAIL, StopReason(StopKind.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
+        reason, attrs = _error_reason(exc)
+        return finish(TrialState.FAIL, reason, attrs={**attrs, **executor.partial()})
     except BaseException as exc:
         # CancelledError, GeneratorExit and the like: not the trial's fault, and not to be swallowed. The
         # trial is recorded as failed with the reason, then the exception goes on with its own traceback.
-        finish(TrialState.FAIL, f"interrupted by {type(exc).__name__}" + (f": {exc}" if str(exc) else ""),
-               attrs={"traceback": traceback.format_exc()[-4000:]})
+        finish(TrialState.FAIL, StopReason(StopKind.INTERRUPTED, f"interrupted by {type(exc).__name__}"
+                                           + (f": {exc}" if str(exc) else "")),
+               attrs={Key.TRACEBACK: traceback.format_exc()[-4000:]})
         raise
-    return finish(TrialState.COMPLETE, None, result.value, result.test_value,
-                  attrs={"test_value": result.test_value, **_history(prepared)})
+    finally:
+        if isinstance(executor, UserExecutor):
+            executor.trial = None
+    return finish(TrialState.COMPLETE, None, done.value, done.test_value, attrs=done.attrs)
 
 
-def _release_memory(prepared: PreparedStudy) -> None:
-    """After an out-of-memory error: drop what the failed trial held, and hand cached GPU memory back."""
-    gc.collect()
-    if prepared.trainer.device.type == "cuda":
-        torch.cuda.empty_cache()
+class RunFailed(Exception):
+    """A run outside a study (a confirmation re-run) failed; the message is the reason a trial would record."""
 
 
-def _history(prepared: PreparedStudy) -> dict[str, Any]:
-    result = prepared.trainer.last_result
-    if result is None:
-        return {}
-    return {"val_history": [round(v, 6) for v in result.val_history],
-            "epoch_times": [round(t, 4) for t in result.epoch_times],
-            "train_loss": [round(v, 6) if math.isfinite(v) else str(v) for v in result.train_loss]}
+def run_config(executor: Executor, config: TrainConfig) -> tuple[float, float | None]:
+    """Trains one config outside any study (a confirmation re-run): ``(validation, test or None)``. A run that
+    diverges, runs out of memory or raises fails with ``RunFailed`` and the reason a trial would record;
+    errors of tuner itself (the objective cannot load) are raised as they are."""
+    try:
+        done = executor.execute(config, None)
+    except Diverged as exc:
+        raise RunFailed(exc.reason) from None
+    except torch.cuda.OutOfMemoryError as exc:
+        message = f"out of memory: {exc}".splitlines()[0][:300]
+        del exc
+        executor.release_memory()
+        raise RunFailed(message) from None
+    except TunerError:
+        raise
+    except Exception as exc:
+        reason, _ = _error_reason(exc)
+        raise RunFailed(reason.message) from exc
+    return done.value, done.test_value
 
 
-def use_threads(prepared: PreparedStudy, workers: int = 1) -> int:
-    """Sets torch's thread count for this process: the spec's ``threads``, else the faster of 1 and
-    cores / workers, timed on the objective."""
-    threads = prepared.spec.threads or prepared.trainer.fastest_threads(
-        [1, max(1, (os.cpu_count() or 1) // max(1, workers))])
-    torch.set_num_threads(threads)
-    return threads
-
+# -- the loop -----------------------------------------------------------------------------------------------
 
 def run_trials(
     study: optuna.Study,
-    prepared: PreparedStudy,
+    plan: RunPlan,
+    executor: Executor,
     *,
     n_trials: int | None = None,
     timeout: float | None = None,
-    workers: int = 1,
-    max_consecutive_failures: int = 5,
+    threads: int = 1,
     on_trial: Callable[[TrialOutcome, optuna.Study], None] | None = None,
 ) -> RunSummary:
     """Runs trials until the study holds ``n_trials`` finished (complete or pruned) trials.
 
     The budget is the study's, not this call's: a resumed study only runs what is missing.
     """
-    n_trials = n_trials or prepared.spec.n_trials
-    timeout = timeout if timeout is not None else prepared.spec.timeout
-    threads = use_threads(prepared, workers)
+    n_trials = n_trials or plan.n_trials
+    timeout = timeout if timeout is not None else plan.timeout
     summary = RunSummary(threads=threads)
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
     consecutive = 0
-    spec = prepared.spec
     while True:
         if deadline is not None and time.monotonic() >= deadline:
             summary.stopped_by = "timeout"
             break
-        try:
-            reap_stale(study, spec.grace_period)
-        except Exception as exc:
-            if _is_storage_error(exc):
-                raise _storage_stop(study, prepared, exc) from exc
-            raise
+        if plan.storage_url:
+            try:
+                reap_stale(study, plan.grace_period)
+            except Exception as exc:
+                if _is_storage_error(exc):
+                    raise _storage_stop(study, plan, exc) from exc
+                raise
         trial = None
         try:
-            with _claim_lock(study, prepared.storage_url):
+            with _claim_lock(study, plan.storage_url):
                 trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
                 finished = sum(t.state in FINISHED for t in trials)
-                taken = _take(study, prepared) if len(trials) < n_trials else None
+                taken = _take(study, plan, executor.device) if len(trials) < n_trials else None
             if finished >= n_trials:
                 break
             if taken is None:
                 # The rest of the budget is in flight on other workers: wait, in case one of them fails.
-                time.sleep(min(1.0, spec.heartbeat_interval))
+                time.sleep(min(1.0, plan.heartbeat_interval))
                 continue
             trial = taken[0]
-            outcome = run_one(study, prepared, *taken, deadline=deadline)
+            outcome = run_one(study, plan, executor, *taken, deadline=deadline)
         except BaseException:
             _fail_own_running(study, trial)
             raise
         summary.outcomes.append(outcome)
-        consecutive = consecutive + 1 if outcome.state == "FAIL" and not outcome.reason_kind() == "timeout" else 0
+        counted = outcome.state == "FAIL" and outcome.reason is not None and outcome.reason.kind not in (
+            StopKind.TIMEOUT, StopKind.DUPLICATE, StopKind.DISCARDED)
+        consecutive = consecutive + 1 if counted else 0
         if on_trial is not None:
             on_trial(outcome, study)
-        if consecutive >= max_consecutive_failures:
+        if consecutive >= plan.max_consecutive_failures:
             summary.seconds = time.monotonic() - start
+            summary.stopped_by = "failures"
             raise StudyError(f"Study {study.study_name!r} stopped after {consecutive} consecutive failed trials; "
                              f"the last failed with: {outcome.reason}")
     summary.seconds = time.monotonic() - start
@@ -391,17 +590,18 @@ def _fail_own_running(study: optuna.Study, asked: optuna.Trial | None = None) ->
     """Safety net for an interrupt that lands between asking for a trial and training it, or while a result
     is being written: nothing this process took is left RUNNING."""
     with contextlib.suppress(Exception):
+        storage = storage_of(study)
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             mine = asked is not None and t.number == asked.number
-            if mine or is_this_process(t.user_attrs.get("worker") or {}):
-                study._storage.set_trial_user_attr(t._trial_id, "reason", "interrupted")
+            if mine or is_this_process(t.user_attrs.get(Key.WORKER) or {}):
+                for key, value in StopReason(StopKind.INTERRUPTED, "interrupted").attrs().items():
+                    storage.set_trial_user_attr(t._trial_id, key, value)
                 study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
 
 
-def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.value is not None and math.isfinite(t.value)]
-    if not complete:
-        return None
-    pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
-    return pick(complete, key=lambda t: t.value)
+def use_threads(trainer: Any, threads: int | None, workers: int = 1) -> int:
+    """Sets torch's thread count for this process: ``threads``, else the faster of 1 and cores / workers,
+    timed on the objective."""
+    chosen = threads or trainer.fastest_threads([1, max(1, (os.cpu_count() or 1) // max(1, workers))])
+    torch.set_num_threads(chosen)
+    return chosen

@@ -25,12 +25,13 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-__all__ = ["Heartbeat", "reap_stale", "worker_identity", "is_this_process", "HEARTBEAT_ATTR", "DEFAULT_INTERVAL",
+from tuner.study._record import Key, StopKind, StopReason, storage_of
+
+__all__ = ["Heartbeat", "reap_stale", "worker_identity", "is_this_process", "DEFAULT_INTERVAL",
            "DEFAULT_GRACE", "MAX_RETRIES"]
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_ATTR = "tuner:heartbeat"
 DEFAULT_INTERVAL = 2.0
 DEFAULT_GRACE = 12.0
 MAX_RETRIES = 2
@@ -41,7 +42,7 @@ class Heartbeat:
     connection dropped) is logged and retried at the next beat: the thread never dies of it."""
 
     def __init__(self, study: optuna.Study, trial_id: int, interval: float = DEFAULT_INTERVAL) -> None:
-        self.storage = study._storage
+        self.storage = storage_of(study)
         self.trial_id = trial_id
         self.interval = interval
         self._stop = threading.Event()
@@ -51,7 +52,7 @@ class Heartbeat:
     def beat(self) -> bool:
         """Writes one heartbeat; False when the trial is finished (or was reaped) and needs no more."""
         try:
-            self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT_ATTR, time.time())
+            self.storage.set_trial_system_attr(self.trial_id, Key.HEARTBEAT, time.time())
         except UpdateFinishedTrialError:
             return False
         except Exception as exc:  # transient storage trouble: try again at the next beat
@@ -75,7 +76,7 @@ class Heartbeat:
 
 
 def _last_sign_of_life(trial: optuna.trial.FrozenTrial) -> float:
-    beat = trial.system_attrs.get(HEARTBEAT_ATTR)
+    beat = trial.system_attrs.get(Key.HEARTBEAT)
     if isinstance(beat, (int, float)):
         return float(beat)
     start = trial.datetime_start or datetime.now(timezone.utc)
@@ -83,7 +84,7 @@ def _last_sign_of_life(trial: optuna.trial.FrozenTrial) -> float:
 
 
 def _retry_depth(trial: optuna.trial.FrozenTrial) -> int:
-    return int(trial.user_attrs.get("retry_depth", 0))
+    return int(trial.user_attrs.get(Key.RETRY_DEPTH, 0))
 
 
 def worker_identity(device: str = "") -> dict[str, Any]:
@@ -140,11 +141,11 @@ def reap_stale(study: optuna.Study, grace: float = DEFAULT_GRACE, max_retries: i
     reaped = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         silent = now - _last_sign_of_life(trial)
-        worker = trial.user_attrs.get("worker") or {}
+        worker = trial.user_attrs.get(Key.WORKER) or {}
         gone = silent > 0.5 and _gone(worker)
         if silent <= grace and not gone:
             continue
-        storage = study._storage
+        storage = storage_of(study)
         depth = _retry_depth(trial)
         retry = bool(trial.params) and depth < max_retries
         why = (f"its process (pid {worker.get('pid')} on {worker.get('host', '?')}) is gone" if gone and
@@ -154,7 +155,8 @@ def reap_stale(study: optuna.Study, grace: float = DEFAULT_GRACE, max_retries: i
                                             f"not queued again (lost {depth + 1} times)")
         try:
             # The reason first: a finished trial's attributes can no longer be written.
-            storage.set_trial_user_attr(trial._trial_id, "reason", reason)
+            for key, value in StopReason(StopKind.WORKER_LOST, reason).attrs().items():
+                storage.set_trial_user_attr(trial._trial_id, key, value)
             if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
                 continue
         except UpdateFinishedTrialError:
@@ -164,6 +166,6 @@ def reap_stale(study: optuna.Study, grace: float = DEFAULT_GRACE, max_retries: i
             continue
         reaped.append(trial.number)
         if retry:
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retry_depth": depth + 1})
+            study.enqueue_trial(trial.params, user_attrs={Key.RETRY_OF: trial.number, Key.RETRY_DEPTH: depth + 1})
         log.warning("trial %d: %s", trial.number, reason)
     return reaped

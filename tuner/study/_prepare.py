@@ -17,10 +17,12 @@ from typing import Any
 
 import optuna
 
-from tuner import __version__
+from tuner._version import __version__
 from tuner.errors import ConfigError, StudyError
 from tuner.objectives import Objective, load_objective
 from tuner.spaces import SearchSpace, load_space
+from tuner.study._engine import RunPlan, TrainerExecutor
+from tuner.study._record import StudyKey
 from tuner.study._samplers import build_pruner, build_sampler
 from tuner.study._spec import IDENTITY_FIELDS, StudySpec
 from tuner.study._storage import (
@@ -34,19 +36,11 @@ from tuner.study._storage import (
 )
 from tuner.train import Trainer
 
-__all__ = ["PreparedStudy", "prepare", "create_or_join", "open_study", "stored_spec", "study_kind", "SPEC_ATTR",
+__all__ = ["PreparedStudy", "prepare", "create_or_join", "open_study", "stored_spec", "study_kind",
            "objective_changes"]
 
 log = logging.getLogger(__name__)
 
-SPEC_ATTR = "tuner:spec"
-SPACE_ATTR = "tuner:space"
-FINGERPRINT_ATTR = "tuner:space_fingerprint"
-OBJECTIVE_ATTR = "tuner:objective_fingerprint"
-OBJECTIVE_HISTORY_ATTR = "tuner:objective_fingerprint_history"
-VERSION_ATTR = "tuner:version"
-METRIC_ATTR = "tuner:metric"
-TUNE_ATTR = "tuner:tune"
 GRID_LIMIT = 100_000
 MAX_THREADS_PER_CORE = 4
 
@@ -75,6 +69,17 @@ class PreparedStudy:
     @property
     def direction(self) -> str:
         return self.objective.direction
+
+    def plan(self) -> RunPlan:
+        """What the trial engine needs to run this study's trials."""
+        spec = self.spec
+        return RunPlan(name=self.name, storage_url=self.storage_url, space=self.space, epochs=spec.epochs,
+                       seed=spec.seed, n_trials=spec.n_trials, timeout=spec.timeout,
+                       heartbeat_interval=spec.heartbeat_interval, grace_period=spec.grace_period,
+                       pruner_name=spec.pruner_name, sampler_name=spec.sampler_name)
+
+    def executor(self) -> TrainerExecutor:
+        return TrainerExecutor(self.trainer)
 
 
 def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None) -> PreparedStudy:
@@ -196,14 +201,14 @@ def check_objective(study: optuna.Study, prepared: PreparedStudy, force: bool = 
     """Refuses to add trials (or confirmation runs) to a study whose objective changed since it was created:
     values of another metric, direction or data would be mixed with the old ones. ``force`` continues
     knowingly; the fingerprint is then updated and the old one kept in the study's history."""
-    stored = study.user_attrs.get(OBJECTIVE_ATTR)
+    stored = study.user_attrs.get(StudyKey.OBJECTIVE_FINGERPRINT)
     current = prepared.objective_fingerprint
     if not current:
         return
     changes = objective_changes(stored, current)
     if not stored:
         with contextlib.suppress(Exception):  # a study from before fingerprints: record it now (if writable)
-            study.set_user_attr(OBJECTIVE_ATTR, current)
+            study.set_user_attr(StudyKey.OBJECTIVE_FINGERPRINT, current)
         return
     if not changes:
         return
@@ -212,9 +217,9 @@ def check_objective(study: optuna.Study, prepared: PreparedStudy, force: bool = 
                          f"({'; '.join(changes)}): its values would not compare with the stored ones. Create a "
                          f"new study (--name), or pass --force to continue knowingly.")
     log.warning("study %r: continuing with a changed objective (%s)", study.study_name, "; ".join(changes))
-    history = list(study.user_attrs.get(OBJECTIVE_HISTORY_ATTR) or [])
-    study.set_user_attr(OBJECTIVE_HISTORY_ATTR, [*history, stored])
-    study.set_user_attr(OBJECTIVE_ATTR, current)
+    history = list(study.user_attrs.get(StudyKey.OBJECTIVE_FINGERPRINT_HISTORY) or [])
+    study.set_user_attr(StudyKey.OBJECTIVE_FINGERPRINT_HISTORY, [*history, stored])
+    study.set_user_attr(StudyKey.OBJECTIVE_FINGERPRINT, current)
 
 
 def _joining_seed(seed: int, n_existing: int) -> int:
@@ -233,12 +238,12 @@ def _stored_attrs(prepared: PreparedStudy) -> dict[str, Any]:
     spec = prepared.spec.model_dump(exclude={"storage"})
     spec["name"] = prepared.name
     return {
-        SPEC_ATTR: json.loads(json.dumps(spec, default=str)),
-        SPACE_ATTR: prepared.space.raw,
-        FINGERPRINT_ATTR: prepared.space.fingerprint(),
-        OBJECTIVE_ATTR: prepared.objective_fingerprint,
-        VERSION_ATTR: __version__,
-        METRIC_ATTR: prepared.objective.metric,
+        StudyKey.SPEC: json.loads(json.dumps(spec, default=str)),
+        StudyKey.SPACE: prepared.space.raw,
+        StudyKey.SPACE_FINGERPRINT: prepared.space.fingerprint(),
+        StudyKey.OBJECTIVE_FINGERPRINT: prepared.objective_fingerprint,
+        StudyKey.VERSION: __version__,
+        StudyKey.METRIC: prepared.objective.metric,
     }
 
 
@@ -281,11 +286,11 @@ def _create_or_load(storage: optuna.storages.BaseStorage, prepared: PreparedStud
     existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     if name in existing:
         attrs = existing[name].user_attrs
-        if SPEC_ATTR not in attrs:
+        if StudyKey.SPEC not in attrs:
             raise StudyError(f"Study {name!r} in {mask_url(url)} is {describe_kind(existing[name])}; "
                              f"choose another --name.")
-        old = _identity(attrs[SPEC_ATTR], attrs.get(FINGERPRINT_ATTR, ""))
-        new = _identity(_stored_attrs(prepared)[SPEC_ATTR], prepared.space.fingerprint())
+        old = _identity(attrs[StudyKey.SPEC], attrs.get(StudyKey.SPACE_FINGERPRINT, ""))
+        new = _identity(_stored_attrs(prepared)[StudyKey.SPEC], prepared.space.fingerprint())
         changed = [k for k in old if old[k] != new[k]]
         if changed:
             details = ", ".join(
@@ -331,10 +336,10 @@ def _joining_sampler(prepared: PreparedStudy, n_existing: int, worker: int | Non
 
 def _update_budget(study: optuna.Study, spec: StudySpec) -> None:
     """A raised or lowered budget is saved, so that a later ``study run NAME`` keeps it."""
-    stored = dict(study.user_attrs.get(SPEC_ATTR, {}))
+    stored = dict(study.user_attrs.get(StudyKey.SPEC, {}))
     if stored and (stored.get("n_trials"), stored.get("timeout")) != (spec.n_trials, spec.timeout):
         stored.update(n_trials=spec.n_trials, timeout=spec.timeout)
-        study.set_user_attr(SPEC_ATTR, stored)
+        study.set_user_attr(StudyKey.SPEC, stored)
 
 
 def study_kind(user_attrs: dict[str, Any], n_directions: int = 1) -> str:
@@ -342,9 +347,9 @@ def study_kind(user_attrs: dict[str, Any], n_directions: int = 1) -> str:
     tool) or ``multi-objective``."""
     if n_directions > 1:
         return "multi-objective"
-    if SPEC_ATTR in user_attrs:
+    if StudyKey.SPEC in user_attrs:
         return "tuner"
-    if TUNE_ATTR in user_attrs:
+    if StudyKey.TUNE in user_attrs:
         return "tune"
     return "optuna"
 
@@ -367,14 +372,14 @@ def stored_spec(name: str, storage_url: str | None = None) -> tuple[StudySpec, d
     url = storage_url or default_storage()
     study = _load(name, url, readonly=True)
     attrs = study.user_attrs
-    if SPEC_ATTR not in attrs or len(study.directions) > 1:
-        if TUNE_ATTR in attrs and len(study.directions) == 1:
+    if StudyKey.SPEC not in attrs or len(study.directions) > 1:
+        if StudyKey.TUNE in attrs and len(study.directions) == 1:
             raise StudyError(f"Study {name!r} was created by tuner.tune() in Python: continue it by calling "
                              f"tuner.tune() again with the same storage and study_name.")
         raise StudyError(f"Study {name!r} in {mask_url(url)} is {describe_kind(study)}: "
                          f"tuner cannot run it.")
-    spec = StudySpec.from_mapping({**attrs[SPEC_ATTR], "storage": storage_url}, f"study {name!r}")
-    return spec, attrs.get(SPACE_ATTR) or {}
+    spec = StudySpec.from_mapping({**attrs[StudyKey.SPEC], "storage": storage_url}, f"study {name!r}")
+    return spec, attrs.get(StudyKey.SPACE) or {}
 
 
 def open_study(name: str, storage_url: str | None = None, *, readonly: bool = True,

@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 
 from tuner.errors import StudyError
+from tuner.study._record import StudyKey
 
 __all__ = ["WorkerReport", "PoolSummary", "run_workers", "parse_devices"]
 
@@ -59,8 +60,9 @@ def parse_devices(text: str | None) -> list[str]:
 
 
 def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], results: Any,
-                 ignore_sigint: bool = False, supervisor: int | None = None) -> None:
-    """One worker: the spec and space come from the storage, like ``tuner study run NAME``."""
+                 ignore_sigint: bool = False, supervisor: int | None = None, job: dict[str, Any] | None = None) -> None:
+    """One worker: the spec and space come from the storage, like ``tuner study run NAME``; or, for a study of
+    ``tuner.tune(workers=N)``, ``job`` names the user's importable ``train_fn`` and the run's settings."""
     # A terminal Ctrl-C reaches the whole process group: each worker records its running trial as failed.
     # A supervisor started with SIGINT ignored (nohup, a background job) has workers that ignore it too.
     from tuner._secrets import RedactingStream, remember_url
@@ -69,23 +71,30 @@ def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], res
     stdout, stderr = sys.stdout, sys.stderr
     sys.stdout = RedactingStream(lambda: stdout)  # type: ignore[assignment]
     sys.stderr = RedactingStream(lambda: stderr)  # type: ignore[assignment]
-    from tuner.cli._app import _quiet_libraries
+    from tuner._logs import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else _interrupt_once)
     signal.signal(signal.SIGTERM, _interrupt_once)
     _watch_parent(supervisor if supervisor is not None else os.getppid())
     report: dict[str, Any] = {"index": index, "trials": 0, "error": None}
     code = 0
     try:
-        from tuner.study import create_or_join, prepare, run_trials, stored_spec
+        if job is not None:
+            from tuner.study._user import run_user_worker
 
-        spec, space = stored_spec(name, url)
-        spec = spec.with_overrides(**overrides)
-        prepared = prepare(spec, space_data=space)
-        study = create_or_join(prepared, worker=index)
-        run = run_trials(study, prepared)
-        report["trials"] = len(run.outcomes)
+            report["trials"] = run_user_worker(index, name, url, job, overrides.get("threads"))
+        else:
+            from tuner.study._engine import run_trials, use_threads
+            from tuner.study._prepare import create_or_join, prepare, stored_spec
+
+            spec, space = stored_spec(name, url)
+            spec = spec.with_overrides(**overrides)
+            prepared = prepare(spec, space_data=space)
+            study = create_or_join(prepared, worker=index)
+            threads = use_threads(prepared.trainer, prepared.spec.threads)
+            run = run_trials(study, prepared.plan(), prepared.executor(), threads=threads)
+            report["trials"] = len(run.outcomes)
     except KeyboardInterrupt:
         code = 130
     except SystemExit as exc:
@@ -141,6 +150,8 @@ def run_workers(
     reap: Callable[[optuna.Study], list[int]] | None = None,
     on_trial: Callable[[optuna.trial.FrozenTrial, optuna.Study], None] | None = None,
     poll: float = 1.0,
+    job: dict[str, Any] | None = None,
+    grace: float | None = None,
 ) -> PoolSummary:
     """Runs ``n_workers`` processes on study ``name`` until they stop; returns what each did."""
     from tuner.study._liveness import reap_stale
@@ -174,7 +185,7 @@ def run_workers(
             device = devices[i % len(devices)] if devices else base.get("device")
             worker_overrides = {**base, "threads": threads, **({"device": device} if device else {})}
             proc = ctx.Process(target=_worker_main, args=(i, name, url, worker_overrides, results, ignore_sigint,
-                                                          os.getpid()),
+                                                          os.getpid(), job),
                                name=f"tuner-worker-{i}", daemon=False)
             proc.start()
             procs.append((WorkerReport(i, proc.pid, device or "auto"), proc))
@@ -194,7 +205,8 @@ def run_workers(
     if not ignore_sigint:
         signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
-    grace = float((study.user_attrs.get("tuner:spec") or {}).get("grace_period") or 12.0)
+    if grace is None:
+        grace = float((study.user_attrs.get(StudyKey.SPEC) or {}).get("grace_period") or 12.0)
     try:
         while any(proc.is_alive() for _, proc in procs):
             time.sleep(poll)

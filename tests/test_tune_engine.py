@@ -1,0 +1,161 @@
+"""``tuner.tune`` runs on the one trial engine: what the CLI guarantees, the library path guarantees too
+(seeding, printed progress, the user's file and line in errors, the reaper, out-of-memory handling, the
+timeout, interrupts, worker processes)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+import tuner
+from tuner.study._record import Key, StopKind, record_of
+
+
+def _noisy(ctx: tuner.TrialContext) -> float:
+    """A run whose value depends on torch's, NumPy's and Python's random state: equal only when seeded."""
+    import random
+
+    import numpy as np
+
+    model = torch.nn.Linear(4, 1)
+    x = torch.randn(32, 4)
+    value = float(model(x).mean().detach()) + float(np.random.rand()) + random.random()
+    ctx.report(0, value)
+    return value
+
+
+def _values(result: tuner.TuneResult) -> list[float]:
+    return [t.value for t in result.study.trials]
+
+
+def test_two_runs_with_one_seed_give_identical_values():
+    first = tuner.tune(_noisy, space="lr-only", n_trials=4, epochs=1, seed=3, pruner="none", verbose=False)
+    second = tuner.tune(_noisy, space="lr-only", n_trials=4, epochs=1, seed=3, pruner="none", verbose=False)
+    other = tuner.tune(_noisy, space="lr-only", n_trials=4, epochs=1, seed=4, pruner="none", verbose=False)
+    assert _values(first) == _values(second)
+    assert _values(first) != _values(other)
+
+
+def test_progress_lines_and_summary_are_printed_unless_quiet(capsys):
+    tuner.tune(_noisy, space="lr-only", n_trials=3, epochs=1, pruner="none", study_name="shown")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("tuning _noisy over space 'lr-only': study 'shown', 3 trials x 1 epochs")
+    assert [line.split()[:3] for line in out[1:4]] == [["trial", "0", "COMPLETE"], ["trial", "1", "COMPLETE"],
+                                                        ["trial", "2", "COMPLETE"]]
+    assert "done 3/3" in out[3]
+    assert out[4].startswith("ran 3 trial(s) in") and "best trial" in out[4]
+    tuner.tune(_noisy, space="lr-only", n_trials=2, epochs=1, pruner="none", verbose=False)
+    assert capsys.readouterr().out == ""
+
+
+def _broken(ctx: tuner.TrialContext) -> float:
+    if ctx.number == 0:
+        raise KeyError("shard-3")  # the line the record must point at
+    return 0.5
+
+
+def test_an_error_in_user_code_is_recorded_with_its_file_and_line(capsys):
+    result = tuner.tune(_broken, space="lr-only", n_trials=2, epochs=1)
+    failed = record_of(result.study.trials[0])
+    line = next(i for i, text in enumerate(Path(__file__).read_text().splitlines(), 1) if 'KeyError("shard-3")' in text)
+    assert failed.state == "FAIL" and failed.reason.kind is StopKind.ERROR
+    assert failed.reason == f"KeyError: 'shard-3' (at {__file__}:{line} in _broken)"
+    assert failed.error_at == f"{__file__}:{line} in _broken"
+    assert f"{Path(__file__).name}:{line} in _broken" in capsys.readouterr().out  # the per-trial line shows it
+
+
+def _out_of_memory(ctx: tuner.TrialContext) -> float:
+    if ctx.number == 0:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    return 0.5
+
+
+def test_out_of_memory_fails_the_trial_with_the_reason_and_the_study_goes_on():
+    result = tuner.tune(_out_of_memory, space="lr-only", n_trials=2, epochs=1, verbose=False)
+    first = result.study.trials[0]
+    assert first.state == TrialState.FAIL and first.user_attrs[Key.OOM] is True
+    assert first.user_attrs[Key.REASON].startswith("out of memory: CUDA out of memory")
+    assert [t.state for t in result.study.trials[1:]] == [TrialState.COMPLETE] * 2
+
+
+def _endless(ctx: tuner.TrialContext) -> float:
+    import time
+
+    for epoch in range(ctx.config.epochs):
+        time.sleep(0.05)
+        ctx.report(epoch, 0.5)
+    return 0.5
+
+
+def test_the_timeout_stops_the_running_trial_at_its_next_report():
+    result = tuner.tune(_endless, space="lr-only", n_trials=3, epochs=100_000, timeout=1.0, pruner="none",
+                        verbose=False)
+    last = record_of(result.study.trials[-1])
+    assert last.state == "FAIL" and last.reason.kind is StopKind.TIMEOUT
+    assert 0 < len(result.study.trials[-1].intermediate_values) < 100_000
+
+
+def test_a_trial_of_a_dead_process_is_reaped_and_its_config_run_again(tmp_path: Path):
+    """A RUNNING trial left by a process that died (SIGKILL, the OOM killer) is failed as 'worker lost' and
+    its parameters queued again when tune() resumes the study, as the CLI's workers do."""
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    tuner.tune(_noisy, space="lr-only", n_trials=1, epochs=1, storage=url, study_name="t", verbose=False)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    study = optuna.load_study(study_name="t", storage=url)
+    orphan = study.ask({"adam.lr": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)})
+    from tuner.study._liveness import worker_identity
+
+    identity = {**worker_identity(), "pid": dead.pid}
+    orphan.set_user_attr(Key.WORKER, identity)
+    lr = orphan.params["adam.lr"]
+    result = tuner.tune(_noisy, space="lr-only", n_trials=3, epochs=1, storage=url, study_name="t", verbose=False)
+    reaped = record_of(result.study.trials[orphan.number])
+    assert reaped.state == "FAIL" and reaped.reason.kind is StopKind.WORKER_LOST
+    assert any(t.params.get("adam.lr") == lr and t.state == TrialState.COMPLETE for t in result.study.trials)
+    assert not result.study.get_trials(states=(TrialState.RUNNING,))
+
+
+def test_workers_run_an_importable_train_fn_in_processes(tmp_path: Path):
+    script = tmp_path / "train_job.py"
+    script.write_text(textwrap.dedent("""
+        import os
+        import tuner
+
+        def train(ctx):
+            for epoch in range(ctx.config.epochs):
+                ctx.report(epoch, ctx.config.optimizer.lr)
+            return ctx.config.optimizer.lr
+
+        if __name__ == "__main__":
+            result = tuner.tune(train, space="lr-only", n_trials=6, epochs=2, pruner="none", workers=2,
+                                storage="sqlite:///w.db", study_name="w")
+            print("best", result.best_value, os.getpid())
+    """))
+    env = {**os.environ, "PYTHONPATH": str(Path(tuner.__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = optuna.load_study(study_name="w", storage=f"sqlite:///{tmp_path / 'w.db'}")
+    finished = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(finished) == 6
+    pids = {t.user_attrs[Key.WORKER]["pid"] for t in finished}
+    assert len(pids) == 2 and int(done.stdout.split()[-1]) not in pids  # trained by two other processes
+    assert "2 workers ran 6 trial(s)" in done.stdout
+
+
+def test_workers_need_an_importable_function_and_a_storage(tmp_path: Path):
+    with pytest.raises(tuner.ConfigError, match="workers=2 needs a storage"):
+        tuner.tune(_noisy, space="lr-only", n_trials=2, workers=2)
+    with pytest.raises(tuner.ConfigError, match="importable"):
+        tuner.tune(lambda ctx: 0.5, space="lr-only", n_trials=2, workers=2,
+                   storage=f"sqlite:///{tmp_path / 'x.db'}")
+    assert not (tmp_path / "x.db").exists()

@@ -1,0 +1,170 @@
+"""Running a study, and describing one: what ``study create/run/list/show`` do, without any printing.
+
+``run_study`` runs a prepared study in this process or with ``--workers`` processes (each runs the trial
+engine); the caller gets a ``TrialOutcome`` per finished trial and a ``SessionResult``. ``study_summary`` and
+``list_studies`` describe studies as data. The command line only parses flags and prints these.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from tuner.config import TrainConfig
+from tuner.errors import ConfigError, StudyError
+from tuner.study._engine import RunSummary, TrialOutcome, counts, run_trials, use_threads
+from tuner.study._prepare import PreparedStudy, study_kind
+from tuner.study._record import Key, StudyKey, best_trial, direction_of, ranked_trials, record_of
+from tuner.study._storage import open_storage, storage_exists
+from tuner.study._workers import WorkerReport, parse_devices, run_workers
+
+__all__ = ["SessionResult", "run_study", "run_prepared", "check_workers", "study_summary", "list_studies",
+           "trial_row", "trial_line", "outcome_of", "MAX_WORKERS_PER_CORE"]
+
+MAX_WORKERS_PER_CORE = 8
+OnTrial = Callable[[TrialOutcome, optuna.Study], None]
+
+
+@dataclass
+class SessionResult:
+    trials: int = 0
+    seconds: float = 0.0
+    stopped_by: str = "budget"  # budget | timeout
+    threads: int | None = None  # torch threads of a run in this process
+    workers: list[WorkerReport] = field(default_factory=list)  # --workers: what each process did
+    requeued: list[int] = field(default_factory=list)  # trials of lost workers whose parameters run again
+    interrupted: int | None = None  # the signal that stopped the workers
+
+    @property
+    def lost_workers(self) -> list[WorkerReport]:
+        """Workers that stopped with an error (not by Ctrl-C or SIGTERM)."""
+        return [w for w in self.workers if (w.exitcode not in (0, None) or w.error) and w.exitcode not in (130, 143)]
+
+
+def check_workers(workers: int) -> None:
+    cores = os.cpu_count() or 1
+    limit = max(16, MAX_WORKERS_PER_CORE * cores)
+    if workers > limit:
+        raise ConfigError(f"--workers must be at most {limit} on this machine ({cores} cores). Got {workers}.")
+
+
+def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | None = None,
+              timeout: float | None = None, workers: int = 1, devices: str | None = None,
+              on_trial: OnTrial | None = None) -> SessionResult:
+    """Runs ``study`` until its budget (or ``timeout``) is met, here or in ``workers`` processes."""
+    n_trials = n_trials or prepared.spec.n_trials
+    timeout = timeout if timeout is not None else prepared.spec.timeout
+    device_list = parse_devices(devices)
+    workers = max(workers, len(device_list)) if device_list else workers
+    check_workers(workers)
+    if workers > 1:
+        return _run_pool(study, prepared, workers, device_list, on_trial)
+    run = run_prepared(study, prepared, n_trials=n_trials, timeout=timeout, on_trial=on_trial)
+    return SessionResult(len(run.outcomes), run.seconds, run.stopped_by, run.threads)
+
+
+def run_prepared(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | None = None,
+                 timeout: float | None = None, max_consecutive_failures: int | None = None,
+                 on_trial: OnTrial | None = None) -> RunSummary:
+    """Runs a prepared study's trials in this process on the trial engine (``tuner.study.run_trials``)."""
+    plan = prepared.plan()
+    if max_consecutive_failures is not None:
+        plan.max_consecutive_failures = max_consecutive_failures
+    threads = use_threads(prepared.trainer, prepared.spec.threads)
+    return run_trials(study, plan, prepared.executor(), n_trials=n_trials, timeout=timeout, threads=threads,
+                      on_trial=on_trial)
+
+
+def _run_pool(study: optuna.Study, prepared: PreparedStudy, workers: int, devices: list[str],
+              on_trial: OnTrial | None) -> SessionResult:
+    spec = prepared.spec
+    overrides = {k: v for k, v in (("timeout", spec.timeout), ("threads", spec.threads),
+                                   ("device", None if devices else spec.device)) if v is not None}
+
+    def finished(t: optuna.trial.FrozenTrial, s: optuna.Study) -> None:
+        if on_trial is not None:
+            on_trial(outcome_of(t), s)
+
+    pool = run_workers(prepared.name, prepared.storage_url, workers, devices=devices, overrides=overrides,
+                       on_trial=finished)
+    result = SessionResult(sum(w.trials for w in pool.workers), pool.seconds, "budget", None, pool.workers,
+                           pool.reaped, pool.interrupted)
+    lost = result.lost_workers
+    if pool.interrupted is None and lost and len(lost) == len(pool.workers):
+        raise StudyError(f"every worker stopped with an error; the first: {lost[0].error or lost[0].exitcode}")
+    return result
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:.4f}"
+
+
+def trial_line(outcome: TrialOutcome, done: int, n_trials: int, best: float | None) -> str:
+    """One line per finished trial, for logs and for ``tune(verbose=True)``."""
+    config = outcome.config.summary() if outcome.config else "-"
+    line = (f"trial {outcome.number:>4} {outcome.state:<8} val {_fmt(outcome.value)} test "
+            f"{_fmt(outcome.test_value)} {outcome.seconds:6.1f}s  {config}  | done {done}/{n_trials} best "
+            f"{_fmt(best)}")
+    if outcome.reason and outcome.state != "COMPLETE":
+        line += f"  ({' '.join(str(outcome.reason).split())})"
+    return line
+
+
+def outcome_of(trial: optuna.trial.FrozenTrial) -> TrialOutcome:
+    """The outcome of a finished trial, read back from its record (a trial another process ran)."""
+    rec = record_of(trial)
+    return TrialOutcome(rec.number, rec.state, rec.value, rec.test_value, rec.reason, rec.seconds,
+                        TrainConfig.from_dict(rec.config) if rec.config else None)
+
+
+def trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    rec = record_of(t)
+    return {"number": rec.number, "value": rec.value, "test_value": rec.test_value,
+            "seconds": t.user_attrs.get(Key.SECONDS), "config": rec.config}
+
+
+def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
+    """Everything ``study show`` prints, as data."""
+    c = counts(study)
+    ranked = ranked_trials(study)
+    reasons: Counter[str] = Counter()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED, TrialState.FAIL)):
+        rec = record_of(t)
+        reasons[f"{t.state.name}: {rec.reason.group if rec.reason else 'no reason recorded'}"] += 1
+    spec = study.user_attrs.get(StudyKey.SPEC, {})
+    return {
+        "name": study.study_name,
+        "direction": direction_of(study),
+        "objective": spec.get("objective"),
+        "space": spec.get("space") if isinstance(spec.get("space"), str) else "custom",
+        "n_trials": spec.get("n_trials"),
+        "counts": {"complete": c["COMPLETE"], "pruned": c["PRUNED"], "failed": c["FAIL"], "running": c["RUNNING"]},
+        "reasons": dict(reasons.most_common()),
+        "best": trial_row(ranked[0]) if ranked else None,
+        "top": [trial_row(t) for t in ranked[:top]],
+    }
+
+
+def list_studies(url: str) -> list[dict[str, Any]]:
+    """Every study in a storage (tuner's and any other Optuna study), read without changing anything."""
+    rows: list[dict[str, Any]] = []
+    if not storage_exists(url):
+        return rows
+    opened = open_storage(url, readonly=True)
+    for s in optuna.get_all_study_summaries(opened, include_best_trial=False):
+        spec = s.user_attrs.get(StudyKey.SPEC, {})
+        kind = study_kind(s.user_attrs, len(s.directions))
+        best = None
+        if kind != "multi-objective":
+            trial = best_trial(optuna.load_study(study_name=s.study_name, storage=opened))
+            best = None if trial is None else trial.value
+        rows.append({"name": s.study_name, "kind": kind, "trials": s.n_trials,
+                     "objective": spec.get("objective") if isinstance(spec, dict) else None, "best": best,
+                     "created": s.datetime_start.isoformat(timespec="seconds") if s.datetime_start else None})
+    return rows

@@ -1,0 +1,89 @@
+"""The user's own ``train_fn`` (``tuner.tune``) in worker processes: a reference that another process can
+import, and the worker's run on the trial engine."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tuner.errors import ConfigError
+
+__all__ = ["function_ref", "load_function", "run_user_worker"]
+
+
+def function_ref(fn: Callable[..., Any]) -> dict[str, str]:
+    """Where another process finds ``fn``: its module (or, for the script being run, its file) and its
+    qualified name. A lambda, a nested function or an object without a module is refused, naming the fix."""
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    if not module or not qualname or "<" in qualname:
+        raise ConfigError(f"workers need train_fn to be importable: a function defined at the top level of a "
+                          f"module or script (got {qualname or type(fn).__name__!r}); or use workers=1.")
+    if module in ("__main__", "__mp_main__"):
+        main = sys.modules.get(module)
+        path = getattr(main, "__file__", None)
+        if not path:
+            raise ConfigError("workers need train_fn to be importable: define it in a .py file (an interactive "
+                              "session or notebook cannot be imported by another process); or use workers=1.")
+        ref = {"path": str(Path(path).resolve()), "qualname": qualname}
+    else:
+        ref = {"module": module, "qualname": qualname}
+    if load_function(ref) is not fn:
+        raise ConfigError(f"workers need train_fn to be importable: {module}.{qualname} is not this function.")
+    return ref
+
+
+def load_function(ref: dict[str, str]) -> Callable[..., Any]:
+    if "module" in ref:
+        target: Any = importlib.import_module(ref["module"])
+    else:
+        path = ref["path"]
+        # multiprocessing has imported the parent's script as __mp_main__ in a spawned worker: use it, so
+        # its top level does not run twice.
+        target = next((m for m in (sys.modules.get("__main__"), sys.modules.get("__mp_main__"))
+                       if m is not None and getattr(m, "__file__", None)
+                       and os.path.realpath(m.__file__) == os.path.realpath(path)), None)
+        if target is None:
+            spec = importlib.util.spec_from_file_location("__tuner_train_fn__", path)
+            if spec is None or spec.loader is None:
+                raise ConfigError(f"{path}: cannot import the file that defines train_fn.")
+            target = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(target)
+    for part in ref["qualname"].split("."):
+        target = getattr(target, part)
+    return target
+
+
+def run_user_worker(index: int, name: str, url: str, job: dict[str, Any], threads: int | None) -> int:
+    """One ``tune(workers=N)`` process: the user's function on the trial engine, with a sampler seed of its
+    own; returns how many trials it ran."""
+    import optuna
+    import torch
+
+    from tuner.spaces import SearchSpace
+    from tuner.study._engine import RunPlan, UserExecutor, run_trials
+    from tuner.study._record import StudyKey
+    from tuner.study._samplers import build_pruner, build_sampler
+    from tuner.study._storage import open_storage
+
+    if threads:
+        torch.set_num_threads(threads)
+    train_fn = load_function(job["ref"])
+    storage = open_storage(url)
+    existing = optuna.load_study(study_name=name, storage=storage)
+    n_existing = len(existing.get_trials(deepcopy=False))
+    seed = (job["seed"] * 1_000_003 + 7919 * (index + 1) + n_existing) % 2**31
+    context = {"seed": seed, "epochs": job["epochs"]}
+    study = optuna.load_study(study_name=name, storage=storage, sampler=build_sampler(job["sampler"], context),
+                              pruner=build_pruner(job["pruner"], {"seed": job["seed"], "epochs": job["epochs"]}))
+    space = SearchSpace.from_dict(study.user_attrs[StudyKey.SPACE], name=job["space_name"],
+                                  source=f"study {name!r}")
+    plan = RunPlan(name=name, storage_url=url, space=space, epochs=job["epochs"], seed=job["seed"],
+                   n_trials=job["n_trials"], timeout=job["timeout"], pruner_name=job["pruner_name"],
+                   sampler_name=job["sampler_name"], max_consecutive_failures=job["max_consecutive_failures"])
+    return len(run_trials(study, plan, UserExecutor(train_fn)).outcomes)
