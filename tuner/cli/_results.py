@@ -35,18 +35,6 @@ def _progress(quiet: bool):
     return on_run
 
 
-def _open(name: str, storage: str | None, *, confirm: bool, trial: int | None = None, top_k: int = 3,
-          seeds: int = 3):
-    """The study, opened to read only, unless confirmation runs will have to store their result."""
-    from tuner.report import confirmation_is_stored
-    from tuner.study._prepare import open_study
-
-    study = open_study(name, storage)
-    if confirm and trial is None and not confirmation_is_stored(study, top_k, seeds):
-        study = open_study(name, storage, readonly=False)
-    return study
-
-
 @study_app.command("report")
 @handle_errors
 def study_report(
@@ -62,11 +50,11 @@ def study_report(
 ) -> None:
     """Write report.html (self-contained), report.md, plots, recommended.yaml and narrowed-space.yaml."""
     from tuner._files import safe_file_name
-    from tuner.report import study_fit, write_report
+    from tuner.report import open_for_recommendation, study_fit, write_report
     from tuner.study import default_storage
 
     url = storage or default_storage()
-    study = _open(name, url, confirm=not no_confirm, top_k=top_k, seeds=seeds)
+    study = open_for_recommendation(name, url, confirm=not no_confirm, top_k=top_k, seeds=seeds)
     # The default folder is derived from the study name, which must not steer where files go ("../../x").
     folder = output or Path(f"{safe_file_name(name)}-report")
     quiet = fmt is Format.json
@@ -97,25 +85,12 @@ def study_export(
 ) -> None:
     """Export the recommended config (confirmed by re-training the top trials, stored for reuse)."""
     from tuner._files import write_text
-    from tuner.export import python_snippet
-    from tuner.report import study_recommendation
-    from tuner.report._confirm import _json_safe
-    from tuner.study._record import StudyKey
+    from tuner.report import export_recommendation, open_for_recommendation, study_recommendation
 
-    study = _open(name, storage, confirm=not no_confirm, trial=trial, top_k=top_k, seeds=seeds)
+    study = open_for_recommendation(name, storage, confirm=not no_confirm, trial=trial, top_k=top_k, seeds=seeds)
     rec = study_recommendation(study, storage, trial=trial, top_k=top_k, seeds=seeds, confirm_runs=not no_confirm,
                                on_run=_progress(False))
-    meta = rec.metadata(study, study.user_attrs.get(StudyKey.METRIC) or "value")
-    if fmt is ExportFormat.python:
-        value = meta.get("value")
-        shown = f"{meta['metric']} {value:.4g}" if isinstance(value, float) else ""
-        text = python_snippet(rec.config, title=f"study {name!r}, trial {rec.trial}, {shown} ({rec.source})")
-    elif fmt is ExportFormat.json:
-        text = rec.config.to_json(**_json_safe(meta))
-    else:
-        text = rec.config.to_yaml(**meta)
-    if not text.endswith("\n"):
-        text += "\n"
+    text = export_recommendation(study, rec, fmt.value)
     if output is None:
         stdout.write(text)
         stdout.flush()

@@ -31,6 +31,7 @@ from tuner.report._confirm import (
     Confirmation,
     FitFn,
     Recommendation,
+    _json_safe,
     confirm,
     confirmation_is_stored,
     recommend,
@@ -56,6 +57,8 @@ __all__ = [
     "stored_confirmation",
     "study_fit",
     "study_recommendation",
+    "open_for_recommendation",
+    "export_recommendation",
     "trials_frame",
     "write_report",
 ]
@@ -91,6 +94,26 @@ class _StudyFit:
         from tuner.study._engine import run_config
 
         return run_config(self.prepared().executor(), config)
+
+
+def open_for_recommendation(name: str, storage: str | None, *, confirm: bool, trial: int | None = None,
+                            top_k: int = 3, seeds: int = 3) -> optuna.Study:
+    """A study opened to read only, unless confirmation runs will have to store their result in it."""
+    from tuner.study._prepare import open_study
+
+    study = open_study(name, storage)
+    if confirm and trial is None and not confirmation_is_stored(study, top_k, seeds):
+        study = open_study(name, storage, readonly=False)
+    return study
+
+
+def export_recommendation(study: optuna.Study, rec: Recommendation, fmt: str) -> str:
+    """The text of ``tuner study export``: the recommended config with where it came from (YAML or JSON, for
+    ``tuner.load_config``), or a plain-torch script (``python``)."""
+    from tuner.export import export_text
+
+    meta = rec.metadata(study, _metric(study))
+    return export_text(rec, _json_safe(meta) if fmt == "json" else meta, fmt, f"study {study.study_name!r}")
 
 
 def study_fit(study: optuna.Study, storage_url: str | None = None) -> _StudyFit | None:
