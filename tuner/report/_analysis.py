@@ -39,7 +39,7 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
-_LONG_ATTRS = ("val_history", "epoch_times", "train_loss", "traceback")
+_LONG_ATTRS = (Key.VAL_HISTORY, Key.EPOCH_TIMES, Key.TRAIN_LOSS, Key.TRACEBACK)
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -56,7 +56,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         }
         row.update({f"params.{k}": v for k, v in t.params.items()})
         attrs = dict(t.user_attrs)
-        history = attrs.get("val_history") or list(t.intermediate_values.values())
+        history = attrs.get(Key.VAL_HISTORY) or list(t.intermediate_values.values())
         row["epochs_run"] = len(history)
         row["last_val"] = history[-1] if history else None
         for key in _LONG_ATTRS:
