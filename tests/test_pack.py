@@ -1,0 +1,138 @@
+"""Trial packs: K configs trained as one stacked model. Each member must train exactly as the unpacked Trainer
+trains its config alone (same weights, data order and update rule), whatever the other members do."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tuner._pack import FAMILIES, PackTrainer, pack_key, packable
+from tuner.config import TrainConfig
+from tuner.objectives import load_objective
+from tuner.train import Diverged, Trainer
+
+
+@pytest.fixture(scope="module")
+def trainer() -> Trainer:
+    torch.set_num_threads(1)
+    return Trainer(load_objective("digits-mlp"), device="cpu")
+
+
+def _config(name: str, lr: float, seed: int, *, batch_size: int = 32, epochs: int = 2, schedule="constant",
+            wd: float = 0.0, l1: float = 0.0, clip: float | None = None, dropout: float = 0.0, **extra) -> TrainConfig:
+    return TrainConfig.from_dict({"optimizer": {"name": name, "lr": lr, **extra}, "schedule": schedule,
+                                  "batch_size": batch_size, "epochs": epochs, "seed": seed, "grad_clip_norm": clip,
+                                  "regularization": {"weight_decay": wd, "l1": l1, "dropout": dropout}})
+
+
+# Members of one pack differ in everything a member may have of its own.
+PACKS = {
+    "sgd": [
+        _config("sgd", 0.05, 0),
+        _config("momentum", 0.02, 1, momentum=0.8, schedule={"name": "step", "step_size": 1}, wd=1e-3, l1=1e-5,
+                clip=1.0),
+        _config("nesterov", 0.03, 2, momentum=0.95, schedule="linear", wd=1e-4, clip=0.3),
+    ],
+    "adam": [
+        _config("adam", 1e-3, 0),
+        _config("adamw", 3e-3, 1, betas=[0.85, 0.99], schedule={"name": "cosine", "warmup_fraction": 0.1},
+                wd=1e-2, l1=1e-5, clip=1.0),
+        _config("adam", 2e-3, 2, amsgrad=True, eps=1e-6, schedule="onecycle", wd=1e-3, clip=0.5),
+        _config("adamw", 1e-2, 3, schedule="exponential"),
+    ],
+}
+
+
+@pytest.mark.parametrize("family", sorted(PACKS))
+def test_every_member_trains_exactly_as_it_would_alone(trainer: Trainer, family: str):
+    configs = PACKS[family]
+    pack = PackTrainer(trainer, len(configs), 32, family)
+    for slot, config in enumerate(configs):
+        pack.fill(slot, config)
+    for _ in range(2):
+        pack.run_epoch()
+    for slot, config in enumerate(configs):
+        alone = trainer.fit(config, keep_model=True)
+        packed = pack.member_parameters(slot)
+        for name, param in alone.model.named_parameters():
+            torch.testing.assert_close(packed[name], param.detach(), rtol=1e-5, atol=1e-6)
+        assert pack.members[slot].val_history == pytest.approx(alone.val_history, abs=1e-6)
+        assert pack.test_value(slot) == pytest.approx(alone.test_value, abs=1e-6)
+
+
+def test_a_pack_of_one_config_and_a_pack_of_many_give_that_member_the_same_trajectory(trainer: Trainer):
+    config = PACKS["adam"][1]
+    alone = PackTrainer(trainer, 1, 32, "adam")
+    alone.fill(0, config)
+    crowd = PackTrainer(trainer, 4, 32, "adam")
+    for slot, other in enumerate(PACKS["adam"]):
+        crowd.fill(slot, other)
+    for _ in range(2):
+        alone.run_epoch()
+        crowd.run_epoch()
+    assert crowd.members[1].val_history == alone.members[0].val_history
+    for name, value in alone.member_parameters(0).items():
+        torch.testing.assert_close(crowd.member_parameters(1)[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_a_diverging_member_does_not_touch_the_others(trainer: Trainer):
+    calm = _config("momentum", 0.02, 1, momentum=0.8)
+    wild = _config("sgd", 1e6, 5)  # diverges in its first epoch
+    reference = PackTrainer(trainer, 1, 32, "sgd")
+    reference.fill(0, calm)
+    pack = PackTrainer(trainer, 2, 32, "sgd")
+    pack.fill(0, calm)
+    pack.fill(1, wild)
+    reference.run_epoch()
+    values = pack.run_epoch()
+    with pytest.raises(Diverged, match="diverged"):
+        pack.check(1)
+    pack.check(0)  # the calm member is fine
+    assert values[0] == reference.members[0].val_history[0] and math.isfinite(values[0])
+    pack.free(1)
+    pack.run_epoch()
+    reference.run_epoch()
+    assert pack.members[0].val_history == reference.members[0].val_history
+
+
+def test_a_freed_slot_refilled_at_an_epoch_boundary_starts_fresh(trainer: Trainer):
+    first, second = PACKS["adam"][0], PACKS["adam"][3]
+    pack = PackTrainer(trainer, 2, 32, "adam")
+    pack.fill(0, first)
+    pack.fill(1, PACKS["adam"][2])
+    pack.run_epoch()
+    pack.free(1)
+    pack.fill(1, second)  # new weights, new optimizer state, its own schedule from step 0
+    pack.run_epoch()
+    pack.run_epoch()
+    alone = trainer.fit(second, keep_model=True)
+    assert pack.members[1].val_history == pytest.approx(alone.val_history, abs=1e-6)
+    for name, param in alone.model.named_parameters():
+        torch.testing.assert_close(pack.member_parameters(1)[name], param.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_each_member_has_its_own_dropout_rate_and_masks():
+    trainer = Trainer(load_objective("mnist1d-mlp"), device="cpu")
+    pack = PackTrainer(trainer, 3, 64, "adam")
+    for slot, rate in enumerate((0.0, 0.5, 0.5)):
+        pack.fill(slot, _config("adam", 1e-3, 7, batch_size=64, epochs=1, dropout=rate))
+    rates = {name: b for name, b in pack.buffers.items() if name.endswith(".p")}
+    assert rates and all(b.tolist() == [0.0, 0.5, 0.5] for b in rates.values())
+    x = trainer.data.x_train[:8].expand(3, 8, *trainer.data.x_train.shape[1:])
+    out = pack._forward(pack._views(pack.flat), x, train=True)
+    # Same weights (same seed) and input: members 1 and 2 differ only by their own masks; member 0 has none.
+    assert not torch.allclose(out[1], out[2])
+    eval_out = pack._forward(pack._views(pack.flat), x, train=False)
+    torch.testing.assert_close(eval_out[1], eval_out[2])
+    torch.testing.assert_close(out[0], eval_out[0])
+
+
+def test_what_cannot_be_packed_says_why():
+    assert packable(_config("lbfgs", 1.0, 0)) == "the 'lbfgs' optimizer has no fused update"
+    assert "steps on each member's metric" in packable(_config("adam", 1e-3, 0, schedule="plateau"))
+    assert packable(_config("nesterov", 0.1, 0, momentum=0.9)) is None
+    assert pack_key(_config("adamw", 1e-3, 0)) == pack_key(_config("adam", 1e-2, 3)) == (32, "adam", 2)
+    assert pack_key(_config("sgd", 0.1, 0)) != pack_key(_config("sgd", 0.1, 0, batch_size=64))
+    assert set(FAMILIES.values()) == {"sgd", "adam"}

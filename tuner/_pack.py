@@ -1,0 +1,312 @@
+"""Trial packs: K configs of one objective trained at once, as one stacked model.
+
+Tuning small models is bound by per-step overhead (kernel launches, Python, the optimizer loop), not by
+arithmetic. A pack stacks the parameters of K copies of the objective's model (``torch.func``:
+``stack_module_state``, ``functional_call``, ``vmap``) and trains them with one forward, one backward and one
+fused optimizer update per step, every member with its own hyperparameters as tensors: learning rate and
+schedule factor at every step, momentum or betas, eps, weight decay, L1 penalty, dropout rate (each member its
+own masks), gradient-clipping norm, initialiser (applied before stacking), seed and data order.
+
+A member trains exactly as ``tuner.train.Trainer`` trains its config alone (same initial weights, same data
+order, the same update rule as ``torch.optim``), up to float rounding; dropout masks differ (they are drawn for
+the whole pack at once). Members are held in slots: a slot is filled with a config, trained epoch by epoch,
+and freed when its member is pruned, diverges or finishes, so the caller can refill it at an epoch boundary.
+
+What can share a pack (``pack_key``): one batch size and one update family (SGD / momentum / Nesterov; Adam /
+AdamW; ...). L-BFGS, Adadelta and the ``plateau`` schedule are trained unpacked.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from tuner.config import TrainConfig
+from tuner.optim import get_optimizer, get_schedule, lr_factors
+from tuner.train import Diverged, Trainer, seed_everything
+
+__all__ = ["PackTrainer", "Member", "pack_key", "packable", "FAMILIES"]
+
+# The update rule each packable optimizer uses: one fused update per family, coefficients per member.
+FAMILIES = {"sgd": "sgd", "momentum": "sgd", "nesterov": "sgd", "adam": "adam", "adamw": "adam"}
+
+
+def packable(config: TrainConfig) -> str | None:
+    """None when ``config`` can train in a pack; else why not, in words."""
+    name = config.optimizer.name
+    if name not in FAMILIES:
+        return f"the {name!r} optimizer has no fused update"
+    if get_schedule(config.schedule.name).factor is None:
+        return f"the {config.schedule.name!r} schedule steps on each member's metric"
+    return None
+
+
+def pack_key(config: TrainConfig) -> tuple[int, str, int]:
+    """Configs with equal keys can share a pack: batch size, update family, epochs."""
+    return config.batch_size, FAMILIES[config.optimizer.name], config.epochs
+
+
+class _Dropout(nn.Module):
+    """Dropout whose rate is a buffer, so that every member of a pack has its own (and its own masks)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.register_buffer("p", torch.tensor(float(p)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = (torch.rand_like(x) < keep).to(x.dtype)
+        return x * mask / keep.clamp_min(1e-12)
+
+
+def _swap_dropout(model: nn.Module) -> None:
+    for name, child in list(model.named_children()):
+        if type(child) is nn.Dropout:
+            setattr(model, name, _Dropout(child.p))
+        else:
+            _swap_dropout(child)
+
+
+@dataclass
+class Member:
+    """The config a slot trains, and what it got through."""
+
+    config: TrainConfig
+    slot: int
+    val_history: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    epoch_times: list[float] = field(default_factory=list)
+    test_value: float | None = None
+    epoch: int = 0
+    initial_loss: float | None = None
+
+
+class PackTrainer:
+    """K slots of one objective's model, trained together. ``fill(slot, config)`` puts a config in a slot
+    (fresh weights and optimizer state), ``run_epoch()`` trains every filled slot one epoch and returns the
+    validation value of each, ``free(slot)`` empties a slot."""
+
+    def __init__(self, trainer: Trainer, slots: int, batch_size: int, family: str) -> None:
+        self.trainer, self.k, self.batch_size, self.family = trainer, slots, batch_size, family
+        self.device = trainer.device
+        self.members: list[Member | None] = [None] * slots
+        data = trainer.data
+        self.n = len(data.x_train)
+        self.steps_per_epoch = math.ceil(self.n / batch_size)
+        models = [self._model(TrainConfig()) for _ in range(slots)]
+        from torch.func import stack_module_state
+
+        params, self.buffers = stack_module_state(models)
+        self.base = copy.deepcopy(models[0]).to("meta")
+        # Every member's parameters side by side in one [K, P] tensor: the update is a few operations on it,
+        # not a loop over the model's parameters; the model sees views of it.
+        self.layout: dict[str, tuple[int, int, torch.Size]] = {}
+        offset = 0
+        for name, p in params.items():
+            size = p[0].numel()
+            self.layout[name] = (offset, offset + size, p.shape[1:])
+            offset += size
+        self.flat = torch.cat([p.detach().reshape(slots, -1) for p in params.values()], dim=1)
+        # Weight decay and L1 apply to weights (dimension >= 2), not to biases or norm scales.
+        self.decay = torch.cat([torch.full((p[0].numel(),), float(p.ndim > 2), device=self.device)
+                                for p in params.values()])
+        self.state = {key: torch.zeros_like(self.flat) for key in ("m", "v", "vmax")}
+        self.steps = torch.zeros(slots, device=self.device)  # each member's optimizer steps so far
+        self.first = torch.ones(slots, dtype=torch.bool, device=self.device)
+        self.coef = {key: torch.zeros(slots, device=self.device) for key in (
+            "lr", "momentum", "nesterov", "beta1", "beta2", "eps", "weight_decay", "decoupled", "amsgrad",
+            "l1", "clip")}
+        self.factors = torch.zeros(slots, 1, device=self.device)  # filled per member
+        self.generators: list[torch.Generator | None] = [None] * slots
+
+    def _model(self, config: TrainConfig) -> nn.Module:
+        seed_everything(config.seed)
+        model = self.trainer.objective.build_model(self.trainer.cpu_data)
+        config.apply_init(model)
+        config.apply_dropout(model)
+        _swap_dropout(model)
+        return model.to(self.device)
+
+    # -- slots ------------------------------------------------------------------------------------------
+    def fill(self, slot: int, config: TrainConfig) -> Member:
+        why = packable(config)
+        if why is not None:
+            raise ValueError(f"cannot pack this config: {why}")
+        if (config.batch_size, FAMILIES[config.optimizer.name]) != (self.batch_size, self.family):
+            raise ValueError("the config's batch size or optimizer family differs from the pack's")
+        model = self._model(config)
+        with torch.no_grad():
+            self.flat[slot] = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+            for state in self.state.values():
+                state[slot].zero_()
+            for name, b in model.named_buffers():
+                self.buffers[name][slot].copy_(b)
+        opt = config.optimizer
+        info = get_optimizer(opt.name)
+        kwargs = info.kwargs(opt.params)
+        betas = kwargs.get("betas", (0.9, 0.999))
+        values = {"lr": opt.lr, "momentum": kwargs.get("momentum", 0.0),
+                  "nesterov": float(kwargs.get("nesterov", False)),
+                  "beta1": betas[0], "beta2": betas[1], "eps": kwargs.get("eps", 1e-8),
+                  "weight_decay": config.regularization.weight_decay,
+                  "decoupled": float(info.decoupled_weight_decay), "amsgrad": float(kwargs.get("amsgrad", False)),
+                  "l1": config.regularization.l1,
+                  "clip": math.inf if config.grad_clip_norm is None else config.grad_clip_norm}
+        for key, value in values.items():
+            self.coef[key][slot] = value
+        total = config.epochs * self.steps_per_epoch
+        factors = torch.tensor(lr_factors(config.schedule.name, config.schedule.params, epochs=config.epochs,
+                                          steps_per_epoch=self.steps_per_epoch), device=self.device)
+        factors = torch.cat([factors, factors[-1:]])  # held past the end, as build_scheduler does
+        if self.factors.shape[1] < total + 1:
+            grown = torch.zeros(self.k, total + 1, device=self.device)
+            grown[:, :self.factors.shape[1]] = self.factors
+            self.factors = grown
+        self.factors[slot].zero_()
+        self.factors[slot, :total + 1] = factors
+        self.steps[slot] = 0
+        self.first[slot] = True
+        self.generators[slot] = torch.Generator(device=self.trainer.data.x_train.device).manual_seed(config.seed)
+        member = Member(config, slot)
+        self.members[slot] = member
+        return member
+
+    def free(self, slot: int) -> None:
+        self.members[slot] = None
+        self.coef["lr"][slot] = 0.0
+
+    # -- training -----------------------------------------------------------------------------------------
+    def _views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: flat[:, a:b].view(self.k, *shape) for name, (a, b, shape) in self.layout.items()}
+
+    def _forward(self, params: dict[str, torch.Tensor], x: torch.Tensor, train: bool) -> torch.Tensor:
+        from torch.func import functional_call, vmap
+
+        self.base.train(train)
+
+        def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.base, (p, b), (xb,))
+
+        return vmap(one, randomness="different")(params, self.buffers, x)
+
+    def run_epoch(self) -> dict[int, float]:
+        """Trains every filled slot one epoch; returns ``{slot: validation value}``. A member that diverges
+        raises nothing: its slot's value is NaN and ``diverged(slot)`` says why."""
+        from torch.func import vmap
+
+        data, bs = self.trainer.data, self.batch_size
+        active = [m for m in self.members if m is not None]
+        if not active:
+            return {}
+        start = time.perf_counter()
+        perms = []
+        for slot in range(self.k):
+            gen = self.generators[slot]
+            if self.members[slot] is None or gen is None:
+                perms.append(torch.arange(self.n, device=data.x_train.device))
+            else:
+                perms.append(torch.randperm(self.n, generator=gen, device=data.x_train.device))
+        perm = torch.stack(perms)
+        losses = []
+        loss_fn = self.trainer.loss_fn
+        for i in range(0, self.n, bs):
+            idx = perm[:, i:i + bs]
+            xb, yb = data.x_train[idx].to(self.device), data.y_train[idx].to(self.device)
+            flat = self.flat.detach().requires_grad_(True)
+            out = self._forward(self._views(flat), xb, train=True)
+            member_loss = vmap(loss_fn)(out, yb)
+            penalty = self.coef["l1"] * (flat.abs() * self.decay).sum(1)
+            (grad,) = torch.autograd.grad((member_loss + penalty).sum(), [flat])
+            self._update(grad)
+            losses.append(member_loss.detach())
+        per_step = torch.stack(losses)  # [steps, K]
+        values: dict[int, float] = {}
+        for member in active:
+            slot = member.slot
+            mean_loss = float(per_step[:, slot].mean())
+            member.train_loss.append(mean_loss)
+            if member.initial_loss is None:
+                member.initial_loss = abs(float(per_step[0, slot])) + 1e-8
+            member.epoch += 1
+            values[slot] = self._evaluate(slot, data.x_val, data.y_val)
+            member.epoch_times.append((time.perf_counter() - start) / len(active))
+            member.val_history.append(values[slot])
+        return values
+
+    def check(self, slot: int) -> None:
+        """Raises ``Diverged`` when the slot's member diverged in its last epoch (the Trainer's rules)."""
+        member = self.members[slot]
+        if member is None:
+            return
+        loss, epoch = member.train_loss[-1], member.epoch
+        if not math.isfinite(loss):
+            raise Diverged(f"diverged: training loss became {loss} in epoch {epoch}", epoch - 1)
+        if member.initial_loss is not None and loss > self.trainer.divergence_factor * member.initial_loss:
+            raise Diverged(f"diverged: training loss {loss:.4g} in epoch {epoch} is over "
+                           f"{self.trainer.divergence_factor:g}x the initial {member.initial_loss:.4g}", epoch - 1)
+        value = member.val_history[-1]
+        if not math.isfinite(value):
+            raise Diverged(f"diverged: validation {self.trainer.metric.name} is {value} in epoch {epoch}", epoch - 1)
+
+    @torch.no_grad()
+    def _evaluate(self, slot: int, x: torch.Tensor, y: torch.Tensor) -> float:
+        from torch.func import functional_call
+
+        self.base.eval()
+        params = {k: v[slot] for k, v in self._views(self.flat).items()}
+        buffers = {k: v[slot] for k, v in self.buffers.items()}
+        outs = [functional_call(self.base, (params, buffers), (x[i:i + 4096].to(self.device),))
+                for i in range(0, len(x), 4096)]
+        return float(self.trainer.metric.fn(torch.cat(outs), y.to(self.device)))
+
+    def test_value(self, slot: int) -> float | None:
+        data = self.trainer.data
+        return None if data.x_test is None else self._evaluate(slot, data.x_test, data.y_test)
+
+    @torch.no_grad()
+    def _update(self, g: torch.Tensor) -> None:
+        """One optimizer step of every member on the flat [K, P] parameters, as ``torch.optim`` does it."""
+        c = self.coef
+        col = {key: value[:, None] for key, value in c.items()}  # [K, 1]: broadcast over the parameters
+        # Gradient clipping per member, as torch.nn.utils.clip_grad_norm_ does it (eps 1e-6).
+        norms = g.pow(2).sum(1).sqrt()
+        clip = torch.where(torch.isinf(c["clip"]), torch.ones_like(norms), (c["clip"] / (norms + 1e-6)).clamp(max=1.0))
+        g = g * clip[:, None]
+        self.steps += 1
+        step = self.steps[:, None]
+        index = (self.steps - 1).long().clamp(max=self.factors.shape[1] - 1)[:, None]
+        lr = (c["lr"][:, None] * self.factors.gather(1, index))  # [K, 1]
+        wd = col["weight_decay"] * self.decay  # [K, P]
+        p = self.flat
+        if self.family == "sgd":
+            g = g + wd * p
+            buf, m = self.state["m"], col["momentum"]
+            first = self.first[:, None].to(p.dtype)
+            buf.copy_(first * g + (1 - first) * (m * buf + g))
+            update = torch.where(col["nesterov"] > 0, g + m * buf, buf)
+            p.sub_(lr * update)
+        else:  # adam / adamw
+            decoupled = col["decoupled"]
+            g = g + (1 - decoupled) * wd * p
+            p.mul_(1 - decoupled * lr * wd)
+            s = self.state
+            b1, b2 = col["beta1"], col["beta2"]
+            s["m"].lerp_(g, 1 - b1)
+            s["v"].mul_(b2).addcmul_(g, g * (1 - b2))
+            bc1 = 1 - b1 ** step
+            bc2_sqrt = (1 - b2 ** step).sqrt()
+            torch.maximum(s["vmax"], s["v"], out=s["vmax"])
+            second = torch.where(col["amsgrad"] > 0, s["vmax"], s["v"])
+            p.sub_(lr / bc1 * s["m"] / (second.sqrt() / bc2_sqrt + col["eps"]))
+        self.first.zero_()
+
+    def member_parameters(self, slot: int) -> dict[str, torch.Tensor]:
+        """The slot's parameters by name, as the unpacked model names them."""
+        return {name: view[slot] for name, view in self._views(self.flat).items()}
