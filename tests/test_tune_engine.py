@@ -159,3 +159,86 @@ def test_workers_need_an_importable_function_and_a_storage(tmp_path: Path):
         tuner.tune(lambda ctx: 0.5, space="lr-only", n_trials=2, workers=2,
                    storage=f"sqlite:///{tmp_path / 'x.db'}")
     assert not (tmp_path / "x.db").exists()
+
+
+def _sometimes_nothing(ctx: tuner.TrialContext) -> float | None:
+    if ctx.number == 1:
+        return None  # a config this train_fn skips: that trial fails, the study goes on
+    return 0.5
+
+
+def test_a_trial_whose_train_fn_returns_nothing_fails_alone():
+    result = tuner.tune(_sometimes_nothing, space="lr-only", n_trials=3, epochs=1, verbose=False)
+    states = [t.state for t in result.study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert "train_fn returned None and reported nothing" in result.study.trials[1].user_attrs[Key.REASON]
+
+
+def _interrupted(ctx: tuner.TrialContext) -> float:
+    ctx.report(0, 0.5)
+    ctx.report(1, 0.6)
+    raise KeyboardInterrupt
+
+
+def test_an_interrupted_trial_keeps_what_it_reported(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'i.db'}"
+    with pytest.raises(KeyboardInterrupt):
+        tuner.tune(_interrupted, space="lr-only", n_trials=2, epochs=3, storage=url, study_name="i", verbose=False)
+    (trial,) = optuna.load_study(study_name="i", storage=url).trials
+    assert trial.state == TrialState.FAIL and trial.user_attrs[Key.REASON] == "interrupted"
+    assert trial.user_attrs[Key.VAL_HISTORY] == [0.5, 0.6]
+
+
+def test_a_resumed_tune_proposes_new_parameters(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    tuner.tune(_noisy, space="lr-only", n_trials=3, epochs=1, storage=url, study_name="r", pruner="none",
+               verbose=False)
+    result = tuner.tune(_noisy, space="lr-only", n_trials=6, epochs=1, storage=url, study_name="r", pruner="none",
+                        verbose=False)
+    lrs = [t.params["adam.lr"] for t in result.study.trials]
+    assert len(lrs) == 6 and not set(lrs[:3]) & set(lrs[3:])
+
+
+def test_workers_from_a_thread_are_refused_before_anything_starts(tmp_path: Path):
+    import threading
+
+    caught: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            tuner.tune(_noisy, space="lr-only", n_trials=2, workers=2, storage=f"sqlite:///{tmp_path / 't.db'}")
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            caught.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(60)
+    assert len(caught) == 1 and isinstance(caught[0], tuner.ConfigError)
+    assert "main thread" in str(caught[0]) and not (tmp_path / "t.db").exists()
+
+
+def test_a_storage_stop_of_tune_says_how_to_resume_in_python():
+    from tuner.spaces import load_space
+    from tuner.study._engine import RunPlan, _storage_stop
+
+    study = optuna.create_study(study_name="s")
+    plan = RunPlan(name="s", storage_url="sqlite:///s.db", space=load_space("lr-only"), epochs=1, seed=0, n_trials=1,
+                   resume_hint="call tuner.tune() again with the same storage and study_name")
+    message = str(_storage_stop(study, plan, OSError(28, "No space left on device")))
+    assert "call tuner.tune() again" in message and "tuner study run" not in message
+
+
+def test_user_code_beside_a_library_folder_is_still_named(tmp_path: Path, monkeypatch):
+    """A folder named like a library's (``tuner_jobs`` beside ``tuner``) is the user's, not the library's."""
+    from tuner.study import _engine
+
+    (tmp_path / "tuner").mkdir()
+    (tmp_path / "tuner_jobs").mkdir()
+    job = tmp_path / "tuner_jobs" / "job.py"
+    job.write_text("def train():\n    raise ValueError('boom')\n")
+    monkeypatch.setattr(_engine, "_LIBRARY_ROOTS", (tmp_path / "tuner",))
+    namespace: dict = {}
+    exec(compile(job.read_text(), str(job), "exec"), namespace)
+    with pytest.raises(ValueError) as raised:
+        namespace["train"]()
+    assert _engine.user_frame(raised.value) == f"{job}:2 in train"

@@ -152,6 +152,11 @@ def tune(
         from tuner.study._user import function_ref
 
         check_workers(workers)
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            raise ConfigError(f"workers={workers} must be started from the main thread (it supervises the "
+                              f"processes with signal handlers); call tune() there, or use workers=1.")
         if not storage:
             raise ConfigError(f"workers={workers} needs a storage the processes share, e.g. "
                               f"storage='sqlite:///tune.db'.")
@@ -167,7 +172,16 @@ def tune(
                             built_pruner)
     plan = RunPlan(name=name, storage_url=storage, space=search, epochs=epochs, seed=seed, n_trials=n_trials,
                    timeout=timeout, pruner_name=_name_of(pruner), sampler_name=_name_of(sampler),
-                   max_consecutive_failures=max_consecutive_failures)
+                   max_consecutive_failures=max_consecutive_failures,
+                   resume_hint="call tuner.tune() again with the same storage and study_name")
+    existing = len(study.get_trials(deepcopy=False))
+    if existing:
+        # A resumed study: a sampler seeded as in the first call would propose the same parameters again.
+        from tuner.study._prepare import _joining_seed
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.sampler = build_sampler(sampler, {"seed": _joining_seed(seed, existing), "epochs": epochs})
     done = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.state.name != "FAIL"])
 
     def on_trial(outcome: TrialOutcome, s: optuna.Study) -> None:
@@ -210,6 +224,9 @@ def _run_workers(study: optuna.Study, plan: RunPlan, ref: dict[str, str], worker
               + (f"; trials {pool.reaped} of lost workers were queued again" if pool.reaped else ""), flush=True)
         for w in lost:
             print(f"worker {w.index} (pid {w.pid}) stopped: {w.error or f'exit code {w.exitcode}'}", flush=True)
+    elif lost:
+        warnings.warn("; ".join(f"worker {w.index} (pid {w.pid}) stopped: {w.error or f'exit code {w.exitcode}'}"
+                                for w in lost), RuntimeWarning, stacklevel=3)
     if pool.interrupted is not None:
         raise KeyboardInterrupt
     if lost and len(lost) == len(pool.workers):

@@ -410,3 +410,22 @@ def test_a_config_already_running_is_not_trained_twice(tmp_path: Path, slow_file
     assert skipped[0].user_attrs["duplicate_of"] == first.number
     for trial in (first, second):
         study.tell(trial, 0.5)
+
+
+def test_when_every_worker_fails_the_summary_is_printed_before_the_error(tmp_path: Path, space_file: Path):
+    """Each worker's error, the study summary and the JSON still reach the user; then one error line, exit 1."""
+    objective = tmp_path / "only_here.py"
+    objective.write_text(SYNTHETIC_OBJECTIVE + "\nimport multiprocessing\nif multiprocessing.parent_process() "
+                                               "is not None:\n    raise RuntimeError('cannot load in a worker')\n")
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    args = ("study", "create", "--objective", f"{objective}:objective", "--space", str(space_file), "--name", "f",
+            "--n-trials", "2", "--epochs", "1", "--threads", "1", "--workers", "2", "--storage", url)
+    done = _cli(*args)
+    assert done.returncode == 1
+    assert done.stderr.count("cannot load in a worker") >= 3  # worker 0, worker 1, the error line
+    assert "trials: 0 complete, 0 pruned, 0 failed" in done.stdout
+    assert done.stderr.strip().splitlines()[-1].startswith("error: every worker stopped with an error")
+    as_json = _cli("study", "run", "f", "--storage", url, "--workers", "2", "--format", "json")
+    assert as_json.returncode == 1
+    report = json.loads(as_json.stdout)
+    assert [w["exitcode"] for w in report["run"]["workers"]] == [1, 1]

@@ -25,7 +25,7 @@ from tuner.cli._output import (
     print_summary,
     print_table,
 )
-from tuner.errors import TunerError
+from tuner.errors import StudyError, TunerError
 
 try:  # Typer >= 0.20 carries its own copy of Click
     from typer._click import exceptions as click_exceptions
@@ -185,6 +185,8 @@ def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int = 1, devi
             print_best_config(summary)
         if run.interrupted is not None:
             raise SystemExit(130 if run.interrupted == signal.SIGINT else 143)
+        if run.failure:
+            raise StudyError(run.failure)
         return
     if fmt is Format.json:
         print_json({**summary, "run": {"trials": run.trials, "seconds": round(run.seconds, 2),

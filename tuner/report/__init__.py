@@ -41,6 +41,7 @@ from tuner.report._confirm import (
 from tuner.study._record import Key, StudyKey
 
 __all__ = [
+    "CONFIRMATION_ATTR",
     "EVALUATORS",
     "Candidate",
     "Confirmation",
@@ -64,6 +65,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+CONFIRMATION_ATTR = StudyKey.CONFIRMATION  # the study attribute that holds the stored confirmation
 
 
 

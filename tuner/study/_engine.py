@@ -20,7 +20,6 @@ import gc
 import logging
 import math
 import os
-import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -69,6 +68,7 @@ class RunPlan:
     pruner_name: str = "median"
     sampler_name: str = "tpe"
     max_consecutive_failures: int = 5
+    resume_hint: str = ""  # how to continue the study after a stop: "run `tuner study run NAME`"
 
 
 @dataclass
@@ -93,6 +93,10 @@ class Executor(Protocol):
 
     def release_memory(self) -> None: ...
 
+    def begin(self, trial: optuna.Trial | None) -> None:
+        """A new trial starts (or, with None, ends): nothing of the previous one may be recorded on it."""
+        ...
+
 
 class TrainerExecutor:
     """A built-in or file objective, trained by ``tuner.train.Trainer``."""
@@ -100,6 +104,10 @@ class TrainerExecutor:
     def __init__(self, trainer: Any) -> None:
         self.trainer = trainer
         self.device = str(trainer.device)
+
+    def begin(self, trial: optuna.Trial | None) -> None:
+        if trial is not None:
+            self.trainer.last_result = None
 
     def execute(self, config: TrainConfig, report: ReportFn | None) -> Executed:
         result = self.trainer.fit(config, report=report)
@@ -149,8 +157,8 @@ class TrialContext:
 
 
 class TrainFnMisuse(ConfigError):
-    """``train_fn`` used the API wrongly (returned nothing usable): the same in every trial, so the study
-    stops at once with the fix, instead of failing trial after trial."""
+    """``train_fn`` returned nothing usable: the trial is recorded as failed with the fix in its reason (and
+    ``max_consecutive_failures`` stops a function that does it every time)."""
 
 
 class UserExecutor:
@@ -162,6 +170,11 @@ class UserExecutor:
         self.device = device
         self.trial: optuna.Trial | None = None
         self._ctx: TrialContext | None = None
+
+    def begin(self, trial: optuna.Trial | None) -> None:
+        self.trial = trial
+        if trial is not None:
+            self._ctx = None
 
     def execute(self, config: TrainConfig, report: ReportFn | None) -> Executed:
         self._ctx = ctx = TrialContext(config, self.trial, _report=report)
@@ -230,10 +243,18 @@ def counts(study: optuna.Study) -> dict[str, int]:
 
 # -- errors of the user's code ----------------------------------------------------------------------------
 
-_LIBRARY_ROOTS = tuple({str(Path(p).resolve()) for p in (
-    Path(__file__).resolve().parents[1],  # the tuner package
-    Path(optuna.__file__).resolve().parent, Path(torch.__file__).resolve().parent,
-    sys.prefix, sys.base_prefix, sys.exec_prefix)})
+def _library_roots() -> tuple[Path, ...]:
+    import sysconfig
+
+    roots = {Path(__file__).resolve().parents[1],  # the tuner package
+             Path(optuna.__file__).resolve().parent, Path(torch.__file__).resolve().parent}
+    for scheme_path in ("stdlib", "platstdlib", "purelib", "platlib"):
+        with contextlib.suppress(KeyError, OSError):
+            roots.add(Path(sysconfig.get_paths()[scheme_path]).resolve())
+    return tuple(roots)
+
+
+_LIBRARY_ROOTS = _library_roots()
 
 
 def user_frame(exc: BaseException) -> str | None:
@@ -244,9 +265,10 @@ def user_frame(exc: BaseException) -> str | None:
         path = frame.filename
         if path.startswith("<") and not path.startswith("<ipython"):
             continue
-        resolved = str(Path(path).resolve()) if not path.startswith("<") else path
-        if "site-packages" in resolved or resolved.startswith(_LIBRARY_ROOTS):
-            continue
+        if not path.startswith("<"):
+            resolved = Path(path).resolve()
+            if "site-packages" in resolved.parts or any(resolved.is_relative_to(root) for root in _LIBRARY_ROOTS):
+                continue
         return f"{path}:{frame.lineno} in {frame.name}"
     return None
 
@@ -321,9 +343,9 @@ def _storage_stop(study: optuna.Study, plan: RunPlan, exc: BaseException, trial:
     """The error that stops a study whose storage cannot be written (disk full, server gone)."""
     url = plan.storage_url or ""
     what = f"trial {trial} could not be recorded" if trial is not None else "no trial could be started"
+    resume = plan.resume_hint or f"run `tuner study run {study.study_name}`"
     return StudyError(f"Study {study.study_name!r} stopped: {explain_storage_error(exc, url)}; {what}. Free the "
-                      f"space (or fix the storage) and run `tuner study run {study.study_name}`: anything left "
-                      f"running is then marked failed.")
+                      f"space (or fix the storage) and {resume}: anything left running is then marked failed.")
 
 
 @contextlib.contextmanager
@@ -450,8 +472,7 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
             return TrialOutcome(trial.number, "FAIL", None, None, failed, seconds, config)
         return TrialOutcome(trial.number, state.name, value, test, reason, seconds, config)
 
-    if isinstance(executor, UserExecutor):
-        executor.trial = trial
+    executor.begin(trial)
     heartbeat = Heartbeat(study, trial._trial_id, plan.heartbeat_interval) if plan.storage_url else None
     try:
         trial.set_user_attr(Key.CONFIG, config.to_dict())
@@ -467,7 +488,7 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
         return finish(TrialState.FAIL, StopReason(StopKind.TIMEOUT, str(exc)),
                       attrs={Key.TIMED_OUT: True, **executor.partial()})
     except (KeyboardInterrupt, SystemExit):
-        finish(TrialState.FAIL, StopReason(StopKind.INTERRUPTED, "interrupted"))
+        finish(TrialState.FAIL, StopReason(StopKind.INTERRUPTED, "interrupted"), attrs=executor.partial())
         raise
     except torch.cuda.OutOfMemoryError as exc:
         reason = StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {exc}".splitlines()[0][:1000])
@@ -478,9 +499,6 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
     except Exception as exc:
         if _is_storage_error(exc) and is_disk_full_error(exc, plan.storage_url):
             raise _storage_stop(study, plan, exc, trial.number) from exc
-        if isinstance(exc, TrainFnMisuse):
-            finish(TrialState.FAIL, StopReason(StopKind.ERROR, f"{type(exc).__name__}: {exc}"))
-            raise
         reason, attrs = _error_reason(exc)
         return finish(TrialState.FAIL, reason, attrs={**attrs, **executor.partial()})
     except BaseException as exc:
@@ -488,11 +506,10 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
         # trial is recorded as failed with the reason, then the exception goes on with its own traceback.
         finish(TrialState.FAIL, StopReason(StopKind.INTERRUPTED, f"interrupted by {type(exc).__name__}"
                                            + (f": {exc}" if str(exc) else "")),
-               attrs={Key.TRACEBACK: traceback.format_exc()[-4000:]})
+               attrs={Key.TRACEBACK: traceback.format_exc()[-4000:], **executor.partial()})
         raise
     finally:
-        if isinstance(executor, UserExecutor):
-            executor.trial = None
+        executor.begin(None)
     return finish(TrialState.COMPLETE, None, done.value, done.test_value, attrs=done.attrs)
 
 

@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import TrialState
 
 from tuner.config import TrainConfig
-from tuner.errors import ConfigError, StudyError
+from tuner.errors import ConfigError
 from tuner.study._engine import RunSummary, TrialOutcome, counts, run_trials, use_threads
 from tuner.study._prepare import PreparedStudy, study_kind
 from tuner.study._record import Key, StudyKey, best_trial, direction_of, ranked_trials, record_of
@@ -40,6 +40,14 @@ class SessionResult:
     workers: list[WorkerReport] = field(default_factory=list)  # --workers: what each process did
     requeued: list[int] = field(default_factory=list)  # trials of lost workers whose parameters run again
     interrupted: int | None = None  # the signal that stopped the workers
+
+    @property
+    def failure(self) -> str | None:
+        """Why the run failed as a whole (every worker stopped with an error), or None."""
+        lost = self.lost_workers
+        if self.interrupted is None and self.workers and lost and len(lost) == len(self.workers):
+            return f"every worker stopped with an error; the first: {lost[0].error or lost[0].exitcode}"
+        return None
 
     @property
     def lost_workers(self) -> list[WorkerReport]:
@@ -70,13 +78,14 @@ def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | N
 
 
 def run_prepared(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | None = None,
-                 timeout: float | None = None, max_consecutive_failures: int | None = None,
+                 timeout: float | None = None, workers: int = 1, max_consecutive_failures: int | None = None,
                  on_trial: OnTrial | None = None) -> RunSummary:
-    """Runs a prepared study's trials in this process on the trial engine (``tuner.study.run_trials``)."""
+    """Runs a prepared study's trials in this process on the trial engine (``tuner.study.run_trials``).
+    ``workers``: how many processes share this machine's cores (torch threads default to cores / workers)."""
     plan = prepared.plan()
     if max_consecutive_failures is not None:
         plan.max_consecutive_failures = max_consecutive_failures
-    threads = use_threads(prepared.trainer, prepared.spec.threads)
+    threads = use_threads(prepared.trainer, prepared.spec.threads, workers)
     return run_trials(study, plan, prepared.executor(), n_trials=n_trials, timeout=timeout, threads=threads,
                       on_trial=on_trial)
 
@@ -93,12 +102,8 @@ def _run_pool(study: optuna.Study, prepared: PreparedStudy, workers: int, device
 
     pool = run_workers(prepared.name, prepared.storage_url, workers, devices=devices, overrides=overrides,
                        on_trial=finished)
-    result = SessionResult(sum(w.trials for w in pool.workers), pool.seconds, "budget", None, pool.workers,
-                           pool.reaped, pool.interrupted)
-    lost = result.lost_workers
-    if pool.interrupted is None and lost and len(lost) == len(pool.workers):
-        raise StudyError(f"every worker stopped with an error; the first: {lost[0].error or lost[0].exitcode}")
-    return result
+    return SessionResult(sum(w.trials for w in pool.workers), pool.seconds, "budget", None, pool.workers,
+                         pool.reaped, pool.interrupted)
 
 
 def _fmt(value: float | None) -> str:
