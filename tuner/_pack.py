@@ -57,9 +57,10 @@ class _Dropout(nn.Module):
     def __init__(self, p: float) -> None:
         super().__init__()
         self.register_buffer("p", torch.tensor(float(p)))
+        self.active = True  # False while no member of the pack has a rate above 0: no masks to draw
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
+        if not self.training or not self.active:
             return x
         keep = 1.0 - self.p
         mask = (torch.rand_like(x) < keep).to(x.dtype)
@@ -206,6 +207,9 @@ class PackTrainer:
         if not active:
             return {}
         start = time.perf_counter()
+        for name, module in self.base.named_modules():
+            if isinstance(module, _Dropout):
+                module.active = bool((self.buffers[f"{name}.p" if name else "p"] > 0).any())
         perms = []
         for slot in range(self.k):
             gen = self.generators[slot]
