@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import optuna
 import pytest
 import torch
 
@@ -136,3 +137,54 @@ def test_what_cannot_be_packed_says_why():
     assert pack_key(_config("adamw", 1e-3, 0)) == pack_key(_config("adam", 1e-2, 3)) == (32, "adam", 2)
     assert pack_key(_config("sgd", 0.1, 0)) != pack_key(_config("sgd", 0.1, 0, batch_size=64))
     assert set(FAMILIES.values()) == {"sgd", "adam"}
+
+
+# -- packs as trials -------------------------------------------------------------------------------------------
+def _packed_study(tmp_path, n_trials: int, pack: int, **fields):
+    from tuner.study import StudySpec, create_or_join, prepare
+
+    spec = StudySpec.from_mapping({"name": "p", "objective": "digits-mlp", "space": "lr-only", "n_trials": n_trials,
+                                   "epochs": 3, "storage": f"sqlite:///{tmp_path / 'p.db'}", "device": "cpu",
+                                   "threads": 1, "pack": pack, **fields}, "test")
+    prepared = prepare(spec)
+    return create_or_join(prepared), prepared
+
+
+def test_every_member_of_a_pack_is_a_real_trial_with_its_own_record(tmp_path):
+    from tuner.study import run_trials
+
+    study, prepared = _packed_study(tmp_path, n_trials=10, pack=4, sampler="random", pruner="median")
+    summary = run_trials(study, prepared)
+    trials = study.trials
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in trials) == 10
+    assert len(summary.outcomes) == len(trials)
+    for t in trials:
+        assert t.user_attrs["pack"] == 4 and t.user_attrs["config"] and t.user_attrs["val_history"]
+        assert len(t.intermediate_values) == len(t.user_attrs["val_history"])  # reported after every epoch
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert t.user_attrs["test_value"] is not None
+        else:
+            assert t.user_attrs["reason"].startswith(("pruned by the median pruner", "diverged"))
+    # A packed trial's value is the one its config gets alone.
+    done = next(t for t in trials if t.state == optuna.trial.TrialState.COMPLETE)
+    alone = prepared.trainer.fit(TrainConfig.from_dict(done.user_attrs["config"]))
+    assert done.value == pytest.approx(alone.value, abs=1e-6)
+    assert done.user_attrs["val_history"] == pytest.approx(alone.val_history, abs=1e-5)
+
+
+def test_a_config_that_cannot_be_packed_trains_alone_beside_the_pack(tmp_path):
+    from tuner.study import run_trials
+
+    space = tmp_path / "mixed.yaml"
+    space.write_text("optimizer:\n  adam: {lr: {low: 1.0e-4, high: 1.0e-2, log: true}}\n  lbfgs: {lr: 0.1}\n"
+                     "schedule: constant\nbatch_size: 64\n")
+    study, prepared = _packed_study(tmp_path, n_trials=8, pack=4, sampler="random", pruner="none",
+                                    space=str(space))
+    run_trials(study, prepared)
+    by_optimizer: dict[str, set] = {}
+    for t in study.trials:  # L-BFGS may diverge (recorded as pruned): finished either way
+        assert t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        by_optimizer.setdefault(t.user_attrs["config"]["optimizer"]["name"], set()).add(t.user_attrs.get("pack"))
+    assert by_optimizer.get("lbfgs", {None}) == {None}  # trained alone
+    assert by_optimizer["adam"] == {4}

@@ -158,6 +158,9 @@ WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Worker proces
                                                                  "torch threads = cores / N.")]
 DevicesOpt = Annotated[str | None, typer.Option("--devices", help="Comma-separated devices, one worker on each "
                                                                   "(e.g. cuda:0,cuda:1); sets --workers.")]
+PackOpt = Annotated[int | None, typer.Option("--pack", min=1, max=4096,
+                                              help="Train K trials at once as one stacked model (same batch size "
+                                                   "and optimizer family; others train alone) [default: 1].")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Continue a study whose objective changed (metric, "
                                                         "direction, data), mixing old and new values knowingly.")]
 TimeoutOpt = Annotated[float | None, typer.Option(help="Seconds of wall time: no trial starts after it, and a "
@@ -226,6 +229,7 @@ def study_create(
     no_run: Annotated[bool, typer.Option("--no-run", help="Only create the study.")] = False,
     workers: WorkersOpt = 1,
     devices: DevicesOpt = None,
+    pack: PackOpt = None,
     force: ForceOpt = False,
     fmt: FormatOpt = Format.text,
 ) -> None:
@@ -239,7 +243,7 @@ def study_create(
     spec_obj = base.with_overrides(
         name=name, objective=objective, space=space, sampler=sampler, pruner=pruner, n_trials=n_trials,
         timeout=timeout, epochs=epochs, storage=storage, device=device, seed=seed, data=data, target=target,
-        threads=threads,
+        threads=threads, pack=pack,
     )
     prepared = prepare(spec_obj)
     study = create_or_join(prepared, force=force)
@@ -269,6 +273,7 @@ def study_run(
     threads: Annotated[int | None, typer.Option(help="Torch threads [default: timed at start].")] = None,
     workers: WorkersOpt = 1,
     devices: DevicesOpt = None,
+    pack: PackOpt = None,
     force: ForceOpt = False,
     fmt: FormatOpt = Format.text,
 ) -> None:
@@ -279,7 +284,7 @@ def study_run(
 
     check_workers(workers)
     spec_obj, space_data = stored_spec(name, storage)
-    spec_obj = spec_obj.with_overrides(n_trials=n_trials, timeout=timeout, device=device, threads=threads)
+    spec_obj = spec_obj.with_overrides(n_trials=n_trials, timeout=timeout, device=device, threads=threads, pack=pack)
     prepared = prepare(spec_obj, space_data=space_data)
     study = create_or_join(prepared, force=force)
     _run(study, prepared, fmt, workers, devices)

@@ -426,6 +426,51 @@ def _running_twin(study: optuna.Study, trial: optuna.Trial) -> int | None:
 
 # -- one trial ----------------------------------------------------------------------------------------------
 
+def report_epoch(plan: RunPlan, trial: optuna.Trial, config: TrainConfig, epoch: int, value: float,
+                 deadline: float | None) -> None:
+    """Reports a trial's validation value of one epoch; raises ``TrialPruned`` when the pruner stops it, and
+    ``_TimedOut`` past ``deadline`` (unless it was the last epoch)."""
+    trial.report(value, epoch)
+    if trial.should_prune():
+        raise optuna.TrialPruned(f"pruned by the {plan.pruner_name} pruner after epoch {epoch + 1} "
+                                 f"(validation {value:.4g})")
+    if deadline is not None and time.monotonic() >= deadline and epoch + 1 < config.epochs:
+        raise _TimedOut(f"timeout: the study's timeout ({plan.timeout:g}s) was reached; stopped after "
+                        f"epoch {epoch + 1} of {config.epochs}")
+
+
+def finish_trial(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config: TrainConfig, seconds: float,
+                 state: TrialState, reason: StopReason | None, value: float | None = None,
+                 test: float | None = None, attrs: dict[str, Any] | None = None) -> TrialOutcome:
+    """Records a trial's outcome (attributes, then one retried ``tell``) and returns it. A trial reaped while it
+    ran is reported as discarded; a storage that keeps failing fails the trial with the reason (disk full
+    stops the study)."""
+    attrs = {**(attrs or {}), Key.SECONDS: round(seconds, 3)}
+    if reason is not None:
+        attrs.update(reason.attrs())
+    try:
+        for key, val in attrs.items():
+            _retried(lambda key=key, val=val: trial.set_user_attr(key, val))
+        _tell(study, trial, values=value if state == TrialState.COMPLETE else None, state=state)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # Reaped while it ran (its heartbeat stalled): the trial is FAIL and its parameters queued again.
+        lost = StopReason(StopKind.DISCARDED, "discarded: the trial was failed by another worker after its "
+                                              "heartbeat stalled")
+        log.warning("trial %d: %s", trial.number, lost)
+        return TrialOutcome(trial.number, "FAIL", None, None, lost, seconds, config)
+    except Exception as exc:  # the storage kept failing: record what can be recorded, and go on
+        if is_disk_full_error(exc, plan.storage_url):
+            raise _storage_stop(study, plan, exc, trial.number) from exc
+        failed = _storage_reason(exc)
+        log.warning("trial %d: %s", trial.number, failed)
+        with contextlib.suppress(Exception):
+            for key, val in failed.attrs().items():
+                trial.set_user_attr(key, val)
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        return TrialOutcome(trial.number, "FAIL", None, None, failed, seconds, config)
+    return TrialOutcome(trial.number, state.name, value, test, reason, seconds, config)
+
+
 def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optuna.Trial | None = None,
             config: TrainConfig | None = None, deadline: float | None = None) -> TrialOutcome:
     """Trains one trial (asked and sampled here unless given) and tells its outcome; no path leaves it
@@ -436,41 +481,12 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
     pruner = plan.pruner_name
 
     def report(epoch: int, value: float) -> None:
-        trial.report(value, epoch)
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned by the {pruner} pruner after epoch {epoch + 1} "
-                                     f"(validation {value:.4g})")
-        if deadline is not None and time.monotonic() >= deadline and epoch + 1 < config.epochs:
-            raise _TimedOut(f"timeout: the study's timeout ({plan.timeout:g}s) was reached; stopped after "
-                            f"epoch {epoch + 1} of {config.epochs}")
+        report_epoch(plan, trial, config, epoch, value, deadline)
 
     def finish(state: TrialState, reason: StopReason | None, value: float | None = None, test: float | None = None,
                attrs: dict[str, Any] | None = None) -> TrialOutcome:
-        seconds = time.perf_counter() - start
-        attrs = {**(attrs or {}), Key.SECONDS: round(seconds, 3)}
-        if reason is not None:
-            attrs.update(reason.attrs())
-        try:
-            for key, val in attrs.items():
-                _retried(lambda key=key, val=val: trial.set_user_attr(key, val))
-            _tell(study, trial, values=value if state == TrialState.COMPLETE else None, state=state)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            # Reaped while it ran (its heartbeat stalled): the trial is FAIL and its parameters queued again.
-            lost = StopReason(StopKind.DISCARDED, "discarded: the trial was failed by another worker after its "
-                                                  "heartbeat stalled")
-            log.warning("trial %d: %s", trial.number, lost)
-            return TrialOutcome(trial.number, "FAIL", None, None, lost, seconds, config)
-        except Exception as exc:  # the storage kept failing: record what can be recorded, and go on
-            if is_disk_full_error(exc, plan.storage_url):
-                raise _storage_stop(study, plan, exc, trial.number) from exc
-            failed = _storage_reason(exc)
-            log.warning("trial %d: %s", trial.number, failed)
-            with contextlib.suppress(Exception):
-                for key, val in failed.attrs().items():
-                    trial.set_user_attr(key, val)
-                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-            return TrialOutcome(trial.number, "FAIL", None, None, failed, seconds, config)
-        return TrialOutcome(trial.number, state.name, value, test, reason, seconds, config)
+        return finish_trial(study, plan, trial, config, time.perf_counter() - start, state, reason, value, test,
+                            attrs)
 
     executor.begin(trial)
     heartbeat = Heartbeat(study, trial._trial_id, plan.heartbeat_interval) if plan.storage_url else None

@@ -41,6 +41,7 @@ class Key:
     TIMED_OUT = "timed_out"
     RETRY_OF = "retry_of"
     RETRY_DEPTH = "retry_depth"
+    PACK = "pack"  # how many trials were trained together with this one (absent: alone)
     HEARTBEAT = "tuner:heartbeat"  # a system attribute
 
 

@@ -18,7 +18,8 @@ from optuna.trial import TrialState
 
 from tuner.config import TrainConfig
 from tuner.errors import ConfigError
-from tuner.study._engine import RunSummary, TrialOutcome, counts, run_trials, use_threads
+from tuner.study._engine import TrialOutcome, counts
+from tuner.study._local import run_prepared
 from tuner.study._prepare import PreparedStudy, study_kind
 from tuner.study._record import Key, StudyKey, best_trial, direction_of, ranked_trials, record_of
 from tuner.study._storage import open_storage, storage_exists
@@ -77,23 +78,10 @@ def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | N
     return SessionResult(len(run.outcomes), run.seconds, run.stopped_by, run.threads)
 
 
-def run_prepared(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | None = None,
-                 timeout: float | None = None, workers: int = 1, max_consecutive_failures: int | None = None,
-                 on_trial: OnTrial | None = None) -> RunSummary:
-    """Runs a prepared study's trials in this process on the trial engine (``tuner.study.run_trials``).
-    ``workers``: how many processes share this machine's cores (torch threads default to cores / workers)."""
-    plan = prepared.plan()
-    if max_consecutive_failures is not None:
-        plan.max_consecutive_failures = max_consecutive_failures
-    threads = use_threads(prepared.trainer, prepared.spec.threads, workers)
-    return run_trials(study, plan, prepared.executor(), n_trials=n_trials, timeout=timeout, threads=threads,
-                      on_trial=on_trial)
-
-
 def _run_pool(study: optuna.Study, prepared: PreparedStudy, workers: int, devices: list[str],
               on_trial: OnTrial | None) -> SessionResult:
     spec = prepared.spec
-    overrides = {k: v for k, v in (("timeout", spec.timeout), ("threads", spec.threads),
+    overrides = {k: v for k, v in (("timeout", spec.timeout), ("threads", spec.threads), ("pack", spec.pack),
                                    ("device", None if devices else spec.device)) if v is not None}
 
     def finished(t: optuna.trial.FrozenTrial, s: optuna.Study) -> None:

@@ -52,6 +52,8 @@ class StudySpec(BaseModel):
     seed: int = Field(0, ge=0, lt=2**32, description="seed of the sampler and of every trial's training")
     threads: int | None = Field(None, gt=0, description="torch threads per worker; default: the faster of 1 "
                                                          "and cores / workers, timed on the objective at start")
+    pack: int = Field(1, ge=1, le=4096, description="trials trained at once as one stacked model (trial packs): "
+                                                    "same batch size and optimizer family share a pack")
     heartbeat_interval: float = Field(2.0, ge=0.1, le=3600, description="seconds between a running trial's "
                                                                       "heartbeats")
     grace_period: float = Field(12.0, gt=0, le=86400, description="seconds without a heartbeat after which a running "

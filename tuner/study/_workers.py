@@ -85,15 +85,14 @@ def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], res
 
             report["trials"] = run_user_worker(index, name, url, job, overrides.get("threads"))
         else:
-            from tuner.study._engine import run_trials, use_threads
+            from tuner.study._local import run_prepared
             from tuner.study._prepare import create_or_join, prepare, stored_spec
 
             spec, space = stored_spec(name, url)
             spec = spec.with_overrides(**overrides)
             prepared = prepare(spec, space_data=space)
             study = create_or_join(prepared, worker=index)
-            threads = use_threads(prepared.trainer, prepared.spec.threads)
-            run = run_trials(study, prepared.plan(), prepared.executor(), threads=threads)
+            run = run_prepared(study, prepared)
             report["trials"] = len(run.outcomes)
     except KeyboardInterrupt:
         code = 130

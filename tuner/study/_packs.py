@@ -1,0 +1,162 @@
+"""Trial packs as trials: K trials of a study trained at once by ``tuner._pack.PackTrainer``.
+
+Every member is a real Optuna trial: asked from the study under the claim lock (the budget counts it), its
+config sampled, reported after every epoch and pruned on its own, told on its own with the same record as an
+unpacked trial (config, history, test value, timings, reason). A pruned, diverged, timed-out or finished member
+frees its slot, and the slot is refilled with a new trial at the next epoch boundary, so the pack stays full
+until the budget is met. Configs that cannot be packed (L-BFGS, Adadelta, ``plateau``) and configs of another
+batch size or optimizer family than the running pack train unpacked, one after the other, beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from tuner._pack import PackTrainer, pack_key, packable
+from tuner.config import TrainConfig
+from tuner.study._engine import (
+    Executor,
+    RunPlan,
+    RunSummary,
+    TrialOutcome,
+    _claim_lock,
+    _fail_own_running,
+    _take,
+    _TimedOut,
+    finish_trial,
+    report_epoch,
+    run_one,
+)
+from tuner.study._liveness import Heartbeat, reap_stale
+from tuner.study._record import FINISHED, Key, StopKind, StopReason
+from tuner.train import Diverged
+
+__all__ = ["run_packed"]
+
+
+@dataclass
+class _Slot:
+    trial: optuna.Trial
+    config: TrainConfig
+    started: float
+    heartbeat: Heartbeat | None
+
+
+def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, pack: int, *,
+               n_trials: int | None = None, timeout: float | None = None, threads: int = 1,
+               on_trial: Callable[[TrialOutcome, optuna.Study], None] | None = None) -> RunSummary:
+    """Runs trials ``pack`` at a time until the study holds ``n_trials`` finished trials (or ``timeout``)."""
+    n_trials = n_trials or plan.n_trials
+    timeout = timeout if timeout is not None else plan.timeout
+    summary = RunSummary(threads=threads)
+    start = time.monotonic()
+    deadline = None if timeout is None else start + timeout
+    packer: PackTrainer | None = None
+    current: tuple[int, str, int] | None = None  # the pack key of the configs in the slots
+    slots: list[_Slot | None] = [None] * pack
+    consecutive = 0
+
+    def done(outcome: TrialOutcome) -> None:
+        nonlocal consecutive
+        summary.outcomes.append(outcome)
+        counted = outcome.state == "FAIL" and outcome.reason is not None and outcome.reason.kind not in (
+            StopKind.TIMEOUT, StopKind.DUPLICATE, StopKind.DISCARDED)
+        consecutive = consecutive + 1 if counted else 0
+        if on_trial is not None:
+            on_trial(outcome, study)
+        if consecutive >= plan.max_consecutive_failures:
+            from tuner.errors import StudyError
+
+            raise StudyError(f"Study {study.study_name!r} stopped after {consecutive} consecutive failed trials; "
+                             f"the last failed with: {outcome.reason}")
+
+    def close(slot: int, state: TrialState, reason: StopReason | None, value: float | None = None,
+              test: float | None = None, extra: dict | None = None) -> None:
+        entry = slots[slot]
+        assert entry is not None and packer is not None
+        member = packer.members[slot]
+        if entry.heartbeat is not None:
+            entry.heartbeat.__exit__(None, None, None)
+        attrs = {Key.VAL_HISTORY: [round(v, 6) for v in member.val_history],
+                 Key.EPOCH_TIMES: [round(t, 4) for t in member.epoch_times],
+                 Key.TRAIN_LOSS: [round(v, 6) if math.isfinite(v) else str(v) for v in member.train_loss],
+                 Key.PACK: pack, **(extra or {})}
+        packer.free(slot)
+        slots[slot] = None
+        done(finish_trial(study, plan, entry.trial, entry.config, time.perf_counter() - entry.started, state,
+                          reason, value, test, attrs))
+
+    try:
+        while True:
+            timed_out = deadline is not None and time.monotonic() >= deadline
+            if plan.storage_url:
+                reap_stale(study, plan.grace_period)
+            # Refill free slots at the epoch boundary, within the budget. A config of another kind (another
+            # batch size or optimizer family, or one that cannot be packed) trains unpacked, right away.
+            while not timed_out and None in slots:
+                with _claim_lock(study, plan.storage_url):
+                    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+                    taken = _take(study, plan, executor.device) if len(trials) < n_trials else None
+                if taken is None:
+                    break
+                trial, config = taken
+                key = pack_key(config) if packable(config) is None else None
+                if key is None or (any(slots) and key != current):
+                    done(run_one(study, plan, executor, trial, config, deadline=deadline))
+                    timed_out = deadline is not None and time.monotonic() >= deadline
+                    continue
+                if packer is None or key != current:
+                    packer, current = PackTrainer(trainer, pack, key[0], key[1]), key
+                slot = slots.index(None)
+                packer.fill(slot, config)
+                trial.set_user_attr(Key.CONFIG, config.to_dict())
+                heartbeat = Heartbeat(study, trial._trial_id, plan.heartbeat_interval) if plan.storage_url else None
+                if heartbeat is not None:
+                    heartbeat.__enter__()
+                slots[slot] = _Slot(trial, config, time.perf_counter(), heartbeat)
+            if not any(slots):
+                if timed_out:
+                    summary.stopped_by = "timeout"
+                    break
+                if len(study.get_trials(deepcopy=False, states=FINISHED)) >= n_trials:
+                    break
+                time.sleep(min(1.0, plan.heartbeat_interval))  # the rest of the budget is in flight elsewhere
+                continue
+            assert packer is not None
+            values = packer.run_epoch()
+            for slot, value in values.items():
+                entry = slots[slot]
+                member = packer.members[slot]
+                epoch = member.epoch - 1
+                try:
+                    packer.check(slot)
+                    report_epoch(plan, entry.trial, entry.config, epoch, value, deadline)
+                except Diverged as exc:
+                    close(slot, TrialState.PRUNED, StopReason(StopKind.DIVERGED, exc.reason),
+                          extra={Key.DIVERGED: True})
+                    continue
+                except optuna.TrialPruned as exc:
+                    close(slot, TrialState.PRUNED, StopReason(StopKind.PRUNED, str(exc)))
+                    continue
+                except _TimedOut as exc:
+                    close(slot, TrialState.FAIL, StopReason(StopKind.TIMEOUT, str(exc)), extra={Key.TIMED_OUT: True})
+                    continue
+                if member.epoch >= entry.config.epochs:
+                    test = packer.test_value(slot)
+                    close(slot, TrialState.COMPLETE, None, value, test, extra={Key.TEST_VALUE: test})
+    except BaseException:
+        for entry in slots:
+            if entry is not None and entry.heartbeat is not None:
+                with contextlib.suppress(Exception):
+                    entry.heartbeat.__exit__(None, None, None)
+        _fail_own_running(study)
+        raise
+    summary.seconds = time.monotonic() - start
+    return summary
