@@ -604,19 +604,30 @@ def run_trials(
         except BaseException:
             _fail_own_running(study, trial)
             raise
-        summary.outcomes.append(outcome)
-        counted = outcome.state == "FAIL" and outcome.reason is not None and outcome.reason.kind not in (
-            StopKind.TIMEOUT, StopKind.DUPLICATE, StopKind.DISCARDED)
-        consecutive = consecutive + 1 if counted else 0
-        if on_trial is not None:
-            on_trial(outcome, study)
-        if consecutive >= plan.max_consecutive_failures:
+        try:
+            consecutive = record_outcome(study, plan, summary, outcome, consecutive, on_trial)
+        except StudyError:
             summary.seconds = time.monotonic() - start
-            summary.stopped_by = "failures"
-            raise StudyError(f"Study {study.study_name!r} stopped after {consecutive} consecutive failed trials; "
-                             f"the last failed with: {outcome.reason}")
+            raise
     summary.seconds = time.monotonic() - start
     return summary
+
+
+def record_outcome(study: optuna.Study, plan: RunPlan, summary: RunSummary, outcome: TrialOutcome,
+                   consecutive: int, on_trial: Callable[[TrialOutcome, optuna.Study], None] | None) -> int:
+    """Adds a finished trial to the run: the caller's ``on_trial``, and the failure limit (failures in a row,
+    not counting timeouts, duplicates and discarded trials, stop the study). Returns the failures in a row."""
+    summary.outcomes.append(outcome)
+    counted = outcome.state == "FAIL" and outcome.reason is not None and outcome.reason.kind not in (
+        StopKind.TIMEOUT, StopKind.DUPLICATE, StopKind.DISCARDED)
+    consecutive = consecutive + 1 if counted else 0
+    if on_trial is not None:
+        on_trial(outcome, study)
+    if consecutive >= plan.max_consecutive_failures:
+        summary.stopped_by = "failures"
+        raise StudyError(f"Study {study.study_name!r} stopped after {consecutive} consecutive failed trials; "
+                         f"the last failed with: {outcome.reason}")
+    return consecutive
 
 
 def _fail_own_running(study: optuna.Study, asked: optuna.Trial | None = None) -> None:

@@ -31,6 +31,7 @@ from tuner.study._engine import (
     _take,
     _TimedOut,
     finish_trial,
+    record_outcome,
     report_epoch,
     run_one,
 )
@@ -65,17 +66,7 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
 
     def done(outcome: TrialOutcome) -> None:
         nonlocal consecutive
-        summary.outcomes.append(outcome)
-        counted = outcome.state == "FAIL" and outcome.reason is not None and outcome.reason.kind not in (
-            StopKind.TIMEOUT, StopKind.DUPLICATE, StopKind.DISCARDED)
-        consecutive = consecutive + 1 if counted else 0
-        if on_trial is not None:
-            on_trial(outcome, study)
-        if consecutive >= plan.max_consecutive_failures:
-            from tuner.errors import StudyError
-
-            raise StudyError(f"Study {study.study_name!r} stopped after {consecutive} consecutive failed trials; "
-                             f"the last failed with: {outcome.reason}")
+        consecutive = record_outcome(study, plan, summary, outcome, consecutive, on_trial)
 
     def close(slot: int, state: TrialState, reason: StopReason | None, value: float | None = None,
               test: float | None = None, extra: dict | None = None) -> None:
