@@ -13,7 +13,7 @@ the whole pack at once). Members are held in slots: a slot is filled with a conf
 and freed when its member is pruned, diverges or finishes, so the caller can refill it at an epoch boundary.
 
 What can share a pack (``pack_key``): one batch size and one update family (SGD / momentum / Nesterov; Adam /
-AdamW; ...). L-BFGS, Adadelta and the ``plateau`` schedule are trained unpacked.
+AdamW; Adamax; RMSprop; Adagrad). L-BFGS, Adadelta, NAdam, RAdam and the ``plateau`` schedule train unpacked.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from tuner.train import Diverged, Trainer, seed_everything
 __all__ = ["PackTrainer", "Member", "pack_key", "packable", "FAMILIES"]
 
 # The update rule each packable optimizer uses: one fused update per family, coefficients per member.
-FAMILIES = {"sgd": "sgd", "momentum": "sgd", "nesterov": "sgd", "adam": "adam", "adamw": "adam"}
+FAMILIES = {"sgd": "sgd", "momentum": "sgd", "nesterov": "sgd", "adam": "adam", "adamw": "adam",
+            "adamax": "adamax", "rmsprop": "rmsprop", "adagrad": "adagrad"}
 
 
 def packable(config: TrainConfig) -> str | None:
@@ -123,7 +124,7 @@ class PackTrainer:
         self.first = torch.ones(slots, dtype=torch.bool, device=self.device)
         self.coef = {key: torch.zeros(slots, device=self.device) for key in (
             "lr", "momentum", "nesterov", "beta1", "beta2", "eps", "weight_decay", "decoupled", "amsgrad",
-            "l1", "clip")}
+            "l1", "clip", "alpha", "centered", "lr_decay")}
         self.factors = torch.zeros(slots, 1, device=self.device)  # filled per member
         self.generators: list[torch.Generator | None] = [None] * slots
 
@@ -147,6 +148,9 @@ class PackTrainer:
             self.flat[slot] = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
             for state in self.state.values():
                 state[slot].zero_()
+            if self.family == "adagrad":  # Adagrad's sum of squared gradients starts at its initial value
+                start = get_optimizer(config.optimizer.name).kwargs(config.optimizer.params)
+                self.state["m"][slot] = float(start.get("initial_accumulator_value", 0.0))
             for name, b in model.named_buffers():
                 self.buffers[name][slot].copy_(b)
         opt = config.optimizer
@@ -158,7 +162,8 @@ class PackTrainer:
                   "beta1": betas[0], "beta2": betas[1], "eps": kwargs.get("eps", 1e-8),
                   "weight_decay": config.regularization.weight_decay,
                   "decoupled": float(info.decoupled_weight_decay), "amsgrad": float(kwargs.get("amsgrad", False)),
-                  "l1": config.regularization.l1,
+                  "l1": config.regularization.l1, "alpha": kwargs.get("alpha", 0.99),
+                  "centered": float(kwargs.get("centered", False)), "lr_decay": kwargs.get("lr_decay", 0.0),
                   "clip": math.inf if config.grad_clip_norm is None else config.grad_clip_norm}
         for key, value in values.items():
             self.coef[key][slot] = value
@@ -296,6 +301,26 @@ class PackTrainer:
             buf.copy_(first * g + (1 - first) * (m * buf + g))
             update = torch.where(col["nesterov"] > 0, g + m * buf, buf)
             p.sub_(lr * update)
+        elif self.family == "adamax":
+            g = g + wd * p
+            s = self.state
+            s["m"].lerp_(g, 1 - col["beta1"])
+            torch.maximum(s["v"].mul_(col["beta2"]), g.abs() + col["eps"], out=s["v"])
+            p.sub_(lr / (1 - col["beta1"] ** step) * s["m"] / s["v"])
+        elif self.family == "rmsprop":
+            g = g + wd * p
+            s, alpha = self.state, col["alpha"]
+            s["m"].mul_(alpha).addcmul_(g, g * (1 - alpha))
+            s["v"].lerp_(g, 1 - alpha)
+            centered = (s["m"] - s["v"] * s["v"]).sqrt()
+            avg = torch.where(col["centered"] > 0, centered, s["m"].sqrt()) + col["eps"]
+            s["vmax"].mul_(col["momentum"]).add_(g / avg)
+            p.sub_(lr * torch.where(col["momentum"] > 0, s["vmax"], g / avg))
+        elif self.family == "adagrad":
+            g = g + wd * p
+            s = self.state
+            s["m"].addcmul_(g, g)
+            p.sub_(lr / (1 + (step - 1) * col["lr_decay"]) * g / (s["m"].sqrt() + col["eps"]))
         else:  # adam / adamw
             decoupled = col["decoupled"]
             g = g + (1 - decoupled) * wd * p
