@@ -55,6 +55,14 @@ PACKS = {
         _config("rmsprop", 2e-3, 2, centered=True),
         _config("rmsprop", 1e-3, 3, momentum=0.5),
     ],
+    "nadam": [
+        _config("nadam", 2e-3, 0, l1=1e-5),
+        _config("nadam", 5e-3, 1, betas=[0.8, 0.99], momentum_decay=1e-2, schedule="cosine", wd=1e-3, clip=1.0),
+    ],
+    "radam": [
+        _config("radam", 1e-3, 0, l1=1e-5),
+        _config("radam", 3e-3, 1, betas=[0.85, 0.995], schedule="linear", wd=1e-4, clip=0.5),
+    ],
     "adagrad": [
         _config("adagrad", 1e-2, 0, l1=1e-5),
         _config("adagrad", 5e-2, 1, lr_decay=1e-3, initial_accumulator_value=0.1, schedule={"name": "step"},
@@ -153,7 +161,7 @@ def test_what_cannot_be_packed_says_why():
     assert packable(_config("nesterov", 0.1, 0, momentum=0.9)) is None
     assert pack_key(_config("adamw", 1e-3, 0)) == pack_key(_config("adam", 1e-2, 3)) == (32, "adam", 2)
     assert pack_key(_config("sgd", 0.1, 0)) != pack_key(_config("sgd", 0.1, 0, batch_size=64))
-    assert set(FAMILIES.values()) == {"sgd", "adam", "adamax", "rmsprop", "adagrad"}
+    assert set(FAMILIES.values()) == {"sgd", "adam", "adamax", "rmsprop", "adagrad", "nadam", "radam"}
 
 
 # -- packs as trials -------------------------------------------------------------------------------------------

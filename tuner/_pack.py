@@ -13,7 +13,7 @@ the whole pack at once). Members are held in slots: a slot is filled with a conf
 and freed when its member is pruned, diverges or finishes, so the caller can refill it at an epoch boundary.
 
 What can share a pack (``pack_key``): one batch size and one update family (SGD / momentum / Nesterov; Adam /
-AdamW; Adamax; RMSprop; Adagrad). L-BFGS, Adadelta, NAdam, RAdam and the ``plateau`` schedule train unpacked.
+AdamW; Adamax; RMSprop; Adagrad; NAdam; RAdam). L-BFGS, Adadelta and the ``plateau`` schedule train unpacked.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ __all__ = ["PackTrainer", "Member", "pack_key", "packable", "FAMILIES"]
 
 # The update rule each packable optimizer uses: one fused update per family, coefficients per member.
 FAMILIES = {"sgd": "sgd", "momentum": "sgd", "nesterov": "sgd", "adam": "adam", "adamw": "adam",
-            "adamax": "adamax", "rmsprop": "rmsprop", "adagrad": "adagrad"}
+            "adamax": "adamax", "rmsprop": "rmsprop", "adagrad": "adagrad", "nadam": "nadam", "radam": "radam"}
 
 
 def packable(config: TrainConfig) -> str | None:
@@ -124,7 +124,8 @@ class PackTrainer:
         self.first = torch.ones(slots, dtype=torch.bool, device=self.device)
         self.coef = {key: torch.zeros(slots, device=self.device) for key in (
             "lr", "momentum", "nesterov", "beta1", "beta2", "eps", "weight_decay", "decoupled", "amsgrad",
-            "l1", "clip", "alpha", "centered", "lr_decay")}
+            "l1", "clip", "alpha", "centered", "lr_decay", "momentum_decay")}
+        self.mu_product = torch.ones(slots, dtype=torch.float64, device=self.device)  # NAdam's running product
         self.factors = torch.zeros(slots, 1, device=self.device)  # filled per member
         self.generators: list[torch.Generator | None] = [None] * slots
 
@@ -164,6 +165,7 @@ class PackTrainer:
                   "decoupled": float(info.decoupled_weight_decay), "amsgrad": float(kwargs.get("amsgrad", False)),
                   "l1": config.regularization.l1, "alpha": kwargs.get("alpha", 0.99),
                   "centered": float(kwargs.get("centered", False)), "lr_decay": kwargs.get("lr_decay", 0.0),
+                  "momentum_decay": kwargs.get("momentum_decay", 4e-3),
                   "clip": math.inf if config.grad_clip_norm is None else config.grad_clip_norm}
         for key, value in values.items():
             self.coef[key][slot] = value
@@ -179,6 +181,7 @@ class PackTrainer:
         self.factors[slot, :total + 1] = factors
         self.steps[slot] = 0
         self.first[slot] = True
+        self.mu_product[slot] = 1.0
         self.generators[slot] = torch.Generator(device=self.trainer.data.x_train.device).manual_seed(config.seed)
         member = Member(config, slot)
         self.members[slot] = member
@@ -321,6 +324,33 @@ class PackTrainer:
             s = self.state
             s["m"].addcmul_(g, g)
             p.sub_(lr / (1 + (step - 1) * col["lr_decay"]) * g / (s["m"].sqrt() + col["eps"]))
+        elif self.family in ("nadam", "radam"):
+            g = g + wd * p
+            s = self.state
+            s["m"].lerp_(g, 1 - col["beta1"])
+            s["v"].mul_(col["beta2"]).addcmul_(g, g * (1 - col["beta2"]))
+            # The scalar coefficients in double precision, as torch computes them in Python floats.
+            t, b1, b2 = self.steps.double(), c["beta1"].double(), c["beta2"].double()
+            bc2 = 1 - b2 ** t
+            lr64 = lr[:, 0].double()
+            if self.family == "nadam":
+                mu = b1 * (1.0 - 0.5 * 0.96 ** (t * c["momentum_decay"].double()))
+                mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * c["momentum_decay"].double()))
+                self.mu_product = (self.mu_product * mu).float().double()  # stored as float32, as torch does
+                denom = (s["v"] / bc2.float()[:, None]).sqrt() + col["eps"]
+                first = (-lr64 * (1.0 - mu) / (1.0 - self.mu_product)).float()[:, None]
+                second = (-lr64 * mu_next / (1.0 - self.mu_product * mu_next)).float()[:, None]
+                p.add_(first * (g / denom)).add_(second * (s["m"] / denom))
+            else:
+                bc1 = 1 - b1 ** t
+                rho_inf = 2 / (1 - b2) - 1
+                rho_t = rho_inf - 2 * t * b2 ** t / bc2
+                rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
+                        / ((rho_inf - 4) * (rho_inf - 2) * rho_t)).clamp(min=0).sqrt()
+                corrected = s["m"] / bc1.float()[:, None]
+                adaptive = bc2.sqrt().float()[:, None] / (s["v"].sqrt() + col["eps"])
+                rectified = (rho_t > 5.0)[:, None]
+                p.sub_(torch.where(rectified, corrected * lr * adaptive * rect.float()[:, None], corrected * lr))
         else:  # adam / adamw
             decoupled = col["decoupled"]
             g = g + (1 - decoupled) * wd * p
