@@ -85,7 +85,6 @@ class Member:
     val_history: list[float] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     epoch_times: list[float] = field(default_factory=list)
-    test_value: float | None = None
     epoch: int = 0
     initial_loss: float | None = None
 

@@ -218,9 +218,6 @@ class TrialOutcome:
     seconds: float
     config: TrainConfig | None
 
-    def reason_kind(self) -> str:
-        return self.reason.group if self.reason else ""
-
 
 @dataclass
 class RunSummary:
