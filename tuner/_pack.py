@@ -52,6 +52,11 @@ def pack_key(config: TrainConfig) -> tuple[int, str, int]:
     return config.batch_size, FAMILIES[config.optimizer.name], config.epochs
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class _Dropout(nn.Module):
     """Dropout whose rate is a buffer, so that every member of a pack has its own (and its own masks)."""
 
@@ -190,6 +195,26 @@ class PackTrainer:
         self.members[slot] = None
         self.coef["lr"][slot] = 0.0
 
+    def compact(self) -> dict[int, int]:
+        """Drops the empty slots (a pack that is draining computes only for its members), keeping every
+        member's weights, optimizer state, schedule position and data order; returns ``{old slot: new slot}``."""
+        keep = [slot for slot, member in enumerate(self.members) if member is not None]
+        if len(keep) == self.k or not keep:
+            return {slot: slot for slot in keep}
+        index = torch.tensor(keep, device=self.device)
+        self.flat = self.flat[index].contiguous()
+        self.state = {key: value[index].contiguous() for key, value in self.state.items()}
+        self.coef = {key: value[index].contiguous() for key, value in self.coef.items()}
+        self.buffers = {key: value[index].contiguous() for key, value in self.buffers.items()}
+        self.steps, self.first = self.steps[index], self.first[index]
+        self.mu_product, self.factors = self.mu_product[index], self.factors[index]
+        self.generators = [self.generators[slot] for slot in keep]
+        self.members = [self.members[slot] for slot in keep]
+        for new, member in enumerate(self.members):
+            member.slot = new
+        self.k = len(keep)
+        return {old: new for new, old in enumerate(keep)}
+
     # -- training -----------------------------------------------------------------------------------------
     def _views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         return {name: flat[:, a:b].view(self.k, *shape) for name, (a, b, shape) in self.layout.items()}
@@ -207,7 +232,6 @@ class PackTrainer:
     def run_epoch(self) -> dict[int, float]:
         """Trains every filled slot one epoch; returns ``{slot: validation value}``. A member that diverges
         raises nothing: its slot's value is NaN and ``diverged(slot)`` says why."""
-        from torch.func import vmap
 
         data, bs = self.trainer.data, self.batch_size
         active = [m for m in self.members if m is not None]
@@ -225,18 +249,7 @@ class PackTrainer:
             else:
                 perms.append(torch.randperm(self.n, generator=gen, device=data.x_train.device))
         perm = torch.stack(perms)
-        losses = []
-        loss_fn = self.trainer.loss_fn
-        for i in range(0, self.n, bs):
-            idx = perm[:, i:i + bs]
-            xb, yb = data.x_train[idx].to(self.device), data.y_train[idx].to(self.device)
-            flat = self.flat.detach().requires_grad_(True)
-            out = self._forward(self._views(flat), xb, train=True)
-            member_loss = vmap(loss_fn)(out, yb)
-            penalty = self.coef["l1"] * (flat.abs() * self.decay).sum(1)
-            (grad,) = torch.autograd.grad((member_loss + penalty).sum(), [flat])
-            self._update(grad)
-            losses.append(member_loss.detach())
+        losses = [self._step(perm[:, i:i + bs]) for i in range(0, self.n, bs)]
         per_step = torch.stack(losses)  # [steps, K]
         values: dict[int, float] = {}
         for member in active:
@@ -250,6 +263,34 @@ class PackTrainer:
             member.epoch_times.append((time.perf_counter() - start) / len(active))
             member.val_history.append(values[slot])
         return values
+
+    def _step(self, idx: torch.Tensor) -> torch.Tensor:
+        """One training step of every slot on its own batch (``idx``: [K, batch] rows); the members' losses."""
+        from torch.func import vmap
+
+        data = self.trainer.data
+        xb, yb = data.x_train[idx].to(self.device), data.y_train[idx].to(self.device)
+        flat = self.flat.detach().requires_grad_(True)
+        out = self._forward(self._views(flat), xb, train=True)
+        member_loss = vmap(self.trainer.loss_fn)(out, yb)
+        penalty = self.coef["l1"] * (flat.abs() * self.decay).sum(1)
+        (grad,) = torch.autograd.grad((member_loss + penalty).sum(), [flat])
+        self._update(grad)
+        return member_loss.detach()
+
+    def time_steps(self, steps: int) -> float:
+        """Seconds that ``steps`` training steps of the whole pack take (after two unmeasured ones); for
+        choosing a pack size. Changes the members' weights: a pack timed is not trained on."""
+        n = min(self.n, self.batch_size)
+        idx = torch.arange(n, device=self.trainer.data.x_train.device).expand(self.k, n)
+        for _ in range(2):
+            self._step(idx)
+        _sync(self.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            self._step(idx)
+        _sync(self.device)
+        return time.perf_counter() - start
 
     def check(self, slot: int) -> None:
         """Raises ``Diverged`` when the slot's member diverged in its last epoch (the Trainer's rules)."""

@@ -37,6 +37,7 @@ from tuner.spaces import SearchSpace
 from tuner.study._liveness import Heartbeat, is_this_process, reap_stale, worker_identity
 from tuner.study._record import FINISHED, Key, StopKind, StopReason, best_trial, storage_of
 from tuner.study._storage import explain_storage_error, mask_url, storage_lock
+from tuner.study._writes import write_attrs
 from tuner.train import Diverged, seed_everything
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,8 @@ class RunSummary:
     seconds: float = 0.0
     stopped_by: str = "budget"  # budget | timeout | failures
     threads: int = 1
+    pack: int = 1  # trials trained at once
+    pack_why: str = ""  # why that many (pack: auto), in words
 
 
 def trial_seed(study_seed: int, number: int) -> int:
@@ -389,8 +392,9 @@ def _take(study: optuna.Study, plan: RunPlan, device: str = "") -> tuple[optuna.
     for attempt in range(MAX_DUPLICATE_ASKS + 1):
         trial = _ask(study, plan)
         try:
-            trial.set_user_attr(Key.WORKER, worker_identity(device))
+            trial.set_user_attr(Key.WORKER, worker_identity(device))  # first: an interrupt finds it as ours
             config = plan.space.sample(trial, epochs=plan.epochs, seed=trial_seed(plan.seed, trial.number))
+            trial.set_user_attr(Key.CONFIG, config.to_dict())
         except Exception as exc:
             if _is_storage_error(exc):
                 raise _storage_stop(study, plan, exc, trial.number) from exc
@@ -428,7 +432,14 @@ def report_epoch(plan: RunPlan, trial: optuna.Trial, config: TrainConfig, epoch:
     """Reports a trial's validation value of one epoch; raises ``TrialPruned`` when the pruner stops it, and
     ``_TimedOut`` past ``deadline`` (unless it was the last epoch)."""
     trial.report(value, epoch)
-    if trial.should_prune():
+    check_epoch(plan, config, epoch, value, deadline, trial.should_prune())
+
+
+def check_epoch(plan: RunPlan, config: TrainConfig, epoch: int, value: float, deadline: float | None,
+                prune: bool) -> None:
+    """After a trial's report of one epoch: raises ``TrialPruned`` when the pruner said so (``prune``), and
+    ``_TimedOut`` past ``deadline`` (unless it was the last epoch)."""
+    if prune:
         raise optuna.TrialPruned(f"pruned by the {plan.pruner_name} pruner after epoch {epoch + 1} "
                                  f"(validation {value:.4g})")
     if deadline is not None and time.monotonic() >= deadline and epoch + 1 < config.epochs:
@@ -446,8 +457,7 @@ def finish_trial(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config
     if reason is not None:
         attrs.update(reason.attrs())
     try:
-        for key, val in attrs.items():
-            _retried(lambda key=key, val=val: trial.set_user_attr(key, val))
+        _retried(lambda: write_attrs(study, trial._trial_id, attrs))
         _tell(study, trial, values=value if state == TrialState.COMPLETE else None, state=state)
     except optuna.exceptions.UpdateFinishedTrialError:
         # Reaped while it ran (its heartbeat stalled): the trial is FAIL and its parameters queued again.
@@ -488,7 +498,6 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
     executor.begin(trial)
     heartbeat = Heartbeat(study, trial._trial_id, plan.heartbeat_interval) if plan.storage_url else None
     try:
-        trial.set_user_attr(Key.CONFIG, config.to_dict())
         with heartbeat or contextlib.nullcontext():
             done = executor.execute(config, report)
     except optuna.TrialPruned as exc:

@@ -26,6 +26,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from tuner.study._record import Key, StopKind, StopReason, storage_of
+from tuner.study._writes import Write, write_batch
 
 __all__ = ["Heartbeat", "reap_stale", "worker_identity", "is_this_process", "DEFAULT_INTERVAL",
            "DEFAULT_GRACE", "MAX_RETRIES"]
@@ -38,32 +39,47 @@ MAX_RETRIES = 2
 
 
 class Heartbeat:
-    """Writes the trial's heartbeat every ``interval`` seconds until stopped. A failed write (storage busy,
+    """Writes the heartbeat of its trials every ``interval`` seconds until stopped: one trial, or all the
+    members of a pack (``add`` / ``discard``), in one write per beat. A failed write (storage busy,
     connection dropped) is logged and retried at the next beat: the thread never dies of it."""
 
-    def __init__(self, study: optuna.Study, trial_id: int, interval: float = DEFAULT_INTERVAL) -> None:
-        self.storage = storage_of(study)
-        self.trial_id = trial_id
+    def __init__(self, study: optuna.Study, trial_id: int | None = None, interval: float = DEFAULT_INTERVAL) -> None:
+        self.study = study
+        self.trial_ids: set[int] = set() if trial_id is None else {trial_id}
         self.interval = interval
+        self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"tuner-heartbeat-{trial_id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"tuner-heartbeat-{trial_id or 'pack'}", daemon=True)
         self.failures = 0
 
-    def beat(self) -> bool:
-        """Writes one heartbeat; False when the trial is finished (or was reaped) and needs no more."""
-        try:
-            self.storage.set_trial_system_attr(self.trial_id, Key.HEARTBEAT, time.time())
-        except UpdateFinishedTrialError:
-            return False
-        except Exception as exc:  # transient storage trouble: try again at the next beat
-            self.failures += 1
-            log.warning("heartbeat of trial id %s failed (%s: %s); retrying", self.trial_id, type(exc).__name__, exc)
-        return True
+    def add(self, trial_id: int) -> None:
+        """Beats for one more trial, starting now."""
+        with self._lock:
+            self.trial_ids.add(trial_id)
+        self.beat([trial_id])
+
+    def discard(self, trial_id: int) -> None:
+        with self._lock:
+            self.trial_ids.discard(trial_id)
+
+    def beat(self, trial_ids: list[int] | None = None) -> bool:
+        """Writes one heartbeat for the trials; False when none of them needs more (all finished or reaped)."""
+        with self._lock:
+            ids = sorted(self.trial_ids if trial_ids is None else trial_ids)
+        now = time.time()
+        errors = write_batch(self.study, [Write(i, "system", Key.HEARTBEAT, now) for i in ids])
+        for trial_id, exc in errors.items():
+            if isinstance(exc, UpdateFinishedTrialError):
+                self.discard(trial_id)
+            else:  # transient storage trouble: try again at the next beat
+                self.failures += 1
+                log.warning("heartbeat of trial id %s failed (%s: %s); retrying", trial_id, type(exc).__name__, exc)
+        with self._lock:
+            return bool(self.trial_ids)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            if not self.beat():
-                return
+            self.beat()
 
     def __enter__(self) -> Heartbeat:
         self.beat()

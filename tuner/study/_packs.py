@@ -28,15 +28,19 @@ from tuner.study._engine import (
     TrialOutcome,
     _claim_lock,
     _fail_own_running,
+    _storage_reason,
+    _storage_stop,
     _take,
     _TimedOut,
+    check_epoch,
     finish_trial,
+    is_disk_full_error,
     record_outcome,
-    report_epoch,
     run_one,
 )
 from tuner.study._liveness import Heartbeat, reap_stale
 from tuner.study._record import FINISHED, Key, StopKind, StopReason
+from tuner.study._writes import StudyView, Write, write_batch
 from tuner.train import Diverged
 
 __all__ = ["run_packed"]
@@ -47,7 +51,6 @@ class _Slot:
     trial: optuna.Trial
     config: TrainConfig
     started: float
-    heartbeat: Heartbeat | None
 
 
 def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, pack: int, *,
@@ -63,6 +66,8 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
     current: tuple[int, str, int] | None = None  # the pack key of the configs in the slots
     slots: list[_Slot | None] = [None] * pack
     consecutive = 0
+    # One heartbeat thread for the whole pack: every member's beat in one write.
+    heartbeat = Heartbeat(study, None, plan.heartbeat_interval) if plan.storage_url else None
 
     def done(outcome: TrialOutcome) -> None:
         nonlocal consecutive
@@ -73,8 +78,8 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
         entry = slots[slot]
         assert entry is not None and packer is not None
         member = packer.members[slot]
-        if entry.heartbeat is not None:
-            entry.heartbeat.__exit__(None, None, None)
+        if heartbeat is not None:
+            heartbeat.discard(entry.trial._trial_id)
         attrs = {Key.VAL_HISTORY: [round(v, 6) for v in member.val_history],
                  Key.EPOCH_TIMES: [round(t, 4) for t in member.epoch_times],
                  Key.TRAIN_LOSS: [round(v, 6) if math.isfinite(v) else str(v) for v in member.train_loss],
@@ -85,12 +90,16 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                           reason, value, test, attrs))
 
     try:
+        if heartbeat is not None:
+            heartbeat.__enter__()
         while True:
             timed_out = deadline is not None and time.monotonic() >= deadline
             if plan.storage_url:
                 reap_stale(study, plan.grace_period)
             # Refill free slots at the epoch boundary, within the budget. A config of another kind (another
             # batch size or optimizer family, or one that cannot be packed) trains unpacked, right away.
+            if not any(slots) and len(slots) < pack:  # a compacted pack ran out: the next one is full size
+                slots, packer = [None] * pack, None
             while not timed_out and None in slots:
                 with _claim_lock(study, plan.storage_url):
                     trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
@@ -107,11 +116,13 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                     packer, current = PackTrainer(trainer, pack, key[0], key[1]), key
                 slot = slots.index(None)
                 packer.fill(slot, config)
-                trial.set_user_attr(Key.CONFIG, config.to_dict())
-                heartbeat = Heartbeat(study, trial._trial_id, plan.heartbeat_interval) if plan.storage_url else None
                 if heartbeat is not None:
-                    heartbeat.__enter__()
-                slots[slot] = _Slot(trial, config, time.perf_counter(), heartbeat)
+                    heartbeat.add(trial._trial_id)
+                slots[slot] = _Slot(trial, config, time.perf_counter())
+            if None in slots and any(slots):
+                # Nothing more to train here: the draining pack computes for its remaining members only.
+                moved = packer.compact()
+                slots = [slots[old] for old in sorted(moved)]
             if not any(slots):
                 if timed_out:
                     summary.stopped_by = "timeout"
@@ -122,32 +133,49 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                 continue
             assert packer is not None
             values = packer.run_epoch()
+            # The epoch's reports in one write, then every member judged against one read of the study.
+            reported: dict[int, float] = {}
             for slot, value in values.items():
-                entry = slots[slot]
-                member = packer.members[slot]
-                epoch = member.epoch - 1
                 try:
                     packer.check(slot)
-                    report_epoch(plan, entry.trial, entry.config, epoch, value, deadline)
                 except Diverged as exc:
                     close(slot, TrialState.PRUNED, StopReason(StopKind.DIVERGED, exc.reason),
                           extra={Key.DIVERGED: True})
                     continue
+                reported[slot] = value
+            epochs = {slot: packer.members[slot].epoch - 1 for slot in reported}
+            errors = write_batch(study, [Write(slots[slot].trial._trial_id, "value", epochs[slot], value)
+                                         for slot, value in reported.items()])
+            view: StudyView | None = None  # read again after a member completes, as one trial after another would
+            for slot, value in reported.items():
+                entry = slots[slot]
+                epoch = epochs[slot]
+                error = errors.get(entry.trial._trial_id)
+                if error is not None:
+                    if is_disk_full_error(error, plan.storage_url):
+                        raise _storage_stop(study, plan, error, entry.trial.number) from error
+                    close(slot, TrialState.FAIL, _storage_reason(error))
+                    continue
+                view = view or StudyView(study)
+                try:
+                    check_epoch(plan, entry.config, epoch, value, deadline, view.should_prune(entry.trial._trial_id))
                 except optuna.TrialPruned as exc:
                     close(slot, TrialState.PRUNED, StopReason(StopKind.PRUNED, str(exc)))
                     continue
                 except _TimedOut as exc:
                     close(slot, TrialState.FAIL, StopReason(StopKind.TIMEOUT, str(exc)), extra={Key.TIMED_OUT: True})
                     continue
-                if member.epoch >= entry.config.epochs:
+                if packer.members[slot].epoch >= entry.config.epochs:
                     test = packer.test_value(slot)
                     close(slot, TrialState.COMPLETE, None, value, test, extra={Key.TEST_VALUE: test})
+                    view = None
     except BaseException:
-        for entry in slots:
-            if entry is not None and entry.heartbeat is not None:
-                with contextlib.suppress(Exception):
-                    entry.heartbeat.__exit__(None, None, None)
+        if heartbeat is not None:
+            with contextlib.suppress(Exception):
+                heartbeat.__exit__(None, None, None)
         _fail_own_running(study)
         raise
+    if heartbeat is not None:
+        heartbeat.__exit__(None, None, None)
     summary.seconds = time.monotonic() - start
     return summary
