@@ -1,21 +1,33 @@
-"""Training throughput of trial packs against one model at a time: model-epochs per second.
+"""Trial packs: trials per hour and best validation accuracy against wall time, packed against one at a time.
 
-For each workload and pack size K, K configs (Adam, one learning rate per member, each its own seed and data
-order) are trained as one stacked model by ``tuner._pack.PackTrainer``, and one config is trained by the
-``Trainer`` (the path every trial takes today). Both are warmed up first, then timed over the same number of
-epochs; the ratio is the pack's model-epochs per second over the Trainer's epochs per second. Training only:
-asking, reporting and telling trials are not included (packs are not yet run as trials).
+Studies mode (the default) runs real studies with ``tuner study create`` (TPE, median pruner, SQLite), one per
+workload, seed and pack setting (``--pack 1`` is the one-trial loop; ``auto`` is the default), and reads every
+trial's finish time back from the storage. Reported per run: trials per hour over the run's wall time, the
+best validation accuracy at the end (equal trial counts) and at the wall time of the fastest setting of that
+workload and seed (equal wall time). Results go to ``benchmarks/results/<date>-<machine>-packs.{json,md}``
+and one anytime plot per workload.
 
-    python -m benchmarks.packs                                   # 3 workloads, K = 1, 4, 16, 1 and 2 threads
-    python -m benchmarks.packs --workloads mnist1d-cnn --ks 1,4,16,64 --device cuda
+    python -m benchmarks.packs                                    # 3 workloads x K in 1, auto, 4, 16, 64 x 3 seeds
+    python -m benchmarks.packs --workloads mnist1d-mlp --packs 1,auto --seeds 0 --n-trials 32
+    python -m benchmarks.packs --training                         # training only: model-epochs/s of PackTrainer
+
+Training mode times PackTrainer against the Trainer without any study around it: K configs (Adam, one
+learning rate per member, each its own seed and data order) against one config, warmed up, same epochs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from datetime import date
+from pathlib import Path
 
 import torch
 
@@ -23,6 +35,9 @@ from tuner._pack import PackTrainer
 from tuner.config import TrainConfig
 from tuner.objectives import load_objective
 from tuner.train import Trainer
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TUNER = str(Path(sys.executable).with_name("tuner"))
 
 
 def _sync(device: torch.device) -> None:
@@ -62,14 +77,128 @@ def measure(workload: str, ks: list[int], epochs: int, threads: int, device: str
     return rows
 
 
+def run_study(workload: str, pack: str, seed: int, n_trials: int, epochs: int, space: str) -> dict:
+    """One study in a fresh process; its wall time, and every trial's finish time and running best."""
+    import optuna
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/b.db"
+        env = {k: v for k, v in os.environ.items() if k != "TUNER_PACK"}
+        start = time.monotonic()
+        done = subprocess.run([TUNER, "study", "create", "--name", "b", "--storage", url, "--format", "json",
+                               "--objective", workload, "--space", space, "--n-trials", str(n_trials), "--epochs",
+                               str(epochs), "--seed", str(seed), "--pack", pack], capture_output=True, text=True,
+                              env=env, timeout=3600)
+        process_seconds = time.monotonic() - start
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-2000:])
+        run = json.loads(done.stdout)["run"]
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        trials = optuna.load_study(study_name="b", storage=url).get_trials(deepcopy=False)
+    t0 = min(t.datetime_start for t in trials if t.datetime_start)
+    curve, best = [], None
+    finished = sorted((t for t in trials if t.datetime_complete), key=lambda t: t.datetime_complete)
+    for t in finished:
+        if t.state.name == "COMPLETE" and (best is None or t.value > best):
+            best = t.value
+        if best is not None:
+            curve.append(((t.datetime_complete - t0).total_seconds(), best))
+    span = (finished[-1].datetime_complete - t0).total_seconds()
+    states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    return {"workload": workload, "tool": f"pack {pack}", "pack": pack, "chosen": run.get("pack"),
+            "why": run.get("pack_why", ""), "threads": run.get("threads"), "seed": seed, "n_trials": n_trials,
+            "epochs_trained": sum(len(t.intermediate_values) for t in trials), "states": states,
+            "seconds": round(span, 2), "process_seconds": round(process_seconds, 2),
+            "trials_per_hour": round(len(finished) / span * 3600), "best_val": best, "curve": curve}
+
+
+def best_by(curve: list, seconds: float) -> float | None:
+    values = [best for t, best in curve if t <= seconds]
+    return values[-1] if values else None
+
+
+def studies(args: argparse.Namespace) -> None:
+    runs = []
+    for workload in args.workloads.split(","):
+        for seed in range(args.seeds):
+            # The order of the settings rotates with the seed, so that no setting always runs first.
+            packs = args.packs.split(",")
+            packs = packs[seed % len(packs):] + packs[:seed % len(packs)]
+            for pack in packs:
+                run = run_study(workload, pack, seed, args.n_trials, args.epochs, args.space)
+                runs.append(run)
+                print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
+    for workload in dict.fromkeys(r["workload"] for r in runs):
+        for seed in range(args.seeds):
+            mine = [r for r in runs if r["workload"] == workload and r["seed"] == seed]
+            horizon = min(r["seconds"] for r in mine)
+            for r in mine:
+                r["equal_time_seconds"] = horizon
+                r["best_val_at_equal_time"] = best_by(r["curve"], horizon)
+    stamp = f"{date.today().isoformat()}-{platform.machine()}-{os.cpu_count()}core-" \
+            f"{'cuda' if torch.cuda.is_available() else 'cpu'}-packs".lower()
+    RESULTS.mkdir(exist_ok=True)
+    meta = {"command": " ".join(["python -m benchmarks.packs", *sys.argv[1:]]), "torch": torch.__version__,
+            "python": platform.python_version(), "cores": os.cpu_count(), "n_trials": args.n_trials,
+            "epochs": args.epochs, "space": args.space}
+    (RESULTS / f"{stamp}.json").write_text(json.dumps({**meta, "runs": runs}, indent=1))
+    table = markdown(runs, meta)
+    (RESULTS / f"{stamp}.md").write_text(table)
+    from benchmarks.plots import anytime_plots
+
+    for path in anytime_plots(runs, RESULTS, stamp):
+        print(path)
+    print(table)
+
+
+def markdown(runs: list[dict], meta: dict) -> str:
+    lines = [f"# Trial packs: {meta['n_trials']} trials x {meta['epochs']} epochs, space {meta['space']}, "
+             f"{meta['cores']} cores, torch {meta['torch']}", "", f"`{meta['command']}`", "",
+             "| workload | pack | chosen K | trials/hour | x one-at-a-time | epochs trained | best val (equal trials) "
+             "| best val (equal time) | seconds |", "|---|---|---|---|---|---|---|---|---|"]
+    med = statistics.median
+    for workload in dict.fromkeys(r["workload"] for r in runs):
+        base = [r for r in runs if r["workload"] == workload and r["pack"] == "1"]
+        base_rate = med([r["trials_per_hour"] for r in base]) if base else None
+        for pack in dict.fromkeys(r["pack"] for r in runs if r["workload"] == workload):
+            mine = [r for r in runs if r["workload"] == workload and r["pack"] == pack]
+            rate = med([r["trials_per_hour"] for r in mine])
+
+            def spread(key: str, rows: list[dict] = mine) -> str:
+                values = [r[key] for r in rows if r[key] is not None]
+                return f"{med(values):.4f} ({min(values):.4f}-{max(values):.4f})" if values else "-"
+
+            chosen = ",".join(str(c) for c in sorted({r["chosen"] for r in mine}))
+            lines.append(f"| {workload} | {pack} | {chosen} | {rate:.0f} | "
+                         f"{rate / base_rate:.2f} | {med([r['epochs_trained'] for r in mine]):.0f} | "
+                         f"{spread('best_val')} | {spread('best_val_at_equal_time')} | "
+                         f"{med([r['seconds'] for r in mine]):.1f} |" if base_rate else "")
+    lines += ["", "Medians over seeds (range in brackets). Trials/hour: finished trials over the time from the "
+              "first trial's start to the last trial's end. Equal time: the best validation accuracy reached "
+              "by the wall time of the fastest setting of that workload and seed."]
+    whys = {r["why"] for r in runs if r["pack"] == "auto" and r["why"]}
+    lines += ["", "What auto said:"] + [f"- {w}" for w in sorted(whys)]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workloads", default="digits-mlp,mnist1d-mlp,mnist1d-cnn")
-    parser.add_argument("--ks", default="1,4,16")
-    parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--training", action="store_true", help="training throughput only (no studies)")
+    parser.add_argument("--workloads", default="mnist1d-mlp,digits-mlp,mnist1d-cnn")
+    parser.add_argument("--packs", default="1,auto,4,16,64", help="studies: pack settings (1 = one at a time)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--n-trials", type=int, default=64)
+    parser.add_argument("--space", default="lr-only")
+    parser.add_argument("--ks", default="1,4,16", help="training: pack sizes")
+    parser.add_argument("--threads", default="1,2", help="training: torch thread counts")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (studies: 10; training: 3)")
+    parser.add_argument("--device", default="cpu", help="training: device")
     args = parser.parse_args()
+    if not args.training:
+        args.epochs = args.epochs or 10
+        studies(args)
+        return
+    args.epochs = args.epochs or 3
     rows = []
     for workload in args.workloads.split(","):
         for threads in (int(t) for t in args.threads.split(",")):

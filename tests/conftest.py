@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+# `pack: auto` chooses a pack size by timing training on the machine at hand, so a study's trials would run
+# packed or not depending on the machine's load. Tests run one trial at a time unless they ask for packs
+# (`pack: K` in their spec, or TUNER_PACK set by the test itself); worker subprocesses inherit this.
+os.environ["TUNER_PACK"] = "1"
 
 # 200 samples of make_classification (3 classes, 10 features): 128 train / 32 validation / 40 test rows,
 # a two-layer MLP with one nn.Dropout. A trial of a few epochs takes milliseconds.

@@ -139,6 +139,29 @@ def test_a_freed_slot_refilled_at_an_epoch_boundary_starts_fresh(trainer: Traine
         torch.testing.assert_close(pack.member_parameters(1)[name], param.detach(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("family", ["adam", "nadam"])
+def test_a_compacted_pack_trains_its_remaining_members_on_as_before(trainer: Trainer, family: str):
+    configs = PACKS[family]
+    full = PackTrainer(trainer, len(configs), 32, family)
+    drained = PackTrainer(trainer, len(configs), 32, family)
+    for slot, config in enumerate(configs):
+        full.fill(slot, TrainConfig.from_dict({**config.to_dict(), "epochs": 3}))
+        drained.fill(slot, TrainConfig.from_dict({**config.to_dict(), "epochs": 3}))
+    full.run_epoch()
+    drained.run_epoch()
+    drained.free(0)
+    moved = drained.compact()  # member 1 (and any later) move down; state, schedule and data order go along
+    assert moved == {old: old - 1 for old in range(1, len(configs))} and drained.k == len(configs) - 1
+    assert [m.slot for m in drained.members] == list(range(drained.k))
+    for _ in range(2):
+        full.run_epoch()
+        drained.run_epoch()
+    for old, new in moved.items():
+        assert drained.members[new].val_history == full.members[old].val_history
+        for name, value in full.member_parameters(old).items():
+            torch.testing.assert_close(drained.member_parameters(new)[name], value, rtol=1e-5, atol=1e-6)
+
+
 def test_each_member_has_its_own_dropout_rate_and_masks():
     trainer = Trainer(load_objective("mnist1d-mlp"), device="cpu")
     pack = PackTrainer(trainer, 3, 64, "adam")
@@ -213,3 +236,129 @@ def test_a_config_that_cannot_be_packed_trains_alone_beside_the_pack(tmp_path):
         by_optimizer.setdefault(t.user_attrs["config"]["optimizer"]["name"], set()).add(t.user_attrs.get("pack"))
     assert by_optimizer.get("lbfgs", {None}) == {None}  # trained alone
     assert by_optimizer["adam"] == {4}
+
+
+# -- pack: auto ------------------------------------------------------------------------------------------------
+def _prepared(tmp_path, **fields):
+    from tuner.study import StudySpec, prepare
+
+    spec = StudySpec.from_mapping({"name": "a", "objective": "digits-mlp", "space": "lr-only", "n_trials": 64,
+                                   "epochs": 3, "storage": f"sqlite:///{tmp_path / 'a.db'}", "device": "cpu",
+                                   "threads": 1, "pack": "auto", **fields}, "test")
+    return prepare(spec)
+
+
+@pytest.fixture
+def auto_pack(monkeypatch):
+    monkeypatch.delenv("TUNER_PACK", raising=False)
+
+
+def _fake_timings(monkeypatch, alone: float, pack_rates: dict[int, float]) -> list[int]:
+    """Steps per second of one trial alone, and model-steps per second of each pack size; returns the sizes
+    timed, in order."""
+    timed = []
+    monkeypatch.setattr(Trainer, "time_steps", lambda self, config, steps: steps / alone)
+
+    def pack_time(self, steps):
+        timed.append(self.k)
+        return self.k * steps / pack_rates[self.k]
+
+    monkeypatch.setattr(PackTrainer, "time_steps", pack_time)
+    return timed
+
+
+def test_auto_picks_the_pack_size_with_the_most_model_steps_and_says_why(tmp_path, monkeypatch, auto_pack):
+    from tuner.study._autopack import choose_pack
+
+    timed = _fake_timings(monkeypatch, 100.0, {4: 150.0, 8: 300.0, 16: 250.0, 32: 400.0})
+    choice = choose_pack(_prepared(tmp_path), n_trials=64)
+    assert timed == [4, 8, 16]  # 16 is past the best: larger packs are not timed
+    assert choice.k == 8 and choice.threads is not None
+    assert "8 trials at once trained 3.0x the model-steps/s of one trial (300 vs 100)" in choice.why
+    assert choice.line(auto=True).startswith("pack: 8 (auto): ")
+
+
+def test_auto_stays_at_one_where_packs_do_not_pay_off(tmp_path, monkeypatch, auto_pack):
+    from tuner.study._autopack import MIN_GAIN, choose_pack
+
+    _fake_timings(monkeypatch, 100.0, {4: 90.0, 8: 120.0, 16: 110.0})
+    choice = choose_pack(_prepared(tmp_path), n_trials=64)
+    assert choice.k == 1 and choice.threads is None
+    assert choice.why == f"packs trained at most 1.20x the model-steps/s of one trial here (a pack needs {MIN_GAIN}x)"
+
+
+def test_auto_bounds_the_pack_by_the_budget_and_free_memory(tmp_path, monkeypatch, auto_pack):
+    from tuner.study import _autopack
+    from tuner.study._autopack import choose_pack
+
+    timed = _fake_timings(monkeypatch, 10.0, {4: 40.0, 8: 80.0, 16: 160.0, 32: 320.0, 64: 640.0})
+    choice = choose_pack(_prepared(tmp_path), n_trials=40)  # at most a quarter of 40 trials: 10
+    assert timed == [4, 8] and choice.k == 8 and "at most a quarter of the 40-trial budget" in choice.why
+    too_few = choose_pack(_prepared(tmp_path), n_trials=7)
+    assert too_few.k == 1 and too_few.why == "7 trial(s) to run are too few to share (packs start at 8)"
+    timed.clear()
+    monkeypatch.setattr(_autopack, "_free_memory", lambda device: 1)  # no room for even 4 members
+    assert choose_pack(_prepared(tmp_path), n_trials=64).k == 1 and timed == []
+
+
+def test_auto_says_why_a_space_or_a_model_cannot_be_packed(tmp_path, auto_pack):
+    from tuner.study._autopack import choose_pack
+
+    space = tmp_path / "lbfgs.yaml"
+    space.write_text("optimizer:\n  lbfgs: {lr: {low: 0.01, high: 1.0, log: true}}\nschedule: constant\n")
+    assert "L-BFGS, Adadelta and plateau train alone" in choose_pack(_prepared(tmp_path, space=str(space)), 64).why
+    module = tmp_path / "branchy.py"
+    module.write_text(
+        "from torch import nn\n"
+        "from tuner.objectives import Objective, load_objective\n\n\n"
+        "class Branchy(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = nn.Linear(64, 10)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(x) if float(x.sum()) > -1e9 else -self.fc(x)  # data-dependent: not vmappable\n\n\n"
+        "def objective() -> Objective:\n"
+        "    base = load_objective('digits-mlp')\n"
+        "    return Objective(name='branchy', load_data=base.load_data, build_model=lambda data: Branchy())\n")
+    choice = choose_pack(_prepared(tmp_path, objective=f"{module}:objective"), 64)
+    assert choice.k == 1 and choice.why.startswith("the model cannot be packed (")
+
+
+def test_tuner_pack_sets_what_auto_leaves_open(tmp_path, monkeypatch):
+    from tuner.errors import ConfigError
+    from tuner.study._autopack import choose_pack
+
+    monkeypatch.setenv("TUNER_PACK", "4")
+    assert choose_pack(_prepared(tmp_path), 64).k == 4
+    assert choose_pack(_prepared(tmp_path, pack=2), 64).k == 2  # a number in the spec wins
+    monkeypatch.setenv("TUNER_PACK", "many")
+    with pytest.raises(ConfigError, match=r"\$TUNER_PACK must be auto or a whole number from 1 to 4096; got 'many'"):
+        choose_pack(_prepared(tmp_path), 64)
+
+
+@pytest.mark.parametrize("value", [0, 5000, "lots", 2.5, True])
+def test_a_bad_pack_size_in_a_spec_names_the_key_and_the_choices(tmp_path, value):
+    from tuner.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="pack.*must be auto or a whole number from 1 to 4096"):
+        _prepared(tmp_path, pack=value)
+
+
+def test_the_command_line_says_which_pack_size_it_chose_and_why(tmp_path, monkeypatch, auto_pack):
+    from typer.testing import CliRunner
+
+    from tuner.cli import app
+
+    _fake_timings(monkeypatch, 100.0, {4: 400.0, 8: 200.0})
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["study", "create", "--objective", "digits-mlp", "--space", "lr-only",
+                                      "--n-trials", "16", "--epochs", "2", "--device", "cpu", "--threads", "1",
+                                      "--sampler", "random", "--name", "c",
+                                      "--storage", f"sqlite:///{tmp_path / 'c.db'}"])
+    assert result.exit_code == 0, result.output
+    assert "pack: 4 (auto): 4 trials at once trained 4.0x the model-steps/s of one trial (400 vs 100) on 1 " \
+           "thread(s)" in result.stdout
+    study = optuna.load_study(study_name="c", storage=f"sqlite:///{tmp_path / 'c.db'}")
+    assert {t.user_attrs.get("pack") for t in study.trials} == {4}
+    bad = CliRunner().invoke(app, ["study", "create", "--objective", "digits-mlp", "--pack", "0"])
+    assert bad.exit_code != 0 and "must be auto or a whole number from 1 to 4096" in bad.output

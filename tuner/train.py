@@ -192,6 +192,34 @@ class Trainer:
         outs = [model(x[i:i + EVAL_BATCH].to(self.device, non_blocking=True)) for i in range(0, len(x), EVAL_BATCH)]
         return float(self.metric.fn(torch.cat(outs), y.to(self.device)))
 
+    def time_steps(self, config: TrainConfig, steps: int) -> float:
+        """Seconds that ``steps`` training steps of ``config`` take, as ``fit`` does them (after two
+        unmeasured ones); for choosing a pack size against one trial at a time."""
+        seed_everything(config.seed)
+        model = self.objective.build_model(self.cpu_data)
+        config.apply_init(model)
+        config.apply_dropout(model)
+        model.to(self.device)
+        bs = min(config.batch_size, len(self.data.x_train))
+        setup = TrainingSetup(config, model, math.ceil(len(self.data.x_train) / bs), init=False, dropout=False,
+                              seed=False)
+        xb, yb = self.data.x_train[:bs].to(self.device), self.data.y_train[:bs].to(self.device)
+
+        def batch_loss() -> torch.Tensor:
+            return self.loss_fn(model(xb), yb)
+
+        model.train()
+        for _ in range(2):
+            setup._step(batch_loss, False)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            setup._step(batch_loss, False)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start
+
     def fit(self, config: TrainConfig, report: ReportFn | None = None, keep_model: bool = False) -> TrainResult:
         """Trains one model; ``report(epoch, value)`` is called after every epoch and may raise to stop."""
         self.last_result = None

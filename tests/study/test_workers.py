@@ -129,6 +129,24 @@ def test_load_four_workers_fifty_trials_each(backend: str, tmp_path: Path, slow_
     assert url.split("@")[0] not in result.stdout + result.stderr or "postgres:" not in url
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "journal"])
+def test_workers_compose_with_packs(backend: str, tmp_path: Path, slow_file: Path, space_file: Path):
+    url = f"sqlite:///{tmp_path / 'p.db'}" if backend == "sqlite" else f"journal:{tmp_path / 'p.journal'}"
+    spec = _spec_file(tmp_path, slow_file, space_file, n_trials=16, epochs=2, pruner="median")
+    result = _cli("study", "create", str(spec), "--storage", url, "--workers", "2", "--pack", "4", "--format", "json",
+                  env=_env(TUNER_TEST_SLEEP="0"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads(result.stdout)["run"]
+    assert all(w["exitcode"] == 0 and w["error"] is None for w in run["workers"]), run["workers"]
+    trials = _load("w", url).get_trials(deepcopy=False)
+    assert [t.number for t in trials] == list(range(len(trials)))
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 16
+    packed = [t for t in trials if t.user_attrs.get("pack") == 4]
+    assert len({t.user_attrs["worker"]["pid"] for t in packed}) == 2  # both workers trained packs
+    assert all(len(t.intermediate_values) == len(t.user_attrs["val_history"]) for t in packed)
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "journal", "postgresql"])
 def test_sigkilled_worker_trial_is_failed_and_rerun_with_its_params(backend: str, tmp_path: Path, slow_file: Path,
                                                                     space_file: Path, request):
@@ -164,12 +182,13 @@ def test_sigkilled_worker_trial_is_failed_and_rerun_with_its_params(backend: str
     assert sorted(w["exitcode"] for w in run["workers"]) == [-signal.SIGKILL, 0, 0]
 
 
-@pytest.mark.parametrize("workers, sig, code", [(1, signal.SIGINT, 130), (1, signal.SIGTERM, 143),
-                                                (2, signal.SIGINT, 130), (2, signal.SIGTERM, 143)])
-def test_interrupt_leaves_nothing_running_and_resumes(workers: int, sig: int, code: int, tmp_path: Path,
+@pytest.mark.parametrize("workers, sig, code, pack", [(1, signal.SIGINT, 130, 1), (1, signal.SIGTERM, 143, 1),
+                                                      (2, signal.SIGINT, 130, 1), (2, signal.SIGTERM, 143, 1),
+                                                      (1, signal.SIGTERM, 143, 3), (2, signal.SIGINT, 130, 3)])
+def test_interrupt_leaves_nothing_running_and_resumes(workers: int, sig: int, code: int, pack: int, tmp_path: Path,
                                                       slow_file: Path, space_file: Path):
     url = f"sqlite:///{tmp_path / 'i.db'}"
-    spec = _spec_file(tmp_path, slow_file, space_file, n_trials=6, epochs=8)
+    spec = _spec_file(tmp_path, slow_file, space_file, n_trials=6, epochs=8, pack=pack)
     # As from a terminal: a test runner started in the background (nohup, `&`) ignores SIGINT, and a child
     # that inherits the ignored signal rightly keeps ignoring it.
     proc = subprocess.Popen([*TUNER, "study", "create", str(spec), "--storage", url, "--workers", str(workers)],

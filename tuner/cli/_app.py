@@ -158,9 +158,11 @@ WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Worker proces
                                                                  "torch threads = cores / N.")]
 DevicesOpt = Annotated[str | None, typer.Option("--devices", help="Comma-separated devices, one worker on each "
                                                                   "(e.g. cuda:0,cuda:1); sets --workers.")]
-PackOpt = Annotated[int | None, typer.Option("--pack", min=1, max=4096,
+PackOpt = Annotated[str | None, typer.Option("--pack", metavar="K|auto",
                                               help="Train K trials at once as one stacked model (same batch size "
-                                                   "and optimizer family; others train alone) [default: 1].")]
+                                                   "and optimizer family; others train alone); auto times packs "
+                                                   "at start and packs only where they pay off "
+                                                   "[default: auto, or $TUNER_PACK].")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Continue a study whose objective changed (metric, "
                                                         "direction, data), mixing old and new values knowingly.")]
 TimeoutOpt = Annotated[float | None, typer.Option(help="Seconds of wall time: no trial starts after it, and a "
@@ -172,7 +174,8 @@ def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int = 1, devi
     from tuner.study._session import run_study, study_summary
 
     with TrialProgress(study, prepared.spec.n_trials, quiet=fmt is Format.json) as progress:
-        run = run_study(study, prepared, workers=workers, devices=devices, on_trial=progress)
+        run = run_study(study, prepared, workers=workers, devices=devices, on_trial=progress,
+                        on_start=None if fmt is Format.json else progress.note)
     summary = study_summary(study)
     if run.workers:
         if fmt is Format.json:
@@ -193,7 +196,8 @@ def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int = 1, devi
         return
     if fmt is Format.json:
         print_json({**summary, "run": {"trials": run.trials, "seconds": round(run.seconds, 2),
-                                       "stopped_by": run.stopped_by, "threads": run.threads}})
+                                       "stopped_by": run.stopped_by, "threads": run.threads,
+                                       "pack": run.pack, "pack_why": run.pack_why}})
         return
     if not run.trials and run.stopped_by == "budget":
         echo(f"the study already has its {prepared.spec.n_trials} finished trials; raise the budget with "

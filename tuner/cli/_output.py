@@ -125,6 +125,15 @@ class TrialProgress:
         if self.progress is not None:
             self.progress.stop()
 
+    def note(self, line: str) -> None:
+        """A line about the run (e.g. the pack size chosen), above the progress bar or between trial lines."""
+        if self.progress is not None:
+            self.progress.console.print(clean(line), markup=False, highlight=False)
+            return
+        stream = stderr if self.quiet else stdout
+        stream.write(clean(line) + "\n")
+        stream.flush()
+
     def __call__(self, outcome: TrialOutcome, study: optuna.Study) -> None:
         if outcome.state in ("COMPLETE", "PRUNED"):
             self.done += 1

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import optuna
+import torch
 
+from tuner.study._autopack import choose_pack, requested_pack
 from tuner.study._engine import RunSummary, TrialOutcome, run_trials, use_threads
 from tuner.study._prepare import PreparedStudy
+from tuner.study._record import FINISHED
 
 __all__ = ["run_prepared"]
 
@@ -16,17 +19,30 @@ OnTrial = Callable[[TrialOutcome, optuna.Study], None]
 
 def run_prepared(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | None = None,
                  timeout: float | None = None, workers: int = 1, max_consecutive_failures: int | None = None,
-                 on_trial: OnTrial | None = None) -> RunSummary:
-    """Runs a prepared study's trials in this process on the trial engine (``tuner.study.run_trials``).
-    ``workers``: how many processes share this machine's cores (torch threads default to cores / workers)."""
+                 on_trial: OnTrial | None = None, on_start: Callable[[str], None] | None = None) -> RunSummary:
+    """Runs a prepared study's trials in this process on the trial engine (``tuner.study.run_trials``), in
+    packs where the spec asks for them (``pack: auto`` times them first). ``workers``: how many processes
+    share this machine's cores (torch threads default to cores / workers). ``on_start`` gets one line saying
+    how the trials will run (pack size and why) before the first starts."""
     plan = prepared.plan()
     if max_consecutive_failures is not None:
         plan.max_consecutive_failures = max_consecutive_failures
     threads = use_threads(prepared.trainer, prepared.spec.threads, workers)
-    if prepared.spec.pack > 1:
+    n_trials = n_trials or plan.n_trials
+    left = n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
+    choice = choose_pack(prepared, left, workers, threads)
+    if on_start is not None and (choice.k > 1 or choice.why):
+        on_start(choice.line(auto=requested_pack(prepared.spec) == "auto"))
+    if choice.k > 1:
         from tuner.study._packs import run_packed
 
-        return run_packed(study, plan, prepared.executor(), prepared.trainer, prepared.spec.pack, n_trials=n_trials,
-                          timeout=timeout, threads=threads, on_trial=on_trial)
-    return run_trials(study, plan, prepared.executor(), n_trials=n_trials, timeout=timeout, threads=threads,
-                      on_trial=on_trial)
+        if choice.threads is not None:
+            torch.set_num_threads(choice.threads)
+            threads = choice.threads
+        summary = run_packed(study, plan, prepared.executor(), prepared.trainer, choice.k, n_trials=n_trials,
+                             timeout=timeout, threads=threads, on_trial=on_trial)
+    else:
+        summary = run_trials(study, plan, prepared.executor(), n_trials=n_trials, timeout=timeout, threads=threads,
+                             on_trial=on_trial)
+    summary.pack, summary.pack_why = choice.k, choice.why
+    return summary

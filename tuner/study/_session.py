@@ -41,6 +41,8 @@ class SessionResult:
     workers: list[WorkerReport] = field(default_factory=list)  # --workers: what each process did
     requeued: list[int] = field(default_factory=list)  # trials of lost workers whose parameters run again
     interrupted: int | None = None  # the signal that stopped the workers
+    pack: int | None = None  # trials trained at once in this process
+    pack_why: str = ""
 
     @property
     def failure(self) -> str | None:
@@ -65,8 +67,9 @@ def check_workers(workers: int) -> None:
 
 def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | None = None,
               timeout: float | None = None, workers: int = 1, devices: str | None = None,
-              on_trial: OnTrial | None = None) -> SessionResult:
-    """Runs ``study`` until its budget (or ``timeout``) is met, here or in ``workers`` processes."""
+              on_trial: OnTrial | None = None, on_start: Callable[[str], None] | None = None) -> SessionResult:
+    """Runs ``study`` until its budget (or ``timeout``) is met, here or in ``workers`` processes; ``on_start``
+    gets a line saying how this process trains (its pack size and why) before the first trial."""
     n_trials = n_trials or prepared.spec.n_trials
     timeout = timeout if timeout is not None else prepared.spec.timeout
     device_list = parse_devices(devices)
@@ -74,8 +77,9 @@ def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | N
     check_workers(workers)
     if workers > 1:
         return _run_pool(study, prepared, workers, device_list, on_trial)
-    run = run_prepared(study, prepared, n_trials=n_trials, timeout=timeout, on_trial=on_trial)
-    return SessionResult(len(run.outcomes), run.seconds, run.stopped_by, run.threads)
+    run = run_prepared(study, prepared, n_trials=n_trials, timeout=timeout, on_trial=on_trial, on_start=on_start)
+    return SessionResult(len(run.outcomes), run.seconds, run.stopped_by, run.threads, pack=run.pack,
+                         pack_why=run.pack_why)
 
 
 def _run_pool(study: optuna.Study, prepared: PreparedStudy, workers: int, devices: list[str],

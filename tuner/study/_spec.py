@@ -52,14 +52,20 @@ class StudySpec(BaseModel):
     seed: int = Field(0, ge=0, lt=2**32, description="seed of the sampler and of every trial's training")
     threads: int | None = Field(None, gt=0, description="torch threads per worker; default: the faster of 1 "
                                                          "and cores / workers, timed on the objective at start")
-    pack: int = Field(1, ge=1, le=4096, description="trials trained at once as one stacked model (trial packs): "
-                                                    "same batch size and optimizer family share a pack")
+    pack: int | str = Field("auto", description="trials trained at once as one stacked model (trial packs; the "
+                                                "same batch size and optimizer family share a pack): 1 to 4096, "
+                                                "or auto: timed at start, 1 where packs do not pay off")
     heartbeat_interval: float = Field(2.0, ge=0.1, le=3600, description="seconds between a running trial's "
                                                                       "heartbeats")
     grace_period: float = Field(12.0, gt=0, le=86400, description="seconds without a heartbeat after which a running "
                                                         "trial's worker counts as lost: the trial is failed "
                                                         "and its parameters queued again")
     description: str = ""
+
+    @field_validator("pack", mode="before")
+    @classmethod
+    def _check_pack(cls, value: Any) -> int | str:
+        return parse_pack(value)
 
     @field_validator("name")
     @classmethod
@@ -142,6 +148,20 @@ class StudySpec(BaseModel):
         """A copy with the given fields replaced (``None`` values are ignored), validated."""
         merged = {**self.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
         return StudySpec.from_mapping(merged, "command line")
+
+
+MAX_PACK = 4096
+
+
+def parse_pack(value: Any) -> int | str:
+    """A pack size as given in a spec, a flag or ``$TUNER_PACK``: ``auto`` or a whole number 1..4096."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PACK:
+        raise ValueError(f"must be auto or a whole number from 1 to {MAX_PACK}; got {value!r}")
+    return value
 
 
 def _describe(exc: ValidationError, data: dict[str, Any], source: str) -> str:

@@ -92,7 +92,8 @@ def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], res
             spec = spec.with_overrides(**overrides)
             prepared = prepare(spec, space_data=space)
             study = create_or_join(prepared, worker=index)
-            run = run_prepared(study, prepared)
+            run = run_prepared(study, prepared,  # the pack size chosen: to stderr, stdout may carry JSON
+                               on_start=lambda line: print(f"worker {index}: {line}", file=sys.stderr, flush=True))
             report["trials"] = len(run.outcomes)
     except KeyboardInterrupt:
         code = 130

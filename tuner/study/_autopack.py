@@ -1,0 +1,141 @@
+"""``pack: auto``: how many trials to train at once, chosen by a short timing probe on this machine.
+
+A pack pays off where one trial leaves the device idle (small models, per-step overhead) and not where one
+model already fills it. The probe times a few training steps of one config from the study's space, as the
+``Trainer`` runs it alone, and the same config stacked K times for growing K, and picks the K with the most
+model-steps per second if that beats one trial at a time by ``MIN_GAIN``. K is bounded by the budget (at most
+a quarter of ``n_trials``: pruning needs finished trials to compare with, and the first pack finishes none
+before its last epoch) and by the device's free memory. The choice and its reason are one line of output.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import optuna
+import torch
+
+from tuner._pack import PackTrainer, pack_key, packable
+from tuner.config import TrainConfig
+from tuner.errors import ConfigError
+from tuner.study._spec import parse_pack
+
+__all__ = ["PackChoice", "choose_pack", "requested_pack", "MIN_GAIN"]
+
+MIN_GAIN = 1.3  # a pack must train this many times the model-steps per second of one trial alone
+CPU_SIZES = (4, 8, 16, 32, 64)
+GPU_SIZES = (4, 16, 64, 256, 1024, 4096)
+PROBE_STEPS = 12
+
+
+@dataclass(frozen=True)
+class PackChoice:
+    """How many trials train at once, on how many torch threads (None: unchanged), and why, in words."""
+
+    k: int
+    why: str
+    threads: int | None = None
+
+    def line(self, auto: bool) -> str:
+        head = f"pack: {self.k}" + (" (auto)" if auto else "")
+        return f"{head}: {self.why}" if self.why else head
+
+
+def _sample_config(space, epochs: int | None, seed: int) -> TrainConfig | None:
+    """A packable config drawn from the space (random sampler, fixed seed), or None when it has none."""
+    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    for _ in range(32):
+        trial = probe.ask()
+        config = space.sample(trial, epochs=epochs or 10, seed=seed)
+        if packable(config) is None:
+            return config
+    return None
+
+
+def _free_memory(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _member_bytes(pack: PackTrainer, batch_size: int) -> int:
+    """Memory one more member needs: parameters, gradient and optimizer state (6 copies of P floats), and
+    its batch's activations, estimated generously as 32 floats per input value."""
+    x = pack.trainer.data.x_train
+    per_sample = x[0].numel() if len(x) else 1
+    return pack.flat.shape[1] * 4 * 6 + batch_size * per_sample * 4 * 32
+
+
+def requested_pack(spec) -> int | str:
+    """The spec's pack size; where it says ``auto``, ``$TUNER_PACK`` when set (``1`` never packs)."""
+    if spec.pack != "auto" or not os.environ.get("TUNER_PACK"):
+        return spec.pack
+    try:
+        return parse_pack(os.environ["TUNER_PACK"])
+    except ValueError as exc:
+        raise ConfigError(f"$TUNER_PACK {exc}") from None
+
+
+def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int = 1) -> PackChoice:
+    """The pack size for this process, ``n_trials`` being the trials left to run: the spec's number (or
+    ``$TUNER_PACK``'s), or for ``auto`` the probe's choice."""
+    spec = prepared.spec
+    requested = requested_pack(spec)
+    threads = spec.threads or max(1, (os.cpu_count() or 1) // max(1, workers))  # a pack's steps are large
+    if requested != "auto":
+        return PackChoice(int(requested), "", threads if int(requested) > 1 else None)
+    cap = n_trials // 4
+    if cap < 2:
+        return PackChoice(1, f"{n_trials} trial(s) to run are too few to share (packs start at 8)")
+    config = _sample_config(prepared.space, spec.epochs, spec.seed)
+    if config is None:
+        return PackChoice(1, "no optimizer or schedule of the space can share a pack (L-BFGS, Adadelta and "
+                             "plateau train alone)")
+    trainer = prepared.trainer
+    batch_size, family, _ = pack_key(config)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(trainer_threads)
+        alone = PROBE_STEPS / trainer.time_steps(config, PROBE_STEPS)  # steps per second, one trial
+        torch.set_num_threads(threads)
+        free = _free_memory(trainer.device)
+        best_k, best_rate, top, sizes = 1, alone, 0.0, GPU_SIZES if trainer.device.type == "cuda" else CPU_SIZES
+        for k in (k for k in sizes if k <= cap):
+            try:
+                pack = PackTrainer(trainer, k, batch_size, family)
+                for slot in range(k):
+                    pack.fill(slot, config)
+                if free is not None and _member_bytes(pack, batch_size) * k > free // 2:
+                    break
+                rate = k * PROBE_STEPS / pack.time_steps(PROBE_STEPS)
+            except torch.cuda.OutOfMemoryError:
+                break
+            except Exception as exc:  # the model does not work under torch.func: say so, train unpacked
+                if k == sizes[0]:
+                    return PackChoice(1, f"the model cannot be packed ({type(exc).__name__}: {exc})")
+                break
+            finally:
+                pack = None
+            if rate < 0.9 * top:
+                break  # past the best pack size: larger packs only get slower
+            top = max(top, rate)
+            if rate > best_rate:
+                best_k, best_rate = k, rate
+    finally:
+        torch.set_num_threads(previous)
+    gain = best_rate / alone
+    if best_k == 1 or gain < MIN_GAIN:
+        return PackChoice(1, f"packs trained at most {top / alone:.2f}x the model-steps/s of one trial here "
+                             f"(a pack needs {MIN_GAIN}x)")
+    bound = f"; at most a quarter of the {n_trials}-trial budget" if best_k * 2 > cap else ""
+    return PackChoice(best_k, f"{best_k} trials at once trained {gain:.1f}x the model-steps/s of one trial "
+                              f"({best_rate:.0f} vs {alone:.0f}) on {threads} thread(s){bound}", threads)
