@@ -162,6 +162,33 @@ def test_a_compacted_pack_trains_its_remaining_members_on_as_before(trainer: Tra
             torch.testing.assert_close(drained.member_parameters(new)[name], value, rtol=1e-5, atol=1e-6)
 
 
+def test_batchnorm_members_keep_their_own_running_statistics():
+    from torch import nn
+
+    from tuner.objectives import Objective
+
+    digits = load_objective("digits-mlp")
+
+    def build(data):
+        return nn.Sequential(nn.Linear(data.n_features, 32), nn.BatchNorm1d(32), nn.ReLU(),
+                             nn.Linear(32, data.n_classes))
+
+    bn_trainer = Trainer(Objective(name="bn", load_data=digits.load_data, build_model=build), device="cpu")
+    configs = [_config("sgd", 0.05, 0), _config("momentum", 0.02, 1, momentum=0.9, schedule="cosine")]
+    pack = PackTrainer(bn_trainer, 2, 32, "sgd")
+    for slot, config in enumerate(configs):
+        pack.fill(slot, config)
+    for _ in range(2):
+        pack.run_epoch()
+    for slot, config in enumerate(configs):
+        alone = bn_trainer.fit(config, keep_model=True)
+        for name, buffer in alone.model.named_buffers():  # running mean and variance, batches tracked
+            torch.testing.assert_close(pack.buffers[name][slot], buffer, rtol=1e-5, atol=1e-6)
+        for name, param in alone.model.named_parameters():
+            torch.testing.assert_close(pack.member_parameters(slot)[name], param.detach(), rtol=1e-5, atol=1e-6)
+        assert pack.members[slot].val_history == pytest.approx(alone.val_history, abs=1e-6)
+
+
 def test_each_member_has_its_own_dropout_rate_and_masks():
     trainer = Trainer(load_objective("mnist1d-mlp"), device="cpu")
     pack = PackTrainer(trainer, 3, 64, "adam")
@@ -260,7 +287,8 @@ def _fake_timings(monkeypatch, alone: float, pack_rates: dict[int, float]) -> li
     monkeypatch.setattr(Trainer, "time_steps", lambda self, config, steps: steps / alone)
 
     def pack_time(self, steps):
-        timed.append(self.k)
+        if not timed or timed[-1] != self.k:  # each size is timed in a few rounds
+            timed.append(self.k)
         return self.k * steps / pack_rates[self.k]
 
     monkeypatch.setattr(PackTrainer, "time_steps", pack_time)

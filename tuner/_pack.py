@@ -238,9 +238,7 @@ class PackTrainer:
         if not active:
             return {}
         start = time.perf_counter()
-        for name, module in self.base.named_modules():
-            if isinstance(module, _Dropout):
-                module.active = bool((self.buffers[f"{name}.p" if name else "p"] > 0).any())
+        self._set_dropout()
         perms = []
         for slot in range(self.k):
             gen = self.generators[slot]
@@ -264,6 +262,12 @@ class PackTrainer:
             member.val_history.append(values[slot])
         return values
 
+    def _set_dropout(self) -> None:
+        """Dropout draws masks only while some member of the pack has a rate above 0."""
+        for name, module in self.base.named_modules():
+            if isinstance(module, _Dropout):
+                module.active = bool((self.buffers[f"{name}.p" if name else "p"] > 0).any())
+
     def _step(self, idx: torch.Tensor) -> torch.Tensor:
         """One training step of every slot on its own batch (``idx``: [K, batch] rows); the members' losses."""
         from torch.func import vmap
@@ -283,6 +287,7 @@ class PackTrainer:
         choosing a pack size. Changes the members' weights: a pack timed is not trained on."""
         n = min(self.n, self.batch_size)
         idx = torch.arange(n, device=self.trainer.data.x_train.device).expand(self.k, n)
+        self._set_dropout()
         for _ in range(2):
             self._step(idx)
         _sync(self.device)
