@@ -329,6 +329,22 @@ def test_auto_bounds_the_pack_by_the_budget_and_free_memory(tmp_path, monkeypatc
     assert choose_pack(_prepared(tmp_path), n_trials=64).k == 1 and timed == []
 
 
+def test_auto_counts_what_a_mixed_space_leaves_to_train_alone(tmp_path, monkeypatch, auto_pack):
+    from tuner.study._autopack import choose_pack
+
+    _fake_timings(monkeypatch, 100.0, {4: 300.0, 8: 400.0, 16: 500.0})
+    # The default space mixes 3 batch sizes and 3 update families: a pack holds one of 9 kinds.
+    mixed = choose_pack(_prepared(tmp_path, space="default"), n_trials=64)
+    assert mixed.k == 1
+    assert mixed.why.startswith("the space mixes 9 kinds of config (batch size x optimizer family); the commonest")
+    # Two kinds, one of them most of the space: packs pay off for it, and the line says what trains alone.
+    space = tmp_path / "two.yaml"
+    space.write_text("optimizer:\n  adam: {lr: {low: 1.0e-4, high: 1.0e-2, log: true}}\n"
+                     "  lbfgs: {lr: 0.1}\nschedule: constant\nbatch_size: 64\n")
+    two = choose_pack(_prepared(tmp_path, space=str(space)), n_trials=64)
+    assert two.k == 16 and "of the space's configs share this kind of pack, the rest train alone" in two.why
+
+
 def test_auto_says_why_a_space_or_a_model_cannot_be_packed(tmp_path, auto_pack):
     from tuner.study._autopack import choose_pack
 

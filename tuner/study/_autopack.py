@@ -43,15 +43,23 @@ class PackChoice:
         return f"{head}: {self.why}" if self.why else head
 
 
-def _sample_config(space, epochs: int | None, seed: int) -> TrainConfig | None:
-    """A packable config drawn from the space (random sampler, fixed seed), or None when it has none."""
+SPACE_SAMPLES = 64
+
+
+def _main_kind(space, epochs: int | None, seed: int) -> tuple[TrainConfig | None, float, int]:
+    """Draws configs from the space (random sampler, fixed seed; nothing trains) and returns one of the most
+    common packable kind (batch size, update family), the share of draws of that kind, and how many kinds
+    there were. Only configs of one kind share a pack; the others train alone beside it."""
     probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    for _ in range(32):
-        trial = probe.ask()
-        config = space.sample(trial, epochs=epochs or 10, seed=seed)
-        if packable(config) is None:
-            return config
-    return None
+    kinds: dict[tuple | None, list[TrainConfig]] = {}
+    for _ in range(SPACE_SAMPLES):
+        config = space.sample(probe.ask(), epochs=epochs or 10, seed=seed)
+        kinds.setdefault(pack_key(config) if packable(config) is None else None, []).append(config)
+    packable_kinds = [configs for key, configs in kinds.items() if key is not None]
+    if not packable_kinds:
+        return None, 0.0, len(kinds)
+    main = max(packable_kinds, key=len)
+    return main[0], len(main) / SPACE_SAMPLES, len(kinds)
 
 
 def _free_memory(device: torch.device) -> int | None:
@@ -97,7 +105,7 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
     cap = n_trials // 4
     if cap < 2:
         return PackChoice(1, f"{n_trials} trial(s) to run are too few to share (packs start at 8)")
-    config = _sample_config(prepared.space, spec.epochs, spec.seed)
+    config, share, kinds = _main_kind(prepared.space, spec.epochs, spec.seed)
     if config is None:
         return PackChoice(1, "no optimizer or schedule of the space can share a pack (L-BFGS, Adadelta and "
                              "plateau train alone)")
@@ -138,6 +146,13 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
     if best_k == 1 or gain < MIN_GAIN:
         return PackChoice(1, f"packs trained at most {top / alone:.2f}x the model-steps/s of one trial here "
                              f"(a pack needs {MIN_GAIN}x)")
+    overall = 1.0 / (share / gain + (1.0 - share))  # the other kinds train alone, one at a time
+    if overall < MIN_GAIN:
+        return PackChoice(1, f"the space mixes {kinds} kinds of config (batch size x optimizer family); the "
+                             f"commonest is {share:.0%} of trials, so packs of {best_k} ({gain:.1f}x) would "
+                             f"speed the study up {overall:.2f}x at most (a pack needs {MIN_GAIN}x)")
     bound = f"; at most a quarter of the {n_trials}-trial budget" if best_k * 2 > cap else ""
+    if share < 1.0:
+        bound += f"; {share:.0%} of the space's configs share this kind of pack, the rest train alone"
     return PackChoice(best_k, f"{best_k} trials at once trained {gain:.1f}x the model-steps/s of one trial "
                               f"({best_rate:.0f} vs {alone:.0f}) on {threads} thread(s){bound}", threads)
