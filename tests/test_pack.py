@@ -248,6 +248,48 @@ def test_every_member_of_a_pack_is_a_real_trial_with_its_own_record(tmp_path):
     assert done.user_attrs["val_history"] == pytest.approx(alone.val_history, abs=1e-5)
 
 
+def test_the_pack_holds_only_the_pruners_first_trials_until_they_are_complete(tmp_path, monkeypatch):
+    from tuner.study import run_trials
+
+    sizes = []
+    original = PackTrainer.run_epoch
+
+    def run_epoch(self):
+        sizes.append(sum(m is not None for m in self.members))
+        return original(self)
+
+    monkeypatch.setattr(PackTrainer, "run_epoch", run_epoch)
+    # The median pruner prunes nothing before 5 trials are complete: a first pack of 8 would train all 8 to
+    # their last epoch. The pack holds 5 until then, then grows to 8.
+    study, prepared = _packed_study(tmp_path, n_trials=16, pack=8, sampler="random", pruner="median")
+    run_trials(study, prepared)
+    first = study.trials[:5]
+    assert max(sizes[:3]) == 5 and max(sizes) == 8
+    complete_at = sorted(t.datetime_complete for t in first)[-1]
+    assert all(t.datetime_start >= complete_at for t in study.trials[5:] if t.user_attrs.get("pack"))
+    # Without a pruner there is nothing to wait for: the first pack is full.
+    sizes.clear()
+    (tmp_path / "none").mkdir()
+    study, prepared = _packed_study(tmp_path / "none", n_trials=8, pack=8, sampler="random", pruner="none")
+    run_trials(study, prepared)
+    assert sizes[0] == 8
+
+
+def test_a_slot_added_to_a_pack_trains_its_member_as_alone(trainer: Trainer):
+    first, second = PACKS["adam"][0], PACKS["adam"][1]
+    pack = PackTrainer(trainer, 1, 32, "adam")
+    pack.fill(0, first)
+    pack.run_epoch()
+    pack.grow(2)
+    pack.fill(1, second)
+    pack.run_epoch()
+    pack.run_epoch()
+    alone = trainer.fit(second, keep_model=True)
+    assert pack.members[1].val_history == pytest.approx(alone.val_history, abs=1e-6)
+    for name, param in alone.model.named_parameters():
+        torch.testing.assert_close(pack.member_parameters(1)[name], param.detach(), rtol=1e-5, atol=1e-6)
+
+
 def test_a_config_that_cannot_be_packed_trains_alone_beside_the_pack(tmp_path):
     from tuner.study import run_trials
 

@@ -195,6 +195,28 @@ class PackTrainer:
         self.members[slot] = None
         self.coef["lr"][slot] = 0.0
 
+    def grow(self, k: int) -> None:
+        """Adds empty slots up to ``k`` (a pack that may hold more members than it has slots)."""
+        extra = k - self.k
+        if extra <= 0:
+            return
+
+        def more(t: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+            return torch.cat([t, torch.full((extra, *t.shape[1:]), fill, dtype=t.dtype, device=t.device)])
+
+        self.flat = more(self.flat)
+        self.state = {key: more(value) for key, value in self.state.items()}
+        self.coef = {key: more(value) for key, value in self.coef.items()}
+        # Buffers of an empty slot are overwritten by fill(); meanwhile a copy of slot 0's keeps them valid
+        # (a BatchNorm variance of 0 would not be).
+        self.buffers = {key: torch.cat([value, value[:1].expand(extra, *value.shape[1:])])
+                        for key, value in self.buffers.items()}
+        self.steps, self.first = more(self.steps), more(self.first, True)
+        self.mu_product, self.factors = more(self.mu_product, 1.0), more(self.factors)
+        self.generators += [None] * extra
+        self.members += [None] * extra
+        self.k = k
+
     def compact(self) -> dict[int, int]:
         """Drops the empty slots (a pack that is draining computes only for its members), keeping every
         member's weights, optimizer state, schedule position and data order; returns ``{old slot: new slot}``."""

@@ -53,6 +53,18 @@ class _Slot:
     started: float
 
 
+def _pruner_startup(pruner: optuna.pruners.BasePruner) -> int:
+    """How many complete trials the pruner waits for before it prunes anything (median, percentile and
+    threshold-free pruners of that kind: ``n_startup_trials``; wrapped by ``patient``), else 0."""
+    inner = getattr(pruner, "_wrapped_pruner", pruner)
+    startup = getattr(inner, "_n_startup_trials", 0)
+    return startup if isinstance(startup, int) and startup > 0 else 0
+
+
+def _complete(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
 def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, pack: int, *,
                n_trials: int | None = None, timeout: float | None = None, threads: int = 1,
                on_trial: Callable[[TrialOutcome, optuna.Study], None] | None = None) -> RunSummary:
@@ -66,6 +78,10 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
     current: tuple[int, str, int] | None = None  # the pack key of the configs in the slots
     slots: list[_Slot | None] = [None] * pack
     consecutive = 0
+    # Until the pruner has its first complete trials, no member can be pruned, and a full first pack would
+    # train every member to its last epoch; one at a time, the trials after those first ones are pruned
+    # early. So the pack holds only as many members as the pruner waits for, until they are complete.
+    startup = _pruner_startup(study.pruner)
     # One heartbeat thread for the whole pack: every member's beat in one write.
     heartbeat = Heartbeat(study, None, plan.heartbeat_interval) if plan.storage_url else None
 
@@ -98,8 +114,15 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                 reap_stale(study, plan.grace_period)
             # Refill free slots at the epoch boundary, within the budget. A config of another kind (another
             # batch size or optimizer family, or one that cannot be packed) trains unpacked, right away.
-            if not any(slots) and len(slots) < pack:  # a compacted pack ran out: the next one is full size
-                slots, packer = [None] * pack, None
+            if not any(slots):  # the pack ran out: the next one starts afresh
+                slots, packer = [], None
+            if startup and _complete(study) >= startup:
+                startup = 0  # the pruner has what it needs: the pack may be full from now on
+            room = pack if not startup else min(pack, startup)
+            if len(slots) < room:
+                if packer is not None:
+                    packer.grow(room)
+                slots += [None] * (room - len(slots))
             while not timed_out and None in slots:
                 with _claim_lock(study, plan.storage_url):
                     trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
@@ -113,14 +136,15 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                     timed_out = deadline is not None and time.monotonic() >= deadline
                     continue
                 if packer is None or key != current:
-                    packer, current = PackTrainer(trainer, pack, key[0], key[1]), key
+                    packer, current = PackTrainer(trainer, len(slots), key[0], key[1]), key
                 slot = slots.index(None)
                 packer.fill(slot, config)
                 if heartbeat is not None:
                     heartbeat.add(trial._trial_id)
                 slots[slot] = _Slot(trial, config, time.perf_counter())
             if None in slots and any(slots):
-                # Nothing more to train here: the draining pack computes for its remaining members only.
+                # Nothing more to train now (the budget is met, or the pruner's first trials are still
+                # running): the pack computes for its members only, and grows again when it may.
                 moved = packer.compact()
                 slots = [slots[old] for old in sorted(moved)]
             if not any(slots):
