@@ -10,6 +10,7 @@ and one anytime plot per workload.
     python -m benchmarks.packs                                    # 3 workloads x K in 1, auto, 4, 16, 64 x 3 seeds
     python -m benchmarks.packs --workloads mnist1d-mlp --packs 1,auto --seeds 0 --n-trials 32
     python -m benchmarks.packs --training                         # training only: model-epochs/s of PackTrainer
+    python -m benchmarks.packs --bookkeeping --packs 1,16         # ms per trial: ask, report, prune, tell, training
 
 Training mode times PackTrainer against the Trainer without any study around it: K configs (Adam, one
 learning rate per member, each its own seed and data order) against one config, warmed up, same epochs.
@@ -112,6 +113,64 @@ def run_study(workload: str, pack: str, seed: int, n_trials: int, epochs: int, s
             "trials_per_hour": round(len(finished) / span * 3600), "best_val": best, "curve": curve}
 
 
+def bookkeeping(workload: str, pack: int, n_trials: int, epochs: int, space: str, storage: str) -> dict:
+    """One study in this process with timers around each part of the trial loop: asking and sampling a
+    trial, the epoch reports (one batched write), the pruning checks (one read of the study), closing a
+    trial (attributes and tell), and training itself; milliseconds per trial."""
+    import collections
+
+    import optuna
+
+    from tuner._pack import PackTrainer as Packs
+    from tuner.study import StudySpec, create_or_join, prepare
+    from tuner.study import _packs as engine
+    from tuner.study._local import run_prepared
+
+    spent: dict[str, float] = collections.defaultdict(float)
+
+    def timed(name: str, fn):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - start
+        return wrapper
+
+    from tuner.study import _engine as single
+
+    patches = {(engine, "_take"): "ask + sample", (engine, "write_batch"): "report (batched write)",
+               (engine, "StudyView"): "prune checks (one read)", (engine, "finish_trial"): "close (attrs + tell)",
+               (engine, "reap_stale"): "reaper", (Packs, "run_epoch"): "training",
+               # One trial at a time: the same parts, reports and pruning checks inside the Trainer's epochs.
+               (single, "_take"): "ask + sample", (single, "finish_trial"): "close (attrs + tell)",
+               (single, "report_epoch"): "report + prune (per epoch)", (Trainer, "fit"): "training"}
+    originals = {target: getattr(*target) for target in patches}
+    for (owner, attr), name in patches.items():
+        setattr(owner, attr, timed(name, originals[(owner, attr)]))
+    try:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        spec = StudySpec.from_mapping({"name": "k", "objective": workload, "space": space, "n_trials": n_trials,
+                                       "epochs": epochs, "storage": storage, "pack": pack}, "benchmark")
+        prepared = prepare(spec)
+        study = create_or_join(prepared)
+        start = time.perf_counter()
+        run_prepared(study, prepared)
+        wall = time.perf_counter() - start
+    finally:
+        for (owner, attr), fn in originals.items():
+            setattr(owner, attr, fn)
+    if "report + prune (per epoch)" in spent:  # the Trainer's time includes the reports made from inside it
+        spent["training"] -= spent["report + prune (per epoch)"]
+    trials = study.get_trials(deepcopy=False)
+    row = {"workload": workload, "pack": pack, "trials": len(trials), "storage": storage.split(":")[0],
+           "epochs_trained": sum(len(t.intermediate_values) for t in trials),
+           "ms_per_trial": {name: round(1000 * seconds / len(trials), 2) for name, seconds in spent.items()},
+           "wall_ms_per_trial": round(1000 * wall / len(trials), 2)}
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def best_by(curve: list, seconds: float) -> float | None:
     values = [best for t, best in curve if t <= seconds]
     return values[-1] if values else None
@@ -193,7 +252,15 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2", help="training: torch thread counts")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (studies: 10; training: 3)")
     parser.add_argument("--device", default="cpu", help="training: device")
+    parser.add_argument("--bookkeeping", action="store_true", help="time each part of a packed trial loop")
     args = parser.parse_args()
+    if args.bookkeeping:
+        with tempfile.TemporaryDirectory() as tmp:
+            for workload in args.workloads.split(","):
+                for pack in (int(p) for p in args.packs.split(",") if p != "auto"):
+                    bookkeeping(workload, pack, args.n_trials, args.epochs or 10, args.space,
+                                f"sqlite:///{tmp}/{workload}-{pack}.db")
+        return
     if not args.training:
         args.epochs = args.epochs or 10
         studies(args)
