@@ -78,6 +78,7 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
     current: tuple[int, str, int] | None = None  # the pack key of the configs in the slots
     slots: list[_Slot | None] = [None] * pack
     consecutive = 0
+    next_reap = 0.0
     # Until the pruner has its first complete trials, no member can be pruned, and a full first pack would
     # train every member to its last epoch; one at a time, the trials after those first ones are pruned
     # early. So the pack holds only as many members as the pruner waits for, until they are complete.
@@ -110,8 +111,10 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
             heartbeat.__enter__()
         while True:
             timed_out = deadline is not None and time.monotonic() >= deadline
-            if plan.storage_url:
+            if plan.storage_url and time.monotonic() >= next_reap:
+                # At most once a heartbeat interval: a lost worker's trial waits out the grace period anyway.
                 reap_stale(study, plan.grace_period)
+                next_reap = time.monotonic() + plan.heartbeat_interval
             # Refill free slots at the epoch boundary, within the budget. A config of another kind (another
             # batch size or optimizer family, or one that cannot be packed) trains unpacked, right away.
             if not any(slots):  # the pack ran out: the next one starts afresh
