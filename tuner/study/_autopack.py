@@ -109,6 +109,10 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
     if config is None:
         return PackChoice(1, "no optimizer or schedule of the space can share a pack (L-BFGS, Adadelta and "
                              "plateau train alone)")
+    if share < 1.0 and 1.0 / (1.0 - share) < MIN_GAIN:  # even an infinitely fast pack would not pay: no timing
+        return PackChoice(1, f"the space mixes {kinds} kinds of config (batch size x optimizer family); the "
+                             f"commonest is {share:.0%} of trials, so packs would speed the study up "
+                             f"{1.0 / (1.0 - share):.2f}x at most (a pack needs {MIN_GAIN}x)")
     trainer = prepared.trainer
     batch_size, family, _ = pack_key(config)
     previous = torch.get_num_threads()
