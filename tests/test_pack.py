@@ -4,6 +4,7 @@ trains its config alone (same weights, data order and update rule), whatever the
 from __future__ import annotations
 
 import math
+import re
 
 import optuna
 import pytest
@@ -290,6 +291,35 @@ def test_a_slot_added_to_a_pack_trains_its_member_as_alone(trainer: Trainer):
         torch.testing.assert_close(pack.member_parameters(1)[name], param.detach(), rtol=1e-5, atol=1e-6)
 
 
+def test_configs_of_different_kinds_train_in_packs_side_by_side(tmp_path, monkeypatch):
+    from tuner.study import run_trials
+
+    kinds_per_round = []
+    original = PackTrainer.run_epoch
+
+    def run_epoch(self):
+        kinds_per_round.append((self.batch_size, self.family, sum(m is not None for m in self.members)))
+        return original(self)
+
+    monkeypatch.setattr(PackTrainer, "run_epoch", run_epoch)
+    space = tmp_path / "kinds.yaml"
+    space.write_text("optimizer:\n  adam: {lr: {low: 1.0e-3, high: 1.0e-2, log: true}}\n"
+                     "  momentum: {lr: {low: 1.0e-2, high: 0.1, log: true}, momentum: 0.9}\n"
+                     "schedule: constant\nbatch_size: {choices: [32, 64]}\n")
+    study, prepared = _packed_study(tmp_path, n_trials=12, pack=6, sampler="random", pruner="none",
+                                    space=str(space))
+    run_trials(study, prepared)
+    kinds = {(b, f) for b, f, _ in kinds_per_round}
+    assert len(kinds) >= 3  # several kinds, each in a pack of its own
+    assert all(n <= 6 for _, _, n in kinds_per_round)
+    trials = study.trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 12
+    assert {t.user_attrs["pack"] for t in trials} == {6}
+    for t in trials[:4]:  # each member trained as its config does alone, whatever shared the round
+        alone = prepared.trainer.fit(TrainConfig.from_dict(t.user_attrs["config"]))
+        assert t.value == pytest.approx(alone.value, abs=1e-6)
+
+
 def test_a_config_that_cannot_be_packed_trains_alone_beside_the_pack(tmp_path):
     from tuner.study import run_trials
 
@@ -340,9 +370,9 @@ def _fake_timings(monkeypatch, alone: float, pack_rates: dict[int, float]) -> li
 def test_auto_picks_the_pack_size_with_the_most_model_steps_and_says_why(tmp_path, monkeypatch, auto_pack):
     from tuner.study._autopack import choose_pack
 
-    timed = _fake_timings(monkeypatch, 100.0, {4: 150.0, 8: 300.0, 16: 250.0, 32: 400.0})
+    timed = _fake_timings(monkeypatch, 100.0, {1: 40.0, 2: 80.0, 4: 150.0, 8: 300.0, 16: 250.0, 32: 400.0})
     choice = choose_pack(_prepared(tmp_path), n_trials=64)
-    assert timed == [4, 8, 16]  # 16 is past the best: larger packs are not timed
+    assert timed == [1, 2, 4, 8, 16]  # 16 is past the best: larger packs are not timed
     assert choice.k == 8 and choice.threads is not None
     assert "8 trials at once trained 3.0x the model-steps/s of one trial (300 vs 100)" in choice.why
     assert choice.line(auto=True).startswith("pack: 8 (auto): ")
@@ -351,7 +381,7 @@ def test_auto_picks_the_pack_size_with_the_most_model_steps_and_says_why(tmp_pat
 def test_auto_stays_at_one_where_packs_do_not_pay_off(tmp_path, monkeypatch, auto_pack):
     from tuner.study._autopack import MIN_GAIN, choose_pack
 
-    _fake_timings(monkeypatch, 100.0, {4: 90.0, 8: 120.0, 16: 110.0})
+    _fake_timings(monkeypatch, 100.0, {1: 40.0, 2: 70.0, 4: 90.0, 8: 120.0, 16: 110.0})
     choice = choose_pack(_prepared(tmp_path), n_trials=64)
     assert choice.k == 1 and choice.threads is None
     assert choice.why == f"packs trained at most 1.20x the model-steps/s of one trial here (a pack needs {MIN_GAIN}x)"
@@ -361,9 +391,9 @@ def test_auto_bounds_the_pack_by_the_budget_and_free_memory(tmp_path, monkeypatc
     from tuner.study import _autopack
     from tuner.study._autopack import choose_pack
 
-    timed = _fake_timings(monkeypatch, 10.0, {4: 40.0, 8: 80.0, 16: 160.0, 32: 320.0, 64: 640.0})
+    timed = _fake_timings(monkeypatch, 10.0, {1: 10.0, 2: 20.0, 4: 40.0, 8: 80.0, 16: 160.0, 32: 320.0, 64: 640.0})
     choice = choose_pack(_prepared(tmp_path), n_trials=40)  # at most a quarter of 40 trials: 10
-    assert timed == [4, 8] and choice.k == 8 and "at most a quarter of the 40-trial budget" in choice.why
+    assert timed == [1, 2, 4, 8] and choice.k == 8 and "at most a quarter of the 40-trial budget" in choice.why
     too_few = choose_pack(_prepared(tmp_path), n_trials=7)
     assert too_few.k == 1 and too_few.why == "7 trial(s) to run are too few to share (packs start at 8)"
     timed.clear()
@@ -374,17 +404,22 @@ def test_auto_bounds_the_pack_by_the_budget_and_free_memory(tmp_path, monkeypatc
 def test_auto_counts_what_a_mixed_space_leaves_to_train_alone(tmp_path, monkeypatch, auto_pack):
     from tuner.study._autopack import choose_pack
 
-    _fake_timings(monkeypatch, 100.0, {4: 300.0, 8: 400.0, 16: 500.0})
-    # The default space mixes 3 batch sizes and 3 update families: a pack holds one of 9 kinds.
+    # Packs pay off from 4 members; a pack of 1 or 2 is slower than one trial alone.
+    _fake_timings(monkeypatch, 100.0, {1: 40.0, 2: 70.0, 4: 300.0, 8: 400.0, 16: 500.0, 32: 600.0, 64: 700.0})
+    # The default space mixes 3 batch sizes and 3 update families: 16 members make 9 packs of about 2.
     mixed = choose_pack(_prepared(tmp_path, space="default"), n_trials=64)
     assert mixed.k == 1
-    assert mixed.why.startswith("the space mixes 9 kinds of config (batch size x optimizer family); the commonest")
-    # Two kinds, one of them most of the space: packs pay off for it, and the line says what trains alone.
+    assert mixed.why.startswith("the space mixes 9 kinds of config (batch size x optimizer family), so 16 trials "
+                                "at once would be packs of about ")
+    # With 64 trials in flight, the packs are large enough.
+    many = choose_pack(_prepared(tmp_path, space="default"), n_trials=256)
+    assert many.k == 64 and "in packs by kind of config (9 kinds, the commonest" in many.why
+    # Half the space cannot be packed: packs pay off for the other half, and the line says so.
     space = tmp_path / "two.yaml"
     space.write_text("optimizer:\n  adam: {lr: {low: 1.0e-4, high: 1.0e-2, log: true}}\n"
                      "  lbfgs: {lr: 0.1}\nschedule: constant\nbatch_size: 64\n")
     two = choose_pack(_prepared(tmp_path, space=str(space)), n_trials=64)
-    assert two.k == 16 and "of the space's configs share this kind of pack, the rest train alone" in two.why
+    assert two.k == 16 and re.search(r"; \d+% of the space's configs cannot be packed and train alone$", two.why)
 
 
 def test_auto_says_why_a_space_or_a_model_cannot_be_packed(tmp_path, auto_pack):
@@ -435,7 +470,7 @@ def test_the_command_line_says_which_pack_size_it_chose_and_why(tmp_path, monkey
 
     from tuner.cli import app
 
-    _fake_timings(monkeypatch, 100.0, {4: 400.0, 8: 200.0})
+    _fake_timings(monkeypatch, 100.0, {1: 40.0, 2: 80.0, 4: 400.0, 8: 200.0})
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["study", "create", "--objective", "digits-mlp", "--space", "lr-only",
                                       "--n-trials", "16", "--epochs", "2", "--device", "cpu", "--threads", "1",

@@ -10,6 +10,7 @@ before its last epoch) and by the device's free memory. The choice and its reaso
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -24,8 +25,8 @@ from tuner.study._spec import parse_pack
 __all__ = ["PackChoice", "choose_pack", "requested_pack", "MIN_GAIN"]
 
 MIN_GAIN = 1.3  # a pack must train this many times the model-steps per second of one trial alone
-CPU_SIZES = (4, 8, 16, 32, 64)
-GPU_SIZES = (4, 16, 64, 256, 1024, 4096)
+CPU_SIZES = (1, 2, 4, 8, 16, 32, 64)
+GPU_SIZES = (1, 4, 16, 64, 256, 1024, 4096)
 PROBE_STEPS = 12
 ROUNDS = 3
 
@@ -46,20 +47,41 @@ class PackChoice:
 SPACE_SAMPLES = 64
 
 
-def _main_kind(space, epochs: int | None, seed: int) -> tuple[TrainConfig | None, float, int]:
-    """Draws configs from the space (random sampler, fixed seed; nothing trains) and returns one of the most
-    common packable kind (batch size, update family), the share of draws of that kind, and how many kinds
-    there were. Only configs of one kind share a pack; the others train alone beside it."""
+def _kinds(space, epochs: int | None, seed: int) -> tuple[dict[tuple, float], float, TrainConfig | None]:
+    """Draws configs from the space (random sampler, fixed seed; nothing trains): the share of each kind of
+    packable config (batch size, update family), the share that cannot be packed, and a config of the
+    commonest kind. Each kind trains in packs of its own; the others train alone."""
     probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     kinds: dict[tuple | None, list[TrainConfig]] = {}
     for _ in range(SPACE_SAMPLES):
         config = space.sample(probe.ask(), epochs=epochs or 10, seed=seed)
         kinds.setdefault(pack_key(config) if packable(config) is None else None, []).append(config)
-    packable_kinds = [configs for key, configs in kinds.items() if key is not None]
-    if not packable_kinds:
-        return None, 0.0, len(kinds)
-    main = max(packable_kinds, key=len)
-    return main[0], len(main) / SPACE_SAMPLES, len(kinds)
+    alone = len(kinds.pop(None, [])) / SPACE_SAMPLES
+    if not kinds:
+        return {}, alone, None
+    shares = {key: len(configs) / SPACE_SAMPLES for key, configs in kinds.items()}
+    return shares, alone, kinds[max(shares, key=shares.__getitem__)][0]
+
+
+def _rate_at(rates: dict[int, float], n: float) -> float:
+    """Model-steps per second of a pack of ``n`` members, interpolated (in log size) between timed sizes."""
+    sizes = sorted(rates)
+    if n <= sizes[0]:  # a kind with under one member in flight on average: a pack of one when it has one
+        return rates[sizes[0]]
+    for a, b in zip(sizes, sizes[1:], strict=False):
+        if n <= b:
+            t = math.log(n / a) / math.log(b / a)
+            return rates[a] + t * (rates[b] - rates[a])
+    return rates[sizes[-1]]
+
+
+def _speedup(rates: dict[int, float], alone: float, k: int, shares: dict[tuple, float], unpackable: float) -> float:
+    """How much faster the study runs with ``k`` members in flight than one trial at a time: the members
+    split between the kinds by their shares, each kind at the rate of a pack of its size; configs that
+    cannot be packed train alone."""
+    packed = sum(shares.values())
+    per_trial = sum(share * alone / _rate_at(rates, k * share / packed) for share in shares.values())
+    return 1.0 / (per_trial + unpackable)
 
 
 def _free_memory(device: torch.device) -> int | None:
@@ -105,24 +127,25 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
     cap = n_trials // 4
     if cap < 2:
         return PackChoice(1, f"{n_trials} trial(s) to run are too few to share (packs start at 8)")
-    config, share, kinds = _main_kind(prepared.space, spec.epochs, spec.seed)
+    shares, unpackable, config = _kinds(prepared.space, spec.epochs, spec.seed)
     if config is None:
         return PackChoice(1, "no optimizer or schedule of the space can share a pack (L-BFGS, Adadelta and "
                              "plateau train alone)")
-    if share < 1.0 and 1.0 / (1.0 - share) < MIN_GAIN:  # even an infinitely fast pack would not pay: no timing
-        return PackChoice(1, f"the space mixes {kinds} kinds of config (batch size x optimizer family); the "
-                             f"commonest is {share:.0%} of trials, so packs would speed the study up "
-                             f"{1.0 / (1.0 - share):.2f}x at most (a pack needs {MIN_GAIN}x)")
+    if unpackable and 1.0 / unpackable < MIN_GAIN:  # even infinitely fast packs would not pay: no timing
+        return PackChoice(1, f"{unpackable:.0%} of the space's configs cannot be packed (L-BFGS, Adadelta, "
+                             f"plateau) and train alone, so packs would speed the study up {1 / unpackable:.2f}x "
+                             f"at most (a pack needs {MIN_GAIN}x)")
     trainer = prepared.trainer
     batch_size, family, _ = pack_key(config)
     previous = torch.get_num_threads()
+    rates: dict[int, float] = {}
     try:
         torch.set_num_threads(trainer_threads)
         # Each timing is the best of ROUNDS: one noisy moment on a shared machine does not decide.
         alone = PROBE_STEPS / min(trainer.time_steps(config, PROBE_STEPS) for _ in range(ROUNDS))
         torch.set_num_threads(threads)
         free = _free_memory(trainer.device)
-        best_k, best_rate, top, sizes = 1, alone, 0.0, GPU_SIZES if trainer.device.type == "cuda" else CPU_SIZES
+        sizes = GPU_SIZES if trainer.device.type == "cuda" else CPU_SIZES
         for k in (k for k in sizes if k <= cap):
             try:
                 pack = PackTrainer(trainer, k, batch_size, family)
@@ -139,24 +162,32 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
                 break
             finally:
                 pack = None
-            if rate < 0.9 * top:
+            if rates and rate < 0.9 * max(rates.values()):
                 break  # past the best pack size: larger packs only get slower
-            top = max(top, rate)
-            if rate > best_rate:
-                best_k, best_rate = k, rate
+            rates[k] = rate
     finally:
         torch.set_num_threads(previous)
-    gain = best_rate / alone
-    if best_k == 1 or gain < MIN_GAIN:
+    candidates = [k for k in rates if k >= 4]
+    if not candidates:
+        return PackChoice(1, "not even a pack of 4 fits in half the free memory")
+    best_k = max(candidates, key=lambda k: _speedup(rates, alone, k, shares, unpackable))
+    overall = _speedup(rates, alone, best_k, shares, unpackable)
+    top = max(rates[k] for k in candidates)
+    if top / alone < MIN_GAIN:
         return PackChoice(1, f"packs trained at most {top / alone:.2f}x the model-steps/s of one trial here "
                              f"(a pack needs {MIN_GAIN}x)")
-    overall = 1.0 / (share / gain + (1.0 - share))  # the other kinds train alone, one at a time
+    commonest = max(shares.values())
     if overall < MIN_GAIN:
-        return PackChoice(1, f"the space mixes {kinds} kinds of config (batch size x optimizer family); the "
-                             f"commonest is {share:.0%} of trials, so packs of {best_k} ({gain:.1f}x) would "
-                             f"speed the study up {overall:.2f}x at most (a pack needs {MIN_GAIN}x)")
+        return PackChoice(1, f"the space mixes {len(shares)} kinds of config (batch size x optimizer family), so "
+                             f"{best_k} trials at once would be packs of about {best_k * commonest:.0f} or fewer "
+                             f"and run the study {overall:.2f}x as fast at most (a pack needs {MIN_GAIN}x)")
     bound = f"; at most a quarter of the {n_trials}-trial budget" if best_k * 2 > cap else ""
-    if share < 1.0:
-        bound += f"; {share:.0%} of the space's configs share this kind of pack, the rest train alone"
-    return PackChoice(best_k, f"{best_k} trials at once trained {gain:.1f}x the model-steps/s of one trial "
-                              f"({best_rate:.0f} vs {alone:.0f}) on {threads} thread(s){bound}", threads)
+    if unpackable:
+        bound += f"; {unpackable:.0%} of the space's configs cannot be packed and train alone"
+    gain = rates[best_k] / alone
+    if len(shares) == 1:
+        return PackChoice(best_k, f"{best_k} trials at once trained {gain:.1f}x the model-steps/s of one trial "
+                                  f"({rates[best_k]:.0f} vs {alone:.0f}) on {threads} thread(s){bound}", threads)
+    return PackChoice(best_k, f"{best_k} trials at once, in packs by kind of config ({len(shares)} kinds, the "
+                              f"commonest {commonest:.0%}), should run the study {overall:.1f}x as fast as one "
+                              f"at a time on {threads} thread(s){bound}", threads)
