@@ -72,20 +72,31 @@ PACKS = {
 }
 
 
-@pytest.mark.parametrize("family", sorted(PACKS))
-def test_every_member_trains_exactly_as_it_would_alone(trainer: Trainer, family: str):
-    configs = PACKS[family]
+def _trained_pack(trainer: Trainer, configs: list[TrainConfig], family: str, epochs: int = 2) -> PackTrainer:
     pack = PackTrainer(trainer, len(configs), 32, family)
     for slot, config in enumerate(configs):
         pack.fill(slot, config)
-    for _ in range(2):
+    for _ in range(epochs):
         pack.run_epoch()
+    return pack
+
+
+def _assert_trained_as_alone(pack: PackTrainer, slot: int, alone, atol: float) -> None:
+    """The member's weights, buffers (e.g. BatchNorm's running statistics) and validation history."""
+    for name, param in alone.model.named_parameters():
+        torch.testing.assert_close(pack.member_parameters(slot)[name], param.detach(), rtol=1e-5, atol=atol)
+    for name, buffer in alone.model.named_buffers():
+        torch.testing.assert_close(pack.buffers[name][slot], buffer, rtol=1e-5, atol=1e-6)
+    assert pack.members[slot].val_history == pytest.approx(alone.val_history, abs=1e-6)
+
+
+@pytest.mark.parametrize("family", sorted(PACKS))
+def test_every_member_trains_exactly_as_it_would_alone(trainer: Trainer, family: str):
+    configs = PACKS[family]
+    pack = _trained_pack(trainer, configs, family)
     for slot, config in enumerate(configs):
         alone = trainer.fit(config, keep_model=True)
-        packed = pack.member_parameters(slot)
-        for name, param in alone.model.named_parameters():
-            torch.testing.assert_close(packed[name], param.detach(), rtol=1e-5, atol=5e-6)
-        assert pack.members[slot].val_history == pytest.approx(alone.val_history, abs=1e-6)
+        _assert_trained_as_alone(pack, slot, alone, atol=5e-6)
         assert pack.test_value(slot) == pytest.approx(alone.test_value, abs=1e-6)
 
 
@@ -134,10 +145,7 @@ def test_a_freed_slot_refilled_at_an_epoch_boundary_starts_fresh(trainer: Traine
     pack.fill(1, second)  # new weights, new optimizer state, its own schedule from step 0
     pack.run_epoch()
     pack.run_epoch()
-    alone = trainer.fit(second, keep_model=True)
-    assert pack.members[1].val_history == pytest.approx(alone.val_history, abs=1e-6)
-    for name, param in alone.model.named_parameters():
-        torch.testing.assert_close(pack.member_parameters(1)[name], param.detach(), rtol=1e-5, atol=1e-6)
+    _assert_trained_as_alone(pack, 1, trainer.fit(second, keep_model=True), atol=1e-6)
 
 
 @pytest.mark.parametrize("family", ["adam", "nadam"])
@@ -176,18 +184,9 @@ def test_batchnorm_members_keep_their_own_running_statistics():
 
     bn_trainer = Trainer(Objective(name="bn", load_data=digits.load_data, build_model=build), device="cpu")
     configs = [_config("sgd", 0.05, 0), _config("momentum", 0.02, 1, momentum=0.9, schedule="cosine")]
-    pack = PackTrainer(bn_trainer, 2, 32, "sgd")
-    for slot, config in enumerate(configs):
-        pack.fill(slot, config)
-    for _ in range(2):
-        pack.run_epoch()
-    for slot, config in enumerate(configs):
-        alone = bn_trainer.fit(config, keep_model=True)
-        for name, buffer in alone.model.named_buffers():  # running mean and variance, batches tracked
-            torch.testing.assert_close(pack.buffers[name][slot], buffer, rtol=1e-5, atol=1e-6)
-        for name, param in alone.model.named_parameters():
-            torch.testing.assert_close(pack.member_parameters(slot)[name], param.detach(), rtol=1e-5, atol=1e-6)
-        assert pack.members[slot].val_history == pytest.approx(alone.val_history, abs=1e-6)
+    pack = _trained_pack(bn_trainer, configs, "sgd")
+    for slot, config in enumerate(configs):  # running mean and variance and batches tracked, per member
+        _assert_trained_as_alone(pack, slot, bn_trainer.fit(config, keep_model=True), atol=1e-6)
 
 
 def test_each_member_has_its_own_dropout_rate_and_masks():
@@ -285,10 +284,7 @@ def test_a_slot_added_to_a_pack_trains_its_member_as_alone(trainer: Trainer):
     pack.fill(1, second)
     pack.run_epoch()
     pack.run_epoch()
-    alone = trainer.fit(second, keep_model=True)
-    assert pack.members[1].val_history == pytest.approx(alone.val_history, abs=1e-6)
-    for name, param in alone.model.named_parameters():
-        torch.testing.assert_close(pack.member_parameters(1)[name], param.detach(), rtol=1e-5, atol=1e-6)
+    _assert_trained_as_alone(pack, 1, trainer.fit(second, keep_model=True), atol=1e-6)
 
 
 def test_configs_of_different_kinds_train_in_packs_side_by_side(tmp_path, monkeypatch):
