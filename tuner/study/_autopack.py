@@ -1,11 +1,14 @@
 """``pack: auto``: how many trials to train at once, chosen by a short timing probe on this machine.
 
 A pack pays off where one trial leaves the device idle (small models, per-step overhead) and not where one
-model already fills it. The probe times a few training steps of one config from the study's space, as the
-``Trainer`` runs it alone, and the same config stacked K times for growing K, and picks the K with the most
-model-steps per second if that beats one trial at a time by ``MIN_GAIN``. K is bounded by the budget (at most
-a quarter of ``n_trials``: pruning needs finished trials to compare with, and the first pack finishes none
-before its last epoch) and by the device's free memory. The choice and its reason are one line of output.
+model already fills it. The probe draws configs from the study's space to learn its kinds (batch size x update
+family: each kind trains in packs of its own) and their shares, then times a few training steps of one config
+of the commonest kind as the ``Trainer`` runs it alone, and the same config stacked K times for growing K. It
+picks the K under which the study as a whole runs fastest (the K members split between the kinds by their
+shares, each kind at the timed rate of a pack of its size; configs that cannot be packed train alone), and
+packs only if that is ``MIN_GAIN`` times one trial at a time. K is bounded by the budget (at most a quarter of
+the trials left: pruning needs complete trials to compare with) and by the device's free memory. The choice
+and its reason are one line of output.
 """
 
 from __future__ import annotations
