@@ -184,7 +184,7 @@ def test_sigkilled_worker_trial_is_failed_and_rerun_with_its_params(backend: str
 
 @pytest.mark.parametrize("workers, sig, code, pack", [(1, signal.SIGINT, 130, 1), (1, signal.SIGTERM, 143, 1),
                                                       (2, signal.SIGINT, 130, 1), (2, signal.SIGTERM, 143, 1),
-                                                      (1, signal.SIGTERM, 143, 3), (2, signal.SIGINT, 130, 3)])
+                                                      (2, signal.SIGINT, 130, 3)])
 def test_interrupt_leaves_nothing_running_and_resumes(workers: int, sig: int, code: int, pack: int, tmp_path: Path,
                                                       slow_file: Path, space_file: Path):
     url = f"sqlite:///{tmp_path / 'i.db'}"
