@@ -149,12 +149,16 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
         torch.set_num_threads(threads)
         free = _free_memory(trainer.device)
         sizes = GPU_SIZES if trainer.device.type == "cuda" else CPU_SIZES
+        per_member: int | None = None
         for k in (k for k in sizes if k <= cap):
+            if free is not None and per_member is not None and per_member * k > free // 2:
+                break  # checked before the pack is built: it would not fit in half the free memory
             try:
                 pack = PackTrainer(trainer, k, batch_size, family)
                 for slot in range(k):
                     pack.fill(slot, config)
-                if free is not None and _member_bytes(pack, batch_size) * k > free // 2:
+                per_member = _member_bytes(pack, batch_size)
+                if free is not None and per_member * k > free // 2:
                     break
                 rate = k * PROBE_STEPS / min(pack.time_steps(PROBE_STEPS) for _ in range(ROUNDS))
             except torch.cuda.OutOfMemoryError:
