@@ -35,15 +35,10 @@ import torch
 from tuner._pack import PackTrainer
 from tuner.config import TrainConfig
 from tuner.objectives import load_objective
-from tuner.train import Trainer
+from tuner.train import Trainer, sync
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TUNER = str(Path(sys.executable).with_name("tuner"))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure(workload: str, ks: list[int], epochs: int, threads: int, device: str) -> list[dict]:
@@ -51,10 +46,10 @@ def measure(workload: str, ks: list[int], epochs: int, threads: int, device: str
     trainer = Trainer(load_objective(workload), device=device)
     base = TrainConfig.from_dict({"optimizer": {"name": "adam", "lr": 1e-3}, "batch_size": 64, "epochs": epochs})
     trainer.fit(base)  # warm-up
-    _sync(trainer.device)
+    sync(trainer.device)
     start = time.perf_counter()
     trainer.fit(base)
-    _sync(trainer.device)
+    sync(trainer.device)
     single = epochs / (time.perf_counter() - start)
     rows = []
     for k in ks:
@@ -65,11 +60,11 @@ def measure(workload: str, ks: list[int], epochs: int, threads: int, device: str
         pack.run_epoch()  # warm-up
         for slot in range(k):
             pack.fill(slot, pack.members[slot].config)
-        _sync(trainer.device)
+        sync(trainer.device)
         start = time.perf_counter()
         for _ in range(epochs):
             pack.run_epoch()
-        _sync(trainer.device)
+        sync(trainer.device)
         packed = k * epochs / (time.perf_counter() - start)
         rows.append({"workload": workload, "device": str(trainer.device), "threads": threads, "K": k,
                      "trainer_epochs_per_s": round(single, 2), "pack_model_epochs_per_s": round(packed, 2),

@@ -371,7 +371,7 @@ def test_auto_picks_the_pack_size_with_the_most_model_steps_and_says_why(tmp_pat
     assert timed == [1, 2, 4, 8, 16]  # 16 is past the best: larger packs are not timed
     assert choice.k == 8 and choice.threads is not None
     assert "8 trials at once trained 3.0x the model-steps/s of one trial (300 vs 100)" in choice.why
-    assert choice.line(auto=True).startswith("pack: 8 (auto): ")
+    assert choice.line().startswith("pack: 8 (auto): ")
 
 
 def test_auto_stays_at_one_where_packs_do_not_pay_off(tmp_path, monkeypatch, auto_pack):

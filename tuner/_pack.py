@@ -28,7 +28,7 @@ from torch import nn
 
 from tuner.config import TrainConfig
 from tuner.optim import get_optimizer, get_schedule, lr_factors
-from tuner.train import Diverged, Trainer, seed_everything
+from tuner.train import Diverged, Trainer, sync
 
 __all__ = ["PackTrainer", "Member", "pack_key", "packable", "FAMILIES"]
 
@@ -50,11 +50,6 @@ def packable(config: TrainConfig) -> str | None:
 def pack_key(config: TrainConfig) -> tuple[int, str, int]:
     """Configs with equal keys can share a pack: batch size, update family, epochs."""
     return config.batch_size, FAMILIES[config.optimizer.name], config.epochs
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class _Dropout(nn.Module):
@@ -134,10 +129,7 @@ class PackTrainer:
         self.generators: list[torch.Generator | None] = [None] * slots
 
     def _model(self, config: TrainConfig) -> nn.Module:
-        seed_everything(config.seed)
-        model = self.trainer.objective.build_model(self.trainer.cpu_data)
-        config.apply_init(model)
-        config.apply_dropout(model)
+        model = self.trainer.build_model(config)
         _swap_dropout(model)
         return model.to(self.device)
 
@@ -253,7 +245,7 @@ class PackTrainer:
 
     def run_epoch(self) -> dict[int, float]:
         """Trains every filled slot one epoch; returns ``{slot: validation value}``. A member that diverges
-        raises nothing: its slot's value is NaN and ``diverged(slot)`` says why."""
+        raises nothing here: ``check(slot)`` says so, with the reason."""
 
         data, bs = self.trainer.data, self.batch_size
         active = [m for m in self.members if m is not None]
@@ -312,11 +304,11 @@ class PackTrainer:
         self._set_dropout()
         for _ in range(2):
             self._step(idx)
-        _sync(self.device)
+        sync(self.device)
         start = time.perf_counter()
         for _ in range(steps):
             self._step(idx)
-        _sync(self.device)
+        sync(self.device)
         return time.perf_counter() - start
 
     def check(self, slot: int) -> None:
@@ -339,7 +331,7 @@ class PackTrainer:
         from torch.func import functional_call
 
         self.base.eval()
-        params = {k: v[slot] for k, v in self._views(self.flat).items()}
+        params = self.member_parameters(slot)
         buffers = {k: v[slot] for k, v in self.buffers.items()}
         outs = [functional_call(self.base, (params, buffers), (x[i:i + 4096].to(self.device),))
                 for i in range(0, len(x), 4096)]

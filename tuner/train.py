@@ -20,10 +20,16 @@ from tuner.config import TrainConfig
 from tuner.errors import ConfigError, DataError
 from tuner.objectives import Dataset, Objective, get_metric
 
-__all__ = ["Trainer", "TrainResult", "Diverged", "resolve_device", "seed_everything"]
+__all__ = ["Trainer", "TrainResult", "Diverged", "resolve_device", "seed_everything", "sync"]
 
 ReportFn = Callable[[int, float], None]
 EVAL_BATCH = 4096
+
+
+def sync(device: torch.device) -> None:
+    """Waits for the device's queued work (CUDA), so that a timing measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 DIVERGENCE_CHECK_EVERY = 32  # batches between mid-epoch checks (each one waits for the device)
 
 
@@ -192,14 +198,19 @@ class Trainer:
         outs = [model(x[i:i + EVAL_BATCH].to(self.device, non_blocking=True)) for i in range(0, len(x), EVAL_BATCH)]
         return float(self.metric.fn(torch.cat(outs), y.to(self.device)))
 
-    def time_steps(self, config: TrainConfig, steps: int) -> float:
-        """Seconds that ``steps`` training steps of ``config`` take, as ``fit`` does them (after two
-        unmeasured ones); for choosing a pack size against one trial at a time."""
+    def build_model(self, config: TrainConfig) -> nn.Module:
+        """The objective's model for ``config``, on the CPU: seeded with the config's seed, initialised and
+        with its dropout rate, as every trial of the config starts."""
         seed_everything(config.seed)
         model = self.objective.build_model(self.cpu_data)
         config.apply_init(model)
         config.apply_dropout(model)
-        model.to(self.device)
+        return model
+
+    def time_steps(self, config: TrainConfig, steps: int) -> float:
+        """Seconds that ``steps`` training steps of ``config`` take, as ``fit`` does them (after two
+        unmeasured ones); for choosing a pack size against one trial at a time."""
+        model = self.build_model(config).to(self.device)
         bs = min(config.batch_size, len(self.data.x_train))
         setup = TrainingSetup(config, model, math.ceil(len(self.data.x_train) / bs), init=False, dropout=False,
                               seed=False)
@@ -211,25 +222,19 @@ class Trainer:
         model.train()
         for _ in range(2):
             setup._step(batch_loss, False)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        sync(self.device)
         start = time.perf_counter()
         for _ in range(steps):
             setup._step(batch_loss, False)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        sync(self.device)
         return time.perf_counter() - start
 
     def fit(self, config: TrainConfig, report: ReportFn | None = None, keep_model: bool = False) -> TrainResult:
         """Trains one model; ``report(epoch, value)`` is called after every epoch and may raise to stop."""
         self.last_result = None
         self.check_batch_size(config.batch_size)
-        seed_everything(config.seed)
         data, device = self.data, self.device
-        model = self.objective.build_model(self.cpu_data)
-        config.apply_init(model)
-        config.apply_dropout(model)
-        model.to(device)
+        model = self.build_model(config).to(device)
         n, bs = len(data.x_train), config.batch_size
         steps_per_epoch = math.ceil(n / bs)
         mode = "max" if self.metric.direction == "maximize" else "min"

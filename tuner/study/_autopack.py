@@ -41,9 +41,10 @@ class PackChoice:
     k: int
     why: str
     threads: int | None = None
+    auto: bool = True  # chosen by the probe (False: the spec's or $TUNER_PACK's number)
 
-    def line(self, auto: bool) -> str:
-        head = f"pack: {self.k}" + (" (auto)" if auto else "")
+    def line(self) -> str:
+        head = f"pack: {self.k}" + (" (auto)" if self.auto else "")
         return f"{head}: {self.why}" if self.why else head
 
 
@@ -126,7 +127,7 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
     requested = requested_pack(spec)
     threads = spec.threads or max(1, (os.cpu_count() or 1) // max(1, workers))  # a pack's steps are large
     if requested != "auto":
-        return PackChoice(int(requested), "", threads if int(requested) > 1 else None)
+        return PackChoice(int(requested), "", threads if int(requested) > 1 else None, auto=False)
     cap = n_trials // 4
     if cap < 2:
         return PackChoice(1, f"{n_trials} trial(s) to run are too few to share (packs start at 8)")

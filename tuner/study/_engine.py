@@ -35,7 +35,7 @@ from tuner.config import TrainConfig
 from tuner.errors import ConfigError, StudyError, TunerError
 from tuner.spaces import SearchSpace
 from tuner.study._liveness import Heartbeat, is_this_process, reap_stale, worker_identity
-from tuner.study._record import FINISHED, Key, StopKind, StopReason, best_trial, storage_of
+from tuner.study._record import FINISHED, Key, StopKind, StopReason, best_trial, history_attrs, storage_of
 from tuner.study._storage import explain_storage_error, mask_url, storage_lock
 from tuner.study._writes import write_attrs
 from tuner.train import Diverged, seed_everything
@@ -118,9 +118,7 @@ class TrainerExecutor:
         result = self.trainer.last_result
         if result is None:
             return {}
-        return {Key.VAL_HISTORY: [round(v, 6) for v in result.val_history],
-                Key.EPOCH_TIMES: [round(t, 4) for t in result.epoch_times],
-                Key.TRAIN_LOSS: [round(v, 6) if math.isfinite(v) else str(v) for v in result.train_loss]}
+        return history_attrs(result.val_history, result.epoch_times, result.train_loss)
 
     def release_memory(self) -> None:
         gc.collect()
@@ -471,8 +469,7 @@ def finish_trial(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config
         failed = _storage_reason(exc)
         log.warning("trial %d: %s", trial.number, failed)
         with contextlib.suppress(Exception):
-            for key, val in failed.attrs().items():
-                trial.set_user_attr(key, val)
+            write_attrs(study, trial._trial_id, failed.attrs())
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         return TrialOutcome(trial.number, "FAIL", None, None, failed, seconds, config)
     return TrialOutcome(trial.number, state.name, value, test, reason, seconds, config)

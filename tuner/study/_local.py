@@ -7,7 +7,7 @@ from collections.abc import Callable
 import optuna
 import torch
 
-from tuner.study._autopack import choose_pack, requested_pack
+from tuner.study._autopack import choose_pack
 from tuner.study._engine import RunSummary, TrialOutcome, run_trials, use_threads
 from tuner.study._prepare import PreparedStudy
 from tuner.study._record import FINISHED
@@ -32,7 +32,7 @@ def run_prepared(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int 
     left = n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
     choice = choose_pack(prepared, left, workers, threads)
     if on_start is not None and (choice.k > 1 or choice.why):
-        on_start(choice.line(auto=requested_pack(prepared.spec) == "auto"))
+        on_start(choice.line())
     if choice.k > 1:
         from tuner.study._packs import run_packed
 

@@ -12,7 +12,6 @@ unpacked, one after the other, beside them.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from tuner.study._engine import (
     run_one,
 )
 from tuner.study._liveness import Heartbeat, reap_stale
-from tuner.study._record import FINISHED, Key, StopKind, StopReason
+from tuner.study._record import FINISHED, Key, StopKind, StopReason, history_attrs
 from tuner.study._writes import StudyView, Write, write_batch
 from tuner.train import Diverged
 
@@ -122,10 +121,8 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
         assert entry is not None and member is not None
         if heartbeat is not None:
             heartbeat.discard(entry.trial._trial_id)
-        attrs = {Key.VAL_HISTORY: [round(v, 6) for v in member.val_history],
-                 Key.EPOCH_TIMES: [round(t, 4) for t in member.epoch_times],
-                 Key.TRAIN_LOSS: [round(v, 6) if math.isfinite(v) else str(v) for v in member.train_loss],
-                 Key.PACK: pack, **(extra or {})}
+        attrs = {**history_attrs(member.val_history, member.epoch_times, member.train_loss), Key.PACK: pack,
+                 **(extra or {})}
         p.trainer.free(slot)
         p.slots[slot] = None
         done(finish_trial(study, plan, entry.trial, entry.config, time.perf_counter() - entry.started, state,

@@ -179,6 +179,14 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
     return ranked[0] if ranked else None
 
 
+def history_attrs(val_history: list[float], epoch_times: list[float], train_loss: list[float]) -> dict[str, Any]:
+    """A trial's per-epoch record as its attributes: validation values, epoch seconds, training losses (a
+    non-finite loss as text, which JSON cannot hold as a number)."""
+    return {Key.VAL_HISTORY: [round(v, 6) for v in val_history],
+            Key.EPOCH_TIMES: [round(t, 4) for t in epoch_times],
+            Key.TRAIN_LOSS: [round(v, 6) if math.isfinite(v) else str(v) for v in train_loss]}
+
+
 def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
     """The storage behind a study object. Optuna keeps it private; this is the one place that reaches it."""
     return study._storage
