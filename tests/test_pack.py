@@ -397,6 +397,25 @@ def test_auto_bounds_the_pack_by_the_budget_and_free_memory(tmp_path, monkeypatc
     assert choose_pack(_prepared(tmp_path), n_trials=64).k == 1 and timed == []
 
 
+def test_auto_bounds_the_pack_by_the_trials_that_fit_before_the_timeout(tmp_path, monkeypatch, auto_pack):
+    """A pack's members finish together and a pack cut by the timeout is lost whole: under a timeout, K is at
+    most a quarter of the trials that one-at-a-time training would finish in the time left."""
+    import math
+
+    from tuner.study._autopack import EVAL_OVERHEAD, _kinds, choose_pack
+
+    timed = _fake_timings(monkeypatch, 100.0, {k: 100.0 * k for k in (1, 2, 4, 8, 16, 32, 64)})
+    prepared = _prepared(tmp_path)
+    _, _, config = _kinds(prepared.space, 3, 0)
+    trial_s = EVAL_OVERHEAD * math.ceil(len(prepared.trainer.data.x_train) / config.batch_size) * 3 / 100.0
+    choice = choose_pack(prepared, n_trials=100_000, time_left=40.5 * trial_s)
+    assert timed == [1, 2, 4, 8] and choice.k == 8  # 40 fit: at most 10
+    assert "at most a quarter of the about 40 trials that fit before the timeout" in choice.why
+    assert choose_pack(prepared, n_trials=100_000, time_left=None).k == 64  # no timeout: the budget bounds
+    short = choose_pack(prepared, n_trials=100_000, time_left=12.5 * trial_s)
+    assert short.k == 1 and short.why.startswith("about 12 trial(s) fit in the ")
+
+
 def test_auto_counts_what_a_mixed_space_leaves_to_train_alone(tmp_path, monkeypatch, auto_pack):
     from tuner.study._autopack import choose_pack
 

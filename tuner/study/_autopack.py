@@ -120,9 +120,15 @@ def requested_pack(spec) -> int | str:
         raise ConfigError(f"$TUNER_PACK {exc}") from None
 
 
-def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int = 1) -> PackChoice:
-    """The pack size for this process, ``n_trials`` being the trials left to run: the spec's number (or
-    ``$TUNER_PACK``'s), or for ``auto`` the probe's choice."""
+EVAL_OVERHEAD = 1.25  # a trial's time over its training steps' (evaluations, reports)
+
+
+def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int = 1,
+                time_left: float | None = None) -> PackChoice:
+    """The pack size for this process, ``n_trials`` being the trials left to run and ``time_left`` the
+    seconds before the timeout (None: no timeout): the spec's number (or ``$TUNER_PACK``'s), or for ``auto``
+    the probe's choice. Under a timeout, K is also at most a quarter of the trials that fit in the time left
+    at one trial's speed: a pack's members finish together, and a pack cut by the timeout is lost whole."""
     spec = prepared.spec
     requested = requested_pack(spec)
     threads = spec.threads or max(1, (os.cpu_count() or 1) // max(1, workers))  # a pack's steps are large
@@ -147,6 +153,17 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
         torch.set_num_threads(trainer_threads)
         # Each timing is the best of ROUNDS: one noisy moment on a shared machine does not decide.
         alone = PROBE_STEPS / min(trainer.time_steps(config, PROBE_STEPS) for _ in range(ROUNDS))
+        by_time = None
+        if time_left is not None:
+            steps = math.ceil(len(trainer.data.x_train) / batch_size) * (spec.epochs or 10)
+            trial_s = EVAL_OVERHEAD * steps / alone
+            fit = int(time_left / trial_s)
+            if fit // 4 < cap:
+                cap, by_time = fit // 4, (fit, trial_s)
+            if cap < 4:
+                return PackChoice(1, f"about {fit} trial(s) fit in the {time_left:.0f}s left before the timeout "
+                                     f"(one takes about {trial_s:.1f}s alone): too few to share (packs start at "
+                                     f"4, at most a quarter of them)")
         torch.set_num_threads(threads)
         free = _free_memory(trainer.device)
         sizes = GPU_SIZES if trainer.device.type == "cuda" else CPU_SIZES
@@ -189,7 +206,10 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
         return PackChoice(1, f"the space mixes {len(shares)} kinds of config (batch size x optimizer family), so "
                              f"{best_k} trials at once would be packs of about {best_k * commonest:.0f} or fewer "
                              f"and run the study {overall:.2f}x as fast at most (a pack needs {MIN_GAIN}x)")
-    bound = f"; at most a quarter of the {n_trials}-trial budget" if best_k * 2 > cap else ""
+    bound = ""
+    if best_k * 2 > cap:
+        bound = (f"; at most a quarter of the about {by_time[0]} trials that fit before the timeout"
+                 if by_time is not None else f"; at most a quarter of the {n_trials}-trial budget")
     if unpackable:
         bound += f"; {unpackable:.0%} of the space's configs cannot be packed and train alone"
     gain = rates[best_k] / alone

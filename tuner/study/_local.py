@@ -30,7 +30,8 @@ def run_prepared(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int 
     threads = use_threads(prepared.trainer, prepared.spec.threads, workers)
     n_trials = n_trials or plan.n_trials
     left = n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
-    choice = choose_pack(prepared, left, workers, threads)
+    time_left = timeout if timeout is not None else plan.timeout
+    choice = choose_pack(prepared, left, workers, threads, time_left)
     if on_start is not None and (choice.k > 1 or choice.why):
         on_start(choice.line())
     if choice.k > 1:
