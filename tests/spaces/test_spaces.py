@@ -287,7 +287,7 @@ BAD = [
     ("unknown-top-key",
      "optimizer: adam\nbatch_sise: 32\n", 2,
      ["Unknown search-space key 'batch_sise'", "Did you mean 'batch_size'?",
-      "Valid: batch_size, description, grad_clip_norm, init, optimizer, regularization, schedule"]),
+      "Valid: batch_size, description, grad_clip_norm, init, lr_scaling, optimizer, regularization, schedule"]),
     ("unknown-regularization-key",
      "optimizer: adam\nregularization:\n  dropout: 0.1\n  l2: 0.1\n", 4,
      ["Unknown regularization key 'l2'", "weight_decay"]),

@@ -1,6 +1,6 @@
 """Declarative search spaces over optimizer settings."""
 
 from tuner.spaces._params import Param, parse_param
-from tuner.spaces._space import SearchSpace, list_spaces, load_space
+from tuner.spaces._space import LRScaling, SearchSpace, list_spaces, load_space
 
-__all__ = ["Param", "SearchSpace", "list_spaces", "load_space", "parse_param"]
+__all__ = ["LRScaling", "Param", "SearchSpace", "list_spaces", "load_space", "parse_param"]

@@ -23,16 +23,46 @@ from tuner.config import TrainConfig
 from tuner.errors import ConfigError, unknown_name_message
 from tuner.init import get_init
 from tuner.optim import get_optimizer, get_schedule
-from tuner.spaces._params import Param, location, parse_param
+from tuner.spaces._params import Param, center, location, parse_param
 
-__all__ = ["SearchSpace", "load_space", "list_spaces"]
+__all__ = ["SearchSpace", "LRScaling", "load_space", "list_spaces"]
 
-_TOP_KEYS = ("description", "optimizer", "schedule", "batch_size", "init", "regularization", "grad_clip_norm")
+_TOP_KEYS = ("description", "optimizer", "schedule", "batch_size", "lr_scaling", "init", "regularization",
+             "grad_clip_norm")
+_SCALING_RULES = {"linear": 1.0, "sqrt": 0.5, "auto": None}
 _REG_KEYS = {"weight_decay": NON_NEGATIVE, "l1": NON_NEGATIVE, "dropout": Bound("float", 0.0, 1.0, high_open=True)}
 _GRAD_CLIP = Bound("float", 0.0, float("inf"), low_open=True)
 _ONE_MINUS = "one_minus_"
 
 Branch = dict[str, Param]
+
+
+@dataclass(frozen=True)
+class LRScaling:
+    """The learning rate a space samples is the rate at ``reference_batch``; a trial trains with
+    ``lr * (batch_size / reference_batch) ** p``, ``p = 1`` (``linear``, Goyal et al. 2017) or ``0.5``
+    (``sqrt``, Malladi et al. 2022). ``auto`` takes ``linear`` for the SGD family, ``sqrt`` for Adam-like and
+    adaptive optimizers, and leaves L-BFGS's step unscaled. So the sampled rate means the same at every batch
+    size, and the search does not confound the two."""
+
+    rule: str = "auto"
+    reference_batch: int = 32
+
+    def exponent(self, optimizer: str) -> float:
+        fixed = _SCALING_RULES[self.rule]
+        if fixed is not None:
+            return fixed
+        family = get_optimizer(optimizer).family
+        return 1.0 if family == "sgd" else 0.0 if family == "lbfgs" else 0.5
+
+    def factor(self, optimizer: str, batch_size: int) -> float:
+        """What the sampled (normalised) rate is multiplied by to train at ``batch_size``."""
+        return (batch_size / self.reference_batch) ** self.exponent(optimizer)
+
+    def describe(self, optimizer: str | None = None) -> str:
+        rule = self.rule if optimizer is None or self.rule != "auto" else (
+            {1.0: "linear", 0.5: "sqrt", 0.0: "none"}[self.exponent(optimizer)])
+        return f"lr normalised to batch size {self.reference_batch} ({rule} scaling)"
 
 
 def _branch_keys(bounds: dict[str, Bound]) -> dict[str, tuple[str, Bound]]:
@@ -72,6 +102,7 @@ class SearchSpace:
     grad_clip_norm: Param
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    lr_scaling: LRScaling | None = None
 
     # -- loading --------------------------------------------------------------------------------------
     @classmethod
@@ -104,8 +135,9 @@ class SearchSpace:
         }
         grad_clip = _parse_checked(data, "grad_clip_norm", source, "grad_clip_norm", _GRAD_CLIP, None)
         description = data.get("description") or ""
+        scaling = _parse_scaling(data, source)
         return cls(name, source, optimizer, schedule, init, batch_size, regularization, grad_clip,
-                   str(description).strip(), _plain(data))
+                   str(description).strip(), _plain(data), scaling)
 
     # -- sampling -------------------------------------------------------------------------------------
     def sample(self, trial: optuna.Trial, *, epochs: int = 10, seed: int = 0) -> TrainConfig:
@@ -120,17 +152,39 @@ class SearchSpace:
         init_name = _choose(trial, "init", self.init)
         init_values = {k: p.sample(trial, f"{init_name}.{k}") for k, p in self.init[init_name].items()}
         info = get_optimizer(opt_name)
+        batch_size = self.batch_size.sample(trial, "batch_size")
+        opt_resolved = _resolve(opt_values, info.defaults)
+        if self.lr_scaling is not None and "lr" in opt_resolved:
+            opt_resolved["lr"] = opt_resolved["lr"] * self.lr_scaling.factor(opt_name, batch_size)
         return TrainConfig.from_dict({
-            "optimizer": {"name": opt_name, **_resolve(opt_values, info.defaults)},
+            "optimizer": {"name": opt_name, **opt_resolved},
             "schedule": {"name": sched_name, **_resolve(sched_values, {})},
             "init": {"name": init_name, **_resolve(init_values, {})},
-            "batch_size": self.batch_size.sample(trial, "batch_size"),
+            "batch_size": batch_size,
             "regularization": {
                 "weight_decay": weight_decay,
                 "l1": self.regularization["l1"].sample(trial, "l1"),
                 "dropout": self.regularization["dropout"].sample(trial, "dropout"),
             },
             "grad_clip_norm": self.grad_clip_norm.sample(trial, "grad_clip_norm"),
+            "epochs": epochs,
+            "seed": seed,
+        })
+
+    def central_config(self, optimizer: str, *, epochs: int = 1, seed: int = 0, weight_decay: float = 0.0,
+                       batch_size: int | None = None) -> TrainConfig:
+        """The config at the middle of this space for one of its optimizers: every hyperparameter of the
+        optimizer at the centre of its range (geometric for a log range), a constant learning rate, the default
+        initialiser, no dropout and the given weight decay; what an LR range test sweeps the rate of."""
+        if optimizer not in self.optimizer:
+            raise ConfigError(f"{self.source}: " + unknown_name_message("optimizer of this space", optimizer,
+                                                                       self.optimizer))
+        values = {k: center(p) for k, p in self.optimizer[optimizer].items() if k != "weight_decay"}
+        info = get_optimizer(optimizer)
+        return TrainConfig.from_dict({
+            "optimizer": {"name": optimizer, **_resolve(values, info.defaults)},
+            "batch_size": batch_size if batch_size is not None else center(self.batch_size),
+            "regularization": {"weight_decay": weight_decay},
             "epochs": epochs,
             "seed": seed,
         })
@@ -198,7 +252,10 @@ class SearchSpace:
     def fingerprint(self) -> str:
         """A hash of the distributions; a study refuses to resume with a space whose fingerprint differs."""
         canon = {k: optuna.distributions.distribution_to_json(d) for k, d in sorted(self.distributions().items())}
-        text = json.dumps({"dists": canon, "fixed": self.fixed_values()}, sort_keys=True, default=str)
+        identity: dict[str, Any] = {"dists": canon, "fixed": self.fixed_values()}
+        if self.lr_scaling is not None:  # absent from spaces without it, whose fingerprints stay as they were
+            identity["lr_scaling"] = [self.lr_scaling.rule, self.lr_scaling.reference_batch]
+        text = json.dumps(identity, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def fixed_values(self) -> dict[str, Any]:
@@ -215,6 +272,33 @@ class SearchSpace:
 
         return yaml.safe_dump(self.raw, sort_keys=False)
 
+
+
+def _parse_scaling(data: Any, source: str) -> LRScaling | None:
+    raw = data.get("lr_scaling")
+    if raw is None or raw is False:
+        return None
+    where = location(source, data, "lr_scaling", "lr_scaling")
+    if raw is True:
+        return LRScaling()
+    if isinstance(raw, str):
+        raw = {"rule": raw}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping such as {{rule: sqrt, reference_batch: 32}}, or true. "
+                          f"Got {raw!r} instead.")
+    for key in raw:
+        if key not in ("rule", "reference_batch"):
+            raise ConfigError(f"{location(source, raw, key, 'lr_scaling.' + str(key))}: "
+                              + unknown_name_message("lr_scaling key", key, ("rule", "reference_batch")))
+    rule = raw.get("rule", "auto")
+    if rule not in _SCALING_RULES:
+        raise ConfigError(f"{location(source, raw, 'rule', 'lr_scaling.rule')}: "
+                          + unknown_name_message("lr scaling rule", rule, _SCALING_RULES))
+    ref = raw.get("reference_batch", 32)
+    if isinstance(ref, bool) or not isinstance(ref, int) or ref < 1:
+        raise ConfigError(f"{location(source, raw, 'reference_batch', 'lr_scaling.reference_batch')}: must be a "
+                          f"whole number >= 1. Got {ref!r} instead.")
+    return LRScaling(rule, ref)
 
 
 def _grid_values(param: Param, points: int) -> list[Any]:

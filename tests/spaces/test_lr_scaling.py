@@ -1,0 +1,90 @@
+"""``lr_scaling``: a space samples the learning rate at a reference batch size and trains with it scaled."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tuner.errors import ConfigError
+from tuner.lrfind import LRCurve, LRFindResult, calibrate_space
+from tuner.spaces import LRScaling, load_space
+
+SPACE = {
+    "optimizer": {"nesterov": {"lr": {"low": 0.01, "high": 0.1, "log": True}},
+                  "adamw": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}},
+                  "lbfgs": {"lr": {"low": 0.1, "high": 1.0, "log": True}}},
+    "batch_size": {"choices": [16, 32, 128]},
+}
+
+
+def _trials(space, n: int = 60) -> list[tuple[optuna.trial.FrozenTrial, object]]:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        config = space.sample(trial, epochs=1)
+        study.tell(trial, 0.0)
+        out.append((study.trials[-1], config))
+    return out
+
+
+@pytest.mark.parametrize("rule,expected", [("auto", {"nesterov": 1.0, "adamw": 0.5, "lbfgs": 0.0}),
+                                           ("linear", {"nesterov": 1.0, "adamw": 1.0, "lbfgs": 1.0}),
+                                           ("sqrt", {"nesterov": 0.5, "adamw": 0.5, "lbfgs": 0.5})])
+def test_the_trained_rate_is_the_sampled_one_scaled_by_the_batch_size(rule: str, expected: dict) -> None:
+    space = load_space({**SPACE, "lr_scaling": {"rule": rule, "reference_batch": 32}})
+    seen = set()
+    for frozen, config in _trials(space):
+        name = config.optimizer.name
+        sampled = frozen.params[f"{name}.lr"]
+        bs = config.batch_size
+        assert config.optimizer.lr == pytest.approx(sampled * (bs / 32) ** expected[name], rel=1e-12)
+        seen.add((name, bs))
+    assert len(seen) == 9  # every optimizer at every batch size was drawn
+
+
+def test_without_lr_scaling_the_sampled_rate_is_trained_and_the_fingerprint_is_unchanged() -> None:
+    plain = load_space(SPACE)
+    for frozen, config in _trials(plain, 10):
+        assert config.optimizer.lr == frozen.params[f"{config.optimizer.name}.lr"]
+    scaled = load_space({**SPACE, "lr_scaling": {"rule": "linear", "reference_batch": 32}})
+    assert plain.fingerprint() == load_space(dict(SPACE)).fingerprint()
+    assert scaled.fingerprint() != plain.fingerprint()  # a study refuses to resume under another rule
+    assert scaled.fingerprint() != load_space({**SPACE, "lr_scaling": {"rule": "sqrt"}}).fingerprint()
+
+
+def test_short_forms() -> None:
+    assert load_space({**SPACE, "lr_scaling": True}).lr_scaling == LRScaling("auto", 32)
+    assert load_space({**SPACE, "lr_scaling": "sqrt"}).lr_scaling == LRScaling("sqrt", 32)
+    assert load_space({**SPACE, "lr_scaling": False}).lr_scaling is None
+
+
+@pytest.mark.parametrize("block,fragment", [
+    ("lr_scaling: {rule: cube}", "Unknown lr scaling rule 'cube'. Valid: auto, linear, sqrt"),
+    ("lr_scaling: {rule: linear, reference: 32}", "key 'lr_scaling.reference': Unknown lr_scaling key"),
+    ("lr_scaling: {reference_batch: 0}", "key 'lr_scaling.reference_batch': must be a whole number >= 1"),
+    ("lr_scaling: [linear]", "key 'lr_scaling': expected a mapping"),
+])
+def test_bad_lr_scaling_names_the_file_line_key_and_choices(tmp_path: Path, block: str, fragment: str) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("optimizer: {adam: {lr: {low: 1.0e-4, high: 1.0e-2, log: true}}}\nbatch_size: 32\n" + block + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_space(path)
+    assert f"{path}:3" in str(info.value) and fragment in str(info.value)
+
+
+def test_a_calibrated_scaled_space_holds_rates_at_the_reference_batch() -> None:
+    space = load_space({**SPACE, "lr_scaling": {"rule": "auto", "reference_batch": 32}})
+    curve = LRCurve("nesterov", [], [], low=0.02, high=0.4)
+    adam = LRCurve("adamw", [], [], low=4e-4, high=4e-2)
+    result = LRFindResult("synthetic", batch_size=128, device="cpu", curves={"nesterov": curve, "adamw": adam})
+    raw = calibrate_space(space, result)
+    # The test ran at batch 128: nesterov scales linearly (128/32 = 4), adamw by the square root (2).
+    assert raw["optimizer"]["nesterov"]["lr"] == {"low": 0.005, "high": 0.1, "log": True}
+    assert raw["optimizer"]["adamw"]["lr"] == {"low": 2e-4, "high": 2e-2, "log": True}
+    assert raw["lr_scaling"] == {"rule": "auto", "reference_batch": 32}
+    assert "lr normalised to batch size 32" in raw["description"]
+    assert math.isclose(load_space(raw).lr_scaling.factor("nesterov", 128), 4.0)
