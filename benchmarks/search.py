@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 import tempfile
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
@@ -49,7 +49,9 @@ def run_tuner(workload: str, seed: int, budget_s: float, extra: list[str] | None
         subprocess.run(cmd, capture_output=True, text=True, check=True)
         study = optuna.load_study(study_name="bench", storage=storage)
         trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
-    start = min(t.datetime_start for t in trials)
+        # Work done before the first trial (an LR range test with --calibrate) counts against the budget.
+        before = float((study.user_attrs.get("tuner:calibration") or {}).get("seconds", 0.0))
+    start = min(t.datetime_start for t in trials) - timedelta(seconds=before)
     curve, best, best_trial = [], None, None
     # Only trials finished within the budget count: --timeout stops new trials, and the last one may run over.
     finished = [t for t in trials if t.datetime_complete and _seconds(t.datetime_complete, start) <= budget_s]
@@ -65,7 +67,7 @@ def run_tuner(workload: str, seed: int, budget_s: float, extra: list[str] | None
         "best_val": best, "test_of_best": best_trial.user_attrs.get("test_value") if best_trial else None,
         "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"), "failed": states.count("FAIL"),
         "curve": curve, "best_config": best_trial.user_attrs.get("config") if best_trial else None,
-        "trials_over_budget": len(trials) - len(finished),
+        "trials_over_budget": len(trials) - len(finished), "seconds_before_trials": round(before, 2),
     }
 
 

@@ -26,7 +26,7 @@ def main() -> None:
 
 
 def _load_app() -> Any:
-    from tuner.cli import _results  # noqa: F401  (registers study report|export|trials)
+    from tuner.cli import _lrfind, _results  # noqa: F401  (register lr-find, spaces calibrate, study report|...)
     from tuner.cli._app import app
 
     return app

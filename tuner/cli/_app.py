@@ -197,7 +197,8 @@ def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int = 1, devi
     if fmt is Format.json:
         print_json({**summary, "run": {"trials": run.trials, "seconds": round(run.seconds, 2),
                                        "stopped_by": run.stopped_by, "threads": run.threads,
-                                       "pack": run.pack, "pack_why": run.pack_why}})
+                                       "pack": run.pack, "pack_why": run.pack_why},
+                    **({"calibration": prepared.calibration.summary()} if prepared.calibration else {})})
         return
     if not run.trials and run.stopped_by == "budget":
         echo(f"the study already has its {prepared.spec.n_trials} finished trials; raise the budget with "
@@ -230,6 +231,9 @@ def study_create(
     threads: Annotated[int | None, typer.Option(help="Torch threads [default: timed at start].")] = None,
     data: Annotated[str | None, typer.Option(help="CSV file (objective 'tabular').")] = None,
     target: Annotated[str | None, typer.Option(help="Target column (objective 'tabular').")] = None,
+    calibrate: Annotated[bool | None, typer.Option("--calibrate", help="Run an LR range test first and search "
+                                                                      "the lr ranges it suggests (tuner lr-find)."
+                                                   )] = None,
     no_run: Annotated[bool, typer.Option("--no-run", help="Only create the study.")] = False,
     workers: WorkersOpt = 1,
     devices: DevicesOpt = None,
@@ -247,7 +251,7 @@ def study_create(
     spec_obj = base.with_overrides(
         name=name, objective=objective, space=space, sampler=sampler, pruner=pruner, n_trials=n_trials,
         timeout=timeout, epochs=epochs, storage=storage, device=device, seed=seed, data=data, target=target,
-        threads=threads, pack=pack,
+        threads=threads, pack=pack, calibrate=calibrate,
     )
     prepared = prepare(spec_obj)
     study = create_or_join(prepared, force=force)
@@ -255,6 +259,11 @@ def study_create(
         echo("study ", (prepared.name, "bold"), f" in {storage_label(prepared.storage_url)}: objective "
              f"{prepared.objective.name}, space {prepared.space.name}, {prepared.spec.n_trials} trials x "
              f"{prepared.spec.epochs} epochs on {prepared.trainer.device}")
+        if prepared.calibration is not None:
+            result = prepared.calibration
+            echo(f"lr ranges calibrated by an LR range test (batch size {result.batch_size}, {result.seconds:.1f}s):")
+            for curve in result.curves.values():
+                echo("  ", curve.line() + ("" if curve.found else " - kept the space's range"))
     if no_run:
         if fmt is Format.json:
             print_json(study_summary(study))

@@ -156,6 +156,11 @@ def print_summary(summary: dict[str, Any]) -> None:
     c = summary["counts"]
     out.print(styled((cell(summary["name"]), "bold"), f": objective {cell(summary['objective'])}, space "
                                                        f"{cell(summary['space'])}, {summary['direction']}"))
+    calibration = summary.get("calibration")
+    if calibration:
+        ranges = ", ".join(f"{name} {low:.2g}..{high:.2g}" if low is not None and high is not None
+                           else f"{name} (the space's)" for name, (low, high) in calibration["ranges"].items())
+        echo(f"lr ranges from an LR range test at batch size {calibration['batch_size']}: {ranges}")
     echo(f"trials: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed"
          + (f", {c['running']} running" if c["running"] else "")
          + (f" (budget {summary['n_trials']})" if summary["n_trials"] else ""))

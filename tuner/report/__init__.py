@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -181,6 +182,26 @@ def _is_report_folder(names: list[str]) -> bool:
     return set(names) <= known and {"report.html", "report.md", "recommended.yaml"} <= set(names)
 
 
+def _space_notes(study: optuna.Study, raw_space: Any) -> list[str]:
+    """How to read the space's parameters: a normalised learning rate, lr ranges from an LR range test."""
+    notes = []
+    if isinstance(raw_space, dict) and raw_space.get("lr_scaling"):
+        from tuner.spaces import SearchSpace
+
+        with contextlib.suppress(TunerError):
+            scaling = SearchSpace.from_dict(raw_space).lr_scaling
+            if scaling is not None:
+                notes.append(f"the space samples the {scaling.describe()}: the <optimizer>.lr parameters in "
+                             f"the importances and plots are normalised rates; configs and exports hold the rate "
+                             f"trained with")
+    calibration = study.user_attrs.get(StudyKey.CALIBRATION)
+    if isinstance(calibration, dict) and isinstance(calibration.get("ranges"), dict):
+        lines = [str(v.get("line")) for v in calibration["ranges"].values() if isinstance(v, dict)]
+        notes.append(f"lr ranges came from an LR range test at batch size {calibration.get('batch_size')}: "
+                     + "; ".join(lines))
+    return notes
+
+
 def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: FitFn | None, evaluator: str,
                   top_k: int, seeds: int, confirm_runs: bool, steps_per_epoch: int | None,
                   on_run: Callable[[int, int, float], None] | None) -> dict[str, Path]:
@@ -211,6 +232,7 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
                         "summary": TrainConfig.from_dict(t.user_attrs[Key.CONFIG]).summary()})
     narrowed_yaml, narrowed_notes = None, []
     raw_space = study.user_attrs.get(StudyKey.SPACE)
+    notes += _space_notes(study, raw_space)
     if raw_space:
         try:
             narrowed, narrowed_notes = narrow_space(study, raw_space, anchor=rec.trial)

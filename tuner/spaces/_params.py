@@ -141,3 +141,17 @@ def location(source: str, mapping: Any, key: Any, path: str) -> str:
     line = line_of(mapping, key)
     at = f"{source}:{line}" if line else source
     return f"{at}: key {path!r}"
+
+
+def center(param: Param) -> Any:
+    """A representative value of an entry: a fixed value itself, the middle choice of a categorical one, the
+    geometric middle of a log range, the middle of a linear one (on the step grid where there is one)."""
+    d = param.distribution
+    if d is None:
+        return param.value
+    if isinstance(d, CategoricalDistribution):
+        return d.choices[(len(d.choices) - 1) // 2]
+    mid = math.sqrt(d.low * d.high) if d.log else (d.low + d.high) / 2
+    if d.step is not None:
+        mid = d.low + round((mid - d.low) / d.step) * d.step
+    return int(round(mid)) if isinstance(d, IntDistribution) else float(mid)

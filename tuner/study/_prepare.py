@@ -57,6 +57,8 @@ class PreparedStudy:
     pruner: optuna.pruners.BasePruner
     grid: list[dict[str, Any]]
     objective_fingerprint: dict[str, Any] = field(default_factory=dict)
+    #: the LR range test that calibrated the space (``calibrate: true`` on a new study), else None
+    calibration: Any = None
 
     @property
     def name(self) -> str:
@@ -97,6 +99,9 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None) -> Prepar
         raise ConfigError(f"{space.source}: key 'batch_size': {max(too_big)} is larger than the {n_train} "
                           f"training samples of objective {objective.name!r}.")
     output_shape = trainer.check_model()
+    calibration = None
+    if spec.calibrate and space_data is None:
+        space, calibration = _calibrated(spec, space, trainer)
     grid: list[dict[str, Any]] = []
     if spec.sampler_name == "grid":
         size = space.grid_size()  # counted before anything is built: a huge grid is refused at once
@@ -113,7 +118,25 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None) -> Prepar
     pruner = build_pruner(spec.pruner, context)
     _dry_run(spec, space, context)
     return PreparedStudy(spec, space, objective, trainer, sampler, pruner, grid,
-                         objective_fingerprint(objective, trainer, output_shape))
+                         objective_fingerprint(objective, trainer, output_shape), calibration)
+
+
+def _calibrated(spec: StudySpec, space: SearchSpace, trainer: Trainer) -> tuple[SearchSpace, Any]:
+    """The space with lr ranges from an LR range test, and the test; a study that exists already keeps the
+    space it was calibrated with (a second test could differ a little, and the study's trials with it)."""
+    from tuner.lrfind import calibrate_space, lr_find
+
+    url = spec.storage or default_storage()
+    if storage_exists(url):
+        storage = open_storage(url, readonly=True)
+        for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+            if summary.study_name == spec.study_name and summary.user_attrs.get(StudyKey.SPACE):
+                stored = summary.user_attrs[StudyKey.SPACE]
+                return SearchSpace.from_dict(stored, name=f"{space.name} (calibrated)",
+                                             source=f"study {spec.study_name!r}"), None
+    result = lr_find(trainer.objective, space=space, trainer=trainer, seed=spec.seed)
+    raw = calibrate_space(space, result)
+    return SearchSpace.from_dict(raw, name=f"{space.name} (calibrated)", source=space.source), result
 
 
 def _check_threads(threads: int | None) -> None:
@@ -230,6 +253,7 @@ def _joining_seed(seed: int, n_existing: int) -> int:
 
 def _identity(spec: dict[str, Any], fingerprint: str) -> dict[str, Any]:
     ident = {k: spec.get(k) for k in IDENTITY_FIELDS if k != "space"}
+    ident["calibrate"] = bool(ident["calibrate"])  # a study stored before the key existed was not calibrated
     ident["space"] = fingerprint
     return ident
 
@@ -244,6 +268,7 @@ def _stored_attrs(prepared: PreparedStudy) -> dict[str, Any]:
         StudyKey.OBJECTIVE_FINGERPRINT: prepared.objective_fingerprint,
         StudyKey.VERSION: __version__,
         StudyKey.METRIC: prepared.objective.metric,
+        **({StudyKey.CALIBRATION: prepared.calibration.summary()} if prepared.calibration is not None else {}),
     }
 
 

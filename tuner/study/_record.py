@@ -57,6 +57,7 @@ class StudyKey:
     METRIC = "tuner:metric"
     TUNE = "tuner:tune"
     CONFIRMATION = "tuner:confirmation"
+    CALIBRATION = "tuner:calibration"
 
 
 class StopKind(str, Enum):

@@ -140,12 +140,21 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
         "direction": direction_of(study),
         "objective": spec.get("objective"),
         "space": spec.get("space") if isinstance(spec.get("space"), str) else "custom",
+        "calibration": _calibration(study.user_attrs.get(StudyKey.CALIBRATION)),
         "n_trials": spec.get("n_trials"),
         "counts": {"complete": c["COMPLETE"], "pruned": c["PRUNED"], "failed": c["FAIL"], "running": c["RUNNING"]},
         "reasons": dict(reasons.most_common()),
         "best": trial_row(ranked[0]) if ranked else None,
         "top": [trial_row(t) for t in ranked[:top]],
     }
+
+
+def _calibration(stored: Any) -> dict[str, Any] | None:
+    """The lr ranges an LR range test gave the study's space when it was created (``calibrate: true``)."""
+    if not isinstance(stored, dict) or not isinstance(stored.get("ranges"), dict):
+        return None
+    return {"batch_size": stored.get("batch_size"),
+            "ranges": {k: [v.get("low"), v.get("high")] for k, v in stored["ranges"].items() if isinstance(v, dict)}}
 
 
 def list_studies(url: str) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ __all__ = ["StudySpec", "load_spec", "list_specs", "IDENTITY_FIELDS"]
 
 # Fields that change what a study's trials mean. A study may not be continued with other values for them;
 # the budget (n_trials, timeout), device and storage may change from one run to the next.
-IDENTITY_FIELDS = ("objective", "data", "target", "space", "sampler", "pruner", "epochs", "seed")
+IDENTITY_FIELDS = ("objective", "data", "target", "space", "calibrate", "sampler", "pruner", "epochs", "seed")
 MAX_NAME_LENGTH = 512
 
 
@@ -40,6 +40,8 @@ class StudySpec(BaseModel):
     data: str | None = Field(None, description="CSV file for the tabular objective")
     target: str | None = Field(None, description="target column for the tabular objective")
     space: str | dict[str, Any] = Field("default", description="built-in space name, YAML path, or mapping")
+    calibrate: bool = Field(False, description="run an LR range test when the study is created and search "
+                                               "the lr ranges it suggests (see `tuner lr-find`)")
     sampler: str | dict[str, Any] = Field("tpe", description="tpe, random, qmc, cmaes, gp or grid")
     pruner: str | dict[str, Any] = Field("median", description="median, percentile, successive_halving, "
                                                                 "hyperband, wilcoxon, patient or none")

@@ -1,0 +1,97 @@
+"""Several settings of ``tuner study create`` side by side, against the peer figures of a full run.
+
+    python -m benchmarks.settings --setting "" --setting "--calibrate"
+    python -m benchmarks.settings --setting "" --setting "--pruner patient" --workloads mnist1d-mlp --seeds 2
+
+Each setting runs, per workload and seed, with the wall-clock budget and target (best validation accuracy) of
+the plain-Optuna TPE run recorded in ``--reference`` (a ``benchmarks.run`` results file); the settings' order
+rotates from seed to seed, so that a slow spell of a shared machine does not fall on one setting. Work a study
+does before its first trial (the LR range test of ``--calibrate``) counts against its budget. Writes
+``results/<date>-<machine>-settings-<tag>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from benchmarks.run import RESULTS, WORKLOADS, machine
+from benchmarks.search import run_tuner, time_to_target
+
+REFERENCE = RESULTS / "2026-11-21-x86_64-2core-cpu-full.json"
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.settings", description=__doc__.splitlines()[0])
+    parser.add_argument("--setting", action="append", required=True,
+                        help="extra `tuner study create` flags of one setting (\"\" for the defaults); repeat")
+    parser.add_argument("--workloads", nargs="+", default=WORKLOADS, choices=WORKLOADS)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--budget-scale", type=float, default=1.0,
+                        help="multiply the peer's wall time by this (0.5: a short budget)")
+    parser.add_argument("--reference", type=Path, default=REFERENCE, help="a benchmarks.run results file")
+    parser.add_argument("--tag", default="", help="a name for the result files")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    reference = json.loads(args.reference.read_text())
+    peers = {(r["workload"], r["seed"]): r for r in reference["search"] if r["tool"] == "peer-tpe"}
+    torch.set_num_threads(os.cpu_count() or 1)
+    started = time.time()
+    rows = []
+    for workload in args.workloads:
+        for seed in range(args.seeds):
+            peer = peers[(workload, seed)]
+            budget = peer["wall_s"] * args.budget_scale
+            order = args.setting[seed % len(args.setting):] + args.setting[:seed % len(args.setting)]
+            for setting in order:
+                run = run_tuner(workload, seed, budget_s=budget, extra=shlex.split(setting),
+                                label=setting or "defaults")
+                run.update(budget_s=round(budget, 1), target=peer["best_val"],
+                           time_to_target_s=time_to_target(run["curve"], peer["best_val"]))
+                rows.append(run)
+                print(json.dumps({k: v for k, v in run.items() if k not in ("curve", "best_config")}), flush=True)
+    tag = args.tag or "-".join(s.strip("-").replace(" ", "_") or "defaults" for s in args.setting)[:60]
+    stamp = f"{date.today().isoformat()}-{machine()}-settings-{tag}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"{stamp}.json"
+    out.write_text(json.dumps({"command": "python -m benchmarks.settings " + shlex.join(argv or []),
+                               "reference": str(args.reference), "budget_scale": args.budget_scale,
+                               "seconds": round(time.time() - started, 1), "runs": rows}, indent=1))
+    (args.out / f"{stamp}.md").write_text(table(rows, args.setting))
+    print(table(rows, args.setting))
+    return out
+
+
+def table(rows: list[dict], settings: list[str]) -> str:
+    lines = ["| workload | setting | best val | test of delivered config | time-to-target ratio | reached | "
+             "trials (complete/pruned) | s before trials |", "|---|---|---|---|---|---|---|---|"]
+    for workload in dict.fromkeys(r["workload"] for r in rows):
+        for setting in settings:
+            runs = [r for r in rows if r["workload"] == workload and r["tool"] == (setting or "defaults")]
+            if not runs:
+                continue
+            ratios = [r["time_to_target_s"] / r["budget_s"] for r in runs if r["time_to_target_s"] is not None]
+            med = lambda xs: statistics.median(xs) if xs else None  # noqa: E731
+            cell = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
+            lines.append(f"| {workload} | {setting or 'defaults'} | {cell(med([r['best_val'] for r in runs]))} | "
+                         f"{cell(med([r['test_of_best'] for r in runs if r['test_of_best'] is not None]))} | "
+                         f"{cell(med(ratios), 2) if len(ratios) == len(runs) else cell(med(ratios), 2) + ' *'} | "
+                         f"{len(ratios)}/{len(runs)} | {med([r['complete'] for r in runs])}/"
+                         f"{med([r['pruned'] for r in runs])} | "
+                         f"{cell(med([r['seconds_before_trials'] for r in runs]), 1)} |")
+    lines.append("\nMedians over seeds. Time-to-target ratio: seconds until the running best validation accuracy "
+                 "reached the peer-TPE's final best, over the peer's wall time; `*`: the median of the seeds that "
+                 "reached it (a seed that never did counts as over 1).")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""The LR range test: the sweep, the suggested range, calibrated spaces and the commands that use them."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tuner.cli import app
+from tuner.errors import ConfigError
+from tuner.lrfind import LRCurve, _analyse, calibrate_space, lr_find
+from tuner.spaces import load_space
+from tuner.study import StudySpec, create_or_join, prepare
+from tuner.study._record import StudyKey
+
+
+def _synthetic_curve(lrs: np.ndarray, fall_at: float, blow_at: float, noise: float = 0.0) -> list[float]:
+    """A loss of 2.3 that falls to 1.0 around ``fall_at`` and shoots up past ``blow_at``."""
+    x = np.log10(lrs)
+    fall = 1.3 / (1 + np.exp(-(x - math.log10(fall_at)) * 4))
+    blow = np.where(x > math.log10(blow_at), 10 ** (2 * (x - math.log10(blow_at))) - 1, 0.0) * 3
+    rng = np.random.default_rng(0)
+    return list(2.3 - fall + blow + noise * rng.standard_normal(len(lrs)))
+
+
+def test_the_range_runs_from_the_fall_to_where_the_loss_climbs_back() -> None:
+    lrs = np.geomspace(1e-7, 10, 160)
+    curve = LRCurve("adam", list(lrs), _synthetic_curve(lrs, fall_at=1e-3, blow_at=0.1, noise=0.02))
+    _analyse(curve, reached_end=True)
+    assert curve.found, curve.note
+    # The loss starts to fall about a decade below the sigmoid's middle and is back above 2.3 at about 0.12
+    # (a little earlier in the smoothed curve, which sees the steep rise coming).
+    assert 5e-5 < curve.low < 1e-3
+    assert 0.06 <= curve.high < 0.2
+    assert curve.low < curve.steepest < curve.minimum <= curve.high
+    assert 10 <= curve.high / curve.low <= 1000
+
+
+def test_a_loss_that_never_falls_gives_no_range_and_says_why() -> None:
+    lrs = np.geomspace(1e-7, 10, 160)
+    curve = LRCurve("sgd", list(lrs), list(2.3 + 0.01 * np.random.default_rng(1).standard_normal(160)))
+    _analyse(curve, reached_end=True)
+    assert not curve.found
+    assert "did not fall" in curve.note and "no range" in curve.line()
+
+
+def test_a_loss_still_falling_at_the_end_of_the_sweep_is_noted() -> None:
+    lrs = np.geomspace(1e-7, 1e-3, 80)
+    curve = LRCurve("adam", list(lrs), _synthetic_curve(lrs, fall_at=3e-4, blow_at=1.0))
+    _analyse(curve, reached_end=True)
+    assert curve.found and curve.high == pytest.approx(lrs[-1])
+    assert "--end-lr" in curve.note
+
+
+def test_a_real_sweep_suggests_a_higher_range_for_sgd_than_for_adam(objective_ref: str, space_file: Path) -> None:
+    result = lr_find(objective_ref, space=str(space_file), device="cpu", repeats=1)
+    assert list(result.curves) == ["adam", "sgd"]  # every optimizer of the space, in its order
+    assert result.batch_size == 16  # the space's middle batch size (of 16, 32: the lower)
+    for curve in result.curves.values():
+        assert curve.found, curve.line()
+        assert all(b > a for a, b in zip(curve.lrs, curve.lrs[1:], strict=False))
+        assert min(curve.smoothed) < 0.9 * curve.smoothed[0]  # the model trained during the sweep
+        assert curve.seconds > 0 and curve.stop
+    # Plain SGD needs a far larger step than Adam on the same model: the two ranges are not the same.
+    assert result.curves["sgd"].high > 3 * result.curves["adam"].high
+
+
+def test_repeats_are_seeded_and_the_median_counts(objective_ref: str, space_file: Path) -> None:
+    one = lr_find(objective_ref, ["adam"], space=str(space_file), device="cpu", repeats=1, seed=3)
+    again = lr_find(objective_ref, ["adam"], space=str(space_file), device="cpu", repeats=1, seed=3)
+    other = lr_find(objective_ref, ["adam"], space=str(space_file), device="cpu", repeats=1, seed=4)
+    assert one.curves["adam"].losses == again.curves["adam"].losses
+    assert one.curves["adam"].losses != other.curves["adam"].losses
+    three = lr_find(objective_ref, ["adam"], space=str(space_file), device="cpu", repeats=3, seed=3)
+    n = len(three.curves["adam"].losses)
+    assert n <= len(one.curves["adam"].losses)
+
+
+def test_bad_arguments_are_refused_with_the_valid_choices(objective_ref: str) -> None:
+    with pytest.raises(ConfigError, match="adamw"):
+        lr_find(objective_ref, ["adamm"], device="cpu")
+    with pytest.raises(ConfigError, match="start_lr < end_lr"):
+        lr_find(objective_ref, ["adam"], start_lr=1.0, end_lr=0.1, device="cpu")
+    with pytest.raises(ConfigError, match="at least 20 steps"):
+        lr_find(objective_ref, ["adam"], steps=5, device="cpu")
+    with pytest.raises(ConfigError, match="repeats"):
+        lr_find(objective_ref, ["adam"], repeats=0, device="cpu")
+
+
+def test_a_calibrated_space_holds_the_suggested_ranges_and_keeps_the_rest(objective_ref: str,
+                                                                         space_file: Path) -> None:
+    result = lr_find(objective_ref, space=str(space_file), device="cpu", repeats=1)
+    result.curves["sgd"].low = result.curves["sgd"].high = None  # as if the sgd sweep had found nothing
+    raw = calibrate_space(str(space_file), result)
+    space = load_space(raw)
+    adam = space.optimizer["adam"]["lr"].distribution
+    assert adam.log and adam.low == pytest.approx(result.curves["adam"].low, rel=0.05)
+    assert adam.high == pytest.approx(result.curves["adam"].high, rel=0.05)
+    sgd = space.optimizer["sgd"]["lr"].distribution
+    assert (sgd.low, sgd.high) == (1e-2, 0.3)  # no suggestion: the space's own range stays
+    assert raw["batch_size"] == {"choices": [16, 32]}
+    assert "LR range test" in raw["description"]
+
+
+@pytest.fixture
+def cli(tmp_cwd: Path):
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, [str(a) for a in args])
+
+
+def test_lr_find_command_prints_ranges_and_writes_a_plot(cli, objective_ref: str, space_file: Path,
+                                                         tmp_cwd: Path) -> None:
+    result = cli("lr-find", "--objective", objective_ref, "--space", space_file, "--optimizer", "adam",
+                 "--repeats", "1", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "adam: lr " in result.output and "sgd" not in result.output.split("plot:")[0]
+    png = tmp_cwd / "lr-find-synthetic.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads(cli("lr-find", "--objective", objective_ref, "--space", space_file, "--repeats", "1",
+                          "--device", "cpu", "--plot", "p.png", "--format", "json").stdout)
+    assert set(data["curves"]) == {"adam", "sgd"} and data["plot"] == "p.png"
+    assert data["curves"]["adam"]["low"] < data["curves"]["adam"]["high"]
+
+
+def test_lr_find_command_refuses_an_unknown_optimizer_in_one_line(cli, objective_ref: str) -> None:
+    result = cli("lr-find", "--objective", objective_ref, "--optimizer", "adamm", "--device", "cpu")
+    assert result.exit_code == 1
+    assert "error:" in result.output and "adamw" in result.output and "Traceback" not in result.output
+
+
+def test_spaces_calibrate_writes_a_space_that_loads(cli, objective_ref: str, space_file: Path,
+                                                    tmp_cwd: Path) -> None:
+    result = cli("spaces", "calibrate", space_file, "--objective", objective_ref, "-o", "cal.yaml",
+                 "--repeats", "1", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    text = (tmp_cwd / "cal.yaml").read_text()
+    assert text.startswith("# lr ranges from `tuner lr-find` on synthetic")
+    space = load_space(tmp_cwd / "cal.yaml")
+    assert yaml.safe_load(text)["optimizer"]["adam"]["lr"]["log"] is True
+    assert space.optimizer["adam"]["lr"].distribution.high < space.optimizer["sgd"]["lr"].distribution.high
+    assert "tuner study create" in result.output and "cal.yaml" in result.output
+
+
+def test_a_study_with_calibrate_searches_the_calibrated_ranges(objective_ref: str, space_file: Path,
+                                                                storage_url: str) -> None:
+    spec = StudySpec(name="cal", objective=objective_ref, space=str(space_file), calibrate=True, n_trials=3,
+                     epochs=2, storage=storage_url, device="cpu", sampler="random")
+    prepared = prepare(spec)
+    assert prepared.calibration is not None
+    adam = prepared.calibration.curves["adam"]
+    study = create_or_join(prepared)
+    stored = load_space(study.user_attrs[StudyKey.SPACE])
+    assert stored.optimizer["adam"]["lr"].distribution.low == pytest.approx(adam.low, rel=0.05)
+    assert study.user_attrs[StudyKey.CALIBRATION]["ranges"]["adam"]["high"] == adam.high
+    # Joining the study again runs no second test: it keeps the space it was calibrated with.
+    again = prepare(spec)
+    assert again.calibration is None and again.space.fingerprint() == prepared.space.fingerprint()
+    create_or_join(again)
+    # Without calibrate, the same name is another study.
+    with pytest.raises(Exception, match="calibrate"):
+        create_or_join(prepare(spec.with_overrides(calibrate=False)))
+    assert len(optuna.load_study(study_name="cal", storage=storage_url).trials) == 0
+
+
+def test_calibrate_in_a_spec_file_is_checked(tmp_path: Path) -> None:
+    from tuner.study import load_spec
+
+    path = tmp_path / "s.yaml"
+    path.write_text("objective: digits-mlp\ncalibrate: please\n")
+    with pytest.raises(ConfigError, match=r"s\.yaml:2: key 'calibrate'"):
+        load_spec(path)
+    path.write_text("objective: digits-mlp\ncalibrate: true\n")
+    assert load_spec(path).calibrate is True
+
+
+def test_study_create_calibrate_prints_the_ranges_and_show_repeats_them(cli, objective_ref: str,
+                                                                         space_file: Path, storage_url: str) -> None:
+    result = cli("study", "create", "--objective", objective_ref, "--space", space_file, "--calibrate",
+                 "--n-trials", "2", "--epochs", "2", "--storage", storage_url, "--device", "cpu", "--name", "c")
+    assert result.exit_code == 0, result.output
+    assert "lr ranges calibrated by an LR range test" in result.output and "adam: lr" in result.output
+    shown = cli("study", "show", "c", "--storage", storage_url)
+    assert "lr ranges from an LR range test at batch size 16: adam " in shown.output

@@ -1,0 +1,118 @@
+"""``tuner lr-find`` and ``tuner spaces calibrate``: the learning-rate range test from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tuner.cli._app import Format, FormatOpt, app, handle_errors, spaces_app
+from tuner.cli._output import echo, print_json
+
+ObjectiveOpt = Annotated[str, typer.Option(help="Built-in objective, path/file.py:attr or module:attr.")]
+OptimizerOpt = Annotated[list[str] | None, typer.Option(
+    "--optimizer", help="Optimizer to sweep; repeat for several [default: every optimizer of the space].")]
+BatchOpt = Annotated[int | None, typer.Option(min=1, help="Batch size of the sweep [default: the space's middle "
+                                                          "batch size].")]
+StartOpt = Annotated[float, typer.Option(min=0.0, help="First learning rate of the sweep.")]
+EndOpt = Annotated[float, typer.Option(min=0.0, help="Last learning rate of the sweep.")]
+StepsOpt = Annotated[int | None, typer.Option(min=20, help="Batches in a sweep [default: 20 per decade].")]
+RepeatsOpt = Annotated[int, typer.Option(min=1, help="Sweeps per optimizer with different seeds; the median "
+                                                     "loss counts.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+SeedOpt = Annotated[int, typer.Option(min=0, help="Seed of the first sweep.")]
+DataOpt = Annotated[str | None, typer.Option(help="CSV file (objective 'tabular').")]
+TargetOpt = Annotated[str | None, typer.Option(help="Target column (objective 'tabular').")]
+
+
+def _find(objective: str, space: str, optimizer: list[str] | None, batch_size: int | None, start_lr: float,
+          end_lr: float, steps: int | None, repeats: int, device: str, seed: int, data: str | None,
+          target: str | None) -> Any:
+    from tuner.lrfind import lr_find
+
+    options = {k: v for k, v in (("data", data), ("target", target)) if v is not None}
+    return lr_find(objective, optimizer or None, space=space, batch_size=batch_size, start_lr=start_lr,
+                   end_lr=end_lr, steps=steps, repeats=repeats, device=device, seed=seed, objective_options=options)
+
+
+def _print_curves(result: Any) -> None:
+    echo(f"LR range test on {result.objective}, batch size {result.batch_size}, {result.device}, lr "
+         f"{result.start_lr:.2g} .. {result.end_lr:.2g}, {result.repeats} sweep(s) per optimizer, "
+         f"{result.seconds:.1f}s:")
+    for curve in result.curves.values():
+        echo("  ", curve.line())
+        if curve.note and curve.found:
+            echo(f"    note: {curve.note}")
+
+
+@app.command("lr-find")
+@handle_errors
+def lr_find_command(
+    *,
+    objective: ObjectiveOpt = "mnist1d-cnn",
+    space: Annotated[str, typer.Option(help="Built-in space or YAML file: its optimizers, their other "
+                                            "hyperparameters (at their centres) and batch size.")] = "default",
+    optimizer: OptimizerOpt = None,
+    batch_size: BatchOpt = None,
+    start_lr: StartOpt = 1e-7,
+    end_lr: EndOpt = 10.0,
+    steps: StepsOpt = None,
+    repeats: RepeatsOpt = 3,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    data: DataOpt = None,
+    target: TargetOpt = None,
+    plot: Annotated[Path | None, typer.Option(help="PNG of loss against learning rate "
+                                                   "[default: ./lr-find-<objective>.png].")] = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Sweep the learning rate up exponentially for a few hundred batches per optimizer and suggest a range of
+    rates to search (the LR range test). Trains nothing else; writes a plot."""
+    from tuner._files import safe_file_name
+    from tuner.lrfind import plot_lr_find
+
+    result = _find(objective, space, optimizer, batch_size, start_lr, end_lr, steps, repeats, device, seed, data,
+                   target)
+    path = plot_lr_find(result, plot or Path(f"lr-find-{safe_file_name(result.objective)}.png"))
+    if fmt is Format.json:
+        print_json({**result.to_dict(), "plot": str(path)})
+        return
+    _print_curves(result)
+    echo(f"plot: {path}")
+    echo(f"a space with these ranges: tuner spaces calibrate {space} --objective {objective} -o calibrated.yaml")
+
+
+@spaces_app.command("calibrate")
+@handle_errors
+def spaces_calibrate(
+    space: Annotated[str, typer.Argument(help="Built-in space or YAML file.")],
+    *,
+    objective: ObjectiveOpt = "mnist1d-cnn",
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the calibrated space.")] = Path(
+        "calibrated.yaml"),
+    optimizer: OptimizerOpt = None,
+    batch_size: BatchOpt = None,
+    repeats: RepeatsOpt = 3,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    data: DataOpt = None,
+    target: TargetOpt = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Write a copy of a space whose optimizers' lr ranges come from an LR range test on the objective."""
+    from tuner.lrfind import END_LR, START_LR, calibrated_yaml
+
+    result = _find(objective, space, optimizer, batch_size, START_LR, END_LR, None, repeats, device, seed, data,
+                   target)
+    text = calibrated_yaml(space, result)
+    from tuner._files import write_text
+
+    path = write_text(output, text)
+    if fmt is Format.json:
+        print_json({**result.to_dict(), "output": str(path)})
+        return
+    _print_curves(result)
+    kept = [c.optimizer for c in result.curves.values() if not c.found]
+    echo(f"wrote {path}" + (f" (kept the space's lr range of {', '.join(kept)})" if kept else ""))
+    echo(f"use it: tuner study create --objective {objective} --space {path}")
