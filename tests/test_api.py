@@ -119,7 +119,7 @@ def test_suggest_in_a_users_own_optuna_loop():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(objective, n_trials=5)
     assert len(seen) == 5 and all(c.epochs == 4 for c in seen)
-    assert {c.optimizer.name for c in seen} <= {"adam", "adamw", "nadam", "radam", "adamax"}
+    assert {c.optimizer.name for c in seen} <= {"adam", "adamw", "nadam", "nadamw", "radam", "adamax"}
     assert all(f"{c.optimizer.name}.lr" in t.params for c, t in zip(seen, study.trials, strict=True))
 
 

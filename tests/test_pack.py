@@ -59,6 +59,7 @@ PACKS = {
     "nadam": [
         _config("nadam", 2e-3, 0, l1=1e-5),
         _config("nadam", 5e-3, 1, betas=[0.8, 0.99], momentum_decay=1e-2, schedule="cosine", wd=1e-3, clip=1.0),
+        _config("nadamw", 3e-3, 2, betas=[0.93, 0.995], schedule="warmup_cosine", wd=0.08),  # decoupled decay
     ],
     "radam": [
         _config("radam", 1e-3, 0, l1=1e-5),

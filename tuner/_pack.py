@@ -34,7 +34,7 @@ __all__ = ["PackTrainer", "Member", "pack_key", "packable", "FAMILIES"]
 
 # The update rule each packable optimizer uses: one fused update per family, coefficients per member.
 FAMILIES = {"sgd": "sgd", "momentum": "sgd", "nesterov": "sgd", "adam": "adam", "adamw": "adam",
-            "adamax": "adamax", "rmsprop": "rmsprop", "adagrad": "adagrad", "nadam": "nadam", "radam": "radam"}
+            "adamax": "adamax", "rmsprop": "rmsprop", "adagrad": "adagrad", "nadam": "nadam", "nadamw": "nadam", "radam": "radam"}
 
 
 def packable(config: TrainConfig) -> str | None:
@@ -384,7 +384,9 @@ class PackTrainer:
             s["m"].addcmul_(g, g)
             p.sub_(lr / (1 + (step - 1) * col["lr_decay"]) * g / (s["m"].sqrt() + col["eps"]))
         elif self.family in ("nadam", "radam"):
-            g = g + wd * p
+            decoupled = col["decoupled"]  # NAdamW: the weights decay directly, as in AdamW
+            g = g + (1 - decoupled) * wd * p
+            p.mul_(1 - decoupled * lr * wd)
             s = self.state
             s["m"].lerp_(g, 1 - col["beta1"])
             s["v"].mul_(col["beta2"]).addcmul_(g, g * (1 - col["beta2"]))

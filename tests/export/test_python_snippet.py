@@ -379,6 +379,7 @@ OPTIMIZER_PARAMS: dict[str, dict[str, Any]] = {
     "adam": {"lr": 1e-2, "betas": [0.8, 0.99], "eps": 1e-7, "amsgrad": True},
     "adamw": {"lr": 1e-2, "betas": [0.85, 0.995], "eps": 1e-7, "amsgrad": True},
     "nadam": {"lr": 1e-2, "betas": [0.85, 0.995], "eps": 1e-7, "momentum_decay": 1e-3},
+    "nadamw": {"lr": 1e-2, "betas": [0.93, 0.995], "eps": 1e-7, "momentum_decay": 2e-3},
     "radam": {"lr": 0.1, "betas": [0.85, 0.995], "eps": 1e-7},
     "adamax": {"lr": 2e-2, "betas": [0.85, 0.995], "eps": 1e-7},
     "lbfgs": {"lr": 0.5, "max_iter": 3, "history_size": 5, "line_search_fn": "strong_wolfe"},

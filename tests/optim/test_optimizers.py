@@ -25,7 +25,7 @@ from tuner.optim import (
 SCHEDULES = ["constant", "warmup_cosine", "step", "onecycle", "plateau"]
 STEPS = 25
 # The registry's default learning rates suit long runs; a 25-step test wants larger ones.
-LR = {"adagrad": 0.1, "rmsprop": 1e-2, "adam": 1e-2, "adamw": 1e-2, "nadam": 1e-2, "radam": 1e-2,
+LR = {"adagrad": 0.1, "rmsprop": 1e-2, "adam": 1e-2, "adamw": 1e-2, "nadam": 1e-2, "nadamw": 1e-2, "radam": 1e-2,
       "adamax": 2e-2}
 
 

@@ -166,6 +166,11 @@ _register(OptimizerInfo(
     description="Adam with Nesterov momentum",
 ))
 _register(OptimizerInfo(
+    "nadamw", torch.optim.NAdam, {"lr": 2e-3, **_ADAM_DEFAULTS, "momentum_decay": 4e-3},
+    dict(_ADAM_BOUNDS, momentum_decay=NON_NEGATIVE), fixed={"decoupled_weight_decay": True},
+    decoupled_weight_decay=True, description="NAdam with decoupled weight decay (AlgoPerf's NAdamW baseline)",
+))
+_register(OptimizerInfo(
     "radam", torch.optim.RAdam, {"lr": 1e-3, **_ADAM_DEFAULTS}, dict(_ADAM_BOUNDS),
     description="Adam with a rectified variance (built-in warmup)",
 ))
