@@ -112,6 +112,9 @@ def tune(
     max_consecutive_failures: int = 5,
     verbose: bool = True,
     workers: int = 1,
+    enqueue: list[Any] | None = None,
+    warm_start: str | optuna.Study | None = None,
+    known_starts: bool = True,
 ) -> TuneResult:
     """Tunes ``train_fn(ctx)``, the user's own training code, over ``space``.
 
@@ -130,6 +133,11 @@ def tune(
     ``n_trials`` is the study's budget of finished trials: with a ``storage`` (``sqlite:///x.db``,
     ``journal:x.journal``, PostgreSQL) a second call with the same ``study_name`` resumes and runs only what
     is missing. ``verbose`` prints a line per trial and a summary to standard output.
+
+    A new study's first trials are the configs of ``enqueue`` (file paths, ``TrainConfig``s or mappings), then
+    the best distinct configs of ``warm_start`` (a study name in ``storage``, or an ``optuna.Study``) that the
+    space holds, then the known-good starting points the space holds (``known_starts=False`` skips them);
+    a config the space cannot sample is refused before the study is created.
 
     ``workers=N`` trains in N processes on this machine (torch threads split between them), each asking the
     shared study for trials; it needs a ``storage`` and a ``train_fn`` defined at the top level of a module or
@@ -162,14 +170,20 @@ def tune(
                               f"storage='sqlite:///tune.db'.")
         ref = function_ref(train_fn)
     search = _space(space)  # a bad space fails here, before any study exists
+    from tuner.study._starts import gather_starts
+
+    if isinstance(enqueue, (str, TrainConfig, dict)):
+        enqueue = [enqueue]
+    starts, start_notes = gather_starts(search, enqueue=list(enqueue or []), warm_start=warm_start,
+                                        warm_storage=storage, known=bool(known_starts))
     context = {"seed": seed, "epochs": epochs}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         built_sampler = build_sampler(sampler, context)
         built_pruner = build_pruner(pruner, context)
     name = study_name or f"tune-{getattr(train_fn, '__name__', 'fn')}-{search.name}"
-    study = _create_or_join(train_fn, search, name, storage, direction, metric, epochs, seed, built_sampler,
-                            built_pruner)
+    study, queued = _create_or_join(train_fn, search, name, storage, direction, metric, epochs, seed,
+                                    built_sampler, built_pruner, starts[:n_trials])
     plan = RunPlan(name=name, storage_url=storage, space=search, epochs=epochs, seed=seed, n_trials=n_trials,
                    timeout=timeout, pruner_name=_name_of(pruner), sampler_name=_name_of(sampler),
                    max_consecutive_failures=max_consecutive_failures,
@@ -195,6 +209,10 @@ def tune(
         print(f"tuning {getattr(train_fn, '__qualname__', 'train_fn')} over space {search.name!r}: study {name!r}, "
               f"{n_trials} trials x {epochs} epochs, {direction} {metric!r}"
               + (f", timeout {timeout:g}s" if timeout else ""), flush=True)
+        if queued:
+            print(f"first trials ({len(queued)} queued): " + "; ".join(s.source for s in queued), flush=True)
+        for note in start_notes:
+            print(note, flush=True)
     if ref is not None:
         _run_workers(study, plan, ref, workers, sampler, pruner, on_trial, verbose)
         return TuneResult(study, train_fn, seed)
@@ -234,10 +252,12 @@ def _run_workers(study: optuna.Study, plan: RunPlan, ref: dict[str, str], worker
 
 
 def _create_or_join(train_fn: Any, search: Any, name: str, storage: str | None, direction: str, metric: str,
-                    epochs: int, seed: int, sampler: Any, pruner: Any) -> optuna.Study:
+                    epochs: int, seed: int, sampler: Any, pruner: Any, starts: list[Any]) -> tuple[optuna.Study, list]:
     """Created (or joined) under the storage's lock: two processes tuning one study name over different
-    spaces cannot both go ahead."""
+    spaces cannot both go ahead. A study created here gets ``starts`` queued as its first trials; they are
+    returned (an empty list when the study existed)."""
     from tuner.study._prepare import describe_kind
+    from tuner.study._starts import START_ATTR
     from tuner.study._storage import check_storage, mask_url, open_storage, storage_lock
 
     fingerprint = search.fingerprint()
@@ -270,4 +290,7 @@ def _create_or_join(train_fn: Any, search: Any, name: str, storage: str | None, 
                                                 "epochs": epochs, "seed": seed})
             study.set_user_attr(StudyKey.SPACE, search.raw)
             study.set_user_attr(StudyKey.METRIC, metric)
-    return study
+            for start in starts:
+                study.enqueue_trial(start.params, user_attrs={START_ATTR: start.source})
+            return study, starts
+    return study, []

@@ -197,7 +197,8 @@ def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int = 1, devi
     if fmt is Format.json:
         print_json({**summary, "run": {"trials": run.trials, "seconds": round(run.seconds, 2),
                                        "stopped_by": run.stopped_by, "threads": run.threads,
-                                       "pack": run.pack, "pack_why": run.pack_why},
+                                       "pack": run.pack, "pack_why": run.pack_why,
+                                       "queued": [s.to_dict() for s in prepared.queued]},
                     **({"calibration": prepared.calibration.summary()} if prepared.calibration else {})})
         return
     if not run.trials and run.stopped_by == "budget":
@@ -234,6 +235,14 @@ def study_create(
     calibrate: Annotated[bool | None, typer.Option("--calibrate", help="Run an LR range test first and search "
                                                                       "the lr ranges it suggests (tuner lr-find)."
                                                    )] = None,
+    enqueue: Annotated[list[str] | None, typer.Option(
+        "--enqueue", metavar="FILE", help="A train-config file (YAML/JSON; one config or a list) to try first; "
+                                          "repeat for several.")] = None,
+    warm_start: Annotated[str | None, typer.Option(
+        "--warm-start", metavar="STUDY", help="An earlier study (same storage) whose 5 best distinct configs "
+                                              "this space holds are tried first.")] = None,
+    no_known_starts: Annotated[bool, typer.Option(
+        "--no-known-starts", help="Do not try the known-good starting points first (tuner spaces starts).")] = False,
     no_run: Annotated[bool, typer.Option("--no-run", help="Only create the study.")] = False,
     workers: WorkersOpt = 1,
     devices: DevicesOpt = None,
@@ -251,7 +260,8 @@ def study_create(
     spec_obj = base.with_overrides(
         name=name, objective=objective, space=space, sampler=sampler, pruner=pruner, n_trials=n_trials,
         timeout=timeout, epochs=epochs, storage=storage, device=device, seed=seed, data=data, target=target,
-        threads=threads, pack=pack, calibrate=calibrate,
+        threads=threads, pack=pack, calibrate=calibrate, enqueue=enqueue or None, warm_start=warm_start,
+        known_starts=False if no_known_starts else None,
     )
     prepared = prepare(spec_obj)
     study = create_or_join(prepared, force=force)
@@ -264,6 +274,12 @@ def study_create(
             echo(f"lr ranges calibrated by an LR range test (batch size {result.batch_size}, {result.seconds:.1f}s):")
             for curve in result.curves.values():
                 echo("  ", curve.line() + ("" if curve.found else " - kept the space's range"))
+        if prepared.queued:
+            echo(f"first trials ({len(prepared.queued)} queued):")
+            for start in prepared.queued:
+                echo("  ", start.source + (f" ({'; '.join(start.changes)})" if start.changes else ""))
+        for note in prepared.start_notes:
+            echo(note)
     if no_run:
         if fmt is Format.json:
             print_json(study_summary(study))
@@ -376,6 +392,28 @@ def spaces_show(name: Annotated[str, typer.Argument(help="Built-in name or YAML 
     echo(f"\n# {len(dists)} tunable parameters")
     for key, dist in dists.items():
         echo(f"#   {key}: {dist}")
+
+
+@spaces_app.command("starts")
+@handle_errors
+def spaces_starts(space: Annotated[str, typer.Argument(help="Built-in name or YAML file.")] = "default",
+                  fmt: FormatOpt = Format.text) -> None:
+    """List the known-good starting points, and which a space holds (a new study tries those first)."""
+    from tuner.spaces import load_space
+    from tuner.study._starts import KNOWN_STARTS, known_starts
+
+    the_space = load_space(space)
+    held = {s.source.removeprefix("known start ") for s in known_starts(the_space)}
+    rows = [{"name": p.name, "in_space": p.name in held, "about": p.about, "config": p.config}
+            for p in KNOWN_STARTS]
+    if fmt is Format.json:
+        print_json({"space": the_space.name, "starts": rows})
+        return
+    for row in rows:
+        mark = "tried first" if row["in_space"] else "not in this space"
+        echo((f"{row['name']:<24}", "bold"), f" {mark:<18} {row['about']}")
+    echo(f"space {the_space.name}: {len(held)} of {len(rows)} are tried first in a new study (--no-known-starts "
+         f"or known_starts: false skips them)")
 
 
 @objectives_app.command("list")

@@ -25,7 +25,7 @@ from tuner.init import get_init
 from tuner.optim import get_optimizer, get_schedule
 from tuner.spaces._params import Param, center, location, parse_param
 
-__all__ = ["SearchSpace", "LRScaling", "load_space", "list_spaces"]
+__all__ = ["SearchSpace", "LRScaling", "ConfigFit", "CONFIG_PARTS", "load_space", "list_spaces"]
 
 _TOP_KEYS = ("description", "optimizer", "schedule", "batch_size", "lr_scaling", "init", "regularization",
              "grad_clip_norm")
@@ -81,6 +81,90 @@ def _branch_keys(bounds: dict[str, Bound]) -> dict[str, tuple[str, Bound]]:
         if bound.kind == "float" and bound.low >= 0.0 and bound.high <= 1.0:
             keys[_ONE_MINUS + key] = (key, bound)
     return keys
+
+
+CONFIG_PARTS = ("optimizer", "schedule", "init", "batch_size", "weight_decay", "l1", "dropout", "grad_clip_norm")
+
+
+@dataclass
+class ConfigFit:
+    """A config as a space's Optuna parameters (``SearchSpace.params_for``): the parameters, what stops the
+    space from sampling the config at all, and what had to change for it to fit."""
+
+    params: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        return not self.problems and not self.changes
+
+    def put(self, name: str, param: Param, value: Any) -> None:
+        d = param.distribution
+        if d is None:
+            if not _same(value, param.value):
+                self.changes.append(f"{name}: {_show(value)} -> {_show(param.value)} (fixed by the space)")
+            return
+        if isinstance(d, optuna.distributions.CategoricalDistribution):
+            if any(_same(value, c) for c in d.choices):
+                self.params[name] = next(c for c in d.choices if _same(value, c))
+                return
+            numbers = [c for c in d.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
+            if isinstance(value, (int, float)) and numbers and len(numbers) == len(d.choices):
+                nearest = min(numbers, key=lambda c: (abs(math.log(c / value)) if c > 0 and value > 0
+                                                      else abs(c - value)))
+                self.params[name] = nearest
+                self.changes.append(f"{name}: {_show(value)} -> {_show(nearest)} (the nearest choice)")
+                return
+            self.problems.append(f"{name}: {_show(value)} is not among the choices {list(d.choices)}")
+            return
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.problems.append(f"{name}: {_show(value)} is not a number")
+            return
+        clipped = min(max(value, d.low), d.high)
+        if d.step is not None:
+            clipped = d.low + round((clipped - d.low) / d.step) * d.step
+        if isinstance(d, optuna.distributions.IntDistribution):
+            clipped = int(round(clipped))
+        if not _same(clipped, value):
+            self.changes.append(f"{name}: {_show(value)} -> {_show(clipped)} (the space's range is "
+                                f"{_show(d.low)}..{_show(d.high)})")
+        self.params[name] = clipped
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15)
+    return a == b
+
+
+def _show(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else str(value)
+
+
+def _config_values(config: TrainConfig, scaling: LRScaling | None) -> dict[str, Any]:
+    """A config's optimizer hyperparameters by space key: lr (at the space's reference batch size where it
+    scales the rate), the rest, and weight decay."""
+    opt = config.optimizer
+    lr = opt.lr / scaling.factor(opt.name, config.batch_size) if scaling is not None else opt.lr
+    info = get_optimizer(opt.name)
+    return {**info.defaults, **opt.params, "lr": lr, "weight_decay": config.regularization.weight_decay}
+
+
+def _branch_value(key: str, values: dict[str, Any], defaults: dict[str, Any]) -> Any:
+    """The value a branch key stands for: ``one_minus_x`` is 1 - x; ``beta1``/``beta2`` come from ``betas``."""
+    merged = {**defaults, **values}
+    plain = key[len(_ONE_MINUS):] if key.startswith(_ONE_MINUS) else key
+    if plain in ("beta1", "beta2"):
+        betas = merged.get("betas", (0.9, 0.999))
+        value = betas[0 if plain == "beta1" else 1]
+    else:
+        value = merged.get(plain)
+    if isinstance(value, tuple):
+        value = list(value)
+    return 1.0 - value if key.startswith(_ONE_MINUS) and isinstance(value, (int, float)) else value
 
 
 @dataclass
@@ -188,6 +272,50 @@ class SearchSpace:
             "epochs": epochs,
             "seed": seed,
         })
+
+    def params_for(self, config: TrainConfig, parts: tuple[str, ...] = CONFIG_PARTS) -> ConfigFit:
+        """The Optuna parameters under which this space samples ``config`` (the inverse of ``sample``), for
+        ``study.enqueue_trial``: only the ``parts`` of the config given (``optimizer``, ``schedule``, ``init``,
+        ``batch_size``, ``weight_decay``, ``l1``, ``dropout``, ``grad_clip_norm``); the sampler draws the rest.
+
+        A config whose optimizer, schedule or initialiser the space does not hold cannot be sampled
+        (``problems``); a value outside a range is clipped to it, a batch size or other number missing from
+        the choices becomes the nearest one, and a value the space fixes stays the space's (``changes``)."""
+        fit = ConfigFit()
+        opt = config.optimizer.name
+        groups = [("optimizer", self.optimizer, opt)]
+        if "schedule" in parts:
+            groups.append(("schedule", self.schedule, config.schedule.name))
+        if "init" in parts:
+            groups.append(("init", self.init, config.init.name))
+        for key, group, name in groups:
+            if name not in group:
+                fit.problems.append(f"{key} {name!r} is not in the space ({', '.join(group)})")
+            elif len(group) > 1:
+                fit.params[key] = name
+        if fit.problems:
+            return fit
+        values = _config_values(config, self.lr_scaling)
+        for key, param in self.optimizer[opt].items():
+            if key == "weight_decay" and "weight_decay" not in parts:
+                continue
+            fit.put(f"{opt}.{key}", param, _branch_value(key, values, get_optimizer(opt).defaults))
+        if "weight_decay" in parts and "weight_decay" not in self.optimizer[opt]:
+            fit.put("weight_decay", self.regularization["weight_decay"], config.regularization.weight_decay)
+        for key, group, name, lookup in (("schedule", self.schedule, config.schedule.name, get_schedule),
+                                         ("init", self.init, config.init.name, get_init)):
+            if key in parts:
+                given = {**lookup(name).defaults, **getattr(config, key).params}
+                for pkey, param in group[name].items():
+                    fit.put(f"{name}.{pkey}", param, _branch_value(pkey, given, {}))
+        singles = {"batch_size": (self.batch_size, config.batch_size),
+                   "l1": (self.regularization["l1"], config.regularization.l1),
+                   "dropout": (self.regularization["dropout"], config.regularization.dropout),
+                   "grad_clip_norm": (self.grad_clip_norm, config.grad_clip_norm)}
+        for key, (param, value) in singles.items():
+            if key in parts and not (key == "dropout" and value is None):
+                fit.put(key, param, value)
+        return fit
 
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
         """Every Optuna parameter the space can suggest, by name (conditional ones included)."""

@@ -59,6 +59,11 @@ class PreparedStudy:
     objective_fingerprint: dict[str, Any] = field(default_factory=dict)
     #: the LR range test that calibrated the space (``calibrate: true`` on a new study), else None
     calibration: Any = None
+    #: configs queued as the first trials of a new study (enqueue, warm_start, known_starts), and notes
+    starts: list[Any] = field(default_factory=list)
+    start_notes: list[str] = field(default_factory=list)
+    #: the starts queued by ``create_or_join`` (empty when it joined an existing study)
+    queued: list[Any] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -117,8 +122,26 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None) -> Prepar
     sampler = build_sampler(spec.sampler, context)
     pruner = build_pruner(spec.pruner, context)
     _dry_run(spec, space, context)
+    starts, start_notes = [], []
+    if space_data is None:  # a study being created (one being continued has its trials)
+        from tuner.study._starts import gather_starts
+
+        if spec.sampler_name != "grid":  # a grid runs its own points
+            warm = spec.warm_start
+            starts, start_notes = gather_starts(
+                space, enqueue=spec.enqueue, warm_start=warm.study if warm else None,
+                warm_storage=(warm.storage if warm and warm.storage else spec.storage or default_storage()),
+                warm_top=warm.top if warm else 5, known=spec.known_starts)
+        for start in starts:
+            _check_batch(start.params.get("batch_size"), n_train, start.source, objective.name)
     return PreparedStudy(spec, space, objective, trainer, sampler, pruner, grid,
-                         objective_fingerprint(objective, trainer, output_shape), calibration)
+                         objective_fingerprint(objective, trainer, output_shape), calibration, starts, start_notes)
+
+
+def _check_batch(batch_size: Any, n_train: int, source: str, objective: str) -> None:
+    if isinstance(batch_size, int) and batch_size > n_train:
+        raise ConfigError(f"enqueue: {source}: batch_size {batch_size} is larger than the {n_train} training "
+                          f"samples of objective {objective!r}.")
 
 
 def _calibrated(spec: StudySpec, space: SearchSpace, trainer: Trainer) -> tuple[SearchSpace, Any]:
@@ -259,7 +282,9 @@ def _identity(spec: dict[str, Any], fingerprint: str) -> dict[str, Any]:
 
 
 def _stored_attrs(prepared: PreparedStudy) -> dict[str, Any]:
-    spec = prepared.spec.model_dump(exclude={"storage"})
+    # What is queued at creation (files, an earlier study and its storage URL) is not part of the study's
+    # spec: each queued trial records where its config came from.
+    spec = prepared.spec.model_dump(exclude={"storage", "enqueue", "warm_start"})
     spec["name"] = prepared.name
     return {
         StudyKey.SPEC: json.loads(json.dumps(spec, default=str)),
@@ -335,12 +360,21 @@ def _create_or_load(storage: optuna.storages.BaseStorage, prepared: PreparedStud
                                 pruner=prepared.pruner, direction=prepared.direction, load_if_exists=False)
     _store_attrs(study, prepared)
     _enqueue_grid(study, prepared)
+    _enqueue_starts(study, prepared)
     return study, 0
 
 
 def _store_attrs(study: optuna.Study, prepared: PreparedStudy) -> None:
     for key, value in _stored_attrs(prepared).items():
         study.set_user_attr(key, value)
+
+
+def _enqueue_starts(study: optuna.Study, prepared: PreparedStudy) -> None:
+    from tuner.study._starts import START_ATTR
+
+    for start in prepared.starts[:prepared.spec.n_trials]:
+        study.enqueue_trial(start.params, user_attrs={START_ATTR: start.source})
+        prepared.queued.append(start)
 
 
 def _enqueue_grid(study: optuna.Study, prepared: PreparedStudy) -> None:

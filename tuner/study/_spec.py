@@ -11,12 +11,23 @@ from tuner._builtin import builtin_names
 from tuner._yaml import line_of, load_yaml_file
 from tuner.errors import ConfigError, unknown_name_message
 
-__all__ = ["StudySpec", "load_spec", "list_specs", "IDENTITY_FIELDS"]
+__all__ = ["StudySpec", "WarmStart", "load_spec", "list_specs", "IDENTITY_FIELDS"]
 
 # Fields that change what a study's trials mean. A study may not be continued with other values for them;
 # the budget (n_trials, timeout), device and storage may change from one run to the next.
 IDENTITY_FIELDS = ("objective", "data", "target", "space", "calibrate", "sampler", "pruner", "epochs", "seed")
 MAX_NAME_LENGTH = 512
+
+
+class WarmStart(BaseModel):
+    """``warm_start: NAME`` or ``{study: NAME, storage: URL, top: 5}``: the best distinct configs of an earlier
+    study are the first trials of a new one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    study: str = Field(..., min_length=1, description="the earlier study's name")
+    storage: str | None = Field(None, description="its storage; default: the new study's")
+    top: int = Field(5, ge=1, le=1000, description="how many of its best distinct configs to queue")
 
 
 class StudySpec(BaseModel):
@@ -62,7 +73,26 @@ class StudySpec(BaseModel):
     grace_period: float = Field(12.0, gt=0, le=86400, description="seconds without a heartbeat after which a running "
                                                         "trial's worker counts as lost: the trial is failed "
                                                         "and its parameters queued again")
+    enqueue: list[str] = Field(default_factory=list, description="train-config files (YAML/JSON, one config or a "
+                                                                 "list) whose configs are the first trials")
+    warm_start: WarmStart | None = Field(None, description="an earlier study whose best configs are queued first: "
+                                                           "NAME or {study, storage, top}")
+    known_starts: bool = Field(True, description="queue the known-good starting points the space holds "
+                                                 "(tuner spaces starts)")
     description: str = ""
+
+    @field_validator("enqueue", mode="before")
+    @classmethod
+    def _one_or_more_files(cls, value: Any) -> Any:
+        values = [value] if isinstance(value, str) else value
+        if isinstance(values, list):
+            return [str(Path(v).resolve()) if isinstance(v, str) and Path(v).is_file() else v for v in values]
+        return values
+
+    @field_validator("warm_start", mode="before")
+    @classmethod
+    def _study_name(cls, value: Any) -> Any:
+        return {"study": value} if isinstance(value, str) else value
 
     @field_validator("pack", mode="before")
     @classmethod
@@ -202,6 +232,11 @@ def load_spec(ref: str | Path) -> StudySpec:
 
 def _resolve_relative(data: dict[str, Any], base: Path) -> None:
     """Files named in a spec are found next to the spec first, then in the working directory."""
+    enqueue = data.get("enqueue")
+    if isinstance(enqueue, (str, list)):
+        items = [enqueue] if isinstance(enqueue, str) else enqueue
+        data["enqueue"] = [str((base / v).resolve()) if isinstance(v, str) and not Path(v).is_absolute()
+                           and (base / v).is_file() and not Path(v).is_file() else v for v in items]
     for key in ("space", "objective", "data"):
         value = data.get(key)
         if not isinstance(value, str) or Path(value).is_absolute():

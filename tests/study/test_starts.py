@@ -1,0 +1,207 @@
+"""A new study's first trials: queued config files, an earlier study's best configs, known-good points."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import tuner
+from tuner.cli import app
+from tuner.config import TrainConfig
+from tuner.errors import ConfigError, StudyError
+from tuner.spaces import list_spaces, load_space
+from tuner.study import StudySpec, create_or_join, prepare
+from tuner.study._starts import KNOWN_STARTS, known_starts
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.mark.parametrize("name", list(list_spaces()))
+def test_params_for_inverts_sample_on_every_builtin_space(name: str) -> None:
+    space = load_space(name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    for _ in range(150):
+        trial = study.ask()
+        config = space.sample(trial, epochs=2)
+        fit = space.params_for(config)
+        assert fit.exact, (fit.problems, fit.changes)
+        assert fit.params.keys() == trial.params.keys()
+        for key, value in trial.params.items():
+            assert fit.params[key] == pytest.approx(value, rel=1e-9) if isinstance(value, float) else \
+                fit.params[key] == value
+        study.tell(trial, 0.0)
+
+
+def test_params_for_normalises_the_rate_of_a_scaled_space() -> None:
+    space = load_space({"optimizer": {"nesterov": {"lr": {"low": 1e-3, "high": 1.0, "log": True}}},
+                        "batch_size": {"choices": [32, 128]}, "lr_scaling": {"rule": "linear", "reference_batch": 32}})
+    config = TrainConfig.from_dict({"optimizer": {"name": "nesterov", "lr": 0.4}, "batch_size": 128})
+    assert space.params_for(config).params["nesterov.lr"] == pytest.approx(0.1)
+
+
+def test_params_for_clips_snaps_and_says_what_changed_or_what_stops_it() -> None:
+    space = load_space("default")
+    config = TrainConfig.from_dict({"optimizer": {"name": "adamw", "lr": 0.5, "betas": [0.9, 0.99]},
+                                    "schedule": {"name": "linear", "warmup_fraction": 0.05}, "batch_size": 100,
+                                    "regularization": {"weight_decay": 0.01, "dropout": 0.1}})
+    fit = space.params_for(config)
+    assert not fit.problems
+    assert fit.params["adamw.lr"] == 0.03 and fit.params["batch_size"] == 128
+    assert fit.params["adamw.one_minus_beta1"] == pytest.approx(0.1)
+    assert any(c.startswith("adamw.lr: 0.5 -> 0.03 (the space's range is") for c in fit.changes)
+    assert "batch_size: 100 -> 128 (the nearest choice)" in fit.changes
+    assert "adamw.beta2: 0.99 -> 0.999 (fixed by the space)" in fit.changes
+    lbfgs = TrainConfig.from_dict({"optimizer": {"name": "lbfgs"}, "schedule": "step"})
+    assert space.params_for(lbfgs).problems == ["optimizer 'lbfgs' is not in the space (adamw, adam, nesterov, "
+                                                "rmsprop)", "schedule 'step' is not in the space (warmup_cosine, "
+                                                "linear)"]
+
+
+def test_known_starts_are_the_points_a_space_holds() -> None:
+    assert [s.source for s in known_starts(load_space("default"))] == [
+        "known start adamw-warmup-cosine", "known start nesterov-warmup-cosine"]
+    assert len(known_starts(load_space("full"))) == len(KNOWN_STARTS)
+    assert known_starts(load_space("lr-only")) == []  # constant schedule: no point fits
+
+
+def _spec(objective_ref: str, storage_url: str, **fields) -> StudySpec:
+    return StudySpec(**{"name": "s", "objective": objective_ref, "space": "default", "n_trials": 3, "epochs": 1,
+                        "storage": storage_url, "device": "cpu", "sampler": "random", **fields})
+
+
+def _run(study: optuna.Study, prepared) -> None:
+    from tuner.study._local import run_prepared
+
+    run_prepared(study, prepared)
+
+
+def test_a_new_study_trains_the_known_starts_first_and_records_where_they_came_from(objective_ref: str,
+                                                                                      storage_url: str) -> None:
+    prepared = prepare(_spec(objective_ref, storage_url))
+    study = create_or_join(prepared)
+    assert [s.source for s in prepared.queued] == ["known start adamw-warmup-cosine",
+                                                   "known start nesterov-warmup-cosine"]
+    _run(study, prepared)
+    first, second, third = sorted(study.trials, key=lambda t: t.number)
+    config = TrainConfig.from_dict(first.user_attrs["config"])
+    assert (config.optimizer.name, config.optimizer.lr, tuple(config.optimizer.params["betas"])) == \
+        ("adamw", pytest.approx(1e-3), (pytest.approx(0.9), 0.999))
+    assert config.regularization.weight_decay == pytest.approx(0.01)
+    assert (config.schedule.name, config.schedule.params["warmup_fraction"]) == ("warmup_cosine", 0.05)
+    assert first.user_attrs["start"] == "known start adamw-warmup-cosine"
+    nesterov = TrainConfig.from_dict(second.user_attrs["config"])
+    assert (nesterov.optimizer.name, nesterov.optimizer.lr) == ("nesterov", pytest.approx(0.1))
+    assert "start" not in third.user_attrs  # the sampler's own
+    # Joining the study again queues nothing more.
+    again = prepare(_spec(objective_ref, storage_url, n_trials=4))
+    create_or_join(again)
+    assert again.queued == []
+    off = prepare(_spec(objective_ref, storage_url, name="off", known_starts=False))
+    create_or_join(off)
+    assert off.queued == []
+
+
+def test_enqueued_files_come_first_exactly_as_exported(objective_ref: str, storage_url: str, tmp_path: Path) -> None:
+    exported = TrainConfig.from_dict({"optimizer": {"name": "rmsprop", "lr": 2e-3},
+                                      "schedule": {"name": "linear", "warmup_fraction": 0.02}, "batch_size": 64,
+                                      "regularization": {"weight_decay": 1e-5, "dropout": 0.2}, "epochs": 9})
+    one = exported.save(tmp_path / "best.yaml", study="x", trial=3)  # with its metadata, as export writes
+    many = tmp_path / "many.yaml"
+    many.write_text(yaml.safe_dump({"configs": [
+        {"optimizer": {"name": "adam", "lr": 5e-3}, "schedule": "warmup_cosine"},
+        {"optimizer": {"name": "adam", "lr": 5e-3}, "schedule": "warmup_cosine"},  # the same: queued once
+    ]}))
+    prepared = prepare(_spec(objective_ref, storage_url, enqueue=[str(one), str(many)], known_starts=False,
+                             n_trials=4))
+    study = create_or_join(prepared)
+    assert [s.source for s in prepared.queued] == [str(one), f"{many} item 1"]
+    _run(study, prepared)
+    first = TrainConfig.from_dict(sorted(study.trials, key=lambda t: t.number)[0].user_attrs["config"])
+    assert first.optimizer == exported.optimizer and first.schedule == exported.schedule
+    assert first.batch_size == 64 and first.regularization == exported.regularization
+    assert first.epochs == 1  # the study's epochs, not the file's
+
+
+def test_a_config_the_space_cannot_sample_is_refused_before_the_study_exists(objective_ref: str, storage_url: str,
+                                                                              db_path: Path, tmp_path: Path,
+                                                                              assert_nothing_written) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump([{"optimizer": {"name": "adam"}, "schedule": "warmup_cosine"},
+                                   {"optimizer": {"name": "lbfgs"}}]))
+    with pytest.raises(ConfigError, match=r"enqueue: .*bad\.yaml item 2: the space 'default' cannot sample this "
+                                          r"config: optimizer 'lbfgs' is not in the space"):
+        prepare(_spec(objective_ref, storage_url, enqueue=[str(bad)]))
+    with pytest.raises(ConfigError, match="no such file"):
+        prepare(_spec(objective_ref, storage_url, enqueue=[str(tmp_path / "missing.yaml")]))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("optimizer: {name: adamw, lrr: 0.1}\n")
+    with pytest.raises(ConfigError, match=r"typo\.yaml"):
+        prepare(_spec(objective_ref, storage_url, enqueue=[str(typo)]))
+    assert_nothing_written(db_path)
+
+
+def test_a_warm_start_queues_the_best_distinct_configs_another_space_holds(objective_ref: str, storage_url: str,
+                                                                           space_file: Path) -> None:
+    # The earlier study: the tiny space (adam, sgd; constant schedule) on the same data.
+    earlier = prepare(_spec(objective_ref, storage_url, name="earlier", space=str(space_file), n_trials=12))
+    study = create_or_join(earlier)
+    _run(study, earlier)
+    ranked = sorted((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: -t.value)
+    adam_best = [t for t in ranked if t.params.get("optimizer") == "adam"]
+    # The new study: the lr-only space (adam at batch 64, its only parameter adam.lr) holds the adam configs
+    # of the earlier study, not the sgd ones; a learning rate outside its range is clipped.
+    later = prepare(_spec(objective_ref, storage_url, name="later", space="lr-only", warm_start="earlier",
+                          known_starts=False))
+    create_or_join(later)
+    sources = [s.source for s in later.queued]
+    assert sources and all(s.startswith("study 'earlier' trial ") for s in sources)
+    assert len(sources) <= 3  # n_trials
+    lrs = [s.params["adam.lr"] for s in later.queued]
+    best_lr = TrainConfig.from_dict(adam_best[0].user_attrs["config"]).optimizer.lr
+    assert lrs[0] == pytest.approx(min(max(best_lr, 1e-5), 1e-1))
+    assert len(set(lrs)) == len(lrs)
+    with pytest.raises(StudyError, match="Unknown study 'nope'"):
+        prepare(_spec(objective_ref, storage_url, name="x", warm_start="nope"))
+    empty = prepare(_spec(objective_ref, storage_url, name="empty", n_trials=1))
+    create_or_join(empty)
+    with pytest.raises(StudyError, match="has no complete trial"):
+        prepare(_spec(objective_ref, storage_url, name="y", warm_start={"study": "empty", "top": 2}))
+
+
+def test_study_create_flags_and_spaces_starts(objective_ref: str, storage_url: str, tmp_cwd: Path) -> None:
+    runner = CliRunner()
+    TrainConfig.from_dict({"optimizer": {"name": "adam", "lr": 4e-3}, "schedule": "linear"}).save("c.yaml")
+    result = runner.invoke(app, ["study", "create", "--objective", objective_ref, "--n-trials", "3", "--epochs",
+                                 "1", "--storage", storage_url, "--device", "cpu", "--name", "f", "--enqueue",
+                                 "c.yaml", "--no-known-starts"])
+    assert result.exit_code == 0, result.output
+    assert "first trials (1 queued):" in result.output and "c.yaml" in result.output
+    assert "known start" not in result.output
+    shown = runner.invoke(app, ["spaces", "starts", "default"])
+    assert "adamw-warmup-cosine" in shown.output and "space default: 2 of 3 are tried first" in shown.output
+
+
+def test_tune_queues_configs_and_refuses_what_its_space_cannot_sample(tmp_path: Path) -> None:
+    seen = []
+
+    def train(ctx: tuner.TrialContext) -> float:
+        seen.append((ctx.config.optimizer.name, ctx.config.optimizer.lr))
+        ctx.report(0, 0.5)
+        return 0.5
+
+    config = TrainConfig.from_dict({"optimizer": {"name": "adam", "lr": 3e-3}})
+    tuner.tune(train, space="lr-only", n_trials=3, epochs=1, enqueue=[config], verbose=False)
+    assert seen[0] == ("adam", pytest.approx(3e-3))
+    seen.clear()
+    tuner.tune(train, space="default", n_trials=3, epochs=1, verbose=False)
+    assert [name for name, _ in seen[:2]] == ["adamw", "nesterov"]  # the known starts of the default space
+    assert math.isclose(seen[1][1], 0.1)
+    with pytest.raises(ConfigError, match="cannot sample"):
+        tuner.tune(train, space="lr-only", n_trials=3, enqueue=[{"optimizer": "sgd"}], verbose=False,
+                   storage=f"sqlite:///{tmp_path / 't.db'}")
+    assert not (tmp_path / "t.db").exists()

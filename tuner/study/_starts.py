@@ -1,0 +1,185 @@
+"""The first trials of a new study: configs from files (``enqueue``), the best configs of an earlier study
+(``warm_start``) and a short list of known-good starting points (``known_starts``), each turned into the
+parameters of the study's space (``SearchSpace.params_for``) and queued before the sampler proposes anything."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuner.config import TrainConfig
+from tuner.errors import ConfigError, StudyError
+from tuner.spaces import SearchSpace
+
+__all__ = ["Start", "KNOWN_STARTS", "known_starts", "file_starts", "study_starts", "gather_starts"]
+
+START_ATTR = "start"  # a queued trial's user attribute: where its config came from
+
+
+@dataclass
+class Start:
+    """One queued config: where it came from, its parameters in the space, and what changed to fit."""
+
+    source: str
+    params: dict[str, Any]
+    changes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "params": self.params, "changes": self.changes}
+
+
+@dataclass(frozen=True)
+class KnownStart:
+    name: str
+    about: str
+    config: dict[str, Any]
+    parts: tuple[str, ...]
+
+
+KNOWN_STARTS = (
+    KnownStart("algoperf-nadamw",
+               "the AlgoPerf NAdamW prize-qualification baseline (lr 1.75e-3, beta1 0.933, beta2 0.9955, weight "
+               "decay 0.081, 2% warmup then cosine decay, dropout 0.1)",
+               {"optimizer": {"name": "nadamw", "lr": 0.0017486387539278373,
+                              "betas": [1 - 0.06733926164, 0.9955159689799007]},
+                "schedule": {"name": "warmup_cosine", "warmup_fraction": 0.02},
+                "regularization": {"weight_decay": 0.08121616522670176, "dropout": 0.1}},
+               ("optimizer", "schedule", "weight_decay", "dropout")),
+    KnownStart("adamw-warmup-cosine",
+               "PyTorch's AdamW defaults (lr 1e-3, betas 0.9 and 0.999, weight decay 0.01) with 5% warmup then "
+               "cosine decay",
+               {"optimizer": {"name": "adamw", "lr": 1e-3, "betas": [0.9, 0.999]},
+                "schedule": {"name": "warmup_cosine", "warmup_fraction": 0.05},
+                "regularization": {"weight_decay": 0.01}},
+               ("optimizer", "schedule", "weight_decay")),
+    KnownStart("nesterov-warmup-cosine",
+               "the classic ResNet recipe: SGD with lr 0.1, Nesterov momentum 0.9 and weight decay 5e-4, with 5% "
+               "warmup then cosine decay",
+               {"optimizer": {"name": "nesterov", "lr": 0.1, "momentum": 0.9},
+                "schedule": {"name": "warmup_cosine", "warmup_fraction": 0.05},
+                "regularization": {"weight_decay": 5e-4}},
+               ("optimizer", "schedule", "weight_decay")),
+)
+
+
+def known_starts(space: SearchSpace) -> list[Start]:
+    """The known-good points the space holds as they are: their optimizer and schedule are in it and no value
+    of theirs falls outside its ranges (a value the space fixes stays the space's)."""
+    out = []
+    for point in KNOWN_STARTS:
+        fit = space.params_for(TrainConfig.from_dict(point.config), parts=point.parts)
+        if not fit.problems and all("(fixed by the space)" in c for c in fit.changes):
+            out.append(Start(f"known start {point.name}", fit.params, fit.changes))
+    return out
+
+
+def _configs_in(path: Path) -> list[tuple[str, Any]]:
+    from tuner._yaml import load_yaml_file
+
+    data = load_yaml_file(path)
+    if isinstance(data, dict) and "configs" in data:
+        data = data["configs"]
+    if isinstance(data, dict):
+        return [(str(path), data)]
+    if isinstance(data, list) and data:
+        return [(f"{path} item {i + 1}", item) for i, item in enumerate(data)]
+    raise ConfigError(f"{path}: expected a train config (as `tuner study export` writes), a list of them, or "
+                      f"'configs:' with a list. Got {type(data).__name__} instead.")
+
+
+def file_starts(items: list[Any], space: SearchSpace) -> list[Start]:
+    """Every config of the files (paths; in Python also ``TrainConfig``s and mappings), in order; one the space
+    cannot sample is refused, naming the file."""
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, TrainConfig):
+            pairs: list[tuple[str, Any]] = [(f"config {i + 1}", item.to_dict())]
+        elif isinstance(item, dict):
+            pairs = [(f"config {i + 1}", item)]
+        elif isinstance(item, (str, Path)):
+            path = Path(item)
+            if not path.is_file():
+                raise ConfigError(f"enqueue: {item}: no such file (a YAML or JSON train config, or a list of "
+                                  f"them).")
+            pairs = _configs_in(path)
+        else:
+            raise ConfigError(f"enqueue: item {i + 1} is a {type(item).__name__}; give file paths, TrainConfigs "
+                              f"or mappings.")
+        for where, raw in pairs:
+            try:
+                config = TrainConfig.from_dict(raw)
+            except ConfigError as exc:
+                raise ConfigError(f"enqueue: {where}: {exc}") from None
+            fit = space.params_for(config)
+            if fit.problems:
+                raise ConfigError(f"enqueue: {where}: the space {space.name!r} cannot sample this config: "
+                                  f"{'; '.join(fit.problems)}.")
+            out.append(Start(where, fit.params, fit.changes))
+    return out
+
+
+def study_starts(name: Any, storage_url: str | None, space: SearchSpace, top: int = 5) -> tuple[list[Start], str]:
+    """The ``top`` best distinct configs of study ``name`` (or an ``optuna.Study``) that the space can sample
+    (another objective's study too), best first, and a line on what was skipped."""
+    import optuna
+
+    from tuner.study._prepare import _load
+    from tuner.study._record import Key, ranked_trials
+
+    if isinstance(name, optuna.Study):
+        study, name = name, name.study_name
+    elif not storage_url:
+        raise ConfigError(f"warm_start {name!r}: give the storage that holds it (or pass the optuna.Study).")
+    else:
+        study = _load(name, storage_url, readonly=True)
+    if len(study.directions) > 1:
+        raise StudyError(f"warm_start: study {name!r} is multi-objective; give a single-objective study.")
+    ranked = ranked_trials(study)
+    if not ranked:
+        raise StudyError(f"warm_start: study {name!r} has no complete trial to start from.")
+    out: list[Start] = []
+    seen: set[str] = set()
+    skipped = 0
+    for trial in ranked:
+        raw = trial.user_attrs.get(Key.CONFIG)
+        if not isinstance(raw, dict):
+            skipped += 1
+            continue
+        fit = space.params_for(TrainConfig.from_dict(raw))
+        key = repr(sorted(fit.params.items()))
+        if fit.problems:
+            skipped += 1
+            continue
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(Start(f"study {name!r} trial {trial.number} ({trial.value:.4g})", fit.params, fit.changes))
+        if len(out) == top:
+            break
+    note = f"{skipped} of its complete trials have an optimizer, schedule or initialiser this space lacks" \
+        if skipped else ""
+    return out, note
+
+
+def gather_starts(space: SearchSpace, *, enqueue: list[Any], warm_start: Any = None, warm_storage: str | None = None,
+                  warm_top: int = 5, known: bool = True) -> tuple[list[Start], list[str]]:
+    """The queued configs in order (files, then the warm start, then known-good points), each config once, and
+    notes on what a warm start skipped."""
+    starts: list[Start] = []
+    notes: list[str] = []
+    starts += file_starts(list(enqueue), space)
+    if warm_start is not None:
+        found, note = study_starts(warm_start, warm_storage, space, warm_top)
+        starts += found
+        label = getattr(warm_start, "study_name", warm_start)
+        if not found:
+            notes.append(f"warm start: no complete trial of study {label!r} fits this space ({note})")
+        elif note:
+            notes.append(f"warm start: {note}")
+    if known:
+        starts += known_starts(space)
+    unique: dict[str, Start] = {}
+    for start in starts:
+        unique.setdefault(repr(sorted(start.params.items())), start)
+    return list(unique.values()), notes
