@@ -168,9 +168,9 @@ class Trainer:
         previous = torch.get_num_threads()
         x, y = self.data.x_train[:batch_size], self.data.y_train[:batch_size]
         timings = {c: float("inf") for c in candidates}
-        model = self.objective.build_model(self.cpu_data).to(self.device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         try:
+            model = self.objective.build_model(self.cpu_data).to(self.device)
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
             for r in range(rounds):
                 for threads in candidates if r % 2 == 0 else candidates[::-1]:
                     torch.set_num_threads(threads)
@@ -181,6 +181,8 @@ class Trainer:
                         self.loss_fn(model(x), y).backward()
                         optimizer.step()
                     timings[threads] = min(timings[threads], time.perf_counter() - start)
+        except Exception:  # the model fails at this batch size (out of memory, say): the trials will tell
+            return candidates[-1]
         finally:
             torch.set_num_threads(previous)
         best = min(timings.values())

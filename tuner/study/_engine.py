@@ -35,7 +35,16 @@ from tuner.config import TrainConfig
 from tuner.errors import ConfigError, StudyError, TunerError
 from tuner.spaces import SearchSpace
 from tuner.study._liveness import Heartbeat, is_this_process, reap_stale, worker_identity
-from tuner.study._record import FINISHED, Key, StopKind, StopReason, best_trial, history_attrs, storage_of
+from tuner.study._record import (
+    FINISHED,
+    Key,
+    StopKind,
+    StopReason,
+    StudyKey,
+    best_trial,
+    history_attrs,
+    storage_of,
+)
 from tuner.study._storage import explain_storage_error, mask_url, storage_lock
 from tuner.study._writes import write_attrs
 from tuner.train import Diverged, seed_everything
@@ -48,6 +57,7 @@ __all__ = ["RunPlan", "Executor", "Executed", "TrainerExecutor", "UserExecutor",
 
 TELL_RETRIES = 4
 MAX_DUPLICATE_ASKS = 3
+MAX_OOM_ASKS = 25  # proposals in a row at batch sizes that ran out of memory before the study stops
 ReportFn = Callable[[int, float], None]
 
 
@@ -70,6 +80,17 @@ class RunPlan:
     sampler_name: str = "tpe"
     max_consecutive_failures: int = 5
     resume_hint: str = ""  # how to continue the study after a stop: "run `tuner study run NAME`"
+    objectives: list[str] = field(default_factory=lambda: ["value"])  # the metric, then e.g. train_seconds
+
+    @property
+    def multi(self) -> bool:
+        return len(self.objectives) > 1
+
+    def values(self, value: float, seconds: float) -> float | list[float]:
+        """What ``tell`` records for a complete trial: its value, or the value of every objective."""
+        if not self.multi:
+            return value
+        return [value] + [round(seconds, 3) for name in self.objectives[1:] if name == "train_seconds"]
 
 
 @dataclass
@@ -387,7 +408,7 @@ def _ask(study: optuna.Study, plan: RunPlan) -> optuna.Trial:
 def _take(study: optuna.Study, plan: RunPlan, device: str = "") -> tuple[optuna.Trial, TrainConfig]:
     """Asks for a trial, marks it as this worker's and samples its config. A config that equals one a running
     trial is training (two workers, one proposal) is set aside, recorded with the reason, and asked again."""
-    for attempt in range(MAX_DUPLICATE_ASKS + 1):
+    for attempt in range(MAX_DUPLICATE_ASKS + MAX_OOM_ASKS + 1):
         trial = _ask(study, plan)
         try:
             trial.set_user_attr(Key.WORKER, worker_identity(device))  # first: an interrupt finds it as ours
@@ -402,15 +423,53 @@ def _take(study: optuna.Study, plan: RunPlan, device: str = "") -> tuple[optuna.
                     trial.set_user_attr(key, value)
                 _tell(study, trial, state=TrialState.FAIL)
             raise _sampler_error(plan, exc) from exc
+        if _avoid_oom(study, plan, trial, config, device):
+            continue
         twin = _running_twin(study, trial)
-        if twin is None or attempt == MAX_DUPLICATE_ASKS:
+        if twin is None or attempt >= MAX_DUPLICATE_ASKS:
             return trial, config
         reason = StopReason(StopKind.DUPLICATE, f"duplicate: the same parameters as trial {twin}, which is "
                                                 f"running; not trained, another config was asked for")
         for key, value in {**reason.attrs(), Key.DUPLICATE_OF: twin}.items():
             trial.set_user_attr(key, value)
         _tell(study, trial, state=TrialState.FAIL)
-    raise AssertionError("unreachable")
+    limit = oom_limits(study).get(device or "this machine", {})
+    raise StudyError(f"Study {study.study_name!r}: the sampler proposed batch sizes of {limit.get('batch_size')} or "
+                     f"more {MAX_OOM_ASKS} times in a row, and those ran out of memory on {device or 'this machine'} "
+                     f"(trial {limit.get('trial')}); use a space with smaller batch sizes.")
+
+
+def oom_limits(study: optuna.Study) -> dict[str, dict[str, int]]:
+    """Per device: the smallest batch size that ran out of memory there, and in which trial."""
+    limits = study.user_attrs.get(StudyKey.OOM_BATCH)
+    return limits if isinstance(limits, dict) else {}
+
+
+def _record_oom(study: optuna.Study, device: str, batch_size: int, number: int) -> str:
+    """Remembers that ``batch_size`` ran out of memory on ``device``; returns what the trial's reason adds."""
+    key = device or "this machine"
+    with contextlib.suppress(Exception):
+        limits = dict(oom_limits(study))
+        if key not in limits or batch_size < limits[key]["batch_size"]:
+            limits[key] = {"batch_size": batch_size, "trial": number}
+            study.set_user_attr(StudyKey.OOM_BATCH, limits)
+    return f"; batch sizes of {batch_size} or more are not trained on {key} from now on"
+
+
+def _avoid_oom(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config: TrainConfig, device: str) -> bool:
+    """A config at a batch size that ran out of memory on this device before is not trained: the trial is
+    failed with the reason, and another asked for."""
+    key = device or "this machine"
+    limit = oom_limits(study).get(key)
+    if not limit or config.batch_size < limit["batch_size"]:
+        return False
+    reason = StopReason(StopKind.OUT_OF_MEMORY, f"out of memory avoided: batch size {config.batch_size} is not "
+                                                f"trained on {key}, where batch size {limit['batch_size']} ran out "
+                                                f"of memory (trial {limit['trial']})")
+    for k, value in {**reason.attrs(), Key.OOM_AVOIDED: True}.items():
+        trial.set_user_attr(k, value)
+    _tell(study, trial, state=TrialState.FAIL)
+    return True
 
 
 def _running_twin(study: optuna.Study, trial: optuna.Trial) -> int | None:
@@ -429,8 +488,17 @@ def report_epoch(plan: RunPlan, trial: optuna.Trial, config: TrainConfig, epoch:
                  deadline: float | None) -> None:
     """Reports a trial's validation value of one epoch; raises ``TrialPruned`` when the pruner stops it, and
     ``_TimedOut`` past ``deadline`` (unless it was the last epoch)."""
-    trial.report(value, epoch)
-    check_epoch(plan, config, epoch, value, deadline, trial.should_prune())
+    if plan.multi:
+        # Optuna reports and prunes single-objective trials only: the value goes to the storage directly and
+        # the pruner judges it on the first objective, as it would in a study of that objective alone.
+        from tuner.study._writes import StudyView
+
+        storage_of(trial.study).set_trial_intermediate_value(trial._trial_id, epoch, value)
+        prune = StudyView(trial.study).should_prune(trial._trial_id)
+    else:
+        trial.report(value, epoch)
+        prune = trial.should_prune()
+    check_epoch(plan, config, epoch, value, deadline, prune)
 
 
 def check_epoch(plan: RunPlan, config: TrainConfig, epoch: int, value: float, deadline: float | None,
@@ -456,7 +524,8 @@ def finish_trial(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config
         attrs.update(reason.attrs())
     try:
         _retried(lambda: write_attrs(study, trial._trial_id, attrs))
-        _tell(study, trial, values=value if state == TrialState.COMPLETE else None, state=state)
+        _tell(study, trial, values=plan.values(value, seconds) if state == TrialState.COMPLETE else None,
+              state=state)
     except optuna.exceptions.UpdateFinishedTrialError:
         # Reaped while it ran (its heartbeat stalled): the trial is FAIL and its parameters queued again.
         lost = StopReason(StopKind.DISCARDED, "discarded: the trial was failed by another worker after its "
@@ -510,7 +579,8 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
         finish(TrialState.FAIL, StopReason(StopKind.INTERRUPTED, "interrupted"), attrs=executor.partial())
         raise
     except torch.cuda.OutOfMemoryError as exc:
-        reason = StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {exc}".splitlines()[0][:1000])
+        added = _record_oom(study, executor.device, config.batch_size, trial.number)
+        reason = StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {exc}".splitlines()[0][:800] + added)
         attrs = {Key.OOM: True, Key.TRACEBACK: traceback.format_exc()[-4000:], **executor.partial()}
         del exc
         executor.release_memory()

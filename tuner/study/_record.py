@@ -38,6 +38,7 @@ class Key:
     DUPLICATE_OF = "duplicate_of"
     DIVERGED = "diverged"
     OOM = "oom"
+    OOM_AVOIDED = "oom_avoided"  # not trained: its batch size ran out of memory on this device before
     TIMED_OUT = "timed_out"
     RETRY_OF = "retry_of"
     RETRY_DEPTH = "retry_depth"
@@ -58,6 +59,7 @@ class StudyKey:
     TUNE = "tuner:tune"
     CONFIRMATION = "tuner:confirmation"
     CALIBRATION = "tuner:calibration"
+    OOM_BATCH = "tuner:oom_batch"  # per device: the smallest batch size that ran out of memory, and the trial
 
 
 class StopKind(str, Enum):
@@ -150,15 +152,66 @@ def record_of(trial: FrozenTrial) -> TrialRecord:
     message = attrs.get(Key.REASON)
     reason = StopReason.parse(str(message), attrs.get(Key.REASON_KIND)) if message else None
     test = attrs.get(Key.TEST_VALUE)
-    return TrialRecord(trial.number, trial.state.name, trial.value if trial.values else None,
+    return TrialRecord(trial.number, trial.state.name, primary(trial),
                        float(test) if isinstance(test, (int, float)) else None, attrs.get(Key.CONFIG), reason,
                        float(attrs.get(Key.SECONDS) or 0.0), list(attrs.get(Key.VAL_HISTORY) or []),
                        attrs.get(Key.ERROR_AT), trial)
 
 
+def primary(trial: FrozenTrial) -> float | None:
+    """A trial's value; in a study with several objectives (``objectives: [accuracy, train_seconds]``), the
+    first, the objective's metric, which pruning, ranking and importances use."""
+    return trial.values[0] if trial.values else None
+
+
+def secondary(trial: FrozenTrial) -> list[float]:
+    """The values of a trial's other objectives (empty in a single-objective study)."""
+    return list(trial.values[1:]) if trial.values else []
+
+
 def direction_of(study: optuna.Study) -> str:
-    """``"maximize"`` or ``"minimize"``."""
-    return "maximize" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "minimize"
+    """``"maximize"`` or ``"minimize"``: the direction of the study's (first) objective."""
+    return "maximize" if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else "minimize"
+
+
+def objectives_of(study: optuna.Study) -> list[str]:
+    """The names of a study's objectives: its metric, then any others it was created with."""
+    spec = study.user_attrs.get(StudyKey.SPEC) or {}
+    names = spec.get("objectives") if isinstance(spec, dict) else None
+    if isinstance(names, list) and len(names) == len(study.directions):
+        return [str(n) for n in names]
+    return [str(study.user_attrs.get(StudyKey.METRIC) or "value")] + [f"objective {i + 2}" for i in
+                                                                      range(len(study.directions) - 1)]
+
+
+def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
+    """The complete trials no other complete trial beats on every objective, by their first objective, best
+    first (a single-objective study: the best trial)."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.values and all(math.isfinite(v) for v in t.values)]
+    signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
+    keyed = [(tuple(s * v for s, v in zip(signs, t.values, strict=True)), t) for t in done]
+    front = [t for k, t in keyed
+             if not any(all(a <= b for a, b in zip(o, k, strict=True)) and o != k for o, _ in keyed)]
+    return sorted(front, key=lambda t: (signs[0] * t.values[0], t.number))
+
+
+def knee(study: optuna.Study) -> FrozenTrial | None:
+    """The Pareto-front trial of a two-objective study that gives up least on one objective for the other:
+    with both scaled to [0, 1] over the front, the point farthest from the line through the two extremes
+    (the best first-objective trial when the front has under three points)."""
+    front = pareto_front(study)
+    if len(front) < 3 or len(study.directions) != 2:
+        return front[0] if front else None
+    signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
+    pts = [[s * v for s, v in zip(signs, t.values, strict=True)] for t in front]
+    lows = [min(p[i] for p in pts) for i in range(2)]
+    spans = [max(p[i] for p in pts) - lows[i] or 1.0 for i in range(2)]
+    norm = [[(p[i] - lows[i]) / spans[i] for i in range(2)] for p in pts]
+    (x1, y1), (x2, y2) = norm[0], norm[-1]
+    length = math.hypot(x2 - x1, y2 - y1) or 1.0
+    dist = [abs((y2 - y1) * x - (x2 - x1) * y + x2 * y1 - y2 * x1) / length for x, y in norm]
+    return front[max(range(len(front)), key=lambda i: (dist[i], -i))]
 
 
 def better(a: float, b: float, direction: str) -> bool:
@@ -169,9 +222,9 @@ def better(a: float, b: float, direction: str) -> bool:
 def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Complete trials with a finite value, best first (ties: the earlier trial first)."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.value is not None and math.isfinite(t.value)]
+            if t.values and math.isfinite(t.values[0])]
     sign = -1.0 if direction_of(study) == "maximize" else 1.0
-    return sorted(done, key=lambda t: (sign * t.value, t.number))
+    return sorted(done, key=lambda t: (sign * t.values[0], t.number))
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:

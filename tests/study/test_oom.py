@@ -1,0 +1,102 @@
+"""A batch size that ran out of memory on a device is not trained there again; the study goes on."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tuner.errors import StudyError
+from tuner.study import StudySpec, create_or_join, prepare
+from tuner.study._local import run_prepared
+from tuner.study._record import Key, StudyKey
+
+# The synthetic data, with a model that runs out of memory in training at 64 samples a batch or more (as a
+# model too large for the device does; torch raises the same error).
+HUNGRY = textwrap.dedent(
+    '''
+    import torch
+    from torch import nn
+    from sklearn.datasets import make_classification
+    from tuner.objectives import Objective, from_arrays, split_arrays
+
+
+    def load_data():
+        x, y = make_classification(n_samples=300, n_features=8, n_classes=2, random_state=0)
+        x_rest, y_rest, x_test, y_test = split_arrays(x, y, 0.2, stratify=True)
+        x_train, y_train, x_val, y_val = split_arrays(x_rest, y_rest, 0.2, stratify=True)
+        return from_arrays(x_train, y_train, x_val, y_val, x_test, y_test, n_classes=2)
+
+
+    class Hungry(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+
+        def forward(self, x):
+            if self.training and x.shape[0] >= 64:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return self.net(x)
+
+
+    objective = Objective("hungry", load_data=load_data, build_model=lambda data: Hungry(), metric="accuracy")
+    '''
+)
+
+
+@pytest.fixture
+def hungry(tmp_path: Path) -> str:
+    path = tmp_path / "hungry.py"
+    path.write_text(HUNGRY)
+    return f"{path}:objective"
+
+
+def test_after_an_oom_at_batch_b_no_batch_of_b_or_more_trains_on_that_device(hungry: str, storage_url: str,
+                                                                              tmp_path: Path) -> None:
+    space = tmp_path / "s.yaml"
+    space.write_text("optimizer: {adam: {lr: {low: 1.0e-3, high: 1.0e-2, log: true}}}\n"
+                     "batch_size: {choices: [16, 32, 64, 128]}\n")
+    spec = StudySpec(name="oom", objective=hungry, space=str(space), n_trials=10, epochs=2, storage=storage_url,
+                     device="cpu", sampler="random", pruner="none", known_starts=False)
+    prepared = prepare(spec)
+    study = create_or_join(prepared)
+    run_prepared(study, prepared)
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    ran_out = [t for t in trials if t.user_attrs.get(Key.OOM)]
+    assert ran_out, "no trial drew a batch of 64 or more"
+    first = ran_out[0]
+    b = first.user_attrs[Key.CONFIG]["batch_size"]
+    assert f"batch sizes of {b} or more are not trained on cpu from now on" in first.user_attrs[Key.REASON]
+    later = [t for t in trials if t.number > first.number]
+    for t in later:
+        if t.user_attrs[Key.CONFIG]["batch_size"] >= b:
+            assert t.state == TrialState.FAIL and t.user_attrs.get(Key.OOM_AVOIDED) is True
+            assert t.user_attrs[Key.REASON].startswith("out of memory avoided: batch size ")
+            assert not t.user_attrs.get(Key.VAL_HISTORY)  # not trained
+        else:
+            assert t.state == TrialState.COMPLETE
+    assert study.user_attrs[StudyKey.OOM_BATCH]["cpu"]["batch_size"] <= b
+    # The budget counts trials that trained: ten finished ones besides those that ran out of memory.
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 10
+
+
+def test_a_space_whose_every_batch_runs_out_of_memory_stops_the_study_with_the_reason(hungry: str,
+                                                                                      storage_url: str,
+                                                                                      tmp_path: Path) -> None:
+    space = tmp_path / "s.yaml"
+    space.write_text("optimizer: {adam: {lr: {low: 1.0e-3, high: 1.0e-2, log: true}}}\n"
+                     "batch_size: {choices: [64, 128]}\n")
+    spec = StudySpec(name="oom2", objective=hungry, space=str(space), n_trials=5, epochs=1, storage=storage_url,
+                     device="cpu", sampler="random", known_starts=False)
+    prepared = prepare(spec)
+    study = create_or_join(prepared)
+    with pytest.raises(StudyError, match=r"ran out of memory on cpu \(trial \d+\); use a space with smaller"):
+        run_prepared(study, prepared)
+    assert not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    stored = optuna.load_study(study_name="oom2", storage=storage_url).user_attrs[StudyKey.OOM_BATCH]["cpu"]
+    assert stored["batch_size"] == 64  # once 64 ran out too, nothing at all is trained
+    trained = [t for t in study.trials if t.user_attrs.get(Key.OOM)]
+    assert 1 <= len(trained) <= 2  # at most one run out of memory at 128 and one at 64; the rest avoided
