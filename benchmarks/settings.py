@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import shlex
+import sys
 import statistics
 import time
 from datetime import date
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--tag", default="", help="a name for the result files")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     reference = json.loads(args.reference.read_text())
     peers = {(r["workload"], r["seed"]): r for r in reference["search"] if r["tool"] == "peer-tpe"}
     torch.set_num_threads(os.cpu_count() or 1)

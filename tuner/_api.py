@@ -16,7 +16,7 @@ import optuna
 from tuner.config import TrainConfig
 from tuner.errors import ConfigError, StudyError
 from tuner.study._engine import RunPlan, TrialContext, TrialOutcome, UserExecutor, run_config, run_trials
-from tuner.study._record import StudyKey, best_trial, direction_of, ranked_trials
+from tuner.study._record import StudyKey, best_trial, direction_of, primary, ranked_trials
 
 __all__ = ["TrialContext", "TuneResult", "suggest", "tune"]
 
@@ -62,7 +62,7 @@ class TuneResult:
 
     @property
     def best_value(self) -> float:
-        return float(self.best_trial.value)
+        return float(primary(self.best_trial))
 
     def fit(self, config: TrainConfig) -> tuple[float, float | None]:
         """Runs ``train_fn`` once on ``config`` outside the study (no pruning; seeded from ``config.seed``)."""
@@ -203,7 +203,7 @@ def tune(
         done += outcome.state in ("COMPLETE", "PRUNED")
         if verbose:
             best = best_trial(s)
-            print(trial_line(outcome, done, n_trials, best.value if best else None), flush=True)
+            print(trial_line(outcome, done, n_trials, primary(best) if best else None), flush=True)
 
     if verbose:
         print(f"tuning {getattr(train_fn, '__qualname__', 'train_fn')} over space {search.name!r}: study {name!r}, "
@@ -220,7 +220,7 @@ def tune(
     if verbose:
         ranked = ranked_trials(study)
         stop = " (timeout reached)" if run.stopped_by == "timeout" else ""
-        best = (f"; best trial {ranked[0].number}: {metric} {ranked[0].value:.4f}" if ranked else
+        best = (f"; best trial {ranked[0].number}: {metric} {primary(ranked[0]):.4f}" if ranked else
                 "; no complete trial")
         print(f"ran {len(run.outcomes)} trial(s) in {run.seconds:.1f}s{stop}{best}", file=sys.stdout, flush=True)
     return TuneResult(study, train_fn, seed)

@@ -34,7 +34,8 @@ __all__ = ["PackTrainer", "Member", "pack_key", "packable", "FAMILIES"]
 
 # The update rule each packable optimizer uses: one fused update per family, coefficients per member.
 FAMILIES = {"sgd": "sgd", "momentum": "sgd", "nesterov": "sgd", "adam": "adam", "adamw": "adam",
-            "adamax": "adamax", "rmsprop": "rmsprop", "adagrad": "adagrad", "nadam": "nadam", "nadamw": "nadam", "radam": "radam"}
+            "adamax": "adamax", "rmsprop": "rmsprop", "adagrad": "adagrad", "nadam": "nadam", "nadamw": "nadam",
+            "radam": "radam"}
 
 
 def packable(config: TrainConfig) -> str | None:

@@ -30,6 +30,7 @@ SAMPLER_CLASSES = {
     "qmc": optuna.samplers.QMCSampler,
     "cmaes": optuna.samplers.CmaEsSampler,
     "gp": optuna.samplers.GPSampler,
+    "nsgaii": optuna.samplers.NSGAIISampler,
     "grid": optuna.samplers.RandomSampler,  # the grid's points are enqueued trials
 }
 PRUNER_CLASSES = {
@@ -113,7 +114,7 @@ def test_unknown_builtin_spec_name():
 @pytest.mark.parametrize(
     ("field", "value", "expected"),
     [
-        ("sampler", "tpee", "Unknown sampler 'tpee'. Valid: cmaes, gp, grid, qmc, random, tpe. Did you mean 'tpe'?"),
+        ("sampler", "tpee", "Unknown sampler 'tpee'. Valid: cmaes, gp, grid, nsgaii, qmc, random, tpe. Did you mean 'tpe'?"),
         ("pruner", "medain", "Unknown pruner 'medain'. Valid: hyperband, median, none, patient, percentile, "
                              "successive_halving, wilcoxon. Did you mean 'median'?"),
     ],

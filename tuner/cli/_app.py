@@ -220,7 +220,7 @@ def study_create(
     name: Annotated[str | None, typer.Option(help="Study name.")] = None,
     objective: Annotated[str | None, typer.Option(help="Built-in objective, path/file.py:attr or module:attr.")] = None,
     space: Annotated[str | None, typer.Option(help="Built-in search space or a YAML file.")] = None,
-    sampler: Annotated[str | None, typer.Option(help="tpe, random, qmc, cmaes, gp or grid.")] = None,
+    sampler: Annotated[str | None, typer.Option(help="tpe, random, qmc, cmaes, gp, nsgaii or grid.")] = None,
     pruner: Annotated[str | None, typer.Option(help="median, percentile, successive_halving, hyperband, "
                                                     "wilcoxon, patient or none.")] = None,
     n_trials: Annotated[int | None, typer.Option(help="Trials to finish (complete or pruned).")] = None,
@@ -232,6 +232,10 @@ def study_create(
     threads: Annotated[int | None, typer.Option(help="Torch threads [default: timed at start].")] = None,
     data: Annotated[str | None, typer.Option(help="CSV file (objective 'tabular').")] = None,
     target: Annotated[str | None, typer.Option(help="Target column (objective 'tabular').")] = None,
+    objectives: Annotated[str | None, typer.Option(
+        "--objectives", metavar="METRIC,train_seconds", help="Several objectives: the objective's metric, then "
+                                                              "train_seconds; show and report draw the Pareto "
+                                                              "front and recommend its knee.")] = None,
     calibrate: Annotated[bool | None, typer.Option("--calibrate", help="Run an LR range test first and search "
                                                                       "the lr ranges it suggests (tuner lr-find)."
                                                    )] = None,
@@ -260,8 +264,8 @@ def study_create(
     spec_obj = base.with_overrides(
         name=name, objective=objective, space=space, sampler=sampler, pruner=pruner, n_trials=n_trials,
         timeout=timeout, epochs=epochs, storage=storage, device=device, seed=seed, data=data, target=target,
-        threads=threads, pack=pack, calibrate=calibrate, enqueue=enqueue or None, warm_start=warm_start,
-        known_starts=False if no_known_starts else None,
+        threads=threads, pack=pack, calibrate=calibrate, objectives=objectives, enqueue=enqueue or None,
+        warm_start=warm_start, known_starts=False if no_known_starts else None,
     )
     prepared = prepare(spec_obj)
     study = create_or_join(prepared, force=force)

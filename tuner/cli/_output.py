@@ -24,7 +24,7 @@ from rich.text import Text
 
 from tuner._secrets import RedactingStream, redact
 from tuner.study._engine import TrialOutcome, counts
-from tuner.study._record import best_trial
+from tuner.study._record import best_trial, primary
 from tuner.study._session import trial_line
 
 stdout = RedactingStream(lambda: sys.stdout)
@@ -114,7 +114,7 @@ class TrialProgress:
 
     def _stats(self, study: optuna.Study) -> str:
         best = best_trial(study)
-        return f"pruned {self.pruned} failed {self.failed} best {fmt(best.value if best else None)}"
+        return f"pruned {self.pruned} failed {self.failed} best {fmt(primary(best) if best else None)}"
 
     def __enter__(self) -> TrialProgress:
         if self.progress is not None:
@@ -146,7 +146,7 @@ class TrialProgress:
                                                    one_line(outcome.reason)))
             return
         best = best_trial(study)
-        line = trial_line(outcome, self.done, self.n_trials, best.value if best else None)
+        line = trial_line(outcome, self.done, self.n_trials, primary(best) if best else None)
         stream = stderr if self.quiet else stdout
         stream.write(clean(line) + "\n")
         stream.flush()
@@ -183,9 +183,48 @@ def print_summary(summary: dict[str, Any]) -> None:
     out.print(table)
 
 
+def print_pareto(summary: dict[str, Any]) -> None:
+    """The Pareto front of a study with several objectives, its knee marked."""
+    names = summary["objectives"]
+    knee = (summary.get("knee") or {}).get("number")
+    table = Table(title=f"Pareto front ({' vs '.join(names)}; * = knee, the recommendation)", title_justify="left")
+    for col in ("trial", *names, "config"):
+        table.add_column(col, justify="left" if col == "config" else "right", overflow="fold")
+    from tuner.config import TrainConfig
+
+    for row in summary["pareto"]:
+        values = [fmt(v) if i == 0 else f"{v:.3g}" for i, v in enumerate(row["values"])]
+        mark = "*" if row["number"] == knee else ""
+        table.add_row(Text(f"{row['number']}{mark}"), *(Text(v) for v in values),
+                      Text(cell(TrainConfig.from_dict(row["config"]).summary() if row["config"] else "-")))
+    out.print(table)
+
+
+def print_edges(summary: dict[str, Any]) -> None:
+    edges = summary.get("edges") or []
+    if edges:
+        echo(f"at the edge of the space (recommended trial): {len(edges)} parameter(s)", to_err=False)
+        for note in edges:
+            echo(f"  {one_line(note)}")
+        import shlex
+
+        echo(f"  `tuner study report {shlex.quote(summary['name'])}` writes narrowed-space.yaml with those ends "
+             f"widened")
+
+
 def print_best_config(summary: dict[str, Any]) -> None:
     import yaml
 
+    if summary.get("knee"):
+        print_pareto(summary)
+        knee = summary["knee"]
+        extra = ", ".join(f"{n} {v:.4g}" for n, v in zip(summary["objectives"][1:], knee["values"][1:], strict=True))
+        out.print(styled("\n", ("recommended config", "bold"), f" (trial {knee['number']}, the knee of the Pareto "
+                                                               f"front: validation {fmt(knee['value'])}, {extra}; "
+                                                               f"export --trial N takes another point):"))
+        out.print(Text(clean(yaml.safe_dump(knee["config"], sort_keys=False).rstrip())))
+        print_edges(summary)
+        return
     best = summary["best"]
     if best is None:
         echo("no complete trial: no best config")
@@ -193,6 +232,7 @@ def print_best_config(summary: dict[str, Any]) -> None:
     out.print(styled("\n", ("best config", "bold"), f" (trial {best['number']}, validation {fmt(best['value'])}, "
                                                      f"test {fmt(best['test_value'])}):"))
     out.print(Text(clean(yaml.safe_dump(best["config"], sort_keys=False).rstrip())))
+    print_edges(summary)
 
 
 def print_json(data: Any) -> None:

@@ -39,7 +39,7 @@ from tuner.report._confirm import (
     recommendation,
     stored_confirmation,
 )
-from tuner.study._record import Key, StudyKey
+from tuner.study._record import Key, StudyKey, primary
 
 __all__ = [
     "CONFIRMATION_ATTR",
@@ -227,7 +227,7 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
     for name, t in per_optimizer_best(study).items():
         from tuner.config import TrainConfig
 
-        per_opt.append({"optimizer": name, "trial": t.number, "value": t.value,
+        per_opt.append({"optimizer": name, "trial": t.number, "value": primary(t),
                         "test_value": t.user_attrs.get(Key.TEST_VALUE),
                         "summary": TrainConfig.from_dict(t.user_attrs[Key.CONFIG]).summary()})
     narrowed_yaml, narrowed_notes = None, []

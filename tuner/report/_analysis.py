@@ -16,7 +16,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FrozenTrial
 
 from tuner.errors import ConfigError, StudyError
-from tuner.study._record import Key, ranked_trials
+from tuner.study._record import Key, primary, ranked_trials
 
 __all__ = ["trials_frame", "Importance", "importances", "per_optimizer_best", "narrow_space", "complete_trials",
            "EVALUATORS"]
@@ -49,7 +49,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     rows = []
     for t in study.get_trials(deepcopy=False):
         row: dict[str, Any] = {
-            "number": t.number, "state": t.state.name, "value": t.value,
+            "number": t.number, "state": t.state.name, "value": primary(t),
             "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete,
             "duration_s": (t.datetime_complete - t.datetime_start).total_seconds()
             if t.datetime_complete and t.datetime_start else None,
@@ -177,7 +177,7 @@ def _imputed_study(trials: list[FrozenTrial], direction: optuna.study.StudyDirec
                 row[name] = _random_value(dist, rng)
     imputed = optuna.create_study(direction=direction)
     imputed.add_trials([
-        optuna.trial.create_trial(params=row, distributions={k: dists[k] for k in row}, value=t.value)
+        optuna.trial.create_trial(params=row, distributions={k: dists[k] for k in row}, value=primary(t))
         for row, t in zip(rows, trials, strict=True)
     ])
     return imputed, {name: present[name] / len(trials) for name in dists}
@@ -202,7 +202,7 @@ def importances(study: optuna.Study, evaluator: str = "ped-anova", seed: int = 0
     groups = _merge_groups(trials)
     # PED-ANOVA rates a parameter within the trials that have it, weighted by how many of the best trials
     # do: conditional parameters need nothing more. fANOVA needs every parameter in every trial.
-    imputed, present = _imputed_study(trials, study.direction, groups, seed, impute=evaluator == "fanova")
+    imputed, present = _imputed_study(trials, study.directions[0], groups, seed, impute=evaluator == "fanova")
     dists_all: dict[str, Any] = {}
     for t in imputed.trials:
         dists_all.update(t.distributions)

@@ -20,7 +20,7 @@ from tuner.config import TrainConfig
 from tuner.errors import StudyError, TunerError
 from tuner.report._analysis import complete_trials
 from tuner.study._engine import RunFailed
-from tuner.study._record import Key, StudyKey, direction_of
+from tuner.study._record import Key, StudyKey, direction_of, primary
 
 __all__ = ["Candidate", "Confirmation", "Recommendation", "confirm", "recommend", "recommendation",
            "stored_confirmation", "confirmation_seeds"]
@@ -155,7 +155,7 @@ def confirm(study: optuna.Study, fit: FitFn, *, top_k: int = 3, seeds: int = 3, 
     seed_list = confirmation_seeds(study_seed, seeds)
     candidates = []
     for t in top:
-        cand = Candidate(t.number, float(t.value), t.user_attrs[Key.CONFIG])
+        cand = Candidate(t.number, float(primary(t)), t.user_attrs[Key.CONFIG])
         for seed in seed_list:
             config = TrainConfig.from_dict({**cand.config, "seed": seed})
             try:
@@ -218,14 +218,25 @@ def recommendation(study: optuna.Study, fit: FitFn | None = None, *, trial: int 
                    seeds: int = 3, study_seed: int = 0, confirm_runs: bool = True,
                    on_run: Callable[[int, int, float], None] | None = None) -> Recommendation:
     """The config to hand over: ``trial`` if given; else the confirmed best (stored, or computed with
-    ``fit`` when ``confirm_runs``); else the best trial."""
+    ``fit`` when ``confirm_runs``); else the best trial. A study with several objectives recommends the knee
+    of its Pareto front (``tuner.study.knee``) as it is; ``trial`` takes any other point."""
+    if trial is None and len(study.directions) > 1:
+        from tuner.study._record import knee, objectives_of
+
+        point = knee(study)
+        if point is None:
+            raise StudyError(f"Study {study.study_name!r} has no complete trial to recommend.")
+        rec = recommendation(study, trial=point.number)
+        rec.source = (f"the knee of the Pareto front of {' vs '.join(objectives_of(study))} (export --trial N "
+                      f"takes another point)")
+        return rec
     if trial is not None:
         frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == trial), None)
         if frozen is None or Key.CONFIG not in frozen.user_attrs:
             numbers = [t.number for t in study.get_trials(deepcopy=False) if Key.CONFIG in t.user_attrs]
             raise StudyError(f"Study {study.study_name!r} has no trial {trial} with a config "
                              f"(trials {min(numbers, default=0)}..{max(numbers, default=-1)}).")
-        return Recommendation(TrainConfig.from_dict(frozen.user_attrs[Key.CONFIG]), trial, frozen.value, None,
+        return Recommendation(TrainConfig.from_dict(frozen.user_attrs[Key.CONFIG]), trial, primary(frozen), None,
                               frozen.user_attrs.get(Key.TEST_VALUE), None,
                               f"trial {trial} ({frozen.state.name.lower()})")
     conf = None
@@ -242,5 +253,5 @@ def recommendation(study: optuna.Study, fit: FitFn | None = None, *, trial: int 
     if not ranked:
         raise StudyError(f"Study {study.study_name!r} has no complete trial to recommend.")
     best_t = ranked[0]
-    return Recommendation(TrainConfig.from_dict(best_t.user_attrs[Key.CONFIG]), best_t.number, best_t.value, None,
+    return Recommendation(TrainConfig.from_dict(best_t.user_attrs[Key.CONFIG]), best_t.number, primary(best_t), None,
                           best_t.user_attrs.get(Key.TEST_VALUE), None, f"best trial ({best_t.number}), not re-run")

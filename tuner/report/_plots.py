@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from tuner.config import TrainConfig  # noqa: E402
 from tuner.optim import lr_factors  # noqa: E402
 from tuner.report._analysis import Importance, complete_trials, per_optimizer_best  # noqa: E402
-from tuner.study._record import Key, direction_of
+from tuner.study._record import Key, direction_of, primary
 
 __all__ = ["draw_all", "PLOTS"]
 
@@ -44,7 +44,9 @@ def _maximize(study: optuna.Study) -> bool:
 def history(study: optuna.Study, metric: str, path: Path) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ax = optuna.visualization.matplotlib.plot_optimization_history(study, target_name=_metric_label(metric))
+        target = primary if len(study.directions) > 1 else None  # the metric of a study with several objectives
+        ax = optuna.visualization.matplotlib.plot_optimization_history(study, target=target,
+                                                                       target_name=_metric_label(metric))
     fig = ax.figure
     fig.set_size_inches(7, 4)
     ax.set_title("Optimization history (complete trials)")
@@ -110,7 +112,7 @@ def parallel_coordinates(study: optuna.Study, names: list[str], members: Members
     trials = complete_trials(study)[::-1]  # best drawn last, on top
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(names) + 2), 4.5))
     data, cats, _ = _encoded(trials, names, members)
-    values = np.array([t.value for t in trials])
+    values = np.array([primary(t) for t in trials])
     norm = plt.Normalize(values.min(), values.max()) if len(values) else None
     cmap = plt.get_cmap("viridis" if _maximize(study) else "viridis_r")
     xs = np.arange(len(names))
@@ -139,7 +141,7 @@ def slices(study: optuna.Study, names: list[str], members: Members, metric: str,
     optimizers = sorted({t.params.get("optimizer", "") for t in trials})
     colors = {o: plt.get_cmap("tab10")(i % 10) for i, o in enumerate(optimizers)}
     for ax, name in zip(axes.flat, names, strict=False):
-        pts = [(v, t.value, t.params.get("optimizer", "")) for t in trials
+        pts = [(v, primary(t), t.params.get("optimizer", "")) for t in trials
                if (v := _value(t, name, members)) is not None]
         dist = _dists(trials, name, members)[0]
         if isinstance(dist, optuna.distributions.CategoricalDistribution):
@@ -170,7 +172,7 @@ def lr_batch_contour(study: optuna.Study, metric: str, path: Path) -> Path:
         config = t.user_attrs.get(Key.CONFIG) or {}
         lr, bs = (config.get("optimizer") or {}).get("lr"), config.get("batch_size")
         if lr and bs:
-            pts.append((float(lr), float(bs), t.value, config["optimizer"]["name"]))
+            pts.append((float(lr), float(bs), primary(t), config["optimizer"]["name"]))
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     cmap = plt.get_cmap("viridis" if _maximize(study) else "viridis_r")
     if pts:
@@ -234,11 +236,11 @@ def optimizer_comparison(study: optuna.Study, metric: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(names) + 2), 4))
     rng = np.random.default_rng(0)
     for i, name in enumerate(names):
-        vals = [t.value for t in trials
+        vals = [primary(t) for t in trials
                 if (t.user_attrs.get(Key.CONFIG) or {}).get("optimizer", {}).get("name") == name]
         ax.scatter(i + rng.uniform(-0.15, 0.15, len(vals)), vals, s=12, alpha=0.5, color="0.4")
-        ax.scatter([i], [bests[name].value], marker="*", s=180, color="#d95f02", zorder=3)
-        ax.text(i, bests[name].value, f"  {bests[name].value:.4g}\n  n={len(vals)}", fontsize=7, va="bottom")
+        ax.scatter([i], [primary(bests[name])], marker="*", s=180, color="#d95f02", zorder=3)
+        ax.text(i, primary(bests[name]), f"  {primary(bests[name]):.4g}\n  n={len(vals)}", fontsize=7, va="bottom")
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel(_metric_label(metric))
     ax.set_title("Per optimizer: every complete trial, and the best (star)")
@@ -261,7 +263,45 @@ def lr_schedule(config: TrainConfig, steps_per_epoch: int, path: Path) -> Path:
     return _save(fig, path)
 
 
+def pareto(study: optuna.Study, metric: str, path: Path) -> Path | None:
+    """A study with several objectives: every complete trial by its metric and its cost, the Pareto front
+    joined as a step line, the knee (the recommendation) starred."""
+    from tuner.study._record import knee, objectives_of, pareto_front
+
+    if len(study.directions) != 2:
+        return None
+    trials = [t for t in complete_trials(study) if t.values and len(t.values) == 2]
+    front = sorted(pareto_front(study), key=lambda t: t.values[1])
+    point = knee(study)
+    names = objectives_of(study)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter([t.values[1] for t in trials], [t.values[0] for t in trials], s=14, color="0.6", alpha=0.6,
+               label="complete trials")
+    ax.step([t.values[1] for t in front], [t.values[0] for t in front], where="post", color="#1b9e77", lw=1.5)
+    ax.scatter([t.values[1] for t in front], [t.values[0] for t in front], s=28, color="#1b9e77",
+               label=f"Pareto front ({len(front)})", zorder=3)
+    for t in front:
+        ax.annotate(f" {t.number}", (t.values[1], t.values[0]), fontsize=7)
+    if point is not None:
+        ax.scatter([point.values[1]], [point.values[0]], marker="*", s=240, color="#d95f02", zorder=4,
+                   label=f"knee: trial {point.number} (recommended)")
+    ax.set_xlabel(names[1].replace("_", " ") + (" (log scale)" if _spread(trials) else ""))
+    if _spread(trials):
+        ax.set_xscale("log")
+    ax.set_ylabel(_metric_label(metric))
+    ax.set_title(f"{names[0]} against {names[1]}", fontsize=11)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+def _spread(trials: list[FrozenTrial]) -> bool:
+    costs = [t.values[1] for t in trials if t.values[1] > 0]
+    return bool(costs) and max(costs) / min(costs) > 20
+
+
 PLOTS: dict[str, str] = {
+    "pareto": "Pareto front",
     "history": "Optimization history",
     "importance": "Hyperparameter importance",
     "parallel": "Parallel coordinates",
@@ -279,6 +319,7 @@ def draw_all(study: optuna.Study, out_dir: Path, metric: str, imps: list[Importa
     params = [i.name for i in imps if i.importance > 0][:8]
     members = {i.name: i.merged_from for i in imps if i.merged_from}
     jobs: dict[str, Callable[[Path], Any]] = {
+        "pareto": lambda p: pareto(study, metric, p),
         "history": lambda p: history(study, metric, p),
         "importance": lambda p: importance_bars(imps, p, evaluator) if imps else None,
         "parallel": lambda p: parallel_coordinates(study, params, members, metric, p) if len(params) >= 2 else None,
@@ -293,7 +334,8 @@ def draw_all(study: optuna.Study, out_dir: Path, metric: str, imps: list[Importa
         path = out_dir / f"{key}.png"
         try:
             if job(path) is None:
-                skipped[key] = "not enough varied trials"
+                if key != "pareto" or len(study.directions) > 1:  # a single objective has no front to draw
+                    skipped[key] = "not enough varied trials"
                 continue
         except Exception as exc:  # one figure that cannot be drawn must not cost the report
             plt.close("all")

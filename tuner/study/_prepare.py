@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 
 from tuner._version import __version__
-from tuner.errors import ConfigError, StudyError
+from tuner.errors import ConfigError, StudyError, unknown_name_message
 from tuner.objectives import Objective, load_objective
 from tuner.spaces import SearchSpace, load_space
 from tuner.study._engine import RunPlan, TrainerExecutor
@@ -77,13 +77,23 @@ class PreparedStudy:
     def direction(self) -> str:
         return self.objective.direction
 
+    @property
+    def objectives(self) -> list[str]:
+        """The study's objectives: the objective's metric, then ``train_seconds`` where the spec asks for it."""
+        return [self.objective.metric, *self.spec.objectives[1:]] if self.spec.objectives else [self.objective.metric]
+
+    @property
+    def directions(self) -> list[str]:
+        return [self.direction] + ["minimize" for _ in self.objectives[1:]]
+
     def plan(self) -> RunPlan:
         """What the trial engine needs to run this study's trials."""
         spec = self.spec
         return RunPlan(name=self.name, storage_url=self.storage_url, space=self.space, epochs=spec.epochs,
                        seed=spec.seed, n_trials=spec.n_trials, timeout=spec.timeout,
                        heartbeat_interval=spec.heartbeat_interval, grace_period=spec.grace_period,
-                       pruner_name=spec.pruner_name, sampler_name=spec.sampler_name)
+                       pruner_name=spec.pruner_name, sampler_name=spec.sampler_name,
+                       objectives=self.objectives)
 
     def executor(self) -> TrainerExecutor:
         return TrainerExecutor(self.trainer)
@@ -97,6 +107,7 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None) -> Prepar
     if spec.epochs is None:
         spec = spec.with_overrides(epochs=objective.trial_epochs)
     _check_threads(spec.threads)
+    _check_objectives(spec, objective)
     trainer = Trainer(objective, device=spec.device)
     n_train = len(trainer.data.x_train)
     too_big = [b for b in space.batch_size.endpoints() if isinstance(b, int) and b > n_train]
@@ -118,7 +129,7 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None) -> Prepar
             spec = spec.with_overrides(n_trials=len(grid))
         # Spread a partial grid (n_trials below the grid's size) over the whole grid.
         random.Random(spec.seed).shuffle(grid)
-    context = {"seed": spec.seed, "epochs": spec.epochs}
+    context = {"seed": spec.seed, "epochs": spec.epochs, "multi": len(spec.objectives or []) > 1}
     sampler = build_sampler(spec.sampler, context)
     pruner = build_pruner(spec.pruner, context)
     _dry_run(spec, space, context)
@@ -162,6 +173,30 @@ def _calibrated(spec: StudySpec, space: SearchSpace, trainer: Trainer) -> tuple[
     return SearchSpace.from_dict(raw, name=f"{space.name} (calibrated)", source=space.source), result
 
 
+SECOND_OBJECTIVES = ("train_seconds",)
+
+
+def _check_objectives(spec: StudySpec, objective: Objective) -> None:
+    """``objectives: [<the objective's metric>, train_seconds]``: what a study with several objectives trades."""
+    if not spec.objectives:
+        return
+    first, *rest = spec.objectives
+    if first not in (objective.metric, "metric"):
+        raise ConfigError(f"objectives: the first must be the objective's metric, {objective.metric!r} (pruning "
+                          f"and ranking use it). Got {first!r} instead.")
+    for name in rest:
+        if name not in SECOND_OBJECTIVES:
+            raise ConfigError("objectives: " + unknown_name_message("second objective", name, SECOND_OBJECTIVES))
+    if len(rest) != len(set(rest)):
+        raise ConfigError(f"objectives: {spec.objectives!r} names one twice.")
+    if rest and spec.pack not in ("auto", 1):
+        raise ConfigError(f"objectives: train_seconds times each trial alone; pack: {spec.pack} would count a "
+                          f"pack's time for each member. Use pack: 1 (or auto).")
+    if rest and spec.sampler_name in ("cmaes", "grid"):
+        raise ConfigError(f"objectives: the {spec.sampler_name!r} sampler has one objective; with several use "
+                          f"tpe, nsgaii, gp, random or qmc.")
+
+
 def _check_threads(threads: int | None) -> None:
     cores = os.cpu_count() or 1
     limit = max(8, MAX_THREADS_PER_CORE * cores)
@@ -180,13 +215,15 @@ def _dry_run(spec: StudySpec, space: SearchSpace, context: dict[str, Any]) -> No
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            n = len(spec.objectives or [None])
             study = optuna.create_study(sampler=build_sampler(spec.sampler, context),
-                                        pruner=build_pruner(spec.pruner, context), direction="maximize")
+                                        pruner=build_pruner(spec.pruner, context), directions=["maximize"] * n)
             trial = study.ask()
             space.sample(trial, epochs=spec.epochs or 1, seed=0)
-            trial.report(0.5, 0)
-            trial.should_prune()
-            study.tell(trial, 0.5)
+            if n == 1:
+                trial.report(0.5, 0)
+                trial.should_prune()
+            study.tell(trial, [0.5] * n)
     except (ConfigError, StudyError):
         raise
     except Exception as exc:
@@ -277,6 +314,7 @@ def _joining_seed(seed: int, n_existing: int) -> int:
 def _identity(spec: dict[str, Any], fingerprint: str) -> dict[str, Any]:
     ident = {k: spec.get(k) for k in IDENTITY_FIELDS if k != "space"}
     ident["calibrate"] = bool(ident["calibrate"])  # a study stored before the key existed was not calibrated
+    ident["objectives"] = list(ident["objectives"] or [])[1:]  # what a study trades against its metric
     ident["space"] = fingerprint
     return ident
 
@@ -357,7 +395,7 @@ def _create_or_load(storage: optuna.storages.BaseStorage, prepared: PreparedStud
         _enqueue_grid(study, prepared)
         return study, existing[name].n_trials
     study = optuna.create_study(study_name=name, storage=storage, sampler=prepared.sampler,
-                                pruner=prepared.pruner, direction=prepared.direction, load_if_exists=False)
+                                pruner=prepared.pruner, directions=prepared.directions, load_if_exists=False)
     _store_attrs(study, prepared)
     _enqueue_grid(study, prepared)
     _enqueue_starts(study, prepared)
@@ -389,7 +427,7 @@ def _joining_sampler(prepared: PreparedStudy, n_existing: int, worker: int | Non
         seed = (seed * 1_000_003 + 7919 * (worker + 1) + n_existing) % 2**31
     if n_existing > 0:
         seed = _joining_seed(seed, n_existing)
-    context = {"seed": seed, "epochs": prepared.spec.epochs}
+    context = {"seed": seed, "epochs": prepared.spec.epochs, "multi": len(prepared.spec.objectives or []) > 1}
     return build_sampler(prepared.spec.sampler, context)
 
 
@@ -404,10 +442,10 @@ def _update_budget(study: optuna.Study, spec: StudySpec) -> None:
 def study_kind(user_attrs: dict[str, Any], n_directions: int = 1) -> str:
     """``tuner`` (created from a spec), ``tune`` (by ``tuner.tune()``), ``optuna`` (by Optuna or another
     tool) or ``multi-objective``."""
+    if StudyKey.SPEC in user_attrs:
+        return "tuner"  # a tuner study may have several objectives (``objectives: [accuracy, train_seconds]``)
     if n_directions > 1:
         return "multi-objective"
-    if StudyKey.SPEC in user_attrs:
-        return "tuner"
     if StudyKey.TUNE in user_attrs:
         return "tune"
     return "optuna"
@@ -431,7 +469,7 @@ def stored_spec(name: str, storage_url: str | None = None) -> tuple[StudySpec, d
     url = storage_url or default_storage()
     study = _load(name, url, readonly=True)
     attrs = study.user_attrs
-    if StudyKey.SPEC not in attrs or len(study.directions) > 1:
+    if StudyKey.SPEC not in attrs:
         if StudyKey.TUNE in attrs and len(study.directions) == 1:
             raise StudyError(f"Study {name!r} was created by tuner.tune() in Python: continue it by calling "
                              f"tuner.tune() again with the same storage and study_name.")

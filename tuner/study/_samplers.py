@@ -70,6 +70,8 @@ for _f in (
     Factory("qmc", optuna.samplers.QMCSampler,
             lambda c: {"seed": c.get("seed"), "scramble": True, "warn_independent_sampling": False},
             "scrambled Sobol quasi-random sequence"),
+    Factory("nsgaii", optuna.samplers.NSGAIISampler, _seed,
+            "NSGA-II genetic algorithm, for several objectives (objectives: [metric, train_seconds])"),
     Factory("cmaes", optuna.samplers.CmaEsSampler,
             lambda c: {"seed": c.get("seed"), "warn_independent_sampling": False},
             "CMA-ES on numeric parameters; categoricals sampled independently"),
@@ -123,9 +125,52 @@ def _named(spec: str | dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def build_sampler(spec: str | dict[str, Any], context: dict[str, Any]) -> optuna.samplers.BaseSampler:
-    """``spec`` is a name or ``{"name": ..., **options}``; ``context`` holds seed, epochs and grid."""
+    """``spec`` is a name or ``{"name": ..., **options}``; ``context`` holds seed, epochs and grid, and
+    ``multi`` for a study with several objectives."""
     name, options = _named(spec)
-    return _SAMPLERS.get(name).build(options, context, "sampler")
+    sampler = _SAMPLERS.get(name).build(options, context, "sampler")
+    return FirstObjectiveSampler(sampler) if context.get("multi") else sampler
+
+
+class _FirstDirection:
+    """A study with several objectives as a sampler sees it through ``FirstObjectiveSampler``."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    @property
+    def direction(self) -> optuna.study.StudyDirection:
+        return self._study.directions[0]
+
+
+class FirstObjectiveSampler(optuna.samplers.BaseSampler):
+    """A sampler for a study with several objectives. Optuna's TPE ranks pruned trials by their last reported
+    value in ``study.direction``, which such a study does not have; tuner prunes on the first objective (the
+    metric), so the sampler is shown that direction. Everything else is the wrapped sampler's."""
+
+    def __init__(self, sampler: optuna.samplers.BaseSampler) -> None:
+        self.sampler = sampler
+
+    def infer_relative_search_space(self, study, trial):  # type: ignore[no-untyped-def]
+        return self.sampler.infer_relative_search_space(_FirstDirection(study), trial)
+
+    def sample_relative(self, study, trial, search_space):  # type: ignore[no-untyped-def]
+        return self.sampler.sample_relative(_FirstDirection(study), trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):  # type: ignore[no-untyped-def]
+        return self.sampler.sample_independent(_FirstDirection(study), trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial):  # type: ignore[no-untyped-def]
+        self.sampler.before_trial(_FirstDirection(study), trial)
+
+    def after_trial(self, study, trial, state, values):  # type: ignore[no-untyped-def]
+        self.sampler.after_trial(_FirstDirection(study), trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.sampler.reseed_rng()
 
 
 def build_pruner(spec: str | dict[str, Any], context: dict[str, Any]) -> optuna.pruners.BasePruner:

@@ -7,6 +7,7 @@ engine); the caller gets a ``TrialOutcome`` per finished trial and a ``SessionRe
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from tuner.errors import ConfigError
 from tuner.study._engine import TrialOutcome, counts
 from tuner.study._local import run_prepared
 from tuner.study._prepare import PreparedStudy, study_kind
-from tuner.study._record import Key, StudyKey, best_trial, direction_of, ranked_trials, record_of
+from tuner.study._record import Key, StudyKey, best_trial, direction_of, primary, ranked_trials, record_of
 from tuner.study._storage import open_storage, storage_exists
 from tuner.study._workers import WorkerReport, parse_devices, run_workers
 
@@ -122,8 +123,11 @@ def outcome_of(trial: optuna.trial.FrozenTrial) -> TrialOutcome:
 
 def trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
     rec = record_of(t)
-    return {"number": rec.number, "value": rec.value, "test_value": rec.test_value,
-            "seconds": t.user_attrs.get(Key.SECONDS), "config": rec.config}
+    row = {"number": rec.number, "value": rec.value, "test_value": rec.test_value,
+           "seconds": t.user_attrs.get(Key.SECONDS), "config": rec.config}
+    if t.values and len(t.values) > 1:
+        row["values"] = list(t.values)
+    return row
 
 
 def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
@@ -135,7 +139,10 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
         rec = record_of(t)
         reasons[f"{t.state.name}: {rec.reason.group if rec.reason else 'no reason recorded'}"] += 1
     spec = study.user_attrs.get(StudyKey.SPEC, {})
+    pareto = _pareto(study)
+    anchor = pareto.get("knee") or (trial_row(ranked[0]) if ranked else None)
     return {
+        "edges": edge_notes(study, anchor["number"]) if anchor else [],
         "name": study.study_name,
         "direction": direction_of(study),
         "objective": spec.get("objective"),
@@ -146,7 +153,45 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
         "reasons": dict(reasons.most_common()),
         "best": trial_row(ranked[0]) if ranked else None,
         "top": [trial_row(t) for t in ranked[:top]],
+        **pareto,
     }
+
+
+EDGE = 0.05  # a value within this fraction of a range's end (log scale where the range is) sits at its edge
+
+
+def edge_notes(study: optuna.Study, number: int) -> list[str]:
+    """For the recommended trial (``number``): each parameter whose value sits at an end of its range, where
+    better values may lie beyond it."""
+    trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    if trial is None:
+        return []
+    notes = []
+    for name, dist in sorted(trial.distributions.items()):
+        if not isinstance(dist, (optuna.distributions.FloatDistribution, optuna.distributions.IntDistribution)):
+            continue
+        value = trial.params[name]
+        f = math.log if dist.log else float
+        span = f(dist.high) - f(dist.low)
+        if span <= 0:
+            continue
+        pos = (f(value) - f(dist.low)) / span
+        if pos <= EDGE or pos >= 1 - EDGE:
+            end = "low" if pos <= EDGE else "high"
+            notes.append(f"{name} = {value:.3g} sits at the {end} end of its range [{dist.low:.3g}, {dist.high:.3g}]: "
+                         f"better values may lie {'below' if end == 'low' else 'above'} it")
+    return notes
+
+
+def _pareto(study: optuna.Study) -> dict[str, Any]:
+    """A study with several objectives: their names, the Pareto front (best metric first) and its knee."""
+    if len(study.directions) < 2:
+        return {}
+    from tuner.study._record import knee, objectives_of, pareto_front
+
+    point = knee(study)
+    return {"objectives": objectives_of(study), "pareto": [trial_row(t) for t in pareto_front(study)],
+            "knee": trial_row(point) if point is not None else None}
 
 
 def _calibration(stored: Any) -> dict[str, Any] | None:
@@ -169,7 +214,7 @@ def list_studies(url: str) -> list[dict[str, Any]]:
         best = None
         if kind != "multi-objective":
             trial = best_trial(optuna.load_study(study_name=s.study_name, storage=opened))
-            best = None if trial is None else trial.value
+            best = None if trial is None else primary(trial)
         rows.append({"name": s.study_name, "kind": kind, "trials": s.n_trials,
                      "objective": spec.get("objective") if isinstance(spec, dict) else None, "best": best,
                      "created": s.datetime_start.isoformat(timespec="seconds") if s.datetime_start else None})

@@ -15,7 +15,8 @@ __all__ = ["StudySpec", "WarmStart", "load_spec", "list_specs", "IDENTITY_FIELDS
 
 # Fields that change what a study's trials mean. A study may not be continued with other values for them;
 # the budget (n_trials, timeout), device and storage may change from one run to the next.
-IDENTITY_FIELDS = ("objective", "data", "target", "space", "calibrate", "sampler", "pruner", "epochs", "seed")
+IDENTITY_FIELDS = ("objective", "data", "target", "space", "calibrate", "objectives", "sampler", "pruner", "epochs",
+                   "seed")
 MAX_NAME_LENGTH = 512
 
 
@@ -51,9 +52,12 @@ class StudySpec(BaseModel):
     data: str | None = Field(None, description="CSV file for the tabular objective")
     target: str | None = Field(None, description="target column for the tabular objective")
     space: str | dict[str, Any] = Field("default", description="built-in space name, YAML path, or mapping")
+    objectives: list[str] | None = Field(None, description="several objectives: the objective's metric, then "
+                                                          "train_seconds (a Pareto front of accuracy against cost; "
+                                                          "pruning on the metric)")
     calibrate: bool = Field(False, description="run an LR range test when the study is created and search "
                                                "the lr ranges it suggests (see `tuner lr-find`)")
-    sampler: str | dict[str, Any] = Field("tpe", description="tpe, random, qmc, cmaes, gp or grid")
+    sampler: str | dict[str, Any] = Field("tpe", description="tpe, random, qmc, cmaes, gp, nsgaii or grid")
     pruner: str | dict[str, Any] = Field("median", description="median, percentile, successive_halving, "
                                                                 "hyperband, wilcoxon, patient or none")
     n_trials: int = Field(30, gt=0, description="trials to finish (complete or pruned) in the study")
@@ -88,6 +92,15 @@ class StudySpec(BaseModel):
         if isinstance(values, list):
             return [str(Path(v).resolve()) if isinstance(v, str) and Path(v).is_file() else v for v in values]
         return values
+
+    @field_validator("objectives", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and len(value) == 1:
+            return None  # one objective: the metric, as without the key
+        return value
 
     @field_validator("warm_start", mode="before")
     @classmethod

@@ -125,7 +125,7 @@ def study_starts(name: Any, storage_url: str | None, space: SearchSpace, top: in
     import optuna
 
     from tuner.study._prepare import _load
-    from tuner.study._record import Key, ranked_trials
+    from tuner.study._record import Key, primary, ranked_trials
 
     if isinstance(name, optuna.Study):
         study, name = name, name.study_name
@@ -154,7 +154,7 @@ def study_starts(name: Any, storage_url: str | None, space: SearchSpace, top: in
         if key in seen:
             continue
         seen.add(key)
-        out.append(Start(f"study {name!r} trial {trial.number} ({trial.value:.4g})", fit.params, fit.changes))
+        out.append(Start(f"study {name!r} trial {trial.number} ({primary(trial):.4g})", fit.params, fit.changes))
         if len(out) == top:
             break
     note = f"{skipped} of its complete trials have an optimizer, schedule or initialiser this space lacks" \

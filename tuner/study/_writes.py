@@ -105,8 +105,12 @@ class StudyView:
         self._study = study
         self._trials = study.get_trials(deepcopy=False)
         self._by_id = {t._trial_id: t for t in self._trials}
-        self.direction = study.direction
-        self.directions = study.directions
+        # Pruners judge the first objective: a study with several is seen as the study of its metric alone.
+        self.direction = study.directions[0]
+        self.directions = study.directions[:1]
+
+    def _is_multi_objective(self) -> bool:
+        return False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._study, name)

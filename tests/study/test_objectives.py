@@ -1,0 +1,168 @@
+"""Studies with several objectives: the metric against train_seconds, pruning on the metric, the Pareto front,
+its knee as the recommendation, and any point by ``export --trial``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from tuner.cli import app
+from tuner.config import TrainConfig
+from tuner.errors import ConfigError
+from tuner.study import StudySpec, create_or_join, prepare
+from tuner.study._record import Key, knee, pareto_front
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _multi_study(values: list[tuple[float, float]]) -> optuna.Study:
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for acc, sec in values:
+        study.add_trial(optuna.trial.create_trial(values=[acc, sec], params={}, distributions={}))
+    return study
+
+
+def test_the_front_keeps_what_nothing_beats_on_both_and_the_knee_gives_up_least() -> None:
+    study = _multi_study([(0.90, 10.0), (0.89, 2.0), (0.50, 1.0), (0.80, 5.0), (0.89, 3.0)])
+    assert [t.number for t in pareto_front(study)] == [0, 1, 2]  # 3 and 4 are beaten by 1
+    assert knee(study).number == 1  # 0.01 less accuracy for a fifth of the time
+    assert knee(_multi_study([(0.9, 3.0), (0.8, 1.0)])).number == 0  # under three points: the best metric
+
+
+def test_objectives_are_checked_before_anything_is_created(objective_ref: str, storage_url: str, db_path: Path,
+                                                           assert_nothing_written) -> None:
+    def spec(**fields):
+        return StudySpec(**{"name": "o", "objective": objective_ref, "n_trials": 2, "epochs": 1,
+                            "storage": storage_url, "device": "cpu", **fields})
+
+    assert spec(objectives="accuracy, train_seconds").objectives == ["accuracy", "train_seconds"]
+    assert spec(objectives=["accuracy"]).objectives is None  # one objective: as without the key
+    with pytest.raises(ConfigError, match="the first must be the objective's metric, 'accuracy'"):
+        prepare(spec(objectives="loss,train_seconds"))
+    with pytest.raises(ConfigError, match="Unknown second objective 'seconds'. Valid: train_seconds"):
+        prepare(spec(objectives="accuracy,seconds"))
+    with pytest.raises(ConfigError, match="pack: 8 would count a pack's time for each member"):
+        prepare(spec(objectives="accuracy,train_seconds", pack=8))
+    with pytest.raises(ConfigError, match="the 'cmaes' sampler has one objective"):
+        prepare(spec(objectives="accuracy,train_seconds", sampler="cmaes"))
+    assert_nothing_written(db_path)
+
+
+def test_a_study_of_accuracy_and_train_seconds_records_both_and_prunes_on_accuracy(objective_ref: str,
+                                                                                    storage_url: str,
+                                                                                    monkeypatch) -> None:
+    from tuner.study._local import run_prepared
+
+    monkeypatch.delenv("TUNER_PACK")  # pack: auto, which trains such a study one trial at a time
+
+    spec = StudySpec(name="o", objective=objective_ref, objectives=["accuracy", "train_seconds"], n_trials=14,
+                     epochs=4, storage=storage_url, device="cpu", pruner={"name": "median", "n_startup_trials": 3,
+                                                                          "n_warmup_steps": 0})
+    prepared = prepare(spec)
+    study = create_or_join(prepared)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    run = run_prepared(study, prepared)
+    assert run.pack == 1 and "train_seconds is an objective" in run.pack_why
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) >= 3
+    for t in complete:
+        assert t.values[0] == t.user_attrs[Key.VAL_HISTORY][-1]
+        assert t.values[1] == pytest.approx(t.user_attrs[Key.SECONDS], abs=1e-3)
+        assert sorted(t.intermediate_values) == [0, 1, 2, 3]
+    # Pruning judged each running trial on accuracy against the others at the same epoch, as a study of
+    # accuracy alone does: replay every pruned trial's last report in such a study.
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and "median" in t.user_attrs.get(Key.REASON, "")]
+    single = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(3, 0))
+    for t in sorted(trials, key=lambda t: t.number):
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            last = max(t.intermediate_values)
+            if t.state == TrialState.PRUNED:
+                twin = single.ask()
+                for step in sorted(t.intermediate_values):
+                    twin.report(t.intermediate_values[step], step)
+                assert twin.should_prune(), t.number
+                single.tell(twin, state=TrialState.PRUNED)
+            else:
+                single.add_trial(optuna.trial.create_trial(
+                    value=t.values[0], intermediate_values=dict(t.intermediate_values), params={},
+                    distributions={}))
+            assert last in t.intermediate_values
+    assert len(study.trials) == 14
+    assert pruned, [t.state.name for t in trials]  # the median pruner stopped some
+
+
+def test_show_export_and_report_recommend_the_knee(objective_ref: str, storage_url: str, tmp_cwd: Path) -> None:
+    runner = CliRunner()
+    created = runner.invoke(app, ["study", "create", "--objective", objective_ref, "--objectives",
+                                  "accuracy,train_seconds", "--n-trials", "10", "--epochs", "3", "--storage",
+                                  storage_url, "--device", "cpu", "--name", "mo", "--sampler", "random"])
+    assert created.exit_code == 0, created.output
+    study = optuna.load_study(study_name="mo", storage=storage_url)
+    point = knee(study)
+    shown = runner.invoke(app, ["study", "show", "mo", "--storage", storage_url])
+    assert shown.exit_code == 0, shown.output
+    assert "Pareto front (accuracy vs train_seconds; * = knee, the recommendation)" in shown.output
+    assert f"recommended config (trial {point.number}, the knee of the Pareto front" in shown.output
+    exported = runner.invoke(app, ["study", "export", "mo", "--storage", storage_url, "-o", "knee.yaml"])
+    assert exported.exit_code == 0, exported.output
+    assert TrainConfig.load("knee.yaml").to_dict() == TrainConfig.from_dict(point.user_attrs[Key.CONFIG]).to_dict()
+    other = next(t for t in study.trials if t.state == TrialState.COMPLETE and t.number != point.number)
+    runner.invoke(app, ["study", "export", "mo", "--storage", storage_url, "--trial", str(other.number), "-o",
+                        "other.yaml"])
+    assert TrainConfig.load("other.yaml").optimizer == TrainConfig.from_dict(other.user_attrs[Key.CONFIG]).optimizer
+    report = runner.invoke(app, ["study", "report", "mo", "--storage", storage_url, "-o", "rep"])
+    assert report.exit_code == 0, report.output
+    assert (tmp_cwd / "rep" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    text = (tmp_cwd / "rep" / "report.md").read_text()
+    assert "the knee of the Pareto front of accuracy vs train_seconds" in text and "pareto.png" in text
+
+
+def test_a_foreign_multi_objective_study_is_listed_and_refused_in_one_line(storage_url: str, tmp_cwd: Path) -> None:
+    from tuner.study._storage import open_storage
+
+    foreign = optuna.create_study(study_name="nsga", storage=open_storage(storage_url),
+                                  directions=["maximize", "minimize"])
+    foreign.add_trial(optuna.trial.create_trial(values=[0.5, 2.0], params={}, distributions={}))
+    runner = CliRunner()
+    listed = runner.invoke(app, ["study", "list", "--storage", storage_url])
+    assert listed.exit_code == 0 and "multi-objective" in listed.output
+    for command in (["study", "show", "nsga"], ["study", "report", "nsga"], ["study", "export", "nsga"]):
+        result = runner.invoke(app, [*command, "--storage", storage_url])
+        assert result.exit_code == 1, result.output
+        assert "multi-objective study (2 objectives)" in result.output and "Traceback" not in result.output
+
+
+def test_edge_notes_name_each_parameter_at_an_end_of_its_range() -> None:
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    from tuner.study._session import edge_notes
+
+    study = optuna.create_study()
+    dists = {"adam.lr": FloatDistribution(1e-4, 1e-2, log=True), "dropout": FloatDistribution(0.0, 0.5),
+             "layers": IntDistribution(1, 9)}
+    study.add_trial(optuna.trial.create_trial(value=1.0, params={"adam.lr": 9.5e-3, "dropout": 0.2, "layers": 1},
+                                              distributions=dists))
+    assert edge_notes(study, 0) == [
+        "adam.lr = 0.0095 sits at the high end of its range [0.0001, 0.01]: better values may lie above it",
+        "layers = 1 sits at the low end of its range [1, 9]: better values may lie below it"]
+
+
+def test_show_says_which_parameters_sit_at_the_edge_of_the_space(objective_ref: str, storage_url: str,
+                                                                 tmp_path: Path, tmp_cwd: Path) -> None:
+    space = tmp_path / "low.yaml"
+    space.write_text("optimizer: {adam: {lr: {low: 1.0e-6, high: 1.0e-4, log: true}}}\nbatch_size: 16\n")
+    TrainConfig.from_dict({"optimizer": {"name": "adam", "lr": 1e-4}}).save("top.yaml")
+    runner = CliRunner()
+    created = runner.invoke(app, ["study", "create", "--objective", objective_ref, "--space", str(space),
+                                  "--n-trials", "1", "--epochs", "2", "--storage", storage_url, "--device", "cpu",
+                                  "--name", "edge", "--enqueue", "top.yaml"])
+    assert created.exit_code == 0, created.output
+    for output in (created.output, runner.invoke(app, ["study", "show", "edge", "--storage", storage_url]).output):
+        assert "at the edge of the space (recommended trial): 1 parameter(s)" in output
+        assert "adam.lr = 0.0001 sits at the high end of its range [1e-06, 0.0001]" in output
+        assert "`tuner study report edge` writes narrowed-space.yaml with those ends widened" in output
