@@ -114,6 +114,8 @@ class TrainingSetup:
         self._step_schedule = steps_schedule_every_batch(config)
         self._epoch_steps = 0
         self._warned: set[str] = set()
+        self._train_eval = info.train_eval  # schedule-free: the optimizer's own train/eval modes
+        self._optimizer_training = False
 
     @property
     def lr(self) -> float:
@@ -166,6 +168,9 @@ class TrainingSetup:
                     _check_finite(full, norm, params)
             return full
 
+        if self._train_eval and not self._optimizer_training:
+            self.optimizer.train()
+            self._optimizer_training = True
         self.steps += 1
         self._epoch_steps += 1
         try:
@@ -192,6 +197,14 @@ class TrainingSetup:
                                       f"{self.steps}: the update was skipped and the weights are unchanged. "
                                       f"setup.skipped_steps counts such steps; this warning is shown once. A "
                                       f"lower learning rate, or grad_clip_norm, usually helps.", stacklevel=5)
+
+    def eval(self) -> None:
+        """Call before evaluating the model (and before saving it). Schedule-free optimizers evaluate an
+        average of the weights they train and must be switched to it; for every other optimizer this does
+        nothing. The next ``step`` switches back."""
+        if self._train_eval and self._optimizer_training:
+            self.optimizer.eval()
+            self._optimizer_training = False
 
     def end_epoch(self, metric: float | torch.Tensor | None = None) -> None:
         """Ends an epoch. ``metric`` is the epoch's validation metric (maximised, or minimised with

@@ -280,6 +280,7 @@ class Trainer:
             if initial_loss is not None and mean_loss > self.divergence_factor * initial_loss:
                 raise Diverged(f"diverged: training loss {mean_loss:.4g} in epoch {epoch + 1} is over "
                                f"{self.divergence_factor:g}x the initial {initial_loss:.4g}", epoch)
+            setup.eval()  # a schedule-free optimizer evaluates its averaged weights
             value = self.evaluate(model, data.x_val, data.y_val)
             if not math.isfinite(value):
                 raise Diverged(f"diverged: validation {self.metric.name} is {value} in epoch {epoch + 1}", epoch)

@@ -72,6 +72,8 @@ def test_optimizer_reduces_loss_under_schedule(name: str, schedule: str) -> None
 
     with torch.no_grad():
         start = loss_fn(model(x), y).item()
+    if info.train_eval:
+        optimizer.train()  # schedule-free: steps in train mode, evaluated in eval mode
     for _ in range(STEPS):
         if info.needs_closure:
             optimizer.step(closure)
@@ -83,6 +85,8 @@ def test_optimizer_reduces_loss_under_schedule(name: str, schedule: str) -> None
                 scheduler.step(loss_fn(model(x), y).item())
         else:
             scheduler.step()
+    if info.train_eval:
+        optimizer.eval()
     with torch.no_grad():
         end = loss_fn(model(x), y).item()
     assert torch.isfinite(torch.tensor(end))

@@ -312,6 +312,9 @@ def _setup_source(config: TrainConfig) -> list[str]:
             "self.optimizer.step()",
         ]
         loss = "loss.detach()"
+    train_eval = get_optimizer(config.optimizer.name).train_eval
+    if train_eval:
+        update.insert(0, "self.optimizer.train()  # schedule-free: steps move the training weights")
     if interval == "batch":
         update.append("self.scheduler.step()  # the learning rate changes after every batch")
         end_doc = ("Ends an epoch. The schedule changes the learning rate after every batch, in step: nothing "
@@ -363,6 +366,13 @@ def _setup_source(config: TrainConfig) -> list[str]:
         *_indent(update, 2),
         f"        return {loss}",
         "",
+        *([
+            "    def eval(self):",
+            '        """Call before evaluating or saving the model: the schedule-free optimizer switches the weights',
+            '        to their average (the next step switches back)."""',
+            "        self.optimizer.eval()",
+            "",
+        ] if train_eval else []),
         "    def end_epoch(self, metric=None):",
         *_docstring(INDENT * 2, end_doc),
         *_indent(end, 2),
@@ -386,6 +396,7 @@ def _setup_source(config: TrainConfig) -> list[str]:
 # -- training loop -------------------------------------------------------------------------------------
 def _train_source(config: TrainConfig) -> list[str]:
     interval = _interval(config)
+    train_eval = get_optimizer(config.optimizer.name).train_eval
     return [
         "def train(model, x_train, y_train, loss_fn=torch.nn.functional.cross_entropy, x_val=None, y_val=None):",
         '    """Trains `model` in place with these settings on the tensors x_train, y_train and returns it.',
@@ -408,6 +419,7 @@ def _train_source(config: TrainConfig) -> list[str]:
         "            total += training.step(lambda: loss_fn(model(xb), yb)).item()",
         "        metric = total / steps_per_epoch",
         '        message = f"epoch {epoch + 1}/{EPOCHS}: train loss {metric:.4f}"',
+        *(["        training.eval()  # the averaged weights are the ones to evaluate"] if train_eval else []),
         "        if x_val is not None:",
         "            model.eval()",
         "            with torch.no_grad():",

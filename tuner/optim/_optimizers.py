@@ -40,6 +40,12 @@ class OptimizerInfo:
         supports_weight_decay: the torch class takes ``weight_decay``; when it does not (L-BFGS),
             L2 is added to the loss as a penalty so that weight decay means the same everywhere.
         needs_closure: ``step`` must be given a closure that re-evaluates the loss.
+        package: the pip package the class comes from when it is not ``torch.optim`` (installed with
+            ``pip install 'tuner[tuning-free]'``); None for torch's own.
+        train_eval: the optimizer keeps two weight sequences and must be told ``optimizer.train()`` before
+            training steps and ``optimizer.eval()`` before evaluating (schedule-free methods).
+        tuning_free: the optimizer is meant to work at its defaults (the report compares the tuned config
+            with it).
     """
 
     name: str
@@ -52,6 +58,14 @@ class OptimizerInfo:
     supports_weight_decay: bool = True
     needs_closure: bool = False
     description: str = ""
+    package: str | None = None
+    train_eval: bool = False
+    tuning_free: bool = False
+
+    @property
+    def available(self) -> bool:
+        """Whether the class can be built here (its package is installed)."""
+        return not getattr(self.cls, "missing", False)
 
     @property
     def has_momentum(self) -> bool:
@@ -81,16 +95,19 @@ class OptimizerInfo:
         with ``params`` (``lr`` included) written in. ``weight_decay``: what the optimizer itself applies
         (0.0 for one that takes none: the export adds that L2 term to the loss instead).
         """
-        if getattr(torch.optim, self.cls.__name__, None) is not self.cls:
+        if self.package is None and getattr(torch.optim, self.cls.__name__, None) is not self.cls:
             raise NotImplementedError(f"The Python export writes torch.optim classes only; the {self.name!r} "
                                       f"optimizer is {self.cls.__module__}.{self.cls.__qualname__}.")
         width = WIDTH - len(INDENT)
         args = [f"{key}={literal(value)}" for key, value in self.kwargs(params).items()]
-        construct = f"optimizer = torch.optim.{self.cls.__name__}"
+        construct = (f"optimizer = torch.optim.{self.cls.__name__}" if self.package is None
+                     else f"optimizer = {self.package}.{self.cls.__name__}")
+        prefix = [f"import {self.package}  # pip install {self.package}"] if self.package else []
         if not self.supports_weight_decay:
-            return ["params = [p for p in model.parameters() if p.requires_grad]",
+            return [*prefix, "params = [p for p in model.parameters() if p.requires_grad]",
                     *call("", construct, ["params", *args], width)]
         lines = [
+            *prefix,
             "# Weights (dimension >= 2) in one list; biases and norm-layer scales (1-d) in the other.",
             "decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]",
             "no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]",
@@ -184,6 +201,47 @@ _register(OptimizerInfo(
      "line_search_fn": Bound("choice", choices=(None, "strong_wolfe"))},
     family="lbfgs", supports_weight_decay=False, needs_closure=True,
     description="limited-memory BFGS on mini-batches; weight decay becomes an L2 penalty",
+))
+
+
+def _optional(package: str, name: str) -> type[torch.optim.Optimizer]:
+    """The class ``package.name``, or where the package is missing a stand-in that says how to install it."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(package), name)
+    except ImportError:
+        pass
+
+    class Missing(torch.optim.Optimizer):
+        missing = True
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            from tuner.errors import ConfigError
+
+            raise ConfigError(f"The {name} optimizer needs the {package!r} package: "
+                              f"pip install 'tuner[tuning-free]' (or pip install {package}).")
+
+    Missing.__name__ = Missing.__qualname__ = name
+    return Missing
+
+
+# Tuning-free methods, from their own packages (the `tuning-free` extra): Prodigy estimates the step size as it
+# trains (lr is a multiplier, 1 by default; Mishchenko & Defazio 2024), schedule-free AdamW needs no decay
+# schedule (Defazio et al. 2024).
+_register(OptimizerInfo(
+    "prodigy", _optional("prodigyopt", "Prodigy"),
+    {"lr": 1.0, **_ADAM_DEFAULTS, "d0": 1e-6, "d_coef": 1.0, "use_bias_correction": False, "safeguard_warmup": False},
+    dict(_ADAM_BOUNDS, d0=POSITIVE, d_coef=POSITIVE, use_bias_correction=BOOL, safeguard_warmup=BOOL),
+    fixed={"decouple": True}, decoupled_weight_decay=True, package="prodigyopt", tuning_free=True,
+    description="Prodigy: Adam that learns its own step size (lr is a multiplier, 1 by default)",
+))
+_register(OptimizerInfo(
+    "schedulefree_adamw", _optional("schedulefree", "AdamWScheduleFree"),
+    {"lr": 0.0025, **_ADAM_DEFAULTS, "warmup_steps": 0, "weight_lr_power": 2.0},
+    dict(_ADAM_BOUNDS, warmup_steps=Bound("int", 0, float("inf")), weight_lr_power=NON_NEGATIVE),
+    decoupled_weight_decay=True, package="schedulefree", train_eval=True, tuning_free=True,
+    description="schedule-free AdamW: no decay schedule needed (evaluates the averaged weights)",
 ))
 
 

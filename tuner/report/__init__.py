@@ -39,7 +39,7 @@ from tuner.report._confirm import (
     recommendation,
     stored_confirmation,
 )
-from tuner.study._record import Key, StudyKey, primary
+from tuner.study._record import Key, StudyKey, direction_of, primary
 
 __all__ = [
     "CONFIRMATION_ATTR",
@@ -216,6 +216,12 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
                          confirm_runs=confirm_runs, on_run=on_run)
     if rec.confirmation is None:
         notes.append("the recommendation is the best single trial: its config was not re-trained with other seeds")
+    if fit is not None and confirm_runs:
+        from tuner.report._confirm import baseline_line, tuning_free_baseline
+
+        baseline = tuning_free_baseline(study, fit, rec, seeds, int(spec.get("seed") or 0))
+        notes.append(baseline_line(rec, baseline, metric, direction_of(study)) if baseline is not None else
+                     "tuned vs tuning-free: not compared (pip install 'tuner[tuning-free]' for Prodigy)")
     files: dict[str, Path] = {}
     files["recommended.yaml"] = rec.config.save(out / "recommended.yaml", **rec.metadata(study, metric))
     try:

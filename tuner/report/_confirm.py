@@ -7,6 +7,7 @@ that was lucky. The results are stored in the study, so reports and exports reus
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 from collections.abc import Callable
@@ -255,3 +256,90 @@ def recommendation(study: optuna.Study, fit: FitFn | None = None, *, trial: int 
     best_t = ranked[0]
     return Recommendation(TrainConfig.from_dict(best_t.user_attrs[Key.CONFIG]), best_t.number, primary(best_t), None,
                           best_t.user_attrs.get(Key.TEST_VALUE), None, f"best trial ({best_t.number}), not re-run")
+
+
+BASELINE = "prodigy"  # the tuning-free method a tuned config is compared with
+BASELINE_KEY = "tuner:tuning_free_baseline"
+
+
+@dataclass
+class Baseline:
+    """A tuning-free method at its defaults, trained with the recommended config's batch size and epochs on the
+    confirmation seeds: what the config would score without any tuning."""
+
+    config: dict[str, Any]
+    seeds: list[int]
+    values: list[float]
+    tests: list[float | None]
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        finite = [v for v in self.values if math.isfinite(v)]
+        return statistics.fmean(finite) if finite else math.nan
+
+    @property
+    def std(self) -> float:
+        finite = [v for v in self.values if math.isfinite(v)]
+        return statistics.stdev(finite) if len(finite) > 1 else 0.0
+
+    @property
+    def test_mean(self) -> float | None:
+        tests = [t for t in self.tests if t is not None and math.isfinite(t)]
+        return statistics.fmean(tests) if tests else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config, "seeds": self.seeds, "values": self.values, "tests": self.tests,
+                "errors": self.errors}
+
+
+def tuning_free_baseline(study: optuna.Study, fit: FitFn, rec: Recommendation, seeds: int,
+                         study_seed: int = 0) -> Baseline | None:
+    """Prodigy at its defaults (lr 1, constant schedule, no weight decay, the model's own dropout), with the
+    recommendation's batch size and epochs, over the seeds the confirmation used; stored in the study and
+    reused. None where Prodigy is not installed."""
+    from tuner.optim import get_optimizer
+
+    if not get_optimizer(BASELINE).available:
+        return None
+    seed_list = confirmation_seeds(study_seed, seeds)
+    config = {"optimizer": {"name": BASELINE}, "schedule": {"name": "constant"},
+              "batch_size": rec.config.batch_size, "epochs": rec.config.epochs}
+    stored = study.user_attrs.get(BASELINE_KEY)
+    if isinstance(stored, dict) and stored.get("config") == config and stored.get("seeds") == seed_list:
+        return Baseline(stored["config"], stored["seeds"], stored["values"], stored["tests"], stored.get("errors", []))
+    out = Baseline(config, seed_list, [], [])
+    for seed in seed_list:
+        try:
+            value, test = fit(TrainConfig.from_dict({**config, "seed": seed}))
+        except TunerError:
+            raise
+        except Exception as exc:  # a diverging run counts as such, as in the confirmation
+            value, test = math.nan, None
+            out.errors.append(f"seed {seed}: {type(exc).__name__}: {exc}"[:300])
+        out.values.append(float(value))
+        out.tests.append(test)
+    with contextlib.suppress(Exception):  # a study opened read-only keeps nothing; the line is still written
+        study.set_user_attr(BASELINE_KEY, _json_safe(out.to_dict()))
+    return out
+
+
+def baseline_line(rec: Recommendation, baseline: Baseline, metric: str, direction: str) -> str:
+    """One line: what tuning bought over the tuning-free method at its defaults."""
+    def pm(mean: float | None, std: float | None) -> str:
+        if mean is None or not math.isfinite(mean):
+            return "-"
+        return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+
+    tuned = pm(rec.value, rec.std) + ("" if rec.std is not None else " (one trial, not re-run)")
+    test = f" (test {rec.test_value:.4f})" if rec.test_value is not None else ""
+    base_test = f" (test {baseline.test_mean:.4f})" if baseline.test_mean is not None else ""
+    gain = rec.value - baseline.mean if math.isfinite(baseline.mean) else math.nan
+    if direction == "minimize":
+        gain = -gain
+    bought = f"tuning bought {gain:+.4f}" if math.isfinite(gain) else "every baseline run failed"
+    failed = f"; {len(baseline.errors)} baseline run(s) failed" if baseline.errors else ""
+    return (f"tuned vs tuning-free: the recommended config scores validation {metric} {tuned}{test} against "
+            f"{pm(baseline.mean, baseline.std)}{base_test} for Prodigy at its defaults (lr 1, constant schedule, no "
+            f"weight decay; batch size {baseline.config['batch_size']}, {baseline.config['epochs']} epochs) on the "
+            f"same {len(baseline.seeds)} seeds: {bought}{failed}")

@@ -108,6 +108,7 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None) -> Prepar
         spec = spec.with_overrides(epochs=objective.trial_epochs)
     _check_threads(spec.threads)
     _check_objectives(spec, objective)
+    _check_packages(space)
     trainer = Trainer(objective, device=spec.device)
     n_train = len(trainer.data.x_train)
     too_big = [b for b in space.batch_size.endpoints() if isinstance(b, int) and b > n_train]
@@ -171,6 +172,17 @@ def _calibrated(spec: StudySpec, space: SearchSpace, trainer: Trainer) -> tuple[
     result = lr_find(trainer.objective, space=space, trainer=trainer, seed=spec.seed)
     raw = calibrate_space(space, result)
     return SearchSpace.from_dict(raw, name=f"{space.name} (calibrated)", source=space.source), result
+
+
+def _check_packages(space: SearchSpace) -> None:
+    """An optimizer from a package that is not installed is refused before the study exists."""
+    from tuner.optim import get_optimizer
+
+    for name in space.optimizer:
+        info = get_optimizer(name)
+        if not info.available:
+            raise ConfigError(f"{space.source}: key 'optimizer.{name}': the {name!r} optimizer needs the "
+                              f"{info.package!r} package: pip install 'tuner[tuning-free]'.")
 
 
 SECOND_OBJECTIVES = ("train_seconds",)

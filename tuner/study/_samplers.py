@@ -90,6 +90,10 @@ def _warmup(ctx: dict[str, Any]) -> int:
     return max(1, int(ctx.get("epochs", 10)) // 5)
 
 
+def _quarter(ctx: dict[str, Any]) -> int:
+    return max(1, int(ctx.get("epochs", 10)) // 4 - 1)  # steps count from 0: epoch epochs/4
+
+
 _PRUNERS: Registry[Factory] = Registry("pruner")
 for _f in (
     Factory("median", optuna.pruners.MedianPruner,
@@ -112,6 +116,12 @@ for _f in (
                                                                       n_warmup_steps=_warmup(c)),
                        "patience": 3},
             "median pruning that waits until a trial has not improved for `patience` epochs"),
+    # One decision, a quarter of the way in: a schedule with warmup or a late decay is not judged epoch by
+    # epoch on its early, uninformative values; past that point a trial runs to its end.
+    Factory("top_third", optuna.pruners.PercentilePruner,
+            lambda c: {"percentile": 100 / 3, "n_startup_trials": 5, "n_warmup_steps": _quarter(c),
+                       "interval_steps": 10**9},
+            "one check a quarter of the way in: keep the top third of trials at that epoch"),
     Factory("none", optuna.pruners.NopPruner, lambda c: {}, "never prune"),
 ):
     _PRUNERS.register(_f.name, _f)

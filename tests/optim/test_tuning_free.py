@@ -1,0 +1,106 @@
+"""Tuning-free optimizers (Prodigy, schedule-free AdamW) and the report's tuned vs tuning-free line."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from tuner import TrainConfig
+from tuner.cli import app
+from tuner.errors import ConfigError
+from tuner.objectives import load_objective
+from tuner.optim import get_optimizer
+from tuner.optim._optimizers import OptimizerInfo, _optional
+from tuner.train import Trainer
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def test_schedule_free_evaluates_its_averaged_weights_and_steps_on_the_others() -> None:
+    config = TrainConfig.from_dict({"optimizer": {"name": "schedulefree_adamw", "lr": 1e-2}})
+    model = _model()
+    setup = config.setup(model, steps_per_epoch=4)
+    x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
+    for _ in range(4):
+        setup.step(lambda: nn.functional.cross_entropy(model(x), y))
+    assert setup.optimizer.param_groups[0]["train_mode"] is True
+    training = [p.detach().clone() for p in model.parameters()]
+    setup.eval()
+    assert setup.optimizer.param_groups[0]["train_mode"] is False
+    averaged = [p.detach().clone() for p in model.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(training, averaged, strict=True))
+    setup.eval()  # twice is once
+    assert all(torch.equal(a, p) for a, p in zip(averaged, model.parameters(), strict=True))
+    setup.step(lambda: nn.functional.cross_entropy(model(x), y))  # switches back to train mode by itself
+    assert setup.optimizer.param_groups[0]["train_mode"] is True
+
+
+def test_setup_eval_does_nothing_for_other_optimizers() -> None:
+    model = _model()
+    setup = TrainConfig.from_dict({"optimizer": {"name": "adam"}}).setup(model, steps_per_epoch=1)
+    before = [p.detach().clone() for p in model.parameters()]
+    setup.eval()
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("name", ["prodigy", "schedulefree_adamw"])
+def test_the_trainer_trains_with_them_at_their_defaults(name: str) -> None:
+    trainer = Trainer(load_objective("digits-mlp"), device="cpu")
+    result = trainer.fit(TrainConfig.from_dict({"optimizer": {"name": name}, "epochs": 4, "batch_size": 64}),
+                         keep_model=True)
+    assert result.train_loss[-1] < 0.5 * result.train_loss[0]
+    assert result.value > 0.8  # ten classes: far above chance
+    if name == "schedulefree_adamw":  # the model handed back holds the averaged weights it was evaluated with
+        assert trainer.evaluate(result.model, trainer.data.x_val, trainer.data.y_val) == pytest.approx(result.value)
+
+
+def test_a_missing_package_says_how_to_install_it(monkeypatch, objective_ref: str, storage_url: str) -> None:
+    missing = _optional("no_such_package_for_tuner", "Thing")
+    with pytest.raises(ConfigError, match=r"pip install 'tuner\[tuning-free\]'"):
+        missing([nn.Parameter(torch.zeros(1))])
+    assert get_optimizer("prodigy").available
+    monkeypatch.setattr(OptimizerInfo, "available", property(lambda self: self.name != "prodigy"))
+    from tuner.study import StudySpec, prepare
+
+    with pytest.raises(ConfigError, match=r"tuning-free\.yaml: key 'optimizer\.prodigy': the 'prodigy' "
+                                          r"optimizer needs the 'prodigyopt' package"):
+        prepare(StudySpec(name="x", objective=objective_ref, space="tuning-free", storage=storage_url,
+                          device="cpu"))
+
+
+def test_the_report_says_what_tuning_bought_over_prodigy_on_the_same_seeds(objective_ref: str, storage_url: str,
+                                                                           tmp_cwd: Path) -> None:
+    from tuner.report._confirm import BASELINE_KEY, confirmation_seeds
+
+    runner = CliRunner()
+    created = runner.invoke(app, ["study", "create", "--objective", objective_ref, "--n-trials", "6", "--epochs",
+                                  "3", "--storage", storage_url, "--device", "cpu", "--name", "r"])
+    assert created.exit_code == 0, created.output
+    report = runner.invoke(app, ["study", "report", "r", "--storage", storage_url, "-o", "rep"])
+    assert report.exit_code == 0, report.output
+    study = optuna.load_study(study_name="r", storage=storage_url)
+    stored = study.user_attrs[BASELINE_KEY]
+    confirmed_seeds = study.user_attrs["tuner:confirmation"]["candidates"][0]["seeds"]
+    assert stored["seeds"] == confirmation_seeds(0, 3) == confirmed_seeds
+    assert stored["config"]["optimizer"] == {"name": "prodigy"} and stored["config"]["epochs"] == 3
+    mean = statistics.fmean(stored["values"])
+    text = (tmp_cwd / "rep" / "report.md").read_text()
+    line = next(line for line in text.splitlines() if "tuned vs tuning-free" in line)
+    assert f"against {mean:.4f} ± " in line and "for Prodigy at its defaults" in line and "tuning bought" in line
+    confirmed = study.user_attrs["tuner:confirmation"]
+    assert math.isfinite(mean)
+    # A second report reuses both the confirmation and the baseline.
+    again = runner.invoke(app, ["study", "report", "r", "--storage", storage_url, "-o", "rep2"])
+    assert again.exit_code == 0 and "confirmation:" not in again.output
+    assert optuna.load_study(study_name="r", storage=storage_url).user_attrs[BASELINE_KEY] == stored
+    assert confirmed == optuna.load_study(study_name="r", storage=storage_url).user_attrs["tuner:confirmation"]
