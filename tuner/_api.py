@@ -64,6 +64,13 @@ class TuneResult:
     def best_value(self) -> float:
         return float(primary(self.best_trial))
 
+    @property
+    def pareto_front(self) -> list[optuna.trial.FrozenTrial]:
+        """A study with two objectives: the complete trials no other beats on both, best metric first."""
+        from tuner.study._record import pareto_front
+
+        return pareto_front(self.study)
+
     def fit(self, config: TrainConfig) -> tuple[float, float | None]:
         """Runs ``train_fn`` once on ``config`` outside the study (no pruning; seeded from ``config.seed``)."""
         return run_config(UserExecutor(self.train_fn), config)
@@ -74,6 +81,19 @@ class TuneResult:
         from tuner.report import recommendation
 
         return recommendation(self.study, self.fit, top_k=top_k, seeds=seeds, study_seed=self.seed)
+
+
+def _check_objectives(objectives: Any, metric: str) -> list[str]:
+    if objectives is None:
+        return [metric]
+    if isinstance(objectives, str):
+        objectives = [o.strip() for o in objectives.split(",") if o.strip()]
+    if not isinstance(objectives, (list, tuple)) or not objectives or objectives[0] not in (metric, "metric"):
+        raise ConfigError(f"objectives must start with the metric, {metric!r}, e.g. [{metric!r}, 'train_seconds'] "
+                          f"(got {objectives!r}).")
+    if any(o != "train_seconds" for o in objectives[1:]) or len(objectives) > 2:
+        raise ConfigError(f"objectives: the only second objective is 'train_seconds' (got {list(objectives)!r}).")
+    return [metric, *objectives[1:]]
 
 
 def _check_args(train_fn: Any, direction: str, ints: dict[str, Any], seed: Any, timeout: Any) -> None:
@@ -115,6 +135,7 @@ def tune(
     enqueue: list[Any] | None = None,
     warm_start: str | optuna.Study | None = None,
     known_starts: bool = True,
+    objectives: list[str] | None = None,
 ) -> TuneResult:
     """Tunes ``train_fn(ctx)``, the user's own training code, over ``space``.
 
@@ -138,6 +159,10 @@ def tune(
     the best distinct configs of ``warm_start`` (a study name in ``storage``, or an ``optuna.Study``) that the
     space holds, then the known-good starting points the space holds (``known_starts=False`` skips them);
     a config the space cannot sample is refused before the study is created.
+
+    ``objectives=[metric, "train_seconds"]`` tunes the metric against each trial's training time: a study with
+    two objectives (pruning still on the metric); ``result.pareto_front`` holds the trials no other beats on
+    both, and ``result.recommend()`` returns its knee.
 
     ``workers=N`` trains in N processes on this machine (torch threads split between them), each asking the
     shared study for trials; it needs a ``storage`` and a ``train_fn`` defined at the top level of a module or
@@ -169,6 +194,7 @@ def tune(
             raise ConfigError(f"workers={workers} needs a storage the processes share, e.g. "
                               f"storage='sqlite:///tune.db'.")
         ref = function_ref(train_fn)
+    objectives = _check_objectives(objectives, metric)
     search = _space(space)  # a bad space fails here, before any study exists
     from tuner.study._starts import gather_starts
 
@@ -176,17 +202,17 @@ def tune(
         enqueue = [enqueue]
     starts, start_notes = gather_starts(search, enqueue=list(enqueue or []), warm_start=warm_start,
                                         warm_storage=storage, known=bool(known_starts))
-    context = {"seed": seed, "epochs": epochs}
+    context = {"seed": seed, "epochs": epochs, "multi": len(objectives) > 1}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         built_sampler = build_sampler(sampler, context)
         built_pruner = build_pruner(pruner, context)
     name = study_name or f"tune-{getattr(train_fn, '__name__', 'fn')}-{search.name}"
     study, queued = _create_or_join(train_fn, search, name, storage, direction, metric, epochs, seed,
-                                    built_sampler, built_pruner, starts[:n_trials])
+                                    built_sampler, built_pruner, starts[:n_trials], objectives)
     plan = RunPlan(name=name, storage_url=storage, space=search, epochs=epochs, seed=seed, n_trials=n_trials,
                    timeout=timeout, pruner_name=_name_of(pruner), sampler_name=_name_of(sampler),
-                   max_consecutive_failures=max_consecutive_failures,
+                   max_consecutive_failures=max_consecutive_failures, objectives=objectives,
                    resume_hint="call tuner.tune() again with the same storage and study_name")
     existing = len(study.get_trials(deepcopy=False))
     if existing:
@@ -195,7 +221,8 @@ def tune(
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.sampler = build_sampler(sampler, {"seed": _joining_seed(seed, existing), "epochs": epochs})
+            study.sampler = build_sampler(sampler, {"seed": _joining_seed(seed, existing), "epochs": epochs,
+                                                    "multi": len(objectives) > 1})
     done = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.state.name != "FAIL"])
 
     def on_trial(outcome: TrialOutcome, s: optuna.Study) -> None:
@@ -233,7 +260,8 @@ def _run_workers(study: optuna.Study, plan: RunPlan, ref: dict[str, str], worker
 
     job = {"ref": ref, "epochs": plan.epochs, "seed": plan.seed, "n_trials": plan.n_trials, "timeout": plan.timeout,
            "sampler": sampler, "pruner": pruner, "sampler_name": plan.sampler_name, "pruner_name": plan.pruner_name,
-           "space_name": plan.space.name, "max_consecutive_failures": plan.max_consecutive_failures}
+           "space_name": plan.space.name, "max_consecutive_failures": plan.max_consecutive_failures,
+           "objectives": plan.objectives}
     pool = run_workers(plan.name, plan.storage_url or "", workers, job=job, grace=plan.grace_period,
                        on_trial=lambda t, s: on_trial(outcome_of(t), s))
     lost = [w for w in pool.failed_workers if w.exitcode not in (130, 143)]
@@ -252,7 +280,8 @@ def _run_workers(study: optuna.Study, plan: RunPlan, ref: dict[str, str], worker
 
 
 def _create_or_join(train_fn: Any, search: Any, name: str, storage: str | None, direction: str, metric: str,
-                    epochs: int, seed: int, sampler: Any, pruner: Any, starts: list[Any]) -> tuple[optuna.Study, list]:
+                    epochs: int, seed: int, sampler: Any, pruner: Any, starts: list[Any],
+                    objectives: list[str]) -> tuple[optuna.Study, list]:
     """Created (or joined) under the storage's lock: two processes tuning one study name over different
     spaces cannot both go ahead. A study created here gets ``starts`` queued as its first trials; they are
     returned (an empty list when the study existed)."""
@@ -268,7 +297,8 @@ def _create_or_join(train_fn: Any, search: Any, name: str, storage: str | None, 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
             study = optuna.create_study(
-                storage=open_storage(storage) if storage else None, study_name=name, direction=direction,
+                storage=open_storage(storage) if storage else None, study_name=name,
+                directions=[direction] + ["minimize"] * (len(objectives) - 1),
                 sampler=sampler, pruner=pruner, load_if_exists=True,
             )
         finally:
@@ -276,6 +306,9 @@ def _create_or_join(train_fn: Any, search: Any, name: str, storage: str | None, 
         stored = study.user_attrs.get(StudyKey.TUNE)
         if stored and stored.get("space_fingerprint") != fingerprint:
             raise StudyError(f"Study {name!r} was tuned over a different search space; use another study_name.")
+        if len(study.directions) != len(objectives):
+            raise StudyError(f"Study {name!r} has {len(study.directions)} objective(s), not {len(objectives)} "
+                             f"({', '.join(objectives)}); use another study_name.")
         if direction_of(study) != direction or (stored and study.user_attrs.get(StudyKey.METRIC) != metric):
             raise StudyError(f"Study {name!r} was tuned to {direction_of(study)} "
                              f"{study.user_attrs.get(StudyKey.METRIC)!r}, not to {direction} {metric!r}: its "
@@ -287,7 +320,7 @@ def _create_or_join(train_fn: Any, search: Any, name: str, storage: str | None, 
             study.set_user_attr(StudyKey.TUNE, {"function": getattr(train_fn, "__qualname__", repr(train_fn)),
                                                 "module": getattr(train_fn, "__module__", None),
                                                 "space": search.name, "space_fingerprint": fingerprint,
-                                                "epochs": epochs, "seed": seed})
+                                                "epochs": epochs, "seed": seed, "objectives": objectives})
             study.set_user_attr(StudyKey.SPACE, search.raw)
             study.set_user_attr(StudyKey.METRIC, metric)
             for start in starts:

@@ -166,3 +166,32 @@ def test_show_says_which_parameters_sit_at_the_edge_of_the_space(objective_ref: 
         assert "at the edge of the space (recommended trial): 1 parameter(s)" in output
         assert "adam.lr = 0.0001 sits at the high end of its range [1e-06, 0.0001]" in output
         assert "`tuner study report edge` writes narrowed-space.yaml with those ends widened" in output
+
+
+def test_tune_with_two_objectives_prunes_on_the_metric_and_recommends_the_knee(tmp_path: Path) -> None:
+    import time
+
+    import tuner
+
+    def train(ctx: tuner.TrialContext) -> float:
+        lr = ctx.config.optimizer.lr
+        value = 0.0
+        for epoch in range(ctx.config.epochs):
+            time.sleep(0.002 * ctx.config.batch_size / 32)  # larger batches take longer here
+            value = (1 - abs(lr - 1e-2)) * (epoch + 1) / ctx.config.epochs
+            ctx.report(epoch, value)
+        return value
+
+    storage = f"sqlite:///{tmp_path / 't.db'}"
+    result = tuner.tune(train, space="default", n_trials=12, epochs=3, objectives=["value", "train_seconds"],
+                        storage=storage, verbose=False, known_starts=False)
+    assert len(result.study.directions) == 2
+    front = result.pareto_front
+    assert front and all(len(t.values) == 2 for t in front)
+    rec = result.recommend()
+    assert rec.trial in [t.number for t in front] and "knee of the Pareto front of value vs train_seconds" in rec.source
+    with pytest.raises(ConfigError, match="objectives must start with the metric"):
+        tuner.tune(train, objectives=["train_seconds"], verbose=False)
+    with pytest.raises(Exception, match="objective"):
+        tuner.tune(train, space="default", n_trials=1, epochs=1, storage=storage, verbose=False,
+                   study_name=result.study.study_name)  # one objective against a study of two

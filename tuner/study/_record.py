@@ -176,7 +176,7 @@ def direction_of(study: optuna.Study) -> str:
 
 def objectives_of(study: optuna.Study) -> list[str]:
     """The names of a study's objectives: its metric, then any others it was created with."""
-    spec = study.user_attrs.get(StudyKey.SPEC) or {}
+    spec = study.user_attrs.get(StudyKey.SPEC) or study.user_attrs.get(StudyKey.TUNE) or {}
     names = spec.get("objectives") if isinstance(spec, dict) else None
     if isinstance(names, list) and len(names) == len(study.directions):
         return [str(n) for n in names]

@@ -78,12 +78,14 @@ def run_user_worker(index: int, name: str, url: str, job: dict[str, Any], thread
     existing = optuna.load_study(study_name=name, storage=storage)
     n_existing = len(existing.get_trials(deepcopy=False))
     seed = (job["seed"] * 1_000_003 + 7919 * (index + 1) + n_existing) % 2**31
-    context = {"seed": seed, "epochs": job["epochs"]}
+    objectives = job.get("objectives") or ["value"]
+    context = {"seed": seed, "epochs": job["epochs"], "multi": len(objectives) > 1}
     study = optuna.load_study(study_name=name, storage=storage, sampler=build_sampler(job["sampler"], context),
                               pruner=build_pruner(job["pruner"], {"seed": job["seed"], "epochs": job["epochs"]}))
     space = SearchSpace.from_dict(study.user_attrs[StudyKey.SPACE], name=job["space_name"],
                                   source=f"study {name!r}")
     plan = RunPlan(name=name, storage_url=url, space=space, epochs=job["epochs"], seed=job["seed"],
                    n_trials=job["n_trials"], timeout=job["timeout"], pruner_name=job["pruner_name"],
-                   sampler_name=job["sampler_name"], max_consecutive_failures=job["max_consecutive_failures"])
+                   sampler_name=job["sampler_name"], max_consecutive_failures=job["max_consecutive_failures"],
+                   objectives=objectives)
     return len(run_trials(study, plan, UserExecutor(train_fn)).outcomes)
