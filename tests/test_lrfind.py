@@ -187,3 +187,23 @@ def test_study_create_calibrate_prints_the_ranges_and_show_repeats_them(cli, obj
     assert "lr ranges calibrated by an LR range test" in result.output and "adam: lr" in result.output
     shown = cli("study", "show", "c", "--storage", storage_url)
     assert "lr ranges from an LR range test at batch size 16: adam " in shown.output
+
+
+def test_the_commands_it_prints_work_as_written_with_spaces_in_names(cli, objective_file: Path,
+                                                                     space_file: Path, tmp_cwd: Path) -> None:
+    import shlex
+    import shutil
+
+    odd = tmp_cwd / "my models"
+    odd.mkdir()
+    objective = f"{shutil.copy(objective_file, odd / 'obj.py')}:objective"
+    space = str(shutil.copy(space_file, odd / "tiny space.yaml"))
+    found = cli("lr-find", "--objective", objective, "--space", space, "--repeats", "1", "--device", "cpu")
+    line = next(x for x in found.output.splitlines() if x.startswith("a space with these ranges: "))
+    args = shlex.split(line.removeprefix("a space with these ranges: "))
+    assert args[:3] == ["tuner", "spaces", "calibrate"] and args[3] == space and args[5] == objective
+    made = cli("spaces", "calibrate", space, "--objective", objective, "-o", str(odd / "out.yaml"), "--repeats",
+               "1", "--device", "cpu")
+    line = next(x for x in made.output.splitlines() if x.startswith("use it: "))
+    args = shlex.split(line.removeprefix("use it: "))
+    assert args == ["tuner", "study", "create", "--objective", objective, "--space", str(odd / "out.yaml")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -80,7 +81,9 @@ def lr_find_command(
         return
     _print_curves(result)
     echo(f"plot: {path}")
-    echo(f"a space with these ranges: tuner spaces calibrate {space} --objective {objective} -o calibrated.yaml")
+    q = shlex.quote
+    echo(f"a space with these ranges: tuner spaces calibrate {q(space)} --objective {q(objective)} -o "
+         f"calibrated.yaml")
 
 
 @spaces_app.command("calibrate")
@@ -115,4 +118,4 @@ def spaces_calibrate(
     _print_curves(result)
     kept = [c.optimizer for c in result.curves.values() if not c.found]
     echo(f"wrote {path}" + (f" (kept the space's lr range of {', '.join(kept)})" if kept else ""))
-    echo(f"use it: tuner study create --objective {objective} --space {path}")
+    echo(f"use it: tuner study create --objective {shlex.quote(objective)} --space {shlex.quote(str(path))}")
