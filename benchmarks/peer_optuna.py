@@ -5,7 +5,9 @@ MNIST-1D (generated offline by the mnist1d package), MLP as in the paper
 Prints one JSON line per trial and a summary.
 
 This is the reference peer script unchanged, except for `--model digits`: scikit-learn's digits with the
-same splits and MLP as tuner's `digits-mlp` objective, written the way a user would write it by hand.
+same splits and MLP as tuner's `digits-mlp` objective, and `--model cancer`: scikit-learn's breast-cancer set
+with the splits and MLP of tuner's `tabular` objective on its CSV (benchmarks/search.py writes it), both
+written the way a user would write them by hand.
 """
 import argparse, json, time
 import numpy as np, optuna, torch, torch.nn as nn
@@ -16,15 +18,15 @@ p.add_argument("--trials", type=int, default=30)
 p.add_argument("--epochs", type=int, default=20)
 p.add_argument("--sampler", default="tpe", choices=["tpe", "random"])
 p.add_argument("--seed", type=int, default=0)
-p.add_argument("--model", default="mlp", choices=["mlp", "cnn", "digits"])
+p.add_argument("--model", default="mlp", choices=["mlp", "cnn", "digits", "cancer"])
 a = p.parse_args()
 torch.set_num_threads(1)
 
-if a.model == "digits":
-    from sklearn.datasets import load_digits
+if a.model in ("digits", "cancer"):
+    from sklearn.datasets import load_breast_cancer, load_digits
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
-    x, y = load_digits(return_X_y=True)
+    x, y = (load_digits if a.model == "digits" else load_breast_cancer)(return_X_y=True)
     x_rest, x_te, y_rest, y_te = train_test_split(x, y, test_size=0.2, random_state=0, stratify=y)
     x_tr, x_va, y_tr, y_va = train_test_split(x_rest, y_rest, test_size=0.2, random_state=0, stratify=y_rest)
     sc = StandardScaler().fit(x_tr)
@@ -51,6 +53,8 @@ class CNN(nn.Module):
         return s.fc(s.d(x.flatten(1)))
 
 def build(p):
+    if a.model == "cancer":
+        return nn.Sequential(nn.Linear(30, 64), nn.ReLU(), nn.Dropout(p), nn.Linear(64, 64), nn.ReLU(), nn.Dropout(p), nn.Linear(64, 2))
     if a.model == "digits":
         return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Dropout(p), nn.Linear(128, 64), nn.ReLU(), nn.Dropout(p), nn.Linear(64, 10))
     if a.model == "mlp":

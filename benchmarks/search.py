@@ -18,7 +18,30 @@ from pathlib import Path
 import optuna
 
 PEER = Path(__file__).with_name("peer_optuna.py")
-PEER_MODEL = {"mnist1d-mlp": "mlp", "mnist1d-cnn": "cnn", "digits-mlp": "digits"}
+PEER_MODEL = {"mnist1d-mlp": "mlp", "mnist1d-cnn": "cnn", "digits-mlp": "digits", "cancer-tabular": "cancer"}
+
+
+def cancer_csv() -> Path:
+    """scikit-learn's breast-cancer set as a CSV (30 feature columns, then `target`), for the `tabular`
+    objective: a workload none of tuner's defaults were tuned on."""
+    import pandas as pd
+    from sklearn.datasets import load_breast_cancer
+
+    path = Path(tempfile.gettempdir()) / "tuner-benchmarks" / "breast_cancer.csv"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        x, y = load_breast_cancer(return_X_y=True)
+        frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
+        frame["target"] = y
+        frame.to_csv(path, index=False)
+    return path
+
+
+def objective_args(workload: str) -> list[str]:
+    """`tuner study create` flags that select a workload."""
+    if workload == "cancer-tabular":
+        return ["--objective", "tabular", "--data", str(cancer_csv()), "--target", "target"]
+    return ["--objective", workload]
 
 
 def run_peer(workload: str, sampler: str, seed: int, trials: int, epochs: int) -> dict:
@@ -43,7 +66,7 @@ def run_tuner(workload: str, seed: int, budget_s: float, extra: list[str] | None
     with tempfile.TemporaryDirectory() as tmp:
         storage = f"sqlite:///{tmp}/bench.db"
         tuner = Path(sys.executable).with_name("tuner")
-        cmd = [str(tuner), "study", "create", "--objective", workload, "--seed", str(seed), "--name", "bench",
+        cmd = [str(tuner), "study", "create", *objective_args(workload), "--seed", str(seed), "--name", "bench",
                "--timeout", f"{budget_s:.1f}", "--n-trials", "100000", "--storage", storage, "--format", "json",
                *(extra or [])]
         subprocess.run(cmd, capture_output=True, text=True, check=True)

@@ -16,8 +16,8 @@ import argparse
 import json
 import os
 import shlex
-import sys
 import statistics
+import sys
 import time
 from datetime import date
 from pathlib import Path

@@ -40,6 +40,7 @@ PRUNER_CLASSES = {
     "hyperband": optuna.pruners.HyperbandPruner,
     "wilcoxon": optuna.pruners.WilcoxonPruner,
     "patient": optuna.pruners.PatientPruner,
+    "top_third": optuna.pruners.PercentilePruner,
     "none": optuna.pruners.NopPruner,
 }
 
@@ -114,9 +115,10 @@ def test_unknown_builtin_spec_name():
 @pytest.mark.parametrize(
     ("field", "value", "expected"),
     [
-        ("sampler", "tpee", "Unknown sampler 'tpee'. Valid: cmaes, gp, grid, nsgaii, qmc, random, tpe. Did you mean 'tpe'?"),
+        ("sampler", "tpee", "Unknown sampler 'tpee'. Valid: cmaes, gp, grid, nsgaii, qmc, random, tpe. Did you "
+                            "mean 'tpe'?"),
         ("pruner", "medain", "Unknown pruner 'medain'. Valid: hyperband, median, none, patient, percentile, "
-                             "successive_halving, wilcoxon. Did you mean 'median'?"),
+                             "successive_halving, top_third, wilcoxon. Did you mean 'median'?"),
     ],
 )
 def test_unknown_sampler_or_pruner(make_spec, db_path: Path, assert_nothing_written, field, value, expected):

@@ -222,7 +222,7 @@ def study_create(
     space: Annotated[str | None, typer.Option(help="Built-in search space or a YAML file.")] = None,
     sampler: Annotated[str | None, typer.Option(help="tpe, random, qmc, cmaes, gp, nsgaii or grid.")] = None,
     pruner: Annotated[str | None, typer.Option(help="median, percentile, successive_halving, hyperband, "
-                                                    "wilcoxon, patient or none.")] = None,
+                                                    "wilcoxon, patient, top_third or none.")] = None,
     n_trials: Annotated[int | None, typer.Option(help="Trials to finish (complete or pruned).")] = None,
     timeout: TimeoutOpt = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs per trial.")] = None,

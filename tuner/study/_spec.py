@@ -59,7 +59,7 @@ class StudySpec(BaseModel):
                                                "the lr ranges it suggests (see `tuner lr-find`)")
     sampler: str | dict[str, Any] = Field("tpe", description="tpe, random, qmc, cmaes, gp, nsgaii or grid")
     pruner: str | dict[str, Any] = Field("median", description="median, percentile, successive_halving, "
-                                                                "hyperband, wilcoxon, patient or none")
+                                                                "hyperband, wilcoxon, patient, top_third or none")
     n_trials: int = Field(30, gt=0, description="trials to finish (complete or pruned) in the study")
     timeout: float | None = Field(None, gt=0, description="seconds after which no new trial starts")
     epochs: int | None = Field(None, gt=0, description="training epochs per trial; default: the objective's "
