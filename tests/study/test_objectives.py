@@ -57,7 +57,7 @@ def test_a_study_of_accuracy_and_train_seconds_records_both_and_prunes_on_accura
                                                                                     monkeypatch) -> None:
     from tuner.study._local import run_prepared
 
-    monkeypatch.delenv("TUNER_PACK")  # pack: auto, which trains such a study one trial at a time
+    monkeypatch.setenv("TUNER_PACK", "8")  # what a spec leaves to auto: not a pack with train_seconds
 
     spec = StudySpec(name="o", objective=objective_ref, objectives=["accuracy", "train_seconds"], n_trials=14,
                      epochs=4, storage=storage_url, device="cpu", pruner={"name": "median", "n_startup_trials": 3,

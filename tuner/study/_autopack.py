@@ -132,10 +132,10 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
     spec = prepared.spec
     requested = requested_pack(spec)
     threads = spec.threads or max(1, (os.cpu_count() or 1) // max(1, workers))  # a pack's steps are large
+    if len(spec.objectives or []) > 1:  # before $TUNER_PACK: a member's seconds would be its pack's
+        return PackChoice(1, "train_seconds is an objective: each trial trains alone, so that its time is its own")
     if requested != "auto":
         return PackChoice(int(requested), "", threads if int(requested) > 1 else None, auto=False)
-    if len(spec.objectives or []) > 1:
-        return PackChoice(1, "train_seconds is an objective: each trial trains alone, so that its time is its own")
     cap = n_trials // 4
     if cap < 2:
         return PackChoice(1, f"{n_trials} trial(s) to run are too few to share (packs start at 8)")
