@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.settings", description=__doc__.splitlines()[0])
     parser.add_argument("--setting", action="append", required=True,
                         help="extra `tuner study create` flags of one setting (\"\" for the defaults); repeat")
-    parser.add_argument("--workloads", nargs="+", default=WORKLOADS, choices=WORKLOADS)
+    parser.add_argument("--workloads", nargs="+", default=None, choices=WORKLOADS,
+                        help="default: every workload the reference has a peer-TPE run of")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budget-scale", type=float, default=1.0,
                         help="multiply the peer's wall time by this (0.5: a short budget)")
@@ -48,10 +49,14 @@ def main(argv: list[str] | None = None) -> Path:
     argv = sys.argv[1:] if argv is None else argv
     reference = json.loads(args.reference.read_text())
     peers = {(r["workload"], r["seed"]): r for r in reference["search"] if r["tool"] == "peer-tpe"}
+    workloads = args.workloads or [w for w in WORKLOADS if (w, 0) in peers]
+    missing = sorted({(w, s) for w in workloads for s in range(args.seeds)} - set(peers))
+    if missing:
+        parser.error(f"{args.reference} has no peer-TPE run of {missing[0][0]} seed {missing[0][1]}")
     torch.set_num_threads(os.cpu_count() or 1)
     started = time.time()
     rows = []
-    for workload in args.workloads:
+    for workload in workloads:
         for seed in range(args.seeds):
             peer = peers[(workload, seed)]
             budget = peer["wall_s"] * args.budget_scale
