@@ -41,7 +41,7 @@ class OptimizerInfo:
             L2 is added to the loss as a penalty so that weight decay means the same everywhere.
         needs_closure: ``step`` must be given a closure that re-evaluates the loss.
         package: the pip package the class comes from when it is not ``torch.optim`` (installed with
-            ``pip install 'tuner[tuning-free]'``); None for torch's own.
+            the ``tuning-free`` extra); None for torch's own.
         train_eval: the optimizer keeps two weight sequences and must be told ``optimizer.train()`` before
             training steps and ``optimizer.eval()`` before evaluating (schedule-free methods).
         tuning_free: the optimizer is meant to work at its defaults (the report compares the tuned config
@@ -219,8 +219,8 @@ def _optional(package: str, name: str) -> type[torch.optim.Optimizer]:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             from tuner.errors import ConfigError
 
-            raise ConfigError(f"The {name} optimizer needs the {package!r} package: "
-                              f"pip install 'tuner[tuning-free]' (or pip install {package}).")
+            raise ConfigError(f"The {name} optimizer needs the {package!r} package: pip install {package} (or "
+                              f"install tuner with its tuning-free extra: pip install -e '.[tuning-free]').")
 
     Missing.__name__ = Missing.__qualname__ = name
     return Missing

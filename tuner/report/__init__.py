@@ -221,7 +221,7 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
 
         baseline = tuning_free_baseline(study, fit, rec, seeds, int(spec.get("seed") or 0))
         notes.append(baseline_line(rec, baseline, metric, direction_of(study)) if baseline is not None else
-                     "tuned vs tuning-free: not compared (pip install 'tuner[tuning-free]' for Prodigy)")
+                     "tuned vs tuning-free: not compared (pip install prodigyopt for Prodigy)")
     files: dict[str, Path] = {}
     files["recommended.yaml"] = rec.config.save(out / "recommended.yaml", **rec.metadata(study, metric))
     try:

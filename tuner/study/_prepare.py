@@ -182,7 +182,8 @@ def _check_packages(space: SearchSpace) -> None:
         info = get_optimizer(name)
         if not info.available:
             raise ConfigError(f"{space.source}: key 'optimizer.{name}': the {name!r} optimizer needs the "
-                              f"{info.package!r} package: pip install 'tuner[tuning-free]'.")
+                              f"{info.package!r} package: pip install {info.package} (or pip install -e "
+                              f"'.[tuning-free]').")
 
 
 SECOND_OBJECTIVES = ("train_seconds",)
