@@ -280,8 +280,11 @@ def test_out_of_memory_trials_fail_with_the_reason_and_the_study_goes_on(tmp_pat
     trials = study.get_trials(deepcopy=False)
     ooms = [t for t in trials if t.state == TrialState.FAIL]
     assert ooms and all(t.params["batch_size"] == 32 for t in ooms)
-    assert all(t.user_attrs["oom"] and t.user_attrs["reason"].startswith("out of memory: CUDA out of memory")
-               for t in ooms)
+    ran_out = [t for t in ooms if t.user_attrs.get("oom")]
+    assert len(ran_out) == 1 and ran_out[0].user_attrs["reason"].startswith("out of memory: CUDA out of memory")
+    # After that, batch 32 is not trained again on this device: recorded as avoided, with the reason.
+    assert all(t.user_attrs.get("oom_avoided") and t.user_attrs["reason"].startswith("out of memory avoided")
+               for t in ooms if t not in ran_out)
     assert sum(t.state == TrialState.COMPLETE for t in trials) >= 3  # the batch-16 configs trained
     # Nothing of the failed trials is kept alive: their models (and the buffers they held) were freed.
     import gc
@@ -291,13 +294,17 @@ def test_out_of_memory_trials_fail_with_the_reason_and_the_study_goes_on(tmp_pat
     assert not leaked
 
 
-def test_consecutive_out_of_memory_failures_stop_the_study(tmp_path: Path, slow_file: Path):
+def test_a_space_that_only_runs_out_of_memory_stops_the_study(tmp_path: Path, slow_file: Path):
+    from tuner.study._engine import MAX_OOM_ASKS
+
     space = tmp_path / "big.yaml"
     space.write_text("optimizer: adam\nbatch_size: 64\n")
     study, prepared = _prepared({"n_trials": 20}, slow_file, space, f"sqlite:///{tmp_path / 'o.db'}", attr="oom")
-    with pytest.raises(StudyError, match="5 consecutive failed trials; the last failed with: out of memory"):
+    with pytest.raises(StudyError, match=f"batch sizes of 64 or more {MAX_OOM_ASKS} times in a row, and those ran "
+                                         f"out of memory on cpu \\(trial 0\\)"):
         run_trials(study, prepared)
-    assert len(study.trials) == 5
+    assert len(study.trials) == 1 + MAX_OOM_ASKS  # one trained and ran out; the rest were not trained
+    assert not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
 
 def test_a_torn_journal_tail_is_cut_and_the_study_goes_on(tmp_path: Path):

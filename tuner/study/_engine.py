@@ -408,7 +408,8 @@ def _ask(study: optuna.Study, plan: RunPlan) -> optuna.Trial:
 def _take(study: optuna.Study, plan: RunPlan, device: str = "") -> tuple[optuna.Trial, TrainConfig]:
     """Asks for a trial, marks it as this worker's and samples its config. A config that equals one a running
     trial is training (two workers, one proposal) is set aside, recorded with the reason, and asked again."""
-    for attempt in range(MAX_DUPLICATE_ASKS + MAX_OOM_ASKS + 1):
+    duplicates = avoided = 0
+    while True:
         trial = _ask(study, plan)
         try:
             trial.set_user_attr(Key.WORKER, worker_identity(device))  # first: an interrupt finds it as ours
@@ -424,19 +425,23 @@ def _take(study: optuna.Study, plan: RunPlan, device: str = "") -> tuple[optuna.
                 _tell(study, trial, state=TrialState.FAIL)
             raise _sampler_error(plan, exc) from exc
         if _avoid_oom(study, plan, trial, config, device):
+            avoided += 1
+            if avoided >= MAX_OOM_ASKS:
+                limit = oom_limits(study).get(device or "this machine", {})
+                raise StudyError(f"Study {study.study_name!r}: the sampler proposed batch sizes of "
+                                 f"{limit.get('batch_size')} or more {MAX_OOM_ASKS} times in a row, and those ran out "
+                                 f"of memory on {device or 'this machine'} (trial {limit.get('trial')}); use a space "
+                                 f"with smaller batch sizes.")
             continue
         twin = _running_twin(study, trial)
-        if twin is None or attempt >= MAX_DUPLICATE_ASKS:
+        if twin is None or duplicates >= MAX_DUPLICATE_ASKS:
             return trial, config
+        duplicates += 1
         reason = StopReason(StopKind.DUPLICATE, f"duplicate: the same parameters as trial {twin}, which is "
                                                 f"running; not trained, another config was asked for")
         for key, value in {**reason.attrs(), Key.DUPLICATE_OF: twin}.items():
             trial.set_user_attr(key, value)
         _tell(study, trial, state=TrialState.FAIL)
-    limit = oom_limits(study).get(device or "this machine", {})
-    raise StudyError(f"Study {study.study_name!r}: the sampler proposed batch sizes of {limit.get('batch_size')} or "
-                     f"more {MAX_OOM_ASKS} times in a row, and those ran out of memory on {device or 'this machine'} "
-                     f"(trial {limit.get('trial')}); use a space with smaller batch sizes.")
 
 
 def oom_limits(study: optuna.Study) -> dict[str, dict[str, int]]:
