@@ -123,6 +123,9 @@ class Executor(Protocol):
 class TrainerExecutor:
     """A built-in or file objective, trained by ``tuner.train.Trainer``."""
 
+    #: it trains with the config's batch size, so an out-of-memory error says that batch size is too large here
+    batches_from_config = True
+
     def __init__(self, trainer: Any) -> None:
         self.trainer = trainer
         self.device = str(trainer.device)
@@ -184,6 +187,9 @@ class TrainFnMisuse(ConfigError):
 class UserExecutor:
     """The user's ``train_fn(ctx)`` (``tuner.tune``). Python, NumPy and torch are seeded from
     ``config.seed`` before every call, so equal seeds give equal runs."""
+
+    #: the user's code may batch as it likes: an out-of-memory error says nothing about the config's batch size
+    batches_from_config = False
 
     def __init__(self, train_fn: Callable[[TrialContext], Any], device: str = "") -> None:
         self.train_fn = train_fn
@@ -584,7 +590,8 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
         finish(TrialState.FAIL, StopReason(StopKind.INTERRUPTED, "interrupted"), attrs=executor.partial())
         raise
     except torch.cuda.OutOfMemoryError as exc:
-        added = _record_oom(study, executor.device, config.batch_size, trial.number)
+        added = (_record_oom(study, executor.device, config.batch_size, trial.number)
+                 if getattr(executor, "batches_from_config", False) else "")
         reason = StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {exc}".splitlines()[0][:800] + added)
         attrs = {Key.OOM: True, Key.TRACEBACK: traceback.format_exc()[-4000:], **executor.partial()}
         del exc

@@ -29,6 +29,7 @@ from tuner.study._storage import (
     check_storage,
     default_storage,
     explain_storage_error,
+    load_named,
     mask_url,
     open_storage,
     storage_exists,
@@ -506,17 +507,4 @@ def open_study(name: str, storage_url: str | None = None, *, readonly: bool = Tr
 
 
 def _load(name: str, url: str, readonly: bool = True) -> optuna.Study:
-    if not storage_exists(url):
-        raise StudyError(f"No study named {name!r}: storage {mask_url(url)} does not exist yet.")
-    storage = open_storage(url, readonly=readonly)
-    names = optuna.get_all_study_names(storage)
-    if name not in names:
-        from tuner.errors import unknown_name_message
-
-        raise StudyError(f"In {mask_url(url)}: " + unknown_name_message("study", name, names))
-    previous = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(logging.WARNING)
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    finally:
-        optuna.logging.set_verbosity(previous)
+    return load_named(name, url, readonly=readonly)

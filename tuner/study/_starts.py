@@ -124,15 +124,15 @@ def study_starts(name: Any, storage_url: str | None, space: SearchSpace, top: in
     (another objective's study too), best first, and a line on what was skipped."""
     import optuna
 
-    from tuner.study._prepare import _load
     from tuner.study._record import Key, primary, ranked_trials
+    from tuner.study._storage import load_named
 
     if isinstance(name, optuna.Study):
         study, name = name, name.study_name
     elif not storage_url:
         raise ConfigError(f"warm_start {name!r}: give the storage that holds it (or pass the optuna.Study).")
     else:
-        study = _load(name, storage_url, readonly=True)
+        study = load_named(name, storage_url, readonly=True)
     if len(study.directions) > 1:
         raise StudyError(f"warm_start: study {name!r} is multi-objective; give a single-objective study.")
     ranked = ranked_trials(study)

@@ -420,3 +420,22 @@ def storage_lock(url: str, key: str, engine: Any = None) -> Iterator[None]:
                 engine.dispose()
         return
     yield
+
+
+def load_named(name: str, url: str, *, readonly: bool = True) -> optuna.Study:
+    """The study ``name`` in the storage at ``url``; a missing storage or name is a StudyError that lists the
+    names there."""
+    if not storage_exists(url):
+        raise StudyError(f"No study named {name!r}: storage {mask_url(url)} does not exist yet.")
+    storage = open_storage(url, readonly=readonly)
+    names = optuna.get_all_study_names(storage)
+    if name not in names:
+        from tuner.errors import unknown_name_message
+
+        raise StudyError(f"In {mask_url(url)}: " + unknown_name_message("study", name, names))
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(logging.WARNING)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    finally:
+        optuna.logging.set_verbosity(previous)
