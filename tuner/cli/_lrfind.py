@@ -68,8 +68,10 @@ def lr_find_command(
                                                    "[default: ./lr-find-<objective>.png].")] = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
-    """Sweep the learning rate up exponentially for a few hundred batches per optimizer and suggest a range of
-    rates to search (the LR range test). Trains nothing else; writes a plot."""
+    """Suggest a learning-rate range per optimizer (the LR range test).
+
+    Trains one model per optimizer for a few hundred batches while the rate grows exponentially, prints the
+    range of rates over which the loss falls, and writes a plot of loss against rate."""
     from tuner._files import safe_file_name
     from tuner.lrfind import plot_lr_find
 
