@@ -16,7 +16,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FrozenTrial
 
 from tuner.errors import ConfigError, StudyError
-from tuner.study._record import Key, primary, ranked_trials
+from tuner.study._record import Key, primary, range_position, ranked_trials
 
 __all__ = ["trials_frame", "Importance", "importances", "per_optimizer_best", "narrow_space", "complete_trials",
            "EVALUATORS"]
@@ -339,8 +339,8 @@ def _narrow_range(name: str, dist: Any, values: list[float], best: float | None,
     margin = 0.1 * span
     new_lo, new_hi = max(lo, vlo - margin), min(hi, vhi + margin)
     note = None
-    if best is not None and span > 0:
-        pos = (fwd(best) - lo) / span
+    pos = range_position(dist, best) if best is not None else None
+    if pos is not None:
         widen = widen_by * span
         if pos <= edge:
             new_lo = lo - widen

@@ -184,12 +184,30 @@ def objectives_of(study: optuna.Study) -> list[str]:
                                                                       range(len(study.directions) - 1)]
 
 
+EDGE = 0.05  # a value within this fraction of a range's end (log scale where the range is) sits at its edge
+
+
+def range_position(dist: Any, value: float) -> float | None:
+    """Where ``value`` sits in a numeric distribution's range, 0 at ``low`` and 1 at ``high`` (on the log
+    scale for a log range); None for a categorical or an empty range."""
+    if not isinstance(dist, (optuna.distributions.FloatDistribution, optuna.distributions.IntDistribution)):
+        return None
+    f = math.log if dist.log else float
+    span = f(dist.high) - f(dist.low)
+    return (f(value) - f(dist.low)) / span if span > 0 else None
+
+
+def _signs(study: optuna.Study) -> list[float]:
+    """Per objective, what turns it into one to minimise."""
+    return [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
+
+
 def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
     """The complete trials no other complete trial beats on every objective, by their first objective, best
     first (a single-objective study: the best trial)."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.values and all(math.isfinite(v) for v in t.values)]
-    signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
+    signs = _signs(study)
     keyed = [(tuple(s * v for s, v in zip(signs, t.values, strict=True)), t) for t in done]
     front = [t for k, t in keyed
              if not any(all(a <= b for a, b in zip(o, k, strict=True)) and o != k for o, _ in keyed)]
@@ -203,7 +221,7 @@ def knee(study: optuna.Study) -> FrozenTrial | None:
     front = pareto_front(study)
     if len(front) < 3 or len(study.directions) != 2:
         return front[0] if front else None
-    signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
+    signs = _signs(study)
     pts = [[s * v for s, v in zip(signs, t.values, strict=True)] for t in front]
     lows = [min(p[i] for p in pts) for i in range(2)]
     spans = [max(p[i] for p in pts) - lows[i] or 1.0 for i in range(2)]

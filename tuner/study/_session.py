@@ -7,7 +7,6 @@ engine); the caller gets a ``TrialOutcome`` per finished trial and a ``SessionRe
 
 from __future__ import annotations
 
-import math
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -22,7 +21,17 @@ from tuner.errors import ConfigError
 from tuner.study._engine import TrialOutcome, counts
 from tuner.study._local import run_prepared
 from tuner.study._prepare import PreparedStudy, study_kind
-from tuner.study._record import Key, StudyKey, best_trial, direction_of, primary, ranked_trials, record_of
+from tuner.study._record import (
+    EDGE,
+    Key,
+    StudyKey,
+    best_trial,
+    direction_of,
+    primary,
+    range_position,
+    ranked_trials,
+    record_of,
+)
 from tuner.study._storage import open_storage, storage_exists
 from tuner.study._workers import WorkerReport, parse_devices, run_workers
 
@@ -157,9 +166,6 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
     }
 
 
-EDGE = 0.05  # a value within this fraction of a range's end (log scale where the range is) sits at its edge
-
-
 def edge_notes(study: optuna.Study, number: int) -> list[str]:
     """For the recommended trial (``number``): each parameter whose value sits at an end of its range, where
     better values may lie beyond it."""
@@ -168,15 +174,9 @@ def edge_notes(study: optuna.Study, number: int) -> list[str]:
         return []
     notes = []
     for name, dist in sorted(trial.distributions.items()):
-        if not isinstance(dist, (optuna.distributions.FloatDistribution, optuna.distributions.IntDistribution)):
-            continue
         value = trial.params[name]
-        f = math.log if dist.log else float
-        span = f(dist.high) - f(dist.low)
-        if span <= 0:
-            continue
-        pos = (f(value) - f(dist.low)) / span
-        if pos <= EDGE or pos >= 1 - EDGE:
+        pos = range_position(dist, value)
+        if pos is not None and (pos <= EDGE or pos >= 1 - EDGE):
             end = "low" if pos <= EDGE else "high"
             notes.append(f"{name} = {value:.3g} sits at the {end} end of its range [{dist.low:.3g}, {dist.high:.3g}]: "
                          f"better values may lie {'below' if end == 'low' else 'above'} it")
