@@ -362,6 +362,8 @@ def test_readme_loop_tunes_then_retrains_a_cnn_on_digits(tmp_path: Path) -> None
     test_accuracy = evaluate(model, test_x, test_y)
     print(f"README loop: {config.summary()}, test accuracy {test_accuracy:.4f}")
     assert test_accuracy >= 0.95
+    # The loaded config, seeded as the trial was, retrains the best trial's model: same validation accuracy.
+    assert evaluate(model, val_x, val_y) == pytest.approx(result.best_value)
 
     # The same loop with the scheduler built without steps_per_epoch stops at once, saying what to pass.
     with pytest.raises(ConfigError, match=r"steps_per_epoch=len\(loader\)"):

@@ -44,6 +44,27 @@ def test_two_runs_with_one_seed_give_identical_values():
     assert _values(first) != _values(other)
 
 
+def test_one_seed_gives_the_same_trials_in_another_process_with_known_starts_queued():
+    # A fresh study whose first trials are queued starts is not a resumed one: its sampler keeps the seed (a
+    # resumed study's sampler is reseeded per process, which made every call to tune() draw other trials).
+    code = textwrap.dedent("""
+        import tuner
+
+        def train(ctx):
+            ctx.report(0, ctx.config.optimizer.lr)
+            return ctx.config.optimizer.lr
+
+        result = tuner.tune(train, space="adam-family", n_trials=4, epochs=1, seed=5, verbose=False)
+        print(sorted(sorted(t.params.items()) for t in result.study.trials))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(tuner.__file__).resolve().parents[1])}
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+            for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[0].stderr[-3000:]
+    assert "known" not in runs[0].stdout and "batch_size" in runs[0].stdout
+    assert runs[0].stdout == runs[1].stdout
+
+
 def test_progress_lines_and_summary_are_printed_unless_quiet(capsys):
     tuner.tune(_noisy, space="lr-only", n_trials=3, epochs=1, pruner="none", study_name="shown")
     out = capsys.readouterr().out.splitlines()

@@ -214,7 +214,7 @@ def tune(
                    timeout=timeout, pruner_name=_name_of(pruner), sampler_name=_name_of(sampler),
                    max_consecutive_failures=max_consecutive_failures, objectives=objectives,
                    resume_hint="call tuner.tune() again with the same storage and study_name")
-    existing = len(study.get_trials(deepcopy=False))
+    existing = len(study.get_trials(deepcopy=False)) - len(queued)  # the starts just queued are not a resume
     if existing:
         # A resumed study: a sampler seeded as in the first call would propose the same parameters again.
         from tuner.study._prepare import _joining_seed
