@@ -6,8 +6,10 @@ Prints one JSON line per trial and a summary.
 
 This is the reference peer script unchanged, except for `--model digits`: scikit-learn's digits with the
 same splits and MLP as tuner's `digits-mlp` objective, and `--model cancer`: scikit-learn's breast-cancer set
-with the splits and MLP of tuner's `tabular` objective on its CSV (benchmarks/search.py writes it), both
-written the way a user would write them by hand.
+with the splits and MLP of tuner's `tabular` objective on its CSV (benchmarks/search.py writes it), and
+`--model diabetes`: scikit-learn's diabetes regression the same way (standardised target, MSE loss, scored by
+R^2 on the validation split, as `tabular` scores a regression); all written the way a user would write them
+by hand.
 """
 import argparse, json, time
 import numpy as np, optuna, torch, torch.nn as nn
@@ -18,21 +20,26 @@ p.add_argument("--trials", type=int, default=30)
 p.add_argument("--epochs", type=int, default=20)
 p.add_argument("--sampler", default="tpe", choices=["tpe", "random"])
 p.add_argument("--seed", type=int, default=0)
-p.add_argument("--model", default="mlp", choices=["mlp", "cnn", "digits", "cancer"])
+p.add_argument("--model", default="mlp", choices=["mlp", "cnn", "digits", "cancer", "diabetes"])
 a = p.parse_args()
 torch.set_num_threads(1)
 
-if a.model in ("digits", "cancer"):
-    from sklearn.datasets import load_breast_cancer, load_digits
+regression = a.model == "diabetes"
+if a.model in ("digits", "cancer", "diabetes"):
+    from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
-    x, y = (load_digits if a.model == "digits" else load_breast_cancer)(return_X_y=True)
-    x_rest, x_te, y_rest, y_te = train_test_split(x, y, test_size=0.2, random_state=0, stratify=y)
-    x_tr, x_va, y_tr, y_va = train_test_split(x_rest, y_rest, test_size=0.2, random_state=0, stratify=y_rest)
+    x, y = {"digits": load_digits, "cancer": load_breast_cancer, "diabetes": load_diabetes}[a.model](return_X_y=True)
+    x_rest, x_te, y_rest, y_te = train_test_split(x, y, test_size=0.2, random_state=0, stratify=None if regression else y)
+    x_tr, x_va, y_tr, y_va = train_test_split(x_rest, y_rest, test_size=0.2, random_state=0, stratify=None if regression else y_rest)
     sc = StandardScaler().fit(x_tr)
     f32 = lambda v: torch.tensor(sc.transform(v), dtype=torch.float32)
     Xtr, Xv, Xt = f32(x_tr), f32(x_va), f32(x_te)
-    Ytr, Yv, Yt = torch.tensor(y_tr), torch.tensor(y_va), torch.tensor(y_te)
+    if regression:
+        mu, sd = y_tr.mean(), y_tr.std()
+        Ytr, Yv, Yt = (torch.tensor((v - mu) / sd, dtype=torch.float32) for v in (y_tr, y_va, y_te))
+    else:
+        Ytr, Yv, Yt = torch.tensor(y_tr), torch.tensor(y_va), torch.tensor(y_te)
 else:
     d = make_dataset(get_dataset_args())
     X = torch.tensor(d["x"], dtype=torch.float32); Y = torch.tensor(d["y"])
@@ -53,6 +60,8 @@ class CNN(nn.Module):
         return s.fc(s.d(x.flatten(1)))
 
 def build(p):
+    if a.model == "diabetes":
+        return nn.Sequential(nn.Linear(10, 64), nn.ReLU(), nn.Dropout(p), nn.Linear(64, 64), nn.ReLU(), nn.Dropout(p), nn.Linear(64, 1))
     if a.model == "cancer":
         return nn.Sequential(nn.Linear(30, 64), nn.ReLU(), nn.Dropout(p), nn.Linear(64, 64), nn.ReLU(), nn.Dropout(p), nn.Linear(64, 2))
     if a.model == "digits":
@@ -64,6 +73,9 @@ def build(p):
 def acc(m, x, y):
     m.eval()
     with torch.no_grad():
+        if regression:  # R^2
+            out = m(x).reshape(y.shape)
+            return (1 - (out - y).pow(2).sum() / (y - y.mean()).pow(2).sum()).item()
         return (m(x).argmax(1) == y).float().mean().item()
 
 t0 = time.time(); log = []
@@ -76,7 +88,7 @@ def objective(trial):
     dp = trial.suggest_float("dropout", 0.0, 0.5)
     m = build(dp)
     o = getattr(torch.optim, opt)(m.parameters(), lr=lr, weight_decay=wd)
-    lossf = nn.CrossEntropyLoss(); best = 0.0
+    lossf = (lambda o, t: nn.functional.mse_loss(o.reshape(t.shape), t)) if regression else nn.CrossEntropyLoss(); best = 0.0
     for ep in range(a.epochs):
         m.train(); pr = torch.randperm(len(Xtr))
         for i in range(0, len(Xtr), bs):

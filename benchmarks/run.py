@@ -24,7 +24,7 @@ from benchmarks.search import run_peer, run_tuner, time_to_target
 from benchmarks.throughput import measure
 
 BUILTIN_WORKLOADS = ["mnist1d-mlp", "mnist1d-cnn", "digits-mlp"]
-WORKLOADS = [*BUILTIN_WORKLOADS, "cancer-tabular"]  # the last: a workload no default was tuned on
+WORKLOADS = [*BUILTIN_WORKLOADS, "cancer-tabular", "diabetes-tabular"]  # the last two: no default was tuned on them
 RESULTS = Path(__file__).with_name("results")
 
 

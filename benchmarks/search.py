@@ -18,29 +18,34 @@ from pathlib import Path
 import optuna
 
 PEER = Path(__file__).with_name("peer_optuna.py")
-PEER_MODEL = {"mnist1d-mlp": "mlp", "mnist1d-cnn": "cnn", "digits-mlp": "digits", "cancer-tabular": "cancer"}
+PEER_MODEL = {"mnist1d-mlp": "mlp", "mnist1d-cnn": "cnn", "digits-mlp": "digits", "cancer-tabular": "cancer",
+              "diabetes-tabular": "diabetes"}
 
 
-def cancer_csv() -> Path:
-    """scikit-learn's breast-cancer set as a CSV (30 feature columns, then `target`), for the `tabular`
-    objective: a workload none of tuner's defaults were tuned on."""
+def sklearn_csv(name: str) -> Path:
+    """One of scikit-learn's bundled sets as a CSV (feature columns, then `target`), for the `tabular`
+    objective: workloads none of tuner's defaults were tuned on. ``breast_cancer`` is a classification (569
+    rows), ``diabetes`` a regression scored by R^2 (442 rows)."""
     import pandas as pd
-    from sklearn.datasets import load_breast_cancer
+    from sklearn import datasets
 
-    path = Path(tempfile.gettempdir()) / "tuner-benchmarks" / "breast_cancer.csv"
+    path = Path(tempfile.gettempdir()) / "tuner-benchmarks" / f"{name}.csv"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        x, y = load_breast_cancer(return_X_y=True)
+        x, y = getattr(datasets, f"load_{name}")(return_X_y=True)
         frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
         frame["target"] = y
         frame.to_csv(path, index=False)
     return path
 
 
+TABULAR = {"cancer-tabular": "breast_cancer", "diabetes-tabular": "diabetes"}
+
+
 def objective_args(workload: str) -> list[str]:
     """`tuner study create` flags that select a workload."""
-    if workload == "cancer-tabular":
-        return ["--objective", "tabular", "--data", str(cancer_csv()), "--target", "target"]
+    if workload in TABULAR:
+        return ["--objective", "tabular", "--data", str(sklearn_csv(TABULAR[workload])), "--target", "target"]
     return ["--objective", workload]
 
 
