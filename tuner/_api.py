@@ -136,6 +136,7 @@ def tune(
     warm_start: str | optuna.Study | None = None,
     known_starts: bool = True,
     objectives: list[str] | None = None,
+    batch_size: int | list[int] | None = None,
 ) -> TuneResult:
     """Tunes ``train_fn(ctx)``, the user's own training code, over ``space``.
 
@@ -163,6 +164,9 @@ def tune(
     ``objectives=[metric, "train_seconds"]`` tunes the metric against each trial's training time: a study with
     two objectives (pruning still on the metric); ``result.pareto_front`` holds the trials no other beats on
     both, and ``result.recommend()`` returns its knee.
+
+    ``batch_size`` (one size, or a list) replaces the space's batch sizes, e.g. for a training set smaller than
+    its largest one.
 
     ``workers=N`` trains in N processes on this machine (torch threads split between them), each asking the
     shared study for trials; it needs a ``storage`` and a ``train_fn`` defined at the top level of a module or
@@ -196,6 +200,8 @@ def tune(
         ref = function_ref(train_fn)
     objectives = _check_objectives(objectives, metric)
     search = _space(space)  # a bad space fails here, before any study exists
+    if batch_size is not None:
+        search = search.with_batch_sizes(batch_size)
     from tuner.study._starts import gather_starts
 
     if isinstance(enqueue, (str, TrainConfig, dict)):

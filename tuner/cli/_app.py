@@ -198,7 +198,8 @@ def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int = 1, devi
         print_json({**summary, "run": {"trials": run.trials, "seconds": round(run.seconds, 2),
                                        "stopped_by": run.stopped_by, "threads": run.threads,
                                        "pack": run.pack, "pack_why": run.pack_why,
-                                       "queued": [s.to_dict() for s in prepared.queued]},
+                                       "queued": [s.to_dict() for s in prepared.queued],
+                                       "space_notes": prepared.space_notes},
                     **({"calibration": prepared.calibration.summary()} if prepared.calibration else {})})
         return
     if not run.trials and run.stopped_by == "budget":
@@ -236,6 +237,9 @@ def study_create(
         "--objectives", metavar="METRIC,train_seconds", help="Several objectives: the objective's metric, then "
                                                               "train_seconds; show and report draw the Pareto "
                                                               "front and recommend its knee.")] = None,
+    batch_size: Annotated[str | None, typer.Option(
+        "--batch-size", metavar="N[,N...]", help="Batch sizes to search instead of the space's: one (fixed) or a "
+                                                 "comma-separated list.")] = None,
     calibrate: Annotated[bool | None, typer.Option("--calibrate", help="Run an LR range test first and search "
                                                                       "the lr ranges it suggests (tuner lr-find)."
                                                    )] = None,
@@ -264,8 +268,8 @@ def study_create(
     spec_obj = base.with_overrides(
         name=name, objective=objective, space=space, sampler=sampler, pruner=pruner, n_trials=n_trials,
         timeout=timeout, epochs=epochs, storage=storage, device=device, seed=seed, data=data, target=target,
-        threads=threads, pack=pack, calibrate=calibrate, objectives=objectives, enqueue=enqueue or None,
-        warm_start=warm_start, known_starts=False if no_known_starts else None,
+        threads=threads, pack=pack, batch_size=batch_size, calibrate=calibrate, objectives=objectives,
+        enqueue=enqueue or None, warm_start=warm_start, known_starts=False if no_known_starts else None,
     )
     prepared = prepare(spec_obj)
     study = create_or_join(prepared, force=force)
@@ -273,6 +277,8 @@ def study_create(
         echo("study ", (prepared.name, "bold"), f" in {storage_label(prepared.storage_url)}: objective "
              f"{prepared.objective.name}, space {prepared.space.name}, {prepared.spec.n_trials} trials x "
              f"{prepared.spec.epochs} epochs on {prepared.trainer.device}")
+        for note in prepared.space_notes:
+            echo(note)
         if prepared.calibration is not None:
             result = prepared.calibration
             echo(f"lr ranges calibrated by an LR range test (batch size {result.batch_size}, {result.seconds:.1f}s):")

@@ -400,6 +400,60 @@ class SearchSpace:
 
         return yaml.safe_dump(self.raw, sort_keys=False)
 
+    # -- batch sizes ------------------------------------------------------------------------------------
+    def with_batch_sizes(self, sizes: int | list[int] | tuple[int, ...]) -> SearchSpace:
+        """This space searching ``sizes`` (one value: fixed) instead of its own batch sizes."""
+        values = [sizes] if isinstance(sizes, int) else list(sizes)
+        if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+            raise ConfigError(f"batch_size: expected a positive integer or a list of them (e.g. 16 or "
+                              f"16,32,64); got {sizes!r}.")
+        values = sorted(set(values))
+        raw = {**self.raw, "batch_size": values[0] if len(values) == 1 else {"choices": values}}
+        return SearchSpace.from_dict(raw, name=self.name, source=self.source)
+
+    def fit_batch_sizes(self, n_train: int, data: str, where: str = "") -> tuple[SearchSpace, str | None]:
+        """This space without the batch sizes larger than the ``n_train`` training samples of ``data`` (a
+        choice is dropped, a range's upper end lowered), and a line saying what changed (None: nothing).
+        Refused, naming what is left to do, where no batch size would be left; ``where`` names where the
+        batch sizes came from (default: the space's file and key)."""
+        param = self.batch_size
+        where = where or f"{self.source}: key 'batch_size'"
+        fix = f"pass --batch-size with sizes up to {n_train} (e.g. --batch-size {_fitting_sizes(n_train)})"
+        d = param.distribution
+        if d is None:
+            if param.value <= n_train:
+                return self, None
+            raise ConfigError(f"{where}: {param.value} is larger than the {n_train} training samples of {data}; "
+                              f"{fix}.")
+        if isinstance(d, optuna.distributions.CategoricalDistribution):
+            kept = [b for b in d.choices if b <= n_train]
+            dropped = [b for b in d.choices if b > n_train]
+            if not dropped:
+                return self, None
+            if not kept:
+                raise ConfigError(f"{where}: every batch size ({', '.join(map(str, d.choices))}) is larger than "
+                                  f"the {n_train} training samples of {data}; {fix}.")
+            raw = {**self.raw, "batch_size": kept[0] if len(kept) == 1 else {"choices": kept}}
+            note = (f"batch sizes {', '.join(map(str, dropped))} left out: larger than the {n_train} training "
+                    f"samples of {data} (searching {', '.join(map(str, kept))})")
+        else:
+            if d.high <= n_train:
+                return self, None
+            if d.low > n_train:
+                raise ConfigError(f"{where}: the range {d.low} to {d.high} lies above the {n_train} training "
+                                  f"samples of {data}; {fix}.")
+            high = n_train if d.step in (None, 1) else d.low + (n_train - d.low) // d.step * d.step
+            raw = {**self.raw, "batch_size": {**param.to_yaml(), "high": int(high)}}
+            note = (f"batch sizes above {n_train} left out: larger than the {n_train} training samples of {data} "
+                    f"(searching {d.low} to {high})")
+        return SearchSpace.from_dict(raw, name=self.name, source=self.source), note
+
+
+def _fitting_sizes(n_train: int) -> str:
+    """A few powers of two up to ``n_train``, as a ``--batch-size`` value."""
+    sizes = [b for b in (8, 16, 32, 64, 128, 256) if b <= n_train][-3:] or [n_train]
+    return ",".join(map(str, sizes))
+
 
 
 def _parse_scaling(data: Any, source: str) -> LRScaling | None:

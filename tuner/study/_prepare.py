@@ -63,6 +63,8 @@ class PreparedStudy:
     #: configs queued as the first trials of a new study (enqueue, warm_start, known_starts), and notes
     starts: list[Any] = field(default_factory=list)
     start_notes: list[str] = field(default_factory=list)
+    #: what was changed in the space to fit the objective (batch sizes larger than its training set)
+    space_notes: list[str] = field(default_factory=list)
     #: the starts queued by ``create_or_join`` (empty when it joined an existing study)
     queued: list[Any] = field(default_factory=list)
 
@@ -112,10 +114,13 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None) -> Prepar
     _check_packages(space)
     trainer = Trainer(objective, device=spec.device)
     n_train = len(trainer.data.x_train)
-    too_big = [b for b in space.batch_size.endpoints() if isinstance(b, int) and b > n_train]
-    if too_big:
-        raise ConfigError(f"{space.source}: key 'batch_size': {max(too_big)} is larger than the {n_train} "
-                          f"training samples of objective {objective.name!r}.")
+    space_notes = []
+    if space_data is None:  # a stored space already holds the study's batch sizes
+        if spec.batch_size is not None:
+            space = space.with_batch_sizes(spec.batch_size)
+        given = "batch_size (--batch-size or the spec's batch_size)" if spec.batch_size is not None else ""
+        space, note = space.fit_batch_sizes(n_train, f"objective {objective.name!r}", where=given)
+        space_notes += [note] if note else []
     output_shape = trainer.check_model()
     calibration = None
     if spec.calibrate and space_data is None:
@@ -148,7 +153,8 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None) -> Prepar
         for start in starts:
             _check_batch(start.params.get("batch_size"), n_train, start.source, objective.name)
     return PreparedStudy(spec, space, objective, trainer, sampler, pruner, grid,
-                         objective_fingerprint(objective, trainer, output_shape), calibration, starts, start_notes)
+                         objective_fingerprint(objective, trainer, output_shape), calibration, starts,
+                         start_notes, space_notes=space_notes)
 
 
 def _check_batch(batch_size: Any, n_train: int, source: str, objective: str) -> None:

@@ -55,6 +55,8 @@ class StudySpec(BaseModel):
     objectives: list[str] | None = Field(None, description="several objectives: the objective's metric, then "
                                                           "train_seconds (a Pareto front of accuracy against cost; "
                                                           "pruning on the metric)")
+    batch_size: int | list[int] | None = Field(None, description="batch sizes to search instead of the "
+                                                                  "space's: one (fixed) or a list, e.g. [16, 32]")
     calibrate: bool = Field(False, description="run an LR range test when the study is created and search "
                                                "the lr ranges it suggests (see `tuner lr-find`)")
     sampler: str | dict[str, Any] = Field("tpe", description="tpe, random, qmc, cmaes, gp, nsgaii or grid")
@@ -92,6 +94,22 @@ class StudySpec(BaseModel):
         if isinstance(values, list):
             return [str(Path(v).resolve()) if isinstance(v, str) and Path(v).is_file() else v for v in values]
         return values
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _sizes(cls, value: Any) -> Any:
+        if isinstance(value, str):  # --batch-size 16,32,64
+            parts = [v.strip() for v in value.split(",") if v.strip()]
+            if not parts or not all(p.isdigit() for p in parts):
+                raise ValueError("expected a positive integer or a comma-separated list of them (e.g. 16,32,64)")
+            value = [int(p) for p in parts]
+        if isinstance(value, list):
+            if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+                raise ValueError("expected positive integers")
+            return value[0] if len(value) == 1 else sorted(set(value))
+        if isinstance(value, bool) or (isinstance(value, int) and value < 1):
+            raise ValueError("expected a positive integer")
+        return value
 
     @field_validator("objectives", mode="before")
     @classmethod
