@@ -11,10 +11,15 @@ Example:
 
 from __future__ import annotations
 
-from tuner._setup import TrainingSetup, seed_everything
+from typing import TYPE_CHECKING
+
 from tuner._version import __version__
-from tuner.config import InitConfig, OptimizerConfig, Regularization, ScheduleConfig, TrainConfig, load_config
 from tuner.errors import ConfigError, DataError, StudyError, TunerError
+
+if TYPE_CHECKING:
+    from tuner._api import TrialContext, TuneResult, suggest, tune
+    from tuner._setup import TrainingSetup, seed_everything
+    from tuner.config import InitConfig, OptimizerConfig, Regularization, ScheduleConfig, TrainConfig, load_config
 
 __all__ = [
     "ConfigError",
@@ -37,10 +42,25 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    # The tuning API pulls in Optuna; ``import tuner`` for load_config/build stays light without it.
-    if name in ("tune", "suggest", "TrialContext", "TuneResult"):
-        from tuner import _api
+# Everything that needs torch or Optuna is imported on first use: ``import tuner`` (and the ``tuner`` command's
+# --help and listings) stay light.
+_LAZY = {
+    "tune": "tuner._api", "suggest": "tuner._api", "TrialContext": "tuner._api", "TuneResult": "tuner._api",
+    "TrainingSetup": "tuner._setup", "seed_everything": "tuner._setup",
+    **dict.fromkeys(("InitConfig", "OptimizerConfig", "Regularization", "ScheduleConfig", "TrainConfig",
+                     "load_config"), "tuner.config"),
+}
 
-        return getattr(_api, name)
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'tuner' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

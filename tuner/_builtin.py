@@ -28,3 +28,34 @@ def builtin_names(folder: str, suffixes: tuple[str, ...]) -> dict[str, Path]:
         for p in sorted(directory.iterdir())
         if p.suffix in suffixes and not p.name.startswith(("_", "."))
     }
+
+
+def space_descriptions() -> dict[str, str]:
+    """``{name: description}`` of the built-in search spaces, read from their YAML (nothing is built, so
+    listing them imports neither torch nor Optuna)."""
+    import yaml
+
+    out = {}
+    for name, path in builtin_names("search_spaces", (".yaml", ".yml")).items():
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        out[name] = str((data or {}).get("description") or "").strip() if isinstance(data, dict) else ""
+    return out
+
+
+def objective_descriptions() -> dict[str, str]:
+    """``{name: description}`` of the built-in objectives: the ``description=`` given to ``Objective(...)`` in
+    the file, else the first line of its docstring; read from the source, not imported."""
+    import ast
+
+    out = {}
+    for name, path in builtin_names("objectives", (".py",)).items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        found = None
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Objective":
+                for kw in node.keywords:
+                    if kw.arg == "description" and isinstance(kw.value, ast.Constant):
+                        found = str(kw.value.value)
+        doc = (ast.get_docstring(tree) or "").strip().splitlines()
+        out[name] = found if found is not None else (doc[0] if doc else "")
+    return out

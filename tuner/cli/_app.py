@@ -7,16 +7,15 @@ import signal
 import sys
 from collections.abc import Callable
 from enum import Enum
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import optuna
 import typer
 from typer.core import TyperGroup
 
+from tuner._builtin import builtin_names
 from tuner._logs import quiet_libraries
 from tuner._version import __version__
 from tuner.cli._output import (
-    TrialProgress,
     echo,
     error_line,
     one_line,
@@ -26,6 +25,10 @@ from tuner.cli._output import (
     print_table,
 )
 from tuner.errors import StudyError, TunerError
+from tuner.study._spec import StudySpec
+
+if TYPE_CHECKING:
+    import optuna
 
 try:  # Typer >= 0.20 carries its own copy of Click
     from typer._click import exceptions as click_exceptions
@@ -41,7 +44,11 @@ class OneLineErrors(TyperGroup):
              standalone_mode: bool = True, **extra: Any) -> Any:
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click_exceptions.NoArgsIsHelpError as exc:  # the help was printed when it was raised
+        except click_exceptions.NoArgsIsHelpError as exc:  # the help, as plain text (see rich_markup_mode)
+            from tuner.cli._output import stdout
+
+            stdout.write(exc.ctx.get_help() + "\n")
+            stdout.flush()
             rv = exc.exit_code
         except click_exceptions.UsageError as exc:
             message = exc.format_message().rstrip()
@@ -61,11 +68,13 @@ class OneLineErrors(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
+# Help is plain text: Rich markup would read "[default: ...]" and any other bracket in a help text as a tag and
+# drop it, and plain text reads the same in every terminal, pager and log.
 app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Tune a PyTorch model's optimizer settings with Optuna.")
-study_app = typer.Typer(no_args_is_help=True, help="Create, run and inspect studies.")
-spaces_app = typer.Typer(no_args_is_help=True, help="Built-in search spaces.")
-objectives_app = typer.Typer(no_args_is_help=True, help="Built-in objectives.")
+                  rich_markup_mode=None, help="Tune a PyTorch model's optimizer settings with Optuna.")
+study_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Create, run and inspect studies.")
+spaces_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Built-in search spaces.")
+objectives_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Built-in objectives.")
 app.add_typer(study_app, name="study")
 app.add_typer(spaces_app, name="spaces")
 app.add_typer(objectives_app, name="objectives")
@@ -134,7 +143,9 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def _version(value: bool) -> None:
     if value:
-        echo(f"tuner {__version__} (optuna {optuna.__version__})")
+        from importlib.metadata import version
+
+        echo(f"tuner {__version__} (optuna {version('optuna')})")
         raise typer.Exit()
 
 
@@ -146,6 +157,11 @@ def root(
 ) -> None:
     """Tune a PyTorch model's optimizer settings with Optuna."""
     _state["debug"] = debug
+
+
+def _default(field: str) -> str:
+    """`` [default: X]`` for a help text: the ``StudySpec`` field's default, so help and behaviour agree."""
+    return f" [default: {StudySpec.model_fields[field].default}]."
 
 
 # No envvar here: TUNER_STORAGE is the default when neither the flag nor the spec file names a storage.
@@ -167,13 +183,15 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Continue a study whose 
                                                         "direction, data), mixing old and new values knowingly.")]
 TimeoutOpt = Annotated[float | None, typer.Option(help="Seconds of wall time: no trial starts after it, and a "
                                                        "running trial stops at its next epoch end (recorded "
-                                                       "as failed, reason 'timeout').")]
+                                                       "as failed, reason 'timeout') [default: none].")]
 
 
 def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int = 1, devices: str | None = None) -> None:
+    from tuner.cli._progress import TrialProgress
     from tuner.study._session import run_study, study_summary
 
-    with TrialProgress(study, prepared.spec.n_trials, quiet=fmt is Format.json) as progress:
+    with TrialProgress(study, prepared.spec.n_trials, quiet=fmt is Format.json,
+                       timeout=prepared.spec.timeout) as progress:
         run = run_study(study, prepared, workers=workers, devices=devices, on_trial=progress,
                         on_start=None if fmt is Format.json else progress.note)
     summary = study_summary(study)
@@ -215,21 +233,30 @@ def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int = 1, devi
 @study_app.command("create")
 @handle_errors
 def study_create(
-    spec: Annotated[str | None, typer.Argument(help="Study spec: a YAML file or a built-in name "
-                                                    "[default: quickstart].")] = None,
+    spec: Annotated[str | None, typer.Argument(help="Study spec: a YAML file or a built-in name (quickstart, "
+                                                    + ", ".join(n for n in builtin_names("studies", (".yaml",))
+                                                                if n != "quickstart")
+                                                    + ") [default: quickstart, unless --objective is given].")
+                    ] = None,
     *,
-    name: Annotated[str | None, typer.Option(help="Study name.")] = None,
-    objective: Annotated[str | None, typer.Option(help="Built-in objective, path/file.py:attr or module:attr.")] = None,
-    space: Annotated[str | None, typer.Option(help="Built-in search space or a YAML file.")] = None,
-    sampler: Annotated[str | None, typer.Option(help="tpe, random, qmc, cmaes, gp, nsgaii or grid.")] = None,
+    name: Annotated[str | None, typer.Option(help="Study name [default: OBJECTIVE-SPACE].")] = None,
+    objective: Annotated[str | None, typer.Option(help="Built-in objective, path/file.py:attr or module:attr"
+                                                       + _default("objective"))] = None,
+    space: Annotated[str | None, typer.Option(help="Built-in search space or a YAML file" + _default("space"))
+                     ] = None,
+    sampler: Annotated[str | None, typer.Option(help="tpe, random, qmc, cmaes, gp, nsgaii or grid"
+                                                     + _default("sampler"))] = None,
     pruner: Annotated[str | None, typer.Option(help="median, percentile, successive_halving, hyperband, "
-                                                    "wilcoxon, patient, top_third or none.")] = None,
-    n_trials: Annotated[int | None, typer.Option(help="Trials to finish (complete or pruned).")] = None,
+                                                    "wilcoxon, patient, top_third or none" + _default("pruner"))
+                      ] = None,
+    n_trials: Annotated[int | None, typer.Option(help="Trials to finish (complete or pruned)"
+                                                      + _default("n_trials"))] = None,
     timeout: TimeoutOpt = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs per trial.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs per trial [default: the objective's own, "
+                                                    "else 20].")] = None,
     storage: StorageOpt = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the sampler and the trials.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps" + _default("device"))] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the sampler and the trials" + _default("seed"))] = None,
     threads: Annotated[int | None, typer.Option(help="Torch threads [default: timed at start].")] = None,
     data: Annotated[str | None, typer.Option(help="CSV file (objective 'tabular').")] = None,
     target: Annotated[str | None, typer.Option(help="Target column (objective 'tabular').")] = None,
@@ -258,7 +285,11 @@ def study_create(
     force: ForceOpt = False,
     fmt: FormatOpt = Format.text,
 ) -> None:
-    """Create a study from a spec file and/or flags, then run it (flags override the file)."""
+    """Create a study from a spec file and/or flags, then run it.
+
+    Flags override the spec file; the defaults shown apply where neither sets a value. With no spec and no
+    --objective, the quickstart spec runs (studies/quickstart.yaml: the MNIST-1D CNN, 60 trials, a 110 s
+    timeout). The study is stored in --storage (default: ./tuner.db)."""
     from tuner.study import StudySpec, create_or_join, load_spec, prepare
     from tuner.study._session import check_workers, study_summary
     from tuner.study._storage import storage_hint, storage_label
@@ -276,7 +307,7 @@ def study_create(
     if fmt is Format.text:
         echo("study ", (prepared.name, "bold"), f" in {storage_label(prepared.storage_url)}: objective "
              f"{prepared.objective.name}, space {prepared.space.name}, {prepared.spec.n_trials} trials x "
-             f"{prepared.spec.epochs} epochs on {prepared.trainer.device}")
+             f"{prepared.spec.epochs} epochs on {prepared.trainer.device}{_time_box(prepared.spec.timeout)}")
         for note in prepared.space_notes:
             echo(note)
         if prepared.calibration is not None:
@@ -306,9 +337,11 @@ def study_run(
     name: Annotated[str, typer.Argument(help="Study name.")],
     *,
     storage: StorageOpt = None,
-    n_trials: Annotated[int | None, typer.Option(help="Raise or lower the study's trial budget.")] = None,
+    n_trials: Annotated[int | None, typer.Option(help="Raise or lower the study's trial budget [default: the "
+                                                      "study's].")] = None,
     timeout: TimeoutOpt = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps [default: the study's].")
+                      ] = None,
     threads: Annotated[int | None, typer.Option(help="Torch threads [default: timed at start].")] = None,
     workers: WorkersOpt = 1,
     devices: DevicesOpt = None,
@@ -326,7 +359,18 @@ def study_run(
     spec_obj = spec_obj.with_overrides(n_trials=n_trials, timeout=timeout, device=device, threads=threads, pack=pack)
     prepared = prepare(spec_obj, space_data=space_data)
     study = create_or_join(prepared, force=force)
+    if fmt is Format.text:
+        from tuner.study._engine import counts
+
+        c = counts(study)
+        echo("study ", (prepared.name, "bold"), f": {c['COMPLETE'] + c['PRUNED']} of {prepared.spec.n_trials} trials "
+             f"finished, {prepared.spec.epochs} epochs each, on {prepared.trainer.device}"
+             f"{_time_box(prepared.spec.timeout)}")
     _run(study, prepared, fmt, workers, devices)
+
+
+def _time_box(timeout: float | None) -> str:
+    return f"; stops at its {timeout:g} s timeout if that comes first (--timeout)" if timeout else ""
 
 
 @study_app.command("list")
@@ -375,9 +419,9 @@ def study_show(
 @handle_errors
 def spaces_list(fmt: FormatOpt = Format.text) -> None:
     """List the built-in search spaces."""
-    from tuner.spaces import list_spaces, load_space
+    from tuner._builtin import space_descriptions
 
-    rows = {name: load_space(name).description for name in list_spaces()}
+    rows = space_descriptions()
     if fmt is Format.json:
         print_json(rows)
         return
@@ -430,14 +474,9 @@ def spaces_starts(space: Annotated[str, typer.Argument(help="Built-in name or YA
 @handle_errors
 def objectives_list(fmt: FormatOpt = Format.text) -> None:
     """List the built-in objectives."""
-    from tuner.objectives import Objective, list_objectives
-    from tuner.objectives._loader import _import_file
+    from tuner._builtin import objective_descriptions
 
-    rows = {}
-    for name, path in list_objectives().items():
-        module = _import_file(path)
-        obj = getattr(module, "objective", None)
-        rows[name] = obj.description if isinstance(obj, Objective) else (module.__doc__ or "").strip().splitlines()[0]
+    rows = objective_descriptions()
     if fmt is Format.json:
         print_json(rows)
         return

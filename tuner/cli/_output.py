@@ -13,19 +13,13 @@ import json
 import math
 import re
 import sys
-import time
 from typing import Any
 
-import optuna
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 from tuner._secrets import RedactingStream, redact
-from tuner.study._engine import TrialOutcome, counts
-from tuner.study._record import best_trial, primary
-from tuner.study._session import trial_line
 
 stdout = RedactingStream(lambda: sys.stdout)
 stderr = RedactingStream(lambda: sys.stderr)
@@ -84,72 +78,6 @@ def fmt(value: float | None, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:.{digits}f}"
-
-
-class TrialProgress:
-    """A progress bar with done/pruned/failed counts, the best value, elapsed time and ETA on a terminal;
-    one line per trial otherwise (to stderr when stdout carries JSON)."""
-
-    def __init__(self, study: optuna.Study, n_trials: int, *, quiet: bool = False) -> None:
-        self.n_trials = n_trials
-        self.quiet = quiet
-        c = counts(study)
-        self.done = c["COMPLETE"] + c["PRUNED"]
-        self.pruned, self.failed = c["PRUNED"], c["FAIL"]
-        self.start = time.monotonic()
-        self.rich = sys.stdout.isatty() and not quiet
-        self.progress: Progress | None = None
-        if self.rich:
-            self.progress = Progress(
-                TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
-                TextColumn("{task.completed}/{task.total}", markup=False),
-                TextColumn("{task.fields[stats]}", markup=False), TimeElapsedColumn(), TextColumn("eta"),
-                TimeRemainingColumn(), console=out, transient=False,
-                # The console writes through sys.stdout: a progress that swapped sys.stdout for its own proxy
-                # would write into itself without end. Trial lines go through progress.console instead.
-                redirect_stdout=False, redirect_stderr=False,
-            )
-            self.task = self.progress.add_task(cell(study.study_name), total=n_trials,
-                                               completed=min(self.done, n_trials), stats=self._stats(study))
-
-    def _stats(self, study: optuna.Study) -> str:
-        best = best_trial(study)
-        return f"pruned {self.pruned} failed {self.failed} best {fmt(primary(best) if best else None)}"
-
-    def __enter__(self) -> TrialProgress:
-        if self.progress is not None:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-    def note(self, line: str) -> None:
-        """A line about the run (e.g. the pack size chosen), above the progress bar or between trial lines."""
-        if self.progress is not None:
-            self.progress.console.print(clean(line), markup=False, highlight=False)
-            return
-        stream = stderr if self.quiet else stdout
-        stream.write(clean(line) + "\n")
-        stream.flush()
-
-    def __call__(self, outcome: TrialOutcome, study: optuna.Study) -> None:
-        if outcome.state in ("COMPLETE", "PRUNED"):
-            self.done += 1
-        self.pruned += outcome.state == "PRUNED"
-        self.failed += outcome.state == "FAIL"
-        if self.progress is not None:
-            self.progress.update(self.task, completed=min(self.done, self.n_trials), stats=self._stats(study))
-            if outcome.state == "FAIL":
-                self.progress.console.print(styled((f"trial {outcome.number} failed:", "red"), " ",
-                                                   one_line(outcome.reason)))
-            return
-        best = best_trial(study)
-        line = trial_line(outcome, self.done, self.n_trials, primary(best) if best else None)
-        stream = stderr if self.quiet else stdout
-        stream.write(clean(line) + "\n")
-        stream.flush()
 
 
 def print_summary(summary: dict[str, Any]) -> None:

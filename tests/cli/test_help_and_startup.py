@@ -1,0 +1,130 @@
+"""What a newcomer reads first: every command's ``--help`` shows its defaults with nothing eaten by markup,
+the listings and the help start without torch, and the progress ETA counts the timeout."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import tuner
+from tuner.cli import app
+from tuner.cli._progress import eta
+from tuner.study._spec import StudySpec
+
+ROOT = Path(tuner.__file__).resolve().parents[1]
+
+
+def _commands() -> list[list[str]]:
+    """Every command path of the CLI: [], ["study"], ["study", "create"], ..."""
+    import typer.main
+
+    found = []
+
+    def walk(command, path):
+        found.append(path)
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+COMMANDS = _commands()
+
+
+def _help(*path: str) -> str:
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "100"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_every_command_is_reached():
+    names = {" ".join(p) for p in COMMANDS}
+    assert {"study create", "study run", "study report", "study export", "spaces list", "objectives list",
+            "lr-find", "spaces calibrate"} <= names
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "tuner")
+def test_help_keeps_every_bracket_and_has_no_dropped_text(path: list[str]):
+    text = _help(*path)
+    flat = " ".join(text.split())
+    # A help text that Rich markup had eaten a "[default: ...]" from read "Storage URL ." or "Torch threads .".
+    assert not re.search(r"\w \.( |$)", flat), flat
+    assert flat.count("[") == flat.count("]"), flat
+    assert "<bool>" not in flat  # a flag takes no value
+
+
+def test_study_create_help_shows_where_studies_go_and_the_spec_defaults():
+    flat = " ".join(_help("study", "create").split())
+    assert "--storage <str> Storage URL [default: $TUNER_STORAGE, else sqlite:///tuner.db]." in flat
+    for field, flag in [("sampler", "--sampler"), ("pruner", "--pruner"), ("n_trials", "--n-trials"),
+                        ("seed", "--seed"), ("device", "--device"), ("space", "--space")]:
+        default = StudySpec.model_fields[field].default
+        segment = flat.split(flag + " ", 1)[1].split(" --", 1)[0]
+        assert f"[default: {default}]" in segment, (flag, segment)
+    assert "[default: the objective's own, else 20]" in flat
+    assert "[default: quickstart, unless --objective is given]" in flat
+    assert "Torch threads [default: timed at start]." in flat
+    assert "[default: none]" in flat.split("--timeout", 1)[1].split(" --", 1)[0]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["spaces", "list"], ["objectives", "list"],
+                                  ["study", "create", "--help"], ["study", "--help"]])
+def test_help_and_listings_do_not_import_torch(args: list[str]):
+    code = textwrap.dedent(f"""
+        import sys
+        from tuner.cli import main
+        sys.argv = ["tuner", *{args!r}]
+        try:
+            main()
+        except SystemExit as exit:
+            code = exit.code
+        sys.stdout = sys.__stdout__
+        print("LOADED", sorted(m for m in ("torch", "sklearn", "pandas", "matplotlib") if m in sys.modules))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "LOADED []" in done.stdout, done.stdout[-2000:]
+
+
+def test_listings_read_the_same_descriptions_the_objects_hold():
+    from tuner._builtin import objective_descriptions, space_descriptions
+    from tuner.objectives import load_objective
+    from tuner.spaces import list_spaces, load_space
+
+    assert space_descriptions() == {name: load_space(name).description for name in list_spaces()}
+    for name, description in objective_descriptions().items():
+        if name != "tabular":  # a factory: its Objective needs a CSV
+            assert load_objective(name).description == description
+
+
+@pytest.mark.parametrize(("elapsed", "done", "left", "timeout", "expected"), [
+    (10.0, 2, 8, None, (40.0, "budget")),        # 5 s a trial, 8 left
+    (10.0, 2, 8, 30.0, (20.0, "timeout")),       # the timeout comes first
+    (10.0, 2, 2, 30.0, (10.0, "budget")),        # the budget comes first
+    (3.0, 0, 8, 30.0, (27.0, "timeout")),        # no trial finished yet: only the timeout is known
+    (3.0, 0, 8, None, (None, "")),
+    (40.0, 2, 8, 30.0, (0.0, "timeout")),        # past the timeout: the running trial stops at its epoch end
+])
+def test_eta_is_the_earlier_of_budget_and_timeout(elapsed, done, left, timeout, expected):
+    assert eta(elapsed, done, left, timeout) == expected
+
+
+def test_the_run_header_says_it_is_time_boxed(tmp_cwd: Path, objective_ref: str, storage_url: str):
+    runner = CliRunner()
+    args = ["--objective", objective_ref, "--n-trials", "2", "--epochs", "1", "--storage", storage_url,
+            "--device", "cpu", "--name", "boxed"]
+    created = runner.invoke(app, ["study", "create", *args, "--timeout", "600"])
+    assert created.exit_code == 0, created.output
+    assert "2 trials x 1 epochs on cpu; stops at its 600 s timeout if that comes first (--timeout)" in created.output
+    resumed = runner.invoke(app, ["study", "run", "boxed", "--storage", storage_url, "--n-trials", "3"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "study boxed: 2 of 3 trials finished, 1 epochs each, on cpu; stops at its 600 s timeout" in resumed.output
