@@ -160,7 +160,35 @@ def print_best_config(summary: dict[str, Any]) -> None:
     out.print(styled("\n", ("best config", "bold"), f" (trial {best['number']}, validation {fmt(best['value'])}, "
                                                      f"test {fmt(best['test_value'])}):"))
     out.print(Text(clean(yaml.safe_dump(best["config"], sort_keys=False).rstrip())))
+    print_recommendation(summary)
     print_edges(summary)
+
+
+def print_recommendation(summary: dict[str, Any]) -> None:
+    """What ``study export`` hands over beside the best single trial, so that ``show`` and ``export`` never
+    disagree silently: the confirmed recommendation (stored by report/export), or that there is none yet."""
+    import shlex
+
+    best, conf = summary["best"], summary.get("confirmation")
+    name = shlex.quote(summary["name"])
+    if conf is None or not conf["current"]:
+        stale = " (the stored one covers earlier top trials)" if conf is not None else ""
+        echo(f"not confirmed yet{stale}: `tuner study export {name}` (and `study report`) first re-train the top "
+             f"trials with new seeds and export the best mean, which may be another trial; `--no-confirm` exports "
+             f"this one as it is.")
+        return
+    score = (f"mean validation {fmt(conf['mean'])} ± {fmt(conf['std'])} over {conf['seeds']} new seed(s)"
+             + (f", test {fmt(conf['test_mean'])}" if conf["test_mean"] is not None else ""))
+    if conf["trial"] == best["number"]:
+        echo(f"recommended: this config, confirmed with {score}; `tuner study export {name}` exports it.")
+        return
+    from tuner.config import TrainConfig
+
+    other = TrainConfig.from_dict(conf["config"]).summary() if conf.get("config") else "-"
+    out.print(styled(("recommended", "bold"), f" (what `tuner study export {name}` exports): trial {conf['trial']}, "
+                                              f"{cell(other)}, confirmed with {score}; the best single trial "
+                                              f"{best['number']} did worse on new seeds (`export --trial "
+                                              f"{best['number']}` exports it)."))
 
 
 def print_json(data: Any) -> None:

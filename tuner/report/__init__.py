@@ -133,7 +133,7 @@ def _metric(study: optuna.Study) -> str:
 
 def study_recommendation(study: optuna.Study, storage_url: str | None = None, *, trial: int | None = None,
                          top_k: int = 3, seeds: int = 3, confirm_runs: bool = True,
-                         on_run: Callable[[int, int, float], None] | None = None) -> Recommendation:
+                         on_run: Callable[[str, int, float], None] | None = None) -> Recommendation:
     """The recommendation of a study created by ``tuner study create``: confirmed by re-training on its
     objective unless stored already (or ``confirm_runs=False``)."""
     spec = study.user_attrs.get(StudyKey.SPEC) or {}
@@ -145,7 +145,7 @@ def study_recommendation(study: optuna.Study, storage_url: str | None = None, *,
 def write_report(study: optuna.Study, out_dir: str | Path, *, storage_label: str = "", fit: FitFn | None = None,
                  evaluator: str = "ped-anova", top_k: int = 3, seeds: int = 3, confirm_runs: bool = True,
                  steps_per_epoch: int | None = None,
-                 on_run: Callable[[int, int, float], None] | None = None) -> dict[str, Path]:
+                 on_run: Callable[[str, int, float], None] | None = None) -> dict[str, Path]:
     """Writes ``report.md``, ``report.html`` (self-contained), the PNG plots, ``recommended.yaml`` and
     ``narrowed-space.yaml`` into ``out_dir``; returns the files by name.
 
@@ -204,7 +204,7 @@ def _space_notes(study: optuna.Study, raw_space: Any) -> list[str]:
 
 def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: FitFn | None, evaluator: str,
                   top_k: int, seeds: int, confirm_runs: bool, steps_per_epoch: int | None,
-                  on_run: Callable[[int, int, float], None] | None) -> dict[str, Path]:
+                  on_run: Callable[[str, int, float], None] | None) -> dict[str, Path]:
     from tuner.report._plots import draw_all
     from tuner.report._render import ReportData, reason_counts, render_html, render_markdown
     from tuner.study import counts
@@ -219,7 +219,7 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
     if fit is not None and confirm_runs:
         from tuner.report._confirm import baseline_line, tuning_free_baseline
 
-        baseline = tuning_free_baseline(study, fit, rec, seeds, int(spec.get("seed") or 0))
+        baseline = tuning_free_baseline(study, fit, rec, seeds, int(spec.get("seed") or 0), on_run=on_run)
         notes.append(baseline_line(rec, baseline, metric, direction_of(study)) if baseline is not None else
                      "tuned vs tuning-free: not compared (pip install prodigyopt for Prodigy)")
     files: dict[str, Path] = {}

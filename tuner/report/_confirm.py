@@ -23,8 +23,8 @@ from tuner.report._analysis import complete_trials
 from tuner.study._engine import RunFailed
 from tuner.study._record import Key, StudyKey, direction_of, primary
 
-__all__ = ["Candidate", "Confirmation", "Recommendation", "confirm", "recommend", "recommendation",
-           "stored_confirmation", "confirmation_seeds"]
+__all__ = ["Candidate", "ConfirmPlan", "Confirmation", "Recommendation", "confirm", "confirmation_plan", "recommend",
+           "recommendation", "stored_confirmation", "confirmation_seeds"]
 
 
 FitFn = Callable[[TrainConfig], tuple[float, float | None]]
@@ -138,8 +138,69 @@ def confirmation_is_stored(study: optuna.Study, top_k: int = 3, seeds: int = 3) 
     return stored is not None and _reusable(stored, _top(study, top_k), top_k, seeds)
 
 
+@dataclass
+class ConfirmPlan:
+    """What a confirmation is about to cost, said before it starts: ``runs`` trainings (0 when the stored one
+    is reused), ``baseline_runs`` more for the report's tuning-free line, about ``trial_seconds`` each."""
+
+    top: int
+    seeds: int
+    runs: int
+    baseline_runs: int
+    trial_seconds: float | None
+
+    @property
+    def seconds(self) -> float | None:
+        total = self.runs + self.baseline_runs
+        return None if self.trial_seconds is None else total * self.trial_seconds
+
+    def line(self) -> str:
+        if not self.runs and not self.baseline_runs:
+            return (f"using the confirmation stored in the study (top {self.top} trial(s) x {self.seeds} seed(s)); "
+                    f"nothing to re-train")
+        parts = []
+        if self.runs:
+            parts.append(f"re-training the top {self.top} trial(s) with {self.seeds} new seed(s) each ({self.runs} "
+                         f"runs)")
+        if self.baseline_runs:
+            parts.append(f"{self.baseline_runs} run(s) of the tuning-free baseline")
+        cost = (f", about {_duration(self.seconds)} at {_duration(self.trial_seconds)} a trial"
+                if self.seconds is not None else "")
+        return (f"confirming the recommendation: {' and '.join(parts)}{cost}. --no-confirm skips this; the result "
+                f"is stored in the study, so later reports and exports reuse it.")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min {rest} s"
+
+
+def confirmation_plan(study: optuna.Study, top_k: int = 3, seeds: int = 3, *, baseline: bool = False,
+                      study_seed: int = 0) -> ConfirmPlan:
+    """How many trainings ``confirm`` (and, with ``baseline``, the report's tuning-free line) will run, and
+    about how long they take: the median wall time of the study's complete trials."""
+    top = _top(study, top_k)
+    stored = stored_confirmation(study)
+    runs = 0 if stored is not None and _reusable(stored, top, top_k, seeds) else len(top) * seeds
+    baseline_runs = 0
+    if baseline:
+        from tuner.optim import get_optimizer
+
+        kept = study.user_attrs.get(BASELINE_KEY)
+        if get_optimizer(BASELINE).available and not (
+                isinstance(kept, dict) and kept.get("seeds") == confirmation_seeds(study_seed, seeds)):
+            baseline_runs = seeds
+    durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in complete_trials(study)
+                 if t.datetime_complete and t.datetime_start]
+    return ConfirmPlan(len(top), seeds, runs, baseline_runs, statistics.median(durations) if durations else None)
+
+
 def confirm(study: optuna.Study, fit: FitFn, *, top_k: int = 3, seeds: int = 3, study_seed: int = 0,
-            reuse: bool = True, on_run: Callable[[int, int, float], None] | None = None) -> Confirmation:
+            reuse: bool = True, on_run: Callable[[str, int, float], None] | None = None) -> Confirmation:
     """Re-trains the top ``top_k`` configs with ``seeds`` new seeds each and stores the result in the study.
 
     ``fit(config) -> (validation, test or None)`` trains one config. A stored confirmation of the same top
@@ -171,7 +232,7 @@ def confirm(study: optuna.Study, fit: FitFn, *, top_k: int = 3, seeds: int = 3, 
             cand.values.append(float(value))
             cand.test_values.append(None if test is None else float(test))
             if on_run is not None:
-                on_run(t.number, seed, float(value))
+                on_run(f"trial {t.number}", seed, float(value))
         candidates.append(cand)
     direction = direction_of(study)
     result = Confirmation(top_k, seeds, direction, candidates, recommend(candidates, direction).trial)
@@ -217,7 +278,7 @@ class Recommendation:
 
 def recommendation(study: optuna.Study, fit: FitFn | None = None, *, trial: int | None = None, top_k: int = 3,
                    seeds: int = 3, study_seed: int = 0, confirm_runs: bool = True,
-                   on_run: Callable[[int, int, float], None] | None = None) -> Recommendation:
+                   on_run: Callable[[str, int, float], None] | None = None) -> Recommendation:
     """The config to hand over: ``trial`` if given; else the confirmed best (stored, or computed with
     ``fit`` when ``confirm_runs``); else the best trial. A study with several objectives recommends the knee
     of its Pareto front (``tuner.study.knee``) as it is; ``trial`` takes any other point."""
@@ -294,7 +355,8 @@ class Baseline:
 
 
 def tuning_free_baseline(study: optuna.Study, fit: FitFn, rec: Recommendation, seeds: int,
-                         study_seed: int = 0) -> Baseline | None:
+                         study_seed: int = 0, on_run: Callable[[str, int, float], None] | None = None
+                         ) -> Baseline | None:
     """Prodigy at its defaults (lr 1, constant schedule, no weight decay, the model's own dropout), with the
     recommendation's batch size and epochs, over the seeds the confirmation used; stored in the study and
     reused. None where Prodigy is not installed."""
@@ -319,6 +381,8 @@ def tuning_free_baseline(study: optuna.Study, fit: FitFn, rec: Recommendation, s
             out.errors.append(f"seed {seed}: {type(exc).__name__}: {exc}"[:300])
         out.values.append(float(value))
         out.tests.append(test)
+        if on_run is not None:
+            on_run(f"{BASELINE} (tuning-free baseline)", seed, float(value))
     with contextlib.suppress(Exception):  # a study opened read-only keeps nothing; the line is still written
         study.set_user_attr(BASELINE_KEY, _json_safe(out.to_dict()))
     return out

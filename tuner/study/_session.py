@@ -161,6 +161,7 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
         "counts": {"complete": c["COMPLETE"], "pruned": c["PRUNED"], "failed": c["FAIL"], "running": c["RUNNING"]},
         "reasons": dict(reasons.most_common()),
         "best": trial_row(ranked[0]) if ranked else None,
+        "confirmation": _confirmation(study, ranked),
         "top": [trial_row(t) for t in ranked[:top]],
         **pareto,
     }
@@ -192,6 +193,29 @@ def _pareto(study: optuna.Study) -> dict[str, Any]:
     point = knee(study)
     return {"objectives": objectives_of(study), "pareto": [trial_row(t) for t in pareto_front(study)],
             "knee": trial_row(point) if point is not None else None}
+
+
+def _confirmation(study: optuna.Study, ranked: list[Any]) -> dict[str, Any] | None:
+    """The confirmed recommendation stored by ``study report``/``export`` (the top trials re-trained with new
+    seeds), or None; ``current``: whether it covers the study's present top trials."""
+    import math
+    import statistics
+
+    data = study.user_attrs.get(StudyKey.CONFIRMATION)
+    if not isinstance(data, dict) or not isinstance(data.get("candidates"), list):
+        return None
+    try:
+        chosen = next(c for c in data["candidates"] if c["trial"] == data["recommended"])
+        values = [float(v) for v in chosen["values"] if v is not None and math.isfinite(float(v))]
+        tests = [float(v) for v in chosen.get("test_values") or [] if v is not None]
+        top_k = int(data["top_k"])
+        current = [c["trial"] for c in data["candidates"]] == [t.number for t in ranked[:top_k]]
+        return {"trial": chosen["trial"], "mean": statistics.fmean(values) if values else None,
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "test_mean": statistics.fmean(tests) if tests else None, "seeds": int(data["n_seeds"]),
+                "top_k": top_k, "current": current, "config": chosen.get("config")}
+    except (KeyError, TypeError, ValueError, StopIteration):
+        return None
 
 
 def _calibration(stored: Any) -> dict[str, Any] | None:

@@ -1,0 +1,102 @@
+"""Re-training is never silent: ``study report`` and ``study export`` say what the confirmation will cost before
+it starts and count the runs as they go; ``study show`` shows the confirmed recommendation beside the best
+single trial, so ``show`` and ``export`` never disagree without saying so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from tuner.cli import app
+from tuner.report._confirm import ConfirmPlan, confirmation_plan
+from tuner.study._record import StudyKey
+
+
+@pytest.fixture
+def small_study(tmp_path: Path, objective_ref: str, space_file: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    result = CliRunner().invoke(app, ["study", "create", "--objective", objective_ref, "--space", str(space_file),
+                                      "--n-trials", "5", "--epochs", "2", "--storage", url, "--name", "c",
+                                      "--sampler", "random", "--pruner", "none", "--device", "cpu", "--threads",
+                                      "1", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    return url
+
+
+def _lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.strip()]
+
+
+def test_the_plan_counts_runs_and_prices_them_at_the_median_trial():
+    plan = ConfirmPlan(top=3, seeds=3, runs=9, baseline_runs=3, trial_seconds=95.0)
+    assert plan.seconds == 12 * 95.0
+    assert plan.line() == ("confirming the recommendation: re-training the top 3 trial(s) with 3 new seed(s) each (9 "
+                           "runs) and 3 run(s) of the tuning-free baseline, about 19 min 0 s at 1 min 35 s a trial. "
+                           "--no-confirm skips this; the result is stored in the study, so later reports and "
+                           "exports reuse it.")
+    assert ConfirmPlan(3, 3, 0, 0, 1.0).line().startswith("using the confirmation stored in the study")
+    assert "about 2 h 30 min" in ConfirmPlan(3, 3, 9, 0, 1000.0).line()
+
+
+def test_report_says_the_cost_first_counts_the_runs_then_reuses(small_study: str, tmp_path: Path):
+    runner = CliRunner()
+    study = optuna.load_study(study_name="c", storage=small_study)
+    plan = confirmation_plan(study, 3, 2, baseline=True)
+    assert plan.runs == 6 and plan.trial_seconds is not None and plan.trial_seconds > 0
+    first = runner.invoke(app, ["study", "report", "c", "--storage", small_study, "-o", str(tmp_path / "r1"),
+                                "--seeds", "2"])
+    assert first.exit_code == 0, first.output
+    lines = _lines(first.output)
+    total = plan.runs + plan.baseline_runs
+    assert lines[0] == plan.line()
+    runs = [line for line in lines if line.startswith("confirmation run ")]
+    assert [line.split(":")[0] for line in runs] == [f"confirmation run {i}/{total}" for i in range(1, total + 1)]
+    assert lines.index(runs[0]) > 0  # the estimate comes before any run
+    again = runner.invoke(app, ["study", "report", "c", "--storage", small_study, "-o", str(tmp_path / "r2"),
+                                "--seeds", "2"])
+    assert again.exit_code == 0, again.output
+    assert _lines(again.output)[0].startswith("using the confirmation stored in the study (top 3 trial(s) x 2")
+    assert "confirmation run" not in again.output
+
+
+def test_export_says_the_cost_first_and_no_confirm_trains_nothing(small_study: str, tmp_path: Path):
+    runner = CliRunner()
+    quiet = runner.invoke(app, ["study", "export", "c", "--storage", small_study, "--no-confirm", "-o",
+                                str(tmp_path / "a.yaml")])
+    assert quiet.exit_code == 0, quiet.output
+    assert "confirm" not in quiet.output.replace("--no-confirm", "")
+    result = runner.invoke(app, ["study", "export", "c", "--storage", small_study, "--seeds", "2", "-o",
+                                 str(tmp_path / "b.yaml")])
+    assert result.exit_code == 0, result.output
+    assert _lines(result.output)[0].startswith("confirming the recommendation: re-training the top 3 trial(s) "
+                                               "with 2 new seed(s) each (6 runs), about ")
+    assert sum(line.startswith("confirmation run ") for line in _lines(result.output)) == 6
+
+
+def test_show_puts_the_confirmed_recommendation_beside_the_best_trial(small_study: str, tmp_path: Path):
+    runner = CliRunner()
+    before = runner.invoke(app, ["study", "show", "c", "--storage", small_study])
+    assert before.exit_code == 0, before.output
+    flat = " ".join(before.output.split())
+    assert "not confirmed yet: `tuner study export c` (and `study report`) first re-train the top trials" in flat
+    assert runner.invoke(app, ["study", "export", "c", "--storage", small_study, "--seeds", "2", "-o",
+                               str(tmp_path / "x.yaml")]).exit_code == 0
+    study = optuna.load_study(study_name="c", storage=small_study)
+    stored = study.user_attrs[StudyKey.CONFIRMATION]
+    best = study.best_trial.number
+    shown = runner.invoke(app, ["study", "show", "c", "--storage", small_study])
+    if stored["recommended"] == best:
+        assert "recommended: this config, confirmed with mean validation" in shown.output
+    # Whichever trial the seeds favoured, the other case is shown as well: the stored recommendation is made to
+    # name the other candidate.
+    other = next(c["trial"] for c in stored["candidates"] if c["trial"] != best)
+    study.set_user_attr(StudyKey.CONFIRMATION, {**stored, "recommended": other})
+    shown = runner.invoke(app, ["study", "show", "c", "--storage", small_study])
+    flat = " ".join(shown.output.split())
+    assert (f"recommended (what `tuner study export c` exports): trial {other}," in flat
+            and f"the best single trial {best} did worse on new seeds (`export --trial {best}` exports it)" in flat)
+    exported = runner.invoke(app, ["study", "export", "c", "--storage", small_study, "--seeds", "2"])
+    assert f"\n  trial: {other}\n" in exported.stdout
