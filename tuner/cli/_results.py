@@ -74,11 +74,15 @@ def study_report(
     fit = None if no_confirm else study_fit(study, storage)
     on_run = _confirming(study, top_k=top_k, seeds=seeds, baseline=True, quiet=quiet) if fit is not None else None
     files = write_report(study, folder, storage_label=_masked(url), fit=fit, evaluator=importance.value,
-                         top_k=top_k, seeds=seeds, confirm_runs=True, on_run=on_run)
+                         top_k=top_k, seeds=seeds, confirm_runs=True, on_run=on_run, storage_url=url)
     if quiet:
         print_json({k: str(v) for k, v in files.items()})
         return
     echo(f"wrote {len(files)} files to {folder}/: open {folder / 'report.html'}")
+    if "narrowed-space.yaml" in files:
+        from tuner.report import followup_command
+
+        echo(f"a follow-up study over the narrowed space: {followup_command(study, files['narrowed-space.yaml'], url)}")
 
 
 @study_app.command("export")

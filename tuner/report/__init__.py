@@ -142,9 +142,42 @@ def study_recommendation(study: optuna.Study, storage_url: str | None = None, *,
                           confirm_runs=confirm_runs, on_run=on_run)
 
 
+def followup_command(study: optuna.Study, space_file: str | Path, storage_url: str | None = None) -> str:
+    """The command that runs a follow-up study over ``space_file`` (the report's narrowed space), as it can
+    be typed: the study's objective, epochs, budget and search settings, a study name not yet taken in the
+    storage, and ``--storage`` where it is not the default. For a ``tuner.tune`` study: the Python call."""
+    import shlex
+
+    from tuner.study._spec import StudySpec
+    from tuner.study._storage import default_storage, storage_hint
+
+    spec = dict(study.user_attrs.get(StudyKey.SPEC) or {})
+    taken = set(optuna.get_all_study_names(study._storage))
+    name = f"{study.study_name}-narrowed"
+    n = 2
+    while name in taken:
+        name, n = f"{study.study_name}-narrowed-{n}", n + 1
+    if not spec.get("objective"):
+        return (f"tuner.tune(train_fn, space={str(space_file)!r}, study_name={name!r}"
+                + (f", storage={storage_url!r}" if storage_url and "://" in storage_url else "") + ")")
+    args = ["tuner", "study", "create", "--objective", spec["objective"]]
+    for key in ("data", "target"):
+        if spec.get(key):
+            args += [f"--{key}", str(spec[key])]
+    args += ["--space", str(space_file), "--name", name]
+    defaults = StudySpec.model_fields
+    for key in ("sampler", "pruner", "n_trials", "epochs", "seed", "timeout", "objectives"):
+        value = spec.get(key)
+        if value is None or isinstance(value, dict) or value == defaults[key].default:
+            continue
+        args += [f"--{key.replace('_', '-')}", ",".join(value) if isinstance(value, list) else str(value)]
+    url = storage_url or default_storage()
+    return shlex.join(args) + storage_hint(url, given=url != default_storage())
+
+
 def write_report(study: optuna.Study, out_dir: str | Path, *, storage_label: str = "", fit: FitFn | None = None,
                  evaluator: str = "ped-anova", top_k: int = 3, seeds: int = 3, confirm_runs: bool = True,
-                 steps_per_epoch: int | None = None,
+                 steps_per_epoch: int | None = None, storage_url: str | None = None,
                  on_run: Callable[[str, int, float], None] | None = None) -> dict[str, Path]:
     """Writes ``report.md``, ``report.html`` (self-contained), the PNG plots, ``recommended.yaml`` and
     ``narrowed-space.yaml`` into ``out_dir``; returns the files by name.
@@ -166,7 +199,8 @@ def write_report(study: optuna.Study, out_dir: str | Path, *, storage_label: str
     with atomic_folder(out_dir, ours=_is_report_folder) as tmp:
         files = _write_report(study, tmp, storage_label=storage_label, fit=fit, evaluator=evaluator, top_k=top_k,
                               seeds=seeds, confirm_runs=confirm_runs, steps_per_epoch=steps_per_epoch,
-                              on_run=on_run)
+                              on_run=on_run, followup=followup_command(study, Path(out_dir) / "narrowed-space.yaml",
+                                                                       storage_url))
     return {name: Path(out_dir) / path.relative_to(tmp) for name, path in files.items()}
 
 
@@ -204,7 +238,7 @@ def _space_notes(study: optuna.Study, raw_space: Any) -> list[str]:
 
 def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: FitFn | None, evaluator: str,
                   top_k: int, seeds: int, confirm_runs: bool, steps_per_epoch: int | None,
-                  on_run: Callable[[str, int, float], None] | None) -> dict[str, Path]:
+                  on_run: Callable[[str, int, float], None] | None, followup: str) -> dict[str, Path]:
     from tuner.report._plots import draw_all
     from tuner.report._render import ReportData, reason_counts, render_html, render_markdown
     from tuner.study import counts
@@ -254,7 +288,7 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
     files.update({p.name: p for p in plots.values()})
     data = ReportData(study, metric, storage_label, spec, {k: v for k, v in counts(study).items()},
                       reason_counts(study), rec, per_opt, imps, evaluator, narrowed_yaml, narrowed_notes, plots,
-                      skipped, notes)
+                      skipped, notes, followup=followup)
     files["report.md"] = render_markdown(data, out)
     files["report.html"] = render_html(data, out)
     return files

@@ -38,6 +38,7 @@ class ReportData:
     plots: dict[str, Path]
     skipped_plots: dict[str, str]
     notes: list[str] = field(default_factory=list)
+    followup: str = ""  # the command that runs a follow-up study over the narrowed space, as it can be typed
 
 
 def reason_counts(study: optuna.Study) -> dict[str, list[tuple[str, int]]]:
@@ -128,7 +129,8 @@ def render_markdown(d: ReportData, out_dir: Path) -> Path:
         parts += [f"## {title}", "", _md_table(header, rows), ""]
     if d.narrowed_yaml is not None:
         parts += ["## Narrowed search space for a follow-up study", "",
-                  "Saved as `narrowed-space.yaml`; run it with `tuner study create --space narrowed-space.yaml`.", ""]
+                  "Saved as `narrowed-space.yaml`. A follow-up study over it, from the folder the report was "
+                  "written from:", "", "```bash", d.followup, "```", ""]
         parts += [f"- {n}" for n in d.narrowed_notes] + [""]
         parts += ["```yaml", d.narrowed_yaml.rstrip(), "```", ""]
     parts += ["## Plots", ""]
@@ -174,8 +176,8 @@ def render_html(d: ReportData, out_dir: Path) -> Path:
         parts.append("</table>")
     if d.narrowed_yaml is not None:
         parts.append("<h2>Narrowed search space for a follow-up study</h2>"
-                     "<p>Saved as <code>narrowed-space.yaml</code>; run it with "
-                     "<code>tuner study create --space narrowed-space.yaml</code>.</p>")
+                     "<p>Saved as <code>narrowed-space.yaml</code>. A follow-up study over it, from the folder "
+                     f"the report was written from:</p><pre>{e(d.followup)}</pre>")
         parts.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in d.narrowed_notes) + "</ul>")
         parts.append(f"<pre>{e(d.narrowed_yaml)}</pre>")
     parts.append("<h2>Plots</h2>")

@@ -1,0 +1,56 @@
+"""The follow-up command a report prints (and writes into report.md / report.html) works as written: the right
+path to the narrowed space, a study name not taken yet, the study's objective and storage."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import optuna
+from typer.testing import CliRunner
+
+from tuner.cli import app
+from tuner.report import followup_command
+
+
+def _printed_followup(output: str) -> str:
+    prefix = "a follow-up study over the narrowed space: "
+    return next(line[len(prefix):] for line in output.splitlines() if line.startswith(prefix))
+
+
+def test_the_printed_follow_up_runs_as_written_twice(tmp_cwd: Path, objective_ref: str, space_file: Path):
+    runner = CliRunner()
+    url = f"sqlite:///{tmp_cwd / 'f.db'}"
+    created = runner.invoke(app, ["study", "create", "--objective", objective_ref, "--space", str(space_file),
+                                  "--n-trials", "10", "--epochs", "2", "--storage", url, "--name", "f", "--sampler",
+                                  "random", "--pruner", "none", "--device", "cpu", "--threads", "1"])
+    assert created.exit_code == 0, created.output
+    report = runner.invoke(app, ["study", "report", "f", "--storage", url, "--no-confirm"])
+    assert report.exit_code == 0, report.output
+    command = _printed_followup(report.output)
+    assert command == (f"tuner study create --objective {objective_ref} --space f-report/narrowed-space.yaml "
+                       f"--name f-narrowed --sampler random --pruner none --n-trials 10 --epochs 2 --storage {url}")
+    for where in ("report.md", "report.html"):
+        assert command in (tmp_cwd / "f-report" / where).read_text()
+    args = shlex.split(command)
+    assert args[:3] == ["tuner", "study", "create"]
+    ran = runner.invoke(app, [*args[1:], "--format", "json"])
+    assert ran.exit_code == 0, ran.output
+    assert optuna.load_study(study_name="f-narrowed", storage=url).user_attrs["tuner:spec"]["space"].endswith(
+        "f-report/narrowed-space.yaml")
+    # A second report proposes a name that is still free.
+    again = runner.invoke(app, ["study", "report", "f", "--storage", url, "--no-confirm"])
+    assert "--name f-narrowed-2 " in _printed_followup(again.output)
+
+
+def test_a_tune_study_gets_the_python_call(tmp_path: Path):
+    import tuner
+
+    def train(ctx: tuner.TrialContext) -> float:
+        ctx.report(0, 0.5)
+        return 0.5
+
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    result = tuner.tune(train, space="lr-only", n_trials=2, epochs=1, storage=url, study_name="lib", verbose=False)
+    assert followup_command(result.study, "lib-report/narrowed-space.yaml", url) == (
+        f"tuner.tune(train_fn, space='lib-report/narrowed-space.yaml', study_name='lib-narrowed', storage={url!r})")
