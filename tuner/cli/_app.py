@@ -373,6 +373,87 @@ def _time_box(timeout: float | None) -> str:
     return f"; stops at its {timeout:g} s timeout if that comes first (--timeout)" if timeout else ""
 
 
+@study_app.command("delete")
+@handle_errors
+def study_delete(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    *,
+    storage: StorageOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
+) -> None:
+    """Delete a study and all its trials (asks first; --yes skips the question)."""
+    from tuner.study._manage import delete_study, study_facts
+
+    facts = study_facts(name, storage)
+    what = (f"study {name!r} in {facts.storage}: {facts.trials} trial(s)"
+            + (f", {facts.running} running" if facts.running else ""))
+    if not yes:
+        if not _can_ask():
+            raise StudyError(f"Not deleting {what} without a question answered: pass --yes to delete it.")
+        if not typer.confirm(f"Delete {what}?", default=False):
+            echo("nothing deleted")
+            raise typer.Exit(1)
+    delete_study(name, storage)
+    echo(f"deleted {what}")
+
+
+def _can_ask() -> bool:
+    """Whether a question can be answered: standard input is a terminal."""
+    return sys.stdin.isatty()
+
+
+@study_app.command("enqueue")
+@handle_errors
+def study_enqueue(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    files: Annotated[list[str], typer.Argument(help="Train-config files (YAML/JSON; one config or a list each).")],
+    *,
+    storage: StorageOpt = None,
+) -> None:
+    """Queue known configs as the next trials of a study (checked against its space first)."""
+    from tuner.study._manage import enqueue_files
+
+    starts = enqueue_files(name, files, storage)
+    for start in starts:
+        echo("queued ", start.source + (f" ({'; '.join(start.changes)})" if start.changes else ""))
+    echo(f"{len(starts)} config(s) queued; `tuner study run {_quote(name)}` trains them first (raise --n-trials "
+         f"if its budget is spent)")
+
+
+@study_app.command("rename")
+@handle_errors
+def study_rename(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    new_name: Annotated[str, typer.Argument(help="The new name.")],
+    *,
+    storage: StorageOpt = None,
+) -> None:
+    """Rename a study (refused while it has running trials, or where the new name is taken)."""
+    from tuner.study._manage import rename_study
+
+    facts = rename_study(name, new_name, storage)
+    echo(f"renamed study {name!r} to {new_name!r} in {facts.storage} ({facts.trials} trial(s))")
+
+
+@study_app.command("copy")
+@handle_errors
+def study_copy(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    new_name: Annotated[str, typer.Argument(help="The copy's name.")],
+    *,
+    storage: StorageOpt = None,
+    to_storage: Annotated[str | None, typer.Option("--to-storage", help="Storage URL of the copy [default: the "
+                                                                        "study's own].")] = None,
+) -> None:
+    """Copy a study with its trials, spec and space (e.g. to try another budget, or to another storage)."""
+    from tuner.study._manage import copy_study
+    from tuner.study._storage import mask_url
+
+    facts = copy_study(name, new_name, storage, to_storage)
+    where = f" in {mask_url(to_storage)}" if to_storage else ""
+    echo(f"copied study {name!r} ({facts.trials} trial(s)) to {new_name!r}{where}")
+
+
 @study_app.command("list")
 @handle_errors
 def study_list(*, storage: StorageOpt = None, fmt: FormatOpt = Format.text) -> None:

@@ -1,0 +1,104 @@
+"""``tuner study delete | enqueue | rename | copy``: keeping studies tidy without losing anything by accident."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+import tuner.cli._app as cli_app
+from tuner.cli import app
+from tuner.study._starts import START_ATTR
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def made(tmp_path: Path, objective_ref: str, space_file: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    result = runner.invoke(app, ["study", "create", "--objective", objective_ref, "--space", str(space_file),
+                                 "--n-trials", "3", "--epochs", "2", "--storage", url, "--name", "m", "--sampler",
+                                 "random", "--pruner", "none", "--device", "cpu", "--threads", "1", "--format",
+                                 "json"])
+    assert result.exit_code == 0, result.output
+    return url
+
+
+def _names(url: str) -> list[str]:
+    return optuna.get_all_study_names(url)
+
+
+def test_delete_asks_and_yes_skips_the_question(made: str, monkeypatch: pytest.MonkeyPatch):
+    refused = runner.invoke(app, ["study", "delete", "m", "--storage", made])
+    assert refused.exit_code == 1 and "pass --yes to delete it" in refused.output
+    assert _names(made) == ["m"]
+    monkeypatch.setattr(cli_app, "_can_ask", lambda: True)
+    kept = runner.invoke(app, ["study", "delete", "m", "--storage", made], input="n\n")
+    assert kept.exit_code == 1 and "Delete study 'm' in" in kept.output and "3 trial(s)" in kept.output
+    assert "nothing deleted" in kept.output and _names(made) == ["m"]
+    asked = runner.invoke(app, ["study", "delete", "m", "--storage", made], input="y\n")
+    assert asked.exit_code == 0, asked.output
+    assert _names(made) == []
+    gone = runner.invoke(app, ["study", "delete", "m", "--storage", made, "--yes"])
+    assert gone.exit_code == 1 and "Unknown study 'm'" in gone.output
+
+
+def test_enqueue_queues_checked_configs_that_run_next(made: str, tmp_path: Path):
+    study = optuna.load_study(study_name="m", storage=made)
+    config = dict(study.trials[0].user_attrs["config"])
+    config["optimizer"] = {**config["optimizer"], "lr": 0.0123}
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["study", "enqueue", "m", str(good), "--storage", made])
+    assert result.exit_code == 0, result.output
+    assert f"queued {good}" in result.output and "1 config(s) queued" in result.output
+    ran = runner.invoke(app, ["study", "run", "m", "--storage", made, "--n-trials", "4"])
+    assert ran.exit_code == 0, ran.output
+    trial = optuna.load_study(study_name="m", storage=made).trials[3]
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs[START_ATTR] == f"enqueued {good}"
+    assert trial.user_attrs["config"]["optimizer"]["lr"] == pytest.approx(0.0123)
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**config, "optimizer": {"name": "adagrad", "lr": 0.01}}))
+    refused = runner.invoke(app, ["study", "enqueue", "m", str(good), str(bad), "--storage", made])
+    assert refused.exit_code == 1 and str(bad) in refused.output and "cannot sample this config" in refused.output
+    waiting = optuna.load_study(study_name="m", storage=made).get_trials(states=(TrialState.WAITING,))
+    assert waiting == []  # the good file before the bad one was not queued either
+
+
+def test_rename_keeps_every_trial_and_the_study_runs_on(made: str):
+    before = [(t.number, t.value) for t in optuna.load_study(study_name="m", storage=made).trials]
+    result = runner.invoke(app, ["study", "rename", "m", "m2", "--storage", made])
+    assert result.exit_code == 0, result.output
+    assert _names(made) == ["m2"]
+    renamed = optuna.load_study(study_name="m2", storage=made)
+    assert [(t.number, t.value) for t in renamed.trials] == before
+    assert renamed.user_attrs["tuner:spec"]["name"] == "m2"
+    ran = runner.invoke(app, ["study", "run", "m2", "--storage", made, "--n-trials", "4"])
+    assert ran.exit_code == 0, ran.output
+    assert len(optuna.load_study(study_name="m2", storage=made).trials) == 4
+
+
+def test_rename_is_refused_onto_a_taken_name_or_with_running_trials(made: str):
+    runner.invoke(app, ["study", "copy", "m", "other", "--storage", made])
+    taken = runner.invoke(app, ["study", "rename", "m", "other", "--storage", made])
+    assert taken.exit_code == 1 and "exists in" in taken.output and sorted(_names(made)) == ["m", "other"]
+    study = optuna.load_study(study_name="m", storage=made)
+    study.ask()  # a trial some worker is running
+    running = runner.invoke(app, ["study", "rename", "m", "m3", "--storage", made])
+    assert running.exit_code == 1 and "1 running trial(s)" in running.output
+    assert sorted(_names(made)) == ["m", "other"]
+
+
+def test_copy_to_another_storage_is_a_whole_study(made: str, tmp_path: Path):
+    journal = f"journal:{tmp_path / 'copy.journal'}"
+    result = runner.invoke(app, ["study", "copy", "m", "m-copy", "--storage", made, "--to-storage", journal])
+    assert result.exit_code == 0, result.output
+    shown = runner.invoke(app, ["study", "show", "m-copy", "--storage", journal, "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    assert '"complete": 3' in shown.output
+    assert _names(made) == ["m"]

@@ -1,0 +1,116 @@
+"""Studies as things a user keeps: delete one, queue known configs into one, rename or copy one.
+
+Each works on any storage tuner opens (SQLite, journal files, PostgreSQL) and takes the storage's lock where
+it writes, so that it cannot interleave with a ``study create`` of the same name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from tuner.errors import StudyError
+from tuner.study._record import StudyKey
+from tuner.study._storage import default_storage, mask_url, open_storage, storage_lock
+
+__all__ = ["StudyFacts", "study_facts", "delete_study", "copy_study", "rename_study", "enqueue_files"]
+
+
+@dataclass
+class StudyFacts:
+    """What a user should know before deleting or moving a study."""
+
+    name: str
+    storage: str  # masked
+    trials: int
+    running: int
+
+
+def _url(storage_url: str | None) -> str:
+    return storage_url or default_storage()
+
+
+def _names(url: str) -> list[str]:
+    return optuna.get_all_study_names(open_storage(url))
+
+
+def _require(name: str, url: str) -> None:
+    names = _names(url)
+    if name not in names:
+        from tuner.errors import unknown_name_message
+
+        raise StudyError(f"{mask_url(url)}: " + unknown_name_message("study", name, names))
+
+
+def study_facts(name: str, storage_url: str | None = None) -> StudyFacts:
+    url = _url(storage_url)
+    _require(name, url)
+    study = optuna.load_study(study_name=name, storage=open_storage(url))
+    trials = study.get_trials(deepcopy=False)
+    return StudyFacts(name, mask_url(url), len(trials), sum(t.state == TrialState.RUNNING for t in trials))
+
+
+def delete_study(name: str, storage_url: str | None = None) -> StudyFacts:
+    """Deletes study ``name`` and all its trials; returns what it held."""
+    url = _url(storage_url)
+    facts = study_facts(name, url)
+    with storage_lock(url, "create"):
+        optuna.delete_study(study_name=name, storage=open_storage(url))
+    return facts
+
+
+def copy_study(name: str, new_name: str, storage_url: str | None = None, to_storage: str | None = None) -> StudyFacts:
+    """Copies study ``name`` (its trials, attributes and tuner's spec, space and records) to ``new_name``, in
+    the same storage or in ``to_storage``. Refused where ``new_name`` is taken."""
+    url, target = _url(storage_url), to_storage or _url(storage_url)
+    facts = study_facts(name, url)
+    if not new_name.strip():
+        raise StudyError("The new study name must not be empty.")
+    with storage_lock(target, "create"):
+        if new_name in _names(target):
+            raise StudyError(f"A study named {new_name!r} exists in {mask_url(target)} already; pick another name "
+                             f"(or delete it first: tuner study delete {new_name!r}).")
+        optuna.copy_study(from_study_name=name, from_storage=open_storage(url), to_storage=open_storage(target),
+                          to_study_name=new_name)
+        copied = optuna.load_study(study_name=new_name, storage=open_storage(target))
+        spec = copied.user_attrs.get(StudyKey.SPEC)
+        if isinstance(spec, dict) and spec.get("name") == name:
+            copied.set_user_attr(StudyKey.SPEC, {**spec, "name": new_name})
+    return facts
+
+
+def rename_study(name: str, new_name: str, storage_url: str | None = None) -> StudyFacts:
+    """Renames a study: a copy under ``new_name``, then the old one deleted. Refused while trials run (their
+    workers write to the old name)."""
+    url = _url(storage_url)
+    facts = study_facts(name, url)
+    if facts.running:
+        raise StudyError(f"Study {name!r} has {facts.running} running trial(s); stop its workers (or wait) before "
+                         f"renaming it.")
+    copy_study(name, new_name, url)
+    with storage_lock(url, "create"):
+        optuna.delete_study(study_name=name, storage=open_storage(url))
+    return facts
+
+
+def enqueue_files(name: str, files: list[str | Path], storage_url: str | None = None) -> list[Any]:
+    """Queues the configs of ``files`` (YAML/JSON train configs, one or a list each) as the next trials of
+    study ``name``, after checking each against the study's stored space and objective; returns the starts
+    queued. Nothing is queued when one config is refused."""
+    from tuner.spaces import SearchSpace
+    from tuner.study._prepare import open_study
+    from tuner.study._starts import START_ATTR, file_starts
+
+    study = open_study(name, storage_url, readonly=False)
+    raw = study.user_attrs.get(StudyKey.SPACE)
+    if not isinstance(raw, dict):
+        raise StudyError(f"Study {name!r} has no stored search space to check configs against.")
+    space = SearchSpace.from_dict(raw, name=f"of study {name!r}", source=f"study {name!r}")
+    starts = file_starts(list(files), space)
+    for start in starts:
+        study.enqueue_trial(start.params, user_attrs={START_ATTR: f"enqueued {start.source}"})
+    return starts
