@@ -156,7 +156,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory: pytest.TempPathFactory):
-    """A real PostgreSQL server (Debian's package, installed by .ci/install) on 127.0.0.1 in a temporary
+    """A real PostgreSQL server (Debian's package, installed by .ci/test) on 127.0.0.1 in a temporary
     directory, with password authentication; yields ``postgresql://postgres:PASSWORD@127.0.0.1:PORT``."""
     import os
     import shutil
@@ -164,7 +164,7 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory):
 
     bindir = _pg_bin()
     if bindir is None:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/install does it as root)")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/test does it as root)")
     import tempfile
 
     # Not under pytest's temporary folder: its parents are private to root, and the server runs as postgres.

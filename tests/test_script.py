@@ -127,3 +127,19 @@ def test_wheel_ships_the_builtins_and_no_generated_files(tmp_path: Path):
     assert {"mnist1d-mlp", "mnist1d-cnn", "digits-mlp", "tabular"} <= set(info["names"])
     assert {"default", "lr-only", "full"} <= set(info["spaces"])
     assert "quickstart" in info["specs"]
+
+
+def test_the_install_script_installs_python_packages_only():
+    """The README's first command (``.ci/install``) touches nothing outside the virtual environment: no system
+    package manager, no server; the test command (``.ci/test``) installs what the tests need."""
+    root = Path(__file__).resolve().parents[1]
+    install = (root / ".ci" / "install").read_text()
+    code = [line for line in install.splitlines() if not line.lstrip().startswith("#")]
+    assert not [line for line in code if any(w in line for w in ("apt-get", "apt ", "postgres", "sudo", "brew"))]
+    assert 'pip install -e .\n' in install and 'pip install -e ".[dev]"' in install
+    test = (root / ".ci" / "test").read_text()
+    assert "bash .ci/install --dev" in test and "apt-get install -y -qq postgresql" in test
+    assert test.rstrip().endswith('-m pytest -q "$@"')
+    readme = (root / "README.md").read_text()
+    assert "bash .ci/install && .venv/bin/tuner study create" in readme and "\nbash .ci/test\n" in readme
+    assert "bash .ci/test" in (root / ".ci" / "run").read_text()
