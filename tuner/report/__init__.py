@@ -270,6 +270,11 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
         per_opt.append({"optimizer": name, "trial": t.number, "value": primary(t),
                         "test_value": t.user_attrs.get(Key.TEST_VALUE),
                         "summary": TrainConfig.from_dict(t.user_attrs[Key.CONFIG]).summary()})
+    from tuner.report._analysis import optimizers_without_complete
+
+    for name, ended in optimizers_without_complete(study).items():
+        per_opt.append({"optimizer": name, "trial": "-", "value": None, "test_value": None,
+                        "summary": f"no complete trial ({ended})"})
     narrowed_yaml, narrowed_notes = None, []
     raw_space = study.user_attrs.get(StudyKey.SPACE)
     notes += _space_notes(study, raw_space)

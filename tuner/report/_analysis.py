@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 import pandas as pd
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import ConfigError, StudyError
 from tuner.study._record import Key, primary, range_position, ranked_trials
@@ -231,6 +231,22 @@ def per_optimizer_best(study: optuna.Study) -> dict[str, FrozenTrial]:
         if name and name not in best:
             best[name] = t
     return best
+
+
+def optimizers_without_complete(study: optuna.Study) -> dict[str, str]:
+    """Optimizers the study tried whose every trial was pruned or failed (they have no best config), with how
+    their trials ended: ``{"sgd": "3 pruned, 1 failed"}``. Without them a table or plot of the best per
+    optimizer would drop them silently."""
+    from collections import Counter
+
+    complete = set(per_optimizer_best(study))
+    ended: dict[str, Counter[str]] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED, TrialState.FAIL)):
+        name = (t.user_attrs.get(Key.CONFIG) or {}).get("optimizer", {}).get("name") or t.params.get("optimizer")
+        if name and name not in complete:
+            ended.setdefault(name, Counter())[t.state.name.lower()] += 1
+    return {name: ", ".join(f"{n} {state}" for state, n in sorted(c.items(), key=lambda kv: kv[0] != "pruned"))
+            for name, c in sorted(ended.items())}
 
 
 # -- a narrowed space ------------------------------------------------------------------------------------

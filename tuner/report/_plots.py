@@ -33,6 +33,30 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
+def _wrapped(text: str, width_inches: float, fontsize: float) -> str:
+    """``text`` broken into lines that fit ``width_inches`` at ``fontsize`` (an average glyph is about 0.55 em
+    wide), so that no title runs out of its figure."""
+    import textwrap
+
+    chars = max(20, int(width_inches * 72 / (fontsize * 0.55)))
+    return "\n".join(textwrap.wrap(text, chars))
+
+
+def _title(ax: plt.Axes, text: str, fontsize: float = 11) -> None:
+    width = ax.figure.get_figwidth() * ax.get_position().width
+    ax.set_title(_wrapped(text, width, fontsize), fontsize=fontsize)
+
+
+def _log_ticks(axis: Any, low: float, high: float, n: int = 4) -> None:
+    """A log axis over [low, high] with ``n`` readable labels and no minor labels (matplotlib labels minor ticks
+    when a range spans less than a decade, and they overlap)."""
+    from matplotlib.ticker import NullFormatter
+
+    ticks = np.geomspace(low, high, n)
+    axis.set_ticks(ticks, [f"{v:.2g}" for v in ticks])
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _metric_label(metric: str) -> str:
     return f"validation {metric}"
 
@@ -49,7 +73,9 @@ def history(study: optuna.Study, metric: str, path: Path) -> Path:
                                                                        target_name=_metric_label(metric))
     fig = ax.figure
     fig.set_size_inches(7, 4)
-    ax.set_title("Optimization history (complete trials)")
+    if ax.get_legend() is not None:  # Optuna puts it outside the axes, where a long metric name runs off the picture
+        ax.legend(loc="lower right", fontsize=8)
+    _title(ax, "Optimization history (complete trials)")
     return _save(fig, path)
 
 
@@ -61,7 +87,8 @@ def importance_bars(imps: list[Importance], path: Path, evaluator: str) -> Path:
     for y, i in enumerate(shown):
         ax.text(i.importance, y, f" {i.importance:.2f}", va="center", fontsize=8)
     ax.set_xlabel(f"importance ({evaluator}; shares sum to 1)")
-    ax.set_title("Hyperparameter importance (* = only in some trials)")
+    fig.tight_layout()
+    _title(ax, "Hyperparameter importance (* = only in some trials)")
     ax.set_xlim(0, max(i.importance for i in shown) * 1.2 + 1e-9)
     return _save(fig, path)
 
@@ -119,17 +146,35 @@ def parallel_coordinates(study: optuna.Study, names: list[str], members: Members
     for row, v in zip(data, values, strict=True):
         ok = ~np.isnan(row)
         ax.plot(xs[ok], row[ok], color=cmap(norm(v)), alpha=0.6, lw=1)
-    for x, choices in enumerate(cats):
+    box = {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8}
+    for x, (name, choices) in enumerate(zip(names, cats, strict=True)):
         ax.axvline(x, color="0.7", lw=0.8)
         if choices:
             for i, c in enumerate(choices):
-                ax.text(x + 0.03, i / max(1, len(choices) - 1), c, fontsize=7, va="center")
-    ax.set_xticks(xs, names, rotation=20, ha="right", fontsize=8)
-    ax.set_yticks([0, 1], ["low", "high"])
-    ax.set_title("Parallel coordinates of complete trials (colour: " + _metric_label(metric) + ")")
+                ax.text(x + 0.03, i / max(1, len(choices) - 1), c, fontsize=7, va="center", bbox=box)
+            continue
+        # The values at the bottom, middle and top of a numeric axis (the middle of a log axis is geometric).
+        for pos, value in zip((0.0, 0.5, 1.0), _axis_values(trials, name, members), strict=True):
+            ax.text(x + 0.03, pos, f"{value:.3g}", fontsize=7, va="center", bbox=box)
+    # Names broken after their optimizer (adam.\none_minus_beta1) and set level, so that neighbours never overlap.
+    ax.set_xticks(xs, [n.replace(".", ".\n") + ("\n(log)" if log else "")
+                       for n, log in zip(names, _encoded(trials, names, members)[2], strict=True)], fontsize=7)
+    ax.set_yticks([])
+    ax.set_ylim(-0.05, 1.05)
     if norm is not None:
         fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=_metric_label(metric))
+    fig.tight_layout()
+    _title(ax, "Parallel coordinates of complete trials (colour: " + _metric_label(metric) + "; each axis labelled "
+               "with its lowest, middle and highest value)")
     return _save(fig, path)
+
+
+def _axis_values(trials: list[FrozenTrial], name: str, members: Members) -> tuple[float, float, float]:
+    """The values at the bottom, middle and top of a numeric axis of ``_encoded``."""
+    dists = _dists(trials, name, members)
+    lo, hi = min(d.low for d in dists), max(d.high for d in dists)
+    mid = math.sqrt(lo * hi) if dists[0].log else (lo + hi) / 2
+    return lo, mid, hi
 
 
 def slices(study: optuna.Study, names: list[str], members: Members, metric: str, path: Path) -> Path:
@@ -149,54 +194,87 @@ def slices(study: optuna.Study, names: list[str], members: Members, metric: str,
             jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(pts))
             xs = [labels.index(str(p[0])) + j for p, j in zip(pts, jitter, strict=True)]
             ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=20)
+            ax.set_xlim(-0.5, len(labels) - 0.5)
         else:
             xs = [p[0] for p in pts]
-            if dist.log:
+            dists = _dists(trials, name, members)
+            low, high = min(d.low for d in dists), max(d.high for d in dists)
+            if dist.log:  # the whole searched range, so that a best value at its end shows as such
                 ax.set_xscale("log")
+                _log_ticks(ax.xaxis, low, high)
+                ax.set_xlim(low / (high / low) ** 0.04, high * (high / low) ** 0.04)
+            else:
+                pad = (high - low) * 0.04 or 0.5
+                ax.set_xlim(low - pad, high + pad)
+            ax.tick_params(axis="x", labelsize=7)
         ax.scatter(xs, [p[1] for p in pts], c=[colors[p[2]] for p in pts], s=14, alpha=0.8)
         ax.set_title(name, fontsize=9)
         ax.set_ylabel(_metric_label(metric), fontsize=8)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
+    fig.suptitle(_wrapped("Slices: validation metric against each parameter over its searched range (complete "
+                          "trials)", fig.get_figwidth(), 12), fontsize=12)
     if len(optimizers) > 1:
         handles = [plt.Line2D([], [], marker="o", ls="", color=colors[o], label=o) for o in optimizers]
-        fig.legend(handles=handles, loc="upper right", fontsize=7, title="optimizer")
-    fig.suptitle("Slices: validation metric against each parameter (complete trials)")
-    return _save(fig, path)
+        fig.legend(handles=handles, loc="lower center", ncol=min(6, len(optimizers)), fontsize=8,
+                   title="optimizer", bbox_to_anchor=(0.5, 0.0))
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
+    else:
+        fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
 
 
-def lr_batch_contour(study: optuna.Study, metric: str, path: Path) -> Path:
-    """Learning rate (every optimizer's) against batch size, coloured by the validation metric."""
+def lr_batch_contour(study: optuna.Study, metric: str, path: Path) -> Path | None:
+    """The validation metric against the learning rate (every optimizer's), one panel per batch size: points
+    only, nothing interpolated between batch sizes that were never tried."""
     pts = []
     for t in complete_trials(study):
         config = t.user_attrs.get(Key.CONFIG) or {}
         lr, bs = (config.get("optimizer") or {}).get("lr"), config.get("batch_size")
         if lr and bs:
-            pts.append((float(lr), float(bs), primary(t), config["optimizer"]["name"]))
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    cmap = plt.get_cmap("viridis" if _maximize(study) else "viridis_r")
-    if pts:
-        x = np.log10([p[0] for p in pts])
-        y = np.log2([p[1] for p in pts])
-        z = np.array([p[2] for p in pts])
-        if len({(a, b) for a, b in zip(x, y, strict=True)}) >= 4 and np.ptp(x) > 0 and np.ptp(y) > 0:
-            try:
-                cont = ax.tricontourf(x, y, z, levels=12, cmap=cmap, alpha=0.55)
-                fig.colorbar(cont, ax=ax, label=_metric_label(metric))
-            except (ValueError, RuntimeError):  # degenerate triangulation: the points alone
-                pass
-        markers = {o: m for o, m in zip(sorted({p[3] for p in pts}), "osD^v<>px*", strict=False)}
-        for o, m in markers.items():
-            sel = [i for i, p in enumerate(pts) if p[3] == o]
-            ax.scatter(x[sel], y[sel], c=z[sel], cmap=cmap, marker=m, edgecolors="k", s=30, label=o,
-                       vmin=z.min(), vmax=z.max())
-        ax.legend(fontsize=7, title="optimizer")
-        yt = sorted(set(y))
-        ax.set_yticks(yt, [str(int(2 ** v)) for v in yt])
-    ax.set_xlabel("learning rate (log10)")
-    ax.set_ylabel("batch size")
-    ax.set_title("Learning rate x batch size (complete trials)")
-    return _save(fig, path)
+            pts.append((float(lr), int(bs), primary(t), config["optimizer"]["name"]))
+    if not pts:
+        return None
+    groups = _batch_groups(sorted({p[1] for p in pts}))
+    fig, axes = plt.subplots(1, len(groups), figsize=(min(12, 2.4 + 2.9 * len(groups)), 4), sharey=True,
+                             squeeze=False)
+    optimizers = sorted({p[3] for p in pts})
+    colors = {o: plt.get_cmap("tab10")(i % 10) for i, o in enumerate(optimizers)}
+    markers = dict(zip(optimizers, "osD^v<>px*" * 3, strict=False))
+    lrs = [p[0] for p in pts]
+    low, high = min(lrs) / 1.5, max(lrs) * 1.5
+    for ax, (label, sizes) in zip(axes[0], groups, strict=True):
+        for o in optimizers:
+            sel = [p for p in pts if p[3] == o and p[1] in sizes]
+            ax.scatter([p[0] for p in sel], [p[2] for p in sel], color=colors[o], marker=markers[o], s=28,
+                       edgecolors="k", linewidths=0.4, alpha=0.85)
+        ax.set_xscale("log")
+        _log_ticks(ax.xaxis, low, high, 3)
+        ax.set_xlim(low, high)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(f"batch size {label} ({sum(p[1] in sizes for p in pts)})", fontsize=9)
+        ax.set_xlabel("learning rate", fontsize=8)
+    axes[0][0].set_ylabel(_metric_label(metric))
+    handles = [plt.Line2D([], [], marker=markers[o], ls="", color=colors[o], markeredgecolor="k", label=o)
+               for o in optimizers]
+    fig.legend(handles=handles, loc="lower center", ncol=min(6, len(optimizers)), fontsize=8, title="optimizer")
+    fig.suptitle(_wrapped("Validation metric against learning rate, one panel per batch size (complete trials)",
+                          fig.get_figwidth(), 12), fontsize=12)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _batch_groups(sizes: list[int], most: int = 5) -> list[tuple[str, set[int]]]:
+    """One panel per batch size, or, for more than ``most`` sizes (a range of integers), ``most`` panels of
+    neighbouring sizes."""
+    if len(sizes) <= most:
+        return [(str(b), {b}) for b in sizes]
+    chunks = np.array_split(np.array(sizes), most)
+    return [(f"{c[0]}-{c[-1]}" if len(c) > 1 else str(c[0]), set(map(int, c))) for c in chunks if len(c)]
 
 
 def learning_curves(study: optuna.Study, metric: str, path: Path) -> Path:
@@ -222,28 +300,46 @@ def learning_curves(study: optuna.Study, metric: str, path: Path) -> Path:
         if hist:
             ax.plot(np.arange(1, len(hist) + 1), hist, color="k", lw=2, label=f"best (trial {t.number})")
     ax.set_xlabel("epoch")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(_metric_label(metric))
-    ax.set_title("Learning curves (x: pruned or stopped early)")
+    _title(ax, "Learning curves (x: pruned or stopped early)")
     if seen:
         ax.legend(fontsize=8)
     return _save(fig, path)
 
 
 def optimizer_comparison(study: optuna.Study, metric: str, path: Path) -> Path:
+    """Every complete trial per optimizer and its best (a star); an optimizer whose trials were all pruned or
+    failed keeps its place, with how they ended."""
+    from tuner.report._analysis import optimizers_without_complete
+
     trials = complete_trials(study)
     bests = per_optimizer_best(study)
-    names = list(bests)
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(names) + 2), 4))
+    missing = optimizers_without_complete(study)
+    names = list(bests) + list(missing)
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.2 * len(names) + 2), 4))
     rng = np.random.default_rng(0)
+    values = [primary(t) for t in trials]
+    floor = min(values) if values else 0.0
     for i, name in enumerate(names):
+        if name in missing:
+            ax.text(i, floor, f"no complete\ntrial:\n{missing[name].replace(', ', chr(10))}", ha="center",
+                    va="bottom", fontsize=7, color="#7570b3")
+            continue
         vals = [primary(t) for t in trials
                 if (t.user_attrs.get(Key.CONFIG) or {}).get("optimizer", {}).get("name") == name]
         ax.scatter(i + rng.uniform(-0.15, 0.15, len(vals)), vals, s=12, alpha=0.5, color="0.4")
         ax.scatter([i], [primary(bests[name])], marker="*", s=180, color="#d95f02", zorder=3)
-        ax.text(i, primary(bests[name]), f"  {primary(bests[name]):.4g}\n  n={len(vals)}", fontsize=7, va="bottom")
+        ax.text(i + 0.08, primary(bests[name]), f"{primary(bests[name]):.4g}\nn={len(vals)}", fontsize=7,
+                va="bottom")
     ax.set_xticks(range(len(names)), names)
+    ax.set_xlim(-0.5, len(names) - 0.5)
+    ax.margins(y=0.15)  # room for the labels of the best
     ax.set_ylabel(_metric_label(metric))
-    ax.set_title("Per optimizer: every complete trial, and the best (star)")
+    fig.tight_layout()
+    _title(ax, "Per optimizer: every complete trial, and the best (star)")
     return _save(fig, path)
 
 
@@ -259,7 +355,7 @@ def lr_schedule(config: TrainConfig, steps_per_epoch: int, path: Path) -> Path:
     title = f"Learning rate of the recommended config: {config.optimizer.name}, {config.schedule.name}"
     if config.schedule.interval == "epoch":
         title += " (reduced when validation stalls; shown flat)"
-    ax.set_title(title, fontsize=9)
+    _title(ax, title, 9)
     return _save(fig, path)
 
 

@@ -1,0 +1,148 @@
+"""The report's pictures as a person sees them: no text outside its figure, no overlapping tick labels, values
+on every axis, one panel per batch size, every optimizer present (also one whose trials were all pruned), and
+the whole report rendered by a real browser (headless Chromium; skipped where it is not installed)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytest
+
+import tuner
+from benchmarks.report_screenshot import chromium, page_facts, screenshot
+from tuner.report import _plots, write_report
+
+SPACE = {
+    "optimizer": {"adam": {"lr": {"low": 1.0e-4, "high": 0.1, "log": True},
+                           "weight_decay": {"low": 1.0e-6, "high": 1.0e-3, "log": True},
+                           "one_minus_beta1": {"low": 0.02, "high": 0.5, "log": True}},  # not a whole decade
+                  "nesterov": {"lr": {"low": 1.0e-3, "high": 0.5, "log": True}},
+                  "sgd": {"lr": {"low": 1.0e-3, "high": 0.5, "log": True}}},
+    "schedule": ["constant", "cosine"],
+    "batch_size": {"choices": [16, 32, 64]},
+    "regularization": {"dropout": {"low": 0.0, "high": 0.3}},
+}
+
+
+def _train(ctx: tuner.TrialContext) -> float:
+    c = ctx.config
+    if c.optimizer.name == "sgd":  # every sgd trial diverges: recorded as pruned
+        ctx.report(0, float("nan"))
+        return float("nan")
+    value = 0.9 - abs(math.log10(c.optimizer.lr) + 2) / 10 - c.regularization.dropout / 5 - c.batch_size / 1000
+    for epoch in range(c.epochs):
+        ctx.report(epoch, value * (epoch + 1) / c.epochs)
+    return value
+
+
+@pytest.fixture(scope="module")
+def study():
+    result = tuner.tune(_train, space=SPACE, n_trials=40, epochs=3, pruner="none", verbose=False, seed=1,
+                        known_starts=False)
+    names = {t.params.get("optimizer") for t in result.study.trials if t.state.name == "COMPLETE"}
+    assert names == {"adam", "nesterov"}
+    return result.study
+
+
+@pytest.fixture
+def figures(monkeypatch: pytest.MonkeyPatch):
+    """Every figure the report draws, kept open (laid out as saved) to be measured."""
+    kept: dict[str, plt.Figure] = {}
+    original = plt.Figure.savefig
+
+    def keep(fig, path, *args, **kwargs):
+        original(fig, path, *args, **kwargs)
+        kept[Path(path).stem] = fig
+
+    monkeypatch.setattr(plt.Figure, "savefig", keep)
+    monkeypatch.setattr(plt, "close", lambda *a, **k: None)
+    yield kept
+    for fig in kept.values():
+        plt.close(fig)
+
+
+def _texts(fig: plt.Figure):
+    renderer = fig.canvas.get_renderer()
+    for text in fig.findobj(plt.Text):
+        if text.get_visible() and text.get_text().strip() and text.figure is fig:
+            yield text, text.get_window_extent(renderer)
+
+
+def test_no_text_falls_outside_its_picture(study, figures, tmp_path: Path):
+    write_report(study, tmp_path / "r")
+    assert {"importance", "parallel", "slices", "lr_batch", "optimizers", "curves", "history"} <= set(figures)
+    for name, fig in figures.items():
+        renderer = fig.canvas.get_renderer()
+        drawn = fig.get_tightbbox(renderer)  # inches: everything drawn (titles, legends, labels in view)
+        width, height = fig.get_size_inches()
+        assert (drawn.x0 >= -0.01 and drawn.y0 >= -0.01 and drawn.x1 <= width + 0.01
+                and drawn.y1 <= height + 0.01), f"{name}: drawn {drawn} in a {width} x {height} inch picture"
+
+
+def test_tick_labels_never_overlap(study, figures, tmp_path: Path):
+    write_report(study, tmp_path / "r")
+    renderer = None
+    for name, fig in figures.items():
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            for axis in (ax.xaxis, ax.yaxis):
+                labels = [t for t in axis.get_ticklabels(which="both") if t.get_visible() and t.get_text()]
+                view = ax.get_xlim() if axis is ax.xaxis else ax.get_ylim()
+                lo, hi = min(view), max(view)
+                shown = [t for t in labels if lo <= (t.get_position()[0] if axis is ax.xaxis
+                                                     else t.get_position()[1]) <= hi]
+                boxes = [t.get_window_extent(renderer) for t in shown]
+                for (a, ta), (b, tb) in itertools.combinations(zip(boxes, shown, strict=True), 2):
+                    assert not a.overlaps(b), f"{name}: tick labels {ta.get_text()!r} and {tb.get_text()!r} overlap"
+
+
+def test_parallel_axes_carry_values_and_say_log(study, figures, tmp_path: Path):
+    write_report(study, tmp_path / "r")
+    fig = figures["parallel"]
+    texts = {t.get_text() for t, _ in _texts(fig)}
+    assert "low" not in texts and "high" not in texts
+    # lr merges every optimizer's range: 1e-4 .. 0.5, its middle the geometric one; weight decay 1e-6 .. 1e-3
+    assert {"0.0001", "0.00707", "0.5", "1e-06", "0.001"} <= texts
+    assert any(t.endswith("(log)") for t in (lab.get_text() for lab in fig.axes[0].get_xticklabels()))
+
+
+def test_lr_batch_is_one_panel_of_points_per_batch_size(study, figures, tmp_path: Path):
+    write_report(study, tmp_path / "r")
+    fig = figures["lr_batch"]
+    sizes = {t.params["batch_size"] for t in study.trials if t.state.name == "COMPLETE"}
+    titles = sorted(ax.get_title() for ax in fig.axes)
+    assert [t.split(" (")[0] for t in titles] == sorted(f"batch size {b}" for b in sizes)
+    assert not any(ax.collections and type(c).__name__ == "TriContourSet" for ax in fig.axes for c in ax.collections)
+
+
+def test_an_optimizer_whose_trials_were_all_pruned_keeps_its_place(study, figures, tmp_path: Path):
+    files = write_report(study, tmp_path / "r")
+    fig = figures["optimizers"]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()][-1] == "sgd"
+    assert any(t.get_text().startswith("no complete\ntrial:") for t, _ in _texts(fig))
+    n_sgd = sum(t.params.get("optimizer") == "sgd" for t in study.trials)
+    assert f"| sgd | - | - | - | no complete trial ({n_sgd} pruned) |" in files["report.md"].read_text()
+
+
+def test_wrapped_titles_fit_their_width():
+    text = "Parallel coordinates of complete trials (colour: validation accuracy; each axis labelled)"
+    lines = _plots._wrapped(text, 4.0, 11).splitlines()
+    assert len(lines) > 1 and all(len(line) <= int(4.0 * 72 / (11 * 0.55)) for line in lines)
+
+
+@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_the_report_renders_in_a_real_browser_with_every_picture(study, tmp_path: Path):
+    files = write_report(study, tmp_path / "r")
+    pictures = [f for f in files.values() if f.suffix == ".png"]
+    facts = page_facts(files["report.html"])
+    assert facts["images"] == len(pictures) and facts["broken"] == 0
+    shot = screenshot(files["report.html"], tmp_path / "report.png")
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        assert image.width == 1200 and image.height >= facts["height"]
+        colours = len(image.convert("RGB").resize((300, 600)).getcolors(maxcolors=300 * 600))
+    assert colours > 500  # plots, not a blank page
