@@ -17,6 +17,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
+DISTRIBUTION = "optim-tuner"  # the import package and the command are `tuner`; that name on PyPI is another project
 SCRIPT = Path(sys.executable).parent / ("tuner.exe" if os.name == "nt" else "tuner")
 
 
@@ -75,7 +76,7 @@ def _build_wheel(source: Path, out: Path) -> Path:
                "--disable-pip-version-check", "-w", str(out), str(source)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    wheels = list(out.glob("tuner-*.whl"))
+    wheels = list(out.glob(f"{DISTRIBUTION.replace('-', '_')}-*.whl"))
     assert len(wheels) == 1, wheels
     return wheels[0]
 
@@ -143,3 +144,47 @@ def test_the_install_script_installs_python_packages_only():
     readme = (root / "README.md").read_text()
     assert "bash .ci/install && .venv/bin/tuner study create" in readme and "\nbash .ci/test\n" in readme
     assert "bash .ci/test" in (root / ".ci" / "run").read_text()
+
+
+def test_the_wheel_installs_under_its_distribution_name_into_a_clean_environment(tmp_path: Path):
+    """``pip install optim-tuner`` into a new virtual environment: the distribution carries the name and version,
+    its ``tuner`` command runs a study from the installed package (not this checkout). The environment gets
+    tuner's dependencies from this one (a path entry, no network); tuner itself only from the wheel."""
+    import re
+    import site
+    import venv
+
+    text = (REPO / "pyproject.toml").read_text()  # tomllib is 3.11+; tuner supports 3.10
+    project = {k: re.search(rf'^{k} = "([^"]+)"', text, re.M).group(1) for k in ("name", "version", "tuner")}
+    assert project["name"] == DISTRIBUTION and project["tuner"] == "tuner.cli:main"
+    wheel = _build_wheel(REPO, tmp_path / "dist")
+    env_dir = tmp_path / "clean"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--quiet", "--disable-pip-version-check",
+                    str(wheel)], check=True, timeout=300)
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    # Dependencies from this environment, appended after the clean one's own packages; no .pth of this checkout
+    # is read from there (only site directories' .pth files are), so `tuner` can come from the wheel alone.
+    (Path(purelib) / "deps_from_test_env.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    probe = subprocess.run([str(python), "-c", "import importlib.metadata as m, tuner; "
+                            "print(m.version('optim-tuner'), tuner.__version__, tuner.__file__)"],
+                           cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    version, own, location = probe.stdout.split()
+    assert version == own == project["version"]
+    assert Path(location).is_relative_to(env_dir)
+    script = env_dir / "bin" / "tuner"
+    shown = subprocess.run([str(script), "--version"], cwd=work, env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert shown.returncode == 0 and shown.stdout.startswith(f"tuner {version} "), shown.stdout + shown.stderr
+    ran = subprocess.run([str(script), "study", "create", "--objective", "digits-mlp", "--space", "lr-only",
+                          "--n-trials", "2", "--epochs", "1", "--device", "cpu", "--format", "json"],
+                         cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert json.loads(ran.stdout)["counts"]["complete"] == 2
+    assert (work / "tuner.db").is_file()
