@@ -291,7 +291,7 @@ def test_tabular_target_only_csv(tmp_path: Path):
 
 # -- batch size against the data ----------------------------------------------------------------------
 
-def test_batch_size_larger_than_data_fails_before_a_study_exists(
+def test_batch_sizes_larger_than_data_are_left_out_and_none_left_fails_before_a_study_exists(
     tmp_path: Path, objective_ref: str, assert_nothing_written
 ):
     space = tmp_path / "big_batches.yaml"
@@ -299,10 +299,14 @@ def test_batch_size_larger_than_data_fails_before_a_study_exists(
     db = tmp_path / "s.db"
     spec = StudySpec(objective=objective_ref, space=str(space), n_trials=2, epochs=1,
                      storage=f"sqlite:///{db}", device="cpu")
+    prepared = prepare(spec)
+    assert prepared.space.batch_size.fixed and prepared.space.batch_size.value == 32
+    assert prepared.space_notes[0].startswith("batch sizes 512 left out: larger than the 128 training samples")
+    space.write_text("optimizer: adam\nbatch_size: {choices: [256, 512]}\n")
     with pytest.raises(ConfigError) as info:
         create_or_join(prepare(spec))
     message = str(info.value)
-    assert "512" in message and "128 training samples" in message and str(space) in message
+    assert "(256, 512)" in message and "128 training samples" in message and str(space) in message
     assert not db.exists()
     assert_nothing_written(db)
 
