@@ -100,3 +100,27 @@ def test_show_puts_the_confirmed_recommendation_beside_the_best_trial(small_stud
             and f"the best single trial {best} did worse on new seeds (`export --trial {best}` exports it)" in flat)
     exported = runner.invoke(app, ["study", "export", "c", "--storage", small_study, "--seeds", "2"])
     assert f"\n  trial: {other}\n" in exported.stdout
+
+
+def _library_train(ctx) -> float:
+    value = 1.0 - abs(ctx.config.optimizer.lr - 0.01)
+    ctx.report(0, value)
+    return value
+
+
+def test_show_of_a_tune_study_points_at_recommend_and_then_shows_it(tmp_path: Path):
+    import tuner
+
+    url = f"sqlite:///{tmp_path / 'lib.db'}"
+    result = tuner.tune(_library_train, space="lr-only", n_trials=4, epochs=1, storage=url, study_name="lib",
+                        verbose=False)
+    runner = CliRunner()
+    flat = " ".join(runner.invoke(app, ["study", "show", "lib", "--storage", url]).output.split())
+    assert "not confirmed yet: `result.recommend()` of tuner.tune() re-trains the top trials" in flat
+    rec = result.recommend(seeds=2)
+    flat = " ".join(runner.invoke(app, ["study", "show", "lib", "--storage", url]).output.split())
+    if rec.trial == result.best_trial.number:
+        assert "recommended: this config, confirmed with mean validation" in flat
+    else:
+        assert f"recommended (what `tuner study export lib` exports): trial {rec.trial}," in flat
+    assert "not confirmed yet" not in flat

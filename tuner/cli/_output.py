@@ -173,6 +173,10 @@ def print_recommendation(summary: dict[str, Any]) -> None:
     name = shlex.quote(summary["name"])
     if conf is None or not conf["current"]:
         stale = " (the stored one covers earlier top trials)" if conf is not None else ""
+        if not summary.get("objective"):  # a tuner.tune() study: its training code is the user's, not tuner's
+            echo(f"not confirmed yet{stale}: `result.recommend()` of tuner.tune() re-trains the top trials with new "
+                 f"seeds in your code; until then `tuner study export {name}` exports this one.")
+            return
         echo(f"not confirmed yet{stale}: `tuner study export {name}` (and `study report`) first re-train the top "
              f"trials with new seeds and export the best mean, which may be another trial; `--no-confirm` exports "
              f"this one as it is.")
