@@ -137,6 +137,8 @@ def tune(
     known_starts: bool = True,
     objectives: list[str] | None = None,
     batch_size: int | list[int] | None = None,
+    mlflow: str | None = None,
+    tensorboard: str | None = None,
 ) -> TuneResult:
     """Tunes ``train_fn(ctx)``, the user's own training code, over ``space``.
 
@@ -167,6 +169,14 @@ def tune(
 
     ``batch_size`` (one size, or a list) replaces the space's batch sizes, e.g. for a training set smaller than
     its largest one.
+
+    ``mlflow="sqlite:///mlflow.db"`` (default ``$TUNER_MLFLOW_URI``) logs every finished trial to MLflow: an
+    experiment named after the study, a run per trial (the config as params, the metric of every epoch, the
+    final and test values, state and reason) nested under a run of the study, which gets the best config as
+    ``best_config.yaml``. ``tensorboard="runs"`` writes a TensorBoard run per trial to ``runs/<study>`` with
+    its scalars and HParams. A resumed study logs only the trials not logged yet; a tracker that fails is
+    reported once and the study goes on. They need ``pip install 'optim-tuner[mlflow]'`` /
+    ``'optim-tuner[tensorboard]'``.
 
     ``workers=N`` trains in N processes on this machine (torch threads split between them), each asking the
     shared study for trials; it needs a ``storage`` and a ``train_fn`` defined at the top level of a module or
@@ -199,6 +209,9 @@ def tune(
                               f"storage='sqlite:///tune.db'.")
         ref = function_ref(train_fn)
     objectives = _check_objectives(objectives, metric)
+    from tuner.track import check_tracking, tracking
+
+    check_tracking(mlflow, tensorboard)  # a missing package fails here, before any study exists
     search = _space(space)  # a bad space fails here, before any study exists
     if batch_size is not None:
         search = search.with_batch_sizes(batch_size)
@@ -246,10 +259,11 @@ def tune(
             print(f"first trials ({len(queued)} queued): " + "; ".join(s.source for s in queued), flush=True)
         for note in start_notes:
             print(note, flush=True)
-    if ref is not None:
-        _run_workers(study, plan, ref, workers, sampler, pruner, on_trial, verbose)
-        return TuneResult(study, train_fn, seed)
-    run = run_trials(study, plan, UserExecutor(train_fn), on_trial=on_trial)
+    with tracking(study, on_trial, mlflow=mlflow, tensorboard=tensorboard) as tracked:
+        if ref is not None:
+            _run_workers(study, plan, ref, workers, sampler, pruner, tracked, verbose)
+            return TuneResult(study, train_fn, seed)
+        run = run_trials(study, plan, UserExecutor(train_fn), on_trial=tracked)
     if verbose:
         ranked = ranked_trials(study)
         stop = " (timeout reached)" if run.stopped_by == "timeout" else ""

@@ -181,6 +181,13 @@ PackOpt = Annotated[str | None, typer.Option("--pack", metavar="K|auto",
                                                    "[default: auto, or $TUNER_PACK].")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Continue a study whose objective changed (metric, "
                                                         "direction, data), mixing old and new values knowingly.")]
+MlflowOpt = Annotated[str | None, typer.Option(
+    "--mlflow", metavar="URI", help="Log every finished trial to MLflow (e.g. sqlite:///mlflow.db or "
+                                    "http://HOST:5000): an experiment named after the study, a run per trial, the "
+                                    "best config. Default: the spec's mlflow, else $TUNER_MLFLOW_URI.")]
+TensorBoardOpt = Annotated[str | None, typer.Option(
+    "--tensorboard", metavar="DIR", help="Write TensorBoard logs to DIR/<study>: a run per trial with its scalars "
+                                         "and HParams.")]
 TimeoutOpt = Annotated[float | None, typer.Option(help="Seconds of wall time: no trial starts after it, and a "
                                                        "running trial stops at its next epoch end (recorded "
                                                        "as failed, reason 'timeout') [default: none].")]
@@ -282,6 +289,8 @@ def study_create(
     workers: WorkersOpt = 1,
     devices: DevicesOpt = None,
     pack: PackOpt = None,
+    mlflow: MlflowOpt = None,
+    tensorboard: TensorBoardOpt = None,
     force: ForceOpt = False,
     fmt: FormatOpt = Format.text,
 ) -> None:
@@ -301,8 +310,9 @@ def study_create(
         timeout=timeout, epochs=epochs, storage=storage, device=device, seed=seed, data=data, target=target,
         threads=threads, pack=pack, batch_size=batch_size, calibrate=calibrate, objectives=objectives,
         enqueue=enqueue or None, warm_start=warm_start, known_starts=False if no_known_starts else None,
+        mlflow=mlflow, tensorboard=tensorboard,
     )
-    prepared = prepare(spec_obj)
+    prepared = prepare(spec_obj, track=not no_run)
     study = create_or_join(prepared, force=force)
     if fmt is Format.text:
         echo("study ", (prepared.name, "bold"), f" in {storage_label(prepared.storage_url)}: objective "
@@ -346,6 +356,8 @@ def study_run(
     workers: WorkersOpt = 1,
     devices: DevicesOpt = None,
     pack: PackOpt = None,
+    mlflow: MlflowOpt = None,
+    tensorboard: TensorBoardOpt = None,
     force: ForceOpt = False,
     fmt: FormatOpt = Format.text,
 ) -> None:
@@ -356,8 +368,9 @@ def study_run(
 
     check_workers(workers)
     spec_obj, space_data = stored_spec(name, storage)
-    spec_obj = spec_obj.with_overrides(n_trials=n_trials, timeout=timeout, device=device, threads=threads, pack=pack)
-    prepared = prepare(spec_obj, space_data=space_data)
+    spec_obj = spec_obj.with_overrides(n_trials=n_trials, timeout=timeout, device=device, threads=threads, pack=pack,
+                                       mlflow=mlflow, tensorboard=tensorboard)
+    prepared = prepare(spec_obj, space_data=space_data, track=True)
     study = create_or_join(prepared, force=force)
     if fmt is Format.text:
         from tuner.study._engine import counts

@@ -102,8 +102,14 @@ class PreparedStudy:
         return TrainerExecutor(self.trainer)
 
 
-def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None) -> PreparedStudy:
-    """Validates the spec and loads its objective, data and space; writes nothing."""
+def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track: bool = False) -> PreparedStudy:
+    """Validates the spec and loads its objective, data and space; writes nothing. ``track``: a session will
+    log to the spec's ``mlflow`` / ``tensorboard`` (or ``$TUNER_MLFLOW_URI``), whose packages and destinations
+    are checked here too."""
+    if track:
+        from tuner.track import check_tracking
+
+        check_tracking(spec.mlflow, spec.tensorboard)
     space = (SearchSpace.from_dict(space_data, name="stored", source=f"study {spec.study_name!r}")
              if space_data is not None else load_space(spec.space))
     objective = load_objective(spec.objective, **spec.objective_options())
@@ -341,8 +347,8 @@ def _identity(spec: dict[str, Any], fingerprint: str) -> dict[str, Any]:
 
 def _stored_attrs(prepared: PreparedStudy) -> dict[str, Any]:
     # What is queued at creation (files, an earlier study and its storage URL) is not part of the study's
-    # spec: each queued trial records where its config came from.
-    spec = prepared.spec.model_dump(exclude={"storage", "enqueue", "warm_start"})
+    # spec: each queued trial records where its config came from. Where a session logs is the session's.
+    spec = prepared.spec.model_dump(exclude={"storage", "enqueue", "warm_start", "mlflow", "tensorboard"})
     spec["name"] = prepared.name
     return {
         StudyKey.SPEC: json.loads(json.dumps(spec, default=str)),

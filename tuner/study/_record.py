@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = ["Key", "StudyKey", "StopKind", "StopReason", "TrialRecord", "record_of", "ranked_trials",
-           "best_trial", "direction_of", "better", "storage_of", "FINISHED"]
+           "best_trial", "direction_of", "better", "storage_of", "trial_by_number", "FINISHED"]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -60,6 +60,7 @@ class StudyKey:
     CONFIRMATION = "tuner:confirmation"
     CALIBRATION = "tuner:calibration"
     OOM_BATCH = "tuner:oom_batch"  # per device: the smallest batch size that ran out of memory, and the trial
+    TRACKING_ID = "tuner:tracking_id"  # a random id that tells MLflow and TensorBoard logs of studies apart
 
 
 class StopKind(str, Enum):
@@ -262,3 +263,9 @@ def history_attrs(val_history: list[float], epoch_times: list[float], train_loss
 def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
     """The storage behind a study object. Optuna keeps it private; this is the one place that reaches it."""
     return study._storage
+
+
+def trial_by_number(study: optuna.Study, number: int) -> FrozenTrial:
+    """One trial of a study, read from its storage without loading the others."""
+    storage = storage_of(study)
+    return storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, number))

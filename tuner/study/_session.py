@@ -79,15 +79,20 @@ def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | N
               timeout: float | None = None, workers: int = 1, devices: str | None = None,
               on_trial: OnTrial | None = None, on_start: Callable[[str], None] | None = None) -> SessionResult:
     """Runs ``study`` until its budget (or ``timeout``) is met, here or in ``workers`` processes; ``on_start``
-    gets a line saying how this process trains (its pack size and why) before the first trial."""
+    gets a line saying how this process trains (its pack size and why) before the first trial. Every finished
+    trial is logged to the spec's ``mlflow`` / ``tensorboard`` (or ``$TUNER_MLFLOW_URI``), if any."""
+    from tuner.track import tracking
+
     n_trials = n_trials or prepared.spec.n_trials
     timeout = timeout if timeout is not None else prepared.spec.timeout
     device_list = parse_devices(devices)
     workers = max(workers, len(device_list)) if device_list else workers
     check_workers(workers)
-    if workers > 1:
-        return _run_pool(study, prepared, workers, device_list, on_trial)
-    run = run_prepared(study, prepared, n_trials=n_trials, timeout=timeout, on_trial=on_trial, on_start=on_start)
+    with tracking(study, on_trial, mlflow=prepared.spec.mlflow, tensorboard=prepared.spec.tensorboard) as on_trial:
+        if workers > 1:
+            return _run_pool(study, prepared, workers, device_list, on_trial)
+        run = run_prepared(study, prepared, n_trials=n_trials, timeout=timeout, on_trial=on_trial,
+                           on_start=on_start)
     return SessionResult(len(run.outcomes), run.seconds, run.stopped_by, run.threads, pack=run.pack,
                          pack_why=run.pack_why)
 

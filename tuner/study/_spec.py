@@ -14,7 +14,8 @@ from tuner.errors import ConfigError, unknown_name_message
 __all__ = ["StudySpec", "WarmStart", "load_spec", "list_specs", "IDENTITY_FIELDS"]
 
 # Fields that change what a study's trials mean. A study may not be continued with other values for them;
-# the budget (n_trials, timeout), device and storage may change from one run to the next.
+# the budget (n_trials, timeout), device, storage and where a session logs (mlflow, tensorboard) may change from
+# one run to the next.
 IDENTITY_FIELDS = ("objective", "data", "target", "space", "calibrate", "objectives", "sampler", "pruner", "epochs",
                    "seed")
 MAX_NAME_LENGTH = 512
@@ -85,6 +86,11 @@ class StudySpec(BaseModel):
                                                            "NAME or {study, storage, top}")
     known_starts: bool = Field(True, description="queue the known-good starting points the space holds "
                                                  "(tuner spaces starts)")
+    mlflow: str | None = Field(None, description="MLflow tracking URI every finished trial is logged to (e.g. "
+                                                 "sqlite:///mlflow.db or http://HOST:5000); default "
+                                                 "$TUNER_MLFLOW_URI. Not stored with the study")
+    tensorboard: str | None = Field(None, description="folder for TensorBoard logs: a run per trial with its "
+                                                      "scalars and HParams. Not stored with the study")
     description: str = ""
 
     @field_validator("enqueue", mode="before")
