@@ -1,8 +1,9 @@
 """Python source as text: literals that read back as the same values, calls broken to fit a line.
 
 The registries write what the Python export puts in its script for each of their entries
-(``ScheduleInfo.source``, ``InitInfo.source``, ``OptimizerInfo.python_source``); ``tuner.export`` assembles
-those pieces. Both use these helpers, so that every number is written the same way.
+(``ScheduleInfo.source``, ``InitInfo.source``, ``OptimizerInfo.python_source``), and what the Keras export
+writes (their ``keras_source``); ``tuner.export`` assembles those pieces. All use these helpers, so that every
+number is written the same way.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ class ExportFormat(str, Enum):
     yaml = "yaml"
     json = "json"
     python = "python"
+    keras = "keras"
 
 
 def _confirming(study, *, top_k: int, seeds: int, baseline: bool, quiet: bool):
@@ -92,7 +93,8 @@ def study_export(
     *,
     storage: StorageOpt = None,
     fmt: Annotated[ExportFormat, typer.Option("--format", help="yaml or json (a TrainConfig for "
-                                                               "tuner.load_config), or python (plain torch).")
+                                                               "tuner.load_config), python (plain torch) or "
+                                                               "keras (Keras 3).")
                    ] = ExportFormat.yaml,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="File [default: standard output].")] = None,
     trial: Annotated[int | None, typer.Option(help="Export this trial's config instead of the recommendation.")
@@ -101,8 +103,13 @@ def study_export(
     seeds: Seeds = 3,
     no_confirm: NoConfirm = False,
 ) -> None:
-    """Export the recommended config (confirmed by re-training the top trials, stored for reuse)."""
+    """Export the recommended config (confirmed by re-training the top trials, stored for reuse).
+
+    With --format keras, every setting Keras cannot reproduce exactly is a warning line on standard error (and a
+    comment in the file).
+    """
     from tuner._files import write_text
+    from tuner.export import export_warnings
     from tuner.report import export_recommendation, open_for_recommendation, study_fit, study_recommendation
 
     study = open_for_recommendation(name, storage, confirm=not no_confirm, trial=trial, top_k=top_k, seeds=seeds)
@@ -111,6 +118,8 @@ def study_export(
     rec = study_recommendation(study, storage, trial=trial, top_k=top_k, seeds=seeds, confirm_runs=not no_confirm,
                                on_run=on_run)
     text = export_recommendation(study, rec, fmt.value)
+    for line in export_warnings(rec.config, fmt.value):
+        echo(("warning:", "yellow"), f" {fmt.value} export: {line}", to_err=True)
     if output is None:
         stdout.write(text)
         stdout.flush()

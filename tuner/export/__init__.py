@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from tuner.export._keras import keras_differences, keras_snippet
 from tuner.export._python import python_snippet
 
-__all__ = ["python_snippet", "export_text", "FORMATS"]
+__all__ = ["python_snippet", "keras_snippet", "keras_differences", "export_text", "export_warnings", "FORMATS"]
 
-FORMATS = ("yaml", "json", "python")
+FORMATS = ("yaml", "json", "python", "keras")
 
 
 def export_text(rec: Any, metadata: dict[str, Any], fmt: str, title: str) -> str:
     """A recommendation as the text of an export file: YAML or JSON (a TrainConfig with ``metadata``, for
-    ``tuner.load_config``) or a plain-torch Python script headed by ``title``."""
-    if fmt == "python":
+    ``tuner.load_config``), a plain-torch Python script or a Keras 3 one, headed by ``title``."""
+    if fmt in ("python", "keras"):
         value = metadata.get("value")
         shown = f"{metadata['metric']} {value:.4g}" if isinstance(value, float) else ""
-        text = python_snippet(rec.config, title=f"{title}, trial {rec.trial}, {shown} ({rec.source})")
+        snippet = python_snippet if fmt == "python" else keras_snippet
+        text = snippet(rec.config, title=f"{title}, trial {rec.trial}, {shown} ({rec.source})")
     elif fmt == "json":
         text = rec.config.to_json(**metadata)
     elif fmt == "yaml":
@@ -25,3 +27,9 @@ def export_text(rec: Any, metadata: dict[str, Any], fmt: str, title: str) -> str
     else:
         raise ValueError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
     return text if text.endswith("\n") else text + "\n"
+
+
+def export_warnings(config: Any, fmt: str) -> list[str]:
+    """What the export in ``fmt`` cannot do as tuner does, one line each: Keras's differences; none for the
+    others, which are exact."""
+    return keras_differences(config) if fmt == "keras" else []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +23,46 @@ from tuner._validate import (
     check_param,
 )
 
-__all__ = ["OptimizerInfo", "get_optimizer", "list_optimizers", "build_optimizer", "split_decay_params"]
+__all__ = ["OptimizerInfo", "KerasOptimizer", "get_optimizer", "list_optimizers", "build_optimizer",
+           "split_decay_params"]
+
+
+@dataclass(frozen=True)
+class KerasOptimizer:
+    """What the Keras export writes for one optimizer (``OptimizerInfo.keras_source``).
+
+    Attributes:
+        cls: the class in ``keras.optimizers`` (``"AdamW"``); None where Keras has no equivalent, the reason
+            being the first of ``differences``.
+        args: its keyword arguments but ``learning_rate``, ``weight_decay`` and ``global_clipnorm``: tuner's
+            hyperparameters under Keras's names, translated where Keras's differ.
+        weight_decay: how tuner's weight decay is done in Keras: ``"optimizer"``, Keras's own ``weight_decay``
+            (the weights shrink by ``lr * weight_decay`` before each step: decoupled), or ``"penalty"``,
+            ``weight_decay / 2 * sum(w^2)`` added to the loss, whose gradient is torch's coupled
+            ``weight_decay * w``.
+        lr_decay: the learning rate after ``t`` steps is divided by ``1 + t * lr_decay`` (Adagrad's); 0 for none.
+        notes: why values are written as they are; comments beside the call.
+        differences: what the Keras optimizer does differently from torch's, one sentence each: comments at the
+            call and warnings of ``tuner study export --format keras``. Never a difference hidden.
+    """
+
+    cls: str | None
+    args: dict[str, Any] = field(default_factory=dict)
+    weight_decay: str = "penalty"
+    lr_decay: float = 0.0
+    notes: tuple[str, ...] = ()
+    differences: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.weight_decay not in ("optimizer", "penalty"):
+            raise ValueError(f"KerasOptimizer.weight_decay is 'optimizer' or 'penalty'. Got {self.weight_decay!r}.")
+        if self.cls is None and not self.differences:
+            raise ValueError("A KerasOptimizer without a Keras class must say why in its differences.")
+
+
+# ``keras(kwargs, lr_changes)``: kwargs are the torch keyword arguments but ``lr`` (defaults and fixed values
+# filled in); lr_changes is whether the schedule changes the learning rate during training.
+KerasTranslation = Callable[[dict[str, Any], bool], KerasOptimizer]
 
 
 @dataclass(frozen=True)
@@ -46,6 +87,7 @@ class OptimizerInfo:
             training steps and ``optimizer.eval()`` before evaluating (schedule-free methods).
         tuning_free: the optimizer is meant to work at its defaults (the report compares the tuned config
             with it).
+        keras: what the Keras export writes for it (``keras_source``); None: no translation is known.
     """
 
     name: str
@@ -61,6 +103,7 @@ class OptimizerInfo:
     package: str | None = None
     train_eval: bool = False
     tuning_free: bool = False
+    keras: KerasTranslation | None = None
 
     @property
     def available(self) -> bool:
@@ -128,11 +171,145 @@ class OptimizerInfo:
             ]
         return lines + call("", construct, ["groups", *args], width)
 
+    def keras_source(self, params: dict[str, Any], *, lr_changes: bool) -> KerasOptimizer:
+        """What the Keras export writes for this optimizer with ``params`` (``lr`` included, checked).
+
+        ``lr_changes``: whether the schedule changes the learning rate during training (some differences
+        between Keras's optimizers and torch's show only then).
+        """
+        if self.keras is None:
+            return KerasOptimizer(None, differences=(
+                f"the {self.name} optimizer has no Keras translation: make_optimizer() raises "
+                f"NotImplementedError.",))
+        kwargs = self.kwargs(params)
+        kwargs.pop("lr")
+        return self.keras(kwargs, lr_changes)
+
 
 _LR = {"lr": POSITIVE}
 _BETAS = Bound("pair", 0.0, 1.0, high_open=True)
 _ADAM_BOUNDS = {**_LR, "betas": _BETAS, "eps": POSITIVE}
 _ADAM_DEFAULTS = {"betas": (0.9, 0.999), "eps": 1e-8}
+
+
+# -- what the Keras export writes for each optimizer -----------------------------------------------------------
+# tuner's values under Keras's names; where Keras's optimizer computes something differently from torch's,
+# the translation says exactly what and when (``KerasOptimizer.differences``).
+def _velocity_with_lr(cls: str, momentum: float, lr_changes: bool, update: str) -> tuple[str, ...]:
+    """Keras's SGD and RMSprop keep their momentum buffer with the learning rate in it, torch's without: the same
+    updates at a constant rate, not once the schedule changes it. ``update``: the two formulas."""
+    if momentum == 0.0 or not lr_changes:
+        return ()
+    return (f"momentum with a changing learning rate: Keras's {cls} keeps the learning rate inside its momentum "
+            f"buffer, torch outside ({update}). The updates are the same while the rate is constant, but after "
+            f"the schedule changes it Keras's buffer still carries the earlier rates, for about 1 / (1 - momentum) "
+            f"= {1 / (1 - momentum):.3g} steps.",)
+
+
+def _eps_under_root(cls: str, eps: float) -> tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]:
+    """``epsilon=eps**2`` for Keras's Adagrad and RMSprop, which add it under the square root where torch adds
+    it after: (args, notes, differences). eps**2 is rounded to 12 digits (1e-20, not 1.0000000000000001e-20),
+    far below the float32 precision Keras computes in."""
+    squared = float(f"{eps * eps:.12g}")
+    note = ("epsilon = eps**2: Keras adds it under the square root, sqrt(s + epsilon), where torch adds eps after "
+            "it, sqrt(s) + eps.")
+    difference = (f"epsilon: Keras's {cls} divides by sqrt(s + epsilon), torch's by sqrt(s) + eps; written as "
+                  f"epsilon = eps**2 = {literal(squared)}, the two agree where sqrt(s) is far from eps = "
+                  f"{literal(eps)} (above or below it), and Keras's step is larger by a factor of at most sqrt(2) "
+                  f"where sqrt(s) is close to eps.")
+    return {"epsilon": squared}, (note,), (difference,)
+
+
+def _epsilon_hat(cls: str, beta_2: float) -> str:
+    """Keras's Adam and AdamW add epsilon before the second moment's bias correction, torch after it."""
+    return (f"epsilon: Keras's {cls} adds it to sqrt(v) before the bias correction (Kingma & Ba's epsilon-hat), "
+            f"torch to sqrt(v / (1 - beta_2**t)) after it: at step t Keras's epsilon acts as torch's eps / "
+            f"sqrt(1 - beta_2**t), {1 / math.sqrt(1 - beta_2):.3g} x eps at the first step, tending to eps as "
+            f"beta_2**t vanishes. The rest of the update is the same.")
+
+
+def _no_keras(name: str, why: str, weight_decay: str = "penalty") -> KerasTranslation:
+    def translate(kwargs: dict[str, Any], lr_changes: bool) -> KerasOptimizer:
+        return KerasOptimizer(None, weight_decay=weight_decay, differences=(
+            f"the {name} optimizer has no Keras equivalent: {why}; make_optimizer() raises NotImplementedError "
+            f"(the other settings apply with any optimizer).",))
+    return translate
+
+
+def _keras_sgd(kwargs: dict[str, Any], lr_changes: bool) -> KerasOptimizer:
+    momentum, nesterov = kwargs["momentum"], bool(kwargs.get("nesterov", False))
+    if momentum == 0.0:
+        return KerasOptimizer("SGD", {"momentum": 0.0}, weight_decay="optimizer", notes=(
+            "For plain SGD, Keras's weight_decay (w -= lr * weight_decay * w before the step) is the same update "
+            "as torch's (weight_decay * w added to the clipped gradient).",))
+    if nesterov:
+        update = "v = momentum * v - lr * g; w += momentum * v - lr * g, against b = momentum * b + g; " \
+                 "w -= lr * (g + momentum * b)"
+    else:
+        update = "v = momentum * v - lr * g; w += v, against b = momentum * b + g; w -= lr * b"
+    return KerasOptimizer("SGD", {"momentum": momentum, "nesterov": nesterov},
+                          differences=_velocity_with_lr("SGD", momentum, lr_changes, update))
+
+
+def _keras_adagrad(kwargs: dict[str, Any], lr_changes: bool) -> KerasOptimizer:
+    args, notes, differences = _eps_under_root("Adagrad", kwargs["eps"])
+    args = {"initial_accumulator_value": float(kwargs.get("initial_accumulator_value", 0.0)), **args}
+    notes = ("initial_accumulator_value is written out: Keras's default is 0.1, torch's 0.", *notes)
+    return KerasOptimizer("Adagrad", args, lr_decay=kwargs["lr_decay"], notes=notes, differences=differences)
+
+
+def _keras_adadelta(kwargs: dict[str, Any], lr_changes: bool) -> KerasOptimizer:
+    return KerasOptimizer("Adadelta", {"rho": kwargs["rho"], "epsilon": kwargs["eps"]})
+
+
+def _keras_rmsprop(kwargs: dict[str, Any], lr_changes: bool) -> KerasOptimizer:
+    args, notes, differences = _eps_under_root("RMSprop", kwargs["eps"])
+    momentum = kwargs["momentum"]
+    args = {"rho": kwargs["alpha"], "momentum": momentum, **args, "centered": bool(kwargs.get("centered", False))}
+    update = "m = momentum * m + lr * g / d; w -= m, against b = momentum * b + g / d; w -= lr * b"
+    differences += _velocity_with_lr("RMSprop", momentum, lr_changes, update)
+    return KerasOptimizer("RMSprop", args, notes=("rho is torch's alpha.", *notes), differences=differences)
+
+
+def _adam_args(kwargs: dict[str, Any]) -> dict[str, Any]:
+    beta_1, beta_2 = kwargs["betas"]
+    return {"beta_1": beta_1, "beta_2": beta_2, "epsilon": kwargs["eps"]}
+
+
+def _keras_adam(decoupled: bool) -> KerasTranslation:
+    cls = "AdamW" if decoupled else "Adam"
+
+    def translate(kwargs: dict[str, Any], lr_changes: bool) -> KerasOptimizer:
+        args = {**_adam_args(kwargs), "amsgrad": bool(kwargs.get("amsgrad", False))}
+        return KerasOptimizer(cls, args, weight_decay="optimizer" if decoupled else "penalty",
+                              differences=(_epsilon_hat(cls, args["beta_2"]),))
+    return translate
+
+
+def _keras_nadam(decoupled: bool) -> KerasTranslation:
+    def translate(kwargs: dict[str, Any], lr_changes: bool) -> KerasOptimizer:
+        decay, beta_1 = kwargs["momentum_decay"], kwargs["betas"][0]
+        differences: tuple[str, ...] = ()
+        if decay != 1.0:
+            differences = (
+                f"momentum_decay: Keras's Nadam warms its momentum up as beta_1 * (1 - 0.5 * 0.96**t), which is "
+                f"torch's NAdam with momentum_decay=1.0; tuner's momentum_decay={literal(decay)} gives beta_1 * "
+                f"(1 - 0.5 * 0.96**({literal(decay)} * t)). At step 100: {beta_1 * (1 - 0.5 * 0.96**100):.3g} in "
+                f"Keras, {beta_1 * (1 - 0.5 * 0.96 ** (decay * 100)):.3g} in torch.",)
+        notes = ("Keras's weight_decay is decoupled, as torch's NAdam(decoupled_weight_decay=True).",) if decoupled \
+            else ()
+        return KerasOptimizer("Nadam", _adam_args(kwargs), weight_decay="optimizer" if decoupled else "penalty",
+                              notes=notes, differences=differences)
+    return translate
+
+
+def _keras_adamax(kwargs: dict[str, Any], lr_changes: bool) -> KerasOptimizer:
+    return KerasOptimizer("Adamax", _adam_args(kwargs), differences=(
+        f"epsilon: torch's Adamax adds eps to |g| inside its running maximum, u = max(beta_2 * u, |g| + eps), and "
+        f"divides by u; Keras's keeps u = max(beta_2 * u, |g|) and divides by u + epsilon. The first step is the "
+        f"same; after it Keras's denominator is at least torch's and at most eps = {literal(kwargs['eps'])} "
+        f"larger.",))
+
 
 _REGISTRY: Registry[OptimizerInfo] = Registry("optimizer")
 
@@ -143,57 +320,61 @@ def _register(info: OptimizerInfo) -> None:
 
 _register(OptimizerInfo(
     "sgd", torch.optim.SGD, {"lr": 0.1}, dict(_LR), fixed={"momentum": 0.0}, family="sgd",
-    description="plain stochastic gradient descent",
+    description="plain stochastic gradient descent", keras=_keras_sgd,
 ))
 _register(OptimizerInfo(
     "momentum", torch.optim.SGD, {"lr": 0.1, "momentum": 0.9}, {**_LR, "momentum": UNIT_OPEN},
-    family="sgd", description="SGD with heavy-ball momentum",
+    family="sgd", description="SGD with heavy-ball momentum", keras=_keras_sgd,
 ))
 _register(OptimizerInfo(
     "nesterov", torch.optim.SGD, {"lr": 0.1, "momentum": 0.9},
     {**_LR, "momentum": Bound("float", 0.0, 1.0, low_open=True, high_open=True)},
-    fixed={"nesterov": True}, family="sgd", description="SGD with Nesterov momentum",
+    fixed={"nesterov": True}, family="sgd", description="SGD with Nesterov momentum", keras=_keras_sgd,
 ))
 _register(OptimizerInfo(
     "adagrad", torch.optim.Adagrad, {"lr": 0.01, "eps": 1e-10, "lr_decay": 0.0},
     {**_LR, "eps": POSITIVE, "lr_decay": NON_NEGATIVE, "initial_accumulator_value": NON_NEGATIVE},
     family="adaptive", description="per-coordinate learning rates from accumulated squared gradients",
+    keras=_keras_adagrad,
 ))
 _register(OptimizerInfo(
     "adadelta", torch.optim.Adadelta, {"lr": 1.0, "rho": 0.9, "eps": 1e-6},
     {**_LR, "rho": UNIT, "eps": POSITIVE},
     family="adaptive", description="Adagrad with a decaying window of squared gradients and updates",
+    keras=_keras_adadelta,
 ))
 _register(OptimizerInfo(
     "rmsprop", torch.optim.RMSprop, {"lr": 1e-3, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0},
     {**_LR, "alpha": UNIT, "eps": POSITIVE, "momentum": UNIT_OPEN, "centered": BOOL},
-    family="adaptive", description="divides by a running average of squared gradients",
+    family="adaptive", description="divides by a running average of squared gradients", keras=_keras_rmsprop,
 ))
 _register(OptimizerInfo(
     "adam", torch.optim.Adam, {"lr": 1e-3, **_ADAM_DEFAULTS}, dict(_ADAM_BOUNDS, amsgrad=BOOL),
-    description="Adam; weight decay is L2 added to the gradient",
+    description="Adam; weight decay is L2 added to the gradient", keras=_keras_adam(decoupled=False),
 ))
 _register(OptimizerInfo(
     "adamw", torch.optim.AdamW, {"lr": 1e-3, **_ADAM_DEFAULTS}, dict(_ADAM_BOUNDS, amsgrad=BOOL),
-    decoupled_weight_decay=True, description="Adam with decoupled weight decay",
+    decoupled_weight_decay=True, description="Adam with decoupled weight decay", keras=_keras_adam(decoupled=True),
 ))
 _register(OptimizerInfo(
     "nadam", torch.optim.NAdam, {"lr": 2e-3, **_ADAM_DEFAULTS, "momentum_decay": 4e-3},
     dict(_ADAM_BOUNDS, momentum_decay=NON_NEGATIVE),
-    description="Adam with Nesterov momentum",
+    description="Adam with Nesterov momentum", keras=_keras_nadam(decoupled=False),
 ))
 _register(OptimizerInfo(
     "nadamw", torch.optim.NAdam, {"lr": 2e-3, **_ADAM_DEFAULTS, "momentum_decay": 4e-3},
     dict(_ADAM_BOUNDS, momentum_decay=NON_NEGATIVE), fixed={"decoupled_weight_decay": True},
     decoupled_weight_decay=True, description="NAdam with decoupled weight decay (AlgoPerf's NAdamW baseline)",
+    keras=_keras_nadam(decoupled=True),
 ))
 _register(OptimizerInfo(
     "radam", torch.optim.RAdam, {"lr": 1e-3, **_ADAM_DEFAULTS}, dict(_ADAM_BOUNDS),
     description="Adam with a rectified variance (built-in warmup)",
+    keras=_no_keras("radam", "Keras has no RAdam (Adam with a rectified variance)"),
 ))
 _register(OptimizerInfo(
     "adamax", torch.optim.Adamax, {"lr": 2e-3, **_ADAM_DEFAULTS}, dict(_ADAM_BOUNDS),
-    description="Adam with the infinity norm",
+    description="Adam with the infinity norm", keras=_keras_adamax,
 ))
 _register(OptimizerInfo(
     "lbfgs", torch.optim.LBFGS, {"lr": 1.0, "max_iter": 4, "history_size": 10, "line_search_fn": None},
@@ -201,6 +382,8 @@ _register(OptimizerInfo(
      "line_search_fn": Bound("choice", choices=(None, "strong_wolfe"))},
     family="lbfgs", supports_weight_decay=False, needs_closure=True,
     description="limited-memory BFGS on mini-batches; weight decay becomes an L2 penalty",
+    keras=_no_keras("lbfgs", "Keras has no L-BFGS, whose step re-evaluates the loss several times through a "
+                             "closure, which fit()'s one-gradient training step has no place for"),
 ))
 
 
@@ -235,6 +418,7 @@ _register(OptimizerInfo(
     dict(_ADAM_BOUNDS, d0=POSITIVE, d_coef=POSITIVE, use_bias_correction=BOOL, safeguard_warmup=BOOL),
     fixed={"decouple": True}, decoupled_weight_decay=True, package="prodigyopt", tuning_free=True,
     description="Prodigy: Adam that learns its own step size (lr is a multiplier, 1 by default)",
+    keras=_no_keras("prodigy", "Keras has no Prodigy (Adam that learns its own step size)", "optimizer"),
 ))
 _register(OptimizerInfo(
     "schedulefree_adamw", _optional("schedulefree", "AdamWScheduleFree"),
@@ -242,6 +426,10 @@ _register(OptimizerInfo(
     dict(_ADAM_BOUNDS, warmup_steps=Bound("int", 0, float("inf")), weight_lr_power=NON_NEGATIVE),
     decoupled_weight_decay=True, package="schedulefree", train_eval=True, tuning_free=True,
     description="schedule-free AdamW: no decay schedule needed (evaluates the averaged weights)",
+    keras=_no_keras("schedulefree_adamw", "keras.optimizers.ScheduleFreeAdamW is another algorithm than the "
+                    "schedulefree package's AdamWScheduleFree: it averages the iterates uniformly (no "
+                    "weight_lr_power), has no train/eval switch to evaluate the averaged weights, and decays the "
+                    "weights otherwise", "optimizer"),
 ))
 
 

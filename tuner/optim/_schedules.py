@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ from tuner._validate import (
     check_param,
 )
 
-__all__ = ["ScheduleInfo", "get_schedule", "list_schedules", "build_scheduler", "lr_factors"]
+__all__ = ["ScheduleInfo", "KerasScheduleSource", "get_schedule", "list_schedules", "build_scheduler", "lr_factors"]
 
 FactorFn = Callable[..., float]
 
@@ -58,12 +59,21 @@ class ScheduleInfo:
     interval: str = "batch"
     description: str = ""
     source: Callable[[dict[str, Any]], ScheduleSource] | None = None  # what the Python export writes
+    # what the Keras export writes: keras(info, params), params with the defaults filled in
+    keras: Callable[[ScheduleInfo, dict[str, Any]], KerasScheduleSource] | None = None
 
     def python_source(self, params: dict[str, Any]) -> ScheduleSource:
         """What the Python export writes for this schedule with ``params`` (checked), defaults filled in."""
         if self.source is None:
             raise NotImplementedError(f"The {self.name!r} schedule has no source for the Python export.")
         return self.source({**self.defaults, **params})
+
+    def keras_source(self, params: dict[str, Any]) -> KerasScheduleSource:
+        """What the Keras export writes for this schedule with ``params`` (checked), defaults filled in."""
+        if self.keras is None:
+            return KerasScheduleSource("none", differences=(
+                f"the {self.name} schedule has no Keras translation: make_optimizer() raises NotImplementedError.",))
+        return self.keras(self, {**self.defaults, **params})
 
     def check(self, params: dict[str, Any], where: str = "") -> dict[str, Any]:
         owner = f"the {self.name!r} schedule"
@@ -102,6 +112,34 @@ class ScheduleSource:
     setup: tuple[str, ...] = ()
     factor: tuple[str, ...] = ()
     scheduler: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KerasScheduleSource:
+    """What the Keras export writes for one schedule, its parameters' values written in.
+
+    Attributes:
+        kind: ``factor``: the learning rate is ``lr * factor(step)`` of the optimizer's step counter, and the
+            export writes ``python`` (the Python export's factor function: the same floats) into a
+            ``keras.optimizers.schedules.LearningRateSchedule``; ``callback``: the learning rate is a float
+            that ``callback`` changes between epochs; ``none``: Keras cannot do it (``differences`` says why).
+        python: for ``factor``, the Python export's source of the factor.
+        callback: for ``callback``, the lines of a ``keras.callbacks.Callback`` subclass named ``PlateauCallback``
+            whose ``__init__(self, monitor, mode)`` takes the metric it watches and whether it is minimised
+            (``"min"``) or maximised (``"max"``); it may read ``LEARNING_RATE``, the base rate.
+        differences: what Keras does differently from torch, one sentence each (comments and CLI warnings).
+    """
+
+    kind: str
+    python: ScheduleSource | None = None
+    callback: tuple[str, ...] = ()
+    differences: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        wanted = {"factor": bool(self.python), "callback": bool(self.callback), "none": bool(self.differences)}
+        if not wanted.get(self.kind, False):
+            raise ValueError(f"KerasScheduleSource of kind {self.kind!r}: 'factor' gives python, 'callback' the "
+                             f"callback lines, 'none' the differences. Got {self!r}.")
 
 
 def _warmup(step: int, h: Horizon, warmup_fraction: float) -> tuple[float, float]:
@@ -281,22 +319,92 @@ def _plateau_source(p: dict[str, Any]) -> ScheduleSource:
         call("", "scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau", args, width=WIDTH - len(INDENT))))
 
 
+# -- what the Keras export writes for each schedule ---------------------------------------------------------------
+def _keras_factor(info: ScheduleInfo, p: dict[str, Any]) -> KerasScheduleSource:
+    """A function of the step: the Keras export computes the same factor, from the Python export's source, once
+    per batch into a table that the optimizer's step counter indexes."""
+    return KerasScheduleSource("factor", python=info.python_source(p))
+
+
+def _keras_plateau(info: ScheduleInfo, p: dict[str, Any]) -> KerasScheduleSource:
+    """torch's ReduceLROnPlateau (tuner's ``plateau``) as a Keras callback that does what it does, step for step.
+
+    Not ``keras.callbacks.ReduceLROnPlateau``: that lowers the rate after ``patience`` epochs without improvement
+    where torch waits one more, its ``min_delta`` is absolute where torch's ``threshold`` is relative, and it
+    keeps lowering a rate that torch stops lowering once a change would be under 1e-8. With ``patience + 1``,
+    ``min_delta=0`` and a threshold of 0 it would match torch but for that last rule.
+    """
+    factor, patience, threshold = literal(p["factor"]), literal(p["patience"]), literal(p["threshold"])
+    summary = textwrap.wrap(
+        f'"""Multiplies the learning rate by {factor} once the monitored metric has gone more than {patience} '
+        f"epochs without improving, as torch's ReduceLROnPlateau(factor={factor}, patience={patience}, "
+        f"threshold={threshold}) does in tuner's plateau schedule.", WIDTH - len(INDENT), break_on_hyphens=False)
+    return KerasScheduleSource("callback", callback=(
+        "class PlateauCallback(keras.callbacks.Callback):",
+        *(INDENT + line for line in summary),
+        "",
+        "    Not keras.callbacks.ReduceLROnPlateau, which lowers the rate after `patience` epochs without",
+        "    improvement where torch waits one more, takes an absolute min_delta where torch's threshold is",
+        "    relative (a new best must beat the old one by threshold times itself), and keeps lowering a rate",
+        "    that torch stops lowering once a change would be under 1e-8. monitor: a metric fit() reports every",
+        '    epoch (val_loss needs validation data); mode: "min" when lower is better, "max" when higher is.',
+        '    """',
+        "",
+        '    def __init__(self, monitor="val_loss", mode="min"):',
+        "        super().__init__()",
+        '        if mode not in ("min", "max"):',
+        "            raise ValueError(f'mode is \"min\" or \"max\". Got {mode!r}.')",
+        "        self.monitor, self.mode = monitor, mode",
+        '        self.best = math.inf if mode == "min" else -math.inf',
+        "        self.bad_epochs = 0",
+        "        self.lr = LEARNING_RATE  # kept in double precision, as torch keeps it",
+        "",
+        "    def on_epoch_end(self, epoch, logs=None):",
+        "        logs = logs or {}",
+        "        if self.monitor not in logs:",
+        '            raise ValueError(f"PlateauCallback watches {self.monitor!r}, which fit() did not report "',
+        '                             f"(it reported {sorted(logs)}): pass validation data to fit(), or another "',
+        "                             \"monitor.\")",
+        "        current = float(logs[self.monitor])",
+        '        if self.mode == "min":',
+        f"            better = current < self.best * (1 - {threshold})",
+        "        else:",
+        f"            better = current > self.best * (1 + {threshold})",
+        "        if better:",
+        "            self.best, self.bad_epochs = current, 0",
+        "        else:",
+        "            self.bad_epochs += 1",
+        f"        if self.bad_epochs > {patience}:",
+        f"            lr = self.lr * {factor}",
+        "            if self.lr - lr > 1e-8:  # as torch: a change of 1e-8 or less is not made",
+        "                self.lr = lr",
+        "                self.model.optimizer.learning_rate = lr",
+        "            self.bad_epochs = 0",
+    ))
+
+
 _WARMUP = Bound("float", 0.0, 0.5)
 _REGISTRY: Registry[ScheduleInfo] = Registry("schedule")
 
 
 def _register(name: str, factor: FactorFn | None, bounds: dict[str, Bound], description: str,
               defaults: dict[str, Any] | None = None, interval: str = "batch", *,
-              source: Callable[[dict[str, Any]], ScheduleSource]) -> None:
-    """Registers a schedule with what the Python export writes for it (``source``), checked here."""
+              source: Callable[[dict[str, Any]], ScheduleSource],
+              keras: Callable[[ScheduleInfo, dict[str, Any]], KerasScheduleSource] | None = None) -> None:
+    """Registers a schedule with what the Python export writes for it (``source``) and what the Keras export
+    writes (``keras``; None: it has no Keras translation), both checked here."""
     if defaults is None:
         defaults = {k: v.default for k, v in _signature_defaults(factor).items()}
-    info = ScheduleInfo(name, defaults, bounds, factor, interval, description, source)
+    info = ScheduleInfo(name, defaults, bounds, factor, interval, description, source, keras)
     written = info.python_source({})
     expected = "plateau" if factor is None else interval
     if written.interval != expected or bool(written.factor) == bool(written.scheduler):
         raise ValueError(f"schedule {name!r}: its source must step at interval {expected!r} and give either "
                          f"a factor body or a scheduler. Got {written!r} instead.")
+    in_keras = info.keras_source({}).kind
+    if in_keras != "none" and in_keras != ("callback" if factor is None else "factor"):
+        raise ValueError(f"schedule {name!r}: a function of the step is a 'factor' in Keras, a schedule that "
+                         f"watches a metric a 'callback'. Got {in_keras!r}.")
     _REGISTRY.register(name, info)
 
 
@@ -308,37 +416,40 @@ def _signature_defaults(fn: FactorFn | None) -> dict[str, Any]:
 
 
 _register("constant", _constant, {"warmup_fraction": _WARMUP}, "constant learning rate (optional warmup)",
-          source=_constant_source)
+          source=_constant_source, keras=_keras_factor)
 _register("step", _step, {"step_size": POSITIVE_INT, "gamma": FRACTION_POSITIVE, "warmup_fraction": _WARMUP},
-          "multiply by gamma every step_size epochs", source=_step_source)
+          "multiply by gamma every step_size epochs", source=_step_source, keras=_keras_factor)
 _register("multistep", _multistep,
           {"milestones": Bound("pair", 0.0, 1.0, low_open=True, high_open=True), "gamma": FRACTION_POSITIVE,
            "warmup_fraction": _WARMUP},
-          "multiply by gamma at two milestones given as fractions of training", source=_multistep_source)
+          "multiply by gamma at two milestones given as fractions of training", source=_multistep_source,
+          keras=_keras_factor)
 _register("exponential", _exponential, {"gamma": FRACTION_POSITIVE, "warmup_fraction": _WARMUP},
-          "multiply by gamma every epoch", source=_exponential_source)
+          "multiply by gamma every epoch", source=_exponential_source, keras=_keras_factor)
 _register("cosine", _cosine, {"warmup_fraction": _WARMUP, "min_lr_ratio": UNIT_OPEN},
-          "cosine decay to min_lr_ratio * lr (optional warmup)", source=_cosine_source)
+          "cosine decay to min_lr_ratio * lr (optional warmup)", source=_cosine_source, keras=_keras_factor)
 _register("cosine_restarts", _cosine_restarts,
           {"t0_epochs": POSITIVE_INT, "t_mult": POSITIVE_INT, "min_lr_ratio": UNIT_OPEN},
           "cosine decay restarted every t0_epochs, each cycle t_mult times longer (SGDR)",
-          source=_cosine_restarts_source)
+          source=_cosine_restarts_source, keras=_keras_factor)
 _register("linear", _linear, {"warmup_fraction": _WARMUP, "end_factor": UNIT},
-          "linear warmup, then linear decay to end_factor * lr", source=_linear_source)
+          "linear warmup, then linear decay to end_factor * lr", source=_linear_source, keras=_keras_factor)
 _register("warmup_cosine", _cosine, {"warmup_fraction": _WARMUP, "min_lr_ratio": UNIT_OPEN},
           "linear warmup, then cosine decay", defaults={"warmup_fraction": 0.05, "min_lr_ratio": 0.0},
-          source=_cosine_source)
+          source=_cosine_source, keras=_keras_factor)
 _register("onecycle", _onecycle,
           {"pct_start": Bound("float", 0.0, 1.0, low_open=True, high_open=True),
            "div_factor": Bound("float", 1.0, math.inf), "final_div_factor": Bound("float", 1.0, math.inf)},
-          "one-cycle: rise from lr/div_factor to lr, then anneal far below it", source=_onecycle_source)
+          "one-cycle: rise from lr/div_factor to lr, then anneal far below it", source=_onecycle_source,
+          keras=_keras_factor)
 _register("polynomial", _polynomial, {"power": POSITIVE, "end_factor": UNIT, "warmup_fraction": _WARMUP},
-          "polynomial decay to end_factor * lr", source=_polynomial_source)
+          "polynomial decay to end_factor * lr", source=_polynomial_source, keras=_keras_factor)
 _register("plateau", None,
           {"factor": Bound("float", 0.0, 1.0, low_open=True, high_open=True), "patience": NON_NEGATIVE_INT,
            "threshold": NON_NEGATIVE},
           "multiply by factor when the validation metric stops improving for patience epochs",
-          defaults={"factor": 0.1, "patience": 5, "threshold": 1e-4}, interval="epoch", source=_plateau_source)
+          defaults={"factor": 0.1, "patience": 5, "threshold": 1e-4}, interval="epoch", source=_plateau_source,
+          keras=_keras_plateau)
 
 
 def get_schedule(name: str) -> ScheduleInfo:

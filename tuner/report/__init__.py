@@ -113,7 +113,7 @@ def open_for_recommendation(name: str, storage: str | None, *, confirm: bool, tr
 
 def export_recommendation(study: optuna.Study, rec: Recommendation, fmt: str) -> str:
     """The text of ``tuner study export``: the recommended config with where it came from (YAML or JSON, for
-    ``tuner.load_config``), or a plain-torch script (``python``)."""
+    ``tuner.load_config``), or a plain-torch script (``python``) or a Keras 3 one (``keras``)."""
     from tuner.export import export_text
 
     meta = rec.metadata(study, _metric(study))
