@@ -29,14 +29,17 @@ class ExportFormat(str, Enum):
     keras = "keras"
 
 
-def _confirming(study, *, top_k: int, seeds: int, baseline: bool, quiet: bool):
+def _confirming(study, fit, *, top_k: int, seeds: int, baseline: bool, quiet: bool):
     """Says what the confirmation will cost before it starts (or that the stored one is reused), and returns
-    the per-run progress callback: ``run 4/9: trial 12, seed 500000: 0.9375``."""
+    the per-run progress callback: ``run 4/9: trial 12, seed 500000: 0.9375``. A study whose objective changed
+    is refused first: nothing is announced that will not run."""
     from tuner.report._confirm import confirmation_plan
     from tuner.study._record import StudyKey
 
     spec = study.user_attrs.get(StudyKey.SPEC) or {}
     plan = confirmation_plan(study, top_k, seeds, baseline=baseline, study_seed=int(spec.get("seed") or 0))
+    if plan.runs or plan.baseline_runs:
+        fit.prepared()
     if not quiet:
         echo(plan.line(), to_err=True)
     done = [0]
@@ -73,7 +76,7 @@ def study_report(
     folder = output or Path(f"{safe_file_name(name)}-report")
     quiet = fmt is Format.json
     fit = None if no_confirm else study_fit(study, storage)
-    on_run = _confirming(study, top_k=top_k, seeds=seeds, baseline=True, quiet=quiet) if fit is not None else None
+    on_run = _confirming(study, fit, top_k=top_k, seeds=seeds, baseline=True, quiet=quiet) if fit is not None else None
     files = write_report(study, folder, storage_label=_masked(url), fit=fit, evaluator=importance.value,
                          top_k=top_k, seeds=seeds, confirm_runs=True, on_run=on_run, storage_url=url)
     if quiet:
@@ -113,8 +116,8 @@ def study_export(
     from tuner.report import export_recommendation, open_for_recommendation, study_fit, study_recommendation
 
     study = open_for_recommendation(name, storage, confirm=not no_confirm, trial=trial, top_k=top_k, seeds=seeds)
-    on_run = (_confirming(study, top_k=top_k, seeds=seeds, baseline=False, quiet=False)
-              if trial is None and not no_confirm and study_fit(study, storage) is not None else None)
+    fit = study_fit(study, storage) if trial is None and not no_confirm else None
+    on_run = _confirming(study, fit, top_k=top_k, seeds=seeds, baseline=False, quiet=False) if fit else None
     rec = study_recommendation(study, storage, trial=trial, top_k=top_k, seeds=seeds, confirm_runs=not no_confirm,
                                on_run=on_run)
     text = export_recommendation(study, rec, fmt.value)
