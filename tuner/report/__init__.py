@@ -170,7 +170,8 @@ def followup_command(study: optuna.Study, space_file: str | Path, storage_url: s
         value = spec.get(key)
         if value is None or isinstance(value, dict) or value == defaults[key].default:
             continue
-        args += [f"--{key.replace('_', '-')}", ",".join(value) if isinstance(value, list) else str(value)]
+        shown = ",".join(value) if isinstance(value, list) else f"{value:g}" if isinstance(value, float) else str(value)
+        args += [f"--{key.replace('_', '-')}", shown]
     url = storage_url or default_storage()
     return shlex.join(args) + storage_hint(url, given=url != default_storage())
 
