@@ -790,6 +790,22 @@ def test_fit_trains_for_an_epoch(data: dict[str, Any]) -> None:
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 2 * steps
 
 
+def test_a_dropout_layer_built_with_rate_zero_drops_after_configure() -> None:
+    """Models written as tuner's objectives are (a Dropout(0.0) for tuner to set) train with the exported rate:
+    Keras gives a Dropout built with rate 0 no random generator, and a built layer takes no new state."""
+    config, ns = _exported({"optimizer": "adam", "regularization": {"dropout": 0.5}, "epochs": 1, "batch_size": 16})
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dropout(0.0),
+                              keras.layers.Dense(2)])
+    ns["configure"](model)
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    model.compile(optimizer=ns["make_optimizer"](4, model),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, (x[:, 0] > 0).astype("int32"), batch_size=16, epochs=1, verbose=0)
+    train = [keras.ops.convert_to_numpy(model(x, training=True)) for _ in range(2)]
+    infer = keras.ops.convert_to_numpy(model(x, training=False))
+    assert not np.allclose(train[0], train[1]) and np.allclose(infer, keras.ops.convert_to_numpy(model(x)))
+
+
 def test_no_keras_optimizer_raises_and_the_rest_works() -> None:
     for name in sorted(NO_KERAS):
         config, ns = _exported({"optimizer": {"name": name, **OPTIMIZER_PARAMS[name]},

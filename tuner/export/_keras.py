@@ -295,9 +295,13 @@ def _dropout_source(config: TrainConfig) -> list[str]:
                     "Dropout, SpatialDropout1D/2D/3D (Dropout layers too) and AlphaDropout: what PyTorch's "
                     "Dropout, Dropout1d/2d/3d and AlphaDropout are; the sublayers of a custom layer are reached "
                     "only through models. Set it before training starts."),
-        "    for layer in all_layers(model):",
+        "    for i, layer in enumerate(all_layers(model)):",
         "        if isinstance(layer, (keras.layers.Dropout, keras.layers.AlphaDropout)):",
         "            layer.rate = DROPOUT",
+        "            if DROPOUT > 0 and not hasattr(layer, \"seed_generator\"):",
+        "                # A layer built with rate 0 has no random generator, and a built layer takes no new",
+        "                # state: the generator is set past Keras's tracking (it holds only the dropout seed).",
+        "                object.__setattr__(layer, \"seed_generator\", keras.random.SeedGenerator(SEED + i))",
     ]
 
 
