@@ -59,6 +59,7 @@ def figures(monkeypatch: pytest.MonkeyPatch):
 
     monkeypatch.setattr(plt.Figure, "savefig", keep)
     monkeypatch.setattr(plt, "close", lambda *a, **k: None)
+    monkeypatch.setitem(plt.rcParams, "figure.max_open_warning", 0)  # kept open on purpose, closed below
     yield kept
     for fig in kept.values():
         plt.close(fig)
