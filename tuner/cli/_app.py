@@ -184,10 +184,10 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Continue a study whose 
 MlflowOpt = Annotated[str | None, typer.Option(
     "--mlflow", metavar="URI", help="Log every finished trial to MLflow (e.g. sqlite:///mlflow.db or "
                                     "http://HOST:5000): an experiment named after the study, a run per trial, the "
-                                    "best config. Default: the spec's mlflow, else $TUNER_MLFLOW_URI.")]
+                                    "best config [default: the spec's mlflow, else $TUNER_MLFLOW_URI].")]
 TensorBoardOpt = Annotated[str | None, typer.Option(
     "--tensorboard", metavar="DIR", help="Write TensorBoard logs to DIR/<study>: a run per trial with its scalars "
-                                         "and HParams.")]
+                                         "and HParams [default: none].")]
 TimeoutOpt = Annotated[float | None, typer.Option(help="Seconds of wall time: no trial starts after it, and a "
                                                        "running trial stops at its next epoch end (recorded "
                                                        "as failed, reason 'timeout') [default: none].")]
