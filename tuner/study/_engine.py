@@ -499,16 +499,19 @@ def report_epoch(plan: RunPlan, trial: optuna.Trial, config: TrainConfig, epoch:
                  deadline: float | None) -> None:
     """Reports a trial's validation value of one epoch; raises ``TrialPruned`` when the pruner stops it, and
     ``_TimedOut`` past ``deadline`` (unless it was the last epoch)."""
+    from tuner.study._samplers import may_prune_at
+
+    judged = may_prune_at(trial.study.pruner, epoch)  # else asking would only cost a read of the study
     if plan.multi:
         # Optuna reports and prunes single-objective trials only: the value goes to the storage directly and
         # the pruner judges it on the first objective, as it would in a study of that objective alone.
         from tuner.study._writes import StudyView
 
         storage_of(trial.study).set_trial_intermediate_value(trial._trial_id, epoch, value)
-        prune = StudyView(trial.study).should_prune(trial._trial_id)
+        prune = judged and StudyView(trial.study).should_prune(trial._trial_id)
     else:
         trial.report(value, epoch)
-        prune = trial.should_prune()
+        prune = judged and trial.should_prune()
     check_epoch(plan, config, epoch, value, deadline, prune)
 
 

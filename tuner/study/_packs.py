@@ -40,6 +40,7 @@ from tuner.study._engine import (
 )
 from tuner.study._liveness import Heartbeat, reap_stale
 from tuner.study._record import FINISHED, Key, StopKind, StopReason, history_attrs
+from tuner.study._samplers import may_prune_at
 from tuner.study._writes import StudyView, Write, write_batch
 from tuner.train import Diverged
 
@@ -152,10 +153,11 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                     raise _storage_stop(study, plan, error, entry.trial.number) from error
                 close(p, slot, TrialState.FAIL, _storage_reason(error))
                 continue
-            view = view or StudyView(study)
+            judged = may_prune_at(study.pruner, epochs[slot])  # else asking would only cost a read of the study
+            view = view or (StudyView(study) if judged else None)
             try:
                 check_epoch(plan, entry.config, epochs[slot], value, deadline,
-                            view.should_prune(entry.trial._trial_id))
+                            judged and view is not None and view.should_prune(entry.trial._trial_id))
             except optuna.TrialPruned as exc:
                 close(p, slot, TrialState.PRUNED, StopReason(StopKind.PRUNED, str(exc)))
                 continue

@@ -13,7 +13,7 @@ import optuna
 from tuner._registry import Registry
 from tuner.errors import ConfigError
 
-__all__ = ["build_sampler", "build_pruner", "list_samplers", "list_pruners"]
+__all__ = ["build_sampler", "build_pruner", "list_samplers", "list_pruners", "may_prune_at"]
 
 
 @dataclass(frozen=True)
@@ -186,6 +186,24 @@ class FirstObjectiveSampler(optuna.samplers.BaseSampler):
 def build_pruner(spec: str | dict[str, Any], context: dict[str, Any]) -> optuna.pruners.BasePruner:
     name, options = _named(spec)
     return _PRUNERS.get(name).build(options, context, "pruner")
+
+
+def may_prune_at(pruner: optuna.pruners.BasePruner, step: int) -> bool:
+    """Whether ``pruner`` can stop a trial that reported every epoch up to ``step`` at that step. Where it
+    cannot (no pruner, the warm-up epochs, between a percentile pruner's interval steps, after the one check
+    of ``top_third``), asking it would only cost a read of the whole study: on SQLite about as long as a small
+    model trains an epoch. The answer is Optuna's own rule for reports at every step: a percentile or median
+    pruner judges step ``s`` only when ``s >= n_warmup_steps`` and ``(s - n_warmup_steps) % interval_steps ==
+    0``. A pruner this does not know is always asked."""
+    if isinstance(pruner, optuna.pruners.NopPruner):
+        return False
+    if isinstance(pruner, optuna.pruners.PatientPruner):
+        wrapped = getattr(pruner, "_wrapped_pruner", None)
+        return wrapped is None or may_prune_at(wrapped, step)
+    if isinstance(pruner, optuna.pruners.PercentilePruner):  # MedianPruner is one
+        warmup, interval = pruner._n_warmup_steps, pruner._interval_steps
+        return step >= warmup and (step - warmup) % interval == 0
+    return True
 
 
 def list_samplers() -> dict[str, str]:
