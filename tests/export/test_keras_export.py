@@ -27,6 +27,9 @@ keras = pytest.importorskip("keras")
 if keras.backend.backend() != "torch":  # pragma: no cover - keras was imported earlier with another backend
     pytest.skip("these tests run Keras on its torch backend", allow_module_level=True)
 
+from _export_cases import INIT_PARAMS, SCHEDULE_PARAMS  # noqa: E402
+from _export_cases import OPTIMIZER_PARAMS as BASE_OPTIMIZER_PARAMS  # noqa: E402
+
 from tuner import TrainConfig  # noqa: E402
 from tuner.export import FORMATS, export_warnings, keras_differences, keras_snippet  # noqa: E402
 from tuner.init import list_inits  # noqa: E402
@@ -35,48 +38,9 @@ from tuner.optim import build_optimizer, get_optimizer, get_schedule, list_optim
 # keras.ops.convert_to_numpy on the torch backend calls np.array(tensor) in the way NumPy 2 deprecates.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
-# Values other than the defaults for every parameter of every entry.
-SCHEDULE_PARAMS: dict[str, dict[str, Any]] = {
-    "constant": {"warmup_fraction": 0.2},
-    "step": {"step_size": 2, "gamma": 0.5, "warmup_fraction": 0.1},
-    "multistep": {"milestones": [0.3, 0.6], "gamma": 0.2, "warmup_fraction": 0.1},
-    "exponential": {"gamma": 0.8, "warmup_fraction": 0.1},
-    "cosine": {"warmup_fraction": 0.1, "min_lr_ratio": 0.05},
-    "cosine_restarts": {"t0_epochs": 1, "t_mult": 2, "min_lr_ratio": 0.1},
-    "linear": {"warmup_fraction": 0.2, "end_factor": 0.1},
-    "warmup_cosine": {"warmup_fraction": 0.25, "min_lr_ratio": 0.02},
-    "onecycle": {"pct_start": 0.25, "div_factor": 10.0, "final_div_factor": 100.0},
-    "polynomial": {"power": 2.0, "end_factor": 0.1, "warmup_fraction": 0.1},
-    "plateau": {"factor": 0.5, "patience": 1, "threshold": 0.01},
-}
-INIT_PARAMS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "uniform": {"scale": 0.1},
-    "normal": {"std": 0.05},
-    "xavier_uniform": {"nonlinearity": "tanh"},
-    "xavier_normal": {"nonlinearity": "sigmoid"},
-    "kaiming_uniform": {"nonlinearity": "leaky_relu", "mode": "fan_out"},
-    "kaiming_normal": {"nonlinearity": "selu", "mode": "fan_out"},
-    "orthogonal": {"gain": 0.5},
-    "trunc_normal": {"std": 0.1},
-}
-OPTIMIZER_PARAMS: dict[str, dict[str, Any]] = {
-    "sgd": {"lr": 0.3},
-    "momentum": {"lr": 0.05, "momentum": 0.8},
-    "nesterov": {"lr": 0.05, "momentum": 0.8},
-    "adagrad": {"lr": 0.1, "eps": 1e-9, "lr_decay": 1e-2, "initial_accumulator_value": 0.1},
-    "adadelta": {"lr": 2.0, "rho": 0.8, "eps": 1e-5},
-    "rmsprop": {"lr": 3e-3, "alpha": 0.9, "eps": 1e-7, "momentum": 0.5, "centered": True},
-    "adam": {"lr": 1e-2, "betas": [0.8, 0.99], "eps": 1e-7, "amsgrad": True},
-    "adamw": {"lr": 1e-2, "betas": [0.85, 0.995], "eps": 1e-7, "amsgrad": True},
-    "nadam": {"lr": 1e-2, "betas": [0.85, 0.995], "eps": 1e-7, "momentum_decay": 1e-3},
-    "nadamw": {"lr": 1e-2, "betas": [0.93, 0.995], "eps": 1e-7, "momentum_decay": 2e-3},
-    "adamax": {"lr": 2e-2, "betas": [0.85, 0.995], "eps": 1e-7},
-    "radam": {"lr": 0.1, "betas": [0.85, 0.995], "eps": 1e-7},
-    "lbfgs": {"lr": 0.5, "max_iter": 3, "history_size": 5, "line_search_fn": "strong_wolfe"},
-    "prodigy": {"lr": 0.5, "d0": 1e-2},
-    "schedulefree_adamw": {"lr": 2e-2, "warmup_steps": 2},
-}
+# The shared cases, with an Adagrad decay large enough to show in a few steps.
+OPTIMIZER_PARAMS = {**BASE_OPTIMIZER_PARAMS,
+                    "adagrad": {"lr": 0.1, "eps": 1e-9, "lr_decay": 1e-2, "initial_accumulator_value": 0.1}}
 KERAS_OPTIMIZERS = {"sgd": "SGD", "momentum": "SGD", "nesterov": "SGD", "adagrad": "Adagrad",
                     "adadelta": "Adadelta", "rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW", "nadam": "Nadam",
                     "nadamw": "Nadam", "adamax": "Adamax"}
