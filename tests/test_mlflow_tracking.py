@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from _tracking_cases import train_all_states
 from typer.testing import CliRunner
 
 import tuner
@@ -34,17 +35,7 @@ def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
 
 
-def _train(ctx: tuner.TrialContext) -> tuple[float, float]:
-    """Three epochs; trial 1 diverges in its second epoch (pruned), trial 2 raises there (failed)."""
-    value = 0.0
-    for epoch in range(ctx.config.epochs):
-        value = 0.5 + 0.1 * epoch + ctx.config.optimizer.lr
-        if ctx.config.seed == 1 and epoch == 1:
-            ctx.report(epoch, float("nan"))
-        if ctx.config.seed == 2 and epoch == 1:
-            raise RuntimeError("boom in epoch 2")
-        ctx.report(epoch, value)
-    return value, value / 2
+_train = train_all_states
 
 
 def _logged(uri: str, name: str) -> tuple[MlflowClient, object, list, dict[int, object]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from _tracking_cases import train_all_states
 from typer.testing import CliRunner
 
 import tuner
@@ -23,18 +24,7 @@ pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from tensorboard.plugins.hparams import api_pb2, metadata  # noqa: E402
 
-
-def _train(ctx: tuner.TrialContext) -> tuple[float, float]:
-    """Three epochs; trial 1 diverges in its second epoch (pruned), trial 2 raises there (failed)."""
-    value = 0.0
-    for epoch in range(ctx.config.epochs):
-        value = 0.5 + 0.1 * epoch + ctx.config.optimizer.lr
-        if ctx.config.seed == 1 and epoch == 1:
-            ctx.report(epoch, float("nan"))
-        if ctx.config.seed == 2 and epoch == 1:
-            raise RuntimeError("boom in epoch 2")
-        ctx.report(epoch, value)
-    return value, value / 2
+_train = train_all_states
 
 
 def _events(folder: Path) -> EventAccumulator:
