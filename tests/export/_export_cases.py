@@ -6,6 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
+# Every part of a config set, none at its default.
+FULL = {
+    "optimizer": {"name": "adamw", "lr": 3e-3, "betas": [0.85, 0.995], "eps": 1e-7},
+    "schedule": {"name": "warmup_cosine", "warmup_fraction": 0.1, "min_lr_ratio": 0.01},
+    "batch_size": 32,
+    "init": {"name": "kaiming_normal", "mode": "fan_out"},
+    "regularization": {"weight_decay": 1e-5, "l1": 1e-6, "dropout": 0.2},
+    "grad_clip_norm": 1.0,
+    "epochs": 7,
+    "seed": 3,
+}
+
 SCHEDULE_PARAMS: dict[str, dict[str, Any]] = {
     "constant": {"warmup_fraction": 0.2},
     "step": {"step_size": 2, "gamma": 0.5, "warmup_fraction": 0.1},

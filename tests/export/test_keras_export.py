@@ -27,7 +27,7 @@ keras = pytest.importorskip("keras")
 if keras.backend.backend() != "torch":  # pragma: no cover - keras was imported earlier with another backend
     pytest.skip("these tests run Keras on its torch backend", allow_module_level=True)
 
-from _export_cases import INIT_PARAMS, SCHEDULE_PARAMS  # noqa: E402
+from _export_cases import FULL, INIT_PARAMS, SCHEDULE_PARAMS  # noqa: E402
 from _export_cases import OPTIMIZER_PARAMS as BASE_OPTIMIZER_PARAMS  # noqa: E402
 
 from tuner import TrainConfig  # noqa: E402
@@ -49,16 +49,6 @@ NO_KERAS = {"radam", "lbfgs", "prodigy", "schedulefree_adamw"}
 # per step, over 5 steps. The measured worst cases are below 2e-6 relative.
 RTOL, ATOL = 1e-5, 1e-7
 
-FULL = {
-    "optimizer": {"name": "adamw", "lr": 3e-3, "betas": [0.85, 0.995], "eps": 1e-7},
-    "schedule": {"name": "warmup_cosine", "warmup_fraction": 0.1, "min_lr_ratio": 0.01},
-    "batch_size": 32,
-    "init": {"name": "kaiming_normal", "mode": "fan_out"},
-    "regularization": {"weight_decay": 1e-5, "l1": 1e-6, "dropout": 0.2},
-    "grad_clip_norm": 1.0,
-    "epochs": 7,
-    "seed": 3,
-}
 LBFGS = {"optimizer": {"name": "lbfgs", "lr": 0.5}, "regularization": {"weight_decay": 1e-4, "l1": 1e-5},
          "grad_clip_norm": 5.0, "init": "xavier_uniform", "epochs": 2}
 PLATEAU = {"optimizer": "momentum", "schedule": {"name": "plateau", "patience": 1, "factor": 0.5},

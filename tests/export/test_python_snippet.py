@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import torch
-from _export_cases import INIT_PARAMS, OPTIMIZER_PARAMS, SCHEDULE_PARAMS
+from _export_cases import FULL, INIT_PARAMS, OPTIMIZER_PARAMS, SCHEDULE_PARAMS
 from torch import nn
 
 from tuner import TrainConfig
@@ -21,16 +21,6 @@ from tuner.export import python_snippet
 from tuner.init import list_inits
 from tuner.optim import list_optimizers, list_schedules
 
-FULL = {
-    "optimizer": {"name": "adamw", "lr": 3e-3, "betas": [0.85, 0.995], "eps": 1e-7},
-    "schedule": {"name": "warmup_cosine", "warmup_fraction": 0.1, "min_lr_ratio": 0.01},
-    "batch_size": 32,
-    "init": {"name": "kaiming_normal", "mode": "fan_out"},
-    "regularization": {"weight_decay": 1e-5, "l1": 1e-6, "dropout": 0.2},
-    "grad_clip_norm": 1.0,
-    "epochs": 7,
-    "seed": 3,
-}
 LBFGS_PLATEAU = {
     "optimizer": {"name": "lbfgs", "lr": 0.5, "line_search_fn": "strong_wolfe", "history_size": 5},
     "schedule": {"name": "plateau", "patience": 1, "factor": 0.5},
