@@ -100,3 +100,31 @@ def test_a_space_whose_every_batch_runs_out_of_memory_stops_the_study_with_the_r
     assert stored["batch_size"] == 64  # once 64 ran out too, nothing at all is trained
     trained = [t for t in study.trials if t.user_attrs.get(Key.OOM)]
     assert 1 <= len(trained) <= 2  # at most one run out of memory at 128 and one at 64; the rest avoided
+
+
+def test_show_and_the_report_say_what_was_avoided(hungry: str, storage_url: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tuner.cli import app
+    from tuner.report import write_report
+
+    space = tmp_path / "s.yaml"
+    space.write_text("optimizer: {adam: {lr: {low: 1.0e-3, high: 1.0e-2, log: true}}}\n"
+                     "batch_size: {choices: [16, 32, 64, 128]}\n")
+    spec = StudySpec(name="oom3", objective=hungry, space=str(space), n_trials=10, epochs=2, storage=storage_url,
+                     device="cpu", sampler="random", pruner="none", known_starts=False)
+    prepared = prepare(spec)
+    study = create_or_join(prepared)
+    run_prepared(study, prepared)
+    limit = study.user_attrs[StudyKey.OOM_BATCH]["cpu"]
+    avoided = sum(bool(t.user_attrs.get(Key.OOM_AVOIDED)) for t in study.trials)
+    assert avoided, "no config was avoided"
+    shown = CliRunner().invoke(app, ["study", "show", "oom3", "--storage", storage_url])
+    assert shown.exit_code == 0, shown.output
+    group = f"FAIL: out of memory avoided (batch size {limit['batch_size']} or more, not trained on cpu)"
+    assert f"{avoided:>4} x {group}" in shown.output
+    files = write_report(study, tmp_path / "r")
+    report = files["report.md"].read_text()
+    assert (f"out of memory: batch size {limit['batch_size']} ran out of memory on cpu (trial {limit['trial']}); "
+            f"from then on configs at that batch size or more were not trained there ({avoided} proposal(s) in "
+            f"all") in report

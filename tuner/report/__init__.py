@@ -217,6 +217,19 @@ def _is_report_folder(names: list[str]) -> bool:
     return set(names) <= known and {"report.html", "report.md", "recommended.yaml"} <= set(names)
 
 
+def _oom_notes(study: optuna.Study) -> list[str]:
+    """What out-of-memory avoidance did: per device, the batch size that ran out of memory and how many configs
+    at that size or more were not trained there."""
+    limits = study.user_attrs.get(StudyKey.OOM_BATCH)
+    if not isinstance(limits, dict):
+        return []
+    avoided = sum(bool(t.user_attrs.get(Key.OOM_AVOIDED)) for t in study.get_trials(deepcopy=False))
+    return [f"out of memory: batch size {limit.get('batch_size')} ran out of memory on {device} (trial "
+            f"{limit.get('trial')}); from then on configs at that batch size or more were not trained there "
+            f"({avoided} proposal(s) in all, failed with the reason and not counted against the budget), and the "
+            f"smaller batch sizes were searched" for device, limit in limits.items() if isinstance(limit, dict)]
+
+
 def _space_notes(study: optuna.Study, raw_space: Any) -> list[str]:
     """How to read the space's parameters: a normalised learning rate, lr ranges from an LR range test."""
     notes = []
@@ -278,7 +291,7 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
                         "summary": f"no complete trial ({ended})"})
     narrowed_yaml, narrowed_notes = None, []
     raw_space = study.user_attrs.get(StudyKey.SPACE)
-    notes += _space_notes(study, raw_space)
+    notes += _space_notes(study, raw_space) + _oom_notes(study)
     if raw_space:
         try:
             narrowed, narrowed_notes = narrow_space(study, raw_space, anchor=rec.trial)

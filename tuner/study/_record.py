@@ -108,6 +108,12 @@ class StopReason(str):
             return self.message.split(":")[0]
         if self.kind is StopKind.ERROR:
             return self.message[:120]
+        if self.kind is StopKind.OUT_OF_MEMORY and self.message.startswith("out of memory avoided"):
+            import re
+
+            found = re.search(r" on (.+), where batch size (\d+) ran out of memory", self.message)
+            if found:  # not trained: one line for every config at that batch size or more on that device
+                return f"out of memory avoided (batch size {found.group(2)} or more, not trained on {found.group(1)})"
         return self.kind.value
 
     def attrs(self) -> dict[str, Any]:
