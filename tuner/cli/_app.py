@@ -485,7 +485,8 @@ def study_list(*, storage: StorageOpt = None, fmt: FormatOpt = Format.text) -> N
         return
     print_table(["name", "kind", "objective", "trials", "best", "created"],
                 [[r["name"], r["kind"], r["objective"] or "-", r["trials"],
-                  "-" if r["best"] is None else f"{r['best']:.4f}", r["created"] or "-"] for r in rows])
+                  "-" if r["best"] is None else f"{r['best']:.4f}",
+                  str(r["created"])[:16].replace("T", " ") if r["created"] else "-"] for r in rows])
 
 
 @study_app.command("show")
