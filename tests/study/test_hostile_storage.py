@@ -262,3 +262,29 @@ def test_a_lock_held_too_long_on_postgresql_is_an_error_not_a_hang(postgres_db: 
     engine.dispose()
     with _storage.storage_lock(postgres_db, "s"):  # released with its holder
         pass
+
+
+def test_a_file_whose_optuna_tables_are_still_being_created_is_waited_for(tmp_path: Path):
+    """Two `study create` on a new SQLite file at once: one may look while the other is halfway through
+    creating Optuna's tables. That file is Optuna's in the making, not another application's."""
+    import sqlite3
+    import threading
+    import time
+
+    from tuner.study._storage import check_storage
+
+    path = tmp_path / "new.db"
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE studies (study_id INTEGER PRIMARY KEY)")
+
+    def finish() -> None:  # the other process creates the version table a moment later
+        time.sleep(0.5)
+        with sqlite3.connect(path) as con:
+            con.execute("CREATE TABLE version_info (version_info_id INTEGER PRIMARY KEY)")
+
+    other = threading.Thread(target=finish)
+    other.start()
+    try:
+        check_storage(f"sqlite:///{path}")
+    finally:
+        other.join()

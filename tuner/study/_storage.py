@@ -176,9 +176,20 @@ def _sqlite_tables(path: Path, readonly: bool) -> set[str] | None:
                      + ("" if readonly else "; tuner leaves it untouched."))
 
 
+SCHEMA_WAIT = 5.0  # seconds: how long a file with some of Optuna's tables may take to get the rest
+
+
 def _check_sqlite(path: Path, readonly: bool) -> set[str] | None:
     tables = _sqlite_tables(path, readonly)
     own = (tables or set()) - SQLITE_INTERNAL
+    # Another process may be creating Optuna's tables in this file right now (two `study create` on a new
+    # file at once): they appear one after another, the version table among the last. Only a file whose tables
+    # stay short of an Optuna storage for a few seconds is another application's.
+    deadline = time.monotonic() + SCHEMA_WAIT
+    while own and own <= OPTUNA_TABLES and "version_info" not in own and time.monotonic() < deadline:
+        time.sleep(0.1)
+        tables = _sqlite_tables(path, readonly)
+        own = (tables or set()) - SQLITE_INTERNAL
     # An Optuna storage has only Optuna's tables, among them its version table; a file with a table called
     # "trials" or "studies" and nothing else belongs to someone else.
     if own and not (own <= OPTUNA_TABLES and "version_info" in own):
