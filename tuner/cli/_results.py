@@ -67,7 +67,7 @@ def study_report(
 ) -> None:
     """Write report.html (self-contained), report.md, plots, recommended.yaml and narrowed-space.yaml."""
     from tuner._files import safe_file_name
-    from tuner.report import open_for_recommendation, study_fit, write_report
+    from tuner.report import followup_command, open_for_recommendation, study_fit, write_report
     from tuner.study import default_storage
 
     url = storage or default_storage()
@@ -77,16 +77,15 @@ def study_report(
     quiet = fmt is Format.json
     fit = None if no_confirm else study_fit(study, storage)
     on_run = _confirming(study, fit, top_k=top_k, seeds=seeds, baseline=True, quiet=quiet) if fit is not None else None
+    followup = followup_command(study, folder / "narrowed-space.yaml", url)  # the report holds it too
     files = write_report(study, folder, storage_label=_masked(url), fit=fit, evaluator=importance.value,
-                         top_k=top_k, seeds=seeds, confirm_runs=True, on_run=on_run, storage_url=url)
+                         top_k=top_k, seeds=seeds, confirm_runs=True, on_run=on_run, followup=followup)
     if quiet:
         print_json({k: str(v) for k, v in files.items()})
         return
     echo(f"wrote {len(files)} files to {folder}/: open {folder / 'report.html'}")
     if "narrowed-space.yaml" in files:
-        from tuner.report import followup_command
-
-        echo(f"a follow-up study over the narrowed space: {followup_command(study, files['narrowed-space.yaml'], url)}")
+        echo(f"a follow-up study over the narrowed space: {followup}")
 
 
 @study_app.command("export")
@@ -119,7 +118,7 @@ def study_export(
     fit = study_fit(study, storage) if trial is None and not no_confirm else None
     on_run = _confirming(study, fit, top_k=top_k, seeds=seeds, baseline=False, quiet=False) if fit else None
     rec = study_recommendation(study, storage, trial=trial, top_k=top_k, seeds=seeds, confirm_runs=not no_confirm,
-                               on_run=on_run)
+                               on_run=on_run, fit=fit)
     text = export_recommendation(study, rec, fmt.value)
     for line in export_warnings(rec.config, fmt.value):
         echo(("warning:", "yellow"), f" {fmt.value} export: {line}", to_err=True)

@@ -133,11 +133,12 @@ def _metric(study: optuna.Study) -> str:
 
 def study_recommendation(study: optuna.Study, storage_url: str | None = None, *, trial: int | None = None,
                          top_k: int = 3, seeds: int = 3, confirm_runs: bool = True,
-                         on_run: Callable[[str, int, float], None] | None = None) -> Recommendation:
+                         on_run: Callable[[str, int, float], None] | None = None,
+                         fit: _StudyFit | None = None) -> Recommendation:
     """The recommendation of a study created by ``tuner study create``: confirmed by re-training on its
-    objective unless stored already (or ``confirm_runs=False``)."""
+    objective unless stored already (or ``confirm_runs=False``); ``fit`` reuses a prepared ``study_fit``."""
     spec = study.user_attrs.get(StudyKey.SPEC) or {}
-    fit = study_fit(study, storage_url) if confirm_runs else None
+    fit = (fit or study_fit(study, storage_url)) if confirm_runs else None
     return recommendation(study, fit, trial=trial, top_k=top_k, seeds=seeds, study_seed=int(spec.get("seed") or 0),
                           confirm_runs=confirm_runs, on_run=on_run)
 
@@ -178,7 +179,7 @@ def followup_command(study: optuna.Study, space_file: str | Path, storage_url: s
 
 def write_report(study: optuna.Study, out_dir: str | Path, *, storage_label: str = "", fit: FitFn | None = None,
                  evaluator: str = "ped-anova", top_k: int = 3, seeds: int = 3, confirm_runs: bool = True,
-                 steps_per_epoch: int | None = None, storage_url: str | None = None,
+                 steps_per_epoch: int | None = None, storage_url: str | None = None, followup: str | None = None,
                  on_run: Callable[[str, int, float], None] | None = None) -> dict[str, Path]:
     """Writes ``report.md``, ``report.html`` (self-contained), the PNG plots, ``recommended.yaml`` and
     ``narrowed-space.yaml`` into ``out_dir``; returns the files by name.
@@ -200,8 +201,9 @@ def write_report(study: optuna.Study, out_dir: str | Path, *, storage_label: str
     with atomic_folder(out_dir, ours=_is_report_folder) as tmp:
         files = _write_report(study, tmp, storage_label=storage_label, fit=fit, evaluator=evaluator, top_k=top_k,
                               seeds=seeds, confirm_runs=confirm_runs, steps_per_epoch=steps_per_epoch,
-                              on_run=on_run, followup=followup_command(study, Path(out_dir) / "narrowed-space.yaml",
-                                                                       storage_url))
+                              on_run=on_run,
+                              followup=followup or followup_command(study, Path(out_dir) / "narrowed-space.yaml",
+                                                                    storage_url))
     return {name: Path(out_dir) / path.relative_to(tmp) for name, path in files.items()}
 
 

@@ -45,6 +45,7 @@ from tuner.study._record import (
     history_attrs,
     storage_of,
 )
+from tuner.study._samplers import may_prune_at
 from tuner.study._storage import explain_storage_error, mask_url, storage_lock
 from tuner.study._writes import write_attrs
 from tuner.train import Diverged, seed_everything
@@ -499,8 +500,6 @@ def report_epoch(plan: RunPlan, trial: optuna.Trial, config: TrainConfig, epoch:
                  deadline: float | None) -> None:
     """Reports a trial's validation value of one epoch; raises ``TrialPruned`` when the pruner stops it, and
     ``_TimedOut`` past ``deadline`` (unless it was the last epoch)."""
-    from tuner.study._samplers import may_prune_at
-
     judged = may_prune_at(trial.study.pruner, epoch)  # else asking would only cost a read of the study
     if plan.multi:
         # Optuna reports and prunes single-objective trials only: the value goes to the storage directly and

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from tuner.errors import StudyError
 from tuner.study._record import StudyKey
-from tuner.study._storage import default_storage, mask_url, open_storage, storage_lock
+from tuner.study._storage import default_storage, load_named, mask_url, open_storage, storage_lock
 
 __all__ = ["StudyFacts", "study_facts", "delete_study", "copy_study", "rename_study", "enqueue_files"]
 
@@ -38,19 +38,9 @@ def _names(url: str) -> list[str]:
     return optuna.get_all_study_names(open_storage(url))
 
 
-def _require(name: str, url: str) -> None:
-    names = _names(url)
-    if name not in names:
-        from tuner.errors import unknown_name_message
-
-        raise StudyError(f"{mask_url(url)}: " + unknown_name_message("study", name, names))
-
-
 def study_facts(name: str, storage_url: str | None = None) -> StudyFacts:
     url = _url(storage_url)
-    _require(name, url)
-    study = optuna.load_study(study_name=name, storage=open_storage(url))
-    trials = study.get_trials(deepcopy=False)
+    trials = load_named(name, url).get_trials(deepcopy=False)
     return StudyFacts(name, mask_url(url), len(trials), sum(t.state == TrialState.RUNNING for t in trials))
 
 
