@@ -101,6 +101,36 @@ def test_every_member_trains_exactly_as_it_would_alone(trainer: Trainer, family:
         assert pack.test_value(slot) == pytest.approx(alone.test_value, abs=1e-6)
 
 
+# Members that use no weight decay, L1, clipping or AMSGrad: the update skips those terms for the whole pack.
+PLAIN = {"sgd": ("momentum", {"momentum": 0.9}), "adam": ("adam", {}), "adamax": ("adamax", {}),
+         "rmsprop": ("rmsprop", {}), "nadam": ("nadam", {}), "radam": ("radam", {}), "adagrad": ("adagrad", {})}
+
+
+@pytest.mark.parametrize("family", sorted(PLAIN))
+def test_members_without_decay_penalties_or_clipping_train_exactly_as_alone(trainer: Trainer, family: str):
+    name, extra = PLAIN[family]
+    configs = [_config(name, lr, seed, **extra) for seed, lr in enumerate((1e-3, 2e-3) if family != "sgd"
+                                                                         else (0.01, 0.05))]
+    pack = _trained_pack(trainer, configs, family)
+    assert not any(pack.uses.values()) and pack.l2 is None and pack.direct_decay is None
+    for slot, config in enumerate(configs):
+        _assert_trained_as_alone(pack, slot, trainer.fit(config, keep_model=True), atol=5e-6)
+
+
+def test_a_member_with_decay_refilled_into_a_plain_pack_gets_its_decay(trainer: Trainer):
+    plain, decayed = _config("adam", 1e-3, 0), _config("adamw", 3e-3, 1, wd=0.05, l1=1e-5, clip=0.5)
+    pack = PackTrainer(trainer, 2, 32, "adam")
+    pack.fill(0, plain)
+    pack.fill(1, _config("adam", 2e-3, 2))
+    pack.run_epoch()
+    assert not any(pack.uses.values())
+    pack.free(1)
+    pack.fill(1, decayed)
+    pack.run_epoch()
+    pack.run_epoch()
+    _assert_trained_as_alone(pack, 1, trainer.fit(decayed, keep_model=True), atol=5e-6)
+
+
 def test_a_pack_of_one_config_and_a_pack_of_many_give_that_member_the_same_trajectory(trainer: Trainer):
     config = PACKS["adam"][1]
     alone = PackTrainer(trainer, 1, 32, "adam")

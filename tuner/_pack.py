@@ -128,6 +128,7 @@ class PackTrainer:
         self.mu_product = torch.ones(slots, dtype=torch.float64, device=self.device)  # NAdam's running product
         self.factors = torch.zeros(slots, 1, device=self.device)  # filled per member
         self.generators: list[torch.Generator | None] = [None] * slots
+        self._refresh()
 
     def _model(self, config: TrainConfig) -> nn.Module:
         model = self.trainer.build_model(config)
@@ -182,6 +183,7 @@ class PackTrainer:
         self.generators[slot] = torch.Generator(device=self.trainer.data.x_train.device).manual_seed(config.seed)
         member = Member(config, slot)
         self.members[slot] = member
+        self._refresh()
         return member
 
     def free(self, slot: int) -> None:
@@ -209,6 +211,7 @@ class PackTrainer:
         self.generators += [None] * extra
         self.members += [None] * extra
         self.k = k
+        self._refresh()
 
     def compact(self) -> dict[int, int]:
         """Drops the empty slots (a pack that is draining computes only for its members), keeping every
@@ -228,7 +231,21 @@ class PackTrainer:
         for new, member in enumerate(self.members):
             member.slot = new
         self.k = len(keep)
+        self._refresh()
         return {old: new for new, old in enumerate(keep)}
+
+    def _refresh(self) -> None:
+        """What the update needs of the members' coefficients, worked out once per change of members, not
+        per step: which terms some member uses (a term no member uses is skipped, as ``torch.optim`` skips a
+        zero weight decay), and the [K, P] weight-decay tensors."""
+        c = self.coef
+        self.uses = {"l1": bool((c["l1"] != 0).any()), "clip": bool(torch.isfinite(c["clip"]).any()),
+                     "amsgrad": bool((c["amsgrad"] > 0).any())}
+        wd = c["weight_decay"][:, None] * self.decay  # [K, P]
+        decoupled = c["decoupled"][:, None] if self.family in ("adam", "nadam", "radam") else 0.0
+        coupled, direct = (1 - decoupled) * wd, decoupled * wd
+        self.l2 = coupled if bool((coupled != 0).any()) else None  # added to the gradient
+        self.direct_decay = direct if bool((direct != 0).any()) else None  # AdamW / NAdamW: applied to weights
 
     # -- training -----------------------------------------------------------------------------------------
     def _views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -289,12 +306,19 @@ class PackTrainer:
 
         data = self.trainer.data
         xb, yb = data.x_train[idx].to(self.device), data.y_train[idx].to(self.device)
-        flat = self.flat.detach().requires_grad_(True)
-        out = self._forward(self._views(flat), xb, train=True)
+        # One leaf per parameter (views of the flat tensor): the backward pass writes each gradient once,
+        # where a leaf of the whole [K, P] tensor would get a zero-filled [K, P] gradient per parameter.
+        views = {name: view.detach().requires_grad_(True) for name, view in self._views(self.flat).items()}
+        out = self._forward(views, xb, train=True)
         member_loss = vmap(self.trainer.loss_fn)(out, yb)
-        penalty = self.coef["l1"] * (flat.abs() * self.decay).sum(1)
-        (grad,) = torch.autograd.grad((member_loss + penalty).sum(), [flat])
-        self._update(grad)
+        total = member_loss.sum()
+        if self.uses["l1"]:
+            sizes = torch.stack([(views[name].abs().flatten(1) * self.decay[a:b]).sum(1)
+                                 for name, (a, b, _) in self.layout.items()]).sum(0)
+            penalty = self.coef["l1"] * sizes
+            total = total + penalty.sum()
+        grads = torch.autograd.grad(total, list(views.values()))
+        self._update(torch.cat([g.reshape(self.k, -1) for g in grads], dim=1))
         return member_loss.detach()
 
     def time_steps(self, steps: int) -> float:
@@ -344,35 +368,36 @@ class PackTrainer:
 
     @torch.no_grad()
     def _update(self, g: torch.Tensor) -> None:
-        """One optimizer step of every member on the flat [K, P] parameters, as ``torch.optim`` does it."""
+        """One optimizer step of every member on the flat [K, P] parameters, as ``torch.optim`` does it.
+        ``g`` is this step's gradient, a fresh tensor the update may overwrite."""
         c = self.coef
         col = {key: value[:, None] for key, value in c.items()}  # [K, 1]: broadcast over the parameters
-        # Gradient clipping per member, as torch.nn.utils.clip_grad_norm_ does it (eps 1e-6).
-        norms = g.pow(2).sum(1).sqrt()
-        clip = torch.where(torch.isinf(c["clip"]), torch.ones_like(norms), (c["clip"] / (norms + 1e-6)).clamp(max=1.0))
-        g = g * clip[:, None]
+        if self.uses["clip"]:  # per member, as torch.nn.utils.clip_grad_norm_ does it (eps 1e-6)
+            norms = g.pow(2).sum(1).sqrt()
+            clip = torch.where(torch.isinf(c["clip"]), torch.ones_like(norms),
+                               (c["clip"] / (norms + 1e-6)).clamp(max=1.0))
+            g.mul_(clip[:, None])
         self.steps += 1
         step = self.steps[:, None]
         index = (self.steps - 1).long().clamp(max=self.factors.shape[1] - 1)[:, None]
         lr = (c["lr"][:, None] * self.factors.gather(1, index))  # [K, 1]
-        wd = col["weight_decay"] * self.decay  # [K, P]
-        p = self.flat
+        p, s = self.flat, self.state
+        if self.l2 is not None:  # coupled weight decay (L2): part of the gradient
+            g.addcmul_(self.l2, p)
+        if self.direct_decay is not None:  # decoupled weight decay (AdamW, NAdamW): the weights shrink directly
+            p.mul_(1 - lr * self.direct_decay)
         if self.family == "sgd":
-            g = g + wd * p
-            buf, m = self.state["m"], col["momentum"]
+            buf, m = s["m"], col["momentum"]
             first = self.first[:, None].to(p.dtype)
             buf.copy_(first * g + (1 - first) * (m * buf + g))
             update = torch.where(col["nesterov"] > 0, g + m * buf, buf)
             p.sub_(lr * update)
         elif self.family == "adamax":
-            g = g + wd * p
-            s = self.state
             s["m"].lerp_(g, 1 - col["beta1"])
-            torch.maximum(s["v"].mul_(col["beta2"]), g.abs() + col["eps"], out=s["v"])
+            torch.maximum(s["v"].mul_(col["beta2"]), g.abs().add_(col["eps"]), out=s["v"])
             p.sub_(lr / (1 - col["beta1"] ** step) * s["m"] / s["v"])
         elif self.family == "rmsprop":
-            g = g + wd * p
-            s, alpha = self.state, col["alpha"]
+            alpha = col["alpha"]
             s["m"].mul_(alpha).addcmul_(g, g * (1 - alpha))
             s["v"].lerp_(g, 1 - alpha)
             centered = (s["m"] - s["v"] * s["v"]).sqrt()
@@ -380,15 +405,9 @@ class PackTrainer:
             s["vmax"].mul_(col["momentum"]).add_(g / avg)
             p.sub_(lr * torch.where(col["momentum"] > 0, s["vmax"], g / avg))
         elif self.family == "adagrad":
-            g = g + wd * p
-            s = self.state
             s["m"].addcmul_(g, g)
             p.sub_(lr / (1 + (step - 1) * col["lr_decay"]) * g / (s["m"].sqrt() + col["eps"]))
         elif self.family in ("nadam", "radam"):
-            decoupled = col["decoupled"]  # NAdamW: the weights decay directly, as in AdamW
-            g = g + (1 - decoupled) * wd * p
-            p.mul_(1 - decoupled * lr * wd)
-            s = self.state
             s["m"].lerp_(g, 1 - col["beta1"])
             s["v"].mul_(col["beta2"]).addcmul_(g, g * (1 - col["beta2"]))
             # The scalar coefficients in double precision, as torch computes them in Python floats.
@@ -399,7 +418,7 @@ class PackTrainer:
                 mu = b1 * (1.0 - 0.5 * 0.96 ** (t * c["momentum_decay"].double()))
                 mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * c["momentum_decay"].double()))
                 self.mu_product = (self.mu_product * mu).float().double()  # stored as float32, as torch does
-                denom = (s["v"] / bc2.float()[:, None]).sqrt() + col["eps"]
+                denom = (s["v"] / bc2.float()[:, None]).sqrt_().add_(col["eps"])
                 first = (-lr64 * (1.0 - mu) / (1.0 - self.mu_product)).float()[:, None]
                 second = (-lr64 * mu_next / (1.0 - self.mu_product * mu_next)).float()[:, None]
                 p.add_(first * (g / denom)).add_(second * (s["m"] / denom))
@@ -414,18 +433,17 @@ class PackTrainer:
                 rectified = (rho_t > 5.0)[:, None]
                 p.sub_(torch.where(rectified, corrected * lr * adaptive * rect.float()[:, None], corrected * lr))
         else:  # adam / adamw
-            decoupled = col["decoupled"]
-            g = g + (1 - decoupled) * wd * p
-            p.mul_(1 - decoupled * lr * wd)
-            s = self.state
             b1, b2 = col["beta1"], col["beta2"]
             s["m"].lerp_(g, 1 - b1)
-            s["v"].mul_(b2).addcmul_(g, g * (1 - b2))
+            s["v"].mul_(b2).addcmul_(g, g.mul(1 - b2))
             bc1 = 1 - b1 ** step
             bc2_sqrt = (1 - b2 ** step).sqrt()
-            torch.maximum(s["vmax"], s["v"], out=s["vmax"])
-            second = torch.where(col["amsgrad"] > 0, s["vmax"], s["v"])
-            p.sub_(lr / bc1 * s["m"] / (second.sqrt() / bc2_sqrt + col["eps"]))
+            second = s["v"]
+            if self.uses["amsgrad"]:
+                torch.maximum(s["vmax"], s["v"], out=s["vmax"])
+                second = torch.where(col["amsgrad"] > 0, s["vmax"], s["v"])
+            denom = second.sqrt().div_(bc2_sqrt).add_(col["eps"])
+            p.sub_(s["m"].mul(lr / bc1).div_(denom))
         self.first.zero_()
 
     def member_parameters(self, slot: int) -> dict[str, torch.Tensor]:
