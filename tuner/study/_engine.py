@@ -22,14 +22,14 @@ import math
 import os
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import optuna
 import torch
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import TrainConfig
 from tuner.errors import ConfigError, StudyError, TunerError
@@ -47,7 +47,7 @@ from tuner.study._record import (
 )
 from tuner.study._samplers import may_prune_at
 from tuner.study._storage import explain_storage_error, mask_url, storage_lock
-from tuner.study._writes import write_attrs
+from tuner.study._writes import one_read, write_attrs
 from tuner.train import Diverged, seed_everything
 
 log = logging.getLogger(__name__)
@@ -398,11 +398,15 @@ def _sampler_error(plan: RunPlan, exc: BaseException) -> StudyError:
                       f"({type(exc).__name__}: {exc}); check its options.")
 
 
-def _ask(study: optuna.Study, plan: RunPlan) -> optuna.Trial:
-    """``study.ask()``; when the sampler fails, the trial it created is failed and a StudyError raised."""
-    before = max((t.number for t in study.get_trials(deepcopy=False)), default=-1)
+def _ask(study: optuna.Study, plan: RunPlan, trials: Sequence[FrozenTrial] | None = None) -> optuna.Trial:
+    """``study.ask()``, its reads of the study answered from ``trials`` (the read made under the claim lock)
+    or from one read; when the sampler fails, the trial it created is failed and a StudyError raised."""
+    if trials is None:
+        trials = study.get_trials(deepcopy=False)
+    before = max((t.number for t in trials), default=-1)
     try:
-        return study.ask()
+        with one_read(study, trials):
+            return study.ask()
     except Exception as exc:
         if _is_storage_error(exc):
             raise _storage_stop(study, plan, exc) from exc
@@ -412,15 +416,21 @@ def _ask(study: optuna.Study, plan: RunPlan) -> optuna.Trial:
         raise _sampler_error(plan, exc) from exc
 
 
-def _take(study: optuna.Study, plan: RunPlan, device: str = "") -> tuple[optuna.Trial, TrainConfig]:
+def _take(study: optuna.Study, plan: RunPlan, device: str = "",
+          trials: Sequence[FrozenTrial] | None = None) -> tuple[optuna.Trial, TrainConfig]:
     """Asks for a trial, marks it as this worker's and samples its config. A config that equals one a running
-    trial is training (two workers, one proposal) is set aside, recorded with the reason, and asked again."""
+    trial is training (two workers, one proposal) is set aside, recorded with the reason, and asked again.
+    ``trials``: every trial of the study as read under the claim lock; asking and sampling read nothing more
+    (after a set-aside proposal, the study is read again)."""
     duplicates = avoided = 0
     while True:
-        trial = _ask(study, plan)
+        if trials is None:
+            trials = study.get_trials(deepcopy=False)
+        trial = _ask(study, plan, trials)
         try:
             trial.set_user_attr(Key.WORKER, worker_identity(device))  # first: an interrupt finds it as ours
-            config = plan.space.sample(trial, epochs=plan.epochs, seed=trial_seed(plan.seed, trial.number))
+            with one_read(study, trials):  # the sampler's reads of the study, once per parameter
+                config = plan.space.sample(trial, epochs=plan.epochs, seed=trial_seed(plan.seed, trial.number))
             trial.set_user_attr(Key.CONFIG, config.to_dict())
         except Exception as exc:
             if _is_storage_error(exc):
@@ -433,6 +443,7 @@ def _take(study: optuna.Study, plan: RunPlan, device: str = "") -> tuple[optuna.
             raise _sampler_error(plan, exc) from exc
         if _avoid_oom(study, plan, trial, config, device):
             avoided += 1
+            trials = None
             if avoided >= MAX_OOM_ASKS:
                 limit = oom_limits(study).get(device or "this machine", {})
                 raise StudyError(f"Study {study.study_name!r}: the sampler proposed batch sizes of "
@@ -440,10 +451,11 @@ def _take(study: optuna.Study, plan: RunPlan, device: str = "") -> tuple[optuna.
                                  f"of memory on {device or 'this machine'} (trial {limit.get('trial')}); use a space "
                                  f"with smaller batch sizes.")
             continue
-        twin = _running_twin(study, trial)
+        twin = _running_twin(trial, trials)
         if twin is None or duplicates >= MAX_DUPLICATE_ASKS:
             return trial, config
         duplicates += 1
+        trials = None
         reason = StopReason(StopKind.DUPLICATE, f"duplicate: the same parameters as trial {twin}, which is "
                                                 f"running; not trained, another config was asked for")
         for key, value in {**reason.attrs(), Key.DUPLICATE_OF: twin}.items():
@@ -484,12 +496,13 @@ def _avoid_oom(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config: 
     return True
 
 
-def _running_twin(study: optuna.Study, trial: optuna.Trial) -> int | None:
+def _running_twin(trial: optuna.Trial, trials: Sequence[FrozenTrial]) -> int | None:
+    """A running trial (of ``trials``, read under the claim lock) with the same parameters as ``trial``."""
     params = trial.params
     if not params:
         return None
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.number != trial.number and t.params == params:
+    for t in trials:
+        if t.state == TrialState.RUNNING and t.number != trial.number and t.params == params:
             return t.number
     return None
 
@@ -677,9 +690,10 @@ def run_trials(
         trial = None
         try:
             with _claim_lock(study, plan.storage_url):
-                trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+                trials = study.get_trials(deepcopy=False)
                 finished = sum(t.state in FINISHED for t in trials)
-                taken = _take(study, plan, executor.device) if len(trials) < n_trials else None
+                started = finished + sum(t.state == TrialState.RUNNING for t in trials)
+                taken = _take(study, plan, executor.device, trials) if started < n_trials else None
             if finished >= n_trials:
                 break
             if taken is None:

@@ -188,8 +188,9 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
             # one if none is training); one that cannot be packed trains alone, right away.
             while not timed_out and live < room:
                 with _claim_lock(study, plan.storage_url):
-                    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-                    taken = _take(study, plan, executor.device) if len(trials) < n_trials else None
+                    trials = study.get_trials(deepcopy=False)
+                    started = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in trials)
+                    taken = _take(study, plan, executor.device, trials) if started < n_trials else None
                 if taken is None:
                     break
                 trial, config = taken
