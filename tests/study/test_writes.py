@@ -80,3 +80,75 @@ def test_one_heartbeat_beats_for_every_member_of_a_pack(study):
         assert after[trials[2].number] > beats[trials[2].number]
         study.tell(trials[2], 1.0)
         assert heartbeat.beat() is False  # nothing left to beat for
+
+
+def _count_trial_reads(study, monkeypatch) -> list[int]:
+    """Counts the storage's full reads of the study's trials (what ``one_read`` saves)."""
+    from tuner.study._record import storage_of
+
+    storage, calls = storage_of(study), []
+    original = type(storage).get_all_trials
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(storage), "get_all_trials", counted)
+    return calls
+
+
+def test_asking_and_sampling_inside_one_read_read_the_study_once(study, monkeypatch):
+    import threading
+
+    from tuner.study._writes import one_read
+
+    study.sampler = optuna.samplers.TPESampler(n_startup_trials=2, constant_liar=True, seed=0)
+    for i in range(3):
+        t = study.ask()
+        t.suggest_float("x", 0, 1)
+        study.tell(t, float(i))
+    running = study.ask()
+    running.suggest_float("x", 0, 1)
+    calls = _count_trial_reads(study, monkeypatch)
+    seen_by_other_thread = []
+    with one_read(study):
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        trial.suggest_float("y", 0, 1)
+        # The sampler saw the running trial (constant liar) from the one read; another thread reads afresh.
+        assert [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))] == [3]
+        worker = threading.Thread(target=lambda: seen_by_other_thread.append(len(study.get_trials())))
+        worker.start()
+        worker.join()
+    assert len(calls) == 2  # the block's one read, and the other thread's own
+    assert seen_by_other_thread == [5]  # the trial asked inside the block included
+    assert len(study.get_trials()) == 5 and len(calls) == 3  # after the block, reads go to the storage again
+    assert study.get_trials()[4].params.keys() == {"x", "y"}
+
+
+def test_a_batch_looks_each_trial_up_once_and_lookups_outside_it_are_as_before(tmp_path):
+    """RDB storages (journal writes go one by one)."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    from tuner.study import open_storage
+    from tuner.study._record import storage_of
+    from tuner.study._writes import _rdb_backend
+
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'b.db'}"))
+    statements: list[str] = []
+    engine = _rdb_backend(storage_of(study)).engine
+    sqlalchemy.event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    trials = [study.ask() for _ in range(3)]
+    statements.clear()
+    assert write_batch(study, [Write(t._trial_id, kind, key, 1.0) for t in trials
+                               for kind, key in (("value", 0), ("value", 1), ("user", "a"), ("user", "b"))]) == {}
+    lookups = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "FROM trials" in s
+               and "trial_values" not in s and "trial_intermediate_values" not in s]
+    assert len(lookups) == 1  # one query for the three trials, where the per-row helpers made twelve
+    # Outside a batch, lookups go to the database again.
+    statements.clear()
+    found = models.TrialModel.find_or_raise_by_id(trials[0]._trial_id, _rdb_backend(storage_of(study)).scoped_session())
+    assert found.trial_id == trials[0]._trial_id and len(statements) == 1
+    for t in study.get_trials():
+        assert t.intermediate_values == {0: 1.0, 1: 1.0} and t.user_attrs == {"a": 1.0, "b": 1.0}

@@ -55,13 +55,42 @@ def _write_rdb(backend: Any, writes: Sequence[Write]) -> None:
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
 
-    with _create_scoped_session(backend.scoped_session) as session:
+    with _create_scoped_session(backend.scoped_session) as session, _trials_found_once(models, session, writes):
         for w in writes:
             if w.kind == "value":
                 backend._set_trial_intermediate_value_without_commit(session, w.trial_id, int(w.key), float(w.value))
             else:
                 model = models.TrialUserAttributeModel if w.kind == "user" else models.TrialSystemAttributeModel
                 backend._set_trial_attr_without_commit(session, model, w.trial_id, w.key, w.value)
+
+
+_batch = threading.local()  # this thread's batch in progress: its session and the trials it loaded
+
+
+@contextlib.contextmanager
+def _trials_found_once(models: Any, session: Any, writes: Sequence[Write]) -> Iterator[None]:
+    """Optuna's per-row helpers look their trial up (and check that it is still running) once per row: here
+    the batch's trials are loaded in one query, and the helpers' lookups in this thread and session answer
+    from it. Every check the helpers make still runs, on the rows as this transaction read them. Lookups of
+    other threads (the heartbeat's batch) and sessions go to the database as before."""
+    cls = models.TrialModel
+    if not getattr(cls.__dict__["find_or_raise_by_id"].__func__, "answers_batches", False):
+        original = cls.__dict__["find_or_raise_by_id"].__func__
+
+        def find_or_raise_by_id(klass: Any, trial_id: int, sess: Any, for_update: bool = False) -> Any:
+            batch = getattr(_batch, "current", None)
+            if batch is not None and sess is batch[0] and not for_update and trial_id in batch[1]:
+                return batch[1][trial_id]
+            return original(klass, trial_id, sess, for_update)
+
+        find_or_raise_by_id.answers_batches = True  # type: ignore[attr-defined]
+        cls.find_or_raise_by_id = classmethod(find_or_raise_by_id)
+    loaded = {t.trial_id: t for t in session.query(cls).filter(cls.trial_id.in_({w.trial_id for w in writes}))}
+    _batch.current = (session, loaded)
+    try:
+        yield
+    finally:
+        _batch.current = None
 
 
 def _write_one(storage: optuna.storages.BaseStorage, w: Write) -> None:
