@@ -245,21 +245,29 @@ class PackTrainer:
         decoupled = c["decoupled"][:, None] if self.family in ("adam", "nadam", "radam") else 0.0
         coupled, direct = (1 - decoupled) * wd, decoupled * wd
         self.l2 = coupled if bool((coupled != 0).any()) else None  # added to the gradient
+        # The step's gradient and a scratch tensor, reused from step to step (a fresh [K, P] tensor per step
+        # costs its allocation, and on CPU the page faults of first touching it).
+        if getattr(self, "grad", None) is None or self.grad.shape != self.flat.shape:
+            self.grad, self.scratch = torch.empty_like(self.flat), torch.empty_like(self.flat)
         self.direct_decay = direct if bool((direct != 0).any()) else None  # AdamW / NAdamW: applied to weights
 
     # -- training -----------------------------------------------------------------------------------------
     def _views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         return {name: flat[:, a:b].view(self.k, *shape) for name, (a, b, shape) in self.layout.items()}
 
-    def _forward(self, params: dict[str, torch.Tensor], x: torch.Tensor, train: bool) -> torch.Tensor:
+    def _forward(self, params: dict[str, torch.Tensor], x: torch.Tensor, train: bool,
+                 y: torch.Tensor | None = None) -> torch.Tensor:
+        """Every member's output on its own inputs; with ``y``, every member's loss instead (one vmap)."""
         from torch.func import functional_call, vmap
 
         self.base.train(train)
+        loss_fn = self.trainer.loss_fn
 
-        def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
-            return functional_call(self.base, (p, b), (xb,))
+        def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xb: torch.Tensor, *yb: torch.Tensor):
+            out = functional_call(self.base, (p, b), (xb,))
+            return loss_fn(out, yb[0]) if yb else out
 
-        return vmap(one, randomness="different")(params, self.buffers, x)
+        return vmap(one, randomness="different")(params, self.buffers, x, *(() if y is None else (y,)))
 
     def run_epoch(self) -> dict[int, float]:
         """Trains every filled slot one epoch; returns ``{slot: validation value}``. A member that diverges
@@ -302,15 +310,13 @@ class PackTrainer:
 
     def _step(self, idx: torch.Tensor) -> torch.Tensor:
         """One training step of every slot on its own batch (``idx``: [K, batch] rows); the members' losses."""
-        from torch.func import vmap
 
         data = self.trainer.data
         xb, yb = data.x_train[idx].to(self.device), data.y_train[idx].to(self.device)
         # One leaf per parameter (views of the flat tensor): the backward pass writes each gradient once,
         # where a leaf of the whole [K, P] tensor would get a zero-filled [K, P] gradient per parameter.
         views = {name: view.detach().requires_grad_(True) for name, view in self._views(self.flat).items()}
-        out = self._forward(views, xb, train=True)
-        member_loss = vmap(self.trainer.loss_fn)(out, yb)
+        member_loss = self._forward(views, xb, train=True, y=yb)
         total = member_loss.sum()
         if self.uses["l1"]:
             sizes = torch.stack([(views[name].abs().flatten(1) * self.decay[a:b]).sum(1)
@@ -318,7 +324,9 @@ class PackTrainer:
             penalty = self.coef["l1"] * sizes
             total = total + penalty.sum()
         grads = torch.autograd.grad(total, list(views.values()))
-        self._update(torch.cat([g.reshape(self.k, -1) for g in grads], dim=1))
+        for g, (a, b, shape) in zip(grads, self.layout.values(), strict=True):  # one copy each, no temporaries
+            self.grad[:, a:b].view(self.k, *shape).copy_(g)
+        self._update(self.grad)
         return member_loss.detach()
 
     def time_steps(self, steps: int) -> float:
@@ -433,17 +441,17 @@ class PackTrainer:
                 rectified = (rho_t > 5.0)[:, None]
                 p.sub_(torch.where(rectified, corrected * lr * adaptive * rect.float()[:, None], corrected * lr))
         else:  # adam / adamw
-            b1, b2 = col["beta1"], col["beta2"]
+            b1, b2, scratch = col["beta1"], col["beta2"], self.scratch
             s["m"].lerp_(g, 1 - b1)
-            s["v"].mul_(b2).addcmul_(g, g.mul(1 - b2))
+            s["v"].mul_(b2).addcmul_(g, torch.mul(g, 1 - b2, out=scratch))
             bc1 = 1 - b1 ** step
             bc2_sqrt = (1 - b2 ** step).sqrt()
             second = s["v"]
             if self.uses["amsgrad"]:
                 torch.maximum(s["vmax"], s["v"], out=s["vmax"])
                 second = torch.where(col["amsgrad"] > 0, s["vmax"], s["v"])
-            denom = second.sqrt().div_(bc2_sqrt).add_(col["eps"])
-            p.sub_(s["m"].mul(lr / bc1).div_(denom))
+            denom = torch.sqrt(second, out=scratch).div_(bc2_sqrt).add_(col["eps"])
+            p.sub_(torch.mul(s["m"], lr / bc1, out=g).div_(denom))  # the gradient is spent: its tensor is reused
         self.first.zero_()
 
     def member_parameters(self, slot: int) -> dict[str, torch.Tensor]:
