@@ -129,6 +129,11 @@ def test_a_member_with_decay_refilled_into_a_plain_pack_gets_its_decay(trainer: 
     pack.run_epoch()
     pack.run_epoch()
     _assert_trained_as_alone(pack, 1, trainer.fit(decayed, keep_model=True), atol=5e-6)
+    pack.free(1)  # its terms leave with it
+    assert not any(pack.uses.values()) and pack.l2 is None and pack.direct_decay is None
+    empty = PackTrainer(trainer, 3, 32, "adam")
+    empty.grow(5)
+    assert not any(empty.uses.values())
 
 
 def test_a_pack_of_one_config_and_a_pack_of_many_give_that_member_the_same_trajectory(trainer: Trainer):
@@ -529,3 +534,29 @@ def test_the_command_line_says_which_pack_size_it_chose_and_why(tmp_path, monkey
     assert {t.user_attrs.get("pack") for t in study.trials} == {4}
     bad = CliRunner().invoke(app, ["study", "create", "--objective", "digits-mlp", "--pack", "0"])
     assert bad.exit_code != 0 and "must be auto or a whole number from 1 to 4096" in bad.output
+
+
+class _Unusual(torch.nn.Module):
+    """A learned 0-d scale, and a layer the forward pass never uses."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(n_in, n_out)
+        self.spare = torch.nn.Linear(n_in, n_out)
+        self.scale = torch.nn.Parameter(torch.tensor(1.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) * self.scale
+
+
+def test_a_model_with_a_scalar_parameter_and_an_unused_layer_packs_and_trains_as_alone():
+    from tuner.objectives import Objective
+
+    digits = load_objective("digits-mlp")
+    objective = Objective("unusual", load_data=digits.load_data,
+                          build_model=lambda data: _Unusual(data.n_features, data.n_classes), metric="accuracy")
+    unusual = Trainer(objective, device="cpu")
+    configs = [_config("adamw", 3e-3, 0, wd=1e-2, l1=1e-4), _config("adam", 1e-3, 1)]
+    pack = _trained_pack(unusual, configs, "adam")
+    for slot, config in enumerate(configs):
+        _assert_trained_as_alone(pack, slot, unusual.fit(config, keep_model=True), atol=5e-6)

@@ -125,6 +125,7 @@ class PackTrainer:
         self.coef = {key: torch.zeros(slots, device=self.device) for key in (
             "lr", "momentum", "nesterov", "beta1", "beta2", "eps", "weight_decay", "decoupled", "amsgrad",
             "l1", "clip", "alpha", "centered", "lr_decay", "momentum_decay")}
+        self.coef["clip"].fill_(math.inf)  # an empty slot clips nothing
         self.mu_product = torch.ones(slots, dtype=torch.float64, device=self.device)  # NAdam's running product
         self.factors = torch.zeros(slots, 1, device=self.device)  # filled per member
         self.generators: list[torch.Generator | None] = [None] * slots
@@ -188,7 +189,9 @@ class PackTrainer:
 
     def free(self, slot: int) -> None:
         self.members[slot] = None
-        self.coef["lr"][slot] = 0.0
+        for key, value in (("lr", 0.0), ("l1", 0.0), ("weight_decay", 0.0), ("amsgrad", 0.0), ("clip", math.inf)):
+            self.coef[key][slot] = value  # an empty slot changes nothing and costs the others no extra terms
+        self._refresh()
 
     def grow(self, k: int) -> None:
         """Adds empty slots up to ``k`` (a pack that may hold more members than it has slots)."""
@@ -201,7 +204,7 @@ class PackTrainer:
 
         self.flat = more(self.flat)
         self.state = {key: more(value) for key, value in self.state.items()}
-        self.coef = {key: more(value) for key, value in self.coef.items()}
+        self.coef = {key: more(value, math.inf if key == "clip" else 0.0) for key, value in self.coef.items()}
         # Buffers of an empty slot are overwritten by fill(); meanwhile a copy of slot 0's keeps them valid
         # (a BatchNorm variance of 0 would not be).
         self.buffers = {key: torch.cat([value, value[:1].expand(extra, *value.shape[1:])])
@@ -319,11 +322,12 @@ class PackTrainer:
         member_loss = self._forward(views, xb, train=True, y=yb)
         total = member_loss.sum()
         if self.uses["l1"]:
-            sizes = torch.stack([(views[name].abs().flatten(1) * self.decay[a:b]).sum(1)
+            sizes = torch.stack([(views[name].abs().reshape(self.k, -1) * self.decay[a:b]).sum(1)
                                  for name, (a, b, _) in self.layout.items()]).sum(0)
             penalty = self.coef["l1"] * sizes
             total = total + penalty.sum()
-        grads = torch.autograd.grad(total, list(views.values()))
+        # A parameter the forward pass does not use gets a zero gradient, as the Trainer's optimizer sees it.
+        grads = torch.autograd.grad(total, list(views.values()), allow_unused=True, materialize_grads=True)
         for g, (a, b, shape) in zip(grads, self.layout.values(), strict=True):  # one copy each, no temporaries
             self.grad[:, a:b].view(self.k, *shape).copy_(g)
         self._update(self.grad)

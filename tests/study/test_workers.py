@@ -455,3 +455,45 @@ def test_when_every_worker_fails_the_summary_is_printed_before_the_error(tmp_pat
     assert as_json.returncode == 1
     report = json.loads(as_json.stdout)
     assert [w["exitcode"] for w in report["run"]["workers"]] == [1, 1]
+
+
+def test_without_a_claim_lock_the_duplicate_check_reads_the_study_after_sampling(tmp_path: Path, slow_file: Path,
+                                                                                 space_file: Path, monkeypatch):
+    """Where no lock serialises the workers (a server without one), another worker may take the same
+    proposal while this one samples: the duplicate check must see it, so it reads the study afresh."""
+    from tuner.study._engine import _take
+    from tuner.study._record import storage_of
+
+    study, prepared = _prepared({"n_trials": 2, "sampler": "random"}, slow_file, space_file,
+                                f"sqlite:///{tmp_path / 'race.db'}")
+    plan = prepared.plan()
+    first, _ = _take(study, plan)
+    study.tell(first, 0.5)
+    study.enqueue_trial(first.params)
+    sample = plan.space.sample
+
+    def racing(trial, **kwargs):
+        config = sample(trial, **kwargs)
+        if trial.params == first.params:  # meanwhile another worker starts the same config
+            storage_of(study).create_new_trial(study._study_id, template_trial=optuna.trial.create_trial(
+                state=TrialState.RUNNING, params=first.params, distributions=first.distributions))
+        return config
+
+    monkeypatch.setattr(plan.space, "sample", racing)
+    second, _ = _take(study, plan)  # no claim-lock read handed over: as a worker without a lock
+    assert second.params != first.params
+    skipped = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.FAIL]
+    assert len(skipped) == 1 and skipped[0].user_attrs["reason"].startswith("duplicate: the same parameters")
+
+
+def test_the_storage_lock_says_whether_it_serialises(tmp_path: Path):
+    from tuner.study._storage import storage_lock
+
+    url = f"sqlite:///{tmp_path / 'lock.db'}"
+    with storage_lock(url, "s") as locked:
+        with storage_lock(url, "s") as again:  # re-entered by the same thread
+            assert locked is True and again is True
+    with storage_lock(f"journal:{tmp_path / 'l.journal'}", "s") as locked:
+        assert locked is True
+    with storage_lock("mysql://user@127.0.0.1/db", "s") as locked:  # no lock for this server: workers race
+        assert locked is False

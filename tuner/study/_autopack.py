@@ -103,11 +103,12 @@ def _free_memory(device: torch.device) -> int | None:
 
 
 def _member_bytes(pack: PackTrainer, batch_size: int) -> int:
-    """Memory one more member needs: parameters, gradient and optimizer state (6 copies of P floats), and
-    its batch's activations, estimated generously as 32 floats per input value."""
+    """Memory one more member needs: parameters, the step's gradient (and autograd's per-parameter one), a
+    scratch tensor, optimizer state and weight-decay tensors (9 copies of P floats), and its batch's
+    activations, estimated generously as 32 floats per input value."""
     x = pack.trainer.data.x_train
     per_sample = x[0].numel() if len(x) else 1
-    return pack.flat.shape[1] * 4 * 6 + batch_size * per_sample * 4 * 32
+    return pack.flat.shape[1] * 4 * 9 + batch_size * per_sample * 4 * 32
 
 
 def requested_pack(spec) -> int | str:

@@ -377,14 +377,15 @@ def _storage_stop(study: optuna.Study, plan: RunPlan, exc: BaseException, trial:
 @contextlib.contextmanager
 def _claim_lock(study: optuna.Study, url: str | None):
     """Held while a worker checks the budget and takes its next trial, so that workers never start more
-    trials than the budget between them (and SQLite never hands one queued trial to two processes)."""
+    trials than the budget between them (and SQLite never hands one queued trial to two processes). Yields
+    whether the claim is serialised across processes (False: no storage URL, or a server without a lock)."""
     if not url:
-        yield
+        yield False
         return
     storage = storage_of(study)
     engine = getattr(getattr(storage, "_backend", storage), "engine", None)
-    with storage_lock(url, study.study_name, engine=engine):
-        yield
+    with storage_lock(url, study.study_name, engine=engine) as locked:
+        yield locked
 
 
 # -- asking -------------------------------------------------------------------------------------------------
@@ -420,9 +421,12 @@ def _take(study: optuna.Study, plan: RunPlan, device: str = "",
           trials: Sequence[FrozenTrial] | None = None) -> tuple[optuna.Trial, TrainConfig]:
     """Asks for a trial, marks it as this worker's and samples its config. A config that equals one a running
     trial is training (two workers, one proposal) is set aside, recorded with the reason, and asked again.
-    ``trials``: every trial of the study as read under the claim lock; asking and sampling read nothing more
-    (after a set-aside proposal, the study is read again)."""
+    ``trials``: every trial of the study as read under a claim lock that serialises the workers; asking,
+    sampling and the duplicate check read nothing more (after a set-aside proposal, the study is read again).
+    Without it, the study is read for asking and again, after sampling, for the duplicate check (another
+    worker may have taken the same proposal meanwhile)."""
     duplicates = avoided = 0
+    claimed = trials
     while True:
         if trials is None:
             trials = study.get_trials(deepcopy=False)
@@ -443,7 +447,7 @@ def _take(study: optuna.Study, plan: RunPlan, device: str = "",
             raise _sampler_error(plan, exc) from exc
         if _avoid_oom(study, plan, trial, config, device):
             avoided += 1
-            trials = None
+            trials = claimed = None
             if avoided >= MAX_OOM_ASKS:
                 limit = oom_limits(study).get(device or "this machine", {})
                 raise StudyError(f"Study {study.study_name!r}: the sampler proposed batch sizes of "
@@ -451,11 +455,12 @@ def _take(study: optuna.Study, plan: RunPlan, device: str = "",
                                  f"of memory on {device or 'this machine'} (trial {limit.get('trial')}); use a space "
                                  f"with smaller batch sizes.")
             continue
-        twin = _running_twin(trial, trials)
+        twin = _running_twin(trial, trials if claimed is not None else
+                             study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         if twin is None or duplicates >= MAX_DUPLICATE_ASKS:
             return trial, config
         duplicates += 1
-        trials = None
+        trials = claimed = None
         reason = StopReason(StopKind.DUPLICATE, f"duplicate: the same parameters as trial {twin}, which is "
                                                 f"running; not trained, another config was asked for")
         for key, value in {**reason.attrs(), Key.DUPLICATE_OF: twin}.items():
@@ -689,11 +694,12 @@ def run_trials(
                 raise
         trial = None
         try:
-            with _claim_lock(study, plan.storage_url):
+            with _claim_lock(study, plan.storage_url) as locked:
                 trials = study.get_trials(deepcopy=False)
                 finished = sum(t.state in FINISHED for t in trials)
                 started = finished + sum(t.state == TrialState.RUNNING for t in trials)
-                taken = _take(study, plan, executor.device, trials) if started < n_trials else None
+                taken = _take(study, plan, executor.device, trials if locked else None) if started < n_trials \
+                    else None
             if finished >= n_trials:
                 break
             if taken is None:

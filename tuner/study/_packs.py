@@ -187,10 +187,11 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
             # Refill at the epoch boundary, within the budget: each config joins the pack of its kind (a new
             # one if none is training); one that cannot be packed trains alone, right away.
             while not timed_out and live < room:
-                with _claim_lock(study, plan.storage_url):
+                with _claim_lock(study, plan.storage_url) as locked:
                     trials = study.get_trials(deepcopy=False)
                     started = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in trials)
-                    taken = _take(study, plan, executor.device, trials) if started < n_trials else None
+                    taken = _take(study, plan, executor.device, trials if locked else None) \
+                        if started < n_trials else None
                 if taken is None:
                     break
                 trial, config = taken

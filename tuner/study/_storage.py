@@ -357,12 +357,13 @@ def _open_journal(path: Path, url: str, readonly: bool) -> optuna.storages.BaseS
 
 
 @contextlib.contextmanager
-def storage_lock(url: str, key: str, engine: Any = None) -> Iterator[None]:
+def storage_lock(url: str, key: str, engine: Any = None) -> Iterator[bool]:
     """Serialises a critical section across processes sharing a storage: creating a study (``key`` "create")
     or taking a study's next trial (``key`` the study name).
 
     SQLite and the journal file: a lock file beside the storage (all workers are on one machine or share its
-    file system). PostgreSQL: an advisory lock, so machines take turns too. Other servers: none.
+    file system). PostgreSQL: an advisory lock, so machines take turns too. Other servers: none. Yields
+    whether the section is serialised (False: no lock here, other processes may run it at the same time).
     """
     path = local_path(url)
     if path is not None:
@@ -371,14 +372,14 @@ def storage_lock(url: str, key: str, engine: Any = None) -> Iterator[None]:
         if _held.get(mine):  # this thread holds it already (one lock file serves every key): re-entered
             _held[mine] += 1
             try:
-                yield
+                yield True
             finally:
                 _held[mine] -= 1
             return
         try:
             import fcntl
         except ImportError:  # not on POSIX: one process per local storage file is the safe use
-            yield
+            yield False
             return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -389,7 +390,7 @@ def storage_lock(url: str, key: str, engine: Any = None) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX)
             _held[mine] = 1
             try:
-                yield
+                yield True
             finally:
                 _held.pop(mine, None)
                 fcntl.flock(handle, fcntl.LOCK_UN)
@@ -420,7 +421,7 @@ def storage_lock(url: str, key: str, engine: Any = None) -> Iterator[None]:
                 time.sleep(0.05)
             con.commit()
             try:
-                yield
+                yield True
             finally:
                 with contextlib.suppress(Exception):
                     con.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key})
@@ -430,7 +431,7 @@ def storage_lock(url: str, key: str, engine: Any = None) -> Iterator[None]:
             if own:
                 engine.dispose()
         return
-    yield
+    yield False
 
 
 def load_named(name: str, url: str, *, readonly: bool = True) -> optuna.Study:

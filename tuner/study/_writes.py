@@ -167,31 +167,47 @@ class StudyView:
         return bool(self._study.pruner.prune(self, self._by_id[trial_id]))
 
 
+_reads = threading.local()  # this thread's one_read blocks: {(storage id, study id): [the read, or None]}
+_install = threading.Lock()
+
+
+def _answer_reads(storage: optuna.storages.BaseStorage) -> None:
+    """Gives the storage object a ``get_all_trials`` that answers from this thread's ``one_read`` block, if
+    any (other threads, and this one outside a block, read the storage as before). Installed once."""
+    with _install:
+        if "get_all_trials" in vars(storage):
+            return
+
+        def get_all_trials(study_id: int, deepcopy: bool = True,
+                           states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+            entry = getattr(_reads, "blocks", {}).get((id(storage), study_id))
+            read = type(storage).get_all_trials
+            if entry is None:
+                return read(storage, study_id, deepcopy=deepcopy, states=states)
+            if entry[0] is None:
+                entry[0] = read(storage, study_id, deepcopy=False)
+            found = [t for t in entry[0] if states is None or t.state in states]
+            return copy.deepcopy(found) if deepcopy else found
+
+        storage.get_all_trials = get_all_trials  # type: ignore[method-assign]
+
+
 @contextlib.contextmanager
 def one_read(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> Iterator[None]:
     """Within the block, every read of the study's trials by this thread (Optuna's ``ask``, the sampler, the
     duplicate check) answers from one read: ``trials`` (every trial of the study, as read under the claim
-    lock), or the block's first read. Trials created or changed inside the block are not in it; writes go to
-    the storage as always. Other threads (the heartbeat) and other studies read the storage itself."""
+    lock), or the block's first read. Trials created or changed inside the block are not in it (a sampler that
+    looks for the trial being asked in the study's trials cannot work inside it; tuner's samplers do not);
+    writes go to the storage as always. Other threads (the heartbeat) and other studies read the storage."""
     storage = storage_of(study)
-    if "get_all_trials" in vars(storage):  # already inside a block: its read stands
+    _answer_reads(storage)
+    blocks = _reads.__dict__.setdefault("blocks", {})
+    key = (id(storage), study._study_id)
+    if key in blocks:  # already inside a block: its read stands
         yield
         return
-    original, owner, study_id = storage.get_all_trials, threading.get_ident(), study._study_id
-    seen = list(trials) if trials is not None else None
-
-    def get_all_trials(sid: int, deepcopy: bool = True,
-                       states: Container[TrialState] | None = None) -> list[FrozenTrial]:
-        nonlocal seen
-        if sid != study_id or threading.get_ident() != owner:
-            return original(sid, deepcopy=deepcopy, states=states)
-        if seen is None:
-            seen = original(sid, deepcopy=False)
-        found = [t for t in seen if states is None or t.state in states]
-        return copy.deepcopy(found) if deepcopy else found
-
-    storage.get_all_trials = get_all_trials
+    blocks[key] = [list(trials) if trials is not None else None]
     try:
         yield
     finally:
-        del storage.get_all_trials
+        del blocks[key]
