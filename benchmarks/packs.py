@@ -11,6 +11,10 @@ and one anytime plot per workload.
     python -m benchmarks.packs --workloads mnist1d-mlp --packs 1,auto --seeds 0 --n-trials 32
     python -m benchmarks.packs --training                         # training only: model-epochs/s of PackTrainer
     python -m benchmarks.packs --bookkeeping --packs 1,16         # ms per trial: ask, report, prune, tell, training
+    python -m benchmarks.packs --device cuda --n-trials 1024 --packs 1,auto,64,256,1024 --ks 1,64,256,1024,4096
+
+On a GPU (``--device cuda``) the studies train there and ``nvidia-smi`` is sampled every 200 ms while each runs:
+the mean and peak GPU utilisation and the peak memory go into the table.
 
 Training mode times PackTrainer against the Trainer without any study around it: K configs (Adam, one
 learning rate per member, each its own seed and data order) against one config, warmed up, same epochs.
@@ -73,19 +77,57 @@ def measure(workload: str, ks: list[int], epochs: int, threads: int, device: str
     return rows
 
 
-def run_study(workload: str, pack: str, seed: int, n_trials: int, epochs: int, space: str) -> dict:
+class GpuSampler:
+    """``nvidia-smi`` sampled every 200 ms while a study runs: utilisation (%) and memory used (MiB). A machine
+    without it (or without a GPU) samples nothing."""
+
+    QUERY = ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits", "-lms", "200"]
+
+    def __init__(self, device: str) -> None:
+        import shutil
+
+        self.process = None
+        if device.startswith("cuda") and shutil.which("nvidia-smi"):
+            self.process = subprocess.Popen(self.QUERY, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def stop(self) -> dict:
+        if self.process is None:
+            return {}
+        self.process.terminate()
+        out, _ = self.process.communicate(timeout=10)
+        return parse_gpu_samples(out)
+
+
+def parse_gpu_samples(text: str) -> dict:
+    """Mean and peak utilisation and peak memory from ``nvidia-smi`` CSV lines (first GPU of each sample)."""
+    util, memory = [], []
+    for line in text.splitlines():
+        parts = [part.strip() for part in line.split(",")]
+        if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
+            util.append(int(parts[0]))
+            memory.append(int(parts[1]))
+    if not util:
+        return {}
+    return {"gpu_util_mean": round(statistics.fmean(util), 1), "gpu_util_max": max(util),
+            "gpu_memory_max_mib": max(memory), "gpu_samples": len(util)}
+
+
+def run_study(workload: str, pack: str, seed: int, n_trials: int, epochs: int, space: str,
+              device: str = "cpu") -> dict:
     """One study in a fresh process; its wall time, and every trial's finish time and running best."""
     import optuna
 
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/b.db"
         env = {k: v for k, v in os.environ.items() if k != "TUNER_PACK"}
+        gpu = GpuSampler(device)
         start = time.monotonic()
         done = subprocess.run([TUNER, "study", "create", "--name", "b", "--storage", url, "--format", "json",
                                "--objective", workload, "--space", space, "--n-trials", str(n_trials), "--epochs",
-                               str(epochs), "--seed", str(seed), "--pack", pack], capture_output=True, text=True,
-                              env=env, timeout=3600)
+                               str(epochs), "--seed", str(seed), "--pack", pack, "--device", device],
+                              capture_output=True, text=True, env=env, timeout=3600)
         process_seconds = time.monotonic() - start
+        usage = gpu.stop()
         if done.returncode != 0:
             raise RuntimeError(done.stderr[-2000:])
         run = json.loads(done.stdout)["run"]
@@ -105,7 +147,8 @@ def run_study(workload: str, pack: str, seed: int, n_trials: int, epochs: int, s
             "why": run.get("pack_why", ""), "threads": run.get("threads"), "seed": seed, "n_trials": n_trials,
             "epochs_trained": sum(len(t.intermediate_values) for t in trials), "states": states,
             "seconds": round(span, 2), "process_seconds": round(process_seconds, 2),
-            "trials_per_hour": round(len(finished) / span * 3600), "best_val": best, "curve": curve}
+            "trials_per_hour": round(len(finished) / span * 3600), "best_val": best, "curve": curve,
+            "device": device, **usage}
 
 
 def bookkeeping(workload: str, pack: int, n_trials: int, epochs: int, space: str, storage: str) -> dict:
@@ -179,7 +222,7 @@ def studies(args: argparse.Namespace) -> None:
             packs = args.packs.split(",")
             packs = packs[seed % len(packs):] + packs[:seed % len(packs)]
             for pack in packs:
-                run = run_study(workload, pack, seed, args.n_trials, args.epochs, args.space)
+                run = run_study(workload, pack, seed, args.n_trials, args.epochs, args.space, args.device)
                 runs.append(run)
                 print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
     for workload in dict.fromkeys(r["workload"] for r in runs):
@@ -190,11 +233,11 @@ def studies(args: argparse.Namespace) -> None:
                 r["equal_time_seconds"] = horizon
                 r["best_val_at_equal_time"] = best_by(r["curve"], horizon)
     stamp = f"{date.today().isoformat()}-{platform.machine()}-{os.cpu_count()}core-" \
-            f"{'cuda' if torch.cuda.is_available() else 'cpu'}-packs".lower()
+            f"{'cuda' if args.device.startswith('cuda') else 'cpu'}-packs".lower()
     RESULTS.mkdir(exist_ok=True)
     meta = {"command": " ".join(["python -m benchmarks.packs", *sys.argv[1:]]), "torch": torch.__version__,
             "python": platform.python_version(), "cores": os.cpu_count(), "n_trials": args.n_trials,
-            "epochs": args.epochs, "space": args.space}
+            "epochs": args.epochs, "space": args.space, "device": args.device}
     (RESULTS / f"{stamp}.json").write_text(json.dumps({**meta, "runs": runs}, indent=1))
     table = markdown(runs, meta)
     (RESULTS / f"{stamp}.md").write_text(table)
@@ -207,9 +250,14 @@ def studies(args: argparse.Namespace) -> None:
 
 def markdown(runs: list[dict], meta: dict) -> str:
     lines = [f"# Trial packs: {meta['n_trials']} trials x {meta['epochs']} epochs, space {meta['space']}, "
-             f"{meta['cores']} cores, torch {meta['torch']}", "", f"`{meta['command']}`", "",
+             f"{meta['cores']} cores, {meta.get('device', 'cpu')}, torch {meta['torch']}", "",
+             f"`{meta['command']}`", "",
              "| workload | pack | chosen K | trials/hour | x one-at-a-time | epochs trained | best val (equal trials) "
              "| best val (equal time) | seconds |", "|---|---|---|---|---|---|---|---|---|"]
+    gpu_columns = any("gpu_util_mean" in r for r in runs)
+    if gpu_columns:
+        lines[-2] += " GPU utilisation % (mean) | GPU memory MiB (peak) |"
+        lines[-1] += "---|---|"
     med = statistics.median
     for workload in dict.fromkeys(r["workload"] for r in runs):
         base = [r for r in runs if r["workload"] == workload and r["pack"] == "1"]
@@ -223,10 +271,15 @@ def markdown(runs: list[dict], meta: dict) -> str:
                 return f"{med(values):.4f} ({min(values):.4f}-{max(values):.4f})" if values else "-"
 
             chosen = ",".join(str(c) for c in sorted({r["chosen"] for r in mine}))
+            gpu = ""
+            if gpu_columns:
+                sampled = [r for r in mine if "gpu_util_mean" in r]
+                gpu = (f" {med([r['gpu_util_mean'] for r in sampled]):.0f} | "
+                       f"{max(r['gpu_memory_max_mib'] for r in sampled)} |" if sampled else " - | - |")
             lines.append(f"| {workload} | {pack} | {chosen} | {rate:.0f} | "
                          f"{rate / base_rate:.2f} | {med([r['epochs_trained'] for r in mine]):.0f} | "
                          f"{spread('best_val')} | {spread('best_val_at_equal_time')} | "
-                         f"{med([r['seconds'] for r in mine]):.1f} |" if base_rate else "")
+                         f"{med([r['seconds'] for r in mine]):.1f} |{gpu}" if base_rate else "")
     lines += ["", "Medians over seeds (range in brackets). Trials/hour: finished trials over the time from the "
               "first trial's start to the last trial's end. Equal time: the best validation accuracy reached "
               "by the wall time of the fastest setting of that workload and seed."]
@@ -246,7 +299,7 @@ def main() -> None:
     parser.add_argument("--ks", default="1,4,16", help="training: pack sizes")
     parser.add_argument("--threads", default="1,2", help="training: torch thread counts")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (studies: 10; training: 3)")
-    parser.add_argument("--device", default="cpu", help="training: device")
+    parser.add_argument("--device", default="cpu", help="device of the studies and of training (cpu, cuda)")
     parser.add_argument("--bookkeeping", action="store_true", help="time each part of a packed trial loop")
     args = parser.parse_args()
     if args.bookkeeping:

@@ -38,3 +38,26 @@ def test_quick_benchmark_writes_results_table_and_plots(tmp_path):
     assert "| digits-mlp |" in table and "tuner / peer" in table
     png = tmp_path / f"{path.stem}-digits-mlp.png"
     assert png.stat().st_size > 5000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gpu_samples_are_summarised_and_shown_only_where_sampled():
+    from benchmarks.packs import GpuSampler, markdown, parse_gpu_samples
+
+    text = "12, 3000\n88, 5200\n[N/A], [N/A]\n40, 4100\n"
+    assert parse_gpu_samples(text) == {"gpu_util_mean": 46.7, "gpu_util_max": 88, "gpu_memory_max_mib": 5200,
+                                       "gpu_samples": 3}
+    assert parse_gpu_samples("") == {} and GpuSampler("cpu").stop() == {}
+    run = {"workload": "w", "pack": "1", "chosen": 1, "trials_per_hour": 100, "epochs_trained": 10,
+           "best_val": 0.5, "best_val_at_equal_time": 0.5, "seconds": 1.0, "why": ""}
+    meta = {"n_trials": 2, "epochs": 1, "space": "s", "cores": 2, "torch": "x", "command": "c", "device": "cuda"}
+    with_gpu = markdown([{**run, **parse_gpu_samples(text)}], meta)
+    assert "GPU utilisation % (mean)" in with_gpu and "| 47 | 5200 |" in with_gpu
+    assert "GPU" not in markdown([run], {**meta, "device": "cpu"})
+
+
+def test_a_packs_study_runs_on_the_device_it_is_given():
+    from benchmarks.packs import run_study
+
+    run = run_study("digits-mlp", "1", 0, n_trials=2, epochs=1, space="lr-only", device="cpu")
+    assert run["device"] == "cpu" and run["states"]["COMPLETE"] + run["states"]["PRUNED"] == 2
+    assert "gpu_util_mean" not in run
