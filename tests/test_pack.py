@@ -560,3 +560,30 @@ def test_a_model_with_a_scalar_parameter_and_an_unused_layer_packs_and_trains_as
     pack = _trained_pack(unusual, configs, "adam")
     for slot, config in enumerate(configs):
         _assert_trained_as_alone(pack, slot, unusual.fit(config, keep_model=True), atol=5e-6)
+
+
+def test_a_refill_round_claims_and_reads_the_study_once(tmp_path, monkeypatch):
+    """Filling a pack takes its trials under one claim and one read of the study; the members taken join that
+    read, so the sampler's constant liar and the duplicate check see them."""
+    from tuner.study import _packs, run_trials
+
+    claims, seen_by_sampler = [], []
+    claim = _packs._claim_lock
+
+    def counted(*args, **kwargs):
+        claims.append(1)
+        return claim(*args, **kwargs)
+
+    monkeypatch.setattr(_packs, "_claim_lock", counted)
+    take = _packs._take
+
+    def taking(study, plan, device="", trials=None, asked=None):
+        seen_by_sampler.append(sum(t.state == optuna.trial.TrialState.RUNNING for t in trials or []))
+        return take(study, plan, device, trials, asked)
+
+    monkeypatch.setattr(_packs, "_take", taking)
+    study, prepared = _packed_study(tmp_path, n_trials=6, pack=6, sampler="tpe", pruner="none")
+    run_trials(study, prepared)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 6
+    assert len(claims) == 2  # one round takes all six; one more finds the budget met
+    assert seen_by_sampler == [0, 1, 2, 3, 4, 5]  # each ask saw the members taken before it as running

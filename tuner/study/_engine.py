@@ -417,20 +417,23 @@ def _ask(study: optuna.Study, plan: RunPlan, trials: Sequence[FrozenTrial] | Non
         raise _sampler_error(plan, exc) from exc
 
 
-def _take(study: optuna.Study, plan: RunPlan, device: str = "",
-          trials: Sequence[FrozenTrial] | None = None) -> tuple[optuna.Trial, TrainConfig]:
+def _take(study: optuna.Study, plan: RunPlan, device: str = "", trials: Sequence[FrozenTrial] | None = None,
+          asked: list[optuna.Trial] | None = None) -> tuple[optuna.Trial, TrainConfig]:
     """Asks for a trial, marks it as this worker's and samples its config. A config that equals one a running
     trial is training (two workers, one proposal) is set aside, recorded with the reason, and asked again.
     ``trials``: every trial of the study as read under a claim lock that serialises the workers; asking,
     sampling and the duplicate check read nothing more (after a set-aside proposal, the study is read again).
     Without it, the study is read for asking and again, after sampling, for the duplicate check (another
-    worker may have taken the same proposal meanwhile)."""
+    worker may have taken the same proposal meanwhile). ``asked`` collects every trial asked for, the ones set
+    aside included."""
     duplicates = avoided = 0
     claimed = trials
     while True:
         if trials is None:
             trials = study.get_trials(deepcopy=False)
         trial = _ask(study, plan, trials)
+        if asked is not None:
+            asked.append(trial)
         try:
             trial.set_user_attr(Key.WORKER, worker_identity(device))  # first: an interrupt finds it as ours
             with one_read(study, trials):  # the sampler's reads of the study, once per parameter

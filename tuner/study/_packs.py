@@ -39,7 +39,7 @@ from tuner.study._engine import (
     run_one,
 )
 from tuner.study._liveness import Heartbeat, reap_stale
-from tuner.study._record import FINISHED, Key, StopKind, StopReason, history_attrs
+from tuner.study._record import FINISHED, Key, StopKind, StopReason, history_attrs, storage_of
 from tuner.study._samplers import may_prune_at
 from tuner.study._writes import StudyView, Write, write_batch
 from tuner.train import Diverged
@@ -185,30 +185,43 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
             room = pack if not startup else min(pack, startup)
             live = sum(p.live() for p in packs.values())
             # Refill at the epoch boundary, within the budget: each config joins the pack of its kind (a new
-            # one if none is training); one that cannot be packed trains alone, right away.
+            # one if none is training); one that cannot be packed trains alone, once the round's are filled.
+            # One claim per round: the study is read once, and every trial taken joins that read, so the
+            # sampler (constant liar) and the duplicate check see the members just taken.
             while not timed_out and live < room:
+                taken: list[tuple[optuna.Trial, TrainConfig]] = []
+                alone: list[tuple[optuna.Trial, TrainConfig]] = []
                 with _claim_lock(study, plan.storage_url) as locked:
                     trials = study.get_trials(deepcopy=False)
                     started = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in trials)
-                    taken = _take(study, plan, executor.device, trials if locked else None) \
-                        if started < n_trials else None
-                if taken is None:
+                    while live + len(taken) < room and started < n_trials:
+                        asked: list[optuna.Trial] = []
+                        taken.append(_take(study, plan, executor.device, trials if locked else None, asked))
+                        started += len(asked)  # set-aside proposals are finished trials of the budget too
+                        if not locked or packable(taken[-1][1]) is not None:
+                            # No lock: another worker may ask meanwhile, so read again. A config that trains
+                            # alone trains before the next is asked, as one trial after another would.
+                            break
+                        trials = [*trials, *(storage_of(study).get_trial(t._trial_id) for t in asked)]
+                if not taken:
                     break
-                trial, config = taken
-                if packable(config) is not None:
+                for trial, config in taken:
+                    if packable(config) is not None:
+                        alone.append((trial, config))
+                        continue
+                    key = pack_key(config)
+                    if key not in packs:
+                        packs[key] = _Pack(PackTrainer(trainer, 1, key[0], key[1]))
+                    p = packs[key]
+                    slot = p.free_slot(room)
+                    p.trainer.fill(slot, config)
+                    if heartbeat is not None:
+                        heartbeat.add(trial._trial_id)
+                    p.slots[slot] = _Slot(trial, config, time.perf_counter())
+                    live += 1
+                for trial, config in alone:
                     done(run_one(study, plan, executor, trial, config, deadline=deadline))
                     timed_out = deadline is not None and time.monotonic() >= deadline
-                    continue
-                key = pack_key(config)
-                if key not in packs:
-                    packs[key] = _Pack(PackTrainer(trainer, 1, key[0], key[1]))
-                p = packs[key]
-                slot = p.free_slot(room)
-                p.trainer.fill(slot, config)
-                if heartbeat is not None:
-                    heartbeat.add(trial._trial_id)
-                p.slots[slot] = _Slot(trial, config, time.perf_counter())
-                live += 1
             for p in packs.values():
                 # Free slots that could not be filled (budget met, the pruner's first trials still running):
                 # each pack computes for its members only, and grows again when it may.
