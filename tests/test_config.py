@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from _export_cases import FULL
 from torch import nn
 
 from tuner import (
@@ -24,17 +25,6 @@ def _mlp() -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Dropout(0.1), nn.Linear(8, 2))
 
-
-FULL = {
-    "optimizer": {"name": "adamw", "lr": 3e-3, "betas": [0.85, 0.995], "eps": 1e-7},
-    "schedule": {"name": "warmup_cosine", "warmup_fraction": 0.1, "min_lr_ratio": 0.01},
-    "batch_size": 32,
-    "init": {"name": "kaiming_normal", "mode": "fan_out"},
-    "regularization": {"weight_decay": 1e-5, "l1": 1e-6, "dropout": 0.2},
-    "grad_clip_norm": 1.0,
-    "epochs": 7,
-    "seed": 3,
-}
 
 CONFIGS = [
     FULL,

@@ -90,6 +90,13 @@ class Member:
     initial_loss: float | None = None
 
 
+@dataclass(frozen=True)
+class _Terms:
+    uses: dict[str, bool]
+    l2: torch.Tensor | None
+    direct_decay: torch.Tensor | None
+
+
 class PackTrainer:
     """K slots of one objective's model, trained together. ``fill(slot, config)`` puts a config in a slot
     (fresh weights and optimizer state), ``run_epoch()`` trains every filled slot one epoch and returns the
@@ -129,7 +136,7 @@ class PackTrainer:
         self.mu_product = torch.ones(slots, dtype=torch.float64, device=self.device)  # NAdam's running product
         self.factors = torch.zeros(slots, 1, device=self.device)  # filled per member
         self.generators: list[torch.Generator | None] = [None] * slots
-        self._refresh()
+        self._terms: _Terms | None = None
 
     def _model(self, config: TrainConfig) -> nn.Module:
         model = self.trainer.build_model(config)
@@ -184,14 +191,14 @@ class PackTrainer:
         self.generators[slot] = torch.Generator(device=self.trainer.data.x_train.device).manual_seed(config.seed)
         member = Member(config, slot)
         self.members[slot] = member
-        self._refresh()
+        self._terms = None
         return member
 
     def free(self, slot: int) -> None:
         self.members[slot] = None
         for key, value in (("lr", 0.0), ("l1", 0.0), ("weight_decay", 0.0), ("amsgrad", 0.0), ("clip", math.inf)):
             self.coef[key][slot] = value  # an empty slot changes nothing and costs the others no extra terms
-        self._refresh()
+        self._terms = None
 
     def grow(self, k: int) -> None:
         """Adds empty slots up to ``k`` (a pack that may hold more members than it has slots)."""
@@ -214,7 +221,7 @@ class PackTrainer:
         self.generators += [None] * extra
         self.members += [None] * extra
         self.k = k
-        self._refresh()
+        self._terms = None
 
     def compact(self) -> dict[int, int]:
         """Drops the empty slots (a pack that is draining computes only for its members), keeping every
@@ -234,25 +241,44 @@ class PackTrainer:
         for new, member in enumerate(self.members):
             member.slot = new
         self.k = len(keep)
-        self._refresh()
+        self._terms = None
         return {old: new for new, old in enumerate(keep)}
 
-    def _refresh(self) -> None:
-        """What the update needs of the members' coefficients, worked out once per change of members, not
-        per step: which terms some member uses (a term no member uses is skipped, as ``torch.optim`` skips a
-        zero weight decay), and the [K, P] weight-decay tensors."""
+    def _derived(self) -> _Terms:
+        """What the update needs of the members' coefficients, worked out once after the members change (not
+        per step, not per fill): which terms some member uses (a term no member uses is skipped, as
+        ``torch.optim`` skips a zero weight decay) and the [K, P] weight-decay tensors; the step's gradient and
+        scratch tensors are sized to the pack here too."""
+        if self._terms is not None:
+            return self._terms
         c = self.coef
-        self.uses = {"l1": bool((c["l1"] != 0).any()), "clip": bool(torch.isfinite(c["clip"]).any()),
-                     "amsgrad": bool((c["amsgrad"] > 0).any())}
         wd = c["weight_decay"][:, None] * self.decay  # [K, P]
         decoupled = c["decoupled"][:, None] if self.family in ("adam", "nadam", "radam") else 0.0
         coupled, direct = (1 - decoupled) * wd, decoupled * wd
-        self.l2 = coupled if bool((coupled != 0).any()) else None  # added to the gradient
-        # The step's gradient and a scratch tensor, reused from step to step (a fresh [K, P] tensor per step
-        # costs its allocation, and on CPU the page faults of first touching it).
+        self._terms = _Terms(
+            uses={"l1": bool((c["l1"] != 0).any()), "clip": bool(torch.isfinite(c["clip"]).any()),
+                  "amsgrad": bool((c["amsgrad"] > 0).any())},
+            l2=coupled if bool((coupled != 0).any()) else None,
+            direct_decay=direct if bool((direct != 0).any()) else None)
+        # Reused from step to step: a fresh [K, P] tensor per step costs its allocation and first touch.
         if getattr(self, "grad", None) is None or self.grad.shape != self.flat.shape:
             self.grad, self.scratch = torch.empty_like(self.flat), torch.empty_like(self.flat)
-        self.direct_decay = direct if bool((direct != 0).any()) else None  # AdamW / NAdamW: applied to weights
+        return self._terms
+
+    @property
+    def uses(self) -> dict[str, bool]:
+        """Which of the L1, clipping and AMSGrad terms some member uses."""
+        return self._derived().uses
+
+    @property
+    def l2(self) -> torch.Tensor | None:
+        """Coupled weight decay per weight ([K, P], added to the gradient); None where no member has it."""
+        return self._derived().l2
+
+    @property
+    def direct_decay(self) -> torch.Tensor | None:
+        """Decoupled weight decay per weight (AdamW, NAdamW: applied to the weights); None where none has it."""
+        return self._derived().direct_decay
 
     # -- training -----------------------------------------------------------------------------------------
     def _views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -319,9 +345,10 @@ class PackTrainer:
         # One leaf per parameter (views of the flat tensor): the backward pass writes each gradient once,
         # where a leaf of the whole [K, P] tensor would get a zero-filled [K, P] gradient per parameter.
         views = {name: view.detach().requires_grad_(True) for name, view in self._views(self.flat).items()}
+        terms = self._derived()
         member_loss = self._forward(views, xb, train=True, y=yb)
         total = member_loss.sum()
-        if self.uses["l1"]:
+        if terms.uses["l1"]:
             sizes = torch.stack([(views[name].abs().reshape(self.k, -1) * self.decay[a:b]).sum(1)
                                  for name, (a, b, _) in self.layout.items()]).sum(0)
             penalty = self.coef["l1"] * sizes
@@ -330,7 +357,7 @@ class PackTrainer:
         grads = torch.autograd.grad(total, list(views.values()), allow_unused=True, materialize_grads=True)
         for g, (a, b, shape) in zip(grads, self.layout.values(), strict=True):  # one copy each, no temporaries
             self.grad[:, a:b].view(self.k, *shape).copy_(g)
-        self._update(self.grad)
+        self._update(self.grad, terms)
         return member_loss.detach()
 
     def time_steps(self, steps: int) -> float:
@@ -379,12 +406,12 @@ class PackTrainer:
         return None if data.x_test is None else self._evaluate(slot, data.x_test, data.y_test)
 
     @torch.no_grad()
-    def _update(self, g: torch.Tensor) -> None:
+    def _update(self, g: torch.Tensor, terms: _Terms) -> None:
         """One optimizer step of every member on the flat [K, P] parameters, as ``torch.optim`` does it.
-        ``g`` is this step's gradient, a fresh tensor the update may overwrite."""
+        ``g`` is this step's gradient (``self.grad``), which the update may overwrite."""
         c = self.coef
         col = {key: value[:, None] for key, value in c.items()}  # [K, 1]: broadcast over the parameters
-        if self.uses["clip"]:  # per member, as torch.nn.utils.clip_grad_norm_ does it (eps 1e-6)
+        if terms.uses["clip"]:  # per member, as torch.nn.utils.clip_grad_norm_ does it (eps 1e-6)
             norms = g.pow(2).sum(1).sqrt()
             clip = torch.where(torch.isinf(c["clip"]), torch.ones_like(norms),
                                (c["clip"] / (norms + 1e-6)).clamp(max=1.0))
@@ -394,10 +421,10 @@ class PackTrainer:
         index = (self.steps - 1).long().clamp(max=self.factors.shape[1] - 1)[:, None]
         lr = (c["lr"][:, None] * self.factors.gather(1, index))  # [K, 1]
         p, s = self.flat, self.state
-        if self.l2 is not None:  # coupled weight decay (L2): part of the gradient
-            g.addcmul_(self.l2, p)
-        if self.direct_decay is not None:  # decoupled weight decay (AdamW, NAdamW): the weights shrink directly
-            p.mul_(1 - lr * self.direct_decay)
+        if terms.l2 is not None:  # coupled weight decay (L2): part of the gradient
+            g.addcmul_(terms.l2, p)
+        if terms.direct_decay is not None:  # decoupled weight decay (AdamW, NAdamW): the weights shrink directly
+            p.mul_(1 - lr * terms.direct_decay)
         if self.family == "sgd":
             buf, m = s["m"], col["momentum"]
             first = self.first[:, None].to(p.dtype)
@@ -451,7 +478,7 @@ class PackTrainer:
             bc1 = 1 - b1 ** step
             bc2_sqrt = (1 - b2 ** step).sqrt()
             second = s["v"]
-            if self.uses["amsgrad"]:
+            if terms.uses["amsgrad"]:
                 torch.maximum(s["vmax"], s["v"], out=s["vmax"])
                 second = torch.where(col["amsgrad"] > 0, s["vmax"], s["v"])
             denom = torch.sqrt(second, out=scratch).div_(bc2_sqrt).add_(col["eps"])

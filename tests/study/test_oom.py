@@ -54,15 +54,21 @@ def hungry(tmp_path: Path) -> str:
     return f"{path}:objective"
 
 
-def test_after_an_oom_at_batch_b_no_batch_of_b_or_more_trains_on_that_device(hungry: str, storage_url: str,
-                                                                              tmp_path: Path) -> None:
+def _hungry_study(name: str, hungry: str, storage_url: str, tmp_path: Path, batches: list[int], n_trials: int = 10,
+                  epochs: int = 2, pruner: str = "none"):
+    """A study of the memory-hungry objective over Adam and the given batch sizes (random sampler)."""
     space = tmp_path / "s.yaml"
     space.write_text("optimizer: {adam: {lr: {low: 1.0e-3, high: 1.0e-2, log: true}}}\n"
-                     "batch_size: {choices: [16, 32, 64, 128]}\n")
-    spec = StudySpec(name="oom", objective=hungry, space=str(space), n_trials=10, epochs=2, storage=storage_url,
-                     device="cpu", sampler="random", pruner="none", known_starts=False)
+                     f"batch_size: {{choices: {batches}}}\n")
+    spec = StudySpec(name=name, objective=hungry, space=str(space), n_trials=n_trials, epochs=epochs,
+                     storage=storage_url, device="cpu", sampler="random", pruner=pruner, known_starts=False)
     prepared = prepare(spec)
-    study = create_or_join(prepared)
+    return create_or_join(prepared), prepared
+
+
+def test_after_an_oom_at_batch_b_no_batch_of_b_or_more_trains_on_that_device(hungry: str, storage_url: str,
+                                                                              tmp_path: Path) -> None:
+    study, prepared = _hungry_study("oom", hungry, storage_url, tmp_path, [16, 32, 64, 128])
     run_prepared(study, prepared)
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
     ran_out = [t for t in trials if t.user_attrs.get(Key.OOM)]
@@ -86,13 +92,8 @@ def test_after_an_oom_at_batch_b_no_batch_of_b_or_more_trains_on_that_device(hun
 def test_a_space_whose_every_batch_runs_out_of_memory_stops_the_study_with_the_reason(hungry: str,
                                                                                       storage_url: str,
                                                                                       tmp_path: Path) -> None:
-    space = tmp_path / "s.yaml"
-    space.write_text("optimizer: {adam: {lr: {low: 1.0e-3, high: 1.0e-2, log: true}}}\n"
-                     "batch_size: {choices: [64, 128]}\n")
-    spec = StudySpec(name="oom2", objective=hungry, space=str(space), n_trials=5, epochs=1, storage=storage_url,
-                     device="cpu", sampler="random", known_starts=False)
-    prepared = prepare(spec)
-    study = create_or_join(prepared)
+    study, prepared = _hungry_study("oom2", hungry, storage_url, tmp_path, [64, 128], n_trials=5, epochs=1,
+                                    pruner="median")
     with pytest.raises(StudyError, match=r"ran out of memory on cpu \(trial \d+\); use a space with smaller"):
         run_prepared(study, prepared)
     assert not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -108,13 +109,7 @@ def test_show_and_the_report_say_what_was_avoided(hungry: str, storage_url: str,
     from tuner.cli import app
     from tuner.report import write_report
 
-    space = tmp_path / "s.yaml"
-    space.write_text("optimizer: {adam: {lr: {low: 1.0e-3, high: 1.0e-2, log: true}}}\n"
-                     "batch_size: {choices: [16, 32, 64, 128]}\n")
-    spec = StudySpec(name="oom3", objective=hungry, space=str(space), n_trials=10, epochs=2, storage=storage_url,
-                     device="cpu", sampler="random", pruner="none", known_starts=False)
-    prepared = prepare(spec)
-    study = create_or_join(prepared)
+    study, prepared = _hungry_study("oom3", hungry, storage_url, tmp_path, [16, 32, 64, 128])
     run_prepared(study, prepared)
     limit = study.user_attrs[StudyKey.OOM_BATCH]["cpu"]
     avoided = sum(bool(t.user_attrs.get(Key.OOM_AVOIDED)) for t in study.trials)

@@ -190,7 +190,6 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
             # sampler (constant liar) and the duplicate check see the members just taken.
             while not timed_out and live < room:
                 taken: list[tuple[optuna.Trial, TrainConfig]] = []
-                alone: list[tuple[optuna.Trial, TrainConfig]] = []
                 with _claim_lock(study, plan.storage_url) as locked:
                     trials = study.get_trials(deepcopy=False)
                     started = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in trials)
@@ -206,8 +205,9 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                 if not taken:
                     break
                 for trial, config in taken:
-                    if packable(config) is not None:
-                        alone.append((trial, config))
+                    if packable(config) is not None:  # the round's last: the packs are filled, it trains now
+                        done(run_one(study, plan, executor, trial, config, deadline=deadline))
+                        timed_out = deadline is not None and time.monotonic() >= deadline
                         continue
                     key = pack_key(config)
                     if key not in packs:
@@ -219,9 +219,6 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                         heartbeat.add(trial._trial_id)
                     p.slots[slot] = _Slot(trial, config, time.perf_counter())
                     live += 1
-                for trial, config in alone:
-                    done(run_one(study, plan, executor, trial, config, deadline=deadline))
-                    timed_out = deadline is not None and time.monotonic() >= deadline
             for p in packs.values():
                 # Free slots that could not be filled (budget met, the pruner's first trials still running):
                 # each pack computes for its members only, and grows again when it may.

@@ -8,6 +8,7 @@ trial's record, and ``show``, ``report``, ``trials --csv``, ``export`` and the w
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -109,8 +110,6 @@ class StopReason(str):
         if self.kind is StopKind.ERROR:
             return self.message[:120]
         if self.kind is StopKind.OUT_OF_MEMORY and self.message.startswith("out of memory avoided"):
-            import re
-
             found = re.search(r" on (.+), where batch size (\d+) ran out of memory", self.message)
             if found:  # not trained: one line for every config at that batch size or more on that device
                 return f"out of memory avoided (batch size {found.group(2)} or more, not trained on {found.group(1)})"

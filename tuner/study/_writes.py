@@ -65,6 +65,7 @@ def _write_rdb(backend: Any, writes: Sequence[Write]) -> None:
 
 
 _batch = threading.local()  # this thread's batch in progress: its session and the trials it loaded
+_install = threading.Lock()  # the two readers below are installed once per process (storage), under it
 
 
 @contextlib.contextmanager
@@ -74,17 +75,18 @@ def _trials_found_once(models: Any, session: Any, writes: Sequence[Write]) -> It
     from it. Every check the helpers make still runs, on the rows as this transaction read them. Lookups of
     other threads (the heartbeat's batch) and sessions go to the database as before."""
     cls = models.TrialModel
-    if not getattr(cls.__dict__["find_or_raise_by_id"].__func__, "answers_batches", False):
-        original = cls.__dict__["find_or_raise_by_id"].__func__
+    with _install:
+        if not getattr(cls.__dict__["find_or_raise_by_id"].__func__, "answers_batches", False):
+            original = cls.__dict__["find_or_raise_by_id"].__func__
 
-        def find_or_raise_by_id(klass: Any, trial_id: int, sess: Any, for_update: bool = False) -> Any:
-            batch = getattr(_batch, "current", None)
-            if batch is not None and sess is batch[0] and not for_update and trial_id in batch[1]:
-                return batch[1][trial_id]
-            return original(klass, trial_id, sess, for_update)
+            def find_or_raise_by_id(klass: Any, trial_id: int, sess: Any, for_update: bool = False) -> Any:
+                batch = getattr(_batch, "current", None)
+                if batch is not None and sess is batch[0] and not for_update and trial_id in batch[1]:
+                    return batch[1][trial_id]
+                return original(klass, trial_id, sess, for_update)
 
-        find_or_raise_by_id.answers_batches = True  # type: ignore[attr-defined]
-        cls.find_or_raise_by_id = classmethod(find_or_raise_by_id)
+            find_or_raise_by_id.answers_batches = True  # type: ignore[attr-defined]
+            cls.find_or_raise_by_id = classmethod(find_or_raise_by_id)
     loaded = {t.trial_id: t for t in session.query(cls).filter(cls.trial_id.in_({w.trial_id for w in writes}))}
     _batch.current = (session, loaded)
     try:
@@ -168,7 +170,6 @@ class StudyView:
 
 
 _reads = threading.local()  # this thread's one_read blocks: {(storage id, study id): [the read, or None]}
-_install = threading.Lock()
 
 
 def _answer_reads(storage: optuna.storages.BaseStorage) -> None:

@@ -1,4 +1,4 @@
-"""Cases shared by the export tests: values other than the defaults for every parameter of every
+"""Cases shared by the config and export tests: values other than the defaults for every parameter of every
 schedule, initialiser and optimizer entry (a new entry without a case here fails
 ``test_every_entry_has_a_case_with_other_values``)."""
 
