@@ -577,8 +577,12 @@ def test_a_refill_round_claims_and_reads_the_study_once(tmp_path, monkeypatch):
     monkeypatch.setattr(_packs, "_claim_lock", counted)
     take = _packs._take
 
+    params_seen: dict[int, dict] = {}
+
     def taking(study, plan, device="", trials=None, asked=None):
-        seen_by_sampler.append(sum(t.state == optuna.trial.TrialState.RUNNING for t in trials or []))
+        running = [t for t in trials or [] if t.state == optuna.trial.TrialState.RUNNING]
+        seen_by_sampler.append(len(running))
+        params_seen.update({t.number: t.params for t in running})
         return take(study, plan, device, trials, asked)
 
     monkeypatch.setattr(_packs, "_take", taking)
@@ -587,3 +591,32 @@ def test_a_refill_round_claims_and_reads_the_study_once(tmp_path, monkeypatch):
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 6
     assert len(claims) == 2  # one round takes all six; one more finds the budget met
     assert seen_by_sampler == [0, 1, 2, 3, 4, 5]  # each ask saw the members taken before it as running
+    # ... with the parameters the storage holds for them (the round keeps them in hand; it does not read them)
+    assert params_seen == {t.number: t.params for t in study.trials[:5]}
+
+
+def test_a_refill_round_sees_a_proposal_set_aside_as_failed(tmp_path, monkeypatch):
+    """A proposal set aside in a refill round (here: as a duplicate of a running member) is failed at once;
+    the round's later asks see it failed, not running."""
+    from tuner.study import _engine, _packs, run_trials
+
+    twin, proposals, seen = _engine._running_twin, [], []
+
+    def second_is_a_twin(trial, trials):
+        proposals.append(trial.number)
+        return 0 if len(proposals) == 2 else twin(trial, trials)
+
+    monkeypatch.setattr(_engine, "_running_twin", second_is_a_twin)
+    take = _packs._take
+
+    def taking(study, plan, device="", trials=None, asked=None):
+        seen.append({t.number: t.state for t in trials or []})
+        return take(study, plan, device, trials, asked)
+
+    monkeypatch.setattr(_packs, "_take", taking)
+    study, prepared = _packed_study(tmp_path, n_trials=4, pack=4, sampler="tpe", pruner="none")
+    run_trials(study, prepared)
+    states = optuna.trial.TrialState
+    assert study.trials[1].state == states.FAIL and study.trials[1].user_attrs["duplicate_of"] == 0
+    assert [t.state for t in study.trials if t.number != 1] == [states.COMPLETE] * (len(study.trials) - 1)
+    assert seen[2] == {0: states.RUNNING, 1: states.FAIL, 2: states.RUNNING}

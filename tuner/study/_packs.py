@@ -12,12 +12,13 @@ unpacked, one after the other, beside them.
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from tuner._pack import PackTrainer, pack_key, packable
 from tuner.config import TrainConfig
@@ -60,6 +61,16 @@ def _pruner_startup(pruner: optuna.pruners.BasePruner) -> int:
     inner = getattr(pruner, "_wrapped_pruner", pruner)
     startup = getattr(inner, "_n_startup_trials", 0)
     return startup if isinstance(startup, int) and startup > 0 else 0
+
+
+def _as_read(study: optuna.Study, trial: optuna.Trial, taken: bool) -> FrozenTrial:
+    """``trial`` as a read of the study would see it now. The trial taken is RUNNING with the parameters just
+    sampled, all of which Optuna's ``Trial`` keeps in hand: a copy of that, not a read (about 2 ms on SQLite
+    with a pack running). A proposal set aside was told FAIL since: that is read."""
+    kept = getattr(trial, "_cached_frozen_trial", None)
+    if taken and isinstance(kept, FrozenTrial) and kept.state == TrialState.RUNNING:
+        return copy.deepcopy(kept)
+    return storage_of(study).get_trial(trial._trial_id)
 
 
 def _complete(study: optuna.Study) -> int:
@@ -201,7 +212,7 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                             # No lock: another worker may ask meanwhile, so read again. A config that trains
                             # alone trains before the next is asked, as one trial after another would.
                             break
-                        trials = [*trials, *(storage_of(study).get_trial(t._trial_id) for t in asked)]
+                        trials = [*trials, *(_as_read(study, t, t is taken[-1][0]) for t in asked)]
                 if not taken:
                     break
                 for trial, config in taken:
