@@ -152,3 +152,33 @@ def test_a_batch_looks_each_trial_up_once_and_lookups_outside_it_are_as_before(t
     assert found.trial_id == trials[0]._trial_id and len(statements) == 1
     for t in study.get_trials():
         assert t.intermediate_values == {0: 1.0, 1: 1.0} and t.user_attrs == {"a": 1.0, "b": 1.0}
+
+
+def test_a_recent_view_reads_once_and_sees_trials_completed_elsewhere_after_max_age(study, monkeypatch):
+    from tuner.study import _writes
+    from tuner.study._writes import RecentView
+
+    def complete(value: float) -> None:
+        t = study.ask()
+        t.report(value, 0)
+        study.tell(t, value)
+
+    complete(0.5)
+    complete(0.3)
+    judged = study.ask()
+    judged.report(0.45, 0)  # above the median of the two complete trials (0.4)
+    clock = [100.0]
+    monkeypatch.setattr(_writes.time, "monotonic", lambda: clock[0])
+    calls = _count_trial_reads(study, monkeypatch)
+    recent = RecentView(study, max_age=1.0)
+    assert recent.judge(judged._get_latest_trial()) is False
+    complete(0.9)  # another worker completes two better trials: the median is now 0.65
+    complete(0.8)
+    reads = len(calls)
+    clock[0] += 0.5
+    assert recent.judge(judged._get_latest_trial()) is False  # within max_age: the earlier read
+    assert len(calls) == reads
+    clock[0] += 0.6
+    assert recent.judge(judged._get_latest_trial()) is True  # read again: the new trials count
+    assert len(calls) == reads + 1
+    assert bool(judged.should_prune()) is True  # as Optuna decides on a fresh read

@@ -45,9 +45,9 @@ from tuner.study._record import (
     history_attrs,
     storage_of,
 )
-from tuner.study._samplers import may_prune_at
+from tuner.study._samplers import judges_by_complete_trials, may_prune_at
 from tuner.study._storage import explain_storage_error, mask_url, storage_lock
-from tuner.study._writes import one_read, write_attrs
+from tuner.study._writes import RecentView, one_read, write_attrs
 from tuner.train import Diverged, seed_everything
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,9 @@ __all__ = ["RunPlan", "Executor", "Executed", "TrainerExecutor", "UserExecutor",
 
 TELL_RETRIES = 4
 MAX_DUPLICATE_ASKS = 3
+# A trial's pruning checks compare it with the study as read at most this long before (pruners that judge by
+# complete trials alone): other workers' trials that complete meanwhile count within this time.
+PRUNE_READ_MAX_AGE = 1.0
 MAX_OOM_ASKS = 25  # proposals in a row at batch sizes that ran out of memory before the study stops
 ReportFn = Callable[[int, float], None]
 
@@ -518,9 +521,10 @@ def _running_twin(trial: optuna.Trial, trials: Sequence[FrozenTrial]) -> int | N
 # -- one trial ----------------------------------------------------------------------------------------------
 
 def report_epoch(plan: RunPlan, trial: optuna.Trial, config: TrainConfig, epoch: int, value: float,
-                 deadline: float | None) -> None:
+                 deadline: float | None, recent: RecentView | None = None) -> None:
     """Reports a trial's validation value of one epoch; raises ``TrialPruned`` when the pruner stops it, and
-    ``_TimedOut`` past ``deadline`` (unless it was the last epoch)."""
+    ``_TimedOut`` past ``deadline`` (unless it was the last epoch). ``recent``: the trial's pruning checks
+    against a read of the study at most ``PRUNE_READ_MAX_AGE`` old, where the pruner allows it."""
     judged = may_prune_at(trial.study.pruner, epoch)  # else asking would only cost a read of the study
     if plan.multi:
         # Optuna reports and prunes single-objective trials only: the value goes to the storage directly and
@@ -531,7 +535,11 @@ def report_epoch(plan: RunPlan, trial: optuna.Trial, config: TrainConfig, epoch:
         prune = judged and StudyView(trial.study).should_prune(trial._trial_id)
     else:
         trial.report(value, epoch)
-        prune = judged and trial.should_prune()
+        latest = getattr(trial, "_get_latest_trial", None)  # the trial with its reports, as Optuna judges it
+        if judged and recent is not None and latest is not None and judges_by_complete_trials(trial.study.pruner):
+            prune = recent.judge(latest())
+        else:
+            prune = judged and trial.should_prune()
     check_epoch(plan, config, epoch, value, deadline, prune)
 
 
@@ -587,8 +595,10 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
     start = time.perf_counter()
     pruner = plan.pruner_name
 
+    recent = RecentView(study, PRUNE_READ_MAX_AGE)
+
     def report(epoch: int, value: float) -> None:
-        report_epoch(plan, trial, config, epoch, value, deadline)
+        report_epoch(plan, trial, config, epoch, value, deadline, recent)
 
     def finish(state: TrialState, reason: StopReason | None, value: float | None = None, test: float | None = None,
                attrs: dict[str, Any] | None = None) -> TrialOutcome:

@@ -13,7 +13,8 @@ import optuna
 from tuner._registry import Registry
 from tuner.errors import ConfigError
 
-__all__ = ["build_sampler", "build_pruner", "list_samplers", "list_pruners", "may_prune_at"]
+__all__ = ["build_sampler", "build_pruner", "list_samplers", "list_pruners", "may_prune_at",
+           "judges_by_complete_trials"]
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,20 @@ def may_prune_at(pruner: optuna.pruners.BasePruner, step: int) -> bool:
         warmup, interval = pruner._n_warmup_steps, pruner._interval_steps
         return step >= warmup and (step - warmup) % interval == 0
     return True
+
+
+def judges_by_complete_trials(pruner: optuna.pruners.BasePruner) -> bool:
+    """Whether ``pruner`` decides from the judged trial's own reports and the study's COMPLETE trials alone
+    (median, percentile and ``top_third``, ``patient`` around one of those, a threshold, none). Such a pruner
+    can judge every epoch of a trial against one read of the study: nothing it looks at in other trials
+    changes until another trial completes. Successive halving, Hyperband and Wilcoxon read running trials or
+    write rung attributes, and are asked as Optuna asks them."""
+    if isinstance(pruner, (optuna.pruners.NopPruner, optuna.pruners.ThresholdPruner)):
+        return True
+    if isinstance(pruner, optuna.pruners.PatientPruner):
+        wrapped = getattr(pruner, "_wrapped_pruner", None)
+        return wrapped is None or judges_by_complete_trials(wrapped)
+    return type(pruner) in (optuna.pruners.PercentilePruner, optuna.pruners.MedianPruner)
 
 
 def list_samplers() -> dict[str, str]:

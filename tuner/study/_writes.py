@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import threading
+import time
 from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,7 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.study._record import storage_of
 
-__all__ = ["Write", "write_batch", "write_attrs", "StudyView", "one_read"]
+__all__ = ["Write", "write_batch", "write_attrs", "StudyView", "RecentView", "one_read"]
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,32 @@ class StudyView:
 
     def should_prune(self, trial_id: int) -> bool:
         """The study's pruner on the trial as this read saw it (its reports up to now included)."""
-        return bool(self._study.pruner.prune(self, self._by_id[trial_id]))
+        return self.judge(self._by_id[trial_id])
+
+    def judge(self, trial: FrozenTrial) -> bool:
+        """The study's pruner on ``trial`` as given (its reports as the caller holds them), against this read."""
+        return bool(self._study.pruner.prune(self, trial))
+
+
+class RecentView:
+    """The pruning checks of one trial against a read of the study at most ``max_age`` seconds old. For a
+    pruner that judges by the trial's own reports and the study's complete trials alone, nothing it looks at
+    changes while the trial trains but the trials other workers complete meanwhile, which it sees within
+    ``max_age``; one worker's trial sees what it would see with a read per epoch. A trial of many short
+    epochs then reads the study about once a ``max_age`` instead of every epoch (on SQLite a read costs about
+    as long as a small model trains an epoch)."""
+
+    def __init__(self, study: optuna.Study, max_age: float) -> None:
+        self._study = study
+        self._max_age = max_age
+        self._view: StudyView | None = None
+        self._read_at = 0.0
+
+    def judge(self, trial: FrozenTrial) -> bool:
+        now = time.monotonic()
+        if self._view is None or now - self._read_at > self._max_age:
+            self._view, self._read_at = StudyView(self._study), now
+        return self._view.judge(trial)
 
 
 _reads = threading.local()  # this thread's one_read blocks: {(storage id, study id): [the read, or None]}
