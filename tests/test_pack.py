@@ -620,3 +620,59 @@ def test_a_refill_round_sees_a_proposal_set_aside_as_failed(tmp_path, monkeypatc
     assert study.trials[1].state == states.FAIL and study.trials[1].user_attrs["duplicate_of"] == 0
     assert [t.state for t in study.trials if t.number != 1] == [states.COMPLETE] * (len(study.trials) - 1)
     assert seen[2] == {0: states.RUNNING, 1: states.FAIL, 2: states.RUNNING}
+
+
+def test_a_pack_that_runs_out_of_memory_is_halved_and_its_configs_train_again(tmp_path, monkeypatch):
+    """Out of memory in a pack of several fails its members with the reason (not counted as failures in a row),
+    queues their configs again and halves the packs; the study goes on to its budget."""
+    from tuner.study import run_trials
+
+    sizes = []
+    run_epoch = PackTrainer.run_epoch
+
+    def hungry(self):
+        live = sum(m is not None for m in self.members)
+        sizes.append(live)
+        if live > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return run_epoch(self)
+
+    monkeypatch.setattr(PackTrainer, "run_epoch", hungry)
+    study, prepared = _packed_study(tmp_path, n_trials=8, pack=8, sampler="random", pruner="none")
+    summary = run_trials(study, prepared)
+    states = optuna.trial.TrialState
+    trials = study.trials
+    assert sum(t.state == states.COMPLETE for t in trials) == 8
+    lost = [t for t in trials if t.state == states.FAIL]
+    assert lost and all(t.user_attrs["oom"] for t in lost)
+    assert {t.user_attrs["reason"].split(" (")[0] for t in lost} == {
+        "discarded: its pack of 8 trials at batch size 64 ran out of memory on cpu",
+        "discarded: its pack of 4 trials at batch size 64 ran out of memory on cpu"}
+    assert "packs hold at most 4 trials from now on" in lost[0].user_attrs["reason"]
+    # Every config that was lost trained again, and complete.
+    again = {t.user_attrs.get("retry_of"): t for t in trials if t.user_attrs.get("retry_of") is not None}
+    assert sorted(again) == sorted(t.number for t in lost)
+    assert all(again[t.number].params == t.params for t in lost)
+    assert sizes[:2] == [8, 4] and max(sizes[2:]) <= 2
+    assert summary.stopped_by == "budget"
+
+
+def test_a_pack_of_one_that_runs_out_of_memory_sets_the_batch_size_limit_as_a_trial_alone_does(tmp_path, monkeypatch):
+    from tuner.errors import StudyError
+    from tuner.study import run_trials
+    from tuner.study._engine import oom_limits
+
+    def hungry(self):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(PackTrainer, "run_epoch", hungry)
+    study, prepared = _packed_study(tmp_path, n_trials=6, pack=2, sampler="random", pruner="none")
+    with pytest.raises(StudyError, match="batch sizes of 64 or more"):
+        run_trials(study, prepared)  # every proposal has batch size 64: the study stops, saying why
+    reasons = [t.user_attrs.get("reason", "") for t in study.trials]
+    assert reasons[0].startswith("discarded: its pack of 2 trials") and reasons[1] == reasons[0]
+    alone = [r for r in reasons if r.startswith("out of memory: CUDA out of memory")]
+    assert alone == ["out of memory: CUDA out of memory. Tried to allocate 2.00 GiB; batch sizes of 64 or more "
+                     "are not trained on cpu from now on"]
+    assert oom_limits(study)["cpu"]["batch_size"] == 64
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]

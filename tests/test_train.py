@@ -147,6 +147,35 @@ def test_the_trainer_trains_as_a_users_setup_loop(trainer: Trainer, extra: dict)
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), result.model.parameters(), strict=True))
 
 
+@pytest.mark.parametrize("extra", [
+    {"optimizer": {"name": "adamw", "lr": 3e-2}, "schedule": "warmup_cosine", "grad_clip_norm": 0.5,
+     "regularization": {"l1": 1e-4, "weight_decay": 1e-2}},
+    {"optimizer": {"name": "lbfgs", "lr": 0.5}, "regularization": {"weight_decay": 1e-3}},
+    {"optimizer": {"name": "nesterov", "lr": 5e-2, "momentum": 0.9}, "regularization": {"l1": 1e-4}},
+])
+def test_micro_batches_accumulate_to_the_whole_batchs_update(trainer: Trainer, extra: dict, monkeypatch):
+    """Gradient accumulation (after an out-of-memory batch size, ``on_oom: accumulate``): a batch of 32 run as
+    micro-batches of 8 (and of 12: uneven, the last one smaller) updates the weights as the whole batch does,
+    up to float rounding: the same loss, gradients, penalties (added once) and clipping."""
+    config = TrainConfig.from_dict({"epochs": 2, "batch_size": 32, "seed": 3, **extra})
+    whole = trainer.fit(config, keep_model=True)
+    loss_fn, seen = trainer.loss_fn, []
+
+    def sized(out, y):
+        seen.append(len(y))
+        return loss_fn(out, y)
+
+    monkeypatch.setattr(trainer, "loss_fn", sized)
+    for micro in (8, 12):
+        seen.clear()
+        parts = trainer.fit(config, keep_model=True, micro_batch=micro)
+        assert max(seen) == micro and micro in seen  # the forward passes saw micro-batches, not whole ones
+        assert parts.train_loss == pytest.approx(whole.train_loss, rel=1e-5)
+        for p, q in zip(parts.model.parameters(), whole.model.parameters(), strict=True):
+            assert torch.allclose(p, q, atol=2e-5, rtol=1e-4)
+    assert trainer.fit(config, micro_batch=32).train_loss == whole.train_loss  # not smaller: one batch, as before
+
+
 def test_device_validation():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(" CPU ") == torch.device("cpu")

@@ -147,9 +147,13 @@ class TrainingSetup:
             loss_fn = functools.partial(loss_fn, *args, **kwargs)
         return self._step(loss_fn, check=True)
 
-    def _step(self, loss_fn: LossFn, check: bool) -> torch.Tensor:
+    def _step(self, loss_fn: LossFn, check: bool,
+              parts: list[tuple[LossFn, float]] | None = None) -> torch.Tensor:
         """``step`` without the argument check; ``check=False`` also skips the finiteness check, which waits
-        for the device every batch (the trainer checks the losses in bulk instead)."""
+        for the device every batch (the trainer checks the losses in bulk instead). ``parts``: the batch as
+        micro-batches (gradient accumulation), each a loss function and its share of the batch; each is
+        back-propagated on its own, so only one micro-batch's activations are held at a time, and the
+        gradients add up to the whole batch's (the penalties are added once)."""
         optimizer, model, config, params, clip = self.optimizer, self.model, self.config, self._params, self._clip
         has_penalty = self._has_penalty
         first: list[torch.Tensor] = []
@@ -158,9 +162,21 @@ class TrainingSetup:
             # The full objective (data loss + penalties): L-BFGS's line search must see the function whose
             # gradient it follows. The data loss of the first evaluation is what the step returns.
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn()
-            full = loss + config.penalty(model) if has_penalty else loss
-            full.backward()
+            if parts is None:
+                loss = loss_fn()
+                full = loss + config.penalty(model) if has_penalty else loss
+                full.backward()
+            else:
+                loss = torch.zeros(())
+                for part_loss, share in parts:
+                    part = part_loss() * share
+                    part.backward()
+                    loss = loss.to(part.device) + part.detach()
+                full = loss
+                if has_penalty:
+                    penalty = config.penalty(model)
+                    penalty.backward()
+                    full = loss + penalty.detach()
             norm = nn.utils.clip_grad_norm_(params, clip) if clip is not None else None
             if not first:
                 first.append(loss.detach())

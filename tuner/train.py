@@ -7,6 +7,7 @@ starting value stops the run at once with ``Diverged``.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -231,8 +232,14 @@ class Trainer:
         sync(self.device)
         return time.perf_counter() - start
 
-    def fit(self, config: TrainConfig, report: ReportFn | None = None, keep_model: bool = False) -> TrainResult:
-        """Trains one model; ``report(epoch, value)`` is called after every epoch and may raise to stop."""
+    def fit(self, config: TrainConfig, report: ReportFn | None = None, keep_model: bool = False,
+            micro_batch: int | None = None) -> TrainResult:
+        """Trains one model; ``report(epoch, value)`` is called after every epoch and may raise to stop.
+        ``micro_batch``: every batch of ``config.batch_size`` is run as micro-batches of at most this many
+        samples whose gradients are accumulated before the one update (the same effective batch in less
+        memory; BatchNorm sees each micro-batch's statistics, and dropout draws its masks per micro-batch)."""
+        if micro_batch is not None and not 1 <= micro_batch:
+            raise ValueError(f"micro_batch must be at least 1; got {micro_batch}")
         self.last_result = None
         self.check_batch_size(config.batch_size)
         data, device = self.data, self.device
@@ -254,6 +261,14 @@ class Trainer:
         def batch_loss() -> torch.Tensor:
             return loss_fn(model(xb), yb)
 
+        accumulate = micro_batch is not None and micro_batch < bs
+
+        def micro_parts() -> list[tuple[Callable[[], torch.Tensor], float]]:
+            size = len(xb)
+            return [(functools.partial(lambda x, y: loss_fn(model(x), y), xb[i:i + micro_batch],
+                                       yb[i:i + micro_batch]), min(micro_batch, size - i) / size)
+                    for i in range(0, size, micro_batch)]
+
         on_device = data.x_train.device == device
         for epoch in range(config.epochs):
             start = time.perf_counter()
@@ -265,7 +280,7 @@ class Trainer:
                 xb, yb = data.x_train[idx], data.y_train[idx]
                 if not on_device:
                     xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-                losses.append(train_step(batch_loss, False))
+                losses.append(train_step(batch_loss, False, micro_parts() if accumulate else None))
                 if initial_loss is None:
                     initial_loss = abs(float(losses[0])) + 1e-8
                 if step % DIVERGENCE_CHECK_EVERY == DIVERGENCE_CHECK_EVERY - 1:

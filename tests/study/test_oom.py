@@ -55,13 +55,14 @@ def hungry(tmp_path: Path) -> str:
 
 
 def _hungry_study(name: str, hungry: str, storage_url: str, tmp_path: Path, batches: list[int], n_trials: int = 10,
-                  epochs: int = 2, pruner: str = "none"):
+                  epochs: int = 2, pruner: str = "none", on_oom: str = "avoid"):
     """A study of the memory-hungry objective over Adam and the given batch sizes (random sampler)."""
     space = tmp_path / "s.yaml"
     space.write_text("optimizer: {adam: {lr: {low: 1.0e-3, high: 1.0e-2, log: true}}}\n"
                      f"batch_size: {{choices: {batches}}}\n")
     spec = StudySpec(name=name, objective=hungry, space=str(space), n_trials=n_trials, epochs=epochs,
-                     storage=storage_url, device="cpu", sampler="random", pruner=pruner, known_starts=False)
+                     storage=storage_url, device="cpu", sampler="random", pruner=pruner, known_starts=False,
+                     on_oom=on_oom)
     prepared = prepare(spec)
     return create_or_join(prepared), prepared
 
@@ -123,3 +124,31 @@ def test_show_and_the_report_say_what_was_avoided(hungry: str, storage_url: str,
     assert (f"out of memory: batch size {limit['batch_size']} ran out of memory on cpu (trial {limit['trial']}); "
             f"from then on configs at that batch size or more were not trained there ({avoided} proposal(s) in "
             f"all") in report
+
+
+def test_with_on_oom_accumulate_larger_batches_train_as_micro_batches(hungry: str, storage_url: str,
+                                                                     tmp_path: Path) -> None:
+    """``on_oom: accumulate``: after batch B ran out of memory, configs at B or more train as micro-batches of
+    B // 2 (halved again if that runs out too), each recorded with what was done; nothing is avoided."""
+    from tuner.report import _oom_notes
+
+    study, prepared = _hungry_study("acc", hungry, storage_url, tmp_path, [16, 64, 128], n_trials=10,
+                                    on_oom="accumulate")
+    run_prepared(study, prepared)
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    ran_out = [t for t in trials if t.user_attrs.get(Key.OOM)]
+    assert ran_out and len(ran_out) <= 2, "no trial drew a batch of 64 or more"
+    assert not [t for t in trials if t.user_attrs.get(Key.OOM_AVOIDED)]
+    assert "train on cpu as micro-batches of" in ran_out[0].user_attrs[Key.REASON]
+    after = [t for t in trials if t.number > ran_out[-1].number]
+    large = [t for t in after if t.user_attrs[Key.CONFIG]["batch_size"] >= 64]
+    assert large, "no batch of 64 or more was drawn after the out-of-memory trials"
+    for t in large:  # the model runs out of memory at 64 samples: micro-batches of 32 do not
+        batch = t.user_attrs[Key.CONFIG]["batch_size"]
+        assert t.state == TrialState.COMPLETE
+        assert t.user_attrs[Key.ACCUMULATION] == {"micro_batch": 32, "steps": batch // 32}
+    assert all(Key.ACCUMULATION not in t.user_attrs for t in after if t.user_attrs[Key.CONFIG]["batch_size"] < 64)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 10
+    notes = _oom_notes(study)
+    accumulated = sum(Key.ACCUMULATION in t.user_attrs for t in trials)
+    assert len(notes) == 1 and "trained there as micro-batches" in notes[0] and f"{accumulated} trial(s)" in notes[0]

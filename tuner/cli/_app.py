@@ -179,6 +179,11 @@ PackOpt = Annotated[str | None, typer.Option("--pack", metavar="K|auto",
                                                    "and optimizer family; others train alone); auto times packs "
                                                    "at start and packs only where they pay off "
                                                    "[default: auto, or $TUNER_PACK].")]
+OnOomOpt = Annotated[str | None, typer.Option(
+    "--on-oom", metavar="avoid|accumulate", help="After a batch size runs out of memory on a device: avoid (configs "
+                                                 "with that batch size or more are not trained there) or "
+                                                 "accumulate (they train as micro-batches of half that size, "
+                                                 "gradients accumulated) [default: avoid].")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Continue a study whose objective changed (metric, "
                                                         "direction, data), mixing old and new values knowingly.")]
 MlflowOpt = Annotated[str | None, typer.Option(
@@ -289,6 +294,7 @@ def study_create(
     workers: WorkersOpt = 1,
     devices: DevicesOpt = None,
     pack: PackOpt = None,
+    on_oom: OnOomOpt = None,
     mlflow: MlflowOpt = None,
     tensorboard: TensorBoardOpt = None,
     force: ForceOpt = False,
@@ -308,7 +314,7 @@ def study_create(
     spec_obj = base.with_overrides(
         name=name, objective=objective, space=space, sampler=sampler, pruner=pruner, n_trials=n_trials,
         timeout=timeout, epochs=epochs, storage=storage, device=device, seed=seed, data=data, target=target,
-        threads=threads, pack=pack, batch_size=batch_size, calibrate=calibrate, objectives=objectives,
+        threads=threads, pack=pack, on_oom=on_oom, batch_size=batch_size, calibrate=calibrate, objectives=objectives,
         enqueue=enqueue or None, warm_start=warm_start, known_starts=False if no_known_starts else None,
         mlflow=mlflow, tensorboard=tensorboard,
     )
@@ -356,6 +362,7 @@ def study_run(
     workers: WorkersOpt = 1,
     devices: DevicesOpt = None,
     pack: PackOpt = None,
+    on_oom: OnOomOpt = None,
     mlflow: MlflowOpt = None,
     tensorboard: TensorBoardOpt = None,
     force: ForceOpt = False,
@@ -369,7 +376,7 @@ def study_run(
     check_workers(workers)
     spec_obj, space_data = stored_spec(name, storage)
     spec_obj = spec_obj.with_overrides(n_trials=n_trials, timeout=timeout, device=device, threads=threads, pack=pack,
-                                       mlflow=mlflow, tensorboard=tensorboard)
+                                       on_oom=on_oom, mlflow=mlflow, tensorboard=tensorboard)
     prepared = prepare(spec_obj, space_data=space_data, track=True)
     study = create_or_join(prepared, force=force)
     if fmt is Format.text:

@@ -85,6 +85,7 @@ class RunPlan:
     max_consecutive_failures: int = 5
     resume_hint: str = ""  # how to continue the study after a stop: "run `tuner study run NAME`"
     objectives: list[str] = field(default_factory=lambda: ["value"])  # the metric, then e.g. train_seconds
+    on_oom: str = "avoid"  # after an out-of-memory batch size on a device: avoid it there, or accumulate
 
     @property
     def multi(self) -> bool:
@@ -111,7 +112,10 @@ class Executor(Protocol):
 
     device: str
 
-    def execute(self, config: TrainConfig, report: ReportFn | None) -> Executed: ...
+    def execute(self, config: TrainConfig, report: ReportFn | None, micro_batch: int | None = None) -> Executed:
+        """``micro_batch``: train each batch as micro-batches of at most this size, gradients accumulated (only
+        asked of executors whose ``batches_from_config`` is true)."""
+        ...
 
     def partial(self) -> dict[str, Any]:
         """What a run stopped early (pruned, diverged, timed out, failed) got through, to record."""
@@ -138,8 +142,8 @@ class TrainerExecutor:
         if trial is not None:
             self.trainer.last_result = None
 
-    def execute(self, config: TrainConfig, report: ReportFn | None) -> Executed:
-        result = self.trainer.fit(config, report=report)
+    def execute(self, config: TrainConfig, report: ReportFn | None, micro_batch: int | None = None) -> Executed:
+        result = self.trainer.fit(config, report=report, micro_batch=micro_batch)
         return Executed(result.value, result.test_value, {Key.TEST_VALUE: result.test_value, **self.partial()})
 
     def partial(self) -> dict[str, Any]:
@@ -206,7 +210,8 @@ class UserExecutor:
         if trial is not None:
             self._ctx = None
 
-    def execute(self, config: TrainConfig, report: ReportFn | None) -> Executed:
+    def execute(self, config: TrainConfig, report: ReportFn | None, micro_batch: int | None = None) -> Executed:
+        # micro_batch is never asked of it: the user's code batches as it likes (batches_from_config is false).
         self._ctx = ctx = TrialContext(config, self.trial, _report=report)
         seed_everything(config.seed)
         returned = self.train_fn(ctx)
@@ -480,7 +485,7 @@ def oom_limits(study: optuna.Study) -> dict[str, dict[str, int]]:
     return limits if isinstance(limits, dict) else {}
 
 
-def _record_oom(study: optuna.Study, device: str, batch_size: int, number: int) -> str:
+def _record_oom(study: optuna.Study, device: str, batch_size: int, number: int, on_oom: str = "avoid") -> str:
     """Remembers that ``batch_size`` ran out of memory on ``device``; returns what the trial's reason adds."""
     key = device or "this machine"
     with contextlib.suppress(Exception):
@@ -488,15 +493,29 @@ def _record_oom(study: optuna.Study, device: str, batch_size: int, number: int) 
         if key not in limits or batch_size < limits[key]["batch_size"]:
             limits[key] = {"batch_size": batch_size, "trial": number}
             study.set_user_attr(StudyKey.OOM_BATCH, limits)
+    if on_oom == "accumulate":
+        return (f"; batch sizes of {batch_size} or more train on {key} as micro-batches of {max(1, batch_size // 2)}"
+                f" from now on (gradient accumulation)")
     return f"; batch sizes of {batch_size} or more are not trained on {key} from now on"
 
 
+def micro_batch_for(study: optuna.Study, plan: RunPlan, config: TrainConfig, device: str) -> int | None:
+    """With ``on_oom: accumulate``, the micro-batch size a config trains with on ``device``: half the smallest
+    batch size that ran out of memory there, where the config's batch size is that or larger; else None."""
+    if plan.on_oom != "accumulate":
+        return None
+    limit = oom_limits(study).get(device or "this machine")
+    if not limit or config.batch_size < limit["batch_size"]:
+        return None
+    return max(1, limit["batch_size"] // 2)
+
+
 def _avoid_oom(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config: TrainConfig, device: str) -> bool:
-    """A config at a batch size that ran out of memory on this device before is not trained: the trial is
-    failed with the reason, and another asked for."""
+    """A config at a batch size that ran out of memory on this device before is not trained (unless the study
+    accumulates gradients instead): the trial is failed with the reason, and another asked for."""
     key = device or "this machine"
     limit = oom_limits(study).get(key)
-    if not limit or config.batch_size < limit["batch_size"]:
+    if not limit or config.batch_size < limit["batch_size"] or plan.on_oom == "accumulate":
         return False
     reason = StopReason(StopKind.OUT_OF_MEMORY, f"out of memory avoided: batch size {config.batch_size} is not "
                                                 f"trained on {key}, where batch size {limit['batch_size']} ran out "
@@ -603,13 +622,18 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
     def finish(state: TrialState, reason: StopReason | None, value: float | None = None, test: float | None = None,
                attrs: dict[str, Any] | None = None) -> TrialOutcome:
         return finish_trial(study, plan, trial, config, time.perf_counter() - start, state, reason, value, test,
-                            attrs)
+                            {**accumulated, **(attrs or {})})
+
+    micro = (micro_batch_for(study, plan, config, executor.device)
+             if getattr(executor, "batches_from_config", False) else None)
+    accumulated = {Key.ACCUMULATION: {"micro_batch": micro, "steps": math.ceil(config.batch_size / micro)}
+                   } if micro else {}
 
     executor.begin(trial)
     heartbeat = Heartbeat(study, trial._trial_id, plan.heartbeat_interval) if plan.storage_url else None
     try:
         with heartbeat or contextlib.nullcontext():
-            done = executor.execute(config, report)
+            done = executor.execute(config, report, micro) if micro else executor.execute(config, report)
     except optuna.TrialPruned as exc:
         return finish(TrialState.PRUNED, StopReason(StopKind.PRUNED, str(exc) or f"pruned by the {pruner} pruner"),
                       attrs=executor.partial())
@@ -623,7 +647,8 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
         finish(TrialState.FAIL, StopReason(StopKind.INTERRUPTED, "interrupted"), attrs=executor.partial())
         raise
     except torch.cuda.OutOfMemoryError as exc:
-        added = (_record_oom(study, executor.device, config.batch_size, trial.number)
+        # With gradient accumulation, what ran out of memory was a micro-batch of that size.
+        added = (_record_oom(study, executor.device, micro or config.batch_size, trial.number, plan.on_oom)
                  if getattr(executor, "batches_from_config", False) else "")
         reason = StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {exc}".splitlines()[0][:800] + added)
         attrs = {Key.OOM: True, Key.TRACEBACK: traceback.format_exc()[-4000:], **executor.partial()}

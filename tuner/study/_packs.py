@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner._pack import PackTrainer, pack_key, packable
@@ -29,6 +31,7 @@ from tuner.study._engine import (
     TrialOutcome,
     _claim_lock,
     _fail_own_running,
+    _record_oom,
     _storage_reason,
     _storage_stop,
     _take,
@@ -36,6 +39,7 @@ from tuner.study._engine import (
     check_epoch,
     finish_trial,
     is_disk_full_error,
+    micro_batch_for,
     record_outcome,
     run_one,
 )
@@ -46,6 +50,8 @@ from tuner.study._writes import StudyView, Write, write_batch
 from tuner.train import Diverged
 
 __all__ = ["run_packed"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -120,6 +126,7 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
     # train every member to its last epoch; one at a time, the trials after those first ones are pruned
     # early. So packs hold only as many members as the pruner waits for, until they are complete.
     startup = _pruner_startup(study.pruner)
+    cap = pack  # the most members a pack may hold: halved each time a pack runs out of memory
     # One heartbeat thread for all members: every member's beat in one write.
     heartbeat = Heartbeat(study, None, plan.heartbeat_interval) if plan.storage_url else None
 
@@ -180,6 +187,39 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                 close(p, slot, TrialState.COMPLETE, None, value, test, extra={Key.TEST_VALUE: test})
                 view = None
 
+    def alone(config: TrainConfig) -> bool:
+        """A config that cannot be packed, or that trains as micro-batches (gradient accumulation) here."""
+        return packable(config) is not None or micro_batch_for(study, plan, config, executor.device) is not None
+
+    def out_of_memory(key: tuple[int, str, int], p: _Pack, error: str) -> int:
+        """A pack ran out of memory: every member is failed with the reason and the pack dropped. Several
+        members: their configs were not at fault, so they are queued again (as trials of a lost worker are)
+        and packs hold half as many from now on. One member: its batch size is too large for the device, as
+        for a trial alone. Returns the new most members a pack may hold."""
+        slots = [slot for slot, entry in enumerate(p.slots) if entry is not None]
+        n, batch = len(slots), key[0]
+        device = executor.device or "this machine"
+        if n > 1:
+            limit = max(1, n // 2)
+            reason = StopReason(StopKind.DISCARDED, f"discarded: its pack of {n} trials at batch size {batch} ran "
+                                                    f"out of memory on {device} ({error}); its config was queued "
+                                                    f"again, and packs hold at most {limit} trials from now on")
+            log.warning("a pack of %d trials ran out of memory on %s: packs hold at most %d from now on", n,
+                        device, limit)
+        else:
+            limit = cap
+            number = p.slots[slots[0]].trial.number
+            reason = StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {error}"
+                                + _record_oom(study, executor.device, batch, number, plan.on_oom))
+        for slot in slots:
+            trial = p.slots[slot].trial
+            close(p, slot, TrialState.FAIL, reason, extra={Key.OOM: True})
+            if n > 1 and trial.params:
+                with contextlib.suppress(Exception):
+                    study.enqueue_trial(trial.params, user_attrs={Key.RETRY_OF: trial.number})
+        del packs[key]
+        return limit
+
     try:
         if heartbeat is not None:
             heartbeat.__enter__()
@@ -193,7 +233,7 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                 del packs[key]  # a pack that ran out: the next of its kind starts afresh
             if startup and _complete(study) >= startup:
                 startup = 0  # the pruner has what it needs: packs may be full from now on
-            room = pack if not startup else min(pack, startup)
+            room = min(cap, pack if not startup else min(pack, startup))
             live = sum(p.live() for p in packs.values())
             # Refill at the epoch boundary, within the budget: each config joins the pack of its kind (a new
             # one if none is training); one that cannot be packed trains alone, once the round's are filled.
@@ -208,7 +248,7 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                         asked: list[optuna.Trial] = []
                         taken.append(_take(study, plan, executor.device, trials if locked else None, asked))
                         started += len(asked)  # set-aside proposals are finished trials of the budget too
-                        if not locked or packable(taken[-1][1]) is not None:
+                        if not locked or alone(taken[-1][1]):
                             # No lock: another worker may ask meanwhile, so read again. A config that trains
                             # alone trains before the next is asked, as one trial after another would.
                             break
@@ -216,7 +256,7 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                 if not taken:
                     break
                 for trial, config in taken:
-                    if packable(config) is not None:  # the round's last: the packs are filled, it trains now
+                    if alone(config):  # the round's last: the packs are filled, it trains now
                         done(run_one(study, plan, executor, trial, config, deadline=deadline))
                         timed_out = deadline is not None and time.monotonic() >= deadline
                         continue
@@ -242,9 +282,15 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                     break
                 time.sleep(min(1.0, plan.heartbeat_interval))  # the rest of the budget is in flight elsewhere
                 continue
-            for p in list(packs.values()):
-                if p.live():
+            for key, p in list(packs.items()):
+                if not p.live():
+                    continue
+                try:
                     train_epoch(p)
+                except torch.cuda.OutOfMemoryError as exc:
+                    cap = min(cap, out_of_memory(key, p, f"{exc}".splitlines()[0][:500]))
+                    del exc, p
+                    executor.release_memory()
     except BaseException:
         if heartbeat is not None:
             with contextlib.suppress(Exception):

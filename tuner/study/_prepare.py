@@ -96,7 +96,7 @@ class PreparedStudy:
                        seed=spec.seed, n_trials=spec.n_trials, timeout=spec.timeout,
                        heartbeat_interval=spec.heartbeat_interval, grace_period=spec.grace_period,
                        pruner_name=spec.pruner_name, sampler_name=spec.sampler_name,
-                       objectives=self.objectives)
+                       objectives=self.objectives, on_oom=spec.on_oom)
 
     def executor(self) -> TrainerExecutor:
         return TrainerExecutor(self.trainer)

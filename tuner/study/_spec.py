@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -75,6 +75,10 @@ class StudySpec(BaseModel):
     pack: int | str = Field("auto", description="trials trained at once as one stacked model (trial packs; the "
                                                 "same batch size and optimizer family share a pack): 1 to 4096, "
                                                 "or auto: timed at start, 1 where packs do not pay off")
+    on_oom: Literal["avoid", "accumulate"] = Field(
+        "avoid", description="after a batch size runs out of memory on a device: avoid (configs with that batch "
+                             "size or a larger one are not trained there) or accumulate (they train there as "
+                             "micro-batches of half that size, gradients accumulated to the same batch)")
     heartbeat_interval: float = Field(2.0, ge=0.1, le=3600, description="seconds between a running trial's "
                                                                       "heartbeats")
     grace_period: float = Field(12.0, gt=0, le=86400, description="seconds without a heartbeat after which a running "
