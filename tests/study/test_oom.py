@@ -130,7 +130,7 @@ def test_with_on_oom_accumulate_larger_batches_train_as_micro_batches(hungry: st
                                                                      tmp_path: Path) -> None:
     """``on_oom: accumulate``: after batch B ran out of memory, configs at B or more train as micro-batches of
     B // 2 (halved again if that runs out too), each recorded with what was done; nothing is avoided."""
-    from tuner.report import _oom_notes
+    from tuner.study._engine import oom_notes
 
     study, prepared = _hungry_study("acc", hungry, storage_url, tmp_path, [16, 64, 128], n_trials=10,
                                     on_oom="accumulate")
@@ -149,6 +149,23 @@ def test_with_on_oom_accumulate_larger_batches_train_as_micro_batches(hungry: st
         assert t.user_attrs[Key.ACCUMULATION] == {"micro_batch": 32, "steps": batch // 32}
     assert all(Key.ACCUMULATION not in t.user_attrs for t in after if t.user_attrs[Key.CONFIG]["batch_size"] < 64)
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 10
-    notes = _oom_notes(study)
+    notes = oom_notes(study)
     accumulated = sum(Key.ACCUMULATION in t.user_attrs for t in trials)
     assert len(notes) == 1 and "trained there as micro-batches" in notes[0] and f"{accumulated} trial(s)" in notes[0]
+    from tuner.study._session import study_summary
+
+    assert study_summary(study)["memory"] == notes  # `study show` prints them too
+
+
+def test_the_pack_size_probe_that_runs_out_of_memory_trains_one_at_a_time(hungry: str, storage_url: str,
+                                                                          tmp_path: Path, monkeypatch) -> None:
+    """``pack: auto`` times a config alone before the first trial; where that config's batch size does not fit,
+    the study says so and trains one trial at a time (it used to stop with the error)."""
+    monkeypatch.delenv("TUNER_PACK", raising=False)
+    study, prepared = _hungry_study("probe", hungry, storage_url, tmp_path, [64, 128], n_trials=8,
+                                    on_oom="accumulate")
+    summary = run_prepared(study, prepared)
+    assert summary.pack == 1
+    assert summary.pack_why.startswith("one trial at batch size") and "ran out of memory on cpu in the timing probe" \
+        in summary.pack_why
+    assert sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) == 8

@@ -94,6 +94,8 @@ def print_summary(summary: dict[str, Any]) -> None:
          + (f" (budget {summary['n_trials']})" if summary["n_trials"] else ""))
     for reason, n in summary["reasons"].items():
         echo(f"  {n:>4} x {one_line(reason)}")
+    for note in summary.get("memory") or []:
+        echo(one_line(note))
     if not summary["top"]:
         echo("no complete trial yet")
         return

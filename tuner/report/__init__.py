@@ -39,6 +39,7 @@ from tuner.report._confirm import (
     recommendation,
     stored_confirmation,
 )
+from tuner.study._engine import oom_notes
 from tuner.study._record import Key, StudyKey, direction_of, primary
 
 __all__ = [
@@ -219,29 +220,6 @@ def _is_report_folder(names: list[str]) -> bool:
     return set(names) <= known and {"report.html", "report.md", "recommended.yaml"} <= set(names)
 
 
-def _oom_notes(study: optuna.Study) -> list[str]:
-    """What was done after an out-of-memory error: per device, the batch size that ran out of memory, and
-    how many configs at that size or more were not trained there, or trained as micro-batches."""
-    limits = study.user_attrs.get(StudyKey.OOM_BATCH)
-    if not isinstance(limits, dict):
-        return []
-    trials = study.get_trials(deepcopy=False)
-    accumulated = [t.user_attrs[Key.ACCUMULATION] for t in trials if isinstance(t.user_attrs.get(Key.ACCUMULATION),
-                                                                                dict)]
-    if accumulated or (study.user_attrs.get(StudyKey.SPEC) or {}).get("on_oom") == "accumulate":
-        micro = sorted({a.get("micro_batch") for a in accumulated if a.get("micro_batch")})
-        return [f"out of memory: batch size {limit.get('batch_size')} ran out of memory on {device} (trial "
-                f"{limit.get('trial')}); from then on configs at that batch size or more trained there as "
-                f"micro-batches (gradient accumulation to the same batch, on_oom: accumulate): "
-                f"{len(accumulated)} trial(s), micro-batches of {', '.join(map(str, micro)) or '-'}"
-                for device, limit in limits.items() if isinstance(limit, dict)]
-    avoided = sum(bool(t.user_attrs.get(Key.OOM_AVOIDED)) for t in trials)
-    return [f"out of memory: batch size {limit.get('batch_size')} ran out of memory on {device} (trial "
-            f"{limit.get('trial')}); from then on configs at that batch size or more were not trained there "
-            f"({avoided} proposal(s) in all, failed with the reason and not counted against the budget), and the "
-            f"smaller batch sizes were searched" for device, limit in limits.items() if isinstance(limit, dict)]
-
-
 def _space_notes(study: optuna.Study, raw_space: Any) -> list[str]:
     """How to read the space's parameters: a normalised learning rate, lr ranges from an LR range test."""
     notes = []
@@ -303,7 +281,7 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
                         "summary": f"no complete trial ({ended})"})
     narrowed_yaml, narrowed_notes = None, []
     raw_space = study.user_attrs.get(StudyKey.SPACE)
-    notes += _space_notes(study, raw_space) + _oom_notes(study)
+    notes += _space_notes(study, raw_space) + oom_notes(study)
     if raw_space:
         try:
             narrowed, narrowed_notes = narrow_space(study, raw_space, anchor=rec.trial)

@@ -13,6 +13,7 @@ and its reason are one line of output.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 from dataclasses import dataclass
@@ -124,6 +125,13 @@ def requested_pack(spec) -> int | str:
 EVAL_OVERHEAD = 1.25  # a trial's time over its training steps' (evaluations, reports)
 
 
+def _release(device: torch.device) -> None:
+    """Frees what an out-of-memory probe left behind."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int = 1,
                 time_left: float | None = None) -> PackChoice:
     """The pack size for this process, ``n_trials`` being the trials left to run and ``time_left`` the
@@ -155,7 +163,14 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
     try:
         torch.set_num_threads(trainer_threads)
         # Each timing is the best of ROUNDS: one noisy moment on a shared machine does not decide.
-        alone = PROBE_STEPS / min(trainer.time_steps(config, PROBE_STEPS) for _ in range(ROUNDS))
+        try:
+            alone = PROBE_STEPS / min(trainer.time_steps(config, PROBE_STEPS) for _ in range(ROUNDS))
+        except torch.cuda.OutOfMemoryError:
+            # The config alone does not fit at its batch size: the trials find out which batch sizes do (an
+            # out-of-memory trial records its batch size as too large there), one at a time.
+            _release(trainer.device)
+            return PackChoice(1, f"one trial at batch size {batch_size} ran out of memory on {trainer.device} in "
+                                 f"the timing probe: trials train one at a time")
         by_time = None
         if time_left is not None:
             steps = math.ceil(len(trainer.data.x_train) / batch_size) * (spec.epochs or 10)

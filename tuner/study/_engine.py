@@ -499,6 +499,29 @@ def _record_oom(study: optuna.Study, device: str, batch_size: int, number: int, 
     return f"; batch sizes of {batch_size} or more are not trained on {key} from now on"
 
 
+def oom_notes(study: optuna.Study) -> list[str]:
+    """What was done after an out-of-memory error: per device, the batch size that ran out of memory, and
+    how many configs at that size or more were not trained there, or trained as micro-batches."""
+    limits = study.user_attrs.get(StudyKey.OOM_BATCH)
+    if not isinstance(limits, dict):
+        return []
+    trials = study.get_trials(deepcopy=False)
+    accumulated = [t.user_attrs[Key.ACCUMULATION] for t in trials if isinstance(t.user_attrs.get(Key.ACCUMULATION),
+                                                                                dict)]
+    if accumulated or (study.user_attrs.get(StudyKey.SPEC) or {}).get("on_oom") == "accumulate":
+        micro = sorted({a.get("micro_batch") for a in accumulated if a.get("micro_batch")})
+        return [f"out of memory: batch size {limit.get('batch_size')} ran out of memory on {device} (trial "
+                f"{limit.get('trial')}); from then on configs at that batch size or more trained there as "
+                f"micro-batches (gradient accumulation to the same batch, on_oom: accumulate): "
+                f"{len(accumulated)} trial(s), micro-batches of {', '.join(map(str, micro)) or '-'}"
+                for device, limit in limits.items() if isinstance(limit, dict)]
+    avoided = sum(bool(t.user_attrs.get(Key.OOM_AVOIDED)) for t in trials)
+    return [f"out of memory: batch size {limit.get('batch_size')} ran out of memory on {device} (trial "
+            f"{limit.get('trial')}); from then on configs at that batch size or more were not trained there "
+            f"({avoided} proposal(s) in all, failed with the reason and not counted against the budget), and the "
+            f"smaller batch sizes were searched" for device, limit in limits.items() if isinstance(limit, dict)]
+
+
 def micro_batch_for(study: optuna.Study, plan: RunPlan, config: TrainConfig, device: str) -> int | None:
     """With ``on_oom: accumulate``, the micro-batch size a config trains with on ``device``: half the smallest
     batch size that ran out of memory there, where the config's batch size is that or larger; else None."""

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from tuner.config import TrainConfig
 from tuner.errors import ConfigError
-from tuner.study._engine import TrialOutcome, counts
+from tuner.study._engine import TrialOutcome, counts, oom_notes
 from tuner.study._local import run_prepared
 from tuner.study._prepare import PreparedStudy, study_kind
 from tuner.study._record import (
@@ -165,6 +165,7 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
         "n_trials": spec.get("n_trials"),
         "counts": {"complete": c["COMPLETE"], "pruned": c["PRUNED"], "failed": c["FAIL"], "running": c["RUNNING"]},
         "reasons": dict(reasons.most_common()),
+        "memory": oom_notes(study),
         "best": trial_row(ranked[0]) if ranked else None,
         "confirmation": _confirmation(study, ranked),
         "top": [trial_row(t) for t in ranked[:top]],
