@@ -182,3 +182,28 @@ def test_a_recent_view_reads_once_and_sees_trials_completed_elsewhere_after_max_
     assert recent.judge(judged._get_latest_trial()) is True  # read again: the new trials count
     assert len(calls) == reads + 1
     assert bool(judged.should_prune()) is True  # as Optuna decides on a fresh read
+
+
+def test_pack_members_that_started_earlier_count_as_complete_for_a_median_pruner(study):
+    """In a pack, a member is compared with the complete trials and with the members that started before it
+    (with what they reported so far), as it would be if the trials had run one after another."""
+    def complete(value: float) -> None:
+        t = study.ask()
+        t.report(value, 0)
+        study.tell(t, value)
+
+    complete(0.2)
+    complete(0.4)  # the median of the complete trials at step 0: 0.3
+    members = [study.ask() for _ in range(4)]  # trials 2..5, training side by side
+    for t, value in zip(members, (0.9, 0.8, 0.5, 0.7), strict=True):
+        write_batch(study, [Write(t._trial_id, "value", 0, value)])
+    ids = {t._trial_id for t in members}
+    judged = members[2]  # 0.5: above the complete trials' median, below the median with trials 2 and 3 (0.6)
+    assert StudyView(study).should_prune(judged._trial_id) is False
+    view = StudyView(study, ids)
+    assert view.should_prune(judged._trial_id) is True
+    assert view.should_prune(members[0]._trial_id) is False  # nobody started before trial 2 but the complete ones
+    # Trial 5 (0.7) came later: it does not count for trial 4; once trial 2 is pruned, neither does it.
+    view.forget(members[0]._trial_id)
+    assert view.should_prune(judged._trial_id) is False  # median of 0.2, 0.4, 0.8: 0.4
+    assert [t.number for t in view.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))] == [0, 1]

@@ -45,7 +45,7 @@ from tuner.study._engine import (
 )
 from tuner.study._liveness import Heartbeat, reap_stale
 from tuner.study._record import FINISHED, Key, StopKind, StopReason, history_attrs, storage_of
-from tuner.study._samplers import may_prune_at
+from tuner.study._samplers import judges_by_complete_trials, may_prune_at
 from tuner.study._writes import StudyView, Write, write_batch
 from tuner.train import Diverged
 
@@ -160,6 +160,9 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                 continue
             reported[slot] = value
         epochs = {slot: p.trainer.members[slot].epoch - 1 for slot in reported}
+        # Median-like pruners see the members that started before a member as complete (StudyView).
+        members = ({e.trial._trial_id for q in packs.values() for e in q.slots if e is not None}
+                   if judges_by_complete_trials(study.pruner) else set())
         errors = write_batch(study, [Write(p.slots[slot].trial._trial_id, "value", epochs[slot], value)
                                      for slot, value in reported.items()])
         view: StudyView | None = None  # read again after a member completes, as one trial after another would
@@ -170,17 +173,22 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                 if is_disk_full_error(error, plan.storage_url):
                     raise _storage_stop(study, plan, error, entry.trial.number) from error
                 close(p, slot, TrialState.FAIL, _storage_reason(error))
+                if view is not None:
+                    view.forget(entry.trial._trial_id)
                 continue
             judged = may_prune_at(study.pruner, epochs[slot])  # else asking would only cost a read of the study
-            view = view or (StudyView(study) if judged else None)
+            view = view or (StudyView(study, members) if judged else None)
             try:
                 check_epoch(plan, entry.config, epochs[slot], value, deadline,
                             judged and view is not None and view.should_prune(entry.trial._trial_id))
             except optuna.TrialPruned as exc:
                 close(p, slot, TrialState.PRUNED, StopReason(StopKind.PRUNED, str(exc)))
+                view.forget(entry.trial._trial_id)  # a pruned trial is not one the next members are compared with
                 continue
             except _TimedOut as exc:
                 close(p, slot, TrialState.FAIL, StopReason(StopKind.TIMEOUT, str(exc)), extra={Key.TIMED_OUT: True})
+                if view is not None:
+                    view.forget(entry.trial._trial_id)
                 continue
             if p.trainer.members[slot].epoch >= entry.config.epochs:
                 test = p.trainer.test_value(slot)

@@ -137,12 +137,22 @@ def write_attrs(study: optuna.Study, trial_id: int, attrs: dict[str, Any]) -> No
 
 class StudyView:
     """The study as one read saw it. Pruners take it in place of the study, so that judging K trials at one
-    epoch boundary costs one read instead of K; everything else is the study's own."""
+    epoch boundary costs one read instead of K; everything else is the study's own.
 
-    def __init__(self, study: optuna.Study) -> None:
+    ``earlier_members``: the trial pack's members (trial ids) that count, for a member judged, as if they were
+    complete: those that started before it (a lower trial number) are in the complete trials the pruner
+    compares it with, with the epochs they reported so far. Run one after another, those trials would have
+    finished before it started; in a pack they train beside it, and a pruner that compares with complete
+    trials alone (median, percentile) would otherwise judge every member of a pack against the few trials
+    complete when the pack started, and prune far less than one trial at a time does. Only for such pruners
+    (``judges_by_complete_trials``)."""
+
+    def __init__(self, study: optuna.Study, earlier_members: Container[int] = ()) -> None:
         self._study = study
         self._trials = study.get_trials(deepcopy=False)
         self._by_id = {t._trial_id: t for t in self._trials}
+        self._members = [t for t in self._trials if t._trial_id in earlier_members and t.state == TrialState.RUNNING]
+        self._judging: int | None = None  # the number of the trial being judged
         # Pruners judge the first objective: a study with several is seen as the study of its metric alone.
         self.direction = study.directions[0]
         self.directions = study.directions[:1]
@@ -155,7 +165,14 @@ class StudyView:
 
     def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
         trials = [t for t in self._trials if states is None or t.state in states]
+        if self._judging is not None and states is not None and TrialState.COMPLETE in states \
+                and TrialState.RUNNING not in states:
+            trials += [t for t in self._members if t.number < self._judging]
         return copy.deepcopy(trials) if deepcopy else trials
+
+    def forget(self, trial_id: int) -> None:
+        """A member stopped (pruned, diverged, failed) since the read: it no longer counts as an earlier one."""
+        self._members = [t for t in self._members if t._trial_id != trial_id]
 
     def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
                     use_cache: bool = False) -> list[FrozenTrial]:
@@ -171,7 +188,11 @@ class StudyView:
 
     def judge(self, trial: FrozenTrial) -> bool:
         """The study's pruner on ``trial`` as given (its reports as the caller holds them), against this read."""
-        return bool(self._study.pruner.prune(self, trial))
+        self._judging = trial.number
+        try:
+            return bool(self._study.pruner.prune(self, trial))
+        finally:
+            self._judging = None
 
 
 class RecentView:
