@@ -562,6 +562,10 @@ def test_a_model_with_a_scalar_parameter_and_an_unused_layer_packs_and_trains_as
         _assert_trained_as_alone(pack, slot, unusual.fit(config, keep_model=True), atol=5e-6)
 
 
+def _sampler_attrs(trial) -> dict:
+    return {k: v for k, v in trial.system_attrs.items() if not k.startswith("tuner:")}
+
+
 def test_a_refill_round_claims_and_reads_the_study_once(tmp_path, monkeypatch):
     """Filling a pack takes its trials under one claim and one read of the study; the members taken join that
     read, so the sampler's constant liar and the duplicate check see them."""
@@ -571,7 +575,7 @@ def test_a_refill_round_claims_and_reads_the_study_once(tmp_path, monkeypatch):
     claim = _packs._claim_lock
 
     def counted(*args, **kwargs):
-        claims.append(1)
+        claims.append(0)  # the trials taken under this claim
         return claim(*args, **kwargs)
 
     monkeypatch.setattr(_packs, "_claim_lock", counted)
@@ -582,17 +586,27 @@ def test_a_refill_round_claims_and_reads_the_study_once(tmp_path, monkeypatch):
     def taking(study, plan, device="", trials=None, asked=None):
         running = [t for t in trials or [] if t.state == optuna.trial.TrialState.RUNNING]
         seen_by_sampler.append(len(running))
-        params_seen.update({t.number: t.params for t in running})
+        params_seen.update({t.number: (t.params, _sampler_attrs(t)) for t in running})
+        claims[-1] += 1
         return take(study, plan, device, trials, asked)
 
     monkeypatch.setattr(_packs, "_take", taking)
-    study, prepared = _packed_study(tmp_path, n_trials=6, pack=6, sampler="tpe", pruner="none")
+    # A conditional space and multivariate TPE: the sampler writes relative parameters as system attributes of
+    # each trial it asks for, and its constant liar reads them back for running trials.
+    space = tmp_path / "two-optimizers.yaml"
+    space.write_text("optimizer:\n  adam: {lr: {low: 1.0e-4, high: 1.0e-2, log: true}}\n"
+                     "  momentum: {lr: {low: 1.0e-3, high: 1.0e-1, log: true}}\n")
+    study, prepared = _packed_study(tmp_path, n_trials=10, pack=6, pruner="none", space=str(space),
+                                    sampler={"name": "tpe", "multivariate": True, "group": True,
+                                             "n_startup_trials": 2})
     run_trials(study, prepared)
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 6
-    assert len(claims) == 2  # one round takes all six; one more finds the budget met
-    assert seen_by_sampler == [0, 1, 2, 3, 4, 5]  # each ask saw the members taken before it as running
-    # ... with the parameters the storage holds for them (the round keeps them in hand; it does not read them)
-    assert params_seen == {t.number: t.params for t in study.trials[:5]}
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 10
+    assert [n for n in claims if n] == [6, 4]  # a round of six, then, once they complete, one of four
+    # Each ask saw the members taken before it in its round as running ...
+    assert seen_by_sampler == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3]
+    # ... with the parameters and system attributes the storage holds for them (without a full read of each)
+    assert params_seen == {t.number: (t.params, _sampler_attrs(t)) for t in study.trials if t.number not in (5, 9)}
+    assert any(_sampler_attrs(t) for t in study.trials[6:]), [t.system_attrs for t in study.trials]
 
 
 def test_a_refill_round_sees_a_proposal_set_aside_as_failed(tmp_path, monkeypatch):
@@ -625,19 +639,29 @@ def test_a_refill_round_sees_a_proposal_set_aside_as_failed(tmp_path, monkeypatc
 def test_a_pack_that_runs_out_of_memory_is_halved_and_its_configs_train_again(tmp_path, monkeypatch):
     """Out of memory in a pack of several fails its members with the reason (not counted as failures in a row),
     queues their configs again and halves the packs; the study goes on to its budget."""
-    from tuner.study import run_trials
+    import gc
+    import weakref
 
-    sizes = []
+    from tuner.study import run_trials
+    from tuner.study._engine import TrainerExecutor
+
+    sizes, ran_out, gone_at_release = [], [], []
     run_epoch = PackTrainer.run_epoch
 
     def hungry(self):
         live = sum(m is not None for m in self.members)
         sizes.append(live)
         if live > 3:
+            ran_out.append(weakref.ref(self))
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return run_epoch(self)
 
+    def release(self):
+        gc.collect()
+        gone_at_release.append(ran_out[-1]() is None)  # the pack that ran out is gone when memory is released
+
     monkeypatch.setattr(PackTrainer, "run_epoch", hungry)
+    monkeypatch.setattr(TrainerExecutor, "release_memory", release)
     study, prepared = _packed_study(tmp_path, n_trials=8, pack=8, sampler="random", pruner="none")
     summary = run_trials(study, prepared)
     states = optuna.trial.TrialState
@@ -646,14 +670,15 @@ def test_a_pack_that_runs_out_of_memory_is_halved_and_its_configs_train_again(tm
     lost = [t for t in trials if t.state == states.FAIL]
     assert lost and all(t.user_attrs["oom"] for t in lost)
     assert {t.user_attrs["reason"].split(" (")[0] for t in lost} == {
-        "discarded: its pack of 8 trials at batch size 64 ran out of memory on cpu",
-        "discarded: its pack of 4 trials at batch size 64 ran out of memory on cpu"}
-    assert "packs hold at most 4 trials from now on" in lost[0].user_attrs["reason"]
+        "discarded: a pack of 8 trials at batch size 64 ran out of memory on cpu",
+        "discarded: a pack of 4 trials at batch size 64 ran out of memory on cpu"}
+    assert "at most 4 trials train at once from now on" in lost[0].user_attrs["reason"]
     # Every config that was lost trained again, and complete.
     again = {t.user_attrs.get("retry_of"): t for t in trials if t.user_attrs.get("retry_of") is not None}
     assert sorted(again) == sorted(t.number for t in lost)
     assert all(again[t.number].params == t.params for t in lost)
     assert sizes[:2] == [8, 4] and max(sizes[2:]) <= 2
+    assert gone_at_release == [True, True]
     assert summary.stopped_by == "budget"
 
 
@@ -670,9 +695,69 @@ def test_a_pack_of_one_that_runs_out_of_memory_sets_the_batch_size_limit_as_a_tr
     with pytest.raises(StudyError, match="batch sizes of 64 or more"):
         run_trials(study, prepared)  # every proposal has batch size 64: the study stops, saying why
     reasons = [t.user_attrs.get("reason", "") for t in study.trials]
-    assert reasons[0].startswith("discarded: its pack of 2 trials") and reasons[1] == reasons[0]
+    assert reasons[0].startswith("discarded: a pack of 2 trials") and reasons[1] == reasons[0]
     alone = [r for r in reasons if r.startswith("out of memory: CUDA out of memory")]
     assert alone == ["out of memory: CUDA out of memory. Tried to allocate 2.00 GiB; batch sizes of 64 or more "
                      "are not trained on cpu from now on"]
     assert oom_limits(study)["cpu"]["batch_size"] == 64
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+
+
+def test_running_out_of_memory_while_a_pack_grows_discards_and_requeues_the_round(tmp_path, monkeypatch):
+    """Growing a pack puts new tensors on the device, and that can run out of memory too: the pack's members
+    and the round's trials not yet placed are failed with the reason and queued again; the study goes on."""
+    from tuner.study import run_trials
+
+    grow = PackTrainer.grow
+
+    def hungry(self, size):
+        if size > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return grow(self, size)
+
+    monkeypatch.setattr(PackTrainer, "grow", hungry)
+    study, prepared = _packed_study(tmp_path, n_trials=6, pack=8, sampler="random", pruner="none")
+    summary = run_trials(study, prepared)
+    states = optuna.trial.TrialState
+    trials = study.trials
+    lost = [t for t in trials if t.state == states.FAIL]
+    assert summary.stopped_by == "budget" and sum(t.state == states.COMPLETE for t in trials) == 6
+    assert lost and all(t.user_attrs["reason"].startswith("discarded: a pack of") for t in lost)
+    assert {t.user_attrs.get("retry_of") for t in trials} - {None} == {t.number for t in lost}
+    assert not [t for t in trials if t.state == states.RUNNING]
+
+
+def test_a_pack_of_one_beside_other_packs_is_not_blamed_for_running_out_of_memory(tmp_path, monkeypatch):
+    """Several packs share the device: the one that ran out of memory is not alone in using it, so its batch
+    size is not marked too large; its trial is queued again and fewer train at once."""
+    from tuner.study import run_trials
+    from tuner.study._engine import oom_limits
+
+    space = tmp_path / "two-batches.yaml"
+    space.write_text("optimizer: {adam: {lr: {low: 1.0e-3, high: 1.0e-2, log: true}}}\n"
+                     "batch_size: {choices: [32, 64]}\n")
+    run_epoch, failed = PackTrainer.run_epoch, []
+
+    def shared(self):
+        if self.batch_size == 64 and not failed:
+            failed.append(sum(m is not None for m in self.members))
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return run_epoch(self)
+
+    monkeypatch.setattr(PackTrainer, "run_epoch", shared)
+    study, prepared = _packed_study(tmp_path, n_trials=6, pack=4, sampler="random", pruner="none", space=str(space))
+    # The first round: one config at batch size 64, three at 32 (two packs side by side).
+    for i, batch in enumerate((32, 64, 32, 32)):
+        study.enqueue_trial({"adam.lr": 1e-3 * (i + 2), "batch_size": batch})
+    run_trials(study, prepared)
+    trials = study.trials
+    lost = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert failed == [1]  # a pack of one ran out
+    assert oom_limits(study) == {}  # batch size 64 is not marked too large
+    assert len(lost) == 1 and lost[0].number == 1
+    assert lost[0].user_attrs["reason"].startswith("discarded: a pack of 1 trials at batch size 64 ran out of "
+                                                   "memory on cpu (CUDA out of memory. Tried to allocate 1.00 GiB) "
+                                                   "beside 3 other trials")
+    again = [t for t in trials if t.user_attrs.get("retry_of") == 1]
+    assert len(again) == 1 and again[0].state == optuna.trial.TrialState.COMPLETE
+    assert again[0].params == lost[0].params

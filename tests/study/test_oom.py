@@ -146,7 +146,7 @@ def test_with_on_oom_accumulate_larger_batches_train_as_micro_batches(hungry: st
     for t in large:  # the model runs out of memory at 64 samples: micro-batches of 32 do not
         batch = t.user_attrs[Key.CONFIG]["batch_size"]
         assert t.state == TrialState.COMPLETE
-        assert t.user_attrs[Key.ACCUMULATION] == {"micro_batch": 32, "steps": batch // 32}
+        assert t.user_attrs[Key.ACCUMULATION] == {"micro_batch": 32, "steps": batch // 32, "device": "cpu"}
     assert all(Key.ACCUMULATION not in t.user_attrs for t in after if t.user_attrs[Key.CONFIG]["batch_size"] < 64)
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 10
     notes = oom_notes(study)
@@ -155,6 +155,17 @@ def test_with_on_oom_accumulate_larger_batches_train_as_micro_batches(hungry: st
     from tuner.study._session import study_summary
 
     assert study_summary(study)["memory"] == notes  # `study show` prints them too
+    # Confirmation re-runs of such a config train it the same way (whole batches would run out of memory), and
+    # its export says how it was trained.
+    from tuner import TrainConfig
+    from tuner.report import study_fit
+    from tuner.report._confirm import recommendation
+
+    value, test = study_fit(study, storage_url)(TrainConfig.from_dict(large[0].user_attrs[Key.CONFIG]))
+    assert 0 <= value <= 1 and test is not None
+    meta = recommendation(study, trial=large[0].number).metadata(study, "accuracy")
+    assert meta["accumulation"].startswith(f"trained as {large[0].user_attrs[Key.ACCUMULATION]['steps']} "
+                                           f"micro-batches of 32 per batch")
 
 
 def test_the_pack_size_probe_that_runs_out_of_memory_trains_one_at_a_time(hungry: str, storage_url: str,

@@ -273,6 +273,12 @@ class Recommendation:
         if self.test_std is not None:
             out["test_std"] = self.test_std
         out["source"] = self.source
+        trained = next((t for t in study.get_trials(deepcopy=False) if t.number == self.trial), None)
+        accumulation = trained.user_attrs.get(Key.ACCUMULATION) if trained is not None else None
+        if isinstance(accumulation, dict):  # how the study trained it: a note for whoever trains it next
+            out["accumulation"] = (f"trained as {accumulation.get('steps')} micro-batches of "
+                                   f"{accumulation.get('micro_batch')} per batch (gradient accumulation), where "
+                                   f"the whole batch ran out of memory")
         return out
 
 

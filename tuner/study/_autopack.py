@@ -13,7 +13,6 @@ and its reason are one line of output.
 
 from __future__ import annotations
 
-import gc
 import math
 import os
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import torch
 from tuner._pack import PackTrainer, pack_key, packable
 from tuner.config import TrainConfig
 from tuner.errors import ConfigError
+from tuner.study._engine import release_device_memory
 from tuner.study._spec import parse_pack
 
 __all__ = ["PackChoice", "choose_pack", "requested_pack", "MIN_GAIN"]
@@ -125,13 +125,6 @@ def requested_pack(spec) -> int | str:
 EVAL_OVERHEAD = 1.25  # a trial's time over its training steps' (evaluations, reports)
 
 
-def _release(device: torch.device) -> None:
-    """Frees what an out-of-memory probe left behind."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
 def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int = 1,
                 time_left: float | None = None) -> PackChoice:
     """The pack size for this process, ``n_trials`` being the trials left to run and ``time_left`` the
@@ -166,9 +159,11 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
         try:
             alone = PROBE_STEPS / min(trainer.time_steps(config, PROBE_STEPS) for _ in range(ROUNDS))
         except torch.cuda.OutOfMemoryError:
+            alone = 0.0
+        if not alone:
             # The config alone does not fit at its batch size: the trials find out which batch sizes do (an
             # out-of-memory trial records its batch size as too large there), one at a time.
-            _release(trainer.device)
+            release_device_memory(trainer.device)  # here, where the error and its traceback are gone
             return PackChoice(1, f"one trial at batch size {batch_size} ran out of memory on {trainer.device} in "
                                  f"the timing probe: trials train one at a time")
         by_time = None

@@ -128,6 +128,13 @@ class Executor(Protocol):
         ...
 
 
+def release_device_memory(device: torch.device) -> None:
+    """Frees what an out-of-memory error left behind (call it once the error and what it held are gone)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 class TrainerExecutor:
     """A built-in or file objective, trained by ``tuner.train.Trainer``."""
 
@@ -153,9 +160,7 @@ class TrainerExecutor:
         return history_attrs(result.val_history, result.epoch_times, result.train_loss)
 
     def release_memory(self) -> None:
-        gc.collect()
-        if self.trainer.device.type == "cuda":
-            torch.cuda.empty_cache()
+        release_device_memory(self.trainer.device)
 
 
 @dataclass
@@ -494,43 +499,55 @@ def _record_oom(study: optuna.Study, device: str, batch_size: int, number: int, 
             limits[key] = {"batch_size": batch_size, "trial": number}
             study.set_user_attr(StudyKey.OOM_BATCH, limits)
     if on_oom == "accumulate":
-        return (f"; batch sizes of {batch_size} or more train on {key} as micro-batches of {max(1, batch_size // 2)}"
-                f" from now on (gradient accumulation)")
+        limit = oom_limits(study).get(key, {}).get("batch_size", batch_size)
+        return (f"; batch sizes of {limit} or more train on {key} as micro-batches of {max(1, limit // 2)} from "
+                f"now on (gradient accumulation)")
     return f"; batch sizes of {batch_size} or more are not trained on {key} from now on"
 
 
 def oom_notes(study: optuna.Study) -> list[str]:
-    """What was done after an out-of-memory error: per device, the batch size that ran out of memory, and
-    how many configs at that size or more were not trained there, or trained as micro-batches."""
+    """What was done after an out-of-memory error, per device, from the trials: the batch size that ran out of
+    memory, how many configs at that size or more were not trained there, and how many trained as micro-batches
+    (``on_oom: accumulate``; a study may have run both ways)."""
     limits = study.user_attrs.get(StudyKey.OOM_BATCH)
     if not isinstance(limits, dict):
         return []
     trials = study.get_trials(deepcopy=False)
-    accumulated = [t.user_attrs[Key.ACCUMULATION] for t in trials if isinstance(t.user_attrs.get(Key.ACCUMULATION),
-                                                                                dict)]
-    if accumulated or (study.user_attrs.get(StudyKey.SPEC) or {}).get("on_oom") == "accumulate":
-        micro = sorted({a.get("micro_batch") for a in accumulated if a.get("micro_batch")})
-        return [f"out of memory: batch size {limit.get('batch_size')} ran out of memory on {device} (trial "
-                f"{limit.get('trial')}); from then on configs at that batch size or more trained there as "
-                f"micro-batches (gradient accumulation to the same batch, on_oom: accumulate): "
-                f"{len(accumulated)} trial(s), micro-batches of {', '.join(map(str, micro)) or '-'}"
-                for device, limit in limits.items() if isinstance(limit, dict)]
-    avoided = sum(bool(t.user_attrs.get(Key.OOM_AVOIDED)) for t in trials)
-    return [f"out of memory: batch size {limit.get('batch_size')} ran out of memory on {device} (trial "
-            f"{limit.get('trial')}); from then on configs at that batch size or more were not trained there "
-            f"({avoided} proposal(s) in all, failed with the reason and not counted against the budget), and the "
-            f"smaller batch sizes were searched" for device, limit in limits.items() if isinstance(limit, dict)]
+    notes = []
+    for device, limit in limits.items():
+        if not isinstance(limit, dict):
+            continue
+        avoided = sum(bool(t.user_attrs.get(Key.OOM_AVOIDED)) and f" on {device}, " in str(t.user_attrs.get(Key.REASON))
+                      for t in trials)
+        accumulated = [a for t in trials if isinstance(a := t.user_attrs.get(Key.ACCUMULATION), dict)
+                       and a.get("device", device) == device]
+        done = []
+        if avoided or not accumulated:
+            done.append(f"were not trained there ({avoided} proposal(s) in all, failed with the reason and not "
+                        f"counted against the budget), and the smaller batch sizes were searched")
+        if accumulated:
+            micro = ", ".join(str(m) for m in sorted({a.get("micro_batch") for a in accumulated}))
+            done.append(f"trained there as micro-batches (gradient accumulation to the same batch): "
+                        f"{len(accumulated)} trial(s), micro-batches of {micro}")
+        notes.append(f"out of memory: batch size {limit.get('batch_size')} ran out of memory on {device} (trial "
+                     f"{limit.get('trial')}); from then on configs at that batch size or more "
+                     + "; others ".join(done))
+    return notes
 
 
-def micro_batch_for(study: optuna.Study, plan: RunPlan, config: TrainConfig, device: str) -> int | None:
-    """With ``on_oom: accumulate``, the micro-batch size a config trains with on ``device``: half the smallest
-    batch size that ran out of memory there, where the config's batch size is that or larger; else None."""
-    if plan.on_oom != "accumulate":
-        return None
+def accumulation_micro_batch(study: optuna.Study, config: TrainConfig, device: str) -> int | None:
+    """The micro-batch size a config's batches must be split into on ``device``: half the smallest batch size
+    that ran out of memory there, where the config's batch size is that or larger; else None."""
     limit = oom_limits(study).get(device or "this machine")
     if not limit or config.batch_size < limit["batch_size"]:
         return None
     return max(1, limit["batch_size"] // 2)
+
+
+def micro_batch_for(study: optuna.Study, plan: RunPlan, config: TrainConfig, device: str) -> int | None:
+    """With ``on_oom: accumulate``, the micro-batch size a config trains with on ``device`` (None: whole
+    batches)."""
+    return accumulation_micro_batch(study, config, device) if plan.on_oom == "accumulate" else None
 
 
 def _avoid_oom(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config: TrainConfig, device: str) -> bool:
@@ -649,10 +666,11 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
 
     micro = (micro_batch_for(study, plan, config, executor.device)
              if getattr(executor, "batches_from_config", False) else None)
-    accumulated = {Key.ACCUMULATION: {"micro_batch": micro, "steps": math.ceil(config.batch_size / micro)}
-                   } if micro else {}
+    accumulated = {Key.ACCUMULATION: {"micro_batch": micro, "steps": math.ceil(config.batch_size / micro),
+                                      "device": executor.device or "this machine"}} if micro else {}
 
     executor.begin(trial)
+    ran_out: tuple[StopReason, dict[str, Any]] | None = None
     heartbeat = Heartbeat(study, trial._trial_id, plan.heartbeat_interval) if plan.storage_url else None
     try:
         with heartbeat or contextlib.nullcontext():
@@ -673,11 +691,8 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
         # With gradient accumulation, what ran out of memory was a micro-batch of that size.
         added = (_record_oom(study, executor.device, micro or config.batch_size, trial.number, plan.on_oom)
                  if getattr(executor, "batches_from_config", False) else "")
-        reason = StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {exc}".splitlines()[0][:800] + added)
-        attrs = {Key.OOM: True, Key.TRACEBACK: traceback.format_exc()[-4000:], **executor.partial()}
-        del exc
-        executor.release_memory()
-        return finish(TrialState.FAIL, reason, attrs=attrs)
+        ran_out = (StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {exc}".splitlines()[0][:800] + added),
+                   {Key.OOM: True, Key.TRACEBACK: traceback.format_exc()[-4000:], **executor.partial()})
     except Exception as exc:
         if _is_storage_error(exc) and is_disk_full_error(exc, plan.storage_url):
             raise _storage_stop(study, plan, exc, trial.number) from exc
@@ -692,6 +707,10 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
         raise
     finally:
         executor.begin(None)
+    if ran_out is not None:
+        # Out of the except block: the error's traceback, which held the run's tensors, is gone.
+        executor.release_memory()
+        return finish(TrialState.FAIL, ran_out[0], attrs=ran_out[1])
     return finish(TrialState.COMPLETE, None, done.value, done.test_value, attrs=done.attrs)
 
 
@@ -699,24 +718,26 @@ class RunFailed(Exception):
     """A run outside a study (a confirmation re-run) failed; the message is the reason a trial would record."""
 
 
-def run_config(executor: Executor, config: TrainConfig) -> tuple[float, float | None]:
+def run_config(executor: Executor, config: TrainConfig, micro_batch: int | None = None) -> tuple[float, float | None]:
     """Trains one config outside any study (a confirmation re-run): ``(validation, test or None)``. A run that
     diverges, runs out of memory or raises fails with ``RunFailed`` and the reason a trial would record;
-    errors of tuner itself (the objective cannot load) are raised as they are."""
+    errors of tuner itself (the objective cannot load) are raised as they are. ``micro_batch``: as micro-batches
+    of that size, gradients accumulated (a batch size that ran out of memory on this device)."""
+    ran_out = ""
     try:
-        done = executor.execute(config, None)
+        done = executor.execute(config, None, micro_batch) if micro_batch else executor.execute(config, None)
     except Diverged as exc:
         raise RunFailed(exc.reason) from None
     except torch.cuda.OutOfMemoryError as exc:
-        message = f"out of memory: {exc}".splitlines()[0][:300]
-        del exc
-        executor.release_memory()
-        raise RunFailed(message) from None
+        ran_out = f"out of memory: {exc}".splitlines()[0][:300]
     except TunerError:
         raise
     except Exception as exc:
         reason, _ = _error_reason(exc)
         raise RunFailed(reason.message) from exc
+    if ran_out:
+        executor.release_memory()  # out of the except block: the error's traceback is gone
+        raise RunFailed(ran_out)
     return done.value, done.test_value
 
 

@@ -71,12 +71,17 @@ def _pruner_startup(pruner: optuna.pruners.BasePruner) -> int:
 
 def _as_read(study: optuna.Study, trial: optuna.Trial, taken: bool) -> FrozenTrial:
     """``trial`` as a read of the study would see it now. The trial taken is RUNNING with the parameters just
-    sampled, all of which Optuna's ``Trial`` keeps in hand: a copy of that, not a read (about 2 ms on SQLite
-    with a pack running). A proposal set aside was told FAIL since: that is read."""
+    sampled, which Optuna's ``Trial`` keeps in hand: a copy of that and of the trial's system attributes, not a
+    full read (about 2 ms on SQLite with a pack running). A proposal set aside was told FAIL since: that is read."""
     kept = getattr(trial, "_cached_frozen_trial", None)
+    storage = storage_of(study)
     if taken and isinstance(kept, FrozenTrial) and kept.state == TrialState.RUNNING:
-        return copy.deepcopy(kept)
-    return storage_of(study).get_trial(trial._trial_id)
+        frozen = copy.deepcopy(kept)
+        # What the sampler wrote while asking (TPE's relative parameters, which its constant liar reads for
+        # running trials) is not in the Trial's copy: read that alone (one small query on an RDB storage).
+        frozen.system_attrs = getattr(storage, "_backend", storage).get_trial_system_attrs(trial._trial_id)
+        return frozen
+    return storage.get_trial(trial._trial_id)
 
 
 def _complete(study: optuna.Study) -> int:
@@ -199,34 +204,42 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
         """A config that cannot be packed, or that trains as micro-batches (gradient accumulation) here."""
         return packable(config) is not None or micro_batch_for(study, plan, config, executor.device) is not None
 
-    def out_of_memory(key: tuple[int, str, int], p: _Pack, error: str) -> int:
-        """A pack ran out of memory: every member is failed with the reason and the pack dropped. Several
-        members: their configs were not at fault, so they are queued again (as trials of a lost worker are)
-        and packs hold half as many from now on. One member: its batch size is too large for the device, as
-        for a trial alone. Returns the new most members a pack may hold."""
-        slots = [slot for slot, entry in enumerate(p.slots) if entry is not None]
-        n, batch = len(slots), key[0]
-        device = executor.device or "this machine"
-        if n > 1:
-            limit = max(1, n // 2)
-            reason = StopReason(StopKind.DISCARDED, f"discarded: its pack of {n} trials at batch size {batch} ran "
-                                                    f"out of memory on {device} ({error}); its config was queued "
-                                                    f"again, and packs hold at most {limit} trials from now on")
-            log.warning("a pack of %d trials ran out of memory on %s: packs hold at most %d from now on", n,
-                        device, limit)
+    def out_of_memory(key: tuple[int, str, int], error: str,
+                      unplaced: list[tuple[optuna.Trial, TrainConfig]] = ()) -> None:
+        """The pack of ``key`` ran out of memory (training, or growing for the round's trials ``unplaced``):
+        its members and ``unplaced`` are failed with the reason and the pack dropped. Where other trials held
+        memory too (several members, other packs), the configs were not at fault: they are queued again (as
+        trials of a lost worker are) and at most half as many trials train at once from now on. A trial
+        alone on the device: its batch size is too large there, as for a trial trained on its own."""
+        nonlocal cap
+        p = packs.pop(key, None)
+        slots = [slot for slot, entry in enumerate(p.slots) if entry is not None] if p is not None else []
+        lost = [(p.slots[slot].trial, p.slots[slot].config) for slot in slots] + list(unplaced)
+        others = sum(q.live() for q in packs.values())
+        batch, device = key[0], executor.device or "this machine"
+        if len(lost) > 1 or others:
+            cap = max(1, min(cap, (len(lost) + others) // 2))
+            reason = StopReason(StopKind.DISCARDED, f"discarded: a pack of {len(lost)} trials at batch size {batch} "
+                                                    f"ran out of memory on {device} ({error})"
+                                                    + (f" beside {others} other trials" if others else "")
+                                                    + f"; its config was queued again, and at most {cap} trials "
+                                                      f"train at once from now on")
+            log.warning("%d trials in packs ran out of memory on %s: at most %d train at once from now on",
+                        len(lost) + others, device, cap)
         else:
-            limit = cap
-            number = p.slots[slots[0]].trial.number
             reason = StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {error}"
-                                + _record_oom(study, executor.device, batch, number, plan.on_oom))
+                                + _record_oom(study, executor.device, batch, lost[0][0].number, plan.on_oom))
+        requeue = len(lost) > 1 or others or plan.on_oom == "accumulate"  # accumulated, it may fit now
         for slot in slots:
-            trial = p.slots[slot].trial
             close(p, slot, TrialState.FAIL, reason, extra={Key.OOM: True})
-            if n > 1 and trial.params:
+        for trial, config in unplaced:
+            if heartbeat is not None:
+                heartbeat.discard(trial._trial_id)
+            done(finish_trial(study, plan, trial, config, 0.0, TrialState.FAIL, reason, attrs={Key.OOM: True}))
+        for trial, _ in lost:
+            if requeue and trial.params:
                 with contextlib.suppress(Exception):
                     study.enqueue_trial(trial.params, user_attrs={Key.RETRY_OF: trial.number})
-        del packs[key]
-        return limit
 
     try:
         if heartbeat is not None:
@@ -243,6 +256,7 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                 startup = 0  # the pruner has what it needs: packs may be full from now on
             room = min(cap, pack if not startup else min(pack, startup))
             live = sum(p.live() for p in packs.values())
+            ran_out = False  # a pack ran out of memory: release what it held once it is gone
             # Refill at the epoch boundary, within the budget: each config joins the pack of its kind (a new
             # one if none is training); one that cannot be packed trains alone, once the round's are filled.
             # One claim per round: the study is read once, and every trial taken joins that read, so the
@@ -263,25 +277,39 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                         trials = [*trials, *(_as_read(study, t, t is taken[-1][0]) for t in asked)]
                 if not taken:
                     break
-                for trial, config in taken:
+                for i, (trial, config) in enumerate(taken):
                     if alone(config):  # the round's last: the packs are filled, it trains now
                         done(run_one(study, plan, executor, trial, config, deadline=deadline))
                         timed_out = deadline is not None and time.monotonic() >= deadline
                         continue
                     key = pack_key(config)
-                    if key not in packs:
-                        packs[key] = _Pack(PackTrainer(trainer, 1, key[0], key[1]))
-                    p = packs[key]
-                    slot = p.free_slot(room)
-                    p.trainer.fill(slot, config)
+                    try:
+                        if key not in packs:
+                            packs[key] = _Pack(PackTrainer(trainer, 1, key[0], key[1]))
+                        slot = packs[key].free_slot(room)  # may grow the pack: new tensors on the device
+                        packs[key].trainer.fill(slot, config)
+                    except torch.cuda.OutOfMemoryError as exc:
+                        out_of_memory(key, f"{exc}".splitlines()[0][:800], taken[i:])
+                        ran_out = True
+                        break
                     if heartbeat is not None:
                         heartbeat.add(trial._trial_id)
-                    p.slots[slot] = _Slot(trial, config, time.perf_counter())
+                    packs[key].slots[slot] = _Slot(trial, config, time.perf_counter())
                     live += 1
-            for p in packs.values():
+                if ran_out:
+                    break
+            for key in list(packs):
                 # Free slots that could not be filled (budget met, the pruner's first trials still running):
                 # each pack computes for its members only, and grows again when it may.
-                p.compact()
+                try:
+                    packs[key].compact()
+                except torch.cuda.OutOfMemoryError as exc:
+                    out_of_memory(key, f"{exc}".splitlines()[0][:800])
+                    ran_out = True
+            live = sum(p.live() for p in packs.values())
+            if ran_out:
+                executor.release_memory()  # outside the except block: the error's traceback is gone
+                ran_out = False
             if not live:
                 if timed_out:
                     summary.stopped_by = "timeout"
@@ -290,15 +318,18 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                     break
                 time.sleep(min(1.0, plan.heartbeat_interval))  # the rest of the budget is in flight elsewhere
                 continue
-            for key, p in list(packs.items()):
-                if not p.live():
-                    continue
-                try:
-                    train_epoch(p)
-                except torch.cuda.OutOfMemoryError as exc:
-                    cap = min(cap, out_of_memory(key, p, f"{exc}".splitlines()[0][:500]))
-                    del exc, p
+            for key in list(packs):
+                if key in packs and packs[key].live():
+                    try:
+                        train_epoch(packs[key])
+                    except torch.cuda.OutOfMemoryError as exc:
+                        out_of_memory(key, f"{exc}".splitlines()[0][:800])
+                        ran_out = True
+                if ran_out:
+                    # Outside the except block: the error's traceback, which holds the pack's activations,
+                    # is gone by now, and so is the dropped pack.
                     executor.release_memory()
+                    ran_out = False
     except BaseException:
         if heartbeat is not None:
             with contextlib.suppress(Exception):

@@ -39,7 +39,7 @@ class Key:
     DUPLICATE_OF = "duplicate_of"
     DIVERGED = "diverged"
     OOM = "oom"
-    ACCUMULATION = "accumulation"  # trained as micro-batches ({micro_batch, steps}) after an out-of-memory batch size
+    ACCUMULATION = "accumulation"  # trained as micro-batches ({micro_batch, steps, device}) after an OOM batch size
     OOM_AVOIDED = "oom_avoided"  # not trained: its batch size ran out of memory on this device before
     TIMED_OUT = "timed_out"
     RETRY_OF = "retry_of"
