@@ -670,8 +670,8 @@ def test_a_pack_that_runs_out_of_memory_is_halved_and_its_configs_train_again(tm
     lost = [t for t in trials if t.state == states.FAIL]
     assert lost and all(t.user_attrs["oom"] for t in lost)
     assert {t.user_attrs["reason"].split(" (")[0] for t in lost} == {
-        "discarded: a pack of 8 trials at batch size 64 ran out of memory on cpu",
-        "discarded: a pack of 4 trials at batch size 64 ran out of memory on cpu"}
+        "discarded: a pack of 8 trial(s) at batch size 64 ran out of memory on cpu",
+        "discarded: a pack of 4 trial(s) at batch size 64 ran out of memory on cpu"}
     assert "at most 4 trials train at once from now on" in lost[0].user_attrs["reason"]
     # Every config that was lost trained again, and complete.
     again = {t.user_attrs.get("retry_of"): t for t in trials if t.user_attrs.get("retry_of") is not None}
@@ -695,7 +695,7 @@ def test_a_pack_of_one_that_runs_out_of_memory_sets_the_batch_size_limit_as_a_tr
     with pytest.raises(StudyError, match="batch sizes of 64 or more"):
         run_trials(study, prepared)  # every proposal has batch size 64: the study stops, saying why
     reasons = [t.user_attrs.get("reason", "") for t in study.trials]
-    assert reasons[0].startswith("discarded: a pack of 2 trials") and reasons[1] == reasons[0]
+    assert reasons[0].startswith("discarded: a pack of 2 trial(s)") and reasons[1] == reasons[0]
     alone = [r for r in reasons if r.startswith("out of memory: CUDA out of memory")]
     assert alone == ["out of memory: CUDA out of memory. Tried to allocate 2.00 GiB; batch sizes of 64 or more "
                      "are not trained on cpu from now on"]
@@ -722,7 +722,8 @@ def test_running_out_of_memory_while_a_pack_grows_discards_and_requeues_the_roun
     trials = study.trials
     lost = [t for t in trials if t.state == states.FAIL]
     assert summary.stopped_by == "budget" and sum(t.state == states.COMPLETE for t in trials) == 6
-    assert lost and all(t.user_attrs["reason"].startswith("discarded: a pack of") for t in lost)
+    assert lost and all(t.user_attrs["reason"].startswith(("discarded: a pack of", "discarded: not placed"))
+                        for t in lost)
     assert {t.user_attrs.get("retry_of") for t in trials} - {None} == {t.number for t in lost}
     assert not [t for t in trials if t.state == states.RUNNING]
 
@@ -755,9 +756,100 @@ def test_a_pack_of_one_beside_other_packs_is_not_blamed_for_running_out_of_memor
     assert failed == [1]  # a pack of one ran out
     assert oom_limits(study) == {}  # batch size 64 is not marked too large
     assert len(lost) == 1 and lost[0].number == 1
-    assert lost[0].user_attrs["reason"].startswith("discarded: a pack of 1 trials at batch size 64 ran out of "
+    assert lost[0].user_attrs["reason"].startswith("discarded: a pack of 1 trial(s) at batch size 64 ran out of "
                                                    "memory on cpu (CUDA out of memory. Tried to allocate 1.00 GiB) "
-                                                   "beside 3 other trials")
+                                                   "beside 3 other trial(s)")
     again = [t for t in trials if t.user_attrs.get("retry_of") == 1]
     assert len(again) == 1 and again[0].state == optuna.trial.TrialState.COMPLETE
     assert again[0].params == lost[0].params
+
+
+def test_running_out_of_memory_halfway_through_shrinking_a_pack_fails_its_members_cleanly(tmp_path, monkeypatch):
+    """Shrinking a draining pack replaces its tensors one by one; out of memory halfway leaves them of two
+    sizes. The members are failed with the reason (nothing indexes the half-replaced tensors), queued again,
+    and the study goes on."""
+    from tuner.study import run_trials
+
+    compact, failed = PackTrainer.compact, []
+
+    def hungry(self):
+        keep = [slot for slot, member in enumerate(self.members) if member is not None]
+        if not failed and 1 < len(keep) < self.k:
+            failed.append(len(keep))
+            index = torch.tensor(keep)
+            self.coef = {key: value[index].contiguous() for key, value in self.coef.items()}  # halfway
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return compact(self)
+
+    monkeypatch.setattr(PackTrainer, "compact", hungry)
+    study, prepared = _packed_study(tmp_path, n_trials=10, pack=8, sampler="random", pruner="median")
+    summary = run_trials(study, prepared)
+    trials = study.trials
+    assert failed, "no pack drained and shrank"
+    lost = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(lost) == failed[0] and all(t.user_attrs["reason"].startswith("discarded: a pack of") for t in lost)
+    assert summary.stopped_by == "budget" and not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert sorted(t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs) == [t.number for t in lost]
+
+
+def test_a_batch_size_that_runs_out_of_memory_alone_twice_beside_packs_is_blamed(tmp_path, monkeypatch):
+    """Beside other packs a lone member that runs out of memory is queued again once; when its batch size runs
+    out again alone, that batch size is too large for the device: it is limited, and the other packs keep
+    their size (the cap is not cut for a pack of one)."""
+    from tuner.study import run_trials
+    from tuner.study._engine import oom_limits
+
+    space = tmp_path / "two-batches.yaml"
+    space.write_text("optimizer: {adam: {lr: {low: 1.0e-3, high: 1.0e-2, log: true}}}\n"
+                     "batch_size: {choices: [32, 64]}\n")
+    run_epoch, sizes = PackTrainer.run_epoch, []
+
+    def never_fits(self):
+        if self.batch_size == 64:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        sizes.append(sum(m is not None for m in self.members))
+        return run_epoch(self)
+
+    monkeypatch.setattr(PackTrainer, "run_epoch", never_fits)
+    study, prepared = _packed_study(tmp_path, n_trials=8, pack=4, sampler="random", pruner="none", space=str(space))
+    for i, batch in enumerate((32, 64, 32, 32)):
+        study.enqueue_trial({"adam.lr": 1e-3 * (i + 2), "batch_size": batch})
+    run_trials(study, prepared)
+    trials = study.trials
+    assert oom_limits(study)["cpu"]["batch_size"] == 64
+    first, second = [t for t in trials if t.user_attrs.get("oom")][:2]
+    assert first.user_attrs["reason"].startswith("discarded: a pack of 1 trial(s) at batch size 64")
+    assert second.user_attrs.get("retry_of") == first.number
+    assert second.user_attrs["reason"].endswith("batch sizes of 64 or more are not trained on cpu from now on")
+    assert max(sizes) == 4  # the cap was not cut for a pack of one: the batch-32 pack fills to 4 once 64 is out
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 8
+
+
+def test_a_trial_alone_beside_packs_that_runs_out_of_memory_is_queued_again_not_blamed(tmp_path, monkeypatch):
+    from tuner.study import run_trials
+    from tuner.study._engine import oom_limits
+
+    space = tmp_path / "adam-lbfgs.yaml"
+    space.write_text("optimizer:\n  adam: {lr: {low: 1.0e-3, high: 1.0e-2, log: true}}\n"
+                     "  lbfgs: {lr: {low: 0.1, high: 1.0, log: true}}\n")
+    fit, failed = Trainer.fit, []
+
+    def shared(self, config, *args, **kwargs):
+        if config.optimizer.name == "lbfgs" and not failed:  # the packs beside it hold the memory, once
+            failed.append(1)
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return fit(self, config, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "fit", shared)
+    study, prepared = _packed_study(tmp_path, n_trials=5, pack=4, sampler="random", pruner="none", space=str(space))
+    for i, name in enumerate(("adam", "adam", "adam", "lbfgs")):
+        study.enqueue_trial({"optimizer": name, f"{name}.lr": 2e-3 * (i + 1) if name == "adam" else 0.3})
+    run_trials(study, prepared)
+    trials = study.trials
+    lost = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert failed and len(lost) == 1 and lost[0].number == 3, [(t.number, t.user_attrs.get("reason")) for t in lost]
+    assert lost[0].user_attrs["reason"].startswith("discarded: ran out of memory on cpu (CUDA out of memory.")
+    assert lost[0].user_attrs["reason"].endswith("beside trials in packs; its config was queued again")
+    assert oom_limits(study) == {}
+    again = [t for t in trials if t.user_attrs.get("retry_of") == 3]
+    assert len(again) == 1 and again[0].state == optuna.trial.TrialState.COMPLETE

@@ -180,3 +180,18 @@ def test_the_pack_size_probe_that_runs_out_of_memory_trains_one_at_a_time(hungry
     assert summary.pack_why.startswith("one trial at batch size") and "ran out of memory on cpu in the timing probe" \
         in summary.pack_why
     assert sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) == 8
+
+
+def test_configs_queued_again_at_a_limited_batch_size_do_not_count_as_the_sampler_proposing_them(
+        hungry: str, storage_url: str, tmp_path: Path) -> None:
+    """Trials of a pack that ran out of memory are queued again; if their batch size is limited by then, each is
+    avoided when popped, but that is not the sampler proposing it 25 times in a row."""
+    study, prepared = _hungry_study("retries", hungry, storage_url, tmp_path, [16, 32, 64, 128], n_trials=6)
+    study.set_user_attr(StudyKey.OOM_BATCH, {"cpu": {"batch_size": 64, "trial": 0}})
+    space_params = [name for name in prepared.space.distributions() if name != "batch_size"]
+    for i in range(30):
+        study.enqueue_trial({space_params[0]: 2e-3, "batch_size": 128}, user_attrs={Key.RETRY_OF: 100 + i})
+    run_prepared(study, prepared)  # no StudyError
+    trials = study.get_trials(deepcopy=False)
+    assert sum(bool(t.user_attrs.get(Key.OOM_AVOIDED)) and Key.RETRY_OF in t.user_attrs for t in trials) == 30
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 6

@@ -96,12 +96,18 @@ class _StudyFit:
         return math.ceil(len(self.prepared().trainer.data.x_train) / batch_size)
 
     def __call__(self, config: Any) -> tuple[float, float | None]:
-        from tuner.study._engine import accumulation_micro_batch, run_config
+        from tuner.study._engine import RunFailed, accumulation_micro_batch, run_config
 
         executor = self.prepared().executor()
-        # A batch size that ran out of memory on this device trains as micro-batches here, as the study's
-        # trials of it did (on_oom: accumulate), instead of failing its confirmation runs.
-        return run_config(executor, config, accumulation_micro_batch(self.study, config, executor.device))
+        try:
+            return run_config(executor, config)
+        except RunFailed as exc:
+            # A batch size that ran out of memory on this device: as micro-batches, as the study's trials of it
+            # trained (on_oom: accumulate), rather than failing its confirmation runs.
+            micro = accumulation_micro_batch(self.study, config, executor.device)
+            if not str(exc).startswith("out of memory") or micro is None:
+                raise
+        return run_config(executor, config, micro)
 
 
 def open_for_recommendation(name: str, storage: str | None, *, confirm: bool, trial: int | None = None,

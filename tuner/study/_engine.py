@@ -150,7 +150,8 @@ class TrainerExecutor:
             self.trainer.last_result = None
 
     def execute(self, config: TrainConfig, report: ReportFn | None, micro_batch: int | None = None) -> Executed:
-        result = self.trainer.fit(config, report=report, micro_batch=micro_batch)
+        result = (self.trainer.fit(config, report=report, micro_batch=micro_batch) if micro_batch
+                  else self.trainer.fit(config, report=report))
         return Executed(result.value, result.test_value, {Key.TEST_VALUE: result.test_value, **self.partial()})
 
     def partial(self) -> dict[str, Any]:
@@ -462,7 +463,8 @@ def _take(study: optuna.Study, plan: RunPlan, device: str = "", trials: Sequence
                 _tell(study, trial, state=TrialState.FAIL)
             raise _sampler_error(plan, exc) from exc
         if _avoid_oom(study, plan, trial, config, device):
-            avoided += 1
+            # A config queued again (its pack ran out of memory) is not the sampler proposing it.
+            avoided += trial.user_attrs.get(Key.RETRY_OF) is None
             trials = claimed = None
             if avoided >= MAX_OOM_ASKS:
                 limit = oom_limits(study).get(device or "this machine", {})
@@ -522,11 +524,12 @@ def oom_notes(study: optuna.Study) -> list[str]:
         accumulated = [a for t in trials if isinstance(a := t.user_attrs.get(Key.ACCUMULATION), dict)
                        and a.get("device", device) == device]
         done = []
-        if avoided or not accumulated:
+        accumulate = (study.user_attrs.get(StudyKey.SPEC) or {}).get("on_oom") == "accumulate"
+        if avoided or not (accumulated or accumulate):
             done.append(f"were not trained there ({avoided} proposal(s) in all, failed with the reason and not "
                         f"counted against the budget), and the smaller batch sizes were searched")
-        if accumulated:
-            micro = ", ".join(str(m) for m in sorted({a.get("micro_batch") for a in accumulated}))
+        if accumulated or (accumulate and not avoided):
+            micro = ", ".join(str(m) for m in sorted({a.get("micro_batch") for a in accumulated})) or "-"
             done.append(f"trained there as micro-batches (gradient accumulation to the same batch): "
                         f"{len(accumulated)} trial(s), micro-batches of {micro}")
         notes.append(f"out of memory: batch size {limit.get('batch_size')} ran out of memory on {device} (trial "
@@ -646,9 +649,12 @@ def finish_trial(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config
 
 
 def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optuna.Trial | None = None,
-            config: TrainConfig | None = None, deadline: float | None = None) -> TrialOutcome:
+            config: TrainConfig | None = None, deadline: float | None = None,
+            blame_oom: Callable[[int, bool], bool] | None = None) -> TrialOutcome:
     """Trains one trial (asked and sampled here unless given) and tells its outcome; no path leaves it
-    RUNNING. Past ``deadline`` (``time.monotonic()``), the trial stops at its next epoch end."""
+    RUNNING. Past ``deadline`` (``time.monotonic()``), the trial stops at its next epoch end. ``blame_oom``:
+    whether an out-of-memory batch size is too large for the device, where other trials share it (trial
+    packs); one not blamed is queued again instead of setting the batch-size limit."""
     if trial is None or config is None:
         trial, config = _take(study, plan, executor.device)
     start = time.perf_counter()
@@ -671,6 +677,7 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
 
     executor.begin(trial)
     ran_out: tuple[StopReason, dict[str, Any]] | None = None
+    requeue = False
     heartbeat = Heartbeat(study, trial._trial_id, plan.heartbeat_interval) if plan.storage_url else None
     try:
         with heartbeat or contextlib.nullcontext():
@@ -689,10 +696,17 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
         raise
     except torch.cuda.OutOfMemoryError as exc:
         # With gradient accumulation, what ran out of memory was a micro-batch of that size.
-        added = (_record_oom(study, executor.device, micro or config.batch_size, trial.number, plan.on_oom)
-                 if getattr(executor, "batches_from_config", False) else "")
-        ran_out = (StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {exc}".splitlines()[0][:800] + added),
-                   {Key.OOM: True, Key.TRACEBACK: traceback.format_exc()[-4000:], **executor.partial()})
+        batch, error = micro or config.batch_size, f"{exc}".splitlines()[0][:800]
+        attrs = {Key.OOM: True, Key.TRACEBACK: traceback.format_exc()[-4000:], **executor.partial()}
+        if not getattr(executor, "batches_from_config", False):
+            ran_out = (StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {error}"), attrs)
+        elif blame_oom is None or blame_oom(batch, True):
+            ran_out = (StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {error}"
+                                  + _record_oom(study, executor.device, batch, trial.number, plan.on_oom)), attrs)
+        else:
+            requeue, where = True, executor.device or "this machine"
+            ran_out = (StopReason(StopKind.DISCARDED, f"discarded: ran out of memory on {where} ({error}) beside "
+                                                      f"trials in packs; its config was queued again"), attrs)
     except Exception as exc:
         if _is_storage_error(exc) and is_disk_full_error(exc, plan.storage_url):
             raise _storage_stop(study, plan, exc, trial.number) from exc
@@ -710,7 +724,11 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
     if ran_out is not None:
         # Out of the except block: the error's traceback, which held the run's tensors, is gone.
         executor.release_memory()
-        return finish(TrialState.FAIL, ran_out[0], attrs=ran_out[1])
+        outcome = finish(TrialState.FAIL, ran_out[0], attrs=ran_out[1])
+        if requeue and trial.params:
+            with contextlib.suppress(Exception):
+                study.enqueue_trial(trial.params, user_attrs={Key.RETRY_OF: trial.number})
+        return outcome
     return finish(TrialState.COMPLETE, None, done.value, done.test_value, attrs=done.attrs)
 
 

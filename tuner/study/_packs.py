@@ -79,7 +79,9 @@ def _as_read(study: optuna.Study, trial: optuna.Trial, taken: bool) -> FrozenTri
         frozen = copy.deepcopy(kept)
         # What the sampler wrote while asking (TPE's relative parameters, which its constant liar reads for
         # running trials) is not in the Trial's copy: read that alone (one small query on an RDB storage).
-        frozen.system_attrs = getattr(storage, "_backend", storage).get_trial_system_attrs(trial._trial_id)
+        backend = getattr(storage, "_backend", None)  # an RDB storage under Optuna's cache: its own small query
+        frozen.system_attrs = (backend if isinstance(backend, optuna.storages.RDBStorage)
+                               else storage).get_trial_system_attrs(trial._trial_id)
         return frozen
     return storage.get_trial(trial._trial_id)
 
@@ -131,7 +133,8 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
     # train every member to its last epoch; one at a time, the trials after those first ones are pruned
     # early. So packs hold only as many members as the pruner waits for, until they are complete.
     startup = _pruner_startup(study.pruner)
-    cap = pack  # the most members a pack may hold: halved each time a pack runs out of memory
+    cap = pack  # the most trials that train at once: halved each time several run out of memory together
+    suspects: set[int] = set()  # batch sizes that ran out of memory alone in a pack beside other packs, once
     # One heartbeat thread for all members: every member's beat in one write.
     heartbeat = Heartbeat(study, None, plan.heartbeat_interval) if plan.storage_url else None
 
@@ -140,14 +143,15 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
         consecutive = record_outcome(study, plan, summary, outcome, consecutive, on_trial)
 
     def close(p: _Pack, slot: int, state: TrialState, reason: StopReason | None, value: float | None = None,
-              test: float | None = None, extra: dict | None = None) -> None:
+              test: float | None = None, extra: dict | None = None, dropped: bool = False) -> None:
         entry, member = p.slots[slot], p.trainer.members[slot]
         assert entry is not None and member is not None
         if heartbeat is not None:
             heartbeat.discard(entry.trial._trial_id)
         attrs = {**history_attrs(member.val_history, member.epoch_times, member.train_loss), Key.PACK: pack,
                  **(extra or {})}
-        p.trainer.free(slot)
+        if not dropped:  # a dropped pack's tensors may be half replaced (out of memory while growing or shrinking)
+            p.trainer.free(slot)
         p.slots[slot] = None
         done(finish_trial(study, plan, entry.trial, entry.config, time.perf_counter() - entry.started, state,
                           reason, value, test, attrs))
@@ -171,7 +175,8 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
         errors = write_batch(study, [Write(p.slots[slot].trial._trial_id, "value", epochs[slot], value)
                                      for slot, value in reported.items()])
         view: StudyView | None = None  # read again after a member completes, as one trial after another would
-        for slot, value in reported.items():
+        # In trial-number order: a member is compared with the members that started before it (StudyView).
+        for slot, value in sorted(reported.items(), key=lambda item: p.slots[item[0]].trial.number):
             entry = p.slots[slot]
             error = errors.get(entry.trial._trial_id)
             if error is not None:
@@ -204,40 +209,56 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
         """A config that cannot be packed, or that trains as micro-batches (gradient accumulation) here."""
         return packable(config) is not None or micro_batch_for(study, plan, config, executor.device) is not None
 
+    def blamed(batch: int, alone: bool) -> bool:
+        """Whether a batch size that ran out of memory with ``alone`` trial(s) of it on the device is too large
+        there. Beside other trials in packs, the device's memory is shared: the first time, it is not blamed
+        (its trial is queued again); the second time at that batch size, it is."""
+        if not alone:
+            return False
+        if not sum(q.live() for q in packs.values()) or batch in suspects:
+            return True
+        suspects.add(batch)
+        return False
+
     def out_of_memory(key: tuple[int, str, int], error: str,
                       unplaced: list[tuple[optuna.Trial, TrainConfig]] = ()) -> None:
-        """The pack of ``key`` ran out of memory (training, or growing for the round's trials ``unplaced``):
-        its members and ``unplaced`` are failed with the reason and the pack dropped. Where other trials held
-        memory too (several members, other packs), the configs were not at fault: they are queued again (as
-        trials of a lost worker are) and at most half as many trials train at once from now on. A trial
-        alone on the device: its batch size is too large there, as for a trial trained on its own."""
+        """The pack of ``key`` ran out of memory (training, or growing for ``unplaced[0]``, the round's trial
+        being placed): its members and the trial being placed are failed with the reason and the pack dropped;
+        the round's trials not yet placed are set aside and queued again. Several trials of the pack on the
+        device: their configs were not at fault, so they are queued again (as trials of a lost worker are) and
+        at most half as many trials train at once from now on. One: see ``blamed``; a trial blamed is one whose
+        batch size is too large for the device, as for a trial trained on its own."""
         nonlocal cap
         p = packs.pop(key, None)
         slots = [slot for slot, entry in enumerate(p.slots) if entry is not None] if p is not None else []
-        lost = [(p.slots[slot].trial, p.slots[slot].config) for slot in slots] + list(unplaced)
+        placing, rest = list(unplaced[:1]), list(unplaced[1:])
+        held = [(p.slots[slot].trial, p.slots[slot].config) for slot in slots] + placing
         others = sum(q.live() for q in packs.values())
         batch, device = key[0], executor.device or "this machine"
-        if len(lost) > 1 or others:
-            cap = max(1, min(cap, (len(lost) + others) // 2))
-            reason = StopReason(StopKind.DISCARDED, f"discarded: a pack of {len(lost)} trials at batch size {batch} "
-                                                    f"ran out of memory on {device} ({error})"
-                                                    + (f" beside {others} other trials" if others else "")
+        blame = blamed(batch, len(held) == 1)
+        if blame:
+            reason = StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {error}"
+                                + _record_oom(study, executor.device, batch, held[0][0].number, plan.on_oom))
+        else:
+            if len(held) > 1:
+                cap = max(1, min(cap, (len(held) + others) // 2))
+                log.warning("%d trials ran out of memory on %s: at most %d train at once from now on",
+                            len(held) + others, device, cap)
+            reason = StopReason(StopKind.DISCARDED, f"discarded: a pack of {len(held)} trial(s) at batch size "
+                                                    f"{batch} ran out of memory on {device} ({error})"
+                                                    + (f" beside {others} other trial(s)" if others else "")
                                                     + f"; its config was queued again, and at most {cap} trials "
                                                       f"train at once from now on")
-            log.warning("%d trials in packs ran out of memory on %s: at most %d train at once from now on",
-                        len(lost) + others, device, cap)
-        else:
-            reason = StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {error}"
-                                + _record_oom(study, executor.device, batch, lost[0][0].number, plan.on_oom))
-        requeue = len(lost) > 1 or others or plan.on_oom == "accumulate"  # accumulated, it may fit now
+        aside = StopReason(StopKind.DISCARDED, f"discarded: not placed, as a pack at batch size {batch} ran out of "
+                                               f"memory on {device} ({error}); its config was queued again")
         for slot in slots:
-            close(p, slot, TrialState.FAIL, reason, extra={Key.OOM: True})
-        for trial, config in unplaced:
-            if heartbeat is not None:
-                heartbeat.discard(trial._trial_id)
-            done(finish_trial(study, plan, trial, config, 0.0, TrialState.FAIL, reason, attrs={Key.OOM: True}))
-        for trial, _ in lost:
-            if requeue and trial.params:
+            close(p, slot, TrialState.FAIL, reason, extra={Key.OOM: True}, dropped=True)
+        for (trial, config), why in [(t, reason) for t in placing] + [(t, aside) for t in rest]:
+            done(finish_trial(study, plan, trial, config, 0.0, TrialState.FAIL, why,
+                              attrs={Key.OOM: True} if why is reason else {}))
+        again = not blame or plan.on_oom == "accumulate"  # accumulated, a batch size blamed may fit now
+        for trial, _ in [*held, *rest] if again else rest:
+            if trial.params:
                 with contextlib.suppress(Exception):
                     study.enqueue_trial(trial.params, user_attrs={Key.RETRY_OF: trial.number})
 
@@ -279,7 +300,7 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                     break
                 for i, (trial, config) in enumerate(taken):
                     if alone(config):  # the round's last: the packs are filled, it trains now
-                        done(run_one(study, plan, executor, trial, config, deadline=deadline))
+                        done(run_one(study, plan, executor, trial, config, deadline=deadline, blame_oom=blamed))
                         timed_out = deadline is not None and time.monotonic() >= deadline
                         continue
                     key = pack_key(config)

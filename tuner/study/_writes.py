@@ -139,13 +139,14 @@ class StudyView:
     """The study as one read saw it. Pruners take it in place of the study, so that judging K trials at one
     epoch boundary costs one read instead of K; everything else is the study's own.
 
-    ``earlier_members``: the trial pack's members (trial ids) that count, for a member judged, as if they were
-    complete: those that started before it (a lower trial number) are in the complete trials the pruner
+    ``earlier_members``: this process's pack members (trial ids) that count, for a member judged, as if they
+    were complete: those that started before it (a lower trial number) are in the complete trials the pruner
     compares it with, with the epochs they reported so far. Run one after another, those trials would have
     finished before it started; in a pack they train beside it, and a pruner that compares with complete
     trials alone (median, percentile) would otherwise judge every member of a pack against the few trials
-    complete when the pack started, and prune far less than one trial at a time does. Only for such pruners
-    (``judges_by_complete_trials``)."""
+    complete when the pack started, and prune far less than one trial at a time does. An approximation: an
+    earlier member that would be pruned later counts as if complete. Only for such pruners
+    (``judges_by_complete_trials``); members are judged in trial-number order."""
 
     def __init__(self, study: optuna.Study, earlier_members: Container[int] = ()) -> None:
         self._study = study
