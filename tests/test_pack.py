@@ -728,15 +728,25 @@ def test_running_out_of_memory_while_a_pack_grows_discards_and_requeues_the_roun
     assert not [t for t in trials if t.state == states.RUNNING]
 
 
+def _two_batch_sizes_study(tmp_path, n_trials: int):
+    """A packed study over Adam at batch sizes 32 and 64 whose first round is one config at 64 and three at 32:
+    two packs side by side."""
+    space = tmp_path / "two-batches.yaml"
+    space.write_text("optimizer: {adam: {lr: {low: 1.0e-3, high: 1.0e-2, log: true}}}\n"
+                     "batch_size: {choices: [32, 64]}\n")
+    study, prepared = _packed_study(tmp_path, n_trials=n_trials, pack=4, sampler="random", pruner="none",
+                                    space=str(space))
+    for i, batch in enumerate((32, 64, 32, 32)):
+        study.enqueue_trial({"adam.lr": 1e-3 * (i + 2), "batch_size": batch})
+    return study, prepared
+
+
 def test_a_pack_of_one_beside_other_packs_is_not_blamed_for_running_out_of_memory(tmp_path, monkeypatch):
     """Several packs share the device: the one that ran out of memory is not alone in using it, so its batch
     size is not marked too large; its trial is queued again and fewer train at once."""
     from tuner.study import run_trials
     from tuner.study._engine import oom_limits
 
-    space = tmp_path / "two-batches.yaml"
-    space.write_text("optimizer: {adam: {lr: {low: 1.0e-3, high: 1.0e-2, log: true}}}\n"
-                     "batch_size: {choices: [32, 64]}\n")
     run_epoch, failed = PackTrainer.run_epoch, []
 
     def shared(self):
@@ -746,10 +756,7 @@ def test_a_pack_of_one_beside_other_packs_is_not_blamed_for_running_out_of_memor
         return run_epoch(self)
 
     monkeypatch.setattr(PackTrainer, "run_epoch", shared)
-    study, prepared = _packed_study(tmp_path, n_trials=6, pack=4, sampler="random", pruner="none", space=str(space))
-    # The first round: one config at batch size 64, three at 32 (two packs side by side).
-    for i, batch in enumerate((32, 64, 32, 32)):
-        study.enqueue_trial({"adam.lr": 1e-3 * (i + 2), "batch_size": batch})
+    study, prepared = _two_batch_sizes_study(tmp_path, n_trials=6)
     run_trials(study, prepared)
     trials = study.trials
     lost = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
@@ -799,9 +806,6 @@ def test_a_batch_size_that_runs_out_of_memory_alone_twice_beside_packs_is_blamed
     from tuner.study import run_trials
     from tuner.study._engine import oom_limits
 
-    space = tmp_path / "two-batches.yaml"
-    space.write_text("optimizer: {adam: {lr: {low: 1.0e-3, high: 1.0e-2, log: true}}}\n"
-                     "batch_size: {choices: [32, 64]}\n")
     run_epoch, sizes = PackTrainer.run_epoch, []
 
     def never_fits(self):
@@ -811,9 +815,7 @@ def test_a_batch_size_that_runs_out_of_memory_alone_twice_beside_packs_is_blamed
         return run_epoch(self)
 
     monkeypatch.setattr(PackTrainer, "run_epoch", never_fits)
-    study, prepared = _packed_study(tmp_path, n_trials=8, pack=4, sampler="random", pruner="none", space=str(space))
-    for i, batch in enumerate((32, 64, 32, 32)):
-        study.enqueue_trial({"adam.lr": 1e-3 * (i + 2), "batch_size": batch})
+    study, prepared = _two_batch_sizes_study(tmp_path, n_trials=8)
     run_trials(study, prepared)
     trials = study.trials
     assert oom_limits(study)["cpu"]["batch_size"] == 64
