@@ -195,3 +195,16 @@ def test_configs_queued_again_at_a_limited_batch_size_do_not_count_as_the_sample
     trials = study.get_trials(deepcopy=False)
     assert sum(bool(t.user_attrs.get(Key.OOM_AVOIDED)) and Key.RETRY_OF in t.user_attrs for t in trials) == 30
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
+
+
+def test_the_notes_say_what_the_study_does_before_any_trial_was_accumulated(hungry: str, storage_url: str,
+                                                                            tmp_path: Path) -> None:
+    """A limit recorded, nothing avoided or accumulated yet: the notes follow the study's ``on_oom``."""
+    from tuner.study._engine import oom_notes
+
+    for mode, says in (("accumulate", "trained there as micro-batches"), ("avoid", "were not trained there")):
+        study, _ = _hungry_study(f"notes-{mode}", hungry, storage_url, tmp_path, [16, 64], on_oom=mode)
+        study.set_user_attr(StudyKey.OOM_BATCH, {"cpu": {"batch_size": 64, "trial": 3}})
+        notes = oom_notes(study)
+        assert len(notes) == 1 and says in notes[0] and notes[0].startswith(
+            "out of memory: batch size 64 ran out of memory on cpu (trial 3)")
