@@ -167,12 +167,12 @@ class TrainingSetup:
                 full = loss + config.penalty(model) if has_penalty else loss
                 full.backward()
             else:
-                loss = torch.zeros(())
+                shares = []
                 for part_loss, share in parts:
                     part = part_loss() * share
-                    part.backward()
-                    loss = loss.to(part.device) + part.detach()
-                full = loss
+                    part.backward()  # frees this micro-batch's activations before the next
+                    shares.append(part.detach())
+                loss = full = torch.stack(shares).sum()
                 if has_penalty:
                     penalty = config.penalty(model)
                     penalty.backward()

@@ -494,14 +494,14 @@ def oom_limits(study: optuna.Study) -> dict[str, dict[str, int]]:
 
 def _record_oom(study: optuna.Study, device: str, batch_size: int, number: int, on_oom: str = "avoid") -> str:
     """Remembers that ``batch_size`` ran out of memory on ``device``; returns what the trial's reason adds."""
-    key = device or "this machine"
+    key, limit = device or "this machine", batch_size
     with contextlib.suppress(Exception):
         limits = dict(oom_limits(study))
         if key not in limits or batch_size < limits[key]["batch_size"]:
             limits[key] = {"batch_size": batch_size, "trial": number}
             study.set_user_attr(StudyKey.OOM_BATCH, limits)
+        limit = limits[key]["batch_size"]  # a smaller one recorded before stands
     if on_oom == "accumulate":
-        limit = oom_limits(study).get(key, {}).get("batch_size", batch_size)
         return (f"; batch sizes of {limit} or more train on {key} as micro-batches of {max(1, limit // 2)} from "
                 f"now on (gradient accumulation)")
     return f"; batch sizes of {batch_size} or more are not trained on {key} from now on"
@@ -515,6 +515,7 @@ def oom_notes(study: optuna.Study) -> list[str]:
     if not isinstance(limits, dict):
         return []
     trials = study.get_trials(deepcopy=False)
+    accumulate = (study.user_attrs.get(StudyKey.SPEC) or {}).get("on_oom") == "accumulate"
     notes = []
     for device, limit in limits.items():
         if not isinstance(limit, dict):
@@ -524,7 +525,6 @@ def oom_notes(study: optuna.Study) -> list[str]:
         accumulated = [a for t in trials if isinstance(a := t.user_attrs.get(Key.ACCUMULATION), dict)
                        and a.get("device", device) == device]
         done = []
-        accumulate = (study.user_attrs.get(StudyKey.SPEC) or {}).get("on_oom") == "accumulate"
         if avoided or not (accumulated or accumulate):
             done.append(f"were not trained there ({avoided} proposal(s) in all, failed with the reason and not "
                         f"counted against the budget), and the smaller batch sizes were searched")
@@ -538,13 +538,17 @@ def oom_notes(study: optuna.Study) -> list[str]:
     return notes
 
 
+def _limit_reached(study: optuna.Study, config: TrainConfig, device: str) -> dict[str, int] | None:
+    """The out-of-memory limit of ``device`` (batch size, trial) where ``config``'s batch size reaches it."""
+    limit = oom_limits(study).get(device or "this machine")
+    return limit if limit and config.batch_size >= limit["batch_size"] else None
+
+
 def accumulation_micro_batch(study: optuna.Study, config: TrainConfig, device: str) -> int | None:
     """The micro-batch size a config's batches must be split into on ``device``: half the smallest batch size
     that ran out of memory there, where the config's batch size is that or larger; else None."""
-    limit = oom_limits(study).get(device or "this machine")
-    if not limit or config.batch_size < limit["batch_size"]:
-        return None
-    return max(1, limit["batch_size"] // 2)
+    limit = _limit_reached(study, config, device)
+    return None if limit is None else max(1, limit["batch_size"] // 2)
 
 
 def micro_batch_for(study: optuna.Study, plan: RunPlan, config: TrainConfig, device: str) -> int | None:
@@ -557,8 +561,8 @@ def _avoid_oom(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config: 
     """A config at a batch size that ran out of memory on this device before is not trained (unless the study
     accumulates gradients instead): the trial is failed with the reason, and another asked for."""
     key = device or "this machine"
-    limit = oom_limits(study).get(key)
-    if not limit or config.batch_size < limit["batch_size"] or plan.on_oom == "accumulate":
+    limit = None if plan.on_oom == "accumulate" else _limit_reached(study, config, device)
+    if limit is None:
         return False
     reason = StopReason(StopKind.OUT_OF_MEMORY, f"out of memory avoided: batch size {config.batch_size} is not "
                                                 f"trained on {key}, where batch size {limit['batch_size']} ran out "
@@ -681,7 +685,7 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
     heartbeat = Heartbeat(study, trial._trial_id, plan.heartbeat_interval) if plan.storage_url else None
     try:
         with heartbeat or contextlib.nullcontext():
-            done = executor.execute(config, report, micro) if micro else executor.execute(config, report)
+            done = executor.execute(config, report, micro)
     except optuna.TrialPruned as exc:
         return finish(TrialState.PRUNED, StopReason(StopKind.PRUNED, str(exc) or f"pruned by the {pruner} pruner"),
                       attrs=executor.partial())
@@ -743,7 +747,7 @@ def run_config(executor: Executor, config: TrainConfig, micro_batch: int | None 
     of that size, gradients accumulated (a batch size that ran out of memory on this device)."""
     ran_out = ""
     try:
-        done = executor.execute(config, None, micro_batch) if micro_batch else executor.execute(config, None)
+        done = executor.execute(config, None, micro_batch)
     except Diverged as exc:
         raise RunFailed(exc.reason) from None
     except torch.cuda.OutOfMemoryError as exc:
