@@ -855,3 +855,25 @@ def test_a_trial_alone_beside_packs_that_runs_out_of_memory_is_queued_again_not_
     assert oom_limits(study) == {}
     again = [t for t in trials if t.user_attrs.get("retry_of") == 3]
     assert len(again) == 1 and again[0].state == optuna.trial.TrialState.COMPLETE
+
+
+@pytest.mark.parametrize("pack", [1, 4])
+def test_the_sampler_hears_of_every_trial_once_with_its_state_and_value(tmp_path, monkeypatch, pack):
+    """A trial's attributes and outcome go to the storage in one transaction, not through ``tell``: the
+    sampler is still told each trial once (its ``after_trial``), with the state and value stored."""
+    from tuner.study import run_trials
+
+    heard = []
+    original = optuna.samplers.TPESampler.after_trial
+
+    def after_trial(self, study, trial, state, values):
+        if study.study_name == "p":  # not the throwaway studies that check the sampler's options
+            heard.append((trial.number, state, values))
+        return original(self, study, trial, state, values)
+
+    monkeypatch.setattr(optuna.samplers.TPESampler, "after_trial", after_trial)
+    study, prepared = _packed_study(tmp_path, n_trials=10, pack=pack, sampler="tpe", pruner="median")
+    run_trials(study, prepared)
+    stored = sorted((t.number, t.state, t.values) for t in study.trials)
+    assert sorted(heard, key=lambda h: h[0]) == stored
+    assert {state for _, state, _ in stored} >= {optuna.trial.TrialState.COMPLETE}

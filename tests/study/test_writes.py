@@ -18,8 +18,10 @@ def study(request, tmp_path) -> optuna.Study:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = f"sqlite:///{tmp_path / 's.db'}" if request.param == "sqlite" else f"journal:{tmp_path / 's.journal'}"
-    return optuna.create_study(study_name="s", storage=open_storage(url), direction="maximize",
-                               pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
+    study = optuna.create_study(study_name="s", storage=open_storage(url), direction="maximize",
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
+    study.url = url  # for a read through a storage object of its own
+    return study
 
 
 def test_a_batch_lands_every_write(study):
@@ -207,3 +209,96 @@ def test_pack_members_that_started_earlier_count_as_complete_for_a_median_pruner
     view.forget(members[0]._trial_id)
     assert view.should_prune(judged._trial_id) is False  # median of 0.2, 0.4, 0.8: 0.4
     assert [t.number for t in view.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))] == [0, 1]
+
+
+def _stored(study, trial):
+    """The trial as another process would read it (a journal storage's own view shares its objects with the
+    trials this process holds)."""
+    from tuner.study import open_storage
+
+    return optuna.load_study(study_name="s", storage=open_storage(study.url)).trials[trial.number]
+
+
+@pytest.mark.parametrize("case", ["complete", "pruned", "pruned without reports", "pruned at nan", "fail"])
+def test_closing_a_trial_writes_what_attributes_and_tell_write(study, case):
+    """``close_trial`` (one transaction on an RDB storage) leaves a trial as ``write_attrs`` then ``tell``."""
+    from tuner.study._record import storage_of
+    from tuner.study._writes import _rdb_backend, close_trial
+
+    state = {"complete": TrialState.COMPLETE, "fail": TrialState.FAIL}.get(case, TrialState.PRUNED)
+    values = 0.75 if case == "complete" else None
+    attrs = {"reason": case, "history": [0.5, 0.6], "seconds": 1.5}
+    reports = {"pruned without reports": []}.get(case, [0.5, 0.6, float("nan")] if case == "pruned at nan"
+                                                  else [0.5, 0.625])
+    closed, told = study.ask(), study.ask()
+    for t in (closed, told):
+        t.suggest_float("x", 0, 1)
+        for step, v in enumerate(reports):
+            t.report(v, step)
+    result = close_trial(study, closed._trial_id, attrs, state, values)
+    write_attrs(study, told._trial_id, attrs)
+    study.tell(told, values, state=state)
+    a, b = _stored(study, closed), _stored(study, told)
+    assert (a.state, a.values, a.user_attrs, a.params.keys()) == (b.state, b.values, b.user_attrs, b.params.keys())
+    assert a.datetime_complete is not None
+    expected = {"complete": [0.75], "pruned": [0.625]}.get(case)
+    assert a.values == expected
+    # On an RDB storage the caller tells the sampler; elsewhere ``tell`` did.
+    assert result == ((expected,) if _rdb_backend(storage_of(study)) is not None else None)
+
+
+def test_closing_a_finished_trial_writes_nothing(study):
+    from tuner.study._writes import close_trial
+
+    trial = study.ask()
+    study.tell(trial, 0.5)
+    with pytest.raises(UpdateFinishedTrialError):
+        close_trial(study, trial._trial_id, {"reason": "late"}, TrialState.FAIL)
+    stored = _stored(study, trial)
+    assert (stored.state, stored.values, stored.user_attrs) == (TrialState.COMPLETE, [0.5], {})
+
+
+def test_held_parameters_are_written_with_the_attributes_at_the_flush(study):
+    from tuner.study._writes import held_params
+
+    trial = study.ask()
+    with held_params(study, trial) as flush:
+        x = trial.suggest_float("x", 1e-4, 1, log=True)
+        name = trial.suggest_categorical("opt", ["adam", "sgd"])
+        assert trial.params == {"x": x, "opt": name}  # the trial sees what it sampled
+        assert _stored(study, trial).params == {}  # nothing written yet
+        flush({"config": {"lr": x}, "worker": {"pid": 1}})
+    stored = _stored(study, trial)
+    assert stored.params == {"x": x, "opt": name} and stored.user_attrs == {"config": {"lr": x}, "worker": {"pid": 1}}
+    assert trial.user_attrs == stored.user_attrs
+    assert stored.distributions["x"] == optuna.distributions.FloatDistribution(1e-4, 1, log=True)
+    # Outside a block, and for other trials, parameters are written as they are sampled.
+    other = study.ask()
+    other.suggest_float("x", 1e-4, 1, log=True)
+    assert "x" in _stored(study, other).params
+
+
+def test_held_parameters_are_checked_at_the_flush_and_dropped_on_an_error(study):
+    from tuner.study._writes import held_params
+
+    first = study.ask()
+    first.suggest_float("x", 0, 1)
+    study.tell(first, 1.0)
+    trial = study.ask()
+    # A parameter whose distribution disagrees with an earlier trial's: Optuna's check runs at the flush, and
+    # neither the parameters nor the attributes are written.
+    with pytest.raises(ValueError), held_params(study, trial) as flush:
+        trial.suggest_categorical("x", ["a", "b"])
+        trial.suggest_float("y", 0, 1)
+        flush({"config": {}})
+    stored = _stored(study, trial)
+    assert stored.params == {} and stored.user_attrs == {}
+    # Left by an error before the flush: nothing written, and the next block starts clean.
+    with pytest.raises(RuntimeError), held_params(study, trial):
+        trial.suggest_float("z", 0, 1)
+        raise RuntimeError("sampler failed")
+    assert _stored(study, trial).params == {}
+    with held_params(study, trial) as flush:
+        trial.suggest_float("w", 0, 1)
+        flush({})
+    assert list(_stored(study, trial).params) == ["w"]

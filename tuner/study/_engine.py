@@ -16,6 +16,7 @@ user's ``train_fn`` (``tuner.tune``).
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import logging
 import math
@@ -47,7 +48,7 @@ from tuner.study._record import (
 )
 from tuner.study._samplers import judges_by_complete_trials, may_prune_at
 from tuner.study._storage import explain_storage_error, mask_url, storage_lock
-from tuner.study._writes import RecentView, one_read, write_attrs
+from tuner.study._writes import RecentView, close_trial, held_params, one_read, write_attrs
 from tuner.train import Diverged, seed_everything
 
 log = logging.getLogger(__name__)
@@ -449,10 +450,14 @@ def _take(study: optuna.Study, plan: RunPlan, device: str = "", trials: Sequence
         if asked is not None:
             asked.append(trial)
         try:
-            trial.set_user_attr(Key.WORKER, worker_identity(device))  # first: an interrupt finds it as ours
-            with one_read(study, trials):  # the sampler's reads of the study, once per parameter
+            # The sampler's reads of the study (once per parameter) answered from one read; its parameters
+            # written with the worker and the config in one transaction.
+            with one_read(study, trials), held_params(study, trial) as flush:
                 config = plan.space.sample(trial, epochs=plan.epochs, seed=trial_seed(plan.seed, trial.number))
-            trial.set_user_attr(Key.CONFIG, config.to_dict())
+                flush({Key.WORKER: worker_identity(device), Key.CONFIG: config.to_dict()})
+        except (KeyboardInterrupt, SystemExit):  # before the worker is written, the trial is ours by number
+            _fail_own_running(study, trial)
+            raise
         except Exception as exc:
             if _is_storage_error(exc):
                 raise _storage_stop(study, plan, exc, trial.number) from exc
@@ -621,6 +626,13 @@ def check_epoch(plan: RunPlan, config: TrainConfig, epoch: int, value: float, de
                         f"epoch {epoch + 1} of {config.epochs}")
 
 
+def _after_trial(study: optuna.Study, trial: optuna.Trial, state: TrialState, values: list[float] | None) -> None:
+    try:
+        study.sampler.after_trial(study, copy.copy(trial._cached_frozen_trial), state, values)
+    except Exception as exc:  # recorded already; ``tell`` would have raised after writing
+        log.warning("trial %d: the sampler failed after the trial (%s: %s)", trial.number, type(exc).__name__, exc)
+
+
 def finish_trial(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config: TrainConfig, seconds: float,
                  state: TrialState, reason: StopReason | None, value: float | None = None,
                  test: float | None = None, attrs: dict[str, Any] | None = None) -> TrialOutcome:
@@ -631,9 +643,10 @@ def finish_trial(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config
     if reason is not None:
         attrs.update(reason.attrs())
     try:
-        _retried(lambda: write_attrs(study, trial._trial_id, attrs))
-        _tell(study, trial, values=plan.values(value, seconds) if state == TrialState.COMPLETE else None,
-              state=state)
+        values = plan.values(value, seconds) if state == TrialState.COMPLETE else None
+        told = _retried(lambda: close_trial(study, trial._trial_id, attrs, state, values))
+        if told is not None:  # written in one transaction: the sampler hears of it here, as ``tell`` tells it
+            _after_trial(study, trial, state, told[0])
     except optuna.exceptions.UpdateFinishedTrialError:
         # Reaped while it ran (its heartbeat stalled): the trial is FAIL and its parameters queued again.
         lost = StopReason(StopKind.DISCARDED, "discarded: the trial was failed by another worker after its "
