@@ -877,3 +877,26 @@ def test_the_sampler_hears_of_every_trial_once_with_its_state_and_value(tmp_path
     stored = sorted((t.number, t.state, t.values) for t in study.trials)
     assert sorted(heard, key=lambda h: h[0]) == stored
     assert {state for _, state, _ in stored} >= {optuna.trial.TrialState.COMPLETE}
+
+
+
+@pytest.mark.parametrize("pruner, reread", [("median", False), ("successive_halving", True)])
+def test_a_median_pruner_judges_a_packs_epoch_against_one_read_even_as_members_complete(tmp_path, monkeypatch,
+                                                                                        pruner, reread):
+    """Members complete at the same epoch: a median-like pruner already sees each, complete, in the members
+    judged after it, so the epoch's checks share one read of the study; other pruners read again after each
+    completion (what they see can change with it)."""
+    from tuner.study import _packs as engine
+    from tuner.study import run_trials
+
+    reads, epochs = [], []
+    original_view, original_epoch = engine.StudyView, PackTrainer.run_epoch
+    monkeypatch.setattr(engine, "StudyView", lambda *a, **k: reads.append(1) or original_view(*a, **k))
+    monkeypatch.setattr(PackTrainer, "run_epoch", lambda self: epochs.append(1) or original_epoch(self))
+    study, prepared = _packed_study(tmp_path, n_trials=12, pack=6, sampler="random", pruner=pruner, epochs=4)
+    run_trials(study, prepared)
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) >= 2
+    if reread:
+        assert len(reads) > len(epochs)
+    else:
+        assert 0 < len(reads) <= len(epochs)

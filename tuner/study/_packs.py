@@ -203,7 +203,9 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
             if p.trainer.members[slot].epoch >= entry.config.epochs:
                 test = p.trainer.test_value(slot)
                 close(p, slot, TrialState.COMPLETE, None, value, test, extra={Key.TEST_VALUE: test})
-                view = None
+                # A median-like pruner already sees it, complete, in the members judged after it (an earlier
+                # member, with every epoch it reported); other pruners read the study again.
+                view = view if members else None
 
     def alone(config: TrainConfig) -> bool:
         """A config that cannot be packed, or that trains as micro-batches (gradient accumulation) here."""
