@@ -425,6 +425,27 @@ def test_consecutive_failures_stop_the_study(make_spec, tmp_path: Path):
     assert (c["FAIL"], c["COMPLETE"], c["RUNNING"]) == (3, 0, 0)
 
 
+def test_timeouts_duplicates_and_discarded_trials_leave_the_failures_in_a_row_as_they_were():
+    from types import SimpleNamespace
+
+    from tuner.study._engine import RunSummary, TrialOutcome, record_outcome
+    from tuner.study._record import StopKind, StopReason
+
+    plan, study = SimpleNamespace(max_consecutive_failures=3), SimpleNamespace(study_name="s")
+
+    def outcome(state: str, kind: StopKind | None = None) -> TrialOutcome:
+        return TrialOutcome(0, state, None, None, StopReason(kind, str(kind)) if kind else None, 0.0, None)
+
+    consecutive, summary = 0, RunSummary()
+    for o in (outcome("FAIL", StopKind.ERROR), outcome("FAIL", StopKind.DUPLICATE), outcome("FAIL", StopKind.ERROR),
+              outcome("FAIL", StopKind.DISCARDED), outcome("FAIL", StopKind.TIMEOUT)):
+        consecutive = record_outcome(study, plan, summary, o, consecutive, None)
+    assert consecutive == 2  # the three in between neither counted nor reset it
+    with pytest.raises(StudyError, match="stopped after 3 consecutive failed trials"):
+        record_outcome(study, plan, summary, outcome("FAIL", StopKind.ERROR), consecutive, None)
+    assert record_outcome(study, plan, summary, outcome("PRUNED", StopKind.PRUNED), 2, None) == 0
+
+
 # -- storage ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("form", ["journal:{dir}/studies.journal", "{dir}/studies.journal"])

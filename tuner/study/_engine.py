@@ -839,12 +839,14 @@ def run_trials(
 
 def record_outcome(study: optuna.Study, plan: RunPlan, summary: RunSummary, outcome: TrialOutcome,
                    consecutive: int, on_trial: Callable[[TrialOutcome, optuna.Study], None] | None) -> int:
-    """Adds a finished trial to the run: the caller's ``on_trial``, and the failure limit (failures in a row,
-    not counting timeouts, duplicates and discarded trials, stop the study). Returns the failures in a row."""
+    """Adds a finished trial to the run: the caller's ``on_trial``, and the failure limit (failures in a row
+    stop the study). Timeouts, duplicates and discarded trials are neither failures nor successes: they leave
+    the count as it was. Returns the failures in a row."""
     summary.outcomes.append(outcome)
-    counted = outcome.state == "FAIL" and outcome.reason is not None and outcome.reason.kind not in (
+    neutral = outcome.state == "FAIL" and outcome.reason is not None and outcome.reason.kind in (
         StopKind.TIMEOUT, StopKind.DUPLICATE, StopKind.DISCARDED)
-    consecutive = consecutive + 1 if counted else 0
+    if not neutral:
+        consecutive = consecutive + 1 if outcome.state == "FAIL" else 0
     if on_trial is not None:
         on_trial(outcome, study)
     if consecutive >= plan.max_consecutive_failures:
