@@ -682,6 +682,39 @@ def test_a_pack_that_runs_out_of_memory_is_halved_and_its_configs_train_again(tm
     assert summary.stopped_by == "budget"
 
 
+def test_the_pack_size_that_ran_out_of_memory_is_kept_for_later_runs_and_said(tmp_path, monkeypatch):
+    """After packs ran out of memory together, the cap they were halved to is the study's (per device): a
+    later run (a resumed study, another worker) starts at it and says why, and ``study show`` lists it."""
+    from tuner.study import run_trials
+    from tuner.study._engine import TrainerExecutor, oom_notes, pack_caps
+
+    sizes = []
+    run_epoch = PackTrainer.run_epoch
+
+    def hungry(self):
+        live = sum(m is not None for m in self.members)
+        sizes.append(live)
+        if live > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return run_epoch(self)
+
+    monkeypatch.setattr(PackTrainer, "run_epoch", hungry)
+    monkeypatch.setattr(TrainerExecutor, "release_memory", lambda self: None)
+    study, prepared = _packed_study(tmp_path, n_trials=8, pack=8, sampler="random", pruner="none")
+    run_trials(study, prepared)
+    cap = pack_caps(study)["cpu"]
+    assert (cap["trials"], cap["ran_out"]) == (2, 4)
+    assert f"out of memory: 4 trials training at once in packs ran out of memory on cpu (trial {cap['trial']}); " \
+           f"from then on at most 2 train at once there" in oom_notes(study)
+    sizes.clear()
+    summary = run_trials(study, prepared, n_trials=12)  # four more, in a later run
+    assert sizes and max(sizes) <= 2
+    assert summary.pack == 2
+    assert f"at most 2 here: 4 trials training at once ran out of memory on cpu before (trial {cap['trial']})" \
+        in summary.pack_why
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 12
+
+
 def test_a_pack_of_one_that_runs_out_of_memory_sets_the_batch_size_limit_as_a_trial_alone_does(tmp_path, monkeypatch):
     from tuner.errors import StudyError
     from tuner.study import run_trials
@@ -893,10 +926,35 @@ def test_a_median_pruner_judges_a_packs_epoch_against_one_read_even_as_members_c
     original_view, original_epoch = engine.StudyView, PackTrainer.run_epoch
     monkeypatch.setattr(engine, "StudyView", lambda *a, **k: reads.append(1) or original_view(*a, **k))
     monkeypatch.setattr(PackTrainer, "run_epoch", lambda self: epochs.append(1) or original_epoch(self))
-    study, prepared = _packed_study(tmp_path, n_trials=12, pack=6, sampler="random", pruner=pruner, epochs=4)
+    study, prepared = _packed_study(tmp_path, n_trials=12, pack=6, sampler="random", pruner=pruner, epochs=4,
+                                    seed=0)
     run_trials(study, prepared)
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) >= 2
     if reread:
         assert len(reads) > len(epochs)
     else:
         assert 0 < len(reads) <= len(epochs)
+
+
+def test_a_close_whose_commit_landed_before_its_error_is_not_mistaken_for_a_reaped_trial(tmp_path, monkeypatch):
+    """The connection is lost at COMMIT after the commit landed: the retry finds the trial finished, reads it
+    back, and since it is the outcome this worker wrote, the trial counts as it is (not as discarded)."""
+    import sqlalchemy.exc
+
+    from tuner.study import _engine, run_trials
+
+    real, calls = _engine.close_trial, []
+
+    def lost_at_commit(study, trial_id, attrs, state, values=None):
+        calls.append(trial_id)
+        told = real(study, trial_id, attrs, state, values)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.OperationalError("COMMIT", {}, Exception("server closed the connection"))
+        return told
+
+    monkeypatch.setattr(_engine, "close_trial", lost_at_commit)
+    study, prepared = _packed_study(tmp_path, n_trials=2, pack=1, sampler="random", pruner="none")
+    summary = run_trials(study, prepared)
+    assert [o.state for o in summary.outcomes] == ["COMPLETE", "COMPLETE"]
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert summary.outcomes[0].value == study.trials[0].value

@@ -236,6 +236,10 @@ def test_closing_a_trial_writes_what_attributes_and_tell_write(study, case):
         for step, v in enumerate(reports):
             t.report(v, step)
     result = close_trial(study, closed._trial_id, attrs, state, values)
+    if _rdb_backend(storage_of(study)) is None:  # elsewhere nothing is written: the caller writes and tells
+        assert result is None
+        assert (_stored(study, closed).state, _stored(study, closed).user_attrs) == (TrialState.RUNNING, {})
+        return
     write_attrs(study, told._trial_id, attrs)
     study.tell(told, values, state=state)
     a, b = _stored(study, closed), _stored(study, told)
@@ -243,17 +247,75 @@ def test_closing_a_trial_writes_what_attributes_and_tell_write(study, case):
     assert a.datetime_complete is not None
     expected = {"complete": [0.75], "pruned": [0.625]}.get(case)
     assert a.values == expected
-    # On an RDB storage the caller tells the sampler; elsewhere ``tell`` did.
-    assert result == ((expected,) if _rdb_backend(storage_of(study)) is not None else None)
+    assert result == (expected,)  # what was written; the caller tells the sampler
+
+
+def test_closing_a_trial_of_a_study_with_two_objectives(tmp_path):
+    from tuner.study import open_storage
+    from tuner.study._writes import close_trial
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    study = optuna.create_study(study_name="s", storage=open_storage(url), directions=["maximize", "minimize"])
+    study.url = url
+    done, pruned = study.ask(), study.ask()
+    study._storage.set_trial_intermediate_value(pruned._trial_id, 0, 0.5)
+    assert close_trial(study, done._trial_id, {"a": 1}, TrialState.COMPLETE, [0.9, 12.5]) == ([0.9, 12.5],)
+    assert close_trial(study, pruned._trial_id, {}, TrialState.PRUNED) == (None,)  # as tell: no value
+    assert (_stored(study, done).values, _stored(study, done).user_attrs) == ([0.9, 12.5], {"a": 1})
+    assert (_stored(study, pruned).state, _stored(study, pruned).values) == (TrialState.PRUNED, None)
+
+
+@pytest.mark.filterwarnings("ignore:.*constraints_func:FutureWarning")
+def test_what_one_transaction_does_not_cover_is_left_to_tell(tmp_path):
+    """A value ``tell`` refuses (NaN, the wrong number of values) and a sampler that writes to the trial when
+    told of it (a ``constraints_func``): nothing is written, the caller writes the attributes and tells."""
+    from tuner.study import open_storage
+    from tuner.study._writes import close_trial
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    study = optuna.create_study(study_name="s", storage=open_storage(url), direction="maximize")
+    study.url = url
+    trial = study.ask()
+    assert close_trial(study, trial._trial_id, {"a": 1}, TrialState.COMPLETE, float("nan")) is None
+    assert close_trial(study, trial._trial_id, {"a": 1}, TrialState.COMPLETE, [0.5, 0.5]) is None
+    assert close_trial(study, trial._trial_id, {"a": 1}, TrialState.COMPLETE, None) is None
+    study.sampler = optuna.samplers.TPESampler(constraints_func=lambda t: [0.0])
+    assert close_trial(study, trial._trial_id, {"a": 1}, TrialState.COMPLETE, 0.5) is None
+    assert (_stored(study, trial).state, _stored(study, trial).user_attrs) == (TrialState.RUNNING, {})
+
+
+def test_the_storage_is_optunas_own_again_outside_the_blocks(study):
+    """The per-block readers and writers are the storage object's only inside a block (of any thread): after
+    it, the object pickles (``joblib.dump(study)``) and reads and writes as Optuna's."""
+    import pickle
+
+    from tuner.study._record import storage_of
+    from tuner.study._writes import held_params, one_read
+
+    storage = storage_of(study)
+    trial = study.ask()
+    with one_read(study):
+        assert "get_all_trials" in vars(storage)
+        with held_params(study, trial) as flush:
+            assert "set_trial_param" in vars(storage)
+            trial.suggest_float("x", 0, 1)
+            flush({})
+        assert "set_trial_param" not in vars(storage)
+    assert "get_all_trials" not in vars(storage)
+    pickle.dumps(storage)
 
 
 def test_closing_a_finished_trial_writes_nothing(study):
-    from tuner.study._writes import close_trial
+    from tuner.study._record import storage_of
+    from tuner.study._writes import _rdb_backend, close_trial
 
     trial = study.ask()
     study.tell(trial, 0.5)
-    with pytest.raises(UpdateFinishedTrialError):
-        close_trial(study, trial._trial_id, {"reason": "late"}, TrialState.FAIL)
+    if _rdb_backend(storage_of(study)) is None:  # not one transaction there: nothing written, the caller tells
+        assert close_trial(study, trial._trial_id, {"reason": "late"}, TrialState.FAIL) is None
+    else:
+        with pytest.raises(UpdateFinishedTrialError):
+            close_trial(study, trial._trial_id, {"reason": "late"}, TrialState.FAIL)
     stored = _stored(study, trial)
     assert (stored.state, stored.values, stored.user_attrs) == (TrialState.COMPLETE, [0.5], {})
 

@@ -7,7 +7,8 @@ each ask, retried writes, out-of-memory handling, the failure limit and interrup
 COMPLETE, PRUNED or FAIL with its reason stored; none leaves it RUNNING.
 
 ``study.optimize`` is not used: when its final write fails it raises ``AssertionError`` and leaves the trial
-RUNNING. Here each outcome is recorded by one retried ``tell``.
+RUNNING. Here each outcome is recorded by one retried write: on an RDB storage one transaction holds the
+trial's attributes, state and value (``_writes.close_trial``), elsewhere its attributes and then ``tell``.
 
 An executor trains one config: ``TrainerExecutor`` on a built-in or file objective, ``UserExecutor`` on the
 user's ``train_fn`` (``tuner.tune``).
@@ -45,6 +46,7 @@ from tuner.study._record import (
     best_trial,
     history_attrs,
     storage_of,
+    trial_by_number,
 )
 from tuner.study._samplers import judges_by_complete_trials, may_prune_at
 from tuner.study._storage import explain_storage_error, mask_url, storage_lock
@@ -455,11 +457,11 @@ def _take(study: optuna.Study, plan: RunPlan, device: str = "", trials: Sequence
             with one_read(study, trials), held_params(study, trial) as flush:
                 config = plan.space.sample(trial, epochs=plan.epochs, seed=trial_seed(plan.seed, trial.number))
                 flush({Key.WORKER: worker_identity(device), Key.CONFIG: config.to_dict()})
-        except (KeyboardInterrupt, SystemExit):  # before the worker is written, the trial is ours by number
-            _fail_own_running(study, trial)
-            raise
-        except Exception as exc:
-            if _is_storage_error(exc):
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # an interrupt: the worker is not written yet, the number is
+                _fail_own_running(study, trial)
+                raise
+            if _is_storage_error(exc):  # left running: the reaper fails it once its grace period is over
                 raise _storage_stop(study, plan, exc, trial.number) from exc
             # Systematic (bad sampler options), not one unlucky trial: stop at once.
             with contextlib.suppress(Exception):
@@ -512,13 +514,35 @@ def _record_oom(study: optuna.Study, device: str, batch_size: int, number: int, 
     return f"; batch sizes of {batch_size} or more are not trained on {key} from now on"
 
 
+def pack_caps(study: optuna.Study) -> dict[str, dict[str, int]]:
+    """Per device: the most trials that train at once there (``trials``), since several trials in packs ran
+    out of memory together (``ran_out``: how many, in ``trial``'s pack)."""
+    caps = study.user_attrs.get(StudyKey.PACK_CAP)
+    return {device: cap for device, cap in caps.items() if isinstance(cap, dict) and isinstance(cap.get("trials"), int)
+            and cap["trials"] >= 1} if isinstance(caps, dict) else {}
+
+
+def record_pack_cap(study: optuna.Study, device: str, trials: int, ran_out: int, number: int) -> None:
+    """Remembers that at most ``trials`` train at once on ``device`` (a smaller cap recorded before stands), so
+    that other workers and later runs of the study start there instead of running out of memory again."""
+    key = device or "this machine"
+    with contextlib.suppress(Exception):
+        caps = dict(pack_caps(study))
+        if key not in caps or trials < caps[key].get("trials", trials + 1):
+            caps[key] = {"trials": trials, "ran_out": ran_out, "trial": number}
+            study.set_user_attr(StudyKey.PACK_CAP, caps)
+
+
 def oom_notes(study: optuna.Study) -> list[str]:
     """What was done after an out-of-memory error, per device, from the trials: the batch size that ran out of
     memory, how many configs at that size or more were not trained there, and how many trained as micro-batches
     (``on_oom: accumulate``; a study may have run both ways)."""
+    caps = [f"out of memory: {cap.get('ran_out')} trials training at once in packs ran out of memory on {device} "
+            f"(trial {cap.get('trial')}); from then on at most {cap.get('trials')} train at once there"
+            for device, cap in pack_caps(study).items()]
     limits = study.user_attrs.get(StudyKey.OOM_BATCH)
     if not isinstance(limits, dict):
-        return []
+        return caps
     trials = study.get_trials(deepcopy=False)
     accumulate = (study.user_attrs.get(StudyKey.SPEC) or {}).get("on_oom") == "accumulate"
     notes = []
@@ -540,7 +564,7 @@ def oom_notes(study: optuna.Study) -> list[str]:
         notes.append(f"out of memory: batch size {limit.get('batch_size')} ran out of memory on {device} (trial "
                      f"{limit.get('trial')}); from then on configs at that batch size or more "
                      + "; others ".join(done))
-    return notes
+    return notes + caps
 
 
 def _limit_reached(study: optuna.Study, config: TrainConfig, device: str) -> dict[str, int] | None:
@@ -636,16 +660,34 @@ def _after_trial(study: optuna.Study, trial: optuna.Trial, state: TrialState, va
 def finish_trial(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config: TrainConfig, seconds: float,
                  state: TrialState, reason: StopReason | None, value: float | None = None,
                  test: float | None = None, attrs: dict[str, Any] | None = None) -> TrialOutcome:
-    """Records a trial's outcome (attributes, then one retried ``tell``) and returns it. A trial reaped while it
-    ran is reported as discarded; a storage that keeps failing fails the trial with the reason (disk full
-    stops the study)."""
+    """Records a trial's outcome (attributes, state and value in one retried write) and returns it. A trial
+    reaped while it ran is reported as discarded; a storage that keeps failing fails the trial with the reason
+    (disk full stops the study)."""
     attrs = {**(attrs or {}), Key.SECONDS: round(seconds, 3)}
     if reason is not None:
         attrs.update(reason.attrs())
     try:
         values = plan.values(value, seconds) if state == TrialState.COMPLETE else None
-        told = _retried(lambda: close_trial(study, trial._trial_id, attrs, state, values))
-        if told is not None:  # written in one transaction: the sampler hears of it here, as ``tell`` tells it
+        tries = 0
+
+        def close() -> tuple[list[float] | None] | None:
+            nonlocal tries
+            tries += 1
+            try:
+                return close_trial(study, trial._trial_id, attrs, state, values)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # A try whose error came after its commit landed (a connection lost at COMMIT): it is done.
+                stored = trial_by_number(study, trial.number) if tries > 1 else None
+                if stored is not None and stored.state == state and \
+                        stored.user_attrs.get(Key.SECONDS) == attrs[Key.SECONDS]:
+                    return (stored.values,)
+                raise
+
+        told = _retried(close)
+        if told is None:  # not an RDB storage (or a case one transaction does not cover): as Optuna writes
+            _retried(lambda: write_attrs(study, trial._trial_id, attrs))
+            _tell(study, trial, values=values, state=state)
+        else:  # one transaction: the sampler hears of the trial here, as ``tell`` tells it
             _after_trial(study, trial, state, told[0])
     except optuna.exceptions.UpdateFinishedTrialError:
         # Reaped while it ran (its heartbeat stalled): the trial is FAIL and its parameters queued again.

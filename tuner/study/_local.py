@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import optuna
 import torch
 
 from tuner.study._autopack import choose_pack
-from tuner.study._engine import RunSummary, TrialOutcome, run_trials, use_threads
+from tuner.study._engine import RunSummary, TrialOutcome, pack_caps, run_trials, use_threads
 from tuner.study._prepare import PreparedStudy
 from tuner.study._record import FINISHED
 
@@ -32,6 +33,13 @@ def run_prepared(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int 
     left = n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
     time_left = timeout if timeout is not None else plan.timeout
     choice = choose_pack(prepared, left, workers, threads, time_left)
+    memory = pack_caps(study).get(str(prepared.trainer.device))
+    if choice.k > 1 and memory and memory.get("trials", choice.k) < choice.k:
+        k = max(1, int(memory["trials"]))
+        choice = dataclasses.replace(
+            choice, k=k, threads=choice.threads if k > 1 else None,
+            why=f"{choice.why}{'; ' if choice.why else ''}at most {k} here: {memory.get('ran_out')} trials training at "
+                f"once ran out of memory on {prepared.trainer.device} before (trial {memory.get('trial')})")
     if on_start is not None and (choice.k > 1 or choice.why):
         on_start(choice.line())
     if choice.k > 1:

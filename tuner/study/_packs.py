@@ -40,7 +40,9 @@ from tuner.study._engine import (
     finish_trial,
     is_disk_full_error,
     micro_batch_for,
+    pack_caps,
     record_outcome,
+    record_pack_cap,
     run_one,
 )
 from tuner.study._liveness import Heartbeat, reap_stale
@@ -133,7 +135,9 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
     # train every member to its last epoch; one at a time, the trials after those first ones are pruned
     # early. So packs hold only as many members as the pruner waits for, until they are complete.
     startup = _pruner_startup(study.pruner)
-    cap = pack  # the most trials that train at once: halved each time several run out of memory together
+    # The most trials that train at once: halved each time several run out of memory together, and kept in
+    # the study per device, so other workers and later runs start at it.
+    cap = min(pack, pack_caps(study).get(executor.device or "this machine", {}).get("trials", pack))
     suspects: set[int] = set()  # batch sizes that ran out of memory alone in a pack beside other packs, once
     # One heartbeat thread for all members: every member's beat in one write.
     heartbeat = Heartbeat(study, None, plan.heartbeat_interval) if plan.storage_url else None
@@ -246,6 +250,7 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                 cap = max(1, min(cap, (len(held) + others) // 2))
                 log.warning("%d trials ran out of memory on %s: at most %d train at once from now on",
                             len(held) + others, device, cap)
+                record_pack_cap(study, executor.device, cap, len(held) + others, held[0][0].number)
             reason = StopReason(StopKind.DISCARDED, f"discarded: a pack of {len(held)} trial(s) at batch size "
                                                     f"{batch} ran out of memory on {device} ({error})"
                                                     + (f" beside {others} other trial(s)" if others else "")

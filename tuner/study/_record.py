@@ -62,6 +62,7 @@ class StudyKey:
     CONFIRMATION = "tuner:confirmation"
     CALIBRATION = "tuner:calibration"
     OOM_BATCH = "tuner:oom_batch"  # per device: the smallest batch size that ran out of memory, and the trial
+    PACK_CAP = "tuner:pack_cap"  # per device: the most trials that train at once there, after packs ran out of memory
     TRACKING_ID = "tuner:tracking_id"  # a random id that tells MLflow and TensorBoard logs of studies apart
 
 

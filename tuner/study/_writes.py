@@ -68,7 +68,7 @@ def _write_rdb(backend: Any, writes: Sequence[Write]) -> None:
 
 
 _batch = threading.local()  # this thread's batch in progress: its session and the trials it loaded
-_install = threading.Lock()  # the two readers below are installed once per process (storage), under it
+_install = threading.Lock()  # guards the patches below: the row lookup (once per process), the storage methods
 
 
 @contextlib.contextmanager
@@ -142,21 +142,23 @@ def write_attrs(study: optuna.Study, trial_id: int, attrs: dict[str, Any]) -> No
 
 def close_trial(study: optuna.Study, trial_id: int, attrs: dict[str, Any], state: TrialState,
                 values: float | Sequence[float] | None = None) -> tuple[list[float] | None] | None:
-    """Sets a finished trial's user attributes and its outcome. On an RDB storage both go in one transaction,
-    where Optuna's ``tell`` would read the whole trial back first and the attributes would be a transaction
-    of their own (together about 5 ms a trial on SQLite); it returns ``(values,)`` as written (a pruned trial
-    takes its last reported value, as ``tell`` does), and the caller tells the sampler (``after_trial``), which
-    ``tell`` would have done. Elsewhere (and for a value ``tell`` would refuse) it is ``write_attrs`` then
-    ``study.tell``, and it returns None. Either way a trial finished meanwhile raises
-    ``UpdateFinishedTrialError`` and nothing is written; a failed transaction writes nothing, so it can be
-    tried again."""
+    """Sets a finished trial's user attributes and its outcome in one transaction, on an RDB storage: Optuna's
+    ``tell`` would read the whole trial back first and the attributes would be a transaction of their own
+    (together about 5 ms a trial on SQLite). Returns ``(values,)`` as written (a pruned trial takes its last
+    reported value, as ``tell`` does); the caller then tells the sampler (``after_trial``), as ``tell`` would
+    have. A trial finished meanwhile raises ``UpdateFinishedTrialError`` and nothing is written; a failed
+    transaction writes nothing, so it can be tried again.
+
+    Returns None, having written nothing, where it does not apply: other storages, a value ``tell`` would
+    refuse, a sampler that writes to the trial when told of it (a ``constraints_func``). The caller writes the
+    attributes and tells."""
     backend = _rdb_backend(storage_of(study))
     told = None if values is None else [float(v) for v in (values if isinstance(values, Sequence) else [values])]
     refused = told is not None and (any(math.isnan(v) for v in told) or len(told) != len(study.directions))
+    sampler = getattr(study.sampler, "sampler", study.sampler)  # FirstObjectiveSampler wraps the real one
     if backend is None or not hasattr(backend, "_set_trial_value_without_commit") or refused \
-            or (state == TrialState.COMPLETE and told is None):
-        write_attrs(study, trial_id, attrs)
-        study.tell(trial_id, values=values, state=state, skip_if_finished=True)
+            or (state == TrialState.COMPLETE and told is None) \
+            or getattr(sampler, "_constraints_func", None) is not None:
         return None
     from datetime import datetime
 
@@ -189,21 +191,41 @@ def close_trial(study: optuna.Study, trial_id: int, attrs: dict[str, Any], state
 _held = threading.local()  # this thread's held_params block: (storage, trial id, [the parameters held])
 
 
-def _hold_params(storage: optuna.storages.BaseStorage) -> None:
-    """Gives the storage object a ``set_trial_param`` that holds this thread's writes for the trial of its
-    ``held_params`` block (other threads and trials write as before). Installed once."""
-    with _install:
-        if "set_trial_param" in vars(storage):
+def _holding(storage: optuna.storages.BaseStorage) -> Any:
+    """A ``set_trial_param`` for the storage object that holds this thread's writes for the trial of its
+    ``held_params`` block (other threads and trials write as before)."""
+    def set_trial_param(trial_id: int, name: str, value: float, distribution: Any) -> None:
+        block = getattr(_held, "block", None)
+        if block is not None and block[0] is storage and block[1] == trial_id:
+            block[2].append((name, value, distribution))
             return
+        type(storage).set_trial_param(storage, trial_id, name, value, distribution)
 
-        def set_trial_param(trial_id: int, name: str, value: float, distribution: Any) -> None:
-            block = getattr(_held, "block", None)
-            if block is not None and block[0] is storage and block[1] == trial_id:
-                block[2].append((name, value, distribution))
-                return
-            type(storage).set_trial_param(storage, trial_id, name, value, distribution)
+    return set_trial_param
 
-        storage.set_trial_param = set_trial_param  # type: ignore[method-assign]
+
+_patches: dict[tuple[int, str], list[int]] = {}  # (storage id, method): how many blocks use the patch now
+
+
+@contextlib.contextmanager
+def _patched(storage: optuna.storages.BaseStorage, name: str, make: Any) -> Iterator[None]:
+    """Gives the storage object its own ``name`` (``make(storage)``) while any block of any thread needs it, and
+    takes it away after the last: outside the blocks the object is Optuna's as it was (it pickles, as
+    ``joblib.dump(study)`` needs)."""
+    key = (id(storage), name)
+    with _install:
+        users = _patches.setdefault(key, [0])
+        if users[0] == 0:
+            setattr(storage, name, make(storage))
+        users[0] += 1
+    try:
+        yield
+    finally:
+        with _install:
+            users[0] -= 1
+            if users[0] == 0:
+                del _patches[key]
+                vars(storage).pop(name, None)
 
 
 @contextlib.contextmanager
@@ -215,21 +237,21 @@ def held_params(study: optuna.Study, trial: optuna.Trial) -> Iterator[Any]:
     earlier trials') run in that transaction. Left without a flush (an error), the held parameters are not
     written."""
     storage = storage_of(study)
-    _hold_params(storage)
     if getattr(_held, "block", None) is not None:
         raise RuntimeError("held_params blocks do not nest")
     params: list[tuple[str, float, Any]] = []
-    _held.block = (storage, trial._trial_id, params)
 
     def flush(attrs: dict[str, Any]) -> None:
         _held.block = None
         _write_params(storage, trial._trial_id, params, attrs)
         trial._cached_frozen_trial.user_attrs.update(attrs)
 
-    try:
-        yield flush
-    finally:
-        _held.block = None
+    with _patched(storage, "set_trial_param", _holding):
+        _held.block = (storage, trial._trial_id, params)
+        try:
+            yield flush
+        finally:
+            _held.block = None
 
 
 def _write_params(storage: optuna.storages.BaseStorage, trial_id: int, params: list[tuple[str, float, Any]],
@@ -352,25 +374,21 @@ class RecentView:
 _reads = threading.local()  # this thread's one_read blocks: {(storage id, study id): [the read, or None]}
 
 
-def _answer_reads(storage: optuna.storages.BaseStorage) -> None:
-    """Gives the storage object a ``get_all_trials`` that answers from this thread's ``one_read`` block, if
-    any (other threads, and this one outside a block, read the storage as before). Installed once."""
-    with _install:
-        if "get_all_trials" in vars(storage):
-            return
+def _answering(storage: optuna.storages.BaseStorage) -> Any:
+    """A ``get_all_trials`` for the storage object that answers from this thread's ``one_read`` block, if any
+    (other threads, and this one outside a block, read the storage as before)."""
+    def get_all_trials(study_id: int, deepcopy: bool = True,
+                       states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        entry = getattr(_reads, "blocks", {}).get((id(storage), study_id))
+        read = type(storage).get_all_trials
+        if entry is None:
+            return read(storage, study_id, deepcopy=deepcopy, states=states)
+        if entry[0] is None:
+            entry[0] = read(storage, study_id, deepcopy=False)
+        found = [t for t in entry[0] if states is None or t.state in states]
+        return copy.deepcopy(found) if deepcopy else found
 
-        def get_all_trials(study_id: int, deepcopy: bool = True,
-                           states: Container[TrialState] | None = None) -> list[FrozenTrial]:
-            entry = getattr(_reads, "blocks", {}).get((id(storage), study_id))
-            read = type(storage).get_all_trials
-            if entry is None:
-                return read(storage, study_id, deepcopy=deepcopy, states=states)
-            if entry[0] is None:
-                entry[0] = read(storage, study_id, deepcopy=False)
-            found = [t for t in entry[0] if states is None or t.state in states]
-            return copy.deepcopy(found) if deepcopy else found
-
-        storage.get_all_trials = get_all_trials  # type: ignore[method-assign]
+    return get_all_trials
 
 
 @contextlib.contextmanager
@@ -381,14 +399,14 @@ def one_read(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -
     looks for the trial being asked in the study's trials cannot work inside it; tuner's samplers do not);
     writes go to the storage as always. Other threads (the heartbeat) and other studies read the storage."""
     storage = storage_of(study)
-    _answer_reads(storage)
     blocks = _reads.__dict__.setdefault("blocks", {})
     key = (id(storage), study._study_id)
     if key in blocks:  # already inside a block: its read stands
         yield
         return
-    blocks[key] = [list(trials) if trials is not None else None]
-    try:
-        yield
-    finally:
-        del blocks[key]
+    with _patched(storage, "get_all_trials", _answering):
+        blocks[key] = [list(trials) if trials is not None else None]
+        try:
+            yield
+        finally:
+            del blocks[key]
