@@ -38,6 +38,16 @@ def test_tune_runs_the_budget_and_returns_the_best_config(tmp_path: Path):
     assert result.best_trial.user_attrs["val_history"]
 
 
+def test_the_study_tune_returns_pickles_as_optunas_own_does(tmp_path: Path):
+    """Optuna's way to keep an in-memory study is ``joblib.dump``/pickle: the study ``tune`` returns keeps
+    nothing of tuner's on its storage once it has run."""
+    import pickle
+
+    result = tuner.tune(_quadratic, space="lr-only", n_trials=3, epochs=2, seed=0)
+    again = pickle.loads(pickle.dumps(result.study))
+    assert [t.value for t in again.trials] == [t.value for t in result.study.trials]
+
+
 def test_tune_prunes_through_ctx_report():
     def slow_starter(ctx):
         for epoch in range(5):
