@@ -465,9 +465,8 @@ def _take(study: optuna.Study, plan: RunPlan, device: str = "", trials: Sequence
                 raise _storage_stop(study, plan, exc, trial.number) from exc
             # Systematic (bad sampler options), not one unlucky trial: stop at once.
             with contextlib.suppress(Exception):
-                for key, value in StopReason(StopKind.SAMPLER, f"sampler: {type(exc).__name__}: {exc}").attrs().items():
-                    trial.set_user_attr(key, value)
-                _tell(study, trial, state=TrialState.FAIL)
+                _close(study, trial, StopReason(StopKind.SAMPLER, f"sampler: {type(exc).__name__}: {exc}").attrs(),
+                       TrialState.FAIL)
             raise _sampler_error(plan, exc) from exc
         if _avoid_oom(study, plan, trial, config, device):
             # A config queued again (its pack ran out of memory) is not the sampler proposing it.
@@ -488,9 +487,7 @@ def _take(study: optuna.Study, plan: RunPlan, device: str = "", trials: Sequence
         trials = claimed = None
         reason = StopReason(StopKind.DUPLICATE, f"duplicate: the same parameters as trial {twin}, which is "
                                                 f"running; not trained, another config was asked for")
-        for key, value in {**reason.attrs(), Key.DUPLICATE_OF: twin}.items():
-            trial.set_user_attr(key, value)
-        _tell(study, trial, state=TrialState.FAIL)
+        _close(study, trial, {**reason.attrs(), Key.DUPLICATE_OF: twin}, TrialState.FAIL)
 
 
 def oom_limits(study: optuna.Study) -> dict[str, dict[str, int]]:
@@ -596,9 +593,7 @@ def _avoid_oom(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config: 
     reason = StopReason(StopKind.OUT_OF_MEMORY, f"out of memory avoided: batch size {config.batch_size} is not "
                                                 f"trained on {key}, where batch size {limit['batch_size']} ran out "
                                                 f"of memory (trial {limit['trial']})")
-    for k, value in {**reason.attrs(), Key.OOM_AVOIDED: True}.items():
-        trial.set_user_attr(k, value)
-    _tell(study, trial, state=TrialState.FAIL)
+    _close(study, trial, {**reason.attrs(), Key.OOM_AVOIDED: True}, TrialState.FAIL)
     return True
 
 
@@ -657,6 +652,34 @@ def _after_trial(study: optuna.Study, trial: optuna.Trial, state: TrialState, va
         log.warning("trial %d: the sampler failed after the trial (%s: %s)", trial.number, type(exc).__name__, exc)
 
 
+def _close(study: optuna.Study, trial: optuna.Trial, attrs: dict[str, Any], state: TrialState,
+           values: float | Sequence[float] | None = None) -> None:
+    """Writes a finished trial's attributes and outcome: on an RDB storage in one retried transaction
+    (``close_trial``; the sampler is told here), elsewhere the attributes, then ``tell``. Every trial ends
+    here, trained or set aside. Raises ``UpdateFinishedTrialError`` for a trial another worker finished."""
+    tries = 0
+
+    def close() -> tuple[list[float] | None] | None:
+        nonlocal tries
+        tries += 1
+        try:
+            return close_trial(study, trial._trial_id, attrs, state, values)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # A try whose error came after its commit landed (a connection lost at COMMIT): it is done.
+            stored = trial_by_number(study, trial.number) if tries > 1 else None
+            if stored is not None and stored.state == state and \
+                    all(stored.user_attrs.get(key) == value for key, value in attrs.items()):
+                return (stored.values,)
+            raise
+
+    told = _retried(close)
+    if told is None:  # not an RDB storage (or a case one transaction does not cover): as Optuna writes
+        _retried(lambda: write_attrs(study, trial._trial_id, attrs))
+        _tell(study, trial, values=values, state=state)
+    else:  # one transaction: the sampler hears of the trial here, as ``tell`` tells it
+        _after_trial(study, trial, state, told[0])
+
+
 def finish_trial(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config: TrainConfig, seconds: float,
                  state: TrialState, reason: StopReason | None, value: float | None = None,
                  test: float | None = None, attrs: dict[str, Any] | None = None) -> TrialOutcome:
@@ -667,28 +690,7 @@ def finish_trial(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config
     if reason is not None:
         attrs.update(reason.attrs())
     try:
-        values = plan.values(value, seconds) if state == TrialState.COMPLETE else None
-        tries = 0
-
-        def close() -> tuple[list[float] | None] | None:
-            nonlocal tries
-            tries += 1
-            try:
-                return close_trial(study, trial._trial_id, attrs, state, values)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                # A try whose error came after its commit landed (a connection lost at COMMIT): it is done.
-                stored = trial_by_number(study, trial.number) if tries > 1 else None
-                if stored is not None and stored.state == state and \
-                        stored.user_attrs.get(Key.SECONDS) == attrs[Key.SECONDS]:
-                    return (stored.values,)
-                raise
-
-        told = _retried(close)
-        if told is None:  # not an RDB storage (or a case one transaction does not cover): as Optuna writes
-            _retried(lambda: write_attrs(study, trial._trial_id, attrs))
-            _tell(study, trial, values=values, state=state)
-        else:  # one transaction: the sampler hears of the trial here, as ``tell`` tells it
-            _after_trial(study, trial, state, told[0])
+        _close(study, trial, attrs, state, plan.values(value, seconds) if state == TrialState.COMPLETE else None)
     except optuna.exceptions.UpdateFinishedTrialError:
         # Reaped while it ran (its heartbeat stalled): the trial is FAIL and its parameters queued again.
         lost = StopReason(StopKind.DISCARDED, "discarded: the trial was failed by another worker after its "
