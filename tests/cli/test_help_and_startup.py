@@ -64,12 +64,13 @@ def test_help_keeps_every_bracket_and_has_no_dropped_text(path: list[str]):
 def test_study_create_help_shows_where_studies_go_and_the_spec_defaults():
     flat = " ".join(_help("study", "create").split())
     assert "--storage <str> Storage URL [default: $TUNER_STORAGE, else sqlite:///tuner.db]." in flat
-    for field, flag in [("sampler", "--sampler"), ("pruner", "--pruner"), ("n_trials", "--n-trials"),
+    for field, flag in [("sampler", "--sampler"), ("n_trials", "--n-trials"),
                         ("seed", "--seed"), ("device", "--device"), ("space", "--space")]:
         default = StudySpec.model_fields[field].default
         segment = flat.split(flag + " ", 1)[1].split(" --", 1)[0]
         assert f"[default: {default}]" in segment, (flag, segment)
     assert "[default: the objective's own, else 20]" in flat
+    assert "[default: the objective's own, else median]" in flat.split("--pruner", 1)[1].split(" --", 1)[0]
     assert "[default: quickstart, unless --objective is given]" in flat
     assert "Torch threads [default: timed at start]." in flat
     assert "[default: none]" in flat.split("--timeout", 1)[1].split(" --", 1)[0]

@@ -414,6 +414,45 @@ def test_model_that_does_not_fit_its_data_is_refused_before_the_study_exists(mak
     assert not db_path.exists()
 
 
+def test_a_study_uses_its_objectives_pruner_unless_the_spec_names_one(tmp_path: Path, space_file: Path):
+    from tuner.objectives import load_objective
+
+    path = tmp_path / "noisy.py"
+    path.write_text(textwrap.dedent(
+        """
+        import numpy as np
+        from torch import nn
+        from tuner.objectives import Objective, from_arrays
+
+        def load_data():
+            x = np.random.default_rng(0).normal(size=(60, 4)).astype("float32")
+            y = (x[:, 0] > 0).astype(int)
+            return from_arrays(x[:40], y[:40], x[40:], y[40:], n_classes=2)
+
+        objective = Objective("noisy", load_data=load_data, build_model=lambda d: nn.Linear(4, 2), pruner="patient")
+        bad = Objective("bad", load_data=load_data, build_model=lambda d: nn.Linear(4, 2), pruner="nope")
+        """
+    ))
+
+    def spec(**fields) -> StudySpec:
+        return StudySpec.from_mapping({"name": "s", "objective": f"{path}:objective", "space": str(space_file),
+                                       "storage": f"sqlite:///{tmp_path / 's.db'}", "n_trials": 2, "epochs": 2,
+                                       **fields}, "test")
+
+    prepared = prepare(spec())
+    assert prepared.spec.pruner == "patient" and isinstance(prepared.pruner, optuna.pruners.PatientPruner)
+    study = create_or_join(prepared)
+    assert stored_spec("s", f"sqlite:///{tmp_path / 's.db'}")[0].pruner == "patient"
+    assert create_or_join(prepare(spec())).study_name == study.study_name  # the same spec: it joins
+    assert prepare(spec(pruner="median", name="t")).spec.pruner == "median"  # the spec's own wins
+    with pytest.raises(ConfigError, match=r"Objective 'bad' \(.*noisy.py:bad\), its default pruner: Unknown "
+                                          r"pruner 'nope'. Valid: hyperband, median"):
+        prepare(spec(objective=f"{path}:bad", name="u"))
+    # Built in: the MLP on MNIST-1D, whose validation accuracy is noisy, prunes patiently; the others by median.
+    assert load_objective("mnist1d-mlp").pruner == "patient"
+    assert load_objective("digits-mlp").pruner is None and load_objective("mnist1d-cnn").pruner is None
+
+
 def test_consecutive_failures_stop_the_study(make_spec, tmp_path: Path):
     spec = make_spec(objective=_flaky_objective(tmp_path, fail_first=100), n_trials=5)
     study, prepared = _create(spec)

@@ -25,7 +25,7 @@ from tuner.cli._output import (
     print_table,
 )
 from tuner.errors import StudyError, TunerError
-from tuner.study._spec import StudySpec
+from tuner.study._spec import DEFAULT_PRUNER, StudySpec
 
 if TYPE_CHECKING:
     import optuna
@@ -259,8 +259,8 @@ def study_create(
     sampler: Annotated[str | None, typer.Option(help="tpe, random, qmc, cmaes, gp, nsgaii or grid"
                                                      + _default("sampler"))] = None,
     pruner: Annotated[str | None, typer.Option(help="median, percentile, successive_halving, hyperband, "
-                                                    "wilcoxon, patient, top_third or none" + _default("pruner"))
-                      ] = None,
+                                                    "wilcoxon, patient, top_third or none [default: the "
+                                                    "objective's own, else median].")] = None,
     n_trials: Annotated[int | None, typer.Option(help="Trials to finish (complete or pruned)"
                                                       + _default("n_trials"))] = None,
     timeout: TimeoutOpt = None,
@@ -608,6 +608,7 @@ def objectives_show(
         "parameters": sum(p.numel() for p in model.parameters()),
         "dropout_modules": sum(1 for m in model.modules() if "Dropout" in type(m).__name__),
         "epochs_per_trial": obj.trial_epochs,
+        "pruner": obj.pruner or DEFAULT_PRUNER,
     }
     if fmt is Format.json:
         print_json(info)

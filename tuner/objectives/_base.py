@@ -108,6 +108,8 @@ class Objective:
         loss: ``loss(outputs, targets)``; defaults to cross-entropy with classes, MSE without.
         description: one line for ``tuner objectives list``.
         epochs: training epochs per trial that studies use unless their spec sets ``epochs`` (default 20).
+        pruner: the pruner studies use unless their spec sets ``pruner`` (default ``median``), for a workload
+            whose validation curves call for another (``patient`` where they are noisy).
 
     Example:
         >>> objective = Objective("my-task", load_data=my_data, build_model=lambda d: MyNet(d.n_features))
@@ -121,6 +123,7 @@ class Objective:
     description: str = ""
     options: dict[str, Any] | None = None
     epochs: int | None = None
+    pruner: str | None = None
 
     def __post_init__(self) -> None:
         get_metric(self.metric)

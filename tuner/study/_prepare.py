@@ -24,7 +24,7 @@ from tuner.spaces import SearchSpace, load_space
 from tuner.study._engine import RunPlan, TrainerExecutor
 from tuner.study._record import StudyKey
 from tuner.study._samplers import build_pruner, build_sampler
-from tuner.study._spec import IDENTITY_FIELDS, StudySpec
+from tuner.study._spec import DEFAULT_PRUNER, IDENTITY_FIELDS, StudySpec
 from tuner.study._storage import (
     check_storage,
     default_storage,
@@ -115,6 +115,14 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
     objective = load_objective(spec.objective, **spec.objective_options())
     if spec.epochs is None:
         spec = spec.with_overrides(epochs=objective.trial_epochs)
+    if spec.pruner is None:
+        if objective.pruner is not None:
+            try:
+                build_pruner(objective.pruner, {"epochs": spec.epochs})
+            except ConfigError as exc:
+                raise ConfigError(f"Objective {objective.name!r} ({spec.objective}), its default pruner: {exc}") \
+                    from None
+        spec = spec.with_overrides(pruner=objective.pruner or DEFAULT_PRUNER)
     _check_threads(spec.threads)
     _check_objectives(spec, objective)
     _check_packages(space)

@@ -16,6 +16,7 @@ __all__ = ["StudySpec", "WarmStart", "load_spec", "list_specs", "IDENTITY_FIELDS
 # Fields that change what a study's trials mean. A study may not be continued with other values for them;
 # the budget (n_trials, timeout), device, storage and where a session logs (mlflow, tensorboard) may change from
 # one run to the next.
+DEFAULT_PRUNER = "median"  # where neither the spec nor the objective names one
 IDENTITY_FIELDS = ("objective", "data", "target", "space", "calibrate", "objectives", "sampler", "pruner", "epochs",
                    "seed")
 MAX_NAME_LENGTH = 512
@@ -61,8 +62,10 @@ class StudySpec(BaseModel):
     calibrate: bool = Field(False, description="run an LR range test when the study is created and search "
                                                "the lr ranges it suggests (see `tuner lr-find`)")
     sampler: str | dict[str, Any] = Field("tpe", description="tpe, random, qmc, cmaes, gp, nsgaii or grid")
-    pruner: str | dict[str, Any] = Field("median", description="median, percentile, successive_halving, "
-                                                                "hyperband, wilcoxon, patient, top_third or none")
+    pruner: str | dict[str, Any] | None = Field(None, description="median, percentile, successive_halving, "
+                                                                       "hyperband, wilcoxon, patient, top_third or "
+                                                                       "none; default: the objective's own "
+                                                                       "(Objective.pruner), else median")
     n_trials: int = Field(30, gt=0, description="trials to finish (complete or pruned) in the study")
     timeout: float | None = Field(None, gt=0, description="seconds after which no new trial starts")
     epochs: int | None = Field(None, gt=0, description="training epochs per trial; default: the objective's "
@@ -201,6 +204,9 @@ class StudySpec(BaseModel):
 
     @property
     def pruner_name(self) -> str:
+        """The pruner's name (``prepare`` sets an unset pruner to the objective's own, else median)."""
+        if self.pruner is None:
+            return DEFAULT_PRUNER
         return self.pruner if isinstance(self.pruner, str) else self.pruner["name"]
 
     def objective_options(self) -> dict[str, Any]:
