@@ -242,8 +242,8 @@ def test_busy_storage_is_retried_then_recorded_and_the_worker_goes_on(hold: floa
     fit = prepared.trainer.fit
     held = threading.Event()
 
-    def fit_then_lock(config, report=None, keep_model=False):
-        result = fit(config, report=report)
+    def fit_then_lock(config, report=None, keep_model=False, micro_batch=None):
+        result = fit(config, report=report, micro_batch=micro_batch)
         if not held.is_set():
             held.set()
 
@@ -336,8 +336,8 @@ def test_a_trial_reaped_while_alive_is_discarded_and_the_worker_goes_on(tmp_path
     fit = prepared.trainer.fit
     stalled = []
 
-    def fit_reaped_meanwhile(config, report=None, keep_model=False):
-        result = fit(config, report=report)
+    def fit_reaped_meanwhile(config, report=None, keep_model=False, micro_batch=None):
+        result = fit(config, report=report, micro_batch=micro_batch)
         if not stalled:
             stalled.append(True)
             assert reap_stale(study, grace=-1.0)  # as another worker would after the grace period

@@ -153,8 +153,7 @@ class TrainerExecutor:
             self.trainer.last_result = None
 
     def execute(self, config: TrainConfig, report: ReportFn | None, micro_batch: int | None = None) -> Executed:
-        result = (self.trainer.fit(config, report=report, micro_batch=micro_batch) if micro_batch
-                  else self.trainer.fit(config, report=report))
+        result = self.trainer.fit(config, report=report, micro_batch=micro_batch)
         return Executed(result.value, result.test_value, {Key.TEST_VALUE: result.test_value, **self.partial()})
 
     def partial(self) -> dict[str, Any]:
@@ -496,15 +495,24 @@ def oom_limits(study: optuna.Study) -> dict[str, dict[str, int]]:
     return limits if isinstance(limits, dict) else {}
 
 
+def _lower_limit(study: optuna.Study, attr: str, known: dict[str, dict[str, int]], device: str, field: str,
+                 entry: dict[str, int]) -> int:
+    """Stores ``entry`` as ``device``'s limit in the study attribute ``attr`` (``known``: its entries as read)
+    unless a smaller ``field`` was recorded before, which stands; returns the limit that stands."""
+    key = device or "this machine"
+    with contextlib.suppress(Exception):
+        if key not in known or entry[field] < known[key][field]:
+            study.set_user_attr(attr, {**known, key: entry})
+            return entry[field]
+        return known[key][field]
+    return entry[field]
+
+
 def _record_oom(study: optuna.Study, device: str, batch_size: int, number: int, on_oom: str = "avoid") -> str:
     """Remembers that ``batch_size`` ran out of memory on ``device``; returns what the trial's reason adds."""
-    key, limit = device or "this machine", batch_size
-    with contextlib.suppress(Exception):
-        limits = dict(oom_limits(study))
-        if key not in limits or batch_size < limits[key]["batch_size"]:
-            limits[key] = {"batch_size": batch_size, "trial": number}
-            study.set_user_attr(StudyKey.OOM_BATCH, limits)
-        limit = limits[key]["batch_size"]  # a smaller one recorded before stands
+    key = device or "this machine"
+    limit = _lower_limit(study, StudyKey.OOM_BATCH, oom_limits(study), device, "batch_size",
+                         {"batch_size": batch_size, "trial": number})
     if on_oom == "accumulate":
         return (f"; batch sizes of {limit} or more train on {key} as micro-batches of {max(1, limit // 2)} from "
                 f"now on (gradient accumulation)")
@@ -522,12 +530,8 @@ def pack_caps(study: optuna.Study) -> dict[str, dict[str, int]]:
 def record_pack_cap(study: optuna.Study, device: str, trials: int, ran_out: int, number: int) -> None:
     """Remembers that at most ``trials`` train at once on ``device`` (a smaller cap recorded before stands), so
     that other workers and later runs of the study start there instead of running out of memory again."""
-    key = device or "this machine"
-    with contextlib.suppress(Exception):
-        caps = dict(pack_caps(study))
-        if key not in caps or trials < caps[key].get("trials", trials + 1):
-            caps[key] = {"trials": trials, "ran_out": ran_out, "trial": number}
-            study.set_user_attr(StudyKey.PACK_CAP, caps)
+    _lower_limit(study, StudyKey.PACK_CAP, pack_caps(study), device, "trials",
+                 {"trials": trials, "ran_out": ran_out, "trial": number})
 
 
 def oom_notes(study: optuna.Study) -> list[str]:

@@ -34,8 +34,8 @@ def run_prepared(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int 
     time_left = timeout if timeout is not None else plan.timeout
     choice = choose_pack(prepared, left, workers, threads, time_left)
     memory = pack_caps(study).get(str(prepared.trainer.device))
-    if choice.k > 1 and memory and memory.get("trials", choice.k) < choice.k:
-        k = max(1, int(memory["trials"]))
+    if choice.k > 1 and memory and memory["trials"] < choice.k:
+        k = memory["trials"]
         choice = dataclasses.replace(
             choice, k=k, threads=choice.threads if k > 1 else None,
             why=f"{choice.why}{'; ' if choice.why else ''}at most {k} here: {memory.get('ran_out')} trials training at "

@@ -40,7 +40,6 @@ from tuner.study._engine import (
     finish_trial,
     is_disk_full_error,
     micro_batch_for,
-    pack_caps,
     record_outcome,
     record_pack_cap,
     run_one,
@@ -136,8 +135,8 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
     # early. So packs hold only as many members as the pruner waits for, until they are complete.
     startup = _pruner_startup(study.pruner)
     # The most trials that train at once: halved each time several run out of memory together, and kept in
-    # the study per device, so other workers and later runs start at it.
-    cap = min(pack, pack_caps(study).get(executor.device or "this machine", {}).get("trials", pack))
+    # the study per device (``run_prepared`` starts a later run at it).
+    cap = pack
     suspects: set[int] = set()  # batch sizes that ran out of memory alone in a pack beside other packs, once
     # One heartbeat thread for all members: every member's beat in one write.
     heartbeat = Heartbeat(study, None, plan.heartbeat_interval) if plan.storage_url else None

@@ -23,7 +23,7 @@ from tuner.objectives import Objective, load_objective
 from tuner.spaces import SearchSpace, load_space
 from tuner.study._engine import RunPlan, TrainerExecutor
 from tuner.study._record import StudyKey
-from tuner.study._samplers import build_pruner, build_sampler
+from tuner.study._samplers import build_pruner, build_sampler, list_pruners
 from tuner.study._spec import DEFAULT_PRUNER, IDENTITY_FIELDS, StudySpec
 from tuner.study._storage import (
     check_storage,
@@ -116,12 +116,9 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
     if spec.epochs is None:
         spec = spec.with_overrides(epochs=objective.trial_epochs)
     if spec.pruner is None:
-        if objective.pruner is not None:
-            try:
-                build_pruner(objective.pruner, {"epochs": spec.epochs})
-            except ConfigError as exc:
-                raise ConfigError(f"Objective {objective.name!r} ({spec.objective}), its default pruner: {exc}") \
-                    from None
+        if objective.pruner is not None and objective.pruner not in list_pruners():
+            raise ConfigError(f"Objective {objective.name!r} ({spec.objective}), its default pruner: "
+                              + unknown_name_message("pruner", objective.pruner, list_pruners()))
         spec = spec.with_overrides(pruner=objective.pruner or DEFAULT_PRUNER)
     _check_threads(spec.threads)
     _check_objectives(spec, objective)

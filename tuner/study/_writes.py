@@ -58,7 +58,8 @@ def _write_rdb(backend: Any, writes: Sequence[Write]) -> None:
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
 
-    with _create_scoped_session(backend.scoped_session) as session, _trials_found_once(models, session, writes):
+    with _create_scoped_session(backend.scoped_session) as session, \
+            _trials_found_once(models, session, {w.trial_id for w in writes}):
         for w in writes:
             if w.kind == "value":
                 backend._set_trial_intermediate_value_without_commit(session, w.trial_id, int(w.key), float(w.value))
@@ -72,12 +73,12 @@ _install = threading.Lock()  # guards the patches below: the row lookup (once pe
 
 
 @contextlib.contextmanager
-def _trials_found_once(models: Any, session: Any, writes: Sequence[Write],
+def _trials_found_once(models: Any, session: Any, trial_ids: Iterable[int] = (),
                        loaded: dict[int, Any] | None = None) -> Iterator[None]:
     """Optuna's per-row helpers look their trial up (and check that it is still running) once per row: here
-    the batch's trials are loaded in one query (or given, as ``loaded``), and the helpers' lookups in this
-    thread and session answer from it. Every check the helpers make still runs, on the rows as this
-    transaction read them. Lookups of other threads (the heartbeat's batch) and sessions go to the database as
+    the batch's trials (``trial_ids``) are loaded in one query (or given, as ``loaded``), and the helpers'
+    lookups in this thread and session answer from it. Every check the helpers make still runs, on the rows
+    as this transaction read them. Lookups of other threads (the heartbeat's batch) and sessions go to the database as
     before."""
     cls = models.TrialModel
     with _install:
@@ -93,7 +94,7 @@ def _trials_found_once(models: Any, session: Any, writes: Sequence[Write],
             find_or_raise_by_id.answers_batches = True  # type: ignore[attr-defined]
             cls.find_or_raise_by_id = classmethod(find_or_raise_by_id)
     if loaded is None:
-        loaded = {t.trial_id: t for t in session.query(cls).filter(cls.trial_id.in_({w.trial_id for w in writes}))}
+        loaded = {t.trial_id: t for t in session.query(cls).filter(cls.trial_id.in_(set(trial_ids)))}
     _batch.current = (session, loaded)
     try:
         yield
@@ -170,7 +171,7 @@ def close_trial(study: optuna.Study, trial_id: int, attrs: dict[str, Any], state
     with _create_scoped_session(backend.scoped_session) as session:
         row = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
         backend.check_trial_is_updatable(trial_id, row.state)
-        with _trials_found_once(models, session, (), loaded={trial_id: row}):
+        with _trials_found_once(models, session, loaded={trial_id: row}):
             for key, value in attrs.items():
                 backend._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
         if state == TrialState.PRUNED and told is None and single:
@@ -276,7 +277,7 @@ def _write_params(storage: optuna.storages.BaseStorage, trial_id: int, params: l
             info = studies.get(ids[trial_id][0]) if trial_id in ids else None
             known = dict(info.param_distribution) if info is not None else {}
     with _create_scoped_session(backend.scoped_session) as session, \
-            _trials_found_once(models, session, [Write(trial_id, "user", None, None)]):
+            _trials_found_once(models, session, [trial_id]):
         for name, value, distribution in params:
             backend._set_trial_param_without_commit(session, trial_id, name, value, distribution, known.get(name))
         for key, value in attrs.items():
