@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 
 import optuna
 import pytest
@@ -713,6 +714,59 @@ def test_the_pack_size_that_ran_out_of_memory_is_kept_for_later_runs_and_said(tm
     assert f"at most 2 here: 4 trials training at once ran out of memory on cpu before (trial {cap['trial']})" \
         in summary.pack_why
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 12
+
+
+def test_a_running_worker_adopts_a_pack_cap_another_worker_records(tmp_path, monkeypatch, caplog):
+    """Packs that ran out of memory in another worker lower what this one trains at once, within a heartbeat
+    interval, not only in its next run."""
+    from tuner.study import run_trials
+    from tuner.study._engine import record_pack_cap
+
+    sizes: list[int] = []
+    recorded_at: list[int] = []
+    run_epoch = PackTrainer.run_epoch
+
+    def watched(self):
+        sizes.append(sum(m is not None for m in self.members))
+        if len(sizes) == 2:
+            record_pack_cap(study, "cpu", 2, 8, 999)  # as another worker on this device would
+            recorded_at.append(len(sizes))
+            time.sleep(0.15)  # past the heartbeat interval: the next round checks
+        return run_epoch(self)
+
+    monkeypatch.setattr(PackTrainer, "run_epoch", watched)
+    study, prepared = _packed_study(tmp_path, n_trials=20, pack=8, sampler="random", pruner="none",
+                                    heartbeat_interval=0.1)
+    with caplog.at_level("WARNING", logger="tuner.study._packs"):
+        run_trials(study, prepared)
+    assert sizes[0] == 8
+    # The members that were training finish their 3 epochs; no round after that holds more than 2.
+    assert max(sizes[recorded_at[0] + 3:]) <= 2
+    assert "at most 2 trials train at once on cpu from now on: 8 trials training at once ran out of memory there " \
+           "(trial 999)" in caplog.text
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 20
+
+
+def test_a_smaller_limit_recorded_by_any_worker_stands():
+    """Each record is an attribute of its own: a worker that records a larger limit later (from a stale read)
+    does not overwrite a smaller one; limits stored by earlier versions (one dict) still count."""
+    from tuner.study._engine import _record_oom, oom_limits, pack_caps, record_pack_cap
+    from tuner.study._record import StudyKey
+
+    study = optuna.create_study()
+    assert record_pack_cap(study, "cuda:0", 4, 8, 3) == 4
+    assert record_pack_cap(study, "cuda:0", 16, 32, 5) == 4  # larger, later: the smaller stands
+    assert record_pack_cap(study, "cpu", 8, 16, 6) == 8
+    assert pack_caps(study) == {"cuda:0": {"trials": 4, "ran_out": 8, "trial": 3},
+                                "cpu": {"trials": 8, "ran_out": 16, "trial": 6}}
+    study.set_user_attr(StudyKey.OOM_BATCH, {"cpu": {"batch_size": 128, "trial": 1}})  # an earlier version's
+    assert oom_limits(study) == {"cpu": {"batch_size": 128, "trial": 1}}
+    assert "batch sizes of 256 or more" in _record_oom(study, "cpu", 256, 7)
+    assert oom_limits(study)["cpu"] == {"batch_size": 128, "trial": 1}
+    _record_oom(study, "cpu", 64, 9)
+    assert oom_limits(study)["cpu"] == {"batch_size": 64, "trial": 9}
+    study.set_user_attr(StudyKey.PACK_CAP + "/cpu/x", {"device": "cpu", "trials": "many"})  # malformed: ignored
+    assert pack_caps(study)["cpu"]["trials"] == 8
 
 
 def test_a_pack_of_one_that_runs_out_of_memory_sets_the_batch_size_limit_as_a_trial_alone_does(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 
 from tuner.errors import StudyError
 from tuner.study import StudySpec, create_or_join, prepare
+from tuner.study._engine import oom_limits
 from tuner.study._local import run_prepared
 from tuner.study._record import Key, StudyKey
 
@@ -85,7 +86,7 @@ def test_after_an_oom_at_batch_b_no_batch_of_b_or_more_trains_on_that_device(hun
             assert not t.user_attrs.get(Key.VAL_HISTORY)  # not trained
         else:
             assert t.state == TrialState.COMPLETE
-    assert study.user_attrs[StudyKey.OOM_BATCH]["cpu"]["batch_size"] <= b
+    assert oom_limits(study)["cpu"]["batch_size"] <= b
     # The budget counts trials that trained: ten finished ones besides those that ran out of memory.
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 10
 
@@ -98,7 +99,7 @@ def test_a_space_whose_every_batch_runs_out_of_memory_stops_the_study_with_the_r
     with pytest.raises(StudyError, match=r"ran out of memory on cpu \(trial \d+\); use a space with smaller"):
         run_prepared(study, prepared)
     assert not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    stored = optuna.load_study(study_name="oom2", storage=storage_url).user_attrs[StudyKey.OOM_BATCH]["cpu"]
+    stored = oom_limits(optuna.load_study(study_name="oom2", storage=storage_url))["cpu"]
     assert stored["batch_size"] == 64  # once 64 ran out too, nothing at all is trained
     trained = [t for t in study.trials if t.user_attrs.get(Key.OOM)]
     assert 1 <= len(trained) <= 2  # at most one run out of memory at 128 and one at 64; the rest avoided
@@ -112,7 +113,7 @@ def test_show_and_the_report_say_what_was_avoided(hungry: str, storage_url: str,
 
     study, prepared = _hungry_study("oom3", hungry, storage_url, tmp_path, [16, 32, 64, 128])
     run_prepared(study, prepared)
-    limit = study.user_attrs[StudyKey.OOM_BATCH]["cpu"]
+    limit = oom_limits(study)["cpu"]
     avoided = sum(bool(t.user_attrs.get(Key.OOM_AVOIDED)) for t in study.trials)
     assert avoided, "no config was avoided"
     shown = CliRunner().invoke(app, ["study", "show", "oom3", "--storage", storage_url])

@@ -489,30 +489,42 @@ def _take(study: optuna.Study, plan: RunPlan, device: str = "", trials: Sequence
         _close(study, trial, {**reason.attrs(), Key.DUPLICATE_OF: twin}, TrialState.FAIL)
 
 
-def oom_limits(study: optuna.Study) -> dict[str, dict[str, int]]:
-    """Per device: the smallest batch size that ran out of memory there, and in which trial."""
-    limits = study.user_attrs.get(StudyKey.OOM_BATCH)
-    return limits if isinstance(limits, dict) else {}
+def _limits(study: optuna.Study, attr: str, field: str) -> dict[str, dict[str, int]]:
+    """Per device, the entry with the smallest ``field`` recorded under the study attribute ``attr``: each
+    record is an attribute of its own (``attr/device/value``), so two workers recording at once cannot overwrite
+    each other's; a dict of devices under ``attr`` itself (as studies of earlier versions hold it) counts too."""
+    attrs = study.user_attrs
+    found: dict[str, dict[str, int]] = {}
+    old = attrs.get(attr)
+    entries = [(device, entry) for device, entry in old.items()] if isinstance(old, dict) else []
+    entries += [(entry.get("device"), entry) for name, entry in attrs.items()
+                if name.startswith(attr + "/") and isinstance(entry, dict)]
+    for device, entry in entries:
+        if (isinstance(device, str) and isinstance(entry, dict) and isinstance(entry.get(field), int)
+                and entry[field] >= 1 and (device not in found or entry[field] < found[device][field])):
+            found[device] = {k: v for k, v in entry.items() if k != "device"}
+    return found
 
 
-def _lower_limit(study: optuna.Study, attr: str, known: dict[str, dict[str, int]], device: str, field: str,
-                 entry: dict[str, int]) -> int:
-    """Stores ``entry`` as ``device``'s limit in the study attribute ``attr`` (``known``: its entries as read)
-    unless a smaller ``field`` was recorded before, which stands; returns the limit that stands."""
+def _lower_limit(study: optuna.Study, attr: str, device: str, field: str, entry: dict[str, int]) -> int:
+    """Records ``entry`` as a limit of ``device`` (its ``field``: a batch size, a number of trials) in the study;
+    returns the limit that stands there: the smallest recorded, by any worker."""
     key = device or "this machine"
     with contextlib.suppress(Exception):
-        if key not in known or entry[field] < known[key][field]:
-            study.set_user_attr(attr, {**known, key: entry})
-            return entry[field]
-        return known[key][field]
+        study.set_user_attr(f"{attr}/{key}/{entry[field]}", {**entry, "device": key})
+        return _limits(study, attr, field).get(key, entry)[field]
     return entry[field]
+
+
+def oom_limits(study: optuna.Study) -> dict[str, dict[str, int]]:
+    """Per device: the smallest batch size that ran out of memory there, and in which trial."""
+    return _limits(study, StudyKey.OOM_BATCH, "batch_size")
 
 
 def _record_oom(study: optuna.Study, device: str, batch_size: int, number: int, on_oom: str = "avoid") -> str:
     """Remembers that ``batch_size`` ran out of memory on ``device``; returns what the trial's reason adds."""
     key = device or "this machine"
-    limit = _lower_limit(study, StudyKey.OOM_BATCH, oom_limits(study), device, "batch_size",
-                         {"batch_size": batch_size, "trial": number})
+    limit = _lower_limit(study, StudyKey.OOM_BATCH, device, "batch_size", {"batch_size": batch_size, "trial": number})
     if on_oom == "accumulate":
         return (f"; batch sizes of {limit} or more train on {key} as micro-batches of {max(1, limit // 2)} from "
                 f"now on (gradient accumulation)")
@@ -522,16 +534,15 @@ def _record_oom(study: optuna.Study, device: str, batch_size: int, number: int, 
 def pack_caps(study: optuna.Study) -> dict[str, dict[str, int]]:
     """Per device: the most trials that train at once there (``trials``), since several trials in packs ran
     out of memory together (``ran_out``: how many, in ``trial``'s pack)."""
-    caps = study.user_attrs.get(StudyKey.PACK_CAP)
-    return {device: cap for device, cap in caps.items() if isinstance(cap, dict) and isinstance(cap.get("trials"), int)
-            and cap["trials"] >= 1} if isinstance(caps, dict) else {}
+    return _limits(study, StudyKey.PACK_CAP, "trials")
 
 
-def record_pack_cap(study: optuna.Study, device: str, trials: int, ran_out: int, number: int) -> None:
-    """Remembers that at most ``trials`` train at once on ``device`` (a smaller cap recorded before stands), so
-    that other workers and later runs of the study start there instead of running out of memory again."""
-    _lower_limit(study, StudyKey.PACK_CAP, pack_caps(study), device, "trials",
-                 {"trials": trials, "ran_out": ran_out, "trial": number})
+def record_pack_cap(study: optuna.Study, device: str, trials: int, ran_out: int, number: int) -> int:
+    """Remembers that at most ``trials`` train at once on ``device``, so that other workers and later runs of
+    the study start there instead of running out of memory again; returns the cap that stands (a smaller one
+    recorded by any worker stands)."""
+    return _lower_limit(study, StudyKey.PACK_CAP, device, "trials",
+                        {"trials": trials, "ran_out": ran_out, "trial": number})
 
 
 def oom_notes(study: optuna.Study) -> list[str]:
@@ -541,8 +552,8 @@ def oom_notes(study: optuna.Study) -> list[str]:
     caps = [f"out of memory: {cap.get('ran_out')} trials training at once in packs ran out of memory on {device} "
             f"(trial {cap.get('trial')}); from then on at most {cap.get('trials')} train at once there"
             for device, cap in pack_caps(study).items()]
-    limits = study.user_attrs.get(StudyKey.OOM_BATCH)
-    if not isinstance(limits, dict):
+    limits = oom_limits(study)
+    if not limits:
         return caps
     trials = study.get_trials(deepcopy=False)
     accumulate = (study.user_attrs.get(StudyKey.SPEC) or {}).get("on_oom") == "accumulate"

@@ -40,6 +40,7 @@ from tuner.study._engine import (
     finish_trial,
     is_disk_full_error,
     micro_batch_for,
+    pack_caps,
     record_outcome,
     record_pack_cap,
     run_one,
@@ -249,7 +250,7 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                 cap = max(1, min(cap, (len(held) + others) // 2))
                 log.warning("%d trials ran out of memory on %s: at most %d train at once from now on",
                             len(held) + others, device, cap)
-                record_pack_cap(study, executor.device, cap, len(held) + others, held[0][0].number)
+                cap = record_pack_cap(study, executor.device, cap, len(held) + others, held[0][0].number)
             reason = StopReason(StopKind.DISCARDED, f"discarded: a pack of {len(held)} trial(s) at batch size "
                                                     f"{batch} ran out of memory on {device} ({error})"
                                                     + (f" beside {others} other trial(s)" if others else "")
@@ -277,6 +278,13 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                 # At most once a heartbeat interval: a lost worker's trial waits out the grace period anyway.
                 reap_stale(study, plan.grace_period)
                 next_reap = time.monotonic() + plan.heartbeat_interval
+                # A cap another worker recorded since (its packs ran out of memory on this device) holds here too.
+                recorded = pack_caps(study).get(executor.device or "this machine")
+                if recorded and recorded["trials"] < cap:
+                    log.warning("at most %d trials train at once on %s from now on: %d trials training at once "
+                                "ran out of memory there (trial %s)", recorded["trials"],
+                                executor.device or "this machine", recorded.get("ran_out"), recorded.get("trial"))
+                    cap = recorded["trials"]
             for key in [key for key, p in packs.items() if not p.live()]:
                 del packs[key]  # a pack that ran out: the next of its kind starts afresh
             if startup and _complete(study) >= startup:
