@@ -239,6 +239,44 @@ def test_steps_per_epoch_is_required() -> None:
             TrainConfig().setup(_mlp(), steps_per_epoch=wrong)
 
 
+def test_a_loss_from_another_model_is_refused_at_the_first_step() -> None:
+    model, other = _mlp(), _mlp()
+    setup = TrainConfig().setup(model, steps_per_epoch=1)
+    x, y = _data(8)
+    with pytest.raises(ConfigError, match="no parameter of the model given to config.setup"):
+        setup.step(lambda: _loss(other, x, y))
+    assert all(p.grad is None for p in model.parameters())
+    setup.step(lambda: _loss(model, x, y))  # the model's own loss trains
+
+
+def test_plateau_without_end_epoch_warns_once_an_epoch_has_passed() -> None:
+    config = TrainConfig.from_dict({"optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 4,
+                                    "schedule": {"name": "plateau", "patience": 0}})
+    model = _mlp()
+    setup = config.setup(model, steps_per_epoch=2)
+    x, y = _data(16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            setup.step(lambda: _loss(model, x, y))
+        assert not _runtime_warnings(caught)  # one epoch's steps: end_epoch may still come
+        for _ in range(4):
+            setup.step(lambda: _loss(model, x, y))
+    messages = _runtime_warnings(caught)
+    assert len(messages) == 1 and "setup.end_epoch(val_metric) after every epoch" in messages[0]
+    assert caught[0].filename == __file__  # points at the caller's line
+
+
+def test_dropout_the_model_cannot_take_warns() -> None:
+    config = TrainConfig.from_dict({"regularization": {"dropout": 0.2}})
+    with pytest.warns(RuntimeWarning, match=r"dropout rate \(0.2\) was not applied: the model has no nn.Dropout"):
+        config.setup(nn.Linear(6, 3), steps_per_epoch=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TrainConfig().setup(nn.Linear(6, 3), steps_per_epoch=1)  # no dropout asked for: nothing to say
+        config.setup(_mlp(), steps_per_epoch=1)
+
+
 # -- init, dropout, seeding ----------------------------------------------------------------------------------
 def test_setup_applies_init_and_dropout_unless_told_not_to() -> None:
     config = TrainConfig.from_dict({"init": {"name": "normal", "std": 1e-3}, "regularization": {"dropout": 0.3}})

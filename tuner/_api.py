@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -99,8 +100,8 @@ def _check_objectives(objectives: Any, metric: str) -> list[str]:
 def _check_args(train_fn: Any, direction: str, ints: dict[str, Any], seed: Any, timeout: Any) -> None:
     if not callable(train_fn):
         raise ConfigError(f"train_fn must be a function taking the trial context; got {type(train_fn).__name__}.")
-    if direction not in ("maximize", "minimize"):
-        raise ConfigError(f"direction must be 'maximize' or 'minimize' (got {direction!r}).")
+    if direction not in ("auto", "maximize", "minimize"):
+        raise ConfigError(f"direction must be 'maximize', 'minimize' or 'auto' (got {direction!r}).")
     for key, value in ints.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{key} must be an int of at least 1 (got {value!r}).")
@@ -109,6 +110,25 @@ def _check_args(train_fn: Any, direction: str, ints: dict[str, Any], seed: Any, 
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not math.isfinite(timeout) or timeout <= 0):
         raise ConfigError(f"timeout must be a finite number of seconds above 0, or None (got {timeout!r}).")
+
+
+_LOSS_LIKE = re.compile(r"loss|error|(^|_)(err|mse|mae|rmse|nll|perplexity|ppl)($|_)", re.IGNORECASE)
+
+
+def resolve_direction(metric: str, direction: str) -> tuple[str, str]:
+    """``direction="auto"``: the registry's direction for a known metric (``mse``, ``accuracy``, ...), minimize
+    for a name that reads as a loss or an error (``val_loss``, ``top1_error``, ``mae``), else maximize; and a
+    note saying so (empty when the direction was given)."""
+    if direction != "auto":
+        return direction, ""
+    from tuner.objectives import get_metric, list_metrics
+
+    if isinstance(metric, str) and metric in list_metrics():
+        found = get_metric(metric).direction
+        return found, f"{found} (the {metric!r} metric's direction)"
+    if isinstance(metric, str) and _LOSS_LIKE.search(metric):
+        return "minimize", f"minimize ({metric!r} reads as a loss; pass direction='maximize' if larger is better)"
+    return "maximize", ""
 
 
 def _name_of(option: str | dict[str, Any]) -> str:
@@ -124,7 +144,7 @@ def tune(
     epochs: int = 10,
     storage: str | None = None,
     study_name: str | None = None,
-    direction: str = "maximize",
+    direction: str = "auto",
     metric: str = "value",
     sampler: str | dict[str, Any] = "tpe",
     pruner: str | dict[str, Any] = "median",
@@ -145,6 +165,8 @@ def tune(
     ``train_fn`` reads ``ctx.config`` (a ``TrainConfig``: ``ctx.config.setup(model, steps_per_epoch=N)``
     gives the optimizer, scheduler and a training step), calls ``ctx.report(epoch, value)`` after every
     epoch (pruning happens there), and returns the final validation value (or ``(value, test_value)``).
+    ``metric`` names that value; ``direction="auto"`` minimizes a metric named like a loss or an error
+    (``val_loss``, ``mse``, ``top1_error``) and maximizes any other (pass ``"maximize"`` or ``"minimize"``).
 
     Every trial runs on tuner's trial engine, as ``tuner study run`` does: Python's ``random``, NumPy and
     torch are seeded from ``ctx.config.seed`` right before ``train_fn`` is called (so two calls with the same
@@ -178,6 +200,10 @@ def tune(
     reported once and the study goes on. They need ``pip install 'optim-tuner[mlflow]'`` /
     ``'optim-tuner[tensorboard]'``.
 
+    A run that stops (``max_consecutive_failures`` failed trials in a row, a storage that fails, Ctrl-C)
+    raises, and the exception holds what finished as ``exc.result``, a ``TuneResult``: without a ``storage``
+    the study exists nowhere else.
+
     ``workers=N`` trains in N processes on this machine (torch threads split between them), each asking the
     shared study for trials; it needs a ``storage`` and a ``train_fn`` defined at the top level of a module or
     script (the processes import it; guard the script's own code with ``if __name__ == "__main__":``).
@@ -186,11 +212,18 @@ def tune(
         >>> result = tuner.tune(train, space="adam-family", n_trials=20, epochs=10)
         >>> result.best_config.save("best.yaml")
     """
-    from tuner.study._samplers import build_pruner, build_sampler
+    from tuner.study._samplers import build_sampler
     from tuner.study._session import trial_line
 
     _check_args(train_fn, direction, {"n_trials": n_trials, "epochs": epochs,
                                       "max_consecutive_failures": max_consecutive_failures}, seed, timeout)
+    if not isinstance(metric, str) or not metric:
+        raise ConfigError(f"metric must be the name of the value train_fn returns, e.g. 'val_accuracy' (got "
+                          f"{metric!r}).")
+    direction, direction_note = resolve_direction(metric, direction)
+    for key, flag in (("verbose", verbose), ("known_starts", known_starts)):
+        if not isinstance(flag, bool):
+            raise ConfigError(f"{key} must be True or False (got {flag!r}).")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be an int of at least 1 (got {workers!r}).")
     ref = None
@@ -221,14 +254,17 @@ def tune(
         enqueue = [enqueue]
     starts, start_notes = gather_starts(search, enqueue=list(enqueue or []), warm_start=warm_start,
                                         warm_storage=storage, known=bool(known_starts))
-    context = {"seed": seed, "epochs": epochs, "multi": len(objectives) > 1}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        built_sampler = build_sampler(sampler, context)
-        built_pruner = build_pruner(pruner, context)
+    from tuner.study._prepare import search_setup
+
+    setup = search_setup(search, sampler, pruner, seed=seed, epochs=epochs, n_trials=n_trials,
+                         n_objectives=len(objectives))  # bad options fail here, before any study exists
+    if setup.grid:
+        n_trials, starts = setup.n_trials, []  # a grid runs its own points
     name = study_name or f"tune-{getattr(train_fn, '__name__', 'fn')}-{search.name}"
+    settings = {"sampler": sampler, "pruner": pruner}
     study, queued = _create_or_join(train_fn, search, name, storage, direction, metric, epochs, seed,
-                                    built_sampler, built_pruner, starts[:n_trials], objectives)
+                                    setup.sampler, setup.pruner, starts[:n_trials], objectives, settings,
+                                    setup.grid[:n_trials])
     plan = RunPlan(name=name, storage_url=storage, space=search, epochs=epochs, seed=seed, n_trials=n_trials,
                    timeout=timeout, pruner_name=_name_of(pruner), sampler_name=_name_of(sampler),
                    max_consecutive_failures=max_consecutive_failures, objectives=objectives,
@@ -255,15 +291,22 @@ def tune(
         print(f"tuning {getattr(train_fn, '__qualname__', 'train_fn')} over space {search.name!r}: study {name!r}, "
               f"{n_trials} trials x {epochs} epochs, {direction} {metric!r}"
               + (f", timeout {timeout:g}s" if timeout else ""), flush=True)
+        if direction_note:
+            print(f"direction: {direction_note}", flush=True)
         if queued:
             print(f"first trials ({len(queued)} queued): " + "; ".join(s.source for s in queued), flush=True)
         for note in start_notes:
             print(note, flush=True)
-    with tracking(study, on_trial, mlflow=mlflow, tensorboard=tensorboard) as tracked:
-        if ref is not None:
-            _run_workers(study, plan, ref, workers, sampler, pruner, tracked, verbose)
-            return TuneResult(study, train_fn, seed)
-        run = run_trials(study, plan, UserExecutor(train_fn), on_trial=tracked)
+    try:
+        with tracking(study, on_trial, mlflow=mlflow, tensorboard=tensorboard) as tracked:
+            if ref is not None:
+                _run_workers(study, plan, ref, workers, sampler, pruner, tracked, verbose)
+                return TuneResult(study, train_fn, seed)
+            run = run_trials(study, plan, UserExecutor(train_fn), on_trial=tracked)
+    except (StudyError, KeyboardInterrupt) as exc:
+        # What finished is the caller's: ``exc.result`` (a study without a storage exists nowhere else).
+        exc.result = TuneResult(study, train_fn, seed)
+        raise
     if verbose:
         ranked = ranked_trials(study)
         stop = " (timeout reached)" if run.stopped_by == "timeout" else ""
@@ -299,17 +342,43 @@ def _run_workers(study: optuna.Study, plan: RunPlan, ref: dict[str, str], worker
         raise StudyError(f"every worker stopped with an error; the first: {lost[0].error or lost[0].exitcode}")
 
 
+def _identity(train_fn: Any, epochs: int, seed: int, objectives: list[str], settings: dict[str, Any]
+              ) -> dict[str, Any]:
+    return {"function": getattr(train_fn, "__qualname__", repr(train_fn)),
+            "module": getattr(train_fn, "__module__", None), "epochs": epochs, "seed": seed,
+            "objectives": objectives, **settings}
+
+
+def _changes(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between a study's stored ``tune`` settings and this call's (keys a study made by an earlier
+    version does not hold are not compared; a script run as ``__main__`` may import its function elsewhere)."""
+    changes = []
+    for key, value in new.items():
+        if key not in stored or stored[key] == value:
+            continue
+        if key == "module" and "__main__" in (stored[key], value):
+            continue
+        if key == "objectives" and list(stored[key] or []) == list(value):
+            continue
+        changes.append(f"{key}: {stored[key]!r} -> {value!r}")
+    return changes
+
+
 def _create_or_join(train_fn: Any, search: Any, name: str, storage: str | None, direction: str, metric: str,
                     epochs: int, seed: int, sampler: Any, pruner: Any, starts: list[Any],
-                    objectives: list[str]) -> tuple[optuna.Study, list]:
+                    objectives: list[str], settings: dict[str, Any] | None = None,
+                    grid: list[dict[str, Any]] = ()) -> tuple[optuna.Study, list]:
     """Created (or joined) under the storage's lock: two processes tuning one study name over different
     spaces cannot both go ahead. A study created here gets ``starts`` queued as its first trials; they are
-    returned (an empty list when the study existed)."""
+    returned (an empty list when the study existed). A study joined must have been tuned the same way (the
+    function, epochs, seed, sampler, pruner, metric): else its values would not compare, and nothing is
+    changed. ``grid``: the points of a grid sampler, queued (once each) in either case."""
     from tuner.study._prepare import describe_kind
     from tuner.study._starts import START_ATTR
     from tuner.study._storage import check_storage, mask_url, open_storage, storage_lock
 
     fingerprint = search.fingerprint()
+    identity = _identity(train_fn, epochs, seed, objectives, settings or {})
     if storage:
         check_storage(storage)
     with storage_lock(storage, "create") if storage else contextlib.nullcontext():
@@ -324,8 +393,10 @@ def _create_or_join(train_fn: Any, search: Any, name: str, storage: str | None, 
         finally:
             optuna.logging.set_verbosity(previous)
         stored = study.user_attrs.get(StudyKey.TUNE)
+        where = f" in {mask_url(storage)}" if storage else ""
         if stored and stored.get("space_fingerprint") != fingerprint:
-            raise StudyError(f"Study {name!r} was tuned over a different search space; use another study_name.")
+            raise StudyError(f"Study {name!r}{where} was tuned over a different search space; nothing was changed. "
+                             f"Use another study_name.")
         if len(study.directions) != len(objectives):
             raise StudyError(f"Study {name!r} has {len(study.directions)} objective(s), not {len(objectives)} "
                              f"({', '.join(objectives)}); use another study_name.")
@@ -333,14 +404,18 @@ def _create_or_join(train_fn: Any, search: Any, name: str, storage: str | None, 
             raise StudyError(f"Study {name!r} was tuned to {direction_of(study)} "
                              f"{study.user_attrs.get(StudyKey.METRIC)!r}, not to {direction} {metric!r}: its "
                              f"values would not compare. Use another study_name.")
+        changes = _changes(stored, identity) if stored else []
+        if changes:
+            raise StudyError(f"Study {name!r}{where} was tuned with other settings ({'; '.join(changes)}): its "
+                             f"values would not compare with this call's. Nothing was changed. Use another "
+                             f"study_name, or the same settings to resume it.")
+        if not stored and (study.get_trials(deepcopy=False) or study.user_attrs):
+            raise StudyError(f"Study {name!r} in {mask_url(storage or '')} is {describe_kind(study)}; "
+                             f"use another study_name.")
+        for params in grid:
+            study.enqueue_trial(params, skip_if_exists=True)
         if not stored:
-            if study.get_trials(deepcopy=False) or study.user_attrs:
-                raise StudyError(f"Study {name!r} in {mask_url(storage or '')} is {describe_kind(study)}; "
-                                 f"use another study_name.")
-            study.set_user_attr(StudyKey.TUNE, {"function": getattr(train_fn, "__qualname__", repr(train_fn)),
-                                                "module": getattr(train_fn, "__module__", None),
-                                                "space": search.name, "space_fingerprint": fingerprint,
-                                                "epochs": epochs, "seed": seed, "objectives": objectives})
+            study.set_user_attr(StudyKey.TUNE, {**identity, "space": search.name, "space_fingerprint": fingerprint})
             study.set_user_attr(StudyKey.SPACE, search.raw)
             study.set_user_attr(StudyKey.METRIC, metric)
             for start in starts:

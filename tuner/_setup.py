@@ -8,11 +8,13 @@ tuned config asks of one batch (penalties, gradient clipping, L-BFGS's closure, 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import numbers
 import random
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -61,6 +63,21 @@ def steps_schedule_every_batch(config: TrainConfig) -> bool:
                                                  and not schedule.params.get("warmup_fraction"))
 
 
+_watch = threading.local()  # the setups made in this thread while a trial runs (``watching``)
+
+
+@contextlib.contextmanager
+def watching() -> Iterator[list[TrainingSetup]]:
+    """Within the block, every ``TrainingSetup`` made in this thread is added to the list it yields: the trial
+    engine reads their skipped steps after each report of a trial that trains in the caller's own loop."""
+    outer = getattr(_watch, "setups", None)
+    _watch.setups = setups = []
+    try:
+        yield setups
+    finally:
+        _watch.setups = outer
+
+
 class _NonFinite(Exception):
     """Raised inside the closure to stop an update whose loss or gradient is not finite."""
 
@@ -95,7 +112,11 @@ class TrainingSetup:
         if init:
             config.apply_init(model)
         if dropout:
-            config.apply_dropout(model)
+            applied = config.apply_dropout(model)
+            if (config.regularization.dropout or 0) > 0 and not applied:
+                warnings.warn(f"The config's dropout rate ({config.regularization.dropout:g}) was not applied: the "
+                              f"model has no nn.Dropout layer. Add nn.Dropout where it should act, or tune a space "
+                              f"without dropout.", RuntimeWarning, stacklevel=3)
         self.config = config
         self.model = model
         self.steps_per_epoch = steps_per_epoch
@@ -116,6 +137,9 @@ class TrainingSetup:
         self._warned: set[str] = set()
         self._train_eval = info.train_eval  # schedule-free: the optimizer's own train/eval modes
         self._optimizer_training = False
+        watchers = getattr(_watch, "setups", None)
+        if watchers is not None:
+            watchers.append(self)
 
     @property
     def lr(self) -> float:
@@ -180,6 +204,11 @@ class TrainingSetup:
             norm = nn.utils.clip_grad_norm_(params, clip) if clip is not None else None
             if not first:
                 first.append(loss.detach())
+                if self.steps == 1 and not any(p.grad is not None for p in params):
+                    raise ConfigError(
+                        "setup.step(): no parameter of the model given to config.setup() got a gradient from "
+                        "the loss. Compute the loss with that model (setup.step(lambda: loss_fn(model(x), y))), "
+                        "and check that its parameters have requires_grad=True.")
                 if check:
                     _check_finite(full, norm, params)
             return full
@@ -204,6 +233,12 @@ class TrainingSetup:
             return first[0]
         if self._step_schedule:
             self.scheduler.step()
+        elif self._per_epoch_schedule and self._epoch_steps > self.steps_per_epoch:
+            self._warn_once("plateau-end-epoch", (
+                f"{self._epoch_steps} training steps without setup.end_epoch(metric), but steps_per_epoch is "
+                f"{self.steps_per_epoch}: the {self.config.schedule.name!r} schedule lowers the learning rate in "
+                f"end_epoch, from the validation metric. Call setup.end_epoch(val_metric) after every epoch."),
+                stacklevel=4)
         return first[0]
 
     def _skip(self, loss: torch.Tensor) -> None:

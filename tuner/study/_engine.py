@@ -33,6 +33,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner._setup import watching
 from tuner.config import TrainConfig
 from tuner.errors import ConfigError, StudyError, TunerError
 from tuner.spaces import SearchSpace
@@ -177,18 +178,50 @@ class TrialContext:
     history: list[float] = field(default_factory=list)
     test_value: float | None = None
     _report: ReportFn | None = None
+    #: the ``config.setup(...)`` made while ``train_fn`` runs, and their (steps, skipped steps) at the last report
+    _setups: list[Any] = field(default_factory=list)
+    _seen: dict[int, tuple[int, int]] = field(default_factory=dict)
+    #: the exception a report raised to stop the trial (pruned, diverged, timed out), raised again if the
+    #: caller's code caught it and went on
+    stopped: BaseException | None = None
+    _last_epoch: int | None = None
 
     @property
     def number(self) -> int | None:
         return None if self.trial is None else self.trial.number
 
     def report(self, epoch: int, value: float) -> None:
+        if self.stopped is not None:
+            raise self.stopped
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise TrainFnMisuse(f"ctx.report(epoch, value): epoch must be the epoch's number, an int from 0 (got "
+                                f"{epoch!r}).")
+        if self._last_epoch is not None and epoch <= self._last_epoch:
+            raise TrainFnMisuse(f"ctx.report(epoch, value): epoch {epoch} was reported already (the last report "
+                                f"was epoch {self._last_epoch}): pass each epoch's number once, 0, 1, 2, ...")
+        self._last_epoch = epoch
         value = float(value)
         self.history.append(value)
-        if not math.isfinite(value):
-            raise Diverged(f"diverged: reported value {value} in epoch {epoch + 1}", epoch)
-        if self._report is not None:
-            self._report(epoch, value)
+        try:
+            if not math.isfinite(value):
+                raise Diverged(f"diverged: reported value {value} in epoch {epoch + 1}", epoch)
+            self._check_setups(epoch)
+            if self._report is not None:
+                self._report(epoch, value)
+        except (optuna.TrialPruned, Diverged, _TimedOut) as exc:
+            self.stopped = exc
+            raise
+
+    def _check_setups(self, epoch: int) -> None:
+        """A trial trained with ``config.setup`` whose loss turned non-finite this epoch diverged, as a trial
+        of the built-in trainer does (``setup.step`` skips such updates, so the value alone may look fine)."""
+        for setup in self._setups:
+            steps, skipped = self._seen.get(id(setup), (0, 0))
+            self._seen[id(setup)] = (setup.steps, setup.skipped_steps)
+            if setup.skipped_steps > skipped:
+                raise Diverged(f"diverged: the loss or its gradient was not finite in "
+                               f"{setup.skipped_steps - skipped} of {setup.steps - steps} training steps of epoch "
+                               f"{epoch + 1} (setup.step skipped those updates)", epoch)
 
     def set_test_value(self, value: float) -> None:
         """Records the held-out test metric of this run; reports and exports show it."""
@@ -222,7 +255,14 @@ class UserExecutor:
         # micro_batch is never asked of it: the user's code batches as it likes (batches_from_config is false).
         self._ctx = ctx = TrialContext(config, self.trial, _report=report)
         seed_everything(config.seed)
-        returned = self.train_fn(ctx)
+        with watching() as ctx._setups:
+            returned = self.train_fn(ctx)
+        if ctx.stopped is not None:
+            # train_fn caught what ctx.report raised and went on: the trial stopped there all the same.
+            if isinstance(ctx.stopped, optuna.TrialPruned):
+                raise optuna.TrialPruned(f"{ctx.stopped} (train_fn went on after ctx.report() stopped it: let "
+                                         f"the exception propagate)")
+            raise ctx.stopped
         if returned is None:
             if not ctx.history:
                 raise TrainFnMisuse("train_fn returned None and reported nothing: return the validation metric, "

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,21 +137,11 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
     calibration = None
     if spec.calibrate and space_data is None:
         space, calibration = _calibrated(spec, space, trainer)
-    grid: list[dict[str, Any]] = []
-    if spec.sampler_name == "grid":
-        size = space.grid_size()  # counted before anything is built: a huge grid is refused at once
-        if size > GRID_LIMIT:
-            raise ConfigError(f"The grid over space {space.name!r} has {size:,} points (over {GRID_LIMIT:,}); "
-                              f"use a smaller space or another sampler.")
-        grid = space.grid_points()
-        if spec.n_trials > len(grid):
-            spec = spec.with_overrides(n_trials=len(grid))
-        # Spread a partial grid (n_trials below the grid's size) over the whole grid.
-        random.Random(spec.seed).shuffle(grid)
-    context = {"seed": spec.seed, "epochs": spec.epochs, "multi": len(spec.objectives or []) > 1}
-    sampler = build_sampler(spec.sampler, context)
-    pruner = build_pruner(spec.pruner, context)
-    _dry_run(spec, space, context)
+    search = search_setup(space, spec.sampler, spec.pruner, seed=spec.seed, epochs=spec.epochs,
+                          n_trials=spec.n_trials, n_objectives=len(spec.objectives or [None]))
+    if search.n_trials != spec.n_trials:
+        spec = spec.with_overrides(n_trials=search.n_trials)
+    sampler, pruner, grid = search.sampler, search.pruner, search.grid
     starts, start_notes = [], []
     if space_data is None:  # a study being created (one being continued has its trials)
         from tuner.study._starts import gather_starts
@@ -223,9 +214,6 @@ def _check_objectives(spec: StudySpec, objective: Objective) -> None:
     if rest and spec.pack not in ("auto", 1):
         raise ConfigError(f"objectives: train_seconds times each trial alone; pack: {spec.pack} would count a "
                           f"pack's time for each member. Use pack: 1 (or auto).")
-    if rest and spec.sampler_name in ("cmaes", "grid"):
-        raise ConfigError(f"objectives: the {spec.sampler_name!r} sampler has one objective; with several use "
-                          f"tpe, nsgaii, gp, random or qmc.")
 
 
 def _check_threads(threads: int | None) -> None:
@@ -235,22 +223,62 @@ def _check_threads(threads: int | None) -> None:
         raise ConfigError(f"threads must be at most {limit} on this machine ({cores} cores). Got {threads} instead.")
 
 
-def _dry_run(spec: StudySpec, space: SearchSpace, context: dict[str, Any]) -> None:
-    """Asks a throwaway in-memory study for one trial with the spec's own sampler and pruner: options that
+@dataclass
+class SearchSetup:
+    """A study's sampler and pruner, built and tried; for a grid, its points (shuffled) and the budget capped
+    at their number."""
+
+    sampler: optuna.samplers.BaseSampler
+    pruner: optuna.pruners.BasePruner
+    grid: list[dict[str, Any]]
+    n_trials: int
+
+
+def _option_name(option: Any) -> str:
+    return option if isinstance(option, str) else str(option.get("name", "custom"))
+
+
+def search_setup(space: SearchSpace, sampler: Any, pruner: Any, *, seed: int, epochs: int, n_trials: int,
+                 n_objectives: int = 1) -> SearchSetup:
+    """Builds the sampler and pruner (a name or a mapping with options) for ``space`` as every study does
+    (``tuner study create``, ``tuner.tune``): a grid over too many points, a sampler with one objective in a
+    study of several, and options Optuna only checks when it first samples or prunes are refused here, before
+    any study exists."""
+    sampler_name = _option_name(sampler)
+    if n_objectives > 1 and sampler_name in ("cmaes", "grid"):
+        raise ConfigError(f"objectives: the {sampler_name!r} sampler has one objective; with several use "
+                          f"tpe, nsgaii, gp, random or qmc.")
+    grid: list[dict[str, Any]] = []
+    if sampler_name == "grid":
+        size = space.grid_size()  # counted before anything is built: a huge grid is refused at once
+        if size > GRID_LIMIT:
+            raise ConfigError(f"The grid over space {space.name!r} has {size:,} points (over {GRID_LIMIT:,}); "
+                              f"use a smaller space or another sampler.")
+        grid = space.grid_points()
+        n_trials = min(n_trials, len(grid))
+        # Spread a partial grid (n_trials below the grid's size) over the whole grid.
+        random.Random(seed).shuffle(grid)
+    context = {"seed": seed, "epochs": epochs, "multi": n_objectives > 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        built = SearchSetup(build_sampler(sampler, context), build_pruner(pruner, context), grid, n_trials)
+    _dry_run(space, sampler, pruner, context, n_objectives)
+    return built
+
+
+def _dry_run(space: SearchSpace, sampler: Any, pruner: Any, context: dict[str, Any], n: int) -> None:
+    """Asks a throwaway in-memory study for one trial with the study's own sampler and pruner: options that
     Optuna only checks when it first samples or prunes (``n_startup_trials: ten``) fail here, before the
     study exists, not as its first trial."""
-    import warnings
-
     previous = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            n = len(spec.objectives or [None])
-            study = optuna.create_study(sampler=build_sampler(spec.sampler, context),
-                                        pruner=build_pruner(spec.pruner, context), directions=["maximize"] * n)
+            study = optuna.create_study(sampler=build_sampler(sampler, context),
+                                        pruner=build_pruner(pruner, context), directions=["maximize"] * n)
             trial = study.ask()
-            space.sample(trial, epochs=spec.epochs or 1, seed=0)
+            space.sample(trial, epochs=context["epochs"] or 1, seed=0)
             if n == 1:
                 trial.report(0.5, 0)
                 trial.should_prune()
@@ -258,8 +286,8 @@ def _dry_run(spec: StudySpec, space: SearchSpace, context: dict[str, Any]) -> No
     except (ConfigError, StudyError):
         raise
     except Exception as exc:
-        raise ConfigError(f"The {spec.sampler_name!r} sampler or the {spec.pruner_name!r} pruner cannot run with "
-                          f"these options: {type(exc).__name__}: {exc}") from None
+        raise ConfigError(f"The {_option_name(sampler)!r} sampler or the {_option_name(pruner)!r} pruner cannot "
+                          f"run with these options: {type(exc).__name__}: {exc}") from None
     finally:
         optuna.logging.set_verbosity(previous)
 

@@ -1,0 +1,178 @@
+"""What the CLI refuses or records, ``tuner.tune`` and a config used in the caller's own loop do too: a study
+resumed with other settings, a grid, sampler options that cannot run, a trial whose updates were all skipped,
+a pruning decision swallowed by the caller's code, work kept when a run without a storage stops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+import tuner
+from tuner.errors import ConfigError, StudyError
+from tuner.study._record import Key
+
+
+def _lr(ctx: tuner.TrialContext) -> float:
+    value = -abs(ctx.config.optimizer.lr - 1e-3)
+    ctx.report(0, value)
+    return value
+
+
+def test_a_study_resumed_with_other_settings_is_refused_naming_them(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    tuner.tune(_lr, "lr-only", n_trials=2, epochs=1, storage=url, study_name="s", verbose=False)
+    for change, says in (({"epochs": 2}, "epochs: 1 -> 2"), ({"seed": 3}, "seed: 0 -> 3"),
+                         ({"sampler": "random"}, "sampler: 'tpe' -> 'random'"),
+                         ({"pruner": "none"}, "pruner: 'median' -> 'none'")):
+        args = {"n_trials": 4, "epochs": 1, **change}
+        with pytest.raises(StudyError, match="was tuned with other settings") as info:
+            tuner.tune(_lr, "lr-only", storage=url, study_name="s", verbose=False, **args)
+        assert says in str(info.value) and "Nothing was changed" in str(info.value)
+    study = optuna.load_study(study_name="s", storage=url)
+    assert len(study.trials) == 2  # nothing ran, nothing was queued
+
+    def other(ctx: tuner.TrialContext) -> float:
+        return 0.9
+
+    with pytest.raises(StudyError, match=r"function: '.*_lr' -> '.*other'"):
+        tuner.tune(other, "lr-only", n_trials=4, epochs=1, storage=url, study_name="s", verbose=False)
+    resumed = tuner.tune(_lr, "lr-only", n_trials=4, epochs=1, storage=url, study_name="s", verbose=False)
+    assert len(resumed.study.trials) == 4  # the same settings resume
+
+
+def test_two_functions_of_one_name_do_not_share_a_study_in_silence(tmp_path: Path):
+    """The default study name comes from the function's name: a second function of that name (another
+    module, or a script's other ``train``) is refused instead of returning the first one's best config."""
+    url = f"sqlite:///{tmp_path / 't.db'}"
+
+    def train(ctx: tuner.TrialContext) -> float:
+        return 0.5
+
+    first = train
+    tuner.tune(first, "lr-only", n_trials=2, epochs=1, storage=url, verbose=False)
+
+    def make():
+        def train(ctx: tuner.TrialContext) -> float:
+            return 0.9
+        return train
+
+    with pytest.raises(StudyError, match="function: "):
+        tuner.tune(make(), "lr-only", n_trials=2, epochs=1, storage=url, verbose=False)
+
+
+def test_a_grid_runs_its_points_from_the_library_too():
+    result = tuner.tune(_lr, "lr-only", sampler="grid", n_trials=10, epochs=1, pruner="none", verbose=False)
+    from tuner.spaces import load_space
+
+    points = load_space("lr-only").grid_points()
+    ran = sorted(t.params["adam.lr"] for t in result.study.trials)
+    assert ran == sorted(p["adam.lr"] for p in points)  # every point once, and the budget capped at their number
+
+
+def test_sampler_options_that_cannot_run_are_refused_before_a_study_exists(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    with pytest.raises(ConfigError, match="cannot run with these options"):
+        tuner.tune(_lr, "lr-only", sampler={"name": "tpe", "n_startup_trials": "ten"}, storage=url,
+                   study_name="a", verbose=False)
+    with pytest.raises(ConfigError, match="'cmaes' sampler has one objective"):
+        tuner.tune(_lr, "lr-only", sampler="cmaes", objectives=["value", "train_seconds"], storage=url,
+                   study_name="b", verbose=False)
+    assert not (tmp_path / "t.db").exists() or not optuna.get_all_study_names(url)
+
+
+def _diverging(ctx: tuner.TrialContext) -> float:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    setup = ctx.config.setup(model, steps_per_epoch=4)
+
+    def loss(xb: torch.Tensor, yb: torch.Tensor, scale: float) -> torch.Tensor:
+        return ((model(xb) - yb) ** 2).mean() * scale
+
+    for epoch in range(ctx.config.epochs):
+        for i in range(4):
+            scale = float("inf") if epoch >= 1 else 1.0  # from the second epoch on, the loss is infinite
+            setup.step(loss, x[i::4], y[i::4], scale)
+        with torch.no_grad():
+            ctx.report(epoch, -float(((model(x) - y) ** 2).mean()))
+    return ctx.history[-1]
+
+
+def test_a_trial_whose_updates_were_skipped_is_recorded_as_diverged():
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        result = tuner.tune(_diverging, "lr-only", n_trials=2, epochs=3, pruner="none", verbose=False)
+    for t in result.study.trials:
+        assert t.state == TrialState.PRUNED
+        assert t.user_attrs[Key.REASON].startswith("diverged: the loss or its gradient was not finite in 4 of 4 "
+                                                   "training steps of epoch 2")
+
+
+def test_a_pruning_decision_swallowed_by_train_fn_still_prunes():
+    calls = []
+
+    def stubborn(ctx: tuner.TrialContext) -> float:
+        value = 0.0
+        for epoch in range(ctx.config.epochs):
+            value = 1.0 if ctx.number == 0 else 0.1  # trial 0 is the best; the others are pruned at epoch 1
+            try:
+                ctx.report(epoch, value)
+            except Exception:  # a broad except in the caller's code
+                calls.append(ctx.number)
+        return value
+
+    result = tuner.tune(stubborn, "lr-only", n_trials=3, epochs=3, sampler="random",
+                        pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0}, verbose=False)
+    assert calls, "the pruner never stopped a trial"
+    pruned = [t for t in result.study.trials if t.number in calls]
+    assert pruned and all(t.state == TrialState.PRUNED for t in pruned)
+    assert all("went on after ctx.report() stopped it" in t.user_attrs[Key.REASON] for t in pruned)
+
+
+def test_an_epoch_reported_twice_fails_the_trial_with_the_fix():
+    def same_epoch(ctx: tuner.TrialContext) -> float:
+        for _ in range(3):
+            ctx.report(0, 0.5)
+        return 0.5
+
+    with pytest.raises(StudyError, match="stopped after 1 consecutive failed trials") as info:
+        tuner.tune(same_epoch, "lr-only", n_trials=1, epochs=3, max_consecutive_failures=1, verbose=False)
+    t = info.value.result.study.trials[0]
+    assert t.state == TrialState.FAIL and "epoch 0 was reported already" in t.user_attrs[Key.REASON]
+
+
+def test_a_stopped_run_without_a_storage_hands_over_what_it_finished():
+    def flaky(ctx: tuner.TrialContext) -> float:
+        if ctx.number >= 2:
+            raise ValueError("broken")
+        return 0.5 + ctx.number
+
+    with pytest.raises(StudyError) as info:
+        tuner.tune(flaky, "lr-only", n_trials=10, epochs=1, max_consecutive_failures=2, known_starts=False,
+                   verbose=False)
+    result = info.value.result
+    assert isinstance(result, tuner.TuneResult) and result.best_value == 1.5
+    assert sum(t.state == TrialState.COMPLETE for t in result.study.trials) == 2
+
+
+def test_flags_of_the_library_are_checked_as_booleans():
+    for key in ("known_starts", "verbose"):
+        with pytest.raises(ConfigError, match=f"{key} must be True or False"):
+            tuner.tune(_lr, "lr-only", n_trials=1, epochs=1, **{key: "false"})
+
+
+def test_a_loss_is_minimized_unless_the_direction_says_otherwise(capsys):
+    from tuner._api import resolve_direction
+
+    assert resolve_direction("val_loss", "auto")[0] == "minimize"
+    assert resolve_direction("mse", "auto")[0] == "minimize"
+    assert resolve_direction("top1_error", "auto")[0] == "minimize"
+    assert resolve_direction("accuracy", "auto")[0] == "maximize"
+    assert resolve_direction("value", "auto") == ("maximize", "")
+    assert resolve_direction("val_loss", "maximize") == ("maximize", "")
+    result = tuner.tune(_lr, "lr-only", n_trials=2, epochs=1, metric="val_loss")
+    assert result.study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert "direction: minimize ('val_loss' reads as a loss" in capsys.readouterr().out
