@@ -231,7 +231,7 @@ def tune(
         from tuner.study._session import check_workers
         from tuner.study._user import function_ref
 
-        check_workers(workers)
+        check_workers(workers, "workers")
         import threading
 
         if threading.current_thread() is not threading.main_thread():

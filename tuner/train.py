@@ -153,6 +153,14 @@ class Trainer:
                               f"{type(exc).__name__}: {_first_line(exc)}") from exc
         if not isinstance(out, torch.Tensor):
             raise ConfigError(f"The model of objective {name!r} returned {type(out).__name__}, not a tensor.")
+        try:
+            with torch.no_grad():
+                float(self.metric.fn(out.detach(), self.data.y_train[:2].to(self.device)))
+        except Exception as exc:
+            raise ConfigError(f"The metric {self.metric.name!r} of objective {name!r} does not fit its model's "
+                              f"output (shape {tuple(out.shape)}) and targets (shape "
+                              f"{tuple(self.data.y_train[:2].shape)}): {type(exc).__name__}: {_first_line(exc)}. "
+                              f"Classification takes 'accuracy'; regression 'mse', 'rmse' or 'r2'.") from exc
         return tuple(out.shape[1:])
 
     def fastest_threads(self, candidates: list[int], steps: int = 40, batch_size: int = 64, rounds: int = 3,

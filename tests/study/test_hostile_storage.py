@@ -152,7 +152,8 @@ def test_a_changed_objective_is_refused_and_force_continues(tmp_path: Path, spac
     assert "--force" in refused.stderr
     assert len(_load("sqlite:///" + str(tmp_path / "tuner.db")).trials) == 2  # nothing ran
     # A change of metric (and so of direction) is named too.
-    objective.write_text(SYNTHETIC_OBJECTIVE.replace('metric="accuracy"', 'metric="mse"'))
+    objective.write_text(SYNTHETIC_OBJECTIVE.replace('metric="accuracy"', 'metric="mse"')  # a regression now
+                         .replace("n_classes=3)", "n_classes=None)").replace("data.n_classes)", "1)"))
     refused = _tuner("study", "run", "s", cwd=tmp_path)
     assert refused.returncode == 1 and "metric: 'accuracy' -> 'mse'" in refused.stderr
     assert "direction: 'maximize' -> 'minimize'" in refused.stderr

@@ -414,6 +414,29 @@ def test_model_that_does_not_fit_its_data_is_refused_before_the_study_exists(mak
     assert not db_path.exists()
 
 
+def test_a_metric_that_does_not_fit_the_model_is_refused_before_the_study_exists(make_spec, tmp_path, db_path):
+    path = tmp_path / "wrongmetric.py"
+    path.write_text(textwrap.dedent(
+        """
+        import numpy as np
+        from torch import nn
+        from tuner.objectives import Objective, from_arrays
+
+        def load_data():
+            x = np.random.default_rng(0).normal(size=(60, 4))
+            y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0).astype(int)
+            return from_arrays(x[:40], y[:40], x[40:], y[40:], n_classes=3)
+
+        objective = Objective("wrongmetric", load_data=load_data, build_model=lambda d: nn.Linear(4, 3),
+                              metric="mse")
+        """
+    ))
+    with pytest.raises(ConfigError, match="The metric 'mse' of objective 'wrongmetric' does not fit its model's "
+                                          r"output \(shape \(2, 3\)\).*Classification takes 'accuracy'"):
+        prepare(make_spec(objective=f"{path}:objective"))
+    assert not db_path.exists()
+
+
 def test_a_study_uses_its_objectives_pruner_unless_the_spec_names_one(tmp_path: Path, space_file: Path):
     from tuner.objectives import load_objective
 
@@ -430,7 +453,14 @@ def test_a_study_uses_its_objectives_pruner_unless_the_spec_names_one(tmp_path: 
             return from_arrays(x[:40], y[:40], x[40:], y[40:], n_classes=2)
 
         objective = Objective("noisy", load_data=load_data, build_model=lambda d: nn.Linear(4, 2), pruner="patient")
-        bad = Objective("bad", load_data=load_data, build_model=lambda d: nn.Linear(4, 2), pruner="nope")
+        """
+    ))
+    (tmp_path / "bad.py").write_text(textwrap.dedent(
+        """
+        from torch import nn
+        from tuner.objectives import Objective
+
+        bad = Objective("bad", load_data=lambda: None, build_model=lambda d: nn.Linear(4, 2), pruner="nope")
         """
     ))
 
@@ -445,9 +475,8 @@ def test_a_study_uses_its_objectives_pruner_unless_the_spec_names_one(tmp_path: 
     assert stored_spec("s", f"sqlite:///{tmp_path / 's.db'}")[0].pruner == "patient"
     assert create_or_join(prepare(spec())).study_name == study.study_name  # the same spec: it joins
     assert prepare(spec(pruner="median", name="t")).spec.pruner == "median"  # the spec's own wins
-    with pytest.raises(ConfigError, match=r"Objective 'bad' \(.*noisy.py:bad\), its default pruner: Unknown "
-                                          r"pruner 'nope'. Valid: hyperband, median"):
-        prepare(spec(objective=f"{path}:bad", name="u"))
+    with pytest.raises(ConfigError, match=r"bad.py:\d+: Objective 'bad': Unknown pruner 'nope'. Valid: hyperband"):
+        prepare(spec(objective=f"{tmp_path / 'bad.py'}:bad", name="u"))
     # Built in: the MLP on MNIST-1D, whose validation accuracy is noisy, prunes patiently; the others by median.
     assert load_objective("mnist1d-mlp").pruner == "patient"
     assert load_objective("digits-mlp").pruner is None and load_objective("mnist1d-cnn").pruner is None

@@ -129,6 +129,17 @@ class Objective:
         get_metric(self.metric)
         if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
             raise ConfigError(f"Objective {self.name!r}: epochs must be a positive integer (got {self.epochs!r}).")
+        for key, fn in (("load_data", self.load_data), ("build_model", self.build_model)):
+            if not callable(fn):
+                raise ConfigError(f"Objective {self.name!r}: {key} must be a function (got "
+                                  f"{type(fn).__name__}).")
+        if self.pruner is not None:
+            from tuner.errors import unknown_name_message
+            from tuner.study._samplers import list_pruners
+
+            if self.pruner not in list_pruners():
+                raise ConfigError(f"Objective {self.name!r}: " + unknown_name_message("pruner", self.pruner,
+                                                                                       list_pruners()))
 
     @property
     def trial_epochs(self) -> int:

@@ -25,6 +25,12 @@ def list_objectives() -> dict[str, Path]:
     return builtin_names("objectives", (".py",))
 
 
+def _frames(tb: Any) -> Any:
+    while tb is not None:
+        yield tb
+        tb = tb.tb_next
+
+
 def _import_file(path: Path) -> Any:
     module_name = f"tuner_objective_{abs(hash(str(path.resolve())))}"
     if module_name in sys.modules:
@@ -39,9 +45,12 @@ def _import_file(path: Path) -> Any:
         # made within the second of the last run (same size, same mtime) is never hidden by a cached .pyc.
         source = read_text(path, what="objective file", limit=16 << 20)
         exec(compile(source, str(path), "exec"), module.__dict__)  # noqa: S102 - the user's own objective
-    except ConfigError:
+    except ConfigError as exc:
         del sys.modules[module_name]
-        raise
+        lines = [tb.tb_lineno for tb in _frames(exc.__traceback__) if tb.tb_frame.f_code.co_filename == str(path)]
+        if not lines:
+            raise
+        raise ConfigError(f"{path}:{lines[-1]}: {exc}") from exc
     except Exception as exc:
         del sys.modules[module_name]
         where = f"{path}:{exc.lineno}" if isinstance(exc, SyntaxError) and exc.lineno else str(path)

@@ -68,11 +68,11 @@ class SessionResult:
         return [w for w in self.workers if (w.exitcode not in (0, None) or w.error) and w.exitcode not in (130, 143)]
 
 
-def check_workers(workers: int) -> None:
+def check_workers(workers: int, name: str = "--workers") -> None:
     cores = os.cpu_count() or 1
     limit = max(16, MAX_WORKERS_PER_CORE * cores)
     if workers > limit:
-        raise ConfigError(f"--workers must be at most {limit} on this machine ({cores} cores). Got {workers}.")
+        raise ConfigError(f"{name} must be at most {limit} on this machine ({cores} cores). Got {workers}.")
 
 
 def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | None = None,

@@ -171,7 +171,7 @@ def _sqlite_tables(path: Path, readonly: bool) -> set[str] | None:
         engine.dispose()
     if "not a database" in error:
         raise StudyError(f"{path} is not a SQLite database; tuner leaves it untouched. Give a new file name, "
-                         f"e.g. --storage sqlite:///tuner.db.")
+                         f"e.g. sqlite:///tuner.db.")
     raise StudyError(f"Cannot read SQLite database {path}: {error}"
                      + ("" if readonly else "; tuner leaves it untouched."))
 
@@ -197,7 +197,7 @@ def _check_sqlite(path: Path, readonly: bool) -> set[str] | None:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise StudyError(f"{path} is the SQLite database of another application (tables: {shown}) and holds no "
                          f"Optuna storage; tuner leaves it untouched. Give another file, e.g. "
-                         f"--storage sqlite:///tuner.db.")
+                         f"sqlite:///tuner.db.")
     return tables
 
 
@@ -221,7 +221,7 @@ def _check_journal(path: Path) -> None:
         return
     shown = first[:40].decode("utf-8", errors="replace").rstrip()
     raise StudyError(f"{path} is not an Optuna journal (its first line is {shown!r}); tuner leaves it "
-                     f"untouched. Give a new file, e.g. --storage journal:tuner.journal.")
+                     f"untouched. Give a new file, e.g. journal:tuner.journal.")
 
 
 def repair_journal_tail(path: Path, lock: object | None = None) -> bool:
