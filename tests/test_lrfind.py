@@ -147,6 +147,15 @@ def test_spaces_calibrate_writes_a_space_that_loads(cli, objective_ref: str, spa
     assert "tuner study create" in result.output and "cal.yaml" in result.output
 
 
+def test_calibrating_an_optimizer_the_space_lacks_is_refused_before_any_sweep(cli, objective_ref: str,
+                                                                             tmp_cwd: Path) -> None:
+    result = cli("spaces", "calibrate", "lr-only", "--objective", objective_ref, "--optimizer", "sgd", "-o",
+                 "cal.yaml", "--repeats", "1", "--device", "cpu")
+    assert result.exit_code == 1
+    assert "--optimizer sgd: not an optimizer of the space 'lr-only' (it holds adam)" in " ".join(result.output.split())
+    assert not (tmp_cwd / "cal.yaml").exists()
+
+
 def test_a_study_with_calibrate_searches_the_calibrated_ranges(objective_ref: str, space_file: Path,
                                                                 storage_url: str) -> None:
     spec = StudySpec(name="cal", objective=objective_ref, space=str(space_file), calibrate=True, n_trials=3,

@@ -427,11 +427,28 @@ def test_auto_bounds_the_pack_by_the_budget_and_free_memory(tmp_path, monkeypatc
     timed = _fake_timings(monkeypatch, 10.0, {1: 10.0, 2: 20.0, 4: 40.0, 8: 80.0, 16: 160.0, 32: 320.0, 64: 640.0})
     choice = choose_pack(_prepared(tmp_path), n_trials=40)  # at most a quarter of 40 trials: 10
     assert timed == [1, 2, 4, 8] and choice.k == 8 and "at most a quarter of the 40-trial budget" in choice.why
-    too_few = choose_pack(_prepared(tmp_path), n_trials=7)
-    assert too_few.k == 1 and too_few.why == "7 trial(s) to run are too few to share (packs start at 8)"
+    too_few = choose_pack(_prepared(tmp_path), n_trials=15)
+    assert too_few.k == 1 and too_few.why == ("15 trial(s) to run are too few to share (a pack holds 4 or more, "
+                                              "and at most a quarter of them)")
+    assert "-50 trial(s)" not in choose_pack(_prepared(tmp_path), n_trials=-50).why
     timed.clear()
     monkeypatch.setattr(_autopack, "_free_memory", lambda device: 1)  # no room for even 4 members
     assert choose_pack(_prepared(tmp_path), n_trials=64).k == 1 and timed == []
+
+
+def test_a_model_that_fails_in_the_timing_probe_leaves_the_trials_to_record_it(tmp_path, monkeypatch, auto_pack):
+    """A model that fails on a full batch (it passed the two-sample check) is not a crash of the whole run:
+    auto chooses one trial at a time, saying why and where, and each trial records the error as its reason."""
+    from tuner.study._autopack import choose_pack
+    from tuner.train import Trainer
+
+    def broken(self, config, steps):
+        raise RuntimeError("boom: shape mismatch in my layer")
+
+    monkeypatch.setattr(Trainer, "time_steps", broken)
+    choice = choose_pack(_prepared(tmp_path), n_trials=64)
+    assert choice.k == 1 and choice.why.startswith("one trial failed in the timing probe (RuntimeError: boom: "
+                                                   "shape mismatch in my layer")
 
 
 def test_auto_bounds_the_pack_by_the_trials_that_fit_before_the_timeout(tmp_path, monkeypatch, auto_pack):

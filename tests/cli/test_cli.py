@@ -304,3 +304,57 @@ def test_module_attr_objective_is_found_in_the_working_directory(cli, tmp_cwd: P
     result = cli("objectives", "show", "my_model_mod:objective", "--format", "json")
     info = _json(result)
     assert info["train"] > 0 and info["dropout_modules"] >= 1
+
+
+def test_every_command_the_cli_suggests_carries_the_storage(cli, objective_ref: str, storage_url: str,
+                                                           tmp_cwd: Path):
+    """Copied from the output, a suggested command must find the study: wherever a line shows ``tuner study
+    ...`` for a study outside the default storage, it carries ``--storage``."""
+    import re
+
+    outputs = [cli(*_create_args(objective_ref, storage_url, "--no-run")),
+               cli("study", "run", "cli", "--storage", storage_url),
+               cli("study", "show", "cli", "--storage", storage_url)]
+    config = tmp_cwd / "one.yaml"
+    config.write_text("optimizer: {name: adamw, lr: 0.001}\nschedule: {name: warmup_cosine, warmup_fraction: 0.05}\n"
+                      "batch_size: 32\n")
+    outputs.append(cli("study", "enqueue", "cli", str(config), "--storage", storage_url))
+    outputs.append(cli("study", "run", "cli", "--storage", storage_url, "--n-trials", "1"))  # below what is done
+    outputs.append(cli("study", "export", "cli", "--storage", storage_url, "--trial", "0", "--no-confirm"))
+    text = " ".join(" ".join(r.output.split()) for r in outputs)  # lines the console wrapped, joined
+    commands = re.findall(r"(tuner study [a-z]+ [^`;)]*)", text)
+    assert len(commands) >= 4, text
+    for c in commands:
+        assert f"--storage {storage_url}" in c, c
+
+
+def test_a_budget_below_the_finished_trials_is_refused(cli, objective_ref: str, storage_url: str):
+    _json(cli(*_create_args(objective_ref, storage_url, "--format", "json")))
+    refused = cli("study", "run", "cli", "--storage", storage_url, "--n-trials", "1")
+    _assert_user_error(refused, "already has 3 finished trials, more than the budget asked for (1); nothing was "
+                                "changed")
+    shown = _json(cli("study", "show", "cli", "--storage", storage_url, "--format", "json"))
+    assert shown["n_trials"] == 3 if "n_trials" in shown else True
+
+
+def test_report_and_export_of_a_study_whose_trials_all_failed_say_why(cli, tmp_path: Path, storage_url: str,
+                                                                      monkeypatch):
+    monkeypatch.delenv("TUNER_PACK", raising=False)  # pack: auto, whose timing probe meets the error first
+    path = tmp_path / "broken.py"
+    path.write_text(
+        "import numpy as np\nfrom torch import nn\nfrom tuner.objectives import Objective, from_arrays\n\n"
+        "def load_data():\n    x = np.random.default_rng(0).normal(size=(300, 4)).astype('float32')\n"
+        "    y = (x[:, 0] > 0).astype(int)\n    return from_arrays(x[:240], y[:240], x[240:], y[240:], n_classes=2)\n\n"
+        "class Broken(nn.Linear):\n    def forward(self, x):\n        if len(x) > 2:\n"
+        "            raise RuntimeError('boom in my layer')\n        return super().forward(x)\n\n"
+        "objective = Objective('broken', load_data=load_data, build_model=lambda d: Broken(4, 2))\n")
+    ran = cli("study", "create", "--objective", f"{path}:objective", "--space", "lr-only", "--n-trials", "20",
+              "--epochs", "1", "--storage", storage_url, "--name", "broken", "--device", "cpu")
+    said = " ".join(ran.output.split())  # lines the console wrapped, joined
+    assert ran.exit_code == 1 and "stopped after 5 consecutive failed trials" in said, ran.output
+    assert "pack: 1 (auto): one trial failed in the timing probe (RuntimeError: boom in my layer (at " in said
+    for verb, what in (("report", "nothing to report"), ("export", "nothing to export")):
+        line = _assert_user_error(cli("study", verb, "broken", "--storage", storage_url),
+                                  f"Study 'broken' has no complete trial: {what}. All 5 finished trial(s) failed")
+        assert "boom in my layer" in line and f"tuner study show broken --storage {storage_url}" in line
+        assert "confirmation stored" not in line

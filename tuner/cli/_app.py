@@ -16,6 +16,7 @@ from tuner._builtin import builtin_names
 from tuner._logs import quiet_libraries
 from tuner._version import __version__
 from tuner.cli._output import (
+    command,
     echo,
     error_line,
     one_line,
@@ -23,6 +24,7 @@ from tuner.cli._output import (
     print_json,
     print_summary,
     print_table,
+    use_storage,
 )
 from tuner.errors import StudyError, TunerError
 from tuner.study._spec import DEFAULT_PRUNER, StudySpec
@@ -79,7 +81,7 @@ app.add_typer(study_app, name="study")
 app.add_typer(spaces_app, name="spaces")
 app.add_typer(objectives_app, name="objectives")
 
-_state = {"debug": False}
+_state: dict[str, Any] = {"debug": False, "study": None}  # the study being run (for the interrupt message)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -103,7 +105,7 @@ def handle_errors(fn: F) -> F:
         except (typer.Exit, typer.Abort, click_exceptions.ClickException):
             raise
         except KeyboardInterrupt:
-            echo("interrupted; a running trial is recorded as failed. `tuner study run NAME` resumes.", to_err=True)
+            echo(f"interrupted{_resumes()}", to_err=True)
             raise typer.Exit(130) from None
         except SystemExit:
             raise
@@ -136,8 +138,18 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _resumes() -> str:
+    """What an interrupted command says: how to go on with the study it was running, if any."""
+    name = _state.get("study")
+    if not name:
+        return ""
+    from tuner.cli._output import command
+
+    return f"; a trial that was running is recorded as failed. `{command('run', name)}` resumes the study."
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
-    echo("terminated; a running trial is recorded as failed. `tuner study run NAME` resumes.", to_err=True)
+    echo(f"terminated{_resumes()}", to_err=True)
     raise SystemExit(143)
 
 
@@ -201,6 +213,8 @@ TimeoutOpt = Annotated[float | None, typer.Option(help="Seconds of wall time: no
 def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int = 1, devices: str | None = None) -> None:
     from tuner.cli._progress import TrialProgress
     from tuner.study._session import run_study, study_summary
+
+    _state["study"] = prepared.name
 
     with TrialProgress(study, prepared.spec.n_trials, quiet=fmt is Format.json,
                        timeout=prepared.spec.timeout) as progress:
@@ -320,6 +334,7 @@ def study_create(
     )
     prepared = prepare(spec_obj, track=not no_run)
     study = create_or_join(prepared, force=force)
+    use_storage(prepared.storage_url)
     if fmt is Format.text:
         echo("study ", (prepared.name, "bold"), f" in {storage_label(prepared.storage_url)}: objective "
              f"{prepared.objective.name}, space {prepared.space.name}, {prepared.spec.n_trials} trials x "
@@ -379,6 +394,7 @@ def study_run(
                                        on_oom=on_oom, mlflow=mlflow, tensorboard=tensorboard)
     prepared = prepare(spec_obj, space_data=space_data, track=True)
     study = create_or_join(prepared, force=force)
+    use_storage(prepared.storage_url)
     if fmt is Format.text:
         from tuner.study._engine import counts
 
@@ -434,9 +450,10 @@ def study_enqueue(
     from tuner.study._manage import enqueue_files
 
     starts = enqueue_files(name, files, storage)
+    use_storage(storage)
     for start in starts:
         echo("queued ", start.source + (f" ({'; '.join(start.changes)})" if start.changes else ""))
-    echo(f"{len(starts)} config(s) queued; `tuner study run {_quote(name)}` trains them first (raise --n-trials "
+    echo(f"{len(starts)} config(s) queued; `{command('run', name)}` trains them first (raise --n-trials "
          f"if its budget is spent)")
 
 
@@ -510,6 +527,7 @@ def study_show(
     from tuner.study._session import study_summary
 
     summary = study_summary(open_study(name, storage), top=top)
+    use_storage(storage)
     if fmt is Format.json:
         print_json(summary)
         return

@@ -84,8 +84,15 @@ def lr_find_command(
     _print_curves(result)
     echo(f"plot: {path}")
     q = shlex.quote
-    echo(f"a space with these ranges: tuner spaces calibrate {q(space)} --objective {q(objective)} -o "
-         f"calibrated.yaml")
+    from tuner.spaces import load_space
+
+    held = set(load_space(space).optimizer)
+    outside = [name for name in result.curves if name not in held]
+    if outside:
+        echo(f"not in the space {space!r}: {', '.join(outside)}; add them to a space file to use these ranges")
+    if held & set(result.curves):
+        echo(f"a space with these ranges: tuner spaces calibrate {q(space)} --objective {q(objective)} -o "
+             f"calibrated.yaml")
 
 
 @spaces_app.command("calibrate")
@@ -106,6 +113,15 @@ def spaces_calibrate(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Write a copy of a space whose optimizers' lr ranges come from an LR range test on the objective."""
+    from tuner.errors import ConfigError
+    from tuner.spaces import load_space
+
+    held = list(load_space(space).optimizer)
+    for name in optimizer or []:
+        if name not in held:  # checked before the sweeps: calibrate writes ranges for the space's own optimizers
+            raise ConfigError(f"--optimizer {name}: not an optimizer of the space {space!r} (it holds "
+                              f"{', '.join(held)}), so a calibrated copy could not hold its range; `tuner lr-find "
+                              f"--optimizer {name}` sweeps it all the same.")
     from tuner.lrfind import END_LR, START_LR, calibrated_yaml
 
     result = _find(objective, space, optimizer, batch_size, START_LR, END_LR, None, repeats, device, seed, data,

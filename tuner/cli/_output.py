@@ -130,15 +130,29 @@ def print_pareto(summary: dict[str, Any]) -> None:
     out.print(table)
 
 
+_hint_storage: list[str | None] = [None]  # the storage of the study this command works on (``use_storage``)
+
+
+def use_storage(url: str | None) -> None:
+    """The storage of the study the running command works on: the commands it suggests carry ``--storage``
+    where that is not the default one."""
+    _hint_storage[0] = url
+
+
+def command(verb: str, name: str, *extra: str) -> str:
+    """``tuner study VERB NAME ...`` as the user should run it (with ``--storage`` where needed)."""
+    from tuner.study._storage import study_command
+
+    return study_command(verb, name, _hint_storage[0], *extra)
+
+
 def print_edges(summary: dict[str, Any]) -> None:
     edges = summary.get("edges") or []
     if edges:
         echo(f"at the edge of the space (recommended trial): {len(edges)} parameter(s)", to_err=False)
         for note in edges:
             echo(f"  {one_line(note)}")
-        import shlex
-
-        echo(f"  `tuner study report {shlex.quote(summary['name'])}` writes narrowed-space.yaml with those ends "
+        echo(f"  `{command('report', summary['name'])}` writes narrowed-space.yaml with those ends "
              f"widened")
 
 
@@ -169,29 +183,27 @@ def print_best_config(summary: dict[str, Any]) -> None:
 def print_recommendation(summary: dict[str, Any]) -> None:
     """What ``study export`` hands over beside the best single trial, so that ``show`` and ``export`` never
     disagree silently: the confirmed recommendation (stored by report/export), or that there is none yet."""
-    import shlex
-
     best, conf = summary["best"], summary.get("confirmation")
-    name = shlex.quote(summary["name"])
+    export = command("export", summary["name"])
     if conf is None or not conf["current"]:
         stale = " (the stored one covers earlier top trials)" if conf is not None else ""
         if not summary.get("objective"):  # a tuner.tune() study: its training code is the user's, not tuner's
             echo(f"not confirmed yet{stale}: `result.recommend()` of tuner.tune() re-trains the top trials with new "
-                 f"seeds in your code; until then `tuner study export {name}` exports this one.")
+                 f"seeds in your code; until then `{export}` exports this one.")
             return
-        echo(f"not confirmed yet{stale}: `tuner study export {name}` (and `study report`) first re-train the top "
+        echo(f"not confirmed yet{stale}: `{export}` (and `study report`) first re-train the top "
              f"trials with new seeds and export the best mean, which may be another trial; `--no-confirm` exports "
              f"this one as it is.")
         return
     score = (f"mean validation {fmt(conf['mean'])} ± {fmt(conf['std'])} over {conf['seeds']} new seed(s)"
              + (f", test {fmt(conf['test_mean'])}" if conf["test_mean"] is not None else ""))
     if conf["trial"] == best["number"]:
-        echo(f"recommended: this config, confirmed with {score}; `tuner study export {name}` exports it.")
+        echo(f"recommended: this config, confirmed with {score}; `{export}` exports it.")
         return
     from tuner.config import TrainConfig
 
     other = TrainConfig.from_dict(conf["config"]).summary() if conf.get("config") else "-"
-    out.print(styled(("recommended", "bold"), f" (what `tuner study export {name}` exports): trial {conf['trial']}, "
+    out.print(styled(("recommended", "bold"), f" (what `{export}` exports): trial {conf['trial']}, "
                                               f"{cell(other)}, confirmed with {score}; the best single trial "
                                               f"{best['number']} did worse on new seeds (`export --trial "
                                               f"{best['number']}` exports it)."))

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from tuner.cli._app import Format, FormatOpt, StorageOpt, _masked, handle_errors, study_app
-from tuner.cli._output import echo, print_json, stdout
+from tuner.cli._output import echo, print_json, stdout, use_storage
 
 TopK = Annotated[int, typer.Option("--top-k", min=1, help="Best configs re-trained in the confirmation runs.")]
 Seeds = Annotated[int, typer.Option("--seeds", min=1, help="New seeds per config in the confirmation runs.")]
@@ -72,6 +72,7 @@ def study_report(
 
     url = storage or default_storage()
     study = open_for_recommendation(name, url, confirm=not no_confirm, top_k=top_k, seeds=seeds)
+    use_storage(url)
     # The default folder is derived from the study name, which must not steer where files go ("../../x").
     folder = output or Path(f"{safe_file_name(name)}-report")
     quiet = fmt is Format.json
@@ -114,12 +115,25 @@ def study_export(
     from tuner.export import export_warnings
     from tuner.report import export_recommendation, open_for_recommendation, study_fit, study_recommendation
 
-    study = open_for_recommendation(name, storage, confirm=not no_confirm, trial=trial, top_k=top_k, seeds=seeds)
+    study = open_for_recommendation(name, storage, confirm=not no_confirm, trial=trial, top_k=top_k, seeds=seeds,
+                                    what="nothing to export")
+    use_storage(storage)
     fit = study_fit(study, storage) if trial is None and not no_confirm else None
     on_run = _confirming(study, fit, top_k=top_k, seeds=seeds, baseline=False, quiet=False) if fit else None
     rec = study_recommendation(study, storage, trial=trial, top_k=top_k, seeds=seeds, confirm_runs=not no_confirm,
                                on_run=on_run, fit=fit)
     text = export_recommendation(study, rec, fmt.value)
+    if trial is not None:
+        from tuner.study._record import record_of, trial_by_number
+
+        picked = trial_by_number(study, trial)
+        if picked.state.name != "COMPLETE":
+            record = record_of(picked)
+            epochs = len(picked.intermediate_values)
+            echo(("warning:", "yellow"), f" trial {trial} is {picked.state.name.lower()}"
+                 + (f" after epoch {epochs} of {rec.config.epochs}" if epochs else "")
+                 + (f" ({record.reason})" if record.reason else "")
+                 + ": its value is not that of a config trained to the end", to_err=True)
     for line in export_warnings(rec.config, fmt.value):
         echo(("warning:", "yellow"), f" {fmt.value} export: {line}", to_err=True)
     if output is None:

@@ -111,11 +111,14 @@ class _StudyFit:
 
 
 def open_for_recommendation(name: str, storage: str | None, *, confirm: bool, trial: int | None = None,
-                            top_k: int = 3, seeds: int = 3) -> optuna.Study:
-    """A study opened to read only, unless confirmation runs will have to store their result in it."""
+                            top_k: int = 3, seeds: int = 3, what: str = "nothing to report") -> optuna.Study:
+    """A study opened to read only, unless confirmation runs will have to store their result in it. A study
+    without a complete trial is refused here (``what``: what it cannot give), before anything is announced."""
     from tuner.study._prepare import open_study
 
     study = open_study(name, storage)
+    if trial is None and not complete_trials(study):
+        raise StudyError(no_complete_trial(study, storage, what))
     if confirm and trial is None and not confirmation_is_stored(study, top_k, seeds):
         study = open_study(name, storage, readonly=False)
     return study
@@ -187,6 +190,25 @@ def followup_command(study: optuna.Study, space_file: str | Path, storage_url: s
     return shlex.join(args) + storage_hint(url, given=url != default_storage())
 
 
+def no_complete_trial(study: optuna.Study, storage_url: str | None, what: str) -> str:
+    """Why a study without a complete trial has nothing to give, and what to do: where its trials all failed,
+    their commonest reason (running it again would fail the same way), else the command that runs it."""
+    from collections import Counter
+
+    from tuner.study._record import record_of
+    from tuner.study._storage import study_command
+
+    trials = study.get_trials(deepcopy=False)
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    head = f"Study {study.study_name!r} has no complete trial: {what}."
+    if failed and len(failed) == len([t for t in trials if t.state.is_finished()]):
+        reasons = Counter(r.reason.group if (r := record_of(t)).reason else "no reason recorded" for t in failed)
+        reason, count = reasons.most_common(1)[0]
+        return (f"{head} All {len(failed)} finished trial(s) failed ({count} with: {reason}); fix that first "
+                f"(`{study_command('show', study.study_name, storage_url)}` lists the reasons).")
+    return f"{head} Run it with `{study_command('run', study.study_name, storage_url)}`."
+
+
 def write_report(study: optuna.Study, out_dir: str | Path, *, storage_label: str = "", fit: FitFn | None = None,
                  evaluator: str = "ped-anova", top_k: int = 3, seeds: int = 3, confirm_runs: bool = True,
                  steps_per_epoch: int | None = None, storage_url: str | None = None, followup: str | None = None,
@@ -204,8 +226,7 @@ def write_report(study: optuna.Study, out_dir: str | Path, *, storage_label: str
 
         raise ConfigError(f"Unknown importance evaluator {evaluator!r}. Valid choices: {', '.join(EVALUATORS)}.")
     if not complete_trials(study):
-        raise StudyError(f"Study {study.study_name!r} has no complete trial yet: nothing to report. "
-                         f"Run it with `tuner study run {study.study_name}`.")
+        raise StudyError(no_complete_trial(study, storage_url, "nothing to report"))
     # Written into a temporary folder beside ``out_dir`` and renamed into place when complete: an interrupted
     # report leaves no half folder, and an earlier report is replaced whole.
     with atomic_folder(out_dir, ours=_is_report_folder) as tmp:

@@ -139,8 +139,9 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
     if requested != "auto":
         return PackChoice(int(requested), "", threads if int(requested) > 1 else None, auto=False)
     cap = n_trials // 4
-    if cap < 2:
-        return PackChoice(1, f"{n_trials} trial(s) to run are too few to share (packs start at 8)")
+    if cap < 4:
+        return PackChoice(1, f"{max(0, n_trials)} trial(s) to run are too few to share (a pack holds 4 or more, "
+                             f"and at most a quarter of them)")
     shares, unpackable, config = _kinds(prepared.space, spec.epochs, spec.seed)
     if config is None:
         return PackChoice(1, "no optimizer or schedule of the space can share a pack (L-BFGS, Adadelta and "
@@ -160,6 +161,13 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
             alone = PROBE_STEPS / min(trainer.time_steps(config, PROBE_STEPS) for _ in range(ROUNDS))
         except torch.cuda.OutOfMemoryError:
             alone = 0.0
+        except Exception as exc:  # the model fails on a full batch: each trial records it with its reason
+            from tuner.study._engine import user_frame
+
+            where = user_frame(exc)
+            return PackChoice(1, f"one trial failed in the timing probe ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                                 f"{f' (at {where})' if where else ''}): trials train one at a time")
         if not alone:
             # The config alone does not fit at its batch size: the trials find out which batch sizes do (an
             # out-of-memory trial records its batch size as too large there), one at a time.
@@ -175,8 +183,8 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
                 cap, by_time = fit // 4, (fit, trial_s)
             if cap < 4:
                 return PackChoice(1, f"about {fit} trial(s) fit in the {time_left:.0f}s left before the timeout "
-                                     f"(one takes about {trial_s:.1f}s alone): too few to share (packs start at "
-                                     f"4, at most a quarter of them)")
+                                     f"(one takes about {trial_s:.1f}s alone): too few to share (a pack holds 4 "
+                                     f"or more, and at most a quarter of them)")
         torch.set_num_threads(threads)
         free = _free_memory(trainer.device)
         sizes = GPU_SIZES if trainer.device.type == "cuda" else CPU_SIZES

@@ -50,7 +50,7 @@ from tuner.study._record import (
     trial_by_number,
 )
 from tuner.study._samplers import judges_by_complete_trials, may_prune_at
-from tuner.study._storage import explain_storage_error, mask_url, storage_lock
+from tuner.study._storage import explain_storage_error, mask_url, storage_lock, study_command
 from tuner.study._writes import RecentView, close_trial, held_params, one_read, write_attrs
 from tuner.train import Diverged, seed_everything
 
@@ -425,7 +425,7 @@ def _storage_stop(study: optuna.Study, plan: RunPlan, exc: BaseException, trial:
     """The error that stops a study whose storage cannot be written (disk full, server gone)."""
     url = plan.storage_url or ""
     what = f"trial {trial} could not be recorded" if trial is not None else "no trial could be started"
-    resume = plan.resume_hint or f"run `tuner study run {study.study_name}`"
+    resume = plan.resume_hint or f"run `{study_command('run', study.study_name, plan.storage_url)}`"
     return StudyError(f"Study {study.study_name!r} stopped: {explain_storage_error(exc, url)}; {what}. Free the "
                       f"space (or fix the storage) and {resume}: anything left running is then marked failed.")
 

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from tuner.errors import StudyError
 from tuner.study._record import StudyKey
-from tuner.study._storage import default_storage, load_named, mask_url, open_storage, storage_lock
+from tuner.study._storage import default_storage, load_named, mask_url, open_storage, storage_lock, study_command
 
 __all__ = ["StudyFacts", "study_facts", "delete_study", "copy_study", "rename_study", "enqueue_files"]
 
@@ -63,7 +63,7 @@ def copy_study(name: str, new_name: str, storage_url: str | None = None, to_stor
     with storage_lock(target, "create"):
         if new_name in _names(target):
             raise StudyError(f"A study named {new_name!r} exists in {mask_url(target)} already; pick another name "
-                             f"(or delete it first: tuner study delete {new_name!r}).")
+                             f"(or delete it first: `{study_command('delete', new_name, target)}`).")
         optuna.copy_study(from_study_name=name, from_storage=open_storage(url), to_storage=open_storage(target),
                           to_study_name=new_name)
         copied = optuna.load_study(study_name=new_name, storage=open_storage(target))
@@ -78,6 +78,8 @@ def rename_study(name: str, new_name: str, storage_url: str | None = None) -> St
     workers write to the old name)."""
     url = _url(storage_url)
     facts = study_facts(name, url)
+    if new_name == name:
+        raise StudyError(f"Study {name!r} is named {name!r} already: give another name.")
     if facts.running:
         raise StudyError(f"Study {name!r} has {facts.running} running trial(s); stop its workers (or wait) before "
                          f"renaming it.")

@@ -35,6 +35,7 @@ from tuner.study._storage import (
     open_storage,
     storage_exists,
     storage_lock,
+    study_command,
 )
 from tuner.train import Trainer
 
@@ -446,7 +447,7 @@ def _create_or_load(storage: optuna.storages.BaseStorage, prepared: PreparedStud
             )
             raise StudyError(f"Study {name!r} already exists in {mask_url(url)} with a different "
                              f"spec ({details}). Nothing was changed. Choose another --name, or continue it "
-                             f"with `tuner study run {name}`.")
+                             f"with `{study_command('run', name, url)}`.")
         study = optuna.load_study(study_name=name, storage=storage, pruner=prepared.pruner,
                                   sampler=prepared.sampler)
         check_objective(study, prepared, force)
@@ -493,6 +494,14 @@ def _joining_sampler(prepared: PreparedStudy, n_existing: int, worker: int | Non
 def _update_budget(study: optuna.Study, spec: StudySpec) -> None:
     """A raised or lowered budget is saved, so that a later ``study run NAME`` keeps it."""
     stored = dict(study.user_attrs.get(StudyKey.SPEC, {}))
+    if stored and spec.n_trials != stored.get("n_trials"):
+        from optuna.trial import TrialState
+
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        if spec.n_trials < done:
+            raise StudyError(f"Study {study.study_name!r} already has {done} finished trials, more than the budget "
+                             f"asked for ({spec.n_trials}); nothing was changed. To run more, ask for more than "
+                             f"{done} (--n-trials {done + 10}).")
     if stored and (stored.get("n_trials"), stored.get("timeout")) != (spec.n_trials, spec.timeout):
         stored.update(n_trials=spec.n_trials, timeout=spec.timeout)
         study.set_user_attr(StudyKey.SPEC, stored)

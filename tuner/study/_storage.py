@@ -72,6 +72,15 @@ def storage_hint(url: str, given: bool) -> str:
     return f" --storage {shlex.quote(url)}"
 
 
+def study_command(verb: str, name: str, url: str | None = None, *extra: str) -> str:
+    """A ``tuner study VERB NAME ...`` command line the user is told to run, with ``--storage`` where the study
+    is not in the default storage (so that copying it finds the study)."""
+    import shlex
+
+    url = url or default_storage()
+    return shlex.join(["tuner", "study", verb, name, *extra]) + storage_hint(url, given=url != default_storage())
+
+
 def _journal_path(url: str) -> Path | None:
     if url.startswith("journal:"):
         return Path(url[len("journal:"):].removeprefix("//"))
