@@ -59,7 +59,8 @@ def test_script_user_error_is_one_line_and_debug_shows_the_traceback(tmp_path: P
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.strip().splitlines() == [
-        "error: Unknown sampler 'tpee'. Valid: cmaes, gp, grid, nsgaii, qmc, random, tpe. Did you mean 'tpe'?"
+        "error: --sampler: Unknown sampler 'tpee'. Valid: cmaes, gp, grid, nsgaii, qmc, random, tpe. Did you mean "
+        "'tpe'?"
     ]
     debug = _tuner("--debug", *args, cwd=tmp_path)
     assert debug.returncode == 1

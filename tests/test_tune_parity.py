@@ -176,3 +176,10 @@ def test_a_loss_is_minimized_unless_the_direction_says_otherwise(capsys):
     result = tuner.tune(_lr, "lr-only", n_trials=2, epochs=1, metric="val_loss")
     assert result.study.direction == optuna.study.StudyDirection.MINIMIZE
     assert "direction: minimize ('val_loss' reads as a loss" in capsys.readouterr().out
+
+
+def test_a_queued_config_the_space_changed_says_what_changed(capsys):
+    tuner.tune(_lr, "lr-only", n_trials=1, epochs=1,
+               enqueue={"optimizer": {"name": "adam", "lr": 5.0}, "batch_size": 100})
+    out = capsys.readouterr().out
+    assert "first trials (1 queued): config 1 (adam.lr: 5 -> 0.1" in out and "batch_size: 100 -> 64" in out

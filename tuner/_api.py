@@ -294,7 +294,8 @@ def tune(
         if direction_note:
             print(f"direction: {direction_note}", flush=True)
         if queued:
-            print(f"first trials ({len(queued)} queued): " + "; ".join(s.source for s in queued), flush=True)
+            print(f"first trials ({len(queued)} queued): " + "; ".join(
+                s.source + (f" ({'; '.join(s.changes)})" if s.changes else "") for s in queued), flush=True)
         for note in start_notes:
             print(note, flush=True)
     try:

@@ -71,7 +71,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"Device {device!r} was asked for, but CUDA is not available on this machine "
-                              f"(torch {torch.__version__}). Use --device cpu or auto.")
+                              f"(torch {torch.__version__}): use cpu, or auto (the best device there is).")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(f"Device {device!r} does not exist: this machine has "
                               f"{torch.cuda.device_count()} CUDA device(s).")

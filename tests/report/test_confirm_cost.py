@@ -81,7 +81,8 @@ def test_show_puts_the_confirmed_recommendation_beside_the_best_trial(small_stud
     before = runner.invoke(app, ["study", "show", "c", "--storage", small_study])
     assert before.exit_code == 0, before.output
     flat = " ".join(before.output.split())
-    assert "not confirmed yet: `tuner study export c` (and `study report`) first re-train the top trials" in flat
+    export = f"tuner study export c --storage {small_study}"  # as the user must run it, the storage included
+    assert f"not confirmed yet: `{export}` (and `study report`) first re-train the top trials" in flat
     assert runner.invoke(app, ["study", "export", "c", "--storage", small_study, "--seeds", "2", "-o",
                                str(tmp_path / "x.yaml")]).exit_code == 0
     study = optuna.load_study(study_name="c", storage=small_study)
@@ -96,7 +97,7 @@ def test_show_puts_the_confirmed_recommendation_beside_the_best_trial(small_stud
     study.set_user_attr(StudyKey.CONFIRMATION, {**stored, "recommended": other})
     shown = runner.invoke(app, ["study", "show", "c", "--storage", small_study])
     flat = " ".join(shown.output.split())
-    assert (f"recommended (what `tuner study export c` exports): trial {other}," in flat
+    assert (f"recommended (what `{export}` exports): trial {other}," in flat
             and f"the best single trial {best} did worse on new seeds (`export --trial {best}` exports it)" in flat)
     exported = runner.invoke(app, ["study", "export", "c", "--storage", small_study, "--seeds", "2"])
     assert f"\n  trial: {other}\n" in exported.stdout

@@ -174,13 +174,13 @@ def test_the_pack_size_probe_that_runs_out_of_memory_trains_one_at_a_time(hungry
     """``pack: auto`` times a config alone before the first trial; where that config's batch size does not fit,
     the study says so and trains one trial at a time (it used to stop with the error)."""
     monkeypatch.delenv("TUNER_PACK", raising=False)
-    study, prepared = _hungry_study("probe", hungry, storage_url, tmp_path, [64, 128], n_trials=8,
+    study, prepared = _hungry_study("probe", hungry, storage_url, tmp_path, [64, 128], n_trials=16,
                                     on_oom="accumulate")
     summary = run_prepared(study, prepared)
     assert summary.pack == 1
     assert summary.pack_why.startswith("one trial at batch size") and "ran out of memory on cpu in the timing probe" \
         in summary.pack_why
-    assert sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) == 8
+    assert sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) == 16
 
 
 def test_configs_queued_again_at_a_limited_batch_size_do_not_count_as_the_sampler_proposing_them(

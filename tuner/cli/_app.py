@@ -53,7 +53,7 @@ class OneLineErrors(TyperGroup):
             stdout.flush()
             rv = exc.exit_code
         except click_exceptions.UsageError as exc:
-            message = exc.format_message().rstrip()
+            message = exc.format_message().rstrip().replace(": Value error, ", ": ")  # click's enum wording
             if message and message[-1] not in ".?!":
                 message += "."
             where = f" See '{exc.ctx.command_path} --help'." if exc.ctx is not None else ""
@@ -73,7 +73,8 @@ class OneLineErrors(TyperGroup):
 # Help is plain text: Rich markup would read "[default: ...]" and any other bracket in a help text as a tag and
 # drop it, and plain text reads the same in every terminal, pager and log.
 app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  rich_markup_mode=None, help="Tune a PyTorch model's optimizer settings with Optuna.")
+                  rich_markup_mode=None, help="Tune a PyTorch model's optimizer settings with Optuna.",
+                  context_settings={"help_option_names": ["-h", "--help"]})
 study_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Create, run and inspect studies.")
 spaces_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Built-in search spaces.")
 objectives_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Built-in objectives.")
@@ -184,8 +185,9 @@ FormatOpt = Annotated[Format, typer.Option("--format", help="text, or json for s
 
 WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Worker processes on this machine, each with "
                                                                  "torch threads = cores / N.")]
-DevicesOpt = Annotated[str | None, typer.Option("--devices", help="Comma-separated devices, one worker on each "
-                                                                  "(e.g. cuda:0,cuda:1); sets --workers.")]
+DevicesOpt = Annotated[str | None, typer.Option("--devices", help="Comma-separated devices for the workers (e.g. "
+                                                                  "cuda:0,cuda:1): one worker on each, or --workers N "
+                                                                  "taken in turn over them.")]
 PackOpt = Annotated[str | None, typer.Option("--pack", metavar="K|auto",
                                               help="Train K trials at once as one stacked model (same batch size "
                                                    "and optimizer family; others train alone); auto times packs "
@@ -563,7 +565,7 @@ def spaces_show(name: Annotated[str, typer.Argument(help="Built-in name or YAML 
         return
     echo(f"# {space.source}")
     echo(space.to_yaml().rstrip())
-    echo(f"\n# {len(dists)} tunable parameters")
+    echo(f"\n# {len(dists)} tunable parameter{'' if len(dists) == 1 else 's'}")
     for key, dist in dists.items():
         echo(f"#   {key}: {dist}")
 

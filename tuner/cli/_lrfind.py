@@ -16,8 +16,8 @@ OptimizerOpt = Annotated[list[str] | None, typer.Option(
     "--optimizer", help="Optimizer to sweep; repeat for several [default: every optimizer of the space].")]
 BatchOpt = Annotated[int | None, typer.Option(min=1, help="Batch size of the sweep [default: the space's middle "
                                                           "batch size].")]
-StartOpt = Annotated[float, typer.Option(min=0.0, help="First learning rate of the sweep.")]
-EndOpt = Annotated[float, typer.Option(min=0.0, help="Last learning rate of the sweep.")]
+StartOpt = Annotated[float, typer.Option(help="First learning rate of the sweep (above 0).")]
+EndOpt = Annotated[float, typer.Option(help="Last learning rate of the sweep (above the first).")]
 StepsOpt = Annotated[int | None, typer.Option(min=20, help="Batches in a sweep [default: 20 per decade].")]
 RepeatsOpt = Annotated[int, typer.Option(min=1, help="Sweeps per optimizer with different seeds; the median "
                                                      "loss counts.")]
@@ -30,8 +30,14 @@ TargetOpt = Annotated[str | None, typer.Option(help="Target column (objective 't
 def _find(objective: str, space: str, optimizer: list[str] | None, batch_size: int | None, start_lr: float,
           end_lr: float, steps: int | None, repeats: int, device: str, seed: int, data: str | None,
           target: str | None) -> Any:
+    import math
+
+    from tuner.errors import ConfigError
     from tuner.lrfind import lr_find
 
+    if not (math.isfinite(start_lr) and math.isfinite(end_lr) and 0 < start_lr < end_lr):
+        raise ConfigError(f"--start-lr and --end-lr: the sweep needs 0 < --start-lr < --end-lr (got {start_lr:g} "
+                          f"and {end_lr:g}).")
     options = {k: v for k, v in (("data", data), ("target", target)) if v is not None}
     return lr_find(objective, optimizer or None, space=space, batch_size=batch_size, start_lr=start_lr,
                    end_lr=end_lr, steps=steps, repeats=repeats, device=device, seed=seed, objective_options=options)

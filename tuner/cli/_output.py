@@ -97,8 +97,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     for note in summary.get("memory") or []:
         echo(one_line(note))
     if not summary["top"]:
-        echo("no complete trial yet")
-        return
+        return  # the best config's line says there is none
     table = Table(title="best trials", title_justify="left")
     for col in ("trial", "validation", "test", "seconds", "config"):
         table.add_column(col, justify="right" if col in ("trial", "validation", "test", "seconds") else "left",

@@ -29,8 +29,12 @@ class Factory:
         valid = [p for p in params if p not in ("self", "args", "kwargs", "wrapped_pruner", "search_space")]
         for key, value in options.items():
             if key not in valid:
+                import difflib
+
+                close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
                 raise ConfigError(f"The {self.name!r} {kind} takes no option {key!r}. "
-                                  f"Valid options: {', '.join(valid) or 'none'}.")
+                                  f"Valid options: {', '.join(valid) or 'none'}."
+                                  + (f" Did you mean {close[0]!r}?" if close else ""))
             bad = _non_finite(value)
             if bad is not None:
                 raise ConfigError(f"The {key!r} option of the {self.name!r} {kind} must be a finite number. "

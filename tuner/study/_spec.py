@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from tuner._builtin import builtin_names
 from tuner._yaml import line_of, load_yaml_file
@@ -177,11 +177,33 @@ class StudySpec(BaseModel):
             return str(Path(value).resolve())
         return value
 
+    @field_validator("storage")
+    @classmethod
+    def _check_storage(cls, value: str | None) -> str | None:
+        if value:
+            from tuner.study._storage import check_storage_url
+
+            try:
+                check_storage_url(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc).rstrip(".")) from None
+        return value
+
     @field_validator("sampler", "pruner")
     @classmethod
-    def _check_named(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
+    def _check_named(cls, value: str | dict[str, Any], info: ValidationInfo) -> str | dict[str, Any]:
         if isinstance(value, dict) and not isinstance(value.get("name"), str):
             raise ValueError("a mapping needs a 'name' key, e.g. {name: tpe, n_startup_trials: 5}")
+        # The name and the option keys are checked here, where the spec file's line is known.
+        from tuner.study._samplers import build_pruner, build_sampler
+
+        build = build_sampler if info.field_name == "sampler" else build_pruner
+        try:
+            build(value, {"seed": 0, "epochs": 1, "multi": False})
+        except ConfigError as exc:
+            raise ValueError(str(exc).rstrip(".")) from None
+        except Exception:  # noqa: S110 - values Optuna refuses are tried (and reported) before the study exists
+            pass
         return value
 
     @model_validator(mode="after")
@@ -254,7 +276,12 @@ def _describe(exc: ValidationError, data: dict[str, Any], source: str) -> str:
     if not key:
         return f"{where}: {message}."
     got = data.get(key, None)
-    return f"{where}: key {key!r}: {message}. Got {got!r} instead."
+    shown = f"got {got}" in message.lower() or repr(got) in message or isinstance(got, dict)
+    end = "" if message.endswith((".", "?", "!")) else "."
+    said = "" if shown else f" Got {got!r} instead."
+    if source == "command line":  # a flag, not a key of a file
+        return f"--{key.replace('_', '-')}: {message}{end}{said}"
+    return f"{where}: key {key!r}: {message}{end}{said}"
 
 
 def list_specs() -> dict[str, Path]:

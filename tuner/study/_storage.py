@@ -131,10 +131,12 @@ def _check_scheme(url: str) -> None:
         return
     hint = ""
     if "://" not in url:
-        hint = (f" A file needs a scheme: sqlite:///{url} (SQLite) or journal:{url} (Optuna's journal file; "
+        scheme, colon, rest = url.partition(":")
+        file = rest.lstrip("/") if colon and scheme.lower() in ("sqlite", "journal") else url
+        hint = (f" A file needs a scheme: sqlite:///{file} (SQLite) or journal:{file} (Optuna's journal file; "
                 f"only files named *.journal are taken as journals without it).")
     raise ConfigError(f"Unknown storage {mask_url(url)!r}. Valid: sqlite:///FILE, postgresql://USER@HOST/DB, "
-                      f"mysql://..., journal:FILE (or a FILE ending in .journal).{hint}")
+                      f"journal:FILE (or a FILE ending in .journal).{hint}")
 
 
 def _check_regular(path: Path, what: str) -> os.stat_result | None:
@@ -289,6 +291,11 @@ def _free_bytes(path: Path) -> int:
         return shutil.disk_usage(folder if folder.exists() else Path.cwd()).free
     except OSError:
         return 1 << 62
+
+
+def check_storage_url(url: str) -> None:
+    """Refuses a storage URL whose form tuner cannot use (no scheme, an in-memory database), reading nothing."""
+    _check_scheme(url)
 
 
 def check_storage(url: str) -> None:
