@@ -183,3 +183,36 @@ def test_a_queued_config_the_space_changed_says_what_changed(capsys):
                enqueue={"optimizer": {"name": "adam", "lr": 5.0}, "batch_size": 100})
     out = capsys.readouterr().out
     assert "first trials (1 queued): config 1 (adam.lr: 5 -> 0.1" in out and "batch_size: 100 -> 64" in out
+
+
+def test_library_calls_made_wrongly_say_what_to_pass(tmp_path: Path):
+    config = tuner.TrainConfig()
+    model = torch.nn.Linear(3, 1)
+    with pytest.raises(ConfigError, match=r"takes the model, a torch.nn.Module \(not model.parameters\(\)\)"):
+        config.setup(model.parameters(), steps_per_epoch=1)
+    frozen = torch.nn.Linear(3, 1).requires_grad_(False)
+    with pytest.raises(ConfigError, match="has no parameter to train"):
+        config.setup(frozen, steps_per_epoch=1)
+    setup = config.setup(model, steps_per_epoch=1)
+    with pytest.raises(TypeError, match="must return the batch loss as a tensor"):
+        setup.step(lambda: 0.5)
+    with pytest.raises(ConfigError, match="takes the Optuna trial"):
+        tuner.suggest("trial")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("{}\n")
+    with pytest.raises(ConfigError, match="holds no train config"):
+        tuner.load_config(empty)
+
+    def text(ctx: tuner.TrialContext) -> str:
+        return "0.9"
+
+    with pytest.raises(StudyError) as info:
+        tuner.tune(text, "lr-only", n_trials=1, epochs=1, max_consecutive_failures=1, verbose=False)
+    assert "not text" in info.value.result.study.trials[0].user_attrs[Key.REASON]
+    result = tuner.tune(_lr, "lr-only", n_trials=1, epochs=1, verbose=False)
+    with pytest.raises(ConfigError, match="seeds must be an int"):
+        result.recommend(seeds="3")
+    with pytest.raises(ConfigError, match="fit\\(config\\) takes a TrainConfig"):
+        result.fit(3)
+    assert result.fit({"optimizer": {"name": "adam", "lr": 1e-3}})[0] == _lr(
+        tuner.TrialContext(tuner.TrainConfig.from_dict({"optimizer": {"name": "adam", "lr": 1e-3}})))

@@ -37,6 +37,9 @@ def suggest(trial: optuna.Trial, space: Any = "default", *, epochs: int = 10, se
         ...     config = tuner.suggest(trial, "adam-family", epochs=20)
         ...     setup = config.setup(model, steps_per_epoch=len(loader))
     """
+    if not callable(getattr(trial, "suggest_float", None)):
+        raise ConfigError(f"tuner.suggest(trial, ...) takes the Optuna trial your objective is given; got "
+                          f"{type(trial).__name__}.")
     return _space(space).sample(trial, epochs=epochs, seed=trial.number if seed is None else seed)
 
 
@@ -72,8 +75,19 @@ class TuneResult:
 
         return pareto_front(self.study)
 
-    def fit(self, config: TrainConfig) -> tuple[float, float | None]:
-        """Runs ``train_fn`` once on ``config`` outside the study (no pruning; seeded from ``config.seed``)."""
+    def fit(self, config: TrainConfig | dict[str, Any] | str) -> tuple[float, float | None]:
+        """Runs ``train_fn`` once on ``config`` (a ``TrainConfig``, a mapping of one, or a file that
+        ``config.save`` or ``tuner study export`` wrote) outside the study (no pruning; seeded from
+        ``config.seed``)."""
+        from pathlib import Path
+
+        if isinstance(config, dict):
+            config = TrainConfig.from_dict(config)
+        elif isinstance(config, (str, Path)):
+            config = TrainConfig.load(config)
+        elif not isinstance(config, TrainConfig):
+            raise ConfigError(f"fit(config) takes a TrainConfig, a mapping or a config file; got "
+                              f"{type(config).__name__}.")
         return run_config(UserExecutor(self.train_fn), config)
 
     def recommend(self, top_k: int = 3, seeds: int = 3) -> Any:
@@ -81,6 +95,9 @@ class TuneResult:
         ``Recommendation`` with the best mean (stored in the study; a repeat call reuses it)."""
         from tuner.report import recommendation
 
+        for key, value in (("top_k", top_k), ("seeds", seeds)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"recommend(): {key} must be an int of at least 1 (got {value!r}).")
         return recommendation(self.study, self.fit, top_k=top_k, seeds=seeds, study_seed=self.seed)
 
 

@@ -107,6 +107,12 @@ class TrainingSetup:
     def __init__(self, config: TrainConfig, model: nn.Module, steps_per_epoch: int | None = None, *,
                  mode: str = "max", init: bool = True, dropout: bool = True, seed: bool = True) -> None:
         steps_per_epoch = check_steps_per_epoch(steps_per_epoch, "config.setup(model, steps_per_epoch=...)")
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"config.setup(model, ...) takes the model, a torch.nn.Module (not "
+                              f"model.parameters()); got {type(model).__name__}.")
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ConfigError(f"config.setup(model, ...): the {type(model).__name__} has no parameter to train "
+                              f"(none, or all with requires_grad=False).")
         if seed:
             seed_everything(config.seed)
         if init:
@@ -188,6 +194,10 @@ class TrainingSetup:
             optimizer.zero_grad(set_to_none=True)
             if parts is None:
                 loss = loss_fn()
+                if not isinstance(loss, torch.Tensor):
+                    raise TypeError(f"setup.step(loss_fn): loss_fn must return the batch loss as a tensor (keep it "
+                                    f"attached to the graph: no .item() or float()); it returned "
+                                    f"{type(loss).__name__}.")
                 full = loss + config.penalty(model) if has_penalty else loss
                 full.backward()
             else:

@@ -230,6 +230,9 @@ class TrainConfig:
 
         path = Path(path)
         data = load_yaml_file(path)  # JSON is YAML
+        if isinstance(data, dict) and not ({"optimizer", "schedule", "batch_size"} & set(data)):
+            raise ConfigError(f"{path}: holds no train config (none of optimizer, schedule, batch_size); "
+                              f"`tuner study export` or config.save() writes one.")
         try:
             return cls.from_dict(data)
         except ConfigError as exc:

@@ -427,7 +427,8 @@ def study_delete(
             + (f", {facts.running} running" if facts.running else ""))
     if not yes:
         if not _can_ask():
-            raise StudyError(f"Not deleting {what} without a question answered: pass --yes to delete it.")
+            raise StudyError(f"Not deleting {what}: standard input is not a terminal, so it cannot ask first; "
+                             f"pass --yes to delete it.")
         if not typer.confirm(f"Delete {what}?", default=False):
             echo("nothing deleted")
             raise typer.Exit(1)

@@ -13,8 +13,9 @@ from tuner.cli._output import echo, print_json, stdout, use_storage
 
 TopK = Annotated[int, typer.Option("--top-k", min=1, help="Best configs re-trained in the confirmation runs.")]
 Seeds = Annotated[int, typer.Option("--seeds", min=1, help="New seeds per config in the confirmation runs.")]
-NoConfirm = Annotated[bool, typer.Option("--no-confirm", help="Recommend the best trial as it is; no re-training "
-                                                             "(a stored confirmation is still used).")]
+NoConfirm = Annotated[bool, typer.Option("--no-confirm", help="Re-train nothing: use the confirmation stored in "
+                                                             "the study if there is one, else the best trial as "
+                                                             "it is.")]
 
 
 class Evaluator(str, Enum):

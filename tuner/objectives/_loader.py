@@ -96,7 +96,9 @@ def load_objective(ref: str, **options: Any) -> Objective:
         raise ConfigError(unknown_name_message("objective", ref, builtin)
                           + " Or give path/to/file.py:attr or module:attr.")
     if not hasattr(module, attr):
-        public = [n for n in vars(module) if not n.startswith("_")]
+        public = [n for n, v in vars(module).items() if not n.startswith("_")
+                  and (isinstance(v, Objective) or (callable(v) and not isinstance(v, type)
+                                                     and getattr(v, "__module__", None) == module.__name__))]
         raise ConfigError(f"{ref}: " + unknown_name_message("attribute", attr, public))
     return _instantiate(getattr(module, attr), ref, options)
 

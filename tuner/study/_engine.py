@@ -271,6 +271,9 @@ class UserExecutor:
         if isinstance(returned, tuple) and len(returned) == 2:
             ctx.set_test_value(returned[1])
             returned = returned[0]
+        if isinstance(returned, (str, bytes)):
+            raise TrainFnMisuse(f"train_fn must return the validation metric as a number, not text (got "
+                                f"{returned!r}).")
         try:
             value = float(returned)
         except (TypeError, ValueError):
