@@ -20,7 +20,11 @@ WIDTH = 1200
 CHECK = """<script>
 window.addEventListener("load", () => {
   const broken = [...document.images].filter(i => !i.complete || i.naturalWidth === 0).length;
-  document.title = `images ${document.images.length} broken ${broken} height ${document.body.scrollHeight}`;
+  // Blocks whose content is wider than the block: cut off, or only seen by scrolling sideways.
+  const clipped = [...document.querySelectorAll("pre, table, p, li, h1, h2, h3")]
+    .filter(el => el.scrollWidth > el.clientWidth + 1).length;
+  document.title = `images ${document.images.length} broken ${broken} height ${document.body.scrollHeight} ` +
+    `clipped ${clipped}`;
 });
 </script>"""
 
@@ -43,16 +47,17 @@ def _run(args: list[str]) -> str:
 
 
 def page_facts(html: Path) -> dict[str, int]:
-    """What the browser saw once the page loaded: its images, how many failed to load, the page height."""
+    """What the browser saw once the page loaded (``WIDTH`` pixels wide): its images, how many failed to load,
+    the page height, and how many blocks of text hold content wider than themselves (``clipped``)."""
     with tempfile.TemporaryDirectory() as tmp:
         probe = Path(tmp) / "probe.html"
         probe.write_text(html.read_text(encoding="utf-8").replace("</body>", CHECK + "</body>"), encoding="utf-8")
-        dom = _run(["--dump-dom", probe.as_uri()])
-    found = re.search(r"<title>images (\d+) broken (\d+) height (\d+)</title>", dom)
+        dom = _run([f"--window-size={WIDTH},1000", "--dump-dom", probe.as_uri()])
+    found = re.search(r"<title>images (\d+) broken (\d+) height (\d+) clipped (\d+)</title>", dom)
     if found is None:
         raise RuntimeError("the page did not finish loading in Chromium")
-    images, broken, height = map(int, found.groups())
-    return {"images": images, "broken": broken, "height": height}
+    images, broken, height, clipped = map(int, found.groups())
+    return {"images": images, "broken": broken, "height": height, "clipped": clipped}
 
 
 def screenshot(html: Path, out: Path, width: int = WIDTH) -> Path:

@@ -319,3 +319,18 @@ def test_trials_csv_has_flattened_params_and_attributes(real_study, tmp_path: Pa
     study = optuna.load_study(study_name="r", storage=url)
     assert trials_frame(study)["value"].tolist()[:3] == pytest.approx([t.value for t in study.trials[:3]],
                                                                     nan_ok=True)
+
+
+def test_the_schedule_plot_counts_the_objectives_own_batches_without_retraining(real_study):
+    """Without confirmation runs (--no-confirm) the objective is not loaded: its batches per epoch come from
+    the training set's size stored with the study; a study of the user's own loop says it assumes them."""
+    import math
+
+    from tuner.report import batches_per_epoch
+
+    url, _ = real_study
+    study = optuna.load_study(study_name="r", storage=url)
+    rows = study.user_attrs["tuner:objective_fingerprint"]["train_shape"][0]
+    assert batches_per_epoch(study, None, 32) == (math.ceil(rows / 32), False)
+    other = optuna.create_study()
+    assert batches_per_epoch(other, None, 32) == (100, True)

@@ -140,6 +140,7 @@ def test_the_report_renders_in_a_real_browser_with_every_picture(study, tmp_path
     pictures = [f for f in files.values() if f.suffix == ".png"]
     facts = page_facts(files["report.html"])
     assert facts["images"] == len(pictures) and facts["broken"] == 0
+    assert facts["clipped"] == 0  # no code block or table a reader has to scroll sideways
     shot = screenshot(files["report.html"], tmp_path / "report.png")
     from PIL import Image
 

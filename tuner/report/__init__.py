@@ -110,6 +110,18 @@ class _StudyFit:
         return run_config(executor, config, micro)
 
 
+def batches_per_epoch(study: optuna.Study, fit: Any, batch_size: int) -> tuple[int, bool]:
+    """The batches in an epoch of the study's objective at ``batch_size`` (from its loaded data, else from the
+    training set's size stored with the study), and whether it is an assumption (100: a ``tuner.tune`` study,
+    whose loop is the user's own)."""
+    rows = (study.user_attrs.get(StudyKey.OBJECTIVE_FINGERPRINT) or {}).get("train_shape") or [None]
+    if isinstance(fit, _StudyFit) and fit._prepared is not None:
+        return fit.steps_per_epoch(batch_size), False
+    if isinstance(rows[0], int) and rows[0] > 0:
+        return math.ceil(rows[0] / batch_size), False
+    return 100, True
+
+
 def open_for_recommendation(name: str, storage: str | None, *, confirm: bool, trial: int | None = None,
                             top_k: int = 3, seeds: int = 3, what: str = "nothing to report") -> optuna.Study:
     """A study opened to read only, unless confirmation runs will have to store their result in it. A study
@@ -321,9 +333,10 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
             files["narrowed-space.yaml"].write_text(narrowed_yaml)
         except TunerError as exc:
             notes.append(f"no narrowed space: {exc}")
+    assumed = False
     if steps_per_epoch is None:
-        steps_per_epoch = fit.steps_per_epoch(rec.config.batch_size) if isinstance(fit, _StudyFit) else 100
-    plots, skipped = draw_all(study, out, metric, imps, evaluator, rec.config, steps_per_epoch)
+        steps_per_epoch, assumed = batches_per_epoch(study, fit, rec.config.batch_size)
+    plots, skipped = draw_all(study, out, metric, imps, evaluator, rec.config, steps_per_epoch, assumed)
     files.update({p.name: p for p in plots.values()})
     data = ReportData(study, metric, storage_label, spec, {k: v for k, v in counts(study).items()},
                       reason_counts(study), rec, per_opt, imps, evaluator, narrowed_yaml, narrowed_notes, plots,

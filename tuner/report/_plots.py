@@ -343,14 +343,14 @@ def optimizer_comparison(study: optuna.Study, metric: str, path: Path) -> Path:
     return _save(fig, path)
 
 
-def lr_schedule(config: TrainConfig, steps_per_epoch: int, path: Path) -> Path:
+def lr_schedule(config: TrainConfig, steps_per_epoch: int, path: Path, assumed: bool = False) -> Path:
     factors = lr_factors(config.schedule.name, config.schedule.params, epochs=config.epochs,
                          steps_per_epoch=steps_per_epoch)
     lrs = np.array(factors) * config.optimizer.lr
     epochs = np.arange(len(lrs)) / max(1, steps_per_epoch)
     fig, ax = plt.subplots(figsize=(6.5, 3.5))
     ax.plot(epochs, lrs, color="#1b9e77")
-    ax.set_xlabel(f"epoch ({steps_per_epoch} batches each)")
+    ax.set_xlabel(f"epoch ({'assuming ' if assumed else ''}{steps_per_epoch} batches each)")
     ax.set_ylabel("learning rate")
     title = f"Learning rate of the recommended config: {config.optimizer.name}, {config.schedule.name}"
     if config.schedule.interval == "epoch":
@@ -410,7 +410,8 @@ PLOTS: dict[str, str] = {
 
 
 def draw_all(study: optuna.Study, out_dir: Path, metric: str, imps: list[Importance], evaluator: str,
-             config: TrainConfig | None, steps_per_epoch: int) -> tuple[dict[str, Path], dict[str, str]]:
+             config: TrainConfig | None, steps_per_epoch: int, assumed: bool = False
+             ) -> tuple[dict[str, Path], dict[str, str]]:
     """Every figure that the study's trials allow; returns the files and, for figures not drawn, why."""
     params = [i.name for i in imps if i.importance > 0][:8]
     members = {i.name: i.merged_from for i in imps if i.merged_from}
@@ -423,7 +424,7 @@ def draw_all(study: optuna.Study, out_dir: Path, metric: str, imps: list[Importa
         "lr_batch": lambda p: lr_batch_contour(study, metric, p),
         "curves": lambda p: learning_curves(study, metric, p),
         "optimizers": lambda p: optimizer_comparison(study, metric, p),
-        "schedule": lambda p: lr_schedule(config, steps_per_epoch, p) if config is not None else None,
+        "schedule": lambda p: lr_schedule(config, steps_per_epoch, p, assumed) if config is not None else None,
     }
     files, skipped = {}, {}
     for key, job in jobs.items():
