@@ -216,3 +216,127 @@ def test_library_calls_made_wrongly_say_what_to_pass(tmp_path: Path):
         result.fit(3)
     assert result.fit({"optimizer": {"name": "adam", "lr": 1e-3}})[0] == _lr(
         tuner.TrialContext(tuner.TrainConfig.from_dict({"optimizer": {"name": "adam", "lr": 1e-3}})))
+
+
+def test_epochs_may_be_numpy_or_torch_integers():
+    import numpy as np
+
+    def counted(ctx: tuner.TrialContext) -> float:
+        for epoch in np.arange(2):
+            ctx.report(epoch, 0.5)
+        for epoch in torch.arange(2, 3):
+            ctx.report(epoch, 0.6)
+        return 0.6
+
+    result = tuner.tune(counted, "lr-only", n_trials=1, epochs=3, verbose=False)
+    assert result.study.trials[0].state == TrialState.COMPLETE
+    assert sorted(result.study.trials[0].intermediate_values) == [0, 1, 2]
+
+
+def test_a_partial_or_a_callable_object_resumes_in_another_process(tmp_path: Path):
+    """Their repr holds a memory address, which differs from process to process: not a changed setting."""
+    import functools
+    import subprocess
+    import sys
+    import textwrap
+
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    code = textwrap.dedent(f"""
+        import functools, tuner
+
+        def train(ctx, scale):
+            ctx.report(0, scale * ctx.config.optimizer.lr)
+            return scale * ctx.config.optimizer.lr
+
+        class Train:
+            def __call__(self, ctx):
+                return train(ctx, 1.0)
+
+        import sys
+        n = int(sys.argv[1])
+        tuner.tune(functools.partial(train, scale=2.0), "lr-only", n_trials=n, epochs=1, storage={url!r},
+                   study_name="p", verbose=False)
+        tuner.tune(Train(), "lr-only", n_trials=n, epochs=1, storage={url!r}, study_name="c", verbose=False)
+    """)
+    env = {"PYTHONPATH": str(Path(tuner.__file__).resolve().parents[1]), "TUNER_PACK": "1"}
+    for n in (2, 3):
+        ran = subprocess.run([sys.executable, "-c", code, str(n)], capture_output=True, text=True, env=env,
+                             timeout=300)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+    assert len(optuna.load_study(study_name="p", storage=url).trials) == 3
+    assert len(optuna.load_study(study_name="c", storage=url).trials) == 3
+    assert functools.partial  # the names used above
+
+
+def test_a_pruned_trial_does_not_keep_its_model_alive():
+    import gc
+    import weakref
+
+    models: list[weakref.ref] = []
+    alive: list[int] = []
+
+    def train(ctx: tuner.TrialContext) -> float:
+        alive.append(sum(ref() is not None for ref in models))  # the earlier trials' models, while this one runs
+        model = torch.nn.Linear(4, 1)
+        models.append(weakref.ref(model))
+        setup = ctx.config.setup(model, steps_per_epoch=1)
+        x = torch.randn(8, 4)
+        value = 0.0
+        for epoch in range(ctx.config.epochs):
+            setup.step(lambda: model(x).pow(2).mean())
+            value = 1.0 if ctx.number == 0 else 0.1
+            ctx.report(epoch, value)
+        return value
+
+    gc.collect()
+    gc.disable()  # freed as soon as the trial ends, not whenever the cycle collector happens to run
+    try:
+        result = tuner.tune(train, "lr-only", n_trials=8, epochs=3, sampler="random",
+                            pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0}, verbose=False)
+    finally:
+        gc.enable()
+    assert any(t.state == TrialState.PRUNED for t in result.study.trials)
+    # At most the trial just before (its outcome in the engine's hands until the next one starts); the earlier
+    # ones' models are gone, where a pruned trial's kept its model alive, trial after trial.
+    assert max(alive) <= 1, alive
+    gc.collect()
+    assert [ref() for ref in models] == [None] * len(models)
+
+
+def test_sampler_options_are_kept_as_the_storage_keeps_them(tmp_path: Path):
+    import numpy as np
+
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    options = {"name": "tpe", "n_startup_trials": np.int64(5)}
+    tuner.tune(_lr, "lr-only", sampler=options, n_trials=2, epochs=1, storage=url, study_name="s", verbose=False)
+    again = tuner.tune(_lr, "lr-only", sampler={"name": "tpe", "n_startup_trials": 5}, n_trials=3, epochs=1,
+                       storage=url, study_name="s", verbose=False)
+    assert len(again.study.trials) == 3
+
+
+def test_negated_losses_are_maximized_and_a_grid_refuses_known_configs():
+    from tuner._api import resolve_direction
+
+    assert resolve_direction("neg_mse", "auto")[0] == "maximize"
+    assert resolve_direction("neg_log_loss", "auto")[0] == "maximize"
+    assert resolve_direction("val_loss", "auto")[0] == "minimize"
+    with pytest.warns(UserWarning, match="direction minimize"):
+        tuner.tune(_lr, "lr-only", n_trials=1, epochs=1, metric="loss", verbose=False)
+    with pytest.raises(ConfigError, match="enqueue and warm_start do not apply"):
+        tuner.tune(_lr, "lr-only", sampler="grid", enqueue={"optimizer": {"name": "adam", "lr": 1e-3}},
+                   verbose=False)
+
+
+def test_a_tune_study_without_a_complete_trial_says_to_call_tune_again(tmp_path: Path):
+    from tuner.report import no_complete_trial
+
+    url = f"sqlite:///{tmp_path / 't.db'}"
+
+    def broken(ctx: tuner.TrialContext) -> float:
+        raise ValueError("broken")
+
+    with pytest.raises(StudyError) as info:
+        tuner.tune(broken, "lr-only", n_trials=3, epochs=1, storage=url, study_name="b",
+                   max_consecutive_failures=2, verbose=False)
+    said = no_complete_trial(info.value.result.study, url, "nothing to report")
+    assert "ValueError: broken" in said and "call tuner.tune() again" in said and "study run" not in said

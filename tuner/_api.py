@@ -129,7 +129,7 @@ def _check_args(train_fn: Any, direction: str, ints: dict[str, Any], seed: Any, 
         raise ConfigError(f"timeout must be a finite number of seconds above 0, or None (got {timeout!r}).")
 
 
-_LOSS_LIKE = re.compile(r"loss|error|(^|_)(err|mse|mae|rmse|nll|perplexity|ppl)($|_)", re.IGNORECASE)
+_LOSS_WORDS = {"loss", "error", "err", "mse", "mae", "rmse", "nll", "perplexity", "ppl"}
 
 
 def resolve_direction(metric: str, direction: str) -> tuple[str, str]:
@@ -143,7 +143,8 @@ def resolve_direction(metric: str, direction: str) -> tuple[str, str]:
     if isinstance(metric, str) and metric in list_metrics():
         found = get_metric(metric).direction
         return found, f"{found} (the {metric!r} metric's direction)"
-    if isinstance(metric, str) and _LOSS_LIKE.search(metric):
+    words = [w for w in re.split(r"[^a-z0-9]+", metric.lower()) if w] if isinstance(metric, str) else []
+    if words and words[0] != "neg" and not metric.startswith("-") and _LOSS_WORDS & set(words):
         return "minimize", f"minimize ({metric!r} reads as a loss; pass direction='maximize' if larger is better)"
     return "maximize", ""
 
@@ -238,6 +239,8 @@ def tune(
         raise ConfigError(f"metric must be the name of the value train_fn returns, e.g. 'val_accuracy' (got "
                           f"{metric!r}).")
     direction, direction_note = resolve_direction(metric, direction)
+    if direction_note and not verbose:
+        warnings.warn(f"tuner.tune: direction {direction_note}", UserWarning, stacklevel=2)
     for key, flag in (("verbose", verbose), ("known_starts", known_starts)):
         if not isinstance(flag, bool):
             raise ConfigError(f"{key} must be True or False (got {flag!r}).")
@@ -276,9 +279,12 @@ def tune(
     setup = search_setup(search, sampler, pruner, seed=seed, epochs=epochs, n_trials=n_trials,
                          n_objectives=len(objectives))  # bad options fail here, before any study exists
     if setup.grid:
+        if enqueue or warm_start:
+            raise ConfigError("sampler='grid' runs the grid's own points: enqueue and warm_start do not apply "
+                              "(use another sampler to try known configs first).")
         n_trials, starts = setup.n_trials, []  # a grid runs its own points
     name = study_name or f"tune-{getattr(train_fn, '__name__', 'fn')}-{search.name}"
-    settings = {"sampler": sampler, "pruner": pruner}
+    settings = _plain({"sampler": sampler, "pruner": pruner})
     study, queued = _create_or_join(train_fn, search, name, storage, direction, metric, epochs, seed,
                                     setup.sampler, setup.pruner, starts[:n_trials], objectives, settings,
                                     setup.grid[:n_trials])
@@ -360,11 +366,30 @@ def _run_workers(study: optuna.Study, plan: RunPlan, ref: dict[str, str], worker
         raise StudyError(f"every worker stopped with an error; the first: {lost[0].error or lost[0].exitcode}")
 
 
+def _function_name(train_fn: Any) -> tuple[str | None, str | None]:
+    """A name for ``train_fn`` that is the same in every process: a ``functools.partial``'s function, a
+    callable object's class; None where there is none (a repr with a memory address)."""
+    import functools
+
+    while isinstance(train_fn, functools.partial):
+        train_fn = train_fn.func
+    target = train_fn if hasattr(train_fn, "__qualname__") else type(train_fn)
+    name = getattr(target, "__qualname__", None)
+    return (name if name and " at 0x" not in name else None), getattr(target, "__module__", None)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as the storage keeps it (JSON): tuples as lists, NumPy numbers as Python's."""
+    import json
+
+    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
 def _identity(train_fn: Any, epochs: int, seed: int, objectives: list[str], settings: dict[str, Any]
               ) -> dict[str, Any]:
-    return {"function": getattr(train_fn, "__qualname__", repr(train_fn)),
-            "module": getattr(train_fn, "__module__", None), "epochs": epochs, "seed": seed,
-            "objectives": objectives, **settings}
+    function, module = _function_name(train_fn)
+    return _plain({"function": function, "module": module, "epochs": epochs, "seed": seed,
+                   "objectives": objectives, **settings})
 
 
 def _changes(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -374,8 +399,9 @@ def _changes(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
     for key, value in new.items():
         if key not in stored or stored[key] == value:
             continue
-        if key == "module" and "__main__" in (stored[key], value):
-            continue
+        if key in ("function", "module") and (None in (stored[key], value) or "__main__" in (stored[key], value)
+                                              or " at 0x" in str(stored[key])):
+            continue  # no name that holds from one process to the next, or a script imported under another name
         if key == "objectives" and list(stored[key] or []) == list(value):
             continue
         changes.append(f"{key}: {stored[key]!r} -> {value!r}")
@@ -421,7 +447,8 @@ def _create_or_join(train_fn: Any, search: Any, name: str, storage: str | None, 
         if direction_of(study) != direction or (stored and study.user_attrs.get(StudyKey.METRIC) != metric):
             raise StudyError(f"Study {name!r} was tuned to {direction_of(study)} "
                              f"{study.user_attrs.get(StudyKey.METRIC)!r}, not to {direction} {metric!r}: its "
-                             f"values would not compare. Use another study_name.")
+                             f"values would not compare. Pass direction={direction_of(study)!r} (and that metric) "
+                             f"to resume it, or use another study_name.")
         changes = _changes(stored, identity) if stored else []
         if changes:
             raise StudyError(f"Study {name!r}{where} was tuned with other settings ({'; '.join(changes)}): its "

@@ -243,9 +243,9 @@ class TrainingSetup:
             return first[0]
         if self._step_schedule:
             self.scheduler.step()
-        elif self._per_epoch_schedule and self._epoch_steps > self.steps_per_epoch:
+        elif self._per_epoch_schedule and self.epoch == 0 and self._epoch_steps > self.steps_per_epoch:
             self._warn_once("plateau-end-epoch", (
-                f"{self._epoch_steps} training steps without setup.end_epoch(metric), but steps_per_epoch is "
+                f"{self._epoch_steps} training steps and no setup.end_epoch(metric) yet, but steps_per_epoch is "
                 f"{self.steps_per_epoch}: the {self.config.schedule.name!r} schedule lowers the learning rate in "
                 f"end_epoch, from the validation metric. Call setup.end_epoch(val_metric) after every epoch."),
                 stacklevel=4)

@@ -99,6 +99,8 @@ def handle_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         quiet_libraries()
+        _state["study"] = None  # each command says what it runs; nothing carries over from an earlier one
+        use_storage(None)
         previous = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, _on_sigterm)
         try:
@@ -236,6 +238,7 @@ def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int = 1, devi
             print_summary(summary)
             print_best_config(summary)
         if run.interrupted is not None:
+            echo(f"{'interrupted' if run.interrupted == signal.SIGINT else 'terminated'}{_resumes()}", to_err=True)
             raise SystemExit(130 if run.interrupted == signal.SIGINT else 143)
         if run.failure:
             raise StudyError(run.failure)

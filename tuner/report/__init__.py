@@ -207,18 +207,22 @@ def no_complete_trial(study: optuna.Study, storage_url: str | None, what: str) -
     their commonest reason (running it again would fail the same way), else the command that runs it."""
     from collections import Counter
 
-    from tuner.study._record import record_of
+    from tuner.study._record import StopKind, record_of
     from tuner.study._storage import study_command
 
     trials = study.get_trials(deepcopy=False)
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     head = f"Study {study.study_name!r} has no complete trial: {what}."
-    if failed and len(failed) == len([t for t in trials if t.state.is_finished()]):
-        reasons = Counter(r.reason.group if (r := record_of(t)).reason else "no reason recorded" for t in failed)
+    run = ("call tuner.tune() again with its storage and study_name" if StudyKey.TUNE in study.user_attrs
+           else f"run it with `{study_command('run', study.study_name, storage_url)}`")
+    stopped = (StopKind.INTERRUPTED, StopKind.TIMEOUT, StopKind.WORKER_LOST, StopKind.STORAGE)
+    faults = [r for t in failed if (r := record_of(t)).reason is None or r.reason.kind not in stopped]
+    if failed and len(failed) == len([t for t in trials if t.state.is_finished()]) and faults:
+        reasons = Counter(r.reason.group if r.reason else "no reason recorded" for r in faults)
         reason, count = reasons.most_common(1)[0]
-        return (f"{head} All {len(failed)} finished trial(s) failed ({count} with: {reason}); fix that first "
-                f"(`{study_command('show', study.study_name, storage_url)}` lists the reasons).")
-    return f"{head} Run it with `{study_command('run', study.study_name, storage_url)}`."
+        return (f"{head} All {len(failed)} finished trial(s) failed ({count} with: {reason}); fix that, then "
+                f"{run} (`{study_command('show', study.study_name, storage_url)}` lists the reasons).")
+    return f"{head} To go on, {run}."
 
 
 def write_report(study: optuna.Study, out_dir: str | Path, *, storage_label: str = "", fit: FitFn | None = None,

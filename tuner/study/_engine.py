@@ -21,6 +21,7 @@ import copy
 import gc
 import logging
 import math
+import operator
 import os
 import time
 import traceback
@@ -193,9 +194,14 @@ class TrialContext:
     def report(self, epoch: int, value: float) -> None:
         if self.stopped is not None:
             raise self.stopped
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        given = epoch
+        try:
+            epoch = -1 if isinstance(epoch, bool) else operator.index(epoch)  # NumPy's and torch's ints too
+        except TypeError:
+            epoch = -1
+        if epoch < 0:
             raise TrainFnMisuse(f"ctx.report(epoch, value): epoch must be the epoch's number, an int from 0 (got "
-                                f"{epoch!r}).")
+                                f"{given!r}).")
         if self._last_epoch is not None and epoch <= self._last_epoch:
             raise TrainFnMisuse(f"ctx.report(epoch, value): epoch {epoch} was reported already (the last report "
                                 f"was epoch {self._last_epoch}): pass each epoch's number once, 0, 1, 2, ...")
@@ -211,6 +217,15 @@ class TrialContext:
         except (optuna.TrialPruned, Diverged, _TimedOut) as exc:
             self.stopped = exc
             raise
+
+    def _detach(self) -> None:
+        """``stopped`` as a fresh exception: the one raised holds the frames of ``train_fn`` (its model, its data)
+        in its traceback, which must not outlive the trial."""
+        stop = self.stopped
+        if isinstance(stop, Diverged):
+            self.stopped = Diverged(stop.reason, stop.epoch)
+        elif stop is not None:
+            self.stopped = type(stop)(str(stop))
 
     def _check_setups(self, epoch: int) -> None:
         """A trial trained with ``config.setup`` whose loss turned non-finite this epoch diverged, as a trial
@@ -255,8 +270,12 @@ class UserExecutor:
         # micro_batch is never asked of it: the user's code batches as it likes (batches_from_config is false).
         self._ctx = ctx = TrialContext(config, self.trial, _report=report)
         seed_everything(config.seed)
-        with watching() as ctx._setups:
-            returned = self.train_fn(ctx)
+        try:
+            with watching() as ctx._setups:
+                returned = self.train_fn(ctx)
+        finally:
+            ctx._setups = []  # their models and optimizers are the trial's: free them with it
+            ctx._detach()
         if ctx.stopped is not None:
             # train_fn caught what ctx.report raised and went on: the trial stopped there all the same.
             if isinstance(ctx.stopped, optuna.TrialPruned):

@@ -143,6 +143,9 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
     if search.n_trials != spec.n_trials:
         spec = spec.with_overrides(n_trials=search.n_trials)
     sampler, pruner, grid = search.sampler, search.pruner, search.grid
+    if grid and (spec.enqueue or spec.warm_start):
+        raise ConfigError("sampler: grid runs the grid's own points: enqueue and warm_start do not apply (use "
+                          "another sampler to try known configs first).")
     starts, start_notes = [], []
     if space_data is None:  # a study being created (one being continued has its trials)
         from tuner.study._starts import gather_starts

@@ -195,11 +195,15 @@ class StudySpec(BaseModel):
         if isinstance(value, dict) and not isinstance(value.get("name"), str):
             raise ValueError("a mapping needs a 'name' key, e.g. {name: tpe, n_startup_trials: 5}")
         # The name and the option keys are checked here, where the spec file's line is known.
+        import warnings
+
         from tuner.study._samplers import build_pruner, build_sampler
 
         build = build_sampler if info.field_name == "sampler" else build_pruner
         try:
-            build(value, {"seed": 0, "epochs": 1, "multi": False})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna's experimental-option warnings: said when the study runs
+                build(value, {"seed": 0, "epochs": 1, "multi": False})
         except ConfigError as exc:
             raise ValueError(str(exc).rstrip(".")) from None
         except Exception:  # noqa: S110 - values Optuna refuses are tried (and reported) before the study exists
@@ -276,7 +280,8 @@ def _describe(exc: ValidationError, data: dict[str, Any], source: str) -> str:
     if not key:
         return f"{where}: {message}."
     got = data.get(key, None)
-    shown = f"got {got}" in message.lower() or repr(got) in message or isinstance(got, dict)
+    shown = (f"got {got}" in message.lower() or repr(got) in message or isinstance(got, dict)
+             or key == "storage")  # a storage URL may hold a password: the message shows it masked
     end = "" if message.endswith((".", "?", "!")) else "."
     said = "" if shown else f" Got {got!r} instead."
     if source == "command line":  # a flag, not a key of a file

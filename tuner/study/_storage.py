@@ -136,7 +136,7 @@ def _check_scheme(url: str) -> None:
         hint = (f" A file needs a scheme: sqlite:///{file} (SQLite) or journal:{file} (Optuna's journal file; "
                 f"only files named *.journal are taken as journals without it).")
     raise ConfigError(f"Unknown storage {mask_url(url)!r}. Valid: sqlite:///FILE, postgresql://USER@HOST/DB, "
-                      f"journal:FILE (or a FILE ending in .journal).{hint}")
+                      f"mysql://USER@HOST/DB, journal:FILE (or a FILE ending in .journal).{hint}")
 
 
 def _check_regular(path: Path, what: str) -> os.stat_result | None:
