@@ -479,7 +479,8 @@ def test_auto_counts_what_a_mixed_space_leaves_to_train_alone(tmp_path, monkeypa
     mixed = choose_pack(_prepared(tmp_path, space="default"), n_trials=64)
     assert mixed.k == 1
     assert mixed.why.startswith("the space mixes 9 kinds of config (batch size x optimizer family), so 16 trials "
-                                "at once would be packs of about ")
+                                "at once would make packs of about ")
+    assert "running the study at most" in mixed.why and "as fast as one trial at a time" in mixed.why
     # With 64 trials in flight, the packs are large enough.
     many = choose_pack(_prepared(tmp_path, space="default"), n_trials=256)
     assert many.k == 64 and "in packs by kind of config (9 kinds, the commonest" in many.why

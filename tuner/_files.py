@@ -77,7 +77,9 @@ def read_text(path: str | Path, *, what: str = "file", limit: int = MAX_INPUT_BY
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
+        other = next((path.with_suffix(s) for s in (".yaml", ".yml") if path.suffix in (".yaml", ".yml")
+                      and s != path.suffix and path.with_suffix(s).is_file()), None)
+        raise ConfigError(f"{path}: no such file" + (f"; did you mean {other}?" if other else "")) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the {what}: {os_error_message(exc, path)}") from None
     if not stat.S_ISREG(info.st_mode):

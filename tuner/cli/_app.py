@@ -513,7 +513,7 @@ def study_list(*, storage: StorageOpt = None, fmt: FormatOpt = Format.text) -> N
     if not rows:
         echo(f"no studies in {storage_label(url)}")
         return
-    print_table(["name", "kind", "objective", "trials", "best", "created"],
+    print_table(["name", "kind", "objective", "trials", "best", "first trial"],
                 [[r["name"], r["kind"], r["objective"] or "-", r["trials"],
                   "-" if r["best"] is None else f"{r['best']:.4f}",
                   str(r["created"])[:16].replace("T", " ") if r["created"] else "-"] for r in rows])

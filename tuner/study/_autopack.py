@@ -225,8 +225,9 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
     commonest = max(shares.values())
     if overall < MIN_GAIN:
         return PackChoice(1, f"the space mixes {len(shares)} kinds of config (batch size x optimizer family), so "
-                             f"{best_k} trials at once would be packs of about {best_k * commonest:.0f} or fewer "
-                             f"and run the study {overall:.2f}x as fast at most (a pack needs {MIN_GAIN}x)")
+                             f"{best_k} trials at once would make packs of about {max(1, round(best_k * commonest))} "
+                             f"trial(s) each, running the study at most {overall:.2f}x as fast as one trial at a "
+                             f"time (packing needs {MIN_GAIN}x)")
     bound = ""
     if best_k * 2 > cap:
         bound = (f"; at most a quarter of the about {by_time[0]} trials that fit before the timeout"
