@@ -340,3 +340,30 @@ def test_a_tune_study_without_a_complete_trial_says_to_call_tune_again(tmp_path:
                    max_consecutive_failures=2, verbose=False)
     said = no_complete_trial(info.value.result.study, url, "nothing to report")
     assert "ValueError: broken" in said and "call tuner.tune() again" in said and "study run" not in said
+
+
+def test_a_loop_that_ignores_the_batch_size_is_told_so():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    data = TensorDataset(torch.randn(256, 4), torch.randn(256, 1))
+    fixed = DataLoader(data, batch_size=32)  # built once, outside train: every trial trains at 32
+
+    def train(ctx: tuner.TrialContext, loader=fixed) -> float:
+        model = torch.nn.Linear(4, 1)
+        setup = ctx.config.setup(model, steps_per_epoch=len(loader))
+        for x, y in loader:
+            setup.step(lambda x=x, y=y: (model(x) - y).pow(2).mean())
+        ctx.report(0, 0.5)
+        return 0.5
+
+    with pytest.warns(RuntimeWarning, match="does not seem to use ctx.config.batch_size"):
+        tuner.tune(train, "default", n_trials=6, epochs=1, sampler="random", known_starts=False, verbose=False)
+
+    def honest(ctx: tuner.TrialContext) -> float:
+        return train(ctx, DataLoader(data, batch_size=ctx.config.batch_size))
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*does not seem to use")
+        tuner.tune(honest, "default", n_trials=6, epochs=1, sampler="random", known_starts=False, verbose=False)

@@ -25,6 +25,7 @@ import operator
 import os
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,6 +261,25 @@ class UserExecutor:
         self.device = device
         self.trial: optuna.Trial | None = None
         self._ctx: TrialContext | None = None
+        self._steps_by_batch: dict[int, int] = {}  # batch size -> steps_per_epoch its trials gave config.setup
+        self._said_batches = False
+
+    def _check_batches(self, config: TrainConfig, setups: list[Any]) -> None:
+        """Trials at different batch sizes whose loops all take the same number of steps per epoch do not
+        train at the batch size they were given (a DataLoader built once, outside ``train_fn``): the batch size
+        searched is then not the one trained. Said once, as a warning."""
+        steps = next((s.steps_per_epoch for s in setups if s.config is config), None)
+        if not isinstance(steps, int) or steps < 2 or self._said_batches:
+            return
+        other = next((b for b, n in self._steps_by_batch.items() if n == steps and b != config.batch_size), None)
+        self._steps_by_batch[config.batch_size] = steps
+        if other is not None:
+            self._said_batches = True
+            warnings.warn(f"tuner.tune: trials at batch sizes {other} and {config.batch_size} both gave "
+                          f"config.setup steps_per_epoch={steps}: the loop does not seem to use "
+                          f"ctx.config.batch_size (build the DataLoader inside train_fn with "
+                          f"batch_size=ctx.config.batch_size), so the batch size searched is not the one trained.",
+                          RuntimeWarning, stacklevel=2)
 
     def begin(self, trial: optuna.Trial | None) -> None:
         self.trial = trial
@@ -274,6 +294,7 @@ class UserExecutor:
             with watching() as ctx._setups:
                 returned = self.train_fn(ctx)
         finally:
+            self._check_batches(config, ctx._setups)
             ctx._setups = []  # their models and optimizers are the trial's: free them with it
             ctx._detach()
         if ctx.stopped is not None:
