@@ -44,10 +44,12 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--skip-throughput", action="store_true", help="only the search benchmark")
     parser.add_argument("--tuner-args", default="", help="extra `tuner study create` flags, to compare a "
                                                           "changed default against the current one")
+    parser.add_argument("--peer-trials", type=int, default=60, help="trials of each peer run (default 60; 30 "
+                                                                     "gives the peer, and so tuner, a short budget)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args(argv)
     seeds = args.seeds or (1 if args.quick else 3)
-    trials, epochs = (4, 2) if args.quick else (60, 30)
+    trials, epochs = (4, 2) if args.quick else (args.peer_trials, 30)
     started = time.time()
 
     throughput = []
