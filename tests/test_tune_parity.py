@@ -322,6 +322,11 @@ def test_negated_losses_are_maximized_and_a_grid_refuses_known_configs():
     assert resolve_direction("val_loss", "auto")[0] == "minimize"
     with pytest.warns(UserWarning, match="direction minimize"):
         tuner.tune(_lr, "lr-only", n_trials=1, epochs=1, metric="loss", verbose=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="tuner.tune: direction")
+        tuner.tune(_lr, "lr-only", n_trials=1, epochs=1, metric="accuracy", verbose=False)  # maximize: nothing said
     with pytest.raises(ConfigError, match="enqueue and warm_start do not apply"):
         tuner.tune(_lr, "lr-only", sampler="grid", enqueue={"optimizer": {"name": "adam", "lr": 1e-3}},
                    verbose=False)

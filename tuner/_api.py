@@ -239,7 +239,7 @@ def tune(
         raise ConfigError(f"metric must be the name of the value train_fn returns, e.g. 'val_accuracy' (got "
                           f"{metric!r}).")
     direction, direction_note = resolve_direction(metric, direction)
-    if direction_note and not verbose:
+    if direction == "minimize" and direction_note and not verbose:  # inferred, and not the usual maximize
         warnings.warn(f"tuner.tune: direction {direction_note}", UserWarning, stacklevel=2)
     for key, flag in (("verbose", verbose), ("known_starts", known_starts)):
         if not isinstance(flag, bool):
