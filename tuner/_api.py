@@ -149,10 +149,6 @@ def resolve_direction(metric: str, direction: str) -> tuple[str, str]:
     return "maximize", ""
 
 
-def _name_of(option: str | dict[str, Any]) -> str:
-    return option if isinstance(option, str) else str(option.get("name", "custom"))
-
-
 def tune(
     train_fn: Callable[[TrialContext], Any],
     space: Any = "default",
@@ -230,7 +226,7 @@ def tune(
         >>> result = tuner.tune(train, space="adam-family", n_trials=20, epochs=10)
         >>> result.best_config.save("best.yaml")
     """
-    from tuner.study._samplers import build_sampler
+    from tuner.study._samplers import build_sampler, option_name
     from tuner.study._session import trial_line
 
     _check_args(train_fn, direction, {"n_trials": n_trials, "epochs": epochs,
@@ -289,7 +285,7 @@ def tune(
                                     setup.sampler, setup.pruner, starts[:n_trials], objectives, settings,
                                     setup.grid[:n_trials])
     plan = RunPlan(name=name, storage_url=storage, space=search, epochs=epochs, seed=seed, n_trials=n_trials,
-                   timeout=timeout, pruner_name=_name_of(pruner), sampler_name=_name_of(sampler),
+                   timeout=timeout, pruner_name=option_name(pruner), sampler_name=option_name(sampler),
                    max_consecutive_failures=max_consecutive_failures, objectives=objectives,
                    resume_hint="call tuner.tune() again with the same storage and study_name")
     existing = len(study.get_trials(deepcopy=False)) - len(queued)  # the starts just queued are not a resume

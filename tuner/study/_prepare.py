@@ -24,7 +24,7 @@ from tuner.objectives import Objective, load_objective
 from tuner.spaces import SearchSpace, load_space
 from tuner.study._engine import RunPlan, TrainerExecutor
 from tuner.study._record import StudyKey
-from tuner.study._samplers import build_pruner, build_sampler, list_pruners
+from tuner.study._samplers import build_pruner, build_sampler, option_name
 from tuner.study._spec import DEFAULT_PRUNER, IDENTITY_FIELDS, StudySpec
 from tuner.study._storage import (
     check_storage,
@@ -117,10 +117,7 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
     objective = load_objective(spec.objective, **spec.objective_options())
     if spec.epochs is None:
         spec = spec.with_overrides(epochs=objective.trial_epochs)
-    if spec.pruner is None:
-        if objective.pruner is not None and objective.pruner not in list_pruners():
-            raise ConfigError(f"Objective {objective.name!r} ({spec.objective}), its default pruner: "
-                              + unknown_name_message("pruner", objective.pruner, list_pruners()))
+    if spec.pruner is None:  # the objective's own (checked when the Objective was built), else median
         spec = spec.with_overrides(pruner=objective.pruner or DEFAULT_PRUNER)
     _check_threads(spec.threads)
     _check_objectives(spec, objective)
@@ -238,17 +235,13 @@ class SearchSetup:
     n_trials: int
 
 
-def _option_name(option: Any) -> str:
-    return option if isinstance(option, str) else str(option.get("name", "custom"))
-
-
 def search_setup(space: SearchSpace, sampler: Any, pruner: Any, *, seed: int, epochs: int, n_trials: int,
                  n_objectives: int = 1) -> SearchSetup:
     """Builds the sampler and pruner (a name or a mapping with options) for ``space`` as every study does
     (``tuner study create``, ``tuner.tune``): a grid over too many points, a sampler with one objective in a
     study of several, and options Optuna only checks when it first samples or prunes are refused here, before
     any study exists."""
-    sampler_name = _option_name(sampler)
+    sampler_name = option_name(sampler)
     if n_objectives > 1 and sampler_name in ("cmaes", "grid"):
         raise ConfigError(f"objectives: the {sampler_name!r} sampler has one objective; with several use "
                           f"tpe, nsgaii, gp, random or qmc.")
@@ -290,7 +283,7 @@ def _dry_run(space: SearchSpace, sampler: Any, pruner: Any, context: dict[str, A
     except (ConfigError, StudyError):
         raise
     except Exception as exc:
-        raise ConfigError(f"The {_option_name(sampler)!r} sampler or the {_option_name(pruner)!r} pruner cannot "
+        raise ConfigError(f"The {option_name(sampler)!r} sampler or the {option_name(pruner)!r} pruner cannot "
                           f"run with these options: {type(exc).__name__}: {exc}") from None
     finally:
         optuna.logging.set_verbosity(previous)

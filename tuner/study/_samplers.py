@@ -132,6 +132,11 @@ for _f in (
     _PRUNERS.register(_f.name, _f)
 
 
+def option_name(spec: str | dict[str, Any]) -> str:
+    """The name of a sampler or pruner given as a name or as ``{"name": ..., **options}``."""
+    return spec if isinstance(spec, str) else str(spec.get("name", "custom"))
+
+
 def _named(spec: str | dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if isinstance(spec, str):
         return spec, {}

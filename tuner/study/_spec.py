@@ -13,10 +13,10 @@ from tuner.errors import ConfigError, unknown_name_message
 
 __all__ = ["StudySpec", "WarmStart", "load_spec", "list_specs", "IDENTITY_FIELDS"]
 
+DEFAULT_PRUNER = "median"  # where neither the spec nor the objective names one
 # Fields that change what a study's trials mean. A study may not be continued with other values for them;
 # the budget (n_trials, timeout), device, storage and where a session logs (mlflow, tensorboard) may change from
 # one run to the next.
-DEFAULT_PRUNER = "median"  # where neither the spec nor the objective names one
 IDENTITY_FIELDS = ("objective", "data", "target", "space", "calibrate", "objectives", "sampler", "pruner", "epochs",
                    "seed")
 MAX_NAME_LENGTH = 512
