@@ -133,7 +133,19 @@ def test_unknown_sampler_or_pruner(make_spec, db_path: Path, assert_nothing_writ
     [
         ("sampler", {"name": "tpe", "bogus": 1},
          "'tpe' sampler takes no option 'bogus'. Valid options: .*n_startup_trials"),
-        ("sampler", {"name": "random", "seed": "x"}, "Invalid options for the 'random' sampler"),
+        ("sampler", {"name": "random", "seed": "x"},
+         r"The 'seed' option of the 'random' sampler must be a whole number \(0 or more\) or null. Got 'x'"),
+        # Values Optuna itself takes without a word: a negative count samples as 0, any text as "on".
+        ("sampler", {"name": "tpe", "n_startup_trials": -3},
+         r"'n_startup_trials' option of the 'tpe' sampler must be a whole number \(0 or more\)\. Got -3"),
+        ("sampler", {"name": "tpe", "n_startup_trials": 2.5}, "must be a whole number"),
+        ("sampler", {"name": "tpe", "n_ei_candidates": True}, "must be a whole number"),
+        ("sampler", {"name": "tpe", "multivariate": "no"},
+         "'multivariate' option of the 'tpe' sampler must be true, false or null. Got 'no'"),
+        ("sampler", {"name": "qmc", "scramble": "yes"}, "must be true or false. Got 'yes'"),
+        ("sampler", {"name": "gp", "n_startup_trials": -1}, "must be a whole number"),
+        ("pruner", {"name": "hyperband", "reduction_factor": -1}, "must be a whole number"),
+        ("pruner", {"name": "wilcoxon", "p_threshold": "0.1"}, "'p_threshold' option .* must be a number"),
         ("sampler", {"name": "qmc", "qmc_type": "nope"}, "Invalid options for the 'qmc' sampler"),
         ("pruner", {"name": "percentile", "percentile": 150}, "Invalid options for the 'percentile' pruner"),
         ("pruner", {"name": "median", "n_warmup": 1}, "'median' pruner takes no option 'n_warmup'"),
@@ -151,6 +163,12 @@ def test_sampler_options_are_applied(make_spec):
     assert isinstance(prepared.sampler, optuna.samplers.TPESampler)
     assert prepared.sampler._n_startup_trials == 2
     assert prepared.pruner._n_startup_trials == 1
+    # Values of the types an option allows besides its plain one: null, "auto", a whole number for a float.
+    prepared = prepare(make_spec(sampler={"name": "cmaes", "popsize": None},
+                                 pruner={"name": "hyperband", "max_resource": "auto"}))
+    assert prepared.sampler._popsize is None
+    assert prepared.pruner._max_resource == "auto"
+    assert prepare(make_spec(pruner={"name": "percentile", "percentile": 25})).pruner._percentile == 25
 
 
 # -- every sampler and pruner --------------------------------------------------------------------------

@@ -39,11 +39,50 @@ class Factory:
             if bad is not None:
                 raise ConfigError(f"The {key!r} option of the {self.name!r} {kind} must be a finite number. "
                                   f"Got {bad!r} instead.")
+            wanted = _type_mismatch(value, params[key].annotation)
+            if wanted is not None:
+                raise ConfigError(f"The {key!r} option of the {self.name!r} {kind} must be {wanted}. "
+                                  f"Got {value!r} instead.")
         kwargs = {**self.defaults(context), **options}
         try:
             return self.cls(**kwargs)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"Invalid options for the {self.name!r} {kind}: {exc}") from None
+
+
+_PLAIN_TYPES = {"int", "float", "bool", "str", "None"}
+
+
+def _type_mismatch(value: Any, annotation: Any) -> str | None:
+    """What an option annotated with plain types (``int``, ``bool | None``, ``str | int``...) must be, where
+    ``value`` is not that; None where it fits or the annotation is not plain. Optuna takes many such values
+    without a word (``n_startup_trials: -3`` samples as 0, ``multivariate: "no"`` as on)."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    kinds = {part.strip() for part in text.split("|")}
+    if not kinds <= _PLAIN_TYPES:
+        return None
+    if value is None:
+        return None if "None" in kinds else _describe_kinds(kinds)
+    if isinstance(value, bool):
+        return None if "bool" in kinds else _describe_kinds(kinds)
+    if isinstance(value, int):
+        if "float" in kinds:
+            return None
+        if "int" in kinds:
+            return None if value >= 0 else _describe_kinds(kinds)
+        return _describe_kinds(kinds)
+    if isinstance(value, float):
+        return None if "float" in kinds else _describe_kinds(kinds)
+    if isinstance(value, str):
+        return None if "str" in kinds else _describe_kinds(kinds)
+    return _describe_kinds(kinds)
+
+
+def _describe_kinds(kinds: set[str]) -> str:
+    words = {"bool": ["true", "false"], "int": ["a whole number (0 or more)"], "float": ["a number"],
+             "str": ["a text"], "None": ["null"]}
+    items = [w for k in ("bool", "int", "float", "str", "None") if k in kinds for w in words[k]]
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
 
 
 def _non_finite(value: Any) -> float | None:
