@@ -301,7 +301,8 @@ CASES = [
          {"spec.yaml": "heartbeat_interval: 1.0e10\ngrace_period: 3.0e10\n"}),
     Case("a sampler option of .inf", ["study", "create", "spec.yaml"], ["'n_startup_trials'", "finite"],
          {"spec.yaml": "objective: {obj}\nspace: {space}\nsampler: {name: tpe, n_startup_trials: .inf}\n"}),
-    Case("a sampler option of the wrong type", ["study", "create", "spec.yaml"], ["'tpe' sampler", "cannot run"],
+    Case("a sampler option of the wrong type", ["study", "create", "spec.yaml"],
+         ["spec.yaml:3: key 'sampler'", "'tpe' sampler must be a whole number (0 or more). Got 'ten'"],
          {"spec.yaml": "objective: {obj}\nspace: {space}\nsampler: {name: tpe, n_startup_trials: ten}\n"}),
     # -- command lines Click cannot parse (exit code 2) ------------------------------------------------
     Case("misspelt flag", ["study", "create", "--n-trails", "3"], ["No such option: --n-trails", "--n-trials"], code=2),

@@ -555,10 +555,10 @@ def _take(study: optuna.Study, plan: RunPlan, device: str = "", trials: Sequence
             avoided += trial.user_attrs.get(Key.RETRY_OF) is None
             trials = claimed = None
             if avoided >= MAX_OOM_ASKS:
-                limit = oom_limits(study).get(device or "this machine", {})
+                limit = oom_limits(study).get(device_key(device), {})
                 raise StudyError(f"Study {study.study_name!r}: the sampler proposed batch sizes of "
                                  f"{limit.get('batch_size')} or more {MAX_OOM_ASKS} times in a row, and those ran out "
-                                 f"of memory on {device or 'this machine'} (trial {limit.get('trial')}); use a space "
+                                 f"of memory on {device_key(device)} (trial {limit.get('trial')}); use a space "
                                  f"with smaller batch sizes.")
             continue
         twin = _running_twin(trial, trials if claimed is not None else
@@ -589,10 +589,15 @@ def _limits(study: optuna.Study, attr: str, field: str) -> dict[str, dict[str, i
     return found
 
 
+def device_key(device: str | None) -> str:
+    """The name a device's limits are recorded under: the device, or "this machine" where none was named."""
+    return device or "this machine"
+
+
 def _lower_limit(study: optuna.Study, attr: str, device: str, field: str, entry: dict[str, int]) -> int:
     """Records ``entry`` as a limit of ``device`` (its ``field``: a batch size, a number of trials) in the study;
     returns the limit that stands there: the smallest recorded, by any worker."""
-    key = device or "this machine"
+    key = device_key(device)
     with contextlib.suppress(Exception):
         study.set_user_attr(f"{attr}/{key}/{entry[field]}", {**entry, "device": key})
         return _limits(study, attr, field).get(key, entry)[field]
@@ -606,7 +611,7 @@ def oom_limits(study: optuna.Study) -> dict[str, dict[str, int]]:
 
 def _record_oom(study: optuna.Study, device: str, batch_size: int, number: int, on_oom: str = "avoid") -> str:
     """Remembers that ``batch_size`` ran out of memory on ``device``; returns what the trial's reason adds."""
-    key = device or "this machine"
+    key = device_key(device)
     limit = _lower_limit(study, StudyKey.OOM_BATCH, device, "batch_size", {"batch_size": batch_size, "trial": number})
     if on_oom == "accumulate":
         return (f"; batch sizes of {limit} or more train on {key} as micro-batches of {max(1, limit // 2)} from "
@@ -664,7 +669,7 @@ def oom_notes(study: optuna.Study) -> list[str]:
 
 def _limit_reached(study: optuna.Study, config: TrainConfig, device: str) -> dict[str, int] | None:
     """The out-of-memory limit of ``device`` (batch size, trial) where ``config``'s batch size reaches it."""
-    limit = oom_limits(study).get(device or "this machine")
+    limit = oom_limits(study).get(device_key(device))
     return limit if limit and config.batch_size >= limit["batch_size"] else None
 
 
@@ -684,7 +689,7 @@ def micro_batch_for(study: optuna.Study, plan: RunPlan, config: TrainConfig, dev
 def _avoid_oom(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config: TrainConfig, device: str) -> bool:
     """A config at a batch size that ran out of memory on this device before is not trained (unless the study
     accumulates gradients instead): the trial is failed with the reason, and another asked for."""
-    key = device or "this machine"
+    key = device_key(device)
     limit = None if plan.on_oom == "accumulate" else _limit_reached(study, config, device)
     if limit is None:
         return False
@@ -832,7 +837,7 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
     micro = (micro_batch_for(study, plan, config, executor.device)
              if getattr(executor, "batches_from_config", False) else None)
     accumulated = {Key.ACCUMULATION: {"micro_batch": micro, "steps": math.ceil(config.batch_size / micro),
-                                      "device": executor.device or "this machine"}} if micro else {}
+                                      "device": device_key(executor.device)}} if micro else {}
 
     executor.begin(trial)
     ran_out: tuple[StopReason, dict[str, Any]] | None = None
@@ -863,7 +868,7 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
             ran_out = (StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {error}"
                                   + _record_oom(study, executor.device, batch, trial.number, plan.on_oom)), attrs)
         else:
-            requeue, where = True, executor.device or "this machine"
+            requeue, where = True, device_key(executor.device)
             ran_out = (StopReason(StopKind.DISCARDED, f"discarded: ran out of memory on {where} ({error}) beside "
                                                       f"trials in packs; its config was queued again"), attrs)
     except Exception as exc:

@@ -37,6 +37,7 @@ from tuner.study._engine import (
     _take,
     _TimedOut,
     check_epoch,
+    device_key,
     finish_trial,
     is_disk_full_error,
     micro_batch_for,
@@ -240,7 +241,7 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
         placing, rest = list(unplaced[:1]), list(unplaced[1:])
         held = [(p.slots[slot].trial, p.slots[slot].config) for slot in slots] + placing
         others = sum(q.live() for q in packs.values())
-        batch, device = key[0], executor.device or "this machine"
+        batch, device = key[0], device_key(executor.device)
         blame = blamed(batch, len(held) == 1)
         if blame:
             reason = StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {error}"
@@ -279,11 +280,11 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                 reap_stale(study, plan.grace_period)
                 next_reap = time.monotonic() + plan.heartbeat_interval
                 # A cap another worker recorded since (its packs ran out of memory on this device) holds here too.
-                recorded = pack_caps(study).get(executor.device or "this machine")
+                recorded = pack_caps(study).get(device_key(executor.device))
                 if recorded and recorded["trials"] < cap:
                     log.warning("at most %d trials train at once on %s from now on: %d trials training at once "
                                 "ran out of memory there (trial %s)", recorded["trials"],
-                                executor.device or "this machine", recorded.get("ran_out"), recorded.get("trial"))
+                                device_key(executor.device), recorded.get("ran_out"), recorded.get("trial"))
                     cap = recorded["trials"]
             for key in [key for key, p in packs.items() if not p.live()]:
                 del packs[key]  # a pack that ran out: the next of its kind starts afresh
