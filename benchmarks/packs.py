@@ -12,6 +12,7 @@ and one anytime plot per workload.
     python -m benchmarks.packs --training                         # training only: model-epochs/s of PackTrainer
     python -m benchmarks.packs --bookkeeping --packs 1,16         # ms per trial: ask, report, prune, tell, training
     python -m benchmarks.packs --device cuda --n-trials 1024 --packs 1,auto,64,256,1024 --ks 1,64,256,1024,4096
+    python -m benchmarks.packs --packs 1,1x4,auto --n-trials 64 --tag workers    # 1x4: pack 1 in 4 workers
 
 On a GPU (``--device cuda``) the studies train there and ``nvidia-smi`` is sampled every 200 ms while each runs:
 the mean and peak GPU utilisation and the peak memory go into the table.
@@ -112,10 +113,13 @@ def parse_gpu_samples(text: str) -> dict:
             "gpu_memory_max_mib": max(memory), "gpu_samples": len(util)}
 
 
-def run_study(workload: str, pack: str, seed: int, n_trials: int, epochs: int, space: str,
+def run_study(workload: str, setting: str, seed: int, n_trials: int, epochs: int, space: str,
               device: str = "cpu") -> dict:
-    """One study in a fresh process; its wall time, and every trial's finish time and running best."""
+    """One study in a fresh process; its wall time, and every trial's finish time and running best.
+    ``setting`` is a pack setting (``1``, ``auto``, ``64``), or ``KxW``: pack K in W worker processes."""
     import optuna
+
+    pack, _, workers = setting.partition("x")
 
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/b.db"
@@ -124,7 +128,8 @@ def run_study(workload: str, pack: str, seed: int, n_trials: int, epochs: int, s
         start = time.monotonic()
         done = subprocess.run([TUNER, "study", "create", "--name", "b", "--storage", url, "--format", "json",
                                "--objective", workload, "--space", space, "--n-trials", str(n_trials), "--epochs",
-                               str(epochs), "--seed", str(seed), "--pack", pack, "--device", device],
+                               str(epochs), "--seed", str(seed), "--pack", pack, "--device", device,
+                               *(["--workers", workers] if workers else [])],
                               capture_output=True, text=True, env=env, timeout=3600)
         process_seconds = time.monotonic() - start
         usage = gpu.stop()
@@ -143,7 +148,7 @@ def run_study(workload: str, pack: str, seed: int, n_trials: int, epochs: int, s
             curve.append(((t.datetime_complete - t0).total_seconds(), best))
     span = (finished[-1].datetime_complete - t0).total_seconds()
     states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
-    return {"workload": workload, "tool": f"pack {pack}", "pack": pack, "chosen": run.get("pack"),
+    return {"workload": workload, "tool": f"pack {setting}", "pack": setting, "chosen": run.get("pack"),
             "why": run.get("pack_why", ""), "threads": run.get("threads"), "seed": seed, "n_trials": n_trials,
             "epochs_trained": sum(len(t.intermediate_values) for t in trials), "states": states,
             "seconds": round(span, 2), "process_seconds": round(process_seconds, 2),
@@ -233,7 +238,7 @@ def studies(args: argparse.Namespace) -> None:
                 r["equal_time_seconds"] = horizon
                 r["best_val_at_equal_time"] = best_by(r["curve"], horizon)
     stamp = f"{date.today().isoformat()}-{platform.machine()}-{os.cpu_count()}core-" \
-            f"{'cuda' if args.device.startswith('cuda') else 'cpu'}-packs".lower()
+            f"{'cuda' if args.device.startswith('cuda') else 'cpu'}-packs{'-' + args.tag if args.tag else ''}".lower()
     RESULTS.mkdir(exist_ok=True)
     meta = {"command": " ".join(["python -m benchmarks.packs", *sys.argv[1:]]), "torch": torch.__version__,
             "python": platform.python_version(), "cores": os.cpu_count(), "n_trials": args.n_trials,
@@ -258,6 +263,11 @@ def markdown(runs: list[dict], meta: dict) -> str:
     if gpu_columns:
         lines[-2] += " GPU utilisation % (mean) | GPU memory MiB (peak) |"
         lines[-1] += "---|---|"
+    # Pack 1 in W worker processes ("1xW"), where run: every setting's trials/hour against it too.
+    in_workers = next((r["pack"] for r in runs if r["pack"].startswith("1x")), None)
+    if in_workers:
+        lines[-2] += f" x pack 1 in {in_workers.partition('x')[2]} workers |"
+        lines[-1] += "---|"
     med = statistics.median
     for workload in dict.fromkeys(r["workload"] for r in runs):
         base = [r for r in runs if r["workload"] == workload and r["pack"] == "1"]
@@ -276,10 +286,14 @@ def markdown(runs: list[dict], meta: dict) -> str:
                 sampled = [r for r in mine if "gpu_util_mean" in r]
                 gpu = (f" {med([r['gpu_util_mean'] for r in sampled]):.0f} | "
                        f"{max(r['gpu_memory_max_mib'] for r in sampled)} |" if sampled else " - | - |")
+            versus = ""
+            if in_workers:
+                rates = [r["trials_per_hour"] for r in runs if r["workload"] == workload and r["pack"] == in_workers]
+                versus = f" {rate / med(rates):.2f} |" if rates else " - |"
             lines.append(f"| {workload} | {pack} | {chosen} | {rate:.0f} | "
                          f"{rate / base_rate:.2f} | {med([r['epochs_trained'] for r in mine]):.0f} | "
                          f"{spread('best_val')} | {spread('best_val_at_equal_time')} | "
-                         f"{med([r['seconds'] for r in mine]):.1f} |{gpu}" if base_rate else "")
+                         f"{med([r['seconds'] for r in mine]):.1f} |{gpu}{versus}" if base_rate else "")
     lines += ["", "Medians over seeds (range in brackets). Trials/hour: finished trials over the time from the "
               "first trial's start to the last trial's end. Equal time: the best validation accuracy reached "
               "by the wall time of the fastest setting of that workload and seed."]
@@ -301,6 +315,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (studies: 10; training: 3)")
     parser.add_argument("--device", default="cpu", help="device of the studies and of training (cpu, cuda)")
     parser.add_argument("--bookkeeping", action="store_true", help="time each part of a packed trial loop")
+    parser.add_argument("--tag", default="", help="studies: a name added to the result files")
     args = parser.parse_args()
     if args.bookkeeping:
         with tempfile.TemporaryDirectory() as tmp:

@@ -16,11 +16,15 @@ from tuner.config import TrainConfig
 from tuner.objectives import load_objective
 from tuner.train import Diverged, Trainer
 
+# The correctness tests run on each device there is: on a GPU (benchmarks/gpu/run.sh runs them with -k cuda)
+# a member must train exactly as alone there too.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
 
-@pytest.fixture(scope="module")
-def trainer() -> Trainer:
+
+@pytest.fixture(scope="module", params=DEVICES)
+def trainer(request: pytest.FixtureRequest) -> Trainer:
     torch.set_num_threads(1)
-    return Trainer(load_objective("digits-mlp"), device="cpu")
+    return Trainer(load_objective("digits-mlp"), device=request.param)
 
 
 def _config(name: str, lr: float, seed: int, *, batch_size: int = 32, epochs: int = 2, schedule="constant",

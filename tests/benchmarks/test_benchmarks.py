@@ -61,3 +61,31 @@ def test_a_packs_study_runs_on_the_device_it_is_given():
     run = run_study("digits-mlp", "1", 0, n_trials=2, epochs=1, space="lr-only", device="cpu")
     assert run["device"] == "cpu" and run["states"]["COMPLETE"] + run["states"]["PRUNED"] == 2
     assert "gpu_util_mean" not in run
+
+
+def test_settings_in_workers_get_their_column_and_the_gpu_summary_compares_against_both(tmp_path):
+    from benchmarks.gpu.summary import table
+    from benchmarks.packs import markdown
+
+    def run(workload, pack, rate, util=None):
+        out = {"workload": workload, "pack": pack, "chosen": pack.partition("x")[0], "trials_per_hour": rate,
+               "epochs_trained": 10, "best_val": 0.5, "best_val_at_equal_time": 0.5, "seconds": 1.0, "why": "",
+               "n_trials": 48}
+        return {**out, **({"gpu_util_mean": util, "gpu_memory_max_mib": 900} if util is not None else {})}
+
+    meta = {"n_trials": 48, "epochs": 10, "space": "s", "cores": 2, "torch": "x", "command": "c", "device": "cpu"}
+    text = markdown([run("w", "1", 100), run("w", "1x4", 250), run("w", "16", 500)], meta)
+    assert "x pack 1 in 4 workers |" in text
+    assert "| w | 16 | 16 | 500 | 5.00 |" in text and text.rstrip().count("| 2.00 |") == 1  # 500 / 250
+
+    (tmp_path / "d-cuda-packs-gpu-baselines.json").write_text(json.dumps(
+        {"runs": [run("mnist1d-mlp", "1", 100, 10), run("mnist1d-mlp", "1x4", 400, 30)]}))
+    (tmp_path / "d-cuda-packs-gpu-mlp.json").write_text(json.dumps(
+        {"runs": [run("mnist1d-mlp", "auto", 30000, 80), run("mnist1d-mlp", "1024", 2000, 95)]}))
+    summary = table(tmp_path)
+    assert "| mnist1d-mlp | auto | 48 | auto | 30000 | 300.0 | 75.0 | 80 | 900 | 0.5000 |" in summary
+    assert "- mnist1d-mlp pack auto: 300.0x one at a time (target 200x: met), 75.0x 4 workers (target 10x: met)" \
+        in summary
+    assert "- mnist1d-mlp pack 1024: 20.0x one at a time (target 200x: missed), 5.0x 4 workers (target 10x: " \
+           "missed)" in summary
+    assert table(tmp_path / "nothing") == "no GPU results found\n"
