@@ -148,7 +148,8 @@ def run_study(workload: str, setting: str, seed: int, n_trials: int, epochs: int
             curve.append(((t.datetime_complete - t0).total_seconds(), best))
     span = (finished[-1].datetime_complete - t0).total_seconds()
     states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
-    return {"workload": workload, "tool": f"pack {setting}", "pack": setting, "chosen": run.get("pack"),
+    chosen = run.get("pack", int(pack) if pack.isdigit() else None)  # workers report no pack of their own
+    return {"workload": workload, "tool": f"pack {setting}", "pack": setting, "chosen": chosen,
             "why": run.get("pack_why", ""), "threads": run.get("threads"), "seed": seed, "n_trials": n_trials,
             "epochs_trained": sum(len(t.intermediate_values) for t in trials), "states": states,
             "seconds": round(span, 2), "process_seconds": round(process_seconds, 2),
@@ -220,19 +221,32 @@ def best_by(curve: list, seconds: float) -> float | None:
 
 
 def studies(args: argparse.Namespace) -> None:
-    runs = []
-    for workload in args.workloads.split(","):
-        for seed in range(args.seeds):
-            # The order of the settings rotates with the seed, so that no setting always runs first.
-            packs = args.packs.split(",")
-            packs = packs[seed % len(packs):] + packs[:seed % len(packs)]
-            for pack in packs:
-                run = run_study(workload, pack, seed, args.n_trials, args.epochs, args.space, args.device)
-                runs.append(run)
-                print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
+    """Every workload x seed x setting; the results are written after each run, and an interrupt (Ctrl-C, or
+    the SIGINT of a time limit) ends the loop with the runs that finished."""
+    runs: list[dict] = []
+    try:
+        for workload in args.workloads.split(","):
+            for seed in range(args.seeds):
+                # The order of the settings rotates with the seed, so that no setting always runs first.
+                packs = args.packs.split(",")
+                packs = packs[seed % len(packs):] + packs[:seed % len(packs)]
+                for pack in packs:
+                    run = run_study(workload, pack, seed, args.n_trials, args.epochs, args.space, args.device)
+                    runs.append(run)
+                    print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
+                    write_studies(runs, args, plots=False)
+    except KeyboardInterrupt:
+        print(f"interrupted: the table holds the {len(runs)} run(s) that finished", flush=True)
+    if runs:
+        write_studies(runs, args, plots=True)
+
+
+def write_studies(runs: list[dict], args: argparse.Namespace, plots: bool) -> None:
     for workload in dict.fromkeys(r["workload"] for r in runs):
         for seed in range(args.seeds):
             mine = [r for r in runs if r["workload"] == workload and r["seed"] == seed]
+            if not mine:
+                continue
             horizon = min(r["seconds"] for r in mine)
             for r in mine:
                 r["equal_time_seconds"] = horizon
@@ -246,6 +260,8 @@ def studies(args: argparse.Namespace) -> None:
     (RESULTS / f"{stamp}.json").write_text(json.dumps({**meta, "runs": runs}, indent=1))
     table = markdown(runs, meta)
     (RESULTS / f"{stamp}.md").write_text(table)
+    if not plots:
+        return
     from benchmarks.plots import anytime_plots
 
     for path in anytime_plots(runs, RESULTS, stamp):
@@ -291,9 +307,10 @@ def markdown(runs: list[dict], meta: dict) -> str:
                 rates = [r["trials_per_hour"] for r in runs if r["workload"] == workload and r["pack"] == in_workers]
                 versus = f" {rate / med(rates):.2f} |" if rates else " - |"
             lines.append(f"| {workload} | {pack} | {chosen} | {rate:.0f} | "
-                         f"{rate / base_rate:.2f} | {med([r['epochs_trained'] for r in mine]):.0f} | "
+                         f"{f'{rate / base_rate:.2f}' if base_rate else '-'} | "
+                         f"{med([r['epochs_trained'] for r in mine]):.0f} | "
                          f"{spread('best_val')} | {spread('best_val_at_equal_time')} | "
-                         f"{med([r['seconds'] for r in mine]):.1f} |{gpu}{versus}" if base_rate else "")
+                         f"{med([r['seconds'] for r in mine]):.1f} |{gpu}{versus}")
     lines += ["", "Medians over seeds (range in brackets). Trials/hour: finished trials over the time from the "
               "first trial's start to the last trial's end. Equal time: the best validation accuracy reached "
               "by the wall time of the fastest setting of that workload and seed."]

@@ -89,3 +89,12 @@ def test_settings_in_workers_get_their_column_and_the_gpu_summary_compares_again
     assert "- mnist1d-mlp pack 1024: 20.0x one at a time (target 200x: missed), 5.0x 4 workers (target 10x: " \
            "missed)" in summary
     assert table(tmp_path / "nothing") == "no GPU results found\n"
+
+
+def test_a_packs_table_without_the_one_at_a_time_setting_still_lists_every_setting():
+    from benchmarks.packs import markdown
+
+    run = {"workload": "w", "pack": "64", "chosen": 64, "trials_per_hour": 900, "epochs_trained": 10,
+           "best_val": 0.5, "best_val_at_equal_time": 0.5, "seconds": 1.0, "why": ""}
+    meta = {"n_trials": 64, "epochs": 1, "space": "s", "cores": 2, "torch": "x", "command": "c", "device": "cpu"}
+    assert "| w | 64 | 64 | 900 | - | 10 |" in markdown([run], meta)
