@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 PYTHON=${VENV:-.venv}/bin/python
 # Present on the CUDA image as it was read (numpy, scipy, scikit-learn, pandas, matplotlib, pyyaml, tqdm,
 # requests, pytest); everything below is not, or not at a version tuner was tested with.
-NAMES="optuna alembic sqlalchemy mako colorlog greenlet cmaes pydantic pydantic-core annotated-types
+NAMES="optuna alembic sqlalchemy mako colorlog cmaes pydantic pydantic-core annotated-types
 typing-inspection typing-extensions mnist1d typer click rich shellingham markdown-it-py mdurl pygments
 prodigyopt schedulefree"
 rm -rf .whl && mkdir -p .whl
@@ -17,7 +17,7 @@ for name in $NAMES; do
   "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
-    -d .whl "$name==$version"
+    -d .whl "$name==$version" 2> >(grep -v "^WARNING: Location" >&2)
 done
 ls .whl
 du -sh .whl
