@@ -61,7 +61,7 @@ def measure(workload: str, ks: list[int], epochs: int, threads: int, device: str
         pack = PackTrainer(trainer, k, 64, "adam")
         for slot in range(k):
             pack.fill(slot, TrainConfig.from_dict({**base.to_dict(), "seed": slot,
-                                                   "optimizer": {"name": "adam", "lr": 1e-3 * 1.2 ** slot}}))
+                                                   "optimizer": {"name": "adam", "lr": 1e-3 * 1.2 ** (slot % 20)}}))
         pack.run_epoch()  # warm-up
         for slot in range(k):
             pack.fill(slot, pack.members[slot].config)
@@ -231,7 +231,11 @@ def studies(args: argparse.Namespace) -> None:
                 packs = args.packs.split(",")
                 packs = packs[seed % len(packs):] + packs[:seed % len(packs)]
                 for pack in packs:
-                    run = run_study(workload, pack, seed, args.n_trials, args.epochs, args.space, args.device)
+                    try:
+                        run = run_study(workload, pack, seed, args.n_trials, args.epochs, args.space, args.device)
+                    except (RuntimeError, subprocess.TimeoutExpired) as exc:  # the other settings still run
+                        print(f"{workload}, pack {pack}, seed {seed} failed: {str(exc)[-1500:]}", flush=True)
+                        continue
                     runs.append(run)
                     print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
                     write_studies(runs, args, plots=False)

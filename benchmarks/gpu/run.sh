@@ -34,7 +34,8 @@ fi
 # The benchmarks start `tuner` from beside the interpreter, as an installed tuner would be.
 LAUNCHER=$("$PY" -c "import pathlib, sys; print(pathlib.Path(sys.executable).with_name('tuner'))")
 if ! [ -x "$LAUNCHER" ]; then
-  printf '#!%s\nimport sys\nfrom tuner.cli import main\nsys.exit(main())\n' \
+  # The guard matters: worker processes are spawned, and re-import the main module.
+  printf '#!%s\nimport sys\nfrom tuner.cli import main\nif __name__ == "__main__":\n    sys.exit(main())\n' \
     "$("$PY" -c 'import sys; print(sys.executable)')" > "$LAUNCHER" && chmod +x "$LAUNCHER"
 fi
 

@@ -8,7 +8,7 @@ PYTHON=${VENV:-.venv}/bin/python
 # Present on the CUDA image as it was read (numpy, scipy, scikit-learn, pandas, matplotlib, pyyaml, tqdm,
 # requests, pytest); everything below is not, or not at a version tuner was tested with.
 NAMES="optuna alembic sqlalchemy mako colorlog cmaes pydantic pydantic-core annotated-types
-typing-inspection typing-extensions mnist1d typer click rich shellingham markdown-it-py mdurl pygments
+typing-inspection typing-extensions mnist1d typer annotated-doc click rich shellingham markdown-it-py mdurl pygments
 prodigyopt schedulefree"
 rm -rf .whl && mkdir -p .whl
 for name in $NAMES; do
