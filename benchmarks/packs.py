@@ -148,7 +148,7 @@ def run_study(workload: str, setting: str, seed: int, n_trials: int, epochs: int
             curve.append(((t.datetime_complete - t0).total_seconds(), best))
     span = (finished[-1].datetime_complete - t0).total_seconds()
     states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
-    chosen = run.get("pack", int(pack) if pack.isdigit() else None)  # workers report no pack of their own
+    chosen = run.get("pack") or max((w.get("pack") or 0 for w in run.get("workers", [])), default=None) or None
     return {"workload": workload, "tool": f"pack {setting}", "pack": setting, "chosen": chosen,
             "why": run.get("pack_why", ""), "threads": run.get("threads"), "seed": seed, "n_trials": n_trials,
             "epochs_trained": sum(len(t.intermediate_values) for t in trials), "states": states,
@@ -350,10 +350,13 @@ def main() -> None:
         studies(args)
         return
     args.epochs = args.epochs or 3
-    rows = []
-    for workload in args.workloads.split(","):
-        for threads in (int(t) for t in args.threads.split(",")):
-            rows += measure(workload, [int(k) for k in args.ks.split(",")], args.epochs, threads, args.device)
+    rows: list[dict] = []
+    try:
+        for workload in args.workloads.split(","):
+            for threads in (int(t) for t in args.threads.split(",")):
+                rows += measure(workload, [int(k) for k in args.ks.split(",")], args.epochs, threads, args.device)
+    except KeyboardInterrupt:  # the rows measured so far were printed as they came
+        print("interrupted", flush=True)
     print(f"\n{platform.node()} ({platform.processor() or platform.machine()}), torch {torch.__version__}")
     print("| workload | device | threads | K | Trainer epochs/s | pack model-epochs/s | ratio |")
     print("|---|---|---|---|---|---|---|")

@@ -138,6 +138,7 @@ def test_workers_compose_with_packs(backend: str, tmp_path: Path, slow_file: Pat
     assert result.returncode == 0, result.stderr[-3000:]
     run = json.loads(result.stdout)["run"]
     assert all(w["exitcode"] == 0 and w["error"] is None for w in run["workers"]), run["workers"]
+    assert [w["pack"] for w in run["workers"]] == [4, 4]  # each worker says how many trials it trained at once
     trials = _load("w", url).get_trials(deepcopy=False)
     assert [t.number for t in trials] == list(range(len(trials)))
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]

@@ -34,6 +34,8 @@ class WorkerReport:
     exitcode: int | None = None
     trials: int = 0
     error: str | None = None
+    pack: int | None = None  # trials it trained at once (None: a tune() worker, or it stopped before choosing)
+    pack_why: str = ""
 
 
 @dataclass
@@ -94,7 +96,7 @@ def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], res
             study = create_or_join(prepared, worker=index)
             run = run_prepared(study, prepared,  # the pack size chosen: to stderr, stdout may carry JSON
                                on_start=lambda line: print(f"worker {index}: {line}", file=sys.stderr, flush=True))
-            report["trials"] = len(run.outcomes)
+            report.update(trials=len(run.outcomes), pack=run.pack, pack_why=run.pack_why)
     except KeyboardInterrupt:
         code = 130
     except SystemExit as exc:
@@ -228,6 +230,7 @@ def run_workers(
             break
         rep = procs[data["index"]][0]
         rep.trials, rep.error = data["trials"], data["error"]
+        rep.pack, rep.pack_why = data.get("pack"), data.get("pack_why", "")
     report_new()
     summary.workers = [rep for rep, _ in procs]
     summary.seconds = time.monotonic() - start
