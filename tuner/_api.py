@@ -244,8 +244,8 @@ def tune(
         raise ConfigError(f"workers must be an int of at least 1 (got {workers!r}).")
     ref = None
     if workers > 1:
-        from tuner.study._session import check_workers
         from tuner.study._user import function_ref
+        from tuner.study._workers import check_workers
 
         check_workers(workers, "workers")
         import threading

@@ -129,3 +129,37 @@ def test_the_run_header_says_it_is_time_boxed(tmp_cwd: Path, objective_ref: str,
     resumed = runner.invoke(app, ["study", "run", "boxed", "--storage", storage_url, "--n-trials", "3"])
     assert resumed.exit_code == 0, resumed.output
     assert "study boxed: 2 of 3 trials finished, 1 epochs each, on cpu; stops at its 600 s timeout" in resumed.output
+
+
+@pytest.mark.parametrize("args", [
+    ["study", "create", "spec.yaml"],  # a sampler option of the wrong kind, in the spec file
+    ["study", "create", "--objective", "digits-mlp", "--n-trials", "0"],
+    ["study", "create", "--objective", "digits-mlp", "--pack", "0"],
+    ["study", "create", "--objective", "digits-mlp", "--sampler", "tpee"],
+    ["study", "create", "--objective", "digits_mlp"],  # a bare name can only be a built-in one
+    ["study", "create", "--workers", "999"],
+    ["study", "run", "s", "--workers", "999"],
+])
+def test_a_refused_spec_or_flag_is_said_before_pytorch_is_loaded(args: list[str], tmp_path: Path):
+    """A mistake in a spec or a flag is refused in well under a second: nothing waits for PyTorch to load."""
+    (tmp_path / "spec.yaml").write_text("objective: digits-mlp\nsampler: {name: tpe, n_startup_trials: ten}\n")
+    code = textwrap.dedent(f"""
+        import sys
+        from tuner.cli import main
+        sys.argv = ["tuner", *{args!r}]
+        code = 0
+        try:
+            main()
+        except SystemExit as exit:
+            code = exit.code
+        sys.stdout = sys.__stdout__
+        print("CODE", code, "LOADED", sorted(m for m in ("torch", "sklearn", "pandas", "matplotlib")
+                                             if m in sys.modules))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "CODE 0 " not in done.stdout and "LOADED []" in done.stdout, (done.stdout[-2000:], done.stderr[-2000:])
+    assert done.stderr.startswith("error: ") or "Error" in done.stderr, done.stderr[-2000:]
+    assert not list(tmp_path.glob("*.db")), "nothing is written for a refused command"

@@ -324,9 +324,8 @@ def study_create(
     Flags override the spec file; the defaults shown apply where neither sets a value. With no spec and no
     --objective, the quickstart spec runs (studies/quickstart.yaml: the MNIST-1D CNN, 60 trials, a 110 s
     timeout). The study is stored in --storage (default: ./tuner.db)."""
-    from tuner.study import StudySpec, create_or_join, load_spec, prepare
-    from tuner.study._session import check_workers, study_summary
-    from tuner.study._storage import storage_hint, storage_label
+    from tuner.study import StudySpec, load_spec
+    from tuner.study._workers import check_workers
 
     check_workers(workers)
     base = load_spec(spec) if spec else (load_spec("quickstart") if objective is None else StudySpec())
@@ -337,6 +336,11 @@ def study_create(
         enqueue=enqueue or None, warm_start=warm_start, known_starts=False if no_known_starts else None,
         mlflow=mlflow, tensorboard=tensorboard,
     )
+    # PyTorch is imported from here on: a spec or flag refused above is said without waiting for it.
+    from tuner.study import create_or_join, prepare
+    from tuner.study._session import study_summary
+    from tuner.study._storage import storage_hint, storage_label
+
     prepared = prepare(spec_obj, track=not no_run)
     study = create_or_join(prepared, force=force)
     use_storage(prepared.storage_url)
@@ -390,10 +394,11 @@ def study_run(
 ) -> None:
     """Continue (or join) a study: the spec and space come from the storage. Start it on every machine
     (same --storage) to run one study on many."""
-    from tuner.study import create_or_join, prepare, stored_spec
-    from tuner.study._session import check_workers
+    from tuner.study._workers import check_workers
 
     check_workers(workers)
+    from tuner.study import create_or_join, prepare, stored_spec
+
     spec_obj, space_data = stored_spec(name, storage)
     spec_obj = spec_obj.with_overrides(n_trials=n_trials, timeout=timeout, device=device, threads=threads, pack=pack,
                                        on_oom=on_oom, mlflow=mlflow, tensorboard=tensorboard)

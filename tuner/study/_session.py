@@ -7,7 +7,6 @@ engine); the caller gets a ``TrialOutcome`` per finished trial and a ``SessionRe
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +16,6 @@ import optuna
 from optuna.trial import TrialState
 
 from tuner.config import TrainConfig
-from tuner.errors import ConfigError
 from tuner.study._engine import TrialOutcome, counts, oom_notes
 from tuner.study._local import run_prepared
 from tuner.study._prepare import PreparedStudy, study_kind
@@ -33,12 +31,11 @@ from tuner.study._record import (
     record_of,
 )
 from tuner.study._storage import open_storage, storage_exists
-from tuner.study._workers import WorkerReport, parse_devices, run_workers
+from tuner.study._workers import MAX_WORKERS_PER_CORE, WorkerReport, check_workers, parse_devices, run_workers
 
 __all__ = ["SessionResult", "run_study", "run_prepared", "check_workers", "study_summary", "list_studies",
            "trial_row", "trial_line", "outcome_of", "MAX_WORKERS_PER_CORE"]
 
-MAX_WORKERS_PER_CORE = 8
 OnTrial = Callable[[TrialOutcome, optuna.Study], None]
 
 
@@ -66,13 +63,6 @@ class SessionResult:
     def lost_workers(self) -> list[WorkerReport]:
         """Workers that stopped with an error (not by Ctrl-C or SIGTERM)."""
         return [w for w in self.workers if (w.exitcode not in (0, None) or w.error) and w.exitcode not in (130, 143)]
-
-
-def check_workers(workers: int, name: str = "--workers") -> None:
-    cores = os.cpu_count() or 1
-    limit = max(16, MAX_WORKERS_PER_CORE * cores)
-    if workers > limit:
-        raise ConfigError(f"{name} must be at most {limit} on this machine ({cores} cores). Got {workers}.")
 
 
 def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | None = None,

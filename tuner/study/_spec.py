@@ -163,6 +163,11 @@ class StudySpec(BaseModel):
     @field_validator("objective")
     @classmethod
     def _absolute_objective(cls, value: str) -> str:
+        builtin = builtin_names("objectives", (".py",))
+        if ":" not in value and "/" not in value and "\\" not in value and not value.endswith(".py") \
+                and value not in builtin:  # a bare name can only be a built-in one: said before anything loads
+            raise ValueError(f"{unknown_name_message('objective', value, builtin)} Or give path/to/file.py:attr "
+                             f"or module:attr")
         # A study is continued from any directory (or machine), so a local file is stored by absolute path.
         head, sep, attr = value.rpartition(":")
         path, suffix = (head, sep + attr) if sep and "/" not in attr else (value, ":objective")

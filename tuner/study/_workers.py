@@ -20,10 +20,10 @@ from typing import Any
 
 import optuna
 
-from tuner.errors import StudyError
+from tuner.errors import ConfigError, StudyError
 from tuner.study._record import StudyKey
 
-__all__ = ["WorkerReport", "PoolSummary", "run_workers", "parse_devices"]
+__all__ = ["WorkerReport", "PoolSummary", "run_workers", "parse_devices", "check_workers", "MAX_WORKERS_PER_CORE"]
 
 
 @dataclass
@@ -48,6 +48,16 @@ class PoolSummary:
     @property
     def failed_workers(self) -> list[WorkerReport]:
         return [w for w in self.workers if w.exitcode not in (0, None) or w.error]
+
+
+MAX_WORKERS_PER_CORE = 8
+
+
+def check_workers(workers: int, name: str = "--workers") -> None:
+    cores = os.cpu_count() or 1
+    limit = max(16, MAX_WORKERS_PER_CORE * cores)
+    if workers > limit:
+        raise ConfigError(f"{name} must be at most {limit} on this machine ({cores} cores). Got {workers}.")
 
 
 def parse_devices(text: str | None) -> list[str]:
