@@ -169,6 +169,11 @@ def test_sampler_options_are_applied(make_spec):
     assert prepared.sampler._popsize is None
     assert prepared.pruner._max_resource == "auto"
     assert prepare(make_spec(pruner={"name": "percentile", "percentile": 25})).pruner._percentile == 25
+    # NumPy's numbers and booleans are numbers and booleans (a library caller's values often are).
+    import numpy as np
+
+    prepared = prepare(make_spec(sampler={"name": "tpe", "n_startup_trials": np.int64(3), "multivariate": np.True_}))
+    assert prepared.sampler._n_startup_trials == 3
 
 
 # -- every sampler and pruner --------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -56,26 +57,23 @@ _PLAIN_TYPES = {"int", "float", "bool", "str", "None"}
 def _type_mismatch(value: Any, annotation: Any) -> str | None:
     """What an option annotated with plain types (``int``, ``bool | None``, ``str | int``...) must be, where
     ``value`` is not that; None where it fits or the annotation is not plain. Optuna takes many such values
-    without a word (``n_startup_trials: -3`` samples as 0, ``multivariate: "no"`` as on)."""
+    without a word (``n_startup_trials: -3`` samples as 0, ``multivariate: "no"`` as on). NumPy's numbers
+    count as numbers."""
     text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
     kinds = {part.strip() for part in text.split("|")}
     if not kinds <= _PLAIN_TYPES:
         return None
     if value is None:
-        return None if "None" in kinds else _describe_kinds(kinds)
-    if isinstance(value, bool):
-        return None if "bool" in kinds else _describe_kinds(kinds)
-    if isinstance(value, int):
-        if "float" in kinds:
-            return None
-        if "int" in kinds:
-            return None if value >= 0 else _describe_kinds(kinds)
-        return _describe_kinds(kinds)
-    if isinstance(value, float):
-        return None if "float" in kinds else _describe_kinds(kinds)
-    if isinstance(value, str):
-        return None if "str" in kinds else _describe_kinds(kinds)
-    return _describe_kinds(kinds)
+        fits = "None" in kinds
+    elif isinstance(value, bool) or type(value).__name__ in ("bool_", "bool"):
+        fits = "bool" in kinds
+    elif isinstance(value, numbers.Integral):
+        fits = "float" in kinds or ("int" in kinds and value >= 0)
+    elif isinstance(value, numbers.Real):
+        fits = "float" in kinds
+    else:
+        fits = isinstance(value, str) and "str" in kinds
+    return None if fits else _describe_kinds(kinds)
 
 
 def _describe_kinds(kinds: set[str]) -> str:
