@@ -413,7 +413,7 @@ def _create_or_join(train_fn: Any, search: Any, name: str, storage: str | None, 
     returned (an empty list when the study existed). A study joined must have been tuned the same way (the
     function, epochs, seed, sampler, pruner, metric): else its values would not compare, and nothing is
     changed. ``grid``: the points of a grid sampler, queued (once each) in either case."""
-    from tuner.study._prepare import describe_kind
+    from tuner.study._open import describe_kind
     from tuner.study._starts import START_ATTR
     from tuner.study._storage import check_storage, mask_url, open_storage, storage_lock
 

@@ -163,3 +163,29 @@ def test_a_refused_spec_or_flag_is_said_before_pytorch_is_loaded(args: list[str]
     assert "CODE 0 " not in done.stdout and "LOADED []" in done.stdout, (done.stdout[-2000:], done.stderr[-2000:])
     assert done.stderr.startswith("error: ") or "Error" in done.stderr, done.stderr[-2000:]
     assert not list(tmp_path.glob("*.db")), "nothing is written for a refused command"
+
+
+@pytest.mark.parametrize("command", ["show", "run", "export", "report", "trials"])
+def test_a_study_that_is_not_there_is_said_before_pytorch_is_loaded(command: str, tmp_path: Path):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.create_study(study_name="other", storage=f"sqlite:///{tmp_path / 'tuner.db'}")
+    code = textwrap.dedent(f"""
+        import sys
+        from tuner.cli import main
+        sys.argv = ["tuner", "study", {command!r}, "othre"]
+        code = 0
+        try:
+            main()
+        except SystemExit as exit:
+            code = exit.code
+        sys.stdout = sys.__stdout__
+        print("CODE", code, "LOADED", sorted(m for m in ("torch", "sklearn", "pandas", "matplotlib")
+                                             if m in sys.modules))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TUNER_STORAGE"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**env, "PYTHONPATH": str(ROOT)}, timeout=120, cwd=tmp_path)
+    assert "CODE 1 LOADED []" in done.stdout, (done.stdout[-2000:], done.stderr[-2000:])
+    assert "Unknown study 'othre'. Valid: other. Did you mean 'other'?" in done.stderr, done.stderr[-2000:]

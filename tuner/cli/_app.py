@@ -394,12 +394,13 @@ def study_run(
 ) -> None:
     """Continue (or join) a study: the spec and space come from the storage. Start it on every machine
     (same --storage) to run one study on many."""
+    from tuner.study._open import stored_spec
     from tuner.study._workers import check_workers
 
     check_workers(workers)
-    from tuner.study import create_or_join, prepare, stored_spec
+    spec_obj, space_data = stored_spec(name, storage)  # a study that is not there is said before PyTorch loads
+    from tuner.study import create_or_join, prepare
 
-    spec_obj, space_data = stored_spec(name, storage)
     spec_obj = spec_obj.with_overrides(n_trials=n_trials, timeout=timeout, device=device, threads=threads, pack=pack,
                                        on_oom=on_oom, mlflow=mlflow, tensorboard=tensorboard)
     prepared = prepare(spec_obj, space_data=space_data, track=True)
@@ -534,10 +535,12 @@ def study_show(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Best trials, counts of pruned and failed trials with their reasons, and the best config."""
-    from tuner.study._prepare import open_study
+    from tuner.study._open import open_study
+
+    study = open_study(name, storage)  # a study that is not there is said before PyTorch loads
     from tuner.study._session import study_summary
 
-    summary = study_summary(open_study(name, storage), top=top)
+    summary = study_summary(study, top=top)
     use_storage(storage)
     if fmt is Format.json:
         print_json(summary)

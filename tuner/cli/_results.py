@@ -67,11 +67,14 @@ def study_report(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Write report.html (self-contained), report.md, plots, recommended.yaml and narrowed-space.yaml."""
-    from tuner._files import safe_file_name
-    from tuner.report import followup_command, open_for_recommendation, study_fit, write_report
-    from tuner.study import default_storage
+    from tuner.study._open import open_study
+    from tuner.study._storage import default_storage
 
     url = storage or default_storage()
+    open_study(name, url)  # a study that is not there is said before PyTorch and matplotlib load
+    from tuner._files import safe_file_name
+    from tuner.report import followup_command, open_for_recommendation, study_fit, write_report
+
     study = open_for_recommendation(name, url, confirm=not no_confirm, top_k=top_k, seeds=seeds)
     use_storage(url)
     # The default folder is derived from the study name, which must not steer where files go ("../../x").
@@ -112,6 +115,9 @@ def study_export(
     With --format keras, every setting Keras cannot reproduce exactly is a warning line on standard error (and a
     comment in the file).
     """
+    from tuner.study._open import open_study
+
+    open_study(name, storage)  # a study that is not there is said before PyTorch loads
     from tuner._files import write_text
     from tuner.export import export_warnings
     from tuner.report import export_recommendation, open_for_recommendation, study_fit, study_recommendation
@@ -155,11 +161,13 @@ def study_trials(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Every trial with its parameters and recorded attributes (flattened), as a table or CSV."""
+    from tuner.study._open import open_study
+
+    study = open_study(name, storage)  # a study that is not there is said before pandas loads
     from tuner._files import write_text
     from tuner.report import trials_frame
-    from tuner.study._prepare import open_study
 
-    frame = trials_frame(open_study(name, storage))
+    frame = trials_frame(study)
     if csv is not None:
         write_text(csv, frame.to_csv(index=False))
         echo(f"wrote {len(frame)} trials x {len(frame.columns)} columns to {csv}", to_err=True)

@@ -126,7 +126,7 @@ def open_for_recommendation(name: str, storage: str | None, *, confirm: bool, tr
                             top_k: int = 3, seeds: int = 3, what: str = "nothing to report") -> optuna.Study:
     """A study opened to read only, unless confirmation runs will have to store their result in it. A study
     without a complete trial is refused here (``what``: what it cannot give), before anything is announced."""
-    from tuner.study._prepare import open_study
+    from tuner.study._open import open_study
 
     study = open_study(name, storage)
     if trial is None and not complete_trials(study):

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tuner.study._engine import RunSummary, TrialOutcome, counts
     from tuner.study._local import run_prepared as run_trials
-    from tuner.study._prepare import PreparedStudy, create_or_join, open_study, prepare, stored_spec
+    from tuner.study._open import open_study, stored_spec
+    from tuner.study._prepare import PreparedStudy, create_or_join, prepare
     from tuner.study._record import best_trial
     from tuner.study._samplers import build_pruner, build_sampler, list_pruners, list_samplers
     from tuner.study._spec import StudySpec, list_specs, load_spec
@@ -19,8 +20,8 @@ if TYPE_CHECKING:
 _LAZY = {
     "RunSummary": "_engine", "TrialOutcome": "_engine", "counts": "_engine",
     "run_trials": "_local:run_prepared",
-    "PreparedStudy": "_prepare", "create_or_join": "_prepare", "open_study": "_prepare", "prepare": "_prepare",
-    "stored_spec": "_prepare",
+    "PreparedStudy": "_prepare", "create_or_join": "_prepare", "open_study": "_open", "prepare": "_prepare",
+    "stored_spec": "_open",
     "best_trial": "_record",
     "build_pruner": "_samplers", "build_sampler": "_samplers", "list_pruners": "_samplers",
     "list_samplers": "_samplers",

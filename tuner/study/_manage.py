@@ -94,7 +94,7 @@ def enqueue_files(name: str, files: list[str | Path], storage_url: str | None = 
     study ``name``, after checking each against the study's stored space and objective; returns the starts
     queued. Nothing is queued when one config is refused."""
     from tuner.spaces import SearchSpace
-    from tuner.study._prepare import open_study
+    from tuner.study._open import open_study
     from tuner.study._starts import START_ATTR, file_starts
 
     study = open_study(name, storage_url, readonly=False)

@@ -23,6 +23,7 @@ from tuner.errors import ConfigError, StudyError, unknown_name_message
 from tuner.objectives import Objective, load_objective
 from tuner.spaces import SearchSpace, load_space
 from tuner.study._engine import RunPlan, TrainerExecutor
+from tuner.study._open import describe_kind, open_study, stored_spec, study_kind
 from tuner.study._record import StudyKey
 from tuner.study._samplers import build_pruner, build_sampler, option_name
 from tuner.study._spec import DEFAULT_PRUNER, IDENTITY_FIELDS, StudySpec
@@ -30,7 +31,6 @@ from tuner.study._storage import (
     check_storage,
     default_storage,
     explain_storage_error,
-    load_named,
     mask_url,
     open_storage,
     storage_exists,
@@ -501,60 +501,3 @@ def _update_budget(study: optuna.Study, spec: StudySpec) -> None:
     if stored and (stored.get("n_trials"), stored.get("timeout")) != (spec.n_trials, spec.timeout):
         stored.update(n_trials=spec.n_trials, timeout=spec.timeout)
         study.set_user_attr(StudyKey.SPEC, stored)
-
-
-def study_kind(user_attrs: dict[str, Any], n_directions: int = 1) -> str:
-    """``tuner`` (created from a spec), ``tune`` (by ``tuner.tune()``), ``optuna`` (by Optuna or another
-    tool) or ``multi-objective``."""
-    if StudyKey.SPEC in user_attrs:
-        return "tuner"  # a tuner study may have several objectives (``objectives: [accuracy, train_seconds]``)
-    if n_directions > 1:
-        return "multi-objective"
-    if StudyKey.TUNE in user_attrs:
-        return "tune"
-    return "optuna"
-
-
-def describe_kind(study: Any) -> str:
-    """How a study that tuner did not create is described in an error message."""
-    directions = getattr(study, "directions", None) or [None]
-    kind = study_kind(study.user_attrs, len(directions))
-    if kind == "multi-objective":
-        return f"a multi-objective study ({len(directions)} objectives), which tuner does not handle"
-    if kind == "tune":
-        return "a study of tuner.tune()"
-    if kind == "optuna":
-        return "a plain Optuna study, not created by tuner (it has no tuner spec)"
-    return "a tuner study"
-
-
-def stored_spec(name: str, storage_url: str | None = None) -> tuple[StudySpec, dict[str, Any]]:
-    """The spec and search space saved with a study."""
-    url = storage_url or default_storage()
-    study = _load(name, url, readonly=True)
-    attrs = study.user_attrs
-    if StudyKey.SPEC not in attrs:
-        if StudyKey.TUNE in attrs and len(study.directions) == 1:
-            raise StudyError(f"Study {name!r} was created by tuner.tune() in Python: continue it by calling "
-                             f"tuner.tune() again with the same storage and study_name.")
-        raise StudyError(f"Study {name!r} in {mask_url(url)} is {describe_kind(study)}: "
-                         f"tuner cannot run it.")
-    spec = StudySpec.from_mapping({**attrs[StudyKey.SPEC], "storage": storage_url}, f"study {name!r}")
-    return spec, attrs.get(StudyKey.SPACE) or {}
-
-
-def open_study(name: str, storage_url: str | None = None, *, readonly: bool = True,
-               kinds: tuple[str, ...] = ("tuner", "tune")) -> optuna.Study:
-    """Loads a study to read it (``readonly``: the storage is not changed) or to write to it; a study of a
-    kind not in ``kinds`` (a plain Optuna or multi-objective study) is refused with one line saying what it is."""
-    url = storage_url or default_storage()
-    study = _load(name, url, readonly=readonly)
-    kind = study_kind(study.user_attrs, len(study.directions))
-    if kind not in kinds:
-        raise StudyError(f"Study {name!r} in {mask_url(url)} is {describe_kind(study)}; tuner lists it but "
-                         f"cannot show, report or export it (try optuna-dashboard).")
-    return study
-
-
-def _load(name: str, url: str, readonly: bool = True) -> optuna.Study:
-    return load_named(name, url, readonly=readonly)

@@ -167,7 +167,7 @@ def run_workers(
 ) -> PoolSummary:
     """Runs ``n_workers`` processes on study ``name`` until they stop; returns what each did."""
     from tuner.study._liveness import reap_stale
-    from tuner.study._prepare import open_study
+    from tuner.study._open import open_study
 
     if n_workers < 1:
         raise StudyError(f"--workers must be at least 1 (got {n_workers}).")
