@@ -30,6 +30,37 @@ def builtin_names(folder: str, suffixes: tuple[str, ...]) -> dict[str, Path]:
     }
 
 
+def space_source(ref: str) -> tuple[Path, str]:
+    """The YAML file of a search space given as a built-in name or a path, and the space's name. A name or
+    file that is not there is a ConfigError; checked without building anything (no PyTorch)."""
+    from tuner.errors import ConfigError, unknown_name_message
+
+    path = Path(ref)
+    if path.suffix in (".yaml", ".yml") or "/" in ref or path.exists():
+        if not path.exists():
+            raise ConfigError(f"{path}: no such search-space file")
+        return path, path.stem
+    builtin = builtin_names("search_spaces", (".yaml", ".yml"))
+    if ref not in builtin:
+        raise ConfigError(unknown_name_message("search space", ref, builtin) + " Or give a path to a YAML file.")
+    return builtin[ref], ref
+
+
+def is_bare_name(ref: str) -> bool:
+    """An objective given by name alone (no file, no module): only a built-in one can be meant."""
+    return ":" not in ref and "/" not in ref and "\\" not in ref and not ref.endswith(".py")
+
+
+def unknown_objective(ref: str) -> str:
+    """The message for an objective name that is not a built-in one, or "" where ``ref`` is one."""
+    from tuner.errors import unknown_name_message
+
+    builtin = builtin_names("objectives", (".py",))
+    if ref in builtin:
+        return ""
+    return f"{unknown_name_message('objective', ref, builtin)} Or give path/to/file.py:attr or module:attr."
+
+
 def space_descriptions() -> dict[str, str]:
     """``{name: description}`` of the built-in search spaces, read from their YAML (nothing is built, so
     listing them imports neither torch nor Optuna)."""

@@ -139,6 +139,13 @@ def test_the_run_header_says_it_is_time_boxed(tmp_cwd: Path, objective_ref: str,
     ["study", "create", "--objective", "digits_mlp"],  # a bare name can only be a built-in one
     ["study", "create", "--workers", "999"],
     ["study", "run", "s", "--workers", "999"],
+    ["study", "create", "--objective", "digits-mlp", "--space", "defualt"],
+    ["study", "create", "--objective", "digits-mlp", "--space", "mine.yaml"],
+    ["lr-find", "--objective", "mnist1d-cnnn"],
+    ["lr-find", "--space", "mine.yaml"],
+    ["spaces", "show", "defualt"],
+    ["spaces", "starts", "mine.yaml"],
+    ["spaces", "calibrate", "defualt"],
 ])
 def test_a_refused_spec_or_flag_is_said_before_pytorch_is_loaded(args: list[str], tmp_path: Path):
     """A mistake in a spec or a flag is refused in well under a second: nothing waits for PyTorch to load."""

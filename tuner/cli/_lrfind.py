@@ -53,6 +53,16 @@ def _print_curves(result: Any) -> None:
             echo(f"    note: {curve.note}")
 
 
+def _check_names(objective: str, space: str) -> None:
+    """An objective or space that is not there is said before PyTorch loads."""
+    from tuner._builtin import is_bare_name, space_source, unknown_objective
+    from tuner.errors import ConfigError
+
+    if is_bare_name(objective) and unknown_objective(objective):
+        raise ConfigError(unknown_objective(objective))
+    space_source(space)
+
+
 @app.command("lr-find")
 @handle_errors
 def lr_find_command(
@@ -78,6 +88,7 @@ def lr_find_command(
 
     Trains one model per optimizer for a few hundred batches while the rate grows exponentially, prints the
     range of rates over which the loss falls, and writes a plot of loss against rate."""
+    _check_names(objective, space)
     from tuner._files import safe_file_name
     from tuner.lrfind import plot_lr_find
 
@@ -120,6 +131,8 @@ def spaces_calibrate(
 ) -> None:
     """Write a copy of a space whose optimizers' lr ranges come from an LR range test on the objective."""
     from tuner.errors import ConfigError
+
+    _check_names(objective, space)
     from tuner.spaces import load_space
 
     held = list(load_space(space).optimizer)

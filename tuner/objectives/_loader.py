@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tuner._builtin import builtin_names
+from tuner._builtin import builtin_names, unknown_objective
 from tuner._files import read_text
 from tuner.errors import ConfigError, TunerError, unknown_name_message
 from tuner.objectives._base import Objective
@@ -93,8 +93,7 @@ def load_objective(ref: str, **options: Any) -> Objective:
         except Exception as exc:
             raise ConfigError(f"Importing objective module {target!r} failed: {type(exc).__name__}: {exc}") from exc
     else:
-        raise ConfigError(unknown_name_message("objective", ref, builtin)
-                          + " Or give path/to/file.py:attr or module:attr.")
+        raise ConfigError(unknown_objective(ref))
     if not hasattr(module, attr):
         public = [n for n, v in vars(module).items() if not n.startswith("_")
                   and (isinstance(v, Objective) or (callable(v) and not isinstance(v, type)

@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 
-from tuner._builtin import builtin_names
+from tuner._builtin import builtin_names, space_source
 from tuner._validate import NON_NEGATIVE, Bound
 from tuner._yaml import LineDict, line_of, load_yaml_file
 from tuner.config import TrainConfig
@@ -617,14 +617,6 @@ def load_space(ref: str | Path | dict[str, Any]) -> SearchSpace:
     """Loads a built-in space by name (``default``), a YAML file path, or a dict."""
     if isinstance(ref, dict):
         return SearchSpace.from_dict(ref)
-    text = str(ref)
-    path = Path(text)
-    if path.suffix in (".yaml", ".yml") or "/" in text or path.exists():
-        if not path.exists():
-            raise ConfigError(f"{path}: no such search-space file")
-        return SearchSpace.from_dict(load_yaml_file(path), name=path.stem, source=str(path))
-    builtin = list_spaces()
-    if text not in builtin:
-        raise ConfigError(unknown_name_message("search space", text, builtin) + " Or give a path to a YAML file.")
-    return SearchSpace.from_dict(load_yaml_file(builtin[text]), name=text, source=str(builtin[text]))
+    path, name = space_source(str(ref))
+    return SearchSpace.from_dict(load_yaml_file(path), name=name, source=str(path))
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from tuner._builtin import builtin_names
+from tuner._builtin import builtin_names, is_bare_name, unknown_objective
 from tuner._yaml import line_of, load_yaml_file
 from tuner.errors import ConfigError, unknown_name_message
 
@@ -163,11 +163,8 @@ class StudySpec(BaseModel):
     @field_validator("objective")
     @classmethod
     def _absolute_objective(cls, value: str) -> str:
-        builtin = builtin_names("objectives", (".py",))
-        if ":" not in value and "/" not in value and "\\" not in value and not value.endswith(".py") \
-                and value not in builtin:  # a bare name can only be a built-in one: said before anything loads
-            raise ValueError(f"{unknown_name_message('objective', value, builtin)} Or give path/to/file.py:attr "
-                             f"or module:attr")
+        if is_bare_name(value) and unknown_objective(value):  # said before anything loads
+            raise ValueError(unknown_objective(value).rstrip("."))
         # A study is continued from any directory (or machine), so a local file is stored by absolute path.
         head, sep, attr = value.rpartition(":")
         path, suffix = (head, sep + attr) if sep and "/" not in attr else (value, ":objective")
