@@ -78,7 +78,7 @@ def test_sampler_options_that_cannot_run_are_refused_before_a_study_exists(tmp_p
     with pytest.raises(ConfigError, match=r"'n_startup_trials' option of the 'tpe' sampler must be a whole number"):
         tuner.tune(_lr, "lr-only", sampler={"name": "tpe", "n_startup_trials": "ten"}, storage=url,
                    study_name="a", verbose=False)
-    with pytest.raises(ConfigError, match="cannot run with these options: ValueError: The size of `samples`"):
+    with pytest.raises(ConfigError, match="cannot run with these options"):
         tuner.tune(_lr, "lr-only", sampler={"name": "tpe", "n_startup_trials": 0, "n_ei_candidates": 0},
                    storage=url, study_name="a", verbose=False)
     with pytest.raises(ConfigError, match="'cmaes' sampler has one objective"):

@@ -226,7 +226,7 @@ def tune(
         >>> result = tuner.tune(train, space="adam-family", n_trials=20, epochs=10)
         >>> result.best_config.save("best.yaml")
     """
-    from tuner.study._samplers import build_sampler, option_name
+    from tuner.study._samplers import build_sampler, option_name, plain_options
     from tuner.study._session import trial_line
 
     _check_args(train_fn, direction, {"n_trials": n_trials, "epochs": epochs,
@@ -240,6 +240,11 @@ def tune(
     for key, flag in (("verbose", verbose), ("known_starts", known_starts)):
         if not isinstance(flag, bool):
             raise ConfigError(f"{key} must be True or False (got {flag!r}).")
+    for kind, given in (("sampler", sampler), ("pruner", pruner)):
+        if not isinstance(given, (str, dict)) or (isinstance(given, dict) and not isinstance(given.get("name"), str)):
+            raise ConfigError(f"{kind} must be a name or a mapping with a 'name' key, e.g. {{'name': 'tpe', "
+                              f"'n_startup_trials': 5}} (got {given!r}).")
+    sampler, pruner = plain_options(sampler, "sampler"), plain_options(pruner, "pruner")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be an int of at least 1 (got {workers!r}).")
     ref = None

@@ -146,6 +146,11 @@ def test_unknown_sampler_or_pruner(make_spec, db_path: Path, assert_nothing_writ
         ("sampler", {"name": "gp", "n_startup_trials": -1}, "must be a whole number"),
         ("pruner", {"name": "hyperband", "reduction_factor": -1}, "must be a whole number"),
         ("pruner", {"name": "wilcoxon", "p_threshold": "0.1"}, "'p_threshold' option .* must be a number"),
+        ("pruner", {"name": "successive_halving", "min_resource": 2.5},
+         r"'min_resource' option of the 'successive_halving' pruner must be a whole number \(0 or more\) or "
+         r"\"auto\"\. Got 2\.5"),  # the text Optuna takes is named, not "a text"
+        ("sampler", {"name": "qmc", "scramble": None}, "must be true or false. Got null instead"),
+        ("pruner", {"name": "patient", "min_delta": float("nan")}, "'min_delta' option .* must be a finite number"),
         ("sampler", {"name": "qmc", "qmc_type": "nope"}, "Invalid options for the 'qmc' sampler"),
         ("pruner", {"name": "percentile", "percentile": 150}, "Invalid options for the 'percentile' pruner"),
         ("pruner", {"name": "median", "n_warmup": 1}, "'median' pruner takes no option 'n_warmup'"),
@@ -174,6 +179,39 @@ def test_sampler_options_are_applied(make_spec):
 
     prepared = prepare(make_spec(sampler={"name": "tpe", "n_startup_trials": np.int64(3), "multivariate": np.True_}))
     assert prepared.sampler._n_startup_trials == 3
+    with pytest.raises(ConfigError, match="'min_delta' option .* must be a finite number"):
+        prepare(make_spec(pruner={"name": "patient", "min_delta": np.float32("nan")}))
+    # A whole-number float for a count is that count (YAML's 10.0); Optuna's own negative default is allowed.
+    prepared = prepare(make_spec(sampler={"name": "cmaes", "n_startup_trials": 4.0, "inc_popsize": -1}))
+    assert prepared.sampler._n_startup_trials == 4 and isinstance(prepared.sampler._n_startup_trials, int)
+
+
+def test_a_study_with_numpy_options_is_stored_plain_and_continues(make_spec, storage_url: str):
+    import numpy as np
+
+    study, prepared = _create(make_spec(n_trials=1, sampler={"name": "tpe", "n_startup_trials": np.int64(3),
+                                                            "multivariate": np.True_}))
+    run_trials(study, prepared)
+    assert study.user_attrs[StudyKey.SPEC]["sampler"] == {"name": "tpe", "n_startup_trials": 3, "multivariate": True}
+    spec, space_data = stored_spec("s", storage_url)
+    prepared = prepare(spec.with_overrides(n_trials=2), space_data=space_data)
+    run_trials(create_or_join(prepared), prepared)
+    assert len(stored_spec("s", storage_url)[0].sampler) == 3 and prepared.sampler._n_startup_trials == 3
+
+
+def test_a_stored_spec_is_read_as_it_was_accepted_when_the_study_was_created(make_spec, storage_url: str):
+    """Checks added since a study was created do not lock it out: an option value that passed then still runs."""
+    study, prepared = _create(make_spec(n_trials=1))
+    run_trials(study, prepared)
+    stored = dict(study.user_attrs[StudyKey.SPEC])
+    stored["sampler"] = {"name": "tpe", "n_startup_trials": -3, "multivariate": "no"}  # as an older tuner took
+    study.set_user_attr(StudyKey.SPEC, stored)
+    spec, space_data = stored_spec("s", storage_url)
+    assert spec.sampler == {"name": "tpe", "n_startup_trials": -3, "multivariate": "no"}
+    prepared = prepare(spec.with_overrides(n_trials=2), space_data=space_data)
+    assert len(run_trials(create_or_join(prepared), prepared).outcomes) == 1
+    with pytest.raises(ConfigError, match="must be a whole number"):  # given anew, the same value is refused
+        spec.with_overrides(sampler={"name": "tpe", "n_startup_trials": -3})
 
 
 # -- every sampler and pruner --------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def stored_spec(name: str, storage_url: str | None = None) -> tuple[StudySpec, d
                              f"tuner.tune() again with the same storage and study_name.")
         raise StudyError(f"Study {name!r} in {mask_url(url)} is {describe_kind(study)}: "
                          f"tuner cannot run it.")
-    spec = StudySpec.from_mapping({**attrs[StudyKey.SPEC], "storage": storage_url}, f"study {name!r}")
+    spec = StudySpec.from_mapping({**attrs[StudyKey.SPEC], "storage": storage_url}, f"study {name!r}", stored=True)
     return spec, attrs.get(StudyKey.SPACE) or {}
 
 

@@ -381,7 +381,7 @@ def _stored_attrs(prepared: PreparedStudy) -> dict[str, Any]:
     spec = prepared.spec.model_dump(exclude={"storage", "enqueue", "warm_start", "mlflow", "tensorboard"})
     spec["name"] = prepared.name
     return {
-        StudyKey.SPEC: json.loads(json.dumps(spec, default=str)),
+        StudyKey.SPEC: json.loads(json.dumps(spec, default=lambda o: o.item() if hasattr(o, "item") else str(o))),
         StudyKey.SPACE: prepared.space.raw,
         StudyKey.SPACE_FINGERPRINT: prepared.space.fingerprint(),
         StudyKey.OBJECTIVE_FINGERPRINT: prepared.objective_fingerprint,

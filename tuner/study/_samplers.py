@@ -14,7 +14,7 @@ import optuna
 from tuner._registry import Registry
 from tuner.errors import ConfigError
 
-__all__ = ["build_sampler", "build_pruner", "list_samplers", "list_pruners", "may_prune_at",
+__all__ = ["build_sampler", "build_pruner", "plain_options", "list_samplers", "list_pruners", "may_prune_at",
            "judges_by_complete_trials"]
 
 
@@ -40,10 +40,6 @@ class Factory:
             if bad is not None:
                 raise ConfigError(f"The {key!r} option of the {self.name!r} {kind} must be a finite number. "
                                   f"Got {bad!r} instead.")
-            wanted = _type_mismatch(value, params[key].annotation)
-            if wanted is not None:
-                raise ConfigError(f"The {key!r} option of the {self.name!r} {kind} must be {wanted}. "
-                                  f"Got {value!r} instead.")
         kwargs = {**self.defaults(context), **options}
         try:
             return self.cls(**kwargs)
@@ -54,38 +50,77 @@ class Factory:
 _PLAIN_TYPES = {"int", "float", "bool", "str", "None"}
 
 
-def _type_mismatch(value: Any, annotation: Any) -> str | None:
-    """What an option annotated with plain types (``int``, ``bool | None``, ``str | int``...) must be, where
-    ``value`` is not that; None where it fits or the annotation is not plain. Optuna takes many such values
-    without a word (``n_startup_trials: -3`` samples as 0, ``multivariate: "no"`` as on). NumPy's numbers
-    count as numbers."""
+def _plain_kinds(annotation: Any) -> set[str]:
+    """The kinds an annotation of plain types (``int``, ``bool | None``, ``str | int``) allows; empty for any
+    other annotation (a callable, a sampler, a list), which is left to Optuna."""
     text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
     kinds = {part.strip() for part in text.split("|")}
-    if not kinds <= _PLAIN_TYPES:
-        return None
+    return kinds if kinds <= _PLAIN_TYPES else set()
+
+
+def _negative_default(default: Any) -> bool:
+    return isinstance(default, int) and not isinstance(default, bool) and default < 0
+
+
+def _fits(value: Any, kinds: set[str], default: Any) -> bool:
     if value is None:
-        fits = "None" in kinds
-    elif isinstance(value, bool) or type(value).__name__ in ("bool_", "bool"):
-        fits = "bool" in kinds
-    elif isinstance(value, numbers.Integral):
-        fits = "float" in kinds or ("int" in kinds and value >= 0)
-    elif isinstance(value, numbers.Real):
-        fits = "float" in kinds
-    else:
-        fits = isinstance(value, str) and "str" in kinds
-    return None if fits else _describe_kinds(kinds)
+        return "None" in kinds
+    if isinstance(value, bool):
+        return "bool" in kinds
+    if isinstance(value, numbers.Integral):
+        # Counts are 0 or more, unless Optuna's own default is negative (CMA-ES's inc_popsize: -1).
+        return "float" in kinds or ("int" in kinds and (value >= 0 or _negative_default(default)))
+    if isinstance(value, numbers.Real):
+        return "float" in kinds
+    return isinstance(value, str) and "str" in kinds
 
 
-def _describe_kinds(kinds: set[str]) -> str:
-    words = {"bool": ["true", "false"], "int": ["a whole number (0 or more)"], "float": ["a number"],
-             "str": ["a text"], "None": ["null"]}
+def _describe_kinds(kinds: set[str], default: Any) -> str:
+    text = f'"{default}"' if isinstance(default, str) else "a text"  # the text Optuna takes, where it has one
+    whole = "a whole number" if _negative_default(default) else "a whole number (0 or more)"
+    words = {"bool": ["true", "false"], "int": [whole], "float": ["a number"], "str": [text], "None": ["null"]}
     items = [w for k in ("bool", "int", "float", "str", "None") if k in kinds for w in words[k]]
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
 
 
+def _shown(value: Any) -> str:
+    """A value as a spec file would write it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+def plain_options(spec: str | dict[str, Any], kind: str) -> str | dict[str, Any]:
+    """A sampler or pruner as a user gives it (a name, or ``{"name": ..., **options}``) with each option checked
+    against the plain type Optuna's signature gives it, and made plain: NumPy numbers become Python ones and a
+    whole-number float for a count its int (``10.0`` is 10). Optuna takes wrong kinds without a word
+    (``n_startup_trials: -3`` samples as 0, ``multivariate: "no"`` as on), so they are refused here, for what a
+    user gives; a study's stored spec is read as it was accepted then."""
+    if isinstance(spec, str) or not isinstance(spec.get("name"), str):
+        return spec
+    name, options = _named(spec)
+    factory = (_SAMPLERS if kind == "sampler" else _PRUNERS).get(name)
+    params = inspect.signature(factory.cls.__init__).parameters
+    out: dict[str, Any] = {"name": name}
+    for key, value in options.items():
+        if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+            value = value.item()  # a NumPy number
+        param = params.get(key)
+        kinds = _plain_kinds(param.annotation) if param is not None else set()
+        if isinstance(value, float) and value.is_integer() and "int" in kinds and "float" not in kinds:
+            value = int(value)
+        if kinds and not _fits(value, kinds, param.default):
+            raise ConfigError(f"The {key!r} option of the {factory.name!r} {kind} must be "
+                              f"{_describe_kinds(kinds, param.default)}. Got {_shown(value)} instead.")
+        out[key] = value
+    return out
+
+
 def _non_finite(value: Any) -> float | None:
     """The first inf or nan inside an option value (numbers, lists and mappings), else None."""
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and not math.isfinite(value):
         return value
     if isinstance(value, dict):
         value = list(value.values())

@@ -5,7 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tuner._builtin import builtin_names, is_bare_name, unknown_objective
 from tuner._yaml import line_of, load_yaml_file
@@ -48,6 +57,7 @@ class StudySpec(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    _stored: bool = PrivateAttr(default=False)  # read back from a study's storage (``from_mapping(stored=True)``)
 
     name: str | None = Field(None, description="study name; default: <objective>-<space>")
     objective: str = Field("mnist1d-cnn", description="built-in name, path/file.py:attr or module:attr")
@@ -199,10 +209,12 @@ class StudySpec(BaseModel):
         # The name and the option keys are checked here, where the spec file's line is known.
         import warnings
 
-        from tuner.study._samplers import build_pruner, build_sampler
+        from tuner.study._samplers import build_pruner, build_sampler, plain_options
 
         build = build_sampler if info.field_name == "sampler" else build_pruner
         try:
+            if not (info.context or {}).get("stored"):  # a stored spec is read as it was accepted then
+                value = plain_options(value, str(info.field_name))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # Optuna's experimental-option warnings: said when the study runs
                 build(value, {"seed": 0, "epochs": 1, "multi": False})
@@ -241,11 +253,15 @@ class StudySpec(BaseModel):
         return {k: v for k, v in (("data", self.data), ("target", self.target)) if v is not None}
 
     @classmethod
-    def from_mapping(cls, data: Any, source: str = "<spec>") -> StudySpec:
+    def from_mapping(cls, data: Any, source: str = "<spec>", *, stored: bool = False) -> StudySpec:
+        """``stored``: the spec a study keeps, read back as it was accepted when the study was created (checks
+        added since do not lock the study out)."""
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: a study spec must be a mapping. Got {type(data).__name__} instead.")
         try:
-            return cls(**data)
+            spec = cls.model_validate(data, context={"stored": stored})
+            spec._stored = stored
+            return spec
         except ValidationError as exc:
             raise ConfigError(_describe(exc, data, source)) from None
         except TypeError as exc:
@@ -253,8 +269,10 @@ class StudySpec(BaseModel):
 
     def with_overrides(self, **overrides: Any) -> StudySpec:
         """A copy with the given fields replaced (``None`` values are ignored), validated."""
-        merged = {**self.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
-        return StudySpec.from_mapping(merged, "command line")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        merged = {**self.model_dump(), **given}
+        return StudySpec.from_mapping(merged, "command line",
+                                      stored=self._stored and not {"sampler", "pruner"} & set(given))
 
 
 MAX_PACK = 4096
