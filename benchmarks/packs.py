@@ -114,9 +114,10 @@ def parse_gpu_samples(text: str) -> dict:
 
 
 def run_study(workload: str, setting: str, seed: int, n_trials: int, epochs: int, space: str,
-              device: str = "cpu") -> dict:
+              device: str = "cpu", timeout: float | None = None) -> dict:
     """One study in a fresh process; its wall time, and every trial's finish time and running best.
-    ``setting`` is a pack setting (``1``, ``auto``, ``64``), or ``KxW``: pack K in W worker processes."""
+    ``setting`` is a pack setting (``1``, ``auto``, ``64``), or ``KxW``: pack K in W worker processes.
+    ``timeout``: the study's ``--timeout`` (no trial starts after it; a running one stops at its next epoch)."""
     import optuna
 
     pack, _, workers = setting.partition("x")
@@ -129,7 +130,8 @@ def run_study(workload: str, setting: str, seed: int, n_trials: int, epochs: int
         done = subprocess.run([TUNER, "study", "create", "--name", "b", "--storage", url, "--format", "json",
                                "--objective", workload, "--space", space, "--n-trials", str(n_trials), "--epochs",
                                str(epochs), "--seed", str(seed), "--pack", pack, "--device", device,
-                               *(["--workers", workers] if workers else [])],
+                               *(["--workers", workers] if workers else []),
+                               *(["--timeout", f"{timeout:g}"] if timeout else [])],
                               capture_output=True, text=True, env=env, timeout=3600)
         process_seconds = time.monotonic() - start
         usage = gpu.stop()
@@ -140,12 +142,16 @@ def run_study(workload: str, setting: str, seed: int, n_trials: int, epochs: int
         trials = optuna.load_study(study_name="b", storage=url).get_trials(deepcopy=False)
     t0 = min(t.datetime_start for t in trials if t.datetime_start)
     curve, best = [], None
-    finished = sorted((t for t in trials if t.datetime_complete), key=lambda t: t.datetime_complete)
+    # Trials that ended (complete or pruned); one stopped by the timeout (failed) is not a trial done.
+    finished = sorted((t for t in trials if t.datetime_complete and t.state.name != "FAIL"),
+                      key=lambda t: t.datetime_complete)
     for t in finished:
         if t.state.name == "COMPLETE" and (best is None or t.value > best):
             best = t.value
         if best is not None:
             curve.append(((t.datetime_complete - t0).total_seconds(), best))
+    if not finished:
+        raise RuntimeError(f"no trial of {len(trials)} ended before the study stopped (--timeout {timeout})")
     span = (finished[-1].datetime_complete - t0).total_seconds()
     states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
     chosen = run.get("pack") or max((w.get("pack") or 0 for w in run.get("workers", [])), default=None) or None
@@ -232,7 +238,8 @@ def studies(args: argparse.Namespace) -> None:
                 packs = packs[seed % len(packs):] + packs[:seed % len(packs)]
                 for pack in packs:
                     try:
-                        run = run_study(workload, pack, seed, args.n_trials, args.epochs, args.space, args.device)
+                        run = run_study(workload, pack, seed, args.n_trials, args.epochs, args.space, args.device,
+                                        args.study_timeout)
                     except (RuntimeError, subprocess.TimeoutExpired) as exc:  # the other settings still run
                         print(f"{workload}, pack {pack}, seed {seed} failed: {str(exc)[-1500:]}", flush=True)
                         continue
@@ -337,6 +344,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="device of the studies and of training (cpu, cuda)")
     parser.add_argument("--bookkeeping", action="store_true", help="time each part of a packed trial loop")
     parser.add_argument("--tag", default="", help="studies: a name added to the result files")
+    parser.add_argument("--study-timeout", type=float, default=None,
+                        help="studies: each study's --timeout in seconds (n-trials is then a cap)")
     args = parser.parse_args()
     if args.bookkeeping:
         with tempfile.TemporaryDirectory() as tmp:

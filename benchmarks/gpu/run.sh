@@ -36,7 +36,8 @@ LAUNCHER=$("$PY" -c "import pathlib, sys; print(pathlib.Path(sys.executable).wit
 if ! [ -x "$LAUNCHER" ]; then
   # The guard matters: worker processes are spawned, and re-import the main module.
   printf '#!%s\nimport sys\nfrom tuner.cli import main\nif __name__ == "__main__":\n    sys.exit(main())\n' \
-    "$("$PY" -c 'import sys; print(sys.executable)')" > "$LAUNCHER" && chmod +x "$LAUNCHER"
+    "$("$PY" -c 'import sys; print(sys.executable)')" > "$LAUNCHER" && chmod +x "$LAUNCHER" \
+    || { echo "could not write the tuner launcher at $LAUNCHER (the studies start it from there)"; exit 1; }
 fi
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
@@ -62,21 +63,22 @@ step() {  # step NAME MAX_SECONDS COMMAND...: runs COMMAND for at most MAX_SECON
 }
 
 # 1. Correctness on the GPU: every test with a CUDA case (packs against the Trainer, member by member).
-step "CUDA tests" 90 "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_train.py tests/test_pack.py -k "$DEVICE"
+step "CUDA tests" 90 "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_train.py tests/test_pack.py -k "${DEVICE%%:*}"
 # 2. One trial at a time, and in 4 worker processes: the baselines (few trials: each runs alone).
+# Each study has a --timeout within its step, so a step that runs long still keeps the trials that ended.
 step "baselines" 130 "$PY" -m benchmarks.packs --device $DEVICE --workloads mnist1d-mlp,mnist1d-cnn --packs 1,1x4 \
-  --n-trials 32 --seeds 1 --tag gpu-baselines
+  --n-trials 32 --seeds 1 --study-timeout 20 --tag gpu-baselines
 # 3. Packs, end to end, many trials.
-step "packs mnist1d-mlp" 90 "$PY" -m benchmarks.packs --device $DEVICE --workloads mnist1d-mlp --packs auto,1024 \
-  --n-trials 1024 --seeds 1 --tag gpu-mlp
-step "packs mnist1d-cnn" 90 "$PY" -m benchmarks.packs --device $DEVICE --workloads mnist1d-cnn --packs auto,128 \
-  --n-trials 256 --seeds 1 --tag gpu-cnn
+step "packs mnist1d-mlp" 80 "$PY" -m benchmarks.packs --device $DEVICE --workloads mnist1d-mlp --packs auto,1024 \
+  --n-trials 1024 --seeds 1 --study-timeout 30 --tag gpu-mlp
+step "packs mnist1d-cnn" 110 "$PY" -m benchmarks.packs --device $DEVICE --workloads mnist1d-cnn --packs auto,128 \
+  --n-trials 256 --seeds 1 --study-timeout 40 --tag gpu-cnn
 # 4. Training alone: model-epochs/s of a pack against one model.
 step "training mnist1d-mlp" 40 "$PY" -m benchmarks.packs --training --device $DEVICE --workloads mnist1d-mlp \
   --ks 1,64,256,1024,4096 --threads 1
 step "training mnist1d-cnn" 40 "$PY" -m benchmarks.packs --training --device $DEVICE --workloads mnist1d-cnn \
   --ks 1,16,64,256 --threads 1
 
-"$PY" -m benchmarks.gpu.summary benchmarks/results | tee "$OUT/summary.md"
+"$PY" -m benchmarks.gpu.summary benchmarks/results --newer "$MARK" | tee "$OUT/summary.md"
 (cd benchmarks && find results -type f -newer "$MARK" | tar -czf "$OUT/results.tar.gz" -T -)
 echo "done in $(( SECONDS - START ))s; results in $OUT"

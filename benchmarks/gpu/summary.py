@@ -2,22 +2,24 @@
 worker processes on the same device, beside the targets of trial packs, from the newest results of
 ``benchmarks/gpu/run.sh`` (``*-packs-gpu-*.json``).
 
-    python -m benchmarks.gpu.summary benchmarks/results
+    python -m benchmarks.gpu.summary benchmarks/results [--newer FILE]   # only files written after FILE
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-import sys
 from pathlib import Path
 
 # Trials per hour, end to end, against one trial at a time (pack 1) and against pack 1 in 4 workers.
 TARGETS = {"mnist1d-mlp": (200.0, 10.0), "mnist1d-cnn": (20.0, 10.0)}
 
 
-def newest(folder: Path, tag: str) -> dict | None:
-    files = sorted(folder.glob(f"*-packs-{tag}.json"), key=lambda p: p.stat().st_mtime)
+def newest(folder: Path, tag: str, after: float = 0.0) -> dict | None:
+    """The newest results of ``tag`` written after ``after`` (a modification time): one run's, not an earlier
+    try's or another device's."""
+    files = sorted((p for p in folder.glob(f"*-packs-{tag}.json") if p.stat().st_mtime > after),
+                   key=lambda p: p.stat().st_mtime)
     return json.loads(files[-1].read_text()) if files else None
 
 
@@ -36,10 +38,10 @@ def rates(runs: list[dict]) -> dict[tuple[str, str], dict]:
     return out
 
 
-def table(folder: Path) -> str:
+def table(folder: Path, after: float = 0.0) -> str:
     found: dict[tuple[str, str], dict] = {}
     for tag in ("gpu-baselines", "gpu-mlp", "gpu-cnn"):
-        data = newest(folder, tag)
+        data = newest(folder, tag, after)
         if data:
             found.update(rates(data["runs"]))
     if not found:
@@ -70,5 +72,15 @@ def _num(value: float | None, fmt: str = ".1f") -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, nargs="?", default=Path(__file__).resolve().parents[1] / "results")
+    parser.add_argument("--newer", type=Path, default=None, help="only result files written after this file")
+    args = parser.parse_args()
+    print(table(args.folder, args.newer.stat().st_mtime if args.newer else 0.0), end="")
+
+
 if __name__ == "__main__":
-    print(table(Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "results")), end="")
+    main()

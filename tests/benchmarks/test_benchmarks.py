@@ -89,6 +89,12 @@ def test_settings_in_workers_get_their_column_and_the_gpu_summary_compares_again
     assert "- mnist1d-mlp pack 1024: 20.0x one at a time (target 200x: missed), 5.0x 4 workers (target 10x: " \
            "missed)" in summary
     assert table(tmp_path / "nothing") == "no GPU results found\n"
+    # Only this run's files: an earlier try's (older than the run's start) are left out.
+    import os
+
+    os.utime(tmp_path / "d-cuda-packs-gpu-mlp.json", (1_000, 1_000))
+    later = table(tmp_path, after=2_000)
+    assert "| mnist1d-mlp | 1 |" in later and "| mnist1d-mlp | auto |" not in later
 
 
 def test_a_packs_table_without_the_one_at_a_time_setting_still_lists_every_setting():
