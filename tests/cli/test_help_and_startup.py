@@ -79,21 +79,35 @@ def test_study_create_help_shows_where_studies_go_and_the_spec_defaults():
 @pytest.mark.parametrize("args", [["--help"], ["spaces", "list"], ["objectives", "list"],
                                   ["study", "create", "--help"], ["study", "--help"]])
 def test_help_and_listings_do_not_import_torch(args: list[str]):
+    code, loaded, stderr = _cli_in_a_fresh_process(args)
+    assert code in (0, None) and loaded == "[]", (code, loaded, stderr[-2000:])
+
+
+HEAVY = ("torch", "sklearn", "pandas", "matplotlib")
+
+
+def _cli_in_a_fresh_process(args: list[str], cwd: Path | None = None) -> tuple[object, str, str]:
+    """Runs ``tuner ARGS`` in a new interpreter: its exit code, which of the heavy libraries it loaded (as a
+    list's text, "[]" for none) and its standard error."""
     code = textwrap.dedent(f"""
         import sys
         from tuner.cli import main
         sys.argv = ["tuner", *{args!r}]
+        code = 0
         try:
             main()
         except SystemExit as exit:
             code = exit.code
         sys.stdout = sys.__stdout__
-        print("LOADED", sorted(m for m in ("torch", "sklearn", "pandas", "matplotlib") if m in sys.modules))
+        print("CODE", code, "LOADED", sorted(m for m in {HEAVY!r} if m in sys.modules))
     """)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    env = {k: v for k, v in os.environ.items() if k != "TUNER_STORAGE"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=cwd,
+                          env={**env, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "LOADED []" in done.stdout, done.stdout[-2000:]
+    line = done.stdout.strip().splitlines()[-1]
+    exit_code, loaded = line.removeprefix("CODE ").split(" LOADED ", 1)
+    return (None if exit_code == "None" else int(exit_code)), loaded, done.stderr
 
 
 def test_listings_read_the_same_descriptions_the_objects_hold():
@@ -150,25 +164,9 @@ def test_the_run_header_says_it_is_time_boxed(tmp_cwd: Path, objective_ref: str,
 def test_a_refused_spec_or_flag_is_said_before_pytorch_is_loaded(args: list[str], tmp_path: Path):
     """A mistake in a spec or a flag is refused in well under a second: nothing waits for PyTorch to load."""
     (tmp_path / "spec.yaml").write_text("objective: digits-mlp\nsampler: {name: tpe, n_startup_trials: ten}\n")
-    code = textwrap.dedent(f"""
-        import sys
-        from tuner.cli import main
-        sys.argv = ["tuner", *{args!r}]
-        code = 0
-        try:
-            main()
-        except SystemExit as exit:
-            code = exit.code
-        sys.stdout = sys.__stdout__
-        print("CODE", code, "LOADED", sorted(m for m in ("torch", "sklearn", "pandas", "matplotlib")
-                                             if m in sys.modules))
-    """)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
-                          cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "CODE 0 " not in done.stdout and "LOADED []" in done.stdout, (done.stdout[-2000:], done.stderr[-2000:])
-    assert done.stderr.startswith("error: ") or "Error" in done.stderr, done.stderr[-2000:]
+    code, loaded, stderr = _cli_in_a_fresh_process(args, cwd=tmp_path)
+    assert code not in (0, None) and loaded == "[]", (code, loaded, stderr[-2000:])
+    assert stderr.startswith("error: ") or "Error" in stderr, stderr[-2000:]
     assert not list(tmp_path.glob("*.db")), "nothing is written for a refused command"
 
 
@@ -178,21 +176,6 @@ def test_a_study_that_is_not_there_is_said_before_pytorch_is_loaded(command: str
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     optuna.create_study(study_name="other", storage=f"sqlite:///{tmp_path / 'tuner.db'}")
-    code = textwrap.dedent(f"""
-        import sys
-        from tuner.cli import main
-        sys.argv = ["tuner", "study", {command!r}, "othre"]
-        code = 0
-        try:
-            main()
-        except SystemExit as exit:
-            code = exit.code
-        sys.stdout = sys.__stdout__
-        print("CODE", code, "LOADED", sorted(m for m in ("torch", "sklearn", "pandas", "matplotlib")
-                                             if m in sys.modules))
-    """)
-    env = {k: v for k, v in os.environ.items() if k != "TUNER_STORAGE"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**env, "PYTHONPATH": str(ROOT)}, timeout=120, cwd=tmp_path)
-    assert "CODE 1 LOADED []" in done.stdout, (done.stdout[-2000:], done.stderr[-2000:])
-    assert "Unknown study 'othre'. Valid: other. Did you mean 'other'?" in done.stderr, done.stderr[-2000:]
+    code, loaded, stderr = _cli_in_a_fresh_process(["study", command, "othre"], cwd=tmp_path)
+    assert code == 1 and loaded == "[]", (code, loaded, stderr[-2000:])
+    assert "Unknown study 'othre'. Valid: other. Did you mean 'other'?" in stderr, stderr[-2000:]
