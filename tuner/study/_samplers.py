@@ -38,8 +38,7 @@ class Factory:
                                   + (f" Did you mean {close[0]!r}?" if close else ""))
             bad = _non_finite(value)
             if bad is not None:
-                raise ConfigError(f"The {key!r} option of the {self.name!r} {kind} must be a finite number. "
-                                  f"Got {bad!r} instead.")
+                raise ConfigError(_not_finite(key, self.name, kind, bad))
         kwargs = {**self.defaults(context), **options}
         try:
             return self.cls(**kwargs)
@@ -105,8 +104,11 @@ def plain_options(spec: str | dict[str, Any], kind: str) -> str | dict[str, Any]
     params = inspect.signature(factory.cls.__init__).parameters
     out: dict[str, Any] = {"name": name}
     for key, value in options.items():
-        if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-            value = value.item()  # a NumPy number
+        if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+            value = value.item()  # a NumPy (or 0-d tensor) number
+        bad = _non_finite(value)
+        if bad is not None:
+            raise ConfigError(_not_finite(key, factory.name, kind, bad))
         param = params.get(key)
         kinds = _plain_kinds(param.annotation) if param is not None else set()
         if isinstance(value, float) and value.is_integer() and "int" in kinds and "float" not in kinds:
@@ -116,6 +118,10 @@ def plain_options(spec: str | dict[str, Any], kind: str) -> str | dict[str, Any]
                               f"{_describe_kinds(kinds, param.default)}. Got {_shown(value)} instead.")
         out[key] = value
     return out
+
+
+def _not_finite(key: str, name: str, kind: str, bad: Any) -> str:
+    return f"The {key!r} option of the {name!r} {kind} must be a finite number. Got {bad!r} instead."
 
 
 def _non_finite(value: Any) -> float | None:
