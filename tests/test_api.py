@@ -163,8 +163,8 @@ def test_train_from_export_example_trains_an_exported_config(tmp_path: Path):
     ({"timeout": float("inf")}, "timeout must be a finite number"),
     ({"n_trials": 2.5}, "n_trials must be an int"),
     ({"epochs": True}, "epochs must be an int"),
-    ({"sampler": 5}, "sampler must be a name or a mapping with a 'name' key"),
-    ({"pruner": {"n_startup_trials": 5}}, "pruner must be a name or a mapping with a 'name' key"),
+    ({"sampler": 5}, "The sampler must be a name or a mapping with a 'name' key"),
+    ({"pruner": {"n_startup_trials": 5}}, "The pruner must be a name or a mapping with a 'name' key"),
     ({"sampler": {"name": "tpe", "multivariate": "no"}}, "'multivariate' option of the 'tpe' sampler must be true"),
 ])
 def test_tune_refuses_values_that_are_not_what_they_seem(kwargs: dict, message: str, tmp_path: Path):

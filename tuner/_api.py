@@ -240,10 +240,6 @@ def tune(
     for key, flag in (("verbose", verbose), ("known_starts", known_starts)):
         if not isinstance(flag, bool):
             raise ConfigError(f"{key} must be True or False (got {flag!r}).")
-    for kind, given in (("sampler", sampler), ("pruner", pruner)):
-        if not isinstance(given, (str, dict)) or (isinstance(given, dict) and not isinstance(given.get("name"), str)):
-            raise ConfigError(f"{kind} must be a name or a mapping with a 'name' key, e.g. {{'name': 'tpe', "
-                              f"'n_startup_trials': 5}} (got {given!r}).")
     sampler, pruner = plain_options(sampler, "sampler"), plain_options(pruner, "pruner")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be an int of at least 1 (got {workers!r}).")

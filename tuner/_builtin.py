@@ -46,17 +46,14 @@ def space_source(ref: str) -> tuple[Path, str]:
     return builtin[ref], ref
 
 
-def is_bare_name(ref: str) -> bool:
-    """An objective given by name alone (no file, no module): only a built-in one can be meant."""
-    return ":" not in ref and "/" not in ref and "\\" not in ref and not ref.endswith(".py")
-
-
-def unknown_objective(ref: str) -> str:
-    """The message for an objective name that is not a built-in one, or "" where ``ref`` is one."""
+def unknown_objective(ref: str, *, bare_only: bool = True) -> str:
+    """The message for an objective named alone (no file, no module: only a built-in one can be meant) that is
+    not a built-in one; "" for a built-in name, and, with ``bare_only``, for any file or module reference."""
     from tuner.errors import unknown_name_message
 
+    bare = ":" not in ref and "/" not in ref and "\\" not in ref and not ref.endswith(".py")
     builtin = builtin_names("objectives", (".py",))
-    if ref in builtin:
+    if ref in builtin or (bare_only and not bare):
         return ""
     return f"{unknown_name_message('objective', ref, builtin)} Or give path/to/file.py:attr or module:attr."
 

@@ -55,11 +55,12 @@ def _print_curves(result: Any) -> None:
 
 def _check_names(objective: str, space: str) -> None:
     """An objective or space that is not there is said before PyTorch loads."""
-    from tuner._builtin import is_bare_name, space_source, unknown_objective
+    from tuner._builtin import space_source, unknown_objective
     from tuner.errors import ConfigError
 
-    if is_bare_name(objective) and unknown_objective(objective):
-        raise ConfigError(unknown_objective(objective))
+    unknown = unknown_objective(objective)
+    if unknown:
+        raise ConfigError(unknown)
     space_source(space)
 
 

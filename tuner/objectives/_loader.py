@@ -93,7 +93,7 @@ def load_objective(ref: str, **options: Any) -> Objective:
         except Exception as exc:
             raise ConfigError(f"Importing objective module {target!r} failed: {type(exc).__name__}: {exc}") from exc
     else:
-        raise ConfigError(unknown_objective(ref))
+        raise ConfigError(unknown_objective(ref, bare_only=False))
     if not hasattr(module, attr):
         public = [n for n, v in vars(module).items() if not n.startswith("_")
                   and (isinstance(v, Objective) or (callable(v) and not isinstance(v, type)

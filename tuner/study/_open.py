@@ -44,7 +44,7 @@ def describe_kind(study: Any) -> str:
 def stored_spec(name: str, storage_url: str | None = None) -> tuple[StudySpec, dict[str, Any]]:
     """The spec and search space saved with a study."""
     url = storage_url or default_storage()
-    study = _load(name, url, readonly=True)
+    study = load_named(name, url, readonly=True)
     attrs = study.user_attrs
     if StudyKey.SPEC not in attrs:
         if StudyKey.TUNE in attrs and len(study.directions) == 1:
@@ -61,13 +61,9 @@ def open_study(name: str, storage_url: str | None = None, *, readonly: bool = Tr
     """Loads a study to read it (``readonly``: the storage is not changed) or to write to it; a study of a
     kind not in ``kinds`` (a plain Optuna or multi-objective study) is refused with one line saying what it is."""
     url = storage_url or default_storage()
-    study = _load(name, url, readonly=readonly)
+    study = load_named(name, url, readonly=readonly)
     kind = study_kind(study.user_attrs, len(study.directions))
     if kind not in kinds:
         raise StudyError(f"Study {name!r} in {mask_url(url)} is {describe_kind(study)}; tuner lists it but "
                          f"cannot show, report or export it (try optuna-dashboard).")
     return study
-
-
-def _load(name: str, url: str, readonly: bool = True) -> optuna.Study:
-    return load_named(name, url, readonly=readonly)

@@ -97,8 +97,11 @@ def plain_options(spec: str | dict[str, Any], kind: str) -> str | dict[str, Any]
     whole-number float for a count its int (``10.0`` is 10). Optuna takes wrong kinds without a word
     (``n_startup_trials: -3`` samples as 0, ``multivariate: "no"`` as on), so they are refused here, for what a
     user gives; a study's stored spec is read as it was accepted then."""
-    if isinstance(spec, str) or not isinstance(spec.get("name"), str):
+    if isinstance(spec, str):
         return spec
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise ConfigError(f"The {kind} must be a name or a mapping with a 'name' key, e.g. {{name: tpe, "
+                          f"n_startup_trials: 5}}. Got {spec!r} instead.")
     name, options = _named(spec)
     factory = (_SAMPLERS if kind == "sampler" else _PRUNERS).get(name)
     params = inspect.signature(factory.cls.__init__).parameters

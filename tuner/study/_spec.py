@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from tuner._builtin import builtin_names, is_bare_name, unknown_objective
+from tuner._builtin import builtin_names, unknown_objective
 from tuner._yaml import line_of, load_yaml_file
 from tuner.errors import ConfigError, unknown_name_message
 
@@ -173,8 +173,9 @@ class StudySpec(BaseModel):
     @field_validator("objective")
     @classmethod
     def _absolute_objective(cls, value: str) -> str:
-        if is_bare_name(value) and unknown_objective(value):  # said before anything loads
-            raise ValueError(unknown_objective(value).rstrip("."))
+        unknown = unknown_objective(value)  # said before anything loads
+        if unknown:
+            raise ValueError(unknown.rstrip("."))
         # A study is continued from any directory (or machine), so a local file is stored by absolute path.
         head, sep, attr = value.rpartition(":")
         path, suffix = (head, sep + attr) if sep and "/" not in attr else (value, ":objective")
@@ -203,7 +204,9 @@ class StudySpec(BaseModel):
 
     @field_validator("sampler", "pruner")
     @classmethod
-    def _check_named(cls, value: str | dict[str, Any], info: ValidationInfo) -> str | dict[str, Any]:
+    def _check_named(cls, value: str | dict[str, Any] | None, info: ValidationInfo) -> str | dict[str, Any] | None:
+        if value is None:  # the pruner: the objective's own, else median (set by prepare)
+            return value
         if isinstance(value, dict) and not isinstance(value.get("name"), str):
             raise ValueError("a mapping needs a 'name' key, e.g. {name: tpe, n_startup_trials: 5}")
         # The name and the option keys are checked here, where the spec file's line is known.
