@@ -606,14 +606,18 @@ def test_a_refill_round_claims_and_reads_the_study_once(tmp_path, monkeypatch):
 
     params_seen: dict[int, dict] = {}
 
-    def taking(study, plan, device="", trials=None, asked=None):
+    def taking(study, plan, device="", trials=None, asked=None, limits=None):
         running = [t for t in trials or [] if t.state == optuna.trial.TrialState.RUNNING]
         seen_by_sampler.append(len(running))
         params_seen.update({t.number: (t.params, _sampler_attrs(t)) for t in running})
         claims[-1] += 1
-        return take(study, plan, device, trials, asked)
+        assert limits == {}  # the study's out-of-memory limits, read once for the round
+        return take(study, plan, device, trials, asked, limits)
 
     monkeypatch.setattr(_packs, "_take", taking)
+    limit_reads = []
+    read_limits = _packs.oom_limits
+    monkeypatch.setattr(_packs, "oom_limits", lambda study: limit_reads.append(1) or read_limits(study))
     # A conditional space and multivariate TPE: the sampler writes relative parameters as system attributes of
     # each trial it asks for, and its constant liar reads them back for running trials.
     space = tmp_path / "two-optimizers.yaml"
@@ -625,6 +629,7 @@ def test_a_refill_round_claims_and_reads_the_study_once(tmp_path, monkeypatch):
     run_trials(study, prepared)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 10
     assert [n for n in claims if n] == [6, 4]  # a round of six, then, once they complete, one of four
+    assert len(limit_reads) == len(claims)
     # Each ask saw the members taken before it in its round as running ...
     assert seen_by_sampler == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3]
     # ... with the parameters and system attributes the storage holds for them (without a full read of each)
@@ -646,9 +651,9 @@ def test_a_refill_round_sees_a_proposal_set_aside_as_failed(tmp_path, monkeypatc
     monkeypatch.setattr(_engine, "_running_twin", second_is_a_twin)
     take = _packs._take
 
-    def taking(study, plan, device="", trials=None, asked=None):
+    def taking(study, plan, device="", trials=None, asked=None, limits=None):
         seen.append({t.number: t.state for t in trials or []})
-        return take(study, plan, device, trials, asked)
+        return take(study, plan, device, trials, asked, limits)
 
     monkeypatch.setattr(_packs, "_take", taking)
     study, prepared = _packed_study(tmp_path, n_trials=4, pack=4, sampler="tpe", pruner="none")

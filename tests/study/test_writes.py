@@ -364,3 +364,74 @@ def test_held_parameters_are_checked_at_the_flush_and_dropped_on_an_error(study)
         trial.suggest_float("w", 0, 1)
         flush({})
     assert list(_stored(study, trial).params) == ["w"]
+
+
+@pytest.fixture(params=["sqlite", "postgres", "per-row"])
+def rdb_study(request, tmp_path):
+    """An RDB study on SQLite, on a real PostgreSQL server, and on SQLite with the per-row helpers that other
+    databases (MySQL) get; yields the study and a list of the INSERT statements it sends."""
+    import sqlalchemy
+
+    from tuner.study import _writes, open_storage
+    from tuner.study._record import storage_of
+
+    url = request.getfixturevalue("postgres_db") if request.param == "postgres" else f"sqlite:///{tmp_path / 'u.db'}"
+    study = optuna.create_study(study_name="s", storage=open_storage(url), direction="maximize")
+    study.url = url
+    if request.param == "per-row":
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.setattr(_writes, "_upsert", lambda *args: False)
+    inserts: list[str] = []
+    sqlalchemy.event.listen(_writes._rdb_backend(storage_of(study)).engine, "before_cursor_execute",
+                            lambda *a: inserts.append(a[2]) if a[2].lstrip().upper().startswith("INSERT") else None)
+    study.inserts = inserts
+    study.per_row = request.param == "per-row"
+    return study
+
+
+def test_many_rows_go_in_few_statements_and_overwrite_as_optuna_does(rdb_study):
+    """Intermediate values and attributes of many trials: one INSERT ... ON CONFLICT statement per table (and
+    per ``UPSERT_ROWS`` rows) on SQLite and PostgreSQL, one per row elsewhere; the same rows either way,
+    values written again and NaN or infinite values included."""
+    from tuner.study._writes import UPSERT_ROWS, close_trial
+
+    study = rdb_study
+    trials = [study.ask() for _ in range(3)]
+    assert write_batch(study, [Write(t._trial_id, "value", 0, 0.5) for t in trials]
+                       + [Write(trials[0]._trial_id, "user", "a", {"x": [1]})]) == {}
+    study.inserts.clear()
+    steps = range(UPSERT_ROWS // 2)  # 3 trials: more rows than one statement takes
+    writes = [Write(t._trial_id, "value", step, 0.01 * step + i) for i, t in enumerate(trials) for step in steps]
+    writes += [Write(t._trial_id, "value", step, value)
+               for t, step, value in zip(trials, (1, 2, 3), (float("nan"), float("inf"), -float("inf")), strict=True)]
+    writes += [Write(t._trial_id, kind, key, [i, key]) for i, t in enumerate(trials)
+               for kind, key in (("user", "a"), ("user", "b"), ("system", "s"))]
+    assert write_batch(study, writes) == {}
+    rows = 3 * len(steps)
+    if study.per_row:  # a statement per new row (the ORM's unit of work may group some)
+        assert len(study.inserts) > rows // 2
+    else:
+        assert len(study.inserts) == -(-rows // UPSERT_ROWS) + 2  # values, user and system attributes
+    stored = {t.number: t for t in optuna.load_study(study_name="s", storage=study.url).trials}
+    for i, t in enumerate(trials):
+        values = stored[t.number].intermediate_values
+        assert len(values) == len(steps)
+        assert values[0] == pytest.approx(i) and values[len(steps) - 1] == pytest.approx(0.01 * (len(steps) - 1) + i)
+        assert stored[t.number].user_attrs == {"a": [i, "a"], "b": [i, "b"]}  # "a" of trial 0 written again
+        assert stored[t.number].system_attrs["s"] == [i, "s"]
+    import math
+
+    assert math.isnan(stored[0].intermediate_values[1])
+    assert stored[1].intermediate_values[2] == float("inf") and stored[2].intermediate_values[3] == -float("inf")
+    # Closing a trial: its attributes in one statement too.
+    study.inserts.clear()
+    close_trial(study, trials[0]._trial_id, {"reason": "done", "history": [0.5], "a": 2}, TrialState.COMPLETE, 0.5)
+    assert len([s for s in study.inserts if "trial_user_attributes" in s]) == (3 if study.per_row else 1)
+    closed = optuna.load_study(study_name="s", storage=study.url).trials[0]
+    assert closed.user_attrs == {"a": 2, "b": [0, "b"], "reason": "done", "history": [0.5]}
+    assert (closed.state, closed.values) == (TrialState.COMPLETE, [0.5])
+    # A batch that names a finished trial writes nothing of it, and the others' writes land.
+    errors = write_batch(study, [Write(t._trial_id, "user", "late", 1) for t in trials])
+    assert list(errors) == [trials[0]._trial_id] and isinstance(errors[trials[0]._trial_id], UpdateFinishedTrialError)
+    after = {t.number: t.user_attrs for t in optuna.load_study(study_name="s", storage=study.url).trials}
+    assert "late" not in after[0] and after[1]["late"] == 1 == after[2]["late"]

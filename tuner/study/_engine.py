@@ -517,14 +517,16 @@ def _ask(study: optuna.Study, plan: RunPlan, trials: Sequence[FrozenTrial] | Non
 
 
 def _take(study: optuna.Study, plan: RunPlan, device: str = "", trials: Sequence[FrozenTrial] | None = None,
-          asked: list[optuna.Trial] | None = None) -> tuple[optuna.Trial, TrainConfig]:
+          asked: list[optuna.Trial] | None = None,
+          limits: dict[str, dict[str, int]] | None = None) -> tuple[optuna.Trial, TrainConfig]:
     """Asks for a trial, marks it as this worker's and samples its config. A config that equals one a running
     trial is training (two workers, one proposal) is set aside, recorded with the reason, and asked again.
     ``trials``: every trial of the study as read under a claim lock that serialises the workers; asking,
     sampling and the duplicate check read nothing more (after a set-aside proposal, the study is read again).
     Without it, the study is read for asking and again, after sampling, for the duplicate check (another
     worker may have taken the same proposal meanwhile). ``asked`` collects every trial asked for, the ones set
-    aside included."""
+    aside included. ``limits``: the study's out-of-memory limits (``oom_limits``) as read under the same claim
+    lock, for a caller that takes several trials under it (else they are read here)."""
     duplicates = avoided = 0
     claimed = trials
     while True:
@@ -550,7 +552,7 @@ def _take(study: optuna.Study, plan: RunPlan, device: str = "", trials: Sequence
                 _close(study, trial, StopReason(StopKind.SAMPLER, f"sampler: {type(exc).__name__}: {exc}").attrs(),
                        TrialState.FAIL)
             raise _sampler_error(plan, exc) from exc
-        if _avoid_oom(study, plan, trial, config, device):
+        if _avoid_oom(study, plan, trial, config, device, limits):
             # A config queued again (its pack ran out of memory) is not the sampler proposing it.
             avoided += trial.user_attrs.get(Key.RETRY_OF) is None
             trials = claimed = None
@@ -667,9 +669,11 @@ def oom_notes(study: optuna.Study) -> list[str]:
     return notes + caps
 
 
-def _limit_reached(study: optuna.Study, config: TrainConfig, device: str) -> dict[str, int] | None:
-    """The out-of-memory limit of ``device`` (batch size, trial) where ``config``'s batch size reaches it."""
-    limit = oom_limits(study).get(device_key(device))
+def _limit_reached(study: optuna.Study, config: TrainConfig, device: str,
+                   limits: dict[str, dict[str, int]] | None = None) -> dict[str, int] | None:
+    """The out-of-memory limit of ``device`` (batch size, trial) where ``config``'s batch size reaches it;
+    ``limits``: ``oom_limits(study)`` as the caller read it (else it is read here)."""
+    limit = (oom_limits(study) if limits is None else limits).get(device_key(device))
     return limit if limit and config.batch_size >= limit["batch_size"] else None
 
 
@@ -686,11 +690,12 @@ def micro_batch_for(study: optuna.Study, plan: RunPlan, config: TrainConfig, dev
     return accumulation_micro_batch(study, config, device) if plan.on_oom == "accumulate" else None
 
 
-def _avoid_oom(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config: TrainConfig, device: str) -> bool:
+def _avoid_oom(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config: TrainConfig, device: str,
+               limits: dict[str, dict[str, int]] | None = None) -> bool:
     """A config at a batch size that ran out of memory on this device before is not trained (unless the study
     accumulates gradients instead): the trial is failed with the reason, and another asked for."""
     key = device_key(device)
-    limit = None if plan.on_oom == "accumulate" else _limit_reached(study, config, device)
+    limit = None if plan.on_oom == "accumulate" else _limit_reached(study, config, device, limits)
     if limit is None:
         return False
     reason = StopReason(StopKind.OUT_OF_MEMORY, f"out of memory avoided: batch size {config.batch_size} is not "

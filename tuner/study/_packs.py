@@ -41,6 +41,7 @@ from tuner.study._engine import (
     finish_trial,
     is_disk_full_error,
     micro_batch_for,
+    oom_limits,
     pack_caps,
     record_outcome,
     record_pack_cap,
@@ -302,9 +303,10 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                 with _claim_lock(study, plan.storage_url) as locked:
                     trials = study.get_trials(deepcopy=False)
                     started = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in trials)
+                    limits = oom_limits(study) if locked else None  # read once for the round's trials
                     while live + len(taken) < room and started < n_trials:
                         asked: list[optuna.Trial] = []
-                        taken.append(_take(study, plan, executor.device, trials if locked else None, asked))
+                        taken.append(_take(study, plan, executor.device, trials if locked else None, asked, limits))
                         started += len(asked)  # set-aside proposals are finished trials of the budget too
                         if not locked or alone(taken[-1][1]):
                             # No lock: another worker may ask meanwhile, so read again. A config that trains

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import math
+import sqlite3
 import threading
 import time
 from collections.abc import Container, Iterable, Iterator, Sequence
@@ -60,12 +62,63 @@ def _write_rdb(backend: Any, writes: Sequence[Write]) -> None:
 
     with _create_scoped_session(backend.scoped_session) as session, \
             _trials_found_once(models, session, {w.trial_id for w in writes}):
-        for w in writes:
-            if w.kind == "value":
-                backend._set_trial_intermediate_value_without_commit(session, w.trial_id, int(w.key), float(w.value))
-            else:
-                model = models.TrialUserAttributeModel if w.kind == "user" else models.TrialSystemAttributeModel
-                backend._set_trial_attr_without_commit(session, model, w.trial_id, w.key, w.value)
+        for trial_id in dict.fromkeys(w.trial_id for w in writes):  # every trial exists and is still running
+            backend.check_trial_is_updatable(trial_id, models.TrialModel.find_or_raise_by_id(trial_id, session).state)
+        values = {(w.trial_id, int(w.key)): float(w.value) for w in writes if w.kind == "value"}
+        rows = models.TrialIntermediateValueModel
+        if not _upsert(backend, session, rows, ("trial_id", "step"), [
+                dict(zip(("trial_id", "step", "intermediate_value", "intermediate_value_type"),
+                         (trial_id, step, *rows.intermediate_value_to_stored_repr(value)), strict=True))
+                for (trial_id, step), value in values.items()]):
+            for (trial_id, step), value in values.items():
+                backend._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
+        for kind, model in (("user", models.TrialUserAttributeModel), ("system", models.TrialSystemAttributeModel)):
+            attrs = {(w.trial_id, w.key): w.value for w in writes if w.kind == kind}
+            if not _upsert(backend, session, model, ("trial_id", "key"), [
+                    {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+                    for (trial_id, key), value in attrs.items()]):
+                for (trial_id, key), value in attrs.items():
+                    backend._set_trial_attr_without_commit(session, model, trial_id, key, value)
+
+
+UPSERT_ROWS = 100  # rows per statement: within SQLite's oldest limit of 999 variables a statement
+
+
+def _upsert(backend: Any, session: Any, model: Any, keys: tuple[str, ...], rows: list[dict[str, Any]]) -> bool:
+    """Writes ``rows`` of ``model`` as INSERT ... ON CONFLICT (``keys``) DO UPDATE statements of many rows each
+    (SQLite 3.24 or later, PostgreSQL), where Optuna's per-row helpers issue one statement (or a query and a
+    statement) per row; the rows' trials must have been checked. Returns False, having written nothing, on
+    other databases."""
+    name = backend.engine.name
+    if name == "sqlite" and sqlite3.sqlite_version_info >= (3, 24, 0):
+        from sqlalchemy.dialects.sqlite import insert
+    elif name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        return False
+    if not rows:
+        return True
+    for start in range(0, len(rows), UPSERT_ROWS):
+        statement = insert(model).values(rows[start:start + UPSERT_ROWS])
+        session.execute(statement.on_conflict_do_update(
+            index_elements=[getattr(model, key) for key in keys],
+            set_={column: statement.excluded[column] for column in rows[0] if column not in keys}))
+    return True
+
+
+def _set_attrs(backend: Any, session: Any, model: Any, trial_id: int, attrs: dict[str, Any]) -> None:
+    """Sets a trial's user or system attributes (``model``) in one statement where the database allows, as
+    Optuna's ``_set_trial_attr_without_commit`` sets each (its checks included: the trial exists and is
+    running)."""
+    from optuna.storages._rdb import models
+
+    if not attrs:
+        return
+    backend.check_trial_is_updatable(trial_id, models.TrialModel.find_or_raise_by_id(trial_id, session).state)
+    rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
+    if not _upsert(backend, session, model, ("trial_id", "key"), rows):
+        for key, value in attrs.items():
+            backend._set_trial_attr_without_commit(session, model, trial_id, key, value)
 
 
 _batch = threading.local()  # this thread's batch in progress: its session and the trials it loaded
@@ -172,8 +225,7 @@ def close_trial(study: optuna.Study, trial_id: int, attrs: dict[str, Any], state
         row = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
         backend.check_trial_is_updatable(trial_id, row.state)
         with _trials_found_once(models, session, loaded={trial_id: row}):
-            for key, value in attrs.items():
-                backend._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+            _set_attrs(backend, session, models.TrialUserAttributeModel, trial_id, attrs)
         if state == TrialState.PRUNED and told is None and single:
             rows = models.TrialIntermediateValueModel
             last = (session.query(rows).filter(rows.trial_id == trial_id).order_by(rows.step.desc()).first())
@@ -280,8 +332,7 @@ def _write_params(storage: optuna.storages.BaseStorage, trial_id: int, params: l
             _trials_found_once(models, session, [trial_id]):
         for name, value, distribution in params:
             backend._set_trial_param_without_commit(session, trial_id, name, value, distribution, known.get(name))
-        for key, value in attrs.items():
-            backend._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+        _set_attrs(backend, session, models.TrialUserAttributeModel, trial_id, attrs)
     if cache is not None:
         with lock:
             info = studies.get(ids[trial_id][0]) if trial_id in ids else None
