@@ -128,6 +128,39 @@ def test_asking_and_sampling_inside_one_read_read_the_study_once(study, monkeypa
     assert study.get_trials()[4].params.keys() == {"x", "y"}
 
 
+def test_a_trial_asked_inside_one_read_is_not_read_back_from_the_database(rdb_study, monkeypatch):
+    """``ask`` creates a trial and ``Trial.__init__`` reads it back at once: inside ``one_read`` on an RDB
+    storage, that read answers from what the creation returned (a copy), and later reads go to the database."""
+    from tuner.study._record import storage_of
+    from tuner.study._writes import _rdb_backend, one_read
+
+    study = rdb_study
+    backend = _rdb_backend(storage_of(study))
+    reads = []
+    original = type(backend).get_trial
+    monkeypatch.setattr(type(backend), "get_trial", lambda self, trial_id: reads.append(trial_id)
+                        or original(self, trial_id))
+    study.enqueue_trial({"x": 0.25})
+    with one_read(study):
+        queued = study.ask()  # an enqueued trial: not created in the block, read from the database
+        assert reads == [queued._trial_id]
+        asked = study.ask()
+        assert reads == [queued._trial_id]
+        asked.suggest_float("x", 0, 1)
+        asked.set_user_attr("a", 1)
+        again = storage_of(study).get_trial(asked._trial_id)  # only the first read answers from the creation
+        assert reads == [queued._trial_id, asked._trial_id] and again.params == asked.params
+    assert queued.suggest_float("x", 0, 1) == 0.25  # its fixed parameters, as read
+    stored = original(backend, asked._trial_id)
+    created = asked._cached_frozen_trial
+    assert (created.number, created.state, created.datetime_start, created.user_attrs, created.params) == (
+        stored.number, stored.state, stored.datetime_start, stored.user_attrs, stored.params)
+    outside = study.ask()
+    assert reads[-1] == outside._trial_id  # outside the block, as Optuna reads it
+    study.tell(asked, 0.5)
+    assert study.trials[asked.number].value == 0.5
+
+
 def test_a_batch_looks_each_trial_up_once_and_lookups_outside_it_are_as_before(tmp_path):
     """RDB storages (journal writes go one by one)."""
     import sqlalchemy

@@ -443,22 +443,67 @@ def _answering(storage: optuna.storages.BaseStorage) -> Any:
     return get_all_trials
 
 
+def _cache_parts(storage: optuna.storages.BaseStorage) -> tuple[Any, Any, Any] | None:
+    """Optuna's cache in front of an RDB storage (its lock, studies and trial index), where the storage is one."""
+    parts = tuple(getattr(storage, name, None) for name in ("_lock", "_studies", "_trial_id_to_study_id_and_number"))
+    return parts if _rdb_backend(storage) is not None and None not in parts else None  # type: ignore[return-value]
+
+
+def _noting(storage: optuna.storages.BaseStorage) -> Any:
+    """A ``create_new_trial`` for the storage object that keeps, for this thread's ``one_read`` block, a copy of
+    the trial it created as the database returned it (Optuna's cache holds it)."""
+    lock, studies, index = _cache_parts(storage)  # type: ignore[misc]
+
+    def create_new_trial(study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        trial_id = type(storage).create_new_trial(storage, study_id, template_trial)
+        created = getattr(_reads, "created", None)
+        if created is not None:
+            with lock:
+                owner, number = index[trial_id]
+                created[trial_id] = copy.deepcopy(studies[owner].trials[number])
+        return trial_id
+
+    return create_new_trial
+
+
+def _created_first(storage: optuna.storages.BaseStorage) -> Any:
+    """A ``get_trial`` for the storage object that answers the first read of a trial created in this thread's
+    ``one_read`` block (``Trial.__init__``'s, right after ``ask`` created it) from its creation; every other
+    read goes to the storage."""
+    def get_trial(trial_id: int) -> FrozenTrial:
+        created = getattr(_reads, "created", None)
+        if created and trial_id in created:
+            return created.pop(trial_id)
+        return type(storage).get_trial(storage, trial_id)
+
+    return get_trial
+
+
 @contextlib.contextmanager
 def one_read(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> Iterator[None]:
     """Within the block, every read of the study's trials by this thread (Optuna's ``ask``, the sampler, the
     duplicate check) answers from one read: ``trials`` (every trial of the study, as read under the claim
     lock), or the block's first read. Trials created or changed inside the block are not in it (a sampler that
     looks for the trial being asked in the study's trials cannot work inside it; tuner's samplers do not);
-    writes go to the storage as always. Other threads (the heartbeat) and other studies read the storage."""
+    writes go to the storage as always. Other threads (the heartbeat) and other studies read the storage.
+    On an RDB storage, the first read of a trial created in the block (``Trial.__init__`` reads the trial that
+    ``ask`` has just created) answers from what its creation returned, not from a query of its own."""
     storage = storage_of(study)
     blocks = _reads.__dict__.setdefault("blocks", {})
     key = (id(storage), study._study_id)
     if key in blocks:  # already inside a block: its read stands
         yield
         return
-    with _patched(storage, "get_all_trials", _answering):
+    outer = getattr(_reads, "created", None)  # a block of another study around this one
+    with contextlib.ExitStack() as patches:
+        patches.enter_context(_patched(storage, "get_all_trials", _answering))
+        if _cache_parts(storage) is not None:
+            patches.enter_context(_patched(storage, "create_new_trial", _noting))
+            patches.enter_context(_patched(storage, "get_trial", _created_first))
+            _reads.created = {}
         blocks[key] = [list(trials) if trials is not None else None]
         try:
             yield
         finally:
             del blocks[key]
+            _reads.created = outer
