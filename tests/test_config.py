@@ -250,6 +250,22 @@ def test_summary() -> None:
     assert TrainConfig().summary() == "adam lr=1.00e-03 constant bs=64"
 
 
+def test_a_stored_config_is_summed_up_without_pytorch() -> None:
+    """``study show`` sums up the configs of a trial's record with ``config_line`` (no PyTorch): the same line
+    as the config's own ``summary()``."""
+    import subprocess
+    import sys
+
+    from tuner._summary import config_line
+
+    stored = TrainConfig.from_dict(FULL).to_dict()
+    assert config_line(stored) == TrainConfig.from_dict(FULL).summary()
+    code = ("import sys, json; from tuner._summary import config_line; "
+            f"print(config_line(json.loads({json.dumps(json.dumps(stored))}))); print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == [TrainConfig.from_dict(FULL).summary(), "False"]
+
+
 # -- validation ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("data", "expected"),

@@ -309,15 +309,10 @@ class TrainConfig:
         return total
 
     def summary(self) -> str:
-        """A one-line description: ``adamw lr=3e-03 warmup_cosine bs=64 wd=1e-02``."""
-        parts = [f"{self.optimizer.name} lr={self.optimizer.lr:.2e}", self.schedule.name, f"bs={self.batch_size}"]
-        if self.regularization.weight_decay:
-            parts.append(f"wd={self.regularization.weight_decay:.1e}")
-        if self.regularization.dropout:
-            parts.append(f"dropout={self.regularization.dropout:.2f}")
-        if self.init.name != "default":
-            parts.append(f"init={self.init.name}")
-        return " ".join(parts)
+        """A one-line description: ``adamw lr=3.00e-03 warmup_cosine bs=64 wd=1.0e-02``."""
+        from tuner._summary import config_line
+
+        return config_line(self.to_dict())
 
 
 def load_config(path: str | Path) -> TrainConfig:

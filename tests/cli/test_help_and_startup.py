@@ -79,16 +79,16 @@ def test_study_create_help_shows_where_studies_go_and_the_spec_defaults():
 @pytest.mark.parametrize("args", [["--help"], ["spaces", "list"], ["objectives", "list"],
                                   ["study", "create", "--help"], ["study", "--help"]])
 def test_help_and_listings_do_not_import_torch(args: list[str]):
-    code, loaded, stderr = _cli_in_a_fresh_process(args)
+    code, loaded, stderr, _ = _cli_in_a_fresh_process(args)
     assert code in (0, None) and loaded == "[]", (code, loaded, stderr[-2000:])
 
 
 HEAVY = ("torch", "sklearn", "pandas", "matplotlib")
 
 
-def _cli_in_a_fresh_process(args: list[str], cwd: Path | None = None) -> tuple[object, str, str]:
+def _cli_in_a_fresh_process(args: list[str], cwd: Path | None = None) -> tuple[object, str, str, str]:
     """Runs ``tuner ARGS`` in a new interpreter: its exit code, which of the heavy libraries it loaded (as a
-    list's text, "[]" for none) and its standard error."""
+    list's text, "[]" for none), its standard error and its standard output."""
     code = textwrap.dedent(f"""
         import sys
         from tuner.cli import main
@@ -105,9 +105,9 @@ def _cli_in_a_fresh_process(args: list[str], cwd: Path | None = None) -> tuple[o
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=cwd,
                           env={**env, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-2000:]
-    line = done.stdout.strip().splitlines()[-1]
+    *printed, line = done.stdout.strip().splitlines()
     exit_code, loaded = line.removeprefix("CODE ").split(" LOADED ", 1)
-    return (None if exit_code == "None" else int(exit_code)), loaded, done.stderr
+    return (None if exit_code == "None" else int(exit_code)), loaded, done.stderr, "\n".join(printed)
 
 
 def test_listings_read_the_same_descriptions_the_objects_hold():
@@ -164,7 +164,7 @@ def test_the_run_header_says_it_is_time_boxed(tmp_cwd: Path, objective_ref: str,
 def test_a_refused_spec_or_flag_is_said_before_pytorch_is_loaded(args: list[str], tmp_path: Path):
     """A mistake in a spec or a flag is refused in well under a second: nothing waits for PyTorch to load."""
     (tmp_path / "spec.yaml").write_text("objective: digits-mlp\nsampler: {name: tpe, n_startup_trials: ten}\n")
-    code, loaded, stderr = _cli_in_a_fresh_process(args, cwd=tmp_path)
+    code, loaded, stderr, _ = _cli_in_a_fresh_process(args, cwd=tmp_path)
     assert code not in (0, None) and loaded == "[]", (code, loaded, stderr[-2000:])
     assert stderr.startswith("error: ") or "Error" in stderr, stderr[-2000:]
     assert not list(tmp_path.glob("*.db")), "nothing is written for a refused command"
@@ -176,6 +176,22 @@ def test_a_study_that_is_not_there_is_said_before_pytorch_is_loaded(command: str
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     optuna.create_study(study_name="other", storage=f"sqlite:///{tmp_path / 'tuner.db'}")
-    code, loaded, stderr = _cli_in_a_fresh_process(["study", command, "othre"], cwd=tmp_path)
+    code, loaded, stderr, _ = _cli_in_a_fresh_process(["study", command, "othre"], cwd=tmp_path)
     assert code == 1 and loaded == "[]", (code, loaded, stderr[-2000:])
     assert "Unknown study 'othre'. Valid: other. Did you mean 'other'?" in stderr, stderr[-2000:]
+
+
+def test_looking_at_a_study_does_not_wait_for_pytorch(tmp_path: Path, objective_ref: str):
+    """``study show`` and ``study list`` of a study with trials read the storage alone: none of the heavy
+    libraries loads, and they print what they print in a process that has them loaded."""
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    created = CliRunner().invoke(app, ["study", "create", "--name", "s", "--objective", objective_ref, "--storage",
+                                       url, "--n-trials", "4", "--epochs", "2", "--seed", "0"])
+    assert created.exit_code == 0, created.output
+    for args in (["study", "show", "s", "--storage", url], ["study", "list", "--storage", url],
+                 ["study", "show", "s", "--storage", url, "--format", "json"]):
+        code, loaded, stderr, printed = _cli_in_a_fresh_process(args, cwd=tmp_path)
+        assert code in (0, None) and loaded == "[]", (args, code, loaded, stderr[-2000:])
+        here = CliRunner().invoke(app, args)
+        assert here.exit_code == 0, here.output
+        assert printed.split() == here.stdout.split(), args  # the same words (the terminal's width aside)

@@ -140,7 +140,7 @@ def test_a_foreign_multi_objective_study_is_listed_and_refused_in_one_line(stora
 def test_edge_notes_name_each_parameter_at_an_end_of_its_range() -> None:
     from optuna.distributions import FloatDistribution, IntDistribution
 
-    from tuner.study._session import edge_notes
+    from tuner.study._describe import edge_notes
 
     study = optuna.create_study()
     dists = {"adam.lr": FloatDistribution(1e-4, 1e-2, log=True), "dropout": FloatDistribution(0.0, 0.5),

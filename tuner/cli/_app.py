@@ -512,7 +512,7 @@ def study_copy(
 def study_list(*, storage: StorageOpt = None, fmt: FormatOpt = Format.text) -> None:
     """List the studies in a storage (tuner's own, and any other Optuna study in it). Changes nothing."""
     from tuner.study import default_storage
-    from tuner.study._session import list_studies
+    from tuner.study._describe import list_studies
     from tuner.study._storage import storage_label
 
     url = storage or default_storage()
@@ -542,7 +542,7 @@ def study_show(
     from tuner.study._open import open_study
 
     study = open_study(name, storage)  # a study that is not there is said before PyTorch loads
-    from tuner.study._session import study_summary
+    from tuner.study._describe import study_summary
 
     summary = study_summary(study, top=top)
     use_storage(storage)

@@ -102,10 +102,10 @@ def print_summary(summary: dict[str, Any]) -> None:
     for col in ("trial", "validation", "test", "seconds", "config"):
         table.add_column(col, justify="right" if col in ("trial", "validation", "test", "seconds") else "left",
                          overflow="fold")
-    from tuner.config import TrainConfig
+    from tuner._summary import config_line
 
     for row in summary["top"]:
-        summary_text = TrainConfig.from_dict(row["config"]).summary() if row["config"] else "-"
+        summary_text = config_line(row["config"]) if row["config"] else "-"
         table.add_row(*(Text(cell(value)) for value in (str(row["number"]), fmt(row["value"]),
                                                          fmt(row["test_value"]), fmt(row["seconds"], 1),
                                                          summary_text)))
@@ -119,13 +119,13 @@ def print_pareto(summary: dict[str, Any]) -> None:
     table = Table(title=f"Pareto front ({' vs '.join(names)}; * = knee, the recommendation)", title_justify="left")
     for col in ("trial", *names, "config"):
         table.add_column(col, justify="left" if col == "config" else "right", overflow="fold")
-    from tuner.config import TrainConfig
+    from tuner._summary import config_line
 
     for row in summary["pareto"]:
         values = [fmt(v) if i == 0 else f"{v:.3g}" for i, v in enumerate(row["values"])]
         mark = "*" if row["number"] == knee else ""
         table.add_row(Text(f"{row['number']}{mark}"), *(Text(v) for v in values),
-                      Text(cell(TrainConfig.from_dict(row["config"]).summary() if row["config"] else "-")))
+                      Text(cell(config_line(row["config"]) if row["config"] else "-")))
     out.print(table)
 
 
@@ -199,9 +199,9 @@ def print_recommendation(summary: dict[str, Any]) -> None:
     if conf["trial"] == best["number"]:
         echo(f"recommended: this config, confirmed with {score}; `{export}` exports it.")
         return
-    from tuner.config import TrainConfig
+    from tuner._summary import config_line
 
-    other = TrainConfig.from_dict(conf["config"]).summary() if conf.get("config") else "-"
+    other = config_line(conf["config"]) if conf.get("config") else "-"
     out.print(styled(("recommended", "bold"), f" (what `{export}` exports): trial {conf['trial']}, "
                                               f"{cell(other)}, confirmed with {score}; the best single trial "
                                               f"{best['number']} did worse on new seeds (`export --trial "

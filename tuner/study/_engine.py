@@ -39,6 +39,7 @@ from tuner._setup import watching
 from tuner.config import TrainConfig
 from tuner.errors import ConfigError, StudyError, TunerError
 from tuner.spaces import SearchSpace
+from tuner.study._limits import _limits, counts, device_key, oom_limits, oom_notes, pack_caps
 from tuner.study._liveness import Heartbeat, is_this_process, reap_stale, worker_identity
 from tuner.study._record import (
     FINISHED,
@@ -60,7 +61,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["RunPlan", "Executor", "Executed", "TrainerExecutor", "UserExecutor", "TrialContext", "TrialOutcome",
            "RunSummary", "run_trials", "run_one", "run_config", "RunFailed", "trial_seed", "counts", "best_trial",
-           "FINISHED", "user_frame"]
+           "FINISHED", "user_frame", "device_key", "oom_limits", "oom_notes", "pack_caps"]
 
 TELL_RETRIES = 4
 MAX_DUPLICATE_ASKS = 3
@@ -359,13 +360,6 @@ def trial_seed(study_seed: int, number: int) -> int:
     return (study_seed * 1_000_003 + number) % 2**31
 
 
-def counts(study: optuna.Study) -> dict[str, int]:
-    out = {s.name: 0 for s in TrialState}
-    for t in study.get_trials(deepcopy=False):
-        out[t.state.name] += 1
-    return out
-
-
 # -- errors of the user's code ----------------------------------------------------------------------------
 
 def _library_roots() -> tuple[Path, ...]:
@@ -574,28 +568,6 @@ def _take(study: optuna.Study, plan: RunPlan, device: str = "", trials: Sequence
         _close(study, trial, {**reason.attrs(), Key.DUPLICATE_OF: twin}, TrialState.FAIL)
 
 
-def _limits(study: optuna.Study, attr: str, field: str) -> dict[str, dict[str, int]]:
-    """Per device, the entry with the smallest ``field`` recorded under the study attribute ``attr``: each
-    record is an attribute of its own (``attr/device/value``), so two workers recording at once cannot overwrite
-    each other's; a dict of devices under ``attr`` itself (as studies of earlier versions hold it) counts too."""
-    attrs = study.user_attrs
-    found: dict[str, dict[str, int]] = {}
-    old = attrs.get(attr)
-    entries = [(device, entry) for device, entry in old.items()] if isinstance(old, dict) else []
-    entries += [(entry.get("device"), entry) for name, entry in attrs.items()
-                if name.startswith(attr + "/") and isinstance(entry, dict)]
-    for device, entry in entries:
-        if (isinstance(device, str) and isinstance(entry, dict) and isinstance(entry.get(field), int)
-                and entry[field] >= 1 and (device not in found or entry[field] < found[device][field])):
-            found[device] = {k: v for k, v in entry.items() if k != "device"}
-    return found
-
-
-def device_key(device: str | None) -> str:
-    """The name a device's limits are recorded under: the device, or "this machine" where none was named."""
-    return device or "this machine"
-
-
 def _lower_limit(study: optuna.Study, attr: str, device: str, field: str, entry: dict[str, int]) -> int:
     """Records ``entry`` as a limit of ``device`` (its ``field``: a batch size, a number of trials) in the study;
     returns the limit that stands there: the smallest recorded, by any worker."""
@@ -604,11 +576,6 @@ def _lower_limit(study: optuna.Study, attr: str, device: str, field: str, entry:
         study.set_user_attr(f"{attr}/{key}/{entry[field]}", {**entry, "device": key})
         return _limits(study, attr, field).get(key, entry)[field]
     return entry[field]
-
-
-def oom_limits(study: optuna.Study) -> dict[str, dict[str, int]]:
-    """Per device: the smallest batch size that ran out of memory there, and in which trial."""
-    return _limits(study, StudyKey.OOM_BATCH, "batch_size")
 
 
 def _record_oom(study: optuna.Study, device: str, batch_size: int, number: int, on_oom: str = "avoid") -> str:
@@ -621,52 +588,12 @@ def _record_oom(study: optuna.Study, device: str, batch_size: int, number: int, 
     return f"; batch sizes of {batch_size} or more are not trained on {key} from now on"
 
 
-def pack_caps(study: optuna.Study) -> dict[str, dict[str, int]]:
-    """Per device: the most trials that train at once there (``trials``), since several trials in packs ran
-    out of memory together (``ran_out``: how many, in ``trial``'s pack)."""
-    return _limits(study, StudyKey.PACK_CAP, "trials")
-
-
 def record_pack_cap(study: optuna.Study, device: str, trials: int, ran_out: int, number: int) -> int:
     """Remembers that at most ``trials`` train at once on ``device``, so that other workers and later runs of
     the study start there instead of running out of memory again; returns the cap that stands (a smaller one
     recorded by any worker stands)."""
     return _lower_limit(study, StudyKey.PACK_CAP, device, "trials",
                         {"trials": trials, "ran_out": ran_out, "trial": number})
-
-
-def oom_notes(study: optuna.Study) -> list[str]:
-    """What was done after an out-of-memory error, per device, from the trials: the batch size that ran out of
-    memory, how many configs at that size or more were not trained there, and how many trained as micro-batches
-    (``on_oom: accumulate``; a study may have run both ways)."""
-    caps = [f"out of memory: {cap.get('ran_out')} trials training at once in packs ran out of memory on {device} "
-            f"(trial {cap.get('trial')}); from then on at most {cap.get('trials')} train at once there"
-            for device, cap in pack_caps(study).items()]
-    limits = oom_limits(study)
-    if not limits:
-        return caps
-    trials = study.get_trials(deepcopy=False)
-    accumulate = (study.user_attrs.get(StudyKey.SPEC) or {}).get("on_oom") == "accumulate"
-    notes = []
-    for device, limit in limits.items():
-        if not isinstance(limit, dict):
-            continue
-        avoided = sum(bool(t.user_attrs.get(Key.OOM_AVOIDED)) and f" on {device}, " in str(t.user_attrs.get(Key.REASON))
-                      for t in trials)
-        accumulated = [a for t in trials if isinstance(a := t.user_attrs.get(Key.ACCUMULATION), dict)
-                       and a.get("device", device) == device]
-        done = []
-        if avoided or not (accumulated or accumulate):
-            done.append(f"were not trained there ({avoided} proposal(s) in all, failed with the reason and not "
-                        f"counted against the budget), and the smaller batch sizes were searched")
-        if accumulated or (accumulate and not avoided):
-            micro = ", ".join(str(m) for m in sorted({a.get("micro_batch") for a in accumulated})) or "-"
-            done.append(f"trained there as micro-batches (gradient accumulation to the same batch): "
-                        f"{len(accumulated)} trial(s), micro-batches of {micro}")
-        notes.append(f"out of memory: batch size {limit.get('batch_size')} ran out of memory on {device} (trial "
-                     f"{limit.get('trial')}); from then on configs at that batch size or more "
-                     + "; others ".join(done))
-    return notes + caps
 
 
 def _limit_reached(study: optuna.Study, config: TrainConfig, device: str,
