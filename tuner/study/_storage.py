@@ -190,14 +190,26 @@ def _sqlite_tables(path: Path, readonly: bool) -> set[str] | None:
 SCHEMA_WAIT = 5.0  # seconds: how long a file with some of Optuna's tables may take to get the rest
 
 
+def _seconds_since_change(path: Path) -> float:
+    """Seconds since the SQLite file, its write-ahead log or its rollback journal last changed (their times
+    read from the directory: the file is not opened)."""
+    times = []
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-journal")):
+        with contextlib.suppress(OSError):
+            times.append(p.stat().st_mtime)
+    return time.time() - max(times, default=0.0)
+
+
 def _check_sqlite(path: Path, readonly: bool) -> set[str] | None:
     tables = _sqlite_tables(path, readonly)
     own = (tables or set()) - SQLITE_INTERNAL
     # Another process may be creating Optuna's tables in this file right now (two `study create` on a new
     # file at once): they appear one after another, the version table among the last. Only a file whose tables
-    # stay short of an Optuna storage for a few seconds is another application's.
+    # stay short of an Optuna storage for a few seconds is another application's; one that nobody has written
+    # for that long is not being created (another application's old database is said at once).
     deadline = time.monotonic() + SCHEMA_WAIT
-    while own and own <= OPTUNA_TABLES and "version_info" not in own and time.monotonic() < deadline:
+    while own and own <= OPTUNA_TABLES and "version_info" not in own and time.monotonic() < deadline \
+            and _seconds_since_change(path) < SCHEMA_WAIT:
         time.sleep(0.1)
         tables = _sqlite_tables(path, readonly)
         own = (tables or set()) - SQLITE_INTERNAL
