@@ -103,6 +103,10 @@ def read_text(path: str | Path, *, what: str = "file", limit: int = MAX_INPUT_BY
 def _target(path: str | Path) -> Path:
     """The file a write lands in: links followed, the folder checked to exist."""
     shown = Path(path)
+    with contextlib.suppress(OSError):
+        mode = shown.expanduser().stat().st_mode  # links followed: /dev/stdout as a pipe, a terminal, a file
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            return shown.expanduser()  # a pipe or a device: written into as named (its link may lead nowhere)
     real = Path(os.path.realpath(shown.expanduser()))
     if real.is_dir():
         raise OutputError(f"{shown}: is a folder; give a file name inside it.")
@@ -112,6 +116,49 @@ def _target(path: str | Path) -> Path:
     if not parent.is_dir():
         raise OutputError(f"{shown}: {shown.parent} is a file, not a folder.")
     return real
+
+
+def _writable_folder(folder: Path, shown: Path) -> None:
+    """Refuses a folder this process may not create files in (permissions, a read-only file system)."""
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        code = errno.EROFS if _read_only_fs(folder) else errno.EACCES
+        raise OutputError(f"cannot write: {os_error_message(OSError(code, os.strerror(code)), shown)}")
+
+
+def _read_only_fs(folder: Path) -> bool:
+    with contextlib.suppress(OSError, AttributeError):
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    return False
+
+
+def check_file_target(path: str | Path) -> None:
+    """Refuses, before any work is done, a file that a write could not land in: a folder, a missing folder or
+    a file above it, a folder this process may not write in. A write can still fail (a full disk)."""
+    target = _target(path)
+    with contextlib.suppress(OSError):
+        if target.exists() and not stat.S_ISREG(target.stat().st_mode):
+            return  # /dev/stdout, a pipe: written into directly
+    _writable_folder(target.parent, Path(path))
+
+
+def check_folder_target(path: str | Path, ours: Callable[[list[str]], bool] | None = None) -> None:
+    """Refuses, before any work is done, a folder that ``atomic_folder`` would refuse (see there), or one
+    whose parent this process may not write in."""
+    shown = Path(path)
+    target = Path(os.path.abspath(shown.expanduser()))
+    _folder_checks(target, shown, ours)
+    existing = next((p for p in (target.parent, *target.parent.parents) if p.exists()), None)
+    if existing is not None:
+        _writable_folder(existing, shown)
+
+
+def _folder_checks(target: Path, shown: Path, ours: Callable[[list[str]], bool] | None) -> None:
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"{shown}: is a file, not a folder; give a folder for the report.")
+    parent = target.parent
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(f"{shown}: {shown.parent} is a file, not a folder.")
+    _check_replaceable(target, shown, ours)
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
@@ -179,12 +226,8 @@ def atomic_folder(path: str | Path, ours: Callable[[list[str]], bool] | None = N
     """
     shown = Path(path)
     target = Path(os.path.abspath(Path(path).expanduser()))
-    if target.exists() and not target.is_dir():
-        raise OutputError(f"{shown}: is a file, not a folder; give a folder for the report.")
+    _folder_checks(target, shown, ours)
     parent = target.parent
-    if parent.exists() and not parent.is_dir():
-        raise OutputError(f"{shown}: {shown.parent} is a file, not a folder.")
-    _check_replaceable(target, shown, ours)
     try:
         parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_partials(target)

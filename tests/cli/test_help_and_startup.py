@@ -181,13 +181,20 @@ def test_a_study_that_is_not_there_is_said_before_pytorch_is_loaded(command: str
     assert "Unknown study 'othre'. Valid: other. Did you mean 'other'?" in stderr, stderr[-2000:]
 
 
-def test_looking_at_a_study_does_not_wait_for_pytorch(tmp_path: Path, objective_ref: str):
-    """``study show`` and ``study list`` of a study with trials read the storage alone: none of the heavy
-    libraries loads, and they print what they print in a process that has them loaded."""
-    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory: pytest.TempPathFactory, objective_ref: str) -> str:
+    """The storage URL of a study "s" of 4 trials."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('finished') / 'tuner.db'}"
     created = CliRunner().invoke(app, ["study", "create", "--name", "s", "--objective", objective_ref, "--storage",
                                        url, "--n-trials", "4", "--epochs", "2", "--seed", "0"])
     assert created.exit_code == 0, created.output
+    return url
+
+
+def test_looking_at_a_study_does_not_wait_for_pytorch(tmp_path: Path, finished_study: str):
+    """``study show`` and ``study list`` of a study with trials read the storage alone: none of the heavy
+    libraries loads, and they print what they print in a process that has them loaded."""
+    url = finished_study
     for args in (["study", "show", "s", "--storage", url], ["study", "list", "--storage", url],
                  ["study", "show", "s", "--storage", url, "--format", "json"]):
         code, loaded, stderr, printed = _cli_in_a_fresh_process(args, cwd=tmp_path)
@@ -195,3 +202,35 @@ def test_looking_at_a_study_does_not_wait_for_pytorch(tmp_path: Path, objective_
         here = CliRunner().invoke(app, args)
         assert here.exit_code == 0, here.output
         assert printed.split() == here.stdout.split(), args  # the same words (the terminal's width aside)
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["study", "export", "s", "-o", "missing/best.yaml"], "missing/best.yaml: the folder missing does not exist."),
+    (["study", "export", "s", "-o", "."], ".: is a folder; give a file name inside it."),
+    (["study", "report", "s", "-o", "taken.txt"], "taken.txt: is a file, not a folder"),
+    (["study", "report", "s", "-o", "mine"], "mine: the folder is not empty and was not written by tuner"),
+    (["study", "report", "s", "-o", "taken.txt/report"], "taken.txt/report: taken.txt is a file, not a folder."),
+    (["study", "trials", "s", "--csv", "mine"], "mine: is a folder; give a file name inside it."),
+])
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path: Path, finished_study: str,
+                                                                      args: list[str], said: str):
+    """An output path that the write would refuse is refused first: before PyTorch, matplotlib and pandas load,
+    and before the confirmation runs of ``export`` and ``report`` (which may take minutes)."""
+    (tmp_path / "taken.txt").write_text("the user's\n")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.md").write_text("the user's\n")
+    code, loaded, stderr, printed = _cli_in_a_fresh_process([*args, "--storage", finished_study], cwd=tmp_path)
+    assert code == 1 and loaded == "[]", (code, loaded, stderr[-2000:])
+    assert stderr.strip() == f"error: {said}" or stderr.startswith(f"error: {said}"), stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "taken.txt"] and printed == ""
+    assert (tmp_path / "taken.txt").read_text() == "the user's\n" and os.listdir(tmp_path / "mine") == ["notes.md"]
+
+
+def test_export_to_dev_stdout_writes_into_a_pipe(tmp_path: Path, finished_study: str):
+    """``-o /dev/stdout`` with standard output a pipe: the config goes into the pipe (the link leads to no file)."""
+    run = "import sys; from tuner.cli import main; sys.argv = ['tuner', *sys.argv[1:]]; main()"
+    done = subprocess.run([sys.executable, "-c", run, "study", "export", "s", "--storage", finished_study,
+                           "--no-confirm", "-o", "/dev/stdout"], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("optimizer:") and "wrote /dev/stdout" in done.stderr

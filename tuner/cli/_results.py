@@ -67,18 +67,20 @@ def study_report(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Write report.html (self-contained), report.md, plots, recommended.yaml and narrowed-space.yaml."""
+    from tuner._files import check_folder_target, safe_file_name
+    from tuner._report_files import is_report_folder
     from tuner.study._open import open_study
     from tuner.study._storage import default_storage
 
     url = storage or default_storage()
     open_study(name, url)  # a study that is not there is said before PyTorch and matplotlib load
-    from tuner._files import safe_file_name
+    # The default folder is derived from the study name, which must not steer where files go ("../../x").
+    folder = output or Path(f"{safe_file_name(name)}-report")
+    check_folder_target(folder, is_report_folder)  # before confirmation runs that could take minutes
     from tuner.report import followup_command, open_for_recommendation, study_fit, write_report
 
     study = open_for_recommendation(name, url, confirm=not no_confirm, top_k=top_k, seeds=seeds)
     use_storage(url)
-    # The default folder is derived from the study name, which must not steer where files go ("../../x").
-    folder = output or Path(f"{safe_file_name(name)}-report")
     quiet = fmt is Format.json
     fit = None if no_confirm else study_fit(study, storage)
     on_run = _confirming(study, fit, top_k=top_k, seeds=seeds, baseline=True, quiet=quiet) if fit is not None else None
@@ -118,7 +120,10 @@ def study_export(
     from tuner.study._open import open_study
 
     open_study(name, storage)  # a study that is not there is said before PyTorch loads
-    from tuner._files import write_text
+    from tuner._files import check_file_target, write_text
+
+    if output is not None:
+        check_file_target(output)  # before confirmation runs that could take minutes
     from tuner.export import export_warnings
     from tuner.report import export_recommendation, open_for_recommendation, study_fit, study_recommendation
 
@@ -164,7 +169,10 @@ def study_trials(
     from tuner.study._open import open_study
 
     study = open_study(name, storage)  # a study that is not there is said before pandas loads
-    from tuner._files import write_text
+    from tuner._files import check_file_target, write_text
+
+    if csv is not None:
+        check_file_target(csv)
     from tuner.report import trials_frame
 
     frame = trials_frame(study)

@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 import yaml
 
+from tuner._report_files import is_report_folder
 from tuner.errors import StudyError, TunerError
 from tuner.report._analysis import (
     EVALUATORS,
@@ -245,7 +246,7 @@ def write_report(study: optuna.Study, out_dir: str | Path, *, storage_label: str
         raise StudyError(no_complete_trial(study, storage_url, "nothing to report"))
     # Written into a temporary folder beside ``out_dir`` and renamed into place when complete: an interrupted
     # report leaves no half folder, and an earlier report is replaced whole.
-    with atomic_folder(out_dir, ours=_is_report_folder) as tmp:
+    with atomic_folder(out_dir, ours=is_report_folder) as tmp:
         files = _write_report(study, tmp, storage_label=storage_label, fit=fit, evaluator=evaluator, top_k=top_k,
                               seeds=seeds, confirm_runs=confirm_runs, steps_per_epoch=steps_per_epoch,
                               on_run=on_run,
@@ -254,16 +255,6 @@ def write_report(study: optuna.Study, out_dir: str | Path, *, storage_label: str
     return {name: Path(out_dir) / path.relative_to(tmp) for name, path in files.items()}
 
 
-REPORT_FILES = ("report.html", "report.md", "recommended.yaml", "narrowed-space.yaml")
-
-
-def _is_report_folder(names: list[str]) -> bool:
-    """A report written before reports carried their marker file: exactly the files a report writes, its
-    three main files among them. A folder of the user's with a report.html and screenshots is not one."""
-    from tuner.report._plots import PLOTS
-
-    known = set(REPORT_FILES) | {f"{name}.png" for name in PLOTS}
-    return set(names) <= known and {"report.html", "report.md", "recommended.yaml"} <= set(names)
 
 
 def _space_notes(study: optuna.Study, raw_space: Any) -> list[str]:

@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
+from tuner._report_files import PLOTS  # noqa: E402
 from tuner.config import TrainConfig  # noqa: E402
 from tuner.optim import lr_factors  # noqa: E402
 from tuner.report._analysis import Importance, complete_trials, per_optimizer_best  # noqa: E402
@@ -396,17 +397,6 @@ def _spread(trials: list[FrozenTrial]) -> bool:
     return bool(costs) and max(costs) / min(costs) > 20
 
 
-PLOTS: dict[str, str] = {
-    "pareto": "Pareto front",
-    "history": "Optimization history",
-    "importance": "Hyperparameter importance",
-    "parallel": "Parallel coordinates",
-    "slices": "Slice plots",
-    "lr_batch": "Learning rate x batch size",
-    "curves": "Learning curves",
-    "optimizers": "Per-optimizer comparison",
-    "schedule": "Learning-rate schedule of the recommended config",
-}
 
 
 def draw_all(study: optuna.Study, out_dir: Path, metric: str, imps: list[Importance], evaluator: str,
