@@ -120,7 +120,8 @@ def _target(path: str | Path) -> Path:
 
 def _writable_folder(folder: Path, shown: Path) -> None:
     """Refuses a folder this process may not create files in (permissions, a read-only file system)."""
-    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK,
+                                         effective_ids=os.access in os.supports_effective_ids):
         code = errno.EROFS if _read_only_fs(folder) else errno.EACCES
         raise OutputError(f"cannot write: {os_error_message(OSError(code, os.strerror(code)), shown)}")
 

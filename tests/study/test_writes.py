@@ -157,6 +157,12 @@ def test_a_trial_asked_inside_one_read_is_not_read_back_from_the_database(rdb_st
         stored.number, stored.state, stored.datetime_start, stored.user_attrs, stored.params)
     outside = study.ask()
     assert reads[-1] == outside._trial_id  # outside the block, as Optuna reads it
+    # A trial enqueued inside the block is created from a template: asked for, it is read as it now is.
+    with one_read(study):
+        study.enqueue_trial({"x": 0.75})
+        popped = study.ask()
+    assert popped._cached_frozen_trial.state == TrialState.RUNNING and reads[-1] == popped._trial_id
+    assert popped.suggest_float("x", 0, 1) == 0.75
     study.tell(asked, 0.5)
     assert study.trials[asked.number].value == 0.5
 

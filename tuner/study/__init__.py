@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tuner.study._engine import RunSummary, TrialOutcome, counts
+    from tuner.study._engine import RunSummary, TrialOutcome
+    from tuner.study._limits import counts
     from tuner.study._local import run_prepared as run_trials
     from tuner.study._open import open_study, stored_spec
     from tuner.study._prepare import PreparedStudy, create_or_join, prepare
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from tuner.study._storage import default_storage, mask_url, open_storage
 
 _LAZY = {
-    "RunSummary": "_engine", "TrialOutcome": "_engine", "counts": "_engine",
+    "RunSummary": "_engine", "TrialOutcome": "_engine", "counts": "_limits",
     "run_trials": "_local:run_prepared",
     "PreparedStudy": "_prepare", "create_or_join": "_prepare", "open_study": "_open", "prepare": "_prepare",
     "stored_spec": "_open",

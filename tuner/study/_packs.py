@@ -303,7 +303,8 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                 with _claim_lock(study, plan.storage_url) as locked:
                     trials = study.get_trials(deepcopy=False)
                     started = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in trials)
-                    limits = oom_limits(study) if locked else None  # read once for the round's trials
+                    # Read once for the round's trials (a study that accumulates gradients avoids nothing).
+                    limits = oom_limits(study) if locked and plan.on_oom != "accumulate" else None
                     while live + len(taken) < room and started < n_trials:
                         asked: list[optuna.Trial] = []
                         taken.append(_take(study, plan, executor.device, trials if locked else None, asked, limits))

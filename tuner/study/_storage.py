@@ -190,14 +190,19 @@ def _sqlite_tables(path: Path, readonly: bool) -> set[str] | None:
 SCHEMA_WAIT = 5.0  # seconds: how long a file with some of Optuna's tables may take to get the rest
 
 
-def _seconds_since_change(path: Path) -> float:
-    """Seconds since the SQLite file, its write-ahead log or its rollback journal last changed (their times
-    read from the directory: the file is not opened)."""
-    times = []
+def _changes(path: Path) -> tuple[tuple[int, int], ...]:
+    """The modification times and sizes of the SQLite file, its write-ahead log and its rollback journal (read
+    from the directory: the file is not opened)."""
+    found = []
     for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-journal")):
         with contextlib.suppress(OSError):
-            times.append(p.stat().st_mtime)
-    return time.time() - max(times, default=0.0)
+            info = p.stat()
+            found.append((info.st_mtime_ns, info.st_size))
+    return tuple(found)
+
+
+def _seconds_since_change(changes: tuple[tuple[int, int], ...]) -> float:
+    return time.time() - max((mtime for mtime, _ in changes), default=0) / 1e9
 
 
 def _check_sqlite(path: Path, readonly: bool) -> set[str] | None:
@@ -205,11 +210,17 @@ def _check_sqlite(path: Path, readonly: bool) -> set[str] | None:
     own = (tables or set()) - SQLITE_INTERNAL
     # Another process may be creating Optuna's tables in this file right now (two `study create` on a new
     # file at once): they appear one after another, the version table among the last. Only a file whose tables
-    # stay short of an Optuna storage for a few seconds is another application's; one that nobody has written
-    # for that long is not being created (another application's old database is said at once).
+    # stay short of an Optuna storage for a few seconds is another application's. A file looked at twice, that
+    # did not change in between and that nobody wrote for that long by its clock, is not being created
+    # (another application's old database is said at once; a file server's clock behind this one's is met by
+    # the second look).
     deadline = time.monotonic() + SCHEMA_WAIT
-    while own and own <= OPTUNA_TABLES and "version_info" not in own and time.monotonic() < deadline \
-            and _seconds_since_change(path) < SCHEMA_WAIT:
+    seen = None
+    while own and own <= OPTUNA_TABLES and "version_info" not in own and time.monotonic() < deadline:
+        now = (_changes(path), frozenset(own))
+        if now == seen and _seconds_since_change(now[0]) >= SCHEMA_WAIT:
+            break
+        seen = now
         time.sleep(0.1)
         tables = _sqlite_tables(path, readonly)
         own = (tables or set()) - SQLITE_INTERNAL

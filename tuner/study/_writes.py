@@ -6,9 +6,10 @@ re-reads every running trial): on SQLite about 5 ms per member and epoch, more t
 Here the K intermediate values go to the storage in one transaction (RDB storages; other storages take them
 one by one), and the pruner judges all K members against one read of the study (``StudyView``).
 
-The batched RDB write uses the storage's own per-row helpers inside one session, so every check Optuna makes
-(the trial exists and is still running) still applies; when the batch fails as a whole, each write is tried
-on its own, so one finished trial costs nobody else their write.
+The batched RDB write makes, inside one session, every check Optuna's per-row helpers make (the trial exists
+and is still running), once per trial, and writes each table's rows as one ``INSERT ... ON CONFLICT DO
+UPDATE`` statement on SQLite and PostgreSQL (the per-row helpers elsewhere); when the batch fails as a whole,
+each write is tried on its own, so one finished trial costs nobody else their write.
 
 Asking for a trial reads the study several times (Optuna's ``ask`` looks for queued trials, the sampler reads
 the trials once per parameter it samples, the duplicate check reads the running ones): about 5 ms each on
@@ -457,10 +458,10 @@ def _noting(storage: optuna.storages.BaseStorage) -> Any:
     def create_new_trial(study_id: int, template_trial: FrozenTrial | None = None) -> int:
         trial_id = type(storage).create_new_trial(storage, study_id, template_trial)
         created = getattr(_reads, "created", None)
-        if created is not None:
+        if created is not None and template_trial is None:  # ask's new trial (not an enqueued or added one)
             with lock:
                 owner, number = index[trial_id]
-                created[trial_id] = copy.deepcopy(studies[owner].trials[number])
+                created[(id(storage), trial_id)] = copy.deepcopy(studies[owner].trials[number])
         return trial_id
 
     return create_new_trial
@@ -472,8 +473,8 @@ def _created_first(storage: optuna.storages.BaseStorage) -> Any:
     read goes to the storage."""
     def get_trial(trial_id: int) -> FrozenTrial:
         created = getattr(_reads, "created", None)
-        if created and trial_id in created:
-            return created.pop(trial_id)
+        if created and (id(storage), trial_id) in created:
+            return created.pop((id(storage), trial_id))
         return type(storage).get_trial(storage, trial_id)
 
     return get_trial
@@ -497,12 +498,12 @@ def one_read(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -
     outer = getattr(_reads, "created", None)  # a block of another study around this one
     with contextlib.ExitStack() as patches:
         patches.enter_context(_patched(storage, "get_all_trials", _answering))
-        if _cache_parts(storage) is not None:
-            patches.enter_context(_patched(storage, "create_new_trial", _noting))
-            patches.enter_context(_patched(storage, "get_trial", _created_first))
-            _reads.created = {}
         blocks[key] = [list(trials) if trials is not None else None]
         try:
+            if _cache_parts(storage) is not None:
+                patches.enter_context(_patched(storage, "create_new_trial", _noting))
+                patches.enter_context(_patched(storage, "get_trial", _created_first))
+                _reads.created = {}
             yield
         finally:
             del blocks[key]
