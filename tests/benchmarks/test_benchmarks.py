@@ -104,3 +104,24 @@ def test_a_packs_table_without_the_one_at_a_time_setting_still_lists_every_setti
            "best_val": 0.5, "best_val_at_equal_time": 0.5, "seconds": 1.0, "why": ""}
     meta = {"n_trials": 64, "epochs": 1, "space": "s", "cores": 2, "torch": "x", "command": "c", "device": "cpu"}
     assert "| w | 64 | 64 | 900 | - | 10 |" in markdown([run], meta)
+
+
+def test_the_bookkeeping_harness_times_each_setting_in_a_process_of_its_own():
+    """``--bookkeeping`` with two settings: one JSON row each, from processes of their own (one study's thread
+    choice is not the next one's); the parts timed lie within the wall time, which starts at the first ask."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-m", "benchmarks.packs", "--bookkeeping", "--workloads", "digits-mlp",
+                           "--packs", "1,2", "--n-trials", "4", "--epochs", "2"], cwd=root, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [(r["workload"], r["pack"], r["trials"]) for r in rows] == [("digits-mlp", 1, 4), ("digits-mlp", 2, 4)]
+    assert rows[0]["process"] != rows[1]["process"]
+    for row in rows:
+        parts = row["ms_per_trial"]
+        assert {"ask + sample", "training", "close (attrs + tell)"} <= set(parts)
+        assert all(v >= 0 for v in parts.values()) and 0 < sum(parts.values()) <= row["wall_ms_per_trial"] * 1.01
