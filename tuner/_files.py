@@ -246,7 +246,6 @@ def atomic_folder(path: str | Path, ours: Callable[[list[str]], bool] | None = N
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-
 def _check_replaceable(target: Path, shown: Path, ours: Callable[[list[str]], bool] | None) -> list[str]:
     if not target.is_dir():
         return []

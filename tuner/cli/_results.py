@@ -73,13 +73,13 @@ def study_report(
     from tuner.study._storage import default_storage
 
     url = storage or default_storage()
-    open_study(name, url)  # a study that is not there is said before PyTorch and matplotlib load
+    opened = open_study(name, url)  # a study that is not there is said before PyTorch and matplotlib load
     # The default folder is derived from the study name, which must not steer where files go ("../../x").
     folder = output or Path(f"{safe_file_name(name)}-report")
     check_folder_target(folder, is_report_folder)  # before confirmation runs that could take minutes
     from tuner.report import followup_command, open_for_recommendation, study_fit, write_report
 
-    study = open_for_recommendation(name, url, confirm=not no_confirm, top_k=top_k, seeds=seeds)
+    study = open_for_recommendation(name, url, confirm=not no_confirm, top_k=top_k, seeds=seeds, study=opened)
     use_storage(url)
     quiet = fmt is Format.json
     fit = None if no_confirm else study_fit(study, storage)
@@ -119,7 +119,7 @@ def study_export(
     """
     from tuner.study._open import open_study
 
-    open_study(name, storage)  # a study that is not there is said before PyTorch loads
+    opened = open_study(name, storage)  # a study that is not there is said before PyTorch loads
     from tuner._files import check_file_target, write_text
 
     if output is not None:
@@ -128,7 +128,7 @@ def study_export(
     from tuner.report import export_recommendation, open_for_recommendation, study_fit, study_recommendation
 
     study = open_for_recommendation(name, storage, confirm=not no_confirm, trial=trial, top_k=top_k, seeds=seeds,
-                                    what="nothing to export")
+                                    what="nothing to export", study=opened)
     use_storage(storage)
     fit = study_fit(study, storage) if trial is None and not no_confirm else None
     on_run = _confirming(study, fit, top_k=top_k, seeds=seeds, baseline=False, quiet=False) if fit else None

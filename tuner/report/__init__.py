@@ -72,7 +72,6 @@ log = logging.getLogger(__name__)
 CONFIRMATION_ATTR = StudyKey.CONFIRMATION  # the study attribute that holds the stored confirmation
 
 
-
 class _StudyFit:
     """Trains a config on the study's own objective (loaded lazily from the stored spec)."""
 
@@ -124,12 +123,14 @@ def batches_per_epoch(study: optuna.Study, fit: Any, batch_size: int) -> tuple[i
 
 
 def open_for_recommendation(name: str, storage: str | None, *, confirm: bool, trial: int | None = None,
-                            top_k: int = 3, seeds: int = 3, what: str = "nothing to report") -> optuna.Study:
+                            top_k: int = 3, seeds: int = 3, what: str = "nothing to report",
+                            study: optuna.Study | None = None) -> optuna.Study:
     """A study opened to read only, unless confirmation runs will have to store their result in it. A study
-    without a complete trial is refused here (``what``: what it cannot give), before anything is announced."""
+    without a complete trial is refused here (``what``: what it cannot give), before anything is announced.
+    ``study``: the study as the caller already opened it to read (else it is opened here)."""
     from tuner.study._open import open_study
 
-    study = open_study(name, storage)
+    study = study or open_study(name, storage)
     if trial is None and not complete_trials(study):
         raise StudyError(no_complete_trial(study, storage, what))
     if confirm and trial is None and not confirmation_is_stored(study, top_k, seeds):
@@ -253,8 +254,6 @@ def write_report(study: optuna.Study, out_dir: str | Path, *, storage_label: str
                               followup=followup or followup_command(study, Path(out_dir) / "narrowed-space.yaml",
                                                                     storage_url))
     return {name: Path(out_dir) / path.relative_to(tmp) for name, path in files.items()}
-
-
 
 
 def _space_notes(study: optuna.Study, raw_space: Any) -> list[str]:

@@ -397,8 +397,6 @@ def _spread(trials: list[FrozenTrial]) -> bool:
     return bool(costs) and max(costs) / min(costs) > 20
 
 
-
-
 def draw_all(study: optuna.Study, out_dir: Path, metric: str, imps: list[Importance], evaluator: str,
              config: TrainConfig | None, steps_per_epoch: int, assumed: bool = False
              ) -> tuple[dict[str, Path], dict[str, str]]:

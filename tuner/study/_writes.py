@@ -74,12 +74,7 @@ def _write_rdb(backend: Any, writes: Sequence[Write]) -> None:
             for (trial_id, step), value in values.items():
                 backend._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
         for kind, model in (("user", models.TrialUserAttributeModel), ("system", models.TrialSystemAttributeModel)):
-            attrs = {(w.trial_id, w.key): w.value for w in writes if w.kind == kind}
-            if not _upsert(backend, session, model, ("trial_id", "key"), [
-                    {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
-                    for (trial_id, key), value in attrs.items()]):
-                for (trial_id, key), value in attrs.items():
-                    backend._set_trial_attr_without_commit(session, model, trial_id, key, value)
+            _put_attrs(backend, session, model, {(w.trial_id, w.key): w.value for w in writes if w.kind == kind})
 
 
 UPSERT_ROWS = 100  # rows per statement: within SQLite's oldest limit of 999 variables a statement
@@ -116,9 +111,16 @@ def _set_attrs(backend: Any, session: Any, model: Any, trial_id: int, attrs: dic
     if not attrs:
         return
     backend.check_trial_is_updatable(trial_id, models.TrialModel.find_or_raise_by_id(trial_id, session).state)
-    rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
+    _put_attrs(backend, session, model, {(trial_id, key): value for key, value in attrs.items()})
+
+
+def _put_attrs(backend: Any, session: Any, model: Any, attrs: dict[tuple[int, str], Any]) -> None:
+    """Writes attributes ``{(trial id, key): value}`` of ``model`` (user or system) whose trials were checked:
+    one upsert where the database allows, else Optuna's per-row helper for each."""
+    rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+            for (trial_id, key), value in attrs.items()]
     if not _upsert(backend, session, model, ("trial_id", "key"), rows):
-        for key, value in attrs.items():
+        for (trial_id, key), value in attrs.items():
             backend._set_trial_attr_without_commit(session, model, trial_id, key, value)
 
 
