@@ -243,3 +243,14 @@ def test_an_initialiser_cannot_be_made_without_its_export_source() -> None:
         InitInfo("mine", draw, {"std": 0.1}, {}, "N(0, std^2)", source="nn.init.normal_(param, 0.0, {scale})")
     info = InitInfo("mine", draw, {"std": 0.1}, {}, "N(0, std^2)", source="nn.init.normal_(param, 0.0, {std})")
     assert info.python_source({"std": 0.1 + 0.2}) == "nn.init.normal_(param, 0.0, 0.30000000000000004)"
+
+
+@pytest.mark.parametrize("nonlinearity", ["relu", "leaky_relu", "tanh", "linear", "sigmoid", "selu"])
+def test_gains_are_torchs(nonlinearity: str) -> None:
+    """The registry computes gains without PyTorch (its Keras translations are checked as it is built); they are
+    ``nn.init.calculate_gain``'s, with the default slope and with the slope 0 the He initialisers use."""
+    from tuner.init import _NONLINEARITY, _gain
+
+    assert nonlinearity in _NONLINEARITY.choices
+    assert _gain(nonlinearity) == nn.init.calculate_gain(nonlinearity)
+    assert _gain(nonlinearity, 0) == nn.init.calculate_gain(nonlinearity, 0)

@@ -5,18 +5,21 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from tuner import regularization
-from tuner._setup import TrainingSetup, check_steps_per_epoch
 from tuner._validate import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Bound, check_param
 from tuner.errors import ConfigError, unknown_name_message
 from tuner.init import apply_init, get_init
 from tuner.optim import build_optimizer, build_scheduler, get_optimizer, get_schedule
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from tuner._setup import TrainingSetup
+
+# A config is read, checked and written without PyTorch (a search space is checked against it before a study
+# starts); what trains with it (tuner._setup, tuner.regularization) is imported by the methods that do.
 __all__ = ["TrainConfig", "OptimizerConfig", "ScheduleConfig", "InitConfig", "Regularization", "load_config"]
 
 
@@ -260,6 +263,8 @@ class TrainConfig:
             ...         setup.step(lambda: loss_fn(model(x), y))
             ...     setup.end_epoch(val_accuracy)
         """
+        from tuner._setup import TrainingSetup
+
         return TrainingSetup(self, model, steps_per_epoch, mode=mode, init=init, dropout=dropout, seed=seed)
 
     def build(
@@ -274,6 +279,8 @@ class TrainConfig:
         (``"max"``) or minimised (``"min"``). Gradient clipping (``grad_clip_norm``) and ``penalty(model)``
         are the loop's to apply.
         """
+        from tuner._setup import check_steps_per_epoch
+
         steps_per_epoch = check_steps_per_epoch(steps_per_epoch)
         if mode not in ("max", "min"):
             raise ConfigError(f"mode must be 'max' (a metric such as accuracy) or 'min' (a loss). Got {mode!r}.")
@@ -294,15 +301,21 @@ class TrainConfig:
 
     def apply_dropout(self, model: nn.Module) -> int:
         """Sets every ``nn.Dropout`` of the model to the configured rate; returns how many were set."""
+        from tuner import regularization
+
         if self.regularization.dropout is None:
             return 0
         return regularization.set_dropout(model, self.regularization.dropout)
 
     def l1_penalty(self, model: nn.Module) -> torch.Tensor | float:
+        from tuner import regularization
+
         return regularization.l1_penalty(model, self.regularization.l1)
 
     def penalty(self, model: nn.Module) -> torch.Tensor | float:
         """The loss terms the optimizer does not apply itself: L1, and L2 for optimizers without weight decay."""
+        from tuner import regularization
+
         total = self.l1_penalty(model)
         if not get_optimizer(self.optimizer.name).supports_weight_decay:
             total = total + regularization.l2_penalty(model, self.regularization.weight_decay)

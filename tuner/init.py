@@ -7,22 +7,37 @@ Conv. Normalisation layers keep their unit scale and zero shift.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from tuner._registry import Registry
 from tuner._source import literal
 from tuner._validate import NON_NEGATIVE, POSITIVE, Bound, check_param
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 __all__ = ["InitInfo", "KerasInit", "apply_init", "get_init", "list_inits"]
 
 _NONLINEARITY = Bound("choice", choices=("relu", "leaky_relu", "tanh", "linear", "sigmoid", "selu"))
-_INIT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-                nn.ConvTranspose3d, nn.RNNBase, nn.Bilinear, nn.Embedding)
+
+
+def _init():
+    """``torch.nn.init``, imported when a weight is initialised: reading the registry does not load PyTorch."""
+    from torch.nn import init
+
+    return init
+
+
+def _init_layers() -> tuple[type, ...]:
+    """The layers whose weights an initialiser sets."""
+    from torch import nn
+
+    return (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+            nn.RNNBase, nn.Bilinear, nn.Embedding)
 
 
 @dataclass(frozen=True)
@@ -89,12 +104,18 @@ class InitInfo:
         return None if self.keras is None else self.keras({**self.defaults, **params})
 
 
-def _gain(nonlinearity: str) -> float:
-    return nn.init.calculate_gain(nonlinearity)
+def _gain(nonlinearity: str, negative_slope: float | None = None) -> float:
+    """``torch.nn.init.calculate_gain`` for the nonlinearities an initialiser takes, without PyTorch (the Keras
+    translations are checked as the registry is built)."""
+    if nonlinearity == "leaky_relu":
+        slope = 0.01 if negative_slope is None else negative_slope
+        return math.sqrt(2.0 / (1 + slope**2))
+    gains = {"linear": 1.0, "sigmoid": 1.0, "tanh": 5.0 / 3, "relu": math.sqrt(2.0), "selu": 3.0 / 4}
+    return gains[nonlinearity]
 
 
 def _trunc_normal(w: torch.Tensor, std: float) -> None:
-    nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std)
+    _init().trunc_normal_(w, std=std, a=-2 * std, b=2 * std)
 
 
 # -- what the Keras export writes for each initialiser ------------------------------------------------------------
@@ -129,7 +150,7 @@ def _keras_xavier(distribution: str) -> Callable[[dict[str, Any]], KerasInit]:
 
 def _keras_kaiming(distribution: str) -> Callable[[dict[str, Any]], KerasInit]:
     def translate(p: dict[str, Any]) -> KerasInit:
-        gain = nn.init.calculate_gain(p["nonlinearity"], 0)  # kaiming_*_(a=0), as tuner calls them
+        gain = _gain(p["nonlinearity"], 0)  # kaiming_*_(a=0), as tuner calls them
         return _variance_scaling(gain, p["mode"], distribution,
                                  f"nn.init.calculate_gain({literal(p['nonlinearity'])}, 0) = {gain!r}.")
     return translate
@@ -140,32 +161,32 @@ _KAIMING_BOUNDS = {"nonlinearity": _NONLINEARITY, "mode": Bound("choice", choice
 for _info in [
     InitInfo("default", None, {}, {}, "PyTorch's own initialisation (kaiming_uniform with a=sqrt(5))", source=None,
              keras=_keras_default),
-    InitInfo("uniform", lambda w, scale: nn.init.uniform_(w, -scale, scale), {"scale": 0.05},
+    InitInfo("uniform", lambda w, scale: _init().uniform_(w, -scale, scale), {"scale": 0.05},
              {"scale": POSITIVE}, "U(-scale, scale)", source="nn.init.uniform_(param, -{scale}, {scale})",
              keras=lambda p: KerasInit(f"keras.initializers.RandomUniform(minval=-{literal(p['scale'])}, "
                                        f"maxval={literal(p['scale'])})")),
-    InitInfo("normal", lambda w, std: nn.init.normal_(w, 0.0, std), {"std": 0.02}, {"std": POSITIVE},
+    InitInfo("normal", lambda w, std: _init().normal_(w, 0.0, std), {"std": 0.02}, {"std": POSITIVE},
              "N(0, std^2)", source="nn.init.normal_(param, 0.0, {std})",
              keras=lambda p: KerasInit(f"keras.initializers.RandomNormal(mean=0.0, stddev={literal(p['std'])})")),
-    InitInfo("xavier_uniform", lambda w, nonlinearity: nn.init.xavier_uniform_(w, gain=_gain(nonlinearity)),
+    InitInfo("xavier_uniform", lambda w, nonlinearity: _init().xavier_uniform_(w, gain=_gain(nonlinearity)),
              {"nonlinearity": "relu"}, {"nonlinearity": _NONLINEARITY}, "Glorot uniform, gain for the nonlinearity",
              source="nn.init.xavier_uniform_(param, gain=nn.init.calculate_gain({nonlinearity}))",
              keras=_keras_xavier("uniform")),
-    InitInfo("xavier_normal", lambda w, nonlinearity: nn.init.xavier_normal_(w, gain=_gain(nonlinearity)),
+    InitInfo("xavier_normal", lambda w, nonlinearity: _init().xavier_normal_(w, gain=_gain(nonlinearity)),
              {"nonlinearity": "relu"}, {"nonlinearity": _NONLINEARITY}, "Glorot normal, gain for the nonlinearity",
              source="nn.init.xavier_normal_(param, gain=nn.init.calculate_gain({nonlinearity}))",
              keras=_keras_xavier("untruncated_normal")),
     InitInfo("kaiming_uniform",
-             lambda w, nonlinearity, mode: nn.init.kaiming_uniform_(w, mode=mode, nonlinearity=nonlinearity),
+             lambda w, nonlinearity, mode: _init().kaiming_uniform_(w, mode=mode, nonlinearity=nonlinearity),
              {"nonlinearity": "relu", "mode": "fan_in"}, dict(_KAIMING_BOUNDS), "He uniform",
              source="nn.init.kaiming_uniform_(param, mode={mode}, nonlinearity={nonlinearity})",
              keras=_keras_kaiming("uniform")),
     InitInfo("kaiming_normal",
-             lambda w, nonlinearity, mode: nn.init.kaiming_normal_(w, mode=mode, nonlinearity=nonlinearity),
+             lambda w, nonlinearity, mode: _init().kaiming_normal_(w, mode=mode, nonlinearity=nonlinearity),
              {"nonlinearity": "relu", "mode": "fan_in"}, dict(_KAIMING_BOUNDS), "He normal",
              source="nn.init.kaiming_normal_(param, mode={mode}, nonlinearity={nonlinearity})",
              keras=_keras_kaiming("untruncated_normal")),
-    InitInfo("orthogonal", lambda w, gain: nn.init.orthogonal_(w, gain=gain), {"gain": 1.0},
+    InitInfo("orthogonal", lambda w, gain: _init().orthogonal_(w, gain=gain), {"gain": 1.0},
              {"gain": NON_NEGATIVE}, "(semi-)orthogonal matrix times gain",
              source="nn.init.orthogonal_(param, gain={gain})",
              keras=lambda p: KerasInit(f"keras.initializers.Orthogonal(gain={literal(p['gain'])})")),
@@ -186,7 +207,6 @@ def list_inits() -> list[str]:
     return _REGISTRY.names()
 
 
-@torch.no_grad()
 def apply_init(model: nn.Module, name: str, params: dict[str, Any] | None = None) -> int:
     """Initialises the model in place; returns how many weight tensors were set.
 
@@ -197,16 +217,19 @@ def apply_init(model: nn.Module, name: str, params: dict[str, Any] | None = None
     info = get_init(name)
     if info.fn is None:
         return 0
+    import torch
+
     kwargs = {**info.defaults, **(params or {})}
-    count = 0
-    for module in model.modules():
-        if not isinstance(module, _INIT_LAYERS):
-            continue
-        for pname, param in module.named_parameters(recurse=False):
-            if param.ndim >= 2:
-                info.fn(param, **kwargs)
-                count += 1
-            elif pname.startswith("bias"):
-                param.zero_()
+    count, layers = 0, _init_layers()
+    with torch.no_grad():
+        for module in model.modules():
+            if not isinstance(module, layers):
+                continue
+            for pname, param in module.named_parameters(recurse=False):
+                if param.ndim >= 2:
+                    info.fn(param, **kwargs)
+                    count += 1
+                elif pname.startswith("bias"):
+                    param.zero_()
     return count
 

@@ -170,6 +170,45 @@ def test_a_refused_spec_or_flag_is_said_before_pytorch_is_loaded(args: list[str]
     assert not list(tmp_path.glob("*.db")), "nothing is written for a refused command"
 
 
+WRONG_SPACES = {
+    "an unknown optimizer": ("optimizer:\n  adamz: {}\n", "bad.yaml:2: key 'optimizer.adamz': Unknown optimizer "
+                                                         "'adamz'. Valid: adadelta,"),
+    "a range that cannot be": ("optimizer:\n  adam:\n    lr: {low: -1.0, high: 0.1, log: true}\n",
+                               "bad.yaml:3: key 'optimizer.adam.lr': `low > 0` must hold for `log=True`."),
+    "a value the optimizer refuses": ("optimizer:\n  adam:\n    betas: [0.9, 1.5]\n", "bad.yaml:3: key "
+                                      "'optimizer.adam.betas'"),
+    "an unknown schedule": ("optimizer: {adam: {}}\nschedule:\n  cosinee: {}\n",
+                            "bad.yaml:3: key 'schedule.cosinee': Unknown schedule 'cosinee'."),
+    "an unknown initialiser": ("optimizer: {adam: {}}\ninit:\n  hee: {}\n", "Unknown initialiser 'hee'."),
+    "a dropout of 1": ("optimizer: {adam: {}}\nregularization:\n  dropout: 1.0\n", "'regularization.dropout'"),
+}
+
+
+@pytest.mark.parametrize("args", [
+    *[["study", "create", "--objective", "digits-mlp", "--space", "bad.yaml", "#" + case] for case in WRONG_SPACES],
+    ["study", "create", "spec.yaml"],  # the space inline in a spec file
+    ["spaces", "show", "bad.yaml"],
+    ["spaces", "starts", "bad.yaml"],
+    ["lr-find", "--objective", "digits-mlp", "--space", "bad.yaml"],
+    ["spaces", "calibrate", "bad.yaml", "--objective", "digits-mlp", "-o", "out.yaml"],
+], ids=lambda args: " ".join(args[:2]) + (f" ({args[-1][1:]})" if args[-1].startswith("#") else f" {args[2]}"))
+def test_a_wrong_space_is_refused_before_pytorch_is_loaded(args: list[str], tmp_path: Path):
+    """A search space's every mistake (a name, a key, a range, a value) is refused with its file, line and key
+    before PyTorch loads, and nothing is written."""
+    case = args.pop()[1:] if args[-1].startswith("#") else "an unknown schedule"
+    text, said = WRONG_SPACES[case]
+    (tmp_path / "bad.yaml").write_text(text)
+    (tmp_path / "spec.yaml").write_text("objective: digits-mlp\nspace:\n  optimizer: {adam: {}}\n  schedule:\n"
+                                        "    cosinee: {}\n")
+    code, loaded, stderr, printed = _cli_in_a_fresh_process(args, cwd=tmp_path)
+    assert code == 1 and loaded == "[]", (code, loaded, stderr[-2000:])
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr[-2000:]
+    said = "spec.yaml:5: key 'schedule.cosinee'" if args[2] == "spec.yaml" else said
+    assert said in lines[0], (said, lines[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "spec.yaml"] and printed == ""
+
+
 @pytest.mark.parametrize("command", ["show", "run", "export", "report", "trials"])
 def test_a_study_that_is_not_there_is_said_before_pytorch_is_loaded(command: str, tmp_path: Path):
     import optuna

@@ -314,3 +314,36 @@ def test_python_source_writes_torch_optim_classes_only() -> None:
     info = OptimizerInfo("mine", Mine, {"lr": 0.1}, {})
     with pytest.raises(NotImplementedError, match="torch.optim classes only"):
         info.python_source({"lr": 0.1}, 0.0)
+
+
+def test_the_registries_are_read_without_pytorch() -> None:
+    """Names, defaults, bounds and families (what a search space and a config are checked against) come without
+    importing PyTorch: a wrong space is refused at once. A class is imported where an optimizer is built."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from tuner.config import TrainConfig\n"
+        "from tuner.init import get_init\n"
+        "from tuner.optim import get_optimizer, get_schedule, list_optimizers\n"
+        "from tuner.spaces import load_space\n"
+        "load_space('full'); load_space('tuning-free'); TrainConfig.from_dict({'optimizer': 'nadamw'})\n"
+        "infos = [get_optimizer(n) for n in list_optimizers()]\n"
+        "assert all(i.available for i in infos if i.package)\n"
+        "get_schedule('warmup_cosine').check({'warmup_fraction': 0.1}); get_init('kaiming_normal').keras_source({})\n"
+        "print(sorted(m for m in ('torch', 'prodigyopt', 'schedulefree') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", (done.stdout, done.stderr[-2000:])
+
+
+def test_an_entry_names_its_class_by_path_or_by_the_class_itself() -> None:
+    from tuner.optim import OptimizerInfo
+
+    assert get_optimizer("nadamw").cls is torch.optim.NAdam and get_optimizer("nadamw").target == "torch.optim.NAdam"
+    missing = OptimizerInfo("gone", "no_such_package_for_tuner.Thing", {"lr": 0.1}, {},
+                            package="no_such_package_for_tuner")
+    assert not missing.available and missing.cls.missing and missing.cls.__name__ == "Thing"
+    with pytest.raises(ConfigError, match="pip install no_such_package_for_tuner"):
+        missing.cls([torch.nn.Parameter(torch.zeros(1))])

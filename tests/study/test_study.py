@@ -87,6 +87,15 @@ def test_bad_spec_value_points_at_its_line(tmp_path: Path):
         load_spec(path)
 
 
+def test_a_space_written_in_the_spec_is_checked_with_its_file_and_line(tmp_path: Path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("name: x\nspace:\n  optimizer:\n    adam:\n      lr: {low: 0.1, high: 0.01}\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:5: key 'optimizer.adam.lr': 'low' must be less than 'high'"):
+        load_spec(path)
+    path.write_text("name: x\nspace:\n  optimizer:\n    adam:\n      lr: {low: 0.01, high: 0.1}\n")
+    assert load_spec(path).space == {"optimizer": {"adam": {"lr": {"low": 0.01, "high": 0.1}}}}
+
+
 @pytest.mark.parametrize("value", [0, -1])
 def test_n_trials_must_be_positive(value: int):
     with pytest.raises(ConfigError, match="key 'n_trials'.*greater than 0"):

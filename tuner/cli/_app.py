@@ -336,10 +336,9 @@ def study_create(
         enqueue=enqueue or None, warm_start=warm_start, known_starts=False if no_known_starts else None,
         mlflow=mlflow, tensorboard=tensorboard,
     )
-    if isinstance(spec_obj.space, str):
-        from tuner._builtin import space_source
+    from tuner.spaces import load_space
 
-        space_source(spec_obj.space)
+    load_space(spec_obj.space)  # the whole space (names, keys, ranges), which `prepare` reads again, a few ms
     # PyTorch is imported from here on: a spec or flag refused above is said without waiting for it.
     from tuner.study import create_or_join, prepare
     from tuner.study._session import study_summary
@@ -572,9 +571,6 @@ def spaces_list(fmt: FormatOpt = Format.text) -> None:
 def spaces_show(name: Annotated[str, typer.Argument(help="Built-in name or YAML file.")],
                 fmt: FormatOpt = Format.text) -> None:
     """Print a search space: its YAML and the Optuna parameters it suggests."""
-    from tuner._builtin import space_source
-
-    space_source(name)  # a space that is not there is said before PyTorch loads
     from tuner.spaces import load_space
 
     space = load_space(name)
@@ -594,13 +590,11 @@ def spaces_show(name: Annotated[str, typer.Argument(help="Built-in name or YAML 
 def spaces_starts(space: Annotated[str, typer.Argument(help="Built-in name or YAML file.")] = "default",
                   fmt: FormatOpt = Format.text) -> None:
     """List the known-good starting points, and which a space holds (a new study tries those first)."""
-    from tuner._builtin import space_source
-
-    space_source(space)  # a space that is not there is said before PyTorch loads
     from tuner.spaces import load_space
+
+    the_space = load_space(space)  # a space that is not there, or wrong, is said before PyTorch loads
     from tuner.study._starts import KNOWN_STARTS, known_starts
 
-    the_space = load_space(space)
     held = {s.source.removeprefix("known start ") for s in known_starts(the_space)}
     rows = [{"name": p.name, "in_space": p.name in held, "about": p.about, "config": p.config}
             for p in KNOWN_STARTS]

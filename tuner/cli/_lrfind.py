@@ -54,14 +54,16 @@ def _print_curves(result: Any) -> None:
 
 
 def _check_names(objective: str, space: str) -> None:
-    """An objective or space that is not there is said before PyTorch loads."""
-    from tuner._builtin import space_source, unknown_objective
+    """An objective that is not there, and a space that is not there or is wrong, are said before PyTorch
+    loads."""
+    from tuner._builtin import unknown_objective
     from tuner.errors import ConfigError
+    from tuner.spaces import load_space
 
     unknown = unknown_objective(objective)
     if unknown:
         raise ConfigError(unknown)
-    space_source(space)
+    load_space(space)
 
 
 @app.command("lr-find")

@@ -21,7 +21,7 @@ from torch import nn
 
 from tuner._source import INDENT, WIDTH, literal, qualified
 from tuner.config import TrainConfig
-from tuner.init import _INIT_LAYERS, get_init
+from tuner.init import _init_layers, get_init
 from tuner.optim import get_optimizer, get_schedule
 from tuner.regularization import _DROPOUT
 
@@ -152,7 +152,7 @@ def _init_source(config: TrainConfig) -> list[str]:
         ]
     return [
         "# The layers whose weights are initialised; other layers (norms) keep their unit scale and zero shift.",
-        *_class_tuple("INIT_LAYERS", _INIT_LAYERS),
+        *_class_tuple("INIT_LAYERS", _init_layers()),
         "",
         "",
         "@torch.no_grad()",

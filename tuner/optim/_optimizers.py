@@ -1,14 +1,17 @@
-"""The optimizer registry: one frozen entry per name, with defaults and capability flags."""
+"""The optimizer registry: one frozen entry per name, with defaults and capability flags.
+
+Reading the registry (names, defaults, bounds: what a search space is checked against) does not import
+PyTorch; an entry's class is imported when an optimizer is built.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
-from torch import nn
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from tuner._registry import Registry
 from tuner._source import INDENT, WIDTH, call, literal
@@ -22,6 +25,10 @@ from tuner._validate import (
     Bound,
     check_param,
 )
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 __all__ = ["OptimizerInfo", "KerasOptimizer", "get_optimizer", "list_optimizers", "build_optimizer",
            "split_decay_params"]
@@ -71,7 +78,8 @@ class OptimizerInfo:
 
     Attributes:
         name: registry name (``adamw``).
-        cls: the ``torch.optim`` class.
+        target: the optimizer class, or its dotted path (``"torch.optim.SGD"``), imported on first use of
+            ``cls``.
         defaults: tunable hyperparameters and their default values (``lr`` included).
         bounds: valid values of every tunable hyperparameter.
         fixed: keyword arguments always passed and never tuned (``nesterov=True``).
@@ -91,7 +99,7 @@ class OptimizerInfo:
     """
 
     name: str
-    cls: type[torch.optim.Optimizer]
+    target: type[torch.optim.Optimizer] | str
     defaults: dict[str, Any]
     bounds: dict[str, Bound]
     fixed: dict[str, Any] = field(default_factory=dict)
@@ -105,9 +113,20 @@ class OptimizerInfo:
     tuning_free: bool = False
     keras: KerasTranslation | None = None
 
+    @cached_property
+    def cls(self) -> type[torch.optim.Optimizer]:
+        """The optimizer class (imported here for a dotted ``target``; a stand-in that says how to install
+        the package where ``package`` is missing)."""
+        if not isinstance(self.target, str):
+            return self.target
+        module, name = self.target.rsplit(".", 1)
+        return _optional(module, name) if self.package else getattr(importlib.import_module(module), name)
+
     @property
     def available(self) -> bool:
-        """Whether the class can be built here (its package is installed)."""
+        """Whether the class can be built here (its package is installed); without importing it."""
+        if isinstance(self.target, str) and self.package:
+            return importlib.util.find_spec(self.package) is not None
         return not getattr(self.cls, "missing", False)
 
     @property
@@ -138,6 +157,8 @@ class OptimizerInfo:
         with ``params`` (``lr`` included) written in. ``weight_decay``: what the optimizer itself applies
         (0.0 for one that takes none: the export adds that L2 term to the loss instead).
         """
+        import torch
+
         if self.package is None and getattr(torch.optim, self.cls.__name__, None) is not self.cls:
             raise NotImplementedError(f"The Python export writes torch.optim classes only; the {self.name!r} "
                                       f"optimizer is {self.cls.__module__}.{self.cls.__qualname__}.")
@@ -319,65 +340,65 @@ def _register(info: OptimizerInfo) -> None:
 
 
 _register(OptimizerInfo(
-    "sgd", torch.optim.SGD, {"lr": 0.1}, dict(_LR), fixed={"momentum": 0.0}, family="sgd",
+    "sgd", "torch.optim.SGD", {"lr": 0.1}, dict(_LR), fixed={"momentum": 0.0}, family="sgd",
     description="plain stochastic gradient descent", keras=_keras_sgd,
 ))
 _register(OptimizerInfo(
-    "momentum", torch.optim.SGD, {"lr": 0.1, "momentum": 0.9}, {**_LR, "momentum": UNIT_OPEN},
+    "momentum", "torch.optim.SGD", {"lr": 0.1, "momentum": 0.9}, {**_LR, "momentum": UNIT_OPEN},
     family="sgd", description="SGD with heavy-ball momentum", keras=_keras_sgd,
 ))
 _register(OptimizerInfo(
-    "nesterov", torch.optim.SGD, {"lr": 0.1, "momentum": 0.9},
+    "nesterov", "torch.optim.SGD", {"lr": 0.1, "momentum": 0.9},
     {**_LR, "momentum": Bound("float", 0.0, 1.0, low_open=True, high_open=True)},
     fixed={"nesterov": True}, family="sgd", description="SGD with Nesterov momentum", keras=_keras_sgd,
 ))
 _register(OptimizerInfo(
-    "adagrad", torch.optim.Adagrad, {"lr": 0.01, "eps": 1e-10, "lr_decay": 0.0},
+    "adagrad", "torch.optim.Adagrad", {"lr": 0.01, "eps": 1e-10, "lr_decay": 0.0},
     {**_LR, "eps": POSITIVE, "lr_decay": NON_NEGATIVE, "initial_accumulator_value": NON_NEGATIVE},
     family="adaptive", description="per-coordinate learning rates from accumulated squared gradients",
     keras=_keras_adagrad,
 ))
 _register(OptimizerInfo(
-    "adadelta", torch.optim.Adadelta, {"lr": 1.0, "rho": 0.9, "eps": 1e-6},
+    "adadelta", "torch.optim.Adadelta", {"lr": 1.0, "rho": 0.9, "eps": 1e-6},
     {**_LR, "rho": UNIT, "eps": POSITIVE},
     family="adaptive", description="Adagrad with a decaying window of squared gradients and updates",
     keras=_keras_adadelta,
 ))
 _register(OptimizerInfo(
-    "rmsprop", torch.optim.RMSprop, {"lr": 1e-3, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0},
+    "rmsprop", "torch.optim.RMSprop", {"lr": 1e-3, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0},
     {**_LR, "alpha": UNIT, "eps": POSITIVE, "momentum": UNIT_OPEN, "centered": BOOL},
     family="adaptive", description="divides by a running average of squared gradients", keras=_keras_rmsprop,
 ))
 _register(OptimizerInfo(
-    "adam", torch.optim.Adam, {"lr": 1e-3, **_ADAM_DEFAULTS}, dict(_ADAM_BOUNDS, amsgrad=BOOL),
+    "adam", "torch.optim.Adam", {"lr": 1e-3, **_ADAM_DEFAULTS}, dict(_ADAM_BOUNDS, amsgrad=BOOL),
     description="Adam; weight decay is L2 added to the gradient", keras=_keras_adam(decoupled=False),
 ))
 _register(OptimizerInfo(
-    "adamw", torch.optim.AdamW, {"lr": 1e-3, **_ADAM_DEFAULTS}, dict(_ADAM_BOUNDS, amsgrad=BOOL),
+    "adamw", "torch.optim.AdamW", {"lr": 1e-3, **_ADAM_DEFAULTS}, dict(_ADAM_BOUNDS, amsgrad=BOOL),
     decoupled_weight_decay=True, description="Adam with decoupled weight decay", keras=_keras_adam(decoupled=True),
 ))
 _register(OptimizerInfo(
-    "nadam", torch.optim.NAdam, {"lr": 2e-3, **_ADAM_DEFAULTS, "momentum_decay": 4e-3},
+    "nadam", "torch.optim.NAdam", {"lr": 2e-3, **_ADAM_DEFAULTS, "momentum_decay": 4e-3},
     dict(_ADAM_BOUNDS, momentum_decay=NON_NEGATIVE),
     description="Adam with Nesterov momentum", keras=_keras_nadam(decoupled=False),
 ))
 _register(OptimizerInfo(
-    "nadamw", torch.optim.NAdam, {"lr": 2e-3, **_ADAM_DEFAULTS, "momentum_decay": 4e-3},
+    "nadamw", "torch.optim.NAdam", {"lr": 2e-3, **_ADAM_DEFAULTS, "momentum_decay": 4e-3},
     dict(_ADAM_BOUNDS, momentum_decay=NON_NEGATIVE), fixed={"decoupled_weight_decay": True},
     decoupled_weight_decay=True, description="NAdam with decoupled weight decay (AlgoPerf's NAdamW baseline)",
     keras=_keras_nadam(decoupled=True),
 ))
 _register(OptimizerInfo(
-    "radam", torch.optim.RAdam, {"lr": 1e-3, **_ADAM_DEFAULTS}, dict(_ADAM_BOUNDS),
+    "radam", "torch.optim.RAdam", {"lr": 1e-3, **_ADAM_DEFAULTS}, dict(_ADAM_BOUNDS),
     description="Adam with a rectified variance (built-in warmup)",
     keras=_no_keras("radam", "Keras has no RAdam (Adam with a rectified variance)"),
 ))
 _register(OptimizerInfo(
-    "adamax", torch.optim.Adamax, {"lr": 2e-3, **_ADAM_DEFAULTS}, dict(_ADAM_BOUNDS),
+    "adamax", "torch.optim.Adamax", {"lr": 2e-3, **_ADAM_DEFAULTS}, dict(_ADAM_BOUNDS),
     description="Adam with the infinity norm", keras=_keras_adamax,
 ))
 _register(OptimizerInfo(
-    "lbfgs", torch.optim.LBFGS, {"lr": 1.0, "max_iter": 4, "history_size": 10, "line_search_fn": None},
+    "lbfgs", "torch.optim.LBFGS", {"lr": 1.0, "max_iter": 4, "history_size": 10, "line_search_fn": None},
     {**_LR, "max_iter": POSITIVE_INT, "history_size": POSITIVE_INT,
      "line_search_fn": Bound("choice", choices=(None, "strong_wolfe"))},
     family="lbfgs", supports_weight_decay=False, needs_closure=True,
@@ -389,7 +410,7 @@ _register(OptimizerInfo(
 
 def _optional(package: str, name: str) -> type[torch.optim.Optimizer]:
     """The class ``package.name``, or where the package is missing a stand-in that says how to install it."""
-    import importlib
+    import torch
 
     try:
         return getattr(importlib.import_module(package), name)
@@ -413,7 +434,7 @@ def _optional(package: str, name: str) -> type[torch.optim.Optimizer]:
 # trains (lr is a multiplier, 1 by default; Mishchenko & Defazio 2024), schedule-free AdamW needs no decay
 # schedule (Defazio et al. 2024).
 _register(OptimizerInfo(
-    "prodigy", _optional("prodigyopt", "Prodigy"),
+    "prodigy", "prodigyopt.Prodigy",
     {"lr": 1.0, **_ADAM_DEFAULTS, "d0": 1e-6, "d_coef": 1.0, "use_bias_correction": False, "safeguard_warmup": False},
     dict(_ADAM_BOUNDS, d0=POSITIVE, d_coef=POSITIVE, use_bias_correction=BOOL, safeguard_warmup=BOOL),
     fixed={"decouple": True}, decoupled_weight_decay=True, package="prodigyopt", tuning_free=True,
@@ -421,7 +442,7 @@ _register(OptimizerInfo(
     keras=_no_keras("prodigy", "Keras has no Prodigy (Adam that learns its own step size)", "optimizer"),
 ))
 _register(OptimizerInfo(
-    "schedulefree_adamw", _optional("schedulefree", "AdamWScheduleFree"),
+    "schedulefree_adamw", "schedulefree.AdamWScheduleFree",
     {"lr": 0.0025, **_ADAM_DEFAULTS, "warmup_steps": 0, "weight_lr_power": 2.0},
     dict(_ADAM_BOUNDS, warmup_steps=Bound("int", 0, float("inf")), weight_lr_power=NON_NEGATIVE),
     decoupled_weight_decay=True, package="schedulefree", train_eval=True, tuning_free=True,

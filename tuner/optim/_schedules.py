@@ -13,9 +13,7 @@ import math
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from tuner._registry import Registry
 from tuner._source import INDENT, WIDTH, call, literal
@@ -30,6 +28,9 @@ from tuner._validate import (
     Bound,
     check_param,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ScheduleInfo", "KerasScheduleSource", "get_schedule", "list_schedules", "build_scheduler", "lr_factors"]
 
@@ -481,6 +482,8 @@ def build_scheduler(
     ``steps_per_epoch`` says otherwise would otherwise run the whole schedule in the first few batches.
     """
     import warnings
+
+    import torch
 
     info = get_schedule(name)
     kwargs = {**info.defaults, **params}

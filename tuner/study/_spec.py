@@ -329,6 +329,12 @@ def load_spec(ref: str | Path) -> StudySpec:
     data = load_yaml_file(path)
     if isinstance(data, dict):
         _resolve_relative(data, path.parent)
+        if isinstance(data.get("space"), dict):
+            # A space written in the spec is checked here, where its lines are known: its mistakes name the
+            # spec file and line (a study only reads it once the objective is loaded).
+            from tuner.spaces import SearchSpace
+
+            SearchSpace.from_dict(data["space"], name="inline", source=str(path))
     return StudySpec.from_mapping(data, str(path))
 
 
