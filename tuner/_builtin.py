@@ -58,6 +58,26 @@ def unknown_objective(ref: str, *, bare_only: bool = True) -> str:
     return f"{unknown_name_message('objective', ref, builtin)} Or give path/to/file.py:attr or module:attr."
 
 
+DEFAULT_ATTR = "objective"  # the attribute of an objective file or module named without one
+
+
+def split_objective_ref(ref: str) -> tuple[str, str]:
+    """``path/file.py:attr`` or ``module:attr`` as (file or module, attribute); a bare name or a path without an
+    attribute gets ``objective``."""
+    head, sep, attr = ref.rpartition(":")
+    if not sep or not head or "/" in attr or "\\" in attr:  # a bare name, or a Windows drive letter
+        return ref, DEFAULT_ATTR
+    return head, attr
+
+
+def missing_objective_file(ref: str) -> str:
+    """The message for an objective file (``path/file.py[:attr]``) that is not there; "" for any other reference."""
+    target, _ = split_objective_ref(ref)
+    if (target.endswith(".py") or "/" in target) and not Path(target).is_file():
+        return f"Objective file {str(Path(target))!r} does not exist."
+    return ""
+
+
 def space_descriptions() -> dict[str, str]:
     """``{name: description}`` of the built-in search spaces, read from their YAML (nothing is built, so
     listing them imports neither torch nor Optuna)."""

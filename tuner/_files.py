@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tuner.errors import ConfigError, OutputError
+from tuner.errors import ConfigError, DataError, OutputError
 
 __all__ = ["read_text", "write_text", "write_bytes", "atomic_folder", "os_error_message", "is_disk_full",
            "safe_file_name", "MAX_INPUT_BYTES"]
@@ -319,3 +319,19 @@ def safe_file_name(name: str, limit: int = 100) -> str:
         if cleaned != name:
             cleaned = f"{cleaned}-{hashlib.sha256(name.encode(errors='surrogatepass')).hexdigest()[:6]}"
     return cleaned
+
+
+def check_csv_file(path: str | Path) -> Path:
+    """``path`` as a Path when it is a regular file, else a DataError saying why it cannot be read as a CSV file
+    (a named pipe would block and /dev/zero would never end: only regular files are read)."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such CSV file.") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the CSV file: {exc.strerror or exc}.") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise DataError(f"{path}: cannot read the CSV file: it is {kind}.")
+    return path

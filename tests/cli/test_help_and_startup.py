@@ -160,10 +160,20 @@ def test_the_run_header_says_it_is_time_boxed(tmp_cwd: Path, objective_ref: str,
     ["spaces", "show", "defualt"],
     ["spaces", "starts", "mine.yaml"],
     ["spaces", "calibrate", "defualt"],
+    ["study", "create", "--objective", "digits-mlp", "--enqueue", "missing.yaml"],
+    ["study", "create", "--objective", "digits-mlp", "--enqueue", "wrong.yaml"],  # an unknown optimizer
+    ["study", "create", "--objective", "digits-mlp", "--enqueue", "elsewhere.yaml"],  # a schedule not in the space
+    ["study", "create", "--objective", "digits-mlp", "--warm-start", "earlier"],
+    ["study", "create", "--objective", "missing.py:objective"],
+    ["study", "create", "--objective", "tabular", "--data", "missing.csv", "--target", "y"],
+    ["study", "create", "--objective", "tabular", "--data", ".", "--target", "y"],
 ])
 def test_a_refused_spec_or_flag_is_said_before_pytorch_is_loaded(args: list[str], tmp_path: Path):
-    """A mistake in a spec or a flag is refused in well under a second: nothing waits for PyTorch to load."""
+    """A mistake in a spec or a flag, or in a file or study it names, is refused in well under a second: nothing
+    waits for PyTorch to load."""
     (tmp_path / "spec.yaml").write_text("objective: digits-mlp\nsampler: {name: tpe, n_startup_trials: ten}\n")
+    (tmp_path / "wrong.yaml").write_text("optimizer: {name: adamz, lr: 0.1}\n")
+    (tmp_path / "elsewhere.yaml").write_text("optimizer: {name: adam, lr: 0.01}\nschedule: {name: step}\n")
     code, loaded, stderr, _ = _cli_in_a_fresh_process(args, cwd=tmp_path)
     assert code not in (0, None) and loaded == "[]", (code, loaded, stderr[-2000:])
     assert stderr.startswith("error: ") or "Error" in stderr, stderr[-2000:]

@@ -336,9 +336,9 @@ def study_create(
         enqueue=enqueue or None, warm_start=warm_start, known_starts=False if no_known_starts else None,
         mlflow=mlflow, tensorboard=tensorboard,
     )
-    from tuner.spaces import load_space
+    from tuner.study._inputs import check_inputs
 
-    load_space(spec_obj.space)  # the whole space (names, keys, ranges), which `prepare` reads again, a few ms
+    check_inputs(spec_obj)  # the space, files and studies the spec names, which `prepare` reads again
     # PyTorch is imported from here on: a spec or flag refused above is said without waiting for it.
     from tuner.study import create_or_join, prepare
     from tuner.study._session import study_summary

@@ -100,21 +100,11 @@ def tabular_csv(path: str | Path, target: str, task: str = "auto") -> Dataset:
     overrides); string feature columns are one-hot encoded and all features are standardised with the
     training split's statistics. Splits: 20% test, then 20% of the rest for validation (stratified).
     """
-    import stat
-
     import pandas as pd
 
-    path = Path(path)
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such CSV file.") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the CSV file: {exc.strerror or exc}.") from None
-    if not stat.S_ISREG(mode):
-        # A named pipe would block and /dev/zero would never end: only regular files are read.
-        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
-        raise DataError(f"{path}: cannot read the CSV file: it is {kind}.")
+    from tuner._files import check_csv_file
+
+    path = check_csv_file(path)
     try:
         frame = pd.read_csv(path)
     except pd.errors.EmptyDataError:

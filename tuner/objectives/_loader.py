@@ -10,14 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tuner._builtin import builtin_names, unknown_objective
+from tuner._builtin import builtin_names, missing_objective_file, split_objective_ref, unknown_objective
 from tuner._files import read_text
 from tuner.errors import ConfigError, TunerError, unknown_name_message
 from tuner.objectives._base import Objective
 
 __all__ = ["load_objective", "list_objectives"]
-
-DEFAULT_ATTR = "objective"
 
 
 def list_objectives() -> dict[str, Path]:
@@ -58,11 +56,6 @@ def _import_file(path: Path) -> Any:
     return module
 
 
-def _split(ref: str) -> tuple[str, str]:
-    head, sep, attr = ref.rpartition(":")
-    if not sep or not head or "/" in attr or "\\" in attr:  # a bare name, or a Windows drive letter
-        return ref, DEFAULT_ATTR
-    return head, attr
 
 
 def load_objective(ref: str, **options: Any) -> Objective:
@@ -74,15 +67,15 @@ def load_objective(ref: str, **options: Any) -> Objective:
     """
     if not isinstance(ref, str) or not ref.strip():
         raise ConfigError("The objective must be a built-in name, path/to/file.py:attr or module:attr.")
-    target, attr = _split(ref)
+    target, attr = split_objective_ref(ref)
     builtin = list_objectives()
     if target in builtin:
         module = _import_file(builtin[target])
     elif target.endswith(".py") or "/" in target:
-        path = Path(target)
-        if not path.is_file():
-            raise ConfigError(f"Objective file {str(path)!r} does not exist.")
-        module = _import_file(path)
+        message = missing_objective_file(ref)
+        if message:
+            raise ConfigError(message)
+        module = _import_file(Path(target))
     elif ":" in ref:
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())  # as `python -m` would: a module next to the user is found
