@@ -180,7 +180,6 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory):
             shutil.chown(p, "postgres")
         root.chmod(0o700)
         as_postgres = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
 
     def run(*cmd: str) -> None:
         done = subprocess.run([*as_postgres, *cmd], capture_output=True, text=True)
@@ -189,8 +188,18 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory):
 
     run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(pwfile),
         "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync")
-    opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-    run(str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-w", "-t", "60", "-l", str(root / "log"), "start")
+    # Each test process starts its own server: a port found free may be taken by another's before this server
+    # binds it, so a failed start tries another port.
+    for attempt in range(3):
+        port = _free_port()
+        opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        try:
+            run(str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-w", "-t", "60", "-l", str(root / "log"),
+                "start")
+            break
+        except RuntimeError:
+            if attempt == 2:
+                raise
     try:
         yield f"postgresql://postgres:{PG_PASSWORD}@127.0.0.1:{port}"
     finally:

@@ -110,7 +110,7 @@ def _gain(nonlinearity: str, negative_slope: float | None = None) -> float:
     if nonlinearity == "leaky_relu":
         slope = 0.01 if negative_slope is None else negative_slope
         return math.sqrt(2.0 / (1 + slope**2))
-    gains = {"linear": 1.0, "sigmoid": 1.0, "tanh": 5.0 / 3, "relu": math.sqrt(2.0), "selu": 3.0 / 4}
+    gains = {"linear": 1, "sigmoid": 1, "tanh": 5.0 / 3, "relu": math.sqrt(2.0), "selu": 3.0 / 4}  # torch's types
     return gains[nonlinearity]
 
 

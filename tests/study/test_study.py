@@ -87,12 +87,25 @@ def test_bad_spec_value_points_at_its_line(tmp_path: Path):
         load_spec(path)
 
 
-def test_a_space_written_in_the_spec_is_checked_with_its_file_and_line(tmp_path: Path):
+def test_a_space_written_in_the_spec_is_checked_with_its_file_and_line(tmp_path: Path, storage_url: str):
+    from typer.testing import CliRunner
+
+    from tuner.cli import app
+    from tuner.study._spec import check_inline_space
+
     path = tmp_path / "spec.yaml"
-    path.write_text("name: x\nspace:\n  optimizer:\n    adam:\n      lr: {low: 0.1, high: 0.01}\n")
-    with pytest.raises(ConfigError, match=rf"^{path}:5: key 'optimizer.adam.lr': 'low' must be less than 'high'"):
-        load_spec(path)
+    path.write_text("name: x\nobjective: digits-mlp\nspace:\n  optimizer:\n    adam:\n"
+                    "      lr: {low: 0.1, high: 0.01}\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:6: key 'optimizer.adam.lr': 'low' must be less than 'high'"):
+        check_inline_space(path)
+    args = ["study", "create", str(path), "--storage", storage_url, "--no-run"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 1 and f"{path}:6: key 'optimizer.adam.lr'" in refused.output, refused.output
+    # --space replaces the spec's space: the one written there is not used, so it is not refused.
+    replaced = CliRunner().invoke(app, [*args, "--space", "lr-only"])
+    assert replaced.exit_code == 0, replaced.output
     path.write_text("name: x\nspace:\n  optimizer:\n    adam:\n      lr: {low: 0.01, high: 0.1}\n")
+    check_inline_space(path)
     assert load_spec(path).space == {"optimizer": {"adam": {"lr": {"low": 0.01, "high": 0.1}}}}
 
 

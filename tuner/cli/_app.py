@@ -336,6 +336,10 @@ def study_create(
         enqueue=enqueue or None, warm_start=warm_start, known_starts=False if no_known_starts else None,
         mlflow=mlflow, tensorboard=tensorboard,
     )
+    if spec and space is None and isinstance(spec_obj.space, dict):
+        from tuner.study._spec import check_inline_space
+
+        check_inline_space(spec)  # with the spec file's lines
     from tuner.study._inputs import check_inputs
 
     check_inputs(spec_obj)  # the space, files and studies the spec names, which `prepare` reads again

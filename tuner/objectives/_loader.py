@@ -56,8 +56,6 @@ def _import_file(path: Path) -> Any:
     return module
 
 
-
-
 def load_objective(ref: str, **options: Any) -> Objective:
     """Loads and instantiates an objective.
 

@@ -6,7 +6,7 @@ PyTorch; an entry's class is imported when an optimizer is built.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -124,9 +124,7 @@ class OptimizerInfo:
 
     @property
     def available(self) -> bool:
-        """Whether the class can be built here (its package is installed); without importing it."""
-        if isinstance(self.target, str) and self.package:
-            return importlib.util.find_spec(self.package) is not None
+        """Whether the class can be built here (its package is installed and imports)."""
         return not getattr(self.cls, "missing", False)
 
     @property

@@ -317,8 +317,7 @@ def list_specs() -> dict[str, Path]:
     return builtin_names("studies", (".yaml", ".yml"))
 
 
-def load_spec(ref: str | Path) -> StudySpec:
-    """Loads a spec from a YAML path or a built-in spec name (``quickstart``)."""
+def _spec_path(ref: str | Path) -> Path:
     text = str(ref)
     path = Path(text)
     if not path.exists() and "/" not in text and path.suffix not in (".yaml", ".yml"):
@@ -326,16 +325,27 @@ def load_spec(ref: str | Path) -> StudySpec:
         if text not in builtin:
             raise ConfigError(unknown_name_message("study spec", text, builtin) + " Or give a path to a YAML file.")
         path = builtin[text]
+    return path
+
+
+def load_spec(ref: str | Path) -> StudySpec:
+    """Loads a spec from a YAML path or a built-in spec name (``quickstart``)."""
+    path = _spec_path(ref)
     data = load_yaml_file(path)
     if isinstance(data, dict):
         _resolve_relative(data, path.parent)
-        if isinstance(data.get("space"), dict):
-            # A space written in the spec is checked here, where its lines are known: its mistakes name the
-            # spec file and line (a study only reads it once the objective is loaded).
-            from tuner.spaces import SearchSpace
-
-            SearchSpace.from_dict(data["space"], name="inline", source=str(path))
     return StudySpec.from_mapping(data, str(path))
+
+
+def check_inline_space(ref: str | Path) -> None:
+    """Checks a search space written in the spec (``space:`` a mapping) where its lines are known: a mistake
+    in it names the spec's file and line. For a spec whose space is used (not replaced by ``--space``)."""
+    path = _spec_path(ref)
+    data = load_yaml_file(path)
+    if isinstance(data, dict) and isinstance(data.get("space"), dict):
+        from tuner.spaces import SearchSpace
+
+        SearchSpace.from_dict(data["space"], name="inline", source=str(path))
 
 
 def _resolve_relative(data: dict[str, Any], base: Path) -> None:
