@@ -354,7 +354,11 @@ def plot_lr_find(result: LRFindResult, path: str | Path) -> Path:
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", title="suggested lr range", title_fontsize=8)
     fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=110)
+    import io
+
+    from tuner._files import write_bytes
+
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
-    return out
+    return write_bytes(path, png.getvalue())  # whole or not at all, with a clear error where it cannot be written

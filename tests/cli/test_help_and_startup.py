@@ -167,6 +167,12 @@ def test_the_run_header_says_it_is_time_boxed(tmp_cwd: Path, objective_ref: str,
     ["study", "create", "--objective", "missing.py:objective"],
     ["study", "create", "--objective", "tabular", "--data", "missing.csv", "--target", "y"],
     ["study", "create", "--objective", "tabular", "--data", ".", "--target", "y"],
+    ["lr-find", "--objective", "digits-mlp", "--plot", "missing/lr.png"],  # before the sweeps, not after
+    ["lr-find", "--objective", "digits-mlp", "--plot", "."],
+    ["lr-find", "--objective", "missing.py:objective"],
+    ["lr-find", "--objective", "tabular", "--data", "missing.csv", "--target", "y"],
+    ["spaces", "calibrate", "default", "--objective", "digits-mlp", "-o", "missing/calibrated.yaml"],
+    ["spaces", "calibrate", "default", "--objective", "tabular", "--data", ".", "--target", "y"],
 ])
 def test_a_refused_spec_or_flag_is_said_before_pytorch_is_loaded(args: list[str], tmp_path: Path):
     """A mistake in a spec or a flag, or in a file or study it names, is refused in well under a second: nothing

@@ -53,17 +53,22 @@ def _print_curves(result: Any) -> None:
             echo(f"    note: {curve.note}")
 
 
-def _check_names(objective: str, space: str) -> None:
-    """An objective that is not there, and a space that is not there or is wrong, are said before PyTorch
-    loads."""
+def _check_inputs(objective: str, space: str, data: str | None, output: Path | None) -> None:
+    """An objective, a CSV file or a space that is not there or is wrong, and an output file that could not be
+    written, are said before PyTorch loads and before the sweeps (a minute or more) run."""
     from tuner._builtin import unknown_objective
+    from tuner._files import check_file_target
     from tuner.errors import ConfigError
     from tuner.spaces import load_space
+    from tuner.study._inputs import check_objective_files
 
     unknown = unknown_objective(objective)
     if unknown:
         raise ConfigError(unknown)
+    check_objective_files(objective, data)
     load_space(space)
+    if output is not None:
+        check_file_target(output)
 
 
 @app.command("lr-find")
@@ -91,7 +96,7 @@ def lr_find_command(
 
     Trains one model per optimizer for a few hundred batches while the rate grows exponentially, prints the
     range of rates over which the loss falls, and writes a plot of loss against rate."""
-    _check_names(objective, space)
+    _check_inputs(objective, space, data, plot)
     from tuner._files import safe_file_name
     from tuner.lrfind import plot_lr_find
 
@@ -135,7 +140,7 @@ def spaces_calibrate(
     """Write a copy of a space whose optimizers' lr ranges come from an LR range test on the objective."""
     from tuner.errors import ConfigError
 
-    _check_names(objective, space)
+    _check_inputs(objective, space, data, output)
     from tuner.spaces import load_space
 
     held = list(load_space(space).optimizer)

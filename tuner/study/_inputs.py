@@ -12,17 +12,10 @@ from tuner.study._spec import StudySpec
 def check_inputs(spec: StudySpec) -> None:
     """Raises the error ``prepare`` would raise for a space, objective file, CSV file, enqueued config or
     warm-start study that is missing or wrong; returns nothing, writes nothing."""
-    from tuner._builtin import missing_objective_file
     from tuner.spaces import load_space
 
     space = load_space(spec.space)
-    missing = missing_objective_file(spec.objective)
-    if missing:
-        raise ConfigError(missing)
-    if spec.objective == "tabular" and spec.data is not None:
-        from tuner._files import check_csv_file
-
-        check_csv_file(spec.data)
+    check_objective_files(spec.objective, spec.data)
     if spec.sampler_name != "grid" and (spec.enqueue or spec.warm_start):  # a grid runs its own points
         from tuner.study._starts import gather_starts
         from tuner.study._storage import default_storage
@@ -31,3 +24,17 @@ def check_inputs(spec: StudySpec) -> None:
         gather_starts(space, enqueue=spec.enqueue, warm_start=warm.study if warm else None,
                       warm_storage=(warm.storage if warm and warm.storage else spec.storage or default_storage()),
                       warm_top=warm.top if warm else 5, known=False)
+
+
+def check_objective_files(objective: str, data: str | None) -> None:
+    """An objective file (``path/file.py:attr``) that is not there, or the tabular objective's CSV file that is
+    missing or not a file, refused as loading the objective would refuse it."""
+    from tuner._builtin import missing_objective_file
+
+    missing = missing_objective_file(objective)
+    if missing:
+        raise ConfigError(missing)
+    if objective == "tabular" and data is not None:
+        from tuner._files import check_csv_file
+
+        check_csv_file(data)
