@@ -142,7 +142,7 @@ def test_the_install_script_installs_python_packages_only():
     test = (root / ".ci" / "test").read_text()
     assert "bash .ci/install --dev" in test and "apt-get install -y -qq postgresql" in test
     last = test.rstrip().splitlines()[-1]
-    assert "-m pytest -q -n auto" in last and last.endswith('"$@"')  # the user's arguments come last and win
+    assert "-m pytest -q -n " in last and last.endswith('"$@"')  # the user's arguments come last and win
     assert '"pytest-xdist' in (root / "pyproject.toml").read_text()  # what `-n` needs, in the dev extra
     readme = (root / "README.md").read_text()
     assert "bash .ci/install && .venv/bin/tuner study create" in readme and "\nbash .ci/test\n" in readme
