@@ -281,6 +281,13 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path: P
     assert (tmp_path / "taken.txt").read_text() == "the user's\n" and os.listdir(tmp_path / "mine") == ["notes.md"]
 
 
+def test_a_trial_that_is_not_there_is_said_before_pytorch_is_loaded(tmp_path: Path, finished_study: str):
+    code, loaded, stderr, printed = _cli_in_a_fresh_process(["study", "export", "s", "--trial", "9", "--storage",
+                                                            finished_study], cwd=tmp_path)
+    assert code == 1 and loaded == "[]" and printed == "", (code, loaded, stderr[-2000:])
+    assert stderr.strip() == "error: Study 's' has no trial 9 with a config (trials 0..3).", stderr
+
+
 def test_export_to_dev_stdout_writes_into_a_pipe(tmp_path: Path, finished_study: str):
     """``-o /dev/stdout`` with standard output a pipe: the config goes into the pipe (the link leads to no file)."""
     run = "import sys; from tuner.cli import main; sys.argv = ['tuner', *sys.argv[1:]]; main()"

@@ -124,6 +124,10 @@ def study_export(
 
     if output is not None:
         check_file_target(output)  # before confirmation runs that could take minutes
+    if trial is not None:
+        from tuner.study._record import trial_with_config
+
+        trial_with_config(opened, trial)  # a trial that is not there, said before PyTorch loads
     from tuner.export import export_warnings
     from tuner.report import export_recommendation, open_for_recommendation, study_fit, study_recommendation
 

@@ -21,7 +21,7 @@ from tuner.config import TrainConfig
 from tuner.errors import StudyError, TunerError
 from tuner.report._analysis import complete_trials
 from tuner.study._engine import RunFailed
-from tuner.study._record import Key, StudyKey, direction_of, primary
+from tuner.study._record import Key, StudyKey, direction_of, primary, trial_with_config
 
 __all__ = ["Candidate", "ConfirmPlan", "Confirmation", "Recommendation", "confirm", "confirmation_plan", "recommend",
            "recommendation", "stored_confirmation", "confirmation_seeds"]
@@ -299,11 +299,7 @@ def recommendation(study: optuna.Study, fit: FitFn | None = None, *, trial: int 
                       f"takes another point)")
         return rec
     if trial is not None:
-        frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == trial), None)
-        if frozen is None or Key.CONFIG not in frozen.user_attrs:
-            numbers = [t.number for t in study.get_trials(deepcopy=False) if Key.CONFIG in t.user_attrs]
-            raise StudyError(f"Study {study.study_name!r} has no trial {trial} with a config "
-                             f"(trials {min(numbers, default=0)}..{max(numbers, default=-1)}).")
+        frozen = trial_with_config(study, trial)
         return Recommendation(TrainConfig.from_dict(frozen.user_attrs[Key.CONFIG]), trial, primary(frozen), None,
                               frozen.user_attrs.get(Key.TEST_VALUE), None,
                               f"trial {trial} ({frozen.state.name.lower()})")

@@ -272,6 +272,20 @@ def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
     return study._storage
 
 
+def trial_with_config(study: optuna.Study, number: int) -> FrozenTrial:
+    """Trial ``number`` of the study, which holds a config (what ``export --trial N`` exports); a StudyError
+    naming the trials there are otherwise."""
+    from tuner.errors import StudyError
+
+    trials = study.get_trials(deepcopy=False)
+    frozen = next((t for t in trials if t.number == number), None)
+    if frozen is None or Key.CONFIG not in frozen.user_attrs:
+        numbers = [t.number for t in trials if Key.CONFIG in t.user_attrs]
+        raise StudyError(f"Study {study.study_name!r} has no trial {number} with a config "
+                         f"(trials {min(numbers, default=0)}..{max(numbers, default=-1)}).")
+    return frozen
+
+
 def trial_by_number(study: optuna.Study, number: int) -> FrozenTrial:
     """One trial of a study, read from its storage without loading the others."""
     storage = storage_of(study)
