@@ -167,6 +167,7 @@ def test_the_run_header_says_it_is_time_boxed(tmp_cwd: Path, objective_ref: str,
     ["study", "create", "--objective", "missing.py:objective"],
     ["study", "create", "--objective", "tabular", "--data", "missing.csv", "--target", "y"],
     ["study", "create", "--objective", "tabular", "--data", ".", "--target", "y"],
+    ["study", "create", "--objective", "digits-mlp", "--tensorboard", "spec.yaml/tb"],  # a folder under a file
     ["lr-find", "--objective", "digits-mlp", "--plot", "missing/lr.png"],  # before the sweeps, not after
     ["lr-find", "--objective", "digits-mlp", "--plot", "."],
     ["lr-find", "--objective", "missing.py:objective"],
@@ -266,6 +267,8 @@ def test_looking_at_a_study_does_not_wait_for_pytorch(tmp_path: Path, finished_s
     (["study", "report", "s", "-o", "mine"], "mine: the folder is not empty and was not written by tuner"),
     (["study", "report", "s", "-o", "taken.txt/report"], "taken.txt/report: taken.txt is a file, not a folder."),
     (["study", "trials", "s", "--csv", "mine"], "mine: is a folder; give a file name inside it."),
+    (["study", "run", "s", "--tensorboard", "taken.txt/tb"],
+     "TensorBoard folder taken.txt/tb: cannot be made (Not a directory)."),
 ])
 def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path: Path, finished_study: str,
                                                                       args: list[str], said: str):

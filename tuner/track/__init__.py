@@ -86,6 +86,16 @@ def check_tracking(mlflow: Any = None, tensorboard: Any = None) -> Destinations:
     return found
 
 
+def check_tracking_folder(tensorboard: Any = None) -> None:
+    """The part of ``check_tracking`` that needs neither PyTorch nor MLflow (a TensorBoard folder that cannot
+    be made), for ``study create`` to say before they load."""
+    found = destinations(None, tensorboard)
+    if found.tensorboard:
+        from tuner.track._tensorboard import check_folder
+
+        check_folder(found.tensorboard)
+
+
 def tracking_id(study: optuna.Study) -> str:
     """The study's tracking id, made and stored on first use: two studies of one name (in two storages) log to
     one MLflow experiment or TensorBoard folder without mixing their trials."""

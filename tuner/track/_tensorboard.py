@@ -48,6 +48,16 @@ def _writer_class() -> Any:
 
 def check(folder: str) -> None:
     _writer_class()
+    check_folder(folder)
+
+
+def check_folder(folder: str) -> None:
+    """The folder can be made and written in (it is made here), and the tensorboard package is installed:
+    without importing PyTorch, so that ``study create`` says so at once; ``check`` also imports the writer."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        _writer_class()  # its message
     path = Path(folder).expanduser()
     try:
         path.mkdir(parents=True, exist_ok=True)
