@@ -126,6 +126,12 @@ def test_lr_find_command_prints_ranges_and_writes_a_plot(cli, objective_ref: str
                           "--device", "cpu", "--plot", "p.png", "--format", "json").stdout)
     assert set(data["curves"]) == {"adam", "sgd"} and data["plot"] == "p.png"
     assert data["curves"]["adam"]["low"] < data["curves"]["adam"]["high"]
+    # The file's extension chooses the format, as matplotlib's savefig does; written whole, nothing left beside.
+    svg = cli("lr-find", "--objective", objective_ref, "--space", space_file, "--optimizer", "adam", "--repeats",
+              "1", "--device", "cpu", "--plot", "p.svg")
+    assert svg.exit_code == 0, svg.output
+    assert b"<svg" in (tmp_cwd / "p.svg").read_bytes()[:1000]
+    assert sorted(p.name for p in tmp_cwd.iterdir()) == ["lr-find-synthetic.png", "p.png", "p.svg"]
 
 
 def test_lr_find_command_refuses_an_unknown_optimizer_in_one_line(cli, objective_ref: str) -> None:

@@ -203,6 +203,18 @@ def test_missing_tensorboard_is_refused_before_any_study_exists(tmp_cwd: Path, o
     assert_nothing_written(db_path)
 
 
+def test_a_folder_that_cannot_be_made_is_refused_first_and_nothing_is_made_before_a_refusal(
+        tmp_cwd: Path, objective_ref: str, storage_url: str, db_path: Path, assert_nothing_written):
+    (tmp_cwd / "taken").write_text("a file\n")
+    result = _cli(*_create(objective_ref, storage_url, "folder", "--tensorboard", "taken/tb"))
+    assert result.exit_code == 1 and "TensorBoard folder taken/tb: cannot be made (Not a directory)." in result.output
+    # Another mistake of the same command (an MLflow URI MLflow cannot open) leaves no TensorBoard folder made.
+    result = _cli(*_create(objective_ref, storage_url, "folder", "--tensorboard", "tb/runs", "--mlflow", "bogus://x"))
+    assert result.exit_code == 1, result.output
+    assert not (tmp_cwd / "tb").exists()
+    assert_nothing_written(db_path)
+
+
 def test_a_failing_writer_does_not_stop_the_study(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                                   monkeypatch: pytest.MonkeyPatch):
     from tuner.track._tensorboard import TensorBoardTracker

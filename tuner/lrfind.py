@@ -358,7 +358,9 @@ def plot_lr_find(result: LRFindResult, path: str | Path) -> Path:
 
     from tuner._files import write_bytes
 
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=110)
+    suffix = Path(path).suffix.lower().lstrip(".")
+    kind = suffix if suffix in fig.canvas.get_supported_filetypes() else "png"  # as savefig(path) chooses
+    image = io.BytesIO()
+    fig.savefig(image, format=kind, dpi=110)
     plt.close(fig)
-    return write_bytes(path, png.getvalue())  # whole or not at all, with a clear error where it cannot be written
+    return write_bytes(path, image.getvalue())  # whole or not at all, with a clear error where it cannot be written

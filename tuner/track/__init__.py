@@ -88,12 +88,12 @@ def check_tracking(mlflow: Any = None, tensorboard: Any = None) -> Destinations:
 
 def check_tracking_folder(tensorboard: Any = None) -> None:
     """The part of ``check_tracking`` that needs neither PyTorch nor MLflow (a TensorBoard folder that cannot
-    be made), for ``study create`` to say before they load."""
+    be made), for ``study create`` to say before they load; it makes nothing."""
     found = destinations(None, tensorboard)
     if found.tensorboard:
         from tuner.track._tensorboard import check_folder
 
-        check_folder(found.tensorboard)
+        check_folder(found.tensorboard, make=False)
 
 
 def tracking_id(study: optuna.Study) -> str:

@@ -51,14 +51,26 @@ def check(folder: str) -> None:
     check_folder(folder)
 
 
-def check_folder(folder: str) -> None:
-    """The folder can be made and written in (it is made here), and the tensorboard package is installed:
-    without importing PyTorch, so that ``study create`` says so at once; ``check`` also imports the writer."""
+def check_folder(folder: str, *, make: bool = True) -> None:
+    """The folder can be made and written in, and the tensorboard package is installed. ``make=False`` looks
+    without making anything and without importing PyTorch, so that ``study create`` says so at once (its other
+    checks may still refuse the command); ``check`` makes the folder and imports the writer."""
     import importlib.util
 
     if importlib.util.find_spec("tensorboard") is None:
         _writer_class()  # its message
     path = Path(folder).expanduser()
+    if not make:
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        if existing is None:
+            return
+        if not existing.is_dir():
+            reason = "File exists" if existing == path else "Not a directory"
+            raise ConfigError(f"TensorBoard folder {folder}: cannot be made ({reason}).")
+        if not os.access(existing, os.W_OK):
+            raise ConfigError(f"TensorBoard folder {folder}: "
+                              + ("not writable." if existing == path else "cannot be made (Permission denied)."))
+        return
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
