@@ -718,3 +718,23 @@ def test_objective_epochs_must_be_positive(objective_file: Path, tmp_path: Path)
     module.write_text(objective_file.read_text().replace('3 classes")', '3 classes", epochs=0)'))
     with pytest.raises(ConfigError, match="epochs must be a positive integer"):
         load_objective(f"{module}:objective")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "journal"])
+def test_a_trial_is_found_by_its_number_and_a_missing_one_is_named(tmp_path: Path, backend: str):
+    """``export --trial N`` reads trial N alone; a number that is not there (a journal storage would read -1 as
+    the last trial) is refused with the trials there are."""
+    from tuner.study._record import Key, trial_with_config
+
+    storage = (f"sqlite:///{tmp_path / 'a.db'}" if backend == "sqlite" else optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "a.journal"))))
+    study = optuna.create_study(study_name="s", storage=storage)
+    for i in range(3):
+        trial = study.ask()
+        if i < 2:  # the third trial holds no config
+            trial.set_user_attr(Key.CONFIG, {"optimizer": "adam"})
+        study.tell(trial, 0.5)
+    assert trial_with_config(study, 1).number == 1
+    for number in (-1, 2, 9):
+        with pytest.raises(StudyError, match=rf"^Study 's' has no trial {number} with a config \(trials 0..1\)\.$"):
+            trial_with_config(study, number)

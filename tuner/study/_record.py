@@ -277,10 +277,14 @@ def trial_with_config(study: optuna.Study, number: int) -> FrozenTrial:
     naming the trials there are otherwise."""
     from tuner.errors import StudyError
 
-    trials = study.get_trials(deepcopy=False)
-    frozen = next((t for t in trials if t.number == number), None)
+    frozen = None
+    if number >= 0:  # a journal storage would take -1 as the last trial
+        try:
+            frozen = trial_by_number(study, number)  # one trial read, not the study's every trial
+        except KeyError:
+            pass
     if frozen is None or Key.CONFIG not in frozen.user_attrs:
-        numbers = [t.number for t in trials if Key.CONFIG in t.user_attrs]
+        numbers = [t.number for t in study.get_trials(deepcopy=False) if Key.CONFIG in t.user_attrs]
         raise StudyError(f"Study {study.study_name!r} has no trial {number} with a config "
                          f"(trials {min(numbers, default=0)}..{max(numbers, default=-1)}).")
     return frozen
