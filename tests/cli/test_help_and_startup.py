@@ -187,6 +187,16 @@ def test_a_refused_spec_or_flag_is_said_before_pytorch_is_loaded(args: list[str]
     assert not list(tmp_path.glob("*.db")), "nothing is written for a refused command"
 
 
+def test_a_uri_mlflow_cannot_use_is_refused_before_pytorch_is_loaded(tmp_path: Path):
+    """MLflow loads to check its URI (and loads pandas); PyTorch does not."""
+    pytest.importorskip("mlflow")
+    code, loaded, stderr, _ = _cli_in_a_fresh_process(
+        ["study", "create", "--objective", "digits-mlp", "--mlflow", "nosuchscheme://host/x"], cwd=tmp_path)
+    assert code == 1 and "torch" not in loaded, (code, loaded, stderr[-2000:])
+    assert stderr.startswith("error: MLflow cannot log to nosuchscheme://host/x"), stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []
+
+
 WRONG_SPACES = {
     "an unknown optimizer": ("optimizer:\n  adamz: {}\n", "bad.yaml:2: key 'optimizer.adamz': Unknown optimizer "
                                                          "'adamz'. Valid: adadelta,"),

@@ -344,9 +344,9 @@ def study_create(
 
     check_inputs(spec_obj)  # the space, files and studies the spec names, which `prepare` reads again
     if not no_run:
-        from tuner.track import check_tracking_folder
+        from tuner.track import check_destinations
 
-        check_tracking_folder(spec_obj.tensorboard)
+        check_destinations(spec_obj.mlflow, spec_obj.tensorboard)
     # PyTorch is imported from here on: a spec or flag refused above is said without waiting for it.
     from tuner.study import create_or_join, prepare
     from tuner.study._session import study_summary
@@ -412,9 +412,9 @@ def study_run(
     spec_obj, space_data = stored_spec(name, storage)  # a study that is not there is said before PyTorch loads
     spec_obj = spec_obj.with_overrides(n_trials=n_trials, timeout=timeout, device=device, threads=threads, pack=pack,
                                        on_oom=on_oom, mlflow=mlflow, tensorboard=tensorboard)
-    from tuner.track import check_tracking_folder
+    from tuner.track import check_destinations
 
-    check_tracking_folder(spec_obj.tensorboard)
+    check_destinations(spec_obj.mlflow, spec_obj.tensorboard)
     from tuner.study import create_or_join, prepare
 
     prepared = prepare(spec_obj, space_data=space_data, track=True)

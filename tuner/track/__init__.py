@@ -86,10 +86,14 @@ def check_tracking(mlflow: Any = None, tensorboard: Any = None) -> Destinations:
     return found
 
 
-def check_tracking_folder(tensorboard: Any = None) -> None:
-    """The part of ``check_tracking`` that needs neither PyTorch nor MLflow (a TensorBoard folder that cannot
-    be made), for ``study create`` to say before they load; it makes nothing."""
-    found = destinations(None, tensorboard)
+def check_destinations(mlflow: Any = None, tensorboard: Any = None) -> None:
+    """The checks of ``check_tracking`` that need no PyTorch, for the CLI to make before it loads: the MLflow
+    package and URI (as ``check_tracking``), and a TensorBoard folder that cannot be made (it makes nothing)."""
+    found = destinations(mlflow, tensorboard)
+    if found.mlflow:
+        from tuner.track._mlflow import check
+
+        check(found.mlflow)
     if found.tensorboard:
         from tuner.track._tensorboard import check_folder
 

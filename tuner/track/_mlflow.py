@@ -86,7 +86,7 @@ def check(uri: str) -> None:
         with _calls():
             client_class(tracking_uri=uri)
     except Exception as exc:
-        text = " ".join(str(exc).split())[:600]
+        text = " ".join(str(exc).split())[:600].rstrip(". ")
         raise ConfigError(f"MLflow cannot log to {mask_url(uri)}: {type(exc).__name__}: {text}. Use e.g. "
                           f"sqlite:///mlflow.db or http://HOST:5000.") from None
 
