@@ -385,6 +385,36 @@ def test_interrupt_while_sampling_leaves_no_running_trial(make_spec, monkeypatch
     assert states == [(0, "COMPLETE", None), (1, "FAIL", "interrupted")]
 
 
+@pytest.mark.parametrize("pack", [1, 4])
+def test_interrupt_inside_ask_leaves_no_running_trial(make_spec, monkeypatch, pack: int):
+    """Ctrl-C that lands inside ``study.ask()``, once its trial exists but before it is anybody's, fails that
+    trial as interrupted instead of leaving it running for the reaper to call lost."""
+    import signal
+
+    study, prepared = _create(make_spec(n_trials=8, pack=pack))
+    original = optuna.Study.ask
+    asked = []
+
+    def ask(self, *args, **kwargs):
+        trial = original(self, *args, **kwargs)
+        asked.append(trial.number)
+        if len(asked) == 2:
+            signal.raise_signal(signal.SIGINT)  # Python runs the handler at once, still inside ask
+        return trial
+
+    monkeypatch.setattr(optuna.Study, "ask", ask)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_trials(study, prepared)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert signal.getsignal(signal.SIGINT) is previous
+    states = {t.number: (t.state.name, t.user_attrs.get("reason")) for t in study.get_trials()}
+    assert "RUNNING" not in {state for state, _ in states.values()}, states
+    assert states[asked[1]] == ("FAIL", "interrupted"), states
+
+
 def test_failing_sampler_is_a_clear_error_and_leaves_no_running_trial(make_spec):
     study, prepared = _create(make_spec(n_trials=3, sampler={"name": "tpe", "n_startup_trials": 1,
                                                              "n_ei_candidates": 0}))

@@ -498,3 +498,23 @@ def test_the_storage_lock_says_whether_it_serialises(tmp_path: Path):
         assert locked is True
     with storage_lock("mysql://user@127.0.0.1/db", "s") as locked:  # no lock for this server: workers race
         assert locked is False
+
+
+def test_a_lost_trial_says_whether_it_was_queued_again(tmp_path: Path):
+    """The reaper's reason and ``study show``'s group agree: a lost trial with parameters is queued again; one
+    lost before it had any (asked, nothing sampled yet) is not, and says why."""
+    from tuner.study._liveness import reap_stale
+    from tuner.study._record import StopReason
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'l.db'}", study_name="l")
+    bare = study.ask()
+    sampled = study.ask()
+    sampled.suggest_float("x", 0.0, 1.0)
+    assert sorted(reap_stale(study, grace=-1.0)) == [bare.number, sampled.number]
+    reasons = {t.number: StopReason.parse(t.user_attrs["reason"], t.user_attrs.get("reason_kind"))
+               for t in study.get_trials() if t.number in (bare.number, sampled.number)}
+    assert reasons[bare.number].endswith("not queued again (it had no parameters yet)")
+    assert reasons[bare.number].group == "worker lost (not re-queued)"
+    assert reasons[sampled.number].endswith("its parameters were queued again")
+    assert reasons[sampled.number].group == "worker lost (re-queued)"
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "FAIL", "WAITING"]

@@ -148,7 +148,8 @@ def _resumes() -> str:
         return ""
     from tuner.cli._output import command
 
-    return f"; a trial that was running is recorded as failed. `{command('run', name)}` resumes the study."
+    return f"; the trials that were running are recorded as failed (interrupted). `{command('run', name)}` " \
+           "resumes the study."
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

@@ -23,10 +23,12 @@ import logging
 import math
 import operator
 import os
+import signal
+import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -492,6 +494,28 @@ def _sampler_error(plan: RunPlan, exc: BaseException) -> StudyError:
                       f"({type(exc).__name__}: {exc}); check its options.")
 
 
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM arriving inside the block take effect at its end, by their handlers as they were (in
+    the main thread, for handlers written in Python; elsewhere, or for ignored signals, nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[tuple[int, Any]] = []
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    saved = {sig: handler for sig, handler in saved.items() if callable(handler)}
+    for sig in saved:
+        signal.signal(sig, lambda signum, frame: caught.append((signum, frame)))
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        if caught:
+            signum, frame = caught[0]
+            saved[signum](signum, frame)
+
+
 def _ask(study: optuna.Study, plan: RunPlan, trials: Sequence[FrozenTrial] | None = None) -> optuna.Trial:
     """``study.ask()``, its reads of the study answered from ``trials`` (the read made under the claim lock)
     or from one read; when the sampler fails, the trial it created is failed and a StudyError raised."""
@@ -526,26 +550,29 @@ def _take(study: optuna.Study, plan: RunPlan, device: str = "", trials: Sequence
     while True:
         if trials is None:
             trials = study.get_trials(deepcopy=False)
-        trial = _ask(study, plan, trials)
-        if asked is not None:
-            asked.append(trial)
-        try:
-            # The sampler's reads of the study (once per parameter) answered from one read; its parameters
-            # written with the worker and the config in one transaction.
-            with one_read(study, trials), held_params(study, trial) as flush:
-                config = plan.space.sample(trial, epochs=plan.epochs, seed=trial_seed(plan.seed, trial.number))
-                flush({Key.WORKER: worker_identity(device), Key.CONFIG: config.to_dict()})
-        except BaseException as exc:
-            if not isinstance(exc, Exception):  # an interrupt: the worker is not written yet, the number is
-                _fail_own_running(study, trial)
-                raise
-            if _is_storage_error(exc):  # left running: the reaper fails it once its grace period is over
-                raise _storage_stop(study, plan, exc, trial.number) from exc
-            # Systematic (bad sampler options), not one unlucky trial: stop at once.
-            with contextlib.suppress(Exception):
-                _close(study, trial, StopReason(StopKind.SAMPLER, f"sampler: {type(exc).__name__}: {exc}").attrs(),
-                       TrialState.FAIL)
-            raise _sampler_error(plan, exc) from exc
+        # An interrupt that lands while the trial is asked for (it exists, but is nobody's yet) takes effect
+        # once its worker is written: the interrupted run then finds it as its own and fails it.
+        with interrupts_held():
+            trial = _ask(study, plan, trials)
+            if asked is not None:
+                asked.append(trial)
+            try:
+                # The sampler's reads of the study (once per parameter) answered from one read; its parameters
+                # written with the worker and the config in one transaction.
+                with one_read(study, trials), held_params(study, trial) as flush:
+                    config = plan.space.sample(trial, epochs=plan.epochs, seed=trial_seed(plan.seed, trial.number))
+                    flush({Key.WORKER: worker_identity(device), Key.CONFIG: config.to_dict()})
+            except BaseException as exc:
+                if not isinstance(exc, Exception):  # an interrupt: the worker is not written yet, the number is
+                    _fail_own_running(study, trial)
+                    raise
+                if _is_storage_error(exc):  # left running: the reaper fails it once its grace period is over
+                    raise _storage_stop(study, plan, exc, trial.number) from exc
+                # Systematic (bad sampler options), not one unlucky trial: stop at once.
+                with contextlib.suppress(Exception):
+                    _close(study, trial, StopReason(StopKind.SAMPLER, f"sampler: {type(exc).__name__}: {exc}").attrs(),
+                           TrialState.FAIL)
+                raise _sampler_error(plan, exc) from exc
         if _avoid_oom(study, plan, trial, config, device, limits):
             # A config queued again (its pack ran out of memory) is not the sampler proposing it.
             avoided += trial.user_attrs.get(Key.RETRY_OF) is None

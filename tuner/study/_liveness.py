@@ -168,6 +168,7 @@ def reap_stale(study: optuna.Study, grace: float = DEFAULT_GRACE, max_retries: i
                silent <= grace else f"no heartbeat for {silent:.0f}s (worker pid {worker.get('pid', '?')} on "
                                     f"{worker.get('host', '?')})")
         reason = f"worker lost: {why}; " + ("its parameters were queued again" if retry else
+                                            "not queued again (it had no parameters yet)" if not trial.params else
                                             f"not queued again (lost {depth + 1} times)")
         try:
             # The reason first: a finished trial's attributes can no longer be written.

@@ -106,7 +106,7 @@ class StopReason(str):
         if self.kind is StopKind.PRUNED and self.message.startswith("pruned by"):
             return self.message.split(" after")[0]
         if self.kind is StopKind.WORKER_LOST:
-            return "worker lost (re-queued)"
+            return "worker lost (not re-queued)" if "not queued again" in self.message else "worker lost (re-queued)"
         if self.kind is StopKind.STORAGE:
             return self.message.split(":")[0]
         if self.kind is StopKind.ERROR:
