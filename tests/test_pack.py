@@ -3,6 +3,7 @@ trains its config alone (same weights, data order and update rule), whatever the
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -517,6 +518,67 @@ def test_auto_says_why_a_space_or_a_model_cannot_be_packed(tmp_path, auto_pack):
         "    return Objective(name='branchy', load_data=base.load_data, build_model=lambda data: Branchy())\n")
     choice = choose_pack(_prepared(tmp_path, objective=f"{module}:objective"), 64)
     assert choice.k == 1 and choice.why.startswith("the model cannot be packed (")
+    assert "\n" not in choice.why and len(choice.why) < 300  # one line, not vmap's whole explanation
+    # A pack size asked for is checked the same way: the study runs unpacked and says why.
+    asked = choose_pack(_prepared(tmp_path, objective=f"{module}:objective", pack=4), 64)
+    assert asked.k == 1 and not asked.auto
+    assert asked.why.startswith("4 at once was asked for, but the model cannot be packed (RuntimeError: ")
+    assert asked.why.endswith("): trials train one at a time")
+    lbfgs = choose_pack(_prepared(tmp_path, space=str(space), pack=4), 64)
+    assert lbfgs.k == 1 and "no optimizer or schedule of the space can share a pack" in lbfgs.why
+
+
+def test_a_pack_size_asked_for_says_so(tmp_path, monkeypatch, auto_pack):
+    from tuner.study._autopack import choose_pack
+
+    assert choose_pack(_prepared(tmp_path, pack=4), 64).line() == "pack: 4: 4 trials at once, as asked"
+    assert choose_pack(_prepared(tmp_path, pack=1), 64).line() == "pack: 1: one trial at a time, as asked"
+    monkeypatch.setenv("TUNER_PACK", "8")
+    assert choose_pack(_prepared(tmp_path), 64).line() == "pack: 8: 8 trials at once, as $TUNER_PACK asks"
+
+
+def test_auto_shares_the_budget_between_workers(tmp_path, monkeypatch, auto_pack):
+    """With 2 workers, each takes at most an eighth of the budget: a quarter in flight in all."""
+    from tuner.study._autopack import choose_pack
+
+    _fake_timings(monkeypatch, 100.0, {1: 40.0, 2: 80.0, 4: 300.0, 8: 600.0, 16: 1200.0})
+    one = choose_pack(_prepared(tmp_path), n_trials=64)
+    two = choose_pack(_prepared(tmp_path), n_trials=64, workers=2)
+    assert one.k == 16 and "at most a quarter of the 64-trial budget" in one.why
+    assert two.k == 8 and two.why.endswith("at most a quarter of the 64-trial budget (the budget is shared by 2 "
+                                           "workers, each with its own pack)")
+    few = choose_pack(_prepared(tmp_path), n_trials=24, workers=2)
+    assert few.k == 1 and "too few to share" in few.why and "shared by 2 workers" in few.why
+
+
+def test_a_pack_whose_step_fails_queues_its_members_again_to_train_alone(tmp_path, monkeypatch, caplog):
+    """A training step that raises in a pack (a model that fails under torch.func only on some batches) fails
+    its members with the reason, queues their configs again, and trains that kind of config alone from then on:
+    the budget is met and no config is lost."""
+    from tuner.study import run_trials
+
+    calls = []
+    original = PackTrainer.run_epoch
+
+    def run_epoch(self):
+        calls.append(self.k)
+        if len(calls) == 1:
+            raise RuntimeError("vmap: boom\nand more lines")
+        return original(self)
+
+    monkeypatch.setattr(PackTrainer, "run_epoch", run_epoch)
+    study, prepared = _packed_study(tmp_path, n_trials=8, pack=4, sampler="random", pruner="none")
+    with caplog.at_level(logging.WARNING, logger="tuner.study._packs"):
+        run_trials(study, prepared)
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert failed and all(t.user_attrs["reason"] == "discarded: its pack's training step failed (RuntimeError: "
+                          "vmap: boom); its config was queued again, to train alone" for t in failed)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 8 and all(t.user_attrs.get("pack") is None for t in complete)
+    retried = {t.user_attrs.get("retry_of") for t in complete}
+    assert {t.number for t in failed} <= retried
+    assert len(calls) == 1  # the kind trains alone after its pack failed
+    assert any("train one at a time from now on" in r.getMessage() for r in caplog.records)
 
 
 def test_tuner_pack_sets_what_auto_leaves_open(tmp_path, monkeypatch):

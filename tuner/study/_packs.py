@@ -141,6 +141,7 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
     # the study per device (``run_prepared`` starts a later run at it).
     cap = pack
     suspects: set[int] = set()  # batch sizes that ran out of memory alone in a pack beside other packs, once
+    failed_kinds: set[tuple[int, str, int]] = set()  # kinds of config whose pack's training step raised
     # One heartbeat thread for all members: every member's beat in one write.
     heartbeat = Heartbeat(study, None, plan.heartbeat_interval) if plan.storage_url else None
 
@@ -163,7 +164,13 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                           reason, value, test, attrs))
 
     def train_epoch(p: _Pack) -> None:
-        values = p.trainer.run_epoch()
+        try:
+            values = p.trainer.run_epoch()
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as exc:  # the model fails under torch.func here, though the probe's steps did not
+            pack_failed(p, exc)
+            return
         # The epoch's reports in one write, then every member judged against one read of the study.
         reported: dict[int, float] = {}
         for slot, value in values.items():
@@ -214,8 +221,29 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                 view = view if members else None
 
     def alone(config: TrainConfig) -> bool:
-        """A config that cannot be packed, or that trains as micro-batches (gradient accumulation) here."""
-        return packable(config) is not None or micro_batch_for(study, plan, config, executor.device) is not None
+        """A config that cannot be packed, of a kind whose pack failed, or that trains as micro-batches
+        (gradient accumulation) here."""
+        return (packable(config) is not None or pack_key(config) in failed_kinds
+                or micro_batch_for(study, plan, config, executor.device) is not None)
+
+    def pack_failed(p: _Pack, exc: Exception) -> None:
+        """A pack whose training step raised (not out of memory): its members are failed with the reason and
+        their configs queued again, and configs of its kind train alone from now on, as unpacked trials (one
+        that fails alone then fails with its own error)."""
+        key = next(k for k, q in packs.items() if q is p)
+        del packs[key]
+        text = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}".rstrip(": ")
+        failed_kinds.add(key)
+        log.warning("a pack's training step failed (%s): trials of batch size %d with %s-family optimizers train "
+                    "one at a time from now on", text, key[0], key[1])
+        reason = StopReason(StopKind.DISCARDED, f"discarded: its pack's training step failed ({text}); its config "
+                                                f"was queued again, to train alone")
+        for slot, entry in enumerate(p.slots):
+            if entry is not None:
+                close(p, slot, TrialState.FAIL, reason, dropped=True)
+                if entry.trial.params:
+                    with contextlib.suppress(Exception):
+                        study.enqueue_trial(entry.trial.params, user_attrs={Key.RETRY_OF: entry.trial.number})
 
     def blamed(batch: int, alone: bool) -> bool:
         """Whether a batch size that ran out of memory with ``alone`` trial(s) of it on the device is too large

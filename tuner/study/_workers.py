@@ -72,7 +72,8 @@ def parse_devices(text: str | None) -> list[str]:
 
 
 def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], results: Any,
-                 ignore_sigint: bool = False, supervisor: int | None = None, job: dict[str, Any] | None = None) -> None:
+                 ignore_sigint: bool = False, supervisor: int | None = None, job: dict[str, Any] | None = None,
+                 n_workers: int = 1) -> None:
     """One worker: the spec and space come from the storage, like ``tuner study run NAME``; or, for a study of
     ``tuner.tune(workers=N)``, ``job`` names the user's importable ``train_fn`` and the run's settings."""
     # A terminal Ctrl-C reaches the whole process group: each worker records its running trial as failed.
@@ -104,7 +105,8 @@ def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], res
             spec = spec.with_overrides(**overrides)
             prepared = prepare(spec, space_data=space)
             study = create_or_join(prepared, worker=index)
-            run = run_prepared(study, prepared,  # the pack size chosen: to stderr, stdout may carry JSON
+            # The pack size chosen: to stderr, stdout may carry JSON; the budget is shared by n_workers packs.
+            run = run_prepared(study, prepared, workers=n_workers,
                                on_start=lambda line: print(f"worker {index}: {line}", file=sys.stderr, flush=True))
             report.update(trials=len(run.outcomes), pack=run.pack, pack_why=run.pack_why)
     except KeyboardInterrupt:
@@ -197,7 +199,7 @@ def run_workers(
             device = devices[i % len(devices)] if devices else base.get("device")
             worker_overrides = {**base, "threads": threads, **({"device": device} if device else {})}
             proc = ctx.Process(target=_worker_main, args=(i, name, url, worker_overrides, results, ignore_sigint,
-                                                          os.getpid(), job),
+                                                          os.getpid(), job, n_workers),
                                name=f"tuner-worker-{i}", daemon=False)
             proc.start()
             procs.append((WorkerReport(i, proc.pid, device or "auto"), proc))
