@@ -7,6 +7,7 @@ Example:
 
     >>> result = tuner.tune(train_fn, space="default", n_trials=30)   # train_fn(ctx): ctx.config, ctx.report
     >>> config = tuner.suggest(trial, "adam-family")                   # inside your own Optuna objective
+    >>> result = tuner.run_study(objective="mnist1d-mlp", n_trials=64)  # `tuner study create` from Python
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from tuner.errors import ConfigError, DataError, StudyError, TunerError
 
 if TYPE_CHECKING:
     from tuner._api import TrialContext, TuneResult, suggest, tune
+    from tuner._run import StudyResult, run_study
     from tuner._setup import TrainingSetup, seed_everything
     from tuner.config import InitConfig, OptimizerConfig, Regularization, ScheduleConfig, TrainConfig, load_config
 
@@ -25,6 +27,8 @@ __all__ = [
     "ConfigError",
     "TrialContext",
     "TuneResult",
+    "StudyResult",
+    "run_study",
     "suggest",
     "tune",
     "DataError",
@@ -46,6 +50,7 @@ __all__ = [
 # --help and listings) stay light.
 _LAZY = {
     "tune": "tuner._api", "suggest": "tuner._api", "TrialContext": "tuner._api", "TuneResult": "tuner._api",
+    "run_study": "tuner._run", "StudyResult": "tuner._run",
     "TrainingSetup": "tuner._setup", "seed_everything": "tuner._setup",
     **dict.fromkeys(("InitConfig", "OptimizerConfig", "Regularization", "ScheduleConfig", "TrainConfig",
                      "load_config"), "tuner.config"),

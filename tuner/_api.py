@@ -88,7 +88,10 @@ class TuneResult:
         elif not isinstance(config, TrainConfig):
             raise ConfigError(f"fit(config) takes a TrainConfig, a mapping or a config file; got "
                               f"{type(config).__name__}.")
-        return run_config(UserExecutor(self.train_fn), config)
+        return run_config(self._executor(), config)
+
+    def _executor(self) -> Any:
+        return UserExecutor(self.train_fn)
 
     def recommend(self, top_k: int = 3, seeds: int = 3) -> Any:
         """Re-trains the top ``top_k`` configs with ``seeds`` new seeds each and returns the
@@ -423,16 +426,14 @@ def _create_or_join(train_fn: Any, search: Any, name: str, storage: str | None, 
     if storage:
         check_storage(storage)
     with storage_lock(storage, "create") if storage else contextlib.nullcontext():
-        previous = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        try:
+        from tuner._logs import optuna_quiet
+
+        with optuna_quiet():
             study = optuna.create_study(
                 storage=open_storage(storage) if storage else None, study_name=name,
                 directions=[direction] + ["minimize"] * (len(objectives) - 1),
                 sampler=sampler, pruner=pruner, load_if_exists=True,
             )
-        finally:
-            optuna.logging.set_verbosity(previous)
         stored = study.user_attrs.get(StudyKey.TUNE)
         where = f" in {mask_url(storage)}" if storage else ""
         if stored and stored.get("space_fingerprint") != fingerprint:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 
 
 def quiet_libraries() -> None:
@@ -11,3 +13,17 @@ def quiet_libraries() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message=".*independent sampl.*")
+
+
+@contextlib.contextmanager
+def optuna_quiet() -> Iterator[None]:
+    """Optuna's info lines ("A new study created in memory ...") kept out of the block's output; the caller's
+    own verbosity is restored after it."""
+    import optuna
+
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)

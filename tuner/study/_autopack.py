@@ -56,7 +56,10 @@ def _kinds(space, epochs: int | None, seed: int) -> tuple[dict[tuple, float], fl
     """Draws configs from the space (random sampler, fixed seed; nothing trains): the share of each kind of
     packable config (batch size, update family), the share that cannot be packed, and a config of the
     commonest kind. Each kind trains in packs of its own; the others train alone."""
-    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    from tuner._logs import optuna_quiet
+
+    with optuna_quiet():
+        probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     kinds: dict[tuple | None, list[TrainConfig]] = {}
     for _ in range(SPACE_SAMPLES):
         config = space.sample(probe.ask(), epochs=epochs or 10, seed=seed)

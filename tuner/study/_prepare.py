@@ -267,10 +267,10 @@ def _dry_run(space: SearchSpace, sampler: Any, pruner: Any, context: dict[str, A
     """Asks a throwaway in-memory study for one trial with the study's own sampler and pruner: options that
     Optuna only checks when it first samples or prunes (``n_startup_trials: ten``) fail here, before the
     study exists, not as its first trial."""
-    previous = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line
+    from tuner._logs import optuna_quiet
+
     try:
-        with warnings.catch_warnings():
+        with optuna_quiet(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             study = optuna.create_study(sampler=build_sampler(sampler, context),
                                         pruner=build_pruner(pruner, context), directions=["maximize"] * n)
@@ -285,8 +285,6 @@ def _dry_run(space: SearchSpace, sampler: Any, pruner: Any, context: dict[str, A
     except Exception as exc:
         raise ConfigError(f"The {option_name(sampler)!r} sampler or the {option_name(pruner)!r} pruner cannot "
                           f"run with these options: {type(exc).__name__}: {exc}") from None
-    finally:
-        optuna.logging.set_verbosity(previous)
 
 
 def objective_fingerprint(objective: Objective, trainer: Trainer, output_shape: tuple[int, ...]) -> dict[str, Any]:
@@ -450,8 +448,11 @@ def _create_or_load(storage: optuna.storages.BaseStorage, prepared: PreparedStud
         _update_budget(study, prepared.spec)
         _enqueue_grid(study, prepared)
         return study, existing[name].n_trials
-    study = optuna.create_study(study_name=name, storage=storage, sampler=prepared.sampler,
-                                pruner=prepared.pruner, directions=prepared.directions, load_if_exists=False)
+    from tuner._logs import optuna_quiet
+
+    with optuna_quiet():  # the command says it has created the study, in its own words
+        study = optuna.create_study(study_name=name, storage=storage, sampler=prepared.sampler,
+                                    pruner=prepared.pruner, directions=prepared.directions, load_if_exists=False)
     _store_attrs(study, prepared)
     _enqueue_grid(study, prepared)
     _enqueue_starts(study, prepared)

@@ -484,9 +484,7 @@ def load_named(name: str, url: str, *, readonly: bool = True) -> optuna.Study:
         from tuner.errors import unknown_name_message
 
         raise StudyError(f"In {mask_url(url)}: " + unknown_name_message("study", name, names))
-    previous = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(logging.WARNING)
-    try:
+    from tuner._logs import optuna_quiet
+
+    with optuna_quiet():
         return optuna.load_study(study_name=name, storage=storage)
-    finally:
-        optuna.logging.set_verbosity(previous)

@@ -1,0 +1,97 @@
+"""``tuner.run_study``: ``tuner study create`` from Python, on the same engine, checks and record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+import tuner
+from tuner.cli import app
+from tuner.errors import ConfigError
+
+BASE = {"objective": "digits-mlp", "space": "lr-only", "epochs": 2, "sampler": "random", "device": "cpu",
+        "threads": 1}
+
+
+def test_a_packed_study_from_python(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    result = tuner.run_study(**BASE, n_trials=12, pack=4, storage=url, name="p")
+    printed = capsys.readouterr().out
+    assert "pack: 4: 4 trials at once, as asked" in printed and "ran 12 trial(s) in " in printed
+    assert f"study p in {url}: objective digits-mlp, space lr-only, 12 trials x 2 epochs on cpu" in printed
+    assert isinstance(result, tuner.StudyResult) and result.pack == 4 and result.trials == 12
+    trials = optuna.load_study(study_name="p", storage=url).trials
+    assert len(trials) == 12 and {t.user_attrs.get("pack") for t in trials} == {4}
+    assert result.best_value == max(t.value for t in trials if t.value is not None)
+    assert isinstance(result.best_config, tuner.TrainConfig)
+    value, test = result.fit(result.best_config)  # trains on the study's objective, outside the study
+    assert 0.0 <= value <= 1.0 and test is not None
+    # The same name and storage resumes: only what the raised budget misses runs.
+    again = tuner.run_study(**BASE, n_trials=16, pack=4, storage=url, name="p", verbose=False)
+    assert again.trials == 4 and len(again.study.trials) == 16
+    assert capsys.readouterr().out == ""
+
+
+def test_the_same_spec_runs_the_same_trials_as_the_command(tmp_path: Path):
+    """One engine: a spec run from Python and from the command line gives the same trials, values included."""
+    cli_url, py_url = f"sqlite:///{tmp_path / 'cli.db'}", f"sqlite:///{tmp_path / 'py.db'}"
+    created = CliRunner().invoke(app, ["study", "create", "--objective", "digits-mlp", "--space", "lr-only",
+                                       "--epochs", "2", "--sampler", "random", "--device", "cpu", "--threads", "1",
+                                       "--n-trials", "6", "--pack", "1", "--name", "s", "--storage", cli_url])
+    assert created.exit_code == 0, created.output
+    tuner.run_study(**BASE, n_trials=6, pack=1, name="s", storage=py_url, verbose=False)
+
+    def trials(url: str) -> list[tuple]:
+        return [(t.state.name, t.params, t.value, t.user_attrs.get("test_value"))
+                for t in optuna.load_study(study_name="s", storage=url).trials]
+
+    assert trials(cli_url) == trials(py_url)
+
+
+def test_a_spec_file_or_a_mapping_with_its_keys_replaced(tmp_path: Path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("objective: digits-mlp\nspace:\n  optimizer: {sgd: {lr: 0.05}}\n  schedule: constant\n"
+                    "n_trials: 3\nepochs: 1\nsampler: random\npack: 1\n")
+    from_file = tuner.run_study(spec, n_trials=2, storage=f"sqlite:///{tmp_path / 'f.db'}", verbose=False)
+    assert len(from_file.study.trials) == 2
+    assert {t.user_attrs["config"]["optimizer"]["name"] for t in from_file.study.trials} == {"sgd"}
+    mapping = {"objective": "digits-mlp", "space": "lr-only", "n_trials": 2, "epochs": 1, "pack": 1}
+    from_mapping = tuner.run_study(mapping, storage=f"sqlite:///{tmp_path / 'm.db'}", verbose=False)
+    assert len(from_mapping.study.trials) == 2
+
+
+@pytest.mark.parametrize(("call", "said"), [
+    (lambda url: tuner.run_study(**BASE, n_trail=3, storage=url),
+     "tuner.run_study(): Unknown study-spec key 'n_trail'. Valid: batch_size,"),
+    (lambda url: tuner.run_study(**{**BASE, "space": "missing.yaml"}, storage=url), "missing.yaml"),
+    (lambda url: tuner.run_study(**BASE, enqueue=["missing.yaml"], storage=url), "missing.yaml"),
+    (lambda url: tuner.run_study(**BASE, pack=0, storage=url), "must be auto or a whole number from 1 to 4096"),
+    (lambda url: tuner.run_study(42, storage=url), "spec must be a spec file, a built-in spec name or a mapping"),
+    (lambda url: tuner.run_study(**BASE, workers=0, storage=url), "workers must be an int of at least 1"),
+    (lambda url: tuner.run_study(**BASE, verbose="yes", storage=url), "verbose must be True or False"),
+    (lambda url: tuner.run_study(spec="spec.yaml", storage=url), "spec.yaml:4: key 'schedule.cosinee'"),
+])
+def test_a_mistake_is_refused_before_the_study_exists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call,
+                                                      said: str):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "spec.yaml").write_text("objective: digits-mlp\nspace:\n  schedule:\n    cosinee: {}\n"
+                                        "  optimizer: {adam: {}}\n")
+    with pytest.raises(ConfigError) as info:
+        call(f"sqlite:///{tmp_path / 'x.db'}")
+    assert said in str(info.value), str(info.value)
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_an_interrupt_leaves_what_finished_with_the_exception(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from tuner.study import _session
+
+    def interrupted(study, prepared, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_session, "run_study", interrupted)
+    with pytest.raises(KeyboardInterrupt) as info:
+        tuner.run_study(**BASE, n_trials=2, storage=f"sqlite:///{tmp_path / 'i.db'}", name="i", verbose=False)
+    assert info.value.result.study.study_name == "i"

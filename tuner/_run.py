@@ -1,0 +1,140 @@
+"""``tuner.run_study``: ``tuner study create`` from Python. A study of an objective (built-in, an objective
+file, or the tabular objective on a CSV), from a spec file, a built-in spec or a mapping, with the spec's keys
+as keyword arguments. It runs on the same engine, with the same checks, as the command: packs, workers,
+pruning, heartbeats, trackers and resuming included."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from tuner._api import TuneResult
+from tuner.errors import ConfigError, StudyError
+
+__all__ = ["StudyResult", "run_study"]
+
+
+@dataclass
+class StudyResult(TuneResult):
+    """The study ``run_study`` ran (``best_config``, ``best_value``, ``fit``, ``recommend`` as for ``tune``;
+    ``fit`` and ``recommend`` train on the study's objective), and how this call ran it: ``trials`` finished
+    here, in ``seconds``, ``stopped_by`` ("budget" or "timeout"), ``pack`` trials at once and why."""
+
+    prepared: Any = None
+    trials: int = 0
+    seconds: float = 0.0
+    stopped_by: str = "budget"
+    pack: int = 1
+    pack_why: str = ""
+
+    def _executor(self) -> Any:
+        return self.prepared.executor()
+
+
+def run_study(spec: str | os.PathLike[str] | Mapping[str, Any] | None = None, *, workers: int = 1,
+              devices: str | None = None, force: bool = False, verbose: bool = True, **fields: Any) -> StudyResult:
+    """Creates (or joins) and runs a study of an objective, as ``tuner study create SPEC`` does.
+
+    ``spec``: a spec file, a built-in spec name (``quickstart``, ``mnist1d-mlp``, ...) or a mapping of spec
+    keys; None: ``quickstart``, or an empty spec where ``objective`` is given. ``fields`` are the spec's keys
+    (``objective``, ``space``, ``n_trials``, ``epochs``, ``pack``, ``storage``, ``timeout``, ``seed``, ...)
+    and replace the spec's, as the command's flags do; an unknown key is refused with the valid ones.
+    ``workers``: processes on this machine (``devices``: ``"cuda:0,cuda:1"`` to spread them); ``force``:
+    replace a study of the same name made with a different spec. A spec, space, file or study named that is
+    wrong is refused before the study is created (``ConfigError``). The same name and storage again resumes
+    the study and runs only what its budget still misses.
+
+    Ctrl-C (or a run that stops: every worker failing, the storage failing) raises, and the exception holds
+    what finished as ``exc.result``.
+
+    Example:
+        >>> result = tuner.run_study(objective="mnist1d-mlp", space="lr-only", n_trials=64, pack="auto",
+        ...                          storage="sqlite:///tuner.db")
+        >>> result.pack, result.best_config
+    """
+    from tuner.study import StudySpec, create_or_join, load_spec, prepare
+    from tuner.study._inputs import check_inputs
+    from tuner.study._session import run_study as run_session
+    from tuner.study._session import trial_line
+    from tuner.study._spec import check_inline_space
+    from tuner.study._storage import storage_label
+    from tuner.study._workers import check_workers
+    from tuner.track import check_destinations
+
+    for key, flag in (("verbose", verbose), ("force", force)):
+        if not isinstance(flag, bool):
+            raise ConfigError(f"{key} must be True or False (got {flag!r}).")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be an int of at least 1 (got {workers!r}).")
+    check_workers(workers, "workers")
+    if (workers > 1 or devices) and threading.current_thread() is not threading.main_thread():
+        raise ConfigError(f"workers={workers} must be started from the main thread (it supervises the processes "
+                          f"with signal handlers); call run_study() there, or use workers=1.")
+    if spec is None:
+        base = load_spec("quickstart") if fields.get("objective") is None else StudySpec()
+    elif isinstance(spec, Mapping):
+        base = StudySpec.from_mapping(dict(spec), "run_study(spec)")
+    elif isinstance(spec, (str, os.PathLike)):
+        base = load_spec(spec)
+    else:
+        raise ConfigError(f"spec must be a spec file, a built-in spec name or a mapping; got {type(spec).__name__}.")
+    given = {key: value for key, value in fields.items() if value is not None}
+    spec_obj = StudySpec.from_mapping({**base.model_dump(), **given}, "tuner.run_study()")
+    if isinstance(spec, (str, os.PathLike)) and "space" not in given and isinstance(spec_obj.space, dict):
+        check_inline_space(spec)  # with the spec file's lines
+    check_inputs(spec_obj)
+    check_destinations(spec_obj.mlflow, spec_obj.tensorboard)
+    prepared = prepare(spec_obj, track=True)
+    study = create_or_join(prepared, force=force)
+    say = (lambda line: print(line, flush=True)) if verbose else None
+    n_trials = prepared.spec.n_trials
+    if say:
+        say(f"study {prepared.name} in {storage_label(prepared.storage_url)}: objective {prepared.objective.name}, "
+            f"space {prepared.space.name}, {n_trials} trials x {prepared.spec.epochs} epochs on "
+            f"{prepared.trainer.device}")
+        for note in [*prepared.space_notes, *prepared.start_notes]:
+            say(note)
+    done = _finished(study)
+
+    def on_trial(outcome: Any, s: optuna.Study) -> None:
+        nonlocal done
+        done += outcome.state in ("COMPLETE", "PRUNED")
+        if say:
+            from tuner.study._record import best_trial, primary
+
+            best = best_trial(s)
+            say(trial_line(outcome, done, n_trials, primary(best) if best else None))
+
+    result = StudyResult(study, None, prepared.spec.seed, prepared)  # type: ignore[arg-type]
+    try:
+        run = run_session(study, prepared, workers=workers, devices=devices, on_trial=on_trial, on_start=say)
+    except (StudyError, KeyboardInterrupt) as exc:
+        exc.result = result  # type: ignore[attr-defined]
+        raise
+    result.trials, result.seconds, result.stopped_by = run.trials, run.seconds, run.stopped_by
+    result.pack, result.pack_why = run.pack, run.pack_why
+    if run.interrupted is not None:
+        exc = KeyboardInterrupt()
+        exc.result = result  # type: ignore[attr-defined]
+        raise exc
+    if run.failure:
+        error = StudyError(run.failure)
+        error.result = result  # type: ignore[attr-defined]
+        raise error
+    if say:
+        stop = " (timeout reached)" if run.stopped_by == "timeout" else ""
+        try:
+            best = f"; best trial {result.best_trial.number}: {prepared.objective.metric} {result.best_value:.4f}"
+        except StudyError:
+            best = "; no complete trial"
+        say(f"ran {run.trials} trial(s) in {run.seconds:.1f}s{stop}{best}")
+    return result
+
+
+def _finished(study: optuna.Study) -> int:
+    return len([t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")])
