@@ -95,3 +95,15 @@ def test_an_interrupt_leaves_what_finished_with_the_exception(tmp_path: Path, mo
     with pytest.raises(KeyboardInterrupt) as info:
         tuner.run_study(**BASE, n_trials=2, storage=f"sqlite:///{tmp_path / 'i.db'}", name="i", verbose=False)
     assert info.value.result.study.study_name == "i"
+
+
+def test_workers_and_packs_from_python(tmp_path: Path, capfd: pytest.CaptureFixture[str]):
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    result = tuner.run_study(**BASE, n_trials=12, pack=4, storage=url, name="w", workers=2)
+    printed = capfd.readouterr()
+    assert "worker 0: pack: 4: 4 trials at once, as asked" in printed.err
+    assert "2 workers ran" not in printed.out and "ran 12 trial(s) in " in printed.out
+    trials = optuna.load_study(study_name="w", storage=url).trials
+    assert result.pack is None and len(trials) == 12
+    assert {t.user_attrs.get("pack") for t in trials} == {4}
+    assert {t.user_attrs["worker"]["pid"] for t in trials} <= {w.pid for w in result.workers}

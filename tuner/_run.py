@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -23,14 +23,16 @@ __all__ = ["StudyResult", "run_study"]
 class StudyResult(TuneResult):
     """The study ``run_study`` ran (``best_config``, ``best_value``, ``fit``, ``recommend`` as for ``tune``;
     ``fit`` and ``recommend`` train on the study's objective), and how this call ran it: ``trials`` finished
-    here, in ``seconds``, ``stopped_by`` ("budget" or "timeout"), ``pack`` trials at once and why."""
+    here, in ``seconds``, ``stopped_by`` ("budget" or "timeout"), ``pack`` trials at once and why (None with
+    ``workers``: each worker chooses its own, and prints it)."""
 
     prepared: Any = None
     trials: int = 0
     seconds: float = 0.0
     stopped_by: str = "budget"
-    pack: int = 1
+    pack: int | None = 1
     pack_why: str = ""
+    workers: list[Any] = field(default_factory=list)  # with ``workers``: each one's report (pid, device, trials)
 
     def _executor(self) -> Any:
         return self.prepared.executor()
@@ -117,7 +119,9 @@ def run_study(spec: str | os.PathLike[str] | Mapping[str, Any] | None = None, *,
         exc.result = result  # type: ignore[attr-defined]
         raise
     result.trials, result.seconds, result.stopped_by = run.trials, run.seconds, run.stopped_by
-    result.pack, result.pack_why = run.pack, run.pack_why
+    result.pack, result.pack_why, result.workers = run.pack, run.pack_why, list(run.workers)
+    for w in run.lost_workers if say else []:
+        say(f"worker {w.index} (pid {w.pid}, {w.device}) stopped: {w.error or f'exit code {w.exitcode}'}")
     if run.interrupted is not None:
         exc = KeyboardInterrupt()
         exc.result = result  # type: ignore[attr-defined]
