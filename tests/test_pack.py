@@ -1101,3 +1101,28 @@ def test_a_close_whose_commit_landed_before_its_error_is_not_mistaken_for_a_reap
     assert [o.state for o in summary.outcomes] == ["COMPLETE", "COMPLETE"]
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     assert summary.outcomes[0].value == study.trials[0].value
+
+
+def test_an_interrupted_member_keeps_what_it_reported_and_its_pack(tmp_path, monkeypatch):
+    """Ctrl-C during a pack's epoch: every member is recorded as interrupted with its pack and the epochs it
+    reported, as a trial interrupted alone keeps its history; nothing is left running."""
+    from tuner.study import run_trials
+
+    calls = []
+    original = PackTrainer.run_epoch
+
+    def run_epoch(self):
+        calls.append(self.k)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(PackTrainer, "run_epoch", run_epoch)
+    study, prepared = _packed_study(tmp_path, n_trials=8, pack=4, sampler="random", pruner="none")
+    with pytest.raises(KeyboardInterrupt):
+        run_trials(study, prepared)
+    trials = study.get_trials()
+    assert len(trials) == 4 and {t.state for t in trials} == {optuna.trial.TrialState.FAIL}
+    for t in trials:
+        assert t.user_attrs["reason"] == "interrupted" and t.user_attrs["pack"] == 4
+        assert len(t.user_attrs["val_history"]) == 1

@@ -397,11 +397,21 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                     # is gone by now, and so is the dropped pack.
                     executor.release_memory()
                     ran_out = False
-    except BaseException:
+    except BaseException as exc:
         if heartbeat is not None:
             with contextlib.suppress(Exception):
                 heartbeat.__exit__(None, None, None)
-        _fail_own_running(study)
+        try:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                # Each member keeps what it reported, with its pack, as a trial interrupted alone does.
+                reason = StopReason(StopKind.INTERRUPTED, "interrupted")
+                for p in list(packs.values()):
+                    for slot, entry in enumerate(p.slots):
+                        if entry is not None:
+                            with contextlib.suppress(Exception):
+                                close(p, slot, TrialState.FAIL, reason, dropped=True)
+        finally:
+            _fail_own_running(study)  # anything left: asked, not placed yet
         raise
     if heartbeat is not None:
         heartbeat.__exit__(None, None, None)
