@@ -65,7 +65,9 @@ def test_a_spec_file_or_a_mapping_with_its_keys_replaced(tmp_path: Path):
 
 @pytest.mark.parametrize(("call", "said"), [
     (lambda url: tuner.run_study(**BASE, n_trail=3, storage=url),
-     "tuner.run_study(): Unknown study-spec key 'n_trail'. Valid: batch_size,"),
+     "tuner.run_study(): Unknown argument 'n_trail'. Valid: batch_size,"),
+    (lambda url: tuner.run_study(**BASE, worker=2, storage=url), "Did you mean 'workers'?"),
+    (lambda url: tuner.run_study(**BASE, devices="cpu,bogus", storage=url), "bogus"),
     (lambda url: tuner.run_study(**{**BASE, "space": "missing.yaml"}, storage=url), "missing.yaml"),
     (lambda url: tuner.run_study(**BASE, enqueue=["missing.yaml"], storage=url), "missing.yaml"),
     (lambda url: tuner.run_study(**BASE, pack=0, storage=url), "must be auto or a whole number from 1 to 4096"),
@@ -88,22 +90,46 @@ def test_a_mistake_is_refused_before_the_study_exists(tmp_path: Path, monkeypatc
 def test_an_interrupt_leaves_what_finished_with_the_exception(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from tuner.study import _session
 
+    url = f"sqlite:///{tmp_path / 'i.db'}"
+    tuner.run_study(**BASE, n_trials=2, storage=url, name="i", verbose=False)
+    run = _session.run_study
+
     def interrupted(study, prepared, **kwargs):
+        run(study, prepared, **kwargs)  # the raised budget's trial finishes, then Ctrl-C
         raise KeyboardInterrupt
 
     monkeypatch.setattr(_session, "run_study", interrupted)
     with pytest.raises(KeyboardInterrupt) as info:
-        tuner.run_study(**BASE, n_trials=2, storage=f"sqlite:///{tmp_path / 'i.db'}", name="i", verbose=False)
-    assert info.value.result.study.study_name == "i"
+        tuner.run_study(**BASE, n_trials=3, storage=url, name="i", verbose=False)
+    result = info.value.result
+    assert result.study.study_name == "i" and len(result.study.trials) == 3
+    assert result.trials == 1 and result.stopped_by == "interrupted" and result.seconds > 0
 
 
-def test_workers_and_packs_from_python(tmp_path: Path, capfd: pytest.CaptureFixture[str]):
-    url = f"sqlite:///{tmp_path / 'w.db'}"
-    result = tuner.run_study(**BASE, n_trials=12, pack=4, storage=url, name="w", workers=2)
-    printed = capfd.readouterr()
-    assert "worker 0: pack: 4: 4 trials at once, as asked" in printed.err
-    assert "2 workers ran" not in printed.out and "ran 12 trial(s) in " in printed.out
-    trials = optuna.load_study(study_name="w", storage=url).trials
-    assert result.pack is None and len(trials) == 12
-    assert {t.user_attrs.get("pack") for t in trials} == {4}
-    assert {t.user_attrs["worker"]["pid"] for t in trials} <= {w.pid for w in result.workers}
+def test_a_study_that_has_its_trials_says_how_to_run_more(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    tuner.run_study(**BASE, n_trials=2, storage=url, name="b", verbose=False)
+    again = tuner.run_study(**BASE, n_trials=2, storage=url, name="b")
+    assert again.trials == 0
+    assert "the study already has its 2 finished trials; raise the budget with n_trials=" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("call", [
+    "tuner.run_study(objective='digits-mlp', space='lr-only', n_trials=4, epochs=1, storage=URL, workers=2, "
+    "verbose=False)",
+    "tuner.tune(train, space='lr-only', n_trials=4, epochs=1, storage=URL, workers=2, verbose=False)",
+])
+def test_a_script_that_starts_workers_unguarded_is_told_to_guard_its_code(tmp_path: Path, call: str):
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text("import tuner\n\n\ndef train(ctx):\n    return ctx.config.optimizer.lr\n\n\n"
+                      + call.replace("URL", repr(f"sqlite:///{tmp_path / 'u.db'}")) + "\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode != 0
+    name = call.split("(")[0]
+    assert f"{name}(workers=2) ran again in a worker process as it imported your script: guard the " \
+           "script's own code with `if __name__ == \"__main__\":`" in done.stderr, done.stderr[-3000:]
+    assert "every worker stopped with an error; the first: exit code 1 before it started" in done.stderr, \
+        done.stderr[-3000:]

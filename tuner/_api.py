@@ -249,9 +249,10 @@ def tune(
     ref = None
     if workers > 1:
         from tuner.study._user import function_ref
-        from tuner.study._workers import check_workers
+        from tuner.study._workers import check_workers, refuse_unguarded_start
 
         check_workers(workers, "workers")
+        refuse_unguarded_start("tuner.tune", workers)
         import threading
 
         if threading.current_thread() is not threading.main_thread():
@@ -356,14 +357,14 @@ def _run_workers(study: optuna.Study, plan: RunPlan, ref: dict[str, str], worker
         print(f"{workers} workers ran {sum(w.trials for w in pool.workers)} trial(s) in {pool.seconds:.1f}s"
               + (f"; trials {pool.reaped} of lost workers were queued again" if pool.reaped else ""), flush=True)
         for w in lost:
-            print(f"worker {w.index} (pid {w.pid}) stopped: {w.error or f'exit code {w.exitcode}'}", flush=True)
+            print(f"worker {w.index} (pid {w.pid}) stopped: {w.stopped()}", flush=True)
     elif lost:
-        warnings.warn("; ".join(f"worker {w.index} (pid {w.pid}) stopped: {w.error or f'exit code {w.exitcode}'}"
+        warnings.warn("; ".join(f"worker {w.index} (pid {w.pid}) stopped: {w.stopped()}"
                                 for w in lost), RuntimeWarning, stacklevel=3)
     if pool.interrupted is not None:
         raise KeyboardInterrupt
     if lost and len(lost) == len(pool.workers):
-        raise StudyError(f"every worker stopped with an error; the first: {lost[0].error or lost[0].exitcode}")
+        raise StudyError(f"every worker stopped with an error; the first: {lost[0].stopped()}")
 
 
 def _function_name(train_fn: Any) -> tuple[str | None, str | None]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,7 +66,7 @@ def run_study(spec: str | os.PathLike[str] | Mapping[str, Any] | None = None, *,
     from tuner.study._session import trial_line
     from tuner.study._spec import check_inline_space
     from tuner.study._storage import storage_label
-    from tuner.study._workers import check_workers
+    from tuner.study._workers import check_workers, parse_devices, refuse_unguarded_start
     from tuner.track import check_destinations
 
     for key, flag in (("verbose", verbose), ("force", force)):
@@ -73,9 +74,18 @@ def run_study(spec: str | os.PathLike[str] | Mapping[str, Any] | None = None, *,
             raise ConfigError(f"{key} must be True or False (got {flag!r}).")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be an int of at least 1 (got {workers!r}).")
-    check_workers(workers, "workers")
-    if (workers > 1 or devices) and threading.current_thread() is not threading.main_thread():
-        raise ConfigError(f"workers={workers} must be started from the main thread (it supervises the processes "
+    unknown = sorted(set(fields) - set(StudySpec.model_fields) - {"description"})
+    if unknown:
+        from tuner.errors import unknown_name_message
+
+        valid = [*sorted(set(StudySpec.model_fields) - {"description"}), "devices", "force", "spec", "verbose",
+                 "workers"]
+        raise ConfigError("tuner.run_study(): " + unknown_name_message("argument", unknown[0], valid))
+    processes = max(workers, len(parse_devices(devices)))  # one worker per device at least, as the command runs
+    check_workers(processes, "workers")
+    refuse_unguarded_start("tuner.run_study", processes)
+    if processes > 1 and threading.current_thread() is not threading.main_thread():
+        raise ConfigError(f"workers={processes} must be started from the main thread (it supervises the processes "
                           f"with signal handlers); call run_study() there, or use workers=1.")
     if spec is None:
         base = load_spec("quickstart") if fields.get("objective") is None else StudySpec()
@@ -94,14 +104,16 @@ def run_study(spec: str | os.PathLike[str] | Mapping[str, Any] | None = None, *,
     prepared = prepare(spec_obj, track=True)
     study = create_or_join(prepared, force=force)
     say = (lambda line: print(line, flush=True)) if verbose else None
-    n_trials = prepared.spec.n_trials
+    n_trials, timeout = prepared.spec.n_trials, prepared.spec.timeout
     if say:
         say(f"study {prepared.name} in {storage_label(prepared.storage_url)}: objective {prepared.objective.name}, "
             f"space {prepared.space.name}, {n_trials} trials x {prepared.spec.epochs} epochs on "
-            f"{prepared.trainer.device}")
-        for note in [*prepared.space_notes, *prepared.start_notes]:
-            say(note)
-    done = _finished(study)
+            f"{prepared.trainer.device}" + (f"; stops at its {timeout:g} s timeout if that comes first"
+                                            if timeout else ""))
+        for line in prepared.preparation_lines():
+            say(line)
+    done = before = _finished(study)
+    start = time.monotonic()
 
     def on_trial(outcome: Any, s: optuna.Study) -> None:
         nonlocal done
@@ -113,24 +125,30 @@ def run_study(spec: str | os.PathLike[str] | Mapping[str, Any] | None = None, *,
             say(trial_line(outcome, done, n_trials, primary(best) if best else None))
 
     result = StudyResult(study, None, prepared.spec.seed, prepared)  # type: ignore[arg-type]
+
+    def stopped(exc: BaseException, how: str) -> BaseException:
+        """``exc`` with what finished in this call as ``exc.result``."""
+        result.trials, result.seconds, result.stopped_by = _finished(study) - before, time.monotonic() - start, how
+        exc.result = result  # type: ignore[attr-defined]
+        return exc
+
     try:
         run = run_session(study, prepared, workers=workers, devices=devices, on_trial=on_trial, on_start=say)
-    except (StudyError, KeyboardInterrupt) as exc:
-        exc.result = result  # type: ignore[attr-defined]
-        raise
+    except KeyboardInterrupt as exc:
+        raise stopped(exc, "interrupted") from None
+    except StudyError as exc:
+        raise stopped(exc, "error") from None
     result.trials, result.seconds, result.stopped_by = run.trials, run.seconds, run.stopped_by
     result.pack, result.pack_why, result.workers = run.pack, run.pack_why, list(run.workers)
     for w in run.lost_workers if say else []:
-        say(f"worker {w.index} (pid {w.pid}, {w.device}) stopped: {w.error or f'exit code {w.exitcode}'}")
+        say(f"worker {w.index} (pid {w.pid}, {w.device}) stopped: {w.stopped()}")
     if run.interrupted is not None:
-        exc = KeyboardInterrupt()
-        exc.result = result  # type: ignore[attr-defined]
-        raise exc
+        raise stopped(KeyboardInterrupt(), "interrupted")
     if run.failure:
-        error = StudyError(run.failure)
-        error.result = result  # type: ignore[attr-defined]
-        raise error
+        raise stopped(StudyError(run.failure), "error")
     if say:
+        if not run.trials and run.stopped_by == "budget":
+            say(f"the study already has its {n_trials} finished trials; raise the budget with n_trials=")
         stop = " (timeout reached)" if run.stopped_by == "timeout" else ""
         try:
             best = f"; best trial {result.best_trial.number}: {prepared.objective.metric} {result.best_value:.4f}"

@@ -409,12 +409,45 @@ def test_interrupt_inside_ask_leaves_no_running_trial(make_spec, monkeypatch, pa
     try:
         with pytest.raises(KeyboardInterrupt):
             run_trials(study, prepared)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after the hold
     finally:
         signal.signal(signal.SIGINT, previous)
-    assert signal.getsignal(signal.SIGINT) is previous
     states = {t.number: (t.state.name, t.user_attrs.get("reason")) for t in study.get_trials()}
     assert "RUNNING" not in {state for state, _ in states.values()}, states
     assert states[asked[1]] == ("FAIL", "interrupted"), states
+
+
+def test_signals_held_take_effect_at_the_end_in_order_and_a_repeat_at_once():
+    import signal
+
+    from tuner.study._engine import interrupts_held
+
+    got: list[str] = []
+
+    def on_term(signum, frame):
+        got.append("term")
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler), signal.signal(signal.SIGTERM, on_term)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts_held():
+                signal.raise_signal(signal.SIGTERM)
+                signal.raise_signal(signal.SIGINT)
+                got.append("body done")  # neither has taken effect yet
+        assert got == ["body done", "term"]  # then both, in the order they came
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGTERM) is on_term
+        got.clear()
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts_held():
+                signal.raise_signal(signal.SIGINT)
+                got.append("first held")
+                signal.raise_signal(signal.SIGINT)  # a second Ctrl-C: now
+                got.append("not reached")
+        assert got == ["first held"]
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
 
 
 def test_failing_sampler_is_a_clear_error_and_leaves_no_running_trial(make_spec):

@@ -501,8 +501,9 @@ def test_the_storage_lock_says_whether_it_serialises(tmp_path: Path):
 
 
 def test_a_lost_trial_says_whether_it_was_queued_again(tmp_path: Path):
-    """The reaper's reason and ``study show``'s group agree: a lost trial with parameters is queued again; one
-    lost before it had any (asked, nothing sampled yet) is not, and says why."""
+    """The reaper's reason and ``study show``'s group agree: a lost trial with a config is queued again (one of
+    a space of fixed values too, which has no parameters); one lost before it had a config (asked, nothing
+    sampled yet) is not, and says why."""
     from tuner.study._liveness import reap_stale
     from tuner.study._record import StopReason
 
@@ -510,11 +511,14 @@ def test_a_lost_trial_says_whether_it_was_queued_again(tmp_path: Path):
     bare = study.ask()
     sampled = study.ask()
     sampled.suggest_float("x", 0.0, 1.0)
-    assert sorted(reap_stale(study, grace=-1.0)) == [bare.number, sampled.number]
+    fixed = study.ask()
+    fixed.set_user_attr("config", {"optimizer": {"name": "sgd", "lr": 0.1}})
+    assert sorted(reap_stale(study, grace=-1.0)) == [bare.number, sampled.number, fixed.number]
     reasons = {t.number: StopReason.parse(t.user_attrs["reason"], t.user_attrs.get("reason_kind"))
-               for t in study.get_trials() if t.number in (bare.number, sampled.number)}
-    assert reasons[bare.number].endswith("not queued again (it had no parameters yet)")
+               for t in study.get_trials() if t.number in (bare.number, sampled.number, fixed.number)}
+    assert reasons[bare.number].endswith("not queued again (it had no config yet)")
     assert reasons[bare.number].group == "worker lost (not re-queued)"
     assert reasons[sampled.number].endswith("its parameters were queued again")
     assert reasons[sampled.number].group == "worker lost (re-queued)"
-    assert [t.state.name for t in study.get_trials()] == ["FAIL", "FAIL", "WAITING"]
+    assert reasons[fixed.number].endswith("its parameters were queued again")
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "FAIL", "FAIL", "WAITING", "WAITING"]

@@ -235,7 +235,7 @@ def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int = 1, devi
                  + (f"; trials {run.requeued} of lost workers were queued again" if run.requeued else ""))
             for w in run.lost_workers:
                 echo(f"worker {w.index} (pid {w.pid}, {w.device}) stopped: "
-                     + one_line(w.error or f"exit code {w.exitcode}"), to_err=True)
+                     + one_line(w.stopped()), to_err=True)
             print_summary(summary)
             print_best_config(summary)
         if run.interrupted is not None:
@@ -352,7 +352,9 @@ def study_create(
     from tuner.study import create_or_join, prepare
     from tuner.study._session import study_summary
     from tuner.study._storage import storage_hint, storage_label
+    from tuner.study._workers import parse_devices
 
+    parse_devices(devices)  # a device that is not there: refused before the study is created
     prepared = prepare(spec_obj, track=not no_run)
     study = create_or_join(prepared, force=force)
     use_storage(prepared.storage_url)
@@ -360,19 +362,8 @@ def study_create(
         echo("study ", (prepared.name, "bold"), f" in {storage_label(prepared.storage_url)}: objective "
              f"{prepared.objective.name}, space {prepared.space.name}, {prepared.spec.n_trials} trials x "
              f"{prepared.spec.epochs} epochs on {prepared.trainer.device}{_time_box(prepared.spec.timeout)}")
-        for note in prepared.space_notes:
-            echo(note)
-        if prepared.calibration is not None:
-            result = prepared.calibration
-            echo(f"lr ranges calibrated by an LR range test (batch size {result.batch_size}, {result.seconds:.1f}s):")
-            for curve in result.curves.values():
-                echo("  ", curve.line() + ("" if curve.found else " - kept the space's range"))
-        if prepared.queued:
-            echo(f"first trials ({len(prepared.queued)} queued):")
-            for start in prepared.queued:
-                echo("  ", start.source + (f" ({'; '.join(start.changes)})" if start.changes else ""))
-        for note in prepared.start_notes:
-            echo(note)
+        for line in prepared.preparation_lines():
+            echo(line)
     if no_run:
         if fmt is Format.json:
             print_json(study_summary(study))
@@ -417,7 +408,9 @@ def study_run(
 
     check_destinations(spec_obj.mlflow, spec_obj.tensorboard)
     from tuner.study import create_or_join, prepare
+    from tuner.study._workers import parse_devices
 
+    parse_devices(devices)
     prepared = prepare(spec_obj, space_data=space_data, track=True)
     study = create_or_join(prepared, force=force)
     use_storage(prepared.storage_url)

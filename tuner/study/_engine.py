@@ -496,23 +496,32 @@ def _sampler_error(plan: RunPlan, exc: BaseException) -> StudyError:
 
 @contextlib.contextmanager
 def interrupts_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM arriving inside the block take effect at its end, by their handlers as they were (in
-    the main thread, for handlers written in Python; elsewhere, or for ignored signals, nothing changes)."""
+    """Ctrl-C and SIGTERM arriving inside the block take effect at its end, each by its handler as it was, in
+    the order they came (in the main thread, for handlers written in Python; elsewhere, or for ignored signals,
+    nothing changes). A signal that comes again while held takes effect at once: the block may wait on a
+    database lock, and a second Ctrl-C means now."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[tuple[int, Any]] = []
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     saved = {sig: handler for sig, handler in saved.items() if callable(handler)}
+
+    def hold(signum: int, frame: Any) -> None:
+        if any(s == signum for s, _ in caught):
+            caught.remove(next(c for c in caught if c[0] == signum))
+            saved[signum](signum, frame)
+        else:
+            caught.append((signum, frame))
+
     for sig in saved:
-        signal.signal(sig, lambda signum, frame: caught.append((signum, frame)))
+        signal.signal(sig, hold)
     try:
         yield
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
-        if caught:
-            signum, frame = caught[0]
+        for signum, frame in caught:
             saved[signum](signum, frame)
 
 

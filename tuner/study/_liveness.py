@@ -163,12 +163,13 @@ def reap_stale(study: optuna.Study, grace: float = DEFAULT_GRACE, max_retries: i
             continue
         storage = storage_of(study)
         depth = _retry_depth(trial)
-        retry = bool(trial.params) and depth < max_retries
+        sampled = bool(trial.params) or Key.CONFIG in trial.user_attrs  # a space of fixed values has no params
+        retry = sampled and depth < max_retries
         why = (f"its process (pid {worker.get('pid')} on {worker.get('host', '?')}) is gone" if gone and
                silent <= grace else f"no heartbeat for {silent:.0f}s (worker pid {worker.get('pid', '?')} on "
                                     f"{worker.get('host', '?')})")
         reason = f"worker lost: {why}; " + ("its parameters were queued again" if retry else
-                                            "not queued again (it had no parameters yet)" if not trial.params else
+                                            "not queued again (it had no config yet)" if not sampled else
                                             f"not queued again (lost {depth + 1} times)")
         try:
             # The reason first: a finished trial's attributes can no longer be written.

@@ -103,6 +103,21 @@ class PreparedStudy:
     def executor(self) -> TrainerExecutor:
         return TrainerExecutor(self.trainer)
 
+    def preparation_lines(self) -> list[str]:
+        """What preparing the study did, in lines for people: space notes, the LR calibration, first trials."""
+        lines = list(self.space_notes)
+        if self.calibration is not None:
+            found = self.calibration
+            lines.append(f"lr ranges calibrated by an LR range test (batch size {found.batch_size}, "
+                         f"{found.seconds:.1f}s):")
+            lines += ["  " + curve.line() + ("" if curve.found else " - kept the space's range")
+                      for curve in found.curves.values()]
+        if self.queued:
+            lines.append(f"first trials ({len(self.queued)} queued):")
+            lines += ["  " + start.source + (f" ({'; '.join(start.changes)})" if start.changes else "")
+                      for start in self.queued]
+        return lines + list(self.start_notes)
+
 
 def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track: bool = False) -> PreparedStudy:
     """Validates the spec and loads its objective, data and space; writes nothing. ``track``: a session will

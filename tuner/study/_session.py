@@ -44,7 +44,7 @@ class SessionResult:
         """Why the run failed as a whole (every worker stopped with an error), or None."""
         lost = self.lost_workers
         if self.interrupted is None and self.workers and lost and len(lost) == len(self.workers):
-            return f"every worker stopped with an error; the first: {lost[0].error or lost[0].exitcode}"
+            return f"every worker stopped with an error; the first: {lost[0].stopped()}"
         return None
 
     @property

@@ -36,6 +36,18 @@ class WorkerReport:
     error: str | None = None
     pack: int | None = None  # trials it trained at once (None: a tune() worker, or it stopped before choosing)
     pack_why: str = ""
+    reported: bool = False  # it sent its report (it started, and ended by itself)
+
+    def stopped(self) -> str:
+        """Why it stopped, in words: its error, or its exit code (with the likely cause where it exited with an
+        error before it could report: a script that starts workers without guarding its own code)."""
+        if self.error:
+            return self.error
+        return f"exit code {self.exitcode}" + (_NO_REPORT if self.exitcode == 1 and not self.reported else "")
+
+
+_NO_REPORT = (" before it started (its error is above, on standard error; a Python script that starts workers "
+              "must guard its own code with `if __name__ == \"__main__\":`)")
 
 
 @dataclass
@@ -58,6 +70,17 @@ def check_workers(workers: int, name: str = "--workers") -> None:
     limit = max(16, MAX_WORKERS_PER_CORE * cores)
     if workers > limit:
         raise ConfigError(f"{name} must be at most {limit} on this machine ({cores} cores). Got {workers}.")
+
+
+def refuse_unguarded_start(call: str, workers: int) -> None:
+    """In a worker process that is importing the user's script (it holds the code the workers run), a call
+    that would start workers again means the script's own code is not guarded: say so, instead of letting
+    multiprocessing fail with its bootstrapping error."""
+    # multiprocessing's own test for "this process is still starting up" (its bootstrapping RuntimeError)
+    if workers > 1 and getattr(mp.current_process(), "_inheriting", False):
+        raise ConfigError(f"{call}(workers={workers}) ran again in a worker process as it imported your script: "
+                          f"guard the script's own code with `if __name__ == \"__main__\":` (each worker imports "
+                          f"the script to find the code it runs)")
 
 
 def parse_devices(text: str | None) -> list[str]:
@@ -241,7 +264,7 @@ def run_workers(
         except queue.Empty:
             break
         rep = procs[data["index"]][0]
-        rep.trials, rep.error = data["trials"], data["error"]
+        rep.trials, rep.error, rep.reported = data["trials"], data["error"], True
         rep.pack, rep.pack_why = data.get("pack"), data.get("pack_why", "")
     report_new()
     summary.workers = [rep for rep, _ in procs]

@@ -76,12 +76,17 @@ def _calls() -> Iterator[None]:
                 os.environ[key] = value
 
 
+_CHECKED: set[str] = set()  # URIs this process has opened already: checked once (the command checks early)
+
+
 def check(uri: str) -> None:
     """Refuses a URI MLflow cannot open (an unknown scheme, a folder, a SQLite file that cannot be made); a
     server is not contacted here (one that is down does not stop a study)."""
     from tuner._secrets import mask_url
 
     client_class = _client_class()
+    if uri in _CHECKED:
+        return
     try:
         with _calls():
             client_class(tracking_uri=uri)
@@ -89,6 +94,7 @@ def check(uri: str) -> None:
         text = " ".join(str(exc).split())[:600].rstrip(". ")
         raise ConfigError(f"MLflow cannot log to {mask_url(uri)}: {type(exc).__name__}: {text}. Use e.g. "
                           f"sqlite:///mlflow.db or http://HOST:5000.") from None
+    _CHECKED.add(uri)
 
 
 def _ms(when: datetime | None) -> int | None:
