@@ -526,6 +526,22 @@ def test_auto_says_why_a_space_or_a_model_cannot_be_packed(tmp_path, auto_pack):
     assert asked.why.endswith("): trials train one at a time")
     lbfgs = choose_pack(_prepared(tmp_path, space=str(space), pack=4), 64)
     assert lbfgs.k == 1 and "no optimizer or schedule of the space can share a pack" in lbfgs.why
+    # A model that fails on a full batch alone as well: not blamed on packing (each trial records its error).
+    picky = tmp_path / "picky.py"
+    picky.write_text(
+        "from torch import nn\n"
+        "from tuner.objectives import Objective, load_objective\n\n\n"
+        "class Picky(nn.Linear):\n"
+        "    def forward(self, x):\n"
+        "        if x.shape[0] > 8:\n"
+        "            raise ValueError('batches of 8 at most')\n"
+        "        return super().forward(x)\n\n\n"
+        "def objective() -> Objective:\n"
+        "    base = load_objective('digits-mlp')\n"
+        "    return Objective(name='picky', load_data=base.load_data, build_model=lambda data: Picky(64, 10))\n")
+    alone = choose_pack(_prepared(tmp_path, objective=f"{picky}:objective", pack=4), 64)
+    assert alone.k == 1 and alone.why == ("4 at once was asked for, but the model failed alone too (ValueError: "
+                                          "batches of 8 at most): trials train one at a time")
 
 
 def test_a_pack_size_asked_for_says_so(tmp_path, monkeypatch, auto_pack):
@@ -545,10 +561,10 @@ def test_auto_shares_the_budget_between_workers(tmp_path, monkeypatch, auto_pack
     one = choose_pack(_prepared(tmp_path), n_trials=64)
     two = choose_pack(_prepared(tmp_path), n_trials=64, workers=2)
     assert one.k == 16 and "at most a quarter of the 64-trial budget" in one.why
-    assert two.k == 8 and two.why.endswith("at most a quarter of the 64-trial budget (the budget is shared by 2 "
-                                           "workers, each with its own pack)")
+    assert two.k == 8 and two.why.endswith("at most 1/8 (a quarter, shared by 2 workers) of the 64-trial budget")
     few = choose_pack(_prepared(tmp_path), n_trials=24, workers=2)
-    assert few.k == 1 and "too few to share" in few.why and "shared by 2 workers" in few.why
+    assert few.k == 1 and few.why.endswith("too few to share (a pack holds 4 or more, and at most 1/8 (a quarter, "
+                                           "shared by 2 workers) of them)")
 
 
 def test_a_pack_whose_step_fails_queues_its_members_again_to_train_alone(tmp_path, monkeypatch, caplog):
@@ -579,6 +595,14 @@ def test_a_pack_whose_step_fails_queues_its_members_again_to_train_alone(tmp_pat
     assert {t.number for t in failed} <= retried
     assert len(calls) == 1  # the kind trains alone after its pack failed
     assert any("train one at a time from now on" in r.getMessage() for r in caplog.records)
+    # The study remembers it: a later run (or another worker) trains that kind alone from the start.
+    from tuner.study import StudySpec, create_or_join, prepare
+
+    (record,) = [v for k, v in study.user_attrs.items() if k.startswith("tuner:pack_failed/")]
+    assert record["error"] == "RuntimeError: vmap: boom" and record["trial"] == failed[0].number
+    later = prepare(StudySpec.from_mapping({**prepared.spec.model_dump(), "n_trials": 12}, "test"))
+    run_trials(create_or_join(later), later)
+    assert len(calls) == 1 and len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 12
 
 
 def test_tuner_pack_sets_what_auto_leaves_open(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["TunerError", "ConfigError", "DataError", "StudyError", "OutputError", "unknown_name_message"]
+__all__ = ["TunerError", "ConfigError", "DataError", "StudyError", "OutputError", "error_text", "unknown_name_message"]
 
 
 class TunerError(Exception):
@@ -41,3 +41,12 @@ def unknown_name_message(kind: str, name: object, valid: Iterable[str]) -> str:
     if suggestion is not None:
         message += f" Did you mean {suggestion!r}?"
     return message
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception in a line: its type and first line, cut after its first sentence where that is long."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if len(first) > 200:
+        end = first.find(". ", 0, 200)
+        first = first[:end + 1] if end > 0 else first[:197] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -22,7 +22,7 @@ import torch
 
 from tuner._pack import PackTrainer, pack_key, packable
 from tuner.config import TrainConfig
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, error_text
 from tuner.study._engine import release_device_memory
 from tuner.study._spec import parse_pack
 
@@ -115,18 +115,9 @@ def _member_bytes(pack: PackTrainer, batch_size: int) -> int:
     return pack.flat.shape[1] * 4 * 9 + batch_size * per_sample * 4 * 32
 
 
-def _error_text(exc: BaseException) -> str:
-    """An exception in a line: its type and first line, cut after its first sentence where that is long."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if len(first) > 200:
-        end = first.find(". ", 0, 200)
-        first = first[:end + 1] if end > 0 else first[:197] + "..."
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
 def _pack_failure(prepared, config: TrainConfig, threads: int) -> str | None:
-    """Why the objective's model cannot train in a pack (two members of ``config``, a few steps), or None;
-    running out of memory is not the model's fault (the packs find their size when they train)."""
+    """Why the objective's model cannot train in a pack (two members of ``config``, a few steps), in words,
+    or None; running out of memory is not the model's fault (the packs find their size when they train)."""
     batch_size, family, _ = pack_key(config)
     previous = torch.get_num_threads()
     pack = None
@@ -139,7 +130,12 @@ def _pack_failure(prepared, config: TrainConfig, threads: int) -> str | None:
     except torch.cuda.OutOfMemoryError:
         return None
     except Exception as exc:
-        return _error_text(exc)
+        pack = None
+        try:  # the model alone: an error there is the trials' own, recorded with each of them
+            prepared.trainer.time_steps(config, 1)
+        except Exception as alone:
+            return f"the model failed alone too ({error_text(alone)})"
+        return f"the model cannot be packed ({error_text(exc)})"
     finally:
         pack = None
         torch.set_num_threads(previous)
@@ -182,14 +178,15 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
                               auto=False)
         failure = _pack_failure(prepared, config, threads)
         if failure:
-            return PackChoice(1, f"{k} at once was asked for, but the model cannot be packed ({failure}): trials "
-                                 f"train one at a time", auto=False)
+            return PackChoice(1, f"{k} at once was asked for, but {failure}: trials train one at a time",
+                              auto=False)
         return PackChoice(k, f"{k} trials at once, {asked}", threads, auto=False)
-    share = "" if workers <= 1 else f" (the budget is shared by {workers} workers, each with its own pack)"
+    # At most a quarter of the trials left are in flight at once: with workers, each worker's pack a share.
+    part = "a quarter" if workers <= 1 else f"1/{4 * workers} (a quarter, shared by {workers} workers)"
     cap = n_trials // (4 * max(1, workers))
     if cap < 4:
         return PackChoice(1, f"{max(0, n_trials)} trial(s) to run are too few to share (a pack holds 4 or more, "
-                             f"and at most a quarter of them){share}")
+                             f"and at most {part} of them)")
     shares, unpackable, config = _kinds(prepared.space, spec.epochs, spec.seed)
     if config is None:
         return PackChoice(1, "no optimizer or schedule of the space can share a pack (L-BFGS, Adadelta and "
@@ -213,7 +210,7 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
             from tuner.study._engine import user_frame
 
             where = user_frame(exc)
-            return PackChoice(1, f"one trial failed in the timing probe ({_error_text(exc)}"
+            return PackChoice(1, f"one trial failed in the timing probe ({error_text(exc)}"
                                  f"{f' (at {where})' if where else ''}): trials train one at a time")
         if not alone:
             # The config alone does not fit at its batch size: the trials find out which batch sizes do (an
@@ -251,7 +248,7 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
                 break
             except Exception as exc:  # the model does not work under torch.func: say so, train unpacked
                 if k == sizes[0]:
-                    return PackChoice(1, f"the model cannot be packed ({_error_text(exc)})")
+                    return PackChoice(1, f"the model cannot be packed ({error_text(exc)})")
                 break
             finally:
                 pack = None
@@ -278,7 +275,7 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
     bound = ""
     if best_k * 2 > cap:
         bound = (f"; at most a quarter of the about {by_time[0]} trials that fit before the timeout"
-                 if by_time is not None else f"; at most a quarter of the {n_trials}-trial budget") + share
+                 if by_time is not None else f"; at most {part} of the {n_trials}-trial budget")
     if unpackable:
         bound += f"; {unpackable:.0%} of the space's configs cannot be packed and train alone"
     gain = rates[best_k] / alone

@@ -8,7 +8,7 @@ from optuna.trial import TrialState
 
 from tuner.study._record import Key, StudyKey
 
-__all__ = ["counts", "device_key", "oom_limits", "pack_caps", "oom_notes"]
+__all__ = ["counts", "device_key", "failed_pack_kinds", "oom_limits", "pack_caps", "oom_notes"]
 
 
 def _limits(study: optuna.Study, attr: str, field: str) -> dict[str, dict[str, int]]:
@@ -42,6 +42,18 @@ def pack_caps(study: optuna.Study) -> dict[str, dict[str, int]]:
     """Per device: the most trials that train at once there (``trials``), since several trials in packs ran
     out of memory together (``ran_out``: how many, in ``trial``'s pack)."""
     return _limits(study, StudyKey.PACK_CAP, "trials")
+
+
+def failed_pack_kinds(study: optuna.Study) -> dict[tuple[int, str, int], dict]:
+    """The kinds of config (batch size, update family, epochs) whose pack's training step failed in this study
+    (in any process): they train alone from then on. Each record: the error and the trial."""
+    found = {}
+    for name, entry in study.user_attrs.items():
+        if name.startswith(StudyKey.PACK_FAILED + "/") and isinstance(entry, dict):
+            kind = (entry.get("batch_size"), entry.get("family"), entry.get("epochs"))
+            if isinstance(kind[0], int) and isinstance(kind[1], str) and isinstance(kind[2], int):
+                found[kind] = entry
+    return found
 
 
 def oom_notes(study: optuna.Study) -> list[str]:

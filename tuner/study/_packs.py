@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner._pack import PackTrainer, pack_key, packable
 from tuner.config import TrainConfig
+from tuner.errors import error_text
 from tuner.study._engine import (
     Executor,
     RunPlan,
@@ -47,8 +48,9 @@ from tuner.study._engine import (
     record_pack_cap,
     run_one,
 )
+from tuner.study._limits import failed_pack_kinds
 from tuner.study._liveness import Heartbeat, reap_stale
-from tuner.study._record import FINISHED, Key, StopKind, StopReason, history_attrs, storage_of
+from tuner.study._record import FINISHED, Key, StopKind, StopReason, StudyKey, history_attrs, storage_of
 from tuner.study._samplers import judges_by_complete_trials, may_prune_at
 from tuner.study._writes import StudyView, Write, write_batch
 from tuner.train import Diverged
@@ -141,7 +143,7 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
     # the study per device (``run_prepared`` starts a later run at it).
     cap = pack
     suspects: set[int] = set()  # batch sizes that ran out of memory alone in a pack beside other packs, once
-    failed_kinds: set[tuple[int, str, int]] = set()  # kinds of config whose pack's training step raised
+    failed_kinds = set(failed_pack_kinds(study))  # kinds of config whose pack's training step raised
     # One heartbeat thread for all members: every member's beat in one write.
     heartbeat = Heartbeat(study, None, plan.heartbeat_interval) if plan.storage_url else None
 
@@ -232,8 +234,13 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
         that fails alone then fails with its own error)."""
         key = next(k for k, q in packs.items() if q is p)
         del packs[key]
-        text = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}".rstrip(": ")
+        text = error_text(exc)
         failed_kinds.add(key)
+        number = next(e.trial.number for e in p.slots if e is not None)
+        with contextlib.suppress(Exception):  # other workers and later runs of the study train them alone too
+            study.set_user_attr(f"{StudyKey.PACK_FAILED}/{key[0]}/{key[1]}/{key[2]}",
+                                {"batch_size": key[0], "family": key[1], "epochs": key[2], "error": text,
+                                 "trial": number})
         log.warning("a pack's training step failed (%s): trials of batch size %d with %s-family optimizers train "
                     "one at a time from now on", text, key[0], key[1])
         reason = StopReason(StopKind.DISCARDED, f"discarded: its pack's training step failed ({text}); its config "
@@ -315,6 +322,7 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                                 "ran out of memory there (trial %s)", recorded["trials"],
                                 device_key(executor.device), recorded.get("ran_out"), recorded.get("trial"))
                     cap = recorded["trials"]
+                failed_kinds.update(failed_pack_kinds(study))  # another worker's packs that failed
             for key in [key for key, p in packs.items() if not p.live()]:
                 del packs[key]  # a pack that ran out: the next of its kind starts afresh
             if startup and _complete(study) >= startup:

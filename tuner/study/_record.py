@@ -63,6 +63,7 @@ class StudyKey:
     CALIBRATION = "tuner:calibration"
     OOM_BATCH = "tuner:oom_batch"  # per device: the smallest batch size that ran out of memory, and the trial
     PACK_CAP = "tuner:pack_cap"  # per device: the most trials that train at once there, after packs ran out of memory
+    PACK_FAILED = "tuner:pack_failed"  # per kind of config (batch size, family, epochs): its pack's step failed
     TRACKING_ID = "tuner:tracking_id"  # a random id that tells MLflow and TensorBoard logs of studies apart
 
 
