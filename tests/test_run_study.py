@@ -133,3 +133,23 @@ def test_a_script_that_starts_workers_unguarded_is_told_to_guard_its_code(tmp_pa
            "script's own code with `if __name__ == \"__main__\":`" in done.stderr, done.stderr[-3000:]
     assert "every worker stopped with an error; the first: exit code 1 before it started" in done.stderr, \
         done.stderr[-3000:]
+
+
+def test_a_refusal_names_the_option_as_the_caller_sets_it(tmp_path: Path):
+    """The same refusal says `--n-trials 12` to the command and `n_trials=12` to a Python caller."""
+    from tuner.errors import StudyError
+
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    tuner.run_study(**BASE, n_trials=2, storage=url, name="o", verbose=False)
+    with pytest.raises(StudyError) as info:
+        tuner.run_study(**BASE, n_trials=1, storage=url, name="o", verbose=False)
+    assert "ask for more than 2 (n_trials=12)" in str(info.value)
+    with pytest.raises(StudyError) as info:
+        tuner.run_study(**{**BASE, "space": "adam-family"}, n_trials=2, storage=url, name="o", verbose=False)
+    assert "Nothing was changed. Choose another name=..., or continue it with" in str(info.value)
+    said = CliRunner().invoke(app, ["study", "create", "--objective", "digits-mlp", "--space", "adam-family",
+                                    "--epochs", "2", "--sampler", "random", "--device", "cpu", "--threads", "1",
+                                    "--n-trials", "2", "--name", "o", "--storage", url])
+    assert said.exit_code == 1 and "Choose another --name, or continue it with" in " ".join(said.output.split())
+    said = CliRunner().invoke(app, ["study", "run", "o", "--n-trials", "1", "--storage", url])
+    assert said.exit_code == 1 and "ask for more than 2 (--n-trials 12)" in " ".join(said.output.split())

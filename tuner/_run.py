@@ -60,6 +60,14 @@ def run_study(spec: str | os.PathLike[str] | Mapping[str, Any] | None = None, *,
         ...                          storage="sqlite:///tuner.db")
         >>> result.pack, result.best_config
     """
+    from tuner._surface import from_python
+
+    with from_python("tuner.run_study"):  # messages name options as keyword arguments
+        return _run(spec, workers, devices, force, verbose, fields)
+
+
+def _run(spec: Any, workers: int, devices: str | None, force: bool, verbose: bool,
+         fields: dict[str, Any]) -> StudyResult:
     from tuner.study import StudySpec, create_or_join, load_spec, prepare
     from tuner.study._inputs import check_inputs
     from tuner.study._session import run_study as run_session

@@ -418,7 +418,11 @@ class SearchSpace:
         batch sizes came from (default: the space's file and key)."""
         param = self.batch_size
         where = where or f"{self.source}: key 'batch_size'"
-        fix = f"pass --batch-size with sizes up to {n_train} (e.g. --batch-size {_fitting_sizes(n_train)})"
+        from tuner._surface import option
+
+        sizes = _fitting_sizes(n_train)
+        fix = (f"pass {option('batch-size')} with sizes up to {n_train} (e.g. "
+               f"{option('batch-size', sizes, '[' + sizes.replace(',', ', ') + ']')})")
         d = param.distribution
         if d is None:
             if param.value <= n_train:

@@ -18,6 +18,7 @@ from typing import Any
 
 import optuna
 
+from tuner._surface import option
 from tuner._version import __version__
 from tuner.errors import ConfigError, StudyError, unknown_name_message
 from tuner.objectives import Objective, load_objective
@@ -143,7 +144,7 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
     if space_data is None:  # a stored space already holds the study's batch sizes
         if spec.batch_size is not None:
             space = space.with_batch_sizes(spec.batch_size)
-        given = "batch_size (--batch-size or the spec's batch_size)" if spec.batch_size is not None else ""
+        given = f"batch_size ({option('batch-size')} or the spec's batch_size)" if spec.batch_size is not None else ""
         space, note = space.fit_batch_sizes(n_train, f"objective {objective.name!r}", where=given)
         space_notes += [note] if note else []
     output_shape = trainer.check_model()
@@ -367,7 +368,8 @@ def check_objective(study: optuna.Study, prepared: PreparedStudy, force: bool = 
     if not force:
         raise StudyError(f"The objective of study {study.study_name!r} changed since the study was created "
                          f"({'; '.join(changes)}): its values would not compare with the stored ones. Create a "
-                         f"new study (--name), or pass --force to continue knowingly.")
+                         f"new study ({option('name')}), or pass {option('force', py_value='True')} to continue "
+                         f"knowingly.")
     log.warning("study %r: continuing with a changed objective (%s)", study.study_name, "; ".join(changes))
     history = list(study.user_attrs.get(StudyKey.OBJECTIVE_FINGERPRINT_HISTORY) or [])
     study.set_user_attr(StudyKey.OBJECTIVE_FINGERPRINT_HISTORY, [*history, stored])
@@ -445,7 +447,7 @@ def _create_or_load(storage: optuna.storages.BaseStorage, prepared: PreparedStud
         attrs = existing[name].user_attrs
         if StudyKey.SPEC not in attrs:
             raise StudyError(f"Study {name!r} in {mask_url(url)} is {describe_kind(existing[name])}; "
-                             f"choose another --name.")
+                             f"choose another {option('name')}.")
         old = _identity(attrs[StudyKey.SPEC], attrs.get(StudyKey.SPACE_FINGERPRINT, ""))
         new = _identity(_stored_attrs(prepared)[StudyKey.SPEC], prepared.space.fingerprint())
         changed = [k for k in old if old[k] != new[k]]
@@ -455,7 +457,7 @@ def _create_or_load(storage: optuna.storages.BaseStorage, prepared: PreparedStud
                 for k in changed
             )
             raise StudyError(f"Study {name!r} already exists in {mask_url(url)} with a different "
-                             f"spec ({details}). Nothing was changed. Choose another --name, or continue it "
+                             f"spec ({details}). Nothing was changed. Choose another {option('name')}, or continue it "
                              f"with `{study_command('run', name, url)}`.")
         study = optuna.load_study(study_name=name, storage=storage, pruner=prepared.pruner,
                                   sampler=prepared.sampler)
@@ -513,7 +515,7 @@ def _update_budget(study: optuna.Study, spec: StudySpec) -> None:
         if spec.n_trials < done:
             raise StudyError(f"Study {study.study_name!r} already has {done} finished trials, more than the budget "
                              f"asked for ({spec.n_trials}); nothing was changed. To run more, ask for more than "
-                             f"{done} (--n-trials {done + 10}).")
+                             f"{done} ({option('n-trials', str(done + 10))}).")
     if stored and (stored.get("n_trials"), stored.get("timeout")) != (spec.n_trials, spec.timeout):
         stored.update(n_trials=spec.n_trials, timeout=spec.timeout)
         study.set_user_attr(StudyKey.SPEC, stored)
