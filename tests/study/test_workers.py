@@ -134,7 +134,7 @@ def test_workers_compose_with_packs(backend: str, tmp_path: Path, slow_file: Pat
     url = f"sqlite:///{tmp_path / 'p.db'}" if backend == "sqlite" else f"journal:{tmp_path / 'p.journal'}"
     spec = _spec_file(tmp_path, slow_file, space_file, n_trials=16, epochs=2, pruner="median")
     result = _cli("study", "create", str(spec), "--storage", url, "--workers", "2", "--pack", "4", "--format", "json",
-                  env=_env(TUNER_TEST_SLEEP="0"))
+                  env=_env(TUNER_TEST_SLEEP="0.02"))  # long enough for both workers to take part
     assert result.returncode == 0, result.stderr[-3000:]
     run = json.loads(result.stdout)["run"]
     assert all(w["exitcode"] == 0 and w["error"] is None for w in run["workers"]), run["workers"]
