@@ -114,7 +114,7 @@ def parse_gpu_samples(text: str) -> dict:
 
 
 def run_study(workload: str, setting: str, seed: int, n_trials: int, epochs: int, space: str,
-              device: str = "cpu", timeout: float | None = None) -> dict:
+              device: str = "cpu", timeout: float | None = None, pruner: str | None = None) -> dict:
     """One study in a fresh process; its wall time, and every trial's finish time and running best.
     ``setting`` is a pack setting (``1``, ``auto``, ``64``), or ``KxW``: pack K in W worker processes.
     ``timeout``: the study's ``--timeout`` (no trial starts after it; a running one stops at its next epoch)."""
@@ -131,7 +131,8 @@ def run_study(workload: str, setting: str, seed: int, n_trials: int, epochs: int
                                "--objective", workload, "--space", space, "--n-trials", str(n_trials), "--epochs",
                                str(epochs), "--seed", str(seed), "--pack", pack, "--device", device,
                                *(["--workers", workers] if workers else []),
-                               *(["--timeout", f"{timeout:g}"] if timeout else [])],
+                               *(["--timeout", f"{timeout:g}"] if timeout else []),
+                               *(["--pruner", pruner] if pruner else [])],
                               capture_output=True, text=True, env=env, timeout=3600)
         process_seconds = time.monotonic() - start
         usage = gpu.stop()
@@ -243,7 +244,7 @@ def studies(args: argparse.Namespace) -> None:
                 for pack in packs:
                     try:
                         run = run_study(workload, pack, seed, args.n_trials, args.epochs, args.space, args.device,
-                                        args.study_timeout)
+                                        args.study_timeout, args.pruner)
                     except (RuntimeError, subprocess.TimeoutExpired) as exc:  # the other settings still run
                         print(f"{workload}, pack {pack}, seed {seed} failed: {str(exc)[-1500:]}", flush=True)
                         continue
@@ -271,7 +272,7 @@ def write_studies(runs: list[dict], args: argparse.Namespace, plots: bool) -> No
     RESULTS.mkdir(exist_ok=True)
     meta = {"command": " ".join(["python -m benchmarks.packs", *sys.argv[1:]]), "torch": torch.__version__,
             "python": platform.python_version(), "cores": os.cpu_count(), "n_trials": args.n_trials,
-            "epochs": args.epochs, "space": args.space, "device": args.device}
+            "epochs": args.epochs, "space": args.space, "device": args.device, "pruner": args.pruner}
     (RESULTS / f"{stamp}.json").write_text(json.dumps({**meta, "runs": runs}, indent=1))
     table = markdown(runs, meta)
     (RESULTS / f"{stamp}.md").write_text(table)
@@ -342,6 +343,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--n-trials", type=int, default=64)
     parser.add_argument("--space", default="lr-only")
+    parser.add_argument("--pruner", default=None, help="studies: the pruner [default: the objective's]")
     parser.add_argument("--ks", default="1,4,16", help="training: pack sizes")
     parser.add_argument("--threads", default="1,2", help="training: torch thread counts")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (studies: 10; training: 3)")
