@@ -68,14 +68,12 @@ def run_study(spec: str | os.PathLike[str] | Mapping[str, Any] | None = None, *,
 
 def _run(spec: Any, workers: int, devices: str | None, force: bool, verbose: bool,
          fields: dict[str, Any]) -> StudyResult:
-    from tuner.study import StudySpec, create_or_join, load_spec, prepare
-    from tuner.study._inputs import check_inputs
+    from tuner.study import StudySpec, load_spec
+    from tuner.study._inputs import open_checked
     from tuner.study._session import run_study as run_session
     from tuner.study._session import trial_line
-    from tuner.study._spec import check_inline_space
     from tuner.study._storage import storage_label
     from tuner.study._workers import check_workers, parse_devices, refuse_unguarded_start
-    from tuner.track import check_destinations
 
     for key, flag in (("verbose", verbose), ("force", force)):
         if not isinstance(flag, bool):
@@ -105,12 +103,8 @@ def _run(spec: Any, workers: int, devices: str | None, force: bool, verbose: boo
         raise ConfigError(f"spec must be a spec file, a built-in spec name or a mapping; got {type(spec).__name__}.")
     given = {key: value for key, value in fields.items() if value is not None}
     spec_obj = StudySpec.from_mapping({**base.model_dump(), **given}, "tuner.run_study()")
-    if isinstance(spec, (str, os.PathLike)) and "space" not in given and isinstance(spec_obj.space, dict):
-        check_inline_space(spec)  # with the spec file's lines
-    check_inputs(spec_obj)
-    check_destinations(spec_obj.mlflow, spec_obj.tensorboard)
-    prepared = prepare(spec_obj, track=True)
-    study = create_or_join(prepared, force=force)
+    spec_file = spec if isinstance(spec, (str, os.PathLike)) and "space" not in given else None
+    prepared, study = open_checked(spec_obj, spec_file=spec_file, devices=devices, force=force)
     say = (lambda line: print(line, flush=True)) if verbose else None
     n_trials, timeout = prepared.spec.n_trials, prepared.spec.timeout
     if say:

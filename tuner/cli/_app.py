@@ -337,26 +337,14 @@ def study_create(
         enqueue=enqueue or None, warm_start=warm_start, known_starts=False if no_known_starts else None,
         mlflow=mlflow, tensorboard=tensorboard,
     )
-    if spec and space is None and isinstance(spec_obj.space, dict):
-        from tuner.study._spec import check_inline_space
+    from tuner.study._inputs import open_checked
 
-        check_inline_space(spec)  # with the spec file's lines
-    from tuner.study._inputs import check_inputs
-
-    check_inputs(spec_obj)  # the space, files and studies the spec names, which `prepare` reads again
-    if not no_run:
-        from tuner.track import check_destinations
-
-        check_destinations(spec_obj.mlflow, spec_obj.tensorboard)
-    # PyTorch is imported from here on: a spec or flag refused above is said without waiting for it.
-    from tuner.study import create_or_join, prepare
+    # A spec or flag refused there is said before PyTorch loads.
+    prepared, study = open_checked(spec_obj, spec_file=spec if space is None else None, devices=devices,
+                                   force=force, run=not no_run)
     from tuner.study._session import study_summary
     from tuner.study._storage import storage_hint, storage_label
-    from tuner.study._workers import parse_devices
 
-    parse_devices(devices)  # a device that is not there: refused before the study is created
-    prepared = prepare(spec_obj, track=not no_run)
-    study = create_or_join(prepared, force=force)
     use_storage(prepared.storage_url)
     if fmt is Format.text:
         echo("study ", (prepared.name, "bold"), f" in {storage_label(prepared.storage_url)}: objective "
@@ -404,15 +392,9 @@ def study_run(
     spec_obj, space_data = stored_spec(name, storage)  # a study that is not there is said before PyTorch loads
     spec_obj = spec_obj.with_overrides(n_trials=n_trials, timeout=timeout, device=device, threads=threads, pack=pack,
                                        on_oom=on_oom, mlflow=mlflow, tensorboard=tensorboard)
-    from tuner.track import check_destinations
+    from tuner.study._inputs import open_checked
 
-    check_destinations(spec_obj.mlflow, spec_obj.tensorboard)
-    from tuner.study import create_or_join, prepare
-    from tuner.study._workers import parse_devices
-
-    parse_devices(devices)
-    prepared = prepare(spec_obj, space_data=space_data, track=True)
-    study = create_or_join(prepared, force=force)
+    prepared, study = open_checked(spec_obj, space_data=space_data, devices=devices, force=force)
     use_storage(prepared.storage_url)
     if fmt is Format.text:
         from tuner.study._engine import counts

@@ -120,7 +120,6 @@ def _pack_failure(prepared, config: TrainConfig, threads: int) -> str | None:
     or None; running out of memory is not the model's fault (the packs find their size when they train)."""
     batch_size, family, _ = pack_key(config)
     previous = torch.get_num_threads()
-    pack = None
     try:
         torch.set_num_threads(threads)
         pack = PackTrainer(prepared.trainer, 2, batch_size, family)
@@ -130,14 +129,13 @@ def _pack_failure(prepared, config: TrainConfig, threads: int) -> str | None:
     except torch.cuda.OutOfMemoryError:
         return None
     except Exception as exc:
-        pack = None
+        pack = None  # its tensors freed before the model trains alone
         try:  # the model alone: an error there is the trials' own, recorded with each of them
             prepared.trainer.time_steps(config, 1)
         except Exception as alone:
             return f"the model failed alone too ({error_text(alone)})"
         return f"the model cannot be packed ({error_text(exc)})"
     finally:
-        pack = None
         torch.set_num_threads(previous)
     return None
 

@@ -508,8 +508,9 @@ def interrupts_held() -> Iterator[None]:
     saved = {sig: handler for sig, handler in saved.items() if callable(handler)}
 
     def hold(signum: int, frame: Any) -> None:
-        if any(s == signum for s, _ in caught):
-            caught.remove(next(c for c in caught if c[0] == signum))
+        earlier = [c for c in caught if c[0] == signum]
+        if earlier:  # the same signal again: now
+            caught.remove(earlier[0])
             saved[signum](signum, frame)
         else:
             caught.append((signum, frame))
@@ -857,9 +858,8 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
         # Out of the except block: the error's traceback, which held the run's tensors, is gone.
         executor.release_memory()
         outcome = finish(TrialState.FAIL, ran_out[0], attrs=ran_out[1])
-        if requeue and trial.params:
-            with contextlib.suppress(Exception):
-                study.enqueue_trial(trial.params, user_attrs={Key.RETRY_OF: trial.number})
+        if requeue:
+            queue_again(study, trial)
         return outcome
     return finish(TrialState.COMPLETE, None, done.value, done.test_value, attrs=done.attrs)
 
@@ -969,6 +969,13 @@ def record_outcome(study: optuna.Study, plan: RunPlan, summary: RunSummary, outc
         raise StudyError(f"Study {study.study_name!r} stopped after {consecutive} consecutive failed trials; "
                          f"the last failed with: {outcome.reason}")
     return consecutive
+
+
+def queue_again(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Queues a sampled trial's config again as a retry of it: its parameters (none, for a space of fixed
+    values); a storage that fails here loses the retry, not the run."""
+    with contextlib.suppress(Exception):
+        study.enqueue_trial(trial.params, user_attrs={Key.RETRY_OF: trial.number})
 
 
 def _fail_own_running(study: optuna.Study, asked: optuna.Trial | None = None) -> None:

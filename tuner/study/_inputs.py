@@ -5,6 +5,8 @@ all again once the objective is loaded (and fits the space to its data)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tuner.errors import ConfigError
 from tuner.study._spec import StudySpec
 
@@ -24,6 +26,32 @@ def check_inputs(spec: StudySpec) -> None:
         gather_starts(space, enqueue=spec.enqueue, warm_start=warm.study if warm else None,
                       warm_storage=(warm.storage if warm and warm.storage else spec.storage or default_storage()),
                       warm_top=warm.top if warm else 5, known=False)
+
+
+def open_checked(spec: StudySpec, *, space_data: dict[str, Any] | None = None, spec_file: Any = None,
+                 devices: str | None = None, force: bool = False, run: bool = True) -> tuple[Any, Any]:
+    """The one path from a spec to a study ready to run, for ``study create``, ``study run`` and
+    ``tuner.run_study``: first every check that needs no PyTorch (the space written in ``spec_file``, with its
+    lines, where the spec's space is that one; the space, files and studies a new study names; the trackers'
+    destinations where it will ``run``), then the devices, then ``prepare`` and ``create_or_join``. Returns the
+    prepared study and the study; refuses before the study exists."""
+    if space_data is None:  # a new study (a stored one holds its space, and was checked when it was made)
+        if spec_file is not None and isinstance(spec.space, dict):
+            from tuner.study._spec import check_inline_space
+
+            check_inline_space(spec_file)
+        check_inputs(spec)
+    if run:
+        from tuner.track import check_destinations
+
+        check_destinations(spec.mlflow, spec.tensorboard)
+    # PyTorch is imported from here on: what was refused above is said without waiting for it.
+    from tuner.study._prepare import create_or_join, prepare
+    from tuner.study._workers import parse_devices
+
+    parse_devices(devices)  # a device that is not there
+    prepared = prepare(spec, space_data=space_data, track=run)
+    return prepared, create_or_join(prepared, force=force)
 
 
 def check_objective_files(objective: str, data: str | None) -> None:

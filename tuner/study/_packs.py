@@ -44,6 +44,7 @@ from tuner.study._engine import (
     micro_batch_for,
     oom_limits,
     pack_caps,
+    queue_again,
     record_outcome,
     record_pack_cap,
     run_one,
@@ -248,9 +249,7 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
         for slot, entry in enumerate(p.slots):
             if entry is not None:
                 close(p, slot, TrialState.FAIL, reason, dropped=True)
-                if entry.trial.params:
-                    with contextlib.suppress(Exception):
-                        study.enqueue_trial(entry.trial.params, user_attrs={Key.RETRY_OF: entry.trial.number})
+                queue_again(study, entry.trial)
 
     def blamed(batch: int, alone: bool) -> bool:
         """Whether a batch size that ran out of memory with ``alone`` trial(s) of it on the device is too large
@@ -302,9 +301,7 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                               attrs={Key.OOM: True} if why is reason else {}))
         again = not blame or plan.on_oom == "accumulate"  # accumulated, a batch size blamed may fit now
         for trial, _ in [*held, *rest] if again else rest:
-            if trial.params:
-                with contextlib.suppress(Exception):
-                    study.enqueue_trial(trial.params, user_attrs={Key.RETRY_OF: trial.number})
+            queue_again(study, trial)
 
     try:
         if heartbeat is not None:
