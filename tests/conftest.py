@@ -14,6 +14,9 @@ import pytest
 # packed or not depending on the machine's load. Tests run one trial at a time unless they ask for packs
 # (`pack: K` in their spec, or TUNER_PACK set by the test itself); worker subprocesses inherit this.
 os.environ["TUNER_PACK"] = "1"
+# Likewise `--workers auto` starts one process per core where timing says a trial trains as fast on one thread:
+# tests run in one process unless they ask for workers (or unset TUNER_WORKERS to test `auto`).
+os.environ["TUNER_WORKERS"] = "1"
 
 # 200 samples of make_classification (3 classes, 10 features): 128 train / 32 validation / 40 test rows,
 # a two-layer MLP with one nn.Dropout. A trial of a few epochs takes milliseconds.

@@ -72,7 +72,7 @@ def test_a_spec_file_or_a_mapping_with_its_keys_replaced(tmp_path: Path):
     (lambda url: tuner.run_study(**BASE, enqueue=["missing.yaml"], storage=url), "missing.yaml"),
     (lambda url: tuner.run_study(**BASE, pack=0, storage=url), "must be auto or a whole number from 1 to 4096"),
     (lambda url: tuner.run_study(42, storage=url), "spec must be a spec file, a built-in spec name or a mapping"),
-    (lambda url: tuner.run_study(**BASE, workers=0, storage=url), "workers must be an int of at least 1"),
+    (lambda url: tuner.run_study(**BASE, workers=0, storage=url), "workers must be auto or a whole number of at"),
     (lambda url: tuner.run_study(**BASE, verbose="yes", storage=url), "verbose must be True or False"),
     (lambda url: tuner.run_study(spec="spec.yaml", storage=url), "spec.yaml:4: key 'schedule.cosinee'"),
 ])

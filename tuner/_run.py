@@ -34,12 +34,13 @@ class StudyResult(TuneResult):
     pack: int | None = 1
     pack_why: str = ""
     workers: list[Any] = field(default_factory=list)  # with ``workers``: each one's report (pid, device, trials)
+    workers_why: str = ""  # with ``workers="auto"``: why this many processes
 
     def _executor(self) -> Any:
         return self.prepared.executor()
 
 
-def run_study(spec: str | os.PathLike[str] | Mapping[str, Any] | None = None, *, workers: int = 1,
+def run_study(spec: str | os.PathLike[str] | Mapping[str, Any] | None = None, *, workers: int | str = 1,
               devices: str | None = None, force: bool = False, verbose: bool = True, **fields: Any) -> StudyResult:
     """Creates (or joins) and runs a study of an objective, as ``tuner study create SPEC`` does.
 
@@ -47,7 +48,9 @@ def run_study(spec: str | os.PathLike[str] | Mapping[str, Any] | None = None, *,
     keys; None: ``quickstart``, or an empty spec where ``objective`` is given. ``fields`` are the spec's keys
     (``objective``, ``space``, ``n_trials``, ``epochs``, ``pack``, ``storage``, ``timeout``, ``seed``, ...)
     and replace the spec's, as the command's flags do; an unknown key is refused with the valid ones.
-    ``workers``: processes on this machine (``devices``: ``"cuda:0,cuda:1"`` to spread them); ``force``:
+    ``workers``: processes on this machine (``devices``: ``"cuda:0,cuda:1"`` to spread them; ``"auto"``: one
+    per core where a trial trains as fast on one thread, as the command's default; the default here is 1, as
+    a script that starts workers must guard its own code with ``if __name__ == "__main__":``); ``force``:
     replace a study of the same name made with a different spec. A spec, space, file or study named that is
     wrong is refused before the study is created (``ConfigError``). The same name and storage again resumes
     the study and runs only what its budget still misses.
@@ -66,7 +69,7 @@ def run_study(spec: str | os.PathLike[str] | Mapping[str, Any] | None = None, *,
         return _run(spec, workers, devices, force, verbose, fields)
 
 
-def _run(spec: Any, workers: int, devices: str | None, force: bool, verbose: bool,
+def _run(spec: Any, workers: int | str, devices: str | None, force: bool, verbose: bool,
          fields: dict[str, Any]) -> StudyResult:
     from tuner.study import StudySpec, load_spec
     from tuner.study._inputs import open_checked
@@ -78,8 +81,9 @@ def _run(spec: Any, workers: int, devices: str | None, force: bool, verbose: boo
     for key, flag in (("verbose", verbose), ("force", force)):
         if not isinstance(flag, bool):
             raise ConfigError(f"{key} must be True or False (got {flag!r}).")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers must be an int of at least 1 (got {workers!r}).")
+    from tuner.study._autoworkers import requested_workers
+
+    asked = requested_workers(workers, "workers")
     unknown = sorted(set(fields) - set(StudySpec.model_fields) - {"description"})
     if unknown:
         from tuner.errors import unknown_name_message
@@ -87,11 +91,12 @@ def _run(spec: Any, workers: int, devices: str | None, force: bool, verbose: boo
         valid = [*sorted(set(StudySpec.model_fields) - {"description"}), "devices", "force", "spec", "verbose",
                  "workers"]
         raise ConfigError("tuner.run_study(): " + unknown_name_message("argument", unknown[0], valid))
-    processes = max(workers, len(parse_devices(devices)))  # one worker per device at least, as the command runs
+    # one worker per device at least, as the command runs; auto may start several
+    processes = max(2 if asked == "auto" else asked, len(parse_devices(devices)))
     check_workers(processes, "workers")
     refuse_unguarded_start("tuner.run_study", processes)
     if processes > 1 and threading.current_thread() is not threading.main_thread():
-        raise ConfigError(f"workers={processes} must be started from the main thread (it supervises the processes "
+        raise ConfigError(f"workers={workers!r} must be started from the main thread (it supervises the processes "
                           f"with signal handlers); call run_study() there, or use workers=1.")
     if spec is None:
         base = load_spec("quickstart") if fields.get("objective") is None else StudySpec()
@@ -142,6 +147,7 @@ def _run(spec: Any, workers: int, devices: str | None, force: bool, verbose: boo
         raise stopped(exc, "error") from None
     result.trials, result.seconds, result.stopped_by = run.trials, run.seconds, run.stopped_by
     result.pack, result.pack_why, result.workers = run.pack, run.pack_why, list(run.workers)
+    result.workers_why = run.workers_why
     for w in run.lost_workers if say else []:
         say(f"worker {w.index} (pid {w.pid}, {w.device}) stopped: {w.stopped()}")
     if run.interrupted is not None:

@@ -168,12 +168,25 @@ class Trainer:
         """Times a few training steps with each torch thread count and returns the fastest. Small models
         often train faster on one thread than on several; larger ones the other way round.
 
-        The candidates are timed in alternating rounds and each keeps its best time, so that one noisy
-        moment on a shared machine does not decide; more threads must win by ``margin`` to be chosen, as
-        they cost cores that other work (evaluation, storage writes, other workers) could use."""
+        More threads must win by ``margin`` to be chosen, as they cost cores that other work (evaluation,
+        storage writes, other workers) could use."""
         candidates = sorted(set(candidates))
         if len(candidates) == 1 or self.device.type != "cpu":
             return candidates[-1]
+        timings = self.thread_timings(candidates, steps, batch_size, rounds)
+        if not timings:
+            return candidates[-1]
+        best = min(timings.values())
+        return next(c for c in candidates if timings[c] <= (1 + margin) * best)
+
+    def thread_timings(self, candidates: list[int], steps: int = 40, batch_size: int = 64,
+                       rounds: int = 3) -> dict[int, float]:
+        """Seconds per training step (Adam, ``batch_size`` samples) with each torch thread count, on this
+        trainer's CPU; empty where the model cannot train at that batch size (the trials will tell).
+
+        The candidates are timed in alternating rounds and each keeps its best time, so that one noisy moment
+        on a shared machine does not decide."""
+        candidates = sorted(set(candidates))
         previous = torch.get_num_threads()
         x, y = self.data.x_train[:batch_size], self.data.y_train[:batch_size]
         timings = {c: float("inf") for c in candidates}
@@ -189,13 +202,12 @@ class Trainer:
                         optimizer.zero_grad()
                         self.loss_fn(model(x), y).backward()
                         optimizer.step()
-                    timings[threads] = min(timings[threads], time.perf_counter() - start)
-        except Exception:  # the model fails at this batch size (out of memory, say): the trials will tell
-            return candidates[-1]
+                    timings[threads] = min(timings[threads], (time.perf_counter() - start) / steps)
+        except Exception:  # the model fails at this batch size (out of memory, say)
+            return {}
         finally:
             torch.set_num_threads(previous)
-        best = min(timings.values())
-        return next(c for c in candidates if timings[c] <= (1 + margin) * best)
+        return timings
 
     def check_batch_size(self, batch_size: int) -> None:
         n = len(self.data.x_train)

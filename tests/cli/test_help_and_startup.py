@@ -153,6 +153,8 @@ def test_the_run_header_says_it_is_time_boxed(tmp_cwd: Path, objective_ref: str,
     ["study", "create", "--objective", "digits_mlp"],  # a bare name can only be a built-in one
     ["study", "create", "--workers", "100000"],
     ["study", "run", "s", "--workers", "100000"],
+    ["study", "create", "--objective", "digits-mlp", "--workers", "many"],
+    ["study", "run", "s", "--workers", "0"],
     ["study", "create", "--objective", "digits-mlp", "--space", "defualt"],
     ["study", "create", "--objective", "digits-mlp", "--space", "mine.yaml"],
     ["lr-find", "--objective", "mnist1d-cnnn"],

@@ -186,8 +186,11 @@ StorageOpt = Annotated[str | None, typer.Option("--storage", help="Storage URL [
 FormatOpt = Annotated[Format, typer.Option("--format", help="text, or json for scripts.")]
 
 
-WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Worker processes on this machine, each with "
-                                                                 "torch threads = cores / N.")]
+WorkersOpt = Annotated[str, typer.Option("--workers", metavar="N|auto", show_default=False,
+                                         help="Worker processes on this machine, each with torch threads = cores / N; "
+                                              "auto: one per core for a study with a timeout on a CPU, where a trial "
+                                              "trains about as fast on one thread, else one "
+                                              "[default: auto, or $TUNER_WORKERS].")]
 DevicesOpt = Annotated[str | None, typer.Option("--devices", help="Comma-separated devices for the workers (e.g. "
                                                                   "cuda:0,cuda:1): one worker on each, or --workers N "
                                                                   "taken in turn over them.")]
@@ -215,7 +218,7 @@ TimeoutOpt = Annotated[float | None, typer.Option(help="Seconds of wall time: no
                                                        "as failed, reason 'timeout') [default: none].")]
 
 
-def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int = 1, devices: str | None = None) -> None:
+def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int | str = 1, devices: str | None = None) -> None:
     from tuner.cli._progress import TrialProgress
     from tuner.study._session import run_study, study_summary
 
@@ -229,6 +232,7 @@ def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int = 1, devi
     if run.workers:
         if fmt is Format.json:
             print_json({**summary, "run": {"workers": [w.__dict__ for w in run.workers],
+                                           "workers_why": run.workers_why,
                                            "seconds": round(run.seconds, 2), "requeued": run.requeued}})
         else:
             echo(f"{len(run.workers)} workers ran {run.trials} trial(s) in {run.seconds:.1f}s"
@@ -248,6 +252,7 @@ def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int = 1, devi
         print_json({**summary, "run": {"trials": run.trials, "seconds": round(run.seconds, 2),
                                        "stopped_by": run.stopped_by, "threads": run.threads,
                                        "pack": run.pack, "pack_why": run.pack_why,
+                                       "workers_why": run.workers_why,
                                        "queued": [s.to_dict() for s in prepared.queued],
                                        "space_notes": prepared.space_notes},
                     **({"calibration": prepared.calibration.summary()} if prepared.calibration else {})})
@@ -311,7 +316,7 @@ def study_create(
     no_known_starts: Annotated[bool, typer.Option(
         "--no-known-starts", help="Do not try the known-good starting points first (tuner spaces starts).")] = False,
     no_run: Annotated[bool, typer.Option("--no-run", help="Only create the study.")] = False,
-    workers: WorkersOpt = 1,
+    workers: WorkersOpt = "auto",
     devices: DevicesOpt = None,
     pack: PackOpt = None,
     on_oom: OnOomOpt = None,
@@ -326,9 +331,8 @@ def study_create(
     --objective, the quickstart spec runs (studies/quickstart.yaml: the MNIST-1D CNN, 60 trials, a 110 s
     timeout). The study is stored in --storage (default: ./tuner.db)."""
     from tuner.study import StudySpec, load_spec
-    from tuner.study._workers import check_workers
 
-    check_workers(workers)
+    _check_workers(workers)
     base = load_spec(spec) if spec else (load_spec("quickstart") if objective is None else StudySpec())
     spec_obj = base.with_overrides(
         name=name, objective=objective, space=space, sampler=sampler, pruner=pruner, n_trials=n_trials,
@@ -374,7 +378,7 @@ def study_run(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps [default: the study's].")
                       ] = None,
     threads: Annotated[int | None, typer.Option(help="Torch threads [default: timed at start].")] = None,
-    workers: WorkersOpt = 1,
+    workers: WorkersOpt = "auto",
     devices: DevicesOpt = None,
     pack: PackOpt = None,
     on_oom: OnOomOpt = None,
@@ -386,9 +390,8 @@ def study_run(
     """Continue (or join) a study: the spec and space come from the storage. Start it on every machine
     (same --storage) to run one study on many."""
     from tuner.study._open import stored_spec
-    from tuner.study._workers import check_workers
 
-    check_workers(workers)
+    _check_workers(workers)
     spec_obj, space_data = stored_spec(name, storage)  # a study that is not there is said before PyTorch loads
     spec_obj = spec_obj.with_overrides(n_trials=n_trials, timeout=timeout, device=device, threads=threads, pack=pack,
                                        on_oom=on_oom, mlflow=mlflow, tensorboard=tensorboard)
@@ -404,6 +407,16 @@ def study_run(
              f"finished, {prepared.spec.epochs} epochs each, on {prepared.trainer.device}"
              f"{_time_box(prepared.spec.timeout)}")
     _run(study, prepared, fmt, workers, devices)
+
+
+def _check_workers(workers: str) -> None:
+    """--workers N|auto (or $TUNER_WORKERS) refused before PyTorch loads."""
+    from tuner.study._autoworkers import requested_workers
+    from tuner.study._workers import check_workers
+
+    asked = requested_workers(workers)
+    if asked != "auto":
+        check_workers(int(asked))
 
 
 def _time_box(timeout: float | None) -> str:

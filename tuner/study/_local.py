@@ -20,15 +20,17 @@ OnTrial = Callable[[TrialOutcome, optuna.Study], None]
 
 def run_prepared(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | None = None,
                  timeout: float | None = None, workers: int = 1, max_consecutive_failures: int | None = None,
-                 on_trial: OnTrial | None = None, on_start: Callable[[str], None] | None = None) -> RunSummary:
+                 on_trial: OnTrial | None = None, on_start: Callable[[str], None] | None = None,
+                 threads: int | None = None) -> RunSummary:
     """Runs a prepared study's trials in this process on the trial engine (``tuner.study.run_trials``), in
     packs where the spec asks for them (``pack: auto`` times them first). ``workers``: how many processes
     share this machine's cores (torch threads default to cores / workers). ``on_start`` gets one line saying
-    how the trials will run (pack size and why) before the first starts."""
+    how the trials will run (pack size and why) before the first starts. ``threads``: torch threads already
+    timed (the spec's ``threads`` wins; None: timed here)."""
     plan = prepared.plan()
     if max_consecutive_failures is not None:
         plan.max_consecutive_failures = max_consecutive_failures
-    threads = use_threads(prepared.trainer, prepared.spec.threads, workers)
+    threads = use_threads(prepared.trainer, prepared.spec.threads or threads, workers)
     n_trials = n_trials or plan.n_trials
     left = n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
     time_left = timeout if timeout is not None else plan.timeout

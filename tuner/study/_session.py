@@ -8,6 +8,7 @@ only parses flags and prints these.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,7 +19,7 @@ from tuner.study._describe import list_studies, study_summary, trial_row
 from tuner.study._engine import TrialOutcome
 from tuner.study._local import run_prepared
 from tuner.study._prepare import PreparedStudy
-from tuner.study._record import record_of
+from tuner.study._record import FINISHED, record_of
 from tuner.study._workers import MAX_WORKERS_PER_CORE, WorkerReport, check_workers, parse_devices, run_workers
 
 __all__ = ["SessionResult", "run_study", "run_prepared", "check_workers", "study_summary", "list_studies",
@@ -38,6 +39,7 @@ class SessionResult:
     interrupted: int | None = None  # the signal that stopped the workers
     pack: int | None = None  # trials trained at once in this process
     pack_why: str = ""
+    workers_why: str = ""  # why this many processes (``auto``), in words
 
     @property
     def failure(self) -> str | None:
@@ -54,31 +56,41 @@ class SessionResult:
 
 
 def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | None = None,
-              timeout: float | None = None, workers: int = 1, devices: str | None = None,
+              timeout: float | None = None, workers: int | str = 1, devices: str | None = None,
               on_trial: OnTrial | None = None, on_start: Callable[[str], None] | None = None) -> SessionResult:
-    """Runs ``study`` until its budget (or ``timeout``) is met, here or in ``workers`` processes; ``on_start``
-    gets a line saying how this process trains (its pack size and why) before the first trial. Every finished
-    trial is logged to the spec's ``mlflow`` / ``tensorboard`` (or ``$TUNER_MLFLOW_URI``), if any."""
+    """Runs ``study`` until its budget (or ``timeout``) is met, here or in ``workers`` processes (``auto``: one
+    per core where a trial trains as fast on one thread, see ``_autoworkers``); ``on_start`` gets lines saying
+    how the trials will run (processes, pack size, and why) before the first trial. Every finished trial is
+    logged to the spec's ``mlflow`` / ``tensorboard`` (or ``$TUNER_MLFLOW_URI``), if any."""
+    from tuner.study._autoworkers import choose_workers, requested_workers
     from tuner.track import tracking
 
     n_trials = n_trials or prepared.spec.n_trials
     timeout = timeout if timeout is not None else prepared.spec.timeout
     device_list = parse_devices(devices)
-    workers = max(workers, len(device_list)) if device_list else workers
-    check_workers(workers)
+    left = n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
+    choice = choose_workers(prepared, requested_workers(workers), devices=device_list, n_left=left,
+                            timeout=timeout)
+    check_workers(choice.n)
+    if on_start is not None and choice.why:
+        on_start(choice.line())
     with tracking(study, on_trial, mlflow=prepared.spec.mlflow, tensorboard=prepared.spec.tensorboard) as on_trial:
-        if workers > 1:
-            return _run_pool(study, prepared, workers, device_list, on_trial)
+        if choice.n > 1:
+            result = _run_pool(study, prepared, choice.n, device_list, on_trial, choice.threads)
+            result.workers_why = choice.why
+            return result
         run = run_prepared(study, prepared, n_trials=n_trials, timeout=timeout, on_trial=on_trial,
-                           on_start=on_start)
+                           on_start=on_start, threads=choice.threads)
     return SessionResult(len(run.outcomes), run.seconds, run.stopped_by, run.threads, pack=run.pack,
-                         pack_why=run.pack_why)
+                         pack_why=run.pack_why, workers_why=choice.why)
 
 
 def _run_pool(study: optuna.Study, prepared: PreparedStudy, workers: int, devices: list[str],
-              on_trial: OnTrial | None) -> SessionResult:
+              on_trial: OnTrial | None, threads: int | None = None) -> SessionResult:
     spec = prepared.spec
-    overrides = {k: v for k, v in (("timeout", spec.timeout), ("threads", spec.threads), ("pack", spec.pack),
+    # The timeout is the supervisor's: workers stop when it is up, however long they took to start.
+    deadline = time.time() + spec.timeout if spec.timeout else None
+    overrides = {k: v for k, v in (("deadline", deadline), ("threads", spec.threads or threads), ("pack", spec.pack),
                                    ("device", None if devices else spec.device)) if v is not None}
 
     def finished(t: optuna.trial.FrozenTrial, s: optuna.Study) -> None:

@@ -124,12 +124,14 @@ def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], res
             from tuner.study._local import run_prepared
             from tuner.study._prepare import create_or_join, prepare, stored_spec
 
+            deadline = overrides.pop("deadline", None)  # the supervisor's clock: a worker's start-up counts too
             spec, space = stored_spec(name, url)
             spec = spec.with_overrides(**overrides)
             prepared = prepare(spec, space_data=space)
             study = create_or_join(prepared, worker=index)
+            timeout = None if deadline is None else max(0.0, deadline - time.time())
             # The pack size chosen: to stderr, stdout may carry JSON; the budget is shared by n_workers packs.
-            run = run_prepared(study, prepared, workers=n_workers,
+            run = run_prepared(study, prepared, workers=n_workers, timeout=timeout,
                                on_start=lambda line: print(f"worker {index}: {line}", file=sys.stderr, flush=True))
             report.update(trials=len(run.outcomes), pack=run.pack, pack_why=run.pack_why)
     except KeyboardInterrupt:

@@ -1,0 +1,123 @@
+"""``--workers auto``: how many processes on this machine train a study's trials, and why, in words.
+
+A small model trains about as fast on one torch thread as on all of a CPU's cores: one process then leaves the
+other cores idle. ``auto`` times a few training steps on one thread and on all cores, and where one thread per
+process gets more done, runs one worker per core (each on one thread). It stays in this process where more
+would not pay or would change what the study promises: a GPU (trial packs use it better), a study too short to
+pay for starting workers, or a study without a timeout (seeded, it repeats exactly only in one process; with a
+timeout, what it finishes depends on the machine's speed anyway).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from tuner.errors import ConfigError
+
+__all__ = ["WorkersChoice", "choose_workers", "requested_workers", "MIN_STUDY_SECONDS", "THREAD_EFFICIENCY"]
+
+MIN_STUDY_SECONDS = 10.0  # a study expected to train for less runs in this process: workers take 3-4 s to start
+THREAD_EFFICIENCY = 0.85  # what one process per core keeps of its one-thread speed (shared caches, the supervisor)
+WORKER_MEMORY = 400e6  # bytes a worker needs besides its copy of the data (Python, torch, optuna)
+
+
+@dataclass
+class WorkersChoice:
+    n: int
+    why: str = ""
+    threads: int | None = None  # torch threads each process trains on, as timed here (None: timed later)
+    auto: bool = True
+
+    def line(self) -> str:
+        head = f"workers: {self.n}" + (" (auto)" if self.auto else "")
+        return f"{head}: {self.why}" if self.why else head
+
+
+def parse_workers(value: object) -> int | str:
+    """``auto`` or a whole number of at least 1 (a flag, a keyword argument or ``$TUNER_WORKERS``)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"must be auto or a whole number of at least 1; got {value!r}")
+    return value
+
+
+def requested_workers(value: object, name: str = "--workers") -> int | str:
+    """The workers asked for; where that is ``auto``, ``$TUNER_WORKERS`` when set."""
+    try:
+        asked = parse_workers(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name} {exc}") from None
+    if asked == "auto" and os.environ.get("TUNER_WORKERS"):
+        try:
+            return parse_workers(os.environ["TUNER_WORKERS"])
+        except ValueError as exc:
+            raise ConfigError(f"$TUNER_WORKERS {exc}") from None
+    return asked
+
+
+def _memory_bytes() -> float | None:
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def choose_workers(prepared, asked: int | str, *, devices: list[str] | None = None, n_left: int,
+                   timeout: float | None) -> WorkersChoice:
+    """The processes that train ``prepared``'s study here: the number asked for, one per device of
+    ``devices``, or for ``auto`` the timing's choice. ``n_left``: trials left to finish; ``timeout``: seconds."""
+    from tuner._surface import option
+
+    devices = devices or []
+    if asked != "auto":
+        n = max(int(asked), len(devices))
+        return WorkersChoice(n, "", auto=False)
+    if devices:
+        return WorkersChoice(len(devices), f"one on each of {', '.join(devices)}")
+    cores = os.cpu_count() or 1
+    trainer, spec = prepared.trainer, prepared.spec
+    if cores < 2 or trainer.device.type != "cpu" or n_left < 2:
+        return WorkersChoice(1)  # a GPU trains the study's trials in packs, in one process
+    spread = option("workers", str(cores), str(cores))
+    if timeout is None:  # every study is seeded (0 unless set)
+        return WorkersChoice(1, f"a study without a timeout runs in one process, so that it repeats exactly "
+                                f"({spread} spreads it over the {cores} cores)")
+    per = spec.threads
+    if per is None:
+        timings = trainer.thread_timings([1, cores])
+        if not timings:
+            return WorkersChoice(1)
+        one, every = timings[1], timings[cores]
+        if cores * THREAD_EFFICIENCY * every <= one:
+            return WorkersChoice(1, f"one trial trains {one / every:.1f}x as fast on {cores} threads as on 1, so "
+                                    f"one process uses the {cores} cores", threads=cores)
+        step = one
+        per = 1
+    else:
+        step = None
+    n = max(1, cores // per)
+    limit = _memory_bytes()
+    if limit is not None:
+        n = min(n, max(1, int(0.5 * limit // (trainer.cpu_data.nbytes() + WORKER_MEMORY))))
+    n = min(n, max(1, n_left // 2))  # each worker gets two trials at least
+    if n < 2:
+        return WorkersChoice(1, threads=per if step is not None else None)
+    if step is not None:
+        batch = 64
+        steps = math.ceil(len(trainer.cpu_data.x_train) / batch)
+        training = n_left * spec.epochs * steps * step  # one process, one thread: the study's training, roughly
+        expected = min(training, timeout) if timeout else training
+        if expected < MIN_STUDY_SECONDS:
+            return WorkersChoice(1, f"about {expected:.0f} s of training, too little to pay for starting "
+                                    f"workers ({spread} starts them anyway)", threads=1)
+        speed = f"one trial trains as fast on 1 thread as on {cores}" if one <= every else (
+            f"one trial trains {every and one / every:.1f}x as fast on {cores} threads as on 1")
+        why = f"{speed}, so {n} processes share the {cores} cores, one thread each"
+    else:
+        why = f"{per} thread(s) per trial ({option('threads', str(per), str(per))}) on {cores} cores"
+    return WorkersChoice(n, f"{why} ({option('workers', '1', '1')}: one process)", threads=per)
