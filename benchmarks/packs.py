@@ -130,7 +130,7 @@ def run_study(workload: str, setting: str, seed: int, n_trials: int, epochs: int
         done = subprocess.run([TUNER, "study", "create", "--name", "b", "--storage", url, "--format", "json",
                                "--objective", workload, "--space", space, "--n-trials", str(n_trials), "--epochs",
                                str(epochs), "--seed", str(seed), "--pack", pack, "--device", device,
-                               *(["--workers", workers] if workers else []),
+                               "--workers", workers or "1",  # packs in one process unless asked
                                *(["--timeout", f"{timeout:g}"] if timeout else []),
                                *(["--pruner", pruner] if pruner else [])],
                               capture_output=True, text=True, env=env, timeout=3600)

@@ -94,7 +94,7 @@ def _run(spec: Any, workers: int | str, devices: str | None, force: bool, verbos
     # one worker per device at least, as the command runs; auto may start several
     processes = max(2 if asked == "auto" else asked, len(parse_devices(devices)))
     check_workers(processes, "workers")
-    refuse_unguarded_start("tuner.run_study", processes)
+    refuse_unguarded_start("tuner.run_study", processes, workers)
     if processes > 1 and threading.current_thread() is not threading.main_thread():
         raise ConfigError(f"workers={workers!r} must be started from the main thread (it supervises the processes "
                           f"with signal handlers); call run_study() there, or use workers=1.")

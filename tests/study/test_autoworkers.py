@@ -35,7 +35,8 @@ def _prepared(timings: dict[int, float] | None, *, threads: int | None = None, e
 
 @pytest.fixture
 def four_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(_autoworkers, "usable_cores", lambda: 4)
+    monkeypatch.setattr(_autoworkers, "_memory_bytes", lambda: 64e9)
 
 
 def test_a_trial_as_fast_on_one_thread_gets_one_worker_per_core(four_cores):
@@ -83,7 +84,7 @@ def test_each_worker_gets_two_trials_at_least(four_cores):
 
 @pytest.mark.parametrize(("device", "cores"), [("meta", 4), ("cpu", 1)])
 def test_no_workers_on_a_gpu_or_a_single_core(monkeypatch: pytest.MonkeyPatch, device: str, cores: int):
-    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(_autoworkers, "usable_cores", lambda: cores)
     prepared = _prepared({1: 1e-3, cores: 1e-3}, device=device)
     assert choose_workers(prepared, "auto", n_left=60, timeout=300.0).n == 1 and prepared.calls == []
 
@@ -107,6 +108,28 @@ def test_a_number_asked_for_is_kept_and_devices_get_one_each(four_cores):
     auto = choose_workers(prepared, "auto", devices=["cuda:0", "cuda:1"], n_left=60, timeout=None)
     assert (auto.n, auto.why) == (2, "one on each of cuda:0, cuda:1")
     assert prepared.calls == []
+
+
+def test_when_one_process_wins_it_keeps_the_threads_it_trains_fastest_on(four_cores):
+    # Too short for workers: the study still trains on 4 threads where 4 threads are 2x faster.
+    short = choose_workers(_prepared({1: 2e-3, 4: 1e-3}), "auto", n_left=4, timeout=300.0)
+    assert (short.n, short.threads) == (1, 4)
+    # 3 trials left: one worker only, which would do less than one process on the 4 cores.
+    capped = choose_workers(_prepared({1: 2e-3, 4: 1e-3}, epochs=400), "auto", n_left=3, timeout=300.0)
+    assert (capped.n, capped.threads) == (1, 4)
+
+
+def test_workers_capped_below_the_cores_must_still_beat_one_process(four_cores):
+    # 3x faster on 4 threads: 4 one-thread workers (3.4) beat one process (3), 2 workers (1.7) do not.
+    assert choose_workers(_prepared({1: 3e-3, 4: 1e-3}, epochs=400), "auto", n_left=60, timeout=300.0).n == 4
+    capped = choose_workers(_prepared({1: 3e-3, 4: 1e-3}, epochs=400), "auto", n_left=5, timeout=300.0)
+    assert (capped.n, capped.threads) == (1, 4) and "so one process uses the 4 cores" in capped.why
+
+
+def test_threads_asked_for_with_a_short_timeout_stay_in_one_process(four_cores):
+    choice = choose_workers(_prepared(None, threads=1), "auto", n_left=60, timeout=3.0)
+    assert choice.n == 1 and choice.why == ("a 3 s timeout, too little to pay for starting workers (--workers 4 "
+                                            "starts them anyway)")
 
 
 def test_failed_timing_stays_in_one_process(four_cores):
@@ -168,7 +191,7 @@ sleepy = Objective("sleepy", load_data=load_data, build_model=lambda d: Sleepy()
 '''
 
 
-@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="auto starts workers only on a machine with several cores")
+@pytest.mark.skipif(_autoworkers.usable_cores() < 2, reason="auto starts workers only where several cores are usable")
 def test_auto_runs_one_worker_per_core_from_the_command(tmp_path: Path):
     """The command's default, as a user meets it: a timed study whose trial trains as fast on one thread runs
     in one process per core; the JSON says how many and why."""
@@ -186,11 +209,12 @@ def test_auto_runs_one_worker_per_core_from_the_command(tmp_path: Path):
                             env=env, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     run = json.loads(result.stdout)["run"]
-    cores = os.cpu_count() or 1
-    assert len(run["workers"]) == cores, run
+    n = len(run["workers"])
+    assert n >= 2, run  # as many as the cores, or as memory holds
     assert run["workers_why"].startswith("one trial trains"), run["workers_why"]
-    assert f"so {cores} processes share the {cores} cores, one thread each" in run["workers_why"]
-    assert all(w["exitcode"] == 0 and w["error"] is None and w["trials"] > 0 for w in run["workers"]), run["workers"]
+    assert f"so {n} processes share the {_autoworkers.usable_cores()} cores" in run["workers_why"]
+    assert all(w["exitcode"] == 0 and w["error"] is None for w in run["workers"]), run["workers"]
+    assert run["trials"] == sum(w["trials"] for w in run["workers"]) > 0 and run["stopped_by"]  # one JSON shape
     # The timeout counts from when the workers are started, not from each one's own start-up: no trial starts
     # after it (the pool started at most its `seconds` before the command ended).
     pool_started = datetime.now() - timedelta(seconds=run["seconds"])
@@ -206,7 +230,7 @@ def test_the_command_says_why_it_runs_in_one_process(timeout, tmp_cwd: Path, obj
     from tuner.cli import app
 
     monkeypatch.delenv("TUNER_WORKERS")
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(_autoworkers, "usable_cores", lambda: 2)
     args = ["study", "create", "--objective", objective_ref, "--n-trials", "4", "--epochs", "1", "--storage",
             storage_url, "--device", "cpu", *(["--timeout", timeout] if timeout else [])]
     text = CliRunner().invoke(app, args)
@@ -229,9 +253,43 @@ def test_run_study_takes_auto_and_refuses_what_the_command_refuses(tmp_path: Pat
     import tuner
 
     monkeypatch.delenv("TUNER_WORKERS")
+    monkeypatch.setattr(_autoworkers, "usable_cores", lambda: 2)
     with pytest.raises(ConfigError, match=r"^workers must be auto or a whole number of at least 1; got 0"):
         tuner.run_study(objective=objective_ref, workers=0, storage=f"sqlite:///{tmp_path / 'x.db'}")
     result = tuner.run_study(objective=objective_ref, workers="auto", n_trials=2, epochs=1, device="cpu",
                              storage=f"sqlite:///{tmp_path / 'r.db'}", verbose=False)
     assert result.trials == 2 and result.workers == []
-    assert result.workers_why == "" or result.workers_why.startswith("a study without a timeout")
+    assert result.workers_why == ("a study without a timeout runs in one process, so that it repeats exactly "
+                                  "(workers=2 spreads it over the 2 cores)")
+
+
+def test_where_packs_pay_they_train_in_one_process(tmp_path: Path, objective_ref: str, monkeypatch: pytest.MonkeyPatch):
+    """auto would start workers, but the pack probe finds that packs pay: one process trains the packs (each
+    worker's pack would hold a share of the budget), and both lines say so."""
+    from tuner.study import StudySpec, _autopack, create_or_join, prepare
+    from tuner.study._autopack import PackChoice
+    from tuner.study._session import run_study
+
+    monkeypatch.delenv("TUNER_WORKERS")
+    monkeypatch.delenv("TUNER_PACK")
+    spec = StudySpec.from_mapping({"name": "p", "objective": objective_ref, "space": "lr-only", "n_trials": 8,
+                                   "epochs": 1, "timeout": 600, "storage": f"sqlite:///{tmp_path / 'p.db'}",
+                                   "device": "cpu", "pack": "auto"}, "test")
+    prepared = prepare(spec)
+    study = create_or_join(prepared)
+    monkeypatch.setattr(_autoworkers, "choose_workers", lambda *a, **k: _autoworkers.WorkersChoice(
+        2, "one trial trains as fast on 1 thread as on 2", threads=1, alone=1))
+    asked: list[tuple] = []
+
+    def probe(prepared, n_trials, workers=1, trainer_threads=1, time_left=None):
+        asked.append((n_trials, workers, trainer_threads, time_left))
+        return PackChoice(4, "4 trials at once trained 2.0x the model-steps/s of one trial", threads=1)
+
+    monkeypatch.setattr(_autopack, "choose_pack", probe)
+    lines: list[str] = []
+    result = run_study(study, prepared, workers="auto", on_start=lines.append)
+    assert asked == [(8, 1, 1, 600)]  # probed once, as one process would train
+    assert result.workers == [] and result.pack == 4 and result.trials == 8
+    assert lines == ["workers: 1 (auto): trial packs pay off here, and they train in one process on the cores "
+                     "(--workers 2 trains single trials in 2 processes instead)",
+                     "pack: 4 (auto): 4 trials at once trained 2.0x the model-steps/s of one trial"]

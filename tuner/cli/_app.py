@@ -188,8 +188,8 @@ FormatOpt = Annotated[Format, typer.Option("--format", help="text, or json for s
 
 WorkersOpt = Annotated[str, typer.Option("--workers", metavar="N|auto", show_default=False,
                                          help="Worker processes on this machine, each with torch threads = cores / N; "
-                                              "auto: one per core for a study with a timeout on a CPU, where a trial "
-                                              "trains about as fast on one thread, else one "
+                                              "auto: one per core for a study with a timeout on a CPU, where "
+                                              "one-thread processes get more done than one process, else one "
                                               "[default: auto, or $TUNER_WORKERS].")]
 DevicesOpt = Annotated[str | None, typer.Option("--devices", help="Comma-separated devices for the workers (e.g. "
                                                                   "cuda:0,cuda:1): one worker on each, or --workers N "
@@ -229,11 +229,16 @@ def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int | str = 1
         run = run_study(study, prepared, workers=workers, devices=devices, on_trial=progress,
                         on_start=None if fmt is Format.json else progress.note)
     summary = study_summary(study)
+    # One shape for both: a script reads run.trials whether the study ran here or in workers.
+    data = {**summary, "run": {"trials": run.trials, "seconds": round(run.seconds, 2), "stopped_by": run.stopped_by,
+                               "threads": run.threads, "pack": run.pack, "pack_why": run.pack_why,
+                               "workers_why": run.workers_why, "queued": [s.to_dict() for s in prepared.queued],
+                               "space_notes": prepared.space_notes},
+            **({"calibration": prepared.calibration.summary()} if prepared.calibration else {})}
     if run.workers:
         if fmt is Format.json:
-            print_json({**summary, "run": {"workers": [w.__dict__ for w in run.workers],
-                                           "workers_why": run.workers_why,
-                                           "seconds": round(run.seconds, 2), "requeued": run.requeued}})
+            data["run"].update(workers=[w.__dict__ for w in run.workers], requeued=run.requeued)
+            print_json(data)
         else:
             echo(f"{len(run.workers)} workers ran {run.trials} trial(s) in {run.seconds:.1f}s"
                  + (f"; trials {run.requeued} of lost workers were queued again" if run.requeued else ""))
@@ -249,13 +254,7 @@ def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int | str = 1
             raise StudyError(run.failure)
         return
     if fmt is Format.json:
-        print_json({**summary, "run": {"trials": run.trials, "seconds": round(run.seconds, 2),
-                                       "stopped_by": run.stopped_by, "threads": run.threads,
-                                       "pack": run.pack, "pack_why": run.pack_why,
-                                       "workers_why": run.workers_why,
-                                       "queued": [s.to_dict() for s in prepared.queued],
-                                       "space_notes": prepared.space_notes},
-                    **({"calibration": prepared.calibration.summary()} if prepared.calibration else {})})
+        print_json(data)
         return
     if not run.trials and run.stopped_by == "budget":
         echo(f"the study already has its {prepared.spec.n_trials} finished trials; raise the budget with "

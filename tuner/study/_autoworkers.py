@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from tuner.errors import ConfigError
 
-__all__ = ["WorkersChoice", "choose_workers", "requested_workers", "MIN_STUDY_SECONDS", "THREAD_EFFICIENCY"]
+__all__ = ["WorkersChoice", "choose_workers", "requested_workers", "usable_cores", "MIN_STUDY_SECONDS",
+           "THREAD_EFFICIENCY"]
 
 MIN_STUDY_SECONDS = 10.0  # a study expected to train for less runs in this process: workers take 3-4 s to start
 THREAD_EFFICIENCY = 0.85  # what one process per core keeps of its one-thread speed (shared caches, the supervisor)
@@ -29,6 +30,7 @@ class WorkersChoice:
     why: str = ""
     threads: int | None = None  # torch threads each process trains on, as timed here (None: timed later)
     auto: bool = True
+    alone: int | None = None  # the threads one process would train on, as timed here
 
     def line(self) -> str:
         head = f"workers: {self.n}" + (" (auto)" if self.auto else "")
@@ -67,6 +69,22 @@ def _memory_bytes() -> float | None:
         return None
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (``taskset``), within a cgroup v2 CPU limit (a
+    container's ``--cpus``), where the platform says; else ``os.cpu_count()``."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(float(quota) / float(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
 def choose_workers(prepared, asked: int | str, *, devices: list[str] | None = None, n_left: int,
                    timeout: float | None) -> WorkersChoice:
     """The processes that train ``prepared``'s study here: the number asked for, one per device of
@@ -79,7 +97,7 @@ def choose_workers(prepared, asked: int | str, *, devices: list[str] | None = No
         return WorkersChoice(n, "", auto=False)
     if devices:
         return WorkersChoice(len(devices), f"one on each of {', '.join(devices)}")
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     trainer, spec = prepared.trainer, prepared.spec
     if cores < 2 or trainer.device.type != "cpu" or n_left < 2:
         return WorkersChoice(1)  # a GPU trains the study's trials in packs, in one process
@@ -87,37 +105,42 @@ def choose_workers(prepared, asked: int | str, *, devices: list[str] | None = No
     if timeout is None:  # every study is seeded (0 unless set)
         return WorkersChoice(1, f"a study without a timeout runs in one process, so that it repeats exactly "
                                 f"({spread} spreads it over the {cores} cores)")
-    per = spec.threads
-    if per is None:
-        timings = trainer.thread_timings([1, cores])
-        if not timings:
+    short = (f"too little to pay for starting workers ({spread} starts them anyway)")
+    if spec.threads:  # threads asked for: the cores they leave, without timing
+        n = _fit(cores // spec.threads, trainer, n_left)
+        if n < 2:
             return WorkersChoice(1)
-        one, every = timings[1], timings[cores]
-        if cores * THREAD_EFFICIENCY * every <= one:
-            return WorkersChoice(1, f"one trial trains {one / every:.1f}x as fast on {cores} threads as on 1, so "
-                                    f"one process uses the {cores} cores", threads=cores)
-        step = one
-        per = 1
-    else:
-        step = None
-    n = max(1, cores // per)
+        if timeout < MIN_STUDY_SECONDS:
+            return WorkersChoice(1, f"a {timeout:g} s timeout, {short}")
+        why = f"{spec.threads} thread(s) per trial ({option('threads', str(spec.threads), str(spec.threads))}) on " \
+              f"{cores} cores"
+        return WorkersChoice(n, f"{why} ({option('workers', '1', '1')}: one process)", threads=spec.threads)
+    timings = trainer.thread_timings([1, cores])
+    if not timings:
+        return WorkersChoice(1)
+    one, every = timings[1], timings[cores]
+    alone = 1 if one <= 1.25 * every else cores  # as ``Trainer.fastest_threads`` would choose for one process
+    n = _fit(cores, trainer, n_left)
+    # n one-thread processes against one process on every core (each process keeps ~85% of its speed)
+    if n * THREAD_EFFICIENCY * every <= one:
+        return WorkersChoice(1, f"one trial trains {one / every:.1f}x as fast on {cores} threads as on 1, so one "
+                                f"process uses the {cores} cores", threads=alone)
+    steps = math.ceil(len(trainer.cpu_data.x_train) / 64)
+    training = n_left * spec.epochs * steps * one  # the study's training on one thread, roughly
+    expected = min(training, timeout)
+    if expected < MIN_STUDY_SECONDS:
+        return WorkersChoice(1, f"about {expected:.0f} s of training, {short}", threads=alone)
+    per = 1 if one <= every else max(1, cores // n)  # threads that would idle go to the workers that scale
+    speed = f"one trial trains as fast on 1 thread as on {cores}" if one <= every else (
+        f"one trial trains {one / every:.1f}x as fast on {cores} threads as on 1")
+    share = "one thread each" if per == 1 else f"{per} threads each"
+    why = f"{speed}, so {n} processes share the {cores} cores, {share}"
+    return WorkersChoice(n, f"{why} ({option('workers', '1', '1')}: one process)", threads=per, alone=alone)
+
+
+def _fit(n: int, trainer, n_left: int) -> int:
+    """At most ``n`` workers that memory holds (half of it, for copies of the data) and that get two trials each."""
     limit = _memory_bytes()
     if limit is not None:
         n = min(n, max(1, int(0.5 * limit // (trainer.cpu_data.nbytes() + WORKER_MEMORY))))
-    n = min(n, max(1, n_left // 2))  # each worker gets two trials at least
-    if n < 2:
-        return WorkersChoice(1, threads=per if step is not None else None)
-    if step is not None:
-        batch = 64
-        steps = math.ceil(len(trainer.cpu_data.x_train) / batch)
-        training = n_left * spec.epochs * steps * step  # one process, one thread: the study's training, roughly
-        expected = min(training, timeout) if timeout else training
-        if expected < MIN_STUDY_SECONDS:
-            return WorkersChoice(1, f"about {expected:.0f} s of training, too little to pay for starting "
-                                    f"workers ({spread} starts them anyway)", threads=1)
-        speed = f"one trial trains as fast on 1 thread as on {cores}" if one <= every else (
-            f"one trial trains {every and one / every:.1f}x as fast on {cores} threads as on 1")
-        why = f"{speed}, so {n} processes share the {cores} cores, one thread each"
-    else:
-        why = f"{per} thread(s) per trial ({option('threads', str(per), str(per))}) on {cores} cores"
-    return WorkersChoice(n, f"{why} ({option('workers', '1', '1')}: one process)", threads=per)
+    return max(1, min(n, n_left // 2))

@@ -62,7 +62,9 @@ def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | N
     per core where a trial trains as fast on one thread, see ``_autoworkers``); ``on_start`` gets lines saying
     how the trials will run (processes, pack size, and why) before the first trial. Every finished trial is
     logged to the spec's ``mlflow`` / ``tensorboard`` (or ``$TUNER_MLFLOW_URI``), if any."""
-    from tuner.study._autoworkers import choose_workers, requested_workers
+    from tuner._surface import option
+    from tuner.study._autopack import choose_pack, requested_pack
+    from tuner.study._autoworkers import WorkersChoice, choose_workers, requested_workers
     from tuner.track import tracking
 
     n_trials = n_trials or prepared.spec.n_trials
@@ -71,6 +73,15 @@ def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | N
     left = n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
     choice = choose_workers(prepared, requested_workers(workers), devices=device_list, n_left=left,
                             timeout=timeout)
+    pack = None
+    if choice.n > 1 and choice.auto and not device_list and requested_pack(prepared.spec) != 1:
+        # Trial packs, where they pay, train in one process on every core: asked first, as one process would.
+        probe = choose_pack(prepared, left, 1, choice.alone or 1, timeout)
+        if probe.k > 1:
+            pack = probe
+            choice = WorkersChoice(1, f"trial packs pay off here, and they train in one process on the cores "
+                                      f"({option('workers', str(choice.n), str(choice.n))} trains single trials in "
+                                      f"{choice.n} processes instead)", threads=choice.alone)
     check_workers(choice.n)
     if on_start is not None and choice.why:
         on_start(choice.line())
@@ -80,7 +91,7 @@ def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | N
             result.workers_why = choice.why
             return result
         run = run_prepared(study, prepared, n_trials=n_trials, timeout=timeout, on_trial=on_trial,
-                           on_start=on_start, threads=choice.threads)
+                           on_start=on_start, threads=choice.threads, pack=pack)
     return SessionResult(len(run.outcomes), run.seconds, run.stopped_by, run.threads, pack=run.pack,
                          pack_why=run.pack_why, workers_why=choice.why)
 

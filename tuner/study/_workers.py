@@ -72,13 +72,14 @@ def check_workers(workers: int, name: str = "--workers") -> None:
         raise ConfigError(f"{name} must be at most {limit} on this machine ({cores} cores). Got {workers}.")
 
 
-def refuse_unguarded_start(call: str, workers: int) -> None:
+def refuse_unguarded_start(call: str, workers: int, asked: object = None) -> None:
     """In a worker process that is importing the user's script (it holds the code the workers run), a call
     that would start workers again means the script's own code is not guarded: say so, instead of letting
-    multiprocessing fail with its bootstrapping error."""
+    multiprocessing fail with its bootstrapping error. ``asked``: the value as the caller wrote it."""
     # multiprocessing's own test for "this process is still starting up" (its bootstrapping RuntimeError)
     if workers > 1 and getattr(mp.current_process(), "_inheriting", False):
-        raise ConfigError(f"{call}(workers={workers}) ran again in a worker process as it imported your script: "
+        given = workers if asked is None else repr(asked)
+        raise ConfigError(f"{call}(workers={given}) ran again in a worker process as it imported your script: "
                           f"guard the script's own code with `if __name__ == \"__main__\":` (each worker imports "
                           f"the script to find the code it runs)")
 
@@ -129,9 +130,8 @@ def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], res
             spec = spec.with_overrides(**overrides)
             prepared = prepare(spec, space_data=space)
             study = create_or_join(prepared, worker=index)
-            timeout = None if deadline is None else max(0.0, deadline - time.time())
             # The pack size chosen: to stderr, stdout may carry JSON; the budget is shared by n_workers packs.
-            run = run_prepared(study, prepared, workers=n_workers, timeout=timeout,
+            run = run_prepared(study, prepared, workers=n_workers, deadline=deadline,
                                on_start=lambda line: print(f"worker {index}: {line}", file=sys.stderr, flush=True))
             report.update(trials=len(run.outcomes), pack=run.pack, pack_why=run.pack_why)
     except KeyboardInterrupt:
