@@ -293,3 +293,25 @@ def test_where_packs_pay_they_train_in_one_process(tmp_path: Path, objective_ref
     assert lines == ["workers: 1 (auto): trial packs pay off here, and they train in one process on the cores "
                      "(--workers 2 trains single trials in 2 processes instead)",
                      "pack: 4 (auto): 4 trials at once trained 2.0x the model-steps/s of one trial"]
+
+
+def test_where_packs_do_not_pay_the_workers_are_told_and_do_not_time_them_again(
+        tmp_path: Path, objective_ref: str, monkeypatch: pytest.MonkeyPatch):
+    from tuner.study import StudySpec, _autopack, create_or_join, prepare
+    from tuner.study._autopack import PackChoice
+    from tuner.study._session import run_study
+
+    monkeypatch.delenv("TUNER_WORKERS")
+    monkeypatch.delenv("TUNER_PACK")
+    spec = StudySpec.from_mapping({"name": "w", "objective": objective_ref, "space": "lr-only", "n_trials": 4,
+                                   "epochs": 1, "timeout": 600, "storage": f"sqlite:///{tmp_path / 'w.db'}",
+                                   "device": "cpu", "pack": "auto"}, "test")
+    prepared = prepare(spec)
+    study = create_or_join(prepared)
+    monkeypatch.setattr(_autoworkers, "choose_workers", lambda *a, **k: _autoworkers.WorkersChoice(
+        2, "one trial trains as fast on 1 thread as on 2", threads=1, alone=1))
+    why = "packs trained at most 0.42x the model-steps/s of one trial here (a pack needs 1.3x)"
+    monkeypatch.setattr(_autopack, "choose_pack", lambda *a, **k: PackChoice(1, why))
+    result = run_study(study, prepared, workers="auto")
+    assert len(result.workers) == 2 and result.trials == 4
+    assert [(w.pack, w.pack_why) for w in result.workers] == [(1, why), (1, why)]  # the supervisor's, as told

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import optuna
 
@@ -21,6 +22,9 @@ from tuner.study._local import run_prepared
 from tuner.study._prepare import PreparedStudy
 from tuner.study._record import FINISHED, record_of
 from tuner.study._workers import MAX_WORKERS_PER_CORE, WorkerReport, check_workers, parse_devices, run_workers
+
+if TYPE_CHECKING:
+    from tuner.study._autopack import PackChoice
 
 __all__ = ["SessionResult", "run_study", "run_prepared", "check_workers", "study_summary", "list_studies",
            "trial_row", "trial_line", "outcome_of", "MAX_WORKERS_PER_CORE"]
@@ -77,8 +81,8 @@ def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | N
     if choice.n > 1 and choice.auto and not device_list and requested_pack(prepared.spec) != 1:
         # Trial packs, where they pay, train in one process on every core: asked first, as one process would.
         probe = choose_pack(prepared, left, 1, choice.alone or 1, timeout)
+        pack = probe  # packs that do not pay here pay less in a worker's share: the workers are told, not re-timed
         if probe.k > 1:
-            pack = probe
             choice = WorkersChoice(1, f"trial packs pay off here, and they train in one process on the cores "
                                       f"({option('workers', str(choice.n), str(choice.n))} trains single trials in "
                                       f"{choice.n} processes instead)", threads=choice.alone)
@@ -87,7 +91,7 @@ def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | N
         on_start(choice.line())
     with tracking(study, on_trial, mlflow=prepared.spec.mlflow, tensorboard=prepared.spec.tensorboard) as on_trial:
         if choice.n > 1:
-            result = _run_pool(study, prepared, choice.n, device_list, on_trial, choice.threads)
+            result = _run_pool(study, prepared, choice.n, device_list, on_trial, choice.threads, pack)
             result.workers_why = choice.why
             return result
         run = run_prepared(study, prepared, n_trials=n_trials, timeout=timeout, on_trial=on_trial,
@@ -97,12 +101,15 @@ def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | N
 
 
 def _run_pool(study: optuna.Study, prepared: PreparedStudy, workers: int, devices: list[str],
-              on_trial: OnTrial | None, threads: int | None = None) -> SessionResult:
+              on_trial: OnTrial | None, threads: int | None = None, pack: PackChoice | None = None
+              ) -> SessionResult:
     spec = prepared.spec
     # The timeout is the supervisor's: workers stop when it is up, however long they took to start.
     deadline = time.time() + spec.timeout if spec.timeout else None
     overrides = {k: v for k, v in (("deadline", deadline), ("threads", spec.threads or threads), ("pack", spec.pack),
                                    ("device", None if devices else spec.device)) if v is not None}
+    if pack is not None:  # chosen here already (one at a time): each worker says so instead of timing packs again
+        overrides["pack_choice"] = {"k": pack.k, "why": pack.why}
 
     def finished(t: optuna.trial.FrozenTrial, s: optuna.Study) -> None:
         if on_trial is not None:

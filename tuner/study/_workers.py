@@ -122,16 +122,19 @@ def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], res
 
             report["trials"] = run_user_worker(index, name, url, job, overrides.get("threads"))
         else:
+            from tuner.study._autopack import PackChoice
             from tuner.study._local import run_prepared
             from tuner.study._prepare import create_or_join, prepare, stored_spec
 
             deadline = overrides.pop("deadline", None)  # the supervisor's clock: a worker's start-up counts too
+            chosen = overrides.pop("pack_choice", None)  # the supervisor timed packs already
             spec, space = stored_spec(name, url)
             spec = spec.with_overrides(**overrides)
             prepared = prepare(spec, space_data=space)
             study = create_or_join(prepared, worker=index)
+            pack = PackChoice(chosen["k"], chosen["why"]) if chosen else None
             # The pack size chosen: to stderr, stdout may carry JSON; the budget is shared by n_workers packs.
-            run = run_prepared(study, prepared, workers=n_workers, deadline=deadline,
+            run = run_prepared(study, prepared, workers=n_workers, deadline=deadline, pack=pack,
                                on_start=lambda line: print(f"worker {index}: {line}", file=sys.stderr, flush=True))
             report.update(trials=len(run.outcomes), pack=run.pack, pack_why=run.pack_why)
     except KeyboardInterrupt:
