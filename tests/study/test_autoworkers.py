@@ -263,22 +263,29 @@ def test_run_study_takes_auto_and_refuses_what_the_command_refuses(tmp_path: Pat
                                   "(workers=2 spreads it over the 2 cores)")
 
 
-def test_where_packs_pay_they_train_in_one_process(tmp_path: Path, objective_ref: str, monkeypatch: pytest.MonkeyPatch):
-    """auto would start workers, but the pack probe finds that packs pay: one process trains the packs (each
-    worker's pack would hold a share of the budget), and both lines say so."""
-    from tuner.study import StudySpec, _autopack, create_or_join, prepare
-    from tuner.study._autopack import PackChoice
+def _study_auto_would_spread(tmp_path: Path, objective_ref: str, monkeypatch: pytest.MonkeyPatch, n_trials: int):
+    """A study (timeout, pack: auto) for which auto chooses 2 workers, and session.run_study to run it."""
+    from tuner.study import StudySpec, create_or_join, prepare
     from tuner.study._session import run_study
 
     monkeypatch.delenv("TUNER_WORKERS")
     monkeypatch.delenv("TUNER_PACK")
-    spec = StudySpec.from_mapping({"name": "p", "objective": objective_ref, "space": "lr-only", "n_trials": 8,
+    spec = StudySpec.from_mapping({"name": "p", "objective": objective_ref, "space": "lr-only", "n_trials": n_trials,
                                    "epochs": 1, "timeout": 600, "storage": f"sqlite:///{tmp_path / 'p.db'}",
                                    "device": "cpu", "pack": "auto"}, "test")
     prepared = prepare(spec)
-    study = create_or_join(prepared)
     monkeypatch.setattr(_autoworkers, "choose_workers", lambda *a, **k: _autoworkers.WorkersChoice(
         2, "one trial trains as fast on 1 thread as on 2", threads=1, alone=1))
+    return lambda **kwargs: run_study(create_or_join(prepared), prepared, workers="auto", **kwargs)
+
+
+def test_where_packs_pay_they_train_in_one_process(tmp_path: Path, objective_ref: str, monkeypatch: pytest.MonkeyPatch):
+    """auto would start workers, but the pack probe finds that packs pay: one process trains the packs (each
+    worker's pack would hold a share of the budget), and both lines say so."""
+    from tuner.study import _autopack
+    from tuner.study._autopack import PackChoice
+
+    run = _study_auto_would_spread(tmp_path, objective_ref, monkeypatch, 8)
     asked: list[tuple] = []
 
     def probe(prepared, n_trials, workers=1, trainer_threads=1, time_left=None):
@@ -287,7 +294,7 @@ def test_where_packs_pay_they_train_in_one_process(tmp_path: Path, objective_ref
 
     monkeypatch.setattr(_autopack, "choose_pack", probe)
     lines: list[str] = []
-    result = run_study(study, prepared, workers="auto", on_start=lines.append)
+    result = run(on_start=lines.append)
     assert asked == [(8, 1, 1, 600)]  # probed once, as one process would train
     assert result.workers == [] and result.pack == 4 and result.trials == 8
     assert lines == ["workers: 1 (auto): trial packs pay off here, and they train in one process on the cores "
@@ -297,21 +304,12 @@ def test_where_packs_pay_they_train_in_one_process(tmp_path: Path, objective_ref
 
 def test_where_packs_do_not_pay_the_workers_are_told_and_do_not_time_them_again(
         tmp_path: Path, objective_ref: str, monkeypatch: pytest.MonkeyPatch):
-    from tuner.study import StudySpec, _autopack, create_or_join, prepare
+    from tuner.study import _autopack
     from tuner.study._autopack import PackChoice
-    from tuner.study._session import run_study
 
-    monkeypatch.delenv("TUNER_WORKERS")
-    monkeypatch.delenv("TUNER_PACK")
-    spec = StudySpec.from_mapping({"name": "w", "objective": objective_ref, "space": "lr-only", "n_trials": 4,
-                                   "epochs": 1, "timeout": 600, "storage": f"sqlite:///{tmp_path / 'w.db'}",
-                                   "device": "cpu", "pack": "auto"}, "test")
-    prepared = prepare(spec)
-    study = create_or_join(prepared)
-    monkeypatch.setattr(_autoworkers, "choose_workers", lambda *a, **k: _autoworkers.WorkersChoice(
-        2, "one trial trains as fast on 1 thread as on 2", threads=1, alone=1))
+    run = _study_auto_would_spread(tmp_path, objective_ref, monkeypatch, 4)
     why = "packs trained at most 0.42x the model-steps/s of one trial here (a pack needs 1.3x)"
     monkeypatch.setattr(_autopack, "choose_pack", lambda *a, **k: PackChoice(1, why))
-    result = run_study(study, prepared, workers="auto")
+    result = run()
     assert len(result.workers) == 2 and result.trials == 4
     assert [(w.pack, w.pack_why) for w in result.workers] == [(1, why), (1, why)]  # the supervisor's, as told
