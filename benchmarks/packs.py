@@ -156,7 +156,7 @@ def run_study(workload: str, setting: str, seed: int, n_trials: int, epochs: int
     span = (finished[-1].datetime_complete - t0).total_seconds()
     states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
     # A run in workers says each worker's pack size instead of one.
-    chosen = run["pack"] if "pack" in run else max((w.get("pack") or 0 for w in run["workers"]), default=0) or None
+    chosen = max((w.get("pack") or 0 for w in run["workers"]), default=0) or None if run["workers"] else run["pack"]
     return {"workload": workload, "tool": f"pack {setting}", "pack": setting, "chosen": chosen,
             "why": run.get("pack_why", ""), "threads": run.get("threads"), "seed": seed, "n_trials": n_trials,
             "epochs_trained": sum(len(t.intermediate_values) for t in trials), "states": states,

@@ -18,6 +18,7 @@ import torch
 from tuner.errors import ConfigError
 from tuner.study import _autoworkers
 from tuner.study._autoworkers import choose_workers, parse_workers, requested_workers
+from tuner.train import Trainer
 
 
 def _prepared(timings: dict[int, float] | None, *, threads: int | None = None, epochs: int = 20, rows: int = 6400,
@@ -48,10 +49,18 @@ def test_a_trial_as_fast_on_one_thread_gets_one_worker_per_core(four_cores):
                              "the 4 cores, one thread each (--workers 1: one process)")
 
 
-def test_a_trial_that_uses_the_cores_stays_in_one_process(four_cores):
-    choice = choose_workers(_prepared({1: 4e-3, 4: 1e-3}), "auto", n_left=60, timeout=300.0)
-    assert (choice.n, choice.threads) == (1, 4)
-    assert "one trial trains 4.0x as fast on 4 threads as on 1, so one process uses the 4 cores" in choice.why
+@pytest.mark.parametrize(("timings", "n_left", "timeout", "threads", "why"), [
+    ({1: 4e-3, 4: 1e-3}, 60, 300.0, 4, "one trial trains 4.0x as fast on 4 threads as on 1, so one process on the 4 "
+                                       "cores does more than 4 processes"),
+    # 4 trials x 20 epochs x 100 steps x 1 ms: 8 s of training
+    ({1: 1e-3, 4: 1e-3}, 4, 300.0, 1, "about 8.0 s of training: too little to pay for starting workers (--workers 4 "
+                                      "starts them anyway)"),
+    ({1: 1e-3, 4: 1e-3}, 60, 5.0, 1, "a 5 s timeout: too little to pay for starting workers (--workers 4 starts them "
+                                     "anyway)"),
+])
+def test_where_one_process_does_more_it_stays_in_one_and_says_why(four_cores, timings, n_left, timeout, threads, why):
+    choice = choose_workers(_prepared(timings), "auto", n_left=n_left, timeout=timeout)
+    assert (choice.n, choice.threads, choice.why) == (1, threads, why)
 
 
 def test_a_trial_somewhat_faster_on_more_threads_still_gets_workers(four_cores):
@@ -66,15 +75,6 @@ def test_without_a_timeout_the_study_runs_in_one_process_and_says_how_to_spread_
     assert choice.n == 1 and prepared.calls == []  # nothing timed
     assert choice.why == ("a study without a timeout runs in one process, so that it repeats exactly "
                           "(--workers 4 spreads it over the 4 cores)")
-
-
-def test_a_study_too_short_to_pay_for_workers_stays_in_one_process(four_cores):
-    # 4 trials x 20 epochs x 100 steps x 1 ms: 8 s of training
-    choice = choose_workers(_prepared({1: 1e-3, 4: 1e-3}), "auto", n_left=4, timeout=300.0)
-    assert (choice.n, choice.threads) == (1, 1)
-    assert "about 8 s of training, too little to pay for starting workers" in choice.why
-    # a short timeout likewise
-    assert choose_workers(_prepared({1: 1e-3, 4: 1e-3}), "auto", n_left=60, timeout=5.0).n == 1
 
 
 def test_each_worker_gets_two_trials_at_least(four_cores):
@@ -111,24 +111,26 @@ def test_a_number_asked_for_is_kept_and_devices_get_one_each(four_cores):
 
 
 def test_when_one_process_wins_it_keeps_the_threads_it_trains_fastest_on(four_cores):
-    # Too short for workers: the study still trains on 4 threads where 4 threads are 2x faster.
-    short = choose_workers(_prepared({1: 2e-3, 4: 1e-3}), "auto", n_left=4, timeout=300.0)
-    assert (short.n, short.threads) == (1, 4)
-    # 3 trials left: one worker only, which would do less than one process on the 4 cores.
+    # Too short for workers (9 s of training): the study still trains on 4 threads, 1.5x faster than 1.
+    short = choose_workers(_prepared({1: 1.5e-3, 4: 1e-3}, epochs=1), "auto", n_left=60, timeout=300.0)
+    assert (short.n, short.threads) == (1, 4) and short.why.startswith("about 9.0 s of training: too little")
+    # 3 trials left: one worker only, and one process trains on the 4 cores, 2x faster than 1.
     capped = choose_workers(_prepared({1: 2e-3, 4: 1e-3}, epochs=400), "auto", n_left=3, timeout=300.0)
     assert (capped.n, capped.threads) == (1, 4)
+    assert capped.why == "3 trial(s) left, fewer than two for each of 4 workers, so the trials run in one process"
 
 
 def test_workers_capped_below_the_cores_must_still_beat_one_process(four_cores):
     # 3x faster on 4 threads: 4 one-thread workers (3.4) beat one process (3), 2 workers (1.7) do not.
     assert choose_workers(_prepared({1: 3e-3, 4: 1e-3}, epochs=400), "auto", n_left=60, timeout=300.0).n == 4
     capped = choose_workers(_prepared({1: 3e-3, 4: 1e-3}, epochs=400), "auto", n_left=5, timeout=300.0)
-    assert (capped.n, capped.threads) == (1, 4) and "so one process uses the 4 cores" in capped.why
+    assert (capped.n, capped.threads) == (1, 4) and "so one process on the 4 cores does more than 2 processes" in \
+        capped.why
 
 
 def test_threads_asked_for_with_a_short_timeout_stay_in_one_process(four_cores):
     choice = choose_workers(_prepared(None, threads=1), "auto", n_left=60, timeout=3.0)
-    assert choice.n == 1 and choice.why == ("a 3 s timeout, too little to pay for starting workers (--workers 4 "
+    assert choice.n == 1 and choice.why == ("a 3 s timeout: too little to pay for starting workers (--workers 4 "
                                             "starts them anyway)")
 
 
@@ -196,9 +198,9 @@ def test_auto_runs_one_worker_per_core_from_the_command(tmp_path: Path):
     """The command's default, as a user meets it: a timed study whose trial trains as fast on one thread runs
     in one process per core; the JSON says how many and why."""
     (tmp_path / "sleepy.py").write_text(SLEEPY)
-    # 400 trials x 2 epochs x 2 steps x 10 ms: 16 s of training on one thread, more than the 10 s timeout
+    # 1000 trials x 2 epochs x 2 steps x 10 ms: 40 s of training on one thread, more than the 10 s timeout
     spec = {"name": "auto", "objective": f"{tmp_path / 'sleepy.py'}:sleepy", "space": "lr-only", "sampler": "random",
-            "pruner": "none", "n_trials": 400, "epochs": 2, "timeout": 10, "device": "cpu",
+            "pruner": "none", "n_trials": 1000, "epochs": 2, "timeout": 10, "device": "cpu",
             "heartbeat_interval": 0.5, "grace_period": 2.0}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
@@ -214,7 +216,8 @@ def test_auto_runs_one_worker_per_core_from_the_command(tmp_path: Path):
     assert run["workers_why"].startswith("one trial trains"), run["workers_why"]
     assert f"so {n} processes share the {_autoworkers.usable_cores()} cores" in run["workers_why"]
     assert all(w["exitcode"] == 0 and w["error"] is None for w in run["workers"]), run["workers"]
-    assert run["trials"] == sum(w["trials"] for w in run["workers"]) > 0 and run["stopped_by"]  # one JSON shape
+    assert run["trials"] == sum(w["trials"] for w in run["workers"]) > 0
+    assert run["stopped_by"] == "timeout" and {w["stopped_by"] for w in run["workers"]} == {"timeout"}
     # The timeout counts from when the workers are started, not from each one's own start-up: no trial starts
     # after it (the pool started at most its `seconds` before the command ended).
     pool_started = datetime.now() - timedelta(seconds=run["seconds"])
@@ -231,6 +234,7 @@ def test_the_command_says_why_it_runs_in_one_process(timeout, tmp_cwd: Path, obj
 
     monkeypatch.delenv("TUNER_WORKERS")
     monkeypatch.setattr(_autoworkers, "usable_cores", lambda: 2)
+    monkeypatch.setattr(Trainer, "thread_timings", lambda self, candidates, *args: {1: 1e-3, 2: 1e-3})
     args = ["study", "create", "--objective", objective_ref, "--n-trials", "4", "--epochs", "1", "--storage",
             storage_url, "--device", "cpu", *(["--timeout", timeout] if timeout else [])]
     text = CliRunner().invoke(app, args)
@@ -245,7 +249,8 @@ def test_the_command_says_why_it_runs_in_one_process(timeout, tmp_cwd: Path, obj
     data = CliRunner().invoke(app, [*args, "--name", "j", "--format", "json"])
     assert data.exit_code == 0, data.output
     run = json.loads(data.stdout)["run"]
-    assert "workers" not in run and run["workers_why"].startswith(("a study without a timeout", "about "))
+    assert run["workers"] == [] and run["requeued"] == []
+    assert run["workers_why"].startswith(("a study without a timeout", "about "))
 
 
 def test_run_study_takes_auto_and_refuses_what_the_command_refuses(tmp_path: Path, objective_ref: str,
@@ -279,9 +284,14 @@ def _study_auto_would_spread(tmp_path: Path, objective_ref: str, monkeypatch: py
     return lambda **kwargs: run_study(create_or_join(prepared), prepared, workers="auto", **kwargs)
 
 
-def test_where_packs_pay_they_train_in_one_process(tmp_path: Path, objective_ref: str, monkeypatch: pytest.MonkeyPatch):
-    """auto would start workers, but the pack probe finds that packs pay: one process trains the packs (each
-    worker's pack would hold a share of the budget), and both lines say so."""
+@pytest.mark.parametrize(("auto", "packs", "pack_line"), [
+    (True, "trial packs pay off here", "pack: 4 (auto): 4 trials at once trained 2.0x the model-steps/s of one trial"),
+    (False, "packs of 4 were asked for", "pack: 4: 4 trials at once, as asked"),
+])
+def test_where_packs_pay_they_train_in_one_process(auto: bool, packs: str, pack_line: str, tmp_path: Path,
+                                                   objective_ref: str, monkeypatch: pytest.MonkeyPatch):
+    """auto would start workers, but the pack probe finds that packs pay (or packs were asked for): one process
+    trains the packs (each worker's pack would hold a share of the budget), and both lines say so."""
     from tuner.study import _autopack
     from tuner.study._autopack import PackChoice
 
@@ -290,16 +300,15 @@ def test_where_packs_pay_they_train_in_one_process(tmp_path: Path, objective_ref
 
     def probe(prepared, n_trials, workers=1, trainer_threads=1, time_left=None):
         asked.append((n_trials, workers, trainer_threads, time_left))
-        return PackChoice(4, "4 trials at once trained 2.0x the model-steps/s of one trial", threads=1)
+        return PackChoice(4, pack_line.split(": ", 2)[-1], threads=1, auto=auto)
 
     monkeypatch.setattr(_autopack, "choose_pack", probe)
     lines: list[str] = []
     result = run(on_start=lines.append)
     assert asked == [(8, 1, 1, 600)]  # probed once, as one process would train
     assert result.workers == [] and result.pack == 4 and result.trials == 8
-    assert lines == ["workers: 1 (auto): trial packs pay off here, and they train in one process on the cores "
-                     "(--workers 2 trains single trials in 2 processes instead)",
-                     "pack: 4 (auto): 4 trials at once trained 2.0x the model-steps/s of one trial"]
+    assert lines == [f"workers: 1 (auto): {packs}, and they train in one process on the cores (--workers 2 starts "
+                     f"2 processes anyway)", pack_line]
 
 
 def test_where_packs_do_not_pay_the_workers_are_told_and_do_not_time_them_again(
@@ -311,5 +320,5 @@ def test_where_packs_do_not_pay_the_workers_are_told_and_do_not_time_them_again(
     why = "packs trained at most 0.42x the model-steps/s of one trial here (a pack needs 1.3x)"
     monkeypatch.setattr(_autopack, "choose_pack", lambda *a, **k: PackChoice(1, why))
     result = run()
-    assert len(result.workers) == 2 and result.trials == 4
+    assert len(result.workers) == 2 and result.trials >= 4  # the last trials in flight may overshoot
     assert [(w.pack, w.pack_why) for w in result.workers] == [(1, why), (1, why)]  # the supervisor's, as told

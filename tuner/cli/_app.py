@@ -232,15 +232,16 @@ def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int | str = 1
     # One shape for both: a script reads run.trials whether the study ran here or in workers.
     data = {**summary, "run": {"trials": run.trials, "seconds": round(run.seconds, 2), "stopped_by": run.stopped_by,
                                "threads": run.threads, "pack": run.pack, "pack_why": run.pack_why,
-                               "workers_why": run.workers_why, "queued": [s.to_dict() for s in prepared.queued],
+                               "workers_why": run.workers_why, "workers": [w.__dict__ for w in run.workers],
+                               "requeued": run.requeued, "queued": [s.to_dict() for s in prepared.queued],
                                "space_notes": prepared.space_notes},
             **({"calibration": prepared.calibration.summary()} if prepared.calibration else {})}
     if run.workers:
         if fmt is Format.json:
-            data["run"].update(workers=[w.__dict__ for w in run.workers], requeued=run.requeued)
             print_json(data)
         else:
             echo(f"{len(run.workers)} workers ran {run.trials} trial(s) in {run.seconds:.1f}s"
+                 + (" (timeout reached)" if run.stopped_by == "timeout" else "")
                  + (f"; trials {run.requeued} of lost workers were queued again" if run.requeued else ""))
             for w in run.lost_workers:
                 echo(f"worker {w.index} (pid {w.pid}, {w.device}) stopped: "

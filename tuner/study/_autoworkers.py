@@ -77,7 +77,8 @@ def usable_cores() -> int:
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
     try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
         if quota != "max":
             cores = min(cores, max(1, int(float(quota) / float(period))))
     except (OSError, ValueError):
@@ -100,36 +101,32 @@ def choose_workers(prepared, asked: int | str, *, devices: list[str] | None = No
     cores = usable_cores()
     trainer, spec = prepared.trainer, prepared.spec
     if cores < 2 or trainer.device.type != "cpu" or n_left < 2:
-        return WorkersChoice(1)  # a GPU trains the study's trials in packs, in one process
+        return WorkersChoice(1)  # nothing to spread (a GPU trains the study's trials in packs)
     spread = option("workers", str(cores), str(cores))
     if timeout is None:  # every study is seeded (0 unless set)
         return WorkersChoice(1, f"a study without a timeout runs in one process, so that it repeats exactly "
                                 f"({spread} spreads it over the {cores} cores)")
-    short = (f"too little to pay for starting workers ({spread} starts them anyway)")
-    if spec.threads:  # threads asked for: the cores they leave, without timing
-        n = _fit(cores // spec.threads, trainer, n_left)
-        if n < 2:
-            return WorkersChoice(1)
-        if timeout < MIN_STUDY_SECONDS:
-            return WorkersChoice(1, f"a {timeout:g} s timeout, {short}")
-        why = f"{spec.threads} thread(s) per trial ({option('threads', str(spec.threads), str(spec.threads))}) on " \
-              f"{cores} cores"
-        return WorkersChoice(n, f"{why} ({option('workers', '1', '1')}: one process)", threads=spec.threads)
-    timings = trainer.thread_timings([1, cores])
-    if not timings:
-        return WorkersChoice(1)
-    one, every = timings[1], timings[cores]
-    alone = 1 if one <= 1.25 * every else cores  # as ``Trainer.fastest_threads`` would choose for one process
-    n = _fit(cores, trainer, n_left)
+    anyway = f"({spread} starts them anyway)"
+    per = spec.threads  # threads asked for: the cores they leave, without timing
+    timings = {} if per else trainer.thread_timings([1, cores])
+    if not per and not timings:
+        return WorkersChoice(1, "training could not be timed here, so the trials run in one process")
+    one, every = (timings[1], timings[cores]) if timings else (0.0, 0.0)
+    alone = (1 if one <= 1.25 * every else cores) if timings else None  # as ``Trainer.fastest_threads`` chooses
+    n, cap = _fit(cores // per if per else cores, trainer, n_left)
+    if n < 2:
+        return WorkersChoice(1, f"{cap}, so the trials run in one process", threads=alone)
     # n one-thread processes against one process on every core (each process keeps ~85% of its speed)
-    if n * THREAD_EFFICIENCY * every <= one:
+    if timings and n * THREAD_EFFICIENCY * every <= one:
         return WorkersChoice(1, f"one trial trains {one / every:.1f}x as fast on {cores} threads as on 1, so one "
-                                f"process uses the {cores} cores", threads=alone)
-    steps = math.ceil(len(trainer.cpu_data.x_train) / 64)
-    training = n_left * spec.epochs * steps * one  # the study's training on one thread, roughly
-    expected = min(training, timeout)
-    if expected < MIN_STUDY_SECONDS:
-        return WorkersChoice(1, f"about {expected:.0f} s of training, {short}", threads=alone)
+                                f"process on the {cores} cores does more than {n} processes", threads=alone)
+    training = n_left * spec.epochs * math.ceil(len(trainer.cpu_data.x_train) / 64) * one if timings else timeout
+    if min(training, timeout) < MIN_STUDY_SECONDS:  # the study's training on one thread, roughly
+        left = f"a {timeout:g} s timeout" if timeout <= training else f"about {training:.1f} s of training"
+        return WorkersChoice(1, f"{left}: too little to pay for starting workers {anyway}", threads=alone)
+    if per:
+        why = f"{per} thread(s) per trial ({option('threads', str(per), str(per))}) on {cores} cores"
+        return WorkersChoice(n, f"{why} ({option('workers', '1', '1')}: one process)", threads=per)
     per = 1 if one <= every else max(1, cores // n)  # threads that would idle go to the workers that scale
     speed = f"one trial trains as fast on 1 thread as on {cores}" if one <= every else (
         f"one trial trains {one / every:.1f}x as fast on {cores} threads as on 1")
@@ -138,9 +135,14 @@ def choose_workers(prepared, asked: int | str, *, devices: list[str] | None = No
     return WorkersChoice(n, f"{why} ({option('workers', '1', '1')}: one process)", threads=per, alone=alone)
 
 
-def _fit(n: int, trainer, n_left: int) -> int:
-    """At most ``n`` workers that memory holds (half of it, for copies of the data) and that get two trials each."""
-    limit = _memory_bytes()
+def _fit(n: int, trainer, n_left: int) -> tuple[int, str]:
+    """At most ``n`` workers that memory holds (half of it, for copies of the data) and that get two trials
+    each; and what limited them, in words."""
+    limit, cap = _memory_bytes(), ""
     if limit is not None:
-        n = min(n, max(1, int(0.5 * limit // (trainer.cpu_data.nbytes() + WORKER_MEMORY))))
-    return max(1, min(n, n_left // 2))
+        held = max(1, int(0.5 * limit // (trainer.cpu_data.nbytes() + WORKER_MEMORY)))
+        if held < n:
+            n, cap = held, f"half the memory holds {held} copy(ies) of the data"
+    if n_left // 2 < n:
+        n, cap = max(1, n_left // 2), f"{n_left} trial(s) left, fewer than two for each of {n} workers"
+    return n, cap

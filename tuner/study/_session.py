@@ -83,16 +83,19 @@ def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | N
         probe = choose_pack(prepared, left, 1, choice.alone or 1, timeout)
         pack = probe  # packs that do not pay here pay less in a worker's share: the workers are told, not re-timed
         if probe.k > 1:
-            choice = WorkersChoice(1, f"trial packs pay off here, and they train in one process on the cores "
-                                      f"({option('workers', str(choice.n), str(choice.n))} trains single trials in "
-                                      f"{choice.n} processes instead)", threads=choice.alone)
+            packs = "trial packs pay off here" if probe.auto else f"packs of {probe.k} were asked for"
+            n = option("workers", str(choice.n), str(choice.n))
+            choice = WorkersChoice(1, f"{packs}, and they train in one process on the cores ({n} starts "
+                                      f"{choice.n} processes anyway)", threads=choice.alone)
     check_workers(choice.n)
     if on_start is not None and choice.why:
         on_start(choice.line())
     with tracking(study, on_trial, mlflow=prepared.spec.mlflow, tensorboard=prepared.spec.tensorboard) as on_trial:
         if choice.n > 1:
             result = _run_pool(study, prepared, choice.n, device_list, on_trial, choice.threads, pack)
-            result.workers_why = choice.why
+            result.workers_why, result.threads = choice.why, choice.threads
+            if pack is not None:
+                result.pack, result.pack_why = pack.k, pack.why
             return result
         run = run_prepared(study, prepared, n_trials=n_trials, timeout=timeout, on_trial=on_trial,
                            on_start=on_start, threads=choice.threads, pack=pack)
@@ -117,7 +120,9 @@ def _run_pool(study: optuna.Study, prepared: PreparedStudy, workers: int, device
 
     pool = run_workers(prepared.name, prepared.storage_url, workers, devices=devices, overrides=overrides,
                        on_trial=finished)
-    return SessionResult(sum(w.trials for w in pool.workers), pool.seconds, "budget", None, pool.workers,
+    # A worker that stopped at the deadline says so: the run stopped by its timeout, not by the budget.
+    stopped_by = "timeout" if any(w.stopped_by == "timeout" for w in pool.workers) else "budget"
+    return SessionResult(sum(w.trials for w in pool.workers), pool.seconds, stopped_by, None, pool.workers,
                          pool.reaped, pool.interrupted)
 
 

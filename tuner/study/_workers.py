@@ -37,6 +37,7 @@ class WorkerReport:
     pack: int | None = None  # trials it trained at once (None: a tune() worker, or it stopped before choosing)
     pack_why: str = ""
     reported: bool = False  # it sent its report (it started, and ended by itself)
+    stopped_by: str = ""  # budget | timeout, as its own run ended
 
     def stopped(self) -> str:
         """Why it stopped, in words: its error, or its exit code (with the likely cause where it exited with an
@@ -136,7 +137,7 @@ def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], res
             # The pack size chosen: to stderr, stdout may carry JSON; the budget is shared by n_workers packs.
             run = run_prepared(study, prepared, workers=n_workers, deadline=deadline, pack=pack,
                                on_start=lambda line: print(f"worker {index}: {line}", file=sys.stderr, flush=True))
-            report.update(trials=len(run.outcomes), pack=run.pack, pack_why=run.pack_why)
+            report.update(trials=len(run.outcomes), pack=run.pack, pack_why=run.pack_why, stopped_by=run.stopped_by)
     except KeyboardInterrupt:
         code = 130
     except SystemExit as exc:
@@ -270,7 +271,7 @@ def run_workers(
             break
         rep = procs[data["index"]][0]
         rep.trials, rep.error, rep.reported = data["trials"], data["error"], True
-        rep.pack, rep.pack_why = data.get("pack"), data.get("pack_why", "")
+        rep.pack, rep.pack_why, rep.stopped_by = data.get("pack"), data.get("pack_why", ""), data.get("stopped_by", "")
     report_new()
     summary.workers = [rep for rep, _ in procs]
     summary.seconds = time.monotonic() - start
