@@ -63,6 +63,11 @@ def test_where_one_process_does_more_it_stays_in_one_and_says_why(four_cores, ti
     assert (choice.n, choice.threads, choice.why) == (1, threads, why)
 
 
+def test_a_trial_within_a_tenth_on_more_threads_trains_about_as_fast(four_cores):
+    choice = choose_workers(_prepared({1: 1.05e-3, 4: 1e-3}), "auto", n_left=60, timeout=300.0)
+    assert choice.why.startswith("one trial trains about as fast on 1 thread as on 4, so 4 processes share")
+
+
 def test_a_trial_somewhat_faster_on_more_threads_still_gets_workers(four_cores):
     # 1.5x faster on 4 threads than on 1: four one-thread processes still do more than twice as much.
     choice = choose_workers(_prepared({1: 1.5e-3, 4: 1e-3}), "auto", n_left=60, timeout=300.0)

@@ -128,8 +128,9 @@ def choose_workers(prepared, asked: int | str, *, devices: list[str] | None = No
         why = f"{per} thread(s) per trial ({option('threads', str(per), str(per))}) on {cores} cores"
         return WorkersChoice(n, f"{why} ({option('workers', '1', '1')}: one process)", threads=per)
     per = 1 if one <= every else max(1, cores // n)  # threads that would idle go to the workers that scale
-    speed = f"one trial trains as fast on 1 thread as on {cores}" if one <= every else (
-        f"one trial trains {one / every:.1f}x as fast on {cores} threads as on 1")
+    speed = (f"one trial trains as fast on 1 thread as on {cores}" if one <= every else
+             f"one trial trains about as fast on 1 thread as on {cores}" if one <= 1.1 * every else
+             f"one trial trains {one / every:.1f}x as fast on {cores} threads as on 1")
     share = "one thread each" if per == 1 else f"{per} threads each"
     why = f"{speed}, so {n} processes share the {cores} cores, {share}"
     return WorkersChoice(n, f"{why} ({option('workers', '1', '1')}: one process)", threads=per, alone=alone)
