@@ -209,12 +209,14 @@ def test_interrupt_leaves_nothing_running_and_resumes(workers: int, sig: int, co
         os.killpg(proc.pid, sig)  # a terminal's Ctrl-C reaches the whole process group
     else:
         os.kill(proc.pid, sig)  # SIGTERM to the command only: it stops its workers itself
-    proc.communicate(timeout=120)
+    out, _ = proc.communicate(timeout=120)
     assert proc.returncode == code
     study = _load("w", url)
     states = [t.state for t in study.trials]
     assert TrialState.RUNNING not in states
     assert any(t.user_attrs.get("reason") == "interrupted" for t in study.trials)
+    if workers > 1:  # the trials the interrupted workers finished are counted, read from the study
+        assert f"{workers} workers ran {sum(t.state.is_finished() for t in study.trials)} trial(s)" in out, out
     resumed = _cli("study", "run", "w", "--storage", url, env=_env(TUNER_TEST_SLEEP="0"))  # no need to be slow now
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     _check_clean(_load("w", url), 6)

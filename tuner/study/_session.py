@@ -122,8 +122,7 @@ def _run_pool(study: optuna.Study, prepared: PreparedStudy, workers: int, device
                        on_trial=finished)
     # A worker that stopped at the deadline says so: the run stopped by its timeout, not by the budget.
     stopped_by = "timeout" if any(w.stopped_by == "timeout" for w in pool.workers) else "budget"
-    return SessionResult(sum(w.trials for w in pool.workers), pool.seconds, stopped_by, None, pool.workers,
-                         pool.reaped, pool.interrupted)
+    return SessionResult(pool.finished, pool.seconds, stopped_by, None, pool.workers, pool.reaped, pool.interrupted)
 
 
 def _fmt(value: float | None) -> str:

@@ -57,6 +57,8 @@ class PoolSummary:
     seconds: float = 0.0
     reaped: list[int] = field(default_factory=list)
     interrupted: int | None = None  # the signal that stopped the pool
+    finished: int = 0  # trials that finished while the pool ran, read from the study (an interrupted worker
+    #                    cannot report its own)
 
     @property
     def failed_workers(self) -> list[WorkerReport]:
@@ -210,6 +212,7 @@ def run_workers(
     results = ctx.Queue()
     procs: list[tuple[WorkerReport, Any]] = []
     seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    before = len(seen)
 
     def report_new() -> None:
         for t in study.get_trials(deepcopy=False):
@@ -273,6 +276,7 @@ def run_workers(
         rep.trials, rep.error, rep.reported = data["trials"], data["error"], True
         rep.pack, rep.pack_why, rep.stopped_by = data.get("pack"), data.get("pack_why", ""), data.get("stopped_by", "")
     report_new()
+    summary.finished = len(seen) - before
     summary.workers = [rep for rep, _ in procs]
     summary.seconds = time.monotonic() - start
     return summary
