@@ -21,7 +21,7 @@ from tuner.config import TrainConfig
 from tuner.errors import ConfigError, DataError
 from tuner.objectives import Dataset, Objective, get_metric
 
-__all__ = ["Trainer", "TrainResult", "Diverged", "resolve_device", "seed_everything", "sync"]
+__all__ = ["Trainer", "fastest_of", "TrainResult", "Diverged", "resolve_device", "seed_everything", "sync"]
 
 ReportFn = Callable[[int, float], None]
 EVAL_BATCH = 4096
@@ -95,6 +95,13 @@ def _load(objective: Objective) -> Dataset:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:500] if text else "(no message)"
+
+
+def fastest_of(timings: dict[int, float], margin: float = 0.25) -> int:
+    """The thread count to train on, given seconds per step for each (``Trainer.thread_timings``): the fewest
+    threads within ``margin`` of the fastest, as more threads cost cores that other work could use."""
+    best = min(timings.values())
+    return min(c for c, t in timings.items() if t <= (1 + margin) * best)
 
 
 class Trainer:
@@ -174,10 +181,7 @@ class Trainer:
         if len(candidates) == 1 or self.device.type != "cpu":
             return candidates[-1]
         timings = self.thread_timings(candidates, steps, batch_size, rounds)
-        if not timings:
-            return candidates[-1]
-        best = min(timings.values())
-        return next(c for c in candidates if timings[c] <= (1 + margin) * best)
+        return fastest_of(timings, margin) if timings else candidates[-1]
 
     def thread_timings(self, candidates: list[int], steps: int = 40, batch_size: int = 64,
                        rounds: int = 3) -> dict[int, float]:

@@ -91,6 +91,7 @@ def choose_workers(prepared, asked: int | str, *, devices: list[str] | None = No
     """The processes that train ``prepared``'s study here: the number asked for, one per device of
     ``devices``, or for ``auto`` the timing's choice. ``n_left``: trials left to finish; ``timeout``: seconds."""
     from tuner._surface import option
+    from tuner.train import fastest_of
 
     devices = devices or []
     if asked != "auto":
@@ -112,7 +113,7 @@ def choose_workers(prepared, asked: int | str, *, devices: list[str] | None = No
     if not per and not timings:
         return WorkersChoice(1, "training could not be timed here, so the trials run in one process")
     one, every = (timings[1], timings[cores]) if timings else (0.0, 0.0)
-    alone = (1 if one <= 1.25 * every else cores) if timings else None  # as ``Trainer.fastest_threads`` chooses
+    alone = fastest_of(timings) if timings else None  # the threads one process would train on
     n, cap = _fit(cores // per if per else cores, trainer, n_left)
     if n < 2:
         return WorkersChoice(1, f"{cap}, so the trials run in one process", threads=alone)

@@ -92,7 +92,7 @@ def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | N
         on_start(choice.line())
     with tracking(study, on_trial, mlflow=prepared.spec.mlflow, tensorboard=prepared.spec.tensorboard) as on_trial:
         if choice.n > 1:
-            result = _run_pool(study, prepared, choice.n, device_list, on_trial, choice.threads, pack)
+            result = _run_pool(study, prepared, choice.n, device_list, on_trial, timeout, choice.threads, pack)
             result.workers_why, result.threads = choice.why, choice.threads
             if pack is not None:
                 result.pack, result.pack_why = pack.k, pack.why
@@ -104,11 +104,11 @@ def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | N
 
 
 def _run_pool(study: optuna.Study, prepared: PreparedStudy, workers: int, devices: list[str],
-              on_trial: OnTrial | None, threads: int | None = None, pack: PackChoice | None = None
-              ) -> SessionResult:
+              on_trial: OnTrial | None, timeout: float | None, threads: int | None = None,
+              pack: PackChoice | None = None) -> SessionResult:
     spec = prepared.spec
     # The timeout is the supervisor's: workers stop when it is up, however long they took to start.
-    deadline = time.time() + spec.timeout if spec.timeout else None
+    deadline = time.time() + timeout if timeout else None
     overrides = {k: v for k, v in (("deadline", deadline), ("threads", spec.threads or threads), ("pack", spec.pack),
                                    ("device", None if devices else spec.device)) if v is not None}
     if pack is not None:  # chosen here already (one at a time): each worker says so instead of timing packs again
