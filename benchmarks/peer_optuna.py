@@ -9,7 +9,8 @@ same splits and MLP as tuner's `digits-mlp` objective, and `--model cancer`: sci
 with the splits and MLP of tuner's `tabular` objective on its CSV (benchmarks/search.py writes it), and
 `--model diabetes`: scikit-learn's diabetes regression the same way (standardised target, MSE loss, scored by
 R^2 on the validation split, as `tabular` scores a regression); all written the way a user would write them
-by hand.
+by hand; and `--retrain PARAMS --retrain-seeds N`: no study, the given best params (JSON, as the summary
+prints them) trained again with N new seeds, the way a user re-trains the config a search delivered.
 """
 import argparse, json, time
 import numpy as np, optuna, torch, torch.nn as nn
@@ -21,6 +22,8 @@ p.add_argument("--epochs", type=int, default=20)
 p.add_argument("--sampler", default="tpe", choices=["tpe", "random"])
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--model", default="mlp", choices=["mlp", "cnn", "digits", "cancer", "diabetes"])
+p.add_argument("--retrain", help="best params (JSON): train them again instead of searching")
+p.add_argument("--retrain-seeds", type=int, default=3)
 a = p.parse_args()
 torch.set_num_threads(1)
 
@@ -78,14 +81,7 @@ def acc(m, x, y):
             return (1 - (out - y).pow(2).sum() / (y - y.mean()).pow(2).sum()).item()
         return (m(x).argmax(1) == y).float().mean().item()
 
-t0 = time.time(); log = []
-def objective(trial):
-    torch.manual_seed(trial.number)
-    opt = trial.suggest_categorical("optimizer", ["SGD", "Adam", "RMSprop"])
-    lr = trial.suggest_float("lr", 1e-5, 1e-1, log=True)
-    bs = trial.suggest_categorical("batch_size", [32, 64, 128, 256])
-    wd = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
-    dp = trial.suggest_float("dropout", 0.0, 0.5)
+def train(trial, opt, lr, bs, wd, dp):
     m = build(dp)
     o = getattr(torch.optim, opt)(m.parameters(), lr=lr, weight_decay=wd)
     lossf = (lambda o, t: nn.functional.mse_loss(o.reshape(t.shape), t)) if regression else nn.CrossEntropyLoss(); best = 0.0
@@ -95,10 +91,31 @@ def objective(trial):
             idx = pr[i:i + bs]
             o.zero_grad(); l = lossf(m(Xtr[idx]), Ytr[idx]); l.backward(); o.step()
         v = acc(m, Xv, Yv); best = max(best, v)
-        trial.report(v, ep)
-        if trial.should_prune():
-            raise optuna.TrialPruned()
-    trial.set_user_attr("test_acc", acc(m, Xt, Yt))
+        if trial is not None:
+            trial.report(v, ep)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+    return v, acc(m, Xt, Yt)
+
+if a.retrain:
+    params, vals, tests = json.loads(a.retrain), [], []
+    for i in range(a.retrain_seeds):
+        torch.manual_seed(1_000_000 + i)
+        v, te = train(None, params["optimizer"], params["lr"], params["batch_size"], params["weight_decay"], params["dropout"])
+        vals.append(v); tests.append(te)
+    print(json.dumps({"retrain": True, "params": params, "vals": vals, "tests": tests}))
+    raise SystemExit
+
+t0 = time.time(); log = []
+def objective(trial):
+    torch.manual_seed(trial.number)
+    opt = trial.suggest_categorical("optimizer", ["SGD", "Adam", "RMSprop"])
+    lr = trial.suggest_float("lr", 1e-5, 1e-1, log=True)
+    bs = trial.suggest_categorical("batch_size", [32, 64, 128, 256])
+    wd = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
+    dp = trial.suggest_float("dropout", 0.0, 0.5)
+    v, te = train(trial, opt, lr, bs, wd, dp)
+    trial.set_user_attr("test_acc", te)
     return v
 
 sampler = optuna.samplers.TPESampler(seed=a.seed) if a.sampler == "tpe" else optuna.samplers.RandomSampler(seed=a.seed)

@@ -9,9 +9,12 @@ tools' clocks start after data loading, at their first trial.
 from __future__ import annotations
 
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -65,9 +68,38 @@ def run_peer(workload: str, sampler: str, seed: int, trials: int, epochs: int) -
     }
 
 
+def retrain_peer(workload: str, params: dict, epochs: int, seeds: int = 3) -> dict:
+    """The peer's best params trained again with ``seeds`` new seeds: the test accuracy a user who takes the
+    search's best trial gets, without the luck of the seed that put it on top."""
+    cmd = [sys.executable, str(PEER), "--model", PEER_MODEL[workload], "--epochs", str(epochs),
+           "--retrain", json.dumps(params), "--retrain-seeds", str(seeds)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    row = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+    return {"vals": row["vals"], "tests": row["tests"], "test": statistics.fmean(row["tests"])}
+
+
+def confirm_tuner(storage: str, seeds: int = 3) -> dict:
+    """``tuner study export`` as a user runs it after a study: the top 3 trials re-trained with ``seeds`` new
+    seeds each, the best mean recommended. Returns the recommended config's mean test accuracy over those
+    seeds, and the best trial's (what taking the best trial as it is would have delivered)."""
+    from tuner.report._confirm import stored_confirmation
+
+    tuner = Path(sys.executable).with_name("tuner")
+    started = time.perf_counter()
+    subprocess.run([str(tuner), "study", "export", "bench", "--storage", storage, "--seeds", str(seeds),
+                    "-o", os.devnull], capture_output=True, text=True, check=True)
+    seconds = time.perf_counter() - started
+    conf = stored_confirmation(optuna.load_study(study_name="bench", storage=storage))
+    first = conf.candidates[0]
+    return {"confirmed_test": conf.best.test_mean, "best_trial_retrained_test": first.test_mean,
+            "confirmed_trial": conf.recommended, "confirmed_is_best_trial": conf.recommended == first.trial,
+            "confirm_s": round(seconds, 1)}
+
+
 def run_tuner(workload: str, seed: int, budget_s: float, extra: list[str] | None = None,
-              label: str = "tuner") -> dict:
-    """``tuner study create`` as a user runs it, with only the workload, seed, budget and storage given."""
+              label: str = "tuner", confirm: bool = False) -> dict:
+    """``tuner study create`` as a user runs it, with only the workload, seed, budget and storage given; with
+    ``confirm``, then ``tuner study export`` (untimed), as :func:`confirm_tuner` says."""
     with tempfile.TemporaryDirectory() as tmp:
         storage = f"sqlite:///{tmp}/bench.db"
         tuner = Path(sys.executable).with_name("tuner")
@@ -79,6 +111,7 @@ def run_tuner(workload: str, seed: int, budget_s: float, extra: list[str] | None
         trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
         # Work done before the first trial (an LR range test with --calibrate) counts against the budget.
         before = float((study.user_attrs.get("tuner:calibration") or {}).get("seconds", 0.0))
+        confirmed = confirm_tuner(storage) if confirm else {}
     start = min(t.datetime_start for t in trials) - timedelta(seconds=before)
     curve, best, best_trial = [], None, None
     # Only trials finished within the budget count: --timeout stops new trials, and the last one may run over.
@@ -96,6 +129,7 @@ def run_tuner(workload: str, seed: int, budget_s: float, extra: list[str] | None
         "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"), "failed": states.count("FAIL"),
         "curve": curve, "best_config": best_trial.user_attrs.get("config") if best_trial else None,
         "trials_over_budget": len(trials) - len(finished), "seconds_before_trials": round(before, 2),
+        **confirmed,
     }
 
 

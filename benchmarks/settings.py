@@ -8,6 +8,11 @@ the plain-Optuna TPE run recorded in ``--reference`` (a ``benchmarks.run`` resul
 rotates from seed to seed, so that a slow spell of a shared machine does not fall on one setting. Work a study
 does before its first trial (the LR range test of ``--calibrate``) counts against its budget. Writes
 ``results/<date>-<machine>-settings-<tag>.{json,md}``.
+
+With ``--confirm``, each study is then exported as a user exports it (``tuner study export``: the top three
+trials re-trained with three new seeds, the best mean recommended; untimed), and the peer's best params are
+trained again with three new seeds: the table adds the test accuracy each tool's delivered config keeps when
+trained again, beside that of the single lucky run that put it on top.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.run import RESULTS, WORKLOADS, machine
-from benchmarks.search import run_tuner, time_to_target
+from benchmarks.search import retrain_peer, run_tuner, time_to_target
 
 REFERENCE = RESULTS / "2026-11-21-x86_64-2core-cpu-full.json"
 
@@ -42,6 +47,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--reference", type=Path, default=REFERENCE, help="a benchmarks.run results file")
     parser.add_argument("--tag", default="", help="a name for the result files")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--confirm", action="store_true",
+                        help="export each study (confirmation runs) and re-train the peer's best params")
     parser.add_argument("--retable", type=Path, help="rewrite the .md table of an earlier results .json and stop")
     args = parser.parse_args(argv)
     if args.retable:
@@ -59,14 +66,18 @@ def main(argv: list[str] | None = None) -> Path:
     for workload in workloads:
         for seed in range(args.seeds):
             peer = peers[(workload, seed)]
+            peer_retrained = (retrain_peer(workload, peer["best_config"], reference.get("peer_epochs", 30))
+                              if args.confirm else None)
             budget = peer["wall_s"] * args.budget_scale
             order = args.setting[seed % len(args.setting):] + args.setting[:seed % len(args.setting)]
             for setting in order:
                 run = run_tuner(workload, seed, budget_s=budget, extra=shlex.split(setting),
-                                label=setting or "defaults")
+                                label=setting or "defaults", confirm=args.confirm)
                 run.update(budget_s=round(budget, 1), target=peer["best_val"],
                            time_to_target_s=time_to_target(run["curve"], peer["best_val"]),
                            peer_time_to_target_s=peer["time_to_target_s"])
+                if peer_retrained:
+                    run.update(peer_test_of_best=peer["test_of_best"], peer_retrained_test=peer_retrained["test"])
                 rows.append(run)
                 print(json.dumps({k: v for k, v in run.items() if k not in ("curve", "best_config")}), flush=True)
     tag = args.tag or "-".join(s.strip("-").replace(" ", "_") or "defaults" for s in args.setting)[:60]
@@ -117,7 +128,36 @@ def table(rows: list[dict], settings: list[str]) -> str:
     lines.append("\nMedians over seeds. Time-to-target ratio: seconds until the running best validation accuracy "
                  "reached the peer-TPE's final best, over the seconds the peer-TPE run took to reach it (as in "
                  "`benchmarks.run`); `*`: the median of the seeds that reached it.")
+    if any("confirmed_test" in r for r in rows):
+        lines += retrained_table(rows, settings)
     return "\n".join(lines) + "\n"
+
+
+def retrained_table(rows: list[dict], settings: list[str]) -> list[str]:
+    """The test accuracy each tool's delivered config keeps when trained again with new seeds."""
+    med = lambda xs: statistics.median(xs) if xs else None  # noqa: E731
+    cell = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["", "| workload | tool | test, the best trial's own run | best trial re-trained | delivered config "
+             "re-trained | delivered is another trial | seconds of confirmation |", "|---|---|---|---|---|---|---|"]
+    for workload in dict.fromkeys(r["workload"] for r in rows):
+        confirmed = [r for r in rows if r["workload"] == workload and "confirmed_test" in r]
+        peers = list({r["seed"]: r for r in confirmed}.values())
+        if peers:
+            lines.append(f"| {workload} | peer-tpe (reference) | {cell(med([r['peer_test_of_best'] for r in peers]))} "
+                         f"| {cell(med([r['peer_retrained_test'] for r in peers]))} | (the best trial) | - | - |")
+        for setting in settings:
+            runs = [r for r in confirmed if r["tool"] == (setting or "defaults")]
+            if runs:
+                lines.append(f"| {workload} | tuner {setting or 'defaults'} | "
+                             f"{cell(med([r['test_of_best'] for r in runs]))} | "
+                             f"{cell(med([r['best_trial_retrained_test'] for r in runs]))} | "
+                             f"{cell(med([r['confirmed_test'] for r in runs]))} | "
+                             f"{sum(not r['confirmed_is_best_trial'] for r in runs)}/{len(runs)} | "
+                             f"{med([r['confirm_s'] for r in runs]):.1f} |")
+    lines.append("\nRe-trained: the mean test accuracy over three new seeds (medians over the workload's seeds). The "
+                 "peer's best params are trained again as its script trains them; tuner's delivered config is the one "
+                 "`tuner study export` recommends after re-training the top three trials with three new seeds each.")
+    return lines
 
 
 if __name__ == "__main__":

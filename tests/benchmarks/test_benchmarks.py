@@ -125,3 +125,26 @@ def test_the_bookkeeping_harness_times_each_setting_in_a_process_of_its_own():
         parts = row["ms_per_trial"]
         assert {"ask + sample", "training", "close (attrs + tell)"} <= set(parts)
         assert all(v >= 0 for v in parts.values()) and 0 < sum(parts.values()) <= row["wall_ms_per_trial"] * 1.01
+
+
+@pytest.mark.slow
+def test_settings_with_confirm_retrain_both_tools_delivered_configs(tmp_path):
+    """``--confirm``: the study is exported as a user exports it, the peer's best params are trained again, and
+    the table shows both beside the single runs that put them on top."""
+    from benchmarks.settings import main as settings
+
+    peer = {"tool": "peer-tpe", "workload": "digits-mlp", "seed": 0, "wall_s": 4.0, "best_val": 0.9,
+            "test_of_best": 0.95, "time_to_target_s": 1.0,
+            "best_config": {"optimizer": "Adam", "lr": 3e-3, "batch_size": 64, "weight_decay": 1e-5, "dropout": 0.1}}
+    reference = tmp_path / "reference.json"
+    reference.write_text(json.dumps({"peer_epochs": 2, "search": [peer]}))
+    path = settings(["--setting=", "--workloads", "digits-mlp", "--seeds", "1", "--reference", str(reference),
+                     "--confirm", "--tag", "confirm", "--out", str(tmp_path)])
+    (run,) = json.loads(path.read_text())["runs"]
+    assert 0.5 < run["confirmed_test"] <= 1 and 0.5 < run["best_trial_retrained_test"] <= 1
+    assert 0.2 < run["peer_retrained_test"] <= 1 and run["peer_test_of_best"] == 0.95
+    assert isinstance(run["confirmed_trial"], int) and isinstance(run["confirmed_is_best_trial"], bool)
+    assert run["confirm_s"] > 0
+    table = path.with_suffix(".md").read_text()
+    assert "| digits-mlp | peer-tpe (reference) | 0.950 |" in table
+    assert "| digits-mlp | tuner defaults |" in table and "delivered config re-trained" in table
