@@ -186,6 +186,32 @@ def test_narrowed_space_loads_and_widens_at_an_edge():
     assert any("dropped adam" in n for n in notes)
 
 
+def test_narrowed_space_keeps_integer_ranges_integer_when_it_narrows_or_widens():
+    """An int range (a step schedule's step_size) narrows and widens like a float one, and stays an int range."""
+    from optuna.distributions import IntDistribution
+
+    raw = {"optimizer": {"adam": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}},
+           "schedule": {"step": {"step_size": {"type": "int", "low": 1, "high": 40}}}}
+    dists = {"adam.lr": FloatDistribution(1e-4, 1e-2, log=True), "step.step_size": IntDistribution(1, 40)}
+    study = optuna.create_study(direction="maximize")
+    for i, (lr, size) in enumerate([(1e-3, 40), (2e-3, 38), (3e-3, 36), (1e-3, 39), (2e-3, 37), (5e-3, 3)]):
+        study.add_trial(optuna.trial.create_trial(value=1.0 - i / 10, params={"adam.lr": lr, "step.step_size": size},
+                                                  distributions=dists))
+    narrowed, notes = narrow_space(study, raw)
+    step_size = narrowed["schedule"]["step"]["step_size"]
+    assert step_size["type"] == "int" and step_size["high"] > 40, (step_size, notes)
+    assert any("step.step_size" in n and "high end" in n for n in notes), notes
+    assert SearchSpace.from_dict(narrowed).schedule["step"]["step_size"].distribution.high == step_size["high"]
+    # Narrowed (the best trial inside the range): still an int range.
+    study2 = optuna.create_study(direction="maximize")
+    for i, size in enumerate([20, 22, 18, 21, 19, 2]):
+        study2.add_trial(optuna.trial.create_trial(value=1.0 - i / 10, params={"adam.lr": 1e-3, "step.step_size": size},
+                                                   distributions=dists))
+    narrowed, _ = narrow_space(study2, raw)
+    step_size = narrowed["schedule"]["step"]["step_size"]
+    assert step_size["type"] == "int" and 1 <= step_size["low"] < 18 and 22 < step_size["high"] < 40, step_size
+
+
 # -- on a real study ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def real_study(tmp_path_factory, objective_ref: str):

@@ -152,6 +152,56 @@ def test_edge_notes_name_each_parameter_at_an_end_of_its_range() -> None:
         "layers = 1 sits at the low end of its range [1, 9]: better values may lie below it"]
 
 
+def test_edge_notes_leave_out_ends_where_the_hyperparameter_itself_stops() -> None:
+    """Dropout at 0 or a warmup fraction at 0 sit at an end of their ranges, but nothing lies beyond it: the
+    space records those ends when the study is created, and show does not call them edges."""
+    from optuna.distributions import FloatDistribution
+
+    from tuner.spaces import SearchSpace, load_space
+    from tuner.study._describe import edge_notes
+    from tuner.study._record import StudyKey
+
+    hard = load_space("default").hard_ends()
+    assert hard["dropout"] == ["low"] and hard["warmup_cosine.warmup_fraction"] == ["low"]
+    assert not any(name.endswith(".lr") for name in hard) and "batch_size" not in hard
+    space = SearchSpace.from_dict({"optimizer": {"adam": {"one_minus_beta1": {"low": 0.001, "high": 0.1}}},
+                                   "schedule": {"warmup_cosine": {"warmup_fraction": {"low": 0.1, "high": 0.5}}},
+                                   "regularization": {"dropout": {"low": 0.0, "high": 0.5}}})
+    # beta1 may go on past 0.9 and 0.999 (1 - the range's ends); warmup fractions stop at 0.5, dropout at 0.
+    assert space.hard_ends() == {"warmup_cosine.warmup_fraction": ["high"], "dropout": ["low"]}
+    study = optuna.create_study()
+    study.set_user_attr(StudyKey.HARD_ENDS, hard)
+    dists = {"adam.lr": FloatDistribution(1e-4, 1e-2, log=True), "dropout": FloatDistribution(0.0, 0.5)}
+    study.add_trial(optuna.trial.create_trial(value=1.0, params={"adam.lr": 1e-4, "dropout": 0.0},
+                                              distributions=dists))
+    assert edge_notes(study, 0) == [
+        "adam.lr = 0.0001 sits at the low end of its range [0.0001, 0.01]: better values may lie below it"]
+
+
+def test_show_looks_for_edges_at_the_trial_it_would_export() -> None:
+    """The best trial until a confirmation is stored; then the recommended trial, as report and export do."""
+    from optuna.distributions import FloatDistribution
+
+    from tuner.study._describe import study_summary
+    from tuner.study._record import Key, StudyKey
+
+    study = optuna.create_study(direction="maximize")
+    dists = {"adam.lr": FloatDistribution(1e-4, 1e-2, log=True)}
+    for value, lr in ((0.9, 1e-4), (0.8, 1e-3)):
+        study.add_trial(optuna.trial.create_trial(value=value, params={"adam.lr": lr}, distributions=dists,
+                                                  user_attrs={Key.CONFIG: {"optimizer": {"name": "adam", "lr": lr}}}))
+    summary = study_summary(study)
+    assert summary["edges_of"] == {"trial": 0, "is": "the best trial"} and len(summary["edges"]) == 1
+    study.set_user_attr(StudyKey.CONFIRMATION, {
+        "top_k": 2, "n_seeds": 2, "direction": "maximize", "recommended": 1,
+        "candidates": [{"trial": 0, "trial_value": 0.9, "config": {}, "seeds": [1, 2], "values": [0.7, 0.7],
+                        "test_values": [None, None], "errors": []},
+                       {"trial": 1, "trial_value": 0.8, "config": {}, "seeds": [1, 2], "values": [0.8, 0.8],
+                        "test_values": [None, None], "errors": []}]})
+    summary = study_summary(study)
+    assert summary["edges_of"] == {"trial": 1, "is": "the recommended trial"} and summary["edges"] == []
+
+
 def test_show_says_which_parameters_sit_at_the_edge_of_the_space(objective_ref: str, storage_url: str,
                                                                  tmp_path: Path, tmp_cwd: Path) -> None:
     space = tmp_path / "low.yaml"
@@ -163,7 +213,7 @@ def test_show_says_which_parameters_sit_at_the_edge_of_the_space(objective_ref: 
                                   "--name", "edge", "--enqueue", "top.yaml"])
     assert created.exit_code == 0, created.output
     for output in (created.output, runner.invoke(app, ["study", "show", "edge", "--storage", storage_url]).output):
-        assert "at the edge of the space (recommended trial): 1 parameter(s)" in output
+        assert "at the edge of the space (the best trial, trial 0): 1 parameter(s)" in output
         assert "adam.lr = 0.0001 sits at the high end of its range [1e-06, 0.0001]" in output
         flat = " ".join(output.split())
         assert f"`tuner study report edge --storage {storage_url}` writes narrowed-space.yaml with those ends " \

@@ -148,7 +148,9 @@ def command(verb: str, name: str, *extra: str) -> str:
 def print_edges(summary: dict[str, Any]) -> None:
     edges = summary.get("edges") or []
     if edges:
-        echo(f"at the edge of the space (recommended trial): {len(edges)} parameter(s)", to_err=False)
+        of = summary.get("edges_of") or {}
+        echo(f"at the edge of the space ({of.get('is', 'the best trial')}, trial {of.get('trial')}): "
+             f"{len(edges)} parameter(s)", to_err=False)
         for note in edges:
             echo(f"  {one_line(note)}")
         echo(f"  `{command('report', summary['name'])}` writes narrowed-space.yaml with those ends "

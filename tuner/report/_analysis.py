@@ -376,7 +376,8 @@ def _narrow_range(name: str, dist: Any, values: list[float], best: float | None,
         note = f"{name}: [{dist.low:.3g}, {dist.high:.3g}] -> [{low:.3g}, {high:.3g}]"
     if high <= low:
         return low, note
-    out: dict[str, Any] = {"low": low, "high": high}
+    out: dict[str, Any] = {"type": "int", "low": low, "high": high} if isinstance(dist, IntDistribution) else {
+        "low": low, "high": high}
     if log:
         out["log"] = True
     if dist.step is not None and not (isinstance(dist, IntDistribution) and dist.step == 1):

@@ -329,6 +329,35 @@ class SearchSpace:
         out.update({k: p.distribution for k, p in singles.items() if not p.fixed})
         return out
 
+    def hard_ends(self) -> dict[str, list[str]]:
+        """For each range parameter, the ends (``low``, ``high``) it cannot be widened past: the range already
+        starts or stops where the hyperparameter's valid values do (dropout at 0, a warmup fraction at its
+        maximum). An edge there is no hint that better values lie beyond it."""
+        ranges: list[tuple[str, Param, Bound, bool]] = []
+        for group, lookup in ((self.optimizer, get_optimizer), (self.schedule, get_schedule), (self.init, get_init)):
+            for branch, params in group.items():
+                accepted = _branch_keys(lookup(branch).bounds)
+                accepted.setdefault("weight_decay", ("weight_decay", NON_NEGATIVE))
+                for key, param in params.items():
+                    if key in accepted:
+                        ranges.append((f"{branch}.{key}", param, accepted[key][1], key.startswith(_ONE_MINUS)))
+        ranges.append(("batch_size", self.batch_size, Bound("int", 1, float("inf")), False))
+        ranges.append(("grad_clip_norm", self.grad_clip_norm, _GRAD_CLIP, False))
+        ranges += [(key, self.regularization[key], bound, False) for key, bound in _REG_KEYS.items()]
+        out: dict[str, list[str]] = {}
+        for name, param, bound, negate in ranges:
+            d = param.distribution
+            if d is None or isinstance(d, optuna.distributions.CategoricalDistribution) or bound.kind == "pair":
+                continue
+            if negate:  # one_minus_x: widening the range down raises x
+                ends = [end for end, stop in (("low", 1 - d.low >= bound.high), ("high", 1 - d.high <= bound.low))
+                        if stop]
+            else:
+                ends = [end for end, stop in (("low", d.low <= bound.low), ("high", d.high >= bound.high)) if stop]
+            if ends:
+                out[name] = ends
+        return out
+
     def _grid_parts(self, points: int) -> list[list[tuple[dict[str, Any], dict[str, list[Any]]]]]:
         """The grid as independent parts (optimizer, schedule, init, shared values); each part is a list of
         (fixed params, {param: values}) alternatives whose value lists combine in a product."""

@@ -46,9 +46,18 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
         reasons[f"{t.state.name}: {rec.reason.group if rec.reason else 'no reason recorded'}"] += 1
     spec = study.user_attrs.get(StudyKey.SPEC, {})
     pareto = _pareto(study)
-    anchor = pareto.get("knee") or (trial_row(ranked[0]) if ranked else None)
+    confirmation = _confirmation(study, ranked)
+    # The edges of the trial that would be exported: the knee of a Pareto front, the confirmed
+    # recommendation while it covers the present top trials, else the best trial.
+    if pareto.get("knee"):
+        anchor, anchor_is = pareto["knee"]["number"], "the knee of the Pareto front"
+    elif confirmation and confirmation["current"]:
+        anchor, anchor_is = confirmation["trial"], "the recommended trial"
+    else:
+        anchor, anchor_is = (ranked[0].number if ranked else None), "the best trial"
     return {
-        "edges": edge_notes(study, anchor["number"]) if anchor else [],
+        "edges": edge_notes(study, anchor) if anchor is not None else [],
+        "edges_of": {"trial": anchor, "is": anchor_is} if anchor is not None else None,
         "name": study.study_name,
         "direction": direction_of(study),
         "objective": spec.get("objective"),
@@ -59,7 +68,7 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
         "reasons": dict(reasons.most_common()),
         "memory": oom_notes(study),
         "best": trial_row(ranked[0]) if ranked else None,
-        "confirmation": _confirmation(study, ranked),
+        "confirmation": confirmation,
         "top": [trial_row(t) for t in ranked[:top]],
         **pareto,
     }
@@ -67,16 +76,21 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
 
 def edge_notes(study: optuna.Study, number: int) -> list[str]:
     """For the recommended trial (``number``): each parameter whose value sits at an end of its range, where
-    better values may lie beyond it."""
+    better values may lie beyond it. Ends where the hyperparameter's own valid values stop (dropout at 0) are
+    not edges: there is nothing beyond them to search."""
     trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
     if trial is None:
         return []
+    hard = study.user_attrs.get(StudyKey.HARD_ENDS)
+    hard = hard if isinstance(hard, dict) else {}
     notes = []
     for name, dist in sorted(trial.distributions.items()):
         value = trial.params[name]
         pos = range_position(dist, value)
         if pos is not None and (pos <= EDGE or pos >= 1 - EDGE):
             end = "low" if pos <= EDGE else "high"
+            if end in (hard.get(name) or ()):
+                continue
             notes.append(f"{name} = {value:.3g} sits at the {end} end of its range [{dist.low:.3g}, {dist.high:.3g}]: "
                          f"better values may lie {'below' if end == 'low' else 'above'} it")
     return notes
