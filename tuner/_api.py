@@ -286,14 +286,24 @@ def tune(
         n_trials, starts = setup.n_trials, []  # a grid runs its own points
     name = study_name or f"tune-{getattr(train_fn, '__name__', 'fn')}-{search.name}"
     settings = _plain({"sampler": sampler, "pruner": pruner})
+    from tuner.study._starts import within_budget
+
+    starts, dropped = within_budget(starts, n_trials, "raise n_trials")
+    start_notes += dropped
     study, queued = _create_or_join(train_fn, search, name, storage, direction, metric, epochs, seed,
-                                    setup.sampler, setup.pruner, starts[:n_trials], objectives, settings,
+                                    setup.sampler, setup.pruner, starts, objectives, settings,
                                     setup.grid[:n_trials])
     plan = RunPlan(name=name, storage_url=storage, space=search, epochs=epochs, seed=seed, n_trials=n_trials,
                    timeout=timeout, pruner_name=option_name(pruner), sampler_name=option_name(sampler),
                    max_consecutive_failures=max_consecutive_failures, objectives=objectives,
                    resume_hint="call tuner.tune() again with the same storage and study_name")
     existing = len(study.get_trials(deepcopy=False)) - len(queued)  # the starts just queued are not a resume
+    if existing and (enqueue or warm_start):
+        from tuner.study._storage import study_command
+
+        start_notes.append("enqueue and warm_start: not queued, the study exists and they apply to a new one; `"
+                           + study_command("enqueue", name, storage, "FILE.yaml")
+                           + "` queues configs into it for the next tuner.tune() call")
     if existing:
         # A resumed study: a sampler seeded as in the first call would propose the same parameters again.
         from tuner.study._prepare import _joining_seed

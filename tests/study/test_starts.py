@@ -205,3 +205,70 @@ def test_tune_queues_configs_and_refuses_what_its_space_cannot_sample(tmp_path: 
         tuner.tune(train, space="lr-only", n_trials=3, enqueue=[{"optimizer": "sgd"}], verbose=False,
                    storage=f"sqlite:///{tmp_path / 't.db'}")
     assert not (tmp_path / "t.db").exists()
+
+
+def test_starts_beyond_the_budget_are_named_not_dropped_in_silence(objective_ref: str, storage_url: str,
+                                                                 tmp_path: Path) -> None:
+    files = []
+    for i, lr in enumerate((1e-3, 2e-3, 3e-3)):
+        files.append(str(TrainConfig.from_dict({"optimizer": {"name": "adam", "lr": lr},
+                                                "schedule": "linear"}).save(tmp_path / f"c{i}.yaml")))
+    prepared = prepare(_spec(objective_ref, storage_url, enqueue=files, n_trials=2))
+    create_or_join(prepared)
+    assert [s.source for s in prepared.queued] == files[:2]
+    (note,) = [n for n in prepared.start_notes if "not queued" in n]
+    assert note.startswith("first trials: 3 more not queued, the budget is 2 trial(s) (raise --n-trials to try "
+                           "them): ") and files[2] in note and "known start adamw-warmup-cosine" in note
+
+
+def test_joining_a_study_says_its_enqueue_and_warm_start_are_not_queued(objective_ref: str, storage_url: str,
+                                                                       tmp_path: Path) -> None:
+    create_or_join(prepare(_spec(objective_ref, storage_url)))
+    path = TrainConfig.from_dict({"optimizer": {"name": "adam", "lr": 1e-3}, "schedule": "linear"}).save(
+        tmp_path / "c.yaml")
+    again = prepare(_spec(objective_ref, storage_url, enqueue=[str(path)]))
+    create_or_join(again)
+    assert again.queued == []
+    assert any(n.startswith("--enqueue: not queued, the study exists and they apply to a new one; `tuner study "
+                            "enqueue s FILE.yaml") for n in again.start_notes), again.start_notes
+
+
+def test_a_warm_start_that_brings_a_known_start_again_does_not_train_it_twice(objective_ref: str,
+                                                                             storage_url: str) -> None:
+    """The earlier study trained the known starts with batch sizes its sampler drew; the new study's known
+    starts (batch size left to the sampler) are the same configs, and are not queued again."""
+    earlier = prepare(_spec(objective_ref, storage_url, name="earlier", n_trials=2))
+    _run(create_or_join(earlier), earlier)
+    later = prepare(_spec(objective_ref, storage_url, name="later", warm_start="earlier", n_trials=6))
+    create_or_join(later)
+    sources = [s.source.split(" (")[0] for s in later.queued]
+    assert sorted(sources) == ["study 'earlier' trial 0", "study 'earlier' trial 1"], sources
+
+
+def test_study_enqueue_refuses_a_grid_study_and_points_a_tune_study_to_tune(objective_ref: str, storage_url: str,
+                                                                           tmp_path: Path) -> None:
+    from tuner.study._manage import enqueue_files
+
+    path = TrainConfig.from_dict({"optimizer": {"name": "adam", "lr": 1e-3}}).save(tmp_path / "c.yaml")
+    linear = TrainConfig.from_dict({"optimizer": {"name": "adam", "lr": 1e-3}, "schedule": "linear"}).save(
+        tmp_path / "l.yaml")
+    grid = prepare(_spec(objective_ref, storage_url, name="g", space="lr-only", sampler="grid"))
+    create_or_join(grid)
+    with pytest.raises(StudyError, match="samples a grid.*Nothing was queued"):
+        enqueue_files("g", [path], storage_url)
+    assert not [t for t in optuna.load_study(study_name="g", storage=storage_url).trials
+                if t.user_attrs.get("start")]
+
+    def train(ctx: tuner.TrialContext) -> float:
+        ctx.report(0, 0.5)
+        return 0.5
+
+    tuner.tune(train, space="lr-only", n_trials=1, epochs=1, storage=storage_url, study_name="t", verbose=False)
+    starts, follow = enqueue_files("t", [path], storage_url)
+    assert len(starts) == 1 and "tuner.tune(..., study_name='t')" in follow
+    made = prepare(_spec(objective_ref, storage_url, name="m"))
+    create_or_join(made)
+    _, follow = enqueue_files("m", [linear], storage_url)
+    assert follow.startswith("`tuner study run m --storage ")
+    with pytest.raises(ConfigError, match="the space 'default' cannot sample this config"):
+        enqueue_files("m", [path], storage_url)

@@ -146,7 +146,6 @@ def _resumes() -> str:
     name = _state.get("study")
     if not name:
         return ""
-    from tuner.cli._output import command
 
     return f"; the trials that were running are recorded as failed (interrupted). `{command('run', name)}` " \
            "resumes the study."
@@ -464,12 +463,10 @@ def study_enqueue(
     """Queue known configs as the next trials of a study (checked against its space first)."""
     from tuner.study._manage import enqueue_files
 
-    starts = enqueue_files(name, files, storage)
-    use_storage(storage)
+    starts, follow = enqueue_files(name, files, storage)
     for start in starts:
         echo("queued ", start.source + (f" ({'; '.join(start.changes)})" if start.changes else ""))
-    echo(f"{len(starts)} config(s) queued; `{command('run', name)}` trains them first (raise --n-trials "
-         f"if its budget is spent)")
+    echo(f"{len(starts)} config(s) queued; {follow}")
 
 
 @study_app.command("rename")

@@ -89,20 +89,34 @@ def rename_study(name: str, new_name: str, storage_url: str | None = None) -> St
     return facts
 
 
-def enqueue_files(name: str, files: list[str | Path], storage_url: str | None = None) -> list[Any]:
+def enqueue_files(name: str, files: list[str | Path], storage_url: str | None = None) -> tuple[list[Any], str]:
     """Queues the configs of ``files`` (YAML/JSON train configs, one or a list each) as the next trials of
     study ``name``, after checking each against the study's stored space and objective; returns the starts
-    queued. Nothing is queued when one config is refused."""
+    queued and what trains them next. Nothing is queued when one config is refused, or into a grid study
+    (it runs its grid's points, and would leave the configs waiting)."""
     from tuner.spaces import SearchSpace
     from tuner.study._open import open_study
     from tuner.study._starts import START_ATTR, file_starts
+    from tuner.study._storage import study_command
 
     study = open_study(name, storage_url, readonly=False)
     raw = study.user_attrs.get(StudyKey.SPACE)
     if not isinstance(raw, dict):
         raise StudyError(f"Study {name!r} has no stored search space to check configs against.")
-    space = SearchSpace.from_dict(raw, name=f"of study {name!r}", source=f"study {name!r}")
+    settings = study.user_attrs.get(StudyKey.SPEC) or study.user_attrs.get(StudyKey.TUNE) or {}
+    sampler = settings.get("sampler")
+    if (sampler.get("name") if isinstance(sampler, dict) else sampler) == "grid":
+        raise StudyError(f"Study {name!r} samples a grid: it runs the grid's own points, and queued configs would "
+                         f"wait for ever. Nothing was queued; try them in a study with another sampler.")
+    named = settings.get("space")
+    space = SearchSpace.from_dict(raw, name=named if isinstance(named, str) else f"study {name}'s",
+                                  source=f"study {name!r}")
     starts = file_starts(list(files), space)
     for start in starts:
         study.enqueue_trial(start.params, user_attrs={START_ATTR: f"enqueued {start.source}"})
-    return starts
+    if StudyKey.TUNE in study.user_attrs:
+        follow = f"the next tuner.tune(..., study_name={name!r}) on this storage trains them first"
+    else:
+        follow = (f"`{study_command('run', name, storage_url)}` trains them first (raise --n-trials if its budget "
+                  f"is spent)")
+    return starts, follow

@@ -161,7 +161,7 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
                           "another sampler to try known configs first).")
     starts, start_notes = [], []
     if space_data is None:  # a study being created (one being continued has its trials)
-        from tuner.study._starts import gather_starts
+        from tuner.study._starts import gather_starts, within_budget
 
         if spec.sampler_name != "grid":  # a grid runs its own points
             warm = spec.warm_start
@@ -169,6 +169,8 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
                 space, enqueue=spec.enqueue, warm_start=warm.study if warm else None,
                 warm_storage=(warm.storage if warm and warm.storage else spec.storage or default_storage()),
                 warm_top=warm.top if warm else 5, known=spec.known_starts)
+        starts, dropped = within_budget(starts, spec.n_trials, f"raise {option('n-trials')}")
+        start_notes += dropped
         for start in starts:
             _check_batch(start.params.get("batch_size"), n_train, start.source, objective.name)
     return PreparedStudy(spec, space, objective, trainer, sampler, pruner, grid,
@@ -464,6 +466,12 @@ def _create_or_load(storage: optuna.storages.BaseStorage, prepared: PreparedStud
                                   sampler=prepared.sampler)
         check_objective(study, prepared, force)
         _update_budget(study, prepared.spec)
+        asked = [option(what) for what, given in (("enqueue", prepared.spec.enqueue),
+                                                  ("warm-start", prepared.spec.warm_start)) if given]
+        if asked:
+            prepared.start_notes.append(
+                f"{' and '.join(asked)}: not queued, the study exists and they apply to a new one; "
+                f"`{study_command('enqueue', name, url, 'FILE.yaml')}` queues configs into it")
         _enqueue_grid(study, prepared)
         return study, existing[name].n_trials
     from tuner._logs import optuna_quiet
@@ -485,7 +493,7 @@ def _store_attrs(study: optuna.Study, prepared: PreparedStudy) -> None:
 def _enqueue_starts(study: optuna.Study, prepared: PreparedStudy) -> None:
     from tuner.study._starts import START_ATTR
 
-    for start in prepared.starts[:prepared.spec.n_trials]:
+    for start in prepared.starts:
         study.enqueue_trial(start.params, user_attrs={START_ATTR: start.source})
         prepared.queued.append(start)
 

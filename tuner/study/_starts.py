@@ -12,7 +12,7 @@ from tuner.config import TrainConfig
 from tuner.errors import ConfigError, StudyError
 from tuner.spaces import SearchSpace
 
-__all__ = ["Start", "KNOWN_STARTS", "known_starts", "file_starts", "study_starts", "gather_starts"]
+__all__ = ["Start", "KNOWN_STARTS", "known_starts", "file_starts", "study_starts", "gather_starts", "within_budget"]
 
 START_ATTR = "start"  # a queued trial's user attribute: where its config came from
 
@@ -179,7 +179,20 @@ def gather_starts(space: SearchSpace, *, enqueue: list[Any], warm_start: Any = N
             notes.append(f"warm start: {note}")
     if known:
         starts += known_starts(space)
-    unique: dict[str, Start] = {}
+    # Each config once: a start whose parameters an earlier one already holds (a known-good point that a warm
+    # start brings again, with the batch size the earlier study sampled for it) would train the same again.
+    unique: list[Start] = []
     for start in starts:
-        unique.setdefault(repr(sorted(start.params.items())), start)
-    return list(unique.values()), notes
+        if not any(start.params.items() <= earlier.params.items() for earlier in unique):
+            unique.append(start)
+    return unique, notes
+
+
+def within_budget(starts: list[Start], n_trials: int, raise_it: str = "raise --n-trials"
+                  ) -> tuple[list[Start], list[str]]:
+    """The starts a budget of ``n_trials`` holds, in order, and a note naming those it leaves out."""
+    left = starts[n_trials:]
+    if not left:
+        return starts, []
+    return starts[:n_trials], [f"first trials: {len(left)} more not queued, the budget is {n_trials} trial(s) "
+                               f"({raise_it} to try them): " + "; ".join(s.source for s in left)]
