@@ -31,6 +31,11 @@ def test_the_front_keeps_what_nothing_beats_on_both_and_the_knee_gives_up_least(
     assert [t.number for t in pareto_front(study)] == [0, 1, 2]  # 3 and 4 are beaten by 1
     assert knee(study).number == 1  # 0.01 less accuracy for a fifth of the time
     assert knee(_multi_study([(0.9, 3.0), (0.8, 1.0)])).number == 0  # under three points: the best metric
+    # A point short of the line through the extremes trades worse than either: never the knee.
+    assert knee(_multi_study([(0.95, 10.0), (0.20, 8.0), (0.10, 1.0)])).number == 0
+    assert knee(_multi_study([(0.95, 10.0), (0.90, 2.0), (0.10, 1.0)])).number == 1
+    # With a fourth point on the front, the one that gives up least is still the knee.
+    assert knee(_multi_study([(0.95, 10.0), (0.94, 2.0), (0.10, 1.0), (0.30, 1.5)])).number == 1
 
 
 def test_objectives_are_checked_before_anything_is_created(objective_ref: str, storage_url: str, db_path: Path,

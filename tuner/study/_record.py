@@ -226,8 +226,9 @@ def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
 
 def knee(study: optuna.Study) -> FrozenTrial | None:
     """The Pareto-front trial of a two-objective study that gives up least on one objective for the other:
-    with both scaled to [0, 1] over the front, the point farthest from the line through the two extremes
-    (the best first-objective trial when the front has under three points)."""
+    with both scaled to [0, 1] over the front, the point farthest beyond the line through the two extremes,
+    on the side where both are better. The best first-objective trial when the front has under three points
+    or none lies beyond that line (a point short of it trades worse than either extreme)."""
     front = pareto_front(study)
     if len(front) < 3 or len(study.directions) != 2:
         return front[0] if front else None
@@ -237,9 +238,14 @@ def knee(study: optuna.Study) -> FrozenTrial | None:
     spans = [max(p[i] for p in pts) - lows[i] or 1.0 for i in range(2)]
     norm = [[(p[i] - lows[i]) / spans[i] for i in range(2)] for p in pts]
     (x1, y1), (x2, y2) = norm[0], norm[-1]
-    length = math.hypot(x2 - x1, y2 - y1) or 1.0
-    dist = [abs((y2 - y1) * x - (x2 - x1) * y + x2 * y1 - y2 * x1) / length for x, y in norm]
-    return front[max(range(len(front)), key=lambda i: (dist[i], -i))]
+
+    def beyond(x: float, y: float) -> float:  # > 0 on the side of (0, 0): both objectives lower, so better
+        return (x2 - x1) * (y - y1) - (y2 - y1) * (x - x1)
+
+    side = -1.0 if beyond(0.0, 0.0) < 0 else 1.0
+    dist = [side * beyond(x, y) for x, y in norm]
+    best = max(range(len(front)), key=lambda i: (dist[i], -i))
+    return front[best] if dist[best] > 1e-12 else front[0]
 
 
 def better(a: float, b: float, direction: str) -> bool:
