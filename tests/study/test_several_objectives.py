@@ -45,7 +45,10 @@ def test_objectives_are_checked_before_anything_is_created(objective_ref: str, s
                             "storage": storage_url, "device": "cpu", **fields})
 
     assert spec(objectives="accuracy, train_seconds").objectives == ["accuracy", "train_seconds"]
-    assert spec(objectives=["accuracy"]).objectives is None  # one objective: as without the key
+    assert prepare(spec(objectives=["accuracy"])).spec.objectives is None  # the metric alone: as without the key
+    for one in ("train_seconds", "loss", ["nonsense"]):  # one name that is not the metric: refused, not dropped
+        with pytest.raises(ConfigError, match="the first must be the objective's metric, 'accuracy'"):
+            prepare(spec(objectives=one))
     with pytest.raises(ConfigError, match="the first must be the objective's metric, 'accuracy'"):
         prepare(spec(objectives="loss,train_seconds"))
     with pytest.raises(ConfigError, match="Unknown second objective 'seconds'. Valid: train_seconds"):

@@ -137,6 +137,8 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
         spec = spec.with_overrides(pruner=objective.pruner or DEFAULT_PRUNER)
     _check_threads(spec.threads)
     _check_objectives(spec, objective)
+    if spec.objectives is not None and len(spec.objectives) < 2:
+        spec = spec.model_copy(update={"objectives": None})  # the metric alone: as without the key
     _check_packages(space)
     trainer = Trainer(objective, device=spec.device)
     n_train = len(trainer.data.x_train)
@@ -219,8 +221,11 @@ SECOND_OBJECTIVES = ("train_seconds",)
 
 def _check_objectives(spec: StudySpec, objective: Objective) -> None:
     """``objectives: [<the objective's metric>, train_seconds]``: what a study with several objectives trades."""
-    if not spec.objectives:
+    if spec.objectives is None:
         return
+    if not spec.objectives:
+        raise ConfigError(f"objectives: name the objective's metric, {objective.metric!r}, then train_seconds "
+                          f"(e.g. {objective.metric},train_seconds). Got none.")
     first, *rest = spec.objectives
     if first not in (objective.metric, "metric"):
         raise ConfigError(f"objectives: the first must be the objective's metric, {objective.metric!r} (pruning "

@@ -139,9 +139,7 @@ class StudySpec(BaseModel):
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
-        if isinstance(value, list) and len(value) == 1:
-            return None  # one objective: the metric, as without the key
-        return value
+        return value  # one name must be the objective's metric: checked, then dropped, when the study is prepared
 
     @field_validator("warm_start", mode="before")
     @classmethod
