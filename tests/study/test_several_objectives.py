@@ -3,6 +3,7 @@ its knee as the recommendation, and any point by ``export --trial``."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
@@ -255,3 +256,10 @@ def test_tune_with_two_objectives_prunes_on_the_metric_and_recommends_the_knee(t
     with pytest.raises(Exception, match="objective"):
         tuner.tune(train, space="default", n_trials=1, epochs=1, storage=storage, verbose=False,
                    study_name=result.study.study_name)  # one objective against a study of two
+    # The command line shows and exports it like a study it created (it was refused as "not handled").
+    name = result.study.study_name
+    shown = CliRunner().invoke(app, ["study", "show", name, "--storage", storage])
+    assert shown.exit_code == 0, shown.output
+    assert "train(), space default" in shown.output and "Pareto front" in shown.output
+    exported = CliRunner().invoke(app, ["study", "export", name, "--storage", storage, "--format", "json"])
+    assert exported.exit_code == 0 and json.loads(exported.output)["optimizer"]["name"], exported.output

@@ -45,6 +45,8 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
         rec = record_of(t)
         reasons[f"{t.state.name}: {rec.reason.group if rec.reason else 'no reason recorded'}"] += 1
     spec = study.user_attrs.get(StudyKey.SPEC, {})
+    tune = study.user_attrs.get(StudyKey.TUNE)
+    tune = tune if isinstance(tune, dict) else {}
     pareto = _pareto(study)
     confirmation = _confirmation(study, ranked)
     # The edges of the trial that would be exported: the knee of a Pareto front, the confirmed
@@ -60,8 +62,9 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
         "edges_of": {"trial": anchor, "is": anchor_is} if anchor is not None else None,
         "name": study.study_name,
         "direction": direction_of(study),
-        "objective": spec.get("objective"),
-        "space": spec.get("space") if isinstance(spec.get("space"), str) else "custom",
+        # A tuner.tune() study: the function it tuned, and the space it was given.
+        "objective": spec.get("objective") or (f"{tune['function']}()" if tune.get("function") else None),
+        "space": next((v for v in (spec.get("space"), tune.get("space")) if isinstance(v, str)), "custom"),
         "calibration": _calibration(study.user_attrs.get(StudyKey.CALIBRATION)),
         "n_trials": spec.get("n_trials"),
         "counts": {"complete": c["COMPLETE"], "pruned": c["PRUNED"], "failed": c["FAIL"], "running": c["RUNNING"]},

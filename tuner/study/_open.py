@@ -19,12 +19,13 @@ __all__ = ["study_kind", "describe_kind", "stored_spec", "open_study"]
 def study_kind(user_attrs: dict[str, Any], n_directions: int = 1) -> str:
     """``tuner`` (created from a spec), ``tune`` (by ``tuner.tune()``), ``optuna`` (by Optuna or another
     tool) or ``multi-objective``."""
+    # tuner's own studies may have several objectives (``objectives: [accuracy, train_seconds]``)
     if StudyKey.SPEC in user_attrs:
-        return "tuner"  # a tuner study may have several objectives (``objectives: [accuracy, train_seconds]``)
-    if n_directions > 1:
-        return "multi-objective"
+        return "tuner"
     if StudyKey.TUNE in user_attrs:
         return "tune"
+    if n_directions > 1:
+        return "multi-objective"
     return "optuna"
 
 
