@@ -125,3 +125,40 @@ def test_show_of_a_tune_study_points_at_recommend_and_then_shows_it(tmp_path: Pa
     else:
         assert f"recommended (what `tuner study export lib` exports): trial {rec.trial}," in flat
     assert "not confirmed yet" not in flat
+
+
+def test_no_confirm_hands_over_the_stored_confirmation_and_its_baseline_line(small_study: str, tmp_path: Path):
+    """--no-confirm re-trains nothing: export and report use the confirmation stored in the study (as its help
+    says and as show does), and the report keeps the tuned-vs-tuning-free line stored with it."""
+    runner = CliRunner()
+    first = runner.invoke(app, ["study", "report", "c", "--storage", small_study, "-o", str(tmp_path / "r1"),
+                                "--seeds", "2"])
+    assert first.exit_code == 0, first.output
+    report = runner.invoke(app, ["study", "report", "c", "--storage", small_study, "-o", str(tmp_path / "r2"),
+                                 "--no-confirm"])
+    assert report.exit_code == 0, report.output
+    line = next(x for x in (tmp_path / "r1" / "report.md").read_text().splitlines() if "tuned vs tuning-free" in x)
+    second_md = (tmp_path / "r2" / "report.md").read_text()
+    assert line in second_md.splitlines() and "best single trial" not in second_md
+    study = optuna.load_study(study_name="c", storage=small_study)
+    stored = study.user_attrs[StudyKey.CONFIRMATION]
+    other = next(c["trial"] for c in stored["candidates"] if c["trial"] != study.best_trial.number)
+    study.set_user_attr(StudyKey.CONFIRMATION, {**stored, "recommended": other})  # not the best trial
+    exported = runner.invoke(app, ["study", "export", "c", "--storage", small_study, "--no-confirm"])
+    assert exported.exit_code == 0, exported.output
+    assert f"\n  trial: {other}\n" in exported.stdout and "confirming" not in exported.output
+
+
+def test_a_study_of_two_objectives_announces_no_confirmation_it_will_not_run(objective_ref: str, tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    runner = CliRunner()
+    created = runner.invoke(app, ["study", "create", "--objective", objective_ref, "--objectives",
+                                  "accuracy,train_seconds", "--n-trials", "4", "--epochs", "1", "--storage", url,
+                                  "--name", "m", "--device", "cpu", "--workers", "1"])
+    assert created.exit_code == 0, created.output
+    for command in (["export", "m"], ["report", "m", "-o", str(tmp_path / "rep")]):
+        result = runner.invoke(app, ["study", *command, "--storage", url])
+        assert result.exit_code == 0, result.output
+        assert "confirming" not in result.output and "confirmation run" not in result.output, result.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "the knee of the Pareto front" in md and "best single trial" not in md

@@ -188,7 +188,7 @@ def print_recommendation(summary: dict[str, Any]) -> None:
     export = command("export", summary["name"])
     if conf is None or not conf["current"]:
         stale = " (the stored one covers earlier top trials)" if conf is not None else ""
-        if not summary.get("objective"):  # a tuner.tune() study: its training code is the user's, not tuner's
+        if summary.get("kind") == "tune":  # a tuner.tune() study: its training code is the user's, not tuner's
             echo(f"not confirmed yet{stale}: `result.recommend()` of tuner.tune() re-trains the top trials with new "
                  f"seeds in your code; until then `{export}` exports this one.")
             return

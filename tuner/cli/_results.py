@@ -82,7 +82,8 @@ def study_report(
     study = open_for_recommendation(name, url, confirm=not no_confirm, top_k=top_k, seeds=seeds, study=opened)
     use_storage(url)
     quiet = fmt is Format.json
-    fit = None if no_confirm else study_fit(study, storage)
+    # A study with several objectives recommends the knee of its front as it is: nothing to re-train.
+    fit = None if no_confirm or len(study.directions) > 1 else study_fit(study, storage)
     on_run = _confirming(study, fit, top_k=top_k, seeds=seeds, baseline=True, quiet=quiet) if fit is not None else None
     followup = followup_command(study, folder / "narrowed-space.yaml", url)  # the report holds it too
     files = write_report(study, folder, storage_label=_masked(url), fit=fit, evaluator=importance.value,
@@ -134,7 +135,7 @@ def study_export(
     study = open_for_recommendation(name, storage, confirm=not no_confirm, trial=trial, top_k=top_k, seeds=seeds,
                                     what="nothing to export", study=opened)
     use_storage(storage)
-    fit = study_fit(study, storage) if trial is None and not no_confirm else None
+    fit = study_fit(study, storage) if trial is None and not no_confirm and len(study.directions) < 2 else None
     on_run = _confirming(study, fit, top_k=top_k, seeds=seeds, baseline=False, quiet=False) if fit else None
     rec = study_recommendation(study, storage, trial=trial, top_k=top_k, seeds=seeds, confirm_runs=not no_confirm,
                                on_run=on_run, fit=fit)

@@ -288,14 +288,24 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
     notes: list[str] = []
     rec = recommendation(study, fit, top_k=top_k, seeds=seeds, study_seed=int(spec.get("seed") or 0),
                          confirm_runs=confirm_runs, on_run=on_run)
-    if rec.confirmation is None:
+    if len(study.directions) > 1:
+        notes.append(f"the recommendation is {rec.source}: a point of the front is not re-trained with other seeds")
+    elif rec.confirmation is None:
         notes.append("the recommendation is the best single trial: its config was not re-trained with other seeds")
-    if fit is not None and confirm_runs:
-        from tuner.report._confirm import baseline_line, tuning_free_baseline
+    if rec.confirmation is not None:
+        from tuner.optim import get_optimizer
+        from tuner.report._confirm import BASELINE, baseline_line, tuning_free_baseline
 
-        baseline = tuning_free_baseline(study, fit, rec, seeds, int(spec.get("seed") or 0), on_run=on_run)
-        notes.append(baseline_line(rec, baseline, metric, direction_of(study)) if baseline is not None else
-                     "tuned vs tuning-free: not compared (pip install prodigyopt for Prodigy)")
+        # Trained here with the confirmation, or the one stored with it (report --no-confirm).
+        baseline = tuning_free_baseline(study, fit if confirm_runs else None, rec, rec.confirmation.n_seeds,
+                                        int(spec.get("seed") or 0), on_run=on_run)
+        if baseline is not None:
+            notes.append(baseline_line(rec, baseline, metric, direction_of(study)))
+        elif not get_optimizer(BASELINE).available:
+            notes.append("tuned vs tuning-free: not compared (pip install prodigyopt for Prodigy)")
+        else:
+            notes.append("tuned vs tuning-free: not compared (nothing re-trained, and no comparison stored for "
+                         "this recommendation)")
     files: dict[str, Path] = {}
     files["recommended.yaml"] = rec.config.save(out / "recommended.yaml", **rec.metadata(study, metric))
     try:

@@ -308,6 +308,10 @@ def recommendation(study: optuna.Study, fit: FitFn | None = None, *, trial: int 
         conf = confirm(study, fit, top_k=top_k, seeds=seeds, study_seed=study_seed, on_run=on_run)
     elif confirm_runs:
         conf = stored_confirmation(study)
+    else:  # nothing re-trained: a stored confirmation of the present top trials still stands
+        stored = stored_confirmation(study)
+        if stored is not None and _reusable(stored, _top(study, stored.top_k), stored.top_k, stored.n_seeds):
+            conf = stored
     if conf is not None:
         best = conf.best
         return Recommendation(TrainConfig.from_dict(best.config), best.trial, best.mean, best.std, best.test_mean,
@@ -356,12 +360,12 @@ class Baseline:
                 "errors": self.errors}
 
 
-def tuning_free_baseline(study: optuna.Study, fit: FitFn, rec: Recommendation, seeds: int,
+def tuning_free_baseline(study: optuna.Study, fit: FitFn | None, rec: Recommendation, seeds: int,
                          study_seed: int = 0, on_run: Callable[[str, int, float], None] | None = None
                          ) -> Baseline | None:
     """Prodigy at its defaults (lr 1, constant schedule, no weight decay, the model's own dropout), with the
     recommendation's batch size and epochs, over the seeds the confirmation used; stored in the study and
-    reused. None where Prodigy is not installed."""
+    reused. None where Prodigy is not installed, or where nothing is stored and ``fit`` is None."""
     from tuner.optim import get_optimizer
 
     if not get_optimizer(BASELINE).available:
@@ -372,6 +376,8 @@ def tuning_free_baseline(study: optuna.Study, fit: FitFn, rec: Recommendation, s
     stored = study.user_attrs.get(BASELINE_KEY)
     if isinstance(stored, dict) and stored.get("config") == config and stored.get("seeds") == seed_list:
         return Baseline(stored["config"], stored["seeds"], stored["values"], stored["tests"], stored.get("errors", []))
+    if fit is None:
+        return None
     out = Baseline(config, seed_list, [], [])
     for seed in seed_list:
         try:

@@ -61,6 +61,7 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
         "edges": edge_notes(study, anchor) if anchor is not None else [],
         "edges_of": {"trial": anchor, "is": anchor_is} if anchor is not None else None,
         "name": study.study_name,
+        "kind": study_kind(study.user_attrs, len(study.directions)),
         "direction": direction_of(study),
         # A tuner.tune() study: the function it tuned, and the space it was given.
         "objective": spec.get("objective") or (f"{tune['function']}()" if tune.get("function") else None),
