@@ -43,6 +43,7 @@ def objective(trial: optuna.Trial, epochs: int) -> float:
         perm = torch.randperm(n)
         for i in range(0, n, bs):
             setup.step(batch_loss, perm[i:i + bs])
+        setup.eval()  # a schedule-free optimizer: evaluate its averaged weights (nothing for the others)
         model.eval()
         with torch.no_grad():
             acc = (model(x_val).argmax(1) == y_val).float().mean().item()

@@ -68,6 +68,7 @@ def train(config: tuner.TrainConfig, seed: int, epochs: int | None = None) -> tu
             idx = perm[i:i + bs]
             # L1 (and L2 for L-BFGS), gradient clipping, L-BFGS's closure, the per-batch schedule
             setup.step(batch_loss, data.x_train[idx], data.y_train[idx])
+        setup.eval()  # a schedule-free optimizer: evaluate its averaged weights (nothing for the others)
         setup.end_epoch(accuracy(model, data.x_val, data.y_val))  # plateau watches the validation accuracy
     return accuracy(model, data.x_val, data.y_val), accuracy(model, data.x_test, data.y_test)
 

@@ -49,6 +49,7 @@ def train(ctx: tuner.TrialContext) -> tuple[float, float]:
         for i in range(0, n, bs):
             # penalties, gradient clipping, L-BFGS's closure and the per-batch schedule
             setup.step(batch_loss, perm[i:i + bs])
+        setup.eval()  # a schedule-free optimizer: evaluate its averaged weights (nothing for the others)
         val = accuracy(model, x_val, y_val)
         setup.end_epoch(val)  # the plateau schedule watches the validation accuracy
         ctx.report(epoch, val)  # raises optuna.TrialPruned when the pruner stops this trial

@@ -271,6 +271,13 @@ class TrainingSetup:
         """Ends an epoch. ``metric`` is the epoch's validation metric (maximised, or minimised with
         ``mode="min"``): the ``plateau`` schedule needs it and lowers the learning rate when it stops
         improving; the other schedules step every batch in ``step`` and ignore it."""
+        if metric is not None and self._train_eval and self._optimizer_training and self._epoch_steps:
+            # The metric came from the weights being trained, not from their average, which is the model.
+            self._warn_once("schedule-free-eval", (
+                f"The {self.config.optimizer.name!r} optimizer is schedule-free: the model it trains is the "
+                f"average of its weights, and the metric passed to end_epoch was measured on the weights it "
+                f"steps. Call setup.eval() before evaluating (and before saving the model); the next "
+                f"setup.step switches back."), stacklevel=3)
         if self._per_epoch_schedule:
             if metric is None:
                 raise ConfigError(

@@ -45,6 +45,27 @@ def test_schedule_free_evaluates_its_averaged_weights_and_steps_on_the_others() 
     assert setup.optimizer.param_groups[0]["train_mode"] is True
 
 
+def test_end_epoch_warns_once_when_a_schedule_free_model_was_evaluated_on_its_training_weights() -> None:
+    import warnings
+
+    x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
+    for name, forgets in (("schedulefree_adamw", True), ("schedulefree_adamw", False), ("adam", True)):
+        model = _model()
+        setup = TrainConfig.from_dict({"optimizer": {"name": name}, "epochs": 3}).setup(model, steps_per_epoch=2)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(3):
+                for _ in range(2):
+                    setup.step(lambda m=model: nn.functional.cross_entropy(m(x), y))
+                if not forgets:
+                    setup.eval()
+                setup.end_epoch(0.5)
+        said = [w for w in caught if "Call setup.eval() before evaluating" in str(w.message)]
+        assert len(said) == (1 if name == "schedulefree_adamw" and forgets else 0), (name, forgets, caught)
+        if said:
+            assert said[0].filename == __file__  # points at the user's end_epoch line
+
+
 def test_setup_eval_does_nothing_for_other_optimizers() -> None:
     model = _model()
     setup = TrainConfig.from_dict({"optimizer": {"name": "adam"}}).setup(model, steps_per_epoch=1)
