@@ -24,14 +24,14 @@ def test_the_printed_follow_up_runs_as_written_twice(tmp_cwd: Path, objective_re
     created = runner.invoke(app, ["study", "create", "--objective", objective_ref, "--space", str(space_file),
                                   "--n-trials", "10", "--epochs", "2", "--storage", url, "--name", "f", "--sampler",
                                   "random", "--pruner", "none", "--device", "cpu", "--threads", "1", "--timeout",
-                                  "600"])
+                                  "600", "--on-oom", "accumulate"])
     assert created.exit_code == 0, created.output
     report = runner.invoke(app, ["study", "report", "f", "--storage", url, "--no-confirm"])
     assert report.exit_code == 0, report.output
     command = _printed_followup(report.output)
     assert command == (f"tuner study create --objective {objective_ref} --space f-report/narrowed-space.yaml "
                        f"--name f-narrowed --sampler random --pruner none --n-trials 10 --epochs 2 --timeout 600 "
-                       f"--storage {url}")
+                       f"--device cpu --on-oom accumulate --storage {url}")  # what the study was run with
     for where in ("report.md", "report.html"):
         assert command in (tmp_cwd / "f-report" / where).read_text()
     args = shlex.split(command)

@@ -194,7 +194,7 @@ def followup_command(study: optuna.Study, space_file: str | Path, storage_url: s
             args += [f"--{key}", str(spec[key])]
     args += ["--space", str(space_file), "--name", name]
     defaults = StudySpec.model_fields
-    for key in ("sampler", "pruner", "n_trials", "epochs", "seed", "timeout", "objectives"):
+    for key in ("sampler", "pruner", "n_trials", "epochs", "seed", "timeout", "objectives", "device", "on_oom"):
         value = spec.get(key)
         if value is None or isinstance(value, dict) or value == defaults[key].default:
             continue
