@@ -314,6 +314,12 @@ BAD = [
      ["'batch_size' must be an int in the range [1, inf)"]),
     ("int-range-not-integer",
      "optimizer: adam\nbatch_size: {type: int, low: 8.5, high: 64}\n", 2, ["must be an integer"]),
+    ("int-range-without-type",
+     "optimizer: adam\nbatch_size: {low: 16, high: 128}\n", 2,
+     ["'batch_size' takes whole numbers", "write {type: int, low: 16, high: 128}, or give 'choices'"]),
+    ("int-parameter-range-without-type",
+     "optimizer:\n  schedulefree_adamw:\n    warmup_steps: {low: 0, high: 100}\n", 3,
+     ["'warmup_steps' takes whole numbers", "{type: int, low: 0, high: 100}"]),
 ]
 
 

@@ -610,6 +610,10 @@ def _check_exclusive(branch: Branch, where: str) -> None:
 
 
 def _check_range(param: Param, bound: Bound, where: str, target: str, negate: bool = False) -> None:
+    if bound.kind == "int" and isinstance(param.distribution, optuna.distributions.FloatDistribution):
+        d = param.distribution
+        raise ConfigError(f"{where}: {target!r} takes whole numbers, and a range without 'type' is a float range: "
+                          f"write {{type: int, low: {d.low:g}, high: {d.high:g}}}, or give 'choices'.")
     for value in param.endpoints():
         if value is None:
             continue
