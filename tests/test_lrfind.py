@@ -222,3 +222,32 @@ def test_the_commands_it_prints_work_as_written_with_spaces_in_names(cli, object
     line = next(x for x in made.output.splitlines() if x.startswith("use it: "))
     args = shlex.split(line.removeprefix("use it: "))
     assert args == ["tuner", "study", "create", "--objective", objective, "--space", str(odd / "out.yaml")]
+
+
+def test_the_printed_calibrate_command_runs_the_same_sweep(cli, objective_ref: str, space_file: Path,
+                                                           tmp_cwd: Path) -> None:
+    import shlex
+
+    found = cli("lr-find", "--objective", objective_ref, "--space", str(space_file), "--optimizer", "adam",
+                "--batch-size", "8", "--repeats", "1", "--end-lr", "1", "--device", "cpu")
+    assert found.exit_code == 0, found.output
+    line = next(x for x in found.output.splitlines() if x.startswith("a space with these ranges: "))
+    args = shlex.split(line.removeprefix("a space with these ranges: "))
+    for flag, value in (("--batch-size", "8"), ("--repeats", "1"), ("--end-lr", "1"), ("--optimizer", "adam")):
+        assert args[args.index(flag) + 1] == value, args
+    made = cli(*args[1:], "--device", "cpu")
+    assert made.exit_code == 0, made.output
+    assert "batch size 8" in made.output and "lr 1e-07 .. 1" in made.output
+
+
+def test_lr_find_refuses_its_default_plot_file_before_sweeping_and_takes_one_optimizer_name(
+        cli, objective_ref: str, tmp_cwd: Path) -> None:
+    from tuner.lrfind import lr_find
+
+    (tmp_cwd / "lr-find-synthetic.png").mkdir()  # the default plot file, named after the objective
+    refused = cli("lr-find", "--objective", objective_ref, "--repeats", "1", "--device", "cpu")
+    assert refused.exit_code == 1 and "is a folder" in refused.output and "LR range test on" not in refused.output
+    misspelt = cli("spaces", "calibrate", "default", "--objective", objective_ref, "--optimizer", "adamz")
+    assert misspelt.exit_code == 1 and "Unknown optimizer 'adamz'" in misspelt.output, misspelt.output
+    assert "sweeps it all the same" not in misspelt.output
+    assert list(lr_find(objective_ref, "adam", repeats=1, device="cpu").curves) == ["adam"]

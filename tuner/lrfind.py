@@ -121,7 +121,7 @@ class LRFindResult:
                 "seconds": round(self.seconds, 3), "curves": {k: c.to_dict() for k, c in self.curves.items()}}
 
 
-def lr_find(objective: str | Objective, optimizers: list[str] | None = None, *, space: str | SearchSpace |
+def lr_find(objective: str | Objective, optimizers: str | list[str] | None = None, *, space: str | SearchSpace |
             dict[str, Any] = "default", batch_size: int | None = None, start_lr: float = START_LR,
             end_lr: float = END_LR, steps: int | None = None, repeats: int = 3, device: str = "auto",
             seed: int = 0, trainer: Trainer | None = None, objective_options: dict[str, Any] | None = None,
@@ -147,6 +147,8 @@ def lr_find(objective: str | Objective, optimizers: list[str] | None = None, *, 
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ConfigError(f"repeats must be a whole number >= 1. Got {repeats!r}.")
     the_space = space if isinstance(space, SearchSpace) else load_space(space)
+    if isinstance(optimizers, str):  # one name, not its letters
+        optimizers = [optimizers]
     names = list(optimizers) if optimizers else list(the_space.optimizer)
     for name in names:
         get_optimizer(name)  # an unknown name is refused with the valid ones

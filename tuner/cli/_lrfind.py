@@ -27,7 +27,7 @@ DataOpt = Annotated[str | None, typer.Option(help="CSV file (objective 'tabular'
 TargetOpt = Annotated[str | None, typer.Option(help="Target column (objective 'tabular').")]
 
 
-def _find(objective: str, space: str, optimizer: list[str] | None, batch_size: int | None, start_lr: float,
+def _find(objective: Any, space: str, optimizer: list[str] | None, batch_size: int | None, start_lr: float,
           end_lr: float, steps: int | None, repeats: int, device: str, seed: int, data: str | None,
           target: str | None) -> Any:
     import math
@@ -38,7 +38,7 @@ def _find(objective: str, space: str, optimizer: list[str] | None, batch_size: i
     if not (math.isfinite(start_lr) and math.isfinite(end_lr) and 0 < start_lr < end_lr):
         raise ConfigError(f"--start-lr and --end-lr: the sweep needs 0 < --start-lr < --end-lr (got {start_lr:g} "
                           f"and {end_lr:g}).")
-    options = {k: v for k, v in (("data", data), ("target", target)) if v is not None}
+    options = {k: v for k, v in (("data", data), ("target", target)) if v is not None and isinstance(objective, str)}
     return lr_find(objective, optimizer or None, space=space, batch_size=batch_size, start_lr=start_lr,
                    end_lr=end_lr, steps=steps, repeats=repeats, device=device, seed=seed, objective_options=options)
 
@@ -97,12 +97,16 @@ def lr_find_command(
     Trains one model per optimizer for a few hundred batches while the rate grows exponentially, prints the
     range of rates over which the loss falls, and writes a plot of loss against rate."""
     _check_inputs(objective, space, data, plot)
-    from tuner._files import safe_file_name
+    from tuner._files import check_file_target, safe_file_name
     from tuner.lrfind import plot_lr_find
+    from tuner.objectives import load_objective
 
-    result = _find(objective, space, optimizer, batch_size, start_lr, end_lr, steps, repeats, device, seed, data,
+    loaded = load_objective(objective, **{k: v for k, v in (("data", data), ("target", target)) if v is not None})
+    plot = plot or Path(f"lr-find-{safe_file_name(loaded.name)}.png")
+    check_file_target(plot)  # the default file too: before the sweeps, not after them
+    result = _find(loaded, space, optimizer, batch_size, start_lr, end_lr, steps, repeats, device, seed, data,
                    target)
-    path = plot_lr_find(result, plot or Path(f"lr-find-{safe_file_name(result.objective)}.png"))
+    path = plot_lr_find(result, plot)
     if fmt is Format.json:
         print_json({**result.to_dict(), "plot": str(path)})
         return
@@ -115,9 +119,27 @@ def lr_find_command(
     outside = [name for name in result.curves if name not in held]
     if outside:
         echo(f"not in the space {space!r}: {', '.join(outside)}; add them to a space file to use these ranges")
-    if held & set(result.curves):
-        echo(f"a space with these ranges: tuner spaces calibrate {q(space)} --objective {q(objective)} -o "
-             f"calibrated.yaml")
+    if held & {name for name, curve in result.curves.items() if curve.found}:
+        same = _same_sweep(objective, data, target, optimizer, batch_size, start_lr, end_lr, steps, repeats, seed)
+        echo(f"a space with these ranges: tuner spaces calibrate {q(space)} {same} -o calibrated.yaml")
+
+
+def _same_sweep(objective: str, data: str | None, target: str | None, optimizer: list[str] | None,
+                batch_size: int | None, start_lr: float, end_lr: float, steps: int | None, repeats: int,
+                seed: int) -> str:
+    """The options that run the same sweep again (for a command printed as a hint)."""
+    from tuner.lrfind import END_LR, START_LR
+
+    args = ["--objective", objective]
+    for flag, value, default in (("--data", data, None), ("--target", target, None),
+                                 ("--batch-size", batch_size, None), ("--start-lr", start_lr, START_LR),
+                                 ("--end-lr", end_lr, END_LR), ("--steps", steps, None), ("--repeats", repeats, 3),
+                                 ("--seed", seed, 0)):
+        if value is not None and value != default:
+            args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    for name in optimizer or []:
+        args += ["--optimizer", name]
+    return shlex.join(args)
 
 
 @spaces_app.command("calibrate")
@@ -130,6 +152,9 @@ def spaces_calibrate(
         "calibrated.yaml"),
     optimizer: OptimizerOpt = None,
     batch_size: BatchOpt = None,
+    start_lr: StartOpt = 1e-7,
+    end_lr: EndOpt = 10.0,
+    steps: StepsOpt = None,
     repeats: RepeatsOpt = 3,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
@@ -141,17 +166,22 @@ def spaces_calibrate(
     from tuner.errors import ConfigError
 
     _check_inputs(objective, space, data, output)
+    from tuner.optim import get_optimizer
     from tuner.spaces import load_space
 
     held = list(load_space(space).optimizer)
     for name in optimizer or []:
+        try:
+            get_optimizer(name)  # a misspelt name: the valid ones, and the nearest
+        except ConfigError as exc:
+            raise ConfigError(f"--optimizer: {exc}") from None
         if name not in held:  # checked before the sweeps: calibrate writes ranges for the space's own optimizers
             raise ConfigError(f"--optimizer {name}: not an optimizer of the space {space!r} (it holds "
                               f"{', '.join(held)}), so a calibrated copy could not hold its range; `tuner lr-find "
                               f"--optimizer {name}` sweeps it all the same.")
-    from tuner.lrfind import END_LR, START_LR, calibrated_yaml
+    from tuner.lrfind import calibrated_yaml
 
-    result = _find(objective, space, optimizer, batch_size, START_LR, END_LR, None, repeats, device, seed, data,
+    result = _find(objective, space, optimizer, batch_size, start_lr, end_lr, steps, repeats, device, seed, data,
                    target)
     text = calibrated_yaml(space, result)
     from tuner._files import write_text
@@ -163,4 +193,6 @@ def spaces_calibrate(
     _print_curves(result)
     kept = [c.optimizer for c in result.curves.values() if not c.found]
     echo(f"wrote {path}" + (f" (kept the space's lr range of {', '.join(kept)})" if kept else ""))
-    echo(f"use it: tuner study create --objective {shlex.quote(objective)} --space {shlex.quote(str(path))}")
+    use = ["--objective", objective] + [x for flag, v in (("--data", data), ("--target", target)) if v
+                                         for x in (flag, v)]
+    echo(f"use it: tuner study create {shlex.join(use)} --space {shlex.quote(str(path))}")
