@@ -272,3 +272,16 @@ def test_study_enqueue_refuses_a_grid_study_and_points_a_tune_study_to_tune(obje
     assert follow.startswith("`tuner study run m --storage ")
     with pytest.raises(ConfigError, match="the space 'default' cannot sample this config"):
         enqueue_files("m", [path], storage_url)
+
+
+def test_flags_switch_a_specs_known_starts_and_calibrate_either_way(objective_ref: str, storage_url: str,
+                                                                   tmp_cwd: Path) -> None:
+    Path("s.yaml").write_text(f"objective: {objective_ref}\nknown_starts: false\ncalibrate: true\nn_trials: 3\n"
+                              f"epochs: 1\ndevice: cpu\n")
+    runner = CliRunner()
+    result = runner.invoke(app, ["study", "create", "s.yaml", "--known-starts", "--no-calibrate", "--no-run",
+                                 "--storage", storage_url, "--name", "k"])
+    assert result.exit_code == 0, result.output
+    assert "known start adamw-warmup-cosine" in result.output and "LR range test" not in result.output
+    spec = optuna.load_study(study_name="k", storage=storage_url).user_attrs["tuner:spec"]
+    assert spec["known_starts"] is True and spec["calibrate"] is False

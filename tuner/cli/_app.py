@@ -303,17 +303,20 @@ def study_create(
     batch_size: Annotated[str | None, typer.Option(
         "--batch-size", metavar="N[,N...]", help="Batch sizes to search instead of the space's: one (fixed) or a "
                                                  "comma-separated list.")] = None,
-    calibrate: Annotated[bool | None, typer.Option("--calibrate", help="Run an LR range test first and search "
-                                                                      "the lr ranges it suggests (tuner lr-find)."
-                                                   )] = None,
+    calibrate: Annotated[bool | None, typer.Option(
+        "--calibrate/--no-calibrate", show_default=False,
+        help="Run an LR range test first and search the lr ranges it suggests (tuner lr-find) [default: the "
+             "spec's calibrate, else no].")] = None,
     enqueue: Annotated[list[str] | None, typer.Option(
         "--enqueue", metavar="FILE", help="A train-config file (YAML/JSON; one config or a list) to try first; "
                                           "repeat for several.")] = None,
     warm_start: Annotated[str | None, typer.Option(
         "--warm-start", metavar="STUDY", help="An earlier study (same storage) whose 5 best distinct configs "
                                               "this space holds are tried first.")] = None,
-    no_known_starts: Annotated[bool, typer.Option(
-        "--no-known-starts", help="Do not try the known-good starting points first (tuner spaces starts).")] = False,
+    known_starts: Annotated[bool | None, typer.Option(
+        "--known-starts/--no-known-starts", show_default=False,
+        help="Try the known-good starting points the space holds first (tuner spaces starts) [default: the "
+             "spec's known_starts, else yes].")] = None,
     no_run: Annotated[bool, typer.Option("--no-run", help="Only create the study.")] = False,
     workers: WorkersOpt = "auto",
     devices: DevicesOpt = None,
@@ -337,7 +340,7 @@ def study_create(
         name=name, objective=objective, space=space, sampler=sampler, pruner=pruner, n_trials=n_trials,
         timeout=timeout, epochs=epochs, storage=storage, device=device, seed=seed, data=data, target=target,
         threads=threads, pack=pack, on_oom=on_oom, batch_size=batch_size, calibrate=calibrate, objectives=objectives,
-        enqueue=enqueue or None, warm_start=warm_start, known_starts=False if no_known_starts else None,
+        enqueue=enqueue or None, warm_start=warm_start, known_starts=known_starts,
         mlflow=mlflow, tensorboard=tensorboard,
     )
     from tuner.study._inputs import open_checked
