@@ -80,6 +80,20 @@ def test_unknown_spec_key_lists_valid_keys_with_file_and_line(tmp_path: Path):
     assert "Did you mean 'n_trials'?" in message
 
 
+@pytest.mark.parametrize(("mapping", "said"), [
+    ("{study: a, storag: 'sqlite:///x.db'}",
+     "key 'warm_start': Unknown warm_start key 'storag'. Valid: storage, study, top. Did you mean 'storage'?"),
+    ("{study: a, top: 0}", "key 'warm_start.top': Input should be greater than or equal to 1. Got 0 instead."),
+    ("{top: 2}", "key 'warm_start.study' is missing: name the earlier study"),
+])
+def test_a_bad_key_inside_warm_start_is_named(tmp_path: Path, mapping: str, said: str):
+    path = tmp_path / "spec.yaml"
+    path.write_text(f"objective: digits-mlp\nwarm_start: {mapping}\n")
+    with pytest.raises(ConfigError) as info:
+        load_spec(path)
+    assert str(info.value) == f"{path}:2: {said}"
+
+
 def test_bad_spec_value_points_at_its_line(tmp_path: Path):
     path = tmp_path / "spec.yaml"
     path.write_text("name: x\n\nepochs: -2\n")

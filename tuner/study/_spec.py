@@ -295,8 +295,19 @@ def _describe(exc: ValidationError, data: dict[str, Any], source: str) -> str:
     key = str(err["loc"][0]) if err["loc"] else ""
     line = line_of(data, key) if key in data else line_of(data)
     where = f"{source}:{line}" if line else source
+    inner = [str(part) for part in err["loc"][1:] if not isinstance(part, int)]
+    if err["type"] == "extra_forbidden" and inner and key == "warm_start":
+        return f"{where}: key 'warm_start': " + unknown_name_message("warm_start key", inner[-1],
+                                                                     WarmStart.model_fields)
     if err["type"] == "extra_forbidden":
         return f"{where}: " + unknown_name_message("study-spec key", key, StudySpec.model_fields)
+    if inner and key == "warm_start":  # a value inside the mapping: name its key
+        key_path = ".".join([key, *inner])
+        got = (data.get(key) or {}).get(inner[-1]) if isinstance(data.get(key), dict) else None
+        message = ("is missing: name the earlier study" if err["type"] == "missing" else
+                   err["msg"].removeprefix("Value error, ") + f". Got {got!r} instead.")
+        return f"{where}: key {key_path!r} {message}" if err["type"] == "missing" else \
+            f"{where}: key {key_path!r}: {message}"
     message = err["msg"].removeprefix("Value error, ")
     if not key:
         return f"{where}: {message}."
