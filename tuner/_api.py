@@ -170,7 +170,7 @@ def tune(
     verbose: bool = True,
     workers: int = 1,
     enqueue: list[Any] | None = None,
-    warm_start: str | optuna.Study | None = None,
+    warm_start: str | dict[str, Any] | optuna.Study | None = None,
     known_starts: bool = True,
     objectives: list[str] | None = None,
     batch_size: int | list[int] | None = None,
@@ -198,9 +198,10 @@ def tune(
     is missing. ``verbose`` prints a line per trial and a summary to standard output.
 
     A new study's first trials are the configs of ``enqueue`` (file paths, ``TrainConfig``s or mappings), then
-    the best distinct configs of ``warm_start`` (a study name in ``storage``, or an ``optuna.Study``) that the
-    space holds, then the known-good starting points the space holds (``known_starts=False`` skips them);
-    a config the space cannot sample is refused before the study is created.
+    the best distinct configs of ``warm_start`` (a study name in ``storage``, ``{study, storage, top}`` as in a
+    spec file, or an ``optuna.Study``) that the space holds, then the known-good starting points the space holds
+    (``known_starts=False`` skips them); a config the space cannot sample is refused before the study is
+    created.
 
     ``objectives=[metric, "train_seconds"]`` tunes the metric against each trial's training time: a study with
     two objectives (pruning still on the metric); ``result.pareto_front`` holds the trials no other beats on
@@ -273,8 +274,14 @@ def tune(
 
     if isinstance(enqueue, (str, TrainConfig, dict)):
         enqueue = [enqueue]
-    starts, start_notes = gather_starts(search, enqueue=list(enqueue or []), warm_start=warm_start,
-                                        warm_storage=storage, known=bool(known_starts))
+    warm_name, warm_storage, warm_top = warm_start, storage, 5
+    if warm_start is not None and not isinstance(warm_start, optuna.Study):
+        from tuner.study._spec import parse_warm_start
+
+        parsed = parse_warm_start(warm_start, "tuner.tune()")  # a mapping as in a spec file: {study, storage, top}
+        warm_name, warm_storage, warm_top = parsed.study, parsed.storage or storage, parsed.top
+    starts, start_notes = gather_starts(search, enqueue=list(enqueue or []), warm_start=warm_name,
+                                        warm_storage=warm_storage, warm_top=warm_top, known=bool(known_starts))
     from tuner.study._prepare import search_setup
 
     setup = search_setup(search, sampler, pruner, seed=seed, epochs=epochs, n_trials=n_trials,

@@ -285,3 +285,23 @@ def test_flags_switch_a_specs_known_starts_and_calibrate_either_way(objective_re
     assert "known start adamw-warmup-cosine" in result.output and "LR range test" not in result.output
     spec = optuna.load_study(study_name="k", storage=storage_url).user_attrs["tuner:spec"]
     assert spec["known_starts"] is True and spec["calibrate"] is False
+
+
+def test_tune_takes_a_warm_start_mapping_as_a_spec_file_does(tmp_path: Path) -> None:
+    def train(ctx: tuner.TrialContext) -> float:
+        value = 1.0 - abs(ctx.config.optimizer.lr - 3e-3)
+        ctx.report(0, value)
+        return value
+
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    tuner.tune(train, space="lr-only", n_trials=4, epochs=1, storage=other, study_name="before", verbose=False)
+    result = tuner.tune(train, space="lr-only", n_trials=3, epochs=1, verbose=False, known_starts=False,
+                        warm_start={"study": "before", "storage": other, "top": 2})
+    sources = [t.user_attrs.get("start", "") for t in sorted(result.study.trials, key=lambda t: t.number)]
+    assert all(s.startswith("study 'before' trial ") for s in sources[:2]), sources  # its top 2
+    assert sources[2] == ""
+    with pytest.raises(ConfigError, match="Unknown warm_start key 'stor'.*Did you mean 'storage'"):
+        tuner.tune(train, space="lr-only", n_trials=1, epochs=1, verbose=False,
+                   warm_start={"study": "before", "stor": other})
+    with pytest.raises(ConfigError, match="warm_start must be a study name, a mapping .* Got int instead"):
+        tuner.tune(train, space="lr-only", n_trials=1, epochs=1, verbose=False, warm_start=5)

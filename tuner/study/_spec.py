@@ -42,6 +42,22 @@ class WarmStart(BaseModel):
     top: int = Field(5, ge=1, le=1000, description="how many of its best distinct configs to queue")
 
 
+class _WarmStartHolder(BaseModel):
+    warm_start: WarmStart
+
+
+def parse_warm_start(value: Any, source: str) -> WarmStart:
+    """``warm_start`` given in Python: a study name or ``{study, storage, top}``, checked as in a spec file."""
+    if not isinstance(value, (str, dict)):
+        raise ConfigError(f"{source}: warm_start must be a study name, a mapping {{study, storage, top}} or an "
+                          f"optuna.Study. Got {type(value).__name__} instead.")
+    data = {"warm_start": {"study": value} if isinstance(value, str) else value}
+    try:
+        return _WarmStartHolder.model_validate(data).warm_start
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, data, source)) from None
+
+
 class StudySpec(BaseModel):
     """A study's full description.
 
