@@ -127,6 +127,9 @@ def test_study_list_and_show(cli, objective_ref: str, storage_url: str):
     shown = _json(cli("study", "show", "cli", "--storage", storage_url, "--format", "json", "--top", "2"))
     assert shown["counts"]["complete"] == 3 and len(shown["top"]) == 2
     assert shown["best"]["value"] == max(r["value"] for r in shown["top"])
+    for bad in ("0", "-1"):  # -1 listed all but the last trial, as a Python slice does
+        refused = cli("study", "show", "cli", "--storage", storage_url, "--top", bad)
+        assert refused.exit_code == 2 and "--top" in refused.output
     text = cli("study", "show", "cli", "--storage", storage_url)
     assert text.exit_code == 0
     assert "trials: 3 complete" in text.stdout and "best trials" in text.stdout and "best config" in text.stdout

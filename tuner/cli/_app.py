@@ -534,7 +534,7 @@ def study_show(
     name: Annotated[str, typer.Argument(help="Study name.")],
     *,
     storage: StorageOpt = None,
-    top: Annotated[int, typer.Option(help="Number of best trials to list.")] = 10,
+    top: Annotated[int, typer.Option(min=1, help="Number of best trials to list.")] = 10,
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Best trials, counts of pruned and failed trials with their reasons, and the best config."""
