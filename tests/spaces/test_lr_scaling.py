@@ -46,6 +46,14 @@ def test_the_trained_rate_is_the_sampled_one_scaled_by_the_batch_size(rule: str,
     assert len(seen) == 9  # every optimizer at every batch size was drawn
 
 
+def test_auto_leaves_the_multipliers_of_adadelta_and_prodigy_unscaled() -> None:
+    """Their lr multiplies a step size they work out themselves (1 by default): at batch 128 it stays 1."""
+    auto = LRScaling("auto", 32)
+    assert [auto.exponent(name) for name in ("adadelta", "prodigy", "lbfgs", "adagrad", "sgd")] == \
+        [0.0, 0.0, 0.0, 0.5, 1.0]
+    assert auto.factor("prodigy", 128) == 1.0 and auto.factor("adam", 128) == 2.0
+
+
 def test_without_lr_scaling_the_sampled_rate_is_trained_and_the_fingerprint_is_unchanged() -> None:
     plain = load_space(SPACE)
     for frozen, config in _trials(plain, 10):

@@ -95,6 +95,8 @@ class OptimizerInfo:
             training steps and ``optimizer.eval()`` before evaluating (schedule-free methods).
         tuning_free: the optimizer is meant to work at its defaults (the report compares the tuned config
             with it).
+        lr_is_multiplier: ``lr`` scales a step size the optimizer works out itself (Adadelta, Prodigy; 1 by
+            default), so ``lr_scaling: auto`` leaves it as it is at every batch size.
         keras: what the Keras export writes for it (``keras_source``); None: no translation is known.
     """
 
@@ -111,6 +113,7 @@ class OptimizerInfo:
     package: str | None = None
     train_eval: bool = False
     tuning_free: bool = False
+    lr_is_multiplier: bool = False
     keras: KerasTranslation | None = None
 
     @cached_property
@@ -360,6 +363,7 @@ _register(OptimizerInfo(
     "adadelta", "torch.optim.Adadelta", {"lr": 1.0, "rho": 0.9, "eps": 1e-6},
     {**_LR, "rho": UNIT, "eps": POSITIVE},
     family="adaptive", description="Adagrad with a decaying window of squared gradients and updates",
+    lr_is_multiplier=True,
     keras=_keras_adadelta,
 ))
 _register(OptimizerInfo(
@@ -437,6 +441,7 @@ _register(OptimizerInfo(
     dict(_ADAM_BOUNDS, d0=POSITIVE, d_coef=POSITIVE, use_bias_correction=BOOL, safeguard_warmup=BOOL),
     fixed={"decouple": True}, decoupled_weight_decay=True, package="prodigyopt", tuning_free=True,
     description="Prodigy: Adam that learns its own step size (lr is a multiplier, 1 by default)",
+    lr_is_multiplier=True,
     keras=_no_keras("prodigy", "Keras has no Prodigy (Adam that learns its own step size)", "optimizer"),
 ))
 _register(OptimizerInfo(

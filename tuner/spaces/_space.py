@@ -42,8 +42,8 @@ class LRScaling:
     """The learning rate a space samples is the rate at ``reference_batch``; a trial trains with
     ``lr * (batch_size / reference_batch) ** p``, ``p = 1`` (``linear``, Goyal et al. 2017) or ``0.5``
     (``sqrt``, Malladi et al. 2022). ``auto`` takes ``linear`` for the SGD family, ``sqrt`` for Adam-like and
-    adaptive optimizers, and leaves L-BFGS's step unscaled. So the sampled rate means the same at every batch
-    size, and the search does not confound the two."""
+    adaptive optimizers, and leaves unscaled the step of L-BFGS and the multipliers of Adadelta and Prodigy.
+    So the sampled rate means the same at every batch size, and the search does not confound the two."""
 
     rule: str = "auto"
     reference_batch: int = 32
@@ -52,8 +52,10 @@ class LRScaling:
         fixed = _SCALING_RULES[self.rule]
         if fixed is not None:
             return fixed
-        family = get_optimizer(optimizer).family
-        return 1.0 if family == "sgd" else 0.0 if family == "lbfgs" else 0.5
+        info = get_optimizer(optimizer)
+        if info.family == "lbfgs" or info.lr_is_multiplier:  # a step size the optimizer finds itself
+            return 0.0
+        return 1.0 if info.family == "sgd" else 0.5
 
     def factor(self, optimizer: str, batch_size: int) -> float:
         """What the sampled (normalised) rate is multiplied by to train at ``batch_size``."""
