@@ -96,3 +96,23 @@ def test_a_calibrated_scaled_space_holds_rates_at_the_reference_batch() -> None:
     assert raw["lr_scaling"] == {"rule": "auto", "reference_batch": 32}
     assert "lr normalised to batch size 32" in raw["description"]
     assert math.isclose(load_space(raw).lr_scaling.factor("nesterov", 128), 4.0)
+
+
+def test_known_starts_in_a_scaled_space_take_their_lr_at_the_reference_batch() -> None:
+    """A known start leaves the batch size to the sampler: its lr is the rate at the reference batch, which
+    the drawn batch size then scales, and the start says so."""
+    from tuner.study._starts import known_starts
+
+    space = load_space({"optimizer": {"adamw": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}},
+                        "schedule": {"warmup_cosine": {"warmup_fraction": {"low": 0.0, "high": 0.1}}},
+                        "regularization": {"weight_decay": {"low": 1e-4, "high": 0.1, "log": True}},
+                        "batch_size": {"choices": [16, 64, 128]},
+                        "lr_scaling": {"rule": "sqrt", "reference_batch": 32}})
+    (start,) = known_starts(space)
+    assert start.params["adamw.lr"] == pytest.approx(1e-3) and "batch_size" not in start.params
+    assert start.changes == ["lr 0.001 at batch size 32, scaled to the batch size drawn (lr_scaling)"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    study.enqueue_trial(start.params)
+    trial = study.ask()
+    config = space.sample(trial, epochs=1)
+    assert config.optimizer.lr == pytest.approx(1e-3 * math.sqrt(config.batch_size / 32))

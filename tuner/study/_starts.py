@@ -67,10 +67,18 @@ def known_starts(space: SearchSpace) -> list[Start]:
     """The known-good points the space holds as they are: their optimizer and schedule are in it and no value
     of theirs falls outside its ranges (a value the space fixes stays the space's)."""
     out = []
+    scaling = space.lr_scaling
     for point in KNOWN_STARTS:
-        fit = space.params_for(TrainConfig.from_dict(point.config), parts=point.parts)
+        config = point.config
+        if scaling is not None:  # its lr is the rate at the reference batch; the drawn batch size scales it
+            config = {**config, "batch_size": scaling.reference_batch}
+        fit = space.params_for(TrainConfig.from_dict(config), parts=point.parts)
         if not fit.problems and all("(fixed by the space)" in c for c in fit.changes):
-            out.append(Start(f"known start {point.name}", fit.params, fit.changes))
+            changes = list(fit.changes)
+            if scaling is not None and scaling.exponent(point.config["optimizer"]["name"]):
+                changes.append(f"lr {point.config['optimizer']['lr']:g} at batch size {scaling.reference_batch}, "
+                               f"scaled to the batch size drawn (lr_scaling)")
+            out.append(Start(f"known start {point.name}", fit.params, changes))
     return out
 
 
