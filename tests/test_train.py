@@ -211,3 +211,41 @@ def test_fastest_threads_picks_one_of_the_candidates_and_restores_the_setting(tr
     assert trainer.fastest_threads([1, 2], steps=3) in (1, 2)
     assert trainer.fastest_threads([3]) == 3
     assert torch.get_num_threads() == before
+
+
+def test_evaluation_that_runs_out_of_memory_is_done_in_smaller_chunks_not_blamed_on_the_batch_size() -> None:
+    """Evaluation runs thousands of rows at once, whatever the config's batch size: where they run out of
+    memory, they are evaluated in halves (and the smaller size kept), and the trial trains on."""
+    from torch import nn
+
+    from tuner.objectives import Objective, from_arrays
+
+    class Hungry(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Linear(64, 10)
+            self.widest = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if not self.training and len(x) > 100:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+            self.widest = max(self.widest, len(x))
+            return self.net(x)
+
+    def data():
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.randn(900, 64, generator=g), torch.randint(0, 10, (900,), generator=g)
+        return from_arrays(x[:500], y[:500], x[500:800], y[500:800], x[800:], y[800:], n_classes=10)
+
+    models = []
+    objective = Objective("hungry", load_data=data, build_model=lambda d: models.append(Hungry()) or models[-1])
+    trainer = Trainer(objective, device="cpu")
+    result = trainer.fit(_config(epochs=2, batch_size=16))
+    assert len(result.val_history) == 2 and trainer.eval_batch <= 100
+    assert models[-1].widest == trainer.eval_batch  # every later evaluation at the size that fits
+
+    def never_fits(rows: torch.Tensor) -> torch.Tensor:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.raises(torch.cuda.OutOfMemoryError):  # a single row that does not fit is still an error
+        Trainer(objective, device="cpu").metric_of(never_fits, torch.zeros(3, 64), torch.zeros(3))

@@ -397,9 +397,7 @@ class PackTrainer:
         self.base.eval()
         params = self.member_parameters(slot)
         buffers = {k: v[slot] for k, v in self.buffers.items()}
-        outs = [functional_call(self.base, (params, buffers), (x[i:i + 4096].to(self.device),))
-                for i in range(0, len(x), 4096)]
-        return float(self.trainer.metric.fn(torch.cat(outs), y.to(self.device)))
+        return self.trainer.metric_of(lambda rows: functional_call(self.base, (params, buffers), (rows,)), x, y)
 
     def test_value(self, slot: int) -> float | None:
         data = self.trainer.data

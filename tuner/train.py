@@ -125,6 +125,7 @@ class Trainer:
         self.cpu_data = data if data is not None else _load(objective)
         self.data = self._place(self.cpu_data)
         self.metric = get_metric(objective.metric)
+        self.eval_batch = EVAL_BATCH  # rows evaluated at once; halved where they run out of memory
         self.last_result: TrainResult | None = None
         self.loss_fn = objective.loss_fn(self.cpu_data)
 
@@ -222,8 +223,24 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         model.eval()
-        outs = [model(x[i:i + EVAL_BATCH].to(self.device, non_blocking=True)) for i in range(0, len(x), EVAL_BATCH)]
-        return float(self.metric.fn(torch.cat(outs), y.to(self.device)))
+        return self.metric_of(model, x, y)
+
+    def metric_of(self, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> float:
+        """The metric of ``forward`` over ``x``, evaluated ``eval_batch`` rows at a time. Rows that run out of
+        memory are evaluated again in halves, and the smaller size is kept: evaluating is not what a trial's
+        batch size is judged by."""
+        while True:
+            chunk = self.eval_batch
+            try:
+                outs = [forward(x[i:i + chunk].to(self.device, non_blocking=True)) for i in range(0, len(x), chunk)]
+                return float(self.metric.fn(torch.cat(outs), y.to(self.device)))
+            except torch.cuda.OutOfMemoryError:
+                if chunk <= 1:
+                    raise
+                outs = []
+                self.eval_batch = chunk // 2
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
 
     def build_model(self, config: TrainConfig) -> nn.Module:
         """The objective's model for ``config``, on the CPU: seeded with the config's seed, initialised and
