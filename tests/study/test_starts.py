@@ -305,3 +305,22 @@ def test_tune_takes_a_warm_start_mapping_as_a_spec_file_does(tmp_path: Path) -> 
                    warm_start={"study": "before", "stor": other})
     with pytest.raises(ConfigError, match="warm_start must be a study name, a mapping .* Got int instead"):
         tuner.tune(train, space="lr-only", n_trials=1, epochs=1, verbose=False, warm_start=5)
+
+
+def test_json_output_of_create_holds_the_first_trials_and_their_notes(objective_ref: str, storage_url: str,
+                                                                      tmp_cwd: Path) -> None:
+    import json
+
+    runner = CliRunner()
+    made = runner.invoke(app, ["study", "create", "--objective", objective_ref, "--n-trials", "1", "--epochs", "1",
+                               "--storage", storage_url, "--device", "cpu", "--name", "j", "--no-run",
+                               "--format", "json"])
+    assert made.exit_code == 0, made.output
+    created = json.loads(made.stdout)["created"]
+    assert [q["source"] for q in created["queued"]] == ["known start adamw-warmup-cosine"]
+    assert created["start_notes"] == ["first trials: 1 more not queued, the budget is 1 trial(s) (raise --n-trials "
+                                      "to try them): known start nesterov-warmup-cosine"]
+    ran = runner.invoke(app, ["study", "create", "--objective", objective_ref, "--n-trials", "1", "--epochs", "1",
+                              "--storage", storage_url, "--device", "cpu", "--name", "k", "--format", "json"])
+    assert ran.exit_code == 0, ran.output
+    assert json.loads(ran.stdout)["run"]["start_notes"] == created["start_notes"]

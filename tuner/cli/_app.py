@@ -217,6 +217,13 @@ TimeoutOpt = Annotated[float | None, typer.Option(help="Seconds of wall time: no
                                                        "as failed, reason 'timeout') [default: none].")]
 
 
+def _prepared_json(prepared: Any) -> dict[str, Any]:
+    """What preparing the study did, as the text output says it: the first trials queued, and notes on the
+    first trials and on the space."""
+    return {"queued": [s.to_dict() for s in prepared.queued], "start_notes": list(prepared.start_notes),
+            "space_notes": list(prepared.space_notes)}
+
+
 def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int | str = 1, devices: str | None = None) -> None:
     from tuner.cli._progress import TrialProgress
     from tuner.study._session import run_study, study_summary
@@ -232,8 +239,7 @@ def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int | str = 1
     data = {**summary, "run": {"trials": run.trials, "seconds": round(run.seconds, 2), "stopped_by": run.stopped_by,
                                "threads": run.threads, "pack": run.pack, "pack_why": run.pack_why,
                                "workers_why": run.workers_why, "workers": [w.__dict__ for w in run.workers],
-                               "requeued": run.requeued, "queued": [s.to_dict() for s in prepared.queued],
-                               "space_notes": prepared.space_notes},
+                               "requeued": run.requeued, **_prepared_json(prepared)},
             **({"calibration": prepared.calibration.summary()} if prepared.calibration else {})}
     if run.workers:
         if fmt is Format.json:
@@ -360,7 +366,7 @@ def study_create(
             echo(line)
     if no_run:
         if fmt is Format.json:
-            print_json(study_summary(study))
+            print_json({**study_summary(study), "created": _prepared_json(prepared)})
         else:
             hint = storage_hint(prepared.storage_url, given=bool(spec_obj.storage))
             echo(f"created; run it with: tuner study run {_quote(prepared.name)}{hint}")
