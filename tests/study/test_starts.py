@@ -324,3 +324,18 @@ def test_json_output_of_create_holds_the_first_trials_and_their_notes(objective_
                               "--storage", storage_url, "--device", "cpu", "--name", "k", "--format", "json"])
     assert ran.exit_code == 0, ran.output
     assert json.loads(ran.stdout)["run"]["start_notes"] == created["start_notes"]
+
+
+def test_a_warm_start_from_a_plain_optuna_study_says_its_trials_hold_no_config(storage_url: str) -> None:
+    from tuner.study._starts import gather_starts
+
+    plain = optuna.create_study(study_name="plain", storage=storage_url)
+    for x in (1.0, 2.0):
+        plain.add_trial(optuna.trial.create_trial(value=x, params={"x": x},
+                                                  distributions={"x": optuna.distributions.FloatDistribution(0, 3)}))
+    starts, notes = gather_starts(load_space("default"), enqueue=[], warm_start="plain", warm_storage=storage_url,
+                                  known=False)
+    assert starts == [] and notes == ["warm start: no complete trial of study 'plain' fits this space (2 of its "
+                                      "complete trials hold no tuner config (the study was not made by tuner))"]
+    with pytest.raises(StudyError, match=r"^warm_start: .*'nope'"):
+        gather_starts(load_space("default"), enqueue=[], warm_start="nope", warm_storage=storage_url, known=False)

@@ -148,26 +148,25 @@ def study_starts(name: Any, storage_url: str | None, space: SearchSpace, top: in
         raise StudyError(f"warm_start: study {name!r} has no complete trial to start from.")
     out: list[Start] = []
     seen: set[str] = set()
-    skipped = 0
+    outside = no_config = 0
     for trial in ranked:
         raw = trial.user_attrs.get(Key.CONFIG)
         if not isinstance(raw, dict):
-            skipped += 1
+            no_config += 1
             continue
         fit = space.params_for(TrainConfig.from_dict(raw))
         key = repr(sorted(fit.params.items()))
         if fit.problems:
-            skipped += 1
+            outside += 1
             continue
-        if key in seen:
+        if key in seen or len(out) == top:
             continue
         seen.add(key)
         out.append(Start(f"study {name!r} trial {trial.number} ({primary(trial):.4g})", fit.params, fit.changes))
-        if len(out) == top:
-            break
-    note = f"{skipped} of its complete trials have an optimizer, schedule or initialiser this space lacks" \
-        if skipped else ""
-    return out, note
+    notes = ([f"{outside} of its complete trials have an optimizer, schedule or initialiser this space lacks"]
+             if outside else []) + ([f"{no_config} of its complete trials hold no tuner config (the study was not "
+                                     f"made by tuner)"] if no_config else [])
+    return out, "; ".join(notes)
 
 
 def gather_starts(space: SearchSpace, *, enqueue: list[Any], warm_start: Any = None, warm_storage: str | None = None,
@@ -178,7 +177,11 @@ def gather_starts(space: SearchSpace, *, enqueue: list[Any], warm_start: Any = N
     notes: list[str] = []
     starts += file_starts(list(enqueue), space)
     if warm_start is not None:
-        found, note = study_starts(warm_start, warm_storage, space, warm_top)
+        try:
+            found, note = study_starts(warm_start, warm_storage, space, warm_top)
+        except StudyError as exc:
+            message = str(exc)
+            raise StudyError(message if message.startswith("warm_start") else f"warm_start: {message}") from None
         starts += found
         label = getattr(warm_start, "study_name", warm_start)
         if not found:
