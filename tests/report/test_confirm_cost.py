@@ -162,3 +162,20 @@ def test_a_study_of_two_objectives_announces_no_confirmation_it_will_not_run(obj
         assert "confirming" not in result.output and "confirmation run" not in result.output, result.output
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "the knee of the Pareto front" in md and "best single trial" not in md
+
+
+def test_the_plan_counts_the_baseline_runs_a_changed_recommendation_needs(small_study: str, tmp_path: Path):
+    from tuner.optim import get_optimizer
+    from tuner.report._confirm import BASELINE, BASELINE_KEY
+
+    if not get_optimizer(BASELINE).available:
+        pytest.skip("prodigyopt is not installed: no baseline runs to count")
+    runner = CliRunner()
+    assert runner.invoke(app, ["study", "report", "c", "--storage", small_study, "-o", str(tmp_path / "r"),
+                               "--seeds", "2"]).exit_code == 0
+    study = optuna.load_study(study_name="c", storage=small_study)
+    assert confirmation_plan(study, 3, 2, baseline=True).baseline_runs == 0  # all stored: nothing to run
+    kept = study.user_attrs[BASELINE_KEY]
+    study.set_user_attr(BASELINE_KEY, {**kept, "config": {**kept["config"], "batch_size": 999}})
+    plan = confirmation_plan(study, 3, 2, baseline=True)
+    assert (plan.runs, plan.baseline_runs) == (0, 2)  # it said "nothing to re-train", then trained 2 runs

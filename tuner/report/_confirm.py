@@ -185,14 +185,18 @@ def confirmation_plan(study: optuna.Study, top_k: int = 3, seeds: int = 3, *, ba
     about how long they take: the median wall time of the study's complete trials."""
     top = _top(study, top_k)
     stored = stored_confirmation(study)
-    runs = 0 if stored is not None and _reusable(stored, top, top_k, seeds) else len(top) * seeds
+    reused = stored is not None and _reusable(stored, top, top_k, seeds)
+    runs = 0 if reused else len(top) * seeds
     baseline_runs = 0
     if baseline:
         from tuner.optim import get_optimizer
 
         kept = study.user_attrs.get(BASELINE_KEY)
-        if get_optimizer(BASELINE).available and not (
-                isinstance(kept, dict) and kept.get("seeds") == confirmation_seeds(study_seed, seeds)):
+        # The stored baseline is reused where it was trained like the recommendation (its batch size and
+        # epochs), over the same seeds; a recommendation still to be confirmed may change that.
+        same = reused and isinstance(kept, dict) and kept.get("seeds") == confirmation_seeds(study_seed, seeds) \
+            and _baseline_config(TrainConfig.from_dict(stored.best.config)) == kept.get("config")
+        if get_optimizer(BASELINE).available and not same:
             baseline_runs = seeds
     durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in complete_trials(study)
                  if t.datetime_complete and t.datetime_start]
@@ -371,8 +375,7 @@ def tuning_free_baseline(study: optuna.Study, fit: FitFn | None, rec: Recommenda
     if not get_optimizer(BASELINE).available:
         return None
     seed_list = confirmation_seeds(study_seed, seeds)
-    config = {"optimizer": {"name": BASELINE}, "schedule": {"name": "constant"},
-              "batch_size": rec.config.batch_size, "epochs": rec.config.epochs}
+    config = _baseline_config(rec.config)
     stored = study.user_attrs.get(BASELINE_KEY)
     if isinstance(stored, dict) and stored.get("config") == config and stored.get("seeds") == seed_list:
         return Baseline(stored["config"], stored["seeds"], stored["values"], stored["tests"], stored.get("errors", []))
@@ -394,6 +397,12 @@ def tuning_free_baseline(study: optuna.Study, fit: FitFn | None, rec: Recommenda
     with contextlib.suppress(Exception):  # a study opened read-only keeps nothing; the line is still written
         study.set_user_attr(BASELINE_KEY, _json_safe(out.to_dict()))
     return out
+
+
+def _baseline_config(recommended: TrainConfig) -> dict[str, Any]:
+    """The tuning-free config trained beside a recommendation: its batch size and epochs, nothing tuned."""
+    return {"optimizer": {"name": BASELINE}, "schedule": {"name": "constant"},
+            "batch_size": recommended.batch_size, "epochs": recommended.epochs}
 
 
 def baseline_line(rec: Recommendation, baseline: Baseline, metric: str, direction: str) -> str:
