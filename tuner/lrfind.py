@@ -303,6 +303,20 @@ def calibrate_space(space: str | SearchSpace | dict[str, Any], result: LRFindRes
     return raw
 
 
+def searched_line(space: SearchSpace, result: LRFindResult) -> str | None:
+    """Where the space has ``lr_scaling``: the ranges as it samples them (at its reference batch size), which
+    differ from the test's (at ``result.batch_size``)."""
+    scaling = space.lr_scaling
+    if scaling is None:
+        return None
+    parts = []
+    for name, curve in result.curves.items():
+        factor = scaling.factor(name, result.batch_size)
+        if curve.found and name in space.optimizer and factor != 1.0:
+            parts.append(f"{name} {_round(curve.low / factor):g}..{_round(curve.high / factor):g}")
+    return f"searched as {scaling.describe()}: {', '.join(parts)}" if parts else None
+
+
 def calibrated_yaml(space: str | SearchSpace | dict[str, Any], result: LRFindResult) -> str:
     """``calibrate_space`` as YAML text, with a header saying where its lr ranges came from."""
     import yaml

@@ -191,6 +191,11 @@ def spaces_calibrate(
         print_json({**result.to_dict(), "output": str(path)})
         return
     _print_curves(result)
+    from tuner.lrfind import searched_line
+
+    searched = searched_line(load_space(space), result)
+    if searched:
+        echo(f"  {searched} (what {path} holds)")
     kept = [c.optimizer for c in result.curves.values() if not c.found]
     echo(f"wrote {path}" + (f" (kept the space's lr range of {', '.join(kept)})" if kept else ""))
     use = ["--objective", objective] + [x for flag, v in (("--data", data), ("--target", target)) if v

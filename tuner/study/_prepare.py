@@ -113,6 +113,11 @@ class PreparedStudy:
                          f"{found.seconds:.1f}s):")
             lines += ["  " + curve.line() + ("" if curve.found else " - kept the space's range")
                       for curve in found.curves.values()]
+            from tuner.lrfind import searched_line
+
+            searched = searched_line(self.space, found)
+            if searched:
+                lines.append("  " + searched)
         if self.queued:
             lines.append(f"first trials ({len(self.queued)} queued):")
             lines += ["  " + start.source + (f" ({'; '.join(start.changes)})" if start.changes else "")
