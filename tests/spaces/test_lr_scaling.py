@@ -122,3 +122,19 @@ def test_known_starts_in_a_scaled_space_take_their_lr_at_the_reference_batch() -
     trial = study.ask()
     config = space.sample(trial, epochs=1)
     assert config.optimizer.lr == pytest.approx(1e-3 * math.sqrt(config.batch_size / 32))
+
+
+def test_a_config_fitted_to_a_scaled_space_says_what_rate_trains() -> None:
+    """The numbers of a clipped lr are rates at the reference batch, not the file's, and a batch size moved to
+    the nearest choice changes the rate that trains: both say what trains."""
+    from tuner import TrainConfig
+
+    space = load_space({"optimizer": {"adam": {"lr": {"low": 1e-4, "high": 1e-1, "log": True}}},
+                        "batch_size": {"choices": [16, 64, 256]},
+                        "lr_scaling": {"rule": "linear", "reference_batch": 32}})
+    clipped = space.params_for(TrainConfig.from_dict({"optimizer": {"name": "adam", "lr": 0.5}, "batch_size": 16}))
+    assert clipped.changes == ["adam.lr: 1 -> 0.1 (the space's range is 0.0001..0.1); rates at batch size 32 "
+                               "(lr_scaling): it trains at lr 0.05 with batch size 16"]
+    moved = space.params_for(TrainConfig.from_dict({"optimizer": {"name": "adam", "lr": 1e-3}, "batch_size": 20}))
+    assert moved.changes == ["batch_size: 20 -> 16 (the nearest choice); rates at batch size 32 (lr_scaling): it "
+                             "trains at lr 0.0008 with batch size 16"]

@@ -298,10 +298,14 @@ class SearchSpace:
         if fit.problems:
             return fit
         values = _config_values(config, self.lr_scaling)
+        lr_change = None
         for key, param in self.optimizer[opt].items():
             if key == "weight_decay" and "weight_decay" not in parts:
                 continue
+            before = len(fit.changes)
             fit.put(f"{opt}.{key}", param, _branch_value(key, values, get_optimizer(opt).defaults))
+            if key == "lr" and len(fit.changes) > before:
+                lr_change = before
         if "weight_decay" in parts and "weight_decay" not in self.optimizer[opt]:
             fit.put("weight_decay", self.regularization["weight_decay"], config.regularization.weight_decay)
         for key, group, name, lookup in (("schedule", self.schedule, config.schedule.name, get_schedule),
@@ -317,6 +321,17 @@ class SearchSpace:
         for key, (param, value) in singles.items():
             if key in parts and not (key == "dropout" and value is None):
                 fit.put(key, param, value)
+        if self.lr_scaling is not None and isinstance(fit.params.get(f"{opt}.lr"), float):
+            # With lr_scaling the numbers are rates at the reference batch, and a changed batch size changes the
+            # rate that trains: where either changed, say what trains.
+            batch_change = next((i for i, c in enumerate(fit.changes) if c.startswith("batch_size:")), None)
+            at = lr_change if lr_change is not None else batch_change
+            if at is not None:
+                batch = fit.params.get("batch_size", self.batch_size.value if self.batch_size.fixed else
+                                       config.batch_size)
+                trained = fit.params[f"{opt}.lr"] * self.lr_scaling.factor(opt, batch)
+                fit.changes[at] += (f"; rates at batch size {self.lr_scaling.reference_batch} (lr_scaling): it "
+                                    f"trains at lr {trained:.3g} with batch size {batch}")
         return fit
 
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
