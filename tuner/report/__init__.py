@@ -266,8 +266,9 @@ def _space_notes(study: optuna.Study, raw_space: Any) -> list[str]:
             scaling = SearchSpace.from_dict(raw_space).lr_scaling
             if scaling is not None:
                 notes.append(f"the space samples the {scaling.describe()}: the <optimizer>.lr parameters in "
-                             f"the importances and plots are normalised rates; configs and exports hold the rate "
-                             f"trained with")
+                             f"the importances, the slices and the parallel coordinates are normalised rates; the "
+                             f"plot of the metric against the learning rate per batch size, the configs and the "
+                             f"exports hold the rate trained with")
     calibration = study.user_attrs.get(StudyKey.CALIBRATION)
     if isinstance(calibration, dict) and isinstance(calibration.get("ranges"), dict):
         lines = [str(v.get("line")) for v in calibration["ranges"].values() if isinstance(v, dict)]
