@@ -251,3 +251,10 @@ def test_lr_find_refuses_its_default_plot_file_before_sweeping_and_takes_one_opt
     assert misspelt.exit_code == 1 and "Unknown optimizer 'adamz'" in misspelt.output, misspelt.output
     assert "sweeps it all the same" not in misspelt.output
     assert list(lr_find(objective_ref, "adam", repeats=1, device="cpu").curves) == ["adam"]
+
+
+def test_a_batch_size_larger_than_the_training_set_is_said(cli, objective_ref: str, tmp_cwd: Path) -> None:
+    found = cli("lr-find", "--objective", objective_ref, "--optimizer", "adam", "--batch-size", "100000",
+                "--repeats", "1", "--device", "cpu")
+    assert found.exit_code == 0, found.output
+    assert "(not 100000: the training set has " in found.output

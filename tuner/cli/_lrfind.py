@@ -43,8 +43,10 @@ def _find(objective: Any, space: str, optimizer: list[str] | None, batch_size: i
                    end_lr=end_lr, steps=steps, repeats=repeats, device=device, seed=seed, objective_options=options)
 
 
-def _print_curves(result: Any) -> None:
-    echo(f"LR range test on {result.objective}, batch size {result.batch_size}, {result.device}, lr "
+def _print_curves(result: Any, asked_batch: int | None = None) -> None:
+    smaller = (f" (not {asked_batch}: the training set has {result.batch_size} rows)"
+               if asked_batch is not None and asked_batch > result.batch_size else "")
+    echo(f"LR range test on {result.objective}, batch size {result.batch_size}{smaller}, {result.device}, lr "
          f"{result.start_lr:.2g} .. {result.end_lr:.2g}, {result.repeats} sweep(s) per optimizer, "
          f"{result.seconds:.1f}s:")
     for curve in result.curves.values():
@@ -110,7 +112,7 @@ def lr_find_command(
     if fmt is Format.json:
         print_json({**result.to_dict(), "plot": str(path)})
         return
-    _print_curves(result)
+    _print_curves(result, batch_size)
     echo(f"plot: {path}")
     q = shlex.quote
     from tuner.spaces import load_space
@@ -190,7 +192,7 @@ def spaces_calibrate(
     if fmt is Format.json:
         print_json({**result.to_dict(), "output": str(path)})
         return
-    _print_curves(result)
+    _print_curves(result, batch_size)
     from tuner.lrfind import searched_line
 
     searched = searched_line(load_space(space), result)
