@@ -52,7 +52,7 @@ def test_objectives_are_checked_before_anything_is_created(objective_ref: str, s
             prepare(spec(objectives=one))
     with pytest.raises(ConfigError, match="the first must be the objective's metric, 'accuracy'"):
         prepare(spec(objectives="loss,train_seconds"))
-    with pytest.raises(ConfigError, match="Unknown second objective 'seconds'. Valid: train_seconds"):
+    with pytest.raises(ConfigError, match="Unknown objective after the metric 'seconds'. Valid: train_seconds"):
         prepare(spec(objectives="accuracy,seconds"))
     with pytest.raises(ConfigError, match="pack: 8 would count a pack's time for each member"):
         prepare(spec(objectives="accuracy,train_seconds", pack=8))

@@ -237,7 +237,8 @@ def _check_objectives(spec: StudySpec, objective: Objective) -> None:
                           f"and ranking use it). Got {first!r} instead.")
     for name in rest:
         if name not in SECOND_OBJECTIVES:
-            raise ConfigError("objectives: " + unknown_name_message("second objective", name, SECOND_OBJECTIVES))
+            raise ConfigError("objectives: " + unknown_name_message("objective after the metric", name,
+                                                                    SECOND_OBJECTIVES))
     if len(rest) != len(set(rest)):
         raise ConfigError(f"objectives: {spec.objectives!r} names one twice.")
     if rest and spec.pack not in ("auto", 1):
