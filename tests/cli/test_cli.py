@@ -112,6 +112,16 @@ def test_create_refuses_a_different_spec_under_the_same_name(cli, objective_ref:
     _assert_user_error(result, "Study 'cli' already exists", "seed: 0 -> 3", "Nothing was changed")
 
 
+def test_trials_of_a_study_without_trials_says_so(cli, objective_ref: str, storage_url: str):
+    made = cli("study", "create", "--objective", objective_ref, "--no-run", "--name", "e", "--storage", storage_url,
+               "--no-known-starts", "--device", "cpu")
+    assert made.exit_code == 0, made.output
+    shown = cli("study", "trials", "e", "--storage", storage_url)
+    assert shown.exit_code == 0 and "Empty DataFrame" not in shown.output
+    assert f"study 'e' has no trials yet; `tuner study run e --storage {storage_url}` runs them" in \
+        " ".join(shown.output.split())
+
+
 def test_study_list_and_show(cli, objective_ref: str, storage_url: str):
     empty = cli("study", "list", "--storage", storage_url)
     assert empty.exit_code == 0 and "no studies in" in empty.stdout

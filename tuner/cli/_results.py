@@ -188,6 +188,14 @@ def study_trials(
     if fmt is Format.json:
         stdout.write(frame.to_json(orient="records", date_format="iso") + "\n")
         return
+    if frame.empty:
+        from tuner.study._record import StudyKey
+        from tuner.study._storage import study_command
+
+        runs = ("tuner.tune() with this study_name runs them" if StudyKey.TUNE in study.user_attrs else
+                f"`{study_command('run', name, storage)}` runs them")
+        echo(f"study {name!r} has no trials yet; {runs}")
+        return
     cols = [c for c in ("number", "state", "value", "test_value", "duration_s", "epochs_run",
                         "config.optimizer.name", "config.optimizer.lr", "config.batch_size", "reason")
             if c in frame.columns]
