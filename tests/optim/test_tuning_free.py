@@ -126,3 +126,16 @@ def test_the_report_says_what_tuning_bought_over_prodigy_on_the_same_seeds(objec
     assert again.exit_code == 0 and "confirmation:" not in again.output
     assert optuna.load_study(study_name="r", storage=storage_url).user_attrs[BASELINE_KEY] == stored
     assert confirmed == optuna.load_study(study_name="r", storage=storage_url).user_attrs["tuner:confirmation"]
+
+
+def test_the_baseline_line_of_one_seed_shows_no_spread() -> None:
+    from tuner.report._confirm import Baseline, Recommendation, baseline_line
+
+    config = TrainConfig.from_dict({"optimizer": {"name": "adam"}})
+    base = {"optimizer": {"name": "prodigy"}, "schedule": {"name": "constant"}, "batch_size": 64, "epochs": 2}
+    one = baseline_line(Recommendation(config, 3, 0.95, 0.0, None, None, "x"), Baseline(base, [7], [0.90], [None]),
+                        "accuracy", "maximize")
+    assert "± " not in one and "on the same seed: tuning bought +0.0500" in one
+    two = baseline_line(Recommendation(config, 3, 0.95, 0.01, None, None, "x"),
+                        Baseline(base, [7, 8], [0.90, 0.92], [None, None]), "accuracy", "maximize")
+    assert "0.9500 ± 0.0100" in two and "on the same 2 seeds: tuning bought +0.0400" in two

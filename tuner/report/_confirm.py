@@ -407,10 +407,12 @@ def _baseline_config(recommended: TrainConfig) -> dict[str, Any]:
 
 def baseline_line(rec: Recommendation, baseline: Baseline, metric: str, direction: str) -> str:
     """One line: what tuning bought over the tuning-free method at its defaults."""
+    one_seed = len(baseline.seeds) == 1  # a spread of one run is no spread
+
     def pm(mean: float | None, std: float | None) -> str:
         if mean is None or not math.isfinite(mean):
             return "-"
-        return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+        return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None and not one_seed else "")
 
     tuned = pm(rec.value, rec.std) + ("" if rec.std is not None else " (one trial, not re-run)")
     test = f" (test {rec.test_value:.4f})" if rec.test_value is not None else ""
@@ -423,4 +425,4 @@ def baseline_line(rec: Recommendation, baseline: Baseline, metric: str, directio
     return (f"tuned vs tuning-free: the recommended config scores validation {metric} {tuned}{test} against "
             f"{pm(baseline.mean, baseline.std)}{base_test} for Prodigy at its defaults (lr 1, constant schedule, no "
             f"weight decay; batch size {baseline.config['batch_size']}, {baseline.config['epochs']} epochs) on the "
-            f"same {len(baseline.seeds)} seeds: {bought}{failed}")
+            f"same {'seed' if one_seed else f'{len(baseline.seeds)} seeds'}: {bought}{failed}")
