@@ -176,6 +176,13 @@ def test_the_run_header_says_it_is_time_boxed(tmp_cwd: Path, objective_ref: str,
     ["lr-find", "--objective", "tabular", "--data", "missing.csv", "--target", "y"],
     ["spaces", "calibrate", "default", "--objective", "digits-mlp", "-o", "missing/calibrated.yaml"],
     ["spaces", "calibrate", "default", "--objective", "tabular", "--data", ".", "--target", "y"],
+    ["study", "create", "--objective", "tabular", "--no-run"],  # needs --data and --target
+    ["study", "create", "--objective", "tabular", "--data", "spec.yaml"],  # and --target
+    ["study", "create", "--objective", "digits-mlp", "--data", "spec.yaml", "--no-run"],  # takes no options
+    ["study", "create", "--objective", "digits-mlp", "--device", "foo", "--no-run"],
+    ["lr-find", "--objective", "tabular"],
+    ["lr-find", "--objective", "digits-mlp", "--device", "gpu"],
+    ["spaces", "calibrate", "default", "--objective", "digits-mlp", "--target", "y"],
 ])
 def test_a_refused_spec_or_flag_is_said_before_pytorch_is_loaded(args: list[str], tmp_path: Path):
     """A mistake in a spec or a flag, or in a file or study it names, is refused in well under a second: nothing

@@ -55,19 +55,21 @@ def _print_curves(result: Any, asked_batch: int | None = None) -> None:
             echo(f"    note: {curve.note}")
 
 
-def _check_inputs(objective: str, space: str, data: str | None, output: Path | None) -> None:
+def _check_inputs(objective: str, space: str, data: str | None, output: Path | None, target: str | None = None,
+                  device: str = "auto") -> None:
     """An objective, a CSV file or a space that is not there or is wrong, and an output file that could not be
     written, are said before PyTorch loads and before the sweeps (a minute or more) run."""
     from tuner._builtin import unknown_objective
     from tuner._files import check_file_target
     from tuner.errors import ConfigError
     from tuner.spaces import load_space
-    from tuner.study._inputs import check_objective_files
+    from tuner.study._inputs import check_device_name, check_objective_files
 
     unknown = unknown_objective(objective)
     if unknown:
         raise ConfigError(unknown)
-    check_objective_files(objective, data)
+    check_objective_files(objective, data, target)
+    check_device_name(device)
     load_space(space)
     if output is not None:
         check_file_target(output)
@@ -98,7 +100,7 @@ def lr_find_command(
 
     Trains one model per optimizer for a few hundred batches while the rate grows exponentially, prints the
     range of rates over which the loss falls, and writes a plot of loss against rate."""
-    _check_inputs(objective, space, data, plot)
+    _check_inputs(objective, space, data, plot, target, device)
     from tuner._files import check_file_target, safe_file_name
     from tuner.lrfind import plot_lr_find
     from tuner.objectives import load_objective
@@ -167,7 +169,7 @@ def spaces_calibrate(
     """Write a copy of a space whose optimizers' lr ranges come from an LR range test on the objective."""
     from tuner.errors import ConfigError
 
-    _check_inputs(objective, space, data, output)
+    _check_inputs(objective, space, data, output, target, device)
     from tuner.optim import get_optimizer
     from tuner.spaces import load_space
 

@@ -5,6 +5,7 @@ all again once the objective is loaded (and fits the space to its data)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from tuner.errors import ConfigError
@@ -17,7 +18,8 @@ def check_inputs(spec: StudySpec) -> None:
     from tuner.spaces import load_space
 
     space = load_space(spec.space)
-    check_objective_files(spec.objective, spec.data)
+    check_objective_files(spec.objective, spec.data, spec.target)
+    check_device_name(spec.device)
     if spec.sampler_name != "grid" and (spec.enqueue or spec.warm_start):  # a grid runs its own points
         from tuner.study._starts import gather_starts
         from tuner.study._storage import default_storage
@@ -54,14 +56,33 @@ def open_checked(spec: StudySpec, *, space_data: dict[str, Any] | None = None, s
     return prepared, create_or_join(prepared, force=force)
 
 
-def check_objective_files(objective: str, data: str | None) -> None:
-    """An objective file (``path/file.py:attr``) that is not there, or the tabular objective's CSV file that is
-    missing or not a file, refused as loading the objective would refuse it."""
-    from tuner._builtin import missing_objective_file
+_DEVICE = re.compile(r"(auto|cuda(:\d+)?|(cpu|mps)(:0)?)")
+
+
+def check_device_name(device: str) -> None:
+    """A device name that is none of auto, cpu, cuda, cuda:N or mps (whether the device is there is checked
+    once PyTorch loads)."""
+    if not _DEVICE.fullmatch(str(device).strip().lower()):
+        raise ConfigError(f"Unknown device {device!r}. Valid: auto, cpu, cuda, cuda:N, mps.")
+
+
+def check_objective_files(objective: str, data: str | None, target: str | None = None) -> None:
+    """An objective file (``path/file.py:attr``) that is not there, the options a built-in objective needs or
+    does not take (``tabular``: data and target), or the tabular objective's CSV file that is missing or not
+    a file, refused as loading the objective would refuse it."""
+    from tuner._builtin import builtin_names, missing_objective_file
 
     missing = missing_objective_file(objective)
     if missing:
         raise ConfigError(missing)
+    if objective in builtin_names("objectives", (".py",)):
+        given = {k: v for k, v in (("data", data), ("target", target)) if v is not None}
+        needed = [k for k in ("data", "target") if k not in given] if objective == "tabular" else []
+        if needed:
+            flags = " ".join(f"--{k} ..." for k in needed)
+            raise ConfigError(f"Objective {objective!r} needs option {needed[0]!r} (e.g. {flags}).")
+        if objective != "tabular" and given:
+            raise ConfigError(f"Objective {objective!r} takes no options; got {', '.join(sorted(given))}.")
     if objective == "tabular" and data is not None:
         from tuner._files import check_csv_file
 
