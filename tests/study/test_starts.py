@@ -339,3 +339,23 @@ def test_a_warm_start_from_a_plain_optuna_study_says_its_trials_hold_no_config(s
                                       "complete trials hold no tuner config (the study was not made by tuner))"]
     with pytest.raises(StudyError, match=r"^warm_start: .*'nope'"):
         gather_starts(load_space("default"), enqueue=[], warm_start="nope", warm_storage=storage_url, known=False)
+
+
+def test_a_partial_config_leaves_what_it_does_not_give_to_the_sampler(tmp_path: Path) -> None:
+    """A file that gives only an optimizer is not filled with TrainConfig's defaults (a constant schedule the
+    space lacks, batch size 64, no weight decay): the sampler draws the rest, as for the known-good points.
+    An exported config gives every part, and a TrainConfig is whole."""
+    from tuner.study._starts import file_starts
+
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("optimizer: {name: adamw, lr: 2.0e-3}\nregularization: {dropout: 0.1}\n")
+    (start,) = file_starts([str(partial)], load_space("default"))
+    assert start.changes == []
+    # The optimizer as given, its other hyperparameters at their defaults (beta1 0.9); no schedule, batch size
+    # or weight decay.
+    assert set(start.params) == {"optimizer", "adamw.lr", "adamw.one_minus_beta1", "dropout"}
+    whole = TrainConfig.from_dict({"optimizer": {"name": "adamw", "lr": 2e-3}, "schedule": "linear"})
+    (start,) = file_starts([whole], load_space("default"))
+    assert {"schedule", "batch_size", "adamw.weight_decay"} <= set(start.params)
+    with pytest.raises(ConfigError, match="schedule 'constant' is not in the space"):
+        file_starts([TrainConfig.from_dict({"optimizer": {"name": "adamw"}})], load_space("default"))

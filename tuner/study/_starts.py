@@ -11,6 +11,7 @@ from typing import Any
 from tuner.config import TrainConfig
 from tuner.errors import ConfigError, StudyError
 from tuner.spaces import SearchSpace
+from tuner.spaces._space import CONFIG_PARTS
 
 __all__ = ["Start", "KNOWN_STARTS", "known_starts", "file_starts", "study_starts", "gather_starts", "within_budget"]
 
@@ -96,6 +97,17 @@ def _configs_in(path: Path) -> list[tuple[str, Any]]:
                       f"'configs:' with a list. Got {type(data).__name__} instead.")
 
 
+def _given_parts(raw: Any) -> tuple[str, ...]:
+    """The parts of a config a file or mapping gives (an exported config gives them all); the space's sampler
+    draws the others, as it does for the known-good points."""
+    if not isinstance(raw, dict):
+        return CONFIG_PARTS
+    regularization = raw.get("regularization") if isinstance(raw.get("regularization"), dict) else {}
+    given = {key for key in ("optimizer", "schedule", "init", "batch_size", "grad_clip_norm") if key in raw}
+    given |= {key for key in ("weight_decay", "l1", "dropout") if key in regularization}
+    return tuple(part for part in CONFIG_PARTS if part in given)
+
+
 def file_starts(items: list[Any], space: SearchSpace) -> list[Start]:
     """Every config of the files (paths; in Python also ``TrainConfig``s and mappings), in order; one the space
     cannot sample is refused, naming the file."""
@@ -119,7 +131,8 @@ def file_starts(items: list[Any], space: SearchSpace) -> list[Start]:
                 config = TrainConfig.from_dict(raw)
             except ConfigError as exc:
                 raise ConfigError(f"enqueue: {where}: {exc}") from None
-            fit = space.params_for(config)
+            fit = space.params_for(config, parts=_given_parts(raw) if isinstance(item, (str, Path, dict)) else
+                                   CONFIG_PARTS)
             if fit.problems:
                 raise ConfigError(f"enqueue: {where}: the space {space.name!r} cannot sample this config: "
                                   f"{'; '.join(fit.problems)}.")
