@@ -227,6 +227,14 @@ def test_show_says_which_parameters_sit_at_the_edge_of_the_space(objective_ref: 
         flat = " ".join(output.split())
         assert f"`tuner study report edge --storage {storage_url}` writes narrowed-space.yaml with those ends " \
                f"widened" in flat
+    # The report says it too, on the terminal (its files did already).
+    reported = runner.invoke(app, ["study", "report", "edge", "--storage", storage_url, "--no-confirm", "-o",
+                                   str(tmp_path / "rep")])
+    assert reported.exit_code == 0, reported.output
+    flat = " ".join(reported.output.split())
+    # (one complete trial: too few for a narrowed space, so nothing is said to be widened)
+    assert "at the edge of the space (the best trial, trial 0): 1 parameter(s) adam.lr = 0.0001 sits at the high " \
+           "end of its range" in flat and "narrowed-space" not in flat
 
 
 def test_tune_with_two_objectives_prunes_on_the_metric_and_recommends_the_knee(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from tuner.cli._app import Format, FormatOpt, StorageOpt, _masked, handle_errors, study_app
-from tuner.cli._output import echo, print_json, stdout, use_storage
+from tuner.cli._output import echo, one_line, print_json, stdout, use_storage
 
 TopK = Annotated[int, typer.Option("--top-k", min=1, help="Best configs re-trained in the confirmation runs.")]
 Seeds = Annotated[int, typer.Option("--seeds", min=1, help="New seeds per config in the confirmation runs.")]
@@ -92,6 +92,16 @@ def study_report(
         print_json({k: str(v) for k, v in files.items()})
         return
     echo(f"wrote {len(files)} files to {folder}/: open {folder / 'report.html'}")
+    from tuner.study._describe import study_summary
+
+    summary = study_summary(study)
+    edges, of = summary.get("edges") or [], summary.get("edges_of") or {}
+    if edges:
+        widened = ", widened in narrowed-space.yaml" if "narrowed-space.yaml" in files else ""
+        echo(f"at the edge of the space ({of.get('is')}, trial {of.get('trial')}): {len(edges)} "
+             f"parameter(s){widened}")
+        for note in edges:
+            echo(f"  {one_line(note)}")
     if "narrowed-space.yaml" in files:
         echo(f"a follow-up study over the narrowed space: {followup}")
 
