@@ -295,8 +295,7 @@ def tune(
     settings = _plain({"sampler": sampler, "pruner": pruner})
     from tuner.study._starts import within_budget
 
-    starts, dropped = within_budget(starts, n_trials, "raise n_trials")
-    start_notes += dropped
+    starts, dropped = within_budget(starts, n_trials)
     study, queued = _create_or_join(train_fn, search, name, storage, direction, metric, epochs, seed,
                                     setup.sampler, setup.pruner, starts, objectives, settings,
                                     setup.grid[:n_trials])
@@ -304,11 +303,14 @@ def tune(
                    timeout=timeout, pruner_name=option_name(pruner), sampler_name=option_name(sampler),
                    max_consecutive_failures=max_consecutive_failures, objectives=objectives,
                    resume_hint="call tuner.tune() again with the same storage and study_name")
+    if queued:  # created here: what its budget left out of the first trials
+        start_notes += dropped
     existing = len(study.get_trials(deepcopy=False)) - len(queued)  # the starts just queued are not a resume
-    if existing and (enqueue or warm_start):
+    asked = [what for what, given in (("enqueue", enqueue), ("warm_start", warm_start)) if given]
+    if existing and asked:
         from tuner.study._storage import study_command
 
-        start_notes.append("enqueue and warm_start: not queued, the study exists and they apply to a new one; `"
+        start_notes.append(f"{' and '.join(asked)}: not queued, the study exists and they apply to a new one; `"
                            + study_command("enqueue", name, storage, "FILE.yaml")
                            + "` queues configs into it for the next tuner.tune() call")
     if existing:

@@ -179,3 +179,53 @@ def test_the_plan_counts_the_baseline_runs_a_changed_recommendation_needs(small_
     study.set_user_attr(BASELINE_KEY, {**kept, "config": {**kept["config"], "batch_size": 999}})
     plan = confirmation_plan(study, 3, 2, baseline=True)
     assert (plan.runs, plan.baseline_runs) == (0, 2)  # it said "nothing to re-train", then trained 2 runs
+
+
+def test_a_stale_confirmation_is_not_handed_over_by_any_command(small_study: str, tmp_path: Path):
+    """A stored confirmation whose candidates are no longer the top trials (trials finished since) is not
+    the recommendation of export, report or show: each hands over the best trial until it is confirmed again."""
+    import yaml
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["study", "export", "c", "--storage", small_study, "--seeds", "2", "-o",
+                               str(tmp_path / "x.yaml")]).exit_code == 0
+    study = optuna.load_study(study_name="c", storage=small_study)
+    stored = study.user_attrs[StudyKey.CONFIRMATION]
+    best = study.best_trial.number
+    worst = min((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value).number
+    stale = {**stored, "recommended": worst,
+             "candidates": [{**stored["candidates"][0], "trial": worst}, *stored["candidates"][1:]]}
+    study.set_user_attr(StudyKey.CONFIRMATION, stale)
+    exported = runner.invoke(app, ["study", "export", "c", "--storage", small_study, "--no-confirm"])
+    assert f"\n  trial: {best}\n" in exported.stdout, exported.output
+    report = runner.invoke(app, ["study", "report", "c", "--storage", small_study, "--no-confirm", "-o",
+                                 str(tmp_path / "r")])
+    assert report.exit_code == 0, report.output
+    assert yaml.safe_load((tmp_path / "r" / "recommended.yaml").read_text())["metadata"]["trial"] == best
+    shown = " ".join(runner.invoke(app, ["study", "show", "c", "--storage", small_study]).output.split())
+    assert "not confirmed yet (the stored one covers earlier top trials)" in shown
+
+
+def test_show_and_export_agree_when_two_top_trials_share_a_config():
+    """The confirmation's candidates are the top trials with distinct configs; show judges a stored
+    confirmation current by the same list, so the two never disagree."""
+    from optuna.distributions import FloatDistribution
+
+    from tuner.report._confirm import recommendation
+    from tuner.study._describe import study_summary
+    from tuner.study._record import Key
+
+    study = optuna.create_study(direction="maximize")
+    dists = {"adam.lr": FloatDistribution(1e-4, 1e-2, log=True)}
+    for value, lr, seed in ((0.9, 1e-3, 1), (0.89, 1e-3, 2), (0.8, 2e-3, 3)):
+        study.add_trial(optuna.trial.create_trial(
+            value=value, params={"adam.lr": lr}, distributions=dists,
+            user_attrs={Key.CONFIG: {"optimizer": {"name": "adam", "lr": lr}, "seed": seed}}))
+    study.set_user_attr(StudyKey.CONFIRMATION, {
+        "top_k": 2, "n_seeds": 1, "direction": "maximize", "recommended": 2,
+        "candidates": [{"trial": 0, "trial_value": 0.9, "config": study.trials[0].user_attrs[Key.CONFIG],
+                        "seeds": [5], "values": [0.7], "test_values": [None], "errors": []},
+                       {"trial": 2, "trial_value": 0.8, "config": study.trials[2].user_attrs[Key.CONFIG],
+                        "seeds": [5], "values": [0.85], "test_values": [None], "errors": []}]})
+    assert study_summary(study)["confirmation"]["current"] is True
+    assert recommendation(study, confirm_runs=False).trial == 2 == study_summary(study)["edges_of"]["trial"]

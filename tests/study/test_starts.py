@@ -217,8 +217,11 @@ def test_starts_beyond_the_budget_are_named_not_dropped_in_silence(objective_ref
     create_or_join(prepared)
     assert [s.source for s in prepared.queued] == files[:2]
     (note,) = [n for n in prepared.start_notes if "not queued" in n]
-    assert note.startswith("first trials: 3 more not queued, the budget is 2 trial(s) (raise --n-trials to try "
-                           "them): ") and files[2] in note and "known start adamw-warmup-cosine" in note
+    assert note.startswith("first trials: 3 not queued, beyond the budget of 2 trial(s): ") and files[2] in note \
+        and "known start adamw-warmup-cosine" in note
+    again = prepare(_spec(objective_ref, storage_url, enqueue=files, n_trials=2))
+    create_or_join(again)  # joined: nothing is queued, so nothing was left out
+    assert again.queued == [] and not [n for n in again.start_notes if n.startswith("first trials")]
 
 
 def test_joining_a_study_says_its_enqueue_and_warm_start_are_not_queued(objective_ref: str, storage_url: str,
@@ -318,8 +321,8 @@ def test_json_output_of_create_holds_the_first_trials_and_their_notes(objective_
     assert made.exit_code == 0, made.output
     created = json.loads(made.stdout)["created"]
     assert [q["source"] for q in created["queued"]] == ["known start adamw-warmup-cosine"]
-    assert created["start_notes"] == ["first trials: 1 more not queued, the budget is 1 trial(s) (raise --n-trials "
-                                      "to try them): known start nesterov-warmup-cosine"]
+    assert created["start_notes"] == ["first trials: 1 not queued, beyond the budget of 1 trial(s): known start "
+                                      "nesterov-warmup-cosine"]
     ran = runner.invoke(app, ["study", "create", "--objective", objective_ref, "--n-trials", "1", "--epochs", "1",
                               "--storage", storage_url, "--device", "cpu", "--name", "k", "--format", "json"])
     assert ran.exit_code == 0, ran.output

@@ -112,19 +112,18 @@ def stored_confirmation(study: optuna.Study) -> Confirmation | None:
 
 def _top(study: optuna.Study, top_k: int) -> list[FrozenTrial]:
     """The best ``top_k`` trials with distinct configs."""
-    seen, out = set(), []
-    for t in complete_trials(study):
-        config = t.user_attrs.get(Key.CONFIG)
-        if config is None:
-            continue
-        key = repr({k: v for k, v in config.items() if k != "seed"})
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append(t)
-        if len(out) == top_k:
-            break
-    return out
+    from tuner.study._record import top_distinct
+
+    return top_distinct(study, top_k)
+
+
+def current_confirmation(study: optuna.Study) -> Confirmation | None:
+    """The stored confirmation where it covers the study's present top trials, else None (trials that finished
+    since may have changed the top)."""
+    stored = stored_confirmation(study)
+    if stored is not None and _reusable(stored, _top(study, stored.top_k), stored.top_k, stored.n_seeds):
+        return stored
+    return None
 
 
 def _reusable(stored: Confirmation, top: list[FrozenTrial], top_k: int, seeds: int) -> bool:
@@ -307,15 +306,10 @@ def recommendation(study: optuna.Study, fit: FitFn | None = None, *, trial: int 
         return Recommendation(TrainConfig.from_dict(frozen.user_attrs[Key.CONFIG]), trial, primary(frozen), None,
                               frozen.user_attrs.get(Key.TEST_VALUE), None,
                               f"trial {trial} ({frozen.state.name.lower()})")
-    conf = None
     if confirm_runs and fit is not None:
         conf = confirm(study, fit, top_k=top_k, seeds=seeds, study_seed=study_seed, on_run=on_run)
-    elif confirm_runs:
-        conf = stored_confirmation(study)
-    else:  # nothing re-trained: a stored confirmation of the present top trials still stands
-        stored = stored_confirmation(study)
-        if stored is not None and _reusable(stored, _top(study, stored.top_k), stored.top_k, stored.n_seeds):
-            conf = stored
+    else:  # nothing re-trained: a stored confirmation stands while it covers the present top trials
+        conf = current_confirmation(study)
     if conf is not None:
         best = conf.best
         return Recommendation(TrainConfig.from_dict(best.config), best.trial, best.mean, best.std, best.test_mean,

@@ -21,6 +21,7 @@ from tuner.study._record import (
     range_position,
     ranked_trials,
     record_of,
+    top_distinct,
 )
 from tuner.study._storage import open_storage, storage_exists
 
@@ -125,7 +126,8 @@ def _confirmation(study: optuna.Study, ranked: list[Any]) -> dict[str, Any] | No
         values = [float(v) for v in chosen["values"] if v is not None and math.isfinite(float(v))]
         tests = [float(v) for v in chosen.get("test_values") or [] if v is not None]
         top_k = int(data["top_k"])
-        current = [c["trial"] for c in data["candidates"]] == [t.number for t in ranked[:top_k]]
+        # The same test as export's: the candidates are the top trials with distinct configs.
+        current = [c["trial"] for c in data["candidates"]] == [t.number for t in top_distinct(study, top_k)]
         return {"trial": chosen["trial"], "mean": statistics.fmean(values) if values else None,
                 "std": statistics.stdev(values) if len(values) > 1 else 0.0,
                 "test_mean": statistics.fmean(tests) if tests else None, "seeds": int(data["n_seeds"]),

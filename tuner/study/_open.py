@@ -48,7 +48,7 @@ def stored_spec(name: str, storage_url: str | None = None) -> tuple[StudySpec, d
     study = load_named(name, url, readonly=True)
     attrs = study.user_attrs
     if StudyKey.SPEC not in attrs:
-        if StudyKey.TUNE in attrs and len(study.directions) == 1:
+        if StudyKey.TUNE in attrs:
             raise StudyError(f"Study {name!r} was created by tuner.tune() in Python: continue it by calling "
                              f"tuner.tune() again with the same storage and study_name.")
         raise StudyError(f"Study {name!r} in {mask_url(url)} is {describe_kind(study)}: "

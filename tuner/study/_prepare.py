@@ -168,7 +168,7 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
                           "another sampler to try known configs first).")
     starts, start_notes = [], []
     if space_data is None:  # a study being created (one being continued has its trials)
-        from tuner.study._starts import gather_starts, within_budget
+        from tuner.study._starts import gather_starts
 
         if spec.sampler_name != "grid":  # a grid runs its own points
             warm = spec.warm_start
@@ -176,8 +176,6 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
                 space, enqueue=spec.enqueue, warm_start=warm.study if warm else None,
                 warm_storage=(warm.storage if warm and warm.storage else spec.storage or default_storage()),
                 warm_top=warm.top if warm else 5, known=spec.known_starts)
-        starts, dropped = within_budget(starts, spec.n_trials, f"raise {option('n-trials')}")
-        start_notes += dropped
         for start in starts:
             _check_batch(start.params.get("batch_size"), n_train, start.source, objective.name)
     return PreparedStudy(spec, space, objective, trainer, sampler, pruner, grid,
@@ -502,9 +500,11 @@ def _store_attrs(study: optuna.Study, prepared: PreparedStudy) -> None:
 
 
 def _enqueue_starts(study: optuna.Study, prepared: PreparedStudy) -> None:
-    from tuner.study._starts import START_ATTR
+    from tuner.study._starts import START_ATTR, within_budget
 
-    for start in prepared.starts:
+    kept, dropped = within_budget(prepared.starts, prepared.spec.n_trials)
+    prepared.start_notes.extend(dropped)
+    for start in kept:
         study.enqueue_trial(start.params, user_attrs={START_ATTR: start.source})
         prepared.queued.append(start)
 

@@ -261,6 +261,24 @@ def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(done, key=lambda t: (sign * t.values[0], t.number))
 
 
+def top_distinct(study: optuna.Study, k: int) -> list[FrozenTrial]:
+    """The best ``k`` complete trials with distinct configs (the seed aside): the candidates a confirmation
+    re-trains."""
+    seen, out = set(), []
+    for t in ranked_trials(study):
+        config = t.user_attrs.get(Key.CONFIG)
+        if not isinstance(config, dict):
+            continue
+        key = repr({name: v for name, v in config.items() if name != "seed"})
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(t)
+        if len(out) == k:
+            break
+    return out
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
     """The best complete trial, or None."""
     ranked = ranked_trials(study)

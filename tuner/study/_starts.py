@@ -212,11 +212,11 @@ def gather_starts(space: SearchSpace, *, enqueue: list[Any], warm_start: Any = N
     return unique, notes
 
 
-def within_budget(starts: list[Start], n_trials: int, raise_it: str = "raise --n-trials"
-                  ) -> tuple[list[Start], list[str]]:
-    """The starts a budget of ``n_trials`` holds, in order, and a note naming those it leaves out."""
+def within_budget(starts: list[Start], n_trials: int) -> tuple[list[Start], list[str]]:
+    """The starts a new study's budget of ``n_trials`` holds, in order, and a note naming those it leaves out
+    (a study queues its first trials once, when it is created)."""
     left = starts[n_trials:]
     if not left:
         return starts, []
-    return starts[:n_trials], [f"first trials: {len(left)} more not queued, the budget is {n_trials} trial(s) "
-                               f"({raise_it} to try them): " + "; ".join(s.source for s in left)]
+    return starts[:n_trials], [f"first trials: {len(left)} not queued, beyond the budget of {n_trials} trial(s): "
+                               + "; ".join(s.source for s in left)]
