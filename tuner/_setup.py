@@ -223,7 +223,7 @@ class TrainingSetup:
                     _check_finite(full, norm, params)
             return full
 
-        if self._train_eval and not self._optimizer_training:
+        if self._train_eval and not self._in_train_mode():
             self.optimizer.train()
             self._optimizer_training = True
         self.steps += 1
@@ -263,15 +263,20 @@ class TrainingSetup:
         """Call before evaluating the model (and before saving it). Schedule-free optimizers evaluate an
         average of the weights they train and must be switched to it; for every other optimizer this does
         nothing. The next ``step`` switches back."""
-        if self._train_eval and self._optimizer_training:
+        if self._train_eval and self._in_train_mode():
             self.optimizer.eval()
             self._optimizer_training = False
+
+    def _in_train_mode(self) -> bool:
+        """The schedule-free optimizer's own mode: a loop may also switch it with ``optimizer.train()`` and
+        ``optimizer.eval()``, as the schedulefree package documents."""
+        return bool(self.optimizer.param_groups[0].get("train_mode", self._optimizer_training))
 
     def end_epoch(self, metric: float | torch.Tensor | None = None) -> None:
         """Ends an epoch. ``metric`` is the epoch's validation metric (maximised, or minimised with
         ``mode="min"``): the ``plateau`` schedule needs it and lowers the learning rate when it stops
         improving; the other schedules step every batch in ``step`` and ignore it."""
-        if metric is not None and self._train_eval and self._optimizer_training and self._epoch_steps:
+        if metric is not None and self._train_eval and self._in_train_mode() and self._epoch_steps:
             # The metric came from the weights being trained, not from their average, which is the model.
             self._warn_once("schedule-free-eval", (
                 f"The {self.config.optimizer.name!r} optimizer is schedule-free: the model it trains is the "

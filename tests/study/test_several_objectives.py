@@ -185,6 +185,13 @@ def test_edge_notes_leave_out_ends_where_the_hyperparameter_itself_stops() -> No
                                               distributions=dists))
     assert edge_notes(study, 0) == [
         "adam.lr = 0.0001 sits at the low end of its range [0.0001, 0.01]: better values may lie below it"]
+    # A study made before the ends were stored: they come from its stored space.
+    older = optuna.create_study()
+    older.set_user_attr(StudyKey.SPACE, {"optimizer": {"adam": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}},
+                                         "regularization": {"dropout": {"low": 0.0, "high": 0.5}}})
+    older.add_trial(optuna.trial.create_trial(value=1.0, params={"adam.lr": 1e-4, "dropout": 0.0},
+                                              distributions=dists))
+    assert edge_notes(older, 0) == edge_notes(study, 0)
 
 
 def test_show_looks_for_edges_at_the_trial_it_would_export() -> None:

@@ -87,7 +87,8 @@ def edge_notes(study: optuna.Study, number: int) -> list[str]:
     if trial is None:
         return []
     hard = study.user_attrs.get(StudyKey.HARD_ENDS)
-    hard = hard if isinstance(hard, dict) else {}
+    if not isinstance(hard, dict):  # a study made before they were stored: from its space
+        hard = _hard_ends(study.user_attrs.get(StudyKey.SPACE))
     notes = []
     for name, dist in sorted(trial.distributions.items()):
         value = trial.params[name]
@@ -99,6 +100,16 @@ def edge_notes(study: optuna.Study, number: int) -> list[str]:
             notes.append(f"{name} = {value:.3g} sits at the {end} end of its range [{dist.low:.3g}, {dist.high:.3g}]: "
                          f"better values may lie {'below' if end == 'low' else 'above'} it")
     return notes
+
+
+def _hard_ends(raw_space: Any) -> dict[str, list[str]]:
+    from tuner.errors import TunerError
+    from tuner.spaces import SearchSpace
+
+    try:
+        return SearchSpace.from_dict(raw_space).hard_ends() if isinstance(raw_space, dict) else {}
+    except TunerError:  # a space this version no longer reads: every end counts as an edge
+        return {}
 
 
 def _pareto(study: optuna.Study) -> dict[str, Any]:
