@@ -112,6 +112,13 @@ def test_create_refuses_a_different_spec_under_the_same_name(cli, objective_ref:
     _assert_user_error(result, "Study 'cli' already exists", "seed: 0 -> 3", "Nothing was changed")
 
 
+def test_an_empty_warm_start_flag_is_named_as_the_flag(cli, objective_ref: str, storage_url: str):
+    refused = cli("study", "create", "--objective", objective_ref, "--warm-start", "", "--no-run", "--storage",
+                  storage_url)
+    assert refused.exit_code == 1
+    assert "error: --warm-start: String should have at least 1 character. Got '' instead." in refused.output
+
+
 def test_trials_of_a_study_without_trials_says_so(cli, objective_ref: str, storage_url: str):
     made = cli("study", "create", "--objective", objective_ref, "--no-run", "--name", "e", "--storage", storage_url,
                "--no-known-starts", "--device", "cpu")

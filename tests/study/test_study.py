@@ -85,6 +85,7 @@ def test_unknown_spec_key_lists_valid_keys_with_file_and_line(tmp_path: Path):
      "key 'warm_start': Unknown warm_start key 'storag'. Valid: storage, study, top. Did you mean 'storage'?"),
     ("{study: a, top: 0}", "key 'warm_start.top': Input should be greater than or equal to 1. Got 0 instead."),
     ("{top: 2}", "key 'warm_start.study' is missing: name the earlier study"),
+    ("''", "key 'warm_start.study': String should have at least 1 character. Got '' instead."),
 ])
 def test_a_bad_key_inside_warm_start_is_named(tmp_path: Path, mapping: str, said: str):
     path = tmp_path / "spec.yaml"
