@@ -138,3 +138,16 @@ def test_a_config_fitted_to_a_scaled_space_says_what_rate_trains() -> None:
     moved = space.params_for(TrainConfig.from_dict({"optimizer": {"name": "adam", "lr": 1e-3}, "batch_size": 20}))
     assert moved.changes == ["batch_size: 20 -> 16 (the nearest choice); rates at batch size 32 (lr_scaling): it "
                              "trains at lr 0.0008 with batch size 16"]
+
+
+def test_a_partial_config_without_a_batch_size_takes_its_lr_at_the_reference_batch() -> None:
+    from tuner.study._starts import file_starts
+
+    space = load_space({"optimizer": {"adam": {"lr": {"low": 1e-4, "high": 1e-1, "log": True}}},
+                        "batch_size": {"choices": [16, 64, 256]},
+                        "lr_scaling": {"rule": "linear", "reference_batch": 32}})
+    (start,) = file_starts([{"optimizer": {"name": "adam", "lr": 1e-3}}], space)
+    assert start.params == {"adam.lr": pytest.approx(1e-3)} and start.changes == []
+    (clipped,) = file_starts([{"optimizer": {"name": "adam", "lr": 0.5}}], space)
+    assert clipped.changes == ["adam.lr: 0.5 -> 0.1 (the space's range is 0.0001..0.1); rates at batch size 32 "
+                               "(lr_scaling), scaled to the batch size the sampler draws"]

@@ -327,11 +327,14 @@ class SearchSpace:
             batch_change = next((i for i, c in enumerate(fit.changes) if c.startswith("batch_size:")), None)
             at = lr_change if lr_change is not None else batch_change
             if at is not None:
+                reference = self.lr_scaling.reference_batch
                 batch = fit.params.get("batch_size", self.batch_size.value if self.batch_size.fixed else
-                                       config.batch_size)
-                trained = fit.params[f"{opt}.lr"] * self.lr_scaling.factor(opt, batch)
-                fit.changes[at] += (f"; rates at batch size {self.lr_scaling.reference_batch} (lr_scaling): it "
-                                    f"trains at lr {trained:.3g} with batch size {batch}")
+                                       config.batch_size if "batch_size" in parts else None)
+                fit.changes[at] += (
+                    f"; rates at batch size {reference} (lr_scaling): it trains at lr "
+                    f"{fit.params[f'{opt}.lr'] * self.lr_scaling.factor(opt, batch):.3g} with batch size {batch}"
+                    if batch is not None else
+                    f"; rates at batch size {reference} (lr_scaling), scaled to the batch size the sampler draws")
         return fit
 
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:

@@ -127,12 +127,15 @@ def file_starts(items: list[Any], space: SearchSpace) -> list[Start]:
             raise ConfigError(f"enqueue: item {i + 1} is a {type(item).__name__}; give file paths, TrainConfigs "
                               f"or mappings.")
         for where, raw in pairs:
+            parts = _given_parts(raw) if isinstance(item, (str, Path, dict)) else CONFIG_PARTS
+            if "batch_size" not in parts and space.lr_scaling is not None and isinstance(raw, dict):
+                # No batch size given: its lr is the rate at the reference batch, scaled to the one drawn.
+                raw = {**raw, "batch_size": space.lr_scaling.reference_batch}
             try:
                 config = TrainConfig.from_dict(raw)
             except ConfigError as exc:
                 raise ConfigError(f"enqueue: {where}: {exc}") from None
-            fit = space.params_for(config, parts=_given_parts(raw) if isinstance(item, (str, Path, dict)) else
-                                   CONFIG_PARTS)
+            fit = space.params_for(config, parts=parts)
             if fit.problems:
                 raise ConfigError(f"enqueue: {where}: the space {space.name!r} cannot sample this config: "
                                   f"{'; '.join(fit.problems)}.")
