@@ -120,6 +120,7 @@ def test_enqueued_files_come_first_exactly_as_exported(objective_ref: str, stora
                              n_trials=4))
     study = create_or_join(prepared)
     assert [s.source for s in prepared.queued] == [str(one), f"{many} item 1"]
+    assert f"{many} item 2: the same config as {many} item 1, queued once" in prepared.start_notes
     _run(study, prepared)
     first = TrainConfig.from_dict(sorted(study.trials, key=lambda t: t.number)[0].user_attrs["config"])
     assert first.optimizer == exported.optimizer and first.schedule == exported.schedule
@@ -246,6 +247,9 @@ def test_a_warm_start_that_brings_a_known_start_again_does_not_train_it_twice(ob
     create_or_join(later)
     sources = [s.source.split(" (")[0] for s in later.queued]
     assert sorted(sources) == ["study 'earlier' trial 0", "study 'earlier' trial 1"], sources
+    said = [n for n in later.start_notes if "queued once" in n]
+    assert len(said) == 2 and all(n.startswith("known start ") and ": the same config as study 'earlier' trial "
+                                  in n for n in said), said
 
 
 def test_study_enqueue_refuses_a_grid_study_and_points_a_tune_study_to_tune(objective_ref: str, storage_url: str,

@@ -210,8 +210,11 @@ def gather_starts(space: SearchSpace, *, enqueue: list[Any], warm_start: Any = N
     # start brings again, with the batch size the earlier study sampled for it) would train the same again.
     unique: list[Start] = []
     for start in starts:
-        if not any(start.params.items() <= earlier.params.items() for earlier in unique):
+        same = next((earlier for earlier in unique if start.params.items() <= earlier.params.items()), None)
+        if same is None:
             unique.append(start)
+        else:
+            notes.append(f"{start.source}: the same config as {same.source}, queued once")
     return unique, notes
 
 
