@@ -304,6 +304,9 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
             notes.append(baseline_line(rec, baseline, metric, direction_of(study)))
         elif not get_optimizer(BASELINE).available:
             notes.append("tuned vs tuning-free: not compared (pip install prodigyopt for Prodigy)")
+        elif StudyKey.TUNE in study.user_attrs:
+            notes.append("tuned vs tuning-free: not compared (the training function of a tuner.tune() study runs "
+                         "only in your code)")
         else:
             notes.append("tuned vs tuning-free: not compared (nothing re-trained, and no comparison stored for "
                          "this recommendation)")

@@ -193,8 +193,11 @@ def confirmation_plan(study: optuna.Study, top_k: int = 3, seeds: int = 3, *, ba
         kept = study.user_attrs.get(BASELINE_KEY)
         # The stored baseline is reused where it was trained like the recommendation (its batch size and
         # epochs), over the same seeds; a recommendation still to be confirmed may change that.
-        same = reused and isinstance(kept, dict) and kept.get("seeds") == confirmation_seeds(study_seed, seeds) \
-            and _baseline_config(TrainConfig.from_dict(stored.best.config)) == kept.get("config")
+        # Which candidate wins is known only after re-training: the stored baseline is reused for certain
+        # where every candidate that can win trains like it.
+        winners = [stored.best.config] if reused else [t.user_attrs[Key.CONFIG] for t in top]
+        same = isinstance(kept, dict) and kept.get("seeds") == confirmation_seeds(study_seed, seeds) and all(
+            _baseline_config(TrainConfig.from_dict(config)) == kept.get("config") for config in winners)
         if get_optimizer(BASELINE).available and not same:
             baseline_runs = seeds
     durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in complete_trials(study)

@@ -115,7 +115,8 @@ def enqueue_files(name: str, files: list[str | Path], storage_url: str | None = 
     for start in starts:
         study.enqueue_trial(start.params, user_attrs={START_ATTR: f"enqueued {start.source}"})
     if StudyKey.TUNE in study.user_attrs:
-        follow = f"the next tuner.tune(..., study_name={name!r}) on this storage trains them first"
+        follow = (f"the next tuner.tune(..., study_name={name!r}) on this storage trains them first (with a "
+                  f"larger n_trials if its budget is spent)")
     else:
         follow = (f"`{study_command('run', name, storage_url)}` trains them first (raise --n-trials if its budget "
                   f"is spent)")
