@@ -70,6 +70,31 @@ def split_objective_ref(ref: str) -> tuple[str, str]:
     return head, attr
 
 
+def builtin_objective_options(name: str) -> tuple[list[str], list[str]] | None:
+    """A built-in objective's options, read from its file without running it: those it needs and those it
+    may take (both empty for an ``Objective`` built at import); None where the file cannot tell."""
+    import ast
+
+    path = builtin_names("objectives", (".py",)).get(name)
+    if path is None:
+        return None
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.FunctionDef) and node.name == DEFAULT_ATTR:
+            positional = node.args.posonlyargs + node.args.args
+            with_default = len(node.args.defaults)
+            needed = [a.arg for a in positional[:len(positional) - with_default]]
+            needed += [a.arg for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults, strict=True) if d is None]
+            optional = [a.arg for a in positional[len(positional) - with_default:]]
+            optional += [a.arg for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults, strict=True)
+                         if d is not None]
+            return needed, optional
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and DEFAULT_ATTR in {
+                t.id for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                if isinstance(t, ast.Name)}:
+            return [], []
+    return None
+
+
 def missing_objective_file(ref: str) -> str:
     """The message for an objective file (``path/file.py[:attr]``) that is not there; "" for any other reference."""
     target, _ = split_objective_ref(ref)

@@ -56,7 +56,7 @@ def open_checked(spec: StudySpec, *, space_data: dict[str, Any] | None = None, s
     return prepared, create_or_join(prepared, force=force)
 
 
-_DEVICE = re.compile(r"(auto|cuda(:\d+)?|(cpu|mps)(:0)?)")
+_DEVICE = re.compile(r"(auto|(cuda|cpu|mps)(:\d+)?)")
 
 
 def check_device_name(device: str) -> None:
@@ -70,19 +70,25 @@ def check_objective_files(objective: str, data: str | None, target: str | None =
     """An objective file (``path/file.py:attr``) that is not there, the options a built-in objective needs or
     does not take (``tabular``: data and target), or the tabular objective's CSV file that is missing or not
     a file, refused as loading the objective would refuse it."""
-    from tuner._builtin import builtin_names, missing_objective_file
+    from tuner._builtin import builtin_objective_options, missing_objective_file
 
     missing = missing_objective_file(objective)
     if missing:
         raise ConfigError(missing)
-    if objective in builtin_names("objectives", (".py",)):
-        given = {k: v for k, v in (("data", data), ("target", target)) if v is not None}
-        needed = [k for k in ("data", "target") if k not in given] if objective == "tabular" else []
-        if needed:
-            flags = " ".join(f"--{k} ..." for k in needed)
-            raise ConfigError(f"Objective {objective!r} needs option {needed[0]!r} (e.g. {flags}).")
-        if objective != "tabular" and given:
-            raise ConfigError(f"Objective {objective!r} takes no options; got {', '.join(sorted(given))}.")
+    options = builtin_objective_options(objective)
+    if options is not None:  # the loader's own messages, without loading it
+        needed, optional = options
+        given = [k for k, v in (("data", data), ("target", target)) if v is not None]
+        if given and not needed and not optional:
+            raise ConfigError(f"Objective {objective!r} takes no options; got {', '.join(given)}.")
+        unknown = [k for k in given if k not in needed + optional]
+        if unknown:
+            raise ConfigError(f"Objective {objective!r} takes no option {unknown[0]!r}. "
+                              f"Valid options: {', '.join(needed + optional)}.")
+        absent = [k for k in needed if k not in given]
+        if absent:
+            flags = " ".join(f"--{k} ..." for k in absent)
+            raise ConfigError(f"Objective {objective!r} needs option {absent[0]!r} (e.g. {flags}).")
     if objective == "tabular" and data is not None:
         from tuner._files import check_csv_file
 
