@@ -14,8 +14,8 @@ from tuner.cli._output import echo, one_line, print_json, stdout, use_storage
 TopK = Annotated[int, typer.Option("--top-k", min=1, help="Best configs re-trained in the confirmation runs.")]
 Seeds = Annotated[int, typer.Option("--seeds", min=1, help="New seeds per config in the confirmation runs.")]
 NoConfirm = Annotated[bool, typer.Option("--no-confirm", help="Re-train nothing: use the confirmation stored in "
-                                                             "the study if there is one, else the best trial as "
-                                                             "it is.")]
+                                                             "the study where it covers the present top trials, "
+                                                             "else the best trial as it is.")]
 
 
 class Evaluator(str, Enum):

@@ -64,8 +64,7 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
         "name": study.study_name,
         "kind": study_kind(study.user_attrs, len(study.directions)),
         "direction": direction_of(study),
-        # A tuner.tune() study: the function it tuned, and the space it was given.
-        "objective": spec.get("objective") or (f"{tune['function']}()" if tune.get("function") else None),
+        "objective": _objective_of(spec, tune),
         "space": next((v for v in (spec.get("space"), tune.get("space")) if isinstance(v, str)), "custom"),
         "calibration": _calibration(study.user_attrs.get(StudyKey.CALIBRATION)),
         "n_trials": spec.get("n_trials"),
@@ -100,6 +99,15 @@ def edge_notes(study: optuna.Study, number: int) -> list[str]:
             notes.append(f"{name} = {value:.3g} sits at the {end} end of its range [{dist.low:.3g}, {dist.high:.3g}]: "
                          f"better values may lie {'below' if end == 'low' else 'above'} it")
     return notes
+
+
+def _objective_of(spec: Any, tune: Any) -> str | None:
+    """A study's objective: its spec's, or for a tuner.tune() study the function it tuned."""
+    if isinstance(spec, dict) and spec.get("objective"):
+        return str(spec["objective"])
+    if isinstance(tune, dict) and tune.get("function"):
+        return f"{tune['function']}()"
+    return None
 
 
 def _hard_ends(raw_space: Any) -> dict[str, list[str]]:
@@ -169,6 +177,6 @@ def list_studies(url: str) -> list[dict[str, Any]]:
             trial = best_trial(optuna.load_study(study_name=s.study_name, storage=opened))
             best = None if trial is None else primary(trial)
         rows.append({"name": s.study_name, "kind": kind, "trials": s.n_trials,
-                     "objective": spec.get("objective") if isinstance(spec, dict) else None, "best": best,
+                     "objective": _objective_of(spec, s.user_attrs.get(StudyKey.TUNE)), "best": best,
                      "created": s.datetime_start.isoformat(timespec="seconds") if s.datetime_start else None})
     return rows
