@@ -80,7 +80,9 @@ def builtin_objective_options(name: str) -> tuple[list[str], list[str]] | None:
         return None
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
         if isinstance(node, ast.FunctionDef) and node.name == DEFAULT_ATTR:
-            positional = node.args.posonlyargs + node.args.args
+            if node.args.kwarg is not None or node.args.posonlyargs:  # options the file cannot list
+                return None
+            positional = node.args.args
             with_default = len(node.args.defaults)
             needed = [a.arg for a in positional[:len(positional) - with_default]]
             needed += [a.arg for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults, strict=True) if d is None]

@@ -147,7 +147,12 @@ def test_a_partial_config_without_a_batch_size_takes_its_lr_at_the_reference_bat
                         "batch_size": {"choices": [16, 64, 256]},
                         "lr_scaling": {"rule": "linear", "reference_batch": 32}})
     (start,) = file_starts([{"optimizer": {"name": "adam", "lr": 1e-3}}], space)
-    assert start.params == {"adam.lr": pytest.approx(1e-3)} and start.changes == []
+    assert start.params == {"adam.lr": pytest.approx(1e-3)}
+    assert start.changes == ["lr 0.001 at batch size 32, scaled to the batch size drawn (lr_scaling)"]
+    # A space that fixes the batch size trains the lr as given: nothing to say.
+    fixed = load_space({**space.raw, "batch_size": 128})
+    (start,) = file_starts([{"optimizer": {"name": "adam", "lr": 1e-3}}], fixed)
+    assert start.params == {"adam.lr": pytest.approx(1e-3 / 4)} and start.changes == []
     (clipped,) = file_starts([{"optimizer": {"name": "adam", "lr": 0.5}}], space)
     assert clipped.changes == ["adam.lr: 0.5 -> 0.1 (the space's range is 0.0001..0.1); rates at batch size 32 "
                                "(lr_scaling), scaled to the batch size the sampler draws"]

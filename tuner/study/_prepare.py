@@ -176,7 +176,7 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
                 space, enqueue=spec.enqueue, warm_start=warm.study if warm else None,
                 warm_storage=(warm.storage if warm and warm.storage else spec.storage or default_storage()),
                 warm_top=warm.top if warm else 5, known=spec.known_starts)
-        for start in starts:
+        for start in starts[:spec.n_trials]:  # those a new study's budget queues
             _check_batch(start.params.get("batch_size"), n_train, start.source, objective.name)
     return PreparedStudy(spec, space, objective, trainer, sampler, pruner, grid,
                          objective_fingerprint(objective, trainer, output_shape), calibration, starts,

@@ -25,6 +25,8 @@ class Start:
     source: str
     params: dict[str, Any]
     changes: list[str] = field(default_factory=list)
+    #: later starts that were the same config, not queued again
+    duplicates: list[str] = field(default_factory=list, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "params": self.params, "changes": self.changes}
@@ -128,9 +130,12 @@ def file_starts(items: list[Any], space: SearchSpace) -> list[Start]:
                               f"or mappings.")
         for where, raw in pairs:
             parts = _given_parts(raw) if isinstance(item, (str, Path, dict)) else CONFIG_PARTS
-            if "batch_size" not in parts and space.lr_scaling is not None and isinstance(raw, dict):
-                # No batch size given: its lr is the rate at the reference batch, scaled to the one drawn.
-                raw = {**raw, "batch_size": space.lr_scaling.reference_batch}
+            filled = "batch_size" not in parts and space.lr_scaling is not None and isinstance(raw, dict)
+            if filled:
+                # No batch size given: the lr trains as given at a batch size the space fixes; else it is the
+                # rate at the reference batch, scaled to the batch size drawn.
+                fixed = space.batch_size.value if space.batch_size.fixed else None
+                raw = {**raw, "batch_size": fixed or space.lr_scaling.reference_batch}
             try:
                 config = TrainConfig.from_dict(raw)
             except ConfigError as exc:
@@ -139,7 +144,12 @@ def file_starts(items: list[Any], space: SearchSpace) -> list[Start]:
             if fit.problems:
                 raise ConfigError(f"enqueue: {where}: the space {space.name!r} cannot sample this config: "
                                   f"{'; '.join(fit.problems)}.")
-            out.append(Start(where, fit.params, fit.changes))
+            changes = list(fit.changes)
+            if filled and not space.batch_size.fixed and space.lr_scaling.exponent(config.optimizer.name) \
+                    and not any("lr_scaling" in c for c in changes):
+                changes.append(f"lr {config.optimizer.lr:g} at batch size {space.lr_scaling.reference_batch}, "
+                               f"scaled to the batch size drawn (lr_scaling)")
+            out.append(Start(where, fit.params, changes))
     return out
 
 
@@ -214,15 +224,17 @@ def gather_starts(space: SearchSpace, *, enqueue: list[Any], warm_start: Any = N
         if same is None:
             unique.append(start)
         else:
-            notes.append(f"{start.source}: the same config as {same.source}, queued once")
+            same.duplicates.append(start.source)
     return unique, notes
 
 
 def within_budget(starts: list[Start], n_trials: int) -> tuple[list[Start], list[str]]:
-    """The starts a new study's budget of ``n_trials`` holds, in order, and a note naming those it leaves out
-    (a study queues its first trials once, when it is created)."""
-    left = starts[n_trials:]
-    if not left:
-        return starts, []
-    return starts[:n_trials], [f"first trials: {len(left)} not queued, beyond the budget of {n_trials} trial(s): "
-                               + "; ".join(s.source for s in left)]
+    """The starts a new study's budget of ``n_trials`` holds, in order, and notes naming the copies of them
+    that were dropped and the starts the budget leaves out (a study queues its first trials once, when it is
+    created)."""
+    kept, left = starts[:n_trials], starts[n_trials:]
+    notes = [f"{copy}: the same config as {start.source}, queued once" for start in kept for copy in start.duplicates]
+    if left:
+        notes.append(f"first trials: {len(left)} not queued, beyond the budget of {n_trials} trial(s): "
+                     + "; ".join(s.source for s in left))
+    return kept, notes
