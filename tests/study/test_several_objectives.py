@@ -275,7 +275,8 @@ def test_tune_with_two_objectives_prunes_on_the_metric_and_recommends_the_knee(t
     name = result.study.study_name
     shown = CliRunner().invoke(app, ["study", "show", name, "--storage", storage])
     assert shown.exit_code == 0, shown.output
-    assert "train(), space default" in shown.output and "Pareto front" in shown.output
+    assert "train(), space default, maximize value, minimize train_seconds" in shown.output
+    assert "Pareto front" in shown.output
     listed = CliRunner().invoke(app, ["study", "list", "--storage", storage, "--format", "json"])
     ((kind, objective),) = [(r["kind"], r["objective"]) for r in json.loads(listed.stdout)]
     assert kind == "tune" and objective.endswith("train()")  # the function's qualified name

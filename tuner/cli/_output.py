@@ -82,8 +82,12 @@ def fmt(value: float | None, digits: int = 4) -> str:
 
 def print_summary(summary: dict[str, Any]) -> None:
     c = summary["counts"]
+    objectives = summary.get("objectives") or []
+    # A study of several objectives: each one's direction (the metric's, then train_seconds minimised).
+    goal = (", ".join([f"{summary['direction']} {objectives[0]}", *(f"minimize {o}" for o in objectives[1:])])
+            if len(objectives) > 1 else summary["direction"])
     out.print(styled((cell(summary["name"]), "bold"), f": objective {cell(summary['objective'])}, space "
-                                                       f"{cell(summary['space'])}, {summary['direction']}"))
+                                                       f"{cell(summary['space'])}, {goal}"))
     calibration = summary.get("calibration")
     if calibration:
         ranges = ", ".join(f"{name} {low:.2g}..{high:.2g}" if low is not None and high is not None
