@@ -229,3 +229,18 @@ def test_show_and_export_agree_when_two_top_trials_share_a_config():
                         "seeds": [5], "values": [0.85], "test_values": [None], "errors": []}]})
     assert study_summary(study)["confirmation"]["current"] is True
     assert recommendation(study, confirm_runs=False).trial == 2 == study_summary(study)["edges_of"]["trial"]
+
+
+def test_a_one_seed_confirmation_shows_no_spread(small_study: str, tmp_path: Path):
+    runner = CliRunner()
+    report = runner.invoke(app, ["study", "report", "c", "--storage", small_study, "-o", str(tmp_path / "r"),
+                                 "--seeds", "1"])
+    assert report.exit_code == 0, report.output
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "Confirmation runs (1 new seed per config)" in md
+    assert not [line for line in md.splitlines() if " ± " in line and "mean ± std" not in line], md
+    shown = " ".join(runner.invoke(app, ["study", "show", "c", "--storage", small_study]).output.split())
+    assert "over 1 new seed(s)" in shown and "±" not in shown
+    again = runner.invoke(app, ["study", "report", "c", "--storage", small_study, "-o", str(tmp_path / "r2"),
+                                "--seeds", "2"])
+    assert again.exit_code == 0 and " ± " in (tmp_path / "r2" / "report.md").read_text()

@@ -200,7 +200,8 @@ def print_recommendation(summary: dict[str, Any]) -> None:
              f"trials with new seeds and export the best mean, which may be another trial; `--no-confirm` exports "
              f"this one as it is.")
         return
-    score = (f"mean validation {fmt(conf['mean'])} ± {fmt(conf['std'])} over {conf['seeds']} new seed(s)"
+    spread = f" ± {fmt(conf['std'])}" if conf["seeds"] > 1 else ""  # one run has no spread
+    score = (f"mean validation {fmt(conf['mean'])}{spread} over {conf['seeds']} new seed(s)"
              + (f", test {fmt(conf['test_mean'])}" if conf["test_mean"] is not None else ""))
     if conf["trial"] == best["number"]:
         echo(f"recommended: this config, confirmed with {score}; `{export}` exports it.")

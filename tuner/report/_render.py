@@ -61,10 +61,10 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _pm(mean: float | None, std: float | None) -> str:
+def _pm(mean: float | None, std: float | None, runs: int = 2) -> str:
     if mean is None:
         return "-"
-    return _fmt(mean) + (f" ± {std:.2g}" if std is not None else "")
+    return _fmt(mean) + (f" ± {std:.2g}" if std is not None and runs > 1 else "")  # one run has no spread
 
 
 def _tables(d: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -85,10 +85,13 @@ def _tables(d: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
         rows = []
         for c in rec.confirmation.candidates:
             mark = " (recommended)" if c.trial == rec.trial else ""
-            rows.append([f"{c.trial}{mark}", _fmt(c.trial_value), _pm(c.mean, c.std), _pm(c.test_mean, c.test_std),
+            runs = len(c.values)
+            rows.append([f"{c.trial}{mark}", _fmt(c.trial_value), _pm(c.mean, c.std, runs),
+                         _pm(c.test_mean, c.test_std, runs),
                          ", ".join(_fmt(v) for v in c.values),
                          (c.config.get("optimizer") or {}).get("name", "")])
-        tables.append((f"Confirmation runs ({rec.confirmation.n_seeds} new seeds per config)",
+        n = rec.confirmation.n_seeds
+        tables.append((f"Confirmation runs ({n} new seed{'s' if n != 1 else ''} per config)",
                        ["trial", "trial value", "mean ± std", "test mean ± std", "per seed", "optimizer"], rows))
     if d.per_optimizer:
         tables.append(("Best config per optimizer", ["optimizer", "trial", "value", "test", "config"],
@@ -114,8 +117,10 @@ def _recommendation_lines(d: ReportData) -> list[str]:
     rec = d.recommendation
     if rec is None:
         return ["No complete trial yet: nothing to recommend."]
+    runs = rec.confirmation.n_seeds if rec.confirmation is not None else 1
     lines = [f"**{rec.config.summary()}** (trial {rec.trial}; {rec.source})",
-             f"validation {d.metric}: {_pm(rec.value, rec.std)}; test {d.metric}: {_pm(rec.test_value, rec.test_std)}"]
+             f"validation {d.metric}: {_pm(rec.value, rec.std, runs)}; test {d.metric}: "
+             f"{_pm(rec.test_value, rec.test_std, runs)}"]
     return lines
 
 
