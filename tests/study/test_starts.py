@@ -367,3 +367,22 @@ def test_a_partial_config_leaves_what_it_does_not_give_to_the_sampler(tmp_path: 
     assert {"schedule", "batch_size", "adamw.weight_decay"} <= set(start.params)
     with pytest.raises(ConfigError, match="schedule 'constant' is not in the space"):
         file_starts([TrainConfig.from_dict({"optimizer": {"name": "adamw"}})], load_space("default"))
+
+
+def test_joining_a_study_does_not_look_for_its_warm_start_again(objective_ref: str, storage_url: str) -> None:
+    """A study created with a warm start is joined by the same command later, when the earlier study may be
+    gone: nothing is queued when joining, so nothing is looked up (it was refused as an unknown study)."""
+    earlier = prepare(_spec(objective_ref, storage_url, name="earlier", n_trials=2))
+    _run(create_or_join(earlier), earlier)
+    spec = _spec(objective_ref, storage_url, name="later", warm_start="earlier", known_starts=False)
+    made = prepare(spec)
+    create_or_join(made)
+    assert made.queued
+    optuna.delete_study(study_name="earlier", storage=storage_url)
+    from tuner.study._inputs import check_inputs
+
+    check_inputs(spec)
+    again = prepare(spec)
+    create_or_join(again)
+    assert again.queued == [] and any(n.startswith("--warm-start: not queued, the study exists")
+                                      for n in again.start_notes), again.start_notes

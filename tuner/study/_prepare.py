@@ -168,9 +168,11 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
                           "another sampler to try known configs first).")
     starts, start_notes = [], []
     if space_data is None:  # a study being created (one being continued has its trials)
+        from tuner.study._inputs import study_exists
         from tuner.study._starts import gather_starts
 
-        if spec.sampler_name != "grid":  # a grid runs its own points
+        # A grid runs its own points; a study that exists is joined and queues nothing (it says so).
+        if spec.sampler_name != "grid" and not study_exists(spec):
             warm = spec.warm_start
             starts, start_notes = gather_starts(
                 space, enqueue=spec.enqueue, warm_start=warm.study if warm else None,
