@@ -10,6 +10,7 @@ from typing import Any
 
 from tuner.errors import ConfigError
 from tuner.study._spec import StudySpec
+from tuner.study._storage import study_in_storage
 
 
 def check_inputs(spec: StudySpec) -> None:
@@ -21,7 +22,8 @@ def check_inputs(spec: StudySpec) -> None:
     check_objective_files(spec.objective, spec.data, spec.target)
     check_device_name(spec.device)
     # A grid runs its own points; a study that exists is joined and queues nothing (it says so).
-    if spec.sampler_name != "grid" and (spec.enqueue or spec.warm_start) and not study_exists(spec):
+    if spec.sampler_name != "grid" and (spec.enqueue or spec.warm_start) and not study_in_storage(
+            spec.study_name, spec.storage):
         from tuner.study._starts import gather_starts
         from tuner.study._storage import default_storage
 
@@ -55,18 +57,6 @@ def open_checked(spec: StudySpec, *, space_data: dict[str, Any] | None = None, s
     parse_devices(devices)  # a device that is not there
     prepared = prepare(spec, space_data=space_data, track=run)
     return prepared, create_or_join(prepared, force=force)
-
-
-def study_exists(spec: StudySpec) -> bool:
-    """Whether the spec's study is in its storage already (``study create`` then joins it)."""
-    import optuna
-
-    from tuner.study._storage import default_storage, open_storage, storage_exists
-
-    url = spec.storage or default_storage()
-    if not storage_exists(url):
-        return False
-    return spec.study_name in optuna.get_all_study_names(open_storage(url, readonly=True))
 
 
 _DEVICE = re.compile(r"(auto|(cuda|cpu|mps)(:\d+)?)")

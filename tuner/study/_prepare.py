@@ -37,6 +37,7 @@ from tuner.study._storage import (
     storage_exists,
     storage_lock,
     study_command,
+    study_in_storage,
 )
 from tuner.train import Trainer
 
@@ -168,11 +169,10 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
                           "another sampler to try known configs first).")
     starts, start_notes = [], []
     if space_data is None:  # a study being created (one being continued has its trials)
-        from tuner.study._inputs import study_exists
         from tuner.study._starts import gather_starts
 
         # A grid runs its own points; a study that exists is joined and queues nothing (it says so).
-        if spec.sampler_name != "grid" and not study_exists(spec):
+        if spec.sampler_name != "grid" and not study_in_storage(spec.study_name, spec.storage):
             warm = spec.warm_start
             starts, start_notes = gather_starts(
                 space, enqueue=spec.enqueue, warm_start=warm.study if warm else None,

@@ -25,7 +25,7 @@ import optuna
 
 from tuner._files import is_disk_full, os_error_message
 from tuner._secrets import has_password, mask_url, remember_url
-from tuner.errors import ConfigError, StudyError
+from tuner.errors import ConfigError, StudyError, TunerError
 
 __all__ = ["default_storage", "open_storage", "check_storage", "mask_url", "storage_exists", "storage_lock",
            "storage_label", "storage_hint", "explain_storage_error", "local_path"]
@@ -116,6 +116,18 @@ def storage_exists(url: str) -> bool:
     if path is not None:
         return path.exists()
     return True
+
+
+def study_in_storage(name: str, url: str | None) -> bool:
+    """Whether study ``name`` is in the storage already (``study create`` then joins it), read without writing:
+    False where the storage does not exist yet or cannot be read as one (a new PostgreSQL database)."""
+    url = url or default_storage()
+    if not storage_exists(url):
+        return False
+    try:
+        return name in optuna.get_all_study_names(open_storage(url, readonly=True))
+    except TunerError:
+        return False
 
 
 def _check_scheme(url: str) -> None:
