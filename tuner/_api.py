@@ -480,7 +480,6 @@ def _create_or_join(train_fn: Any, search: Any, name: str, storage: str | None, 
         if not stored:
             study.set_user_attr(StudyKey.TUNE, {**identity, "space": search.name, "space_fingerprint": fingerprint})
             study.set_user_attr(StudyKey.SPACE, search.raw)
-            study.set_user_attr(StudyKey.HARD_ENDS, search.hard_ends())
             study.set_user_attr(StudyKey.METRIC, metric)
             for start in starts:
                 study.enqueue_trial(start.params, user_attrs={START_ATTR: start.source})

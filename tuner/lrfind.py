@@ -303,25 +303,25 @@ def calibrate_space(space: str | SearchSpace | dict[str, Any], result: LRFindRes
     return raw
 
 
-def searched_line(space: SearchSpace, result: LRFindResult) -> str | None:
-    """Where the space has ``lr_scaling``: the ranges as it samples them (at its reference batch size), which
-    differ from the test's (at ``result.batch_size``)."""
-    scaling = space.lr_scaling
+def searched_line(calibrated: SearchSpace, result: LRFindResult) -> str | None:
+    """Where a space calibrated by ``result`` has ``lr_scaling``: the lr ranges it samples (at its reference
+    batch size), which differ from the test's (at ``result.batch_size``)."""
+    scaling = calibrated.lr_scaling
     if scaling is None:
         return None
     parts = []
     for name, curve in result.curves.items():
-        factor = scaling.factor(name, result.batch_size)
-        if curve.found and name in space.optimizer and factor != 1.0:
-            parts.append(f"{name} {_round(curve.low / factor):g}..{_round(curve.high / factor):g}")
+        if curve.found and name in calibrated.optimizer and scaling.factor(name, result.batch_size) != 1.0:
+            lr = calibrated.optimizer[name]["lr"].distribution
+            parts.append(f"{name} {lr.low:g}..{lr.high:g}")
     return f"searched as {scaling.describe()}: {', '.join(parts)}" if parts else None
 
 
-def calibrated_yaml(space: str | SearchSpace | dict[str, Any], result: LRFindResult) -> str:
-    """``calibrate_space`` as YAML text, with a header saying where its lr ranges came from."""
+def calibrated_yaml(raw: dict[str, Any], result: LRFindResult) -> str:
+    """A space ``calibrate_space`` made from ``result``, as YAML text with a header saying where its lr ranges
+    came from."""
     import yaml
 
-    raw = calibrate_space(space, result)
     lines = [f"# lr ranges from `tuner lr-find` on {result.objective} (batch size {result.batch_size}, "
              f"{result.repeats} sweep(s) per optimizer, {result.device}):"]
     for curve in result.curves.values():

@@ -132,13 +132,19 @@ def test_the_report_says_what_tuning_bought_over_prodigy_on_the_same_seeds(objec
 
 
 def test_the_baseline_line_of_one_seed_shows_no_spread() -> None:
-    from tuner.report._confirm import Baseline, Recommendation, baseline_line
+    from tuner.report._confirm import Baseline, Candidate, Confirmation, Recommendation, baseline_line
 
     config = TrainConfig.from_dict({"optimizer": {"name": "adam"}})
     base = {"optimizer": {"name": "prodigy"}, "schedule": {"name": "constant"}, "batch_size": 64, "epochs": 2}
-    one = baseline_line(Recommendation(config, 3, 0.95, 0.0, None, None, "x"), Baseline(base, [7], [0.90], [None]),
-                        "accuracy", "maximize")
+
+    def confirmed(values: list[float]) -> Recommendation:  # as recommendation() makes it from a confirmation
+        best = Candidate(3, 0.95, {}, seeds=list(range(len(values))), values=values,
+                         test_values=[None] * len(values))
+        return Recommendation(config, 3, best.mean, best.std, None, None, "x",
+                              Confirmation(1, len(values), "maximize", [best], 3))
+
+    one = baseline_line(confirmed([0.95]), Baseline(base, [7], [0.90], [None]), "accuracy", "maximize")
     assert "± " not in one and "on the same seed: tuning bought +0.0500" in one
-    two = baseline_line(Recommendation(config, 3, 0.95, 0.01, None, None, "x"),
-                        Baseline(base, [7, 8], [0.90, 0.92], [None, None]), "accuracy", "maximize")
+    two = baseline_line(confirmed([0.94, 0.95, 0.96]), Baseline(base, [7, 8], [0.90, 0.92], [None, None]),
+                        "accuracy", "maximize")
     assert "0.9500 ± 0.0100" in two and "on the same 2 seeds: tuning bought +0.0400" in two

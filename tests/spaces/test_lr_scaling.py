@@ -99,8 +99,8 @@ def test_a_calibrated_scaled_space_holds_rates_at_the_reference_batch() -> None:
     # What the command line prints beside the test's ranges: the ranges the space searches.
     from tuner.lrfind import searched_line
 
-    assert searched_line(space, result) == ("searched as lr normalised to batch size 32 (auto scaling): nesterov "
-                                            "0.005..0.1, adamw 0.0002..0.02")
+    assert searched_line(load_space(raw), result) == (
+        "searched as lr normalised to batch size 32 (auto scaling): nesterov 0.005..0.1, adamw 0.0002..0.02")
     assert searched_line(load_space(SPACE), result) is None  # no lr_scaling: the test's ranges are searched
 
 

@@ -163,7 +163,7 @@ def test_edge_notes_name_each_parameter_at_an_end_of_its_range() -> None:
 
 def test_edge_notes_leave_out_ends_where_the_hyperparameter_itself_stops() -> None:
     """Dropout at 0 or a warmup fraction at 0 sit at an end of their ranges, but nothing lies beyond it: the
-    space records those ends when the study is created, and show does not call them edges."""
+    study's stored space tells those ends, and show does not call them edges."""
     from optuna.distributions import FloatDistribution
 
     from tuner.spaces import SearchSpace, load_space
@@ -179,13 +179,13 @@ def test_edge_notes_leave_out_ends_where_the_hyperparameter_itself_stops() -> No
     # beta1 may go on past 0.9 and 0.999 (1 - the range's ends); warmup fractions stop at 0.5, dropout at 0.
     assert space.hard_ends() == {"warmup_cosine.warmup_fraction": ["high"], "dropout": ["low"]}
     study = optuna.create_study()
-    study.set_user_attr(StudyKey.HARD_ENDS, hard)
+    study.set_user_attr(StudyKey.SPACE, load_space("default").raw)  # the ends come from the stored space
     dists = {"adam.lr": FloatDistribution(1e-4, 1e-2, log=True), "dropout": FloatDistribution(0.0, 0.5)}
     study.add_trial(optuna.trial.create_trial(value=1.0, params={"adam.lr": 1e-4, "dropout": 0.0},
                                               distributions=dists))
     assert edge_notes(study, 0) == [
         "adam.lr = 0.0001 sits at the low end of its range [0.0001, 0.01]: better values may lie below it"]
-    # A study made before the ends were stored: they come from its stored space.
+    # Another stored space with the same ends gives the same notes.
     older = optuna.create_study()
     older.set_user_attr(StudyKey.SPACE, {"optimizer": {"adam": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}},
                                          "regularization": {"dropout": {"low": 0.0, "high": 0.5}}})

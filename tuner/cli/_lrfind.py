@@ -183,11 +183,12 @@ def spaces_calibrate(
             raise ConfigError(f"--optimizer {name}: not an optimizer of the space {space!r} (it holds "
                               f"{', '.join(held)}), so a calibrated copy could not hold its range; `tuner lr-find "
                               f"--optimizer {name}` sweeps it all the same.")
-    from tuner.lrfind import calibrated_yaml
+    from tuner.lrfind import calibrate_space, calibrated_yaml
 
     result = _find(objective, space, optimizer, batch_size, start_lr, end_lr, steps, repeats, device, seed, data,
                    target)
-    text = calibrated_yaml(space, result)
+    calibrated = calibrate_space(space, result)
+    text = calibrated_yaml(calibrated, result)
     from tuner._files import write_text
 
     path = write_text(output, text)
@@ -197,7 +198,7 @@ def spaces_calibrate(
     _print_curves(result, batch_size)
     from tuner.lrfind import searched_line
 
-    searched = searched_line(load_space(space), result)
+    searched = searched_line(load_space(calibrated), result)
     if searched:
         echo(f"  {searched} (what {path} holds)")
     kept = [c.optimizer for c in result.curves.values() if not c.found]

@@ -200,7 +200,7 @@ def print_recommendation(summary: dict[str, Any]) -> None:
              f"trials with new seeds and export the best mean, which may be another trial; `--no-confirm` exports "
              f"this one as it is.")
         return
-    spread = f" ± {fmt(conf['std'])}" if conf["seeds"] > 1 else ""  # one run has no spread
+    spread = f" ± {fmt(conf['std'])}" if conf["std"] is not None else ""
     score = (f"mean validation {fmt(conf['mean'])}{spread} over {conf['seeds']} new seed(s)"
              + (f", test {fmt(conf['test_mean'])}" if conf["test_mean"] is not None else ""))
     if conf["trial"] == best["number"]:

@@ -92,11 +92,10 @@ def study_report(
         print_json({k: str(v) for k, v in files.items()})
         return
     echo(f"wrote {len(files)} files to {folder}/: open {folder / 'report.html'}")
-    from tuner.study._describe import study_summary
+    from tuner.study._describe import exported_edges
 
-    summary = study_summary(study)
-    edges, of = summary.get("edges") or [], summary.get("edges_of") or {}
-    if edges:
+    of, edges = exported_edges(study)
+    if edges and of:
         widened = ", widened in narrowed-space.yaml" if "narrowed-space.yaml" in files else ""
         echo(f"at the edge of the space ({of.get('is')}, trial {of.get('trial')}): {len(edges)} "
              f"parameter(s){widened}")

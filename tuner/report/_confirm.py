@@ -21,7 +21,7 @@ from tuner.config import TrainConfig
 from tuner.errors import StudyError, TunerError
 from tuner.report._analysis import complete_trials
 from tuner.study._engine import RunFailed
-from tuner.study._record import Key, StudyKey, direction_of, primary, trial_with_config
+from tuner.study._record import Key, StudyKey, direction_of, primary, top_distinct, trial_with_config
 
 __all__ = ["Candidate", "ConfirmPlan", "Confirmation", "Recommendation", "confirm", "confirmation_plan", "recommend",
            "recommendation", "stored_confirmation", "confirmation_seeds"]
@@ -48,8 +48,9 @@ class Candidate:
         return statistics.fmean(finite) if finite and len(finite) == len(self.values) else math.nan
 
     @property
-    def std(self) -> float:
-        return statistics.stdev(self.values) if len(self.values) > 1 and math.isfinite(self.mean) else 0.0
+    def std(self) -> float | None:
+        """None for one run: it has no spread."""
+        return statistics.stdev(self.values) if len(self.values) > 1 and math.isfinite(self.mean) else None
 
     @property
     def test_mean(self) -> float | None:
@@ -110,18 +111,11 @@ def stored_confirmation(study: optuna.Study) -> Confirmation | None:
     return Confirmation.from_dict(data) if data else None
 
 
-def _top(study: optuna.Study, top_k: int) -> list[FrozenTrial]:
-    """The best ``top_k`` trials with distinct configs."""
-    from tuner.study._record import top_distinct
-
-    return top_distinct(study, top_k)
-
-
 def current_confirmation(study: optuna.Study) -> Confirmation | None:
     """The stored confirmation where it covers the study's present top trials, else None (trials that finished
     since may have changed the top)."""
     stored = stored_confirmation(study)
-    if stored is not None and _reusable(stored, _top(study, stored.top_k), stored.top_k, stored.n_seeds):
+    if stored is not None and _reusable(stored, top_distinct(study, stored.top_k), stored.top_k, stored.n_seeds):
         return stored
     return None
 
@@ -134,7 +128,7 @@ def _reusable(stored: Confirmation, top: list[FrozenTrial], top_k: int, seeds: i
 def confirmation_is_stored(study: optuna.Study, top_k: int = 3, seeds: int = 3) -> bool:
     """Whether ``confirm`` would reuse the stored confirmation (and so train nothing and write nothing)."""
     stored = stored_confirmation(study)
-    return stored is not None and _reusable(stored, _top(study, top_k), top_k, seeds)
+    return stored is not None and _reusable(stored, top_distinct(study, top_k), top_k, seeds)
 
 
 @dataclass
@@ -182,7 +176,7 @@ def confirmation_plan(study: optuna.Study, top_k: int = 3, seeds: int = 3, *, ba
                       study_seed: int = 0) -> ConfirmPlan:
     """How many trainings ``confirm`` (and, with ``baseline``, the report's tuning-free line) will run, and
     about how long they take: the median wall time of the study's complete trials."""
-    top = _top(study, top_k)
+    top = top_distinct(study, top_k)
     stored = stored_confirmation(study)
     reused = stored is not None and _reusable(stored, top, top_k, seeds)
     runs = 0 if reused else len(top) * seeds
@@ -191,10 +185,8 @@ def confirmation_plan(study: optuna.Study, top_k: int = 3, seeds: int = 3, *, ba
         from tuner.optim import get_optimizer
 
         kept = study.user_attrs.get(BASELINE_KEY)
-        # The stored baseline is reused where it was trained like the recommendation (its batch size and
-        # epochs), over the same seeds; a recommendation still to be confirmed may change that.
-        # Which candidate wins is known only after re-training: the stored baseline is reused for certain
-        # where every candidate that can win trains like it.
+        # The stored baseline is reused where it was trained over the same seeds like the recommendation (its
+        # batch size and epochs); before re-training, any candidate may win, so every one must train like it.
         winners = [stored.best.config] if reused else [t.user_attrs[Key.CONFIG] for t in top]
         same = isinstance(kept, dict) and kept.get("seeds") == confirmation_seeds(study_seed, seeds) and all(
             _baseline_config(TrainConfig.from_dict(config)) == kept.get("config") for config in winners)
@@ -214,7 +206,7 @@ def confirm(study: optuna.Study, fit: FitFn, *, top_k: int = 3, seeds: int = 3, 
     """
     if top_k < 1 or seeds < 1:
         raise StudyError(f"top_k and seeds must be at least 1 (got top_k={top_k}, seeds={seeds}).")
-    top = _top(study, top_k)
+    top = top_distinct(study, top_k)
     if not top:
         raise StudyError(f"Study {study.study_name!r} has no complete trial to recommend from.")
     stored = stored_confirmation(study)
@@ -347,9 +339,9 @@ class Baseline:
         return statistics.fmean(finite) if finite else math.nan
 
     @property
-    def std(self) -> float:
+    def std(self) -> float | None:
         finite = [v for v in self.values if math.isfinite(v)]
-        return statistics.stdev(finite) if len(finite) > 1 else 0.0
+        return statistics.stdev(finite) if len(finite) > 1 else None
 
     @property
     def test_mean(self) -> float | None:
@@ -404,14 +396,12 @@ def _baseline_config(recommended: TrainConfig) -> dict[str, Any]:
 
 def baseline_line(rec: Recommendation, baseline: Baseline, metric: str, direction: str) -> str:
     """One line: what tuning bought over the tuning-free method at its defaults."""
-    one_seed = len(baseline.seeds) == 1  # a spread of one run is no spread
-
     def pm(mean: float | None, std: float | None) -> str:
         if mean is None or not math.isfinite(mean):
             return "-"
-        return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None and not one_seed else "")
+        return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
 
-    tuned = pm(rec.value, rec.std) + ("" if rec.std is not None else " (one trial, not re-run)")
+    tuned = pm(rec.value, rec.std) + ("" if rec.confirmation is not None else " (one trial, not re-run)")
     test = f" (test {rec.test_value:.4f})" if rec.test_value is not None else ""
     base_test = f" (test {baseline.test_mean:.4f})" if baseline.test_mean is not None else ""
     gain = rec.value - baseline.mean if math.isfinite(baseline.mean) else math.nan
@@ -422,4 +412,4 @@ def baseline_line(rec: Recommendation, baseline: Baseline, metric: str, directio
     return (f"tuned vs tuning-free: the recommended config scores validation {metric} {tuned}{test} against "
             f"{pm(baseline.mean, baseline.std)}{base_test} for Prodigy at its defaults (lr 1, constant schedule, no "
             f"weight decay; batch size {baseline.config['batch_size']}, {baseline.config['epochs']} epochs) on the "
-            f"same {'seed' if one_seed else f'{len(baseline.seeds)} seeds'}: {bought}{failed}")
+            f"same {'seed' if len(baseline.seeds) == 1 else f'{len(baseline.seeds)} seeds'}: {bought}{failed}")

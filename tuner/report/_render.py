@@ -61,10 +61,10 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _pm(mean: float | None, std: float | None, runs: int = 2) -> str:
+def _pm(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "-"
-    return _fmt(mean) + (f" ± {std:.2g}" if std is not None and runs > 1 else "")  # one run has no spread
+    return _fmt(mean) + (f" ± {std:.2g}" if std is not None else "")
 
 
 def _tables(d: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -85,9 +85,7 @@ def _tables(d: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
         rows = []
         for c in rec.confirmation.candidates:
             mark = " (recommended)" if c.trial == rec.trial else ""
-            runs = len(c.values)
-            rows.append([f"{c.trial}{mark}", _fmt(c.trial_value), _pm(c.mean, c.std, runs),
-                         _pm(c.test_mean, c.test_std, runs),
+            rows.append([f"{c.trial}{mark}", _fmt(c.trial_value), _pm(c.mean, c.std), _pm(c.test_mean, c.test_std),
                          ", ".join(_fmt(v) for v in c.values),
                          (c.config.get("optimizer") or {}).get("name", "")])
         n = rec.confirmation.n_seeds
@@ -117,10 +115,8 @@ def _recommendation_lines(d: ReportData) -> list[str]:
     rec = d.recommendation
     if rec is None:
         return ["No complete trial yet: nothing to recommend."]
-    runs = rec.confirmation.n_seeds if rec.confirmation is not None else 1
     lines = [f"**{rec.config.summary()}** (trial {rec.trial}; {rec.source})",
-             f"validation {d.metric}: {_pm(rec.value, rec.std, runs)}; test {d.metric}: "
-             f"{_pm(rec.test_value, rec.test_std, runs)}"]
+             f"validation {d.metric}: {_pm(rec.value, rec.std)}; test {d.metric}: {_pm(rec.test_value, rec.test_std)}"]
     return lines
 
 

@@ -96,6 +96,8 @@ class ConfigFit:
     params: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)
+    #: what the config means in the space without a change to it (its lr scaled to the batch size drawn)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def exact(self) -> bool:
@@ -146,11 +148,11 @@ def _show(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else str(value)
 
 
-def _config_values(config: TrainConfig, scaling: LRScaling | None) -> dict[str, Any]:
-    """A config's optimizer hyperparameters by space key: lr (at the space's reference batch size where it
-    scales the rate), the rest, and weight decay."""
+def _config_values(config: TrainConfig, scaling: LRScaling | None, batch_size: int) -> dict[str, Any]:
+    """A config's optimizer hyperparameters by space key: lr (trained at ``batch_size``, as the rate at the
+    space's reference batch size where it scales the rate), the rest, and weight decay."""
     opt = config.optimizer
-    lr = opt.lr / scaling.factor(opt.name, config.batch_size) if scaling is not None else opt.lr
+    lr = opt.lr / scaling.factor(opt.name, batch_size) if scaling is not None else opt.lr
     info = get_optimizer(opt.name)
     return {**info.defaults, **opt.params, "lr": lr, "weight_decay": config.regularization.weight_decay}
 
@@ -297,7 +299,13 @@ class SearchSpace:
                 fit.params[key] = name
         if fit.problems:
             return fit
-        values = _config_values(config, self.lr_scaling)
+        scaling = self.lr_scaling
+        # A config that gives no batch size trains its lr at the batch size the space fixes, else (lr_scaling)
+        # as the rate at the reference batch, scaled to the batch size the sampler draws.
+        drawn = "batch_size" not in parts and not self.batch_size.fixed
+        lr_batch = (config.batch_size if "batch_size" in parts or scaling is None else
+                    scaling.reference_batch if drawn else self.batch_size.value)
+        values = _config_values(config, scaling, lr_batch)
         lr_change = None
         for key, param in self.optimizer[opt].items():
             if key == "weight_decay" and "weight_decay" not in parts:
@@ -321,20 +329,24 @@ class SearchSpace:
         for key, (param, value) in singles.items():
             if key in parts and not (key == "dropout" and value is None):
                 fit.put(key, param, value)
-        if self.lr_scaling is not None and isinstance(fit.params.get(f"{opt}.lr"), float):
+        if scaling is not None and isinstance(fit.params.get(f"{opt}.lr"), float):
             # With lr_scaling the numbers are rates at the reference batch, and a changed batch size changes the
-            # rate that trains: where either changed, say what trains.
+            # rate that trains: where either changed, say what trains; a rate the drawn batch size scales is
+            # said as such.
+            reference = scaling.reference_batch
             batch_change = next((i for i, c in enumerate(fit.changes) if c.startswith("batch_size:")), None)
             at = lr_change if lr_change is not None else batch_change
-            if at is not None:
-                reference = self.lr_scaling.reference_batch
-                batch = fit.params.get("batch_size", self.batch_size.value if self.batch_size.fixed else
-                                       config.batch_size if "batch_size" in parts else None)
-                fit.changes[at] += (
-                    f"; rates at batch size {reference} (lr_scaling): it trains at lr "
-                    f"{fit.params[f'{opt}.lr'] * self.lr_scaling.factor(opt, batch):.3g} with batch size {batch}"
-                    if batch is not None else
-                    f"; rates at batch size {reference} (lr_scaling), scaled to the batch size the sampler draws")
+            if at is not None and drawn:
+                fit.changes[at] += f"; rates at batch size {reference} (lr_scaling), scaled to the batch size the " \
+                                   f"sampler draws"
+            elif at is not None:
+                batch = fit.params.get("batch_size", lr_batch)
+                fit.changes[at] += (f"; rates at batch size {reference} (lr_scaling): it trains at lr "
+                                    f"{fit.params[f'{opt}.lr'] * scaling.factor(opt, batch):.3g} with batch size "
+                                    f"{batch}")
+            elif drawn and scaling.exponent(opt):
+                fit.notes.append(f"lr {config.optimizer.lr:g} at batch size {reference}, scaled to the batch size "
+                                 f"drawn (lr_scaling)")
         return fit
 
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:

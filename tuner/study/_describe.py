@@ -25,7 +25,7 @@ from tuner.study._record import (
 )
 from tuner.study._storage import open_storage, storage_exists
 
-__all__ = ["study_summary", "list_studies", "trial_row", "edge_notes"]
+__all__ = ["study_summary", "list_studies", "trial_row", "edge_notes", "exported_edges"]
 
 
 def trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
@@ -50,17 +50,10 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
     tune = tune if isinstance(tune, dict) else {}
     pareto = _pareto(study)
     confirmation = _confirmation(study, ranked)
-    # The edges of the trial that would be exported: the knee of a Pareto front, the confirmed
-    # recommendation while it covers the present top trials, else the best trial.
-    if pareto.get("knee"):
-        anchor, anchor_is = pareto["knee"]["number"], "the knee of the Pareto front"
-    elif confirmation and confirmation["current"]:
-        anchor, anchor_is = confirmation["trial"], "the recommended trial"
-    else:
-        anchor, anchor_is = (ranked[0].number if ranked else None), "the best trial"
+    edges_of = _exported(pareto, confirmation, ranked)
     return {
-        "edges": edge_notes(study, anchor) if anchor is not None else [],
-        "edges_of": {"trial": anchor, "is": anchor_is} if anchor is not None else None,
+        "edges": edge_notes(study, edges_of["trial"]) if edges_of else [],
+        "edges_of": edges_of,
         "name": study.study_name,
         "kind": study_kind(study.user_attrs, len(study.directions)),
         "direction": direction_of(study),
@@ -78,6 +71,25 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
     }
 
 
+def _exported(pareto: dict[str, Any], confirmation: dict[str, Any] | None, ranked: list[Any]
+              ) -> dict[str, Any] | None:
+    """The trial ``study export`` would take, and what it is: the knee of a Pareto front, the confirmed
+    recommendation while it covers the present top trials, else the best trial."""
+    if pareto.get("knee"):
+        return {"trial": pareto["knee"]["number"], "is": "the knee of the Pareto front"}
+    if confirmation and confirmation["current"]:
+        return {"trial": confirmation["trial"], "is": "the recommended trial"}
+    return {"trial": ranked[0].number, "is": "the best trial"} if ranked else None
+
+
+def exported_edges(study: optuna.Study) -> tuple[dict[str, Any] | None, list[str]]:
+    """The trial export would take (``{trial, is}``) and the parameters at an edge of the space there, as
+    ``study show`` says them, for commands that need only these."""
+    ranked = ranked_trials(study)
+    of = _exported(_pareto(study), _confirmation(study, ranked), ranked)
+    return of, edge_notes(study, of["trial"]) if of else []
+
+
 def edge_notes(study: optuna.Study, number: int) -> list[str]:
     """For the recommended trial (``number``): each parameter whose value sits at an end of its range, where
     better values may lie beyond it. Ends where the hyperparameter's own valid values stop (dropout at 0) are
@@ -85,9 +97,7 @@ def edge_notes(study: optuna.Study, number: int) -> list[str]:
     trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
     if trial is None:
         return []
-    hard = study.user_attrs.get(StudyKey.HARD_ENDS)
-    if not isinstance(hard, dict):  # a study made before they were stored: from its space
-        hard = _hard_ends(study.user_attrs.get(StudyKey.SPACE))
+    hard = _hard_ends(study.user_attrs.get(StudyKey.SPACE))
     notes = []
     for name, dist in sorted(trial.distributions.items()):
         value = trial.params[name]
@@ -148,7 +158,7 @@ def _confirmation(study: optuna.Study, ranked: list[Any]) -> dict[str, Any] | No
         # The same test as export's: the candidates are the top trials with distinct configs.
         current = [c["trial"] for c in data["candidates"]] == [t.number for t in top_distinct(study, top_k)]
         return {"trial": chosen["trial"], "mean": statistics.fmean(values) if values else None,
-                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "std": statistics.stdev(values) if len(values) > 1 else None,  # one run has no spread
                 "test_mean": statistics.fmean(tests) if tests else None, "seeds": int(data["n_seeds"]),
                 "top_k": top_k, "current": current, "config": chosen.get("config")}
     except (KeyError, TypeError, ValueError, StopIteration):

@@ -411,7 +411,6 @@ def _stored_attrs(prepared: PreparedStudy) -> dict[str, Any]:
     return {
         StudyKey.SPEC: json.loads(json.dumps(spec, default=lambda o: o.item() if hasattr(o, "item") else str(o))),
         StudyKey.SPACE: prepared.space.raw,
-        StudyKey.HARD_ENDS: prepared.space.hard_ends(),
         StudyKey.SPACE_FINGERPRINT: prepared.space.fingerprint(),
         StudyKey.OBJECTIVE_FINGERPRINT: prepared.objective_fingerprint,
         StudyKey.VERSION: __version__,

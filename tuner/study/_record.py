@@ -53,7 +53,6 @@ class StudyKey:
 
     SPEC = "tuner:spec"
     SPACE = "tuner:space"
-    HARD_ENDS = "tuner:hard_ends"  # {param: ["low"|"high"]}: range ends at the hyperparameter's own limit
     SPACE_FINGERPRINT = "tuner:space_fingerprint"
     OBJECTIVE_FINGERPRINT = "tuner:objective_fingerprint"
     OBJECTIVE_FINGERPRINT_HISTORY = "tuner:objective_fingerprint_history"

@@ -70,18 +70,10 @@ def known_starts(space: SearchSpace) -> list[Start]:
     """The known-good points the space holds as they are: their optimizer and schedule are in it and no value
     of theirs falls outside its ranges (a value the space fixes stays the space's)."""
     out = []
-    scaling = space.lr_scaling
     for point in KNOWN_STARTS:
-        config = point.config
-        if scaling is not None:  # its lr is the rate at the reference batch; the drawn batch size scales it
-            config = {**config, "batch_size": scaling.reference_batch}
-        fit = space.params_for(TrainConfig.from_dict(config), parts=point.parts)
+        fit = space.params_for(TrainConfig.from_dict(point.config), parts=point.parts)
         if not fit.problems and all("(fixed by the space)" in c for c in fit.changes):
-            changes = list(fit.changes)
-            if scaling is not None and scaling.exponent(point.config["optimizer"]["name"]):
-                changes.append(f"lr {point.config['optimizer']['lr']:g} at batch size {scaling.reference_batch}, "
-                               f"scaled to the batch size drawn (lr_scaling)")
-            out.append(Start(f"known start {point.name}", fit.params, changes))
+            out.append(Start(f"known start {point.name}", fit.params, fit.changes + fit.notes))
     return out
 
 
@@ -130,12 +122,6 @@ def file_starts(items: list[Any], space: SearchSpace) -> list[Start]:
                               f"or mappings.")
         for where, raw in pairs:
             parts = _given_parts(raw) if isinstance(item, (str, Path, dict)) else CONFIG_PARTS
-            filled = "batch_size" not in parts and space.lr_scaling is not None and isinstance(raw, dict)
-            if filled:
-                # No batch size given: the lr trains as given at a batch size the space fixes; else it is the
-                # rate at the reference batch, scaled to the batch size drawn.
-                fixed = space.batch_size.value if space.batch_size.fixed else None
-                raw = {**raw, "batch_size": fixed or space.lr_scaling.reference_batch}
             try:
                 config = TrainConfig.from_dict(raw)
             except ConfigError as exc:
@@ -144,12 +130,7 @@ def file_starts(items: list[Any], space: SearchSpace) -> list[Start]:
             if fit.problems:
                 raise ConfigError(f"enqueue: {where}: the space {space.name!r} cannot sample this config: "
                                   f"{'; '.join(fit.problems)}.")
-            changes = list(fit.changes)
-            if filled and not space.batch_size.fixed and space.lr_scaling.exponent(config.optimizer.name) \
-                    and not any("lr_scaling" in c for c in changes):
-                changes.append(f"lr {config.optimizer.lr:g} at batch size {space.lr_scaling.reference_batch}, "
-                               f"scaled to the batch size drawn (lr_scaling)")
-            out.append(Start(where, fit.params, changes))
+            out.append(Start(where, fit.params, fit.changes + fit.notes))
     return out
 
 
@@ -188,7 +169,8 @@ def study_starts(name: Any, storage_url: str | None, space: SearchSpace, top: in
         if key in seen or len(out) == top:
             continue
         seen.add(key)
-        out.append(Start(f"study {name!r} trial {trial.number} ({primary(trial):.4g})", fit.params, fit.changes))
+        out.append(Start(f"study {name!r} trial {trial.number} ({primary(trial):.4g})", fit.params,
+                         fit.changes + fit.notes))
     notes = ([f"{outside} of its complete trials have an optimizer, schedule or initialiser this space lacks"]
              if outside else []) + ([f"{no_config} of its complete trials hold no tuner config (the study was not "
                                      f"made by tuner)"] if no_config else [])
