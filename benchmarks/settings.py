@@ -107,6 +107,14 @@ def retable(path: Path) -> Path:
     return out
 
 
+def med(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def cell(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def table(rows: list[dict], settings: list[str]) -> str:
     lines = ["| workload | setting | best val | test of delivered config | time-to-target ratio | reached | "
              "trials (complete/pruned) | s before trials |", "|---|---|---|---|---|---|---|---|"]
@@ -117,8 +125,6 @@ def table(rows: list[dict], settings: list[str]) -> str:
                 continue
             ratios = [r["time_to_target_s"] / r["peer_time_to_target_s"] for r in runs
                       if r["time_to_target_s"] is not None]
-            med = lambda xs: statistics.median(xs) if xs else None  # noqa: E731
-            cell = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
             lines.append(f"| {workload} | {setting or 'defaults'} | {cell(med([r['best_val'] for r in runs]))} | "
                          f"{cell(med([r['test_of_best'] for r in runs if r['test_of_best'] is not None]))} | "
                          f"{cell(med(ratios), 2) if len(ratios) == len(runs) else cell(med(ratios), 2) + ' *'} | "
@@ -135,8 +141,6 @@ def table(rows: list[dict], settings: list[str]) -> str:
 
 def retrained_table(rows: list[dict], settings: list[str]) -> list[str]:
     """The test accuracy each tool's delivered config keeps when trained again with new seeds."""
-    med = lambda xs: statistics.median(xs) if xs else None  # noqa: E731
-    cell = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     lines = ["", "| workload | tool | test, the best trial's own run | best trial re-trained | delivered config "
              "re-trained | delivered is another trial | seconds of confirmation |", "|---|---|---|---|---|---|---|"]
     for workload in dict.fromkeys(r["workload"] for r in rows):

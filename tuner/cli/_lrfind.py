@@ -27,20 +27,19 @@ DataOpt = Annotated[str | None, typer.Option(help="CSV file (objective 'tabular'
 TargetOpt = Annotated[str | None, typer.Option(help="Target column (objective 'tabular').")]
 
 
-def _find(objective: Any, space: str, optimizer: list[str] | None, batch_size: int | None, start_lr: float,
-          end_lr: float, steps: int | None, repeats: int, device: str, seed: int, data: str | None,
-          target: str | None) -> Any:
-    import math
+def _load(objective: str, data: str | None, target: str | None) -> Any:
+    """The objective, loaded once before the sweeps (its name names the default plot file)."""
+    from tuner.objectives import load_objective
 
-    from tuner.errors import ConfigError
+    return load_objective(objective, **{k: v for k, v in (("data", data), ("target", target)) if v is not None})
+
+
+def _find(objective: Any, space: str, optimizer: list[str] | None, batch_size: int | None, start_lr: float,
+          end_lr: float, steps: int | None, repeats: int, device: str, seed: int) -> Any:
     from tuner.lrfind import lr_find
 
-    if not (math.isfinite(start_lr) and math.isfinite(end_lr) and 0 < start_lr < end_lr):
-        raise ConfigError(f"--start-lr and --end-lr: the sweep needs 0 < --start-lr < --end-lr (got {start_lr:g} "
-                          f"and {end_lr:g}).")
-    options = {k: v for k, v in (("data", data), ("target", target)) if v is not None and isinstance(objective, str)}
     return lr_find(objective, optimizer or None, space=space, batch_size=batch_size, start_lr=start_lr,
-                   end_lr=end_lr, steps=steps, repeats=repeats, device=device, seed=seed, objective_options=options)
+                   end_lr=end_lr, steps=steps, repeats=repeats, device=device, seed=seed)
 
 
 def _print_curves(result: Any, asked_batch: int | None = None) -> None:
@@ -55,10 +54,12 @@ def _print_curves(result: Any, asked_batch: int | None = None) -> None:
             echo(f"    note: {curve.note}")
 
 
-def _check_inputs(objective: str, space: str, data: str | None, output: Path | None, target: str | None = None,
-                  device: str = "auto") -> None:
-    """An objective, a CSV file or a space that is not there or is wrong, and an output file that could not be
-    written, are said before PyTorch loads and before the sweeps (a minute or more) run."""
+def _check_inputs(objective: str, space: str, data: str | None, output: Path | None, target: str | None,
+                  device: str, start_lr: float, end_lr: float) -> None:
+    """An objective, a CSV file, a space or a sweep that is not there or is wrong, and an output file that could
+    not be written, are said before PyTorch loads and before the sweeps (a minute or more) run."""
+    import math
+
     from tuner._builtin import unknown_objective
     from tuner._files import check_file_target
     from tuner.errors import ConfigError
@@ -70,6 +71,9 @@ def _check_inputs(objective: str, space: str, data: str | None, output: Path | N
         raise ConfigError(unknown)
     check_objective_files(objective, data, target)
     check_device_name(device)
+    if not (math.isfinite(start_lr) and math.isfinite(end_lr) and 0 < start_lr < end_lr):
+        raise ConfigError(f"--start-lr and --end-lr: the sweep needs 0 < --start-lr < --end-lr (got {start_lr:g} "
+                          f"and {end_lr:g}).")
     load_space(space)
     if output is not None:
         check_file_target(output)
@@ -100,16 +104,14 @@ def lr_find_command(
 
     Trains one model per optimizer for a few hundred batches while the rate grows exponentially, prints the
     range of rates over which the loss falls, and writes a plot of loss against rate."""
-    _check_inputs(objective, space, data, plot, target, device)
+    _check_inputs(objective, space, data, plot, target, device, start_lr, end_lr)
     from tuner._files import check_file_target, safe_file_name
     from tuner.lrfind import plot_lr_find
-    from tuner.objectives import load_objective
 
-    loaded = load_objective(objective, **{k: v for k, v in (("data", data), ("target", target)) if v is not None})
+    loaded = _load(objective, data, target)
     plot = plot or Path(f"lr-find-{safe_file_name(loaded.name)}.png")
     check_file_target(plot)  # the default file too: before the sweeps, not after them
-    result = _find(loaded, space, optimizer, batch_size, start_lr, end_lr, steps, repeats, device, seed, data,
-                   target)
+    result = _find(loaded, space, optimizer, batch_size, start_lr, end_lr, steps, repeats, device, seed)
     path = plot_lr_find(result, plot)
     if fmt is Format.json:
         print_json({**result.to_dict(), "plot": str(path)})
@@ -169,7 +171,7 @@ def spaces_calibrate(
     """Write a copy of a space whose optimizers' lr ranges come from an LR range test on the objective."""
     from tuner.errors import ConfigError
 
-    _check_inputs(objective, space, data, output, target, device)
+    _check_inputs(objective, space, data, output, target, device, start_lr, end_lr)
     from tuner.optim import get_optimizer
     from tuner.spaces import load_space
 
@@ -185,8 +187,8 @@ def spaces_calibrate(
                               f"--optimizer {name}` sweeps it all the same.")
     from tuner.lrfind import calibrate_space, calibrated_yaml
 
-    result = _find(objective, space, optimizer, batch_size, start_lr, end_lr, steps, repeats, device, seed, data,
-                   target)
+    result = _find(_load(objective, data, target), space, optimizer, batch_size, start_lr, end_lr, steps, repeats,
+                   device, seed)
     calibrated = calibrate_space(space, result)
     text = calibrated_yaml(calibrated, result)
     from tuner._files import write_text

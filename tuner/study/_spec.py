@@ -319,13 +319,12 @@ def _describe(exc: ValidationError, data: dict[str, Any], source: str) -> str:
         return f"{where}: " + unknown_name_message("study-spec key", key, StudySpec.model_fields)
     if inner and key == "warm_start":  # a value inside the mapping: name its key
         key_path = ".".join([key, *inner])
+        if err["type"] == "missing":  # only a mapping can lack its study
+            return f"{where}: key {key_path!r} is missing: name the earlier study"
         given = data.get(key)
         got = given.get(inner[-1]) if isinstance(given, dict) else given  # a bare name stands for its study
-        message = ("is missing: name the earlier study" if err["type"] == "missing" else
-                   ": " + err["msg"].removeprefix("Value error, ") + f". Got {got!r} instead.")
-        if source == "command line":
-            return f"--warm-start{message if message.startswith(':') else ': ' + message}"
-        return f"{where}: key {key_path!r}{message if message.startswith(':') else ' ' + message}"
+        message = err["msg"].removeprefix("Value error, ") + f". Got {got!r} instead."
+        return f"--warm-start: {message}" if source == "command line" else f"{where}: key {key_path!r}: {message}"
     message = err["msg"].removeprefix("Value error, ")
     if not key:
         return f"{where}: {message}."
