@@ -182,6 +182,8 @@ def test_the_run_header_says_it_is_time_boxed(tmp_cwd: Path, objective_ref: str,
     ["study", "create", "--objective", "digits-mlp", "--device", "foo", "--no-run"],
     ["lr-find", "--objective", "tabular"],
     ["lr-find", "--objective", "digits-mlp", "--device", "gpu"],
+    ["lr-find", "--objective", "digits-mlp", "--start-lr", "1", "--end-lr", "0.1"],
+    ["spaces", "calibrate", "default", "--objective", "digits-mlp", "--start-lr", "0"],
     ["spaces", "calibrate", "default", "--objective", "digits-mlp", "--target", "y"],
 ])
 def test_a_refused_spec_or_flag_is_said_before_pytorch_is_loaded(args: list[str], tmp_path: Path):
