@@ -37,7 +37,7 @@ REFERENCE = RESULTS / "2026-11-21-x86_64-2core-cpu-full.json"
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.settings", description=__doc__.splitlines()[0])
-    parser.add_argument("--setting", action="append", required=True,
+    parser.add_argument("--setting", action="append",
                         help="extra `tuner study create` flags of one setting (\"\" for the defaults); repeat")
     parser.add_argument("--workloads", nargs="+", default=None, choices=WORKLOADS,
                         help="default: every workload the reference has a peer-TPE run of")
@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     if args.retable:
         return retable(args.retable)
+    if not args.setting:
+        parser.error("--setting is required (\"\" for the defaults), unless --retable is given")
     argv = sys.argv[1:] if argv is None else argv
     reference = json.loads(args.reference.read_text())
     peers = {(r["workload"], r["seed"]): r for r in reference["search"] if r["tool"] == "peer-tpe"}

@@ -148,3 +148,8 @@ def test_settings_with_confirm_retrain_both_tools_delivered_configs(tmp_path):
     table = path.with_suffix(".md").read_text()
     assert "| digits-mlp | peer-tpe (reference) | 0.950 |" in table
     assert "| digits-mlp | tuner defaults |" in table and "delivered config re-trained" in table
+    # The table drawn again from the results file, no setting needed; without either, a clear usage error.
+    path.with_suffix(".md").unlink()
+    assert settings(["--retable", str(path)]).read_text() == table
+    with pytest.raises(SystemExit):
+        settings(["--workloads", "digits-mlp"])
