@@ -58,6 +58,23 @@ def test_a_loss_still_falling_at_the_end_of_the_sweep_is_noted() -> None:
     assert "--end-lr" in curve.note
 
 
+@pytest.mark.parametrize("optimizer", ["adadelta", "prodigy"])
+def test_a_multiplier_range_is_widened_to_its_default_and_says_so(optimizer: str) -> None:
+    """Adadelta's and Prodigy's lr multiplies a step size they work out themselves; a sweep whose range leaves
+    out their default multiplier, 1, is widened to include it (a sweep of an ordinary rate is not)."""
+    lrs = np.geomspace(1e-7, 10, 160)
+    losses = _synthetic_curve(lrs, fall_at=1e-2, blow_at=0.3, noise=0.02)
+    curve = LRCurve(optimizer, list(lrs), losses)
+    _analyse(curve, reached_end=True)
+    assert curve.found and curve.low < 0.1 and curve.high == 1.0
+    assert "widened to its default, 1" in curve.note and "multiplies" in curve.note
+    first, note = curve.lines()
+    assert first == curve.line() and note == f"  note: {curve.note}"
+    adam = LRCurve("adam", list(lrs), losses)
+    _analyse(adam, reached_end=True)
+    assert adam.high < 1.0 and adam.note == "" and adam.lines() == [adam.line()]
+
+
 def test_a_real_sweep_suggests_a_higher_range_for_sgd_than_for_adam(objective_ref: str, space_file: Path) -> None:
     result = lr_find(objective_ref, space=str(space_file), device="cpu", repeats=1)
     assert list(result.curves) == ["adam", "sgd"]  # every optimizer of the space, in its order

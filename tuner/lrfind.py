@@ -86,6 +86,10 @@ class LRCurve:
         return (f"{self.optimizer}: lr {self.low:.2g} .. {self.high:.2g} (steepest fall at {self.steepest:.2g}, "
                 f"lowest loss at {self.minimum:.2g}; {done})")
 
+    def lines(self) -> list[str]:
+        """``line()``, then the note on a found range (a missing range's note is in its line)."""
+        return [self.line()] + ([f"  note: {self.note}"] if self.note and self.found else [])
+
     def to_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer, "low": self.low, "high": self.high, "minimum": self.minimum,
                 "steepest": self.steepest, "stop": self.stop, "note": self.note, "seconds": round(self.seconds, 3),
@@ -271,6 +275,22 @@ def _analyse(curve: LRCurve, reached_end: bool) -> None:
     curve.low, curve.high = max(low, high / 10 ** MAX_DECADES), high
     if not len(above) and reached_end:
         curve.note = "the loss had not climbed back at the sweep's end: the range's top may be higher (--end-lr)"
+    _keep_default_multiplier(curve)
+
+
+def _keep_default_multiplier(curve: LRCurve) -> None:
+    """Adadelta's and Prodigy's ``lr`` multiplies a step size the optimizer works out as it trains, and a sweep
+    grows both at once: where the range it suggests leaves out the multiplier's default (1, what their authors
+    advise), the range is widened to include it, and the line says so."""
+    info = get_optimizer(curve.optimizer)
+    default = info.defaults.get("lr")
+    if not info.lr_is_multiplier or default is None or curve.low <= default <= curve.high:
+        return
+    swept = f"{curve.low:.2g} .. {curve.high:.2g}"
+    curve.low, curve.high = min(curve.low, default), max(curve.high, default)
+    note = (f"lr multiplies the step size {curve.optimizer} works out itself, which grows during the sweep too: "
+            f"the swept range {swept} is widened to its default, {default:g}")
+    curve.note = f"{curve.note}; {note}" if curve.note else note
 
 
 def calibrate_space(space: str | SearchSpace | dict[str, Any], result: LRFindResult) -> dict[str, Any]:
@@ -325,7 +345,7 @@ def calibrated_yaml(raw: dict[str, Any], result: LRFindResult) -> str:
     lines = [f"# lr ranges from `tuner lr-find` on {result.objective} (batch size {result.batch_size}, "
              f"{result.repeats} sweep(s) per optimizer, {result.device}):"]
     for curve in result.curves.values():
-        lines.append(f"#   {curve.line()}")
+        lines += [f"#   {line}" for line in curve.lines()]
     return "\n".join(lines) + "\n" + yaml.safe_dump(raw, sort_keys=False)
 
 

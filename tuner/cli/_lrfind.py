@@ -49,9 +49,8 @@ def _print_curves(result: Any, asked_batch: int | None = None) -> None:
          f"{result.start_lr:.2g} .. {result.end_lr:.2g}, {result.repeats} sweep(s) per optimizer, "
          f"{result.seconds:.1f}s:")
     for curve in result.curves.values():
-        echo("  ", curve.line())
-        if curve.note and curve.found:
-            echo(f"    note: {curve.note}")
+        for line in curve.lines():
+            echo("  ", line)
 
 
 def _check_inputs(objective: str, space: str, data: str | None, output: Path | None, target: str | None,

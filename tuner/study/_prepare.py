@@ -112,8 +112,10 @@ class PreparedStudy:
             found = self.calibration
             lines.append(f"lr ranges calibrated by an LR range test (batch size {found.batch_size}, "
                          f"{found.seconds:.1f}s):")
-            lines += ["  " + curve.line() + ("" if curve.found else " - kept the space's range")
-                      for curve in found.curves.values()]
+            for curve in found.curves.values():
+                first, *notes = curve.lines()
+                lines += ["  " + first + ("" if curve.found else " - kept the space's range")]
+                lines += ["  " + note for note in notes]
             from tuner.lrfind import searched_line
 
             searched = searched_line(self.space, found)
