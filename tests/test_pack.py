@@ -1146,10 +1146,15 @@ def test_an_interrupted_member_keeps_what_it_reported_and_its_pack(tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         run_trials(study, prepared)
     trials = study.get_trials()
-    assert len(trials) == 4 and {t.state for t in trials} == {optuna.trial.TrialState.FAIL}
-    for t in trials:
-        assert t.user_attrs["reason"] == "interrupted" and t.user_attrs["pack"] == 4
-        assert len(t.user_attrs["val_history"]) == 1
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    queued = [t for t in trials if t.state == optuna.trial.TrialState.WAITING]
+    assert len(failed) == 4 and len(queued) == 4 and len(trials) == 8
+    for t in failed:
+        assert t.user_attrs["reason"].startswith("interrupted; its config was queued again")
+        assert t.user_attrs["pack"] == 4 and len(t.user_attrs["val_history"]) == 1
+    # Each member's config trains again when the study resumes.
+    assert sorted((t.user_attrs["retry_of"], t.system_attrs["fixed_params"]) for t in queued) == sorted(
+        (t.number, t.params) for t in failed)
 
 
 @pytest.mark.parametrize("family", ["adam", "sgd"])

@@ -195,19 +195,48 @@ def test_a_trial_whose_train_fn_returns_nothing_fails_alone():
     assert "train_fn returned None and reported nothing" in result.study.trials[1].user_attrs[Key.REASON]
 
 
+INTERRUPT = {"on": True}
+
+
 def _interrupted(ctx: tuner.TrialContext) -> float:
     ctx.report(0, 0.5)
     ctx.report(1, 0.6)
-    raise KeyboardInterrupt
+    if INTERRUPT["on"]:
+        raise KeyboardInterrupt
+    ctx.report(2, 0.7)
+    return 0.7
 
 
-def test_an_interrupted_trial_keeps_what_it_reported(tmp_path: Path):
+def test_an_interrupted_trial_keeps_what_it_reported_and_trains_first_on_resume(tmp_path: Path, capsys):
     url = f"sqlite:///{tmp_path / 'i.db'}"
     with pytest.raises(KeyboardInterrupt):
-        tuner.tune(_interrupted, space="lr-only", n_trials=2, epochs=3, storage=url, study_name="i", verbose=False)
-    (trial,) = optuna.load_study(study_name="i", storage=url).trials
-    assert trial.state == TrialState.FAIL and trial.user_attrs[Key.REASON] == "interrupted"
+        tuner.tune(_interrupted, space="lr-only", n_trials=2, epochs=3, storage=url, study_name="i")
+    said = capsys.readouterr().out
+    assert "interrupted" in said and "queued again" in said
+    assert "call tuner.tune() again with the same storage and study_name" in said
+    trial, retry = optuna.load_study(study_name="i", storage=url).trials
+    assert trial.state == TrialState.FAIL and trial.user_attrs[Key.REASON].startswith("interrupted; its config was "
+                                                                                      "queued again")
     assert trial.user_attrs[Key.VAL_HISTORY] == [0.5, 0.6]
+    # Not the config's fault: the same call again trains it first, then goes on.
+    assert retry.state == TrialState.WAITING and retry.system_attrs["fixed_params"] == trial.params
+    INTERRUPT["on"] = False
+    try:
+        result = tuner.tune(_interrupted, space="lr-only", n_trials=2, epochs=3, storage=url, study_name="i",
+                            verbose=False)
+    finally:
+        INTERRUPT["on"] = True
+    again = result.study.trials[1]
+    assert again.state == TrialState.COMPLETE and again.params == trial.params
+    assert again.user_attrs[Key.RETRY_OF] == 0
+
+
+def test_an_interrupt_without_a_storage_says_where_the_trials_are(capsys):
+    with pytest.raises(KeyboardInterrupt) as caught:
+        tuner.tune(_interrupted, space="lr-only", n_trials=2, epochs=3)
+    said = capsys.readouterr().out
+    assert "interrupted" in said and "the exception's .result" in said
+    assert caught.value.result.study.trials[0].user_attrs[Key.VAL_HISTORY] == [0.5, 0.6]
 
 
 def test_a_resumed_tune_proposes_new_parameters(tmp_path: Path):

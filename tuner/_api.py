@@ -350,6 +350,11 @@ def tune(
     except (StudyError, KeyboardInterrupt) as exc:
         # What finished is the caller's: ``exc.result`` (a study without a storage exists nowhere else).
         exc.result = TuneResult(study, train_fn, seed)
+        if verbose and isinstance(exc, KeyboardInterrupt):
+            resume = ("call tuner.tune() again with the same storage and study_name to resume" if storage else
+                      "the study has no storage: the exception's .result holds what finished")
+            print(f"interrupted: the trials that were running are recorded as failed (interrupted) and their configs "
+                  f"queued again; {resume}", flush=True)
         raise
     if verbose:
         ranked = ranked_trials(study)

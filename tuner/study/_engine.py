@@ -825,7 +825,9 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
         return finish(TrialState.FAIL, StopReason(StopKind.TIMEOUT, str(exc)),
                       attrs={Key.TIMED_OUT: True, **executor.partial()})
     except (KeyboardInterrupt, SystemExit):
-        finish(TrialState.FAIL, StopReason(StopKind.INTERRUPTED, "interrupted"), attrs=executor.partial())
+        # Not the config's fault: it trains again, first, when the study resumes (as a lost worker's does).
+        finish(TrialState.FAIL, StopReason(StopKind.INTERRUPTED, INTERRUPTED), attrs=executor.partial())
+        queue_again(study, trial)
         raise
     except torch.cuda.OutOfMemoryError as exc:
         # With gradient accumulation, what ran out of memory was a micro-batch of that size.
@@ -971,7 +973,11 @@ def record_outcome(study: optuna.Study, plan: RunPlan, summary: RunSummary, outc
     return consecutive
 
 
-def queue_again(study: optuna.Study, trial: optuna.Trial) -> None:
+#: an interrupted trial's reason: it is queued again (``queue_again``), so the study loses nothing
+INTERRUPTED = "interrupted; its config was queued again, to train first when the study resumes"
+
+
+def queue_again(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> None:
     """Queues a sampled trial's config again as a retry of it: its parameters (none, for a space of fixed
     values); a storage that fails here loses the retry, not the run."""
     with contextlib.suppress(Exception):
@@ -986,9 +992,16 @@ def _fail_own_running(study: optuna.Study, asked: optuna.Trial | None = None) ->
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             mine = asked is not None and t.number == asked.number
             if mine or is_this_process(t.user_attrs.get(Key.WORKER) or {}):
-                for key, value in StopReason(StopKind.INTERRUPTED, "interrupted").attrs().items():
+                # A config taken from the queue (enqueued, a known start, a retry) is queued again; one the
+                # sampler was proposing, never trained, is not: the sampler proposes again.
+                queued = "fixed_params" in t.system_attrs
+                for key, value in StopReason(StopKind.INTERRUPTED,
+                                             INTERRUPTED if queued else "interrupted").attrs().items():
                     storage.set_trial_user_attr(t._trial_id, key, value)
                 study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+                if queued:
+                    study.enqueue_trial(t.system_attrs["fixed_params"],
+                                        user_attrs={Key.RETRY_OF: t.user_attrs.get(Key.RETRY_OF, t.number)})
 
 
 def use_threads(trainer: Any, threads: int | None, workers: int = 1) -> int:

@@ -26,6 +26,7 @@ from tuner._pack import PackTrainer, pack_key, packable
 from tuner.config import TrainConfig
 from tuner.errors import error_text
 from tuner.study._engine import (
+    INTERRUPTED,
     Executor,
     RunPlan,
     RunSummary,
@@ -409,12 +410,13 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
         try:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 # Each member keeps what it reported, with its pack, as a trial interrupted alone does.
-                reason = StopReason(StopKind.INTERRUPTED, "interrupted")
+                reason = StopReason(StopKind.INTERRUPTED, INTERRUPTED)
                 for p in list(packs.values()):
                     for slot, entry in enumerate(p.slots):
                         if entry is not None:
                             with contextlib.suppress(Exception):
                                 close(p, slot, TrialState.FAIL, reason, dropped=True)
+                            queue_again(study, entry.trial)
         finally:
             _fail_own_running(study)  # anything left: asked, not placed yet
         raise
