@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,12 +103,27 @@ def _tables(d: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
     return tables
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    def cell(v: str) -> str:
-        return v.replace("|", "\\|").replace("\n", " ")
+#: what Markdown would read as markup (emphasis, links, code, HTML, entities, table cells); escaped with a backslash
+_MD_ACTIVE = re.compile(r"([\\`*_\[\]<>|&~])")
 
+
+def _md(text: Any) -> str:
+    """Text as Markdown shows it literally, on one line: a study name, a reason, a note (the HTML report shows
+    the same text through ``html.escape``)."""
+    return _MD_ACTIVE.sub(r"\\\1", " ".join(str(text).splitlines()))
+
+
+def _fence(text: str, lang: str = "") -> list[str]:
+    """A fenced code block that ``text`` cannot close early: the fence is longer than any run of backticks in
+    it."""
+    runs = [len(r) for r in re.findall(r"`+", text)]
+    ticks = "`" * max(3, max(runs, default=0) + 1)
+    return [ticks + lang, text.rstrip(), ticks]
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(_md(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -115,31 +131,32 @@ def _recommendation_lines(d: ReportData) -> list[str]:
     rec = d.recommendation
     if rec is None:
         return ["No complete trial yet: nothing to recommend."]
-    lines = [f"**{rec.config.summary()}** (trial {rec.trial}; {rec.source})",
-             f"validation {d.metric}: {_pm(rec.value, rec.std)}; test {d.metric}: {_pm(rec.test_value, rec.test_std)}"]
+    lines = [f"**{_md(rec.config.summary())}** (trial {rec.trial}; {_md(rec.source)})",
+             _md(f"validation {d.metric}: {_pm(rec.value, rec.std)}; test {d.metric}: "
+                 f"{_pm(rec.test_value, rec.test_std)}")]
     return lines
 
 
 def render_markdown(d: ReportData, out_dir: Path) -> Path:
-    parts = [f"# Study report: {d.study.study_name}", ""]
+    parts = [f"# Study report: {_md(d.study.study_name)}", ""]
     parts += ["## Recommended config", "", *[line + "  " for line in _recommendation_lines(d)], ""]
     if d.recommendation is not None:
-        parts += ["```yaml", d.recommendation.config.to_yaml().rstrip(), "```", ""]
-    parts += [f"- {n}" for n in d.notes] + ([""] if d.notes else [])
+        parts += [*_fence(d.recommendation.config.to_yaml(), "yaml"), ""]
+    parts += [f"- {_md(n)}" for n in d.notes] + ([""] if d.notes else [])
     for title, header, rows in _tables(d):
-        parts += [f"## {title}", "", _md_table(header, rows), ""]
+        parts += [f"## {_md(title)}", "", _md_table(header, rows), ""]
     if d.narrowed_yaml is not None:
         parts += ["## Narrowed search space for a follow-up study", "",
                   "Saved as `narrowed-space.yaml`. A follow-up study over it, from the folder the report was "
-                  "written from:", "", "```bash", d.followup, "```", ""]
-        parts += [f"- {n}" for n in d.narrowed_notes] + [""]
-        parts += ["```yaml", d.narrowed_yaml.rstrip(), "```", ""]
+                  "written from:", "", *_fence(d.followup, "bash"), ""]
+        parts += [f"- {_md(n)}" for n in d.narrowed_notes] + [""]
+        parts += [*_fence(d.narrowed_yaml, "yaml"), ""]
     parts += ["## Plots", ""]
     for key, title in PLOTS.items():
         if key in d.plots:
             parts += [f"### {title}", "", f"![{title}]({d.plots[key].name})", ""]
         elif key in d.skipped_plots:
-            parts += [f"### {title}", "", f"Not drawn: {d.skipped_plots[key]}.", ""]
+            parts += [f"### {title}", "", f"Not drawn: {_md(d.skipped_plots[key])}.", ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(parts))
     return path

@@ -1,0 +1,44 @@
+"""report.md shows user text (study names, descriptions, reasons, notes, narrowed spaces) literally: Markdown
+markup, HTML and pipes in it are neither rendered nor able to break a table or close a code block."""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+import optuna
+from markdown_it import MarkdownIt
+
+from tuner.report._render import ReportData, render_markdown
+
+EVIL = "evil[/x]<b>bold</b> *em* _u_ `code` [link](http://x) &amp; a|b ~~s~~ \\ back"
+
+
+def test_every_user_text_in_report_md_renders_literally(tmp_path: Path):
+    study = optuna.create_study(study_name=EVIL)
+    data = ReportData(
+        study=study, metric="accuracy", storage="sqlite:///t.db",
+        spec={"description": EVIL, "objective": "x.py:" + EVIL, "space": {"name": EVIL}},
+        counts={"COMPLETE": 0, "FAIL": 2}, reasons={"fail": [("RuntimeError: " + EVIL, 2)]},
+        recommendation=None, per_optimizer=[], importances=[], evaluator="fanova",
+        narrowed_yaml=f"description: '{EVIL} ``` end'\noptimizer: adam\n", narrowed_notes=[EVIL],
+        plots={}, skipped_plots={"history": EVIL}, notes=[EVIL, "two\nlines " + EVIL],
+        followup=f"tuner study create --name '{EVIL} ```'")
+    md = render_markdown(data, tmp_path).read_text()
+    rendered = MarkdownIt("commonmark").enable("table").enable("strikethrough").render(md)
+    # No markup of the user text became HTML: no tags, no emphasis, no link, no inline code, no strikethrough.
+    tags = set(re.findall(r"</?([a-z0-9]+)", rendered))
+    assert tags <= {"h1", "h2", "h3", "p", "ul", "li", "table", "thead", "tbody", "tr", "th", "td", "pre",
+                    "code"}, tags
+    assert "<b>" not in rendered and "<em>" not in rendered and "<a " not in rendered and "<s>" not in rendered
+    # The text itself is all there, as it was typed (HTML-escaped in the HTML Markdown makes).
+    literal = html.escape(EVIL, quote=False)
+    assert rendered.count(literal) >= 8, rendered
+    assert f"<h1>Study report: {literal}</h1>" in rendered
+    # A pipe cannot add a column; a backtick run cannot close a fence early.
+    rows = [r for r in rendered.split("<tr>")[1:]]
+    assert all(r.count("<td>") in (0, 2, 3) for r in rows), rows
+    blocks = re.findall(r"<pre><code[^>]*>(.*?)</code></pre>", rendered, re.S)
+    assert any("``` end" in b and "optimizer: adam" in b for b in blocks), blocks
+    assert any(b.strip() == html.escape(data.followup, quote=False) for b in blocks), blocks
