@@ -357,6 +357,26 @@ def test_a_budget_below_the_finished_trials_is_refused(cli, objective_ref: str, 
     assert stored["n_trials"] == 3  # the budget was not lowered
 
 
+def test_a_study_whose_trials_all_diverged_says_why_and_a_budget_that_runs(cli, tmp_path: Path, storage_url: str,
+                                                                         objective_ref: str):
+    """Pruned trials count toward the budget: the hint must not send the user to a run that runs nothing."""
+    space = tmp_path / "explode.yaml"
+    space.write_text("optimizer:\n  sgd:\n    lr: {low: 1.0e+6, high: 1.0e+8, log: true}\nbatch_size: 16\n")
+    ran = cli("study", "create", "--objective", objective_ref, "--space", space, "--n-trials", "3", "--epochs", "2",
+              "--storage", storage_url, "--name", "boom", "--device", "cpu", "--sampler", "random", "--pack", "1")
+    assert ran.exit_code == 0, ran.output
+    assert {t.state for t in optuna.load_study(study_name="boom", storage=storage_url).trials} == {
+        optuna.trial.TrialState.PRUNED}
+    line = _assert_user_error(cli("study", "report", "boom", "--storage", storage_url),
+                              "Study 'boom' has no complete trial: nothing to report. All 3 finished trial(s) were "
+                              "pruned (3 with: diverged", "lower the learning rates the space searches")
+    command = f"tuner study run boom --storage {storage_url} --n-trials 6"
+    assert f"run it with a larger budget: `{command}`" in line, line
+    again = cli(*command.split()[1:])
+    assert again.exit_code == 0 and "already has" not in again.output, again.output
+    assert len(optuna.load_study(study_name="boom", storage=storage_url).trials) == 6
+
+
 def test_report_and_export_of_a_study_whose_trials_all_failed_say_why(cli, tmp_path: Path, storage_url: str,
                                                                       monkeypatch):
     monkeypatch.delenv("TUNER_PACK", raising=False)  # pack: auto, whose timing probe meets the error first

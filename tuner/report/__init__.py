@@ -213,17 +213,28 @@ def no_complete_trial(study: optuna.Study, storage_url: str | None, what: str) -
     from tuner.study._storage import study_command
 
     trials = study.get_trials(deepcopy=False)
-    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    finished = [t for t in trials if t.state.is_finished()]
     head = f"Study {study.study_name!r} has no complete trial: {what}."
-    run = ("call tuner.tune() again with its storage and study_name" if StudyKey.TUNE in study.user_attrs
+    tune = StudyKey.TUNE in study.user_attrs
+    run = ("call tuner.tune() again with its storage and study_name" if tune
            else f"run it with `{study_command('run', study.study_name, storage_url)}`")
     stopped = (StopKind.INTERRUPTED, StopKind.TIMEOUT, StopKind.WORKER_LOST, StopKind.STORAGE)
-    faults = [r for t in failed if (r := record_of(t)).reason is None or r.reason.kind not in stopped]
-    if failed and len(failed) == len([t for t in trials if t.state.is_finished()]) and faults:
+    faults = [r for t in finished if (r := record_of(t)).reason is None or r.reason.kind not in stopped]
+    if finished and faults:  # every finished trial failed or was pruned, not all of them for want of time
         reasons = Counter(r.reason.group if r.reason else "no reason recorded" for r in faults)
         reason, count = reasons.most_common(1)[0]
-        return (f"{head} All {len(failed)} finished trial(s) failed ({count} with: {reason}); fix that, then "
-                f"{run} (`{study_command('show', study.study_name, storage_url)}` lists the reasons).")
+        pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in finished)
+        ended = ("failed" if not pruned else "were pruned" if pruned == len(finished)
+                 else "failed or were pruned")
+        if pruned:  # pruned trials count toward the budget: running it as it is would run nothing
+            more = 2 * pruned
+            run = (f"call tuner.tune() again with its storage and study_name and n_trials={more}" if tune else
+                   f"run it with a larger budget: `{study_command('run', study.study_name, storage_url)} "
+                   f"--n-trials {more}`")
+        fix = ("lower the learning rates the space searches" if reason.startswith(StopKind.DIVERGED.value)
+               else "fix that")
+        return (f"{head} All {len(finished)} finished trial(s) {ended} ({count} with: {reason}); {fix}, then {run} "
+                f"(`{study_command('show', study.study_name, storage_url)}` lists the reasons).")
     return f"{head} To go on, {run}."
 
 
