@@ -4,6 +4,7 @@ a pruning decision swallowed by the caller's code, work kept when a run without 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import optuna
@@ -219,6 +220,36 @@ def test_library_calls_made_wrongly_say_what_to_pass(tmp_path: Path):
         result.fit(3)
     assert result.fit({"optimizer": {"name": "adam", "lr": 1e-3}})[0] == _lr(
         tuner.TrialContext(tuner.TrainConfig.from_dict({"optimizer": {"name": "adam", "lr": 1e-3}})))
+
+
+def test_a_model_a_class_or_a_factory_as_train_fn_is_refused_before_a_study_exists(tmp_path: Path):
+    import functools
+
+    class Net(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    def make_model():
+        return Net()
+
+    def two(ctx, data):
+        return 0.5
+
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    for wrong, said in ((Net(), "train_fn is a model (Net)"), (Net, "train_fn is a class (Net)"),
+                        (make_model, "make_model() cannot be called with the trial context"),
+                        (two, "two(ctx, data) cannot be called with the trial context")):
+        with pytest.raises(ConfigError, match=re.escape(said)) as info:
+            tuner.tune(wrong, "lr-only", n_trials=1, epochs=1, storage=url, verbose=False)
+        assert "def train(ctx)" in str(info.value)
+    assert not (tmp_path / "f.db").exists()
+
+    class Callable:
+        def __call__(self, ctx, *, scale=1.0):
+            return _lr(ctx) * scale
+
+    for right in (functools.partial(two, data=None), Callable(), lambda ctx: 0.5):
+        assert tuner.tune(right, "lr-only", n_trials=1, epochs=1, verbose=False).best_value is not None
 
 
 def test_epochs_may_be_numpy_or_torch_integers():

@@ -117,9 +117,35 @@ def _check_objectives(objectives: Any, metric: str) -> list[str]:
     return [metric, *objectives[1:]]
 
 
-def _check_args(train_fn: Any, direction: str, ints: dict[str, Any], seed: Any, timeout: Any) -> None:
+def _check_train_fn(train_fn: Any) -> None:
+    """``train_fn`` is called as ``train_fn(ctx)``: a model, a model class or a function that takes no argument
+    (a model factory) is refused before the study exists, with what to pass instead."""
+    import inspect
+
+    from torch import nn
+
+    usage = "pass a function `def train(ctx): ...` that builds the model, trains it and returns the metric"
+    if isinstance(train_fn, nn.Module):
+        raise ConfigError(f"train_fn is a model ({type(train_fn).__name__}), not a training function: {usage} "
+                          f"(README: 'Tuning inside your own training code').")
+    if isinstance(train_fn, type):
+        raise ConfigError(f"train_fn is a class ({train_fn.__name__}), not a training function: {usage}.")
     if not callable(train_fn):
         raise ConfigError(f"train_fn must be a function taking the trial context; got {type(train_fn).__name__}.")
+    try:
+        signature = inspect.signature(train_fn)
+    except (TypeError, ValueError):  # a builtin or C callable without a signature: called as it is
+        return
+    try:
+        signature.bind(object())
+    except TypeError:
+        name = getattr(train_fn, "__qualname__", type(train_fn).__name__)
+        raise ConfigError(f"train_fn {name}{signature} cannot be called with the trial context as its one "
+                          f"argument: {usage}.") from None
+
+
+def _check_args(train_fn: Any, direction: str, ints: dict[str, Any], seed: Any, timeout: Any) -> None:
+    _check_train_fn(train_fn)
     if direction not in ("auto", "maximize", "minimize"):
         raise ConfigError(f"direction must be 'maximize', 'minimize' or 'auto' (got {direction!r}).")
     for key, value in ints.items():
