@@ -252,6 +252,18 @@ def test_a_model_a_class_or_a_factory_as_train_fn_is_refused_before_a_study_exis
         assert tuner.tune(right, "lr-only", n_trials=1, epochs=1, verbose=False).best_value is not None
 
 
+def test_a_storage_that_is_not_a_url_or_a_study_name_that_is_not_text_is_refused(tmp_path: Path):
+    with pytest.raises(ConfigError, match=re.escape(f"storage='sqlite:///{tmp_path / 'p.db'}'")):
+        tuner.tune(_lr, "lr-only", n_trials=1, epochs=1, storage=tmp_path / "p.db", verbose=False)
+    with pytest.raises(ConfigError, match="storage must be a URL string.*got RDBStorage"):
+        tuner.tune(_lr, "lr-only", n_trials=1, epochs=1, verbose=False,
+                   storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}"))
+    for name in (5, "", "  "):
+        with pytest.raises(ConfigError, match="study_name must be a non-empty string"):
+            tuner.tune(_lr, "lr-only", n_trials=1, epochs=1, study_name=name, verbose=False)
+    assert not (tmp_path / "p.db").exists()
+
+
 def test_epochs_may_be_numpy_or_torch_integers():
     import numpy as np
 

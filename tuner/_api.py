@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 import sys
 import warnings
@@ -264,6 +265,14 @@ def tune(
     if not isinstance(metric, str) or not metric:
         raise ConfigError(f"metric must be the name of the value train_fn returns, e.g. 'val_accuracy' (got "
                           f"{metric!r}).")
+    if storage is not None and not isinstance(storage, str):
+        hint = (f" (for a SQLite file: storage='sqlite:///{storage}')" if isinstance(storage, os.PathLike) else
+                " (tuner opens the storage itself, so that workers and later runs can too)")
+        raise ConfigError(f"storage must be a URL string such as 'sqlite:///tune.db' or "
+                          f"'postgresql://user@host/db'; got {type(storage).__name__}{hint}.")
+    if study_name is not None and (not isinstance(study_name, str) or not study_name.strip()):
+        raise ConfigError(f"study_name must be a non-empty string, or None for a name from the function and space "
+                          f"(got {study_name!r}).")
     direction, direction_note = resolve_direction(metric, direction)
     if direction == "minimize" and direction_note and not verbose:  # inferred, and not the usual maximize
         warnings.warn(f"tuner.tune: direction {direction_note}", UserWarning, stacklevel=2)
