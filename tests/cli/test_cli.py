@@ -87,6 +87,11 @@ def test_no_run_then_study_run(cli, objective_ref: str, storage_url: str):
     assert created["counts"]["complete"] == 0 and created["best"] is None
     text = cli(*_create_args(objective_ref, storage_url, "--no-run"))
     assert text.exit_code == 0 and "created; run it with: tuner study run cli" in text.stdout
+    # Tracking is not stored with a study: the command it is told to run carries it.
+    logged = cli(*_create_args(objective_ref, storage_url, "--no-run", "--tensorboard", "my logs"))
+    assert logged.exit_code == 0, logged.output
+    assert f"tuner study run cli --storage {storage_url} --tensorboard 'my logs'" in logged.stdout
+    assert "not stored with the study" in logged.stdout
 
     ran = _json(cli("study", "run", "cli", "--storage", storage_url, "--format", "json"))
     assert ran["counts"]["complete"] == 3 and ran["run"]["trials"] == 3
@@ -94,6 +99,15 @@ def test_no_run_then_study_run(cli, objective_ref: str, storage_url: str):
     assert again["run"]["trials"] == 0
     more = _json(cli("study", "run", "cli", "--storage", storage_url, "--n-trials", "4", "--format", "json"))
     assert more["run"]["trials"] == 1 and more["counts"]["complete"] == 4
+
+
+def test_the_tracking_flags_of_a_run_command_hide_a_password():
+    from tuner.cli._app import _tracking_flags
+    from tuner.study import StudySpec
+
+    spec = StudySpec(mlflow="postgresql://me:s3cret@db/mlflow", tensorboard="tb")
+    assert _tracking_flags(spec) == " --mlflow <your MLflow URI> --tensorboard tb"
+    assert _tracking_flags(StudySpec(mlflow="sqlite:///m.db")) == " --mlflow sqlite:///m.db"
 
 
 def test_study_run_uses_the_default_storage(cli, objective_ref: str, tmp_cwd: Path):

@@ -193,28 +193,37 @@ WorkersOpt = Annotated[str, typer.Option("--workers", metavar="N|auto", show_def
 DevicesOpt = Annotated[str | None, typer.Option("--devices", help="Comma-separated devices for the workers (e.g. "
                                                                   "cuda:0,cuda:1): one worker on each, or --workers N "
                                                                   "taken in turn over them.")]
+_PACK_HELP = ("Train K trials at once as one stacked model (same batch size and optimizer family; others train "
+              "alone); auto times packs at start and packs only where they pay off")
+_ON_OOM_HELP = ("After a batch size runs out of memory on a device: avoid (configs with that batch size or more are "
+                "not trained there) or accumulate (they train as micro-batches of half that size, gradients "
+                "accumulated)")
+_TIMEOUT_HELP = ("Seconds of wall time: no trial starts after it, and a running trial stops at its next epoch end "
+                 "(recorded as failed, reason 'timeout')")
 PackOpt = Annotated[str | None, typer.Option("--pack", metavar="K|auto",
-                                              help="Train K trials at once as one stacked model (same batch size "
-                                                   "and optimizer family; others train alone); auto times packs "
-                                                   "at start and packs only where they pay off "
-                                                   "[default: auto, or $TUNER_PACK].")]
-OnOomOpt = Annotated[str | None, typer.Option(
-    "--on-oom", metavar="avoid|accumulate", help="After a batch size runs out of memory on a device: avoid (configs "
-                                                 "with that batch size or more are not trained there) or "
-                                                 "accumulate (they train as micro-batches of half that size, "
-                                                 "gradients accumulated) [default: avoid].")]
+                                              help=f"{_PACK_HELP} [default: auto, or $TUNER_PACK].")]
+OnOomOpt = Annotated[str | None, typer.Option("--on-oom", metavar="avoid|accumulate",
+                                               help=f"{_ON_OOM_HELP} [default: avoid].")]
+# study run: a study keeps what it was created with; these change it for this run (and the ones after).
+RunPackOpt = Annotated[str | None, typer.Option("--pack", metavar="K|auto",
+                                                 help=f"{_PACK_HELP} [default: the study's, or $TUNER_PACK].")]
+RunOnOomOpt = Annotated[str | None, typer.Option("--on-oom", metavar="avoid|accumulate",
+                                                  help=f"{_ON_OOM_HELP} [default: the study's].")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Continue a study whose objective changed (metric, "
                                                         "direction, data), mixing old and new values knowingly.")]
 MlflowOpt = Annotated[str | None, typer.Option(
     "--mlflow", metavar="URI", help="Log every finished trial to MLflow (e.g. sqlite:///mlflow.db or "
                                     "http://HOST:5000): an experiment named after the study, a run per trial, the "
                                     "best config [default: the spec's mlflow, else $TUNER_MLFLOW_URI].")]
+RunMlflowOpt = Annotated[str | None, typer.Option(
+    "--mlflow", metavar="URI", help="Log every finished trial of this run to MLflow (e.g. sqlite:///mlflow.db): an "
+                                    "experiment named after the study, a run per trial, the best config; not "
+                                    "stored with the study [default: $TUNER_MLFLOW_URI].")]
 TensorBoardOpt = Annotated[str | None, typer.Option(
     "--tensorboard", metavar="DIR", help="Write TensorBoard logs to DIR/<study>: a run per trial with its scalars "
                                          "and HParams [default: none].")]
-TimeoutOpt = Annotated[float | None, typer.Option(help="Seconds of wall time: no trial starts after it, and a "
-                                                       "running trial stops at its next epoch end (recorded "
-                                                       "as failed, reason 'timeout') [default: none].")]
+TimeoutOpt = Annotated[float | None, typer.Option(help=f"{_TIMEOUT_HELP} [default: none].")]
+RunTimeoutOpt = Annotated[float | None, typer.Option(help=f"{_TIMEOUT_HELP} [default: the study's].")]
 
 
 def _prepared_json(prepared: Any) -> dict[str, Any]:
@@ -368,8 +377,11 @@ def study_create(
         if fmt is Format.json:
             print_json({**study_summary(study), "created": _prepared_json(prepared)})
         else:
-            hint = storage_hint(prepared.storage_url, given=bool(spec_obj.storage))
+            hint = storage_hint(prepared.storage_url, given=bool(spec_obj.storage)) + _tracking_flags(spec_obj)
             echo(f"created; run it with: tuner study run {_quote(prepared.name)}{hint}")
+            if spec_obj.mlflow or spec_obj.tensorboard:
+                echo("(--mlflow and --tensorboard are not stored with the study: the run they log is the one they "
+                     "are given to)")
         return
     _run(study, prepared, fmt, workers, devices)
 
@@ -382,15 +394,15 @@ def study_run(
     storage: StorageOpt = None,
     n_trials: Annotated[int | None, typer.Option(help="Raise or lower the study's trial budget [default: the "
                                                       "study's].")] = None,
-    timeout: TimeoutOpt = None,
+    timeout: RunTimeoutOpt = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps [default: the study's].")
                       ] = None,
     threads: Annotated[int | None, typer.Option(help="Torch threads [default: timed at start].")] = None,
     workers: WorkersOpt = "auto",
     devices: DevicesOpt = None,
-    pack: PackOpt = None,
-    on_oom: OnOomOpt = None,
-    mlflow: MlflowOpt = None,
+    pack: RunPackOpt = None,
+    on_oom: RunOnOomOpt = None,
+    mlflow: RunMlflowOpt = None,
     tensorboard: TensorBoardOpt = None,
     force: ForceOpt = False,
     fmt: FormatOpt = Format.text,
@@ -425,6 +437,19 @@ def _check_workers(workers: str) -> None:
     asked = requested_workers(workers)
     if asked != "auto":
         check_workers(int(asked))
+
+
+def _tracking_flags(spec: Any) -> str:
+    """The --mlflow / --tensorboard part of the run command a study created with --no-run is told to run (they
+    are not stored with it); a tracking URI that holds a password is a placeholder, as a storage URL is."""
+    from tuner._secrets import has_password
+
+    flags = ""
+    if spec.mlflow:
+        flags += " --mlflow " + ("<your MLflow URI>" if has_password(spec.mlflow) else _quote(spec.mlflow))
+    if spec.tensorboard:
+        flags += " --tensorboard " + _quote(spec.tensorboard)
+    return flags
 
 
 def _time_box(timeout: float | None) -> str:
