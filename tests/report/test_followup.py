@@ -3,6 +3,7 @@ path to the narrowed space, a study name not taken yet, the study's objective an
 
 from __future__ import annotations
 
+import html
 import shlex
 from pathlib import Path
 
@@ -34,6 +35,9 @@ def test_the_printed_follow_up_runs_as_written_twice(tmp_cwd: Path, objective_re
                        f"--device cpu --on-oom accumulate --storage {url}")  # what the study was run with
     for where in ("report.md", "report.html"):
         assert command in (tmp_cwd / "f-report" / where).read_text()
+    # In the HTML, on one line (scrolled, not wrapped): a browser broke it inside `--epochs` before.
+    page = (tmp_cwd / "f-report" / "report.html").read_text()
+    assert f'<pre class="cmd">{html.escape(command)}</pre>' in page and "pre.cmd{white-space:pre;" in page
     args = shlex.split(command)
     assert args[:3] == ["tuner", "study", "create"]
     ran = runner.invoke(app, [*args[1:], "--format", "json"])

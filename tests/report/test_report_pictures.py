@@ -148,3 +148,14 @@ def test_the_report_renders_in_a_real_browser_with_every_picture(study, tmp_path
         assert image.width == 1200 and image.height >= facts["height"]
         colours = len(image.convert("RGB").resize((300, 600)).getcolors(maxcolors=300 * 600))
     assert colours > 500  # plots, not a blank page
+
+
+@pytest.mark.parametrize("n_trials", [1, 3])
+def test_the_history_counts_trials_in_whole_numbers(figures, tmp_path: Path, n_trials: int):
+    few = tuner.tune(_train, space=SPACE, n_trials=n_trials, epochs=1, pruner="none", verbose=False,
+                     known_starts=False)
+    write_report(few.study, tmp_path / "r")
+    ax = figures["history"].axes[0]
+    lo, hi = sorted(ax.get_xlim())
+    shown = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert shown and all(float(t).is_integer() for t in shown), shown

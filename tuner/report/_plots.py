@@ -74,6 +74,12 @@ def history(study: optuna.Study, metric: str, path: Path) -> Path:
                                                                        target_name=_metric_label(metric))
     fig = ax.figure
     fig.set_size_inches(7, 4)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers: no 0.5 or -0.04
+    low, high = ax.get_xlim()
+    if high - low < 2:  # one trial: the locator would fall back to fractions around it
+        ax.set_xticks([n for n in range(math.ceil(low), math.floor(high) + 1)])
     if ax.get_legend() is not None:  # Optuna puts it outside the axes, where a long metric name runs off the picture
         ax.legend(loc="lower right", fontsize=8)
     _title(ax, "Optimization history (complete trials)")
@@ -378,7 +384,9 @@ def pareto(study: optuna.Study, metric: str, path: Path) -> Path | None:
     ax.scatter([t.values[1] for t in front], [t.values[0] for t in front], s=28, color="#1b9e77",
                label=f"Pareto front ({len(front)})", zorder=3)
     for t in front:
-        ax.annotate(f" {t.number}", (t.values[1], t.values[0]), fontsize=7)
+        # Beside the point, not on it: the knee's star would hide its number.
+        ax.annotate(str(t.number), (t.values[1], t.values[0]), xytext=(7, 5), textcoords="offset points",
+                    fontsize=7)
     if point is not None:
         ax.scatter([point.values[1]], [point.values[0]], marker="*", s=240, color="#d95f02", zorder=4,
                    label=f"knee: trial {point.number} (recommended)")

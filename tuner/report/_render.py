@@ -168,6 +168,7 @@ color:#222;line-height:1.45}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;
 font-size:.9em;vertical-align:top}th{background:#f3f3f3}pre{background:#f6f6f6;padding:.8em;overflow:auto;white-space:pre-wrap;overflow-wrap:anywhere}
 img{max-width:100%;border:1px solid #eee;margin:.3em 0 1.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em}
+pre.cmd{white-space:pre;overflow-wrap:normal}
 .rec{font-size:1.1em;background:#eef7f1;padding:.6em 1em;border-left:4px solid #1b9e77}
 """
 
@@ -195,7 +196,7 @@ def render_html(d: ReportData, out_dir: Path) -> Path:
     if d.narrowed_yaml is not None:
         parts.append("<h2>Narrowed search space for a follow-up study</h2>"
                      "<p>Saved as <code>narrowed-space.yaml</code>. A follow-up study over it, from the folder "
-                     f"the report was written from:</p><pre>{e(d.followup)}</pre>")
+                     f"the report was written from:</p><pre class=\"cmd\">{e(d.followup)}</pre>")
         parts.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in d.narrowed_notes) + "</ul>")
         parts.append(f"<pre>{e(d.narrowed_yaml)}</pre>")
     parts.append("<h2>Plots</h2>")
