@@ -145,7 +145,7 @@ def test_trials_of_a_study_without_trials_says_so(cli, objective_ref: str, stora
 
 def test_study_list_and_show(cli, objective_ref: str, storage_url: str):
     empty = cli("study", "list", "--storage", storage_url)
-    assert empty.exit_code == 0 and "no studies in" in empty.stdout
+    assert empty.exit_code == 0 and "no studies in" in empty.stdout and "does not exist yet" in empty.stdout
     assert _json(cli("study", "list", "--storage", storage_url, "--format", "json")) == []
 
     assert cli(*_create_args(objective_ref, storage_url)).exit_code == 0
@@ -154,6 +154,13 @@ def test_study_list_and_show(cli, objective_ref: str, storage_url: str):
     assert 0.0 <= rows[0]["best"] <= 1.0
     listed = cli("study", "list", "--storage", storage_url)
     assert listed.exit_code == 0 and "cli" in listed.stdout
+    # A study created, not run: its queued first trials are not counted as trials.
+    assert cli("study", "create", "--objective", objective_ref, "--space", "default", "--name", "later", "--storage",
+               storage_url, "--no-run").exit_code == 0
+    later = next(r for r in _json(cli("study", "list", "--storage", storage_url, "--format", "json"))
+                 if r["name"] == "later")
+    assert later["trials"] == 0 and later["queued"] == 2
+    assert "0 (+2 queued)" in cli("study", "list", "--storage", storage_url).stdout
 
     shown = _json(cli("study", "show", "cli", "--storage", storage_url, "--format", "json", "--top", "2"))
     assert shown["counts"]["complete"] == 3 and len(shown["top"]) == 2

@@ -551,10 +551,14 @@ def study_list(*, storage: StorageOpt = None, fmt: FormatOpt = Format.text) -> N
         print_json(rows)
         return
     if not rows:
-        echo(f"no studies in {storage_label(url)}")
+        from tuner.study._storage import storage_exists
+
+        missing = "" if storage_exists(url) else " (it does not exist yet: check the path or --storage)"
+        echo(f"no studies in {storage_label(url)}{missing}")
         return
     print_table(["name", "kind", "objective", "trials", "best", "first trial"],
-                [[r["name"], r["kind"], r["objective"] or "-", r["trials"],
+                [[r["name"], r["kind"], r["objective"] or "-",
+                  f"{r['trials']}" + (f" (+{r['queued']} queued)" if r["queued"] else ""),
                   "-" if r["best"] is None else f"{r['best']:.4f}",
                   str(r["created"])[:16].replace("T", " ") if r["created"] else "-"] for r in rows])
 

@@ -183,10 +183,13 @@ def list_studies(url: str) -> list[dict[str, Any]]:
         spec = s.user_attrs.get(StudyKey.SPEC, {})
         kind = study_kind(s.user_attrs, len(s.directions))
         best = None
+        study = optuna.load_study(study_name=s.study_name, storage=opened)
         if kind != "multi-objective":
-            trial = best_trial(optuna.load_study(study_name=s.study_name, storage=opened))
+            trial = best_trial(study)
             best = None if trial is None else primary(trial)
-        rows.append({"name": s.study_name, "kind": kind, "trials": s.n_trials,
+        # Trials run or running; configs queued for a study never run (its first trials) are not trials yet.
+        waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+        rows.append({"name": s.study_name, "kind": kind, "trials": s.n_trials - waiting, "queued": waiting,
                      "objective": _objective_of(spec, s.user_attrs.get(StudyKey.TUNE)), "best": best,
                      "created": s.datetime_start.isoformat(timespec="seconds") if s.datetime_start else None})
     return rows
