@@ -42,3 +42,15 @@ def test_every_user_text_in_report_md_renders_literally(tmp_path: Path):
     blocks = re.findall(r"<pre><code[^>]*>(.*?)</code></pre>", rendered, re.S)
     assert any("``` end" in b and "optimizer: adam" in b for b in blocks), blocks
     assert any(b.strip() == html.escape(data.followup, quote=False) for b in blocks), blocks
+
+
+def test_the_study_table_shows_lists_and_switches_as_words(tmp_path: Path):
+    data = ReportData(
+        study=optuna.create_study(study_name="s"), metric="accuracy", storage="sqlite:///t.db",
+        spec={"objectives": ["accuracy", "train_seconds"], "calibrate": False, "known_starts": True, "epochs": 3},
+        counts={}, reasons={}, recommendation=None, per_optimizer=[], importances=[], evaluator="fanova",
+        narrowed_yaml=None, narrowed_notes=[], plots={}, skipped_plots={})
+    md = render_markdown(data, tmp_path).read_text()
+    for row in ("| objectives | accuracy, train\\_seconds |", "| calibrate | no |", "| known\\_starts | yes |",
+                "| epochs | 3 |"):
+        assert row in md, md

@@ -57,6 +57,10 @@ def reason_counts(study: optuna.Study) -> dict[str, list[tuple[str, int]]]:
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):  # before numbers: a bool is an int
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value) or "-"
     if isinstance(value, float):
         return "nan" if not math.isfinite(value) else f"{value:.4g}"
     return str(value)
