@@ -172,7 +172,7 @@ color:#222;line-height:1.45}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;
 font-size:.9em;vertical-align:top}th{background:#f3f3f3}pre{background:#f6f6f6;padding:.8em;overflow:auto;white-space:pre-wrap;overflow-wrap:anywhere}
 img{max-width:100%;border:1px solid #eee;margin:.3em 0 1.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em}
-pre.cmd{white-space:pre;overflow-wrap:normal}
+pre.cmd span{white-space:nowrap}
 .rec{font-size:1.1em;background:#eef7f1;padding:.6em 1em;border-left:4px solid #1b9e77}
 """
 
@@ -180,6 +180,12 @@ pre.cmd{white-space:pre;overflow-wrap:normal}
 def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _wrap_at_spaces(command: str) -> str:
+    """A command as HTML that a narrow page wraps at its spaces only (a browser broke `--epochs` after its
+    first hyphen); copied, it is the same text."""
+    return " ".join(f"<span>{html.escape(word)}</span>" for word in command.split(" "))
 
 
 def render_html(d: ReportData, out_dir: Path) -> Path:
@@ -200,7 +206,7 @@ def render_html(d: ReportData, out_dir: Path) -> Path:
     if d.narrowed_yaml is not None:
         parts.append("<h2>Narrowed search space for a follow-up study</h2>"
                      "<p>Saved as <code>narrowed-space.yaml</code>. A follow-up study over it, from the folder "
-                     f"the report was written from:</p><pre class=\"cmd\">{e(d.followup)}</pre>")
+                     f"the report was written from:</p><pre class=\"cmd\">{_wrap_at_spaces(d.followup)}</pre>")
         parts.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in d.narrowed_notes) + "</ul>")
         parts.append(f"<pre>{e(d.narrowed_yaml)}</pre>")
     parts.append("<h2>Plots</h2>")
