@@ -94,15 +94,28 @@ class TuneResult:
     def _executor(self) -> Any:
         return UserExecutor(self.train_fn)
 
-    def recommend(self, top_k: int = 3, seeds: int = 3) -> Any:
-        """Re-trains the top ``top_k`` configs with ``seeds`` new seeds each and returns the
-        ``Recommendation`` with the best mean (stored in the study; a repeat call reuses it)."""
+    def recommend(self, top_k: int | None = None, seeds: int | None = None, *, trial: int | None = None) -> Any:
+        """Re-trains the top ``top_k`` configs (default 3) with ``seeds`` new seeds each (default 3) and returns
+        the ``Recommendation`` with the best mean (stored in the study; a repeat call reuses it).
+
+        A study of several objectives (``objectives=[metric, "train_seconds"]``) recommends the knee of its Pareto
+        front as it is, without confirmation runs (``top_k``/``seeds`` do not apply there); ``trial=N`` takes
+        any trial instead."""
         from tuner.report import recommendation
 
-        for key, value in (("top_k", top_k), ("seeds", seeds)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"recommend(): {key} must be an int of at least 1 (got {value!r}).")
-        return recommendation(self.study, self.fit, top_k=top_k, seeds=seeds, study_seed=self.seed)
+        for key, value in (("top_k", top_k), ("seeds", seeds), ("trial", trial)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < (
+                    0 if key == "trial" else 1)):
+                raise ConfigError(f"recommend(): {key} must be an int of at least {0 if key == 'trial' else 1} "
+                                  f"(got {value!r}).")
+        if len(self.study.directions) > 1 and trial is None and (top_k, seeds) != (None, None):
+            raise ConfigError("recommend(): this study has several objectives: it recommends the knee of its "
+                              "Pareto front without confirmation runs, so top_k and seeds do not apply (trial=N "
+                              "takes another point of the front; result.study.best_trials lists them).")
+        if trial is not None:
+            return recommendation(self.study, trial=trial)
+        return recommendation(self.study, self.fit, top_k=3 if top_k is None else top_k,
+                              seeds=3 if seeds is None else seeds, study_seed=self.seed)
 
 
 def _check_objectives(objectives: Any, metric: str) -> list[str]:
@@ -368,6 +381,7 @@ def tune(
     if verbose:
         print(f"tuning {getattr(train_fn, '__qualname__', 'train_fn')} over space {search.name!r}: study {name!r}, "
               f"{n_trials} trials x {epochs} epochs, {direction} {metric!r}"
+              + "".join(f", minimize {name!r}" for name in objectives[1:])
               + (f", timeout {timeout:g}s" if timeout else ""), flush=True)
         if direction_note:
             print(f"direction: {direction_note}", flush=True)

@@ -128,7 +128,7 @@ def test_show_export_and_report_recommend_the_knee(objective_ref: str, storage_u
     assert report.exit_code == 0, report.output
     assert (tmp_cwd / "rep" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     text = (tmp_cwd / "rep" / "report.md").read_text()
-    assert "the knee of the Pareto front of accuracy vs train_seconds" in text and "pareto.png" in text
+    assert "the knee of the Pareto front of accuracy vs train\\_seconds" in text and "pareto.png" in text  # Markdown
 
 
 def test_a_foreign_multi_objective_study_is_listed_and_refused_in_one_line(storage_url: str, tmp_cwd: Path) -> None:
@@ -244,7 +244,7 @@ def test_show_says_which_parameters_sit_at_the_edge_of_the_space(objective_ref: 
            "end of its range" in flat and "narrowed-space" not in flat
 
 
-def test_tune_with_two_objectives_prunes_on_the_metric_and_recommends_the_knee(tmp_path: Path) -> None:
+def test_tune_with_two_objectives_prunes_on_the_metric_and_recommends_the_knee(tmp_path: Path, capsys) -> None:
     import time
 
     import tuner
@@ -265,7 +265,15 @@ def test_tune_with_two_objectives_prunes_on_the_metric_and_recommends_the_knee(t
     front = result.pareto_front
     assert front and all(len(t.values) == 2 for t in front)
     rec = result.recommend()
-    assert rec.trial in [t.number for t in front] and "knee of the Pareto front of value vs train_seconds" in rec.source
+    assert rec.trial in [t.number for t in front] and rec.source == (
+        "the knee of the Pareto front of value vs train_seconds")  # no command-line hint in the library's answer
+    tuner.tune(train, space="default", n_trials=1, epochs=1, objectives=["value", "train_seconds"],
+               known_starts=False)
+    assert "maximize 'value', minimize 'train_seconds'" in capsys.readouterr().out  # the header names both
+    with pytest.raises(ConfigError, match="top_k and seeds do not apply"):
+        result.recommend(top_k=2, seeds=1)  # they were ignored in silence
+    other = next(t.number for t in front if t.number != rec.trial) if len(front) > 1 else rec.trial
+    assert result.recommend(trial=other).trial == other
     with pytest.raises(ConfigError, match="objectives must start with the metric"):
         tuner.tune(train, objectives=["train_seconds"], verbose=False)
     with pytest.raises(Exception, match="objective"):

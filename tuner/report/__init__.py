@@ -301,7 +301,8 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
     rec = recommendation(study, fit, top_k=top_k, seeds=seeds, study_seed=int(spec.get("seed") or 0),
                          confirm_runs=confirm_runs, on_run=on_run)
     if len(study.directions) > 1:
-        notes.append(f"the recommendation is {rec.source}: a point of the front is not re-trained with other seeds")
+        notes.append(f"the recommendation is {rec.source}: a point of the front is not re-trained with other seeds "
+                     f"(another point: `tuner study export NAME --trial N`, or recommendation(study, trial=N))")
     elif rec.confirmation is None:
         notes.append("the recommendation is the best single trial: its config was not re-trained with other seeds")
     if rec.confirmation is not None:

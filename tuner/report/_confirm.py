@@ -293,8 +293,7 @@ def recommendation(study: optuna.Study, fit: FitFn | None = None, *, trial: int 
         if point is None:
             raise StudyError(f"Study {study.study_name!r} has no complete trial to recommend.")
         rec = recommendation(study, trial=point.number)
-        rec.source = (f"the knee of the Pareto front of {' vs '.join(objectives_of(study))} (export --trial N "
-                      f"takes another point)")
+        rec.source = f"the knee of the Pareto front of {' vs '.join(objectives_of(study))}"
         return rec
     if trial is not None:
         frozen = trial_with_config(study, trial)
