@@ -93,8 +93,11 @@ def test_tune_resumes_from_storage_and_refuses_another_space(tmp_path: Path):
     tuner.tune(_quadratic, space="lr-only", n_trials=4, epochs=2, storage=url, study_name="s")
     result = tuner.tune(_quadratic, space="lr-only", n_trials=6, epochs=2, storage=url, study_name="s")
     assert len(result.study.trials) == 6  # only the missing two ran
-    with pytest.raises(StudyError, match="different search space"):
+    with pytest.raises(StudyError, match="different search space") as info:
         tuner.tune(_quadratic, space="adam-family", n_trials=6, storage=url, study_name="s")
+    assert "(space lr-only -> adam-family: optimizer: " in str(info.value)  # what changed, named
+    with pytest.raises(StudyError, match=r"space lr-only: batch_size: fixed 64 -> fixed 16"):
+        tuner.tune(_quadratic, space="lr-only", n_trials=6, storage=url, study_name="s", batch_size=[16])
 
 
 def test_bad_input_is_refused_before_a_study_exists(tmp_path: Path):

@@ -511,8 +511,11 @@ def _create_or_join(train_fn: Any, search: Any, name: str, storage: str | None, 
         stored = study.user_attrs.get(StudyKey.TUNE)
         where = f" in {mask_url(storage)}" if storage else ""
         if stored and stored.get("space_fingerprint") != fingerprint:
-            raise StudyError(f"Study {name!r}{where} was tuned over a different search space; nothing was changed. "
-                             f"Use another study_name.")
+            from tuner.study._prepare import stored_space_changes
+
+            raise StudyError(f"Study {name!r}{where} was tuned over a different search space "
+                             f"({stored_space_changes(study.user_attrs, search, stored.get('space'))}); nothing was "
+                             f"changed. Use another study_name, or the same space (and batch_size) to resume it.")
         if len(study.directions) != len(objectives):
             raise StudyError(f"Study {name!r} has {len(study.directions)} objective(s), not {len(objectives)} "
                              f"({', '.join(objectives)}); use another study_name.")

@@ -337,7 +337,8 @@ def test_existing_name_with_different_spec_is_refused_and_nothing_changes(make_s
     other_space.write_text("optimizer: adam\nbatch_size: 16\n")
     for change, detail in [({"epochs": 3}, "epochs: 2 -> 3"), ({"seed": 5}, "seed: 0 -> 5"),
                            ({"sampler": "tpe"}, "sampler: 'random' -> 'tpe'"),
-                           ({"space": str(other_space)}, "space: the search space differs")]:
+                           ({"space": str(other_space)}, "space tiny -> other: optimizer: [adam, sgd] -> fixed "
+                                                          "'adam'; batch_size: [16, 32] -> fixed 16")]:
         with pytest.raises(StudyError) as info:
             _create(make_spec(**change))
         message = str(info.value)

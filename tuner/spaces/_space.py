@@ -447,6 +447,40 @@ class SearchSpace:
         text = json.dumps(identity, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    def changes_from(self, old: SearchSpace, most: int = 4) -> str:
+        """How this space differs from ``old`` in what it searches (a study refuses to resume over another
+        space; this names why): ``optimizer: adam, sgd -> adam; batch_size: [32, 64] -> [16]``."""
+        def shown(value: Any) -> str:
+            if isinstance(value, optuna.distributions.CategoricalDistribution):
+                return "[" + ", ".join(str(c) for c in value.choices) + "]"
+            if isinstance(value, (optuna.distributions.FloatDistribution, optuna.distributions.IntDistribution)):
+                return f"{value.low:g}..{value.high:g}" + (" (log)" if value.log else "")
+            return f"fixed {value!r}"
+
+        def searched(space: SearchSpace) -> dict[str, Any]:
+            one = {key: next(iter(group)) for key, group in (("optimizer", space.optimizer),
+                                                              ("schedule", space.schedule), ("init", space.init))
+                   if len(group) == 1}  # a single choice: fixed, not sampled
+            return {**one, **space.fixed_values(), **space.distributions()}
+
+        before, after = searched(old), searched(self)
+        parts = []
+        keys = list(before) + [k for k in after if k not in before]
+        for key in sorted(keys, key=lambda k: "." in k):  # the choices (optimizer, batch size) first
+            if key not in after:
+                parts.append(f"{key}: {shown(before[key])} -> not searched")
+            elif key not in before:
+                parts.append(f"{key}: not searched -> {shown(after[key])}")
+            elif shown(before[key]) != shown(after[key]):
+                parts.append(f"{key}: {shown(before[key])} -> {shown(after[key])}")
+        if (old.lr_scaling is None) != (self.lr_scaling is None) or (
+                old.lr_scaling and self.lr_scaling and old.lr_scaling.describe() != self.lr_scaling.describe()):
+            parts.append(f"lr_scaling: {old.lr_scaling.describe() if old.lr_scaling else 'none'} -> "
+                         f"{self.lr_scaling.describe() if self.lr_scaling else 'none'}")
+        names = f"{old.name} -> {self.name}" if old.name != self.name else self.name
+        more = f"; and {len(parts) - most} more" if len(parts) > most else ""
+        return f"space {names}: " + ("; ".join(parts[:most]) + more if parts else "the same values searched")
+
     def fixed_values(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for group in (self.optimizer, self.schedule, self.init):

@@ -14,6 +14,7 @@ import os
 import random
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -452,6 +453,22 @@ def create_or_join(prepared: PreparedStudy, *, force: bool = False, worker: int 
     return study
 
 
+def stored_space_changes(attrs: dict[str, Any], space: Any, named: Any = None) -> str:
+    """How ``space`` differs from the one a study's ``attrs`` hold (``space default -> lr-only: ...``);
+    ``named``: the stored space's name (default: the stored spec's)."""
+    stored = attrs.get(StudyKey.SPACE)
+    if not stored:
+        return "space: the search space differs"
+    try:
+        named = named if named is not None else (attrs.get(StudyKey.SPEC) or {}).get("space")
+        named = Path(named).stem if isinstance(named, str) and named.endswith((".yaml", ".yml")) else named
+        old = SearchSpace.from_dict(stored, name=named if isinstance(named, str) else "stored",
+                                    source="the stored space")
+    except Exception:  # a space an older build stored, which this one reads no more
+        return "space: the search space differs"
+    return space.changes_from(old)
+
+
 def _create_or_load(storage: optuna.storages.BaseStorage, prepared: PreparedStudy,
                     force: bool) -> tuple[optuna.Study, int]:
     """The study, and how many trials it had before (0 when it was created here)."""
@@ -468,7 +485,7 @@ def _create_or_load(storage: optuna.storages.BaseStorage, prepared: PreparedStud
         changed = [k for k in old if old[k] != new[k]]
         if changed:
             details = ", ".join(
-                f"{k}: {old[k]!r} -> {new[k]!r}" if k != "space" else "space: the search space differs"
+                f"{k}: {old[k]!r} -> {new[k]!r}" if k != "space" else stored_space_changes(attrs, prepared.space)
                 for k in changed
             )
             raise StudyError(f"Study {name!r} already exists in {mask_url(url)} with a different "
