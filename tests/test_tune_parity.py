@@ -33,6 +33,10 @@ def test_a_study_resumed_with_other_settings_is_refused_naming_them(tmp_path: Pa
         with pytest.raises(StudyError, match="was tuned with other settings") as info:
             tuner.tune(_lr, "lr-only", storage=url, study_name="s", verbose=False, **args)
         assert says in str(info.value) and "Nothing was changed" in str(info.value)
+    with pytest.raises(StudyError, match=r"Nothing was changed. Pass metric='value', direction='maximize'") as info:
+        tuner.tune(_lr, "lr-only", storage=url, study_name="s", verbose=False, n_trials=4, epochs=1,
+                   metric="val_accuracy")
+    assert url in str(info.value)
     study = optuna.load_study(study_name="s", storage=url)
     assert len(study.trials) == 2  # nothing ran, nothing was queued
 

@@ -520,10 +520,11 @@ def _create_or_join(train_fn: Any, search: Any, name: str, storage: str | None, 
             raise StudyError(f"Study {name!r} has {len(study.directions)} objective(s), not {len(objectives)} "
                              f"({', '.join(objectives)}); use another study_name.")
         if direction_of(study) != direction or (stored and study.user_attrs.get(StudyKey.METRIC) != metric):
-            raise StudyError(f"Study {name!r} was tuned to {direction_of(study)} "
-                             f"{study.user_attrs.get(StudyKey.METRIC)!r}, not to {direction} {metric!r}: its "
-                             f"values would not compare. Pass direction={direction_of(study)!r} (and that metric) "
-                             f"to resume it, or use another study_name.")
+            was = study.user_attrs.get(StudyKey.METRIC)
+            raise StudyError(f"Study {name!r}{where} was tuned to {direction_of(study)} {was!r}, not to {direction} "
+                             f"{metric!r}: its values would not compare. Nothing was changed. Pass "
+                             f"metric={was!r}, direction={direction_of(study)!r} to resume it, or use another "
+                             f"study_name.")
         changes = _changes(stored, identity) if stored else []
         if changes:
             raise StudyError(f"Study {name!r}{where} was tuned with other settings ({'; '.join(changes)}): its "
