@@ -293,7 +293,15 @@ def test_a_stored_config_is_summed_up_without_pytorch() -> None:
         ({"optimizer": {"name": "adam", "betas": [-0.1, 0.9]}}, ["must be a pair of floats"]),
         ({"optimizer": {"name": "adam", "momentum": 0.9}},
          ["the 'adam' optimizer takes no parameter 'momentum'", "Valid parameters: amsgrad, betas, eps, lr"]),
-        ({"optimizer": {"name": "adam", "weight_decay": 0.1}}, ["takes no parameter 'weight_decay'"]),
+        ({"optimizer": {"name": "adam", "weight_decay": 0.1}},
+         ["takes no parameter 'weight_decay'", "In a train config, weight decay is regularization.weight_decay"]),
+        ({"optimizer": {"name": "adamw", "beta1": 0.8}}, ["takes no parameter 'beta1'",
+                                                          "gives both as betas: [beta1, beta2]"]),
+        ({"optimizer": {"name": "sgd", "momentum": 0.9}}, ["SGD with momentum is the 'momentum' optimizer",
+                                                           "Nesterov momentum 'nesterov'"]),
+        ({"optimizer": {"name": "adam", "bets": [0.9, 0.99]}}, ["Did you mean 'betas'?"]),
+        ({"schedule": "cosine_warmup"}, ["Did you mean 'warmup_cosine'?"]),
+        ({"optimizer": "AdamW"}, ["Did you mean 'adamw'?"]),
         ({"batch_size": 0},
          ["batch_size:", "'batch_size' parameter of the train config must be an int in the range [1, inf)",
           "Got 0"]),
@@ -345,6 +353,10 @@ def test_load_errors_name_the_file(tmp_path) -> None:
     assert str(excinfo.value).startswith(f"{path}: optimizer: ")
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "missing.yaml")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("optimiser: adam\nbatch_sise: 32\n")
+    with pytest.raises(ConfigError, match=f"{typo}: Unknown train-config key 'optimiser'.*Did you mean 'optimizer'"):
+        load_config(typo)
     broken = tmp_path / "broken.json"
     broken.write_text('{"optimizer": {"name": "adam",\n "lr": }')
     with pytest.raises(ConfigError, match=r"broken\.json:2: invalid YAML"):

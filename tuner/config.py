@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner._validate import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Bound, check_param
-from tuner.errors import ConfigError, unknown_name_message
+from tuner.errors import ConfigError, closest, unknown_name_message
 from tuner.init import apply_init, get_init
 from tuner.optim import build_optimizer, build_scheduler, get_optimizer, get_schedule
 
@@ -233,7 +233,8 @@ class TrainConfig:
 
         path = Path(path)
         data = load_yaml_file(path)  # JSON is YAML
-        if isinstance(data, dict) and not ({"optimizer", "schedule", "batch_size"} & set(data)):
+        if isinstance(data, dict) and not ({"optimizer", "schedule", "batch_size"} & set(data)) and not any(
+                closest(str(k), _TOP_KEYS) for k in data):  # a misspelt key is said as one (from_dict)
             raise ConfigError(f"{path}: holds no train config (none of optimizer, schedule, batch_size); "
                               f"`tuner study export` or config.save() writes one.")
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 __all__ = ["TunerError", "ConfigError", "DataError", "StudyError", "OutputError", "error_text", "unknown_name_message"]
@@ -29,8 +30,15 @@ class OutputError(TunerError):
 
 
 def closest(name: str, valid: Iterable[str]) -> str | None:
-    matches = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.5)
-    return matches[0] if matches else None
+    """The valid name meant by ``name``: the same but for case (``TPE``), the same words in another order
+    (``cosine_warmup``), else the most alike."""
+    valid = [str(v) for v in valid]
+    words = sorted(re.split(r"[_\-\s]+", str(name).lower()))
+    for v in valid:
+        if v.lower() == str(name).lower() or sorted(re.split(r"[_\-\s]+", v.lower())) == words:
+            return v
+    matches = difflib.get_close_matches(str(name).lower(), [v.lower() for v in valid], n=1, cutoff=0.5)
+    return next(v for v in valid if v.lower() == matches[0]) if matches else None
 
 
 def unknown_name_message(kind: str, name: object, valid: Iterable[str]) -> str:

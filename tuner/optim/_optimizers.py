@@ -25,6 +25,7 @@ from tuner._validate import (
     Bound,
     check_param,
 )
+from tuner.errors import ConfigError, closest
 
 if TYPE_CHECKING:
     import torch
@@ -144,7 +145,28 @@ class OptimizerInfo:
 
     def check(self, params: dict[str, Any], where: str = "") -> dict[str, Any]:
         owner = f"the {self.name!r} optimizer"
+        for key in params:
+            if key not in self.bounds:
+                try:
+                    check_param(self.bounds, key, params[key], owner, where)
+                except ConfigError as exc:
+                    raise ConfigError(f"{exc}{self.misplaced(key, in_space=False)}") from None
         return {key: check_param(self.bounds, key, value, owner, where) for key, value in params.items()}
+
+    def misplaced(self, key: str, in_space: bool) -> str:
+        """Where a hyperparameter this optimizer does not take belongs instead (a sentence to append to the
+        error), or the closest name it does take."""
+        if key == "weight_decay" and not in_space:
+            return (" In a train config, weight decay is regularization.weight_decay (a search space sets it per "
+                    "optimizer).")
+        if key in ("beta1", "beta2", "one_minus_beta1") and self.has_betas and not in_space:
+            return (" A train config gives both as betas: [beta1, beta2] (a search space searches beta1, beta2 or "
+                    "one_minus_beta1).")
+        if key in ("momentum", "nesterov", "dampening", "one_minus_momentum") and not self.has_momentum:
+            return (f" {self.name!r} takes no momentum: SGD with momentum is the 'momentum' optimizer, and with "
+                    f"Nesterov momentum 'nesterov'.")
+        suggestion = closest(key, self.bounds)
+        return f" Did you mean {suggestion!r}?" if suggestion else ""
 
     def kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
         """The keyword arguments of ``cls`` for ``params`` (``lr`` included): defaults, then params, then fixed."""

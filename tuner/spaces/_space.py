@@ -20,7 +20,7 @@ from tuner._builtin import builtin_names, space_source
 from tuner._validate import NON_NEGATIVE, Bound
 from tuner._yaml import LineDict, line_of, load_yaml_file
 from tuner.config import TrainConfig
-from tuner.errors import ConfigError, unknown_name_message
+from tuner.errors import ConfigError, closest, unknown_name_message
 from tuner.init import get_init
 from tuner.optim import get_optimizer, get_schedule
 from tuner.spaces._params import Param, center, location, parse_param
@@ -650,8 +650,13 @@ def _parse_choices(data: Any, key: str, source: str, kind: str, lookup: Any, *, 
         for pkey, praw in params.items():
             pwhere = location(source, params, pkey, f"{key}.{name}.{pkey}")
             if pkey not in accepted:
+                if optimizer_mode:
+                    hint = info.misplaced(pkey, in_space=True)
+                else:
+                    suggestion = closest(pkey, accepted)
+                    hint = f" Did you mean {suggestion!r}?" if suggestion else ""
                 raise ConfigError(f"{pwhere}: the {name!r} {kind} takes no parameter {pkey!r}. "
-                                  f"Valid parameters: {', '.join(sorted(accepted))}.")
+                                  f"Valid parameters: {', '.join(sorted(accepted))}.{hint}")
             param = parse_param(praw, pwhere)
             target, bound = accepted[pkey]
             _check_range(param, bound, pwhere, target, negate=pkey.startswith(_ONE_MINUS))
