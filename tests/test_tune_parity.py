@@ -69,9 +69,12 @@ def test_two_functions_of_one_name_do_not_share_a_study_in_silence(tmp_path: Pat
         tuner.tune(make(), "lr-only", n_trials=2, epochs=1, storage=url, verbose=False)
 
 
-def test_a_grid_runs_its_points_from_the_library_too():
-    result = tuner.tune(_lr, "lr-only", sampler="grid", n_trials=10, epochs=1, pruner="none", verbose=False)
+def test_a_grid_runs_its_points_from_the_library_too(capsys):
+    result = tuner.tune(_lr, "lr-only", sampler="grid", n_trials=10, epochs=1, pruner="none")
     from tuner.spaces import load_space
+
+    size = len(load_space("lr-only").grid_points())
+    assert f"n_trials: 10 asked, {size} run: the grid over space 'lr-only'" in capsys.readouterr().out
 
     points = load_space("lr-only").grid_points()
     ran = sorted(t.params["adam.lr"] for t in result.study.trials)

@@ -338,6 +338,9 @@ def tune(
         if enqueue or warm_start:
             raise ConfigError("sampler='grid' runs the grid's own points: enqueue and warm_start do not apply "
                               "(use another sampler to try known configs first).")
+        if setup.n_trials != n_trials:
+            start_notes.append(f"n_trials: {n_trials} asked, {setup.n_trials} run: the grid over space "
+                               f"{search.name!r} has {setup.n_trials} points, each run once")
         n_trials, starts = setup.n_trials, []  # a grid runs its own points
     name = study_name or f"tune-{getattr(train_fn, '__name__', 'fn')}-{search.name}"
     settings = _plain({"sampler": sampler, "pruner": pruner})

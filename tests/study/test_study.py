@@ -278,6 +278,7 @@ def test_grid_runs_each_point_once_and_stops_at_the_grid_size(make_spec):
     study, prepared = _create(make_spec(name="grid", sampler="grid", n_trials=1000))
     size = len(prepared.space.grid_points())
     assert prepared.spec.n_trials == size
+    assert f"n_trials: 1000 asked, {size} run: the grid over space" in "\n".join(prepared.preparation_lines())
     summary = run_trials(study, prepared)
     assert len(summary.outcomes) == size and summary.stopped_by == "budget"
     params = [tuple(sorted(t.params.items())) for t in study.get_trials()]

@@ -165,6 +165,8 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
     search = search_setup(space, spec.sampler, spec.pruner, seed=spec.seed, epochs=spec.epochs,
                           n_trials=spec.n_trials, n_objectives=len(spec.objectives or [None]))
     if search.n_trials != spec.n_trials:
+        space_notes.append(f"n_trials: {spec.n_trials} asked, {search.n_trials} run: the grid over space "
+                           f"{space.name!r} has {search.n_trials} points, each run once")
         spec = spec.with_overrides(n_trials=search.n_trials)
     sampler, pruner, grid = search.sampler, search.pruner, search.grid
     if grid and (spec.enqueue or spec.warm_start):
