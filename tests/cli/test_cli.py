@@ -261,6 +261,24 @@ def test_unknown_key_in_yaml_spec(cli, storage_url: str, db_path: Path, tmp_cwd:
     assert not db_path.exists()
 
 
+def test_a_space_the_spec_names_that_is_not_there_names_the_spec_line_and_where_it_looked(
+        cli, storage_url: str, db_path: Path, tmp_cwd: Path):
+    specs = tmp_cwd / "specs"
+    specs.mkdir()
+    (specs / "spec.yaml").write_text("name: x\nobjective: digits-mlp\nspace: myspace.yaml\n")
+    _assert_user_error(cli("study", "create", "specs/spec.yaml", "--storage", storage_url),
+                       "specs/spec.yaml:3: key 'space': myspace.yaml: no such search-space file (looked next to the "
+                       f"spec, in {specs.resolve()}, then in the working directory)")
+    (specs / "spec.yaml").write_text("name: x\nobjective: digits-mlp\nspace: defualt\n")
+    _assert_user_error(cli("study", "create", "specs/spec.yaml", "--storage", storage_url),
+                       "specs/spec.yaml:3: key 'space': defualt: Unknown search space", "Did you mean 'default'?")
+    assert not db_path.exists()
+    (specs / "myspace.yaml").write_text("optimizer: adam\nbatch_size: 16\n")  # found next to the spec
+    (specs / "spec.yaml").write_text("name: x\nobjective: digits-mlp\nspace: myspace.yaml\nepochs: 1\n"
+                                     "n_trials: 1\n")
+    assert cli("study", "create", "specs/spec.yaml", "--storage", storage_url, "--no-run").exit_code == 0
+
+
 def test_missing_csv_target(cli, storage_url: str, db_path: Path, tmp_cwd: Path):
     (tmp_cwd / "d.csv").write_text("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(30)))
     result = cli("study", "create", "--objective", "tabular", "--data", "d.csv", "--target", "lable",

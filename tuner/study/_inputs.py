@@ -41,7 +41,7 @@ def open_checked(spec: StudySpec, *, space_data: dict[str, Any] | None = None, s
     destinations where it will ``run``), then the devices, then ``prepare`` and ``create_or_join``. Returns the
     prepared study and the study; refuses before the study exists."""
     if space_data is None:  # a new study (a stored one holds its space, and was checked when it was made)
-        if spec_file is not None and isinstance(spec.space, dict):
+        if spec_file is not None and isinstance(spec.space, (dict, str)):
             from tuner.study._spec import check_inline_space
 
             check_inline_space(spec_file)

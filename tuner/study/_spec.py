@@ -365,13 +365,29 @@ def load_spec(ref: str | Path) -> StudySpec:
 
 def check_inline_space(ref: str | Path) -> None:
     """Checks a search space written in the spec (``space:`` a mapping) where its lines are known: a mistake
-    in it names the spec's file and line. For a spec whose space is used (not replaced by ``--space``)."""
+    in it names the spec's file and line; a space named there (a built-in name or a file) that is not there
+    names them too, and where the file was looked for. For a spec whose space is used (not replaced by
+    ``--space``)."""
     path = _spec_path(ref)
     data = load_yaml_file(path)
     if isinstance(data, dict) and isinstance(data.get("space"), dict):
         from tuner.spaces import SearchSpace
 
         SearchSpace.from_dict(data["space"], name="inline", source=str(path))
+    elif isinstance(data, dict) and isinstance(data.get("space"), str):
+        from tuner._builtin import space_source
+        from tuner.spaces._params import location
+
+        named = data["space"]
+        resolved = dict(data)
+        _resolve_relative(resolved, path.parent)
+        try:
+            space_source(resolved["space"])
+        except ConfigError as exc:
+            looked = ("" if Path(named).is_absolute() or not named.endswith((".yaml", ".yml")) and "/" not in named
+                      else f" (looked next to the spec, in {path.parent.resolve()}, then in the working directory)")
+            reason = str(exc).removeprefix(f"{resolved['space']}: ")
+            raise ConfigError(f"{location(str(path), data, 'space', 'space')}: {named}: {reason}{looked}") from None
 
 
 def _resolve_relative(data: dict[str, Any], base: Path) -> None:
