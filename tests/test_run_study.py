@@ -63,6 +63,12 @@ def test_a_spec_file_or_a_mapping_with_its_keys_replaced(tmp_path: Path):
     assert len(from_mapping.study.trials) == 2
 
 
+def _object():
+    from tuner.objectives import load_objective
+
+    return load_objective("digits-mlp")
+
+
 @pytest.mark.parametrize(("call", "said"), [
     (lambda url: tuner.run_study(**BASE, n_trail=3, storage=url),
      "tuner.run_study(): Unknown argument 'n_trail'. Valid: batch_size,"),
@@ -75,6 +81,9 @@ def test_a_spec_file_or_a_mapping_with_its_keys_replaced(tmp_path: Path):
     (lambda url: tuner.run_study(**BASE, workers=0, storage=url), "workers must be auto or a whole number of at"),
     (lambda url: tuner.run_study(**BASE, verbose="yes", storage=url), "verbose must be True or False"),
     (lambda url: tuner.run_study(spec="spec.yaml", storage=url), "spec.yaml:4: key 'schedule.cosinee'"),
+    (lambda url: tuner.run_study(objective=_object(), space="lr-only", storage=url),
+     "objective is an Objective object ('digits-mlp'); a study stores where its objective comes from, so that "
+     "workers and later runs load it again: pass objective='digits-mlp'"),
 ])
 def test_a_mistake_is_refused_before_the_study_exists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call,
                                                       said: str):

@@ -69,6 +69,37 @@ def run_study(spec: str | os.PathLike[str] | Mapping[str, Any] | None = None, *,
         return _run(spec, workers, devices, force, verbose, fields)
 
 
+def _refuse_objective_object(objective: Any) -> None:
+    """A study stores where its objective comes from, so that workers, other machines and a later run load it
+    again: an ``Objective`` object is refused with the reference to pass instead, where one can be found."""
+    import sys
+
+    from tuner.objectives import Objective
+    from tuner.objectives._loader import OBJECTIVE_MODULE_PREFIX
+
+    if not isinstance(objective, Objective):
+        return
+    module = sys.modules.get(getattr(objective.load_data, "__module__", ""), None)
+    attr = next((k for k, v in vars(module).items() if v is objective), None) if module else None
+    from tuner._builtin import builtin_names
+
+    builtin = builtin_names("objectives", (".py",)).get(objective.name)
+    file = getattr(module, "__file__", None)
+    ref = None
+    if builtin is not None and file and os.path.samefile(builtin, file):
+        ref = objective.name
+    elif attr and module.__name__ != "__main__" and not module.__name__.startswith(OBJECTIVE_MODULE_PREFIX):
+        ref = f"{module.__name__}:{attr}"
+    elif attr and file:  # a script, or a file loaded by its path
+        ref = f"{file}:{attr}"
+    how = (f"pass objective={ref!r}" if ref else "pass objective='path/to/file.py:attr' or 'package.module:attr' "
+           "naming it")
+    raise ConfigError(f"objective is an Objective object ({objective.name!r}); a study stores where its objective "
+                      f"comes from, so that workers and later runs load it again: {how} (a script's own "
+                      f"objective: define it at module level, with the study started under "
+                      f"`if __name__ == \"__main__\":`). tuner.tune() takes your own training function instead.")
+
+
 def _run(spec: Any, workers: int | str, devices: str | None, force: bool, verbose: bool,
          fields: dict[str, Any]) -> StudyResult:
     from tuner.study import StudySpec, load_spec
@@ -91,6 +122,7 @@ def _run(spec: Any, workers: int | str, devices: str | None, force: bool, verbos
         valid = [*sorted(set(StudySpec.model_fields) - {"description"}), "devices", "force", "spec", "verbose",
                  "workers"]
         raise ConfigError("tuner.run_study(): " + unknown_name_message("argument", unknown[0], valid))
+    _refuse_objective_object(fields.get("objective"))
     # one worker per device at least, as the command runs; auto may start several
     processes = max(2 if asked == "auto" else asked, len(parse_devices(devices)))
     check_workers(processes, "workers")

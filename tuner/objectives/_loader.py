@@ -17,6 +17,8 @@ from tuner.objectives._base import Objective
 
 __all__ = ["load_objective", "list_objectives"]
 
+OBJECTIVE_MODULE_PREFIX = "tuner_objective_"  # the module of an objective file loaded by its path
+
 
 def list_objectives() -> dict[str, Path]:
     """The built-in objectives, by name (``mnist1d-cnn`` is ``objectives/mnist1d_cnn.py``)."""
@@ -30,7 +32,7 @@ def _frames(tb: Any) -> Any:
 
 
 def _import_file(path: Path) -> Any:
-    module_name = f"tuner_objective_{abs(hash(str(path.resolve())))}"
+    module_name = f"{OBJECTIVE_MODULE_PREFIX}{abs(hash(str(path.resolve())))}"
     if module_name in sys.modules:
         return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, path)
