@@ -182,6 +182,31 @@ def test_workers_need_an_importable_function_and_a_storage(tmp_path: Path):
     assert not (tmp_path / "x.db").exists()
 
 
+def test_a_train_fn_defined_under_the_main_guard_is_refused_for_workers(tmp_path: Path):
+    """The workers import the script without running its `if __name__ == "__main__":` block: a train_fn
+    defined there is not found by them (each died with an AttributeError before)."""
+    from tuner.study._user import _refuse_guarded
+
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent("""
+        import tuner
+        from os.path import join as helper
+
+        def top(ctx):
+            return 0.5
+
+        if __name__ == "__main__":
+            def local(ctx):
+                return 0.5
+            tuner.tune(local, workers=2, storage="sqlite:///j.db")
+    """))
+    with pytest.raises(tuner.ConfigError, match=r"local is defined under `if __name__ == \"__main__\":` in .*job.py "
+                                                r"\(line 8\).*define it above that block"):
+        _refuse_guarded(str(script), "local")
+    _refuse_guarded(str(script), "top")  # defined at the top: found by the workers
+    _refuse_guarded(str(script), "helper")  # imported at the top
+
+
 def _sometimes_nothing(ctx: tuner.TrialContext) -> float | None:
     if ctx.number == 1:
         return None  # a config this train_fn skips: that trial fails, the study goes on

@@ -31,11 +31,45 @@ def function_ref(fn: Callable[..., Any]) -> dict[str, str]:
             raise ConfigError("workers need train_fn to be importable: define it in a .py file (an interactive "
                               "session or notebook cannot be imported by another process); or use workers=1.")
         ref = {"path": str(Path(path).resolve()), "qualname": qualname}
+        _refuse_guarded(path, qualname.split(".")[0])
     else:
         ref = {"module": module, "qualname": qualname}
     if load_function(ref) is not fn:
         raise ConfigError(f"workers need train_fn to be importable: {module}.{qualname} is not this function.")
     return ref
+
+
+def _refuse_guarded(path: str, name: str) -> None:
+    """A script's function defined only under ``if __name__ == "__main__":`` is not there when a worker imports
+    the script (that block does not run): refused, naming the fix."""
+    import ast
+
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return
+
+    def defines(nodes: list[ast.stmt]) -> bool:
+        for node in nodes:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+                return True
+            if isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                    return True
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                if any((a.asname or a.name.split(".")[0]) == name for a in node.names):
+                    return True
+        return False
+
+    if defines(tree.body):
+        return
+    for node in tree.body:
+        if (isinstance(node, ast.If) and "__name__" in ast.unparse(node.test)
+                and defines(list(ast.walk(node)))):  # type: ignore[arg-type]
+            raise ConfigError(f"workers need train_fn to be importable: {name} is defined under "
+                              f"`if __name__ == \"__main__\":` in {path} (line {node.lineno}), which the workers do "
+                              f"not run when they import the script; define it above that block, or use workers=1.")
 
 
 def load_function(ref: dict[str, str]) -> Callable[..., Any]:
