@@ -229,6 +229,41 @@ def test_library_calls_made_wrongly_say_what_to_pass(tmp_path: Path):
         tuner.TrialContext(tuner.TrainConfig.from_dict({"optimizer": {"name": "adam", "lr": 1e-3}})))
 
 
+def test_values_and_parts_of_the_wrong_kind_are_refused_where_they_are_passed(tmp_path: Path):
+    import numpy as np
+
+    # A config built by hand: a part given by name is read as from_dict reads it; a number is refused at once.
+    config = tuner.TrainConfig(optimizer="adam", schedule="cosine")
+    assert config.optimizer.name == "adam" and config.schedule.name == "cosine"
+    with pytest.raises(ConfigError, match=r"TrainConfig\(optimizer=...\) takes a OptimizerConfig, a mapping or a "
+                                          r"name; got int 3"):
+        tuner.TrainConfig(optimizer=3)
+    assert tuner.load_config({"optimizer": "adamw"}).optimizer.name == "adamw"  # a mapping, as from_dict
+    with pytest.raises(ConfigError, match=r"load_config\(\) takes a file path"):
+        tuner.load_config(5)
+    with pytest.raises(ConfigError, match=r"seed_everything\(\) takes a whole number >= 0; got '1'"):
+        tuner.seed_everything("1")
+    tuner.seed_everything(np.int64(3))
+    plateau = tuner.TrainConfig.from_dict({"schedule": "plateau"}).setup(torch.nn.Linear(2, 1), steps_per_epoch=1)
+    with pytest.raises(ConfigError, match=r"end_epoch\(metric\): metric must be one number.*shape \(2,\)"):
+        plateau.end_epoch(torch.tensor([0.5, 0.3]))
+    plateau.end_epoch(torch.tensor(0.5))
+
+    def reports(value):
+        def train(ctx: tuner.TrialContext) -> float:
+            ctx.report(0, value)
+            return 0.5
+        return train
+
+    for value, said in ((None, "value must be the epoch's validation metric as a number (got None)"),
+                        ("0.5", "as a number (got '0.5')"),
+                        (torch.tensor([0.5, 0.6]), "value must be one number, the epoch's validation metric (got "
+                                                   "Tensor of shape (2,))")):
+        with pytest.raises(StudyError) as info:
+            tuner.tune(reports(value), "lr-only", n_trials=1, epochs=1, max_consecutive_failures=1, verbose=False)
+        assert said in info.value.result.study.trials[0].user_attrs[Key.REASON]
+
+
 def test_a_model_a_class_or_a_factory_as_train_fn_is_refused_before_a_study_exists(tmp_path: Path):
     import functools
 

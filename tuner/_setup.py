@@ -36,6 +36,9 @@ def seed_everything(seed: int) -> None:
 
     Call it before building the model for weights that are the same on every run.
     """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed_everything() takes a whole number >= 0; got {seed!r}.")
+    seed = int(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -289,7 +292,16 @@ class TrainingSetup:
                     f"The {self.config.schedule.name!r} schedule lowers the learning rate when the validation "
                     f"metric stops improving: pass the metric, setup.end_epoch(metric) (with "
                     f"config.setup(..., mode='min') when lower is better).")
-            self.scheduler.step(float(metric))
+            try:
+                if isinstance(metric, (str, bytes)):
+                    raise TypeError
+                value = float(metric)
+            except (TypeError, ValueError, RuntimeError):  # a tensor of several values, text, a list
+                raise ConfigError(f"setup.end_epoch(metric): metric must be one number, the epoch's validation "
+                                  f"metric (got {type(metric).__name__}"
+                                  f"{f' of shape {tuple(metric.shape)}' if hasattr(metric, 'shape') else ''})."
+                                  ) from None
+            self.scheduler.step(value)
         if self._step_schedule and self._epoch_steps != self.steps_per_epoch:
             self._warn_once("steps-per-epoch", (
                 f"Epoch {self.epoch + 1} had {self._epoch_steps} training steps, but steps_per_epoch is "

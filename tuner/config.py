@@ -162,6 +162,17 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        # The parts as from_dict reads them: a name ("adam") or a mapping; anything else is refused here, not as
+        # an AttributeError when the config is first used.
+        for key, kind in (("optimizer", OptimizerConfig), ("schedule", ScheduleConfig), ("init", InitConfig),
+                          ("regularization", Regularization)):
+            value = getattr(self, key)
+            if not isinstance(value, kind):
+                if not isinstance(value, (str, dict)) or (key == "regularization" and isinstance(value, str)):
+                    raise ConfigError(f"TrainConfig({key}=...) takes a {kind.__name__}, a mapping"
+                                      f"{'' if key == 'regularization' else ' or a name'}; got "
+                                      f"{type(value).__name__} {value!r}.")
+                setattr(self, key, kind.from_dict(value))
         table = {"batch_size": POSITIVE_INT, "epochs": POSITIVE_INT,
                  "seed": Bound("int", 0, 2**63 - 1), "grad_clip_norm": POSITIVE}
         for key in ("batch_size", "epochs", "seed", "grad_clip_norm"):
@@ -329,7 +340,13 @@ class TrainConfig:
         return config_line(self.to_dict())
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Reads a ``TrainConfig`` from a YAML or JSON file (as written by ``TrainConfig.save``)."""
+def load_config(path: str | Path | dict[str, Any]) -> TrainConfig:
+    """Reads a ``TrainConfig`` from a YAML or JSON file (as written by ``TrainConfig.save``); a mapping of the
+    same keys is read as ``TrainConfig.from_dict`` reads it."""
+    if isinstance(path, dict):
+        return TrainConfig.from_dict(path)
+    if not isinstance(path, (str, Path)) and not hasattr(path, "__fspath__"):
+        raise ConfigError(f"load_config() takes a file path (or a mapping of train-config keys); got "
+                          f"{type(path).__name__}.")
     return TrainConfig.load(path)
 

@@ -209,8 +209,16 @@ class TrialContext:
         if self._last_epoch is not None and epoch <= self._last_epoch:
             raise TrainFnMisuse(f"ctx.report(epoch, value): epoch {epoch} was reported already (the last report "
                                 f"was epoch {self._last_epoch}): pass each epoch's number once, 0, 1, 2, ...")
+        if isinstance(value, (str, bytes)) or value is None:
+            raise TrainFnMisuse(f"ctx.report(epoch, value): value must be the epoch's validation metric as a "
+                                f"number (got {value!r}).")
+        try:
+            value = float(value)
+        except (TypeError, ValueError, RuntimeError):  # a tensor of several values, a list, an object
+            raise TrainFnMisuse(f"ctx.report(epoch, value): value must be one number, the epoch's validation "
+                                f"metric (got {type(value).__name__}"
+                                f"{f' of shape {tuple(value.shape)}' if hasattr(value, 'shape') else ''}).") from None
         self._last_epoch = epoch
-        value = float(value)
         self.history.append(value)
         try:
             if not math.isfinite(value):
