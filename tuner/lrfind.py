@@ -372,7 +372,10 @@ def plot_lr_find(result: LRFindResult, path: str | Path) -> Path:
         shown = curve.smoothed or curve.losses
         label = (f"{curve.optimizer}: {curve.low:.2g} .. {curve.high:.2g}" if curve.found
                  else f"{curve.optimizer}: no range")
-        ax.plot(curve.lrs, shown, color=color, linewidth=1.8, label=label)
+        # A dash pattern of its own: optimizers that sweep alike (Adam and AdamW without weight decay) would
+        # otherwise draw one line over the other.
+        ax.plot(curve.lrs, shown, color=color, linewidth=1.8, label=label,
+                linestyle=["-", "--", ":", "-."][i % 4])
         if curve.found:
             ax.axvspan(curve.low, curve.high, color=color, alpha=0.08)
             ax.plot([curve.low, curve.high], [np.interp(np.log10(curve.low), np.log10(curve.lrs), shown),
