@@ -57,6 +57,8 @@ CASES = [
     Case("name with control characters", ["--name", "bad\x1b[31mname"], ["name", "control characters"]),
     Case("empty name", ["--name", "  "], ["name", "empty"]),
     Case("unknown storage scheme", ["--storage", "redis://127.0.0.1/0"], ["Unknown storage", "sqlite:///FILE"]),
+    Case("postgres scheme", ["--storage", f"postgres://tuner:{PASSWORD}@127.0.0.1:1/db"],
+         ["Unknown storage", "PostgreSQL's scheme is postgresql://"]),
     Case("unreachable postgresql", ["--storage", f"postgresql://tuner:{PASSWORD}@127.0.0.1:1/db"],
          ["Cannot open storage postgresql://tuner:***@127.0.0.1:1/db"]),
     Case("objective file missing", ["--objective", "nowhere/model.py:objective"], ["nowhere/model.py"]),

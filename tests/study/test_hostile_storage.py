@@ -317,3 +317,17 @@ def test_a_partial_schema_is_waited_for_only_while_the_file_is_being_written(tmp
         _storage.check_storage(f"sqlite:///{path}")
     assert (len(looks) == 2) == (age > 0), len(looks)  # an old file: looked at twice, unchanged in between
     assert path.stat().st_mtime == then  # untouched
+
+
+def test_a_missing_database_driver_says_what_to_install():
+    from tuner.study._storage import explain_storage_error
+
+    try:
+        try:
+            raise ModuleNotFoundError("No module named 'MySQLdb'")
+        except ImportError as inner:
+            raise RuntimeError("could not load the dialect") from inner
+    except RuntimeError as exc:
+        said = explain_storage_error(exc, "mysql://me:secret@db/studies")
+    assert said.startswith("ModuleNotFoundError: No module named 'MySQLdb'") and "pip install pymysql" in said
+    assert "secret" not in said

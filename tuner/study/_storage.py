@@ -142,7 +142,9 @@ def _check_scheme(url: str) -> None:
     if _journal_path(url) is not None or _scheme(url) in _SCHEMES:
         return
     hint = ""
-    if "://" not in url:
+    if _scheme(url) in ("postgres", "postgres+psycopg2", "postgres+psycopg"):
+        hint = " PostgreSQL's scheme is postgresql:// (postgres:// is not taken)."
+    elif "://" not in url:
         scheme, colon, rest = url.partition(":")
         file = rest.lstrip("/") if colon and scheme.lower() in ("sqlite", "journal") else url
         hint = (f" A file needs a scheme: sqlite:///{file} (SQLite) or journal:{file} (Optuna's journal file; "
@@ -317,7 +319,12 @@ def explain_storage_error(exc: BaseException, url: str) -> str:
             break
         cur = nxt
     text = str(cur).splitlines()[0] if str(cur) else type(cur).__name__
-    return mask_url(f"{type(cur).__name__}: {text}")[:500]
+    hint = ""
+    if isinstance(cur, ImportError):  # the database's driver is not installed
+        hint = {"mysql": " (MySQL needs a driver: pip install pymysql, with mysql+pymysql://USER@HOST/DB)",
+                "postgresql": " (PostgreSQL needs a driver: pip install psycopg2-binary, or psycopg with "
+                              "postgresql+psycopg://)"}.get(_scheme(url).split("+")[0], "")
+    return mask_url(f"{type(cur).__name__}: {text}{hint}")[:500]
 
 
 def _free_bytes(path: Path) -> int:
