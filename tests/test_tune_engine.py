@@ -68,7 +68,7 @@ def test_one_seed_gives_the_same_trials_in_another_process_with_known_starts_que
 def test_progress_lines_and_summary_are_printed_unless_quiet(capsys):
     tuner.tune(_noisy, space="lr-only", n_trials=3, epochs=1, pruner="none", study_name="shown")
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("tuning _noisy over space 'lr-only': study 'shown', 3 trials x 1 epochs")
+    assert out[0].startswith("tuning _noisy over space 'lr-only': study 'shown', 3 trials x 1 epoch")
     assert [line.split()[:3] for line in out[1:4]] == [["trial", "0", "COMPLETE"], ["trial", "1", "COMPLETE"],
                                                         ["trial", "2", "COMPLETE"]]
     assert "done 3/3" in out[3]

@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 
 from tuner.config import TrainConfig
-from tuner.errors import ConfigError, StudyError
+from tuner.errors import ConfigError, StudyError, count
 from tuner.study._engine import RunPlan, TrialContext, TrialOutcome, UserExecutor, run_config, run_trials
 from tuner.study._record import StudyKey, best_trial, direction_of, primary, ranked_trials
 
@@ -383,7 +383,7 @@ def tune(
 
     if verbose:
         print(f"tuning {getattr(train_fn, '__qualname__', 'train_fn')} over space {search.name!r}: study {name!r}, "
-              f"{n_trials} trials x {epochs} epochs, {direction} {metric!r}"
+              f"{count(n_trials, 'trial')} x {count(epochs, 'epoch')}, {direction} {metric!r}"
               + "".join(f", minimize {name!r}" for name in objectives[1:])
               + (f", timeout {timeout:g}s" if timeout else ""), flush=True)
         if direction_note:

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 
 from tuner._api import TuneResult
-from tuner.errors import ConfigError, StudyError
+from tuner.errors import ConfigError, StudyError, count
 
 __all__ = ["StudyResult", "run_study"]
 
@@ -146,7 +146,7 @@ def _run(spec: Any, workers: int | str, devices: str | None, force: bool, verbos
     n_trials, timeout = prepared.spec.n_trials, prepared.spec.timeout
     if say:
         say(f"study {prepared.name} in {storage_label(prepared.storage_url)}: objective {prepared.objective.name}, "
-            f"space {prepared.space.name}, {n_trials} trials x {prepared.spec.epochs} epochs on "
+            f"space {prepared.space.name}, {count(n_trials, 'trial')} x {count(prepared.spec.epochs, 'epoch')} on "
             f"{prepared.trainer.device}" + (f"; stops at its {timeout:g} s timeout if that comes first"
                                             if timeout else ""))
         for line in prepared.preparation_lines():

@@ -29,6 +29,11 @@ class OutputError(TunerError):
     """A result (export, report, table) cannot be written where asked; nothing half-written is left."""
 
 
+def count(n: int, word: str) -> str:
+    """``1 trial``, ``3 trials``: a number and its noun, plural where it is not one."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def closest(name: str, valid: Iterable[str]) -> str | None:
     """The valid name meant by ``name``: the same but for case (``TPE``), the same words in another order
     (``cosine_warmup``), else the most alike."""

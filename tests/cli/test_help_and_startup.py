@@ -139,10 +139,10 @@ def test_the_run_header_says_it_is_time_boxed(tmp_cwd: Path, objective_ref: str,
             "--device", "cpu", "--name", "boxed"]
     created = runner.invoke(app, ["study", "create", *args, "--timeout", "600"])
     assert created.exit_code == 0, created.output
-    assert "2 trials x 1 epochs on cpu; stops at its 600 s timeout if that comes first (--timeout)" in created.output
+    assert "2 trials x 1 epoch on cpu; stops at its 600 s timeout if that comes first (--timeout)" in created.output
     resumed = runner.invoke(app, ["study", "run", "boxed", "--storage", storage_url, "--n-trials", "3"])
     assert resumed.exit_code == 0, resumed.output
-    assert "study boxed: 2 of 3 trials finished, 1 epochs each, on cpu; stops at its 600 s timeout" in resumed.output
+    assert "study boxed: 2 of 3 trials finished, 1 epoch each, on cpu; stops at its 600 s timeout" in resumed.output
 
 
 @pytest.mark.parametrize("args", [

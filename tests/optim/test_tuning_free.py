@@ -147,7 +147,7 @@ def test_the_baseline_line_of_one_seed_shows_no_spread() -> None:
     assert "± " not in one and "on the same seed: tuning bought +0.0500" in one
     two = baseline_line(confirmed([0.94, 0.95, 0.96]), Baseline(base, [7, 8], [0.90, 0.92], [None, None]),
                         "accuracy", "maximize")
-    assert "0.9500 ± 0.0100" in two and "on the same 2 seeds: tuning bought +0.0400" in two
+    assert "0.9500 ± 0.01 " in two and "on the same 2 seeds: tuning bought +0.0400" in two
     worse = baseline_line(confirmed([0.80]), Baseline(base, [7], [0.90], [None]), "accuracy", "maximize")
     assert "tuning bought -0.1000 - Prodigy at its defaults did better than the tuned config" in worse
     assert "did better" not in one

@@ -26,7 +26,7 @@ from tuner.cli._output import (
     print_table,
     use_storage,
 )
-from tuner.errors import StudyError, TunerError
+from tuner.errors import StudyError, TunerError, count
 from tuner.study._spec import DEFAULT_PRUNER, StudySpec
 
 if TYPE_CHECKING:
@@ -369,8 +369,8 @@ def study_create(
     use_storage(prepared.storage_url)
     if fmt is Format.text:
         echo("study ", (prepared.name, "bold"), f" in {storage_label(prepared.storage_url)}: objective "
-             f"{prepared.objective.name}, space {prepared.space.name}, {prepared.spec.n_trials} trials x "
-             f"{prepared.spec.epochs} epochs on {prepared.trainer.device}{_time_box(prepared.spec.timeout)}")
+             f"{prepared.objective.name}, space {prepared.space.name}, {count(prepared.spec.n_trials, 'trial')} x "
+             f"{count(prepared.spec.epochs, 'epoch')} on {prepared.trainer.device}{_time_box(prepared.spec.timeout)}")
         for line in prepared.preparation_lines():
             echo(line)
     if no_run:
@@ -424,7 +424,7 @@ def study_run(
 
         c = counts(study)
         echo("study ", (prepared.name, "bold"), f": {c['COMPLETE'] + c['PRUNED']} of {prepared.spec.n_trials} trials "
-             f"finished, {prepared.spec.epochs} epochs each, on {prepared.trainer.device}"
+             f"finished, {count(prepared.spec.epochs, 'epoch')} each, on {prepared.trainer.device}"
              f"{_time_box(prepared.spec.timeout)}")
     _run(study, prepared, fmt, workers, devices)
 

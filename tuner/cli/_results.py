@@ -10,6 +10,7 @@ import typer
 
 from tuner.cli._app import Format, FormatOpt, StorageOpt, _masked, handle_errors, study_app
 from tuner.cli._output import echo, one_line, print_json, stdout, use_storage
+from tuner.errors import count
 
 TopK = Annotated[int, typer.Option("--top-k", min=1, help="Best configs re-trained in the confirmation runs.")]
 Seeds = Annotated[int, typer.Option("--seeds", min=1, help="New seeds per config in the confirmation runs.")]
@@ -192,7 +193,7 @@ def study_trials(
     frame = trials_frame(study)
     if csv is not None:
         write_text(csv, frame.to_csv(index=False))
-        echo(f"wrote {len(frame)} trials x {len(frame.columns)} columns to {csv}", to_err=True)
+        echo(f"wrote {count(len(frame), 'trial')} x {count(len(frame.columns), 'column')} to {csv}", to_err=True)
         return
     if fmt is Format.json:
         stdout.write(frame.to_json(orient="records", date_format="iso") + "\n")

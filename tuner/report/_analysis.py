@@ -15,7 +15,7 @@ import pandas as pd
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.errors import ConfigError, StudyError
+from tuner.errors import ConfigError, StudyError, count
 from tuner.study._record import Key, primary, range_position, ranked_trials
 
 __all__ = ["trials_frame", "Importance", "importances", "per_optimizer_best", "narrow_space", "complete_trials",
@@ -197,7 +197,7 @@ def importances(study: optuna.Study, evaluator: str = "ped-anova", seed: int = 0
         raise ConfigError(f"Unknown importance evaluator {evaluator!r}. Valid choices: {', '.join(EVALUATORS)}.")
     trials = complete_trials(study)
     if len(trials) < min_trials:
-        raise StudyError(f"Study {study.study_name!r} has {len(trials)} complete trials; importances need at "
+        raise StudyError(f"Study {study.study_name!r} has {count(len(trials), 'complete trial')}; importances need at "
                          f"least {min_trials}.")
     groups = _merge_groups(trials)
     # PED-ANOVA rates a parameter within the trials that have it, weighted by how many of the best trials
@@ -284,8 +284,8 @@ def narrow_space(study: optuna.Study, raw_space: dict[str, Any], top_fraction: f
     """
     trials = complete_trials(study)
     if len(trials) < min_top:
-        raise StudyError(f"Study {study.study_name!r} has {len(trials)} complete trials; a narrowed space needs "
-                         f"at least {min_top}.")
+        raise StudyError(f"Study {study.study_name!r} has {count(len(trials), 'complete trial')}; a narrowed "
+                         f"space needs at least {min_top}.")
     top = trials[:max(min_top, math.ceil(top_fraction * len(trials)))]
     best = next((t for t in trials if t.number == anchor), trials[0])
     if best not in top:
@@ -300,7 +300,7 @@ def narrow_space(study: optuna.Study, raw_space: dict[str, Any], top_fraction: f
             for name in dropped:
                 del entries[name]
             if dropped:
-                notes.append(f"{group}: dropped {', '.join(dropped)} (not among the top {len(top)} trials)")
+                notes.append(f"{group}: dropped {', '.join(dropped)} (not among the top {count(len(top), 'trial')})")
     dists: dict[str, Any] = {}
     for t in trials:
         dists.update(t.distributions)

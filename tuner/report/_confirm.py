@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from tuner.config import TrainConfig
-from tuner.errors import StudyError, TunerError
+from tuner.errors import StudyError, TunerError, count
 from tuner.report._analysis import complete_trials
 from tuner.study._engine import RunFailed
 from tuner.study._record import Key, StudyKey, direction_of, primary, top_distinct, trial_with_config
@@ -166,6 +166,8 @@ class ConfirmPlan:
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "?"
+    if seconds < 0.05:  # not "0.0 s"
+        return "under 0.1 s"
     if seconds < 60:
         return f"{seconds:.1f} s"
     minutes, rest = divmod(int(round(seconds)), 60)
@@ -307,8 +309,8 @@ def recommendation(study: optuna.Study, fit: FitFn | None = None, *, trial: int 
     if conf is not None:
         best = conf.best
         return Recommendation(TrainConfig.from_dict(best.config), best.trial, best.mean, best.std, best.test_mean,
-                              best.test_std, f"best mean of the top {len(conf.candidates)} trials re-trained with "
-                              f"{conf.n_seeds} new seeds each", conf)
+                              best.test_std, f"best mean of the top {count(len(conf.candidates), 'trial')} "
+                              f"re-trained with {count(conf.n_seeds, 'new seed')} each", conf)
     ranked = complete_trials(study)
     if not ranked:
         raise StudyError(f"Study {study.study_name!r} has no complete trial to recommend.")
@@ -398,7 +400,7 @@ def baseline_line(rec: Recommendation, baseline: Baseline, metric: str, directio
     def pm(mean: float | None, std: float | None) -> str:
         if mean is None or not math.isfinite(mean):
             return "-"
-        return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+        return f"{mean:.4f}" + (f" ± {std:.2g}" if std is not None else "")  # the spread as the tables show it
 
     tuned = pm(rec.value, rec.std) + ("" if rec.confirmation is not None else " (one trial, not re-run)")
     test = f" (test {rec.test_value:.4f})" if rec.test_value is not None else ""
