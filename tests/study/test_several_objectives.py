@@ -117,6 +117,12 @@ def test_show_export_and_report_recommend_the_knee(objective_ref: str, storage_u
     assert shown.exit_code == 0, shown.output
     assert "Pareto front (accuracy vs train_seconds; * = knee, the recommendation)" in shown.output
     assert f"recommended config (trial {point.number}, the knee of the Pareto front" in shown.output
+    # The trials table has both objectives, each under its own name; no NaN or None beside "-".
+    listed = runner.invoke(app, ["study", "trials", "mo", "--storage", storage_url, "--format", "json"])
+    rows = {r["number"]: r for r in json.loads(listed.output)}
+    assert rows[point.number]["train_seconds"] == point.values[1] and rows[point.number]["value"] == point.values[0]
+    table = runner.invoke(app, ["study", "trials", "mo", "--storage", storage_url]).output
+    assert "train_seconds" in table.splitlines()[0] and "NaN" not in table and "None" not in table
     exported = runner.invoke(app, ["study", "export", "mo", "--storage", storage_url, "-o", "knee.yaml"])
     assert exported.exit_code == 0, exported.output
     assert TrainConfig.load("knee.yaml").to_dict() == TrainConfig.from_dict(point.user_attrs[Key.CONFIG]).to_dict()

@@ -206,7 +206,7 @@ def study_trials(
                 f"`{study_command('run', name, storage)}` runs them")
         echo(f"study {name!r} has no trials yet; {runs}")
         return
-    cols = [c for c in ("number", "state", "value", "test_value", "duration_s", "epochs_run",
+    cols = [c for c in ("number", "state", "value", "train_seconds", "test_value", "duration_s", "epochs_run",
                         "config.optimizer.name", "config.optimizer.lr", "config.batch_size", "reason")
             if c in frame.columns]
-    echo(frame[cols].to_string(index=False, max_colwidth=60))
+    echo(frame[cols].to_string(index=False, max_colwidth=60, na_rep="-"))  # NaN and None alike

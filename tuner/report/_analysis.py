@@ -46,10 +46,15 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: number, state, value, timing, every Optuna parameter (``params.<name>``) and every
     user attribute flattened (``config.optimizer.lr``, ``test_value``, ``reason``, ...). Per-epoch histories
     become ``epochs_run`` and ``last_val``."""
+    from tuner.study._record import objectives_of
+
     rows = []
+    others = objectives_of(study)[1:] if len(study.directions) > 1 else []  # train_seconds, beside the metric
     for t in study.get_trials(deepcopy=False):
         row: dict[str, Any] = {
             "number": t.number, "state": t.state.name, "value": primary(t),
+            **{name: (t.values[i + 1] if t.values and len(t.values) > i + 1 else None)
+               for i, name in enumerate(others)},
             "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete,
             "duration_s": (t.datetime_complete - t.datetime_start).total_seconds()
             if t.datetime_complete and t.datetime_start else None,
@@ -68,7 +73,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=["number", "state", "value"])
-    first = ["number", "state", "value", "test_value", "duration_s", "epochs_run", "last_val", "reason"]
+    first = ["number", "state", "value", *others, "test_value", "duration_s", "epochs_run", "last_val", "reason"]
     lead = [c for c in first if c in frame.columns]
     params = sorted(c for c in frame.columns if c.startswith("params."))
     rest = sorted(c for c in frame.columns if c not in lead and c not in params)
