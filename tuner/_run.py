@@ -146,7 +146,8 @@ def _run(spec: Any, workers: int | str, devices: str | None, force: bool, verbos
     n_trials, timeout = prepared.spec.n_trials, prepared.spec.timeout
     if say:
         say(f"study {prepared.name} in {storage_label(prepared.storage_url)}: objective {prepared.objective.name}, "
-            f"space {prepared.space.name}, {count(n_trials, 'trial')} x {count(prepared.spec.epochs, 'epoch')} on "
+            f"space {prepared.spec.space if isinstance(prepared.spec.space, str) else prepared.space.name}, "
+            f"{count(n_trials, 'trial')} x {count(prepared.spec.epochs, 'epoch')} on "
             f"{prepared.trainer.device}" + (f"; stops at its {timeout:g} s timeout if that comes first"
                                             if timeout else ""))
         for line in prepared.preparation_lines():

@@ -171,6 +171,7 @@ def test_study_list_and_show(cli, objective_ref: str, storage_url: str):
     text = cli("study", "show", "cli", "--storage", storage_url)
     assert text.exit_code == 0
     assert "trials: 3 complete" in text.stdout and "best trials" in text.stdout and "best config" in text.stdout
+    assert "maximize accuracy" in text.stdout.splitlines()[0]  # the header names the metric
     assert "optimizer:" in text.stdout
 
 

@@ -368,8 +368,9 @@ def study_create(
 
     use_storage(prepared.storage_url)
     if fmt is Format.text:
+        space = prepared.spec.space if isinstance(prepared.spec.space, str) else prepared.space.name  # as show says
         echo("study ", (prepared.name, "bold"), f" in {storage_label(prepared.storage_url)}: objective "
-             f"{prepared.objective.name}, space {prepared.space.name}, {count(prepared.spec.n_trials, 'trial')} x "
+             f"{prepared.objective.name}, space {space}, {count(prepared.spec.n_trials, 'trial')} x "
              f"{count(prepared.spec.epochs, 'epoch')} on {prepared.trainer.device}{_time_box(prepared.spec.timeout)}")
         for line in prepared.preparation_lines():
             echo(line)

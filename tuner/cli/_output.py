@@ -85,7 +85,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     objectives = summary.get("objectives") or []
     # A study of several objectives: each one's direction (the metric's, then train_seconds minimised).
     goal = (", ".join([f"{summary['direction']} {objectives[0]}", *(f"minimize {o}" for o in objectives[1:])])
-            if len(objectives) > 1 else summary["direction"])
+            if len(objectives) > 1 else " ".join(filter(None, [summary["direction"], summary.get("metric")])))
     out.print(styled((cell(summary["name"]), "bold"), f": objective {cell(summary['objective'])}, space "
                                                        f"{cell(summary['space'])}, {goal}"))
     calibration = summary.get("calibration")

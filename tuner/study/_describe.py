@@ -57,6 +57,7 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
         "name": study.study_name,
         "kind": study_kind(study.user_attrs, len(study.directions)),
         "direction": direction_of(study),
+        "metric": study.user_attrs.get(StudyKey.METRIC),
         "objective": _objective_of(spec, tune),
         "space": next((v for v in (spec.get("space"), tune.get("space")) if isinstance(v, str)), "custom"),
         "calibration": _calibration(study.user_attrs.get(StudyKey.CALIBRATION)),
