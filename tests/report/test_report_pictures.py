@@ -159,3 +159,16 @@ def test_the_history_counts_trials_in_whole_numbers(figures, tmp_path: Path, n_t
     lo, hi = sorted(ax.get_xlim())
     shown = [t for t in ax.get_xticks() if lo <= t <= hi]
     assert shown and all(float(t).is_integer() for t in shown), shown
+
+
+def test_log_axes_are_labelled_at_round_values_inside_their_range():
+    from tuner.report._plots import _log_ticks
+
+    fig, ax = plt.subplots()
+    ax.set_xscale("log")
+    for low, high in ((6.7e-6, 0.15), (0.0022, 0.03), (1e-4, 3e-2)):
+        _log_ticks(ax.xaxis, low, high)
+        ticks = list(ax.get_xticks())
+        assert len(ticks) >= 2 and all(low <= t <= high for t in ticks), ticks
+        assert all(float(f"{t:.1g}") == pytest.approx(t) for t in ticks), ticks  # 1, 2 or 5 times a power of ten
+    plt.close(fig)

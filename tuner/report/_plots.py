@@ -53,7 +53,14 @@ def _log_ticks(axis: Any, low: float, high: float, n: int = 4) -> None:
     when a range spans less than a decade, and they overlap)."""
     from matplotlib.ticker import NullFormatter
 
-    ticks = np.geomspace(low, high, n)
+    # Round values (1, 2 and 5 times a power of ten) inside the range, rather than its padded ends (6.7e-06).
+    round_values = [m * 10.0 ** k for k in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+                    for m in (1, 2, 5) if low <= m * 10.0 ** k <= high]
+    if len(round_values) >= 2:
+        picks = sorted(set(np.linspace(0, len(round_values) - 1, min(n, len(round_values))).round().astype(int)))
+        ticks = [round_values[i] for i in picks]
+    else:
+        ticks = list(np.geomspace(low, high, n))
     axis.set_ticks(ticks, [f"{v:.2g}" for v in ticks])
     axis.set_minor_formatter(NullFormatter())
 
