@@ -449,8 +449,10 @@ def test_a_loop_that_ignores_the_batch_size_is_told_so():
         ctx.report(0, 0.5)
         return 0.5
 
-    with pytest.warns(RuntimeWarning, match="does not seem to use ctx.config.batch_size"):
+    with pytest.warns(RuntimeWarning, match="does not seem to use ctx.config.batch_size") as caught:
         tuner.tune(train, "default", n_trials=6, epochs=1, sampler="random", known_starts=False, verbose=False)
+    said = next(w for w in caught if "does not seem to use" in str(w.message))
+    assert (said.filename, said.lineno) == (__file__, train.__code__.co_firstlineno)  # the user's loop, not tuner
 
     def honest(ctx: tuner.TrialContext) -> float:
         return train(ctx, DataLoader(data, batch_size=ctx.config.batch_size))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import inspect
 import logging
 import math
 import operator
@@ -286,11 +287,17 @@ class UserExecutor:
         self._steps_by_batch[config.batch_size] = steps
         if other is not None:
             self._said_batches = True
-            warnings.warn(f"tuner.tune: trials at batch sizes {other} and {config.batch_size} both gave "
-                          f"config.setup steps_per_epoch={steps}: the loop does not seem to use "
-                          f"ctx.config.batch_size (build the DataLoader inside train_fn with "
-                          f"batch_size=ctx.config.batch_size), so the batch size searched is not the one trained.",
-                          RuntimeWarning, stacklevel=2)
+            message = (f"tuner.tune: trials at batch sizes {other} and {config.batch_size} both gave config.setup "
+                       f"steps_per_epoch={steps}: the loop does not seem to use ctx.config.batch_size (build the "
+                       f"DataLoader inside train_fn with batch_size=ctx.config.batch_size), so the batch size "
+                       f"searched is not the one trained.")
+            # Attributed to the user's train_fn, whose loop it is about (not to this line of tuner).
+            code = getattr(inspect.unwrap(self.train_fn), "__code__", None)
+            if code is not None:
+                warnings.warn_explicit(message, RuntimeWarning, code.co_filename, code.co_firstlineno,
+                                       module=getattr(self.train_fn, "__module__", None))
+            else:
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
 
     def begin(self, trial: optuna.Trial | None) -> None:
         self.trial = trial
