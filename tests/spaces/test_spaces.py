@@ -403,3 +403,11 @@ def test_multistep_milestones_out_of_order_are_refused_at_load(tmp_path) -> None
                             "    milestones: [0.8, 0.3]\n", "ms.yaml")
     with pytest.raises(ConfigError, match=r"ms\.yaml:3: key 'schedule\.multistep'.*milestones.*must increase"):
         load_space(path)
+
+
+def test_a_space_given_as_a_mapping_is_named_custom():
+    """Its name shows in a tune() study's default name and in headers: not '<space>'."""
+    space = load_space({"optimizer": "adam", "batch_size": 16})
+    assert space.name == "custom"
+    with pytest.raises(ConfigError, match="^the space mapping: "):
+        load_space({"optimizer": "adamx"})

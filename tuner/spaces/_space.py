@@ -723,8 +723,8 @@ def list_spaces() -> dict[str, Path]:
 
 def load_space(ref: str | Path | dict[str, Any]) -> SearchSpace:
     """Loads a built-in space by name (``default``), a YAML file path, or a dict."""
-    if isinstance(ref, dict):
-        return SearchSpace.from_dict(ref)
+    if isinstance(ref, dict):  # named "custom" where it shows (a study's default name, its header)
+        return SearchSpace.from_dict(ref, name="custom", source="the space mapping")
     path, name = space_source(str(ref))
     return SearchSpace.from_dict(load_yaml_file(path), name=name, source=str(path))
 
