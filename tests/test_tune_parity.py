@@ -209,6 +209,11 @@ def test_library_calls_made_wrongly_say_what_to_pass(tmp_path: Path):
         setup.step(lambda: 0.5)
     with pytest.raises(ConfigError, match="takes the Optuna trial"):
         tuner.suggest("trial")
+    trial = optuna.create_study().ask()
+    for bad, said in (({"epochs": 0}, "epochs must be an int of at least 1"), ({"seed": -1}, "seed must be")):
+        with pytest.raises(ConfigError, match=said):
+            tuner.suggest(trial, **bad)
+    assert trial.params == {}  # refused before anything was sampled on the caller's trial
     empty = tmp_path / "empty.yaml"
     empty.write_text("{}\n")
     with pytest.raises(ConfigError, match="holds no train config"):

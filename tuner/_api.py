@@ -41,6 +41,11 @@ def suggest(trial: optuna.Trial, space: Any = "default", *, epochs: int = 10, se
     if not callable(getattr(trial, "suggest_float", None)):
         raise ConfigError(f"tuner.suggest(trial, ...) takes the Optuna trial your objective is given; got "
                           f"{type(trial).__name__}.")
+    # Checked before the trial samples anything: a refused call leaves the caller's trial as it was.
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"tuner.suggest(): epochs must be an int of at least 1 (got {epochs!r}).")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigError(f"tuner.suggest(): seed must be an int >= 0, or None for the trial's number (got {seed!r}).")
     return _space(space).sample(trial, epochs=epochs, seed=trial.number if seed is None else seed)
 
 
