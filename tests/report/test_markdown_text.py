@@ -54,3 +54,24 @@ def test_the_study_table_shows_lists_and_switches_as_words(tmp_path: Path):
     for row in ("| objectives | accuracy, train\\_seconds |", "| calibrate | no |", "| known\\_starts | yes |",
                 "| epochs | 3 |"):
         assert row in md, md
+
+
+def test_the_html_report_shows_text_without_markdown_escapes(tmp_path: Path):
+    """The two renderings share their lines: the HTML one must not show report.md's backslashes."""
+    from tuner.config import TrainConfig
+    from tuner.report._confirm import Recommendation
+    from tuner.report._render import render_html
+
+    config = TrainConfig.from_dict({"optimizer": "adamw", "schedule": "warmup_cosine"})
+    data = ReportData(
+        study=optuna.create_study(study_name="s_1"), metric="val_acc", storage="sqlite:///t.db",
+        spec={"objective": "my_model.py:objective"}, counts={"COMPLETE": 1}, reasons={},
+        recommendation=Recommendation(config, 0, 0.9, None, None, None, "best_trial *as is*"), per_optimizer=[],
+        importances=[], evaluator="fanova", narrowed_yaml=None, narrowed_notes=[], plots={}, skipped_plots={},
+        notes=["a_b"])
+    page = render_html(data, tmp_path).read_text()
+    visible = re.sub(r"<style>.*?</style>", "", page, flags=re.S)
+    assert "\\_" not in visible and "\\*" not in visible and "**" not in visible
+    assert "warmup_cosine" in visible and "best_trial *as is*" in visible and "my_model.py:objective" in visible
+    md = render_markdown(data, tmp_path).read_text()
+    assert "**adamw" in md and "warmup\\_cosine" in md and "best\\_trial \\*as is\\*" in md

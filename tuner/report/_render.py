@@ -131,19 +131,21 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _recommendation_lines(d: ReportData) -> list[str]:
+def _recommendation_lines(d: ReportData, md: bool = False) -> list[str]:
+    """The recommendation in two lines: as Markdown (``md``: the summary bold, text escaped) or as plain text."""
     rec = d.recommendation
     if rec is None:
         return ["No complete trial yet: nothing to recommend."]
-    lines = [f"**{_md(rec.config.summary())}** (trial {rec.trial}; {_md(rec.source)})",
-             _md(f"validation {d.metric}: {_pm(rec.value, rec.std)}; test {d.metric}: "
+    text = _md if md else str
+    summary = f"**{_md(rec.config.summary())}**" if md else rec.config.summary()
+    return [f"{summary} (trial {rec.trial}; {text(rec.source)})",
+            text(f"validation {d.metric}: {_pm(rec.value, rec.std)}; test {d.metric}: "
                  f"{_pm(rec.test_value, rec.test_std)}")]
-    return lines
 
 
 def render_markdown(d: ReportData, out_dir: Path) -> Path:
     parts = [f"# Study report: {_md(d.study.study_name)}", ""]
-    parts += ["## Recommended config", "", *[line + "  " for line in _recommendation_lines(d)], ""]
+    parts += ["## Recommended config", "", *[line + "  " for line in _recommendation_lines(d, md=True)], ""]
     if d.recommendation is not None:
         parts += [*_fence(d.recommendation.config.to_yaml(), "yaml"), ""]
     parts += [f"- {_md(n)}" for n in d.notes] + ([""] if d.notes else [])
@@ -193,7 +195,7 @@ def render_html(d: ReportData, out_dir: Path) -> Path:
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              f"<title>Study report: {e(d.study.study_name)}</title><style>{_CSS}</style></head><body>",
              f"<h1>Study report: {e(d.study.study_name)}</h1>", "<h2>Recommended config</h2>",
-             '<div class="rec">' + "<br>".join(e(line).replace("**", "") for line in _recommendation_lines(d))
+             '<div class="rec">' + "<br>".join(e(line) for line in _recommendation_lines(d))
              + "</div>"]
     if d.recommendation is not None:
         parts.append(f"<pre>{e(d.recommendation.config.to_yaml())}</pre>")
