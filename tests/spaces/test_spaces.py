@@ -411,3 +411,12 @@ def test_a_space_given_as_a_mapping_is_named_custom():
     assert space.name == "custom"
     with pytest.raises(ConfigError, match="^the space mapping: "):
         load_space({"optimizer": "adamx"})
+
+
+def test_a_plain_list_for_a_searched_value_says_how_to_write_choices():
+    with pytest.raises(ConfigError, match=r"A list is one fixed value here; to search among values write "
+                                          r"\{choices: \[32, 64\]\}"):
+        load_space({"optimizer": "adam", "batch_size": [32, 64]})
+    with pytest.raises(ConfigError, match=r"write \{type: int, low: 1, high: 3\}"):  # whole bounds, which load
+        load_space({"optimizer": "sgd", "schedule": {"step": {"step_size": {"low": 0.5, "high": 3}}}})
+    assert load_space({"optimizer": "sgd", "schedule": {"step": {"step_size": {"type": "int", "low": 1, "high": 3}}}})

@@ -683,8 +683,11 @@ def _check_exclusive(branch: Branch, where: str) -> None:
 def _check_range(param: Param, bound: Bound, where: str, target: str, negate: bool = False) -> None:
     if bound.kind == "int" and isinstance(param.distribution, optuna.distributions.FloatDistribution):
         d = param.distribution
+        low, high = math.ceil(d.low), math.floor(d.high)  # the whole numbers of the range, which the fix must hold
+        fix = (f"write {{type: int, low: {low}, high: {high}}}" if low <= high else
+               "it holds no whole number: give whole bounds as {type: int, low: ..., high: ...}")
         raise ConfigError(f"{where}: {target!r} takes whole numbers, and a range without 'type' is a float range: "
-                          f"write {{type: int, low: {d.low:g}, high: {d.high:g}}}, or give 'choices'.")
+                          f"{fix}, or give 'choices'.")
     for value in param.endpoints():
         if value is None:
             continue
@@ -693,7 +696,10 @@ def _check_range(param: Param, bound: Bound, where: str, target: str, negate: bo
             bound.check(checked)
         except ValueError as exc:
             shown = f"1 - {value!r} = {checked!r}" if negate else repr(value)
-            raise ConfigError(f"{where}: {target!r} must be {exc}. Got {shown} instead.") from None
+            # A plain list is one fixed value (a pair of betas); values to choose from are written as choices.
+            listed = (f" A list is one fixed value here; to search among values write {{choices: "
+                      f"{list(value)}}}." if isinstance(value, (list, tuple)) and param.distribution is None else "")
+            raise ConfigError(f"{where}: {target!r} must be {exc}. Got {shown} instead.{listed}") from None
 
 
 def _parse_checked(data: Any, key: str, source: str, path: str, bound: Bound, default: Any) -> Param:
