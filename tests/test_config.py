@@ -353,6 +353,10 @@ def test_load_errors_name_the_file(tmp_path) -> None:
     assert str(excinfo.value).startswith(f"{path}: optimizer: ")
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "missing.yaml")
+    spec = tmp_path / "spec.yaml"  # a study spec (its epochs and seed are train-config keys too) is not a config
+    spec.write_text("objective: digits-mlp\nspace: default\nn_trials: 20\nepochs: 5\nseed: 1\n")
+    with pytest.raises(ConfigError, match=f"{spec}: holds no train config"):
+        load_config(spec)
     typo = tmp_path / "typo.yaml"
     typo.write_text("optimiser: adam\nbatch_sise: 32\n")
     with pytest.raises(ConfigError, match=f"{typo}: Unknown train-config key 'optimiser'.*Did you mean 'optimizer'"):

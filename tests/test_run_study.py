@@ -81,6 +81,10 @@ def _object():
     (lambda url: tuner.run_study(**BASE, workers=0, storage=url), "workers must be auto or a whole number of at"),
     (lambda url: tuner.run_study(**BASE, verbose="yes", storage=url), "verbose must be True or False"),
     (lambda url: tuner.run_study(spec="spec.yaml", storage=url), "spec.yaml:4: key 'schedule.cosinee'"),
+    (lambda url: tuner.run_study({"objective": _object()}, space="lr-only", storage=url),
+     "objective is an Objective object ('digits-mlp')"),
+    (lambda url: tuner.run_study(**BASE, storage=Path(url[len("sqlite:///"):])),
+     "storage must be a URL string such as 'sqlite:///tuner.db'"),
     (lambda url: tuner.run_study(objective=_object(), space="lr-only", storage=url),
      "objective is an Objective object ('digits-mlp'); a study stores where its objective comes from, so that "
      "workers and later runs load it again: pass objective='digits-mlp'"),

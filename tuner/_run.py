@@ -123,6 +123,13 @@ def _run(spec: Any, workers: int | str, devices: str | None, force: bool, verbos
                  "workers"]
         raise ConfigError("tuner.run_study(): " + unknown_name_message("argument", unknown[0], valid))
     _refuse_objective_object(fields.get("objective"))
+    if isinstance(spec, Mapping):
+        _refuse_objective_object(spec.get("objective"))
+    if fields.get("storage") is not None and not isinstance(fields["storage"], str):
+        storage = fields["storage"]
+        hint = f" (for a SQLite file: storage='sqlite:///{storage}')" if isinstance(storage, os.PathLike) else ""
+        raise ConfigError(f"storage must be a URL string such as 'sqlite:///tuner.db' or 'postgresql://user@host/db'; "
+                          f"got {type(storage).__name__}{hint}.")
     # one worker per device at least, as the command runs; auto may start several
     processes = max(2 if asked == "auto" else asked, len(parse_devices(devices)))
     check_workers(processes, "workers")

@@ -244,8 +244,9 @@ class TrainConfig:
 
         path = Path(path)
         data = load_yaml_file(path)  # JSON is YAML
-        if isinstance(data, dict) and not ({"optimizer", "schedule", "batch_size"} & set(data)) and not any(
-                closest(str(k), _TOP_KEYS) for k in data):  # a misspelt key is said as one (from_dict)
+        core = ("optimizer", "schedule", "batch_size")
+        if isinstance(data, dict) and not (set(core) & set(data)) and not any(
+                k not in _TOP_KEYS and closest(str(k), core) for k in data):  # a misspelt key: from_dict says it
             raise ConfigError(f"{path}: holds no train config (none of optimizer, schedule, batch_size); "
                               f"`tuner study export` or config.save() writes one.")
         try:

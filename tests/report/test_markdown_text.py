@@ -75,3 +75,23 @@ def test_the_html_report_shows_text_without_markdown_escapes(tmp_path: Path):
     assert "warmup_cosine" in visible and "best_trial *as is*" in visible and "my_model.py:objective" in visible
     md = render_markdown(data, tmp_path).read_text()
     assert "**adamw" in md and "warmup\\_cosine" in md and "best\\_trial \\*as is\\*" in md
+
+
+def test_a_study_of_pruned_trials_with_budget_left_is_told_to_run_not_to_lower_its_budget():
+    from tuner.report import no_complete_trial
+    from tuner.study._record import StopKind, StopReason, StudyKey
+
+    def study_of(budget: int, pruned: int) -> optuna.Study:
+        study = optuna.create_study(study_name="s")
+        study.set_user_attr(StudyKey.SPEC, {"n_trials": budget})
+        for _ in range(pruned):
+            trial = study.ask()
+            for key, value in StopReason(StopKind.DIVERGED, "diverged: loss nan in epoch 1").attrs().items():
+                trial.set_user_attr(key, value)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        return study
+
+    left = no_complete_trial(study_of(20, 5), "sqlite:///x.db", "nothing to report")
+    assert "run it with `tuner study run s --storage sqlite:///x.db`" in left and "--n-trials" not in left
+    spent = no_complete_trial(study_of(3, 3), "sqlite:///x.db", "nothing to report")
+    assert "--n-trials 6`" in spent and "lower the learning rates" in spent

@@ -420,3 +420,9 @@ def test_a_plain_list_for_a_searched_value_says_how_to_write_choices():
     with pytest.raises(ConfigError, match=r"write \{type: int, low: 1, high: 3\}"):  # whole bounds, which load
         load_space({"optimizer": "sgd", "schedule": {"step": {"step_size": {"low": 0.5, "high": 3}}}})
     assert load_space({"optimizer": "sgd", "schedule": {"step": {"step_size": {"type": "int", "low": 1, "high": 3}}}})
+
+
+def test_a_misspelt_optimizer_key_in_a_space_is_matched_against_the_keys_a_space_takes():
+    for typo, meant in (("Beta1", "beta1"), ("weight_decy", "weight_decay")):
+        with pytest.raises(ConfigError, match=f"Did you mean '{meant}'"):
+            load_space({"optimizer": {"adam": {typo: 0.9}}})

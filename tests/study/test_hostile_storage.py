@@ -322,12 +322,18 @@ def test_a_partial_schema_is_waited_for_only_while_the_file_is_being_written(tmp
 def test_a_missing_database_driver_says_what_to_install():
     from tuner.study._storage import explain_storage_error
 
-    try:
+    def said(module: str, url: str) -> str:
         try:
-            raise ModuleNotFoundError("No module named 'MySQLdb'")
-        except ImportError as inner:
-            raise RuntimeError("could not load the dialect") from inner
-    except RuntimeError as exc:
-        said = explain_storage_error(exc, "mysql://me:secret@db/studies")
-    assert said.startswith("ModuleNotFoundError: No module named 'MySQLdb'") and "pip install pymysql" in said
-    assert "secret" not in said
+            try:
+                raise ModuleNotFoundError(f"No module named '{module}'", name=module)
+            except ImportError as inner:
+                raise RuntimeError("could not load the dialect") from inner
+        except RuntimeError as exc:
+            return explain_storage_error(exc, url)
+
+    mysql = said("MySQLdb", "mysql://me:secret@db/studies")
+    assert mysql.startswith("ModuleNotFoundError: No module named 'MySQLdb'") and "pip install mysqlclient" in mysql
+    assert "secret" not in mysql
+    # SQLAlchemy 2 loads psycopg (3) for postgresql://: the hint names the package of the module that is missing.
+    assert "pip install 'psycopg[binary]'" in said("psycopg", "postgresql://me@db/studies")
+    assert "pip install psycopg2-binary" in said("psycopg2", "postgresql+psycopg2://me@db/studies")

@@ -153,9 +153,9 @@ class OptimizerInfo:
                     raise ConfigError(f"{exc}{self.misplaced(key, in_space=False)}") from None
         return {key: check_param(self.bounds, key, value, owner, where) for key, value in params.items()}
 
-    def misplaced(self, key: str, in_space: bool) -> str:
+    def misplaced(self, key: str, in_space: bool, accepted: Any = None) -> str:
         """Where a hyperparameter this optimizer does not take belongs instead (a sentence to append to the
-        error), or the closest name it does take."""
+        error), or the closest name it does take (of ``accepted``: a space's keys differ from a config's)."""
         if key == "weight_decay" and not in_space:
             return (" In a train config, weight decay is regularization.weight_decay (a search space sets it per "
                     "optimizer).")
@@ -165,7 +165,7 @@ class OptimizerInfo:
         if key in ("momentum", "nesterov", "dampening", "one_minus_momentum") and not self.has_momentum:
             return (f" {self.name!r} takes no momentum: SGD with momentum is the 'momentum' optimizer, and with "
                     f"Nesterov momentum 'nesterov'.")
-        suggestion = closest(key, self.bounds)
+        suggestion = closest(key, self.bounds if accepted is None else accepted)
         return f" Did you mean {suggestion!r}?" if suggestion else ""
 
     def kwargs(self, params: dict[str, Any]) -> dict[str, Any]:

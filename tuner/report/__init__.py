@@ -226,8 +226,11 @@ def no_complete_trial(study: optuna.Study, storage_url: str | None, what: str) -
         pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in finished)
         ended = ("failed" if not pruned else "were pruned" if pruned == len(finished)
                  else "failed or were pruned")
-        if pruned:  # pruned trials count toward the budget: running it as it is would run nothing
-            more = 2 * pruned
+        # Pruned trials count toward the budget: where they used it up, running the study as it is runs nothing,
+        # so the hint raises it by one more round of that size (a study with budget left is told to run).
+        budget = (study.user_attrs.get(StudyKey.SPEC) or {}).get("n_trials")
+        if pruned and (tune or not isinstance(budget, int) or pruned >= budget):
+            more = pruned + (budget if isinstance(budget, int) and not tune else pruned)
             run = (f"call tuner.tune() again with its storage and study_name and n_trials={more}" if tune else
                    f"run it with a larger budget: `{study_command('run', study.study_name, storage_url)} "
                    f"--n-trials {more}`")

@@ -651,7 +651,7 @@ def _parse_choices(data: Any, key: str, source: str, kind: str, lookup: Any, *, 
             pwhere = location(source, params, pkey, f"{key}.{name}.{pkey}")
             if pkey not in accepted:
                 if optimizer_mode:
-                    hint = info.misplaced(pkey, in_space=True)
+                    hint = info.misplaced(pkey, in_space=True, accepted=accepted)
                 else:
                     suggestion = closest(pkey, accepted)
                     hint = f" Did you mean {suggestion!r}?" if suggestion else ""

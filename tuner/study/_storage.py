@@ -320,10 +320,12 @@ def explain_storage_error(exc: BaseException, url: str) -> str:
         cur = nxt
     text = str(cur).splitlines()[0] if str(cur) else type(cur).__name__
     hint = ""
-    if isinstance(cur, ImportError):  # the database's driver is not installed
-        hint = {"mysql": " (MySQL needs a driver: pip install pymysql, with mysql+pymysql://USER@HOST/DB)",
-                "postgresql": " (PostgreSQL needs a driver: pip install psycopg2-binary, or psycopg with "
-                              "postgresql+psycopg://)"}.get(_scheme(url).split("+")[0], "")
+    if isinstance(cur, ImportError):  # the database's driver is not installed: the package that holds it
+        module = (cur.name or "").split(".")[0]
+        package = {"psycopg": "'psycopg[binary]' (or tuner's postgres extra)", "psycopg2": "psycopg2-binary",
+                   "MySQLdb": "mysqlclient (or pymysql, with mysql+pymysql://USER@HOST/DB)",
+                   "pymysql": "pymysql"}.get(module)
+        hint = f" (the database driver is missing: pip install {package})" if package else ""
     return mask_url(f"{type(cur).__name__}: {text}{hint}")[:500]
 
 
