@@ -597,8 +597,10 @@ def test_cancelled_training_leaves_nothing_running(attr: str, exc: str, tmp_path
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: unexpected {exc}"), done.stderr
     trials = optuna.load_study(study_name="c", storage=f"sqlite:///{tmp_path / 'tuner.db'}").trials
-    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL]
+    # Not the config's fault: it is queued again, to train when the study resumes.
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
     assert trials[0].user_attrs["reason"].startswith(f"interrupted by {exc}")
+    assert trials[0].user_attrs["reason"].endswith("its config was queued again")
 
 
 def test_cancelled_train_fn_of_tune_leaves_nothing_running(tmp_path: Path):
@@ -614,8 +616,8 @@ def test_cancelled_train_fn_of_tune_leaves_nothing_running(tmp_path: Path):
         tuner.tune(train, space="lr-only", n_trials=2, epochs=1, storage=f"sqlite:///{tmp_path / 't.db'}",
                    study_name="t")
     trials = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path / 't.db'}").trials
-    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL]
-    assert trials[0].user_attrs["reason"] == "interrupted by CancelledError"
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
+    assert trials[0].user_attrs["reason"] == "interrupted by CancelledError; its config was queued again"
 
 
 def test_the_timeout_stops_a_running_trial(tmp_path: Path, objective_ref: str, space_file: Path):

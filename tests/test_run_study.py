@@ -100,7 +100,8 @@ def test_a_mistake_is_refused_before_the_study_exists(tmp_path: Path, monkeypatc
     assert not (tmp_path / "x.db").exists()
 
 
-def test_an_interrupt_leaves_what_finished_with_the_exception(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_an_interrupt_leaves_what_finished_with_the_exception(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]):
     from tuner.study import _session
 
     url = f"sqlite:///{tmp_path / 'i.db'}"
@@ -113,7 +114,9 @@ def test_an_interrupt_leaves_what_finished_with_the_exception(tmp_path: Path, mo
 
     monkeypatch.setattr(_session, "run_study", interrupted)
     with pytest.raises(KeyboardInterrupt) as info:
-        tuner.run_study(**BASE, n_trials=3, storage=url, name="i", verbose=False)
+        tuner.run_study(**BASE, n_trials=3, storage=url, name="i")
+    assert "interrupted: the trials that were running are recorded as failed (interrupted) and their configs " \
+           "queued again; run_study() with the same name and storage ('i') resumes the study" in capsys.readouterr().out
     result = info.value.result
     assert result.study.study_name == "i" and len(result.study.trials) == 3
     assert result.trials == 1 and result.stopped_by == "interrupted" and result.seconds > 0

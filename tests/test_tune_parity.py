@@ -246,7 +246,7 @@ def test_values_and_parts_of_the_wrong_kind_are_refused_where_they_are_passed(tm
     assert tuner.load_config({"optimizer": "adamw"}).optimizer.name == "adamw"  # a mapping, as from_dict
     with pytest.raises(ConfigError, match=r"load_config\(\) takes a file path"):
         tuner.load_config(5)
-    with pytest.raises(ConfigError, match=r"seed_everything\(\) takes a whole number >= 0; got '1'"):
+    with pytest.raises(ConfigError, match=r"seed_everything\(\) takes a whole number; got '1'"):
         tuner.seed_everything("1")
     tuner.seed_everything(np.int64(3))
     plateau = tuner.TrainConfig.from_dict({"schedule": "plateau"}).setup(torch.nn.Linear(2, 1), steps_per_epoch=1)
@@ -467,3 +467,14 @@ def test_a_loop_that_ignores_the_batch_size_is_told_so():
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*does not seem to use")
         tuner.tune(honest, "default", n_trials=6, epochs=1, sampler="random", known_starts=False, verbose=False)
+
+
+def test_a_mapping_space_study_made_under_its_older_default_name_is_resumed(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    space = {"optimizer": {"adam": {"lr": {"low": 1e-3, "high": 1e-2, "log": True}}}, "batch_size": 16}
+    tuner.tune(_lr, space, n_trials=2, epochs=1, storage=url, study_name="tune-_lr-<space>", verbose=False)
+    again = tuner.tune(_lr, space, n_trials=3, epochs=1, storage=url, verbose=False)
+    assert again.study.study_name == "tune-_lr-<space>" and len(again.study.trials) == 3
+    assert optuna.get_all_study_names(url) == ["tune-_lr-<space>"]
+    fresh = tuner.tune(_lr, space, n_trials=1, epochs=1, storage=f"sqlite:///{tmp_path / 'n.db'}", verbose=False)
+    assert fresh.study.study_name == "tune-_lr-custom"

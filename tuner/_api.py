@@ -348,6 +348,14 @@ def tune(
                                f"{search.name!r} has {setup.n_trials} points, each run once")
         n_trials, starts = setup.n_trials, []  # a grid runs its own points
     name = study_name or f"tune-{getattr(train_fn, '__name__', 'fn')}-{search.name}"
+    if study_name is None and isinstance(space, dict) and storage:
+        # A space given as a mapping was named "<space>" before it was named "custom": a study made then, under
+        # the old default name, is resumed, not started again beside it.
+        from tuner.study._storage import study_in_storage
+
+        older = f"tune-{getattr(train_fn, '__name__', 'fn')}-<space>"
+        if not study_in_storage(name, storage) and study_in_storage(older, storage):
+            name = older
     settings = _plain({"sampler": sampler, "pruner": pruner})
     from tuner.study._starts import within_budget
 

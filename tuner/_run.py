@@ -69,6 +69,14 @@ def run_study(spec: str | os.PathLike[str] | Mapping[str, Any] | None = None, *,
         return _run(spec, workers, devices, force, verbose, fields)
 
 
+def _say_interrupted(say: Any, prepared: Any) -> None:
+    """What an interrupted run_study says, as the command says it: what became of the running trials, and how
+    to go on."""
+    if say:
+        say(f"interrupted: the trials that were running are recorded as failed (interrupted) and their configs "
+            f"queued again; run_study() with the same name and storage ({prepared.name!r}) resumes the study")
+
+
 def _refuse_objective_object(objective: Any) -> None:
     """A study stores where its objective comes from, so that workers, other machines and a later run load it
     again: an ``Objective`` object is refused with the reference to pass instead, where one can be found."""
@@ -182,6 +190,7 @@ def _run(spec: Any, workers: int | str, devices: str | None, force: bool, verbos
     try:
         run = run_session(study, prepared, workers=workers, devices=devices, on_trial=on_trial, on_start=say)
     except KeyboardInterrupt as exc:
+        _say_interrupted(say, prepared)
         raise stopped(exc, "interrupted") from None
     except StudyError as exc:
         raise stopped(exc, "error") from None
@@ -191,6 +200,7 @@ def _run(spec: Any, workers: int | str, devices: str | None, force: bool, verbos
     for w in run.lost_workers if say else []:
         say(f"worker {w.index} (pid {w.pid}, {w.device}) stopped: {w.stopped()}")
     if run.interrupted is not None:
+        _say_interrupted(say, prepared)
         raise stopped(KeyboardInterrupt(), "interrupted")
     if run.failure:
         raise stopped(StudyError(run.failure), "error")

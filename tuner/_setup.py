@@ -36,8 +36,8 @@ def seed_everything(seed: int) -> None:
 
     Call it before building the model for weights that are the same on every run.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed_everything() takes a whole number >= 0; got {seed!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ConfigError(f"seed_everything() takes a whole number; got {seed!r}.")
     seed = int(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)

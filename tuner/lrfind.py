@@ -43,7 +43,7 @@ STOP_FACTOR = 4.0       # the sweep stops when the running loss exceeds this mul
 MIN_DROP = 0.05         # a fall of the smoothed loss below this fraction of its start is no fall
 DESCENT = 0.1           # the range starts where this fraction of the whole fall is done ...
 MIN_DECADES = 1.0       # ... and spans at least this many decades ...
-MAX_DECADES = 3.0       # ... and at most this many
+MAX_DECADES = 3.0       # ... and at most this many (a multiplier's range widened to its default may span more)
 WARM_STEPS = 10         # steps before the stop rule applies
 
 

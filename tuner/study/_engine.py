@@ -864,10 +864,12 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
         return finish(TrialState.FAIL, reason, attrs={**attrs, **executor.partial()})
     except BaseException as exc:
         # CancelledError, GeneratorExit and the like: not the trial's fault, and not to be swallowed. The
-        # trial is recorded as failed with the reason, then the exception goes on with its own traceback.
+        # trial is recorded as failed with the reason and its config queued again, as after Ctrl-C; then the
+        # exception goes on with its own traceback.
         finish(TrialState.FAIL, StopReason(StopKind.INTERRUPTED, f"interrupted by {type(exc).__name__}"
-                                           + (f": {exc}" if str(exc) else "")),
+                                           + (f": {exc}" if str(exc) else "") + "; its config was queued again"),
                attrs={Key.TRACEBACK: traceback.format_exc()[-4000:], **executor.partial()})
+        queue_again(study, trial)
         raise
     finally:
         executor.begin(None)
@@ -1014,9 +1016,8 @@ def _fail_own_running(study: optuna.Study, asked: optuna.Trial | None = None) ->
                                              INTERRUPTED if queued else "interrupted").attrs().items():
                     storage.set_trial_user_attr(t._trial_id, key, value)
                 study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-                if queued:
-                    study.enqueue_trial(t.system_attrs["fixed_params"],
-                                        user_attrs={Key.RETRY_OF: t.user_attrs.get(Key.RETRY_OF, t.number)})
+                if queued:  # retry_of: the trial it retries, as queue_again records it
+                    study.enqueue_trial(t.system_attrs["fixed_params"], user_attrs={Key.RETRY_OF: t.number})
 
 
 def use_threads(trainer: Any, threads: int | None, workers: int = 1) -> int:
