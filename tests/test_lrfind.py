@@ -123,6 +123,8 @@ def test_a_calibrated_space_holds_the_suggested_ranges_and_keeps_the_rest(object
     assert (sgd.low, sgd.high) == (1e-2, 0.3)  # no suggestion: the space's own range stays
     assert raw["batch_size"] == {"choices": [16, 32]}
     assert "LR range test" in raw["description"]
+    own = load_space(str(space_file)).raw.get("description")
+    assert not own or own not in raw["description"]  # the ranges it named are replaced, not left beside the new
 
 
 @pytest.fixture

@@ -315,10 +315,10 @@ def calibrate_space(space: str | SearchSpace | dict[str, Any], result: LRFindRes
             optimizers[name] = branch
             ranges.append(f"{name} {low:g}..{high:g}")
     ranges = ", ".join(ranges) + (f" ({scaling.describe()})" if scaling is not None and ranges else "")
-    base = str(raw.get("description") or "").strip()
+    # The space's own description named the ranges it replaces: it is not kept beside the new ones.
     raw["description"] = (f"{the_space.name}, with lr ranges from an LR range test on {result.objective} "
-                          f"(batch size {result.batch_size}): {ranges or 'none found'}."
-                          + (f" {base}" if base else ""))
+                          f"(batch size {result.batch_size}): {ranges or 'none found'}; the rest as in "
+                          f"{the_space.name}.")
     SearchSpace.from_dict(raw, name="calibrated", source="calibrated space")  # the result must load
     return raw
 
