@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -185,6 +186,12 @@ def test_study_create_flags_and_spaces_starts(objective_ref: str, storage_url: s
     assert "known start" not in result.output
     shown = runner.invoke(app, ["spaces", "starts", "default"])
     assert "adamw-warmup-cosine" in shown.output and "space default: 2 of 3 are tried first" in shown.output
+    assert "not held: optimizer 'nadamw' is not in the space" in shown.output  # why a point is not tried
+    (tmp_cwd / "high.yaml").write_text("optimizer:\n  adamw:\n    lr: {low: 1.0e-2, high: 1.0e-1, log: true}\n"
+                                        "schedule: {warmup_cosine: {}}\n")
+    high = runner.invoke(app, ["spaces", "starts", "high.yaml", "--format", "json"])
+    rows = {r["name"]: r for r in json.loads(high.output)["starts"]}
+    assert "adamw.lr: 0.001 -> 0.01 (the space's range is 0.01..0.1)" in rows["adamw-warmup-cosine"]["why_not"]
 
 
 def test_tune_queues_configs_and_refuses_what_its_space_cannot_sample(tmp_path: Path) -> None:

@@ -629,18 +629,20 @@ def spaces_starts(space: Annotated[str, typer.Argument(help="Built-in name or YA
     from tuner.spaces import load_space
 
     the_space = load_space(space)  # a space that is not there, or wrong, is said before PyTorch loads
-    from tuner.study._starts import KNOWN_STARTS, known_starts
+    from tuner.study._starts import KNOWN_STARTS, why_not_held
 
-    held = {s.source.removeprefix("known start ") for s in known_starts(the_space)}
-    rows = [{"name": p.name, "in_space": p.name in held, "about": p.about, "config": p.config}
-            for p in KNOWN_STARTS]
+    rows = [{"name": p.name, "in_space": not why, "why_not": why or None, "about": p.about, "config": p.config}
+            for p in KNOWN_STARTS for why in [why_not_held(the_space, p)]]
     if fmt is Format.json:
         print_json({"space": the_space.name, "starts": rows})
         return
     for row in rows:
         mark = "tried first" if row["in_space"] else "not in this space"
         echo((f"{row['name']:<24}", "bold"), f" {mark:<18} {row['about']}")
-    echo(f"space {the_space.name}: {len(held)} of {len(rows)} are tried first in a new study (--no-known-starts "
+        if row["why_not"]:
+            echo(f"{'':<25} not held: {row['why_not']}")
+    held = sum(row["in_space"] for row in rows)
+    echo(f"space {the_space.name}: {held} of {len(rows)} are tried first in a new study (--no-known-starts "
          f"or known_starts: false skips them)")
 
 

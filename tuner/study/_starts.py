@@ -72,9 +72,19 @@ def known_starts(space: SearchSpace) -> list[Start]:
     out = []
     for point in KNOWN_STARTS:
         fit = space.params_for(TrainConfig.from_dict(point.config), parts=point.parts)
-        if not fit.problems and all("(fixed by the space)" in c for c in fit.changes):
+        if not _why_not_held(fit):
             out.append(Start(f"known start {point.name}", fit.params, fit.changes + fit.notes))
     return out
+
+
+def why_not_held(space: SearchSpace, point: Any) -> str:
+    """Why ``space`` does not hold a known-good point ("" where it does): what of the point it lacks, or which
+    value falls outside its ranges."""
+    return _why_not_held(space.params_for(TrainConfig.from_dict(point.config), parts=point.parts))
+
+
+def _why_not_held(fit: Any) -> str:
+    return "; ".join(fit.problems or [c for c in fit.changes if "(fixed by the space)" not in c])
 
 
 def _configs_in(path: Path) -> list[tuple[str, Any]]:
