@@ -335,6 +335,7 @@ def tune(
         warm_name, warm_storage, warm_top = parsed.study, parsed.storage or storage, parsed.top
     starts, start_notes = gather_starts(search, enqueue=list(enqueue or []), warm_start=warm_name,
                                         warm_storage=warm_storage, warm_top=warm_top, known=bool(known_starts))
+    start_notes = search.epoch_notes(epochs) + start_notes  # a schedule longer than the trials: said first
     from tuner.study._prepare import search_setup
 
     setup = search_setup(search, sampler, pruner, seed=seed, epochs=epochs, n_trials=n_trials,

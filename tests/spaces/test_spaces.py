@@ -426,3 +426,15 @@ def test_a_misspelt_optimizer_key_in_a_space_is_matched_against_the_keys_a_space
     for typo, meant in (("Beta1", "beta1"), ("weight_decy", "weight_decay")):
         with pytest.raises(ConfigError, match=f"Did you mean '{meant}'"):
             load_space({"optimizer": {"adam": {typo: 0.9}}})
+
+
+def test_a_schedule_longer_than_the_trials_is_noted():
+    sgd = load_space("sgd-family")  # step_size 3..15
+    (note,) = sgd.epoch_notes(3)
+    assert note.startswith("schedule step: trials train 3 epoch(s), so step with step_size 3..15 never lowers")
+    (some,) = sgd.epoch_notes(10)
+    assert "step at 10 or more, in step_size 3..15 never lowers the learning rate" in some
+    assert sgd.epoch_notes(20) == []
+    default = load_space({"optimizer": "sgd", "schedule": ["step", "cosine_restarts"]})  # their defaults: 10
+    assert [n.split(":")[0] for n in default.epoch_notes(5)] == ["schedule step", "schedule cosine_restarts"]
+    assert "step_size 10 (its default)" in default.epoch_notes(5)[0]

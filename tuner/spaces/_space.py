@@ -506,6 +506,29 @@ class SearchSpace:
         raw = {**self.raw, "batch_size": values[0] if len(values) == 1 else {"choices": values}}
         return SearchSpace.from_dict(raw, name=self.name, source=self.source)
 
+    def epoch_notes(self, epochs: int) -> list[str]:
+        """Schedules whose length in epochs reaches past the ``epochs`` a trial trains: a step schedule whose
+        step_size is ``epochs`` or more never lowers the learning rate; warm restarts whose first cycle is that
+        long never restart (a note each, for the study's output)."""
+        from tuner.optim import get_schedule
+
+        notes = []
+        for name, key, effect in (("step", "step_size", "never lowers the learning rate"),
+                                  ("cosine_restarts", "t0_epochs", "never restarts, and its decay is cut short")):
+            if name not in self.schedule:
+                continue
+            param = self.schedule[name].get(key)
+            values = param.endpoints() if param is not None else [get_schedule(name).defaults[key]]
+            values = [v for v in values if isinstance(v, (int, float))]
+            if not values or max(values) < epochs:
+                continue
+            shown = (f"{key} {min(values):g}..{max(values):g}" if len(values) > 1 and min(values) != max(values)
+                     else f"{key} {max(values):g}" + ("" if param is not None else " (its default)"))
+            some = "with" if min(values) >= epochs else f"at {epochs} or more, in"
+            notes.append(f"schedule {name}: trials train {epochs} epoch(s), so {name} {some} {shown} {effect}: "
+                         f"search {key} below {epochs}, or train more epochs")
+        return notes
+
     def fit_batch_sizes(self, n_train: int, data: str, where: str = "") -> tuple[SearchSpace, str | None]:
         """This space without the batch sizes larger than the ``n_train`` training samples of ``data`` (a
         choice is dropped, a range's upper end lowered), and a line saying what changed (None: nothing).

@@ -158,6 +158,7 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
         given = f"batch_size ({option('batch-size')} or the spec's batch_size)" if spec.batch_size is not None else ""
         space, note = space.fit_batch_sizes(n_train, f"objective {objective.name!r}", where=given)
         space_notes += [note] if note else []
+    space_notes += space.epoch_notes(spec.epochs) if spec.epochs else []
     output_shape = trainer.check_model()
     calibration = None
     if spec.calibrate and space_data is None:
