@@ -300,6 +300,7 @@ def test_a_stored_config_is_summed_up_without_pytorch() -> None:
         ({"optimizer": {"name": "sgd", "momentum": 0.9}}, ["SGD with momentum is the 'momentum' optimizer",
                                                            "Nesterov momentum 'nesterov'"]),
         ({"optimizer": {"name": "adam", "bets": [0.9, 0.99]}}, ["Did you mean 'betas'?"]),
+        ({"optimizer": {"name": "adamw", "learning_rate": 1e-3}}, ["Did you mean 'lr'?"]),
         ({"schedule": "cosine_warmup"}, ["Did you mean 'warmup_cosine'?"]),
         ({"optimizer": "AdamW"}, ["Did you mean 'adamw'?"]),
         ({"batch_size": 0},
@@ -357,6 +358,14 @@ def test_load_errors_name_the_file(tmp_path) -> None:
     spec.write_text("objective: digits-mlp\nspace: default\nn_trials: 20\nepochs: 5\nseed: 1\n")
     with pytest.raises(ConfigError, match=f"{spec}: holds no train config"):
         load_config(spec)
+    script = tmp_path / "best.py"  # an export of --format python
+    script.write_text("import torch\n")
+    with pytest.raises(ConfigError, match=f"{script}: is a Python script"):
+        load_config(script)
+    space = tmp_path / "space.yaml"
+    space.write_text("optimizer:\n  adamw:\n    lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n  sgd:\n")
+    with pytest.raises(ConfigError, match=f"{space}: looks like a search space \\(its optimizer holds adamw, sgd\\)"):
+        load_config(space)
     typo = tmp_path / "typo.yaml"
     typo.write_text("optimiser: adam\nbatch_sise: 32\n")
     with pytest.raises(ConfigError, match=f"{typo}: Unknown train-config key 'optimiser'.*Did you mean 'optimizer'"):

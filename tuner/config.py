@@ -243,7 +243,16 @@ class TrainConfig:
         from tuner._yaml import load_yaml_file
 
         path = Path(path)
+        if path.suffix == ".py":
+            raise ConfigError(f"{path}: is a Python script (`tuner study export --format python` writes one; run "
+                              f"it); a train config is a .yaml or .json file (`tuner study export -o best.yaml`).")
         data = load_yaml_file(path)  # JSON is YAML
+        optimizer = data.get("optimizer") if isinstance(data, dict) else None
+        if isinstance(optimizer, dict) and "name" not in optimizer and optimizer and all(
+                isinstance(v, dict) or v is None for v in optimizer.values()):
+            raise ConfigError(f"{path}: looks like a search space (its optimizer holds {', '.join(map(str, optimizer))}"
+                              f"); a train config names one optimizer and its values, e.g. optimizer: {{name: adamw, "
+                              f"lr: 0.001}}. A study over the space finds one: tuner study create --space {path}")
         core = ("optimizer", "schedule", "batch_size")
         if isinstance(data, dict) and not (set(core) & set(data)) and not any(
                 k not in _TOP_KEYS and closest(str(k), core) for k in data):  # a misspelt key: from_dict says it

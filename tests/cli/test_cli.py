@@ -224,6 +224,8 @@ def test_objectives_show_tabular(cli, tmp_cwd: Path):
     info = _json(cli("objectives", "show", "tabular", "--data", "d.csv", "--target", "target", "--format",
                      "json"))
     assert info["task"] == "regression" and info["metric"] == "r2" and info["classes"] is None
+    text = cli("objectives", "show", "tabular", "--data", "d.csv", "--target", "target").stdout
+    assert "task: regression" in text and "classes" not in text  # not "classes: None"
 
 
 # -- user errors ------------------------------------------------------------------------------------------

@@ -688,6 +688,8 @@ def objectives_show(
         print_json(info)
         return
     for key, value in info.items():
+        if value is None and key in ("classes", "test"):  # a regression has no classes; a set without a test split
+            continue
         echo(f"{key:>16}: {value}")
     echo(str(model))
 

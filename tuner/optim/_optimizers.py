@@ -165,7 +165,10 @@ class OptimizerInfo:
         if key in ("momentum", "nesterov", "dampening", "one_minus_momentum") and not self.has_momentum:
             return (f" {self.name!r} takes no momentum: SGD with momentum is the 'momentum' optimizer, and with "
                     f"Nesterov momentum 'nesterov'.")
-        suggestion = closest(key, self.bounds if accepted is None else accepted)
+        aliases = {"learning_rate": "lr", "learningrate": "lr", "beta_1": "beta1", "beta_2": "beta2",
+                   "epsilon": "eps", "wd": "weight_decay"}  # names other libraries use (Keras, papers)
+        valid = self.bounds if accepted is None else accepted
+        suggestion = aliases.get(key.lower()) if aliases.get(key.lower()) in valid else closest(key, valid)
         return f" Did you mean {suggestion!r}?" if suggestion else ""
 
     def kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
