@@ -354,22 +354,20 @@ def test_load_errors_name_the_file(tmp_path) -> None:
     assert str(excinfo.value).startswith(f"{path}: optimizer: ")
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "missing.yaml")
-    spec = tmp_path / "spec.yaml"  # a study spec (its epochs and seed are train-config keys too) is not a config
-    spec.write_text("objective: digits-mlp\nspace: default\nn_trials: 20\nepochs: 5\nseed: 1\n")
-    with pytest.raises(ConfigError, match=f"{spec}: holds no train config"):
-        load_config(spec)
-    script = tmp_path / "best.py"  # an export of --format python
-    script.write_text("import torch\n")
-    with pytest.raises(ConfigError, match=f"{script}: is a Python script"):
-        load_config(script)
-    space = tmp_path / "space.yaml"
-    space.write_text("optimizer:\n  adamw:\n    lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n  sgd:\n")
-    with pytest.raises(ConfigError, match=f"{space}: looks like a search space \\(its optimizer holds adamw, sgd\\)"):
-        load_config(space)
-    typo = tmp_path / "typo.yaml"
-    typo.write_text("optimiser: adam\nbatch_sise: 32\n")
-    with pytest.raises(ConfigError, match=f"{typo}: Unknown train-config key 'optimiser'.*Did you mean 'optimizer'"):
-        load_config(typo)
+    # A file that is not a train config says what it is instead: a study spec (its epochs and seed are config
+    # keys too), an exported script, a search space, or a config with a misspelt key.
+    for name, text, said in (
+            ("spec.yaml", "objective: digits-mlp\nspace: default\nn_trials: 20\nepochs: 5\nseed: 1\n",
+             "holds no train config"),
+            ("best.py", "import torch\n", "is a Python script"),
+            ("space.yaml", "optimizer:\n  adamw:\n    lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n  sgd:\n",
+             "looks like a search space \\(its optimizer holds adamw, sgd\\)"),
+            ("typo.yaml", "optimiser: adam\nbatch_sise: 32\n",
+             "Unknown train-config key 'optimiser'.*Did you mean 'optimizer'")):
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=f"{path}: {said}"):
+            load_config(path)
     broken = tmp_path / "broken.json"
     broken.write_text('{"optimizer": {"name": "adam",\n "lr": }')
     with pytest.raises(ConfigError, match=r"broken\.json:2: invalid YAML"):
