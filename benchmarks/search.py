@@ -108,7 +108,9 @@ def run_tuner(workload: str, seed: int, budget_s: float, extra: list[str] | None
                *(extra or [])]
         subprocess.run(cmd, capture_output=True, text=True, check=True)
         study = optuna.load_study(study_name="bench", storage=storage)
-        trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+        # Trials that ran: a config still queued when the timeout came (a known start, a retry) never started.
+        trials = sorted((t for t in study.get_trials(deepcopy=False) if t.datetime_start is not None),
+                        key=lambda t: t.number)
         # Work done before the first trial (an LR range test with --calibrate) counts against the budget.
         before = float((study.user_attrs.get("tuner:calibration") or {}).get("seconds", 0.0))
         confirmed = confirm_tuner(storage) if confirm else {}
