@@ -378,3 +378,9 @@ def test_metadata_is_ignored_on_load(tmp_path) -> None:
     path = tmp_path / "m.yaml"
     path.write_text("optimizer: sgd\nmetadata: {study: x, anything: [1, 2]}\n")
     assert load_config(path) == TrainConfig.from_dict({"optimizer": "sgd"})
+
+
+def test_an_unknown_name_among_none_says_there_is_none() -> None:
+    from tuner.errors import unknown_name_message
+
+    assert unknown_name_message("study", "nope", []) == "Unknown study 'nope': there is none."

@@ -232,13 +232,17 @@ def test_a_failing_writer_does_not_stop_the_study(tmp_path: Path, caplog: pytest
     assert "No space left on device" in warnings[0]
 
 
-def test_two_studies_of_one_name_get_folders_of_their_own(tmp_path: Path):
+def test_two_studies_of_one_name_get_folders_of_their_own(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     for _ in range(2):  # in memory: two different studies named alike
         tuner.tune(_train, space="lr-only", n_trials=1, epochs=1, study_name="tb-twins", verbose=False,
                    tensorboard=str(tmp_path))
     folders = sorted(p.name for p in tmp_path.iterdir())
     assert len(folders) == 2 and folders[0] == "tb-twins" and folders[1].startswith("tb-twins-")
     assert all((tmp_path / f / "trial-0000").is_dir() for f in folders)
+    # The second is told where its logs went.
+    said = [r.getMessage() for r in caplog.records if "holds the logs of another study" in r.getMessage()]
+    assert said == [f"TensorBoard: {tmp_path / 'tb-twins'} holds the logs of another study named 'tb-twins': this one "
+                    f"logs to {tmp_path / folders[1]}"]
 
 
 def test_flatten_names_nested_keys_with_dots():

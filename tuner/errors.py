@@ -49,6 +49,8 @@ def closest(name: str, valid: Iterable[str]) -> str | None:
 def unknown_name_message(kind: str, name: object, valid: Iterable[str]) -> str:
     """``Unknown optimizer 'adamw2'. Valid: adam, adamw, ... Did you mean 'adamw'?``"""
     valid = sorted(valid)
+    if not valid:  # e.g. a storage whose only study was deleted
+        return f"Unknown {kind} {name!r}: there is none."
     message = f"Unknown {kind} {name!r}. Valid: {', '.join(valid)}."
     suggestion = closest(str(name), valid)
     if suggestion is not None:

@@ -238,8 +238,9 @@ def test_show_says_which_parameters_sit_at_the_edge_of_the_space(objective_ref: 
         assert "at the edge of the space (the best trial, trial 0): 1 parameter(s)" in output
         assert "adam.lr = 0.0001 sits at the high end of its range [1e-06, 0.0001]" in output
         flat = " ".join(output.split())
-        assert f"`tuner study report edge --storage {storage_url}` writes narrowed-space.yaml with those ends " \
-               f"widened" in flat
+        # One complete trial: too few for the report's narrowed space, so it is not promised.
+        assert "with 1 complete trial(s), too few to narrow the space (5 needed): widen those ends in the space " \
+               "file by hand" in flat and "writes narrowed-space.yaml" not in flat
     # The report says it too, on the terminal (its files did already).
     reported = runner.invoke(app, ["study", "report", "edge", "--storage", storage_url, "--no-confirm", "-o",
                                    str(tmp_path / "rep")])
@@ -296,3 +297,14 @@ def test_tune_with_two_objectives_prunes_on_the_metric_and_recommends_the_knee(t
     assert kind == "tune" and objective.endswith("train()")  # the function's qualified name
     exported = CliRunner().invoke(app, ["study", "export", name, "--storage", storage, "--format", "json"])
     assert exported.exit_code == 0 and json.loads(exported.output)["optimizer"]["name"], exported.output
+
+
+def test_the_edge_lines_promise_a_narrowed_space_only_where_the_report_writes_one(capsys) -> None:
+    from tuner.cli._output import print_edges
+
+    for complete, promised in ((4, False), (5, True)):
+        print_edges({"name": "e", "edges": ["adam.lr = 0.0001 sits at the high end of its range"],
+                     "edges_of": {"trial": 0, "is": "the best trial"}, "counts": {"complete": complete}})
+        flat = " ".join(capsys.readouterr().out.split())
+        assert ("`tuner study report e` writes narrowed-space.yaml with those ends widened" in flat) is promised
+        assert ("too few to narrow the space (5 needed)" in flat) is not promised

@@ -157,8 +157,16 @@ def print_edges(summary: dict[str, Any]) -> None:
              f"{len(edges)} parameter(s)", to_err=False)
         for note in edges:
             echo(f"  {one_line(note)}")
-        echo(f"  `{command('report', summary['name'])}` writes narrowed-space.yaml with those ends "
-             f"widened")
+        from tuner.report._analysis import MIN_TOP
+
+        complete = (summary.get("counts") or {}).get("complete", 0)
+        if complete >= MIN_TOP:
+            echo(f"  `{command('report', summary['name'])}` writes narrowed-space.yaml with those ends "
+                 f"widened")
+        else:  # the report narrows nothing from fewer trials: promising it would send the user to nothing
+            echo(f"  with {complete} complete trial(s), too few to narrow the space ({MIN_TOP} needed): widen those "
+                 f"ends in the space file by hand, or run more trials and `{command('report', summary['name'])}` "
+                 f"widens them in narrowed-space.yaml")
 
 
 def print_best_config(summary: dict[str, Any]) -> None:

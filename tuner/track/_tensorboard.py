@@ -14,6 +14,7 @@ another storage) is left alone: that study logs to ``DIR/<study>-<id>``.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -107,8 +108,13 @@ class TensorBoardTracker:
         root = base / _folder_name(study.study_name)
         marker = root / MARKER
         if marker.is_file() and marker.read_text().strip() != uid:
+            taken = root
             root = base / f"{_folder_name(study.study_name)}-{uid[:8]}"
             marker = root / MARKER
+            # Said, so that the user looks for the logs where they are.
+            logging.getLogger("tuner.track").warning(
+                f"TensorBoard: {taken} holds the logs of another study named {study.study_name!r}: this one logs "
+                f"to {root}")
         root.mkdir(parents=True, exist_ok=True)
         if not marker.is_file():
             marker.write_text(uid + "\n")
