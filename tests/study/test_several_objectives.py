@@ -306,5 +306,5 @@ def test_the_edge_lines_promise_a_narrowed_space_only_where_the_report_writes_on
         print_edges({"name": "e", "edges": ["adam.lr = 0.0001 sits at the high end of its range"],
                      "edges_of": {"trial": 0, "is": "the best trial"}, "counts": {"complete": complete}})
         flat = " ".join(capsys.readouterr().out.split())
-        assert ("`tuner study report e` writes narrowed-space.yaml with those ends widened" in flat) is promised
+        assert ("writes narrowed-space.yaml with those ends widened" in flat) is promised
         assert ("too few to narrow the space (5 needed)" in flat) is not promised
