@@ -1080,10 +1080,12 @@ def test_the_sampler_hears_of_every_trial_once_with_its_state_and_value(tmp_path
 
 
 
-@pytest.mark.parametrize("pruner", ["median", "successive_halving"])
-def test_a_packs_epoch_is_judged_against_one_read_of_the_study(tmp_path, monkeypatch, pruner):
-    """A pack's members are judged at each epoch against one read of the study, not one read each; members
-    complete at their last epoch, which is never judged (a trial that trained every epoch is complete)."""
+@pytest.mark.parametrize("pruner, reread", [("median", False), ("successive_halving", True)])
+def test_a_median_pruner_judges_a_packs_epoch_against_one_read_even_as_members_complete(tmp_path, monkeypatch,
+                                                                                        pruner, reread):
+    """Members complete at the same epoch: a median-like pruner already sees each, complete, in the members
+    judged after it, so the epoch's checks share one read of the study; other pruners read again after each
+    completion (what they see can change with it)."""
     from tuner.study import _packs as engine
     from tuner.study import run_trials
 
@@ -1095,8 +1097,10 @@ def test_a_packs_epoch_is_judged_against_one_read_of_the_study(tmp_path, monkeyp
                                     seed=0)
     run_trials(study, prepared)
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) >= 2
-    assert 0 < len(reads) < len(epochs)
-    assert all(len(t.intermediate_values) < 4 for t in study.trials if t.state == optuna.trial.TrialState.PRUNED)
+    if reread:
+        assert len(reads) > len(epochs)
+    else:
+        assert 0 < len(reads) <= len(epochs)
 
 
 def test_a_close_whose_commit_landed_before_its_error_is_not_mistaken_for_a_reaped_trial(tmp_path, monkeypatch):

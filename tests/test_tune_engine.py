@@ -317,22 +317,3 @@ def test_user_code_beside_a_library_folder_is_still_named(tmp_path: Path, monkey
     with pytest.raises(ValueError) as raised:
         namespace["train"]()
     assert _engine.user_frame(raised.value) == f"{job}:2 in train"
-
-
-def test_a_trial_is_never_pruned_after_its_last_epoch(monkeypatch):
-    """A pruner that would stop every trial: it stops them before their last epoch, never after it (a trial that
-    trained all its epochs is complete, with its value and test value)."""
-    monkeypatch.setattr(optuna.pruners.MedianPruner, "prune", lambda self, study, trial: True)
-
-    def train(ctx: tuner.TrialContext) -> tuple[float, float]:
-        for epoch in range(ctx.config.epochs):
-            ctx.report(epoch, 0.5)
-        return 0.5, 0.4
-
-    one = tuner.tune(train, "lr-only", n_trials=3, epochs=1, pruner={"name": "median", "n_warmup_steps": 0},
-                     verbose=False)
-    assert [t.state for t in one.study.trials] == [TrialState.COMPLETE] * 3
-    two = tuner.tune(train, "lr-only", n_trials=3, epochs=2, pruner={"name": "median", "n_warmup_steps": 0},
-                     verbose=False)
-    assert [t.state for t in two.study.trials] == [TrialState.PRUNED] * 3
-    assert all(t.user_attrs[Key.REASON].endswith("after epoch 1 (validation 0.5)") for t in two.study.trials)

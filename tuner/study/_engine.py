@@ -702,8 +702,7 @@ def report_epoch(plan: RunPlan, trial: optuna.Trial, config: TrainConfig, epoch:
     """Reports a trial's validation value of one epoch; raises ``TrialPruned`` when the pruner stops it, and
     ``_TimedOut`` past ``deadline`` (unless it was the last epoch). ``recent``: the trial's pruning checks
     against a read of the study at most ``PRUNE_READ_MAX_AGE`` old, where the pruner allows it."""
-    # Else asking would only cost a read of the study; the last epoch is never judged (check_epoch).
-    judged = may_prune_at(trial.study.pruner, epoch) and epoch + 1 < config.epochs
+    judged = may_prune_at(trial.study.pruner, epoch)  # else asking would only cost a read of the study
     if plan.multi:
         # Optuna reports and prunes single-objective trials only: the value goes to the storage directly and
         # the pruner judges it on the first objective, as it would in a study of that objective alone.
@@ -724,14 +723,11 @@ def report_epoch(plan: RunPlan, trial: optuna.Trial, config: TrainConfig, epoch:
 def check_epoch(plan: RunPlan, config: TrainConfig, epoch: int, value: float, deadline: float | None,
                 prune: bool) -> None:
     """After a trial's report of one epoch: raises ``TrialPruned`` when the pruner said so (``prune``), and
-    ``_TimedOut`` past ``deadline``; neither after the last epoch: a trial that trained all its epochs is
-    complete, with its test value (pruning it then would save nothing and throw its result away)."""
-    if epoch + 1 >= config.epochs:
-        return
+    ``_TimedOut`` past ``deadline`` (unless it was the last epoch)."""
     if prune:
         raise optuna.TrialPruned(f"pruned by the {plan.pruner_name} pruner after epoch {epoch + 1} "
                                  f"(validation {value:.4g})")
-    if deadline is not None and time.monotonic() >= deadline:
+    if deadline is not None and time.monotonic() >= deadline and epoch + 1 < config.epochs:
         raise _TimedOut(f"timeout: the study's timeout ({plan.timeout:g}s) was reached; stopped after "
                         f"epoch {epoch + 1} of {config.epochs}")
 

@@ -203,8 +203,7 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                 if view is not None:
                     view.forget(entry.trial._trial_id)
                 continue
-            # Else asking would only cost a read of the study; the last epoch is never judged (check_epoch).
-            judged = may_prune_at(study.pruner, epochs[slot]) and epochs[slot] + 1 < entry.config.epochs
+            judged = may_prune_at(study.pruner, epochs[slot])  # else asking would only cost a read of the study
             view = view or (StudyView(study, members) if judged else None)
             try:
                 check_epoch(plan, entry.config, epochs[slot], value, deadline,
