@@ -317,3 +317,20 @@ def test_user_code_beside_a_library_folder_is_still_named(tmp_path: Path, monkey
     with pytest.raises(ValueError) as raised:
         namespace["train"]()
     assert _engine.user_frame(raised.value) == f"{job}:2 in train"
+
+
+def test_a_trial_pruned_after_its_last_epoch_says_so(monkeypatch):
+    """Pruned there too, as Optuna's pruners do (judged complete, such trials lowered the median pruner's bar for
+    every later trial, and the search got slower); its reason says it was the last epoch."""
+    monkeypatch.setattr(optuna.pruners.MedianPruner, "prune", lambda self, study, trial: True)
+
+    def train(ctx: tuner.TrialContext) -> float:
+        for epoch in range(ctx.config.epochs):
+            ctx.report(epoch, 0.5)
+        return 0.5
+
+    for epochs, said in ((1, "after epoch 1 (its last) (validation 0.5)"), (2, "after epoch 1 (validation 0.5)")):
+        result = tuner.tune(train, "lr-only", n_trials=2, epochs=epochs, verbose=False,
+                            pruner={"name": "median", "n_warmup_steps": 0})
+        assert [t.state for t in result.study.trials] == [TrialState.PRUNED] * 2
+        assert all(t.user_attrs[Key.REASON].endswith(said) for t in result.study.trials)

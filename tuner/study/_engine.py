@@ -725,7 +725,10 @@ def check_epoch(plan: RunPlan, config: TrainConfig, epoch: int, value: float, de
     """After a trial's report of one epoch: raises ``TrialPruned`` when the pruner said so (``prune``), and
     ``_TimedOut`` past ``deadline`` (unless it was the last epoch)."""
     if prune:
-        raise optuna.TrialPruned(f"pruned by the {plan.pruner_name} pruner after epoch {epoch + 1} "
+        # After the last epoch too: the trial trained every epoch but scored below the pruner's bar, and kept out
+        # of the complete trials it does not lower that bar for the trials after it (as the peer's Optuna does).
+        last = " (its last)" if epoch + 1 >= config.epochs else ""
+        raise optuna.TrialPruned(f"pruned by the {plan.pruner_name} pruner after epoch {epoch + 1}{last} "
                                  f"(validation {value:.4g})")
     if deadline is not None and time.monotonic() >= deadline and epoch + 1 < config.epochs:
         raise _TimedOut(f"timeout: the study's timeout ({plan.timeout:g}s) was reached; stopped after "
