@@ -110,6 +110,18 @@ def test_the_tracking_flags_of_a_run_command_hide_a_password():
     assert _tracking_flags(StudySpec(mlflow="sqlite:///m.db")) == " --mlflow sqlite:///m.db"
 
 
+def test_confirmation_flags_where_no_confirmation_runs_are_said_to_do_nothing(cli, objective_ref: str,
+                                                                              storage_url: str):
+    assert cli(*_create_args(objective_ref, storage_url)).exit_code == 0
+    for extra, said in ((["--trial", "0", "--seeds", "2"], "--seeds sizes the confirmation runs, and none run here "
+                                                           "(--trial takes that trial as it is)"),
+                        (["--no-confirm", "--top-k", "2"], "--top-k sizes the confirmation runs, and none run here "
+                                                           "(--no-confirm runs no confirmation)")):
+        done = cli("study", "export", "cli", "--storage", storage_url, *extra)
+        assert done.exit_code == 0 and f"warning: {said}" in " ".join(done.output.split()), done.output
+    assert "warning" not in cli("study", "export", "cli", "--storage", storage_url, "--trial", "0").output
+
+
 def test_study_run_uses_the_default_storage(cli, objective_ref: str, tmp_cwd: Path):
     args = ["study", "create", "--objective", objective_ref, "--n-trials", "1", "--epochs", "1", "--device",
             "cpu", "--no-run"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -29,6 +29,20 @@ class ExportFormat(str, Enum):
     json = "json"
     python = "python"
     keras = "keras"
+
+
+def _unused_confirmation_flags(ctx: typer.Context, study: Any, *, trial: int | None, no_confirm: bool) -> None:
+    """--top-k and --seeds size the confirmation runs: given where none run (a study of several objectives, whose
+    knee is taken as it is; --trial; --no-confirm), they are said to do nothing instead of being ignored."""
+    given = [flag for flag, param in (("--top-k", "top_k"), ("--seeds", "seeds"))  # typed, not a default
+             if getattr(ctx.get_parameter_source(param), "name", "") == "COMMANDLINE"]
+    why = ("this study has several objectives: its recommendation is the knee of its Pareto front, taken as it is"
+           if len(study.directions) > 1 else "--trial takes that trial as it is" if trial is not None else
+           "--no-confirm runs no confirmation" if no_confirm else "")
+    if given and why:
+        verb = "size" if len(given) > 1 else "sizes"
+        echo(("warning:", "yellow"), f" {' and '.join(given)} {verb} the confirmation runs, and none run here "
+                                     f"({why})", to_err=True)
 
 
 def _confirming(study, fit, *, top_k: int, seeds: int, baseline: bool, quiet: bool):
@@ -57,6 +71,7 @@ def _confirming(study, fit, *, top_k: int, seeds: int, baseline: bool, quiet: bo
 @study_app.command("report")
 @handle_errors
 def study_report(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Study name.")],
     *,
     storage: StorageOpt = None,
@@ -81,6 +96,7 @@ def study_report(
     from tuner.report import followup_command, open_for_recommendation, study_fit, write_report
 
     study = open_for_recommendation(name, url, confirm=not no_confirm, top_k=top_k, seeds=seeds, study=opened)
+    _unused_confirmation_flags(ctx, study, trial=None, no_confirm=no_confirm)
     use_storage(url)
     quiet = fmt is Format.json
     # A study with several objectives recommends the knee of its front as it is: nothing to re-train.
@@ -109,6 +125,7 @@ def study_report(
 @study_app.command("export")
 @handle_errors
 def study_export(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Study name.")],
     *,
     storage: StorageOpt = None,
@@ -144,6 +161,7 @@ def study_export(
 
     study = open_for_recommendation(name, storage, confirm=not no_confirm, trial=trial, top_k=top_k, seeds=seeds,
                                     what="nothing to export", study=opened)
+    _unused_confirmation_flags(ctx, study, trial=trial, no_confirm=no_confirm)
     use_storage(storage)
     fit = study_fit(study, storage) if trial is None and not no_confirm and len(study.directions) < 2 else None
     on_run = _confirming(study, fit, top_k=top_k, seeds=seeds, baseline=False, quiet=False) if fit else None
