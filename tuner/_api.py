@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
 import sys
 import warnings
@@ -17,7 +16,15 @@ import optuna
 
 from tuner.config import TrainConfig
 from tuner.errors import ConfigError, StudyError, count
-from tuner.study._engine import RunPlan, TrialContext, TrialOutcome, UserExecutor, run_config, run_trials
+from tuner.study._engine import (
+    INTERRUPTED_RUN,
+    RunPlan,
+    TrialContext,
+    TrialOutcome,
+    UserExecutor,
+    run_config,
+    run_trials,
+)
 from tuner.study._record import StudyKey, best_trial, direction_of, primary, ranked_trials
 
 __all__ = ["TrialContext", "TuneResult", "suggest", "tune"]
@@ -283,11 +290,9 @@ def tune(
     if not isinstance(metric, str) or not metric:
         raise ConfigError(f"metric must be the name of the value train_fn returns, e.g. 'val_accuracy' (got "
                           f"{metric!r}).")
-    if storage is not None and not isinstance(storage, str):
-        hint = (f" (for a SQLite file: storage='sqlite:///{storage}')" if isinstance(storage, os.PathLike) else
-                " (tuner opens the storage itself, so that workers and later runs can too)")
-        raise ConfigError(f"storage must be a URL string such as 'sqlite:///tune.db' or "
-                          f"'postgresql://user@host/db'; got {type(storage).__name__}{hint}.")
+    from tuner.study._storage import check_storage_arg
+
+    check_storage_arg(storage, "sqlite:///tune.db")
     if study_name is not None and (not isinstance(study_name, str) or not study_name.strip()):
         raise ConfigError(f"study_name must be a non-empty string, or None for a name from the function and space "
                           f"(got {study_name!r}).")
@@ -419,8 +424,7 @@ def tune(
         if verbose and isinstance(exc, KeyboardInterrupt):
             resume = ("call tuner.tune() again with the same storage and study_name to resume" if storage else
                       "the study has no storage: the exception's .result holds what finished")
-            print(f"interrupted: the trials that were running are recorded as failed (interrupted) and their configs "
-                  f"queued again; {resume}", flush=True)
+            print(f"interrupted: {INTERRUPTED_RUN}; {resume}", flush=True)
         raise
     if verbose:
         ranked = ranked_trials(study)

@@ -73,8 +73,10 @@ def _say_interrupted(say: Any, prepared: Any) -> None:
     """What an interrupted run_study says, as the command says it: what became of the running trials, and how
     to go on."""
     if say:
-        say(f"interrupted: the trials that were running are recorded as failed (interrupted) and their configs "
-            f"queued again; run_study() with the same name and storage ({prepared.name!r}) resumes the study")
+        from tuner.study._engine import INTERRUPTED_RUN
+
+        say(f"interrupted: {INTERRUPTED_RUN}; run_study() with the same name and storage ({prepared.name!r}) resumes "
+            f"the study")
 
 
 def _refuse_objective_object(objective: Any) -> None:
@@ -133,11 +135,9 @@ def _run(spec: Any, workers: int | str, devices: str | None, force: bool, verbos
     _refuse_objective_object(fields.get("objective"))
     if isinstance(spec, Mapping):
         _refuse_objective_object(spec.get("objective"))
-    if fields.get("storage") is not None and not isinstance(fields["storage"], str):
-        storage = fields["storage"]
-        hint = f" (for a SQLite file: storage='sqlite:///{storage}')" if isinstance(storage, os.PathLike) else ""
-        raise ConfigError(f"storage must be a URL string such as 'sqlite:///tuner.db' or 'postgresql://user@host/db'; "
-                          f"got {type(storage).__name__}{hint}.")
+    from tuner.study._storage import check_storage_arg
+
+    check_storage_arg(fields.get("storage"))
     # one worker per device at least, as the command runs; auto may start several
     processes = max(2 if asked == "auto" else asked, len(parse_devices(devices)))
     check_workers(processes, "workers")

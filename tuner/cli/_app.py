@@ -147,8 +147,9 @@ def _resumes() -> str:
     if not name:
         return ""
 
-    return f"; the trials that were running are recorded as failed (interrupted) and their configs queued again. " \
-           f"`{command('run', name)}` resumes the study."
+    from tuner.study._engine import INTERRUPTED_RUN
+
+    return f"; {INTERRUPTED_RUN}. `{command('run', name)}` resumes the study."
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

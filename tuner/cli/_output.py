@@ -149,14 +149,22 @@ def command(verb: str, name: str, *extra: str) -> str:
     return study_command(verb, name, _hint_storage[0], *extra)
 
 
+def print_edge_notes(of: dict[str, Any] | None, edges: list[str], after: str = "") -> None:
+    """The parameters at an edge of the space at the trial export would take (``of``: ``{trial, is}``), as
+    ``study show`` and ``study report`` print them; ``after``: what follows the count on the first line."""
+    if not edges:
+        return
+    of = of or {}
+    echo(f"at the edge of the space ({of.get('is', 'the best trial')}, trial {of.get('trial')}): "
+         f"{len(edges)} parameter(s){after}")
+    for note in edges:
+        echo(f"  {one_line(note)}")
+
+
 def print_edges(summary: dict[str, Any]) -> None:
     edges = summary.get("edges") or []
     if edges:
-        of = summary.get("edges_of") or {}
-        echo(f"at the edge of the space ({of.get('is', 'the best trial')}, trial {of.get('trial')}): "
-             f"{len(edges)} parameter(s)", to_err=False)
-        for note in edges:
-            echo(f"  {one_line(note)}")
+        print_edge_notes(summary.get("edges_of"), edges)
         from tuner.report._analysis import MIN_TOP
 
         complete = (summary.get("counts") or {}).get("complete", 0)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from tuner.cli._app import Format, FormatOpt, StorageOpt, _masked, handle_errors, study_app
-from tuner.cli._output import echo, one_line, print_json, stdout, use_storage
+from tuner.cli._output import echo, print_edge_notes, print_json, stdout, use_storage
 from tuner.errors import count
 
 TopK = Annotated[int, typer.Option("--top-k", min=1, help="Best configs re-trained in the confirmation runs.")]
@@ -112,12 +112,7 @@ def study_report(
     from tuner.study._describe import exported_edges
 
     of, edges = exported_edges(study)
-    if edges and of:
-        widened = ", widened in narrowed-space.yaml" if "narrowed-space.yaml" in files else ""
-        echo(f"at the edge of the space ({of.get('is')}, trial {of.get('trial')}): {len(edges)} "
-             f"parameter(s){widened}")
-        for note in edges:
-            echo(f"  {one_line(note)}")
+    print_edge_notes(of, edges, ", widened in narrowed-space.yaml" if "narrowed-space.yaml" in files else "")
     if "narrowed-space.yaml" in files:
         echo(f"a follow-up study over the narrowed space: {followup}")
 

@@ -995,13 +995,16 @@ def record_outcome(study: optuna.Study, plan: RunPlan, summary: RunSummary, outc
 
 #: an interrupted trial's reason: it is queued again (``queue_again``), so the study loses nothing
 INTERRUPTED = "interrupted; its config was queued again, to train first when the study resumes"
+#: what every entry point (the CLI, tune(), run_study()) says of an interrupted run, before how to resume it
+INTERRUPTED_RUN = "the trials that were running are recorded as failed (interrupted) and their configs queued again"
 
 
-def queue_again(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> None:
+def queue_again(study: optuna.Study, trial: optuna.Trial | FrozenTrial, params: dict[str, Any] | None = None) -> None:
     """Queues a sampled trial's config again as a retry of it: its parameters (none, for a space of fixed
-    values); a storage that fails here loses the retry, not the run."""
+    values; ``params`` where they are not all sampled yet); a storage that fails here loses the retry, not the
+    run."""
     with contextlib.suppress(Exception):
-        study.enqueue_trial(trial.params, user_attrs={Key.RETRY_OF: trial.number})
+        study.enqueue_trial(trial.params if params is None else params, user_attrs={Key.RETRY_OF: trial.number})
 
 
 def _fail_own_running(study: optuna.Study, asked: optuna.Trial | None = None) -> None:
@@ -1019,8 +1022,8 @@ def _fail_own_running(study: optuna.Study, asked: optuna.Trial | None = None) ->
                                              INTERRUPTED if queued else "interrupted").attrs().items():
                     storage.set_trial_user_attr(t._trial_id, key, value)
                 study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-                if queued:  # retry_of: the trial it retries, as queue_again records it
-                    study.enqueue_trial(t.system_attrs["fixed_params"], user_attrs={Key.RETRY_OF: t.number})
+                if queued:
+                    queue_again(study, t, t.system_attrs["fixed_params"])
 
 
 def use_threads(trainer: Any, threads: int | None, workers: int = 1) -> int:

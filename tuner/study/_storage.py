@@ -118,6 +118,17 @@ def storage_exists(url: str) -> bool:
     return True
 
 
+def check_storage_arg(storage: Any, example: str = "sqlite:///tuner.db") -> None:
+    """A storage given from Python must be a URL string (tuner opens it itself, so that workers and later runs
+    can too): a ``Path`` is told the SQLite URL to write, anything else what to pass."""
+    if storage is None or isinstance(storage, str):
+        return
+    hint = (f" (for a SQLite file: storage='sqlite:///{storage}')" if isinstance(storage, os.PathLike) else
+            " (tuner opens the storage itself, so that workers and later runs can too)")
+    raise ConfigError(f"storage must be a URL string such as '{example}' or 'postgresql://user@host/db'; got "
+                      f"{type(storage).__name__}{hint}.")
+
+
 def study_in_storage(name: str, url: str | None) -> bool:
     """Whether study ``name`` is in the storage already (``study create`` then joins it), read without writing:
     False where the storage does not exist yet or cannot be read as one (a new PostgreSQL database)."""
