@@ -448,7 +448,7 @@ def _run_workers(study: optuna.Study, plan: RunPlan, ref: dict[str, str], worker
                        on_trial=lambda t, s: on_trial(outcome_of(t), s))
     lost = [w for w in pool.failed_workers if w.exitcode not in (130, 143)]
     if verbose:
-        print(f"{workers} workers ran {sum(w.trials for w in pool.workers)} trial(s) in {pool.seconds:.1f}s"
+        print(f"{workers} workers ran {pool.finished} trial(s) in {pool.seconds:.1f}s"
               + (f"; trials {pool.reaped} of lost workers were queued again" if pool.reaped else ""), flush=True)
         for w in lost:
             print(f"worker {w.index} (pid {w.pid}) stopped: {w.stopped()}", flush=True)

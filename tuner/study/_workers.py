@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 
 from tuner.errors import ConfigError, StudyError
-from tuner.study._record import StudyKey
+from tuner.study._record import StopKind, StudyKey, record_of
 
 __all__ = ["WorkerReport", "PoolSummary", "run_workers", "parse_devices", "check_workers", "MAX_WORKERS_PER_CORE"]
 
@@ -212,14 +212,19 @@ def run_workers(
     results = ctx.Queue()
     procs: list[tuple[WorkerReport, Any]] = []
     seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
-    before = len(seen)
+    interrupted: set[int] = set()  # finished as interrupted: not trials the pool ran, their configs run again
 
     def report_new() -> None:
         for t in study.get_trials(deepcopy=False):
             if t.state.is_finished() and t.number not in seen:
                 seen.add(t.number)
+                reason = record_of(t).reason
+                if reason is not None and reason.kind is StopKind.INTERRUPTED:
+                    interrupted.add(t.number)
                 if on_trial is not None:
                     on_trial(t, study)
+
+    before = len(seen)
 
     summary = PoolSummary()
     start = time.monotonic()
@@ -276,7 +281,7 @@ def run_workers(
         rep.trials, rep.error, rep.reported = data["trials"], data["error"], True
         rep.pack, rep.pack_why, rep.stopped_by = data.get("pack"), data.get("pack_why", ""), data.get("stopped_by", "")
     report_new()
-    summary.finished = len(seen) - before
+    summary.finished = len(seen) - before - len(interrupted)
     summary.workers = [rep for rep, _ in procs]
     summary.seconds = time.monotonic() - start
     return summary
