@@ -337,3 +337,71 @@ def test_a_missing_database_driver_says_what_to_install():
     # SQLAlchemy 2 loads psycopg (3) for postgresql://: the hint names the package of the module that is missing.
     assert "pip install 'psycopg[binary]'" in said("psycopg", "postgresql://me@db/studies")
     assert "pip install psycopg2-binary" in said("psycopg2", "postgresql+psycopg2://me@db/studies")
+
+
+# -- an epoch's report on a busy storage ----------------------------------------------------------------------
+
+@pytest.fixture
+def locked_reports(monkeypatch):
+    """Every insert of an epoch's value fails as a busy SQLite does, ``times`` times (``None``: always)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    state = {"left": 0, "seen": 0}
+
+    def busy(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT") and "trial_intermediate_values" in statement:
+            state["seen"] += 1
+            if state["left"] is None or state["left"] > 0:
+                state["left"] = None if state["left"] is None else state["left"] - 1
+                raise sqlite3.OperationalError("database is locked")
+
+    event.listen(Engine, "before_cursor_execute", busy)
+    yield state
+    event.remove(Engine, "before_cursor_execute", busy)
+
+
+@pytest.mark.parametrize("path", ["run_study", "tune"])
+@pytest.mark.parametrize("times", [1, None])
+def test_an_epoch_report_on_a_busy_storage_is_retried_then_a_storage_failure(path: str, times: int | None,
+                                                                              locked_reports: dict, tmp_path: Path,
+                                                                              objective_ref: str, space_file: Path):
+    """An epoch's value is written as every other write of a trial is, one trial at a time as in packs: a
+    write the storage refuses once is tried again and the trial completes; one it keeps refusing fails the
+    trial with a storage reason (not as an error of the user's code), and a storage that refuses every trial
+    stops the study after the consecutive-failure limit, saying why."""
+    from tuner.errors import StudyError
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    locked_reports["left"] = times
+    if times is None:
+        with pytest.raises(StudyError, match="consecutive failed trials; the last failed with: storage busy"):
+            _run_two(path, url, objective_ref, space_file)
+        trials = _load(url, "r").trials
+        assert len(trials) == 5 and locked_reports["seen"] >= 5 * 4  # each report tried 4 times
+        for t in trials:
+            assert t.state == TrialState.FAIL
+            assert t.user_attrs["reason_kind"] == "storage", t.user_attrs
+            assert t.user_attrs["reason"].startswith("storage busy: could not record"), t.user_attrs["reason"]
+        return
+    trials = _run_two(path, url, objective_ref, space_file).study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert [len(t.intermediate_values) for t in trials] == [2, 2]
+    assert locked_reports["seen"] == 5  # 4 reports, one of them twice
+
+
+def _run_two(path: str, url: str, objective_ref: str, space_file: Path):
+    import tuner
+
+    if path == "run_study":
+        result = tuner.run_study(objective=objective_ref, space=str(space_file), n_trials=2, epochs=2, storage=url,
+                                 name="r", pack=1, threads=1, known_starts=False, verbose=False)
+    else:
+        def train_fn(ctx):
+            for epoch in range(2):
+                ctx.report(epoch, 0.5 + 0.1 * epoch)
+            return 0.6
+
+        result = tuner.tune(train_fn, space="lr-only",
+                            n_trials=2, epochs=2, storage=url, study_name="r", verbose=False)
+    return result

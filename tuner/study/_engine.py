@@ -227,7 +227,7 @@ class TrialContext:
             self._check_setups(epoch)
             if self._report is not None:
                 self._report(epoch, value)
-        except (optuna.TrialPruned, Diverged, _TimedOut) as exc:
+        except (optuna.TrialPruned, Diverged, _TimedOut, _ReportFailed) as exc:
             self.stopped = exc
             raise
 
@@ -237,6 +237,8 @@ class TrialContext:
         stop = self.stopped
         if isinstance(stop, Diverged):
             self.stopped = Diverged(stop.reason, stop.epoch)
+        elif isinstance(stop, _ReportFailed):
+            self.stopped = _ReportFailed(stop.error.with_traceback(None))
         elif stop is not None:
             self.stopped = type(stop)(str(stop))
 
@@ -708,16 +710,37 @@ def report_epoch(plan: RunPlan, trial: optuna.Trial, config: TrainConfig, epoch:
         # the pruner judges it on the first objective, as it would in a study of that objective alone.
         from tuner.study._writes import StudyView
 
-        storage_of(trial.study).set_trial_intermediate_value(trial._trial_id, epoch, value)
+        _report_write(lambda: storage_of(trial.study).set_trial_intermediate_value(trial._trial_id, epoch, value))
         prune = judged and StudyView(trial.study).should_prune(trial._trial_id)
     else:
-        trial.report(value, epoch)
+        _report_write(lambda: trial.report(value, epoch))
         latest = getattr(trial, "_get_latest_trial", None)  # the trial with its reports, as Optuna judges it
         if judged and recent is not None and latest is not None and judges_by_complete_trials(trial.study.pruner):
             prune = recent.judge(latest())
         else:
             prune = judged and trial.should_prune()
     check_epoch(plan, config, epoch, value, deadline, prune)
+
+
+class _ReportFailed(Exception):
+    """The storage kept failing to take an epoch's value (``error``, after the retries): the trial fails with a
+    storage reason, as a trial in a pack does, not as an error of the user's code."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _report_write(write: Callable[[], Any]) -> None:
+    """An epoch's value written as every other write of a trial is: retried with backoff (a busy SQLite)."""
+    try:
+        _retried(write)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        raise
+    except Exception as exc:
+        if _is_storage_error(exc):
+            raise _ReportFailed(exc) from exc
+        raise
 
 
 def check_epoch(plan: RunPlan, config: TrainConfig, epoch: int, value: float, deadline: float | None,
@@ -860,6 +883,10 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
             requeue, where = True, device_key(executor.device)
             ran_out = (StopReason(StopKind.DISCARDED, f"discarded: ran out of memory on {where} ({error}) beside "
                                                       f"trials in packs; its config was queued again"), attrs)
+    except _ReportFailed as exc:
+        if is_disk_full_error(exc.error, plan.storage_url):
+            raise _storage_stop(study, plan, exc.error, trial.number) from exc.error
+        return finish(TrialState.FAIL, _storage_reason(exc.error), attrs=executor.partial())
     except Exception as exc:
         if _is_storage_error(exc) and is_disk_full_error(exc, plan.storage_url):
             raise _storage_stop(study, plan, exc, trial.number) from exc
