@@ -122,6 +122,36 @@ def test_a_trial_whose_updates_were_skipped_is_recorded_as_diverged():
                                                    "training steps of epoch 2")
 
 
+def _exploding(ctx: tuner.TrialContext, players: int = 1) -> float:
+    """The loss grows 100-fold from the second epoch on but stays finite (as SGD at too high a rate does)."""
+    torch.manual_seed(0)
+    models = [torch.nn.Linear(4, 1) for _ in range(players)]
+    setups = [ctx.config.setup(m, steps_per_epoch=4) for m in models]
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    def loss(model: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, scale: float) -> torch.Tensor:
+        return ((model(xb) - yb) ** 2).mean() * scale
+
+    for epoch in range(ctx.config.epochs):
+        for i in range(4):
+            for model, setup in zip(models, setups, strict=True):
+                setup.step(loss, model, x[i::4], y[i::4], 100.0 if epoch >= 1 else 1.0)
+        ctx.report(epoch, 0.5)
+    return 0.5
+
+
+def test_a_trial_whose_loss_explodes_but_stays_finite_is_recorded_as_diverged():
+    """The built-in trainer's rule (an epoch's mean loss over 20x the first) holds for a train_fn's setup too;
+    with two setups (a GAN's players) a rising loss is left alone."""
+    result = tuner.tune(_exploding, "lr-only", n_trials=2, epochs=3, pruner="none", verbose=False)
+    for t in result.study.trials:
+        assert t.state == TrialState.PRUNED
+        assert re.match(r"diverged: training loss [0-9.e+]+ in epoch 2 is over 20x the initial",
+                        t.user_attrs[Key.REASON])
+    two = tuner.tune(lambda ctx: _exploding(ctx, players=2), "lr-only", n_trials=1, epochs=3, pruner="none",
+                     verbose=False)
+    assert two.study.trials[0].state == TrialState.COMPLETE
+
+
 def test_a_pruning_decision_swallowed_by_train_fn_still_prunes():
     calls = []
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import numbers
 import random
 import threading
@@ -134,6 +135,10 @@ class TrainingSetup:
         self.steps = 0
         self.epoch = 0
         self.skipped_steps = 0
+        #: the first step's loss, and the sum and count of the finite losses ``step`` returned
+        self.initial_loss: float | None = None
+        self.loss_sum = 0.0
+        self.loss_steps = 0
         info = get_optimizer(config.optimizer.name)
         reg = config.regularization
         self._needs_closure = info.needs_closure
@@ -178,7 +183,14 @@ class TrainingSetup:
                 f"setup.step(lambda: loss_fn(model(x), y)). Got a {type(loss_fn).__name__}.")
         if args or kwargs:
             loss_fn = functools.partial(loss_fn, *args, **kwargs)
-        return self._step(loss_fn, check=True)
+        loss = self._step(loss_fn, check=True)
+        value = float(loss)  # the finiteness check has waited for the device already
+        if math.isfinite(value):  # for tune(): an exploding loss is a diverging trial, as in the built-in trainer
+            if self.initial_loss is None:
+                self.initial_loss = abs(value) + 1e-8
+            self.loss_sum += value
+            self.loss_steps += 1
+        return loss
 
     def _step(self, loss_fn: LossFn, check: bool,
               parts: list[tuple[LossFn, float]] | None = None) -> torch.Tensor:

@@ -32,6 +32,7 @@ def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 DIVERGENCE_CHECK_EVERY = 32  # batches between mid-epoch checks (each one waits for the device)
+DIVERGENCE_FACTOR = 20.0  # an epoch whose mean training loss is over this multiple of the first batch's diverged
 
 
 class Diverged(Exception):
@@ -117,7 +118,7 @@ class Trainer:
         >>> result = Trainer(load_objective("digits-mlp")).fit(TrainConfig(epochs=5))
     """
 
-    def __init__(self, objective: Objective, device: str = "auto", divergence_factor: float = 20.0,
+    def __init__(self, objective: Objective, device: str = "auto", divergence_factor: float = DIVERGENCE_FACTOR,
                  data: Dataset | None = None) -> None:
         self.objective = objective
         self.device = resolve_device(device)

@@ -186,7 +186,7 @@ class TrialContext:
     _report: ReportFn | None = None
     #: the ``config.setup(...)`` made while ``train_fn`` runs, and their (steps, skipped steps) at the last report
     _setups: list[Any] = field(default_factory=list)
-    _seen: dict[int, tuple[int, int]] = field(default_factory=dict)
+    _seen: dict[int, tuple[int, int, float, int]] = field(default_factory=dict)
     #: the exception a report raised to stop the trial (pruned, diverged, timed out), raised again if the
     #: caller's code caught it and went on
     stopped: BaseException | None = None
@@ -244,14 +244,26 @@ class TrialContext:
 
     def _check_setups(self, epoch: int) -> None:
         """A trial trained with ``config.setup`` whose loss turned non-finite this epoch diverged, as a trial
-        of the built-in trainer does (``setup.step`` skips such updates, so the value alone may look fine)."""
+        of the built-in trainer does (``setup.step`` skips such updates, so the value alone may look fine); so
+        did one whose mean training loss since the last report is over ``DIVERGENCE_FACTOR`` times the loss of
+        its first step, the built-in trainer's rule for a loss that explodes but stays finite (with one setup in
+        the trial)."""
+        from tuner.train import DIVERGENCE_FACTOR
+
         for setup in self._setups:
-            steps, skipped = self._seen.get(id(setup), (0, 0))
-            self._seen[id(setup)] = (setup.steps, setup.skipped_steps)
+            steps, skipped, total, counted = self._seen.get(id(setup), (0, 0, 0.0, 0))
+            self._seen[id(setup)] = (setup.steps, setup.skipped_steps, setup.loss_sum, setup.loss_steps)
             if setup.skipped_steps > skipped:
                 raise Diverged(f"diverged: the loss or its gradient was not finite in "
                                f"{setup.skipped_steps - skipped} of {setup.steps - steps} training steps of epoch "
                                f"{epoch + 1} (setup.step skipped those updates)", epoch)
+            # With several setups (a GAN's two players) a loss may rise by design: the rule is for one model.
+            if len(self._setups) == 1 and setup.loss_steps > counted and setup.initial_loss is not None:
+                mean = (setup.loss_sum - total) / (setup.loss_steps - counted)
+                if mean > DIVERGENCE_FACTOR * setup.initial_loss:
+                    raise Diverged(f"diverged: training loss {mean:.4g} in epoch {epoch + 1} is over "
+                                   f"{DIVERGENCE_FACTOR:g}x the initial {setup.initial_loss:.4g} (the mean of the "
+                                   f"losses setup.step returned)", epoch)
 
     def set_test_value(self, value: float) -> None:
         """Records the held-out test metric of this run; reports and exports show it."""
