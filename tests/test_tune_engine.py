@@ -5,9 +5,11 @@ timeout, interrupts, worker processes)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import optuna
@@ -334,3 +336,67 @@ def test_a_trial_pruned_after_its_last_epoch_says_so(monkeypatch):
                             pruner={"name": "median", "n_warmup_steps": 0})
         assert [t.state for t in result.study.trials] == [TrialState.PRUNED] * 2
         assert all(t.user_attrs[Key.REASON].endswith(said) for t in result.study.trials)
+
+
+@pytest.mark.parametrize("call", [
+    "tuner.tune(train, space='lr-only', n_trials=3, epochs=40, storage=URL, study_name='t', known_starts=False)",
+    "tuner.run_study(objective='slow.py:objective', space='lr-only', n_trials=3, epochs=40, storage=URL, "
+    "name='t', threads=1, pack=1, known_starts=False)",
+])
+def test_sigterm_records_the_running_trial_as_interrupted_as_the_command_does(tmp_path: Path, call: str,
+                                                                              objective_file: Path):
+    """SIGTERM (a scheduler stopping a job) to a script that calls tune() or run_study(): the running trial is
+    recorded as interrupted and its config queued again, as `tuner study run` does, not left RUNNING until a
+    later run reaps it; the script says so and exits with 143."""
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(f"""
+        import time
+        import tuner
+
+        def train(ctx):
+            for epoch in range(ctx.config.epochs):
+                time.sleep(0.1)
+                ctx.report(epoch, 0.5)
+            return 0.5
+
+        if __name__ == "__main__":
+            URL = {url!r}
+            {call}
+        """))
+    # The tests' synthetic objective, with a model slow enough (20 ms a batch) to be stopped mid-trial.
+    (tmp_path / "slow.py").write_text(objective_file.read_text() + textwrap.dedent("""
+        import time as _time
+
+        class _Slow(nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x):
+                _time.sleep(0.02)
+                return self.inner(x)
+
+        objective = Objective("slow", load_data=load_data, build_model=lambda data: _Slow(build_model(data)),
+                              metric="accuracy")
+        """))
+    env = {k: v for k, v in os.environ.items() if k != "TUNER_STORAGE"}
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # mid-trial: the first trial has reported an epoch
+        try:
+            trials = optuna.load_study(study_name="t", storage=url).trials
+            if trials and trials[0].intermediate_values:
+                break
+        except Exception:  # the study is still being created
+            pass
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert "terminated: the trials that were running are recorded as failed (interrupted)" in out, out + err
+    first, retry = optuna.load_study(study_name="t", storage=url).trials
+    assert first.state == TrialState.FAIL
+    assert first.user_attrs[Key.REASON].startswith("interrupted; its config was queued again")
+    assert retry.state == TrialState.WAITING

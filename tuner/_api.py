@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -19,11 +20,13 @@ from tuner.errors import ConfigError, StudyError, count
 from tuner.study._engine import (
     INTERRUPTED_RUN,
     RunPlan,
+    Terminated,
     TrialContext,
     TrialOutcome,
     UserExecutor,
     run_config,
     run_trials,
+    sigterm_exits,
 )
 from tuner.study._record import StudyKey, best_trial, direction_of, primary, ranked_trials
 
@@ -413,18 +416,19 @@ def tune(
         for note in start_notes:
             print(note, flush=True)
     try:
-        with tracking(study, on_trial, mlflow=mlflow, tensorboard=tensorboard) as tracked:
+        with sigterm_exits(), tracking(study, on_trial, mlflow=mlflow, tensorboard=tensorboard) as tracked:
             if ref is not None:
                 _run_workers(study, plan, ref, workers, sampler, pruner, tracked, verbose)
                 return TuneResult(study, train_fn, seed)
             run = run_trials(study, plan, UserExecutor(train_fn), on_trial=tracked)
-    except (StudyError, KeyboardInterrupt) as exc:
+    except (StudyError, KeyboardInterrupt, Terminated) as exc:
         # What finished is the caller's: ``exc.result`` (a study without a storage exists nowhere else).
         exc.result = TuneResult(study, train_fn, seed)
-        if verbose and isinstance(exc, KeyboardInterrupt):
+        if verbose and isinstance(exc, (KeyboardInterrupt, Terminated)):
             resume = ("call tuner.tune() again with the same storage and study_name to resume" if storage else
                       "the study has no storage: the exception's .result holds what finished")
-            print(f"interrupted: {INTERRUPTED_RUN}; {resume}", flush=True)
+            how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            print(f"{how}: {INTERRUPTED_RUN}; {resume}", flush=True)
         raise
     if verbose:
         ranked = ranked_trials(study)
@@ -456,7 +460,7 @@ def _run_workers(study: optuna.Study, plan: RunPlan, ref: dict[str, str], worker
         warnings.warn("; ".join(f"worker {w.index} (pid {w.pid}) stopped: {w.stopped()}"
                                 for w in lost), RuntimeWarning, stacklevel=3)
     if pool.interrupted is not None:
-        raise KeyboardInterrupt
+        raise Terminated if pool.interrupted == signal.SIGTERM else KeyboardInterrupt
     if lost and len(lost) == len(pool.workers):
         raise StudyError(f"every worker stopped with an error; the first: {lost[0].stopped()}")
 

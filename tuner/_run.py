@@ -6,6 +6,7 @@ pruning, heartbeats, trackers and resuming included."""
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Mapping
@@ -69,13 +70,13 @@ def run_study(spec: str | os.PathLike[str] | Mapping[str, Any] | None = None, *,
         return _run(spec, workers, devices, force, verbose, fields)
 
 
-def _say_interrupted(say: Any, prepared: Any) -> None:
-    """What an interrupted run_study says, as the command says it: what became of the running trials, and how
-    to go on."""
+def _say_interrupted(say: Any, prepared: Any, how: str = "interrupted") -> None:
+    """What an interrupted (or terminated) run_study says, as the command says it: what became of the running
+    trials, and how to go on."""
     if say:
         from tuner.study._engine import INTERRUPTED_RUN
 
-        say(f"interrupted: {INTERRUPTED_RUN}; run_study() with the same name and storage ({prepared.name!r}) resumes "
+        say(f"{how}: {INTERRUPTED_RUN}; run_study() with the same name and storage ({prepared.name!r}) resumes "
             f"the study")
 
 
@@ -113,6 +114,7 @@ def _refuse_objective_object(objective: Any) -> None:
 def _run(spec: Any, workers: int | str, devices: str | None, force: bool, verbose: bool,
          fields: dict[str, Any]) -> StudyResult:
     from tuner.study import StudySpec, load_spec
+    from tuner.study._engine import Terminated, sigterm_exits
     from tuner.study._inputs import open_checked
     from tuner.study._session import run_study as run_session
     from tuner.study._session import trial_line
@@ -188,9 +190,10 @@ def _run(spec: Any, workers: int | str, devices: str | None, force: bool, verbos
         return exc
 
     try:
-        run = run_session(study, prepared, workers=workers, devices=devices, on_trial=on_trial, on_start=say)
-    except KeyboardInterrupt as exc:
-        _say_interrupted(say, prepared)
+        with sigterm_exits():
+            run = run_session(study, prepared, workers=workers, devices=devices, on_trial=on_trial, on_start=say)
+    except (KeyboardInterrupt, Terminated) as exc:
+        _say_interrupted(say, prepared, "terminated" if isinstance(exc, Terminated) else "interrupted")
         raise stopped(exc, "interrupted") from None
     except StudyError as exc:
         raise stopped(exc, "error") from None
@@ -200,8 +203,9 @@ def _run(spec: Any, workers: int | str, devices: str | None, force: bool, verbos
     for w in run.lost_workers if say else []:
         say(f"worker {w.index} (pid {w.pid}, {w.device}) stopped: {w.stopped()}")
     if run.interrupted is not None:
-        _say_interrupted(say, prepared)
-        raise stopped(KeyboardInterrupt(), "interrupted")
+        term = run.interrupted == signal.SIGTERM
+        _say_interrupted(say, prepared, "terminated" if term else "interrupted")
+        raise stopped(Terminated() if term else KeyboardInterrupt(), "interrupted")
     if run.failure:
         raise stopped(StudyError(run.failure), "error")
     if say:

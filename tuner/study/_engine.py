@@ -1038,6 +1038,35 @@ INTERRUPTED = "interrupted; its config was queued again, to train first when the
 INTERRUPTED_RUN = "the trials that were running are recorded as failed (interrupted) and their configs queued again"
 
 
+class Terminated(SystemExit):
+    """SIGTERM while a library call (``tune``, ``run_study``) runs trials, as the CLI takes it: the running
+    trials are recorded as interrupted and their configs queued again, then the process exits with 143 (unless
+    the caller catches this)."""
+
+    def __init__(self) -> None:
+        super().__init__(143)
+
+
+@contextlib.contextmanager
+def sigterm_exits() -> Iterator[None]:
+    """While trials run in a library call: SIGTERM raises ``Terminated`` in the main thread instead of killing
+    the process with a trial left RUNNING (found only by the reaper, after the grace period, on a later run).
+    A handler the caller installed is left alone, and so is a call from another thread."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def queue_again(study: optuna.Study, trial: optuna.Trial | FrozenTrial, params: dict[str, Any] | None = None) -> None:
     """Queues a sampled trial's config again as a retry of it: its parameters (none, for a space of fixed
     values; ``params`` where they are not all sampled yet); a storage that fails here loses the retry, not the
