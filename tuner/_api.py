@@ -24,7 +24,7 @@ from tuner.study._engine import (
     TrialContext,
     TrialOutcome,
     UserExecutor,
-    run_config,
+    run_study_config,
     run_trials,
     sigterm_exits,
 )
@@ -104,7 +104,7 @@ class TuneResult:
         elif not isinstance(config, TrainConfig):
             raise ConfigError(f"fit(config) takes a TrainConfig, a mapping or a config file; got "
                               f"{type(config).__name__}.")
-        return run_config(self._executor(), config)
+        return run_study_config(self.study, self._executor(), config)
 
     def _executor(self) -> Any:
         return UserExecutor(self.train_fn)

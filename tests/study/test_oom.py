@@ -169,6 +169,24 @@ def test_with_on_oom_accumulate_larger_batches_train_as_micro_batches(hungry: st
                                            f"micro-batches of 32 per batch")
 
 
+def test_the_library_confirms_such_a_config_as_the_command_does(hungry: str, storage_url: str, tmp_path: Path):
+    """run_study(...).fit() and .recommend() train a batch size that ran out of memory as micro-batches, as
+    `study export` and `study report` do, instead of failing every confirmation run."""
+    import tuner
+
+    space = tmp_path / "s.yaml"
+    space.write_text("optimizer: {adam: {lr: {low: 1.0e-3, high: 1.0e-2, log: true}}}\nbatch_size: 128\n")
+    result = tuner.run_study(objective=hungry, space=str(space), n_trials=2, epochs=2, storage=storage_url,
+                             name="lib", device="cpu", sampler="random", pruner="none", known_starts=False,
+                             on_oom="accumulate", pack=1, verbose=False)
+    states = [t.state.name for t in result.study.trials]  # 128, then micro-batches of 64, ran out of memory
+    assert states == ["FAIL", "FAIL", "COMPLETE", "COMPLETE"], states
+    value, test = result.fit(result.best_config)
+    assert 0 <= value <= 1 and test is not None
+    rec = result.recommend(top_k=1, seeds=1)
+    assert rec.config.batch_size == 128 and rec.confirmation is not None and 0 <= rec.value <= 1
+
+
 def test_the_pack_size_probe_that_runs_out_of_memory_trains_one_at_a_time(hungry: str, storage_url: str,
                                                                           tmp_path: Path, monkeypatch) -> None:
     """``pack: auto`` times a config alone before the first trial; where that config's batch size does not fit,

@@ -96,18 +96,9 @@ class _StudyFit:
         return math.ceil(len(self.prepared().trainer.data.x_train) / batch_size)
 
     def __call__(self, config: Any) -> tuple[float, float | None]:
-        from tuner.study._engine import RunFailed, accumulation_micro_batch, run_config
+        from tuner.study._engine import run_study_config
 
-        executor = self.prepared().executor()
-        try:
-            return run_config(executor, config)
-        except RunFailed as exc:
-            # A batch size that ran out of memory on this device: as micro-batches, as the study's trials of it
-            # trained (on_oom: accumulate), rather than failing its confirmation runs.
-            micro = accumulation_micro_batch(self.study, config, executor.device)
-            if not str(exc).startswith("out of memory") or micro is None:
-                raise
-        return run_config(executor, config, micro)
+        return run_study_config(self.study, self.prepared().executor(), config)
 
 
 def batches_per_epoch(study: optuna.Study, fit: Any, batch_size: int) -> tuple[int, bool]:

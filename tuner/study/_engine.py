@@ -952,6 +952,20 @@ def run_config(executor: Executor, config: TrainConfig, micro_batch: int | None 
     return done.value, done.test_value
 
 
+def run_study_config(study: optuna.Study, executor: Executor, config: TrainConfig) -> tuple[float, float | None]:
+    """``run_config`` for a config of ``study`` (its confirmation runs, ``fit``): a batch size that ran out of
+    memory on this device trains as micro-batches, as the study's trials of it did (``on_oom: accumulate``),
+    rather than failing. Executors that batch as the user's code likes (``tune``) train it as it is."""
+    try:
+        return run_config(executor, config)
+    except RunFailed as exc:
+        micro = (accumulation_micro_batch(study, config, executor.device)
+                 if getattr(executor, "batches_from_config", False) else None)
+        if not str(exc).startswith("out of memory") or micro is None:
+            raise
+    return run_config(executor, config, micro)
+
+
 # -- the loop -----------------------------------------------------------------------------------------------
 
 def run_trials(
