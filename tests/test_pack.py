@@ -12,7 +12,7 @@ import optuna
 import pytest
 import torch
 
-from tuner._pack import FAMILIES, PackTrainer, pack_key, packable
+from tuner._pack import FAMILIES, PackTrainer, _Dropout, pack_key, packable
 from tuner.config import TrainConfig
 from tuner.objectives import load_objective
 from tuner.train import Diverged, Trainer
@@ -245,6 +245,50 @@ def test_each_member_has_its_own_dropout_rate_and_masks():
     eval_out = pack._forward(pack._views(pack.flat), x, train=False)
     torch.testing.assert_close(eval_out[1], eval_out[2])
     torch.testing.assert_close(out[0], eval_out[0])
+
+
+def test_channel_dropout_drops_whole_channels_at_each_members_rate_and_alpha_dropout_is_not_packed():
+    """nn.Dropout1d/2d/3d take the config's rate as nn.Dropout does (regularization.set_dropout sets all four),
+    so in a pack each member has its own rate and drops whole channels; nn.AlphaDropout, whose rate a config
+    sets too but which a pack cannot give each member, is refused with the reason (its trials train alone)."""
+    from torch import nn
+
+    from tuner.objectives import Objective
+
+    digits = load_objective("digits-mlp")
+
+    def conv(data):
+        return nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Dropout2d(0.0),
+                             nn.Flatten(), nn.Linear(4 * 36, data.n_classes))
+
+    trainer = Trainer(Objective(name="conv", load_data=digits.load_data, build_model=conv), device="cpu")
+    pack = PackTrainer(trainer, 3, 64, "adam")
+    for slot, rate in enumerate((0.0, 0.5, 0.5)):
+        pack.fill(slot, _config("adam", 1e-3, 7, batch_size=64, epochs=1, dropout=rate))
+    assert [b.tolist() for name, b in pack.buffers.items() if name.endswith(".p")] == [[0.0, 0.5, 0.5]]
+    x = trainer.data.x_train[:8].expand(3, 8, *trainer.data.x_train.shape[1:])
+    out = pack._forward(pack._views(pack.flat), x, train=True)
+    eval_out = pack._forward(pack._views(pack.flat), x, train=False)
+    torch.testing.assert_close(out[0], eval_out[0])  # rate 0: no mask
+    assert not torch.allclose(out[1], out[2])  # same weights, own masks
+    dropped = _Dropout(0.5, spatial=2).train()(torch.ones(16, 4, 6, 6))  # whole channels, scaled by 1 / keep
+    per_channel = dropped.flatten(2)
+    assert set(per_channel.unique().tolist()) == {0.0, 2.0}
+    assert torch.equal(per_channel.amin(2), per_channel.amax(2))
+
+    class Alpha(nn.Module):
+        def __init__(self, data):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(data.n_features, 16), nn.SELU(), nn.AlphaDropout(0.0),
+                                     nn.Linear(16, data.n_classes))
+
+        def forward(self, x):
+            return self.net(x)
+
+    alpha = Trainer(Objective(name="alpha", load_data=digits.load_data, build_model=Alpha), device="cpu")
+    with pytest.raises(ValueError, match="AlphaDropout takes the config's dropout rate, which trials in a pack "
+                                         "cannot each have"):
+        PackTrainer(alpha, 2, 64, "adam").fill(0, _config("adam", 1e-3, 0, batch_size=64, dropout=0.3))
 
 
 def test_what_cannot_be_packed_says_why():

@@ -54,25 +54,39 @@ def pack_key(config: TrainConfig) -> tuple[int, str, int]:
 
 
 class _Dropout(nn.Module):
-    """Dropout whose rate is a buffer, so that every member of a pack has its own (and its own masks)."""
+    """Dropout whose rate is a buffer, so that every member of a pack has its own (and its own masks).
+    ``spatial``: as ``nn.Dropout1d/2d/3d``, whole channels are dropped (one draw over that many trailing
+    dimensions); 0: each element, as ``nn.Dropout``."""
 
-    def __init__(self, p: float) -> None:
+    def __init__(self, p: float, spatial: int = 0) -> None:
         super().__init__()
         self.register_buffer("p", torch.tensor(float(p)))
+        self.spatial = spatial
         self.active = True  # False while no member of the pack has a rate above 0: no masks to draw
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or not self.active:
             return x
         keep = 1.0 - self.p
-        mask = (torch.rand_like(x) < keep).to(x.dtype)
+        drawn = x[(Ellipsis,) + (slice(0, 1),) * self.spatial] if self.spatial else x
+        mask = (torch.rand_like(drawn) < keep).to(x.dtype)
         return x * mask / keep.clamp_min(1e-12)
 
 
+# The dropout modules whose rate a config sets (regularization.set_dropout), as packs train them.
+_PACKED_DROPOUT = {nn.Dropout: 0, nn.Dropout1d: 1, nn.Dropout2d: 2, nn.Dropout3d: 3}
+
+
 def _swap_dropout(model: nn.Module) -> None:
+    from tuner.regularization import _DROPOUT
+
     for name, child in list(model.named_children()):
-        if type(child) is nn.Dropout:
-            setattr(model, name, _Dropout(child.p))
+        if type(child) in _PACKED_DROPOUT:
+            setattr(model, name, _Dropout(child.p, _PACKED_DROPOUT[type(child)]))
+        elif isinstance(child, _DROPOUT):  # nn.AlphaDropout, or a subclass with a forward of its own
+            raise ValueError(f"{type(child).__name__} takes the config's dropout rate, which trials in a pack "
+                             f"cannot each have (nn.Dropout and nn.Dropout1d/2d/3d can); its trials train one at "
+                             f"a time")
         else:
             _swap_dropout(child)
 
