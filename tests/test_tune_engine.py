@@ -175,6 +175,33 @@ def test_workers_run_an_importable_train_fn_in_processes(tmp_path: Path):
     assert "2 workers ran 6 trial(s)" in done.stdout
 
 
+def test_a_timeout_with_workers_counts_their_start_up_as_run_study_does(tmp_path: Path):
+    """tune(timeout=T, workers=N) stops T seconds after the call, as run_study and the command do; a worker's
+    start-up is not a fresh T of its own."""
+    script = tmp_path / "slow_start.py"
+    script.write_text(textwrap.dedent("""
+        import time
+        import tuner
+
+        if __name__ != "__main__":  # a worker importing this script: a slow start-up (2 s), past the timeout
+            time.sleep(2)
+
+        def train(ctx):
+            return ctx.config.optimizer.lr
+
+        if __name__ == "__main__":
+            result = tuner.tune(train, space="lr-only", n_trials=50, epochs=1, workers=2, timeout=1,
+                                storage="sqlite:///w.db", study_name="w")
+    """))
+    env = {**os.environ, "PYTHONPATH": str(Path(tuner.__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 workers ran 0 trial(s)" in done.stdout and "(timeout reached)" in done.stdout, done.stdout
+    study = optuna.load_study(study_name="w", storage=f"sqlite:///{tmp_path / 'w.db'}")
+    assert not [t for t in study.trials if t.state.is_finished()]
+
+
 def test_workers_need_an_importable_function_and_a_storage(tmp_path: Path):
     with pytest.raises(tuner.ConfigError, match="workers=2 needs a storage"):
         tuner.tune(_noisy, space="lr-only", n_trials=2, workers=2)

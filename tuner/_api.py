@@ -8,6 +8,7 @@ import math
 import re
 import signal
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -447,12 +448,16 @@ def _run_workers(study: optuna.Study, plan: RunPlan, ref: dict[str, str], worker
     job = {"ref": ref, "epochs": plan.epochs, "seed": plan.seed, "n_trials": plan.n_trials, "timeout": plan.timeout,
            "sampler": sampler, "pruner": pruner, "sampler_name": plan.sampler_name, "pruner_name": plan.pruner_name,
            "space_name": plan.space.name, "max_consecutive_failures": plan.max_consecutive_failures,
-           "objectives": plan.objectives}
+           "objectives": plan.objectives,
+           # The timeout is the caller's, from now: the workers' start-up counts, as in run_study.
+           "deadline": time.time() + plan.timeout if plan.timeout else None}
     pool = run_workers(plan.name, plan.storage_url or "", workers, job=job, grace=plan.grace_period,
                        on_trial=lambda t, s: on_trial(outcome_of(t), s))
     lost = [w for w in pool.failed_workers if w.exitcode not in (130, 143)]
     if verbose:
+        timed_out = any(w.stopped_by == "timeout" for w in pool.workers)
         print(f"{workers} workers ran {pool.finished} trial(s) in {pool.seconds:.1f}s"
+              + (" (timeout reached)" if timed_out else "")
               + (f"; trials {pool.reaped} of lost workers were queued again" if pool.reaped else ""), flush=True)
         for w in lost:
             print(f"worker {w.index} (pid {w.pid}) stopped: {w.stopped()}", flush=True)

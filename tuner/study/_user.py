@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -93,9 +94,10 @@ def load_function(ref: dict[str, str]) -> Callable[..., Any]:
     return target
 
 
-def run_user_worker(index: int, name: str, url: str, job: dict[str, Any], threads: int | None) -> int:
+def run_user_worker(index: int, name: str, url: str, job: dict[str, Any], threads: int | None) -> tuple[int, str]:
     """One ``tune(workers=N)`` process: the user's function on the trial engine, with a sampler seed of its
-    own; returns how many trials it ran."""
+    own, until the budget or the supervisor's ``deadline`` (its start-up counts, as for ``run_study``); returns
+    how many trials it ran and what stopped it (budget, timeout)."""
     import optuna
     import torch
 
@@ -118,8 +120,11 @@ def run_user_worker(index: int, name: str, url: str, job: dict[str, Any], thread
                               pruner=build_pruner(job["pruner"], {"seed": job["seed"], "epochs": job["epochs"]}))
     space = SearchSpace.from_dict(study.user_attrs[StudyKey.SPACE], name=job["space_name"],
                                   source=f"study {name!r}")
+    deadline = job.get("deadline")
+    timeout = job["timeout"] if deadline is None else max(0.0, deadline - time.time())
     plan = RunPlan(name=name, storage_url=url, space=space, epochs=job["epochs"], seed=job["seed"],
-                   n_trials=job["n_trials"], timeout=job["timeout"], pruner_name=job["pruner_name"],
+                   n_trials=job["n_trials"], timeout=timeout, pruner_name=job["pruner_name"],
                    sampler_name=job["sampler_name"], max_consecutive_failures=job["max_consecutive_failures"],
                    objectives=objectives)
-    return len(run_trials(study, plan, UserExecutor(train_fn)).outcomes)
+    run = run_trials(study, plan, UserExecutor(train_fn))
+    return len(run.outcomes), run.stopped_by

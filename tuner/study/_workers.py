@@ -123,7 +123,7 @@ def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], res
         if job is not None:
             from tuner.study._user import run_user_worker
 
-            report["trials"] = run_user_worker(index, name, url, job, overrides.get("threads"))
+            report["trials"], report["stopped_by"] = run_user_worker(index, name, url, job, overrides.get("threads"))
         else:
             from tuner.study._autopack import PackChoice
             from tuner.study._local import run_prepared
