@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -192,6 +193,25 @@ def test_study_create_flags_and_spaces_starts(objective_ref: str, storage_url: s
     high = runner.invoke(app, ["spaces", "starts", "high.yaml", "--format", "json"])
     rows = {r["name"]: r for r in json.loads(high.output)["starts"]}
     assert "adamw.lr: 0.001 -> 0.01 (the space's range is 0.01..0.1)" in rows["adamw-warmup-cosine"]["why_not"]
+    # A held point that a value the space fixes changes says what it becomes there, as `study create` does.
+    (tmp_cwd / "nodecay.yaml").write_text("optimizer:\n  adamw:\n    lr: {low: 1.0e-4, high: 1.0e-1, log: true}\n"
+                                           "schedule: {warmup_cosine: {}}\n")
+    fixed = runner.invoke(app, ["spaces", "starts", "nodecay.yaml"])
+    assert "in this space: weight_decay: 0.01 -> 0 (fixed by the space)" in fixed.output, fixed.output
+
+
+def test_run_study_queues_mappings_and_train_configs_as_tune_does(objective_ref: str, tmp_path: Path) -> None:
+    """run_study's enqueue takes what tune's does (file paths, mappings, TrainConfigs), one item or a list."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    result = tuner.run_study(objective=objective_ref, space="lr-only", n_trials=2, epochs=1, storage=url, name="q",
+                             known_starts=False, verbose=False,
+                             enqueue=[{"optimizer": {"name": "adam", "lr": 3e-3}},
+                                      TrainConfig.from_dict({"optimizer": {"name": "adam", "lr": 5e-3}})])
+    assert [t.params["adam.lr"] for t in result.study.trials] == [pytest.approx(3e-3), pytest.approx(5e-3)]
+    with pytest.raises(ConfigError, match="enqueue: config 1: the space 'lr-only' cannot sample"):
+        tuner.run_study(objective=objective_ref, space="lr-only", n_trials=2, epochs=1, storage=url, name="r",
+                        enqueue={"optimizer": "sgd"}, verbose=False)
+    assert "r" not in optuna.get_all_study_names(url)
 
 
 def test_tune_queues_configs_and_refuses_what_its_space_cannot_sample(tmp_path: Path) -> None:
@@ -374,6 +394,14 @@ def test_a_partial_config_leaves_what_it_does_not_give_to_the_sampler(tmp_path: 
     assert {"schedule", "batch_size", "adamw.weight_decay"} <= set(start.params)
     with pytest.raises(ConfigError, match="schedule 'constant' is not in the space"):
         file_starts([TrainConfig.from_dict({"optimizer": {"name": "adamw"}})], load_space("default"))
+    # A config without an optimizer leaves it to the sampler (not TrainConfig's default, adam, which the space
+    # may lack), with its settings; a weight decay given goes where the space tunes it outside the optimizers.
+    no_optimizer = tmp_path / "schedule.yaml"
+    no_optimizer.write_text("schedule: {name: warmup_cosine, warmup_fraction: 0.02}\nbatch_size: 128\n")
+    (start,) = file_starts([str(no_optimizer)], load_space("sgd-family"))
+    assert start.params == {"schedule": "warmup_cosine", "warmup_cosine.warmup_fraction": 0.02, "batch_size": 128}
+    (start,) = file_starts([{"regularization": {"weight_decay": 1e-3}}], load_space("sgd-family"))
+    assert start.params == {"weight_decay": 1e-3}
 
 
 def test_joining_a_study_does_not_look_for_its_warm_start_again(objective_ref: str, storage_url: str) -> None:
@@ -393,3 +421,19 @@ def test_joining_a_study_does_not_look_for_its_warm_start_again(objective_ref: s
     create_or_join(again)
     assert again.queued == [] and any(n.startswith("--warm-start: not queued, the study exists")
                                       for n in again.start_notes), again.start_notes
+
+
+def test_a_known_start_that_calibration_leaves_out_is_said_where_the_study_is_created() -> None:
+    """An LR range test that moves a range past a known-good point's rate drops that point: `study create
+    --calibrate` says so, with why, as `tuner spaces starts` on the calibrated space does."""
+    from tuner.spaces import SearchSpace
+    from tuner.study._prepare import _dropped_by_calibration
+
+    space = load_space("default")
+    raw = copy.deepcopy(space.raw)
+    raw["optimizer"]["adamw"]["lr"] = {"low": 0.0011, "high": 0.077, "log": True}
+    calibrated = SearchSpace.from_dict(raw, name="default (calibrated)")
+    assert _dropped_by_calibration(space, calibrated) == [
+        "known start adamw-warmup-cosine is not tried: in the calibrated space, adamw.lr: 0.001 -> 0.0011 (the "
+        "space's range is 0.0011..0.077)"]
+    assert _dropped_by_calibration(space, space) == []

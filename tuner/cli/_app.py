@@ -630,9 +630,13 @@ def spaces_starts(space: Annotated[str, typer.Argument(help="Built-in name or YA
     from tuner.spaces import load_space
 
     the_space = load_space(space)  # a space that is not there, or wrong, is said before PyTorch loads
-    from tuner.study._starts import KNOWN_STARTS, why_not_held
+    from tuner.study._starts import KNOWN_STARTS, known_starts, why_not_held
 
-    rows = [{"name": p.name, "in_space": not why, "why_not": why or None, "about": p.about, "config": p.config}
+    # What a held point becomes in this space (a value the space fixes, a rate lr_scaling scales), as
+    # `study create` prints it.
+    changes = {start.source.removeprefix("known start "): start.changes for start in known_starts(the_space)}
+    rows = [{"name": p.name, "in_space": not why, "why_not": why or None, "about": p.about, "config": p.config,
+             "changes": changes.get(p.name, [])}
             for p in KNOWN_STARTS for why in [why_not_held(the_space, p)]]
     if fmt is Format.json:
         print_json({"space": the_space.name, "starts": rows})
@@ -642,6 +646,8 @@ def spaces_starts(space: Annotated[str, typer.Argument(help="Built-in name or YA
         echo((f"{row['name']:<24}", "bold"), f" {mark:<18} {row['about']}")
         if row["why_not"]:
             echo(f"{'':<25} not held: {row['why_not']}")
+        if row["changes"]:
+            echo(f"{'':<25} in this space: {'; '.join(row['changes'])}")
     held = sum(row["in_space"] for row in rows)
     echo(f"space {the_space.name}: {held} of {len(rows)} are tried first in a new study (--no-known-starts "
          f"or known_starts: false skips them)")

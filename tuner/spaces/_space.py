@@ -287,7 +287,7 @@ class SearchSpace:
         the choices becomes the nearest one, and a value the space fixes stays the space's (``changes``)."""
         fit = ConfigFit()
         opt = config.optimizer.name
-        groups = [("optimizer", self.optimizer, opt)]
+        groups = [("optimizer", self.optimizer, opt)] if "optimizer" in parts else []
         if "schedule" in parts:
             groups.append(("schedule", self.schedule, config.schedule.name))
         if "init" in parts:
@@ -307,14 +307,16 @@ class SearchSpace:
                     scaling.reference_batch if drawn else self.batch_size.value)
         values = _config_values(config, scaling, lr_batch)
         lr_change = None
-        for key, param in self.optimizer[opt].items():
+        # A config without an optimizer (a file giving a schedule only) leaves it, and its settings, to the sampler.
+        branch = self.optimizer[opt] if "optimizer" in parts else {}
+        for key, param in branch.items():
             if key == "weight_decay" and "weight_decay" not in parts:
                 continue
             before = len(fit.changes)
             fit.put(f"{opt}.{key}", param, _branch_value(key, values, get_optimizer(opt).defaults))
             if key == "lr" and len(fit.changes) > before:
                 lr_change = before
-        if "weight_decay" in parts and "weight_decay" not in self.optimizer[opt]:
+        if "weight_decay" in parts and "weight_decay" not in branch:
             fit.put("weight_decay", self.regularization["weight_decay"], config.regularization.weight_decay)
         for key, group, name, lookup in (("schedule", self.schedule, config.schedule.name, get_schedule),
                                          ("init", self.init, config.init.name, get_init)):

@@ -161,6 +161,7 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
     space_notes += space.epoch_notes(spec.epochs) if spec.epochs else []
     output_shape = trainer.check_model()
     calibration = None
+    uncalibrated = space
     if spec.calibrate and space_data is None:
         space, calibration = _calibrated(spec, space, trainer)
     search = search_setup(space, spec.sampler, spec.pruner, seed=spec.seed, epochs=spec.epochs,
@@ -184,11 +185,23 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
                 space, enqueue=spec.enqueue, warm_start=warm.study if warm else None,
                 warm_storage=(warm.storage if warm and warm.storage else spec.storage or default_storage()),
                 warm_top=warm.top if warm else 5, known=spec.known_starts)
+            if spec.known_starts and space is not uncalibrated:
+                start_notes += _dropped_by_calibration(uncalibrated, space)
         for start in starts[:spec.n_trials]:  # those a new study's budget queues
             _check_batch(start.params.get("batch_size"), n_train, start.source, objective.name)
     return PreparedStudy(spec, space, objective, trainer, sampler, pruner, grid,
                          objective_fingerprint(objective, trainer, output_shape), calibration, starts,
                          start_notes, space_notes=space_notes)
+
+
+def _dropped_by_calibration(space: SearchSpace, calibrated: SearchSpace) -> list[str]:
+    """The known-good points ``space`` holds that its calibrated ranges leave out, each with why: said where
+    the study is created, not only by ``tuner spaces starts`` on the calibrated file."""
+    from tuner.study._starts import KNOWN_STARTS, why_not_held
+
+    return [f"known start {point.name} is not tried: in the calibrated space, {why}"
+            for point in KNOWN_STARTS for why in [why_not_held(calibrated, point)]
+            if why and not why_not_held(space, point)]
 
 
 def _check_batch(batch_size: Any, n_train: int, source: str, objective: str) -> None:

@@ -113,8 +113,9 @@ class StudySpec(BaseModel):
     grace_period: float = Field(12.0, gt=0, le=86400, description="seconds without a heartbeat after which a running "
                                                         "trial's worker counts as lost: the trial is failed "
                                                         "and its parameters queued again")
-    enqueue: list[str] = Field(default_factory=list, description="train-config files (YAML/JSON, one config or a "
-                                                                 "list) whose configs are the first trials")
+    enqueue: list[str | dict[str, Any]] = Field(default_factory=list, description="train configs that are the "
+                                                "first trials: files (YAML/JSON, one config or a list) or "
+                                                "mappings of config parts")
     warm_start: WarmStart | None = Field(None, description="an earlier study whose best configs are queued first: "
                                                            "NAME or {study, storage, top}")
     known_starts: bool = Field(True, description="queue the known-good starting points the space holds "
@@ -129,9 +130,12 @@ class StudySpec(BaseModel):
     @field_validator("enqueue", mode="before")
     @classmethod
     def _one_or_more_files(cls, value: Any) -> Any:
-        values = [value] if isinstance(value, str) else value
-        if isinstance(values, list):
-            return [str(Path(v).resolve()) if isinstance(v, str) and Path(v).is_file() else v for v in values]
+        from tuner.config import TrainConfig
+
+        values = [value] if isinstance(value, (str, dict, TrainConfig)) else value
+        if isinstance(values, (list, tuple)):
+            return [str(Path(v).resolve()) if isinstance(v, str) and Path(v).is_file() else
+                    v.to_dict() if isinstance(v, TrainConfig) else v for v in values]
         return values
 
     @field_validator("batch_size", mode="before")
