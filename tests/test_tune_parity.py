@@ -89,7 +89,7 @@ def test_sampler_options_that_cannot_run_are_refused_before_a_study_exists(tmp_p
     with pytest.raises(ConfigError, match="cannot run with these options"):
         tuner.tune(_lr, "lr-only", sampler={"name": "tpe", "n_startup_trials": 0, "n_ei_candidates": 0},
                    storage=url, study_name="a", verbose=False)
-    with pytest.raises(ConfigError, match="'cmaes' sampler has one objective"):
+    with pytest.raises(ConfigError, match="'cmaes' sampler runs in a study of one objective"):
         tuner.tune(_lr, "lr-only", sampler="cmaes", objectives=["value", "train_seconds"], storage=url,
                    study_name="b", verbose=False)
     assert not (tmp_path / "t.db").exists() or not optuna.get_all_study_names(url)

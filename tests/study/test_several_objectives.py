@@ -52,12 +52,21 @@ def test_objectives_are_checked_before_anything_is_created(objective_ref: str, s
             prepare(spec(objectives=one))
     with pytest.raises(ConfigError, match="the first must be the objective's metric, 'accuracy'"):
         prepare(spec(objectives="loss,train_seconds"))
-    with pytest.raises(ConfigError, match="Unknown objective after the metric 'seconds'. Valid: train_seconds"):
+    with pytest.raises(ConfigError, match="after the metric 'accuracy': Unknown second objective 'seconds'. "
+                                          "Valid: train_seconds"):
         prepare(spec(objectives="accuracy,seconds"))
+    with pytest.raises(ConfigError, match="names the metric, 'accuracy', twice"):
+        prepare(spec(objectives="accuracy,train_seconds,accuracy"))
     with pytest.raises(ConfigError, match="pack: 8 would count a pack's time for each member"):
         prepare(spec(objectives="accuracy,train_seconds", pack=8))
-    with pytest.raises(ConfigError, match="the 'cmaes' sampler has one objective"):
+    with pytest.raises(ConfigError, match="the 'cmaes' sampler runs in a study of one objective; with several use "
+                                          "tpe, random, qmc, nsgaii, gp"):
         prepare(spec(objectives="accuracy,train_seconds", sampler="cmaes"))
+    for pruner in ("hyperband", "wilcoxon"):  # Optuna's own need a single direction or a best trial
+        with pytest.raises(ConfigError, match=f"the {pruner!r} pruner runs in a study of one objective; with "
+                                              f"several use median, percentile, successive_halving, patient, "
+                                              f"top_third, none"):
+            prepare(spec(objectives="accuracy,train_seconds", pruner=pruner))
     assert_nothing_written(db_path)
 
 

@@ -27,7 +27,7 @@ from tuner.spaces import SearchSpace, load_space
 from tuner.study._engine import RunPlan, TrainerExecutor
 from tuner.study._open import describe_kind, open_study, stored_spec, study_kind
 from tuner.study._record import StudyKey
-from tuner.study._samplers import build_pruner, build_sampler, option_name
+from tuner.study._samplers import build_pruner, build_sampler, option_name, refuse_for_several_objectives
 from tuner.study._spec import DEFAULT_PRUNER, IDENTITY_FIELDS, StudySpec
 from tuner.study._storage import (
     check_storage,
@@ -255,9 +255,12 @@ def _check_objectives(spec: StudySpec, objective: Objective) -> None:
         raise ConfigError(f"objectives: the first must be the objective's metric, {objective.metric!r} (pruning "
                           f"and ranking use it). Got {first!r} instead.")
     for name in rest:
+        if name in (objective.metric, "metric"):
+            raise ConfigError(f"objectives: {spec.objectives!r} names the metric, {objective.metric!r}, twice: "
+                              f"name it first, then {', '.join(SECOND_OBJECTIVES)}.")
         if name not in SECOND_OBJECTIVES:
-            raise ConfigError("objectives: " + unknown_name_message("objective after the metric", name,
-                                                                    SECOND_OBJECTIVES))
+            raise ConfigError(f"objectives: after the metric {first!r}: "
+                              + unknown_name_message("second objective", name, SECOND_OBJECTIVES))
     if len(rest) != len(set(rest)):
         raise ConfigError(f"objectives: {spec.objectives!r} names one twice.")
     if rest and spec.pack not in ("auto", 1):
@@ -290,9 +293,8 @@ def search_setup(space: SearchSpace, sampler: Any, pruner: Any, *, seed: int, ep
     study of several, and options Optuna only checks when it first samples or prunes are refused here, before
     any study exists."""
     sampler_name = option_name(sampler)
-    if n_objectives > 1 and sampler_name in ("cmaes", "grid"):
-        raise ConfigError(f"objectives: the {sampler_name!r} sampler has one objective; with several use "
-                          f"tpe, nsgaii, gp, random or qmc.")
+    if n_objectives > 1:
+        refuse_for_several_objectives(sampler, pruner)
     grid: list[dict[str, Any]] = []
     if sampler_name == "grid":
         size = space.grid_size()  # counted before anything is built: a huge grid is refused at once

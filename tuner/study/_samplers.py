@@ -15,7 +15,7 @@ from tuner._registry import Registry
 from tuner.errors import ConfigError
 
 __all__ = ["build_sampler", "build_pruner", "plain_options", "list_samplers", "list_pruners", "may_prune_at",
-           "judges_by_complete_trials"]
+           "judges_by_complete_trials", "refuse_for_several_objectives"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,8 @@ class Factory:
     cls: type
     defaults: Callable[[dict[str, Any]], dict[str, Any]]
     description: str
+    #: it runs in a study of several objectives (a pruner: judging the first, the metric, alone)
+    several_objectives: bool = True
 
     def build(self, options: dict[str, Any], context: dict[str, Any], kind: str) -> Any:
         params = inspect.signature(self.cls.__init__).parameters
@@ -160,14 +162,15 @@ for _f in (
             "NSGA-II genetic algorithm, for several objectives (objectives: [metric, train_seconds])"),
     Factory("cmaes", optuna.samplers.CmaEsSampler,
             lambda c: {"seed": c.get("seed"), "warn_independent_sampling": False},
-            "CMA-ES on numeric parameters; categoricals sampled independently"),
+            "CMA-ES on numeric parameters; categoricals sampled independently", several_objectives=False),
     Factory("gp", optuna.samplers.GPSampler,
             lambda c: {"seed": c.get("seed"), "warn_independent_sampling": False},
             "Gaussian-process Bayesian optimisation"),
     # The grid's points are enqueued when the study is created (one combination per optimizer branch, not the
     # product of all branches' parameters); the sampler itself only runs once they are used up.
     Factory("grid", optuna.samplers.RandomSampler, _seed,
-            "every combination of choices and 3 points per range, each optimizer with its own parameters"),
+            "every combination of choices and 3 points per range, each optimizer with its own parameters",
+            several_objectives=False),
 ):
     _SAMPLERS.register(_f.name, _f)
 
@@ -194,9 +197,11 @@ for _f in (
     Factory("hyperband", optuna.pruners.HyperbandPruner,
             lambda c: {"min_resource": max(1, int(c.get("epochs", 10)) // 9),
                        "max_resource": int(c.get("epochs", 10)), "reduction_factor": 3},
-            "Hyperband: several successive-halving brackets"),
+            # Its brackets open the study again from the storage, as a study of several objectives.
+            "Hyperband: several successive-halving brackets", several_objectives=False),
     Factory("wilcoxon", optuna.pruners.WilcoxonPruner, lambda c: {"p_threshold": 0.1},
-            "Wilcoxon signed-rank test against the best trial's per-epoch values"),
+            # It compares with the best trial, which a study of several objectives does not have.
+            "Wilcoxon signed-rank test against the best trial's per-epoch values", several_objectives=False),
     Factory("patient", optuna.pruners.PatientPruner,
             lambda c: {"wrapped_pruner": optuna.pruners.MedianPruner(n_startup_trials=5,
                                                                       n_warmup_steps=_warmup(c)),
@@ -317,3 +322,15 @@ def list_samplers() -> dict[str, str]:
 
 def list_pruners() -> dict[str, str]:
     return {n: _PRUNERS.get(n).description for n in _PRUNERS}
+
+
+def refuse_for_several_objectives(sampler: Any, pruner: Any) -> None:
+    """A sampler or pruner that cannot run in a study of several objectives is refused before the study
+    exists, naming the ones that can."""
+    for kind, registry, spec in (("sampler", _SAMPLERS, sampler), ("pruner", _PRUNERS, pruner)):
+        name = option_name(spec)
+        factory = registry.get(name) if name in registry else None
+        if factory is not None and not factory.several_objectives:
+            able = ", ".join(n for n in registry if registry.get(n).several_objectives)
+            raise ConfigError(f"objectives: the {name!r} {kind} runs in a study of one objective; with several "
+                              f"use {able}.")
