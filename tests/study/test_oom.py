@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -56,13 +57,13 @@ def hungry(tmp_path: Path) -> str:
 
 
 def _hungry_study(name: str, hungry: str, storage_url: str, tmp_path: Path, batches: list[int], n_trials: int = 10,
-                  epochs: int = 2, pruner: str = "none", on_oom: str = "avoid"):
+                  epochs: int = 2, pruner: str = "none", on_oom: str = "avoid", sampler: str = "random"):
     """A study of the memory-hungry objective over Adam and the given batch sizes (random sampler)."""
     space = tmp_path / "s.yaml"
     space.write_text("optimizer: {adam: {lr: {low: 1.0e-3, high: 1.0e-2, log: true}}}\n"
                      f"batch_size: {{choices: {batches}}}\n")
     spec = StudySpec(name=name, objective=hungry, space=str(space), n_trials=n_trials, epochs=epochs,
-                     storage=storage_url, device="cpu", sampler="random", pruner=pruner, known_starts=False,
+                     storage=storage_url, device="cpu", sampler=sampler, pruner=pruner, known_starts=False,
                      on_oom=on_oom)
     prepared = prepare(spec)
     return create_or_join(prepared), prepared
@@ -89,6 +90,30 @@ def test_after_an_oom_at_batch_b_no_batch_of_b_or_more_trains_on_that_device(hun
     assert oom_limits(study)["cpu"]["batch_size"] <= b
     # The budget counts trials that trained: ten finished ones besides those that ran out of memory.
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 10
+
+
+def test_an_avoided_proposal_trains_at_the_largest_batch_below_the_limit_and_tpe_meets_its_budget(
+        hungry: str, storage_url: str, tmp_path: Path) -> None:
+    """TPE never learns from a proposal that was not trained, and leans towards batch sizes no trial finished
+    at: asked again, it proposed batches over the limit until the study stopped short of its budget. The
+    proposal is queued again at the largest batch size below the limit and trains next."""
+    study, prepared = _hungry_study("tpe", hungry, storage_url, tmp_path, [16, 32, 64, 128, 256], n_trials=20,
+                                    epochs=1, sampler="tpe")
+    run_prepared(study, prepared)
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 20
+    avoided = [t for t in trials if t.user_attrs.get(Key.OOM_AVOIDED)]
+    assert avoided, "TPE proposed no batch size over the limit"
+    retries = {t.user_attrs.get(Key.RETRY_OF): t for t in trials}
+    for t in avoided:
+        found = re.search(r"where batch size (\d+) ran out of memory \(trial \d+\); queued again at batch size "
+                          r"(\d+)$", t.user_attrs[Key.REASON])
+        assert found, t.user_attrs[Key.REASON]
+        limit, smaller = int(found.group(1)), int(found.group(2))
+        assert smaller == max(b for b in (16, 32, 64, 128, 256) if b < limit)
+        retry = retries[t.number]  # the same proposal at that batch size, trained next
+        assert retry.params == {**t.params, "batch_size": smaller}
+        assert retry.state == TrialState.COMPLETE or retry.user_attrs.get(Key.OOM)  # 64 may run out in turn
 
 
 def test_a_space_whose_every_batch_runs_out_of_memory_stops_the_study_with_the_reason(hungry: str,
