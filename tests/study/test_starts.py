@@ -168,11 +168,11 @@ def test_a_warm_start_queues_the_best_distinct_configs_another_space_holds(objec
     best_lr = TrainConfig.from_dict(adam_best[0].user_attrs["config"]).optimizer.lr
     assert lrs[0] == pytest.approx(min(max(best_lr, 1e-5), 1e-1))
     assert len(set(lrs)) == len(lrs)
-    with pytest.raises(StudyError, match="Unknown study 'nope'"):
+    with pytest.raises(ConfigError, match="Unknown study 'nope'"):
         prepare(_spec(objective_ref, storage_url, name="x", warm_start="nope"))
     empty = prepare(_spec(objective_ref, storage_url, name="empty", n_trials=1))
     create_or_join(empty)
-    with pytest.raises(StudyError, match="has no complete trial"):
+    with pytest.raises(ConfigError, match="has no complete trial"):
         prepare(_spec(objective_ref, storage_url, name="y", warm_start={"study": "empty", "top": 2}))
 
 
@@ -372,7 +372,7 @@ def test_a_warm_start_from_a_plain_optuna_study_says_its_trials_hold_no_config(s
                                   known=False)
     assert starts == [] and notes == ["warm start: no complete trial of study 'plain' fits this space (2 of its "
                                       "complete trials hold no tuner config (the study was not made by tuner))"]
-    with pytest.raises(StudyError, match=r"^warm_start: .*'nope'"):
+    with pytest.raises(ConfigError, match=r"^warm_start: .*'nope'"):
         gather_starts(load_space("default"), enqueue=[], warm_start="nope", warm_storage=storage_url, known=False)
 
 

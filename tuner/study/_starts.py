@@ -197,9 +197,9 @@ def gather_starts(space: SearchSpace, *, enqueue: list[Any], warm_start: Any = N
     if warm_start is not None:
         try:
             found, note = study_starts(warm_start, warm_storage, space, warm_top)
-        except StudyError as exc:
+        except StudyError as exc:  # a study that is not there or cannot be started from: the caller's input
             message = str(exc)
-            raise StudyError(message if message.startswith("warm_start") else f"warm_start: {message}") from None
+            raise ConfigError(message if message.startswith("warm_start") else f"warm_start: {message}") from None
         starts += found
         label = getattr(warm_start, "study_name", warm_start)
         if not found:
