@@ -4,6 +4,8 @@ its knee as the recommendation, and any point by ``export --trial``."""
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import optuna
@@ -147,6 +149,13 @@ def test_show_export_and_report_recommend_the_knee(objective_ref: str, storage_u
     assert (tmp_cwd / "rep" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     text = (tmp_cwd / "rep" / "report.md").read_text()
     assert "the knee of the Pareto front of accuracy vs train\\_seconds" in text and "pareto.png" in text  # Markdown
+    # Another point of the front, as a command that runs (not a placeholder name without the storage).
+    found = re.search(r"another point, trial (\d+) for one: `(tuner study export mo --trial \d+ --storage [^`]+)`",
+                      text.replace("\\", ""))
+    assert found, text
+    assert int(found.group(1)) in {t.number for t in pareto_front(study)} - {point.number}
+    again = runner.invoke(app, shlex.split(found.group(2))[1:] + ["-o", "again.yaml"])
+    assert again.exit_code == 0, again.output
 
 
 def test_a_foreign_multi_objective_study_is_listed_and_refused_in_one_line(storage_url: str, tmp_cwd: Path) -> None:

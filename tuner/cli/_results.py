@@ -104,7 +104,8 @@ def study_report(
     on_run = _confirming(study, fit, top_k=top_k, seeds=seeds, baseline=True, quiet=quiet) if fit is not None else None
     followup = followup_command(study, folder / "narrowed-space.yaml", url)  # the report holds it too
     files = write_report(study, folder, storage_label=_masked(url), fit=fit, evaluator=importance.value,
-                         top_k=top_k, seeds=seeds, confirm_runs=True, on_run=on_run, followup=followup)
+                         top_k=top_k, seeds=seeds, confirm_runs=True, on_run=on_run, followup=followup,
+                         storage_url=url)
     if quiet:
         print_json({k: str(v) for k, v in files.items()})
         return

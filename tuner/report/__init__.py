@@ -255,7 +255,7 @@ def write_report(study: optuna.Study, out_dir: str | Path, *, storage_label: str
     with atomic_folder(out_dir, ours=is_report_folder) as tmp:
         files = _write_report(study, tmp, storage_label=storage_label, fit=fit, evaluator=evaluator, top_k=top_k,
                               seeds=seeds, confirm_runs=confirm_runs, steps_per_epoch=steps_per_epoch,
-                              on_run=on_run,
+                              on_run=on_run, storage_url=storage_url,
                               followup=followup or followup_command(study, Path(out_dir) / "narrowed-space.yaml",
                                                                     storage_url))
     return {name: Path(out_dir) / path.relative_to(tmp) for name, path in files.items()}
@@ -284,7 +284,8 @@ def _space_notes(study: optuna.Study, raw_space: Any) -> list[str]:
 
 def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: FitFn | None, evaluator: str,
                   top_k: int, seeds: int, confirm_runs: bool, steps_per_epoch: int | None,
-                  on_run: Callable[[str, int, float], None] | None, followup: str) -> dict[str, Path]:
+                  on_run: Callable[[str, int, float], None] | None, followup: str,
+                  storage_url: str | None = None) -> dict[str, Path]:
     from tuner.report._plots import draw_all
     from tuner.report._render import ReportData, reason_counts, render_html, render_markdown
     from tuner.study import counts
@@ -295,8 +296,19 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
     rec = recommendation(study, fit, top_k=top_k, seeds=seeds, study_seed=int(spec.get("seed") or 0),
                          confirm_runs=confirm_runs, on_run=on_run)
     if len(study.directions) > 1:
-        notes.append(f"the recommendation is {rec.source}: a point of the front is not re-trained with other seeds "
-                     f"(another point: `tuner study export NAME --trial N`, or recommendation(study, trial=N))")
+        from tuner.study._record import pareto_front
+        from tuner.study._storage import study_command
+
+        other = next((t.number for t in pareto_front(study) if t.number != rec.trial), None)
+        if other is None:
+            another = ""
+        elif spec.get("objective"):
+            another = (f" (another point, trial {other} for one: "
+                       f"`{study_command('export', study.study_name, storage_url, '--trial', str(other))}`)")
+        else:  # a tuner.tune study: its train function is the caller's
+            another = f" (another point, trial {other} for one: result.recommend(trial={other}))"
+        notes.append(f"the recommendation is {rec.source}: a point of the front is not re-trained with other seeds"
+                     + another)
     elif rec.confirmation is None:
         notes.append("the recommendation is the best single trial: its config was not re-trained with other seeds")
     if rec.confirmation is not None:
