@@ -114,6 +114,15 @@ def test_an_avoided_proposal_trains_at_the_largest_batch_below_the_limit_and_tpe
         retry = retries[t.number]  # the same proposal at that batch size, trained next
         assert retry.params == {**t.params, "batch_size": smaller}
         assert retry.state == TrialState.COMPLETE or retry.user_attrs.get(Key.OOM)  # 64 may run out in turn
+    # Exporting such a trial warns that it was never trained (not that its value is from an unfinished run).
+    from typer.testing import CliRunner
+
+    from tuner.cli import app
+
+    exported = CliRunner().invoke(app, ["study", "export", "tpe", "--storage", storage_url, "--trial",
+                                        str(avoided[0].number), "-o", str(tmp_path / "avoided.yaml")])
+    assert exported.exit_code == 0, exported.output
+    assert "it was not trained, so the config comes with no value" in " ".join(exported.output.split())
 
 
 def test_a_space_whose_every_batch_runs_out_of_memory_stops_the_study_with_the_reason(hungry: str,

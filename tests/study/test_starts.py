@@ -145,6 +145,14 @@ def test_a_config_the_space_cannot_sample_is_refused_before_the_study_exists(obj
     typo.write_text("optimizer: {name: adamw, lrr: 0.1}\n")
     with pytest.raises(ConfigError, match=r"typo\.yaml"):
         prepare(_spec(objective_ref, storage_url, enqueue=[str(typo)]))
+    beside = tmp_path / "beside.yaml"  # keys beside 'configs:' would be used by nothing
+    beside.write_text("configs: [{optimizer: {name: adamw}}]\nepochs: 5\n")
+    with pytest.raises(ConfigError, match=r"beside\.yaml: key 'epochs': a file with 'configs:' holds that list only"):
+        prepare(_spec(objective_ref, storage_url, enqueue=[str(beside)]))
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("[]\n")
+    with pytest.raises(ConfigError, match=r"empty\.yaml: expected a train config .* Got an empty list instead"):
+        prepare(_spec(objective_ref, storage_url, enqueue=[str(empty)]))
     assert_nothing_written(db_path)
 
 

@@ -174,7 +174,8 @@ def study_export(
             echo(("warning:", "yellow"), f" trial {trial} is {picked.state.name.lower()}"
                  + (f" after epoch {epochs} of {rec.config.epochs}" if epochs else "")
                  + (f" ({record.reason})" if record.reason else "")
-                 + ": its value is not that of a config trained to the end", to_err=True)
+                 + (": its value is not that of a config trained to the end" if record.value is not None or epochs
+                    else ": it was not trained, so the config comes with no value"), to_err=True)
     for line in export_warnings(rec.config, fmt.value):
         echo(("warning:", "yellow"), f" {fmt.value} export: {line}", to_err=True)
     if output is None:

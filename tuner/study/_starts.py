@@ -92,13 +92,18 @@ def _configs_in(path: Path) -> list[tuple[str, Any]]:
 
     data = load_yaml_file(path)
     if isinstance(data, dict) and "configs" in data:
+        others = sorted(str(key) for key in data if key != "configs")
+        if others:  # a config's own keys beside the list, or a typo: neither would be used
+            raise ConfigError(f"{path}: key {others[0]!r}: a file with 'configs:' holds that list only (each item a "
+                              f"train config); got {', '.join(repr(k) for k in others)} beside it.")
         data = data["configs"]
     if isinstance(data, dict):
         return [(str(path), data)]
     if isinstance(data, list) and data:
         return [(f"{path} item {i + 1}", item) for i, item in enumerate(data)]
+    got = "an empty list" if isinstance(data, list) else type(data).__name__
     raise ConfigError(f"{path}: expected a train config (as `tuner study export` writes), a list of them, or "
-                      f"'configs:' with a list. Got {type(data).__name__} instead.")
+                      f"'configs:' with a list. Got {got} instead.")
 
 
 def _given_parts(raw: Any) -> tuple[str, ...]:
