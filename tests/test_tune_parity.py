@@ -508,3 +508,44 @@ def test_a_mapping_space_study_made_under_its_older_default_name_is_resumed(tmp_
     assert optuna.get_all_study_names(url) == ["tune-_lr-<space>"]
     fresh = tuner.tune(_lr, space, n_trials=1, epochs=1, storage=f"sqlite:///{tmp_path / 'n.db'}", verbose=False)
     assert fresh.study.study_name == "tune-_lr-custom"
+
+
+def _falling_loss(ctx: tuner.TrialContext) -> float:
+    """A validation loss that falls every epoch, under a plateau schedule with no patience: the rate stays."""
+    model = torch.nn.Linear(2, 1)
+    setup = ctx.config.setup(model, steps_per_epoch=1)
+    x = torch.randn(8, 2)
+    for epoch in range(ctx.config.epochs):
+        setup.step(lambda: model(x).pow(2).mean())
+        loss = 1.0 / (epoch + 1)
+        setup.end_epoch(loss)
+        ctx.report(epoch, loss)
+    ctx.set_test_value(setup.lr / ctx.config.optimizer.lr)  # the rate kept, as a share of the one tuned
+    return loss
+
+
+def test_a_minimised_metric_sets_the_plateau_schedules_mode_in_the_callers_loop(tmp_path: Path):
+    """tune(metric=a loss): config.setup in train_fn, result.best_config, confirmation runs, an export loaded
+    with load_config and the exported script all watch a falling metric as improving (mode "min"); the
+    default stayed "max", which cut the rate of every trial at every epoch while its loss fell."""
+    space = {"optimizer": {"adam": {"lr": {"low": 1e-3, "high": 1e-2, "log": True}}},
+             "schedule": {"plateau": {"patience": 0}}}
+    result = tuner.tune(_falling_loss, space=space, n_trials=2, epochs=4, metric="val_loss", direction="minimize",
+                        pruner="none",
+                        verbose=False)
+    assert all(t.user_attrs[Key.TEST_VALUE] == 1.0 for t in result.study.trials)
+    best = result.best_config
+    assert best.direction == "minimize"
+    assert result.fit(best)[1] == 1.0
+    path = tmp_path / "best.yaml"
+    best.save(path, direction="minimize")
+    loaded = tuner.load_config(path)
+    assert loaded.direction == "minimize"
+    _, scheduler = loaded.build(torch.nn.Linear(2, 1), steps_per_epoch=1)
+    assert scheduler.mode == "min"
+    assert tuner.load_config({"optimizer": "adam", "schedule": "plateau"}).build(
+        torch.nn.Linear(2, 1), steps_per_epoch=1)[1].mode == "max"  # nothing said: a metric such as accuracy
+    from tuner.export import export_text
+
+    script = export_text(result.recommend(top_k=1, seeds=1), {}, "python", "t")
+    assert 'def setup(model, steps_per_epoch, mode="min"):' in script

@@ -79,7 +79,9 @@ class TuneResult:
     def best_config(self) -> TrainConfig:
         from tuner.study._record import Key
 
-        return TrainConfig.from_dict(self.best_trial.user_attrs[Key.CONFIG])
+        config = TrainConfig.from_dict(self.best_trial.user_attrs[Key.CONFIG])
+        config.direction = direction_of(self.study)  # config.setup's plateau mode in the caller's loop
+        return config
 
     @property
     def best_value(self) -> float:
@@ -108,7 +110,7 @@ class TuneResult:
         return run_study_config(self.study, self._executor(), config)
 
     def _executor(self) -> Any:
-        return UserExecutor(self.train_fn)
+        return UserExecutor(self.train_fn, direction=direction_of(self.study))
 
     def recommend(self, top_k: int | None = None, seeds: int | None = None, *, trial: int | None = None) -> Any:
         """Re-trains the top ``top_k`` configs (default 3) with ``seeds`` new seeds each (default 3) and returns

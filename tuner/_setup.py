@@ -109,7 +109,7 @@ class TrainingSetup:
     """
 
     def __init__(self, config: TrainConfig, model: nn.Module, steps_per_epoch: int | None = None, *,
-                 mode: str = "max", init: bool = True, dropout: bool = True, seed: bool = True) -> None:
+                 mode: str | None = None, init: bool = True, dropout: bool = True, seed: bool = True) -> None:
         steps_per_epoch = check_steps_per_epoch(steps_per_epoch, "config.setup(model, steps_per_epoch=...)")
         if not isinstance(model, nn.Module):
             raise ConfigError(f"config.setup(model, ...) takes the model, a torch.nn.Module (not "

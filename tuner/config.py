@@ -160,6 +160,10 @@ class TrainConfig:
     grad_clip_norm: float | None = None
     epochs: int = 10
     seed: int = 0
+    #: "maximize" or "minimize": the direction of the metric the config was tuned on (a study's trials, an
+    #: export's metadata, ``TuneResult.best_config``). ``setup`` and ``build`` take the ``plateau`` schedule's
+    #: mode from it when none is given. Not part of the config's values: not saved, not compared.
+    direction: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # The parts as from_dict reads them: a name ("adam") or a mapping; anything else is refused here, not as
@@ -212,6 +216,9 @@ class TrainConfig:
         for key in ("batch_size", "grad_clip_norm", "epochs", "seed"):
             if key in data:
                 kwargs[key] = data[key]
+        metadata = data.get("metadata")
+        if isinstance(metadata, dict) and metadata.get("direction") in ("maximize", "minimize"):
+            kwargs["direction"] = metadata["direction"]  # an export's: the plateau schedule's mode
         return cls(**kwargs)
 
     def to_json(self, **metadata: Any) -> str:
@@ -265,7 +272,7 @@ class TrainConfig:
 
     # -- use with a model ------------------------------------------------------------------------------
     def setup(
-        self, model: nn.Module, steps_per_epoch: int | None = None, *, mode: str = "max", init: bool = True,
+        self, model: nn.Module, steps_per_epoch: int | None = None, *, mode: str | None = None, init: bool = True,
         dropout: bool = True, seed: bool = True,
     ) -> TrainingSetup:
         """Applies this config to ``model`` and returns the ``TrainingSetup`` that trains it.
@@ -274,9 +281,10 @@ class TrainConfig:
         ``random``, NumPy and torch with ``seed`` (``seed=False`` to skip), then initialises the weights
         (``init=False``) and sets the dropout rate (``dropout=False``), and builds the optimizer and scheduler;
         ``mode`` is ``"max"`` when the validation metric given to ``end_epoch`` is maximised, ``"min"`` for a
-        loss (the ``plateau`` schedule). Then, per batch, ``setup.step(lambda: loss_fn(model(x), y))``
-        (penalties, gradient clipping, L-BFGS's closure, the schedule), and per epoch
-        ``setup.end_epoch(val_metric)``.
+        loss (the ``plateau`` schedule); by default the config's ``direction`` says which (set in a ``tune``
+        trial, by an export's metadata and by ``best_config``), else ``"max"``. Then, per batch,
+        ``setup.step(lambda: loss_fn(model(x), y))`` (penalties, gradient clipping, L-BFGS's closure, the
+        schedule), and per epoch ``setup.end_epoch(val_metric)``.
 
         Example:
             >>> setup = config.setup(model, steps_per_epoch=len(loader))
@@ -290,7 +298,7 @@ class TrainConfig:
         return TrainingSetup(self, model, steps_per_epoch, mode=mode, init=init, dropout=dropout, seed=seed)
 
     def build(
-        self, model: nn.Module, steps_per_epoch: int | None = None, mode: str = "max"
+        self, model: nn.Module, steps_per_epoch: int | None = None, mode: str | None = None
     ) -> tuple[torch.optim.Optimizer, Any]:
         """Returns ``(optimizer, scheduler)`` for ``model``; ``config.setup`` does the training step as well.
 
@@ -298,12 +306,15 @@ class TrainConfig:
         ``epochs * steps_per_epoch`` batches (stepped further, it holds its final value and warns). Call
         ``scheduler.step()`` after every batch; for ``plateau`` (``config.schedule.interval == "epoch"``) call
         ``scheduler.step(metric)`` once per epoch instead, ``mode`` saying whether the metric is maximised
-        (``"max"``) or minimised (``"min"``). Gradient clipping (``grad_clip_norm``) and ``penalty(model)``
+        (``"max"``) or minimised (``"min"``; by default from the config's ``direction``, as for ``setup``).
+        Gradient clipping (``grad_clip_norm``) and ``penalty(model)``
         are the loop's to apply.
         """
         from tuner._setup import check_steps_per_epoch
 
         steps_per_epoch = check_steps_per_epoch(steps_per_epoch)
+        if mode is None:
+            mode = "min" if self.direction == "minimize" else "max"
         if mode not in ("max", "min"):
             raise ConfigError(f"mode must be 'max' (a metric such as accuracy) or 'min' (a loss). Got {mode!r}.")
         info = get_optimizer(self.optimizer.name)

@@ -287,7 +287,17 @@ def recommendation(study: optuna.Study, fit: FitFn | None = None, *, trial: int 
                    on_run: Callable[[str, int, float], None] | None = None) -> Recommendation:
     """The config to hand over: ``trial`` if given; else the confirmed best (stored, or computed with
     ``fit`` when ``confirm_runs``); else the best trial. A study with several objectives recommends the knee
-    of its Pareto front (``tuner.study.knee``) as it is; ``trial`` takes any other point."""
+    of its Pareto front (``tuner.study.knee``) as it is; ``trial`` takes any other point. The config carries
+    the study's direction (the plateau schedule's mode where it is used)."""
+    rec = _recommendation(study, fit, trial=trial, top_k=top_k, seeds=seeds, study_seed=study_seed,
+                          confirm_runs=confirm_runs, on_run=on_run)
+    rec.config.direction = direction_of(study)
+    return rec
+
+
+def _recommendation(study: optuna.Study, fit: FitFn | None = None, *, trial: int | None = None, top_k: int = 3,
+                    seeds: int = 3, study_seed: int = 0, confirm_runs: bool = True,
+                    on_run: Callable[[str, int, float], None] | None = None) -> Recommendation:
     if trial is None and len(study.directions) > 1:
         from tuner.study._record import knee, objectives_of
 

@@ -282,9 +282,10 @@ class UserExecutor:
     #: the user's code may batch as it likes: an out-of-memory error says nothing about the config's batch size
     batches_from_config = False
 
-    def __init__(self, train_fn: Callable[[TrialContext], Any], device: str = "") -> None:
+    def __init__(self, train_fn: Callable[[TrialContext], Any], device: str = "", direction: str | None = None) -> None:
         self.train_fn = train_fn
         self.device = device
+        self.direction = direction  # of the study's metric, for runs outside a trial (confirmation runs)
         self.trial: optuna.Trial | None = None
         self._ctx: TrialContext | None = None
         self._steps_by_batch: dict[int, int] = {}  # batch size -> steps_per_epoch its trials gave config.setup
@@ -320,6 +321,9 @@ class UserExecutor:
 
     def execute(self, config: TrainConfig, report: ReportFn | None, micro_batch: int | None = None) -> Executed:
         # micro_batch is never asked of it: the user's code batches as it likes (batches_from_config is false).
+        if config.direction is None:  # config.setup's plateau schedule watches the metric the study tunes
+            config.direction = (self.trial.study.directions[0].name.lower() if self.trial is not None
+                                else self.direction)
         self._ctx = ctx = TrialContext(config, self.trial, _report=report)
         seed_everything(config.seed)
         try:
