@@ -218,6 +218,7 @@ def apply_init(model: nn.Module, name: str, params: dict[str, Any] | None = None
     if info.fn is None:
         return 0
     import torch
+    from torch import nn
 
     kwargs = {**info.defaults, **(params or {})}
     count, layers = 0, _init_layers()
@@ -231,5 +232,7 @@ def apply_init(model: nn.Module, name: str, params: dict[str, Any] | None = None
                     count += 1
                 elif pname.startswith("bias"):
                     param.zero_()
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                module.weight[module.padding_idx].zero_()  # as nn.Embedding keeps it: padding gets no gradient
     return count
 

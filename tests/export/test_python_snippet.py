@@ -88,6 +88,7 @@ def _zoo() -> nn.ModuleDict:
     return nn.ModuleDict({
         "mlp": _model(),
         "embedding": nn.Embedding(10, 4),
+        "padded": nn.Embedding(10, 4, padding_idx=2),
         "conv": nn.Conv1d(4, 6, 3),
         "deconv": nn.ConvTranspose2d(2, 3, 2),
         "gru": nn.GRU(4, 5),
@@ -251,6 +252,8 @@ def test_apply_init_draws_the_same_weights(config: TrainConfig, ns: dict[str, An
         assert name == other and torch.equal(a, b), name
     changed = any(not torch.equal(before[k], v) for k, v in theirs.state_dict().items())
     assert changed == (config.init.name != "default")
+    # An embedding's padding row gets no gradient: it stays zero, as nn.Embedding makes it, under every init.
+    assert not theirs["padded"].weight[2].any() and not mine["padded"].weight[2].any()
 
 
 def test_apply_init_consumes_the_generator_like_tuner(config: TrainConfig, ns: dict[str, Any]) -> None:

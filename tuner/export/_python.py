@@ -159,7 +159,8 @@ def _init_source(config: TrainConfig) -> list[str]:
         "def apply_init(model):",
         f'    """Initialises the model in place: {info.name}, {info.description}.',
         "",
-        "    Every weight (dimension >= 2) of the INIT_LAYERS is drawn anew and their biases are set to zero.",
+        "    Every weight (dimension >= 2) of the INIT_LAYERS is drawn anew and their biases are set to zero (an",
+        "    embedding's padding row too).",
         '    """',
         "    for module in model.modules():",
         "        if isinstance(module, INIT_LAYERS):",
@@ -168,6 +169,8 @@ def _init_source(config: TrainConfig) -> list[str]:
         f"                    {draw}",
         '                elif name.startswith("bias"):',
         "                    param.zero_()",
+        "            if isinstance(module, nn.Embedding) and module.padding_idx is not None:",
+        "                module.weight[module.padding_idx].zero_()  # the padding row stays zero, as in nn.Embedding",
     ]
 
 
