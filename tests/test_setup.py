@@ -406,3 +406,31 @@ def test_readme_loop_tunes_then_retrains_a_cnn_on_digits(tmp_path: Path) -> None
     # The same loop with the scheduler built without steps_per_epoch stops at once, saying what to pass.
     with pytest.raises(ConfigError, match=r"steps_per_epoch=len\(loader\)"):
         config.build(_DigitsCNN())
+
+
+def test_gradients_the_loop_computed_itself_are_said_to_be_dropped_and_a_loss_fn_calling_backward_is_refused():
+    """step zeroes the gradients before it back-propagates: a loop that accumulated some (gradient
+    accumulation by hand) loses them, which a warning says once; steps of step alone say nothing. A loss
+    function that back-propagates itself gets what to do, not torch's message."""
+    model = _mlp()
+    setup = TrainConfig.from_dict({"optimizer": "sgd"}).setup(model, steps_per_epoch=4)
+    x, y = _data(16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            setup.step(lambda: _loss(model, x, y))
+    assert _runtime_warnings(caught) == []
+    _loss(model, x[:8], y[:8]).backward()  # half a batch accumulated by hand
+    with pytest.warns(RuntimeWarning, match="found gradients already there: it zeroes them") as said:
+        setup.step(lambda: _loss(model, x[8:], y[8:]))
+    assert said[0].filename == __file__  # the user's line
+
+    def backward_itself():
+        loss = _loss(model, x, y)
+        loss.backward()
+        return loss
+
+    with pytest.raises(ConfigError, match="loss_fn called backward\\(\\) itself"):
+        setup.step(backward_itself)
+    with pytest.raises(ConfigError, match="not attached to the model's graph"):
+        setup.step(lambda: _loss(model, x, y).detach())

@@ -139,6 +139,7 @@ class TrainingSetup:
         self.initial_loss: float | None = None
         self.loss_sum = 0.0
         self.loss_steps = 0
+        self._grads_left: list[tuple[int, int] | None] | None = None  # the gradients as the last step left them
         info = get_optimizer(config.optimizer.name)
         reg = config.regularization
         self._needs_closure = info.needs_closure
@@ -183,7 +184,14 @@ class TrainingSetup:
                 f"setup.step(lambda: loss_fn(model(x), y)). Got a {type(loss_fn).__name__}.")
         if args or kwargs:
             loss_fn = functools.partial(loss_fn, *args, **kwargs)
+        if self._grads_changed():  # the caller's own backward() since the last step
+            self._warn_once("gradients-there", (
+                "setup.step() found gradients already there: it zeroes them and back-propagates the loss its "
+                "function returns, so gradients accumulated by your loop (or a backward() of your own) are "
+                "dropped. Give step the loss, and for gradient accumulation pass the batch whole: "
+                "config.setup trains a batch in one step."), stacklevel=3)
         loss = self._step(loss_fn, check=True)
+        self._grads_left = self._grad_marks()
         value = float(loss)  # the finiteness check has waited for the device already
         if math.isfinite(value):  # for tune(): an exploding loss is a diverging trial, as in the built-in trainer
             if self.initial_loss is None:
@@ -214,7 +222,19 @@ class TrainingSetup:
                                     f"attached to the graph: no .item() or float()); it returned "
                                     f"{type(loss).__name__}.")
                 full = loss + config.penalty(model) if has_penalty else loss
-                full.backward()
+                if not full.requires_grad:
+                    raise ConfigError(
+                        "setup.step(loss_fn): the loss loss_fn returned is not attached to the model's graph (it "
+                        "called backward() itself, or computed the loss under torch.no_grad() or from detached "
+                        "outputs): return the loss of the model's output, setup.step back-propagates it.")
+                try:
+                    full.backward()
+                except RuntimeError as exc:
+                    if "second time" not in str(exc):
+                        raise
+                    raise ConfigError(  # the function's own backward() freed the graph
+                        "setup.step(loss_fn): loss_fn called backward() itself; return the loss of the model's "
+                        "output instead, setup.step back-propagates it.") from None
             else:
                 shares = []
                 for part_loss, share in parts:
@@ -323,6 +343,18 @@ class TrainingSetup:
                 f"epoch."), stacklevel=3)
         self.epoch += 1
         self._epoch_steps = 0
+
+    def _grad_marks(self) -> list[tuple[int, int] | None]:
+        """Which gradient tensor each parameter holds, and its version (bumped by an in-place accumulation)."""
+        return [None if p.grad is None else (id(p.grad), p.grad._version) for p in self._params]
+
+    def _grads_changed(self) -> bool:
+        """Whether gradients were computed since the last step (or before the first): a loop accumulating
+        them, or calling backward() itself, whose gradients step would drop."""
+        marks = self._grad_marks()
+        if self._grads_left is None:
+            return any(mark is not None for mark in marks)
+        return marks != self._grads_left
 
     def _warn_once(self, key: str, message: str, stacklevel: int) -> None:
         # stacklevel counts from here to the caller of the public method: the user's line
