@@ -434,3 +434,22 @@ def test_gradients_the_loop_computed_itself_are_said_to_be_dropped_and_a_loss_fn
         setup.step(backward_itself)
     with pytest.raises(ConfigError, match="not attached to the model's graph"):
         setup.step(lambda: _loss(model, x, y).detach())
+
+
+def test_a_schedule_stepped_past_its_plan_warns_at_the_line_that_stepped_it():
+    """Through config.build (scheduler.step()) and config.setup (setup.step): the warning points at the
+    user's line, not into torch's scheduler."""
+    config = TrainConfig.from_dict({"optimizer": "sgd", "schedule": "cosine", "epochs": 1})
+    model = _mlp()
+    x, y = _data(8)
+    optimizer, scheduler = config.build(model, steps_per_epoch=2)
+    with pytest.warns(RuntimeWarning, match="stepped more often than the 2 steps it was planned for") as said:
+        for _ in range(3):
+            optimizer.step()
+            scheduler.step()
+    assert said[0].filename == __file__
+    setup = config.setup(model, steps_per_epoch=2)
+    with pytest.warns(RuntimeWarning, match="stepped more often than the 2 steps it was planned for") as said:
+        for _ in range(3):
+            setup.step(lambda: _loss(model, x, y))
+    assert said[0].filename == __file__

@@ -503,11 +503,27 @@ def build_scheduler(
                     f"The {name!r} learning-rate schedule was stepped more often than the {total} steps it was "
                     f"planned for (epochs={h.epochs} x steps_per_epoch={h.steps_per_epoch}); it holds its "
                     f"final value from here on. Step it once per batch and pass steps_per_epoch=len(loader), "
-                    f"the number of batches in an epoch.", RuntimeWarning, stacklevel=2)
+                    f"the number of batches in an epoch.", RuntimeWarning, stacklevel=_callers_level())
             step = total
         return fn(step)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _callers_level() -> int:
+    """The ``stacklevel`` of the first frame outside tuner and torch, from the caller of this function's
+    caller: a warning about the schedule points at the line of the user's loop that stepped it (through
+    ``setup.step`` or ``scheduler.step()``), not into torch's scheduler."""
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    inside = (str(Path(torch.__file__).parent), str(Path(__file__).parents[1]))
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def lr_factors(name: str, params: dict[str, Any], *, epochs: int, steps_per_epoch: int) -> list[float]:
