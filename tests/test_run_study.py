@@ -169,3 +169,21 @@ def test_a_refusal_names_the_option_as_the_caller_sets_it(tmp_path: Path):
     assert said.exit_code == 1 and "Choose another --name, or continue it with" in " ".join(said.output.split())
     said = CliRunner().invoke(app, ["study", "run", "o", "--n-trials", "1", "--storage", url])
     assert said.exit_code == 1 and "ask for more than 2 (--n-trials 12)" in " ".join(said.output.split())
+
+
+def test_a_timeout_counts_the_runs_preparation_in_one_process_as_with_workers(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch):
+    """The timeout is wall time for the whole run: timing threads (here made slow: 2 s) counts against it in one
+    process, as the workers' start-up does with workers; it is not a fresh timeout from the first trial."""
+    import time
+
+    from tuner.study import _local
+
+    def slow_threads(trainer, threads, workers=1):
+        time.sleep(2)
+        return 1
+
+    monkeypatch.setattr(_local, "use_threads", slow_threads)
+    result = tuner.run_study(**BASE, n_trials=50, timeout=1, workers=1, pack=1, name="t", verbose=False,
+                             storage=f"sqlite:///{tmp_path / 't.db'}")
+    assert result.trials == 0 and result.stopped_by == "timeout"

@@ -73,6 +73,9 @@ def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | N
 
     n_trials = n_trials or prepared.spec.n_trials
     timeout = timeout if timeout is not None else prepared.spec.timeout
+    # The timeout is the whole run's, from here: choosing the workers, timing threads and packs count, in one
+    # process as with workers (whose start-up counts too).
+    deadline = time.time() + timeout if timeout else None
     device_list = parse_devices(devices)
     left = n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
     choice = choose_workers(prepared, requested_workers(workers), devices=device_list, n_left=left,
@@ -80,7 +83,7 @@ def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | N
     pack = None
     if choice.n > 1 and choice.auto and not device_list and requested_pack(prepared.spec) != 1:
         # Trial packs, where they pay, train in one process on every core: asked first, as one process would.
-        probe = choose_pack(prepared, left, 1, choice.alone or 1, timeout)
+        probe = choose_pack(prepared, left, 1, choice.alone or 1, _left(deadline))
         pack = probe  # packs that do not pay here pay less in a worker's share: the workers are told, not re-timed
         if probe.k > 1:
             packs = "trial packs pay off here" if probe.auto else f"packs of {probe.k} were asked for"
@@ -92,23 +95,22 @@ def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | N
         on_start(choice.line())
     with tracking(study, on_trial, mlflow=prepared.spec.mlflow, tensorboard=prepared.spec.tensorboard) as on_trial:
         if choice.n > 1:
-            result = _run_pool(study, prepared, choice.n, device_list, on_trial, timeout, choice.threads, pack)
+            result = _run_pool(study, prepared, choice.n, device_list, on_trial, deadline, choice.threads, pack)
             result.workers_why, result.threads = choice.why, choice.threads
             if pack is not None:
                 result.pack, result.pack_why = pack.k, pack.why
             return result
-        run = run_prepared(study, prepared, n_trials=n_trials, timeout=timeout, on_trial=on_trial,
+        run = run_prepared(study, prepared, n_trials=n_trials, deadline=deadline, on_trial=on_trial,
                            on_start=on_start, threads=choice.threads, pack=pack)
     return SessionResult(len(run.outcomes), run.seconds, run.stopped_by, run.threads, pack=run.pack,
                          pack_why=run.pack_why, workers_why=choice.why)
 
 
 def _run_pool(study: optuna.Study, prepared: PreparedStudy, workers: int, devices: list[str],
-              on_trial: OnTrial | None, timeout: float | None, threads: int | None = None,
+              on_trial: OnTrial | None, deadline: float | None, threads: int | None = None,
               pack: PackChoice | None = None) -> SessionResult:
     spec = prepared.spec
     # The timeout is the supervisor's: workers stop when it is up, however long they took to start.
-    deadline = time.time() + timeout if timeout else None
     overrides = {k: v for k, v in (("deadline", deadline), ("threads", spec.threads or threads), ("pack", spec.pack),
                                    ("device", None if devices else spec.device)) if v is not None}
     if pack is not None:  # chosen here already (one at a time): each worker says so instead of timing packs again
@@ -123,6 +125,10 @@ def _run_pool(study: optuna.Study, prepared: PreparedStudy, workers: int, device
     # A worker that stopped at the deadline says so: the run stopped by its timeout, not by the budget.
     stopped_by = "timeout" if any(w.stopped_by == "timeout" for w in pool.workers) else "budget"
     return SessionResult(pool.finished, pool.seconds, stopped_by, None, pool.workers, pool.reaped, pool.interrupted)
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.time())
 
 
 def _fmt(value: float | None) -> str:
