@@ -74,7 +74,7 @@ def test_read_only_commands_change_nothing(kind: str, tmp_path: Path, objective_
         con.close()
     else:  # a command that writes cuts the torn tail (kept aside) and goes on
         assert _tuner("study", "run", "s", "--n-trials", "4", "--storage", url, cwd=tmp_path).returncode == 0
-        assert (tmp_path / "t.journal.torn").read_bytes() == b'{"op_code": 4, "worker_id"'
+        assert (tmp_path / "t.journal.torn").read_bytes() == b'{"op_code": 4, "worker_id"\n'
         assert sum(t.state == TrialState.COMPLETE for t in _load(f"journal:{tmp_path}/t.journal").trials) == 4
 
 

@@ -331,7 +331,41 @@ def test_a_torn_journal_tail_is_cut_and_the_study_goes_on(tmp_path: Path):
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     fresh = optuna.load_study(storage=open_storage(f"journal:{path}"), study_name="j")
     assert [t.state for t in fresh.trials] == [TrialState.COMPLETE] * 5
-    assert (tmp_path / "t.journal.torn").read_bytes() == b'{"op_code": 4, "worker_id"'
+    assert (tmp_path / "t.journal.torn").read_bytes() == b'{"op_code": 4, "worker_id"\n'
+    # Torn while the study is open (another process sharing the journal killed mid-append): the next append
+    # cuts it first instead of gluing its record onto it, and what an earlier repair kept aside stays.
+    with open(path, "ab") as f:
+        f.write(b'{"op_code": 5, "trial')
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    fresh = optuna.load_study(storage=open_storage(f"journal:{path}", readonly=True), study_name="j")
+    assert [t.state for t in fresh.trials] == [TrialState.COMPLETE] * 6
+    assert (tmp_path / "t.journal.torn").read_bytes() == b'{"op_code": 4, "worker_id"\n{"op_code": 5, "trial\n'
+
+
+def test_a_journal_in_a_folder_locks_by_its_absolute_path_and_a_dangling_lock_is_released(tmp_path: Path,
+                                                                                        monkeypatch):
+    """Optuna's journal lock is a symbolic link to the journal: made from a relative path in a folder it
+    dangled (sub/x.journal.lock -> sub/sub/x.journal), and one left by a killed process was waited on forever.
+    The link now holds the absolute path, and a dangling one older than the grace period is removed."""
+    import os
+    import time
+
+    from optuna.storages.journal._file import get_lock_file
+
+    from tuner.study import open_storage
+
+    monkeypatch.chdir(tmp_path)
+    storage = open_storage("journal:sub/x.journal")
+    with get_lock_file(storage._backend._lock):
+        target = os.readlink(tmp_path / "sub" / "x.journal.lock")
+        assert Path(target).is_absolute() and Path(target).exists()
+    lock = tmp_path / "sub" / "x.journal.lock"
+    os.symlink("sub/x.journal", lock)  # as a killed process left it: dangling
+    old = time.time() - 60
+    os.utime(lock, (old, old), follow_symlinks=False)
+    study = optuna.create_study(storage=open_storage("journal:sub/x.journal"), study_name="x")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)  # would spin forever on the dangling lock
+    assert not lock.is_symlink() and len(study.trials) == 1
 
 
 def test_a_trial_reaped_while_alive_is_discarded_and_the_worker_goes_on(tmp_path: Path, slow_file: Path,

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal._file import get_lock_file
 
 from tuner._files import is_disk_full, os_error_message
 from tuner._secrets import has_password, mask_url, remember_url
@@ -42,6 +44,7 @@ OPTUNA_TABLES = {
 }
 SQLITE_INTERNAL = {"sqlite_sequence", "sqlite_stat1", "sqlite_stat4"}
 SQLITE_TIMEOUT = 30.0  # seconds a writer waits for SQLite's lock before the write is retried
+JOURNAL_LOCK_GRACE = 30.0  # Optuna's: seconds after which a journal lock that has not changed is stale
 _held: dict[tuple[str, int], int] = {}  # local storage locks this process holds, by (lock file, thread)
 LOCK_TIMEOUT = 300.0  # seconds a process waits for another's lock on a server storage
 LOW_SPACE = 1 << 20  # bytes: below this much free space, a failed write is reported as a full disk
@@ -283,14 +286,40 @@ def _check_journal(path: Path) -> None:
                      f"untouched. Give a new file, e.g. journal:tuner.journal.")
 
 
+class _JournalBackend(JournalFileBackend):
+    """Optuna's journal file, whose appends first cut a torn last record (a process killed while it wrote, while
+    others go on): appended after it, the next record would be glued onto it and the file unreadable by every
+    process from then on."""
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        with get_lock_file(self._lock):
+            repair_journal_tail(Path(self._file_path))  # under the lock held here
+            text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
+            with open(self._file_path, "ab") as f:
+                f.write(text.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+
+
+def _release_dangling_lock(path: Path) -> None:
+    """A journal lock left by a killed process as a symbolic link to a path that does not exist (made with a
+    relative path) is never released by Optuna, which waits on it forever: removed once older than Optuna's
+    grace period (a live holder keeps its lock for milliseconds)."""
+    lock = Path(f"{path}.lock")
+    try:
+        if lock.is_symlink() and not lock.exists() and time.time() - lock.lstat().st_mtime > JOURNAL_LOCK_GRACE:
+            lock.unlink()
+            log.warning("%s: removed a stale lock left by a process that was killed", lock)
+    except OSError:
+        pass
+
+
 def repair_journal_tail(path: Path, lock: object | None = None) -> bool:
     """A process killed while appending can leave the journal's last line torn (no final newline); Optuna
     would glue the next record onto it and make the whole file unreadable. Under the journal's lock, the
     torn tail is cut off (kept in ``<file>.torn``); every complete record stays. Returns whether it cut."""
     if not path.exists() or path.stat().st_size == 0:
         return False
-    from optuna.storages.journal._file import get_lock_file
-
     with open(path, "rb") as f:
         f.seek(-1, os.SEEK_END)
         if f.read(1) == b"\n":
@@ -300,7 +329,8 @@ def repair_journal_tail(path: Path, lock: object | None = None) -> bool:
         if data.endswith(b"\n"):
             return False
         keep = data.rfind(b"\n") + 1
-        Path(f"{path}.torn").write_bytes(data[keep:])
+        with open(f"{path}.torn", "ab") as torn:  # added to what earlier repairs kept, never over it
+            torn.write(data[keep:] + b"\n")
         with open(path, "r+b") as f:
             f.truncate(keep)
     log.warning("%s: cut a torn last record (%d bytes, kept in %s.torn)", path,
@@ -411,7 +441,7 @@ def open_storage(url: str | None = None, *, readonly: bool = False) -> optuna.st
 
 
 def _open_journal(path: Path, url: str, readonly: bool) -> optuna.storages.BaseStorage:
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from optuna.storages.journal import JournalStorage
 
     _check_journal(path)
     if readonly and not path.exists():
@@ -419,7 +449,11 @@ def _open_journal(path: Path, url: str, readonly: bool) -> optuna.storages.BaseS
     try:
         if not readonly:
             path.parent.mkdir(parents=True, exist_ok=True)
-        backend = JournalFileBackend(str(path))
+        # The absolute path: Optuna's lock is a symbolic link to the journal, which a relative path would make
+        # point beside itself (sub/x.journal.lock -> sub/sub/x.journal), and a dangling lock is never released.
+        path = path.absolute()
+        _release_dangling_lock(path)
+        backend = _JournalBackend(str(path)) if not readonly else JournalFileBackend(str(path))
         if not readonly:
             repair_journal_tail(path, backend._lock)
         return JournalStorage(backend)
