@@ -474,3 +474,23 @@ def test_many_rows_go_in_few_statements_and_overwrite_as_optuna_does(rdb_study):
     assert list(errors) == [trials[0]._trial_id] and isinstance(errors[trials[0]._trial_id], UpdateFinishedTrialError)
     after = {t.number: t.user_attrs for t in optuna.load_study(study_name="s", storage=study.url).trials}
     assert "late" not in after[0] and after[1]["late"] == 1 == after[2]["late"]
+
+
+def test_a_storage_error_in_a_warning_names_the_drivers_error_not_optunas_wrapper():
+    """Optuna wraps a locked SQLite database as 'An exception is raised during the commit ... e.g. exceeding max
+    length'; the worker's warnings (heartbeat, reaping) say what the driver said."""
+    import sqlite3
+
+    from tuner.study._storage import storage_error_text
+
+    try:
+        try:
+            raise sqlite3.OperationalError("database is locked")
+        except sqlite3.OperationalError as inner:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit. This typically "
+                                                         "happens due to invalid data in the commit, e.g. exceeding "
+                                                         "max length.") from inner
+    except optuna.exceptions.StorageInternalError as exc:
+        assert storage_error_text(exc) == "OperationalError: database is locked"
+    masked = storage_error_text(RuntimeError("postgresql://u:S3cr3t@h/db down"))
+    assert "S3cr3t" not in masked and masked.startswith("RuntimeError: postgresql://u:")

@@ -26,6 +26,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from tuner.study._record import Key, StopKind, StopReason, storage_of
+from tuner.study._storage import storage_error_text
 from tuner.study._writes import Write, write_batch
 
 __all__ = ["Heartbeat", "reap_stale", "worker_identity", "is_this_process", "DEFAULT_INTERVAL",
@@ -73,7 +74,7 @@ class Heartbeat:
                 self.discard(trial_id)
             else:  # transient storage trouble: try again at the next beat
                 self.failures += 1
-                log.warning("heartbeat of trial id %s failed (%s: %s); retrying", trial_id, type(exc).__name__, exc)
+                log.warning("heartbeat of trial id %s failed (%s); retrying", trial_id, storage_error_text(exc))
         with self._lock:
             return bool(self.trial_ids)
 
@@ -180,7 +181,7 @@ def reap_stale(study: optuna.Study, grace: float = DEFAULT_GRACE, max_retries: i
         except UpdateFinishedTrialError:
             continue  # another worker got there first, or the trial just finished
         except Exception as exc:  # storage trouble: the next reaper call tries again
-            log.warning("could not fail stale trial %d: %s: %s", trial.number, type(exc).__name__, exc)
+            log.warning("could not fail stale trial %d yet (%s); trying again", trial.number, storage_error_text(exc))
             continue
         reaped.append(trial.number)
         if retry:

@@ -353,12 +353,7 @@ def explain_storage_error(exc: BaseException, url: str) -> str:
     where = str(path) if path is not None else mask_url(url)
     if is_disk_full(exc) or (path is not None and _free_bytes(path) < LOW_SPACE):
         return f"disk full ({where})"
-    cur: BaseException = exc
-    for _ in range(10):  # the driver's own message, not Optuna's generic wrapper
-        nxt = cur.__cause__ or cur.__context__
-        if nxt is None:
-            break
-        cur = nxt
+    cur = _root(exc)
     text = str(cur).splitlines()[0] if str(cur) else type(cur).__name__
     hint = ""
     if isinstance(cur, ImportError):  # the database's driver is not installed: the package that holds it
@@ -368,6 +363,26 @@ def explain_storage_error(exc: BaseException, url: str) -> str:
                    "pymysql": "pymysql"}.get(module)
         hint = f" (the database driver is missing: pip install {package})" if package else ""
     return mask_url(f"{type(cur).__name__}: {text}{hint}")[:500]
+
+
+def _root(exc: BaseException) -> BaseException:
+    """The driver's own error under Optuna's generic wrapper ("An exception is raised during the commit ...
+    e.g. exceeding max length" for a SQLite database that is locked)."""
+    cur = exc
+    for _ in range(10):
+        nxt = cur.__cause__ or cur.__context__
+        if nxt is None:
+            break
+        cur = nxt
+    return cur
+
+
+def storage_error_text(exc: BaseException) -> str:
+    """One line for a storage error in a warning: the driver's error (``OperationalError: database is
+    locked``), credentials masked."""
+    cur = _root(exc)
+    text = str(cur).splitlines()[0] if str(cur) else ""
+    return mask_url(f"{type(cur).__name__}: {text}" if text else type(cur).__name__)[:300]
 
 
 def _free_bytes(path: Path) -> int:
