@@ -335,3 +335,22 @@ def test_mnist1d_validation_split_is_the_reference_protocol():
     assert torch.equal(data.x_val, x[perm[:800]])
     assert torch.equal(data.x_train, x[perm[800:]])
     assert torch.equal(data.y_val, torch.tensor(raw["y"])[perm[:800]])
+
+
+def test_a_dataset_with_non_finite_values_is_refused_before_any_trial():
+    """NaN or inf in a split made every trial diverge, each recorded as a learning rate too high: the data is
+    refused when the objective loads it, naming the split."""
+    import torch
+
+    from tuner.objectives import Dataset
+
+    x, y = torch.randn(20, 3), torch.randint(0, 2, (20,))
+    bad = x.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(DataError, match=r"The train split's inputs hold 1 non-finite value\(s\) \(NaN or inf\)"):
+        Dataset(bad, y, x, y, n_classes=2)
+    target = torch.randn(20)
+    target[0] = float("inf")
+    with pytest.raises(DataError, match=r"The validation split's targets hold 1 non-finite"):
+        Dataset(x, torch.randn(20), x, target)
+    Dataset(x, y, x, y, n_classes=2)  # finite: taken

@@ -36,6 +36,12 @@ class Dataset:
                 raise DataError(f"The {split} split is empty: there is nothing to train or evaluate on.")
             if len(x) != len(y):
                 raise DataError(f"The {split} split has {len(x)} inputs but {len(y)} targets.")
+            for what, t in (("inputs", x), ("targets", y)):
+                if isinstance(t, torch.Tensor) and t.is_floating_point():
+                    bad = int((~torch.isfinite(t)).sum())
+                    if bad:  # every trial would diverge, and be recorded as if its learning rate were to blame
+                        raise DataError(f"The {split} split's {what} hold {bad} non-finite value(s) (NaN or inf): "
+                                        f"impute or drop them before training.")
 
     @property
     def n_features(self) -> int:
