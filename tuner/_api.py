@@ -302,6 +302,12 @@ def tune(
     if study_name is not None and (not isinstance(study_name, str) or not study_name.strip()):
         raise ConfigError(f"study_name must be a non-empty string, or None for a name from the function and space "
                           f"(got {study_name!r}).")
+    if study_name is not None:
+        from tuner.study._spec import name_problem
+
+        problem = name_problem(study_name)
+        if problem:
+            raise ConfigError(f"study_name {problem}.")
     direction, direction_note = resolve_direction(metric, direction)
     if direction == "minimize" and direction_note and not verbose:  # inferred, and not the usual maximize
         warnings.warn(f"tuner.tune: direction {direction_note}", UserWarning, stacklevel=2)

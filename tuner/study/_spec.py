@@ -31,6 +31,27 @@ IDENTITY_FIELDS = ("objective", "data", "target", "space", "calibrate", "objecti
 MAX_NAME_LENGTH = 512
 
 
+def name_problem(value: str) -> str:
+    """What makes ``value`` unusable as a study name ("" if nothing): the same rule for a spec, the command's
+    flags, ``tune`` and ``run_study``, so that every storage takes the name and every command printed with it
+    runs as shown."""
+    import unicodedata
+
+    if not value.strip():
+        return "must not be empty"
+    if len(value) > MAX_NAME_LENGTH:  # PostgreSQL's column holds 512; SQLite would take more
+        return f"must be at most {MAX_NAME_LENGTH} characters (got {len(value)})"
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in value):  # control and format characters (U+202E)
+        return "must not contain control or invisible formatting characters"
+    if value.startswith("-"):  # read as an option by every command the name is given to
+        return "must not start with '-'"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid text (it holds bytes that are not UTF-8)"
+    return ""
+
+
 class WarmStart(BaseModel):
     """``warm_start: NAME`` or ``{study: NAME, storage: URL, top: 5}``: the best distinct configs of an earlier
     study are the first trials of a new one."""
@@ -174,18 +195,10 @@ class StudySpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        if not value.strip():
-            raise ValueError("must not be empty")
-        if len(value) > MAX_NAME_LENGTH:
-            raise ValueError(f"must be at most {MAX_NAME_LENGTH} characters (got {len(value)})")
-        if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in value):
-            raise ValueError("must not contain control characters")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("must be valid text (it holds bytes that are not UTF-8)") from None
+        if value is not None:
+            problem = name_problem(value)
+            if problem:
+                raise ValueError(problem)
         return value
 
     @field_validator("objective")
