@@ -551,8 +551,9 @@ def test_a_minimised_metric_sets_the_plateau_schedules_mode_in_the_callers_loop(
     assert 'def setup(model, steps_per_epoch, mode="min"):' in script
 
 
-@pytest.mark.parametrize("name, problem", [("n" * 600, "at most 512 characters"), ("-x", "must not start with '-'"),
-                                           ("a\u202eb", "invisible formatting")])
+@pytest.mark.parametrize("name, problem", [("n" * 600, "must be at most 512 characters"),
+                                           ("-x", "must not start with '-'"),
+                                           ("a\u202eb", "must not contain control or invisible formatting")])
 def test_tune_refuses_the_study_names_the_command_refuses(name: str, problem: str, tmp_path: Path):
     """One rule for a study name everywhere: PostgreSQL's limit of 512 (SQLite would take more), and names the
     printed commands could not give back (an option, an invisible character)."""
