@@ -1069,7 +1069,7 @@ def record_outcome(study: optuna.Study, plan: RunPlan, summary: RunSummary, outc
 
 
 #: an interrupted trial's reason: it is queued again (``queue_again``), so the study loses nothing
-INTERRUPTED = "interrupted; its config was queued again, to train first when the study resumes"
+INTERRUPTED = "interrupted; its config was queued again, to train when the study resumes"
 #: what every entry point (the CLI, tune(), run_study()) says of an interrupted run, before how to resume it
 INTERRUPTED_RUN = "the trials that were running are recorded as failed (interrupted) and their configs queued again"
 
