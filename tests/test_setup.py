@@ -419,6 +419,10 @@ def test_gradients_the_loop_computed_itself_are_said_to_be_dropped_and_a_loss_fn
         warnings.simplefilter("always")
         for _ in range(3):
             setup.step(lambda: _loss(model, x, y))
+        setup.optimizer.zero_grad()  # plain PyTorch's habit before a step: nothing is lost
+        setup.step(lambda: _loss(model, x, y))
+        model.zero_grad(set_to_none=False)
+        setup.step(lambda: _loss(model, x, y))
     assert _runtime_warnings(caught) == []
     _loss(model, x[:8], y[:8]).backward()  # half a batch accumulated by hand
     with pytest.warns(RuntimeWarning, match="found gradients already there: it zeroes them") as said:

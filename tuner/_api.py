@@ -304,8 +304,9 @@ def tune(
                           f"(got {study_name!r}).")
     if study_name is not None:
         from tuner.study._spec import name_problem
+        from tuner.study._storage import study_in_storage
 
-        problem = name_problem(study_name)
+        problem = name_problem(study_name, new=not (storage and study_in_storage(study_name, storage)))
         if problem:
             raise ConfigError(f"study_name {problem}.")
     direction, direction_note = resolve_direction(metric, direction)

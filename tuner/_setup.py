@@ -189,7 +189,8 @@ class TrainingSetup:
                 "setup.step() found gradients already there: it zeroes them and back-propagates the loss its "
                 "function returns, so gradients accumulated by your loop (or a backward() of your own) are "
                 "dropped. Give step the loss, and for gradient accumulation pass the batch whole: "
-                "config.setup trains a batch in one step."), stacklevel=3)
+                "config.setup trains a batch in one step. (Where another model's loss reached this one, as a "
+                "GAN's generator loss reaches its discriminator, dropping them is right.)"), stacklevel=3)
         loss = self._step(loss_fn, check=True)
         self._grads_left = self._grad_marks()
         value = float(loss)  # the finiteness check has waited for the device already
@@ -350,11 +351,13 @@ class TrainingSetup:
 
     def _grads_changed(self) -> bool:
         """Whether gradients were computed since the last step (or before the first): a loop accumulating
-        them, or calling backward() itself, whose gradients step would drop."""
+        them, or calling backward() itself, whose gradients step would drop. Gradients cleared in between
+        (``zero_grad()``, to None or to zeros) lose nothing."""
         marks = self._grad_marks()
-        if self._grads_left is None:
-            return any(mark is not None for mark in marks)
-        return marks != self._grads_left
+        left = self._grads_left or [None] * len(marks)
+        changed = [p.grad for p, mark, before in zip(self._params, marks, left, strict=True)
+                   if mark is not None and mark != before]
+        return any(bool(g.any()) for g in changed)  # read only where a gradient changed: rarely
 
     def _warn_once(self, key: str, message: str, stacklevel: int) -> None:
         # stacklevel counts from here to the caller of the public method: the user's line

@@ -94,6 +94,24 @@ def test_rename_is_refused_onto_a_taken_name_or_with_running_trials(made: str):
     assert sorted(_names(made)) == ["m", "other"]
 
 
+def test_a_new_name_follows_the_rule_of_new_studies_and_an_old_name_still_opens(made: str):
+    """study copy/rename refuse the names a new study is refused (an option, an invisible character, over 512);
+    a study that has such a name already (made before the rule, or elsewhere) is still run under it."""
+    for bad, problem in (("-x", "must not start with '-'"), ("a\u202eb", "invisible formatting"),
+                         ("n" * 600, "at most 512")):
+        refused = runner.invoke(app, ["study", "copy", "--storage", made, "--", "m", bad])
+        assert refused.exit_code == 1 and problem in refused.output, refused.output
+    assert _names(made) == ["m"]
+
+    study = optuna.load_study(study_name="m", storage=made)
+    optuna.copy_study(from_study_name="m", from_storage=made, to_storage=made, to_study_name="-old")  # as before
+    old = optuna.load_study(study_name="-old", storage=made)
+    old.set_user_attr("tuner:spec", {**study.user_attrs["tuner:spec"], "name": "-old"})
+    ran = runner.invoke(app, ["study", "run", "--storage", made, "--n-trials", "4", "--", "-old"])
+    assert ran.exit_code == 0, ran.output
+    assert len(optuna.load_study(study_name="-old", storage=made).trials) == 4
+
+
 def test_copy_to_another_storage_is_a_whole_study(made: str, tmp_path: Path):
     journal = f"journal:{tmp_path / 'copy.journal'}"
     result = runner.invoke(app, ["study", "copy", "m", "m-copy", "--storage", made, "--to-storage", journal])

@@ -410,6 +410,12 @@ def test_a_partial_config_leaves_what_it_does_not_give_to_the_sampler(tmp_path: 
     assert start.params == {"schedule": "warmup_cosine", "warmup_cosine.warmup_fraction": 0.02, "batch_size": 128}
     (start,) = file_starts([{"regularization": {"weight_decay": 1e-3}}], load_space("sgd-family"))
     assert start.params == {"weight_decay": 1e-3}
+    # Where the space tunes weight decay with each optimizer, it is left to the sampler, and said so (it is not
+    # a value the space fixes).
+    (start,) = file_starts([{"regularization": {"weight_decay": 1e-3}}], load_space("default"))
+    assert start.params == {} and start.changes == [
+        "weight_decay 0.001 is left to the sampler: the space tunes it with each optimizer (give the optimizer too "
+        "to queue it)"]
 
 
 def test_joining_a_study_does_not_look_for_its_warm_start_again(objective_ref: str, storage_url: str) -> None:

@@ -316,7 +316,12 @@ class SearchSpace:
             fit.put(f"{opt}.{key}", param, _branch_value(key, values, get_optimizer(opt).defaults))
             if key == "lr" and len(fit.changes) > before:
                 lr_change = before
-        if "weight_decay" in parts and "weight_decay" not in branch:
+        per_branch = any("weight_decay" in b for b in self.optimizer.values())
+        if "weight_decay" in parts and "optimizer" not in parts and per_branch:
+            # The space tunes it with each optimizer: without one, the sampler draws it with the optimizer it picks.
+            fit.notes.append(f"weight_decay {config.regularization.weight_decay:g} is left to the sampler: the space "
+                             f"tunes it with each optimizer (give the optimizer too to queue it)")
+        elif "weight_decay" in parts and "weight_decay" not in branch:
             fit.put("weight_decay", self.regularization["weight_decay"], config.regularization.weight_decay)
         for key, group, name, lookup in (("schedule", self.schedule, config.schedule.name, get_schedule),
                                          ("init", self.init, config.init.name, get_init)):

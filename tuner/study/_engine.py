@@ -51,6 +51,7 @@ from tuner.study._record import (
     StopReason,
     StudyKey,
     best_trial,
+    direction_of,
     history_attrs,
     storage_of,
     trial_by_number,
@@ -322,8 +323,7 @@ class UserExecutor:
     def execute(self, config: TrainConfig, report: ReportFn | None, micro_batch: int | None = None) -> Executed:
         # micro_batch is never asked of it: the user's code batches as it likes (batches_from_config is false).
         if config.direction is None:  # config.setup's plateau schedule watches the metric the study tunes
-            config.direction = (self.trial.study.directions[0].name.lower() if self.trial is not None
-                                else self.direction)
+            config.direction = direction_of(self.trial.study) if self.trial is not None else self.direction
         self._ctx = ctx = TrialContext(config, self.trial, _report=report)
         seed_everything(config.seed)
         try:
@@ -1094,6 +1094,8 @@ def sigterm_exits() -> Iterator[None]:
         return
 
     def on_term(signum: int, frame: Any) -> None:
+        # Once: a second SIGTERM while the running trial is being recorded and queued again would cut that short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise Terminated
 
     signal.signal(signal.SIGTERM, on_term)

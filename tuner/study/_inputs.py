@@ -19,6 +19,10 @@ def check_inputs(spec: StudySpec) -> None:
     from tuner.spaces import load_space
 
     space = load_space(spec.space)
+    if not study_in_storage(spec.study_name, spec.storage):
+        from tuner.study._spec import check_new_name
+
+        check_new_name(spec.study_name)
     check_objective_files(spec.objective, spec.data, spec.target)
     check_device_name(spec.device)
     # A grid runs its own points; a study that exists is joined and queues nothing (it says so).

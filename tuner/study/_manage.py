@@ -58,8 +58,9 @@ def copy_study(name: str, new_name: str, storage_url: str | None = None, to_stor
     the same storage or in ``to_storage``. Refused where ``new_name`` is taken."""
     url, target = _url(storage_url), to_storage or _url(storage_url)
     facts = study_facts(name, url)
-    if not new_name.strip():
-        raise StudyError("The new study name must not be empty.")
+    from tuner.study._spec import check_new_name
+
+    check_new_name(new_name, "the new study name")
     with storage_lock(target, "create"):
         if new_name in _names(target):
             raise StudyError(f"A study named {new_name!r} exists in {mask_url(target)} already; pick another name "

@@ -31,25 +31,35 @@ IDENTITY_FIELDS = ("objective", "data", "target", "space", "calibrate", "objecti
 MAX_NAME_LENGTH = 512
 
 
-def name_problem(value: str) -> str:
+def name_problem(value: str, new: bool = True) -> str:
     """What makes ``value`` unusable as a study name ("" if nothing): the same rule for a spec, the command's
-    flags, ``tune`` and ``run_study``, so that every storage takes the name and every command printed with it
-    runs as shown."""
+    flags, ``tune``, ``run_study`` and ``study copy/rename``, so that every storage takes the name and every
+    command printed with it runs as shown. ``new=False``: a study that exists already (made elsewhere, or
+    before these rules) is still opened under a name they would refuse now."""
     import unicodedata
 
     if not value.strip():
         return "must not be empty"
     if len(value) > MAX_NAME_LENGTH:  # PostgreSQL's column holds 512; SQLite would take more
         return f"must be at most {MAX_NAME_LENGTH} characters (got {len(value)})"
-    if any(unicodedata.category(c) in ("Cc", "Cf") for c in value):  # control and format characters (U+202E)
-        return "must not contain control or invisible formatting characters"
-    if value.startswith("-"):  # read as an option by every command the name is given to
-        return "must not start with '-'"
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        return "must not contain control characters"
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         return "must be valid text (it holds bytes that are not UTF-8)"
+    if new and any(unicodedata.category(c) == "Cf" for c in value):  # invisible formatting (U+202E)
+        return "must not contain control or invisible formatting characters"
+    if new and value.startswith("-"):  # read as an option by every command the name is given to
+        return "must not start with '-'"
     return ""
+
+
+def check_new_name(value: str, key: str = "name") -> None:
+    """Refuses a name a new study (or a copy) cannot take."""
+    problem = name_problem(value)
+    if problem:
+        raise ConfigError(f"{key} {problem}.")
 
 
 class WarmStart(BaseModel):
@@ -196,7 +206,7 @@ class StudySpec(BaseModel):
     @classmethod
     def _check_name(cls, value: str | None) -> str | None:
         if value is not None:
-            problem = name_problem(value)
+            problem = name_problem(value, new=False)  # a new study's name is checked where it is created
             if problem:
                 raise ValueError(problem)
         return value
