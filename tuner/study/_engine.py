@@ -900,7 +900,7 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
         return finish(TrialState.FAIL, StopReason(StopKind.TIMEOUT, str(exc)),
                       attrs={Key.TIMED_OUT: True, **executor.partial()})
     except (KeyboardInterrupt, SystemExit):
-        # Not the config's fault: it trains again, first, when the study resumes (as a lost worker's does).
+        # Not the config's fault: it trains again when the study resumes (as a lost worker's does).
         finish(TrialState.FAIL, StopReason(StopKind.INTERRUPTED, INTERRUPTED), attrs=executor.partial())
         queue_again(study, trial)
         raise

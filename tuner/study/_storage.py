@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.storages.journal._file import get_lock_file
 
 from tuner._files import is_disk_full, os_error_message
@@ -286,6 +286,18 @@ def _check_journal(path: Path) -> None:
                      f"untouched. Give a new file, e.g. journal:tuner.journal.")
 
 
+class _JournalLock(JournalFileSymlinkLock):
+    """Optuna's lock (a symbolic link made beside the journal), linking to the journal's bare file name:
+    resolved from the link's own folder, it names the journal from any working directory and on any machine
+    that mounts the folder elsewhere. Optuna links to the path as given, which for a journal in a folder
+    (``sub/x.journal``) points to ``sub/sub/x.journal``: a lock left by a killed process then dangles, and
+    Optuna, unable to read its age, waits on it forever."""
+
+    def __init__(self, filepath: str) -> None:
+        super().__init__(filepath)
+        self._lock_target_file = os.path.basename(filepath)
+
+
 class _JournalBackend(JournalFileBackend):
     """Optuna's journal file, whose appends first cut a torn last record (a process killed while it wrote, while
     others go on): appended after it, the next record would be glued onto it and the file unreadable by every
@@ -464,11 +476,10 @@ def _open_journal(path: Path, url: str, readonly: bool) -> optuna.storages.BaseS
     try:
         if not readonly:
             path.parent.mkdir(parents=True, exist_ok=True)
-        # The absolute path: Optuna's lock is a symbolic link to the journal, which a relative path would make
-        # point beside itself (sub/x.journal.lock -> sub/sub/x.journal), and a dangling lock is never released.
-        path = path.absolute()
-        _release_dangling_lock(path)
-        backend = _JournalBackend(str(path)) if not readonly else JournalFileBackend(str(path))
+        if not readonly:
+            _release_dangling_lock(path)
+        lock = _JournalLock(str(path))
+        backend = (_JournalBackend if not readonly else JournalFileBackend)(str(path), lock_obj=lock)
         if not readonly:
             repair_journal_tail(path, backend._lock)
         return JournalStorage(backend)

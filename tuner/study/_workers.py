@@ -228,23 +228,7 @@ def run_workers(
 
     summary = PoolSummary()
     start = time.monotonic()
-    previous_env = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the spawned workers
     ignore_sigint = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    try:
-        for i in range(n_workers):
-            device = devices[i % len(devices)] if devices else base.get("device")
-            worker_overrides = {**base, "threads": threads, **({"device": device} if device else {})}
-            proc = ctx.Process(target=_worker_main, args=(i, name, url, worker_overrides, results, ignore_sigint,
-                                                          os.getpid(), job, n_workers),
-                               name=f"tuner-worker-{i}", daemon=False)
-            proc.start()
-            procs.append((WorkerReport(i, proc.pid, device or "auto"), proc))
-    finally:
-        if previous_env is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = previous_env
 
     def forward(signum: int, frame: Any) -> None:
         summary.interrupted = signum
@@ -252,10 +236,37 @@ def run_workers(
             if proc.is_alive():
                 os.kill(proc.pid, signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
 
+    # Forwarded from before the first worker starts: a signal while they start stops the ones started (and
+    # starts no more), instead of leaving them to run the budget while this process waits for them.
     old_int, old_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     if not ignore_sigint:
         signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
+    previous_env = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the spawned workers
+    try:
+        for i in range(n_workers):
+            if summary.interrupted is not None:
+                break
+            device = devices[i % len(devices)] if devices else base.get("device")
+            worker_overrides = {**base, "threads": threads, **({"device": device} if device else {})}
+            proc = ctx.Process(target=_worker_main, args=(i, name, url, worker_overrides, results, ignore_sigint,
+                                                          os.getpid(), job, n_workers),
+                               name=f"tuner-worker-{i}", daemon=False)
+            proc.start()
+            procs.append((WorkerReport(i, proc.pid, device or "auto"), proc))
+        if summary.interrupted is not None:  # again: one started as the signal came was not in the list yet
+            forward(summary.interrupted, None)
+    except BaseException:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+        raise
+    finally:
+        if previous_env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = previous_env
+
     if grace is None:
         grace = float((study.user_attrs.get(StudyKey.SPEC) or {}).get("grace_period") or 12.0)
     try:
