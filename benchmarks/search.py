@@ -113,7 +113,11 @@ def run_tuner(workload: str, seed: int, budget_s: float, extra: list[str] | None
                         key=lambda t: t.number)
         # Work done before the first trial (an LR range test with --calibrate) counts against the budget.
         before = float((study.user_attrs.get("tuner:calibration") or {}).get("seconds", 0.0))
-        confirmed = confirm_tuner(storage) if confirm else {}
+        confirmed = confirm_tuner(storage) if confirm and trials else {}
+    if not trials:  # the budget was up before a trial started (preparing the run counts against it)
+        return {"tool": label, "workload": workload, "seed": seed, "wall_s": 0.0, "best_val": None,
+                "test_of_best": None, "complete": 0, "pruned": 0, "failed": 0, "curve": [], "best_config": None,
+                "trials_over_budget": 0, "seconds_before_trials": round(before, 2), **confirmed}
     start = min(t.datetime_start for t in trials) - timedelta(seconds=before)
     curve, best, best_trial = [], None, None
     # Only trials finished within the budget count: --timeout stops new trials, and the last one may run over.

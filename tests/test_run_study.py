@@ -187,3 +187,23 @@ def test_a_timeout_counts_the_runs_preparation_in_one_process_as_with_workers(tm
     result = tuner.run_study(**BASE, n_trials=50, timeout=1, workers=1, pack=1, name="t", verbose=False,
                              storage=f"sqlite:///{tmp_path / 't.db'}")
     assert result.trials == 0 and result.stopped_by == "timeout"
+
+
+def test_a_short_timeout_is_not_spent_timing_threads_and_packs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Under a timeout too short to pay for it (10 s), the run times neither threads nor packs (each takes up
+    to a second, which now counts against the timeout): one thread, one trial at a time, said so."""
+    from tuner.train import Trainer
+
+    def untimed(self, *args, **kwargs):
+        raise AssertionError("timed under a short timeout")
+
+    monkeypatch.setattr(Trainer, "fastest_threads", untimed)
+    monkeypatch.setattr(Trainer, "thread_timings", untimed)
+    monkeypatch.delenv("TUNER_PACK", raising=False)  # the tests' one-at-a-time default
+    monkeypatch.delenv("TUNER_WORKERS", raising=False)
+    spec = {**BASE, "threads": None}
+    result = tuner.run_study(**spec, n_trials=1000, timeout=3, workers="auto", pack="auto", name="s", verbose=False,
+                             storage=f"sqlite:///{tmp_path / 's.db'}")
+    assert result.trials >= 1 and result.stopped_by == "timeout"
+    assert result.pack == 1 and "left before the timeout: too little to time packs" in result.pack_why
+    assert result.workers_why.startswith("a 3 s timeout: too little to pay for starting workers")

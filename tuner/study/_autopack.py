@@ -33,6 +33,7 @@ CPU_SIZES = (1, 2, 4, 8, 16, 32, 64)
 GPU_SIZES = (1, 4, 16, 64, 256, 1024, 4096)
 PROBE_STEPS = 12
 ROUNDS = 3
+MIN_PROBE_SECONDS = 5.0  # under a timeout this short, packs are not timed (the probe takes up to a second)
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,9 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
     if cap < 4:
         return PackChoice(1, f"{max(0, n_trials)} trial(s) to run are too few to share (a pack holds 4 or more, "
                              f"and at most {part} of them)")
+    if time_left is not None and time_left < MIN_PROBE_SECONDS:  # the probe itself would take much of it
+        return PackChoice(1, f"{time_left:.1f} s left before the timeout: too little to time packs, so one trial "
+                             f"at a time")
     shares, unpackable, config = _kinds(prepared.space, spec.epochs, spec.seed)
     if config is None:
         return PackChoice(1, "no optimizer or schedule of the space can share a pack (L-BFGS, Adadelta and "

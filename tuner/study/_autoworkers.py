@@ -108,6 +108,8 @@ def choose_workers(prepared, asked: int | str, *, devices: list[str] | None = No
         return WorkersChoice(1, f"a study without a timeout runs in one process, so that it repeats exactly "
                                 f"({spread} spreads it over the {cores} cores)")
     anyway = f"({spread} starts them anyway)"
+    if timeout < MIN_STUDY_SECONDS:  # said before timing anything: the timing would eat into the timeout
+        return WorkersChoice(1, f"a {timeout:g} s timeout: too little to pay for starting workers {anyway}")
     per = spec.threads  # threads asked for: the cores they leave, without timing
     timings = {} if per else trainer.thread_timings([1, cores])
     if not per and not timings:

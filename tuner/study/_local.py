@@ -10,6 +10,7 @@ import optuna
 import torch
 
 from tuner.study._autopack import PackChoice, choose_pack
+from tuner.study._autoworkers import MIN_STUDY_SECONDS
 from tuner.study._engine import RunSummary, TrialOutcome, pack_caps, run_trials, use_threads
 from tuner.study._prepare import PreparedStudy
 from tuner.study._record import FINISHED
@@ -34,7 +35,13 @@ def run_prepared(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int 
     plan = prepared.plan()
     if max_consecutive_failures is not None:
         plan.max_consecutive_failures = max_consecutive_failures
-    threads = use_threads(prepared.trainer, prepared.spec.threads or threads, workers)
+    if deadline is not None:
+        timeout = max(0.0, deadline - time.time())
+    time_left = timeout if timeout is not None else plan.timeout
+    # Under a short timeout, timing threads (a second or so) would take much of it: one thread, the faster on
+    # the small models such studies train (benchmarks/README.md, "Trainer throughput").
+    short = time_left is not None and time_left < MIN_STUDY_SECONDS
+    threads = use_threads(prepared.trainer, prepared.spec.threads or threads or (1 if short else None), workers)
     n_trials = n_trials or plan.n_trials
     left = n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
     if deadline is not None:
