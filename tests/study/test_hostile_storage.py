@@ -378,11 +378,15 @@ def test_an_epoch_report_on_a_busy_storage_is_retried_then_a_storage_failure(pat
         with pytest.raises(StudyError, match="consecutive failed trials; the last failed with: storage busy"):
             _run_two(path, url, objective_ref, space_file)
         trials = _load(url, "r").trials
-        assert len(trials) == 5 and locked_reports["seen"] >= 5 * 4  # each report tried 4 times
-        for t in trials:
-            assert t.state == TrialState.FAIL
+        failed = [t for t in trials if t.state == TrialState.FAIL]
+        assert len(failed) == 5 and locked_reports["seen"] >= 5 * 4  # each report tried 4 times
+        for t in failed:
             assert t.user_attrs["reason_kind"] == "storage", t.user_attrs
             assert t.user_attrs["reason"].startswith("storage busy: could not record"), t.user_attrs["reason"]
+            assert t.user_attrs["reason"].endswith("; its config was queued again")
+        # Not the config's fault: each one trains again (the next trial), and the last is still queued.
+        assert [t.params or t.system_attrs["fixed_params"] for t in trials[1:]] == [t.params for t in trials[:-1]]
+        assert trials[-1].state == TrialState.WAITING
         return
     trials = _run_two(path, url, objective_ref, space_file).study.trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]

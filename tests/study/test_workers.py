@@ -273,9 +273,12 @@ def test_busy_storage_is_retried_then_recorded_and_the_worker_goes_on(hold: floa
     monkeypatch.setattr(prepared.trainer, "fit", fit_then_lock)
     outcomes = run_trials(study, prepared).outcomes
     assert outcomes[0].state == expect
+    final = _load("b", f"sqlite:///{db}")
     if expect == "FAIL":
         assert outcomes[0].reason.startswith("storage busy: could not record the result")
-    final = _load("b", f"sqlite:///{db}")
+        assert outcomes[0].reason.endswith("; its config was queued again")
+        retry = next(t for t in final.trials if t.user_attrs.get("retry_of") == outcomes[0].number)
+        assert retry.state == TrialState.COMPLETE and retry.params == final.trials[outcomes[0].number].params
     assert not final.get_trials(states=(TrialState.RUNNING,))
     assert len(final.get_trials(states=(TrialState.COMPLETE,))) == 3  # the worker went on
 

@@ -457,7 +457,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial | int, **kwargs: Any) -> None
     _retried(lambda: study.tell(trial, skip_if_finished=True, **kwargs))
 
 
-def _storage_reason(exc: BaseException, url: str | None = None) -> StopReason:
+def _storage_reason(exc: BaseException, url: str | None = None, requeued: bool = False) -> StopReason:
     # Optuna wraps the driver's error (e.g. SQLite's "database is locked") in a generic one: name the cause.
     if url is not None and is_disk_full_error(exc, url):
         return StopReason(StopKind.STORAGE, f"storage full: {explain_storage_error(exc, url)}; the result could "
@@ -470,8 +470,9 @@ def _storage_reason(exc: BaseException, url: str | None = None) -> StopReason:
     root = chain[-1]
     text = mask_url(str(root).splitlines()[0]) if str(root) else type(root).__name__
     busy = any(word in text.lower() for word in ("locked", "busy", "timeout", "timed out"))
-    return StopReason(StopKind.STORAGE, f"storage {'busy' if busy else 'error'}: could not record the result "
-                                        f"after {TELL_RETRIES} tries ({type(root).__name__}: {text})"[:1000])
+    again = "; its config was queued again" if requeued else ""
+    return StopReason(StopKind.STORAGE, (f"storage {'busy' if busy else 'error'}: could not record the result "
+                                         f"after {TELL_RETRIES} tries ({type(root).__name__}: {text})")[:900] + again)
 
 
 def is_disk_full_error(exc: BaseException, url: str | None) -> bool:
@@ -847,11 +848,18 @@ def finish_trial(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config
     except Exception as exc:  # the storage kept failing: record what can be recorded, and go on
         if is_disk_full_error(exc, plan.storage_url):
             raise _storage_stop(study, plan, exc, trial.number) from exc
-        failed = _storage_reason(exc)
+        failed = _storage_reason(exc, requeued=True)
         log.warning("trial %d: %s", trial.number, failed)
         with contextlib.suppress(Exception):
             write_attrs(study, trial._trial_id, failed.attrs())
+        told = False
+        with contextlib.suppress(Exception):
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            told = True
+        # Not the config's fault: it trains again. (Left RUNNING, the trial is reaped once its heartbeat is
+        # stale, and its config queued again then.)
+        if told:
+            queue_again(study, trial)
         return TrialOutcome(trial.number, "FAIL", None, None, failed, seconds, config)
     return TrialOutcome(trial.number, state.name, value, test, reason, seconds, config)
 
@@ -920,7 +928,9 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
     except _ReportFailed as exc:
         if is_disk_full_error(exc.error, plan.storage_url):
             raise _storage_stop(study, plan, exc.error, trial.number) from exc.error
-        return finish(TrialState.FAIL, _storage_reason(exc.error), attrs=executor.partial())
+        outcome = finish(TrialState.FAIL, _storage_reason(exc.error, requeued=True), attrs=executor.partial())
+        queue_again(study, trial)  # not the config's fault: it trains again (a storage still failing loses it)
+        return outcome
     except Exception as exc:
         if _is_storage_error(exc) and is_disk_full_error(exc, plan.storage_url):
             raise _storage_stop(study, plan, exc, trial.number) from exc

@@ -199,7 +199,8 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
             if error is not None:
                 if is_disk_full_error(error, plan.storage_url):
                     raise _storage_stop(study, plan, error, entry.trial.number) from error
-                close(p, slot, TrialState.FAIL, _storage_reason(error))
+                close(p, slot, TrialState.FAIL, _storage_reason(error, requeued=True))
+                queue_again(study, entry.trial)  # not the config's fault: it trains again
                 if view is not None:
                     view.forget(entry.trial._trial_id)
                 continue
