@@ -321,9 +321,3 @@ def test_export_to_dev_stdout_writes_into_a_pipe(tmp_path: Path, finished_study:
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("optimizer:") and "wrote /dev/stdout" in done.stderr
 
-
-def test_python_dash_m_tuner_is_the_command():
-    done = subprocess.run([sys.executable, "-m", "tuner", "objectives", "list"], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "digits-mlp" in done.stdout
