@@ -139,13 +139,14 @@ class TrainingSetup:
         self.initial_loss: float | None = None
         self.loss_sum = 0.0
         self.loss_steps = 0
-        self._grads_left: list[tuple[int, int] | None] | None = None  # the gradients as the last step left them
+        self._grads_left: tuple[int, int] | None = None  # the watched gradient as the last step left it
         info = get_optimizer(config.optimizer.name)
         reg = config.regularization
         self._needs_closure = info.needs_closure
         self._has_penalty = reg.l1 > 0 or (not info.supports_weight_decay and reg.weight_decay > 0)
         self._clip = config.grad_clip_norm
         self._params = list(model.parameters())
+        self._watched = next((p for p in self._params if p.requires_grad), None)  # see _grad_mark
         self._per_epoch_schedule = config.schedule.interval == "epoch"
         self._step_schedule = steps_schedule_every_batch(config)
         self._epoch_steps = 0
@@ -192,7 +193,7 @@ class TrainingSetup:
                 "config.setup trains a batch in one step. (Where another model's loss reached this one, as a "
                 "GAN's generator loss reaches its discriminator, dropping them is right.)"), stacklevel=3)
         loss = self._step(loss_fn, check=True)
-        self._grads_left = self._grad_marks()
+        self._grads_left = self._grad_mark()
         value = float(loss)  # the finiteness check has waited for the device already
         if math.isfinite(value):  # for tune(): an exploding loss is a diverging trial, as in the built-in trainer
             if self.initial_loss is None:
@@ -345,19 +346,19 @@ class TrainingSetup:
         self.epoch += 1
         self._epoch_steps = 0
 
-    def _grad_marks(self) -> list[tuple[int, int] | None]:
-        """Which gradient tensor each parameter holds, and its version (bumped by an in-place accumulation)."""
-        return [None if p.grad is None else (id(p.grad), p.grad._version) for p in self._params]
+    def _grad_mark(self) -> tuple[int, int] | None:
+        """Which gradient tensor the watched parameter holds, and its version (bumped by an in-place
+        accumulation). One parameter stands for all: a backward() of the loop's own reaches every one it trains,
+        and reading one keeps the check off the cost of a step."""
+        grad = self._watched.grad if self._watched is not None else None
+        return None if grad is None else (id(grad), grad._version)
 
     def _grads_changed(self) -> bool:
         """Whether gradients were computed since the last step (or before the first): a loop accumulating
         them, or calling backward() itself, whose gradients step would drop. Gradients cleared in between
         (``zero_grad()``, to None or to zeros) lose nothing."""
-        marks = self._grad_marks()
-        left = self._grads_left or [None] * len(marks)
-        changed = [p.grad for p, mark, before in zip(self._params, marks, left, strict=True)
-                   if mark is not None and mark != before]
-        return any(bool(g.any()) for g in changed)  # read only where a gradient changed: rarely
+        mark = self._grad_mark()
+        return mark is not None and mark != self._grads_left and bool(self._watched.grad.any())
 
     def _warn_once(self, key: str, message: str, stacklevel: int) -> None:
         # stacklevel counts from here to the caller of the public method: the user's line

@@ -165,6 +165,11 @@ class TrainConfig:
     #: mode from it when none is given. Not part of the config's values: not saved, not compared.
     direction: str | None = field(default=None, compare=False, repr=False)
 
+    @property
+    def plateau_mode(self) -> str:
+        """The ``plateau`` schedule's mode by default: ``"min"`` where the tuned metric was minimised."""
+        return "min" if self.direction == "minimize" else "max"
+
     def __post_init__(self) -> None:
         # The parts as from_dict reads them: a name ("adam") or a mapping; anything else is refused here, not as
         # an AttributeError when the config is first used.
@@ -313,8 +318,7 @@ class TrainConfig:
         from tuner._setup import check_steps_per_epoch
 
         steps_per_epoch = check_steps_per_epoch(steps_per_epoch)
-        if mode is None:
-            mode = "min" if self.direction == "minimize" else "max"
+        mode = mode or self.plateau_mode
         if mode not in ("max", "min"):
             raise ConfigError(f"mode must be 'max' (a metric such as accuracy) or 'min' (a loss). Got {mode!r}.")
         info = get_optimizer(self.optimizer.name)

@@ -102,7 +102,7 @@ def _header(config: TrainConfig, title: str) -> list[str]:
     if title.strip():
         heading += f": {_clean_title(title)}"
     interval = _interval(config)
-    mode = f', mode="{_mode(config)}"' if interval == "plateau" else ""
+    mode = f', mode="{config.plateau_mode}"' if interval == "plateau" else ""
     end_epoch = {
         "batch": "        training.end_epoch(val_metric)           # the schedule stepped every batch: nothing to do",
         "epoch": "        training.end_epoch(val_metric)           # the learning rate changes once per epoch",
@@ -232,17 +232,12 @@ def _schedule_source(config: TrainConfig) -> list[str]:
     return [*lines, *_indent(written.factor), "", "scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)"]
 
 
-def _mode(config: TrainConfig) -> str:
-    """The plateau schedule's default mode: the study's metric was minimised (a loss) or maximised."""
-    return "min" if config.direction == "minimize" else "max"
-
-
 def _build_source(config: TrainConfig) -> list[str]:
     plateau = _interval(config) == "plateau"
     mode = ('mode: "max" when the validation metric is maximised (accuracy), "min" for a loss.' if plateau
             else "mode is not used by this schedule, which does not watch a metric.")
     return [
-        f'def build(model, steps_per_epoch, mode="{_mode(config)}"):',
+        f'def build(model, steps_per_epoch, mode="{config.plateau_mode}"):',
         *_docstring(INDENT, "Returns (optimizer, scheduler) for `model`; setup(model, steps_per_epoch) calls it.",
                     "steps_per_epoch: the number of batches in an epoch (len(train_loader)); the schedule spans "
                     f"EPOCHS epochs of that many batches. {mode}"),
@@ -386,7 +381,7 @@ def _setup_source(config: TrainConfig) -> list[str]:
         *_indent(end, 2),
         "",
         "",
-        f'def setup(model, steps_per_epoch, mode="{_mode(config)}"):',
+        f'def setup(model, steps_per_epoch, mode="{config.plateau_mode}"):',
         '    """Applies these settings to `model` and returns the TrainingSetup that trains it.',
         "",
         "    In this order: seeds the random generators with SEED, initialises the weights (apply_init), sets the",

@@ -57,7 +57,7 @@ from tuner.study._record import (
     trial_by_number,
 )
 from tuner.study._samplers import judges_by_complete_trials, may_prune_at
-from tuner.study._storage import explain_storage_error, mask_url, storage_lock, study_command
+from tuner.study._storage import explain_storage_error, storage_error_text, storage_lock, study_command
 from tuner.study._writes import RecentView, close_trial, held_params, one_read, write_attrs
 from tuner.train import Diverged, seed_everything
 
@@ -462,17 +462,11 @@ def _storage_reason(exc: BaseException, url: str | None = None, requeued: bool =
     if url is not None and is_disk_full_error(exc, url):
         return StopReason(StopKind.STORAGE, f"storage full: {explain_storage_error(exc, url)}; the result could "
                                             f"not be recorded")
-    chain: list[BaseException] = []
-    cur: BaseException | None = exc
-    while cur is not None and len(chain) < 10:
-        chain.append(cur)
-        cur = cur.__cause__ or cur.__context__
-    root = chain[-1]
-    text = mask_url(str(root).splitlines()[0]) if str(root) else type(root).__name__
-    busy = any(word in text.lower() for word in ("locked", "busy", "timeout", "timed out"))
+    cause = storage_error_text(exc)
+    busy = any(word in cause.lower() for word in ("locked", "busy", "timeout", "timed out"))
     again = "; its config was queued again" if requeued else ""
     return StopReason(StopKind.STORAGE, (f"storage {'busy' if busy else 'error'}: could not record the result "
-                                         f"after {TELL_RETRIES} tries ({type(root).__name__}: {text})")[:900] + again)
+                                         f"after {TELL_RETRIES} tries ({cause})")[:900] + again)
 
 
 def is_disk_full_error(exc: BaseException, url: str | None) -> bool:

@@ -304,13 +304,16 @@ class _JournalBackend(JournalFileBackend):
     process from then on."""
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        with get_lock_file(self._lock):
-            repair_journal_tail(Path(self._file_path))  # under the lock held here
-            text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
-            with open(self._file_path, "ab") as f:
-                f.write(text.encode("utf-8"))
-                f.flush()
-                os.fsync(f.fileno())
+        text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
+        with get_lock_file(self._lock), open(self._file_path, "a+b") as f:
+            end = f.seek(0, os.SEEK_END)
+            if end:  # the last byte, read through the handle that appends: a torn tail is cut first
+                f.seek(end - 1)
+                if f.read(1) != b"\n":
+                    repair_journal_tail(Path(self._file_path))  # under the lock held here
+            f.write(text.encode("utf-8"))  # appended at the end of the file as it now is
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def _release_dangling_lock(path: Path) -> None:
