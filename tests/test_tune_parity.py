@@ -212,8 +212,14 @@ def test_a_loss_is_minimized_unless_the_direction_says_otherwise(capsys):
     assert resolve_direction("mse", "auto")[0] == "minimize"
     assert resolve_direction("top1_error", "auto")[0] == "minimize"
     assert resolve_direction("accuracy", "auto")[0] == "maximize"
-    assert resolve_direction("value", "auto") == ("maximize", "")
+    assert resolve_direction("value", "auto")[0] == "maximize"
     assert resolve_direction("val_loss", "maximize") == ("maximize", "")
+    # Names glued together or in camelCase read as what they are.
+    for name in ("valLoss", "logloss", "cross_entropy", "val_errors", "WER", "train_seconds", "brier_score",
+                 "mape", "bce", "huberLoss"):
+        assert resolve_direction(name, "auto")[0] == "minimize", name
+    for name in ("f1", "valAUC", "val_acc", "reward", "neg_logloss", "top1"):
+        assert resolve_direction(name, "auto")[0] == "maximize", name
     result = tuner.tune(_lr, "lr-only", n_trials=2, epochs=1, metric="val_loss")
     assert result.study.direction == optuna.study.StudyDirection.MINIMIZE
     assert "direction: minimize ('val_loss' reads as a loss" in capsys.readouterr().out
@@ -450,6 +456,8 @@ def test_negated_losses_are_maximized_and_a_grid_refuses_known_configs():
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="tuner.tune: direction")
         tuner.tune(_lr, "lr-only", n_trials=1, epochs=1, metric="accuracy", verbose=False)  # maximize: nothing said
+    with pytest.warns(UserWarning, match="'quality' reads as neither a loss nor a score"):
+        tuner.tune(_lr, "lr-only", n_trials=1, epochs=1, metric="quality", verbose=False)
     with pytest.raises(ConfigError, match="enqueue and warm_start do not apply"):
         tuner.tune(_lr, "lr-only", sampler="grid", enqueue={"optimizer": {"name": "adam", "lr": 1e-3}},
                    verbose=False)

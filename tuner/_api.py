@@ -190,13 +190,29 @@ def _check_args(train_fn: Any, direction: str, ints: dict[str, Any], seed: Any, 
         raise ConfigError(f"timeout must be a finite number of seconds above 0, or None (got {timeout!r}).")
 
 
-_LOSS_WORDS = {"loss", "error", "err", "mse", "mae", "rmse", "nll", "perplexity", "ppl"}
+# Names that read as something to make smaller: whole words, and words a name glues together ("logloss",
+# "valLoss", "cross_entropy", "train_seconds").
+_LOSS_WORDS = {"err", "mse", "mae", "rmse", "nll", "perplexity", "ppl", "wer", "cer", "mape", "smape", "bce", "brier",
+               "huber", "regret", "cost", "latency", "seconds", "secs", "time", "kl", "divergence", "distance",
+               "bpd", "bpc", "fid"}
+_LOSS_PARTS = ("loss", "error", "entropy")
+# ... and names that read as a score, to make larger.
+_SCORE_WORDS = {"accuracy", "acc", "auc", "auroc", "aupr", "f1", "r2", "precision", "recall", "score", "reward",
+                "return", "iou", "miou", "map", "bleu", "rouge", "ndcg", "mrr", "top1", "top5", "dice", "psnr",
+                "ssim", "kappa", "mcc", "likelihood", "elbo", "hit", "hits", "sharpe", "gain", "win"}
+
+
+def _metric_words(metric: str) -> list[str]:
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", metric)  # valLoss -> val Loss
+    return [w for w in re.split(r"[^a-z0-9]+", spaced.lower()) if w]
 
 
 def resolve_direction(metric: str, direction: str) -> tuple[str, str]:
     """``direction="auto"``: the registry's direction for a known metric (``mse``, ``accuracy``, ...), minimize
-    for a name that reads as a loss or an error (``val_loss``, ``top1_error``, ``mae``), else maximize; and a
-    note saying so (empty when the direction was given)."""
+    for a name that reads as a loss, an error or a cost (``val_loss``, ``valLoss``, ``logloss``, ``top1_error``,
+    ``mae``, ``train_seconds``), maximize for one that reads as a score (``f1``, ``val_auc``) or for the
+    default name ``value``; and a note saying so (empty when the direction was given). A name that reads as
+    neither is maximized with a note asking for ``direction=``; ``inferred_unsure`` tells it apart."""
     if direction != "auto":
         return direction, ""
     from tuner.objectives import get_metric, list_metrics
@@ -204,10 +220,23 @@ def resolve_direction(metric: str, direction: str) -> tuple[str, str]:
     if isinstance(metric, str) and metric in list_metrics():
         found = get_metric(metric).direction
         return found, f"{found} (the {metric!r} metric's direction)"
-    words = [w for w in re.split(r"[^a-z0-9]+", metric.lower()) if w] if isinstance(metric, str) else []
-    if words and words[0] != "neg" and not metric.startswith("-") and _LOSS_WORDS & set(words):
+    words = _metric_words(metric) if isinstance(metric, str) else []
+    negated = bool(words) and (words[0] in ("neg", "negative", "minus") or metric.startswith("-"))
+    lossy = any(w in _LOSS_WORDS or any(part in w for part in _LOSS_PARTS) for w in words)
+    if lossy and not negated:
         return "minimize", f"minimize ({metric!r} reads as a loss; pass direction='maximize' if larger is better)"
-    return "maximize", ""
+    if metric == "value":
+        return "maximize", "maximize (the default; pass direction='minimize' if train returns a loss or an error)"
+    if negated or any(w in _SCORE_WORDS for w in words):
+        return "maximize", f"maximize ({metric!r} reads as a score; pass direction='minimize' if smaller is better)"
+    return "maximize", (f"maximize ({metric!r} reads as neither a loss nor a score; pass direction='minimize' if "
+                        f"smaller is better)")
+
+
+def inferred_unsure(note: str) -> bool:
+    """Whether ``resolve_direction``'s note is a guess worth a warning when nothing is printed: a minimized
+    name, or one that read as neither a loss nor a score."""
+    return note.startswith("minimize (") and "metric's direction" not in note or "reads as neither" in note
 
 
 def tune(
@@ -310,7 +339,7 @@ def tune(
         if problem:
             raise ConfigError(f"study_name {problem}.")
     direction, direction_note = resolve_direction(metric, direction)
-    if direction == "minimize" and direction_note and not verbose:  # inferred, and not the usual maximize
+    if not verbose and inferred_unsure(direction_note):  # a guess, and nothing printed to say so
         warnings.warn(f"tuner.tune: direction {direction_note}", UserWarning, stacklevel=2)
     for key, flag in (("verbose", verbose), ("known_starts", known_starts)):
         if not isinstance(flag, bool):
