@@ -6,8 +6,10 @@ import re
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
+import torch
 
 from tuner.errors import ConfigError, StudyError, TunerError
 from tuner.study import (
@@ -601,6 +603,55 @@ def test_a_metric_that_does_not_fit_the_model_is_refused_before_the_study_exists
                                           r"output \(shape \(2, 3\)\).*Classification takes 'accuracy'"):
         prepare(make_spec(objective=f"{path}:objective"))
     assert not db_path.exists()
+
+
+@pytest.mark.parametrize("targets, n_classes, loss, why", [
+    ("x.sum(1)", "None", "None", r"its data has no classes \(n_classes=None: regression targets\)"),
+    # one logit and a binary loss: a model that trains, scored by an argmax that is always 0
+    ("(x[:, 0] > 0).astype(int)", "2", "lambda o, y: nn.functional.binary_cross_entropy_with_logits(o[:, 0], "
+                                        "y.float())", r"its model gives 1 output\(s\) per sample, not one per class"),
+])
+def test_accuracy_on_data_without_classes_is_refused_before_a_study_exists(make_spec, tmp_path: Path, db_path: Path,
+                                                                           targets: str, n_classes: str,
+                                                                           loss: str, why: str):
+    """The default metric, accuracy, on regression targets or a one-output model: argmax over one column is
+    always 0, so every trial would complete at one score."""
+    path = tmp_path / "acc.py"
+    path.write_text(textwrap.dedent(
+        f"""
+        import numpy as np
+        from torch import nn
+        from tuner.objectives import Objective, from_arrays
+
+        def load_data():
+            x = np.random.default_rng(0).normal(size=(60, 4))
+            y = {targets}
+            return from_arrays(x[:40], y[:40], x[40:], y[40:], n_classes={n_classes})
+
+        objective = Objective("acc", load_data=load_data, build_model=lambda d: nn.Linear(4, 1), loss={loss})
+        """
+    ))
+    with pytest.raises(ConfigError, match=f"Objective 'acc': the metric 'accuracy' scores class labels, but {why}"):
+        prepare(make_spec(objective=f"{path}:objective"))
+    assert not db_path.exists()
+
+
+def test_class_labels_are_checked_where_data_is_made():
+    from tuner.errors import DataError
+    from tuner.objectives import Dataset, from_arrays
+
+    x = np.zeros((4, 2))
+    with pytest.raises(DataError, match=r"n_classes=3 says the targets are class labels, but they hold fractions "
+                                        r"\(such as 0.5\)"):
+        from_arrays(x, [0.5, 1.0, 2.0, 0.0], x, [0, 1, 2, 0], n_classes=3)
+    from_arrays(x, [0.0, 1.0, 2.0, 0.0], x, [0, 1, 2, 0], n_classes=3)  # whole floats are labels
+    xt = torch.zeros(4, 2)
+    with pytest.raises(DataError, match="validation split's class labels run from 0 to 3, outside 0 to 2"):
+        Dataset(xt, torch.tensor([0, 1, 2, 0]), xt, torch.tensor([0, 1, 3, 0]), n_classes=3)
+    with pytest.raises(DataError, match="train split's targets are float32, but n_classes=3"):
+        Dataset(xt, torch.zeros(4), xt, torch.zeros(4, dtype=torch.long), n_classes=3)
+    with pytest.raises(DataError, match="n_classes must be an int of at least 2"):
+        Dataset(xt, torch.zeros(4, dtype=torch.long), xt, torch.zeros(4, dtype=torch.long), n_classes=1)
 
 
 def test_a_study_uses_its_objectives_pruner_unless_the_spec_names_one(tmp_path: Path, space_file: Path):

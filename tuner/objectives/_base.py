@@ -28,6 +28,10 @@ class Dataset:
     n_classes: int | None = None  # None for regression
 
     def __post_init__(self) -> None:
+        if self.n_classes is not None and (isinstance(self.n_classes, bool) or not isinstance(self.n_classes, int)
+                                           or self.n_classes < 2):
+            raise DataError(f"n_classes must be an int of at least 2 for class labels, or None for regression "
+                            f"targets (got {self.n_classes!r}).")
         for split, x, y in (("train", self.x_train, self.y_train), ("validation", self.x_val, self.y_val),
                             ("test", self.x_test, self.y_test)):
             if x is None:
@@ -36,6 +40,15 @@ class Dataset:
                 raise DataError(f"The {split} split is empty: there is nothing to train or evaluate on.")
             if len(x) != len(y):
                 raise DataError(f"The {split} split has {len(x)} inputs but {len(y)} targets.")
+            if self.n_classes is not None and isinstance(y, torch.Tensor) and y.numel():
+                if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+                    raise DataError(f"The {split} split's targets are {str(y.dtype).removeprefix('torch.')}, but "
+                                    f"n_classes={self.n_classes} says they are class labels: give integer labels "
+                                    f"0 to {self.n_classes - 1}, or n_classes=None for regression targets.")
+                low, high = int(y.min()), int(y.max())
+                if low < 0 or high >= self.n_classes:
+                    raise DataError(f"The {split} split's class labels run from {low} to {high}, outside 0 to "
+                                    f"{self.n_classes - 1} (n_classes={self.n_classes}).")
             for what, t in (("inputs", x), ("targets", y)):
                 if isinstance(t, torch.Tensor) and t.is_floating_point():
                     bad = int((~torch.isfinite(t)).sum())
@@ -64,6 +77,8 @@ class Metric:
     name: str
     fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     direction: str  # maximize | minimize
+    #: the metric scores class labels (a Dataset with ``n_classes``, one output per class): accuracy does
+    classes: bool = False
 
 
 DEFAULT_EPOCHS = 20
@@ -84,7 +99,7 @@ def _r2(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 _METRICS: Registry[Metric] = Registry("metric")
-for _m in (Metric("accuracy", _accuracy, "maximize"), Metric("r2", _r2, "maximize"),
+for _m in (Metric("accuracy", _accuracy, "maximize", classes=True), Metric("r2", _r2, "maximize"),
            Metric("mse", _mse, "minimize"), Metric("rmse", lambda o, y: _mse(o, y).sqrt(), "minimize")):
     _METRICS.register(_m.name, _m)
 

@@ -80,7 +80,14 @@ def from_arrays(x_tr, y_tr, x_val, y_val, x_te=None, y_te=None, n_classes: int |
     def ys(a):
         if a is None:
             return None
-        return torch.as_tensor(np.asarray(a, dtype=np.int64 if n_classes else np.float32))
+        if n_classes:
+            labels = np.asarray(a)
+            if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
+                raise DataError(f"from_arrays: n_classes={n_classes} says the targets are class labels, but they "
+                                f"hold fractions (such as {labels[labels != np.round(labels)][0]:g}): give integer "
+                                f"labels, or n_classes=None for regression targets.")
+            return torch.as_tensor(labels.astype(np.int64))
+        return torch.as_tensor(np.asarray(a, dtype=np.float32))
 
     return Dataset(xs(x_tr), ys(y_tr), xs(x_val), ys(y_val), xs(x_te), ys(y_te), n_classes)
 
