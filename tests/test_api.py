@@ -136,6 +136,21 @@ def test_suggest_in_a_users_own_optuna_loop():
     assert all(f"{c.optimizer.name}.lr" in t.params for c, t in zip(seen, study.trials, strict=True))
 
 
+@pytest.mark.parametrize("direction, mode", [("minimize", "min"), ("maximize", "max")])
+def test_suggest_takes_the_plateau_mode_from_the_callers_study(direction: str, mode: str):
+    space = {"optimizer": {"adam": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}},
+             "schedule": {"plateau": {"factor": 0.5, "patience": 1}}, "batch_size": 32}
+    modes = []
+
+    def objective(trial):
+        config = tuner.suggest(trial, space, epochs=3)
+        modes.append((config.direction, config.setup(torch.nn.Linear(2, 1), steps_per_epoch=1).scheduler.mode))
+        return 0.0
+
+    optuna.create_study(direction=direction).optimize(objective, n_trials=1)
+    assert modes == [(direction, mode)]
+
+
 @pytest.mark.parametrize("script, args, expected", [
     ("tune_own_loop.py", ["--trials", "5", "--epochs", "2"], "saved"),
     ("optuna_loop.py", ["--trials", "4", "--epochs", "2"], "best validation accuracy"),

@@ -42,7 +42,9 @@ def _space(space: Any) -> Any:
 
 def suggest(trial: optuna.Trial, space: Any = "default", *, epochs: int = 10, seed: int | None = None) -> TrainConfig:
     """Samples a ``TrainConfig`` from ``space`` (a built-in name, a YAML path, a mapping or a ``SearchSpace``)
-    with an Optuna trial of the caller's own study.
+    with an Optuna trial of the caller's own study. The config's ``direction`` is the study's (its first
+    objective's), so that ``config.setup``'s ``plateau`` schedule lowers the rate when the metric stops rising
+    in a maximized study and when it stops falling in a minimized one.
 
     Example:
         >>> def objective(trial):
@@ -57,7 +59,13 @@ def suggest(trial: optuna.Trial, space: Any = "default", *, epochs: int = 10, se
         raise ConfigError(f"tuner.suggest(): epochs must be an int of at least 1 (got {epochs!r}).")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ConfigError(f"tuner.suggest(): seed must be an int >= 0, or None for the trial's number (got {seed!r}).")
-    return _space(space).sample(trial, epochs=epochs, seed=trial.number if seed is None else seed)
+    config = _space(space).sample(trial, epochs=epochs, seed=trial.number if seed is None else seed)
+    study = getattr(trial, "study", None)
+    if study is not None:  # the plateau schedule's mode follows the caller's study, as in tune()
+        from tuner.study._record import direction_of
+
+        config.direction = direction_of(study)
+    return config
 
 
 @dataclass
