@@ -384,3 +384,59 @@ def test_an_unknown_name_among_none_says_there_is_none() -> None:
     from tuner.errors import unknown_name_message
 
     assert unknown_name_message("study", "nope", []) == "Unknown study 'nope': there is none."
+
+
+def test_a_config_changed_after_it_was_made_is_checked_again_before_use(tmp_path) -> None:
+    model = nn.Linear(3, 2)
+    config = TrainConfig.from_dict({"optimizer": {"name": "adamw", "lr": 1e-3}})
+    config.optimizer.lr = 0
+    with pytest.raises(ConfigError, match="lr"):
+        config.build(model, steps_per_epoch=2)
+    config = TrainConfig()
+    config.regularization.weight_decay = -0.1
+    with pytest.raises(ConfigError, match="weight_decay"):
+        config.setup(model, steps_per_epoch=2)
+    config = TrainConfig()
+    config.epochs = -5
+    with pytest.raises(ConfigError, match="epochs"):
+        config.save(tmp_path / "c.yaml")
+    assert not (tmp_path / "c.yaml").exists()
+    config = TrainConfig()
+    config.schedule = "cosine"  # a name, as from_dict reads it
+    _, scheduler = config.build(model, steps_per_epoch=2)
+    assert isinstance(config.schedule, ScheduleConfig) and config.schedule.name == "cosine"
+    config.optimizer.params["momentun"] = 0.9
+    with pytest.raises(ConfigError, match="momentun"):
+        config.build(model, steps_per_epoch=2)
+
+
+def test_direction_is_one_of_two_words_wherever_it_is_given(tmp_path) -> None:
+    for bad in ("min", "minimise", "MINIMIZE"):
+        with pytest.raises(ConfigError, match="'maximize', 'minimize' or None"):
+            TrainConfig(direction=bad)
+        with pytest.raises(ConfigError, match="metadata.direction: 'maximize' or 'minimize'"):
+            TrainConfig.from_dict({"optimizer": {"name": "adam"}, "metadata": {"direction": bad}})
+        with pytest.raises(ConfigError, match=r"save\(direction=...\)"):
+            TrainConfig().save(tmp_path / "c.yaml", direction=bad)
+    saved = TrainConfig().save(tmp_path / "c.yaml", direction="minimize")
+    assert load_config(saved).direction == "minimize"
+
+
+def test_save_picks_json_by_suffix_in_any_case_and_refuses_a_script(tmp_path) -> None:
+    path = TrainConfig().save(tmp_path / "c.JSON")
+    assert json.loads(path.read_text())["batch_size"] == 64
+    assert load_config(path) == TrainConfig()
+    with pytest.raises(ConfigError, match="tuner study export --format python"):
+        TrainConfig().save(tmp_path / "best.py")
+    assert not (tmp_path / "best.py").exists()
+
+
+def test_setup_takes_a_config_and_true_or_false_flags() -> None:
+    from tuner import TrainingSetup
+
+    model = nn.Linear(3, 2)
+    with pytest.raises(ConfigError, match="takes a TrainConfig"):
+        TrainingSetup({"optimizer": "adam"}, model, 3)
+    for key, value in (("seed", 5), ("init", "no"), ("dropout", 0.5)):
+        with pytest.raises(ConfigError, match=rf"{key}=...\) takes True or False; got {value!r}"):
+            TrainConfig().setup(model, 3, **{key: value})

@@ -110,6 +110,17 @@ class TrainingSetup:
 
     def __init__(self, config: TrainConfig, model: nn.Module, steps_per_epoch: int | None = None, *,
                  mode: str | None = None, init: bool = True, dropout: bool = True, seed: bool = True) -> None:
+        from tuner.config import TrainConfig
+
+        if not isinstance(config, TrainConfig):
+            raise ConfigError(f"TrainingSetup(config, model, ...) takes a TrainConfig (tuner.load_config(path) or "
+                              f"TrainConfig.from_dict(mapping) makes one); got {type(config).__name__}.")
+        for key, flag in (("seed", seed), ("init", init), ("dropout", dropout)):
+            if not isinstance(flag, bool):
+                hint = (" (it seeds with config.seed: dataclasses.replace(config, seed=N) for another)"
+                        if key == "seed" else "")
+                raise ConfigError(f"config.setup(..., {key}=...) takes True or False; got {flag!r}{hint}.")
+        config.check()
         steps_per_epoch = check_steps_per_epoch(steps_per_epoch, "config.setup(model, steps_per_epoch=...)")
         if not isinstance(model, nn.Module):
             raise ConfigError(f"config.setup(model, ...) takes the model, a torch.nn.Module (not "

@@ -139,6 +139,13 @@ class Regularization:
         return cls(**value)
 
 
+def _checked_direction(value: Any, where: str) -> str:
+    if value not in ("maximize", "minimize"):
+        raise ConfigError(f"{where}: 'maximize' or 'minimize' (the direction of the metric the config was tuned on; "
+                          f"the plateau schedule's mode); got {value!r}.")
+    return value
+
+
 _TOP_KEYS = ("optimizer", "schedule", "batch_size", "init", "regularization", "grad_clip_norm", "epochs", "seed")
 
 
@@ -171,6 +178,9 @@ class TrainConfig:
         return "min" if self.direction == "minimize" else "max"
 
     def __post_init__(self) -> None:
+        if self.direction not in (None, "maximize", "minimize"):
+            raise ConfigError(f"TrainConfig(direction=...): 'maximize', 'minimize' or None (the plateau schedule's "
+                              f"mode: 'minimize' for a loss); got {self.direction!r}.")
         # The parts as from_dict reads them: a name ("adam") or a mapping; anything else is refused here, not as
         # an AttributeError when the config is first used.
         for key, kind in (("optimizer", OptimizerConfig), ("schedule", ScheduleConfig), ("init", InitConfig),
@@ -188,6 +198,15 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None or key != "grad_clip_norm":
                 setattr(self, key, check_param(table, key, value, "the train config", key))
+
+    def check(self) -> TrainConfig:
+        """Checks the config again, as it was checked when made: a value changed since (``config.optimizer.lr =
+        0``, ``config.schedule = "cosine"``) is refused, or read as ``from_dict`` reads it (a name becomes its
+        part), before ``build``/``setup`` use it. Returns the config."""
+        self.__post_init__()
+        for part in (self.optimizer, self.schedule, self.init, self.regularization):
+            part.__post_init__()
+        return self
 
     # -- serialisation ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -222,8 +241,9 @@ class TrainConfig:
             if key in data:
                 kwargs[key] = data[key]
         metadata = data.get("metadata")
-        if isinstance(metadata, dict) and metadata.get("direction") in ("maximize", "minimize"):
-            kwargs["direction"] = metadata["direction"]  # an export's: the plateau schedule's mode
+        if isinstance(metadata, dict) and metadata.get("direction") is not None:
+            # an export's: the plateau schedule's mode
+            kwargs["direction"] = _checked_direction(metadata["direction"], "metadata.direction")
         return cls(**kwargs)
 
     def to_json(self, **metadata: Any) -> str:
@@ -246,7 +266,13 @@ class TrainConfig:
         from tuner._files import write_text
 
         path = Path(path)
-        text = self.to_json(**metadata) if path.suffix == ".json" else self.to_yaml(**metadata)
+        if path.suffix.lower() == ".py":
+            raise ConfigError(f"{path}: config.save writes a train config as YAML (.yaml) or JSON (.json), which "
+                              f"load_config reads back; a runnable script is `tuner study export --format python`.")
+        if metadata.get("direction") is not None:
+            _checked_direction(metadata["direction"], "save(direction=...)")
+        self.check()
+        text = self.to_json(**metadata) if path.suffix.lower() == ".json" else self.to_yaml(**metadata)
         write_text(path, text + ("\n" if not text.endswith("\n") else ""))
         return path
 
@@ -317,6 +343,7 @@ class TrainConfig:
         """
         from tuner._setup import check_steps_per_epoch
 
+        self.check()
         steps_per_epoch = check_steps_per_epoch(steps_per_epoch)
         mode = mode or self.plateau_mode
         if mode not in ("max", "min"):
