@@ -5,6 +5,7 @@ a pruning decision swallowed by the caller's code, work kept when a run without 
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import optuna
@@ -120,6 +121,30 @@ def test_a_trial_whose_updates_were_skipped_is_recorded_as_diverged():
         assert t.state == TrialState.PRUNED
         assert t.user_attrs[Key.REASON].startswith("diverged: the loss or its gradient was not finite in 4 of 4 "
                                                    "training steps of epoch 2")
+
+
+def _samples_for_steps(ctx: tuner.TrialContext) -> float:
+    """A loop that gives steps_per_epoch the number of samples, not of batches, and never calls end_epoch."""
+    model = torch.nn.Linear(4, 1)
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    setup = ctx.config.setup(model, steps_per_epoch=len(x))
+    for epoch in range(ctx.config.epochs):
+        for i in range(0, len(x), 16):
+            setup.step(lambda xb, yb: ((model(xb) - yb) ** 2).mean(), x[i:i + 16], y[i:i + 16])
+        ctx.report(epoch, -float(((model(x) - y) ** 2).mean().detach()))  # the warning's line
+    return ctx.history[-1]
+
+
+def test_a_schedule_planned_over_samples_not_batches_is_said_in_a_trial_without_end_epoch():
+    space = {"optimizer": {"adam": {"lr": {"low": 1e-3, "high": 1e-2, "log": True}}},
+             "schedule": {"warmup_cosine": {"warmup_fraction": 0.1}}, "batch_size": 16}
+    with pytest.warns(RuntimeWarning, match=r"Epoch 1 had 4 training steps, but steps_per_epoch is 64: the "
+                                            r"'warmup_cosine' schedule") as caught:
+        tuner.tune(_samples_for_steps, space, n_trials=1, epochs=3, verbose=False, known_starts=False)
+    assert [w for w in caught if "steps_per_epoch is 64" in str(w.message)][0].filename == __file__
+    with warnings.catch_warnings():  # a loop that counts its batches right says nothing
+        warnings.filterwarnings("error", message=".*steps_per_epoch is")
+        tuner.tune(_diverging, "lr-only", n_trials=1, epochs=1, pruner="none", verbose=False)
 
 
 def _exploding(ctx: tuner.TrialContext, players: int = 1) -> float:

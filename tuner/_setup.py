@@ -347,15 +347,21 @@ class TrainingSetup:
                                   f"{f' of shape {tuple(metric.shape)}' if hasattr(metric, 'shape') else ''})."
                                   ) from None
             self.scheduler.step(value)
-        if self._step_schedule and self._epoch_steps != self.steps_per_epoch:
+        self.check_epoch_steps(self.epoch, self._epoch_steps, stacklevel=4)
+        self.epoch += 1
+        self._epoch_steps = 0
+
+    def check_epoch_steps(self, epoch: int, steps: int, stacklevel: int = 3) -> None:
+        """Warns (once) where an epoch took another number of training steps than ``steps_per_epoch`` and the
+        schedule steps every batch: it then does not follow the epochs (``end_epoch`` checks each epoch; a
+        ``tune`` trial's ``ctx.report`` checks too, for a loop that never calls ``end_epoch``)."""
+        if self._step_schedule and steps != self.steps_per_epoch:
             self._warn_once("steps-per-epoch", (
-                f"Epoch {self.epoch + 1} had {self._epoch_steps} training steps, but steps_per_epoch is "
+                f"Epoch {epoch + 1} had {steps} training steps, but steps_per_epoch is "
                 f"{self.steps_per_epoch}: the {self.config.schedule.name!r} schedule is planned over "
                 f"epochs x steps_per_epoch = {self.config.epochs * self.steps_per_epoch} steps, so it does not "
                 f"follow the epochs. Pass steps_per_epoch=len(loader), the number of setup.step() calls in an "
-                f"epoch."), stacklevel=3)
-        self.epoch += 1
-        self._epoch_steps = 0
+                f"epoch."), stacklevel=stacklevel)
 
     def _grad_mark(self) -> tuple[int, int] | None:
         """Which gradient tensor the watched parameter holds, and its version (bumped by an in-place

@@ -187,7 +187,7 @@ class TrialContext:
     _report: ReportFn | None = None
     #: the ``config.setup(...)`` made while ``train_fn`` runs, and their (steps, skipped steps) at the last report
     _setups: list[Any] = field(default_factory=list)
-    _seen: dict[int, tuple[int, int, float, int]] = field(default_factory=dict)
+    _seen: dict[int, tuple[int, int, float, int, int]] = field(default_factory=dict)
     #: the exception a report raised to stop the trial (pruned, diverged, timed out), raised again if the
     #: caller's code caught it and went on
     stopped: BaseException | None = None
@@ -252,8 +252,10 @@ class TrialContext:
         from tuner.train import DIVERGENCE_FACTOR
 
         for setup in self._setups:
-            steps, skipped, total, counted = self._seen.get(id(setup), (0, 0, 0.0, 0))
-            self._seen[id(setup)] = (setup.steps, setup.skipped_steps, setup.loss_sum, setup.loss_steps)
+            steps, skipped, total, counted, ended = self._seen.get(id(setup), (0, 0, 0.0, 0, 0))
+            self._seen[id(setup)] = (setup.steps, setup.skipped_steps, setup.loss_sum, setup.loss_steps, setup.epoch)
+            if setup.epoch == ended and setup.steps > steps:  # the loop does not call end_epoch, which would check
+                setup.check_epoch_steps(epoch, setup.steps - steps, stacklevel=5)  # the ctx.report line
             if setup.skipped_steps > skipped:
                 raise Diverged(f"diverged: the loss or its gradient was not finite in "
                                f"{setup.skipped_steps - skipped} of {setup.steps - steps} training steps of epoch "
