@@ -71,6 +71,8 @@ def test_progress_lines_and_summary_are_printed_unless_quiet(capsys):
     tuner.tune(_noisy, space="lr-only", n_trials=3, epochs=1, pruner="none", study_name="shown")
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("tuning _noisy over space 'lr-only': study 'shown', 3 trials x 1 epoch")
+    assert out.pop(1) == ("direction: maximize (the default; pass direction='minimize' if train returns a loss or "
+                          "an error)")
     assert [line.split()[:3] for line in out[1:4]] == [["trial", "0", "COMPLETE"], ["trial", "1", "COMPLETE"],
                                                         ["trial", "2", "COMPLETE"]]
     assert "done 3/3" in out[3]
