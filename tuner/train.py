@@ -152,6 +152,10 @@ class Trainer:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"build_model of objective {name!r} returned {type(model).__name__}, "
                               f"not a torch.nn.Module.")
+        from tuner.regularization import dropout_modules
+
+        #: the model's dropout layers, which a tuned dropout rate sets (counted by check_model)
+        self.dropout_layers = len(dropout_modules(model))
         try:
             model.to(self.device)
             out = model(self.data.x_train[:2].to(self.device))

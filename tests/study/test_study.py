@@ -654,6 +654,37 @@ def test_class_labels_are_checked_where_data_is_made():
         Dataset(xt, torch.zeros(4, dtype=torch.long), xt, torch.zeros(4, dtype=torch.long), n_classes=1)
 
 
+def test_a_model_without_dropout_layers_keeps_its_own_rates_and_the_study_says_so(make_spec, tmp_path: Path,
+                                                                                 objective_ref: str):
+    """A space that tunes dropout, on a model with no nn.Dropout: the rate would act on nothing, a dimension of
+    noise for the sampler, the importance and the export."""
+    path, space = tmp_path / "plain.py", tmp_path / "space.yaml"
+    path.write_text(textwrap.dedent(
+        """
+        from torch import nn
+        from tuner.objectives import Objective
+        from synthetic_objective import load_data
+
+        objective = Objective("plain", load_data=load_data, build_model=lambda d: nn.Linear(d.n_features, 3))
+        """
+    ))
+    space.write_text("optimizer:\n  adam:\n    lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n"
+                     "regularization:\n  dropout: {low: 0.0, high: 0.3}\n")
+    import sys
+
+    sys.path.insert(0, str(Path(objective_ref.split(":")[0]).parent))
+    try:
+        prepared = prepare(make_spec(objective=f"{path}:objective", space=str(space)))
+        kept = prepare(make_spec(space=str(space)))  # the synthetic objective's model has nn.Dropout
+    finally:
+        sys.path.remove(str(Path(objective_ref.split(":")[0]).parent))
+    assert "dropout" not in prepared.space.distributions()
+    assert ("regularization.dropout is not searched: the model of objective 'plain' has no nn.Dropout layer to apply "
+            "it to (add nn.Dropout where it should act to tune it)") in prepared.preparation_lines()
+    assert "dropout" in kept.space.distributions()
+    assert not any("dropout" in line for line in kept.preparation_lines())
+
+
 def test_a_study_uses_its_objectives_pruner_unless_the_spec_names_one(tmp_path: Path, space_file: Path):
     from tuner.objectives import load_objective
 

@@ -503,6 +503,18 @@ class SearchSpace:
         return yaml.safe_dump(self.raw, sort_keys=False)
 
     # -- batch sizes ------------------------------------------------------------------------------------
+    def without_dropout(self, why: str) -> tuple[SearchSpace, str]:
+        """This space keeping the model's own dropout rates where it searches (or sets) ``regularization.dropout``,
+        and a note that says so with ``why``; the space itself and no note where it leaves them already."""
+        dropout = self.regularization["dropout"]
+        if dropout.fixed and dropout.value is None:
+            return self, ""
+        reg = {k: v for k, v in (self.raw.get("regularization") or {}).items() if k != "dropout"}
+        raw = {**self.raw, "regularization": reg}
+        what = "searched" if not dropout.fixed else f"set to {dropout.value:g}"
+        return (SearchSpace.from_dict(raw, name=self.name, source=self.source),
+                f"regularization.dropout is not {what}: {why}")
+
     def with_batch_sizes(self, sizes: int | list[int] | tuple[int, ...]) -> SearchSpace:
         """This space searching ``sizes`` (one value: fixed) instead of its own batch sizes."""
         values = [sizes] if isinstance(sizes, int) else list(sizes)

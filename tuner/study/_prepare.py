@@ -160,6 +160,11 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
         space_notes += [note] if note else []
     space_notes += space.epoch_notes(spec.epochs) if spec.epochs else []
     output_shape = trainer.check_model()
+    if space_data is None and not trainer.dropout_layers:
+        # A rate with nothing to act on: searching it would only add noise to the sampler and the importance.
+        space, note = space.without_dropout(f"the model of objective {objective.name!r} has no nn.Dropout layer to "
+                                            f"apply it to (add nn.Dropout where it should act to tune it)")
+        space_notes += [note] if note else []
     calibration = None
     uncalibrated = space
     if spec.calibrate and space_data is None:
