@@ -207,3 +207,32 @@ def test_a_short_timeout_is_not_spent_timing_threads_and_packs(tmp_path: Path, m
     assert result.trials >= 1 and result.stopped_by == "timeout"
     assert result.pack == 1 and "left before the timeout: too little to time packs" in result.pack_why
     assert result.workers_why.startswith("a 3 s timeout: too little to pay for starting workers")
+
+
+def test_a_quiet_call_is_warned_of_what_it_asked_for_and_does_not_get(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]):
+    """verbose=False prints nothing: a queued config the space changed, or that the budget leaves out, is a
+    warning then (the known-good points the call did not name are not)."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    with pytest.warns(UserWarning) as caught:
+        tuner.run_study(**BASE, n_trials=1, storage=url, name="q", verbose=False,
+                        enqueue=[{"optimizer": {"name": "adam", "lr": 5.0}}, {"optimizer": {"name": "adam"}}])
+    said = [str(w.message) for w in caught if str(w.message).startswith("tuner.run_study: ")]
+    assert said == ["tuner.run_study: config 1: adam.lr: 5 -> 0.1 (the space's range is 1e-05..0.1)",
+                    "tuner.run_study: first trials: 1 not queued, beyond the budget of 1 trial(s): config 2"]
+    assert all(w.filename == __file__ for w in caught if str(w.message).startswith("tuner.run_study: "))
+    assert capsys.readouterr().out == ""
+
+
+def test_a_quiet_tune_is_warned_of_what_it_asked_for_and_does_not_get(tmp_path: Path):
+    def train(ctx):
+        ctx.report(0, ctx.config.optimizer.lr)
+        return ctx.config.optimizer.lr
+
+    with pytest.warns(UserWarning) as caught:
+        tuner.tune(train, "lr-only", n_trials=1, epochs=1, verbose=False,
+                   enqueue=[{"optimizer": {"name": "adam", "lr": 5.0}, "batch_size": 999}, {"optimizer": "adam"}])
+    said = [str(w.message) for w in caught if str(w.message).startswith("tuner.tune: ")]
+    assert said == ["tuner.tune: first trials: 1 not queued, beyond the budget of 1 trial(s): config 2",
+                    "tuner.tune: config 1: adam.lr: 5 -> 0.1 (the space's range is 1e-05..0.1); batch_size: 999 -> "
+                    "64 (fixed by the space)"]

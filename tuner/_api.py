@@ -462,6 +462,13 @@ def tune(
                 s.source + (f" ({'; '.join(s.changes)})" if s.changes else "") for s in queued), flush=True)
         for note in start_notes:
             print(note, flush=True)
+    else:  # what the call asked for and did not get, said even when nothing is printed
+        from tuner.study._starts import about_known_starts_only
+
+        changed = [f"{s.source}: {'; '.join(s.changes)}" for s in queued
+                   if s.changes and not s.source.startswith("known start")]
+        for note in [n for n in start_notes if not about_known_starts_only(n)] + changed:
+            warnings.warn(f"tuner.tune: {note}", UserWarning, stacklevel=2)
     try:
         with sigterm_exits(), tracking(study, on_trial, mlflow=mlflow, tensorboard=tensorboard) as tracked:
             if ref is not None:

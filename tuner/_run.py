@@ -169,6 +169,11 @@ def _run(spec: Any, workers: int | str, devices: str | None, force: bool, verbos
                                             if timeout else ""))
         for line in prepared.preparation_lines():
             say(line)
+    else:  # what the call asked for and does not get, said even when nothing is printed
+        import warnings
+
+        for line in prepared.changes_lines():
+            warnings.warn(f"tuner.run_study: {line}", UserWarning, stacklevel=3)
     done = before = _finished(study)
     start = time.monotonic()
 

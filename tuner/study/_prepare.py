@@ -128,6 +128,16 @@ class PreparedStudy:
                       for start in self.queued]
         return lines + list(self.start_notes)
 
+    def changes_lines(self) -> list[str]:
+        """Of ``preparation_lines``, those saying that the study does not run what was asked as asked (a space
+        fitted to the data or the model, a config the space changed or the budget left out): what a caller
+        that prints nothing is warned of."""
+        from tuner.study._starts import about_known_starts_only
+
+        changed = [f"{s.source}: {'; '.join(s.changes)}" for s in self.queued
+                   if s.changes and not s.source.startswith("known start")]
+        return list(self.space_notes) + changed + [n for n in self.start_notes if not about_known_starts_only(n)]
+
 
 def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track: bool = False) -> PreparedStudy:
     """Validates the spec and loads its objective, data and space; writes nothing. ``track``: a session will
