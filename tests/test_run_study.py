@@ -61,6 +61,11 @@ def test_a_spec_file_or_a_mapping_with_its_keys_replaced(tmp_path: Path):
     mapping = {"objective": "digits-mlp", "space": "lr-only", "n_trials": 2, "epochs": 1, "pack": 1}
     from_mapping = tuner.run_study(mapping, storage=f"sqlite:///{tmp_path / 'm.db'}", verbose=False)
     assert len(from_mapping.study.trials) == 2
+    # None replaces a key too: the spec's timeout and batch size are not kept.
+    unset = tuner.run_study({**mapping, "timeout": 600, "batch_size": 16}, timeout=None, batch_size=None,
+                            storage=f"sqlite:///{tmp_path / 'u.db'}", verbose=False)
+    assert unset.prepared.spec.timeout is None and unset.prepared.spec.batch_size is None
+    assert {t.params.get("batch_size", t.user_attrs["config"]["batch_size"]) for t in unset.study.trials} == {64}
 
 
 def _object():

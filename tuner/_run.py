@@ -48,7 +48,8 @@ def run_study(spec: str | os.PathLike[str] | Mapping[str, Any] | None = None, *,
     ``spec``: a spec file, a built-in spec name (``quickstart``, ``mnist1d-mlp``, ...) or a mapping of spec
     keys; None: ``quickstart``, or an empty spec where ``objective`` is given. ``fields`` are the spec's keys
     (``objective``, ``space``, ``n_trials``, ``epochs``, ``pack``, ``storage``, ``timeout``, ``seed``, ...)
-    and replace the spec's, as the command's flags do; an unknown key is refused with the valid ones.
+    and replace the spec's, as the command's flags do (``None`` too: ``timeout=None`` runs a spec's study
+    without its timeout); an unknown key is refused with the valid ones.
     ``workers``: processes on this machine (``devices``: ``"cuda:0,cuda:1"`` to spread them; ``"auto"``: one
     per core where a trial trains as fast on one thread, as the command's default; the default here is 1, as
     a script that starts workers must guard its own code with ``if __name__ == "__main__":``); ``force``:
@@ -155,7 +156,9 @@ def _run(spec: Any, workers: int | str, devices: str | None, force: bool, verbos
         base = load_spec(spec)
     else:
         raise ConfigError(f"spec must be a spec file, a built-in spec name or a mapping; got {type(spec).__name__}.")
-    given = {key: value for key, value in fields.items() if value is not None}
+    # A key given as None sets the spec's key to None, as in a spec file (timeout=None: no timeout; epochs=None:
+    # the objective's own), where a spec given as well set it.
+    given = dict(fields)
     spec_obj = StudySpec.from_mapping({**base.model_dump(), **given}, "tuner.run_study()")
     spec_file = spec if isinstance(spec, (str, os.PathLike)) and "space" not in given else None
     prepared, study = open_checked(spec_obj, spec_file=spec_file, devices=devices, force=force)
