@@ -440,3 +440,23 @@ def test_setup_takes_a_config_and_true_or_false_flags() -> None:
     for key, value in (("seed", 5), ("init", "no"), ("dropout", 0.5)):
         with pytest.raises(ConfigError, match=rf"{key}=...\) takes True or False; got {value!r}"):
             TrainConfig().setup(model, 3, **{key: value})
+
+
+@pytest.mark.parametrize("call, said", [
+    (lambda: OptimizerConfig("adam", 0.1, ["x"]), "optimizer: its params are a mapping"),
+    (lambda: __import__("tuner").seed_everything(2**70), "from -2\\*\\*63 to 2\\*\\*64 - 1"),
+    (lambda: __import__("tuner").tune(lambda ctx: 0.0, space=TrainConfig()), "A TrainConfig is one config, not a "
+                                                                              "space: pass it as enqueue"),
+    (lambda: __import__("tuner").tune(lambda ctx: 0.0, "lr-only", enqueue=5), "enqueue: a list of configs"),
+    (lambda: __import__("tuner").objectives.Objective("x", load_data=dict, build_model=dict, loss="mse"),
+     "loss must be a function loss\\(outputs, targets\\).*got str 'mse'"),
+    (lambda: __import__("tuner").objectives.Objective("x", load_data=dict, build_model=dict, pruner={"name": "x"}),
+     "pruner must be a pruner's name"),
+])
+def test_a_wrong_kind_of_argument_is_a_config_error_that_says_what_goes_there(call, said: str) -> None:
+    with pytest.raises(ConfigError, match=said):
+        call()
+
+
+def test_a_part_without_params_has_none() -> None:
+    assert ScheduleConfig("cosine", None).params == ScheduleConfig("cosine").params

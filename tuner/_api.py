@@ -12,6 +12,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -380,8 +381,11 @@ def tune(
         search = search.with_batch_sizes(batch_size)
     from tuner.study._starts import gather_starts
 
-    if isinstance(enqueue, (str, TrainConfig, dict)):
+    if isinstance(enqueue, (str, Path, TrainConfig, dict)):
         enqueue = [enqueue]
+    elif enqueue is not None and not isinstance(enqueue, (list, tuple)):
+        raise ConfigError(f"enqueue: a list of configs (file paths, TrainConfigs or mappings), or one of them; got "
+                          f"{type(enqueue).__name__}.")
     warm_name, warm_storage, warm_top = warm_start, storage, 5
     if warm_start is not None and not isinstance(warm_start, optuna.Study):
         from tuner.study._spec import parse_warm_start

@@ -40,6 +40,9 @@ def seed_everything(seed: int) -> None:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ConfigError(f"seed_everything() takes a whole number; got {seed!r}.")
     seed = int(seed)
+    if not -(2**63) <= seed < 2**64:  # torch's range
+        raise ConfigError(f"seed_everything() takes a whole number from -2**63 to 2**64 - 1 (torch's seeds); got "
+                          f"{seed}.")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

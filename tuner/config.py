@@ -36,6 +36,16 @@ def _named_dict(value: Any, where: str, default_name: str | None = None) -> tupl
     return name, params
 
 
+def _params(value: Any, where: str) -> dict[str, Any]:
+    """A part's other hyperparameters: a mapping of name to value (None for none)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: its params are a mapping of hyperparameter to value, such as {{'momentum': "
+                          f"0.9}}; got {type(value).__name__} {value!r}.")
+    return value
+
+
 @dataclass
 class OptimizerConfig:
     """An optimizer name, its learning rate and its other hyperparameters (torch keyword arguments)."""
@@ -46,7 +56,7 @@ class OptimizerConfig:
 
     def __post_init__(self) -> None:
         info = get_optimizer(self.name)
-        checked = info.check({"lr": self.lr, **self.params}, where="optimizer")
+        checked = info.check({"lr": self.lr, **_params(self.params, "optimizer")}, where="optimizer")
         self.lr = checked.pop("lr")
         self.params = checked
 
@@ -70,7 +80,7 @@ class ScheduleConfig:
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.params = get_schedule(self.name).check(self.params, where="schedule")
+        self.params = get_schedule(self.name).check(_params(self.params, "schedule"), where="schedule")
 
     @property
     def interval(self) -> str:
@@ -95,7 +105,7 @@ class InitConfig:
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.params = get_init(self.name).check(self.params, where="init")
+        self.params = get_init(self.name).check(_params(self.params, "init"), where="init")
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **self.params}

@@ -154,10 +154,20 @@ class Objective:
             if not callable(fn):
                 raise ConfigError(f"Objective {self.name!r}: {key} must be a function (got "
                                   f"{type(fn).__name__}).")
+        if self.loss is not None and not callable(self.loss):
+            hint = (" (the metric is metric=...; a loss is a function such as torch.nn.functional.mse_loss)"
+                    if isinstance(self.loss, str) else "")
+            raise ConfigError(f"Objective {self.name!r}: loss must be a function loss(outputs, targets), or None for "
+                              f"cross-entropy with classes and MSE without (got {type(self.loss).__name__}"
+                              f"{f' {self.loss!r}' if isinstance(self.loss, str) else ''}){hint}.")
         if self.pruner is not None:
             from tuner.errors import unknown_name_message
             from tuner.study._samplers import list_pruners
 
+            if not isinstance(self.pruner, str):
+                raise ConfigError(f"Objective {self.name!r}: pruner must be a pruner's name, one of "
+                                  f"{', '.join(list_pruners())} (got {type(self.pruner).__name__}); a spec's "
+                                  f"pruner: key takes its options.")
             if self.pruner not in list_pruners():
                 raise ConfigError(f"Objective {self.name!r}: " + unknown_name_message("pruner", self.pruner,
                                                                                        list_pruners()))

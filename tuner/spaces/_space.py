@@ -773,6 +773,13 @@ def load_space(ref: str | Path | dict[str, Any]) -> SearchSpace:
     """Loads a built-in space by name (``default``), a YAML file path, or a dict."""
     if isinstance(ref, dict):  # named "custom" where it shows (a study's default name, its header)
         return SearchSpace.from_dict(ref, name="custom", source="the space mapping")
+    if not isinstance(ref, (str, Path)):
+        from tuner.config import TrainConfig
+
+        hint = (" A TrainConfig is one config, not a space: pass it as enqueue=[config] to train it first, or "
+                "fix its values in a space mapping." if isinstance(ref, TrainConfig) else "")
+        raise ConfigError(f"space: a built-in space's name, a YAML file's path, a mapping or a SearchSpace; got "
+                          f"{type(ref).__name__}.{hint}")
     path, name = space_source(str(ref))
     return SearchSpace.from_dict(load_yaml_file(path), name=name, source=str(path))
 
