@@ -776,7 +776,8 @@ def test_no_keras_optimizer_raises_and_the_rest_works() -> None:
 
 @pytest.mark.slow
 def test_runs_as_a_script_without_tuner(tmp_path: Path) -> None:
-    """`python exported.py` with KERAS_BACKEND=torch, where importing tuner fails: the demo fits one epoch."""
+    """`python exported.py` without KERAS_BACKEND, where TensorFlow is not installed (the file picks the torch
+    backend) and importing tuner fails: the demo fits one epoch."""
     (tmp_path / "tuner.py").write_text('raise ImportError("the exported script imported tuner")\n')
     for i, data in enumerate([FULL, PLATEAU, LBFGS]):
         (tmp_path / f"exported_{i}.py").write_text(keras_snippet(TrainConfig.from_dict(data), title="a study"))
@@ -784,8 +785,9 @@ def test_runs_as_a_script_without_tuner(tmp_path: Path) -> None:
               "for i in range(3):\n"
               "    runpy.run_path(f'exported_{i}.py', run_name='__main__')\n"
               "assert 'tuner' not in sys.modules\n")
-    (tmp_path / "driver.py").write_text(driver)
-    env = {**os.environ, "PYTHONPATH": "", "KERAS_BACKEND": "torch"}
+    (tmp_path / "driver.py").write_text(driver + "assert keras.backend.backend() == 'torch'\n".replace(
+        "keras", "sys.modules['keras']"))
+    env = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"} | {"PYTHONPATH": ""}
     run = subprocess.run([sys.executable, "driver.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]

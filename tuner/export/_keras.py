@@ -1,6 +1,8 @@
 """``keras_snippet``: a ``TrainConfig`` as Keras 3 source code, and ``keras_differences``: what Keras does otherwise.
 
-The generated file imports only ``math`` and ``keras`` (its demo NumPy too) and runs on any Keras backend. It
+The generated file imports only the standard library and ``keras`` (its demo NumPy too) and runs on any Keras
+backend (TensorFlow, Keras's default, or, where it is not installed and ``KERAS_BACKEND`` is unset, PyTorch or
+JAX). It
 gives ``make_optimizer(steps_per_epoch, model)``, a ``keras.optimizers`` optimizer whose learning rate at every
 batch is the one tuner's schedule gives (``LearningRate``, a ``LearningRateSchedule`` that looks the optimizer's
 step counter up in the factors tuner computes), or a float that the plateau schedule's callback lowers
@@ -546,7 +548,7 @@ def keras_differences(config: TrainConfig) -> list[str]:
 
 
 def keras_snippet(config: TrainConfig, *, title: str = "") -> str:
-    """Keras 3 source (imports only math and keras) that trains with ``config``'s settings.
+    """Keras 3 source (imports only the standard library and keras) that trains with ``config``'s settings.
 
     The source defines ``CONFIG`` (the settings as a dict), ``BATCH_SIZE``, ``EPOCHS``, ``SEED``,
     ``LEARNING_RATE``, ``GRAD_CLIP_NORM``, ``DROPOUT``, ``L1``, ``WEIGHT_DECAY``; ``initializer()``,
@@ -568,7 +570,15 @@ def keras_snippet(config: TrainConfig, *, title: str = "") -> str:
     sections = [
         _header(config, title, plan),
         [""],
-        ["import math", "", "import keras"],
+        ["import importlib.util", "import math", "import os", "",
+         "if not os.environ.get(\"KERAS_BACKEND\") and importlib.util.find_spec(\"tensorflow\") is None:",
+         "    # Keras's default backend, TensorFlow, is not installed: the PyTorch or JAX that is (KERAS_BACKEND",
+         "    # chooses one; set it before the first import of keras).",
+         "    for backend in (\"torch\", \"jax\"):",
+         "        if importlib.util.find_spec(backend) is not None:",
+         "            os.environ[\"KERAS_BACKEND\"] = backend",
+         "            break", "",
+         "import keras  # noqa: E402"],
         [""],
         ["# The settings as tuner stores them, for reference; the code below does not read this dict.",
          f"CONFIG = {_pretty(config.to_dict(), force=True)}"],
