@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import optuna
@@ -411,9 +413,11 @@ def test_a_budget_below_the_finished_trials_is_refused(cli, objective_ref: str, 
     assert stored["n_trials"] == 3  # the budget was not lowered
 
 
-def test_a_study_whose_trials_all_diverged_says_why_and_a_budget_that_runs(cli, tmp_path: Path, storage_url: str,
-                                                                         objective_ref: str):
-    """Pruned trials count toward the budget: the hint must not send the user to a run that runs nothing."""
+def test_a_study_whose_trials_all_diverged_says_why_and_how_to_get_rates_that_train(cli, tmp_path: Path,
+                                                                                    storage_url: str,
+                                                                                    objective_ref: str, monkeypatch):
+    """Running the study again would run its stored space again: the hint sends the user to an LR range test and
+    a new study on the space it writes."""
     space = tmp_path / "explode.yaml"
     space.write_text("optimizer:\n  sgd:\n    lr: {low: 1.0e+6, high: 1.0e+8, log: true}\nbatch_size: 16\n")
     ran = cli("study", "create", "--objective", objective_ref, "--space", space, "--n-trials", "3", "--epochs", "2",
@@ -423,12 +427,19 @@ def test_a_study_whose_trials_all_diverged_says_why_and_a_budget_that_runs(cli, 
         optuna.trial.TrialState.PRUNED}
     line = _assert_user_error(cli("study", "report", "boom", "--storage", storage_url),
                               "Study 'boom' has no complete trial: nothing to report. All 3 finished trial(s) were "
-                              "pruned (3 with: diverged", "lower the learning rates the space searches")
-    command = f"tuner study run boom --storage {storage_url} --n-trials 6"
-    assert f"run it with a larger budget: `{command}`" in line, line
-    again = cli(*command.split()[1:])
-    assert again.exit_code == 0 and "already has" not in again.output, again.output
-    assert len(optuna.load_study(study_name="boom", storage=storage_url).trials) == 6
+                              "pruned (3 with: diverged", "the learning rates the space searches are too high, and "
+                              "a study keeps the space it was created with")
+    # The two commands it gives, as a user pastes them: an LR range test, then a new study on its space.
+    calibrate, create = re.findall(r"`(tuner spaces calibrate [^`]*|tuner study create [^`]*)`", line)
+    assert calibrate == f"tuner spaces calibrate {space} --objective {objective_ref} -o calibrated.yaml"
+    assert create == (f"tuner study create --objective {objective_ref} --space calibrated.yaml --name "
+                      f"boom-calibrated --storage {storage_url}")
+    monkeypatch.chdir(tmp_path)
+    assert (done := cli(*shlex.split(calibrate)[1:])).exit_code == 0, done.output
+    assert (done := cli(*shlex.split(create)[1:], "--n-trials", "3", "--epochs", "2", "--device", "cpu",
+                        "--pack", "1")).exit_code == 0, done.output
+    calibrated = optuna.load_study(study_name="boom-calibrated", storage=storage_url)
+    assert optuna.trial.TrialState.COMPLETE in {t.state for t in calibrated.trials}
 
 
 def test_report_and_export_of_a_study_whose_trials_all_failed_say_why(cli, tmp_path: Path, storage_url: str,

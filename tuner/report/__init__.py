@@ -225,11 +225,34 @@ def no_complete_trial(study: optuna.Study, storage_url: str | None, what: str) -
             run = (f"call tuner.tune() again with its storage and study_name and n_trials={more}" if tune else
                    f"run it with a larger budget: `{study_command('run', study.study_name, storage_url)} "
                    f"--n-trials {more}`")
-        fix = ("lower the learning rates the space searches" if reason.startswith(StopKind.DIVERGED.value)
-               else "fix that")
-        return (f"{head} All {len(finished)} finished trial(s) {ended} ({count} with: {reason}); {fix}, then {run} "
-                f"(`{study_command('show', study.study_name, storage_url)}` lists the reasons).")
+        show = f"`{study_command('show', study.study_name, storage_url)}` lists the reasons"
+        if reason.startswith(StopKind.DIVERGED.value):
+            # A study keeps the space it was created with: lower rates need a new study, not more trials.
+            return f"{head} All {len(finished)} finished trial(s) {ended} ({count} with: {reason}); " + (
+                "the learning rates the space searches are too high: call tuner.tune() with a space of lower "
+                "ones and another study_name" if tune else _lower_rates_hint(study, storage_url)) + f" ({show})."
+        return (f"{head} All {len(finished)} finished trial(s) {ended} ({count} with: {reason}); fix that, then "
+                f"{run} ({show}).")
     return f"{head} To go on, {run}."
+
+
+def _lower_rates_hint(study: optuna.Study, storage_url: str | None) -> str:
+    """For a study whose trials all diverged: the LR range test that finds rates which train, and the new study
+    on its space (running this one again would run its space again)."""
+    import shlex
+
+    from tuner.study._storage import default_storage, storage_hint
+
+    spec = study.user_attrs.get(StudyKey.SPEC) or {}
+    objective = ["--objective", str(spec.get("objective") or "OBJECTIVE")] + [
+        f"--{key}={spec[key]}" for key in ("data", "target") if spec.get(key) is not None]
+    space = spec.get("space") if isinstance(spec.get("space"), str) else "SPACE.yaml"
+    url = storage_url or default_storage()
+    calibrate = shlex.join(["tuner", "spaces", "calibrate", space, *objective, "-o", "calibrated.yaml"])
+    create = shlex.join(["tuner", "study", "create", *objective, "--space", "calibrated.yaml", "--name",
+                         f"{study.study_name}-calibrated"]) + storage_hint(url, given=url != default_storage())
+    return (f"the learning rates the space searches are too high, and a study keeps the space it was created "
+            f"with: `{calibrate}` writes one whose rates train (an LR range test), and `{create}` tunes it")
 
 
 def write_report(study: optuna.Study, out_dir: str | Path, *, storage_label: str = "", fit: FitFn | None = None,
