@@ -460,3 +460,9 @@ def test_a_wrong_kind_of_argument_is_a_config_error_that_says_what_goes_there(ca
 
 def test_a_part_without_params_has_none() -> None:
     assert ScheduleConfig("cosine", None).params == ScheduleConfig("cosine").params
+
+
+def test_saved_text_keeps_its_characters(tmp_path) -> None:
+    path = TrainConfig().save(tmp_path / "c.yaml", study="ünïcödé 名前")
+    assert "study: ünïcödé 名前" in path.read_text(encoding="utf-8")
+    assert load_config(path) == TrainConfig()

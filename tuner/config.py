@@ -268,7 +268,7 @@ class TrainConfig:
         data = self.to_dict()
         if metadata:
             data["metadata"] = metadata
-        return yaml.safe_dump(data, sort_keys=False)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
     def save(self, path: str | Path, **metadata: Any) -> Path:
         """Writes YAML, or JSON when the file name ends in ``.json``, atomically (a temporary file beside it

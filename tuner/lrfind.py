@@ -346,7 +346,7 @@ def calibrated_yaml(raw: dict[str, Any], result: LRFindResult) -> str:
              f"{result.repeats} sweep(s) per optimizer, {result.device}):"]
     for curve in result.curves.values():
         lines += [f"#   {line}" for line in curve.lines()]
-    return "\n".join(lines) + "\n" + yaml.safe_dump(raw, sort_keys=False)
+    return "\n".join(lines) + "\n" + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
 
 
 def _round(value: float | None) -> float:

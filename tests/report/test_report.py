@@ -186,6 +186,28 @@ def test_narrowed_space_loads_and_widens_at_an_edge():
     assert any("dropped adam" in n for n in notes)
 
 
+def test_a_narrowed_space_leaves_out_the_worse_half_and_says_its_whole_new_range():
+    """Five complete trials, two of them at chance with huge rates: a space drawn from all five kept the rates
+    that failed. And an end widened at the best trial says where the other end went."""
+    raw = {"optimizer": {"adam": {"lr": {"low": 1e-4, "high": 10.0, "log": True}}},
+           "batch_size": {"choices": [32, 64, 128]}}
+    dists = {"adam.lr": FloatDistribution(1e-4, 10.0, log=True),
+             "batch_size": optuna.distributions.CategoricalDistribution([32, 64, 128])}
+    study = optuna.create_study(direction="maximize")
+    for value, lr, batch in [(0.95, 1.1e-4, 64), (0.94, 3e-4, 64), (0.93, 5e-4, 128), (0.10, 5.0, 32),
+                             (0.10, 8.0, 32)]:
+        study.add_trial(optuna.trial.create_trial(value=value, params={"adam.lr": lr, "batch_size": batch},
+                                                  distributions=dists))
+    narrowed, notes = narrow_space(study, raw)
+    assert notes[0] == "drawn from the best 3 of the 5 complete trials"
+    assert narrowed["optimizer"]["adam"]["lr"]["high"] < 1e-2
+    assert narrowed["batch_size"] == {"choices": [64, 128]}
+    edge = next(n for n in notes if n.startswith("adam.lr"))
+    low, high = narrowed["optimizer"]["adam"]["lr"]["low"], narrowed["optimizer"]["adam"]["lr"]["high"]
+    assert edge == (f"adam.lr: the best value 0.00011 sits at the low end of [0.0001, 10]; widened down past it: "
+                    f"[0.0001, 10] -> [{low:.3g}, {high:.3g}]")
+
+
 def test_narrowed_space_keeps_integer_ranges_integer_when_it_narrows_or_widens():
     """An int range (a step schedule's step_size) narrows and widens like a float one, and stays an int range."""
     from optuna.distributions import IntDistribution

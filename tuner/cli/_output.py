@@ -187,7 +187,7 @@ def print_best_config(summary: dict[str, Any]) -> None:
         out.print(styled("\n", ("recommended config", "bold"), f" (trial {knee['number']}, the knee of the Pareto "
                                                                f"front: validation {fmt(knee['value'])}, {extra}; "
                                                                f"export --trial N takes another point):"))
-        out.print(Text(clean(yaml.safe_dump(knee["config"], sort_keys=False).rstrip())))
+        out.print(Text(clean(yaml.safe_dump(knee["config"], sort_keys=False, allow_unicode=True).rstrip())))
         print_edges(summary)
         return
     best = summary["best"]
@@ -196,7 +196,7 @@ def print_best_config(summary: dict[str, Any]) -> None:
         return
     out.print(styled("\n", ("best config", "bold"), f" (trial {best['number']}, validation {fmt(best['value'])}, "
                                                      f"test {fmt(best['test_value'])}):"))
-    out.print(Text(clean(yaml.safe_dump(best["config"], sort_keys=False).rstrip())))
+    out.print(Text(clean(yaml.safe_dump(best["config"], sort_keys=False, allow_unicode=True).rstrip())))
     print_recommendation(summary)
     print_edges(summary)
 

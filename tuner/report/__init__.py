@@ -377,9 +377,9 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
         try:
             narrowed, narrowed_notes = narrow_space(study, raw_space, anchor=rec.trial)
             narrowed["description"] = f"narrowed from study {study.study_name!r} around its best trials"
-            narrowed_yaml = yaml.safe_dump(narrowed, sort_keys=False)
+            narrowed_yaml = yaml.safe_dump(narrowed, sort_keys=False, allow_unicode=True)
             files["narrowed-space.yaml"] = out / "narrowed-space.yaml"
-            files["narrowed-space.yaml"].write_text(narrowed_yaml)
+            files["narrowed-space.yaml"].write_text(narrowed_yaml, encoding="utf-8")
         except TunerError as exc:
             notes.append(f"no narrowed space: {exc}")
     assumed = False

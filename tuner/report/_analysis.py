@@ -294,12 +294,14 @@ def narrow_space(study: optuna.Study, raw_space: dict[str, Any], top_fraction: f
     if len(trials) < min_top:
         raise StudyError(f"Study {study.study_name!r} has {count(len(trials), 'complete trial')}; a narrowed "
                          f"space needs at least {min_top}.")
-    top = trials[:max(min_top, math.ceil(top_fraction * len(trials)))]
+    # The best quarter, at least min_top, but never the worse half: with few complete trials, those would let
+    # trials that trained no better than chance keep their corner of the space.
+    top = trials[:min(max(min_top, math.ceil(top_fraction * len(trials))), math.ceil(len(trials) / 2))]
     best = next((t for t in trials if t.number == anchor), trials[0])
     if best not in top:
         top.append(best)
     raw = copy.deepcopy(raw_space)
-    notes: list[str] = []
+    notes: list[str] = [f"drawn from the best {len(top)} of the {count(len(trials), 'complete trial')}"]
     for group in ("optimizer", "schedule", "init"):
         entries = raw.get(group)
         chosen = {t.params.get(group) for t in top if group in t.params}
@@ -362,26 +364,27 @@ def _narrow_range(name: str, dist: Any, values: list[float], best: float | None,
     vlo, vhi = fwd(min(values)), fwd(max(values))
     margin = 0.1 * span
     new_lo, new_hi = max(lo, vlo - margin), min(hi, vhi + margin)
-    note = None
+    side = None
     pos = range_position(dist, best) if best is not None else None
     if pos is not None:
         widen = widen_by * span
         if pos <= edge:
-            new_lo = lo - widen
-            note = f"{name}: the best value {best:.3g} sits at the low end of [{dist.low:.3g}, {dist.high:.3g}]; " \
-                   f"widened down to {inv(new_lo):.3g}"
+            new_lo, side = lo - widen, "low"
         elif pos >= 1 - edge:
-            new_hi = hi + widen
-            note = f"{name}: the best value {best:.3g} sits at the high end of [{dist.low:.3g}, {dist.high:.3g}]; " \
-                   f"widened up to {inv(new_hi):.3g}"
+            new_hi, side = hi + widen, "high"
     low, high = inv(new_lo), inv(new_hi)
     if isinstance(dist, IntDistribution):
         low, high = int(math.floor(low)), int(math.ceil(high))
         low = max(low, 1) if log else low
     else:
         low, high = _round(low), _round(high)
-    if note is None and (f"{low:.3g}", f"{high:.3g}") != (f"{dist.low:.3g}", f"{dist.high:.3g}"):
-        note = f"{name}: [{dist.low:.3g}, {dist.high:.3g}] -> [{low:.3g}, {high:.3g}]"
+    note = None
+    change = f"[{dist.low:.3g}, {dist.high:.3g}] -> [{low:.3g}, {high:.3g}]"
+    if side is not None:  # the whole new range: its other end may have narrowed
+        note = (f"{name}: the best value {best:.3g} sits at the {side} end of [{dist.low:.3g}, {dist.high:.3g}]; "
+                f"widened {'down' if side == 'low' else 'up'} past it: {change}")
+    elif (f"{low:.3g}", f"{high:.3g}") != (f"{dist.low:.3g}", f"{dist.high:.3g}"):
+        note = f"{name}: {change}"
     if high <= low:
         return low, note
     out: dict[str, Any] = {"type": "int", "low": low, "high": high} if isinstance(dist, IntDistribution) else {

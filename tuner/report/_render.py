@@ -75,7 +75,8 @@ def _pm(mean: float | None, std: float | None) -> str:
 def _tables(d: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of every table, shared by both renderings."""
     tables = []
-    spec_rows = [[k, _fmt(v) if not isinstance(v, dict) else yaml.safe_dump(v, default_flow_style=True).strip()]
+    spec_rows = [[k, _fmt(v) if not isinstance(v, dict)
+                  else yaml.safe_dump(v, default_flow_style=True, allow_unicode=True).strip()]
                  for k, v in d.spec.items() if v not in (None, "") and k != "name"]
     tables.append(("Study", ["key", "value"], [["study", d.study.study_name], ["storage", d.storage],
                                                ["metric", f"{d.metric} ({direction_of(d.study)})"],
@@ -164,7 +165,7 @@ def render_markdown(d: ReportData, out_dir: Path) -> Path:
         elif key in d.skipped_plots:
             parts += [f"### {title}", "", f"Not drawn: {_md(d.skipped_plots[key])}.", ""]
     path = out_dir / "report.md"
-    path.write_text("\n".join(parts))
+    path.write_text("\n".join(parts), encoding="utf-8")
     return path
 
 
@@ -219,5 +220,5 @@ def render_html(d: ReportData, out_dir: Path) -> Path:
             parts.append(f"<h3>{e(title)}</h3><p>Not drawn: {e(d.skipped_plots[key])}.</p>")
     parts.append("</body></html>")
     path = out_dir / "report.html"
-    path.write_text("\n".join(parts))
+    path.write_text("\n".join(parts), encoding="utf-8")
     return path

@@ -500,7 +500,7 @@ class SearchSpace:
     def to_yaml(self) -> str:
         import yaml
 
-        return yaml.safe_dump(self.raw, sort_keys=False)
+        return yaml.safe_dump(self.raw, sort_keys=False, allow_unicode=True)
 
     # -- batch sizes ------------------------------------------------------------------------------------
     def without_dropout(self, why: str) -> tuple[SearchSpace, str]:
