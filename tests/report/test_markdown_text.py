@@ -86,7 +86,7 @@ def test_a_study_of_pruned_trials_with_budget_left_is_told_to_run_not_to_lower_i
         study.set_user_attr(StudyKey.SPEC, {"n_trials": budget})
         for _ in range(pruned):
             trial = study.ask()
-            for key, value in StopReason(StopKind.DIVERGED, "diverged: loss nan in epoch 1").attrs().items():
+            for key, value in StopReason(StopKind.PRUNED, "pruned at epoch 2: below the median").attrs().items():
                 trial.set_user_attr(key, value)
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         return study
@@ -94,4 +94,4 @@ def test_a_study_of_pruned_trials_with_budget_left_is_told_to_run_not_to_lower_i
     left = no_complete_trial(study_of(20, 5), "sqlite:///x.db", "nothing to report")
     assert "run it with `tuner study run s --storage sqlite:///x.db`" in left and "--n-trials" not in left
     spent = no_complete_trial(study_of(3, 3), "sqlite:///x.db", "nothing to report")
-    assert "--n-trials 6`" in spent and "lower the learning rates" in spent
+    assert "--n-trials 6`" in spent and "(3 with: pruned" in spent
