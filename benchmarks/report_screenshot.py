@@ -90,10 +90,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-o", "--output", type=Path, default=Path("report.png"))
     parser.add_argument("--pieces", action="store_true", help="also cut it into screen-sized parts")
     args = parser.parse_args(argv)
+    if not args.html.is_file():
+        parser.error(f"{args.html}: no such file")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     facts = page_facts(args.html)
     shot = screenshot(args.html, args.output)
     parts = pieces(shot) if args.pieces else []
-    print(f"{shot}: {facts['images']} images, {facts['broken']} failed to load, page {facts['height']} px tall"
+    print(f"{shot}: {facts['images']} images, {facts['broken']} failed to load, {facts['clipped']} block(s) wider "
+          f"than the page, page {facts['height']} px tall"
           + (f"; {len(parts)} parts: {', '.join(p.name for p in parts)}" if parts else ""))
 
 

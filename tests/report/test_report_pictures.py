@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import optuna
 import pytest
 
 import tuner
@@ -172,3 +173,17 @@ def test_log_axes_are_labelled_at_round_values_inside_their_range():
         assert len(ticks) >= 2 and all(low <= t <= high for t in ticks), ticks
         assert all(float(f"{t:.1g}") == pytest.approx(t) for t in ticks), ticks  # 1, 2 or 5 times a power of ten
     plt.close(fig)
+
+
+@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_a_long_study_name_and_notes_wrap_inside_the_page(study, tmp_path: Path):
+    """The heading, the Study table's cell and the follow-up command hold a name longer than a line."""
+    storage = optuna.storages.InMemoryStorage()
+    name = "a-study-name-without-spaces-" + "x" * 150
+    optuna.copy_study(from_study_name=study.study_name, from_storage=study._storage, to_storage=storage,
+                      to_study_name=name)
+    files = write_report(optuna.load_study(study_name=name, storage=storage), tmp_path / "r")
+    html = files["report.html"].read_text(encoding="utf-8")
+    assert name in html and "`" not in html.split("<style>")[0] + html.split("</style>")[1].split("<img")[0]
+    facts = page_facts(files["report.html"])
+    assert facts["clipped"] == 0 and facts["broken"] == 0

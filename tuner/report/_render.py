@@ -175,7 +175,8 @@ color:#222;line-height:1.45}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;
 font-size:.9em;vertical-align:top}th{background:#f3f3f3}pre{background:#f6f6f6;padding:.8em;overflow:auto;white-space:pre-wrap;overflow-wrap:anywhere}
 img{max-width:100%;border:1px solid #eee;margin:.3em 0 1.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em}
-pre.cmd span{white-space:nowrap}
+h1,p,li,td,.rec{overflow-wrap:anywhere}
+pre.cmd span{display:inline-block;max-width:100%;white-space:pre-wrap;overflow-wrap:anywhere}
 .rec{font-size:1.1em;background:#eef7f1;padding:.6em 1em;border-left:4px solid #1b9e77}
 """
 
@@ -183,6 +184,14 @@ pre.cmd span{white-space:nowrap}
 def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _inline(text: str) -> str:
+    """One line of text as HTML, its `quoted commands` as code (the Markdown report shows them so)."""
+    parts = html.escape(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backquote: the text as it is
+        return html.escape(text)
+    return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
 
 
 def _wrap_at_spaces(command: str) -> str:
@@ -196,12 +205,12 @@ def render_html(d: ReportData, out_dir: Path) -> Path:
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              f"<title>Study report: {e(d.study.study_name)}</title><style>{_CSS}</style></head><body>",
              f"<h1>Study report: {e(d.study.study_name)}</h1>", "<h2>Recommended config</h2>",
-             '<div class="rec">' + "<br>".join(e(line) for line in _recommendation_lines(d))
+             '<div class="rec">' + "<br>".join(_inline(line) for line in _recommendation_lines(d))
              + "</div>"]
     if d.recommendation is not None:
         parts.append(f"<pre>{e(d.recommendation.config.to_yaml())}</pre>")
     if d.notes:
-        parts.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in d.notes) + "</ul>")
+        parts.append("<ul>" + "".join(f"<li>{_inline(n)}</li>" for n in d.notes) + "</ul>")
     for title, header, rows in _tables(d):
         parts.append(f"<h2>{e(title)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{e(v)}</td>" for v in row) + "</tr>" for row in rows]
@@ -210,7 +219,7 @@ def render_html(d: ReportData, out_dir: Path) -> Path:
         parts.append("<h2>Narrowed search space for a follow-up study</h2>"
                      "<p>Saved as <code>narrowed-space.yaml</code>. A follow-up study over it, from the folder "
                      f"the report was written from:</p><pre class=\"cmd\">{_wrap_at_spaces(d.followup)}</pre>")
-        parts.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in d.narrowed_notes) + "</ul>")
+        parts.append("<ul>" + "".join(f"<li>{_inline(n)}</li>" for n in d.narrowed_notes) + "</ul>")
         parts.append(f"<pre>{e(d.narrowed_yaml)}</pre>")
     parts.append("<h2>Plots</h2>")
     for key, title in PLOTS.items():
