@@ -262,7 +262,7 @@ def test_show_says_which_parameters_sit_at_the_edge_of_the_space(objective_ref: 
         # One complete trial: too few for the report's narrowed space, so it is not promised.
         assert "with 1 complete trial(s), too few to narrow the space (5 needed): widen those ends in the space " \
                "file by hand" in flat and "writes narrowed-space.yaml" not in flat
-    # The report says it too, on the terminal (its files did already).
+    # The report says it too, on the terminal and in its files.
     reported = runner.invoke(app, ["study", "report", "edge", "--storage", storage_url, "--no-confirm", "-o",
                                    str(tmp_path / "rep")])
     assert reported.exit_code == 0, reported.output
@@ -270,6 +270,10 @@ def test_show_says_which_parameters_sit_at_the_edge_of_the_space(objective_ref: 
     # (one complete trial: too few for a narrowed space, so nothing is said to be widened)
     assert "at the edge of the space (the best trial, trial 0): 1 parameter(s) adam.lr = 0.0001 sits at the high " \
            "end of its range" in flat and "narrowed-space" not in flat
+    for page in ("report.md", "report.html"):  # the files say it without a narrowed space too
+        text = " ".join((tmp_path / "rep" / page).read_text(encoding="utf-8").replace("\\", "").split())
+        assert "at the edge of the space (trial 0): adam.lr = 0.0001 sits at the high end of its range [1e-06, " \
+               "0.0001]: better values may lie above it; widen that end in the space file by hand" in text, page
 
 
 def test_tune_with_two_objectives_prunes_on_the_metric_and_recommends_the_knee(tmp_path: Path, capsys) -> None:

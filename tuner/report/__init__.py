@@ -382,6 +382,12 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
             files["narrowed-space.yaml"].write_text(narrowed_yaml, encoding="utf-8")
         except TunerError as exc:
             notes.append(f"no narrowed space: {exc}")
+    if narrowed_yaml is None:  # the narrowed space's notes say the edges where there is one; else they are said here
+        from tuner.study._describe import edge_notes
+
+        notes += [f"at the edge of the space (trial {rec.trial}): {note}; widen that end in the space file by "
+                  f"hand, or run more trials for a narrowed space that widens it"
+                  for note in edge_notes(study, rec.trial)]
     assumed = False
     if steps_per_epoch is None:
         steps_per_epoch, assumed = batches_per_epoch(study, fit, rec.config.batch_size)
