@@ -321,3 +321,27 @@ def test_export_to_dev_stdout_writes_into_a_pipe(tmp_path: Path, finished_study:
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("optimizer:") and "wrote /dev/stdout" in done.stderr
 
+
+
+@pytest.mark.parametrize("width", [80, 100, 200])
+def test_the_progress_bar_is_one_line_of_the_terminal(width: int, monkeypatch: pytest.MonkeyPatch):
+    """On a terminal 80 columns wide the bar's "(budget)" wrapped onto a line of its own, at every redraw."""
+    import io
+
+    import optuna
+    from rich.console import Console
+
+    from tuner.cli import _progress
+
+    screen = io.StringIO()
+    monkeypatch.setattr(_progress, "out", Console(file=screen, width=width, force_terminal=True, soft_wrap=True,
+                                                  markup=False, emoji=False, highlight=False, color_system=None))
+    monkeypatch.setattr(_progress.sys.stdout, "isatty", lambda: True)
+    study = optuna.create_study(study_name="a-study-with-a-rather-long-name-" + "x" * 30)
+    progress = _progress.TrialProgress(study, 1000, timeout=3600)
+    progress.pruned = progress.failed = 100
+    progress.progress.update(progress.task, stats=progress._stats(study))
+    progress.progress.console.print(progress.progress.get_renderable())
+    lines = [line for line in screen.getvalue().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].rstrip().endswith("eta 1:00:00 (timeout)"), lines
+    assert all(len(line.rstrip()) <= width for line in lines), lines

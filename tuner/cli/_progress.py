@@ -68,16 +68,25 @@ class TrialProgress:
         self.rich = sys.stdout.isatty() and not quiet
         self.progress: Progress | None = None
         if self.rich:
+            # One line on a terminal as wide as it is: the bar takes what the text leaves (the counts, the stats
+            # and "eta 0:00:00 (timeout)" need about 60 columns besides the name, the elapsed clock 8 more); on a
+            # narrow one the name is shortened and the elapsed clock left out.
+            narrow = out.width < 100
+            name, room = cell(study.study_name), max(10, out.width // (6 if narrow else 4))
+            if len(name) > room:
+                name = name[:room - 1] + "…"
+            bar = max(4, min(40, out.width - len(name) - len(str(n_trials)) * 2 - (58 if narrow else 72)))
+            clocks = [_EtaColumn(self)] if narrow else [TimeElapsedColumn(), _EtaColumn(self)]
             self.progress = Progress(
-                TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+                TextColumn("{task.description}", style="bold", markup=False), BarColumn(bar_width=bar),
                 TextColumn("{task.completed}/{task.total}", markup=False),
-                TextColumn("{task.fields[stats]}", markup=False), TimeElapsedColumn(), _EtaColumn(self),
+                TextColumn("{task.fields[stats]}", markup=False), *clocks,
                 console=out, transient=False,
                 # The console writes through sys.stdout: a progress that swapped sys.stdout for its own proxy
                 # would write into itself without end. Trial lines go through progress.console instead.
                 redirect_stdout=False, redirect_stderr=False,
             )
-            self.task = self.progress.add_task(cell(study.study_name), total=n_trials,
+            self.task = self.progress.add_task(name, total=n_trials,
                                                completed=min(self.done, n_trials), stats=self._stats(study))
 
     def eta(self) -> tuple[float | None, str]:
