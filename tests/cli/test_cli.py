@@ -463,3 +463,19 @@ def test_report_and_export_of_a_study_whose_trials_all_failed_say_why(cli, tmp_p
                                   f"Study 'broken' has no complete trial: {what}. All 5 finished trial(s) failed")
         assert "boom in my layer" in line and f"tuner study show broken --storage {storage_url}" in line
         assert "confirmation stored" not in line
+
+
+def test_study_list_keeps_names_whole_at_80_columns(cli, objective_ref: str, storage_url: str, tmp_cwd: Path,
+                                                    monkeypatch):
+    """The name is what a user copies: it stays on one line while the other columns wrap; an objective file
+    below this folder is shown from here."""
+    from tuner.cli import _output
+
+    local = tmp_cwd / "my_model.py"
+    local.write_text(Path(objective_ref.split(":")[0]).read_text())
+    name = "a-study-of-24-characters"
+    assert cli(*_create_args(f"{local}:objective", storage_url), "--name", name).exit_code == 0
+    monkeypatch.setattr(_output.out, "width", 80)
+    listed = cli("study", "list", "--storage", storage_url).stdout
+    assert any(f"│ {name} " in line for line in listed.splitlines()), listed
+    assert "my_model.py:" in listed and str(tmp_cwd) not in listed

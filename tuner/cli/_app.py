@@ -559,10 +559,25 @@ def study_list(*, storage: StorageOpt = None, fmt: FormatOpt = Format.text) -> N
         echo(f"no studies in {storage_label(url)}{missing}")
         return
     print_table(["name", "kind", "objective", "trials", "best", "first trial"],
-                [[r["name"], r["kind"], r["objective"] or "-",
+                [[r["name"], r["kind"], _here(r["objective"]) if r["objective"] else "-",
                   f"{r['trials']}" + (f" (+{r['queued']} queued)" if r["queued"] else ""),
                   "-" if r["best"] is None else f"{r['best']:.4f}",
-                  str(r["created"])[:16].replace("T", " ") if r["created"] else "-"] for r in rows])
+                  str(r["created"])[:16].replace("T", " ") if r["created"] else "-"] for r in rows],
+                numbers=(3, 4))
+
+
+def _here(objective: str) -> str:
+    """An objective file's path as given from this folder where it lies below it (``my_model.py:objective``),
+    else as stored."""
+    from pathlib import Path
+
+    path, sep, attr = objective.rpartition(":")
+    if not sep or not path.startswith("/"):
+        return objective
+    try:
+        return f"{Path(path).relative_to(Path.cwd())}:{attr}"
+    except ValueError:
+        return objective
 
 
 @study_app.command("show")

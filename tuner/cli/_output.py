@@ -236,11 +236,16 @@ def print_json(data: Any) -> None:
     stdout.flush()
 
 
-def print_table(columns: list[str], rows: list[list[Any]]) -> None:
-    """A table whose cells are user text, shown as it is."""
+def print_table(columns: list[str], rows: list[list[Any]], *, whole: tuple[int, ...] = (0,),
+                numbers: tuple[int, ...] = ()) -> None:
+    """A table whose cells are user text, shown as it is. The ``whole`` columns (a name to copy) keep their
+    values on one line where half the terminal holds them, the others wrap first; ``numbers`` are aligned right."""
     table = Table()
-    for col in columns:
-        table.add_column(col, overflow="fold")  # a long name wraps; it is never cut short
+    for i, col in enumerate(columns):
+        longest = max([len(col)] + [len(cell(row[i])) for row in rows])
+        table.add_column(col, overflow="fold",  # a long name wraps; it is never cut short
+                         min_width=min(longest, out.width // 2) if i in whole else None,
+                         justify="right" if i in numbers else "left")
     for row in rows:
         table.add_row(*(Text(cell(value)) for value in row))
     out.print(table)
