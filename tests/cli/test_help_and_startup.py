@@ -345,3 +345,19 @@ def test_the_progress_bar_is_one_line_of_the_terminal(width: int, monkeypatch: p
     lines = [line for line in screen.getvalue().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].rstrip().endswith("eta 1:00:00 (timeout)"), lines
     assert all(len(line.rstrip()) <= width for line in lines), lines
+
+
+def test_every_commands_line_in_its_groups_help_is_a_whole_sentence():
+    """A group's --help shows each command's first sentence, cut at its first ". ": "(e.g. to" read as cut off."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+
+    def lines(command, path):
+        for name, sub in getattr(command, "commands", {}).items():
+            short = sub.get_short_help_str(limit=200)
+            assert short.count("(") == short.count(")") and not short.endswith("..."), (path + [name], short)
+            yield from lines(sub, [*path, name])
+        yield from ()
+
+    assert list(lines(group, [])) == []

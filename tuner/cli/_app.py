@@ -291,7 +291,8 @@ def study_create(
                                                     + ") [default: quickstart, unless --objective is given].")
                     ] = None,
     *,
-    name: Annotated[str | None, typer.Option(help="Study name [default: OBJECTIVE-SPACE].")] = None,
+    name: Annotated[str | None, typer.Option(help="Study name [default: the spec's name; OBJECTIVE-SPACE with "
+                                                  "--objective and no spec; quickstart with neither].")] = None,
     objective: Annotated[str | None, typer.Option(help="Built-in objective, path/file.py:attr or module:attr"
                                                        + _default("objective"))] = None,
     space: Annotated[str | None, typer.Option(help="Built-in search space or a YAML file" + _default("space"))
@@ -530,7 +531,7 @@ def study_copy(
     to_storage: Annotated[str | None, typer.Option("--to-storage", help="Storage URL of the copy [default: the "
                                                                         "study's own].")] = None,
 ) -> None:
-    """Copy a study with its trials, spec and space (e.g. to try another budget, or to another storage)."""
+    """Copy a study with its trials, spec and space: to try another budget, or to another storage."""
     from tuner.study._manage import copy_study
     from tuner.study._storage import mask_url
 
