@@ -479,3 +479,12 @@ def test_study_list_keeps_names_whole_at_80_columns(cli, objective_ref: str, sto
     listed = cli("study", "list", "--storage", storage_url).stdout
     assert any(f"│ {name} " in line for line in listed.splitlines()), listed
     assert "my_model.py:" in listed and str(tmp_cwd) not in listed
+
+
+def test_a_storage_from_the_environment_is_named_as_such(cli, monkeypatch):
+    """A stale $TUNER_STORAGE in a shell profile: the error says where the storage the user never typed came from."""
+    monkeypatch.setenv("TUNER_STORAGE", "tuner.db")
+    _assert_user_error(cli("study", "list"), "Unknown storage 'tuner.db' (from $TUNER_STORAGE). Valid:")
+    monkeypatch.setenv("TUNER_STORAGE", "sqlite://")
+    _assert_user_error(cli("study", "list"), "'sqlite://' (from $TUNER_STORAGE) is an in-memory database")
+    _assert_user_error(cli("study", "list", "--storage", "other.db"), "Unknown storage 'other.db'. Valid:")

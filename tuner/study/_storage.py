@@ -57,6 +57,12 @@ def default_storage() -> str:
     return url
 
 
+def from_environment(url: str, variable: str = "TUNER_STORAGE") -> str:
+    """`` (from $TUNER_STORAGE)`` where ``url`` is that variable's value: a storage named by a stale shell
+    setting, which the command line never showed."""
+    return f" (from ${variable})" if url and os.environ.get(variable) == url else ""
+
+
 def storage_label(url: str) -> str:
     """How a storage is shown to the user: its URL with any password masked."""
     return mask_url(url)
@@ -148,10 +154,12 @@ def _check_scheme(url: str) -> None:
     if _scheme(url) == "sqlite":
         path = _sqlite_path(url)
         if not path or path == ":memory:":
-            raise ConfigError(f"{url!r} is an in-memory database: the study would be lost when the command ends. "
+            raise ConfigError(f"{url!r}{from_environment(url)} is an in-memory database: the study would be lost "
+                              f"when the command ends. "
                               f"Give a file: sqlite:///tuner.db.")
         if path.startswith("file:") or "uri=true" in url.split("?", 1)[-1].lower().replace(" ", ""):
-            raise ConfigError(f"SQLite URI file names are not taken ({mask_url(url)!r}): give the file as "
+            raise ConfigError(f"SQLite URI file names are not taken ({mask_url(url)!r}{from_environment(url)}): "
+                              f"give the file as "
                               f"sqlite:///PATH.")
     if _journal_path(url) is not None or _scheme(url) in _SCHEMES:
         return
@@ -163,7 +171,8 @@ def _check_scheme(url: str) -> None:
         file = rest.lstrip("/") if colon and scheme.lower() in ("sqlite", "journal") else url
         hint = (f" A file needs a scheme: sqlite:///{file} (SQLite) or journal:{file} (Optuna's journal file; "
                 f"only files named *.journal are taken as journals without it).")
-    raise ConfigError(f"Unknown storage {mask_url(url)!r}. Valid: sqlite:///FILE, postgresql://USER@HOST/DB, "
+    raise ConfigError(f"Unknown storage {mask_url(url)!r}{from_environment(url)}. Valid: sqlite:///FILE, "
+                      f"postgresql://USER@HOST/DB, "
                       f"mysql://USER@HOST/DB, journal:FILE (or a FILE ending in .journal).{hint}")
 
 

@@ -92,7 +92,10 @@ def check(uri: str) -> None:
             client_class(tracking_uri=uri)
     except Exception as exc:
         text = " ".join(str(exc).split())[:600].rstrip(". ")
-        raise ConfigError(f"MLflow cannot log to {mask_url(uri)}: {type(exc).__name__}: {text}. Use e.g. "
+        from tuner.study._storage import from_environment
+
+        raise ConfigError(f"MLflow cannot log to {mask_url(uri)}{from_environment(uri, 'TUNER_MLFLOW_URI')}: "
+                          f"{type(exc).__name__}: {text}. Use e.g. "
                           f"sqlite:///mlflow.db or http://HOST:5000.") from None
     _CHECKED.add(uri)
 
