@@ -334,6 +334,10 @@ def test_create_again_joins_the_study_and_runs_nothing_more(cli, objective_ref: 
     again = cli(*_create_args(objective_ref, storage_url))
     assert again.exit_code == 0, again.output
     assert "already has its 3 finished trials" in again.output
+    # Nothing is started or timed for a spent budget: no workers, no pack.
+    spent = cli("study", "run", "cli", "--storage", storage_url, "--workers", "2")
+    assert spent.exit_code == 0 and "already has its 3 finished trials" in spent.output, spent.output
+    assert "worker" not in spent.output and "pack:" not in spent.output, spent.output
     more = cli(*_create_args(objective_ref, storage_url), "--n-trials", "4")
     assert more.exit_code == 0, more.output
     assert "ran 1 trial(s)" in more.output

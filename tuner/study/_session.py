@@ -78,6 +78,8 @@ def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | N
     deadline = time.time() + timeout if timeout else None
     device_list = parse_devices(devices)
     left = n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
+    if left <= 0:  # the budget is spent: no workers to start, no pack to time (the caller says how to go on)
+        return SessionResult(0, 0.0, "budget")
     choice = choose_workers(prepared, requested_workers(workers), devices=device_list, n_left=left,
                             timeout=timeout)
     pack = None
