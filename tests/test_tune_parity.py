@@ -593,3 +593,21 @@ def test_tune_refuses_the_study_names_the_command_refuses(name: str, problem: st
     with pytest.raises(ConfigError, match=re.escape(f"study_name {problem}")):
         tuner.tune(_lr, "lr-only", study_name=name, storage=f"sqlite:///{tmp_path / 't.db'}", verbose=False)
     assert not (tmp_path / "t.db").exists()
+
+
+def test_export_of_a_tune_study_says_its_confirmation_flags_do_nothing(tmp_path: Path, monkeypatch):
+    """The command line cannot call the user's train: --top-k and --seeds are said to do nothing, not ignored."""
+    from typer.testing import CliRunner
+
+    from tuner.cli import app
+
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    tuner.tune(_lr, "lr-only", n_trials=3, epochs=1, storage=url, study_name="mine", verbose=False)
+    monkeypatch.chdir(tmp_path)
+    sized = CliRunner().invoke(app, ["study", "export", "mine", "--storage", url, "--top-k", "3", "--seeds", "5",
+                                     "-o", "best.yaml"])
+    assert sized.exit_code == 0, sized.output
+    assert "warning: --top-k and --seeds size the confirmation runs, and none run here (this study was made by " \
+           "tuner.tune(), whose training runs only in your code" in " ".join(sized.output.split())
+    plain = CliRunner().invoke(app, ["study", "export", "mine", "--storage", url, "-o", "again.yaml"])
+    assert plain.exit_code == 0 and "warning" not in plain.output, plain.output

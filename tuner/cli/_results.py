@@ -36,9 +36,14 @@ def _unused_confirmation_flags(ctx: typer.Context, study: Any, *, trial: int | N
     knee is taken as it is; --trial; --no-confirm), they are said to do nothing instead of being ignored."""
     given = [flag for flag, param in (("--top-k", "top_k"), ("--seeds", "seeds"))  # typed, not a default
              if getattr(ctx.get_parameter_source(param), "name", "") == "COMMANDLINE"]
+    from tuner.study._record import StudyKey
+
     why = ("this study has several objectives: its recommendation is the knee of its Pareto front, taken as it is"
            if len(study.directions) > 1 else "--trial takes that trial as it is" if trial is not None else
-           "--no-confirm runs no confirmation" if no_confirm else "")
+           "--no-confirm runs no confirmation" if no_confirm else
+           "this study was made by tuner.tune(), whose training runs only in your code: "
+           "TuneResult.recommend(top_k=..., seeds=...) confirms there; here the confirmation it stored is used, "
+           "else the best trial as it is" if StudyKey.TUNE in study.user_attrs else "")
     if given and why:
         verb = "size" if len(given) > 1 else "sizes"
         echo(("warning:", "yellow"), f" {' and '.join(given)} {verb} the confirmation runs, and none run here "
