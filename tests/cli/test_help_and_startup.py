@@ -183,6 +183,8 @@ def test_the_run_header_says_it_is_time_boxed(tmp_cwd: Path, objective_ref: str,
     ["lr-find", "--objective", "tabular"],
     ["lr-find", "--objective", "digits-mlp", "--device", "gpu"],
     ["lr-find", "--objective", "digits-mlp", "--start-lr", "1", "--end-lr", "0.1"],
+    ["lr-find", "--objective", "digits-mlp", "--optimizer", "adamW"],
+    ["spaces", "calibrate", "default", "--objective", "digits-mlp", "--optimizer", "adamW"],
     ["spaces", "calibrate", "default", "--objective", "digits-mlp", "--start-lr", "0"],
     ["spaces", "calibrate", "default", "--objective", "digits-mlp", "--target", "y"],
 ])

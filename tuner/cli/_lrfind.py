@@ -54,7 +54,7 @@ def _print_curves(result: Any, asked_batch: int | None = None) -> None:
 
 
 def _check_inputs(objective: str, space: str, data: str | None, output: Path | None, target: str | None,
-                  device: str, start_lr: float, end_lr: float) -> None:
+                  device: str, start_lr: float, end_lr: float, optimizer: list[str] | None = None) -> None:
     """An objective, a CSV file, a space or a sweep that is not there or is wrong, and an output file that could
     not be written, are said before PyTorch loads and before the sweeps (a minute or more) run."""
     import math
@@ -74,6 +74,13 @@ def _check_inputs(objective: str, space: str, data: str | None, output: Path | N
         raise ConfigError(f"--start-lr and --end-lr: the sweep needs 0 < --start-lr < --end-lr (got {start_lr:g} "
                           f"and {end_lr:g}).")
     load_space(space)
+    from tuner.optim import get_optimizer
+
+    for name in optimizer or []:
+        try:
+            get_optimizer(name)  # a misspelt name: the valid ones, and the nearest
+        except ConfigError as exc:
+            raise ConfigError(f"--optimizer: {exc}") from None
     if output is not None:
         check_file_target(output)
 
@@ -103,7 +110,7 @@ def lr_find_command(
 
     Trains one model per optimizer for a few hundred batches while the rate grows exponentially, prints the
     range of rates over which the loss falls, and writes a plot of loss against rate."""
-    _check_inputs(objective, space, data, plot, target, device, start_lr, end_lr)
+    _check_inputs(objective, space, data, plot, target, device, start_lr, end_lr, optimizer)
     from tuner._files import check_file_target, safe_file_name
     from tuner.lrfind import plot_lr_find
 
@@ -170,16 +177,11 @@ def spaces_calibrate(
     """Write a copy of a space whose optimizers' lr ranges come from an LR range test on the objective."""
     from tuner.errors import ConfigError
 
-    _check_inputs(objective, space, data, output, target, device, start_lr, end_lr)
-    from tuner.optim import get_optimizer
+    _check_inputs(objective, space, data, output, target, device, start_lr, end_lr, optimizer)
     from tuner.spaces import load_space
 
     held = list(load_space(space).optimizer)
     for name in optimizer or []:
-        try:
-            get_optimizer(name)  # a misspelt name: the valid ones, and the nearest
-        except ConfigError as exc:
-            raise ConfigError(f"--optimizer: {exc}") from None
         if name not in held:  # checked before the sweeps: calibrate writes ranges for the space's own optimizers
             raise ConfigError(f"--optimizer {name}: not an optimizer of the space {space!r} (it holds "
                               f"{', '.join(held)}), so a calibrated copy could not hold its range; `tuner lr-find "
