@@ -363,3 +363,17 @@ def test_every_commands_line_in_its_groups_help_is_a_whole_sentence():
         yield from ()
 
     assert list(lines(group, [])) == []
+
+
+def test_the_readme_lists_every_spec_field_as_a_flag_or_as_file_only():
+    """The README's list of a spec's flags and of its fields set in the file only: every field, each one once,
+    and every flag named there is one `study create` takes."""
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    listed = readme.split("A spec's fields are flags too: `", 1)[1].split("`", 1)[0]
+    flags = {flag.split("/")[0] for flag in listed.split()}
+    file_only = {"description", "heartbeat_interval", "grace_period"}
+    assert all(f"`{field}`" in readme.split("set in the spec file only:", 1)[1][:200] for field in file_only)
+    fields = {name.replace("_", "-") for name in StudySpec.model_fields} - {"data", "target"}
+    assert flags == {f"--{name}" for name in fields - {f.replace('_', '-') for f in file_only}}
+    create = _help("study", "create")
+    assert all(flag in create for flag in flags)
