@@ -176,6 +176,7 @@ def test_study_list_and_show(cli, objective_ref: str, storage_url: str):
     assert later["trials"] == 0 and later["queued"] == 2
     assert "0 (+2 queued)" in cli("study", "list", "--storage", storage_url).stdout
 
+    assert "best trials (2 of 3 complete)" in cli("study", "show", "cli", "--storage", storage_url, "--top", "2").stdout
     shown = _json(cli("study", "show", "cli", "--storage", storage_url, "--format", "json", "--top", "2"))
     assert shown["counts"]["complete"] == 3 and len(shown["top"]) == 2
     assert shown["best"]["value"] == max(r["value"] for r in shown["top"])

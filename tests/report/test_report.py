@@ -382,3 +382,14 @@ def test_the_schedule_plot_counts_the_objectives_own_batches_without_retraining(
     assert batches_per_epoch(study, None, 32) == (math.ceil(rows / 32), False)
     other = optuna.create_study()
     assert batches_per_epoch(other, None, 32) == (100, True)
+
+
+def test_an_importance_resting_on_few_trials_is_said_to():
+    from tuner.report import thin_importance_notes
+    from tuner.report._analysis import Importance
+
+    imps = [Importance("nesterov.one_minus_momentum", 0.355, 2 / 6, []), Importance("lr", 0.3, 1.0, ["adam.lr"]),
+            Importance("adam.weight_decay", 0.2, 4 / 6, []), Importance("rare", 0.1, 1 / 6, [])]
+    assert thin_importance_notes(imps, 6) == [
+        "importance of nesterov.one_minus_momentum (0.355) rests on the 2 complete trials that have it: too few to "
+        "tell how much it matters"]  # the fourth is not among the top three; lr and a 4-trial share are kept

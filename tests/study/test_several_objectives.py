@@ -149,6 +149,11 @@ def test_show_export_and_report_recommend_the_knee(objective_ref: str, storage_u
     assert (tmp_cwd / "rep" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     text = (tmp_cwd / "rep" / "report.md").read_text()
     assert "the knee of the Pareto front of accuracy vs train\\_seconds" in text and "pareto.png" in text  # Markdown
+    # The front's figures too, the knee's train_seconds in the recommendation's line.
+    assert "## Pareto front (accuracy vs train\\_seconds)" in text
+    assert f"| {point.number} (knee, recommended) | {point.values[0]:.4g} | {point.values[1]:.4g} |" in text
+    assert len([t for t in text.splitlines() if re.match(r"\| \d+", t)]) >= len(pareto_front(study))
+    assert f"; train\\_seconds: {point.values[1]:.4g}" in text
     # Another point of the front, as a command that runs (not a placeholder name without the storage).
     found = re.search(r"another point, trial (\d+) for one: `(tuner study export mo --trial \d+ --storage [^`]+)`",
                       text.replace("\\", ""))
@@ -320,6 +325,8 @@ def test_tune_with_two_objectives_prunes_on_the_metric_and_recommends_the_knee(t
     listed = CliRunner().invoke(app, ["study", "list", "--storage", storage, "--format", "json"])
     ((kind, objective),) = [(r["kind"], r["objective"]) for r in json.loads(listed.stdout)]
     assert kind == "tune" and objective.endswith("train()")  # the function's qualified name
+    table = CliRunner().invoke(app, ["study", "list", "--storage", storage]).output
+    assert "tune (2 objectives)" in " ".join(table.split()), table
     exported = CliRunner().invoke(app, ["study", "export", name, "--storage", storage, "--format", "json"])
     assert exported.exit_code == 0 and json.loads(exported.output)["optimizer"]["name"], exported.output
 
@@ -331,5 +338,5 @@ def test_the_edge_lines_promise_a_narrowed_space_only_where_the_report_writes_on
         print_edges({"name": "e", "edges": ["adam.lr = 0.0001 sits at the high end of its range"],
                      "edges_of": {"trial": 0, "is": "the best trial"}, "counts": {"complete": complete}})
         flat = " ".join(capsys.readouterr().out.split())
-        assert ("writes narrowed-space.yaml with those ends widened" in flat) is promised
+        assert ("writes narrowed-space.yaml with the ends widened where its recommended trial sits" in flat) is promised
         assert ("too few to narrow the space (5 needed)" in flat) is not promised

@@ -560,7 +560,9 @@ def study_list(*, storage: StorageOpt = None, fmt: FormatOpt = Format.text) -> N
         echo(f"no studies in {storage_label(url)}{missing}")
         return
     print_table(["name", "kind", "objective", "trials", "best", "first trial"],
-                [[r["name"], r["kind"], _here(r["objective"]) if r["objective"] else "-",
+                [[r["name"], r["kind"] + (f" ({r['directions']} objectives)" if r["directions"] > 1
+                                          and r["kind"] != "multi-objective" else ""),
+                  _here(r["objective"]) if r["objective"] else "-",
                   f"{r['trials']}" + (f" (+{r['queued']} queued)" if r["queued"] else ""),
                   "-" if r["best"] is None else f"{r['best']:.4f}",
                   str(r["created"])[:16].replace("T", " ") if r["created"] else "-"] for r in rows],

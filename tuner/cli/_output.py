@@ -102,7 +102,9 @@ def print_summary(summary: dict[str, Any]) -> None:
         echo(one_line(note))
     if not summary["top"]:
         return  # the best config's line says there is none
-    table = Table(title="best trials", title_justify="left")
+    shown, complete = len(summary["top"]), c["complete"]
+    title = f"best trials ({shown} of {complete} complete)" if shown < complete else "best trials"
+    table = Table(title=title, title_justify="left")
     for col in ("trial", "validation", "test", "seconds", "config"):
         table.add_column(col, justify="right" if col in ("trial", "validation", "test", "seconds") else "left",
                          overflow="fold")
@@ -169,8 +171,8 @@ def print_edges(summary: dict[str, Any]) -> None:
 
         complete = (summary.get("counts") or {}).get("complete", 0)
         if complete >= MIN_TOP:
-            echo(f"  `{command('report', summary['name'])}` writes narrowed-space.yaml with those ends "
-                 f"widened")
+            echo(f"  `{command('report', summary['name'])}` writes narrowed-space.yaml with the ends widened where "
+                 f"its recommended trial sits (this one, unless confirmation runs pick another)")
         else:  # the report narrows nothing from fewer trials: promising it would send the user to nothing
             echo(f"  with {complete} complete trial(s), too few to narrow the space ({MIN_TOP} needed): widen those "
                  f"ends in the space file by hand, or run more trials and `{command('report', summary['name'])}` "

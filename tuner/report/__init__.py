@@ -18,7 +18,7 @@ import optuna
 import yaml
 
 from tuner._report_files import is_report_folder
-from tuner.errors import StudyError, TunerError
+from tuner.errors import StudyError, TunerError, count
 from tuner.report._analysis import (
     EVALUATORS,
     Importance,
@@ -236,6 +236,18 @@ def no_complete_trial(study: optuna.Study, storage_url: str | None, what: str) -
     return f"{head} To go on, {run}."
 
 
+def thin_importance_notes(imps: list[Any], complete: int, few: int = 3, top: int = 3) -> list[str]:
+    """A caution for each of the ``top`` ranked parameters that ``few`` complete trials or fewer have (an
+    optimizer's own hyperparameter, where that optimizer was seldom drawn): its share rests on them alone."""
+    notes = []
+    for imp in imps[:top]:
+        n = round(imp.present * complete)
+        if imp.conditional and n <= few:
+            notes.append(f"importance of {imp.name} ({imp.importance:.3f}) rests on the {count(n, 'complete trial')} "
+                         f"that have it: too few to tell how much it matters")
+    return notes
+
+
 def _lower_rates_hint(study: optuna.Study, storage_url: str | None) -> str:
     """For a study whose trials all diverged: the LR range test that finds rates which train, and the new study
     on its space (running this one again would run its space again)."""
@@ -358,6 +370,7 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
     except TunerError as exc:
         imps = []
         notes.append(f"importances not computed: {exc}")
+    notes += thin_importance_notes(imps, counts(study)["COMPLETE"])
     per_opt = []
     for name, t in per_optimizer_best(study).items():
         from tuner.config import TrainConfig

@@ -97,6 +97,16 @@ def _tables(d: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
         n = rec.confirmation.n_seeds
         tables.append((f"Confirmation runs ({n} new seed{'s' if n != 1 else ''} per config)",
                        ["trial", "trial value", "mean ± std", "test mean ± std", "per seed", "optimizer"], rows))
+    if len(d.study.directions) > 1:  # the front's figures, beside pareto.png
+        from tuner.config import TrainConfig
+        from tuner.study._record import Key, objectives_of, pareto_front
+
+        names = objectives_of(d.study)
+        rows = [[f"{t.number}{' (knee, recommended)' if rec is not None and t.number == rec.trial else ''}",
+                 *(_fmt(v) for v in t.values),
+                 TrainConfig.from_dict(t.user_attrs[Key.CONFIG]).summary() if Key.CONFIG in t.user_attrs else "-"]
+                for t in pareto_front(d.study)]
+        tables.append((f"Pareto front ({' vs '.join(names)})", ["trial", *names, "config"], rows))
     if d.per_optimizer:
         tables.append(("Best config per optimizer", ["optimizer", "trial", "value", "test", "config"],
                        [[r["optimizer"], str(r["trial"]), _fmt(r["value"]), _fmt(r["test_value"]), r["summary"]]
@@ -139,9 +149,17 @@ def _recommendation_lines(d: ReportData, md: bool = False) -> list[str]:
         return ["No complete trial yet: nothing to recommend."]
     text = _md if md else str
     summary = f"**{_md(rec.config.summary())}**" if md else rec.config.summary()
+    others = ""
+    if len(d.study.directions) > 1:  # the knee's other objectives, which it was chosen for too
+        from tuner.study._record import objectives_of
+
+        point = next((t for t in d.study.get_trials(deepcopy=False) if t.number == rec.trial), None)
+        if point is not None and point.values:
+            others = "".join(f"; {name}: {_fmt(v)}" for name, v in
+                             zip(objectives_of(d.study)[1:], point.values[1:], strict=False))
     return [f"{summary} (trial {rec.trial}; {text(rec.source)})",
             text(f"validation {d.metric}: {_pm(rec.value, rec.std)}; test {d.metric}: "
-                 f"{_pm(rec.test_value, rec.test_std)}")]
+                 f"{_pm(rec.test_value, rec.test_std)}{others}")]
 
 
 def render_markdown(d: ReportData, out_dir: Path) -> Path:

@@ -190,7 +190,8 @@ def list_studies(url: str) -> list[dict[str, Any]]:
             best = None if trial is None else primary(trial)
         # Trials run or running; configs queued for a study never run (its first trials) are not trials yet.
         waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-        rows.append({"name": s.study_name, "kind": kind, "trials": s.n_trials - waiting, "queued": waiting,
+        rows.append({"name": s.study_name, "kind": kind, "directions": len(s.directions),
+                     "trials": s.n_trials - waiting, "queued": waiting,
                      "objective": _objective_of(spec, s.user_attrs.get(StudyKey.TUNE)), "best": best,
                      "created": s.datetime_start.isoformat(timespec="seconds") if s.datetime_start else None})
     return rows
