@@ -113,9 +113,8 @@ class TrainingSetup:
 
     def __init__(self, config: TrainConfig, model: nn.Module, steps_per_epoch: int | None = None, *,
                  mode: str | None = None, init: bool = True, dropout: bool = True, seed: bool = True) -> None:
-        from tuner.config import TrainConfig
-
-        if not isinstance(config, TrainConfig):
+        # a TrainConfig, told by what it does (tuner.config imports this module)
+        if not (callable(getattr(config, "check", None)) and callable(getattr(config, "to_dict", None))):
             raise ConfigError(f"TrainingSetup(config, model, ...) takes a TrainConfig (tuner.load_config(path) or "
                               f"TrainConfig.from_dict(mapping) makes one); got {type(config).__name__}.")
         for key, flag in (("seed", seed), ("init", init), ("dropout", dropout)):

@@ -468,6 +468,11 @@ def test_report_and_export_of_a_study_whose_trials_all_failed_say_why(cli, tmp_p
                                   f"Study 'broken' has no complete trial: {what}. All 5 finished trial(s) failed")
         assert "boom in my layer" in line and f"tuner study show broken --storage {storage_url}" in line
         assert "confirmation stored" not in line
+    # show says the study stopped short of its budget, and how it goes on
+    shown = " ".join(cli("study", "show", "broken", "--storage", storage_url).output.split())
+    assert "stopped early: after 5 consecutive failed trials; the last failed with: RuntimeError: boom in " \
+           "my layer" in shown and f"`tuner study run broken --storage {storage_url}` goes on once that is fixed" \
+           in shown, shown
 
 
 def test_study_list_keeps_names_whole_at_80_columns(cli, objective_ref: str, storage_url: str, tmp_cwd: Path,
@@ -493,3 +498,26 @@ def test_a_storage_from_the_environment_is_named_as_such(cli, monkeypatch):
     monkeypatch.setenv("TUNER_STORAGE", "sqlite://")
     _assert_user_error(cli("study", "list"), "'sqlite://' (from $TUNER_STORAGE) is an in-memory database")
     _assert_user_error(cli("study", "list", "--storage", "other.db"), "Unknown storage 'other.db'. Valid:")
+
+
+def test_listings_wrap_their_text_under_itself_at_the_terminals_width(cli, monkeypatch):
+    """spaces list, objectives list and spaces starts: a description longer than the line continues under
+    itself, not back at the first column."""
+    from tuner.cli import _output
+
+    monkeypatch.setattr(_output.out, "width", 80)
+    for args in (("spaces", "list"), ("objectives", "list"), ("spaces", "starts", "default")):
+        lines = [line for line in cli(*args).stdout.splitlines() if not line.startswith("space ")]  # the total
+        assert all(len(line.rstrip()) <= 80 for line in lines), (args, lines)
+        continued = [line for line in lines if line.startswith(" ")]
+        assert continued and all(line[:12].strip() == "" for line in continued), (args, lines)
+
+
+def test_study_trials_fits_the_terminals_width(cli, objective_ref: str, storage_url: str, monkeypatch):
+    from tuner.cli import _output
+
+    assert cli(*_create_args(objective_ref, storage_url)).exit_code == 0
+    monkeypatch.setattr(_output.out, "width", 80)
+    lines = cli("study", "trials", "cli", "--storage", storage_url).stdout.splitlines()
+    assert lines[0].split()[:4] == ["trial", "state", "value", "test"] and "optimizer" in lines[0]
+    assert all(len(line) <= 80 for line in lines), lines

@@ -184,6 +184,8 @@ def test_the_run_header_says_it_is_time_boxed(tmp_cwd: Path, objective_ref: str,
     ["lr-find", "--objective", "digits-mlp", "--device", "gpu"],
     ["lr-find", "--objective", "digits-mlp", "--start-lr", "1", "--end-lr", "0.1"],
     ["lr-find", "--objective", "digits-mlp", "--optimizer", "adamW"],
+    ["study", "create", "--objective", "tabular", "--data", "houses.csv", "--target", "Price", "--no-run"],
+    ["lr-find", "--objective", "tabular", "--data", "houses.csv", "--target", "Price"],
     ["spaces", "calibrate", "default", "--objective", "digits-mlp", "--optimizer", "adamW"],
     ["spaces", "calibrate", "default", "--objective", "digits-mlp", "--start-lr", "0"],
     ["spaces", "calibrate", "default", "--objective", "digits-mlp", "--target", "y"],
@@ -194,6 +196,7 @@ def test_a_refused_spec_or_flag_is_said_before_pytorch_is_loaded(args: list[str]
     (tmp_path / "spec.yaml").write_text("objective: digits-mlp\nsampler: {name: tpe, n_startup_trials: ten}\n")
     (tmp_path / "wrong.yaml").write_text("optimizer: {name: adamz, lr: 0.1}\n")
     (tmp_path / "elsewhere.yaml").write_text("optimizer: {name: adam, lr: 0.01}\nschedule: {name: step}\n")
+    (tmp_path / "houses.csv").write_text("rooms,price\n3,250000\n4,310000\n")  # --target Price: not a column
     code, loaded, stderr, _ = _cli_in_a_fresh_process(args, cwd=tmp_path)
     assert code not in (0, None) and loaded == "[]", (code, loaded, stderr[-2000:])
     assert stderr.startswith("error: ") or "Error" in stderr, stderr[-2000:]

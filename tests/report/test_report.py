@@ -393,3 +393,17 @@ def test_an_importance_resting_on_few_trials_is_said_to():
     assert thin_importance_notes(imps, 6) == [
         "importance of nesterov.one_minus_momentum (0.355) rests on the 2 complete trials that have it: too few to "
         "tell how much it matters"]  # the fourth is not among the top three; lr and a 4-trial share are kept
+
+
+def test_a_stop_short_of_the_budget_is_said_until_a_trial_runs_again():
+    from tuner.study._record import StudyKey, stopped_early
+
+    study = optuna.create_study()
+    for _ in range(3):
+        study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    study.set_user_attr(StudyKey.STOPPED, {"trial": 2, "why": "3 consecutive failed trials; the last failed with: x"})
+    assert stopped_early(study) == "3 consecutive failed trials; the last failed with: x"
+    study.enqueue_trial({})  # a queued config is not a run
+    assert stopped_early(study) is not None
+    study.tell(study.ask(), 1.0)
+    assert stopped_early(study) is None

@@ -325,8 +325,13 @@ def test_tune_with_two_objectives_prunes_on_the_metric_and_recommends_the_knee(t
     listed = CliRunner().invoke(app, ["study", "list", "--storage", storage, "--format", "json"])
     ((kind, objective),) = [(r["kind"], r["objective"]) for r in json.loads(listed.stdout)]
     assert kind == "tune" and objective.endswith("train()")  # the function's qualified name
-    table = CliRunner().invoke(app, ["study", "list", "--storage", storage]).output
-    assert "tune (2 objectives)" in " ".join(table.split()), table
+    assert [r["directions"] for r in json.loads(listed.stdout)] == [2]
+    from tuner.cli import _output
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_output.out, "width", 200)
+        table = CliRunner().invoke(app, ["study", "list", "--storage", storage]).output
+    assert "│ tune (2 objectives) │" in table, table
     exported = CliRunner().invoke(app, ["study", "export", name, "--storage", storage, "--format", "json"])
     assert exported.exit_code == 0 and json.loads(exported.output)["optimizer"]["name"], exported.output
 

@@ -22,6 +22,7 @@ from tuner.cli._output import (
     one_line,
     print_best_config,
     print_json,
+    print_listing,
     print_summary,
     print_table,
     use_storage,
@@ -617,8 +618,7 @@ def spaces_list(fmt: FormatOpt = Format.text) -> None:
     if fmt is Format.json:
         print_json(rows)
         return
-    for name, description in rows.items():
-        echo((f"{name:<12}", "bold"), " ", description)
+    print_listing([[name, description] for name, description in rows.items()])
 
 
 @spaces_app.command("show")
@@ -659,13 +659,14 @@ def spaces_starts(space: Annotated[str, typer.Argument(help="Built-in name or YA
     if fmt is Format.json:
         print_json({"space": the_space.name, "starts": rows})
         return
+    lines = []
     for row in rows:
-        mark = "tried first" if row["in_space"] else "not in this space"
-        echo((f"{row['name']:<24}", "bold"), f" {mark:<18} {row['about']}")
+        lines.append([row["name"], "tried first" if row["in_space"] else "not in this space", row["about"]])
         if row["why_not"]:
-            echo(f"{'':<25} not held: {row['why_not']}")
+            lines.append(["", "", f"not held: {row['why_not']}"])
         if row["changes"]:
-            echo(f"{'':<25} in this space: {'; '.join(row['changes'])}")
+            lines.append(["", "", f"in this space: {'; '.join(row['changes'])}"])
+    print_listing(lines)
     held = sum(row["in_space"] for row in rows)
     echo(f"space {the_space.name}: {held} of {len(rows)} are tried first in a new study (--no-known-starts "
          f"or known_starts: false skips them)")
@@ -681,8 +682,7 @@ def objectives_list(fmt: FormatOpt = Format.text) -> None:
     if fmt is Format.json:
         print_json(rows)
         return
-    for name, description in rows.items():
-        echo((f"{name:<12}", "bold"), " ", description)
+    print_listing([[name, description] for name, description in rows.items()])
 
 
 @objectives_app.command("show")

@@ -69,6 +69,20 @@ def echo(*parts: str | tuple[str, str], to_err: bool = False) -> None:
     (err if to_err else out).print(styled(*parts))
 
 
+def print_listing(rows: list[list[str]]) -> None:
+    """Rows of a listing (a name, then text): the name bold, the last column wrapped at the terminal's width
+    under itself (a hanging indent), not back at the first column."""
+    if not rows:
+        return
+    grid = Table.grid(padding=(0, 1))
+    for i in range(len(rows[0])):
+        last = i == len(rows[0]) - 1
+        grid.add_column(style="bold" if i == 0 else None, no_wrap=not last, overflow="fold" if last else None)
+    for row in rows:
+        grid.add_row(*(Text(cell(value)) for value in row))
+    out.print(grid, crop=False)
+
+
 def error_line(message: object) -> None:
     """``error: <message>`` as one red-labelled line on standard error."""
     err.print(styled(("error:", "red"), " ", one_line(message)))
@@ -100,6 +114,10 @@ def print_summary(summary: dict[str, Any]) -> None:
         echo(f"  {n:>4} x {one_line(reason)}")
     for note in summary.get("memory") or []:
         echo(one_line(note))
+    if summary.get("stopped"):
+        run = "tuner.tune() with this study_name" if summary.get("kind") == "tune" else \
+            f"`{command('run', summary['name'])}`"
+        echo(("stopped early:", "yellow"), f" after {one_line(summary['stopped'])}; {run} goes on once that is fixed")
     if not summary["top"]:
         return  # the best config's line says there is none
     shown, complete = len(summary["top"]), c["complete"]

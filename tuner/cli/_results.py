@@ -229,4 +229,12 @@ def study_trials(
     cols = [c for c in ("number", "state", "value", "train_seconds", "test_value", "duration_s", "epochs_run",
                         "config.optimizer.name", "config.optimizer.lr", "config.batch_size", "reason")
             if c in frame.columns]
-    echo(frame[cols].to_string(index=False, max_colwidth=60, na_rep="-"))  # NaN and None alike
+    # Short headings and four significant digits keep a row within a terminal's width; a wider one (a long
+    # reason) is cut into blocks of columns at its width. --csv and --format json give every column in full.
+    short = {"number": "trial", "test_value": "test", "duration_s": "seconds", "epochs_run": "epochs",
+             "config.optimizer.name": "optimizer", "config.optimizer.lr": "lr", "config.batch_size": "batch"}
+    from tuner.cli._output import out
+
+    echo(frame[cols].rename(columns=short).to_string(
+        index=False, max_colwidth=60, na_rep="-", line_width=max(60, out.width),  # NaN and None alike
+        float_format=lambda v: f"{v:.4g}"))

@@ -371,6 +371,11 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
         imps = []
         notes.append(f"importances not computed: {exc}")
     notes += thin_importance_notes(imps, counts(study)["COMPLETE"])
+    from tuner.study._record import stopped_early
+
+    stop = stopped_early(study)
+    if stop:
+        notes.append(f"the study stopped early, short of its budget, after {stop}")
     per_opt = []
     for name, t in per_optimizer_best(study).items():
         from tuner.config import TrainConfig

@@ -21,6 +21,7 @@ from tuner.study._record import (
     range_position,
     ranked_trials,
     record_of,
+    stopped_early,
     top_distinct,
 )
 from tuner.study._storage import open_storage, storage_exists
@@ -65,6 +66,7 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
         "counts": {"complete": c["COMPLETE"], "pruned": c["PRUNED"], "failed": c["FAIL"], "running": c["RUNNING"]},
         "reasons": dict(reasons.most_common()),
         "memory": oom_notes(study),
+        "stopped": stopped_early(study),
         "best": trial_row(ranked[0]) if ranked else None,
         "confirmation": confirmation,
         "top": [trial_row(t) for t in ranked[:top]],

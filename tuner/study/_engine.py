@@ -1069,8 +1069,12 @@ def record_outcome(study: optuna.Study, plan: RunPlan, summary: RunSummary, outc
         on_trial(outcome, study)
     if consecutive >= plan.max_consecutive_failures:
         summary.stopped_by = "failures"
-        raise StudyError(f"Study {study.study_name!r} stopped after {consecutive} consecutive failed trials; "
-                         f"the last failed with: {outcome.reason}")
+        why = f"{consecutive} consecutive failed trials; the last failed with: {outcome.reason}"
+        try:  # said by show and the report too, until a trial runs again
+            study.set_user_attr(StudyKey.STOPPED, {"trial": outcome.number, "why": why})
+        except Exception:  # a storage that fails now: the error below says it all the same
+            pass
+        raise StudyError(f"Study {study.study_name!r} stopped after {why}")
     return consecutive
 
 

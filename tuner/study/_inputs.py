@@ -99,4 +99,22 @@ def check_objective_files(objective: str, data: str | None, target: str | None =
     if objective == "tabular" and data is not None:
         from tuner._files import check_csv_file
 
-        check_csv_file(data)
+        path = check_csv_file(data)
+        if target is not None:
+            _check_target_column(path, target)
+
+
+def _check_target_column(path: Any, target: str) -> None:
+    """A --target that is not a column of the CSV file's header row, said from that row alone (reading the
+    file with pandas, which loads with PyTorch, took seconds); a header it cannot read is left to pandas."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), None)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return
+    if header and target not in header:
+        from tuner.errors import DataError, unknown_name_message
+
+        raise DataError(f"{path}: " + unknown_name_message("target column", target, header))

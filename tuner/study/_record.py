@@ -65,6 +65,7 @@ class StudyKey:
     PACK_CAP = "tuner:pack_cap"  # per device: the most trials that train at once there, after packs ran out of memory
     PACK_FAILED = "tuner:pack_failed"  # per kind of config (batch size, family, epochs): its pack's step failed
     TRACKING_ID = "tuner:tracking_id"  # a random id that tells MLflow and TensorBoard logs of studies apart
+    STOPPED = "tuner:stopped"  # why the last run stopped short of its budget ({trial, why}): failures in a row
 
 
 class StopKind(str, Enum):
@@ -176,6 +177,16 @@ def primary(trial: FrozenTrial) -> float | None:
 def secondary(trial: FrozenTrial) -> list[float]:
     """The values of a trial's other objectives (empty in a single-objective study)."""
     return list(trial.values[1:]) if trial.values else []
+
+
+def stopped_early(study: optuna.Study) -> str | None:
+    """Why the study's last run stopped short of its budget (failed trials in a row), where no trial has run
+    since; else None."""
+    stop = study.user_attrs.get(StudyKey.STOPPED)
+    if not isinstance(stop, dict) or not isinstance(stop.get("trial"), int):
+        return None
+    latest = max((t.number for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING), default=-1)
+    return str(stop.get("why")) if stop["trial"] >= latest else None
 
 
 def direction_of(study: optuna.Study) -> str:
