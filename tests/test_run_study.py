@@ -66,6 +66,11 @@ def test_a_spec_file_or_a_mapping_with_its_keys_replaced(tmp_path: Path):
                             storage=f"sqlite:///{tmp_path / 'u.db'}", verbose=False)
     assert unset.prepared.spec.timeout is None and unset.prepared.spec.batch_size is None
     assert {t.params.get("batch_size", t.user_attrs["config"]["batch_size"]) for t in unset.study.trials} == {64}
+    # ... where None is a setting of its own; elsewhere (a wrapper passing its optional arguments on) it is
+    # not given, and the spec's value stays.
+    kept = tuner.run_study({**mapping, "storage": f"sqlite:///{tmp_path / 'k.db'}"}, storage=None, n_trials=None,
+                           name=None, verbose=False)
+    assert kept.prepared.storage_url.endswith("k.db") and len(kept.study.trials) == 2
 
 
 def _object():

@@ -248,3 +248,16 @@ def test_two_studies_of_one_name_get_folders_of_their_own(tmp_path: Path, caplog
 def test_flatten_names_nested_keys_with_dots():
     assert flatten({"optimizer": {"name": "adam", "betas": [0.9, 0.99]}, "batch_size": 64}) == {
         "optimizer.name": "adam", "optimizer.betas.0": 0.9, "optimizer.betas.1": 0.99, "batch_size": 64}
+
+
+def test_a_study_whose_budget_is_spent_logs_the_trials_not_logged_yet(tmp_cwd: Path, objective_ref: str,
+                                                                      storage_url: str):
+    """study run with --tensorboard on a study that has run its trials: nothing trains, the trials are logged."""
+    created = _cli(*_create(objective_ref, storage_url, "tb-late"))
+    assert created.exit_code == 0, created.output
+    logdir = tmp_cwd / "tb"
+    ran = _cli("study", "run", "tb-late", "--storage", storage_url, "--tensorboard", logdir)
+    assert ran.exit_code == 0 and "already has its" in ran.output, ran.output
+    study = optuna.load_study(study_name="tb-late", storage=storage_url)
+    assert sorted(p.name for p in (logdir / "tb-late").iterdir() if p.is_dir()) == [
+        f"trial-{t.number:04d}" for t in study.trials]

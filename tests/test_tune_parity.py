@@ -135,6 +135,19 @@ def _samples_for_steps(ctx: tuner.TrialContext) -> float:
     return ctx.history[-1]
 
 
+def _reports_every_other_epoch(ctx: tuner.TrialContext) -> float:
+    """Right steps_per_epoch, no end_epoch, and a report every second epoch only: nothing to warn of."""
+    model = torch.nn.Linear(4, 1)
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    setup = ctx.config.setup(model, steps_per_epoch=4)
+    for epoch in range(ctx.config.epochs):
+        for i in range(0, len(x), 16):
+            setup.step(lambda xb, yb: ((model(xb) - yb) ** 2).mean(), x[i:i + 16], y[i:i + 16])
+        if epoch % 2:
+            ctx.report(epoch, -float(((model(x) - y) ** 2).mean().detach()))
+    return ctx.history[-1]
+
+
 def test_a_schedule_planned_over_samples_not_batches_is_said_in_a_trial_without_end_epoch():
     space = {"optimizer": {"adam": {"lr": {"low": 1e-3, "high": 1e-2, "log": True}}},
              "schedule": {"warmup_cosine": {"warmup_fraction": 0.1}}, "batch_size": 16}
@@ -145,6 +158,8 @@ def test_a_schedule_planned_over_samples_not_batches_is_said_in_a_trial_without_
     with warnings.catch_warnings():  # a loop that counts its batches right says nothing
         warnings.filterwarnings("error", message=".*steps_per_epoch is")
         tuner.tune(_diverging, "lr-only", n_trials=1, epochs=1, pruner="none", verbose=False)
+        tuner.tune(_reports_every_other_epoch, space, n_trials=1, epochs=4, pruner="none", verbose=False,
+                   known_starts=False)
 
 
 def _exploding(ctx: tuner.TrialContext, players: int = 1) -> float:
@@ -243,8 +258,15 @@ def test_a_loss_is_minimized_unless_the_direction_says_otherwise(capsys):
     for name in ("valLoss", "logloss", "cross_entropy", "val_errors", "WER", "train_seconds", "brier_score",
                  "mape", "bce", "huberLoss"):
         assert resolve_direction(name, "auto")[0] == "minimize", name
-    for name in ("f1", "valAUC", "val_acc", "reward", "neg_logloss", "top1"):
-        assert resolve_direction(name, "auto")[0] == "maximize", name
+    for name in ("f1", "valAUC", "val_acc", "reward", "neg_logloss", "top1", "mAP", "mIoU", "nDCG@10"):
+        direction, note = resolve_direction(name, "auto")
+        assert direction == "maximize" and "reads as a score" in note, name
+    for name in ("neg_log_likelihood", "negative_elbo"):  # a negated score
+        assert resolve_direction(name, "auto")[0] == "minimize", name
+    for name in ("cost_savings", "time_saved", "brier_skill_score"):  # a cost and a benefit: not guessed in silence
+        assert "reads as both a cost and a benefit" in resolve_direction(name, "auto")[1], name
+    for name in ("policy_entropy", "lossless_ratio"):
+        assert "reads as neither" in resolve_direction(name, "auto")[1], name
     result = tuner.tune(_lr, "lr-only", n_trials=2, epochs=1, metric="val_loss")
     assert result.study.direction == optuna.study.StudyDirection.MINIMIZE
     assert "direction: minimize ('val_loss' reads as a loss" in capsys.readouterr().out

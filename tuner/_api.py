@@ -200,28 +200,45 @@ def _check_args(train_fn: Any, direction: str, ints: dict[str, Any], seed: Any, 
 
 
 # Names that read as something to make smaller: whole words, and words a name glues together ("logloss",
-# "valLoss", "cross_entropy", "train_seconds").
+# "valLoss", "crossentropy", "train_seconds").
 _LOSS_WORDS = {"err", "mse", "mae", "rmse", "nll", "perplexity", "ppl", "wer", "cer", "mape", "smape", "bce", "brier",
                "huber", "regret", "cost", "latency", "seconds", "secs", "time", "kl", "divergence", "distance",
-               "bpd", "bpc", "fid"}
-_LOSS_PARTS = ("loss", "error", "entropy")
+               "bpd", "bpc", "fid", "crossentropy"}
 # ... and names that read as a score, to make larger.
 _SCORE_WORDS = {"accuracy", "acc", "auc", "auroc", "aupr", "f1", "r2", "precision", "recall", "score", "reward",
                 "return", "iou", "miou", "map", "bleu", "rouge", "ndcg", "mrr", "top1", "top5", "dice", "psnr",
-                "ssim", "kappa", "mcc", "likelihood", "elbo", "hit", "hits", "sharpe", "gain", "win"}
+                "ssim", "kappa", "mcc", "likelihood", "elbo", "hit", "hits", "sharpe", "win"}
+# Words that make a loss word a benefit ("cost_savings", "time_saved", "brier_skill_score"): the name reads as
+# both, and nothing is guessed in silence.
+_BENEFIT_WORDS = {"saved", "saving", "savings", "skill", "gain", "gains", "reduction", "speedup", "improvement"}
+_NEGATIONS = ("neg", "negative", "minus")
 
 
-def _metric_words(metric: str) -> list[str]:
-    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", metric)  # valLoss -> val Loss
-    return [w for w in re.split(r"[^a-z0-9]+", spaced.lower()) if w]
+def _metric_words(metric: str) -> set[str]:
+    """The words of a metric's name, split at non-letters and at camelCase (``valLoss``: val, loss), and also
+    as written (``mAP``: map), with "cross entropy" read as one word."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", metric)
+    split = [w for w in re.split(r"[^a-z0-9]+", spaced.lower()) if w]
+    whole = [w for w in re.split(r"[^a-z0-9]+", metric.lower()) if w]
+    words = set(split) | set(whole)
+    if any(a == "cross" and b == "entropy" for seq in (split, whole) for a, b in zip(seq, seq[1:], strict=False)):
+        words.add("crossentropy")
+    return words
+
+
+def _reads_as_loss(word: str) -> bool:
+    return (word in _LOSS_WORDS or "error" in word or "crossentropy" in word
+            or (word.endswith("loss") or word.startswith("loss") or word == "losses") and word != "lossless")
 
 
 def resolve_direction(metric: str, direction: str) -> tuple[str, str]:
     """``direction="auto"``: the registry's direction for a known metric (``mse``, ``accuracy``, ...), minimize
     for a name that reads as a loss, an error or a cost (``val_loss``, ``valLoss``, ``logloss``, ``top1_error``,
-    ``mae``, ``train_seconds``), maximize for one that reads as a score (``f1``, ``val_auc``) or for the
+    ``cross_entropy``, ``mae``, ``train_seconds``) or as a negated score (``neg_log_likelihood``), maximize for
+    one that reads as a score (``f1``, ``val_auc``, ``mAP``), as a negated loss (``neg_mse``), or for the
     default name ``value``; and a note saying so (empty when the direction was given). A name that reads as
-    neither is maximized with a note asking for ``direction=``; ``inferred_unsure`` tells it apart."""
+    neither, or as both (``cost_savings``), is maximized with a note asking for ``direction=``;
+    ``inferred_unsure`` tells those apart."""
     if direction != "auto":
         return direction, ""
     from tuner.objectives import get_metric, list_metrics
@@ -229,14 +246,18 @@ def resolve_direction(metric: str, direction: str) -> tuple[str, str]:
     if isinstance(metric, str) and metric in list_metrics():
         found = get_metric(metric).direction
         return found, f"{found} (the {metric!r} metric's direction)"
-    words = _metric_words(metric) if isinstance(metric, str) else []
-    negated = bool(words) and (words[0] in ("neg", "negative", "minus") or metric.startswith("-"))
-    lossy = any(w in _LOSS_WORDS or any(part in w for part in _LOSS_PARTS) for w in words)
-    if lossy and not negated:
-        return "minimize", f"minimize ({metric!r} reads as a loss; pass direction='maximize' if larger is better)"
     if metric == "value":
         return "maximize", "maximize (the default; pass direction='minimize' if train returns a loss or an error)"
-    if negated or any(w in _SCORE_WORDS for w in words):
+    words = _metric_words(metric) if isinstance(metric, str) else set()
+    negated = bool(words & set(_NEGATIONS)) or (isinstance(metric, str) and metric.startswith("-"))
+    lossy = any(_reads_as_loss(w) for w in words)
+    scored = bool(words & _SCORE_WORDS)
+    if lossy and words & _BENEFIT_WORDS:
+        return "maximize", (f"maximize ({metric!r} reads as both a cost and a benefit; pass direction='minimize' if "
+                            f"smaller is better)")
+    if lossy != negated and (lossy or scored):  # a loss, or a negated score
+        return "minimize", f"minimize ({metric!r} reads as a loss; pass direction='maximize' if larger is better)"
+    if scored or lossy:  # a score, or a negated loss
         return "maximize", f"maximize ({metric!r} reads as a score; pass direction='minimize' if smaller is better)"
     return "maximize", (f"maximize ({metric!r} reads as neither a loss nor a score; pass direction='minimize' if "
                         f"smaller is better)")
@@ -245,7 +266,8 @@ def resolve_direction(metric: str, direction: str) -> tuple[str, str]:
 def inferred_unsure(note: str) -> bool:
     """Whether ``resolve_direction``'s note is a guess worth a warning when nothing is printed: a minimized
     name, or one that read as neither a loss nor a score."""
-    return note.startswith("minimize (") and "metric's direction" not in note or "reads as neither" in note
+    return (note.startswith("minimize (") and "metric's direction" not in note or "reads as neither" in note
+            or "reads as both" in note)
 
 
 def tune(
@@ -278,8 +300,9 @@ def tune(
     ``train_fn`` reads ``ctx.config`` (a ``TrainConfig``: ``ctx.config.setup(model, steps_per_epoch=N)``
     gives the optimizer, scheduler and a training step), calls ``ctx.report(epoch, value)`` after every
     epoch (pruning happens there), and returns the final validation value (or ``(value, test_value)``).
-    ``metric`` names that value; ``direction="auto"`` minimizes a metric named like a loss or an error
-    (``val_loss``, ``mse``, ``top1_error``) and maximizes any other (pass ``"maximize"`` or ``"minimize"``).
+    ``metric`` names that value; ``direction="auto"`` minimizes a metric named like a loss, an error or a cost
+    (``val_loss``, ``mse``, ``top1_error``, ``train_seconds``) and maximizes a score and any other, saying so
+    where it guessed (pass ``"maximize"`` or ``"minimize"``; see ``resolve_direction``).
 
     Every trial runs on tuner's trial engine, as ``tuner study run`` does: Python's ``random``, NumPy and
     torch are seeded from ``ctx.config.seed`` right before ``train_fn`` is called (so two calls with the same

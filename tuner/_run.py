@@ -41,6 +41,12 @@ class StudyResult(TuneResult):
         return self.prepared.executor()
 
 
+#: the spec keys that None sets (to no timeout, the objective's own epochs and pruner, the space's batch sizes,
+#: one objective, threads chosen by timing, no warm start, no tracker) when given to run_study
+NONE_REPLACES = frozenset({"timeout", "epochs", "batch_size", "objectives", "pruner", "threads", "warm_start",
+                           "mlflow", "tensorboard"})
+
+
 def run_study(spec: str | os.PathLike[str] | Mapping[str, Any] | None = None, *, workers: int | str = 1,
               devices: str | None = None, force: bool = False, verbose: bool = True, **fields: Any) -> StudyResult:
     """Creates (or joins) and runs a study of an objective, as ``tuner study create SPEC`` does.
@@ -48,8 +54,10 @@ def run_study(spec: str | os.PathLike[str] | Mapping[str, Any] | None = None, *,
     ``spec``: a spec file, a built-in spec name (``quickstart``, ``mnist1d-mlp``, ...) or a mapping of spec
     keys; None: ``quickstart``, or an empty spec where ``objective`` is given. ``fields`` are the spec's keys
     (``objective``, ``space``, ``n_trials``, ``epochs``, ``pack``, ``storage``, ``timeout``, ``seed``, ...)
-    and replace the spec's, as the command's flags do (``None`` too: ``timeout=None`` runs a spec's study
-    without its timeout); an unknown key is refused with the valid ones.
+    and replace the spec's, as the command's flags do; ``None`` replaces it where None is a setting of its
+    own (``timeout=None``: no timeout; also ``epochs``, ``batch_size``, ``objectives``, ``pruner``,
+    ``threads``, ``warm_start``, ``mlflow``, ``tensorboard``) and is taken as not given elsewhere (``name``,
+    ``storage``, ``n_trials``, ...); an unknown key is refused with the valid ones.
     ``workers``: processes on this machine (``devices``: ``"cuda:0,cuda:1"`` to spread them; ``"auto"``: one
     per core where a trial trains as fast on one thread, as the command's default; the default here is 1, as
     a script that starts workers must guard its own code with ``if __name__ == "__main__":``); ``force``:
@@ -156,9 +164,10 @@ def _run(spec: Any, workers: int | str, devices: str | None, force: bool, verbos
         base = load_spec(spec)
     else:
         raise ConfigError(f"spec must be a spec file, a built-in spec name or a mapping; got {type(spec).__name__}.")
-    # A key given as None sets the spec's key to None, as in a spec file (timeout=None: no timeout; epochs=None:
-    # the objective's own), where a spec given as well set it.
-    given = dict(fields)
+    # None is a value of its own for some keys (timeout=None: no timeout; epochs=None: the objective's own; no
+    # tracker): given, it replaces the spec's. For the others (name, storage, n_trials, ...) None is "not
+    # given", as a wrapper that passes its optional arguments on means it: the spec's value stays.
+    given = {key: value for key, value in fields.items() if value is not None or key in NONE_REPLACES}
     spec_obj = StudySpec.from_mapping({**base.model_dump(), **given}, "tuner.run_study()")
     spec_file = spec if isinstance(spec, (str, os.PathLike)) and "space" not in given else None
     prepared, study = open_checked(spec_obj, spec_file=spec_file, devices=devices, force=force)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,9 +53,9 @@ class Bound:
             if isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_number(v) for v in value):
                 if all(self.contains_number(float(v)) for v in value):
                     return tuple(float(v) for v in value)
-        elif self.kind == "int":
-            if isinstance(value, int) and not isinstance(value, bool) and self.contains_number(value):
-                return value
+        elif self.kind == "int":  # NumPy's ints too (a seed or batch size taken from an array), as a Python int
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool) and self.contains_number(value):
+                return int(value)
         elif _is_number(value) and self.contains_number(float(value)):
             return float(value)
         if _is_number(value) and not math.isfinite(float(value)):
@@ -63,7 +64,8 @@ class Bound:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """An int or a float, NumPy's included (``numbers.Real``); not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _fmt(x: float) -> str:

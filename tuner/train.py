@@ -166,9 +166,11 @@ class Trainer:
                               f"{type(exc).__name__}: {_first_line(exc)}") from exc
         if not isinstance(out, torch.Tensor):
             raise ConfigError(f"The model of objective {name!r} returned {type(out).__name__}, not a tensor.")
-        if self.metric.classes and (self.data.n_classes is None or out.dim() < 2 or out.shape[1] < 2):
-            # argmax over one column is always 0: every trial would complete at the same score
-            why = ("its data has no classes (n_classes=None: regression targets)" if self.data.n_classes is None
+        regression = self.data.n_classes is None and self.data.y_train.is_floating_point()
+        if self.metric.classes and (regression or out.dim() < 2 or out.shape[1] < 2):
+            # argmax over one column is always 0, and never equals a real-valued target: every trial would
+            # complete at the same score
+            why = ("its data has no classes (n_classes=None and real-valued targets: regression)" if regression
                    else f"its model gives {out.shape[1] if out.dim() > 1 else 1} output(s) per sample, not one "
                         f"per class")
             raise ConfigError(f"Objective {name!r}: the metric {self.metric.name!r} scores class labels, but "

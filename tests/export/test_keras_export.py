@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import json
 import math
 import os
 import subprocess
@@ -88,7 +89,7 @@ def test_defines_the_documented_names(data: dict[str, Any]) -> None:
     top = {alias.name for node in module.body if isinstance(node, ast.Import) for alias in node.names}
     everywhere = {alias.name for node in ast.walk(module) if isinstance(node, ast.Import) for alias in node.names}
     # the standard library (the backend's choice, where TensorFlow is missing) and keras; numpy: the demo's data
-    assert top == {"importlib.util", "math", "os", "keras"} and everywhere == top | {"numpy"}
+    assert top == {"importlib.util", "json", "math", "os", "keras"} and everywhere == top | {"numpy"}
     assert not any(isinstance(node, ast.ImportFrom) for node in ast.walk(module))
     _, ns = _exported(config)
     assert ns["CONFIG"] == config.to_dict() and TrainConfig.from_dict(ns["CONFIG"]) == config
@@ -852,3 +853,25 @@ def _config_dict(source: str) -> dict[str, Any]:
     tree = ast.parse(source)
     node = next(n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "CONFIG")
     return ast.literal_eval(node.value)
+
+
+def test_the_backend_choice_leaves_a_users_own_alone(tmp_path: Path) -> None:
+    """KERAS_BACKEND, or a keras.json naming an installed backend, is the user's choice; only where neither is
+    given and TensorFlow is missing does the file pick torch."""
+    source = keras_snippet(TrainConfig())
+    head = source[source.index("import importlib.util"):source.index("import keras  # noqa")]
+    home = tmp_path / "keras-home"
+    home.mkdir()
+    cases = [({"KERAS_BACKEND": "jax"}, None, "jax"), ({}, "numpy", "numpy"), ({}, None, "torch"),
+             ({}, "not-installed", "torch")]
+    for env, named, expected in cases:
+        if named:
+            (home / "keras.json").write_text(json.dumps({"backend": named}))
+        elif (home / "keras.json").exists():
+            (home / "keras.json").unlink()
+        environ = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"} | {"KERAS_HOME": str(home)} | env
+        script = head + "print(os.environ.get('KERAS_BACKEND') or json.load(open(os.path.join("  \
+            "os.environ['KERAS_HOME'], 'keras.json')))['backend'])\n"
+        run = subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.strip() == expected, (env, named, run.stdout)

@@ -407,3 +407,20 @@ def test_a_stop_short_of_the_budget_is_said_until_a_trial_runs_again():
     assert stopped_early(study) is not None
     study.tell(study.ask(), 1.0)
     assert stopped_early(study) is None
+
+
+def test_a_stop_in_a_pack_is_said_though_later_numbered_members_failed_after_it():
+    """A pack's members are asked together: the one whose failure stopped the study is not the highest number."""
+    from tuner.study._engine import RunPlan, RunSummary, TrialOutcome, record_outcome
+    from tuner.study._record import StopKind, StopReason, stopped_early
+
+    study = optuna.create_study()
+    members = [study.ask() for _ in range(3)]
+    plan = RunPlan(name="s", storage_url=None, space=None, epochs=1, seed=0, n_trials=3, max_consecutive_failures=1)
+    outcome = TrialOutcome(members[0].number, "FAIL", None, None, StopReason(StopKind.ERROR, "error: boom"), 0.1, None)
+    study.tell(members[0], state=optuna.trial.TrialState.FAIL)
+    with pytest.raises(StudyError, match="stopped after 1 consecutive failed trials"):
+        record_outcome(study, plan, RunSummary(), outcome, 0, None)
+    for member in members[1:]:  # the rest of the pack, failed as the run stops
+        study.tell(member, state=optuna.trial.TrialState.FAIL)
+    assert stopped_early(study) == "1 consecutive failed trials; the last failed with: error: boom"

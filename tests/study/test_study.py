@@ -606,7 +606,8 @@ def test_a_metric_that_does_not_fit_the_model_is_refused_before_the_study_exists
 
 
 @pytest.mark.parametrize("targets, n_classes, loss, why", [
-    ("x.sum(1)", "None", "None", r"its data has no classes \(n_classes=None: regression targets\)"),
+    ("x.sum(1)", "None", "None", r"its data has no classes \(n_classes=None and real-valued targets: "
+                                 r"regression\)"),
     # one logit and a binary loss: a model that trains, scored by an argmax that is always 0
     ("(x[:, 0] > 0).astype(int)", "2", "lambda o, y: nn.functional.binary_cross_entropy_with_logits(o[:, 0], "
                                         "y.float())", r"its model gives 1 output\(s\) per sample, not one per class"),
@@ -683,6 +684,33 @@ def test_a_model_without_dropout_layers_keeps_its_own_rates_and_the_study_says_s
             "it to (add nn.Dropout where it should act to tune it)") in prepared.preparation_lines()
     assert "dropout" in kept.space.distributions()
     assert not any("dropout" in line for line in kept.preparation_lines())
+
+
+def test_a_study_made_with_the_dropout_rate_is_joined_as_it_was_made(tmp_path: Path, objective_ref: str,
+                                                                     monkeypatch: pytest.MonkeyPatch):
+    """A study whose stored space searches dropout on a model without dropout layers (made before the rate was
+    left out) is joined by its own spec, not refused as a different one."""
+    import sys
+
+    import tuner
+    from tuner.spaces import SearchSpace
+
+    path, space, url = tmp_path / "plain.py", tmp_path / "space.yaml", f"sqlite:///{tmp_path / 'old.db'}"
+    path.write_text("from torch import nn\nfrom tuner.objectives import Objective\n"
+                    "from synthetic_objective import load_data\n\n"
+                    "objective = Objective('plain', load_data=load_data, build_model=lambda d: nn.Linear("
+                    "d.n_features, 3))\n")
+    space.write_text("optimizer:\n  adam:\n    lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n"
+                     "regularization:\n  dropout: {low: 0.0, high: 0.3}\nbatch_size: 16\n")
+    monkeypatch.syspath_prepend(str(Path(objective_ref.split(":")[0]).parent))
+    spec = {"objective": f"{path}:objective", "space": str(space), "epochs": 1, "sampler": "random",
+            "storage": url, "name": "old", "device": "cpu", "pack": 1, "verbose": False}
+    with monkeypatch.context() as old:
+        old.setattr(SearchSpace, "without_dropout", lambda self, why: (self, ""))
+        tuner.run_study(n_trials=1, **spec)
+    again = tuner.run_study(n_trials=2, **spec)
+    assert len(again.study.trials) == 2 and "dropout" in again.prepared.space.distributions()
+    assert sys.modules.get("synthetic_objective") is not None
 
 
 def test_a_study_uses_its_objectives_pruner_unless_the_spec_names_one(tmp_path: Path, space_file: Path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,11 @@ class Dataset:
     n_classes: int | None = None  # None for regression
 
     def __post_init__(self) -> None:
+        if self.n_classes is not None and not isinstance(self.n_classes, bool):
+            try:  # NumPy's and torch's ints too (n_classes=y.max() + 1), as a Python int
+                self.n_classes = operator.index(self.n_classes)
+            except TypeError:
+                pass
         if self.n_classes is not None and (isinstance(self.n_classes, bool) or not isinstance(self.n_classes, int)
                                            or self.n_classes < 2):
             raise DataError(f"n_classes must be an int of at least 2 for class labels, or None for regression "

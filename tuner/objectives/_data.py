@@ -82,6 +82,9 @@ def from_arrays(x_tr, y_tr, x_val, y_val, x_te=None, y_te=None, n_classes: int |
             return None
         if n_classes:
             labels = np.asarray(a)
+            if labels.dtype.kind == "f" and not np.isfinite(labels).all():
+                raise DataError(f"from_arrays: n_classes={n_classes} says the targets are class labels, but "
+                                f"{int((~np.isfinite(labels)).sum())} of them are missing (NaN or inf).")
             if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
                 raise DataError(f"from_arrays: n_classes={n_classes} says the targets are class labels, but they "
                                 f"hold fractions (such as {labels[labels != np.round(labels)][0]:g}): give integer "

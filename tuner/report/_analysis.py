@@ -277,14 +277,15 @@ def _round(value: float) -> float:
     return float(f"{value:.3g}")
 
 
-MIN_TOP = 5  # the fewest complete trials a narrowed space is drawn from
+MIN_TOP = 5  # the fewest complete trials a study needs for a narrowed space (drawn from the better half of them)
 
 
 def narrow_space(study: optuna.Study, raw_space: dict[str, Any], top_fraction: float = 0.25, min_top: int = MIN_TOP,
                  edge: float = 0.05, anchor: int | None = None) -> tuple[dict[str, Any], list[str]]:
     """A search space for a follow-up study around the best trials, and notes on what changed.
 
-    The top trials (``top_fraction`` of the complete ones, at least ``min_top``) decide: optimizers,
+    The top trials (``top_fraction`` of the complete ones, at least ``min_top``, but never more than the
+    better half of them, which it says in its first note) decide: optimizers,
     schedules and initialisers none of them chose are dropped, categorical choices they never took are
     dropped, and each range shrinks to span their values with a margin. Where the best trial (or trial
     ``anchor``, the recommended one) sits within ``edge`` of a range's end, that end is widened instead: the

@@ -220,12 +220,12 @@ class TrialContext:
             raise TrainFnMisuse(f"ctx.report(epoch, value): value must be one number, the epoch's validation "
                                 f"metric (got {type(value).__name__}"
                                 f"{f' of shape {tuple(value.shape)}' if hasattr(value, 'shape') else ''}).") from None
-        self._last_epoch = epoch
+        previous, self._last_epoch = self._last_epoch, epoch
         self.history.append(value)
         try:
             if not math.isfinite(value):
                 raise Diverged(f"diverged: reported value {value} in epoch {epoch + 1}", epoch)
-            self._check_setups(epoch)
+            self._check_setups(epoch, -1 if previous is None else previous)
             if self._report is not None:
                 self._report(epoch, value)
         except (optuna.TrialPruned, Diverged, _TimedOut, _ReportFailed) as exc:
@@ -243,7 +243,7 @@ class TrialContext:
         elif stop is not None:
             self.stopped = type(stop)(str(stop))
 
-    def _check_setups(self, epoch: int) -> None:
+    def _check_setups(self, epoch: int, previous: int) -> None:
         """A trial trained with ``config.setup`` whose loss turned non-finite this epoch diverged, as a trial
         of the built-in trainer does (``setup.step`` skips such updates, so the value alone may look fine); so
         did one whose mean training loss since the last report is over ``DIVERGENCE_FACTOR`` times the loss of
@@ -254,7 +254,9 @@ class TrialContext:
         for setup in self._setups:
             steps, skipped, total, counted, ended = self._seen.get(id(setup), (0, 0, 0.0, 0, 0))
             self._seen[id(setup)] = (setup.steps, setup.skipped_steps, setup.loss_sum, setup.loss_steps, setup.epoch)
-            if setup.epoch == ended and setup.steps > steps:  # the loop does not call end_epoch, which would check
+            # A loop that does not call end_epoch (which checks each epoch), reporting every epoch: the steps
+            # since the last report are one epoch's. (Reported every few epochs, they are several.)
+            if setup.epoch == ended and setup.steps > steps and epoch == previous + 1:
                 setup.check_epoch_steps(epoch, setup.steps - steps, stacklevel=5)  # the ctx.report line
             if setup.skipped_steps > skipped:
                 raise Diverged(f"diverged: the loss or its gradient was not finite in "
@@ -1070,8 +1072,10 @@ def record_outcome(study: optuna.Study, plan: RunPlan, summary: RunSummary, outc
     if consecutive >= plan.max_consecutive_failures:
         summary.stopped_by = "failures"
         why = f"{consecutive} consecutive failed trials; the last failed with: {outcome.reason}"
-        try:  # said by show and the report too, until a trial runs again
-            study.set_user_attr(StudyKey.STOPPED, {"trial": outcome.number, "why": why})
+        try:  # said by show and the report too, until a trial runs again (one asked after the stop: a pack's
+            # members and other workers' trials asked before it do not count)
+            last = max((t.number for t in study.get_trials(deepcopy=False)), default=outcome.number)
+            study.set_user_attr(StudyKey.STOPPED, {"trial": max(last, outcome.number), "why": why})
         except Exception:  # a storage that fails now: the error below says it all the same
             pass
         raise StudyError(f"Study {study.study_name!r} stopped after {why}")

@@ -114,7 +114,7 @@ def _check_target_column(path: Any, target: str) -> None:
             header = next(csv.reader(f), None)
     except (OSError, UnicodeDecodeError, csv.Error):
         return
-    if header and target not in header:
+    if header and target not in header and len(set(header)) == len(header):  # pandas renames duplicates: a.1
         from tuner.errors import DataError, unknown_name_message
 
         raise DataError(f"{path}: " + unknown_name_message("target column", target, header))

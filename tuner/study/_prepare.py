@@ -21,7 +21,7 @@ import optuna
 
 from tuner._surface import option
 from tuner._version import __version__
-from tuner.errors import ConfigError, StudyError, unknown_name_message
+from tuner.errors import ConfigError, StudyError, TunerError, unknown_name_message
 from tuner.objectives import Objective, load_objective
 from tuner.spaces import SearchSpace, load_space
 from tuner.study._engine import RunPlan, TrainerExecutor
@@ -170,7 +170,7 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
         space_notes += [note] if note else []
     space_notes += space.epoch_notes(spec.epochs) if spec.epochs else []
     output_shape = trainer.check_model()
-    if space_data is None and not trainer.dropout_layers:
+    if space_data is None and not trainer.dropout_layers and not _stored_space_searches_dropout(spec):
         # A rate with nothing to act on: searching it would only add noise to the sampler and the importance.
         space, note = space.without_dropout(f"the model of objective {objective.name!r} has no nn.Dropout layer to "
                                             f"apply it to (add nn.Dropout where it should act to tune it)")
@@ -207,6 +207,21 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
     return PreparedStudy(spec, space, objective, trainer, sampler, pruner, grid,
                          objective_fingerprint(objective, trainer, output_shape), calibration, starts,
                          start_notes, space_notes=space_notes)
+
+
+def _stored_space_searches_dropout(spec: StudySpec) -> bool:
+    """Whether a study of this name exists and its stored space holds the dropout rate: one created before a
+    model without dropout layers had the rate left out, joined as it was made."""
+    if not study_in_storage(spec.study_name, spec.storage):
+        return False
+    from tuner.study._open import stored_spec
+
+    try:
+        _, raw = stored_spec(spec.study_name, spec.storage)
+    except TunerError:
+        return False
+    regularization = raw.get("regularization") if isinstance(raw, dict) else None
+    return isinstance(regularization, dict) and regularization.get("dropout") is not None
 
 
 def _dropped_by_calibration(space: SearchSpace, calibrated: SearchSpace) -> list[str]:

@@ -180,8 +180,8 @@ def secondary(trial: FrozenTrial) -> list[float]:
 
 
 def stopped_early(study: optuna.Study) -> str | None:
-    """Why the study's last run stopped short of its budget (failed trials in a row), where no trial has run
-    since; else None."""
+    """Why the study's last run stopped short of its budget (failed trials in a row), where no trial was asked
+    for since (``trial``: the highest trial number when it stopped); else None."""
     stop = study.user_attrs.get(StudyKey.STOPPED)
     if not isinstance(stop, dict) or not isinstance(stop.get("trial"), int):
         return None

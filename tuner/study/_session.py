@@ -79,6 +79,8 @@ def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | N
     device_list = parse_devices(devices)
     left = n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
     if left <= 0:  # the budget is spent: no workers to start, no pack to time (the caller says how to go on)
+        with tracking(study, None, mlflow=prepared.spec.mlflow, tensorboard=prepared.spec.tensorboard):
+            pass  # ... but the trials a tracker has not logged yet are logged, as any run logs them
         return SessionResult(0, 0.0, "budget")
     choice = choose_workers(prepared, requested_workers(workers), devices=device_list, n_left=left,
                             timeout=timeout)
