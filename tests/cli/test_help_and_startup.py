@@ -380,3 +380,21 @@ def test_the_readme_lists_every_spec_field_as_a_flag_or_as_file_only():
     assert flags == {f"--{name}" for name in fields - {f.replace('_', '-') for f in file_only}}
     create = _help("study", "create")
     assert all(flag in create for flag in flags)
+
+
+def test_a_trial_line_shows_the_best_of_the_lines_said_so_far(capsys: pytest.CaptureFixture[str]):
+    """With workers the study may already hold a better trial whose line comes next: trial 0's line showed
+    trial 1's value as the best."""
+    import optuna
+
+    from tuner.cli._progress import TrialProgress
+    from tuner.study._engine import TrialOutcome
+
+    study = optuna.create_study(direction="maximize")
+    progress = TrialProgress(study, 3)
+    for value in (0.5125, 0.9225):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    progress(TrialOutcome(0, "COMPLETE", 0.5125, None, None, 1.0, None), study)
+    progress(TrialOutcome(1, "COMPLETE", 0.9225, None, None, 1.0, None), study)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("done 1/3 best 0.5125") and lines[1].endswith("done 2/3 best 0.9225"), lines

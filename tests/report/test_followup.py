@@ -35,6 +35,8 @@ def test_the_printed_follow_up_runs_as_written_twice(tmp_cwd: Path, objective_re
                        f"--name f-narrowed --sampler random --pruner none --n-trials 10 --epochs 2 --timeout 600 "
                        f"--device cpu --on-oom accumulate --storage {url}")  # what the study was run with
     assert command in (tmp_cwd / "f-report" / "report.md").read_text()
+    for row in ("| timeout | 600 s |", "| heartbeat\\_interval | 2 s |", "| grace\\_period | 12 s |"):  # with units
+        assert row in (tmp_cwd / "f-report" / "report.md").read_text(), row
     # In the HTML, wrapped at spaces only (a browser broke it inside `--epochs` before; a word is broken only
     # where it is longer than a line), the same text.
     page = (tmp_cwd / "f-report" / "report.html").read_text()

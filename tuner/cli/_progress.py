@@ -3,6 +3,7 @@ ETA on a terminal; one line per trial otherwise."""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Any
@@ -13,7 +14,7 @@ from rich.text import Text
 
 from tuner.cli._output import cell, clean, fmt, one_line, out, stderr, stdout, styled
 from tuner.study._engine import TrialOutcome, counts
-from tuner.study._record import best_trial, primary
+from tuner.study._record import best_trial, direction_of, primary
 from tuner.study._session import trial_line
 
 __all__ = ["TrialProgress", "eta"]
@@ -65,6 +66,11 @@ class TrialProgress:
         self.done_before = self.done
         self.pruned, self.failed = c["PRUNED"], c["FAIL"]
         self.start = time.monotonic()
+        # The best value among the trials said so far: with workers, the study may already hold a better trial
+        # whose line comes next, and a line must not show a best that no line above it had.
+        best = best_trial(study)
+        self.best = primary(best) if best else None
+        self.sign = 1.0 if direction_of(study) == "maximize" else -1.0
         self.rich = sys.stdout.isatty() and not quiet
         self.progress: Progress | None = None
         if self.rich:
@@ -94,8 +100,7 @@ class TrialProgress:
                    self.timeout)
 
     def _stats(self, study: optuna.Study) -> str:
-        best = best_trial(study)
-        return f"pruned {self.pruned} failed {self.failed} best {fmt(primary(best) if best else None)}"
+        return f"pruned {self.pruned} failed {self.failed} best {fmt(self.best)}"
 
     def __enter__(self) -> TrialProgress:
         if self.progress is not None:
@@ -118,6 +123,10 @@ class TrialProgress:
     def __call__(self, outcome: TrialOutcome, study: optuna.Study) -> None:
         if outcome.state in ("COMPLETE", "PRUNED"):
             self.done += 1
+        value = outcome.value
+        if outcome.state == "COMPLETE" and value is not None and math.isfinite(value) and (
+                self.best is None or self.sign * value > self.sign * self.best):
+            self.best = value
         self.pruned += outcome.state == "PRUNED"
         self.failed += outcome.state == "FAIL"
         if self.progress is not None:
@@ -126,8 +135,7 @@ class TrialProgress:
                 self.progress.console.print(styled((f"trial {outcome.number} failed:", "red"), " ",
                                                    one_line(outcome.reason)))
             return
-        best = best_trial(study)
-        line = trial_line(outcome, self.done, self.n_trials, primary(best) if best else None)
+        line = trial_line(outcome, self.done, self.n_trials, self.best)
         stream = stderr if self.quiet else stdout
         stream.write(clean(line) + "\n")
         stream.flush()

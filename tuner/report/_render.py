@@ -75,9 +75,14 @@ def _pm(mean: float | None, std: float | None) -> str:
 def _tables(d: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of every table, shared by both renderings."""
     tables = []
-    spec_rows = [[k, _fmt(v) if not isinstance(v, dict)
-                  else yaml.safe_dump(v, default_flow_style=True, allow_unicode=True).strip()]
-                 for k, v in d.spec.items() if v not in (None, "") and k != "name"]
+    seconds = {"timeout", "heartbeat_interval", "grace_period"}  # said with their unit
+
+    def value(key: str, v: Any) -> str:
+        if isinstance(v, dict):
+            return yaml.safe_dump(v, default_flow_style=True, allow_unicode=True).strip()
+        return _fmt(v) + (" s" if key in seconds and isinstance(v, (int, float)) else "")
+
+    spec_rows = [[k, value(k, v)] for k, v in d.spec.items() if v not in (None, "") and k != "name"]
     tables.append(("Study", ["key", "value"], [["study", d.study.study_name], ["storage", d.storage],
                                                ["metric", f"{d.metric} ({direction_of(d.study)})"],
                                                *spec_rows]))
