@@ -470,12 +470,16 @@ def tune(
                                                     "multi": len(objectives) > 1})
     done = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.state.name != "FAIL"])
 
+    from tuner.study._session import RunningBest
+
+    running_best = RunningBest(study)
+
     def on_trial(outcome: TrialOutcome, s: optuna.Study) -> None:
         nonlocal done
         done += outcome.state in ("COMPLETE", "PRUNED")
+        best = running_best.see(outcome)
         if verbose:
-            best = best_trial(s)
-            print(trial_line(outcome, done, n_trials, primary(best) if best else None), flush=True)
+            print(trial_line(outcome, done, n_trials, best), flush=True)
 
     if verbose:
         print(f"tuning {getattr(train_fn, '__qualname__', 'train_fn')} over space {search.name!r}: study {name!r}, "

@@ -189,14 +189,16 @@ def _run(spec: Any, workers: int | str, devices: str | None, force: bool, verbos
     done = before = _finished(study)
     start = time.monotonic()
 
+    from tuner.study._session import RunningBest
+
+    running_best = RunningBest(study)
+
     def on_trial(outcome: Any, s: optuna.Study) -> None:
         nonlocal done
         done += outcome.state in ("COMPLETE", "PRUNED")
+        best = running_best.see(outcome)
         if say:
-            from tuner.study._record import best_trial, primary
-
-            best = best_trial(s)
-            say(trial_line(outcome, done, n_trials, primary(best) if best else None))
+            say(trial_line(outcome, done, n_trials, best))
 
     result = StudyResult(study, None, prepared.spec.seed, prepared)  # type: ignore[arg-type]
 

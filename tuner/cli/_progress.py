@@ -3,7 +3,6 @@ ETA on a terminal; one line per trial otherwise."""
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from typing import Any
@@ -14,8 +13,7 @@ from rich.text import Text
 
 from tuner.cli._output import cell, clean, fmt, one_line, out, stderr, stdout, styled
 from tuner.study._engine import TrialOutcome, counts
-from tuner.study._record import best_trial, direction_of, primary
-from tuner.study._session import trial_line
+from tuner.study._session import RunningBest, trial_line
 
 __all__ = ["TrialProgress", "eta"]
 
@@ -66,11 +64,7 @@ class TrialProgress:
         self.done_before = self.done
         self.pruned, self.failed = c["PRUNED"], c["FAIL"]
         self.start = time.monotonic()
-        # The best value among the trials said so far: with workers, the study may already hold a better trial
-        # whose line comes next, and a line must not show a best that no line above it had.
-        best = best_trial(study)
-        self.best = primary(best) if best else None
-        self.sign = 1.0 if direction_of(study) == "maximize" else -1.0
+        self.running_best = RunningBest(study)
         self.rich = sys.stdout.isatty() and not quiet
         self.progress: Progress | None = None
         if self.rich:
@@ -100,7 +94,7 @@ class TrialProgress:
                    self.timeout)
 
     def _stats(self, study: optuna.Study) -> str:
-        return f"pruned {self.pruned} failed {self.failed} best {fmt(self.best)}"
+        return f"pruned {self.pruned} failed {self.failed} best {fmt(self.running_best.value)}"
 
     def __enter__(self) -> TrialProgress:
         if self.progress is not None:
@@ -123,10 +117,7 @@ class TrialProgress:
     def __call__(self, outcome: TrialOutcome, study: optuna.Study) -> None:
         if outcome.state in ("COMPLETE", "PRUNED"):
             self.done += 1
-        value = outcome.value
-        if outcome.state == "COMPLETE" and value is not None and math.isfinite(value) and (
-                self.best is None or self.sign * value > self.sign * self.best):
-            self.best = value
+        best = self.running_best.see(outcome)
         self.pruned += outcome.state == "PRUNED"
         self.failed += outcome.state == "FAIL"
         if self.progress is not None:
@@ -135,7 +126,7 @@ class TrialProgress:
                 self.progress.console.print(styled((f"trial {outcome.number} failed:", "red"), " ",
                                                    one_line(outcome.reason)))
             return
-        line = trial_line(outcome, self.done, self.n_trials, self.best)
+        line = trial_line(outcome, self.done, self.n_trials, best)
         stream = stderr if self.quiet else stdout
         stream.write(clean(line) + "\n")
         stream.flush()

@@ -8,6 +8,7 @@ only parses flags and prints these.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -137,6 +138,26 @@ def _left(deadline: float | None) -> float | None:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None or value != value else f"{value:.4f}"
+
+
+class RunningBest:
+    """The best value among the trials said so far, for trial lines: with workers the study may already hold a
+    better trial whose line comes next, and a line must not show a best that no line above it had."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        from tuner.study._record import best_trial, direction_of, primary
+
+        best = best_trial(study)
+        self.value: float | None = primary(best) if best else None
+        self.sign = 1.0 if direction_of(study) == "maximize" else -1.0
+
+    def see(self, outcome: TrialOutcome) -> float | None:
+        """Takes a finished trial in; returns the best so far."""
+        value = outcome.value
+        if outcome.state == "COMPLETE" and value is not None and math.isfinite(value) and (
+                self.value is None or self.sign * value > self.sign * self.value):
+            self.value = value
+        return self.value
 
 
 def trial_line(outcome: TrialOutcome, done: int, n_trials: int, best: float | None) -> str:
