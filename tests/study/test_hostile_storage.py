@@ -121,6 +121,29 @@ def test_concurrent_creates_with_different_specs_one_wins(backend: str, tmp_path
             optuna.delete_study(study_name="same", storage=open_storage(url))
 
 
+def test_a_look_at_a_server_storage_waits_for_its_set_up(postgres_db: str):
+    """Optuna writes its version rows and creates alembic's table on every open, reading or not: a look at the
+    storage (is the study there?) while another process creates its tables raced their CREATE TABLEs
+    ("duplicate key value violates unique constraint pg_type_typname_nsp_index"). It waits for the set-up."""
+    import threading
+
+    from tuner.study._storage import open_storage, storage_lock
+
+    opened = threading.Event()
+
+    def look() -> None:
+        open_storage(postgres_db, readonly=True)
+        opened.set()
+
+    open_storage(postgres_db)  # its tables
+    with storage_lock(postgres_db, "init"):  # another process setting the storage up
+        looker = threading.Thread(target=look, daemon=True)
+        looker.start()
+        assert not opened.wait(1.0), "the look did not wait for the set-up"
+    looker.join(timeout=30)
+    assert opened.is_set()
+
+
 def test_concurrent_creates_on_a_fresh_sqlite_file_both_succeed(tmp_path: Path, objective_ref: str,
                                                                 space_file: Path):
     for round_ in range(2):

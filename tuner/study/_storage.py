@@ -465,8 +465,14 @@ def open_storage(url: str | None = None, *, readonly: bool = False) -> optuna.st
                     raise StudyError(f"Cannot open storage {mask_url(url)}: {os_error_message(exc, path.parent)}"
                                      ) from None
     try:
-        if readonly:
+        if readonly and scheme == "sqlite":
             return optuna.storages.RDBStorage(rdb_url, engine_kwargs=engine_kwargs, skip_table_creation=True)
+        if readonly:
+            # Optuna writes its version rows (and creates alembic's table) on every open, tables skipped or not:
+            # on a server whose storage another process is setting up, that races its CREATE TABLEs
+            # ("duplicate key ... pg_type_typname_nsp_index"). It waits for the set-up, as a writer does.
+            with storage_lock(url, "init"):
+                return optuna.storages.RDBStorage(rdb_url, engine_kwargs=engine_kwargs, skip_table_creation=True)
         # Creating the tables of a new storage is not safe from two processes at once ("table ... already
         # exists"): one process at a time sets a storage up.
         with storage_lock(url, "init"):
