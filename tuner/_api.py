@@ -494,11 +494,10 @@ def tune(
         for note in start_notes:
             print(note, flush=True)
     else:  # what the call asked for and did not get, said even when nothing is printed
-        from tuner.study._starts import about_known_starts_only
+        from tuner.study._starts import asked_for_and_changed
 
-        changed = [f"{s.source}: {'; '.join(s.changes)}" for s in queued
-                   if s.changes and not s.source.startswith("known start")]
-        for note in [n for n in start_notes if not about_known_starts_only(n)] + changed:
+        changed, notes = asked_for_and_changed(queued, start_notes)
+        for note in notes + changed:
             warnings.warn(f"tuner.tune: {note}", UserWarning, stacklevel=2)
     try:
         with sigterm_exits(), tracking(study, on_trial, mlflow=mlflow, tensorboard=tensorboard) as tracked:

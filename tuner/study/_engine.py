@@ -1075,7 +1075,7 @@ def record_outcome(study: optuna.Study, plan: RunPlan, summary: RunSummary, outc
         try:  # said by show and the report too, until a trial runs again (one asked after the stop: a pack's
             # members and other workers' trials asked before it do not count)
             last = max((t.number for t in study.get_trials(deepcopy=False)), default=outcome.number)
-            study.set_user_attr(StudyKey.STOPPED, {"trial": max(last, outcome.number), "why": why})
+            study.set_user_attr(StudyKey.STOPPED, {"trial": last, "why": why})
         except Exception:  # a storage that fails now: the error below says it all the same
             pass
         raise StudyError(f"Study {study.study_name!r} stopped after {why}")

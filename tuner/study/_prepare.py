@@ -132,11 +132,10 @@ class PreparedStudy:
         """Of ``preparation_lines``, those saying that the study does not run what was asked as asked (a space
         fitted to the data or the model, a config the space changed or the budget left out): what a caller
         that prints nothing is warned of."""
-        from tuner.study._starts import about_known_starts_only
+        from tuner.study._starts import asked_for_and_changed
 
-        changed = [f"{s.source}: {'; '.join(s.changes)}" for s in self.queued
-                   if s.changes and not s.source.startswith("known start")]
-        return list(self.space_notes) + changed + [n for n in self.start_notes if not about_known_starts_only(n)]
+        changed, notes = asked_for_and_changed(self.queued, self.start_notes)
+        return list(self.space_notes) + changed + notes
 
 
 def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track: bool = False) -> PreparedStudy:
@@ -212,13 +211,11 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
 def _stored_space_searches_dropout(spec: StudySpec) -> bool:
     """Whether a study of this name exists and its stored space holds the dropout rate: one created before a
     model without dropout layers had the rate left out, joined as it was made."""
-    if not study_in_storage(spec.study_name, spec.storage):
-        return False
     from tuner.study._open import stored_spec
 
     try:
         _, raw = stored_spec(spec.study_name, spec.storage)
-    except TunerError:
+    except TunerError:  # no such study (or storage): nothing to join
         return False
     regularization = raw.get("regularization") if isinstance(raw, dict) else None
     return isinstance(regularization, dict) and regularization.get("dropout") is not None

@@ -14,7 +14,7 @@ from tuner.spaces import SearchSpace
 from tuner.spaces._space import CONFIG_PARTS
 
 __all__ = ["Start", "KNOWN_STARTS", "known_starts", "file_starts", "study_starts", "gather_starts", "within_budget",
-           "about_known_starts_only"]
+           "asked_for_and_changed"]
 
 START_ATTR = "start"  # a queued trial's user attribute: where its config came from
 
@@ -226,13 +226,19 @@ def gather_starts(space: SearchSpace, *, enqueue: list[Any], warm_start: Any = N
     return unique, notes
 
 
-def about_known_starts_only(note: str) -> bool:
-    """Whether a note of ``within_budget`` concerns only the known-good points, which the caller did not ask
-    for by name (left out of a warning to a caller that prints nothing)."""
-    if note.startswith("known start "):
-        return True
-    head, _, sources = note.partition(" trial(s): ")
-    return head.startswith("first trials: ") and all(s.startswith("known start ") for s in sources.split("; "))
+def asked_for_and_changed(queued: list[Start], notes: list[str]) -> tuple[list[str], list[str]]:
+    """What a caller that prints nothing is warned of: each config it queued that the space changed, and the
+    notes (from ``within_budget`` and the like) that are not only about the known-good points, which it did not
+    ask for by name."""
+    def known_only(note: str) -> bool:
+        if note.startswith("known start "):
+            return True
+        head, _, sources = note.partition(" trial(s): ")
+        return head.startswith("first trials: ") and all(s.startswith("known start ") for s in sources.split("; "))
+
+    changed = [f"{s.source}: {'; '.join(s.changes)}" for s in queued
+               if s.changes and not s.source.startswith("known start")]
+    return changed, [note for note in notes if not known_only(note)]
 
 
 def within_budget(starts: list[Start], n_trials: int) -> tuple[list[Start], list[str]]:
