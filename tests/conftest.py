@@ -18,27 +18,39 @@ os.environ["TUNER_PACK"] = "1"
 # tests run in one process unless they ask for workers (or unset TUNER_WORKERS to test `auto`).
 os.environ["TUNER_WORKERS"] = "1"
 
-# 200 samples of make_classification (3 classes, 10 features): 128 train / 32 validation / 40 test rows,
-# a two-layer MLP with one nn.Dropout. A trial of a few epochs takes milliseconds.
+# 200 samples in 3 classes, 10 features (6 informative: two Gaussian clusters per class on the corners of a
+# hypercube, as scikit-learn's make_classification draws them; 4 noise), made with NumPy alone so that the many
+# processes the tests start do not import scikit-learn: 128 train / 32 validation / 40 test rows, a two-layer
+# MLP with one nn.Dropout. A trial of a few epochs takes milliseconds.
 SYNTHETIC_OBJECTIVE = textwrap.dedent(
     '''
     """A tiny synthetic classification objective for the tests."""
 
     from functools import lru_cache
 
-    from sklearn.datasets import make_classification
+    import numpy as np
     from torch import nn
 
-    from tuner.objectives import Dataset, Objective, from_arrays, split_arrays, standardize
+    from tuner.objectives import Dataset, Objective, from_arrays
+
+
+    def make_samples(n_samples=200, n_features=10, n_informative=6, n_classes=3, class_sep=1.0, random_state=0):
+        rng = np.random.default_rng(random_state)
+        corners = rng.choice([-class_sep, class_sep], size=(2 * n_classes, n_informative))
+        y = rng.permutation(np.arange(n_samples) % n_classes)
+        cluster = y + n_classes * rng.integers(0, 2, n_samples)
+        x = rng.normal(size=(n_samples, n_features))
+        x[:, :n_informative] = x[:, :n_informative] @ rng.normal(size=(n_informative, n_informative)) / 2
+        x[:, :n_informative] += corners[cluster]
+        return x, y
 
 
     @lru_cache(maxsize=1)
     def load_data() -> Dataset:
-        x, y = make_classification(n_samples=200, n_features=10, n_informative=6, n_redundant=2,
-                                   n_classes=3, class_sep=1.5, random_state=0)
-        x_rest, y_rest, x_test, y_test = split_arrays(x, y, 0.2, stratify=True)
-        x_train, y_train, x_val, y_val = split_arrays(x_rest, y_rest, 0.2, stratify=True)
-        x_train, x_val, x_test = standardize(x_train, x_val, x_test)
+        x, y = make_samples(random_state=0)
+        x_test, y_test, x_val, y_val, x_train, y_train = x[:40], y[:40], x[40:72], y[40:72], x[72:], y[72:]
+        mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+        x_train, x_val, x_test = ((v - mean) / std for v in (x_train, x_val, x_test))
         return from_arrays(x_train, y_train, x_val, y_val, x_test, y_test, n_classes=3)
 
 
@@ -48,7 +60,7 @@ SYNTHETIC_OBJECTIVE = textwrap.dedent(
 
 
     objective = Objective("synthetic", load_data=load_data, build_model=build_model, metric="accuracy",
-                          description="make_classification, 200 samples, 3 classes")
+                          description="Gaussian clusters, 200 samples, 3 classes")
     '''
 )
 N_TRAIN = 128  # rows of the synthetic objective's training split

@@ -150,7 +150,7 @@ def test_the_trainer_trains_as_a_users_setup_loop(trainer: Trainer, extra: dict)
 @pytest.mark.parametrize("extra", [
     {"optimizer": {"name": "adamw", "lr": 3e-2}, "schedule": "warmup_cosine", "grad_clip_norm": 0.5,
      "regularization": {"l1": 1e-4, "weight_decay": 1e-2}},
-    {"optimizer": {"name": "lbfgs", "lr": 0.5}, "regularization": {"weight_decay": 1e-3}},
+    {"optimizer": {"name": "lbfgs", "lr": 0.2}, "regularization": {"weight_decay": 1e-2}},
     {"optimizer": {"name": "nesterov", "lr": 5e-2, "momentum": 0.9}, "regularization": {"l1": 1e-4}},
 ])
 def test_micro_batches_accumulate_to_the_whole_batchs_update(trainer: Trainer, extra: dict, monkeypatch):

@@ -891,8 +891,8 @@ def test_epochs_default_to_the_objectives_own(make_spec, tmp_path: Path, objecti
     number is stored, so resuming with the same spec joins the study."""
     module = tmp_path / "long_objective.py"
     module.write_text(objective_file.read_text().replace(
-        'description="make_classification, 200 samples, 3 classes")',
-        'description="make_classification, 200 samples, 3 classes", epochs=3)'))
+        'description="Gaussian clusters, 200 samples, 3 classes")',
+        'description="Gaussian clusters, 200 samples, 3 classes", epochs=3)'))
     spec = make_spec(objective=f"{module}:objective", epochs=None, n_trials=2)
     study, prepared = _create(spec)
     assert prepared.spec.epochs == 3
