@@ -264,26 +264,41 @@ def test_a_study_that_is_not_there_is_said_before_pytorch_is_loaded(command: str
 
 
 @pytest.fixture(scope="module")
-def finished_study(tmp_path_factory: pytest.TempPathFactory, objective_ref: str) -> str:
-    """The storage URL of a study "s" of 4 trials."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('finished') / 'tuner.db'}"
+def finished_study(tmp_path_factory: pytest.TempPathFactory, objective_ref: str, space_file: Path) -> str:
+    """The storage URL of a study "s" of 4 trials; beside it "edge", whose best trial sits at the end of a
+    range (``study show`` says so), and "pareto", a study of accuracy and training seconds."""
+    folder = tmp_path_factory.mktemp("finished")
+    url = f"sqlite:///{folder / 'tuner.db'}"
     created = CliRunner().invoke(app, ["study", "create", "--name", "s", "--objective", objective_ref, "--storage",
                                        url, "--n-trials", "4", "--epochs", "2", "--seed", "0"])
     assert created.exit_code == 0, created.output
+    (folder / "edge.yaml").write_text("optimizer: {name: adam, lr: 0.03}\nbatch_size: 32\n")
+    for name, more in (("edge", ["--n-trials", "1", "--enqueue", str(folder / "edge.yaml")]),
+                       ("pareto", ["--n-trials", "3", "--objectives", "accuracy,train_seconds"])):
+        created = CliRunner().invoke(app, ["study", "create", "--name", name, "--objective", objective_ref, "--space",
+                                           str(space_file), "--storage", url, "--epochs", "2", "--seed", "0", *more])
+        assert created.exit_code == 0, created.output
     return url
 
 
 def test_looking_at_a_study_does_not_wait_for_pytorch(tmp_path: Path, finished_study: str):
-    """``study show`` and ``study list`` of a study with trials read the storage alone: none of the heavy
-    libraries loads, and they print what they print in a process that has them loaded."""
+    """``study show``, ``study list`` and ``study trials`` read the storage alone: none of the heavy libraries
+    loads (``trials`` builds its table with pandas), whatever the study holds (trials at the end of a range, two
+    objectives), and they print what they print in a process that has them loaded."""
     url = finished_study
-    for args in (["study", "show", "s", "--storage", url], ["study", "list", "--storage", url],
-                 ["study", "show", "s", "--storage", url, "--format", "json"]):
+    looks = [["study", "list", "--storage", url]]
+    for name in ("s", "edge", "pareto"):
+        looks += [["study", "show", name, "--storage", url], ["study", "show", name, "--storage", url, "--format",
+                                                                "json"], ["study", "trials", name, "--storage", url]]
+    for args in looks:
         code, loaded, stderr, printed = _cli_in_a_fresh_process(args, cwd=tmp_path)
-        assert code in (0, None) and loaded == "[]", (args, code, loaded, stderr[-2000:])
+        allowed = "['pandas']" if args[1] == "trials" else "[]"
+        assert code in (0, None) and loaded in ("[]", allowed), (args, code, loaded, stderr[-2000:])
         here = CliRunner().invoke(app, args)
         assert here.exit_code == 0, here.output
         assert printed.split() == here.stdout.split(), args  # the same words (the terminal's width aside)
+    edge = _cli_in_a_fresh_process(["study", "show", "edge", "--storage", url], cwd=tmp_path)[3]
+    assert "adam.lr = 0.03 sits at the high end of its range" in edge, edge
 
 
 @pytest.mark.parametrize(("args", "said"), [

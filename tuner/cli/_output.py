@@ -185,7 +185,7 @@ def print_edges(summary: dict[str, Any]) -> None:
     edges = summary.get("edges") or []
     if edges:
         print_edge_notes(summary.get("edges_of"), edges)
-        from tuner.report._analysis import MIN_TOP
+        from tuner.study._record import MIN_TOP
 
         complete = (summary.get("counts") or {}).get("complete", 0)
         if complete >= MIN_TOP:

@@ -40,7 +40,7 @@ from tuner.report._confirm import (
     recommendation,
     stored_confirmation,
 )
-from tuner.study._engine import oom_notes
+from tuner.study._limits import oom_notes
 from tuner.study._record import Key, StudyKey, direction_of, primary
 
 __all__ = [

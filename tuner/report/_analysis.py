@@ -16,7 +16,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import ConfigError, StudyError, count
-from tuner.study._record import Key, primary, range_position, ranked_trials
+from tuner.study._record import MIN_TOP, Key, primary, range_position, ranked_trials
 
 __all__ = ["trials_frame", "Importance", "importances", "per_optimizer_best", "narrow_space", "complete_trials",
            "EVALUATORS"]
@@ -277,7 +277,6 @@ def _round(value: float) -> float:
     return float(f"{value:.3g}")
 
 
-MIN_TOP = 5  # the fewest complete trials a study needs for a narrowed space (drawn from the better half of them)
 
 
 def narrow_space(study: optuna.Study, raw_space: dict[str, Any], top_fraction: float = 0.25, min_top: int = MIN_TOP,

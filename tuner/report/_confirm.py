@@ -20,7 +20,6 @@ from optuna.trial import FrozenTrial
 from tuner.config import TrainConfig
 from tuner.errors import StudyError, TunerError, count
 from tuner.report._analysis import complete_trials
-from tuner.study._engine import RunFailed
 from tuner.study._record import Key, StudyKey, direction_of, primary, top_distinct, trial_with_config
 
 __all__ = ["Candidate", "ConfirmPlan", "Confirmation", "Recommendation", "confirm", "confirmation_plan", "recommend",
@@ -225,6 +224,8 @@ def confirm(study: optuna.Study, fit: FitFn, *, top_k: int = 3, seeds: int = 3, 
             except TunerError:  # the objective changed, the data cannot load: not this config's fault
                 raise
             except Exception as exc:  # a diverging or crashing re-run counts against its config
+                from tuner.study._engine import RunFailed  # here, not above: a look at a study loads no torch
+
                 value, test = math.nan, None
                 detail = str(exc) if isinstance(exc, RunFailed) else f"{type(exc).__name__}: {exc}"
                 cand.errors.append(f"seed {seed}: {detail}"[:300])

@@ -205,6 +205,7 @@ def objectives_of(study: optuna.Study) -> list[str]:
 
 
 EDGE = 0.05  # a value within this fraction of a range's end (log scale where the range is) sits at its edge
+MIN_TOP = 5  # the fewest complete trials a study needs for a narrowed space (drawn from the better half of them)
 
 
 def range_position(dist: Any, value: float) -> float | None:
