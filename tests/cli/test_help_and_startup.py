@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -261,6 +262,25 @@ def test_a_study_that_is_not_there_is_said_before_pytorch_is_loaded(command: str
     code, loaded, stderr, _ = _cli_in_a_fresh_process(["study", command, "othre"], cwd=tmp_path)
     assert code == 1 and loaded == "[]", (code, loaded, stderr[-2000:])
     assert "Unknown study 'othre'. Valid: other. Did you mean 'other'?" in stderr, stderr[-2000:]
+
+
+@pytest.mark.parametrize(("storage", "said"), [
+    ("sqlite:///app.db", "app.db is the SQLite database of another application (tables: invoices)"),
+    ("journal:notes.txt", "notes.txt is not an Optuna journal"),
+])
+def test_a_storage_file_of_another_application_is_refused_before_pytorch_loads(storage: str, said: str,
+                                                                               tmp_path: Path, objective_ref: str):
+    """``study create`` into a file that is not an Optuna storage says so at once (not after loading the
+    objective, PyTorch and the data) and leaves the file as it was."""
+    with sqlite3.connect(tmp_path / "app.db") as con:
+        con.execute("CREATE TABLE invoices (id INTEGER)")
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    code, loaded, stderr, _ = _cli_in_a_fresh_process(["study", "create", "--objective", objective_ref, "--storage",
+                                                       storage, "--n-trials", "1"], cwd=tmp_path)
+    assert code == 1 and loaded == "[]", (code, loaded, stderr[-2000:])
+    assert said in stderr, stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,17 @@ from typing import Any
 
 from tuner.errors import ConfigError
 from tuner.study._spec import StudySpec
-from tuner.study._storage import study_in_storage
+from tuner.study._storage import check_storage, default_storage, study_in_storage
 
 
 def check_inputs(spec: StudySpec) -> None:
     """Raises the error ``prepare`` would raise for a space, objective file, CSV file, enqueued config or
-    warm-start study that is missing or wrong; returns nothing, writes nothing."""
+    warm-start study that is missing or wrong, or that ``create_or_join`` would raise for a storage file that
+    is not an Optuna storage (another application's database or text file); returns nothing, writes nothing."""
     from tuner.spaces import load_space
 
     space = load_space(spec.space)
+    check_storage(spec.storage or default_storage())  # a local file that is not an Optuna storage
     if not study_in_storage(spec.study_name, spec.storage):
         from tuner.study._spec import check_new_name
 
@@ -29,7 +31,6 @@ def check_inputs(spec: StudySpec) -> None:
     if spec.sampler_name != "grid" and (spec.enqueue or spec.warm_start) and not study_in_storage(
             spec.study_name, spec.storage):
         from tuner.study._starts import gather_starts
-        from tuner.study._storage import default_storage
 
         warm = spec.warm_start
         gather_starts(space, enqueue=spec.enqueue, warm_start=warm.study if warm else None,
