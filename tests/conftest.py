@@ -18,10 +18,10 @@ os.environ["TUNER_PACK"] = "1"
 # tests run in one process unless they ask for workers (or unset TUNER_WORKERS to test `auto`).
 os.environ["TUNER_WORKERS"] = "1"
 
-# 200 samples in 3 classes, 10 features (6 informative: two Gaussian clusters per class on the corners of a
-# hypercube, as scikit-learn's make_classification draws them; 4 noise), made with NumPy alone so that the many
-# processes the tests start do not import scikit-learn: 128 train / 32 validation / 40 test rows, a two-layer
-# MLP with one nn.Dropout. A trial of a few epochs takes milliseconds.
+# 200 samples in 3 classes, 10 features (6 informative: two Gaussian clusters per class at random corners of a
+# hypercube, in the manner of scikit-learn's make_classification; 4 noise), made with NumPy alone so that the
+# many processes the tests start do not import scikit-learn: 128 train / 32 validation / 40 test rows (every
+# class in each), a two-layer MLP with one nn.Dropout. A trial of a few epochs takes milliseconds.
 SYNTHETIC_OBJECTIVE = textwrap.dedent(
     '''
     """A tiny synthetic classification objective for the tests."""

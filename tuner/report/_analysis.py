@@ -277,8 +277,6 @@ def _round(value: float) -> float:
     return float(f"{value:.3g}")
 
 
-
-
 def narrow_space(study: optuna.Study, raw_space: dict[str, Any], top_fraction: float = 0.25, min_top: int = MIN_TOP,
                  edge: float = 0.05, anchor: int | None = None) -> tuple[dict[str, Any], list[str]]:
     """A search space for a follow-up study around the best trials, and notes on what changed.
