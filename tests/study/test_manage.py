@@ -120,3 +120,37 @@ def test_copy_to_another_storage_is_a_whole_study(made: str, tmp_path: Path):
     assert shown.exit_code == 0, shown.output
     assert '"complete": 3' in shown.output
     assert _names(made) == ["m"]
+
+
+def test_study_list_reads_each_studys_trials_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``study list`` of a storage with many trials reads each study's trials once (not once for the counts,
+    once for the best and once for the queued), and says what Optuna's own summaries say."""
+    from datetime import datetime
+
+    import tuner.study._describe as describe
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = f"sqlite:///{tmp_path / 'many.db'}"
+    x = optuna.distributions.FloatDistribution(0, 1)
+    for name, direction in (("up", "maximize"), ("down", "minimize")):
+        study = optuna.create_study(study_name=name, storage=url, direction=direction)
+        study.add_trials([optuna.trial.create_trial(params={"x": i / 10}, distributions={"x": x}, value=i / 10)
+                          for i in range(10)])
+        study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
+        study.enqueue_trial({"x": 0.5})
+    reads: list[int] = []
+    rdb = optuna.storages.RDBStorage
+    read = rdb._get_trials  # what every read of a study's trials comes down to, cached or not
+
+    def counting(self, study_id, *args, **kwargs):
+        reads.append(study_id)
+        return read(self, study_id, *args, **kwargs)
+
+    monkeypatch.setattr(rdb, "_get_trials", counting)
+    rows = describe.list_studies(url)
+    assert sorted(reads) == sorted(set(reads)) and len(reads) == 2
+    summaries = {s.study_name: s for s in optuna.get_all_study_summaries(url, include_best_trial=False)}
+    for row, best in zip(rows, (0.9, 0.0), strict=True):
+        summary = summaries[row["name"]]
+        assert (row["trials"], row["queued"], row["best"]) == (summary.n_trials - 1, 1, best)
+        assert datetime.fromisoformat(row["created"]) == summary.datetime_start.replace(microsecond=0)

@@ -15,7 +15,6 @@ from tuner.study._record import (
     EDGE,
     Key,
     StudyKey,
-    best_trial,
     direction_of,
     primary,
     range_position,
@@ -182,18 +181,20 @@ def list_studies(url: str) -> list[dict[str, Any]]:
     if not storage_exists(url):
         return rows
     opened = open_storage(url, readonly=True)
-    for s in optuna.get_all_study_summaries(opened, include_best_trial=False):
-        spec = s.user_attrs.get(StudyKey.SPEC, {})
-        kind = study_kind(s.user_attrs, len(s.directions))
+    for frozen in opened.get_all_studies():  # each study's trials are read once, below
+        spec = frozen.user_attrs.get(StudyKey.SPEC, {})
+        kind = study_kind(frozen.user_attrs, len(frozen.directions))
+        study = optuna.load_study(study_name=frozen.study_name, storage=opened)
+        trials = study.get_trials(deepcopy=False)
         best = None
-        study = optuna.load_study(study_name=s.study_name, storage=opened)
         if kind != "multi-objective":
-            trial = best_trial(study)
-            best = None if trial is None else primary(trial)
+            ranked = ranked_trials(study, trials)
+            best = primary(ranked[0]) if ranked else None
         # Trials run or running; configs queued for a study never run (its first trials) are not trials yet.
-        waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-        rows.append({"name": s.study_name, "kind": kind, "directions": len(s.directions),
-                     "trials": s.n_trials - waiting, "queued": waiting,
-                     "objective": _objective_of(spec, s.user_attrs.get(StudyKey.TUNE)), "best": best,
-                     "created": s.datetime_start.isoformat(timespec="seconds") if s.datetime_start else None})
+        waiting = sum(t.state == TrialState.WAITING for t in trials)
+        starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+        rows.append({"name": frozen.study_name, "kind": kind, "directions": len(frozen.directions),
+                     "trials": len(trials) - waiting, "queued": waiting,
+                     "objective": _objective_of(spec, frozen.user_attrs.get(StudyKey.TUNE)), "best": best,
+                     "created": min(starts).isoformat(timespec="seconds") if starts else None})
     return rows

@@ -264,10 +264,12 @@ def better(a: float, b: float, direction: str) -> bool:
     return a > b if direction == "maximize" else a < b
 
 
-def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete trials with a finite value, best first (ties: the earlier trial first)."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.values and math.isfinite(t.values[0])]
+def ranked_trials(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> list[FrozenTrial]:
+    """Complete trials with a finite value, best first (ties: the earlier trial first); of ``trials`` where
+    the caller has read the study's trials already."""
+    if trials is None:
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.values and math.isfinite(t.values[0])]
     sign = -1.0 if direction_of(study) == "maximize" else 1.0
     return sorted(done, key=lambda t: (sign * t.values[0], t.number))
 
