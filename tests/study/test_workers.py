@@ -413,20 +413,25 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path, slow_file:
     within seconds, record their running trials as interrupted and exit, instead of training on as orphans;
     the next run leaves nothing RUNNING and meets the budget."""
     url = f"sqlite:///{tmp_path / 'o.db'}"
-    spec = _spec_file(tmp_path, slow_file, space_file, n_trials=4, epochs=8)
+    spec = _spec_file(tmp_path, slow_file, space_file, n_trials=4, epochs=10)
     proc = subprocess.Popen([*TUNER, "study", "create", str(spec), "--storage", url, "--workers", "2"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
     deadline = time.monotonic() + 120
     workers: set[int] = set()
-    while len(workers) < 2 and time.monotonic() < deadline:
+    training = False
+    while not (len(workers) == 2 and training) and time.monotonic() < deadline:
+        time.sleep(0.1)
         if Path(url[len("sqlite:///"):]).exists():
             try:
-                workers = {t.user_attrs["worker"]["pid"] for t in _load("w", url).get_trials(
-                    states=(TrialState.RUNNING,)) if "worker" in t.user_attrs}
+                running = [t for t in _load("w", url).get_trials(states=(TrialState.RUNNING,))
+                           if "worker" in t.user_attrs]
+                workers = {t.user_attrs["worker"]["pid"] for t in running}
+                # A trial early in its training, so that the kill (noticed within half a second) lands while it
+                # trains, not as it finishes: between two trials a worker stops with nothing to interrupt.
+                training = any(1 <= len(t.intermediate_values) <= 3 for t in running)
             except Exception:  # still being created
                 pass
-        time.sleep(0.1)
-    assert len(workers) == 2, "the workers did not start"
+    assert len(workers) == 2 and training, "the workers did not start"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     stop_by = time.monotonic() + 30
