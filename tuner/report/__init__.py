@@ -41,7 +41,7 @@ from tuner.report._confirm import (
     stored_confirmation,
 )
 from tuner.study._limits import oom_notes
-from tuner.study._record import Key, StudyKey, direction_of, primary
+from tuner.study._record import Key, StudyKey, direction_of, primary, stopped_early
 
 __all__ = [
     "CONFIRMATION_ATTR",
@@ -371,8 +371,6 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
         imps = []
         notes.append(f"importances not computed: {exc}")
     notes += thin_importance_notes(imps, counts(study)["COMPLETE"])
-    from tuner.study._record import stopped_early
-
     stop = stopped_early(study)
     if stop:
         notes.append(f"the study stopped early, short of its budget, after {stop}")

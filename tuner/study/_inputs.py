@@ -21,15 +21,15 @@ def check_inputs(spec: StudySpec) -> None:
 
     space = load_space(spec.space)
     check_storage(spec.storage or default_storage())  # a local file that is not an Optuna storage
-    if not study_in_storage(spec.study_name, spec.storage):
+    new = not study_in_storage(spec.study_name, spec.storage)
+    if new:
         from tuner.study._spec import check_new_name
 
         check_new_name(spec.study_name)
     check_objective_files(spec.objective, spec.data, spec.target)
     check_device_name(spec.device)
     # A grid runs its own points; a study that exists is joined and queues nothing (it says so).
-    if spec.sampler_name != "grid" and (spec.enqueue or spec.warm_start) and not study_in_storage(
-            spec.study_name, spec.storage):
+    if spec.sampler_name != "grid" and (spec.enqueue or spec.warm_start) and new:
         from tuner.study._starts import gather_starts
 
         warm = spec.warm_start

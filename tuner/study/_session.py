@@ -21,7 +21,7 @@ from tuner.study._describe import list_studies, study_summary, trial_row
 from tuner.study._engine import TrialOutcome
 from tuner.study._local import run_prepared
 from tuner.study._prepare import PreparedStudy
-from tuner.study._record import FINISHED, record_of
+from tuner.study._record import FINISHED, best_trial, better, direction_of, primary, record_of
 from tuner.study._workers import MAX_WORKERS_PER_CORE, WorkerReport, check_workers, parse_devices, run_workers
 
 if TYPE_CHECKING:
@@ -145,17 +145,15 @@ class RunningBest:
     better trial whose line comes next, and a line must not show a best that no line above it had."""
 
     def __init__(self, study: optuna.Study) -> None:
-        from tuner.study._record import best_trial, direction_of, primary
-
         best = best_trial(study)
         self.value: float | None = primary(best) if best else None
-        self.sign = 1.0 if direction_of(study) == "maximize" else -1.0
+        self.direction = direction_of(study)
 
     def see(self, outcome: TrialOutcome) -> float | None:
         """Takes a finished trial in; returns the best so far."""
         value = outcome.value
         if outcome.state == "COMPLETE" and value is not None and math.isfinite(value) and (
-                self.value is None or self.sign * value > self.sign * self.value):
+                self.value is None or better(value, self.value, self.direction)):
             self.value = value
         return self.value
 
