@@ -253,20 +253,24 @@ def test_a_loss_is_minimized_unless_the_direction_says_otherwise(capsys):
     assert resolve_direction("top1_error", "auto")[0] == "minimize"
     assert resolve_direction("accuracy", "auto")[0] == "maximize"
     assert resolve_direction("value", "auto")[0] == "maximize"
-    assert resolve_direction("val_loss", "maximize") == ("maximize", "")
+    assert resolve_direction("val_loss", "maximize") == ("maximize", "", False)
     # Names glued together or in camelCase read as what they are.
     for name in ("valLoss", "logloss", "cross_entropy", "val_errors", "WER", "train_seconds", "brier_score",
                  "mape", "bce", "huberLoss"):
         assert resolve_direction(name, "auto")[0] == "minimize", name
     for name in ("f1", "valAUC", "val_acc", "reward", "neg_logloss", "top1", "mAP", "mIoU", "nDCG@10"):
-        direction, note = resolve_direction(name, "auto")
-        assert direction == "maximize" and "reads as a score" in note, name
+        direction, note, unsure = resolve_direction(name, "auto")
+        assert direction == "maximize" and "reads as a score" in note and not unsure, name
     for name in ("neg_log_likelihood", "negative_elbo"):  # a negated score
         assert resolve_direction(name, "auto")[0] == "minimize", name
     for name in ("cost_savings", "time_saved", "brier_skill_score"):  # a cost and a benefit: not guessed in silence
         assert "reads as both a cost and a benefit" in resolve_direction(name, "auto")[1], name
     for name in ("policy_entropy", "lossless_ratio"):
         assert "reads as neither" in resolve_direction(name, "auto")[1], name
+    # Which guesses warn when nothing is printed: a minimized name, or one read as neither or both.
+    for name, unsure in (("val_loss", True), ("policy_entropy", True), ("cost_savings", True), ("f1", False),
+                         ("accuracy", False), ("mse", False), ("value", False)):
+        assert resolve_direction(name, "auto")[2] is unsure, name
     result = tuner.tune(_lr, "lr-only", n_trials=2, epochs=1, metric="val_loss")
     assert result.study.direction == optuna.study.StudyDirection.MINIMIZE
     assert "direction: minimize ('val_loss' reads as a loss" in capsys.readouterr().out

@@ -231,43 +231,40 @@ def _reads_as_loss(word: str) -> bool:
             or (word.endswith("loss") or word.startswith("loss") or word == "losses") and word != "lossless")
 
 
-def resolve_direction(metric: str, direction: str) -> tuple[str, str]:
+def resolve_direction(metric: str, direction: str) -> tuple[str, str, bool]:
     """``direction="auto"``: the registry's direction for a known metric (``mse``, ``accuracy``, ...), minimize
     for a name that reads as a loss, an error or a cost (``val_loss``, ``valLoss``, ``logloss``, ``top1_error``,
     ``cross_entropy``, ``mae``, ``train_seconds``) or as a negated score (``neg_log_likelihood``), maximize for
     one that reads as a score (``f1``, ``val_auc``, ``mAP``), as a negated loss (``neg_mse``), or for the
     default name ``value``; and a note saying so (empty when the direction was given). A name that reads as
-    neither, or as both (``cost_savings``), is maximized with a note asking for ``direction=``;
-    ``inferred_unsure`` tells those apart."""
+    neither, or as both (``cost_savings``), is maximized with a note asking for ``direction=``. The third
+    value says whether the direction is a guess worth a warning when nothing is printed: a minimized name, or
+    one that read as neither or both."""
     if direction != "auto":
-        return direction, ""
+        return direction, "", False
     from tuner.objectives import get_metric, list_metrics
 
     if isinstance(metric, str) and metric in list_metrics():
         found = get_metric(metric).direction
-        return found, f"{found} (the {metric!r} metric's direction)"
+        return found, f"{found} (the {metric!r} metric's direction)", False
     if metric == "value":
-        return "maximize", "maximize (the default; pass direction='minimize' if train returns a loss or an error)"
+        return ("maximize", "maximize (the default; pass direction='minimize' if train returns a loss or an error)",
+                False)
     words = _metric_words(metric) if isinstance(metric, str) else set()
     negated = bool(words & set(_NEGATIONS)) or (isinstance(metric, str) and metric.startswith("-"))
     lossy = any(_reads_as_loss(w) for w in words)
     scored = bool(words & _SCORE_WORDS)
     if lossy and words & _BENEFIT_WORDS:
         return "maximize", (f"maximize ({metric!r} reads as both a cost and a benefit; pass direction='minimize' if "
-                            f"smaller is better)")
+                            f"smaller is better)"), True
     if lossy != negated and (lossy or scored):  # a loss, or a negated score
-        return "minimize", f"minimize ({metric!r} reads as a loss; pass direction='maximize' if larger is better)"
+        return ("minimize", f"minimize ({metric!r} reads as a loss; pass direction='maximize' if larger is better)",
+                True)
     if scored or lossy:  # a score, or a negated loss
-        return "maximize", f"maximize ({metric!r} reads as a score; pass direction='minimize' if smaller is better)"
+        return ("maximize", f"maximize ({metric!r} reads as a score; pass direction='minimize' if smaller is better)",
+                False)
     return "maximize", (f"maximize ({metric!r} reads as neither a loss nor a score; pass direction='minimize' if "
-                        f"smaller is better)")
-
-
-def inferred_unsure(note: str) -> bool:
-    """Whether ``resolve_direction``'s note is a guess worth a warning when nothing is printed: a minimized
-    name, or one that read as neither a loss nor a score."""
-    return (note.startswith("minimize (") and "metric's direction" not in note or "reads as neither" in note
-            or "reads as both" in note)
+                        f"smaller is better)"), True
 
 
 def tune(
@@ -370,8 +367,8 @@ def tune(
         problem = name_problem(study_name, new=not (storage and study_in_storage(study_name, storage)))
         if problem:
             raise ConfigError(f"study_name {problem}.")
-    direction, direction_note = resolve_direction(metric, direction)
-    if not verbose and inferred_unsure(direction_note):  # a guess, and nothing printed to say so
+    direction, direction_note, unsure = resolve_direction(metric, direction)
+    if not verbose and unsure:  # a guess, and nothing printed to say so
         warnings.warn(f"tuner.tune: direction {direction_note}", UserWarning, stacklevel=2)
     for key, flag in (("verbose", verbose), ("known_starts", known_starts)):
         if not isinstance(flag, bool):
