@@ -70,6 +70,40 @@ def test_two_functions_of_one_name_do_not_share_a_study_in_silence(tmp_path: Pat
         tuner.tune(make(), "lr-only", n_trials=2, epochs=1, storage=url, verbose=False)
 
 
+def test_two_scripts_with_a_train_function_do_not_share_a_study(tmp_path: Path):
+    """Two scripts each define ``train`` and run it as ``__main__`` (the README's names) on one storage: the
+    second is refused, naming both files, instead of handing back the first one's results; the first script,
+    moved to another folder, resumes and says so."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'tune.db'}"
+    script = ("import tuner\n"
+              "def train(ctx):\n"
+              "    ctx.report(0, {value})\n"
+              "    return {value}\n"
+              "if __name__ == '__main__':\n"
+              "    r = tuner.tune(train, 'lr-only', n_trials={n}, epochs=1, storage={url!r}, known_starts=False)\n"
+              "    print('best', r.best_value)\n")
+    env = {"PYTHONPATH": str(Path(tuner.__file__).resolve().parents[1]), "TUNER_PACK": "1"}
+
+    def run(folder: str, name: str, value: float, n: int) -> subprocess.CompletedProcess:
+        path = tmp_path / folder / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(script.format(value=value, n=n, url=url))
+        return subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=env, timeout=300)
+
+    first = run("one", "a.py", 0.9, 2)
+    assert first.returncode == 0 and "best 0.9" in first.stdout, first.stderr[-2000:]
+    other = run("one", "b.py", 0.01, 2)
+    assert other.returncode != 0 and "best" not in other.stdout
+    assert "was tuned with other settings (file: 'a.py' -> 'b.py')" in other.stderr, other.stderr[-2000:]
+    moved = run("two", "a.py", 0.9, 3)
+    assert moved.returncode == 0, moved.stderr[-2000:]
+    assert "resuming study 'tune-train-lr-only' in " in moved.stdout and "it has 2 finished trials of 3" in moved.stdout
+    assert len(optuna.load_study(study_name="tune-train-lr-only", storage=url).trials) == 3
+
+
 def test_a_grid_runs_its_points_from_the_library_too(capsys):
     result = tuner.tune(_lr, "lr-only", sampler="grid", n_trials=10, epochs=1, pruner="none")
     from tuner.spaces import load_space

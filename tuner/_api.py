@@ -485,6 +485,12 @@ def tune(
               + (f", timeout {timeout:g}s" if timeout else ""), flush=True)
         if direction_note:
             print(f"direction: {direction_note}", flush=True)
+        if existing:
+            from tuner.study._storage import mask_url
+
+            print(f"resuming study {name!r}{' in ' + mask_url(storage) if storage else ''}: it has "
+                  f"{count(done, 'finished trial')} of {n_trials}"
+                  + ("; raise the budget with n_trials=" if done >= n_trials else ""), flush=True)
         if queued:
             print(f"first trials ({len(queued)} queued): " + "; ".join(
                 s.source + (f" ({'; '.join(s.changes)})" if s.changes else "") for s in queued), flush=True)
@@ -569,11 +575,27 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
+def _source_file(train_fn: Any) -> str | None:
+    """The file name (not its folder: a project moved elsewhere is the same) that defines ``train_fn``; None
+    where there is none (an interactive session, a notebook, a builtin)."""
+    import functools
+    import inspect
+
+    while isinstance(train_fn, functools.partial):
+        train_fn = train_fn.func
+    target = train_fn if inspect.isfunction(train_fn) or inspect.ismethod(train_fn) else type(train_fn)
+    try:
+        path = inspect.getsourcefile(target)
+    except (TypeError, OSError):
+        return None
+    return Path(path).name if path and not path.startswith("<") else None
+
+
 def _identity(train_fn: Any, epochs: int, seed: int, objectives: list[str], settings: dict[str, Any]
               ) -> dict[str, Any]:
     function, module = _function_name(train_fn)
-    return _plain({"function": function, "module": module, "epochs": epochs, "seed": seed,
-                   "objectives": objectives, **settings})
+    return _plain({"function": function, "module": module, "file": _source_file(train_fn), "epochs": epochs,
+                   "seed": seed, "objectives": objectives, **settings})
 
 
 def _changes(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -583,8 +605,9 @@ def _changes(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
     for key, value in new.items():
         if key not in stored or stored[key] == value:
             continue
-        if key in ("function", "module") and (None in (stored[key], value) or "__main__" in (stored[key], value)
-                                              or " at 0x" in str(stored[key])):
+        if key in ("function", "module", "file") and (None in (stored[key], value)
+                                                      or "__main__" in (stored[key], value)
+                                                      or " at 0x" in str(stored[key])):
             continue  # no name that holds from one process to the next, or a script imported under another name
         if key == "objectives" and list(stored[key] or []) == list(value):
             continue
