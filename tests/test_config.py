@@ -422,6 +422,18 @@ def test_direction_is_one_of_two_words_wherever_it_is_given(tmp_path) -> None:
     assert load_config(saved).direction == "minimize"
 
 
+def test_a_saved_config_keeps_its_direction_and_the_plateau_schedule_its_mode(tmp_path) -> None:
+    """``best_config.save(path)`` of a study that minimized a loss: loaded back into the user's loop, the
+    plateau schedule still waits for the loss to fall, not to rise."""
+    config = TrainConfig(schedule=ScheduleConfig("plateau"), direction="minimize")
+    for name in ("best.yaml", "best.json"):
+        loaded = load_config(config.save(tmp_path / name))
+        assert loaded.direction == "minimize", name
+        assert loaded.setup(torch.nn.Linear(2, 1), steps_per_epoch=1).scheduler.mode == "min", name
+    assert load_config(config.save(tmp_path / "given.yaml", direction="maximize")).direction == "maximize"
+    assert "metadata" not in TrainConfig().to_yaml()  # no direction: nothing to keep
+
+
 def test_save_picks_json_by_suffix_in_any_case_and_refuses_a_script(tmp_path) -> None:
     path = TrainConfig().save(tmp_path / "c.JSON")
     assert json.loads(path.read_text())["batch_size"] == 64

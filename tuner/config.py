@@ -256,19 +256,23 @@ class TrainConfig:
             kwargs["direction"] = _checked_direction(metadata["direction"], "metadata.direction")
         return cls(**kwargs)
 
-    def to_json(self, **metadata: Any) -> str:
+    def _with_metadata(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        """The config as a mapping, with ``metadata``; the config's own direction goes with it unless the
+        metadata gives one, so that a saved config loads back with the plateau schedule's mode."""
         data = self.to_dict()
+        if self.direction is not None and metadata.get("direction") is None:
+            metadata = {**metadata, "direction": self.direction}
         if metadata:
             data["metadata"] = metadata
-        return json.dumps(data, indent=2)
+        return data
+
+    def to_json(self, **metadata: Any) -> str:
+        return json.dumps(self._with_metadata(metadata), indent=2)
 
     def to_yaml(self, **metadata: Any) -> str:
         import yaml
 
-        data = self.to_dict()
-        if metadata:
-            data["metadata"] = metadata
-        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        return yaml.safe_dump(self._with_metadata(metadata), sort_keys=False, allow_unicode=True)
 
     def save(self, path: str | Path, **metadata: Any) -> Path:
         """Writes YAML, or JSON when the file name ends in ``.json``, atomically (a temporary file beside it
