@@ -9,6 +9,7 @@ import shlex
 from pathlib import Path
 
 import optuna
+import pytest
 from typer.testing import CliRunner
 
 from tuner.cli import app
@@ -64,4 +65,16 @@ def test_a_tune_study_gets_the_python_call(tmp_path: Path):
     url = f"sqlite:///{tmp_path / 't.db'}"
     result = tuner.tune(train, space="lr-only", n_trials=2, epochs=1, storage=url, study_name="lib", verbose=False)
     assert followup_command(result.study, "lib-report/narrowed-space.yaml", url) == (
-        f"tuner.tune(train_fn, space='lib-report/narrowed-space.yaml', study_name='lib-narrowed', storage={url!r})")
+        f"tuner.tune(train_fn, space='lib-report/narrowed-space.yaml', study_name='lib-narrowed', storage={url!r}, "
+        f"epochs=1)")
+    # A study tuned away from tune()'s defaults: the call carries its settings, so the follow-up minimizes the
+    # same loss over as many epochs, with the same seed and pruner, and its values compare.
+    loss = tuner.tune(train, space="lr-only", n_trials=2, epochs=3, storage=url, study_name="loss", metric="error",
+                      direction="minimize", seed=7, pruner="none", verbose=False)
+    call = followup_command(loss.study, "lib-report/narrowed-space.yaml", url)
+    assert call == (f"tuner.tune(train_fn, space='lib-report/narrowed-space.yaml', study_name='loss-narrowed', "
+                    f"storage={url!r}, metric='error', epochs=3, seed=7, pruner='none')")
+    with pytest.warns(UserWarning, match="'error' reads as a loss"):  # run as printed (the lr-only space)
+        again = tuner.tune(train, space="lr-only", n_trials=1, epochs=3, storage=url, study_name="loss-narrowed",
+                           metric="error", seed=7, pruner="none", verbose=False)
+    assert again.study.direction.name == "MINIMIZE"

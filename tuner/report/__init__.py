@@ -177,8 +177,7 @@ def followup_command(study: optuna.Study, space_file: str | Path, storage_url: s
     while name in taken:
         name, n = f"{study.study_name}-narrowed-{n}", n + 1
     if not spec.get("objective"):
-        return (f"tuner.tune(train_fn, space={str(space_file)!r}, study_name={name!r}"
-                + (f", storage={storage_url!r}" if storage_url and "://" in storage_url else "") + ")")
+        return _followup_call(study, space_file, name, storage_url)
     args = ["tuner", "study", "create", "--objective", spec["objective"]]
     for key in ("data", "target"):
         if spec.get(key):
@@ -193,6 +192,36 @@ def followup_command(study: optuna.Study, space_file: str | Path, storage_url: s
         args += [f"--{key.replace('_', '-')}", shown]
     url = storage_url or default_storage()
     return shlex.join(args) + storage_hint(url, given=url != default_storage())
+
+
+def _followup_call(study: optuna.Study, space_file: str | Path, name: str, storage_url: str | None) -> str:
+    """The ``tuner.tune`` call of a follow-up to a ``tune`` study: the settings it was tuned with (function,
+    metric and direction, epochs, seed, sampler, pruner, objectives) where they are not ``tune``'s defaults, so
+    that the follow-up's values compare with the study's and it is tuned the same way."""
+    import inspect
+
+    from tuner._api import resolve_direction, tune
+    from tuner.study._record import direction_of
+
+    stored = dict(study.user_attrs.get(StudyKey.TUNE) or {})
+    metric = study.user_attrs.get(StudyKey.METRIC) or "value"
+    function = stored.get("function")
+    fn = function if isinstance(function, str) and function.isidentifier() else "train_fn"
+    args = [fn, f"space={str(space_file)!r}", f"study_name={name!r}"]
+    if storage_url and "://" in storage_url or storage_url and storage_url.startswith("journal:"):
+        args.append(f"storage={storage_url!r}")
+    defaults = {k: p.default for k, p in inspect.signature(tune).parameters.items()}
+    if metric != defaults["metric"]:
+        args.append(f"metric={metric!r}")
+    direction = direction_of(study)
+    if resolve_direction(metric, "auto")[0] != direction:
+        args.append(f"direction={direction!r}")
+    for key in ("epochs", "seed", "sampler", "pruner", "objectives"):
+        value = stored.get(key)
+        if value is None or value == defaults[key] or key == "objectives" and len(value) < 2:
+            continue
+        args.append(f"{key}={value!r}")
+    return f"tuner.tune({', '.join(args)})"
 
 
 def no_complete_trial(study: optuna.Study, storage_url: str | None, what: str) -> str:
