@@ -5,11 +5,13 @@ timeout, interrupts, worker processes)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -249,6 +251,67 @@ def test_a_trial_whose_train_fn_returns_nothing_fails_alone():
     states = [t.state for t in result.study.trials]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert "train_fn returned None and reported nothing" in result.study.trials[1].user_attrs[Key.REASON]
+
+
+def _two_epochs(ctx: tuner.TrialContext) -> float:
+    for epoch in range(2):  # a fixed loop, not range(ctx.config.epochs)
+        ctx.report(epoch, 0.5)
+    return 0.5
+
+
+def _unreported(ctx: tuner.TrialContext) -> float:
+    return 0.5
+
+
+def test_a_loop_that_trains_fewer_epochs_than_the_config_or_never_reports_is_said_once():
+    """The config recorded says 10 epochs that were never trained (its schedule stopped at a fifth): warned
+    once, attributed to train_fn; so is a loop that never reports (no pruning, no timeout, no history). A loop
+    that trains them all, reporting every other epoch, is not."""
+    for fn, epochs, says in ((_two_epochs, 10, "last ctx.report was epoch 1 (counted from 0) of the config's 10"),
+                             (_unreported, 1, "returned without calling ctx.report(epoch, value)")):
+        with pytest.warns(RuntimeWarning, match=re.escape(says)) as caught:
+            result = tuner.tune(fn, space="lr-only", n_trials=3, epochs=epochs, verbose=False, known_starts=False)
+        assert [t.state for t in result.study.trials] == [TrialState.COMPLETE] * 3
+        mine = [w for w in caught if "tuner.tune: train_fn" in str(w.message)]
+        assert len(mine) == 1 and mine[0].filename == __file__, [str(w.message) for w in mine]
+
+    def every_other(ctx: tuner.TrialContext) -> float:
+        for epoch in range(1, ctx.config.epochs, 2):
+            ctx.report(epoch, 0.5)
+        return 0.5
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        tuner.tune(every_other, space="lr-only", n_trials=2, epochs=4, verbose=False, known_starts=False)
+
+
+def test_what_train_fn_returns_is_a_number_and_a_test_value_or_none():
+    def no_test(ctx: tuner.TrialContext):
+        ctx.report(0, 0.5)
+        return 0.5, None  # no test set: as test_value's default
+
+    result = tuner.tune(no_test, space="lr-only", n_trials=2, epochs=1, verbose=False, known_starts=False)
+    assert [t.state for t in result.study.trials] == [TrialState.COMPLETE] * 2
+    assert result.study.trials[0].user_attrs[Key.TEST_VALUE] is None
+
+    def reported(value):
+        def fn(ctx: tuner.TrialContext):
+            ctx.report(0, 0.5)
+            return value
+        return fn
+
+    def reports_a_bool(ctx: tuner.TrialContext):
+        ctx.report(0, True)
+        return 0.5
+
+    for fn, says in ((reported((0.5, "x")), "test_value must be the test metric as a number, or None (got str 'x')"),
+                     (reported((0.5, True)), "test_value must be the test metric as a number, or None (got bool"),
+                     (reported(True), "not True (a bool would be recorded as 1)"),
+                     (reports_a_bool, "ctx.report(epoch, value): value must be the epoch's validation metric")):
+        with pytest.raises(tuner.StudyError) as info:
+            tuner.tune(fn, space="lr-only", n_trials=2, epochs=1, verbose=False, known_starts=False,
+                       max_consecutive_failures=1)
+        assert "TrainFnMisuse" in str(info.value) and says in str(info.value), str(info.value)
 
 
 INTERRUPT = {"on": True}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import gc
 import inspect
 import logging
@@ -211,7 +212,7 @@ class TrialContext:
         if self._last_epoch is not None and epoch <= self._last_epoch:
             raise TrainFnMisuse(f"ctx.report(epoch, value): epoch {epoch} was reported already (the last report "
                                 f"was epoch {self._last_epoch}): pass each epoch's number once, 0, 1, 2, ...")
-        if isinstance(value, (str, bytes)) or value is None:
+        if isinstance(value, (str, bytes)) or value is None or _is_bool(value):
             raise TrainFnMisuse(f"ctx.report(epoch, value): value must be the epoch's validation metric as a "
                                 f"number (got {value!r}).")
         try:
@@ -275,6 +276,11 @@ class TrialContext:
         self.test_value = float(value)
 
 
+def _is_bool(value: Any) -> bool:
+    """True and False, NumPy's too: numbers to ``float()``, never a metric."""
+    return isinstance(value, bool) or type(value).__name__ == "bool_"
+
+
 class TrainFnMisuse(ConfigError):
     """``train_fn`` returned nothing usable: the trial is recorded as failed with the fix in its reason (and
     ``max_consecutive_failures`` stops a function that does it every time)."""
@@ -295,6 +301,7 @@ class UserExecutor:
         self._ctx: TrialContext | None = None
         self._steps_by_batch: dict[int, int] = {}  # batch size -> steps_per_epoch its trials gave config.setup
         self._said_batches = False
+        self._said: set[str] = set()  # the warnings about the loop given already (once each)
 
     def _check_batches(self, config: TrainConfig, setups: list[Any]) -> None:
         """Trials at different batch sizes whose loops all take the same number of steps per epoch do not
@@ -307,17 +314,43 @@ class UserExecutor:
         self._steps_by_batch[config.batch_size] = steps
         if other is not None:
             self._said_batches = True
-            message = (f"tuner.tune: trials at batch sizes {other} and {config.batch_size} both gave config.setup "
+            self._warn(f"tuner.tune: trials at batch sizes {other} and {config.batch_size} both gave config.setup "
                        f"steps_per_epoch={steps}: the loop does not seem to use ctx.config.batch_size (build the "
                        f"DataLoader inside train_fn with batch_size=ctx.config.batch_size), so the batch size "
                        f"searched is not the one trained.")
-            # Attributed to the user's train_fn, whose loop it is about (not to this line of tuner).
-            code = getattr(inspect.unwrap(self.train_fn), "__code__", None)
-            if code is not None:
-                warnings.warn_explicit(message, RuntimeWarning, code.co_filename, code.co_firstlineno,
-                                       module=getattr(self.train_fn, "__module__", None))
-            else:
-                warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+    def _warn(self, message: str) -> None:
+        """A warning about the user's loop, attributed to their ``train_fn`` (not to this line of tuner)."""
+        fn = self.train_fn
+        while isinstance(fn, functools.partial):
+            fn = fn.func
+        fn = inspect.unwrap(fn)
+        code = getattr(getattr(fn, "__func__", fn), "__code__", None)  # a function, a bound method
+        if code is None:  # a callable object: its __call__
+            code = getattr(vars(type(fn)).get("__call__"), "__code__", None)
+        if code is not None:
+            warnings.warn_explicit(message, RuntimeWarning, code.co_filename, code.co_firstlineno,
+                                   module=getattr(self.train_fn, "__module__", None))
+        else:
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    def _check_epochs(self, ctx: TrialContext) -> None:
+        """A trial that completed without reporting, or whose last report came before the config's last epoch
+        (a loop over a fixed ``range(2)``, not ``range(ctx.config.epochs)``): the config recorded, and exported,
+        says epochs it was not trained for, and its schedule stopped part way. Said once each, as a warning."""
+        epochs = ctx.config.epochs
+        if ctx._last_epoch is None:
+            if "report" not in self._said:
+                self._said.add("report")
+                self._warn("tuner.tune: train_fn returned without calling ctx.report(epoch, value): its trials "
+                           "cannot be pruned, a timeout cannot stop them, and no history is kept; report the "
+                           "validation metric after every epoch.")
+        elif ctx._last_epoch + 1 < epochs and "epochs" not in self._said:
+            self._said.add("epochs")
+            self._warn(f"tuner.tune: train_fn's last ctx.report was epoch {ctx._last_epoch} (counted from 0) of the "
+                       f"config's {epochs} (ctx.config.epochs): the config records {epochs} epochs and its "
+                       f"schedule was planned for them; loop over range(ctx.config.epochs), or pass epochs= to "
+                       f"tune() as the loop trains.")
 
     def begin(self, trial: optuna.Trial | None) -> None:
         self.trial = trial
@@ -349,11 +382,22 @@ class UserExecutor:
                                   "or call ctx.report(epoch, value) every epoch.")
             returned = ctx.history[-1]
         if isinstance(returned, tuple) and len(returned) == 2:
-            ctx.set_test_value(returned[1])
-            returned = returned[0]
+            returned, test = returned
+            if test is not None:  # (value, None): no test metric, as test_value's default
+                try:
+                    if isinstance(test, (str, bytes)) or _is_bool(test):
+                        raise TypeError
+                    ctx.set_test_value(test)
+                except (TypeError, ValueError, RuntimeError):
+                    raise TrainFnMisuse(f"train_fn returned (value, test_value): test_value must be the test "
+                                        f"metric as a number, or None (got {type(test).__name__} "
+                                        f"{repr(test)[:60]}).") from None
         if isinstance(returned, (str, bytes)):
             raise TrainFnMisuse(f"train_fn must return the validation metric as a number, not text (got "
                                 f"{returned!r}).")
+        if _is_bool(returned):
+            raise TrainFnMisuse(f"train_fn must return the validation metric as a number, not {returned!r} (a "
+                                f"bool would be recorded as {float(returned):g}).")
         try:
             value = float(returned)
         except (TypeError, ValueError):
@@ -361,6 +405,8 @@ class UserExecutor:
                               f"got {type(returned).__name__}.") from None
         if not math.isfinite(value):
             raise Diverged(f"diverged: train_fn returned {value}", len(ctx.history))
+        if self.trial is not None:
+            self._check_epochs(ctx)
         return Executed(value, ctx.test_value, {Key.TEST_VALUE: ctx.test_value, **self.partial()})
 
     def partial(self) -> dict[str, Any]:
