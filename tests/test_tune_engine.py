@@ -314,6 +314,26 @@ def test_what_train_fn_returns_is_a_number_and_a_test_value_or_none():
         assert "TrainFnMisuse" in str(info.value) and says in str(info.value), str(info.value)
 
 
+def _own_width(ctx: tuner.TrialContext) -> float:
+    hidden = ctx.trial.suggest_int("hidden", 16, 128)  # a parameter of its own, beside the config's
+    value = ctx.config.optimizer.lr * hidden
+    ctx.report(0, value)
+    return value
+
+
+def test_parameters_train_fn_samples_itself_are_said_not_to_travel_with_the_config():
+    """They are recorded with the trial, but a config holds only the space's parameters: said once; and the
+    confirmation runs, which cannot replay them, are refused before they train, naming the way out."""
+    with pytest.warns(RuntimeWarning, match=r"sampled parameters of its own through ctx.trial \(hidden\)"):
+        result = tuner.tune(_own_width, space="lr-only", n_trials=3, epochs=1, verbose=False, known_starts=False)
+    assert all(t.user_attrs[Key.OWN_PARAMS] == ["hidden"] and "hidden" in t.params for t in result.study.trials)
+    with pytest.raises(tuner.ConfigError, match=r"cannot replay .* recommend\(trial=N\)"):
+        result.recommend()
+    assert "tuner:confirmation" not in result.study.user_attrs  # no confirmation run was stored
+    best = result.recommend(trial=result.best_trial.number)
+    assert best.config.optimizer.lr == result.best_trial.user_attrs[Key.CONFIG]["optimizer"]["lr"]
+
+
 INTERRUPT = {"on": True}
 
 

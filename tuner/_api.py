@@ -30,7 +30,7 @@ from tuner.study._engine import (
     run_trials,
     sigterm_exits,
 )
-from tuner.study._record import StudyKey, best_trial, direction_of, primary, ranked_trials
+from tuner.study._record import Key, StudyKey, best_trial, direction_of, primary, ranked_trials
 
 __all__ = ["TrialContext", "TuneResult", "suggest", "tune"]
 
@@ -141,6 +141,13 @@ class TuneResult:
                               "takes another point of the front; result.study.best_trials lists them).")
         if trial is not None:
             return recommendation(self.study, trial=trial)
+        own = sorted({name for t in self.study.get_trials(deepcopy=False)
+                      for name in t.user_attrs.get(Key.OWN_PARAMS) or []})
+        if own:
+            raise ConfigError(f"recommend(): train_fn sampled parameters of its own through ctx.trial "
+                              f"({', '.join(own)}), which a confirmation run cannot replay (it has no trial: "
+                              f"ctx.trial is None there). Take the best trial as it is: recommend(trial=N), with "
+                              f"its own parameters in result.study.trials[N].params.")
         return recommendation(self.study, self.fit, top_k=3 if top_k is None else top_k,
                               seeds=3 if seeds is None else seeds, study_seed=self.seed)
 

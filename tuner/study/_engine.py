@@ -362,6 +362,7 @@ class UserExecutor:
         if config.direction is None:  # config.setup's plateau schedule watches the metric the study tunes
             config.direction = direction_of(self.trial.study) if self.trial is not None else self.direction
         self._ctx = ctx = TrialContext(config, self.trial, _report=report)
+        sampled = set(self.trial.params) if self.trial is not None else set()  # the config's parameters
         seed_everything(config.seed)
         try:
             with watching() as ctx._setups:
@@ -405,9 +406,18 @@ class UserExecutor:
                               f"got {type(returned).__name__}.") from None
         if not math.isfinite(value):
             raise Diverged(f"diverged: train_fn returned {value}", len(ctx.history))
+        own: list[str] = []
         if self.trial is not None:
             self._check_epochs(ctx)
-        return Executed(value, ctx.test_value, {Key.TEST_VALUE: ctx.test_value, **self.partial()})
+            own = sorted(set(self.trial.params) - sampled)
+            if own and "own" not in self._said:
+                self._said.add("own")
+                self._warn(f"tuner.tune: train_fn sampled parameters of its own through ctx.trial "
+                           f"({', '.join(own)}): the trials record them, but a config holds only the space's, so "
+                           f"best_config, its exports and the confirmation runs of recommend() do not carry them "
+                           f"(read them from result.best_trial.params).")
+        return Executed(value, ctx.test_value, {Key.TEST_VALUE: ctx.test_value, **self.partial(),
+                                                **({Key.OWN_PARAMS: own} if own else {})})
 
     def partial(self) -> dict[str, Any]:
         if self._ctx is None:

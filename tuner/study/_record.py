@@ -45,6 +45,7 @@ class Key:
     RETRY_OF = "retry_of"
     RETRY_DEPTH = "retry_depth"
     PACK = "pack"  # how many trials were trained together with this one (absent: alone)
+    OWN_PARAMS = "own_params"  # names train_fn sampled itself through ctx.trial (tune): not in the config
     HEARTBEAT = "tuner:heartbeat"  # a system attribute
 
 
