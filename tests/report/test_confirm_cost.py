@@ -244,3 +244,41 @@ def test_a_one_seed_confirmation_shows_no_spread(small_study: str, tmp_path: Pat
     again = runner.invoke(app, ["study", "report", "c", "--storage", small_study, "-o", str(tmp_path / "r2"),
                                 "--seeds", "2"])
     assert again.exit_code == 0 and " ± " in (tmp_path / "r2" / "report.md").read_text()
+
+
+CALLS = {"n": 0, "stop_at": None}
+
+
+def _counted(ctx) -> float:
+    """A value of the config and its seed alone; the ``stop_at``-th call is interrupted (Ctrl-C)."""
+    CALLS["n"] += 1
+    if CALLS["n"] == CALLS["stop_at"]:
+        raise KeyboardInterrupt
+    value = -abs(ctx.config.optimizer.lr - 1e-3) + ctx.config.seed % 7 * 1e-6
+    ctx.report(0, value)
+    return value
+
+
+def test_an_interrupted_confirmation_keeps_its_finished_runs_and_trains_only_the_rest(tmp_path: Path):
+    """Confirmation runs are full trainings: Ctrl-C during the fifth of nine loses that one only. The next
+    call (and its cost line) counts the four stored, trains the five others, and recommends what an
+    uninterrupted confirmation does."""
+    import tuner
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    result = tuner.tune(_counted, "lr-only", n_trials=5, epochs=1, storage=url, study_name="r", verbose=False,
+                        known_starts=False)
+    CALLS.update(n=0, stop_at=5)
+    with pytest.raises(KeyboardInterrupt):
+        result.recommend()
+    assert confirmation_plan(result.study, 3, 3).runs == 5
+    CALLS.update(n=0, stop_at=None)
+    rec = result.recommend()
+    assert CALLS["n"] == 5
+    assert [len(c.values) for c in rec.confirmation.candidates] == [3, 3, 3]
+    CALLS.update(n=0)
+    fresh = tuner.tune(_counted, "lr-only", n_trials=5, epochs=1, storage=url, study_name="r2", verbose=False,
+                       known_starts=False).recommend()
+    assert CALLS["n"] == 5 + 9  # its trials, then every confirmation run
+    assert [c.values for c in fresh.confirmation.candidates] == [c.values for c in rec.confirmation.candidates]
+    assert fresh.config == rec.config

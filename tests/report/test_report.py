@@ -145,9 +145,15 @@ def test_recommendation_is_the_best_mean_over_confirmation_seeds_and_is_stored()
     assert len(calls) == 9
     assert rec.trial == 1 and rec.value == pytest.approx(0.92) and rec.test_value == pytest.approx(0.5)
     assert rec.config.optimizer.lr == pytest.approx(0.02)
-    # A different number of seeds re-trains.
-    confirm(study, _noisy_fit({k: v * 2 for k, v in means.items()}, calls), top_k=3, seeds=2)
-    assert len(calls) == 15
+    # Another number of seeds trains only the runs not stored: the seeds are the same from one call to the next
+    # (two are the first two of three), so two train nothing and four one more run per trial.
+    fewer = confirm(study, _noisy_fit(means, calls), top_k=3, seeds=2)
+    assert len(calls) == 9 and fewer.n_seeds == 2 and [len(c.values) for c in fewer.candidates] == [2, 2, 2]
+    more = confirm(study, _noisy_fit({k: [*v, v[-1]] for k, v in means.items()}, calls), top_k=3, seeds=4)
+    assert len(calls) == 12 and [len(c.values) for c in more.candidates] == [4, 4, 4]
+    # reuse=False trains them all again.
+    confirm(study, _noisy_fit({k: v * 3 for k, v in means.items()}, calls), top_k=3, seeds=3, reuse=False)
+    assert len(calls) == 21
 
 
 def test_failed_confirmation_runs_never_win():

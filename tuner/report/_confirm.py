@@ -180,7 +180,9 @@ def confirmation_plan(study: optuna.Study, top_k: int = 3, seeds: int = 3, *, ba
     top = top_distinct(study, top_k)
     stored = stored_confirmation(study)
     reused = stored is not None and _reusable(stored, top, top_k, seeds)
-    runs = 0 if reused else len(top) * seeds
+    kept = stored_runs(study)
+    runs = 0 if reused else sum((t.number, seed) not in kept for t in top
+                                for seed in confirmation_seeds(study_seed, seeds))
     baseline_runs = 0
     if baseline:
         from tuner.optim import get_optimizer
@@ -214,31 +216,58 @@ def confirm(study: optuna.Study, fit: FitFn, *, top_k: int = 3, seeds: int = 3, 
     if reuse and stored is not None and _reusable(stored, top, top_k, seeds):
         return stored
     seed_list = confirmation_seeds(study_seed, seeds)
+    runs = stored_runs(study) if reuse else {}
     candidates = []
     for t in top:
         cand = Candidate(t.number, float(primary(t)), t.user_attrs[Key.CONFIG])
         for seed in seed_list:
-            config = TrainConfig.from_dict({**cand.config, "seed": seed})
-            try:
-                value, test = fit(config)
-            except TunerError:  # the objective changed, the data cannot load: not this config's fault
-                raise
-            except Exception as exc:  # a diverging or crashing re-run counts against its config
-                from tuner.study._engine import RunFailed  # here, not above: a look at a study loads no torch
-
-                value, test = math.nan, None
-                detail = str(exc) if isinstance(exc, RunFailed) else f"{type(exc).__name__}: {exc}"
-                cand.errors.append(f"seed {seed}: {detail}"[:300])
+            if (t.number, seed) in runs:  # trained by a confirmation that was interrupted, or by a smaller one
+                value, test, error = runs[t.number, seed]
+            else:
+                value, test, error = _confirmation_run(fit, TrainConfig.from_dict({**cand.config, "seed": seed}))
+                runs[t.number, seed] = (value, test, error)
+                _store_runs(study, runs)  # at once: an interrupt loses at most the run in progress
+                if on_run is not None:
+                    on_run(f"trial {t.number}", seed, value)
+            if error:
+                cand.errors.append(f"seed {seed}: {error}"[:300])
             cand.seeds.append(seed)
-            cand.values.append(float(value))
-            cand.test_values.append(None if test is None else float(test))
-            if on_run is not None:
-                on_run(f"trial {t.number}", seed, float(value))
+            cand.values.append(value)
+            cand.test_values.append(test)
         candidates.append(cand)
     direction = direction_of(study)
     result = Confirmation(top_k, seeds, direction, candidates, recommend(candidates, direction).trial)
     study.set_user_attr(StudyKey.CONFIRMATION, _json_safe(result.to_dict()))
     return result
+
+
+def _confirmation_run(fit: FitFn, config: TrainConfig) -> tuple[float, float | None, str | None]:
+    """One confirmation run: its validation and test values, and why it failed (None where it did not)."""
+    try:
+        value, test = fit(config)
+    except TunerError:  # the objective changed, the data cannot load: not this config's fault
+        raise
+    except Exception as exc:  # a diverging or crashing re-run counts against its config
+        from tuner.study._engine import RunFailed  # here, not above: a look at a study loads no torch
+
+        return math.nan, None, str(exc) if isinstance(exc, RunFailed) else f"{type(exc).__name__}: {exc}"
+    return float(value), None if test is None else float(test), None
+
+
+def stored_runs(study: optuna.Study) -> dict[tuple[int, int], tuple[float, float | None, str | None]]:
+    """The confirmation runs stored so far, by (trial, seed): (validation, test, error)."""
+    data = study.user_attrs.get(StudyKey.CONFIRMATION_RUNS)
+    runs = {}
+    for row in data.get("runs", []) if isinstance(data, dict) else []:
+        if isinstance(row, list) and len(row) == 5:
+            trial, seed, value, test, error = row
+            runs[int(trial), int(seed)] = (math.nan if value is None else float(value), test, error)
+    return runs
+
+
+def _store_runs(study: optuna.Study, runs: dict[tuple[int, int], tuple[float, float | None, str | None]]) -> None:
+    study.set_user_attr(StudyKey.CONFIRMATION_RUNS, _json_safe(
+        {"runs": [[trial, seed, value, test, error] for (trial, seed), (value, test, error) in runs.items()]}))
 
 
 def _json_safe(value: Any) -> Any:

@@ -61,6 +61,7 @@ class StudyKey:
     METRIC = "tuner:metric"
     TUNE = "tuner:tune"
     CONFIRMATION = "tuner:confirmation"
+    CONFIRMATION_RUNS = "tuner:confirmation_runs"  # each confirmation run as it finished: kept across an interrupt
     CALIBRATION = "tuner:calibration"
     OOM_BATCH = "tuner:oom_batch"  # per device: the smallest batch size that ran out of memory, and the trial
     PACK_CAP = "tuner:pack_cap"  # per device: the most trials that train at once there, after packs ran out of memory
