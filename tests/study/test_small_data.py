@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -132,5 +133,10 @@ def test_tune_takes_batch_sizes_too():
 
     tuner.tune(train, space="default", n_trials=4, epochs=1, batch_size=[4, 8], verbose=False, known_starts=False)
     assert set(seen) <= {4, 8} and seen
-    with pytest.raises(ConfigError, match="batch_size: expected a positive integer"):
-        tuner.tune(train, space="default", n_trials=1, epochs=1, batch_size=0, verbose=False)
+    for bad in (0, 32.5, "32", True, [16, None]):  # refused as a spec's batch_size is, not with a TypeError
+        with pytest.raises(ConfigError, match="batch_size: expected a positive integer"):
+            tuner.tune(train, space="default", n_trials=1, epochs=1, batch_size=bad, verbose=False)
+    seen.clear()  # as run_study reads them: a whole float, NumPy's ints
+    tuner.tune(train, space="default", n_trials=2, epochs=1, batch_size=[np.int64(4), 8.0], verbose=False,
+               known_starts=False)
+    assert set(seen) <= {4, 8} and seen and all(type(b) is int for b in seen)

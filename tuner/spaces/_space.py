@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import json
 import math
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -517,8 +518,17 @@ class SearchSpace:
 
     def with_batch_sizes(self, sizes: int | list[int] | tuple[int, ...]) -> SearchSpace:
         """This space searching ``sizes`` (one value: fixed) instead of its own batch sizes."""
-        values = [sizes] if isinstance(sizes, int) else list(sizes)
-        if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+        def whole(value: Any) -> int | None:  # NumPy's ints and 32.0 too, as a spec's batch_size reads them
+            if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+                return None
+            try:
+                return int(value) if isinstance(value, float) else operator.index(value)
+            except TypeError:
+                return None
+
+        many = isinstance(sizes, (list, tuple, set, frozenset, range))
+        values = [whole(v) for v in (sizes if many else [sizes])]
+        if not values or not all(v is not None and v >= 1 for v in values):
             raise ConfigError(f"batch_size: expected a positive integer or a list of them (e.g. 16 or "
                               f"16,32,64); got {sizes!r}.")
         values = sorted(set(values))
