@@ -334,6 +334,21 @@ def test_parameters_train_fn_samples_itself_are_said_not_to_travel_with_the_conf
     assert best.config.optimizer.lr == result.best_trial.user_attrs[Key.CONFIG]["optimizer"]["lr"]
 
 
+def test_the_first_trial_does_not_pay_for_the_first_optimizer_of_the_process():
+    """PyTorch's first optimizer imports its compiler stack, about a second: paid before the first trial's
+    clock starts (else the first trial's train_seconds, often a known-good start, is off the Pareto front)."""
+    code = ("import sys, torch\n"
+            "from tuner.study._engine import UserExecutor\n"
+            "UserExecutor(lambda ctx: 0.5)\n"
+            "before = set(sys.modules)\n"
+            "torch.optim.Adam([torch.zeros(1, requires_grad=True)])\n"
+            "print(sorted(set(sys.modules) - before))\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(tuner.__file__).resolve().parents[1])}
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.strip() == "[]"
+
+
 INTERRUPT = {"on": True}
 
 

@@ -302,6 +302,9 @@ class UserExecutor:
         self._steps_by_batch: dict[int, int] = {}  # batch size -> steps_per_epoch its trials gave config.setup
         self._said_batches = False
         self._said: set[str] = set()  # the warnings about the loop given already (once each)
+        # PyTorch's first optimizer imports its compiler stack (about a second, once per process): paid here,
+        # before any trial's clock starts, not by the first trial's seconds (train_seconds, the ETA).
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)
 
     def _check_batches(self, config: TrainConfig, setups: list[Any]) -> None:
         """Trials at different batch sizes whose loops all take the same number of steps per epoch do not
