@@ -295,7 +295,8 @@ def test_a_loss_is_minimized_unless_the_direction_says_otherwise(capsys):
     for name in ("f1", "valAUC", "val_acc", "reward", "neg_logloss", "top1", "mAP", "mIoU", "nDCG@10"):
         direction, note, unsure = resolve_direction(name, "auto")
         assert direction == "maximize" and "reads as a score" in note and not unsure, name
-    for name in ("neg_log_likelihood", "negative_elbo"):  # a negated score
+    for name in ("neg_log_likelihood", "negative_elbo", "1-acc", "1 - accuracy", "one_minus_f1", "accuracy_drop",
+                 "generalization_gap"):  # a negated score, or how far a score fell
         assert resolve_direction(name, "auto")[0] == "minimize", name
     for name in ("cost_savings", "time_saved", "brier_skill_score"):  # a cost and a benefit: not guessed in silence
         assert "reads as both a cost and a benefit" in resolve_direction(name, "auto")[1], name

@@ -210,7 +210,7 @@ def _check_args(train_fn: Any, direction: str, ints: dict[str, Any], seed: Any, 
 # "valLoss", "crossentropy", "train_seconds").
 _LOSS_WORDS = {"err", "mse", "mae", "rmse", "nll", "perplexity", "ppl", "wer", "cer", "mape", "smape", "bce", "brier",
                "huber", "regret", "cost", "latency", "seconds", "secs", "time", "kl", "divergence", "distance",
-               "bpd", "bpc", "fid", "crossentropy"}
+               "bpd", "bpc", "fid", "crossentropy", "drop", "gap", "degradation"}
 # ... and names that read as a score, to make larger.
 _SCORE_WORDS = {"accuracy", "acc", "auc", "auroc", "aupr", "f1", "r2", "precision", "recall", "score", "reward",
                 "return", "iou", "miou", "map", "bleu", "rouge", "ndcg", "mrr", "top1", "top5", "dice", "psnr",
@@ -258,7 +258,8 @@ def resolve_direction(metric: str, direction: str) -> tuple[str, str, bool]:
         return ("maximize", "maximize (the default; pass direction='minimize' if train returns a loss or an error)",
                 False)
     words = _metric_words(metric) if isinstance(metric, str) else set()
-    negated = bool(words & set(_NEGATIONS)) or (isinstance(metric, str) and metric.startswith("-"))
+    negated = bool(words & set(_NEGATIONS)) or (isinstance(metric, str) and re.match(r"\s*(-|1\s*-)", metric)
+                                                is not None)  # "-acc", "1-acc": a score turned around
     lossy = any(_reads_as_loss(w) for w in words)
     scored = bool(words & _SCORE_WORDS)
     if lossy and words & _BENEFIT_WORDS:
