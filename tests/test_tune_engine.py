@@ -155,14 +155,24 @@ def test_workers_run_an_importable_train_fn_in_processes(tmp_path: Path):
     script = tmp_path / "train_job.py"
     script.write_text(textwrap.dedent("""
         import os
+        import time
         import tuner
 
         def train(ctx):
             for epoch in range(ctx.config.epochs):
+                time.sleep(0.1)  # long enough that a worker ready first does not take every trial
                 ctx.report(epoch, ctx.config.optimizer.lr)
             return ctx.config.optimizer.lr
 
+        def broken(ctx):
+            raise ValueError("boom")
+
         if __name__ == "__main__":
+            try:  # failures in a row are the study's, counted over both workers: not 3 per worker
+                tuner.tune(broken, space="lr-only", n_trials=20, epochs=1, workers=2, max_consecutive_failures=3,
+                           storage="sqlite:///w.db", study_name="b", verbose=False)
+            except tuner.StudyError as exc:
+                print("stopped:", exc)
             result = tuner.tune(train, space="lr-only", n_trials=6, epochs=2, pruner="none", workers=2,
                                 storage="sqlite:///w.db", study_name="w")
             print("best", result.best_value, os.getpid())
@@ -177,6 +187,10 @@ def test_workers_run_an_importable_train_fn_in_processes(tmp_path: Path):
     pids = {t.user_attrs[Key.WORKER]["pid"] for t in finished}
     assert len(pids) == 2 and int(done.stdout.split()[-1]) not in pids  # trained by two other processes
     assert "2 workers ran 6 trial(s)" in done.stdout
+    failed = optuna.load_study(study_name="b", storage=f"sqlite:///{tmp_path / 'w.db'}").trials
+    assert "stopped:" in done.stdout and "consecutive failed trials" in done.stdout and "boom" in done.stdout
+    # 3 in a row stop it; the other worker's trial in flight then may fail as a fourth, not 3 more.
+    assert 3 <= len([t for t in failed if t.state == TrialState.FAIL]) <= 4, [t.state for t in failed]
 
 
 def test_a_timeout_with_workers_counts_their_start_up_as_run_study_does(tmp_path: Path):

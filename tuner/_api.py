@@ -544,7 +544,8 @@ def _run_workers(study: optuna.Study, plan: RunPlan, ref: dict[str, str], worker
            "space_name": plan.space.name, "max_consecutive_failures": plan.max_consecutive_failures,
            "objectives": plan.objectives,
            # The timeout is the caller's, from now: the workers' start-up counts, as in run_study.
-           "deadline": time.time() + plan.timeout if plan.timeout else None}
+           "deadline": time.time() + plan.timeout if plan.timeout else None,
+           "started": time.time()}  # the failures in a row are the workers' together, from now
     pool = run_workers(plan.name, plan.storage_url or "", workers, job=job, grace=plan.grace_period,
                        on_trial=lambda t, s: on_trial(outcome_of(t), s))
     lost = [w for w in pool.failed_workers if w.exitcode not in (130, 143)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
 import functools
 import gc
 import inspect
@@ -98,6 +99,9 @@ class RunPlan:
     resume_hint: str = ""  # how to continue the study after a stop: "run `tuner study run NAME`"
     objectives: list[str] = field(default_factory=lambda: ["value"])  # the metric, then e.g. train_seconds
     on_oom: str = "avoid"  # after an out-of-memory batch size on a device: avoid it there, or accumulate
+    #: a ``time.time()`` at which the run began for all its processes (a pool's supervisor's): the failures in a
+    #: row are counted over the trials finished since (None: this process's run start)
+    started: float | None = None
 
     @property
     def multi(self) -> bool:
@@ -452,6 +456,8 @@ class RunSummary:
     threads: int = 1
     pack: int = 1  # trials trained at once
     pack_why: str = ""  # why that many (pack: auto), in words
+    #: when the run started, as Optuna dates trials: the failures in a row are those of trials finished since
+    started: datetime.datetime = field(default_factory=datetime.datetime.now)
 
 
 def trial_seed(study_seed: int, number: int) -> int:
@@ -1073,7 +1079,7 @@ def run_trials(
     """
     n_trials = n_trials or plan.n_trials
     timeout = timeout if timeout is not None else plan.timeout
-    summary = RunSummary(threads=threads)
+    summary = RunSummary(threads=threads, started=run_started(plan))
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
     consecutive = 0
@@ -1125,7 +1131,10 @@ def record_outcome(study: optuna.Study, plan: RunPlan, summary: RunSummary, outc
     neutral = outcome.state == "FAIL" and outcome.reason is not None and outcome.reason.kind in (
         StopKind.TIMEOUT, StopKind.DUPLICATE, StopKind.DISCARDED)
     if not neutral:
-        consecutive = consecutive + 1 if outcome.state == "FAIL" else 0
+        # With several workers, the study's failures in a row are theirs together (each worker's own count
+        # would let N workers fail N times the limit before stopping).
+        consecutive = max(consecutive + 1, _failures_in_a_row(study, summary.started)) \
+            if outcome.state == "FAIL" else 0
     if on_trial is not None:
         on_trial(outcome, study)
     if consecutive >= plan.max_consecutive_failures:
@@ -1139,6 +1148,32 @@ def record_outcome(study: optuna.Study, plan: RunPlan, summary: RunSummary, outc
             pass
         raise StudyError(f"Study {study.study_name!r} stopped after {why}")
     return consecutive
+
+
+def run_started(plan: RunPlan) -> datetime.datetime:
+    """When the run began, as Optuna dates trials (local time): the pool's start for a worker."""
+    return datetime.datetime.fromtimestamp(plan.started) if plan.started else datetime.datetime.now()
+
+
+_NEUTRAL_KINDS = frozenset(k.value for k in (StopKind.TIMEOUT, StopKind.DUPLICATE, StopKind.DISCARDED))
+
+
+def _failures_in_a_row(study: optuna.Study, since: datetime.datetime) -> int:
+    """The failed trials at the end of those finished since ``since``, in the order they finished, by every
+    process of the study (timeouts, duplicates and discarded trials skipped, as they are in a run's own count);
+    0 where the storage cannot say."""
+    try:
+        finished = sorted((t for t in study.get_trials(deepcopy=False, states=FINISHED + (TrialState.FAIL,))
+                           if t.datetime_complete is not None and t.datetime_complete >= since),
+                          key=lambda t: t.datetime_complete)
+    except Exception:  # a storage that fails now: the run's own count stands
+        return 0
+    count = 0
+    for t in reversed(finished):
+        if t.state != TrialState.FAIL:
+            break
+        count += t.user_attrs.get(Key.REASON_KIND) not in _NEUTRAL_KINDS
+    return count
 
 
 #: an interrupted trial's reason: it is queued again (``queue_again``), so the study loses nothing

@@ -24,15 +24,17 @@ def run_prepared(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int 
                  timeout: float | None = None, workers: int = 1, max_consecutive_failures: int | None = None,
                  on_trial: OnTrial | None = None, on_start: Callable[[str], None] | None = None,
                  threads: int | None = None, deadline: float | None = None,
-                 pack: PackChoice | None = None) -> RunSummary:
+                 pack: PackChoice | None = None, started: float | None = None) -> RunSummary:
     """Runs a prepared study's trials in this process on the trial engine (``tuner.study.run_trials``), in
     packs where the spec asks for them (``pack: auto`` times them first). ``workers``: how many processes
     share this machine's cores (torch threads default to cores / workers). ``on_start`` gets one line saying
     how the trials will run (pack size and why) before the first starts. ``threads``: torch threads already
     timed (the spec's ``threads`` wins; None: timed here). ``deadline``: a ``time.time()`` at which the
     timeout is up (a worker's supervisor's), instead of ``timeout`` seconds from the first trial. ``pack``: the
-    pack size already chosen."""
+    pack size already chosen. ``started``: when a pool of workers began (the failures in a row are theirs
+    together)."""
     plan = prepared.plan()
+    plan.started = started
     if max_consecutive_failures is not None:
         plan.max_consecutive_failures = max_consecutive_failures
     if deadline is not None:

@@ -118,6 +118,7 @@ def _run_pool(study: optuna.Study, prepared: PreparedStudy, workers: int, device
     # The timeout is the supervisor's: workers stop when it is up, however long they took to start.
     overrides = {k: v for k, v in (("deadline", deadline), ("threads", spec.threads or threads), ("pack", spec.pack),
                                    ("device", None if devices else spec.device)) if v is not None}
+    overrides["started"] = time.time()  # the failures in a row are the workers' together, from now
     if pack is not None:  # chosen here already (one at a time): each worker says so instead of timing packs again
         overrides["pack_choice"] = {"k": pack.k, "why": pack.why}
 

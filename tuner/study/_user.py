@@ -125,6 +125,6 @@ def run_user_worker(index: int, name: str, url: str, job: dict[str, Any], thread
     plan = RunPlan(name=name, storage_url=url, space=space, epochs=job["epochs"], seed=job["seed"],
                    n_trials=job["n_trials"], timeout=timeout, pruner_name=job["pruner_name"],
                    sampler_name=job["sampler_name"], max_consecutive_failures=job["max_consecutive_failures"],
-                   objectives=objectives)
+                   objectives=objectives, started=job.get("started"))
     run = run_trials(study, plan, UserExecutor(train_fn))
     return len(run.outcomes), run.stopped_by

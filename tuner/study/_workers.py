@@ -130,6 +130,7 @@ def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], res
             from tuner.study._prepare import create_or_join, prepare, stored_spec
 
             deadline = overrides.pop("deadline", None)  # the supervisor's clock: a worker's start-up counts too
+            started = overrides.pop("started", None)  # the pool's start: failures in a row count from it
             chosen = overrides.pop("pack_choice", None)  # the supervisor timed packs already
             spec, space = stored_spec(name, url)
             spec = spec.with_overrides(**overrides)
@@ -137,7 +138,7 @@ def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], res
             study = create_or_join(prepared, worker=index)
             pack = PackChoice(chosen["k"], chosen["why"]) if chosen else None
             # The pack size chosen: to stderr, stdout may carry JSON; the budget is shared by n_workers packs.
-            run = run_prepared(study, prepared, workers=n_workers, deadline=deadline, pack=pack,
+            run = run_prepared(study, prepared, workers=n_workers, deadline=deadline, pack=pack, started=started,
                                on_start=lambda line: print(f"worker {index}: {line}", file=sys.stderr, flush=True))
             report.update(trials=len(run.outcomes), pack=run.pack, pack_why=run.pack_why, stopped_by=run.stopped_by)
     except KeyboardInterrupt:
