@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import threading
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from tuner._files import (
     FOLDER_MARKER,
     atomic_folder,
+    check_file_target,
     read_text,
     safe_file_name,
     write_text,
@@ -144,3 +146,38 @@ def test_a_study_name_becomes_one_safe_path_component(name: str):
     assert safe and "/" not in safe and "\\" not in safe and not safe.startswith(".")
     assert len(safe.encode()) <= 110
     assert safe_file_name("quickstart") == "quickstart"
+
+
+def test_no_output_is_written_over_a_study_storage(tmp_path: Path):
+    """`study export -o tuner.db`, `study trials --csv x.db`, `config.save` onto a database: refused before
+    anything is written, whatever the file is called, with the storage's bytes untouched."""
+    import sqlite3
+
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    db = tmp_path / "studies.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("INSERT INTO t VALUES (1)")
+        kept = sqlite3.connect(db)  # open: its -wal and -shm files exist beside it
+        kept.execute("SELECT * FROM t").fetchall()
+    journal = tmp_path / "notes.txt"  # a journal under any name
+    optuna.create_study(storage=JournalStorage(JournalFileBackend(str(journal))), study_name="j")
+    for target, says in ((db, "holds a SQLite database"), (journal, "holds an Optuna journal"),
+                         (tmp_path / "studies.db-wal", "holds the wal file of the SQLite database studies.db"),
+                         (tmp_path / "studies.db-shm", "holds the shm file of the SQLite database studies.db")):
+        assert target.exists(), target
+        before = target.read_bytes()
+        with pytest.raises(OutputError, match=re.escape(f"{target}: {says}")):
+            write_text(target, "optimizer: adam\n")
+        with pytest.raises(OutputError, match="does not write over it"):
+            check_file_target(target)
+        assert target.read_bytes() == before
+    kept.close()
+    plain = tmp_path / "best.yaml"
+    plain.write_text("old")
+    write_text(plain, "new")  # any other file is replaced as before
+    assert plain.read_text() == "new"

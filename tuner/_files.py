@@ -115,7 +115,33 @@ def _target(path: str | Path) -> Path:
         raise OutputError(f"{shown}: the folder {shown.parent} does not exist.")
     if not parent.is_dir():
         raise OutputError(f"{shown}: {shown.parent} is a file, not a folder.")
+    held = _storage_kind(real)
+    if held:
+        raise OutputError(f"{shown}: holds {held}; tuner does not write over it (its studies would be lost). Give "
+                          f"another file name.")
     return real
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _storage_kind(path: Path) -> str:
+    """What study storage ``path`` is, or is part of (a SQLite database, its write-ahead log or shared memory, an
+    Optuna journal file); "" for anything else or a file that does not exist."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except OSError:
+        return ""
+    if head.startswith(_SQLITE_MAGIC):
+        return "a SQLite database"
+    if head.lstrip().startswith(b'{"op_code"'):
+        return "an Optuna journal (a study storage)"
+    for suffix in ("-wal", "-shm", "-journal"):
+        base = path.with_name(path.name[:-len(suffix)]) if path.name.endswith(suffix) else None
+        if base is not None and _storage_kind(base) == "a SQLite database":
+            return f"the {suffix[1:]} file of the SQLite database {base.name}"
+    return ""
 
 
 def _writable_folder(folder: Path, shown: Path) -> None:
