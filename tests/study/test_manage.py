@@ -47,6 +47,43 @@ def test_delete_asks_and_yes_skips_the_question(made: str, monkeypatch: pytest.M
     assert gone.exit_code == 1 and "Unknown study 'm'" in gone.output
 
 
+def test_delete_is_refused_while_a_worker_trains_a_trial_unless_forced(made: str):
+    """A study deleted under a running worker stopped it with a storage error: refused while a trial shows
+    signs of life (before asking), --force deletes it; a trial left RUNNING by a dead process holds nothing."""
+    import time
+
+    from tuner.study._liveness import worker_identity
+    from tuner.study._record import Key
+
+    study = optuna.load_study(study_name="m", storage=made)
+    trial = study.ask()  # RUNNING, in this (live) process, beating now
+    study._storage.set_trial_user_attr(trial._trial_id, Key.WORKER, worker_identity())
+    study._storage.set_trial_system_attr(trial._trial_id, Key.HEARTBEAT, time.time())
+    refused = runner.invoke(app, ["study", "delete", "m", "--storage", made, "--yes"])
+    assert refused.exit_code == 1 and "has 1 trial(s) training now" in refused.output and "--force" in refused.output
+    assert _names(made) == ["m"]
+    study._storage.set_trial_system_attr(trial._trial_id, Key.HEARTBEAT, time.time() - 3600)  # long silent
+    stale = runner.invoke(app, ["study", "delete", "m", "--storage", made, "--yes"])
+    assert stale.exit_code == 0 and "1 running" in stale.output, stale.output
+    assert _names(made) == []
+
+
+def test_forced_delete_under_a_run_stops_it_with_one_line(tmp_path: Path):
+    import tuner
+
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+
+    def train(ctx):
+        if ctx.number == 1:  # another terminal: `tuner study delete d --force`
+            optuna.delete_study(study_name="d", storage=url)
+        ctx.report(0, 0.5)
+        return 0.5
+
+    with pytest.raises(tuner.StudyError, match="Study 'd' was deleted from .* while it ran: its trials are gone"):
+        tuner.tune(train, "lr-only", n_trials=4, epochs=1, storage=url, study_name="d", verbose=False,
+                   known_starts=False)
+
+
 def test_enqueue_queues_checked_configs_that_run_next(made: str, tmp_path: Path):
     study = optuna.load_study(study_name="m", storage=made)
     config = dict(study.trials[0].user_attrs["config"])

@@ -467,11 +467,15 @@ def study_delete(
     *,
     storage: StorageOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Delete it even while its workers train trials (they "
+                                                        "stop with an error).")] = False,
 ) -> None:
-    """Delete a study and all its trials (asks first; --yes skips the question)."""
-    from tuner.study._manage import delete_study, study_facts
+    """Delete a study and all its trials (asks first; --yes skips the question; refused while its trials are
+    training, unless --force)."""
+    from tuner.study._manage import check_deletable, delete_study, study_facts
 
     facts = study_facts(name, storage)
+    check_deletable(facts, force)  # before asking: a question it would refuse anyway
     what = (f"study {name!r} in {facts.storage}: {facts.trials} trial(s)"
             + (f", {facts.running} running" if facts.running else ""))
     if not yes:
@@ -481,7 +485,7 @@ def study_delete(
         if not typer.confirm(f"Delete {what}?", default=False):
             echo("nothing deleted")
             raise typer.Exit(1)
-    delete_study(name, storage)
+    delete_study(name, storage, force=force)
     echo(f"deleted {what}")
 
 

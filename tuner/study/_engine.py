@@ -1073,6 +1073,46 @@ def run_trials(
     threads: int = 1,
     on_trial: Callable[[TrialOutcome, optuna.Study], None] | None = None,
 ) -> RunSummary:
+    with stops_if_deleted(study, plan):
+        return _run_trials(study, plan, executor, n_trials=n_trials, timeout=timeout, threads=threads,
+                           on_trial=on_trial)
+
+
+@contextlib.contextmanager
+def stops_if_deleted(study: optuna.Study, plan: RunPlan) -> Iterator[None]:
+    """A study deleted from its storage while it runs (``tuner study delete --force``) stops the run with one
+    line that says so, instead of the storage's error about a record that no longer exists."""
+    try:
+        yield
+    except Exception as exc:
+        if plan.storage_url and not isinstance(exc, StudyError) and _deleted(study):
+            from tuner.study._storage import mask_url
+
+            raise StudyError(f"Study {study.study_name!r} was deleted from {mask_url(plan.storage_url)} while it "
+                             f"ran: its trials are gone and nothing more can be recorded.") from None
+        raise
+
+
+def _deleted(study: optuna.Study) -> bool:
+    try:
+        study._storage.get_study_id_from_name(study.study_name)
+    except KeyError:
+        return True
+    except Exception:  # a storage that cannot say: not known to be deleted
+        return False
+    return False
+
+
+def _run_trials(
+    study: optuna.Study,
+    plan: RunPlan,
+    executor: Executor,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    threads: int = 1,
+    on_trial: Callable[[TrialOutcome, optuna.Study], None] | None = None,
+) -> RunSummary:
     """Runs trials until the study holds ``n_trials`` finished (complete or pruned) trials.
 
     The budget is the study's, not this call's: a resumed study only runs what is missing.

@@ -100,6 +100,14 @@ def _last_sign_of_life(trial: optuna.trial.FrozenTrial) -> float:
     return start.timestamp()  # naive (RDB: local time) and aware datetimes both convert correctly
 
 
+def alive(trial: optuna.trial.FrozenTrial, grace: float = DEFAULT_GRACE) -> bool:
+    """Whether a RUNNING trial's worker is at work: a sign of life within ``grace`` seconds, and its process
+    not known to be gone."""
+    worker = trial.user_attrs.get(Key.WORKER)
+    return (time.time() - _last_sign_of_life(trial) < grace
+            and not (isinstance(worker, dict) and _gone(worker)))
+
+
 def _retry_depth(trial: optuna.trial.FrozenTrial) -> int:
     return int(trial.user_attrs.get(Key.RETRY_DEPTH, 0))
 

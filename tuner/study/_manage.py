@@ -28,6 +28,7 @@ class StudyFacts:
     storage: str  # masked
     trials: int
     running: int
+    live: int = 0  # running trials whose worker gave a sign of life within the grace period (not left behind)
 
 
 def _url(storage_url: str | None) -> str:
@@ -39,18 +40,32 @@ def _names(url: str) -> list[str]:
 
 
 def study_facts(name: str, storage_url: str | None = None) -> StudyFacts:
+    from tuner.study._liveness import alive
+
     url = _url(storage_url)
     trials = load_named(name, url).get_trials(deepcopy=False)
-    return StudyFacts(name, mask_url(url), len(trials), sum(t.state == TrialState.RUNNING for t in trials))
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    return StudyFacts(name, mask_url(url), len(trials), len(running), sum(alive(t) for t in running))
 
 
-def delete_study(name: str, storage_url: str | None = None) -> StudyFacts:
-    """Deletes study ``name`` and all its trials; returns what it held."""
+def delete_study(name: str, storage_url: str | None = None, force: bool = False) -> StudyFacts:
+    """Deletes study ``name`` and all its trials; returns what it held. Refused while a worker trains one of
+    its trials (it would stop with an error), unless ``force``; trials left RUNNING by a process that is
+    gone do not hold it up."""
     url = _url(storage_url)
     facts = study_facts(name, url)
+    check_deletable(facts, force)
     with storage_lock(url, "create"):
         optuna.delete_study(study_name=name, storage=open_storage(url))
     return facts
+
+
+def check_deletable(facts: StudyFacts, force: bool) -> None:
+    """Refuses to delete a study whose trials are training now (``--force`` deletes it under them)."""
+    if facts.live and not force:
+        raise StudyError(f"Study {facts.name!r} has {facts.live} trial(s) training now; stop its workers (or wait) "
+                         f"before deleting it, or pass --force to delete it under them (they stop with an error). "
+                         f"Nothing was deleted.")
 
 
 def copy_study(name: str, new_name: str, storage_url: str | None = None, to_storage: str | None = None) -> StudyFacts:
