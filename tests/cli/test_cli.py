@@ -521,3 +521,21 @@ def test_study_trials_fits_the_terminals_width(cli, objective_ref: str, storage_
     lines = cli("study", "trials", "cli", "--storage", storage_url).stdout.splitlines()
     assert lines[0].split()[:4] == ["trial", "state", "value", "test"] and "optimizer" in lines[0]
     assert all(len(line) <= 80 for line in lines), lines
+
+
+def test_export_writes_the_format_its_file_name_says(cli, objective_ref: str, storage_url: str, tmp_cwd: Path):
+    """`-o best.json` held YAML, which json.load refused: the suffix picks the format where --format is left out,
+    and a --format the suffix contradicts is refused before anything is written."""
+    assert cli(*_create_args(objective_ref, storage_url)).exit_code == 0
+    base = ("study", "export", "cli", "--storage", storage_url, "--no-confirm")
+    assert cli(*base, "-o", "best.json").exit_code == 0
+    assert json.loads((tmp_cwd / "best.json").read_text())["optimizer"]["name"]
+    assert cli(*base, "-o", "best.py").exit_code == 0
+    assert compile((tmp_cwd / "best.py").read_text(), "best.py", "exec")  # a plain-torch script
+    assert cli(*base, "-o", "best.txt").exit_code == 0
+    assert "optimizer:" in (tmp_cwd / "best.txt").read_text()  # any other name: YAML, as before
+    _assert_user_error(cli(*base, "--format", "yaml", "-o", "y.json"), "--format yaml does not fit -o y.json")
+    _assert_user_error(cli(*base, "--format", "json", "-o", "j.yml"), "--format json does not fit -o j.yml")
+    assert not (tmp_cwd / "y.json").exists() and not (tmp_cwd / "j.yml").exists()
+    assert cli(*base, "--format", "keras", "-o", "k.py").exit_code == 0
+    assert "keras" in (tmp_cwd / "k.py").read_text()

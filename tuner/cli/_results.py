@@ -10,7 +10,7 @@ import typer
 
 from tuner.cli._app import Format, FormatOpt, StorageOpt, _masked, handle_errors, study_app
 from tuner.cli._output import echo, print_edge_notes, print_json, stdout, use_storage
-from tuner.errors import count
+from tuner.errors import ConfigError, count
 
 TopK = Annotated[int, typer.Option("--top-k", min=1, help="Best configs re-trained in the confirmation runs.")]
 Seeds = Annotated[int, typer.Option("--seeds", min=1, help="New seeds per config in the confirmation runs.")]
@@ -130,10 +130,11 @@ def study_export(
     name: Annotated[str, typer.Argument(help="Study name.")],
     *,
     storage: StorageOpt = None,
-    fmt: Annotated[ExportFormat, typer.Option("--format", help="yaml or json (a TrainConfig for "
-                                                               "tuner.load_config), python (plain torch) or "
-                                                               "keras (Keras 3).")
-                   ] = ExportFormat.yaml,
+    fmt: Annotated[ExportFormat | None, typer.Option("--format", help="yaml or json (a TrainConfig for "
+                                                                      "tuner.load_config), python (plain torch) "
+                                                                      "or keras (Keras 3) [default: from the "
+                                                                      "-o file's suffix (.json, .py), else yaml].",
+                                                     show_default=False)] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="File [default: standard output].")] = None,
     trial: Annotated[int | None, typer.Option(help="Export this trial's config instead of the recommendation.")
                      ] = None,
@@ -148,6 +149,7 @@ def study_export(
     """
     from tuner.study._open import open_study
 
+    fmt = _export_format(fmt, output)
     opened = open_study(name, storage)  # a study that is not there is said before PyTorch loads
     from tuner._files import check_file_target, write_text
 
@@ -189,6 +191,23 @@ def study_export(
         return
     write_text(output, text)
     echo(f"wrote {output} ({rec.config.summary()}; {rec.source})", to_err=True)
+
+
+_SUFFIX_FORMATS = {".json": {ExportFormat.json}, ".yaml": {ExportFormat.yaml}, ".yml": {ExportFormat.yaml},
+                   ".py": {ExportFormat.python, ExportFormat.keras}}
+
+
+def _export_format(fmt: ExportFormat | None, output: Path | None) -> ExportFormat:
+    """The export's format: ``--format``, else the one the -o file's suffix names (``best.json``: JSON), else
+    YAML. A format the suffix contradicts (YAML into ``best.json``) is refused: the file would not load."""
+    fits = _SUFFIX_FORMATS.get(output.suffix.lower()) if output is not None else None
+    if fmt is None:
+        return ExportFormat.python if fits and ExportFormat.python in fits else next(iter(fits or {ExportFormat.yaml}))
+    if fits and fmt not in fits:
+        raise ConfigError(f"--format {fmt.value} does not fit -o {output} (a {output.suffix} file holds "
+                          f"{' or '.join(sorted(f.value for f in fits))}): name the file for its format, or leave "
+                          f"--format out to write {output.suffix[1:]}.")
+    return fmt
 
 
 @study_app.command("trials")
