@@ -87,8 +87,15 @@ def test_create_text_output(cli, objective_ref: str, storage_url: str):
 def test_no_run_then_study_run(cli, objective_ref: str, storage_url: str):
     created = _json(cli(*_create_args(objective_ref, storage_url, "--no-run", "--format", "json")))
     assert created["counts"]["complete"] == 0 and created["best"] is None
-    text = cli(*_create_args(objective_ref, storage_url, "--no-run"))
-    assert text.exit_code == 0 and "created; run it with: tuner study run cli" in text.stdout
+    text = cli(*_create_args(objective_ref, storage_url, "--no-run", "--workers", "2"))
+    assert text.exit_code == 0, text.output  # the study exists: joined, and the flags not stored are in the hint
+    assert (f"joined the existing study (0 finished trials); run it with: tuner study run cli --storage "
+            f"{storage_url} --workers 2") in text.stdout
+    # A tracker the printed command would refuse is refused now, before a study exists.
+    bad = cli(*_create_args(objective_ref, storage_url, "--no-run", "--name", "t2", "--tensorboard",
+                            str(Path(storage_url.removeprefix("sqlite:///"))) + "/logs"))
+    _assert_user_error(bad, "TensorBoard folder")
+    assert "t2" not in optuna.get_all_study_names(storage_url)
     # Tracking is not stored with a study: the command it is told to run carries it.
     logged = cli(*_create_args(objective_ref, storage_url, "--no-run", "--tensorboard", "my logs"))
     assert logged.exit_code == 0, logged.output
@@ -101,6 +108,12 @@ def test_no_run_then_study_run(cli, objective_ref: str, storage_url: str):
     assert again["run"]["trials"] == 0
     more = _json(cli("study", "run", "cli", "--storage", storage_url, "--n-trials", "4", "--format", "json"))
     assert more["run"]["trials"] == 1 and more["counts"]["complete"] == 4
+    # Created again without --n-trials: the study keeps its budget of 4 (not the default 30) and runs nothing.
+    joined = cli("study", "create", "--objective", objective_ref, "--epochs", "2", "--storage", storage_url,
+                 "--sampler", "random", "--device", "cpu", "--name", "cli")
+    assert joined.exit_code == 0, joined.output
+    assert optuna.load_study(study_name="cli", storage=storage_url).user_attrs["tuner:spec"]["n_trials"] == 4
+    assert len(optuna.load_study(study_name="cli", storage=storage_url).trials) == 4
 
 
 def test_the_tracking_flags_of_a_run_command_hide_a_password():

@@ -362,7 +362,12 @@ def study_create(
         mlflow=mlflow, tensorboard=tensorboard,
     )
     from tuner.study._inputs import open_checked
+    from tuner.study._storage import study_in_storage
 
+    joined = study_in_storage(spec_obj.study_name, spec_obj.storage)
+    if joined and n_trials is None and "n_trials" not in base.model_fields_set:
+        # Joined without a budget asked for: the study keeps its own (the default 30 would replace it).
+        spec_obj = _keep_stored_budget(spec_obj)
     # A spec or flag refused there is said before PyTorch loads.
     prepared, study = open_checked(spec_obj, spec_file=spec if space is None else None, devices=devices,
                                    force=force, run=not no_run)
@@ -381,8 +386,12 @@ def study_create(
         if fmt is Format.json:
             print_json({**study_summary(study), "created": _prepared_json(prepared)})
         else:
-            hint = storage_hint(prepared.storage_url, given=bool(spec_obj.storage)) + _tracking_flags(spec_obj)
-            echo(f"created; run it with: tuner study run {_quote(prepared.name)}{hint}")
+            hint = (storage_hint(prepared.storage_url, given=bool(spec_obj.storage)) + _tracking_flags(spec_obj)
+                    + (f" --workers {workers}" if workers != "auto" else "") + (f" --devices {devices}" if devices
+                                                                                 else ""))
+            done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+            echo(f"joined the existing study ({count(done, 'finished trial')}); run it with" if joined else
+                 "created; run it with", f": tuner study run {_quote(prepared.name)}{hint}")
             if spec_obj.mlflow or spec_obj.tensorboard:
                 echo("(--mlflow and --tensorboard are not stored with the study: the run they log is the one they "
                      "are given to)")
@@ -441,6 +450,18 @@ def _check_workers(workers: str) -> None:
     asked = requested_workers(workers)
     if asked != "auto":
         check_workers(int(asked))
+
+
+def _keep_stored_budget(spec: Any) -> Any:
+    """``spec`` with the trial budget of the stored study it joins (where one can be read)."""
+    from tuner.errors import TunerError
+    from tuner.study._open import stored_spec
+
+    try:
+        stored, _ = stored_spec(spec.study_name, spec.storage)
+    except TunerError:  # not a study of ours: joining it is refused further on, with its reason
+        return spec
+    return spec.with_overrides(n_trials=stored.n_trials)
 
 
 def _tracking_flags(spec: Any) -> str:

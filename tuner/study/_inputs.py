@@ -51,7 +51,7 @@ def open_checked(spec: StudySpec, *, space_data: dict[str, Any] | None = None, s
 
             check_inline_space(spec_file)
         check_inputs(spec)
-    if run:
+    if run or spec.mlflow or spec.tensorboard:  # --no-run prints them in the command to run: checked as for it
         from tuner.track import check_destinations
 
         check_destinations(spec.mlflow, spec.tensorboard)
