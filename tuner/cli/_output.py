@@ -133,7 +133,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         table.add_row(*(Text(cell(value)) for value in (str(row["number"]), fmt(row["value"]),
                                                          fmt(row["test_value"]), fmt(row["seconds"], 1),
                                                          summary_text)))
-    out.print(table)
+    print_fitted(table)
 
 
 def print_pareto(summary: dict[str, Any]) -> None:
@@ -150,7 +150,7 @@ def print_pareto(summary: dict[str, Any]) -> None:
         mark = "*" if row["number"] == knee else ""
         table.add_row(Text(f"{row['number']}{mark}"), *(Text(v) for v in values),
                       Text(cell(config_line(row["config"]) if row["config"] else "-")))
-    out.print(table)
+    print_fitted(table)
 
 
 _hint_storage: list[str | None] = [None]  # the storage of the study this command works on (``use_storage``)
@@ -256,16 +256,69 @@ def print_json(data: Any) -> None:
     stdout.flush()
 
 
+def print_fitted(table: Table) -> None:
+    """Prints ``table`` within the terminal's width with no word broken where that can be done: each column
+    at least as wide as its longest word (a ``no_wrap`` column as its longest line), the room left shared out by
+    how much more each column holds; without the vertical lines and the outer padding where the boxed table
+    cannot hold its words. Where nothing fits, the words fold at the width (nothing is cut off)."""
+    from rich import box
+
+    if not _fit_widths(table):
+        table.box, table.show_edge, table.pad_edge = box.SIMPLE_HEAD, False, False
+        # Then long words of the other columns fold (a path), the whole columns still whole where they fit.
+        if not any(_fit_widths(table, fold) for fold in (None, 12, 6)):
+            for column in table.columns:
+                column.no_wrap = False
+    out.print(table, soft_wrap=False, crop=False)
+
+
+def _fit_widths(table: Table, fold: int | None = None) -> bool:
+    """Fixes the columns' widths so that the table fits the terminal without breaking a word (``fold``: words
+    longer than that may break, outside the ``no_wrap`` columns); False (nothing changed) where it cannot."""
+    from rich.cells import cell_len
+
+    columns = table.columns
+    texts = [[str(column.header), *(c.plain if isinstance(c, Text) else str(c) for c in column._cells)]
+             for column in columns]
+    longest = [max(cell_len(line) for t in cells for line in t.splitlines() or [""]) for cells in texts]
+    words = [max((cell_len(w) for t in cells for w in t.split()), default=1) for cells in texts]
+    least = [full if column.no_wrap else word if fold is None else min(word, fold)
+             for column, full, word in zip(columns, longest, words, strict=True)]
+    saved = [column.width for column in columns]
+    for column in columns:
+        column.width = 1
+    with out.capture() as captured:
+        out.print(table, soft_wrap=False, crop=False)
+    overhead = max(len(line) for line in captured.get().splitlines()) - len(columns)
+    room = out.width - overhead
+    if sum(longest) <= room:
+        for column, width in zip(columns, saved, strict=True):
+            column.width = width
+        return True
+    if sum(least) > room:
+        for column, width in zip(columns, saved, strict=True):
+            column.width = width
+        return False
+    spare, wants = room - sum(least), [full - low for full, low in zip(longest, least, strict=True)]
+    total = sum(wants) or 1
+    widths = [low + spare * want // total for low, want in zip(least, wants, strict=True)]
+    for i in sorted(range(len(widths)), key=lambda i: wants[i] - (widths[i] - least[i]), reverse=True):
+        if sum(widths) < room and widths[i] < longest[i]:
+            widths[i] += 1  # what the rounding down left over
+    for column, width in zip(columns, widths, strict=True):
+        column.width = width
+    return True
+
+
 def print_table(columns: list[str], rows: list[list[Any]], *, whole: tuple[int, ...] = (0,),
                 numbers: tuple[int, ...] = ()) -> None:
     """A table whose cells are user text, shown as it is. The ``whole`` columns (a name to copy) keep their
-    values on one line where half the terminal holds them, the others wrap first; ``numbers`` are aligned right."""
+    values on one line while the others wrap; ``numbers`` are aligned right."""
     table = Table()
     for i, col in enumerate(columns):
-        longest = max([len(col)] + [len(cell(row[i])) for row in rows])
-        table.add_column(col, overflow="fold",  # a long name wraps; it is never cut short
-                         min_width=min(longest, out.width // 2) if i in whole else None,
-                         justify="right" if i in numbers else "left")
+        # A whole column keeps its width while the others wrap (a name longer than the line still folds: it is
+        # never cut short). Not min_width: a table with one came out wider than the terminal.
+        table.add_column(col, overflow="fold", no_wrap=i in whole, justify="right" if i in numbers else "left")
     for row in rows:
         table.add_row(*(Text(cell(value)) for value in row))
-    out.print(table)
+    print_fitted(table)
