@@ -78,7 +78,10 @@ def redact(text: str) -> str:
         secrets = sorted(_secrets, key=len, reverse=True)
     for secret in secrets:
         if secret in text:
-            text = text.replace(secret, MASK)
+            # Not inside a longer word: a password "pass" leaves "password=" as it is (where it ends in a letter
+            # or digit; other characters cannot run on into a word).
+            text = re.sub(("(?<![A-Za-z0-9])" if secret[0].isalnum() else "") + re.escape(secret)
+                          + ("(?![A-Za-z0-9])" if secret[-1].isalnum() else ""), MASK, text)
     return text
 
 
