@@ -559,3 +559,15 @@ def test_export_writes_the_format_its_file_name_says(cli, objective_ref: str, st
     assert not (tmp_cwd / "y.json").exists() and not (tmp_cwd / "j.yml").exists()
     assert cli(*base, "--format", "keras", "-o", "k.py").exit_code == 0
     assert "keras" in (tmp_cwd / "k.py").read_text()
+
+
+def test_running_a_finished_grid_again_says_the_grid_is_done(cli, objective_ref: str, storage_url: str):
+    """`study run NAME --n-trials 5` on a grid of 3 points said "raise the budget with --n-trials", the flag
+    just given."""
+    made = cli("study", "create", "--objective", objective_ref, "--sampler", "grid", "--space", "lr-only",
+               "--epochs", "1", "--storage", storage_url, "--name", "g", "--device", "cpu")
+    assert made.exit_code == 0, made.output
+    again = cli("study", "run", "g", "--storage", storage_url, "--n-trials", "5")
+    assert again.exit_code == 0, again.output
+    assert "every point of the grid over space 'lr-only' has run (3 trials)" in again.stdout
+    assert "raise the budget" not in again.stdout

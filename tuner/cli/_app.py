@@ -273,7 +273,11 @@ def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int | str = 1
     if fmt is Format.json:
         print_json(data)
         return
-    if not run.trials and run.stopped_by == "budget":
+    if not run.trials and run.stopped_by == "budget" and prepared.grid:
+        space = prepared.spec.space if isinstance(prepared.spec.space, str) else prepared.space.name
+        echo(f"every point of the grid over space {space!r} has run ({count(len(prepared.grid), 'trial')}): a grid "
+             f"runs each point once, whatever --n-trials asks (a study with another sampler searches further)")
+    elif not run.trials and run.stopped_by == "budget":
         echo(f"the study already has its {prepared.spec.n_trials} finished trials; raise the budget with "
              f"--n-trials")
     else:
