@@ -309,14 +309,27 @@ def test_study_enqueue_refuses_a_grid_study_and_points_a_tune_study_to_tune(obje
         return 0.5
 
     tuner.tune(train, space="lr-only", n_trials=1, epochs=1, storage=storage_url, study_name="t", verbose=False)
-    starts, follow = enqueue_files("t", [path], storage_url)
-    assert len(starts) == 1 and "tuner.tune(..., study_name='t')" in follow
+    starts, follow, notes = enqueue_files("t", [path], storage_url)
+    assert len(starts) == 1 and "tuner.tune(..., study_name='t')" in follow and notes == []
     made = prepare(_spec(objective_ref, storage_url, name="m"))
     create_or_join(made)
-    _, follow = enqueue_files("m", [linear], storage_url)
+    _, follow, _ = enqueue_files("m", [linear], storage_url)
     assert follow.startswith("`tuner study run m --storage ")
+    # The same config again (waiting in the study already), or twice in one call: queued once, and said.
+    again, _, notes = enqueue_files("m", [linear, linear], storage_url)
+    assert again == [] and len(notes) == 2 and all(f"{linear}: not queued, the same config as trial" in n
+                                                   for n in notes), notes
+    trained = optuna.load_study(study_name="t", storage=storage_url).trials[0]
+    done = TrainConfig.from_dict(trained.user_attrs["config"]).save(tmp_path / "done.yaml")
+    none, _, notes = enqueue_files("t", [done], storage_url)  # trial 0's config: trained already
+    assert none == [] and notes == [f"{done}: not queued, the same config as trial 0 (complete)"]
+    other = TrainConfig.from_dict({"optimizer": {"name": "adam", "lr": 2e-3}}).save(tmp_path / "o.yaml")
+    twice, _, notes = enqueue_files("t", [other, other], storage_url)
+    assert len(twice) == 1 and notes == [f"{other}: the same config as {other}, queued once"]
     with pytest.raises(ConfigError, match="the space 'default' cannot sample this config"):
         enqueue_files("m", [path], storage_url)
+    with pytest.raises(ConfigError, match=f"enqueue: {tmp_path}: is a folder; give a config file in it"):
+        enqueue_files("m", [tmp_path], storage_url)
 
 
 def test_flags_switch_a_specs_known_starts_and_calibrate_either_way(objective_ref: str, storage_url: str,

@@ -530,10 +530,12 @@ def study_enqueue(
     """Queue known configs as the next trials of a study (checked against its space first)."""
     from tuner.study._manage import enqueue_files
 
-    starts, follow = enqueue_files(name, files, storage)
+    starts, follow, notes = enqueue_files(name, files, storage)
     for start in starts:
         echo("queued ", start.source + (f" ({'; '.join(start.changes)})" if start.changes else ""))
-    echo(f"{len(starts)} config(s) queued; {follow}")
+    for note in notes:
+        echo(note)
+    echo(f"{len(starts)} config(s) queued" + (f"; {follow}" if starts else ""))
 
 
 @study_app.command("rename")

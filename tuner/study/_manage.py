@@ -105,7 +105,8 @@ def rename_study(name: str, new_name: str, storage_url: str | None = None) -> St
     return facts
 
 
-def enqueue_files(name: str, files: list[str | Path], storage_url: str | None = None) -> tuple[list[Any], str]:
+def enqueue_files(name: str, files: list[str | Path], storage_url: str | None = None
+                  ) -> tuple[list[Any], str, list[str]]:
     """Queues the configs of ``files`` (YAML/JSON train configs, one or a list each) as the next trials of
     study ``name``, after checking each against the study's stored space and objective; returns the starts
     queued and what trains them next. Nothing is queued when one config is refused, or into a grid study
@@ -127,7 +128,22 @@ def enqueue_files(name: str, files: list[str | Path], storage_url: str | None = 
     named = settings.get("space")
     space = SearchSpace.from_dict(raw, name=named if isinstance(named, str) else f"study {name}'s",
                                   source=f"study {name!r}")
-    starts = file_starts(list(files), space)
+    starts, notes = [], []
+    # A config the study holds already (queued, running or trained) or that an earlier file gave: queued once,
+    # as the first trials of a new study are.
+    held = [t for t in study.get_trials(deepcopy=False)
+            if t.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)]
+    for start in file_starts(list(files), space):
+        same = next((t for t in held  # a waiting trial's parameters are its fixed ones until it runs
+                     if start.params.items() <= (t.params or t.system_attrs.get("fixed_params") or {}).items()), None)
+        earlier = next((s for s in starts if start.params.items() <= s.params.items()), None)
+        if same is not None:
+            notes.append(f"{start.source}: not queued, the same config as trial {same.number} "
+                         f"({same.state.name.lower()})")
+        elif earlier is not None:
+            notes.append(f"{start.source}: the same config as {earlier.source}, queued once")
+        else:
+            starts.append(start)
     for start in starts:
         study.enqueue_trial(start.params, user_attrs={START_ATTR: f"enqueued {start.source}"})
     if StudyKey.TUNE in study.user_attrs:
@@ -136,4 +152,4 @@ def enqueue_files(name: str, files: list[str | Path], storage_url: str | None = 
     else:
         follow = (f"`{study_command('run', name, storage_url)}` trains them first (raise --n-trials if its budget "
                   f"is spent)")
-    return starts, follow
+    return starts, follow, notes

@@ -130,8 +130,8 @@ def file_starts(items: list[Any], space: SearchSpace) -> list[Start]:
         elif isinstance(item, (str, Path)):
             path = Path(item)
             if not path.is_file():
-                raise ConfigError(f"enqueue: {item}: no such file (a YAML or JSON train config, or a list of "
-                                  f"them).")
+                what = "is a folder; give a config file in it" if path.is_dir() else "no such file"
+                raise ConfigError(f"enqueue: {item}: {what} (a YAML or JSON train config, or a list of them).")
             pairs = _configs_in(path)
         else:
             raise ConfigError(f"enqueue: item {i + 1} is a {type(item).__name__}; give file paths, TrainConfigs "
