@@ -167,12 +167,25 @@ def test_workers_run_an_importable_train_fn_in_processes(tmp_path: Path):
         def broken(ctx):
             raise ValueError("boom")
 
+        def deleting(ctx):
+            if ctx.number == 2:  # another terminal: `tuner study delete d --force`
+                import optuna
+                optuna.delete_study(study_name="d", storage="sqlite:///w.db")
+            time.sleep(0.1)
+            ctx.report(0, 0.5)
+            return 0.5
+
         if __name__ == "__main__":
             try:  # failures in a row are the study's, counted over both workers: not 3 per worker
                 tuner.tune(broken, space="lr-only", n_trials=20, epochs=1, workers=2, max_consecutive_failures=3,
                            storage="sqlite:///w.db", study_name="b", verbose=False)
             except tuner.StudyError as exc:
                 print("stopped:", exc)
+            try:
+                tuner.tune(deleting, space="lr-only", n_trials=8, epochs=1, workers=2, storage="sqlite:///w.db",
+                           study_name="d", verbose=False, known_starts=False)
+            except tuner.StudyError as exc:
+                print("deleted:", exc)
             result = tuner.tune(train, space="lr-only", n_trials=6, epochs=2, pruner="none", workers=2,
                                 storage="sqlite:///w.db", study_name="w")
             print("best", result.best_value, os.getpid())
@@ -187,6 +200,7 @@ def test_workers_run_an_importable_train_fn_in_processes(tmp_path: Path):
     pids = {t.user_attrs[Key.WORKER]["pid"] for t in finished}
     assert len(pids) == 2 and int(done.stdout.split()[-1]) not in pids  # trained by two other processes
     assert "2 workers ran 6 trial(s)" in done.stdout
+    assert "deleted: Study 'd' was deleted from sqlite:///w.db while it ran" in done.stdout, done.stdout[-2000:]
     failed = optuna.load_study(study_name="b", storage=f"sqlite:///{tmp_path / 'w.db'}").trials
     assert "stopped:" in done.stdout and "consecutive failed trials" in done.stdout and "boom" in done.stdout
     # 3 in a row stop it; the other worker's trial in flight then may fail as a fourth, not 3 more.
@@ -346,6 +360,11 @@ def test_parameters_train_fn_samples_itself_are_said_not_to_travel_with_the_conf
     assert "tuner:confirmation" not in result.study.user_attrs  # no confirmation run was stored
     best = result.recommend(trial=result.best_trial.number)
     assert best.config.optimizer.lr == result.best_trial.user_attrs[Key.CONFIG]["optimizer"]["lr"]
+    # A study of several objectives recommends its Pareto front's knee, re-training nothing: not refused.
+    with pytest.warns(RuntimeWarning, match="of its own"):
+        front = tuner.tune(_own_width, space="lr-only", n_trials=3, epochs=1, verbose=False, known_starts=False,
+                           objectives=["value", "train_seconds"])
+    assert "knee of the Pareto front" in front.recommend().source
 
 
 def test_the_first_trial_does_not_pay_for_the_first_optimizer_of_the_process():

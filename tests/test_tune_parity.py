@@ -104,6 +104,19 @@ def test_two_scripts_with_a_train_function_do_not_share_a_study(tmp_path: Path):
     assert len(optuna.load_study(study_name="tune-train-lr-only", storage=url).trials) == 3
 
 
+def test_a_notebook_cell_edited_between_calls_resumes_its_study(tmp_path: Path):
+    """ipykernel names each cell's code after a hash of its text: the file of a function defined in a notebook
+    says nothing of which code it is, so an edited cell resumes (as a script edited in place does)."""
+    url = f"sqlite:///{tmp_path / 'nb.db'}"
+    for n, body in ((2, "0.5"), (3, "0.25 + 0.25")):  # the cell edited, then run again
+        namespace: dict = {"__name__": "__main__"}
+        code = f"def train(ctx):\n    ctx.report(0, {body})\n    return {body}\n"
+        exec(compile(code, f"/tmp/ipykernel_4242/{abs(hash(code))}.py", "exec"), namespace)
+        result = tuner.tune(namespace["train"], "lr-only", n_trials=n, epochs=1, storage=url, study_name="nb",
+                            verbose=False, known_starts=False)
+    assert len(result.study.trials) == 3
+
+
 def test_a_grid_runs_its_points_from_the_library_too(capsys):
     result = tuner.tune(_lr, "lr-only", sampler="grid", n_trials=10, epochs=1, pruner="none")
     from tuner.spaces import load_space
@@ -114,6 +127,20 @@ def test_a_grid_runs_its_points_from_the_library_too(capsys):
     points = load_space("lr-only").grid_points()
     ran = sorted(t.params["adam.lr"] for t in result.study.trials)
     assert ran == sorted(p["adam.lr"] for p in points)  # every point once, and the budget capped at their number
+
+
+def test_a_grid_study_called_again_says_its_points_have_run(tmp_path: Path, capsys):
+    """The grid's points are queued when the study is made: a new grid is not a resumed study, and one whose
+    points have all run is not told to raise its budget; Optuna's log of each point held already is quiet."""
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    tuner.tune(_lr, "lr-only", sampler="grid", n_trials=10, epochs=1, storage=url, study_name="g")
+    first = capsys.readouterr()
+    assert "resuming" not in first.out
+    tuner.tune(_lr, "lr-only", sampler="grid", n_trials=10, epochs=1, storage=url, study_name="g")
+    again = capsys.readouterr()
+    assert "resuming study 'g' in " in again.out and "it has 3 finished trials of 3; every point of the grid" \
+        in again.out and "raise the budget" not in again.out
+    assert "already exists" not in again.out + again.err
 
 
 def test_sampler_options_that_cannot_run_are_refused_before_a_study_exists(tmp_path: Path):

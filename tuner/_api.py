@@ -139,7 +139,7 @@ class TuneResult:
             raise ConfigError("recommend(): this study has several objectives: it recommends the knee of its "
                               "Pareto front without confirmation runs, so top_k and seeds do not apply (trial=N "
                               "takes another point of the front; result.study.best_trials lists them).")
-        if trial is not None:
+        if trial is not None or len(self.study.directions) > 1:  # a Pareto front's knee: nothing is re-trained
             return recommendation(self.study, trial=trial)
         own = sorted({name for t in self.study.get_trials(deepcopy=False)
                       for name in t.user_attrs.get(Key.OWN_PARAMS) or []})
@@ -448,6 +448,12 @@ def tune(
     from tuner.study._starts import within_budget
 
     starts, dropped = within_budget(starts, n_trials)
+    if storage:
+        from tuner.study._storage import study_in_storage
+
+        existed = study_in_storage(name, storage)
+    else:
+        existed = False
     study, queued = _create_or_join(train_fn, search, name, storage, direction, metric, epochs, seed,
                                     setup.sampler, setup.pruner, starts, objectives, settings,
                                     setup.grid[:n_trials])
@@ -457,9 +463,10 @@ def tune(
                    resume_hint="call tuner.tune() again with the same storage and study_name")
     if queued:  # created here: what its budget left out of the first trials
         start_notes += dropped
-    existing = len(study.get_trials(deepcopy=False)) - len(queued)  # the starts just queued are not a resume
+    # Trials that ran before (queued ones, a grid's points among them, are not a resume).
+    existing = sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
     asked = [what for what, given in (("enqueue", enqueue), ("warm_start", warm_start)) if given]
-    if existing and asked:
+    if existed and asked:
         from tuner.study._storage import study_command
 
         start_notes.append(f"{' and '.join(asked)}: not queued, the study exists and they apply to a new one; `"
@@ -493,12 +500,13 @@ def tune(
               + (f", timeout {timeout:g}s" if timeout else ""), flush=True)
         if direction_note:
             print(f"direction: {direction_note}", flush=True)
-        if existing:
+        if existed:
             from tuner.study._storage import mask_url
 
+            more = ("" if done < n_trials else "; every point of the grid has run" if setup.grid else
+                    "; raise the budget with n_trials=")
             print(f"resuming study {name!r}{' in ' + mask_url(storage) if storage else ''}: it has "
-                  f"{count(done, 'finished trial')} of {n_trials}"
-                  + ("; raise the budget with n_trials=" if done >= n_trials else ""), flush=True)
+                  f"{count(done, 'finished trial')} of {n_trials}{more}", flush=True)
         if queued:
             print(f"first trials ({len(queued)} queued): " + "; ".join(
                 s.source + (f" ({'; '.join(s.changes)})" if s.changes else "") for s in queued), flush=True)
@@ -597,7 +605,11 @@ def _source_file(train_fn: Any) -> str | None:
         path = inspect.getsourcefile(target)
     except (TypeError, OSError):
         return None
-    return Path(path).name if path and not path.startswith("<") else None
+    # A notebook's cell (ipykernel names it after a hash of its code, in a folder of its own, which changes
+    # with every edit) is not a file that says which code this is.
+    if not path or path.startswith("<") or "ipykernel_" in path or not Path(path).is_file():
+        return None
+    return Path(path).name
 
 
 def _identity(train_fn: Any, epochs: int, seed: int, objectives: list[str], settings: dict[str, Any]
@@ -675,10 +687,17 @@ def _create_or_join(train_fn: Any, search: Any, name: str, storage: str | None, 
         if not stored and (study.get_trials(deepcopy=False) or study.user_attrs):
             raise StudyError(f"Study {name!r} in {mask_url(storage or '')} is {describe_kind(study)}; "
                              f"use another study_name.")
-        for params in grid:
-            study.enqueue_trial(params, skip_if_exists=True)
+        with optuna_quiet():  # Optuna logs each point a resumed grid holds already
+            for params in grid:
+                study.enqueue_trial(params, skip_if_exists=True)
         if not stored:
-            study.set_user_attr(StudyKey.TUNE, {**identity, "space": search.name, "space_fingerprint": fingerprint})
+            import inspect
+
+            # Whether the function's name is what a follow-up call passes (not a partial's, nor a callable
+            # object's class): said by the report's follow-up call, not compared on resume.
+            plain = inspect.isfunction(train_fn) and train_fn.__qualname__.isidentifier()
+            study.set_user_attr(StudyKey.TUNE, {**identity, "space": search.name, "space_fingerprint": fingerprint,
+                                                "plain_function": plain})
             study.set_user_attr(StudyKey.SPACE, search.raw)
             study.set_user_attr(StudyKey.METRIC, metric)
             for start in starts:

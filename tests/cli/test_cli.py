@@ -411,8 +411,8 @@ def test_every_command_the_cli_suggests_carries_the_storage(cli, objective_ref: 
                cli("study", "run", "cli", "--storage", storage_url),
                cli("study", "show", "cli", "--storage", storage_url)]
     config = tmp_cwd / "one.yaml"
-    config.write_text("optimizer: {name: adamw, lr: 0.001}\nschedule: {name: warmup_cosine, warmup_fraction: 0.05}\n"
-                      "batch_size: 32\n")
+    config.write_text("optimizer: {name: adamw, lr: 0.002}\nschedule: {name: warmup_cosine, warmup_fraction: 0.05}\n"
+                      "batch_size: 32\n")  # not a config the study has trained (that one is not queued again)
     outputs.append(cli("study", "enqueue", "cli", str(config), "--storage", storage_url))
     outputs.append(cli("study", "run", "cli", "--storage", storage_url, "--n-trials", "1"))  # below what is done
     outputs.append(cli("study", "export", "cli", "--storage", storage_url, "--trial", "0", "--no-confirm"))

@@ -55,11 +55,18 @@ def test_the_printed_follow_up_runs_as_written_twice(tmp_cwd: Path, objective_re
     assert "--name f-narrowed-2 " in _printed_followup(again.output)
 
 
+def _scaled(ctx, scale: float) -> float:
+    for epoch in range(ctx.config.epochs):
+        ctx.report(epoch, 0.5 * scale)
+    return 0.5 * scale
+
+
 def test_a_tune_study_gets_the_python_call(tmp_path: Path):
     import tuner
 
     def train(ctx: tuner.TrialContext) -> float:
-        ctx.report(0, 0.5)
+        for epoch in range(ctx.config.epochs):
+            ctx.report(epoch, 0.5)
         return 0.5
 
     url = f"sqlite:///{tmp_path / 't.db'}"
@@ -78,3 +85,9 @@ def test_a_tune_study_gets_the_python_call(tmp_path: Path):
         again = tuner.tune(train, space="lr-only", n_trials=1, epochs=3, storage=url, study_name="loss-narrowed",
                            metric="error", seed=7, pruner="none", verbose=False)
     assert again.study.direction.name == "MINIMIZE"
+    # A partial's name is its function's, which the follow-up cannot be called with: the placeholder stays.
+    import functools
+
+    part = tuner.tune(functools.partial(_scaled, scale=2.0), space="lr-only", n_trials=1, epochs=1, storage=url,
+                      study_name="part", verbose=False)
+    assert followup_command(part.study, "n.yaml", url).startswith("tuner.tune(train_fn, space='n.yaml'")

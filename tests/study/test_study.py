@@ -931,3 +931,35 @@ def test_a_trial_is_found_by_its_number_and_a_missing_one_is_named(tmp_path: Pat
     for number in (-1, 2, 9):
         with pytest.raises(StudyError, match=rf"^Study 's' has no trial {number} with a config \(trials 0..1\)\.$"):
             trial_with_config(study, number)
+
+
+def test_the_failures_in_a_row_of_a_run_are_its_own_across_workers():
+    """Counted over every process of the run (the trials they finished since it began), but not the trials a
+    crashed earlier run left behind (reaped as worker lost, or started before this run)."""
+    import datetime
+
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import FrozenTrial, TrialState
+
+    from tuner.study._engine import _failures_in_a_row
+
+    study = optuna.create_study()
+    since = datetime.datetime(2026, 1, 1, 12, 0, 0)
+
+    def add(minute: int, kind: str | None, started: int | None = None) -> None:
+        start = since + datetime.timedelta(minutes=minute if started is None else started)
+        study.add_trial(FrozenTrial(
+            number=0, state=TrialState.FAIL if kind else TrialState.COMPLETE, value=None if kind else 0.5,
+            datetime_start=start, datetime_complete=since + datetime.timedelta(minutes=minute, seconds=30),
+            params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
+            user_attrs={"reason_kind": kind} if kind else {}, system_attrs={}, intermediate_values={},
+            trial_id=0))
+
+    add(-5, "error")  # before the run
+    add(1, "worker lost", started=-3)  # reaped: a trial of the run before
+    add(2, "error")
+    add(3, "worker lost")  # another worker of this run died: not train_fn's failure
+    add(4, "error")
+    assert _failures_in_a_row(study, since) == 2
+    add(5, None)
+    assert _failures_in_a_row(study, since) == 0

@@ -206,7 +206,8 @@ def _followup_call(study: optuna.Study, space_file: str | Path, name: str, stora
     stored = dict(study.user_attrs.get(StudyKey.TUNE) or {})
     metric = study.user_attrs.get(StudyKey.METRIC) or "value"
     function = stored.get("function")
-    fn = function if isinstance(function, str) and function.isidentifier() else "train_fn"
+    fn = function if stored.get("plain_function") and isinstance(function, str) and function.isidentifier() \
+        else "train_fn"
     args = [fn, f"space={str(space_file)!r}", f"study_name={name!r}"]
     if storage_url and "://" in storage_url or storage_url and storage_url.startswith("journal:"):
         args.append(f"storage={storage_url!r}")

@@ -59,7 +59,13 @@ from tuner.study._record import (
     trial_by_number,
 )
 from tuner.study._samplers import judges_by_complete_trials, may_prune_at
-from tuner.study._storage import explain_storage_error, storage_error_text, storage_lock, study_command
+from tuner.study._storage import (
+    explain_storage_error,
+    storage_error_text,
+    storage_lock,
+    study_command,
+    study_deleted,
+)
 from tuner.study._writes import RecentView, close_trial, held_params, one_read, write_attrs
 from tuner.train import Diverged, seed_everything
 
@@ -1085,22 +1091,12 @@ def stops_if_deleted(study: optuna.Study, plan: RunPlan) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        if plan.storage_url and not isinstance(exc, StudyError) and _deleted(study):
+        if plan.storage_url and not isinstance(exc, StudyError) and study_deleted(study):
             from tuner.study._storage import mask_url
 
             raise StudyError(f"Study {study.study_name!r} was deleted from {mask_url(plan.storage_url)} while it "
                              f"ran: its trials are gone and nothing more can be recorded.") from None
         raise
-
-
-def _deleted(study: optuna.Study) -> bool:
-    try:
-        study._storage.get_study_id_from_name(study.study_name)
-    except KeyError:
-        return True
-    except Exception:  # a storage that cannot say: not known to be deleted
-        return False
-    return False
 
 
 def _run_trials(
@@ -1195,16 +1191,19 @@ def run_started(plan: RunPlan) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(plan.started) if plan.started else datetime.datetime.now()
 
 
-_NEUTRAL_KINDS = frozenset(k.value for k in (StopKind.TIMEOUT, StopKind.DUPLICATE, StopKind.DISCARDED))
+# Not failures of the trained code: timeouts, duplicates, discarded trials (as in a run's own count), and trials
+# whose worker was lost (reaped by the run, not failed by train_fn).
+_NEUTRAL_KINDS = frozenset(k.value for k in (StopKind.TIMEOUT, StopKind.DUPLICATE, StopKind.DISCARDED,
+                                             StopKind.WORKER_LOST))
 
 
 def _failures_in_a_row(study: optuna.Study, since: datetime.datetime) -> int:
-    """The failed trials at the end of those finished since ``since``, in the order they finished, by every
-    process of the study (timeouts, duplicates and discarded trials skipped, as they are in a run's own count);
-    0 where the storage cannot say."""
+    """The failed trials at the end of those started and finished since ``since``, in the order they finished,
+    by every process of the study (the neutral kinds above skipped); 0 where the storage cannot say."""
     try:
         finished = sorted((t for t in study.get_trials(deepcopy=False, states=FINISHED + (TrialState.FAIL,))
-                           if t.datetime_complete is not None and t.datetime_complete >= since),
+                           if t.datetime_complete is not None and t.datetime_start is not None
+                           and t.datetime_start >= since),
                           key=lambda t: t.datetime_complete)
     except Exception:  # a storage that fails now: the run's own count stands
         return 0

@@ -575,8 +575,11 @@ def _enqueue_starts(study: optuna.Study, prepared: PreparedStudy) -> None:
 
 
 def _enqueue_grid(study: optuna.Study, prepared: PreparedStudy) -> None:
-    for params in prepared.grid[:prepared.spec.n_trials]:
-        study.enqueue_trial(params, skip_if_exists=True)
+    from tuner._logs import optuna_quiet
+
+    with optuna_quiet():  # Optuna logs each point a joined grid holds already
+        for params in prepared.grid[:prepared.spec.n_trials]:
+            study.enqueue_trial(params, skip_if_exists=True)
 
 
 def _joining_sampler(prepared: PreparedStudy, n_existing: int, worker: int | None) -> optuna.samplers.BaseSampler:

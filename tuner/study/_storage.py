@@ -598,3 +598,15 @@ def load_named(name: str, url: str, *, readonly: bool = True) -> optuna.Study:
 
     with optuna_quiet():
         return optuna.load_study(study_name=name, storage=storage)
+
+
+def study_deleted(study: optuna.Study) -> bool:
+    """Whether ``study`` is gone from its storage (``tuner study delete --force`` while it ran); False where
+    the storage cannot say."""
+    try:
+        study._storage.get_study_id_from_name(study.study_name)
+    except KeyError:
+        return True
+    except Exception:
+        return False
+    return False

@@ -22,6 +22,7 @@ import optuna
 
 from tuner.errors import ConfigError, StudyError
 from tuner.study._record import StopKind, StudyKey, record_of
+from tuner.study._storage import study_deleted
 
 __all__ = ["WorkerReport", "PoolSummary", "run_workers", "parse_devices", "check_workers", "MAX_WORKERS_PER_CORE"]
 
@@ -277,6 +278,8 @@ def run_workers(
                 summary.reaped += (reap or (lambda s: reap_stale(s, grace)))(study)
                 report_new()
             except Exception as exc:  # storage trouble: the workers retry on their own; keep supervising
+                if study_deleted(study):  # they stop, each saying so; said once here
+                    continue
                 print(f"supervisor: {type(exc).__name__}: {exc}", file=sys.stderr)
         for rep, proc in procs:
             proc.join()
@@ -292,6 +295,11 @@ def run_workers(
         rep = procs[data["index"]][0]
         rep.trials, rep.error, rep.reported = data["trials"], data["error"], True
         rep.pack, rep.pack_why, rep.stopped_by = data.get("pack"), data.get("pack_why", ""), data.get("stopped_by", "")
+    if study_deleted(study):
+        from tuner.study._storage import mask_url
+
+        raise StudyError(f"Study {name!r} was deleted from {mask_url(url)} while it ran: its trials are gone and "
+                         f"nothing more can be recorded.")
     report_new()
     summary.finished = len(seen) - before - len(interrupted)
     summary.workers = [rep for rep, _ in procs]
