@@ -60,6 +60,7 @@ from tuner.study._record import (
 )
 from tuner.study._samplers import judges_by_complete_trials, may_prune_at
 from tuner.study._storage import (
+    deleted_error,
     explain_storage_error,
     storage_error_text,
     storage_lock,
@@ -917,6 +918,8 @@ def finish_trial(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config
     except Exception as exc:  # the storage kept failing: record what can be recorded, and go on
         if is_disk_full_error(exc, plan.storage_url):
             raise _storage_stop(study, plan, exc, trial.number) from exc
+        if plan.storage_url and study_deleted(study):  # nothing to record into, nor to queue again
+            raise deleted_error(study.study_name, plan.storage_url) from None
         failed = _storage_reason(exc, requeued=True)
         log.warning("trial %d: %s", trial.number, failed)
         with contextlib.suppress(Exception):
@@ -997,6 +1000,8 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
     except _ReportFailed as exc:
         if is_disk_full_error(exc.error, plan.storage_url):
             raise _storage_stop(study, plan, exc.error, trial.number) from exc.error
+        if plan.storage_url and study_deleted(study):
+            raise deleted_error(study.study_name, plan.storage_url) from None
         outcome = finish(TrialState.FAIL, _storage_reason(exc.error, requeued=True), attrs=executor.partial())
         queue_again(study, trial)  # not the config's fault: it trains again (a storage still failing loses it)
         return outcome
@@ -1092,10 +1097,7 @@ def stops_if_deleted(study: optuna.Study, plan: RunPlan) -> Iterator[None]:
         yield
     except Exception as exc:
         if plan.storage_url and not isinstance(exc, StudyError) and study_deleted(study):
-            from tuner.study._storage import mask_url
-
-            raise StudyError(f"Study {study.study_name!r} was deleted from {mask_url(plan.storage_url)} while it "
-                             f"ran: its trials are gone and nothing more can be recorded.") from None
+            raise deleted_error(study.study_name, plan.storage_url) from None
         raise
 
 

@@ -600,6 +600,12 @@ def load_named(name: str, url: str, *, readonly: bool = True) -> optuna.Study:
         return optuna.load_study(study_name=name, storage=storage)
 
 
+def deleted_error(name: str, url: str) -> StudyError:
+    """What a run says when its study was deleted from the storage under it."""
+    return StudyError(f"Study {name!r} was deleted from {mask_url(url)} while it ran: its trials are gone and "
+                      f"nothing more can be recorded.")
+
+
 def study_deleted(study: optuna.Study) -> bool:
     """Whether ``study`` is gone from its storage (``tuner study delete --force`` while it ran); False where
     the storage cannot say."""
