@@ -91,3 +91,13 @@ def test_a_tune_study_gets_the_python_call(tmp_path: Path):
     part = tuner.tune(functools.partial(_scaled, scale=2.0), space="lr-only", n_trials=1, epochs=1, storage=url,
                       study_name="part", verbose=False)
     assert followup_command(part.study, "n.yaml", url).startswith("tuner.tune(train_fn, space='n.yaml'")
+
+
+def test_the_defaults_a_follow_up_call_leaves_out_are_tunes():
+    import inspect
+
+    import tuner
+    from tuner._tune_settings import TUNE_DEFAULTS
+
+    signature = inspect.signature(tuner.tune).parameters
+    assert {key: signature[key].default for key in TUNE_DEFAULTS} == TUNE_DEFAULTS

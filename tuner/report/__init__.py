@@ -198,9 +198,7 @@ def _followup_call(study: optuna.Study, space_file: str | Path, name: str, stora
     """The ``tuner.tune`` call of a follow-up to a ``tune`` study: the settings it was tuned with (function,
     metric and direction, epochs, seed, sampler, pruner, objectives) where they are not ``tune``'s defaults, so
     that the follow-up's values compare with the study's and it is tuned the same way."""
-    import inspect
-
-    from tuner._api import resolve_direction, tune
+    from tuner._tune_settings import TUNE_DEFAULTS, resolve_direction
     from tuner.study._record import direction_of
 
     stored = dict(study.user_attrs.get(StudyKey.TUNE) or {})
@@ -211,7 +209,7 @@ def _followup_call(study: optuna.Study, space_file: str | Path, name: str, stora
     args = [fn, f"space={str(space_file)!r}", f"study_name={name!r}"]
     if storage_url and "://" in storage_url or storage_url and storage_url.startswith("journal:"):
         args.append(f"storage={storage_url!r}")
-    defaults = {k: p.default for k, p in inspect.signature(tune).parameters.items()}
+    defaults = TUNE_DEFAULTS
     if metric != defaults["metric"]:
         args.append(f"metric={metric!r}")
     direction = direction_of(study)
