@@ -1074,34 +1074,23 @@ def run_study_config(study: optuna.Study, executor: Executor, config: TrainConfi
 
 # -- the loop -----------------------------------------------------------------------------------------------
 
+def stops_if_deleted(run: Callable[..., RunSummary]) -> Callable[..., RunSummary]:
+    """A run (``run(study, plan, ...)``) whose study is deleted from its storage while it runs (``tuner study
+    delete --force``) stops with one line that says so, instead of the storage's error about a record that no
+    longer exists."""
+    @functools.wraps(run)
+    def checked(study: optuna.Study, plan: RunPlan, *args: Any, **kwargs: Any) -> RunSummary:
+        try:
+            return run(study, plan, *args, **kwargs)
+        except Exception as exc:
+            if plan.storage_url and not isinstance(exc, StudyError) and study_deleted(study):
+                raise deleted_error(study.study_name, plan.storage_url) from None
+            raise
+    return checked
+
+
+@stops_if_deleted
 def run_trials(
-    study: optuna.Study,
-    plan: RunPlan,
-    executor: Executor,
-    *,
-    n_trials: int | None = None,
-    timeout: float | None = None,
-    threads: int = 1,
-    on_trial: Callable[[TrialOutcome, optuna.Study], None] | None = None,
-) -> RunSummary:
-    with stops_if_deleted(study, plan):
-        return _run_trials(study, plan, executor, n_trials=n_trials, timeout=timeout, threads=threads,
-                           on_trial=on_trial)
-
-
-@contextlib.contextmanager
-def stops_if_deleted(study: optuna.Study, plan: RunPlan) -> Iterator[None]:
-    """A study deleted from its storage while it runs (``tuner study delete --force``) stops the run with one
-    line that says so, instead of the storage's error about a record that no longer exists."""
-    try:
-        yield
-    except Exception as exc:
-        if plan.storage_url and not isinstance(exc, StudyError) and study_deleted(study):
-            raise deleted_error(study.study_name, plan.storage_url) from None
-        raise
-
-
-def _run_trials(
     study: optuna.Study,
     plan: RunPlan,
     executor: Executor,

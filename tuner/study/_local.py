@@ -67,11 +67,8 @@ def run_prepared(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int 
         if choice.threads is not None:
             torch.set_num_threads(choice.threads)
             threads = choice.threads
-        from tuner.study._engine import stops_if_deleted
-
-        with stops_if_deleted(study, plan):
-            summary = run_packed(study, plan, prepared.executor(), prepared.trainer, choice.k, n_trials=n_trials,
-                                 timeout=timeout, threads=threads, on_trial=on_trial)
+        summary = run_packed(study, plan, prepared.executor(), prepared.trainer, choice.k, n_trials=n_trials,
+                             timeout=timeout, threads=threads, on_trial=on_trial)
     else:
         summary = run_trials(study, plan, prepared.executor(), n_trials=n_trials, timeout=timeout, threads=threads,
                              on_trial=on_trial)

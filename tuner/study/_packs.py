@@ -50,6 +50,7 @@ from tuner.study._engine import (
     record_pack_cap,
     run_one,
     run_started,
+    stops_if_deleted,
 )
 from tuner.study._limits import failed_pack_kinds
 from tuner.study._liveness import Heartbeat, reap_stale
@@ -124,6 +125,7 @@ class _Pack:
             self.slots = [self.slots[old] for old in sorted(moved)]
 
 
+@stops_if_deleted
 def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, pack: int, *,
                n_trials: int | None = None, timeout: float | None = None, threads: int = 1,
                on_trial: Callable[[TrialOutcome, optuna.Study], None] | None = None) -> RunSummary:
