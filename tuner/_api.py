@@ -407,10 +407,8 @@ def tune(
         # A resumed study: a sampler seeded as in the first call would propose the same parameters again.
         from tuner.study._prepare import _joining_seed
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.sampler = build_sampler(sampler, {"seed": _joining_seed(seed, existing), "epochs": epochs,
-                                                    "multi": len(objectives) > 1})
+        study.sampler = build_sampler(sampler, {"seed": _joining_seed(seed, existing), "epochs": epochs,
+                                                "multi": len(objectives) > 1})
     done = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.state.name != "FAIL"])
 
     from tuner.study._session import RunningBest

@@ -333,9 +333,7 @@ def search_setup(space: SearchSpace, sampler: Any, pruner: Any, *, seed: int, ep
         # Spread a partial grid (n_trials below the grid's size) over the whole grid.
         random.Random(seed).shuffle(grid)
     context = {"seed": seed, "epochs": epochs, "multi": n_objectives > 1}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        built = SearchSetup(build_sampler(sampler, context), build_pruner(pruner, context), grid, n_trials)
+    built = SearchSetup(build_sampler(sampler, context), build_pruner(pruner, context), grid, n_trials)
     _dry_run(space, sampler, pruner, context, n_objectives)
     return built
 

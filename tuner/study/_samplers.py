@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -234,7 +235,9 @@ def build_sampler(spec: str | dict[str, Any], context: dict[str, Any]) -> optuna
     """``spec`` is a name or ``{"name": ..., **options}``; ``context`` holds seed, epochs and grid, and
     ``multi`` for a study with several objectives."""
     name, options = _named(spec)
-    sampler = _SAMPLERS.get(name).build(options, context, "sampler")
+    with warnings.catch_warnings():  # the options tuner sets (TPE's group) are "experimental" to Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = _SAMPLERS.get(name).build(options, context, "sampler")
     return FirstObjectiveSampler(sampler) if context.get("multi") else sampler
 
 
