@@ -775,7 +775,7 @@ def test_timeouts_duplicates_and_discarded_trials_leave_the_failures_in_a_row_as
     from tuner.study._engine import RunSummary, TrialOutcome, record_outcome
     from tuner.study._record import StopKind, StopReason
 
-    plan, study = SimpleNamespace(max_consecutive_failures=3), SimpleNamespace(study_name="s")
+    plan, study = SimpleNamespace(max_consecutive_failures=3, started=None), SimpleNamespace(study_name="s")
 
     def outcome(state: str, kind: StopKind | None = None) -> TrialOutcome:
         return TrialOutcome(0, state, None, None, StopReason(kind, str(kind)) if kind else None, 0.0, None)

@@ -106,8 +106,8 @@ class RunPlan:
     resume_hint: str = ""  # how to continue the study after a stop: "run `tuner study run NAME`"
     objectives: list[str] = field(default_factory=lambda: ["value"])  # the metric, then e.g. train_seconds
     on_oom: str = "avoid"  # after an out-of-memory batch size on a device: avoid it there, or accumulate
-    #: a ``time.time()`` at which the run began for all its processes (a pool's supervisor's): the failures in a
-    #: row are counted over the trials finished since (None: this process's run start)
+    #: for a pool's worker, the ``time.time()`` at which the supervisor started the pool: the failures in a row
+    #: are counted over the trials of all its workers since (None: one process, its own count)
     started: float | None = None
 
     @property
@@ -463,8 +463,6 @@ class RunSummary:
     threads: int = 1
     pack: int = 1  # trials trained at once
     pack_why: str = ""  # why that many (pack: auto), in words
-    #: when the run started, as Optuna dates trials: the failures in a row are those of trials finished since
-    started: datetime.datetime = field(default_factory=datetime.datetime.now)
 
 
 def trial_seed(study_seed: int, number: int) -> int:
@@ -1106,7 +1104,7 @@ def run_trials(
     """
     n_trials = n_trials or plan.n_trials
     timeout = timeout if timeout is not None else plan.timeout
-    summary = RunSummary(threads=threads, started=run_started(plan))
+    summary = RunSummary(threads=threads)
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
     consecutive = 0
@@ -1155,13 +1153,16 @@ def record_outcome(study: optuna.Study, plan: RunPlan, summary: RunSummary, outc
     stop the study). Timeouts, duplicates and discarded trials are neither failures nor successes: they leave
     the count as it was. Returns the failures in a row."""
     summary.outcomes.append(outcome)
-    neutral = outcome.state == "FAIL" and outcome.reason is not None and outcome.reason.kind in (
-        StopKind.TIMEOUT, StopKind.DUPLICATE, StopKind.DISCARDED)
-    if not neutral:
-        # With several workers, the study's failures in a row are theirs together (each worker's own count
-        # would let N workers fail N times the limit before stopping).
-        consecutive = max(consecutive + 1, _failures_in_a_row(study, summary.started)) \
-            if outcome.state == "FAIL" else 0
+    neutral = outcome.state == "FAIL" and outcome.reason is not None and outcome.reason.kind in _NEUTRAL
+    if not neutral and outcome.state != "FAIL":
+        consecutive = 0
+    elif not neutral:
+        consecutive += 1
+        # One of a pool's workers: the failures in a row are the workers' together (each one's own count would
+        # let N workers fail N times the limit before stopping).
+        if plan.started is not None:
+            since = datetime.datetime.fromtimestamp(plan.started)
+            consecutive = max(consecutive, _failures_in_a_row(study, since))
     if on_trial is not None:
         on_trial(outcome, study)
     if consecutive >= plan.max_consecutive_failures:
@@ -1177,15 +1178,10 @@ def record_outcome(study: optuna.Study, plan: RunPlan, summary: RunSummary, outc
     return consecutive
 
 
-def run_started(plan: RunPlan) -> datetime.datetime:
-    """When the run began, as Optuna dates trials (local time): the pool's start for a worker."""
-    return datetime.datetime.fromtimestamp(plan.started) if plan.started else datetime.datetime.now()
-
-
-# Not failures of the trained code: timeouts, duplicates, discarded trials (as in a run's own count), and trials
-# whose worker was lost (reaped by the run, not failed by train_fn).
-_NEUTRAL_KINDS = frozenset(k.value for k in (StopKind.TIMEOUT, StopKind.DUPLICATE, StopKind.DISCARDED,
-                                             StopKind.WORKER_LOST))
+# Neither failures nor successes: they leave the failures in a row as they were. Among the trials of other
+# processes, those whose worker was lost too (reaped, not failed by the trained code).
+_NEUTRAL = (StopKind.TIMEOUT, StopKind.DUPLICATE, StopKind.DISCARDED)
+_NEUTRAL_KINDS = frozenset(k.value for k in (*_NEUTRAL, StopKind.WORKER_LOST))
 
 
 def _failures_in_a_row(study: optuna.Study, since: datetime.datetime) -> int:

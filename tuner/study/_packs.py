@@ -49,7 +49,6 @@ from tuner.study._engine import (
     record_outcome,
     record_pack_cap,
     run_one,
-    run_started,
     stops_if_deleted,
 )
 from tuner.study._limits import failed_pack_kinds
@@ -134,7 +133,7 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
     one epoch per round; configs that cannot be packed train alone."""
     n_trials = n_trials or plan.n_trials
     timeout = timeout if timeout is not None else plan.timeout
-    summary = RunSummary(threads=threads, started=run_started(plan))
+    summary = RunSummary(threads=threads)
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
     packs: dict[tuple[int, str, int], _Pack] = {}
