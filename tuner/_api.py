@@ -379,15 +379,9 @@ def tune(
     from tuner.study._starts import within_budget
 
     starts, dropped = within_budget(starts, n_trials)
-    if storage:
-        from tuner.study._storage import study_in_storage
-
-        existed = study_in_storage(name, storage)
-    else:
-        existed = False
-    study, queued = _create_or_join(train_fn, search, name, storage, direction, metric, epochs, seed,
-                                    setup.sampler, setup.pruner, starts, objectives, settings,
-                                    setup.grid[:n_trials])
+    study, queued, existed = _create_or_join(train_fn, search, name, storage, direction, metric, epochs, seed,
+                                             setup.sampler, setup.pruner, starts, objectives, settings,
+                                             setup.grid[:n_trials])
     plan = RunPlan(name=name, storage_url=storage, space=search, epochs=epochs, seed=seed, n_trials=n_trials,
                    timeout=timeout, pruner_name=option_name(pruner), sampler_name=option_name(sampler),
                    max_consecutive_failures=max_consecutive_failures, objectives=objectives,
@@ -434,7 +428,7 @@ def tune(
 
             more = ("" if done < n_trials else "; every point of the grid has run" if setup.grid else
                     "; raise the budget with n_trials=")
-            print(f"resuming study {name!r}{' in ' + mask_url(storage) if storage else ''}: it has "
+            print(f"resuming study {name!r} in {mask_url(storage)}: it has "
                   f"{count(done, 'finished trial')} of {n_trials}{more}", flush=True)
         if queued:
             print(f"first trials ({len(queued)} queued): " + "; ".join(
@@ -502,16 +496,27 @@ def _run_workers(study: optuna.Study, plan: RunPlan, ref: dict[str, str], worker
         raise StudyError(f"every worker stopped with an error; the first: {lost[0].stopped()}")
 
 
-def _function_name(train_fn: Any) -> tuple[str | None, str | None]:
-    """A name for ``train_fn`` that is the same in every process: a ``functools.partial``'s function, a
-    callable object's class; None where there is none (a repr with a memory address)."""
+def _function_name(train_fn: Any) -> tuple[str | None, str | None, str | None]:
+    """A name for ``train_fn`` that is the same in every process (a ``functools.partial``'s function, a
+    callable object's class; None where there is none: a repr with a memory address), its module, and the name
+    (not the folder: a project moved elsewhere is the same) of the file that defines it; None where there is
+    no such file (an interactive session, a builtin, a notebook's cell, which ipykernel names after a hash of
+    its code that changes with every edit)."""
     import functools
+    import inspect
 
     while isinstance(train_fn, functools.partial):
         train_fn = train_fn.func
     target = train_fn if hasattr(train_fn, "__qualname__") else type(train_fn)
     name = getattr(target, "__qualname__", None)
-    return (name if name and " at 0x" not in name else None), getattr(target, "__module__", None)
+    try:
+        path = inspect.getsourcefile(target)
+    except (TypeError, OSError):
+        path = None
+    if not path or path.startswith("<") or "ipykernel_" in path or not Path(path).is_file():
+        path = None
+    return ((name if name and " at 0x" not in name else None), getattr(target, "__module__", None),
+            Path(path).name if path else None)
 
 
 def _plain(value: Any) -> Any:
@@ -521,30 +526,10 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
-def _source_file(train_fn: Any) -> str | None:
-    """The file name (not its folder: a project moved elsewhere is the same) that defines ``train_fn``; None
-    where there is none (an interactive session, a notebook, a builtin)."""
-    import functools
-    import inspect
-
-    while isinstance(train_fn, functools.partial):
-        train_fn = train_fn.func
-    target = train_fn if inspect.isfunction(train_fn) or inspect.ismethod(train_fn) else type(train_fn)
-    try:
-        path = inspect.getsourcefile(target)
-    except (TypeError, OSError):
-        return None
-    # A notebook's cell (ipykernel names it after a hash of its code, in a folder of its own, which changes
-    # with every edit) is not a file that says which code this is.
-    if not path or path.startswith("<") or "ipykernel_" in path or not Path(path).is_file():
-        return None
-    return Path(path).name
-
-
 def _identity(train_fn: Any, epochs: int, seed: int, objectives: list[str], settings: dict[str, Any]
               ) -> dict[str, Any]:
-    function, module = _function_name(train_fn)
-    return _plain({"function": function, "module": module, "file": _source_file(train_fn), "epochs": epochs,
+    function, module, file = _function_name(train_fn)
+    return _plain({"function": function, "module": module, "file": file, "epochs": epochs,
                    "seed": seed, "objectives": objectives, **settings})
 
 
@@ -568,12 +553,12 @@ def _changes(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
 def _create_or_join(train_fn: Any, search: Any, name: str, storage: str | None, direction: str, metric: str,
                     epochs: int, seed: int, sampler: Any, pruner: Any, starts: list[Any],
                     objectives: list[str], settings: dict[str, Any] | None = None,
-                    grid: list[dict[str, Any]] = ()) -> tuple[optuna.Study, list]:
+                    grid: list[dict[str, Any]] = ()) -> tuple[optuna.Study, list, bool]:
     """Created (or joined) under the storage's lock: two processes tuning one study name over different
     spaces cannot both go ahead. A study created here gets ``starts`` queued as its first trials; they are
-    returned (an empty list when the study existed). A study joined must have been tuned the same way (the
-    function, epochs, seed, sampler, pruner, metric): else its values would not compare, and nothing is
-    changed. ``grid``: the points of a grid sampler, queued (once each) in either case."""
+    returned (an empty list when the study existed), with whether it did. A study joined must have been tuned
+    the same way (the function, epochs, seed, sampler, pruner, metric): else its values would not compare, and
+    nothing is changed. ``grid``: the points of a grid sampler, queued (once each) in either case."""
     from tuner.study._open import describe_kind
     from tuner.study._starts import START_ATTR
     from tuner.study._storage import check_storage, mask_url, open_storage, storage_lock
@@ -631,5 +616,5 @@ def _create_or_join(train_fn: Any, search: Any, name: str, storage: str | None, 
             study.set_user_attr(StudyKey.METRIC, metric)
             for start in starts:
                 study.enqueue_trial(start.params, user_attrs={START_ATTR: start.source})
-            return study, starts
-    return study, []
+            return study, starts, False
+    return study, [], True
