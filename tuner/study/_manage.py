@@ -113,7 +113,7 @@ def enqueue_files(name: str, files: list[str | Path], storage_url: str | None = 
     (it runs its grid's points, and would leave the configs waiting)."""
     from tuner.spaces import SearchSpace
     from tuner.study._open import open_study
-    from tuner.study._starts import START_ATTR, file_starts
+    from tuner.study._starts import START_ATTR, duplicate_notes, file_starts, unique_starts
     from tuner.study._storage import study_command
 
     study = open_study(name, storage_url, readonly=False)
@@ -128,22 +128,20 @@ def enqueue_files(name: str, files: list[str | Path], storage_url: str | None = 
     named = settings.get("space")
     space = SearchSpace.from_dict(raw, name=named if isinstance(named, str) else f"study {name}'s",
                                   source=f"study {name!r}")
-    starts, notes = [], []
-    # A config the study holds already (queued, running or trained) or that an earlier file gave: queued once,
-    # as the first trials of a new study are.
+    # Each config once, as the first trials of a new study are; and none the study holds already (queued,
+    # running or trained).
     held = [t for t in study.get_trials(deepcopy=False)
             if t.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)]
-    for start in file_starts(list(files), space):
+    starts, notes = [], []
+    for start in unique_starts(file_starts(list(files), space)):
         same = next((t for t in held  # a waiting trial's parameters are its fixed ones until it runs
                      if start.params.items() <= (t.params or t.system_attrs.get("fixed_params") or {}).items()), None)
-        earlier = next((s for s in starts if start.params.items() <= s.params.items()), None)
-        if same is not None:
-            notes.append(f"{start.source}: not queued, the same config as trial {same.number} "
-                         f"({same.state.name.lower()})")
-        elif earlier is not None:
-            notes.append(f"{start.source}: the same config as {earlier.source}, queued once")
-        else:
+        if same is None:
             starts.append(start)
+        else:
+            notes += [f"{source}: not queued, the same config as trial {same.number} ({same.state.name.lower()})"
+                      for source in (start.source, *start.duplicates)]
+    notes += duplicate_notes(starts)
     for start in starts:
         study.enqueue_trial(start.params, user_attrs={START_ATTR: f"enqueued {start.source}"})
     if StudyKey.TUNE in study.user_attrs:

@@ -214,8 +214,13 @@ def gather_starts(space: SearchSpace, *, enqueue: list[Any], warm_start: Any = N
             notes.append(f"warm start: {note}")
     if known:
         starts += known_starts(space)
-    # Each config once: a start whose parameters an earlier one already holds (a known-good point that a warm
-    # start brings again, with the batch size the earlier study sampled for it) would train the same again.
+    return unique_starts(starts), notes
+
+
+def unique_starts(starts: list[Start]) -> list[Start]:
+    """Each config once: a start whose parameters an earlier one already holds (a known-good point that a warm
+    start brings again, with the batch size the earlier study sampled for it) would train the same again; it is
+    left out and named in the earlier one's ``duplicates`` (``duplicate_notes`` says so)."""
     unique: list[Start] = []
     for start in starts:
         same = next((earlier for earlier in unique if start.params.items() <= earlier.params.items()), None)
@@ -223,7 +228,12 @@ def gather_starts(space: SearchSpace, *, enqueue: list[Any], warm_start: Any = N
             unique.append(start)
         else:
             same.duplicates.append(start.source)
-    return unique, notes
+    return unique
+
+
+def duplicate_notes(starts: list[Start]) -> list[str]:
+    return [f"{copy}: the same config as {start.source}, queued once" for start in starts
+            for copy in start.duplicates]
 
 
 def asked_for_and_changed(queued: list[Start], notes: list[str]) -> tuple[list[str], list[str]]:
@@ -246,7 +256,7 @@ def within_budget(starts: list[Start], n_trials: int) -> tuple[list[Start], list
     that were dropped and the starts the budget leaves out (a study queues its first trials once, when it is
     created)."""
     kept, left = starts[:n_trials], starts[n_trials:]
-    notes = [f"{copy}: the same config as {start.source}, queued once" for start in kept for copy in start.duplicates]
+    notes = duplicate_notes(kept)
     if left:
         notes.append(f"first trials: {len(left)} not queued, beyond the budget of {n_trials} trial(s): "
                      + "; ".join(s.source for s in left))
