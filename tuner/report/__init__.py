@@ -207,17 +207,16 @@ def _followup_call(study: optuna.Study, space_file: str | Path, name: str, stora
     fn = function if stored.get("plain_function") and isinstance(function, str) and function.isidentifier() \
         else "train_fn"
     args = [fn, f"space={str(space_file)!r}", f"study_name={name!r}"]
-    if storage_url and "://" in storage_url or storage_url and storage_url.startswith("journal:"):
+    if storage_url and ("://" in storage_url or storage_url.startswith("journal:")):
         args.append(f"storage={storage_url!r}")
-    defaults = TUNE_DEFAULTS
-    if metric != defaults["metric"]:
+    if metric != TUNE_DEFAULTS["metric"]:
         args.append(f"metric={metric!r}")
     direction = direction_of(study)
     if resolve_direction(metric, "auto")[0] != direction:
         args.append(f"direction={direction!r}")
     for key in ("epochs", "seed", "sampler", "pruner", "objectives"):
         value = stored.get(key)
-        if value is None or value == defaults[key] or key == "objectives" and len(value) < 2:
+        if value is None or value == TUNE_DEFAULTS[key] or key == "objectives" and len(value) < 2:
             continue
         args.append(f"{key}={value!r}")
     return f"tuner.tune({', '.join(args)})"
