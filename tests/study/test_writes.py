@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import optuna
 import pytest
 from optuna.exceptions import UpdateFinishedTrialError
@@ -82,6 +84,20 @@ def test_one_heartbeat_beats_for_every_member_of_a_pack(study):
         assert after[trials[2].number] > beats[trials[2].number]
         study.tell(trials[2], 1.0)
         assert heartbeat.beat() is False  # nothing left to beat for
+
+
+def test_a_heartbeat_of_a_deleted_study_stops_without_a_warning(study, caplog):
+    """``tuner study delete --force`` under a run: the run stops with one line saying so; its heartbeat lets
+    the trials go in silence instead of logging a failed write first."""
+    trial = study.ask()
+    with Heartbeat(study, trial._trial_id, interval=3600) as heartbeat:
+        optuna.delete_study(study_name="s", storage=study._storage)
+        with caplog.at_level(logging.WARNING, logger="tuner.study._liveness"):
+            beating = heartbeat.beat()
+        assert heartbeat.failures == 0
+        if study.url.startswith("sqlite"):  # the write fails (the journal appends it, unread): nothing left to beat
+            assert beating is False and heartbeat.trial_ids == set()
+    assert not [r for r in caplog.records if "heartbeat" in r.getMessage()], caplog.text
 
 
 def _count_trial_reads(study, monkeypatch) -> list[int]:

@@ -26,7 +26,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from tuner.study._record import Key, StopKind, StopReason, storage_of
-from tuner.study._storage import storage_error_text
+from tuner.study._storage import storage_error_text, study_deleted
 from tuner.study._writes import Write, write_batch
 
 __all__ = ["Heartbeat", "reap_stale", "worker_identity", "is_this_process", "DEFAULT_INTERVAL",
@@ -69,6 +69,11 @@ class Heartbeat:
             ids = sorted(self.trial_ids if trial_ids is None else trial_ids)
         now = time.time()
         errors = write_batch(self.study, [Write(i, "system", Key.HEARTBEAT, now) for i in ids])
+        if any(not isinstance(exc, UpdateFinishedTrialError) for exc in errors.values()) and study_deleted(self.study):
+            # `tuner study delete --force` under the run: its trials are gone and the run stops saying so, once
+            with self._lock:
+                self.trial_ids.clear()
+            return False
         for trial_id, exc in errors.items():
             if isinstance(exc, UpdateFinishedTrialError):
                 self.discard(trial_id)
