@@ -30,7 +30,7 @@ from tuner.study._engine import (
     run_trials,
     sigterm_exits,
 )
-from tuner.study._record import Key, StudyKey, best_trial, direction_of, primary, ranked_trials
+from tuner.study._record import Key, StudyKey, best_trial, direction_of, knee, primary, ranked_trials
 
 __all__ = ["TrialContext", "TuneResult", "suggest", "tune"]
 
@@ -79,7 +79,10 @@ class TuneResult:
 
     @property
     def best_trial(self) -> optuna.trial.FrozenTrial:
-        best = best_trial(self.study)
+        """The best complete trial; of a study with two objectives, the knee of its Pareto front, the trial that
+        ``recommend()``, ``tuner study show`` and ``tuner study export`` hand over (``pareto_front`` lists the
+        others)."""
+        best = knee(self.study) if len(self.study.directions) > 1 else best_trial(self.study)
         if best is None:
             raise StudyError(f"Study {self.study.study_name!r} has no complete trial.")
         return best

@@ -345,3 +345,33 @@ def test_the_edge_lines_promise_a_narrowed_space_only_where_the_report_writes_on
         flat = " ".join(capsys.readouterr().out.split())
         assert ("writes narrowed-space.yaml with the ends widened where its recommended trial sits" in flat) is promised
         assert ("too few to narrow the space (5 needed)" in flat) is not promised
+
+
+def test_best_config_of_two_objectives_is_the_knee_that_recommend_and_export_hand_over(tmp_path: Path) -> None:
+    """``result.best_config.save(...)``, the README's way to keep what tune() found, saves the trial that
+    ``recommend()`` and ``tuner study export`` give: the knee, not the end of the front with the best metric."""
+    import time
+
+    import tuner
+    from tuner.study._record import knee, ranked_trials
+
+    loss_and_seconds = {0.001: (0.10, 0.6), 0.002: (0.15, 0.2), 0.003: (0.50, 0.05), 0.004: (0.30, 0.12)}
+
+    def train(ctx: tuner.TrialContext) -> float:
+        loss, seconds = loss_and_seconds[round(ctx.config.optimizer.lr, 6)]
+        time.sleep(seconds)
+        ctx.report(0, loss)
+        return loss
+
+    storage = f"sqlite:///{tmp_path / 'k.db'}"
+    result = tuner.tune(train, space="lr-only", n_trials=4, epochs=1, metric="val_loss", storage=storage,
+                        objectives=["val_loss", "train_seconds"], pruner="none", known_starts=False, verbose=False,
+                        enqueue=[{"optimizer": {"name": "adam", "lr": lr}} for lr in loss_and_seconds])
+    point = knee(result.study)
+    assert point.number == 1 != ranked_trials(result.study)[0].number  # the knee is not the lowest loss
+    assert result.best_trial.number == result.recommend().trial == point.number
+    assert result.best_config.optimizer.lr == pytest.approx(0.002) and result.best_value == pytest.approx(0.15)
+    exported = CliRunner().invoke(app, ["study", "export", result.study.study_name, "--storage", storage,
+                                        "--format", "json"])
+    assert exported.exit_code == 0, exported.output
+    assert json.loads(exported.output)["optimizer"]["lr"] == pytest.approx(result.best_config.optimizer.lr)
