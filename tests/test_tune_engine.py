@@ -313,6 +313,43 @@ def test_a_loop_that_trains_fewer_epochs_than_the_config_or_never_reports_is_sai
         tuner.tune(every_other, space="lr-only", n_trials=2, epochs=4, verbose=False, known_starts=False)
 
 
+def _reports_loss_returns_accuracy(ctx: tuner.TrialContext) -> float:
+    lr = ctx.config.optimizer.lr
+    for epoch in range(ctx.config.epochs):
+        ctx.report(epoch, 2.0 - lr * (epoch + 1))  # the validation loss
+    return 0.5 + lr  # the validation accuracy
+
+
+def _counts_from_one(ctx: tuner.TrialContext) -> float:
+    for epoch in range(1, ctx.config.epochs + 1):
+        ctx.report(epoch, 0.5)
+    return 0.5
+
+
+def test_a_loop_that_reports_another_metric_than_it_returns_or_counts_epochs_from_one_is_told_once():
+    """Reporting the validation loss and returning the accuracy: the pruner would stop the trials with the
+    lowest loss, the best ones. Reporting epochs 1..N: the last is past the config's. Each said once, attributed
+    to train_fn; a loop that returns its best reported value is not."""
+    for fn, says in ((_reports_loss_returns_accuracy, "no epoch reported"),
+                     (_counts_from_one, "reported epoch 3 of a config of 3 epochs")):
+        with pytest.warns(RuntimeWarning, match=re.escape(says)) as caught:
+            result = tuner.tune(fn, space="lr-only", n_trials=3, epochs=3, verbose=False, known_starts=False,
+                                pruner="none")
+        assert [t.state for t in result.study.trials] == [TrialState.COMPLETE] * 3
+        mine = [w for w in caught if "tuner.tune: train_fn" in str(w.message)]
+        assert len(mine) == 1 and mine[0].filename == __file__, [str(w.message) for w in mine]
+
+    def best_epoch(ctx: tuner.TrialContext) -> float:
+        values = [0.3, 0.7, 0.6]
+        for epoch in range(ctx.config.epochs):
+            ctx.report(epoch, values[epoch])
+        return max(values)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        tuner.tune(best_epoch, space="lr-only", n_trials=2, epochs=3, verbose=False, known_starts=False)
+
+
 def test_what_train_fn_returns_is_a_number_and_a_test_value_or_none():
     def no_test(ctx: tuner.TrialContext):
         ctx.report(0, 0.5)

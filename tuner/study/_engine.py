@@ -204,6 +204,7 @@ class TrialContext:
     #: caller's code caught it and went on
     stopped: BaseException | None = None
     _last_epoch: int | None = None
+    _past_end: int | None = None  # the first epoch reported at or past config.epochs (a loop counting from 1)
 
     @property
     def number(self) -> int | None:
@@ -233,6 +234,8 @@ class TrialContext:
                                 f"metric (got {type(value).__name__}"
                                 f"{f' of shape {tuple(value.shape)}' if hasattr(value, 'shape') else ''}).") from None
         previous, self._last_epoch = self._last_epoch, epoch
+        if epoch >= self.config.epochs and self._past_end is None:
+            self._past_end = epoch
         self.history.append(value)
         try:
             if not math.isfinite(value):
@@ -365,6 +368,26 @@ class UserExecutor:
                        f"config's {epochs} (ctx.config.epochs): the config records {epochs} epochs and its "
                        f"schedule was planned for them; loop over range(ctx.config.epochs), or pass epochs= to "
                        f"tune() as the loop trains.")
+        if ctx._past_end is not None and "past end" not in self._said:
+            self._said.add("past end")
+            self._warn(f"tuner.tune: train_fn reported epoch {ctx._past_end} of a config of {epochs} epochs "
+                       f"(ctx.config.epochs), whose epochs count from 0 to {epochs - 1}: the pruner compares trials "
+                       f"epoch by epoch and at equal progress through the schedule, so report "
+                       f"ctx.report(epoch, value) for epoch in range(ctx.config.epochs).")
+
+    def _check_value(self, ctx: TrialContext, value: float) -> None:
+        """A returned value that none of the trial's reports gave (a loop reporting the validation loss and
+        returning the accuracy): the pruner and the timeout judge trials by what they report, the study ranks
+        them by what they return. Said once, as a warning."""
+        if not ctx.history or "value" in self._said:
+            return
+        if any(math.isclose(value, v, rel_tol=1e-6, abs_tol=1e-9) for v in ctx.history):
+            return
+        self._said.add("value")
+        self._warn(f"tuner.tune: train_fn returned {value:.6g}, but reported {ctx.history[-1]:.6g} for its last "
+                   f"epoch and no epoch reported {value:.6g}: the pruner compares trials by the values of "
+                   f"ctx.report(epoch, value), the study ranks them by the value returned, so both must be the same "
+                   f"metric (report the validation metric that train_fn returns).")
 
     def begin(self, trial: optuna.Trial | None) -> None:
         self.trial = trial
@@ -423,6 +446,7 @@ class UserExecutor:
         own: list[str] = []
         if self.trial is not None:
             self._check_epochs(ctx)
+            self._check_value(ctx, value)
             own = sorted(set(self.trial.params) - sampled)
             if own and "own" not in self._said:
                 self._said.add("own")
