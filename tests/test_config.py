@@ -434,6 +434,23 @@ def test_a_saved_config_keeps_its_direction_and_the_plateau_schedule_its_mode(tm
     assert "metadata" not in TrainConfig().to_yaml()  # no direction: nothing to keep
 
 
+def test_a_config_through_to_dict_and_from_dict_keeps_its_direction() -> None:
+    """``trial.set_user_attr("config", config.to_dict())`` in a hand-written Optuna loop (examples/optuna_loop.py)
+    and ``TrainConfig.from_dict`` of it later: the plateau schedule of a config sampled for a minimized loss
+    still waits for the loss to fall."""
+    import optuna
+
+    import tuner
+
+    trial = optuna.create_study(direction="minimize").ask()
+    sampled = tuner.suggest(trial, {"optimizer": {"adam": {"lr": 1e-3}}, "schedule": {"plateau": {}},
+                                    "batch_size": 64})
+    again = TrainConfig.from_dict(sampled.to_dict())
+    assert again.direction == "minimize" and again == sampled
+    assert again.setup(nn.Linear(2, 1), steps_per_epoch=1).scheduler.mode == "min"
+    assert "metadata" not in TrainConfig().to_dict()  # no direction: the mapping holds the values alone
+
+
 def test_save_picks_json_by_suffix_in_any_case_and_refuses_a_script(tmp_path) -> None:
     path = TrainConfig().save(tmp_path / "c.JSON")
     assert json.loads(path.read_text())["batch_size"] == 64

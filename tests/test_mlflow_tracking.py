@@ -141,7 +141,8 @@ def test_cli_create_then_run_log_into_one_experiment_without_duplicates(
     assert sorted(runs) == [0, 1, 2] and len(parents) == 1
     best = optuna.load_study(study_name="mlflow-cli", storage=storage_url).best_trial
     assert client.get_run(parents[0].info.run_id).data.tags["best_trial"] == str(best.number)
-    assert _best_config(mlflow_uri, parents[0].info.run_id, tmp_cwd).to_dict() == best.user_attrs["config"]
+    logged = _best_config(mlflow_uri, parents[0].info.run_id, tmp_cwd)
+    assert logged == tuner.TrainConfig.from_dict(best.user_attrs["config"]) and logged.direction == "maximize"
 
 
 def test_the_spec_key_logs_and_is_not_part_of_the_study(tmp_cwd: Path, objective_ref: str, storage_url: str,

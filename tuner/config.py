@@ -179,7 +179,8 @@ class TrainConfig:
     seed: int = 0
     #: "maximize" or "minimize": the direction of the metric the config was tuned on (a study's trials, an
     #: export's metadata, ``TuneResult.best_config``). ``setup`` and ``build`` take the ``plateau`` schedule's
-    #: mode from it when none is given. Not part of the config's values: not saved, not compared.
+    #: mode from it when none is given. Not one of the config's values (not compared); ``to_dict`` and ``save``
+    #: write it as ``metadata: {direction: ...}``, which ``from_dict`` and ``load_config`` read back.
     direction: str | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -220,7 +221,9 @@ class TrainConfig:
 
     # -- serialisation ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The config's values as a mapping that ``from_dict`` reads back; a config that knows the direction of
+        its metric adds ``metadata: {direction: ...}`` (the plateau schedule's mode), as ``save`` does."""
+        data = {
             "optimizer": self.optimizer.to_dict(),
             "schedule": self.schedule.to_dict(),
             "batch_size": self.batch_size,
@@ -230,6 +233,9 @@ class TrainConfig:
             "epochs": self.epochs,
             "seed": self.seed,
         }
+        if self.direction is not None:
+            data["metadata"] = {"direction": self.direction}
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> TrainConfig:
@@ -260,8 +266,8 @@ class TrainConfig:
         """The config as a mapping, with ``metadata``; the config's own direction goes with it unless the
         metadata gives one, so that a saved config loads back with the plateau schedule's mode."""
         data = self.to_dict()
-        if self.direction is not None and metadata.get("direction") is None:
-            metadata = {**metadata, "direction": self.direction}
+        metadata = {**data.pop("metadata", {}), **{k: v for k, v in metadata.items() if v is not None or
+                                                   k != "direction"}}
         if metadata:
             data["metadata"] = metadata
         return data

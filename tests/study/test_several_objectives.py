@@ -139,7 +139,7 @@ def test_show_export_and_report_recommend_the_knee(objective_ref: str, storage_u
     sized = runner.invoke(app, ["study", "export", "mo", "--storage", storage_url, "--top-k", "2", "--seeds", "1"])
     assert "warning: --top-k and --seeds size the confirmation runs, and none run here (this study has several " \
            "objectives" in " ".join(sized.output.split())  # not ignored in silence
-    assert TrainConfig.load("knee.yaml").to_dict() == TrainConfig.from_dict(point.user_attrs[Key.CONFIG]).to_dict()
+    assert TrainConfig.load("knee.yaml") == TrainConfig.from_dict(point.user_attrs[Key.CONFIG])
     other = next(t for t in study.trials if t.state == TrialState.COMPLETE and t.number != point.number)
     runner.invoke(app, ["study", "export", "mo", "--storage", storage_url, "--trial", str(other.number), "-o",
                         "other.yaml"])
