@@ -183,6 +183,7 @@ def test_train_from_export_example_trains_an_exported_config(tmp_path: Path):
     ({"epochs": True}, "epochs must be an int"),
     ({"sampler": 5}, "The sampler must be a name or a mapping with a 'name' key"),
     ({"pruner": {"n_startup_trials": 5}}, "The pruner must be a name or a mapping with a 'name' key"),
+    ({"pruner": None}, r"e.g. \{name: median, n_warmup_steps: 2\}, or 'none' for no pruning"),  # not a sampler's
     ({"sampler": {"name": "tpe", "multivariate": "no"}}, "'multivariate' option of the 'tpe' sampler must be true"),
 ])
 def test_tune_refuses_values_that_are_not_what_they_seem(kwargs: dict, message: str, tmp_path: Path):

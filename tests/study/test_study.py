@@ -143,6 +143,8 @@ def test_spec_must_be_a_mapping_and_names_are_checked(tmp_path: Path):
         StudySpec.from_mapping({"name": "  "})
     with pytest.raises(ConfigError, match="needs a 'name' key"):
         StudySpec.from_mapping({"sampler": {"n_startup_trials": 3}})
+    with pytest.raises(ConfigError, match=r"needs a 'name' key, e.g. \{name: median"):  # a pruner's example
+        StudySpec.from_mapping({"pruner": {"n_warmup_steps": 3}})
 
 
 def test_unknown_builtin_spec_name():

@@ -103,8 +103,10 @@ def plain_options(spec: str | dict[str, Any], kind: str) -> str | dict[str, Any]
     if isinstance(spec, str):
         return spec
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-        raise ConfigError(f"The {kind} must be a name or a mapping with a 'name' key, e.g. {{name: tpe, "
-                          f"n_startup_trials: 5}}. Got {spec!r} instead.")
+        example = ("{name: tpe, n_startup_trials: 5}" if kind == "sampler" else
+                   "{name: median, n_warmup_steps: 2}, or 'none' for no pruning")
+        raise ConfigError(f"The {kind} must be a name or a mapping with a 'name' key, e.g. {example}. Got {spec!r} "
+                          f"instead.")
     name, options = _named(spec)
     factory = (_SAMPLERS if kind == "sampler" else _PRUNERS).get(name)
     params = inspect.signature(factory.cls.__init__).parameters

@@ -249,7 +249,9 @@ class StudySpec(BaseModel):
         if value is None:  # the pruner: the objective's own, else median (set by prepare)
             return value
         if isinstance(value, dict) and not isinstance(value.get("name"), str):
-            raise ValueError("a mapping needs a 'name' key, e.g. {name: tpe, n_startup_trials: 5}")
+            raise ValueError("a mapping needs a 'name' key, e.g. " + ("{name: tpe, n_startup_trials: 5}" if
+                                                                      info.field_name == "sampler" else
+                                                                      "{name: median, n_warmup_steps: 2}"))
         # The name and the option keys are checked here, where the spec file's line is known.
         import warnings
 
