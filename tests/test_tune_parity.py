@@ -48,6 +48,9 @@ def test_a_study_resumed_with_other_settings_is_refused_naming_them(tmp_path: Pa
         tuner.tune(other, "lr-only", n_trials=4, epochs=1, storage=url, study_name="s", verbose=False)
     resumed = tuner.tune(_lr, "lr-only", n_trials=4, epochs=1, storage=url, study_name="s", verbose=False)
     assert len(resumed.study.trials) == 4  # the same settings resume
+    spelled = tuner.tune(_lr, "lr-only", n_trials=5, epochs=1, storage=url, study_name="s", verbose=False,
+                         pruner={"name": "median"}, sampler={"name": "tpe"})  # the same settings, written out
+    assert len(spelled.study.trials) == 5
 
 
 def test_two_functions_of_one_name_do_not_share_a_study_in_silence(tmp_path: Path):

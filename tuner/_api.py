@@ -536,6 +536,11 @@ def _identity(train_fn: Any, epochs: int, seed: int, objectives: list[str], sett
                    "seed": seed, "objectives": objectives, **settings})
 
 
+def _bare(spec: Any) -> Any:
+    """A sampler or pruner as its name where a mapping gives nothing but the name."""
+    return spec["name"] if isinstance(spec, dict) and set(spec) == {"name"} else spec
+
+
 def _changes(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What differs between a study's stored ``tune`` settings and this call's (keys a study made by an earlier
     version does not hold are not compared; a script run as ``__main__`` may import its function elsewhere)."""
@@ -549,6 +554,8 @@ def _changes(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
             continue  # no name that holds from one process to the next, or a script imported under another name
         if key == "objectives" and list(stored[key] or []) == list(value):
             continue
+        if key in ("sampler", "pruner") and _bare(stored[key]) == _bare(value):
+            continue  # {"name": "median"} is "median"
         changes.append(f"{key}: {stored[key]!r} -> {value!r}")
     return changes
 
