@@ -355,7 +355,8 @@ def tune(
         parsed = parse_warm_start(warm_start, "tuner.tune()")  # a mapping as in a spec file: {study, storage, top}
         warm_name, warm_storage, warm_top = parsed.study, parsed.storage or storage, parsed.top
     starts, start_notes = gather_starts(search, enqueue=list(enqueue or []), warm_start=warm_name,
-                                        warm_storage=warm_storage, warm_top=warm_top, known=bool(known_starts))
+                                        warm_storage=warm_storage, warm_top=warm_top, known=bool(known_starts),
+                                        epochs=epochs)
     start_notes = search.epoch_notes(epochs) + start_notes  # a schedule longer than the trials: said first
     from tuner.study._prepare import search_setup
 

@@ -375,3 +375,25 @@ def test_best_config_of_two_objectives_is_the_knee_that_recommend_and_export_han
                                         "--format", "json"])
     assert exported.exit_code == 0, exported.output
     assert json.loads(exported.output)["optimizer"]["lr"] == pytest.approx(result.best_config.optimizer.lr)
+
+
+def test_a_study_of_two_objectives_warm_starts_another_by_its_metric(tmp_path: Path) -> None:
+    """README: a warm start takes "an earlier study ... of this objective or another"; one of accuracy and
+    training seconds gives its best configs by accuracy, and says so (it was refused)."""
+    import tuner
+    from tuner.spaces import load_space
+    from tuner.study._starts import gather_starts
+
+    def train(ctx: tuner.TrialContext) -> float:
+        value = 1 - abs(ctx.config.optimizer.lr - 1e-2)
+        ctx.report(0, value)
+        return value
+
+    storage = f"sqlite:///{tmp_path / 'w.db'}"
+    made = tuner.tune(train, space="lr-only", n_trials=4, epochs=1, objectives=["value", "train_seconds"],
+                      storage=storage, study_name="two", known_starts=False, verbose=False)
+    starts, notes = gather_starts(load_space("lr-only"), enqueue=[], warm_start="two", warm_storage=storage,
+                                  warm_top=2, known=False)
+    best = sorted((t for t in made.study.trials), key=lambda t: -t.values[0])[:2]
+    assert [s.source.split(" (")[0] for s in starts] == [f"study 'two' trial {t.number}" for t in best]
+    assert notes == ["warm start: study 'two' has 2 objectives: its best configs by the first, value, were taken"]

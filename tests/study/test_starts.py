@@ -466,3 +466,41 @@ def test_a_known_start_that_calibration_leaves_out_is_said_where_the_study_is_cr
         "known start adamw-warmup-cosine is not tried: in the calibrated space, adamw.lr: 0.001 -> 0.0011 (the "
         "space's range is 0.0011..0.077)"]
     assert _dropped_by_calibration(space, space) == []
+
+
+def test_a_queued_config_that_gives_other_epochs_is_told_it_trains_the_studys(objective_ref: str, storage_url: str,
+                                                                             tmp_cwd: Path) -> None:
+    """Every trial of a study trains its epochs: a config file giving 50 is queued at the study's 2, and the
+    first-trials line says so (from the command, tune() and `study enqueue` alike)."""
+    import json
+
+    import tuner
+
+    (tmp_cwd / "long.yaml").write_text("optimizer: {name: adam, lr: 0.003}\nepochs: 50\n")
+    (tmp_cwd / "same.yaml").write_text("optimizer: {name: adam, lr: 0.004}\nepochs: 2\n")
+    runner = CliRunner()
+    made = runner.invoke(app, ["study", "create", "--objective", objective_ref, "--n-trials", "3", "--epochs", "2",
+                               "--storage", storage_url, "--device", "cpu", "--name", "e", "--no-run",
+                               "--no-known-starts", "--enqueue", "long.yaml", "--enqueue", "same.yaml",
+                               "--format", "json"])
+    assert made.exit_code == 0, made.output
+    queued = {q["source"]: q["changes"] for q in json.loads(made.stdout)["created"]["queued"]}
+    said = "epochs: 50 -> 2 (every trial of the study trains its epochs)"
+    assert said in queued[str(tmp_cwd / "long.yaml")] and not any("epochs" in c for c in queued[str(tmp_cwd /
+                                                                                                   "same.yaml")])
+    (tmp_cwd / "more.yaml").write_text("optimizer: {name: adam, lr: 0.005}\nepochs: 9\n")
+    enqueued = runner.invoke(app, ["study", "enqueue", "e", "more.yaml", "--storage", storage_url])
+    assert enqueued.exit_code == 0 and "epochs: 9 -> 2" in enqueued.output, enqueued.output
+
+    def train(ctx: tuner.TrialContext) -> float:
+        ctx.report(0, 0.5)
+        return 0.5
+
+    result = tuner.tune(train, space="lr-only", n_trials=1, epochs=1, known_starts=False, verbose=False,
+                        enqueue=[{"optimizer": {"name": "adam", "lr": 0.003}, "epochs": 7}])
+    (trial,) = result.study.trials
+    assert trial.user_attrs["config"]["epochs"] == 1
+    from tuner.study._starts import file_starts
+
+    (start,) = file_starts([{"optimizer": {"name": "adam", "lr": 0.003}, "epochs": 7}], load_space("lr-only"), 1)
+    assert "epochs: 7 -> 1 (every trial of the study trains its epochs)" in start.changes

@@ -133,7 +133,8 @@ def enqueue_files(name: str, files: list[str | Path], storage_url: str | None = 
     held = [t for t in study.get_trials(deepcopy=False)
             if t.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)]
     starts, notes = [], []
-    for start in unique_starts(file_starts(list(files), space)):
+    epochs = settings.get("epochs")
+    for start in unique_starts(file_starts(list(files), space, epochs if isinstance(epochs, int) else None)):
         same = next((t for t in held  # a waiting trial's parameters are its fixed ones until it runs
                      if start.params.items() <= (t.params or t.system_attrs.get("fixed_params") or {}).items()), None)
         if same is None:

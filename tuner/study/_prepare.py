@@ -198,7 +198,7 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
             starts, start_notes = gather_starts(
                 space, enqueue=spec.enqueue, warm_start=warm.study if warm else None,
                 warm_storage=(warm.storage if warm and warm.storage else spec.storage or default_storage()),
-                warm_top=warm.top if warm else 5, known=spec.known_starts)
+                warm_top=warm.top if warm else 5, known=spec.known_starts, epochs=spec.epochs)
             if spec.known_starts and space is not uncalibrated:
                 start_notes += _dropped_by_calibration(uncalibrated, space)
         for start in starts[:spec.n_trials]:  # those a new study's budget queues

@@ -118,9 +118,10 @@ def _given_parts(raw: Any) -> tuple[str, ...]:
     return tuple(part for part in CONFIG_PARTS if part in given)
 
 
-def file_starts(items: list[Any], space: SearchSpace) -> list[Start]:
+def file_starts(items: list[Any], space: SearchSpace, epochs: int | None = None) -> list[Start]:
     """Every config of the files (paths; in Python also ``TrainConfig``s and mappings), in order; one the space
-    cannot sample is refused, naming the file."""
+    cannot sample is refused, naming the file. A config giving other ``epochs`` than the study's trains the
+    study's (each trial does), which its changes say."""
     out = []
     for i, item in enumerate(items):
         if isinstance(item, TrainConfig):
@@ -146,7 +147,11 @@ def file_starts(items: list[Any], space: SearchSpace) -> list[Start]:
             if fit.problems:
                 raise ConfigError(f"enqueue: {where}: the space {space.name!r} cannot sample this config: "
                                   f"{'; '.join(fit.problems)}.")
-            out.append(Start(where, fit.params, fit.changes + fit.notes))
+            changes = fit.changes + fit.notes
+            given = raw.get("epochs") if isinstance(raw, dict) else None
+            if epochs is not None and given is not None and given != epochs:
+                changes.append(f"epochs: {given} -> {epochs} (every trial of the study trains its epochs)")
+            out.append(Start(where, fit.params, changes))
     return out
 
 
@@ -164,9 +169,7 @@ def study_starts(name: Any, storage_url: str | None, space: SearchSpace, top: in
         raise ConfigError(f"warm_start {name!r}: give the storage that holds it (or pass the optuna.Study).")
     else:
         study = load_named(name, storage_url, readonly=True)
-    if len(study.directions) > 1:
-        raise StudyError(f"warm_start: study {name!r} is multi-objective; give a single-objective study.")
-    ranked = ranked_trials(study)
+    ranked = ranked_trials(study)  # of a study of several objectives: by the first, its metric
     if not ranked:
         raise StudyError(f"warm_start: study {name!r} has no complete trial to start from.")
     out: list[Start] = []
@@ -190,16 +193,21 @@ def study_starts(name: Any, storage_url: str | None, space: SearchSpace, top: in
     notes = ([f"{outside} of its complete trials have an optimizer, schedule or initialiser this space lacks"]
              if outside else []) + ([f"{no_config} of its complete trials hold no tuner config (the study was not "
                                      f"made by tuner)"] if no_config else [])
+    if len(study.directions) > 1 and out:
+        from tuner.study._record import objectives_of
+
+        notes.append(f"study {name!r} has {len(study.directions)} objectives: its best configs by the first, "
+                     f"{objectives_of(study)[0]}, were taken")
     return out, "; ".join(notes)
 
 
 def gather_starts(space: SearchSpace, *, enqueue: list[Any], warm_start: Any = None, warm_storage: str | None = None,
-                  warm_top: int = 5, known: bool = True) -> tuple[list[Start], list[str]]:
+                  warm_top: int = 5, known: bool = True, epochs: int | None = None) -> tuple[list[Start], list[str]]:
     """The queued configs in order (files, then the warm start, then known-good points), each config once, and
-    notes on what a warm start skipped."""
+    notes on what a warm start skipped; ``epochs``: the study's, which a file's config giving others is told."""
     starts: list[Start] = []
     notes: list[str] = []
-    starts += file_starts(list(enqueue), space)
+    starts += file_starts(list(enqueue), space, epochs)
     if warm_start is not None:
         try:
             found, note = study_starts(warm_start, warm_storage, space, warm_top)
