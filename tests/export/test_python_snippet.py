@@ -161,6 +161,21 @@ def test_header_names_the_title_and_a_hostile_title_stays_a_comment(tmp_path: Pa
     assert python_snippet(config).startswith('"""Recommended optimizer settings from a tuner study.\n')
 
 
+def test_the_header_names_what_the_script_needs_and_a_schedule_free_loop_evaluates_the_averaged_weights() -> None:
+    """The header's loop is what a reader copies: a schedule-free optimizer's includes training.eval(), and a
+    script that imports a package besides PyTorch says which."""
+    plain = python_snippet(TrainConfig.from_dict({"optimizer": {"name": "adamw", "lr": 1e-3}}))
+    assert "needs only PyTorch." in plain and "training.eval()" not in plain.split('"""')[1]
+    for name, package in (("schedulefree_adamw", "schedulefree"), ("prodigy", "prodigyopt")):
+        pytest.importorskip(package)
+        source = python_snippet(TrainConfig.from_dict({"optimizer": {"name": name, "lr": 1.0}}))
+        header = source.split('"""')[1]
+        assert f"needs PyTorch and the {package!r} package (pip install {package})" in header
+        assert f"import {package}" in source and "needs only PyTorch" not in source
+        loop = header[header.index("for epoch in range(EPOCHS):"):header.index("training.end_epoch")]
+        assert ("training.eval()" in loop) == (name == "schedulefree_adamw"), loop
+
+
 def test_rejects_anything_but_a_train_config() -> None:
     with pytest.raises(TypeError, match="TrainConfig"):
         python_snippet(FULL)  # type: ignore[arg-type]

@@ -117,18 +117,24 @@ def _header(config: TrainConfig, title: str) -> list[str]:
         done.append("steps the optimizer")
     if interval == "batch":
         done.append("steps the schedule")
+    info = get_optimizer(config.optimizer.name)
+    needs = (f"needs PyTorch and the {info.package!r} package (pip install {info.package})" if info.package
+             else "needs only PyTorch")
     return [
         f'"""{heading}.',
         "",
         f"    {config.summary()}",
         "",
-        f"Written by tuner {__version__}; needs only PyTorch. The settings, as code for your own training script:",
+        *textwrap.wrap(f"Written by tuner {__version__}; {needs}. The settings, as code for your own training "
+                       f"script:", WIDTH),
         "",
         "    model = MyModel()",
         f"    training = setup(model, steps_per_epoch=len(train_loader){mode})  # batches of BATCH_SIZE",
         "    for epoch in range(EPOCHS):",
         "        for x, y in train_loader:",
         "            loss = training.step(lambda: loss_fn(model(x), y))",
+        *(["        training.eval()                          # schedule-free: evaluate the averaged weights"]
+          if info.train_eval else []),
         end_epoch,
         "",
         *textwrap.wrap("setup seeds the random generators with SEED, initialises the weights, sets the dropout "
