@@ -156,3 +156,30 @@ def test_a_partial_config_without_a_batch_size_takes_its_lr_at_the_reference_bat
     (clipped,) = file_starts([{"optimizer": {"name": "adam", "lr": 0.5}}], space)
     assert clipped.changes == ["adam.lr: 0.5 -> 0.1 (the space's range is 0.0001..0.1); rates at batch size 32 "
                                "(lr_scaling), scaled to the batch size the sampler draws"]
+
+
+def test_show_says_the_space_scales_rates_and_which_rate_sits_at_an_edge(objective_ref: str, storage_url: str,
+                                                                         tmp_cwd: Path) -> None:
+    """The trials' table shows the rate each trained at (0.4 at batch 128, above the range's 0.1); the lines
+    above it say the space searches rates at batch size 32, and the edge line which rate it means."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from tuner.cli import app
+
+    (tmp_cwd / "scaled.yaml").write_text(yaml.safe_dump({
+        "optimizer": {"nesterov": {"lr": {"low": 0.01, "high": 0.1, "log": True}}},
+        "batch_size": {"choices": [32, 128]}, "lr_scaling": {"rule": "linear", "reference_batch": 32}}))
+    (tmp_cwd / "start.yaml").write_text("optimizer: {name: nesterov, lr: 0.4}\nbatch_size: 128\n")
+    runner = CliRunner()
+    made = runner.invoke(app, ["study", "create", "--objective", objective_ref, "--space", "scaled.yaml", "--name",
+                               "s", "--n-trials", "1", "--epochs", "1", "--storage", storage_url, "--device", "cpu",
+                               "--no-known-starts", "--enqueue", "start.yaml"])
+    assert made.exit_code == 0, made.output
+    shown = runner.invoke(app, ["study", "show", "s", "--storage", storage_url])
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())
+    assert "lr_scaling (linear, reference batch size 32): the space searches each optimizer's rate at batch size " \
+           "32; the trials below show the rate each trained at its batch size" in text
+    assert "lr=4.00e-01" in text  # the rate trained
+    assert "nesterov.lr = 0.1 (the rate at batch size 32, lr_scaling) sits at the high end of its range" in text

@@ -107,6 +107,11 @@ def print_summary(summary: dict[str, Any]) -> None:
         ranges = ", ".join(f"{name} {low:.2g}..{high:.2g}" if low is not None and high is not None
                            else f"{name} (the space's)" for name, (low, high) in calibration["ranges"].items())
         echo(f"lr ranges from an LR range test at batch size {calibration['batch_size']}: {ranges}")
+    scaling = summary.get("lr_scaling")
+    if scaling:
+        echo(f"lr_scaling ({scaling['rule']}, reference batch size {scaling['reference_batch']}): the space searches "
+             f"each optimizer's rate at batch size {scaling['reference_batch']}; the trials below show the rate each "
+             f"trained at its batch size")
     echo(f"trials: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed"
          + (f", {c['running']} running" if c["running"] else "")
          + (f" (budget {summary['n_trials']})" if summary["n_trials"] else ""))

@@ -51,8 +51,10 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
     pareto = _pareto(study)
     confirmation = _confirmation(study, ranked)
     edges_of = _exported(pareto, confirmation, ranked)
+    scaling = _lr_scaling(study.user_attrs.get(StudyKey.SPACE))
     return {
         "edges": edge_notes(study, edges_of["trial"]) if edges_of else [],
+        "lr_scaling": ({"rule": scaling.rule, "reference_batch": scaling.reference_batch} if scaling else None),
         "edges_of": edges_of,
         "name": study.study_name,
         "kind": study_kind(study.user_attrs, len(study.directions)),
@@ -100,6 +102,7 @@ def edge_notes(study: optuna.Study, number: int) -> list[str]:
     if trial is None:
         return []
     hard = _hard_ends(study.user_attrs.get(StudyKey.SPACE))
+    scaling = _lr_scaling(study.user_attrs.get(StudyKey.SPACE))
     notes = []
     for name, dist in sorted(trial.distributions.items()):
         value = trial.params[name]
@@ -108,9 +111,23 @@ def edge_notes(study: optuna.Study, number: int) -> list[str]:
             end = "low" if pos <= EDGE else "high"
             if end in (hard.get(name) or ()):
                 continue
-            notes.append(f"{name} = {value:.3g} sits at the {end} end of its range [{dist.low:.3g}, {dist.high:.3g}]: "
-                         f"better values may lie {'below' if end == 'low' else 'above'} it")
+            # With lr_scaling the space searches the rate at its reference batch size, not the rate trained.
+            at = (f" (the rate at batch size {scaling.reference_batch}, lr_scaling)"
+                  if scaling is not None and name.endswith(".lr") else "")
+            notes.append(f"{name} = {value:.3g}{at} sits at the {end} end of its range [{dist.low:.3g}, "
+                         f"{dist.high:.3g}]: better values may lie {'below' if end == 'low' else 'above'} it")
     return notes
+
+
+def _lr_scaling(raw_space: Any) -> Any:
+    """The stored space's ``lr_scaling`` (None without one, or for a space this version no longer reads)."""
+    from tuner.errors import TunerError
+    from tuner.spaces import SearchSpace
+
+    try:
+        return SearchSpace.from_dict(raw_space).lr_scaling if isinstance(raw_space, dict) else None
+    except TunerError:
+        return None
 
 
 def _objective_of(spec: Any, tune: Any) -> str | None:
