@@ -214,6 +214,26 @@ def test_a_narrowed_space_leaves_out_the_worse_half_and_says_its_whole_new_range
                     f"[0.0001, 10] -> [{low:.3g}, {high:.3g}]")
 
 
+def test_a_narrowed_space_of_accuracy_against_cost_keeps_the_cheap_end_of_the_front():
+    """Drawn from the best by accuracy alone, it kept the slow optimizer and dropped the one of the front's
+    cheap end: a follow-up study could no longer find what the first one traded accuracy for."""
+    raw = {"optimizer": {"adamw": {"lr": {"low": 1e-4, "high": 1e-1, "log": True}},
+                         "nesterov": {"lr": {"low": 1e-3, "high": 1.0, "log": True}}}}
+    dists = {"optimizer": optuna.distributions.CategoricalDistribution(["adamw", "nesterov"]),
+             "adamw.lr": FloatDistribution(1e-4, 1e-1, log=True), "nesterov.lr": FloatDistribution(1e-3, 1.0, log=True)}
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for values, optimizer, lr in [((0.95, 9.0), "adamw", 1e-3), ((0.94, 8.0), "adamw", 2e-3),
+                                  ((0.93, 7.0), "adamw", 3e-3), ((0.92, 6.5), "adamw", 4e-3),
+                                  ((0.90, 1.0), "nesterov", 0.1), ((0.50, 9.5), "adamw", 5e-2)]:
+        study.add_trial(optuna.trial.create_trial(values=list(values), params={"optimizer": optimizer,
+                                                                               f"{optimizer}.lr": lr},
+                                                  distributions={k: dists[k] for k in ("optimizer",
+                                                                                       f"{optimizer}.lr")}))
+    narrowed, notes = narrow_space(study, raw)
+    assert set(narrowed["optimizer"]) == {"adamw", "nesterov"}
+    assert notes[0] == "drawn from the 5 trial(s) of the Pareto front, of the 6 complete trials"
+
+
 def test_narrowed_space_keeps_integer_ranges_integer_when_it_narrows_or_widens():
     """An int range (a step schedule's step_size) narrows and widens like a float one, and stays an int range."""
     from optuna.distributions import IntDistribution

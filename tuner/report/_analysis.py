@@ -295,11 +295,23 @@ def narrow_space(study: optuna.Study, raw_space: dict[str, Any], top_fraction: f
     # The best quarter, at least min_top, but never the worse half: with few complete trials, those would let
     # trials that trained no better than chance keep their corner of the space.
     top = trials[:min(max(min_top, math.ceil(top_fraction * len(trials))), math.ceil(len(trials) / 2))]
+    front_note = ""
+    if len(study.directions) > 1:
+        # Accuracy against cost: the Pareto front's trials (its cheap end too), topped up by the metric's best
+        from tuner.study._record import pareto_front
+
+        front = pareto_front(study)
+        on_front = {t.number for t in front}
+        extra = [t for t in trials if t.number not in on_front][:max(0, min_top - len(front))]
+        top = front + extra
+        front_note = (f"drawn from the {len(front)} trial(s) of the Pareto front"
+                      + (f" and the next {len(extra)} by the first objective" if extra else "")
+                      + f", of the {count(len(trials), 'complete trial')}")
     best = next((t for t in trials if t.number == anchor), trials[0])
-    if best not in top:
+    if best.number not in {t.number for t in top}:
         top.append(best)
     raw = copy.deepcopy(raw_space)
-    notes: list[str] = [f"drawn from the best {len(top)} of the {count(len(trials), 'complete trial')}"]
+    notes: list[str] = [front_note or f"drawn from the best {len(top)} of the {count(len(trials), 'complete trial')}"]
     for group in ("optimizer", "schedule", "init"):
         entries = raw.get(group)
         chosen = {t.params.get(group) for t in top if group in t.params}
