@@ -449,7 +449,16 @@ def baseline_line(rec: Recommendation, baseline: Baseline, metric: str, directio
     if direction == "minimize":
         gain = -gain
     bought = f"tuning bought {gain:+.4f}" if math.isfinite(gain) else "every baseline run failed"
-    if math.isfinite(gain) and gain < 0:
+    # The standard error of the difference of the two means, where both were measured over several seeds
+    n_tuned = (len([v for v in rec.confirmation.best.values if math.isfinite(v)])
+               if rec.confirmation is not None else 1)
+    n_base = len([v for v in baseline.values if math.isfinite(v)])
+    noise = (math.sqrt(rec.std ** 2 / n_tuned + baseline.std ** 2 / n_base)
+             if rec.std is not None and baseline.std is not None and n_tuned > 1 and n_base > 1 else None)
+    if math.isfinite(gain) and noise is not None and abs(gain) < 2 * noise:
+        bought += (f", within the spread of the seeds (twice the standard error of the difference is "
+                   f"{2 * noise:.2g}): these runs do not tell the two apart")
+    elif math.isfinite(gain) and gain < 0:
         # Not a recommendation to pass over in silence: the default beat what the study found.
         bought += (" - Prodigy at its defaults did better than the tuned config: train with it, or run the study "
                    "longer, over wider ranges where its best trials sit at an edge (the narrowed space widens them)")
