@@ -58,6 +58,21 @@ def test_a_loss_still_falling_at_the_end_of_the_sweep_is_noted() -> None:
     assert "--end-lr" in curve.note
 
 
+def test_a_range_reaching_below_the_sweeps_start_says_those_rates_were_not_tried() -> None:
+    """`lr-find --start-lr 1e-3 --end-lr 3e-3`: a range spans a decade at least, so its bottom lies below 1e-3,
+    where the sweep never went; the line says so (and where it did start, it says nothing)."""
+    lrs = np.geomspace(1e-3, 3e-3, 80)
+    curve = LRCurve("adam", list(lrs), _synthetic_curve(lrs, fall_at=1.2e-3, blow_at=2.4e-3))
+    _analyse(curve, reached_end=True)
+    assert curve.found and curve.low < lrs[0]
+    assert f"the range's bottom, {curve.low:.2g}, lies below the sweep's start, 0.001" in curve.note
+    assert "--start-lr" in " ".join(curve.lines())  # the note under the range, as the command prints it
+    wide = np.geomspace(1e-7, 10, 160)
+    full = LRCurve("adam", list(wide), _synthetic_curve(wide, fall_at=1e-3, blow_at=0.1, noise=0.02))
+    _analyse(full, reached_end=True)
+    assert full.note is None or "below the sweep's start" not in full.note
+
+
 @pytest.mark.parametrize("optimizer", ["adadelta", "prodigy"])
 def test_a_multiplier_range_is_widened_to_its_default_and_says_so(optimizer: str) -> None:
     """Adadelta's and Prodigy's lr multiplies a step size they work out themselves; a sweep whose range leaves

@@ -273,8 +273,14 @@ def _analyse(curve: LRCurve, reached_end: bool) -> None:
     high = float(lrs[i_top])
     low = min(float(lrs[i_start]), float(lrs[i_steep]), high / 10 ** MIN_DECADES)
     curve.low, curve.high = max(low, high / 10 ** MAX_DECADES), high
+    notes = []
+    if curve.low < float(lrs[0]) * (1 - 1e-9):  # a range spans MIN_DECADES at least, below the sweep's start too
+        notes.append(f"the range's bottom, {curve.low:.2g}, lies below the sweep's start, {lrs[0]:.2g} (a range "
+                     f"spans {MIN_DECADES:g} decade(s) at least): rates there were not tried (--start-lr)")
     if not len(above) and reached_end:
-        curve.note = "the loss had not climbed back at the sweep's end: the range's top may be higher (--end-lr)"
+        notes.append("the loss had not climbed back at the sweep's end: the range's top may be higher (--end-lr)")
+    if notes:
+        curve.note = "; ".join(notes)
     _keep_default_multiplier(curve)
 
 
