@@ -216,7 +216,7 @@ CASES = [
     Case("plain Optuna study: run", ["study", "run", "plain", "--storage", "sqlite:///o.db"],
          ["plain Optuna study", "cannot run"], {"o.db": _plain_optuna}),
     Case("multi-objective study: show", ["study", "show", "mo", "--storage", "sqlite:///o.db"],
-         ["multi-objective study (2 objectives)"], {"o.db": _plain_optuna}),
+         ["a study of 2 objectives that tuner did not create"], {"o.db": _plain_optuna}),
     # -- output paths ---------------------------------------------------------------------------------
     Case("report -o an existing file", ["study", "report", "s", "-o", "notes.txt", "--no-confirm"],
          ["notes.txt: is a file, not a folder"], {"notes.txt": "keep me\n"}, study=True),

@@ -349,7 +349,7 @@ def test_a_trial_that_is_not_there_is_said_before_pytorch_is_loaded(tmp_path: Pa
     code, loaded, stderr, printed = _cli_in_a_fresh_process(["study", "export", "s", "--trial", "9", "--storage",
                                                             finished_study], cwd=tmp_path)
     assert code == 1 and loaded == "[]" and printed == "", (code, loaded, stderr[-2000:])
-    assert stderr.strip() == "error: Study 's' has no trial 9 with a config (trials 0..3).", stderr
+    assert stderr.strip() == "error: Study 's' has no trial 9 with a config (trials 0..3 hold one).", stderr
 
 
 def test_export_to_dev_stdout_writes_into_a_pipe(tmp_path: Path, finished_study: str):

@@ -965,3 +965,14 @@ def test_the_failures_in_a_row_of_a_run_are_its_own_across_workers():
     assert _failures_in_a_row(study, since) == 2
     add(5, None)
     assert _failures_in_a_row(study, since) == 0
+
+
+def test_export_of_a_trial_in_a_study_whose_trials_are_all_queued_says_why_none_has_a_config() -> None:
+    from tuner.errors import StudyError
+    from tuner.study._record import trial_with_config
+
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 1.0})
+    with pytest.raises(StudyError, match=r"no trial 0 with a config \(no trial holds one yet: queued trials get "
+                                         r"theirs when they start\)\.$"):
+        trial_with_config(study, 0)

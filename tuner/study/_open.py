@@ -34,7 +34,8 @@ def describe_kind(study: Any) -> str:
     directions = getattr(study, "directions", None) or [None]
     kind = study_kind(study.user_attrs, len(directions))
     if kind == "multi-objective":
-        return f"a multi-objective study ({len(directions)} objectives), which tuner does not handle"
+        return (f"a study of {len(directions)} objectives that tuner did not create (it has no tuner spec; tuner's "
+                f"own come from `--objectives accuracy,train_seconds`)")
     if kind == "tune":
         return "a study of tuner.tune()"
     if kind == "optuna":

@@ -326,8 +326,9 @@ def trial_with_config(study: optuna.Study, number: int) -> FrozenTrial:
             pass
     if frozen is None or Key.CONFIG not in frozen.user_attrs:
         numbers = [t.number for t in study.get_trials(deepcopy=False) if Key.CONFIG in t.user_attrs]
-        raise StudyError(f"Study {study.study_name!r} has no trial {number} with a config "
-                         f"(trials {min(numbers, default=0)}..{max(numbers, default=-1)}).")
+        held = (f"trials {min(numbers)}..{max(numbers)} hold one" if numbers else
+                "no trial holds one yet: queued trials get theirs when they start")
+        raise StudyError(f"Study {study.study_name!r} has no trial {number} with a config ({held}).")
     return frozen
 
 
