@@ -187,3 +187,19 @@ def test_a_long_study_name_and_notes_wrap_inside_the_page(study, tmp_path: Path)
     assert name in html and "`" not in html.split("<style>")[0] + html.split("</style>")[1].split("<img")[0]
     facts = page_facts(files["report.html"])
     assert facts["clipped"] == 0 and facts["broken"] == 0
+
+
+def test_the_pareto_legend_hides_no_trial(figures, tmp_path: Path):
+    """Slow trials of low accuracy sit at the lower right, where the legend was pinned."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for accuracy, seconds in [(0.95, 0.30), (0.90, 0.12), (0.80, 0.05), (0.60, 0.02), (0.34, 0.092), (0.30, 0.28),
+                              (0.25, 0.25), (0.40, 0.2), (0.85, 0.2)]:
+        study.add_trial(optuna.trial.create_trial(values=[accuracy, seconds], params={}, distributions={}))
+    _plots.pareto(study, "accuracy", tmp_path / "pareto.png")
+    fig = figures["pareto"]
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent(renderer)
+    points = ax.transData.transform([(t.values[1], t.values[0]) for t in study.trials])
+    hidden = [t.number for t, (x, y) in zip(study.trials, points, strict=True) if legend.contains(x, y)]
+    assert hidden == [], f"trials {hidden} lie under the legend"

@@ -931,7 +931,8 @@ def test_a_trial_is_found_by_its_number_and_a_missing_one_is_named(tmp_path: Pat
         study.tell(trial, 0.5)
     assert trial_with_config(study, 1).number == 1
     for number in (-1, 2, 9):
-        with pytest.raises(StudyError, match=rf"^Study 's' has no trial {number} with a config \(trials 0..1 hold one\)\.$"):
+        with pytest.raises(StudyError,
+                           match=rf"^Study 's' has no trial {number} with a config \(trials 0..1 hold one\)\.$"):
             trial_with_config(study, number)
 
 

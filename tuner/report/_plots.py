@@ -402,7 +402,7 @@ def pareto(study: optuna.Study, metric: str, path: Path) -> Path | None:
         ax.set_xscale("log")
     ax.set_ylabel(_metric_label(metric))
     ax.set_title(f"{names[0]} against {names[1]}", fontsize=11)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")  # where it covers the fewest points (dominated ones often sit lower right)
     ax.grid(True, alpha=0.3)
     return _save(fig, path)
 
