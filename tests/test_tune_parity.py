@@ -75,8 +75,9 @@ def test_two_functions_of_one_name_do_not_share_a_study_in_silence(tmp_path: Pat
 
 def test_two_scripts_with_a_train_function_do_not_share_a_study(tmp_path: Path):
     """Two scripts each define ``train`` and run it as ``__main__`` (the README's names) on one storage: the
-    second is refused, naming both files, instead of handing back the first one's results; the first script,
-    moved to another folder, resumes and says so."""
+    second is refused, naming both files, instead of handing back the first one's results; so is another
+    project's script of the same name, while the first is still there. The first script, moved to another
+    folder, resumes and says so; given the study's name, a copy resumes it too."""
     import subprocess
     import sys
 
@@ -86,14 +87,15 @@ def test_two_scripts_with_a_train_function_do_not_share_a_study(tmp_path: Path):
               "    ctx.report(0, {value})\n"
               "    return {value}\n"
               "if __name__ == '__main__':\n"
-              "    r = tuner.tune(train, 'lr-only', n_trials={n}, epochs=1, storage={url!r}, known_starts=False)\n"
+              "    r = tuner.tune(train, 'lr-only', n_trials={n}, epochs=1, storage={url!r},\n"
+              "                   known_starts=False{extra})\n"
               "    print('best', r.best_value)\n")
     env = {"PYTHONPATH": str(Path(tuner.__file__).resolve().parents[1]), "TUNER_PACK": "1"}
 
-    def run(folder: str, name: str, value: float, n: int) -> subprocess.CompletedProcess:
+    def run(folder: str, name: str, value: float, n: int, extra: str = "") -> subprocess.CompletedProcess:
         path = tmp_path / folder / name
         path.parent.mkdir(exist_ok=True)
-        path.write_text(script.format(value=value, n=n, url=url))
+        path.write_text(script.format(value=value, n=n, url=url, extra=extra))
         return subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=env, timeout=300)
 
     first = run("one", "a.py", 0.9, 2)
@@ -101,10 +103,18 @@ def test_two_scripts_with_a_train_function_do_not_share_a_study(tmp_path: Path):
     other = run("one", "b.py", 0.01, 2)
     assert other.returncode != 0 and "best" not in other.stdout
     assert "was tuned with other settings (file: 'a.py' -> 'b.py')" in other.stderr, other.stderr[-2000:]
+    project = run("two", "a.py", 0.01, 3)  # another project's a.py, the first one's still there
+    assert project.returncode != 0 and "best" not in project.stdout
+    said = " ".join(project.stderr.split())
+    assert (f"file: '{tmp_path / 'one' / 'a.py'}' -> '{tmp_path / 'two' / 'a.py'}', another file of the same "
+            f"name; pass study_name= to resume that study from here") in said, project.stderr[-2000:]
+    (tmp_path / "one" / "a.py").rename(tmp_path / "one" / "old.py")  # the first project moved: its path is gone
     moved = run("two", "a.py", 0.9, 3)
     assert moved.returncode == 0, moved.stderr[-2000:]
     assert "resuming study 'tune-train-lr-only' in " in moved.stdout and "it has 2 finished trials of 3" in moved.stdout
-    assert len(optuna.load_study(study_name="tune-train-lr-only", storage=url).trials) == 3
+    copy = run("three", "a.py", 0.9, 4, extra=", study_name='tune-train-lr-only'")  # named: the caller's to resume
+    assert copy.returncode == 0, copy.stderr[-2000:]
+    assert len(optuna.load_study(study_name="tune-train-lr-only", storage=url).trials) == 4
 
 
 def test_a_notebook_cell_edited_between_calls_resumes_its_study(tmp_path: Path):

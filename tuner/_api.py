@@ -385,7 +385,7 @@ def tune(
     starts, dropped = within_budget(starts, n_trials)
     study, queued, existed = _create_or_join(train_fn, search, name, storage, direction, metric, epochs, seed,
                                              setup.sampler, setup.pruner, starts, objectives, settings,
-                                             setup.grid[:n_trials])
+                                             setup.grid[:n_trials], default_name=study_name is None)
     plan = RunPlan(name=name, storage_url=storage, space=search, epochs=epochs, seed=seed, n_trials=n_trials,
                    timeout=timeout, pruner_name=option_name(pruner), sampler_name=option_name(sampler),
                    max_consecutive_failures=max_consecutive_failures, objectives=objectives,
@@ -500,12 +500,12 @@ def _run_workers(study: optuna.Study, plan: RunPlan, ref: dict[str, str], worker
         raise StudyError(f"every worker stopped with an error; the first: {lost[0].stopped()}")
 
 
-def _function_name(train_fn: Any) -> tuple[str | None, str | None, str | None]:
+def _function_name(train_fn: Any) -> tuple[str | None, str | None, str | None, str | None]:
     """A name for ``train_fn`` that is the same in every process (a ``functools.partial``'s function, a
     callable object's class; None where there is none: a repr with a memory address), its module, and the name
-    (not the folder: a project moved elsewhere is the same) of the file that defines it; None where there is
-    no such file (an interactive session, a builtin, a notebook's cell, which ipykernel names after a hash of
-    its code that changes with every edit)."""
+    and the absolute path of the file that defines it; None where there is no such file (an interactive
+    session, a builtin, a notebook's cell, which ipykernel names after a hash of its code that changes with
+    every edit)."""
     import functools
     import inspect
 
@@ -520,7 +520,7 @@ def _function_name(train_fn: Any) -> tuple[str | None, str | None, str | None]:
     if not path or path.startswith("<") or "ipykernel_" in path or not Path(path).is_file():
         path = None
     return ((name if name and " at 0x" not in name else None), getattr(target, "__module__", None),
-            Path(path).name if path else None)
+            Path(path).name if path else None, str(Path(path).resolve()) if path else None)
 
 
 def _plain(value: Any) -> Any:
@@ -530,11 +530,13 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
-def _identity(train_fn: Any, epochs: int, seed: int, objectives: list[str], settings: dict[str, Any]
-              ) -> dict[str, Any]:
-    function, module, file = _function_name(train_fn)
-    return _plain({"function": function, "module": module, "file": file, "epochs": epochs,
-                   "seed": seed, "objectives": objectives, **settings})
+def _identity(train_fn: Any, epochs: int, seed: int, objectives: list[str], settings: dict[str, Any],
+              with_path: bool = False) -> dict[str, Any]:
+    """What a study of ``tune`` was tuned with, to compare on resuming; ``with_path`` (a study named after the
+    function and space, not by the caller): the file's absolute path too."""
+    function, module, file, path = _function_name(train_fn)
+    return _plain({"function": function, "module": module, "file": file, **({"path": path} if with_path else {}),
+                   "epochs": epochs, "seed": seed, "objectives": objectives, **settings})
 
 
 def _bare(spec: Any) -> Any:
@@ -548,6 +550,15 @@ def _changes(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
     changes = []
     for key, value in new.items():
         if key not in stored or stored[key] == value:
+            continue
+        if key == "path":
+            # A study named after the function and space, made by another project's file of the same name
+            # (p1/train.py, p2/train.py), which is still there; a project moved elsewhere (its old path gone,
+            # another machine) is the same, and a study_name given by the caller is theirs to resume.
+            if (None not in (stored[key], value) and Path(stored[key]).name == Path(value).name
+                    and Path(stored[key]).is_file()):
+                changes.append(f"file: {stored[key]!r} -> {value!r}, another file of the same name; pass "
+                               f"study_name= to resume that study from here")
             continue
         if key in ("function", "module", "file") and (None in (stored[key], value)
                                                       or "__main__" in (stored[key], value)
@@ -564,7 +575,7 @@ def _changes(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
 def _create_or_join(train_fn: Any, search: Any, name: str, storage: str | None, direction: str, metric: str,
                     epochs: int, seed: int, sampler: Any, pruner: Any, starts: list[Any],
                     objectives: list[str], settings: dict[str, Any] | None = None,
-                    grid: list[dict[str, Any]] = ()) -> tuple[optuna.Study, list, bool]:
+                    grid: list[dict[str, Any]] = (), default_name: bool = False) -> tuple[optuna.Study, list, bool]:
     """Created (or joined) under the storage's lock: two processes tuning one study name over different
     spaces cannot both go ahead. A study created here gets ``starts`` queued as its first trials; they are
     returned (an empty list when the study existed), with whether it did. A study joined must have been tuned
@@ -575,7 +586,7 @@ def _create_or_join(train_fn: Any, search: Any, name: str, storage: str | None, 
     from tuner.study._storage import check_storage, mask_url, open_storage, storage_lock
 
     fingerprint = search.fingerprint()
-    identity = _identity(train_fn, epochs, seed, objectives, settings or {})
+    identity = _identity(train_fn, epochs, seed, objectives, settings or {}, with_path=default_name)
     if storage:
         check_storage(storage)
     with storage_lock(storage, "create") if storage else contextlib.nullcontext():
