@@ -142,6 +142,26 @@ def test_a_calibrated_space_holds_the_suggested_ranges_and_keeps_the_rest(object
     assert not own or own not in raw["description"]  # the ranges it named are replaced, not left beside the new
 
 
+def test_a_rate_the_space_fixed_or_chose_from_a_list_is_said_to_become_a_range() -> None:
+    """`spaces calibrate` of a space with `adam: {lr: 0.001}` and `nesterov: {lr: {choices: [0.01, 0.1]}}`
+    wrote both as log ranges without a word; the calibrated space's description and the command say so."""
+    from tuner.lrfind import LRFindResult, replaced_rates
+
+    space = load_space({"optimizer": {"adam": {"lr": 0.001}, "nesterov": {"lr": {"choices": [0.01, 0.1]}},
+                                      "adamw": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}}})
+    result = LRFindResult("synthetic", batch_size=32, device="cpu", curves={
+        name: LRCurve(name, [], [], low=low, high=high)
+        for name, low, high in (("adam", 1e-4, 1e-2), ("nesterov", 1e-2, 0.5), ("adamw", 2e-4, 2e-2))})
+    assert replaced_rates(space, result) == [
+        "adam: the space fixed lr at 0.001; the calibrated space searches a range instead",
+        "nesterov: the space chose lr from [0.01, 0.1]; the calibrated space searches a range instead"]
+    raw = calibrate_space(space, result)
+    assert raw["optimizer"]["adam"]["lr"] == {"low": 1e-4, "high": 1e-2, "log": True}
+    assert "Adam: the space fixed lr at 0.001" in raw["description"]
+    assert "Nesterov: the space chose lr from [0.01, 0.1]" in raw["description"]
+    assert "Adamw" not in raw["description"]
+
+
 @pytest.fixture
 def cli(tmp_cwd: Path):
     runner = CliRunner()

@@ -322,11 +322,30 @@ def calibrate_space(space: str | SearchSpace | dict[str, Any], result: LRFindRes
             ranges.append(f"{name} {low:g}..{high:g}")
     ranges = ", ".join(ranges) + (f" ({scaling.describe()})" if scaling is not None and ranges else "")
     # The space's own description named the ranges it replaces: it is not kept beside the new ones.
+    replaced = "".join(f" {line[0].upper()}{line[1:]}." for line in replaced_rates(the_space, result))
     raw["description"] = (f"{the_space.name}, with lr ranges from an LR range test on {result.objective} "
                           f"(batch size {result.batch_size}): {ranges or 'none found'}; the rest as in "
-                          f"{the_space.name}.")
+                          f"{the_space.name}.{replaced}")
     SearchSpace.from_dict(raw, name="calibrated", source="calibrated space")  # the result must load
     return raw
+
+
+def replaced_rates(space: str | SearchSpace | dict[str, Any], result: LRFindResult) -> list[str]:
+    """The learning rates a space fixed, or chose from a list, that its calibrated copy searches over a range
+    (which ``calibrate_space`` does for every swept optimizer): one line each, for the user to see."""
+    the_space = space if isinstance(space, SearchSpace) else load_space(space)
+    optimizers = the_space.raw.get("optimizer")
+    out = []
+    for name, curve in result.curves.items():
+        was = (optimizers.get(name) or {}).get("lr") if isinstance(optimizers, dict) else None
+        if not curve.found:
+            continue
+        if isinstance(was, (int, float)) and not isinstance(was, bool):
+            out.append(f"{name}: the space fixed lr at {was:g}; the calibrated space searches a range instead")
+        elif isinstance(was, dict) and "choices" in was:
+            out.append(f"{name}: the space chose lr from {was['choices']}; the calibrated space searches a range "
+                       f"instead")
+    return out
 
 
 def searched_line(calibrated: SearchSpace, result: LRFindResult) -> str | None:

@@ -206,6 +206,10 @@ def spaces_calibrate(
         echo(f"  {searched} (what {path} holds)")
     kept = [c.optimizer for c in result.curves.values() if not c.found]
     echo(f"wrote {path}" + (f" (kept the space's lr range of {', '.join(kept)})" if kept else ""))
+    from tuner.lrfind import replaced_rates
+
+    for line in replaced_rates(space, result):
+        echo(f"  note: {line}")
     use = ["--objective", objective] + [x for flag, v in (("--data", data), ("--target", target)) if v
                                          for x in (flag, v)]
     echo(f"use it: tuner study create {shlex.join(use)} --space {shlex.quote(str(path))}")
