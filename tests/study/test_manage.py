@@ -93,6 +93,8 @@ def test_enqueue_queues_checked_configs_that_run_next(made: str, tmp_path: Path)
     result = runner.invoke(app, ["study", "enqueue", "m", str(good), "--storage", made])
     assert result.exit_code == 0, result.output
     assert f"queued {good}" in result.output and "1 config(s) queued" in result.output
+    shown = runner.invoke(app, ["study", "show", "m", "--storage", made])
+    assert shown.exit_code == 0 and ", 1 queued" in shown.output, shown.output  # as `study list` says "+1 queued"
     ran = runner.invoke(app, ["study", "run", "m", "--storage", made, "--n-trials", "4"])
     assert ran.exit_code == 0, ran.output
     trial = optuna.load_study(study_name="m", storage=made).trials[3]

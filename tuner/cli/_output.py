@@ -114,6 +114,7 @@ def print_summary(summary: dict[str, Any]) -> None:
              f"trained at its batch size")
     echo(f"trials: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed"
          + (f", {c['running']} running" if c["running"] else "")
+         + (f", {c['queued']} queued" if c.get("queued") else "")
          + (f" (budget {summary['n_trials']})" if summary["n_trials"] else ""))
     for reason, n in summary["reasons"].items():
         echo(f"  {n:>4} x {one_line(reason)}")
