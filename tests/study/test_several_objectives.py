@@ -144,6 +144,14 @@ def test_show_export_and_report_recommend_the_knee(objective_ref: str, storage_u
     runner.invoke(app, ["study", "export", "mo", "--storage", storage_url, "--trial", str(other.number), "-o",
                         "other.yaml"])
     assert TrainConfig.load("other.yaml").optimizer == TrainConfig.from_dict(other.user_attrs[Key.CONFIG]).optimizer
+    # A trial off the front is exported as asked, with a warning naming a trial of the front that beats it.
+    front = {t.number for t in pareto_front(study)}
+    for t in (t for t in study.trials if t.state == TrialState.COMPLETE):
+        picked = runner.invoke(app, ["study", "export", "mo", "--storage", storage_url, "--trial", str(t.number),
+                                     "-o", f"t{t.number}.yaml"])
+        said = " ".join(picked.output.split())
+        assert picked.exit_code == 0 and (f"trial {t.number} is not on the Pareto front: trial " in said) == (
+            t.number not in front), said
     report = runner.invoke(app, ["study", "report", "mo", "--storage", storage_url, "-o", "rep"])
     assert report.exit_code == 0, report.output
     assert (tmp_cwd / "rep" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
