@@ -406,3 +406,30 @@ def test_a_study_of_two_objectives_warm_starts_another_by_its_metric(tmp_path: P
     best = sorted((t for t in made.study.trials), key=lambda t: -t.values[0])[:2]
     assert [s.source.split(" (")[0] for s in starts] == [f"study 'two' trial {t.number}" for t in best]
     assert notes == ["warm start: study 'two' has 2 objectives: its best configs by the first, value, were taken"]
+
+
+def test_a_study_whose_trials_tie_at_chance_reads_no_edge_from_its_best_trial(storage_url: str, tmp_cwd: Path
+                                                                              ) -> None:
+    """Every trial at chance (0.1007): the "best" was picked from a tie, so show and the narrowed space said
+    its step size sat at an edge and widened it. Now show says the trials tie and reads no edge."""
+    import tuner
+    from tuner.report._analysis import narrow_space
+    from tuner.study._describe import edge_notes
+
+    def chance(ctx: tuner.TrialContext) -> float:
+        ctx.report(0, 0.1007)
+        return 0.1007
+
+    # The first trial, the "best" of the tie, at the top of the space's learning rates (lr-only: adam 1e-5..0.1)
+    result = tuner.tune(chance, space="lr-only", n_trials=6, epochs=1, storage=storage_url, study_name="flat",
+                        known_starts=False, verbose=False, enqueue=[{"optimizer": {"name": "adam", "lr": 0.1}}])
+    best = result.best_trial
+    assert best.number == 0 and best.params["adam.lr"] == pytest.approx(0.1)
+    assert edge_notes(result.study, best.number) == []
+    shown = CliRunner().invoke(app, ["study", "show", "flat", "--storage", storage_url])
+    said = " ".join(shown.output.split())
+    assert shown.exit_code == 0 and "6 of the 6 complete trials tie at the best value, 0.1007" in said, said
+    assert "at the edge of the space" not in said
+    _, notes = narrow_space(result.study, result.study.user_attrs["tuner:space"], anchor=best.number)
+    assert "6 of the 6 complete trials tie at the best value, 0.1007: no end is widened" in notes[1]
+    assert not [n for n in notes if "widened down past" in n or "widened up past" in n], notes

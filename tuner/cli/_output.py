@@ -118,6 +118,11 @@ def print_summary(summary: dict[str, Any]) -> None:
          + (f" (budget {summary['n_trials']})" if summary["n_trials"] else ""))
     for reason, n in summary["reasons"].items():
         echo(f"  {n:>4} x {one_line(reason)}")
+    tie = summary.get("tie")
+    if tie:
+        echo(("note:", "yellow"), f" {tie['trials']} of the {tie['complete']} complete trials tie at the best value, "
+             f"{tie['value']:.4g}: which one is best says nothing of its settings, so no edge of the space is read "
+             f"from it (where they all score at chance, the learning rates are the first suspect)")
     for note in summary.get("memory") or []:
         echo(one_line(note))
     if summary.get("stopped"):

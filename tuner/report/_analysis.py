@@ -310,8 +310,16 @@ def narrow_space(study: optuna.Study, raw_space: dict[str, Any], top_fraction: f
     best = next((t for t in trials if t.number == anchor), trials[0])
     if best.number not in {t.number for t in top}:
         top.append(best)
+    from tuner.study._record import tie_at_top
+
+    tie = tie_at_top(study)
+    if tie is not None:  # the best trial was picked from a tie: no end is widened at it
+        edge = -1.0
     raw = copy.deepcopy(raw_space)
     notes: list[str] = [front_note or f"drawn from the best {len(top)} of the {count(len(trials), 'complete trial')}"]
+    if tie is not None:
+        notes.append(f"{tie[0]} of the {tie[1]} complete trials tie at the best value, {tie[2]:.4g}: no end is "
+                     f"widened at the best trial, which the tie picked")
     for group in ("optimizer", "schedule", "init"):
         entries = raw.get(group)
         chosen = {t.params.get(group) for t in top if group in t.params}

@@ -52,8 +52,12 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
     confirmation = _confirmation(study, ranked)
     edges_of = _exported(pareto, confirmation, ranked)
     scaling = _lr_scaling(study.user_attrs.get(StudyKey.SPACE))
+    from tuner.study._record import tie_at_top
+
+    tie = tie_at_top(study)
     return {
         "edges": edge_notes(study, edges_of["trial"]) if edges_of else [],
+        "tie": {"trials": tie[0], "complete": tie[1], "value": tie[2]} if tie else None,
         "lr_scaling": ({"rule": scaling.rule, "reference_batch": scaling.reference_batch} if scaling else None),
         "edges_of": edges_of,
         "name": study.study_name,
@@ -101,6 +105,10 @@ def edge_notes(study: optuna.Study, number: int) -> list[str]:
     not edges: there is nothing beyond them to search."""
     trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
     if trial is None:
+        return []
+    from tuner.study._record import tie_at_top
+
+    if tie_at_top(study) is not None:  # a trial picked from a tie: its parameters sit where they sit by chance
         return []
     hard = _hard_ends(study.user_attrs.get(StudyKey.SPACE))
     scaling = _lr_scaling(study.user_attrs.get(StudyKey.SPACE))

@@ -294,6 +294,18 @@ def top_distinct(study: optuna.Study, k: int) -> list[FrozenTrial]:
     return out
 
 
+def tie_at_top(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> tuple[int, int, float] | None:
+    """``(tied, complete, value)`` where at least half the complete trials (and 3 or more) share the best value,
+    as in a study whose trials all score at chance: which of them is "best" then says nothing of its parameters,
+    so no edge is read from it. None otherwise."""
+    ranked = ranked_trials(study, trials)
+    if len(ranked) < 3:
+        return None
+    best = ranked[0].values[0]
+    tied = sum(1 for t in ranked if math.isclose(t.values[0], best, rel_tol=1e-9, abs_tol=1e-12))
+    return (tied, len(ranked), best) if tied >= 3 and 2 * tied >= len(ranked) else None
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
     """The best complete trial, or None."""
     ranked = ranked_trials(study)
