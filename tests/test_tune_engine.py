@@ -170,7 +170,7 @@ def test_workers_run_an_importable_train_fn_in_processes(tmp_path: Path):
         def deleting(ctx):
             if ctx.number == 2:  # another terminal: `tuner study delete d --force`
                 import optuna
-                optuna.delete_study(study_name="d", storage="sqlite:///w.db")
+                optuna.delete_study(study_name="d", storage="sqlite:///d.db")
             time.sleep(0.1)
             ctx.report(0, 0.5)
             return 0.5
@@ -182,7 +182,9 @@ def test_workers_run_an_importable_train_fn_in_processes(tmp_path: Path):
             except tuner.StudyError as exc:
                 print("stopped:", exc)
             try:
-                tuner.tune(deleting, space="lr-only", n_trials=8, epochs=1, workers=2, storage="sqlite:///w.db",
+                # A storage of its own: SQLite gives the next study the deleted one's id, and a worker's trial
+                # written as the study was deleted would then be that study's
+                tuner.tune(deleting, space="lr-only", n_trials=8, epochs=1, workers=2, storage="sqlite:///d.db",
                            study_name="d", verbose=False, known_starts=False)
             except tuner.StudyError as exc:
                 print("deleted:", exc)
@@ -200,7 +202,7 @@ def test_workers_run_an_importable_train_fn_in_processes(tmp_path: Path):
     pids = {t.user_attrs[Key.WORKER]["pid"] for t in finished}
     assert len(pids) == 2 and int(done.stdout.split()[-1]) not in pids  # trained by two other processes
     assert "2 workers ran 6 trial(s)" in done.stdout
-    assert "deleted: Study 'd' was deleted from sqlite:///w.db while it ran" in done.stdout, done.stdout[-2000:]
+    assert "deleted: Study 'd' was deleted from sqlite:///d.db while it ran" in done.stdout, done.stdout[-2000:]
     failed = optuna.load_study(study_name="b", storage=f"sqlite:///{tmp_path / 'w.db'}").trials
     assert "stopped:" in done.stdout and "consecutive failed trials" in done.stdout and "boom" in done.stdout
     # 3 in a row stop it; the other worker's trial in flight then may fail as a fourth, not 3 more.
