@@ -193,3 +193,32 @@ def test_study_list_reads_each_studys_trials_once(tmp_path: Path, monkeypatch: p
         summary = summaries[row["name"]]
         assert (row["trials"], row["queued"], row["best"]) == (summary.n_trials - 1, 1, best)
         assert datetime.fromisoformat(row["created"]) == summary.datetime_start.replace(microsecond=0)
+
+
+def test_a_trial_started_as_its_study_was_deleted_does_not_pass_to_the_next_study(tmp_path: Path):
+    """A worker inserting its next trial as `study delete --force` ran left that trial behind (SQLite keeps no
+    foreign keys), and SQLite gave the next study made in the file the deleted one's id: tune() then refused
+    its own new study as "a plain Optuna study". The run's stop drops such trials."""
+    import sqlite3
+
+    import tuner
+    from tuner.study._storage import deleted_error, open_storage
+
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    study = optuna.create_study(study_name="d", storage=open_storage(url))
+    study.tell(study.ask(), 1.0)
+    optuna.delete_study(study_name="d", storage=url)
+    con = sqlite3.connect(tmp_path / "d.db")
+    with con:  # the worker's insert, which landed after the delete
+        con.execute("INSERT INTO trials (number, study_id, state, datetime_start) VALUES (0, ?, 'RUNNING', "
+                    "'2026-01-01 00:00:00')", (study._study_id,))
+    assert "was deleted from" in str(deleted_error("d", url, study))
+    assert con.execute("SELECT COUNT(*) FROM trials").fetchone() == (0,)
+
+    def train(ctx):
+        ctx.report(0, 0.5)
+        return 0.5
+
+    result = tuner.tune(train, "lr-only", n_trials=1, epochs=1, storage=url, study_name="w", verbose=False,
+                        known_starts=False)
+    assert result.study._study_id == study._study_id and len(result.study.trials) == 1  # the id, reused

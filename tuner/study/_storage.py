@@ -600,10 +600,39 @@ def load_named(name: str, url: str, *, readonly: bool = True) -> optuna.Study:
         return optuna.load_study(study_name=name, storage=storage)
 
 
-def deleted_error(name: str, url: str) -> StudyError:
-    """What a run says when its study was deleted from the storage under it."""
+def deleted_error(name: str, url: str, study: optuna.Study | None = None) -> StudyError:
+    """What a run says when its study was deleted from the storage under it; ``study`` (the run's object of
+    it): its rows written as it was deleted are dropped first (``drop_orphans``)."""
+    if study is not None:
+        drop_orphans(study)
     return StudyError(f"Study {name!r} was deleted from {mask_url(url)} while it ran: its trials are gone and "
                       f"nothing more can be recorded.")
+
+
+def drop_orphans(study: optuna.Study) -> None:
+    """A trial a worker was starting as its study was deleted outlives the study in a database (SQLite keeps no
+    foreign keys), and SQLite gives the deleted study's id to the next study made there, which would then
+    hold that trial (and be refused as not tuner's). Such trials of a study no longer there are deleted, with
+    their parameters and values; anything else is left as it is."""
+    from optuna.storages import RDBStorage
+
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)  # Optuna's cache around an RDB storage
+    if not isinstance(backend, RDBStorage):
+        return
+    from optuna.storages._rdb import models
+
+    study_id = study._study_id
+    session = backend.scoped_session()
+    try:
+        if session.query(models.StudyModel).filter(models.StudyModel.study_id == study_id).first() is None:
+            for trial in session.query(models.TrialModel).filter(models.TrialModel.study_id == study_id).all():
+                session.delete(trial)  # its params, values and attributes go with it (Optuna's cascades)
+            session.commit()
+    except Exception:  # a storage that cannot be reached now: the run's stop says what happened all the same
+        session.rollback()
+    finally:
+        backend.scoped_session.remove()
 
 
 def study_deleted(study: optuna.Study) -> bool:

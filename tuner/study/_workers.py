@@ -296,7 +296,7 @@ def run_workers(
         rep.trials, rep.error, rep.reported = data["trials"], data["error"], True
         rep.pack, rep.pack_why, rep.stopped_by = data.get("pack"), data.get("pack_why", ""), data.get("stopped_by", "")
     if study_deleted(study):
-        raise deleted_error(name, url)
+        raise deleted_error(name, url, study)
     report_new()
     summary.finished = len(seen) - before - len(interrupted)
     summary.workers = [rep for rep, _ in procs]
