@@ -266,8 +266,9 @@ class TrainConfig:
         """The config as a mapping, with ``metadata``; the config's own direction goes with it unless the
         metadata gives one, so that a saved config loads back with the plateau schedule's mode."""
         data = self.to_dict()
-        metadata = {**data.pop("metadata", {}), **{k: v for k, v in metadata.items() if v is not None or
-                                                   k != "direction"}}
+        data.pop("metadata", None)  # the config's direction: written below unless the metadata gives one
+        if self.direction is not None and metadata.get("direction") is None:
+            metadata = {**metadata, "direction": self.direction}
         if metadata:
             data["metadata"] = metadata
         return data

@@ -202,17 +202,23 @@ def test_a_trial_started_as_its_study_was_deleted_does_not_pass_to_the_next_stud
     import sqlite3
 
     import tuner
-    from tuner.study._storage import deleted_error, open_storage
 
     url = f"sqlite:///{tmp_path / 'd.db'}"
-    study = optuna.create_study(study_name="d", storage=open_storage(url))
-    study.tell(study.ask(), 1.0)
-    optuna.delete_study(study_name="d", storage=url)
     con = sqlite3.connect(tmp_path / "d.db")
-    with con:  # the worker's insert, which landed after the delete
-        con.execute("INSERT INTO trials (number, study_id, state, datetime_start) VALUES (0, ?, 'RUNNING', "
-                    "'2026-01-01 00:00:00')", (study._study_id,))
-    assert "was deleted from" in str(deleted_error("d", url, study))
+
+    def deleting(ctx):
+        if ctx.number == 1:  # another terminal deletes the study; a worker's insert lands after the delete
+            study_id = con.execute("SELECT study_id FROM studies WHERE study_name = 'd'").fetchone()[0]
+            optuna.delete_study(study_name="d", storage=url)
+            with con:
+                con.execute("INSERT INTO trials (number, study_id, state, datetime_start) VALUES (5, ?, 'RUNNING', "
+                            "'2026-01-01 00:00:00')", (study_id,))
+        ctx.report(0, 0.5)
+        return 0.5
+
+    with pytest.raises(tuner.StudyError, match="was deleted from"):
+        tuner.tune(deleting, "lr-only", n_trials=3, epochs=1, storage=url, study_name="d", verbose=False,
+                   known_starts=False)
     assert con.execute("SELECT COUNT(*) FROM trials").fetchone() == (0,)
 
     def train(ctx):
@@ -221,4 +227,4 @@ def test_a_trial_started_as_its_study_was_deleted_does_not_pass_to_the_next_stud
 
     result = tuner.tune(train, "lr-only", n_trials=1, epochs=1, storage=url, study_name="w", verbose=False,
                         known_starts=False)
-    assert result.study._study_id == study._study_id and len(result.study.trials) == 1  # the id, reused
+    assert len(result.study.trials) == 1  # its own trial only

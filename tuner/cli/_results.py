@@ -184,10 +184,9 @@ def study_export(
                  + (": its value is not that of a config trained to the end" if record.value is not None or epochs
                     else ": it was not trained, so the config comes with no value"), to_err=True)
         elif len(study.directions) > 1:
-            from tuner.study._record import objectives_of, pareto_front
+            from tuner.study._record import beaten_by, objectives_of
 
-            front = pareto_front(study)
-            better = _dominating(study, picked, front) if picked.number not in {t.number for t in front} else None
+            better = beaten_by(study, picked)
             if better is not None:
                 names = objectives_of(study)
                 echo(("warning:", "yellow"), f" trial {trial} is not on the Pareto front: trial {better.number} does "
@@ -205,17 +204,6 @@ def study_export(
 
 _SUFFIX_FORMATS = {".json": {ExportFormat.json}, ".yaml": {ExportFormat.yaml}, ".yml": {ExportFormat.yaml},
                    ".py": {ExportFormat.python, ExportFormat.keras}}
-
-
-def _dominating(study: Any, trial: Any, front: list[Any]) -> Any:
-    """A trial of the Pareto front that beats ``trial`` (one off the front) on every objective."""
-    from tuner.study._record import _signs
-
-    if not trial.values or len(trial.values) != len(study.directions):
-        return None
-    signs = _signs(study)
-    mine = [s * v for s, v in zip(signs, trial.values, strict=True)]
-    return next((t for t in front if all(s * v <= m for s, v, m in zip(signs, t.values, mine, strict=True))), None)
 
 
 def _export_format(fmt: ExportFormat | None, output: Path | None) -> ExportFormat:

@@ -312,7 +312,7 @@ def narrow_space(study: optuna.Study, raw_space: dict[str, Any], top_fraction: f
         top.append(best)
     from tuner.study._record import tie_at_top
 
-    tie = tie_at_top(study)
+    tie = tie_at_top(study, trials)
     if tie is not None:  # the best trial was picked from a tie: no end is widened at it
         edge = -1.0
     raw = copy.deepcopy(raw_space)

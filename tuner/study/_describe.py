@@ -21,6 +21,7 @@ from tuner.study._record import (
     ranked_trials,
     record_of,
     stopped_early,
+    tie_at_top,
     top_distinct,
 )
 from tuner.study._storage import open_storage, storage_exists
@@ -51,10 +52,9 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
     pareto = _pareto(study)
     confirmation = _confirmation(study, ranked)
     edges_of = _exported(pareto, confirmation, ranked)
-    scaling = _lr_scaling(study.user_attrs.get(StudyKey.SPACE))
-    from tuner.study._record import tie_at_top
-
-    tie = tie_at_top(study)
+    space = _stored_space(study.user_attrs.get(StudyKey.SPACE))
+    scaling = space.lr_scaling if space is not None else None
+    tie = tie_at_top(study, ranked)
     return {
         "edges": edge_notes(study, edges_of["trial"]) if edges_of else [],
         "tie": {"trials": tie[0], "complete": tie[1], "value": tie[2]} if tie else None,
@@ -106,12 +106,13 @@ def edge_notes(study: optuna.Study, number: int) -> list[str]:
     trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
     if trial is None:
         return []
-    from tuner.study._record import tie_at_top
-
     if tie_at_top(study) is not None:  # a trial picked from a tie: its parameters sit where they sit by chance
         return []
-    hard = _hard_ends(study.user_attrs.get(StudyKey.SPACE))
-    scaling = _lr_scaling(study.user_attrs.get(StudyKey.SPACE))
+    space = _stored_space(study.user_attrs.get(StudyKey.SPACE))
+    # Ends where the hyperparameter's valid values stop; a space this version no longer reads: none, every end
+    # counts as an edge
+    hard = space.hard_ends() if space is not None else {}
+    scaling = space.lr_scaling if space is not None else None
     notes = []
     for name, dist in sorted(trial.distributions.items()):
         value = trial.params[name]
@@ -128,13 +129,14 @@ def edge_notes(study: optuna.Study, number: int) -> list[str]:
     return notes
 
 
-def _lr_scaling(raw_space: Any) -> Any:
-    """The stored space's ``lr_scaling`` (None without one, or for a space this version no longer reads)."""
+def _stored_space(raw_space: Any) -> Any:
+    """The study's stored search space, read (no PyTorch); None where there is none, or for a space this
+    version no longer reads."""
     from tuner.errors import TunerError
     from tuner.spaces import SearchSpace
 
     try:
-        return SearchSpace.from_dict(raw_space).lr_scaling if isinstance(raw_space, dict) else None
+        return SearchSpace.from_dict(raw_space) if isinstance(raw_space, dict) else None
     except TunerError:
         return None
 
@@ -148,14 +150,6 @@ def _objective_of(spec: Any, tune: Any) -> str | None:
     return None
 
 
-def _hard_ends(raw_space: Any) -> dict[str, list[str]]:
-    from tuner.errors import TunerError
-    from tuner.spaces import SearchSpace
-
-    try:
-        return SearchSpace.from_dict(raw_space).hard_ends() if isinstance(raw_space, dict) else {}
-    except TunerError:  # a space this version no longer reads: every end counts as an edge
-        return {}
 
 
 def _pareto(study: optuna.Study) -> dict[str, Any]:

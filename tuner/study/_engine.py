@@ -61,6 +61,7 @@ from tuner.study._record import (
 from tuner.study._samplers import judges_by_complete_trials, may_prune_at
 from tuner.study._storage import (
     deleted_error,
+    drop_orphans,
     explain_storage_error,
     storage_error_text,
     storage_lock,
@@ -941,7 +942,7 @@ def finish_trial(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config
         if is_disk_full_error(exc, plan.storage_url):
             raise _storage_stop(study, plan, exc, trial.number) from exc
         if plan.storage_url and study_deleted(study):  # nothing to record into, nor to queue again
-            raise deleted_error(study.study_name, plan.storage_url, study) from None
+            raise deleted_error(study.study_name, plan.storage_url) from None
         failed = _storage_reason(exc, requeued=True)
         log.warning("trial %d: %s", trial.number, failed)
         with contextlib.suppress(Exception):
@@ -1023,7 +1024,7 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
         if is_disk_full_error(exc.error, plan.storage_url):
             raise _storage_stop(study, plan, exc.error, trial.number) from exc.error
         if plan.storage_url and study_deleted(study):
-            raise deleted_error(study.study_name, plan.storage_url, study) from None
+            raise deleted_error(study.study_name, plan.storage_url) from None
         outcome = finish(TrialState.FAIL, _storage_reason(exc.error, requeued=True), attrs=executor.partial())
         queue_again(study, trial)  # not the config's fault: it trains again (a storage still failing loses it)
         return outcome
@@ -1105,8 +1106,10 @@ def stops_if_deleted(run: Callable[..., RunSummary]) -> Callable[..., RunSummary
         try:
             return run(study, plan, *args, **kwargs)
         except Exception as exc:
-            if plan.storage_url and not isinstance(exc, StudyError) and study_deleted(study):
-                raise deleted_error(study.study_name, plan.storage_url, study) from None
+            if plan.storage_url and study_deleted(study):
+                drop_orphans(study)  # a trial asked for as it was deleted: not the next study's
+                if not isinstance(exc, StudyError):
+                    raise deleted_error(study.study_name, plan.storage_url) from None
             raise
     return checked
 

@@ -237,6 +237,20 @@ def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(front, key=lambda t: (signs[0] * t.values[0], t.number))
 
 
+def beaten_by(study: optuna.Study, trial: FrozenTrial) -> FrozenTrial | None:
+    """A trial of the Pareto front that does at least as well as ``trial`` on every objective and better on
+    one; None for a trial on the front, or one without a value for each objective."""
+    if not trial.values or len(trial.values) != len(study.directions):
+        return None
+    signs = _signs(study)
+    mine = tuple(s * v for s, v in zip(signs, trial.values, strict=True))
+    for t in pareto_front(study):
+        theirs = tuple(s * v for s, v in zip(signs, t.values, strict=True))
+        if theirs != mine and all(a <= b for a, b in zip(theirs, mine, strict=True)):
+            return t
+    return None
+
+
 def knee(study: optuna.Study) -> FrozenTrial | None:
     """The Pareto-front trial of a two-objective study that gives up least on one objective for the other:
     with both scaled to [0, 1] over the front, the point farthest beyond the line through the two extremes,

@@ -600,11 +600,8 @@ def load_named(name: str, url: str, *, readonly: bool = True) -> optuna.Study:
         return optuna.load_study(study_name=name, storage=storage)
 
 
-def deleted_error(name: str, url: str, study: optuna.Study | None = None) -> StudyError:
-    """What a run says when its study was deleted from the storage under it; ``study`` (the run's object of
-    it): its rows written as it was deleted are dropped first (``drop_orphans``)."""
-    if study is not None:
-        drop_orphans(study)
+def deleted_error(name: str, url: str) -> StudyError:
+    """What a run says when its study was deleted from the storage under it."""
     return StudyError(f"Study {name!r} was deleted from {mask_url(url)} while it ran: its trials are gone and "
                       f"nothing more can be recorded.")
 

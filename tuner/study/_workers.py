@@ -22,7 +22,7 @@ import optuna
 
 from tuner.errors import ConfigError, StudyError
 from tuner.study._record import StopKind, StudyKey, record_of
-from tuner.study._storage import deleted_error, study_deleted
+from tuner.study._storage import deleted_error, drop_orphans, study_deleted
 
 __all__ = ["WorkerReport", "PoolSummary", "run_workers", "parse_devices", "check_workers", "MAX_WORKERS_PER_CORE"]
 
@@ -296,7 +296,8 @@ def run_workers(
         rep.trials, rep.error, rep.reported = data["trials"], data["error"], True
         rep.pack, rep.pack_why, rep.stopped_by = data.get("pack"), data.get("pack_why", ""), data.get("stopped_by", "")
     if study_deleted(study):
-        raise deleted_error(name, url, study)
+        drop_orphans(study)  # after every worker stopped: a trial one asked for as the study was deleted
+        raise deleted_error(name, url)
     report_new()
     summary.finished = len(seen) - before - len(interrupted)
     summary.workers = [rep for rep, _ in procs]
