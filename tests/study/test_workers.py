@@ -445,11 +445,12 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path, slow_file:
     _check_clean(_load("w", url), 4)
 
 
-def test_workers_never_propose_the_same_config(tmp_path: Path, space_file: Path):
+def test_workers_never_propose_the_same_config(tmp_path: Path, slow_file: Path):
     """Two workers starting together on a fresh study: each has its own sampler seed, so the first trials
-    differ (with one seed for both, every startup trial was proposed twice)."""
+    differ (with one seed for both, every startup trial was proposed twice). Trials of a second or so: a
+    worker forked ready does not run all eight before the other has loaded its objective."""
     url = f"sqlite:///{tmp_path / 'd.db'}"
-    done = _cli("study", "create", "--objective", "digits-mlp",
+    done = _cli("study", "create", "--objective", f"{slow_file}:slow",
                 "--space", "lr-only", "--name", "d", "--n-trials", "8", "--epochs", "1", "--threads", "1",
                 "--workers", "2", "--storage", url)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -1,20 +1,23 @@
 """``--workers N``: N worker processes on one machine against one study, supervised.
 
-Each worker is a separate process (spawned, so CUDA and threads start clean) that loads the study's spec from
-the storage and runs trials until the study's budget is met; torch threads per worker default to cores / N
+Each worker is a separate process (forked from a fresh server process that has imported PyTorch, Optuna and
+the storage's libraries once, so CUDA and threads start clean and N workers do not import them N times; spawned
+where there is no fork server) that loads the study's spec from the storage and runs trials until the study's
+budget is met; torch threads per worker default to cores / N
 and ``--devices`` gives each worker its own GPU. The supervisor shows progress, reaps the trials of workers
 that die (SIGKILL, OOM killer) so their parameters run again, and forwards Ctrl-C / SIGTERM.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,9 +104,14 @@ def parse_devices(text: str | None) -> list[str]:
 
 def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], results: Any,
                  ignore_sigint: bool = False, supervisor: int | None = None, job: dict[str, Any] | None = None,
-                 n_workers: int = 1) -> None:
+                 n_workers: int = 1, environ: dict[str, str] | None = None) -> None:
     """One worker: the spec and space come from the storage, like ``tuner study run NAME``; or, for a study of
-    ``tuner.tune(workers=N)``, ``job`` names the user's importable ``train_fn`` and the run's settings."""
+    ``tuner.tune(workers=N)``, ``job`` names the user's importable ``train_fn`` and the run's settings.
+    ``environ``: the supervisor's environment as the pool started, which a forked worker would otherwise take
+    from the fork server."""
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
     # A terminal Ctrl-C reaches the whole process group: each worker records its running trial as failed.
     # A supervisor started with SIGINT ignored (nohup, a background job) has workers that ignore it too.
     from tuner._secrets import RedactingStream, remember_url
@@ -165,12 +173,23 @@ def _watch_parent(parent: int) -> None:
     is met. A daemon thread notices the parent's death within ``PARENT_POLL`` seconds and stops the worker
     the way SIGTERM would: its running trial is recorded as interrupted."""
     import threading
+    from multiprocessing.connection import wait
 
-    def watch() -> None:
+    # The supervisor's end of the pipe it started this process through: readable once the supervisor is gone,
+    # whether this process was spawned by it or forked by the fork server (whose pid getppid() then names).
+    sentinel = getattr(mp.parent_process(), "sentinel", None)
+
+    def gone() -> bool:
+        if sentinel is not None:
+            return bool(wait([sentinel], PARENT_POLL))
+        time.sleep(PARENT_POLL)
         # Compared with the pid the supervisor passed: one that died while this worker was still starting up
         # is noticed at the first check, not missed because getppid() already names the new parent.
-        while os.getppid() == parent:
-            time.sleep(PARENT_POLL)
+        return os.getppid() != parent
+
+    def watch() -> None:
+        while not gone():
+            pass
         print(f"worker {os.getpid()}: the supervisor (pid {parent}) is gone; stopping", file=sys.stderr, flush=True)
         signal.raise_signal(signal.SIGTERM)
 
@@ -187,6 +206,44 @@ def _interrupt_once(signum: int, frame: Any) -> None:
     raise SystemExit(143)
 
 
+# Imported once by the fork server instead of once per worker: what every worker imports before its first trial.
+# Third-party modules only: the server starts with the interpreter's own sys.path, which may find another tuner
+# than the one running; the workers import tuner themselves, with the supervisor's sys.path.
+PRELOAD = ["torch", "torch._dynamo", "optuna", "optuna.storages._rdb.storage", "alembic.migration",
+           "alembic.command"]
+
+
+@contextlib.contextmanager
+def _start_method() -> Iterator[Any]:
+    """The multiprocessing context the pool starts its workers with: a fork server of its own, started with
+    this process's environment and output as they are now and stopped after the pool; spawn where there is no
+    fork server, or where this process runs one already (its own, for other work: left as it is)."""
+    try:
+        from multiprocessing import forkserver
+
+        server = forkserver._forkserver  # type: ignore[attr-defined]
+        ours = "forkserver" in mp.get_all_start_methods() and server._forkserver_pid is None
+        previous = list(server._preload_modules)
+    except (ImportError, AttributeError):
+        ours = False
+    if not ours:
+        yield mp.get_context("spawn")
+        return
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    try:
+        server.ensure_running()
+    except OSError:  # no socket for it (a temporary folder's path too long for AF_UNIX, say)
+        server._preload_modules = previous
+        yield mp.get_context("spawn")
+        return
+    try:
+        yield ctx
+    finally:
+        server._stop()
+        server._preload_modules = previous
+
+
 def run_workers(
     name: str,
     url: str,
@@ -201,6 +258,8 @@ def run_workers(
     grace: float | None = None,
 ) -> PoolSummary:
     """Runs ``n_workers`` processes on study ``name`` until they stop; returns what each did."""
+    from multiprocessing.connection import wait
+
     from tuner.study._liveness import reap_stale
     from tuner.study._open import open_study
 
@@ -210,96 +269,97 @@ def run_workers(
     base = dict(overrides or {})
     cores = os.cpu_count() or 1
     threads = base.pop("threads", None) or max(1, cores // n_workers)
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    procs: list[tuple[WorkerReport, Any]] = []
-    seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
-    interrupted: set[int] = set()  # finished as interrupted: not trials the pool ran, their configs run again
-
-    def report_new() -> None:
-        for t in study.get_trials(deepcopy=False):
-            if t.state.is_finished() and t.number not in seen:
-                seen.add(t.number)
-                reason = record_of(t).reason
-                if reason is not None and reason.kind is StopKind.INTERRUPTED:
-                    interrupted.add(t.number)
-                if on_trial is not None:
-                    on_trial(t, study)
-
-    before = len(seen)
-
-    summary = PoolSummary()
-    start = time.monotonic()
-    ignore_sigint = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-
-    def forward(signum: int, frame: Any) -> None:
-        summary.interrupted = signum
-        for _, proc in procs:
-            if proc.is_alive():
-                os.kill(proc.pid, signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
-
-    # Forwarded from before the first worker starts: a signal while they start stops the ones started (and
-    # starts no more), instead of leaving them to run the budget while this process waits for them.
-    old_int, old_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    if not ignore_sigint:
-        signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
     previous_env = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the spawned workers
-    try:
-        for i in range(n_workers):
-            if summary.interrupted is not None:
-                break
-            device = devices[i % len(devices)] if devices else base.get("device")
-            worker_overrides = {**base, "threads": threads, **({"device": device} if device else {})}
-            proc = ctx.Process(target=_worker_main, args=(i, name, url, worker_overrides, results, ignore_sigint,
-                                                          os.getpid(), job, n_workers),
-                               name=f"tuner-worker-{i}", daemon=False)
-            proc.start()
-            procs.append((WorkerReport(i, proc.pid, device or "auto"), proc))
-        if summary.interrupted is not None:  # again: one started as the signal came was not in the list yet
-            forward(summary.interrupted, None)
-    except BaseException:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
-        raise
-    finally:
-        if previous_env is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = previous_env
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # the workers' (and the fork server's, as it loads PyTorch)
+    with _start_method() as ctx:
+        results = ctx.Queue()
+        procs: list[tuple[WorkerReport, Any]] = []
+        seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+        interrupted: set[int] = set()  # finished as interrupted: not trials the pool ran, their configs run again
 
-    if grace is None:
-        grace = float((study.user_attrs.get(StudyKey.SPEC) or {}).get("grace_period") or 12.0)
-    try:
-        while any(proc.is_alive() for _, proc in procs):
-            time.sleep(poll)
-            try:
-                summary.reaped += (reap or (lambda s: reap_stale(s, grace)))(study)
-                report_new()
-            except Exception as exc:  # storage trouble: the workers retry on their own; keep supervising
-                if study_deleted(study):  # they stop, each saying so; said once here
-                    continue
-                print(f"supervisor: {type(exc).__name__}: {exc}", file=sys.stderr)
-        for rep, proc in procs:
-            proc.join()
-            rep.exitcode = proc.exitcode
-    finally:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
-    while True:
+        def report_new() -> None:
+            for t in study.get_trials(deepcopy=False):
+                if t.state.is_finished() and t.number not in seen:
+                    seen.add(t.number)
+                    reason = record_of(t).reason
+                    if reason is not None and reason.kind is StopKind.INTERRUPTED:
+                        interrupted.add(t.number)
+                    if on_trial is not None:
+                        on_trial(t, study)
+
+        before = len(seen)
+
+        summary = PoolSummary()
+        start = time.monotonic()
+        ignore_sigint = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+        def forward(signum: int, frame: Any) -> None:
+            summary.interrupted = signum
+            for _, proc in procs:
+                if proc.is_alive():
+                    os.kill(proc.pid, signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
+
+        # Forwarded from before the first worker starts: a signal while they start stops the ones started (and
+        # starts no more), instead of leaving them to run the budget while this process waits for them.
+        old_int, old_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        if not ignore_sigint:
+            signal.signal(signal.SIGINT, forward)
+        signal.signal(signal.SIGTERM, forward)
         try:
-            data = results.get(timeout=0.5)
-        except queue.Empty:
-            break
-        rep = procs[data["index"]][0]
-        rep.trials, rep.error, rep.reported = data["trials"], data["error"], True
-        rep.pack, rep.pack_why, rep.stopped_by = data.get("pack"), data.get("pack_why", ""), data.get("stopped_by", "")
-    if study_deleted(study):
-        drop_orphans(study)  # after every worker stopped: a trial one asked for as the study was deleted
-        raise deleted_error(name, url)
-    report_new()
-    summary.finished = len(seen) - before - len(interrupted)
-    summary.workers = [rep for rep, _ in procs]
-    summary.seconds = time.monotonic() - start
-    return summary
+            for i in range(n_workers):
+                if summary.interrupted is not None:
+                    break
+                device = devices[i % len(devices)] if devices else base.get("device")
+                worker_overrides = {**base, "threads": threads, **({"device": device} if device else {})}
+                proc = ctx.Process(target=_worker_main, args=(i, name, url, worker_overrides, results, ignore_sigint,
+                                                              os.getpid(), job, n_workers, dict(os.environ)),
+                                   name=f"tuner-worker-{i}", daemon=False)
+                proc.start()
+                procs.append((WorkerReport(i, proc.pid, device or "auto"), proc))
+            if summary.interrupted is not None:  # again: one started as the signal came was not in the list yet
+                forward(summary.interrupted, None)
+        except BaseException:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
+            raise
+        finally:
+            if previous_env is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = previous_env
+
+        if grace is None:
+            grace = float((study.user_attrs.get(StudyKey.SPEC) or {}).get("grace_period") or 12.0)
+        try:
+            while alive := [proc.sentinel for _, proc in procs if proc.is_alive()]:
+                wait(alive, poll)  # back at once when a worker ends: the last one's end is the pool's
+                try:
+                    summary.reaped += (reap or (lambda s: reap_stale(s, grace)))(study)
+                    report_new()
+                except Exception as exc:  # storage trouble: the workers retry on their own; keep supervising
+                    if study_deleted(study):  # they stop, each saying so; said once here
+                        continue
+                    print(f"supervisor: {type(exc).__name__}: {exc}", file=sys.stderr)
+            for rep, proc in procs:
+                proc.join()
+                rep.exitcode = proc.exitcode
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
+        while True:
+            try:
+                data = results.get(timeout=0.5)
+            except queue.Empty:
+                break
+            rep = procs[data["index"]][0]
+            rep.trials, rep.error, rep.reported = data["trials"], data["error"], True
+            rep.pack, rep.pack_why = data.get("pack"), data.get("pack_why", "")
+            rep.stopped_by = data.get("stopped_by", "")
+        if study_deleted(study):
+            drop_orphans(study)  # after every worker stopped: a trial one asked for as the study was deleted
+            raise deleted_error(name, url)
+        report_new()
+        summary.finished = len(seen) - before - len(interrupted)
+        summary.workers = [rep for rep, _ in procs]
+        summary.seconds = time.monotonic() - start
+        return summary

@@ -1,0 +1,102 @@
+"""How a pool's workers start: forked from a fork server of the pool's own that has imported PyTorch once, with
+the supervisor's environment as the pool starts, and nothing of it left behind."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import textwrap
+from multiprocessing import forkserver
+from pathlib import Path
+
+import pytest
+
+from tuner.study._workers import PRELOAD, _start_method
+
+pytestmark = pytest.mark.skipif("forkserver" not in mp.get_all_start_methods(), reason="no fork server here")
+
+
+def _modules_at_start(out) -> None:
+    out.put({name: name in sys.modules for name in PRELOAD})
+
+
+def test_workers_start_with_pytorch_imported_and_the_server_stops_with_the_pool():
+    server = forkserver._forkserver
+    assert server._forkserver_pid is None
+    with _start_method() as ctx:
+        assert ctx.get_start_method() == "forkserver"
+        out = ctx.Queue()
+        procs = [ctx.Process(target=_modules_at_start, args=(out,)) for _ in range(2)]
+        for proc in procs:
+            proc.start()
+        seen = [out.get(timeout=120) for _ in procs]
+        for proc in procs:
+            proc.join()
+        pid = server._forkserver_pid
+    assert seen == [dict.fromkeys(PRELOAD, True)] * 2
+    assert pid is not None and server._forkserver_pid is None
+    with pytest.raises(ChildProcessError):  # stopped and waited for, not left to run
+        os.waitpid(pid, os.WNOHANG)
+    assert server._preload_modules == ["__main__"]
+
+
+def test_a_fork_server_the_process_runs_already_is_left_as_it_is():
+    server = forkserver._forkserver
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["json"])
+    try:
+        proc = ctx.Process(target=print)
+        proc.start()
+        proc.join()
+        pid = server._forkserver_pid
+        with _start_method() as pool_ctx:
+            assert pool_ctx.get_start_method() == "spawn"
+        assert server._forkserver_pid == pid and server._preload_modules == ["json"]
+    finally:
+        server._stop()
+        server._preload_modules = ["__main__"]
+
+
+def test_each_pool_of_a_script_sees_the_environment_as_it_started_and_leaves_no_process(tmp_path: Path):
+    """``tune(workers=2)`` twice in one script, the environment changed in between (as a pipeline does between
+    runs): each pool's workers read the value set before it, and after each no process of the pool is left."""
+    script = tmp_path / "rounds.py"
+    script.write_text(textwrap.dedent("""
+        import os
+        import tuner
+
+        def train(ctx):
+            value = float(os.environ["ROUND"])
+            ctx.report(0, value)
+            return value
+
+        def children():
+            me = str(os.getpid())
+            found = []
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    with open(f"/proc/{pid}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        command = f.read()
+                except OSError:
+                    continue
+                # multiprocessing's resource tracker lives as long as the script, whichever way it starts
+                if fields[1] == me and fields[0] != "Z" and b"resource_tracker" not in command:
+                    found.append(pid)
+            return found
+
+        if __name__ == "__main__":
+            for n in (1, 2):
+                os.environ["ROUND"] = str(n)
+                result = tuner.tune(train, space="lr-only", n_trials=4, epochs=1, workers=2, pruner="none",
+                                    storage=f"sqlite:///r{n}.db", study_name="r", verbose=False,
+                                    known_starts=False)
+                print("round", n, sorted({t.value for t in result.study.trials}), "children", children())
+    """))
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("round")]
+    assert lines == ["round 1 [1.0] children []", "round 2 [2.0] children []"], done.stdout + done.stderr
