@@ -22,9 +22,15 @@ def _modules_at_start(out) -> None:
     out.put({name: name in sys.modules for name in PRELOAD})
 
 
+def _environment(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(entry.split("=", 1) for entry in raw.decode(errors="replace").split("\0") if "=" in entry)
+
+
 def test_workers_start_with_pytorch_imported_and_the_server_stops_with_the_pool():
     server = forkserver._forkserver
     assert server._forkserver_pid is None
+    ours = os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK")
     with _start_method() as ctx:
         assert ctx.get_start_method() == "forkserver"
         out = ctx.Queue()
@@ -35,7 +41,11 @@ def test_workers_start_with_pytorch_imported_and_the_server_stops_with_the_pool(
         for proc in procs:
             proc.join()
         pid = server._forkserver_pid
+        server_env = _environment(pid)
     assert seen == [dict.fromkeys(PRELOAD, True)] * 2
+    # the server asks NVML, not CUDA, whether there is a GPU: a CUDA started there would fail in every worker
+    assert server_env.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1"
+    assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == ours
     assert pid is not None and server._forkserver_pid is None
     with pytest.raises(ChildProcessError):  # stopped and waited for, not left to run
         os.waitpid(pid, os.WNOHANG)

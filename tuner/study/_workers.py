@@ -231,12 +231,22 @@ def _start_method() -> Iterator[Any]:
         return
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
+    # CUDA must not start in the server, or it fails in every worker forked after: importing PyTorch does not
+    # start it, and should anything the server imports ask whether CUDA is there, it asks NVML, which leaves
+    # CUDA unstarted. The workers take the supervisor's environment, without this.
+    saved = os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK")
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
     try:
         server.ensure_running()
     except OSError:  # no socket for it (a temporary folder's path too long for AF_UNIX, say)
         server._preload_modules = previous
         yield mp.get_context("spawn")
         return
+    finally:
+        if saved is None:
+            os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+        else:
+            os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = saved
     try:
         yield ctx
     finally:
