@@ -250,6 +250,8 @@ def _start_method() -> Iterator[Any]:
     try:
         yield ctx
     finally:
+        with contextlib.suppress(OSError):  # it has nothing to save, and its exit would unload PyTorch (a second)
+            os.kill(server._forkserver_pid, signal.SIGTERM)
         server._stop()
         server._preload_modules = previous
 
