@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tuner.study._workers import PRELOAD, _start_method
+from tuner.study._workers import _SERVER, PRELOAD, _start_method
 
 pytestmark = pytest.mark.skipif("forkserver" not in mp.get_all_start_methods(), reason="no fork server here")
 
@@ -110,3 +110,16 @@ def test_each_pool_of_a_script_sees_the_environment_as_it_started_and_leaves_no_
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith("round")]
     assert lines == ["round 1 [1.0] children []", "round 2 [2.0] children []"], done.stdout + done.stderr
+
+
+def test_two_pools_at_once_in_one_process_each_get_a_start_method_and_the_second_leaves_the_server_alone():
+    server = forkserver._forkserver
+    with _start_method() as first:
+        pid = server._forkserver_pid
+        with _start_method() as second:  # a pool in another thread of the process, say
+            assert (first.get_start_method(), second.get_start_method()) == ("forkserver", "spawn")
+        assert server._forkserver_pid == pid  # the second pool's end did not stop the first's server
+    assert server._forkserver_pid is None
+    with _SERVER:  # a pool in another thread has taken the server, and has not started it yet
+        with _start_method() as ctx:
+            assert ctx.get_start_method() == "spawn" and server._forkserver_pid is None

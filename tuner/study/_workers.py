@@ -16,6 +16,7 @@ import os
 import queue
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -172,7 +173,6 @@ def _watch_parent(parent: int) -> None:
     """A worker whose supervisor dies (SIGKILL, the OOM killer) would train on as an orphan until the budget
     is met. A daemon thread notices the parent's death within ``PARENT_POLL`` seconds and stops the worker
     the way SIGTERM would: its running trial is recorded as interrupted."""
-    import threading
     from multiprocessing.connection import wait
 
     # The supervisor's end of the pipe it started this process through: readable once the supervisor is gone,
@@ -218,6 +218,21 @@ def _start_method() -> Iterator[Any]:
     """The multiprocessing context the pool starts its workers with: a fork server of its own, started with
     this process's environment and output as they are now and stopped after the pool; spawn where there is no
     fork server, or where this process runs one already (its own, for other work: left as it is)."""
+    if not _SERVER.acquire(blocking=False):  # another pool of this process (a thread of its own) has it
+        yield mp.get_context("spawn")
+        return
+    try:
+        with _server_context() as ctx:
+            yield ctx
+    finally:
+        _SERVER.release()
+
+
+_SERVER = threading.Lock()
+
+
+@contextlib.contextmanager
+def _server_context() -> Iterator[Any]:
     try:
         from multiprocessing import forkserver
 
