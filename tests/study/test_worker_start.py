@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from multiprocessing import forkserver
 from pathlib import Path
 
@@ -123,3 +125,86 @@ def test_two_pools_at_once_in_one_process_each_get_a_start_method_and_the_second
     with _SERVER:  # a pool in another thread has taken the server, and has not started it yet
         with _start_method() as ctx:
             assert ctx.get_start_method() == "spawn" and server._forkserver_pid is None
+
+
+def _objective(folder: Path) -> str:
+    from conftest import SYNTHETIC_OBJECTIVE
+
+    (folder / "synthetic_objective.py").write_text(SYNTHETIC_OBJECTIVE + textwrap.dedent("""
+        import time
+
+        class Slow(nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x):
+                if self.training:
+                    time.sleep(0.05)
+                return self.inner(x)
+
+        slow = Objective("slow", load_data=load_data, build_model=lambda d: Slow(build_model(d)), metric="accuracy")
+    """))
+    return "synthetic_objective.py"
+
+
+def _command(folder: Path, *args: str) -> list[str]:
+    tuner = str(Path(sys.executable).with_name("tuner"))
+    return [tuner, "study", "create", "--name", "s", "--storage", f"sqlite:///{folder / 's.db'}", "--space",
+            "lr-only", "--threads", "1", *args]
+
+
+def _environment_without_storage() -> dict[str, str]:
+    env = {**os.environ}
+    env.pop("TUNER_STORAGE", None)
+    return env
+
+
+def test_a_library_file_in_the_working_folder_does_not_shadow_the_servers_imports(tmp_path: Path):
+    """The fork server runs as `python -c`, which would put the working folder first on its sys.path: an
+    optuna.py there (a user's script, say) was imported by the server and every worker failed."""
+    objective = _objective(tmp_path)
+    (tmp_path / "optuna.py").write_text("def main():\n    print('a script of the user')\n")
+    done = subprocess.run(_command(tmp_path, "--objective", f"{objective}:objective", "--n-trials", "4",
+                                   "--epochs", "1", "--workers", "2"),
+                          cwd=tmp_path, env=_environment_without_storage(), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 workers ran 4 trial(s)" in done.stdout, done.stdout + done.stderr
+
+
+def _children(pid: int) -> list[tuple[int, bytes]]:
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            command = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[1]) == pid:
+            found.append((int(entry), command))
+    return found
+
+
+def test_ctrl_c_while_the_fork_server_imports_stops_the_run_as_interrupted(tmp_path: Path):
+    """A Ctrl-C (to the process group, as a terminal sends it) in the seconds the fork server spends importing
+    PyTorch: the command says it was interrupted (exit code 130), instead of the server dying of it and the
+    command of an EOFError."""
+    objective = _objective(tmp_path)
+    proc = subprocess.Popen(_command(tmp_path, "--objective", f"{objective}:slow", "--n-trials", "6", "--epochs",
+                                     "8", "--workers", "2"),
+                            cwd=tmp_path, env=_environment_without_storage(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(b"forkserver" in command for _, command in _children(proc.pid)):
+            break
+        time.sleep(0.02)
+    else:
+        pytest.fail(f"no fork server started: {proc.communicate()}")
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Error" not in err and "Traceback" not in err, err[-3000:]
+    assert "interrupted" in err

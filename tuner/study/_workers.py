@@ -110,26 +110,27 @@ def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], res
     ``tuner.tune(workers=N)``, ``job`` names the user's importable ``train_fn`` and the run's settings.
     ``environ``: the supervisor's environment as the pool started, which a forked worker would otherwise take
     from the fork server."""
-    if environ is not None:
-        os.environ.clear()
-        os.environ.update(environ)
     # A terminal Ctrl-C reaches the whole process group: each worker records its running trial as failed.
     # A supervisor started with SIGINT ignored (nohup, a background job) has workers that ignore it too.
-    from tuner._secrets import RedactingStream, remember_url
-
-    remember_url(url)  # this process's own output is redacted too, as the command's is
-    stdout, stderr = sys.stdout, sys.stderr
-    sys.stdout = RedactingStream(lambda: stdout)  # type: ignore[assignment]
-    sys.stderr = RedactingStream(lambda: stderr)  # type: ignore[assignment]
-    from tuner._logs import quiet_libraries
-
-    quiet_libraries()
-    signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else _interrupt_once)
-    signal.signal(signal.SIGTERM, _interrupt_once)
-    _watch_parent(supervisor if supervisor is not None else os.getppid())
+    # Set first: a worker forked by the pool's fork server starts with both ignored, as the server does.
     report: dict[str, Any] = {"index": index, "trials": 0, "error": None}
     code = 0
-    try:
+    signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else _interrupt_once)
+    signal.signal(signal.SIGTERM, _interrupt_once)
+    try:  # from here, a signal is an interrupted worker, not a traceback
+        if environ is not None:
+            os.environ.clear()
+            os.environ.update(environ)
+        from tuner._secrets import RedactingStream, remember_url
+
+        remember_url(url)  # this process's own output is redacted too, as the command's is
+        stdout, stderr = sys.stdout, sys.stderr
+        sys.stdout = RedactingStream(lambda: stdout)  # type: ignore[assignment]
+        sys.stderr = RedactingStream(lambda: stderr)  # type: ignore[assignment]
+        from tuner._logs import quiet_libraries
+
+        quiet_libraries()
+        _watch_parent(supervisor if supervisor is not None else os.getppid())
         if job is not None:
             from tuner.study._user import run_user_worker
 
@@ -238,6 +239,8 @@ def _server_context() -> Iterator[Any]:
 
         server = forkserver._forkserver  # type: ignore[attr-defined]
         ours = "forkserver" in mp.get_all_start_methods() and server._forkserver_pid is None
+        # PYTHONSAFEPATH (below) is Python 3.11's, and ignored under -E unless -P or -I say as much
+        ours = ours and sys.version_info >= (3, 11) and (sys.flags.safe_path or not sys.flags.ignore_environment)
         previous = list(server._preload_modules)
     except (ImportError, AttributeError):
         ours = False
@@ -246,29 +249,55 @@ def _server_context() -> Iterator[Any]:
         return
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
-    # CUDA must not start in the server, or it fails in every worker forked after: importing PyTorch does not
-    # start it, and should anything the server imports ask whether CUDA is there, it asks NVML, which leaves
-    # CUDA unstarted. The workers take the supervisor's environment, without this.
-    saved = os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK")
-    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
     try:
-        server.ensure_running()
+        with _server_start():
+            server.ensure_running()
     except OSError:  # no socket for it (a temporary folder's path too long for AF_UNIX, say)
         server._preload_modules = previous
         yield mp.get_context("spawn")
         return
-    finally:
-        if saved is None:
-            os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
-        else:
-            os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = saved
     try:
         yield ctx
     finally:
         with contextlib.suppress(OSError):  # it has nothing to save, and its exit would unload PyTorch (a second)
-            os.kill(server._forkserver_pid, signal.SIGTERM)
+            os.kill(server._forkserver_pid, signal.SIGKILL)
         server._stop()
         server._preload_modules = previous
+
+
+# The fork server's environment, beside this process's own:
+SERVER_ENV = {
+    # CUDA must not start in the server, or it fails in every worker forked after: importing PyTorch does not
+    # start it, and should anything the server imports ask whether CUDA is there, it asks NVML, which leaves
+    # CUDA unstarted.
+    "PYTORCH_NVML_BASED_CUDA_CHECK": "1",
+    # The server runs as `python -c`, which puts the working folder first on sys.path: a file there named like
+    # a library it imports (optuna.py, torch.py) would be imported instead.
+    "PYTHONSAFEPATH": "1",
+}
+
+
+@contextlib.contextmanager
+def _server_start() -> Iterator[None]:
+    """Around starting the fork server: its environment, and SIGINT and SIGTERM ignored, which it keeps (an
+    ignored signal stays ignored across exec). A Ctrl-C or a SIGTERM to the process group (``timeout``,
+    ``kill -- -PGID``, a batch system) then stops the workers and this process, not the server under them:
+    without it, each worker would read as dead (exit code 255) while still running, or, while the server was
+    still importing, starting a worker would fail with EOFError. The workers set their own handlers first."""
+    saved_env = {key: os.environ.get(key) for key in SERVER_ENV}
+    os.environ.update(SERVER_ENV)
+    main = threading.current_thread() is threading.main_thread()
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def run_workers(
@@ -324,7 +353,8 @@ def run_workers(
             summary.interrupted = signum
             for _, proc in procs:
                 if proc.is_alive():
-                    os.kill(proc.pid, signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
+                    with contextlib.suppress(ProcessLookupError):  # ended since
+                        os.kill(proc.pid, signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
 
         # Forwarded from before the first worker starts: a signal while they start stops the ones started (and
         # starts no more), instead of leaving them to run the budget while this process waits for them.
@@ -360,6 +390,8 @@ def run_workers(
         try:
             while alive := [proc.sentinel for _, proc in procs if proc.is_alive()]:
                 wait(alive, poll)  # back at once when a worker ends: the last one's end is the pool's
+                if summary.interrupted is not None:  # again: one still starting up had it ignored, as forked
+                    forward(summary.interrupted, None)
                 try:
                     summary.reaped += (reap or (lambda s: reap_stale(s, grace)))(study)
                     report_new()
