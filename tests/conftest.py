@@ -63,6 +63,50 @@ SYNTHETIC_OBJECTIVE = textwrap.dedent(
                           description="Gaussian clusters, 200 samples, 3 classes")
     '''
 )
+
+# The synthetic objective, with each training batch taking `SLEEP` seconds: trials last long enough to be
+# killed or interrupted in the middle.
+SLOW_OBJECTIVE = SYNTHETIC_OBJECTIVE + '''
+
+import os
+import time
+
+SLEEP = float(os.environ.get("TUNER_TEST_SLEEP", "0.05"))
+
+
+class Slow(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        if self.training:
+            time.sleep(SLEEP)
+        return self.inner(x)
+
+
+slow = Objective("slow", load_data=load_data, build_model=lambda d: Slow(build_model(d)), metric="accuracy")
+
+
+class OOM(nn.Module):
+    """Raises CUDA's out-of-memory error for training batches over 16 rows, as a GPU would."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.buffer = None
+
+    def forward(self, x):
+        if self.training and x.shape[0] > 16:
+            import torch
+
+            self.buffer = torch.zeros(1_000_000)  # memory the failed trial must not keep
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner(x)
+
+
+oom = Objective("oom", load_data=load_data, build_model=lambda d: OOM(build_model(d)), metric="accuracy")
+'''
 N_TRAIN = 128  # rows of the synthetic objective's training split
 
 # Two optimizers, small batches: every sampler (grid included) and the 128-row training split can use it.

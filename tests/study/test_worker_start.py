@@ -128,23 +128,9 @@ def test_two_pools_at_once_in_one_process_each_get_a_start_method_and_the_second
 
 
 def _objective(folder: Path) -> str:
-    from conftest import SYNTHETIC_OBJECTIVE
+    from conftest import SLOW_OBJECTIVE
 
-    (folder / "synthetic_objective.py").write_text(SYNTHETIC_OBJECTIVE + textwrap.dedent("""
-        import time
-
-        class Slow(nn.Module):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, x):
-                if self.training:
-                    time.sleep(0.05)
-                return self.inner(x)
-
-        slow = Objective("slow", load_data=load_data, build_model=lambda d: Slow(build_model(d)), metric="accuracy")
-    """))
+    (folder / "synthetic_objective.py").write_text(SLOW_OBJECTIVE)
     return "synthetic_objective.py"
 
 

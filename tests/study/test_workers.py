@@ -16,55 +16,11 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from conftest import SYNTHETIC_OBJECTIVE
+from conftest import SLOW_OBJECTIVE, SYNTHETIC_OBJECTIVE
 from optuna.trial import TrialState
 
 from tuner.errors import StudyError
 from tuner.study import StudySpec, create_or_join, prepare, run_trials
-
-# The synthetic objective, with each training batch taking `SLEEP` seconds: trials last long enough to be
-# killed or interrupted in the middle.
-SLOW_OBJECTIVE = SYNTHETIC_OBJECTIVE + '''
-
-import os
-import time
-
-SLEEP = float(os.environ.get("TUNER_TEST_SLEEP", "0.05"))
-
-
-class Slow(nn.Module):
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x):
-        if self.training:
-            time.sleep(SLEEP)
-        return self.inner(x)
-
-
-slow = Objective("slow", load_data=load_data, build_model=lambda d: Slow(build_model(d)), metric="accuracy")
-
-
-class OOM(nn.Module):
-    """Raises CUDA's out-of-memory error for training batches over 16 rows, as a GPU would."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-        self.buffer = None
-
-    def forward(self, x):
-        if self.training and x.shape[0] > 16:
-            import torch
-
-            self.buffer = torch.zeros(1_000_000)  # memory the failed trial must not keep
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return self.inner(x)
-
-
-oom = Objective("oom", load_data=load_data, build_model=lambda d: OOM(build_model(d)), metric="accuracy")
-'''
 
 TUNER = [str(Path(sys.executable).with_name("tuner"))]
 FAST = {"heartbeat_interval": 0.5, "grace_period": 2.0}
