@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tuner.study._workers import _SERVER, PRELOAD, _start_method
+from tuner.errors import ConfigError
+from tuner.study._workers import _SERVER, PRELOAD, START_ENV, _check_cuda, _start_method
 
 pytestmark = pytest.mark.skipif("forkserver" not in mp.get_all_start_methods(), reason="no fork server here")
 
@@ -194,3 +195,23 @@ def test_ctrl_c_while_the_fork_server_imports_stops_the_run_as_interrupted(tmp_p
     assert proc.returncode == 130, err[-3000:]
     assert "Error" not in err and "Traceback" not in err, err[-3000:]
     assert "interrupted" in err
+
+
+def test_the_environment_can_ask_for_spawned_workers_and_a_wrong_value_is_named(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv(START_ENV, "spawn")
+    with _start_method() as ctx:
+        assert ctx.get_start_method() == "spawn" and forkserver._forkserver._forkserver_pid is None
+    monkeypatch.setenv(START_ENV, "fork")
+    with pytest.raises(ConfigError, match=r"\$TUNER_WORKER_START must be 'forkserver' \(the default\) or 'spawn' "
+                                          r"\(got 'fork'\)"):
+        with _start_method():
+            pass
+
+
+def test_a_worker_whose_cuda_cannot_start_says_so_and_how_to_spawn_instead(monkeypatch: pytest.MonkeyPatch):
+    import torch
+
+    _check_cuda()  # this process: CUDA can start (or there is none)
+    monkeypatch.setattr(torch.cuda, "_is_in_bad_fork", lambda: True)
+    with pytest.raises(RuntimeError, match="set TUNER_WORKER_START=spawn"):
+        _check_cuda()

@@ -131,6 +131,7 @@ def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], res
 
         quiet_libraries()
         _watch_parent(supervisor if supervisor is not None else os.getppid())
+        _check_cuda()
         if job is not None:
             from tuner.study._user import run_user_worker
 
@@ -219,8 +220,11 @@ def _start_method() -> Iterator[Any]:
     """The multiprocessing context the pool starts its workers with: a fork server of its own, started with
     this process's environment and output as they are now and stopped after the pool; spawn where there is no
     fork server, or where this process runs one already (its own, for other work: left as it is)."""
-    if not _SERVER.acquire(blocking=False):  # another pool of this process (a thread of its own) has it
-        yield mp.get_context("spawn")
+    asked = os.environ.get(START_ENV, "").strip().lower() or "forkserver"
+    if asked not in ("forkserver", "spawn"):
+        raise ConfigError(f"${START_ENV} must be 'forkserver' (the default) or 'spawn' (got {asked!r}).")
+    if asked == "spawn" or not _SERVER.acquire(blocking=False):  # another pool of this process (a thread of its
+        yield mp.get_context("spawn")  # own) has the server
         return
     try:
         with _server_context() as ctx:
@@ -230,6 +234,16 @@ def _start_method() -> Iterator[Any]:
 
 
 _SERVER = threading.Lock()
+START_ENV = "TUNER_WORKER_START"  # spawn: every worker imports everything itself, as on platforms without a server
+
+
+def _check_cuda() -> None:
+    """A worker forked from a server in which CUDA had started cannot start CUDA: said plainly, with the way
+    out, instead of CUDA's own error at the first trial on the GPU."""
+    torch = sys.modules.get("torch")
+    if torch is not None and getattr(torch.cuda, "_is_in_bad_fork", lambda: False)():
+        raise RuntimeError(f"CUDA had started in the fork server this worker was forked from, so it cannot start "
+                           f"here; set {START_ENV}=spawn to start every worker on its own")
 
 
 @contextlib.contextmanager
