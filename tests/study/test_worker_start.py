@@ -215,3 +215,18 @@ def test_a_worker_whose_cuda_cannot_start_says_so_and_how_to_spawn_instead(monke
     monkeypatch.setattr(torch.cuda, "_is_in_bad_fork", lambda: True)
     with pytest.raises(RuntimeError, match="set TUNER_WORKER_START=spawn"):
         _check_cuda()
+
+
+def test_a_refused_start_leaves_the_environment_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import optuna
+
+    from tuner.study._record import StudyKey
+    from tuner.study._workers import run_workers
+
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    optuna.create_study(study_name="e", storage=url).set_user_attr(StudyKey.SPEC, {"name": "e"})
+    monkeypatch.setenv(START_ENV, "fork")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with pytest.raises(ConfigError, match=START_ENV):
+        run_workers("e", url, 2)
+    assert "OMP_NUM_THREADS" not in os.environ  # the threads the workers would have had

@@ -150,8 +150,6 @@ def _objective_of(spec: Any, tune: Any) -> str | None:
     return None
 
 
-
-
 def _pareto(study: optuna.Study) -> dict[str, Any]:
     """A study with several objectives: their names, the Pareto front (best metric first) and its knee."""
     if len(study.directions) < 2:

@@ -130,7 +130,7 @@ def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], res
         from tuner._logs import quiet_libraries
 
         quiet_libraries()
-        _watch_parent(supervisor if supervisor is not None else os.getppid())
+        _watch_parent(supervisor if supervisor is not None else os.getppid())  # (pid: for the message)
         _check_cuda()
         if job is not None:
             from tuner.study._user import run_user_worker
@@ -168,30 +168,19 @@ def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], res
     sys.exit(code)
 
 
-PARENT_POLL = 0.5  # seconds between a worker's checks that its supervisor is still alive
-
-
 def _watch_parent(parent: int) -> None:
     """A worker whose supervisor dies (SIGKILL, the OOM killer) would train on as an orphan until the budget
-    is met. A daemon thread notices the parent's death within ``PARENT_POLL`` seconds and stops the worker
-    the way SIGTERM would: its running trial is recorded as interrupted."""
+    is met. A daemon thread notices the parent's death as it happens and stops the worker the way SIGTERM
+    would: its running trial is recorded as interrupted."""
     from multiprocessing.connection import wait
 
-    # The supervisor's end of the pipe it started this process through: readable once the supervisor is gone,
-    # whether this process was spawned by it or forked by the fork server (whose pid getppid() then names).
-    sentinel = getattr(mp.parent_process(), "sentinel", None)
-
-    def gone() -> bool:
-        if sentinel is not None:
-            return bool(wait([sentinel], PARENT_POLL))
-        time.sleep(PARENT_POLL)
-        # Compared with the pid the supervisor passed: one that died while this worker was still starting up
-        # is noticed at the first check, not missed because getppid() already names the new parent.
-        return os.getppid() != parent
+    # The supervisor's end of the pipe it started this process through: readable once the supervisor is gone
+    # (also while this worker was still starting up), whether this process was spawned by it or forked by the
+    # fork server (whose pid getppid() then names).
+    sentinel = mp.parent_process().sentinel
 
     def watch() -> None:
-        while not gone():
-            pass
+        wait([sentinel])
         print(f"worker {os.getpid()}: the supervisor (pid {parent}) is gone; stopping", file=sys.stderr, flush=True)
         signal.raise_signal(signal.SIGTERM)
 
@@ -298,16 +287,25 @@ def _server_start() -> Iterator[None]:
     ``kill -- -PGID``, a batch system) then stops the workers and this process, not the server under them:
     without it, each worker would read as dead (exit code 255) while still running, or, while the server was
     still importing, starting a worker would fail with EOFError. The workers set their own handlers first."""
-    saved_env = {key: os.environ.get(key) for key in SERVER_ENV}
-    os.environ.update(SERVER_ENV)
     main = threading.current_thread() is threading.main_thread()
-    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    with _environ(SERVER_ENV):
+        saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+        try:
+            yield
+        finally:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in this process's environment (and so in the processes it starts) for the block's time."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-        for key, value in saved_env.items():
+        for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
@@ -339,9 +337,8 @@ def run_workers(
     base = dict(overrides or {})
     cores = os.cpu_count() or 1
     threads = base.pop("threads", None) or max(1, cores // n_workers)
-    previous_env = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # the workers' (and the fork server's, as it loads PyTorch)
-    with _start_method() as ctx:
+    # OMP_NUM_THREADS: the workers' (and the fork server's, as it loads PyTorch), for the pool's time
+    with _environ({"OMP_NUM_THREADS": str(threads)}), _start_method() as ctx:
         results = ctx.Queue()
         procs: list[tuple[WorkerReport, Any]] = []
         seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
@@ -393,11 +390,6 @@ def run_workers(
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, old_term)
             raise
-        finally:
-            if previous_env is None:
-                os.environ.pop("OMP_NUM_THREADS", None)
-            else:
-                os.environ["OMP_NUM_THREADS"] = previous_env
 
         if grace is None:
             grace = float((study.user_attrs.get(StudyKey.SPEC) or {}).get("grace_period") or 12.0)
