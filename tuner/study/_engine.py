@@ -540,11 +540,12 @@ def _error_reason(exc: BaseException) -> tuple[StopReason, dict[str, Any]]:
 # -- storage writes -----------------------------------------------------------------------------------------
 
 def _retried(fn: Callable[[], Any], retries: int = TELL_RETRIES) -> Any:
-    """Calls ``fn``, retrying storage errors with backoff (0.5, 1, 2 s); a finished trial is not retried."""
+    """Calls ``fn``, retrying storage errors with backoff (0.5, 1, 2 s); a finished trial is not retried, nor a
+    record that no longer exists (its study was deleted: ``stops_if_deleted`` says so at once)."""
     for attempt in range(retries):
         try:
             return fn()
-        except optuna.exceptions.UpdateFinishedTrialError:
+        except (optuna.exceptions.UpdateFinishedTrialError, KeyError):
             raise
         except Exception:
             if attempt == retries - 1:
