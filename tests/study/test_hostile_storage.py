@@ -384,6 +384,28 @@ def locked_reports(monkeypatch):
     event.remove(Engine, "before_cursor_execute", busy)
 
 
+@pytest.mark.parametrize("error, tries", [
+    (sqlite3.OperationalError("database is locked"), 4),  # the storage's: tried again, 4 times in all
+    (KeyError("Record does not exist."), 1),  # its study was deleted: no try brings it back
+    (TypeError("Object of type set is not JSON serializable"), 1),  # the same value fails the same way
+    (optuna.exceptions.UpdateFinishedTrialError("finished"), 1),
+])
+def test_only_the_storage_s_errors_are_tried_again(error: Exception, tries: int, monkeypatch: pytest.MonkeyPatch):
+    from tuner.study import _engine
+
+    calls: list[int] = []
+    waits: list[float] = []
+    monkeypatch.setattr(_engine.time, "sleep", waits.append)
+
+    def write() -> None:
+        calls.append(1)
+        raise error
+
+    with pytest.raises(type(error)):
+        _engine._retried(write)
+    assert len(calls) == tries and waits == [0.5, 1.0, 2.0][:tries - 1]
+
+
 @pytest.mark.parametrize("path", ["run_study", "tune"])
 @pytest.mark.parametrize("times", [1, None])
 def test_an_epoch_report_on_a_busy_storage_is_retried_then_a_storage_failure(path: str, times: int | None,

@@ -540,15 +540,16 @@ def _error_reason(exc: BaseException) -> tuple[StopReason, dict[str, Any]]:
 # -- storage writes -----------------------------------------------------------------------------------------
 
 def _retried(fn: Callable[[], Any], retries: int = TELL_RETRIES) -> Any:
-    """Calls ``fn``, retrying storage errors with backoff (0.5, 1, 2 s); a finished trial is not retried, nor a
-    record that no longer exists (its study was deleted: ``stops_if_deleted`` says so at once)."""
+    """Calls ``fn``, retrying storage errors with backoff (0.5, 1, 2 s). What another try cannot change is
+    raised at once: a finished trial, a record that no longer exists (its study was deleted:
+    ``stops_if_deleted`` says so) and any error that is not the storage's."""
     for attempt in range(retries):
         try:
             return fn()
         except (optuna.exceptions.UpdateFinishedTrialError, KeyError):
             raise
-        except Exception:
-            if attempt == retries - 1:
+        except Exception as exc:
+            if attempt == retries - 1 or not _is_storage_error(exc):
                 raise
             time.sleep(0.5 * 2**attempt)
 
