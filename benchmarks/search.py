@@ -103,10 +103,11 @@ def run_tuner(workload: str, seed: int, budget_s: float, extra: list[str] | None
     with tempfile.TemporaryDirectory() as tmp:
         storage = f"sqlite:///{tmp}/bench.db"
         tuner = Path(sys.executable).with_name("tuner")
+        env, flags = setting_environment(extra or [])
         cmd = [str(tuner), "study", "create", *objective_args(workload), "--seed", str(seed), "--name", "bench",
                "--timeout", f"{budget_s:.1f}", "--n-trials", "100000", "--storage", storage, "--format", "json",
-               *(extra or [])]
-        subprocess.run(cmd, capture_output=True, text=True, check=True)
+               *flags]
+        subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, **env})
         study = optuna.load_study(study_name="bench", storage=storage)
         # Trials that ran: a config still queued when the timeout came (a known start, a retry) never started.
         trials = sorted((t for t in study.get_trials(deepcopy=False) if t.datetime_start is not None),
@@ -137,6 +138,18 @@ def run_tuner(workload: str, seed: int, budget_s: float, extra: list[str] | None
         "trials_over_budget": len(trials) - len(finished), "seconds_before_trials": round(before, 2),
         **confirmed,
     }
+
+
+def setting_environment(words: list[str]) -> tuple[dict[str, str], list[str]]:
+    """A setting's leading ``NAME=VALUE`` words, as a shell takes them (environment variables of the command),
+    and the flags after them: ``TUNER_WORKER_START=spawn --pruner patient``."""
+    env: dict[str, str] = {}
+    for i, word in enumerate(words):
+        name, eq, value = word.partition("=")
+        if not eq or not name.isidentifier() or word.startswith("-"):
+            return env, words[i:]
+        env[name] = value
+    return env, []
 
 
 def _seconds(a: datetime, b: datetime) -> float:

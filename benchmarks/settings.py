@@ -2,6 +2,7 @@
 
     python -m benchmarks.settings --setting "" --setting "--calibrate"
     python -m benchmarks.settings --setting "" --setting "--pruner patient" --workloads mnist1d-mlp --seeds 2
+    python -m benchmarks.settings --setting "" --setting "TUNER_WORKER_START=spawn" --workloads digits-mlp
 
 Each setting runs, per workload and seed, with the wall-clock budget and target (best validation accuracy) of
 the plain-Optuna TPE run recorded in ``--reference`` (a ``benchmarks.run`` results file); the settings' order
@@ -38,7 +39,8 @@ REFERENCE = RESULTS / "2026-11-21-x86_64-2core-cpu-full.json"
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.settings", description=__doc__.splitlines()[0])
     parser.add_argument("--setting", action="append",
-                        help="extra `tuner study create` flags of one setting (\"\" for the defaults); repeat")
+                        help="extra `tuner study create` flags of one setting (\"\" for the defaults), after any "
+                             "NAME=VALUE environment variables of its command; repeat")
     parser.add_argument("--workloads", nargs="+", default=None, choices=WORKLOADS,
                         help="default: every workload the reference has a peer-TPE run of")
     parser.add_argument("--seeds", type=int, default=3)

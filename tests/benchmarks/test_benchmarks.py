@@ -153,3 +153,18 @@ def test_settings_with_confirm_retrain_both_tools_delivered_configs(tmp_path):
     assert settings(["--retable", str(path)]).read_text() == table
     with pytest.raises(SystemExit):
         settings(["--workloads", "digits-mlp"])
+
+
+def test_a_setting_s_leading_assignments_are_its_command_s_environment():
+    import subprocess
+
+    from benchmarks.search import run_tuner, setting_environment
+
+    assert setting_environment(["A=1", "B_2=x=y", "--pruner=patient", "C=3"]) == (
+        {"A": "1", "B_2": "x=y"}, ["--pruner=patient", "C=3"])
+    assert setting_environment(["/tmp/spec.yaml"]) == ({}, ["/tmp/spec.yaml"])
+    assert setting_environment([]) == ({}, [])
+    # The variable reaches the command: a value it refuses is named in its error.
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        run_tuner("digits-mlp", 0, budget_s=30, extra=["TUNER_WORKER_START=bogus", "--workers", "2"])
+    assert "TUNER_WORKER_START" in failed.value.stderr and "bogus" in failed.value.stderr
