@@ -230,3 +230,38 @@ def test_a_refused_start_leaves_the_environment_as_it_was(tmp_path: Path, monkey
     with pytest.raises(ConfigError, match=START_ENV):
         run_workers("e", url, 2)
     assert "OMP_NUM_THREADS" not in os.environ  # the threads the workers would have had
+
+
+def test_the_pool_ends_without_waiting_for_reports_it_has(tmp_path: Path):
+    """Every worker that ends by itself sends its report before it exits: the supervisor reads them all and
+    returns, without a last wait on an empty queue (half a second at the end of every pool)."""
+    script = tmp_path / "reports.py"
+    script.write_text(textwrap.dedent("""
+        import multiprocessing.queues
+        import queue
+        import tuner
+
+        real_get = multiprocessing.queues.Queue.get
+        empty = []
+
+        def get(self, *args, **kwargs):
+            try:
+                return real_get(self, *args, **kwargs)
+            except queue.Empty:
+                empty.append(kwargs.get("timeout"))
+                raise
+
+        multiprocessing.queues.Queue.get = get
+
+        def train(ctx):
+            ctx.report(0, 1.0)
+            return 1.0
+
+        if __name__ == "__main__":
+            result = tuner.tune(train, space="lr-only", n_trials=4, epochs=1, workers=2, pruner="none",
+                                storage="sqlite:///q.db", study_name="q", verbose=False, known_starts=False)
+            print("trials", len(result.study.trials), "empty waits", empty)
+    """))
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "trials 4 empty waits []" in done.stdout, done.stdout + done.stderr

@@ -411,7 +411,9 @@ def run_workers(
         finally:
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, old_term)
-        while True:
+        # Every worker that ended by itself sent one report before it exited, so it is in the queue's pipe now:
+        # waited for only while a report is missing (a worker killed outright sends none).
+        while not all(rep.reported for rep, _ in procs):
             try:
                 data = results.get(timeout=0.5)
             except queue.Empty:
