@@ -366,11 +366,15 @@ def test_a_missing_database_driver_says_what_to_install():
 
 @pytest.fixture
 def locked_reports(monkeypatch):
-    """Every insert of an epoch's value fails as a busy SQLite does, ``times`` times (``None``: always)."""
+    """Every insert of an epoch's value fails as a busy SQLite does, ``times`` times (``None``: always). The
+    waits between tries are recorded in ``waits`` instead of slept."""
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
-    state = {"left": 0, "seen": 0}
+    from tuner.study import _engine
+
+    state = {"left": 0, "seen": 0, "waits": []}
+    monkeypatch.setattr(_engine.time, "sleep", state["waits"].append)
 
     def busy(conn, cursor, statement, params, context, executemany):
         if statement.lstrip().upper().startswith("INSERT") and "trial_intermediate_values" in statement:
@@ -425,6 +429,7 @@ def test_an_epoch_report_on_a_busy_storage_is_retried_then_a_storage_failure(pat
         trials = _load(url, "r").trials
         failed = [t for t in trials if t.state == TrialState.FAIL]
         assert len(failed) == 5 and locked_reports["seen"] >= 5 * 4  # each report tried 4 times
+        assert locked_reports["waits"] == [0.5, 1.0, 2.0] * 5  # with backoff
         for t in failed:
             assert t.user_attrs["reason_kind"] == "storage", t.user_attrs
             assert t.user_attrs["reason"].startswith("storage busy: could not record"), t.user_attrs["reason"]
@@ -436,7 +441,7 @@ def test_an_epoch_report_on_a_busy_storage_is_retried_then_a_storage_failure(pat
     trials = _run_two(path, url, objective_ref, space_file).study.trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
     assert [len(t.intermediate_values) for t in trials] == [2, 2]
-    assert locked_reports["seen"] == 5  # 4 reports, one of them twice
+    assert locked_reports["seen"] == 5 and locked_reports["waits"] == [0.5]  # 4 reports, one of them twice
 
 
 def _run_two(path: str, url: str, objective_ref: str, space_file: Path):
