@@ -265,3 +265,63 @@ def test_the_pool_ends_without_waiting_for_reports_it_has(tmp_path: Path):
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "trials 4 empty waits []" in done.stdout, done.stdout + done.stderr
+
+
+def _parent_and_threads(out, environ) -> None:
+    from tuner.study._workers import _take_environment
+
+    before = __import__("torch").get_num_threads()
+    _take_environment(environ)
+    out.put((os.getppid(), before, __import__("torch").get_num_threads()))
+
+
+def test_a_server_started_early_serves_the_pool_and_stops_with_its_block(monkeypatch: pytest.MonkeyPatch):
+    """``early_server``: the server starts as the study is prepared, the pool forks its workers from it (their
+    parent), a worker takes the pool's threads (OMP_NUM_THREADS, which the server did not know as it loaded
+    PyTorch), and the server stops at the block's end, or at once where the study runs in one process."""
+    from tuner.study._workers import _environ, early_server, no_pool
+
+    server = forkserver._forkserver
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # as the server loads PyTorch
+    with early_server(True):
+        pid = server._forkserver_pid
+        assert pid is not None and _SERVER.locked()
+        with _environ({"OMP_NUM_THREADS": "1"}), _start_method() as ctx:  # as run_workers starts its pool
+            assert ctx.get_start_method() == "forkserver"
+            out = ctx.Queue()
+            proc = ctx.Process(target=_parent_and_threads, args=(out, dict(os.environ)))
+            proc.start()
+            parent, before, after = out.get(timeout=120)
+            proc.join()
+        assert server._forkserver_pid == pid  # the pool's end leaves it to the block
+    assert (parent, before, after) == (pid, 2, 1)
+    assert server._forkserver_pid is None and not _SERVER.locked()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+    with early_server(True):
+        pid = server._forkserver_pid
+        no_pool()  # auto chose one process: stopped now
+        assert server._forkserver_pid is None and not _SERVER.locked()
+        with _start_method() as ctx:  # a pool after all would start a server of its own
+            assert ctx.get_start_method() == "forkserver" and server._forkserver_pid not in (None, pid)
+    assert server._forkserver_pid is None
+
+
+def test_no_server_starts_early_where_no_pool_is_likely_or_workers_are_spawned(monkeypatch: pytest.MonkeyPatch):
+    from tuner.study import _autoworkers
+    from tuner.study._workers import early_server, pool_likely
+
+    server = forkserver._forkserver
+    monkeypatch.delenv("TUNER_WORKERS", raising=False)
+    monkeypatch.setattr(_autoworkers, "usable_cores", lambda: 2)
+    assert pool_likely("2", None, None) and pool_likely("auto", 30.0, None) and pool_likely(1, None, "cpu,cpu")
+    assert not pool_likely("1", 30.0, None) and not pool_likely("auto", None, None)
+    assert not pool_likely("auto", 5.0, None) and not pool_likely("auto", None, "cpu")
+    monkeypatch.setattr(_autoworkers, "usable_cores", lambda: 1)
+    assert not pool_likely("auto", 30.0, None)
+    with early_server(False):
+        assert server._forkserver_pid is None
+    monkeypatch.setenv(START_ENV, "spawn")
+    with early_server(True):
+        assert server._forkserver_pid is None and not _SERVER.locked()

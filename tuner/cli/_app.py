@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import signal
 import sys
@@ -105,7 +106,9 @@ def handle_errors(fn: F) -> F:
         previous = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, _on_sigterm)
         try:
-            return fn(*args, **kwargs)
+            with contextlib.ExitStack() as cleanup:  # what a command started for its own time (a fork server)
+                _state["cleanup"] = cleanup
+                return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, click_exceptions.ClickException):
             raise
         except KeyboardInterrupt:
@@ -373,6 +376,7 @@ def study_create(
         # Joined without a budget asked for: the study keeps its own (the default 30 would replace it).
         spec_obj = _keep_stored_budget(spec_obj)
     # A spec or flag refused there is said before PyTorch loads.
+    _early_server(workers, spec_obj.timeout, devices, run=not no_run)
     prepared, study = open_checked(spec_obj, spec_file=spec if space is None else None, devices=devices,
                                    force=force, run=not no_run)
     from tuner.study._session import study_summary
@@ -434,6 +438,7 @@ def study_run(
                                        on_oom=on_oom, mlflow=mlflow, tensorboard=tensorboard)
     from tuner.study._inputs import open_checked
 
+    _early_server(workers, spec_obj.timeout, devices)
     prepared, study = open_checked(spec_obj, space_data=space_data, devices=devices, force=force)
     use_storage(prepared.storage_url)
     if fmt is Format.text:
@@ -444,6 +449,14 @@ def study_run(
              f"finished, {count(prepared.spec.epochs, 'epoch')} each, on {prepared.trainer.device}"
              f"{_time_box(prepared.spec.timeout)}")
     _run(study, prepared, fmt, workers, devices)
+
+
+def _early_server(workers: str, timeout: float | None, devices: str | None, run: bool = True) -> None:
+    """A run that will likely start workers starts their fork server now, for the command's time: it imports
+    PyTorch while this process loads the objective and opens the study."""
+    from tuner.study._workers import early_server, pool_likely
+
+    _state["cleanup"].enter_context(early_server(run and pool_likely(workers, timeout, devices)))
 
 
 def _check_workers(workers: str) -> None:

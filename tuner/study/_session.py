@@ -22,7 +22,7 @@ from tuner.study._engine import TrialOutcome
 from tuner.study._local import run_prepared
 from tuner.study._prepare import PreparedStudy
 from tuner.study._record import FINISHED, best_trial, better, direction_of, primary, record_of
-from tuner.study._workers import MAX_WORKERS_PER_CORE, WorkerReport, check_workers, parse_devices, run_workers
+from tuner.study._workers import MAX_WORKERS_PER_CORE, WorkerReport, check_workers, no_pool, parse_devices, run_workers
 
 if TYPE_CHECKING:
     from tuner.study._autopack import PackChoice
@@ -80,6 +80,7 @@ def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | N
     device_list = parse_devices(devices)
     left = n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
     if left <= 0:  # the budget is spent: no workers to start, no pack to time (the caller says how to go on)
+        no_pool()
         with tracking(study, None, mlflow=prepared.spec.mlflow, tensorboard=prepared.spec.tensorboard):
             pass  # ... but the trials a tracker has not logged yet are logged, as any run logs them
         return SessionResult(0, 0.0, "budget")
@@ -96,6 +97,8 @@ def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | N
             choice = WorkersChoice(1, f"{packs}, and they train in one process on the cores ({n} starts "
                                       f"{choice.n} processes anyway)", threads=choice.alone)
     check_workers(choice.n)
+    if choice.n == 1:
+        no_pool()  # a fork server started early for a pool that auto did not choose
     if on_start is not None and choice.why:
         on_start(choice.line())
     with tracking(study, on_trial, mlflow=prepared.spec.mlflow, tensorboard=prepared.spec.tensorboard) as on_trial:

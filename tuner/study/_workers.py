@@ -119,8 +119,7 @@ def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], res
     signal.signal(signal.SIGTERM, _interrupt_once)
     try:  # from here, a signal is an interrupted worker, not a traceback
         if environ is not None:
-            os.environ.clear()
-            os.environ.update(environ)
+            _take_environment(environ)
         from tuner._secrets import RedactingStream, remember_url
 
         remember_url(url)  # this process's own output is redacted too, as the command's is
@@ -168,6 +167,17 @@ def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], res
     sys.exit(code)
 
 
+def _take_environment(environ: dict[str, str]) -> None:
+    """A worker's environment: its supervisor's as the pool started. With it, the threads the pool gives each
+    worker, which a server started before the pool did not know: OMP_NUM_THREADS is read as PyTorch loads, and
+    a forked worker has it loaded."""
+    os.environ.clear()
+    os.environ.update(environ)
+    threads = environ.get("OMP_NUM_THREADS", "")
+    if "torch" in sys.modules and threads.isdigit() and int(threads) > 0:
+        sys.modules["torch"].set_num_threads(int(threads))
+
+
 def _watch_parent(parent: int) -> None:
     """A worker whose supervisor dies (SIGKILL, the OOM killer) would train on as an orphan until the budget
     is met. A daemon thread notices the parent's death as it happens and stops the worker the way SIGTERM
@@ -212,6 +222,10 @@ def _start_method() -> Iterator[Any]:
     asked = os.environ.get(START_ENV, "").strip().lower() or "forkserver"
     if asked not in ("forkserver", "spawn"):
         raise ConfigError(f"${START_ENV} must be 'forkserver' (the default) or 'spawn' (got {asked!r}).")
+    early = _EARLY.get(threading.get_ident())
+    if early is not None and asked == "forkserver":  # started by early_server() around this pool: stopped there
+        yield early.ctx
+        return
     if asked == "spawn" or not _SERVER.acquire(blocking=False):  # another pool of this process (a thread of its
         yield mp.get_context("spawn")  # own) has the server
         return
@@ -224,6 +238,65 @@ def _start_method() -> Iterator[Any]:
 
 _SERVER = threading.Lock()
 START_ENV = "TUNER_WORKER_START"  # spawn: every worker imports everything itself, as on platforms without a server
+
+
+@dataclass
+class _Early:
+    ctx: Any
+    stack: contextlib.ExitStack
+
+    def stop(self) -> None:
+        self.stack.close()
+
+
+_EARLY: dict[int, _Early] = {}  # by thread: the server early_server() started for the pool this thread may run
+
+
+@contextlib.contextmanager
+def early_server(likely: bool) -> Iterator[None]:
+    """Around preparing a study that will ``likely`` run a pool of workers here: its fork server is started now,
+    so that it imports PyTorch beside this process's own preparation (loading the objective, opening the
+    storage, timing threads) instead of after it; the pool then forks its workers from it at once. Stopped at
+    the block's end, or at once by :func:`no_pool` where the study runs in this process after all."""
+    if not likely or threading.get_ident() in _EARLY or os.environ.get(START_ENV, "").strip().lower() == "spawn":
+        yield
+        return
+    stack = contextlib.ExitStack()
+    try:
+        ctx = stack.enter_context(_start_method())
+    except Exception:  # said by the pool itself, if one starts
+        stack.close()
+        yield
+        return
+    if ctx.get_start_method() != "forkserver":
+        stack.close()
+        yield
+        return
+    _EARLY[threading.get_ident()] = early = _Early(ctx, stack)
+    try:
+        yield
+    finally:
+        _EARLY.pop(threading.get_ident(), None)
+        early.stop()
+
+
+def pool_likely(workers: object, timeout: float | None, devices: str | None) -> bool:
+    """Whether a study's run will likely start a pool of workers here: more than one asked for (or one per
+    device of several), or ``auto`` with a timeout long enough for workers on a machine of several cores
+    (where ``auto`` still chooses one process, :func:`no_pool` stops the server)."""
+    from tuner.study._autoworkers import MIN_STUDY_SECONDS, requested_workers, usable_cores
+
+    asked = requested_workers(workers)
+    if asked != "auto" or devices:
+        return max(1 if asked == "auto" else int(asked), len(parse_devices(devices))) > 1
+    return timeout is not None and timeout >= MIN_STUDY_SECONDS and usable_cores() >= 2
+
+
+def no_pool() -> None:
+    """The study runs in this process: a fork server started early for it is stopped now, not at its end."""
+    early = _EARLY.pop(threading.get_ident(), None)
+    if early is not None:
+        early.stop()
 
 
 def _check_cuda() -> None:
