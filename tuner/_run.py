@@ -123,12 +123,7 @@ def _refuse_objective_object(objective: Any) -> None:
 def _run(spec: Any, workers: int | str, devices: str | None, force: bool, verbose: bool,
          fields: dict[str, Any]) -> StudyResult:
     from tuner.study import StudySpec, load_spec
-    from tuner.study._engine import Terminated, sigterm_exits
-    from tuner.study._inputs import open_checked
-    from tuner.study._session import run_study as run_session
-    from tuner.study._session import trial_line
-    from tuner.study._storage import storage_label
-    from tuner.study._workers import check_workers, parse_devices, refuse_unguarded_start
+    from tuner.study._workers import check_workers, early_server, parse_devices, pool_likely, refuse_unguarded_start
 
     for key, flag in (("verbose", verbose), ("force", force)):
         if not isinstance(flag, bool):
@@ -170,6 +165,19 @@ def _run(spec: Any, workers: int | str, devices: str | None, force: bool, verbos
     given = {key: value for key, value in fields.items() if value is not None or key in NONE_REPLACES}
     spec_obj = StudySpec.from_mapping({**base.model_dump(), **given}, "tuner.run_study()")
     spec_file = spec if isinstance(spec, (str, os.PathLike)) and "space" not in given else None
+    # A run that will likely start workers starts their fork server now, as the command does.
+    with early_server(pool_likely(workers, spec_obj.timeout, devices)):
+        return _open_and_run(spec_obj, spec_file, workers, devices, force, verbose)
+
+
+def _open_and_run(spec_obj: Any, spec_file: Any, workers: int | str, devices: str | None, force: bool,
+                  verbose: bool) -> StudyResult:
+    from tuner.study._engine import Terminated, sigterm_exits
+    from tuner.study._inputs import open_checked
+    from tuner.study._session import run_study as run_session
+    from tuner.study._session import trial_line
+    from tuner.study._storage import storage_label
+
     prepared, study = open_checked(spec_obj, spec_file=spec_file, devices=devices, force=force)
     say = (lambda line: print(line, flush=True)) if verbose else None
     n_trials, timeout = prepared.spec.n_trials, prepared.spec.timeout
@@ -185,7 +193,7 @@ def _run(spec: Any, workers: int | str, devices: str | None, force: bool, verbos
         import warnings
 
         for line in prepared.changes_lines():
-            warnings.warn(f"tuner.run_study: {line}", UserWarning, stacklevel=3)
+            warnings.warn(f"tuner.run_study: {line}", UserWarning, stacklevel=4)
     done = before = _finished(study)
     start = time.monotonic()
 
