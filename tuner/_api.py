@@ -334,139 +334,143 @@ def tune(
             raise ConfigError(f"workers={workers} needs a storage the processes share, e.g. "
                               f"storage='sqlite:///tune.db'.")
         ref = function_ref(train_fn)
-    objectives = _check_objectives(objectives, metric)
-    from tuner.track import check_tracking, tracking
+    from tuner.study._workers import early_server
 
-    check_tracking(mlflow, tensorboard)  # a missing package fails here, before any study exists
-    search = _space(space)  # a bad space fails here, before any study exists
-    if batch_size is not None:
-        search = search.with_batch_sizes(batch_size)
-    from tuner.study._starts import gather_starts
+    # A pool's fork server starts now, beside what is prepared here (the study, the storage), as the command's.
+    with early_server(ref is not None):
+        objectives = _check_objectives(objectives, metric)
+        from tuner.track import check_tracking, tracking
 
-    if isinstance(enqueue, (str, Path, TrainConfig, dict)):
-        enqueue = [enqueue]
-    elif enqueue is not None and not isinstance(enqueue, (list, tuple)):
-        raise ConfigError(f"enqueue: a list of configs (file paths, TrainConfigs or mappings), or one of them; got "
-                          f"{type(enqueue).__name__}.")
-    warm_name, warm_storage, warm_top = warm_start, storage, 5
-    if warm_start is not None and not isinstance(warm_start, optuna.Study):
-        from tuner.study._spec import parse_warm_start
+        check_tracking(mlflow, tensorboard)  # a missing package fails here, before any study exists
+        search = _space(space)  # a bad space fails here, before any study exists
+        if batch_size is not None:
+            search = search.with_batch_sizes(batch_size)
+        from tuner.study._starts import gather_starts
 
-        parsed = parse_warm_start(warm_start, "tuner.tune()")  # a mapping as in a spec file: {study, storage, top}
-        warm_name, warm_storage, warm_top = parsed.study, parsed.storage or storage, parsed.top
-    starts, start_notes = gather_starts(search, enqueue=list(enqueue or []), warm_start=warm_name,
-                                        warm_storage=warm_storage, warm_top=warm_top, known=bool(known_starts),
-                                        epochs=epochs)
-    start_notes = search.epoch_notes(epochs) + start_notes  # a schedule longer than the trials: said first
-    from tuner.study._prepare import search_setup
+        if isinstance(enqueue, (str, Path, TrainConfig, dict)):
+            enqueue = [enqueue]
+        elif enqueue is not None and not isinstance(enqueue, (list, tuple)):
+            raise ConfigError(f"enqueue: a list of configs (file paths, TrainConfigs or mappings), or one of them; got "
+                              f"{type(enqueue).__name__}.")
+        warm_name, warm_storage, warm_top = warm_start, storage, 5
+        if warm_start is not None and not isinstance(warm_start, optuna.Study):
+            from tuner.study._spec import parse_warm_start
 
-    setup = search_setup(search, sampler, pruner, seed=seed, epochs=epochs, n_trials=n_trials,
-                         n_objectives=len(objectives))  # bad options fail here, before any study exists
-    if setup.grid:
-        if enqueue or warm_start:
-            raise ConfigError("sampler='grid' runs the grid's own points: enqueue and warm_start do not apply "
-                              "(use another sampler to try known configs first).")
-        if setup.n_trials != n_trials:
-            start_notes.append(f"n_trials: {n_trials} asked, {setup.n_trials} run: the grid over space "
-                               f"{search.name!r} has {setup.n_trials} points, each run once")
-        n_trials, starts = setup.n_trials, []  # a grid runs its own points
-    name = study_name or f"tune-{getattr(train_fn, '__name__', 'fn')}-{search.name}"
-    if study_name is None and isinstance(space, dict) and storage:
-        # A space given as a mapping was named "<space>" before it was named "custom": a study made then, under
-        # the old default name, is resumed, not started again beside it.
-        from tuner.study._storage import study_in_storage
+            parsed = parse_warm_start(warm_start, "tuner.tune()")  # a mapping as in a spec file: {study, storage, top}
+            warm_name, warm_storage, warm_top = parsed.study, parsed.storage or storage, parsed.top
+        starts, start_notes = gather_starts(search, enqueue=list(enqueue or []), warm_start=warm_name,
+                                            warm_storage=warm_storage, warm_top=warm_top, known=bool(known_starts),
+                                            epochs=epochs)
+        start_notes = search.epoch_notes(epochs) + start_notes  # a schedule longer than the trials: said first
+        from tuner.study._prepare import search_setup
 
-        older = f"tune-{getattr(train_fn, '__name__', 'fn')}-<space>"
-        if not study_in_storage(name, storage) and study_in_storage(older, storage):
-            name = older
-    settings = _plain({"sampler": sampler, "pruner": pruner})
-    from tuner.study._starts import within_budget
+        setup = search_setup(search, sampler, pruner, seed=seed, epochs=epochs, n_trials=n_trials,
+                             n_objectives=len(objectives))  # bad options fail here, before any study exists
+        if setup.grid:
+            if enqueue or warm_start:
+                raise ConfigError("sampler='grid' runs the grid's own points: enqueue and warm_start do not apply "
+                                  "(use another sampler to try known configs first).")
+            if setup.n_trials != n_trials:
+                start_notes.append(f"n_trials: {n_trials} asked, {setup.n_trials} run: the grid over space "
+                                   f"{search.name!r} has {setup.n_trials} points, each run once")
+            n_trials, starts = setup.n_trials, []  # a grid runs its own points
+        name = study_name or f"tune-{getattr(train_fn, '__name__', 'fn')}-{search.name}"
+        if study_name is None and isinstance(space, dict) and storage:
+            # A space given as a mapping was named "<space>" before it was named "custom": a study made then, under
+            # the old default name, is resumed, not started again beside it.
+            from tuner.study._storage import study_in_storage
 
-    starts, dropped = within_budget(starts, n_trials)
-    study, queued, existed = _create_or_join(train_fn, search, name, storage, direction, metric, epochs, seed,
-                                             setup.sampler, setup.pruner, starts, objectives, settings,
-                                             setup.grid[:n_trials], default_name=study_name is None)
-    plan = RunPlan(name=name, storage_url=storage, space=search, epochs=epochs, seed=seed, n_trials=n_trials,
-                   timeout=timeout, pruner_name=option_name(pruner), sampler_name=option_name(sampler),
-                   max_consecutive_failures=max_consecutive_failures, objectives=objectives,
-                   resume_hint="call tuner.tune() again with the same storage and study_name")
-    if queued:  # created here: what its budget left out of the first trials
-        start_notes += dropped
-    # Trials that ran before (queued ones, a grid's points among them, are not a resume).
-    existing = sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
-    asked = [what for what, given in (("enqueue", enqueue), ("warm_start", warm_start)) if given]
-    if existed and asked:
-        from tuner.study._storage import study_command
+            older = f"tune-{getattr(train_fn, '__name__', 'fn')}-<space>"
+            if not study_in_storage(name, storage) and study_in_storage(older, storage):
+                name = older
+        settings = _plain({"sampler": sampler, "pruner": pruner})
+        from tuner.study._starts import within_budget
 
-        start_notes.append(f"{' and '.join(asked)}: not queued, the study exists and they apply to a new one; `"
-                           + study_command("enqueue", name, storage, "FILE.yaml")
-                           + "` queues configs into it for the next tuner.tune() call")
-    if existing:
-        # A resumed study: a sampler seeded as in the first call would propose the same parameters again.
-        from tuner.study._prepare import _joining_seed
+        starts, dropped = within_budget(starts, n_trials)
+        study, queued, existed = _create_or_join(train_fn, search, name, storage, direction, metric, epochs, seed,
+                                                 setup.sampler, setup.pruner, starts, objectives, settings,
+                                                 setup.grid[:n_trials], default_name=study_name is None)
+        plan = RunPlan(name=name, storage_url=storage, space=search, epochs=epochs, seed=seed, n_trials=n_trials,
+                       timeout=timeout, pruner_name=option_name(pruner), sampler_name=option_name(sampler),
+                       max_consecutive_failures=max_consecutive_failures, objectives=objectives,
+                       resume_hint="call tuner.tune() again with the same storage and study_name")
+        if queued:  # created here: what its budget left out of the first trials
+            start_notes += dropped
+        # Trials that ran before (queued ones, a grid's points among them, are not a resume).
+        existing = sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
+        asked = [what for what, given in (("enqueue", enqueue), ("warm_start", warm_start)) if given]
+        if existed and asked:
+            from tuner.study._storage import study_command
 
-        study.sampler = build_sampler(sampler, {"seed": _joining_seed(seed, existing), "epochs": epochs,
-                                                "multi": len(objectives) > 1})
-    done = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.state.name != "FAIL"])
+            start_notes.append(f"{' and '.join(asked)}: not queued, the study exists and they apply to a new one; `"
+                               + study_command("enqueue", name, storage, "FILE.yaml")
+                               + "` queues configs into it for the next tuner.tune() call")
+        if existing:
+            # A resumed study: a sampler seeded as in the first call would propose the same parameters again.
+            from tuner.study._prepare import _joining_seed
 
-    from tuner.study._session import RunningBest
+            study.sampler = build_sampler(sampler, {"seed": _joining_seed(seed, existing), "epochs": epochs,
+                                                    "multi": len(objectives) > 1})
+        done = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.state.name != "FAIL"])
 
-    running_best = RunningBest(study)
+        from tuner.study._session import RunningBest
 
-    def on_trial(outcome: TrialOutcome, s: optuna.Study) -> None:
-        nonlocal done
-        done += outcome.state in ("COMPLETE", "PRUNED")
-        best = running_best.see(outcome)
+        running_best = RunningBest(study)
+
+        def on_trial(outcome: TrialOutcome, s: optuna.Study) -> None:
+            nonlocal done
+            done += outcome.state in ("COMPLETE", "PRUNED")
+            best = running_best.see(outcome)
+            if verbose:
+                print(trial_line(outcome, done, n_trials, best), flush=True)
+
         if verbose:
-            print(trial_line(outcome, done, n_trials, best), flush=True)
+            print(f"tuning {getattr(train_fn, '__qualname__', 'train_fn')} over space {search.name!r}: study {name!r}, "
+                  f"{count(n_trials, 'trial')} x {count(epochs, 'epoch')}, {direction} {metric!r}"
+                  + "".join(f", minimize {name!r}" for name in objectives[1:])
+                  + (f", timeout {timeout:g}s" if timeout else ""), flush=True)
+            if direction_note:
+                print(f"direction: {direction_note}", flush=True)
+            if existed:
+                from tuner.study._storage import mask_url
 
-    if verbose:
-        print(f"tuning {getattr(train_fn, '__qualname__', 'train_fn')} over space {search.name!r}: study {name!r}, "
-              f"{count(n_trials, 'trial')} x {count(epochs, 'epoch')}, {direction} {metric!r}"
-              + "".join(f", minimize {name!r}" for name in objectives[1:])
-              + (f", timeout {timeout:g}s" if timeout else ""), flush=True)
-        if direction_note:
-            print(f"direction: {direction_note}", flush=True)
-        if existed:
-            from tuner.study._storage import mask_url
+                more = ("" if done < n_trials else "; every point of the grid has run" if setup.grid else
+                        "; raise the budget with n_trials=")
+                print(f"resuming study {name!r} in {mask_url(storage)}: it has "
+                      f"{count(done, 'finished trial')} of {n_trials}{more}", flush=True)
+            if queued:
+                print(f"first trials ({len(queued)} queued): " + "; ".join(
+                    s.source + (f" ({'; '.join(s.changes)})" if s.changes else "") for s in queued), flush=True)
+            for note in start_notes:
+                print(note, flush=True)
+        else:  # what the call asked for and did not get, said even when nothing is printed
+            from tuner.study._starts import asked_for_and_changed
 
-            more = ("" if done < n_trials else "; every point of the grid has run" if setup.grid else
-                    "; raise the budget with n_trials=")
-            print(f"resuming study {name!r} in {mask_url(storage)}: it has "
-                  f"{count(done, 'finished trial')} of {n_trials}{more}", flush=True)
-        if queued:
-            print(f"first trials ({len(queued)} queued): " + "; ".join(
-                s.source + (f" ({'; '.join(s.changes)})" if s.changes else "") for s in queued), flush=True)
-        for note in start_notes:
-            print(note, flush=True)
-    else:  # what the call asked for and did not get, said even when nothing is printed
-        from tuner.study._starts import asked_for_and_changed
-
-        changed, notes = asked_for_and_changed(queued, start_notes)
-        for note in notes + changed:
-            warnings.warn(f"tuner.tune: {note}", UserWarning, stacklevel=2)
-    try:
-        with sigterm_exits(), tracking(study, on_trial, mlflow=mlflow, tensorboard=tensorboard) as tracked:
-            if ref is not None:
-                _run_workers(study, plan, ref, workers, sampler, pruner, tracked, verbose)
-                return TuneResult(study, train_fn, seed)
-            run = run_trials(study, plan, UserExecutor(train_fn), on_trial=tracked)
-    except (StudyError, KeyboardInterrupt, Terminated) as exc:
-        # What finished is the caller's: ``exc.result`` (a study without a storage exists nowhere else).
-        exc.result = TuneResult(study, train_fn, seed)
-        if verbose and isinstance(exc, (KeyboardInterrupt, Terminated)):
-            resume = ("call tuner.tune() again with the same storage and study_name to resume" if storage else
-                      "the study has no storage: the exception's .result holds what finished")
-            how = "terminated" if isinstance(exc, Terminated) else "interrupted"
-            print(f"{how}: {INTERRUPTED_RUN}; {resume}", flush=True)
-        raise
-    if verbose:
-        ranked = ranked_trials(study)
-        stop = " (timeout reached)" if run.stopped_by == "timeout" else ""
-        best = (f"; best trial {ranked[0].number}: {metric} {primary(ranked[0]):.4f}" if ranked else
-                "; no complete trial")
-        print(f"ran {len(run.outcomes)} trial(s) in {run.seconds:.1f}s{stop}{best}", file=sys.stdout, flush=True)
-    return TuneResult(study, train_fn, seed)
+            changed, notes = asked_for_and_changed(queued, start_notes)
+            for note in notes + changed:
+                warnings.warn(f"tuner.tune: {note}", UserWarning, stacklevel=2)
+        try:
+            with sigterm_exits(), tracking(study, on_trial, mlflow=mlflow, tensorboard=tensorboard) as tracked:
+                if ref is not None:
+                    _run_workers(study, plan, ref, workers, sampler, pruner, tracked, verbose)
+                    return TuneResult(study, train_fn, seed)
+                run = run_trials(study, plan, UserExecutor(train_fn), on_trial=tracked)
+        except (StudyError, KeyboardInterrupt, Terminated) as exc:
+            # What finished is the caller's: ``exc.result`` (a study without a storage exists nowhere else).
+            exc.result = TuneResult(study, train_fn, seed)
+            if verbose and isinstance(exc, (KeyboardInterrupt, Terminated)):
+                resume = ("call tuner.tune() again with the same storage and study_name to resume" if storage else
+                          "the study has no storage: the exception's .result holds what finished")
+                how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+                print(f"{how}: {INTERRUPTED_RUN}; {resume}", flush=True)
+            raise
+        if verbose:
+            ranked = ranked_trials(study)
+            stop = " (timeout reached)" if run.stopped_by == "timeout" else ""
+            best = (f"; best trial {ranked[0].number}: {metric} {primary(ranked[0]):.4f}" if ranked else
+                    "; no complete trial")
+            print(f"ran {len(run.outcomes)} trial(s) in {run.seconds:.1f}s{stop}{best}", file=sys.stdout, flush=True)
+        return TuneResult(study, train_fn, seed)
 
 
 def _run_workers(study: optuna.Study, plan: RunPlan, ref: dict[str, str], workers: int, sampler: Any, pruner: Any,
