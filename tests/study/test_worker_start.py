@@ -267,12 +267,20 @@ def test_the_pool_ends_without_waiting_for_reports_it_has(tmp_path: Path):
     assert "trials 4 empty waits []" in done.stdout, done.stdout + done.stderr
 
 
+def _threads() -> tuple[int, int]:
+    """PyTorch's threads, and the most threads a BLAS library of this process (NumPy's OpenBLAS) uses."""
+    from threadpoolctl import threadpool_info
+
+    blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    return __import__("torch").get_num_threads(), max(blas, default=0)
+
+
 def _parent_and_threads(out, environ) -> None:
     from tuner.study._workers import _take_environment
 
-    before = __import__("torch").get_num_threads()
+    before = _threads()
     _take_environment(environ)
-    out.put((os.getppid(), before, __import__("torch").get_num_threads()))
+    out.put((os.getppid(), before, _threads()))
 
 
 def test_a_server_started_early_serves_the_pool_and_stops_with_its_block(monkeypatch: pytest.MonkeyPatch):
@@ -294,7 +302,7 @@ def test_a_server_started_early_serves_the_pool_and_stops_with_its_block(monkeyp
             parent, before, after = out.get(timeout=120)
             proc.join()
         assert server._forkserver_pid == pid  # the pool's end leaves it to the block
-    assert (parent, before, after) == (pid, 2, 1)
+    assert parent == pid and before[0] == 2 and after == (1, min(1, before[1]))  # PyTorch's and BLAS threads
     assert server._forkserver_pid is None and not _SERVER.locked()
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
@@ -316,6 +324,8 @@ def test_no_server_starts_early_where_no_pool_is_likely_or_workers_are_spawned(m
     monkeypatch.delenv("TUNER_WORKERS", raising=False)
     monkeypatch.setattr(_autoworkers, "usable_cores", lambda: 2)
     assert pool_likely("2", None, None) and pool_likely("auto", 30.0, None) and pool_likely(1, None, "cpu,cpu")
+    # devices are counted, not checked (nor PyTorch loaded): preparing the study checks them, after the spec
+    assert pool_likely("auto", None, "cuda:0, cuda:7") and not pool_likely("auto", 30.0, "nosuch")
     assert not pool_likely("1", 30.0, None) and not pool_likely("auto", None, None)
     assert not pool_likely("auto", 5.0, None) and not pool_likely("auto", None, "cpu")
     monkeypatch.setattr(_autoworkers, "usable_cores", lambda: 1)
@@ -325,3 +335,18 @@ def test_no_server_starts_early_where_no_pool_is_likely_or_workers_are_spawned(m
     monkeypatch.setenv(START_ENV, "spawn")
     with early_server(True):
         assert server._forkserver_pid is None and not _SERVER.locked()
+    monkeypatch.setenv(START_ENV, "fork")  # a wrong value: said before any study is created or opened
+    with pytest.raises(ConfigError, match=START_ENV):
+        with early_server(True):
+            pass
+    assert server._forkserver_pid is None and not _SERVER.locked()
+
+
+def test_a_wrong_start_method_is_refused_before_the_command_creates_anything(tmp_path: Path):
+    env = {**_environment_without_storage(), START_ENV: "fork"}
+    done = subprocess.run([*_command(tmp_path, "--objective", _objective(tmp_path), "--workers", "2", "--timeout",
+                                     "30", "--n-trials", "2", "--epochs", "1")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and done.stdout == "", done.stdout + done.stderr
+    assert done.stderr.startswith("error: $TUNER_WORKER_START must be") and len(done.stderr.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic_objective.py"]

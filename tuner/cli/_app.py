@@ -140,6 +140,7 @@ def handle_errors(fn: F) -> F:
             error_line(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
             raise typer.Exit(1) from None
         finally:
+            _state.pop("cleanup", None)  # closed: nothing after the command enters it
             signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]

@@ -176,6 +176,12 @@ def _take_environment(environ: dict[str, str]) -> None:
     threads = environ.get("OMP_NUM_THREADS", "")
     if "torch" in sys.modules and threads.isdigit() and int(threads) > 0:
         sys.modules["torch"].set_num_threads(int(threads))
+        try:  # and NumPy's BLAS (OpenBLAS read the server's threads as NumPy loaded with PyTorch)
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(int(threads))
+        except Exception:  # threadpoolctl comes with scikit-learn; without it, PyTorch's own threads are set
+            pass
 
 
 def _watch_parent(parent: int) -> None:
@@ -264,7 +270,10 @@ def early_server(likely: bool) -> Iterator[None]:
     stack = contextlib.ExitStack()
     try:
         ctx = stack.enter_context(_start_method())
-    except Exception:  # said by the pool itself, if one starts
+    except ConfigError:  # $TUNER_WORKER_START: refused before the study is created or opened
+        stack.close()
+        raise
+    except Exception:  # no server here (no socket for it): the pool starts its workers another way
         stack.close()
         yield
         return
@@ -287,8 +296,9 @@ def pool_likely(workers: object, timeout: float | None, devices: str | None) -> 
     from tuner.study._autoworkers import MIN_STUDY_SECONDS, requested_workers, usable_cores
 
     asked = requested_workers(workers)
-    if asked != "auto" or devices:
-        return max(1 if asked == "auto" else int(asked), len(parse_devices(devices))) > 1
+    if asked != "auto" or devices:  # the devices counted, not checked: the study's preparation checks them
+        named = len([d for d in (devices or "").split(",") if d.strip()])
+        return max(1 if asked == "auto" else int(asked), named) > 1
     return timeout is not None and timeout >= MIN_STUDY_SECONDS and usable_cores() >= 2
 
 
