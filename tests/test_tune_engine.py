@@ -599,3 +599,64 @@ def test_sigterm_records_the_running_trial_as_interrupted_as_the_command_does(tm
     assert first.state == TrialState.FAIL
     assert first.user_attrs[Key.REASON].startswith("interrupted; its config was queued again")
     assert retry.state == TrialState.WAITING
+
+
+LOST_SIGTERM = """
+    import os
+    import signal
+    import time
+
+    class Collected:
+        def __del__(self):  # as a database connection's weakref callback or __del__ may be, as the signal comes
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)  # the handler runs here: Python prints "Exception ignored" and goes on
+"""
+
+
+@pytest.mark.parametrize("how", ["tune", "command"])
+def test_a_sigterm_whose_exception_python_lost_still_ends_the_run(how: str, tmp_path: Path, objective_file: Path):
+    """A SIGTERM handler raises; where it runs inside a ``__del__`` Python loses that exception. The run still
+    ends as terminated at its next check (here the trial's next epoch): the trial is recorded as interrupted,
+    no later trial starts, and the exit code is 143, instead of the study going on to its end with 0."""
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    env = {k: v for k, v in os.environ.items() if k != "TUNER_STORAGE"}
+    if how == "tune":
+        (tmp_path / "job.py").write_text(textwrap.dedent(LOST_SIGTERM) + textwrap.dedent(f"""
+            import tuner
+
+            def train(ctx):
+                for epoch in range(3):
+                    if ctx.number == 1 and epoch == 1:
+                        Collected()  # collected at once
+                    ctx.report(epoch, 0.5)
+                return 0.5
+
+            if __name__ == "__main__":
+                tuner.tune(train, space="lr-only", n_trials=6, epochs=3, storage={url!r}, study_name="t",
+                           verbose=False, known_starts=False)
+                print("finished")
+            """))
+        command = [sys.executable, "job.py"]
+    else:
+        source = objective_file.read_text() + textwrap.dedent(LOST_SIGTERM)
+        (tmp_path / "obj.py").write_text(source + textwrap.dedent("""
+            built = []
+
+            def _build(data):
+                built.append(1)
+                if len(built) == 3:  # the second trial's model (the first is built as the study is prepared)
+                    Collected()
+                return build_model(data)
+
+            objective = Objective("lost", load_data=load_data, build_model=_build, metric="accuracy")
+            """))
+        command = [str(Path(sys.executable).with_name("tuner")), "study", "create", "--objective", "obj.py:objective",
+                   "--space", "lr-only", "--name", "t", "--n-trials", "6", "--epochs", "3", "--threads", "1",
+                   "--pack", "1", "--workers", "1", "--no-known-starts", "--storage", url]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert "Exception ignored" in done.stderr, done.stderr[-3000:]  # the exception was lost, as in the wild
+    assert done.returncode == 143 and "finished" not in done.stdout, (done.returncode, done.stderr[-3000:])
+    trials = optuna.load_study(study_name="t", storage=url).trials
+    assert [t.state.name for t in trials[:2]] == ["COMPLETE", "FAIL"], [t.state.name for t in trials]
+    assert trials[1].user_attrs["reason_kind"] == "interrupted", trials[1].user_attrs
+    assert all(t.state.name == "WAITING" for t in trials[2:])  # its config queued again; nothing else ran

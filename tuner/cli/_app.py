@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 
 from tuner._builtin import builtin_names
 from tuner._logs import quiet_libraries
+from tuner._terminate import Terminated, clear_terminate, note_terminate, raise_if_terminated
 from tuner._version import __version__
 from tuner.cli._output import (
     command,
@@ -108,9 +109,15 @@ def handle_errors(fn: F) -> F:
         try:
             with contextlib.ExitStack() as cleanup:  # what a command started for its own time (a fork server)
                 _state["cleanup"] = cleanup
-                return fn(*args, **kwargs)
+                clear_terminate()
+                done = fn(*args, **kwargs)
+                raise_if_terminated()  # a SIGTERM whose exception was lost after the command's last check
+                return done
         except (typer.Exit, typer.Abort, click_exceptions.ClickException):
             raise
+        except Terminated:
+            echo(f"terminated{_resumes()}", to_err=True)
+            raise typer.Exit(143) from None
         except KeyboardInterrupt:
             echo(f"interrupted{_resumes()}", to_err=True)
             raise typer.Exit(130) from None
@@ -140,6 +147,7 @@ def handle_errors(fn: F) -> F:
             error_line(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
             raise typer.Exit(1) from None
         finally:
+            clear_terminate()
             _state.pop("cleanup", None)  # closed: nothing after the command enters it
             signal.signal(signal.SIGTERM, previous)
 
@@ -158,8 +166,8 @@ def _resumes() -> str:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    echo(f"terminated{_resumes()}", to_err=True)
-    raise SystemExit(143)
+    note_terminate()  # in case Python loses the exception (raised in a __del__): the run checks the note
+    raise Terminated
 
 
 def _version(value: bool) -> None:

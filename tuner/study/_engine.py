@@ -41,6 +41,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner._setup import watching
+from tuner._terminate import Terminated, clear_terminate, note_terminate, raise_if_terminated
 from tuner.config import TrainConfig
 from tuner.errors import ConfigError, StudyError, TunerError
 from tuner.spaces import SearchSpace
@@ -876,7 +877,9 @@ def _report_write(write: Callable[[], Any]) -> None:
 def check_epoch(plan: RunPlan, config: TrainConfig, epoch: int, value: float, deadline: float | None,
                 prune: bool) -> None:
     """After a trial's report of one epoch: raises ``TrialPruned`` when the pruner said so (``prune``), and
-    ``_TimedOut`` past ``deadline`` (unless it was the last epoch)."""
+    ``_TimedOut`` past ``deadline`` (unless it was the last epoch); ``Terminated`` after a SIGTERM whose
+    exception was lost."""
+    raise_if_terminated()
     if prune:
         # After the last epoch too: the trial trained every epoch but scored below the pruner's bar, and kept out
         # of the complete trials it does not lower that bar for the trials after it (as the peer's Optuna does).
@@ -1138,6 +1141,7 @@ def run_trials(
     deadline = None if timeout is None else start + timeout
     consecutive = 0
     while True:
+        raise_if_terminated()
         if deadline is not None and time.monotonic() >= deadline:
             summary.stopped_by = "timeout"
             break
@@ -1237,15 +1241,6 @@ INTERRUPTED = "interrupted; its config was queued again, to train when the study
 INTERRUPTED_RUN = "the trials that were running are recorded as failed (interrupted) and their configs queued again"
 
 
-class Terminated(SystemExit):
-    """SIGTERM while a library call (``tune``, ``run_study``) runs trials, as the CLI takes it: the running
-    trials are recorded as interrupted and their configs queued again, then the process exits with 143 (unless
-    the caller catches this)."""
-
-    def __init__(self) -> None:
-        super().__init__(143)
-
-
 @contextlib.contextmanager
 def sigterm_exits() -> Iterator[None]:
     """While trials run in a library call: SIGTERM raises ``Terminated`` in the main thread instead of killing
@@ -1259,12 +1254,16 @@ def sigterm_exits() -> Iterator[None]:
     def on_term(signum: int, frame: Any) -> None:
         # Once: a second SIGTERM while the running trial is being recorded and queued again would cut that short.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        note_terminate()  # in case Python loses the exception (raised in a __del__): the run checks the note
         raise Terminated
 
     signal.signal(signal.SIGTERM, on_term)
+    clear_terminate()
     try:
         yield
+        raise_if_terminated()  # lost after the run's last check: the call still ends as terminated
     finally:
+        clear_terminate()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import optuna
 
+from tuner._terminate import clear_terminate, terminate_pending
 from tuner.errors import ConfigError, StudyError
 from tuner.study._record import StopKind, StudyKey, record_of
 from tuner.study._storage import deleted_error, drop_orphans, study_deleted
@@ -456,6 +457,9 @@ def run_workers(
         if not ignore_sigint:
             signal.signal(signal.SIGINT, forward)
         signal.signal(signal.SIGTERM, forward)
+        if terminate_pending():  # a SIGTERM before the pool, whose exception Python lost: no worker starts
+            clear_terminate()
+            summary.interrupted = signal.SIGTERM
         try:
             for i in range(n_workers):
                 if summary.interrupted is not None:

@@ -1,0 +1,40 @@
+"""SIGTERM as an exception, and what is left of it where Python lost that exception.
+
+A handler that raises runs between two bytecodes of the main thread. Where those belong to a weakref callback
+or a ``__del__`` (a database connection being collected, say), Python prints "Exception ignored in ..." and goes
+on as if nothing had happened: the run would then go to its end. The handlers note the signal here as well, and
+the run checks the note where it can stop cleanly (before each trial, after each epoch, as a pool starts)."""
+
+from __future__ import annotations
+
+__all__ = ["Terminated", "clear_terminate", "note_terminate", "raise_if_terminated", "terminate_pending"]
+
+_PENDING: list[bool] = []
+
+
+class Terminated(SystemExit):
+    """SIGTERM while a library call (``tune``, ``run_study``) runs trials, as the CLI takes it: the running
+    trials are recorded as interrupted and their configs queued again, then the process exits with 143 (unless
+    the caller catches this)."""
+
+    def __init__(self) -> None:
+        super().__init__(143)
+
+
+def note_terminate() -> None:
+    """Called by a SIGTERM handler before it raises."""
+    _PENDING[:] = [True]
+
+
+def terminate_pending() -> bool:
+    return bool(_PENDING)
+
+
+def clear_terminate() -> None:
+    _PENDING.clear()
+
+
+def raise_if_terminated() -> None:
+    """Raises ``Terminated`` where a SIGTERM came and its exception was lost."""
+    if _PENDING:
+        raise Terminated
