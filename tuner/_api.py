@@ -289,7 +289,6 @@ def tune(
         >>> result.best_config.save("best.yaml")
     """
     from tuner.study._samplers import build_sampler, option_name, plain_options
-    from tuner.study._session import trial_line
 
     _check_args(train_fn, direction, {"n_trials": n_trials, "epochs": epochs,
                                       "max_consecutive_failures": max_consecutive_failures}, seed, timeout)
@@ -413,16 +412,9 @@ def tune(
                                                     "multi": len(objectives) > 1})
         done = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.state.name != "FAIL"])
 
-        from tuner.study._session import RunningBest
+        from tuner.study._session import trial_lines
 
-        running_best = RunningBest(study)
-
-        def on_trial(outcome: TrialOutcome, s: optuna.Study) -> None:
-            nonlocal done
-            done += outcome.state in ("COMPLETE", "PRUNED")
-            best = running_best.see(outcome)
-            if verbose:
-                print(trial_line(outcome, done, n_trials, best), flush=True)
+        on_trial = trial_lines(study, done, n_trials, (lambda line: print(line, flush=True)) if verbose else None)
 
         if verbose:
             print(f"tuning {getattr(train_fn, '__qualname__', 'train_fn')} over space {search.name!r}: study {name!r}, "

@@ -175,7 +175,6 @@ def _open_and_run(spec_obj: Any, spec_file: Any, workers: int | str, devices: st
     from tuner.study._engine import Terminated, sigterm_exits
     from tuner.study._inputs import open_checked
     from tuner.study._session import run_study as run_session
-    from tuner.study._session import trial_line
     from tuner.study._storage import storage_label
 
     prepared, study = open_checked(spec_obj, spec_file=spec_file, devices=devices, force=force)
@@ -197,16 +196,9 @@ def _open_and_run(spec_obj: Any, spec_file: Any, workers: int | str, devices: st
     done = before = _finished(study)
     start = time.monotonic()
 
-    from tuner.study._session import RunningBest
+    from tuner.study._session import trial_lines
 
-    running_best = RunningBest(study)
-
-    def on_trial(outcome: Any, s: optuna.Study) -> None:
-        nonlocal done
-        done += outcome.state in ("COMPLETE", "PRUNED")
-        best = running_best.see(outcome)
-        if say:
-            say(trial_line(outcome, done, n_trials, best))
+    on_trial = trial_lines(study, done, n_trials, say)
 
     result = StudyResult(study, None, prepared.spec.seed, prepared)  # type: ignore[arg-type]
 

@@ -162,6 +162,22 @@ class RunningBest:
         return self.value
 
 
+def trial_lines(study: optuna.Study, done: int, n_trials: int,
+                say: Callable[[str], None] | None) -> Callable[[TrialOutcome, optuna.Study], None]:
+    """The callback that gives ``say`` one line per finished trial (None: says nothing): trials done of
+    ``n_trials``, counted on from ``done``, and the best value so far as the lines above it showed it."""
+    running_best = RunningBest(study)
+    finished = [done]
+
+    def on_trial(outcome: TrialOutcome, s: optuna.Study) -> None:
+        finished[0] += outcome.state in ("COMPLETE", "PRUNED")
+        best = running_best.see(outcome)
+        if say is not None:
+            say(trial_line(outcome, finished[0], n_trials, best))
+
+    return on_trial
+
+
 def trial_line(outcome: TrialOutcome, done: int, n_trials: int, best: float | None) -> str:
     """One line per finished trial, for logs and for ``tune(verbose=True)``."""
     config = outcome.config.summary() if outcome.config else "-"
