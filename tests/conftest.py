@@ -280,3 +280,18 @@ def postgres_db(postgres_url: str):
         con.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
     engine.dispose()
     yield f"{postgres_url}/{name}"
+
+
+# An object whose collection sends this process SIGTERM, and waits in its __del__ for the handler: the handler's
+# exception is then lost there ("Exception ignored in ..."), as it is where the signal comes during a database
+# connection's weakref callback.
+LOST_SIGTERM = """
+    import os
+    import signal
+    import time
+
+    class Collected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)  # the handler runs here: Python prints "Exception ignored" and goes on
+"""

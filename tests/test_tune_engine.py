@@ -17,6 +17,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from conftest import LOST_SIGTERM
 from optuna.trial import TrialState
 
 import tuner
@@ -599,18 +600,6 @@ def test_sigterm_records_the_running_trial_as_interrupted_as_the_command_does(tm
     assert first.state == TrialState.FAIL
     assert first.user_attrs[Key.REASON].startswith("interrupted; its config was queued again")
     assert retry.state == TrialState.WAITING
-
-
-LOST_SIGTERM = """
-    import os
-    import signal
-    import time
-
-    class Collected:
-        def __del__(self):  # as a database connection's weakref callback or __del__ may be, as the signal comes
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.5)  # the handler runs here: Python prints "Exception ignored" and goes on
-"""
 
 
 @pytest.mark.parametrize("how", ["tune", "command"])

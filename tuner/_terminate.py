@@ -1,4 +1,4 @@
-"""SIGTERM as an exception, and what is left of it where Python lost that exception.
+"""SIGTERM (and a worker's SIGINT) as an exception, and what is left of it where Python lost that exception.
 
 A handler that raises runs between two bytecodes of the main thread. Where those belong to a weakref callback
 or a ``__del__`` (a database connection being collected, say), Python prints "Exception ignored in ..." and goes
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 __all__ = ["Terminated", "clear_terminate", "note_terminate", "raise_if_terminated", "terminate_pending"]
 
-_PENDING: list[bool] = []
+import signal
+
+_PENDING: list[int] = []  # the signal whose exception may have been lost
 
 
 class Terminated(SystemExit):
@@ -21,9 +23,9 @@ class Terminated(SystemExit):
         super().__init__(143)
 
 
-def note_terminate() -> None:
-    """Called by a SIGTERM handler before it raises."""
-    _PENDING[:] = [True]
+def note_terminate(signum: int = signal.SIGTERM) -> None:
+    """Called by a SIGTERM handler (or a worker's SIGINT handler) before it raises."""
+    _PENDING[:] = [signum]
 
 
 def terminate_pending() -> bool:
@@ -35,6 +37,9 @@ def clear_terminate() -> None:
 
 
 def raise_if_terminated() -> None:
-    """Raises ``Terminated`` where a SIGTERM came and its exception was lost."""
+    """Raises ``Terminated`` where a SIGTERM came and its exception was lost (``KeyboardInterrupt`` for a
+    worker's SIGINT)."""
     if _PENDING:
+        if _PENDING[0] == signal.SIGINT:
+            raise KeyboardInterrupt
         raise Terminated

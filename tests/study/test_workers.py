@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from conftest import SLOW_OBJECTIVE, SYNTHETIC_OBJECTIVE
+from conftest import LOST_SIGTERM, SLOW_OBJECTIVE, SYNTHETIC_OBJECTIVE
 from optuna.trial import TrialState
 
 from tuner.errors import StudyError
@@ -534,3 +535,34 @@ def test_a_lost_trial_says_whether_it_was_queued_again(tmp_path: Path):
     assert reasons[sampled.number].group == "worker lost (re-queued)"
     assert reasons[fixed.number].endswith("its parameters were queued again")
     assert [t.state.name for t in study.get_trials()] == ["FAIL", "FAIL", "FAIL", "WAITING", "WAITING"]
+
+
+def test_a_worker_whose_sigterm_exception_python_lost_still_stops(tmp_path: Path, space_file: Path):
+    """A worker's signal handler raises; run inside a ``__del__``, Python loses that exception. The worker still
+    stops at its trial's next epoch, records the trial as interrupted (its config queued again), and the other
+    worker finishes the budget: the command neither hangs on that worker nor runs its trials on."""
+    objective = tmp_path / "lost.py"
+    objective.write_text(SYNTHETIC_OBJECTIVE + textwrap.dedent(LOST_SIGTERM) + textwrap.dedent("""
+        import multiprocessing
+
+        def _build(data):
+            # worker 0's first trial's model (its first model is built as the worker prepares the study)
+            _build.built += 1
+            if multiprocessing.current_process().name == "tuner-worker-0" and _build.built == 2:
+                Collected()
+            return build_model(data)
+
+        _build.built = 0
+        lost = Objective("lost", load_data=load_data, build_model=_build, metric="accuracy")
+        """))
+    spec = _spec_file(tmp_path, objective, space_file, attr="lost", n_trials=6, epochs=3)
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    result = _cli("study", "create", str(spec), "--storage", url, "--workers", "2", "--format", "json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Exception ignored" in result.stderr, result.stderr[-3000:]  # lost, as in the wild
+    workers = json.loads(result.stdout)["run"]["workers"]
+    assert sorted(w["exitcode"] for w in workers) == [0, 143], workers
+    trials = _load("w", url).get_trials(deepcopy=False)
+    stopped = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(stopped) == 1 and stopped[0].user_attrs["reason_kind"] == "interrupted", stopped
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 6  # the other worker ran the budget

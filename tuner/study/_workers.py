@@ -24,7 +24,7 @@ from typing import Any
 
 import optuna
 
-from tuner._terminate import clear_terminate, terminate_pending
+from tuner._terminate import clear_terminate, note_terminate, terminate_pending
 from tuner.errors import ConfigError, StudyError
 from tuner.study._record import StopKind, StudyKey, record_of
 from tuner.study._storage import deleted_error, drop_orphans, study_deleted
@@ -209,6 +209,7 @@ def _interrupt_once(signum: int, frame: Any) -> None:
     the terminal's and the supervisor's copy of one Ctrl-C, are ignored so that the record gets written."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    note_terminate(signum)  # in case Python loses the exception (raised in a __del__): the trials check the note
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     raise SystemExit(143)
