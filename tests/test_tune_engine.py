@@ -602,15 +602,18 @@ def test_sigterm_records_the_running_trial_as_interrupted_as_the_command_does(tm
     assert retry.state == TrialState.WAITING
 
 
-@pytest.mark.parametrize("how", ["tune", "command"])
-def test_a_sigterm_whose_exception_python_lost_still_ends_the_run(how: str, tmp_path: Path, objective_file: Path):
+@pytest.mark.parametrize("how, code", [("tune", 143), ("command", 143), ("command", 130)])
+def test_a_sigterm_whose_exception_python_lost_still_ends_the_run(how: str, code: int, tmp_path: Path,
+                                                                   objective_file: Path):
     """A SIGTERM handler raises; where it runs inside a ``__del__`` Python loses that exception. The run still
     ends as terminated at its next check (here the trial's next epoch): the trial is recorded as interrupted,
-    no later trial starts, and the exit code is 143, instead of the study going on to its end with 0."""
+    no later trial starts, and the exit code is 143, instead of the study going on to its end with 0. The
+    command takes a Ctrl-C (SIGINT) so too, and exits with 130."""
+    lost = LOST_SIGTERM if code == 143 else LOST_SIGTERM.replace("signal.SIGTERM", "signal.SIGINT")
     url = f"sqlite:///{tmp_path / 't.db'}"
     env = {k: v for k, v in os.environ.items() if k != "TUNER_STORAGE"}
     if how == "tune":
-        (tmp_path / "job.py").write_text(textwrap.dedent(LOST_SIGTERM) + textwrap.dedent(f"""
+        (tmp_path / "job.py").write_text(textwrap.dedent(lost) + textwrap.dedent(f"""
             import tuner
 
             def train(ctx):
@@ -627,7 +630,7 @@ def test_a_sigterm_whose_exception_python_lost_still_ends_the_run(how: str, tmp_
             """))
         command = [sys.executable, "job.py"]
     else:
-        source = objective_file.read_text() + textwrap.dedent(LOST_SIGTERM)
+        source = objective_file.read_text() + textwrap.dedent(lost)
         (tmp_path / "obj.py").write_text(source + textwrap.dedent("""
             built = []
 
@@ -644,7 +647,9 @@ def test_a_sigterm_whose_exception_python_lost_still_ends_the_run(how: str, tmp_
                    "--pack", "1", "--workers", "1", "--no-known-starts", "--storage", url]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     assert "Exception ignored" in done.stderr, done.stderr[-3000:]  # the exception was lost, as in the wild
-    assert done.returncode == 143 and "finished" not in done.stdout, (done.returncode, done.stderr[-3000:])
+    assert done.returncode == code and "finished" not in done.stdout, (done.returncode, done.stderr[-3000:])
+    said = [line for line in done.stderr.splitlines() if line.startswith(("terminated", "interrupted"))]
+    assert how == "tune" or (len(said) == 1 and said[0].startswith("terminated" if code == 143 else "interrupted"))
     trials = optuna.load_study(study_name="t", storage=url).trials
     assert [t.state.name for t in trials[:2]] == ["COMPLETE", "FAIL"], [t.state.name for t in trials]
     assert trials[1].user_attrs["reason_kind"] == "interrupted", trials[1].user_attrs

@@ -1,4 +1,4 @@
-"""SIGTERM (and a worker's SIGINT) as an exception, and what is left of it where Python lost that exception.
+"""SIGTERM and SIGINT as exceptions, and what is left of them where Python lost the exception.
 
 A handler that raises runs between two bytecodes of the main thread. Where those belong to a weakref callback
 or a ``__del__`` (a database connection being collected, say), Python prints "Exception ignored in ..." and goes
@@ -7,9 +7,9 @@ the run checks the note where it can stop cleanly (before each trial, after each
 
 from __future__ import annotations
 
-__all__ = ["Terminated", "clear_terminate", "note_terminate", "raise_if_terminated", "terminate_pending"]
-
 import signal
+
+__all__ = ["Terminated", "clear_terminate", "note_terminate", "raise_if_terminated", "terminate_pending"]
 
 _PENDING: list[int] = []  # the signal whose exception may have been lost
 
@@ -24,12 +24,13 @@ class Terminated(SystemExit):
 
 
 def note_terminate(signum: int = signal.SIGTERM) -> None:
-    """Called by a SIGTERM handler (or a worker's SIGINT handler) before it raises."""
+    """Called by a SIGTERM or SIGINT handler of ours before it raises."""
     _PENDING[:] = [signum]
 
 
-def terminate_pending() -> bool:
-    return bool(_PENDING)
+def terminate_pending() -> int | None:
+    """The signal whose exception may have been lost, if any."""
+    return _PENDING[0] if _PENDING else None
 
 
 def clear_terminate() -> None:
@@ -38,7 +39,7 @@ def clear_terminate() -> None:
 
 def raise_if_terminated() -> None:
     """Raises ``Terminated`` where a SIGTERM came and its exception was lost (``KeyboardInterrupt`` for a
-    worker's SIGINT)."""
+    SIGINT)."""
     if _PENDING:
         if _PENDING[0] == signal.SIGINT:
             raise KeyboardInterrupt

@@ -106,12 +106,16 @@ def handle_errors(fn: F) -> F:
         use_storage(None)
         previous = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, _on_sigterm)
+        # Ctrl-C as Python's own handler takes it, noted too; a SIGINT ignored (nohup, a background job) stays so.
+        previous_int = signal.getsignal(signal.SIGINT)
+        if previous_int is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _on_sigint)
         try:
             with contextlib.ExitStack() as cleanup:  # what a command started for its own time (a fork server)
                 _state["cleanup"] = cleanup
                 clear_terminate()
                 done = fn(*args, **kwargs)
-                raise_if_terminated()  # a SIGTERM whose exception was lost after the command's last check
+                raise_if_terminated()  # a signal whose exception was lost after the command's last check
                 return done
         except (typer.Exit, typer.Abort, click_exceptions.ClickException):
             raise
@@ -150,6 +154,8 @@ def handle_errors(fn: F) -> F:
             clear_terminate()
             _state.pop("cleanup", None)  # closed: nothing after the command enters it
             signal.signal(signal.SIGTERM, previous)
+            if previous_int is signal.default_int_handler:
+                signal.signal(signal.SIGINT, previous_int)
 
     return wrapper  # type: ignore[return-value]
 
@@ -168,6 +174,11 @@ def _resumes() -> str:
 def _on_sigterm(signum: int, frame: Any) -> None:
     note_terminate()  # in case Python loses the exception (raised in a __del__): the run checks the note
     raise Terminated
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    note_terminate(signal.SIGINT)  # as for SIGTERM: the run checks the note where the exception was lost
+    raise KeyboardInterrupt
 
 
 def _version(value: bool) -> None:

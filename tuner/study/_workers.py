@@ -458,9 +458,10 @@ def run_workers(
         if not ignore_sigint:
             signal.signal(signal.SIGINT, forward)
         signal.signal(signal.SIGTERM, forward)
-        if terminate_pending():  # a SIGTERM before the pool, whose exception Python lost: no worker starts
+        lost = terminate_pending()
+        if lost is not None:  # a signal before the pool, whose exception Python lost: no worker starts
             clear_terminate()
-            summary.interrupted = signal.SIGTERM
+            summary.interrupted = lost
         try:
             for i in range(n_workers):
                 if summary.interrupted is not None:
