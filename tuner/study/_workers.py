@@ -266,7 +266,7 @@ def early_server(likely: bool) -> Iterator[None]:
     so that it imports PyTorch beside this process's own preparation (loading the objective, opening the
     storage, timing threads) instead of after it; the pool then forks its workers from it at once. Stopped at
     the block's end, or at once by :func:`no_pool` where the study runs in this process after all."""
-    if not likely or threading.get_ident() in _EARLY or os.environ.get(START_ENV, "").strip().lower() == "spawn":
+    if not likely or threading.get_ident() in _EARLY:
         yield
         return
     stack = contextlib.ExitStack()
@@ -279,7 +279,7 @@ def early_server(likely: bool) -> Iterator[None]:
         stack.close()
         yield
         return
-    if ctx.get_start_method() != "forkserver":
+    if ctx.get_start_method() != "forkserver":  # spawn: asked for ($TUNER_WORKER_START), or no server here
         stack.close()
         yield
         return
