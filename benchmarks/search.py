@@ -146,7 +146,7 @@ def setting_environment(words: list[str]) -> tuple[dict[str, str], list[str]]:
     env: dict[str, str] = {}
     for i, word in enumerate(words):
         name, eq, value = word.partition("=")
-        if not eq or not name.isidentifier() or word.startswith("-"):
+        if not eq or not name.isidentifier():  # a flag (-x, --a=b) is no name
             return env, words[i:]
         env[name] = value
     return env, []
