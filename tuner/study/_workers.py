@@ -118,6 +118,8 @@ def _worker_main(index: int, name: str, url: str, overrides: dict[str, Any], res
     code = 0
     signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else _interrupt_once)
     signal.signal(signal.SIGTERM, _interrupt_once)
+    if hasattr(signal, "pthread_sigmask"):  # blocked in a server that forked this worker (not on Windows)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     try:  # from here, a signal is an interrupted worker, not a traceback
         if environ is not None:
             _take_environment(environ)
@@ -373,13 +375,19 @@ def _server_start() -> Iterator[None]:
     without it, each worker would read as dead (exit code 255) while still running, or, while the server was
     still importing, starting a worker would fail with EOFError. The workers set their own handlers first."""
     main = threading.current_thread() is threading.main_thread()
+    both = {signal.SIGINT, signal.SIGTERM}
     with _environ(SERVER_ENV):
-        saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+        # Blocked here meanwhile, not lost: one that comes as the server starts reaches this process's own
+        # handlers once they are back. (The server inherits the mask too; the workers unblock both.)
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, both) if main else None
+        saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in both} if main else {}
         try:
             yield
         finally:
             for sig, handler in saved.items():
                 signal.signal(sig, handler)
+            if blocked is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 @contextlib.contextmanager
