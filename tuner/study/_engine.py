@@ -1245,11 +1245,14 @@ INTERRUPTED_RUN = "the trials that were running are recorded as failed (interrup
 def sigterm_exits() -> Iterator[None]:
     """While trials run in a library call: SIGTERM raises ``Terminated`` in the main thread instead of killing
     the process with a trial left RUNNING (found only by the reaper, after the grace period, on a later run).
-    A handler the caller installed is left alone, and so is a call from another thread."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` as Python's own handler does. Both are noted too, so that the
+    run still stops where Python lost the exception. A handler the caller installed is left alone (a SIGINT
+    ignored, under nohup, stays ignored), and so is a call from another thread."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    term = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    intr = signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
     def on_term(signum: int, frame: Any) -> None:
         # Once: a second SIGTERM while the running trial is being recorded and queued again would cut that short.
@@ -1257,14 +1260,24 @@ def sigterm_exits() -> Iterator[None]:
         note_terminate()  # in case Python loses the exception (raised in a __del__): the run checks the note
         raise Terminated
 
-    signal.signal(signal.SIGTERM, on_term)
+    def on_int(signum: int, frame: Any) -> None:
+        note_terminate(signal.SIGINT)
+        raise KeyboardInterrupt
+
+    if term:
+        signal.signal(signal.SIGTERM, on_term)
+    if intr:
+        signal.signal(signal.SIGINT, on_int)
     clear_terminate()
     try:
         yield
         raise_if_terminated()  # lost after the run's last check: the call still ends as terminated
     finally:
         clear_terminate()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if term:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if intr:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def queue_again(study: optuna.Study, trial: optuna.Trial | FrozenTrial, params: dict[str, Any] | None = None) -> None:
