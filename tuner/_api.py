@@ -362,8 +362,10 @@ def tune(
                                             epochs=epochs)
         start_notes = search.epoch_notes(epochs) + start_notes  # a schedule longer than the trials: said first
         from tuner.study._prepare import search_setup
+        from tuner.study._starts import sampler_seed
 
-        setup = search_setup(search, sampler, pruner, seed=seed, epochs=epochs, n_trials=n_trials,
+        draws = sampler_seed(seed, warm_name if warm_start is not None else None)
+        setup = search_setup(search, sampler, pruner, seed=draws, epochs=epochs, n_trials=n_trials,
                              n_objectives=len(objectives))  # bad options fail here, before any study exists
         if setup.grid:
             if enqueue or warm_start:
@@ -444,7 +446,7 @@ def tune(
         try:
             with sigterm_exits(), tracking(study, on_trial, mlflow=mlflow, tensorboard=tensorboard) as tracked:
                 if ref is not None:
-                    _run_workers(study, plan, ref, workers, sampler, pruner, tracked, verbose)
+                    _run_workers(study, plan, ref, workers, sampler, pruner, tracked, verbose, draws)
                     return TuneResult(study, train_fn, seed)
                 run = run_trials(study, plan, UserExecutor(train_fn), on_trial=tracked)
         except (StudyError, KeyboardInterrupt, Terminated) as exc:
@@ -466,11 +468,12 @@ def tune(
 
 
 def _run_workers(study: optuna.Study, plan: RunPlan, ref: dict[str, str], workers: int, sampler: Any, pruner: Any,
-                 on_trial: Callable[[TrialOutcome, optuna.Study], None], verbose: bool) -> None:
+                 on_trial: Callable[[TrialOutcome, optuna.Study], None], verbose: bool, draws: int) -> None:
     from tuner.study._session import outcome_of
     from tuner.study._workers import run_workers
 
-    job = {"ref": ref, "epochs": plan.epochs, "seed": plan.seed, "n_trials": plan.n_trials, "timeout": plan.timeout,
+    job = {"ref": ref, "epochs": plan.epochs, "seed": plan.seed, "sampler_seed": draws, "n_trials": plan.n_trials,
+           "timeout": plan.timeout,
            "sampler": sampler, "pruner": pruner, "sampler_name": plan.sampler_name, "pruner_name": plan.pruner_name,
            "space_name": plan.space.name, "max_consecutive_failures": plan.max_consecutive_failures,
            "objectives": plan.objectives,

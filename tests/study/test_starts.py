@@ -504,3 +504,38 @@ def test_a_queued_config_that_gives_other_epochs_is_told_it_trains_the_studys(ob
 
     (start,) = file_starts([{"optimizer": {"name": "adam", "lr": 0.003}, "epochs": 7}], load_space("lr-only"), 1)
     assert "epochs: 7 -> 1 (every trial of the study trains its epochs)" in start.changes
+
+
+def _drawn(study: optuna.Study) -> list[float]:
+    """The learning rates the sampler drew (not queued) in a study of the lr-only space, in trial order."""
+    trials = sorted(study.trials, key=lambda t: t.number)
+    return [t.params["adam.lr"] for t in trials if "start" not in t.user_attrs and "retry_of" not in t.user_attrs]
+
+
+@pytest.mark.parametrize("how", ["command", "tune"])
+def test_a_warm_started_study_does_not_draw_the_earlier_study_s_configs_again(how: str, objective_ref: str,
+                                                                             storage_url: str) -> None:
+    """The earlier study drew its configs with the same space and seed. A sampler seeded as it was would
+    propose them again, in the same order, right after the warm starts that already brought the best ones."""
+    if how == "command":
+        earlier = prepare(_spec(objective_ref, storage_url, name="earlier", space="lr-only", n_trials=4,
+                                known_starts=False))
+        study = create_or_join(earlier)
+        _run(study, earlier)
+        later = prepare(_spec(objective_ref, storage_url, name="later", space="lr-only", n_trials=6,
+                              known_starts=False, warm_start={"study": "earlier", "top": 2}))
+        again = create_or_join(later)
+        _run(again, later)
+    else:
+        def train(ctx: tuner.TrialContext) -> float:
+            ctx.report(0, -abs(ctx.config.optimizer.lr - 3e-3))
+            return -abs(ctx.config.optimizer.lr - 3e-3)
+
+        common = {"space": "lr-only", "epochs": 1, "storage": storage_url, "verbose": False, "known_starts": False,
+                  "sampler": "random"}
+        study = tuner.tune(train, n_trials=4, study_name="earlier", **common).study
+        again = tuner.tune(train, n_trials=6, study_name="later", warm_start={"study": "earlier", "top": 2},
+                           **common).study
+    before, drawn = _drawn(study), _drawn(again)
+    assert len(before) == 4 and len(drawn) == 4, (before, drawn)
+    assert not set(drawn) & set(before), (before, drawn)

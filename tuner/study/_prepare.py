@@ -178,7 +178,10 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
     uncalibrated = space
     if spec.calibrate and space_data is None:
         space, calibration = _calibrated(spec, space, trainer)
-    search = search_setup(space, spec.sampler, spec.pruner, seed=spec.seed, epochs=spec.epochs,
+    from tuner.study._starts import sampler_seed
+
+    search = search_setup(space, spec.sampler, spec.pruner, seed=sampler_seed(spec.seed, spec.warm_start),
+                          epochs=spec.epochs,
                           n_trials=spec.n_trials, n_objectives=len(spec.objectives or [None]))
     if search.n_trials != spec.n_trials:
         space_notes.append(f"n_trials: {spec.n_trials} asked, {search.n_trials} run: the grid over space "
@@ -581,7 +584,9 @@ def _enqueue_grid(study: optuna.Study, prepared: PreparedStudy) -> None:
 
 
 def _joining_sampler(prepared: PreparedStudy, n_existing: int, worker: int | None) -> optuna.samplers.BaseSampler:
-    seed = prepared.spec.seed
+    from tuner.study._starts import sampler_seed
+
+    seed = sampler_seed(prepared.spec.seed, prepared.spec.warm_start)
     if worker is not None:
         # Workers that start together on a fresh study would otherwise all draw the same first parameters.
         seed = (seed * 1_000_003 + 7919 * (worker + 1) + n_existing) % 2**31

@@ -14,9 +14,21 @@ from tuner.spaces import SearchSpace
 from tuner.spaces._space import CONFIG_PARTS
 
 __all__ = ["Start", "KNOWN_STARTS", "known_starts", "file_starts", "study_starts", "gather_starts", "within_budget",
-           "asked_for_and_changed"]
+           "asked_for_and_changed", "sampler_seed"]
 
 START_ATTR = "start"  # a queued trial's user attribute: where its config came from
+
+
+def sampler_seed(seed: int, warm_start: Any = None) -> int:
+    """The sampler's seed for a new study: ``seed``, mixed with the earlier study's name where the study starts
+    from one. The earlier study drew its configs with the same space and, by default, the same seed: its sampler
+    would propose them again, in the same order, as the new study's trials after its warm starts."""
+    if warm_start is None:
+        return seed
+    import zlib
+
+    name = getattr(warm_start, "study_name", None) or getattr(warm_start, "study", None) or str(warm_start)
+    return (seed * 1_000_003 + zlib.crc32(name.encode())) % 2**31
 
 
 @dataclass

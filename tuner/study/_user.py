@@ -113,7 +113,7 @@ def run_user_worker(index: int, name: str, url: str, job: dict[str, Any], thread
     storage = open_storage(url)
     existing = optuna.load_study(study_name=name, storage=storage)
     n_existing = len(existing.get_trials(deepcopy=False))
-    seed = (job["seed"] * 1_000_003 + 7919 * (index + 1) + n_existing) % 2**31
+    seed = (job.get("sampler_seed", job["seed"]) * 1_000_003 + 7919 * (index + 1) + n_existing) % 2**31
     objectives = job.get("objectives") or ["value"]
     context = {"seed": seed, "epochs": job["epochs"], "multi": len(objectives) > 1}
     study = optuna.load_study(study_name=name, storage=storage, sampler=build_sampler(job["sampler"], context),
