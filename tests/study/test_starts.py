@@ -539,3 +539,31 @@ def test_a_warm_started_study_does_not_draw_the_earlier_study_s_configs_again(ho
     before, drawn = _drawn(study), _drawn(again)
     assert len(before) == 4 and len(drawn) == 4, (before, drawn)
     assert not set(drawn) & set(before), (before, drawn)
+
+
+def test_params_for_says_which_settings_of_a_config_the_space_does_not_tune() -> None:
+    """A queued config trains the space's branch: settings the branch neither tunes nor fixes train at their
+    defaults, so each one the config sets otherwise is said, as a clipped or fixed value is."""
+    space = load_space("default")
+    config = TrainConfig.from_dict({"optimizer": {"name": "rmsprop", "lr": 1e-3, "momentum": 0.9, "alpha": 0.99},
+                                    "schedule": {"name": "warmup_cosine", "warmup_fraction": 0.1,
+                                                 "min_lr_ratio": 0.1}})
+    fit = space.params_for(config, parts=("optimizer", "schedule"))
+    assert not fit.problems
+    assert fit.changes == ["rmsprop.momentum: 0.9 -> 0 (the space does not tune it: a trial trains rmsprop's "
+                           "default)",
+                           "warmup_cosine.min_lr_ratio: 0.1 -> 0 (the space does not tune it: a trial trains "
+                           "warmup_cosine's default)"]  # alpha 0.99 is rmsprop's default: nothing lost
+    adamw = TrainConfig.from_dict({"optimizer": {"name": "adamw", "lr": 1e-3, "amsgrad": True, "betas": [0.8, 0.999]}})
+    changes = space.params_for(adamw, parts=("optimizer",)).changes
+    assert changes == ["adamw.amsgrad: True -> not set (the space does not tune it: a trial trains adamw's "
+                       "default)"]  # beta1 is tuned, beta2 is the space's
+
+
+def test_study_create_prints_an_enqueued_setting_the_space_does_not_tune(objective_ref: str, storage_url: str,
+                                                                          tmp_cwd: Path) -> None:
+    (tmp_cwd / "r.yaml").write_text("optimizer: {name: rmsprop, lr: 1.0e-3, momentum: 0.9}\n")
+    made = CliRunner().invoke(app, ["study", "create", "--objective", objective_ref, "--n-trials", "2", "--storage",
+                                    storage_url, "--name", "q", "--enqueue", "r.yaml", "--no-run"])
+    assert made.exit_code == 0, made.output
+    assert "rmsprop.momentum: 0.9 -> 0 (the space does not tune it" in " ".join(made.output.split())

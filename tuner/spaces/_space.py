@@ -172,6 +172,23 @@ def _branch_value(key: str, values: dict[str, Any], defaults: dict[str, Any]) ->
     return 1.0 - value if key.startswith(_ONE_MINUS) and isinstance(value, (int, float)) else value
 
 
+def _not_tuned(fit: ConfigFit, prefix: str, given: dict[str, Any], branch: Branch, defaults: dict[str, Any]) -> None:
+    """Settings of a config that the space's branch neither tunes nor fixes: a trial of the space trains them at
+    their defaults, so a queued config loses them; each one set otherwise is said as a change."""
+    held = {key[len(_ONE_MINUS):] if key.startswith(_ONE_MINUS) else key for key in branch}
+    for key, value in given.items():
+        if key == "betas" and isinstance(value, (list, tuple)):  # the space holds beta1 and beta2 one by one
+            unheld = [(f"beta{i + 1}", v, (defaults.get("betas") or (0.9, 0.999))[i])
+                      for i, v in enumerate(value[:2]) if f"beta{i + 1}" not in held]
+        else:
+            unheld = [] if key in held or key == "lr" else [(key, value, defaults.get(key))]
+        for name, v, default in unheld:
+            if not _same(v, default):
+                now = _show(default) if name in defaults or name.startswith("beta") else "not set"
+                fit.changes.append(f"{prefix}.{name}: {_show(v)} -> {now} (the space does not tune it: a trial "
+                                   f"trains {prefix}'s default)")
+
+
 @dataclass
 class SearchSpace:
     """A validated search space.
@@ -317,6 +334,8 @@ class SearchSpace:
             fit.put(f"{opt}.{key}", param, _branch_value(key, values, get_optimizer(opt).defaults))
             if key == "lr" and len(fit.changes) > before:
                 lr_change = before
+        if "optimizer" in parts:
+            _not_tuned(fit, opt, config.optimizer.params, branch, get_optimizer(opt).defaults)
         per_branch = any("weight_decay" in b for b in self.optimizer.values())
         if "weight_decay" in parts and "optimizer" not in parts and per_branch:
             # The space tunes it with each optimizer: without one, the sampler draws it with the optimizer it picks.
@@ -330,6 +349,7 @@ class SearchSpace:
                 given = {**lookup(name).defaults, **getattr(config, key).params}
                 for pkey, param in group[name].items():
                     fit.put(f"{name}.{pkey}", param, _branch_value(pkey, given, {}))
+                _not_tuned(fit, name, getattr(config, key).params, group[name], lookup(name).defaults)
         singles = {"batch_size": (self.batch_size, config.batch_size),
                    "l1": (self.regularization["l1"], config.regularization.l1),
                    "dropout": (self.regularization["dropout"], config.regularization.dropout),
