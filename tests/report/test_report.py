@@ -234,6 +234,27 @@ def test_a_narrowed_space_of_accuracy_against_cost_keeps_the_cheap_end_of_the_fr
     assert notes[0] == "drawn from the 5 trial(s) of the Pareto front, of the 6 complete trials"
 
 
+def test_a_narrowed_space_of_accuracy_against_cost_tops_up_the_front_only_from_the_better_half():
+    """Two trials on the front, three off it: the front was topped up to three by accuracy, which reached the
+    worst trial of five, an optimizer that trained to 0.34 then kept its place in the space."""
+    raw = {"optimizer": {"adamw": {"lr": {"low": 1e-4, "high": 1e-1, "log": True}},
+                         "adam": {"lr": {"low": 1e-4, "high": 1e-1, "log": True}}}}
+    dists = {"optimizer": optuna.distributions.CategoricalDistribution(["adamw", "adam"]),
+             "adamw.lr": FloatDistribution(1e-4, 1e-1, log=True), "adam.lr": FloatDistribution(1e-4, 1e-1, log=True)}
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for values, optimizer, lr in [((0.95, 2.0), "adamw", 1e-3), ((0.90, 1.0), "adamw", 2e-3),
+                                  ((0.93, 3.0), "adamw", 3e-3), ((0.92, 4.0), "adamw", 4e-3),
+                                  ((0.34, 5.0), "adam", 1e-2)]:
+        study.add_trial(optuna.trial.create_trial(values=list(values), params={"optimizer": optimizer,
+                                                                               f"{optimizer}.lr": lr},
+                                                  distributions={k: dists[k] for k in ("optimizer",
+                                                                                       f"{optimizer}.lr")}))
+    narrowed, notes = narrow_space(study, raw)
+    assert notes[0] == ("drawn from the 2 trial(s) of the Pareto front and the next 1 by the first objective, of "
+                        "the 5 complete trials")
+    assert set(narrowed["optimizer"]) == {"adamw"}
+
+
 def test_narrowed_space_keeps_integer_ranges_integer_when_it_narrows_or_widens():
     """An int range (a step schedule's step_size) narrows and widens like a float one, and stays an int range."""
     from optuna.distributions import IntDistribution

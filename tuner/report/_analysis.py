@@ -294,15 +294,17 @@ def narrow_space(study: optuna.Study, raw_space: dict[str, Any], top_fraction: f
                          f"space needs at least {min_top}.")
     # The best quarter, at least min_top, but never the worse half: with few complete trials, those would let
     # trials that trained no better than chance keep their corner of the space.
-    top = trials[:min(max(min_top, math.ceil(top_fraction * len(trials))), math.ceil(len(trials) / 2))]
+    half = math.ceil(len(trials) / 2)
+    top = trials[:min(max(min_top, math.ceil(top_fraction * len(trials))), half)]
     front_note = ""
     if len(study.directions) > 1:
-        # Accuracy against cost: the Pareto front's trials (its cheap end too), topped up by the metric's best
+        # Accuracy against cost: the Pareto front's trials (its cheap end too), topped up by the metric's best,
+        # again never into the worse half
         from tuner.study._record import pareto_front
 
         front = pareto_front(study)
         on_front = {t.number for t in front}
-        extra = [t for t in trials if t.number not in on_front][:max(0, min_top - len(front))]
+        extra = [t for t in trials if t.number not in on_front][:max(0, min(min_top, half) - len(front))]
         top = front + extra
         front_note = (f"drawn from the {len(front)} trial(s) of the Pareto front"
                       + (f" and the next {len(extra)} by the first objective" if extra else "")
