@@ -72,6 +72,8 @@ def test_short_forms() -> None:
 
 @pytest.mark.parametrize("block,fragment", [
     ("lr_scaling: {rule: cube}", "Unknown lr scaling rule 'cube'. Valid: auto, linear, sqrt"),
+    ("lr_scaling: {rule: [linear]}", "Unknown lr scaling rule ['linear']. Valid: auto, linear, sqrt"),
+    ("lr_scaling: {rule: {x: 1}}", "Unknown lr scaling rule {'x': 1}. Valid: auto, linear, sqrt"),
     ("lr_scaling: {rule: linear, reference: 32}", "key 'lr_scaling.reference': Unknown lr_scaling key"),
     ("lr_scaling: {reference_batch: 0}", "key 'lr_scaling.reference_batch': must be a whole number >= 1"),
     ("lr_scaling: [linear]", "key 'lr_scaling': expected a mapping"),

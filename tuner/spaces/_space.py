@@ -644,7 +644,7 @@ def _parse_scaling(data: Any, source: str) -> LRScaling | None:
             raise ConfigError(f"{location(source, raw, key, 'lr_scaling.' + str(key))}: "
                               + unknown_name_message("lr_scaling key", key, ("rule", "reference_batch")))
     rule = raw.get("rule", "auto")
-    if rule not in _SCALING_RULES:
+    if not isinstance(rule, str) or rule not in _SCALING_RULES:  # a list or a mapping here cannot be looked up
         raise ConfigError(f"{location(source, raw, 'rule', 'lr_scaling.rule')}: "
                           + unknown_name_message("lr scaling rule", rule, _SCALING_RULES))
     ref = raw.get("reference_batch", 32)
