@@ -282,13 +282,16 @@ def test_the_printed_calibrate_command_runs_the_same_sweep(cli, objective_ref: s
                                                            tmp_cwd: Path) -> None:
     import shlex
 
+    # nesterov is not in the space: swept, said so, and left out of the command (calibrate would refuse it)
     found = cli("lr-find", "--objective", objective_ref, "--space", str(space_file), "--optimizer", "adam",
-                "--batch-size", "8", "--repeats", "1", "--end-lr", "1", "--device", "cpu")
+                "--optimizer", "nesterov", "--batch-size", "8", "--repeats", "1", "--end-lr", "1", "--device", "cpu")
     assert found.exit_code == 0, found.output
+    assert "not in the space" in found.output and "nesterov" in found.output
     line = next(x for x in found.output.splitlines() if x.startswith("a space with these ranges: "))
     args = shlex.split(line.removeprefix("a space with these ranges: "))
     for flag, value in (("--batch-size", "8"), ("--repeats", "1"), ("--end-lr", "1"), ("--optimizer", "adam")):
         assert args[args.index(flag) + 1] == value, args
+    assert "nesterov" not in args
     made = cli(*args[1:], "--device", "cpu")
     assert made.exit_code == 0, made.output
     assert "batch size 8" in made.output and "lr 1e-07 .. 1" in made.output

@@ -132,7 +132,9 @@ def lr_find_command(
     if outside:
         echo(f"not in the space {space!r}: {', '.join(outside)}; add them to a space file to use these ranges")
     if held & {name for name, curve in result.curves.items() if curve.found}:
-        same = _same_sweep(objective, data, target, optimizer, batch_size, start_lr, end_lr, steps, repeats, seed)
+        # Only the space's optimizers: `spaces calibrate` refuses one the space does not hold.
+        calibrated = [name for name in result.curves if name in held] if optimizer else None
+        same = _same_sweep(objective, data, target, calibrated, batch_size, start_lr, end_lr, steps, repeats, seed)
         echo(f"a space with these ranges: tuner spaces calibrate {q(space)} {same} -o calibrated.yaml")
 
 
