@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -255,7 +256,11 @@ def test_study_create_calibrate_prints_the_ranges_and_show_repeats_them(cli, obj
     assert result.exit_code == 0, result.output
     assert "lr ranges calibrated by an LR range test" in result.output and "adam: lr" in result.output
     shown = cli("study", "show", "c", "--storage", storage_url)
-    assert "lr ranges from an LR range test at batch size 16: adam " in shown.output
+    assert re.search(r"lr ranges from an LR range test at batch size 16 \(\d+\.\d s, before the first trial\): "
+                     r"adam ", shown.output), shown.output  # what the test cost, too
+    stored = cli("study", "show", "c", "--storage", storage_url, "--format", "json")
+    calibration = json.loads(stored.stdout)["calibration"]
+    assert calibration["seconds"] > 0 and calibration["repeats"] == 3 and calibration["device"] == "cpu"
 
 
 def test_the_commands_it_prints_work_as_written_with_spaces_in_names(cli, objective_file: Path,

@@ -13,7 +13,8 @@ from tuner.cli._output import echo, print_json
 
 ObjectiveOpt = Annotated[str, typer.Option(help="Built-in objective, path/file.py:attr or module:attr.")]
 OptimizerOpt = Annotated[list[str] | None, typer.Option(
-    "--optimizer", help="Optimizer to sweep; repeat for several [default: every optimizer of the space].")]
+    "--optimizer", metavar="NAME", help="Optimizer to sweep; repeat for several [default: every optimizer of the "
+                                        "space].")]
 BatchOpt = Annotated[int | None, typer.Option(min=1, help="Batch size of the sweep [default: the space's middle "
                                                           "batch size].")]
 StartOpt = Annotated[float, typer.Option(help="First learning rate of the sweep (above 0).")]
@@ -102,14 +103,17 @@ def lr_find_command(
     seed: SeedOpt = 0,
     data: DataOpt = None,
     target: TargetOpt = None,
-    plot: Annotated[Path | None, typer.Option(help="PNG of loss against learning rate "
+    plot: Annotated[Path | None, typer.Option(help="Plot of loss against learning rate; the extension picks the "
+                                                   "format (.png, .pdf, .svg; any other: PNG) "
                                                    "[default: ./lr-find-<objective>.png].")] = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Suggest a learning-rate range per optimizer (the LR range test).
 
-    Trains one model per optimizer for a few hundred batches while the rate grows exponentially, prints the
-    range of rates over which the loss falls, and writes a plot of loss against rate."""
+    Per optimizer, trains a fresh model --repeats times (3 by default) for up to --steps batches each (20
+    per decade of rates: 160 for the default 1e-7..10; a sweep stops where the loss diverges) while the rate
+    grows exponentially, prints the range of rates over which the median loss falls, and writes a plot of loss
+    against rate."""
     _check_inputs(objective, space, data, plot, target, device, start_lr, end_lr, optimizer)
     from tuner._files import check_file_target, safe_file_name
     from tuner.lrfind import plot_lr_find

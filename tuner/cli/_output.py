@@ -106,7 +106,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     if calibration:
         ranges = ", ".join(f"{name} {low:.2g}..{high:.2g}" if low is not None and high is not None
                            else f"{name} (the space's)" for name, (low, high) in calibration["ranges"].items())
-        echo(f"lr ranges from an LR range test at batch size {calibration['batch_size']}: {ranges}")
+        took = calibration.get("seconds")
+        cost = f" ({took:.1f} s, before the first trial)" if isinstance(took, (int, float)) else ""
+        echo(f"lr ranges from an LR range test at batch size {calibration['batch_size']}{cost}: {ranges}")
     scaling = summary.get("lr_scaling")
     if scaling:
         echo(f"lr_scaling ({scaling['rule']}, reference batch size {scaling['reference_batch']}): the space searches "

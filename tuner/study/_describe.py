@@ -189,7 +189,8 @@ def _calibration(stored: Any) -> dict[str, Any] | None:
     """The lr ranges an LR range test gave the study's space when it was created (``calibrate: true``)."""
     if not isinstance(stored, dict) or not isinstance(stored.get("ranges"), dict):
         return None
-    return {"batch_size": stored.get("batch_size"),
+    return {"batch_size": stored.get("batch_size"), "device": stored.get("device"), "repeats": stored.get("repeats"),
+            "seconds": stored.get("seconds"),
             "ranges": {k: [v.get("low"), v.get("high")] for k, v in stored["ranges"].items() if isinstance(v, dict)}}
 
 
