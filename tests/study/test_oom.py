@@ -122,7 +122,9 @@ def test_an_avoided_proposal_trains_at_the_largest_batch_below_the_limit_and_tpe
     exported = CliRunner().invoke(app, ["study", "export", "tpe", "--storage", storage_url, "--trial",
                                         str(avoided[0].number), "-o", str(tmp_path / "avoided.yaml")])
     assert exported.exit_code == 0, exported.output
-    assert "it was not trained, so the config comes with no value" in " ".join(exported.output.split())
+    said = " ".join(exported.output.split())
+    assert "it was not trained, so the config comes with no value" in said
+    assert f"warning: trial {avoided[0].number} is failed (" in said, said  # the state in words, not "fail"
 
 
 def test_a_space_whose_every_batch_runs_out_of_memory_stops_the_study_with_the_reason(hungry: str,

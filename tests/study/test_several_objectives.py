@@ -54,7 +54,7 @@ def test_objectives_are_checked_before_anything_is_created(objective_ref: str, s
             prepare(spec(objectives=one))
     with pytest.raises(ConfigError, match="the first must be the objective's metric, 'accuracy'"):
         prepare(spec(objectives="loss,train_seconds"))
-    with pytest.raises(ConfigError, match="after the metric 'accuracy': Unknown second objective 'seconds'. "
+    with pytest.raises(ConfigError, match="after the metric 'accuracy': Unknown objective 'seconds'. "
                                           "Valid: train_seconds"):
         prepare(spec(objectives="accuracy,seconds"))
     with pytest.raises(ConfigError, match="names the metric, 'accuracy', twice"):

@@ -977,3 +977,17 @@ def test_export_of_a_trial_in_a_study_whose_trials_are_all_queued_says_why_none_
     with pytest.raises(StudyError, match=r"no trial 0 with a config \(no trial holds one yet: queued trials get "
                                          r"theirs when they start\)\.$"):
         trial_with_config(study, 0)
+
+
+def test_export_of_a_queued_trial_says_it_is_queued() -> None:
+    from tuner.errors import StudyError
+    from tuner.study._record import Key, trial_with_config
+
+    study = optuna.create_study()
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    trial.set_user_attr(Key.CONFIG, {"optimizer": {"name": "adam", "lr": 1e-3}})
+    study.tell(trial, 0.5)
+    study.enqueue_trial({"x": 0.5})
+    with pytest.raises(StudyError, match=r"no trial 1 with a config \(it is queued, and gets its config when it "
+                                         r"starts; trials 0..0 hold one\)\.$"):
+        trial_with_config(study, 1)

@@ -178,8 +178,11 @@ def study_export(
         if picked.state.name != "COMPLETE":
             record = record_of(picked)
             epochs = len(picked.intermediate_values)
-            echo(("warning:", "yellow"), f" trial {trial} is {picked.state.name.lower()}"
-                 + (f" after epoch {epochs} of {rec.config.epochs}" if epochs else "")
+            state = {"FAIL": "failed", "PRUNED": "pruned", "WAITING": "queued"}.get(picked.state.name,
+                                                                                   picked.state.name.lower())
+            said = "after epoch" in (record.reason or "")  # "pruned by ... after epoch 2": not said twice
+            echo(("warning:", "yellow"), f" trial {trial} is {state}"
+                 + (f" after epoch {epochs} of {rec.config.epochs}" if epochs and not said else "")
                  + (f" ({record.reason})" if record.reason else "")
                  + (": its value is not that of a config trained to the end" if record.value is not None or epochs
                     else ": it was not trained, so the config comes with no value"), to_err=True)

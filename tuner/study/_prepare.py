@@ -290,7 +290,7 @@ def _check_objectives(spec: StudySpec, objective: Objective) -> None:
                               f"name it first, then {', '.join(SECOND_OBJECTIVES)}.")
         if name not in SECOND_OBJECTIVES:
             raise ConfigError(f"objectives: after the metric {first!r}: "
-                              + unknown_name_message("second objective", name, SECOND_OBJECTIVES))
+                              + unknown_name_message("objective", name, SECOND_OBJECTIVES))
     if len(rest) != len(set(rest)):
         raise ConfigError(f"objectives: {spec.objectives!r} names one twice.")
     if rest and spec.pack not in ("auto", 1):

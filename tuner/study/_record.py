@@ -354,6 +354,8 @@ def trial_with_config(study: optuna.Study, number: int) -> FrozenTrial:
         numbers = [t.number for t in study.get_trials(deepcopy=False) if Key.CONFIG in t.user_attrs]
         held = (f"trials {min(numbers)}..{max(numbers)} hold one" if numbers else
                 "no trial holds one yet: queued trials get theirs when they start")
+        if frozen is not None and numbers and frozen.state.name == "WAITING":
+            held = f"it is queued, and gets its config when it starts; {held}"
         raise StudyError(f"Study {study.study_name!r} has no trial {number} with a config ({held}).")
     return frozen
 
