@@ -72,6 +72,21 @@ def test_objectives_are_checked_before_anything_is_created(objective_ref: str, s
     assert_nothing_written(db_path)
 
 
+def test_a_study_made_with_other_objectives_is_refused_naming_them_as_given(objective_ref: str,
+                                                                            storage_url: str) -> None:
+    from tuner.errors import StudyError
+    from tuner.study import create_or_join
+
+    def spec(**fields):
+        return StudySpec(**{"name": "o", "objective": objective_ref, "n_trials": 2, "epochs": 1,
+                            "storage": storage_url, "device": "cpu", **fields})
+
+    create_or_join(prepare(spec()))
+    with pytest.raises(StudyError, match=r"with a different spec \(objectives: accuracy -> accuracy, "
+                                         r"train_seconds\)\. Nothing was changed"):
+        create_or_join(prepare(spec(objectives="accuracy,train_seconds")))
+
+
 def test_a_study_of_accuracy_and_train_seconds_records_both_and_prunes_on_accuracy(objective_ref: str,
                                                                                     storage_url: str,
                                                                                     monkeypatch) -> None:

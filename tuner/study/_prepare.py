@@ -530,9 +530,14 @@ def _create_or_load(storage: optuna.storages.BaseStorage, prepared: PreparedStud
         new = _identity(_stored_attrs(prepared)[StudyKey.SPEC], prepared.space.fingerprint())
         changed = [k for k in old if old[k] != new[k]]
         if changed:
+            metric = attrs.get(StudyKey.METRIC) or prepared.objective.metric
+
+            def said(key: str, value: Any) -> str:  # objectives as given: the metric, then what it trades
+                return ", ".join([metric, *value]) if key == "objectives" else repr(value)
+
             details = ", ".join(
-                f"{k}: {old[k]!r} -> {new[k]!r}" if k != "space" else stored_space_changes(attrs, prepared.space)
-                for k in changed
+                f"{k}: {said(k, old[k])} -> {said(k, new[k])}" if k != "space" else
+                stored_space_changes(attrs, prepared.space) for k in changed
             )
             raise StudyError(f"Study {name!r} already exists in {mask_url(url)} with a different "
                              f"spec ({details}). Nothing was changed. Choose another {option('name')}, or continue it "
