@@ -350,8 +350,8 @@ def study_create(
                                                  "comma-separated list.")] = None,
     calibrate: Annotated[bool | None, typer.Option(
         "--calibrate/--no-calibrate", show_default=False,
-        help="Run an LR range test first and search the lr ranges it suggests (tuner lr-find) [default: the "
-             "spec's calibrate, else no].")] = None,
+        help="Run an LR range test first and search the lr ranges it suggests (tuner lr-find; it runs before "
+             "--timeout starts counting) [default: the spec's calibrate, else no].")] = None,
     enqueue: Annotated[list[str] | None, typer.Option(
         "--enqueue", metavar="FILE", help="A train-config file (YAML/JSON; one config or a list) to try first; "
                                           "repeat for several.")] = None,
