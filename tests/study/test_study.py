@@ -10,7 +10,9 @@ import numpy as np
 import optuna
 import pytest
 import torch
+import yaml
 
+import tuner
 from tuner.errors import ConfigError, StudyError, TunerError
 from tuner.study import (
     StudySpec,
@@ -102,6 +104,33 @@ def test_bad_spec_value_points_at_its_line(tmp_path: Path):
     path.write_text("name: x\n\nepochs: -2\n")
     with pytest.raises(ConfigError, match=rf"^{path}:3: key 'epochs': .*greater than 0.*Got -2 instead"):
         load_spec(path)
+
+
+@pytest.mark.parametrize("line, said", [
+    ("timeout: yes", "key 'timeout': Input should be a valid number. Got True instead"),  # YAML's yes: a 1 s timeout
+    ("seed: true", "key 'seed': Input should be a valid integer. Got True instead"),
+    ("n_trials: '3'", "key 'n_trials': Input should be a valid integer. Got '3' instead"),
+    ("epochs: 2.5", "key 'epochs': Input should be a valid integer. Got 2.5 instead"),
+    ("calibrate: 1", "key 'calibrate': Input should be a valid boolean. Got 1 instead"),
+    ("known_starts: 'off'", "key 'known_starts': Input should be a valid boolean. Got 'off' instead"),
+    ("grace_period: true", "key 'grace_period': Input should be a valid number. Got True instead"),
+])
+def test_a_spec_value_of_another_type_is_refused_not_converted(tmp_path: Path, line: str, said: str):
+    """Converted, ``timeout: yes`` was a study with a 1-second timeout and ``seed: true`` seed 1, without a word."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(f"name: x\n{line}\n")
+    with pytest.raises(ConfigError) as info:
+        load_spec(path)
+    assert str(info.value) == f"{path}:2: {said}."
+    with pytest.raises(ConfigError, match="tuner.run_study\\(\\): key "):
+        tuner.run_study(**yaml.safe_load(line), storage=f"sqlite:///{tmp_path / 'n.db'}")
+    assert not (tmp_path / "n.db").exists()
+
+
+def test_a_spec_takes_a_whole_number_of_seconds_as_a_timeout(tmp_path: Path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("name: x\ntimeout: 60\n")
+    assert load_spec(path).timeout == 60.0
 
 
 def test_a_space_written_in_the_spec_is_checked_with_its_file_and_line(tmp_path: Path, storage_url: str):

@@ -116,22 +116,23 @@ class StudySpec(BaseModel):
                                                           "pruning on the metric)")
     batch_size: int | list[int] | None = Field(None, description="batch sizes to search instead of the "
                                                                   "space's: one (fixed) or a list, e.g. [16, 32]")
-    calibrate: bool = Field(False, description="run an LR range test when the study is created and search "
+    calibrate: bool = Field(False, strict=True, description="run an LR range test when the study is created and search "
                                                "the lr ranges it suggests (see `tuner lr-find`)")
     sampler: str | dict[str, Any] = Field("tpe", description="tpe, random, qmc, cmaes, gp, nsgaii or grid")
     pruner: str | dict[str, Any] | None = Field(None, description="median, percentile, successive_halving, "
                                                                        "hyperband, wilcoxon, patient, top_third or "
                                                                        "none; default: the objective's own "
                                                                        "(Objective.pruner), else median")
-    n_trials: int = Field(30, gt=0, description="trials to finish (complete or pruned) in the study")
-    timeout: float | None = Field(None, gt=0, description="seconds after which no new trial starts")
-    epochs: int | None = Field(None, gt=0, description="training epochs per trial; default: the objective's "
-                                                         "own (Objective.epochs), else 20")
+    n_trials: int = Field(30, gt=0, strict=True, description="trials to finish (complete or pruned) in the study")
+    timeout: float | None = Field(None, gt=0, strict=True, description="seconds after which no new trial starts")
+    epochs: int | None = Field(None, gt=0, strict=True, description="training epochs per trial; default: the "
+                                                                     "objective's own (Objective.epochs), else 20")
     storage: str | None = Field(None, description="storage URL; default $TUNER_STORAGE or sqlite:///tuner.db")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
-    seed: int = Field(0, ge=0, lt=2**32, description="seed of the sampler and of every trial's training")
-    threads: int | None = Field(None, gt=0, description="torch threads per worker; default: the faster of 1 "
-                                                         "and cores / workers, timed on the objective at start")
+    seed: int = Field(0, ge=0, lt=2**32, strict=True, description="seed of the sampler and of every trial's training")
+    threads: int | None = Field(None, gt=0, strict=True, description="torch threads per worker; default: the "
+                                                                      "faster of 1 and cores / workers, timed on the "
+                                                                      "objective at start")
     pack: int | str = Field("auto", description="trials trained at once as one stacked model (trial packs; the "
                                                 "same batch size and optimizer family share a pack): 1 to 4096, "
                                                 "or auto: timed at start, 1 where packs do not pay off")
@@ -139,17 +140,17 @@ class StudySpec(BaseModel):
         "avoid", description="after a batch size runs out of memory on a device: avoid (configs with that batch "
                              "size or a larger one are not trained there) or accumulate (they train there as "
                              "micro-batches of half that size, gradients accumulated to the same batch)")
-    heartbeat_interval: float = Field(2.0, ge=0.1, le=3600, description="seconds between a running trial's "
-                                                                      "heartbeats")
-    grace_period: float = Field(12.0, gt=0, le=86400, description="seconds without a heartbeat after which a running "
-                                                        "trial's worker counts as lost: the trial is failed "
-                                                        "and its parameters queued again")
+    heartbeat_interval: float = Field(2.0, ge=0.1, le=3600, strict=True,
+                                      description="seconds between a running trial's heartbeats")
+    grace_period: float = Field(12.0, gt=0, le=86400, strict=True,
+                                description="seconds without a heartbeat after which a running trial's worker "
+                                            "counts as lost: the trial is failed and its parameters queued again")
     enqueue: list[str | dict[str, Any]] = Field(default_factory=list, description="train configs that are the "
                                                 "first trials: files (YAML/JSON, one config or a list) or "
                                                 "mappings of config parts")
     warm_start: WarmStart | None = Field(None, description="an earlier study whose best configs are queued first: "
                                                            "NAME or {study, storage, top}")
-    known_starts: bool = Field(True, description="queue the known-good starting points the space holds "
+    known_starts: bool = Field(True, strict=True, description="queue the known-good starting points the space holds "
                                                  "(tuner spaces starts)")
     mlflow: str | None = Field(None, description="MLflow tracking URI every finished trial is logged to (e.g. "
                                                  "sqlite:///mlflow.db or http://HOST:5000); default "
