@@ -367,6 +367,7 @@ def tune(
         draws = sampler_seed(seed, warm_name if warm_start is not None else None)
         setup = search_setup(search, sampler, pruner, seed=draws, epochs=epochs, n_trials=n_trials,
                              n_objectives=len(objectives))  # bad options fail here, before any study exists
+        start_notes += setup.notes
         if setup.grid:
             if enqueue or warm_start:
                 raise ConfigError("sampler='grid' runs the grid's own points: enqueue and warm_start do not apply "

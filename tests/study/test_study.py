@@ -224,12 +224,39 @@ def test_unknown_sampler_or_pruner(make_spec, db_path: Path, assert_nothing_writ
         ("sampler", {"name": "qmc", "qmc_type": "nope"}, "Invalid options for the 'qmc' sampler"),
         ("pruner", {"name": "percentile", "percentile": 150}, "Invalid options for the 'percentile' pruner"),
         ("pruner", {"name": "median", "n_warmup": 1}, "'median' pruner takes no option 'n_warmup'"),
+        # Taken by Optuna, then a division by zero or a math domain error at the first report:
+        ("pruner", {"name": "hyperband", "reduction_factor": 1},
+         r"The 'reduction_factor' option of the 'hyperband' pruner must be 2 or more .*Got 1 instead"),
+        ("pruner", {"name": "hyperband", "max_resource": 0},
+         r"The 'max_resource' option of the 'hyperband' pruner must be 1 or more \(epochs\), or \"auto\""),
+        ("pruner", {"name": "hyperband", "min_resource": 3, "max_resource": 2},
+         r"The 'hyperband' pruner's min_resource \(3\) must be at most its max_resource \(2\)"),
+        ("pruner", {"name": "hyperband", "min_resource": 5},  # max_resource: the study's 2 epochs
+         r"pruner: the 'hyperband' pruner's min_resource \(5\) must be at most its max_resource \(2; by default"),
+        # Every trial of the budget pruned: the first bootstrap_count trials at each rung are.
+        ("pruner", {"name": "successive_halving", "bootstrap_count": 3},
+         r"pruner: the 'successive_halving' pruner's bootstrap_count \(3\) prunes the first 3 trials to reach each "
+         r"rung, and the study has 3: none could complete"),
     ],
 )
 def test_bad_sampler_and_pruner_options(make_spec, db_path: Path, assert_nothing_written, field, value, match):
     with pytest.raises(ConfigError, match=match):
         _create(make_spec(**{field: value}))
     assert_nothing_written(db_path)
+
+
+@pytest.mark.parametrize("pruner, said", [
+    ({"name": "median", "n_warmup_steps": 100}, "pruner median: it judges none of the 2 epochs (n_warmup_steps 100), "
+                                                "so no trial is pruned"),
+    ({"name": "percentile", "percentile": 50.0, "n_warmup_steps": 2},
+     "pruner percentile: it judges none of the 2 epochs (n_warmup_steps 2)"),
+    ({"name": "successive_halving", "min_resource": 4},
+     "pruner successive_halving: its first rung would be at epoch 5, past the last of 2 (min_resource 4)"),
+])
+def test_a_pruner_that_judges_none_of_the_epochs_is_said_so(make_spec, pruner, said):
+    prepared = prepare(make_spec(pruner=pruner))
+    assert any(note.startswith(said) for note in prepared.space_notes), prepared.space_notes
+    assert not any(n.startswith("pruner ") for n in prepare(make_spec(pruner="median")).space_notes)
 
 
 def test_sampler_options_are_applied(make_spec):

@@ -27,7 +27,7 @@ from tuner.spaces import SearchSpace, load_space
 from tuner.study._engine import RunPlan, TrainerExecutor
 from tuner.study._open import describe_kind, open_study, stored_spec, study_kind
 from tuner.study._record import StudyKey
-from tuner.study._samplers import build_pruner, build_sampler, option_name, refuse_for_several_objectives
+from tuner.study._samplers import build_pruner, build_sampler, option_name, pruner_notes, refuse_for_several_objectives
 from tuner.study._spec import DEFAULT_PRUNER, IDENTITY_FIELDS, StudySpec
 from tuner.study._storage import (
     check_storage,
@@ -181,8 +181,8 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
     from tuner.study._starts import sampler_seed
 
     search = search_setup(space, spec.sampler, spec.pruner, seed=sampler_seed(spec.seed, spec.warm_start),
-                          epochs=spec.epochs,
-                          n_trials=spec.n_trials, n_objectives=len(spec.objectives or [None]))
+                          epochs=spec.epochs, n_trials=spec.n_trials, n_objectives=len(spec.objectives or [None]))
+    space_notes += search.notes
     if search.n_trials != spec.n_trials:
         space_notes.append(f"n_trials: {spec.n_trials} asked, {search.n_trials} run: the grid over space "
                            f"{space.name!r} has {search.n_trials} points, each run once")
@@ -314,6 +314,8 @@ class SearchSetup:
     pruner: optuna.pruners.BasePruner
     grid: list[dict[str, Any]]
     n_trials: int
+    #: what the pruner will not do with these epochs (it judges none of them)
+    notes: list[str] = field(default_factory=list)
 
 
 def search_setup(space: SearchSpace, sampler: Any, pruner: Any, *, seed: int, epochs: int, n_trials: int,
@@ -337,6 +339,7 @@ def search_setup(space: SearchSpace, sampler: Any, pruner: Any, *, seed: int, ep
         random.Random(seed).shuffle(grid)
     context = {"seed": seed, "epochs": epochs, "multi": n_objectives > 1}
     built = SearchSetup(build_sampler(sampler, context), build_pruner(pruner, context), grid, n_trials)
+    built.notes = pruner_notes(pruner, built.pruner, epochs or 0, n_trials)
     _dry_run(space, sampler, pruner, context, n_objectives)
     return built
 

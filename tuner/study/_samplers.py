@@ -15,8 +15,8 @@ import optuna
 from tuner._registry import Registry
 from tuner.errors import ConfigError
 
-__all__ = ["build_sampler", "build_pruner", "plain_options", "list_samplers", "list_pruners", "may_prune_at",
-           "judges_by_complete_trials", "refuse_for_several_objectives"]
+__all__ = ["build_sampler", "build_pruner", "pruner_notes", "plain_options", "list_samplers", "list_pruners",
+           "may_prune_at", "judges_by_complete_trials", "refuse_for_several_objectives"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class Factory:
     description: str
     #: it runs in a study of several objectives (a pruner: judging the first, the metric, alone)
     several_objectives: bool = True
+    #: checks the options (with the defaults) that Optuna takes and fails on only later, as it first prunes
+    check: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
 
     def build(self, options: dict[str, Any], context: dict[str, Any], kind: str) -> Any:
         params = inspect.signature(self.cls.__init__).parameters
@@ -43,6 +45,8 @@ class Factory:
             if bad is not None:
                 raise ConfigError(_not_finite(key, self.name, kind, bad))
         kwargs = {**self.defaults(context), **options}
+        if self.check is not None:
+            self.check(kwargs, options)
         try:
             return self.cls(**kwargs)
         except (TypeError, ValueError) as exc:
@@ -186,6 +190,34 @@ def _quarter(ctx: dict[str, Any]) -> int:
     return max(1, int(ctx.get("epochs", 10)) // 4 - 1)  # steps count from 0: epoch epochs/4
 
 
+def _halving(name: str) -> Callable[[dict[str, Any]], None]:
+    """Successive halving's and Hyperband's options: Hyperband passes them to its brackets unchecked, and a
+    reduction factor under 2 or a minimum resource over the maximum failed only at the first report (a division
+    by zero, a math domain error)."""
+
+    def check(options: dict[str, Any], given: dict[str, Any]) -> None:
+        def whole(key: str) -> Any:
+            value = options.get(key)
+            return value if isinstance(value, numbers.Integral) and not isinstance(value, bool) else None
+
+        factor = options.get("reduction_factor")
+        if isinstance(factor, numbers.Real) and not isinstance(factor, bool) and factor < 2:
+            raise ConfigError(f"The 'reduction_factor' option of the {name!r} pruner must be 2 or more (each rung "
+                              f"keeps 1 in reduction_factor of the trials that reach it). Got {factor!r} instead.")
+        for key in ("min_resource", "max_resource"):
+            if whole(key) is not None and whole(key) < 1:
+                raise ConfigError(f"The {key!r} option of the {name!r} pruner must be 1 or more (epochs), or "
+                                  f"\"auto\". Got {options[key]!r} instead.")
+        low, high = whole("min_resource"), whole("max_resource")
+        # Both given (Hyperband's default max_resource is the study's epochs: checked with them, pruner_notes)
+        if "min_resource" in given and "max_resource" in given and low is not None and high is not None and \
+                low > high:
+            raise ConfigError(f"The {name!r} pruner's min_resource ({low}) must be at most its max_resource "
+                              f"({high}).")
+
+    return check
+
+
 _PRUNERS: Registry[Factory] = Registry("pruner")
 for _f in (
     Factory("median", optuna.pruners.MedianPruner,
@@ -196,12 +228,12 @@ for _f in (
             "stop a trial outside the top percentile at the same epoch"),
     Factory("successive_halving", optuna.pruners.SuccessiveHalvingPruner,
             lambda c: {"min_resource": max(1, int(c.get("epochs", 10)) // 9), "reduction_factor": 3},
-            "asynchronous successive halving over epochs"),
+            "asynchronous successive halving over epochs", check=_halving("successive_halving")),
     Factory("hyperband", optuna.pruners.HyperbandPruner,
             lambda c: {"min_resource": max(1, int(c.get("epochs", 10)) // 9),
                        "max_resource": int(c.get("epochs", 10)), "reduction_factor": 3},
             # Its brackets open the study again from the storage, as a study of several objectives.
-            "Hyperband: several successive-halving brackets", several_objectives=False),
+            "Hyperband: several successive-halving brackets", several_objectives=False, check=_halving("hyperband")),
     Factory("wilcoxon", optuna.pruners.WilcoxonPruner, lambda c: {"p_threshold": 0.1},
             # It compares with the best trial, which a study of several objectives does not have.
             "Wilcoxon signed-rank test against the best trial's per-epoch values", several_objectives=False),
@@ -286,7 +318,44 @@ class FirstObjectiveSampler(optuna.samplers.BaseSampler):
 
 def build_pruner(spec: str | dict[str, Any], context: dict[str, Any]) -> optuna.pruners.BasePruner:
     name, options = _named(spec)
-    return _PRUNERS.get(name).build(options, context, "pruner")
+    with warnings.catch_warnings():  # PatientPruner and WilcoxonPruner are "experimental" to Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _PRUNERS.get(name).build(options, context, "pruner")
+
+
+def pruner_notes(spec: str | dict[str, Any], pruner: optuna.pruners.BasePruner, epochs: int,
+                 n_trials: int) -> list[str]:
+    """What a study's pruner will do with its epochs and budget, where that is not what pruning is for: one
+    given options that make it judge none of the epochs is said (no trial is ever pruned); one that prunes
+    every trial of the budget (successive halving's or Hyperband's ``bootstrap_count`` at or over ``n_trials``:
+    the first trials to reach each rung are pruned, after the last epoch too), or Hyperband with no bracket, is
+    refused."""
+    name = option_name(spec)
+    if isinstance(pruner, optuna.pruners.NopPruner) or epochs < 1:
+        return []
+    low, high = getattr(pruner, "_min_resource", None), getattr(pruner, "_max_resource", None)
+    if isinstance(pruner, optuna.pruners.HyperbandPruner) and isinstance(low, int) and isinstance(high, int) and \
+            low > high:  # no bracket: it failed at the first report
+        raise ConfigError(f"pruner: the {name!r} pruner's min_resource ({low}) must be at most its max_resource "
+                          f"({high}; by default the study's epochs).")
+    bootstrap = getattr(pruner, "_bootstrap_count", 0) or 0
+    if bootstrap >= n_trials:
+        raise ConfigError(f"pruner: the {name!r} pruner's bootstrap_count ({bootstrap}) prunes the first "
+                          f"{bootstrap} trials to reach each rung, and the study has {n_trials}: none could "
+                          f"complete. Lower it below n_trials.")
+    if not isinstance(spec, dict) or len(spec) < 2:
+        return []  # the defaults, which fit their epochs (with one or two epochs there is little to prune)
+    if isinstance(pruner, (optuna.pruners.PercentilePruner, optuna.pruners.PatientPruner)):
+        if not any(may_prune_at(pruner, step) for step in range(epochs)):
+            inner = getattr(pruner, "_wrapped_pruner", pruner)
+            warmup = getattr(inner, "_n_warmup_steps", None)
+            return [f"pruner {name}: it judges none of the {epochs} epochs (n_warmup_steps {warmup}), so no trial "
+                    f"is pruned; lower n_warmup_steps below {epochs}, or use pruner none"]
+    if isinstance(low, int) and not isinstance(low, bool) and low >= epochs:
+        # Its first rung is at step min_resource (steps count epochs from 0): past the last epoch.
+        return [f"pruner {name}: its first rung would be at epoch {low + 1}, past the last of {epochs} (min_resource "
+                f"{low}), so no trial is pruned; lower min_resource below {epochs}"]
+    return []
 
 
 def may_prune_at(pruner: optuna.pruners.BasePruner, step: int) -> bool:
