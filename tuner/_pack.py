@@ -13,7 +13,8 @@ the whole pack at once). Members are held in slots: a slot is filled with a conf
 and freed when its member is pruned, diverges or finishes, so the caller can refill it at an epoch boundary.
 
 What can share a pack (``pack_key``): one batch size and one update family (SGD / momentum / Nesterov; Adam /
-AdamW; Adamax; RMSprop; Adagrad; NAdam; RAdam). L-BFGS, Adadelta and the ``plateau`` schedule train unpacked.
+AdamW; Adamax; RMSprop; Adagrad; NAdam; RAdam). L-BFGS, Adadelta, Schedule-Free AdamW, Prodigy and the
+``plateau`` schedule train unpacked.
 """
 
 from __future__ import annotations

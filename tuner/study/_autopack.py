@@ -23,6 +23,7 @@ import torch
 from tuner._pack import PackTrainer, pack_key, packable
 from tuner.config import TrainConfig
 from tuner.errors import ConfigError, error_text
+from tuner.optim import get_schedule
 from tuner.study._engine import release_device_memory
 from tuner.study._spec import parse_pack
 
@@ -56,7 +57,7 @@ SPACE_SAMPLES = 64
 def _kinds(space, epochs: int | None, seed: int) -> tuple[dict[tuple, float], float, TrainConfig | None]:
     """Draws configs from the space (random sampler, fixed seed; nothing trains): the share of each kind of
     packable config (batch size, update family), the share that cannot be packed, and a config of the
-    commonest kind. Each kind trains in packs of its own; the others train alone."""
+    commonest kind. Each kind trains in packs of its own; the others train alone (``_alone`` says why)."""
     from tuner._logs import optuna_quiet
 
     with optuna_quiet():
@@ -70,6 +71,17 @@ def _kinds(space, epochs: int | None, seed: int) -> tuple[dict[tuple, float], fl
         return {}, alone, None
     shares = {key: len(configs) / SPACE_SAMPLES for key, configs in kinds.items()}
     return shares, alone, kinds[max(shares, key=shares.__getitem__)][0]
+
+
+def _alone(space) -> str:
+    """The space's optimizers and schedules that cannot share a pack, in words: the reason said when packs do
+    not pay for that reason."""
+    from tuner._pack import FAMILIES
+
+    names = [f"{name} (no fused update)" for name in space.optimizer if name not in FAMILIES]
+    names += [f"{name} (steps on each member's metric)" for name in space.schedule
+              if get_schedule(name).factor is None]
+    return ", ".join(names) or "none"
 
 
 def _rate_at(rates: dict[int, float], n: float) -> float:
@@ -172,9 +184,8 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
             return PackChoice(1, f"one trial at a time, {asked}", auto=False)
         _, _, config = _kinds(prepared.space, spec.epochs, spec.seed)
         if config is None:
-            return PackChoice(1, f"{k} at once was asked for, but no optimizer or schedule of the space can share a "
-                                 f"pack (L-BFGS, Adadelta and plateau train alone): trials train one at a time",
-                              auto=False)
+            return PackChoice(1, f"{k} at once was asked for, but no config of the space can share a pack "
+                                 f"({_alone(prepared.space)}): trials train one at a time", auto=False)
         failure = _pack_failure(prepared, config, threads)
         if failure:
             return PackChoice(1, f"{k} at once was asked for, but {failure}: trials train one at a time",
@@ -191,11 +202,11 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
                              f"at a time")
     shares, unpackable, config = _kinds(prepared.space, spec.epochs, spec.seed)
     if config is None:
-        return PackChoice(1, "no optimizer or schedule of the space can share a pack (L-BFGS, Adadelta and "
-                             "plateau train alone)")
+        return PackChoice(1, f"no config of the space can share a pack: they train alone "
+                             f"({_alone(prepared.space)})")
     if unpackable and 1.0 / unpackable < MIN_GAIN:  # even infinitely fast packs would not pay: no timing
-        return PackChoice(1, f"{unpackable:.0%} of the space's configs cannot be packed (L-BFGS, Adadelta, "
-                             f"plateau) and train alone, so packs would speed the study up {1 / unpackable:.2f}x "
+        return PackChoice(1, f"{unpackable:.0%} of the space's configs cannot be packed ({_alone(prepared.space)}) "
+                             f"and train alone, so packs would speed the study up {1 / unpackable:.2f}x "
                              f"at most (a pack needs {MIN_GAIN}x)")
     trainer = prepared.trainer
     batch_size, family, _ = pack_key(config)

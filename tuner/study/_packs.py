@@ -5,8 +5,8 @@ config sampled, reported after every epoch and pruned on its own, told on its ow
 unpacked trial (config, history, test value, timings, reason). A pruned, diverged, timed-out or finished member
 frees its slot, and the slot is refilled with a new trial at the next epoch boundary, so the packs stay full
 until the budget is met. Configs of different kinds (batch size, update family) train in packs of their own,
-side by side, one epoch of each per round; configs that cannot be packed (L-BFGS, Adadelta, ``plateau``) train
-unpacked, one after the other, beside them.
+side by side, one epoch of each per round; configs that cannot be packed (L-BFGS, Adadelta, the tuning-free
+optimizers, ``plateau``) train unpacked, one after the other, beside them.
 """
 
 from __future__ import annotations
