@@ -360,7 +360,8 @@ class TrainConfig:
         ``scheduler.step(metric)`` once per epoch instead, ``mode`` saying whether the metric is maximised
         (``"max"``) or minimised (``"min"``; by default from the config's ``direction``, as for ``setup``).
         Gradient clipping (``grad_clip_norm``) and ``penalty(model)``
-        are the loop's to apply.
+        are the loop's to apply, and so, for a schedule-free optimizer (``schedulefree_adamw``), are
+        ``optimizer.train()`` before training and ``optimizer.eval()`` before evaluating.
         """
         from tuner._setup import check_steps_per_epoch
 
