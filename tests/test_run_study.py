@@ -144,6 +144,8 @@ def test_a_study_that_has_its_trials_says_how_to_run_more(tmp_path: Path, capsys
     assert "the study already has its 2 finished trials; raise the budget with n_trials=" in capsys.readouterr().out
     # Optuna calls the options tuner sets (TPE's group) experimental: not the caller's business.
     assert not [w for w in caught if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
+    more = tuner.run_study(**tpe, n_trials=3, storage=url, name="b")
+    assert more.trials == 1 and "resuming study 'b': it has 2 finished trials of 3" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("call", [

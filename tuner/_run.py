@@ -194,6 +194,8 @@ def _open_and_run(spec_obj: Any, spec_file: Any, workers: int | str, devices: st
         for line in prepared.changes_lines():
             warnings.warn(f"tuner.run_study: {line}", UserWarning, stacklevel=4)
     done = before = _finished(study)
+    if say and 0 < before < n_trials:  # as tune() says it (one that has them all says how to run more, below)
+        say(f"resuming study {prepared.name!r}: it has {count(before, 'finished trial')} of {n_trials}")
     start = time.monotonic()
 
     from tuner.study._session import trial_lines
