@@ -325,11 +325,13 @@ def study_create(
                                                        + _default("objective"))] = None,
     space: Annotated[str | None, typer.Option(help="Built-in search space or a YAML file" + _default("space"))
                      ] = None,
-    sampler: Annotated[str | None, typer.Option(help="tpe, random, qmc, cmaes, gp, nsgaii or grid"
+    sampler: Annotated[str | None, typer.Option(help="tpe, random, qmc, cmaes, gp, nsgaii or grid (options: "
+                                                     "in a spec file, sampler: {name: tpe, ...})"
                                                      + _default("sampler"))] = None,
     pruner: Annotated[str | None, typer.Option(help="median, percentile, successive_halving, hyperband, "
-                                                    "wilcoxon, patient, top_third or none [default: the "
-                                                    "objective's own, else median].")] = None,
+                                                    "wilcoxon, patient, top_third or none (options: in a spec "
+                                                    "file, pruner: {name: median, n_warmup_steps: 2}) [default: "
+                                                    "the objective's own, else median].")] = None,
     n_trials: Annotated[int | None, typer.Option(help="Trials to finish (complete or pruned)"
                                                       + _default("n_trials"))] = None,
     timeout: TimeoutOpt = None,
