@@ -322,7 +322,7 @@ def calibrate_space(space: str | SearchSpace | dict[str, Any], result: LRFindRes
             ranges.append(f"{name} {low:g}..{high:g}")
     ranges = ", ".join(ranges) + (f" ({scaling.describe()})" if scaling is not None and ranges else "")
     # The space's own description named the ranges it replaces: it is not kept beside the new ones.
-    replaced = "".join(f" {line[0].upper()}{line[1:]}." for line in replaced_rates(the_space, result))
+    replaced = "".join(f" {line}." for line in replaced_rates(the_space, result))  # names as written: adamw
     raw["description"] = (f"{the_space.name}, with lr ranges from an LR range test on {result.objective} "
                           f"(batch size {result.batch_size}): {ranges or 'none found'}; the rest as in "
                           f"{the_space.name}.{replaced}")
