@@ -384,6 +384,26 @@ def test_spec_paths_are_relative_to_the_spec_file(cli, tmp_cwd: Path, objective_
     assert summary["counts"]["complete"] == 1
 
 
+def test_a_file_next_to_the_spec_wins_over_one_of_that_name_in_the_working_directory(tmp_cwd: Path):
+    """Found next to the spec first, as the README says: one of the same name in the working directory (the
+    spec's author's files are beside it) was taken instead."""
+    from tuner.study import load_spec
+
+    project = tmp_cwd / "project"
+    project.mkdir()
+    for folder in (tmp_cwd, project):
+        (folder / "space.yaml").write_text("optimizer: adam\n")
+        (folder / "first.yaml").write_text("optimizer: {name: adam, lr: 0.001}\n")
+    (project / "study.yaml").write_text("space: space.yaml\nenqueue: first.yaml\n")
+    spec = load_spec(project / "study.yaml")
+    assert spec.space == str((project / "space.yaml").resolve())
+    assert spec.enqueue == [str((project / "first.yaml").resolve())]
+    (project / "study.yaml").write_text("name: x\nenqueue: [first.yaml, nothere.yaml]\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(project / 'study.yaml'))}:2: key 'enqueue': "
+                                          rf"nothere.yaml: no such file \(looked next to the spec, in "):
+        load_spec(project / "study.yaml")
+
+
 def test_errors_in_a_user_objective_file_are_one_line(cli, tmp_cwd: Path):
     (tmp_cwd / "broken.py").write_text("import torch\n\ndef f(:\n")
     line = _assert_user_error(cli("study", "create", "--objective", "broken.py"), "broken.py:3",

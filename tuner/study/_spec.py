@@ -389,7 +389,16 @@ def load_spec(ref: str | Path) -> StudySpec:
     path = _spec_path(ref)
     data = load_yaml_file(path)
     if isinstance(data, dict):
+        from tuner.spaces._params import location
+
+        where = location(str(path), data, "enqueue", "enqueue")  # before the paths are resolved in place
         _resolve_relative(data, path.parent)
+        enqueue = data.get("enqueue")
+        for item in [enqueue] if isinstance(enqueue, str) else enqueue if isinstance(enqueue, list) else []:
+            if isinstance(item, str) and not Path(item).is_file():  # said here, where the spec's line is known
+                what = "is a folder; give a config file in it" if Path(item).is_dir() else "no such file"
+                raise ConfigError(f"{where}: {item}: {what} (looked next to the spec, in {path.parent.resolve()}, "
+                                  f"then in the working directory).")
     return StudySpec.from_mapping(data, str(path))
 
 
@@ -426,7 +435,7 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> None:
     if isinstance(enqueue, (str, list)):
         items = [enqueue] if isinstance(enqueue, str) else enqueue
         data["enqueue"] = [str((base / v).resolve()) if isinstance(v, str) and not Path(v).is_absolute()
-                           and (base / v).is_file() and not Path(v).is_file() else v for v in items]
+                           and (base / v).is_file() else v for v in items]
     for key in ("space", "objective", "data"):
         value = data.get(key)
         if not isinstance(value, str) or Path(value).is_absolute():
@@ -434,5 +443,5 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> None:
         head, sep, attr = value.rpartition(":") if key == "objective" else ("", "", "")
         file_part = head if sep and "/" not in attr else value
         candidate = base / file_part
-        if candidate.is_file() and not Path(file_part).is_file():
+        if candidate.is_file():
             data[key] = str(candidate.resolve()) + (value[len(file_part):])
