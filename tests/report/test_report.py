@@ -162,8 +162,33 @@ def test_failed_confirmation_runs_never_win():
     assert recommend(cands, "maximize").trial == 1
     assert recommend([Candidate(0, 1.0, {}, values=[0.2]), Candidate(1, 1.0, {}, values=[0.1])],
                      "minimize").trial == 1
-    with pytest.raises(StudyError, match="boom"):
-        recommend(cands[:1], "maximize")
+    with pytest.raises(StudyError, match="Every confirmation run failed or diverged.*boom"):
+        recommend([Candidate(0, 0.9, {}, values=[math.nan, math.nan], errors=["seed 1: RuntimeError: boom"])],
+                  "maximize")
+
+
+def test_where_every_top_trial_failed_on_some_seed_the_one_that_trained_on_most_is_recommended():
+    """Each top config failed on one of three seeds (a rate that diverges now and then): six of nine runs
+    trained, and the confirmation refused to recommend anything, on every later report and export too."""
+    cands = [Candidate(0, 0.95, {}, values=[math.nan, 0.90, 0.88], errors=["seed 500000: diverged"]),
+             Candidate(1, 0.94, {}, values=[0.93, math.nan, 0.91], errors=["seed 507919: diverged"]),
+             Candidate(2, 0.93, {}, values=[math.nan, math.nan, 0.99], errors=["seed 500000: diverged"])]
+    assert recommend(cands, "maximize").trial == 1  # 2 of 3 trained, the best mean of those that did
+    study = _three_trial_study()
+    failing = {0: 0, 1: 1, 2: 2}  # trial number -> which of its confirmation runs fails
+
+    def fit(config):
+        trial = {0.01: 0, 0.02: 1, 0.03: 2}[config.optimizer.lr]
+        run = fits.setdefault(trial, [])
+        run.append(1)
+        if len(run) - 1 == failing[trial]:
+            raise FloatingPointError("diverged")
+        return 0.9 - trial / 100, None
+
+    fits: dict[int, list[int]] = {}
+    rec = recommendation(study, fit, top_k=3, seeds=3)
+    assert rec.trial == 0 and rec.value == pytest.approx(0.9)  # each trained on 2 of 3: the best mean of those
+    assert "every one failed or diverged on some seed, and this one trained on 2 of 3" in rec.source
 
 
 def test_confirm_records_a_crashing_rerun_and_recommends_another():

@@ -47,6 +47,17 @@ class Candidate:
         return statistics.fmean(finite) if finite and len(finite) == len(self.values) else math.nan
 
     @property
+    def ran(self) -> int:
+        """How many of its re-runs trained to a finite value."""
+        return sum(math.isfinite(v) for v in self.values)
+
+    @property
+    def mean_of_runs(self) -> float:
+        """The mean over the re-runs that trained (NaN where none did): ``mean`` where every one did."""
+        finite = [v for v in self.values if math.isfinite(v)]
+        return statistics.fmean(finite) if finite else math.nan
+
+    @property
     def std(self) -> float | None:
         """None for one run: it has no spread."""
         return statistics.stdev(self.values) if len(self.values) > 1 and math.isfinite(self.mean) else None
@@ -96,13 +107,19 @@ def confirmation_seeds(study_seed: int, n: int) -> list[int]:
 
 def recommend(candidates: list[Candidate], direction: str) -> Candidate:
     """The candidate with the best mean over its seeds; a tie goes to the better-ranked trial. Candidates
-    whose re-runs failed or diverged (mean not finite) are never recommended while another is usable."""
+    whose re-runs failed or diverged (mean not finite) are never recommended while another is usable. Where
+    every candidate failed on some seed, those that trained on the most seeds compete by the mean over the
+    seeds that trained (``Recommendation.source`` says so); only where no re-run trained is nothing
+    recommended."""
     usable = [c for c in candidates if math.isfinite(c.mean)]
     if not usable:
-        raise StudyError("Every confirmation run failed or diverged; no config can be recommended. "
-                         + "; ".join(e for c in candidates for e in c.errors[:1]))
+        most = max((c.ran for c in candidates), default=0)
+        if most == 0:
+            raise StudyError("Every confirmation run failed or diverged; no config can be recommended. "
+                             + "; ".join(e for c in candidates for e in c.errors[:1]))
+        usable = [c for c in candidates if c.ran == most]
     sign = -1.0 if direction == "maximize" else 1.0
-    return min(usable, key=lambda c: (sign * c.mean, candidates.index(c)))
+    return min(usable, key=lambda c: (sign * c.mean_of_runs, candidates.index(c)))
 
 
 def stored_confirmation(study: optuna.Study) -> Confirmation | None:
@@ -348,9 +365,13 @@ def _recommendation(study: optuna.Study, fit: FitFn | None = None, *, trial: int
         conf = current_confirmation(study)
     if conf is not None:
         best = conf.best
-        return Recommendation(TrainConfig.from_dict(best.config), best.trial, best.mean, best.std, best.test_mean,
-                              best.test_std, f"best mean of the top {count(len(conf.candidates), 'trial')} "
-                              f"re-trained with {count(conf.n_seeds, 'new seed')} each", conf)
+        source = (f"best mean of the top {count(len(conf.candidates), 'trial')} re-trained with "
+                  f"{count(conf.n_seeds, 'new seed')} each")
+        if best.ran < len(best.values):  # every top trial failed on some seed
+            source += (f"; every one failed or diverged on some seed, and this one trained on {best.ran} of "
+                       f"{len(best.values)} (its mean is theirs; {best.errors[0] if best.errors else 'not finite'})")
+        return Recommendation(TrainConfig.from_dict(best.config), best.trial, best.mean_of_runs, best.std,
+                              best.test_mean, best.test_std, source, conf)
     ranked = complete_trials(study)
     if not ranked:
         raise StudyError(f"Study {study.study_name!r} has no complete trial to recommend.")

@@ -96,7 +96,9 @@ def _tables(d: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
         rows = []
         for c in rec.confirmation.candidates:
             mark = " (recommended)" if c.trial == rec.trial else ""
-            rows.append([f"{c.trial}{mark}", _fmt(c.trial_value), _pm(c.mean, c.std), _pm(c.test_mean, c.test_std),
+            mean = _pm(c.mean, c.std) if c.ran == len(c.values) else (
+                f"{_fmt(c.mean_of_runs)} ({c.ran} of {len(c.values)} trained)" if c.ran else "-")
+            rows.append([f"{c.trial}{mark}", _fmt(c.trial_value), mean, _pm(c.test_mean, c.test_std),
                          ", ".join(_fmt(v) for v in c.values),
                          (c.config.get("optimizer") or {}).get("name", "")])
         n = rec.confirmation.n_seeds
