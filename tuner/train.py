@@ -176,6 +176,22 @@ class Trainer:
             raise ConfigError(f"Objective {name!r}: the metric {self.metric.name!r} scores class labels, but "
                               f"{why}. Classification takes 'accuracy' with a model that gives one output per "
                               f"class; regression 'mse', 'rmse' or 'r2' (Objective(..., metric='r2')).")
+        n_classes = self.data.n_classes
+        if self.metric.classes and n_classes is not None and out.dim() > 1 and out.shape[1] < n_classes:
+            # label n_classes - 1 is out of the model's range: every trial would fail with an IndexError
+            raise ConfigError(f"The model of objective {name!r} gives {out.shape[1]} outputs per sample, but its "
+                              f"data has {n_classes} classes (labels 0 to {n_classes - 1}): give the last layer "
+                              f"{n_classes} outputs.")
+        model.eval()
+        for split, x in (("validation", self.data.x_val), ("test", self.data.x_test)):
+            if x is None:
+                continue
+            try:
+                with torch.no_grad():
+                    model(x[:2].to(self.device))
+            except Exception as exc:
+                raise ConfigError(f"The model of objective {name!r} does not fit its {split} split: "
+                                  f"{type(exc).__name__}: {_first_line(exc)}") from exc
         try:
             with torch.no_grad():
                 float(self.metric.fn(out.detach(), self.data.y_train[:2].to(self.device)))

@@ -354,3 +354,36 @@ def test_a_dataset_with_non_finite_values_is_refused_before_any_trial():
     with pytest.raises(DataError, match=r"The validation split's targets hold 1 non-finite"):
         Dataset(x, torch.randn(20), x, target)
     Dataset(x, y, x, y, n_classes=2)  # finite: taken
+
+
+def test_a_dataset_whose_splits_do_not_fit_together_is_refused_naming_the_split():
+    """Each of these ran a study: validation inputs of another width failed every trial, (N, 1) labels scored
+    every trial near 0.1 (broadcast to N x N in the accuracy), NumPy arrays failed on "has no attribute 'to'"
+    and a test split without targets on len(None)."""
+    from tuner.objectives import Dataset
+
+    x, y = torch.randn(20, 8), torch.randint(0, 3, (20,))
+    with pytest.raises(DataError, match=r"The validation split's inputs are shaped \(10,\) per sample, the train "
+                                        r"split's \(8,\)"):
+        Dataset(x, y, torch.randn(20, 10), y, n_classes=3)
+    with pytest.raises(DataError, match=r"The validation split's class labels are shaped \(20, 1\): give one label "
+                                        r"per sample, a 1-D tensor of 20"):
+        Dataset(x, y, x, y[:, None], n_classes=3)
+    with pytest.raises(DataError, match=r"The train split's inputs are ndarray, not a torch.Tensor: .*from_arrays"):
+        Dataset(x.numpy(), y, x, y, n_classes=3)
+    with pytest.raises(DataError, match=r"The test split's targets are NoneType, not a torch.Tensor"):
+        Dataset(x, y, x, y, x_test=x, n_classes=3)
+    Dataset(x, torch.randn(20, 1), x, torch.randn(20, 1))  # regression targets in a column: taken
+
+
+def test_a_model_with_fewer_outputs_than_classes_is_refused_before_the_study(tmp_path: Path):
+    """Seven outputs for ten classes: the study was created and every trial failed with 'Target 7 is out of
+    bounds'."""
+    from tuner.objectives import Dataset
+
+    x, y = torch.randn(40, 8), torch.arange(40) % 10
+    data = Dataset(x, y, x, y, n_classes=10)
+    seven = Objective("seven", load_data=lambda: data, build_model=lambda d: nn.Linear(8, 7), metric="accuracy")
+    with pytest.raises(ConfigError, match=r"gives 7 outputs per sample, but its data has 10 classes \(labels 0 to "
+                                          r"9\): give the last layer 10 outputs"):
+        Trainer(seven, device="cpu").check_model()

@@ -40,8 +40,19 @@ class Dataset:
                             f"targets (got {self.n_classes!r}).")
         for split, x, y in (("train", self.x_train, self.y_train), ("validation", self.x_val, self.y_val),
                             ("test", self.x_test, self.y_test)):
-            if x is None:
+            if x is None and y is None:
                 continue
+            for what, t in (("inputs", x), ("targets", y)):
+                if not isinstance(t, torch.Tensor):  # a NumPy array failed later, as "has no attribute 'to'"
+                    raise DataError(f"The {split} split's {what} are {type(t).__name__}, not a torch.Tensor: give "
+                                    f"tensors (torch.as_tensor), or build the Dataset with Dataset.from_arrays, "
+                                    f"which takes NumPy arrays.")
+            if split != "train" and x.shape[1:] != self.x_train.shape[1:]:  # every trial would fail on it
+                raise DataError(f"The {split} split's inputs are shaped {tuple(x.shape[1:])} per sample, the train "
+                                f"split's {tuple(self.x_train.shape[1:])}: the model takes one shape.")
+            if self.n_classes is not None and y.dim() != 1:  # (N, 1) labels broadcast to N x N in the accuracy
+                raise DataError(f"The {split} split's class labels are shaped {tuple(y.shape)}: give one label per "
+                                f"sample, a 1-D tensor of {len(y)} (y.reshape(-1)).")
             if len(x) == 0:
                 raise DataError(f"The {split} split is empty: there is nothing to train or evaluate on.")
             if len(x) != len(y):
