@@ -266,6 +266,26 @@ def test_tabular_nan_in_features(classification_csv: Path, tmp_path: Path):
         load_objective("tabular", data=str(path), target="label")
 
 
+def test_tabular_infinite_values_and_a_constant_target_are_refused_naming_the_column(regression_csv: Path,
+                                                                                      tmp_path: Path):
+    """An inf in a feature failed as scikit-learn's "Input X contains infinity"; one in a regression target
+    spread through the scaling to every row ("282 non-finite values"); a constant target ran a study scored
+    at r2 -1.6e11."""
+    frame = pd.read_csv(regression_csv)
+    features = frame.copy()
+    features.loc[3, "a"], features.loc[4, "b"], features.loc[5, "b"] = np.inf, -np.inf, np.inf
+    with pytest.raises(DataError, match=r"inf\.csv: infinite values in feature columns: a \(1\), b \(2\)\."):
+        tabular_csv(_csv(tmp_path / "inf.csv", features), "price")
+    target = frame.copy()
+    target.loc[0, "price"] = np.inf
+    with pytest.raises(DataError, match=r"the target column 'price' has 1 infinite value\(s\)"):
+        tabular_csv(_csv(tmp_path / "inf_target.csv", target), "price")
+    target["price"] = 3.5
+    with pytest.raises(DataError, match=r"const\.csv: the target column 'price' has a single value \(3\.5\); "
+                                        r"nothing to learn"):
+        tabular_csv(_csv(tmp_path / "const.csv", target), "price")
+
+
 def test_tabular_nan_in_target(classification_csv: Path, tmp_path: Path):
     frame = pd.read_csv(classification_csv)
     frame["label"] = frame["label"].astype(float)

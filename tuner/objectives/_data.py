@@ -136,6 +136,13 @@ def tabular_csv(path: str | Path, target: str, task: str = "auto") -> Dataset:
     if nan_cols:
         raise DataError(f"{path}: missing values in feature columns: {', '.join(nan_cols)}. "
                         f"Fill or drop them before tuning.")
+    numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])
+               and not pd.api.types.is_bool_dtype(frame[c])]
+    infinite = np.isinf(frame[numeric].to_numpy(dtype=float)).sum(axis=0) if numeric else []
+    inf_cols = [f"{c} ({int(n)})" for c, n in zip(numeric, infinite, strict=True) if n]
+    if inf_cols:
+        raise DataError(f"{path}: infinite values in feature columns: {', '.join(inf_cols)}. Replace or drop "
+                        f"them before tuning.")
     if task not in ("auto", "classification", "regression"):
         raise DataError(f"Unknown task {task!r}. Valid: auto, classification, regression.")
     if task == "auto":
@@ -155,6 +162,13 @@ def tabular_csv(path: str | Path, target: str, task: str = "auto") -> Dataset:
     else:
         y = y_raw.to_numpy(dtype=np.float32)
         n_classes = None
+        infinite_y = int(np.isinf(y).sum())
+        if infinite_y:  # the scaling below would spread it to every row
+            raise DataError(f"{path}: the target column {target!r} has {infinite_y} infinite value(s); replace or "
+                            f"drop them before tuning.")
+        if np.ptp(y) == 0:  # every r2 would be a division by zero
+            raise DataError(f"{path}: the target column {target!r} has a single value ({y[0]:g}); nothing to "
+                            f"learn.")
     if len(x) < 5:
         raise DataError(f"{path}: {len(x)} rows are too few to split into train, validation and test.")
     stratify = task == "classification"
