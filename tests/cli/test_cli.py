@@ -409,9 +409,12 @@ def test_errors_in_a_user_objective_file_are_one_line(cli, tmp_cwd: Path):
     line = _assert_user_error(cli("study", "create", "--objective", "broken.py"), "broken.py:3",
                               "importing the objective file failed: SyntaxError")
     assert "Traceback" not in line
-    (tmp_cwd / "missing.py").write_text("import no_such_module_here\n")
+    (tmp_cwd / "missing.py").write_text("import torch\nimport no_such_module_here\n")
     _assert_user_error(cli("study", "create", "--objective", "missing.py:objective"),
-                       "ModuleNotFoundError", "no_such_module_here")
+                       "missing.py:2", "ModuleNotFoundError", "no_such_module_here")  # the line that raised
+    (tmp_cwd / "zero.py").write_text("import torch\n\nSCALE = 1 / 0\n")
+    _assert_user_error(cli("study", "create", "--objective", "zero.py:objective"), "zero.py:3",
+                       "ZeroDivisionError")
 
 
 def test_module_attr_objective_is_found_in_the_working_directory(cli, tmp_cwd: Path, objective_file: Path):

@@ -53,7 +53,11 @@ def _import_file(path: Path) -> Any:
         raise ConfigError(f"{path}:{lines[-1]}: {exc}") from exc
     except Exception as exc:
         del sys.modules[module_name]
-        where = f"{path}:{exc.lineno}" if isinstance(exc, SyntaxError) and exc.lineno else str(path)
+        if isinstance(exc, SyntaxError) and exc.lineno:
+            where = f"{path}:{exc.lineno}"
+        else:  # the file's own line that raised (an import, a 1/0), not the library's deeper down
+            lines = [tb.tb_lineno for tb in _frames(exc.__traceback__) if tb.tb_frame.f_code.co_filename == str(path)]
+            where = f"{path}:{lines[-1]}" if lines else str(path)
         raise ConfigError(f"{where}: importing the objective file failed: {type(exc).__name__}: {exc}") from exc
     return module
 
