@@ -1226,3 +1226,27 @@ def test_cnn_members_train_as_they_would_alone(family: str):
     for name, value in first.member_parameters(0).items():
         torch.testing.assert_close(value, other.member_parameters(1)[name], atol=1e-5, rtol=0, msg=name)
     assert first.members[0].val_history == pytest.approx(other.members[1].val_history, abs=1.5e-3)  # a row of 800
+
+
+def test_a_batchnorm_model_whose_last_batch_would_hold_one_row_trains_alone_and_packed():
+    """129 training rows in batches of 32 leave one row for the last batch, which BatchNorm cannot train on
+    ("Expected more than 1 value per channel"): every trial of that batch size failed. The row is left out of
+    the epoch, in a pack as alone, and a member still trains as its config does alone."""
+    from torch import nn
+
+    from tuner.objectives import Objective, from_arrays
+
+    def data():
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.randn(200, 16, generator=g), torch.randint(0, 3, (200,), generator=g)
+        return from_arrays(x[:129], y[:129], x[129:170], y[129:170], x[170:], y[170:], n_classes=3)
+
+    def build(d):
+        return nn.Sequential(nn.Linear(16, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+
+    trainer = Trainer(Objective(name="bn", load_data=data, build_model=build), device="cpu")
+    configs = [_config("sgd", 0.05, 0, batch_size=32), _config("momentum", 0.02, 1, momentum=0.9, batch_size=32)]
+    pack = _trained_pack(trainer, configs, "sgd")
+    assert pack.steps_per_epoch == 4  # 128 rows in 4 batches: the 129th is left out
+    for slot, config in enumerate(configs):
+        _assert_trained_as_alone(pack, slot, trainer.fit(config, keep_model=True), atol=1e-6)

@@ -123,8 +123,11 @@ class PackTrainer:
         self.members: list[Member | None] = [None] * slots
         data = trainer.data
         self.n = len(data.x_train)
-        self.steps_per_epoch = math.ceil(self.n / batch_size)
         models = [self._model(TrainConfig()) for _ in range(slots)]
+        from tuner.train import single_row_tail
+
+        self.tail = 1 if single_row_tail(self.n, batch_size, models[0]) else 0  # as Trainer.fit leaves it out
+        self.steps_per_epoch = math.ceil((self.n - self.tail) / batch_size)
         from torch.func import stack_module_state
 
         params, self.buffers = stack_module_state(models)
@@ -331,7 +334,7 @@ class PackTrainer:
             else:
                 perms.append(torch.randperm(self.n, generator=gen, device=data.x_train.device))
         perm = torch.stack(perms)
-        losses = [self._step(perm[:, i:i + bs]) for i in range(0, self.n, bs)]
+        losses = [self._step(perm[:, i:i + bs]) for i in range(0, self.n - self.tail, bs)]
         per_step = torch.stack(losses)  # [steps, K]
         values: dict[int, float] = {}
         for member in active:

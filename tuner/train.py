@@ -105,6 +105,15 @@ def fastest_of(timings: dict[int, float], margin: float = 0.25) -> int:
     return min(c for c, t in timings.items() if t <= (1 + margin) * best)
 
 
+def single_row_tail(n: int, batch_size: int, model: nn.Module) -> bool:
+    """Whether an epoch's last batch would hold a single row in a model with BatchNorm, which cannot train on
+    one row ("Expected more than 1 value per channel"): every trial of that batch size would fail. That row is
+    left out of the epoch instead (a different one each epoch, as the rows are shuffled), as
+    ``DataLoader(drop_last=True)`` leaves out a short last batch."""
+    return n > 1 and n % batch_size == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                                 for m in model.modules())
+
+
 class Trainer:
     """Trains models for one objective; the data is loaded and placed once, then reused by every ``fit``.
 
@@ -317,7 +326,8 @@ class Trainer:
         data, device = self.data, self.device
         model = self.build_model(config).to(device)
         n, bs = len(data.x_train), config.batch_size
-        steps_per_epoch = math.ceil(n / bs)
+        tail = 1 if single_row_tail(n, bs, model) else 0  # left out of each epoch (not trainable alone)
+        steps_per_epoch = math.ceil((n - tail) / bs)
         mode = "max" if self.metric.direction == "maximize" else "min"
         # The same training step as a user's loop with config.setup(); seeding, initialisation and dropout
         # are done above, before the model moves to its device. The losses are checked for divergence in
@@ -347,7 +357,7 @@ class Trainer:
             model.train()
             perm = torch.randperm(n, generator=generator, device=data.x_train.device)
             losses: list[torch.Tensor] = []
-            for step, i in enumerate(range(0, n, bs)):
+            for step, i in enumerate(range(0, n - tail, bs)):
                 idx = perm[i:i + bs]
                 xb, yb = data.x_train[idx], data.y_train[idx]
                 if not on_device:
