@@ -469,6 +469,18 @@ def test_auto_stays_at_one_where_packs_do_not_pay_off(tmp_path, monkeypatch, aut
     assert choice.why == f"packs trained at most 1.20x the model-steps/s of one trial here (a pack needs {MIN_GAIN}x)"
 
 
+def test_auto_says_packs_got_slower_where_the_probe_stopped_before_a_pack_of_four(tmp_path, monkeypatch, auto_pack):
+    """On a loaded machine a pack of 4 timed slower than a pack of 2: the probe stopped there and the choice
+    said "not even a pack of 4 fits in half the free memory", with 20 GB free."""
+    from tuner.study._autopack import choose_pack
+
+    timed = _fake_timings(monkeypatch, 100.0, {1: 90.0, 2: 120.0, 4: 80.0, 8: 400.0})
+    choice = choose_pack(_prepared(tmp_path), n_trials=64)
+    assert timed == [1, 2, 4] and choice.k == 1
+    assert choice.why == ("a pack of 4 trained slower (80 model-steps/s) than a pack of 2 (120): trials train one at "
+                          "a time")
+
+
 def test_auto_bounds_the_pack_by_the_budget_and_free_memory(tmp_path, monkeypatch, auto_pack):
     from tuner.study import _autopack
     from tuner.study._autopack import choose_pack

@@ -246,6 +246,7 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
         free = _free_memory(trainer.device)
         sizes = GPU_SIZES if trainer.device.type == "cuda" else CPU_SIZES
         per_member: int | None = None
+        slower = None  # (k, its rate) where a larger pack trained slower than a smaller one: the probe stopped
         for k in (k for k in sizes if k <= cap):
             if free is not None and per_member is not None and per_member * k > free // 2:
                 break  # checked before the pack is built: it would not fit in half the free memory
@@ -266,11 +267,17 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
             finally:
                 pack = None
             if rates and rate < 0.9 * max(rates.values()):
+                slower = (k, rate)
                 break  # past the best pack size: larger packs only get slower
             rates[k] = rate
     finally:
         torch.set_num_threads(previous)
     candidates = [k for k in rates if k >= 4]
+    if not candidates and slower is not None:
+        best = max(rates, key=rates.__getitem__)
+        return PackChoice(1, f"a pack of {slower[0]} trained slower ({slower[1]:.0f} model-steps/s) than "
+                             f"{'one trial' if best == 1 else f'a pack of {best}'} ({rates[best]:.0f}): trials train "
+                             f"one at a time")
     if not candidates:
         return PackChoice(1, "not even a pack of 4 fits in half the free memory")
     best_k = max(candidates, key=lambda k: _speedup(rates, alone, k, shares, unpackable))
