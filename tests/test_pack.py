@@ -481,6 +481,20 @@ def test_auto_says_packs_got_slower_where_the_probe_stopped_before_a_pack_of_fou
                           "a time")
 
 
+def test_auto_stops_timing_packs_after_a_quarter_of_the_time_left(tmp_path, monkeypatch, auto_pack):
+    """On a loaded machine the probe took the whole timeout of a short study: its workers ran no trial."""
+    from tuner.study import _autopack
+    from tuner.study._autopack import choose_pack
+
+    timed = _fake_timings(monkeypatch, 100.0, {1: 90.0, 2: 170.0, 4: 330.0, 8: 600.0})
+    clock = iter(range(0, 1000, 3))  # each look at the clock: 3 s later
+    monkeypatch.setattr(_autopack.time, "monotonic", lambda: float(next(clock)))
+    choice = choose_pack(_prepared(tmp_path), n_trials=64, time_left=20.0)  # 5 s for the probe
+    assert timed == [1, 2] and choice.k == 1
+    assert choice.why == ("timing packs took over 25% of the 20s left before the timeout before a pack of 4 was "
+                          "timed: trials train one at a time")
+
+
 def test_auto_bounds_the_pack_by_the_budget_and_free_memory(tmp_path, monkeypatch, auto_pack):
     from tuner.study import _autopack
     from tuner.study._autopack import choose_pack

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass
 
 import optuna
@@ -34,6 +35,7 @@ CPU_SIZES = (1, 2, 4, 8, 16, 32, 64)
 GPU_SIZES = (1, 4, 16, 64, 256, 1024, 4096)
 PROBE_STEPS = 12
 ROUNDS = 3
+PROBE_SHARE = 0.25  # of the time left before a timeout: the most the probe spends timing packs
 MIN_PROBE_SECONDS = 5.0  # under a timeout this short, packs are not timed (the probe takes up to a second)
 
 
@@ -247,7 +249,13 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
         sizes = GPU_SIZES if trainer.device.type == "cuda" else CPU_SIZES
         per_member: int | None = None
         slower = None  # (k, its rate) where a larger pack trained slower than a smaller one: the probe stopped
+        # Under a timeout, the probe spends at most a quarter of the time left (a loaded machine times slowly)
+        probe_end = time.monotonic() + PROBE_SHARE * time_left if time_left is not None else None
+        out_of_time = False
         for k in (k for k in sizes if k <= cap):
+            if probe_end is not None and rates and time.monotonic() > probe_end:
+                out_of_time = True
+                break
             if free is not None and per_member is not None and per_member * k > free // 2:
                 break  # checked before the pack is built: it would not fit in half the free memory
             try:
@@ -278,6 +286,9 @@ def choose_pack(prepared, n_trials: int, workers: int = 1, trainer_threads: int 
         return PackChoice(1, f"a pack of {slower[0]} trained slower ({slower[1]:.0f} model-steps/s) than "
                              f"{'one trial' if best == 1 else f'a pack of {best}'} ({rates[best]:.0f}): trials train "
                              f"one at a time")
+    if not candidates and out_of_time:
+        return PackChoice(1, f"timing packs took over {PROBE_SHARE:.0%} of the {time_left:.0f}s left before the "
+                             f"timeout before a pack of 4 was timed: trials train one at a time")
     if not candidates:
         return PackChoice(1, "not even a pack of 4 fits in half the free memory")
     best_k = max(candidates, key=lambda k: _speedup(rates, alone, k, shares, unpackable))
