@@ -426,7 +426,7 @@ def run_workers(
 
     if n_workers < 1:
         raise StudyError(f"--workers must be at least 1 (got {n_workers}).")
-    study = open_study(name, url)
+    study = open_study(name, url, readonly=False)  # it fails a dead worker's trial (reap_stale): it writes
     base = dict(overrides or {})
     cores = os.cpu_count() or 1
     threads = base.pop("threads", None) or max(1, cores // n_workers)
