@@ -688,6 +688,29 @@ def test_tuner_pack_sets_what_auto_leaves_open(tmp_path, monkeypatch):
         choose_pack(_prepared(tmp_path), 64)
 
 
+@pytest.mark.parametrize("call", ["command", "run_study"])
+def test_a_wrong_tuner_pack_is_refused_before_the_study_is_written(tmp_path, monkeypatch, call):
+    """It was refused as the pool started, after the study and its queued known starts had been written."""
+    import tuner
+    from tuner.errors import ConfigError
+
+    monkeypatch.setenv("TUNER_PACK", "0")
+    url = f"journal:{tmp_path / 'fresh.journal'}"
+    if call == "command":
+        from typer.testing import CliRunner
+
+        from tuner.cli import app
+
+        done = CliRunner().invoke(app, ["study", "create", "--objective", "digits-mlp", "--n-trials", "2",
+                                        "--epochs", "1", "--storage", url, "--name", "a"])
+        assert done.exit_code == 1 and "$TUNER_PACK must be auto or a whole number from 1 to 4096; got 0" in \
+            done.output, done.output
+    else:
+        with pytest.raises(ConfigError, match=r"\$TUNER_PACK must be auto"):
+            tuner.run_study(objective="digits-mlp", n_trials=2, epochs=1, storage=url, name="a", verbose=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("value", [0, 5000, "lots", 2.5, True])
 def test_a_bad_pack_size_in_a_spec_names_the_key_and_the_choices(tmp_path, value):
     from tuner.errors import ConfigError

@@ -131,6 +131,9 @@ def _run(spec: Any, workers: int | str, devices: str | None, force: bool, verbos
     from tuner.study._autoworkers import requested_workers
 
     asked = requested_workers(workers, "workers")
+    from tuner.study._spec import pack_from_environment
+
+    pack_from_environment()  # a wrong $TUNER_PACK: refused before the study is written
     unknown = sorted(set(fields) - set(StudySpec.model_fields) - {"description"})
     if unknown:
         from tuner.errors import unknown_name_message

@@ -483,10 +483,13 @@ def _early_server(workers: str, timeout: float | None, devices: str | None, run:
 
 
 def _check_workers(workers: str) -> None:
-    """--workers N|auto (or $TUNER_WORKERS) refused before PyTorch loads."""
+    """--workers N|auto (or $TUNER_WORKERS), and $TUNER_PACK, refused before PyTorch loads and anything is
+    written."""
     from tuner.study._autoworkers import requested_workers
+    from tuner.study._spec import pack_from_environment
     from tuner.study._workers import check_workers
 
+    pack_from_environment()
     asked = requested_workers(workers)
     if asked != "auto":
         check_workers(int(asked))

@@ -23,10 +23,10 @@ import torch
 
 from tuner._pack import PackTrainer, pack_key, packable
 from tuner.config import TrainConfig
-from tuner.errors import ConfigError, error_text
+from tuner.errors import error_text
 from tuner.optim import get_schedule
 from tuner.study._engine import release_device_memory
-from tuner.study._spec import parse_pack
+from tuner.study._spec import pack_from_environment
 
 __all__ = ["PackChoice", "choose_pack", "requested_pack", "MIN_GAIN"]
 
@@ -157,12 +157,10 @@ def _pack_failure(prepared, config: TrainConfig, threads: int) -> str | None:
 
 def requested_pack(spec) -> int | str:
     """The spec's pack size; where it says ``auto``, ``$TUNER_PACK`` when set (``1`` never packs)."""
-    if spec.pack != "auto" or not os.environ.get("TUNER_PACK"):
+    if spec.pack != "auto":
         return spec.pack
-    try:
-        return parse_pack(os.environ["TUNER_PACK"])
-    except ValueError as exc:
-        raise ConfigError(f"$TUNER_PACK {exc}") from None
+    from_environment = pack_from_environment()
+    return spec.pack if from_environment is None else from_environment
 
 
 EVAL_OVERHEAD = 1.25  # a trial's time over its training steps' (evaluations, reports)

@@ -336,6 +336,19 @@ def parse_pack(value: Any) -> int | str:
     return value
 
 
+def pack_from_environment() -> int | str | None:
+    """``$TUNER_PACK`` (None where unset), checked: a wrong one is refused as a run starts, before it writes."""
+    import os
+
+    value = os.environ.get("TUNER_PACK")
+    if not value:
+        return None
+    try:
+        return parse_pack(value)
+    except ValueError as exc:
+        raise ConfigError(f"$TUNER_PACK {exc}") from None
+
+
 def _describe(exc: ValidationError, data: dict[str, Any], source: str) -> str:
     err = exc.errors()[0]
     key = str(err["loc"][0]) if err["loc"] else ""
