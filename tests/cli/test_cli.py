@@ -594,3 +594,25 @@ def test_running_a_finished_grid_again_says_the_grid_is_done(cli, objective_ref:
     assert again.exit_code == 0, again.output
     assert "every point of the grid over space 'lr-only' has run (3 trials)" in again.stdout
     assert "raise the budget" not in again.stdout
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(monkeypatch: pytest.MonkeyPatch):
+    """`tuner ... | head`: a command whose output pipe closed printed "error: BrokenPipeError" and exited 1, and
+    one printing through Rich exited 1 without a word; both exit as a process killed by SIGPIPE, quietly."""
+    import typer
+
+    from tuner.cli import SIGPIPE_EXIT, _output
+    from tuner.cli._app import handle_errors
+
+    monkeypatch.setattr("tuner.cli.quiet_pipe", lambda stream: None)  # keep the test's own stdout
+    said: list[str] = []
+    monkeypatch.setattr("tuner.cli._app.error_line", said.append)
+
+    @handle_errors
+    def printing() -> None:
+        _output.out.on_broken_pipe()  # what Rich calls when a write fails with EPIPE
+
+    with pytest.raises(typer.Exit) as info:
+        printing()
+    assert info.value.exit_code == SIGPIPE_EXIT == 141 and said == []
+    _output.out.quiet = False

@@ -22,7 +22,29 @@ def main() -> None:
     original_out, original_err = sys.stdout, sys.stderr
     sys.stdout = RedactingStream(lambda: original_out)  # type: ignore[assignment]
     sys.stderr = RedactingStream(lambda: original_err)  # type: ignore[assignment]
-    _load_app()()
+    try:
+        _load_app()()
+    except KeyboardInterrupt:  # while the app loads, before a command's own handler is in place
+        sys.stderr.write("interrupted\n")
+        raise SystemExit(130) from None
+    finally:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:  # `tuner ... | head`: the reader has gone; the rest goes nowhere, quietly
+            quiet_pipe(original_out)
+            raise SystemExit(SIGPIPE_EXIT) from None
+
+
+SIGPIPE_EXIT = 141  # as a process killed by SIGPIPE (`yes | head`) exits
+
+
+def quiet_pipe(stream: Any) -> None:
+    """Points a stream whose reader has gone at /dev/null, so that Python's last flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _load_app() -> Any:

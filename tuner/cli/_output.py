@@ -23,8 +23,18 @@ from tuner._secrets import RedactingStream, redact
 
 stdout = RedactingStream(lambda: sys.stdout)
 stderr = RedactingStream(lambda: sys.stderr)
-out = Console(file=stdout, highlight=False, soft_wrap=True, markup=False, emoji=False)
-err = Console(file=stderr, highlight=False, soft_wrap=True, markup=False, emoji=False)
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """``tuner ... | head``: the reader has gone; raised on to the command's handler, which exits quietly
+        as the other commands do (Rich's own exits with 1)."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
+out = _Console(file=stdout, highlight=False, soft_wrap=True, markup=False, emoji=False)
+err = _Console(file=stderr, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 # C0 and C1 control characters but line feed and tab, and the invisible characters that reorder or break text
 # (bidirectional overrides and isolates, Unicode line and paragraph separators): shown as escapes.
