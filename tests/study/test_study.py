@@ -104,6 +104,10 @@ def test_bad_spec_value_points_at_its_line(tmp_path: Path):
     path.write_text("name: x\n\nepochs: -2\n")
     with pytest.raises(ConfigError, match=rf"^{path}:3: key 'epochs': .*greater than 0.*Got -2 instead"):
         load_spec(path)
+    path.write_text("name: x\nn_trials: 0\n")  # the 0 of "greater than 0" is the bound, not the value given
+    with pytest.raises(ConfigError, match=rf"^{path}:2: key 'n_trials': Input should be greater than 0\. Got 0 "
+                                          rf"instead\.$"):
+        load_spec(path)
 
 
 @pytest.mark.parametrize("line, said", [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -372,7 +373,9 @@ def _describe(exc: ValidationError, data: dict[str, Any], source: str) -> str:
     if not key:
         return f"{where}: {message}."
     got = data.get(key, None)
-    shown = (f"got {got}" in message.lower() or repr(got) in message or isinstance(got, dict)
+    # "greater than 0" holds the 0 of n_trials: 0 as a word of its own is not the value shown
+    bound = re.search(rf"\b(than|to|least|most) {re.escape(repr(got))}(?!\w)", message)
+    shown = (f"got {got}" in message.lower() or (repr(got) in message and not bound) or isinstance(got, dict)
              or key == "storage")  # a storage URL may hold a password: the message shows it masked
     end = "" if message.endswith((".", "?", "!")) else "."
     said = "" if shown else f" Got {got!r} instead."
