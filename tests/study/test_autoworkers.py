@@ -331,3 +331,14 @@ def test_where_packs_do_not_pay_the_workers_are_told_and_do_not_time_them_again(
     result = run()
     assert len(result.workers) == 2 and result.trials >= 4  # the last trials in flight may overshoot
     assert [(w.pack, w.pack_why) for w in result.workers] == [(1, why), (1, why)]  # the supervisor's, as told
+
+
+@pytest.mark.parametrize("text", ["", ",", "cpu,", " , cpu"])
+def test_a_device_list_with_an_empty_name_is_refused(text: str):
+    """It was read as no devices at all, without a word."""
+    from tuner.errors import ConfigError
+    from tuner.study._workers import parse_devices
+
+    with pytest.raises(ConfigError, match=r"--devices: a comma-separated list of devices .* without empty names"):
+        parse_devices(text)
+    assert parse_devices(None) == [] and parse_devices("cpu, cpu") == ["cpu", "cpu"]

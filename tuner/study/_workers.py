@@ -94,11 +94,17 @@ def refuse_unguarded_start(call: str, workers: int, asked: object = None) -> Non
 
 
 def parse_devices(text: str | None) -> list[str]:
-    if not text:
+    """``--devices cuda:0,cuda:1``: each checked; None gives none. An empty name (``""``, ``cpu,``) is refused:
+    it was taken as no device at all, without a word."""
+    if text is None:
         return []
     from tuner.train import resolve_device
 
-    devices = [d.strip() for d in text.split(",") if d.strip()]
+    parts = [d.strip() for d in str(text).split(",")]
+    if not all(parts):
+        raise ConfigError(f"--devices: a comma-separated list of devices (cpu, cuda:0, cuda:1, mps) without empty "
+                          f"names. Got {text!r} instead.")
+    devices = parts
     for d in devices:
         resolve_device(d)  # an unknown or missing device is a ConfigError now, not N failing workers
     return devices
