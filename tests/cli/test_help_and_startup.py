@@ -411,7 +411,7 @@ def test_the_readme_lists_every_spec_field_as_a_flag_or_as_file_only():
     flags = {flag.split("/")[0] for flag in listed.split()}
     file_only = {"description", "heartbeat_interval", "grace_period"}
     assert all(f"`{field}`" in readme.split("set in the spec file only:", 1)[1][:200] for field in file_only)
-    fields = {name.replace("_", "-") for name in StudySpec.model_fields} - {"data", "target"}
+    fields = {name.replace("_", "-") for name in StudySpec.model_fields} - {"data", "target", "task"}
     assert flags == {f"--{name}" for name in fields - {f.replace('_', '-') for f in file_only}}
     create = _help("study", "create")
     assert all(flag in create for flag in flags)

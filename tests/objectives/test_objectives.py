@@ -407,3 +407,33 @@ def test_a_model_with_fewer_outputs_than_classes_is_refused_before_the_study(tmp
     with pytest.raises(ConfigError, match=r"gives 7 outputs per sample, but its data has 10 classes \(labels 0 to "
                                           r"9\): give the last layer 10 outputs"):
         Trainer(seven, device="cpu").check_model()
+
+
+def test_the_tabular_task_is_a_study_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """30 integer-coded classes read as regression (auto: at most 20 distinct whole numbers are classes), and
+    the objective's task could not be set from the command line, a spec or run_study()."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from tuner.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3))
+    frame = pd.DataFrame(x, columns=["a", "b", "c"])
+    frame["y"] = (np.abs(x[:, 0]) * 10).astype(int) % 30
+    _csv(tmp_path / "many.csv", frame)
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    base = ["study", "create", "--objective", "tabular", "--data", "many.csv", "--target", "y", "--n-trials", "1",
+            "--epochs", "1", "--storage", url, "--device", "cpu", "--format", "json"]
+    auto = CliRunner().invoke(app, [*base, "--name", "auto", "--no-run"])
+    assert auto.exit_code == 0 and json.loads(auto.stdout)["metric"] == "r2", auto.output
+    classes = CliRunner().invoke(app, [*base, "--name", "classes", "--task", "classification", "--no-run"])
+    assert classes.exit_code == 0 and json.loads(classes.stdout)["metric"] == "accuracy", classes.output
+    wrong = CliRunner().invoke(app, [*base, "--name", "x", "--task", "clasification"])
+    assert wrong.exit_code == 1 and "--task: Input should be 'auto', 'classification' or 'regression'" in \
+        wrong.output
+    other = CliRunner().invoke(app, ["study", "create", "--objective", "digits-mlp", "--task", "regression",
+                                     "--storage", url, "--name", "d"])
+    assert other.exit_code == 1 and "Objective 'digits-mlp' takes no options; got task" in other.output

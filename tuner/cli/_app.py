@@ -348,6 +348,10 @@ def study_create(
     threads: Annotated[int | None, typer.Option(help="Torch threads [default: timed at start].")] = None,
     data: Annotated[str | None, typer.Option(help="CSV file (objective 'tabular').")] = None,
     target: Annotated[str | None, typer.Option(help="Target column (objective 'tabular').")] = None,
+    task: Annotated[str | None, typer.Option(
+        metavar="auto|classification|regression",
+        help="Objective 'tabular': classification or regression [default: auto: text, true/false or at most 20 "
+             "distinct whole numbers are classes].")] = None,
     objectives: Annotated[str | None, typer.Option(
         "--objectives", metavar="METRIC,train_seconds", help="Several objectives: the objective's metric, then "
                                                               "train_seconds; show and report draw the Pareto "
@@ -392,8 +396,8 @@ def study_create(
     spec_obj = base.with_overrides(
         name=name, objective=objective, space=space, sampler=sampler, pruner=pruner, n_trials=n_trials,
         timeout=timeout, epochs=epochs, storage=storage, device=device, seed=seed, data=data, target=target,
-        threads=threads, pack=pack, on_oom=on_oom, batch_size=batch_size, calibrate=calibrate, objectives=objectives,
-        enqueue=enqueue or None, warm_start=warm_start, known_starts=known_starts,
+        task=task, threads=threads, pack=pack, on_oom=on_oom, batch_size=batch_size, calibrate=calibrate,
+        objectives=objectives, enqueue=enqueue or None, warm_start=warm_start, known_starts=known_starts,
         mlflow=mlflow, tensorboard=tensorboard,
     )
     from tuner.study._inputs import open_checked

@@ -179,7 +179,7 @@ def followup_command(study: optuna.Study, space_file: str | Path, storage_url: s
     if not spec.get("objective"):
         return _followup_call(study, space_file, name, storage_url)
     args = ["tuner", "study", "create", "--objective", spec["objective"]]
-    for key in ("data", "target"):
+    for key in ("data", "target", "task"):
         if spec.get(key):
             args += [f"--{key}", str(spec[key])]
     args += ["--space", str(space_file), "--name", name]
@@ -284,7 +284,7 @@ def _lower_rates_hint(study: optuna.Study, storage_url: str | None) -> str:
 
     spec = study.user_attrs.get(StudyKey.SPEC) or {}
     objective = ["--objective", str(spec.get("objective") or "OBJECTIVE")] + [
-        f"--{key}={spec[key]}" for key in ("data", "target") if spec.get(key) is not None]
+        f"--{key}={spec[key]}" for key in ("data", "target", "task") if spec.get(key) is not None]
     space = spec.get("space") if isinstance(spec.get("space"), str) else "SPACE.yaml"
     url = storage_url or default_storage()
     calibrate = shlex.join(["tuner", "spaces", "calibrate", space, *objective, "-o", "calibrated.yaml"])

@@ -26,7 +26,7 @@ def check_inputs(spec: StudySpec) -> None:
         from tuner.study._spec import check_new_name
 
         check_new_name(spec.study_name)
-    check_objective_files(spec.objective, spec.data, spec.target)
+    check_objective_files(spec.objective, spec.data, spec.target, spec.task)
     check_device_name(spec.device)
     # A grid runs its own points; a study that exists is joined and queues nothing (it says so).
     if spec.sampler_name != "grid" and (spec.enqueue or spec.warm_start) and new:
@@ -74,7 +74,8 @@ def check_device_name(device: str) -> None:
         raise ConfigError(f"Unknown device {device!r}. Valid: auto, cpu, cuda, cuda:N, mps.")
 
 
-def check_objective_files(objective: str, data: str | None, target: str | None = None) -> None:
+def check_objective_files(objective: str, data: str | None, target: str | None = None,
+                          task: str | None = None) -> None:
     """An objective file (``path/file.py:attr``) that is not there, the options a built-in objective needs or
     does not take (``tabular``: data and target), or the tabular objective's CSV file that is missing or not
     a file, refused as loading the objective would refuse it."""
@@ -86,7 +87,7 @@ def check_objective_files(objective: str, data: str | None, target: str | None =
     options = builtin_objective_options(objective)
     if options is not None:  # the loader's own messages, without loading it
         needed, optional = options
-        given = [k for k, v in (("data", data), ("target", target)) if v is not None]
+        given = [k for k, v in (("data", data), ("target", target), ("task", task)) if v is not None]
         if given and not needed and not optional:
             raise ConfigError(f"Objective {objective!r} takes no options; got {', '.join(given)}.")
         unknown = [k for k in given if k not in needed + optional]

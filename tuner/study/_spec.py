@@ -27,8 +27,10 @@ DEFAULT_PRUNER = "median"  # where neither the spec nor the objective names one
 # Fields that change what a study's trials mean. A study may not be continued with other values for them;
 # the budget (n_trials, timeout), device, storage and where a session logs (mlflow, tensorboard) may change from
 # one run to the next.
-IDENTITY_FIELDS = ("objective", "data", "target", "space", "calibrate", "objectives", "sampler", "pruner", "epochs",
-                   "seed")
+IDENTITY_FIELDS = ("objective", "data", "target", "task", "space", "calibrate", "objectives", "sampler", "pruner",
+                   "epochs", "seed")
+#: the options a study passes to its objective (``tabular``'s CSV file, target column and task)
+OBJECTIVE_OPTIONS = ("data", "target", "task")
 MAX_NAME_LENGTH = 512
 
 
@@ -111,6 +113,9 @@ class StudySpec(BaseModel):
     objective: str = Field("mnist1d-cnn", description="built-in name, path/file.py:attr or module:attr")
     data: str | None = Field(None, description="CSV file for the tabular objective")
     target: str | None = Field(None, description="target column for the tabular objective")
+    task: Literal["auto", "classification", "regression"] | None = Field(
+        None, description="the tabular objective's task: classification, regression, or auto (the default: text, "
+                          "true/false, or at most 20 distinct whole numbers are classes)")
     space: str | dict[str, Any] = Field("default", description="built-in space name, YAML path, or mapping")
     objectives: list[str] | None = Field(None, description="several objectives: the objective's metric, then "
                                                           "train_seconds (a Pareto front of accuracy against cost; "
@@ -298,7 +303,7 @@ class StudySpec(BaseModel):
         return self.pruner if isinstance(self.pruner, str) else self.pruner["name"]
 
     def objective_options(self) -> dict[str, Any]:
-        return {k: v for k, v in (("data", self.data), ("target", self.target)) if v is not None}
+        return {k: getattr(self, k) for k in OBJECTIVE_OPTIONS if getattr(self, k) is not None}
 
     @classmethod
     def from_mapping(cls, data: Any, source: str = "<spec>", *, stored: bool = False) -> StudySpec:
