@@ -84,21 +84,6 @@ def test_unknown_spec_key_lists_valid_keys_with_file_and_line(tmp_path: Path):
     assert "Did you mean 'n_trials'?" in message
 
 
-@pytest.mark.parametrize(("mapping", "said"), [
-    ("{study: a, storag: 'sqlite:///x.db'}",
-     "key 'warm_start': Unknown warm_start key 'storag'. Valid: storage, study, top. Did you mean 'storage'?"),
-    ("{study: a, top: 0}", "key 'warm_start.top': Input should be greater than or equal to 1. Got 0 instead."),
-    ("{top: 2}", "key 'warm_start.study' is missing: name the earlier study"),
-    ("''", "key 'warm_start.study': String should have at least 1 character. Got '' instead."),
-])
-def test_a_bad_key_inside_warm_start_is_named(tmp_path: Path, mapping: str, said: str):
-    path = tmp_path / "spec.yaml"
-    path.write_text(f"objective: digits-mlp\nwarm_start: {mapping}\n")
-    with pytest.raises(ConfigError) as info:
-        load_spec(path)
-    assert str(info.value) == f"{path}:2: {said}"
-
-
 def test_bad_spec_value_points_at_its_line(tmp_path: Path):
     path = tmp_path / "spec.yaml"
     path.write_text("name: x\n\nepochs: -2\n")
@@ -111,21 +96,28 @@ def test_bad_spec_value_points_at_its_line(tmp_path: Path):
 
 
 @pytest.mark.parametrize("line, said", [
-    ("timeout: yes", "key 'timeout': Input should be a valid number. Got True instead"),  # YAML's yes: a 1 s timeout
-    ("seed: true", "key 'seed': Input should be a valid integer. Got True instead"),
-    ("n_trials: '3'", "key 'n_trials': Input should be a valid integer. Got '3' instead"),
-    ("epochs: 2.5", "key 'epochs': Input should be a valid integer. Got 2.5 instead"),
-    ("calibrate: 1", "key 'calibrate': Input should be a valid boolean. Got 1 instead"),
-    ("known_starts: 'off'", "key 'known_starts': Input should be a valid boolean. Got 'off' instead"),
-    ("grace_period: true", "key 'grace_period': Input should be a valid number. Got True instead"),
+    ("warm_start: {study: a, storag: 'sqlite:///x.db'}",
+     "key 'warm_start': Unknown warm_start key 'storag'. Valid: storage, study, top. Did you mean 'storage'?"),
+    ("warm_start: {study: a, top: 0}",
+     "key 'warm_start.top': Input should be greater than or equal to 1. Got 0 instead."),
+    ("warm_start: {top: 2}", "key 'warm_start.study' is missing: name the earlier study"),
+    ("warm_start: ''", "key 'warm_start.study': String should have at least 1 character. Got '' instead."),
+    # Of another type: converted, `timeout: yes` was a study with a 1-second timeout and `seed: true` seed 1
+    ("timeout: yes", "key 'timeout': Input should be a valid number. Got True instead."),  # YAML's yes
+    ("seed: true", "key 'seed': Input should be a valid integer. Got True instead."),
+    ("n_trials: '3'", "key 'n_trials': Input should be a valid integer. Got '3' instead."),
+    ("epochs: 2.5", "key 'epochs': Input should be a valid integer. Got 2.5 instead."),
+    ("calibrate: 1", "key 'calibrate': Input should be a valid boolean. Got 1 instead."),
+    ("known_starts: 'off'", "key 'known_starts': Input should be a valid boolean. Got 'off' instead."),
+    ("grace_period: true", "key 'grace_period': Input should be a valid number. Got True instead."),
 ])
-def test_a_spec_value_of_another_type_is_refused_not_converted(tmp_path: Path, line: str, said: str):
-    """Converted, ``timeout: yes`` was a study with a 1-second timeout and ``seed: true`` seed 1, without a word."""
+def test_a_bad_spec_value_is_named_with_its_line_and_key_and_refused_by_run_study_too(tmp_path: Path, line: str,
+                                                                                      said: str):
     path = tmp_path / "spec.yaml"
-    path.write_text(f"name: x\n{line}\n")
+    path.write_text(f"objective: digits-mlp\n{line}\n")
     with pytest.raises(ConfigError) as info:
         load_spec(path)
-    assert str(info.value) == f"{path}:2: {said}."
+    assert str(info.value) == f"{path}:2: {said}"
     with pytest.raises(ConfigError, match="tuner.run_study\\(\\): key "):
         tuner.run_study(**yaml.safe_load(line), storage=f"sqlite:///{tmp_path / 'n.db'}")
     assert not (tmp_path / "n.db").exists()
