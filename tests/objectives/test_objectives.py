@@ -437,3 +437,6 @@ def test_the_tabular_task_is_a_study_option(tmp_path: Path, monkeypatch: pytest.
     other = CliRunner().invoke(app, ["study", "create", "--objective", "digits-mlp", "--task", "regression",
                                      "--storage", url, "--name", "d"])
     assert other.exit_code == 1 and "Objective 'digits-mlp' takes no options; got task" in other.output
+    shown = CliRunner().invoke(app, ["objectives", "show", "tabular", "--data", "many.csv", "--target", "y",
+                                     "--task", "classification", "--format", "json"])
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["task"] == "classification", shown.output

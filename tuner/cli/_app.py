@@ -770,12 +770,14 @@ def objectives_show(
     name: Annotated[str, typer.Argument(help="Built-in name, path/file.py:attr or module:attr.")],
     data: Annotated[str | None, typer.Option(help="CSV file (objective 'tabular').")] = None,
     target: Annotated[str | None, typer.Option(help="Target column (objective 'tabular').")] = None,
+    task: Annotated[str | None, typer.Option(metavar="auto|classification|regression",
+                                             help="Objective 'tabular': classification or regression.")] = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Describe an objective: its data splits, model and metric."""
     from tuner.objectives import load_objective
 
-    obj = load_objective(name, data=data, target=target)
+    obj = load_objective(name, data=data, target=target, **({"task": task} if task is not None else {}))
     d = obj.load_data()
     model = obj.build_model(d)
     info = {
