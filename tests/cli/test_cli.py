@@ -601,10 +601,11 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(monkeypatch: pytest.Mo
     one printing through Rich exited 1 without a word; both exit as a process killed by SIGPIPE, quietly."""
     import typer
 
-    from tuner.cli import SIGPIPE_EXIT, _output
+    from tuner.cli import _output
     from tuner.cli._app import handle_errors
+    from tuner.cli._output import SIGPIPE_EXIT
 
-    monkeypatch.setattr("tuner.cli.quiet_pipe", lambda stream: None)  # keep the test's own stdout
+    monkeypatch.setattr("tuner.cli._output.quiet_pipe", lambda stream: None)  # keep the test's own stdout
     said: list[str] = []
     monkeypatch.setattr("tuner.cli._app.error_line", said.append)
 

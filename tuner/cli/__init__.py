@@ -31,20 +31,10 @@ def main() -> None:
         try:
             sys.stdout.flush()
         except BrokenPipeError:  # `tuner ... | head`: the reader has gone; the rest goes nowhere, quietly
+            from tuner.cli._output import SIGPIPE_EXIT, quiet_pipe
+
             quiet_pipe(original_out)
             raise SystemExit(SIGPIPE_EXIT) from None
-
-
-SIGPIPE_EXIT = 141  # as a process killed by SIGPIPE (`yes | head`) exits
-
-
-def quiet_pipe(stream: Any) -> None:
-    """Points a stream whose reader has gone at /dev/null, so that Python's last flush does not fail again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, stream.fileno())
-    except (OSError, ValueError):
-        pass
 
 
 def _load_app() -> Any:

@@ -133,7 +133,7 @@ def handle_errors(fn: F) -> F:
             error_line(exc)
             raise typer.Exit(1) from None
         except BrokenPipeError:  # `tuner ... | head`: the reader has gone; nothing to say to it
-            from tuner.cli import SIGPIPE_EXIT, quiet_pipe
+            from tuner.cli._output import SIGPIPE_EXIT, quiet_pipe
 
             quiet_pipe(sys.__stdout__)
             raise typer.Exit(SIGPIPE_EXIT) from None

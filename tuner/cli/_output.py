@@ -25,6 +25,20 @@ stdout = RedactingStream(lambda: sys.stdout)
 stderr = RedactingStream(lambda: sys.stderr)
 
 
+SIGPIPE_EXIT = 141  # as a process killed by SIGPIPE (`yes | head`) exits
+
+
+def quiet_pipe(stream: Any) -> None:
+    """Points a stream whose reader has gone at /dev/null, so that Python's last flush does not fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 class _Console(Console):
     def on_broken_pipe(self) -> None:
         """``tuner ... | head``: the reader has gone; raised on to the command's handler, which exits quietly
