@@ -321,3 +321,26 @@ def test_a_batch_size_larger_than_the_training_set_is_said(cli, objective_ref: s
                 "--repeats", "1", "--device", "cpu")
     assert found.exit_code == 0, found.output
     assert "(not 100000: the training set has " in found.output
+
+
+def test_lr_find_and_calibrate_take_the_tabular_task_and_print_it_in_their_commands(cli, tmp_cwd: Path) -> None:
+    """30 integer-coded classes read as regression; a study could say otherwise (task:), lr-find could not."""
+    import shlex
+
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3))
+    frame = pd.DataFrame(x, columns=["a", "b", "c"])
+    frame["y"] = (np.abs(x[:, 0]) * 10).astype(int) % 30
+    frame.to_csv(tmp_cwd / "many.csv", index=False)
+    found = cli("lr-find", "--objective", "tabular", "--data", "many.csv", "--target", "y", "--task",
+                "classification", "--optimizer", "adam", "--repeats", "1", "--device", "cpu")
+    assert found.exit_code == 0, found.output
+    line = next(x for x in found.output.splitlines() if x.startswith("a space with these ranges: "))
+    args = shlex.split(line.removeprefix("a space with these ranges: "))
+    assert args[args.index("--task") + 1] == "classification", args
+    made = cli(*args[1:], "--device", "cpu")
+    assert made.exit_code == 0, made.output
+    use = next(x for x in made.output.splitlines() if x.startswith("use it: "))
+    assert "--task classification" in use, use

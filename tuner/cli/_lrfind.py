@@ -26,13 +26,20 @@ DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 SeedOpt = Annotated[int, typer.Option(min=0, help="Seed of the first sweep.")]
 DataOpt = Annotated[str | None, typer.Option(help="CSV file (objective 'tabular').")]
 TargetOpt = Annotated[str | None, typer.Option(help="Target column (objective 'tabular').")]
+TaskOpt = Annotated[str | None, typer.Option(metavar="auto|classification|regression",
+                                             help="Objective 'tabular': classification or regression.")]
 
 
-def _load(objective: str, data: str | None, target: str | None) -> Any:
+def _given(data: str | None, target: str | None, task: str | None) -> dict[str, str]:
+    """The objective's options given on the command line (tabular's CSV file, target column and task)."""
+    return {k: v for k, v in (("data", data), ("target", target), ("task", task)) if v is not None}
+
+
+def _load(objective: str, given: dict[str, str]) -> Any:
     """The objective, loaded once before the sweeps (its name names the default plot file)."""
     from tuner.objectives import load_objective
 
-    return load_objective(objective, **{k: v for k, v in (("data", data), ("target", target)) if v is not None})
+    return load_objective(objective, **given)
 
 
 def _find(objective: Any, space: str, optimizer: list[str] | None, batch_size: int | None, start_lr: float,
@@ -54,8 +61,8 @@ def _print_curves(result: Any, asked_batch: int | None = None) -> None:
             echo("  ", line)
 
 
-def _check_inputs(objective: str, space: str, data: str | None, output: Path | None, target: str | None,
-                  device: str, start_lr: float, end_lr: float, optimizer: list[str] | None = None) -> None:
+def _check_inputs(objective: str, space: str, given: dict[str, str], output: Path | None, device: str,
+                  start_lr: float, end_lr: float, optimizer: list[str] | None = None) -> None:
     """An objective, a CSV file, a space or a sweep that is not there or is wrong, and an output file that could
     not be written, are said before PyTorch loads and before the sweeps (a minute or more) run."""
     import math
@@ -69,7 +76,7 @@ def _check_inputs(objective: str, space: str, data: str | None, output: Path | N
     unknown = unknown_objective(objective)
     if unknown:
         raise ConfigError(unknown)
-    check_objective_files(objective, data, target)
+    check_objective_files(objective, given.get("data"), given.get("target"), given.get("task"))
     check_device_name(device)
     if not (math.isfinite(start_lr) and math.isfinite(end_lr) and 0 < start_lr < end_lr):
         raise ConfigError(f"--start-lr and --end-lr: the sweep needs 0 < --start-lr < --end-lr (got {start_lr:g} "
@@ -103,6 +110,7 @@ def lr_find_command(
     seed: SeedOpt = 0,
     data: DataOpt = None,
     target: TargetOpt = None,
+    task: TaskOpt = None,
     plot: Annotated[Path | None, typer.Option(help="Plot of loss against learning rate; the extension picks the "
                                                    "format (.png, .pdf, .svg; any other: PNG) "
                                                    "[default: ./lr-find-<objective>.png].")] = None,
@@ -114,11 +122,12 @@ def lr_find_command(
     per decade of rates: 160 for the default 1e-7..10; a sweep stops where the loss diverges) while the rate
     grows exponentially, prints the range of rates over which the median loss falls, and writes a plot of loss
     against rate."""
-    _check_inputs(objective, space, data, plot, target, device, start_lr, end_lr, optimizer)
+    given = _given(data, target, task)
+    _check_inputs(objective, space, given, plot, device, start_lr, end_lr, optimizer)
     from tuner._files import check_file_target, safe_file_name
     from tuner.lrfind import plot_lr_find
 
-    loaded = _load(objective, data, target)
+    loaded = _load(objective, given)
     plot = plot or Path(f"lr-find-{safe_file_name(loaded.name)}.png")
     check_file_target(plot)  # the default file too: before the sweeps, not after them
     result = _find(loaded, space, optimizer, batch_size, start_lr, end_lr, steps, repeats, device, seed)
@@ -138,19 +147,18 @@ def lr_find_command(
     if held & {name for name, curve in result.curves.items() if curve.found}:
         # Only the space's optimizers: `spaces calibrate` refuses one the space does not hold.
         calibrated = [name for name in result.curves if name in held] if optimizer else None
-        same = _same_sweep(objective, data, target, calibrated, batch_size, start_lr, end_lr, steps, repeats, seed)
+        same = _same_sweep(objective, given, calibrated, batch_size, start_lr, end_lr, steps, repeats, seed)
         echo(f"a space with these ranges: tuner spaces calibrate {q(space)} {same} -o calibrated.yaml")
 
 
-def _same_sweep(objective: str, data: str | None, target: str | None, optimizer: list[str] | None,
+def _same_sweep(objective: str, given: dict[str, str], optimizer: list[str] | None,
                 batch_size: int | None, start_lr: float, end_lr: float, steps: int | None, repeats: int,
                 seed: int) -> str:
     """The options that run the same sweep again (for a command printed as a hint)."""
     from tuner.lrfind import END_LR, START_LR
 
-    args = ["--objective", objective]
-    for flag, value, default in (("--data", data, None), ("--target", target, None),
-                                 ("--batch-size", batch_size, None), ("--start-lr", start_lr, START_LR),
+    args = ["--objective", objective, *(x for key, value in given.items() for x in (f"--{key}", value))]
+    for flag, value, default in (("--batch-size", batch_size, None), ("--start-lr", start_lr, START_LR),
                                  ("--end-lr", end_lr, END_LR), ("--steps", steps, None), ("--repeats", repeats, 3),
                                  ("--seed", seed, 0)):
         if value is not None and value != default:
@@ -178,12 +186,14 @@ def spaces_calibrate(
     seed: SeedOpt = 0,
     data: DataOpt = None,
     target: TargetOpt = None,
+    task: TaskOpt = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Write a copy of a space whose optimizers' lr ranges come from an LR range test on the objective."""
     from tuner.errors import ConfigError
 
-    _check_inputs(objective, space, data, output, target, device, start_lr, end_lr, optimizer)
+    given = _given(data, target, task)
+    _check_inputs(objective, space, given, output, device, start_lr, end_lr, optimizer)
     from tuner.spaces import load_space
 
     held = list(load_space(space).optimizer)
@@ -194,7 +204,7 @@ def spaces_calibrate(
                               f"--optimizer {name}` sweeps it all the same.")
     from tuner.lrfind import calibrate_space, calibrated_yaml
 
-    result = _find(_load(objective, data, target), space, optimizer, batch_size, start_lr, end_lr, steps, repeats,
+    result = _find(_load(objective, given), space, optimizer, batch_size, start_lr, end_lr, steps, repeats,
                    device, seed)
     calibrated = calibrate_space(space, result)
     text = calibrated_yaml(calibrated, result)
@@ -216,6 +226,5 @@ def spaces_calibrate(
 
     for line in replaced_rates(space, result):
         echo(f"  note: {line}")
-    use = ["--objective", objective] + [x for flag, v in (("--data", data), ("--target", target)) if v
-                                         for x in (flag, v)]
+    use = ["--objective", objective, *(x for key, value in given.items() for x in (f"--{key}", value))]
     echo(f"use it: tuner study create {shlex.join(use)} --space {shlex.quote(str(path))}")
