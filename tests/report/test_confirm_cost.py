@@ -4,6 +4,7 @@ single trial, so ``show`` and ``export`` never disagree without saying so."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
@@ -140,6 +141,11 @@ def test_no_confirm_hands_over_the_stored_confirmation_and_its_baseline_line(sma
     line = next(x for x in (tmp_path / "r1" / "report.md").read_text().splitlines() if "tuned vs tuning-free" in x)
     second_md = (tmp_path / "r2" / "report.md").read_text()
     assert line in second_md.splitlines() and "best single trial" not in second_md
+    # study show repeats the line stored with the confirmation (nothing is trained there)
+    shown = runner.invoke(app, ["study", "show", "c", "--storage", small_study])
+    assert line.removeprefix("- ") in " ".join(shown.output.split()), shown.output
+    as_json = runner.invoke(app, ["study", "show", "c", "--storage", small_study, "--format", "json"])
+    assert json.loads(as_json.stdout)["tuning_free"] == line.removeprefix("- ")
     study = optuna.load_study(study_name="c", storage=small_study)
     stored = study.user_attrs[StudyKey.CONFIRMATION]
     other = next(c["trial"] for c in stored["candidates"] if c["trial"] != study.best_trial.number)

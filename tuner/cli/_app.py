@@ -679,6 +679,10 @@ def study_show(
     from tuner.study._describe import study_summary
 
     summary = study_summary(study, top=top)
+    if (summary.get("confirmation") or {}).get("current"):  # the report's line, where its runs are stored
+        from tuner.report._confirm import stored_baseline_line
+
+        summary["tuning_free"] = stored_baseline_line(study)
     use_storage(storage)
     if fmt is Format.json:
         print_json(summary)

@@ -278,14 +278,16 @@ def print_recommendation(summary: dict[str, Any]) -> None:
              + (f", test {fmt(conf['test_mean'])}" if conf["test_mean"] is not None else ""))
     if conf["trial"] == best["number"]:
         echo(f"recommended: this config, confirmed with {score}; `{export}` exports it.")
-        return
-    from tuner._summary import config_line
+    else:
+        from tuner._summary import config_line
 
-    other = config_line(conf["config"]) if conf.get("config") else "-"
-    out.print(styled(("recommended", "bold"), f" (what `{export}` exports): trial {conf['trial']}, "
-                                              f"{cell(other)}, confirmed with {score}; the best single trial "
-                                              f"{best['number']} did worse on new seeds (`export --trial "
-                                              f"{best['number']}` exports it)."))
+        other = config_line(conf["config"]) if conf.get("config") else "-"
+        out.print(styled(("recommended", "bold"), f" (what `{export}` exports): trial {conf['trial']}, "
+                                                  f"{cell(other)}, confirmed with {score}; the best single trial "
+                                                  f"{best['number']} did worse on new seeds (`export --trial "
+                                                  f"{best['number']}` exports it)."))
+    if summary.get("tuning_free"):  # stored with the confirmation by `study report`
+        echo(summary["tuning_free"])
 
 
 def print_json(data: Any) -> None:

@@ -450,6 +450,22 @@ def tuning_free_baseline(study: optuna.Study, fit: FitFn | None, rec: Recommenda
     return out
 
 
+def stored_baseline_line(study: optuna.Study) -> str | None:
+    """The report's "tuned vs tuning-free" line, where the study stores both a confirmation that covers its
+    present top trials and the tuning-free runs beside it (``study show`` repeats it); None otherwise. Nothing
+    is trained."""
+    if current_confirmation(study) is None:
+        return None
+    rec = recommendation(study, confirm_runs=False)
+    if rec.confirmation is None:
+        return None
+    seed = int((study.user_attrs.get(StudyKey.SPEC) or {}).get("seed") or 0)
+    baseline = tuning_free_baseline(study, None, rec, rec.confirmation.n_seeds, seed)
+    if baseline is None:
+        return None
+    return baseline_line(rec, baseline, study.user_attrs.get(StudyKey.METRIC) or "value", direction_of(study))
+
+
 def _baseline_config(recommended: TrainConfig) -> dict[str, Any]:
     """The tuning-free config trained beside a recommendation: its batch size and epochs, nothing tuned."""
     return {"optimizer": {"name": BASELINE}, "schedule": {"name": "constant"},
