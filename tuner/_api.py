@@ -16,13 +16,13 @@ from typing import Any
 
 import optuna
 
+from tuner._terminate import Terminated
 from tuner._tune_settings import resolve_direction
 from tuner.config import TrainConfig
 from tuner.errors import ConfigError, StudyError, count
 from tuner.study._engine import (
     INTERRUPTED_RUN,
     RunPlan,
-    Terminated,
     TrialContext,
     TrialOutcome,
     UserExecutor,

@@ -124,9 +124,9 @@ class PackTrainer:
         data = trainer.data
         self.n = len(data.x_train)
         models = [self._model(TrainConfig()) for _ in range(slots)]
-        from tuner.train import single_row_tail
+        from tuner.train import rows_left_out
 
-        self.tail = 1 if single_row_tail(self.n, batch_size, models[0]) else 0  # as Trainer.fit leaves it out
+        self.tail = rows_left_out(self.n, batch_size, models[0])  # as Trainer.fit leaves them out
         self.steps_per_epoch = math.ceil((self.n - self.tail) / batch_size)
         from torch.func import stack_module_state
 

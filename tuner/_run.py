@@ -175,7 +175,8 @@ def _run(spec: Any, workers: int | str, devices: str | None, force: bool, verbos
 
 def _open_and_run(spec_obj: Any, spec_file: Any, workers: int | str, devices: str | None, force: bool,
                   verbose: bool) -> StudyResult:
-    from tuner.study._engine import Terminated, sigterm_exits
+    from tuner._terminate import Terminated
+    from tuner.study._engine import sigterm_exits
     from tuner.study._inputs import open_checked
     from tuner.study._session import run_study as run_session
     from tuner.study._storage import storage_label

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import signal
 
-__all__ = ["Terminated", "clear_terminate", "note_terminate", "raise_if_terminated", "terminate_pending"]
+__all__ = ["Terminated", "clear_terminate", "interrupt", "note_terminate", "raise_if_terminated", "terminate",
+           "terminate_pending"]
 
 _PENDING: list[int] = []  # the signal whose exception may have been lost
 
@@ -26,6 +27,18 @@ class Terminated(SystemExit):
 def note_terminate(signum: int = signal.SIGTERM) -> None:
     """Called by a SIGTERM or SIGINT handler of ours before it raises."""
     _PENDING[:] = [signum]
+
+
+def terminate(signum: int, frame: object) -> None:
+    """A SIGTERM handler: ``Terminated``, noted in case Python loses it."""
+    note_terminate()
+    raise Terminated
+
+
+def interrupt(signum: int, frame: object) -> None:
+    """A SIGINT handler, as Python's own (``KeyboardInterrupt``), noted in case Python loses it."""
+    note_terminate(signal.SIGINT)
+    raise KeyboardInterrupt
 
 
 def terminate_pending() -> int | None:

@@ -105,13 +105,13 @@ def fastest_of(timings: dict[int, float], margin: float = 0.25) -> int:
     return min(c for c, t in timings.items() if t <= (1 + margin) * best)
 
 
-def single_row_tail(n: int, batch_size: int, model: nn.Module) -> bool:
-    """Whether an epoch's last batch would hold a single row in a model with BatchNorm, which cannot train on
-    one row ("Expected more than 1 value per channel"): every trial of that batch size would fail. That row is
-    left out of the epoch instead (a different one each epoch, as the rows are shuffled), as
-    ``DataLoader(drop_last=True)`` leaves out a short last batch."""
-    return n > 1 and n % batch_size == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
-                                                 for m in model.modules())
+def rows_left_out(n: int, batch_size: int, model: nn.Module) -> int:
+    """The rows an epoch leaves out: 1 where its last batch would hold a single row in a model with BatchNorm,
+    which cannot train on one row ("Expected more than 1 value per channel": every trial of that batch size
+    would fail), else 0. A different row each epoch, as the rows are shuffled; ``DataLoader(drop_last=True)``
+    leaves out a short last batch the same way."""
+    single = n > 1 and n % batch_size == 1
+    return int(single and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()))
 
 
 class Trainer:
@@ -191,16 +191,6 @@ class Trainer:
             raise ConfigError(f"The model of objective {name!r} gives {out.shape[1]} outputs per sample, but its "
                               f"data has {n_classes} classes (labels 0 to {n_classes - 1}): give the last layer "
                               f"{n_classes} outputs.")
-        model.eval()
-        for split, x in (("validation", self.data.x_val), ("test", self.data.x_test)):
-            if x is None:
-                continue
-            try:
-                with torch.no_grad():
-                    model(x[:2].to(self.device))
-            except Exception as exc:
-                raise ConfigError(f"The model of objective {name!r} does not fit its {split} split: "
-                                  f"{type(exc).__name__}: {_first_line(exc)}") from exc
         try:
             with torch.no_grad():
                 float(self.metric.fn(out.detach(), self.data.y_train[:2].to(self.device)))
@@ -326,7 +316,7 @@ class Trainer:
         data, device = self.data, self.device
         model = self.build_model(config).to(device)
         n, bs = len(data.x_train), config.batch_size
-        tail = 1 if single_row_tail(n, bs, model) else 0  # left out of each epoch (not trainable alone)
+        tail = rows_left_out(n, bs, model)
         steps_per_epoch = math.ceil((n - tail) / bs)
         mode = "max" if self.metric.direction == "maximize" else "min"
         # The same training step as a user's loop with config.setup(); seeding, initialisation and dropout

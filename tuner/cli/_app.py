@@ -15,7 +15,7 @@ from typer.core import TyperGroup
 
 from tuner._builtin import builtin_names
 from tuner._logs import quiet_libraries
-from tuner._terminate import Terminated, clear_terminate, note_terminate, raise_if_terminated
+from tuner._terminate import Terminated, clear_terminate, interrupt, raise_if_terminated, terminate
 from tuner._version import __version__
 from tuner.cli._output import (
     command,
@@ -105,11 +105,11 @@ def handle_errors(fn: F) -> F:
         _state["study"] = None  # each command says what it runs; nothing carries over from an earlier one
         use_storage(None)
         previous = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGTERM, terminate)  # noted too, in case Python loses the exception (in a __del__)
         # Ctrl-C as Python's own handler takes it, noted too; a SIGINT ignored (nohup, a background job) stays so.
         previous_int = signal.getsignal(signal.SIGINT)
         if previous_int is signal.default_int_handler:
-            signal.signal(signal.SIGINT, _on_sigint)
+            signal.signal(signal.SIGINT, interrupt)
         try:
             with contextlib.ExitStack() as cleanup:  # what a command started for its own time (a fork server)
                 _state["cleanup"] = cleanup
@@ -174,16 +174,6 @@ def _resumes() -> str:
     from tuner.study._engine import INTERRUPTED_RUN
 
     return f"; {INTERRUPTED_RUN}. `{command('run', name)}` resumes the study."
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    note_terminate()  # in case Python loses the exception (raised in a __del__): the run checks the note
-    raise Terminated
-
-
-def _on_sigint(signum: int, frame: Any) -> None:
-    note_terminate(signal.SIGINT)  # as for SIGTERM: the run checks the note where the exception was lost
-    raise KeyboardInterrupt
 
 
 def _version(value: bool) -> None:
@@ -253,6 +243,17 @@ TensorBoardOpt = Annotated[str | None, typer.Option(
     "--tensorboard", metavar="DIR", help="Write TensorBoard logs to DIR/<study>: a run per trial with its scalars "
                                          "and HParams [default: none].")]
 TimeoutOpt = Annotated[float | None, typer.Option(help=f"{_TIMEOUT_HELP} [default: none].")]
+DataOpt = Annotated[str | None, typer.Option(help="CSV file (objective 'tabular').")]
+TargetOpt = Annotated[str | None, typer.Option(help="Target column (objective 'tabular').")]
+TaskOpt = Annotated[str | None, typer.Option(
+    metavar="auto|classification|regression",
+    help="Objective 'tabular': classification or regression [default: auto: text, true/false or at most 20 distinct "
+         "whole numbers are classes].")]
+
+
+def objective_options(data: str | None, target: str | None, task: str | None) -> dict[str, str]:
+    """The objective's options given on the command line (tabular's CSV file, target column and task)."""
+    return {k: v for k, v in (("data", data), ("target", target), ("task", task)) if v is not None}
 RunTimeoutOpt = Annotated[float | None, typer.Option(help=f"{_TIMEOUT_HELP} [default: the study's].")]
 
 
@@ -346,12 +347,9 @@ def study_create(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps" + _default("device"))] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the sampler and the trials" + _default("seed"))] = None,
     threads: Annotated[int | None, typer.Option(help="Torch threads [default: timed at start].")] = None,
-    data: Annotated[str | None, typer.Option(help="CSV file (objective 'tabular').")] = None,
-    target: Annotated[str | None, typer.Option(help="Target column (objective 'tabular').")] = None,
-    task: Annotated[str | None, typer.Option(
-        metavar="auto|classification|regression",
-        help="Objective 'tabular': classification or regression [default: auto: text, true/false or at most 20 "
-             "distinct whole numbers are classes].")] = None,
+    data: DataOpt = None,
+    target: TargetOpt = None,
+    task: TaskOpt = None,
     objectives: Annotated[str | None, typer.Option(
         "--objectives", metavar="METRIC,train_seconds", help="Several objectives: the objective's metric, then "
                                                               "train_seconds; show and report draw the Pareto "
@@ -772,16 +770,15 @@ def objectives_list(fmt: FormatOpt = Format.text) -> None:
 @handle_errors
 def objectives_show(
     name: Annotated[str, typer.Argument(help="Built-in name, path/file.py:attr or module:attr.")],
-    data: Annotated[str | None, typer.Option(help="CSV file (objective 'tabular').")] = None,
-    target: Annotated[str | None, typer.Option(help="Target column (objective 'tabular').")] = None,
-    task: Annotated[str | None, typer.Option(metavar="auto|classification|regression",
-                                             help="Objective 'tabular': classification or regression.")] = None,
+    data: DataOpt = None,
+    target: TargetOpt = None,
+    task: TaskOpt = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Describe an objective: its data splits, model and metric."""
     from tuner.objectives import load_objective
 
-    obj = load_objective(name, data=data, target=target, **({"task": task} if task is not None else {}))
+    obj = load_objective(name, **objective_options(data, target, task))
     d = obj.load_data()
     model = obj.build_model(d)
     info = {

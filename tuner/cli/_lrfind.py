@@ -8,7 +8,17 @@ from typing import Annotated, Any
 
 import typer
 
-from tuner.cli._app import Format, FormatOpt, app, handle_errors, spaces_app
+from tuner.cli._app import (
+    DataOpt,
+    Format,
+    FormatOpt,
+    TargetOpt,
+    TaskOpt,
+    app,
+    handle_errors,
+    objective_options,
+    spaces_app,
+)
 from tuner.cli._output import echo, print_json
 
 ObjectiveOpt = Annotated[str, typer.Option(help="Built-in objective, path/file.py:attr or module:attr.")]
@@ -24,17 +34,6 @@ RepeatsOpt = Annotated[int, typer.Option(min=1, help="Sweeps per optimizer with 
                                                      "loss counts.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 SeedOpt = Annotated[int, typer.Option(min=0, help="Seed of the first sweep.")]
-DataOpt = Annotated[str | None, typer.Option(help="CSV file (objective 'tabular').")]
-TargetOpt = Annotated[str | None, typer.Option(help="Target column (objective 'tabular').")]
-TaskOpt = Annotated[str | None, typer.Option(metavar="auto|classification|regression",
-                                             help="Objective 'tabular': classification or regression.")]
-
-
-def _given(data: str | None, target: str | None, task: str | None) -> dict[str, str]:
-    """The objective's options given on the command line (tabular's CSV file, target column and task)."""
-    return {k: v for k, v in (("data", data), ("target", target), ("task", task)) if v is not None}
-
-
 def _load(objective: str, given: dict[str, str]) -> Any:
     """The objective, loaded once before the sweeps (its name names the default plot file)."""
     from tuner.objectives import load_objective
@@ -122,7 +121,7 @@ def lr_find_command(
     per decade of rates: 160 for the default 1e-7..10; a sweep stops where the loss diverges) while the rate
     grows exponentially, prints the range of rates over which the median loss falls, and writes a plot of loss
     against rate."""
-    given = _given(data, target, task)
+    given = objective_options(data, target, task)
     _check_inputs(objective, space, given, plot, device, start_lr, end_lr, optimizer)
     from tuner._files import check_file_target, safe_file_name
     from tuner.lrfind import plot_lr_find
@@ -192,7 +191,7 @@ def spaces_calibrate(
     """Write a copy of a space whose optimizers' lr ranges come from an LR range test on the objective."""
     from tuner.errors import ConfigError
 
-    given = _given(data, target, task)
+    given = objective_options(data, target, task)
     _check_inputs(objective, space, given, output, device, start_lr, end_lr, optimizer)
     from tuner.spaces import load_space
 

@@ -42,6 +42,7 @@ from tuner.report._confirm import (
 )
 from tuner.study._limits import oom_notes
 from tuner.study._record import Key, StudyKey, direction_of, primary, stopped_early
+from tuner.study._spec import OBJECTIVE_OPTIONS
 
 __all__ = [
     "CONFIRMATION_ATTR",
@@ -179,7 +180,7 @@ def followup_command(study: optuna.Study, space_file: str | Path, storage_url: s
     if not spec.get("objective"):
         return _followup_call(study, space_file, name, storage_url)
     args = ["tuner", "study", "create", "--objective", spec["objective"]]
-    for key in ("data", "target", "task"):
+    for key in OBJECTIVE_OPTIONS:
         if spec.get(key):
             args += [f"--{key}", str(spec[key])]
     args += ["--space", str(space_file), "--name", name]
@@ -284,7 +285,7 @@ def _lower_rates_hint(study: optuna.Study, storage_url: str | None) -> str:
 
     spec = study.user_attrs.get(StudyKey.SPEC) or {}
     objective = ["--objective", str(spec.get("objective") or "OBJECTIVE")] + [
-        f"--{key}={spec[key]}" for key in ("data", "target", "task") if spec.get(key) is not None]
+        f"--{key}={spec[key]}" for key in OBJECTIVE_OPTIONS if spec.get(key) is not None]
     space = spec.get("space") if isinstance(spec.get("space"), str) else "SPACE.yaml"
     url = storage_url or default_storage()
     calibrate = shlex.join(["tuner", "spaces", "calibrate", space, *objective, "-o", "calibrated.yaml"])

@@ -43,8 +43,8 @@ class Candidate:
 
     @property
     def mean(self) -> float:
-        finite = [v for v in self.values if math.isfinite(v)]
-        return statistics.fmean(finite) if finite and len(finite) == len(self.values) else math.nan
+        """The mean over every re-run; NaN where one failed or diverged."""
+        return self.mean_of_runs if self.ran == len(self.values) else math.nan
 
     @property
     def ran(self) -> int:
@@ -454,9 +454,7 @@ def stored_baseline_line(study: optuna.Study) -> str | None:
     """The report's "tuned vs tuning-free" line, where the study stores both a confirmation that covers its
     present top trials and the tuning-free runs beside it (``study show`` repeats it); None otherwise. Nothing
     is trained."""
-    if current_confirmation(study) is None:
-        return None
-    rec = recommendation(study, confirm_runs=False)
+    rec = recommendation(study, confirm_runs=False)  # the stored confirmation, where it is current
     if rec.confirmation is None:
         return None
     seed = int((study.user_attrs.get(StudyKey.SPEC) or {}).get("seed") or 0)

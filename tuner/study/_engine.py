@@ -41,7 +41,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner._setup import watching
-from tuner._terminate import Terminated, clear_terminate, note_terminate, raise_if_terminated
+from tuner._terminate import clear_terminate, interrupt, raise_if_terminated, terminate
 from tuner.config import TrainConfig
 from tuner.errors import ConfigError, StudyError, TunerError
 from tuner.spaces import SearchSpace
@@ -1257,17 +1257,12 @@ def sigterm_exits() -> Iterator[None]:
     def on_term(signum: int, frame: Any) -> None:
         # Once: a second SIGTERM while the running trial is being recorded and queued again would cut that short.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        note_terminate()  # in case Python loses the exception (raised in a __del__): the run checks the note
-        raise Terminated
-
-    def on_int(signum: int, frame: Any) -> None:
-        note_terminate(signal.SIGINT)
-        raise KeyboardInterrupt
+        terminate(signum, frame)
 
     if term:
         signal.signal(signal.SIGTERM, on_term)
     if intr:
-        signal.signal(signal.SIGINT, on_int)
+        signal.signal(signal.SIGINT, interrupt)
     clear_terminate()
     try:
         yield

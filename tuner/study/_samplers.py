@@ -190,7 +190,7 @@ def _quarter(ctx: dict[str, Any]) -> int:
     return max(1, int(ctx.get("epochs", 10)) // 4 - 1)  # steps count from 0: epoch epochs/4
 
 
-def _halving(name: str) -> Callable[[dict[str, Any]], None]:
+def _halving(name: str) -> Callable[[dict[str, Any], dict[str, Any]], None]:
     """Successive halving's and Hyperband's options: Hyperband passes them to its brackets unchecked, and a
     reduction factor under 2 or a minimum resource over the maximum failed only at the first report (a division
     by zero, a math domain error)."""

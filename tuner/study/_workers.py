@@ -100,11 +100,10 @@ def parse_devices(text: str | None) -> list[str]:
         return []
     from tuner.train import resolve_device
 
-    parts = [d.strip() for d in str(text).split(",")]
-    if not all(parts):
+    devices = [d.strip() for d in str(text).split(",")]
+    if not all(devices):
         raise ConfigError(f"--devices: a comma-separated list of devices (cpu, cuda:0, cuda:1, mps) without empty "
                           f"names. Got {text!r} instead.")
-    devices = parts
     for d in devices:
         resolve_device(d)  # an unknown or missing device is a ConfigError now, not N failing workers
     return devices
