@@ -236,6 +236,26 @@ def test_tabular_missing_target_names_file_and_columns(classification_csv: Path)
     assert "Did you mean 'label'?" in message
 
 
+def test_tabular_reads_semicolon_tab_and_spaced_csv_files_as_their_comma_twin(classification_csv: Path,
+                                                                             tmp_path: Path):
+    """A spreadsheet's ";"-separated CSV with decimal commas was one column named "a;b;label" ("unknown target
+    column 'label'. Valid: a;b;label"); "a, b, label" named its target " label"."""
+    frame = pd.read_csv(classification_csv)
+    expected = tabular_csv(classification_csv, "label")
+    semicolon = tmp_path / "semicolon.csv"
+    semicolon.write_text("a;b;label\n" + "".join(f"{a:.6f};{b:.6f};{y}\n".replace(".", ",")
+                                                 for a, b, y in frame.itertuples(index=False)))
+    tab = tmp_path / "tab.tsv"
+    tab.write_text(frame.to_csv(sep="\t", index=False))
+    spaced = tmp_path / "spaced.csv"
+    spaced.write_text("a, b, label \n" + "".join(f"{a}, {b}, {y}\n" for a, b, y in frame.itertuples(index=False)))
+    for path in (semicolon, tab, spaced):
+        data = tabular_csv(path, "label")
+        assert data.n_classes == 2 and data.input_shape == (2,), path
+        assert torch.allclose(data.x_train, expected.x_train, atol=1e-4), path
+        assert torch.equal(data.y_test, expected.y_test), path
+
+
 def test_tabular_empty_csv(tmp_path: Path):
     path = tmp_path / "empty.csv"
     path.write_text("")

@@ -349,7 +349,7 @@ def test_tune_with_two_objectives_prunes_on_the_metric_and_recommends_the_knee(t
     listed = CliRunner().invoke(app, ["study", "list", "--storage", storage, "--format", "json"])
     ((kind, objective),) = [(r["kind"], r["objective"]) for r in json.loads(listed.stdout)]
     assert kind == "tune" and objective.endswith("train()")  # the function's qualified name
-    assert [r["directions"] for r in json.loads(listed.stdout)] == [2]
+    assert [r["directions"] for r in json.loads(listed.stdout)] == [["maximize", "minimize"]]
     from tuner.cli import _output
 
     with pytest.MonkeyPatch.context() as patch:

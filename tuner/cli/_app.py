@@ -638,7 +638,7 @@ def study_list(*, storage: StorageOpt = None, fmt: FormatOpt = Format.text) -> N
         echo(f"no studies in {storage_label(url)}{missing}")
         return
     print_table(["name", "kind", "objective", "trials", "best", "first trial"],
-                [[r["name"], r["kind"] + (f" ({r['directions']} objectives)" if r["directions"] > 1
+                [[r["name"], r["kind"] + (f" ({len(r['directions'])} objectives)" if len(r["directions"]) > 1
                                           and r["kind"] != "multi-objective" else ""),
                   _here(r["objective"]) if r["objective"] else "-",
                   f"{r['trials']}" + (f" (+{r['queued']} queued)" if r["queued"] else ""),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,23 @@ def standardize(x_tr: np.ndarray, *others: np.ndarray | None) -> list[np.ndarray
     return [scaler.transform(x_tr)] + [None if o is None else scaler.transform(o) for o in others]
 
 
+_DECIMAL_COMMA = re.compile(r"(^|;)\s*-?\d+,\d+\s*(;|$)")
+
+
+def _csv_format(path: Path) -> dict[str, str]:
+    """The separator (and decimal mark) of a CSV file whose header has no comma but a semicolon, tab or bar: the
+    way spreadsheets save CSV in many locales ("a;b;target", with "1,5" for 1.5 where the separator is ";")."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = [line for _, line in zip(range(50), f, strict=False)]
+    header = lines[0] if lines else ""
+    if "," in header or not any(sep in header for sep in ";\t|"):
+        return {}
+    sep = max(";\t|", key=header.count)
+    if sep == ";" and any(_DECIMAL_COMMA.search(line.rstrip("\r\n")) for line in lines[1:]):
+        return {"sep": sep, "decimal": ","}
+    return {"sep": sep}
+
+
 def tabular_csv(path: str | Path, target: str, task: str = "auto") -> Dataset:
     """A CSV file with a named target column.
 
@@ -116,11 +134,14 @@ def tabular_csv(path: str | Path, target: str, task: str = "auto") -> Dataset:
 
     path = check_csv_file(path)
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, skipinitialspace=True, **_csv_format(path))
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the CSV file is empty.") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot parse as CSV: {exc}") from None
+    # "a, b, target" and "target ," name the columns a, b and target
+    frame.columns = [str(c).strip() for c in frame.columns]
+    target = target.strip()
     if target not in frame.columns:
         from tuner.errors import unknown_name_message
 

@@ -212,7 +212,7 @@ def list_studies(url: str) -> list[dict[str, Any]]:
         # Trials run or running; configs queued for a study never run (its first trials) are not trials yet.
         waiting = sum(t.state == TrialState.WAITING for t in trials)
         starts = [t.datetime_start for t in trials if t.datetime_start is not None]
-        rows.append({"name": frozen.study_name, "kind": kind, "directions": len(frozen.directions),
+        rows.append({"name": frozen.study_name, "kind": kind, "directions": [d.name.lower() for d in frozen.directions],
                      "trials": len(trials) - waiting, "queued": waiting,
                      "objective": _objective_of(spec, frozen.user_attrs.get(StudyKey.TUNE)), "best": best,
                      "created": min(starts).isoformat(timespec="seconds") if starts else None})
