@@ -386,7 +386,7 @@ def study_create(
 
     Flags override the spec file; the defaults shown apply where neither sets a value. With no spec and no
     --objective, the quickstart spec runs (studies/quickstart.yaml: the MNIST-1D CNN, 60 trials, a 110 s
-    timeout). The study is stored in --storage (default: ./tuner.db)."""
+    timeout). The study is stored in --storage (default: $TUNER_STORAGE, else ./tuner.db)."""
     from tuner.study import StudySpec, load_spec
 
     _check_workers(workers)
