@@ -41,6 +41,9 @@ BATCH = 900  # metrics per log_batch call (MLflow takes at most 1000)
 _CALL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
              "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 _QUIET = ("mlflow", "alembic")
+# The URI schemes MLflow's client opens ("" is a plain folder path; postgresql+psycopg2 is postgresql's).
+SCHEMES = frozenset({"", "file", "databricks", "databricks-uc", "uc", "http", "https", "postgresql", "mysql", "sqlite",
+                     "mssql"})
 
 
 def _client_class() -> Any:
@@ -87,13 +90,20 @@ def check(uri: str) -> None:
     client_class = _client_class()
     if uri in _CHECKED:
         return
+    from tuner.study._storage import from_environment
+
+    scheme = uri.partition("://")[0].partition("+")[0].lower() if "://" in uri else ""
+    if scheme not in SCHEMES:  # MLflow's own error lists its schemes in a 500-character paragraph
+        from tuner.errors import unknown_name_message
+
+        raise ConfigError(f"MLflow cannot log to {mask_url(uri)}{from_environment(uri, 'TUNER_MLFLOW_URI')}: "
+                          + unknown_name_message("scheme", scheme, SCHEMES - {""})
+                          + " Use e.g. sqlite:///mlflow.db or http://HOST:5000.")
     try:
         with _calls():
             client_class(tracking_uri=uri)
     except Exception as exc:
         text = " ".join(str(exc).split())[:600].rstrip(". ")
-        from tuner.study._storage import from_environment
-
         raise ConfigError(f"MLflow cannot log to {mask_url(uri)}{from_environment(uri, 'TUNER_MLFLOW_URI')}: "
                           f"{type(exc).__name__}: {text}. Use e.g. "
                           f"sqlite:///mlflow.db or http://HOST:5000.") from None
