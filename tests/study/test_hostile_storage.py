@@ -265,6 +265,38 @@ def test_disk_full_mid_run_stops_with_the_path_and_resumes(kind: str, small_disk
 
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_storage_on_a_read_only_mount_is_read_and_a_write_names_the_folder(kind: str, small_disk: Path,
+                                                                               tmp_path: Path, objective_ref: str,
+                                                                               space_file: Path):
+    """A study archived on a read-only mount: SQLite could not open its write-ahead-log database there ("Cannot
+    read SQLite database ...: unable to open database file", for `study list` too); a command that writes said
+    only that it could not make its lock file."""
+    store = small_disk / ("t.db" if kind == "sqlite" else "t.journal")
+    url = f"sqlite:///{store}" if kind == "sqlite" else f"journal:{store}"
+    made = _tuner("study", "create", "--objective", objective_ref, "--space", str(space_file), "--name", "s",
+                  "--n-trials", "2", "--epochs", "1", "--threads", "1", "--storage", url, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    remount = subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], capture_output=True, text=True)
+    assert remount.returncode == 0, remount.stderr
+    before = _state(store)
+    for args in (["study", "list"], ["study", "show", "s"], ["study", "trials", "s"],
+                 ["study", "export", "s", "--no-confirm", "-o", str(tmp_path / "best.yaml")],
+                 ["study", "report", "s", "--no-confirm", "-o", str(tmp_path / "rep")]):
+        done = _tuner(*args, "--storage", url, cwd=tmp_path)
+        assert done.returncode == 0, (args, done.stderr)
+    assert "s" in _load(url).study_name and len(_load(url).trials) == 2
+    assert (tmp_path / "rep" / "report.html").exists() and (tmp_path / "best.yaml").exists()
+    for args in (["study", "run", "s", "--n-trials", "3"], ["study", "export", "s"], ["study", "delete", "s", "-y"]):
+        refused = _tuner(*args, "--storage", url, cwd=tmp_path)
+        assert refused.returncode == 1, (args, refused.stdout)
+        assert refused.stderr.strip() == (f"error: Cannot write to the storage {store}: its folder {small_disk} is "
+                                          f"read-only. Commands that only read (study list, show, trials, export "
+                                          f"--no-confirm, report --no-confirm) read it there; to run or change a "
+                                          f"study, copy the file to a writable folder."), (args, refused.stderr)
+    assert _state(store) == before
+
+
 def test_a_lock_held_too_long_on_postgresql_is_an_error_not_a_hang(postgres_db: str, monkeypatch):
     """A machine that holds a study's lock and goes silent (its network gone) must not block the others
     forever: after LOCK_TIMEOUT they stop with "storage busy"."""

@@ -190,10 +190,42 @@ def _check_regular(path: Path, what: str) -> os.stat_result | None:
     return info
 
 
+# SQLite files on read-only media (a read-only mount or folder): read as unchanging files. SQLite cannot open a
+# write-ahead-log database there read-only, as it must make its shared-memory file beside it.
+_IMMUTABLE: set[Path] = set()
+
+
 def _ro_uri(path: Path) -> str:
     from urllib.parse import quote
 
-    return f"file:{quote(str(path.resolve()))}?mode=ro"
+    resolved = path.resolve()
+    return f"file:{quote(str(resolved))}?mode=ro" + ("&immutable=1" if resolved in _IMMUTABLE else "")
+
+
+def _read_only_message(path: Path) -> str:
+    return (f"Cannot write to the storage {path}: its folder {path.parent} is read-only. Commands that only read "
+            f"(study list, show, trials, export --no-confirm, report --no-confirm) read it there; to run or change "
+            f"a study, copy the file to a writable folder.")
+
+
+def _read_only_medium(path: Path) -> bool:
+    """Whether this process can read the file but can write neither it nor its folder."""
+    return (os.access(path, os.R_OK) and not os.access(path.parent, os.W_OK | os.X_OK)
+            and not path.with_name(path.name + "-shm").exists())
+
+
+def _table_names(path: Path) -> tuple[set[str] | None, str]:
+    """The tables of a SQLite file read through a read-only connection, else None and SQLite's error."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(f"sqlite:///{_ro_uri(path)}&uri=true",
+                                      connect_args={"timeout": SQLITE_TIMEOUT}, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        return set(sqlalchemy.inspect(engine).get_table_names()), ""
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        return None, str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    finally:
+        engine.dispose()
 
 
 def _sqlite_tables(path: Path, readonly: bool) -> set[str] | None:
@@ -202,21 +234,19 @@ def _sqlite_tables(path: Path, readonly: bool) -> set[str] | None:
     The file is only ever opened through SQLite: a plain ``open``/``close`` of a database by a process that
     also holds SQLite connections to it drops SQLite's POSIX locks, and another process may then delete
     the write-ahead log under those connections."""
-    import sqlalchemy
-
     info = _check_regular(path, "SQLite")
     if info is None or info.st_size == 0:
         return None
     # Read through a read-only connection: whatever state the file is in (another application's, a rollback
     # journal left by a crash), nothing is rolled back, checkpointed or created in it.
-    engine = sqlalchemy.create_engine(f"sqlite:///{_ro_uri(path)}&uri=true",
-                                      connect_args={"timeout": SQLITE_TIMEOUT}, poolclass=sqlalchemy.pool.NullPool)
-    try:
-        return set(sqlalchemy.inspect(engine).get_table_names())
-    except sqlalchemy.exc.SQLAlchemyError as exc:
-        error = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-    finally:
-        engine.dispose()
+    tables, error = _table_names(path)
+    if tables is None and "unable to open" in error and _read_only_medium(path):
+        _IMMUTABLE.add(path.resolve())
+        tables, error = _table_names(path)
+    if tables is not None:
+        if not readonly and _read_only_medium(path):
+            raise StudyError(_read_only_message(path))
+        return tables
     if "not a database" in error:
         raise StudyError(f"{path} is not a SQLite database; tuner leaves it untouched. Give a new file name, "
                          f"e.g. sqlite:///tuner.db.")
@@ -491,6 +521,8 @@ def _open_journal(path: Path, url: str, readonly: bool) -> optuna.storages.BaseS
     _check_journal(path)
     if readonly and not path.exists():
         return optuna.storages.InMemoryStorage()
+    if not readonly and path.exists() and _read_only_medium(path):
+        raise StudyError(_read_only_message(path))
     try:
         if not readonly:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -534,6 +566,8 @@ def storage_lock(url: str, key: str, engine: Any = None) -> Iterator[bool]:
             path.parent.mkdir(parents=True, exist_ok=True)
             handle = open(lock_file, "a")
         except OSError as exc:
+            if path.exists() and _read_only_medium(path):
+                raise StudyError(_read_only_message(path)) from None
             raise StudyError(f"Cannot lock storage {path}: {os_error_message(exc, lock_file)}") from None
         with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
