@@ -143,6 +143,10 @@ def test_show_export_and_report_recommend_the_knee(objective_ref: str, storage_u
     assert shown.exit_code == 0, shown.output
     assert "Pareto front (accuracy vs train_seconds; * = knee, the recommendation)" in shown.output
     assert f"recommended config (trial {point.number}, the knee of the Pareto front" in shown.output
+    as_json = json.loads(runner.invoke(app, ["study", "show", "mo", "--storage", storage_url, "--format",
+                                             "json"]).output)
+    assert (as_json["objectives"], as_json["directions"]) == (["accuracy", "train_seconds"], ["maximize", "minimize"])
+    assert as_json["knee"]["number"] == point.number and point.number in [r["number"] for r in as_json["pareto"]]
     # The trials table has both objectives, each under its own name; no NaN or None beside "-".
     listed = runner.invoke(app, ["study", "trials", "mo", "--storage", storage_url, "--format", "json"])
     rows = {r["number"]: r for r in json.loads(listed.output)}

@@ -157,7 +157,8 @@ def _pareto(study: optuna.Study) -> dict[str, Any]:
     from tuner.study._record import knee, objectives_of, pareto_front
 
     point = knee(study)
-    return {"objectives": objectives_of(study), "pareto": [trial_row(t) for t in pareto_front(study)],
+    return {"objectives": objectives_of(study), "directions": [d.name.lower() for d in study.directions],
+            "pareto": [trial_row(t) for t in pareto_front(study)],
             "knee": trial_row(point) if point is not None else None}
 
 
