@@ -249,11 +249,27 @@ def test_tabular_reads_semicolon_tab_and_spaced_csv_files_as_their_comma_twin(cl
     tab.write_text(frame.to_csv(sep="\t", index=False))
     spaced = tmp_path / "spaced.csv"
     spaced.write_text("a, b, label \n" + "".join(f"{a}, {b}, {y}\n" for a, b, y in frame.itertuples(index=False)))
+    windows = tmp_path / "windows.csv"  # a spreadsheet's cp1252 file, with an umlaut in a column name
+    windows.write_bytes(semicolon.read_text().replace("label", "Größe").encode("cp1252"))
+    assert tabular_csv(windows, "Größe").n_classes == 2
     for path in (semicolon, tab, spaced):
         data = tabular_csv(path, "label")
         assert data.n_classes == 2 and data.input_shape == (2,), path
         assert torch.allclose(data.x_train, expected.x_train, atol=1e-4), path
         assert torch.equal(data.y_test, expected.y_test), path
+
+
+def test_tabular_binary_and_undecodable_files_are_named_as_such(tmp_path: Path):
+    """A picture given as --data was read as a CSV with one column ("Valid: \u2030PNG")."""
+    picture = tmp_path / "img.csv"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00")
+    with pytest.raises(DataError, match=r"img\.csv: not a CSV file: it holds binary data \(NUL bytes\), not text\."):
+        tabular_csv(picture, "label")
+    garbled = tmp_path / "garbled.csv"
+    garbled.write_bytes(b"a;label\n1;\x81\x8d\n")
+    with pytest.raises(DataError, match=r"garbled\.csv: cannot read as CSV: the text is neither UTF-8 nor "
+                                        r"Windows-1252\. Save it as UTF-8\."):
+        tabular_csv(garbled, "label")
 
 
 def test_tabular_empty_csv(tmp_path: Path):

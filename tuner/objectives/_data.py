@@ -110,13 +110,16 @@ _DECIMAL_COMMA = re.compile(r"(^|;)\s*-?\d+,\d+\s*(;|$)")
 def _csv_format(path: Path) -> dict[str, str]:
     """The separator (and decimal mark) of a CSV file whose header has no comma but a semicolon, tab or bar: the
     way spreadsheets save CSV in many locales ("a;b;target", with "1,5" for 1.5 where the separator is ";")."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        lines = [line for _, line in zip(range(50), f, strict=False)]
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if b"\0" in head:
+        raise DataError(f"{path}: not a CSV file: it holds binary data (NUL bytes), not text.")
+    lines = head.decode("utf-8", errors="replace").splitlines()[:50]
     header = lines[0] if lines else ""
     if "," in header or not any(sep in header for sep in ";\t|"):
         return {}
     sep = max(";\t|", key=header.count)
-    if sep == ";" and any(_DECIMAL_COMMA.search(line.rstrip("\r\n")) for line in lines[1:]):
+    if sep == ";" and any(_DECIMAL_COMMA.search(line) for line in lines[1:]):
         return {"sep": sep, "decimal": ","}
     return {"sep": sep}
 
@@ -133,11 +136,18 @@ def tabular_csv(path: str | Path, target: str, task: str = "auto") -> Dataset:
     from tuner._files import check_csv_file
 
     path = check_csv_file(path)
+    form = _csv_format(path)
     try:
-        frame = pd.read_csv(path, skipinitialspace=True, **_csv_format(path))
+        try:
+            frame = pd.read_csv(path, skipinitialspace=True, **form)
+        except UnicodeDecodeError:  # not UTF-8: a spreadsheet's Windows (western European) encoding
+            frame = pd.read_csv(path, skipinitialspace=True, encoding="cp1252", **form)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the CSV file is empty.") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: cannot read as CSV: the text is neither UTF-8 nor Windows-1252. Save it as "
+                        f"UTF-8.") from None
+    except pd.errors.ParserError as exc:
         raise DataError(f"{path}: cannot parse as CSV: {exc}") from None
     # "a, b, target" and "target ," name the columns a, b and target
     frame.columns = [str(c).strip() for c in frame.columns]
