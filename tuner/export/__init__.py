@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuner.export._keras import keras_differences, keras_snippet
-from tuner.export._python import python_snippet
-
 __all__ = ["python_snippet", "keras_snippet", "keras_differences", "export_text", "export_warnings", "FORMATS"]
 
 FORMATS = ("yaml", "json", "python", "keras")
+# The script writers load PyTorch (they read its optimizers' defaults): loaded when a script is written, so that a
+# YAML or JSON export (``study export --no-confirm``) starts without it.
+_LAZY = {"python_snippet": "tuner.export._python", "keras_snippet": "tuner.export._keras",
+         "keras_differences": "tuner.export._keras"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def export_text(rec: Any, metadata: dict[str, Any], fmt: str, title: str) -> str:
@@ -18,6 +27,9 @@ def export_text(rec: Any, metadata: dict[str, Any], fmt: str, title: str) -> str
     if fmt in ("python", "keras"):
         value = metadata.get("value")
         shown = f"{metadata['metric']} {value:.4g}" if isinstance(value, float) else ""
+        from tuner.export._keras import keras_snippet
+        from tuner.export._python import python_snippet
+
         snippet = python_snippet if fmt == "python" else keras_snippet
         text = snippet(rec.config, title=f"{title}, trial {rec.trial}, {shown} ({rec.source})")
     elif fmt == "json":
@@ -32,4 +44,8 @@ def export_text(rec: Any, metadata: dict[str, Any], fmt: str, title: str) -> str
 def export_warnings(config: Any, fmt: str) -> list[str]:
     """What the export in ``fmt`` cannot do as tuner does, one line each: Keras's differences; none for the
     others, which are exact."""
-    return keras_differences(config) if fmt == "keras" else []
+    if fmt != "keras":
+        return []
+    from tuner.export._keras import keras_differences
+
+    return keras_differences(config)
