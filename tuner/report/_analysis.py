@@ -8,15 +8,17 @@ import math
 import random
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
-import pandas as pd
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import ConfigError, StudyError, count
 from tuner.study._record import MIN_TOP, Key, primary, range_position, ranked_trials
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["trials_frame", "Importance", "importances", "per_optimizer_best", "narrow_space", "complete_trials",
            "EVALUATORS"]
@@ -46,6 +48,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: number, state, value, timing, every Optuna parameter (``params.<name>``) and every
     user attribute flattened (``config.optimizer.lr``, ``test_value``, ``reason``, ...). Per-epoch histories
     become ``epochs_run`` and ``last_val``."""
+    import pandas as pd
+
     from tuner.study._record import objectives_of
 
     rows = []
