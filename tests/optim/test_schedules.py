@@ -52,6 +52,14 @@ def test_builds_and_factors_have_right_length(name: str) -> None:
             optimizer.step()
             scheduler.step()
         assert seen == pytest.approx([0.1 * f for f in factors])
+        # Past the plan, the rate holds at the last batch's: cosine_restarts did not jump back to its peak, and
+        # step and exponential did not decay once more than any batch trained.
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * factors[-1])
+        with pytest.warns(RuntimeWarning, match="stepped more often"):
+            for _ in range(3):
+                optimizer.step()
+                scheduler.step()
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * factors[-1])
 
 
 def test_constant_is_flat() -> None:

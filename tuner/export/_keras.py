@@ -385,7 +385,8 @@ def _factor_source(config: TrainConfig, schedule: KerasScheduleSource) -> list[s
         "def lr_factor(step, steps_per_epoch):",
         *_docstring(INDENT, f"The multiplier of LEARNING_RATE after `step` batches: tuner's {info.name} schedule, "
                     f"{info.description}, over EPOCHS epochs of steps_per_epoch batches; past the end of "
-                    "training it holds its final value. The same expressions as tuner's, so the same floats."),
+                    "training it holds the value of its last batch. The same expressions as tuner's, so the same "
+                    "floats."),
     ]
     if uses_total or "steps_per_epoch" in text or per_epoch:
         lines.append("    steps_per_epoch = max(1, steps_per_epoch)")
@@ -393,9 +394,9 @@ def _factor_source(config: TrainConfig, schedule: KerasScheduleSource) -> list[s
         lines.append("    total_steps = max(1, EPOCHS * steps_per_epoch)  # the length of training, in batches")
     lines += _indent(written.setup)
     if per_epoch:
-        lines.append("    step = min(step // steps_per_epoch, EPOCHS)  # this schedule counts epochs")
+        lines.append("    step = min(step // steps_per_epoch, EPOCHS - 1)  # this schedule counts epochs")
     elif uses_step:
-        lines.append("    step = min(step, total_steps)")
+        lines.append("    step = min(step, total_steps - 1)")
     return lines + _indent(written.factor)
 
 
@@ -414,12 +415,12 @@ def _learning_rate_source(config: TrainConfig, plan: _Plan) -> list[str]:
         "    def __init__(self, steps_per_epoch):",
         "        self.steps_per_epoch = max(1, int(steps_per_epoch))",
         "        self.total_steps = max(1, EPOCHS * self.steps_per_epoch)",
-        "        steps = range(self.total_steps + 1)",
+        "        steps = range(self.total_steps)",
         "        rates = [LEARNING_RATE * lr_factor(step, self.steps_per_epoch) for step in steps]",
         '        self.rates = keras.ops.convert_to_tensor(rates, dtype="float32")',
         "",
         "    def __call__(self, step):",
-        '        index = keras.ops.minimum(keras.ops.cast(step, "int32"), self.total_steps)',
+        '        index = keras.ops.minimum(keras.ops.cast(step, "int32"), self.total_steps - 1)',
         "        rate = keras.ops.take(self.rates, index)",
     ]
     if lr_decay:

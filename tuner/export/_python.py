@@ -234,7 +234,8 @@ def _schedule_source(config: TrainConfig) -> list[str]:
         lines.append("total_steps = max(1, EPOCHS * steps_per_epoch)  # the length of training, in batches")
     lines += [*written.setup, "", "def lr_factor(step):"]
     if holds:
-        lines.append(f"    step = min(step, {holds_at})  # past the end of training the lr holds its final value")
+        lines.append(f"    step = min(step, {holds_at} - 1)  # past the end of training: the lr of its last "
+                     f"{'batch' if holds_at == 'total_steps' else 'epoch'}")
     return [*lines, *_indent(written.factor), "", "scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)"]
 
 

@@ -479,7 +479,9 @@ def build_scheduler(
 
     The schedule spans ``epochs * steps_per_epoch`` calls of ``step()``. Stepped past that, it holds the
     value it reached at the end and warns once (``RuntimeWarning``): a loop that steps every batch while
-    ``steps_per_epoch`` says otherwise would otherwise run the whole schedule in the first few batches.
+    ``steps_per_epoch`` says otherwise would otherwise run the whole schedule in the first few batches. The
+    value held is the one the last planned batch trained at (``step(total - 1)``): a schedule that restarts or
+    decays once more at ``total`` does not do so for batches past the plan.
     """
     import warnings
 
@@ -496,15 +498,15 @@ def build_scheduler(
     def factor(step: int) -> float:
         # A plain function, not a callable object: LambdaLR.state_dict() stores nothing for it, so
         # checkpoints stay loadable with torch.load(weights_only=True).
-        if step > total:
-            if not warned:
+        if step >= total:  # past the last batch trained: the rate that batch trained at, not one more change
+            if step > total and not warned:
                 warned.append(True)
                 warnings.warn(
                     f"The {name!r} learning-rate schedule was stepped more often than the {total} steps it was "
                     f"planned for (epochs={h.epochs} x steps_per_epoch={h.steps_per_epoch}); it holds its "
-                    f"final value from here on. Step it once per batch and pass steps_per_epoch=len(loader), "
+                    f"last batch's value from here on. Step it once per batch and pass steps_per_epoch=len(loader), "
                     f"the number of batches in an epoch.", RuntimeWarning, stacklevel=_callers_level())
-            step = total
+            step = total - 1
         return fn(step)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
