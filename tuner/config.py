@@ -356,8 +356,8 @@ class TrainConfig:
 
         ``steps_per_epoch`` is required: the number of batches in an epoch, ``len(loader)``; the schedule spans
         ``epochs * steps_per_epoch`` batches (stepped further, it holds the rate of its last planned batch and
-        warns). Call
-        ``scheduler.step()`` after every batch; for ``plateau`` (``config.schedule.interval == "epoch"``) call
+        warns). Call ``scheduler.step()`` after every batch; for ``plateau`` (``config.schedule.interval ==
+        "epoch"``) call
         ``scheduler.step(metric)`` once per epoch instead, ``mode`` saying whether the metric is maximised
         (``"max"``) or minimised (``"min"``; by default from the config's ``direction``, as for ``setup``).
         Gradient clipping (``grad_clip_norm``) and ``penalty(model)``
