@@ -247,6 +247,18 @@ def test_a_loss_from_another_model_is_refused_at_the_first_step() -> None:
         setup.step(lambda: _loss(other, x, y))
     assert all(p.grad is None for p in model.parameters())
     setup.step(lambda: _loss(model, x, y))  # the model's own loss trains
+    # With an L1 penalty (and L-BFGS's L2), which gives every weight a gradient of its own, the model trained on
+    # the penalty alone.
+    for settings in ({"regularization": {"l1": 1e-3}}, {"optimizer": {"name": "lbfgs", "lr": 0.1},
+                                                        "regularization": {"weight_decay": 1e-3}}):
+        penalised = TrainConfig.from_dict(settings).setup(model, steps_per_epoch=1)
+        with pytest.raises(ConfigError, match="no parameter of the model given to config.setup"):
+            penalised.step(lambda: _loss(other, x, y))
+        with pytest.raises(ConfigError, match="not attached to the model's graph"):
+            penalised.step(lambda: _loss(model, x, y).detach())
+        penalised.step(lambda: _loss(model, x, y))
+        with pytest.raises(ConfigError, match="not attached to the model's graph"):  # at every step
+            penalised.step(lambda: _loss(model, x, y).detach())
 
 
 def test_plateau_without_end_epoch_warns_once_an_epoch_has_passed() -> None:

@@ -62,6 +62,22 @@ def check_steps_per_epoch(value: Any, call: str = "config.build(model, steps_per
     return int(value)
 
 
+_DETACHED = ("setup.step(loss_fn): the loss loss_fn returned is not attached to the model's graph (it called "
+             "backward() itself, or computed the loss under torch.no_grad() or from detached outputs): return the "
+             "loss of the model's output, setup.step back-propagates it.")
+_NO_GRADIENT = ("setup.step(): no parameter of the model given to config.setup() got a gradient from the loss. "
+                "Compute the loss with that model (setup.step(lambda: loss_fn(model(x), y))), and check that its "
+                "parameters have requires_grad=True.")
+
+
+def _check_loss_uses(loss: torch.Tensor, params: list[torch.Tensor]) -> None:
+    """On the first step of a config with a penalty (L1, or L-BFGS's L2), which gives every weight a gradient of
+    its own: that the data loss reaches the model's parameters (one extra backward pass, once)."""
+    trained = [p for p in params if p.requires_grad]
+    if all(g is None for g in torch.autograd.grad(loss, trained, retain_graph=True, allow_unused=True)):
+        raise ConfigError(_NO_GRADIENT)
+
+
 def steps_schedule_every_batch(config: TrainConfig) -> bool:
     """Whether the scheduler has to be stepped after every batch: a per-batch schedule that can change the
     learning rate (a constant one without warmup never does)."""
@@ -236,12 +252,14 @@ class TrainingSetup:
                     raise TypeError(f"setup.step(loss_fn): loss_fn must return the batch loss as a tensor (keep it "
                                     f"attached to the graph: no .item() or float()); it returned "
                                     f"{type(loss).__name__}.")
+                if has_penalty:  # the penalty alone gives the model gradients: the checks below would pass
+                    if not loss.requires_grad:
+                        raise ConfigError(_DETACHED)
+                    if self.steps == 1 and not first:
+                        _check_loss_uses(loss, params)
                 full = loss + config.penalty(model) if has_penalty else loss
                 if not full.requires_grad:
-                    raise ConfigError(
-                        "setup.step(loss_fn): the loss loss_fn returned is not attached to the model's graph (it "
-                        "called backward() itself, or computed the loss under torch.no_grad() or from detached "
-                        "outputs): return the loss of the model's output, setup.step back-propagates it.")
+                    raise ConfigError(_DETACHED)
                 try:
                     full.backward()
                 except RuntimeError as exc:
@@ -257,6 +275,8 @@ class TrainingSetup:
                     part.backward()  # frees this micro-batch's activations before the next
                     shares.append(part.detach())
                 loss = full = torch.stack(shares).sum()
+                if has_penalty and self.steps == 1 and not first and not any(p.grad is not None for p in params):
+                    raise ConfigError(_NO_GRADIENT)
                 if has_penalty:
                     penalty = config.penalty(model)
                     penalty.backward()
@@ -265,10 +285,7 @@ class TrainingSetup:
             if not first:
                 first.append(loss.detach())
                 if self.steps == 1 and not any(p.grad is not None for p in params):
-                    raise ConfigError(
-                        "setup.step(): no parameter of the model given to config.setup() got a gradient from "
-                        "the loss. Compute the loss with that model (setup.step(lambda: loss_fn(model(x), y))), "
-                        "and check that its parameters have requires_grad=True.")
+                    raise ConfigError(_NO_GRADIENT)
                 if check:
                     _check_finite(full, norm, params)
             return full
