@@ -469,3 +469,20 @@ def test_a_schedule_stepped_past_its_plan_warns_at_the_line_that_stepped_it():
         for _ in range(3):
             setup.step(lambda: _loss(model, x, y))
     assert said[0].filename == __file__
+
+
+def test_a_second_setup_of_the_same_model_says_training_starts_over():
+    """config.setup inside the epoch loop re-drew the weights every epoch, and the only warning spoke of
+    gradients accumulated by the loop."""
+    model, x, y = _mlp(), *_data(16)
+    config = TrainConfig()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config.setup(model, steps_per_epoch=1).step(lambda: _loss(model, x, y))
+        config.setup(_mlp(), steps_per_epoch=1)  # another model: nothing to say
+        config.setup(model, steps_per_epoch=1, init=False)  # going on from the trained weights, as asked
+    assert _runtime_warnings(caught) == []
+    with pytest.warns(RuntimeWarning, match=r"config.setup\(\) was given this Sequential before: it draws its "
+                                            r"weights again \(init\)") as said:
+        config.setup(model, steps_per_epoch=1)
+    assert said[0].filename == __file__  # the user's line

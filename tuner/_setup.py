@@ -15,6 +15,7 @@ import numbers
 import random
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -62,6 +63,7 @@ def check_steps_per_epoch(value: Any, call: str = "config.build(model, steps_per
     return int(value)
 
 
+_SET_UP: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # the models config.setup was given, while they live
 _DETACHED = ("setup.step(loss_fn): the loss loss_fn returned is not attached to the model's graph (it called "
              "backward() itself, or computed the loss under torch.no_grad() or from detached outputs): return the "
              "loss of the model's output, setup.step back-propagates it.")
@@ -146,6 +148,12 @@ class TrainingSetup:
         if not any(p.requires_grad for p in model.parameters()):
             raise ConfigError(f"config.setup(model, ...): the {type(model).__name__} has no parameter to train "
                               f"(none, or all with requires_grad=False).")
+        if init and model in _SET_UP:
+            warnings.warn(f"config.setup() was given this {type(model).__name__} before: it draws its weights again "
+                          f"(init) and starts a new optimizer and schedule, so training starts over. Call setup once, "
+                          f"before the epoch loop; to go on from the trained weights with a new setup, pass "
+                          f"init=False.", RuntimeWarning, stacklevel=3)
+        _SET_UP.add(model)
         if seed:
             seed_everything(config.seed)
         if init:
