@@ -281,12 +281,17 @@ def test_plateau_without_end_epoch_warns_once_an_epoch_has_passed() -> None:
 
 def test_dropout_the_model_cannot_take_warns() -> None:
     config = TrainConfig.from_dict({"regularization": {"dropout": 0.2}})
-    with pytest.warns(RuntimeWarning, match=r"dropout rate \(0.2\) was not applied: the model has no nn.Dropout"):
+    with pytest.warns(RuntimeWarning, match=r"dropout rate \(0.2\) was not applied: the model has no dropout "
+                                            r"layer it sets \(nn.Dropout, Dropout1d/2d/3d, AlphaDropout, "
+                                            r"FeatureAlphaDropout"):
         config.setup(nn.Linear(6, 3), steps_per_epoch=1)
+    featured = nn.Sequential(nn.Linear(6, 8), nn.FeatureAlphaDropout(0.5), nn.Linear(8, 3))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         TrainConfig().setup(nn.Linear(6, 3), steps_per_epoch=1)  # no dropout asked for: nothing to say
         config.setup(_mlp(), steps_per_epoch=1)
+        config.setup(featured, steps_per_epoch=1)  # was said to have no dropout layer, and kept its 0.5
+    assert featured[1].p == 0.2
 
 
 # -- init, dropout, seeding ----------------------------------------------------------------------------------
@@ -486,3 +491,4 @@ def test_a_second_setup_of_the_same_model_says_training_starts_over():
                                             r"weights again \(init\)") as said:
         config.setup(model, steps_per_epoch=1)
     assert said[0].filename == __file__  # the user's line
+

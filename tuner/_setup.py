@@ -162,8 +162,10 @@ class TrainingSetup:
             applied = config.apply_dropout(model)
             if (config.regularization.dropout or 0) > 0 and not applied:
                 warnings.warn(f"The config's dropout rate ({config.regularization.dropout:g}) was not applied: the "
-                              f"model has no nn.Dropout layer. Add nn.Dropout where it should act, or tune a space "
-                              f"without dropout.", RuntimeWarning, stacklevel=3)
+                              f"model has no dropout layer it sets (nn.Dropout, Dropout1d/2d/3d, AlphaDropout, "
+                              f"FeatureAlphaDropout; a dropout rate held in a float, as nn.MultiheadAttention's, is "
+                              f"its own). Add nn.Dropout where it should act, or tune a space without dropout.",
+                              RuntimeWarning, stacklevel=3)
         self.config = config
         self.model = model
         self.steps_per_epoch = steps_per_epoch

@@ -9,7 +9,7 @@ from tuner.optim import split_decay_params
 
 __all__ = ["l1_penalty", "l2_penalty", "set_dropout", "dropout_modules"]
 
-_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
 def l1_penalty(model: nn.Module, strength: float) -> torch.Tensor | float:
