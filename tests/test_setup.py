@@ -492,3 +492,29 @@ def test_a_second_setup_of_the_same_model_says_training_starts_over():
         config.setup(model, steps_per_epoch=1)
     assert said[0].filename == __file__  # the user's line
 
+
+
+def test_weights_the_initialiser_leaves_as_they_were_are_named():
+    """A model's own nn.Parameter, and nn.MultiheadAttention's in_proj_weight, kept their weights under
+    init: orthogonal without a word."""
+
+    class Own(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.W = nn.Parameter(torch.randn(6, 3))
+            self.head = nn.Linear(3, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(x @ self.W)
+
+    config = TrainConfig.from_dict({"init": "orthogonal"})
+    for model, named in ((Own(), "W"), (nn.TransformerEncoderLayer(8, 2), "self_attn.in_proj_weight")):
+        with pytest.warns(RuntimeWarning, match=rf"init 'orthogonal' left 1 weight tensor\(s\) as they were: "
+                                                rf"{named}\. It sets the weights of nn.Linear") as said:
+            config.setup(model, steps_per_epoch=1)
+        assert said[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config.setup(_mlp(), steps_per_epoch=1)  # every weight in a layer it sets
+        TrainConfig().setup(Own(), steps_per_epoch=1)  # the default initialiser sets none, by design
+        config.setup(Own(), steps_per_epoch=1, init=False)

@@ -64,6 +64,24 @@ def check_steps_per_epoch(value: Any, call: str = "config.build(model, steps_per
 
 
 _SET_UP: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # the models config.setup was given, while they live
+def _warn_weights_left(model: nn.Module, init: str) -> None:
+    """Warns where the config's initialiser left weights as they were: those not held by the layers it sets (a
+    model's own nn.Parameter, nn.MultiheadAttention's in_proj_weight)."""
+    from tuner.init import _init_layers, get_init
+
+    if get_init(init).fn is None:  # "default": the layers' own initialisation, by design
+        return
+    layers = _init_layers()
+    left = [f"{owner}.{name}" if owner else name for owner, module in model.named_modules()
+            if not isinstance(module, layers)
+            for name, p in module.named_parameters(recurse=False) if p.ndim >= 2 and p.requires_grad]
+    if left:
+        shown = ", ".join(left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
+        warnings.warn(f"The config's init {init!r} left {len(left)} weight tensor(s) as they were: {shown}. It sets "
+                      f"the weights of nn.Linear, Conv, ConvTranspose, RNN/LSTM/GRU, Bilinear and Embedding layers; "
+                      f"initialise the others yourself, or keep them in such layers.", RuntimeWarning, stacklevel=4)
+
+
 _DETACHED = ("setup.step(loss_fn): the loss loss_fn returned is not attached to the model's graph (it called "
              "backward() itself, or computed the loss under torch.no_grad() or from detached outputs): return the "
              "loss of the model's output, setup.step back-propagates it.")
@@ -158,6 +176,7 @@ class TrainingSetup:
             seed_everything(config.seed)
         if init:
             config.apply_init(model)
+            _warn_weights_left(model, config.init.name)
         if dropout:
             applied = config.apply_dropout(model)
             if (config.regularization.dropout or 0) > 0 and not applied:
