@@ -119,6 +119,24 @@ def test_recommend_confirms_with_the_train_function():
     assert rec.trial in [c.trial for c in rec.confirmation.candidates]
 
 
+def test_recommend_says_why_a_train_function_that_reads_its_trial_fails_every_re_run():
+    """A train function that named its log folder after ctx.trial.number tuned, then failed every confirmation
+    run with an AttributeError listed without its trial."""
+
+    def logged(ctx):
+        folder = f"runs/{ctx.trial.number}"
+        return _quadratic(ctx) if folder else 0.0
+
+    result = tuner.tune(logged, space="adam-family", n_trials=3, epochs=1, verbose=False)
+    with pytest.raises(StudyError) as info:
+        result.recommend(top_k=2, seeds=1)
+    said = str(info.value)
+    assert said.startswith("Every confirmation run failed or diverged; no config can be recommended. trial ")
+    assert "AttributeError: 'NoneType' object has no attribute 'number'" in said
+    assert said.endswith("Confirmation runs train outside any Optuna trial: there, ctx.trial and ctx.number are "
+                         "None (guard their use with `if ctx.trial is not None`).")
+
+
 def test_suggest_in_a_users_own_optuna_loop():
     seen = []
 

@@ -115,8 +115,12 @@ def recommend(candidates: list[Candidate], direction: str) -> Candidate:
     if not usable:
         most = max((c.ran for c in candidates), default=0)
         if most == 0:
+            errors = [f"trial {c.trial}, {e}" for c in candidates for e in c.errors[:1]]
+            hint = (" Confirmation runs train outside any Optuna trial: there, ctx.trial and ctx.number are None "
+                    "(guard their use with `if ctx.trial is not None`)." if any("'NoneType'" in e for e in errors)
+                    else "")
             raise StudyError("Every confirmation run failed or diverged; no config can be recommended. "
-                             + "; ".join(e for c in candidates for e in c.errors[:1]))
+                             + "; ".join(errors) + hint)
         usable = [c for c in candidates if c.ran == most]
     sign = -1.0 if direction == "maximize" else 1.0
     return min(usable, key=lambda c: (sign * c.mean_of_runs, candidates.index(c)))
