@@ -62,18 +62,24 @@ class _LineLoader(yaml.SafeLoader):
         return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LineDict:  # type: ignore[override]
+        # The mapping's own keys; those a merge (``<<: *base``) brings in may be set again by them, as YAML
+        # means: only a key written twice in the mapping itself is a duplicate.
+        own = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
         self.flatten_mapping(node)
         mapping = LineDict()
         mapping.line = node.start_mark.line + 1
+        written: set[Hashable] = set()
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, Hashable):
                 raise yaml.constructor.ConstructorError(
                     None, None, f"a key must be a plain value, not a {type(key).__name__}", key_node.start_mark)
-            if key in mapping:
+            if key in written and id(key_node) in own:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r} (first on line {mapping.lines[key]})", key_node.start_mark
                 )
+            if id(key_node) in own:
+                written.add(key)
             mapping[key] = self.construct_object(value_node, deep=deep)
             mapping.lines[key] = key_node.start_mark.line + 1
         return mapping

@@ -262,6 +262,9 @@ BAD = [
      ["invalid YAML", "duplicate key 'lr'", "first on line 3"]),
     ("duplicate-top-key",
      "optimizer: adam\nbatch_size: 8\nbatch_size: 16\n", 3, ["duplicate key 'batch_size'"]),
+    ("duplicate-key-beside-a-merge",  # a key a merge brings may be set again; one written twice may not
+     "optimizer:\n  adamw: &base {lr: 0.1}\n  adam:\n    <<: *base\n    eps: 1.0e-8\n    eps: 1.0e-7\n", 6,
+     ["duplicate key 'eps' (first on line 5)"]),
     ("low-ge-high",
      "optimizer:\n  adam:\n    lr: {low: 0.1, high: 0.01}\n", 3,
      ["'optimizer.adam.lr'", "'low' must be less than 'high'", "low=0.1, high=0.01"]),
@@ -438,3 +441,15 @@ def test_a_schedule_longer_than_the_trials_is_noted():
     default = load_space({"optimizer": "sgd", "schedule": ["step", "cosine_restarts"]})  # their defaults: 10
     assert [n.split(":")[0] for n in default.epoch_notes(5)] == ["schedule step", "schedule cosine_restarts"]
     assert "step_size 10 (its default)" in default.epoch_notes(5)[0]
+
+
+def test_a_merge_key_s_values_may_be_set_again_as_yaml_means(tmp_path: Path):
+    """`<<: *base` then `weight_decay: 0.0` was refused as a duplicate key (pointing into the anchor)."""
+    path = tmp_path / "anchors.yaml"
+    path.write_text("optimizer:\n  adamw: &base\n    lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
+                    "    weight_decay: {low: 1.0e-3, high: 0.5, log: true}\n  adam:\n    <<: *base\n"
+                    "    weight_decay: 0.0\n")
+    space = load_space(str(path))
+    assert space.optimizer["adam"]["weight_decay"].value == 0.0
+    assert space.optimizer["adam"]["lr"] == space.optimizer["adamw"]["lr"]
+    assert space.optimizer["adamw"]["weight_decay"].distribution is not None
