@@ -497,3 +497,22 @@ def test_a_stop_in_a_pack_is_said_though_later_numbered_members_failed_after_it(
     for member in members[1:]:  # the rest of the pack, failed as the run stops
         study.tell(member, state=optuna.trial.TrialState.FAIL)
     assert stopped_early(study) == "1 consecutive failed trials; the last failed with: error: boom"
+
+
+def test_a_narrowed_stepped_range_stays_on_its_grid_and_its_ends_are_shown_exactly():
+    """A stepped range narrowed to ends off its grid (refused now that a step must divide its range), and the
+    note showed beta2's [0.99, 0.9999] as [0.99, 1], a value beta2 cannot take."""
+    raw = {"optimizer": {"adam": {"lr": 1e-3, "beta2": {"low": 0.99, "high": 0.9999}}},
+           "regularization": {"dropout": {"low": 0.0, "high": 0.5, "step": 0.05}}}
+    dists = {"adam.beta2": FloatDistribution(0.99, 0.9999), "dropout": FloatDistribution(0.0, 0.5, step=0.05)}
+    study = optuna.create_study(direction="maximize")
+    for i, (beta2, dropout) in enumerate([(0.991, 0.2), (0.992, 0.25), (0.993, 0.15), (0.9985, 0.45),
+                                          (0.999, 0.5), (0.9991, 0.45)]):
+        study.add_trial(optuna.trial.create_trial(value=1.0 - i / 10, params={"adam.beta2": beta2, "dropout": dropout},
+                                                  distributions=dists))
+    narrowed, notes = narrow_space(study, raw)
+    space = SearchSpace.from_dict(narrowed)  # loads: the step divides the new range
+    dropout = space.regularization["dropout"].distribution
+    assert dropout.step == 0.05 and (dropout.low, dropout.high) != (0.0, 0.5), notes
+    assert all(abs(v / 0.05 - round(v / 0.05)) < 1e-9 for v in (dropout.low, dropout.high))
+    assert any(n.startswith("adam.beta2: [0.99, 0.9999] -> [") for n in notes), notes

@@ -453,3 +453,23 @@ def test_a_merge_key_s_values_may_be_set_again_as_yaml_means(tmp_path: Path):
     assert space.optimizer["adam"]["weight_decay"].value == 0.0
     assert space.optimizer["adam"]["lr"] == space.optimizer["adamw"]["lr"]
     assert space.optimizer["adamw"]["weight_decay"].distribution is not None
+
+
+@pytest.mark.parametrize(("entry", "said"), [
+    ("regularization:\n  dropout: {low: 0.0, high: 0.3, step: 0.07}\n",
+     "key 'regularization.dropout': 'step' 0.07 does not divide the range from 0.0 to 0.3 (4.29 steps), so the "
+     "range would end at 0.28, not 0.3. Write high: 0.28, or a step that divides the range (such as 0.075)."),
+    ("batch_size: {type: int, low: 16, high: 100, step: 32}\n",
+     "key 'batch_size': 'step' 32 does not divide the range from 16 to 100 (2.62 steps), so the range would end at "
+     "80, not 100. Write high: 80, or a step that divides the range."),
+])
+def test_a_step_that_does_not_divide_its_range_is_refused_with_the_end_it_would_have(tmp_path: Path, entry: str,
+                                                                                     said: str):
+    """Optuna lowered 'high' to the last step with a UserWarning (twice, naming neither file nor key)."""
+    path = tmp_path / "steps.yaml"
+    path.write_text("optimizer: {adam: {lr: 0.001}}\n" + entry)
+    with pytest.raises(ConfigError) as info:
+        load_space(str(path))
+    assert str(info.value).endswith(said), str(info.value)
+    path.write_text("optimizer: {adam: {lr: 0.001}}\nregularization:\n  dropout: {low: 0.0, high: 0.3, step: 0.1}\n")
+    assert load_space(str(path)).regularization["dropout"].distribution.high == 0.3  # 0.3 / 0.1 in floats: 2.99..

@@ -281,6 +281,15 @@ def _round(value: float) -> float:
     return float(f"{value:.3g}")
 
 
+def _shown(value: float) -> str:
+    """A range's end in as few digits as tell it apart from its neighbours: 0.9999 (not 1), 0.99, 3e-05."""
+    for digits in range(3, 13):
+        text = f"{value:.{digits}g}"
+        if float(text) == value:
+            return text
+    return f"{value:.12g}"
+
+
 def narrow_space(study: optuna.Study, raw_space: dict[str, Any], top_fraction: float = 0.25, min_top: int = MIN_TOP,
                  edge: float = 0.05, anchor: int | None = None) -> tuple[dict[str, Any], list[str]]:
     """A search space for a follow-up study around the best trials, and notes on what changed.
@@ -397,17 +406,24 @@ def _narrow_range(name: str, dist: Any, values: list[float], best: float | None,
         elif pos >= 1 - edge:
             new_hi, side = hi + widen, "high"
     low, high = inv(new_lo), inv(new_hi)
+    stepped = dist.step is not None and not (isinstance(dist, IntDistribution) and dist.step == 1)
+    if stepped:  # on the range's own grid, which the new range keeps (a step must divide its range)
+        low = dist.low + math.floor((low - dist.low) / dist.step + 1e-9) * dist.step
+        high = dist.low + math.ceil((high - dist.low) / dist.step - 1e-9) * dist.step
     if isinstance(dist, IntDistribution):
         low, high = int(math.floor(low)), int(math.ceil(high))
         low = max(low, 1) if log else low
+    elif stepped:
+        low, high = float(f"{low:.12g}"), float(f"{high:.12g}")
     else:
         low, high = _round(low), _round(high)
     note = None
-    change = f"[{dist.low:.3g}, {dist.high:.3g}] -> [{low:.3g}, {high:.3g}]"
+    old_range, new_range = f"[{_shown(dist.low)}, {_shown(dist.high)}]", f"[{_shown(low)}, {_shown(high)}]"
+    change = f"{old_range} -> {new_range}"
     if side is not None:  # the whole new range: its other end may have narrowed
-        note = (f"{name}: the best value {best:.3g} sits at the {side} end of [{dist.low:.3g}, {dist.high:.3g}]; "
+        note = (f"{name}: the best value {best:.3g} sits at the {side} end of {old_range}; "
                 f"widened {'down' if side == 'low' else 'up'} past it: {change}")
-    elif (f"{low:.3g}", f"{high:.3g}") != (f"{dist.low:.3g}", f"{dist.high:.3g}"):
+    elif new_range != old_range:
         note = f"{name}: {change}"
     if high <= low:
         return low, note
@@ -415,6 +431,6 @@ def _narrow_range(name: str, dist: Any, values: list[float], best: float | None,
         "low": low, "high": high}
     if log:
         out["log"] = True
-    if dist.step is not None and not (isinstance(dist, IntDistribution) and dist.step == 1):
+    if stepped:
         out["step"] = dist.step
     return out, note

@@ -127,6 +127,16 @@ def _numeric(raw: dict[str, Any], where: str) -> Param:
     if step is not None and span / float(step) > MAX_STEPS:
         raise ConfigError(f"{where}: 'step' {step!r} cuts the range into {span / float(step):.3g} values "
                           f"(at most {MAX_STEPS:.0e}); use a larger step or no step.")
+    if step is not None:
+        steps = span / float(step)
+        if abs(steps - round(steps)) > 1e-9 * max(1.0, steps):  # Optuna would lower 'high' to the last step
+            last = float(low) + math.floor(steps + 1e-9) * float(step)
+            fits = span / max(1, round(steps))
+            end = f"{int(last)}" if kind == "int" else f"{last:.6g}"
+            raise ConfigError(f"{where}: 'step' {step!r} does not divide the range from {low!r} to {high!r} "
+                              f"({steps:.3g} steps), so the range would end at {end}, not {high!r}. Write "
+                              f"high: {end}, or a step that divides the range"
+                              + (f" (such as {fits:.6g})" if kind == "float" else "") + ".")
     try:
         if kind == "int":
             return Param(distribution=IntDistribution(int(low), int(high), log=log, step=int(step or 1)))
