@@ -207,6 +207,14 @@ def test_spaces_calibrate_writes_a_space_that_loads(cli, objective_ref: str, spa
     assert yaml.safe_load(text)["optimizer"]["adam"]["lr"]["log"] is True
     assert space.optimizer["adam"]["lr"].distribution.high < space.optimizer["sgd"]["lr"].distribution.high
     assert "tuner study create" in result.output and "cal.yaml" in result.output
+    # Its own input as the output: refused before any sweep, the user's file (and its comments) kept.
+    mine = tmp_cwd / "mine.yaml"
+    mine.write_text("# my space\n" + space_file.read_text())
+    before = mine.read_text()
+    again = cli("spaces", "calibrate", "mine.yaml", "--objective", objective_ref, "-o", str(mine), "--repeats", "1")
+    assert again.exit_code == 1 and mine.read_text() == before
+    assert f"-o {mine}: that is the space being calibrated; write to another file (it would replace mine.yaml, " \
+           f"comments and all)." in " ".join(again.output.split())
 
 
 def test_calibrating_an_optimizer_the_space_lacks_is_refused_before_any_sweep(cli, objective_ref: str,

@@ -90,6 +90,11 @@ def _check_inputs(objective: str, space: str, given: dict[str, str], output: Pat
             raise ConfigError(f"--optimizer: {exc}") from None
     if output is not None:
         check_file_target(output)
+        from pathlib import Path
+
+        if Path(space).is_file() and output.resolve() == Path(space).resolve():
+            raise ConfigError(f"-o {output}: that is the space being calibrated; write to another file (it would "
+                              f"replace {space}, comments and all).")
 
 
 @app.command("lr-find")
