@@ -142,6 +142,8 @@ def load_yaml_text(text: str, source: str = "<string>") -> Any:
         problem = getattr(exc, "problem", None) or str(exc)
         if "could not determine a constructor" in str(exc):
             problem = f"{problem.strip()}: tags that construct Python objects are not allowed"
+        if "expected a single document" in str(getattr(exc, "context", "")):
+            problem = "a second document starts here ('---'): a file holds one document; remove the '---' line"
         if "'\\t'" in problem:
             problem = f"{problem.strip()} (a tab: YAML indents with spaces only)"
         raise ConfigError(f"{where}: invalid YAML: {problem.strip()}") from None

@@ -260,6 +260,15 @@ BAD = [
     ("duplicate-key",
      "optimizer:\n  adam:\n    lr: 0.1\n    lr: 0.2\n", 4,
      ["invalid YAML", "duplicate key 'lr'", "first on line 3"]),
+    ("int-range-for-a-real-number",
+     "optimizer:\n  adam:\n    lr: {type: int, low: 1, high: 3}\n", 3,
+     ["'lr' takes real numbers, and type: int would sample only the whole numbers 1..3: leave 'type' out"]),
+    ("float-type-for-a-whole-number",
+     "optimizer: adam\nschedule:\n  step: {step_size: {type: float, low: 2, high: 5}}\n", 3,
+     ["'step_size' takes whole numbers, and this is a float range (a range without 'type', or type: float)"]),
+    ("two-documents",
+     "optimizer: adam\n---\nbatch_size: 64\n", 2,
+     ["a second document starts here ('---'): a file holds one document; remove the '---' line"]),
     ("duplicate-top-key",
      "optimizer: adam\nbatch_size: 8\nbatch_size: 16\n", 3, ["duplicate key 'batch_size'"]),
     ("duplicate-key-beside-a-merge",  # a key a merge brings may be set again; one written twice may not
@@ -441,6 +450,9 @@ def test_a_schedule_longer_than_the_trials_is_noted():
     default = load_space({"optimizer": "sgd", "schedule": ["step", "cosine_restarts"]})  # their defaults: 10
     assert [n.split(":")[0] for n in default.epoch_notes(5)] == ["schedule step", "schedule cosine_restarts"]
     assert "step_size 10 (its default)" in default.epoch_notes(5)[0]
+    # One epoch: no step_size lies below it, so the note does not ask for one.
+    assert sgd.epoch_notes(1)[0].endswith("never lowers the learning rate: train more epochs")
+    assert sgd.epoch_notes(3)[0].endswith(": search step_size below 3, or train more epochs")
 
 
 def test_a_merge_key_s_values_may_be_set_again_as_yaml_means(tmp_path: Path):

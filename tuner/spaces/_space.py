@@ -574,8 +574,8 @@ class SearchSpace:
             shown = (f"{key} {min(values):g}..{max(values):g}" if len(values) > 1 and min(values) != max(values)
                      else f"{key} {max(values):g}" + ("" if param is not None else " (its default)"))
             some = "with" if min(values) >= epochs else f"at {epochs} or more, in"
-            notes.append(f"schedule {name}: trials train {epochs} epoch(s), so {name} {some} {shown} {effect}: "
-                         f"search {key} below {epochs}, or train more epochs")
+            fix = f"search {key} below {epochs}, or train more epochs" if epochs > 1 else "train more epochs"
+            notes.append(f"schedule {name}: trials train {epochs} epoch(s), so {name} {some} {shown} {effect}: {fix}")
         return notes
 
     def fit_batch_sizes(self, n_train: int, data: str, where: str = "") -> tuple[SearchSpace, str | None]:
@@ -758,8 +758,13 @@ def _check_range(param: Param, bound: Bound, where: str, target: str, negate: bo
         low, high = math.ceil(d.low), math.floor(d.high)  # the whole numbers of the range, which the fix must hold
         fix = (f"write {{type: int, low: {low}, high: {high}}}" if low <= high else
                "it holds no whole number: give whole bounds as {type: int, low: ..., high: ...}")
-        raise ConfigError(f"{where}: {target!r} takes whole numbers, and a range without 'type' is a float range: "
-                          f"{fix}, or give 'choices'.")
+        raise ConfigError(f"{where}: {target!r} takes whole numbers, and this is a float range (a range without "
+                          f"'type', or type: float): {fix}, or give 'choices'.")
+    if bound.kind == "float" and isinstance(param.distribution, optuna.distributions.IntDistribution):
+        d = param.distribution
+        raise ConfigError(f"{where}: {target!r} takes real numbers, and type: int would sample only the whole "
+                          f"numbers {d.low}..{d.high}: leave 'type' out ({{low: {d.low}, high: {d.high}}}), or give "
+                          f"'choices'.")
     for value in param.endpoints():
         if value is None:
             continue
