@@ -16,7 +16,7 @@ import random
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -355,13 +355,31 @@ class TrainingSetup:
                                       f"setup.skipped_steps counts such steps; this warning is shown once. A "
                                       f"lower learning rate, or grad_clip_norm, usually helps.", stacklevel=5)
 
-    def eval(self) -> None:
+    def eval(self, batches: Iterable[Any] | None = None) -> None:
         """Call before evaluating the model (and before saving it). Schedule-free optimizers evaluate an
         average of the weights they train and must be switched to it; for every other optimizer this does
-        nothing. The next ``step`` switches back."""
-        if self._train_eval and self._in_train_mode():
-            self.optimizer.eval()
-            self._optimizer_training = False
+        nothing. The next ``step`` switches back.
+
+        ``batches``: for a model with BatchNorm layers under a schedule-free optimizer, training inputs (a
+        loader's batches: an input tensor each, or a tuple or list whose first element is the input) through
+        which their running statistics are computed again for the averaged weights (those the steps left
+        belong to the weights stepped); without them, a warning says so once."""
+        if not (self._train_eval and self._in_train_mode()):
+            return
+        self.optimizer.eval()
+        self._optimizer_training = False
+        norms = [m for m in self.model.modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        if not norms:
+            return
+        if batches is None:
+            self._warn_once("schedule-free-batchnorm", (
+                f"The {self.config.optimizer.name!r} optimizer is schedule-free and the model has BatchNorm layers: "
+                f"their running statistics were gathered with the weights it steps, not with the averaged weights "
+                f"the model now holds. Pass some training batches, setup.eval(itertools.islice(loader, 50)), to "
+                f"compute them again."), stacklevel=3)
+            return
+        _recompute_norms(self.model, norms, batches)
 
     def _in_train_mode(self) -> bool:
         """The schedule-free optimizer's own mode: a loop may also switch it with ``optimizer.train()`` and
@@ -434,6 +452,34 @@ class TrainingSetup:
     def __repr__(self) -> str:
         return (f"TrainingSetup({self.config.summary()}, steps_per_epoch={self.steps_per_epoch}, "
                 f"epoch={self.epoch}, steps={self.steps}, lr={self.lr:.3g})")
+
+
+def _recompute_norms(model: nn.Module, norms: list[nn.Module], batches: Iterable[Any]) -> None:
+    """The BatchNorm layers' running statistics computed afresh (a cumulative average) over ``batches``, run
+    through the model in training mode without gradients; the model's mode and the layers' momenta restored."""
+    was_training, momenta = model.training, [m.momentum for m in norms]
+    kept = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
+    device = next((p.device for p in model.parameters()), None)
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    seen = 0
+    try:
+        model.train()
+        with torch.no_grad():
+            for batch in batches:
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                model(x.to(device) if device is not None else x)
+                seen += 1
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+    if not seen:
+        for m, state in zip(norms, kept, strict=True):
+            m.load_state_dict(state)
+        raise ConfigError("setup.eval(batches): the batches were empty; give some training batches (an "
+                          "exhausted iterator gives none).")
 
 
 def _check_finite(full: torch.Tensor, norm: torch.Tensor | None, params: list[nn.Parameter]) -> None:

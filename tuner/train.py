@@ -32,6 +32,7 @@ def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 DIVERGENCE_CHECK_EVERY = 32  # batches between mid-epoch checks (each one waits for the device)
+NORM_BATCHES = 50  # training batches through which a schedule-free model's BatchNorm statistics are recomputed
 DIVERGENCE_FACTOR = 20.0  # an epoch whose mean training loss is over this multiple of the first batch's diverged
 
 
@@ -367,7 +368,9 @@ class Trainer:
             if initial_loss is not None and mean_loss > self.divergence_factor * initial_loss:
                 raise Diverged(f"diverged: training loss {mean_loss:.4g} in epoch {epoch + 1} is over "
                                f"{self.divergence_factor:g}x the initial {initial_loss:.4g}", epoch)
-            setup.eval()  # a schedule-free optimizer evaluates its averaged weights
+            # A schedule-free optimizer evaluates its averaged weights; BatchNorm's statistics are computed again
+            # for them over up to NORM_BATCHES training batches (only where both are there).
+            setup.eval(data.x_train[i:i + bs].to(device) for i in range(0, min(n - tail, NORM_BATCHES * bs), bs))
             value = self.evaluate(model, data.x_val, data.y_val)
             if not math.isfinite(value):
                 raise Diverged(f"diverged: validation {self.metric.name} is {value} in epoch {epoch + 1}", epoch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import runpy
@@ -592,3 +593,30 @@ def test_a_schedule_cannot_be_registered_without_its_export_source() -> None:
         _schedules._register("test-no-source", _schedules._constant, bounds, "nothing written",
                              source=lambda p: _schedules.ScheduleSource("batch"))
     assert "test-no-source" not in list_schedules()
+
+
+def test_the_exported_schedule_free_eval_recomputes_batchnorm_statistics_as_tuner_does() -> None:
+    """The script's training.eval() switched to the averaged weights and left BatchNorm's statistics those of
+    the stepped weights; eval(batches) computes them again, to the same values as tuner's setup.eval."""
+    data = {"optimizer": {"name": "schedulefree_adamw", "lr": 0.05}, "seed": 3}
+    config, ns = _exported(data)
+    x, y = torch.randn(64, 6) * 2 + 1, torch.randint(0, 3, (64,))
+
+    def bn_model() -> nn.Module:
+        return nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+
+    theirs = bn_model()
+    ours = copy.deepcopy(theirs)
+    training, setup = ns["setup"](theirs, 2), config.setup(ours, steps_per_epoch=2)
+    for _ in range(4):
+        training.step(lambda: nn.functional.cross_entropy(theirs(x), y))
+        setup.step(lambda: nn.functional.cross_entropy(ours(x), y))
+    theirs.eval()
+    training.eval([(x[:32], y[:32]), (x[32:], y[32:])])
+    setup.eval([(x[:32], y[:32]), (x[32:], y[32:])])
+    assert not theirs.training
+    assert torch.equal(theirs[1].running_mean, ours[1].running_mean)
+    assert torch.equal(theirs[1].running_var, ours[1].running_var) and theirs[1].momentum == 0.1
+    with torch.no_grad():
+        means = torch.stack([theirs[0](x[:32]).mean(0), theirs[0](x[32:]).mean(0)]).mean(0)
+    assert torch.allclose(theirs[1].running_mean, means, atol=1e-6)

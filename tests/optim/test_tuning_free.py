@@ -45,6 +45,40 @@ def test_schedule_free_evaluates_its_averaged_weights_and_steps_on_the_others() 
     assert setup.optimizer.param_groups[0]["train_mode"] is True
 
 
+def test_schedule_free_eval_recomputes_batchnorm_statistics_for_the_averaged_weights() -> None:
+    """The schedulefree package's advice for BatchNorm: running statistics gathered with the stepped weights
+    do not fit the averaged ones the model evaluates with. Without batches a warning says so; with them, the
+    statistics are those of the averaged weights over those batches, and the model's mode is kept."""
+    import warnings
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    setup = TrainConfig.from_dict({"optimizer": {"name": "schedulefree_adamw", "lr": 5e-2}}).setup(
+        model, steps_per_epoch=4)
+    x, y = torch.randn(64, 6) * 3 + 1, torch.randint(0, 3, (64,))
+    for _ in range(8):
+        setup.step(lambda: nn.functional.cross_entropy(model(x), y))
+    with pytest.warns(RuntimeWarning, match="has BatchNorm layers: their running statistics were gathered with "
+                                            "the weights it steps"):
+        setup.eval()
+    setup.step(lambda: nn.functional.cross_entropy(model(x), y))
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        setup.eval([(x[:32], y[:32]), (x[32:], y[32:])])
+    assert not model.training  # as it was
+    with torch.no_grad():
+        hidden = model[0](x)  # the averaged weights' first layer
+    norm = model[1]
+    assert torch.allclose(norm.running_mean, hidden.mean(0), atol=1e-5)
+    assert norm.momentum == 0.1
+    setup.step(lambda: nn.functional.cross_entropy(model(x), y))
+    before = norm.running_mean.clone()
+    with pytest.raises(ConfigError, match="the batches were empty"):
+        setup.eval(iter([]))
+    assert torch.equal(norm.running_mean, before)  # no batch: the statistics are left as they were
+
+
 def test_end_epoch_warns_once_when_a_schedule_free_model_was_evaluated_on_its_training_weights() -> None:
     import warnings
 
@@ -86,6 +120,31 @@ def test_the_trainer_trains_with_them_at_their_defaults(name: str) -> None:
     assert result.value > 0.8  # ten classes: far above chance
     if name == "schedulefree_adamw":  # the model handed back holds the averaged weights it was evaluated with
         assert trainer.evaluate(result.model, trainer.data.x_val, trainer.data.y_val) == pytest.approx(result.value)
+
+
+def test_the_trainer_evaluates_a_schedule_free_batchnorm_model_with_statistics_of_its_averaged_weights() -> None:
+    import warnings
+
+    from tuner.objectives import Objective, from_arrays, split_arrays
+
+    def load():
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(300, 6, generator=generator) * 2 + 1
+        y = (x[:, 0] > 1).long()
+        x_tr, y_tr, x_val, y_val = split_arrays(x.numpy(), y.numpy(), 0.2)
+        return from_arrays(x_tr, y_tr, x_val, y_val, n_classes=2)
+
+    objective = Objective("bn", load_data=load, metric="accuracy", build_model=lambda data: nn.Sequential(
+        nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2)))
+    trainer = Trainer(objective, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "running statistics were gathered with the weights it steps"
+        result = trainer.fit(TrainConfig.from_dict({"optimizer": {"name": "schedulefree_adamw", "lr": 0.05},
+                                                    "epochs": 2, "batch_size": 32}), keep_model=True)
+    model, x = result.model, trainer.data.x_train
+    with torch.no_grad():  # the running mean: the mean of the batches' means, under the averaged weights
+        means = torch.stack([model[0](x[i:i + 32]).mean(0) for i in range(0, len(x), 32)])
+    assert torch.allclose(model[1].running_mean, means.mean(0), atol=1e-5)
 
 
 def test_a_missing_package_says_how_to_install_it(monkeypatch, objective_ref: str, storage_url: str) -> None:
