@@ -79,6 +79,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="training runs, each with its own seed")
     parser.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error(f"--seeds must be at least 1 (got {args.seeds})")
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs must be at least 1 (got {args.epochs})")
     torch.set_num_threads(1)  # this small model trains fastest on one thread
     try:
         config = tuner.load_config(args.config)

@@ -190,6 +190,11 @@ def test_train_from_export_example_trains_an_exported_config(tmp_path: Path):
     assert run.returncode == 0, run.stderr
     test_acc = float(run.stdout.strip().splitlines()[-1].split()[2])
     assert 0.3 < test_acc <= 1.0  # three epochs of the CNN: well above chance (0.1)
+    for flag, said in (("--seeds", "--seeds must be at least 1 (got 0)"), ("--epochs", "--epochs must be at least 1 "
+                                                                                       "(got 0)")):
+        bad = subprocess.run([sys.executable, str(ROOT / "examples" / "train_from_export.py"), str(path), flag, "0"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 2 and said in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
 
 
 @pytest.mark.parametrize("kwargs, message", [
