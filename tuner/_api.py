@@ -360,7 +360,7 @@ def tune(
         starts, start_notes = gather_starts(search, enqueue=list(enqueue or []), warm_start=warm_name,
                                             warm_storage=warm_storage, warm_top=warm_top, known=bool(known_starts),
                                             epochs=epochs)
-        start_notes = search.epoch_notes(epochs) + start_notes  # a schedule longer than the trials: said first
+        start_notes = search.schedule_notes(epochs) + start_notes  # a schedule longer than the trials: said first
         from tuner.study._prepare import search_setup
         from tuner.study._starts import sampler_seed
 

@@ -442,17 +442,17 @@ def test_a_misspelt_optimizer_key_in_a_space_is_matched_against_the_keys_a_space
 
 def test_a_schedule_longer_than_the_trials_is_noted():
     sgd = load_space("sgd-family")  # step_size 3..15
-    (note,) = sgd.epoch_notes(3)
+    (note,) = sgd.schedule_notes(3)
     assert note.startswith("schedule step: trials train 3 epoch(s), so step with step_size 3..15 never lowers")
-    (some,) = sgd.epoch_notes(10)
+    (some,) = sgd.schedule_notes(10)
     assert "step at 10 or more, in step_size 3..15 never lowers the learning rate" in some
-    assert sgd.epoch_notes(20) == []
+    assert sgd.schedule_notes(20) == []
     default = load_space({"optimizer": "sgd", "schedule": ["step", "cosine_restarts"]})  # their defaults: 10
-    assert [n.split(":")[0] for n in default.epoch_notes(5)] == ["schedule step", "schedule cosine_restarts"]
-    assert "step_size 10 (its default)" in default.epoch_notes(5)[0]
+    assert [n.split(":")[0] for n in default.schedule_notes(5)] == ["schedule step", "schedule cosine_restarts"]
+    assert "step_size 10 (its default)" in default.schedule_notes(5)[0]
     # One epoch: no step_size lies below it, so the note does not ask for one.
-    assert sgd.epoch_notes(1)[0].endswith("never lowers the learning rate: train more epochs")
-    assert sgd.epoch_notes(3)[0].endswith(": search step_size below 3, or train more epochs")
+    assert sgd.schedule_notes(1)[0].endswith("never lowers the learning rate: train more epochs")
+    assert sgd.schedule_notes(3)[0].endswith(": search step_size below 3, or train more epochs")
 
 
 def test_a_merge_key_s_values_may_be_set_again_as_yaml_means(tmp_path: Path):
@@ -485,3 +485,15 @@ def test_a_step_that_does_not_divide_its_range_is_refused_with_the_end_it_would_
     assert str(info.value).endswith(said), str(info.value)
     path.write_text("optimizer: {adam: {lr: 0.001}}\nregularization:\n  dropout: {low: 0.0, high: 0.3, step: 0.1}\n")
     assert load_space(str(path)).regularization["dropout"].distribution.high == 0.3  # 0.3 / 0.1 in floats: 2.99..
+
+
+def test_a_decay_schedule_beside_a_schedule_free_optimizer_is_noted():
+    """schedulefree_adamw with cosine trained three trials without a word, though it replaces a decay schedule."""
+    mixed = load_space({"optimizer": {"schedulefree_adamw": {"lr": 1e-3}, "adam": {"lr": 1e-3}},
+                        "schedule": ["constant", "cosine", "step"]})
+    assert mixed.schedule_notes(60) == [
+        "schedulefree_adamw is schedule-free, which replaces a decay schedule, and the space pairs it with cosine, "
+        "step: such trials decay the rate as well (schedule: constant, with warmup_fraction for a warmup, is how "
+        "their authors use them)"]
+    assert load_space("tuning-free").schedule_notes(60) == []
+    assert load_space({"optimizer": "schedulefree_adamw", "schedule": "constant"}).schedule_notes(60) == []

@@ -555,13 +555,21 @@ class SearchSpace:
         raw = {**self.raw, "batch_size": values[0] if len(values) == 1 else {"choices": values}}
         return SearchSpace.from_dict(raw, name=self.name, source=self.source)
 
-    def epoch_notes(self, epochs: int) -> list[str]:
-        """Schedules whose length in epochs reaches past the ``epochs`` a trial trains: a step schedule whose
-        step_size is ``epochs`` or more never lowers the learning rate; warm restarts whose first cycle is that
-        long never restart (a note each, for the study's output)."""
-        from tuner.optim import get_schedule
+    def schedule_notes(self, epochs: int) -> list[str]:
+        """Schedules that will not do what the space seems to ask (a note each, for the study's output): those
+        whose length in epochs reaches past the ``epochs`` a trial trains (a step schedule whose step_size is
+        ``epochs`` or more never lowers the learning rate; warm restarts whose first cycle is that long never
+        restart), and decay schedules beside a schedule-free optimizer, which replaces them."""
+        from tuner.optim import get_optimizer, get_schedule
 
         notes = []
+        free = [name for name in self.optimizer if get_optimizer(name).train_eval]
+        decaying = [name for name in self.schedule if name != "constant"]
+        if free and decaying:
+            notes.append(f"{', '.join(free)} {'is' if len(free) == 1 else 'are'} schedule-free, which replaces a "
+                         f"decay schedule, and the space pairs {'it' if len(free) == 1 else 'them'} with "
+                         f"{', '.join(decaying)}: such trials decay the rate as well (schedule: constant, with "
+                         f"warmup_fraction for a warmup, is how their authors use them)")
         for name, key, effect in (("step", "step_size", "never lowers the learning rate"),
                                   ("cosine_restarts", "t0_epochs", "never restarts, and its decay is cut short")):
             if name not in self.schedule:

@@ -167,7 +167,7 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
         given = f"batch_size ({option('batch-size')} or the spec's batch_size)" if spec.batch_size is not None else ""
         space, note = space.fit_batch_sizes(n_train, f"objective {objective.name!r}", where=given)
         space_notes += [note] if note else []
-    space_notes += space.epoch_notes(spec.epochs) if spec.epochs else []
+    space_notes += space.schedule_notes(spec.epochs) if spec.epochs else []
     output_shape = trainer.check_model()
     if space_data is None and not trainer.dropout_layers and not _stored_space_searches_dropout(spec):
         # A rate with nothing to act on: searching it would only add noise to the sampler and the importance.
