@@ -79,8 +79,10 @@ app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False,
                   rich_markup_mode=None, help="Tune a PyTorch model's optimizer settings with Optuna.",
                   context_settings={"help_option_names": ["-h", "--help"]})
 study_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Create, run and inspect studies.")
-spaces_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Built-in search spaces.")
-objectives_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Built-in objectives.")
+spaces_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                         help="Search spaces: the built-in ones and your own YAML files.")
+objectives_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                             help="Objectives: the built-in ones and your own (file.py:attr).")
 app.add_typer(study_app, name="study")
 app.add_typer(spaces_app, name="spaces")
 app.add_typer(objectives_app, name="objectives")
