@@ -292,3 +292,34 @@ def test_unknown_schedule_lists_valid_and_closest() -> None:
     assert all(name in message for name in list_schedules())
     with pytest.raises(ConfigError, match="Unknown schedule"):
         lr_factors("nope", {}, epochs=1, steps_per_epoch=1)
+
+
+def test_a_scheduler_stepped_once_per_epoch_warns_where_it_was_stepped():
+    """config.build's scheduler stepped once per epoch, the most common slip with torch schedulers, moved a
+    warmup-cosine schedule from 0.1 to 0.0993 over its whole run, without a word."""
+    from tuner import TrainConfig
+
+    config = TrainConfig.from_dict({"optimizer": {"name": "sgd", "lr": 0.1}, "schedule": "warmup_cosine",
+                                    "epochs": 2})
+
+    def run(per_batch: bool) -> list[warnings.WarningMessage]:
+        model = nn.Linear(3, 2)
+        optimizer, scheduler = config.build(model, steps_per_epoch=5)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(2):
+                for _ in range(5):
+                    optimizer.zero_grad()
+                    model(torch.ones(4, 3)).sum().backward()
+                    optimizer.step()
+                    if per_batch:
+                        scheduler.step()
+                if not per_batch:
+                    scheduler.step()
+        return [w for w in caught if issubclass(w.category, RuntimeWarning)]
+
+    (said,) = run(per_batch=False)
+    assert str(said.message).startswith("The 'warmup_cosine' learning-rate schedule was stepped once for 5 optimizer "
+                                        "steps: it plans steps_per_epoch=5 steps an epoch")
+    assert said.filename == __file__
+    assert run(per_batch=True) == []

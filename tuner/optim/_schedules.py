@@ -494,13 +494,29 @@ def build_scheduler(
     h = Horizon(epochs, max(1, steps_per_epoch))
     fn = functools.partial(info.factor, h=h, **kwargs)
     total, warned = h.total_steps, []
+    # Optimizer steps, counted to tell a scheduler stepped once per epoch (steps_per_epoch optimizer steps
+    # between two of its steps), which would cover 1/steps_per_epoch of its plan: [steps, at the last call].
+    updates = [0, 0]
+
+    def counted(*_: Any) -> None:
+        updates[0] += 1
+
+    optimizer.register_step_post_hook(counted)
 
     def factor(step: int) -> float:
         # A plain function, not a callable object: LambdaLR.state_dict() stores nothing for it, so
         # checkpoints stay loadable with torch.load(weights_only=True).
+        gap, updates[1] = updates[0] - updates[1], updates[0]
+        if step > 0 and h.steps_per_epoch > 1 and gap >= h.steps_per_epoch and "rare" not in warned:
+            warned.append("rare")
+            warnings.warn(
+                f"The {name!r} learning-rate schedule was stepped once for {gap} optimizer steps: it plans "
+                f"steps_per_epoch={h.steps_per_epoch} steps an epoch, so stepped once per epoch it would cover "
+                f"1/{h.steps_per_epoch} of its course. Call scheduler.step() after every optimizer.step().",
+                RuntimeWarning, stacklevel=_callers_level())
         if step >= total:  # past the last batch trained: the rate that batch trained at, not one more change
-            if step > total and not warned:
-                warned.append(True)
+            if step > total and "often" not in warned:
+                warned.append("often")
                 warnings.warn(
                     f"The {name!r} learning-rate schedule was stepped more often than the {total} steps it was "
                     f"planned for (epochs={h.epochs} x steps_per_epoch={h.steps_per_epoch}); it holds its "
