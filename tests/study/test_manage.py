@@ -132,10 +132,39 @@ def test_rename_is_refused_onto_a_taken_name_or_with_running_trials(made: str):
     taken = runner.invoke(app, ["study", "rename", "m", "other", "--storage", made])
     assert taken.exit_code == 1 and "exists in" in taken.output and sorted(_names(made)) == ["m", "other"]
     study = optuna.load_study(study_name="m", storage=made)
-    study.ask()  # a trial some worker is running
+    study.ask()  # a trial some worker is running (started just now: within the grace period)
     running = runner.invoke(app, ["study", "rename", "m", "m3", "--storage", made])
-    assert running.exit_code == 1 and "1 running trial(s)" in running.output
+    assert running.exit_code == 1 and "has 1 trial(s) training now" in running.output
     assert sorted(_names(made)) == ["m", "other"]
+
+
+def test_a_trial_left_running_by_a_killed_worker_is_said_and_moves_with_a_rename_or_copy(made: str, tmp_path: Path):
+    """After a kill -9, rename was refused for ever ("stop its workers (or wait)": there were none), while
+    delete went ahead; show, and a copy, said nothing of the trial the dead worker left RUNNING."""
+    import subprocess
+    import sys
+
+    from tuner.study._liveness import worker_identity
+    from tuner.study._record import Key
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    study = optuna.load_study(study_name="m", storage=made)
+    trial = study.ask()
+    study._storage.set_trial_user_attr(trial._trial_id, Key.WORKER, {**worker_identity(), "pid": int(dead.stdout)})
+    left = f"left by a worker that is gone: the next `tuner study run m --storage {made}` fails it and queues its " \
+           f"config again"
+    shown = runner.invoke(app, ["study", "show", "m", "--storage", made])
+    assert f"1 running (1 of them {left})" in " ".join(shown.output.split())
+    renamed = runner.invoke(app, ["study", "rename", "m", "m2", "--storage", made])
+    assert renamed.exit_code == 0, renamed.output
+    assert f"note: 1 RUNNING trial(s) went with it, {left.replace('run m ', 'run m2 ')}" in " ".join(
+        renamed.output.split())
+    journal = f"journal:{tmp_path / 'c.journal'}"
+    copied = runner.invoke(app, ["study", "copy", "m2", "c", "--storage", made, "--to-storage", journal])
+    assert f"`tuner study run c --storage {journal}` fails it" in " ".join(copied.output.split())
+    resumed = runner.invoke(app, ["study", "run", "m2", "--storage", made])  # its budget is spent: it ran nothing
+    assert resumed.exit_code == 0 and "the study already has its 3 finished trials" in resumed.output
+    assert not optuna.load_study(study_name="m2", storage=made).get_trials(states=(TrialState.RUNNING,))
 
 
 def test_a_new_name_follows_the_rule_of_new_studies_and_an_old_name_still_opens(made: str):

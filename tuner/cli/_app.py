@@ -594,11 +594,12 @@ def study_rename(
     *,
     storage: StorageOpt = None,
 ) -> None:
-    """Rename a study (refused while it has running trials, or where the new name is taken)."""
+    """Rename a study (refused while its trials train, or where the new name is taken)."""
     from tuner.study._manage import rename_study
 
     facts = rename_study(name, new_name, storage)
     echo(f"renamed study {name!r} to {new_name!r} in {facts.storage} ({facts.trials} trial(s))")
+    _left_behind_note(facts, new_name, storage)
 
 
 @study_app.command("copy")
@@ -618,6 +619,18 @@ def study_copy(
     facts = copy_study(name, new_name, storage, to_storage)
     where = f" in {mask_url(to_storage)}" if to_storage else ""
     echo(f"copied study {name!r} ({facts.trials} trial(s)) to {new_name!r}{where}")
+    _left_behind_note(facts, new_name, to_storage or storage)
+
+
+def _left_behind_note(facts: Any, name: str, storage: str | None) -> None:
+    """Trials left RUNNING by a worker that is gone move with a renamed or copied study: said, with what clears
+    them."""
+    from tuner.cli._output import left_behind_text
+
+    use_storage(storage)
+    left = facts.running - facts.live
+    if left:
+        echo(("note:", "yellow"), f" {left} RUNNING trial(s) went with it, {left_behind_text(left, name)}")
 
 
 @study_app.command("list")

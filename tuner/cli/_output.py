@@ -140,6 +140,8 @@ def print_summary(summary: dict[str, Any]) -> None:
              f"trained at its batch size")
     echo(f"trials: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed"
          + (f", {c['running']} running" if c["running"] else "")
+         + (f" ({c['left_behind']} of them {left_behind_text(c['left_behind'], summary['name'])})"
+            if c.get("left_behind") else "")
          + (f", {c['queued']} queued" if c.get("queued") else "")
          + (f" (budget {summary['n_trials']})" if summary["n_trials"] else ""))
     for reason, n in summary["reasons"].items():
@@ -361,3 +363,9 @@ def print_table(columns: list[str], rows: list[list[Any]], *, whole: tuple[int, 
     for row in rows:
         table.add_row(*(Text(cell(value)) for value in row))
     print_fitted(table)
+
+
+def left_behind_text(n: int, name: str) -> str:
+    """What a user should know of trials left RUNNING by a worker that is gone (killed, or its machine down)."""
+    return (f"left by a worker that is gone: the next `{command('run', name)}` fails "
+            f"{'it' if n == 1 else 'them'} and queues {'its config' if n == 1 else 'their configs'} again")

@@ -69,6 +69,7 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
         "calibration": _calibration(study.user_attrs.get(StudyKey.CALIBRATION)),
         "n_trials": spec.get("n_trials"),
         "counts": {"complete": c["COMPLETE"], "pruned": c["PRUNED"], "failed": c["FAIL"], "running": c["RUNNING"],
+                   "left_behind": _left_behind(study),
                    "queued": c.get("WAITING", 0)},
         "reasons": dict(reasons.most_common()),
         "memory": oom_notes(study),
@@ -78,6 +79,14 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
         "top": [trial_row(t) for t in ranked[:top]],
         **pareto,
     }
+
+
+def _left_behind(study: optuna.Study) -> int:
+    """RUNNING trials whose worker gives no sign of life (its process is gone, or silent past the grace period):
+    the next run of the study fails them and trains their configs again."""
+    from tuner.study._liveness import alive
+
+    return sum(not alive(t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
 def _exported(pareto: dict[str, Any], confirmation: dict[str, Any] | None, ranked: list[Any]

@@ -90,14 +90,15 @@ def copy_study(name: str, new_name: str, storage_url: str | None = None, to_stor
 
 
 def rename_study(name: str, new_name: str, storage_url: str | None = None) -> StudyFacts:
-    """Renames a study: a copy under ``new_name``, then the old one deleted. Refused while trials run (their
-    workers write to the old name)."""
+    """Renames a study: a copy under ``new_name``, then the old one deleted. Refused while trials train (their
+    workers write to the old name); trials left RUNNING by a worker that is gone move with it, for its next
+    run to fail and train again."""
     url = _url(storage_url)
     facts = study_facts(name, url)
     if new_name == name:
         raise StudyError(f"Study {name!r} is named {name!r} already: give another name.")
-    if facts.running:
-        raise StudyError(f"Study {name!r} has {facts.running} running trial(s); stop its workers (or wait) before "
+    if facts.live:
+        raise StudyError(f"Study {name!r} has {facts.live} trial(s) training now; stop its workers (or wait) before "
                          f"renaming it.")
     copy_study(name, new_name, url)
     with storage_lock(url, "create"):

@@ -81,6 +81,11 @@ def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | N
     left = n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
     if left <= 0:  # the budget is spent: no workers to start, no pack to time (the caller says how to go on)
         no_pool()
+        plan = prepared.plan()
+        if plan.storage_url:  # ... but trials a dead worker left RUNNING are failed, their configs queued again
+            from tuner.study._liveness import reap_stale
+
+            reap_stale(study, plan.grace_period)
         with tracking(study, None, mlflow=prepared.spec.mlflow, tensorboard=prepared.spec.tensorboard):
             pass  # ... but the trials a tracker has not logged yet are logged, as any run logs them
         return SessionResult(0, 0.0, "budget")
