@@ -106,8 +106,13 @@ def test_no_run_then_study_run(cli, objective_ref: str, storage_url: str):
     assert ran["counts"]["complete"] == 3 and ran["run"]["trials"] == 3
     again = _json(cli("study", "run", "cli", "--storage", storage_url, "--format", "json"))
     assert again["run"]["trials"] == 0
-    more = _json(cli("study", "run", "cli", "--storage", storage_url, "--n-trials", "4", "--format", "json"))
+    more = _json(cli("study", "run", "cli", "--storage", storage_url, "--n-trials", "4", "--timeout", "600",
+                     "--format", "json"))
     assert more["run"]["trials"] == 1 and more["counts"]["complete"] == 4
+    # The budget is saved; the timeout was that run's (saved, it time-boxed every later run, and no value
+    # cleared it).
+    stored = optuna.load_study(study_name="cli", storage=storage_url).user_attrs["tuner:spec"]
+    assert (stored["n_trials"], stored["timeout"]) == (4, None)
     # Created again without --n-trials: the study keeps its budget of 4 (not the default 30) and runs nothing.
     joined = cli("study", "create", "--objective", objective_ref, "--epochs", "2", "--storage", storage_url,
                  "--sampler", "random", "--device", "cpu", "--name", "cli")

@@ -256,7 +256,8 @@ TaskOpt = Annotated[str | None, typer.Option(
 def objective_options(data: str | None, target: str | None, task: str | None) -> dict[str, str]:
     """The objective's options given on the command line (tabular's CSV file, target column and task)."""
     return {k: v for k, v in (("data", data), ("target", target), ("task", task)) if v is not None}
-RunTimeoutOpt = Annotated[float | None, typer.Option(help=f"{_TIMEOUT_HELP} [default: the study's].")]
+RunTimeoutOpt = Annotated[float | None, typer.Option(help=f"{_TIMEOUT_HELP}; for this run only, not saved "
+                                                           f"with the study [default: the study's].")]
 
 
 def _prepared_json(prepared: Any) -> dict[str, Any]:

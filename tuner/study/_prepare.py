@@ -605,7 +605,9 @@ def _joining_sampler(prepared: PreparedStudy, n_existing: int, worker: int | Non
 
 
 def _update_budget(study: optuna.Study, spec: StudySpec) -> None:
-    """A raised or lowered budget is saved, so that a later ``study run NAME`` keeps it."""
+    """A raised or lowered budget is saved, so that a later ``study run NAME`` keeps it. A timeout given to one
+    run is that run's: the study keeps the one it was created with (a study without one stays without, and
+    ``--workers auto`` keeps running it in one process, which repeats exactly)."""
     stored = dict(study.user_attrs.get(StudyKey.SPEC, {}))
     if stored and spec.n_trials != stored.get("n_trials"):
         from optuna.trial import TrialState
@@ -615,6 +617,6 @@ def _update_budget(study: optuna.Study, spec: StudySpec) -> None:
             raise StudyError(f"Study {study.study_name!r} already has {done} finished trials, more than the budget "
                              f"asked for ({spec.n_trials}); nothing was changed. To run more, ask for more than "
                              f"{done} ({option('n-trials', str(done + 10))}).")
-    if stored and (stored.get("n_trials"), stored.get("timeout")) != (spec.n_trials, spec.timeout):
-        stored.update(n_trials=spec.n_trials, timeout=spec.timeout)
+    if stored and stored.get("n_trials") != spec.n_trials:
+        stored.update(n_trials=spec.n_trials)
         study.set_user_attr(StudyKey.SPEC, stored)
