@@ -100,6 +100,9 @@ def test_enqueue_queues_checked_configs_that_run_next(made: str, tmp_path: Path)
     assert f"queued {good}" in result.output and "1 config(s) queued" in result.output
     shown = runner.invoke(app, ["study", "show", "m", "--storage", made])
     assert shown.exit_code == 0 and ", 1 queued" in shown.output, shown.output  # as `study list` says "+1 queued"
+    spent = runner.invoke(app, ["study", "run", "m", "--storage", made])  # its budget of 3 is spent
+    assert "the study already has its 3 finished trials; raise the budget with --n-trials (1 queued config waits " \
+           "for it)" in " ".join(spent.output.split())
     ran = runner.invoke(app, ["study", "run", "m", "--storage", made, "--n-trials", "4"])
     assert ran.exit_code == 0, ran.output
     trial = optuna.load_study(study_name="m", storage=made).trials[3]
