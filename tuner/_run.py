@@ -235,7 +235,11 @@ def _open_and_run(spec_obj: Any, spec_file: Any, workers: int | str, devices: st
         raise stopped(StudyError(run.failure), "error")
     if say:
         if not run.trials and run.stopped_by == "budget":
-            say(f"the study already has its {n_trials} finished trials; raise the budget with n_trials=")
+            from optuna.trial import TrialState
+
+            queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+            waits = f" ({count(queued, 'queued config')} {'waits' if queued == 1 else 'wait'} for it)" if queued else ""
+            say(f"the study already has its {n_trials} finished trials; raise the budget with n_trials={waits}")
         stop = " (timeout reached)" if run.stopped_by == "timeout" else ""
         try:
             best = f"; best trial {result.best_trial.number}: {prepared.objective.metric} {result.best_value:.4f}"
