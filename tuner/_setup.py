@@ -64,6 +64,8 @@ def check_steps_per_epoch(value: Any, call: str = "config.build(model, steps_per
 
 
 _SET_UP: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # the models config.setup was given, while they live
+
+
 def _warn_weights_left(model: nn.Module, init: str) -> None:
     """Warns where the config's initialiser left weights as they were: those not held by the layers it sets (a
     model's own nn.Parameter, nn.MultiheadAttention's in_proj_weight)."""
