@@ -63,7 +63,8 @@ def test_create_runs_a_study_with_json_output(cli, objective_ref: str, storage_u
     assert summary["objective"] == objective_ref
     assert summary["direction"] == "maximize"
     assert summary["n_trials"] == 3
-    assert summary["counts"] == {"complete": 3, "pruned": 0, "failed": 0, "running": 0, "queued": 0}
+    assert summary["counts"] == {"complete": 3, "pruned": 0, "failed": 0, "running": 0, "left_behind": 0,
+                                 "queued": 0}
     assert summary["run"]["trials"] == 3 and summary["run"]["stopped_by"] == "budget"
     assert 0.0 <= summary["best"]["value"] <= 1.0
     assert summary["best"]["config"]["epochs"] == 2
