@@ -237,8 +237,9 @@ def _open_and_run(spec_obj: Any, spec_file: Any, workers: int | str, devices: st
         if not run.trials and run.stopped_by == "budget":
             from optuna.trial import TrialState
 
-            queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-            waits = f" ({count(queued, 'queued config')} {'waits' if queued == 1 else 'wait'} for it)" if queued else ""
+            from tuner.study._session import queued_waiting
+
+            waits = queued_waiting(len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))))
             say(f"the study already has its {n_trials} finished trials; raise the budget with n_trials={waits}")
         stop = " (timeout reached)" if run.stopped_by == "timeout" else ""
         try:

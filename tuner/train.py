@@ -370,7 +370,7 @@ class Trainer:
                                f"{self.divergence_factor:g}x the initial {initial_loss:.4g}", epoch)
             # A schedule-free optimizer evaluates its averaged weights; BatchNorm's statistics are computed again
             # for them over up to NORM_BATCHES training batches (only where both are there).
-            setup.eval(data.x_train[i:i + bs].to(device) for i in range(0, min(n - tail, NORM_BATCHES * bs), bs))
+            setup.eval(data.x_train[i:i + bs] for i in range(0, min(n - tail, NORM_BATCHES * bs), bs))
             value = self.evaluate(model, data.x_val, data.y_val)
             if not math.isfinite(value):
                 raise Diverged(f"diverged: validation {self.metric.name} is {value} in epoch {epoch + 1}", epoch)

@@ -310,10 +310,10 @@ def _run(study: optuna.Study, prepared: Any, fmt: Format, workers: int | str = 1
         echo(f"every point of the grid over space {space!r} has run ({count(len(prepared.grid), 'trial')}): a grid "
              f"runs each point once, whatever --n-trials asks (a study with another sampler searches further)")
     elif not run.trials and run.stopped_by == "budget":
-        queued = summary["counts"].get("queued", 0)
-        waits = f" ({count(queued, 'queued config')} {'waits' if queued == 1 else 'wait'} for it)" if queued else ""
+        from tuner.study._session import queued_waiting
+
         echo(f"the study already has its {prepared.spec.n_trials} finished trials; raise the budget with "
-             f"--n-trials{waits}")
+             f"--n-trials{queued_waiting(summary['counts'].get('queued', 0))}")
     else:
         echo(f"ran {run.trials} trial(s) in {run.seconds:.1f}s on {run.threads} thread(s)"
              + (" (timeout reached)" if run.stopped_by == "timeout" else ""))

@@ -83,7 +83,7 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
 
 def _left_behind(study: optuna.Study) -> int:
     """RUNNING trials whose worker gives no sign of life (its process is gone, or silent past the grace period):
-    the next run of the study fails them and trains their configs again."""
+    the next run of the study fails them and queues their configs again."""
     from tuner.study._liveness import alive
 
     return sum(not alive(t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))

@@ -92,7 +92,7 @@ def copy_study(name: str, new_name: str, storage_url: str | None = None, to_stor
 def rename_study(name: str, new_name: str, storage_url: str | None = None) -> StudyFacts:
     """Renames a study: a copy under ``new_name``, then the old one deleted. Refused while trials train (their
     workers write to the old name); trials left RUNNING by a worker that is gone move with it, for its next
-    run to fail and train again."""
+    run to fail and queue again."""
     url = _url(storage_url)
     facts = study_facts(name, url)
     if new_name == name:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import optuna
 
 from tuner.config import TrainConfig
+from tuner.errors import count
 from tuner.study._describe import list_studies, study_summary, trial_row
 from tuner.study._engine import TrialOutcome
 from tuner.study._local import run_prepared
@@ -60,6 +61,11 @@ class SessionResult:
         return [w for w in self.workers if (w.exitcode not in (0, None) or w.error) and w.exitcode not in (130, 143)]
 
 
+def queued_waiting(queued: int) -> str:
+    """`` (2 queued configs wait for it)`` after "raise the budget": configs queued beyond a spent budget."""
+    return f" ({count(queued, 'queued config')} {'waits' if queued == 1 else 'wait'} for it)" if queued else ""
+
+
 def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | None = None,
               timeout: float | None = None, workers: int | str = 1, devices: str | None = None,
               on_trial: OnTrial | None = None, on_start: Callable[[str], None] | None = None) -> SessionResult:
@@ -81,11 +87,10 @@ def run_study(study: optuna.Study, prepared: PreparedStudy, *, n_trials: int | N
     left = n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
     if left <= 0:  # the budget is spent: no workers to start, no pack to time (the caller says how to go on)
         no_pool()
-        plan = prepared.plan()
-        if plan.storage_url:  # ... but trials a dead worker left RUNNING are failed, their configs queued again
+        if prepared.storage_url:  # ... but trials a dead worker left RUNNING are failed, their configs queued again
             from tuner.study._liveness import reap_stale
 
-            reap_stale(study, plan.grace_period)
+            reap_stale(study, prepared.spec.grace_period)
         with tracking(study, None, mlflow=prepared.spec.mlflow, tensorboard=prepared.spec.tensorboard):
             pass  # ... but the trials a tracker has not logged yet are logged, as any run logs them
         return SessionResult(0, 0.0, "budget")

@@ -202,10 +202,12 @@ def _ro_uri(path: Path) -> str:
     return f"file:{quote(str(resolved))}?mode=ro" + ("&immutable=1" if resolved in _IMMUTABLE else "")
 
 
-def _read_only_message(path: Path) -> str:
-    return (f"Cannot write to the storage {path}: its folder {path.parent} is read-only. Commands that only read "
-            f"(study list, show, trials, export --no-confirm, report --no-confirm) read it there; to run or change "
-            f"a study, copy the file to a writable folder.")
+def _refuse_read_only(path: Path) -> None:
+    """Refuses a command that writes to a storage file on read-only media, before any work."""
+    if path.exists() and _read_only_medium(path):
+        raise StudyError(f"Cannot write to the storage {path}: its folder {path.parent} is read-only. Commands "
+                         f"that only read (study list, show, trials, export --no-confirm, report --no-confirm) read "
+                         f"it there; to run or change a study, copy the file to a writable folder.")
 
 
 def _read_only_medium(path: Path) -> bool:
@@ -244,8 +246,8 @@ def _sqlite_tables(path: Path, readonly: bool) -> set[str] | None:
         _IMMUTABLE.add(path.resolve())
         tables, error = _table_names(path)
     if tables is not None:
-        if not readonly and _read_only_medium(path):
-            raise StudyError(_read_only_message(path))
+        if not readonly:
+            _refuse_read_only(path)
         return tables
     if "not a database" in error:
         raise StudyError(f"{path} is not a SQLite database; tuner leaves it untouched. Give a new file name, "
@@ -521,8 +523,8 @@ def _open_journal(path: Path, url: str, readonly: bool) -> optuna.storages.BaseS
     _check_journal(path)
     if readonly and not path.exists():
         return optuna.storages.InMemoryStorage()
-    if not readonly and path.exists() and _read_only_medium(path):
-        raise StudyError(_read_only_message(path))
+    if not readonly:
+        _refuse_read_only(path)
     try:
         if not readonly:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -566,8 +568,7 @@ def storage_lock(url: str, key: str, engine: Any = None) -> Iterator[bool]:
             path.parent.mkdir(parents=True, exist_ok=True)
             handle = open(lock_file, "a")
         except OSError as exc:
-            if path.exists() and _read_only_medium(path):
-                raise StudyError(_read_only_message(path)) from None
+            _refuse_read_only(path)
             raise StudyError(f"Cannot lock storage {path}: {os_error_message(exc, lock_file)}") from None
         with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
