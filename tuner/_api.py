@@ -30,7 +30,7 @@ from tuner.study._engine import (
     run_trials,
     sigterm_exits,
 )
-from tuner.study._record import Key, StudyKey, best_trial, direction_of, knee, primary, ranked_trials
+from tuner.study._record import Key, StudyKey, direction_of, handed_over, handed_over_text, primary
 
 __all__ = ["TrialContext", "TuneResult", "suggest", "tune"]
 
@@ -82,7 +82,7 @@ class TuneResult:
         """The best complete trial; of a study with two objectives, the knee of its Pareto front, the trial that
         ``recommend()``, ``tuner study show`` and ``tuner study export`` hand over (``pareto_front`` lists the
         others)."""
-        best = knee(self.study) if len(self.study.directions) > 1 else best_trial(self.study)
+        best = handed_over(self.study)
         if best is None:
             raise StudyError(f"Study {self.study.study_name!r} has no complete trial.")
         return best
@@ -161,10 +161,13 @@ def _check_objectives(objectives: Any, metric: str) -> list[str]:
     if isinstance(objectives, str):
         objectives = [o.strip() for o in objectives.split(",") if o.strip()]
     if not isinstance(objectives, (list, tuple)) or not objectives or objectives[0] not in (metric, "metric"):
-        raise ConfigError(f"objectives must start with the metric, {metric!r}, e.g. [{metric!r}, 'train_seconds'] "
-                          f"(got {objectives!r}).")
+        example = f"e.g. [{metric!r}, 'train_seconds'] " if metric != "train_seconds" else ""
+        raise ConfigError(f"objectives must start with the metric, {metric!r}, {example}(got {objectives!r}).")
     if any(o != "train_seconds" for o in objectives[1:]) or len(objectives) > 2:
         raise ConfigError(f"objectives: the only second objective is 'train_seconds' (got {list(objectives)!r}).")
+    if len(objectives) == 2 and metric == "train_seconds":
+        raise ConfigError(f"objectives: the metric is train_seconds itself, so a second train_seconds would trade it "
+                          f"against itself (got {list(objectives)!r}); leave objectives out for one objective.")
     return [metric, *objectives[1:]]
 
 
@@ -460,11 +463,9 @@ def tune(
                 print(f"{how}: {INTERRUPTED_RUN}; {resume}", flush=True)
             raise
         if verbose:
-            ranked = ranked_trials(study)
             stop = " (timeout reached)" if run.stopped_by == "timeout" else ""
-            best = (f"; best trial {ranked[0].number}: {metric} {primary(ranked[0]):.4f}" if ranked else
-                    "; no complete trial")
-            print(f"ran {len(run.outcomes)} trial(s) in {run.seconds:.1f}s{stop}{best}", file=sys.stdout, flush=True)
+            print(f"ran {len(run.outcomes)} trial(s) in {run.seconds:.1f}s{stop}; {handed_over_text(study)}",
+                  file=sys.stdout, flush=True)
         return TuneResult(study, train_fn, seed)
 
 

@@ -17,6 +17,7 @@ import optuna
 
 from tuner._api import TuneResult
 from tuner.errors import ConfigError, StudyError, count
+from tuner.study._record import handed_over_text
 
 __all__ = ["StudyResult", "run_study"]
 
@@ -242,11 +243,7 @@ def _open_and_run(spec_obj: Any, spec_file: Any, workers: int | str, devices: st
             waits = queued_waiting(len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))))
             say(f"the study already has its {n_trials} finished trials; raise the budget with n_trials={waits}")
         stop = " (timeout reached)" if run.stopped_by == "timeout" else ""
-        try:
-            best = f"; best trial {result.best_trial.number}: {prepared.objective.metric} {result.best_value:.4f}"
-        except StudyError:
-            best = "; no complete trial"
-        say(f"ran {run.trials} trial(s) in {run.seconds:.1f}s{stop}{best}")
+        say(f"ran {run.trials} trial(s) in {run.seconds:.1f}s{stop}; {handed_over_text(study)}")
     return result
 
 

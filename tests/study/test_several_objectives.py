@@ -452,3 +452,175 @@ def test_a_study_whose_trials_tie_at_chance_reads_no_edge_from_its_best_trial(st
     _, notes = narrow_space(result.study, result.study.user_attrs["tuner:space"], anchor=best.number)
     assert "6 of the 6 complete trials tie at the best value, 0.1007: no end is widened" in notes[1]
     assert not [n for n in notes if "widened down past" in n or "widened up past" in n], notes
+
+
+# Accuracy and seconds per trial number: trial 1 is the knee (0.02 less accuracy for a sixth of the time), trial 0
+# the most accurate.
+KNEE_VALUES = {0: (0.95, 0.30), 1: (0.93, 0.05), 2: (0.50, 0.01), 3: (0.60, 0.20), 4: (0.70, 0.25), 5: (0.40, 0.20)}
+
+
+def _knee_study(storage: str, capsys=None) -> tuple[object, str]:
+    import time
+
+    import tuner
+
+    def train(ctx: tuner.TrialContext) -> float:
+        value, seconds = KNEE_VALUES[ctx.number]
+        time.sleep(seconds)
+        ctx.report(0, value)
+        return value
+
+    result = tuner.tune(train, space="adam-family", n_trials=6, epochs=1, metric="accuracy", storage=storage,
+                        study_name="knee", objectives=["accuracy", "train_seconds"], pruner="none",
+                        known_starts=False)
+    return result, capsys.readouterr().out if capsys is not None else ""
+
+
+def test_every_place_that_names_the_best_of_two_objectives_names_the_knee(tmp_path: Path, tmp_cwd: Path,
+                                                                         capsys) -> None:
+    """tune()'s last line named the most accurate trial while best_trial was the knee; so did the learning
+    curves' "best" and study list's best column."""
+    from tuner.report import _plots
+
+    storage = f"sqlite:///{tmp_path / 'k.db'}"
+    result, said = _knee_study(storage, capsys)
+    assert result.best_trial.number == 1 == knee(result.study).number
+    last = said.strip().splitlines()[-1]
+    assert re.search(r"; the knee of the Pareto front, trial 1: accuracy 0\.9300, train_seconds 0\.\d+$", last), last
+    listed = json.loads(CliRunner().invoke(app, ["study", "list", "--storage", storage, "--format", "json"]).output)
+    assert [r["best"] for r in listed] == [pytest.approx(0.93)]
+    table = CliRunner().invoke(app, ["study", "list", "--storage", storage]).output
+    assert "0.9300" in table and "(knee)" in table and "0.9500" not in table
+    legends = []
+    with pytest.MonkeyPatch.context() as patch:
+        real = _plots._save
+        patch.setattr(_plots, "_save", lambda fig, path: (legends.extend(
+            t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()),
+            real(fig, path))[1])
+        _plots.learning_curves(result.study, "accuracy", tmp_path / "curves.png")
+    assert "knee of the Pareto front (trial 1)" in legends and not [t for t in legends if t.startswith("best")]
+    # A study of one objective still says "best trial".
+    import tuner
+
+    one = tuner.tune(lambda ctx: 0.5, space="lr-only", n_trials=1, epochs=1, known_starts=False)
+    assert one.best_trial.number == 0 and "; best trial 0: value 0.5000" in capsys.readouterr().out
+
+
+def test_the_report_of_a_tune_study_of_two_objectives_says_what_it_did_not_do(tmp_path: Path, tmp_cwd: Path) -> None:
+    """The follow-up call was Python in a bash block; the tuned-vs-tuning-free line was missing without a word;
+    "show" and "trials" used one heading for two different times."""
+    storage = f"sqlite:///{tmp_path / 'k.db'}"
+    result, _ = _knee_study(storage)
+    done = CliRunner().invoke(app, ["study", "report", "knee", "--storage", storage, "-o", "rep"])
+    assert done.exit_code == 0, done.output
+    text = (tmp_cwd / "rep" / "report.md").read_text()
+    assert "```python\ntuner.tune(" in text and "```bash\ntuner.tune(" not in text
+    assert "in Python run from the folder the report was written from" in text
+    html = (tmp_cwd / "rep" / "report.html").read_text()
+    assert "in Python run from the folder the report was written from" in html
+    assert "tuned vs tuning-free: not compared (that comparison re-trains the recommendation" in text
+    assert "Best config per optimizer (by accuracy; ties by train\\_seconds)" in text
+    from tuner.cli import _output
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_output.out, "width", 200)
+        shown = CliRunner().invoke(app, ["study", "show", "knee", "--storage", storage]).output
+        trials = CliRunner().invoke(app, ["study", "trials", "knee", "--storage", storage]).output
+    assert "train s" in shown and "seconds" not in shown.split("Pareto front")[0].replace("train_seconds", "")
+    seconds = result.study.trials[2].values[1]
+    assert f"{seconds:.3g}" in shown  # three significant digits, not 0.0
+    assert "wall s" in trials.splitlines()[0] and " seconds" not in trials.splitlines()[0]
+
+
+def test_twin_points_of_the_front_share_one_label_and_are_not_offered_as_another_point(tmp_path: Path,
+                                                                                      tmp_cwd: Path) -> None:
+    import tuner
+    from tuner.report import _plots
+
+    study = _multi_study([(0.8, 0.02), (0.9, 0.5), (0.7, 0.01), (0.7, 0.01)])  # 2 and 3: the same point
+    labels = []
+    with pytest.MonkeyPatch.context() as patch:
+        real = _plots._save
+        patch.setattr(_plots, "_save", lambda fig, path: (labels.extend(
+            t.get_text() for ax in fig.axes for t in ax.texts), real(fig, path))[1])
+        _plots.pareto(study, "accuracy", tmp_path / "p.png")
+    assert sorted(labels) == ["0", "1", "2, 3"]
+
+    # Every trial the same: the front is four twins, and no other point is offered.
+    storage = f"sqlite:///{tmp_path / 't.db'}"
+
+    def same(ctx: tuner.TrialContext) -> float:
+        ctx.report(0, 0.8)
+        return 0.8
+
+    result = tuner.tune(same, space="lr-only", n_trials=4, epochs=1, storage=storage, study_name="tie",
+                        objectives=["value", "train_seconds"], known_starts=False, verbose=False)
+    done = CliRunner().invoke(app, ["study", "report", "tie", "--storage", storage, "-o", "rep"])
+    assert done.exit_code == 0, done.output
+    text = (tmp_cwd / "rep" / "report.md").read_text()
+    assert "4 of the 4 complete trials tie at the best value, 0.8" in text  # as study show says it
+    front = pareto_front(result.study)
+    twins = [t.number for t in front if t.values == knee(result.study).values]
+    offered = re.search(r"another point, trial (\d+)", text)
+    assert offered is None or int(offered.group(1)) not in twins
+
+
+def test_a_value_a_known_start_put_at_an_end_is_no_edge(tmp_path: Path) -> None:
+    """The known start adamw-warmup-cosine trains beta2 0.999, the low end of adam-family's one_minus_beta2:
+    as the best trial it made the report say better values may lie below, and the narrowed space widen it."""
+    import tuner
+    from tuner.report._analysis import narrow_space
+    from tuner.study._describe import edge_notes
+
+    def train(ctx: tuner.TrialContext) -> float:
+        value = 0.9 if ctx.number == 1 else 0.5 + 0.01 * ctx.number  # 1: the known start adamw-warmup-cosine
+        ctx.report(0, value)
+        return value
+
+    result = tuner.tune(train, space="adam-family", n_trials=6, epochs=1, known_starts=True, verbose=False,
+                        storage=f"sqlite:///{tmp_path / 'q.db'}", study_name="q")
+    best = result.best_trial
+    assert best.number == 1 and best.params["adamw.one_minus_beta2"] == pytest.approx(0.001)
+    assert not [n for n in edge_notes(result.study, 1) if "one_minus_beta2" in n]
+    _, notes = narrow_space(result.study, result.study.user_attrs["tuner:space"], anchor=1)
+    assert not [n for n in notes if "one_minus_beta2" in n and "widened" in n], notes
+    # The same value drawn by the sampler is an edge.
+    sampled = optuna.trial.create_trial(value=0.95, params=dict(best.params), distributions=dict(best.distributions),
+                                        user_attrs=dict(best.user_attrs))
+    result.study.add_trial(sampled)
+    number = result.study.trials[-1].number
+    assert [n for n in edge_notes(result.study, number) if n.startswith("adamw.one_minus_beta2 = 0.001 sits at the")]
+
+
+def test_objectives_mistakes_name_the_spec_line_and_the_direction_key_is_explained(tmp_path: Path,
+                                                                                  objective_ref: str) -> None:
+    import tuner
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"objective: {objective_ref}\nn_trials: 2\nepochs: 1\n"
+                    f"objectives: [accuracy, train_seconds, accuracy]\n")
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    done = CliRunner().invoke(app, ["study", "create", str(spec), "--no-run", "--storage", storage])
+    said = " ".join(done.output.split())
+    assert done.exit_code != 0 and f"{spec}:4: key 'objectives': ['accuracy', 'train_seconds', 'accuracy'] names " \
+        "the metric, 'accuracy', twice" in said, said
+    # Given on the command line instead, the spec's line is not blamed.
+    done = CliRunner().invoke(app, ["study", "create", str(spec), "--no-run", "--storage", storage, "--objectives",
+                                    "train_seconds,accuracy"])
+    said = " ".join(done.output.split())
+    assert done.exit_code != 0 and "error: objectives: the first must be" in said and f"{spec}:" not in said, said
+    for key in ("direction", "directions"):
+        spec.write_text(f"objective: {objective_ref}\n{key}: minimize\n")
+        done = CliRunner().invoke(app, ["study", "create", str(spec), "--no-run", "--storage", storage])
+        said = " ".join(done.output.split())
+        assert f"{spec}:2: a study spec has no key {key!r}: a study's direction is its objective's metric's" in said
+        assert "description" not in said
+    spec.write_text(f"objective: {objective_ref}\nn_trials: 1\nepochs: 1\nobjectives: accuracy\n")
+    done = CliRunner().invoke(app, ["study", "create", str(spec), "--no-run", "--storage", storage])
+    assert done.exit_code == 0 and "objectives: the metric alone, 'accuracy': one objective" in " ".join(
+        done.output.split()), done.output
+    with pytest.raises(ConfigError, match="the metric is train_seconds itself"):
+        tuner.tune(lambda ctx: 1.0, metric="train_seconds", objectives=["train_seconds", "train_seconds"])
+    with pytest.raises(ConfigError) as refused:
+        tuner.tune(lambda ctx: 1.0, metric="train_seconds", objectives=["value", "train_seconds"])
+    assert "['train_seconds', 'train_seconds']" not in str(refused.value)

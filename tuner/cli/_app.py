@@ -660,7 +660,7 @@ def study_list(*, storage: StorageOpt = None, fmt: FormatOpt = Format.text) -> N
                                           and r["kind"] != "multi-objective" else ""),
                   _here(r["objective"]) if r["objective"] else "-",
                   f"{r['trials']}" + (f" (+{r['queued']} queued)" if r["queued"] else ""),
-                  "-" if r["best"] is None else f"{r['best']:.4f}",
+                  "-" if r["best"] is None else f"{r['best']:.4f}" + (" (knee)" if len(r["directions"]) > 1 else ""),
                   str(r["created"])[:16].replace("T", " ") if r["created"] else "-"] for r in rows],
                 numbers=(3, 4))
 

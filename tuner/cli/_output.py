@@ -118,6 +118,11 @@ def fmt(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}f}"
 
 
+def _secs(value: float | None) -> str:
+    """Seconds to three significant digits (0.0712, 1.07, 143), so that short trials' times compare."""
+    return "-" if value is None or value != value else f"{value:.3g}"
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     c = summary["counts"]
     objectives = summary.get("objectives") or []
@@ -148,9 +153,9 @@ def print_summary(summary: dict[str, Any]) -> None:
         echo(f"  {n:>4} x {one_line(reason)}")
     tie = summary.get("tie")
     if tie:
-        echo(("note:", "yellow"), f" {tie['trials']} of the {tie['complete']} complete trials tie at the best value, "
-             f"{tie['value']:.4g}: which one is best says nothing of its settings, so no edge of the space is read "
-             f"from it (where they all score at chance, the learning rates are the first suspect)")
+        from tuner.study._record import tie_text
+
+        echo(("note:", "yellow"), " " + tie_text(tie["trials"], tie["complete"], tie["value"]))
     for note in summary.get("memory") or []:
         echo(one_line(note))
     if summary.get("stopped"):
@@ -162,15 +167,15 @@ def print_summary(summary: dict[str, Any]) -> None:
     shown, complete = len(summary["top"]), c["complete"]
     title = f"best trials ({shown} of {complete} complete)" if shown < complete else "best trials"
     table = Table(title=title, title_justify="left")
-    for col in ("trial", "validation", "test", "seconds", "config"):
-        table.add_column(col, justify="right" if col in ("trial", "validation", "test", "seconds") else "left",
-                         overflow="fold")
+    # "train s": the trial's training time (train_seconds, the second objective of a study that has one)
+    for col in ("trial", "validation", "test", "train s", "config"):
+        table.add_column(col, justify="left" if col == "config" else "right", overflow="fold")
     from tuner._summary import config_line
 
     for row in summary["top"]:
         summary_text = config_line(row["config"]) if row["config"] else "-"
         table.add_row(*(Text(cell(value)) for value in (str(row["number"]), fmt(row["value"]),
-                                                         fmt(row["test_value"]), fmt(row["seconds"], 1),
+                                                         fmt(row["test_value"]), _secs(row["seconds"]),
                                                          summary_text)))
     print_fitted(table)
 

@@ -262,7 +262,7 @@ def study_trials(
             if c in frame.columns]
     # Short headings and four significant digits keep a row within a terminal's width; a wider one (a long
     # reason) is cut into blocks of columns at its width. --csv and --format json give every column in full.
-    short = {"number": "trial", "test_value": "test", "duration_s": "seconds", "epochs_run": "epochs",
+    short = {"number": "trial", "test_value": "test", "duration_s": "wall s", "epochs_run": "epochs",
              "config.optimizer.name": "optimizer", "config.optimizer.lr": "lr", "config.batch_size": "batch"}
     from tuner.cli._output import out
 

@@ -362,7 +362,9 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
         from tuner.study._record import pareto_front
         from tuner.study._storage import study_command
 
-        other = next((t.number for t in pareto_front(study) if t.number != rec.trial), None)
+        front = pareto_front(study)
+        mine = next((t.values for t in front if t.number == rec.trial), None)
+        other = next((t.number for t in front if t.values != mine), None)  # not a twin of the knee
         if other is None:
             another = ""
         elif spec.get("objective"):
@@ -372,6 +374,8 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
             another = f" (another point, trial {other} for one: result.recommend(trial={other}))"
         notes.append(f"the recommendation is {rec.source}: a point of the front is not re-trained with other seeds"
                      + another)
+        notes.append("tuned vs tuning-free: not compared (that comparison re-trains the recommendation with new "
+                     "seeds, which a point of a Pareto front is not)")
     elif rec.confirmation is None:
         notes.append("the recommendation is the best single trial: its config was not re-trained with other seeds")
     if rec.confirmation is not None:
@@ -402,6 +406,11 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
     stop = stopped_early(study)
     if stop:
         notes.append(f"the study stopped early, short of its budget, after {stop}")
+    from tuner.study._record import tie_at_top, tie_text
+
+    tie = tie_at_top(study)
+    if tie is not None:
+        notes.append(tie_text(*tie))
     per_opt = []
     for name, t in per_optimizer_best(study).items():
         from tuner.config import TrainConfig

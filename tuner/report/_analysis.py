@@ -15,7 +15,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import ConfigError, StudyError, count
-from tuner.study._record import MIN_TOP, Key, primary, range_position, ranked_trials
+from tuner.study._record import MIN_TOP, Key, primary, range_position, ranked_trials, set_by_known_start
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -366,8 +366,9 @@ def narrow_space(study: optuna.Study, raw_space: dict[str, Any], top_fraction: f
         before = parent[key]
         # Widen by half the range at an edge, or less where the parameter's bounds forbid that.
         for widen in (0.5, 0.2, 0.05, 0.0):
-            parent[key], note = _narrow_range(name, dist, values, best.params.get(name), edge if widen else -1.0,
-                                              widen)
+            # A value a known start put at an end is no sign of better ones beyond it.
+            at = None if set_by_known_start(best, name) else best.params.get(name)
+            parent[key], note = _narrow_range(name, dist, values, at, edge if widen else -1.0, widen)
             if _valid(raw):
                 break
         else:

@@ -87,8 +87,9 @@ def history(study: optuna.Study, metric: str, path: Path) -> Path:
     low, high = ax.get_xlim()
     if high - low < 2:  # one trial: the locator would fall back to fractions around it
         ax.set_xticks([n for n in range(math.ceil(low), math.floor(high) + 1)])
-    if ax.get_legend() is not None:  # Optuna puts it outside the axes, where a long metric name runs off the picture
-        ax.legend(loc="lower right", fontsize=8)
+    if ax.get_legend() is not None:  # Optuna's runs off the picture's right with a long metric name; inside the
+        # axes it covers trials: below them, in a row
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=8, frameon=False)
     _title(ax, "Optimization history (complete trials)")
     return _save(fig, path)
 
@@ -293,7 +294,11 @@ def _batch_groups(sizes: list[int], most: int = 5) -> list[tuple[str, set[int]]]
 
 def learning_curves(study: optuna.Study, metric: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    best = complete_trials(study)[:1]
+    from tuner.study._record import handed_over
+
+    point = handed_over(study)
+    best = [point] if point is not None else []
+    what = "knee of the Pareto front" if len(study.directions) > 1 else "best"
     styles = {TrialState.COMPLETE: ("#1b9e77", 0.5), TrialState.PRUNED: ("#d95f02", 0.45),
               TrialState.FAIL: ("#7570b3", 0.45)}
     seen = set()
@@ -312,7 +317,7 @@ def learning_curves(study: optuna.Study, metric: str, path: Path) -> Path:
     for t in best:
         hist = t.user_attrs.get(Key.VAL_HISTORY) or [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
         if hist:
-            ax.plot(np.arange(1, len(hist) + 1), hist, color="k", lw=2, label=f"best (trial {t.number})")
+            ax.plot(np.arange(1, len(hist) + 1), hist, color="k", lw=2, label=f"{what} (trial {t.number})")
     ax.set_xlabel("epoch")
     from matplotlib.ticker import MaxNLocator
 
@@ -390,9 +395,12 @@ def pareto(study: optuna.Study, metric: str, path: Path) -> Path | None:
     ax.step([t.values[1] for t in front], [t.values[0] for t in front], where="post", color="#1b9e77", lw=1.5)
     ax.scatter([t.values[1] for t in front], [t.values[0] for t in front], s=28, color="#1b9e77",
                label=f"Pareto front ({len(front)})", zorder=3)
+    twins: dict[tuple[float, ...], list[int]] = {}  # trials at the same point: one label, "2, 3"
     for t in front:
+        twins.setdefault(tuple(t.values), []).append(t.number)
+    for (metric_value, cost), numbers in twins.items():
         # Beside the point, not on it: the knee's star would hide its number.
-        ax.annotate(str(t.number), (t.values[1], t.values[0]), xytext=(7, 5), textcoords="offset points",
+        ax.annotate(", ".join(map(str, numbers)), (cost, metric_value), xytext=(7, 5), textcoords="offset points",
                     fontsize=7)
     if point is not None:
         ax.scatter([point.values[1]], [point.values[0]], marker="*", s=240, color="#d95f02", zorder=4,

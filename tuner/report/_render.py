@@ -17,7 +17,7 @@ import yaml
 from tuner.report._analysis import Importance
 from tuner.report._confirm import Recommendation
 from tuner.report._plots import PLOTS
-from tuner.study._record import direction_of, record_of
+from tuner.study._record import direction_of, objectives_of, record_of
 
 __all__ = ["ReportData", "render_markdown", "render_html", "reason_counts"]
 
@@ -106,7 +106,7 @@ def _tables(d: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
                        ["trial", "trial value", "mean ± std", "test mean ± std", "per seed", "optimizer"], rows))
     if len(d.study.directions) > 1:  # the front's figures, beside pareto.png
         from tuner.config import TrainConfig
-        from tuner.study._record import Key, objectives_of, pareto_front
+        from tuner.study._record import Key, pareto_front
 
         names = objectives_of(d.study)
         rows = [[f"{t.number}{' (knee, recommended)' if rec is not None and t.number == rec.trial else ''}",
@@ -115,7 +115,9 @@ def _tables(d: ReportData) -> list[tuple[str, list[str], list[list[str]]]]:
                 for t in pareto_front(d.study)]
         tables.append((f"Pareto front ({' vs '.join(names)})", ["trial", *names, "config"], rows))
     if d.per_optimizer:
-        tables.append(("Best config per optimizer", ["optimizer", "trial", "value", "test", "config"],
+        by = (f" (by {objectives_of(d.study)[0]}; ties by {', '.join(objectives_of(d.study)[1:])})"
+              if len(d.study.directions) > 1 else "")
+        tables.append((f"Best config per optimizer{by}", ["optimizer", "trial", "value", "test", "config"],
                        [[r["optimizer"], str(r["trial"]), _fmt(r["value"]), _fmt(r["test_value"]), r["summary"]]
                         for r in d.per_optimizer]))
     if d.importances:
@@ -158,8 +160,6 @@ def _recommendation_lines(d: ReportData, md: bool = False) -> list[str]:
     summary = f"**{_md(rec.config.summary())}**" if md else rec.config.summary()
     others = ""
     if len(d.study.directions) > 1:  # the knee's other objectives, which it was chosen for too
-        from tuner.study._record import objectives_of
-
         point = next((t for t in d.study.get_trials(deepcopy=False) if t.number == rec.trial), None)
         if point is not None and point.values:
             others = "".join(f"; {name}: {_fmt(v)}" for name, v in
@@ -167,6 +167,18 @@ def _recommendation_lines(d: ReportData, md: bool = False) -> list[str]:
     return [f"{summary} (trial {rec.trial}; {text(rec.source)})",
             text(f"validation {d.metric}: {_pm(rec.value, rec.std)}; test {d.metric}: "
                  f"{_pm(rec.test_value, rec.test_std)}{others}")]
+
+
+def _in_python(d: ReportData) -> bool:
+    """Whether the follow-up is a ``tuner.tune`` call (a study ``tune`` ran), not a command."""
+    return d.followup.startswith("tuner.tune(")
+
+
+def _followup_intro(d: ReportData) -> str:
+    if _in_python(d):
+        return ("A follow-up study over it, in Python run from the folder the report was written from (with the "
+                "function this study tuned):")
+    return "A follow-up study over it, from the folder the report was written from:"
 
 
 def render_markdown(d: ReportData, out_dir: Path) -> Path:
@@ -179,8 +191,8 @@ def render_markdown(d: ReportData, out_dir: Path) -> Path:
         parts += [f"## {_md(title)}", "", _md_table(header, rows), ""]
     if d.narrowed_yaml is not None:
         parts += ["## Narrowed search space for a follow-up study", "",
-                  "Saved as `narrowed-space.yaml`. A follow-up study over it, from the folder the report was "
-                  "written from:", "", *_fence(d.followup, "bash"), ""]
+                  f"Saved as `narrowed-space.yaml`. {_followup_intro(d)}", "",
+                  *_fence(d.followup, "python" if _in_python(d) else "bash"), ""]
         parts += [f"- {_md(n)}" for n in d.narrowed_notes] + [""]
         parts += [*_fence(d.narrowed_yaml, "yaml"), ""]
     parts += ["## Plots", ""]
@@ -242,8 +254,8 @@ def render_html(d: ReportData, out_dir: Path) -> Path:
         parts.append("</table>")
     if d.narrowed_yaml is not None:
         parts.append("<h2>Narrowed search space for a follow-up study</h2>"
-                     "<p>Saved as <code>narrowed-space.yaml</code>. A follow-up study over it, from the folder "
-                     f"the report was written from:</p><pre class=\"cmd\">{_wrap_at_spaces(d.followup)}</pre>")
+                     f"<p>Saved as <code>narrowed-space.yaml</code>. {e(_followup_intro(d))}</p>"
+                     f"<pre class=\"cmd\">{_wrap_at_spaces(d.followup)}</pre>")
         parts.append("<ul>" + "".join(f"<li>{_inline(n)}</li>" for n in d.narrowed_notes) + "</ul>")
         parts.append(f"<pre>{e(d.narrowed_yaml)}</pre>")
     parts.append("<h2>Plots</h2>")

@@ -16,10 +16,12 @@ from tuner.study._record import (
     Key,
     StudyKey,
     direction_of,
+    handed_over,
     primary,
     range_position,
     ranked_trials,
     record_of,
+    set_by_known_start,
     stopped_early,
     tie_at_top,
     top_distinct,
@@ -125,7 +127,7 @@ def edge_notes(study: optuna.Study, number: int) -> list[str]:
     notes = []
     for name, dist in sorted(trial.distributions.items()):
         value = trial.params[name]
-        pos = range_position(dist, value)
+        pos = None if set_by_known_start(trial, name) else range_position(dist, value)
         if pos is not None and (pos <= EDGE or pos >= 1 - EDGE):
             end = "low" if pos <= EDGE else "high"
             if end in (hard.get(name) or ()):
@@ -216,9 +218,9 @@ def list_studies(url: str) -> list[dict[str, Any]]:
         study = optuna.load_study(study_name=frozen.study_name, storage=opened)
         trials = study.get_trials(deepcopy=False)
         best = None
-        if kind != "multi-objective":
-            ranked = ranked_trials(study, trials)
-            best = primary(ranked[0]) if ranked else None
+        if kind != "multi-objective":  # tuner's studies of two objectives: the knee's metric, as export takes it
+            point = handed_over(study) if len(frozen.directions) > 1 else next(iter(ranked_trials(study, trials)), None)
+            best = primary(point) if point is not None else None
         # Trials run or running; configs queued for a study never run (its first trials) are not trials yet.
         waiting = sum(t.state == TrialState.WAITING for t in trials)
         starts = [t.datetime_start for t in trials if t.datetime_start is not None]

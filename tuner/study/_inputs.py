@@ -60,7 +60,12 @@ def open_checked(spec: StudySpec, *, space_data: dict[str, Any] | None = None, s
     from tuner.study._workers import parse_devices
 
     parse_devices(devices)  # a device that is not there
-    prepared = prepare(spec, space_data=space_data, track=run)
+    try:
+        prepared = prepare(spec, space_data=space_data, track=run)
+    except ConfigError as exc:
+        from tuner.study._spec import locate_in_spec
+
+        raise locate_in_spec(exc, spec_file, spec) from None
     return prepared, create_or_join(prepared, force=force)
 
 

@@ -113,6 +113,7 @@ class PreparedStudy:
             found = self.calibration
             lines.append(f"lr ranges calibrated by an LR range test (batch size {found.batch_size}, "
                          f"{found.seconds:.1f}s):")
+            lines += [f"  note: {note}" for note in getattr(found, "notes", [])]
             for curve in found.curves.values():
                 first, *notes = curve.lines()
                 lines += ["  " + first + ("" if curve.found else " - kept the space's range")]
@@ -155,12 +156,15 @@ def prepare(spec: StudySpec, space_data: dict[str, Any] | None = None, *, track:
         spec = spec.with_overrides(pruner=objective.pruner or DEFAULT_PRUNER)
     _check_threads(spec.threads)
     _check_objectives(spec, objective)
+    space_notes = []
     if spec.objectives is not None and len(spec.objectives) < 2:
         spec = spec.model_copy(update={"objectives": None})  # the metric alone: as without the key
+        space_notes.append(f"objectives: the metric alone, {objective.metric!r}: one objective, as without the key "
+                           f"(a Pareto front of {objective.metric} against training time: "
+                           f"{objective.metric},train_seconds)")
     _check_packages(space)
     trainer = Trainer(objective, device=spec.device)
     n_train = len(trainer.data.x_train)
-    space_notes = []
     if space_data is None:  # a stored space already holds the study's batch sizes
         if spec.batch_size is not None:
             space = space.with_batch_sizes(spec.batch_size)

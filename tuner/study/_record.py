@@ -210,6 +210,16 @@ EDGE = 0.05  # a value within this fraction of a range's end (log scale where th
 MIN_TOP = 5  # the fewest complete trials a study needs for a narrowed space (drawn from the better half of them)
 
 
+def set_by_known_start(trial: FrozenTrial, name: str) -> bool:
+    """Whether one of tuner's known-good starting points set parameter ``name`` of ``trial``, not the sampler:
+    such a value at a range's end (adamw-warmup-cosine's beta2 of 0.999) was put there by tuner, and says
+    nothing of better values beyond. (A config the user queued, or one warm-started from a study's sampled
+    trials, is the user's evidence, and counts.)"""
+    fixed = trial.system_attrs.get("fixed_params")
+    return (isinstance(fixed, dict) and name in fixed
+            and str(trial.user_attrs.get("start", "")).startswith("known start"))
+
+
 def range_position(dist: Any, value: float) -> float | None:
     """Where ``value`` sits in a numeric distribution's range, 0 at ``low`` and 1 at ``high`` (on the log
     scale for a log range); None for a categorical or an empty range."""
@@ -281,13 +291,14 @@ def better(a: float, b: float, direction: str) -> bool:
 
 
 def ranked_trials(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> list[FrozenTrial]:
-    """Complete trials with a finite value, best first (ties: the earlier trial first); of ``trials`` where
-    the caller has read the study's trials already."""
+    """Complete trials with a finite value, best first (ties: by the other objectives of a study with several,
+    then the earlier trial first); of ``trials`` where the caller has read the study's trials already."""
     if trials is None:
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.values and math.isfinite(t.values[0])]
-    sign = -1.0 if direction_of(study) == "maximize" else 1.0
-    return sorted(done, key=lambda t: (sign * t.values[0], t.number))
+    signs = _signs(study)
+    # Of several objectives, trials that tie on the first rank by the others (the cheaper first).
+    return sorted(done, key=lambda t: (*(s * v for s, v in zip(signs, t.values, strict=False)), t.number))
 
 
 def top_distinct(study: optuna.Study, k: int) -> list[FrozenTrial]:
@@ -320,10 +331,36 @@ def tie_at_top(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> 
     return (tied, len(ranked), best) if tied >= 3 and 2 * tied >= len(ranked) else None
 
 
+def tie_text(tied: int, complete: int, value: float) -> str:
+    """What a tie at the top (``tie_at_top``) means, as ``study show`` and the report say it."""
+    return (f"{tied} of the {complete} complete trials tie at the best value, {value:.4g}: which one is best says "
+            f"nothing of its settings, so no edge of the space is read from it (where they all score at chance, "
+            f"the learning rates are the first suspect)")
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
     """The best complete trial, or None."""
     ranked = ranked_trials(study)
     return ranked[0] if ranked else None
+
+
+def handed_over(study: optuna.Study) -> FrozenTrial | None:
+    """The trial a study hands over (``study export``, ``TuneResult.best_trial``): its best complete trial; of a
+    study with several objectives, the knee of its Pareto front. None without a complete trial."""
+    return knee(study) if len(study.directions) > 1 else best_trial(study)
+
+
+def handed_over_text(study: optuna.Study) -> str:
+    """That trial in words, for the line that ends a run: ``best trial 4: accuracy 0.9500``, or ``the knee of
+    the Pareto front, trial 1: accuracy 0.9300, train_seconds 0.05``."""
+    point = handed_over(study)
+    if point is None:
+        return "no complete trial"
+    names = objectives_of(study)
+    values = ", ".join(f"{n} {v:.4f}" if i == 0 else f"{n} {v:.4g}"
+                       for i, (n, v) in enumerate(zip(names, point.values, strict=True)))
+    where = "the knee of the Pareto front, trial" if len(study.directions) > 1 else "best trial"
+    return f"{where} {point.number}: {values}"
 
 
 def history_attrs(val_history: list[float], epoch_times: list[float], train_loss: list[float]) -> dict[str, Any]:

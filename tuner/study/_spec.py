@@ -364,6 +364,10 @@ def _describe(exc: ValidationError, data: dict[str, Any], source: str) -> str:
     if err["type"] == "extra_forbidden" and inner and key == "warm_start":
         return f"{where}: key 'warm_start': " + unknown_name_message("warm_start key", inner[-1],
                                                                      WarmStart.model_fields)
+    if err["type"] == "extra_forbidden" and key in ("direction", "directions"):
+        return (f"{where}: a study spec has no key {key!r}: a study's direction is its objective's metric's "
+                f"(accuracy and r2 maximised, mse and rmse minimised); a study of several objectives names them: "
+                f"objectives: [<the metric>, train_seconds].")
     if err["type"] == "extra_forbidden":
         return f"{where}: " + unknown_name_message("study-spec key", key, StudySpec.model_fields)
     if inner and key == "warm_start":  # a value inside the mapping: name its key
@@ -421,6 +425,26 @@ def load_spec(ref: str | Path) -> StudySpec:
                 raise ConfigError(f"{where}: {item}: {what} (looked next to the spec, in {path.parent.resolve()}, "
                                   f"then in the working directory).")
     return StudySpec.from_mapping(data, str(path))
+
+
+def locate_in_spec(exc: ConfigError, ref: str | Path | None, spec: StudySpec) -> ConfigError:
+    """An error that a later check (once the objective is loaded) gave a spec key, ``"objectives: ..."``, with
+    the spec file and the key's line, where the file wrote that key and the command line did not replace it;
+    else the error as it is."""
+    key, sep, rest = str(exc).partition(": ")
+    if ref is None or not sep or key not in StudySpec.model_fields:
+        return exc
+    try:
+        path = _spec_path(ref)
+        data = load_yaml_file(path)
+        if not isinstance(data, dict) or key not in data or load_spec(ref).model_dump().get(key) != \
+                spec.model_dump().get(key):
+            return exc
+    except ConfigError:
+        return exc
+    from tuner.spaces._params import location
+
+    return ConfigError(f"{location(str(path), data, key, key)}: {rest}")
 
 
 def check_inline_space(ref: str | Path) -> None:
