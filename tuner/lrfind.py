@@ -5,8 +5,9 @@ training loss, and read off the range of rates over which the loss falls fastest
 Every optimizer of a space is swept on its own, from the space's centre (its other hyperparameters at the middle
 of their ranges, a constant rate, no weight decay). The suggested *range* runs from where the loss has started to
 fall (or the steepest fall, whichever is lower) up to the last rate before the smoothed loss climbs back above
-its starting value, and spans ``MIN_DECADES`` to ``MAX_DECADES``: it is meant as the bounds of a search, not as
-one rate to train with.
+its starting value (where its fall is done, where it never climbs back), and spans ``MIN_DECADES`` to
+``MAX_DECADES`` with the steepest fall inside: it is meant as the bounds of a search, not as one rate to train
+with.
 
 Example:
     >>> result = lr_find("mnist1d-cnn", optimizers=["adamw", "nesterov"])
@@ -42,6 +43,7 @@ STEPS_PER_DECADE = 20
 STOP_FACTOR = 4.0       # the sweep stops when the running loss exceeds this multiple of its lowest value
 MIN_DROP = 0.05         # a fall of the smoothed loss below this fraction of its start is no fall
 DESCENT = 0.1           # the range starts where this fraction of the whole fall is done ...
+DONE = 0.05             # ... and, where the loss never climbs back, ends where all but this fraction is done, ...
 MIN_DECADES = 1.0       # ... and spans at least this many decades ...
 MAX_DECADES = 3.0       # ... and at most this many (a multiplier's range widened to its default may span more)
 WARM_STEPS = 10         # steps before the stop rule applies
@@ -56,7 +58,8 @@ class LRCurve:
         lrs, losses: the rates swept and the training loss at each (the median over repeats).
         smoothed: the losses smoothed over ``STEPS_PER_DECADE // 2`` neighbouring rates, centred (no lag).
         low, high: the suggested range of learning rates; ``None`` when the loss did not fall (``note`` says).
-            ``high`` is the last rate before the smoothed loss climbs back above its start.
+            ``high`` is the last rate before the smoothed loss climbs back above its start (where it never
+            does, the rate where its fall is done).
         minimum: the rate where the smoothed loss is lowest; steepest: where it falls fastest.
         stop: why the sweep ended; seconds: how long it took (all repeats).
     """
@@ -107,6 +110,8 @@ class LRFindResult:
     start_lr: float = START_LR
     end_lr: float = END_LR
     repeats: int = 1
+    #: what the test changed to run, for people: a batch size that ran out of memory and the one it ran at
+    notes: list[str] = field(default_factory=list)
 
     @property
     def seconds(self) -> float:
@@ -115,7 +120,7 @@ class LRFindResult:
     def summary(self) -> dict[str, Any]:
         """What a study keeps of the test: the suggested ranges, without the curves."""
         return {"objective": self.objective, "batch_size": self.batch_size, "device": self.device,
-                "repeats": self.repeats, "seconds": round(self.seconds, 3),
+                "repeats": self.repeats, "seconds": round(self.seconds, 3), "notes": list(self.notes),
                 "ranges": {k: {"low": c.low, "high": c.high, "minimum": c.minimum, "steepest": c.steepest,
                                "note": c.note, "line": c.line()} for k, c in self.curves.items()}}
 
@@ -164,14 +169,49 @@ def lr_find(objective: str | Objective, optimizers: str | list[str] | None = Non
                                    or batch_size < 1):
         raise ConfigError(f"batch_size must be a whole number >= 1. Got {batch_size!r}.")
     lrs = list(np.geomspace(start_lr, end_lr, steps))
-    curves: dict[str, LRCurve] = {}
-    used_batch = 0
-    for name in names:
-        config = _config(the_space, name, batch_size, seed)
-        used_batch = min(config.batch_size, n_train)
-        curves[name] = _curve(trainer, config, lrs, repeats)
+    notes: list[str] = []
+    asked = batch_size
+    while True:
+        curves: dict[str, LRCurve] = {}
+        used_batch = 0
+        try:
+            for name in names:
+                config = _config(the_space, name, batch_size, seed)
+                used_batch = min(config.batch_size, n_train)
+                curves[name] = _curve(trainer, config, lrs, repeats)
+            break
+        except _OutOfMemory as exc:
+            # One batch size for every optimizer (a rate suits one batch size): the whole test again, smaller.
+            smaller = _smaller_batch(the_space, exc.batch_size)
+            if asked is not None or smaller is None:
+                how = ("a smaller --batch-size (batch_size= in Python)" if asked is not None else
+                       "a space whose batch sizes fit")
+                raise ConfigError(f"The LR range test of {exc.optimizer!r} on objective {trainer.objective.name!r} "
+                                  f"ran out of memory on {trainer.device} at batch size {exc.batch_size}: give it "
+                                  f"{how}.") from None
+            notes.append(f"batch size {exc.batch_size} ran out of memory on {trainer.device}: the test ran at "
+                         f"{smaller}")
+            batch_size = smaller
     return LRFindResult(trainer.objective.name, used_batch, str(trainer.device), curves, float(start_lr),
-                        float(end_lr), repeats)
+                        float(end_lr), repeats, notes)
+
+
+class _OutOfMemory(Exception):
+    def __init__(self, optimizer: str, batch_size: int) -> None:
+        super().__init__(optimizer, batch_size)
+        self.optimizer, self.batch_size = optimizer, batch_size
+
+
+def _smaller_batch(space: SearchSpace, batch_size: int) -> int | None:
+    """The space's next batch size below ``batch_size``, else half of it; None below 2."""
+    from optuna.distributions import CategoricalDistribution
+
+    dist = space.batch_size.distribution
+    choices = [int(b) for b in dist.choices if int(b) < batch_size] if isinstance(dist, CategoricalDistribution) \
+        else []
+    if choices:
+        return max(choices)
+    return batch_size // 2 if batch_size >= 2 else None
 
 
 def _config(space: SearchSpace, name: str, batch_size: int | None, seed: int) -> TrainConfig:
@@ -224,6 +264,12 @@ def _sweep(trainer: Trainer, config: TrainConfig, lrs: list[float]) -> tuple[lis
         xb, yb = data.x_train[idx].to(device), data.y_train[idx].to(device)
         try:
             loss = float(setup._step(lambda: trainer.loss_fn(model(xb), yb), False))  # noqa: B023
+        except torch.OutOfMemoryError:
+            from tuner.study._engine import release_device_memory
+
+            del model, setup
+            release_device_memory(torch.device(device))
+            raise _OutOfMemory(config.optimizer.name, bs) from None
         except Exception as exc:
             raise ConfigError(f"The LR range test of {config.optimizer.name!r} on objective "
                               f"{trainer.objective.name!r} failed at lr {lr:.3g}: {type(exc).__name__}: {exc}") from exc
@@ -268,17 +314,25 @@ def _analyse(curve: LRCurve, reached_end: bool) -> None:
     above = np.nonzero(s[i_min:] > first)[0]
     # The top: the last rate before the loss climbs back above where it started (training is then worse
     # than not training at all); a warmup and a decaying schedule often train best a little below it.
-    i_top = i_min + int(above[0]) - 1 if len(above) else len(lrs) - 1
+    # Where it never climbs back (a loss that falls, then stays flat to the sweep's end), the top is where the
+    # fall is done (all but DONE of it; the lowest point of a flat stretch is where noise put it): nothing shows
+    # that higher rates train better, and the sweep's end (--end-lr) must not move the range.
+    i_top = i_min + int(above[0]) - 1 if len(above) else int(np.argmax(s <= s[i_min] + DONE * drop))
     curve.minimum, curve.steepest = float(lrs[i_min]), float(lrs[i_steep])
     high = float(lrs[i_top])
-    low = min(float(lrs[i_start]), float(lrs[i_steep]), high / 10 ** MIN_DECADES)
-    curve.low, curve.high = max(low, high / 10 ** MAX_DECADES), high
+    steepest = float(lrs[i_steep])
+    low = max(min(float(lrs[i_start]), steepest, high / 10 ** MIN_DECADES), high / 10 ** MAX_DECADES)
+    if low > steepest:  # the range keeps the steepest fall: MAX_DECADES cuts its top instead
+        low, high = steepest, steepest * 10 ** MAX_DECADES
+    curve.low, curve.high = low, high
     notes = []
     if curve.low < float(lrs[0]) * (1 - 1e-9):  # a range spans MIN_DECADES at least, below the sweep's start too
         notes.append(f"the range's bottom, {curve.low:.2g}, lies below the sweep's start, {lrs[0]:.2g} (a range "
                      f"spans {MIN_DECADES:g} decade(s) at least): rates there were not tried (--start-lr)")
     if not len(above) and reached_end:
-        notes.append("the loss had not climbed back at the sweep's end: the range's top may be higher (--end-lr)")
+        falling = i_top >= len(lrs) - STEPS_PER_DECADE // 2  # the fall done only within half a decade of the end
+        notes.append("the loss had not climbed back by the sweep's end: the range's top is where its fall was done"
+                     + ("; it was still falling there, so the top may be higher (--end-lr)" if falling else ""))
     if notes:
         curve.note = "; ".join(notes)
     _keep_default_multiplier(curve)

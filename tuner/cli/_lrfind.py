@@ -55,6 +55,8 @@ def _print_curves(result: Any, asked_batch: int | None = None) -> None:
     echo(f"LR range test on {result.objective}, batch size {result.batch_size}{smaller}, {result.device}, lr "
          f"{result.start_lr:.2g} .. {result.end_lr:.2g}, {result.repeats} sweep(s) per optimizer, "
          f"{result.seconds:.1f}s:")
+    for note in result.notes:
+        echo(f"  note: {note}")
     for curve in result.curves.values():
         for line in curve.lines():
             echo("  ", line)
