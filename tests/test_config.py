@@ -300,6 +300,11 @@ def test_a_stored_config_is_summed_up_without_pytorch() -> None:
         ({"optimizer": {"name": "sgd", "momentum": 0.9}}, ["SGD with momentum is the 'momentum' optimizer",
                                                            "Nesterov momentum 'nesterov'"]),
         ({"optimizer": {"name": "adam", "bets": [0.9, 0.99]}}, ["Did you mean 'betas'?"]),
+        # A misspelt name that belongs elsewhere: the name, and where it goes
+        ({"optimizer": {"name": "adamw", "weight_decya": 0.05}},
+         ["Did you mean 'weight_decay'? In a train config, weight decay is regularization.weight_decay"]),
+        ({"optimizer": {"name": "adamw", "wd": 0.05}}, ["Did you mean 'weight_decay'? In a train config"]),
+        ({"optimizer": {"name": "adam", "momentun": 0.9}}, ["Did you mean 'momentum'? 'adam' takes no momentum"]),
         ({"optimizer": {"name": "adamw", "learning_rate": 1e-3}}, ["Did you mean 'lr'?"]),
         ({"schedule": "cosine_warmup"}, ["Did you mean 'warmup_cosine'?"]),
         ({"optimizer": "AdamW"}, ["Did you mean 'adamw'?"]),

@@ -392,3 +392,26 @@ def test_a_batch_that_runs_out_of_memory_is_swept_smaller_and_said(tmp_path: Pat
     assert result.summary()["notes"] == result.notes
     with pytest.raises(Refused, match="ran out of memory on cpu at batch size 32: give it a smaller --batch-size"):
         lr_find(f"{path}:oom", space=space, batch_size=32, repeats=1, steps=40, device="cpu")
+
+
+def test_an_interrupted_calibration_says_no_study_was_created(objective_ref: str, space_file: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during `study create --calibrate`'s LR range test printed "interrupted" alone: the study does not
+    exist yet, so `study run` (the usual way on) has nothing to resume."""
+    from conftest import study_names_in
+
+    import tuner.lrfind
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tuner.lrfind, "lr_find", interrupted)
+    db = tmp_path / "c.db"
+    done = CliRunner().invoke(app, ["study", "create", "--objective", objective_ref, "--space", str(space_file),
+                                    "--calibrate", "--n-trials", "2", "--epochs", "1", "--storage", f"sqlite:///{db}",
+                                    "--name", "c"])
+    said = " ".join(done.output.split())
+    assert done.exit_code == 130, said
+    assert "interrupted; no study was created (it was being prepared, its LR range test running): the same " \
+           "command starts again" in said and "study run" not in said
+    assert study_names_in(db) == []

@@ -405,11 +405,11 @@ def tune(
         existing = sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
         asked = [what for what, given in (("enqueue", enqueue), ("warm_start", warm_start)) if given]
         if existed and asked:
-            from tuner.study._storage import study_command
+            from tuner.study._prepare import not_queued_note
 
-            start_notes.append(f"{' and '.join(asked)}: not queued, the study exists and they apply to a new one; `"
-                               + study_command("enqueue", name, storage, "FILE.yaml")
-                               + "` queues configs into it for the next tuner.tune() call")
+            warm = warm_name if isinstance(warm_name, str) else None  # (a Study object: no command reaches it)
+            start_notes.append(not_queued_note(asked, name, storage, warm, warm_storage or storage,
+                                               then=" for the next tuner.tune() call"))
         if existing:
             # A resumed study: a sampler seeded as in the first call would propose the same parameters again.
             from tuner.study._prepare import _joining_seed

@@ -263,3 +263,23 @@ def test_the_notes_say_what_the_study_does_before_any_trial_was_accumulated(hung
         notes = oom_notes(study)
         assert len(notes) == 1 and says in notes[0] and notes[0].startswith(
             "out of memory: batch size 64 ran out of memory on cpu (trial 3)")
+
+
+@pytest.mark.parametrize("on_oom", ["avoid", "accumulate"])
+def test_the_config_that_first_runs_out_of_memory_trains_again_as_those_after_it_do(
+        hungry: str, storage_url: str, tmp_path: Path, on_oom: str) -> None:
+    """The proposals after the first out-of-memory trial were queued again at a smaller batch (or trained in
+    micro-batches), but the one that ran out itself, the one config known to be proposed, was lost."""
+    study, prepared = _hungry_study("first", hungry, storage_url, tmp_path, [16, 32, 64, 128], n_trials=8,
+                                    on_oom=on_oom)
+    run_prepared(study, prepared)
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    first = next(t for t in trials if t.user_attrs.get(Key.OOM))
+    retry = next(t for t in trials if t.user_attrs.get(Key.RETRY_OF) == first.number)
+    if on_oom == "avoid":
+        assert first.user_attrs[Key.REASON].endswith("; queued again at batch size 32")
+        assert retry.params == {**first.params, "batch_size": 32} and retry.state == TrialState.COMPLETE
+    else:
+        assert first.user_attrs[Key.REASON].endswith("; queued again, to train in micro-batches")
+        assert retry.params == first.params and retry.state == TrialState.COMPLETE
+        assert retry.user_attrs[Key.ACCUMULATION]["micro_batch"] == 32

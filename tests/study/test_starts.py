@@ -450,6 +450,11 @@ def test_joining_a_study_does_not_look_for_its_warm_start_again(objective_ref: s
     create_or_join(again)
     assert again.queued == [] and any(n.startswith("--warm-start: not queued, the study exists")
                                       for n in again.start_notes), again.start_notes
+    # The way to bring the other study's best config in, as commands that take it (study enqueue takes files).
+    (note,) = [n for n in again.start_notes if n.startswith("--warm-start")]
+    assert "for the best config of study 'earlier': `tuner study export earlier --no-confirm -o best.yaml " \
+           "--storage " in note
+    assert "`tuner study enqueue later best.yaml --storage" in note
 
 
 def test_a_known_start_that_calibration_leaves_out_is_said_where_the_study_is_created() -> None:

@@ -105,6 +105,7 @@ def handle_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         quiet_libraries()
         _state["study"] = None  # each command says what it runs; nothing carries over from an earlier one
+        _state.pop("preparing", None)
         use_storage(None)
         previous = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, terminate)  # noted too, in case Python loses the exception (in a __del__)
@@ -171,7 +172,7 @@ def _resumes() -> str:
     """What an interrupted command says: how to go on with the study it was running, if any."""
     name = _state.get("study")
     if not name:
-        return ""
+        return _state.get("preparing") or ""
 
     from tuner.study._engine import INTERRUPTED_RUN
 
@@ -412,8 +413,12 @@ def study_create(
         spec_obj = _keep_stored_budget(spec_obj)
     # A spec or flag refused there is said before PyTorch loads.
     _early_server(workers, spec_obj.timeout, devices, run=not no_run)
+    if not joined:  # an interrupt while the study is prepared (an LR range test) leaves no study behind
+        _state["preparing"] = ("; no study was created (it was being prepared" + (", its LR range test running"
+                               if spec_obj.calibrate else "") + "): the same command starts again")
     prepared, study = open_checked(spec_obj, spec_file=spec if space is None else None, devices=devices,
                                    force=force, run=not no_run)
+    _state.pop("preparing", None)
     from tuner.study._session import study_summary
     from tuner.study._storage import storage_hint, storage_label
 

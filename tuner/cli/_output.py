@@ -138,6 +138,12 @@ def print_summary(summary: dict[str, Any]) -> None:
         took = calibration.get("seconds")
         cost = f" ({took:.1f} s, before the first trial)" if isinstance(took, (int, float)) else ""
         echo(f"lr ranges from an LR range test at batch size {calibration['batch_size']}{cost}: {ranges}")
+        searched = calibration.get("searched")
+        if searched and searched["ranges"]:
+            echo("  searched as " + searched["as"] + ": " + ", ".join(
+                f"{name} {low:.2g}..{high:.2g}" for name, (low, high) in searched["ranges"].items()))
+        for note in calibration.get("notes") or []:
+            echo(f"  note: {one_line(note)}")
     scaling = summary.get("lr_scaling")
     if scaling:
         echo(f"lr_scaling ({scaling['rule']}, reference batch size {scaling['reference_batch']}): the space searches "

@@ -169,6 +169,12 @@ class OptimizerInfo:
                    "epsilon": "eps", "wd": "weight_decay"}  # names other libraries use (Keras, papers)
         valid = self.bounds if accepted is None else accepted
         suggestion = aliases.get(key.lower()) if aliases.get(key.lower()) in valid else closest(key, valid)
+        if suggestion is None:  # a misspelt name that belongs elsewhere (weight_decya): where that name goes
+            elsewhere = aliases.get(key.lower()) or closest(key, ("weight_decay", "beta1", "beta2", "momentum",
+                                                                  "nesterov", "dampening", "one_minus_momentum"))
+            where = self.misplaced(elsewhere, in_space, accepted) if elsewhere and elsewhere != key else ""
+            if where and not where.startswith(" Did you mean"):
+                return f" Did you mean {elsewhere!r}?{where}"
         return f" Did you mean {suggestion!r}?" if suggestion else ""
 
     def kwargs(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from tuner._report_files import PLOTS  # noqa: E402
 from tuner.config import TrainConfig  # noqa: E402
 from tuner.optim import lr_factors  # noqa: E402
 from tuner.report._analysis import Importance, complete_trials, per_optimizer_best  # noqa: E402
-from tuner.study._record import Key, direction_of, primary
+from tuner.study._record import Key, StudyKey, direction_of, primary
 
 __all__ = ["draw_all", "PLOTS"]
 
@@ -200,6 +200,11 @@ def slices(study: optuna.Study, names: list[str], members: Members, metric: str,
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
     optimizers = sorted({t.params.get("optimizer", "") for t in trials})
     colors = {o: plt.get_cmap("tab10")(i % 10) for i, o in enumerate(optimizers)}
+    # lr_scaling: the space's rates are at its reference batch size, not the rates trained
+    from tuner.study._describe import stored_space
+
+    space = stored_space(study.user_attrs.get(StudyKey.SPACE))
+    reference = space.lr_scaling.reference_batch if space is not None and space.lr_scaling is not None else None
     for ax, name in zip(axes.flat, names, strict=False):
         pts = [(v, primary(t), t.params.get("optimizer", "")) for t in trials
                if (v := _value(t, name, members)) is not None]
@@ -223,7 +228,8 @@ def slices(study: optuna.Study, names: list[str], members: Members, metric: str,
                 ax.set_xlim(low - pad, high + pad)
             ax.tick_params(axis="x", labelsize=7)
         ax.scatter(xs, [p[1] for p in pts], c=[colors[p[2]] for p in pts], s=14, alpha=0.8)
-        ax.set_title(name, fontsize=9)
+        ax.set_title(name + (f"\n(normalised to batch {reference})" if reference and name.endswith(".lr") else ""),
+                     fontsize=9)
         ax.set_ylabel(_metric_label(metric), fontsize=8)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")

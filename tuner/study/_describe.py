@@ -54,7 +54,7 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
     pareto = _pareto(study)
     confirmation = _confirmation(study, ranked)
     edges_of = _exported(pareto, confirmation, ranked)
-    space = _stored_space(study.user_attrs.get(StudyKey.SPACE))
+    space = stored_space(study.user_attrs.get(StudyKey.SPACE))
     scaling = space.lr_scaling if space is not None else None
     tie = tie_at_top(study, ranked)
     return {
@@ -68,7 +68,7 @@ def study_summary(study: optuna.Study, top: int = 5) -> dict[str, Any]:
         "metric": study.user_attrs.get(StudyKey.METRIC),
         "objective": _objective_of(spec, tune),
         "space": next((v for v in (spec.get("space"), tune.get("space")) if isinstance(v, str)), "custom"),
-        "calibration": _calibration(study.user_attrs.get(StudyKey.CALIBRATION)),
+        "calibration": _calibration(study.user_attrs.get(StudyKey.CALIBRATION), space),
         "n_trials": spec.get("n_trials"),
         "counts": {"complete": c["COMPLETE"], "pruned": c["PRUNED"], "failed": c["FAIL"], "running": c["RUNNING"],
                    "left_behind": _left_behind(study),
@@ -119,7 +119,7 @@ def edge_notes(study: optuna.Study, number: int) -> list[str]:
         return []
     if tie_at_top(study) is not None:  # a trial picked from a tie: its parameters sit where they sit by chance
         return []
-    space = _stored_space(study.user_attrs.get(StudyKey.SPACE))
+    space = stored_space(study.user_attrs.get(StudyKey.SPACE))
     # Ends where the hyperparameter's valid values stop; a space this version no longer reads: none, every end
     # counts as an edge
     hard = space.hard_ends() if space is not None else {}
@@ -140,7 +140,7 @@ def edge_notes(study: optuna.Study, number: int) -> list[str]:
     return notes
 
 
-def _stored_space(raw_space: Any) -> Any:
+def stored_space(raw_space: Any) -> Any:
     """The study's stored search space, read (no PyTorch); None where there is none, or for a space this
     version no longer reads."""
     from tuner.errors import TunerError
@@ -197,13 +197,23 @@ def _confirmation(study: optuna.Study, ranked: list[Any]) -> dict[str, Any] | No
         return None
 
 
-def _calibration(stored: Any) -> dict[str, Any] | None:
-    """The lr ranges an LR range test gave the study's space when it was created (``calibrate: true``)."""
+def _calibration(stored: Any, space: Any = None) -> dict[str, Any] | None:
+    """The lr ranges an LR range test gave the study's space when it was created (``calibrate: true``), what
+    calibrating noted, and, in a space with ``lr_scaling``, the ranges searched (at its reference batch size,
+    not the test's)."""
     if not isinstance(stored, dict) or not isinstance(stored.get("ranges"), dict):
         return None
+    ranges = {k: [v.get("low"), v.get("high")] for k, v in stored["ranges"].items() if isinstance(v, dict)}
+    searched = None
+    scaling = space.lr_scaling if space is not None else None
+    if scaling is not None and stored.get("batch_size") != scaling.reference_batch:
+        searched = {"as": scaling.describe(), "ranges": {
+            name: [lr.distribution.low, lr.distribution.high] for name, (low, _) in ranges.items()
+            if low is not None and name in space.optimizer and (lr := space.optimizer[name].get("lr")) is not None
+            and lr.distribution is not None}}
     return {"batch_size": stored.get("batch_size"), "device": stored.get("device"), "repeats": stored.get("repeats"),
-            "seconds": stored.get("seconds"),
-            "ranges": {k: [v.get("low"), v.get("high")] for k, v in stored["ranges"].items() if isinstance(v, dict)}}
+            "seconds": stored.get("seconds"), "ranges": ranges, "searched": searched,
+            "notes": [str(n) for n in stored.get("notes") or []]}
 
 
 def list_studies(url: str) -> list[dict[str, Any]]:

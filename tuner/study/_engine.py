@@ -993,7 +993,7 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
 
     executor.begin(trial)
     ran_out: tuple[StopReason, dict[str, Any]] | None = None
-    requeue = False
+    requeue, retry = False, None
     heartbeat = Heartbeat(study, trial._trial_id, plan.heartbeat_interval) if plan.storage_url else None
     try:
         with heartbeat or contextlib.nullcontext():
@@ -1019,8 +1019,19 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
         if not getattr(executor, "batches_from_config", False):
             ran_out = (StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {error}"), attrs)
         elif blame_oom is None or blame_oom(batch, True):
+            # The config that ran out trains again, as the proposals avoided after it do: at the largest batch
+            # size below the limit, or (accumulate) in micro-batches; once (a retry that runs out is not).
+            again = ""
+            if trial.user_attrs.get(Key.RETRY_OF) is None and micro is None:
+                smaller = (_largest_batch_below(plan.space, batch) if "batch_size" in trial.params
+                           and plan.on_oom != "accumulate" else None)
+                if plan.on_oom == "accumulate":
+                    retry, again = dict(trial.params), "; queued again, to train in micro-batches"
+                elif smaller is not None:
+                    retry, again = {**trial.params, "batch_size": smaller}, f"; queued again at batch size {smaller}"
             ran_out = (StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {error}"
-                                  + _record_oom(study, executor.device, batch, trial.number, plan.on_oom)), attrs)
+                                  + _record_oom(study, executor.device, batch, trial.number, plan.on_oom) + again),
+                       attrs)
         else:
             requeue, where = True, device_key(executor.device)
             ran_out = (StopReason(StopKind.DISCARDED, f"discarded: ran out of memory on {where} ({error}) beside "
@@ -1053,8 +1064,8 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
         # Out of the except block: the error's traceback, which held the run's tensors, is gone.
         executor.release_memory()
         outcome = finish(TrialState.FAIL, ran_out[0], attrs=ran_out[1])
-        if requeue:
-            queue_again(study, trial)
+        if requeue or retry is not None:
+            queue_again(study, trial, retry)
         return outcome
     return finish(TrialState.COMPLETE, None, done.value, done.test_value, attrs=done.attrs)
 

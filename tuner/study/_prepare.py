@@ -228,6 +228,20 @@ def _stored_space_searches_dropout(spec: StudySpec) -> bool:
     return isinstance(regularization, dict) and regularization.get("dropout") is not None
 
 
+def not_queued_note(asked: list[str], name: str, url: str, warm_study: str | None, warm_url: str,
+                    then: str = "") -> str:
+    """Configs to try first (``asked``: enqueue, warm-start) given for a study that exists: what was not done,
+    and the commands that do it (``study enqueue`` takes config files: another study's best config is
+    exported to one first)."""
+    enqueue = study_command("enqueue", name, url, "FILE.yaml")
+    how = f"`{enqueue}` queues configs into it{then}"
+    if warm_study is not None:
+        exported = study_command("export", warm_study, warm_url, "--no-confirm", "-o", "best.yaml")
+        how += (f"; for the best config of study {warm_study!r}: `{exported}`, then "
+                f"`{study_command('enqueue', name, url, 'best.yaml')}`")
+    return f"{' and '.join(asked)}: not queued, the study exists and they apply to a new one; {how}"
+
+
 def _dropped_by_calibration(space: SearchSpace, calibrated: SearchSpace) -> list[str]:
     """The known-good points ``space`` holds that its calibrated ranges leave out, each with why: said where
     the study is created, not only by ``tuner spaces starts`` on the calibrated file."""
@@ -257,8 +271,11 @@ def _calibrated(spec: StudySpec, space: SearchSpace, trainer: Trainer) -> tuple[
                 stored = summary.user_attrs[StudyKey.SPACE]
                 return SearchSpace.from_dict(stored, name=f"{space.name} (calibrated)",
                                              source=f"study {spec.study_name!r}"), None
+    from tuner.lrfind import replaced_rates
+
     result = lr_find(trainer.objective, space=space, trainer=trainer, seed=spec.seed)
     raw = calibrate_space(space, result)
+    result.notes += replaced_rates(space, result)  # a rate the space fixed is searched now: said under the ranges
     return SearchSpace.from_dict(raw, name=f"{space.name} (calibrated)", source=space.source), result
 
 
@@ -556,9 +573,9 @@ def _create_or_load(storage: optuna.storages.BaseStorage, prepared: PreparedStud
         asked = [option(what) for what, given in (("enqueue", prepared.spec.enqueue),
                                                   ("warm-start", prepared.spec.warm_start)) if given]
         if asked:
-            prepared.start_notes.append(
-                f"{' and '.join(asked)}: not queued, the study exists and they apply to a new one; "
-                f"`{study_command('enqueue', name, url, 'FILE.yaml')}` queues configs into it")
+            warm = prepared.spec.warm_start
+            prepared.start_notes.append(not_queued_note(asked, name, url, warm.study if warm else None,
+                                                        warm.storage if warm and warm.storage else url))
         _enqueue_grid(study, prepared)
         return study, existing[name].n_trials
     from tuner._logs import optuna_quiet
