@@ -14,6 +14,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -372,10 +373,19 @@ def test_what_train_fn_returns_is_a_number_and_a_test_value_or_none():
         ctx.report(0, True)
         return 0.5
 
+    def reports_a_tensor_bool(ctx: tuner.TrialContext):
+        ctx.report(0, torch.tensor(0.7) > 0.5)
+        return 0.5
+
     for fn, says in ((reported((0.5, "x")), "test_value must be the test metric as a number, or None (got str 'x')"),
                      (reported((0.5, True)), "test_value must be the test metric as a number, or None (got bool"),
                      (reported(True), "not True (a bool would be recorded as 1)"),
-                     (reports_a_bool, "ctx.report(epoch, value): value must be the epoch's validation metric")):
+                     # NumPy's and torch's bools too (`return acc > 0.9`): each made every trial "the best"
+                     (reported(np.bool_(True)), "(a bool would be recorded as 1)"),
+                     (reported(torch.tensor(True)), "(a bool would be recorded as 1)"),
+                     (reported((0.5, np.bool_(False))), "test_value must be the test metric as a number"),
+                     (reports_a_bool, "ctx.report(epoch, value): value must be the epoch's validation metric"),
+                     (reports_a_tensor_bool, "ctx.report(epoch, value): value must be the epoch's validation")):
         with pytest.raises(tuner.StudyError) as info:
             tuner.tune(fn, space="lr-only", n_trials=2, epochs=1, verbose=False, known_starts=False,
                        max_consecutive_failures=1)

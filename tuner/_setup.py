@@ -391,7 +391,8 @@ class TrainingSetup:
     def end_epoch(self, metric: float | torch.Tensor | None = None) -> None:
         """Ends an epoch. ``metric`` is the epoch's validation metric (maximised, or minimised with
         ``mode="min"``): the ``plateau`` schedule needs it and lowers the learning rate when it stops
-        improving; the other schedules step every batch in ``step`` and ignore it."""
+        improving; the other schedules step every batch in ``step`` and ignore it. Call it every epoch whatever
+        the schedule: it checks that the epoch took ``steps_per_epoch`` steps (a wrong one is said here)."""
         if metric is not None and self._train_eval and self._in_train_mode() and self._epoch_steps:
             # The metric came from the weights being trained, not from their average, which is the model.
             self._warn_once("schedule-free-eval", (

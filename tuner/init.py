@@ -208,7 +208,8 @@ def list_inits() -> list[str]:
 
 
 def apply_init(model: nn.Module, name: str, params: dict[str, Any] | None = None) -> int:
-    """Initialises the model in place; returns how many weight tensors were set.
+    """Initialises the model in place; returns how many weight tensors were set. Frozen parameters
+    (``requires_grad=False``: a pretrained part kept as it is) are left as they are.
 
     Example:
         >>> apply_init(nn.Linear(4, 2), "orthogonal")
@@ -227,12 +228,14 @@ def apply_init(model: nn.Module, name: str, params: dict[str, Any] | None = None
             if not isinstance(module, layers):
                 continue
             for pname, param in module.named_parameters(recurse=False):
+                if not param.requires_grad:  # frozen (pretrained, kept as it is): not drawn anew
+                    continue
                 if param.ndim >= 2:
                     info.fn(param, **kwargs)
                     count += 1
                 elif pname.startswith("bias"):
                     param.zero_()
-            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None and module.weight.requires_grad:
                 module.weight[module.padding_idx].zero_()  # as nn.Embedding keeps it: padding gets no gradient
     return count
 

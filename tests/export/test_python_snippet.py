@@ -166,7 +166,7 @@ def test_the_header_names_what_the_script_needs_and_a_schedule_free_loop_evaluat
     """The header's loop is what a reader copies: a schedule-free optimizer's includes training.eval(), and a
     script that imports a package besides PyTorch says which."""
     plain = python_snippet(TrainConfig.from_dict({"optimizer": {"name": "adamw", "lr": 1e-3}}))
-    assert "needs only PyTorch." in plain and "training.eval()" not in plain.split('"""')[1]
+    assert "needs only PyTorch." in plain and "training.eval(" not in plain.split('"""')[1]
     for name, package in (("schedulefree_adamw", "schedulefree"), ("prodigy", "prodigyopt")):
         pytest.importorskip(package)
         source = python_snippet(TrainConfig.from_dict({"optimizer": {"name": name, "lr": 1.0}}))
@@ -174,7 +174,7 @@ def test_the_header_names_what_the_script_needs_and_a_schedule_free_loop_evaluat
         assert f"needs PyTorch and the {package!r} package (pip install {package})" in header
         assert f"import {package}" in source and "needs only PyTorch" not in source
         loop = header[header.index("for epoch in range(EPOCHS):"):header.index("training.end_epoch")]
-        assert ("training.eval()" in loop) == (name == "schedulefree_adamw"), loop
+        assert ("training.eval(itertools.islice(train_loader, 50))" in loop) == (name == "schedulefree_adamw"), loop
 
 
 def test_rejects_anything_but_a_train_config() -> None:
@@ -270,6 +270,18 @@ def test_apply_init_draws_the_same_weights(config: TrainConfig, ns: dict[str, An
     assert changed == (config.init.name != "default")
     # An embedding's padding row gets no gradient: it stays zero, as nn.Embedding makes it, under every init.
     assert not theirs["padded"].weight[2].any() and not mine["padded"].weight[2].any()
+
+
+def test_apply_init_leaves_frozen_parameters_as_they_are(config: TrainConfig, ns: dict[str, Any]) -> None:
+    """A pretrained layer frozen with requires_grad_(False) was drawn anew, and trained no more: random for
+    good, without a word."""
+    for init in (ns["apply_init"], config.apply_init):
+        model = _zoo()
+        frozen = next(m for m in model.modules() if isinstance(m, nn.Linear))
+        frozen.requires_grad_(False)
+        before = [p.clone() for p in frozen.parameters()]
+        init(model)
+        assert all(torch.equal(a, b) for a, b in zip(before, frozen.parameters(), strict=True))
 
 
 def test_apply_init_consumes_the_generator_like_tuner(config: TrainConfig, ns: dict[str, Any]) -> None:
@@ -593,6 +605,19 @@ def test_a_schedule_cannot_be_registered_without_its_export_source() -> None:
         _schedules._register("test-no-source", _schedules._constant, bounds, "nothing written",
                              source=lambda p: _schedules.ScheduleSource("batch"))
     assert "test-no-source" not in list_schedules()
+
+
+def test_the_exported_train_helper_recomputes_batchnorm_statistics_for_schedule_free() -> None:
+    """The script's own train() called training.eval() without batches, so a BatchNorm model evaluated the
+    averaged weights with the stepped weights' statistics (tuner's trainer passes up to 50 batches)."""
+    config, ns = _exported({"optimizer": {"name": "schedulefree_adamw", "lr": 0.05}, "seed": 3, "epochs": 2,
+                            "batch_size": 16})
+    x, y = torch.randn(64, 6) * 2 + 1, torch.randint(0, 3, (64,))
+    model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    ns["train"](model, x, y)
+    with torch.no_grad():  # the averaged weights (the last eval), through the training batches in order
+        means = torch.stack([model[0](x[i:i + 16]).mean(0) for i in range(0, 64, 16)]).mean(0)
+    assert torch.allclose(model[1].running_mean, means, atol=1e-5)
 
 
 def test_the_exported_schedule_free_eval_recomputes_batchnorm_statistics_as_tuner_does() -> None:

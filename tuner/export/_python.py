@@ -133,7 +133,8 @@ def _header(config: TrainConfig, title: str) -> list[str]:
         "    for epoch in range(EPOCHS):",
         "        for x, y in train_loader:",
         "            loss = training.step(lambda: loss_fn(model(x), y))",
-        *(["        training.eval()                          # schedule-free: evaluate the averaged weights"]
+        *(["        training.eval(itertools.islice(train_loader, 50))  # schedule-free: the averaged weights",
+           "        # (the batches: for a model with BatchNorm, its statistics computed again through them)"]
           if info.train_eval else []),
         end_epoch,
         "",
@@ -166,16 +167,19 @@ def _init_source(config: TrainConfig) -> list[str]:
         f'    """Initialises the model in place: {info.name}, {info.description}.',
         "",
         "    Every weight (dimension >= 2) of the INIT_LAYERS is drawn anew and their biases are set to zero (an",
-        "    embedding's padding row too).",
+        "    embedding's padding row too); frozen parameters (requires_grad=False) are left as they are.",
         '    """',
         "    for module in model.modules():",
         "        if isinstance(module, INIT_LAYERS):",
         "            for name, param in module.named_parameters(recurse=False):",
+        "                if not param.requires_grad:",
+        "                    continue",
         "                if param.ndim >= 2:",
         f"                    {draw}",
         '                elif name.startswith("bias"):',
         "                    param.zero_()",
-        "            if isinstance(module, nn.Embedding) and module.padding_idx is not None:",
+        "            embedding = isinstance(module, nn.Embedding) and module.weight.requires_grad",
+        "            if embedding and module.padding_idx is not None:",
         "                module.weight[module.padding_idx].zero_()  # the padding row stays zero, as in nn.Embedding",
     ]
 
@@ -446,7 +450,10 @@ def _train_source(config: TrainConfig) -> list[str]:
         "            total += training.step(lambda: loss_fn(model(xb), yb)).item()",
         "        metric = total / steps_per_epoch",
         '        message = f"epoch {epoch + 1}/{EPOCHS}: train loss {metric:.4f}"',
-        *(["        training.eval()  # the averaged weights are the ones to evaluate"] if train_eval else []),
+        # The averaged weights are the ones to evaluate; a BatchNorm's statistics are computed again through
+        # them on up to 50 training batches, as tuner's trainer does.
+        *(["        training.eval(x_train[i:i + BATCH_SIZE] for i in range(0, min(n, 50 * BATCH_SIZE), BATCH_SIZE))"]
+          if train_eval else []),
         "        if x_val is not None:",
         "            model.eval()",
         "            with torch.no_grad():",

@@ -293,8 +293,11 @@ class TrialContext:
 
 
 def _is_bool(value: Any) -> bool:
-    """True and False, NumPy's too: numbers to ``float()``, never a metric."""
-    return isinstance(value, bool) or type(value).__name__ == "bool_"
+    """True and False, NumPy's and a torch bool tensor too: numbers to ``float()``, never a metric."""
+    if isinstance(value, bool):
+        return True
+    dtype = getattr(value, "dtype", None)  # NumPy's bool scalar (numpy.bool, numpy.bool_) and arrays, torch's
+    return dtype is not None and (dtype == torch.bool or str(dtype) == "bool")
 
 
 class TrainFnMisuse(ConfigError):
