@@ -500,3 +500,13 @@ def test_saved_text_keeps_its_characters(tmp_path) -> None:
     path = TrainConfig().save(tmp_path / "c.yaml", study="ünïcödé 名前")
     assert "study: ünïcödé 名前" in path.read_text(encoding="utf-8")
     assert load_config(path) == TrainConfig()
+
+
+def test_a_suggestion_is_made_only_for_a_name_alike_enough() -> None:
+    """`tuner study show nope` suggested 'mine' (two letters of four in common)."""
+    from tuner.errors import closest
+
+    assert closest("nope", ["digits-adam", "mine", "quickstart"]) is None
+    assert closest("adamw2", ["adam", "adamw", "sgd"]) == "adamw"
+    assert closest("optimzer", ["optimizer", "schedule"]) == "optimizer"
+    assert closest("cosine_warmup", ["warmup_cosine", "cosine"]) == "warmup_cosine"

@@ -518,3 +518,21 @@ def test_weights_the_initialiser_leaves_as_they_were_are_named():
         config.setup(_mlp(), steps_per_epoch=1)  # every weight in a layer it sets
         TrainConfig().setup(Own(), steps_per_epoch=1)  # the default initialiser sets none, by design
         config.setup(Own(), steps_per_epoch=1, init=False)
+
+
+def test_lazy_layers_are_asked_for_a_forward_pass_first_and_the_trainer_makes_one() -> None:
+    """config.setup on a model with nn.LazyLinear failed inside the initialisation with PyTorch's "Attempted to
+    use an uninitialized parameter"; the built-in trainer, which builds an objective's model, did the same."""
+    from tuner.objectives import Objective, from_arrays
+    from tuner.train import Trainer
+
+    config = TrainConfig.from_dict({"optimizer": {"name": "adamw", "lr": 0.01}, "init": {"name": "orthogonal"},
+                                    "epochs": 1, "batch_size": 8})
+    with pytest.raises(ConfigError, match=r"lazy layers whose parameters are not made yet \(0.weight, 0.bias\): "
+                                          r"run one forward pass"):
+        config.setup(nn.Sequential(nn.LazyLinear(3), nn.ReLU(), nn.Linear(3, 2)), steps_per_epoch=2)
+    x, y = torch.randn(40, 5).numpy(), (torch.arange(40) % 2).numpy()
+    lazy = Objective("lazy", load_data=lambda: from_arrays(x[:32], y[:32], x[32:], y[32:], n_classes=2),
+                     build_model=lambda data: nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.Linear(8, 2)))
+    result = Trainer(lazy, device="cpu").fit(config)
+    assert 0.0 <= result.value <= 1.0

@@ -669,3 +669,18 @@ def test_a_sigterm_whose_exception_python_lost_still_ends_the_run(how: str, code
     assert [t.state.name for t in trials[:2]] == ["COMPLETE", "FAIL"], [t.state.name for t in trials]
     assert trials[1].user_attrs["reason_kind"] == "interrupted", trials[1].user_attrs
     assert all(t.state.name == "WAITING" for t in trials[2:])  # its config queued again; nothing else ran
+
+
+def test_a_pruned_trial_line_shows_the_value_it_was_pruned_at_as_a_workers_line_does(capsys) -> None:
+    """In one process a pruned trial's line read "val -", with workers "val 0.3164": Optuna records the last
+    reported value as a pruned trial's value, and both lines now show it."""
+    import optuna
+
+    def pruned_at_once(ctx: tuner.TrialContext) -> float:
+        ctx.report(0, 0.3125)
+        raise optuna.TrialPruned("stopped by hand")
+
+    result = tuner.tune(pruned_at_once, space="lr-only", n_trials=1, epochs=2, known_starts=False)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("trial    0"))
+    assert "PRUNED   val 0.3125" in line, line
+    assert result.study.trials[0].value == pytest.approx(0.3125)

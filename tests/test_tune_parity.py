@@ -712,3 +712,16 @@ def test_export_of_a_tune_study_says_its_confirmation_flags_do_nothing(tmp_path:
            "tuner.tune(), whose training runs only in your code" in " ".join(sized.output.split())
     plain = CliRunner().invoke(app, ["study", "export", "mine", "--storage", url, "-o", "again.yaml"])
     assert plain.exit_code == 0 and "warning" not in plain.output, plain.output
+
+
+def test_epochs_reported_backwards_fail_the_trial_saying_they_must_increase():
+    """Epochs 1 then 0 were said to be "epoch 0 was reported already", though it never was."""
+    def backwards(ctx: tuner.TrialContext) -> float:
+        for epoch in reversed(range(ctx.config.epochs)):
+            ctx.report(epoch, 0.5)
+        return 0.5
+
+    with pytest.raises(StudyError) as info:
+        tuner.tune(backwards, "lr-only", n_trials=1, epochs=2, max_consecutive_failures=1, verbose=False)
+    reason = info.value.result.study.trials[0].user_attrs[Key.REASON]
+    assert "epoch 0 came after epoch 1: epochs must increase" in reason and "reported already" not in reason

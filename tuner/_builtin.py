@@ -30,6 +30,16 @@ def builtin_names(folder: str, suffixes: tuple[str, ...]) -> dict[str, Path]:
     }
 
 
+def builtin_hint(path: str | Path, folder: str, suffixes: tuple[str, ...], kind: str) -> str:
+    """For a file that is not there whose name is a built-in one's (``studies/mnist1d-mlp.yaml`` given outside
+    the repository, where the built-in files are not beside the working directory): the built-in name, which
+    works from any folder; "" otherwise."""
+    name = Path(str(path)).stem.replace("_", "-")
+    if Path(str(path)).suffix not in suffixes or name not in builtin_names(folder, suffixes):
+        return ""
+    return f"; the built-in {kind} of that name is {name!r} (give the name alone, from any folder)"
+
+
 def space_source(ref: str) -> tuple[Path, str]:
     """The YAML file of a search space given as a built-in name or a path, and the space's name. A name or
     file that is not there is a ConfigError; checked without building anything (no PyTorch)."""
@@ -38,7 +48,8 @@ def space_source(ref: str) -> tuple[Path, str]:
     path = Path(ref)
     if path.suffix in (".yaml", ".yml") or "/" in ref or path.exists():
         if not path.exists():
-            raise ConfigError(f"{path}: no such search-space file")
+            raise ConfigError(f"{path}: no such search-space file"
+                              + builtin_hint(path, "search_spaces", (".yaml", ".yml"), "search space"))
         return path, path.stem
     builtin = builtin_names("search_spaces", (".yaml", ".yml"))
     if ref not in builtin:
@@ -101,7 +112,8 @@ def missing_objective_file(ref: str) -> str:
     """The message for an objective file (``path/file.py[:attr]``) that is not there; "" for any other reference."""
     target, _ = split_objective_ref(ref)
     if (target.endswith(".py") or "/" in target) and not Path(target).is_file():
-        return f"Objective file {str(Path(target))!r} does not exist."
+        return (f"Objective file {str(Path(target))!r} does not exist"
+                + builtin_hint(target, "objectives", (".py",), "objective") + ".")
     return ""
 
 

@@ -165,6 +165,12 @@ class TrainingSetup:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"config.setup(model, ...) takes the model, a torch.nn.Module (not "
                               f"model.parameters()); got {type(model).__name__}.")
+        lazy = [name for name, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
+        if lazy:
+            raise ConfigError(f"config.setup(model, ...): the {type(model).__name__} has lazy layers whose parameters "
+                              f"are not made yet ({', '.join(lazy[:3])}{' ...' if len(lazy) > 3 else ''}): run one "
+                              f"forward pass on a batch, model(x), before config.setup, so that they exist to be "
+                              f"initialised and trained.")
         if not any(p.requires_grad for p in model.parameters()):
             raise ConfigError(f"config.setup(model, ...): the {type(model).__name__} has no parameter to train "
                               f"(none, or all with requires_grad=False).")

@@ -42,7 +42,7 @@ def closest(name: str, valid: Iterable[str]) -> str | None:
     for v in valid:
         if v.lower() == str(name).lower() or sorted(re.split(r"[_\-\s]+", v.lower())) == words:
             return v
-    matches = difflib.get_close_matches(str(name).lower(), [v.lower() for v in valid], n=1, cutoff=0.5)
+    matches = difflib.get_close_matches(str(name).lower(), [v.lower() for v in valid], n=1, cutoff=0.6)
     return next(v for v in valid if v.lower() == matches[0]) if matches else None
 
 

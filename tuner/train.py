@@ -278,6 +278,10 @@ class Trainer:
         with its dropout rate, as every trial of the config starts."""
         seed_everything(config.seed)
         model = self.objective.build_model(self.cpu_data)
+        if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
+            with torch.no_grad():  # lazy layers (nn.LazyLinear) make their parameters on a first batch
+                model.eval()(self.cpu_data.x_train[:2])
+            model.train()
         config.apply_init(model)
         config.apply_dropout(model)
         return model

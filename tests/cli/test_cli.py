@@ -623,3 +623,19 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(monkeypatch: pytest.Mo
         printing()
     assert info.value.exit_code == SIGPIPE_EXIT == 141 and said == []
     _output.out.quiet = False
+
+
+def test_a_built_in_file_named_by_its_path_outside_the_repository_is_given_its_name(tmp_cwd: Path) -> None:
+    """`tuner study create studies/mnist1d-mlp.yaml`, as the README's examples read from the repository's root,
+    said only "no such file" anywhere else; the built-in of that name works from any folder."""
+    runner = CliRunner()
+    for args, said in (
+            (["study", "create", "studies/mnist1d-mlp.yaml", "--no-run"],
+             "studies/mnist1d-mlp.yaml: no such file; the built-in study spec of that name is 'mnist1d-mlp'"),
+            (["study", "create", "--objective", "digits-mlp", "--space", "search_spaces/adam-family.yaml", "--no-run"],
+             "no such search-space file; the built-in search space of that name is 'adam-family'"),
+            (["study", "create", "--objective", "objectives/digits_mlp.py:objective", "--no-run"],
+             "does not exist; the built-in objective of that name is 'digits-mlp'")):
+        _assert_user_error(runner.invoke(app, args), said)
+    _assert_user_error(runner.invoke(app, ["study", "create", "mine.yaml", "--no-run"]), "mine.yaml: no such file")
+    assert not list(tmp_cwd.iterdir())

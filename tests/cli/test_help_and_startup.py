@@ -285,13 +285,17 @@ def test_a_storage_file_of_another_application_is_refused_before_pytorch_loads(s
 
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory: pytest.TempPathFactory, objective_ref: str, space_file: Path) -> str:
-    """The storage URL of a study "s" of 4 trials; beside it "edge", whose best trial sits at the end of a
-    range (``study show`` says so), and "pareto", a study of accuracy and training seconds."""
+    """The storage URL of a study "s" of 4 trials, reported (its confirmation and tuning-free runs stored, which
+    ``study show`` repeats); beside it "edge", whose best trial sits at the end of a range (``study show`` says
+    so), and "pareto", a study of accuracy and training seconds."""
     folder = tmp_path_factory.mktemp("finished")
     url = f"sqlite:///{folder / 'tuner.db'}"
     created = CliRunner().invoke(app, ["study", "create", "--name", "s", "--objective", objective_ref, "--storage",
                                        url, "--n-trials", "4", "--epochs", "2", "--seed", "0"])
     assert created.exit_code == 0, created.output
+    reported = CliRunner().invoke(app, ["study", "report", "s", "--storage", url, "--seeds", "2", "-o",
+                                        str(folder / "report")])
+    assert reported.exit_code == 0, reported.output
     (folder / "edge.yaml").write_text("optimizer: {name: adam, lr: 0.03}\nbatch_size: 32\n")
     for name, more in (("edge", ["--n-trials", "1", "--enqueue", str(folder / "edge.yaml")]),
                        ("pareto", ["--n-trials", "3", "--objectives", "accuracy,train_seconds"])):
@@ -317,6 +321,11 @@ def test_looking_at_a_study_does_not_wait_for_pytorch(tmp_path: Path, finished_s
         here = CliRunner().invoke(app, args)
         assert here.exit_code == 0, here.output
         assert printed.split() == here.stdout.split(), args  # the same words (the terminal's width aside)
+    shown = _cli_in_a_fresh_process(["study", "show", "s", "--storage", url], cwd=tmp_path)[3]
+    # The stored tuning-free runs are read back without importing Prodigy's package (and PyTorch with it).
+    import importlib.util
+
+    assert "tuned vs tuning-free:" in shown or importlib.util.find_spec("prodigyopt") is None, shown
     edge = _cli_in_a_fresh_process(["study", "show", "edge", "--storage", url], cwd=tmp_path)[3]
     assert "adam.lr = 0.03 sits at the high end of its range" in edge, edge
     # An export of a config as it is (YAML or JSON, no confirmation runs) needs none of them either: it loaded

@@ -95,11 +95,24 @@ def test_show_puts_the_confirmed_recommendation_beside_the_best_trial(small_stud
     # Whichever trial the seeds favoured, the other case is shown as well: the stored recommendation is made to
     # name the other candidate.
     other = next(c["trial"] for c in stored["candidates"] if c["trial"] != best)
-    study.set_user_attr(StudyKey.CONFIRMATION, {**stored, "recommended": other})
+
+    def with_values(mine: list[float], theirs: list[float]) -> dict:
+        candidates = [{**c, "values": mine if c["trial"] == other else theirs if c["trial"] == best else c["values"]}
+                      for c in stored["candidates"]]
+        return {**stored, "recommended": other, "candidates": candidates}
+
+    study.set_user_attr(StudyKey.CONFIRMATION, with_values([0.90, 0.92], [0.50, 0.52]))
     shown = runner.invoke(app, ["study", "show", "c", "--storage", small_study])
     flat = " ".join(shown.output.split())
     assert (f"recommended (what `{export}` exports): trial {other}," in flat
-            and f"the best single trial {best} did worse on new seeds (`export --trial {best}` exports it)" in flat)
+            and f"the best single trial {best} did worse on new seeds (0.5100 ± 0.0141) (`export --trial {best}` "
+                "exports it)" in flat), flat
+    # A gap within the seeds' spread is said to be one: "did worse" was said of 0.9267 against 0.9279.
+    study.set_user_attr(StudyKey.CONFIRMATION, with_values([0.90, 0.94], [0.89, 0.93]))
+    flat = " ".join(runner.invoke(app, ["study", "show", "c", "--storage", small_study]).output.split())
+    assert (f"the best single trial {best} scored 0.9100 ± 0.0283 on the same seeds: these runs do not tell the "
+            f"two apart (twice the standard error of the difference is 0.057)") in flat, flat
+    study.set_user_attr(StudyKey.CONFIRMATION, {**stored, "recommended": other})
     exported = runner.invoke(app, ["study", "export", "c", "--storage", small_study, "--seeds", "2"])
     assert f"\n  trial: {other}\n" in exported.stdout
 

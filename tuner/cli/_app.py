@@ -373,7 +373,8 @@ def study_create(
     warm_start: Annotated[str | None, typer.Option(
         "--warm-start", metavar="STUDY", help="An earlier study in the same storage (a spec's warm_start: "
                                               "{study, storage, top} names another) whose 5 best distinct "
-                                              "configs this space holds are tried first.")] = None,
+                                              "configs this space holds (never from its worse half) are tried "
+                                              "first.")] = None,
     known_starts: Annotated[bool | None, typer.Option(
         "--known-starts/--no-known-starts", show_default=False,
         help="Try the known-good starting points the space holds first (tuner spaces starts) [default: the "

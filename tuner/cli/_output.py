@@ -293,12 +293,21 @@ def print_recommendation(summary: dict[str, Any]) -> None:
         echo(f"recommended: this config, confirmed with {score}; `{export}` exports it.")
     else:
         from tuner._summary import config_line
+        from tuner.study._record import within_noise
 
         other = config_line(conf["config"]) if conf.get("config") else "-"
+        runs = conf.get("best_trial_runs")
+        noise = (within_noise(conf["mean"] - runs["mean"], conf["std"], conf.get("runs") or 0, runs["std"],
+                              runs["n"]) if runs and runs["mean"] is not None and conf["mean"] is not None else None)
+        theirs = (f" ({fmt(runs['mean'])}" + (f" ± {fmt(runs['std'])}" if runs["std"] is not None else "") + ")"
+                  if runs and runs["mean"] is not None else "")
+        than = (f"scored {theirs.strip(' ()')} on the same seeds: these runs do not tell the two apart (twice the "
+                f"standard error of the difference is {noise:.2g})" if noise is not None
+                else f"did worse on new seeds{theirs}")
         out.print(styled(("recommended", "bold"), f" (what `{export}` exports): trial {conf['trial']}, "
                                                   f"{cell(other)}, confirmed with {score}; the best single trial "
-                                                  f"{best['number']} did worse on new seeds (`export --trial "
-                                                  f"{best['number']}` exports it)."))
+                                                  f"{best['number']} {than} (`export --trial {best['number']}` "
+                                                  f"exports it)."))
     if summary.get("tuning_free"):  # stored with the confirmation by `study report`
         echo(summary["tuning_free"])
 

@@ -427,14 +427,13 @@ def tuning_free_baseline(study: optuna.Study, fit: FitFn | None, rec: Recommenda
     reused. None where Prodigy is not installed, or where nothing is stored and ``fit`` is None."""
     from tuner.optim import get_optimizer
 
-    if not get_optimizer(BASELINE).available:
-        return None
     seed_list = confirmation_seeds(study_seed, seeds)
     config = _baseline_config(rec.config)
     stored = study.user_attrs.get(BASELINE_KEY)
     if isinstance(stored, dict) and stored.get("config") == config and stored.get("seeds") == seed_list:
+        # Read back as stored: nothing is built, so Prodigy's package (and PyTorch with it) is not imported.
         return Baseline(stored["config"], stored["seeds"], stored["values"], stored["tests"], stored.get("errors", []))
-    if fit is None:
+    if fit is None or not get_optimizer(BASELINE).available:
         return None
     out = Baseline(config, seed_list, [], [])
     for seed in seed_list:
@@ -492,11 +491,12 @@ def baseline_line(rec: Recommendation, baseline: Baseline, metric: str, directio
     n_tuned = (len([v for v in rec.confirmation.best.values if math.isfinite(v)])
                if rec.confirmation is not None else 1)
     n_base = len([v for v in baseline.values if math.isfinite(v)])
-    noise = (math.sqrt(rec.std ** 2 / n_tuned + baseline.std ** 2 / n_base)
-             if rec.std is not None and baseline.std is not None and n_tuned > 1 and n_base > 1 else None)
-    if math.isfinite(gain) and noise is not None and abs(gain) < 2 * noise:
+    from tuner.study._record import within_noise
+
+    noise = within_noise(gain, rec.std, n_tuned, baseline.std, n_base)
+    if noise is not None:
         bought += (f", within the spread of the seeds (twice the standard error of the difference is "
-                   f"{2 * noise:.2g}): these runs do not tell the two apart")
+                   f"{noise:.2g}): these runs do not tell the two apart")
     elif math.isfinite(gain) and gain < 0:
         # Not a recommendation to pass over in silence: the default beat what the study found.
         bought += (" - Prodigy at its defaults did better than the tuned config: train with it, or run the study "

@@ -182,17 +182,24 @@ def _confirmation(study: optuna.Study, ranked: list[Any]) -> dict[str, Any] | No
     data = study.user_attrs.get(StudyKey.CONFIRMATION)
     if not isinstance(data, dict) or not isinstance(data.get("candidates"), list):
         return None
+    def runs(candidate: dict[str, Any]) -> dict[str, Any]:
+        values = [float(v) for v in candidate["values"] if v is not None and math.isfinite(float(v))]
+        return {"mean": statistics.fmean(values) if values else None,
+                "std": statistics.stdev(values) if len(values) > 1 else None, "n": len(values)}  # one: no spread
+
     try:
         chosen = next(c for c in data["candidates"] if c["trial"] == data["recommended"])
-        values = [float(v) for v in chosen["values"] if v is not None and math.isfinite(float(v))]
         tests = [float(v) for v in chosen.get("test_values") or [] if v is not None]
         top_k = int(data["top_k"])
         # The same test as export's: the candidates are the top trials with distinct configs.
         current = [c["trial"] for c in data["candidates"]] == [t.number for t in top_distinct(study, top_k)]
-        return {"trial": chosen["trial"], "mean": statistics.fmean(values) if values else None,
-                "std": statistics.stdev(values) if len(values) > 1 else None,  # one run has no spread
+        mine = runs(chosen)
+        # The best single trial's runs on the same seeds, beside the recommendation's, where it is another trial
+        best = next((runs(c) for c in data["candidates"] if ranked and c["trial"] == ranked[0].number
+                     and c["trial"] != chosen["trial"]), None)
+        return {"trial": chosen["trial"], "mean": mine["mean"], "std": mine["std"], "runs": mine["n"],
                 "test_mean": statistics.fmean(tests) if tests else None, "seeds": int(data["n_seeds"]),
-                "top_k": top_k, "current": current, "config": chosen.get("config")}
+                "top_k": top_k, "current": current, "config": chosen.get("config"), "best_trial_runs": best}
     except (KeyError, TypeError, ValueError, StopIteration):
         return None
 

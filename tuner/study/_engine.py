@@ -32,7 +32,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -224,8 +224,10 @@ class TrialContext:
             raise TrainFnMisuse(f"ctx.report(epoch, value): epoch must be the epoch's number, an int from 0 (got "
                                 f"{given!r}).")
         if self._last_epoch is not None and epoch <= self._last_epoch:
-            raise TrainFnMisuse(f"ctx.report(epoch, value): epoch {epoch} was reported already (the last report "
-                                f"was epoch {self._last_epoch}): pass each epoch's number once, 0, 1, 2, ...")
+            what = (f"epoch {epoch} was reported already" if epoch == self._last_epoch else
+                    f"epoch {epoch} came after epoch {self._last_epoch}: epochs must increase")
+            raise TrainFnMisuse(f"ctx.report(epoch, value): {what}: pass each epoch's number once, in order, "
+                                f"0, 1, 2, ...")
         if isinstance(value, (str, bytes)) or value is None or _is_bool(value):
             raise TrainFnMisuse(f"ctx.report(epoch, value): value must be the epoch's validation metric as a "
                                 f"number (got {value!r}).")
@@ -981,13 +983,21 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
 
     recent = RecentView(study, PRUNE_READ_MAX_AGE)
 
+    reported: list[float] = []
+
     def report(epoch: int, value: float) -> None:
+        reported[:] = [value]
         report_epoch(plan, trial, config, epoch, value, deadline, recent)
 
     def finish(state: TrialState, reason: StopReason | None, value: float | None = None, test: float | None = None,
                attrs: dict[str, Any] | None = None) -> TrialOutcome:
-        return finish_trial(study, plan, trial, config, time.perf_counter() - start, state, reason, value, test,
-                            {**accumulated, **(attrs or {})})
+        outcome = finish_trial(study, plan, trial, config, time.perf_counter() - start, state, reason, value, test,
+                               {**accumulated, **(attrs or {})})
+        if outcome.state == "PRUNED" and outcome.value is None and reported:
+            # Optuna records a pruned trial's last reported value as its value: the line says it, as a line
+            # read back from the study (another worker's trial) does.
+            outcome = replace(outcome, value=float(reported[0]))
+        return outcome
 
     micro = (micro_batch_for(study, plan, config, executor.device)
              if getattr(executor, "batches_from_config", False) else None)

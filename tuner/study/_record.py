@@ -331,6 +331,16 @@ def tie_at_top(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> 
     return (tied, len(ranked), best) if tied >= 3 and 2 * tied >= len(ranked) else None
 
 
+def within_noise(gap: float, std_a: float | None, n_a: int, std_b: float | None, n_b: int) -> float | None:
+    """Twice the standard error of the difference of two means (``std`` over ``n`` runs each) where ``gap``,
+    their difference, is smaller: the runs do not tell the two apart. None where they do, or where either mean
+    has no spread to judge by (fewer than two runs)."""
+    if std_a is None or std_b is None or n_a < 2 or n_b < 2 or not math.isfinite(gap):
+        return None
+    twice = 2 * math.sqrt(std_a ** 2 / n_a + std_b ** 2 / n_b)
+    return twice if abs(gap) < twice else None
+
+
 def tie_text(tied: int, complete: int, value: float) -> str:
     """What a tie at the top (``tie_at_top``) means, as ``study show`` and the report say it."""
     return (f"{tied} of the {complete} complete trials tie at the best value, {value:.4g}: which one is best says "

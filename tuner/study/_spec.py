@@ -406,6 +406,12 @@ def _spec_path(ref: str | Path) -> Path:
         if text not in builtin:
             raise ConfigError(unknown_name_message("study spec", text, builtin) + " Or give a path to a YAML file.")
         path = builtin[text]
+    elif not path.exists():
+        from tuner._builtin import builtin_hint
+
+        hint = builtin_hint(path, "studies", (".yaml", ".yml"), "study spec")
+        if hint:
+            raise ConfigError(f"{path}: no such file{hint}")
     return path
 
 

@@ -4,12 +4,13 @@ parameters of the study's space (``SearchSpace.params_for``) and queued before t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tuner.config import TrainConfig
-from tuner.errors import ConfigError, StudyError
+from tuner.errors import ConfigError, StudyError, count
 from tuner.spaces import SearchSpace
 from tuner.spaces._space import CONFIG_PARTS
 
@@ -187,7 +188,9 @@ def study_starts(name: Any, storage_url: str | None, space: SearchSpace, top: in
     out: list[Start] = []
     seen: set[str] = set()
     outside = no_config = 0
-    for trial in ranked:
+    # Never from its worse half: in a study of five trials, "the five best" would bring in its worst.
+    better = math.ceil(len(ranked) / 2)
+    for position, trial in enumerate(ranked):
         raw = trial.user_attrs.get(Key.CONFIG)
         if not isinstance(raw, dict):
             no_config += 1
@@ -197,14 +200,18 @@ def study_starts(name: Any, storage_url: str | None, space: SearchSpace, top: in
         if fit.problems:
             outside += 1
             continue
-        if key in seen or len(out) == top:
+        if key in seen or len(out) == top or position >= better:
             continue
         seen.add(key)
         out.append(Start(f"study {name!r} trial {trial.number} ({primary(trial):.4g})", fit.params,
                          fit.changes + fit.notes))
-    notes = ([f"{outside} of its complete trials have an optimizer, schedule or initialiser this space lacks"]
-             if outside else []) + ([f"{no_config} of its complete trials hold no tuner config (the study was not "
-                                     f"made by tuner)"] if no_config else [])
+    of_its = f"of its {count(len(ranked), 'complete trial')}"
+    notes = ([f"{outside} {of_its} ha{'s' if outside == 1 else 've'} an optimizer, schedule or initialiser this "
+              f"space lacks"] if outside else []) + (
+        [f"{no_config} {of_its} hold{'s' if no_config == 1 else ''} no tuner config (the study was not made by "
+         f"tuner)"] if no_config else [])
+    if out and len(out) < top and better < len(ranked):
+        notes.append(f"from the better half of its {count(len(ranked), 'complete trial')} only (the best {better})")
     if len(study.directions) > 1 and out:
         from tuner.study._record import objectives_of
 
