@@ -516,3 +516,27 @@ def test_a_narrowed_stepped_range_stays_on_its_grid_and_its_ends_are_shown_exact
     assert dropout.step == 0.05 and (dropout.low, dropout.high) != (0.0, 0.5), notes
     assert all(abs(v / 0.05 - round(v / 0.05)) < 1e-9 for v in (dropout.low, dropout.high))
     assert any(n.startswith("adam.beta2: [0.99, 0.9999] -> [") for n in notes), notes
+
+
+def test_the_per_optimizer_plot_rings_a_recommended_trial_that_is_not_its_optimizers_star(tmp_path) -> None:
+    """The star marks each optimizer's best single trial; a confirmation may recommend another trial, which the
+    plot did not show."""
+    import optuna
+
+    from tuner.report import _plots
+
+    study = optuna.create_study(direction="maximize")
+    for value in (0.9, 0.8, 0.7):
+        study.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={},
+                                                  user_attrs={"config": {"optimizer": {"name": "adamw"}}}))
+    seen = []
+    with pytest.MonkeyPatch.context() as patch:
+        real = _plots._save
+        patch.setattr(_plots, "_save", lambda fig, path: (seen.extend(
+            t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()),
+            real(fig, path))[1])
+        _plots.optimizer_comparison(study, "accuracy", tmp_path / "a.png", recommended=1)
+        assert seen == ["recommended (trial 1)"]
+        seen.clear()
+        _plots.optimizer_comparison(study, "accuracy", tmp_path / "b.png", recommended=0)  # the star itself
+        assert seen == []

@@ -444,7 +444,8 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
     assumed = False
     if steps_per_epoch is None:
         steps_per_epoch, assumed = batches_per_epoch(study, fit, rec.config.batch_size)
-    plots, skipped = draw_all(study, out, metric, imps, evaluator, rec.config, steps_per_epoch, assumed)
+    plots, skipped = draw_all(study, out, metric, imps, evaluator, rec.config, steps_per_epoch, assumed,
+                              recommended=rec.trial)
     files.update({p.name: p for p in plots.values()})
     data = ReportData(study, metric, storage_label, spec, {k: v for k, v in counts(study).items()},
                       reason_counts(study), rec, per_opt, imps, evaluator, narrowed_yaml, narrowed_notes, plots,

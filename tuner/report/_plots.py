@@ -335,9 +335,10 @@ def learning_curves(study: optuna.Study, metric: str, path: Path) -> Path:
     return _save(fig, path)
 
 
-def optimizer_comparison(study: optuna.Study, metric: str, path: Path) -> Path:
-    """Every complete trial per optimizer and its best (a star); an optimizer whose trials were all pruned or
-    failed keeps its place, with how they ended."""
+def optimizer_comparison(study: optuna.Study, metric: str, path: Path, recommended: int | None = None) -> Path:
+    """Every complete trial per optimizer and its best (a star), the recommended trial ringed where it is not
+    a star (a confirmation or a Pareto front's knee chose another); an optimizer whose trials were all pruned
+    or failed keeps its place, with how they ended."""
     from tuner.report._analysis import optimizers_without_complete
 
     trials = complete_trials(study)
@@ -359,6 +360,12 @@ def optimizer_comparison(study: optuna.Study, metric: str, path: Path) -> Path:
         ax.scatter([i], [primary(bests[name])], marker="*", s=180, color="#d95f02", zorder=3)
         ax.text(i + 0.08, primary(bests[name]), f"{primary(bests[name]):.4g}\nn={len(vals)}", fontsize=7,
                 va="bottom")
+    chosen = next((t for t in trials if t.number == recommended), None)
+    chosen_at = (chosen.user_attrs.get(Key.CONFIG) or {}).get("optimizer", {}).get("name") if chosen else None
+    if chosen is not None and chosen_at in names and bests.get(chosen_at) is not chosen:
+        ax.scatter([names.index(chosen_at)], [primary(chosen)], s=160, facecolors="none", edgecolors="#1b9e77",
+                   linewidths=2, zorder=4, label=f"recommended (trial {chosen.number})")
+        ax.legend(fontsize=8, loc="best")
     ax.set_xticks(range(len(names)), names)
     ax.set_xlim(-0.5, len(names) - 0.5)
     ax.margins(y=0.15)  # room for the labels of the best
@@ -427,7 +434,7 @@ def _spread(trials: list[FrozenTrial]) -> bool:
 
 
 def draw_all(study: optuna.Study, out_dir: Path, metric: str, imps: list[Importance], evaluator: str,
-             config: TrainConfig | None, steps_per_epoch: int, assumed: bool = False
+             config: TrainConfig | None, steps_per_epoch: int, assumed: bool = False, recommended: int | None = None
              ) -> tuple[dict[str, Path], dict[str, str]]:
     """Every figure that the study's trials allow; returns the files and, for figures not drawn, why."""
     params = [i.name for i in imps if i.importance > 0][:8]
@@ -440,7 +447,7 @@ def draw_all(study: optuna.Study, out_dir: Path, metric: str, imps: list[Importa
         "slices": lambda p: slices(study, params, members, metric, p) if params else None,
         "lr_batch": lambda p: lr_batch_contour(study, metric, p),
         "curves": lambda p: learning_curves(study, metric, p),
-        "optimizers": lambda p: optimizer_comparison(study, metric, p),
+        "optimizers": lambda p: optimizer_comparison(study, metric, p, recommended),
         "schedule": lambda p: lr_schedule(config, steps_per_epoch, p, assumed) if config is not None else None,
     }
     files, skipped = {}, {}
