@@ -510,3 +510,15 @@ def test_a_suggestion_is_made_only_for_a_name_alike_enough() -> None:
     assert closest("adamw2", ["adam", "adamw", "sgd"]) == "adamw"
     assert closest("optimzer", ["optimizer", "schedule"]) == "optimizer"
     assert closest("cosine_warmup", ["warmup_cosine", "cosine"]) == "warmup_cosine"
+    # A shortened name, or one with more to it, where one valid name fits
+    from tuner.init import list_inits
+    from tuner.optim import list_schedules
+    from tuner.study._spec import StudySpec
+
+    keys = list(StudySpec.model_fields)
+    assert [closest(n, keys) for n in ("study_name", "search_space", "random_seed", "warm")] == [
+        "name", "space", "seed", "warm_start"]
+    assert [closest(n, list_schedules()) for n in ("reduce_on_plateau", "cosineannealing", "poly")] == [
+        "plateau", "cosine", "polynomial"]
+    assert [closest(n, list_inits()) for n in ("trunc", "orth")] == ["trunc_normal", "orthogonal"]
+    assert closest("adam", ["adam-family", "default", "sgd-family"]) == "adam-family"

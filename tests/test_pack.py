@@ -1116,7 +1116,10 @@ def test_a_batch_size_that_runs_out_of_memory_alone_twice_beside_packs_is_blamed
     first, second = [t for t in trials if t.user_attrs.get("oom")][:2]
     assert first.user_attrs["reason"].startswith("discarded: a pack of 1 trial(s) at batch size 64")
     assert second.user_attrs.get("retry_of") == first.number
-    assert second.user_attrs["reason"].endswith("batch sizes of 64 or more are not trained on cpu from now on")
+    assert second.user_attrs["reason"].endswith("batch sizes of 64 or more are not trained on cpu from now on; "
+                                                "queued again at batch size 32")
+    # ... and, as alone, the config that ran out trains again at the next smaller batch size
+    assert any(t.user_attrs.get("retry_of") == second.number and t.params["batch_size"] == 32 for t in trials)
     assert max(sizes) == 4  # the cap was not cut for a pack of one: the batch-32 pack fills to 4 once 64 is out
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 8
 

@@ -43,7 +43,16 @@ def closest(name: str, valid: Iterable[str]) -> str | None:
         if v.lower() == str(name).lower() or sorted(re.split(r"[_\-\s]+", v.lower())) == words:
             return v
     matches = difflib.get_close_matches(str(name).lower(), [v.lower() for v in valid], n=1, cutoff=0.6)
-    return next(v for v in valid if v.lower() == matches[0]) if matches else None
+    if matches:
+        return next(v for v in valid if v.lower() == matches[0])
+    # A shortened name (orth, poly, warm) or one with more to it (study_name, reduce_on_plateau): where a single
+    # valid name fits either way, that one. (Not a looser likeness: 'nope' is not 'mine'.)
+    low = str(name).lower().replace("-", "_")
+    starts = [v for v in valid if len(low) >= 3 and v.lower().replace("-", "_").startswith(low)]
+    if len(starts) == 1:
+        return starts[0]
+    inside = [v for v in valid if len(v) >= 4 and v.lower().replace("-", "_") in low]
+    return inside[0] if len(inside) == 1 else None
 
 
 def unknown_name_message(kind: str, name: object, valid: Iterable[str]) -> str:

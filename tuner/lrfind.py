@@ -174,26 +174,36 @@ def lr_find(objective: str | Objective, optimizers: str | list[str] | None = Non
     while True:
         curves: dict[str, LRCurve] = {}
         used_batch = 0
+        failed: _OutOfMemory | None = None
         try:
             for name in names:
                 config = _config(the_space, name, batch_size, seed)
                 used_batch = min(config.batch_size, n_train)
                 curves[name] = _curve(trainer, config, lrs, repeats)
-            break
         except _OutOfMemory as exc:
-            # One batch size for every optimizer (a rate suits one batch size): the whole test again, smaller.
-            smaller = _smaller_batch(the_space, exc.batch_size)
-            if asked is not None or smaller is None:
-                how = ("a smaller --batch-size (batch_size= in Python)" if asked is not None else
-                       "a space whose batch sizes fit")
-                raise ConfigError(f"The LR range test of {exc.optimizer!r} on objective {trainer.objective.name!r} "
-                                  f"ran out of memory on {trainer.device} at batch size {exc.batch_size}: give it "
-                                  f"{how}.") from None
-            notes.append(f"batch size {exc.batch_size} ran out of memory on {trainer.device}: the test ran at "
-                         f"{smaller}")
-            batch_size = smaller
+            failed = exc
+        if failed is None:
+            break
+        from tuner.study._engine import release_device_memory
+
+        release_device_memory(trainer.device)  # out of the except block: what the failed sweep held is gone
+        # One batch size for every optimizer (a rate suits one batch size): the whole test again, smaller.
+        smaller = _smaller_batch(the_space, failed.batch_size)
+        if asked is not None or smaller is None:
+            how = ("a smaller --batch-size (batch_size= in Python)" if asked is not None else
+                   "a space whose batch sizes fit")
+            raise ConfigError(f"The LR range test of {failed.optimizer!r} on objective {trainer.objective.name!r} "
+                              f"ran out of memory on {trainer.device} at batch size {failed.batch_size}: give it "
+                              f"{how}.")
+        notes.append(f"batch size {failed.batch_size} ran out of memory on {trainer.device}: the test ran at "
+                     f"{smaller}")
+        batch_size = smaller
     return LRFindResult(trainer.objective.name, used_batch, str(trainer.device), curves, float(start_lr),
                         float(end_lr), repeats, notes)
+
+
+# torch.OutOfMemoryError from PyTorch 2.5 (CUDA's is a subclass); torch.cuda's alone before
+_OOM_ERRORS = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 class _OutOfMemory(Exception):
@@ -261,14 +271,11 @@ def _sweep(trainer: Trainer, config: TrainConfig, lrs: list[float]) -> tuple[lis
             perm, pos = torch.randperm(n, generator=generator, device=data.x_train.device), 0
         idx = perm[pos:pos + bs]
         pos += bs
-        xb, yb = data.x_train[idx].to(device), data.y_train[idx].to(device)
         try:
+            xb, yb = data.x_train[idx].to(device), data.y_train[idx].to(device)
             loss = float(setup._step(lambda: trainer.loss_fn(model(xb), yb), False))  # noqa: B023
-        except torch.OutOfMemoryError:
-            from tuner.study._engine import release_device_memory
-
-            del model, setup
-            release_device_memory(torch.device(device))
+        except _OOM_ERRORS:
+            # Said to lr_find, which frees the memory once this frame, and the error's traceback, are gone.
             raise _OutOfMemory(config.optimizer.name, bs) from None
         except Exception as exc:
             raise ConfigError(f"The LR range test of {config.optimizer.name!r} on objective "
@@ -330,7 +337,7 @@ def _analyse(curve: LRCurve, reached_end: bool) -> None:
         notes.append(f"the range's bottom, {curve.low:.2g}, lies below the sweep's start, {lrs[0]:.2g} (a range "
                      f"spans {MIN_DECADES:g} decade(s) at least): rates there were not tried (--start-lr)")
     if not len(above) and reached_end:
-        falling = i_top >= len(lrs) - STEPS_PER_DECADE // 2  # the fall done only within half a decade of the end
+        falling = math.log10(lrs[-1] / lrs[i_top]) <= 0.5  # the fall done only within half a decade of the end
         notes.append("the loss had not climbed back by the sweep's end: the range's top is where its fall was done"
                      + ("; it was still falling there, so the top may be higher (--end-lr)" if falling else ""))
     if notes:

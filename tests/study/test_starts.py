@@ -289,7 +289,8 @@ def test_a_warm_start_that_brings_a_known_start_again_does_not_train_it_twice(ob
     assert len(warmed) == 1 and len(sources) == 2 and sources[1].startswith("known start "), sources
     said = [n for n in later.start_notes if "queued once" in n]
     assert len(said) == 1 and said[0].startswith("known start ") and f": the same config as {warmed[0]}" in said[0]
-    assert any("from the better half of its 2 complete trials only (the best 1)" in n for n in later.start_notes)
+    assert any("from the better half of its 2 complete trials only (the best 1): 1 config of the worse half "
+               "left out" in n for n in later.start_notes), later.start_notes
 
 
 def test_study_enqueue_refuses_a_grid_study_and_points_a_tune_study_to_tune(objective_ref: str, storage_url: str,

@@ -171,8 +171,16 @@ def handle_errors(fn: F) -> F:
 def _resumes() -> str:
     """What an interrupted command says: how to go on with the study it was running, if any."""
     name = _state.get("study")
+    if not name and _state.get("preparing"):
+        spec, said = _state["preparing"]
+        from tuner.study._storage import study_in_storage
+
+        if study_in_storage(spec.study_name, spec.storage):  # interrupted as it was being written
+            return (f"; study {spec.study_name!r} was being created: `{command('delete', spec.study_name)}`, then "
+                    f"the same command, makes it anew")
+        return said
     if not name:
-        return _state.get("preparing") or ""
+        return ""
 
     from tuner.study._engine import INTERRUPTED_RUN
 
@@ -415,8 +423,8 @@ def study_create(
     # A spec or flag refused there is said before PyTorch loads.
     _early_server(workers, spec_obj.timeout, devices, run=not no_run)
     if not joined:  # an interrupt while the study is prepared (an LR range test) leaves no study behind
-        _state["preparing"] = ("; no study was created (it was being prepared" + (", its LR range test running"
-                               if spec_obj.calibrate else "") + "): the same command starts again")
+        _state["preparing"] = (spec_obj, "; no study was created (it was being prepared" + (
+            ", its LR range test running" if spec_obj.calibrate else "") + "): the same command starts again")
     prepared, study = open_checked(spec_obj, spec_file=spec if space is None else None, devices=devices,
                                    force=force, run=not no_run)
     _state.pop("preparing", None)

@@ -228,8 +228,8 @@ def slices(study: optuna.Study, names: list[str], members: Members, metric: str,
                 ax.set_xlim(low - pad, high + pad)
             ax.tick_params(axis="x", labelsize=7)
         ax.scatter(xs, [p[1] for p in pts], c=[colors[p[2]] for p in pts], s=14, alpha=0.8)
-        ax.set_title(name + (f"\n(normalised to batch {reference})" if reference and name.endswith(".lr") else ""),
-                     fontsize=9)
+        scaled = reference and name.endswith(".lr") and space.lr_scaling.exponent(name.split(".")[0]) != 0
+        ax.set_title(name + (f"\n(normalised to batch {reference})" if scaled else ""), fontsize=9)
         ax.set_ylabel(_metric_label(metric), fontsize=8)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
@@ -361,8 +361,9 @@ def optimizer_comparison(study: optuna.Study, metric: str, path: Path, recommend
         ax.text(i + 0.08, primary(bests[name]), f"{primary(bests[name]):.4g}\nn={len(vals)}", fontsize=7,
                 va="bottom")
     chosen = next((t for t in trials if t.number == recommended), None)
-    chosen_at = (chosen.user_attrs.get(Key.CONFIG) or {}).get("optimizer", {}).get("name") if chosen else None
-    if chosen is not None and chosen_at in names and bests.get(chosen_at) is not chosen:
+    chosen_at = ((chosen.user_attrs.get(Key.CONFIG) or {}).get("optimizer", {}).get("name")
+                 or chosen.params.get("optimizer")) if chosen else None  # as per_optimizer_best names it
+    if chosen is not None and chosen_at in bests and bests[chosen_at].number != chosen.number:
         ax.scatter([names.index(chosen_at)], [primary(chosen)], s=160, facecolors="none", edgecolors="#1b9e77",
                    linewidths=2, zorder=4, label=f"recommended (trial {chosen.number})")
         ax.legend(fontsize=8, loc="best")

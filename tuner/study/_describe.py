@@ -217,7 +217,7 @@ def _calibration(stored: Any, space: Any = None) -> dict[str, Any] | None:
         searched = {"as": scaling.describe(), "ranges": {
             name: [lr.distribution.low, lr.distribution.high] for name, (low, _) in ranges.items()
             if low is not None and name in space.optimizer and (lr := space.optimizer[name].get("lr")) is not None
-            and lr.distribution is not None}}
+            and lr.distribution is not None and scaling.exponent(name) != 0}}  # (L-BFGS' and others' are not)
     return {"batch_size": stored.get("batch_size"), "device": stored.get("device"), "repeats": stored.get("repeats"),
             "seconds": stored.get("seconds"), "ranges": ranges, "searched": searched,
             "notes": [str(n) for n in stored.get("notes") or []]}

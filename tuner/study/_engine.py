@@ -56,6 +56,7 @@ from tuner.study._record import (
     best_trial,
     direction_of,
     history_attrs,
+    start_attrs,
     storage_of,
     trial_by_number,
 )
@@ -993,9 +994,10 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
                attrs: dict[str, Any] | None = None) -> TrialOutcome:
         outcome = finish_trial(study, plan, trial, config, time.perf_counter() - start, state, reason, value, test,
                                {**accumulated, **(attrs or {})})
-        if outcome.state == "PRUNED" and outcome.value is None and reported:
-            # Optuna records a pruned trial's last reported value as its value: the line says it, as a line
-            # read back from the study (another worker's trial) does.
+        if (outcome.state == "PRUNED" and outcome.value is None and reported and not plan.multi
+                and math.isfinite(float(reported[0]))):
+            # Optuna records a pruned trial's last reported value as its value (a finite one, in a study of one
+            # objective): the line says it, as a line read back from the study (another worker's trial) does.
             outcome = replace(outcome, value=float(reported[0]))
         return outcome
 
@@ -1033,14 +1035,15 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
             ran_out = (StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {error}"), attrs)
         elif blame_oom is None or blame_oom(batch, True):
             # The config that ran out trains again, as the proposals avoided after it do: at the largest batch
-            # size below the limit, or (accumulate) in micro-batches; once (a retry that runs out is not).
+            # size below the limit (a strictly smaller one each time, so the retries end), or (accumulate) in
+            # micro-batches, once.
             again = ""
-            if trial.user_attrs.get(Key.RETRY_OF) is None and micro is None:
-                smaller = (_largest_batch_below(plan.space, batch) if "batch_size" in trial.params
-                           and plan.on_oom != "accumulate" else None)
-                if plan.on_oom == "accumulate":
+            if micro is None and plan.on_oom == "accumulate":
+                if trial.user_attrs.get(Key.RETRY_OF) is None:
                     retry, again = dict(trial.params), "; queued again, to train in micro-batches"
-                elif smaller is not None:
+            elif micro is None and "batch_size" in trial.params:
+                smaller = _largest_batch_below(plan.space, batch)
+                if smaller is not None:
                     retry, again = {**trial.params, "batch_size": smaller}, f"; queued again at batch size {smaller}"
             ran_out = (StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {error}"
                                   + _record_oom(study, executor.device, batch, trial.number, plan.on_oom) + again),
@@ -1304,7 +1307,8 @@ def queue_again(study: optuna.Study, trial: optuna.Trial | FrozenTrial, params: 
     values; ``params`` where they are not all sampled yet); a storage that fails here loses the retry, not the
     run."""
     with contextlib.suppress(Exception):
-        study.enqueue_trial(trial.params if params is None else params, user_attrs={Key.RETRY_OF: trial.number})
+        study.enqueue_trial(trial.params if params is None else params,
+                            user_attrs={Key.RETRY_OF: trial.number, **start_attrs(trial)})
 
 
 def _fail_own_running(study: optuna.Study, asked: optuna.Trial | None = None) -> None:

@@ -25,7 +25,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from tuner.study._record import Key, StopKind, StopReason, storage_of
+from tuner.study._record import Key, StopKind, StopReason, start_attrs, storage_of
 from tuner.study._storage import storage_error_text, study_deleted
 from tuner.study._writes import Write, write_batch
 
@@ -198,6 +198,7 @@ def reap_stale(study: optuna.Study, grace: float = DEFAULT_GRACE, max_retries: i
             continue
         reaped.append(trial.number)
         if retry:
-            study.enqueue_trial(trial.params, user_attrs={Key.RETRY_OF: trial.number, Key.RETRY_DEPTH: depth + 1})
+            study.enqueue_trial(trial.params, user_attrs={Key.RETRY_OF: trial.number, Key.RETRY_DEPTH: depth + 1,
+                                                          **start_attrs(trial)})
         log.warning("trial %d: %s", trial.number, reason)
     return reaped

@@ -33,6 +33,7 @@ from tuner.study._engine import (
     TrialOutcome,
     _claim_lock,
     _fail_own_running,
+    _largest_batch_below,
     _record_oom,
     _storage_reason,
     _storage_stop,
@@ -282,9 +283,15 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
         others = sum(q.live() for q in packs.values())
         batch, device = key[0], device_key(executor.device)
         blame = blamed(batch, len(held) == 1)
+        smaller = None
         if blame:
+            # As a trial trained alone: the config that ran out trains again at the space's next smaller batch
+            # size (under accumulate, as it is, in micro-batches: queued again below).
+            smaller = (_largest_batch_below(plan.space, batch) if plan.on_oom != "accumulate"
+                       and all("batch_size" in t.params for t, _ in held) else None)
             reason = StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {error}"
-                                + _record_oom(study, executor.device, batch, held[0][0].number, plan.on_oom))
+                                + _record_oom(study, executor.device, batch, held[0][0].number, plan.on_oom)
+                                + (f"; queued again at batch size {smaller}" if smaller else ""))
         else:
             if len(held) > 1:
                 cap = max(1, min(cap, (len(held) + others) // 2))
@@ -306,6 +313,8 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
         again = not blame or plan.on_oom == "accumulate"  # accumulated, a batch size blamed may fit now
         for trial, _ in [*held, *rest] if again else rest:
             queue_again(study, trial)
+        for trial, _ in held if smaller is not None else []:
+            queue_again(study, trial, {**trial.params, "batch_size": smaller})
 
     try:
         if heartbeat is not None:

@@ -210,6 +210,12 @@ EDGE = 0.05  # a value within this fraction of a range's end (log scale where th
 MIN_TOP = 5  # the fewest complete trials a study needs for a narrowed space (drawn from the better half of them)
 
 
+def start_attrs(trial: Any) -> dict[str, Any]:
+    """Where a queued trial's config came from (``start``: a known start, a file, a warm start), for a retry
+    of it to carry: ``set_by_known_start`` reads it on the retry too."""
+    return {"start": trial.user_attrs["start"]} if trial.user_attrs.get("start") else {}
+
+
 def set_by_known_start(trial: FrozenTrial, name: str) -> bool:
     """Whether one of tuner's known-good starting points set parameter ``name`` of ``trial``, not the sampler:
     such a value at a range's end (adamw-warmup-cosine's beta2 of 0.999) was put there by tuner, and says

@@ -190,6 +190,7 @@ def study_starts(name: Any, storage_url: str | None, space: SearchSpace, top: in
     outside = no_config = 0
     # Never from its worse half: in a study of five trials, "the five best" would bring in its worst.
     better = math.ceil(len(ranked) / 2)
+    worse_half: set[str] = set()  # configs that fit, left out for that alone
     for position, trial in enumerate(ranked):
         raw = trial.user_attrs.get(Key.CONFIG)
         if not isinstance(raw, dict):
@@ -200,6 +201,8 @@ def study_starts(name: Any, storage_url: str | None, space: SearchSpace, top: in
         if fit.problems:
             outside += 1
             continue
+        if position >= better and key not in seen and len(out) < top:
+            worse_half.add(key)
         if key in seen or len(out) == top or position >= better:
             continue
         seen.add(key)
@@ -210,8 +213,9 @@ def study_starts(name: Any, storage_url: str | None, space: SearchSpace, top: in
               f"space lacks"] if outside else []) + (
         [f"{no_config} {of_its} hold{'s' if no_config == 1 else ''} no tuner config (the study was not made by "
          f"tuner)"] if no_config else [])
-    if out and len(out) < top and better < len(ranked):
-        notes.append(f"from the better half of its {count(len(ranked), 'complete trial')} only (the best {better})")
+    if worse_half - seen:
+        notes.append(f"from the better half of its {count(len(ranked), 'complete trial')} only (the best {better}): "
+                     f"{count(len(worse_half - seen), 'config')} of the worse half left out")
     if len(study.directions) > 1 and out:
         from tuner.study._record import objectives_of
 
@@ -235,7 +239,9 @@ def gather_starts(space: SearchSpace, *, enqueue: list[Any], warm_start: Any = N
             raise ConfigError(message if message.startswith("warm_start") else f"warm_start: {message}") from None
         starts += found
         label = getattr(warm_start, "study_name", warm_start)
-        if not found:
+        if not found and "of the worse half left out" in note:  # configs fit, in its worse half alone
+            notes.append(f"warm start: nothing queued from study {label!r} ({note})")
+        elif not found:
             notes.append(f"warm start: no complete trial of study {label!r} fits this space ({note})")
         elif note:
             notes.append(f"warm start: {note}")
