@@ -639,3 +639,25 @@ def test_a_built_in_file_named_by_its_path_outside_the_repository_is_given_its_n
         _assert_user_error(runner.invoke(app, args), said)
     _assert_user_error(runner.invoke(app, ["study", "create", "mine.yaml", "--no-run"]), "mine.yaml: no such file")
     assert not list(tmp_cwd.iterdir())
+
+
+def test_study_trials_keeps_each_reason_on_its_trials_row(cli, storage_url: str, monkeypatch):
+    """A long reason made pandas cut the table into two blocks, the reasons under the whole table with no trial
+    number beside them; a missing value of a text column showed as None."""
+    import tuner
+    from tuner.cli import _output
+
+    def train(ctx: tuner.TrialContext) -> float:
+        if ctx.number == 0:
+            raise ValueError("broken by hand " + "x" * 300)
+        ctx.report(0, 0.5)
+        return 0.5
+
+    result = tuner.tune(train, space="lr-only", n_trials=3, epochs=1, storage=storage_url, study_name="r",
+                        verbose=False, known_starts=False)
+    monkeypatch.setattr(_output.out, "width", 100)
+    lines = cli("study", "trials", "r", "--storage", storage_url).stdout.splitlines()
+    assert lines[0].split()[0] == "trial" and lines[0].split()[-1] == "reason", lines
+    assert len(lines) == len(result.study.trials) + 1 and all(len(line) <= 100 for line in lines), lines
+    row = next(line for line in lines[1:] if line.split()[0] == "0")
+    assert row.endswith("...") and "ValueError: broken" in row and " None" not in " ".join(lines), lines

@@ -499,6 +499,24 @@ def test_a_stop_in_a_pack_is_said_though_later_numbered_members_failed_after_it(
     assert stopped_early(study) == "1 consecutive failed trials; the last failed with: error: boom"
 
 
+def test_interrupted_trials_are_no_failures_in_a_row():
+    """Ctrl-C during a pack of trials failed each member as interrupted, and five in a row made `study show` say
+    the study had stopped early after consecutive failed trials ("goes on once that is fixed")."""
+    from tuner.study._engine import RunPlan, RunSummary, TrialOutcome, record_outcome
+    from tuner.study._record import StopKind, StopReason, stopped_early
+
+    study = optuna.create_study()
+    plan = RunPlan(name="s", storage_url=None, space=None, epochs=1, seed=0, n_trials=5, max_consecutive_failures=2)
+    consecutive = 0
+    for _ in range(5):
+        trial = study.ask()
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        outcome = TrialOutcome(trial.number, "FAIL", None, None, StopReason(StopKind.INTERRUPTED, "interrupted"),
+                               0.1, None)
+        consecutive = record_outcome(study, plan, RunSummary(), outcome, consecutive, None)
+    assert consecutive == 0 and stopped_early(study) is None
+
+
 def test_a_narrowed_stepped_range_stays_on_its_grid_and_its_ends_are_shown_exactly():
     """A stepped range narrowed to ends off its grid (refused now that a step must divide its range), and the
     note showed beta2's [0.99, 0.9999] as [0.99, 1], a value beta2 cannot take."""

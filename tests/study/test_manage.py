@@ -98,8 +98,14 @@ def test_enqueue_queues_checked_configs_that_run_next(made: str, tmp_path: Path)
     result = runner.invoke(app, ["study", "enqueue", "m", str(good), "--storage", made])
     assert result.exit_code == 0, result.output
     assert f"queued {good}" in result.output and "1 config(s) queued" in result.output
+    # The budget of 3 is spent: the command it gives raises it, so that it runs the config as pasted.
+    said = " ".join(result.output.split())
+    assert f"`tuner study run m --n-trials 4 --storage {made}` trains them first" in said, said
     shown = runner.invoke(app, ["study", "show", "m", "--storage", made])
     assert shown.exit_code == 0 and ", 1 queued" in shown.output, shown.output  # as `study list` says "+1 queued"
+    # The commands that act on the study count its trials as study list does, the queued config beside them
+    copied = runner.invoke(app, ["study", "copy", "m", "m2", "--storage", made])
+    assert copied.exit_code == 0 and "(3 trial(s), 1 queued)" in copied.output, copied.output
     spent = runner.invoke(app, ["study", "run", "m", "--storage", made])  # its budget of 3 is spent
     assert "the study already has its 3 finished trials; raise the budget with --n-trials (1 queued config waits " \
            "for it)" in " ".join(spent.output.split())

@@ -566,7 +566,7 @@ def study_delete(
 
     facts = study_facts(name, storage)
     check_deletable(facts, force)  # before asking: a question it would refuse anyway
-    what = (f"study {name!r} in {facts.storage}: {facts.trials} trial(s)"
+    what = (f"study {name!r} in {facts.storage}: {facts.counted()}"
             + (f", {facts.running} running" if facts.running else ""))
     if not yes:
         if not _can_ask():
@@ -615,7 +615,7 @@ def study_rename(
     from tuner.study._manage import rename_study
 
     facts = rename_study(name, new_name, storage)
-    echo(f"renamed study {name!r} to {new_name!r} in {facts.storage} ({facts.trials} trial(s))")
+    echo(f"renamed study {name!r} to {new_name!r} in {facts.storage} ({facts.counted()})")
     _left_behind_note(facts, new_name, storage)
 
 
@@ -635,7 +635,7 @@ def study_copy(
 
     facts = copy_study(name, new_name, storage, to_storage)
     where = f" in {mask_url(to_storage)}" if to_storage else ""
-    echo(f"copied study {name!r} ({facts.trials} trial(s)) to {new_name!r}{where}")
+    echo(f"copied study {name!r} ({facts.counted()}) to {new_name!r}{where}")
     _left_behind_note(facts, new_name, to_storage or storage)
 
 

@@ -185,6 +185,8 @@ def study_export(
                  + (f" after epoch {epochs} of {rec.config.epochs}" if epochs and not said else "")
                  + (f" ({record.reason})" if record.reason else "")
                  + (": its value is not that of a config trained to the end" if record.value is not None or epochs
+                    else ": it has no value, so the config comes with none" if record.reason and
+                    record.reason.kind.value in ("diverged", "error", "timeout", "interrupted")
                     else ": it was not trained, so the config comes with no value"), to_err=True)
         elif len(study.directions) > 1:
             from tuner.study._record import beaten_by, objectives_of
@@ -260,12 +262,26 @@ def study_trials(
     cols = [c for c in ("number", "state", "value", "train_seconds", "test_value", "duration_s", "epochs_run",
                         "config.optimizer.name", "config.optimizer.lr", "config.batch_size", "reason")
             if c in frame.columns]
-    # Short headings and four significant digits keep a row within a terminal's width; a wider one (a long
-    # reason) is cut into blocks of columns at its width. --csv and --format json give every column in full.
+    # Short headings and four significant digits keep a row within a terminal's width; the reason, last, is cut
+    # to the room the other columns leave (at least 20 characters), so that each row stays one line beside its
+    # trial number. --csv and --format json give every column in full.
     short = {"number": "trial", "test_value": "test", "duration_s": "wall s", "epochs_run": "epochs",
              "config.optimizer.name": "optimizer", "config.optimizer.lr": "lr", "config.batch_size": "batch"}
     from tuner.cli._output import out
 
-    echo(frame[cols].rename(columns=short).to_string(
-        index=False, max_colwidth=60, na_rep="-", line_width=max(60, out.width),  # NaN and None alike
-        float_format=lambda v: f"{v:.4g}"))
+    shown = frame[cols].rename(columns=short)
+    for col in shown.columns:  # a missing value is "-", in columns of text (None) as of numbers (NaN)
+        if shown[col].dtype == object:
+            shown[col] = shown[col].where(shown[col].notna(), "-")
+
+    def table(data: Any, width: int = 10_000) -> str:
+        return data.to_string(index=False, max_colwidth=10_000, na_rep="-", line_width=width,
+                              float_format=lambda v: f"{v:.4g}")
+
+    if "reason" in shown.columns:
+        others = max(len(line) for line in table(shown.drop(columns=["reason"])).splitlines())
+        room = max(20, out.width - others - 2)
+        shown["reason"] = [r if len(str(r)) <= room else str(r)[:room - 3] + "..." for r in shown["reason"]]
+    text = table(shown)
+    # Where even that is wider than the terminal (a narrow one), pandas cuts it into blocks of columns.
+    echo(text if max(len(line) for line in text.splitlines()) <= out.width else table(shown, max(60, out.width)))

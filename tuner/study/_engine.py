@@ -1240,7 +1240,7 @@ def record_outcome(study: optuna.Study, plan: RunPlan, summary: RunSummary, outc
 
 # Neither failures nor successes: they leave the failures in a row as they were. Among the trials of other
 # processes, those whose worker was lost too (reaped, not failed by the trained code).
-_NEUTRAL = (StopKind.TIMEOUT, StopKind.DUPLICATE, StopKind.DISCARDED)
+_NEUTRAL = (StopKind.TIMEOUT, StopKind.DUPLICATE, StopKind.DISCARDED, StopKind.INTERRUPTED)  # not the config's doing
 _NEUTRAL_KINDS = frozenset(k.value for k in (*_NEUTRAL, StopKind.WORKER_LOST))
 
 

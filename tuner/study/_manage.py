@@ -29,6 +29,11 @@ class StudyFacts:
     trials: int
     running: int
     live: int = 0  # running trials whose worker gave a sign of life within the grace period (not left behind)
+    queued: int = 0  # configs queued for it, not trials yet (``trials`` leaves them out, as study list does)
+
+    def counted(self) -> str:
+        """``4 trial(s)``, ``4 trial(s), 1 queued``, as the commands that act on a study say what it holds."""
+        return f"{self.trials} trial(s)" + (f", {self.queued} queued" if self.queued else "")
 
 
 def _url(storage_url: str | None) -> str:
@@ -45,7 +50,9 @@ def study_facts(name: str, storage_url: str | None = None) -> StudyFacts:
     url = _url(storage_url)
     trials = load_named(name, url).get_trials(deepcopy=False)
     running = [t for t in trials if t.state == TrialState.RUNNING]
-    return StudyFacts(name, mask_url(url), len(trials), len(running), sum(alive(t) for t in running))
+    queued = sum(t.state == TrialState.WAITING for t in trials)
+    return StudyFacts(name, mask_url(url), len(trials) - queued, len(running), sum(alive(t) for t in running),
+                      queued)
 
 
 def delete_study(name: str, storage_url: str | None = None, force: bool = False) -> StudyFacts:
@@ -150,6 +157,13 @@ def enqueue_files(name: str, files: list[str | Path], storage_url: str | None = 
         follow = (f"the next tuner.tune(..., study_name={name!r}) on this storage trains them first (with a "
                   f"larger n_trials if its budget is spent)")
     else:
-        follow = (f"`{study_command('run', name, storage_url)}` trains them first (raise --n-trials if its budget "
-                  f"is spent)")
+        # The budget counts finished trials (complete or pruned): where what waits would not fit in what is left,
+        # the command raises it, so that it runs as pasted.
+        trials = study.get_trials(deepcopy=False)
+        finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+        waiting = sum(t.state == TrialState.WAITING for t in trials)
+        budget = (study.user_attrs.get(StudyKey.SPEC) or {}).get("n_trials")
+        raise_to = (["--n-trials", str(finished + waiting)] if isinstance(budget, int) and finished + waiting > budget
+                    else [])
+        follow = f"`{study_command('run', name, storage_url, *raise_to)}` trains them first"
     return starts, follow, notes
