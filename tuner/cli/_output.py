@@ -174,8 +174,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     title = f"best trials ({shown} of {complete} complete)" if shown < complete else "best trials"
     table = Table(title=title, title_justify="left")
     # "train s": the trial's training time (train_seconds, the second objective of a study that has one)
-    for col in ("trial", "validation", "test", "train s", "config"):
-        table.add_column(col, justify="left" if col == "config" else "right", overflow="fold")
+    for col in ("trial", "validation", "test", "train s", "config"):  # numbers and their headings unbroken
+        table.add_column(col, justify="left" if col == "config" else "right", overflow="fold",
+                         no_wrap=col != "config", min_width=len(col) if col != "config" else None)
     from tuner._summary import config_line
 
     for row in summary["top"]:
