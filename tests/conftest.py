@@ -295,3 +295,20 @@ LOST_SIGTERM = """
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.5)  # the handler runs here: Python prints "Exception ignored" and goes on
 """
+
+
+def legends_of(draw: Callable[[], object]) -> list[str]:
+    """The legend texts of every figure ``draw()`` saves through the report's plots (drawn as they are)."""
+    from tuner.report import _plots
+
+    seen: list[str] = []
+    real = _plots._save
+
+    def save(fig, path):
+        seen.extend(t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts())
+        return real(fig, path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_plots, "_save", save)
+        draw()
+    return seen

@@ -547,14 +547,9 @@ def test_the_per_optimizer_plot_rings_a_recommended_trial_that_is_not_its_optimi
     for value in (0.9, 0.8, 0.7):
         study.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={},
                                                   user_attrs={"config": {"optimizer": {"name": "adamw"}}}))
-    seen = []
-    with pytest.MonkeyPatch.context() as patch:
-        real = _plots._save
-        patch.setattr(_plots, "_save", lambda fig, path: (seen.extend(
-            t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()),
-            real(fig, path))[1])
-        _plots.optimizer_comparison(study, "accuracy", tmp_path / "a.png", recommended=1)
-        assert seen == ["recommended (trial 1)"]
-        seen.clear()
-        _plots.optimizer_comparison(study, "accuracy", tmp_path / "b.png", recommended=0)  # the star itself
-        assert seen == []
+    from conftest import legends_of
+
+    assert legends_of(lambda: _plots.optimizer_comparison(study, "accuracy", tmp_path / "a.png", recommended=1)) \
+        == ["recommended (trial 1)"]
+    # the star itself: no ring
+    assert legends_of(lambda: _plots.optimizer_comparison(study, "accuracy", tmp_path / "b.png", recommended=0)) == []

@@ -491,13 +491,9 @@ def test_every_place_that_names_the_best_of_two_objectives_names_the_knee(tmp_pa
     assert [r["best"] for r in listed] == [pytest.approx(0.93)]
     table = CliRunner().invoke(app, ["study", "list", "--storage", storage]).output
     assert "0.9300" in table and "(knee)" in table and "0.9500" not in table
-    legends = []
-    with pytest.MonkeyPatch.context() as patch:
-        real = _plots._save
-        patch.setattr(_plots, "_save", lambda fig, path: (legends.extend(
-            t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()),
-            real(fig, path))[1])
-        _plots.learning_curves(result.study, "accuracy", tmp_path / "curves.png")
+    from conftest import legends_of
+
+    legends = legends_of(lambda: _plots.learning_curves(result.study, "accuracy", tmp_path / "curves.png"))
     assert "knee of the Pareto front (trial 1)" in legends and not [t for t in legends if t.startswith("best")]
     # A study of one objective still says "best trial".
     import tuner
