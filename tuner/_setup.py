@@ -63,6 +63,11 @@ def check_steps_per_epoch(value: Any, call: str = "config.build(model, steps_per
     return int(value)
 
 
+def lazy_parameters(model: nn.Module) -> list[str]:
+    """The parameters of lazy layers (``nn.LazyLinear``) not made yet: they exist after a first batch."""
+    return [name for name, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
+
+
 _SET_UP: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # the models config.setup was given, while they live
 
 
@@ -165,7 +170,7 @@ class TrainingSetup:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"config.setup(model, ...) takes the model, a torch.nn.Module (not "
                               f"model.parameters()); got {type(model).__name__}.")
-        lazy = [name for name, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
+        lazy = lazy_parameters(model)
         if lazy:
             raise ConfigError(f"config.setup(model, ...): the {type(model).__name__} has lazy layers whose parameters "
                               f"are not made yet ({', '.join(lazy[:3])}{' ...' if len(lazy) > 3 else ''}): run one "

@@ -188,7 +188,8 @@ def lr_find(objective: str | Objective, optimizers: str | list[str] | None = Non
 
         release_device_memory(trainer.device)  # out of the except block: what the failed sweep held is gone
         # One batch size for every optimizer (a rate suits one batch size): the whole test again, smaller.
-        smaller = _smaller_batch(the_space, failed.batch_size)
+        # The space's next batch size below, else half of it
+        smaller = the_space.largest_batch_below(failed.batch_size) or (failed.batch_size // 2 or None)
         if asked is not None or smaller is None:
             how = ("a smaller --batch-size (batch_size= in Python)" if asked is not None else
                    "a space whose batch sizes fit")
@@ -210,18 +211,6 @@ class _OutOfMemory(Exception):
     def __init__(self, optimizer: str, batch_size: int) -> None:
         super().__init__(optimizer, batch_size)
         self.optimizer, self.batch_size = optimizer, batch_size
-
-
-def _smaller_batch(space: SearchSpace, batch_size: int) -> int | None:
-    """The space's next batch size below ``batch_size``, else half of it; None below 2."""
-    from optuna.distributions import CategoricalDistribution
-
-    dist = space.batch_size.distribution
-    choices = [int(b) for b in dist.choices if int(b) < batch_size] if isinstance(dist, CategoricalDistribution) \
-        else []
-    if choices:
-        return max(choices)
-    return batch_size // 2 if batch_size >= 2 else None
 
 
 def _config(space: SearchSpace, name: str, batch_size: int | None, seed: int) -> TrainConfig:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from tuner._setup import TrainingSetup, seed_everything
+from tuner._setup import TrainingSetup, lazy_parameters, seed_everything
 from tuner.config import TrainConfig
 from tuner.errors import ConfigError, DataError
 from tuner.objectives import Dataset, Objective, get_metric
@@ -278,7 +278,7 @@ class Trainer:
         with its dropout rate, as every trial of the config starts."""
         seed_everything(config.seed)
         model = self.objective.build_model(self.cpu_data)
-        if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
+        if lazy_parameters(model):
             with torch.no_grad():  # lazy layers (nn.LazyLinear) make their parameters on a first batch
                 model.eval()(self.cpu_data.x_train[:2])
             model.train()

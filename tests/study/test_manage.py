@@ -220,6 +220,11 @@ def test_study_list_reads_each_studys_trials_once(tmp_path: Path, monkeypatch: p
                           for i in range(10)])
         study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
         study.enqueue_trial({"x": 0.5})
+    # and one of two objectives, as tune() makes them: its best column is its knee's, from the same one read
+    pareto = optuna.create_study(study_name="pareto", storage=url, directions=["maximize", "minimize"])
+    pareto.set_user_attr("tuner:tune", {"function": "train", "objectives": ["value", "train_seconds"]})
+    pareto.add_trials([optuna.trial.create_trial(params={"x": i / 10}, distributions={"x": x}, values=[v, s])
+                       for i, (v, s) in enumerate(((0.95, 10.0), (0.94, 2.0), (0.10, 1.0)))])
     reads: list[int] = []
     rdb = optuna.storages.RDBStorage
     read = rdb._get_trials  # what every read of a study's trials comes down to, cached or not
@@ -230,9 +235,10 @@ def test_study_list_reads_each_studys_trials_once(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(rdb, "_get_trials", counting)
     rows = describe.list_studies(url)
-    assert sorted(reads) == sorted(set(reads)) and len(reads) == 2
+    assert sorted(reads) == sorted(set(reads)) and len(reads) == 3
+    assert rows[2]["name"] == "pareto" and rows[2]["best"] == pytest.approx(0.94)  # the knee, trial 1
     summaries = {s.study_name: s for s in optuna.get_all_study_summaries(url, include_best_trial=False)}
-    for row, best in zip(rows, (0.9, 0.0), strict=True):
+    for row, best in zip(rows[:2], (0.9, 0.0), strict=True):
         summary = summaries[row["name"]]
         assert (row["trials"], row["queued"], row["best"]) == (summary.n_trials - 1, 1, best)
         assert datetime.fromisoformat(row["created"]) == summary.datetime_start.replace(microsecond=0)

@@ -232,11 +232,16 @@ def importances(study: optuna.Study, evaluator: str = "ped-anova", seed: int = 0
 
 
 # -- per-optimizer bests ---------------------------------------------------------------------------------
+def optimizer_of(trial: FrozenTrial) -> str | None:
+    """A trial's optimizer: its config's, else the parameter a space with several optimizers samples."""
+    return (trial.user_attrs.get(Key.CONFIG) or {}).get("optimizer", {}).get("name") or trial.params.get("optimizer")
+
+
 def per_optimizer_best(study: optuna.Study) -> dict[str, FrozenTrial]:
     """The best complete trial of each optimizer, best optimizer first."""
     best: dict[str, FrozenTrial] = {}
     for t in complete_trials(study):
-        name = (t.user_attrs.get(Key.CONFIG) or {}).get("optimizer", {}).get("name") or t.params.get("optimizer")
+        name = optimizer_of(t)
         if name and name not in best:
             best[name] = t
     return best
@@ -251,7 +256,7 @@ def optimizers_without_complete(study: optuna.Study) -> dict[str, str]:
     complete = set(per_optimizer_best(study))
     ended: dict[str, Counter[str]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED, TrialState.FAIL)):
-        name = (t.user_attrs.get(Key.CONFIG) or {}).get("optimizer", {}).get("name") or t.params.get("optimizer")
+        name = optimizer_of(t)
         if name and name not in complete:
             ended.setdefault(name, Counter())[t.state.name.lower()] += 1
     return {name: ", ".join(f"{n} {state}" for state, n in sorted(c.items(), key=lambda kv: kv[0] != "pruned"))

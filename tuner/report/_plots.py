@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from tuner._report_files import PLOTS  # noqa: E402
 from tuner.config import TrainConfig  # noqa: E402
 from tuner.optim import lr_factors  # noqa: E402
-from tuner.report._analysis import Importance, complete_trials, per_optimizer_best  # noqa: E402
+from tuner.report._analysis import Importance, complete_trials, optimizer_of, per_optimizer_best  # noqa: E402
 from tuner.study._record import Key, StudyKey, direction_of, primary
 
 __all__ = ["draw_all", "PLOTS"]
@@ -354,15 +354,13 @@ def optimizer_comparison(study: optuna.Study, metric: str, path: Path, recommend
             ax.text(i, floor, f"no complete\ntrial:\n{missing[name].replace(', ', chr(10))}", ha="center",
                     va="bottom", fontsize=7, color="#7570b3")
             continue
-        vals = [primary(t) for t in trials
-                if (t.user_attrs.get(Key.CONFIG) or {}).get("optimizer", {}).get("name") == name]
+        vals = [primary(t) for t in trials if optimizer_of(t) == name]
         ax.scatter(i + rng.uniform(-0.15, 0.15, len(vals)), vals, s=12, alpha=0.5, color="0.4")
         ax.scatter([i], [primary(bests[name])], marker="*", s=180, color="#d95f02", zorder=3)
         ax.text(i + 0.08, primary(bests[name]), f"{primary(bests[name]):.4g}\nn={len(vals)}", fontsize=7,
                 va="bottom")
     chosen = next((t for t in trials if t.number == recommended), None)
-    chosen_at = ((chosen.user_attrs.get(Key.CONFIG) or {}).get("optimizer", {}).get("name")
-                 or chosen.params.get("optimizer")) if chosen else None  # as per_optimizer_best names it
+    chosen_at = optimizer_of(chosen) if chosen is not None else None
     if chosen is not None and chosen_at in bests and bests[chosen_at].number != chosen.number:
         ax.scatter([names.index(chosen_at)], [primary(chosen)], s=160, facecolors="none", edgecolors="#1b9e77",
                    linewidths=2, zorder=4, label=f"recommended (trial {chosen.number})")

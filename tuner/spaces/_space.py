@@ -536,6 +536,17 @@ class SearchSpace:
         return (SearchSpace.from_dict(raw, name=self.name, source=self.source),
                 f"regularization.dropout is not {what}: {why}")
 
+    def largest_batch_below(self, limit: int) -> int | None:
+        """The largest batch size this space can sample below ``limit`` (None: none): where a batch size ran
+        out of memory, the one to train a config at instead."""
+        dist = self.batch_size.distribution
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            below = [c for c in dist.choices if isinstance(c, int) and c < limit]
+            return max(below) if below else None
+        if isinstance(dist, optuna.distributions.IntDistribution) and dist.low < limit:
+            return dist.low + (min(limit - 1, dist.high) - dist.low) // dist.step * dist.step
+        return None
+
     def with_batch_sizes(self, sizes: int | list[int] | tuple[int, ...]) -> SearchSpace:
         """This space searching ``sizes`` (one value: fixed) instead of its own batch sizes."""
         def whole(value: Any) -> int | None:  # NumPy's ints and 32.0 too, as a spec's batch_size reads them

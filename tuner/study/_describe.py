@@ -236,7 +236,7 @@ def list_studies(url: str) -> list[dict[str, Any]]:
         trials = study.get_trials(deepcopy=False)
         best = None
         if kind != "multi-objective":  # tuner's studies of two objectives: the knee's metric, as export takes it
-            point = handed_over(study) if len(frozen.directions) > 1 else next(iter(ranked_trials(study, trials)), None)
+            point = handed_over(study, trials)
             best = primary(point) if point is not None else None
         # Trials run or running; configs queued for a study never run (its first trials) are not trials yet.
         waiting = sum(t.state == TrialState.WAITING for t in trials)

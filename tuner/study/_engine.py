@@ -801,7 +801,7 @@ def _avoid_oom(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config: 
     # The proposal at the largest batch size below the limit, queued to train next: a sampler never learns from
     # a config it proposed that was not trained (TPE leans towards batch sizes no trial has finished at), so
     # asking it again can propose a batch size over the limit time after time.
-    smaller = _largest_batch_below(plan.space, limit["batch_size"]) if "batch_size" in trial.params else None
+    smaller = plan.space.largest_batch_below(limit["batch_size"]) if "batch_size" in trial.params else None
     reason = StopReason(StopKind.OUT_OF_MEMORY, f"out of memory avoided: batch size {config.batch_size} is not "
                                                 f"trained on {key}, where batch size {limit['batch_size']} ran out "
                                                 f"of memory (trial {limit['trial']})"
@@ -810,17 +810,6 @@ def _avoid_oom(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config: 
     if smaller is not None:
         queue_again(study, trial, {**trial.params, "batch_size": smaller})
     return True
-
-
-def _largest_batch_below(space: SearchSpace, limit: int) -> int | None:
-    """The largest batch size the space can sample below ``limit`` (None: none)."""
-    dist = space.batch_size.distribution
-    if isinstance(dist, optuna.distributions.CategoricalDistribution):
-        below = [c for c in dist.choices if isinstance(c, int) and c < limit]
-        return max(below) if below else None
-    if isinstance(dist, optuna.distributions.IntDistribution) and dist.low < limit:
-        return dist.low + (min(limit - 1, dist.high) - dist.low) // dist.step * dist.step
-    return None
 
 
 def _running_twin(trial: optuna.Trial, trials: Sequence[FrozenTrial]) -> int | None:
@@ -1042,7 +1031,7 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
                 if trial.user_attrs.get(Key.RETRY_OF) is None:
                     retry, again = dict(trial.params), "; queued again, to train in micro-batches"
             elif micro is None and "batch_size" in trial.params:
-                smaller = _largest_batch_below(plan.space, batch)
+                smaller = plan.space.largest_batch_below(batch)
                 if smaller is not None:
                     retry, again = {**trial.params, "batch_size": smaller}, f"; queued again at batch size {smaller}"
             ran_out = (StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {error}"

@@ -33,7 +33,6 @@ from tuner.study._engine import (
     TrialOutcome,
     _claim_lock,
     _fail_own_running,
-    _largest_batch_below,
     _record_oom,
     _storage_reason,
     _storage_stop,
@@ -287,7 +286,7 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
         if blame:
             # As a trial trained alone: the config that ran out trains again at the space's next smaller batch
             # size (under accumulate, as it is, in micro-batches: queued again below).
-            smaller = (_largest_batch_below(plan.space, batch) if plan.on_oom != "accumulate"
+            smaller = (plan.space.largest_batch_below(batch) if plan.on_oom != "accumulate"
                        and all("batch_size" in t.params for t, _ in held) else None)
             reason = StopReason(StopKind.OUT_OF_MEMORY, f"out of memory: {error}"
                                 + _record_oom(study, executor.device, batch, held[0][0].number, plan.on_oom)

@@ -113,7 +113,7 @@ class PreparedStudy:
             found = self.calibration
             lines.append(f"lr ranges calibrated by an LR range test (batch size {found.batch_size}, "
                          f"{found.seconds:.1f}s):")
-            lines += [f"  note: {note}" for note in getattr(found, "notes", [])]
+            lines += [f"  note: {note}" for note in found.notes]
             for curve in found.curves.values():
                 first, *notes = curve.lines()
                 lines += ["  " + first + ("" if curve.found else " - kept the space's range")]

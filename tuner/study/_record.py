@@ -241,11 +241,13 @@ def _signs(study: optuna.Study) -> list[float]:
     return [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
 
 
-def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
+def pareto_front(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> list[FrozenTrial]:
     """The complete trials no other complete trial beats on every objective, by their first objective, best
-    first (a single-objective study: the best trial)."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.values and all(math.isfinite(v) for v in t.values)]
+    first (a single-objective study: the best trial); of ``trials`` where the caller has read them already."""
+    if trials is None:
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    done = [t for t in trials
+            if t.state == TrialState.COMPLETE and t.values and all(math.isfinite(v) for v in t.values)]
     signs = _signs(study)
     keyed = [(tuple(s * v for s, v in zip(signs, t.values, strict=True)), t) for t in done]
     front = [t for k, t in keyed
@@ -267,12 +269,12 @@ def beaten_by(study: optuna.Study, trial: FrozenTrial) -> FrozenTrial | None:
     return None
 
 
-def knee(study: optuna.Study) -> FrozenTrial | None:
+def knee(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> FrozenTrial | None:
     """The Pareto-front trial of a two-objective study that gives up least on one objective for the other:
     with both scaled to [0, 1] over the front, the point farthest beyond the line through the two extremes,
     on the side where both are better. The best first-objective trial when the front has under three points
     or none lies beyond that line (a point short of it trades worse than either extreme)."""
-    front = pareto_front(study)
+    front = pareto_front(study, trials)
     if len(front) < 3 or len(study.directions) != 2:
         return front[0] if front else None
     signs = _signs(study)
@@ -360,10 +362,14 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
     return ranked[0] if ranked else None
 
 
-def handed_over(study: optuna.Study) -> FrozenTrial | None:
+def handed_over(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> FrozenTrial | None:
     """The trial a study hands over (``study export``, ``TuneResult.best_trial``): its best complete trial; of a
-    study with several objectives, the knee of its Pareto front. None without a complete trial."""
-    return knee(study) if len(study.directions) > 1 else best_trial(study)
+    study with several objectives, the knee of its Pareto front. None without a complete trial. ``trials``: the
+    study's trials where the caller has read them already."""
+    if len(study.directions) > 1:
+        return knee(study, trials)
+    ranked = ranked_trials(study, trials)
+    return ranked[0] if ranked else None
 
 
 def handed_over_text(study: optuna.Study) -> str:

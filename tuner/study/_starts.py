@@ -170,7 +170,7 @@ def file_starts(items: list[Any], space: SearchSpace, epochs: int | None = None)
 
 def study_starts(name: Any, storage_url: str | None, space: SearchSpace, top: int = 5) -> tuple[list[Start], str]:
     """The ``top`` best distinct configs of study ``name`` (or an ``optuna.Study``) that the space can sample
-    (another objective's study too), best first, and a line on what was skipped."""
+    (another objective's study too), best first, and a line on what was skipped (where none was taken: why)."""
     import optuna
 
     from tuner.study._record import Key, primary, ranked_trials
@@ -213,15 +213,19 @@ def study_starts(name: Any, storage_url: str | None, space: SearchSpace, top: in
               f"space lacks"] if outside else []) + (
         [f"{no_config} {of_its} hold{'s' if no_config == 1 else ''} no tuner config (the study was not made by "
          f"tuner)"] if no_config else [])
-    if worse_half - seen:
+    if worse_half:
         notes.append(f"from the better half of its {count(len(ranked), 'complete trial')} only (the best {better}): "
-                     f"{count(len(worse_half - seen), 'config')} of the worse half left out")
+                     f"{count(len(worse_half), 'config')} of the worse half left out")
     if len(study.directions) > 1 and out:
         from tuner.study._record import objectives_of
 
         notes.append(f"study {name!r} has {len(study.directions)} objectives: its best configs by the first, "
                      f"{objectives_of(study)[0]}, were taken")
-    return out, "; ".join(notes)
+    said = "; ".join(notes)
+    if not out:  # configs that fit, in its worse half alone; or none that fits
+        said = (f"nothing queued from study {name!r} ({said})" if worse_half
+                else f"no complete trial of study {name!r} fits this space ({said})")
+    return out, said
 
 
 def gather_starts(space: SearchSpace, *, enqueue: list[Any], warm_start: Any = None, warm_storage: str | None = None,
@@ -238,12 +242,7 @@ def gather_starts(space: SearchSpace, *, enqueue: list[Any], warm_start: Any = N
             message = str(exc)
             raise ConfigError(message if message.startswith("warm_start") else f"warm_start: {message}") from None
         starts += found
-        label = getattr(warm_start, "study_name", warm_start)
-        if not found and "of the worse half left out" in note:  # configs fit, in its worse half alone
-            notes.append(f"warm start: nothing queued from study {label!r} ({note})")
-        elif not found:
-            notes.append(f"warm start: no complete trial of study {label!r} fits this space ({note})")
-        elif note:
+        if note:
             notes.append(f"warm start: {note}")
     if known:
         starts += known_starts(space)
