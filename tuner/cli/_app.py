@@ -43,7 +43,8 @@ except ImportError:  # pragma: no cover - older Typer uses Click itself
 
 class OneLineErrors(TyperGroup):
     """Click's usage errors (an unknown flag, a value of the wrong type) as one line on standard error, like
-    every other error of the CLI, with exit code 2; ``--help`` where the user typed too little."""
+    every other error of the CLI, with exit code 2 (1 for a number out of range, input tuner refuses as it does
+    in a spec); ``--help`` where the user typed too little."""
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
@@ -61,7 +62,7 @@ class OneLineErrors(TyperGroup):
                 message += "."
             where = f" See '{exc.ctx.command_path} --help'." if exc.ctx is not None else ""
             error_line(f"{message}{where}")
-            rv = exc.exit_code
+            rv = 1 if _out_of_range(exc) else exc.exit_code
         except click_exceptions.ClickException as exc:
             error_line(exc.format_message())
             rv = exc.exit_code
@@ -71,6 +72,24 @@ class OneLineErrors(TyperGroup):
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+
+
+def _out_of_range(exc: Exception) -> bool:
+    """A number the command line gave that is a number but out of range (``--seed -1``): input that tuner
+    refuses, exit code 1 as everywhere else (a spec's ``seed: -1``, ``study create --seed -1``), not a command
+    line it cannot parse (2)."""
+    cause = exc.__cause__
+    errors = getattr(cause, "errors", None)
+    if callable(errors):  # Typer >= 0.20 checks ranges with pydantic
+        try:
+            first = errors()[0]
+        except Exception:  # pragma: no cover - an error of another shape
+            return False
+        return first.get("type") in _RANGE_ERRORS
+    return "is not in the range" in str(getattr(exc, "message", ""))  # Click's own IntRange, older Typer
 
 
 # Help is plain text: Rich markup would read "[default: ...]" and any other bracket in a help text as a tag and
