@@ -38,6 +38,14 @@ def _create_args(objective_ref: str, storage_url: str, *extra: str) -> list[str]
             "--storage", storage_url, "--sampler", "random", "--device", "cpu", "--name", "cli", *extra]
 
 
+def _terminal(monkeypatch: pytest.MonkeyPatch, width: int) -> None:
+    """Standard output as a terminal of ``width`` columns (piped, tables keep their rows whole)."""
+    from tuner.cli import _output
+
+    monkeypatch.setenv("COLUMNS", str(width))
+    monkeypatch.setattr(_output.out, "width", width)
+
+
 def _assert_user_error(result, *fragments: str) -> str:
     """Exit code 1, one 'error:' line naming the problem, no traceback."""
     assert result.exit_code == 1, result.output
@@ -548,7 +556,6 @@ def test_study_list_keeps_names_whole_at_80_columns(cli, objective_ref: str, sto
                                                     monkeypatch):
     """The name is what a user copies: it stays on one line while the other columns wrap; an objective file
     below this folder is shown from here."""
-    from tuner.cli import _output
 
     local = tmp_cwd / "my_model.py"
     local.write_text(Path(objective_ref.split(":")[0]).read_text())
@@ -556,7 +563,7 @@ def test_study_list_keeps_names_whole_at_80_columns(cli, objective_ref: str, sto
     assert cli(*_create_args(f"{local}:objective", storage_url), "--name", name).exit_code == 0
     assert cli(*_create_args(objective_ref, storage_url), "--name", "cost", "--objectives",
                "accuracy,train_seconds").exit_code == 0  # its kind: "tuner (2 objectives)"
-    monkeypatch.setattr(_output.out, "width", 80)
+    _terminal(monkeypatch, 80)
     listed = cli("study", "list", "--storage", storage_url).stdout
     assert any(name in line.split() for line in listed.splitlines()), listed
     assert "my_model.py:" in listed and str(tmp_cwd) not in listed
@@ -578,9 +585,8 @@ def test_a_storage_from_the_environment_is_named_as_such(cli, monkeypatch):
 def test_listings_wrap_their_text_under_itself_at_the_terminals_width(cli, monkeypatch):
     """spaces list, objectives list and spaces starts: a description longer than the line continues under
     itself, not back at the first column."""
-    from tuner.cli import _output
 
-    monkeypatch.setattr(_output.out, "width", 80)
+    _terminal(monkeypatch, 80)
     for args in (("spaces", "list"), ("objectives", "list"), ("spaces", "starts", "default")):
         lines = [line for line in cli(*args).stdout.splitlines() if not line.startswith("space ")]  # the total
         assert all(len(line.rstrip()) <= 80 for line in lines), (args, lines)
@@ -588,11 +594,38 @@ def test_listings_wrap_their_text_under_itself_at_the_terminals_width(cli, monke
         assert continued and all(line[:12].strip() == "" for line in continued), (args, lines)
 
 
+def test_piped_output_keeps_each_row_on_one_line(cli, objective_ref: str, storage_url: str, tmp_cwd: Path,
+                                                monkeypatch):
+    """`tuner study list | grep NAME` found half a row: output that is no terminal was wrapped at 80 columns.
+    Piped, every table and listing keeps a row on one line, without the spaces that padded it; COLUMNS still
+    asks for a width."""
+    monkeypatch.delenv("COLUMNS", raising=False)  # pytest-xdist's workers set it
+    local = tmp_cwd / "a_model_file_with_a_rather_long_name_for_this.py"
+    local.write_text(Path(objective_ref.split(":")[0]).read_text())
+    name = "a-study-whose-name-is-long-enough-to-wrap"
+    assert cli(*_create_args(f"{local}:objective", storage_url), "--name", name).exit_code == 0
+    for args, whole in ((("study", "list", "--storage", storage_url), name),
+                        (("study", "show", name, "--storage", storage_url), "lr="),
+                        (("study", "trials", name, "--storage", storage_url), "optimizer"),
+                        (("spaces", "list"), "dropout and batch size."),
+                        (("objectives", "list"), "digits-mlp")):
+        lines = cli(*args).stdout.splitlines()
+        assert all(line == line.rstrip() for line in lines), (args, lines)
+        rows = [line for line in lines if whole in line]
+        assert rows, (args, lines)
+        if args[:2] == ("study", "list"):
+            assert "a_model_file_with_a_rather_long_name_for_this.py:objective" in rows[0], lines
+            assert len(lines) == 5, lines  # the three lines of the head, the row and the bottom line
+        if args[:2] == ("spaces", "list"):
+            assert all(line.split()[0] in list_spaces() for line in lines if line.strip()), lines
+    _terminal(monkeypatch, 60)  # COLUMNS=60 (which Rich reads as it starts)
+    assert max(len(line) for line in cli("spaces", "list").stdout.splitlines()) <= 60
+
+
 def test_study_trials_fits_the_terminals_width(cli, objective_ref: str, storage_url: str, monkeypatch):
-    from tuner.cli import _output
 
     assert cli(*_create_args(objective_ref, storage_url)).exit_code == 0
-    monkeypatch.setattr(_output.out, "width", 80)
+    _terminal(monkeypatch, 80)
     lines = cli("study", "trials", "cli", "--storage", storage_url).stdout.splitlines()
     assert lines[0].split()[:4] == ["trial", "state", "value", "test"] and "optimizer" in lines[0]
     assert all(len(line) <= 80 for line in lines), lines
@@ -671,7 +704,6 @@ def test_study_trials_keeps_each_reason_on_its_trials_row(cli, storage_url: str,
     """A long reason made pandas cut the table into two blocks, the reasons under the whole table with no trial
     number beside them; a missing value of a text column showed as None."""
     import tuner
-    from tuner.cli import _output
 
     def train(ctx: tuner.TrialContext) -> float:
         if ctx.number == 0:
@@ -681,7 +713,7 @@ def test_study_trials_keeps_each_reason_on_its_trials_row(cli, storage_url: str,
 
     result = tuner.tune(train, space="lr-only", n_trials=3, epochs=1, storage=storage_url, study_name="r",
                         verbose=False, known_starts=False)
-    monkeypatch.setattr(_output.out, "width", 100)
+    _terminal(monkeypatch, 100)
     lines = cli("study", "trials", "r", "--storage", storage_url).stdout.splitlines()
     assert lines[0].split()[0] == "trial" and lines[0].split()[-1] == "reason", lines
     assert len(lines) == len(result.study.trials) + 1 and all(len(line) <= 100 for line in lines), lines

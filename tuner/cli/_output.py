@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import sys
 from typing import Any
@@ -104,7 +105,11 @@ def print_listing(rows: list[list[str]]) -> None:
         grid.add_column(style="bold" if i == 0 else None, no_wrap=not last, overflow="fold" if last else None)
     for row in rows:
         grid.add_row(*(Text(cell(value)) for value in row))
-    out.print(grid, crop=False)
+    whole = _unwrapped_width(grid)
+    if whole is None:
+        out.print(grid, crop=False)
+    else:
+        _print_whole(grid, whole)
 
 
 def error_line(message: object) -> None:
@@ -325,6 +330,10 @@ def print_fitted(table: Table) -> None:
     cannot hold its words. Where nothing fits, the words fold at the width (nothing is cut off)."""
     from rich import box
 
+    whole = _unwrapped_width(table)
+    if whole is not None:  # piped to a file or a program: one line per row, as long as the row is
+        _print_whole(table, whole)
+        return
     if not _fit_widths(table):
         table.box, table.show_edge, table.pad_edge = box.SIMPLE_HEAD, False, False
         # Then long words of the other columns fold (a path), the whole columns still whole where they fit.
@@ -332,6 +341,27 @@ def print_fitted(table: Table) -> None:
             for column in table.columns:
                 column.no_wrap = False
     out.print(table, soft_wrap=False, crop=False)
+
+
+def _unwrapped_width(renderable: Any) -> int | None:
+    """The width that holds ``renderable``'s lines whole where standard output is no terminal and ``COLUMNS``
+    does not ask for a width (``tuner study list | grep NAME`` finds the whole row); None on a terminal."""
+    if out.is_terminal or os.environ.get("COLUMNS"):
+        return None
+    from rich.measure import Measurement
+
+    return max(1, Measurement.get(out, out.options.update(max_width=100_000), renderable).maximum)
+
+
+def _print_whole(renderable: Any, width: int) -> None:
+    """``renderable`` on standard output ``width`` columns wide (``Console.print(width=)`` goes no wider than
+    the console), without the spaces that pad its lines to that width."""
+    wide = _Console(width=width, highlight=False, soft_wrap=True, markup=False, emoji=False,
+                    color_system=out.color_system)
+    with wide.capture() as captured:
+        wide.print(renderable, soft_wrap=False, crop=False)
+    out.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+    out.file.flush()
 
 
 def _fit_widths(table: Table, fold: int | None = None) -> bool:
