@@ -831,13 +831,15 @@ def test_a_refill_round_sees_a_proposal_set_aside_as_failed(tmp_path, monkeypatc
     monkeypatch.setattr(_engine, "_running_twin", second_is_a_twin)
     take = _packs._take
 
-    def taking(study, plan, device="", trials=None, asked=None, limits=None):
+    def taking(study, plan, device="", trials=None, asked=None, limits=None, set_aside=None):
         seen.append({t.number: t.state for t in trials or []})
-        return take(study, plan, device, trials, asked, limits)
+        return take(study, plan, device, trials, asked, limits, set_aside)
 
     monkeypatch.setattr(_packs, "_take", taking)
     study, prepared = _packed_study(tmp_path, n_trials=4, pack=4, sampler="tpe", pruner="none")
-    run_trials(study, prepared)
+    lines: list[tuple[int, str]] = []
+    run_trials(study, prepared, on_trial=lambda o, s: lines.append((o.number, o.state)))
+    assert (1, "FAIL") in lines  # the proposal set aside has its line
     states = optuna.trial.TrialState
     assert study.trials[1].state == states.FAIL and study.trials[1].user_attrs["duplicate_of"] == 0
     assert [t.state for t in study.trials if t.number != 1] == [states.COMPLETE] * (len(study.trials) - 1)

@@ -57,14 +57,15 @@ def hungry(tmp_path: Path) -> str:
 
 
 def _hungry_study(name: str, hungry: str, storage_url: str, tmp_path: Path, batches: list[int], n_trials: int = 10,
-                  epochs: int = 2, pruner: str = "none", on_oom: str = "avoid", sampler: str = "random"):
+                  epochs: int = 2, pruner: str = "none", on_oom: str = "avoid", sampler: str = "random",
+                  pack: int | str = "auto"):
     """A study of the memory-hungry objective over Adam and the given batch sizes (random sampler)."""
     space = tmp_path / "s.yaml"
     space.write_text("optimizer: {adam: {lr: {low: 1.0e-3, high: 1.0e-2, log: true}}}\n"
                      f"batch_size: {{choices: {batches}}}\n")
     spec = StudySpec(name=name, objective=hungry, space=str(space), n_trials=n_trials, epochs=epochs,
                      storage=storage_url, device="cpu", sampler=sampler, pruner=pruner, known_starts=False,
-                     on_oom=on_oom)
+                     on_oom=on_oom, pack=pack)
     prepared = prepare(spec)
     return create_or_join(prepared), prepared
 
@@ -90,6 +91,21 @@ def test_after_an_oom_at_batch_b_no_batch_of_b_or_more_trains_on_that_device(hun
     assert oom_limits(study)["cpu"]["batch_size"] <= b
     # The budget counts trials that trained: ten finished ones besides those that ran out of memory.
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 10
+
+
+@pytest.mark.parametrize("pack", [1, 4])
+def test_every_trial_of_a_run_has_its_line_the_proposals_set_aside_untrained_too(hungry: str, storage_url: str,
+                                                                                 tmp_path: Path, pack: int) -> None:
+    """A pool of workers gave an avoided proposal its trial line (its supervisor reads every finished trial
+    back); one process, one trial at a time or in packs, gave it none, and did not count it as run."""
+    study, prepared = _hungry_study("lines", hungry, storage_url, tmp_path, [16, 32, 64, 128], pack=pack)
+    lines: dict[int, str] = {}
+    summary = run_prepared(study, prepared, on_trial=lambda o, s: lines.setdefault(o.number, str(o.reason)))
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    assert sorted(lines) == [t.number for t in trials] == sorted(o.number for o in summary.outcomes)
+    avoided = [t.number for t in trials if t.user_attrs.get(Key.OOM_AVOIDED)]
+    assert avoided, "no proposal was set aside"
+    assert all(lines[n].startswith("out of memory avoided: batch size ") for n in avoided), lines
 
 
 def test_an_avoided_proposal_trains_at_the_largest_batch_below_the_limit_and_tpe_meets_its_budget(

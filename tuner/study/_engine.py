@@ -681,8 +681,8 @@ def _ask(study: optuna.Study, plan: RunPlan, trials: Sequence[FrozenTrial] | Non
 
 
 def _take(study: optuna.Study, plan: RunPlan, device: str = "", trials: Sequence[FrozenTrial] | None = None,
-          asked: list[optuna.Trial] | None = None,
-          limits: dict[str, dict[str, int]] | None = None) -> tuple[optuna.Trial, TrainConfig]:
+          asked: list[optuna.Trial] | None = None, limits: dict[str, dict[str, int]] | None = None,
+          set_aside: list[TrialOutcome] | None = None) -> tuple[optuna.Trial, TrainConfig]:
     """Asks for a trial, marks it as this worker's and samples its config. A config that equals one a running
     trial is training (two workers, one proposal) is set aside, recorded with the reason, and asked again.
     ``trials``: every trial of the study as read under a claim lock that serialises the workers; asking,
@@ -690,7 +690,8 @@ def _take(study: optuna.Study, plan: RunPlan, device: str = "", trials: Sequence
     Without it, the study is read for asking and again, after sampling, for the duplicate check (another
     worker may have taken the same proposal meanwhile). ``asked`` collects every trial asked for, the ones set
     aside included. ``limits``: the study's out-of-memory limits (``oom_limits``) as read under the same claim
-    lock, for a caller that takes several trials under it (else they are read here)."""
+    lock, for a caller that takes several trials under it (else they are read here). ``set_aside`` collects
+    the outcomes of the proposals set aside (failed, not trained), for the caller's trial lines."""
     duplicates = avoided = 0
     claimed = trials
     while True:
@@ -719,7 +720,10 @@ def _take(study: optuna.Study, plan: RunPlan, device: str = "", trials: Sequence
                     _close(study, trial, StopReason(StopKind.SAMPLER, f"sampler: {type(exc).__name__}: {exc}").attrs(),
                            TrialState.FAIL)
                 raise _sampler_error(plan, exc) from exc
-        if _avoid_oom(study, plan, trial, config, device, limits):
+        avoided_why = _avoid_oom(study, plan, trial, config, device, limits)
+        if avoided_why is not None:
+            if set_aside is not None:
+                set_aside.append(TrialOutcome(trial.number, "FAIL", None, None, avoided_why, 0.0, config))
             # A config queued again (its pack ran out of memory) is not the sampler proposing it.
             avoided += trial.user_attrs.get(Key.RETRY_OF) is None
             trials = claimed = None
@@ -739,6 +743,8 @@ def _take(study: optuna.Study, plan: RunPlan, device: str = "", trials: Sequence
         reason = StopReason(StopKind.DUPLICATE, f"duplicate: the same parameters as trial {twin}, which is "
                                                 f"running; not trained, another config was asked for")
         _close(study, trial, {**reason.attrs(), Key.DUPLICATE_OF: twin}, TrialState.FAIL)
+        if set_aside is not None:
+            set_aside.append(TrialOutcome(trial.number, "FAIL", None, None, reason, 0.0, config))
 
 
 def _lower_limit(study: optuna.Study, attr: str, device: str, field: str, entry: dict[str, int]) -> int:
@@ -791,13 +797,13 @@ def micro_batch_for(study: optuna.Study, plan: RunPlan, config: TrainConfig, dev
 
 
 def _avoid_oom(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config: TrainConfig, device: str,
-               limits: dict[str, dict[str, int]] | None = None) -> bool:
+               limits: dict[str, dict[str, int]] | None = None) -> StopReason | None:
     """A config at a batch size that ran out of memory on this device before is not trained (unless the study
-    accumulates gradients instead): the trial is failed with the reason, and another asked for."""
+    accumulates gradients instead): the trial is failed with the reason (returned), and another asked for."""
     key = device_key(device)
     limit = None if plan.on_oom == "accumulate" else _limit_reached(study, config, device, limits)
     if limit is None:
-        return False
+        return None
     # The proposal at the largest batch size below the limit, queued to train next: a sampler never learns from
     # a config it proposed that was not trained (TPE leans towards batch sizes no trial has finished at), so
     # asking it again can propose a batch size over the limit time after time.
@@ -809,7 +815,7 @@ def _avoid_oom(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config: 
     _close(study, trial, {**reason.attrs(), Key.OOM_AVOIDED: True}, TrialState.FAIL)
     if smaller is not None:
         queue_again(study, trial, {**trial.params, "batch_size": smaller})
-    return True
+    return reason
 
 
 def _running_twin(trial: optuna.Trial, trials: Sequence[FrozenTrial]) -> int | None:
@@ -1169,13 +1175,16 @@ def run_trials(
                     raise _storage_stop(study, plan, exc) from exc
                 raise
         trial = None
+        set_aside: list[TrialOutcome] = []
         try:
             with _claim_lock(study, plan.storage_url) as locked:
                 trials = study.get_trials(deepcopy=False)
                 finished = sum(t.state in FINISHED for t in trials)
                 started = finished + sum(t.state == TrialState.RUNNING for t in trials)
-                taken = _take(study, plan, executor.device, trials if locked else None) if started < n_trials \
-                    else None
+                taken = _take(study, plan, executor.device, trials if locked else None,
+                              set_aside=set_aside) if started < n_trials else None
+            for aside in set_aside:  # a line each, as a pool's supervisor gives them
+                consecutive = record_outcome(study, plan, summary, aside, consecutive, on_trial, set_aside=True)
             if finished >= n_trials:
                 break
             if taken is None:
@@ -1197,12 +1206,15 @@ def run_trials(
 
 
 def record_outcome(study: optuna.Study, plan: RunPlan, summary: RunSummary, outcome: TrialOutcome,
-                   consecutive: int, on_trial: Callable[[TrialOutcome, optuna.Study], None] | None) -> int:
+                   consecutive: int, on_trial: Callable[[TrialOutcome, optuna.Study], None] | None, *,
+                   set_aside: bool = False) -> int:
     """Adds a finished trial to the run: the caller's ``on_trial``, and the failure limit (failures in a row
-    stop the study). Timeouts, duplicates and discarded trials are neither failures nor successes: they leave
-    the count as it was. Returns the failures in a row."""
+    stop the study). Timeouts, duplicates, discarded trials and proposals set aside untrained (``set_aside``:
+    an avoided out-of-memory batch size) are neither failures nor successes: they leave the count as it was.
+    Returns the failures in a row."""
     summary.outcomes.append(outcome)
-    neutral = outcome.state == "FAIL" and outcome.reason is not None and outcome.reason.kind in _NEUTRAL
+    neutral = set_aside or (outcome.state == "FAIL" and outcome.reason is not None
+                            and outcome.reason.kind in _NEUTRAL)
     if not neutral and outcome.state != "FAIL":
         consecutive = 0
     elif not neutral:

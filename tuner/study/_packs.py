@@ -151,9 +151,9 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
     # One heartbeat thread for all members: every member's beat in one write.
     heartbeat = Heartbeat(study, None, plan.heartbeat_interval) if plan.storage_url else None
 
-    def done(outcome: TrialOutcome) -> None:
+    def done(outcome: TrialOutcome, set_aside: bool = False) -> None:
         nonlocal consecutive
-        consecutive = record_outcome(study, plan, summary, outcome, consecutive, on_trial)
+        consecutive = record_outcome(study, plan, summary, outcome, consecutive, on_trial, set_aside=set_aside)
 
     def close(p: _Pack, slot: int, state: TrialState, reason: StopReason | None, value: float | None = None,
               test: float | None = None, extra: dict | None = None, dropped: bool = False) -> None:
@@ -345,6 +345,7 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
             # sampler (constant liar) and the duplicate check see the members just taken.
             while not timed_out and live < room:
                 taken: list[tuple[optuna.Trial, TrainConfig]] = []
+                set_aside: list[TrialOutcome] = []
                 with _claim_lock(study, plan.storage_url) as locked:
                     trials = study.get_trials(deepcopy=False)
                     started = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in trials)
@@ -352,13 +353,16 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                     limits = oom_limits(study) if locked and plan.on_oom != "accumulate" else None
                     while live + len(taken) < room and started < n_trials:
                         asked: list[optuna.Trial] = []
-                        taken.append(_take(study, plan, executor.device, trials if locked else None, asked, limits))
+                        taken.append(_take(study, plan, executor.device, trials if locked else None, asked, limits,
+                                           set_aside))
                         started += len(asked)  # set-aside proposals are finished trials of the budget too
                         if not locked or alone(taken[-1][1]):
                             # No lock: another worker may ask meanwhile, so read again. A config that trains
                             # alone trains before the next is asked, as one trial after another would.
                             break
                         trials = [*trials, *(_as_read(study, t, t is taken[-1][0]) for t in asked)]
+                for aside in set_aside:  # a line each, as a pool's supervisor gives them
+                    done(aside, set_aside=True)
                 if not taken:
                     break
                 for i, (trial, config) in enumerate(taken):
