@@ -311,6 +311,20 @@ def _packed_study(tmp_path, n_trials: int, pack: int, **fields):
     return create_or_join(prepared), prepared
 
 
+def test_a_pruned_members_line_shows_the_value_optuna_records_for_it(tmp_path):
+    """One trial at a time, a pruned trial's line shows the last value it reported (Optuna's value of a pruned
+    trial); a pack's pruned member's line showed "val -"."""
+    from tuner.study import run_trials
+
+    study, prepared = _packed_study(tmp_path, n_trials=16, pack=4, sampler="random", pruner="median")
+    outcomes = run_trials(study, prepared).outcomes
+    pruned = [o for o in outcomes if o.state == "PRUNED"]
+    assert pruned, "the median pruner stopped no member"
+    by_number = {t.number: t for t in study.trials}
+    for o in pruned:
+        assert o.value is not None and o.value == pytest.approx(by_number[o.number].value), o
+
+
 def test_every_member_of_a_pack_is_a_real_trial_with_its_own_record(tmp_path):
     from tuner.study import run_trials
 

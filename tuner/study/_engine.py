@@ -32,7 +32,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -932,7 +932,8 @@ def finish_trial(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config
                  test: float | None = None, attrs: dict[str, Any] | None = None) -> TrialOutcome:
     """Records a trial's outcome (attributes, state and value in one retried write) and returns it. A trial
     reaped while it ran is reported as discarded; a storage that keeps failing fails the trial with the reason
-    (disk full stops the study)."""
+    (disk full stops the study). ``value`` of a pruned trial: its last reported value, which Optuna records as
+    its value in a study of one objective; the outcome (and so the trial's line) says it where it is finite."""
     attrs = {**(attrs or {}), Key.SECONDS: round(seconds, 3)}
     if reason is not None:
         attrs.update(reason.attrs())
@@ -962,6 +963,8 @@ def finish_trial(study: optuna.Study, plan: RunPlan, trial: optuna.Trial, config
         if told:
             queue_again(study, trial)
         return TrialOutcome(trial.number, "FAIL", None, None, failed, seconds, config)
+    if state == TrialState.PRUNED and (plan.multi or value is None or not math.isfinite(value)):
+        value = None
     return TrialOutcome(trial.number, state.name, value, test, reason, seconds, config)
 
 
@@ -987,14 +990,10 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
 
     def finish(state: TrialState, reason: StopReason | None, value: float | None = None, test: float | None = None,
                attrs: dict[str, Any] | None = None) -> TrialOutcome:
-        outcome = finish_trial(study, plan, trial, config, time.perf_counter() - start, state, reason, value, test,
-                               {**accumulated, **(attrs or {})})
-        if (outcome.state == "PRUNED" and outcome.value is None and reported and not plan.multi
-                and math.isfinite(float(reported[0]))):
-            # Optuna records a pruned trial's last reported value as its value (a finite one, in a study of one
-            # objective): the line says it, as a line read back from the study (another worker's trial) does.
-            outcome = replace(outcome, value=float(reported[0]))
-        return outcome
+        if state == TrialState.PRUNED and reported:
+            value = float(reported[0])  # the last reported value: Optuna's value of a pruned trial
+        return finish_trial(study, plan, trial, config, time.perf_counter() - start, state, reason, value, test,
+                            {**accumulated, **(attrs or {})})
 
     micro = (micro_batch_for(study, plan, config, executor.device)
              if getattr(executor, "batches_from_config", False) else None)

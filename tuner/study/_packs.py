@@ -183,8 +183,9 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
             try:
                 p.trainer.check(slot)
             except Diverged as exc:
+                history = p.trainer.members[slot].val_history  # its last value, this epoch's, was not reported
                 close(p, slot, TrialState.PRUNED, StopReason(StopKind.DIVERGED, exc.reason),
-                      extra={Key.DIVERGED: True})
+                      history[-2] if len(history) > 1 else None, extra={Key.DIVERGED: True})
                 continue
             reported[slot] = value
         epochs = {slot: p.trainer.members[slot].epoch - 1 for slot in reported}
@@ -212,7 +213,7 @@ def run_packed(study: optuna.Study, plan: RunPlan, executor: Executor, trainer, 
                 check_epoch(plan, entry.config, epochs[slot], value, deadline,
                             judged and view is not None and view.should_prune(entry.trial._trial_id))
             except optuna.TrialPruned as exc:
-                close(p, slot, TrialState.PRUNED, StopReason(StopKind.PRUNED, str(exc)))
+                close(p, slot, TrialState.PRUNED, StopReason(StopKind.PRUNED, str(exc)), value)
                 view.forget(entry.trial._trial_id)  # a pruned trial is not one the next members are compared with
                 continue
             except _TimedOut as exc:
