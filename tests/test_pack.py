@@ -800,13 +800,13 @@ def test_a_refill_round_claims_and_reads_the_study_once(tmp_path, monkeypatch):
 
     params_seen: dict[int, dict] = {}
 
-    def taking(study, plan, device="", trials=None, asked=None, limits=None):
+    def taking(study, plan, device="", trials=None, asked=None, limits=None, set_aside=None):
         running = [t for t in trials or [] if t.state == optuna.trial.TrialState.RUNNING]
         seen_by_sampler.append(len(running))
         params_seen.update({t.number: (t.params, _sampler_attrs(t)) for t in running})
         claims[-1] += 1
         assert limits == {}  # the study's out-of-memory limits, read once for the round
-        return take(study, plan, device, trials, asked, limits)
+        return take(study, plan, device, trials, asked, limits, set_aside)
 
     monkeypatch.setattr(_packs, "_take", taking)
     limit_reads = []
