@@ -111,6 +111,23 @@ def test_parallel_axes_carry_values_and_say_log(study, figures, tmp_path: Path):
     assert any(t.endswith("(log)") for t in (lab.get_text() for lab in fig.axes[0].get_xticklabels()))
 
 
+def test_a_parallel_line_breaks_at_an_axis_its_trial_has_no_value_on(study, figures, tmp_path: Path):
+    """A nesterov trial has no adam.weight_decay: its line crossed that axis as if it had a value there."""
+    write_report(study, tmp_path / "r")
+    fig = figures["parallel"]
+    ax = fig.axes[0]
+    names = [lab.get_text().replace("\n", "").removesuffix("(log)") for lab in ax.get_xticklabels()]
+    decay = names.index("adam.weight_decay")
+    lines = [line for line in ax.get_lines() if len(line.get_xdata()) == len(names)]
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(lines) == len(complete)
+    at_decay = [line.get_ydata()[decay] for line in lines]
+    nesterov = sum(t.params["optimizer"] == "nesterov" for t in complete)
+    assert sum(math.isnan(y) for y in at_decay) == nesterov > 0
+    assert all(line.get_marker() == "o" for line in lines)  # a value between two gaps still shows
+    assert "a line breaks at an axis its trial has no value on" in " ".join(ax.get_title().split())
+
+
 def test_lr_batch_is_one_panel_of_points_per_batch_size(study, figures, tmp_path: Path):
     write_report(study, tmp_path / "r")
     fig = figures["lr_batch"]

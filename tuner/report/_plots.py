@@ -159,8 +159,9 @@ def parallel_coordinates(study: optuna.Study, names: list[str], members: Members
     cmap = plt.get_cmap("viridis" if _maximize(study) else "viridis_r")
     xs = np.arange(len(names))
     for row, v in zip(data, values, strict=True):
-        ok = ~np.isnan(row)
-        ax.plot(xs[ok], row[ok], color=cmap(norm(v)), alpha=0.6, lw=1)
+        # A trial has no value on another optimizer's axes: its line breaks there (NaN), rather than crossing
+        # them as if it had one; a dot marks each value it has, one between two gaps included.
+        ax.plot(xs, row, color=cmap(norm(v)), alpha=0.6, lw=1, marker="o", ms=2.5)
     box = {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8}
     for x, (name, choices) in enumerate(zip(names, cats, strict=True)):
         ax.axvline(x, color="0.7", lw=0.8)
@@ -179,8 +180,10 @@ def parallel_coordinates(study: optuna.Study, names: list[str], members: Members
     if norm is not None:
         fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=_metric_label(metric))
     fig.tight_layout()
-    _title(ax, "Parallel coordinates of complete trials (colour: " + _metric_label(metric) + "; each axis labelled "
-               "with its lowest, middle and highest value)")
+    gaps = " a line breaks at an axis its trial has no value on (another optimizer's);" \
+        if np.isnan(data).any() else ""
+    _title(ax, "Parallel coordinates of complete trials (colour: " + _metric_label(metric) + ";" + gaps +
+               " each axis labelled with its lowest, middle and highest value)")
     return _save(fig, path)
 
 
