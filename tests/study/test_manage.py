@@ -202,6 +202,12 @@ def test_copy_to_another_storage_is_a_whole_study(made: str, tmp_path: Path):
     assert shown.exit_code == 0, shown.output
     assert '"complete": 3' in shown.output
     assert _names(made) == ["m"]
+    # A copy onto its own name: the advice was to delete the study being copied.
+    same = runner.invoke(app, ["study", "copy", "m", "m", "--storage", made])
+    assert same.exit_code == 1 and "delete" not in same.output, same.output
+    assert "needs a name of its own" in same.output
+    assert runner.invoke(app, ["study", "copy", "m", "m", "--storage", made, "--to-storage", journal.replace(
+        "copy.journal", "other.journal")]).exit_code == 0  # the same name in another storage is a copy
 
 
 def test_study_list_reads_each_studys_trials_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

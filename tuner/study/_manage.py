@@ -83,6 +83,9 @@ def copy_study(name: str, new_name: str, storage_url: str | None = None, to_stor
     from tuner.study._spec import check_new_name
 
     check_new_name(new_name, "the new study name")
+    if new_name == name and target == url:
+        raise StudyError(f"A copy of study {name!r} needs a name of its own, or another storage (--to-storage); "
+                         f"nothing was copied.")
     with storage_lock(target, "create"):
         if new_name in _names(target):
             raise StudyError(f"A study named {new_name!r} exists in {mask_url(target)} already; pick another name "
