@@ -55,12 +55,16 @@ def closest(name: str, valid: Iterable[str]) -> str | None:
     return inside[0] if len(inside) == 1 else None
 
 
-def unknown_name_message(kind: str, name: object, valid: Iterable[str]) -> str:
-    """``Unknown optimizer 'adamw2'. Valid: adam, adamw, ... Did you mean 'adamw'?``"""
+def unknown_name_message(kind: str, name: object, valid: Iterable[str], *, limit: int | None = None,
+                         more: str = "") -> str:
+    """``Unknown optimizer 'adamw2'. Valid: adam, adamw, ... Did you mean 'adamw'?``; ``limit``: at most that
+    many names listed (a storage's studies grow without end), then how many more and ``more``."""
     valid = sorted(valid)
     if not valid:  # e.g. a storage whose only study was deleted
         return f"Unknown {kind} {name!r}: there is none."
-    message = f"Unknown {kind} {name!r}. Valid: {', '.join(valid)}."
+    listed = valid if limit is None or len(valid) <= limit else valid[:limit]
+    rest = f" and {len(valid) - len(listed)} more" + (f" ({more})" if more else "") if len(listed) < len(valid) else ""
+    message = f"Unknown {kind} {name!r}. Valid: {', '.join(listed)}{rest}."
     suggestion = closest(str(name), valid)
     if suggestion is not None:
         message += f" Did you mean {suggestion!r}?"

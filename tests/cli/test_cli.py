@@ -98,8 +98,8 @@ def test_no_run_then_study_run(cli, objective_ref: str, storage_url: str):
     assert created["counts"]["complete"] == 0 and created["best"] is None
     text = cli(*_create_args(objective_ref, storage_url, "--no-run", "--workers", "2"))
     assert text.exit_code == 0, text.output  # the study exists: joined, and the flags not stored are in the hint
-    assert (f"joined the existing study (0 finished trials); run it with: tuner study run cli --storage "
-            f"{storage_url} --workers 2") in text.stdout
+    assert "joined the existing study cli in sqlite:///" in text.stdout and "(0 trials finished already)" in text.stdout
+    assert f"run it with: tuner study run cli --storage {storage_url} --workers 2" in text.stdout
     # A tracker the printed command would refuse is refused now, before a study exists.
     bad = cli(*_create_args(objective_ref, storage_url, "--no-run", "--name", "t2", "--tensorboard",
                             str(Path(storage_url.removeprefix("sqlite:///"))) + "/logs"))
@@ -226,6 +226,12 @@ def test_show_unknown_study(cli, objective_ref: str, storage_url: str, db_path: 
     assert cli(*_create_args(objective_ref, storage_url, "--no-run")).exit_code == 0
     _assert_user_error(cli("study", "show", "clj", "--storage", storage_url), "Unknown study 'clj'",
                        "Did you mean 'cli'?")
+    # A storage of many studies: the line names a dozen of them, not all.
+    for i in range(14):
+        optuna.create_study(study_name=f"other-{i:02d}", storage=storage_url)
+    line = _assert_user_error(cli("study", "show", "clj", "--storage", storage_url), "Did you mean 'cli'?",
+                              "and 3 more (`tuner study list` lists them all)")
+    assert "other-11" not in line and "other-10" in line
 
 
 def test_spaces_list_and_show(cli):
@@ -396,6 +402,16 @@ def test_create_again_joins_the_study_and_runs_nothing_more(cli, objective_ref: 
     more = cli(*_create_args(objective_ref, storage_url), "--n-trials", "4")
     assert more.exit_code == 0, more.output
     assert "ran 1 trial(s)" in more.output
+    # The header says the study was joined (it read as a new study's, then went on at trial 3).
+    assert more.stdout.startswith("joined the existing study cli in ") and "(3 trials finished already)" in more.stdout
+    assert first.stdout.startswith("study cli in ")
+    # A study's name where a spec goes, and a built-in spec's name where a study goes: each says what it is.
+    _assert_user_error(cli("study", "create", "cli", "--storage", storage_url),
+                       "Unknown study spec 'cli'", f"`tuner study run cli --storage {storage_url}` goes on with it")
+    line = _assert_user_error(cli("study", "run", "quickstart", "--storage", storage_url),
+                              "'quickstart' is a built-in study spec",
+                              f"`tuner study create quickstart --storage {storage_url}` creates its study")
+    assert "Did you mean" not in line
 
 
 def test_spec_file_storage_beats_the_environment(cli, tmp_cwd: Path, objective_ref: str, monkeypatch):

@@ -29,7 +29,7 @@ from tuner.cli._output import (
     print_table,
     use_storage,
 )
-from tuner.errors import StudyError, TunerError, count
+from tuner.errors import ConfigError, StudyError, TunerError, count
 from tuner.study._spec import DEFAULT_PRUNER, StudySpec
 
 if TYPE_CHECKING:
@@ -424,7 +424,15 @@ def study_create(
     from tuner.study import StudySpec, load_spec
 
     _check_workers(workers)
-    base = load_spec(spec) if spec else (load_spec("quickstart") if objective is None else StudySpec())
+    try:
+        base = load_spec(spec) if spec else (load_spec("quickstart") if objective is None else StudySpec())
+    except ConfigError as exc:
+        from tuner.study._storage import study_command, study_in_storage
+
+        if spec and study_in_storage(spec, storage):  # a study's name where a spec goes
+            raise ConfigError(f"{exc} A study named {spec!r} is in the storage: "
+                              f"`{study_command('run', spec, storage)}` goes on with it.") from None
+        raise
     spec_obj = base.with_overrides(
         name=name, objective=objective, space=space, sampler=sampler, pruner=pruner, n_trials=n_trials,
         timeout=timeout, epochs=epochs, storage=storage, device=device, seed=seed, data=data, target=target,
@@ -451,11 +459,15 @@ def study_create(
     from tuner.study._storage import storage_hint, storage_label
 
     use_storage(prepared.storage_url)
+    done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)) if joined else 0
     if fmt is Format.text:
         space = prepared.spec.space if isinstance(prepared.spec.space, str) else prepared.space.name  # as show says
-        echo("study ", (prepared.name, "bold"), f" in {storage_label(prepared.storage_url)}: objective "
+        # Joined, the header says so (it read as a new study's, then its trials went on from where they were).
+        echo("joined the existing study " if joined else "study ", (prepared.name, "bold"),
+             f" in {storage_label(prepared.storage_url)}: objective "
              f"{prepared.objective.name}, space {space}, {count(prepared.spec.n_trials, 'trial')} x "
-             f"{count(prepared.spec.epochs, 'epoch')} on {prepared.trainer.device}{_time_box(prepared.spec.timeout)}")
+             f"{count(prepared.spec.epochs, 'epoch')} on {prepared.trainer.device}{_time_box(prepared.spec.timeout)}"
+             + (f" ({count(done, 'trial')} finished already)" if joined else ""))
         for line in prepared.preparation_lines():
             echo(line)
     if no_run:
@@ -465,9 +477,8 @@ def study_create(
             hint = (storage_hint(prepared.storage_url, given=bool(spec_obj.storage)) + _tracking_flags(spec_obj)
                     + (f" --workers {workers}" if workers != "auto" else "") + (f" --devices {devices}" if devices
                                                                                  else ""))
-            done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
-            echo(f"joined the existing study ({count(done, 'finished trial')}); run it with" if joined else
-                 "created; run it with", f": tuner study run {_quote(prepared.name)}{hint}")
+            echo("run it with" if joined else "created; run it with",
+                 f": tuner study run {_quote(prepared.name)}{hint}")
             if spec_obj.mlflow or spec_obj.tensorboard:
                 echo("(--mlflow and --tensorboard are not stored with the study: the run they log is the one they "
                      "are given to)")

@@ -622,17 +622,32 @@ def load_named(name: str, url: str, *, readonly: bool = True) -> optuna.Study:
     """The study ``name`` in the storage at ``url``; a missing storage or name is a StudyError that lists the
     names there."""
     if not storage_exists(url):
-        raise StudyError(f"No study named {name!r}: storage {mask_url(url)} does not exist yet.")
+        raise StudyError(f"No study named {name!r}: storage {mask_url(url)} does not exist yet."
+                         + _spec_hint(name, url))
     storage = open_storage(url, readonly=readonly)
     names = optuna.get_all_study_names(storage)
     if name not in names:
         from tuner.errors import unknown_name_message
 
-        raise StudyError(f"In {mask_url(url)}: " + unknown_name_message("study", name, names))
+        hint = _spec_hint(name, url)
+        if hint:  # not a study's misspelling (digits-mlp got "Did you mean 'digits-mlp-sp9'?")
+            raise StudyError(f"In {mask_url(url)}: no study named {name!r}.{hint}")
+        raise StudyError(f"In {mask_url(url)}: " + unknown_name_message("study", name, names, limit=12,
+                                                                          more="`tuner study list` lists them all"))
     from tuner._logs import optuna_quiet
 
     with optuna_quiet():
         return optuna.load_study(study_name=name, storage=storage)
+
+
+def _spec_hint(name: str, url: str) -> str:
+    """Where a study name is a built-in study spec's (``quickstart``, ``digits-mlp``): the command that creates
+    its study; else nothing."""
+    from tuner.study._spec import list_specs
+
+    if name not in list_specs():
+        return ""
+    return f" {name!r} is a built-in study spec: `{study_command('create', name, url)}` creates its study."
 
 
 def deleted_error(name: str, url: str) -> StudyError:
