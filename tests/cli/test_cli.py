@@ -374,6 +374,17 @@ def test_a_number_out_of_range_is_refused_input_and_a_word_is_a_command_line_not
     assert cli(*args, flag, "many").exit_code == 2
 
 
+@pytest.mark.parametrize("command", [["study", "create", "--objective", "digits-mlp"], ["study", "run", "x"]])
+def test_a_word_for_workers_or_pack_is_a_command_line_not_understood(cli, command):
+    """`--workers abc` exited 1 and `--seed abc` 2: a word where auto or a number goes is a command line tuner
+    cannot parse (2); a number out of range is input it refuses (1)."""
+    for flag in ("--workers", "--pack"):
+        word = cli(*command, flag, "many")
+        assert word.exit_code == 2 and "'many' is neither auto nor a whole number" in word.output, word.output
+        assert cli(*command, flag, "2.5").exit_code == 2
+        _assert_user_error(cli(*command, flag, "0"), flag)
+
+
 def test_debug_shows_the_exception(cli, objective_ref: str, storage_url: str, db_path: Path):
     result = cli("--debug", *_create_args(objective_ref, storage_url, "--sampler", "tpee"))
     assert result.exit_code == 1

@@ -235,7 +235,19 @@ StorageOpt = Annotated[str | None, typer.Option("--storage", help="Storage URL [
 FormatOpt = Annotated[Format, typer.Option("--format", help="text, or json for scripts.")]
 
 
-WorkersOpt = Annotated[str, typer.Option("--workers", metavar="N|auto", show_default=False,
+def _number_or_auto(value: str | None) -> str | None:
+    """--workers and --pack: a word that is neither auto nor a whole number is a command line not understood
+    (exit 2, as for --seed abc); a number out of range is checked where the value is used (exit 1)."""
+    if value is None or value.strip().lower() == "auto":
+        return value
+    try:
+        int(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is neither auto nor a whole number") from None
+    return value
+
+
+WorkersOpt = Annotated[str, typer.Option("--workers", metavar="N|auto", show_default=False, callback=_number_or_auto,
                                          help="Worker processes on this machine, each with torch threads = cores / N; "
                                               "auto: one per core for a study with a timeout on a CPU, where "
                                               "one-thread processes get more done than one process, else one "
@@ -250,12 +262,12 @@ _ON_OOM_HELP = ("After a batch size runs out of memory on a device: avoid (confi
                 "accumulated)")
 _TIMEOUT_HELP = ("Seconds of wall time: no trial starts after it, and a running trial stops at its next epoch end "
                  "(recorded as failed, reason 'timeout')")
-PackOpt = Annotated[str | None, typer.Option("--pack", metavar="K|auto",
+PackOpt = Annotated[str | None, typer.Option("--pack", metavar="K|auto", callback=_number_or_auto,
                                               help=f"{_PACK_HELP} [default: auto, or $TUNER_PACK].")]
 OnOomOpt = Annotated[str | None, typer.Option("--on-oom", metavar="avoid|accumulate",
                                                help=f"{_ON_OOM_HELP} [default: avoid].")]
 # study run: a study keeps what it was created with; these change it for this run (and the ones after).
-RunPackOpt = Annotated[str | None, typer.Option("--pack", metavar="K|auto",
+RunPackOpt = Annotated[str | None, typer.Option("--pack", metavar="K|auto", callback=_number_or_auto,
                                                  help=f"{_PACK_HELP} [default: the study's, or $TUNER_PACK].")]
 RunOnOomOpt = Annotated[str | None, typer.Option("--on-oom", metavar="avoid|accumulate",
                                                   help=f"{_ON_OOM_HELP} [default: the study's].")]
@@ -423,7 +435,7 @@ def study_create(
     timeout). The study is stored in --storage (default: $TUNER_STORAGE, else ./tuner.db)."""
     from tuner.study import StudySpec, load_spec
 
-    _check_workers(workers)
+    _check_workers(workers, pack)
     try:
         base = load_spec(spec) if spec else (load_spec("quickstart") if objective is None else StudySpec())
     except ConfigError as exc:
@@ -511,7 +523,7 @@ def study_run(
     (same --storage) to run one study on many."""
     from tuner.study._open import stored_spec
 
-    _check_workers(workers)
+    _check_workers(workers, pack)
     spec_obj, space_data = stored_spec(name, storage)  # a study that is not there is said before PyTorch loads
     spec_obj = spec_obj.with_overrides(n_trials=n_trials, timeout=timeout, device=device, threads=threads, pack=pack,
                                        on_oom=on_oom, mlflow=mlflow, tensorboard=tensorboard)
@@ -538,13 +550,18 @@ def _early_server(workers: str, timeout: float | None, devices: str | None, run:
     _state["cleanup"].enter_context(early_server(run and pool_likely(workers, timeout, devices)))
 
 
-def _check_workers(workers: str) -> None:
-    """--workers N|auto (or $TUNER_WORKERS), and $TUNER_PACK, refused before PyTorch loads and anything is
-    written."""
+def _check_workers(workers: str, pack: str | None = None) -> None:
+    """--workers N|auto (or $TUNER_WORKERS), --pack K|auto and $TUNER_PACK, refused before PyTorch loads and
+    anything is written (and before the study is looked for)."""
     from tuner.study._autoworkers import requested_workers
-    from tuner.study._spec import pack_from_environment
+    from tuner.study._spec import pack_from_environment, parse_pack
     from tuner.study._workers import check_workers
 
+    if pack is not None:
+        try:
+            parse_pack(pack)
+        except ValueError as exc:
+            raise ConfigError(f"--pack: {exc}.") from None
     pack_from_environment()
     asked = requested_workers(workers)
     if asked != "auto":
