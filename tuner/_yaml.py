@@ -124,6 +124,11 @@ def _check_expanded_size(root: Any) -> None:
         sizes[id(node)] = total
 
 
+# PyYAML's words for a line out of place (an indentation mistake, or an unquoted ': ' in a value).
+_LAYOUT_PROBLEMS = ("mapping values are not allowed here", "expected <block end>", "did not find expected key",
+                    "could not find expected ':'")
+
+
 def load_yaml_text(text: str, source: str = "<string>") -> Any:
     if len(text) > MAX_BYTES:
         raise ConfigError(f"{source}: the document is {len(text):,} characters; at most {MAX_BYTES:,} are read.")
@@ -146,6 +151,10 @@ def load_yaml_text(text: str, source: str = "<string>") -> Any:
             problem = "a second document starts here ('---'): a file holds one document; remove the '---' line"
         if "'\\t'" in problem:
             problem = f"{problem.strip()} (a tab: YAML indents with spaces only)"
+        elif any(words in problem for words in _LAYOUT_PROBLEMS):
+            problem = (f"{problem.strip()} (check the indentation of this line and the one above: the keys of one "
+                       f"mapping start in the same column, a nested key further right; a value holding ': ' needs "
+                       f"quotes)")
         raise ConfigError(f"{where}: invalid YAML: {problem.strip()}") from None
 
 
