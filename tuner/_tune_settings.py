@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["TUNE_DEFAULTS", "resolve_direction"]
+__all__ = ["TUNE_DEFAULTS", "TUNE_N_TRIALS", "resolve_direction"]
 
 #: ``tuner.tune``'s defaults for the settings a study is tuned with (a test checks them against its signature)
 TUNE_DEFAULTS = {"metric": "value", "direction": "auto", "epochs": 10, "seed": 0, "sampler": "tpe",
                  "pruner": "median", "objectives": None}
+TUNE_N_TRIALS = 30  # its trial budget (a budget is no setting the study is tuned with: a resumed call raises it)
 
 
 # Names that read as something to make smaller: whole words, and words a name glues together ("logloss",

@@ -73,14 +73,14 @@ def test_a_tune_study_gets_the_python_call(tmp_path: Path):
     result = tuner.tune(train, space="lr-only", n_trials=2, epochs=1, storage=url, study_name="lib", verbose=False)
     assert followup_command(result.study, "lib-report/narrowed-space.yaml", url) == (
         f"tuner.tune(train_fn, space='lib-report/narrowed-space.yaml', study_name='lib-narrowed', storage={url!r}, "
-        f"epochs=1)")
+        f"n_trials=2, epochs=1)")  # the study's budget, not tune()'s 30
     # A study tuned away from tune()'s defaults: the call carries its settings, so the follow-up minimizes the
     # same loss over as many epochs, with the same seed and pruner, and its values compare.
     loss = tuner.tune(train, space="lr-only", n_trials=2, epochs=3, storage=url, study_name="loss", metric="error",
                       direction="minimize", seed=7, pruner="none", verbose=False)
     call = followup_command(loss.study, "lib-report/narrowed-space.yaml", url)
     assert call == (f"tuner.tune(train_fn, space='lib-report/narrowed-space.yaml', study_name='loss-narrowed', "
-                    f"storage={url!r}, metric='error', epochs=3, seed=7, pruner='none')")
+                    f"storage={url!r}, n_trials=2, metric='error', epochs=3, seed=7, pruner='none')")
     with pytest.warns(UserWarning, match="'error' reads as a loss"):  # run as printed (the lr-only space)
         again = tuner.tune(train, space="lr-only", n_trials=1, epochs=3, storage=url, study_name="loss-narrowed",
                            metric="error", seed=7, pruner="none", verbose=False)
@@ -97,7 +97,8 @@ def test_the_defaults_a_follow_up_call_leaves_out_are_tunes():
     import inspect
 
     import tuner
-    from tuner._tune_settings import TUNE_DEFAULTS
+    from tuner._tune_settings import TUNE_DEFAULTS, TUNE_N_TRIALS
 
     signature = inspect.signature(tuner.tune).parameters
     assert {key: signature[key].default for key in TUNE_DEFAULTS} == TUNE_DEFAULTS
+    assert signature["n_trials"].default == TUNE_N_TRIALS

@@ -198,8 +198,10 @@ def followup_command(study: optuna.Study, space_file: str | Path, storage_url: s
 def _followup_call(study: optuna.Study, space_file: str | Path, name: str, storage_url: str | None) -> str:
     """The ``tuner.tune`` call of a follow-up to a ``tune`` study: the settings it was tuned with (function,
     metric and direction, epochs, seed, sampler, pruner, objectives) where they are not ``tune``'s defaults, so
-    that the follow-up's values compare with the study's and it is tuned the same way."""
-    from tuner._tune_settings import TUNE_DEFAULTS, resolve_direction
+    that the follow-up's values compare with the study's and it is tuned the same way, and its budget."""
+    from optuna.trial import TrialState
+
+    from tuner._tune_settings import TUNE_DEFAULTS, TUNE_N_TRIALS, resolve_direction
     from tuner.study._record import direction_of
 
     stored = dict(study.user_attrs.get(StudyKey.TUNE) or {})
@@ -210,6 +212,10 @@ def _followup_call(study: optuna.Study, space_file: str | Path, name: str, stora
     args = [fn, f"space={str(space_file)!r}", f"study_name={name!r}"]
     if storage_url and ("://" in storage_url or storage_url.startswith("journal:")):
         args.append(f"storage={storage_url!r}")
+    # As many trials as the study finished (tune()'s budget counts complete and pruned ones), not tune()'s 30.
+    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
+    if finished and finished != TUNE_N_TRIALS:
+        args.append(f"n_trials={finished}")
     if metric != TUNE_DEFAULTS["metric"]:
         args.append(f"metric={metric!r}")
     direction = direction_of(study)
