@@ -500,7 +500,8 @@ def baseline_line(rec: Recommendation, baseline: Baseline, metric: str, directio
     elif math.isfinite(gain) and gain < 0:
         # Not a recommendation to pass over in silence: the default beat what the study found.
         bought += (" - Prodigy at its defaults did better than the tuned config: train with it, or run the study "
-                   "longer, over wider ranges where its best trials sit at an edge (the narrowed space widens them)")
+                   "longer, over wider ranges where its best trials sit at an edge (the report's narrowed space widens "
+                   "them, once the study has 5 complete trials)")
     failed = f"; {len(baseline.errors)} baseline run(s) failed" if baseline.errors else ""
     return (f"tuned vs tuning-free: the recommended config scores validation {metric} {tuned}{test} against "
             f"{pm(baseline.mean, baseline.std)}{base_test} for Prodigy at its defaults (lr 1, constant schedule, no "
