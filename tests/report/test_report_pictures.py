@@ -143,7 +143,10 @@ def test_an_optimizer_whose_trials_were_all_pruned_keeps_its_place(study, figure
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()][-1] == "sgd"
     assert any(t.get_text().startswith("no complete\ntrial:") for t, _ in _texts(fig))
     n_sgd = sum(t.params.get("optimizer") == "sgd" for t in study.trials)
-    assert f"| sgd | - | - | - | no complete trial ({n_sgd} pruned) |" in files["report.md"].read_text()
+    text = files["report.md"].read_text()
+    assert f"| sgd | - | - | - | no complete trial ({n_sgd} pruned) |" in text
+    # A tune() study's best trial, not confirmed: the report says how to confirm it, as `study show` does.
+    assert "result.recommend()\\` of tuner.tune() re-trains the top trials with new seeds in your code" in text
 
 
 def test_wrapped_titles_fit_their_width():

@@ -181,6 +181,8 @@ def test_show_export_and_report_recommend_the_knee(objective_ref: str, storage_u
     assert f"| {point.number} (knee, recommended) | {point.values[0]:.4g} | {point.values[1]:.4g} |" in text
     assert len([t for t in text.splitlines() if re.match(r"\| \d+", t)]) >= len(pareto_front(study))
     assert f"; train\\_seconds: {point.values[1]:.4g}" in text
+    # The importances are the metric's alone: said, so that they are not read as what drives the trade-off.
+    assert "importances are of validation accuracy alone, not of the trade-off against train\\_seconds" in text
     # Another point of the front, as a command that runs (not a placeholder name without the storage).
     found = re.search(r"another point, trial (\d+) for one: `(tuner study export mo --trial \d+ --storage [^`]+)`",
                       text.replace("\\", ""))

@@ -41,7 +41,7 @@ from tuner.report._confirm import (
     stored_confirmation,
 )
 from tuner.study._limits import oom_notes
-from tuner.study._record import Key, StudyKey, direction_of, primary, stopped_early
+from tuner.study._record import Key, StudyKey, direction_of, objectives_of, primary, stopped_early
 from tuner.study._spec import OBJECTIVE_OPTIONS
 
 __all__ = [
@@ -383,7 +383,10 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
         notes.append("tuned vs tuning-free: not compared (that comparison re-trains the recommendation with new "
                      "seeds, which a point of a Pareto front is not)")
     elif rec.confirmation is None:
-        notes.append("the recommendation is the best single trial: its config was not re-trained with other seeds")
+        remedy = ("; `result.recommend()` of tuner.tune() re-trains the top trials with new seeds in your code"
+                  if StudyKey.TUNE in study.user_attrs else "")
+        notes.append("the recommendation is the best single trial: its config was not re-trained with other seeds"
+                     + remedy)
     if rec.confirmation is not None:
         from tuner.optim import get_optimizer
         from tuner.report._confirm import BASELINE, baseline_line, tuning_free_baseline
@@ -409,6 +412,9 @@ def _write_report(study: optuna.Study, out: Path, *, storage_label: str, fit: Fi
         imps = []
         notes.append(f"importances not computed: {exc}")
     notes += thin_importance_notes(imps, counts(study)["COMPLETE"])
+    if imps and len(study.directions) > 1:  # computed on the metric alone: not what drives the trade-off
+        notes.append(f"importances are of validation {metric} alone, not of the trade-off against "
+                     f"{', '.join(objectives_of(study)[1:])}")
     stop = stopped_early(study)
     if stop:
         notes.append(f"the study stopped early, short of its budget, after {stop}")
