@@ -128,6 +128,20 @@ def test_a_parallel_line_breaks_at_an_axis_its_trial_has_no_value_on(study, figu
     assert "a line breaks at an axis its trial has no value on" in " ".join(ax.get_title().split())
 
 
+def test_learning_curves_say_which_trials_they_cannot_draw(study, figures, tmp_path: Path):
+    """Every sgd trial diverges in its first epoch (no finite value): the curves said nothing of them, and
+    their legend still listed 'pruned', though no pruned line was drawn. The legend sits under the axes."""
+    write_report(study, tmp_path / "r")
+    ax = figures["curves"].axes[0]
+    n_sgd = sum(t.params.get("optimizer") == "sgd" for t in study.trials if t.state.name == "PRUNED")
+    assert n_sgd > 0
+    assert f"{n_sgd} trials with no finite value (diverged at once) not drawn" in " ".join(ax.get_title().split())
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert "pruned" not in labels and "complete" in labels
+    box, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert box.y1 <= axes_box.y0  # below the curves, not over them
+
+
 def test_lr_batch_is_one_panel_of_points_per_batch_size(study, figures, tmp_path: Path):
     write_report(study, tmp_path / "r")
     fig = figures["lr_batch"]

@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from tuner._report_files import PLOTS  # noqa: E402
 from tuner.config import TrainConfig  # noqa: E402
+from tuner.errors import count  # noqa: E402
 from tuner.optim import lr_factors  # noqa: E402
 from tuner.report._analysis import Importance, complete_trials, optimizer_of, per_optimizer_best  # noqa: E402
 from tuner.study._record import Key, StudyKey, direction_of, primary
@@ -311,18 +312,23 @@ def learning_curves(study: optuna.Study, metric: str, path: Path) -> Path:
     styles = {TrialState.COMPLETE: ("#1b9e77", 0.5), TrialState.PRUNED: ("#d95f02", 0.45),
               TrialState.FAIL: ("#7570b3", 0.45)}
     seen = set()
+    unseen = 0  # trials whose every value is NaN (diverged in their first epoch): nothing to draw
     for t in study.get_trials(deepcopy=False):
         hist = t.user_attrs.get(Key.VAL_HISTORY) or [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
         if not hist or t.state not in styles:
             continue
         hist = [float(v) for v in hist]
+        finite = [i for i, v in enumerate(hist) if math.isfinite(v)]
+        if not finite:
+            unseen += 1
+            continue
         color, alpha = styles[t.state]
         label = t.state.name.lower() if t.state not in seen else None
         seen.add(t.state)
         epochs = np.arange(1, len(hist) + 1)
         ax.plot(epochs, hist, color=color, alpha=alpha, lw=1, label=label)
-        if t.state != TrialState.COMPLETE:
-            ax.plot(epochs[-1], hist[-1], marker="x", color=color, ms=5, alpha=0.8)
+        if t.state != TrialState.COMPLETE:  # where it stopped: its last value that can be drawn
+            ax.plot(epochs[finite[-1]], hist[finite[-1]], marker="x", color=color, ms=5, alpha=0.8)
     for t in best:
         hist = t.user_attrs.get(Key.VAL_HISTORY) or [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
         if hist:
@@ -332,9 +338,10 @@ def learning_curves(study: optuna.Study, metric: str, path: Path) -> Path:
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(_metric_label(metric))
-    _title(ax, "Learning curves (x: pruned or stopped early)")
-    if seen:
-        ax.legend(fontsize=8)
+    gone = f"; {count(unseen, 'trial')} with no finite value (diverged at once) not drawn" if unseen else ""
+    _title(ax, f"Learning curves (x: pruned or stopped early{gone})")
+    if seen:  # below the axes, in a row: inside them it covered curves
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, frameon=False)
     return _save(fig, path)
 
 
