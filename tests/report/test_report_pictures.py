@@ -221,6 +221,9 @@ def test_a_long_study_name_and_notes_wrap_inside_the_page(study, tmp_path: Path)
     assert name in html and "`" not in html.split("<style>")[0] + html.split("</style>")[1].split("<img")[0]
     facts = page_facts(files["report.html"])
     assert facts["clipped"] == 0 and facts["broken"] == 0
+    # The short words of the table keep whole beside the long name (the key column read "storag / e"); the long
+    # name may break.
+    assert '<td class="w">storage</td>' in html and f'<td class="w">{name}</td>' not in html
 
 
 def test_the_pareto_legend_hides_no_trial(figures, tmp_path: Path):

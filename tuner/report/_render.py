@@ -206,13 +206,22 @@ def render_markdown(d: ReportData, out_dir: Path) -> Path:
     return path
 
 
+_WHOLE = ' class="w"'  # a cell whose words stay whole: a long name elsewhere in its table broke "storag/e"
+
+
+def _short_words(value: object) -> bool:
+    """Whether every word of a cell is short enough to keep whole (a long one must be free to break, or the
+    table would run off the page)."""
+    return max((len(word) for word in str(value).split()), default=0) <= 24
+
+
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.45}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;
 font-size:.9em;vertical-align:top}th{background:#f3f3f3}pre{background:#f6f6f6;padding:.8em;overflow:auto;white-space:pre-wrap;overflow-wrap:anywhere}
 img{max-width:100%;border:1px solid #eee;margin:.3em 0 1.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em}
-h1,p,li,td,.rec{overflow-wrap:anywhere}
+h1,p,li,td,.rec{overflow-wrap:anywhere}td.w{overflow-wrap:normal}
 pre.cmd span{display:inline-block;max-width:100%;white-space:pre-wrap;overflow-wrap:anywhere}
 .rec{font-size:1.1em;background:#eef7f1;padding:.6em 1em;border-left:4px solid #1b9e77}
 """
@@ -250,7 +259,8 @@ def render_html(d: ReportData, out_dir: Path) -> Path:
         parts.append("<ul>" + "".join(f"<li>{_inline(n)}</li>" for n in d.notes) + "</ul>")
     for title, header, rows in _tables(d):
         parts.append(f"<h2>{e(title)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
-        parts += ["<tr>" + "".join(f"<td>{e(v)}</td>" for v in row) + "</tr>" for row in rows]
+        parts += ["<tr>" + "".join(f"<td{_WHOLE if _short_words(v) else ''}>{e(v)}</td>" for v in row) + "</tr>"
+                  for row in rows]
         parts.append("</table>")
     if d.narrowed_yaml is not None:
         parts.append("<h2>Narrowed search space for a follow-up study</h2>"
