@@ -338,7 +338,7 @@ def test_bad_inputs(data: dict, expected: list[str]) -> None:
 
 
 def test_not_a_mapping() -> None:
-    with pytest.raises(ConfigError, match="must be a mapping. Got list"):
+    with pytest.raises(ConfigError, match="must be a mapping of keys. It holds a list"):
         TrainConfig.from_dict([1, 2])
 
 

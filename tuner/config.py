@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner._validate import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Bound, check_param
-from tuner.errors import ConfigError, closest, unknown_name_message
+from tuner.errors import ConfigError, closest, unknown_name_message, what_it_holds
 from tuner.init import apply_init, get_init
 from tuner.optim import build_optimizer, build_scheduler, get_optimizer, get_schedule
 
@@ -240,7 +240,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: Any) -> TrainConfig:
         if not isinstance(data, dict):
-            raise ConfigError(f"A train config must be a mapping. Got {type(data).__name__} instead.")
+            raise ConfigError(f"A train config must be a mapping of keys. It holds {what_it_holds(data)}.")
         unknown = [k for k in data if k not in _TOP_KEYS and k != "metadata"]
         if unknown:
             raise ConfigError(unknown_name_message("train-config key", unknown[0], _TOP_KEYS))

@@ -55,6 +55,17 @@ def closest(name: str, valid: Iterable[str]) -> str | None:
     return inside[0] if len(inside) == 1 else None
 
 
+def what_it_holds(data: object) -> str:
+    """What a document that should be a mapping holds instead, in words: ``an empty file``, ``a list``."""
+    if data is None:
+        return "nothing (an empty file, or comments only)"
+    if isinstance(data, list):
+        return "a list"
+    if isinstance(data, (str, int, float, bool)):
+        return f"a single value ({str(data)[:40]!r})"
+    return type(data).__name__
+
+
 def unknown_name_message(kind: str, name: object, valid: Iterable[str], *, limit: int | None = None,
                          more: str = "") -> str:
     """``Unknown optimizer 'adamw2'. Valid: adam, adamw, ... Did you mean 'adamw'?``; ``limit``: at most that

@@ -375,11 +375,13 @@ def test_python_tags_are_refused_and_never_run(tmp_path, monkeypatch, text: str)
 
 
 def test_empty_and_non_mapping_files(tmp_path) -> None:
-    for text in ("", "- adam\n- sgd\n", "just a string\n"):
+    for text, holds in (("", "nothing (an empty file, or comments only)"), ("- adam\n- sgd\n", "a list"),
+                        ("just a string\n", "a single value ('just a string')")):
         path = _write(tmp_path, text, "odd.yaml")
         with pytest.raises(ConfigError) as excinfo:
             load_space(path)
         assert str(excinfo.value).startswith(f"{path}: a search space must be a mapping")
+        assert str(excinfo.value).endswith(f"It holds {holds}.")  # not Python's NoneType
 
 
 def test_missing_optimizer_key(tmp_path) -> None:

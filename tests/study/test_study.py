@@ -162,8 +162,11 @@ def test_n_trials_must_be_positive(value: int):
 def test_spec_must_be_a_mapping_and_names_are_checked(tmp_path: Path):
     path = tmp_path / "list.yaml"
     path.write_text("- a\n- b\n")
-    with pytest.raises(ConfigError, match="must be a mapping"):
+    with pytest.raises(ConfigError, match="must be a mapping of keys. It holds a list"):
         load_spec(path)
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match=r"It holds nothing \(an empty file, or comments only\)"):
+        load_spec(tmp_path / "empty.yaml")
     with pytest.raises(ConfigError, match="key 'name': must not be empty"):
         StudySpec.from_mapping({"name": "  "})
     with pytest.raises(ConfigError, match="needs a 'name' key"):

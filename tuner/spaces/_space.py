@@ -21,7 +21,7 @@ from tuner._builtin import builtin_names, space_source
 from tuner._validate import NON_NEGATIVE, Bound
 from tuner._yaml import LineDict, line_of, load_yaml_file
 from tuner.config import TrainConfig
-from tuner.errors import ConfigError, closest, unknown_name_message
+from tuner.errors import ConfigError, closest, unknown_name_message, what_it_holds
 from tuner.init import get_init
 from tuner.optim import get_optimizer, get_schedule
 from tuner.spaces._params import Param, center, location, parse_param
@@ -215,7 +215,7 @@ class SearchSpace:
     def from_dict(cls, data: Any, name: str = "<space>", source: str = "<space>") -> SearchSpace:
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: a search space must be a mapping of keys "
-                              f"({', '.join(_TOP_KEYS)}). Got {type(data).__name__} instead.")
+                              f"({', '.join(_TOP_KEYS)}). It holds {what_it_holds(data)}.")
         for key in data:
             if key not in _TOP_KEYS:
                 raise ConfigError(f"{location(source, data, key, key)}: "

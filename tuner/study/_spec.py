@@ -19,7 +19,7 @@ from pydantic import (
 
 from tuner._builtin import builtin_names, unknown_objective
 from tuner._yaml import line_of, load_yaml_file
-from tuner.errors import ConfigError, unknown_name_message
+from tuner.errors import ConfigError, unknown_name_message, what_it_holds
 
 __all__ = ["StudySpec", "WarmStart", "load_spec", "list_specs", "IDENTITY_FIELDS"]
 
@@ -310,7 +310,7 @@ class StudySpec(BaseModel):
         """``stored``: the spec a study keeps, read back as it was accepted when the study was created (checks
         added since do not lock the study out)."""
         if not isinstance(data, dict):
-            raise ConfigError(f"{source}: a study spec must be a mapping. Got {type(data).__name__} instead.")
+            raise ConfigError(f"{source}: a study spec must be a mapping of keys. It holds {what_it_holds(data)}.")
         try:
             spec = cls.model_validate(data, context={"stored": stored})
             spec._stored = stored
