@@ -144,8 +144,7 @@ class Regularization:
             raise ConfigError(f"regularization: expected a mapping. Got {value!r} instead.")
         unknown = set(value) - set(_REG_BOUNDS)
         if unknown:
-            raise ConfigError(f"regularization: unknown key {sorted(unknown)[0]!r}. "
-                              f"Valid keys: {', '.join(_REG_BOUNDS)}.")
+            raise ConfigError("regularization: " + unknown_name_message("key", sorted(unknown)[0], _REG_BOUNDS))
         return cls(**value)
 
 

@@ -10,7 +10,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from tuner._yaml import line_of
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, unknown_name_message
 
 _SCALAR = (int, float, str, bool, type(None))
 _DIST_KEYS = {"type", "low", "high", "log", "step", "choices"}
@@ -76,7 +76,7 @@ def parse_param(raw: Any, where: str) -> Param:
         raise ConfigError(f"{where}: expected a value, {{choices: [...]}} or {{low: ..., high: ...}}. Got {raw!r}.")
     unknown = set(raw) - _DIST_KEYS
     if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}. Valid keys: {', '.join(sorted(_DIST_KEYS))}.")
+        raise ConfigError(f"{where}: " + unknown_name_message("key", sorted(unknown)[0], _DIST_KEYS))
     if "choices" in raw:
         return _categorical(raw, where)
     return _numeric(raw, where)
