@@ -385,6 +385,19 @@ def test_a_word_for_workers_or_pack_is_a_command_line_not_understood(cli, comman
         _assert_user_error(cli(*command, flag, "0"), flag)
 
 
+def test_flags_and_arguments_mixed_up_get_what_was_meant(cli):
+    """A newcomer's mix-ups of flags and arguments: each line says what the command takes (exit 2 still)."""
+    for args, said in (
+            (("study", "show", "x", "--debug"), "--debug goes before the command: `tuner --debug study show ...`"),
+            (("spaces", "calibrate", "--space", "default"),
+             "This command takes the SPACE without a flag: `tuner spaces calibrate SPACE ...`"),
+            (("study", "show", "--name", "x"), "This command takes the NAME without a flag"),
+            (("lr-find", "digits-mlp"), "Did you mean `--objective digits-mlp`?")):
+        result = cli(*args)
+        assert result.exit_code == 2 and said in result.output, (args, result.output)
+    assert "Did you mean" not in cli("lr-find", "--objective", "digits-mlp", "extra").output
+
+
 def test_debug_shows_the_exception(cli, objective_ref: str, storage_url: str, db_path: Path):
     result = cli("--debug", *_create_args(objective_ref, storage_url, "--sampler", "tpee"))
     assert result.exit_code == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -61,7 +62,11 @@ class OneLineErrors(TyperGroup):
             if message and message[-1] not in ".?!":
                 message += "."
             where = f" See '{exc.ctx.command_path} --help'." if exc.ctx is not None else ""
-            error_line(f"{message}{where}")
+            try:
+                hint = _usage_hint(exc, message)
+            except Exception:  # a hint is a kindness: never a traceback in its place
+                hint = ""
+            error_line(f"{message}{hint}{where}")
             rv = 1 if _out_of_range(exc) else exc.exit_code
         except click_exceptions.ClickException as exc:
             error_line(exc.format_message())
@@ -72,6 +77,40 @@ class OneLineErrors(TyperGroup):
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _usage_hint(exc: Exception, message: str) -> str:
+    """What a newcomer meant where the command line mixes up flags and arguments: ``--debug`` after the command,
+    a flag for what this command takes as an argument (``spaces calibrate --space default``), an argument for
+    what it takes as a flag (``lr-find digits-mlp``)."""
+    ctx = getattr(exc, "ctx", None)
+    command = getattr(ctx, "command", None)
+    if command is None:
+        return ""
+    words = ctx.command_path.split(" ", 1)  # the program's name as run, then the command
+    sub = words[1] if len(words) > 1 else ""
+    path = f"tuner {sub}".rstrip()
+    flag = re.match(r"No such option: --([\w-]+)", message)
+    if flag and flag.group(1) == "debug":
+        return f" --debug goes before the command: `tuner --debug {sub} ...`."
+    arguments = [p for p in command.params if getattr(p, "param_type_name", "") == "argument"]
+    if flag:
+        named = next((a for a in arguments if a.name == flag.group(1).replace("-", "_")), None)
+        if named is not None:
+            return (f" This command takes the {named.name.upper()} without a flag: "
+                    f"`{path} {named.name.upper()} ...`.")
+    extra = re.match(r"Got unexpected extra argument(?:\(s\)|s)? \((.+)\)", message)
+    if extra and not arguments:
+        def typed(p: Any) -> bool:  # given on the command line, not a default
+            source = ctx.get_parameter_source(p.name)
+            return source is not None and getattr(source, "name", "") == "COMMANDLINE"
+
+        options = [p for p in command.params if getattr(p, "param_type_name", "") == "option"]
+        wanted = [p for p in options if getattr(p, "required", False) and not typed(p)] or \
+            [p for p in options if p.name == "objective" and not typed(p)]  # what lr-find and calibrate are about
+        if wanted:
+            return f" Did you mean `{wanted[0].opts[0]} {extra.group(1).split()[0]}`?"
+    return ""
 
 
 _RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
