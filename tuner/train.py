@@ -64,12 +64,14 @@ def resolve_device(device: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    from tuner.study._inputs import unknown_device
+
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"Unknown device {device!r}. Valid: auto, cpu, cuda, cuda:N, mps.") from None
+        raise ConfigError(unknown_device(device)) from None
     if dev.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"Unknown device {device!r}. Valid: auto, cpu, cuda, cuda:N, mps.")
+        raise ConfigError(unknown_device(device))
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"Device {device!r} was asked for, but CUDA is not available on this machine "

@@ -341,6 +341,8 @@ def test_missing_csv_target(cli, storage_url: str, db_path: Path, tmp_cwd: Path)
 
 def test_bad_option_values(cli, objective_ref: str, storage_url: str, db_path: Path):
     _assert_user_error(cli(*_create_args(objective_ref, storage_url, "--device", "tpu")), "Unknown device 'tpu'")
+    _assert_user_error(cli(*_create_args(objective_ref, storage_url, "--device", "gpu")), "Did you mean 'cuda'?")
+    _assert_user_error(cli("lr-find", "--objective", "digits-mlp", "--device", "gpu:1"), "Did you mean 'cuda:1'?")
     _assert_user_error(cli(*_create_args(objective_ref, storage_url, "--epochs", "0")), "--epochs")
     _assert_user_error(cli(*_create_args(objective_ref, storage_url, "--pruner", "medain")),
                        "Did you mean 'median'?")

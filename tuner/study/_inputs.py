@@ -76,7 +76,16 @@ def check_device_name(device: str) -> None:
     """A device name that is none of auto, cpu, cuda, cuda:N or mps (whether the device is there is checked
     once PyTorch loads)."""
     if not _DEVICE.fullmatch(str(device).strip().lower()):
-        raise ConfigError(f"Unknown device {device!r}. Valid: auto, cpu, cuda, cuda:N, mps.")
+        raise ConfigError(unknown_device(device))
+
+
+def unknown_device(device: object) -> str:
+    """``Unknown device 'gpu'. Valid: ... Did you mean 'cuda'?``: an NVIDIA GPU is ``cuda`` to PyTorch."""
+    name = str(device).strip().lower()
+    meant = ("cuda" + name[3:] if name.startswith("gpu") and re.fullmatch(r"gpu(:\d+)?", name)
+             else "cuda" if name in ("nvidia", "cuda0", "gpus") else "mps" if name in ("metal", "apple") else None)
+    return f"Unknown device {device!r}. Valid: auto, cpu, cuda, cuda:N, mps." + (
+        f" Did you mean {meant!r}?" if meant else "")
 
 
 def check_objective_files(objective: str, data: str | None, target: str | None = None,
