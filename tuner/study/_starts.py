@@ -104,6 +104,9 @@ def _why_not_held(fit: Any) -> str:
 def _configs_in(path: Path) -> list[tuple[str, Any]]:
     from tuner._yaml import load_yaml_file
 
+    if path.suffix == ".py":  # `study export --format python` writes one: a script to run, not a config
+        raise ConfigError(f"{path}: is a Python script (`tuner study export --format python` writes one); a config "
+                          f"to queue is a .yaml or .json file (`tuner study export NAME -o best.yaml`).")
     data = load_yaml_file(path)
     if isinstance(data, dict) and "configs" in data:
         others = sorted(str(key) for key in data if key != "configs")
