@@ -497,6 +497,9 @@ def test_errors_in_a_user_objective_file_are_one_line(cli, tmp_cwd: Path):
     (tmp_cwd / "zero.py").write_text("import torch\n\nSCALE = 1 / 0\n")
     _assert_user_error(cli("study", "create", "--objective", "zero.py:objective"), "zero.py:3",
                        "ZeroDivisionError")
+    (tmp_cwd / "plain.py").write_text("SCALE = 2\n")  # no Objective in it: what the file needs
+    _assert_user_error(cli("objectives", "show", "plain.py"), "the module has no 'objective'",
+                       "define `objective = Objective(...)` in it")
 
 
 def test_module_attr_objective_is_found_in_the_working_directory(cli, tmp_cwd: Path, objective_file: Path):

@@ -95,6 +95,9 @@ def load_objective(ref: str, **options: Any) -> Objective:
         public = [n for n, v in vars(module).items() if not n.startswith("_")
                   and (isinstance(v, Objective) or (callable(v) and not isinstance(v, type)
                                                      and getattr(v, "__module__", None) == module.__name__))]
+        if not public:  # nothing there to name: say what the file needs
+            raise ConfigError(f"{ref}: the module has no {attr!r}: define `{attr} = Objective(...)` in it (or a "
+                              f"function that returns one), or name another with file.py:NAME.")
         raise ConfigError(f"{ref}: " + unknown_name_message("attribute", attr, public))
     return _instantiate(getattr(module, attr), ref, options)
 
