@@ -472,7 +472,11 @@ def test_the_tabular_task_is_a_study_option(tmp_path: Path, monkeypatch: pytest.
         wrong.output
     other = CliRunner().invoke(app, ["study", "create", "--objective", "digits-mlp", "--task", "regression",
                                      "--storage", url, "--name", "d"])
-    assert other.exit_code == 1 and "Objective 'digits-mlp' takes no options; got task" in other.output
+    assert other.exit_code == 1 and "Objective 'digits-mlp' takes no options; got --task" in other.output
+    no_target = CliRunner().invoke(app, ["study", "create", "--objective", "tabular", "--data", "many.csv",
+                                         "--storage", url, "--name", "n"])  # the columns to choose from
+    assert no_target.exit_code == 1 and "needs option 'target'" in no_target.output
+    assert "many.csv: " + ", ".join(frame.columns) in " ".join(no_target.output.split()), no_target.output
     shown = CliRunner().invoke(app, ["objectives", "show", "tabular", "--data", "many.csv", "--target", "y",
                                      "--task", "classification", "--format", "json"])
     assert shown.exit_code == 0 and json.loads(shown.stdout)["task"] == "classification", shown.output

@@ -103,7 +103,8 @@ def check_objective_files(objective: str, data: str | None, target: str | None =
         needed, optional = options
         given = [k for k, v in (("data", data), ("target", target), ("task", task)) if v is not None]
         if given and not needed and not optional:
-            raise ConfigError(f"Objective {objective!r} takes no options; got {', '.join(given)}.")
+            raise ConfigError(f"Objective {objective!r} takes no options; got "
+                              f"{', '.join('--' + k for k in given)}.")
         unknown = [k for k in given if k not in needed + optional]
         if unknown:
             raise ConfigError(f"Objective {objective!r} takes no option {unknown[0]!r}. "
@@ -111,13 +112,27 @@ def check_objective_files(objective: str, data: str | None, target: str | None =
         absent = [k for k in needed if k not in given]
         if absent:
             flags = " ".join(f"--{k} ..." for k in absent)
-            raise ConfigError(f"Objective {objective!r} needs option {absent[0]!r} (e.g. {flags}).")
+            columns = _columns_of(data) if absent == ["target"] and data is not None else None
+            which = f"; the columns of {data}: {', '.join(columns)}" if columns else ""
+            raise ConfigError(f"Objective {objective!r} needs option {absent[0]!r} (e.g. {flags}){which}.")
     if objective == "tabular" and data is not None:
         from tuner._files import check_csv_file
 
         path = check_csv_file(data)
         if target is not None:
             _check_target_column(path, target)
+
+
+def _columns_of(data: str) -> list[str] | None:
+    """The header row of a CSV file (for a --target left out), or None where it cannot be read."""
+    import csv
+
+    try:
+        with open(data, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), None)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return header[:30] if header else None
 
 
 def _check_target_column(path: Any, target: str) -> None:
