@@ -491,11 +491,7 @@ def open_storage(url: str | None = None, *, readonly: bool = False) -> optuna.st
                     return optuna.storages.InMemoryStorage()  # nothing stored yet; nothing created
                 rdb_url = f"sqlite:///{_ro_uri(path)}&uri=true"
             else:
-                try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise StudyError(f"Cannot open storage {mask_url(url)}: {os_error_message(exc, path.parent)}"
-                                     ) from None
+                _check_folder(path, url)
     try:
         if readonly and scheme == "sqlite":
             return optuna.storages.RDBStorage(rdb_url, engine_kwargs=engine_kwargs, skip_table_creation=True)
@@ -517,6 +513,16 @@ def open_storage(url: str | None = None, *, readonly: bool = False) -> optuna.st
         raise StudyError(f"Cannot open storage {mask_url(url)}: {explain_storage_error(exc, url)}") from None
 
 
+def _check_folder(path: Path, url: str) -> None:
+    """A storage file goes into a folder that exists: a mistyped folder made a new, empty storage where nobody
+    would look for it (as ``-o nodir/best.yaml`` is refused, so is ``--storage sqlite:///nodir/tuner.db``)."""
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise StudyError(f"Cannot open storage {mask_url(url)}: the folder {folder} {what} (make it first, or "
+                         f"check the path).")
+
+
 def _open_journal(path: Path, url: str, readonly: bool) -> optuna.storages.BaseStorage:
     from optuna.storages.journal import JournalStorage
 
@@ -525,9 +531,9 @@ def _open_journal(path: Path, url: str, readonly: bool) -> optuna.storages.BaseS
         return optuna.storages.InMemoryStorage()
     if not readonly:
         _refuse_read_only(path)
+    if not readonly:
+        _check_folder(path, url)
     try:
-        if not readonly:
-            path.parent.mkdir(parents=True, exist_ok=True)
         if not readonly:
             _release_dangling_lock(path)
         lock = _JournalLock(str(path))
@@ -564,8 +570,8 @@ def storage_lock(url: str, key: str, engine: Any = None) -> Iterator[bool]:
         except ImportError:  # not on POSIX: one process per local storage file is the safe use
             yield False
             return
+        _check_folder(path, url)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             handle = open(lock_file, "a")
         except OSError as exc:
             _refuse_read_only(path)
