@@ -218,6 +218,14 @@ def test_study_list_and_show(cli, objective_ref: str, storage_url: str):
     assert "optimizer:" in text.stdout
 
 
+def test_a_storage_in_a_folder_that_is_not_there_is_refused(cli, objective_ref: str, tmp_cwd: Path):
+    """A mistyped folder made a new, empty storage where nobody would look for the study."""
+    for url in ("sqlite:///nodir/x.db", "journal:nodir/x.journal"):
+        _assert_user_error(cli(*_create_args(objective_ref, url)), f"Cannot open storage {url}",
+                           "the folder nodir does not exist")
+    assert not (tmp_cwd / "nodir").exists()
+
+
 def test_show_unknown_study(cli, objective_ref: str, storage_url: str, db_path: Path):
     _assert_user_error(cli("study", "show", "cli", "--storage", storage_url), "does not exist yet")
     assert not db_path.exists()
@@ -665,6 +673,34 @@ def test_piped_output_keeps_each_row_on_one_line(cli, objective_ref: str, storag
             assert all(line.split()[0] in list_spaces() for line in lines if line.strip()), lines
     _terminal(monkeypatch, 60)  # COLUMNS=60 (which Rich reads as it starts)
     assert max(len(line) for line in cli("spaces", "list").stdout.splitlines()) <= 60
+
+
+def test_on_a_terminal_a_table_is_fitted_to_what_shows_and_leaves_out_what_it_can(monkeypatch):
+    """On a terminal the bold heading's escape codes were counted as width: a table that fitted 100 columns was
+    drawn without its box and wrapped. Where the columns cannot all keep their words whole, study list leaves
+    out its first-trial date, then the kind, rather than break the names."""
+    from rich.text import Text
+
+    from tuner.cli import _output
+
+    monkeypatch.setattr(_output.out, "_force_terminal", True)
+    rows = [["a-study-name-of-some-length", "tuner", "digits-mlp", "0 (+2 queued)", "-", "2026-12-07 18:49"],
+            ["digits-mlp-default", "tuner", "digits-mlp", "6", "0.8924", "2026-12-07 18:50"]]
+    columns = ["name", "kind", "objective", "trials", "best", "first trial"]
+
+    def shown(width: int) -> list[str]:
+        monkeypatch.setattr(_output.out, "width", width)
+        with _output.out.capture() as captured:
+            _output.print_table(columns, rows, numbers=(3, 4), optional=(1, 5))
+        return [Text.from_ansi(line).plain for line in captured.get().splitlines()]
+
+    wide = shown(100)
+    assert wide[0].startswith("┏") and all(len(line) <= 100 for line in wide)
+    assert any(f"│ {rows[0][0]} │" in line and rows[0][5] in line for line in wide), wide
+    narrow = shown(60)
+    assert all(len(line) <= 60 for line in narrow)
+    assert "first trial" not in narrow[0] and "kind" not in narrow[0] and "objective" in narrow[0]
+    assert any(line.startswith(rows[0][0]) for line in narrow), narrow  # the name whole
 
 
 def test_study_trials_fits_the_terminals_width(cli, objective_ref: str, storage_url: str, monkeypatch):
