@@ -762,7 +762,7 @@ def study_list(*, storage: StorageOpt = None, fmt: FormatOpt = Format.text) -> N
                   f"{r['trials']}" + (f" (+{r['queued']} queued)" if r["queued"] else ""),
                   "-" if r["best"] is None else f"{r['best']:.4f}" + (" (knee)" if len(r["directions"]) > 1 else ""),
                   str(r["created"])[:16].replace("T", " ") if r["created"] else "-"] for r in rows],
-                numbers=(3, 4))
+                numbers=(3, 4), optional=(1, 5))  # narrow: without the first trial's date, then the kind
 
 
 def _here(objective: str) -> str:

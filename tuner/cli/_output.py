@@ -377,11 +377,17 @@ def _fit_widths(table: Table, fold: int | None = None) -> bool:
     least = [full if column.no_wrap else word if fold is None else min(word, fold)
              for column, full, word in zip(columns, longest, words, strict=True)]
     saved = [column.width for column in columns]
-    for column in columns:
-        column.width = 1
+    # What the box, the edges and the padding take: a table of the same make with one-character columns (the
+    # table itself at width 1 ran as wide as its longest whole value, which left too little room).
+    probe = Table(box=table.box, show_edge=table.show_edge, pad_edge=table.pad_edge, padding=table.padding,
+                  show_header=table.show_header)
+    for _ in columns:
+        probe.add_column("x", width=1)
+    probe.add_row(*("x" for _ in columns))
     with out.capture() as captured:
-        out.print(table, soft_wrap=False, crop=False)
-    overhead = max(len(line) for line in captured.get().splitlines()) - len(columns)
+        out.print(probe, soft_wrap=False, crop=False)
+    # Measured as shown (on a terminal the captured lines hold escape codes for the bold heading).
+    overhead = max(Text.from_ansi(line).cell_len for line in captured.get().splitlines()) - len(columns)
     room = out.width - overhead
     if sum(longest) <= room:
         for column, width in zip(columns, saved, strict=True):
@@ -403,17 +409,47 @@ def _fit_widths(table: Table, fold: int | None = None) -> bool:
 
 
 def print_table(columns: list[str], rows: list[list[Any]], *, whole: tuple[int, ...] = (0,),
-                numbers: tuple[int, ...] = ()) -> None:
+                numbers: tuple[int, ...] = (), optional: tuple[int, ...] = ()) -> None:
     """A table whose cells are user text, shown as it is. The ``whole`` columns (a name to copy) keep their
-    values on one line while the others wrap; ``numbers`` are aligned right."""
-    table = Table()
-    for i, col in enumerate(columns):
-        # A whole column keeps its width while the others wrap (a name longer than the line still folds: it is
-        # never cut short). Not min_width: a table with one came out wider than the terminal.
-        table.add_column(col, overflow="fold", no_wrap=i in whole, justify="right" if i in numbers else "left")
-    for row in rows:
-        table.add_row(*(Text(cell(value)) for value in row))
-    print_fitted(table)
+    values on one line while the others wrap; ``numbers`` are aligned right. In a terminal too narrow for
+    every column with its words whole, the ``optional`` ones are left out (last first), rather than names and
+    headings broken mid-word."""
+    def build(keep: list[int]) -> Table:
+        table = Table()
+        for i in keep:
+            # A whole column keeps its width while the others wrap (a name longer than the line still folds: it
+            # is never cut short). Not min_width: a table with one came out wider than the terminal.
+            table.add_column(columns[i], overflow="fold", no_wrap=i in whole,
+                             justify="right" if i in numbers else "left")
+        for row in rows:
+            table.add_row(*(Text(cell(row[i])) for i in keep))
+        return table
+
+    keep = list(range(len(columns)))
+    table = build(keep)
+    if _unwrapped_width(table) is None and not _fits_whole(table):
+        for drop in reversed(optional):
+            keep.remove(drop)
+            table = build(keep)
+            if _fits_whole(table):
+                break
+    print_fitted(table)  # where even the fewest columns cannot keep their words whole, those fold
+
+
+def _fits_whole(table: Table) -> bool:
+    """Whether ``table`` fits the terminal with no word broken (boxed, or without its vertical lines)."""
+    from rich import box
+
+    saved = (table.box, table.show_edge, table.pad_edge, [c.width for c in table.columns])
+    try:
+        if _fit_widths(table):
+            return True
+        table.box, table.show_edge, table.pad_edge = box.SIMPLE_HEAD, False, False
+        return _fit_widths(table)
+    finally:
+        table.box, table.show_edge, table.pad_edge = saved[:3]
+        for column, width in zip(table.columns, saved[3], strict=True):
+            column.width = width
 
 
 def left_behind_text(n: int, name: str) -> str:
