@@ -674,7 +674,8 @@ def _can_ask() -> bool:
 @handle_errors
 def study_enqueue(
     name: Annotated[str, typer.Argument(help="Study name.")],
-    files: Annotated[list[str], typer.Argument(help="Train-config files (YAML/JSON; one config or a list each).")],
+    files: Annotated[list[str], typer.Argument(metavar="FILE", help="Train-config files (YAML/JSON; one config or a "
+                                                                    "list each).")],
     *,
     storage: StorageOpt = None,
 ) -> None:
