@@ -351,6 +351,11 @@ def test_bad_option_values(cli, objective_ref: str, storage_url: str, db_path: P
     _assert_user_error(cli(*_create_args(objective_ref, storage_url, "--device", "tpu")), "Unknown device 'tpu'")
     _assert_user_error(cli(*_create_args(objective_ref, storage_url, "--device", "gpu")), "Did you mean 'cuda'?")
     _assert_user_error(cli("lr-find", "--objective", "digits-mlp", "--device", "gpu:1"), "Did you mean 'cuda:1'?")
+    # A value a flag gave is named by the flag (not the spec key it sets, nor nothing).
+    for flag, value in (("--warm-start", "nosuch"), ("--enqueue", "nofile.yaml"), ("--objectives", "accuracy,bogus"),
+                        ("--space", "adam-famly"), ("--device", "gpu")):
+        line = _assert_user_error(cli(*_create_args(objective_ref, storage_url, flag, value)))
+        assert line.startswith(f"error: {flag}: "), line
     _assert_user_error(cli(*_create_args(objective_ref, storage_url, "--epochs", "0")), "--epochs")
     _assert_user_error(cli(*_create_args(objective_ref, storage_url, "--pruner", "medain")),
                        "Did you mean 'median'?")

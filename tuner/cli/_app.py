@@ -274,6 +274,22 @@ StorageOpt = Annotated[str | None, typer.Option("--storage", help="Storage URL [
 FormatOpt = Annotated[Format, typer.Option("--format", help="text, or json for scripts.")]
 
 
+def _as_flag(exc: ConfigError, flags: dict[str, Any]) -> ConfigError:
+    """``exc`` with the flag that gave its value named where it names the spec key (``warm_start: ...``) or
+    nothing (``Unknown search space ...``, ``Unknown device ...``)."""
+    message = str(exc)
+    for key, given in flags.items():
+        if not given:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if message.startswith(f"{key}: "):
+            return type(exc)(f"{flag}: {message[len(key) + 2:]}")
+        unknown = {"space": "Unknown search space ", "device": "Unknown device "}.get(key)
+        if unknown and message.startswith(unknown):
+            return type(exc)(f"{flag}: {message}")
+    return exc
+
+
 def _number_or_auto(value: str | None) -> str | None:
     """--workers and --pack: a word that is neither auto nor a whole number is a command line not understood
     (exit 2, as for --seed abc); a number out of range is checked where the value is used (exit 1)."""
@@ -503,8 +519,12 @@ def study_create(
     if not joined:  # an interrupt while the study is prepared (an LR range test) leaves no study behind
         _state["preparing"] = (spec_obj, "; no study was created (it was being prepared" + (
             ", its LR range test running" if spec_obj.calibrate else "") + "): the same command starts again")
-    prepared, study = open_checked(spec_obj, spec_file=spec if space is None else None, devices=devices,
-                                   force=force, run=not no_run)
+    try:
+        prepared, study = open_checked(spec_obj, spec_file=spec if space is None else None, devices=devices,
+                                       force=force, run=not no_run)
+    except ConfigError as exc:  # a value a flag gave is named by the flag, not by the spec key it sets
+        raise _as_flag(exc, {"warm_start": warm_start, "enqueue": enqueue, "objectives": objectives,
+                             "space": space, "device": device}) from None
     _state.pop("preparing", None)
     from tuner.study._session import study_summary
     from tuner.study._storage import storage_hint, storage_label
