@@ -407,7 +407,8 @@ def test_flags_and_arguments_mixed_up_get_what_was_meant(cli):
             (("spaces", "calibrate", "--space", "default"),
              "This command takes the SPACE without a flag: `tuner spaces calibrate SPACE ...`"),
             (("study", "show", "--name", "x"), "This command takes the NAME without a flag"),
-            (("lr-find", "digits-mlp"), "Did you mean `--objective digits-mlp`?")):
+            (("lr-find", "digits-mlp"), "Did you mean `--objective digits-mlp`?"),
+            (("study", "run", "x", "--space", "lr-only"), "A study keeps the --space it was created with")):
         result = cli(*args)
         assert result.exit_code == 2 and said in result.output, (args, result.output)
     assert "Did you mean" not in cli("lr-find", "--objective", "digits-mlp", "extra").output

@@ -79,6 +79,11 @@ class OneLineErrors(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
+# What `study create` takes and `study run` does not: the settings a study is created with.
+_CREATE_ONLY = {"space", "objective", "sampler", "pruner", "epochs", "seed", "objectives", "data", "target", "task",
+                "batch-size", "calibrate", "enqueue", "warm-start", "known-starts", "no-known-starts", "name"}
+
+
 def _usage_hint(exc: Exception, message: str) -> str:
     """What a newcomer meant where the command line mixes up flags and arguments: ``--debug`` after the command,
     a flag for what this command takes as an argument (``spaces calibrate --space default``), an argument for
@@ -94,6 +99,9 @@ def _usage_hint(exc: Exception, message: str) -> str:
     if flag and flag.group(1) == "debug":
         return f" --debug goes before the command: `tuner --debug {sub} ...`."
     arguments = [p for p in command.params if getattr(p, "param_type_name", "") == "argument"]
+    if flag and sub == "study run" and flag.group(1) in _CREATE_ONLY:
+        return (f" A study keeps the --{flag.group(1)} it was created with; a study with another one is a new "
+                f"study: `tuner study create ... --{flag.group(1)} ... --name NEW`.")
     if flag:
         named = next((a for a in arguments if a.name == flag.group(1).replace("-", "_")), None)
         if named is not None:
