@@ -638,7 +638,11 @@ def test_a_storage_from_the_environment_is_named_as_such(cli, monkeypatch):
     _assert_user_error(cli("study", "list"), "Unknown storage 'tuner.db' (from $TUNER_STORAGE). Valid:")
     monkeypatch.setenv("TUNER_STORAGE", "sqlite://")
     _assert_user_error(cli("study", "list"), "'sqlite://' (from $TUNER_STORAGE) is an in-memory database")
-    _assert_user_error(cli("study", "list", "--storage", "other.db"), "Unknown storage 'other.db'. Valid:")
+    _assert_user_error(cli("study", "list", "--storage", "other.db"), "Unknown storage 'other.db'. Valid:",
+                       "sqlite:///other.db (SQLite)")
+    # One slash, an absolute path meant: the URL offered keeps it absolute (sqlite:///x.db was relative).
+    _assert_user_error(cli("study", "list", "--storage", "sqlite:/srv/x.db"), "sqlite:////srv/x.db (SQLite)",
+                       "journal:/srv/x.db")
 
 
 def test_listings_wrap_their_text_under_itself_at_the_terminals_width(cli, monkeypatch):

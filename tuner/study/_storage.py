@@ -168,7 +168,8 @@ def _check_scheme(url: str) -> None:
         hint = " PostgreSQL's scheme is postgresql:// (postgres:// is not taken)."
     elif "://" not in url:
         scheme, colon, rest = url.partition(":")
-        file = rest.lstrip("/") if colon and scheme.lower() in ("sqlite", "journal") else url
+        file = rest if colon and scheme.lower() in ("sqlite", "journal") else url
+        file = "/" + file.lstrip("/") if file.startswith("/") else file  # sqlite:/x.db: the absolute /x.db
         hint = (f" A file needs a scheme: sqlite:///{file} (SQLite) or journal:{file} (Optuna's journal file; "
                 f"only files named *.journal are taken as journals without it).")
     raise ConfigError(f"Unknown storage {mask_url(url)!r}{from_environment(url)}. Valid: sqlite:///FILE, "
