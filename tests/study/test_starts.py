@@ -142,8 +142,8 @@ def test_a_config_the_space_cannot_sample_is_refused_before_the_study_exists(obj
     with pytest.raises(ConfigError, match="no such file"):
         prepare(_spec(objective_ref, storage_url, enqueue=[str(tmp_path / "missing.yaml")]))
     typo = tmp_path / "typo.yaml"
-    typo.write_text("optimizer: {name: adamw, lrr: 0.1}\n")
-    with pytest.raises(ConfigError, match=r"typo\.yaml"):
+    typo.write_text("batch_size: 64\noptimizer:\n  name: adamw\n  lrr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"typo\.yaml:4: optimizer: .*'lrr'"):  # the line, as a spec's errors
         prepare(_spec(objective_ref, storage_url, enqueue=[str(typo)]))
     beside = tmp_path / "beside.yaml"  # keys beside 'configs:' would be used by nothing
     beside.write_text("configs: [{optimizer: {name: adamw}}]\nepochs: 5\n")

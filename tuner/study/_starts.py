@@ -134,6 +134,23 @@ def _given_parts(raw: Any) -> tuple[str, ...]:
     return tuple(part for part in CONFIG_PARTS if part in given)
 
 
+def _line_of_problem(raw: Any, message: str) -> int | None:
+    """The line of a config file that a refusal is about: the key it names (``optimizer: ...``, ``key
+    'schedul'``), else the config's first line; None where the config did not come from YAML."""
+    import re
+
+    from tuner._yaml import line_of
+
+    named = re.match(r"(\w+): ", message)
+    keys = ([named.group(1)] if named else []) + re.findall(r"'(\w+)'", message)
+    found = line_of(raw)
+    mapping = raw
+    for key in keys:  # the deepest key named: optimizer, then its 'lr'
+        if isinstance(mapping, dict) and key in mapping:
+            found, mapping = line_of(mapping, key), mapping[key]
+    return found
+
+
 def file_starts(items: list[Any], space: SearchSpace, epochs: int | None = None) -> list[Start]:
     """Every config of the files (paths; in Python also ``TrainConfig``s and mappings), in order; one the space
     cannot sample is refused, naming the file. A config giving other ``epochs`` than the study's trains the
@@ -158,7 +175,9 @@ def file_starts(items: list[Any], space: SearchSpace, epochs: int | None = None)
             try:
                 config = TrainConfig.from_dict(raw)
             except ConfigError as exc:
-                raise ConfigError(f"enqueue: {where}: {exc}") from None
+                line = _line_of_problem(raw, str(exc)) if isinstance(item, (str, Path)) else None
+                at = where if line is None else where.replace(str(item), f"{item}:{line}", 1)  # file:line
+                raise ConfigError(f"enqueue: {at}: {exc}") from None
             fit = space.params_for(config, parts=parts)
             if fit.problems:
                 raise ConfigError(f"enqueue: {where}: the space {space.name!r} cannot sample this config: "
