@@ -353,9 +353,10 @@ def test_bad_option_values(cli, objective_ref: str, storage_url: str, db_path: P
     _assert_user_error(cli("lr-find", "--objective", "digits-mlp", "--device", "gpu:1"), "Did you mean 'cuda:1'?")
     # A value a flag gave is named by the flag (not the spec key it sets, nor nothing).
     for flag, value in (("--warm-start", "nosuch"), ("--enqueue", "nofile.yaml"), ("--objectives", "accuracy,bogus"),
-                        ("--space", "adam-famly"), ("--device", "gpu")):
+                        ("--space", "adam-famly"), ("--device", "gpu"), ("--devices", "cpu,gpu")):
         line = _assert_user_error(cli(*_create_args(objective_ref, storage_url, flag, value)))
-        assert line.startswith(f"error: {flag}: "), line
+        assert line.startswith(f"error: {flag}: "), line  # --devices' gpu beside --device cpu: --devices'
+    assert cli(*_create_args(objective_ref, storage_url, "--pack", "+2")).exit_code == 2  # as parse_pack reads
     _assert_user_error(cli(*_create_args(objective_ref, storage_url, "--epochs", "0")), "--epochs")
     _assert_user_error(cli(*_create_args(objective_ref, storage_url, "--pruner", "medain")),
                        "Did you mean 'median'?")
@@ -408,7 +409,9 @@ def test_flags_and_arguments_mixed_up_get_what_was_meant(cli):
              "This command takes the SPACE without a flag: `tuner spaces calibrate SPACE ...`"),
             (("study", "show", "--name", "x"), "This command takes the NAME without a flag"),
             (("lr-find", "digits-mlp"), "Did you mean `--objective digits-mlp`?"),
-            (("study", "run", "x", "--space", "lr-only"), "A study keeps the --space it was created with")):
+            (("study", "run", "x", "--space", "lr-only"), "A study keeps the --space it was created with"),
+            (("study", "run", "x", "--no-calibrate"), "A study keeps the --no-calibrate it was created with"),
+            (("study", "run", "--name", "x"), "This command takes the NAME without a flag")):
         result = cli(*args)
         assert result.exit_code == 2 and said in result.output, (args, result.output)
     assert "Did you mean" not in cli("lr-find", "--objective", "digits-mlp", "extra").output
@@ -439,6 +442,8 @@ def test_create_again_joins_the_study_and_runs_nothing_more(cli, objective_ref: 
     spent = cli("study", "run", "cli", "--storage", storage_url, "--workers", "2")
     assert spent.exit_code == 0 and "already has its 3 finished trials" in spent.output, spent.output
     assert "worker" not in spent.output and "pack:" not in spent.output, spent.output
+    optuna.load_study(study_name="cli", storage=storage_url).add_trial(  # failed: not counted as finished
+        optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
     more = cli(*_create_args(objective_ref, storage_url), "--n-trials", "4")
     assert more.exit_code == 0, more.output
     assert "ran 1 trial(s)" in more.output

@@ -209,8 +209,8 @@ def test_the_baseline_line_of_one_seed_shows_no_spread() -> None:
     assert "0.9500 ± 0.01 " in two and "on the same 2 seeds: tuning bought +0.0400" in two
     worse = baseline_line(confirmed([0.80]), Baseline(base, [7], [0.90], [None]), "accuracy", "maximize")
     assert "tuning bought -0.1000 - Prodigy at its defaults did better than the tuned config" in worse
-    assert ("over wider ranges where its best trials sit at an edge (the report's narrowed space widens them, once "
-            "the study has 5 complete trials)") in worse
+    assert ("over wider ranges where its best trials sit at an edge (the report's narrowed space widens them; it needs "
+            "at least 5 complete trials)") in worse
     assert "did better" not in one
     # Within the spread of the seeds (the tuned 0.5717 +- 0.019, Prodigy 0.5672 +- 0.038 over 3 seeds each, as a
     # study of a loss gave): no advice to switch, in either direction.

@@ -142,6 +142,21 @@ def test_learning_curves_say_which_trials_they_cannot_draw(study, figures, tmp_p
     assert box.y1 <= axes_box.y0  # below the curves, not over them
 
 
+def test_a_trial_that_diverged_before_its_first_validation_is_counted_too(figures, tmp_path: Path):
+    """Its training loss diverged in the first epoch: no value at all, not even a NaN one."""
+    from tuner.study._record import Key
+
+    study = optuna.create_study(direction="maximize")
+    create = optuna.trial.create_trial
+    study.add_trial(create(value=0.6, user_attrs={Key.VAL_HISTORY: [0.5, 0.6]}))
+    study.add_trial(create(state=optuna.trial.TrialState.PRUNED, user_attrs={Key.VAL_HISTORY: [float("nan")]}))
+    study.add_trial(create(state=optuna.trial.TrialState.PRUNED, user_attrs={Key.DIVERGED: True}))
+    study.add_trial(create(state=optuna.trial.TrialState.FAIL))  # a crash, not a divergence: not counted
+    _plots.learning_curves(study, "accuracy", tmp_path / "curves.png")
+    title = " ".join(figures["curves"].axes[0].get_title().split())
+    assert "2 trials with no finite value (diverged at once) not drawn" in title, title
+
+
 def test_lr_batch_is_one_panel_of_points_per_batch_size(study, figures, tmp_path: Path):
     write_report(study, tmp_path / "r")
     fig = figures["lr_batch"]

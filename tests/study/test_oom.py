@@ -299,3 +299,18 @@ def test_the_config_that_first_runs_out_of_memory_trains_again_as_those_after_it
         assert first.user_attrs[Key.REASON].endswith("; queued again, to train in micro-batches")
         assert retry.params == first.params and retry.state == TrialState.COMPLETE
         assert retry.user_attrs[Key.ACCUMULATION]["micro_batch"] == 32
+
+
+def test_proposals_set_aside_are_not_failures_in_a_row_for_a_pool_either() -> None:
+    """One process left an avoided proposal out of the failures in a row; a pool's count (read from the study)
+    counted it, so a real failure after a few avoided proposals could stop the study early."""
+    from datetime import datetime, timedelta
+
+    from tuner.study._engine import _failures_in_a_row
+
+    study = optuna.create_study()
+    avoided = {Key.OOM_AVOIDED: True, Key.REASON_KIND: "out_of_memory"}
+    for attrs in (avoided, avoided, avoided, {Key.REASON_KIND: "error"}):
+        study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=attrs))
+    assert _failures_in_a_row(study, datetime.now() - timedelta(hours=1)) == 1
+

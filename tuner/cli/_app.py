@@ -79,9 +79,19 @@ class OneLineErrors(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-# What `study create` takes and `study run` does not: the settings a study is created with.
-_CREATE_ONLY = {"space", "objective", "sampler", "pruner", "epochs", "seed", "objectives", "data", "target", "task",
-                "batch-size", "calibrate", "enqueue", "warm-start", "known-starts", "no-known-starts", "name"}
+def _create_only(ctx: Any) -> set[str]:
+    """The flags of `study create` that `study run` does not take (the settings a study is created with), the
+    study's name aside (given to both, as an argument to run)."""
+    group = getattr(getattr(ctx, "parent", None), "command", None)
+    commands = getattr(group, "commands", {})
+    if "create" not in commands or "run" not in commands:
+        return set()
+
+    def flags(command: Any) -> set[str]:
+        return {o.removeprefix("--") for p in command.params for o in [*p.opts, *getattr(p, "secondary_opts", [])]
+                if o.startswith("--")}
+
+    return flags(commands["create"]) - flags(commands["run"]) - {"name"}
 
 
 def _usage_hint(exc: Exception, message: str) -> str:
@@ -99,7 +109,7 @@ def _usage_hint(exc: Exception, message: str) -> str:
     if flag and flag.group(1) == "debug":
         return f" --debug goes before the command: `tuner --debug {sub} ...`."
     arguments = [p for p in command.params if getattr(p, "param_type_name", "") == "argument"]
-    if flag and sub == "study run" and flag.group(1) in _CREATE_ONLY:
+    if flag and sub == "study run" and flag.group(1) in _create_only(ctx):
         return (f" A study keeps the --{flag.group(1)} it was created with; a study with another one is a new "
                 f"study: `tuner study create ... --{flag.group(1)} ... --name NEW`.")
     if flag:
@@ -290,10 +300,11 @@ def _as_flag(exc: ConfigError, flags: dict[str, Any]) -> ConfigError:
         if not given:
             continue
         flag = "--" + key.replace("_", "-")
-        if message.startswith(f"{key}: "):
+        if message.startswith(f"{key}: "):  # a setting the flag gave (it overrides the spec file's)
             return type(exc)(f"{flag}: {message[len(key) + 2:]}")
-        unknown = {"space": "Unknown search space ", "device": "Unknown device "}.get(key)
-        if unknown and message.startswith(unknown):
+        unknown = {"space": "Unknown search space ", "device": "Unknown device ", "devices": "Unknown device "}.get(key)
+        # ... and the value named is this flag's (not --devices' beside --device; one of --devices' list)
+        if unknown and any(message.startswith(unknown + repr(part.strip())) for part in str(given).split(",")):
             return type(exc)(f"{flag}: {message}")
     return exc
 
@@ -303,10 +314,8 @@ def _number_or_auto(value: str | None) -> str | None:
     (exit 2, as for --seed abc); a number out of range is checked where the value is used (exit 1)."""
     if value is None or value.strip().lower() == "auto":
         return value
-    try:
-        int(value)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is neither auto nor a whole number") from None
+    if not re.fullmatch(r"\s*-?\d+\s*", value):  # as parse_pack reads one (int() also takes +2 and 1_0)
+        raise typer.BadParameter(f"{value!r} is neither auto nor a whole number")
     return value
 
 
@@ -532,13 +541,16 @@ def study_create(
                                        force=force, run=not no_run)
     except ConfigError as exc:  # a value a flag gave is named by the flag, not by the spec key it sets
         raise _as_flag(exc, {"warm_start": warm_start, "enqueue": enqueue, "objectives": objectives,
-                             "space": space, "device": device}) from None
+                             "space": space, "device": device, "devices": devices}) from None
     _state.pop("preparing", None)
     from tuner.study._session import study_summary
     from tuner.study._storage import storage_hint, storage_label
 
     use_storage(prepared.storage_url)
-    done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)) if joined else 0
+    # As the budget counts them: complete and pruned trials (failed ones run again)
+    from tuner.study._record import FINISHED
+
+    done = len(study.get_trials(deepcopy=False, states=FINISHED)) if joined else 0
     if fmt is Format.text:
         space = prepared.spec.space if isinstance(prepared.spec.space, str) else prepared.space.name  # as show says
         # Joined, the header says so (it read as a new study's, then its trials went on from where they were).
@@ -597,7 +609,10 @@ def study_run(
     from tuner.study._inputs import open_checked
 
     _early_server(workers, spec_obj.timeout, devices)
-    prepared, study = open_checked(spec_obj, space_data=space_data, devices=devices, force=force)
+    try:
+        prepared, study = open_checked(spec_obj, space_data=space_data, devices=devices, force=force)
+    except ConfigError as exc:
+        raise _as_flag(exc, {"device": device, "devices": devices}) from None
     use_storage(prepared.storage_url)
     if fmt is Format.text:
         from tuner.study._engine import counts

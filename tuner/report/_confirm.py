@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial
 from tuner.config import TrainConfig
 from tuner.errors import StudyError, TunerError, count
 from tuner.report._analysis import complete_trials
-from tuner.study._record import Key, StudyKey, direction_of, primary, top_distinct, trial_with_config
+from tuner.study._record import MIN_TOP, Key, StudyKey, direction_of, primary, top_distinct, trial_with_config
 
 __all__ = ["Candidate", "ConfirmPlan", "Confirmation", "Recommendation", "confirm", "confirmation_plan", "recommend",
            "recommendation", "stored_confirmation", "confirmation_seeds"]
@@ -501,7 +501,7 @@ def baseline_line(rec: Recommendation, baseline: Baseline, metric: str, directio
         # Not a recommendation to pass over in silence: the default beat what the study found.
         bought += (" - Prodigy at its defaults did better than the tuned config: train with it, or run the study "
                    "longer, over wider ranges where its best trials sit at an edge (the report's narrowed space widens "
-                   "them, once the study has 5 complete trials)")
+                   f"them; it needs at least {MIN_TOP} complete trials)")
     failed = f"; {len(baseline.errors)} baseline run(s) failed" if baseline.errors else ""
     return (f"tuned vs tuning-free: the recommended config scores validation {metric} {tuned}{test} against "
             f"{pm(baseline.mean, baseline.std)}{base_test} for Prodigy at its defaults (lr 1, constant schedule, no "

@@ -315,11 +315,11 @@ def learning_curves(study: optuna.Study, metric: str, path: Path) -> Path:
     unseen = 0  # trials whose every value is NaN (diverged in their first epoch): nothing to draw
     for t in study.get_trials(deepcopy=False):
         hist = t.user_attrs.get(Key.VAL_HISTORY) or [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
-        if not hist or t.state not in styles:
+        if t.state not in styles or not hist and not t.user_attrs.get(Key.DIVERGED):
             continue
         hist = [float(v) for v in hist]
         finite = [i for i, v in enumerate(hist) if math.isfinite(v)]
-        if not finite:
+        if not finite:  # every value NaN, or none (its training loss diverged before a first validation)
             unseen += 1
             continue
         color, alpha = styles[t.state]

@@ -1246,7 +1246,8 @@ _NEUTRAL_KINDS = frozenset(k.value for k in (*_NEUTRAL, StopKind.WORKER_LOST))
 
 def _failures_in_a_row(study: optuna.Study, since: datetime.datetime) -> int:
     """The failed trials at the end of those started and finished since ``since``, in the order they finished,
-    by every process of the study (the neutral kinds above skipped); 0 where the storage cannot say."""
+    by every process of the study (the neutral kinds above and proposals set aside skipped); 0 where the
+    storage cannot say."""
     try:
         finished = sorted((t for t in study.get_trials(deepcopy=False, states=FINISHED + (TrialState.FAIL,))
                            if t.datetime_complete is not None and t.datetime_start is not None
@@ -1258,7 +1259,8 @@ def _failures_in_a_row(study: optuna.Study, since: datetime.datetime) -> int:
     for t in reversed(finished):
         if t.state != TrialState.FAIL:
             break
-        count += t.user_attrs.get(Key.REASON_KIND) not in _NEUTRAL_KINDS
+        # Set aside untrained (an avoided out-of-memory batch size) is neutral, as in one process.
+        count += t.user_attrs.get(Key.REASON_KIND) not in _NEUTRAL_KINDS and not t.user_attrs.get(Key.OOM_AVOIDED)
     return count
 
 

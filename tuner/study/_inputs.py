@@ -104,7 +104,7 @@ def check_objective_files(objective: str, data: str | None, target: str | None =
         given = [k for k, v in (("data", data), ("target", target), ("task", task)) if v is not None]
         if given and not needed and not optional:
             raise ConfigError(f"Objective {objective!r} takes no options; got "
-                              f"{', '.join('--' + k for k in given)}.")
+                              f"{', '.join(f'{k} (--{k})' for k in given)}.")
         unknown = [k for k in given if k not in needed + optional]
         if unknown:
             raise ConfigError(f"Objective {objective!r} takes no option {unknown[0]!r}. "
