@@ -89,3 +89,12 @@ def error_text(exc: BaseException) -> str:
         end = first.find(". ", 0, 200)
         first = first[:end + 1] if end > 0 else first[:197] + "..."
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def unknown_device(device: object) -> str:
+    """``Unknown device 'gpu'. Valid: ... Did you mean 'cuda'?``: an NVIDIA GPU is ``cuda`` to PyTorch."""
+    name = str(device).strip().lower()
+    meant = ("cuda" + name[3:] if name.startswith("gpu") and re.fullmatch(r"gpu(:\d+)?", name)
+             else "cuda" if name in ("nvidia", "cuda0", "gpus") else "mps" if name in ("metal", "apple") else None)
+    return f"Unknown device {device!r}. Valid: auto, cpu, cuda, cuda:N, mps." + (
+        f" Did you mean {meant!r}?" if meant else "")

@@ -18,7 +18,7 @@ from torch import nn
 
 from tuner._setup import TrainingSetup, lazy_parameters, seed_everything
 from tuner.config import TrainConfig
-from tuner.errors import ConfigError, DataError
+from tuner.errors import ConfigError, DataError, unknown_device
 from tuner.objectives import Dataset, Objective, get_metric
 
 __all__ = ["Trainer", "fastest_of", "TrainResult", "Diverged", "resolve_device", "seed_everything", "sync"]
@@ -64,8 +64,6 @@ def resolve_device(device: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    from tuner.study._inputs import unknown_device
-
     try:
         dev = torch.device(name)
     except RuntimeError:

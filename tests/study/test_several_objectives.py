@@ -606,7 +606,7 @@ def test_objectives_mistakes_name_the_spec_line_and_the_direction_key_is_explain
     done = CliRunner().invoke(app, ["study", "create", str(spec), "--no-run", "--storage", storage, "--objectives",
                                     "train_seconds,accuracy"])
     said = " ".join(done.output.split())
-    assert done.exit_code != 0 and "error: objectives: the first must be" in said and f"{spec}:" not in said, said
+    assert done.exit_code != 0 and "error: --objectives: the first must be" in said and f"{spec}:" not in said, said
     for key in ("direction", "directions"):
         spec.write_text(f"objective: {objective_ref}\n{key}: minimize\n")
         done = CliRunner().invoke(app, ["study", "create", str(spec), "--no-run", "--storage", storage])

@@ -321,6 +321,7 @@ def test_a_journal_in_a_folder_locks_by_its_file_name_and_a_dangling_lock_is_rel
     from tuner.study import open_storage
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()  # a storage's folder is the user's to make
     storage = open_storage("journal:sub/x.journal")
     with get_lock_file(storage._backend._lock):
         assert os.readlink(tmp_path / "sub" / "x.journal.lock") == "x.journal"  # resolved beside the lock

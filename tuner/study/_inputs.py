@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, unknown_device
 from tuner.study._spec import StudySpec
 from tuner.study._storage import check_storage, default_storage, study_in_storage
 
@@ -77,15 +77,6 @@ def check_device_name(device: str) -> None:
     once PyTorch loads)."""
     if not _DEVICE.fullmatch(str(device).strip().lower()):
         raise ConfigError(unknown_device(device))
-
-
-def unknown_device(device: object) -> str:
-    """``Unknown device 'gpu'. Valid: ... Did you mean 'cuda'?``: an NVIDIA GPU is ``cuda`` to PyTorch."""
-    name = str(device).strip().lower()
-    meant = ("cuda" + name[3:] if name.startswith("gpu") and re.fullmatch(r"gpu(:\d+)?", name)
-             else "cuda" if name in ("nvidia", "cuda0", "gpus") else "mps" if name in ("metal", "apple") else None)
-    return f"Unknown device {device!r}. Valid: auto, cpu, cuda, cuda:N, mps." + (
-        f" Did you mean {meant!r}?" if meant else "")
 
 
 def check_objective_files(objective: str, data: str | None, target: str | None = None,

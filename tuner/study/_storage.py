@@ -650,9 +650,9 @@ def load_named(name: str, url: str, *, readonly: bool = True) -> optuna.Study:
 def _spec_hint(name: str, url: str) -> str:
     """Where a study name is a built-in study spec's (``quickstart``, ``digits-mlp``): the command that creates
     its study; else nothing."""
-    from tuner.study._spec import list_specs
+    from tuner._builtin import builtin_names
 
-    if name not in list_specs():
+    if name not in builtin_names("studies", (".yaml", ".yml")):  # the built-in specs (not _spec's: a cycle)
         return ""
     return f" {name!r} is a built-in study spec: `{study_command('create', name, url)}` creates its study."
 
