@@ -285,6 +285,29 @@ def test_a_trial_whose_train_fn_returns_nothing_fails_alone():
     assert "train_fn returned None and reported nothing" in result.study.trials[1].user_attrs[Key.REASON]
 
 
+def _returns_a_dict(ctx: tuner.TrialContext) -> dict:
+    for epoch in range(ctx.config.epochs):
+        ctx.report(epoch, 0.5)
+    return {"accuracy": 0.5}
+
+
+def test_a_mistake_in_the_train_fns_code_stops_the_study_at_its_first_trial(tmp_path):
+    """A dict returned (or epochs reported out of order) is the code's mistake, which every trial makes: five
+    trials ran and failed before the study stopped, more than the budget of two."""
+    import optuna
+
+    from tuner.errors import StudyError
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    with pytest.raises(StudyError, match=r"stopped at trial 0: TrainFnMisuse: train_fn must return the validation "
+                                         r"metric .*got dict\. Fix train_fn and run again"):
+        tuner.tune(_returns_a_dict, space="lr-only", n_trials=2, epochs=1, verbose=False, known_starts=False,
+                   storage=url, study_name="m")
+    trials = optuna.load_study(study_name="m", storage=url).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]  # its config queued for the fix
+    assert trials[1].system_attrs["fixed_params"] == trials[0].params
+
+
 def _two_epochs(ctx: tuner.TrialContext) -> float:
     for epoch in range(2):  # a fixed loop, not range(ctx.config.epochs)
         ctx.report(epoch, 0.5)

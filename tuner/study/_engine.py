@@ -304,8 +304,15 @@ def _is_bool(value: Any) -> bool:
 
 
 class TrainFnMisuse(ConfigError):
-    """``train_fn`` returned nothing usable: the trial is recorded as failed with the fix in its reason (and
-    ``max_consecutive_failures`` stops a function that does it every time)."""
+    """``train_fn`` returned or reported nothing usable: the trial is recorded as failed with the fix in its
+    reason. A mistake in the code (a dict returned, epochs reported out of order: ``code``) stops the study at
+    once, since every trial would make it again; returning None having reported nothing may be how a
+    function skips a config, so that trial fails alone (and ``max_consecutive_failures`` stops a function that
+    does it every time)."""
+
+    def __init__(self, message: str, *, code: bool = True) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class UserExecutor:
@@ -425,7 +432,7 @@ class UserExecutor:
         if returned is None:
             if not ctx.history:
                 raise TrainFnMisuse("train_fn returned None and reported nothing: return the validation metric, "
-                                  "or call ctx.report(epoch, value) every epoch.")
+                                    "or call ctx.report(epoch, value) every epoch.", code=False)
             returned = ctx.history[-1]
         if isinstance(returned, tuple) and len(returned) == 2:
             returned, test = returned
@@ -447,8 +454,12 @@ class UserExecutor:
         try:
             value = float(returned)
         except (TypeError, ValueError):
+            shape = getattr(returned, "shape", None)
+            got = (f"a tuple of {len(returned)}" if isinstance(returned, tuple) else
+                   f"{type(returned).__name__} of shape {tuple(shape)} (one number: .item())" if shape is not None
+                   else type(returned).__name__)
             raise TrainFnMisuse(f"train_fn must return the validation metric (a number) or (value, test_value); "
-                              f"got {type(returned).__name__}.") from None
+                                f"got {got}.") from None
         if not math.isfinite(value):
             raise Diverged(f"diverged: train_fn returned {value}", len(ctx.history))
         own: list[str] = []
@@ -1058,7 +1069,13 @@ def run_one(study: optuna.Study, plan: RunPlan, executor: Executor, trial: optun
         if _is_storage_error(exc) and is_disk_full_error(exc, plan.storage_url):
             raise _storage_stop(study, plan, exc, trial.number) from exc
         reason, attrs = _error_reason(exc)
-        return finish(TrialState.FAIL, reason, attrs={**attrs, **executor.partial()})
+        outcome = finish(TrialState.FAIL, reason, attrs={**attrs, **executor.partial()})
+        if isinstance(exc, TrainFnMisuse) and exc.code:  # every trial would make the same mistake
+            queue_again(study, trial)  # not the config's fault: it trains once the code is fixed
+            raise StudyError(f"Study {study.study_name!r} stopped at trial {trial.number}: {reason.rstrip('.')}. "
+                             f"Fix train_fn and run again: the study resumes, with this trial's config "
+                             f"queued.") from None
+        return outcome
     except BaseException as exc:
         # CancelledError, GeneratorExit and the like: not the trial's fault, and not to be swallowed. The
         # trial is recorded as failed with the reason and its config queued again, as after Ctrl-C; then the
