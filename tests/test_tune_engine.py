@@ -309,13 +309,14 @@ def test_a_mistake_in_the_train_fns_code_stops_the_study_at_its_first_trial(tmp_
 
 
 def _two_epochs(ctx: tuner.TrialContext) -> float:
+    value = 0.5 + ctx.config.optimizer.lr  # the sampled rate, as a loop trains with it
     for epoch in range(2):  # a fixed loop, not range(ctx.config.epochs)
-        ctx.report(epoch, 0.5)
-    return 0.5
+        ctx.report(epoch, value)
+    return value
 
 
 def _unreported(ctx: tuner.TrialContext) -> float:
-    return 0.5
+    return 0.5 + ctx.config.optimizer.lr
 
 
 def test_a_loop_that_trains_fewer_epochs_than_the_config_or_never_reports_is_said_once():
@@ -348,9 +349,43 @@ def _reports_loss_returns_accuracy(ctx: tuner.TrialContext) -> float:
 
 
 def _counts_from_one(ctx: tuner.TrialContext) -> float:
+    value = 0.5 + ctx.config.optimizer.lr
     for epoch in range(1, ctx.config.epochs + 1):
+        ctx.report(epoch, value)
+    return value
+
+
+def _ignores_its_config(ctx: tuner.TrialContext) -> float:
+    for epoch in range(ctx.config.epochs):  # its own fixed optimizer: the sampled one is never trained
         ctx.report(epoch, 0.5)
     return 0.5
+
+
+def test_a_loop_that_never_uses_its_sampled_config_is_told_once():
+    """Every trial trained the same settings while the study ranked the sampled ones: said once, attributed to
+    train_fn. A loop that uses its config (and copies or pickles it) is not told; the copy is a plain config."""
+    import copy
+    import pickle
+
+    with pytest.warns(RuntimeWarning, match=r"train_fn finished a trial without using its sampled config \(it "
+                                            r"read ctx\.config\.epochs\)") as caught:
+        tuner.tune(_ignores_its_config, space="lr-only", n_trials=3, epochs=2, verbose=False, known_starts=False)
+    mine = [w for w in caught if "without using its sampled config" in str(w.message)]
+    assert len(mine) == 1 and mine[0].filename == __file__
+
+    def uses_it(ctx: tuner.TrialContext) -> float:
+        config = ctx.config
+        again, copied = pickle.loads(pickle.dumps(config)), copy.deepcopy(config)
+        assert type(again) is type(copied) is tuner.TrainConfig and isinstance(config, tuner.TrainConfig)
+        assert again.to_dict() == copied.to_dict() == config.to_dict()
+        for epoch in range(config.epochs):
+            ctx.report(epoch, 0.5 + config.optimizer.lr)
+        return 0.5 + config.optimizer.lr
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*without using its sampled config")
+        result = tuner.tune(uses_it, space="lr-only", n_trials=2, epochs=1, verbose=False, known_starts=False)
+    assert [t.state for t in result.study.trials] == [TrialState.COMPLETE] * 2
 
 
 def test_a_loop_that_reports_another_metric_than_it_returns_or_counts_epochs_from_one_is_told_once():

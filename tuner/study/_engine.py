@@ -303,6 +303,43 @@ def _is_bool(value: Any) -> bool:
     return dtype is not None and (dtype == torch.bool or str(dtype) == "bool")
 
 
+#: what a loop reads of its config without training its settings (the loop's length, the seed)
+_NOT_THE_SETTINGS = frozenset({"epochs", "seed", "direction", "metadata"})
+_WATCHED: dict[type, type] = {}
+
+
+def _unwatched(cls: type, state: dict[str, Any]) -> Any:
+    """A watched config as it was, unpickled or copied: of its own class, watching nothing."""
+    config = object.__new__(cls)
+    config.__dict__.update(state)
+    return config
+
+
+def _watched(config: TrainConfig, read: set[str]) -> TrainConfig:
+    """A copy of ``config`` that adds the name of every field ``train_fn`` reads (or method it calls) to
+    ``read``, so that a trial that never used its sampled settings can be told."""
+    cls = type(config)
+    if cls not in _WATCHED:
+        def __getattribute__(self: Any, name: str) -> Any:
+            if not name.startswith("_"):
+                seen = object.__getattribute__(self, "__dict__").get("_read")
+                if seen is not None:
+                    seen.add(name)
+            return cls.__getattribute__(self, name)
+
+        def __reduce_ex__(self: Any, protocol: Any) -> Any:  # pickled (a worker, the user's own code) as it was
+            state = {k: v for k, v in object.__getattribute__(self, "__dict__").items() if k != "_read"}
+            return _unwatched, (cls, state)
+
+        _WATCHED[cls] = type(cls.__name__, (cls,), {"__getattribute__": __getattribute__,
+                                                    "__reduce_ex__": __reduce_ex__,
+                                                    "__module__": cls.__module__, "__qualname__": cls.__qualname__})
+    watched = object.__new__(_WATCHED[cls])
+    watched.__dict__.update(config.__dict__)
+    watched.__dict__["_read"] = read
+    return watched
+
+
 class TrainFnMisuse(ConfigError):
     """``train_fn`` returned or reported nothing usable: the trial is recorded as failed with the fix in its
     reason. A mistake in the code (a dict returned, epochs reported out of order: ``code``) stops the study at
@@ -366,6 +403,18 @@ class UserExecutor:
         else:
             warnings.warn(message, RuntimeWarning, stacklevel=3)
 
+    def _check_config_used(self, read: set[str]) -> None:
+        """A trial whose ``train_fn`` read nothing of its config but the epochs and seed (no ``config.setup``,
+        no optimizer, rate or batch size): the study ranks settings that were never trained. Said once."""
+        if read - _NOT_THE_SETTINGS or "config" in self._said:
+            return
+        self._said.add("config")
+        self._warn(f"tuner.tune: train_fn finished a trial without using its sampled config (it read "
+                   f"{', '.join(f'ctx.config.{name}' for name in sorted(read)) or 'nothing of ctx.config'}): every "
+                   f"trial trained the same settings, so the study ranks optimizers and rates it never trained; "
+                   f"build them with ctx.config.setup(model, steps_per_epoch=...), or read ctx.config.optimizer, "
+                   f".batch_size and the rest.")
+
     def _check_epochs(self, ctx: TrialContext) -> None:
         """A trial that completed without reporting, or whose last report came before the config's last epoch
         (a loop over a fixed ``range(2)``, not ``range(ctx.config.epochs)``): the config recorded, and exported,
@@ -413,14 +462,16 @@ class UserExecutor:
         # micro_batch is never asked of it: the user's code batches as it likes (batches_from_config is false).
         if config.direction is None:  # config.setup's plateau schedule watches the metric the study tunes
             config.direction = direction_of(self.trial.study) if self.trial is not None else self.direction
-        self._ctx = ctx = TrialContext(config, self.trial, _report=report)
+        read: set[str] = set()
+        self._ctx = ctx = TrialContext(_watched(config, read), self.trial, _report=report)
         sampled = set(self.trial.params) if self.trial is not None else set()  # the config's parameters
         seed_everything(config.seed)
         try:
             with watching() as ctx._setups:
                 returned = self.train_fn(ctx)
         finally:
-            self._check_batches(config, ctx._setups)
+            object.__getattribute__(ctx.config, "__dict__")["_read"] = None  # tuner's own reads from here on
+            self._check_batches(ctx.config, ctx._setups)  # the config train_fn was given
             ctx._setups = []  # their models and optimizers are the trial's: free them with it
             ctx._detach()
         if ctx.stopped is not None:
@@ -466,6 +517,7 @@ class UserExecutor:
         if self.trial is not None:
             self._check_epochs(ctx)
             self._check_value(ctx, value)
+            self._check_config_used(read)
             own = sorted(set(self.trial.params) - sampled)
             if own and "own" not in self._said:
                 self._said.add("own")
