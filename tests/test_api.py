@@ -231,6 +231,18 @@ def test_tune_refuses_to_resume_with_another_direction_or_metric(tmp_path: Path)
                    metric="f1")
 
 
+def test_two_lambdas_in_one_storage_do_not_share_a_study_by_name(tmp_path: Path):
+    """Both were 'tune-<lambda>-default': the second resumed the first's study, its values mixed in."""
+    import tuner
+
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    with pytest.raises(tuner.ConfigError, match="a lambda has no name to tell its study from another lambda's"):
+        tuner.tune(lambda ctx: 0.3, space="lr-only", n_trials=1, epochs=1, storage=url, verbose=False)
+    assert not (tmp_path / "t.db").exists()
+    done = tuner.tune(lambda ctx: 0.3, space="lr-only", n_trials=1, epochs=1, verbose=False)  # no storage: fine
+    assert done.best_value == 0.3
+
+
 def test_tune_refuses_a_foreign_file_as_storage(tmp_path: Path):
     import tuner
 

@@ -379,6 +379,11 @@ def tune(
                 start_notes.append(f"n_trials: {n_trials} asked, {setup.n_trials} run: the grid over space "
                                    f"{search.name!r} has {setup.n_trials} points, each run once")
             n_trials, starts = setup.n_trials, []  # a grid runs its own points
+        if study_name is None and storage and getattr(train_fn, "__name__", "") == "<lambda>":
+            # Every lambda has one name: two of them in one file would share a study, their values mixed.
+            raise ConfigError("tuner.tune(): a lambda has no name to tell its study from another lambda's (both "
+                              "would be 'tune-<lambda>-...' in the storage, their trials mixed): pass study_name=, "
+                              "or give a function defined with def.")
         name = study_name or f"tune-{getattr(train_fn, '__name__', 'fn')}-{search.name}"
         if study_name is None and isinstance(space, dict) and storage:
             # A space given as a mapping was named "<space>" before it was named "custom": a study made then, under
