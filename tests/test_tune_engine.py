@@ -355,6 +355,20 @@ def _counts_from_one(ctx: tuner.TrialContext) -> float:
     return value
 
 
+def _nan_at_the_second_report(ctx: tuner.TrialContext) -> float:
+    ctx.report(0, 0.5 + ctx.config.optimizer.lr)
+    ctx.report(1, float("nan"))
+    return 0.5
+
+
+def test_a_nan_reported_names_the_epoch_as_ctx_report_numbered_it():
+    """"in epoch 2" for ctx.report(1, nan) sent a user to the wrong epoch: the report's own number is given."""
+    result = tuner.tune(_nan_at_the_second_report, space="lr-only", n_trials=1, epochs=3, verbose=False,
+                        known_starts=False)
+    assert "diverged: reported value nan in epoch 2 (ctx.report(1, ...): ctx.report counts epochs from 0)" in \
+        result.study.trials[0].user_attrs[Key.REASON]
+
+
 def _ignores_its_config(ctx: tuner.TrialContext) -> float:
     for epoch in range(ctx.config.epochs):  # its own fixed optimizer: the sampled one is never trained
         ctx.report(epoch, 0.5)

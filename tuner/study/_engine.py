@@ -244,7 +244,8 @@ class TrialContext:
         self.history.append(value)
         try:
             if not math.isfinite(value):
-                raise Diverged(f"diverged: reported value {value} in epoch {epoch + 1}", epoch)
+                raise Diverged(f"diverged: reported value {value} in epoch {epoch + 1} (ctx.report({epoch}, ...): "
+                               f"ctx.report counts epochs from 0)", epoch)
             self._check_setups(epoch, -1 if previous is None else previous)
             if self._report is not None:
                 self._report(epoch, value)
