@@ -261,3 +261,23 @@ def test_a_study_whose_budget_is_spent_logs_the_trials_not_logged_yet(tmp_cwd: P
     study = optuna.load_study(study_name="tb-late", storage=storage_url)
     assert sorted(p.name for p in (logdir / "tb-late").iterdir() if p.is_dir()) == [
         f"trial-{t.number:04d}" for t in study.trials]
+
+
+def test_a_tracker_that_cannot_start_promises_a_catch_up_only_where_a_later_session_can_give_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    """A study in memory (tune() without a storage) has no later session: the warning said the next one would
+    log the trials missed."""
+    import tuner.track as track
+
+    def refuse(*args, **kwargs):
+        raise OSError("the destination is down")
+
+    monkeypatch.setattr(track, "_open_tensorboard", refuse)
+    for storage, says in ((None, "the study is in memory (no storage), so the trials missed are not logged later"),
+                          (f"sqlite:///{tmp_path / 't.db'}", "the next session that logs to the same destination")):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            tuner.tune(lambda ctx: 0.5, space="lr-only", n_trials=1, epochs=1, verbose=False, known_starts=False,
+                       storage=storage, study_name="t", tensorboard=str(tmp_path / "runs"))
+        said = " ".join(r.getMessage() for r in caplog.records)
+        assert "TensorBoard logging could not start" in said and says in said, said

@@ -127,7 +127,7 @@ class _Trackers:
                 uid = uid or tracking_id(study)
                 self.active.append(opener(uid))
             except Exception as exc:
-                _warn(name, exc, "could not start")
+                _warn(name, exc, "could not start", _in_memory(study))
 
     def trial_finished(self, number: int, study: optuna.Study) -> None:
         if not self.active:
@@ -136,18 +136,18 @@ class _Trackers:
             trial = trial_by_number(study, number)
         except Exception:  # the storage is failing: the engine reports that; the close logs the trial
             return
-        self._each(lambda t: t.trial_finished(trial, study), "failed")
+        self._each(lambda t: t.trial_finished(trial, study), "failed", study)
 
     def close(self, study: optuna.Study) -> None:
-        self._each(lambda t: t.close(study), "failed at the end of the session")
+        self._each(lambda t: t.close(study), "failed at the end of the session", study)
 
-    def _each(self, call: Callable[[Tracker], None], what: str) -> None:
+    def _each(self, call: Callable[[Tracker], None], what: str, study: optuna.Study | None = None) -> None:
         for tracker in list(self.active):
             try:
                 call(tracker)
             except Exception as exc:
                 self.active.remove(tracker)
-                _warn(tracker.name, exc, what)
+                _warn(tracker.name, exc, what, study is not None and _in_memory(study))
 
 
 def _open_mlflow(uri: str, study: optuna.Study, uid: str) -> Tracker:
@@ -162,13 +162,21 @@ def _open_tensorboard(folder: str, study: optuna.Study, uid: str) -> Tracker:
     return TensorBoardTracker(folder, study, uid)
 
 
-def _warn(name: str, exc: BaseException, what: str) -> None:
+def _in_memory(study: optuna.Study) -> bool:
+    """A study kept in this process alone (``tuner.tune()`` without a storage): no later session sees it."""
+    storage = getattr(study, "_storage", None)
+    return isinstance(getattr(storage, "_backend", storage), optuna.storages.InMemoryStorage)
+
+
+def _warn(name: str, exc: BaseException, what: str, in_memory: bool = False) -> None:
     from tuner._secrets import redact
 
     text = " ".join(str(exc).split()) or type(exc).__name__
     text = text if len(text) <= 300 else text[:297] + "..."
+    later = ("the study is in memory (no storage), so the trials missed are not logged later" if in_memory else
+             "the next session that logs to the same destination logs the trials missed")
     log.warning(redact(f"warning: {name} logging {what} ({type(exc).__name__}: {text}); the study goes on without "
-                       f"it, and the next session that logs to the same destination logs the trials missed"))
+                       f"it, and {later}"))
 
 
 @contextlib.contextmanager
