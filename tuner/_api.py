@@ -138,6 +138,10 @@ class TuneResult:
                     0 if key == "trial" else 1)):
                 raise ConfigError(f"recommend(): {key} must be an int of at least {0 if key == 'trial' else 1} "
                                   f"(got {value!r}).")
+        if trial is not None and (top_k, seeds) != (None, None):
+            raise ConfigError(f"recommend(): trial={trial} takes that trial's config as it is, without confirmation "
+                              f"runs, so top_k and seeds do not apply (leave trial out to re-train the best "
+                              f"configs with new seeds).")
         if len(self.study.directions) > 1 and trial is None and (top_k, seeds) != (None, None):
             raise ConfigError("recommend(): this study has several objectives: it recommends the knee of its "
                               "Pareto front without confirmation runs, so top_k and seeds do not apply (trial=N "
