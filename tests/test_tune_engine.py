@@ -394,6 +394,7 @@ def test_a_loop_that_never_uses_its_sampled_config_is_told_once():
         assert again.to_dict() == copied.to_dict() == config.to_dict()
         for epoch in range(config.epochs):
             ctx.report(epoch, 0.5 + config.optimizer.lr)
+        assert type(config) is tuner.TrainConfig  # a setting read: plain from then on (the loop's reads cost nothing)
         return 0.5 + config.optimizer.lr
 
     with warnings.catch_warnings():

@@ -328,25 +328,38 @@ def print_fitted(table: Table) -> None:
     at least as wide as its longest word (a ``no_wrap`` column as its longest line), the room left shared out by
     how much more each column holds; without the vertical lines and the outer padding where the boxed table
     cannot hold its words. Where nothing fits, the words fold at the width (nothing is cut off)."""
-    from rich import box
 
     whole = _unwrapped_width(table)
     if whole is not None:  # piped to a file or a program: one line per row, as long as the row is
         _print_whole(table, whole)
         return
-    if not _fit_widths(table):
-        table.box, table.show_edge, table.pad_edge = box.SIMPLE_HEAD, False, False
-        # Then long words of the other columns fold (a path), the whole columns still whole where they fit.
-        if not any(_fit_widths(table, fold) for fold in (None, 12, 6)):
-            for column in table.columns:
-                column.no_wrap = False
+    # Then long words of the other columns fold (a path), the whole columns still whole where they fit.
+    if not _fit_whole(table) and not any(_fit_widths(table, fold) for fold in (12, 6)):
+        for column in table.columns:
+            column.no_wrap = False
     out.print(table, soft_wrap=False, crop=False)
+
+
+def _fit_whole(table: Table) -> bool:
+    """Fits ``table`` to the terminal with no word broken: boxed, else without its vertical lines and outer
+    padding (left so, for the folding that follows); False where neither fits."""
+    from rich import box
+
+    if _fit_widths(table):
+        return True
+    table.box, table.show_edge, table.pad_edge = box.SIMPLE_HEAD, False, False
+    return _fit_widths(table)
+
+
+def _piped() -> bool:
+    """Standard output is no terminal and ``COLUMNS`` asks for no width: rows are printed whole."""
+    return not out.is_terminal and not os.environ.get("COLUMNS")
 
 
 def _unwrapped_width(renderable: Any) -> int | None:
     """The width that holds ``renderable``'s lines whole where standard output is no terminal and ``COLUMNS``
     does not ask for a width (``tuner study list | grep NAME`` finds the whole row); None on a terminal."""
-    if out.is_terminal or os.environ.get("COLUMNS"):
+    if not _piped():
         return None
     from rich.measure import Measurement
 
@@ -427,7 +440,7 @@ def print_table(columns: list[str], rows: list[list[Any]], *, whole: tuple[int, 
 
     keep = list(range(len(columns)))
     table = build(keep)
-    if _unwrapped_width(table) is None and not _fits_whole(table):
+    if not _piped() and not _fits_whole(table):
         for drop in reversed(optional):
             keep.remove(drop)
             table = build(keep)
@@ -437,15 +450,10 @@ def print_table(columns: list[str], rows: list[list[Any]], *, whole: tuple[int, 
 
 
 def _fits_whole(table: Table) -> bool:
-    """Whether ``table`` fits the terminal with no word broken (boxed, or without its vertical lines)."""
-    from rich import box
-
+    """Whether ``table`` fits the terminal with no word broken (``_fit_whole``), the table left as it was."""
     saved = (table.box, table.show_edge, table.pad_edge, [c.width for c in table.columns])
     try:
-        if _fit_widths(table):
-            return True
-        table.box, table.show_edge, table.pad_edge = box.SIMPLE_HEAD, False, False
-        return _fit_widths(table)
+        return _fit_whole(table)
     finally:
         table.box, table.show_edge, table.pad_edge = saved[:3]
         for column, width in zip(table.columns, saved[3], strict=True):

@@ -309,6 +309,15 @@ _NOT_THE_SETTINGS = frozenset({"epochs", "seed", "direction", "metadata"})
 _WATCHED: dict[type, type] = {}
 
 
+def _unwatch(config: Any) -> None:
+    """``config`` (watched or not) as a plain config, watching nothing."""
+    state = object.__getattribute__(config, "__dict__")
+    state.pop("_read", None)
+    plain = next((base for base, watched in _WATCHED.items() if watched is type(config)), None)
+    if plain is not None:
+        object.__setattr__(config, "__class__", plain)
+
+
 def _unwatched(cls: type, state: dict[str, Any]) -> Any:
     """A watched config as it was, unpickled or copied: of its own class, watching nothing."""
     config = object.__new__(cls)
@@ -318,7 +327,9 @@ def _unwatched(cls: type, state: dict[str, Any]) -> Any:
 
 def _watched(config: TrainConfig, read: set[str]) -> TrainConfig:
     """A copy of ``config`` that adds the name of every field ``train_fn`` reads (or method it calls) to
-    ``read``, so that a trial that never used its sampled settings can be told."""
+    ``read``, so that a trial that never used its sampled settings can be told. Once it reads a setting (not
+    the epochs or the seed), there is nothing more to learn: the copy is a plain config from then on, so the
+    training loop's reads (``setup.step``'s) cost what they cost before."""
     cls = type(config)
     if cls not in _WATCHED:
         def __getattribute__(self: Any, name: str) -> Any:
@@ -326,6 +337,8 @@ def _watched(config: TrainConfig, read: set[str]) -> TrainConfig:
                 seen = object.__getattribute__(self, "__dict__").get("_read")
                 if seen is not None:
                     seen.add(name)
+                    if name not in _NOT_THE_SETTINGS:
+                        _unwatch(self)
             return cls.__getattribute__(self, name)
 
         def __reduce_ex__(self: Any, protocol: Any) -> Any:  # pickled (a worker, the user's own code) as it was
@@ -471,7 +484,7 @@ class UserExecutor:
             with watching() as ctx._setups:
                 returned = self.train_fn(ctx)
         finally:
-            object.__getattribute__(ctx.config, "__dict__")["_read"] = None  # tuner's own reads from here on
+            _unwatch(ctx.config)  # tuner's own reads from here on
             self._check_batches(ctx.config, ctx._setups)  # the config train_fn was given
             ctx._setups = []  # their models and optimizers are the trial's: free them with it
             ctx._detach()

@@ -532,7 +532,6 @@ def _open_journal(path: Path, url: str, readonly: bool) -> optuna.storages.BaseS
         return optuna.storages.InMemoryStorage()
     if not readonly:
         _refuse_read_only(path)
-    if not readonly:
         _check_folder(path, url)
     try:
         if not readonly:
