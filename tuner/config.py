@@ -301,9 +301,7 @@ class TrainConfig:
         from tuner._yaml import load_yaml_file
 
         path = Path(path)
-        if path.suffix == ".py":
-            raise ConfigError(f"{path}: is a Python script (`tuner study export --format python` writes one; run "
-                              f"it); a train config is a .yaml or .json file (`tuner study export -o best.yaml`).")
+        refuse_script(path)
         data = load_yaml_file(path)  # JSON is YAML
         optimizer = data.get("optimizer") if isinstance(data, dict) else None
         if isinstance(optimizer, dict) and "name" not in optimizer and optimizer and all(
@@ -412,6 +410,14 @@ class TrainConfig:
         from tuner._summary import config_line
 
         return config_line(self.to_dict())
+
+
+def refuse_script(path: Path) -> None:
+    """A ``.py`` file where a train config goes (``tuner study export --format python`` writes one): said as
+    such, not as invalid YAML."""
+    if path.suffix == ".py":
+        raise ConfigError(f"{path}: is a Python script (`tuner study export --format python` writes one, to run); "
+                          f"a train config is a .yaml or .json file (`tuner study export NAME -o best.yaml`).")
 
 
 def load_config(path: str | Path | dict[str, Any]) -> TrainConfig:

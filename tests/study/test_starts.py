@@ -155,7 +155,7 @@ def test_a_config_the_space_cannot_sample_is_refused_before_the_study_exists(obj
         prepare(_spec(objective_ref, storage_url, enqueue=[str(empty)]))
     script = tmp_path / "best.py"  # what `study export --format python` writes: refused as such, not as bad YAML
     script.write_text("import torch\n\nCONFIG = {}\n")
-    with pytest.raises(ConfigError, match=r"best\.py: is a Python script .* a config to queue is a \.yaml or \.json"):
+    with pytest.raises(ConfigError, match=r"best\.py: is a Python script .* a train config is a \.yaml or \.json"):
         prepare(_spec(objective_ref, storage_url, enqueue=[str(script)]))
     assert_nothing_written(db_path)
 

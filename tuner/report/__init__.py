@@ -199,10 +199,8 @@ def _followup_call(study: optuna.Study, space_file: str | Path, name: str, stora
     """The ``tuner.tune`` call of a follow-up to a ``tune`` study: the settings it was tuned with (function,
     metric and direction, epochs, seed, sampler, pruner, objectives) where they are not ``tune``'s defaults, so
     that the follow-up's values compare with the study's and it is tuned the same way, and its budget."""
-    from optuna.trial import TrialState
-
     from tuner._tune_settings import TUNE_DEFAULTS, TUNE_N_TRIALS, resolve_direction
-    from tuner.study._record import direction_of
+    from tuner.study._record import FINISHED, direction_of
 
     stored = dict(study.user_attrs.get(StudyKey.TUNE) or {})
     metric = study.user_attrs.get(StudyKey.METRIC) or "value"
@@ -213,7 +211,7 @@ def _followup_call(study: optuna.Study, space_file: str | Path, name: str, stora
     if storage_url and ("://" in storage_url or storage_url.startswith("journal:")):
         args.append(f"storage={storage_url!r}")
     # As many trials as the study finished (tune()'s budget counts complete and pruned ones), not tune()'s 30.
-    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
+    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     if finished and finished != TUNE_N_TRIALS:
         args.append(f"n_trials={finished}")
     if metric != TUNE_DEFAULTS["metric"]:

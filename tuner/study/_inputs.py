@@ -103,8 +103,8 @@ def check_objective_files(objective: str, data: str | None, target: str | None =
         absent = [k for k in needed if k not in given]
         if absent:
             flags = " ".join(f"--{k} ..." for k in absent)
-            columns = _columns_of(data) if absent == ["target"] and data is not None else None
-            which = f"; the columns of {data}: {', '.join(columns)}" if columns else ""
+            columns = _header(data) if absent == ["target"] and data is not None else None
+            which = f"; the columns of {data}: {', '.join(columns[:30])}" if columns else ""
             raise ConfigError(f"Objective {objective!r} needs option {absent[0]!r} (e.g. {flags}){which}.")
     if objective == "tabular" and data is not None:
         from tuner._files import check_csv_file
@@ -114,28 +114,22 @@ def check_objective_files(objective: str, data: str | None, target: str | None =
             _check_target_column(path, target)
 
 
-def _columns_of(data: str) -> list[str] | None:
-    """The header row of a CSV file (for a --target left out), or None where it cannot be read."""
-    import csv
-
-    try:
-        with open(data, newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader(f), None)
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return None
-    return header[:30] if header else None
-
-
-def _check_target_column(path: Any, target: str) -> None:
-    """A --target that is not a column of the CSV file's header row, said from that row alone (reading the
-    file with pandas, which loads with PyTorch, took seconds); a header it cannot read is left to pandas."""
+def _header(path: Any) -> list[str] | None:
+    """The header row of a CSV file, read alone (pandas loads with PyTorch, which takes seconds), or None where
+    it cannot be read."""
     import csv
 
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader(f), None)
+            return next(csv.reader(f), None)
     except (OSError, UnicodeDecodeError, csv.Error):
-        return
+        return None
+
+
+def _check_target_column(path: Any, target: str) -> None:
+    """A --target that is not a column of the CSV file's header row, said from that row alone; a header it
+    cannot read is left to pandas."""
+    header = _header(path)
     if header and target not in header and len(set(header)) == len(header):  # pandas renames duplicates: a.1
         from tuner.errors import DataError, unknown_name_message
 

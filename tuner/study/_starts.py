@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuner.config import TrainConfig
+from tuner.config import TrainConfig, refuse_script
 from tuner.errors import ConfigError, StudyError, count
 from tuner.spaces import SearchSpace
 from tuner.spaces._space import CONFIG_PARTS
@@ -104,9 +104,7 @@ def _why_not_held(fit: Any) -> str:
 def _configs_in(path: Path) -> list[tuple[str, Any]]:
     from tuner._yaml import load_yaml_file
 
-    if path.suffix == ".py":  # `study export --format python` writes one: a script to run, not a config
-        raise ConfigError(f"{path}: is a Python script (`tuner study export --format python` writes one); a config "
-                          f"to queue is a .yaml or .json file (`tuner study export NAME -o best.yaml`).")
+    refuse_script(path)
     data = load_yaml_file(path)
     if isinstance(data, dict) and "configs" in data:
         others = sorted(str(key) for key in data if key != "configs")
