@@ -141,13 +141,13 @@ class _Trackers:
     def close(self, study: optuna.Study) -> None:
         self._each(lambda t: t.close(study), "failed at the end of the session", study)
 
-    def _each(self, call: Callable[[Tracker], None], what: str, study: optuna.Study | None = None) -> None:
+    def _each(self, call: Callable[[Tracker], None], what: str, study: optuna.Study) -> None:
         for tracker in list(self.active):
             try:
                 call(tracker)
             except Exception as exc:
                 self.active.remove(tracker)
-                _warn(tracker.name, exc, what, study is not None and _in_memory(study))
+                _warn(tracker.name, exc, what, _in_memory(study))
 
 
 def _open_mlflow(uri: str, study: optuna.Study, uid: str) -> Tracker:
